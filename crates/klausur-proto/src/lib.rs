@@ -1,0 +1,537 @@
+//! Wire types of the klausur signaling protocol.
+//!
+//! Every message that crosses the meeting WebSocket is defined here, once. The web client's
+//! TypeScript types are generated from these definitions (`cargo test -p klausur-proto
+//! --features ts`, see `tests/typescript.rs`); a test fails when `web/src/signaling/protocol.ts`
+//! drifts from them.
+//!
+//! The encoding is JSON. Every message is an object with a `type` field naming its variant
+//! (`snake_case`), the variant's fields beside it. Unknown fields are rejected, so a typo in a
+//! client surfaces as an error reply instead of silently doing nothing.
+//!
+//! This crate does no I/O and builds for `wasm32-unknown-unknown`.
+
+use serde::{Deserialize, Serialize};
+
+/// Largest signaling message the server accepts, in bytes (an SDP offer with many
+/// transceivers stays well below it).
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
+/// Longest chat message, in characters.
+pub const MAX_CHAT_CHARS: usize = 2000;
+/// Longest display name, in characters.
+pub const MAX_NAME_CHARS: usize = 80;
+
+/// Version of the protocol spoken on `/api/ws`; sent in [`ServerMsg::Joined`].
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// A participant id, unique within a meeting for the meeting's lifetime (for example `"p3"`).
+pub type ParticipantId = String;
+
+/// What a participant is, as shown in the participant list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+#[serde(rename_all = "snake_case")]
+pub enum ParticipantKind {
+    /// A logged-in staff member (or administrator) of the city.
+    Staff,
+    /// Someone who came with a personal invitation for an external guest.
+    InvitedGuest,
+    /// A guest without invitation who was admitted from the lobby.
+    Guest,
+}
+
+/// How a participant came into the meeting. Shown to everyone.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+#[serde(tag = "method", rename_all = "snake_case")]
+pub enum JoinMethod {
+    /// Logged in as staff and allowed directly by the meeting's profile (organiser,
+    /// moderator, a colleague the organiser invited, or any staff in the `internal` profile).
+    StaffLogin,
+    /// A personal invitation link: `invitee` is the name on the invitation, `invited_by` the
+    /// display name of whoever created it.
+    Invitation { invitee: String, invited_by: String },
+    /// Admitted from the lobby by the named moderator.
+    Lobby { admitted_by: String },
+}
+
+/// The role of a participant in the meeting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Moderator,
+    Participant,
+}
+
+/// A media source of a participant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+#[serde(rename_all = "snake_case")]
+pub enum Source {
+    Microphone,
+    Camera,
+    Screen,
+}
+
+/// One participant as every member sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+#[serde(deny_unknown_fields)]
+pub struct Participant {
+    pub id: ParticipantId,
+    pub display_name: String,
+    pub kind: ParticipantKind,
+    pub role: Role,
+    pub join_method: JoinMethod,
+    /// Microphone muted (by the participant, or by a moderator at the server).
+    pub audio_muted: bool,
+    /// A moderator muted this participant at the server; the participant cannot unmute.
+    pub muted_by_moderator: bool,
+    pub video_muted: bool,
+    pub screen_sharing: bool,
+}
+
+/// Someone waiting in the lobby, as moderators see them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+#[serde(deny_unknown_fields)]
+pub struct LobbyEntry {
+    pub id: ParticipantId,
+    pub display_name: String,
+    pub kind: ParticipantKind,
+    /// The name on the personal invitation they used, if any.
+    pub invitation: Option<String>,
+    /// Why they wait: `"profile"` (the profile does not admit them directly), `"locked"`
+    /// (the meeting is locked), `"removed"` (a moderator removed them earlier).
+    pub reason: LobbyReason,
+}
+
+/// Why someone waits in the lobby.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+#[serde(rename_all = "snake_case")]
+pub enum LobbyReason {
+    Profile,
+    Locked,
+    Removed,
+}
+
+/// The meeting's security profile (see docs/security-profiles.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+#[serde(rename_all = "snake_case")]
+pub enum SecurityProfile {
+    /// Only the organiser, moderators and named invitees join directly; everyone else waits
+    /// in the lobby. No phone dial-in, no recording.
+    #[default]
+    Strict,
+    /// Additionally every logged-in staff member of the city joins directly.
+    Internal,
+}
+
+/// Meeting facts sent to participants.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+#[serde(deny_unknown_fields)]
+pub struct MeetingInfo {
+    pub id: String,
+    pub title: String,
+    pub organiser: String,
+    pub profile: SecurityProfile,
+    pub locked: bool,
+}
+
+/// A remote track the server forwards to this client on the transceiver with `mid`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+#[serde(deny_unknown_fields)]
+pub struct TrackAssignment {
+    pub mid: String,
+    pub participant_id: ParticipantId,
+    pub source: Source,
+}
+
+/// Which local transceiver carries which source (sent with every offer).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+#[serde(deny_unknown_fields)]
+pub struct SendSource {
+    pub mid: String,
+    pub source: Source,
+}
+
+/// Why a participant left.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+#[serde(rename_all = "snake_case")]
+pub enum LeaveReason {
+    Left,
+    Removed,
+    Disconnected,
+}
+
+/// Why the meeting ended for this client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+#[serde(rename_all = "snake_case")]
+pub enum EndReason {
+    /// A moderator ended the meeting for everyone.
+    EndedByModerator,
+    /// A moderator removed this participant.
+    Removed,
+    /// A moderator denied entry from the lobby.
+    Denied,
+    /// The server is shutting down.
+    ServerShutdown,
+    /// The same person joined again from another tab or device.
+    Replaced,
+}
+
+/// Messages from the browser to the server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ClientMsg {
+    /// First message on a connection. Staff are identified by their session cookie; guests by
+    /// `invite_token` (personal invitation) or, without one, they go to the lobby and must give
+    /// `display_name`.
+    Join {
+        meeting_id: String,
+        invite_token: Option<String>,
+        display_name: Option<String>,
+    },
+    /// An SDP offer from the browser's peer connection. The browser is always the offerer.
+    Offer {
+        sdp: String,
+        sources: Vec<SendSource>,
+    },
+    /// The participant's own microphone, camera and screen state, for the participant list.
+    MediaState {
+        audio_muted: bool,
+        video_muted: bool,
+        screen_sharing: bool,
+    },
+    Chat {
+        text: String,
+    },
+    /// Moderator: let a waiting person in.
+    Admit {
+        participant_id: ParticipantId,
+    },
+    /// Moderator: turn a waiting person away.
+    Deny {
+        participant_id: ParticipantId,
+    },
+    /// Moderator: remove a participant; their link or account lands in the lobby afterwards.
+    Remove {
+        participant_id: ParticipantId,
+    },
+    /// Moderator: lock or unlock the meeting. While locked, every new arrival waits in the
+    /// lobby, even with an invitation.
+    Lock {
+        locked: bool,
+    },
+    /// Moderator: mute a participant's microphone at the server (their audio is no longer
+    /// forwarded until a moderator unmutes them).
+    Mute {
+        participant_id: ParticipantId,
+        muted: bool,
+    },
+    /// Moderator: make a participant moderator (or take the role away).
+    SetModerator {
+        participant_id: ParticipantId,
+        moderator: bool,
+    },
+    /// Moderator: end the meeting for everyone.
+    EndMeeting,
+    /// Leave the meeting.
+    Leave,
+    Ping,
+}
+
+/// Messages from the server to the browser.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ServerMsg {
+    /// You are in the meeting.
+    Joined {
+        protocol_version: u32,
+        self_id: ParticipantId,
+        meeting: MeetingInfo,
+        participants: Vec<Participant>,
+        /// Only for moderators; empty for everyone else.
+        lobby: Vec<LobbyEntry>,
+    },
+    /// You wait in the lobby until a moderator admits you.
+    LobbyWait { meeting_title: String },
+    ParticipantJoined { participant: Participant },
+    ParticipantUpdated { participant: Participant },
+    ParticipantLeft {
+        participant_id: ParticipantId,
+        reason: LeaveReason,
+    },
+    /// Moderators only: who waits in the lobby now. `arrived` is true when someone new came.
+    LobbyChanged { lobby: Vec<LobbyEntry>, arrived: bool },
+    MeetingChanged { meeting: MeetingInfo },
+    /// The answer to the last offer, and which remote track arrives on which `mid`.
+    Answer {
+        sdp: String,
+        tracks: Vec<TrackAssignment>,
+    },
+    /// The forwarded tracks changed: send a new offer with at least `audio` receive-only audio
+    /// transceivers and `video` receive-only video transceivers.
+    Renegotiate { audio: u32, video: u32 },
+    Chat {
+        from_id: ParticipantId,
+        from_name: String,
+        text: String,
+        /// Milliseconds since the Unix epoch.
+        #[cfg_attr(feature = "ts", ts(type = "number"))]
+        sent_at_ms: i64,
+    },
+    /// The participant who speaks loudest now (or `null` in silence).
+    ActiveSpeaker { participant_id: Option<ParticipantId> },
+    /// The meeting is over for you; the connection closes after this.
+    Ended { reason: EndReason, by: Option<String> },
+    Pong,
+    /// The last message could not be processed. The connection stays open.
+    Error {
+        code: ErrorCode,
+        message: String,
+    },
+}
+
+/// Stable error codes of [`ServerMsg::Error`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// Not valid JSON, or not an object of a known shape.
+    Malformed,
+    /// A `type` that the server does not know.
+    UnknownType,
+    /// Larger than [`MAX_MESSAGE_BYTES`].
+    TooLarge,
+    /// More messages than the rate limit allows; the message was dropped.
+    RateLimited,
+    /// Not allowed for this participant (for example a moderator action by a participant).
+    Forbidden,
+    /// The message needs a joined participant.
+    NotJoined,
+    /// The message does not fit the current state (for example a second `join`).
+    InvalidState,
+    /// The meeting, participant or invitation does not exist (or is no longer valid).
+    NotFound,
+    /// A field has an invalid value (empty name, over-long chat, bad SDP).
+    InvalidField,
+    /// Something failed inside the server; the message was not applied.
+    Internal,
+}
+
+impl ErrorCode {
+    /// The wire name of the code.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::Malformed => "malformed",
+            ErrorCode::UnknownType => "unknown_type",
+            ErrorCode::TooLarge => "too_large",
+            ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::NotJoined => "not_joined",
+            ErrorCode::InvalidState => "invalid_state",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::InvalidField => "invalid_field",
+            ErrorCode::Internal => "internal",
+        }
+    }
+}
+
+/// Why a text frame could not be decoded into a [`ClientMsg`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecodeError {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+const CLIENT_TYPES: &[&str] = &[
+    "join",
+    "offer",
+    "media_state",
+    "chat",
+    "admit",
+    "deny",
+    "remove",
+    "lock",
+    "mute",
+    "set_moderator",
+    "end_meeting",
+    "leave",
+    "ping",
+];
+
+impl ClientMsg {
+    /// Decodes one text frame, telling apart oversized, malformed and unknown messages.
+    pub fn decode(text: &str) -> Result<ClientMsg, DecodeError> {
+        if text.len() > MAX_MESSAGE_BYTES {
+            return Err(DecodeError {
+                code: ErrorCode::TooLarge,
+                message: format!(
+                    "message of {} bytes exceeds the limit of {MAX_MESSAGE_BYTES} bytes",
+                    text.len()
+                ),
+            });
+        }
+        let value: serde_json::Value = serde_json::from_str(text).map_err(|e| DecodeError {
+            code: ErrorCode::Malformed,
+            message: format!("not valid JSON: {e}"),
+        })?;
+        let Some(obj) = value.as_object() else {
+            return Err(DecodeError {
+                code: ErrorCode::Malformed,
+                message: "a message must be a JSON object".into(),
+            });
+        };
+        let Some(ty) = obj.get("type").and_then(|t| t.as_str()) else {
+            return Err(DecodeError {
+                code: ErrorCode::Malformed,
+                message: "a message needs a string field \"type\"".into(),
+            });
+        };
+        if !CLIENT_TYPES.contains(&ty) {
+            return Err(DecodeError {
+                code: ErrorCode::UnknownType,
+                message: format!("unknown message type {:?}", truncate(ty, 40)),
+            });
+        }
+        serde_json::from_value(value.clone()).map_err(|e| DecodeError {
+            code: ErrorCode::Malformed,
+            message: format!("invalid {ty:?} message: {e}"),
+        })
+    }
+
+    /// The wire name of this message's type.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            ClientMsg::Join { .. } => "join",
+            ClientMsg::Offer { .. } => "offer",
+            ClientMsg::MediaState { .. } => "media_state",
+            ClientMsg::Chat { .. } => "chat",
+            ClientMsg::Admit { .. } => "admit",
+            ClientMsg::Deny { .. } => "deny",
+            ClientMsg::Remove { .. } => "remove",
+            ClientMsg::Lock { .. } => "lock",
+            ClientMsg::Mute { .. } => "mute",
+            ClientMsg::SetModerator { .. } => "set_moderator",
+            ClientMsg::EndMeeting => "end_meeting",
+            ClientMsg::Leave => "leave",
+            ClientMsg::Ping => "ping",
+        }
+    }
+}
+
+impl ServerMsg {
+    /// Encodes the message as a JSON text frame.
+    pub fn encode(&self) -> String {
+        // Serializing these plain data types cannot fail; fall back to an error message
+        // rather than panicking if it ever did.
+        serde_json::to_string(self).unwrap_or_else(|_| {
+            r#"{"type":"error","code":"internal","message":"encoding failed"}"#.to_string()
+        })
+    }
+
+    /// Shorthand for an error reply.
+    pub fn error(code: ErrorCode, message: impl Into<String>) -> ServerMsg {
+        ServerMsg::Error {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+fn truncate(s: &str, max: usize) -> &str {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_join() {
+        let m = ClientMsg::decode(r#"{"type":"join","meeting_id":"m1","invite_token":null,"display_name":"Ada"}"#)
+            .expect("valid join");
+        assert_eq!(
+            m,
+            ClientMsg::Join {
+                meeting_id: "m1".into(),
+                invite_token: None,
+                display_name: Some("Ada".into())
+            }
+        );
+        assert_eq!(m.type_name(), "join");
+    }
+
+    #[test]
+    fn optional_fields_may_be_missing() {
+        let m = ClientMsg::decode(r#"{"type":"join","meeting_id":"m1"}"#).expect("valid join");
+        assert!(matches!(m, ClientMsg::Join { invite_token: None, .. }));
+    }
+
+    #[test]
+    fn rejects_bad_input_with_stable_codes() {
+        let cases = [
+            ("not json", ErrorCode::Malformed),
+            ("[1,2]", ErrorCode::Malformed),
+            (r#"{"no_type":1}"#, ErrorCode::Malformed),
+            (r#"{"type":"launch_missiles"}"#, ErrorCode::UnknownType),
+            (r#"{"type":"chat"}"#, ErrorCode::Malformed),
+            (r#"{"type":"chat","text":"hi","extra":1}"#, ErrorCode::Malformed),
+            (r#"{"type":"lock","locked":"yes"}"#, ErrorCode::Malformed),
+        ];
+        for (input, code) in cases {
+            let err = ClientMsg::decode(input).expect_err(input);
+            assert_eq!(err.code, code, "{input}: {}", err.message);
+            assert!(!err.message.is_empty());
+        }
+        let big = format!(r#"{{"type":"chat","text":"{}"}}"#, "x".repeat(MAX_MESSAGE_BYTES));
+        assert_eq!(ClientMsg::decode(&big).expect_err("big").code, ErrorCode::TooLarge);
+    }
+
+    #[test]
+    fn every_client_type_is_listed() {
+        let samples = [
+            ClientMsg::Join { meeting_id: "m".into(), invite_token: None, display_name: None },
+            ClientMsg::Offer { sdp: "v=0".into(), sources: vec![] },
+            ClientMsg::MediaState { audio_muted: false, video_muted: false, screen_sharing: false },
+            ClientMsg::Chat { text: "t".into() },
+            ClientMsg::Admit { participant_id: "p".into() },
+            ClientMsg::Deny { participant_id: "p".into() },
+            ClientMsg::Remove { participant_id: "p".into() },
+            ClientMsg::Lock { locked: true },
+            ClientMsg::Mute { participant_id: "p".into(), muted: true },
+            ClientMsg::SetModerator { participant_id: "p".into(), moderator: true },
+            ClientMsg::EndMeeting,
+            ClientMsg::Leave,
+            ClientMsg::Ping,
+        ];
+        assert_eq!(samples.len(), CLIENT_TYPES.len());
+        for m in samples {
+            let text = serde_json::to_string(&m).expect("encode");
+            assert_eq!(ClientMsg::decode(&text).expect("roundtrip"), m);
+            assert!(text.contains(&format!("\"type\":\"{}\"", m.type_name())));
+        }
+    }
+
+    #[test]
+    fn server_messages_encode_with_type_tag() {
+        let e = ServerMsg::error(ErrorCode::UnknownType, "nope").encode();
+        assert_eq!(e, r#"{"type":"error","code":"unknown_type","message":"nope"}"#);
+        let a = ServerMsg::ActiveSpeaker { participant_id: None }.encode();
+        assert_eq!(a, r#"{"type":"active_speaker","participant_id":null}"#);
+    }
+}

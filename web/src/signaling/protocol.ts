@@ -1,0 +1,63 @@
+// Generated from crates/klausur-proto by `make proto-ts`. Do not edit by hand.
+
+export type ParticipantKind = "staff" | "invited_guest" | "guest";
+
+export type JoinMethod = { "method": "staff_login" } | { "method": "invitation", invitee: string, invited_by: string, } | { "method": "lobby", admitted_by: string, };
+
+export type Role = "moderator" | "participant";
+
+export type Source = "microphone" | "camera" | "screen";
+
+export type Participant = { id: string, display_name: string, kind: ParticipantKind, role: Role, join_method: JoinMethod, 
+/**
+ * Microphone muted (by the participant, or by a moderator at the server).
+ */
+audio_muted: boolean, 
+/**
+ * A moderator muted this participant at the server; the participant cannot unmute.
+ */
+muted_by_moderator: boolean, video_muted: boolean, screen_sharing: boolean, };
+
+export type LobbyReason = "profile" | "locked" | "removed";
+
+export type LobbyEntry = { id: string, display_name: string, kind: ParticipantKind, 
+/**
+ * The name on the personal invitation they used, if any.
+ */
+invitation: string | null, 
+/**
+ * Why they wait: `"profile"` (the profile does not admit them directly), `"locked"`
+ * (the meeting is locked), `"removed"` (a moderator removed them earlier).
+ */
+reason: LobbyReason, };
+
+export type SecurityProfile = "strict" | "internal";
+
+export type MeetingInfo = { id: string, title: string, organiser: string, profile: SecurityProfile, locked: boolean, };
+
+export type TrackAssignment = { mid: string, participant_id: string, source: Source, };
+
+export type SendSource = { mid: string, source: Source, };
+
+export type LeaveReason = "left" | "removed" | "disconnected";
+
+export type EndReason = "ended_by_moderator" | "removed" | "denied" | "server_shutdown" | "replaced";
+
+export type ErrorCode = "malformed" | "unknown_type" | "too_large" | "rate_limited" | "forbidden" | "not_joined" | "invalid_state" | "not_found" | "invalid_field" | "internal";
+
+export type ClientMsg = { "type": "join", meeting_id: string, invite_token: string | null, display_name: string | null, } | { "type": "offer", sdp: string, sources: Array<SendSource>, } | { "type": "media_state", audio_muted: boolean, video_muted: boolean, screen_sharing: boolean, } | { "type": "chat", text: string, } | { "type": "admit", participant_id: string, } | { "type": "deny", participant_id: string, } | { "type": "remove", participant_id: string, } | { "type": "lock", locked: boolean, } | { "type": "mute", participant_id: string, muted: boolean, } | { "type": "set_moderator", participant_id: string, moderator: boolean, } | { "type": "end_meeting" } | { "type": "leave" } | { "type": "ping" };
+
+export type ServerMsg = { "type": "joined", protocol_version: number, self_id: string, meeting: MeetingInfo, participants: Array<Participant>, 
+/**
+ * Only for moderators; empty for everyone else.
+ */
+lobby: Array<LobbyEntry>, } | { "type": "lobby_wait", meeting_title: string, } | { "type": "participant_joined", participant: Participant, } | { "type": "participant_updated", participant: Participant, } | { "type": "participant_left", participant_id: string, reason: LeaveReason, } | { "type": "lobby_changed", lobby: Array<LobbyEntry>, arrived: boolean, } | { "type": "meeting_changed", meeting: MeetingInfo, } | { "type": "answer", sdp: string, tracks: Array<TrackAssignment>, } | { "type": "renegotiate", audio: number, video: number, } | { "type": "chat", from_id: string, from_name: string, text: string, 
+/**
+ * Milliseconds since the Unix epoch.
+ */
+sent_at_ms: number, } | { "type": "active_speaker", participant_id: string | null, } | { "type": "ended", reason: EndReason, by: string | null, } | { "type": "pong" } | { "type": "error", code: ErrorCode, message: string, };
+
+export const PROTOCOL_VERSION = 1;
+export const MAX_MESSAGE_BYTES = 65536;
+export const MAX_CHAT_CHARS = 2000;
+export const MAX_NAME_CHARS = 80;
