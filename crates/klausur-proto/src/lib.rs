@@ -265,16 +265,27 @@ pub enum ServerMsg {
         lobby: Vec<LobbyEntry>,
     },
     /// You wait in the lobby until a moderator admits you.
-    LobbyWait { meeting_title: String },
-    ParticipantJoined { participant: Participant },
-    ParticipantUpdated { participant: Participant },
+    LobbyWait {
+        meeting_title: String,
+    },
+    ParticipantJoined {
+        participant: Participant,
+    },
+    ParticipantUpdated {
+        participant: Participant,
+    },
     ParticipantLeft {
         participant_id: ParticipantId,
         reason: LeaveReason,
     },
     /// Moderators only: who waits in the lobby now. `arrived` is true when someone new came.
-    LobbyChanged { lobby: Vec<LobbyEntry>, arrived: bool },
-    MeetingChanged { meeting: MeetingInfo },
+    LobbyChanged {
+        lobby: Vec<LobbyEntry>,
+        arrived: bool,
+    },
+    MeetingChanged {
+        meeting: MeetingInfo,
+    },
     /// The answer to the last offer, and which remote track arrives on which `mid`.
     Answer {
         sdp: String,
@@ -282,7 +293,10 @@ pub enum ServerMsg {
     },
     /// The forwarded tracks changed: send a new offer with at least `audio` receive-only audio
     /// transceivers and `video` receive-only video transceivers.
-    Renegotiate { audio: u32, video: u32 },
+    Renegotiate {
+        audio: u32,
+        video: u32,
+    },
     Chat {
         from_id: ParticipantId,
         from_name: String,
@@ -292,9 +306,14 @@ pub enum ServerMsg {
         sent_at_ms: i64,
     },
     /// The participant who speaks loudest now (or `null` in silence).
-    ActiveSpeaker { participant_id: Option<ParticipantId> },
+    ActiveSpeaker {
+        participant_id: Option<ParticipantId>,
+    },
     /// The meeting is over for you; the connection closes after this.
-    Ended { reason: EndReason, by: Option<String> },
+    Ended {
+        reason: EndReason,
+        by: Option<String>,
+    },
     Pong,
     /// The last message could not be processed. The connection stays open.
     Error {
@@ -463,8 +482,10 @@ mod tests {
 
     #[test]
     fn decodes_join() {
-        let m = ClientMsg::decode(r#"{"type":"join","meeting_id":"m1","invite_token":null,"display_name":"Ada"}"#)
-            .expect("valid join");
+        let m = ClientMsg::decode(
+            r#"{"type":"join","meeting_id":"m1","invite_token":null,"display_name":"Ada"}"#,
+        )
+        .expect("valid join");
         assert_eq!(
             m,
             ClientMsg::Join {
@@ -479,7 +500,13 @@ mod tests {
     #[test]
     fn optional_fields_may_be_missing() {
         let m = ClientMsg::decode(r#"{"type":"join","meeting_id":"m1"}"#).expect("valid join");
-        assert!(matches!(m, ClientMsg::Join { invite_token: None, .. }));
+        assert!(matches!(
+            m,
+            ClientMsg::Join {
+                invite_token: None,
+                ..
+            }
+        ));
     }
 
     #[test]
@@ -490,7 +517,10 @@ mod tests {
             (r#"{"no_type":1}"#, ErrorCode::Malformed),
             (r#"{"type":"launch_missiles"}"#, ErrorCode::UnknownType),
             (r#"{"type":"chat"}"#, ErrorCode::Malformed),
-            (r#"{"type":"chat","text":"hi","extra":1}"#, ErrorCode::Malformed),
+            (
+                r#"{"type":"chat","text":"hi","extra":1}"#,
+                ErrorCode::Malformed,
+            ),
             (r#"{"type":"lock","locked":"yes"}"#, ErrorCode::Malformed),
         ];
         for (input, code) in cases {
@@ -498,23 +528,52 @@ mod tests {
             assert_eq!(err.code, code, "{input}: {}", err.message);
             assert!(!err.message.is_empty());
         }
-        let big = format!(r#"{{"type":"chat","text":"{}"}}"#, "x".repeat(MAX_MESSAGE_BYTES));
-        assert_eq!(ClientMsg::decode(&big).expect_err("big").code, ErrorCode::TooLarge);
+        let big = format!(
+            r#"{{"type":"chat","text":"{}"}}"#,
+            "x".repeat(MAX_MESSAGE_BYTES)
+        );
+        assert_eq!(
+            ClientMsg::decode(&big).expect_err("big").code,
+            ErrorCode::TooLarge
+        );
     }
 
     #[test]
     fn every_client_type_is_listed() {
         let samples = [
-            ClientMsg::Join { meeting_id: "m".into(), invite_token: None, display_name: None },
-            ClientMsg::Offer { sdp: "v=0".into(), sources: vec![] },
-            ClientMsg::MediaState { audio_muted: false, video_muted: false, screen_sharing: false },
+            ClientMsg::Join {
+                meeting_id: "m".into(),
+                invite_token: None,
+                display_name: None,
+            },
+            ClientMsg::Offer {
+                sdp: "v=0".into(),
+                sources: vec![],
+            },
+            ClientMsg::MediaState {
+                audio_muted: false,
+                video_muted: false,
+                screen_sharing: false,
+            },
             ClientMsg::Chat { text: "t".into() },
-            ClientMsg::Admit { participant_id: "p".into() },
-            ClientMsg::Deny { participant_id: "p".into() },
-            ClientMsg::Remove { participant_id: "p".into() },
+            ClientMsg::Admit {
+                participant_id: "p".into(),
+            },
+            ClientMsg::Deny {
+                participant_id: "p".into(),
+            },
+            ClientMsg::Remove {
+                participant_id: "p".into(),
+            },
             ClientMsg::Lock { locked: true },
-            ClientMsg::Mute { participant_id: "p".into(), muted: true },
-            ClientMsg::SetModerator { participant_id: "p".into(), moderator: true },
+            ClientMsg::Mute {
+                participant_id: "p".into(),
+                muted: true,
+            },
+            ClientMsg::SetModerator {
+                participant_id: "p".into(),
+                moderator: true,
+            },
             ClientMsg::EndMeeting,
             ClientMsg::Leave,
             ClientMsg::Ping,
@@ -530,8 +589,14 @@ mod tests {
     #[test]
     fn server_messages_encode_with_type_tag() {
         let e = ServerMsg::error(ErrorCode::UnknownType, "nope").encode();
-        assert_eq!(e, r#"{"type":"error","code":"unknown_type","message":"nope"}"#);
-        let a = ServerMsg::ActiveSpeaker { participant_id: None }.encode();
+        assert_eq!(
+            e,
+            r#"{"type":"error","code":"unknown_type","message":"nope"}"#
+        );
+        let a = ServerMsg::ActiveSpeaker {
+            participant_id: None,
+        }
+        .encode();
         assert_eq!(a, r#"{"type":"active_speaker","participant_id":null}"#);
     }
 }

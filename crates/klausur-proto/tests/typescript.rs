@@ -42,7 +42,10 @@ fn generate() -> String {
 
 #[test]
 fn typescript_types_match() {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../web/src/signaling/protocol.ts");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../web/src/signaling/protocol.ts"
+    );
     let generated = generate();
     if std::env::var_os("KLAUSUR_WRITE_TS").is_some() {
         std::fs::create_dir_all(std::path::Path::new(path).parent().expect("parent"))

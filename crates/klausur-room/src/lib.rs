@@ -1,1 +1,1197 @@
-//! placeholder
+//! Sans-IO SFU room core of klausur.
+//!
+//! A [`Room`] is one meeting. It owns one [str0m] `Rtc` per participant ("peer"), runs every
+//! one of them in **ICE-lite** and **RTP mode**, and forwards RTP packets between them. It never
+//! touches the network, the clock or a database: time is an argument of every call, and
+//! everything the room wants done is returned as a [`RoomOutput`] value.
+//!
+//! # Contract
+//!
+//! The room is driven by exactly one owner (a media worker task) through `&mut self`:
+//!
+//! 1. Inputs are the `handle_*` calls: [`Room::add_peer`], [`Room::handle_offer`],
+//!    [`Room::handle_receive`] (one UDP datagram addressed to a peer), [`Room::handle_timeout`],
+//!    [`Room::remove_peer`] and [`Room::set_audio_forwarding`]. Each takes the current time
+//!    `now`; `now` must never go backwards between calls.
+//! 2. **After every `handle_*` call** (and after `add_peer`, `remove_peer`, `handle_offer`) the
+//!    driver calls [`Room::poll_output`] until it returns `None`, sending each
+//!    [`RoomOutput::Transmit`] from `source` to `destination` and acting on each
+//!    [`RoomOutput::Event`].
+//! 3. Then it asks [`Room::poll_timeout`] and calls [`Room::handle_timeout`] no later than that
+//!    instant (earlier is always allowed). `None` means no peers are left.
+//!
+//! Outputs are queued inside the room, so not draining them only costs memory; but a driver
+//! that skips `handle_timeout` stalls ICE, DTLS, RTCP and retransmissions.
+//!
+//! # Signaling model
+//!
+//! The browser is always the offerer. Its offer carries sendonly m-lines for its own sources
+//! (announced in `sources`, see [`SendSource`]) and recvonly m-lines to receive others. The
+//! room answers ([`Room::handle_offer`]) and says in [`Answer::assignments`] which remote track
+//! it forwards on which recvonly mid. When the set of tracks a peer should receive changes the
+//! room emits [`RoomEvent::Renegotiate`]; the client then sends a new offer with at least that
+//! many recvonly transceivers of each kind.
+//!
+//! # Media path
+//!
+//! Packets are forwarded, never reassembled: the forwarder reads RTP headers and header
+//! extensions only and shares the payload bytes (an `Arc<[u8]>`) between all subscribers; the
+//! payload may be end-to-end encrypted. Per subscriber slot the sequence number is rewritten
+//! to stay continuous, the payload type is mapped to the subscriber's negotiated payload type,
+//! the RTP timestamp and marker are kept. Packets are written NACK-able, so str0m answers
+//! subscriber NACKs from its RTX cache; str0m NACKs publisher losses itself. Keyframe requests
+//! (PLI/FIR) from subscribers are forwarded to the publisher, throttled per publisher track.
+//!
+//! # ICE-lite and addresses
+//!
+//! Each peer gets one host candidate per address given to [`Room::add_peer`]. These must be the
+//! exact addresses datagrams arrive on (the `destination` of [`Room::handle_receive`]):
+//! a STUN request to any other address is dropped by str0m. The room learns the remote address
+//! from the client's STUN binding requests (peer-reflexive candidates); no remote candidates
+//! need to be signaled. The driver routes a new peer's first datagram by the ICE username
+//! ([`stun_local_ufrag`]) and later datagrams by remote address.
+//!
+//! Peer input (datagrams, SDP) never panics the room; it is either ignored or returned as a
+//! [`RoomError`].
+
+use std::collections::{BTreeMap, VecDeque};
+use std::net::SocketAddr;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use str0m::change::SdpOffer;
+use str0m::config::CryptoProvider;
+use str0m::format::Codec;
+use str0m::media::{KeyframeRequestKind, MediaKind, Mid, Pt};
+use str0m::net::{Protocol, Receive};
+use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite};
+use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
+
+pub use klausur_proto::{SendSource, Source};
+
+/// Identifies a participant inside a room; chosen by the caller.
+pub type PeerId = u64;
+
+/// How often the active speaker is re-evaluated.
+const SPEAKER_INTERVAL: Duration = Duration::from_millis(500);
+
+/// Average loudness (127 + dBov, so 0 = silence, 127 = loudest) a peer needs to count as
+/// speaking. 77 is -50 dBov.
+const SPEECH_THRESHOLD: u32 = 77;
+
+/// Room configuration.
+#[derive(Debug, Clone)]
+pub struct RoomConfig {
+    /// Minimum gap between two keyframe requests (PLI/FIR) forwarded to one publisher track.
+    pub keyframe_request_interval: Duration,
+}
+
+impl Default for RoomConfig {
+    fn default() -> Self {
+        RoomConfig {
+            keyframe_request_interval: Duration::from_millis(500),
+        }
+    }
+}
+
+/// One remote track forwarded on one of the client's recvonly mids.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Assignment {
+    /// The client's recvonly mid.
+    pub mid: String,
+    /// Whose track arrives there.
+    pub publisher: PeerId,
+    /// Which of the publisher's sources.
+    pub source: Source,
+}
+
+/// The room's answer to a client offer.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    /// The SDP answer.
+    pub sdp: String,
+    /// All tracks currently forwarded to this client, by recvonly mid.
+    pub assignments: Vec<Assignment>,
+}
+
+/// Something the driver must act on.
+#[derive(Debug)]
+pub enum RoomOutput {
+    /// Send `contents` from local address `source` to `destination`.
+    Transmit {
+        peer: PeerId,
+        source: SocketAddr,
+        destination: SocketAddr,
+        contents: Vec<u8>,
+    },
+    /// Something happened in the room.
+    Event(RoomEvent),
+}
+
+/// Room events for the signaling side.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RoomEvent {
+    /// ICE + DTLS up for this peer (str0m Event::Connected).
+    Connected(PeerId),
+    /// The peer's Rtc is gone (ICE disconnected for good, DTLS closed, or a fatal Rtc error).
+    /// The room has already removed it.
+    Disconnected(PeerId),
+    /// The peer should send a new offer with at least `audio`/`video` recvonly transceivers.
+    Renegotiate {
+        peer: PeerId,
+        audio: u32,
+        video: u32,
+    },
+    /// Loudest participant, from the RTP audio-level header extension; emitted on change, at
+    /// most every 500 ms. None in silence.
+    ActiveSpeaker(Option<PeerId>),
+}
+
+/// Errors of the room. Caller misuse (`UnknownPeer`, `DuplicatePeer`, `InvalidAddress`) is kept
+/// apart from bad peer input (`InvalidSdp`, `InvalidPacket`) and str0m errors (`Rtc`).
+#[derive(Debug, thiserror::Error)]
+pub enum RoomError {
+    /// No peer with this id in the room.
+    #[error("unknown peer {0}")]
+    UnknownPeer(PeerId),
+    /// A peer with this id already exists.
+    #[error("duplicate peer {0}")]
+    DuplicatePeer(PeerId),
+    /// A local address could not be used as ICE host candidate (or none was given).
+    #[error("invalid local address: {0}")]
+    InvalidAddress(String),
+    /// Bad peer input: an unparsable offer, or one str0m rejects.
+    #[error("invalid SDP: {0}")]
+    InvalidSdp(String),
+    /// Bad peer input: a datagram that is neither STUN, DTLS, RTP nor RTCP.
+    #[error("invalid packet: {0}")]
+    InvalidPacket(String),
+    /// str0m reported an error while handling input for the peer.
+    #[error("rtc: {0}")]
+    Rtc(String),
+}
+
+/// Counters of a room.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RoomStats {
+    /// RTP packets written to subscribers (one per subscriber and packet).
+    pub forwarded_packets: u64,
+    /// RTP packets received from publishers.
+    pub received_packets: u64,
+    /// Received RTP packets not forwarded to anyone because the track is muted server-side,
+    /// unknown, or of an unexpected payload type.
+    pub dropped_packets: u64,
+}
+
+/// A track a peer publishes.
+#[derive(Debug)]
+struct Track {
+    mid: Mid,
+    source: Source,
+    kind: MediaKind,
+    last_keyframe_request: Option<Instant>,
+    /// Subscriber slots receiving this track: (subscriber, index into its `slots`).
+    routes: Vec<(PeerId, usize)>,
+}
+
+/// A recvonly m-line of the client, i.e. a slot the room may forward one track into.
+#[derive(Debug)]
+struct Slot {
+    mid: Mid,
+    mid_str: String,
+    kind: MediaKind,
+    assigned: Option<(PeerId, Source)>,
+    seq: SeqRewrite,
+}
+
+/// Sequence number rewriting of one subscriber slot.
+#[derive(Debug)]
+struct SeqRewrite {
+    /// Output minus input extended sequence number of the current publisher stream.
+    delta: Option<i64>,
+    /// The next unused output sequence number.
+    next_out: u64,
+}
+
+impl SeqRewrite {
+    fn new() -> Self {
+        // Start low: a first sequence number >= 65536 would need out-of-band ROC signaling.
+        SeqRewrite {
+            delta: None,
+            next_out: 1,
+        }
+    }
+
+    /// Restarts the mapping (new publisher stream), keeping the output continuous.
+    fn restart(&mut self) {
+        self.delta = None;
+    }
+
+    fn map(&mut self, input: u64) -> Option<u64> {
+        let input = i64::try_from(input).ok()?;
+        let next = i64::try_from(self.next_out).ok()?;
+        let delta = *self.delta.get_or_insert(next - input);
+        let out = input.checked_add(delta)?;
+        if out < 1 {
+            return None;
+        }
+        let out = out as u64;
+        if out >= self.next_out {
+            self.next_out = out + 1;
+        }
+        Some(out)
+    }
+}
+
+struct Peer {
+    rtc: Rtc,
+    next_timeout: Instant,
+    connected: bool,
+    audio_forwarding: bool,
+    opus_pt: Option<Pt>,
+    vp8_pt: Option<Pt>,
+    tracks: Vec<Track>,
+    slots: Vec<Slot>,
+    /// Receive counts last told to the peer (or implied by its offer).
+    announced: (u32, u32),
+    level_sum: u32,
+    level_count: u32,
+    /// In `Room::dirty`.
+    dirty: bool,
+    /// Needs an `Input::Timeout(now)` before draining (e.g. packets were written to it).
+    needs_tick: bool,
+}
+
+impl Peer {
+    fn publishes(&self, source: Source) -> bool {
+        self.tracks.iter().any(|t| t.source == source)
+    }
+
+    fn has_assigned(&self, publisher: PeerId, source: Source) -> bool {
+        self.slots
+            .iter()
+            .any(|s| s.assigned == Some((publisher, source)))
+    }
+}
+
+/// One meeting: the peers' `Rtc`s and the forwarding state between them. See the crate docs
+/// for the calling contract.
+pub struct Room {
+    config: RoomConfig,
+    peers: BTreeMap<PeerId, Peer>,
+    outputs: VecDeque<RoomOutput>,
+    dirty: Vec<PeerId>,
+    /// Reused buffer for a track's routes while forwarding.
+    scratch: Vec<(PeerId, usize)>,
+    stats: RoomStats,
+    active_speaker: Option<PeerId>,
+    next_speaker_eval: Option<Instant>,
+}
+
+fn crypto_provider() -> Arc<CryptoProvider> {
+    static PROVIDER: OnceLock<Arc<CryptoProvider>> = OnceLock::new();
+    PROVIDER
+        .get_or_init(|| Arc::new(str0m::crypto::from_feature_flags()))
+        .clone()
+}
+
+fn source_kind(source: Source) -> MediaKind {
+    match source {
+        Source::Microphone => MediaKind::Audio,
+        Source::Camera | Source::Screen => MediaKind::Video,
+    }
+}
+
+/// The header extension values passed on to subscribers. Transport-level extensions (mid, rid,
+/// transport-cc, abs-send-time, ...) belong to each hop and are set by str0m itself.
+fn forwarded_exts(ext: &ExtensionValues) -> ExtensionValues {
+    ExtensionValues {
+        audio_level: ext.audio_level,
+        voice_activity: ext.voice_activity,
+        video_orientation: ext.video_orientation,
+        video_content_type: ext.video_content_type,
+        abs_capture_time: ext.abs_capture_time,
+        ..Default::default()
+    }
+}
+
+/// The mids of an SDP, in m-line order.
+fn sdp_mids(sdp: &str) -> Vec<String> {
+    let mut mids: Vec<String> = Vec::new();
+    for line in sdp.lines() {
+        if let Some(mid) = line.trim().strip_prefix("a=mid:") {
+            let mid = mid.trim().to_string();
+            if !mid.is_empty() && !mids.contains(&mid) {
+                mids.push(mid);
+            }
+        }
+    }
+    mids
+}
+
+impl Room {
+    /// Creates an empty room.
+    pub fn new(config: RoomConfig) -> Room {
+        Room {
+            config,
+            peers: BTreeMap::new(),
+            outputs: VecDeque::new(),
+            dirty: Vec::new(),
+            scratch: Vec::new(),
+            stats: RoomStats::default(),
+            active_speaker: None,
+            next_speaker_eval: None,
+        }
+    }
+
+    /// Creates the peer's Rtc (ICE-lite, RTP mode, Opus+VP8) with one host candidate per local address.
+    /// Returns the peer's local ICE ufrag; the driver routes the first STUN packet by it.
+    pub fn add_peer(
+        &mut self,
+        now: Instant,
+        peer: PeerId,
+        local_addrs: &[SocketAddr],
+    ) -> Result<String, RoomError> {
+        if self.peers.contains_key(&peer) {
+            return Err(RoomError::DuplicatePeer(peer));
+        }
+        if local_addrs.is_empty() {
+            return Err(RoomError::InvalidAddress("no local address".into()));
+        }
+        let mut candidates = Vec::with_capacity(local_addrs.len());
+        for addr in local_addrs {
+            let c = Candidate::host(*addr, "udp")
+                .map_err(|e| RoomError::InvalidAddress(format!("{addr}: {e}")))?;
+            candidates.push(c);
+        }
+
+        let mut rtc = Rtc::builder()
+            .set_crypto_provider(crypto_provider())
+            .set_ice_lite(true)
+            .set_rtp_mode(true)
+            .clear_codecs()
+            .enable_opus(true, false)
+            .enable_vp8(true)
+            .build(now);
+        for c in candidates {
+            rtc.add_local_candidate(c);
+        }
+        let ufrag = rtc.direct_api().local_ice_credentials().ufrag;
+
+        self.peers.insert(
+            peer,
+            Peer {
+                rtc,
+                next_timeout: now,
+                connected: false,
+                audio_forwarding: true,
+                opus_pt: None,
+                vp8_pt: None,
+                tracks: Vec::new(),
+                slots: Vec::new(),
+                announced: (0, 0),
+                level_sum: 0,
+                level_count: 0,
+                dirty: false,
+                needs_tick: false,
+            },
+        );
+        if self.next_speaker_eval.is_none() {
+            self.next_speaker_eval = Some(now + SPEAKER_INTERVAL);
+        }
+        self.mark_dirty(peer, true);
+        self.run(now);
+        Ok(ufrag)
+    }
+
+    /// Drops the peer; other subscribers whose assignments change get Renegotiate events.
+    pub fn remove_peer(&mut self, now: Instant, peer: PeerId) {
+        let Some(mut p) = self.peers.remove(&peer) else {
+            return;
+        };
+        p.rtc.disconnect();
+        drop(p);
+        for q in self.peers.values_mut() {
+            for slot in &mut q.slots {
+                if matches!(slot.assigned, Some((publisher, _)) if publisher == peer) {
+                    slot.assigned = None;
+                    slot.seq.restart();
+                }
+            }
+        }
+        self.rebuild_routes();
+        self.check_renegotiate(None);
+        if self.peers.is_empty() {
+            self.next_speaker_eval = None;
+        }
+        self.run(now);
+    }
+
+    /// Accepts a client offer; `sources` says which of its sending mids carry which source.
+    pub fn handle_offer(
+        &mut self,
+        now: Instant,
+        peer: PeerId,
+        sdp: &str,
+        sources: &[SendSource],
+    ) -> Result<Answer, RoomError> {
+        if !self.peers.contains_key(&peer) {
+            return Err(RoomError::UnknownPeer(peer));
+        }
+        let offer =
+            SdpOffer::from_sdp_string(sdp).map_err(|e| RoomError::InvalidSdp(e.to_string()))?;
+
+        let p = self
+            .peers
+            .get_mut(&peer)
+            .ok_or(RoomError::UnknownPeer(peer))?;
+        let result = catch_unwind(AssertUnwindSafe(|| p.rtc.sdp_api().accept_offer(offer)));
+        let answer = match result {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(e)) => {
+                self.mark_dirty(peer, true);
+                self.run(now);
+                return Err(RoomError::InvalidSdp(e.to_string()));
+            }
+            Err(_) => {
+                // str0m panicked on this offer: its state cannot be trusted any more.
+                self.fail_peer(now, peer);
+                self.run(now);
+                return Err(RoomError::InvalidSdp(
+                    "offer caused an internal error".into(),
+                ));
+            }
+        };
+        let answer_sdp = answer.to_sdp_string();
+
+        p.opus_pt = p
+            .rtc
+            .codec_config()
+            .find(|c| c.spec().codec == Codec::Opus)
+            .map(|c| c.pt());
+        p.vp8_pt = p
+            .rtc
+            .codec_config()
+            .find(|c| c.spec().codec == Codec::Vp8)
+            .map(|c| c.pt());
+
+        // Published tracks and receive slots from the negotiated m-lines.
+        let mut tracks: Vec<Track> = Vec::new();
+        let mut slots: Vec<Slot> = Vec::new();
+        for mid_str in sdp_mids(&answer_sdp) {
+            let mid = Mid::from(mid_str.as_str());
+            let Some(media) = p.rtc.media(mid) else {
+                continue;
+            };
+            if media.disabled() {
+                continue;
+            }
+            let kind = media.kind();
+            let dir = media.direction();
+            if let Some(send) = sources.iter().find(|s| s.mid == mid_str) {
+                let source = send.source;
+                if dir.is_receiving()
+                    && source_kind(source) == kind
+                    && !tracks.iter().any(|t| t.source == source)
+                {
+                    let last_keyframe_request = p
+                        .tracks
+                        .iter()
+                        .find(|t| t.source == source && t.mid == mid)
+                        .and_then(|t| t.last_keyframe_request);
+                    tracks.push(Track {
+                        mid,
+                        source,
+                        kind,
+                        last_keyframe_request,
+                        routes: Vec::new(),
+                    });
+                }
+            } else if dir.is_sending() {
+                let old = p
+                    .slots
+                    .iter()
+                    .position(|s| s.mid == mid && s.kind == kind)
+                    .map(|i| p.slots.swap_remove(i));
+                let (assigned, seq) = match old {
+                    Some(old) => (old.assigned, old.seq),
+                    None => (None, SeqRewrite::new()),
+                };
+                slots.push(Slot {
+                    mid,
+                    mid_str,
+                    kind,
+                    assigned,
+                    seq,
+                });
+            }
+        }
+
+        let mut old_sources: Vec<(Source, Mid)> =
+            p.tracks.iter().map(|t| (t.source, t.mid)).collect();
+        let mut new_sources: Vec<(Source, Mid)> =
+            tracks.iter().map(|t| (t.source, t.mid)).collect();
+        old_sources.sort_by_key(|(s, m)| (*s as u8, m.to_string()));
+        new_sources.sort_by_key(|(s, m)| (*s as u8, m.to_string()));
+        let publications_changed = old_sources != new_sources;
+        p.tracks = tracks;
+        p.slots = slots;
+
+        // Unassign slots of other subscribers whose track this peer no longer publishes, or
+        // publishes on another mid (a different stream: restart the sequence mapping).
+        if publications_changed {
+            for (qid, q) in self.peers.iter_mut() {
+                if *qid == peer {
+                    continue;
+                }
+                for slot in &mut q.slots {
+                    let Some((publisher, source)) = slot.assigned else {
+                        continue;
+                    };
+                    if publisher != peer {
+                        continue;
+                    }
+                    let new_mid = new_sources.iter().find(|(s, _)| *s == source);
+                    let old_mid = old_sources.iter().find(|(s, _)| *s == source);
+                    if new_mid.is_none() {
+                        slot.assigned = None;
+                        slot.seq.restart();
+                    } else if new_mid != old_mid {
+                        slot.seq.restart();
+                    }
+                }
+            }
+        }
+
+        // This peer's slots: keep valid assignments, fill free slots with wanted tracks.
+        let published: Vec<(PeerId, Source, MediaKind)> = self.published_tracks();
+        let mut new_video: Vec<(PeerId, Source)> = Vec::new();
+        let p = self
+            .peers
+            .get_mut(&peer)
+            .ok_or(RoomError::UnknownPeer(peer))?;
+        for slot in &mut p.slots {
+            if let Some((publisher, source)) = slot.assigned {
+                let valid = publisher != peer
+                    && published
+                        .iter()
+                        .any(|&(pp, ps, pk)| pp == publisher && ps == source && pk == slot.kind);
+                if !valid {
+                    slot.assigned = None;
+                    slot.seq.restart();
+                }
+            }
+        }
+        for &(publisher, source, kind) in &published {
+            if publisher == peer || p.has_assigned(publisher, source) {
+                continue;
+            }
+            if let Some(slot) = p
+                .slots
+                .iter_mut()
+                .find(|s| s.assigned.is_none() && s.kind == kind)
+            {
+                slot.assigned = Some((publisher, source));
+                slot.seq.restart();
+                if kind == MediaKind::Video {
+                    new_video.push((publisher, source));
+                }
+            }
+        }
+        let assignments: Vec<Assignment> = p
+            .slots
+            .iter()
+            .filter_map(|s| {
+                s.assigned.map(|(publisher, source)| Assignment {
+                    mid: s.mid_str.clone(),
+                    publisher,
+                    source,
+                })
+            })
+            .collect();
+
+        self.rebuild_routes();
+        if publications_changed {
+            self.check_renegotiate(Some(peer));
+        }
+        self.check_renegotiate_peer(peer, true);
+        for (publisher, source) in new_video {
+            self.request_keyframe(now, publisher, source, KeyframeRequestKind::Pli, false);
+        }
+
+        self.mark_dirty(peer, true);
+        self.run(now);
+        Ok(Answer {
+            sdp: answer_sdp,
+            assignments,
+        })
+    }
+
+    /// One UDP datagram from the network addressed to `peer`.
+    pub fn handle_receive(
+        &mut self,
+        now: Instant,
+        peer: PeerId,
+        source: SocketAddr,
+        destination: SocketAddr,
+        contents: &[u8],
+    ) -> Result<(), RoomError> {
+        let p = self
+            .peers
+            .get_mut(&peer)
+            .ok_or(RoomError::UnknownPeer(peer))?;
+        let receive = Receive::new(Protocol::Udp, source, destination, contents)
+            .map_err(|e| RoomError::InvalidPacket(e.to_string()))?;
+        let result = p.rtc.handle_input(Input::Receive(now, receive));
+        let result = match result {
+            Ok(()) => {
+                self.mark_dirty(peer, false);
+                Ok(())
+            }
+            Err(e) => {
+                if p.rtc.is_alive() {
+                    self.mark_dirty(peer, true);
+                } else {
+                    self.fail_peer(now, peer);
+                }
+                Err(RoomError::Rtc(e.to_string()))
+            }
+        };
+        self.run(now);
+        result
+    }
+
+    /// Drives time forward: ICE, DTLS, RTCP, retransmissions, pacing, active speaker.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let due: Vec<PeerId> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.next_timeout <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in due {
+            self.mark_dirty(id, true);
+        }
+        self.run(now);
+    }
+
+    /// The next output, if any. Call until `None` after every `handle_*` call.
+    pub fn poll_output(&mut self) -> Option<RoomOutput> {
+        self.outputs.pop_front()
+    }
+
+    /// Earliest time handle_timeout must be called (None if no peers).
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let peers = self.peers.values().map(|p| p.next_timeout).min()?;
+        Some(match self.next_speaker_eval {
+            Some(t) => peers.min(t),
+            None => peers,
+        })
+    }
+
+    /// Server-side mute: while false, the peer's audio packets are not forwarded.
+    pub fn set_audio_forwarding(&mut self, peer: PeerId, enabled: bool) {
+        if let Some(p) = self.peers.get_mut(&peer) {
+            p.audio_forwarding = enabled;
+            if !enabled {
+                p.level_sum = 0;
+                p.level_count = 0;
+            }
+        }
+    }
+
+    /// Whether the peer publishes a track of this source right now.
+    pub fn publishes(&self, peer: PeerId, source: Source) -> bool {
+        self.peers.get(&peer).is_some_and(|p| p.publishes(source))
+    }
+
+    /// Number of peers in the room.
+    pub fn peer_count(&self) -> usize {
+        self.peers.len()
+    }
+
+    /// Packet counters since the room was created.
+    pub fn stats(&self) -> RoomStats {
+        self.stats
+    }
+
+    // ---------------------------------------------------------------------------------------
+
+    fn mark_dirty(&mut self, peer: PeerId, tick: bool) {
+        if let Some(p) = self.peers.get_mut(&peer) {
+            p.needs_tick |= tick;
+            if !p.dirty {
+                p.dirty = true;
+                self.dirty.push(peer);
+            }
+        }
+    }
+
+    /// Drains every dirty peer (which may dirty others) and evaluates the active speaker.
+    fn run(&mut self, now: Instant) {
+        while let Some(id) = self.dirty.pop() {
+            let Some(p) = self.peers.get_mut(&id) else {
+                continue;
+            };
+            p.dirty = false;
+            if std::mem::take(&mut p.needs_tick) {
+                if let Err(e) = p.rtc.handle_input(Input::Timeout(now)) {
+                    tracing::debug!(peer = id, "rtc timeout error: {e}");
+                    if !p.rtc.is_alive() {
+                        self.fail_peer(now, id);
+                        continue;
+                    }
+                }
+            }
+            self.drain(now, id);
+        }
+        self.eval_speaker(now);
+    }
+
+    fn drain(&mut self, now: Instant, id: PeerId) {
+        loop {
+            let Some(p) = self.peers.get_mut(&id) else {
+                return;
+            };
+            match p.rtc.poll_output() {
+                Ok(Output::Timeout(t)) => {
+                    p.next_timeout = t;
+                    break;
+                }
+                Ok(Output::Transmit(t)) => {
+                    self.outputs.push_back(RoomOutput::Transmit {
+                        peer: id,
+                        source: t.source,
+                        destination: t.destination,
+                        contents: t.contents.into(),
+                    });
+                }
+                Ok(Output::Event(e)) => self.handle_event(now, id, e),
+                Err(e) => {
+                    tracing::debug!(peer = id, "rtc poll error: {e}");
+                    self.fail_peer(now, id);
+                    return;
+                }
+            }
+        }
+        if self.peers.get(&id).is_some_and(|p| !p.rtc.is_alive()) {
+            self.fail_peer(now, id);
+        }
+    }
+
+    fn handle_event(&mut self, now: Instant, id: PeerId, event: Event) {
+        match event {
+            Event::Connected => {
+                let Some(p) = self.peers.get_mut(&id) else {
+                    return;
+                };
+                p.connected = true;
+                let video: Vec<(PeerId, Source)> = p
+                    .slots
+                    .iter()
+                    .filter(|s| s.kind == MediaKind::Video)
+                    .filter_map(|s| s.assigned)
+                    .collect();
+                self.outputs
+                    .push_back(RoomOutput::Event(RoomEvent::Connected(id)));
+                for (publisher, source) in video {
+                    self.request_keyframe(now, publisher, source, KeyframeRequestKind::Pli, true);
+                }
+            }
+            Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
+                self.fail_peer(now, id);
+            }
+            Event::RtpPacket(packet) => self.forward(now, id, packet),
+            Event::KeyframeRequest(req) => {
+                let Some(p) = self.peers.get(&id) else {
+                    return;
+                };
+                let Some((publisher, source)) = p
+                    .slots
+                    .iter()
+                    .find(|s| s.mid == req.mid)
+                    .and_then(|s| s.assigned)
+                else {
+                    return;
+                };
+                self.request_keyframe(now, publisher, source, req.kind, true);
+            }
+            _ => {}
+        }
+    }
+
+    fn forward(&mut self, now: Instant, publisher: PeerId, packet: RtpPacket) {
+        self.stats.received_packets += 1;
+        let Some(p) = self.peers.get_mut(&publisher) else {
+            return;
+        };
+        let Some(mid) = p
+            .rtc
+            .direct_api()
+            .stream_rx(&packet.header.ssrc)
+            .map(|s| s.mid())
+        else {
+            self.stats.dropped_packets += 1;
+            return;
+        };
+        let pt = packet.header.payload_type;
+        let codec = if Some(pt) == p.opus_pt {
+            Codec::Opus
+        } else if Some(pt) == p.vp8_pt {
+            Codec::Vp8
+        } else {
+            self.stats.dropped_packets += 1;
+            return;
+        };
+        let Some(track) = p.tracks.iter().find(|t| t.mid == mid) else {
+            self.stats.dropped_packets += 1;
+            return;
+        };
+        let kind_ok = match codec {
+            Codec::Opus => track.kind == MediaKind::Audio,
+            _ => track.kind == MediaKind::Video,
+        };
+        if !kind_ok {
+            self.stats.dropped_packets += 1;
+            return;
+        }
+        if track.kind == MediaKind::Audio {
+            if !p.audio_forwarding {
+                self.stats.dropped_packets += 1;
+                return;
+            }
+            if let Some(level) = packet.header.ext_vals.audio_level {
+                p.level_sum += (127 + i32::from(level).clamp(-127, 0)) as u32;
+                p.level_count += 1;
+            }
+        }
+
+        let mut routes = std::mem::take(&mut self.scratch);
+        routes.clear();
+        routes.extend_from_slice(&track.routes);
+        let exts = forwarded_exts(&packet.header.ext_vals);
+        let in_seq = *packet.seq_no;
+        for &(qid, slot_idx) in &routes {
+            let Some(q) = self.peers.get_mut(&qid) else {
+                continue;
+            };
+            if !q.connected {
+                continue;
+            }
+            let out_pt = match codec {
+                Codec::Opus => q.opus_pt,
+                _ => q.vp8_pt,
+            };
+            let Some(out_pt) = out_pt else {
+                continue;
+            };
+            let Some(slot) = q.slots.get_mut(slot_idx) else {
+                continue;
+            };
+            let Some(out_seq) = slot.seq.map(in_seq) else {
+                continue;
+            };
+            let mut api = q.rtc.direct_api();
+            let Some(tx) = api.stream_tx_by_mid(slot.mid, None) else {
+                continue;
+            };
+            tx.write_rtp(
+                RtpWrite::new(
+                    out_pt,
+                    out_seq.into(),
+                    packet.header.timestamp,
+                    now,
+                    packet.payload.clone(),
+                )
+                .marker(packet.header.marker)
+                .ext_vals(exts.clone())
+                .nackable(true),
+            );
+            self.stats.forwarded_packets += 1;
+            self.mark_dirty(qid, true);
+        }
+        self.scratch = routes;
+    }
+
+    /// Asks the publisher for a keyframe of its `source` track, throttled unless `throttled` is
+    /// false.
+    fn request_keyframe(
+        &mut self,
+        now: Instant,
+        publisher: PeerId,
+        source: Source,
+        kind: KeyframeRequestKind,
+        throttled: bool,
+    ) {
+        let interval = self.config.keyframe_request_interval;
+        let Some(p) = self.peers.get_mut(&publisher) else {
+            return;
+        };
+        let Some(track) = p.tracks.iter_mut().find(|t| t.source == source) else {
+            return;
+        };
+        if track.kind != MediaKind::Video {
+            return;
+        }
+        if throttled {
+            if let Some(last) = track.last_keyframe_request {
+                if now.saturating_duration_since(last) < interval {
+                    return;
+                }
+            }
+        }
+        let mut api = p.rtc.direct_api();
+        let Some(rx) = api.stream_rx_by_mid(track.mid, None) else {
+            return;
+        };
+        rx.request_keyframe(kind);
+        track.last_keyframe_request = Some(now);
+        self.mark_dirty(publisher, true);
+    }
+
+    /// The Rtc of this peer is gone: remove it and tell the driver.
+    fn fail_peer(&mut self, now: Instant, peer: PeerId) {
+        if !self.peers.contains_key(&peer) {
+            return;
+        }
+        self.remove_peer(now, peer);
+        self.outputs
+            .push_back(RoomOutput::Event(RoomEvent::Disconnected(peer)));
+    }
+
+    /// All published tracks of the room, in peer order.
+    fn published_tracks(&self) -> Vec<(PeerId, Source, MediaKind)> {
+        self.peers
+            .iter()
+            .flat_map(|(id, p)| p.tracks.iter().map(move |t| (*id, t.source, t.kind)))
+            .collect()
+    }
+
+    fn rebuild_routes(&mut self) {
+        let mut routes: Vec<(PeerId, Source, PeerId, usize)> = Vec::new();
+        for (qid, q) in &self.peers {
+            for (idx, slot) in q.slots.iter().enumerate() {
+                if let Some((publisher, source)) = slot.assigned {
+                    routes.push((publisher, source, *qid, idx));
+                }
+            }
+        }
+        for p in self.peers.values_mut() {
+            for t in &mut p.tracks {
+                t.routes.clear();
+            }
+        }
+        for (publisher, source, qid, idx) in routes {
+            if let Some(track) = self
+                .peers
+                .get_mut(&publisher)
+                .and_then(|p| p.tracks.iter_mut().find(|t| t.source == source))
+            {
+                track.routes.push((qid, idx));
+            }
+        }
+    }
+
+    /// After a change of the published tracks: tell every peer (except `except`) whose wanted
+    /// tracks changed to renegotiate.
+    fn check_renegotiate(&mut self, except: Option<PeerId>) {
+        let ids: Vec<PeerId> = self.peers.keys().copied().collect();
+        for id in ids {
+            if Some(id) != except {
+                self.check_renegotiate_peer(id, false);
+            }
+        }
+    }
+
+    /// Emits Renegotiate for `peer` if some track it should receive has no slot yet, or (unless
+    /// `after_offer`, where only missing slots matter) if the counts of tracks it should receive
+    /// differ from what it was last told.
+    fn check_renegotiate_peer(&mut self, peer: PeerId, after_offer: bool) {
+        let published = self.published_tracks();
+        let Some(q) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        let mut audio = 0u32;
+        let mut video = 0u32;
+        let mut missing = false;
+        for &(publisher, source, kind) in &published {
+            if publisher == peer {
+                continue;
+            }
+            match kind {
+                MediaKind::Audio => audio += 1,
+                MediaKind::Video => video += 1,
+            }
+            if !q.has_assigned(publisher, source) {
+                missing = true;
+            }
+        }
+        let counts = (audio, video);
+        let emit = if after_offer {
+            missing
+        } else {
+            counts != q.announced || missing
+        };
+        if after_offer && !missing {
+            q.announced = counts;
+        }
+        if emit {
+            q.announced = counts;
+            self.outputs
+                .push_back(RoomOutput::Event(RoomEvent::Renegotiate {
+                    peer,
+                    audio,
+                    video,
+                }));
+        }
+    }
+
+    fn eval_speaker(&mut self, now: Instant) {
+        let Some(next) = self.next_speaker_eval else {
+            return;
+        };
+        if now < next {
+            return;
+        }
+        self.next_speaker_eval = Some(now + SPEAKER_INTERVAL);
+        let mut best: Option<(PeerId, u32)> = None;
+        for (id, p) in self.peers.iter_mut() {
+            if p.level_count > 0 && p.audio_forwarding {
+                let avg = p.level_sum / p.level_count;
+                if avg >= SPEECH_THRESHOLD && best.is_none_or(|(_, b)| avg > b) {
+                    best = Some((*id, avg));
+                }
+            }
+            p.level_sum = 0;
+            p.level_count = 0;
+        }
+        let speaker = best.map(|(id, _)| id);
+        if speaker != self.active_speaker {
+            self.active_speaker = speaker;
+            self.outputs
+                .push_back(RoomOutput::Event(RoomEvent::ActiveSpeaker(speaker)));
+        }
+    }
+}
+
+/// The local ufrag from a STUN binding request's USERNAME ("local:remote"), or None if
+/// `contents` is not a STUN binding request. Used by the driver to route a new peer's first
+/// packet.
+pub fn stun_local_ufrag(contents: &[u8]) -> Option<String> {
+    const MAGIC_COOKIE: [u8; 4] = [0x21, 0x12, 0xa4, 0x42];
+    const BINDING_REQUEST: u16 = 0x0001;
+    const USERNAME: u16 = 0x0006;
+
+    let header = contents.get(..20)?;
+    let msg_type = u16::from_be_bytes([header[0], header[1]]);
+    if msg_type != BINDING_REQUEST || header[4..8] != MAGIC_COOKIE {
+        return None;
+    }
+    let len = usize::from(u16::from_be_bytes([header[2], header[3]]));
+    if len % 4 != 0 {
+        return None;
+    }
+    let mut attrs = contents.get(20..20 + len)?;
+    while attrs.len() >= 4 {
+        let attr_type = u16::from_be_bytes([attrs[0], attrs[1]]);
+        let attr_len = usize::from(u16::from_be_bytes([attrs[2], attrs[3]]));
+        let value = attrs.get(4..4 + attr_len)?;
+        if attr_type == USERNAME {
+            let username = std::str::from_utf8(value).ok()?;
+            let (local, _remote) = username.split_once(':')?;
+            if local.is_empty() {
+                return None;
+            }
+            return Some(local.to_string());
+        }
+        let padded = (attr_len + 3) & !3;
+        attrs = attrs.get(4 + padded..)?;
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stun_request(username: &[u8]) -> Vec<u8> {
+        let mut attrs = Vec::new();
+        // PRIORITY attribute first, to test skipping.
+        attrs.extend_from_slice(&0x0024u16.to_be_bytes());
+        attrs.extend_from_slice(&4u16.to_be_bytes());
+        attrs.extend_from_slice(&[1, 2, 3, 4]);
+        attrs.extend_from_slice(&0x0006u16.to_be_bytes());
+        attrs.extend_from_slice(&(username.len() as u16).to_be_bytes());
+        attrs.extend_from_slice(username);
+        while attrs.len() % 4 != 0 {
+            attrs.push(0);
+        }
+        let mut msg = Vec::new();
+        msg.extend_from_slice(&0x0001u16.to_be_bytes());
+        msg.extend_from_slice(&(attrs.len() as u16).to_be_bytes());
+        msg.extend_from_slice(&[0x21, 0x12, 0xa4, 0x42]);
+        msg.extend_from_slice(&[7; 12]);
+        msg.extend_from_slice(&attrs);
+        msg
+    }
+
+    #[test]
+    fn stun_ufrag_of_binding_request() {
+        let msg = stun_request(b"abcd:efgh");
+        assert_eq!(stun_local_ufrag(&msg).as_deref(), Some("abcd"));
+        let msg = stun_request(b"x:yz1");
+        assert_eq!(stun_local_ufrag(&msg).as_deref(), Some("x"));
+    }
+
+    #[test]
+    fn stun_ufrag_rejects_non_requests() {
+        assert_eq!(stun_local_ufrag(&[]), None);
+        assert_eq!(stun_local_ufrag(&[0u8; 19]), None);
+        // No colon, empty local part.
+        assert_eq!(stun_local_ufrag(&stun_request(b"abcd")), None);
+        assert_eq!(stun_local_ufrag(&stun_request(b":abcd")), None);
+        // Not UTF-8.
+        assert_eq!(stun_local_ufrag(&stun_request(&[0xff, b':', b'a'])), None);
+        // Binding success response.
+        let mut msg = stun_request(b"abcd:efgh");
+        msg[1] = 0x01;
+        msg[0] = 0x01;
+        assert_eq!(stun_local_ufrag(&msg), None);
+        // Bad cookie.
+        let mut msg = stun_request(b"abcd:efgh");
+        msg[4] = 0;
+        assert_eq!(stun_local_ufrag(&msg), None);
+        // Truncated: every prefix must be rejected or parsed without panic.
+        let msg = stun_request(b"abcd:efgh");
+        for n in 0..msg.len() {
+            assert_eq!(stun_local_ufrag(&msg[..n]), None);
+        }
+        // Attribute length pointing past the end.
+        let mut msg = stun_request(b"abcd:efgh");
+        let last = msg.len();
+        msg[last - 14] = 0xff;
+        let _ = stun_local_ufrag(&msg);
+        // RTP-looking packet.
+        assert_eq!(stun_local_ufrag(&[0x80; 40]), None);
+    }
+
+    #[test]
+    fn seq_rewrite_is_continuous() {
+        let mut s = SeqRewrite::new();
+        assert_eq!(s.map(50_000), Some(1));
+        assert_eq!(s.map(50_001), Some(2));
+        assert_eq!(s.map(49_999), None); // before the start of the slot
+        s.restart();
+        assert_eq!(s.map(7), Some(3));
+        assert_eq!(s.map(9), Some(5));
+        assert_eq!(s.map(8), Some(4));
+        assert_eq!(s.map(10), Some(6));
+    }
+
+    #[test]
+    fn sdp_mids_in_order() {
+        let sdp = "v=0\r\nm=audio 9 UDP\r\na=mid:0\r\nm=video 9 UDP\r\na=mid:1\r\na=mid:1\r\n";
+        assert_eq!(sdp_mids(sdp), vec!["0".to_string(), "1".to_string()]);
+    }
+}

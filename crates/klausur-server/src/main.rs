@@ -1,1 +1,39 @@
-fn main() {}
+//! `klausur`: self-hosted video and telephone conferencing for public administrations.
+//!
+//! `klausur serve` runs everything with no configuration (SQLite in `./klausur-data`, HTTP on
+//! 127.0.0.1:8080, media on UDP 127.0.0.1:10000). The other subcommands administer the same
+//! database from the command line; each has `--json` output for automation.
+
+use klausur_server::cli;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let args = cli::Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("KLAUSUR_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,str0m=warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("klausur: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(cli::run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("klausur: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,1 +1,49 @@
-//! placeholder
+//! Storage of klausur: user accounts, login sessions, meetings with their moderators,
+//! personal invitations and the bans moderators impose.
+//!
+//! # Contract
+//!
+//! * **What is stored.** Users (username, display name, role, password hash, flags), login
+//!   sessions (bound to a user, with a CSRF token and an expiry), meetings (title, optional
+//!   start, organiser, [`SecurityProfile`](klausur_proto::SecurityProfile), end), the extra
+//!   moderators of a meeting, invitations (one per invitee, with expiry, revocation and last
+//!   use) and bans (a user or an invitation removed from a meeting by a moderator).
+//! * **No secrets in the clear.** Passwords, session ids and invitation tokens reach the store
+//!   only as hashes: the *caller* hashes them (argon2id for passwords, a cryptographic digest
+//!   for session ids and tokens) and looks rows up by the hash. The store never sees, logs or
+//!   returns a secret in the clear. Hash fields are skipped when a type is serialised.
+//! * **Time.** Timestamps are [`chrono::DateTime<Utc>`](chrono::DateTime) stored as integer
+//!   unix milliseconds: anything finer than a millisecond is dropped on the way in. Operations
+//!   that depend on the current time (session expiry, purging) take `now`/`at`/`cutoff`
+//!   explicitly, so callers and tests control the clock; only `created_at` fields are stamped
+//!   by the store itself.
+//! * **Usernames** are unique regardless of case (compared after Unicode lower-casing) and keep
+//!   the spelling they were created with.
+//! * **Errors.** A write that would break a uniqueness rule (username taken, meeting id or token
+//!   hash reused) is [`StoreError::Conflict`]; an update of, or a reference to, a row that does
+//!   not exist is [`StoreError::NotFound`]; look-ups return `Ok(None)` instead. Everything
+//!   else is [`StoreError::Database`] or, on open, [`StoreError::Migrate`].
+//! * **Authorisation is the caller's.** The store answers questions (`is_moderator`,
+//!   `is_banned`, `colleague_invited`, the `disabled` flag of a session's user) but enforces
+//!   none of them.
+//!
+//! # Backends
+//!
+//! SQLite now ([`Store::open_sqlite`], [`Store::open_sqlite_memory`]); the SQL is kept portable
+//! (`$n` placeholders, `RETURNING`, `ON CONFLICT DO NOTHING`, no backend-specific functions)
+//! so that a PostgreSQL backend is one more variant of the internal backend enum plus its own
+//! migrations directory, behind the same public API. Migrations are embedded in the binary
+//! and run on open; running them again is a no-op.
+
+mod error;
+mod model;
+mod store;
+
+pub use error::StoreError;
+pub use model::{
+    BanSubject, Invitation, InvitationKind, Meeting, NewInvitation, Role, Session, User,
+};
+pub use store::Store;
+
+/// Result type of the store.
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;

@@ -1,0 +1,410 @@
+//! Room tests in simulated time: str0m clients, the room, a lossless instant network.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{init_log, Sim};
+use klausur_room::{RoomConfig, RoomError, RoomEvent, Source};
+use str0m::media::KeyframeRequestKind;
+
+const SETTLE: Duration = Duration::from_secs(3);
+
+/// Joins `ids` one after another and waits until all are connected and every client has all
+/// other tracks assigned.
+fn meeting(config: RoomConfig, ids: &[u64]) -> Sim {
+    init_log();
+    let mut sim = Sim::new(config);
+    for &id in ids {
+        sim.join(id);
+    }
+    let n = ids.len();
+    let ok = sim.run_until(SETTLE, |s| {
+        s.all_connected() && s.clients.iter().all(|c| c.assignments.len() == 2 * (n - 1))
+    });
+    assert!(ok, "meeting did not settle");
+    sim
+}
+
+fn assert_clean(sim: &Sim) {
+    for c in &sim.clients {
+        for ((publisher, source), r) in &c.received {
+            assert_eq!(
+                r.corrupted, 0,
+                "{} got corrupted {publisher}/{source:?}",
+                c.id
+            );
+            assert_eq!(
+                r.wrong_mid, 0,
+                "{} got {publisher}/{source:?} on a wrong mid",
+                c.id
+            );
+        }
+    }
+}
+
+#[test]
+fn two_peers_exchange_audio_and_video() {
+    let mut sim = meeting(RoomConfig::default(), &[1, 2]);
+    assert!(sim
+        .room_events
+        .iter()
+        .any(|(_, e)| *e == RoomEvent::Connected(1)));
+    assert!(sim
+        .room_events
+        .iter()
+        .any(|(_, e)| *e == RoomEvent::Connected(2)));
+    sim.run_for(Duration::from_secs(5));
+
+    for (rx, tx) in [(1, 2), (2, 1)] {
+        let c = sim.client(rx);
+        // 5 s of 20 ms audio = 250, of 33 ms video = ~150.
+        let audio = c.received(tx, Source::Microphone);
+        let video = c.received(tx, Source::Camera);
+        assert!(audio > 200, "{rx} got {audio} audio packets from {tx}");
+        assert!(video > 120, "{rx} got {video} video packets from {tx}");
+        assert_eq!(
+            c.received(rx, Source::Microphone),
+            0,
+            "no echo of own audio"
+        );
+    }
+    assert_clean(&sim);
+    let stats = sim.room.stats();
+    assert!(stats.forwarded_packets > 700, "{stats:?}");
+    assert!(
+        stats.received_packets >= stats.forwarded_packets,
+        "{stats:?}"
+    );
+    assert!(sim.room.publishes(1, Source::Camera));
+    assert!(!sim.room.publishes(1, Source::Screen));
+    assert_eq!(sim.room.peer_count(), 2);
+
+    // Someone is talking (audio level -30 dBov), so there is an active speaker.
+    assert!(sim
+        .room_events
+        .iter()
+        .any(|(_, e)| matches!(e, RoomEvent::ActiveSpeaker(Some(_)))));
+}
+
+#[test]
+fn three_peers_and_a_later_screen_share() {
+    let mut sim = meeting(RoomConfig::default(), &[1, 2, 3]);
+    sim.run_for(Duration::from_secs(2));
+    for rx in [1, 2, 3] {
+        for tx in [1, 2, 3] {
+            if rx == tx {
+                continue;
+            }
+            let c = sim.client(rx);
+            assert!(
+                c.received(tx, Source::Microphone) > 50,
+                "{rx} <- {tx} audio"
+            );
+            assert!(c.received(tx, Source::Camera) > 30, "{rx} <- {tx} video");
+        }
+    }
+
+    // Peer 1 starts sharing its screen: 2 and 3 are asked for a third video slot.
+    let since = sim.now;
+    sim.renegotiate_screen(1, true);
+    assert!(sim.room.publishes(1, Source::Screen));
+    let events = sim.room_events_since(since);
+    for peer in [2, 3] {
+        assert!(
+            events.contains(&RoomEvent::Renegotiate {
+                peer,
+                audio: 2,
+                video: 3
+            }),
+            "{events:?}"
+        );
+    }
+    let ok = sim.run_until(SETTLE, |s| {
+        [2, 3]
+            .iter()
+            .all(|&id| s.client(id).received(1, Source::Screen) > 20)
+    });
+    assert!(ok, "screen share did not arrive");
+    assert_eq!(sim.client(1).received(1, Source::Screen), 0);
+
+    // Peer 1 stops sharing: the others are told to renegotiate and get no more screen packets.
+    let since = sim.now;
+    sim.renegotiate_screen(1, false);
+    assert!(!sim.room.publishes(1, Source::Screen));
+    let events = sim.room_events_since(since);
+    for peer in [2, 3] {
+        assert!(
+            events.contains(&RoomEvent::Renegotiate {
+                peer,
+                audio: 2,
+                video: 2
+            }),
+            "{events:?}"
+        );
+    }
+    sim.run_for(Duration::from_millis(200));
+    let before: Vec<u64> = [2, 3]
+        .iter()
+        .map(|&id| sim.client(id).received(1, Source::Screen))
+        .collect();
+    sim.run_for(Duration::from_secs(1));
+    let after: Vec<u64> = [2, 3]
+        .iter()
+        .map(|&id| sim.client(id).received(1, Source::Screen))
+        .collect();
+    assert_eq!(before, after);
+    assert!(sim.client(2).received(1, Source::Camera) > 100);
+    assert_clean(&sim);
+}
+
+/// Sends 10 PLIs from 2 for 1's camera within 100 ms; returns how many keyframe requests 1
+/// saw in the following 300 ms.
+fn keyframe_requests_seen(interval: Duration) -> usize {
+    let mut sim = meeting(
+        RoomConfig {
+            keyframe_request_interval: interval,
+        },
+        &[1, 2],
+    );
+    sim.run_for(Duration::from_secs(2));
+    let mid = sim
+        .client(2)
+        .assigned_mid(1, Source::Camera)
+        .expect("camera of 1 assigned at 2");
+    sim.client_mut(1).keyframe_requests.clear();
+    for _ in 0..10 {
+        let c = sim.client_mut(2);
+        let mut api = c.rtc.direct_api();
+        let rx = api.stream_rx_by_mid(mid, None).expect("rx stream");
+        rx.request_keyframe(KeyframeRequestKind::Pli);
+        sim.run_for(Duration::from_millis(10));
+    }
+    sim.run_for(Duration::from_millis(300));
+    let camera = sim.client(1).send_mid(Source::Camera).expect("camera mid");
+    let requests = &sim.client(1).keyframe_requests;
+    assert!(
+        requests.iter().all(|(_, m, _)| *m == camera),
+        "{requests:?}"
+    );
+    requests.len()
+}
+
+#[test]
+fn keyframe_requests_are_forwarded_and_throttled() {
+    assert_eq!(keyframe_requests_seen(Duration::from_millis(500)), 1);
+    // Negative control: without throttling, every PLI gets through.
+    let unthrottled = keyframe_requests_seen(Duration::ZERO);
+    assert!(unthrottled >= 5, "unthrottled: {unthrottled}");
+}
+
+#[test]
+fn server_side_mute_stops_audio_only() {
+    let mut sim = meeting(RoomConfig::default(), &[1, 2]);
+    sim.run_for(Duration::from_secs(1));
+
+    sim.room.set_audio_forwarding(1, false);
+    sim.run_for(Duration::from_millis(100));
+    let audio = sim.client(2).received(1, Source::Microphone);
+    let video = sim.client(2).received(1, Source::Camera);
+    let audio_back = sim.client(1).received(2, Source::Microphone);
+    sim.run_for(Duration::from_secs(2));
+    assert_eq!(
+        sim.client(2).received(1, Source::Microphone),
+        audio,
+        "muted audio forwarded"
+    );
+    assert!(
+        sim.client(2).received(1, Source::Camera) > video + 40,
+        "video stopped"
+    );
+    assert!(
+        sim.client(1).received(2, Source::Microphone) > audio_back + 80,
+        "the other direction is unaffected"
+    );
+
+    sim.room.set_audio_forwarding(1, true);
+    sim.run_for(Duration::from_secs(1));
+    assert!(
+        sim.client(2).received(1, Source::Microphone) > audio + 30,
+        "unmute"
+    );
+    assert_clean(&sim);
+}
+
+#[test]
+fn removed_peer_is_renegotiated_away() {
+    let mut sim = meeting(RoomConfig::default(), &[1, 2, 3]);
+    sim.run_for(Duration::from_secs(1));
+    assert!(sim.client(1).received(3, Source::Camera) > 10);
+
+    let since = sim.now;
+    sim.remove(3);
+    assert_eq!(sim.room.peer_count(), 2);
+    let events = sim.room_events_since(since);
+    for peer in [1, 2] {
+        assert!(
+            events.contains(&RoomEvent::Renegotiate {
+                peer,
+                audio: 1,
+                video: 1
+            }),
+            "{events:?}"
+        );
+    }
+    let before: Vec<u64> = [1, 2]
+        .iter()
+        .map(|&id| sim.client(id).received(3, Source::Camera))
+        .collect();
+    sim.run_for(Duration::from_secs(1));
+    let after: Vec<u64> = [1, 2]
+        .iter()
+        .map(|&id| sim.client(id).received(3, Source::Camera))
+        .collect();
+    assert_eq!(before, after);
+    // 1 and 2 still talk to each other.
+    let a = sim.client(1).received(2, Source::Microphone);
+    sim.run_for(Duration::from_secs(1));
+    assert!(sim.client(1).received(2, Source::Microphone) > a + 30);
+    assert!(!sim
+        .room_events
+        .iter()
+        .any(|(_, e)| matches!(e, RoomEvent::Disconnected(_))));
+}
+
+/// Deterministic xorshift.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn bytes(&mut self, n: usize) -> Vec<u8> {
+        (0..n).map(|_| self.next() as u8).collect()
+    }
+}
+
+#[test]
+fn garbage_input_does_not_break_the_room() {
+    init_log();
+    let mut sim = Sim::new(RoomConfig::default());
+    sim.capture = true;
+    sim.join(1);
+    sim.join(2);
+    assert!(sim.run_until(SETTLE, |s| s.all_connected()));
+    sim.run_for(Duration::from_secs(1));
+    sim.capture = false;
+
+    // Caller misuse.
+    assert!(matches!(
+        sim.room.handle_offer(sim.now, 99, "v=0", &[]),
+        Err(RoomError::UnknownPeer(99))
+    ));
+    assert!(matches!(
+        sim.room.handle_receive(
+            sim.now,
+            99,
+            common::client_addr(9),
+            common::room_addr(),
+            &[0; 40]
+        ),
+        Err(RoomError::UnknownPeer(99))
+    ));
+    assert!(matches!(
+        sim.room.add_peer(sim.now, 1, &[common::room_addr()]),
+        Err(RoomError::DuplicatePeer(1))
+    ));
+    assert!(matches!(
+        sim.room.add_peer(sim.now, 50, &[]),
+        Err(RoomError::InvalidAddress(_))
+    ));
+    assert!(matches!(
+        sim.room
+            .add_peer(sim.now, 51, &["0.0.0.0:1".parse().expect("addr")]),
+        Err(RoomError::InvalidAddress(_))
+    ));
+
+    // Invalid SDP.
+    for sdp in [
+        "",
+        "garbage",
+        "v=0\r\n",
+        "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n",
+        "v=0\r\nm=video x y z\r\na=mid:\r\na=mid:\u{0}\r\n",
+    ] {
+        assert!(
+            matches!(
+                sim.room.handle_offer(sim.now, 1, sdp, &[]),
+                Err(RoomError::InvalidSdp(_))
+            ),
+            "{sdp:?}"
+        );
+    }
+
+    // Random datagrams, truncated and bit-flipped real STUN and SRTP packets.
+    let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+    for i in 0..2000 {
+        let len = (rng.next() % 300) as usize;
+        let mut bytes = rng.bytes(len);
+        if let Some(b) = bytes.first_mut() {
+            // Spread over every demux class: STUN, DTLS, RTP/RTCP, unknown.
+            *b = match i % 4 {
+                0 => *b % 2,
+                1 => 20 + *b % 44,
+                2 => 128 + *b % 64,
+                _ => *b,
+            };
+        }
+        let _ = sim.send_garbage(1 + (i % 2), &bytes);
+    }
+    let captured: Vec<(u64, Vec<u8>)> = sim
+        .captured_stun
+        .iter()
+        .take(3)
+        .chain(sim.captured_rtp.iter().take(20))
+        .cloned()
+        .collect();
+    assert!(!captured.is_empty());
+    for (peer, packet) in &captured {
+        for n in 0..packet.len() {
+            let _ = sim.send_garbage(*peer, &packet[..n]);
+        }
+        for _ in 0..20 {
+            let mut p = packet.clone();
+            let idx = (rng.next() as usize) % p.len();
+            p[idx] ^= 1 << (rng.next() % 8);
+            let _ = sim.send_garbage(*peer, &p);
+        }
+    }
+
+    // The room keeps working.
+    assert_eq!(sim.room.peer_count(), 2);
+    let a = sim.client(2).received(1, Source::Microphone);
+    let v = sim.client(1).received(2, Source::Camera);
+    sim.run_for(Duration::from_secs(2));
+    assert!(sim.client(2).received(1, Source::Microphone) > a + 50);
+    assert!(sim.client(1).received(2, Source::Camera) > v + 30);
+    assert!(!sim
+        .room_events
+        .iter()
+        .any(|(_, e)| matches!(e, RoomEvent::Disconnected(_))));
+    assert_clean(&sim);
+}
+
+#[test]
+fn silent_peer_is_disconnected() {
+    let mut sim = meeting(RoomConfig::default(), &[1, 2]);
+    sim.run_for(Duration::from_secs(1));
+    // Client 2 vanishes without a word: no STUN, no DTLS close.
+    sim.clients.retain(|c| c.id != 2);
+    let ok = sim.run_until(Duration::from_secs(60), |s| {
+        s.room_events
+            .iter()
+            .any(|(_, e)| *e == RoomEvent::Disconnected(2))
+    });
+    assert!(ok, "no Disconnected(2)");
+    assert_eq!(sim.room.peer_count(), 1);
+    assert!(sim.room.poll_timeout().is_some());
+}

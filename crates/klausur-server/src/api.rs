@@ -1,0 +1,911 @@
+//! The HTTP API (`/api/...`), the WebSocket upgrade and the static web client.
+//!
+//! Authorization is decided by the extractors [`Session`] (any logged-in account, also one
+//! that must still change its password), [`Staff`] (a logged-in account ready to work) and
+//! [`Admin`]; per-meeting rights by [`can_manage`]. State-changing requests need the session's
+//! CSRF token in `X-CSRF-Token` and a same-origin `Origin`; cookies are HttpOnly and
+//! SameSite=Strict. Errors become JSON replies in exactly one place: [`ApiError`].
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use axum::extract::{ConnectInfo, FromRequestParts, Path, State, WebSocketUpgrade};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, delete, get, post};
+use axum::{Json, Router};
+use chrono::{DateTime, Duration, Utc};
+use klausur_proto::{SecurityProfile, MAX_NAME_CHARS};
+use klausur_store::{InvitationKind, NewInvitation, Role, StoreError, User};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::admission::{self, AdmissionError, Who};
+use crate::auth;
+use crate::state::AppState;
+
+pub const SESSION_COOKIE: &str = "klausur_session";
+pub const CSRF_HEADER: &str = "x-csrf-token";
+
+/// An error reply: HTTP status, stable code, human message.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+    fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_field", message)
+    }
+    fn not_found(what: &str) -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("{what} not found"),
+        )
+    }
+    fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "forbidden", message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({"error": {"code": self.code, "message": self.message}});
+        (self.status, Json(body)).into_response()
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound => ApiError::not_found("record"),
+            StoreError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, "conflict", m),
+            other => {
+                tracing::error!("storage error: {other}");
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "internal error",
+                )
+            }
+        }
+    }
+}
+
+impl From<AdmissionError> for ApiError {
+    fn from(e: AdmissionError) -> Self {
+        match e {
+            AdmissionError::InvitationExpired => {
+                ApiError::new(StatusCode::GONE, "invitation_expired", e.to_string())
+            }
+            AdmissionError::Internal(m) => {
+                tracing::error!("admission error: {m}");
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "internal error",
+                )
+            }
+            other => ApiError::new(StatusCode::NOT_FOUND, "not_found", other.to_string()),
+        }
+    }
+}
+
+/// JSON body extractor whose rejection is an [`ApiError`] that says what is wrong.
+pub struct Body<T>(pub T);
+
+impl<S, T> axum::extract::FromRequest<S> for Body<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(v)) => Ok(Body(v)),
+            Err(e) => Err(ApiError::new(e.status(), "malformed", e.body_text())),
+        }
+    }
+}
+
+fn cookie_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
+/// Rejects a cross-origin state change: the `Origin` header, when present, must name the
+/// host the request was sent to.
+fn check_origin(parts: &Parts) -> Result<(), ApiError> {
+    let Some(origin) = parts.headers.get(header::ORIGIN) else {
+        return Ok(());
+    };
+    let host = parts
+        .headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("");
+    let origin = origin.to_str().unwrap_or("");
+    let origin_host = origin
+        .strip_prefix("https://")
+        .or_else(|| origin.strip_prefix("http://"))
+        .unwrap_or("");
+    if !host.is_empty() && origin_host == host {
+        Ok(())
+    } else {
+        Err(ApiError::forbidden("cross-origin request refused"))
+    }
+}
+
+/// Any logged-in account (also one that must still change its password).
+pub struct Session {
+    pub user: User,
+    pub id_hash: String,
+    pub csrf_token: String,
+}
+
+impl FromRequestParts<AppState> for Session {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let unauth = || ApiError::new(StatusCode::UNAUTHORIZED, "unauthenticated", "log in first");
+        let token = cookie_value(&parts.headers, SESSION_COOKIE).ok_or_else(unauth)?;
+        let id_hash = auth::token_hash(token);
+        let (session, user) = state
+            .store
+            .session_with_user(&id_hash, Utc::now())
+            .await?
+            .ok_or_else(unauth)?;
+        if user.disabled {
+            return Err(unauth());
+        }
+        if parts.method != Method::GET && parts.method != Method::HEAD {
+            check_origin(parts)?;
+            let sent = parts
+                .headers
+                .get(CSRF_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            if sent.is_empty() || sent != session.csrf_token {
+                return Err(ApiError::forbidden("missing or wrong X-CSRF-Token"));
+            }
+        }
+        Ok(Session {
+            user,
+            id_hash,
+            csrf_token: session.csrf_token,
+        })
+    }
+}
+
+/// A logged-in account that has set its own password.
+pub struct Staff(pub User);
+
+impl FromRequestParts<AppState> for Staff {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let s = Session::from_request_parts(parts, state).await?;
+        if s.user.must_change_password {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "password_change_required",
+                "change your password first",
+            ));
+        }
+        Ok(Staff(s.user))
+    }
+}
+
+/// An administrator.
+pub struct Admin(pub User);
+
+impl FromRequestParts<AppState> for Admin {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let Staff(user) = Staff::from_request_parts(parts, state).await?;
+        if user.role != Role::Admin {
+            return Err(ApiError::forbidden("administrators only"));
+        }
+        Ok(Admin(user))
+    }
+}
+
+/// The session's user if there is a valid session, for public routes.
+pub struct MaybeUser(pub Option<User>);
+
+impl FromRequestParts<AppState> for MaybeUser {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let Some(token) = cookie_value(&parts.headers, SESSION_COOKIE) else {
+            return Ok(MaybeUser(None));
+        };
+        let found = state
+            .store
+            .session_with_user(&auth::token_hash(token), Utc::now())
+            .await?;
+        Ok(MaybeUser(
+            found
+                .map(|(_, u)| u)
+                .filter(|u| !u.disabled && !u.must_change_password),
+        ))
+    }
+}
+
+pub fn router(state: AppState) -> Router {
+    let api = Router::new()
+        .route("/api/session", get(session))
+        .route("/api/login", post(login))
+        .route("/api/logout", post(logout))
+        .route("/api/password", post(change_password))
+        .route("/api/users", get(list_users).post(create_user))
+        .route("/api/users/{id}/disable", post(disable_user))
+        .route("/api/meetings", get(list_meetings).post(create_meeting))
+        .route("/api/meetings/{id}", get(meeting_detail))
+        .route(
+            "/api/meetings/{id}/invitations",
+            get(list_invitations).post(create_invitation),
+        )
+        .route(
+            "/api/meetings/{id}/invitations/{iid}",
+            delete(revoke_invitation),
+        )
+        .route("/api/meetings/{id}/moderators", post(add_moderator))
+        .route("/api/meetings/{id}/public", get(meeting_public))
+        .route("/api/invite/{token}", get(invite_info))
+        .route("/api/ws", get(ws_upgrade))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/api/{*rest}", any(api_not_found));
+    crate::web::with_static(api, &state.config).with_state(state)
+}
+
+pub async fn api_not_found(uri: axum::http::Uri) -> ApiError {
+    ApiError::not_found(&format!("route {}", uri.path()))
+}
+
+#[derive(Serialize)]
+struct UserView {
+    id: i64,
+    username: String,
+    display_name: String,
+    role: Role,
+    disabled: bool,
+    must_change_password: bool,
+}
+
+impl From<&User> for UserView {
+    fn from(u: &User) -> Self {
+        UserView {
+            id: u.id,
+            username: u.username.clone(),
+            display_name: u.display_name.clone(),
+            role: u.role,
+            disabled: u.disabled,
+            must_change_password: u.must_change_password,
+        }
+    }
+}
+
+async fn session(s: Session) -> Json<serde_json::Value> {
+    Json(json!({"user": UserView::from(&s.user), "csrf_token": s.csrf_token}))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LoginReq {
+    username: String,
+    password: String,
+}
+
+fn session_cookie(state: &AppState, token: &str, max_age_secs: i64) -> HeaderValue {
+    let secure = if state.config.secure_cookies() {
+        "; Secure"
+    } else {
+        ""
+    };
+    let v = format!(
+        "{SESSION_COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age_secs}{secure}"
+    );
+    HeaderValue::from_str(&v).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+async fn login(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Body(req): Body<LoginReq>,
+) -> Result<Response, ApiError> {
+    if let Some(origin) = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()) {
+        let host = headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("");
+        let oh = origin
+            .strip_prefix("https://")
+            .or_else(|| origin.strip_prefix("http://"))
+            .unwrap_or("");
+        if oh != host {
+            return Err(ApiError::forbidden("cross-origin request refused"));
+        }
+    }
+    let username = req.username.trim().to_lowercase();
+    let keys = vec![format!("user:{username}"), format!("ip:{}", peer.ip())];
+    let now = Instant::now();
+    let allowed = state
+        .login_limiter
+        .lock()
+        .map(|mut l| l.allowed(now, &keys))
+        .unwrap_or(false);
+    if !allowed {
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            "too many failed logins; try again in 15 minutes",
+        ));
+    }
+    let user = state.store.user_by_username(&username).await?;
+    let ok = match &user {
+        Some(u) if !u.disabled => auth::verify_password(&req.password, &u.password_hash),
+        _ => {
+            auth::burn_password_time(&req.password);
+            false
+        }
+    };
+    let user = match (ok, user) {
+        (true, Some(u)) => u,
+        _ => {
+            if let Ok(mut l) = state.login_limiter.lock() {
+                l.record_failure(now, &keys);
+            }
+            tracing::info!("failed login");
+            return Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "invalid_credentials",
+                "wrong user name or password",
+            ));
+        }
+    };
+    if let Ok(mut l) = state.login_limiter.lock() {
+        l.record_success(&keys[..1]);
+    }
+    let token = auth::new_token();
+    let csrf = auth::new_token();
+    let hours = state.config.session_hours;
+    state
+        .store
+        .create_session(
+            &auth::token_hash(&token),
+            user.id,
+            &csrf,
+            Utc::now() + Duration::hours(hours),
+        )
+        .await?;
+    tracing::info!(user_id = user.id, "login");
+    let mut resp =
+        Json(json!({"user": UserView::from(&user), "csrf_token": csrf.as_str()})).into_response();
+    resp.headers_mut().insert(
+        header::SET_COOKIE,
+        session_cookie(&state, &token, hours * 3600),
+    );
+    Ok(resp)
+}
+
+async fn logout(State(state): State<AppState>, s: Session) -> Result<Response, ApiError> {
+    state.store.delete_session(&s.id_hash).await?;
+    let mut resp = StatusCode::NO_CONTENT.into_response();
+    resp.headers_mut()
+        .insert(header::SET_COOKIE, session_cookie(&state, "", 0));
+    Ok(resp)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PasswordReq {
+    current_password: String,
+    new_password: String,
+}
+
+async fn change_password(
+    State(state): State<AppState>,
+    s: Session,
+    Body(req): Body<PasswordReq>,
+) -> Result<StatusCode, ApiError> {
+    if !auth::verify_password(&req.current_password, &s.user.password_hash) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "invalid_credentials",
+            "the current password is wrong",
+        ));
+    }
+    validate_new_password(&req.new_password)?;
+    if req.new_password == req.current_password {
+        return Err(ApiError::bad_request(
+            "the new password must differ from the current one",
+        ));
+    }
+    let hash = auth::hash_password(&req.new_password)
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
+    state.store.set_password(s.user.id, &hash, false).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+fn validate_new_password(p: &str) -> Result<(), ApiError> {
+    if p.chars().count() < auth::MIN_PASSWORD_CHARS {
+        return Err(ApiError::bad_request(format!(
+            "the new password must have at least {} characters",
+            auth::MIN_PASSWORD_CHARS
+        )));
+    }
+    if p.len() > 1024 {
+        return Err(ApiError::bad_request("the new password is too long"));
+    }
+    Ok(())
+}
+
+async fn list_users(
+    State(state): State<AppState>,
+    Admin(_): Admin,
+) -> Result<Json<Vec<UserView>>, ApiError> {
+    let users = state.store.list_users().await?;
+    Ok(Json(users.iter().map(UserView::from).collect()))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateUserReq {
+    username: String,
+    display_name: String,
+    password: String,
+    role: Role,
+}
+
+pub fn validate_username(u: &str) -> Result<String, String> {
+    let u = u.trim().to_lowercase();
+    let ok = (2..=40).contains(&u.len())
+        && u.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if ok {
+        Ok(u)
+    } else {
+        Err("username must be 2 to 40 characters of a-z, 0-9, '.', '_' or '-'".into())
+    }
+}
+
+pub fn validate_display_name(n: &str) -> Result<String, String> {
+    let n = n.trim();
+    if n.is_empty() || n.chars().count() > MAX_NAME_CHARS || n.chars().any(char::is_control) {
+        Err(format!(
+            "name must be 1 to {MAX_NAME_CHARS} characters without control characters"
+        ))
+    } else {
+        Ok(n.to_string())
+    }
+}
+
+async fn create_user(
+    State(state): State<AppState>,
+    Admin(_): Admin,
+    Body(req): Body<CreateUserReq>,
+) -> Result<(StatusCode, Json<UserView>), ApiError> {
+    let username = validate_username(&req.username).map_err(ApiError::bad_request)?;
+    let display_name = validate_display_name(&req.display_name).map_err(ApiError::bad_request)?;
+    validate_new_password(&req.password)?;
+    let hash = auth::hash_password(&req.password)
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
+    let user = state
+        .store
+        .create_user(&username, &display_name, &hash, req.role, true)
+        .await?;
+    Ok((StatusCode::CREATED, Json(UserView::from(&user))))
+}
+
+async fn disable_user(
+    State(state): State<AppState>,
+    Admin(admin): Admin,
+    Path(id): Path<i64>,
+) -> Result<StatusCode, ApiError> {
+    if id == admin.id {
+        return Err(ApiError::bad_request("you cannot disable your own account"));
+    }
+    state
+        .store
+        .user_by_id(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("user"))?;
+    state.store.set_user_disabled(id, true).await?;
+    state.store.delete_sessions_of_user(id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Serialize)]
+struct PersonRef {
+    id: i64,
+    display_name: String,
+}
+
+#[derive(Serialize)]
+struct MeetingView {
+    id: String,
+    title: String,
+    starts_at: Option<DateTime<Utc>>,
+    organiser: PersonRef,
+    profile: SecurityProfile,
+    is_moderator: bool,
+    ended: bool,
+}
+
+async fn meeting_view(
+    state: &AppState,
+    m: klausur_store::Meeting,
+    viewer: &User,
+) -> Result<MeetingView, ApiError> {
+    let organiser = state.store.user_by_id(m.organiser_id).await?;
+    let is_moderator = state.store.is_moderator(&m.id, viewer.id).await?;
+    Ok(MeetingView {
+        id: m.id,
+        title: m.title,
+        starts_at: m.starts_at,
+        organiser: PersonRef {
+            id: m.organiser_id,
+            display_name: organiser.map(|u| u.display_name).unwrap_or_default(),
+        },
+        profile: m.profile,
+        is_moderator,
+        ended: m.ended_at.is_some(),
+    })
+}
+
+async fn list_meetings(
+    State(state): State<AppState>,
+    Staff(user): Staff,
+) -> Result<Json<Vec<MeetingView>>, ApiError> {
+    let meetings = if user.role == Role::Admin {
+        state.store.list_all_meetings().await?
+    } else {
+        state.store.list_meetings_for(user.id).await?
+    };
+    let mut out = Vec::with_capacity(meetings.len());
+    for m in meetings {
+        out.push(meeting_view(&state, m, &user).await?);
+    }
+    Ok(Json(out))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateMeetingReq {
+    title: String,
+    #[serde(default)]
+    starts_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    profile: SecurityProfile,
+}
+
+async fn create_meeting(
+    State(state): State<AppState>,
+    Staff(user): Staff,
+    Body(req): Body<CreateMeetingReq>,
+) -> Result<(StatusCode, Json<MeetingView>), ApiError> {
+    let title = req.title.trim();
+    if title.is_empty() || title.chars().count() > 200 {
+        return Err(ApiError::bad_request("title must be 1 to 200 characters"));
+    }
+    let m = state
+        .store
+        .create_meeting(
+            &auth::new_meeting_id(),
+            title,
+            req.starts_at,
+            user.id,
+            req.profile,
+        )
+        .await?;
+    tracing::info!(meeting = %m.id, user_id = user.id, "meeting created");
+    Ok((
+        StatusCode::CREATED,
+        Json(meeting_view(&state, m, &user).await?),
+    ))
+}
+
+/// Whether `user` may manage the meeting (organiser, moderator, administrator). Returns the
+/// meeting; a meeting the user may not see is reported as not found.
+pub async fn can_manage(
+    state: &AppState,
+    meeting_id: &str,
+    user: &User,
+) -> Result<klausur_store::Meeting, ApiError> {
+    let m = state
+        .store
+        .meeting(meeting_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("meeting"))?;
+    if user.role == Role::Admin || state.store.is_moderator(&m.id, user.id).await? {
+        Ok(m)
+    } else {
+        Err(ApiError::forbidden(
+            "only the meeting's organiser and moderators may do this",
+        ))
+    }
+}
+
+#[derive(Serialize)]
+struct InvitationView {
+    id: i64,
+    name: String,
+    kind: InvitationKind,
+    user_id: Option<i64>,
+    expires_at: DateTime<Utc>,
+    revoked: bool,
+    last_used_at: Option<DateTime<Utc>>,
+}
+
+impl From<&klausur_store::Invitation> for InvitationView {
+    fn from(i: &klausur_store::Invitation) -> Self {
+        InvitationView {
+            id: i.id,
+            name: i.name.clone(),
+            kind: i.kind,
+            user_id: i.user_id,
+            expires_at: i.expires_at,
+            revoked: i.revoked_at.is_some(),
+            last_used_at: i.last_used_at,
+        }
+    }
+}
+
+async fn meeting_detail(
+    State(state): State<AppState>,
+    Staff(user): Staff,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let m = can_manage(&state, &id, &user).await?;
+    let moderators: Vec<PersonRef> = state
+        .store
+        .moderators(&m.id)
+        .await?
+        .into_iter()
+        .map(|u| PersonRef {
+            id: u.id,
+            display_name: u.display_name,
+        })
+        .collect();
+    let invitations: Vec<InvitationView> = state
+        .store
+        .list_invitations(&m.id)
+        .await?
+        .iter()
+        .map(InvitationView::from)
+        .collect();
+    let view = meeting_view(&state, m, &user).await?;
+    let mut v = serde_json::to_value(view).unwrap_or_default();
+    v["moderators"] = json!(moderators);
+    v["invitations"] = json!(invitations);
+    Ok(Json(v))
+}
+
+async fn list_invitations(
+    State(state): State<AppState>,
+    Staff(user): Staff,
+    Path(id): Path<String>,
+) -> Result<Json<Vec<InvitationView>>, ApiError> {
+    let m = can_manage(&state, &id, &user).await?;
+    let list = state.store.list_invitations(&m.id).await?;
+    Ok(Json(list.iter().map(InvitationView::from).collect()))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateInvitationReq {
+    name: String,
+    kind: InvitationKind,
+    #[serde(default)]
+    user_id: Option<i64>,
+    #[serde(default)]
+    expires_in_hours: Option<i64>,
+}
+
+fn base_url(state: &AppState, headers: &HeaderMap) -> String {
+    if let Some(u) = &state.config.public_url {
+        return u.clone();
+    }
+    let scheme = if state.config.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_string)
+        .unwrap_or_else(|| state.config.listen.to_string());
+    format!("{scheme}://{host}")
+}
+
+async fn create_invitation(
+    State(state): State<AppState>,
+    Staff(user): Staff,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    Body(req): Body<CreateInvitationReq>,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    let m = can_manage(&state, &id, &user).await?;
+    if m.ended_at.is_some() {
+        return Err(ApiError::bad_request("the meeting has ended"));
+    }
+    let mut name = validate_display_name(&req.name).map_err(ApiError::bad_request)?;
+    let user_id = match (req.kind, req.user_id) {
+        (InvitationKind::Colleague, Some(uid)) => {
+            let colleague = state
+                .store
+                .user_by_id(uid)
+                .await?
+                .filter(|u| !u.disabled)
+                .ok_or_else(|| ApiError::bad_request("user_id names no active account"))?;
+            name = colleague.display_name;
+            Some(uid)
+        }
+        (InvitationKind::Colleague, None) => {
+            return Err(ApiError::bad_request(
+                "a colleague invitation needs user_id",
+            ))
+        }
+        (InvitationKind::Guest, Some(_)) => {
+            return Err(ApiError::bad_request("a guest invitation has no user_id"))
+        }
+        (InvitationKind::Guest, None) => None,
+    };
+    let hours = req
+        .expires_in_hours
+        .unwrap_or(state.config.invitation_hours);
+    if !(1..=24 * 365).contains(&hours) {
+        return Err(ApiError::bad_request(
+            "expires_in_hours must be between 1 and 8760",
+        ));
+    }
+    let token = auth::new_token();
+    let inv = state
+        .store
+        .create_invitation(NewInvitation {
+            meeting_id: m.id.clone(),
+            token_hash: auth::token_hash(&token),
+            name,
+            kind: req.kind,
+            user_id,
+            created_by: user.id,
+            expires_at: Utc::now() + Duration::hours(hours),
+        })
+        .await?;
+    let link = format!("{}/j/{}", base_url(&state, &headers), token.as_str());
+    tracing::info!(meeting = %m.id, invitation = inv.id, "invitation created");
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({
+            "invitation": InvitationView::from(&inv),
+            "token": token.as_str(),
+            "link": link,
+        })),
+    ))
+}
+
+async fn revoke_invitation(
+    State(state): State<AppState>,
+    Staff(user): Staff,
+    Path((id, iid)): Path<(String, i64)>,
+) -> Result<StatusCode, ApiError> {
+    let m = can_manage(&state, &id, &user).await?;
+    state
+        .store
+        .revoke_invitation(&m.id, iid, Utc::now())
+        .await?;
+    tracing::info!(meeting = %m.id, invitation = iid, "invitation revoked");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AddModeratorReq {
+    user_id: i64,
+}
+
+async fn add_moderator(
+    State(state): State<AppState>,
+    Staff(user): Staff,
+    Path(id): Path<String>,
+    Body(req): Body<AddModeratorReq>,
+) -> Result<StatusCode, ApiError> {
+    let m = can_manage(&state, &id, &user).await?;
+    state
+        .store
+        .user_by_id(req.user_id)
+        .await?
+        .filter(|u| !u.disabled)
+        .ok_or_else(|| ApiError::bad_request("user_id names no active account"))?;
+    state.store.add_moderator(&m.id, req.user_id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn meeting_public(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let m = state
+        .store
+        .meeting(&id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("meeting"))?;
+    if m.ended_at.is_some() {
+        return Err(ApiError::new(
+            StatusCode::GONE,
+            "meeting_ended",
+            "the meeting has ended",
+        ));
+    }
+    Ok(Json(json!({"id": m.id, "title": m.title})))
+}
+
+async fn invite_info(
+    State(state): State<AppState>,
+    Path(token): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let inv = admission::invitation_for(&state.store, &token, Utc::now()).await?;
+    let m = state
+        .store
+        .meeting(&inv.meeting_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("meeting"))?;
+    if m.ended_at.is_some() {
+        return Err(ApiError::new(
+            StatusCode::GONE,
+            "meeting_ended",
+            "the meeting has ended",
+        ));
+    }
+    Ok(Json(json!({
+        "meeting_id": m.id,
+        "meeting_title": m.title,
+        "invitee_name": inv.name,
+        "kind": inv.kind,
+    })))
+}
+
+async fn ws_upgrade(
+    State(state): State<AppState>,
+    MaybeUser(user): MaybeUser,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Result<Response, ApiError> {
+    // Cross-site WebSocket hijacking: browsers always send Origin on WebSocket requests.
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("");
+    let origin = headers
+        .get(header::ORIGIN)
+        .and_then(|o| o.to_str().ok())
+        .unwrap_or("");
+    let oh = origin
+        .strip_prefix("https://")
+        .or_else(|| origin.strip_prefix("http://"))
+        .unwrap_or(origin);
+    if !origin.is_empty() && oh != host {
+        return Err(ApiError::forbidden("cross-origin WebSocket refused"));
+    }
+    let who = Who { user };
+    Ok(ws
+        .max_message_size(1024 * 1024)
+        .on_upgrade(move |socket| crate::ws::serve(state, socket, who)))
+}

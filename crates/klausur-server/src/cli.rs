@@ -1,0 +1,422 @@
+//! Command-line interface: `serve`, `check-config` and the administration subcommands.
+
+use std::io::Read;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use chrono::{DateTime, Duration, Utc};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use klausur_proto::SecurityProfile;
+use klausur_store::{InvitationKind, NewInvitation, Role};
+use serde_json::json;
+
+use crate::api::{validate_display_name, validate_username};
+use crate::auth;
+use crate::config::{Config, Overrides};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "klausur",
+    version,
+    about = "Self-hosted video and telephone conferencing"
+)]
+pub struct Cli {
+    /// TOML configuration file.
+    #[arg(long, global = true, env = "KLAUSUR_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Data directory (database); default ./klausur-data.
+    #[arg(long, global = true)]
+    pub data_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the server.
+    Serve(ServeArgs),
+    /// Validate a configuration file without starting.
+    CheckConfig { file: PathBuf },
+    /// Manage accounts.
+    #[command(subcommand)]
+    User(UserCmd),
+    /// Manage meetings.
+    #[command(subcommand)]
+    Meeting(MeetingCmd),
+    /// Manage personal invitations.
+    #[command(subcommand)]
+    Invite(InviteCmd),
+}
+
+#[derive(Args, Debug, Default)]
+pub struct ServeArgs {
+    /// HTTP(S) address, default 127.0.0.1:8080.
+    #[arg(long)]
+    listen: Option<String>,
+    /// UDP address for media, default <listen ip>:10000.
+    #[arg(long)]
+    media_listen: Option<String>,
+    /// Directory of the built web client (default: web/dist).
+    #[arg(long)]
+    web_root: Option<PathBuf>,
+    #[arg(long)]
+    tls_cert: Option<PathBuf>,
+    #[arg(long)]
+    tls_key: Option<PathBuf>,
+    /// Public base URL for invitation links, e.g. https://konferenz.example.de.
+    #[arg(long)]
+    public_url: Option<String>,
+    /// Serve plain HTTP on a non-loopback address (only behind a TLS-terminating proxy).
+    #[arg(long)]
+    danger_plain_http: bool,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+pub enum RoleArg {
+    Admin,
+    Staff,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum UserCmd {
+    /// Add an account. The password is read from standard input (first line).
+    Add {
+        username: String,
+        #[arg(long)]
+        display_name: String,
+        #[arg(long, value_enum, default_value = "staff")]
+        role: RoleArg,
+        /// The user keeps this password (otherwise they must change it at first login).
+        #[arg(long)]
+        permanent_password: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    Disable {
+        username: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+pub enum ProfileArg {
+    Strict,
+    Internal,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum MeetingCmd {
+    Create {
+        title: String,
+        /// User name of the organiser.
+        #[arg(long)]
+        organiser: String,
+        #[arg(long, value_enum, default_value = "strict")]
+        profile: ProfileArg,
+        /// Start time, RFC 3339.
+        #[arg(long)]
+        starts_at: Option<DateTime<Utc>>,
+        #[arg(long)]
+        json: bool,
+    },
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+pub enum KindArg {
+    Guest,
+    Colleague,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum InviteCmd {
+    /// Create a personal invitation and print its link (shown once).
+    Create {
+        meeting_id: String,
+        /// Guest's name, or the colleague's user name with --kind colleague.
+        #[arg(long)]
+        name: String,
+        #[arg(long, value_enum, default_value = "guest")]
+        kind: KindArg,
+        /// User name of the creator (organiser or moderator); default: the organiser.
+        #[arg(long)]
+        by: Option<String>,
+        #[arg(long, default_value_t = 24 * 14)]
+        expires_in_hours: i64,
+        /// Base URL for the link (default: server.public_url or http://<listen>).
+        #[arg(long)]
+        base_url: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn overrides(data_dir: Option<PathBuf>, s: Option<&ServeArgs>) -> Overrides {
+    let mut o = Overrides {
+        data_dir,
+        ..Overrides::default()
+    };
+    if let Some(s) = s {
+        o.listen = s.listen.clone();
+        o.media_listen = s.media_listen.clone();
+        o.web_root = s.web_root.clone();
+        o.tls_cert = s.tls_cert.clone();
+        o.tls_key = s.tls_key.clone();
+        o.public_url = s.public_url.clone();
+        o.danger_plain_http = s.danger_plain_http;
+    }
+    o
+}
+
+fn print(json_out: bool, value: serde_json::Value, text: String) {
+    if json_out {
+        println!("{value}");
+    } else {
+        println!("{text}");
+    }
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve(args) => {
+            let config = Config::load(cli.config.as_deref(), &overrides(cli.data_dir, Some(&args)))
+                .context("invalid configuration")?;
+            crate::server::serve(config).await
+        }
+        Command::CheckConfig { file } => {
+            Config::check_file(&file).with_context(|| format!("{} is invalid", file.display()))?;
+            println!("{}: ok", file.display());
+            Ok(())
+        }
+        Command::User(cmd) => {
+            let config = Config::load(cli.config.as_deref(), &overrides(cli.data_dir, None))?;
+            let store = crate::server::open_store(&config).await?;
+            user_cmd(&store, cmd).await
+        }
+        Command::Meeting(cmd) => {
+            let config = Config::load(cli.config.as_deref(), &overrides(cli.data_dir, None))?;
+            let store = crate::server::open_store(&config).await?;
+            meeting_cmd(&store, cmd).await
+        }
+        Command::Invite(cmd) => {
+            let config = Config::load(cli.config.as_deref(), &overrides(cli.data_dir, None))?;
+            let store = crate::server::open_store(&config).await?;
+            invite_cmd(&store, &config, cmd).await
+        }
+    }
+}
+
+async fn user_cmd(store: &klausur_store::Store, cmd: UserCmd) -> anyhow::Result<()> {
+    match cmd {
+        UserCmd::Add {
+            username,
+            display_name,
+            role,
+            permanent_password,
+            json,
+        } => {
+            let username = validate_username(&username).map_err(anyhow::Error::msg)?;
+            let display_name = validate_display_name(&display_name).map_err(anyhow::Error::msg)?;
+            let mut password = String::new();
+            std::io::stdin()
+                .take(4096)
+                .read_to_string(&mut password)
+                .context("cannot read the password from standard input")?;
+            let password =
+                zeroize::Zeroizing::new(password.lines().next().unwrap_or("").to_string());
+            if password.chars().count() < auth::MIN_PASSWORD_CHARS {
+                bail!(
+                    "the password (read from standard input) must have at least {} characters",
+                    auth::MIN_PASSWORD_CHARS
+                );
+            }
+            let hash = auth::hash_password(&password).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let role = match role {
+                RoleArg::Admin => Role::Admin,
+                RoleArg::Staff => Role::Staff,
+            };
+            let u = store
+                .create_user(&username, &display_name, &hash, role, !permanent_password)
+                .await?;
+            print(
+                json,
+                json!({"id": u.id, "username": u.username, "display_name": u.display_name, "role": u.role}),
+                format!("added user {} (id {})", u.username, u.id),
+            );
+        }
+        UserCmd::List { json } => {
+            let users = store.list_users().await?;
+            let v: Vec<_> = users
+                .iter()
+                .map(|u| json!({"id": u.id, "username": u.username, "display_name": u.display_name, "role": u.role, "disabled": u.disabled}))
+                .collect();
+            let text = users
+                .iter()
+                .map(|u| {
+                    format!(
+                        "{:>4}  {:<20} {:<6} {}{}",
+                        u.id,
+                        u.username,
+                        format!("{:?}", u.role).to_lowercase(),
+                        u.display_name,
+                        if u.disabled { "  (disabled)" } else { "" }
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("\n");
+            print(json, json!(v), text);
+        }
+        UserCmd::Disable { username, json } => {
+            let u = store
+                .user_by_username(&username.to_lowercase())
+                .await?
+                .with_context(|| format!("no user {username:?}"))?;
+            store.set_user_disabled(u.id, true).await?;
+            store.delete_sessions_of_user(u.id).await?;
+            print(
+                json,
+                json!({"id": u.id, "username": u.username, "disabled": true}),
+                format!("disabled user {}", u.username),
+            );
+        }
+    }
+    Ok(())
+}
+
+async fn meeting_cmd(store: &klausur_store::Store, cmd: MeetingCmd) -> anyhow::Result<()> {
+    match cmd {
+        MeetingCmd::Create {
+            title,
+            organiser,
+            profile,
+            starts_at,
+            json,
+        } => {
+            let org = store
+                .user_by_username(&organiser.to_lowercase())
+                .await?
+                .with_context(|| format!("no user {organiser:?}"))?;
+            let title = title.trim();
+            if title.is_empty() || title.chars().count() > 200 {
+                bail!("title must be 1 to 200 characters");
+            }
+            let profile = match profile {
+                ProfileArg::Strict => SecurityProfile::Strict,
+                ProfileArg::Internal => SecurityProfile::Internal,
+            };
+            let m = store
+                .create_meeting(&auth::new_meeting_id(), title, starts_at, org.id, profile)
+                .await?;
+            print(
+                json,
+                json!({"id": m.id, "title": m.title, "organiser": org.username, "profile": m.profile, "starts_at": m.starts_at}),
+                format!("created meeting {} ({})", m.id, m.title),
+            );
+        }
+        MeetingCmd::List { json } => {
+            let ms = store.list_all_meetings().await?;
+            let v: Vec<_> = ms
+                .iter()
+                .map(|m| json!({"id": m.id, "title": m.title, "organiser_id": m.organiser_id, "profile": m.profile, "starts_at": m.starts_at, "ended": m.ended_at.is_some()}))
+                .collect();
+            let text = ms
+                .iter()
+                .map(|m| {
+                    format!(
+                        "{}  {}{}",
+                        m.id,
+                        m.title,
+                        if m.ended_at.is_some() {
+                            "  (ended)"
+                        } else {
+                            ""
+                        }
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("\n");
+            print(json, json!(v), text);
+        }
+    }
+    Ok(())
+}
+
+async fn invite_cmd(
+    store: &klausur_store::Store,
+    config: &Config,
+    cmd: InviteCmd,
+) -> anyhow::Result<()> {
+    let InviteCmd::Create {
+        meeting_id,
+        name,
+        kind,
+        by,
+        expires_in_hours,
+        base_url,
+        json,
+    } = cmd;
+    let m = store
+        .meeting(&meeting_id)
+        .await?
+        .with_context(|| format!("no meeting {meeting_id:?}"))?;
+    let creator = match by {
+        Some(u) => {
+            let user = store
+                .user_by_username(&u.to_lowercase())
+                .await?
+                .with_context(|| format!("no user {u:?}"))?;
+            if !store.is_moderator(&m.id, user.id).await? && user.role != Role::Admin {
+                bail!("{u} is neither organiser nor moderator of this meeting");
+            }
+            user.id
+        }
+        None => m.organiser_id,
+    };
+    if !(1..=24 * 365).contains(&expires_in_hours) {
+        bail!("--expires-in-hours must be between 1 and 8760");
+    }
+    let (kind, name, user_id) = match kind {
+        KindArg::Guest => (
+            InvitationKind::Guest,
+            validate_display_name(&name).map_err(anyhow::Error::msg)?,
+            None,
+        ),
+        KindArg::Colleague => {
+            let u = store
+                .user_by_username(&name.to_lowercase())
+                .await?
+                .with_context(|| format!("no user {name:?}"))?;
+            (InvitationKind::Colleague, u.display_name, Some(u.id))
+        }
+    };
+    let token = auth::new_token();
+    let inv = store
+        .create_invitation(NewInvitation {
+            meeting_id: m.id.clone(),
+            token_hash: auth::token_hash(&token),
+            name,
+            kind,
+            user_id,
+            created_by: creator,
+            expires_at: Utc::now() + Duration::hours(expires_in_hours),
+        })
+        .await?;
+    let base = base_url
+        .or_else(|| config.public_url.clone())
+        .unwrap_or_else(|| format!("http://{}", config.listen));
+    let link = format!("{base}/j/{}", token.as_str());
+    print(
+        json,
+        json!({"id": inv.id, "meeting_id": m.id, "name": inv.name, "kind": inv.kind, "expires_at": inv.expires_at, "token": token.as_str(), "link": link}),
+        format!("invitation for {}: {link}", inv.name),
+    );
+    Ok(())
+}

@@ -1,0 +1,371 @@
+//! Configuration: defaults, then a TOML file, then `KLAUSUR_*` environment variables, then
+//! command-line flags. Everything is parsed into a validated [`Config`] at start; an invalid
+//! value stops the start with a message naming the key and the problem.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// A problem with the configuration, naming the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{key}: {message}")]
+    Invalid { key: String, message: String },
+}
+
+fn invalid(key: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.to_string(),
+        message: message.into(),
+    }
+}
+
+/// The file format. Every field is optional; unknown keys are rejected.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub server: RawServer,
+    #[serde(default)]
+    pub media: RawMedia,
+    #[serde(default)]
+    pub storage: RawStorage,
+    #[serde(default)]
+    pub security: RawSecurity,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawServer {
+    pub listen: Option<String>,
+    pub public_url: Option<String>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub web_root: Option<PathBuf>,
+    pub danger_plain_http: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMedia {
+    pub listen: Option<String>,
+    pub public_ip: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStorage {
+    pub data_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSecurity {
+    pub session_hours: Option<i64>,
+    pub invitation_hours: Option<i64>,
+    pub login_attempts_per_15min: Option<u32>,
+}
+
+/// Overrides from the command line (highest precedence).
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub listen: Option<String>,
+    pub media_listen: Option<String>,
+    pub data_dir: Option<PathBuf>,
+    pub web_root: Option<PathBuf>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub public_url: Option<String>,
+    pub danger_plain_http: bool,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub public_url: Option<String>,
+    pub tls: Option<TlsFiles>,
+    pub web_root: Option<PathBuf>,
+    pub danger_plain_http: bool,
+    pub media_listen: SocketAddr,
+    /// The address announced to browsers as the media candidate.
+    pub media_public_ip: IpAddr,
+    pub data_dir: PathBuf,
+    pub session_hours: i64,
+    pub invitation_hours: i64,
+    pub login_attempts_per_15min: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl Config {
+    /// Reads `file` (if given), applies the environment and `overrides`, and validates.
+    pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Config, ConfigError> {
+        let raw = match file {
+            Some(path) => parse_file(path)?,
+            None => RawConfig::default(),
+        };
+        let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        Self::resolve(raw, &env, overrides)
+    }
+
+    /// Validates without environment or overrides (for `klausur check-config`).
+    pub fn check_file(path: &Path) -> Result<Config, ConfigError> {
+        let raw = parse_file(path)?;
+        Self::resolve(raw, &|_| None, &Overrides::default())
+    }
+
+    fn resolve(
+        raw: RawConfig,
+        env: &dyn Fn(&str) -> Option<String>,
+        o: &Overrides,
+    ) -> Result<Config, ConfigError> {
+        let listen_s = o
+            .listen
+            .clone()
+            .or_else(|| env("KLAUSUR_LISTEN"))
+            .or(raw.server.listen)
+            .unwrap_or_else(|| "127.0.0.1:8080".into());
+        let listen: SocketAddr = listen_s.parse().map_err(|_| {
+            invalid(
+                "server.listen",
+                format!("{listen_s:?} is not an address with port, like \"127.0.0.1:8080\""),
+            )
+        })?;
+        let media_s = o
+            .media_listen
+            .clone()
+            .or_else(|| env("KLAUSUR_MEDIA_LISTEN"))
+            .or(raw.media.listen)
+            .unwrap_or_else(|| format!("{}:10000", listen.ip()));
+        let media_listen: SocketAddr = media_s.parse().map_err(|_| {
+            invalid(
+                "media.listen",
+                format!("{media_s:?} is not an address with port, like \"127.0.0.1:10000\""),
+            )
+        })?;
+        let media_public_ip = match env("KLAUSUR_MEDIA_PUBLIC_IP").or(raw.media.public_ip) {
+            Some(s) => s
+                .parse::<IpAddr>()
+                .map_err(|_| invalid("media.public_ip", format!("{s:?} is not an IP address")))?,
+            None if media_listen.ip().is_unspecified() => {
+                return Err(invalid(
+                    "media.public_ip",
+                    "required when media.listen binds all interfaces (0.0.0.0 or ::): \
+                     the address browsers should send media to",
+                ))
+            }
+            None => media_listen.ip(),
+        };
+        let public_url = o
+            .public_url
+            .clone()
+            .or_else(|| env("KLAUSUR_PUBLIC_URL"))
+            .or(raw.server.public_url);
+        if let Some(u) = &public_url {
+            if !(u.starts_with("https://") || u.starts_with("http://")) || u.ends_with('/') {
+                return Err(invalid(
+                    "server.public_url",
+                    format!("{u:?} must start with https:// (or http://) and not end with /"),
+                ));
+            }
+        }
+        let cert = o
+            .tls_cert
+            .clone()
+            .or_else(|| env("KLAUSUR_TLS_CERT").map(PathBuf::from))
+            .or(raw.server.tls_cert);
+        let key = o
+            .tls_key
+            .clone()
+            .or_else(|| env("KLAUSUR_TLS_KEY").map(PathBuf::from))
+            .or(raw.server.tls_key);
+        let tls = match (cert, key) {
+            (Some(cert), Some(key)) => {
+                for (k, p) in [("server.tls_cert", &cert), ("server.tls_key", &key)] {
+                    if !p.is_file() {
+                        return Err(invalid(k, format!("file {} does not exist", p.display())));
+                    }
+                }
+                Some(TlsFiles { cert, key })
+            }
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(invalid(
+                    "server.tls_key",
+                    "missing (server.tls_cert is set)",
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(invalid(
+                    "server.tls_cert",
+                    "missing (server.tls_key is set)",
+                ))
+            }
+        };
+        let danger_plain_http = o.danger_plain_http
+            || env("KLAUSUR_DANGER_PLAIN_HTTP").is_some_and(|v| v == "1" || v == "true")
+            || raw.server.danger_plain_http.unwrap_or(false);
+        if tls.is_none() && !listen.ip().is_loopback() && !danger_plain_http {
+            return Err(invalid(
+                "server.listen",
+                format!(
+                    "{listen} is not a loopback address and no TLS certificate is configured; \
+                     set server.tls_cert and server.tls_key (or pass --danger-plain-http if a \
+                     TLS proxy in front of klausur terminates TLS)"
+                ),
+            ));
+        }
+        let web_root = o
+            .web_root
+            .clone()
+            .or_else(|| env("KLAUSUR_WEB_ROOT").map(PathBuf::from))
+            .or(raw.server.web_root);
+        if let Some(w) = &web_root {
+            if !w.join("index.html").is_file() {
+                return Err(invalid(
+                    "server.web_root",
+                    format!(
+                        "{} has no index.html (build the client with `make web`)",
+                        w.display()
+                    ),
+                ));
+            }
+        }
+        let data_dir = o
+            .data_dir
+            .clone()
+            .or_else(|| env("KLAUSUR_DATA_DIR").map(PathBuf::from))
+            .or(raw.storage.data_dir)
+            .unwrap_or_else(|| PathBuf::from("./klausur-data"));
+        let session_hours = raw.security.session_hours.unwrap_or(12);
+        if !(1..=24 * 30).contains(&session_hours) {
+            return Err(invalid(
+                "security.session_hours",
+                "must be between 1 and 720",
+            ));
+        }
+        let invitation_hours = raw.security.invitation_hours.unwrap_or(24 * 14);
+        if !(1..=24 * 365).contains(&invitation_hours) {
+            return Err(invalid(
+                "security.invitation_hours",
+                "must be between 1 and 8760",
+            ));
+        }
+        let login_attempts_per_15min = raw.security.login_attempts_per_15min.unwrap_or(10);
+        if !(1..=1000).contains(&login_attempts_per_15min) {
+            return Err(invalid(
+                "security.login_attempts_per_15min",
+                "must be between 1 and 1000",
+            ));
+        }
+        Ok(Config {
+            listen,
+            public_url,
+            tls,
+            web_root,
+            danger_plain_http,
+            media_listen,
+            media_public_ip,
+            data_dir,
+            session_hours,
+            invitation_hours,
+            login_attempts_per_15min,
+        })
+    }
+
+    /// Whether cookies get the `Secure` attribute.
+    pub fn secure_cookies(&self) -> bool {
+        self.tls.is_some()
+            || self
+                .public_url
+                .as_deref()
+                .is_some_and(|u| u.starts_with("https://"))
+    }
+}
+
+fn parse_file(path: &Path) -> Result<RawConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    toml::from_str(&text).map_err(|e| ConfigError::Parse {
+        path: path.to_path_buf(),
+        message: e.to_string().trim().replace('\n', " "),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn resolve(toml_text: &str) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(toml_text).map_err(|e| ConfigError::Parse {
+            path: "t.toml".into(),
+            message: e.to_string(),
+        })?;
+        Config::resolve(raw, &|_| None, &Overrides::default())
+    }
+
+    #[test]
+    fn defaults_are_loopback_without_tls() {
+        let c = resolve("").expect("defaults valid");
+        assert_eq!(c.listen, "127.0.0.1:8080".parse().expect("addr"));
+        assert_eq!(c.media_listen, "127.0.0.1:10000".parse().expect("addr"));
+        assert!(c.tls.is_none());
+        assert!(!c.secure_cookies());
+    }
+
+    #[test]
+    fn invalid_values_name_the_key() {
+        let cases = [
+            ("[server]\nlisten = \"nope\"", "server.listen"),
+            ("[media]\nlisten = \"1.2.3.4\"", "media.listen"),
+            (
+                "[server]\nlisten = \"0.0.0.0:8080\"\n[media]\npublic_ip = \"192.0.2.1\"",
+                "server.listen",
+            ),
+            (
+                "[server]\ntls_cert = \"/nonexistent/c.pem\"\ntls_key = \"/nonexistent/k.pem\"",
+                "server.tls_cert",
+            ),
+            ("[server]\ntls_cert = \"/x\"", "server.tls_key"),
+            ("[security]\nsession_hours = 0", "security.session_hours"),
+            ("[server]\npublic_url = \"ftp://x\"", "server.public_url"),
+            ("[media]\nlisten = \"0.0.0.0:10000\"", "media.public_ip"),
+        ];
+        for (text, key) in cases {
+            let err = resolve(text).expect_err(text).to_string();
+            assert!(err.starts_with(key), "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected() {
+        let err = resolve("[server]\nlisten_port = 8080").expect_err("unknown key");
+        assert!(err.to_string().contains("listen_port"), "{err}");
+    }
+
+    #[test]
+    fn plain_http_on_public_address_needs_the_danger_switch() {
+        let c = resolve("[server]\nlisten = \"0.0.0.0:8080\"\ndanger_plain_http = true\n[media]\npublic_ip = \"192.0.2.1\"")
+            .expect("allowed with danger switch");
+        assert!(c.danger_plain_http);
+        assert_eq!(
+            c.media_public_ip,
+            "192.0.2.1".parse::<IpAddr>().expect("ip")
+        );
+    }
+}

@@ -1,0 +1,23 @@
+//! The `klausur` server: HTTP API, WebSocket signaling, meeting actors, the media worker and
+//! the command line.
+//!
+//! Layers, from the outside in:
+//! - [`api`] and [`ws`] turn requests and frames into calls and calls' errors into replies
+//!   (the only place where errors become HTTP or WebSocket messages);
+//! - [`admission`] decides who comes in directly (pure rule + database facts);
+//! - [`meeting`] runs one actor per meeting that owns participants, lobby and moderation;
+//! - [`media`] runs the media worker that owns the UDP socket and the sans-IO room cores
+//!   (`klausur-room`);
+//! - [`config`] parses and validates configuration once at start.
+
+pub mod admission;
+pub mod api;
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod media;
+pub mod meeting;
+pub mod server;
+pub mod state;
+pub mod web;
+pub mod ws;

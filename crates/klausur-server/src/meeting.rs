@@ -1,0 +1,800 @@
+//! The meeting actor: one task per running meeting owns its participants, lobby and
+//! moderation state, and is mutated only through its command channel (no locks).
+//!
+//! Admission policy is decided before a join reaches the actor (see [`Standing`], computed
+//! from the database by the WebSocket handler); the actor applies the meeting's live state
+//! (locked or not) and carries out moderation.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use klausur_proto::{
+    ClientMsg, EndReason, ErrorCode, JoinMethod, LeaveReason, LobbyEntry, LobbyReason, MeetingInfo,
+    Participant, ParticipantKind, Role, ServerMsg, MAX_CHAT_CHARS,
+};
+use klausur_room::{PeerId, RoomEvent};
+use klausur_store::{BanSubject, Store};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::media::{MediaCmd, MediaHandle, RoomKey};
+
+/// Queue depth towards one client; a client that falls this far behind is disconnected.
+pub const CLIENT_QUEUE: usize = 512;
+
+/// What the database says about someone who wants to join, decided before the actor sees it.
+#[derive(Debug, Clone)]
+pub struct Standing {
+    pub display_name: String,
+    pub kind: ParticipantKind,
+    /// Organiser or moderator of the meeting: never waits, not even when locked.
+    pub moderator: bool,
+    /// How they come in if the profile admits them directly; `None` = lobby.
+    pub direct: Option<JoinMethod>,
+    /// A moderator removed this account or invitation earlier.
+    pub banned: bool,
+    /// What a removal bans: the account or the invitation (lobby guests have nothing to ban).
+    pub ban_subject: Option<BanSubject>,
+    pub user_id: Option<i64>,
+    /// The invitation's name, shown in the lobby list.
+    pub invitation: Option<String>,
+}
+
+pub struct JoinRequest {
+    pub standing: Standing,
+    pub tx: mpsc::Sender<ServerMsg>,
+    pub reply: oneshot::Sender<PeerId>,
+}
+
+pub enum MeetingCmd {
+    Join(JoinRequest),
+    Msg { peer: PeerId, msg: ClientMsg },
+    Disconnected { peer: PeerId },
+    Shutdown,
+}
+
+/// Static facts about a meeting when its actor starts.
+#[derive(Debug, Clone)]
+pub struct MeetingSeed {
+    pub id: String,
+    pub title: String,
+    pub organiser: String,
+    pub profile: klausur_proto::SecurityProfile,
+}
+
+/// The running meetings of this server.
+#[derive(Clone)]
+pub struct Registry {
+    inner: Arc<Mutex<HashMap<String, mpsc::Sender<MeetingCmd>>>>,
+    next_room: Arc<AtomicU64>,
+    media: MediaHandle,
+    store: Store,
+}
+
+impl Registry {
+    pub fn new(media: MediaHandle, store: Store) -> Self {
+        Registry {
+            inner: Arc::default(),
+            next_room: Arc::new(AtomicU64::new(1)),
+            media,
+            store,
+        }
+    }
+
+    /// The running actor of a meeting, started if needed.
+    pub fn get_or_start(&self, seed: &MeetingSeed) -> mpsc::Sender<MeetingCmd> {
+        let mut map = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(tx) = map.get(&seed.id) {
+            if !tx.is_closed() {
+                return tx.clone();
+            }
+        }
+        let (tx, rx) = mpsc::channel(1024);
+        let key = self.next_room.fetch_add(1, Ordering::Relaxed);
+        let (ev_tx, ev_rx) = mpsc::unbounded_channel();
+        self.media.send(MediaCmd::OpenRoom {
+            room: key,
+            events: ev_tx,
+        });
+        let actor = Actor {
+            seed: seed.clone(),
+            room: key,
+            locked: false,
+            next_peer: 1,
+            members: BTreeMap::new(),
+            lobby: BTreeMap::new(),
+            media: self.media.clone(),
+            store: self.store.clone(),
+            registry: self.clone(),
+        };
+        tokio::spawn(actor.run(rx, ev_rx));
+        map.insert(seed.id.clone(), tx.clone());
+        tx
+    }
+
+    /// Removes a meeting's entry if it is still `tx` (the actor is ending).
+    fn remove_if(&self, id: &str, tx_closed_check: impl Fn(&mpsc::Sender<MeetingCmd>) -> bool) {
+        let mut map = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        if map.get(id).is_some_and(tx_closed_check) {
+            map.remove(id);
+        }
+    }
+
+    /// Tells every meeting that the server shuts down.
+    pub async fn shutdown_all(&self) {
+        let senders: Vec<_> = {
+            let map = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+            map.values().cloned().collect()
+        };
+        for tx in senders {
+            let _ = tx.send(MeetingCmd::Shutdown).await;
+        }
+    }
+
+    pub fn running(&self) -> usize {
+        self.inner.lock().map(|m| m.len()).unwrap_or(0)
+    }
+}
+
+struct Member {
+    info: Participant,
+    tx: mpsc::Sender<ServerMsg>,
+    standing: Standing,
+    self_audio_muted: bool,
+}
+
+struct Waiting {
+    entry: LobbyEntry,
+    tx: mpsc::Sender<ServerMsg>,
+    standing: Standing,
+}
+
+struct Actor {
+    seed: MeetingSeed,
+    room: RoomKey,
+    locked: bool,
+    next_peer: PeerId,
+    members: BTreeMap<PeerId, Member>,
+    lobby: BTreeMap<PeerId, Waiting>,
+    media: MediaHandle,
+    store: Store,
+    registry: Registry,
+}
+
+pub fn participant_id(peer: PeerId) -> String {
+    format!("p{peer}")
+}
+
+fn parse_participant_id(id: &str) -> Option<PeerId> {
+    id.strip_prefix('p')?.parse().ok()
+}
+
+enum Flow {
+    Continue,
+    Stop,
+}
+
+impl Actor {
+    async fn run(
+        mut self,
+        mut rx: mpsc::Receiver<MeetingCmd>,
+        mut events: mpsc::UnboundedReceiver<RoomEvent>,
+    ) {
+        tracing::info!(meeting = %self.seed.id, "meeting started");
+        loop {
+            let flow = tokio::select! {
+                cmd = rx.recv() => match cmd {
+                    Some(cmd) => self.on_cmd(cmd).await,
+                    None => Flow::Stop,
+                },
+                Some(ev) = events.recv() => { self.on_room_event(ev); Flow::Continue }
+            };
+            let empty = self.members.is_empty() && self.lobby.is_empty();
+            if matches!(flow, Flow::Stop) || empty {
+                // Close the channel first so that joins racing with the end retry on a new actor.
+                rx.close();
+                // Joins that raced with the end are dropped unanswered; their handlers retry on
+                // a new actor.
+                while rx.try_recv().is_ok() {}
+                self.registry.remove_if(&self.seed.id, |tx| tx.is_closed());
+                self.media.send(MediaCmd::CloseRoom { room: self.room });
+                tracing::info!(meeting = %self.seed.id, "meeting closed");
+                return;
+            }
+        }
+    }
+
+    fn info(&self) -> MeetingInfo {
+        MeetingInfo {
+            id: self.seed.id.clone(),
+            title: self.seed.title.clone(),
+            organiser: self.seed.organiser.clone(),
+            profile: self.seed.profile,
+            locked: self.locked,
+        }
+    }
+
+    fn send(&self, tx: &mpsc::Sender<ServerMsg>, msg: ServerMsg) {
+        // A client too slow to take its messages gets disconnected by the WebSocket task
+        // noticing the closed queue; never block the meeting on one client.
+        let _ = tx.try_send(msg);
+    }
+
+    fn to_peer(&self, peer: PeerId, msg: ServerMsg) {
+        if let Some(m) = self.members.get(&peer) {
+            self.send(&m.tx, msg);
+        } else if let Some(w) = self.lobby.get(&peer) {
+            self.send(&w.tx, msg);
+        }
+    }
+
+    fn broadcast(&self, msg: ServerMsg, except: Option<PeerId>) {
+        for (p, m) in &self.members {
+            if Some(*p) != except {
+                self.send(&m.tx, msg.clone());
+            }
+        }
+    }
+
+    fn lobby_list(&self) -> Vec<LobbyEntry> {
+        self.lobby.values().map(|w| w.entry.clone()).collect()
+    }
+
+    fn notify_moderators_lobby(&self, arrived: bool) {
+        let lobby = self.lobby_list();
+        for m in self.members.values() {
+            if m.info.role == Role::Moderator {
+                self.send(
+                    &m.tx,
+                    ServerMsg::LobbyChanged {
+                        lobby: lobby.clone(),
+                        arrived,
+                    },
+                );
+            }
+        }
+    }
+
+    fn error(&self, peer: PeerId, code: ErrorCode, message: impl Into<String>) {
+        self.to_peer(peer, ServerMsg::error(code, message));
+    }
+
+    async fn on_cmd(&mut self, cmd: MeetingCmd) -> Flow {
+        match cmd {
+            MeetingCmd::Join(req) => {
+                self.on_join(req).await;
+                Flow::Continue
+            }
+            MeetingCmd::Msg { peer, msg } => self.on_msg(peer, msg).await,
+            MeetingCmd::Disconnected { peer } => {
+                self.leave(peer, LeaveReason::Disconnected);
+                Flow::Continue
+            }
+            MeetingCmd::Shutdown => {
+                let msg = ServerMsg::Ended {
+                    reason: EndReason::ServerShutdown,
+                    by: None,
+                };
+                for m in self.members.values() {
+                    self.send(&m.tx, msg.clone());
+                }
+                for w in self.lobby.values() {
+                    self.send(&w.tx, msg.clone());
+                }
+                Flow::Stop
+            }
+        }
+    }
+
+    async fn on_join(&mut self, req: JoinRequest) {
+        let peer = self.next_peer;
+        self.next_peer += 1;
+        let JoinRequest {
+            standing,
+            tx,
+            reply,
+        } = req;
+        if reply.send(peer).is_err() {
+            return;
+        }
+        // One person, one seat: the same account or invitation joining again replaces the old
+        // connection (a reload, or a second tab).
+        if let Some(subject) = standing.ban_subject {
+            let old: Vec<PeerId> = self
+                .members
+                .iter()
+                .filter(|(_, m)| m.standing.ban_subject == Some(subject))
+                .map(|(p, _)| *p)
+                .chain(
+                    self.lobby
+                        .iter()
+                        .filter(|(_, w)| w.standing.ban_subject == Some(subject))
+                        .map(|(p, _)| *p),
+                )
+                .collect();
+            for p in old {
+                self.to_peer(
+                    p,
+                    ServerMsg::Ended {
+                        reason: EndReason::Replaced,
+                        by: None,
+                    },
+                );
+                self.leave(p, LeaveReason::Left);
+            }
+        }
+        let lobby_reason = if standing.moderator {
+            None
+        } else if standing.banned {
+            Some(LobbyReason::Removed)
+        } else if standing.direct.is_none() {
+            Some(LobbyReason::Profile)
+        } else if self.locked {
+            Some(LobbyReason::Locked)
+        } else {
+            None
+        };
+        match lobby_reason {
+            Some(reason) => {
+                let entry = LobbyEntry {
+                    id: participant_id(peer),
+                    display_name: standing.display_name.clone(),
+                    kind: standing.kind,
+                    invitation: standing.invitation.clone(),
+                    reason,
+                };
+                self.send(
+                    &tx,
+                    ServerMsg::LobbyWait {
+                        meeting_title: self.seed.title.clone(),
+                    },
+                );
+                self.lobby.insert(
+                    peer,
+                    Waiting {
+                        entry,
+                        tx,
+                        standing,
+                    },
+                );
+                self.notify_moderators_lobby(true);
+            }
+            None => {
+                let method = standing.direct.clone().unwrap_or(JoinMethod::StaffLogin);
+                self.admit_member(peer, tx, standing, method).await;
+            }
+        }
+    }
+
+    async fn admit_member(
+        &mut self,
+        peer: PeerId,
+        tx: mpsc::Sender<ServerMsg>,
+        standing: Standing,
+        method: JoinMethod,
+    ) {
+        if let Err(e) = self.media.add_peer(self.room, peer).await {
+            tracing::warn!(meeting = %self.seed.id, "media peer could not be created: {e}");
+            self.send(
+                &tx,
+                ServerMsg::error(ErrorCode::Internal, "media is not available"),
+            );
+            return;
+        }
+        let info = Participant {
+            id: participant_id(peer),
+            display_name: standing.display_name.clone(),
+            kind: standing.kind,
+            role: if standing.moderator {
+                Role::Moderator
+            } else {
+                Role::Participant
+            },
+            join_method: method,
+            audio_muted: false,
+            muted_by_moderator: false,
+            video_muted: false,
+            screen_sharing: false,
+        };
+        let mut participants: Vec<Participant> =
+            self.members.values().map(|m| m.info.clone()).collect();
+        participants.push(info.clone());
+        let lobby = if info.role == Role::Moderator {
+            self.lobby_list()
+        } else {
+            Vec::new()
+        };
+        self.send(
+            &tx,
+            ServerMsg::Joined {
+                protocol_version: klausur_proto::PROTOCOL_VERSION,
+                self_id: info.id.clone(),
+                meeting: self.info(),
+                participants,
+                lobby,
+            },
+        );
+        self.broadcast(
+            ServerMsg::ParticipantJoined {
+                participant: info.clone(),
+            },
+            None,
+        );
+        self.members.insert(
+            peer,
+            Member {
+                info,
+                tx,
+                standing,
+                self_audio_muted: false,
+            },
+        );
+    }
+
+    fn leave(&mut self, peer: PeerId, reason: LeaveReason) {
+        if self.members.remove(&peer).is_some() {
+            self.media.send(MediaCmd::RemovePeer {
+                room: self.room,
+                peer,
+            });
+            self.broadcast(
+                ServerMsg::ParticipantLeft {
+                    participant_id: participant_id(peer),
+                    reason,
+                },
+                None,
+            );
+        } else if self.lobby.remove(&peer).is_some() {
+            self.notify_moderators_lobby(false);
+        }
+    }
+
+    fn is_moderator(&self, peer: PeerId) -> bool {
+        self.members
+            .get(&peer)
+            .is_some_and(|m| m.info.role == Role::Moderator)
+    }
+
+    fn moderator_name(&self, peer: PeerId) -> String {
+        self.members
+            .get(&peer)
+            .map(|m| m.info.display_name.clone())
+            .unwrap_or_default()
+    }
+
+    async fn on_msg(&mut self, peer: PeerId, msg: ClientMsg) -> Flow {
+        let joined = self.members.contains_key(&peer);
+        if !joined {
+            match msg {
+                ClientMsg::Leave => self.leave(peer, LeaveReason::Left),
+                ClientMsg::Ping => self.to_peer(peer, ServerMsg::Pong),
+                other => self.error(
+                    peer,
+                    ErrorCode::NotJoined,
+                    format!(
+                        "{} needs to be admitted to the meeting first",
+                        other.type_name()
+                    ),
+                ),
+            }
+            return Flow::Continue;
+        }
+        let needs_moderator = matches!(
+            msg,
+            ClientMsg::Admit { .. }
+                | ClientMsg::Deny { .. }
+                | ClientMsg::Remove { .. }
+                | ClientMsg::Lock { .. }
+                | ClientMsg::Mute { .. }
+                | ClientMsg::SetModerator { .. }
+                | ClientMsg::EndMeeting
+        );
+        if needs_moderator && !self.is_moderator(peer) {
+            self.error(
+                peer,
+                ErrorCode::Forbidden,
+                format!("{} is for moderators only", msg.type_name()),
+            );
+            return Flow::Continue;
+        }
+        match msg {
+            ClientMsg::Join { .. } => {
+                self.error(peer, ErrorCode::InvalidState, "already joined");
+            }
+            ClientMsg::Ping => self.to_peer(peer, ServerMsg::Pong),
+            ClientMsg::Leave => self.leave(peer, LeaveReason::Left),
+            ClientMsg::Offer { sdp, sources } => {
+                match self.media.offer(self.room, peer, sdp, sources).await {
+                    Ok(answer) => {
+                        let tracks = answer
+                            .assignments
+                            .into_iter()
+                            .map(|a| klausur_proto::TrackAssignment {
+                                mid: a.mid,
+                                participant_id: participant_id(a.publisher),
+                                source: a.source,
+                            })
+                            .collect();
+                        self.to_peer(
+                            peer,
+                            ServerMsg::Answer {
+                                sdp: answer.sdp,
+                                tracks,
+                            },
+                        );
+                    }
+                    Err(e) => self.error(
+                        peer,
+                        ErrorCode::InvalidField,
+                        format!("offer rejected: {e}"),
+                    ),
+                }
+            }
+            ClientMsg::MediaState {
+                audio_muted,
+                video_muted,
+                screen_sharing,
+            } => {
+                if let Some(m) = self.members.get_mut(&peer) {
+                    m.self_audio_muted = audio_muted;
+                    m.info.audio_muted = audio_muted || m.info.muted_by_moderator;
+                    m.info.video_muted = video_muted;
+                    m.info.screen_sharing = screen_sharing;
+                    let participant = m.info.clone();
+                    self.broadcast(ServerMsg::ParticipantUpdated { participant }, None);
+                }
+            }
+            ClientMsg::Chat { text } => {
+                let text = text.trim().to_string();
+                if text.is_empty() {
+                    self.error(peer, ErrorCode::InvalidField, "chat text is empty");
+                } else if text.chars().count() > MAX_CHAT_CHARS {
+                    self.error(
+                        peer,
+                        ErrorCode::InvalidField,
+                        format!("chat text is longer than {MAX_CHAT_CHARS} characters"),
+                    );
+                } else {
+                    let from_name = self.moderator_name(peer);
+                    self.broadcast(
+                        ServerMsg::Chat {
+                            from_id: participant_id(peer),
+                            from_name,
+                            text,
+                            sent_at_ms: chrono::Utc::now().timestamp_millis(),
+                        },
+                        None,
+                    );
+                }
+            }
+            ClientMsg::Admit { participant_id: id } => {
+                let Some(target) = parse_participant_id(&id).filter(|p| self.lobby.contains_key(p))
+                else {
+                    self.error(
+                        peer,
+                        ErrorCode::NotFound,
+                        format!("{id:?} is not waiting in the lobby"),
+                    );
+                    return Flow::Continue;
+                };
+                let Some(w) = self.lobby.remove(&target) else {
+                    return Flow::Continue;
+                };
+                let by = self.moderator_name(peer);
+                if let Some(subject) = w.standing.ban_subject {
+                    if w.standing.banned {
+                        if let Err(e) = self.store.remove_ban(&self.seed.id, subject).await {
+                            tracing::warn!("could not lift ban: {e}");
+                        }
+                    }
+                }
+                self.admit_member(
+                    target,
+                    w.tx,
+                    w.standing,
+                    JoinMethod::Lobby { admitted_by: by },
+                )
+                .await;
+                self.notify_moderators_lobby(false);
+            }
+            ClientMsg::Deny { participant_id: id } => {
+                let Some(target) = parse_participant_id(&id).filter(|p| self.lobby.contains_key(p))
+                else {
+                    self.error(
+                        peer,
+                        ErrorCode::NotFound,
+                        format!("{id:?} is not waiting in the lobby"),
+                    );
+                    return Flow::Continue;
+                };
+                if let Some(w) = self.lobby.remove(&target) {
+                    self.send(
+                        &w.tx,
+                        ServerMsg::Ended {
+                            reason: EndReason::Denied,
+                            by: Some(self.moderator_name(peer)),
+                        },
+                    );
+                }
+                self.notify_moderators_lobby(false);
+            }
+            ClientMsg::Remove { participant_id: id } => {
+                let Some(target) =
+                    parse_participant_id(&id).filter(|p| self.members.contains_key(p))
+                else {
+                    self.error(
+                        peer,
+                        ErrorCode::NotFound,
+                        format!("{id:?} is not in the meeting"),
+                    );
+                    return Flow::Continue;
+                };
+                if target == peer {
+                    self.error(
+                        peer,
+                        ErrorCode::InvalidField,
+                        "use leave to leave the meeting",
+                    );
+                    return Flow::Continue;
+                }
+                let by = self.moderator_name(peer);
+                if let Some(m) = self.members.get(&target) {
+                    if let Some(subject) = m.standing.ban_subject {
+                        if let Err(e) = self
+                            .store
+                            .add_ban(&self.seed.id, subject, &by, chrono::Utc::now())
+                            .await
+                        {
+                            tracing::warn!("could not record removal: {e}");
+                        }
+                    }
+                    self.send(
+                        &m.tx,
+                        ServerMsg::Ended {
+                            reason: EndReason::Removed,
+                            by: Some(by),
+                        },
+                    );
+                }
+                self.leave(target, LeaveReason::Removed);
+            }
+            ClientMsg::Lock { locked } => {
+                self.locked = locked;
+                self.broadcast(
+                    ServerMsg::MeetingChanged {
+                        meeting: self.info(),
+                    },
+                    None,
+                );
+            }
+            ClientMsg::Mute {
+                participant_id: id,
+                muted,
+            } => {
+                let Some(target) =
+                    parse_participant_id(&id).filter(|p| self.members.contains_key(p))
+                else {
+                    self.error(
+                        peer,
+                        ErrorCode::NotFound,
+                        format!("{id:?} is not in the meeting"),
+                    );
+                    return Flow::Continue;
+                };
+                self.media.send(MediaCmd::SetAudioForwarding {
+                    room: self.room,
+                    peer: target,
+                    enabled: !muted,
+                });
+                if let Some(m) = self.members.get_mut(&target) {
+                    m.info.muted_by_moderator = muted;
+                    m.info.audio_muted = muted || m.self_audio_muted;
+                    let participant = m.info.clone();
+                    self.broadcast(ServerMsg::ParticipantUpdated { participant }, None);
+                }
+            }
+            ClientMsg::SetModerator {
+                participant_id: id,
+                moderator,
+            } => {
+                let Some(target) =
+                    parse_participant_id(&id).filter(|p| self.members.contains_key(p))
+                else {
+                    self.error(
+                        peer,
+                        ErrorCode::NotFound,
+                        format!("{id:?} is not in the meeting"),
+                    );
+                    return Flow::Continue;
+                };
+                let user_id = self.members.get(&target).and_then(|m| m.standing.user_id);
+                if let Some(uid) = user_id {
+                    let res = if moderator {
+                        self.store.add_moderator(&self.seed.id, uid).await
+                    } else {
+                        self.store.remove_moderator(&self.seed.id, uid).await
+                    };
+                    if let Err(e) = res {
+                        tracing::warn!("could not store moderator change: {e}");
+                    }
+                }
+                let lobby = self.lobby_list();
+                if let Some(m) = self.members.get_mut(&target) {
+                    m.info.role = if moderator {
+                        Role::Moderator
+                    } else {
+                        Role::Participant
+                    };
+                    m.standing.moderator = moderator;
+                    let participant = m.info.clone();
+                    if moderator {
+                        let _ = m.tx.try_send(ServerMsg::LobbyChanged {
+                            lobby,
+                            arrived: false,
+                        });
+                    }
+                    self.broadcast(ServerMsg::ParticipantUpdated { participant }, None);
+                }
+            }
+            ClientMsg::EndMeeting => {
+                let by = Some(self.moderator_name(peer));
+                let msg = ServerMsg::Ended {
+                    reason: EndReason::EndedByModerator,
+                    by,
+                };
+                for m in self.members.values() {
+                    self.send(&m.tx, msg.clone());
+                }
+                for w in self.lobby.values() {
+                    self.send(&w.tx, msg.clone());
+                }
+                if let Err(e) = self
+                    .store
+                    .set_meeting_ended(&self.seed.id, chrono::Utc::now())
+                    .await
+                {
+                    tracing::warn!("could not mark meeting ended: {e}");
+                }
+                self.members.clear();
+                self.lobby.clear();
+                return Flow::Stop;
+            }
+        }
+        Flow::Continue
+    }
+
+    fn on_room_event(&mut self, ev: RoomEvent) {
+        match ev {
+            RoomEvent::Renegotiate { peer, audio, video } => {
+                self.to_peer(peer, ServerMsg::Renegotiate { audio, video });
+            }
+            RoomEvent::ActiveSpeaker(p) => {
+                self.broadcast(
+                    ServerMsg::ActiveSpeaker {
+                        participant_id: p.map(participant_id),
+                    },
+                    None,
+                );
+            }
+            RoomEvent::Connected(peer) => {
+                tracing::debug!(meeting = %self.seed.id, peer, "media connected");
+            }
+            RoomEvent::Disconnected(peer) => {
+                tracing::info!(meeting = %self.seed.id, peer, "media disconnected");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn participant_ids_roundtrip() {
+        assert_eq!(participant_id(7), "p7");
+        assert_eq!(parse_participant_id("p7"), Some(7));
+        assert_eq!(parse_participant_id("7"), None);
+        assert_eq!(parse_participant_id("px"), None);
+    }
+}

@@ -1,0 +1,129 @@
+//! `klausur serve`: opens the database, bootstraps the first administrator, starts the media
+//! worker and the HTTP(S) server, and shuts down gracefully on SIGTERM or Ctrl-C.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context;
+use klausur_store::{Role, Store};
+
+use crate::config::Config;
+use crate::state::AppState;
+use crate::{api, auth, media};
+
+pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
+    let path = config.data_dir.join("klausur.sqlite3");
+    Store::open_sqlite(&path)
+        .await
+        .with_context(|| format!("cannot open database {}", path.display()))
+}
+
+/// Creates the first administrator if there is none, and prints its one-time password.
+pub async fn bootstrap_admin(store: &Store) -> anyhow::Result<()> {
+    if store.count_admins().await? > 0 {
+        return Ok(());
+    }
+    let password = auth::new_one_time_password();
+    let hash = auth::hash_password(&password).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let username = if store.user_by_username("admin").await?.is_none() {
+        "admin".to_string()
+    } else {
+        format!("admin-{}", &auth::new_meeting_id()[..6])
+    };
+    store
+        .create_user(&username, "Administrator", &hash, Role::Admin, true)
+        .await?;
+    // Printed once, to the operator's terminal, never to the log.
+    println!(
+        "klausur: created administrator \"{username}\" with one-time password: {}",
+        password.as_str()
+    );
+    println!("klausur: the password must be changed at the first login");
+    Ok(())
+}
+
+pub async fn serve(config: Config) -> anyhow::Result<()> {
+    let store = open_store(&config).await?;
+    bootstrap_admin(&store).await?;
+    let removed = store
+        .delete_expired_sessions(chrono::Utc::now())
+        .await
+        .unwrap_or(0);
+    if removed > 0 {
+        tracing::info!("removed {removed} expired sessions");
+    }
+    let (media, media_addr) = media::start(config.media_listen, config.media_public_ip)
+        .await
+        .with_context(|| format!("cannot bind media UDP socket {}", config.media_listen))?;
+    let state = AppState::new(config.clone(), store.clone(), media);
+    let app = api::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+
+    let handle = axum_server::Handle::new();
+    let shutdown_handle = handle.clone();
+    let shutdown_state = state.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutting down: telling participants");
+        shutdown_state.registry.shutdown_all().await;
+        // Give the WebSocket writers a moment to deliver the `ended` message.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        shutdown_handle.graceful_shutdown(Some(Duration::from_secs(5)));
+    });
+
+    let scheme = if config.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    println!(
+        "klausur: listening on {scheme}://{} (media on udp {media_addr})",
+        config.listen
+    );
+    tracing::info!(listen = %config.listen, media = %media_addr, "klausur started");
+    match &config.tls {
+        Some(tls) => {
+            let rustls = axum_server::tls_rustls::RustlsConfig::from_pem_file(&tls.cert, &tls.key)
+                .await
+                .context("cannot load TLS certificate or key")?;
+            axum_server::bind_rustls(config.listen, rustls)
+                .handle(handle)
+                .serve(app)
+                .await
+                .with_context(|| format!("cannot serve on {}", config.listen))?;
+        }
+        None => {
+            axum_server::bind(config.listen)
+                .handle(handle)
+                .serve(app)
+                .await
+                .with_context(|| format!("cannot serve on {}", config.listen))?;
+        }
+    }
+    store.close().await;
+    tracing::info!("stopped");
+    println!("klausur: stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}

@@ -1,0 +1,75 @@
+//! Serves the built web client (web/dist): files as they are, and index.html for the
+//! client's own routes, with security headers on every response.
+
+use std::path::PathBuf;
+
+use axum::http::{header, HeaderValue};
+use axum::Router;
+use tower_http::services::{ServeDir, ServeFile};
+use tower_http::set_header::SetResponseHeaderLayer;
+
+use crate::config::Config;
+use crate::state::AppState;
+
+/// Content-Security-Policy of the client: same-origin scripts and connections only.
+const CSP: &str = "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; \
+    style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:; media-src 'self' blob:; \
+    connect-src 'self'; worker-src 'self' blob:; frame-ancestors 'none'; base-uri 'none'; \
+    form-action 'self'";
+
+/// Where the built client is: the configured directory, or `web/dist` next to the working
+/// directory or the executable (for a source checkout).
+pub fn find_web_root(config: &Config) -> Option<PathBuf> {
+    if let Some(w) = &config.web_root {
+        return Some(w.clone());
+    }
+    let mut candidates = vec![PathBuf::from("web/dist")];
+    if let Ok(exe) = std::env::current_exe() {
+        for up in exe.ancestors().skip(1).take(4) {
+            candidates.push(up.join("web/dist"));
+        }
+    }
+    candidates
+        .into_iter()
+        .find(|p| p.join("index.html").is_file())
+}
+
+pub fn with_static(api: Router<AppState>, config: &Config) -> Router<AppState> {
+    let router = match find_web_root(config) {
+        Some(root) => {
+            tracing::info!("serving the web client from {}", root.display());
+            let index = ServeFile::new(root.join("index.html"));
+            let spa = Router::new()
+                .route_service("/", index.clone())
+                .nest_service("/login", index.clone())
+                .nest_service("/password", index.clone())
+                .nest_service("/meetings", index.clone())
+                .nest_service("/admin", index.clone())
+                .nest_service("/j", index.clone())
+                .nest_service("/m", index.clone())
+                .fallback_service(ServeDir::new(&root).fallback(index));
+            api.merge(spa)
+        }
+        None => {
+            tracing::warn!("web client not built (run `make web`); serving the API only");
+            api.fallback(crate::api::api_not_found)
+        }
+    };
+    router
+        .layer(SetResponseHeaderLayer::overriding(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(CSP),
+        ))
+        .layer(SetResponseHeaderLayer::overriding(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ))
+        .layer(SetResponseHeaderLayer::overriding(
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("no-referrer"),
+        ))
+        .layer(SetResponseHeaderLayer::overriding(
+            header::X_FRAME_OPTIONS,
+            HeaderValue::from_static("DENY"),
+        ))
+}

@@ -1,0 +1,198 @@
+//! The meeting WebSocket: validates every incoming frame (size, shape, rate) and relays it to
+//! the meeting actor. Errors become `error` replies here, in one place; the connection and
+//! the meeting carry on.
+
+use std::time::{Duration, Instant};
+
+use axum::extract::ws::{Message, WebSocket};
+use futures::{SinkExt, StreamExt};
+use klausur_proto::{ClientMsg, ErrorCode, ServerMsg, MAX_NAME_CHARS};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::admission::{self, AdmissionError, Who};
+use crate::meeting::{JoinRequest, MeetingCmd, CLIENT_QUEUE};
+use crate::state::AppState;
+
+/// Token bucket: sustained messages per second and burst.
+const RATE_PER_SEC: f64 = 20.0;
+const BURST: f64 = 60.0;
+
+struct Bucket {
+    tokens: f64,
+    last: Instant,
+}
+
+impl Bucket {
+    fn new() -> Self {
+        Bucket {
+            tokens: BURST,
+            last: Instant::now(),
+        }
+    }
+    fn take(&mut self, now: Instant) -> bool {
+        let dt = now.duration_since(self.last).as_secs_f64();
+        self.last = now;
+        self.tokens = (self.tokens + dt * RATE_PER_SEC).min(BURST);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// Serves one WebSocket connection. `who` is the HTTP session's user, if logged in.
+pub async fn serve(state: AppState, socket: WebSocket, who: Who) {
+    let (mut sink, mut stream) = socket.split();
+    let (tx, mut rx) = mpsc::channel::<ServerMsg>(CLIENT_QUEUE);
+
+    // Writer: forwards the actor's messages; closes after an `ended`.
+    let writer = tokio::spawn(async move {
+        while let Some(msg) = rx.recv().await {
+            let last = matches!(msg, ServerMsg::Ended { .. });
+            if sink.send(Message::Text(msg.encode().into())).await.is_err() {
+                break;
+            }
+            if last {
+                let _ = sink.send(Message::Close(None)).await;
+                break;
+            }
+        }
+    });
+
+    let mut bucket = Bucket::new();
+    let mut joined: Option<(mpsc::Sender<MeetingCmd>, klausur_room::PeerId)> = None;
+    let idle = Duration::from_secs(90);
+    loop {
+        let frame = match tokio::time::timeout(idle, stream.next()).await {
+            Ok(Some(Ok(frame))) => frame,
+            _ => break,
+        };
+        let text = match frame {
+            Message::Text(t) => t,
+            Message::Binary(_) => {
+                reply(
+                    &tx,
+                    ErrorCode::Malformed,
+                    "binary frames are not part of the protocol",
+                );
+                continue;
+            }
+            Message::Close(_) => break,
+            _ => continue,
+        };
+        if tx.is_closed() {
+            break;
+        }
+        if !bucket.take(Instant::now()) {
+            reply(
+                &tx,
+                ErrorCode::RateLimited,
+                "too many messages; this one was dropped",
+            );
+            continue;
+        }
+        let msg = match ClientMsg::decode(text.as_str()) {
+            Ok(m) => m,
+            Err(e) => {
+                reply(&tx, e.code, e.message);
+                continue;
+            }
+        };
+        match (&joined, msg) {
+            (
+                None,
+                ClientMsg::Join {
+                    meeting_id,
+                    invite_token,
+                    display_name,
+                },
+            ) => {
+                if let Some(name) = &display_name {
+                    if name.trim().is_empty() || name.chars().count() > MAX_NAME_CHARS {
+                        reply(
+                            &tx,
+                            ErrorCode::InvalidField,
+                            format!("display_name must be 1 to {MAX_NAME_CHARS} characters"),
+                        );
+                        continue;
+                    }
+                }
+                match join(
+                    &state,
+                    &who,
+                    &meeting_id,
+                    invite_token.as_deref(),
+                    display_name,
+                    &tx,
+                )
+                .await
+                {
+                    Ok(j) => joined = Some(j),
+                    Err(e) => reply(&tx, e.code(), e.to_string()),
+                }
+            }
+            (None, ClientMsg::Ping) => {
+                let _ = tx.try_send(ServerMsg::Pong);
+            }
+            (None, other) => reply(
+                &tx,
+                ErrorCode::NotJoined,
+                format!("send join before {}", other.type_name()),
+            ),
+            (Some((meeting, peer)), msg) => {
+                let leaving = matches!(msg, ClientMsg::Leave);
+                if meeting
+                    .send(MeetingCmd::Msg { peer: *peer, msg })
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+                if leaving {
+                    break;
+                }
+            }
+        }
+    }
+    if let Some((meeting, peer)) = joined {
+        let _ = meeting.send(MeetingCmd::Disconnected { peer }).await;
+    }
+    drop(tx);
+    let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
+}
+
+fn reply(tx: &mpsc::Sender<ServerMsg>, code: ErrorCode, message: impl Into<String>) {
+    let _ = tx.try_send(ServerMsg::error(code, message));
+}
+
+async fn join(
+    state: &AppState,
+    who: &Who,
+    meeting_id: &str,
+    invite_token: Option<&str>,
+    display_name: Option<String>,
+    tx: &mpsc::Sender<ServerMsg>,
+) -> Result<(mpsc::Sender<MeetingCmd>, klausur_room::PeerId), AdmissionError> {
+    let (seed, standing) =
+        admission::decide(&state.store, who, meeting_id, invite_token, display_name).await?;
+    for _ in 0..3 {
+        let meeting = state.registry.get_or_start(&seed);
+        let (reply, peer_rx) = oneshot::channel();
+        let req = JoinRequest {
+            standing: standing.clone(),
+            tx: tx.clone(),
+            reply,
+        };
+        if meeting.send(MeetingCmd::Join(req)).await.is_err() {
+            continue;
+        }
+        if let Ok(peer) = peer_rx.await {
+            return Ok((meeting, peer));
+        }
+    }
+    Err(AdmissionError::Internal(
+        "the meeting could not be started".into(),
+    ))
+}

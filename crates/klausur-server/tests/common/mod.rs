@@ -1,0 +1,81 @@
+//! A klausur server running in-process on loopback ports, with a fresh in-memory database.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+
+use klausur_server::config::{Config, Overrides};
+use klausur_server::state::AppState;
+use klausur_server::{api, auth, media};
+use klausur_store::{Role, Store, User};
+
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub state: AppState,
+    pub store: Store,
+    pub base: String,
+}
+
+pub const PASSWORD: &str = "a-long-test-password";
+
+impl TestServer {
+    pub async fn start() -> TestServer {
+        let store = Store::open_sqlite_memory().await.expect("store");
+        let overrides = Overrides {
+            listen: Some("127.0.0.1:0".into()),
+            media_listen: Some("127.0.0.1:0".into()),
+            ..Overrides::default()
+        };
+        let config = Config::load(None, &overrides).expect("config");
+        let (media, _) = media::start(config.media_listen, config.media_public_ip)
+            .await
+            .expect("media");
+        let state = AppState::new(config, store.clone(), media);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let app = api::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        TestServer {
+            addr,
+            state,
+            store,
+            base: format!("http://{addr}"),
+        }
+    }
+
+    pub async fn user(&self, username: &str, role: Role) -> User {
+        let hash = auth::hash_password(PASSWORD).expect("hash");
+        self.store
+            .create_user(username, &format!("{username} Name"), &hash, role, false)
+            .await
+            .expect("create user")
+    }
+
+    /// A logged-in HTTP client: returns it with its CSRF token.
+    pub async fn login(&self, username: &str) -> (reqwest::Client, String) {
+        let client = reqwest::Client::builder()
+            .cookie_store(true)
+            .build()
+            .expect("client");
+        let resp = client
+            .post(format!("{}/api/login", self.base))
+            .json(&serde_json::json!({"username": username, "password": PASSWORD}))
+            .send()
+            .await
+            .expect("login");
+        assert_eq!(resp.status(), 200, "login of {username}");
+        let v: serde_json::Value = resp.json().await.expect("json");
+        let csrf = v["csrf_token"].as_str().expect("csrf").to_string();
+        (client, csrf)
+    }
+
+    pub fn anonymous(&self) -> reqwest::Client {
+        reqwest::Client::builder()
+            .cookie_store(true)
+            .build()
+            .expect("client")
+    }
+}

@@ -1,0 +1,774 @@
+//! The [`Store`] and its queries.
+//!
+//! Every query is written once, in portable SQL with `$n` placeholders, and run through
+//! [`on_pool!`], which expands the body once per backend. Adding PostgreSQL means adding a
+//! `Backend::Postgres(PgPool)` variant, its arm in `on_pool!`, an `open_postgres` constructor
+//! and a `migrations/postgres` directory with the same schema in PostgreSQL's dialect.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use klausur_proto::SecurityProfile;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::SqlitePool;
+
+use crate::model::{parse_profile, profile_str};
+use crate::{
+    BanSubject, Invitation, InvitationKind, Meeting, NewInvitation, Role, Session, StoreError, User,
+};
+
+type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+/// The database behind a [`Store`].
+#[derive(Debug, Clone)]
+enum Backend {
+    Sqlite(SqlitePool),
+}
+
+/// Runs `$body` with `$pool` bound to the backend's pool (expanded once per backend).
+macro_rules! on_pool {
+    ($store:expr, |$pool:ident| $body:expr) => {
+        match &$store.backend {
+            Backend::Sqlite($pool) => $body,
+        }
+    };
+}
+
+/// Handle to the database. Cheap to clone (it shares the connection pool).
+#[derive(Debug, Clone)]
+pub struct Store {
+    backend: Backend,
+}
+
+const USER_COLUMNS: &str =
+    "id, username, display_name, role, password_hash, must_change_password, disabled, created_at";
+const SESSION_COLUMNS: &str = "id_hash, user_id, csrf_token, created_at, expires_at";
+const MEETING_COLUMNS: &str = "id, title, starts_at, organiser_id, profile, created_at, ended_at";
+const INVITATION_COLUMNS: &str = "id, meeting_id, token_hash, name, kind, user_id, created_by, \
+     created_at, expires_at, revoked_at, last_used_at";
+
+impl Store {
+    /// Opens (creating if missing) the SQLite database at `path` in WAL mode with foreign keys
+    /// enforced, and applies the embedded migrations.
+    pub async fn open_sqlite(path: &Path) -> Result<Store> {
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(5));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await?;
+        Self::from_sqlite_pool(pool).await
+    }
+
+    /// Opens a fresh, private in-memory SQLite database (for tests). It lives as long as the
+    /// store (one connection that is never recycled).
+    pub async fn open_sqlite_memory() -> Result<Store> {
+        let options = SqliteConnectOptions::from_str("sqlite::memory:")?.foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_with(options)
+            .await?;
+        Self::from_sqlite_pool(pool).await
+    }
+
+    async fn from_sqlite_pool(pool: SqlitePool) -> Result<Store> {
+        SQLITE_MIGRATIONS.run(&pool).await?;
+        Ok(Store {
+            backend: Backend::Sqlite(pool),
+        })
+    }
+
+    /// Closes the pool, waiting for connections in use to be returned.
+    pub async fn close(&self) {
+        on_pool!(self, |pool| pool.close().await)
+    }
+
+    // ----- users -----
+
+    /// Creates an account. [`StoreError::Conflict`] if the username is taken in any case.
+    pub async fn create_user(
+        &self,
+        username: &str,
+        display_name: &str,
+        password_hash: &str,
+        role: Role,
+        must_change_password: bool,
+    ) -> Result<User> {
+        let sql = format!(
+            "INSERT INTO users (username, username_key, display_name, role, password_hash, \
+             must_change_password, disabled, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING {USER_COLUMNS}"
+        );
+        let row: rows::User = on_pool!(self, |pool| sqlx::query_as(&sql)
+            .bind(username)
+            .bind(username_key(username))
+            .bind(display_name)
+            .bind(role.as_str())
+            .bind(password_hash)
+            .bind(must_change_password)
+            .bind(false)
+            .bind(now_ms())
+            .fetch_one(pool)
+            .await)
+        .map_err(|e| StoreError::from(e).conflict_as("username taken"))?;
+        row.try_into()
+    }
+
+    /// The account with this id.
+    pub async fn user_by_id(&self, id: i64) -> Result<Option<User>> {
+        let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1");
+        let row: Option<rows::User> = on_pool!(self, |pool| sqlx::query_as(&sql)
+            .bind(id)
+            .fetch_optional(pool)
+            .await)?;
+        row.map(TryInto::try_into).transpose()
+    }
+
+    /// The account with this username, in any case.
+    pub async fn user_by_username(&self, username: &str) -> Result<Option<User>> {
+        let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE username_key = $1");
+        let key = username_key(username);
+        let row: Option<rows::User> = on_pool!(self, |pool| sqlx::query_as(&sql)
+            .bind(&key)
+            .fetch_optional(pool)
+            .await)?;
+        row.map(TryInto::try_into).transpose()
+    }
+
+    /// All accounts, by username.
+    pub async fn list_users(&self) -> Result<Vec<User>> {
+        let sql = format!("SELECT {USER_COLUMNS} FROM users ORDER BY username_key");
+        let rows: Vec<rows::User> =
+            on_pool!(self, |pool| sqlx::query_as(&sql).fetch_all(pool).await)?;
+        rows.into_iter().map(TryInto::try_into).collect()
+    }
+
+    /// Replaces the password hash. [`StoreError::NotFound`] if there is no such user.
+    pub async fn set_password(
+        &self,
+        user_id: i64,
+        password_hash: &str,
+        must_change_password: bool,
+    ) -> Result<()> {
+        let sql = "UPDATE users SET password_hash = $2, must_change_password = $3 WHERE id = $1";
+        let done = on_pool!(self, |pool| sqlx::query(sql)
+            .bind(user_id)
+            .bind(password_hash)
+            .bind(must_change_password)
+            .execute(pool)
+            .await)?;
+        found(done.rows_affected())
+    }
+
+    /// Disables or re-enables an account. [`StoreError::NotFound`] if there is no such user.
+    /// Does not end the user's sessions: see [`Store::delete_sessions_of_user`].
+    pub async fn set_user_disabled(&self, user_id: i64, disabled: bool) -> Result<()> {
+        let sql = "UPDATE users SET disabled = $2 WHERE id = $1";
+        let done = on_pool!(self, |pool| sqlx::query(sql)
+            .bind(user_id)
+            .bind(disabled)
+            .execute(pool)
+            .await)?;
+        found(done.rows_affected())
+    }
+
+    /// How many administrators are not disabled.
+    pub async fn count_admins(&self) -> Result<i64> {
+        let sql = "SELECT COUNT(*) FROM users WHERE role = $1 AND disabled = $2";
+        let n: i64 = on_pool!(self, |pool| sqlx::query_scalar(sql)
+            .bind(Role::Admin.as_str())
+            .bind(false)
+            .fetch_one(pool)
+            .await)?;
+        Ok(n)
+    }
+
+    // ----- sessions -----
+
+    /// Stores a session for `user_id`. [`StoreError::NotFound`] if there is no such user,
+    /// [`StoreError::Conflict`] if the id hash is already in use.
+    pub async fn create_session(
+        &self,
+        id_hash: &str,
+        user_id: i64,
+        csrf_token: &str,
+        expires_at: DateTime<Utc>,
+    ) -> Result<Session> {
+        let sql = format!(
+            "INSERT INTO sessions (id_hash, user_id, csrf_token, created_at, expires_at) \
+             VALUES ($1, $2, $3, $4, $5) RETURNING {SESSION_COLUMNS}"
+        );
+        let row: rows::Session = on_pool!(self, |pool| sqlx::query_as(&sql)
+            .bind(id_hash)
+            .bind(user_id)
+            .bind(csrf_token)
+            .bind(now_ms())
+            .bind(expires_at.timestamp_millis())
+            .fetch_one(pool)
+            .await)
+        .map_err(|e| StoreError::from(e).conflict_as("session id in use"))?;
+        row.try_into()
+    }
+
+    /// The session with this id hash and its user, if it has not expired at `now`
+    /// (`expires_at > now`). The caller checks [`User::disabled`].
+    pub async fn session_with_user(
+        &self,
+        id_hash: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<(Session, User)>> {
+        let sql = "SELECT s.id_hash, s.user_id, s.csrf_token, s.created_at AS s_created_at, \
+             s.expires_at, u.username, u.display_name, u.role, u.password_hash, \
+             u.must_change_password, u.disabled, u.created_at AS u_created_at \
+             FROM sessions s JOIN users u ON u.id = s.user_id \
+             WHERE s.id_hash = $1 AND s.expires_at > $2";
+        let row: Option<rows::SessionUser> = on_pool!(self, |pool| sqlx::query_as(sql)
+            .bind(id_hash)
+            .bind(now.timestamp_millis())
+            .fetch_optional(pool)
+            .await)?;
+        row.map(TryInto::try_into).transpose()
+    }
+
+    /// Ends a session (no error if there is none).
+    pub async fn delete_session(&self, id_hash: &str) -> Result<()> {
+        let sql = "DELETE FROM sessions WHERE id_hash = $1";
+        on_pool!(self, |pool| sqlx::query(sql)
+            .bind(id_hash)
+            .execute(pool)
+            .await)?;
+        Ok(())
+    }
+
+    /// Ends every session of a user (no error if there are none).
+    pub async fn delete_sessions_of_user(&self, user_id: i64) -> Result<()> {
+        let sql = "DELETE FROM sessions WHERE user_id = $1";
+        on_pool!(self, |pool| sqlx::query(sql)
+            .bind(user_id)
+            .execute(pool)
+            .await)?;
+        Ok(())
+    }
+
+    /// Deletes the sessions expired at `now` (`expires_at <= now`); returns how many.
+    pub async fn delete_expired_sessions(&self, now: DateTime<Utc>) -> Result<u64> {
+        let sql = "DELETE FROM sessions WHERE expires_at <= $1";
+        let done = on_pool!(self, |pool| sqlx::query(sql)
+            .bind(now.timestamp_millis())
+            .execute(pool)
+            .await)?;
+        Ok(done.rows_affected())
+    }
+
+    // ----- meetings -----
+
+    /// Creates a meeting. [`StoreError::Conflict`] if the id is taken, [`StoreError::NotFound`]
+    /// if there is no such organiser.
+    pub async fn create_meeting(
+        &self,
+        id: &str,
+        title: &str,
+        starts_at: Option<DateTime<Utc>>,
+        organiser_id: i64,
+        profile: SecurityProfile,
+    ) -> Result<Meeting> {
+        let sql = format!(
+            "INSERT INTO meetings (id, title, starts_at, organiser_id, profile, created_at, \
+             ended_at) VALUES ($1, $2, $3, $4, $5, $6, NULL) RETURNING {MEETING_COLUMNS}"
+        );
+        let row: rows::Meeting = on_pool!(self, |pool| sqlx::query_as(&sql)
+            .bind(id)
+            .bind(title)
+            .bind(starts_at.map(|t| t.timestamp_millis()))
+            .bind(organiser_id)
+            .bind(profile_str(profile))
+            .bind(now_ms())
+            .fetch_one(pool)
+            .await)
+        .map_err(|e| StoreError::from(e).conflict_as("meeting id taken"))?;
+        row.try_into()
+    }
+
+    /// The meeting with this id.
+    pub async fn meeting(&self, id: &str) -> Result<Option<Meeting>> {
+        let sql = format!("SELECT {MEETING_COLUMNS} FROM meetings WHERE id = $1");
+        let row: Option<rows::Meeting> = on_pool!(self, |pool| sqlx::query_as(&sql)
+            .bind(id)
+            .fetch_optional(pool)
+            .await)?;
+        row.map(TryInto::try_into).transpose()
+    }
+
+    /// The meetings `user_id` organises or moderates, newest first.
+    pub async fn list_meetings_for(&self, user_id: i64) -> Result<Vec<Meeting>> {
+        let sql = format!(
+            "SELECT {MEETING_COLUMNS} FROM meetings m \
+             WHERE m.organiser_id = $1 OR EXISTS (SELECT 1 FROM meeting_moderators mm \
+             WHERE mm.meeting_id = m.id AND mm.user_id = $1) \
+             ORDER BY m.created_at DESC, m.id"
+        );
+        let rows: Vec<rows::Meeting> = on_pool!(self, |pool| sqlx::query_as(&sql)
+            .bind(user_id)
+            .fetch_all(pool)
+            .await)?;
+        rows.into_iter().map(TryInto::try_into).collect()
+    }
+
+    /// Every meeting, newest first.
+    pub async fn list_all_meetings(&self) -> Result<Vec<Meeting>> {
+        let sql = format!("SELECT {MEETING_COLUMNS} FROM meetings ORDER BY created_at DESC, id");
+        let rows: Vec<rows::Meeting> =
+            on_pool!(self, |pool| sqlx::query_as(&sql).fetch_all(pool).await)?;
+        rows.into_iter().map(TryInto::try_into).collect()
+    }
+
+    /// Makes `user_id` a moderator of the meeting (no error if they already are).
+    /// [`StoreError::NotFound`] if the meeting or the user does not exist.
+    pub async fn add_moderator(&self, meeting_id: &str, user_id: i64) -> Result<()> {
+        let sql = "INSERT INTO meeting_moderators (meeting_id, user_id) VALUES ($1, $2) \
+                   ON CONFLICT DO NOTHING";
+        on_pool!(self, |pool| sqlx::query(sql)
+            .bind(meeting_id)
+            .bind(user_id)
+            .execute(pool)
+            .await)?;
+        Ok(())
+    }
+
+    /// Removes `user_id` from the meeting's moderators (no error if they were not one).
+    /// The organiser stays a moderator regardless.
+    pub async fn remove_moderator(&self, meeting_id: &str, user_id: i64) -> Result<()> {
+        let sql = "DELETE FROM meeting_moderators WHERE meeting_id = $1 AND user_id = $2";
+        on_pool!(self, |pool| sqlx::query(sql)
+            .bind(meeting_id)
+            .bind(user_id)
+            .execute(pool)
+            .await)?;
+        Ok(())
+    }
+
+    /// The moderators added to the meeting, by username. The organiser is not listed (unless
+    /// added explicitly) but is a moderator all the same: see [`Store::is_moderator`].
+    pub async fn moderators(&self, meeting_id: &str) -> Result<Vec<User>> {
+        let sql = "SELECT u.id, u.username, u.display_name, u.role, u.password_hash, \
+                   u.must_change_password, u.disabled, u.created_at \
+                   FROM meeting_moderators mm JOIN users u ON u.id = mm.user_id \
+                   WHERE mm.meeting_id = $1 ORDER BY u.username_key";
+        let rows: Vec<rows::User> = on_pool!(self, |pool| sqlx::query_as(sql)
+            .bind(meeting_id)
+            .fetch_all(pool)
+            .await)?;
+        rows.into_iter().map(TryInto::try_into).collect()
+    }
+
+    /// Whether `user_id` organises or moderates the meeting (false if there is no meeting).
+    pub async fn is_moderator(&self, meeting_id: &str, user_id: i64) -> Result<bool> {
+        let sql = "SELECT EXISTS (SELECT 1 FROM meetings WHERE id = $1 AND organiser_id = $2) \
+                   OR EXISTS (SELECT 1 FROM meeting_moderators \
+                   WHERE meeting_id = $1 AND user_id = $2)";
+        let yes: bool = on_pool!(self, |pool| sqlx::query_scalar(sql)
+            .bind(meeting_id)
+            .bind(user_id)
+            .fetch_one(pool)
+            .await)?;
+        Ok(yes)
+    }
+
+    /// Records that the meeting ended at `at`. [`StoreError::NotFound`] if there is no meeting.
+    pub async fn set_meeting_ended(&self, meeting_id: &str, at: DateTime<Utc>) -> Result<()> {
+        let sql = "UPDATE meetings SET ended_at = $2 WHERE id = $1";
+        let done = on_pool!(self, |pool| sqlx::query(sql)
+            .bind(meeting_id)
+            .bind(at.timestamp_millis())
+            .execute(pool)
+            .await)?;
+        found(done.rows_affected())
+    }
+
+    // ----- invitations -----
+
+    /// Stores an invitation. [`StoreError::Conflict`] if the token hash is already in use,
+    /// [`StoreError::NotFound`] if the meeting or a referenced user does not exist.
+    pub async fn create_invitation(&self, new: NewInvitation) -> Result<Invitation> {
+        let sql = format!(
+            "INSERT INTO invitations (meeting_id, token_hash, name, kind, user_id, created_by, \
+             created_at, expires_at, revoked_at, last_used_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, NULL, NULL) RETURNING {INVITATION_COLUMNS}"
+        );
+        let row: rows::Invitation = on_pool!(self, |pool| sqlx::query_as(&sql)
+            .bind(&new.meeting_id)
+            .bind(&new.token_hash)
+            .bind(&new.name)
+            .bind(new.kind.as_str())
+            .bind(new.user_id)
+            .bind(new.created_by)
+            .bind(now_ms())
+            .bind(new.expires_at.timestamp_millis())
+            .fetch_one(pool)
+            .await)
+        .map_err(|e| StoreError::from(e).conflict_as("token hash in use"))?;
+        row.try_into()
+    }
+
+    /// The invitation whose token has this hash, revoked or expired ones included: the caller
+    /// checks [`Invitation::revoked_at`] and [`Invitation::expires_at`].
+    pub async fn invitation_by_token_hash(&self, token_hash: &str) -> Result<Option<Invitation>> {
+        let sql = format!("SELECT {INVITATION_COLUMNS} FROM invitations WHERE token_hash = $1");
+        let row: Option<rows::Invitation> = on_pool!(self, |pool| sqlx::query_as(&sql)
+            .bind(token_hash)
+            .fetch_optional(pool)
+            .await)?;
+        row.map(TryInto::try_into).transpose()
+    }
+
+    /// The invitation with this id.
+    pub async fn invitation(&self, id: i64) -> Result<Option<Invitation>> {
+        let sql = format!("SELECT {INVITATION_COLUMNS} FROM invitations WHERE id = $1");
+        let row: Option<rows::Invitation> = on_pool!(self, |pool| sqlx::query_as(&sql)
+            .bind(id)
+            .fetch_optional(pool)
+            .await)?;
+        row.map(TryInto::try_into).transpose()
+    }
+
+    /// The meeting's invitations, oldest first.
+    pub async fn list_invitations(&self, meeting_id: &str) -> Result<Vec<Invitation>> {
+        let sql = format!(
+            "SELECT {INVITATION_COLUMNS} FROM invitations WHERE meeting_id = $1 \
+             ORDER BY created_at, id"
+        );
+        let rows: Vec<rows::Invitation> = on_pool!(self, |pool| sqlx::query_as(&sql)
+            .bind(meeting_id)
+            .fetch_all(pool)
+            .await)?;
+        rows.into_iter().map(TryInto::try_into).collect()
+    }
+
+    /// Revokes invitation `id` of the meeting at `at`; revoking again keeps the first time.
+    /// [`StoreError::NotFound`] if the meeting has no such invitation.
+    pub async fn revoke_invitation(
+        &self,
+        meeting_id: &str,
+        id: i64,
+        at: DateTime<Utc>,
+    ) -> Result<()> {
+        let sql = "UPDATE invitations SET revoked_at = COALESCE(revoked_at, $3) \
+                   WHERE id = $1 AND meeting_id = $2";
+        let done = on_pool!(self, |pool| sqlx::query(sql)
+            .bind(id)
+            .bind(meeting_id)
+            .bind(at.timestamp_millis())
+            .execute(pool)
+            .await)?;
+        found(done.rows_affected())
+    }
+
+    /// Records that the invitation was used at `at`. [`StoreError::NotFound`] if there is none.
+    pub async fn mark_invitation_used(&self, id: i64, at: DateTime<Utc>) -> Result<()> {
+        let sql = "UPDATE invitations SET last_used_at = $2 WHERE id = $1";
+        let done = on_pool!(self, |pool| sqlx::query(sql)
+            .bind(id)
+            .bind(at.timestamp_millis())
+            .execute(pool)
+            .await)?;
+        found(done.rows_affected())
+    }
+
+    /// Whether the meeting has a colleague invitation for `user_id` that is not revoked
+    /// (expiry is not considered).
+    pub async fn colleague_invited(&self, meeting_id: &str, user_id: i64) -> Result<bool> {
+        let sql = "SELECT EXISTS (SELECT 1 FROM invitations WHERE meeting_id = $1 \
+                   AND user_id = $2 AND kind = $3 AND revoked_at IS NULL)";
+        let yes: bool = on_pool!(self, |pool| sqlx::query_scalar(sql)
+            .bind(meeting_id)
+            .bind(user_id)
+            .bind(InvitationKind::Colleague.as_str())
+            .fetch_one(pool)
+            .await)?;
+        Ok(yes)
+    }
+
+    // ----- bans -----
+
+    /// Bans `subject` from the meeting (no error, and no change, if already banned).
+    /// `by_user_label` names who did it, for display. [`StoreError::NotFound`] if there is no
+    /// such meeting.
+    pub async fn add_ban(
+        &self,
+        meeting_id: &str,
+        subject: BanSubject,
+        by_user_label: &str,
+        at: DateTime<Utc>,
+    ) -> Result<()> {
+        let (kind, id) = subject.parts();
+        let sql = "INSERT INTO meeting_bans (meeting_id, subject_kind, subject_id, banned_by, \
+                   created_at) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING";
+        on_pool!(self, |pool| sqlx::query(sql)
+            .bind(meeting_id)
+            .bind(kind)
+            .bind(id)
+            .bind(by_user_label)
+            .bind(at.timestamp_millis())
+            .execute(pool)
+            .await)?;
+        Ok(())
+    }
+
+    /// Lifts a ban (no error if there was none).
+    pub async fn remove_ban(&self, meeting_id: &str, subject: BanSubject) -> Result<()> {
+        let (kind, id) = subject.parts();
+        let sql = "DELETE FROM meeting_bans \
+                   WHERE meeting_id = $1 AND subject_kind = $2 AND subject_id = $3";
+        on_pool!(self, |pool| sqlx::query(sql)
+            .bind(meeting_id)
+            .bind(kind)
+            .bind(id)
+            .execute(pool)
+            .await)?;
+        Ok(())
+    }
+
+    /// Whether `subject` is banned from the meeting.
+    pub async fn is_banned(&self, meeting_id: &str, subject: BanSubject) -> Result<bool> {
+        let (kind, id) = subject.parts();
+        let sql = "SELECT EXISTS (SELECT 1 FROM meeting_bans \
+                   WHERE meeting_id = $1 AND subject_kind = $2 AND subject_id = $3)";
+        let yes: bool = on_pool!(self, |pool| sqlx::query_scalar(sql)
+            .bind(meeting_id)
+            .bind(kind)
+            .bind(id)
+            .fetch_one(pool)
+            .await)?;
+        Ok(yes)
+    }
+
+    // ----- retention -----
+
+    /// Deletes the meetings that ended before `cutoff`, with their invitations, moderators and
+    /// bans, in one transaction; returns how many meetings were deleted.
+    pub async fn purge_ended_meetings_before(&self, cutoff: DateTime<Utc>) -> Result<u64> {
+        const ENDED: &str = "SELECT id FROM meetings WHERE ended_at IS NOT NULL AND ended_at < $1";
+        let children = [
+            format!("DELETE FROM meeting_bans WHERE meeting_id IN ({ENDED})"),
+            format!("DELETE FROM meeting_moderators WHERE meeting_id IN ({ENDED})"),
+            format!("DELETE FROM invitations WHERE meeting_id IN ({ENDED})"),
+        ];
+        let meetings = "DELETE FROM meetings WHERE ended_at IS NOT NULL AND ended_at < $1";
+        let cutoff = cutoff.timestamp_millis();
+        let deleted = on_pool!(self, |pool| {
+            let mut tx = pool.begin().await?;
+            for sql in &children {
+                sqlx::query(sql).bind(cutoff).execute(&mut *tx).await?;
+            }
+            let done = sqlx::query(meetings).bind(cutoff).execute(&mut *tx).await?;
+            tx.commit().await?;
+            done.rows_affected()
+        });
+        Ok(deleted)
+    }
+}
+
+/// The key usernames are unique and looked up by.
+fn username_key(username: &str) -> String {
+    username.to_lowercase()
+}
+
+fn now_ms() -> i64 {
+    Utc::now().timestamp_millis()
+}
+
+fn found(rows_affected: u64) -> Result<()> {
+    if rows_affected == 0 {
+        Err(StoreError::NotFound)
+    } else {
+        Ok(())
+    }
+}
+
+/// Rows as stored, and their conversion into the public types.
+mod rows {
+    use chrono::{DateTime, Utc};
+
+    use super::{parse_profile, InvitationKind, Role, StoreError};
+
+    fn time(ms: i64) -> Result<DateTime<Utc>, StoreError> {
+        DateTime::from_timestamp_millis(ms)
+            .ok_or_else(|| StoreError::corrupt(format!("timestamp out of range: {ms}")))
+    }
+
+    fn opt_time(ms: Option<i64>) -> Result<Option<DateTime<Utc>>, StoreError> {
+        ms.map(time).transpose()
+    }
+
+    fn role(s: &str) -> Result<Role, StoreError> {
+        Role::parse(s).ok_or_else(|| StoreError::corrupt(format!("unknown role {s:?}")))
+    }
+
+    #[derive(sqlx::FromRow)]
+    pub(super) struct User {
+        id: i64,
+        username: String,
+        display_name: String,
+        role: String,
+        password_hash: String,
+        must_change_password: bool,
+        disabled: bool,
+        created_at: i64,
+    }
+
+    impl TryFrom<User> for crate::User {
+        type Error = StoreError;
+        fn try_from(r: User) -> Result<Self, StoreError> {
+            Ok(crate::User {
+                id: r.id,
+                role: role(&r.role)?,
+                username: r.username,
+                display_name: r.display_name,
+                password_hash: r.password_hash,
+                must_change_password: r.must_change_password,
+                disabled: r.disabled,
+                created_at: time(r.created_at)?,
+            })
+        }
+    }
+
+    #[derive(sqlx::FromRow)]
+    pub(super) struct Session {
+        id_hash: String,
+        user_id: i64,
+        csrf_token: String,
+        created_at: i64,
+        expires_at: i64,
+    }
+
+    impl TryFrom<Session> for crate::Session {
+        type Error = StoreError;
+        fn try_from(r: Session) -> Result<Self, StoreError> {
+            Ok(crate::Session {
+                id_hash: r.id_hash,
+                user_id: r.user_id,
+                csrf_token: r.csrf_token,
+                created_at: time(r.created_at)?,
+                expires_at: time(r.expires_at)?,
+            })
+        }
+    }
+
+    #[derive(sqlx::FromRow)]
+    pub(super) struct SessionUser {
+        id_hash: String,
+        user_id: i64,
+        csrf_token: String,
+        s_created_at: i64,
+        expires_at: i64,
+        username: String,
+        display_name: String,
+        role: String,
+        password_hash: String,
+        must_change_password: bool,
+        disabled: bool,
+        u_created_at: i64,
+    }
+
+    impl TryFrom<SessionUser> for (crate::Session, crate::User) {
+        type Error = StoreError;
+        fn try_from(r: SessionUser) -> Result<Self, StoreError> {
+            let user = crate::User {
+                id: r.user_id,
+                role: role(&r.role)?,
+                username: r.username,
+                display_name: r.display_name,
+                password_hash: r.password_hash,
+                must_change_password: r.must_change_password,
+                disabled: r.disabled,
+                created_at: time(r.u_created_at)?,
+            };
+            let session = crate::Session {
+                id_hash: r.id_hash,
+                user_id: r.user_id,
+                csrf_token: r.csrf_token,
+                created_at: time(r.s_created_at)?,
+                expires_at: time(r.expires_at)?,
+            };
+            Ok((session, user))
+        }
+    }
+
+    #[derive(sqlx::FromRow)]
+    pub(super) struct Meeting {
+        id: String,
+        title: String,
+        starts_at: Option<i64>,
+        organiser_id: i64,
+        profile: String,
+        created_at: i64,
+        ended_at: Option<i64>,
+    }
+
+    impl TryFrom<Meeting> for crate::Meeting {
+        type Error = StoreError;
+        fn try_from(r: Meeting) -> Result<Self, StoreError> {
+            let profile = parse_profile(&r.profile).ok_or_else(|| {
+                StoreError::corrupt(format!("unknown security profile {:?}", r.profile))
+            })?;
+            Ok(crate::Meeting {
+                id: r.id,
+                title: r.title,
+                starts_at: opt_time(r.starts_at)?,
+                organiser_id: r.organiser_id,
+                profile,
+                created_at: time(r.created_at)?,
+                ended_at: opt_time(r.ended_at)?,
+            })
+        }
+    }
+
+    #[derive(sqlx::FromRow)]
+    pub(super) struct Invitation {
+        id: i64,
+        meeting_id: String,
+        token_hash: String,
+        name: String,
+        kind: String,
+        user_id: Option<i64>,
+        created_by: i64,
+        created_at: i64,
+        expires_at: i64,
+        revoked_at: Option<i64>,
+        last_used_at: Option<i64>,
+    }
+
+    impl TryFrom<Invitation> for crate::Invitation {
+        type Error = StoreError;
+        fn try_from(r: Invitation) -> Result<Self, StoreError> {
+            let kind = InvitationKind::parse(&r.kind).ok_or_else(|| {
+                StoreError::corrupt(format!("unknown invitation kind {:?}", r.kind))
+            })?;
+            Ok(crate::Invitation {
+                id: r.id,
+                meeting_id: r.meeting_id,
+                token_hash: r.token_hash,
+                name: r.name,
+                kind,
+                user_id: r.user_id,
+                created_by: r.created_by,
+                created_at: time(r.created_at)?,
+                expires_at: time(r.expires_at)?,
+                revoked_at: opt_time(r.revoked_at)?,
+                last_used_at: opt_time(r.last_used_at)?,
+            })
+        }
+    }
+}

@@ -1,0 +1,668 @@
+//! One behaviour suite for every backend. Each `async fn` below takes a fresh `&Store`;
+//! `backend_suite!` runs all of them against one way of opening a store. A PostgreSQL run is
+//! one more `backend_suite!` line.
+
+use chrono::{DateTime, Duration, Utc};
+use klausur_proto::SecurityProfile;
+use klausur_store::{BanSubject, InvitationKind, NewInvitation, Role, Store, StoreError, User};
+
+type R = Result<(), StoreError>;
+
+/// A fixed, millisecond-precise instant (the store keeps milliseconds).
+fn t0() -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(1_800_000_000_123).expect("valid timestamp")
+}
+
+async fn staff(store: &Store, username: &str) -> Result<User, StoreError> {
+    store
+        .create_user(
+            username,
+            &format!("{username} display"),
+            "$argon2id$x",
+            Role::Staff,
+            false,
+        )
+        .await
+}
+
+fn ids<T, K>(items: &[T], key: impl Fn(&T) -> K) -> Vec<K> {
+    items.iter().map(key).collect()
+}
+
+async fn users(store: &Store) -> R {
+    let before = Utc::now() - Duration::seconds(1);
+    let alice = store
+        .create_user("Alice", "Alice A.", "hash-1", Role::Admin, true)
+        .await?;
+    assert_eq!(alice.username, "Alice");
+    assert_eq!(alice.display_name, "Alice A.");
+    assert_eq!(alice.role, Role::Admin);
+    assert_eq!(alice.password_hash, "hash-1");
+    assert!(alice.must_change_password);
+    assert!(!alice.disabled);
+    assert!(alice.created_at >= before && alice.created_at <= Utc::now());
+
+    // Same username in another case: taken.
+    let dup = store
+        .create_user("aLiCe", "Other", "hash-2", Role::Staff, false)
+        .await;
+    assert!(matches!(dup, Err(StoreError::Conflict(_))), "{dup:?}");
+
+    let bob = store
+        .create_user("bob", "Bob B.", "hash-3", Role::Staff, false)
+        .await?;
+    assert_ne!(alice.id, bob.id);
+
+    // Look-ups.
+    assert_eq!(store.user_by_id(alice.id).await?.as_ref(), Some(&alice));
+    assert_eq!(store.user_by_id(bob.id + alice.id + 100).await?, None);
+    assert_eq!(
+        store.user_by_username("ALICE").await?.as_ref(),
+        Some(&alice)
+    );
+    assert_eq!(
+        store.user_by_username("bob").await?.map(|u| u.id),
+        Some(bob.id)
+    );
+    assert_eq!(store.user_by_username("carol").await?, None);
+    let all = store.list_users().await?;
+    assert_eq!(ids(&all, |u| u.username.clone()), ["Alice", "bob"]);
+
+    // Password change.
+    store.set_password(alice.id, "hash-new", false).await?;
+    let a = store.user_by_id(alice.id).await?.expect("alice exists");
+    assert_eq!(a.password_hash, "hash-new");
+    assert!(!a.must_change_password);
+    store.set_password(bob.id, "hash-reset", true).await?;
+    let b = store.user_by_id(bob.id).await?.expect("bob exists");
+    assert_eq!(b.password_hash, "hash-reset");
+    assert!(b.must_change_password);
+    // Alice untouched by Bob's change.
+    assert_eq!(
+        store.user_by_id(alice.id).await?.map(|u| u.password_hash),
+        Some("hash-new".to_owned())
+    );
+    let missing = store.set_password(9_999, "h", false).await;
+    assert!(matches!(missing, Err(StoreError::NotFound)), "{missing:?}");
+
+    // Admin count: enabled admins only.
+    assert_eq!(store.count_admins().await?, 1);
+    let carol = store
+        .create_user("carol", "Carol", "h", Role::Admin, false)
+        .await?;
+    assert_eq!(store.count_admins().await?, 2);
+    store.set_user_disabled(carol.id, true).await?;
+    assert!(store.user_by_id(carol.id).await?.expect("carol").disabled);
+    assert!(!store.user_by_id(alice.id).await?.expect("alice").disabled);
+    assert_eq!(store.count_admins().await?, 1);
+    store.set_user_disabled(carol.id, false).await?;
+    assert!(!store.user_by_id(carol.id).await?.expect("carol").disabled);
+    assert_eq!(store.count_admins().await?, 2);
+    let missing = store.set_user_disabled(9_999, true).await;
+    assert!(matches!(missing, Err(StoreError::NotFound)), "{missing:?}");
+    Ok(())
+}
+
+async fn sessions(store: &Store) -> R {
+    let alice = staff(store, "alice").await?;
+    let bob = staff(store, "bob").await?;
+    let now = t0();
+    let s = store
+        .create_session("sid-a1", alice.id, "csrf-1", now + Duration::hours(1))
+        .await?;
+    assert_eq!(s.id_hash, "sid-a1");
+    assert_eq!(s.user_id, alice.id);
+    assert_eq!(s.csrf_token, "csrf-1");
+    assert_eq!(s.expires_at, now + Duration::hours(1));
+
+    // Valid before expiry, with the right user.
+    let (got, user) = store
+        .session_with_user("sid-a1", now)
+        .await?
+        .expect("session valid");
+    assert_eq!(got, s);
+    assert_eq!(user, alice);
+    // Gone at and after expiry.
+    let almost = now + Duration::hours(1) - Duration::milliseconds(1);
+    assert!(store.session_with_user("sid-a1", almost).await?.is_some());
+    assert!(store
+        .session_with_user("sid-a1", now + Duration::hours(1))
+        .await?
+        .is_none());
+    assert!(store.session_with_user("unknown", now).await?.is_none());
+
+    // Session id hashes are unique; unknown users are refused.
+    let dup = store
+        .create_session("sid-a1", bob.id, "csrf-x", now + Duration::hours(1))
+        .await;
+    assert!(matches!(dup, Err(StoreError::Conflict(_))), "{dup:?}");
+    let orphan = store
+        .create_session("sid-orphan", 9_999, "c", now + Duration::hours(1))
+        .await;
+    assert!(matches!(orphan, Err(StoreError::NotFound)), "{orphan:?}");
+
+    // delete_session removes only that session.
+    store
+        .create_session("sid-a2", alice.id, "csrf-2", now + Duration::hours(2))
+        .await?;
+    store
+        .create_session("sid-b1", bob.id, "csrf-3", now + Duration::minutes(5))
+        .await?;
+    store.delete_session("sid-a1").await?;
+    assert!(store.session_with_user("sid-a1", now).await?.is_none());
+    assert!(store.session_with_user("sid-a2", now).await?.is_some());
+    store.delete_session("sid-a1").await?; // again: no error
+
+    // delete_sessions_of_user removes all of that user's and no one else's.
+    store
+        .create_session("sid-a3", alice.id, "csrf-4", now + Duration::hours(2))
+        .await?;
+    store.delete_sessions_of_user(alice.id).await?;
+    assert!(store.session_with_user("sid-a2", now).await?.is_none());
+    assert!(store.session_with_user("sid-a3", now).await?.is_none());
+    let (_, u) = store
+        .session_with_user("sid-b1", now)
+        .await?
+        .expect("bob's");
+    assert_eq!(u.id, bob.id);
+
+    // delete_expired_sessions counts and removes only expired ones.
+    store
+        .create_session("sid-b2", bob.id, "csrf-5", now + Duration::hours(3))
+        .await?;
+    let later = now + Duration::minutes(10);
+    assert_eq!(store.delete_expired_sessions(later).await?, 1);
+    assert_eq!(store.delete_expired_sessions(later).await?, 0);
+    assert!(store.session_with_user("sid-b1", now).await?.is_none());
+    assert!(store.session_with_user("sid-b2", later).await?.is_some());
+    Ok(())
+}
+
+async fn meetings(store: &Store) -> R {
+    let org = staff(store, "organiser").await?;
+    let modr = staff(store, "moderator").await?;
+    let stranger = staff(store, "stranger").await?;
+    let start = t0() + Duration::days(1);
+
+    let m1 = store
+        .create_meeting(
+            "m-1",
+            "Budget",
+            Some(start),
+            org.id,
+            SecurityProfile::Strict,
+        )
+        .await?;
+    assert_eq!(m1.id, "m-1");
+    assert_eq!(m1.title, "Budget");
+    assert_eq!(m1.starts_at, Some(start));
+    assert_eq!(m1.organiser_id, org.id);
+    assert_eq!(m1.profile, SecurityProfile::Strict);
+    assert_eq!(m1.ended_at, None);
+    assert_eq!(store.meeting("m-1").await?.as_ref(), Some(&m1));
+    assert_eq!(store.meeting("m-none").await?, None);
+
+    // Newest first needs distinct creation milliseconds.
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    let m2 = store
+        .create_meeting("m-2", "Staff", None, org.id, SecurityProfile::Internal)
+        .await?;
+    assert_eq!(m2.starts_at, None);
+    assert_eq!(
+        store.meeting("m-2").await?.map(|m| m.profile),
+        Some(SecurityProfile::Internal)
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    store
+        .create_meeting("m-3", "Other", None, stranger.id, SecurityProfile::Strict)
+        .await?;
+
+    let dup = store
+        .create_meeting("m-1", "Again", None, org.id, SecurityProfile::Strict)
+        .await;
+    assert!(matches!(dup, Err(StoreError::Conflict(_))), "{dup:?}");
+    let orphan = store
+        .create_meeting("m-x", "No one", None, 9_999, SecurityProfile::Strict)
+        .await;
+    assert!(matches!(orphan, Err(StoreError::NotFound)), "{orphan:?}");
+
+    // Moderators.
+    store.add_moderator("m-1", modr.id).await?;
+    store.add_moderator("m-1", modr.id).await?; // idempotent
+    let mods = store.moderators("m-1").await?;
+    assert_eq!(ids(&mods, |u| u.id), [modr.id]);
+    assert!(store.moderators("m-2").await?.is_empty());
+    let bad = store.add_moderator("m-none", modr.id).await;
+    assert!(matches!(bad, Err(StoreError::NotFound)), "{bad:?}");
+
+    assert!(store.is_moderator("m-1", org.id).await?, "organiser");
+    assert!(store.is_moderator("m-1", modr.id).await?, "added moderator");
+    assert!(!store.is_moderator("m-1", stranger.id).await?, "stranger");
+    assert!(!store.is_moderator("m-2", modr.id).await?, "other meeting");
+    assert!(!store.is_moderator("m-none", org.id).await?);
+
+    // Listing: organiser sees both of theirs (newest first), moderator only m-1, stranger only
+    // their own.
+    let for_org = store.list_meetings_for(org.id).await?;
+    assert_eq!(ids(&for_org, |m| m.id.clone()), ["m-2", "m-1"]);
+    let for_mod = store.list_meetings_for(modr.id).await?;
+    assert_eq!(ids(&for_mod, |m| m.id.clone()), ["m-1"]);
+    let for_stranger = store.list_meetings_for(stranger.id).await?;
+    assert_eq!(ids(&for_stranger, |m| m.id.clone()), ["m-3"]);
+    let all = store.list_all_meetings().await?;
+    assert_eq!(ids(&all, |m| m.id.clone()), ["m-3", "m-2", "m-1"]);
+
+    // Organiser also explicitly a moderator: listed once.
+    store.add_moderator("m-1", org.id).await?;
+    assert_eq!(store.list_meetings_for(org.id).await?.len(), 2);
+
+    store.remove_moderator("m-1", modr.id).await?;
+    assert!(!store.is_moderator("m-1", modr.id).await?);
+    assert!(store.list_meetings_for(modr.id).await?.is_empty());
+    store.remove_moderator("m-1", modr.id).await?; // again: no error
+
+    // Ending.
+    let end = t0() + Duration::days(2);
+    store.set_meeting_ended("m-2", end).await?;
+    assert_eq!(
+        store.meeting("m-2").await?.and_then(|m| m.ended_at),
+        Some(end)
+    );
+    assert_eq!(store.meeting("m-1").await?.and_then(|m| m.ended_at), None);
+    let bad = store.set_meeting_ended("m-none", end).await;
+    assert!(matches!(bad, Err(StoreError::NotFound)), "{bad:?}");
+    Ok(())
+}
+
+fn new_invitation(
+    meeting: &str,
+    token_hash: &str,
+    kind: InvitationKind,
+    user: Option<i64>,
+    by: i64,
+) -> NewInvitation {
+    NewInvitation {
+        meeting_id: meeting.to_owned(),
+        token_hash: token_hash.to_owned(),
+        name: format!("Invitee {}", token_hash.trim_start_matches("th-")),
+        kind,
+        user_id: user,
+        created_by: by,
+        expires_at: t0() + Duration::days(7),
+    }
+}
+
+async fn invitations(store: &Store) -> R {
+    let org = staff(store, "organiser").await?;
+    let colleague = staff(store, "colleague").await?;
+    store
+        .create_meeting("m-1", "One", None, org.id, SecurityProfile::Strict)
+        .await?;
+    store
+        .create_meeting("m-2", "Two", None, org.id, SecurityProfile::Strict)
+        .await?;
+
+    let guest = store
+        .create_invitation(new_invitation(
+            "m-1",
+            "th-guest",
+            InvitationKind::Guest,
+            None,
+            org.id,
+        ))
+        .await?;
+    assert_eq!(guest.meeting_id, "m-1");
+    assert_eq!(guest.token_hash, "th-guest");
+    assert_eq!(guest.name, "Invitee guest");
+    assert_eq!(guest.kind, InvitationKind::Guest);
+    assert_eq!(guest.user_id, None);
+    assert_eq!(guest.created_by, org.id);
+    assert_eq!(guest.expires_at, t0() + Duration::days(7));
+    assert_eq!(guest.revoked_at, None);
+    assert_eq!(guest.last_used_at, None);
+
+    let coll = store
+        .create_invitation(new_invitation(
+            "m-1",
+            "th-coll",
+            InvitationKind::Colleague,
+            Some(colleague.id),
+            org.id,
+        ))
+        .await?;
+    assert_eq!(coll.kind, InvitationKind::Colleague);
+    assert_eq!(coll.user_id, Some(colleague.id));
+    let other = store
+        .create_invitation(new_invitation(
+            "m-2",
+            "th-other",
+            InvitationKind::Guest,
+            None,
+            org.id,
+        ))
+        .await?;
+
+    // Lookups.
+    assert_eq!(
+        store.invitation_by_token_hash("th-guest").await?.as_ref(),
+        Some(&guest)
+    );
+    assert_eq!(
+        store.invitation_by_token_hash("th-coll").await?.as_ref(),
+        Some(&coll)
+    );
+    assert_eq!(store.invitation_by_token_hash("th-none").await?, None);
+    assert_eq!(store.invitation(coll.id).await?.as_ref(), Some(&coll));
+    assert_eq!(store.invitation(other.id + 1_000).await?, None);
+    let list = store.list_invitations("m-1").await?;
+    assert_eq!(ids(&list, |i| i.id), [guest.id, coll.id]);
+    assert_eq!(
+        ids(&store.list_invitations("m-2").await?, |i| i.id),
+        [other.id]
+    );
+
+    // Token hashes are unique; unknown meetings refused.
+    let dup = store
+        .create_invitation(new_invitation(
+            "m-2",
+            "th-guest",
+            InvitationKind::Guest,
+            None,
+            org.id,
+        ))
+        .await;
+    assert!(matches!(dup, Err(StoreError::Conflict(_))), "{dup:?}");
+    let bad = store
+        .create_invitation(new_invitation(
+            "m-none",
+            "th-new",
+            InvitationKind::Guest,
+            None,
+            org.id,
+        ))
+        .await;
+    assert!(matches!(bad, Err(StoreError::NotFound)), "{bad:?}");
+
+    // Use.
+    let used_at = t0() + Duration::minutes(3);
+    store.mark_invitation_used(guest.id, used_at).await?;
+    assert_eq!(
+        store
+            .invitation(guest.id)
+            .await?
+            .and_then(|i| i.last_used_at),
+        Some(used_at)
+    );
+    assert_eq!(
+        store
+            .invitation(coll.id)
+            .await?
+            .and_then(|i| i.last_used_at),
+        None
+    );
+    let bad = store.mark_invitation_used(other.id + 1_000, used_at).await;
+    assert!(matches!(bad, Err(StoreError::NotFound)), "{bad:?}");
+
+    // Colleague invited until revoked.
+    assert!(store.colleague_invited("m-1", colleague.id).await?);
+    assert!(!store.colleague_invited("m-2", colleague.id).await?);
+    assert!(!store.colleague_invited("m-1", org.id).await?);
+
+    // Revoking in the wrong meeting: NotFound, and nothing revoked.
+    let at = t0() + Duration::minutes(10);
+    let wrong = store.revoke_invitation("m-2", coll.id, at).await;
+    assert!(matches!(wrong, Err(StoreError::NotFound)), "{wrong:?}");
+    assert_eq!(
+        store.invitation(coll.id).await?.and_then(|i| i.revoked_at),
+        None
+    );
+    let none = store.revoke_invitation("m-1", other.id + 1_000, at).await;
+    assert!(matches!(none, Err(StoreError::NotFound)), "{none:?}");
+
+    store.revoke_invitation("m-1", coll.id, at).await?;
+    let revoked = store
+        .invitation_by_token_hash("th-coll")
+        .await?
+        .expect("revoked invitation still found");
+    assert_eq!(revoked.id, coll.id);
+    assert_eq!(revoked.revoked_at, Some(at));
+    assert!(!store.colleague_invited("m-1", colleague.id).await?);
+    // Revoking again keeps the first time.
+    store
+        .revoke_invitation("m-1", coll.id, at + Duration::minutes(1))
+        .await?;
+    assert_eq!(
+        store.invitation(coll.id).await?.and_then(|i| i.revoked_at),
+        Some(at)
+    );
+    // Other invitations untouched.
+    assert_eq!(
+        store.invitation(guest.id).await?.and_then(|i| i.revoked_at),
+        None
+    );
+
+    // Serialisation never carries the token hash.
+    let json = serde_json::to_string(&revoked).expect("serialises");
+    assert!(!json.contains("th-coll"), "{json}");
+    assert!(json.contains("\"kind\":\"colleague\""), "{json}");
+    Ok(())
+}
+
+async fn bans(store: &Store) -> R {
+    let org = staff(store, "organiser").await?;
+    store
+        .create_meeting("m-1", "One", None, org.id, SecurityProfile::Strict)
+        .await?;
+    store
+        .create_meeting("m-2", "Two", None, org.id, SecurityProfile::Strict)
+        .await?;
+    let at = t0();
+    let user = BanSubject::User(42);
+    let inv = BanSubject::Invitation(42);
+
+    assert!(!store.is_banned("m-1", user).await?);
+    store.add_ban("m-1", user, "Organiser", at).await?;
+    store.add_ban("m-1", user, "Organiser", at).await?; // idempotent
+    assert!(store.is_banned("m-1", user).await?);
+    // Same id, other kind; same subject, other meeting: not banned.
+    assert!(!store.is_banned("m-1", inv).await?);
+    assert!(!store.is_banned("m-2", user).await?);
+
+    store.add_ban("m-1", inv, "Organiser", at).await?;
+    assert!(store.is_banned("m-1", inv).await?);
+
+    store.remove_ban("m-1", user).await?;
+    assert!(!store.is_banned("m-1", user).await?);
+    assert!(store.is_banned("m-1", inv).await?, "other ban stays");
+    store.remove_ban("m-1", user).await?; // again: no error
+
+    let bad = store.add_ban("m-none", user, "x", at).await;
+    assert!(matches!(bad, Err(StoreError::NotFound)), "{bad:?}");
+    Ok(())
+}
+
+async fn purge(store: &Store) -> R {
+    let org = staff(store, "organiser").await?;
+    let modr = staff(store, "moderator").await?;
+    for id in ["old", "recent", "running"] {
+        store
+            .create_meeting(id, id, None, org.id, SecurityProfile::Strict)
+            .await?;
+        store.add_moderator(id, modr.id).await?;
+        store
+            .create_invitation(new_invitation(
+                id,
+                &format!("th-{id}"),
+                InvitationKind::Guest,
+                None,
+                org.id,
+            ))
+            .await?;
+        store
+            .add_ban(id, BanSubject::User(modr.id + 100), "Organiser", t0())
+            .await?;
+    }
+    let cutoff = t0();
+    store
+        .set_meeting_ended("old", cutoff - Duration::milliseconds(1))
+        .await?;
+    store.set_meeting_ended("recent", cutoff).await?;
+
+    assert_eq!(store.purge_ended_meetings_before(cutoff).await?, 1);
+    assert_eq!(store.meeting("old").await?, None);
+    assert!(store.list_invitations("old").await?.is_empty());
+    assert_eq!(store.invitation_by_token_hash("th-old").await?, None);
+    assert!(store.moderators("old").await?.is_empty());
+    assert!(
+        !store
+            .is_banned("old", BanSubject::User(modr.id + 100))
+            .await?
+    );
+
+    for id in ["recent", "running"] {
+        assert!(store.meeting(id).await?.is_some(), "{id} kept");
+        assert_eq!(store.list_invitations(id).await?.len(), 1, "{id}");
+        assert_eq!(store.moderators(id).await?.len(), 1, "{id}");
+        assert!(
+            store.is_banned(id, BanSubject::User(modr.id + 100)).await?,
+            "{id}"
+        );
+    }
+    // Users are not meeting data.
+    assert!(store.user_by_id(org.id).await?.is_some());
+    assert_eq!(store.purge_ended_meetings_before(cutoff).await?, 0);
+    // A meeting id freed by the purge can be used again.
+    store
+        .create_meeting("old", "Reused", None, org.id, SecurityProfile::Strict)
+        .await?;
+    assert_eq!(store.list_all_meetings().await?.len(), 3);
+    Ok(())
+}
+
+macro_rules! backend_suite {
+    ($backend:ident, $open:expr) => {
+        mod $backend {
+            use super::*;
+
+            async fn run<F, Fut>(test: F)
+            where
+                F: FnOnce(Store) -> Fut,
+                Fut: std::future::Future<Output = R>,
+            {
+                let (store, _dir) = $open.await;
+                test(store).await.expect("suite passes");
+            }
+
+            #[tokio::test]
+            async fn users() {
+                run(|s| async move { super::users(&s).await }).await
+            }
+            #[tokio::test]
+            async fn sessions() {
+                run(|s| async move { super::sessions(&s).await }).await
+            }
+            #[tokio::test]
+            async fn meetings() {
+                run(|s| async move { super::meetings(&s).await }).await
+            }
+            #[tokio::test]
+            async fn invitations() {
+                run(|s| async move { super::invitations(&s).await }).await
+            }
+            #[tokio::test]
+            async fn bans() {
+                run(|s| async move { super::bans(&s).await }).await
+            }
+            #[tokio::test]
+            async fn purge() {
+                run(|s| async move { super::purge(&s).await }).await
+            }
+        }
+    };
+}
+
+async fn sqlite_memory() -> (Store, Option<tempfile::TempDir>) {
+    let store = Store::open_sqlite_memory().await.expect("opens");
+    (store, None)
+}
+
+async fn sqlite_file() -> (Store, Option<tempfile::TempDir>) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open_sqlite(&dir.path().join("klausur.db"))
+        .await
+        .expect("opens");
+    (store, Some(dir))
+}
+
+backend_suite!(sqlite_in_memory, sqlite_memory());
+backend_suite!(sqlite_on_disk, sqlite_file());
+
+#[tokio::test]
+async fn in_memory_stores_are_separate() -> R {
+    let a = Store::open_sqlite_memory().await?;
+    let b = Store::open_sqlite_memory().await?;
+    staff(&a, "alice").await?;
+    assert_eq!(b.user_by_username("alice").await?, None);
+    // And one in-memory store keeps its data across calls (a single kept connection).
+    assert!(a.user_by_username("alice").await?.is_some());
+    Ok(())
+}
+
+#[tokio::test]
+async fn reopening_a_file_database_keeps_data() -> R {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("nested-name.db");
+    let (alice, invitation) = {
+        let store = Store::open_sqlite(&path).await?;
+        let alice = staff(&store, "alice").await?;
+        store
+            .create_meeting("m-1", "Kept", None, alice.id, SecurityProfile::Internal)
+            .await?;
+        let inv = store
+            .create_invitation(new_invitation(
+                "m-1",
+                "th-kept",
+                InvitationKind::Guest,
+                None,
+                alice.id,
+            ))
+            .await?;
+        // WAL mode: the write-ahead log sits beside the database while it is open.
+        assert!(dir.path().join("nested-name.db-wal").exists(), "WAL mode");
+        store.close().await;
+        (alice, inv)
+    };
+    assert!(path.exists());
+    // Opening again runs the migrations again: must be a no-op that keeps the data.
+    for _ in 0..2 {
+        let store = Store::open_sqlite(&path).await?;
+        assert_eq!(
+            store.user_by_username("ALICE").await?.as_ref(),
+            Some(&alice)
+        );
+        let m = store.meeting("m-1").await?.expect("meeting kept");
+        assert_eq!(m.profile, SecurityProfile::Internal);
+        assert_eq!(
+            store.invitation_by_token_hash("th-kept").await?.as_ref(),
+            Some(&invitation)
+        );
+        // Uniqueness still enforced after reopening.
+        let dup = staff(&store, "Alice").await;
+        assert!(matches!(dup, Err(StoreError::Conflict(_))), "{dup:?}");
+        store.close().await;
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn user_serialisation_hides_password_hash() -> R {
+    let store = Store::open_sqlite_memory().await?;
+    let u = store
+        .create_user("alice", "Alice", "secret-hash-value", Role::Admin, false)
+        .await?;
+    let json = serde_json::to_value(&u).expect("serialises");
+    assert!(!json.to_string().contains("secret-hash-value"), "{json}");
+    assert_eq!(json["role"], "admin");
+    assert_eq!(json["username"], "alice");
+    Ok(())
+}

@@ -1,0 +1,122 @@
+// What a user does, step by step, through the UI; plus read-only media checks via window.__klausur.
+import { expect, type Page } from '@playwright/test';
+
+export interface InboundStat {
+  participant_id: string;
+  source: 'microphone' | 'camera' | 'screen';
+  kind: 'audio' | 'video';
+  bytesReceived: number;
+  packetsReceived: number;
+  framesDecoded: number;
+}
+
+export async function login(page: Page, username: string, password: string): Promise<void> {
+  await page.goto('/login');
+  await page.getByTestId('login-username').fill(username);
+  await page.getByTestId('login-password').fill(password);
+  await page.getByTestId('login-submit').click();
+}
+
+export async function changePassword(page: Page, current: string, next: string): Promise<void> {
+  await expect(page.getByTestId('password-page')).toBeVisible();
+  await page.getByTestId('password-current').fill(current);
+  await page.getByTestId('password-new').fill(next);
+  await page.getByTestId('password-repeat').fill(next);
+  await page.getByTestId('password-submit').click();
+  await expect(page).toHaveURL(/\/meetings$/);
+}
+
+/** Creates a meeting through the form and returns its id (from the detail page URL). */
+export async function createMeeting(page: Page, title: string, profile: 'strict' | 'internal' = 'strict'): Promise<string> {
+  await page.goto('/meetings');
+  await page.getByTestId('new-meeting').click();
+  await page.getByTestId('meeting-title-input').fill(title);
+  await page.getByTestId(`profile-${profile}`).check();
+  await page.getByTestId('create-meeting-submit').click();
+  await expect(page.getByTestId('meeting-detail-title')).toHaveText(title);
+  const m = /\/meetings\/([^/?#]+)$/.exec(new URL(page.url()).pathname);
+  if (!m) throw new Error(`unexpected URL after creating a meeting: ${page.url()}`);
+  return decodeURIComponent(m[1]);
+}
+
+/** On the meeting detail page: invites a guest by name and returns the link path (`/j/...`). */
+export async function inviteGuest(page: Page, name: string): Promise<string> {
+  await page.getByTestId('invite-kind-guest').check();
+  await page.getByTestId('invite-name').fill(name);
+  await page.getByTestId('create-invite').click();
+  const field = page.locator(`[data-testid="invite-link"][data-name="${name}"]`);
+  await expect(field).toBeVisible();
+  const link = await field.inputValue();
+  expect(link).toMatch(/\/j\/[^/]+$/);
+  // The server gives an absolute URL; open it on the server under test.
+  return new URL(link).pathname;
+}
+
+/** On the pre-join page: optionally enter a name, then join. */
+export async function passPrejoin(page: Page, opts: { name?: string; expectTitle?: string; expectInvitee?: string } = {}): Promise<void> {
+  await expect(page.getByTestId('prejoin-page')).toBeVisible();
+  if (opts.expectTitle) await expect(page.getByTestId('prejoin-meeting-title')).toHaveText(opts.expectTitle);
+  if (opts.expectInvitee) await expect(page.getByTestId('prejoin-invitee')).toContainText(opts.expectInvitee);
+  // Wait until the camera preview runs, so the call starts with devices.
+  await expect(page.getByTestId('preview-video')).toBeVisible();
+  if (opts.name !== undefined) await page.getByTestId('display-name-input').fill(opts.name);
+  await page.getByTestId('join-button').click();
+}
+
+export async function expectInRoom(page: Page): Promise<void> {
+  await expect(page.getByTestId('meeting-room')).toBeVisible();
+}
+
+export async function selfId(page: Page): Promise<string> {
+  await expect.poll(() => page.evaluate(() => window.__klausur?.selfId ?? null)).not.toBeNull();
+  return (await page.evaluate(() => window.__klausur!.selfId))!;
+}
+
+export async function stats(page: Page): Promise<InboundStat[]> {
+  return page.evaluate(async () => ((await window.__klausur?.stats()) ?? []) as InboundStat[]);
+}
+
+function pick(list: InboundStat[], from: string, source: InboundStat['source']): InboundStat | undefined {
+  return list.find((s) => s.participant_id === from && s.source === source);
+}
+
+/**
+ * True if, over about a second, the media `source` of participant `from` arrives at `page`:
+ * bytes rising, and for video also decoded frames rising.
+ */
+export async function mediaRising(page: Page, from: string, source: InboundStat['source']): Promise<boolean> {
+  const a = pick(await stats(page), from, source);
+  await page.waitForTimeout(1000); // measuring a rate needs an interval
+  const b = pick(await stats(page), from, source);
+  if (!a || !b) return false;
+  if (b.bytesReceived <= a.bytesReceived || b.packetsReceived <= a.packetsReceived) return false;
+  if (b.kind === 'video') return b.framesDecoded > 0 && b.framesDecoded > a.framesDecoded;
+  return true;
+}
+
+/** Waits until `page` receives `from`'s microphone and camera. */
+export async function expectAudioVideoFrom(page: Page, from: string, timeout = 45_000): Promise<void> {
+  await expect.poll(() => mediaRising(page, from, 'microphone'), { timeout, message: `audio from ${from}` }).toBe(true);
+  await expect.poll(() => mediaRising(page, from, 'camera'), { timeout, message: `video from ${from}` }).toBe(true);
+}
+
+export async function openPanel(page: Page, panel: 'chat' | 'people' | 'security'): Promise<void> {
+  const side = page.getByTestId(`${panel}-side-panel`);
+  if (await side.isVisible()) return;
+  await page.getByTestId(`${panel === 'people' ? 'people' : panel}-toggle`).click();
+  await expect(side).toBeVisible();
+}
+
+export async function sendChat(page: Page, text: string): Promise<void> {
+  await openPanel(page, 'chat');
+  await page.getByTestId('chat-input').fill(text);
+  await page.getByTestId('chat-send').click();
+}
+
+export function chatMessage(page: Page, text: string) {
+  return page.getByTestId('chat-message').filter({ hasText: text });
+}
+
+export function tileOf(page: Page, participantId: string) {
+  return page.locator(`[data-testid="video-tile"][data-participant-id="${participantId}"]`);
+}

@@ -1,0 +1,248 @@
+// End-to-end: a real klausur server, Debian Chromium, one context per person, all through the UI.
+// The tests build on each other (one meeting, people come and go) and run in order.
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { expect, newPerson, test, type Person } from './fixtures';
+import {
+  changePassword,
+  chatMessage,
+  createMeeting,
+  expectAudioVideoFrom,
+  expectInRoom,
+  inviteGuest,
+  login,
+  mediaRising,
+  openPanel,
+  passPrejoin,
+  selfId,
+  sendChat,
+  tileOf,
+} from './helpers';
+
+const screenshotPath = join(dirname(fileURLToPath(import.meta.url)), 'screenshots', 'meeting-room.png');
+
+test.describe.configure({ mode: 'serial' });
+
+const TITLE = 'Abstimmung Bauausschuss';
+const NEW_ADMIN_PASSWORD = 'Rathaus-Fenster-blau-2026';
+
+interface Joined extends Person {
+  id: string;
+  link?: string;
+}
+
+const s: {
+  meetingId?: string;
+  admin?: Joined;
+  erika?: Joined;
+  jonas?: Joined;
+  anna?: Joined;
+  clara?: Person;
+  everyone: Person[];
+} = { everyone: [] };
+
+test.afterAll(async () => {
+  for (const p of s.everyone) await p.context.close().catch(() => undefined);
+});
+
+test('admin sets up a meeting, two invited guests join, everyone sees and hears everyone', async ({ browser, server }) => {
+  const admin = await newPerson(browser, server.baseURL, 'admin');
+  s.everyone.push(admin);
+  const a = admin.page;
+
+  await test.step('first login with the one-time password forces a new password', async () => {
+    await login(a, 'admin', server.adminOneTimePassword);
+    await changePassword(a, server.adminOneTimePassword, NEW_ADMIN_PASSWORD);
+  });
+
+  let erikaLink = '';
+  let jonasLink = '';
+  await test.step('create the meeting and two personal invitations', async () => {
+    s.meetingId = await createMeeting(a, TITLE, 'strict');
+    erikaLink = await inviteGuest(a, 'Erika Musterfrau');
+    jonasLink = await inviteGuest(a, 'Jonas Beispiel');
+    // Both links stay visible on the page.
+    await expect(a.getByTestId('invite-link')).toHaveCount(2);
+  });
+
+  await test.step('the organiser joins', async () => {
+    await a.getByTestId('join-meeting').click();
+    await passPrejoin(a, { expectTitle: TITLE });
+    await expectInRoom(a);
+    s.admin = { ...admin, id: await selfId(a) };
+  });
+
+  await test.step('the guests open their links and pass the pre-join check', async () => {
+    for (const [name, link] of [
+      ['Erika Musterfrau', erikaLink],
+      ['Jonas Beispiel', jonasLink],
+    ] as const) {
+      const p = await newPerson(browser, server.baseURL, name);
+      s.everyone.push(p);
+      await p.page.goto(link);
+      await passPrejoin(p.page, { expectTitle: TITLE, expectInvitee: name });
+      await expectInRoom(p.page);
+      const joined = { ...p, id: await selfId(p.page), link };
+      if (name === 'Erika Musterfrau') s.erika = joined;
+      else s.jonas = joined;
+    }
+  });
+
+  const people = [s.admin!, s.erika!, s.jonas!];
+  await test.step('all three receive each other’s audio and video', async () => {
+    for (const p of people) {
+      await expect(p.page.getByTestId('video-tile')).toHaveCount(3);
+      for (const other of people) if (other !== p) await expectAudioVideoFrom(p.page, other.id);
+    }
+  });
+
+  await test.step('the participant list says how everyone joined', async () => {
+    await openPanel(a, 'people');
+    await expect(a.getByTestId('participant-item')).toHaveCount(3);
+    await expect(a.locator('[data-testid="participant-item"][data-name="Erika Musterfrau"] [data-testid="join-method"]')).toContainText(
+      'Persönliche Einladung für Erika Musterfrau',
+    );
+  });
+
+  await test.step('screenshot of the room with three participants', async () => {
+    await a.waitForFunction(() => {
+      const vids = [...document.querySelectorAll('[data-testid="video-tile"] video')] as HTMLVideoElement[];
+      return vids.length === 3 && vids.every((v) => v.readyState >= 2 && v.videoWidth > 0);
+    });
+    await a.screenshot({ path: screenshotPath });
+  });
+});
+
+test('a screen share appears at the others', async () => {
+  const { erika, admin, jonas } = s;
+  test.skip(!erika || !admin || !jonas, 'needs the meeting from the first test');
+  await erika!.page.getByTestId('screen-toggle').click();
+  await expect(erika!.page.getByTestId('screen-toggle')).toHaveAttribute('aria-pressed', 'true');
+  for (const p of [admin!, jonas!]) {
+    await expect(p.page.locator(`[data-testid="screen-tile"][data-participant-id="${erika!.id}"]`)).toBeVisible();
+    await expect.poll(() => mediaRising(p.page, erika!.id, 'screen'), { timeout: 45_000 }).toBe(true);
+  }
+  // Stop sharing again: the screen disappears at the others, the camera stays.
+  await erika!.page.getByTestId('screen-toggle').click();
+  for (const p of [admin!, jonas!]) {
+    await expect(p.page.getByTestId('screen-tile')).toHaveCount(0);
+    await expect.poll(() => mediaRising(p.page, erika!.id, 'camera'), { timeout: 30_000 }).toBe(true);
+  }
+});
+
+test('a chat message arrives at the others', async () => {
+  const { erika, admin, jonas } = s;
+  test.skip(!erika || !admin || !jonas, 'needs the meeting from the first test');
+  const text = 'Guten Morgen zusammen – ist die Vorlage 17/2026 bei allen angekommen?';
+  await sendChat(jonas!.page, text);
+  await expect(chatMessage(jonas!.page, text)).toBeVisible();
+  for (const p of [admin!, erika!]) {
+    // The unread badge shows up before the panel is opened.
+    await openPanel(p.page, 'chat');
+    await expect(chatMessage(p.page, text)).toBeVisible();
+    await expect(chatMessage(p.page, text)).toHaveAttribute('data-from', 'Jonas Beispiel');
+  }
+});
+
+test('someone without invitation waits in the lobby until the moderator admits them', async ({ browser, server }) => {
+  const { admin, erika } = s;
+  test.skip(!admin || !erika || !s.meetingId, 'needs the meeting from the first test');
+  const anna = await newPerson(browser, server.baseURL, 'Anna Anonym');
+  s.everyone.push(anna);
+  await anna.page.goto(`/m/${encodeURIComponent(s.meetingId!)}`);
+  await passPrejoin(anna.page, { expectTitle: TITLE, name: 'Anna Anonym' });
+  await expect(anna.page.getByTestId('lobby-page')).toBeVisible();
+
+  const a = admin!.page;
+  // Notification for the moderator: toast and badge.
+  await expect(a.getByTestId('lobby-toast')).toBeVisible();
+  await expect(a.getByTestId('lobby-badge')).toHaveText('1');
+  await openPanel(a, 'people');
+  const entry = a.locator('[data-testid="lobby-entry"][data-name="Anna Anonym"]');
+  await expect(entry).toBeVisible();
+  await entry.getByTestId('admit-button').click();
+
+  await expectInRoom(anna.page);
+  s.anna = { ...anna, id: await selfId(anna.page) };
+  await expect(a.locator(`[data-testid="participant-item"][data-name="Anna Anonym"] [data-testid="join-method"]`)).toContainText(
+    'Aus dem Warteraum zugelassen',
+  );
+  await expectAudioVideoFrom(anna.page, admin!.id);
+  await expectAudioVideoFrom(anna.page, erika!.id);
+  await expectAudioVideoFrom(a, s.anna.id);
+});
+
+test('the moderator removes a guest; their link then only leads to the lobby', async () => {
+  const { admin, erika, jonas } = s;
+  test.skip(!admin || !erika || !jonas, 'needs the meeting from the first test');
+  const a = admin!.page;
+  await openPanel(a, 'people');
+  const item = a.locator(`[data-testid="participant-item"][data-participant-id="${jonas!.id}"]`);
+  await item.getByTestId('remove-button').click();
+  await item.getByTestId('remove-button-confirm').click();
+
+  await expect(jonas!.page.getByTestId('ended-page')).toBeVisible();
+  await expect(jonas!.page.getByTestId('ended-page')).toHaveAttribute('data-reason', 'removed');
+
+  for (const p of [admin!, erika!]) {
+    await expect(tileOf(p.page, jonas!.id)).toHaveCount(0);
+    await expect.poll(() => mediaRising(p.page, jonas!.id, 'camera'), { timeout: 30_000 }).toBe(false);
+    await expect.poll(() => mediaRising(p.page, jonas!.id, 'microphone'), { timeout: 30_000 }).toBe(false);
+  }
+
+  // Reopening the same personal link leads to the lobby, not into the meeting.
+  await jonas!.page.goto(jonas!.link!);
+  await passPrejoin(jonas!.page, { expectTitle: TITLE });
+  await expect(jonas!.page.getByTestId('lobby-page')).toBeVisible();
+  const entry = a.locator('[data-testid="lobby-entry"][data-name="Jonas Beispiel"]');
+  await expect(entry).toBeVisible();
+  await expect(jonas!.page.getByTestId('meeting-room')).toHaveCount(0);
+
+  // The moderator denies: Jonas is told so.
+  await entry.getByTestId('deny-button').click();
+  await expect(jonas!.page.getByTestId('ended-page')).toHaveAttribute('data-reason', 'denied');
+});
+
+test('a locked meeting sends even invited guests to the lobby', async ({ browser, server }) => {
+  const { admin, erika } = s;
+  test.skip(!admin || !erika || !s.meetingId, 'needs the meeting from the first test');
+  const a = admin!.page;
+  await openPanel(a, 'people');
+  await a.getByTestId('lock-toggle').check();
+  await expect(a.getByTestId('lock-indicator')).toBeVisible();
+  await expect(erika!.page.getByTestId('lock-indicator')).toBeVisible();
+
+  // The organiser invites one more guest from the meeting page (in a second tab).
+  const detail = await admin!.context.newPage();
+  await detail.goto(`/meetings/${encodeURIComponent(s.meetingId!)}`);
+  const claraLink = await inviteGuest(detail, 'Clara Dritte');
+  await detail.close();
+
+  const clara = await newPerson(browser, server.baseURL, 'Clara Dritte');
+  s.everyone.push(clara);
+  s.clara = clara;
+  await clara.page.goto(claraLink);
+  await passPrejoin(clara.page, { expectTitle: TITLE, expectInvitee: 'Clara Dritte' });
+  await expect(clara.page.getByTestId('lobby-page')).toBeVisible();
+  await expect(a.locator('[data-testid="lobby-entry"][data-name="Clara Dritte"]')).toBeVisible();
+  await expect(clara.page.getByTestId('meeting-room')).toHaveCount(0);
+});
+
+test('malformed signaling gets an error reply and the sender keeps working', async () => {
+  const { admin, erika } = s;
+  test.skip(!admin || !erika, 'needs the meeting from the first test');
+  const e = erika!.page;
+
+  await e.evaluate(() => window.__klausur!.rawSend('{"type":"bogus"}'));
+  await expect.poll(() => e.evaluate(() => window.__klausur!.lastError?.code ?? null)).toBe('unknown_type');
+  await e.evaluate(() => window.__klausur!.rawSend('not json'));
+  await expect.poll(() => e.evaluate(() => window.__klausur!.lastError?.code ?? null)).toBe('malformed');
+
+  await expectInRoom(e);
+  await expectAudioVideoFrom(e, admin!.id);
+  await expectAudioVideoFrom(admin!.page, erika!.id);
+  const text = 'Noch alles in Ordnung bei mir.';
+  await sendChat(e, text);
+  await openPanel(admin!.page, 'chat');
+  await expect(chatMessage(admin!.page, text)).toBeVisible();
+});

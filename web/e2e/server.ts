@@ -1,0 +1,127 @@
+// Starts a real `klausur serve` for the browser tests. Nothing is built here: the binary is
+// expected at ../target/debug/klausur (relative to web/), or wherever KLAUSUR_BIN points.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createSocket } from 'node:dgram';
+import { createWriteStream, existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const here = dirname(fileURLToPath(import.meta.url));
+export const webRoot = resolve(here, '..');
+
+export interface KlausurServer {
+  baseURL: string;
+  /** The one-time password printed on first start for user `admin`. */
+  adminOneTimePassword: string;
+  dataDir: string;
+  logPath: string;
+  stop(): Promise<void>;
+}
+
+function freeTcpPort(): Promise<number> {
+  return new Promise((res, rej) => {
+    const srv = createServer();
+    srv.unref();
+    srv.on('error', rej);
+    srv.listen(0, '127.0.0.1', () => {
+      const addr = srv.address();
+      const port = typeof addr === 'object' && addr ? addr.port : 0;
+      srv.close(() => res(port));
+    });
+  });
+}
+
+function freeUdpPort(): Promise<number> {
+  return new Promise((res, rej) => {
+    const sock = createSocket('udp4');
+    sock.on('error', rej);
+    sock.bind(0, '127.0.0.1', () => {
+      const port = sock.address().port;
+      sock.close(() => res(port));
+    });
+  });
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+export async function startServer(): Promise<KlausurServer> {
+  const bin = process.env.KLAUSUR_BIN ?? resolve(webRoot, '../target/debug/klausur');
+  if (!existsSync(bin)) {
+    throw new Error(`klausur server binary not found at ${bin}: build it with \`cargo build\` or set KLAUSUR_BIN`);
+  }
+  const dist = resolve(webRoot, 'dist');
+  if (!existsSync(join(dist, 'index.html'))) {
+    throw new Error(`${dist}/index.html is missing: run \`npm run build\` in web/ first`);
+  }
+  const dataDir = mkdtempSync(join(tmpdir(), 'klausur-e2e-'));
+  const logPath = join(dataDir, 'server.log');
+  const log = createWriteStream(logPath);
+  const port = await freeTcpPort();
+  const mediaPort = await freeUdpPort();
+  const baseURL = `http://127.0.0.1:${port}`;
+
+  const child: ChildProcess = spawn(
+    bin,
+    [
+      'serve',
+      '--data-dir', dataDir,
+      '--listen', `127.0.0.1:${port}`,
+      '--media-listen', `127.0.0.1:${mediaPort}`,
+      '--web-root', dist,
+    ],
+    { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, NO_COLOR: '1' } },
+  );
+
+  let password: string | null = null;
+  let exited: string | null = null;
+  const scan = (chunk: Buffer) => {
+    const text = chunk.toString('utf8');
+    log.write(text);
+    if (process.env.KLAUSUR_E2E_VERBOSE) process.stderr.write(text);
+    const m = /one-time password: (\S+)/.exec(text);
+    if (m && !password) password = m[1];
+  };
+  child.stdout?.on('data', scan);
+  child.stderr?.on('data', (c: Buffer) => {
+    log.write(c);
+    if (process.env.KLAUSUR_E2E_VERBOSE) process.stderr.write(c);
+  });
+  child.on('exit', (code, signal) => {
+    exited = `exited with ${code ?? signal}`;
+  });
+
+  const stop = async () => {
+    if (child.exitCode === null && child.signalCode === null) {
+      child.kill('SIGTERM');
+      for (let i = 0; i < 50 && child.exitCode === null && child.signalCode === null; i++) await sleep(100);
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+    }
+    log.end();
+    if (!process.env.KLAUSUR_E2E_KEEP) rmSync(dataDir, { recursive: true, force: true });
+  };
+
+  try {
+    const deadline = Date.now() + 30_000;
+    let ready = false;
+    while (Date.now() < deadline) {
+      if (exited) throw new Error(`klausur ${exited} before it was ready; log: ${logPath}`);
+      try {
+        const res = await fetch(`${baseURL}/api/session`);
+        if (res.status === 200 || res.status === 401) ready = true;
+      } catch {
+        /* not listening yet */
+      }
+      if (ready && password) break;
+      await sleep(100);
+    }
+    if (!ready) throw new Error(`klausur did not answer GET /api/session within 30 s; log: ${logPath}`);
+    if (!password) throw new Error(`no "one-time password: ..." line on stdout; log: ${logPath}`);
+    return { baseURL, adminOneTimePassword: password, dataDir, logPath, stop };
+  } catch (e) {
+    process.env.KLAUSUR_E2E_KEEP = '1';
+    await stop();
+    throw e;
+  }
+}

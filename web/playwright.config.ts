@@ -1,0 +1,41 @@
+import { defineConfig } from '@playwright/test';
+import { canaryVideoPath } from './e2e/canary';
+
+// Debian's Chromium, never a downloaded browser. One browser process, a context per participant.
+export const chromiumArgs = [
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-quic',
+  '--no-first-run',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+  '--use-fake-ui-for-media-stream', // also auto-accepts getDisplayMedia (a fake 1280x720 "screen")
+  '--use-fake-device-for-media-stream',
+  '--allow-loopback-in-peer-connection', // 127.0.0.1 ICE candidates
+  '--autoplay-policy=no-user-gesture-required',
+  `--use-file-for-fake-video-capture=${canaryVideoPath()}`,
+];
+
+export default defineConfig({
+  testDir: './e2e',
+  testMatch: '**/*.spec.ts',
+  fullyParallel: false,
+  workers: 1,
+  retries: 0,
+  timeout: 180_000,
+  expect: { timeout: 30_000 },
+  reporter: process.env.CI ? [['list'], ['html', { open: 'never' }]] : [['list']],
+  outputDir: './test-results',
+  use: {
+    headless: true,
+    viewport: { width: 1280, height: 720 },
+    actionTimeout: 20_000,
+    navigationTimeout: 30_000,
+    trace: 'retain-on-failure',
+    launchOptions: {
+      executablePath: process.env.CHROMIUM_PATH ?? '/usr/bin/chromium',
+      args: chromiumArgs,
+    },
+  },
+});

@@ -1,0 +1,233 @@
+// The one RTCPeerConnection of a participant. The browser is always the offerer;
+// negotiations are serialized (never two offers in flight).
+import type { SendSource, Source, TrackAssignment } from '../signaling/protocol';
+
+export interface RemoteTrack {
+  mid: string;
+  participantId: string;
+  source: Source;
+  kind: 'audio' | 'video';
+  track: MediaStreamTrack;
+}
+
+export interface InboundStat {
+  participant_id: string;
+  source: Source;
+  kind: 'audio' | 'video';
+  mid: string;
+  bytesReceived: number;
+  packetsReceived: number;
+  framesDecoded: number;
+}
+
+export interface PeerCallbacks {
+  sendOffer(sdp: string, sources: SendSource[]): void;
+  onRemoteTracks(tracks: RemoteTrack[]): void;
+  onFailure?(reason: string): void;
+}
+
+const ICE_GATHER_TIMEOUT_MS = 1000;
+const ANSWER_TIMEOUT_MS = 15_000;
+
+export class PeerSession {
+  readonly pc: RTCPeerConnection;
+  private readonly mic: RTCRtpTransceiver;
+  private readonly camera: RTCRtpTransceiver;
+  private screen: RTCRtpTransceiver | null = null;
+  private assignments: TrackAssignment[] = [];
+  private inFlight = false;
+  private again = false;
+  private answerTimer: ReturnType<typeof setTimeout> | null = null;
+  private closed = false;
+
+  constructor(
+    private readonly cb: PeerCallbacks,
+    initial: { audio: MediaStreamTrack | null; video: MediaStreamTrack | null },
+  ) {
+    this.pc = new RTCPeerConnection({ iceServers: [], bundlePolicy: 'max-bundle', rtcpMuxPolicy: 'require' });
+    (window as any).__pc = this.pc;
+    this.mic = this.pc.addTransceiver(initial.audio ?? 'audio', { direction: 'sendonly' });
+    this.camera = this.pc.addTransceiver(initial.video ?? 'video', { direction: 'sendonly' });
+    this.pc.addEventListener('connectionstatechange', () => {
+      if (this.pc.connectionState === 'failed') this.cb.onFailure?.('connection_failed');
+    });
+  }
+
+  /** Starts (or queues) a negotiation round. */
+  negotiate(): void {
+    if (this.closed) return;
+    if (this.inFlight) {
+      this.again = true;
+      return;
+    }
+    this.inFlight = true;
+    this.again = false;
+    void this.offer().catch((e) => {
+      console.warn('klausur: offer failed', e);
+      this.finishRound();
+    });
+  }
+
+  private async offer(): Promise<void> {
+    if (this.pc.signalingState === 'have-local-offer') {
+      await this.pc.setLocalDescription({ type: 'rollback' });
+    }
+    const offer = await this.pc.createOffer();
+    await this.pc.setLocalDescription(offer);
+    await this.waitForIceGathering();
+    if (this.closed) return;
+    const sdp = this.pc.localDescription?.sdp ?? offer.sdp ?? '';
+    this.cb.sendOffer(sdp, this.sendSources());
+    this.answerTimer = setTimeout(() => {
+      console.warn('klausur: no answer received, retrying');
+      this.again = true;
+      this.finishRound();
+    }, ANSWER_TIMEOUT_MS);
+  }
+
+  private waitForIceGathering(): Promise<void> {
+    if (this.pc.iceGatheringState === 'complete') return Promise.resolve();
+    return new Promise((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        this.pc.removeEventListener('icegatheringstatechange', check);
+        resolve();
+      };
+      const check = () => {
+        if (this.pc.iceGatheringState === 'complete') done();
+      };
+      const timer = setTimeout(done, ICE_GATHER_TIMEOUT_MS);
+      this.pc.addEventListener('icegatheringstatechange', check);
+    });
+  }
+
+  private sendSources(): SendSource[] {
+    const out: SendSource[] = [];
+    const push = (t: RTCRtpTransceiver | null, source: Source) => {
+      if (t && t.mid !== null && !isStopped(t) && t.direction === 'sendonly') out.push({ mid: t.mid, source });
+    };
+    push(this.mic, 'microphone');
+    push(this.camera, 'camera');
+    push(this.screen, 'screen');
+    return out;
+  }
+
+  async handleAnswer(sdp: string, tracks: TrackAssignment[]): Promise<void> {
+    if (this.closed) return;
+    if (this.pc.signalingState !== 'have-local-offer') {
+      console.warn('klausur: unexpected answer ignored');
+      return;
+    }
+    try {
+      await this.pc.setRemoteDescription({ type: 'answer', sdp });
+      this.assignments = tracks;
+      this.publishRemoteTracks();
+    } catch (e) {
+      console.warn('klausur: could not apply answer', e);
+      this.cb.onFailure?.('bad_answer');
+    } finally {
+      this.finishRound();
+    }
+  }
+
+  private finishRound(): void {
+    if (this.answerTimer) clearTimeout(this.answerTimer);
+    this.answerTimer = null;
+    this.inFlight = false;
+    if (this.again && !this.closed) this.negotiate();
+  }
+
+  /** Ensures at least `audio` and `video` receive-only transceivers exist, then re-offers. */
+  handleRenegotiate(audio: number, video: number): void {
+    if (this.closed) return;
+    const have = { audio: 0, video: 0 };
+    for (const t of this.pc.getTransceivers()) {
+      if (isStopped(t) || t.direction !== 'recvonly') continue;
+      const kind = t.receiver.track.kind as 'audio' | 'video';
+      have[kind] += 1;
+    }
+    for (let i = have.audio; i < audio; i++) this.pc.addTransceiver('audio', { direction: 'recvonly' });
+    for (let i = have.video; i < video; i++) this.pc.addTransceiver('video', { direction: 'recvonly' });
+    this.negotiate();
+  }
+
+  private publishRemoteTracks(): void {
+    const byMid = new Map<string, RTCRtpTransceiver>();
+    for (const t of this.pc.getTransceivers()) if (t.mid !== null) byMid.set(t.mid, t);
+    const out: RemoteTrack[] = [];
+    for (const a of this.assignments) {
+      const t = byMid.get(a.mid);
+      if (!t || isStopped(t)) continue;
+      const track = t.receiver.track;
+      out.push({
+        mid: a.mid,
+        participantId: a.participant_id,
+        source: a.source,
+        kind: track.kind as 'audio' | 'video',
+        track,
+      });
+    }
+    this.cb.onRemoteTracks(out);
+  }
+
+  async setMicrophoneTrack(track: MediaStreamTrack | null): Promise<void> {
+    await this.mic.sender.replaceTrack(track);
+  }
+
+  async setCameraTrack(track: MediaStreamTrack | null): Promise<void> {
+    await this.camera.sender.replaceTrack(track);
+  }
+
+  /** Adds (or re-activates) the screen-share transceiver and re-offers. */
+  async startScreen(track: MediaStreamTrack): Promise<void> {
+    if (this.screen && !isStopped(this.screen)) {
+      this.screen.direction = 'sendonly';
+      await this.screen.sender.replaceTrack(track);
+    } else {
+      this.screen = this.pc.addTransceiver(track, { direction: 'sendonly' });
+    }
+    this.negotiate();
+  }
+
+  /** Stops sending the screen: the transceiver is set inactive (kept for reuse) and we re-offer. */
+  async stopScreen(): Promise<void> {
+    if (!this.screen || isStopped(this.screen)) return;
+    await this.screen.sender.replaceTrack(null);
+    this.screen.direction = 'inactive';
+    this.negotiate();
+  }
+
+  /** Per-remote-track inbound statistics, mapped to participants by mid. */
+  async stats(): Promise<InboundStat[]> {
+    const report = await this.pc.getStats();
+    const byMid = new Map(this.assignments.map((a) => [a.mid, a]));
+    const out: InboundStat[] = [];
+    report.forEach((s: Record<string, unknown>) => {
+      if (s.type !== 'inbound-rtp') return;
+      const mid = typeof s.mid === 'string' ? s.mid : null;
+      const a = mid !== null ? byMid.get(mid) : undefined;
+      if (!a || mid === null) return;
+      out.push({
+        participant_id: a.participant_id,
+        source: a.source,
+        kind: s.kind === 'audio' ? 'audio' : 'video',
+        mid,
+        bytesReceived: Number(s.bytesReceived ?? 0),
+        packetsReceived: Number(s.packetsReceived ?? 0),
+        framesDecoded: Number(s.framesDecoded ?? 0),
+      });
+    });
+    return out;
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    if (this.answerTimer) clearTimeout(this.answerTimer);
+    this.pc.close();
+  }
+}
+
+function isStopped(t: RTCRtpTransceiver): boolean {
+  return t.currentDirection === 'stopped' || (t as { stopped?: boolean }).stopped === true;
+}

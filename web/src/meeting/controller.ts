@@ -1,0 +1,348 @@
+// Drives one meeting visit: signaling + peer connection + local devices.
+// The UI reads immutable snapshots (useSyncExternalStore) and calls the actions.
+import { SignalingClient } from '../signaling/client';
+import type { ClientMsg, ServerMsg } from '../signaling/protocol';
+import { getCamera, getMicrophone, getScreen, playChime } from '../media/devices';
+import { PeerSession, type InboundStat, type RemoteTrack } from '../media/peer';
+import { endLocally, initialRoomState, isModerator, reduce, type RoomState } from './state';
+
+export interface LocalState {
+  audioMuted: boolean;
+  videoMuted: boolean;
+  screenSharing: boolean;
+  cameraTrack: MediaStreamTrack | null;
+  screenTrack: MediaStreamTrack | null;
+  /** A local device problem (camera, microphone, screen) to show briefly. */
+  deviceError: string | null;
+}
+
+export interface CallSnapshot {
+  room: RoomState;
+  local: LocalState;
+  remote: RemoteTrack[];
+}
+
+export interface JoinOptions {
+  meetingId: string;
+  inviteToken: string | null;
+  displayName: string | null;
+  meetingTitle: string | null;
+  audioTrack: MediaStreamTrack | null;
+  videoTrack: MediaStreamTrack | null;
+  audioEnabled: boolean;
+  videoEnabled: boolean;
+  audioDeviceId: string | null;
+  videoDeviceId: string | null;
+}
+
+export class MeetingController {
+  private snapshot: CallSnapshot;
+  private listeners = new Set<() => void>();
+  private signaling: SignalingClient;
+  private peer: PeerSession | null = null;
+  private audioTrack: MediaStreamTrack | null;
+
+  constructor(private readonly opts: JoinOptions) {
+    this.audioTrack = opts.audioTrack;
+    if (this.audioTrack) this.audioTrack.enabled = opts.audioEnabled;
+    let cameraTrack = opts.videoTrack;
+    if (cameraTrack && !opts.videoEnabled) {
+      cameraTrack.stop();
+      cameraTrack = null;
+    }
+    this.snapshot = {
+      room: initialRoomState(opts.meetingTitle),
+      local: {
+        audioMuted: !opts.audioEnabled || !this.audioTrack,
+        videoMuted: !cameraTrack,
+        screenSharing: false,
+        cameraTrack,
+        screenTrack: null,
+        deviceError: null,
+      },
+      remote: [],
+    };
+    this.signaling = new SignalingClient({
+      onOpen: () =>
+        this.send({
+          type: 'join',
+          meeting_id: opts.meetingId,
+          invite_token: opts.inviteToken,
+          display_name: opts.displayName,
+        }),
+      onMessage: (msg) => this.onMessage(msg),
+      onClose: (clean) => {
+        if (!clean) this.finish('connection_lost');
+      },
+    });
+  }
+
+  // ---- store ----
+
+  subscribe = (fn: () => void): (() => void) => {
+    this.listeners.add(fn);
+    return () => this.listeners.delete(fn);
+  };
+
+  getSnapshot = (): CallSnapshot => this.snapshot;
+
+  private update(patch: Partial<CallSnapshot>): void {
+    this.snapshot = { ...this.snapshot, ...patch };
+    for (const fn of this.listeners) fn();
+  }
+
+  private updateLocal(patch: Partial<LocalState>): void {
+    this.update({ local: { ...this.snapshot.local, ...patch } });
+  }
+
+  // ---- lifecycle ----
+
+  start(): void {
+    installTestHooks(this);
+    this.signaling.connect();
+  }
+
+  /** Leave voluntarily. */
+  leave(): void {
+    this.send({ type: 'leave' });
+    this.finish('left');
+  }
+
+  /** Tear down without a message (component unmounted). */
+  dispose(): void {
+    if (this.snapshot.room.phase !== 'ended') this.send({ type: 'leave' });
+    this.teardown();
+  }
+
+  private finish(cause: 'left' | 'connection_lost'): void {
+    this.update({ room: endLocally(this.snapshot.room, cause) });
+    this.teardown();
+  }
+
+  private teardown(): void {
+    this.signaling.close();
+    this.peer?.close();
+    this.peer = null;
+    this.audioTrack?.stop();
+    this.snapshot.local.cameraTrack?.stop();
+    this.snapshot.local.screenTrack?.stop();
+    this.update({ remote: [], local: { ...this.snapshot.local, cameraTrack: null, screenTrack: null, screenSharing: false } });
+  }
+
+  private send(msg: ClientMsg): void {
+    this.signaling.send(msg);
+  }
+
+  private onMessage(msg: ServerMsg): void {
+    const before = this.snapshot.room;
+    const room = reduce(before, msg);
+    if (room !== before) this.update({ room });
+
+    switch (msg.type) {
+      case 'joined':
+        this.startMedia();
+        break;
+      case 'answer':
+        void this.peer?.handleAnswer(msg.sdp, msg.tracks);
+        break;
+      case 'renegotiate':
+        this.peer?.handleRenegotiate(msg.audio, msg.video);
+        break;
+      case 'participant_updated':
+        if (msg.participant.id === room.selfId && msg.participant.muted_by_moderator && !this.snapshot.local.audioMuted) {
+          if (this.audioTrack) this.audioTrack.enabled = false;
+          this.updateLocal({ audioMuted: true });
+        }
+        break;
+      case 'lobby_changed':
+        if (msg.arrived && isModerator(room)) playChime();
+        break;
+      case 'ended':
+        this.teardown();
+        break;
+      default:
+        break;
+    }
+  }
+
+  private startMedia(): void {
+    if (this.peer) return;
+    this.peer = new PeerSession(
+      {
+        sendOffer: (sdp, sources) => this.send({ type: 'offer', sdp, sources }),
+        onRemoteTracks: (remote) => this.update({ remote }),
+        onFailure: (reason) => console.warn('klausur: media problem:', reason),
+      },
+      { audio: this.audioTrack, video: this.snapshot.local.cameraTrack },
+    );
+    this.peer.negotiate();
+    this.sendMediaState();
+  }
+
+  private sendMediaState(): void {
+    const l = this.snapshot.local;
+    this.send({ type: 'media_state', audio_muted: l.audioMuted, video_muted: l.videoMuted, screen_sharing: l.screenSharing });
+  }
+
+  // ---- local media actions ----
+
+  async toggleMicrophone(): Promise<void> {
+    const l = this.snapshot.local;
+    const me = this.snapshot.room.participants.find((p) => p.id === this.snapshot.room.selfId);
+    if (l.audioMuted && me?.muted_by_moderator) return;
+    if (l.audioMuted) {
+      if (!this.audioTrack) {
+        try {
+          this.audioTrack = await getMicrophone(this.opts.audioDeviceId);
+          await this.peer?.setMicrophoneTrack(this.audioTrack);
+        } catch (e) {
+          this.updateLocal({ deviceError: 'microphone' });
+          return;
+        }
+      }
+      this.audioTrack.enabled = true;
+      this.updateLocal({ audioMuted: false, deviceError: null });
+    } else {
+      if (this.audioTrack) this.audioTrack.enabled = false;
+      this.updateLocal({ audioMuted: true });
+    }
+    this.sendMediaState();
+  }
+
+  async toggleCamera(): Promise<void> {
+    const l = this.snapshot.local;
+    if (l.videoMuted) {
+      let track: MediaStreamTrack;
+      try {
+        track = await getCamera(this.opts.videoDeviceId);
+      } catch {
+        this.updateLocal({ deviceError: 'camera' });
+        return;
+      }
+      if (this.snapshot.room.phase === 'ended') {
+        track.stop();
+        return;
+      }
+      await this.peer?.setCameraTrack(track);
+      this.updateLocal({ videoMuted: false, cameraTrack: track, deviceError: null });
+    } else {
+      await this.peer?.setCameraTrack(null);
+      l.cameraTrack?.stop();
+      this.updateLocal({ videoMuted: true, cameraTrack: null });
+    }
+    this.sendMediaState();
+  }
+
+  async toggleScreenShare(): Promise<void> {
+    if (this.snapshot.local.screenSharing) {
+      await this.stopScreenShare();
+      return;
+    }
+    let track: MediaStreamTrack;
+    try {
+      track = await getScreen();
+    } catch (e) {
+      if (!(e instanceof DOMException && e.name === 'NotAllowedError')) this.updateLocal({ deviceError: 'screen' });
+      return;
+    }
+    if (!this.peer) {
+      track.stop();
+      return;
+    }
+    track.addEventListener('ended', () => void this.stopScreenShare());
+    this.updateLocal({ screenSharing: true, screenTrack: track, deviceError: null });
+    await this.peer.startScreen(track);
+    this.sendMediaState();
+  }
+
+  private async stopScreenShare(): Promise<void> {
+    const l = this.snapshot.local;
+    if (!l.screenSharing) return;
+    l.screenTrack?.stop();
+    this.updateLocal({ screenSharing: false, screenTrack: null });
+    await this.peer?.stopScreen();
+    this.sendMediaState();
+  }
+
+  clearDeviceError(): void {
+    this.updateLocal({ deviceError: null });
+  }
+
+  // ---- chat and moderation ----
+
+  sendChat(text: string): void {
+    const t = text.trim();
+    if (t) this.send({ type: 'chat', text: t });
+  }
+
+  admit(participantId: string): void {
+    this.send({ type: 'admit', participant_id: participantId });
+  }
+
+  deny(participantId: string): void {
+    this.send({ type: 'deny', participant_id: participantId });
+  }
+
+  remove(participantId: string): void {
+    this.send({ type: 'remove', participant_id: participantId });
+  }
+
+  mute(participantId: string, muted: boolean): void {
+    this.send({ type: 'mute', participant_id: participantId, muted });
+  }
+
+  setModerator(participantId: string, moderator: boolean): void {
+    this.send({ type: 'set_moderator', participant_id: participantId, moderator });
+  }
+
+  setLocked(locked: boolean): void {
+    this.send({ type: 'lock', locked });
+  }
+
+  endMeeting(): void {
+    this.send({ type: 'end_meeting' });
+  }
+
+  // ---- test hooks (read-only, plus raw frames for the malformed-input test) ----
+
+  stats(): Promise<InboundStat[]> {
+    return this.peer ? this.peer.stats() : Promise.resolve([]);
+  }
+
+  rawSend(text: string): boolean {
+    return this.signaling.rawSend(text);
+  }
+}
+
+export interface KlausurTestHooks {
+  stats(): Promise<InboundStat[]>;
+  rawSend(text: string): boolean;
+  readonly lastError: { code: string; message: string } | null;
+  readonly selfId: string | null;
+  readonly phase: string;
+  participants(): { id: string; display_name: string; role: string; kind: string }[];
+}
+
+declare global {
+  interface Window {
+    __klausur?: KlausurTestHooks;
+  }
+}
+
+function installTestHooks(c: MeetingController): void {
+  window.__klausur = {
+    stats: () => c.stats(),
+    rawSend: (text: string) => c.rawSend(text),
+    get lastError() {
+      return c.getSnapshot().room.lastError;
+    },
+    get selfId() {
+      return c.getSnapshot().room.selfId;
+    },
+    get phase() {
+      return c.getSnapshot().room.phase;
+    },
+    participants: () =>
+      c.getSnapshot().room.participants.map((p) => ({ id: p.id, display_name: p.display_name, role: p.role, kind: p.kind })),
+  };
+}

@@ -1,0 +1,73 @@
+import { describe, expect, it } from 'vitest';
+import { initialRoomState, isModerator, reduce } from './state';
+import type { Participant } from '../signaling/protocol';
+
+const alice: Participant = {
+  id: 'p1',
+  display_name: 'Alice',
+  kind: 'staff',
+  role: 'moderator',
+  join_method: { method: 'staff_login' },
+  audio_muted: false,
+  muted_by_moderator: false,
+  video_muted: false,
+  screen_sharing: false,
+};
+const bob: Participant = {
+  ...alice,
+  id: 'p2',
+  display_name: 'Bob',
+  kind: 'invited_guest',
+  role: 'participant',
+  join_method: { method: 'invitation', invitee: 'Bob', invited_by: 'Alice' },
+};
+
+const joined = reduce(initialRoomState(), {
+  type: 'joined',
+  protocol_version: 1,
+  self_id: 'p1',
+  meeting: { id: 'm1', title: 'Bauausschuss', organiser: 'Alice', profile: 'strict', locked: false },
+  participants: [alice],
+  lobby: [],
+});
+
+describe('room state', () => {
+  it('joins and knows the own role', () => {
+    expect(joined.phase).toBe('joined');
+    expect(joined.meetingTitle).toBe('Bauausschuss');
+    expect(isModerator(joined)).toBe(true);
+  });
+
+  it('tracks participants joining, changing and leaving', () => {
+    let s = reduce(joined, { type: 'participant_joined', participant: bob });
+    expect(s.participants.map((p) => p.id)).toEqual(['p1', 'p2']);
+    s = reduce(s, { type: 'participant_updated', participant: { ...bob, audio_muted: true } });
+    expect(s.participants[1].audio_muted).toBe(true);
+    s = reduce(s, { type: 'active_speaker', participant_id: 'p2' });
+    s = reduce(s, { type: 'participant_left', participant_id: 'p2', reason: 'removed' });
+    expect(s.participants.map((p) => p.id)).toEqual(['p1']);
+    expect(s.activeSpeaker).toBeNull();
+  });
+
+  it('counts lobby arrivals and records chat and errors', () => {
+    let s = reduce(joined, {
+      type: 'lobby_changed',
+      lobby: [{ id: 'x', display_name: 'Eve', kind: 'guest', invitation: null, reason: 'profile' }],
+      arrived: true,
+    });
+    s = reduce(s, { type: 'lobby_changed', lobby: [], arrived: false });
+    expect(s.lobbyArrivals).toBe(1);
+    expect(s.lobby).toEqual([]);
+    s = reduce(s, { type: 'chat', from_id: 'p1', from_name: 'Alice', text: 'Hallo', sent_at_ms: 1 });
+    expect(s.chat[0]).toMatchObject({ text: 'Hallo', self: true, seq: 1 });
+    s = reduce(s, { type: 'error', code: 'unknown_type', message: 'no' });
+    expect(s.lastError?.code).toBe('unknown_type');
+    expect(s.phase).toBe('joined');
+  });
+
+  it('ends with the server reason', () => {
+    const s = reduce(joined, { type: 'ended', reason: 'removed', by: 'Alice' });
+    expect(s.phase).toBe('ended');
+    expect(s.ended).toEqual({ cause: 'removed', by: 'Alice' });
+  });
+});

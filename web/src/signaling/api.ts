@@ -1,0 +1,188 @@
+// Small client for the klausur HTTP API (same origin, JSON, cookie session + CSRF header).
+
+export type Id = number | string;
+export type UserRole = 'admin' | 'staff';
+export type Profile = 'strict' | 'internal';
+
+export interface SessionUser {
+  id: Id;
+  username: string;
+  display_name: string;
+  role: UserRole;
+  must_change_password: boolean;
+}
+
+export interface Session {
+  user: SessionUser;
+  csrf_token: string;
+}
+
+export interface UserRecord {
+  id: Id;
+  username: string;
+  display_name: string;
+  role: UserRole;
+  disabled: boolean;
+  must_change_password: boolean;
+}
+
+export interface Meeting {
+  id: Id;
+  title: string;
+  starts_at: string | null;
+  organiser: { id: Id; display_name: string };
+  profile: Profile;
+  is_moderator: boolean;
+  ended: boolean;
+}
+
+export type InvitationKind = 'guest' | 'colleague';
+
+export interface Invitation {
+  id: Id;
+  name: string;
+  kind: InvitationKind;
+  user_id: Id | null;
+  expires_at: string;
+  revoked: boolean;
+  last_used_at: string | null;
+}
+
+export interface MeetingDetail extends Meeting {
+  moderators: { id: Id; display_name: string }[];
+  invitations: Invitation[];
+}
+
+export interface CreatedInvitation {
+  invitation: Invitation;
+  token: string;
+  link: string;
+}
+
+export interface InviteInfo {
+  meeting_id: Id;
+  meeting_title: string;
+  invitee_name: string;
+  kind: InvitationKind;
+}
+
+export interface PublicMeeting {
+  id: Id;
+  title: string;
+}
+
+export class ApiError extends Error {
+  constructor(
+    readonly status: number,
+    readonly code: string,
+    message: string,
+  ) {
+    super(message || code || `HTTP ${status}`);
+    this.name = 'ApiError';
+  }
+}
+
+let csrfToken: string | null = null;
+
+/** Remembers the CSRF token from /api/session or /api/login; sent with every POST/DELETE. */
+export function setCsrfToken(token: string | null): void {
+  csrfToken = token;
+}
+
+async function request<T>(method: string, path: string, body?: unknown): Promise<T> {
+  const headers: Record<string, string> = { Accept: 'application/json' };
+  if (body !== undefined) headers['Content-Type'] = 'application/json';
+  if (method !== 'GET' && path !== '/api/login' && csrfToken) headers['X-CSRF-Token'] = csrfToken;
+  let res: Response;
+  try {
+    res = await fetch(path, {
+      method,
+      headers,
+      credentials: 'same-origin',
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+  } catch (e) {
+    throw new ApiError(0, 'network', e instanceof Error ? e.message : String(e));
+  }
+  if (!res.ok) {
+    let code = `http_${res.status}`;
+    let message = '';
+    try {
+      const data = (await res.json()) as { error?: { code?: string; message?: string } };
+      if (data?.error?.code) code = data.error.code;
+      if (data?.error?.message) message = data.error.message;
+    } catch {
+      /* body was not JSON */
+    }
+    throw new ApiError(res.status, code, message);
+  }
+  if (res.status === 204) return undefined as T;
+  const text = await res.text();
+  return (text ? JSON.parse(text) : undefined) as T;
+}
+
+const enc = encodeURIComponent;
+
+export const api = {
+  async session(): Promise<Session | null> {
+    try {
+      const s = await request<Session>('GET', '/api/session');
+      setCsrfToken(s.csrf_token);
+      return s;
+    } catch (e) {
+      if (e instanceof ApiError && e.status === 401) {
+        setCsrfToken(null);
+        return null;
+      }
+      throw e;
+    }
+  },
+  async login(username: string, password: string): Promise<Session> {
+    const s = await request<Session>('POST', '/api/login', { username, password });
+    setCsrfToken(s.csrf_token);
+    return s;
+  },
+  async logout(): Promise<void> {
+    await request<void>('POST', '/api/logout');
+    setCsrfToken(null);
+  },
+  changePassword(current_password: string, new_password: string): Promise<void> {
+    return request('POST', '/api/password', { current_password, new_password });
+  },
+  users(): Promise<UserRecord[]> {
+    return request('GET', '/api/users');
+  },
+  createUser(u: { username: string; display_name: string; password: string; role: UserRole }): Promise<UserRecord> {
+    return request('POST', '/api/users', u);
+  },
+  disableUser(id: Id): Promise<void> {
+    return request('POST', `/api/users/${enc(String(id))}/disable`);
+  },
+  meetings(): Promise<Meeting[]> {
+    return request('GET', '/api/meetings');
+  },
+  createMeeting(m: { title: string; starts_at: string | null; profile: Profile }): Promise<Meeting> {
+    return request('POST', '/api/meetings', m);
+  },
+  meeting(id: Id): Promise<MeetingDetail> {
+    return request('GET', `/api/meetings/${enc(String(id))}`);
+  },
+  createInvitation(
+    meetingId: Id,
+    inv: { name: string; kind: InvitationKind; user_id?: Id | null; expires_in_hours?: number },
+  ): Promise<CreatedInvitation> {
+    return request('POST', `/api/meetings/${enc(String(meetingId))}/invitations`, inv);
+  },
+  revokeInvitation(meetingId: Id, invitationId: Id): Promise<void> {
+    return request('DELETE', `/api/meetings/${enc(String(meetingId))}/invitations/${enc(String(invitationId))}`);
+  },
+  addModerator(meetingId: Id, userId: Id): Promise<void> {
+    return request('POST', `/api/meetings/${enc(String(meetingId))}/moderators`, { user_id: userId });
+  },
+  invite(token: string): Promise<InviteInfo> {
+    return request('GET', `/api/invite/${enc(token)}`);
+  },
+  publicMeeting(id: Id): Promise<PublicMeeting> {
+    return request('GET', `/api/meetings/${enc(String(id))}/public`);
+  },
+};

@@ -1,0 +1,63 @@
+import { useEffect, useRef, useState, type FormEvent } from 'react';
+import { MAX_CHAT_CHARS } from '../../signaling/protocol';
+import type { ChatEntry } from '../../meeting/state';
+import { useI18n } from '../../i18n';
+
+export function ChatPanel({ messages, onSend }: { messages: ChatEntry[]; onSend(text: string): void }) {
+  const { t, lang } = useI18n();
+  const [text, setText] = useState('');
+  const listRef = useRef<HTMLOListElement>(null);
+  const timeFmt = new Intl.DateTimeFormat(lang === 'de' ? 'de-DE' : 'en-GB', { hour: '2-digit', minute: '2-digit' });
+
+  useEffect(() => {
+    const el = listRef.current;
+    if (el) el.scrollTop = el.scrollHeight;
+  }, [messages.length]);
+
+  function submit(e: FormEvent) {
+    e.preventDefault();
+    if (!text.trim()) return;
+    onSend(text);
+    setText('');
+  }
+
+  return (
+    <div className="chat" data-testid="chat-panel">
+      {messages.length === 0 ? (
+        <p className="muted small chat-empty">{t('chat.empty')}</p>
+      ) : (
+        <ol className="chat-list" ref={listRef} aria-live="polite">
+          {messages.map((m) => (
+            <li key={m.seq} className={`chat-message${m.self ? ' own' : ''}`} data-testid="chat-message" data-from={m.fromName}>
+              <div className="chat-meta">
+                <strong>{m.self ? t('chat.you') : m.fromName}</strong>
+                <time dateTime={new Date(m.sentAtMs).toISOString()}>{timeFmt.format(new Date(m.sentAtMs))}</time>
+              </div>
+              <p className="chat-text">{m.text}</p>
+            </li>
+          ))}
+        </ol>
+      )}
+      <form className="chat-form" onSubmit={submit}>
+        <textarea
+          value={text}
+          onChange={(e) => setText(e.target.value)}
+          onKeyDown={(e) => {
+            if (e.key === 'Enter' && !e.shiftKey) {
+              e.preventDefault();
+              submit(e);
+            }
+          }}
+          maxLength={MAX_CHAT_CHARS}
+          rows={2}
+          placeholder={t('chat.placeholder')}
+          aria-label={t('chat.placeholder')}
+          data-testid="chat-input"
+        />
+        <button type="submit" className="btn primary small" disabled={!text.trim()} data-testid="chat-send">
+          {t('chat.send')}
+        </button>
+      </form>
+    </div>
+  );
+}

@@ -1,0 +1,169 @@
+import { useState } from 'react';
+import type { JoinMethod, LobbyEntry, Participant } from '../../signaling/protocol';
+import type { MeetingController } from '../../meeting/controller';
+import { useT, type Translate } from '../../i18n';
+import { MicIcon, MicOffIcon, CamIcon, CamOffIcon, LockIcon, UnlockIcon, ScreenIcon } from '../icons';
+import { KindBadge } from './Tile';
+
+export function joinMethodText(t: Translate, m: JoinMethod): string {
+  switch (m.method) {
+    case 'staff_login':
+      return t('join.staff_login');
+    case 'invitation':
+      return t('join.invitation', { invitee: m.invitee, invited_by: m.invited_by });
+    case 'lobby':
+      return t('join.lobby', { admitted_by: m.admitted_by });
+  }
+}
+
+/** A button that asks for confirmation inline (no browser dialogs). */
+function ConfirmButton({ label, confirmLabel, onConfirm, testId, className = 'btn danger-ghost small' }: { label: string; confirmLabel: string; onConfirm(): void; testId: string; className?: string }) {
+  const [asking, setAsking] = useState(false);
+  if (!asking) {
+    return (
+      <button type="button" className={className} onClick={() => setAsking(true)} data-testid={testId}>
+        {label}
+      </button>
+    );
+  }
+  return (
+    <span className="confirm">
+      <span className="confirm-text">{confirmLabel}</span>
+      <button type="button" className="btn danger small" onClick={() => { setAsking(false); onConfirm(); }} data-testid={`${testId}-confirm`} autoFocus>
+        {label}
+      </button>
+      <ConfirmCancel onClick={() => setAsking(false)} />
+    </span>
+  );
+}
+
+function ConfirmCancel({ onClick }: { onClick(): void }) {
+  const t = useT();
+  return (
+    <button type="button" className="btn ghost small" onClick={onClick}>
+      {t('common.cancel')}
+    </button>
+  );
+}
+
+export function PeoplePanel({
+  controller,
+  participants,
+  lobby,
+  selfId,
+  isModerator,
+  locked,
+}: {
+  controller: MeetingController;
+  participants: Participant[];
+  lobby: LobbyEntry[];
+  selfId: string | null;
+  isModerator: boolean;
+  locked: boolean;
+}) {
+  const t = useT();
+  return (
+    <div className="people">
+      {isModerator && (
+        <section className="panel-section" aria-labelledby="lobby-h" data-testid="lobby-section">
+          <h3 id="lobby-h">
+            {t('people.lobby', { n: lobby.length })}
+          </h3>
+          {lobby.length === 0 ? (
+            <p className="muted small">{t('people.lobbyEmpty')}</p>
+          ) : (
+            <ul className="lobby-list">
+              {lobby.map((e) => (
+                <li key={e.id} className="lobby-entry" data-testid="lobby-entry" data-participant-id={e.id} data-name={e.display_name}>
+                  <div className="who-line">
+                    <strong>{e.display_name}</strong>
+                    <span className={`badge kind-${e.kind}`}>{t(`kind.${e.kind}`)}</span>
+                  </div>
+                  <div className="small muted">
+                    {e.invitation ? t('people.invitation', { name: e.invitation }) : t('people.noInvitation')} · {t(`people.reason.${e.reason}`)}
+                  </div>
+                  <div className="row-actions">
+                    <button type="button" className="btn primary small" onClick={() => controller.admit(e.id)} data-testid="admit-button">
+                      {t('people.admit')}
+                    </button>
+                    <button type="button" className="btn ghost small" onClick={() => controller.deny(e.id)} data-testid="deny-button">
+                      {t('people.deny')}
+                    </button>
+                  </div>
+                </li>
+              ))}
+            </ul>
+          )}
+        </section>
+      )}
+
+      <section className="panel-section" aria-labelledby="people-h">
+        <h3 id="people-h">{t('people.title', { n: participants.length })}</h3>
+        <ul className="participant-list">
+          {participants.map((p) => {
+            const isSelf = p.id === selfId;
+            return (
+              <li key={p.id} className="participant-item" data-testid="participant-item" data-participant-id={p.id} data-name={p.display_name}>
+                <div className="who-line">
+                  <strong>{isSelf ? t('room.youSuffix', { name: p.display_name }) : p.display_name}</strong>
+                  <KindBadge p={p} />
+                  {p.role === 'moderator' && <span className="badge role-moderator">{t('role.moderator')}</span>}
+                  <span className="state-icons">
+                    {p.screen_sharing && <ScreenIcon width={16} height={16} aria-label={t('room.screen')} />}
+                    {p.audio_muted ? <MicOffIcon width={16} height={16} className="muted-icon" /> : <MicIcon width={16} height={16} />}
+                    {p.video_muted ? <CamOffIcon width={16} height={16} className="muted-icon" /> : <CamIcon width={16} height={16} />}
+                  </span>
+                </div>
+                <div className="join-method small" data-testid="join-method">
+                  {joinMethodText(t, p.join_method)}
+                </div>
+                {isModerator && !isSelf && (
+                  <div className="row-actions">
+                    <button type="button" className="btn ghost small" onClick={() => controller.mute(p.id, !p.muted_by_moderator)} data-testid="mute-button">
+                      {p.muted_by_moderator ? t('people.unmute') : t('people.mute')}
+                    </button>
+                    <button
+                      type="button"
+                      className="btn ghost small"
+                      onClick={() => controller.setModerator(p.id, p.role !== 'moderator')}
+                      data-testid="moderator-button"
+                    >
+                      {p.role === 'moderator' ? t('people.revokeModerator') : t('people.makeModerator')}
+                    </button>
+                    <ConfirmButton
+                      label={t('people.remove')}
+                      confirmLabel={t('people.removeConfirm', { name: p.display_name })}
+                      onConfirm={() => controller.remove(p.id)}
+                      testId="remove-button"
+                    />
+                  </div>
+                )}
+              </li>
+            );
+          })}
+        </ul>
+      </section>
+
+      {isModerator && (
+        <section className="panel-section" aria-labelledby="mod-h">
+          <h3 id="mod-h">{t('people.moderation')}</h3>
+          <label className="switch-row">
+            <span className="switch-label">
+              {locked ? <LockIcon width={18} height={18} /> : <UnlockIcon width={18} height={18} />}
+              {t('people.lock')}
+            </span>
+            <input type="checkbox" role="switch" className="switch" checked={locked} onChange={(e) => controller.setLocked(e.target.checked)} data-testid="lock-toggle" />
+          </label>
+          <p className="muted small">{t('people.lockHint')}</p>
+          <ConfirmButton
+            label={t('people.endForAll')}
+            confirmLabel={t('people.endConfirm')}
+            onConfirm={() => controller.endMeeting()}
+            testId="end-meeting-button"
+            className="btn danger small"
+          />
+        </section>
+      )}
+    </div>
+  );
+}

@@ -1,0 +1,314 @@
+import { useEffect, useMemo, useRef, useState } from 'react';
+import type { CallSnapshot, MeetingController } from '../../meeting/controller';
+import { isModerator as selfIsModerator } from '../../meeting/state';
+import type { Participant } from '../../signaling/protocol';
+import type { RemoteTrack } from '../../media/peer';
+import { useT, type StringKey } from '../../i18n';
+import { LangSwitch } from '../Shell';
+import { ProfileBadge } from '../pages/MeetingsPage';
+import {
+  BellIcon,
+  CamIcon,
+  CamOffIcon,
+  ChatIcon,
+  CloseIcon,
+  LeaveIcon,
+  LockIcon,
+  MicIcon,
+  MicOffIcon,
+  PeopleIcon,
+  ScreenIcon,
+  ShieldIcon,
+} from '../icons';
+import { ScreenTile, Tile } from './Tile';
+import { ChatPanel } from './ChatPanel';
+import { PeoplePanel } from './PeoplePanel';
+import { SecurityPanel } from './SecurityPanel';
+
+type Panel = 'chat' | 'people' | 'security' | null;
+
+interface Toast {
+  id: number;
+  kind: 'lobby' | 'error';
+  text: string;
+}
+
+function gridShape(n: number): { cols: number; rows: number } {
+  if (n <= 1) return { cols: 1, rows: 1 };
+  if (n === 2) return { cols: 2, rows: 1 };
+  if (n <= 4) return { cols: 2, rows: 2 };
+  if (n <= 6) return { cols: 3, rows: 2 };
+  if (n <= 9) return { cols: 3, rows: 3 };
+  const cols = Math.ceil(Math.sqrt(n));
+  return { cols, rows: Math.ceil(n / cols) };
+}
+
+export function Room({ controller, snap }: { controller: MeetingController; snap: CallSnapshot }) {
+  const t = useT();
+  const { room, local, remote } = snap;
+  const meeting = room.meeting!;
+  const [panel, setPanel] = useState<Panel>(null);
+  const [seenChat, setSeenChat] = useState(0);
+  const [toasts, setToasts] = useState<Toast[]>([]);
+  const toastSeq = useRef(0);
+  const moderator = selfIsModerator(room);
+
+  const pushToast = (kind: Toast['kind'], text: string, ms = 8000) => {
+    const id = ++toastSeq.current;
+    setToasts((list) => [...list.filter((x) => x.kind !== kind), { id, kind, text }]);
+    setTimeout(() => setToasts((list) => list.filter((x) => x.id !== id)), ms);
+  };
+
+  // Someone arrived in the lobby (the sound is played by the controller).
+  const lastArrivals = useRef(room.lobbyArrivals);
+  useEffect(() => {
+    if (room.lobbyArrivals === lastArrivals.current) return;
+    lastArrivals.current = room.lobbyArrivals;
+    if (!moderator) return;
+    const newest = room.lobby.at(-1);
+    pushToast('lobby', newest ? t('room.lobbyArrivedNamed', { name: newest.display_name }) : t('room.lobbyArrived'), 15000);
+    // eslint-disable-next-line react-hooks/exhaustive-deps
+  }, [room.lobbyArrivals]);
+
+  // Server errors are shown unobtrusively.
+  const lastError = useRef(room.lastError);
+  useEffect(() => {
+    if (!room.lastError || room.lastError === lastError.current) return;
+    lastError.current = room.lastError;
+    pushToast('error', t('room.serverError', { message: room.lastError.message || room.lastError.code }), 6000);
+    // eslint-disable-next-line react-hooks/exhaustive-deps
+  }, [room.lastError]);
+
+  useEffect(() => {
+    if (local.deviceError) pushToast('error', t(`room.deviceError.${local.deviceError}` as StringKey), 6000);
+    // eslint-disable-next-line react-hooks/exhaustive-deps
+  }, [local.deviceError]);
+
+  useEffect(() => {
+    if (panel === 'chat') setSeenChat(room.chat.length);
+  }, [panel, room.chat.length]);
+  const unread = panel === 'chat' ? 0 : Math.max(0, room.chat.length - seenChat);
+
+  const self = room.participants.find((p) => p.id === room.selfId);
+  const others = room.participants.filter((p) => p.id !== room.selfId);
+
+  const tracks = useMemo(() => {
+    const m = new Map<string, RemoteTrack>();
+    for (const r of remote) m.set(`${r.participantId}/${r.source}`, r);
+    return m;
+  }, [remote]);
+
+  // A screen is shown while the server forwards it and its sender says it is sharing.
+  const screens = room.participants
+    .filter((p) => p.id !== room.selfId && p.screen_sharing)
+    .map((p) => ({ p, track: tracks.get(`${p.id}/screen`)?.track }))
+    .filter((x): x is { p: Participant; track: MediaStreamTrack } => !!x.track);
+
+  // The self view uses the local camera and our own mute state.
+  const selfParticipant: Participant | null = self
+    ? { ...self, audio_muted: local.audioMuted, video_muted: local.videoMuted }
+    : null;
+
+  const tiles = [
+    ...(selfParticipant ? [{ p: selfParticipant, video: local.cameraTrack, audio: null, isSelf: true }] : []),
+    ...others.map((p) => ({
+      p,
+      video: tracks.get(`${p.id}/camera`)?.track ?? null,
+      audio: tracks.get(`${p.id}/microphone`)?.track ?? null,
+      isSelf: false,
+    })),
+  ];
+  const hasStage = screens.length > 0 || (local.screenSharing && local.screenTrack);
+  const shape = gridShape(tiles.length);
+  const micLocked = !!self?.muted_by_moderator;
+
+  const toggle = (p: Panel) => setPanel((cur) => (cur === p ? null : p));
+
+  return (
+    <div className={`room${panel ? ' with-panel' : ''}`} data-testid="meeting-room">
+      <header className="room-top">
+        <div className="room-title">
+          <h1 data-testid="room-title">{meeting.title}</h1>
+          <ProfileBadge profile={meeting.profile} />
+          {meeting.locked && (
+            <span className="badge locked-badge" data-testid="lock-indicator" title={t('room.lockedHint')}>
+              <LockIcon width={14} height={14} /> {t('room.locked')}
+            </span>
+          )}
+        </div>
+        <div className="room-top-right">
+          <span className="count">{t('room.participantsCount', { n: room.participants.length })}</span>
+          <LangSwitch dark />
+        </div>
+      </header>
+
+      <main className={`stage${hasStage ? ' has-screen' : ''}`} aria-label={meeting.title}>
+        {hasStage && (
+          <div className="screen-area">
+            {screens.map(({ p, track }) => (
+              <ScreenTile key={p.id} name={p.display_name} track={track} self={false} participantId={p.id} />
+            ))}
+            {local.screenSharing && local.screenTrack && screens.length === 0 && (
+              <ScreenTile name="" track={local.screenTrack} self participantId={room.selfId ?? ''} />
+            )}
+          </div>
+        )}
+        <div
+          className={hasStage ? 'filmstrip' : 'grid'}
+          style={hasStage ? undefined : { ['--cols' as string]: shape.cols, ['--rows' as string]: shape.rows }}
+          data-count={tiles.length}
+        >
+          {tiles.map(({ p, video, audio, isSelf }) => (
+            <Tile key={p.id} participant={p} video={video} audio={audio} isSelf={isSelf} speaking={room.activeSpeaker === p.id} compact={!!hasStage} />
+          ))}
+        </div>
+      </main>
+
+      {panel && (
+        <aside className="side-panel" aria-labelledby="panel-title" data-testid={`${panel}-side-panel`}>
+          <div className="panel-head">
+            <h2 id="panel-title">{t(panel === 'chat' ? 'chat.title' : panel === 'people' ? 'room.participants' : 'security.title')}</h2>
+            <button type="button" className="icon-btn" onClick={() => setPanel(null)} aria-label={t('common.close')} data-testid="panel-close">
+              <CloseIcon width={18} height={18} />
+            </button>
+          </div>
+          <div className="panel-body">
+            {panel === 'chat' && <ChatPanel messages={room.chat} onSend={(text) => controller.sendChat(text)} />}
+            {panel === 'people' && (
+              <PeoplePanel controller={controller} participants={room.participants} lobby={room.lobby} selfId={room.selfId} isModerator={moderator} locked={meeting.locked} />
+            )}
+            {panel === 'security' && <SecurityPanel meeting={meeting} participants={room.participants} />}
+          </div>
+        </aside>
+      )}
+
+      <div className="toasts" aria-live="polite">
+        {toasts.map((x) => (
+          <div key={x.id} className={`toast ${x.kind}`} data-testid={x.kind === 'lobby' ? 'lobby-toast' : 'error-toast'} role={x.kind === 'lobby' ? 'alert' : 'status'}>
+            {x.kind === 'lobby' && <BellIcon width={18} height={18} />}
+            <span>{x.text}</span>
+            {x.kind === 'lobby' && (
+              <button type="button" className="btn primary small" onClick={() => setPanel('people')}>
+                {t('room.showLobby')}
+              </button>
+            )}
+            <button type="button" className="icon-btn" aria-label={t('room.dismiss')} onClick={() => setToasts((l) => l.filter((y) => y.id !== x.id))}>
+              <CloseIcon width={14} height={14} />
+            </button>
+          </div>
+        ))}
+      </div>
+
+      <nav className="toolbar" aria-label="Steuerung">
+        <div className="toolbar-group">
+          <ToolButton
+            label={micLocked ? t('room.micLocked') : local.audioMuted ? t('room.micOff') : t('room.micOn')}
+            short={t('room.mic')}
+            off={local.audioMuted}
+            disabled={micLocked && local.audioMuted}
+            onClick={() => void controller.toggleMicrophone()}
+            testId="mic-toggle"
+            pressed={!local.audioMuted}
+          >
+            {local.audioMuted ? <MicOffIcon /> : <MicIcon />}
+          </ToolButton>
+          <ToolButton
+            label={local.videoMuted ? t('room.camOff') : t('room.camOn')}
+            short={t('room.camera')}
+            off={local.videoMuted}
+            onClick={() => void controller.toggleCamera()}
+            testId="camera-toggle"
+            pressed={!local.videoMuted}
+          >
+            {local.videoMuted ? <CamOffIcon /> : <CamIcon />}
+          </ToolButton>
+          <ToolButton
+            label={local.screenSharing ? t('room.screenStop') : t('room.screen')}
+            short={local.screenSharing ? t('room.screenStop') : t('room.screen')}
+            active={local.screenSharing}
+            onClick={() => void controller.toggleScreenShare()}
+            testId="screen-toggle"
+            pressed={local.screenSharing}
+          >
+            <ScreenIcon />
+          </ToolButton>
+        </div>
+        <div className="toolbar-group">
+          <ToolButton label={t('room.chat')} short={t('room.chat')} active={panel === 'chat'} onClick={() => toggle('chat')} testId="chat-toggle" pressed={panel === 'chat'} badge={unread || undefined}>
+            <ChatIcon />
+          </ToolButton>
+          <ToolButton
+            label={t('room.participants')}
+            short={t('room.participants')}
+            active={panel === 'people'}
+            onClick={() => toggle('people')}
+            testId="people-toggle"
+            pressed={panel === 'people'}
+            badge={moderator && room.lobby.length ? room.lobby.length : undefined}
+            badgeTestId="lobby-badge"
+          >
+            <PeopleIcon />
+          </ToolButton>
+          <ToolButton label={t('room.security')} short={t('room.security')} active={panel === 'security'} onClick={() => toggle('security')} testId="security-toggle" pressed={panel === 'security'}>
+            <ShieldIcon />
+          </ToolButton>
+        </div>
+        <div className="toolbar-group">
+          <button type="button" className="leave-btn" onClick={() => controller.leave()} data-testid="leave-button">
+            <LeaveIcon />
+            <span>{t('room.leave')}</span>
+          </button>
+        </div>
+      </nav>
+    </div>
+  );
+}
+
+function ToolButton({
+  children,
+  label,
+  short,
+  onClick,
+  off = false,
+  active = false,
+  disabled = false,
+  pressed,
+  testId,
+  badge,
+  badgeTestId,
+}: {
+  children: React.ReactNode;
+  label: string;
+  short: string;
+  onClick(): void;
+  off?: boolean;
+  active?: boolean;
+  disabled?: boolean;
+  pressed?: boolean;
+  testId: string;
+  badge?: number;
+  badgeTestId?: string;
+}) {
+  return (
+    <button
+      type="button"
+      className={`tool-btn${off ? ' off' : ''}${active ? ' active' : ''}`}
+      onClick={onClick}
+      disabled={disabled}
+      aria-label={label}
+      aria-pressed={pressed}
+      title={label}
+      data-testid={testId}
+    >
+      <span className="tool-icon">
+        {children}
+        {badge !== undefined && (
+          <span className="tool-badge" data-testid={badgeTestId}>
+            {badge}
+          </span>
+        )}
+      </span>
+      <span className="tool-label">{short}</span>
+    </button>
+  );
+}

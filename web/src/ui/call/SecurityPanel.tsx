@@ -1,0 +1,33 @@
+import type { MeetingInfo, Participant } from '../../signaling/protocol';
+import { useT } from '../../i18n';
+import { LockIcon, ShieldIcon, UnlockIcon } from '../icons';
+
+export function SecurityPanel({ meeting, participants }: { meeting: MeetingInfo; participants: Participant[] }) {
+  const t = useT();
+  const secure = window.location.protocol === 'https:';
+  const moderators = participants.filter((p) => p.role === 'moderator').map((p) => p.display_name);
+  return (
+    <div className="security" data-testid="security-panel">
+      <section className="panel-section">
+        <h3>
+          <ShieldIcon width={18} height={18} /> {t('security.profile', { profile: t(meeting.profile === 'strict' ? 'profile.strict' : 'profile.internal') })}
+        </h3>
+        <h4>{t('security.whoCanJoin')}</h4>
+        <p>{t(meeting.profile === 'strict' ? 'profile.strict.explain' : 'profile.internal.explain')}</p>
+        <p className={`notice small ${meeting.locked ? 'warn' : 'info'}`}>
+          {meeting.locked ? <LockIcon width={16} height={16} /> : <UnlockIcon width={16} height={16} />} {meeting.locked ? t('security.locked') : t('security.unlocked')}
+        </p>
+        {moderators.length > 0 && <p className="small muted">{t('security.moderators', { names: moderators.join(', ') })}</p>}
+      </section>
+      <section className="panel-section">
+        <h4>{t('security.transport')}</h4>
+        <p>{t('security.transportText')}</p>
+        <p className="notice info small">{t('security.e2eeSoon')}</p>
+        <p className={secure ? '' : 'notice warn small'}>{secure ? t('security.signaling') : t('security.signalingPlain')}</p>
+      </section>
+      <section className="panel-section">
+        <p className="small">{t('security.list')}</p>
+      </section>
+    </div>
+  );
+}

@@ -1,0 +1,93 @@
+import type { Participant } from '../../signaling/protocol';
+import { useT } from '../../i18n';
+import { CamOffIcon, MicIcon, MicOffIcon } from '../icons';
+import { AudioSink, VideoView } from './media';
+
+function initials(name: string): string {
+  const parts = name.trim().split(/\s+/).filter(Boolean);
+  const s = parts.length > 1 ? parts[0][0] + parts[parts.length - 1][0] : (parts[0] ?? '?').slice(0, 2);
+  return s.toUpperCase();
+}
+
+/** A stable, calm colour per name for avatars. */
+function hue(name: string): number {
+  let h = 0;
+  for (const ch of name) h = (h * 31 + ch.charCodeAt(0)) % 360;
+  return h;
+}
+
+export function KindBadge({ p }: { p: Participant }) {
+  const t = useT();
+  return <span className={`badge kind-${p.kind}`}>{t(`kind.${p.kind}`)}</span>;
+}
+
+export function Tile({
+  participant,
+  video,
+  audio,
+  isSelf,
+  speaking,
+  compact = false,
+}: {
+  participant: Participant;
+  video: MediaStreamTrack | null;
+  audio: MediaStreamTrack | null;
+  isSelf: boolean;
+  speaking: boolean;
+  compact?: boolean;
+}) {
+  const t = useT();
+  const name = isSelf ? t('room.youSuffix', { name: participant.display_name }) : participant.display_name;
+  const showVideo = !!video && !participant.video_muted;
+  return (
+    <figure
+      className={`tile${speaking ? ' speaking' : ''}${isSelf ? ' self' : ''}${compact ? ' compact' : ''}`}
+      data-testid="video-tile"
+      data-participant-id={participant.id}
+      data-participant-name={participant.display_name}
+      data-self={isSelf ? 'true' : undefined}
+      aria-label={name}
+    >
+      {showVideo ? (
+        <VideoView track={video} mirrored={isSelf} />
+      ) : (
+        <div className="avatar" style={{ ['--h' as string]: hue(participant.display_name) }} aria-hidden="true">
+          <span>{initials(participant.display_name)}</span>
+        </div>
+      )}
+      {!isSelf && audio && <AudioSink track={audio} />}
+      <figcaption className="nameplate">
+        <span className={`state-icon${participant.audio_muted ? ' muted' : ''}`} title={participant.audio_muted ? t('room.muted') : t('room.mic')}>
+          {participant.audio_muted ? <MicOffIcon width={16} height={16} /> : <MicIcon width={16} height={16} />}
+          <span className="sr-only">{participant.audio_muted ? t('room.muted') : ''}</span>
+        </span>
+        <span className="name">{name}</span>
+        {!compact && <KindBadge p={participant} />}
+      </figcaption>
+      {participant.video_muted && (
+        <span className="corner-icon" title={t('room.cameraOff')}>
+          <CamOffIcon width={16} height={16} />
+          <span className="sr-only">{t('room.cameraOff')}</span>
+        </span>
+      )}
+      {speaking && <span className="sr-only">{t('room.speaking')}</span>}
+    </figure>
+  );
+}
+
+export function ScreenTile({ name, track, self, participantId }: { name: string; track: MediaStreamTrack; self: boolean; participantId: string }) {
+  const t = useT();
+  return (
+    <figure
+      className="tile screen"
+      data-testid={self ? 'local-screen-tile' : 'screen-tile'}
+      data-participant-id={participantId}
+      aria-label={self ? t('room.yourScreen') : t('room.screenOf', { name })}
+    >
+      <VideoView track={track} fit="contain" />
+      <figcaption className="nameplate">
+        <span className="name">{self ? t('room.yourScreen') : t('room.screenOf', { name })}</span>
+      </figcaption>
+    </figure>
+  );
+}
