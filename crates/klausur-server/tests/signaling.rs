@@ -1,0 +1,595 @@
+//! The meeting WebSocket end to end (without media): joining, the lobby, moderation, and
+//! bad input that must get an error reply while the connection carries on.
+
+mod common;
+
+use std::time::Duration;
+
+use chrono::Utc;
+use common::TestServer;
+use futures::{SinkExt, StreamExt};
+use klausur_proto::{
+    ClientMsg, EndReason, ErrorCode, JoinMethod, LobbyReason, Role as PRole, SecurityProfile,
+    ServerMsg,
+};
+use klausur_server::auth;
+use klausur_store::{InvitationKind, NewInvitation, Role};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message;
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+struct Client {
+    ws: Ws,
+}
+
+impl Client {
+    async fn connect(srv: &TestServer, cookie: Option<&str>) -> Client {
+        let mut req = format!("ws://{}/api/ws", srv.addr)
+            .into_client_request()
+            .expect("request");
+        if let Some(c) = cookie {
+            req.headers_mut()
+                .insert("cookie", c.parse().expect("header"));
+        }
+        let (ws, _) = tokio_tungstenite::connect_async(req)
+            .await
+            .expect("connect");
+        Client { ws }
+    }
+
+    async fn send(&mut self, msg: &ClientMsg) {
+        let text = serde_json::to_string(msg).expect("encode");
+        self.raw(&text).await;
+    }
+
+    async fn raw(&mut self, text: &str) {
+        self.ws
+            .send(Message::Text(text.into()))
+            .await
+            .expect("send");
+    }
+
+    /// The next server message (skipping none), within 5 s.
+    async fn next(&mut self) -> ServerMsg {
+        loop {
+            let frame = tokio::time::timeout(Duration::from_secs(5), self.ws.next())
+                .await
+                .expect("timely message")
+                .expect("open")
+                .expect("frame");
+            if let Message::Text(t) = frame {
+                return serde_json::from_str(t.as_str()).expect("valid server message");
+            }
+        }
+    }
+
+    /// Waits for a message matching `pred`, skipping others.
+    async fn until(&mut self, pred: impl Fn(&ServerMsg) -> bool) -> ServerMsg {
+        for _ in 0..50 {
+            let m = self.next().await;
+            if pred(&m) {
+                return m;
+            }
+        }
+        panic!("expected message did not arrive");
+    }
+
+    async fn join(&mut self, meeting: &str, token: Option<&str>, name: Option<&str>) -> ServerMsg {
+        self.send(&ClientMsg::Join {
+            meeting_id: meeting.into(),
+            invite_token: token.map(str::to_string),
+            display_name: name.map(str::to_string),
+        })
+        .await;
+        self.next().await
+    }
+}
+
+async fn session_cookie(srv: &TestServer, username: &str) -> String {
+    let resp = srv
+        .anonymous()
+        .post(format!("{}/api/login", srv.base))
+        .json(&serde_json::json!({"username": username, "password": common::PASSWORD}))
+        .send()
+        .await
+        .expect("login");
+    let c = resp
+        .headers()
+        .get("set-cookie")
+        .expect("cookie")
+        .to_str()
+        .expect("ascii");
+    c.split(';').next().expect("pair").to_string()
+}
+
+async fn invite(srv: &TestServer, meeting: &str, name: &str, by: i64) -> String {
+    let token = auth::new_token().to_string();
+    srv.store
+        .create_invitation(NewInvitation {
+            meeting_id: meeting.into(),
+            token_hash: auth::token_hash(&token),
+            name: name.into(),
+            kind: InvitationKind::Guest,
+            user_id: None,
+            created_by: by,
+            expires_at: Utc::now() + chrono::Duration::hours(1),
+        })
+        .await
+        .expect("invitation");
+    token
+}
+
+struct Setup {
+    srv: TestServer,
+    meeting: String,
+    olga_cookie: String,
+    gina: String,
+    hans: String,
+}
+
+async fn setup() -> Setup {
+    let srv = TestServer::start().await;
+    let olga = srv.user("olga", Role::Staff).await;
+    srv.user("sam", Role::Staff).await;
+    let m = srv
+        .store
+        .create_meeting(
+            "m1",
+            "Hauptausschuss",
+            None,
+            olga.id,
+            SecurityProfile::Strict,
+        )
+        .await
+        .expect("meeting");
+    let gina = invite(&srv, &m.id, "Gina Gast", olga.id).await;
+    let hans = invite(&srv, &m.id, "Hans Hinz", olga.id).await;
+    let olga_cookie = session_cookie(&srv, "olga").await;
+    Setup {
+        srv,
+        meeting: m.id,
+        olga_cookie,
+        gina,
+        hans,
+    }
+}
+
+fn joined_id(m: &ServerMsg) -> String {
+    match m {
+        ServerMsg::Joined { self_id, .. } => self_id.clone(),
+        other => panic!("expected joined, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn organiser_and_invitees_join_and_are_shown_how() {
+    let s = setup().await;
+    let mut olga = Client::connect(&s.srv, Some(&s.olga_cookie)).await;
+    let j = olga.join(&s.meeting, None, None).await;
+    let ServerMsg::Joined {
+        participants,
+        meeting,
+        ..
+    } = &j
+    else {
+        panic!("{j:?}")
+    };
+    assert_eq!(meeting.title, "Hauptausschuss");
+    assert_eq!(participants.len(), 1);
+    assert_eq!(participants[0].role, PRole::Moderator);
+    assert_eq!(participants[0].join_method, JoinMethod::StaffLogin);
+
+    let mut gina = Client::connect(&s.srv, None).await;
+    let j = gina.join(&s.meeting, Some(&s.gina), None).await;
+    let ServerMsg::Joined { participants, .. } = &j else {
+        panic!("{j:?}")
+    };
+    let me = participants
+        .iter()
+        .find(|p| p.display_name == "Gina Gast")
+        .expect("listed");
+    assert_eq!(
+        me.join_method,
+        JoinMethod::Invitation {
+            invitee: "Gina Gast".into(),
+            invited_by: "olga Name".into()
+        }
+    );
+    assert_eq!(me.role, PRole::Participant);
+    let n = olga
+        .until(|m| matches!(m, ServerMsg::ParticipantJoined { .. }))
+        .await;
+    let ServerMsg::ParticipantJoined { participant } = n else {
+        unreachable!()
+    };
+    assert_eq!(participant.display_name, "Gina Gast");
+
+    // A staff member who is neither organiser, moderator nor invited waits in the strict profile.
+    let sam_cookie = session_cookie(&s.srv, "sam").await;
+    let mut sam = Client::connect(&s.srv, Some(&sam_cookie)).await;
+    assert!(matches!(
+        sam.join(&s.meeting, None, None).await,
+        ServerMsg::LobbyWait { .. }
+    ));
+}
+
+#[tokio::test]
+async fn lobby_admit_and_deny() {
+    let s = setup().await;
+    let mut olga = Client::connect(&s.srv, Some(&s.olga_cookie)).await;
+    joined_id(&olga.join(&s.meeting, None, None).await);
+
+    let mut anon = Client::connect(&s.srv, None).await;
+    // Without invitation a name is required.
+    let e = anon.join(&s.meeting, None, None).await;
+    assert!(
+        matches!(
+            e,
+            ServerMsg::Error {
+                code: ErrorCode::InvalidField,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    assert!(matches!(
+        anon.join(&s.meeting, None, Some("Max Muster")).await,
+        ServerMsg::LobbyWait { .. }
+    ));
+    let lc = olga
+        .until(|m| matches!(m, ServerMsg::LobbyChanged { .. }))
+        .await;
+    let ServerMsg::LobbyChanged { lobby, arrived } = lc else {
+        unreachable!()
+    };
+    assert!(arrived);
+    assert_eq!(lobby.len(), 1);
+    assert_eq!(lobby[0].display_name, "Max Muster");
+    assert_eq!(lobby[0].reason, LobbyReason::Profile);
+
+    // A waiting person can do nothing but wait.
+    anon.send(&ClientMsg::Chat {
+        text: "hallo".into(),
+    })
+    .await;
+    assert!(matches!(
+        anon.next().await,
+        ServerMsg::Error {
+            code: ErrorCode::NotJoined,
+            ..
+        }
+    ));
+
+    olga.send(&ClientMsg::Admit {
+        participant_id: lobby[0].id.clone(),
+    })
+    .await;
+    let j = anon.next().await;
+    let ServerMsg::Joined { participants, .. } = &j else {
+        panic!("{j:?}")
+    };
+    let max = participants
+        .iter()
+        .find(|p| p.display_name == "Max Muster")
+        .expect("listed");
+    assert_eq!(
+        max.join_method,
+        JoinMethod::Lobby {
+            admitted_by: "olga Name".into()
+        }
+    );
+
+    let mut other = Client::connect(&s.srv, None).await;
+    assert!(matches!(
+        other.join(&s.meeting, None, Some("Eve")).await,
+        ServerMsg::LobbyWait { .. }
+    ));
+    let lc = olga
+        .until(|m| matches!(m, ServerMsg::LobbyChanged { arrived: true, .. }))
+        .await;
+    let ServerMsg::LobbyChanged { lobby, .. } = lc else {
+        unreachable!()
+    };
+    olga.send(&ClientMsg::Deny {
+        participant_id: lobby[0].id.clone(),
+    })
+    .await;
+    assert!(matches!(
+        other.next().await,
+        ServerMsg::Ended {
+            reason: EndReason::Denied,
+            ..
+        }
+    ));
+}
+
+#[tokio::test]
+async fn removed_invitee_returns_to_the_lobby_and_lock_holds_invitees() {
+    let s = setup().await;
+    let mut olga = Client::connect(&s.srv, Some(&s.olga_cookie)).await;
+    joined_id(&olga.join(&s.meeting, None, None).await);
+    let mut gina = Client::connect(&s.srv, None).await;
+    let gid = joined_id(&gina.join(&s.meeting, Some(&s.gina), None).await);
+
+    olga.send(&ClientMsg::Remove {
+        participant_id: gid.clone(),
+    })
+    .await;
+    let e = gina.until(|m| matches!(m, ServerMsg::Ended { .. })).await;
+    assert!(
+        matches!(
+            e,
+            ServerMsg::Ended {
+                reason: EndReason::Removed,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    let left = olga
+        .until(|m| matches!(m, ServerMsg::ParticipantLeft { .. }))
+        .await;
+    assert!(matches!(
+        left,
+        ServerMsg::ParticipantLeft {
+            reason: klausur_proto::LeaveReason::Removed,
+            ..
+        }
+    ));
+
+    // The same link now leads to the lobby, marked as removed.
+    let mut again = Client::connect(&s.srv, None).await;
+    assert!(matches!(
+        again.join(&s.meeting, Some(&s.gina), None).await,
+        ServerMsg::LobbyWait { .. }
+    ));
+    let lc = olga
+        .until(|m| matches!(m, ServerMsg::LobbyChanged { arrived: true, .. }))
+        .await;
+    let ServerMsg::LobbyChanged { lobby, .. } = lc else {
+        unreachable!()
+    };
+    assert_eq!(lobby[0].reason, LobbyReason::Removed);
+    assert_eq!(lobby[0].invitation.as_deref(), Some("Gina Gast"));
+    // Admitting again lifts the removal.
+    olga.send(&ClientMsg::Admit {
+        participant_id: lobby[0].id.clone(),
+    })
+    .await;
+    joined_id(&again.next().await);
+
+    // Locked: an invited guest waits, with the reason.
+    olga.send(&ClientMsg::Lock { locked: true }).await;
+    olga.until(|m| matches!(m, ServerMsg::MeetingChanged { meeting } if meeting.locked))
+        .await;
+    let mut hans = Client::connect(&s.srv, None).await;
+    assert!(matches!(
+        hans.join(&s.meeting, Some(&s.hans), None).await,
+        ServerMsg::LobbyWait { .. }
+    ));
+    let lc = olga
+        .until(|m| matches!(m, ServerMsg::LobbyChanged { arrived: true, .. }))
+        .await;
+    let ServerMsg::LobbyChanged { lobby, .. } = lc else {
+        unreachable!()
+    };
+    assert_eq!(lobby[0].reason, LobbyReason::Locked);
+    // The organiser still gets in while locked (from a second tab it replaces the first).
+    let mut olga2 = Client::connect(&s.srv, Some(&s.olga_cookie)).await;
+    joined_id(&olga2.join(&s.meeting, None, None).await);
+    assert!(matches!(
+        olga.until(|m| matches!(m, ServerMsg::Ended { .. })).await,
+        ServerMsg::Ended {
+            reason: EndReason::Replaced,
+            ..
+        }
+    ));
+}
+
+#[tokio::test]
+async fn moderation_is_for_moderators_and_mute_end_work() {
+    let s = setup().await;
+    let mut olga = Client::connect(&s.srv, Some(&s.olga_cookie)).await;
+    let oid = joined_id(&olga.join(&s.meeting, None, None).await);
+    let mut gina = Client::connect(&s.srv, None).await;
+    let gid = joined_id(&gina.join(&s.meeting, Some(&s.gina), None).await);
+
+    for msg in [
+        ClientMsg::Remove {
+            participant_id: oid.clone(),
+        },
+        ClientMsg::Lock { locked: true },
+        ClientMsg::Mute {
+            participant_id: oid.clone(),
+            muted: true,
+        },
+        ClientMsg::EndMeeting,
+        ClientMsg::SetModerator {
+            participant_id: gid.clone(),
+            moderator: true,
+        },
+    ] {
+        gina.send(&msg).await;
+        let e = gina.until(|m| matches!(m, ServerMsg::Error { .. })).await;
+        assert!(
+            matches!(
+                e,
+                ServerMsg::Error {
+                    code: ErrorCode::Forbidden,
+                    ..
+                }
+            ),
+            "{msg:?}: {e:?}"
+        );
+    }
+
+    olga.send(&ClientMsg::Mute {
+        participant_id: gid.clone(),
+        muted: true,
+    })
+    .await;
+    let u = gina
+        .until(|m| matches!(m, ServerMsg::ParticipantUpdated { .. }))
+        .await;
+    let ServerMsg::ParticipantUpdated { participant } = u else {
+        unreachable!()
+    };
+    assert!(participant.muted_by_moderator && participant.audio_muted);
+
+    olga.send(&ClientMsg::SetModerator {
+        participant_id: gid.clone(),
+        moderator: true,
+    })
+    .await;
+    gina.until(|m| matches!(m, ServerMsg::ParticipantUpdated { participant } if participant.role == PRole::Moderator)).await;
+
+    olga.send(&ClientMsg::EndMeeting).await;
+    let e = gina.until(|m| matches!(m, ServerMsg::Ended { .. })).await;
+    assert!(matches!(
+        e,
+        ServerMsg::Ended {
+            reason: EndReason::EndedByModerator,
+            ..
+        }
+    ));
+    // An ended meeting cannot be joined again.
+    let mut late = Client::connect(&s.srv, None).await;
+    let e = late.join(&s.meeting, Some(&s.hans), None).await;
+    assert!(
+        matches!(
+            e,
+            ServerMsg::Error {
+                code: ErrorCode::NotFound,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+}
+
+#[tokio::test]
+async fn bad_messages_get_errors_and_the_meeting_carries_on() {
+    let s = setup().await;
+    let mut olga = Client::connect(&s.srv, Some(&s.olga_cookie)).await;
+    joined_id(&olga.join(&s.meeting, None, None).await);
+    let mut gina = Client::connect(&s.srv, None).await;
+    joined_id(&gina.join(&s.meeting, Some(&s.gina), None).await);
+
+    let cases: Vec<(String, ErrorCode)> = vec![
+        ("not json".into(), ErrorCode::Malformed),
+        (r#"{"type":"bogus"}"#.into(), ErrorCode::UnknownType),
+        (r#"{"type":"chat"}"#.into(), ErrorCode::Malformed),
+        (
+            r#"{"type":"chat","text":""}"#.into(),
+            ErrorCode::InvalidField,
+        ),
+        (
+            format!(r#"{{"type":"chat","text":"{}"}}"#, "x".repeat(70_000)),
+            ErrorCode::TooLarge,
+        ),
+        (
+            r#"{"type":"offer","sdp":"garbage","sources":[]}"#.into(),
+            ErrorCode::InvalidField,
+        ),
+        (
+            r#"{"type":"admit","participant_id":"p999"}"#.into(),
+            ErrorCode::Forbidden,
+        ),
+        (
+            r#"{"type":"join","meeting_id":"m1"}"#.into(),
+            ErrorCode::InvalidState,
+        ),
+    ];
+    for (text, code) in cases {
+        gina.raw(&text).await;
+        let e = gina.until(|m| matches!(m, ServerMsg::Error { .. })).await;
+        let ServerMsg::Error { code: got, message } = e else {
+            unreachable!()
+        };
+        assert_eq!(got, code, "{}: {message}", &text[..text.len().min(60)]);
+        assert!(!message.is_empty());
+    }
+    // Still in the meeting: chat reaches the others.
+    gina.send(&ClientMsg::Chat {
+        text: "noch da".into(),
+    })
+    .await;
+    let c = olga.until(|m| matches!(m, ServerMsg::Chat { .. })).await;
+    assert!(matches!(c, ServerMsg::Chat { ref text, .. } if text == "noch da"));
+
+    // A flood is rate limited without dropping the connection.
+    for _ in 0..100 {
+        gina.raw(r#"{"type":"ping"}"#).await;
+    }
+    gina.until(|m| {
+        matches!(
+            m,
+            ServerMsg::Error {
+                code: ErrorCode::RateLimited,
+                ..
+            }
+        )
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    gina.send(&ClientMsg::Chat {
+        text: "nach der Flut".into(),
+    })
+    .await;
+    olga.until(|m| matches!(m, ServerMsg::Chat { ref text, .. } if text == "nach der Flut"))
+        .await;
+}
+
+#[tokio::test]
+async fn invalid_invitations_are_refused() {
+    let s = setup().await;
+    let mut c = Client::connect(&s.srv, None).await;
+    let e = c.join(&s.meeting, Some("forged-token"), None).await;
+    assert!(
+        matches!(
+            e,
+            ServerMsg::Error {
+                code: ErrorCode::NotFound,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    let e = c.join("no-such-meeting", None, Some("X")).await;
+    assert!(
+        matches!(
+            e,
+            ServerMsg::Error {
+                code: ErrorCode::NotFound,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    // A revoked invitation is refused.
+    let inv = s
+        .srv
+        .store
+        .list_invitations(&s.meeting)
+        .await
+        .expect("list")[0]
+        .id;
+    s.srv
+        .store
+        .revoke_invitation(&s.meeting, inv, Utc::now())
+        .await
+        .expect("revoke");
+    let e = c.join(&s.meeting, Some(&s.gina), None).await;
+    assert!(
+        matches!(
+            e,
+            ServerMsg::Error {
+                code: ErrorCode::NotFound,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+}
