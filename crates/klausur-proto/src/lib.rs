@@ -600,3 +600,99 @@ mod tests {
         assert_eq!(a, r#"{"type":"active_speaker","participant_id":null}"#);
     }
 }
+
+#[cfg(test)]
+mod doc_tests {
+    use super::*;
+
+    /// docs/protocol.md documents every message type with a heading and an example.
+    #[test]
+    fn every_message_type_is_documented() {
+        let doc = include_str!("../../../docs/protocol.md");
+        let server = [
+            ServerMsg::Joined {
+                protocol_version: 1,
+                self_id: String::new(),
+                meeting: MeetingInfo {
+                    id: String::new(),
+                    title: String::new(),
+                    organiser: String::new(),
+                    profile: SecurityProfile::Strict,
+                    locked: false,
+                },
+                participants: vec![],
+                lobby: vec![],
+            },
+            ServerMsg::LobbyWait {
+                meeting_title: String::new(),
+            },
+            ServerMsg::ParticipantLeft {
+                participant_id: String::new(),
+                reason: LeaveReason::Left,
+            },
+            ServerMsg::LobbyChanged {
+                lobby: vec![],
+                arrived: false,
+            },
+            ServerMsg::Answer {
+                sdp: String::new(),
+                tracks: vec![],
+            },
+            ServerMsg::Renegotiate { audio: 0, video: 0 },
+            ServerMsg::Chat {
+                from_id: String::new(),
+                from_name: String::new(),
+                text: String::new(),
+                sent_at_ms: 0,
+            },
+            ServerMsg::ActiveSpeaker {
+                participant_id: None,
+            },
+            ServerMsg::Ended {
+                reason: EndReason::Removed,
+                by: None,
+            },
+            ServerMsg::Pong,
+            ServerMsg::error(ErrorCode::Internal, ""),
+        ];
+        let mut names: Vec<String> = server
+            .iter()
+            .map(|m| {
+                let v: serde_json::Value = serde_json::from_str(&m.encode()).expect("json");
+                v["type"].as_str().expect("type").to_string()
+            })
+            .collect();
+        names.extend(
+            [
+                "participant_joined",
+                "participant_updated",
+                "meeting_changed",
+            ]
+            .map(String::from),
+        );
+        names.extend(CLIENT_TYPES.iter().map(|s| s.to_string()));
+        for name in names {
+            assert!(
+                doc.contains(&format!("### `{name}`")),
+                "docs/protocol.md lacks a section for {name}"
+            );
+        }
+        for code in [
+            ErrorCode::Malformed,
+            ErrorCode::UnknownType,
+            ErrorCode::TooLarge,
+            ErrorCode::RateLimited,
+            ErrorCode::Forbidden,
+            ErrorCode::NotJoined,
+            ErrorCode::InvalidState,
+            ErrorCode::NotFound,
+            ErrorCode::InvalidField,
+            ErrorCode::Internal,
+        ] {
+            assert!(
+                doc.contains(&format!("`{}`", code.as_str())),
+                "undocumented {code:?}"
+            );
+        }
+    }
+}

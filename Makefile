@@ -1,0 +1,47 @@
+# klausur: the two commands are `make demo` (set up and run the server) and `make test`
+# (set up and run every test). Both install what is missing on a Debian machine.
+
+CARGO ?= cargo
+SERVER_BIN := target/debug/klausur
+
+.PHONY: demo test setup setup-test web web-check rust-check rust-test proto-ts e2e clean
+
+## Set up and start the server on http://127.0.0.1:8080 (SQLite in ./klausur-data).
+demo: setup web
+	$(CARGO) build --release -p klausur-server
+	./target/release/klausur serve --web-root web/dist
+
+## Set up and run every test: format, lints, Rust tests, generated types, web build, browser tests.
+test: setup-test rust-check rust-test web-check e2e
+
+setup:
+	./scripts/setup.sh
+
+setup-test:
+	./scripts/setup.sh --with-browser
+
+web: setup
+	cd web && npm run build
+
+web-check: setup
+	cd web && npm run typecheck && npm run build
+
+rust-check:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+rust-test:
+	$(CARGO) test --workspace
+	$(CARGO) test -p klausur-proto --features ts --test typescript
+
+## Regenerate web/src/signaling/protocol.ts from crates/klausur-proto.
+proto-ts:
+	KLAUSUR_WRITE_TS=1 $(CARGO) test -p klausur-proto --features ts --test typescript
+
+e2e: web-check
+	$(CARGO) build -p klausur-server
+	cd web && KLAUSUR_BIN=$(CURDIR)/$(SERVER_BIN) npm run test:e2e
+
+clean:
+	$(CARGO) clean
+	rm -rf web/dist web/node_modules
