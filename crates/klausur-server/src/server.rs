@@ -72,33 +72,36 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         shutdown_handle.graceful_shutdown(Some(Duration::from_secs(5)));
     });
 
+    let listener = std::net::TcpListener::bind(config.listen)
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    listener.set_nonblocking(true)?;
+    let local = listener.local_addr()?;
     let scheme = if config.tls.is_some() {
         "https"
     } else {
         "http"
     };
-    println!(
-        "klausur: listening on {scheme}://{} (media on udp {media_addr})",
-        config.listen
-    );
-    tracing::info!(listen = %config.listen, media = %media_addr, "klausur started");
+    println!("klausur: listening on {scheme}://{local} (media on udp {media_addr})");
+    tracing::info!(listen = %local, media = %media_addr, "klausur started");
     match &config.tls {
         Some(tls) => {
+            // One crypto provider for the whole process (several rustls backends are linked).
+            let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
             let rustls = axum_server::tls_rustls::RustlsConfig::from_pem_file(&tls.cert, &tls.key)
                 .await
                 .context("cannot load TLS certificate or key")?;
-            axum_server::bind_rustls(config.listen, rustls)
+            axum_server::from_tcp_rustls(listener, rustls)
                 .handle(handle)
                 .serve(app)
                 .await
-                .with_context(|| format!("cannot serve on {}", config.listen))?;
+                .context("HTTPS server failed")?;
         }
         None => {
-            axum_server::bind(config.listen)
+            axum_server::from_tcp(listener)
                 .handle(handle)
                 .serve(app)
                 .await
-                .with_context(|| format!("cannot serve on {}", config.listen))?;
+                .context("HTTP server failed")?;
         }
     }
     store.close().await;
