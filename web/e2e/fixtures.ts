@@ -36,6 +36,8 @@ export async function newPerson(browser: Browser, baseURL: string, name: string)
   const page = await context.newPage();
   page.on('pageerror', (e) => console.log(`[${name}] page error: ${e.message}`));
   page.on('console', (m) => {
+    // A 401 from GET /api/session is the normal "not signed in" answer.
+    if (m.text().includes('status of 401')) return;
     if (m.type() === 'error' || m.type() === 'warning') console.log(`[${name}] ${m.type()}: ${m.text()}`);
   });
   return { name, context, page };

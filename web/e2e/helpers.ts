@@ -96,8 +96,16 @@ export async function mediaRising(page: Page, from: string, source: InboundStat[
 
 /** Waits until `page` receives `from`'s microphone and camera. */
 export async function expectAudioVideoFrom(page: Page, from: string, timeout = 45_000): Promise<void> {
-  await expect.poll(() => mediaRising(page, from, 'microphone'), { timeout, message: `audio from ${from}` }).toBe(true);
-  await expect.poll(() => mediaRising(page, from, 'camera'), { timeout, message: `video from ${from}` }).toBe(true);
+  for (const source of ['microphone', 'camera'] as const) {
+    try {
+      await expect.poll(() => mediaRising(page, from, source), { timeout, message: `${source} from ${from}` }).toBe(true);
+    } catch (e) {
+      // Say what was received, for the failure report.
+      const now = await stats(page).catch(() => []);
+      const hooks = await page.evaluate(() => ({ self: window.__klausur?.selfId, phase: window.__klausur?.phase })).catch(() => null);
+      throw new Error(`${(e as Error).message}\nreceiver ${JSON.stringify(hooks)} stats: ${JSON.stringify(now)}`);
+    }
+  }
 }
 
 export async function openPanel(page: Page, panel: 'chat' | 'people' | 'security'): Promise<void> {

@@ -174,6 +174,8 @@ export const en: Record<StringKey, string> = {
   'room.screenOf': 'Screen of {name}',
   'room.yourScreen': 'You are sharing your screen',
   'room.participantsCount': '{n} people',
+  'room.participantsOne': '1 person',
+  'room.controls': 'Controls',
   'room.mic': 'Microphone',
   'room.micOn': 'Mute microphone',
   'room.micOff': 'Unmute microphone',

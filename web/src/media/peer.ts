@@ -45,7 +45,6 @@ export class PeerSession {
     initial: { audio: MediaStreamTrack | null; video: MediaStreamTrack | null },
   ) {
     this.pc = new RTCPeerConnection({ iceServers: [], bundlePolicy: 'max-bundle', rtcpMuxPolicy: 'require' });
-    (window as any).__pc = this.pc;
     this.mic = this.pc.addTransceiver(initial.audio ?? 'audio', { direction: 'sendonly' });
     this.camera = this.pc.addTransceiver(initial.video ?? 'video', { direction: 'sendonly' });
     this.pc.addEventListener('connectionstatechange', () => {

@@ -105,9 +105,11 @@ export function PeoplePanel({
             return (
               <li key={p.id} className="participant-item" data-testid="participant-item" data-participant-id={p.id} data-name={p.display_name}>
                 <div className="who-line">
-                  <strong>{isSelf ? t('room.youSuffix', { name: p.display_name }) : p.display_name}</strong>
-                  <KindBadge p={p} />
-                  {p.role === 'moderator' && <span className="badge role-moderator">{t('role.moderator')}</span>}
+                  <div className="who-main">
+                    <strong>{isSelf ? t('room.youSuffix', { name: p.display_name }) : p.display_name}</strong>
+                    <KindBadge p={p} />
+                    {p.role === 'moderator' && <span className="badge role-moderator">{t('role.moderator')}</span>}
+                  </div>
                   <span className="state-icons">
                     {p.screen_sharing && <ScreenIcon width={16} height={16} aria-label={t('room.screen')} />}
                     {p.audio_muted ? <MicOffIcon width={16} height={16} className="muted-icon" /> : <MicIcon width={16} height={16} />}
@@ -119,12 +121,12 @@ export function PeoplePanel({
                 </div>
                 {isModerator && !isSelf && (
                   <div className="row-actions">
-                    <button type="button" className="btn ghost small" onClick={() => controller.mute(p.id, !p.muted_by_moderator)} data-testid="mute-button">
+                    <button type="button" className="btn secondary tiny" onClick={() => controller.mute(p.id, !p.muted_by_moderator)} data-testid="mute-button">
                       {p.muted_by_moderator ? t('people.unmute') : t('people.mute')}
                     </button>
                     <button
                       type="button"
-                      className="btn ghost small"
+                      className="btn secondary tiny"
                       onClick={() => controller.setModerator(p.id, p.role !== 'moderator')}
                       data-testid="moderator-button"
                     >
@@ -135,6 +137,7 @@ export function PeoplePanel({
                       confirmLabel={t('people.removeConfirm', { name: p.display_name })}
                       onConfirm={() => controller.remove(p.id)}
                       testId="remove-button"
+                      className="btn danger-ghost tiny"
                     />
                   </div>
                 )}

@@ -137,7 +137,9 @@ export function Room({ controller, snap }: { controller: MeetingController; snap
           )}
         </div>
         <div className="room-top-right">
-          <span className="count">{t('room.participantsCount', { n: room.participants.length })}</span>
+          <span className="count">
+            {room.participants.length === 1 ? t('room.participantsOne') : t('room.participantsCount', { n: room.participants.length })}
+          </span>
           <LangSwitch dark />
         </div>
       </header>
@@ -199,7 +201,7 @@ export function Room({ controller, snap }: { controller: MeetingController; snap
         ))}
       </div>
 
-      <nav className="toolbar" aria-label="Steuerung">
+      <nav className="toolbar" aria-label={t('room.controls')}>
         <div className="toolbar-group">
           <ToolButton
             label={micLocked ? t('room.micLocked') : local.audioMuted ? t('room.micOff') : t('room.micOn')}
