@@ -115,7 +115,7 @@ test('admin sets up a meeting, two invited guests join, everyone sees and hears 
 
 test('a screen share appears at the others', async () => {
   const { erika, admin, jonas } = s;
-  test.skip(!erika || !admin || !jonas, 'needs the meeting from the first test');
+  if (!erika || !admin || !jonas) throw new Error('needs the meeting from the first test');
   await erika!.page.getByTestId('screen-toggle').click();
   await expect(erika!.page.getByTestId('screen-toggle')).toHaveAttribute('aria-pressed', 'true');
   for (const p of [admin!, jonas!]) {
@@ -132,7 +132,7 @@ test('a screen share appears at the others', async () => {
 
 test('a chat message arrives at the others', async () => {
   const { erika, admin, jonas } = s;
-  test.skip(!erika || !admin || !jonas, 'needs the meeting from the first test');
+  if (!erika || !admin || !jonas) throw new Error('needs the meeting from the first test');
   const text = 'Guten Morgen zusammen – ist die Vorlage 17/2026 bei allen angekommen?';
   await sendChat(jonas!.page, text);
   await expect(chatMessage(jonas!.page, text)).toBeVisible();
@@ -146,7 +146,7 @@ test('a chat message arrives at the others', async () => {
 
 test('someone without invitation waits in the lobby until the moderator admits them', async ({ browser, server }) => {
   const { admin, erika } = s;
-  test.skip(!admin || !erika || !s.meetingId, 'needs the meeting from the first test');
+  if (!admin || !erika || !s.meetingId) throw new Error('needs the meeting from the first test');
   const anna = await newPerson(browser, server.baseURL, 'Anna Anonym');
   s.everyone.push(anna);
   await anna.page.goto(`/m/${encodeURIComponent(s.meetingId!)}`);
@@ -174,7 +174,7 @@ test('someone without invitation waits in the lobby until the moderator admits t
 
 test('the moderator removes a guest; their link then only leads to the lobby', async () => {
   const { admin, erika, jonas } = s;
-  test.skip(!admin || !erika || !jonas, 'needs the meeting from the first test');
+  if (!admin || !erika || !jonas) throw new Error('needs the meeting from the first test');
   const a = admin!.page;
   await openPanel(a, 'people');
   const item = a.locator(`[data-testid="participant-item"][data-participant-id="${jonas!.id}"]`);
@@ -205,7 +205,7 @@ test('the moderator removes a guest; their link then only leads to the lobby', a
 
 test('a locked meeting sends even invited guests to the lobby', async ({ browser, server }) => {
   const { admin, erika } = s;
-  test.skip(!admin || !erika || !s.meetingId, 'needs the meeting from the first test');
+  if (!admin || !erika || !s.meetingId) throw new Error('needs the meeting from the first test');
   const a = admin!.page;
   await openPanel(a, 'people');
   await a.getByTestId('lock-toggle').click(); // the switch follows the server's meeting state
@@ -230,7 +230,7 @@ test('a locked meeting sends even invited guests to the lobby', async ({ browser
 
 test('malformed signaling gets an error reply and the sender keeps working', async () => {
   const { admin, erika } = s;
-  test.skip(!admin || !erika, 'needs the meeting from the first test');
+  if (!admin || !erika) throw new Error('needs the meeting from the first test');
   const e = erika!.page;
 
   await e.evaluate(() => window.__klausur!.rawSend('{"type":"bogus"}'));

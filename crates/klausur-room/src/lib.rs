@@ -205,13 +205,22 @@ struct Slot {
     seq: SeqRewrite,
 }
 
-/// Sequence number rewriting of one subscriber slot.
+/// Sequence number and RTP timestamp rewriting of one subscriber slot.
+///
+/// A slot keeps its SSRC when it is given to another publisher's track (a screen share ends,
+/// someone else's camera takes the slot): both the sequence numbers and the RTP timestamps must
+/// then continue where the previous track left off, or the receiver's jitter buffer takes the
+/// new frames for old ones and drops them.
 #[derive(Debug)]
 struct SeqRewrite {
     /// Output minus input extended sequence number of the current publisher stream.
     delta: Option<i64>,
     /// The next unused output sequence number.
     next_out: u64,
+    /// Output minus input RTP timestamp (wrapping) of the current publisher stream.
+    ts_delta: Option<u32>,
+    /// The newest output RTP timestamp and when it was sent.
+    last_ts: Option<(u32, Instant)>,
 }
 
 impl SeqRewrite {
@@ -220,12 +229,44 @@ impl SeqRewrite {
         SeqRewrite {
             delta: None,
             next_out: 1,
+            ts_delta: None,
+            last_ts: None,
         }
     }
 
     /// Restarts the mapping (new publisher stream), keeping the output continuous.
     fn restart(&mut self) {
         self.delta = None;
+        self.ts_delta = None;
+    }
+
+    /// Maps an RTP timestamp. The first packet after a restart continues from the previous
+    /// output timestamp, advanced by the wall-clock time since then at `clock_rate`.
+    fn map_ts(&mut self, now: Instant, input: u32, clock_rate: u32) -> u32 {
+        let delta = match self.ts_delta {
+            Some(d) => d,
+            None => {
+                let d = match self.last_ts {
+                    Some((last, at)) => {
+                        let elapsed = now.saturating_duration_since(at).as_secs_f64();
+                        let advance = ((elapsed * f64::from(clock_rate)) as u64).clamp(1, 1 << 30);
+                        last.wrapping_add(advance as u32).wrapping_sub(input)
+                    }
+                    None => 0,
+                };
+                self.ts_delta = Some(d);
+                d
+            }
+        };
+        let out = input.wrapping_add(delta);
+        let newer = match self.last_ts {
+            Some((last, _)) => (out.wrapping_sub(last) as i32) > 0,
+            None => true,
+        };
+        if newer {
+            self.last_ts = Some((out, now));
+        }
+        out
     }
 
     fn map(&mut self, input: u64) -> Option<u64> {
@@ -900,7 +941,11 @@ impl Room {
                 RtpWrite::new(
                     out_pt,
                     out_seq.into(),
-                    packet.header.timestamp,
+                    slot.seq.map_ts(
+                        now,
+                        packet.header.timestamp,
+                        if codec == Codec::Opus { 48_000 } else { 90_000 },
+                    ),
                     now,
                     packet.payload.clone(),
                 )
@@ -1187,6 +1232,27 @@ mod tests {
         assert_eq!(s.map(9), Some(5));
         assert_eq!(s.map(8), Some(4));
         assert_eq!(s.map(10), Some(6));
+    }
+
+    #[test]
+    fn timestamps_continue_across_a_restart() {
+        let t0 = Instant::now();
+        let mut s = SeqRewrite::new();
+        // The first stream passes through unchanged.
+        assert_eq!(s.map_ts(t0, 4_000_000_000, 90_000), 4_000_000_000);
+        assert_eq!(s.map_ts(t0, 4_000_003_000, 90_000), 4_000_003_000);
+        // Another publisher's stream, far away in timestamp space, 100 ms later: it continues
+        // 9000 ticks (100 ms at 90 kHz) after the last output, never jumping backwards.
+        s.restart();
+        let t1 = t0 + std::time::Duration::from_millis(100);
+        let first = s.map_ts(t1, 17, 90_000);
+        assert_eq!(first, 4_000_003_000u32.wrapping_add(9_000));
+        assert_eq!(s.map_ts(t1, 17 + 3_000, 90_000), first.wrapping_add(3_000));
+        // Older packets of the same stream map consistently and do not move "newest".
+        assert_eq!(s.map_ts(t1, 16, 90_000), first.wrapping_sub(1));
+        s.restart();
+        let second = s.map_ts(t1, 5, 90_000);
+        assert_eq!(second, first.wrapping_add(3_000).wrapping_add(1));
     }
 
     #[test]
