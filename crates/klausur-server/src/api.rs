@@ -130,14 +130,13 @@ fn cookie_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
         .map(|(_, v)| v)
 }
 
-/// Rejects a cross-origin state change: the `Origin` header, when present, must name the
-/// host the request was sent to.
-fn check_origin(parts: &Parts) -> Result<(), ApiError> {
-    let Some(origin) = parts.headers.get(header::ORIGIN) else {
+/// Rejects a cross-origin request: the `Origin` header, when present, must name the host the
+/// request was sent to. (Browsers send `Origin` on every POST, DELETE and WebSocket request.)
+fn check_origin(headers: &HeaderMap) -> Result<(), ApiError> {
+    let Some(origin) = headers.get(header::ORIGIN) else {
         return Ok(());
     };
-    let host = parts
-        .headers
+    let host = headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
         .unwrap_or("");
@@ -175,7 +174,7 @@ impl FromRequestParts<AppState> for Session {
             return Err(unauth());
         }
         if parts.method != Method::GET && parts.method != Method::HEAD {
-            check_origin(parts)?;
+            check_origin(&parts.headers)?;
             let sent = parts
                 .headers
                 .get(CSRF_HEADER)
@@ -329,19 +328,7 @@ async fn login(
     headers: HeaderMap,
     Body(req): Body<LoginReq>,
 ) -> Result<Response, ApiError> {
-    if let Some(origin) = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()) {
-        let host = headers
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .unwrap_or("");
-        let oh = origin
-            .strip_prefix("https://")
-            .or_else(|| origin.strip_prefix("http://"))
-            .unwrap_or("");
-        if oh != host {
-            return Err(ApiError::forbidden("cross-origin request refused"));
-        }
-    }
+    check_origin(&headers)?;
     let username = req.username.trim().to_lowercase();
     let keys = vec![format!("user:{username}"), format!("ip:{}", peer.ip())];
     let now = Instant::now();
@@ -888,22 +875,8 @@ async fn ws_upgrade(
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
-    // Cross-site WebSocket hijacking: browsers always send Origin on WebSocket requests.
-    let host = headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or("");
-    let origin = headers
-        .get(header::ORIGIN)
-        .and_then(|o| o.to_str().ok())
-        .unwrap_or("");
-    let oh = origin
-        .strip_prefix("https://")
-        .or_else(|| origin.strip_prefix("http://"))
-        .unwrap_or(origin);
-    if !origin.is_empty() && oh != host {
-        return Err(ApiError::forbidden("cross-origin WebSocket refused"));
-    }
+    // Cross-site WebSocket hijacking: a page elsewhere must not join with our cookies.
+    check_origin(&headers)?;
     let who = Who { user };
     Ok(ws
         .max_message_size(1024 * 1024)

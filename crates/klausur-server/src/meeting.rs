@@ -169,6 +169,12 @@ fn parse_participant_id(id: &str) -> Option<PeerId> {
     id.strip_prefix('p')?.parse().ok()
 }
 
+#[derive(Clone, Copy)]
+enum Place {
+    Lobby,
+    Meeting,
+}
+
 enum Flow {
     Continue,
     Stop,
@@ -449,6 +455,22 @@ impl Actor {
         }
     }
 
+    /// The peer a moderator action names, or an error reply to `peer` if there is none there.
+    fn find(&self, peer: PeerId, id: &str, place: Place) -> Option<PeerId> {
+        let found = parse_participant_id(id).filter(|p| match place {
+            Place::Lobby => self.lobby.contains_key(p),
+            Place::Meeting => self.members.contains_key(p),
+        });
+        if found.is_none() {
+            let where_ = match place {
+                Place::Lobby => "waiting in the lobby",
+                Place::Meeting => "in the meeting",
+            };
+            self.error(peer, ErrorCode::NotFound, format!("{id:?} is not {where_}"));
+        }
+        found
+    }
+
     fn is_moderator(&self, peer: PeerId) -> bool {
         self.members
             .get(&peer)
@@ -568,13 +590,7 @@ impl Actor {
                 }
             }
             ClientMsg::Admit { participant_id: id } => {
-                let Some(target) = parse_participant_id(&id).filter(|p| self.lobby.contains_key(p))
-                else {
-                    self.error(
-                        peer,
-                        ErrorCode::NotFound,
-                        format!("{id:?} is not waiting in the lobby"),
-                    );
+                let Some(target) = self.find(peer, &id, Place::Lobby) else {
                     return Flow::Continue;
                 };
                 let Some(w) = self.lobby.remove(&target) else {
@@ -598,13 +614,7 @@ impl Actor {
                 self.notify_moderators_lobby(false);
             }
             ClientMsg::Deny { participant_id: id } => {
-                let Some(target) = parse_participant_id(&id).filter(|p| self.lobby.contains_key(p))
-                else {
-                    self.error(
-                        peer,
-                        ErrorCode::NotFound,
-                        format!("{id:?} is not waiting in the lobby"),
-                    );
+                let Some(target) = self.find(peer, &id, Place::Lobby) else {
                     return Flow::Continue;
                 };
                 if let Some(w) = self.lobby.remove(&target) {
@@ -619,14 +629,7 @@ impl Actor {
                 self.notify_moderators_lobby(false);
             }
             ClientMsg::Remove { participant_id: id } => {
-                let Some(target) =
-                    parse_participant_id(&id).filter(|p| self.members.contains_key(p))
-                else {
-                    self.error(
-                        peer,
-                        ErrorCode::NotFound,
-                        format!("{id:?} is not in the meeting"),
-                    );
+                let Some(target) = self.find(peer, &id, Place::Meeting) else {
                     return Flow::Continue;
                 };
                 if target == peer {
@@ -671,14 +674,7 @@ impl Actor {
                 participant_id: id,
                 muted,
             } => {
-                let Some(target) =
-                    parse_participant_id(&id).filter(|p| self.members.contains_key(p))
-                else {
-                    self.error(
-                        peer,
-                        ErrorCode::NotFound,
-                        format!("{id:?} is not in the meeting"),
-                    );
+                let Some(target) = self.find(peer, &id, Place::Meeting) else {
                     return Flow::Continue;
                 };
                 self.media.send(MediaCmd::SetAudioForwarding {
@@ -697,14 +693,7 @@ impl Actor {
                 participant_id: id,
                 moderator,
             } => {
-                let Some(target) =
-                    parse_participant_id(&id).filter(|p| self.members.contains_key(p))
-                else {
-                    self.error(
-                        peer,
-                        ErrorCode::NotFound,
-                        format!("{id:?} is not in the meeting"),
-                    );
+                let Some(target) = self.find(peer, &id, Place::Meeting) else {
                     return Flow::Continue;
                 };
                 let user_id = self.members.get(&target).and_then(|m| m.standing.user_id);

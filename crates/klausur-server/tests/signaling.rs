@@ -593,3 +593,20 @@ async fn invalid_invitations_are_refused() {
         "{e:?}"
     );
 }
+
+#[tokio::test]
+async fn cross_origin_websocket_is_refused() {
+    let s = setup().await;
+    for (origin, ok) in [
+        ("https://evil.example".to_string(), false),
+        (format!("http://{}", s.srv.addr), true),
+    ] {
+        let mut req = format!("ws://{}/api/ws", s.srv.addr)
+            .into_client_request()
+            .expect("request");
+        req.headers_mut().insert("origin", origin.parse().expect("header"));
+        req.headers_mut().insert("cookie", s.olga_cookie.parse().expect("header"));
+        let result = tokio_tungstenite::connect_async(req).await;
+        assert_eq!(result.is_ok(), ok, "origin {origin}");
+    }
+}

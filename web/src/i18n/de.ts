@@ -250,7 +250,7 @@ export const de = {
     'Ende-zu-Ende-Verschlüsselung, bei der auch der Server nichts mithören kann, ist in Vorbereitung und noch nicht aktiv.',
   'security.signaling': 'Chat und Steuerung laufen verschlüsselt über HTTPS/WebSocket zum Server der Stadt. Chatnachrichten werden nicht gespeichert.',
   'security.signalingPlain': 'Achtung: Diese Seite ist nicht über HTTPS geladen. Chat und Steuerung sind auf dem Weg zum Server nicht verschlüsselt.',
-  'security.list': 'Die Teilnehmerliste zeigt alle, die zuhören können, und wie sie hereingekommen sind. Wenn Sie jemanden nicht kennen, sprechen Sie die Moderation an.',
+  'security.list': 'Die Teilnehmerliste zeigt alle Teilnehmenden und wie sie hereingekommen sind. Wenn Sie jemanden nicht kennen, sprechen Sie die Moderation an. Solange die Ende-zu-Ende-Verschlüsselung fehlt, ist das die Angabe des Servers, nicht eine von Ihrem Browser geprüfte Liste.',
   'security.moderators': 'Moderation: {names}',
 };
 

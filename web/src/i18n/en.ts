@@ -249,6 +249,6 @@ export const en: Record<StringKey, string> = {
   'security.e2eeSoon': 'End-to-end encryption, with which the server cannot listen in either, is being prepared and is not active yet.',
   'security.signaling': "Chat and control messages travel encrypted over HTTPS/WebSocket to the city's server. Chat messages are not stored.",
   'security.signalingPlain': 'Caution: this page was not loaded over HTTPS. Chat and control messages are not encrypted on the way to the server.',
-  'security.list': "The participant list shows everyone who can listen and how they got in. If you don't know someone, tell a moderator.",
+  'security.list': "The participant list shows everyone in the meeting and how they got in. If you don't know someone, tell a moderator. Until end-to-end encryption is in place, this is the server's word, not a list your browser has verified.",
   'security.moderators': 'Moderators: {names}',
 };
