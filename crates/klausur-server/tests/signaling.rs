@@ -604,8 +604,10 @@ async fn cross_origin_websocket_is_refused() {
         let mut req = format!("ws://{}/api/ws", s.srv.addr)
             .into_client_request()
             .expect("request");
-        req.headers_mut().insert("origin", origin.parse().expect("header"));
-        req.headers_mut().insert("cookie", s.olga_cookie.parse().expect("header"));
+        req.headers_mut()
+            .insert("origin", origin.parse().expect("header"));
+        req.headers_mut()
+            .insert("cookie", s.olga_cookie.parse().expect("header"));
         let result = tokio_tungstenite::connect_async(req).await;
         assert_eq!(result.is_ok(), ok, "origin {origin}");
     }

@@ -1,0 +1,63 @@
+//! klausur's end-to-end encryption core: MLS group state (openmls, RFC 9420), SFrame media
+//! keys (RFC 9605) and identity credentials. No I/O, no clock: time is always an argument
+//! (`now`, a [`std::time::Duration`] since the Unix epoch). Builds natively and for
+//! `wasm32-unknown-unknown`.
+//!
+//! # Sans-IO contract
+//!
+//! One [`Member`] per device and meeting, owned by one task (in the browser: the dedicated
+//! worker), mutated through `&mut self`. The caller moves bytes between it and the delivery
+//! service (DS); this crate never sends anything itself.
+//!
+//! | caller does | crate call | caller then |
+//! |---|---|---|
+//! | starts a device | [`Member::new`] (credential from the [`IdentityCa`], device key, verifier) | |
+//! | wants to be admitted | [`Member::key_package`] | sends the bytes to the DS |
+//! | opens a meeting | [`Member::create_group`] | |
+//! | admits joiners (lobby / invitation) | [`Member::add`] (several key packages, one commit) | sends commit + Welcome to the DS |
+//! | removes members | [`Member::remove`] | sends the commit |
+//! | every [`LEAF_UPDATE_INTERVAL`] ([`Member::leaf_update_due`]) | [`Member::update_own_leaf`] | sends the commit |
+//! | DS confirms own commit won the epoch | [`Member::merge_pending_commit`] | shows the [`EpochChange`] |
+//! | DS says another commit won | [`Member::discard_pending_commit`], then processes that commit | |
+//! | receives a handshake message | [`Member::process_message`] → [`Event`] | shows join/leave notices, new security code; on [`E2eeError::CredentialRejected`] a warning |
+//! | receives a Welcome | [`Member::join_from_welcome`] | |
+//! | outgoing media frame | [`Member::encrypt_frame`] | |
+//! | incoming media frame | [`Member::decrypt_frame`] | drops and counts the frame on error |
+//! | timer at [`Member::poll_timeout`] | [`Member::handle_timeout`] | |
+//!
+//! Each epoch change installs new frame keys at once ([`frame`] module docs: KID layout, frame
+//! layout, grace period). Every credential is checked before it enters the group: klausur
+//! credential type, strict decoding, the credential's device key equals the MLS leaf's
+//! signature key, and the caller's [`CredentialVerifier`] (normally [`CaVerifier`]: CA
+//! signature and validity window at `now`). Commits not sent by a member (external commits),
+//! and standalone proposals, are refused, so the DS cannot add anyone.
+//!
+//! The participant list is [`Member::roster`]; the security code is [`security_code`] over
+//! the MLS epoch authenticator and changes with every epoch.
+//!
+//! # Secrets
+//!
+//! The device and CA signing keys (ed25519-dalek), the exported SFrame base keys and the SFrame
+//! key material are zeroized on drop. openmls keeps its own state in its in-memory storage
+//! provider, which this crate does not control.
+//!
+//! openmls itself reads the system clock for key package lifetimes (via `web-time` on wasm).
+
+#![warn(missing_docs)]
+
+mod error;
+pub mod frame;
+mod identity;
+mod member;
+
+pub use ed25519_dalek::{SigningKey, VerifyingKey};
+pub use error::{CredentialError, E2eeError, FrameError};
+pub use frame::{DecryptedFrame, FrameCrypto, StreamId};
+pub use identity::{
+    CaVerifier, Credential, CredentialVerifier, IdentityCa, ParticipantKind, SignedCredential,
+    KLAUSUR_CREDENTIAL_TYPE,
+};
+pub use member::{
+    security_code, CommitOutput, EpochChange, Event, Member, MemberConfig, RosterEntry,
+    LEAF_UPDATE_INTERVAL, MLS_CIPHERSUITE,
+};
