@@ -13,9 +13,10 @@
 
 use serde::{Deserialize, Serialize};
 
-/// Largest signaling message the server accepts, in bytes (an SDP offer with many
-/// transceivers stays well below it).
-pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
+/// Largest signaling message the server accepts, in bytes. The largest legitimate message is
+/// the browser's SDP offer, which grows by about 4 KiB per participant (two receive m-lines
+/// with the browser's full codec list): 1 MiB leaves room for meetings of well over a hundred.
+pub const MAX_MESSAGE_BYTES: usize = 1024 * 1024;
 /// Longest chat message, in characters.
 pub const MAX_CHAT_CHARS: usize = 2000;
 /// Longest display name, in characters.

@@ -879,6 +879,6 @@ async fn ws_upgrade(
     check_origin(&headers)?;
     let who = Who { user };
     Ok(ws
-        .max_message_size(1024 * 1024)
+        .max_message_size(4 * 1024 * 1024)
         .on_upgrade(move |socket| crate::ws::serve(state, socket, who)))
 }

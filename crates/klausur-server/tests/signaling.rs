@@ -486,11 +486,19 @@ async fn bad_messages_get_errors_and_the_meeting_carries_on() {
             ErrorCode::InvalidField,
         ),
         (
-            format!(r#"{{"type":"chat","text":"{}"}}"#, "x".repeat(70_000)),
+            format!(r#"{{"type":"chat","text":"{}"}}"#, "x".repeat(1_100_000)),
             ErrorCode::TooLarge,
         ),
         (
             r#"{"type":"offer","sdp":"garbage","sources":[]}"#.into(),
+            ErrorCode::InvalidField,
+        ),
+        // The offer of a large meeting is not "too large": 200 KB of SDP reaches the SDP parser.
+        (
+            format!(
+                r#"{{"type":"offer","sdp":"{}","sources":[]}}"#,
+                "a=x\\r\\n".repeat(40_000)
+            ),
             ErrorCode::InvalidField,
         ),
         (

@@ -45,8 +45,8 @@ export class PeerSession {
     initial: { audio: MediaStreamTrack | null; video: MediaStreamTrack | null },
   ) {
     this.pc = new RTCPeerConnection({ iceServers: [], bundlePolicy: 'max-bundle', rtcpMuxPolicy: 'require' });
-    this.mic = this.pc.addTransceiver(initial.audio ?? 'audio', { direction: 'sendonly' });
-    this.camera = this.pc.addTransceiver(initial.video ?? 'video', { direction: 'sendonly' });
+    this.mic = limitCodecs(this.pc.addTransceiver(initial.audio ?? 'audio', { direction: 'sendonly' }));
+    this.camera = limitCodecs(this.pc.addTransceiver(initial.video ?? 'video', { direction: 'sendonly' }));
     this.pc.addEventListener('connectionstatechange', () => {
       if (this.pc.connectionState === 'failed') this.cb.onFailure?.('connection_failed');
     });
@@ -145,8 +145,8 @@ export class PeerSession {
       const kind = t.receiver.track.kind as 'audio' | 'video';
       have[kind] += 1;
     }
-    for (let i = have.audio; i < audio; i++) this.pc.addTransceiver('audio', { direction: 'recvonly' });
-    for (let i = have.video; i < video; i++) this.pc.addTransceiver('video', { direction: 'recvonly' });
+    for (let i = have.audio; i < audio; i++) limitCodecs(this.pc.addTransceiver('audio', { direction: 'recvonly' }));
+    for (let i = have.video; i < video; i++) limitCodecs(this.pc.addTransceiver('video', { direction: 'recvonly' }));
     this.negotiate();
   }
 
@@ -183,7 +183,7 @@ export class PeerSession {
       this.screen.direction = 'sendonly';
       await this.screen.sender.replaceTrack(track);
     } else {
-      this.screen = this.pc.addTransceiver(track, { direction: 'sendonly' });
+      this.screen = limitCodecs(this.pc.addTransceiver(track, { direction: 'sendonly' }));
     }
     this.negotiate();
   }
@@ -229,4 +229,26 @@ export class PeerSession {
 
 function isStopped(t: RTCRtpTransceiver): boolean {
   return t.currentDirection === 'stopped' || (t as { stopped?: boolean }).stopped === true;
+}
+
+/**
+ * The server forwards Opus and VP8 only. Offering just those (with VP8's retransmission codec)
+ * keeps each m-line small: a browser's full codec list makes an offer grow by about 4 KiB per
+ * participant, this by well under 1 KiB.
+ */
+const KEEP = new Set(['audio/opus', 'video/vp8', 'video/rtx']);
+
+function limitCodecs(t: RTCRtpTransceiver): RTCRtpTransceiver {
+  const kind = t.receiver.track.kind;
+  const caps = typeof RTCRtpReceiver.getCapabilities === 'function' ? RTCRtpReceiver.getCapabilities(kind) : null;
+  if (!caps || typeof t.setCodecPreferences !== 'function') return t;
+  const codecs = caps.codecs.filter((c) => KEEP.has(c.mimeType.toLowerCase()));
+  if (codecs.some((c) => c.mimeType.toLowerCase() !== 'video/rtx')) {
+    try {
+      t.setCodecPreferences(codecs);
+    } catch {
+      // A browser that refuses the list offers its defaults; the server picks Opus/VP8 anyway.
+    }
+  }
+  return t;
 }

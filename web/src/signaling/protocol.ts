@@ -58,6 +58,6 @@ lobby: Array<LobbyEntry>, } | { "type": "lobby_wait", meeting_title: string, } |
 sent_at_ms: number, } | { "type": "active_speaker", participant_id: string | null, } | { "type": "ended", reason: EndReason, by: string | null, } | { "type": "pong" } | { "type": "error", code: ErrorCode, message: string, };
 
 export const PROTOCOL_VERSION = 1;
-export const MAX_MESSAGE_BYTES = 65536;
+export const MAX_MESSAGE_BYTES = 1048576;
 export const MAX_CHAT_CHARS = 2000;
 export const MAX_NAME_CHARS = 80;
