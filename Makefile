@@ -45,3 +45,10 @@ e2e: web-check
 clean:
 	$(CARGO) clean
 	rm -rf web/dist web/node_modules
+
+## Benchmark (klausur-bench): real WebRTC peers against a release build of the server; prints a
+## Markdown table and updates BENCHMARKS.md (standard set: meeting 4 and meeting 10).
+.PHONY: bench
+bench:
+	$(CARGO) build --release -p klausur-server -p klausur-bench
+	./target/release/klausur-bench --server-bin target/release/klausur --json target/bench.json standard --markdown BENCHMARKS.md

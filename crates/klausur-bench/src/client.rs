@@ -1,0 +1,641 @@
+//! A simulated participant: a str0m `Rtc` in RTP mode on its own UDP socket on 127.0.0.1,
+//! sending synthetic audio and video and accounting for what it receives.
+//!
+//! Against klausur it speaks the real signaling on `/api/ws` (join with a personal
+//! invitation, always the offerer, re-offers on `renegotiate`); for the peer-to-peer baseline two
+//! of them are connected to each other in-process, without a server.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use futures::{SinkExt, StreamExt};
+use klausur_proto::{ClientMsg, SendSource, Source};
+use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
+use str0m::format::Codec;
+use str0m::media::{Direction, MediaKind, Mid, Pt};
+use str0m::net::{Protocol, Receive};
+use str0m::rtp::{ExtensionValues, RtpWrite};
+use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
+use tokio::net::UdpSocket;
+use tokio::time::sleep_until;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::header::{audio_len, payload, video_frame_sizes, Header, Stream};
+use crate::stats::{RecvStats, SendStats, Window};
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+const AUDIO_PERIOD: Duration = Duration::from_millis(20);
+const VIDEO_PERIOD: Duration = Duration::from_micros(33_333);
+/// A sender that fell further behind than this skips the missed slots instead of bursting.
+const MAX_LAG: Duration = Duration::from_millis(100);
+const PING_EVERY: Duration = Duration::from_secs(30);
+
+/// Shared timing of one run: every client measures against the same start.
+#[derive(Debug, Clone, Copy)]
+pub struct Timing {
+    pub start: Instant,
+    pub window: Window,
+    /// When the clients stop sending and report (after the window plus a drain period).
+    pub stop_at: Instant,
+}
+
+impl Timing {
+    pub fn ns(&self, t: Instant) -> u64 {
+        t.saturating_duration_since(self.start).as_nanos() as u64
+    }
+}
+
+/// What a participant reports at the end.
+#[derive(Debug, Clone)]
+pub struct PeerReport {
+    pub index: u16,
+    pub send: SendStats,
+    pub recv: RecvStats,
+    /// From sending `join` (or creating the peer) to ICE+DTLS connected.
+    pub connect_time: Option<Duration>,
+    pub keyframe_requests: u64,
+    pub errors: Vec<String>,
+}
+
+struct Track {
+    mid: Mid,
+    pt: Pt,
+    tag: u32,
+    rtp_seq: u64,
+    rtp_time: u32,
+}
+
+/// The media a peer sends and the state of its pacing.
+struct Sender {
+    audio: Option<Track>,
+    video: Option<Track>,
+    next_audio: Option<Instant>,
+    next_video: Option<Instant>,
+    frame: u32,
+    keyframe_pending: bool,
+    stats: SendStats,
+}
+
+/// One participant.
+pub struct Peer {
+    pub index: u16,
+    rtc: Rtc,
+    socket: UdpSocket,
+    local: SocketAddr,
+    timing: Timing,
+    joined_at: Instant,
+    sender: Sender,
+    recv: RecvStats,
+    connected_at: Option<Instant>,
+    next_timeout: Instant,
+    keyframe_requests: u64,
+    errors: Vec<String>,
+    // Signaling state (klausur only).
+    sig: Option<Signaling>,
+}
+
+struct Signaling {
+    ws: Ws,
+    pending: Option<SdpPendingOffer>,
+    want: (u32, u32),
+    recv_audio: Vec<Mid>,
+    recv_video: Vec<Mid>,
+    next_ping: Instant,
+    ended: bool,
+}
+
+enum Wake {
+    Udp(std::io::Result<(usize, SocketAddr)>),
+    Ws(Option<Result<Message, tokio_tungstenite::tungstenite::Error>>),
+    Timer,
+}
+
+async fn next_ws(
+    sig: &mut Option<Signaling>,
+) -> Option<Result<Message, tokio_tungstenite::tungstenite::Error>> {
+    match sig {
+        Some(s) if !s.ended => s.ws.next().await,
+        _ => std::future::pending().await,
+    }
+}
+
+fn pt_of(rtc: &Rtc, codec: Codec) -> anyhow::Result<Pt> {
+    rtc.codec_config()
+        .find(|p| p.spec().codec == codec)
+        .map(|p| p.pt())
+        .with_context(|| format!("no payload type for {codec:?}"))
+}
+
+impl Peer {
+    /// A peer with its own UDP socket on 127.0.0.1 and a host candidate for it.
+    ///
+    /// With `all_codecs` the peer offers str0m's full default codec list (as a browser offers
+    /// many codecs); otherwise only Opus and VP8, which keeps offers of large meetings small.
+    pub async fn new(index: u16, timing: Timing, all_codecs: bool) -> anyhow::Result<Peer> {
+        let socket = UdpSocket::bind("127.0.0.1:0").await?;
+        let local = socket.local_addr()?;
+        let now = Instant::now();
+        let builder = Rtc::builder().set_rtp_mode(true);
+        let builder = if all_codecs {
+            builder
+        } else {
+            builder
+                .clear_codecs()
+                .enable_opus(true, false)
+                .enable_vp8(true)
+        };
+        let mut rtc = builder.build(now);
+        rtc.add_local_candidate(Candidate::host(local, "udp")?);
+        Ok(Peer {
+            index,
+            rtc,
+            socket,
+            local,
+            timing,
+            joined_at: now,
+            sender: Sender {
+                audio: None,
+                video: None,
+                next_audio: None,
+                next_video: None,
+                frame: 0,
+                keyframe_pending: true,
+                stats: SendStats::default(),
+            },
+            recv: RecvStats::default(),
+            connected_at: None,
+            next_timeout: now,
+            keyframe_requests: 0,
+            errors: Vec::new(),
+            sig: None,
+        })
+    }
+
+    fn set_send_tracks(&mut self, audio: Mid, video: Mid) -> anyhow::Result<()> {
+        let apt = pt_of(&self.rtc, Codec::Opus)?;
+        let vpt = pt_of(&self.rtc, Codec::Vp8)?;
+        self.sender.audio.get_or_insert(Track {
+            mid: audio,
+            pt: apt,
+            tag: 0,
+            rtp_seq: 1,
+            rtp_time: 0,
+        });
+        self.sender.video.get_or_insert(Track {
+            mid: video,
+            pt: vpt,
+            tag: 0,
+            rtp_seq: 1,
+            rtp_time: 0,
+        });
+        Ok(())
+    }
+
+    // ---- klausur signaling -------------------------------------------------------------
+
+    /// Connects to `/api/ws` and joins the meeting with a personal invitation.
+    pub async fn join_klausur(
+        &mut self,
+        ws_url: &str,
+        meeting_id: &str,
+        token: &str,
+    ) -> anyhow::Result<()> {
+        self.joined_at = Instant::now();
+        self.recv.ttff_ns = None;
+        let (mut ws, _) = tokio_tungstenite::connect_async(ws_url)
+            .await
+            .with_context(|| format!("cannot connect {ws_url}"))?;
+        let join = ClientMsg::Join {
+            meeting_id: meeting_id.to_string(),
+            invite_token: Some(token.to_string()),
+            display_name: None,
+        };
+        ws.send(Message::Text(serde_json::to_string(&join)?.into()))
+            .await?;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let msg = tokio::time::timeout_at(deadline, ws.next())
+                .await
+                .context("no `joined` within 10 s")?
+                .context("WebSocket closed before `joined`")??;
+            let Message::Text(text) = msg else { continue };
+            let v: serde_json::Value = serde_json::from_str(text.as_str())?;
+            match v["type"].as_str() {
+                Some("joined") => break,
+                Some("lobby_wait") => bail!("participant {} was sent to the lobby", self.index),
+                Some("error") | Some("ended") => bail!("join refused: {text}"),
+                _ => {}
+            }
+        }
+        self.sig = Some(Signaling {
+            ws,
+            pending: None,
+            want: (0, 0),
+            recv_audio: Vec::new(),
+            recv_video: Vec::new(),
+            next_ping: Instant::now() + PING_EVERY,
+            ended: false,
+        });
+        self.offer().await
+    }
+
+    /// Sends an offer: sendonly audio + video, and recvonly transceivers as asked.
+    async fn offer(&mut self) -> anyhow::Result<()> {
+        let Some(mut sig) = self.sig.take() else {
+            return Ok(());
+        };
+        let r = self.offer_with(&mut sig).await;
+        self.sig = Some(sig);
+        r
+    }
+
+    async fn offer_with(&mut self, sig: &mut Signaling) -> anyhow::Result<()> {
+        if sig.pending.is_some() {
+            return Ok(());
+        }
+        let mut api = self.rtc.sdp_api();
+        let mut new_send = None;
+        if self.sender.audio.is_none() {
+            let a = api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
+            let v = api.add_media(MediaKind::Video, Direction::SendOnly, None, None, None);
+            new_send = Some((a, v));
+        }
+        let mut recv_audio = sig.recv_audio.clone();
+        let mut recv_video = sig.recv_video.clone();
+        while (recv_audio.len() as u32) < sig.want.0 {
+            recv_audio.push(api.add_media(MediaKind::Audio, Direction::RecvOnly, None, None, None));
+        }
+        while (recv_video.len() as u32) < sig.want.1 {
+            recv_video.push(api.add_media(MediaKind::Video, Direction::RecvOnly, None, None, None));
+        }
+        let Some((offer, pending)) = api.apply() else {
+            return Ok(());
+        };
+        sig.recv_audio = recv_audio;
+        sig.recv_video = recv_video;
+        sig.pending = Some(pending);
+        if let Some((a, v)) = new_send {
+            self.set_send_tracks(a, v)?;
+        }
+        let (Some(a), Some(v)) = (&self.sender.audio, &self.sender.video) else {
+            bail!("send tracks missing");
+        };
+        let msg = ClientMsg::Offer {
+            sdp: offer.to_sdp_string(),
+            sources: vec![
+                SendSource {
+                    mid: a.mid.to_string(),
+                    source: Source::Microphone,
+                },
+                SendSource {
+                    mid: v.mid.to_string(),
+                    source: Source::Camera,
+                },
+            ],
+        };
+        sig.ws
+            .send(Message::Text(serde_json::to_string(&msg)?.into()))
+            .await?;
+        Ok(())
+    }
+
+    async fn on_ws(
+        &mut self,
+        msg: Option<Result<Message, tokio_tungstenite::tungstenite::Error>>,
+    ) -> anyhow::Result<()> {
+        let text = match msg {
+            Some(Ok(Message::Text(t))) => t,
+            Some(Ok(Message::Close(_))) | None => {
+                if let Some(s) = self.sig.as_mut() {
+                    s.ended = true;
+                }
+                self.errors
+                    .push("signaling connection closed by the server".into());
+                return Ok(());
+            }
+            Some(Ok(_)) => return Ok(()),
+            Some(Err(e)) => {
+                if let Some(s) = self.sig.as_mut() {
+                    s.ended = true;
+                }
+                self.errors.push(format!("signaling error: {e}"));
+                return Ok(());
+            }
+        };
+        let v: serde_json::Value = serde_json::from_str(text.as_str())?;
+        match v["type"].as_str() {
+            Some("answer") => {
+                let sdp = v["sdp"].as_str().context("answer without sdp")?;
+                let answer = SdpAnswer::from_sdp_string(sdp)?;
+                let pending = self
+                    .sig
+                    .as_mut()
+                    .and_then(|s| s.pending.take())
+                    .context("answer without a pending offer")?;
+                self.rtc.sdp_api().accept_answer(pending, answer)?;
+                let again = self.sig.as_ref().is_some_and(|s| {
+                    (s.recv_audio.len() as u32) < s.want.0 || (s.recv_video.len() as u32) < s.want.1
+                });
+                if again {
+                    self.offer().await?;
+                }
+            }
+            Some("renegotiate") => {
+                let audio = v["audio"].as_u64().unwrap_or(0) as u32;
+                let video = v["video"].as_u64().unwrap_or(0) as u32;
+                if let Some(s) = self.sig.as_mut() {
+                    s.want = (s.want.0.max(audio), s.want.1.max(video));
+                }
+                self.offer().await?;
+            }
+            Some("error") => {
+                self.errors.push(format!("server error: {text}"));
+                // A rejected offer leaves no answer coming: allow the next one.
+                if let Some(s) = self.sig.as_mut() {
+                    if v["message"]
+                        .as_str()
+                        .is_some_and(|m| m.starts_with("offer"))
+                    {
+                        s.pending = None;
+                    }
+                }
+            }
+            Some("ended") => {
+                self.errors.push(format!("meeting ended: {text}"));
+                if let Some(s) = self.sig.as_mut() {
+                    s.ended = true;
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    // ---- peer-to-peer baseline -----------------------------------------------------------
+
+    /// Connects two peers directly (no server): `a` offers sendonly + recvonly audio and video,
+    /// `b` answers and sends on `a`'s recvonly m-lines.
+    pub fn connect_direct(a: &mut Peer, b: &mut Peer) -> anyhow::Result<()> {
+        let mut api = a.rtc.sdp_api();
+        let a_audio = api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
+        let a_video = api.add_media(MediaKind::Video, Direction::SendOnly, None, None, None);
+        let b_audio = api.add_media(MediaKind::Audio, Direction::RecvOnly, None, None, None);
+        let b_video = api.add_media(MediaKind::Video, Direction::RecvOnly, None, None, None);
+        let (offer, pending) = api.apply().context("no offer")?;
+        let offer = SdpOffer::from_sdp_string(&offer.to_sdp_string())?;
+        let answer = b.rtc.sdp_api().accept_offer(offer)?;
+        let answer = SdpAnswer::from_sdp_string(&answer.to_sdp_string())?;
+        a.rtc.sdp_api().accept_answer(pending, answer)?;
+        a.set_send_tracks(a_audio, a_video)?;
+        b.set_send_tracks(b_audio, b_video)?;
+        Ok(())
+    }
+
+    // ---- media loop ------------------------------------------------------------------------
+
+    fn on_event(&mut self, now: Instant, event: Event) {
+        match event {
+            Event::Connected if self.connected_at.is_none() => {
+                self.connected_at = Some(now);
+                self.sender.next_audio = Some(now);
+                self.sender.next_video = Some(now);
+            }
+            Event::RtpPacket(p) => {
+                let now_ns = self.timing.ns(Instant::now());
+                let joined_ns = self.timing.ns(self.joined_at);
+                self.recv
+                    .record(&p.payload, now_ns, joined_ns, &self.timing.window);
+            }
+            Event::KeyframeRequest(req)
+                if self.sender.video.as_ref().is_some_and(|v| v.mid == req.mid) =>
+            {
+                self.sender.keyframe_pending = true;
+                self.keyframe_requests += 1;
+            }
+            Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
+                self.errors.push("ICE disconnected".into());
+            }
+            _ => {}
+        }
+    }
+
+    async fn drain(&mut self) -> anyhow::Result<()> {
+        // Bounded: str0m ends every drain with a Timeout.
+        for _ in 0..100_000 {
+            match self.rtc.poll_output()? {
+                Output::Timeout(t) => {
+                    self.next_timeout = t;
+                    return Ok(());
+                }
+                Output::Transmit(t) => {
+                    if let Err(e) = self.socket.send_to(&t.contents, t.destination).await {
+                        self.errors.push(format!("send to {}: {e}", t.destination));
+                    }
+                }
+                Output::Event(e) => self.on_event(Instant::now(), e),
+            }
+        }
+        bail!("str0m produced no timeout after 100000 outputs")
+    }
+
+    fn write(
+        rtc: &mut Rtc,
+        track: &mut Track,
+        now: Instant,
+        payload: Vec<u8>,
+        marker: bool,
+        audio: bool,
+    ) -> bool {
+        let exts = ExtensionValues {
+            audio_level: audio.then_some(-30),
+            voice_activity: audio.then_some(true),
+            ..Default::default()
+        };
+        let mut api = rtc.direct_api();
+        let Some(tx) = api.stream_tx_by_mid(track.mid, None) else {
+            return false;
+        };
+        tx.write_rtp(
+            RtpWrite::new(track.pt, track.rtp_seq.into(), track.rtp_time, now, payload)
+                .marker(marker)
+                .ext_vals(exts)
+                .nackable(true),
+        );
+        track.rtp_seq += 1;
+        true
+    }
+
+    /// Writes the audio packets and video frames that are due.
+    fn send_due(&mut self, now: Instant) {
+        let window = self.timing.window;
+        if let (Some(track), Some(next)) =
+            (self.sender.audio.as_mut(), self.sender.next_audio.as_mut())
+        {
+            if now >= *next {
+                *next = if now - *next > MAX_LAG {
+                    now + AUDIO_PERIOD
+                } else {
+                    *next + AUDIO_PERIOD
+                };
+                let send_ns = self.timing.ns(now);
+                let h = Header {
+                    sender: self.index,
+                    stream: Stream::Audio,
+                    seq: track.tag,
+                    send_ns,
+                    keyframe: false,
+                    last_of_frame: true,
+                };
+                let p = payload(&h, audio_len(track.tag));
+                if Self::write(&mut self.rtc, track, now, p, true, true) {
+                    track.tag += 1;
+                    track.rtp_time = track.rtp_time.wrapping_add(960);
+                    self.sender.stats.record(Stream::Audio, send_ns, &window);
+                }
+            }
+        }
+        if let (Some(track), Some(next)) =
+            (self.sender.video.as_mut(), self.sender.next_video.as_mut())
+        {
+            if now >= *next {
+                *next = if now - *next > MAX_LAG {
+                    now + VIDEO_PERIOD
+                } else {
+                    *next + VIDEO_PERIOD
+                };
+                let keyframe = self.sender.keyframe_pending;
+                let sizes = video_frame_sizes(keyframe, self.sender.frame);
+                let n = sizes.len();
+                let mut written = 0;
+                for (i, len) in sizes.into_iter().enumerate() {
+                    let send_ns = self.timing.ns(Instant::now());
+                    let h = Header {
+                        sender: self.index,
+                        stream: Stream::Video,
+                        seq: track.tag,
+                        send_ns,
+                        keyframe,
+                        last_of_frame: i + 1 == n,
+                    };
+                    let p = payload(&h, len);
+                    if !Self::write(&mut self.rtc, track, now, p, i + 1 == n, false) {
+                        break;
+                    }
+                    track.tag += 1;
+                    written += 1;
+                    self.sender.stats.record(Stream::Video, send_ns, &window);
+                }
+                if written > 0 {
+                    self.sender.frame += 1;
+                    track.rtp_time = track.rtp_time.wrapping_add(3000);
+                    if written == n {
+                        self.sender.keyframe_pending = false;
+                    }
+                }
+            }
+        }
+    }
+
+    fn next_media_due(&self) -> Option<Instant> {
+        [self.sender.next_audio, self.sender.next_video]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    fn handle_datagram(&mut self, n: usize, src: SocketAddr, buf: &[u8]) {
+        let now = Instant::now();
+        match Receive::new(Protocol::Udp, src, self.local, &buf[..n]) {
+            Ok(r) => {
+                if let Err(e) = self.rtc.handle_input(Input::Receive(now, r)) {
+                    self.errors.push(format!("handle_input: {e}"));
+                }
+            }
+            Err(_) => self.recv.foreign += 1,
+        }
+    }
+
+    /// Runs the peer until `timing.stop_at`, then leaves and reports.
+    pub async fn run(mut self) -> PeerReport {
+        if let Err(e) = self.run_loop().await {
+            self.errors.push(format!("{e:#}"));
+        }
+        if let Some(sig) = self.sig.as_mut() {
+            if !sig.ended {
+                let leave = serde_json::to_string(&ClientMsg::Leave).unwrap_or_default();
+                let _ = sig.ws.send(Message::Text(leave.into())).await;
+                let _ = sig.ws.close(None).await;
+            }
+        }
+        PeerReport {
+            index: self.index,
+            send: self.sender.stats,
+            recv: self.recv,
+            connect_time: self
+                .connected_at
+                .map(|c| c.saturating_duration_since(self.joined_at)),
+            keyframe_requests: self.keyframe_requests,
+            errors: self.errors,
+        }
+    }
+
+    async fn run_loop(&mut self) -> anyhow::Result<()> {
+        let mut buf = vec![0u8; 2048];
+        let stop_at = self.timing.stop_at;
+        self.drain().await?;
+        loop {
+            let now = Instant::now();
+            if now >= stop_at {
+                return Ok(());
+            }
+            if now >= self.next_timeout {
+                self.rtc.handle_input(Input::Timeout(now))?;
+            }
+            if self.connected_at.is_some() && now < self.timing.stop_at {
+                self.send_due(now);
+            }
+            self.drain().await?;
+            if let Some(sig) = self.sig.as_mut() {
+                if now >= sig.next_ping && !sig.ended {
+                    sig.next_ping = now + PING_EVERY;
+                    let ping = serde_json::to_string(&ClientMsg::Ping)?;
+                    sig.ws.send(Message::Text(ping.into())).await?;
+                }
+            }
+            let mut wake = self.next_timeout.min(stop_at);
+            if let Some(t) = self.next_media_due() {
+                wake = wake.min(t);
+            }
+            if let Some(s) = &self.sig {
+                wake = wake.min(s.next_ping);
+            }
+            let w = tokio::select! {
+                r = self.socket.recv_from(&mut buf) => Wake::Udp(r),
+                m = next_ws(&mut self.sig) => Wake::Ws(m),
+                _ = sleep_until(wake.into()) => Wake::Timer,
+            };
+            match w {
+                Wake::Udp(r) => {
+                    let (n, src) = r?;
+                    self.handle_datagram(n, src, &buf);
+                    self.drain().await?;
+                    // Take whatever else is queued, bounded.
+                    for _ in 0..256 {
+                        match self.socket.try_recv_from(&mut buf) {
+                            Ok((n, src)) => {
+                                self.handle_datagram(n, src, &buf);
+                                self.drain().await?;
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                }
+                Wake::Ws(m) => self.on_ws(m).await?,
+                Wake::Timer => {}
+            }
+        }
+    }
+}

@@ -1,0 +1,206 @@
+//! `klausur-bench`: benchmark of klausur with real WebRTC peers.
+//!
+//! Simulated participants are str0m clients in RTP mode, each on its own UDP socket on
+//! 127.0.0.1, that go through the real signaling (`/api/ws`, personal invitations) and media
+//! path (ICE, DTLS-SRTP, the room) of a `klausur serve` the tool starts itself. See
+//! `klausur-bench --help`.
+//!
+//! TODO(janus): the side-by-side run against Janus 1.1.2 (VideoRoom, in network namespaces the
+//! tool creates and removes, see shared/recipes/janus.md) is not implemented yet; `compare`
+//! measures klausur only and says so.
+
+mod client;
+mod header;
+mod procfs;
+mod report;
+mod scenario;
+mod server;
+mod stats;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use serde_json::json;
+
+use crate::scenario::{ScenarioResult, Settings};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "klausur-bench",
+    about = "Benchmark klausur with real WebRTC peers (str0m, RTP mode)"
+)]
+struct Cli {
+    #[command(flatten)]
+    common: Common,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Args, Debug, Clone)]
+struct Common {
+    /// The klausur binary to start.
+    #[arg(long, global = true, default_value = "target/release/klausur")]
+    server_bin: PathBuf,
+    /// Warm-up before the measured window, seconds.
+    #[arg(long, global = true)]
+    warmup: Option<f64>,
+    /// Measured window, seconds.
+    #[arg(long, global = true)]
+    window: Option<f64>,
+    /// Trials per figure (the median is reported).
+    #[arg(long, global = true)]
+    trials: Option<usize>,
+    /// Shorter warm-up, window and trials (3 s + 8 s, 3 trials).
+    #[arg(long, global = true)]
+    quick: bool,
+    /// Gap between two participants' joins, milliseconds.
+    #[arg(long, global = true, default_value_t = 50)]
+    stagger_ms: u64,
+    /// CPU for the server (taskset); the load generator takes the next one.
+    #[arg(long, global = true, default_value_t = 0)]
+    server_cpu: usize,
+    /// Do not pin server and load generator to CPUs.
+    #[arg(long, global = true)]
+    no_pin: bool,
+    /// Participants offer str0m's full default codec list (browser-like SDP sizes) instead of
+    /// Opus + VP8 only.
+    #[arg(long, global = true)]
+    all_codecs: bool,
+    /// Write the full results as JSON to this file.
+    #[arg(long, global = true)]
+    json: Option<PathBuf>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// `meeting N`: everyone sends audio and video, everyone receives everyone.
+    Meeting {
+        /// Participants.
+        participants: usize,
+    },
+    /// Runs `meeting 10` and writes the comparison JSON (klausur only for now; Janus: TODO).
+    Compare {
+        #[arg(long, default_value_t = 10)]
+        participants: usize,
+    },
+    /// The standard set (`make bench`): prints a Markdown table and updates BENCHMARKS.md.
+    Standard {
+        /// The file to update.
+        #[arg(long, default_value = "BENCHMARKS.md")]
+        markdown: PathBuf,
+        /// Meeting sizes to run, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "4,10")]
+        sizes: Vec<usize>,
+    },
+}
+
+fn settings(c: &Common) -> Settings {
+    let (warmup, window, trials) = if c.quick {
+        (3.0, 8.0, 3)
+    } else {
+        (5.0, 15.0, 3)
+    };
+    let server_cpu = (!c.no_pin && procfs::nproc() >= 2).then_some(c.server_cpu);
+    Settings {
+        server_bin: c.server_bin.clone(),
+        warmup: Duration::from_secs_f64(c.warmup.unwrap_or(warmup).clamp(0.5, 600.0)),
+        window: Duration::from_secs_f64(c.window.unwrap_or(window).clamp(1.0, 600.0)),
+        drain: Duration::from_millis(700),
+        trials: c.trials.unwrap_or(trials).clamp(1, 20),
+        stagger: Duration::from_millis(c.stagger_ms.min(2000)),
+        server_cpu,
+        all_codecs: c.all_codecs,
+    }
+}
+
+fn settings_json(s: &Settings) -> serde_json::Value {
+    json!({
+        "warmup_s": s.warmup.as_secs_f64(),
+        "window_s": s.window.as_secs_f64(),
+        "trials": s.trials,
+        "stagger_ms": s.stagger.as_millis() as u64,
+        "server_cpu": s.server_cpu,
+        "client_cpu": s.server_cpu.map(|c| (c + 1) % procfs::nproc()),
+        "server_bin": s.server_bin.display().to_string(),
+        "all_codecs": s.all_codecs,
+    })
+}
+
+/// Pins the calling thread (and the threads it starts later) to `cpu`.
+fn pin_to(cpu: usize) {
+    let ok = core_affinity::get_core_ids()
+        .and_then(|ids| ids.into_iter().find(|c| c.id == cpu))
+        .is_some_and(core_affinity::set_for_current);
+    if !ok {
+        eprintln!("klausur-bench: warning: could not pin the load generator to CPU {cpu}");
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let s = settings(&cli.common);
+    let limit = 100;
+    let sizes: Vec<usize> = match &cli.command {
+        Cmd::Meeting { participants } => vec![*participants],
+        Cmd::Compare { participants } => {
+            eprintln!("klausur-bench: note: Janus is not measured yet (TODO in klausur-bench); klausur only");
+            vec![*participants]
+        }
+        Cmd::Standard { sizes, .. } => sizes.clone(),
+    };
+    for n in &sizes {
+        anyhow::ensure!(
+            (2..=limit).contains(n),
+            "a meeting needs 2 to {limit} participants"
+        );
+    }
+    let baseline = scenario::run_baseline(&s).await?;
+    let mut results: Vec<ScenarioResult> = Vec::new();
+    for n in sizes {
+        results.push(scenario::run_meeting(&s, n, baseline.clone()).await?);
+    }
+    println!("{}", report::markdown_table(&results));
+    for r in &results {
+        for e in &r.errors {
+            eprintln!("klausur-bench: {}: {e}", r.scenario);
+        }
+    }
+    if let Some(path) = &cli.common.json {
+        let v = report::compare_json(&results, settings_json(&s));
+        std::fs::write(path, serde_json::to_string_pretty(&v)? + "\n")?;
+        eprintln!("klausur-bench: wrote {}", path.display());
+    }
+    if let Cmd::Standard { markdown, .. } = &cli.command {
+        let command: Vec<String> = std::env::args().collect();
+        report::write_benchmarks(markdown, &results, &command.join(" "))?;
+        eprintln!("klausur-bench: updated {}", markdown.display());
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let s = settings(&cli.common);
+    if let Some(cpu) = s.server_cpu {
+        pin_to((cpu + 1) % procfs::nproc());
+    }
+    // One thread for all simulated participants: the load generator stays on its own core.
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("klausur-bench: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("klausur-bench: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

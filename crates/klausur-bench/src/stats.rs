@@ -1,0 +1,350 @@
+//! Loss and latency accounting.
+//!
+//! Only packets whose *send* time falls inside the measured window count, on both sides: the
+//! sender counts what it sent in the window, each receiver counts the distinct sequence tags it
+//! received from that window (duplicates, e.g. retransmissions, are counted apart). Clients keep
+//! running for a drain period after the window, so packets in flight at its end still arrive.
+
+use std::collections::HashMap;
+
+use hdrhistogram::Histogram;
+
+use crate::header::{Header, Stream};
+
+/// The measured window, in ns since the shared start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window {
+    pub start_ns: u64,
+    pub end_ns: u64,
+}
+
+impl Window {
+    pub fn contains(&self, t_ns: u64) -> bool {
+        t_ns >= self.start_ns && t_ns < self.end_ns
+    }
+
+    pub fn secs(&self) -> f64 {
+        (self.end_ns.saturating_sub(self.start_ns)) as f64 / 1e9
+    }
+}
+
+/// Which sequence tags of one (sender, stream) were seen: a growable bitset.
+#[derive(Debug, Default, Clone)]
+pub struct SeqTracker {
+    bits: Vec<u64>,
+    pub unique: u64,
+    pub duplicates: u64,
+}
+
+impl SeqTracker {
+    /// Records `seq`; returns true if it was new.
+    pub fn insert(&mut self, seq: u32) -> bool {
+        let word = (seq / 64) as usize;
+        let bit = 1u64 << (seq % 64);
+        if word >= self.bits.len() {
+            self.bits.resize(word + 1, 0);
+        }
+        if self.bits[word] & bit != 0 {
+            self.duplicates += 1;
+            false
+        } else {
+            self.bits[word] |= bit;
+            self.unique += 1;
+            true
+        }
+    }
+}
+
+/// A latency histogram in nanoseconds (1 ns to 60 s, 3 significant digits).
+pub fn new_histogram() -> Histogram<u64> {
+    #[allow(clippy::unwrap_used)] // constant, valid bounds
+    Histogram::new_with_bounds(1, 60_000_000_000, 3).unwrap()
+}
+
+/// What one client received.
+#[derive(Debug, Clone)]
+pub struct RecvStats {
+    /// Distinct packets from the window, per (sender, stream).
+    pub seen: HashMap<(u16, Stream), SeqTracker>,
+    /// One-way latency of packets sent in the window, ns.
+    pub latency: Histogram<u64>,
+    /// Packets that did not carry a benchmark header.
+    pub foreign: u64,
+    /// Time from sending `join` to the last packet of the first keyframe, ns.
+    pub ttff_ns: Option<u64>,
+}
+
+impl Default for RecvStats {
+    fn default() -> Self {
+        RecvStats {
+            seen: HashMap::new(),
+            latency: new_histogram(),
+            foreign: 0,
+            ttff_ns: None,
+        }
+    }
+}
+
+impl RecvStats {
+    /// Accounts one received payload at `now_ns`; `joined_ns` is when this client sent `join`.
+    pub fn record(&mut self, payload: &[u8], now_ns: u64, joined_ns: u64, window: &Window) {
+        let Some(h) = Header::decode(payload) else {
+            self.foreign += 1;
+            return;
+        };
+        if self.ttff_ns.is_none() && h.stream == Stream::Video && h.keyframe && h.last_of_frame {
+            self.ttff_ns = Some(now_ns.saturating_sub(joined_ns));
+        }
+        if !window.contains(h.send_ns) {
+            return;
+        }
+        let fresh = self
+            .seen
+            .entry((h.sender, h.stream))
+            .or_default()
+            .insert(h.seq);
+        if fresh {
+            self.latency
+                .saturating_record(now_ns.saturating_sub(h.send_ns).max(1));
+        }
+    }
+
+    #[cfg(test)]
+    pub fn unique(&self) -> u64 {
+        self.seen.values().map(|t| t.unique).sum()
+    }
+
+    pub fn duplicates(&self) -> u64 {
+        self.seen.values().map(|t| t.duplicates).sum()
+    }
+}
+
+/// What one client sent inside the window, per stream.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SendStats {
+    pub in_window: [u64; 2],
+    pub total: u64,
+}
+
+impl SendStats {
+    pub fn record(&mut self, stream: Stream, send_ns: u64, window: &Window) {
+        self.total += 1;
+        if window.contains(send_ns) {
+            self.in_window[stream.index()] += 1;
+        }
+    }
+}
+
+/// Expected and received packet counts over all (receiver, sender) pairs.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+pub struct Delivery {
+    pub expected: u64,
+    pub received: u64,
+}
+
+impl Delivery {
+    pub fn loss_ratio(&self) -> f64 {
+        if self.expected == 0 {
+            return 0.0;
+        }
+        1.0 - (self.received.min(self.expected) as f64 / self.expected as f64)
+    }
+}
+
+/// Everyone receives everyone else: each receiver expects every other sender's window packets.
+/// `senders[i]` and `receivers[i]` belong to participant `i`.
+pub fn delivery_all_to_all(senders: &[SendStats], receivers: &[RecvStats]) -> Delivery {
+    let mut d = Delivery::default();
+    for (r, recv) in receivers.iter().enumerate() {
+        for (s, send) in senders.iter().enumerate() {
+            if s == r {
+                continue;
+            }
+            for stream in Stream::ALL {
+                d.expected += send.in_window[stream.index()];
+                d.received += recv
+                    .seen
+                    .get(&(s as u16, stream))
+                    .map(|t| t.unique)
+                    .unwrap_or(0);
+            }
+        }
+    }
+    d
+}
+
+/// Median of the values (mean of the middle two for an even count); `None` if empty.
+pub fn median(values: &[f64]) -> Option<f64> {
+    let mut v: Vec<f64> = values.iter().copied().filter(|x| x.is_finite()).collect();
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    Some(if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    })
+}
+
+/// The `q`-quantile (0..=1) of the values by nearest rank; `None` if empty.
+pub fn quantile(values: &[f64], q: f64) -> Option<f64> {
+    let mut v: Vec<f64> = values.iter().copied().filter(|x| x.is_finite()).collect();
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    let rank = (q.clamp(0.0, 1.0) * v.len() as f64).ceil() as usize;
+    Some(v[rank.clamp(1, v.len()) - 1])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::header::payload;
+
+    const W: Window = Window {
+        start_ns: 1_000,
+        end_ns: 2_000,
+    };
+
+    fn pkt(sender: u16, stream: Stream, seq: u32, send_ns: u64) -> Vec<u8> {
+        payload(
+            &Header {
+                sender,
+                stream,
+                seq,
+                send_ns,
+                keyframe: false,
+                last_of_frame: true,
+            },
+            100,
+        )
+    }
+
+    #[test]
+    fn window_is_half_open() {
+        assert!(!W.contains(999));
+        assert!(W.contains(1_000));
+        assert!(W.contains(1_999));
+        assert!(!W.contains(2_000));
+        assert!((W.secs() - 1e-6).abs() < 1e-12);
+    }
+
+    #[test]
+    fn seq_tracker_counts_duplicates_apart() {
+        let mut t = SeqTracker::default();
+        assert!(t.insert(0));
+        assert!(t.insert(200));
+        assert!(!t.insert(200));
+        assert!(t.insert(63));
+        assert!(t.insert(64));
+        assert_eq!(t.unique, 4);
+        assert_eq!(t.duplicates, 1);
+    }
+
+    #[test]
+    fn receiver_counts_only_window_packets_and_records_latency() {
+        let mut r = RecvStats::default();
+        r.record(&pkt(1, Stream::Audio, 0, 500), 600, 0, &W); // warm-up
+        r.record(&pkt(1, Stream::Audio, 1, 1_000), 1_250, 0, &W);
+        r.record(&pkt(1, Stream::Audio, 1, 1_000), 1_300, 0, &W); // duplicate
+        r.record(&pkt(1, Stream::Video, 0, 1_500), 1_750, 0, &W);
+        r.record(&pkt(2, Stream::Audio, 5, 2_000), 2_100, 0, &W); // after the window
+        r.record(b"not a benchmark packet", 1_500, 0, &W);
+        assert_eq!(r.unique(), 2);
+        assert_eq!(r.duplicates(), 1);
+        assert_eq!(r.foreign, 1);
+        assert_eq!(r.latency.len(), 2);
+        assert_eq!(r.latency.value_at_quantile(1.0), 250);
+    }
+
+    #[test]
+    fn ttff_is_the_last_packet_of_the_first_keyframe() {
+        let mut r = RecvStats::default();
+        let mut h = Header {
+            sender: 0,
+            stream: Stream::Video,
+            seq: 0,
+            send_ns: 10,
+            keyframe: false,
+            last_of_frame: true,
+        };
+        r.record(&payload(&h, 50), 100, 40, &W); // delta frame: no picture yet
+        assert_eq!(r.ttff_ns, None);
+        h.keyframe = true;
+        h.last_of_frame = false;
+        h.seq = 1;
+        r.record(&payload(&h, 50), 150, 40, &W);
+        assert_eq!(r.ttff_ns, None);
+        h.last_of_frame = true;
+        h.seq = 2;
+        r.record(&payload(&h, 50), 190, 40, &W);
+        assert_eq!(r.ttff_ns, Some(150));
+        h.seq = 3;
+        r.record(&payload(&h, 50), 900, 40, &W);
+        assert_eq!(r.ttff_ns, Some(150));
+    }
+
+    #[test]
+    fn loss_over_all_pairs() {
+        // Three participants; each sent 10 audio and 20 video packets in the window.
+        let senders = vec![
+            SendStats {
+                in_window: [10, 20],
+                total: 40
+            };
+            3
+        ];
+        let mut receivers = vec![
+            RecvStats::default(),
+            RecvStats::default(),
+            RecvStats::default(),
+        ];
+        for (r, recv) in receivers.iter_mut().enumerate() {
+            for s in 0..3u16 {
+                if s as usize == r {
+                    continue;
+                }
+                for seq in 0..10 {
+                    recv.record(&pkt(s, Stream::Audio, seq, 1_100), 1_200, 0, &W);
+                }
+                // Receiver 2 misses the last 3 video packets of sender 0.
+                let video = if r == 2 && s == 0 { 17 } else { 20 };
+                for seq in 0..video {
+                    recv.record(&pkt(s, Stream::Video, seq, 1_100), 1_200, 0, &W);
+                }
+            }
+        }
+        let d = delivery_all_to_all(&senders, &receivers);
+        assert_eq!(d.expected, 3 * 2 * 30);
+        assert_eq!(d.received, 180 - 3);
+        assert!((d.loss_ratio() - 3.0 / 180.0).abs() < 1e-12);
+        assert_eq!(Delivery::default().loss_ratio(), 0.0);
+    }
+
+    #[test]
+    fn send_stats_count_window_per_stream() {
+        let mut s = SendStats::default();
+        s.record(Stream::Audio, 999, &W);
+        s.record(Stream::Audio, 1_000, &W);
+        s.record(Stream::Video, 1_999, &W);
+        s.record(Stream::Video, 2_000, &W);
+        assert_eq!(s.in_window, [1, 1]);
+        assert_eq!(s.total, 4);
+    }
+
+    #[test]
+    fn median_and_quantile() {
+        assert_eq!(median(&[]), None);
+        assert_eq!(median(&[3.0, 1.0, 2.0]), Some(2.0));
+        assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), Some(2.5));
+        assert_eq!(median(&[f64::NAN, 5.0]), Some(5.0));
+        let v: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert_eq!(quantile(&v, 0.5), Some(50.0));
+        assert_eq!(quantile(&v, 0.99), Some(99.0));
+        assert_eq!(quantile(&v, 0.0), Some(1.0));
+        assert_eq!(quantile(&v, 1.0), Some(100.0));
+    }
+}
