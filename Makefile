@@ -4,7 +4,7 @@
 CARGO ?= cargo
 SERVER_BIN := target/debug/klausur
 
-.PHONY: demo test setup setup-test web web-check rust-check rust-test proto-ts e2e clean
+.PHONY: demo test setup setup-test web web-check rust-check rust-test wasm-test proto-ts e2e clean
 
 ## Set up and start the server on http://127.0.0.1:8080 (SQLite in ./klausur-data).
 demo: setup web
@@ -12,7 +12,7 @@ demo: setup web
 	./target/release/klausur serve --web-root web/dist
 
 ## Set up and run every test: format, lints, Rust tests, generated types, web build, browser tests.
-test: setup-test rust-check rust-test web-check e2e
+test: setup-test rust-check rust-test wasm-test web-check e2e
 
 setup:
 	./scripts/setup.sh
@@ -33,6 +33,11 @@ rust-check:
 rust-test:
 	$(CARGO) test --workspace
 	$(CARGO) test -p klausur-proto --features ts --test typescript
+
+## The e2ee core compiled to WebAssembly: RFC 9605 vectors and group scenarios under Node,
+## and the size budget (installs Debian's rustc-web toolchain and wasm-bindgen-cli if missing).
+wasm-test:
+	crates/klausur-e2ee-wasm/build.sh
 
 ## Regenerate web/src/signaling/protocol.ts from crates/klausur-proto.
 proto-ts:

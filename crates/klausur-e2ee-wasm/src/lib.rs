@@ -1,0 +1,507 @@
+//! WebAssembly (wasm-bindgen) bindings of [`klausur_e2ee`] for the browser's dedicated
+//! encryption worker. Build: `crates/klausur-e2ee-wasm/build.sh`.
+//!
+//! # Conventions (JS side)
+//!
+//! - Byte strings are `Uint8Array` in both directions.
+//! - Time (`now`) is milliseconds since the Unix epoch, as `Date.now()` returns it.
+//! - Epochs, stream ids and leaf indices are plain numbers.
+//! - Errors are thrown as JS `Error`s whose `name` says who is at fault
+//!   (`Misuse`, `CredentialRejected`, `PeerInput`, `Refused`, `FrameError`, `Internal`,
+//!   `InvalidArgument`) and whose `message` is the Rust error's text. `CredentialRejected`
+//!   errors also carry `leafIndex` (number or `undefined`). Peer input never panics.
+//! - Events, roster entries and epoch changes are plain objects (see [`WasmMember`]):
+//!   `{ leafIndex, userId, displayName, kind, devicePublicKey (hex), notBefore, notAfter }`
+//!   for a roster entry; `{ type: "epochChanged", epoch, committer, added: [entry], removed:
+//!   [entry], securityCode }`, `{ type: "removed", by }`, `{ type: "application", data }`,
+//!   `{ type: "ignored" }` for events.
+//!
+//! The device signing key and all MLS/SFrame secrets stay in wasm memory; only the bytes a
+//! caller passes in (e.g. the signing key at construction) cross the boundary.
+
+use std::time::Duration;
+
+use js_sys::{Object, Reflect, Uint8Array};
+use klausur_e2ee::{
+    CaVerifier, CommitOutput, Credential, E2eeError, EpochChange, Event, IdentityCa, Member,
+    MemberConfig, ParticipantKind, RosterEntry, SignedCredential, SigningKey, StreamId,
+    VerifyingKey,
+};
+use serde_json::{json, Value};
+use wasm_bindgen::prelude::*;
+use zeroize::Zeroizing;
+
+pub mod vectors;
+
+// ---------------------------------------------------------------------------------------------
+// Errors and conversions
+
+fn js_error(name: &str, message: &str) -> JsValue {
+    let e = js_sys::Error::new(message);
+    e.set_name(name);
+    e.into()
+}
+
+fn invalid(message: &str) -> JsValue {
+    js_error("InvalidArgument", message)
+}
+
+fn e2ee_error(e: E2eeError) -> JsValue {
+    let name = match &e {
+        E2eeError::Misuse(_) => "Misuse",
+        E2eeError::CredentialRejected { .. } => "CredentialRejected",
+        E2eeError::PeerInput(_) => "PeerInput",
+        E2eeError::Refused(_) => "Refused",
+        E2eeError::Frame(_) => "FrameError",
+        E2eeError::Internal(_) => "Internal",
+    };
+    let err = js_error(name, &e.to_string());
+    if let E2eeError::CredentialRejected {
+        leaf_index: Some(i),
+        ..
+    } = e
+    {
+        // Setting a property on a fresh Error object cannot fail.
+        let _ = Reflect::set(&err, &"leafIndex".into(), &i.into());
+    }
+    err
+}
+
+/// `Date.now()` milliseconds to a time since the Unix epoch.
+fn ms(now: f64) -> Result<Duration, JsValue> {
+    if !now.is_finite() || now < 0.0 {
+        return Err(invalid(
+            "now must be a finite, non-negative number of milliseconds",
+        ));
+    }
+    // Truncation to whole milliseconds is intended; f64 -> u64 saturates.
+    Ok(Duration::from_millis(now as u64))
+}
+
+fn stream_id(stream: f64) -> Result<StreamId, JsValue> {
+    const MAX_SAFE: f64 = 9_007_199_254_740_991.0;
+    if !(0.0..=MAX_SAFE).contains(&stream) || stream.fract() != 0.0 {
+        return Err(invalid("stream must be a non-negative integer"));
+    }
+    Ok(StreamId(stream as u64))
+}
+
+fn key32(bytes: &[u8], what: &str) -> Result<Zeroizing<[u8; 32]>, JsValue> {
+    let mut k = Zeroizing::new([0u8; 32]);
+    if bytes.len() != 32 {
+        return Err(invalid(&format!("{what} must be 32 bytes")));
+    }
+    k.copy_from_slice(bytes);
+    Ok(k)
+}
+
+fn verifying_key(bytes: &[u8], what: &str) -> Result<VerifyingKey, JsValue> {
+    VerifyingKey::from_bytes(&*key32(bytes, what)?)
+        .map_err(|_| invalid(&format!("{what} is not a valid Ed25519 public key")))
+}
+
+fn to_js(v: &Value) -> Result<JsValue, JsValue> {
+    js_sys::JSON::parse(&v.to_string())
+}
+
+fn set(obj: &Object, key: &str, value: &JsValue) -> Result<(), JsValue> {
+    Reflect::set(obj, &key.into(), value).map(|_| ())
+}
+
+fn credential_json(c: &Credential) -> Value {
+    let kind = match c.kind {
+        ParticipantKind::Staff => "staff",
+        ParticipantKind::InvitedGuest => "invited_guest",
+        ParticipantKind::Guest => "guest",
+        ParticipantKind::PhoneGateway => "phone_gateway",
+    };
+    json!({
+        "userId": c.user_id,
+        "displayName": c.display_name,
+        "kind": kind,
+        "devicePublicKey": hex::encode(c.device_public_key),
+        "notBefore": c.not_before,
+        "notAfter": c.not_after,
+    })
+}
+
+fn entry_json(e: &RosterEntry) -> Value {
+    let mut v = credential_json(&e.credential);
+    v["leafIndex"] = e.leaf_index.into();
+    v
+}
+
+fn change_json(c: &EpochChange) -> Value {
+    json!({
+        "type": "epochChanged",
+        "epoch": c.epoch,
+        "committer": c.committer,
+        "added": c.added.iter().map(entry_json).collect::<Vec<_>>(),
+        "removed": c.removed.iter().map(entry_json).collect::<Vec<_>>(),
+        "securityCode": c.security_code,
+    })
+}
+
+fn commit_js(out: CommitOutput) -> Result<JsValue, JsValue> {
+    let obj = Object::new();
+    set(
+        &obj,
+        "commit",
+        &Uint8Array::from(out.commit.as_slice()).into(),
+    )?;
+    let welcome = match out.welcome {
+        Some(w) => Uint8Array::from(w.as_slice()).into(),
+        None => JsValue::NULL,
+    };
+    set(&obj, "welcome", &welcome)?;
+    Ok(obj.into())
+}
+
+fn parse_kind(kind: &str) -> Result<ParticipantKind, JsValue> {
+    Ok(match kind {
+        "staff" => ParticipantKind::Staff,
+        "invited_guest" => ParticipantKind::InvitedGuest,
+        "guest" => ParticipantKind::Guest,
+        "phone_gateway" => ParticipantKind::PhoneGateway,
+        _ => {
+            return Err(invalid(
+                "kind must be staff, invited_guest, guest or phone_gateway",
+            ))
+        }
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Panics
+
+#[cfg(target_arch = "wasm32")]
+#[wasm_bindgen]
+extern "C" {
+    #[wasm_bindgen(js_namespace = console, js_name = error)]
+    fn console_error(message: &str);
+}
+
+/// Runs when the module is instantiated: panics (bugs; never expected) are logged with their
+/// message to `console.error` before the wasm trap. A minimal `console_error_panic_hook`.
+#[cfg(target_arch = "wasm32")]
+#[wasm_bindgen(start)]
+fn start() {
+    std::panic::set_hook(Box::new(|info| {
+        console_error(&format!("klausur-e2ee-wasm panicked: {info}"));
+    }));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Free functions
+
+/// Runs the RFC 9605 test vectors inside this module. Without an argument the embedded
+/// vectors (klausur-e2ee's `tests/vectors/rfc9605.json`) are used; pass a JSON string of the
+/// same format to check other (e.g. deliberately corrupted) vectors. Returns
+/// `{ passed, failed, header_passed, header_failed, sframe_passed, sframe_failed, failures }`.
+#[wasm_bindgen(js_name = runRfc9605Vectors)]
+pub fn run_rfc9605_vectors(json: Option<String>) -> Result<JsValue, JsValue> {
+    let report = vectors::run(json.as_deref().unwrap_or(vectors::RFC9605_VECTORS))
+        .map_err(|e| invalid(&e))?;
+    let v = serde_json::to_value(&report).map_err(|e| js_error("Internal", &e.to_string()))?;
+    to_js(&v)
+}
+
+/// The embedded RFC 9605 vector JSON (e.g. to corrupt a copy for a negative control).
+#[wasm_bindgen(js_name = rfc9605VectorsJson)]
+pub fn rfc9605_vectors_json() -> String {
+    vectors::RFC9605_VECTORS.to_owned()
+}
+
+/// A fresh Ed25519 device signing key (32 secret bytes from the platform CSPRNG).
+#[wasm_bindgen(js_name = generateSigningKey)]
+pub fn generate_signing_key() -> Result<Vec<u8>, JsValue> {
+    let mut k = Zeroizing::new([0u8; 32]);
+    getrandom::getrandom(k.as_mut_slice())
+        .map_err(|e| js_error("Internal", &format!("random source: {e}")))?;
+    Ok(k.to_vec())
+}
+
+/// The 32-byte public key of a 32-byte Ed25519 signing key.
+#[wasm_bindgen(js_name = signingKeyPublic)]
+pub fn signing_key_public(signing_key: &[u8]) -> Result<Vec<u8>, JsValue> {
+    let sk = SigningKey::from_bytes(&*key32(signing_key, "signing key")?);
+    Ok(sk.verifying_key().to_bytes().to_vec())
+}
+
+/// Issues a signed credential (bytes as carried in MLS). For tests and tools: the browser
+/// never holds the identity CA key. Times are seconds since the Unix epoch; `kind` is
+/// `staff`, `invited_guest`, `guest` or `phone_gateway`.
+#[wasm_bindgen(js_name = issueCredential)]
+pub fn issue_credential(
+    ca_signing_key: &[u8],
+    user_id: &str,
+    display_name: &str,
+    kind: &str,
+    device_public_key: &[u8],
+    not_before: f64,
+    not_after: f64,
+) -> Result<Vec<u8>, JsValue> {
+    let ca = IdentityCa::new(SigningKey::from_bytes(&*key32(ca_signing_key, "CA key")?));
+    let dev = verifying_key(device_public_key, "device public key")?;
+    let secs = |t: f64| {
+        if t.is_finite() && t >= 0.0 && t.fract() == 0.0 {
+            Ok(t as u64)
+        } else {
+            Err(invalid(
+                "validity times must be non-negative integers (seconds)",
+            ))
+        }
+    };
+    let sc = ca
+        .issue(
+            user_id,
+            display_name,
+            parse_kind(kind)?,
+            &dev,
+            secs(not_before)?,
+            secs(not_after)?,
+        )
+        .map_err(|e| invalid(&e.to_string()))?;
+    sc.to_bytes().map_err(|e| invalid(&e.to_string()))
+}
+
+/// Decodes a signed credential (without verifying it) into
+/// `{ userId, displayName, kind, devicePublicKey, notBefore, notAfter }`.
+#[wasm_bindgen(js_name = credentialInfo)]
+pub fn credential_info(signed_credential: &[u8]) -> Result<JsValue, JsValue> {
+    let sc =
+        SignedCredential::from_bytes(signed_credential).map_err(|e| invalid(&e.to_string()))?;
+    to_js(&credential_json(&sc.credential))
+}
+
+/// The meeting security code for an epoch authenticator (see `klausur_e2ee::security_code`).
+#[wasm_bindgen(js_name = securityCode)]
+pub fn security_code(epoch_authenticator: &[u8]) -> String {
+    klausur_e2ee::security_code(epoch_authenticator)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Member
+
+/// One device in one meeting: [`klausur_e2ee::Member`] for JS. See the crate docs of
+/// `klausur-e2ee` for the call sequence (sans-IO: the worker moves the bytes).
+#[wasm_bindgen]
+pub struct WasmMember {
+    inner: Member,
+}
+
+#[wasm_bindgen]
+impl WasmMember {
+    /// `signedCredential`: the CA-issued credential bytes, which must bind this device key.
+    /// `deviceSigningKey`: 32 bytes (Ed25519 secret). `caPublicKey`: 32 bytes; every other
+    /// member's credential must be signed by it and be valid at the time of the check.
+    /// `frameGraceMs`: how long previous-epoch receive keys stay usable (default 5000).
+    #[wasm_bindgen(constructor)]
+    pub fn new(
+        signed_credential: &[u8],
+        device_signing_key: &[u8],
+        ca_public_key: &[u8],
+        frame_grace_ms: Option<f64>,
+    ) -> Result<WasmMember, JsValue> {
+        let credential = SignedCredential::from_bytes(signed_credential)
+            .map_err(|e| invalid(&format!("signed credential: {e}")))?;
+        let signing_key =
+            SigningKey::from_bytes(&*key32(device_signing_key, "device signing key")?);
+        let verifier = CaVerifier {
+            ca_public_key: verifying_key(ca_public_key, "CA public key")?,
+        };
+        let mut config = MemberConfig::default();
+        if let Some(g) = frame_grace_ms {
+            config.frame_grace = ms(g)?;
+        }
+        let inner = Member::new(credential, signing_key, verifier, config).map_err(e2ee_error)?;
+        Ok(Self { inner })
+    }
+
+    /// A fresh key package (bytes for the delivery service). Join with `joinFromWelcome` on
+    /// this same instance.
+    #[wasm_bindgen(js_name = keyPackage)]
+    pub fn key_package(&self) -> Result<Vec<u8>, JsValue> {
+        self.inner.key_package().map_err(e2ee_error)
+    }
+
+    /// Creates a new group (epoch 0) with this device as its only member.
+    #[wasm_bindgen(js_name = createGroup)]
+    pub fn create_group(&mut self, group_id: &[u8], now: f64) -> Result<(), JsValue> {
+        self.inner
+            .create_group(group_id, ms(now)?)
+            .map_err(e2ee_error)
+    }
+
+    /// Adds joiners in one commit: `keyPackages` is an array of `Uint8Array`. Every credential
+    /// is verified first. Returns `{ commit, welcome }`; the commit stays pending until
+    /// `mergePendingCommit` / `discardPendingCommit`.
+    pub fn add(&mut self, key_packages: Vec<Uint8Array>, now: f64) -> Result<JsValue, JsValue> {
+        let kps: Vec<Vec<u8>> = key_packages.iter().map(Uint8Array::to_vec).collect();
+        let out = self.inner.add(&kps, ms(now)?).map_err(e2ee_error)?;
+        commit_js(out)
+    }
+
+    /// Removes members by leaf index in one commit. Returns `{ commit, welcome: null }`.
+    pub fn remove(&mut self, leaf_indices: Vec<u32>) -> Result<JsValue, JsValue> {
+        let out = self.inner.remove(&leaf_indices).map_err(e2ee_error)?;
+        commit_js(out)
+    }
+
+    /// Commits a fresh own leaf (post-compromise security). Returns `{ commit, welcome: null }`.
+    #[wasm_bindgen(js_name = updateOwnLeaf)]
+    pub fn update_own_leaf(&mut self) -> Result<JsValue, JsValue> {
+        let out = self.inner.update_own_leaf().map_err(e2ee_error)?;
+        commit_js(out)
+    }
+
+    /// Whether the periodic own-leaf update (15 min) is due.
+    #[wasm_bindgen(js_name = leafUpdateDue)]
+    pub fn leaf_update_due(&self, now: f64) -> Result<bool, JsValue> {
+        Ok(self.inner.leaf_update_due(ms(now)?))
+    }
+
+    /// Applies this device's pending commit (the delivery service accepted it). Returns the
+    /// `epochChanged` event.
+    #[wasm_bindgen(js_name = mergePendingCommit)]
+    pub fn merge_pending_commit(&mut self, now: f64) -> Result<JsValue, JsValue> {
+        let change = self
+            .inner
+            .merge_pending_commit(ms(now)?)
+            .map_err(e2ee_error)?;
+        to_js(&change_json(&change))
+    }
+
+    /// Drops this device's pending commit (another commit won the epoch).
+    #[wasm_bindgen(js_name = discardPendingCommit)]
+    pub fn discard_pending_commit(&mut self) -> Result<(), JsValue> {
+        self.inner.discard_pending_commit().map_err(e2ee_error)
+    }
+
+    /// Handles one MLS message from the delivery service; returns an event object (see the
+    /// module docs). Throws `CredentialRejected` (show a warning; nothing was merged),
+    /// `PeerInput` or `Refused` for bad or unacceptable messages.
+    #[wasm_bindgen(js_name = processMessage)]
+    pub fn process_message(&mut self, message: &[u8], now: f64) -> Result<JsValue, JsValue> {
+        match self
+            .inner
+            .process_message(message, ms(now)?)
+            .map_err(e2ee_error)?
+        {
+            Event::EpochChanged(c) => to_js(&change_json(&c)),
+            Event::Removed { by } => to_js(&json!({ "type": "removed", "by": by })),
+            Event::Application(data) => {
+                let obj = Object::new();
+                set(&obj, "type", &"application".into())?;
+                set(&obj, "data", &Uint8Array::from(data.as_slice()).into())?;
+                Ok(obj.into())
+            }
+            Event::Ignored => to_js(&json!({ "type": "ignored" })),
+        }
+    }
+
+    /// Joins a group from a Welcome addressed to a key package of this instance; every
+    /// member's credential is verified first.
+    #[wasm_bindgen(js_name = joinFromWelcome)]
+    pub fn join_from_welcome(&mut self, welcome: &[u8], now: f64) -> Result<(), JsValue> {
+        self.inner
+            .join_from_welcome(welcome, ms(now)?)
+            .map_err(e2ee_error)
+    }
+
+    /// Whether this device is in a group.
+    #[wasm_bindgen(getter, js_name = inGroup)]
+    pub fn in_group(&self) -> bool {
+        self.inner.in_group()
+    }
+
+    /// Own leaf index.
+    #[wasm_bindgen(js_name = leafIndex)]
+    pub fn leaf_index(&self) -> Result<u32, JsValue> {
+        self.inner.leaf_index().map_err(e2ee_error)
+    }
+
+    /// Current MLS epoch.
+    pub fn epoch(&self) -> Result<f64, JsValue> {
+        // Epochs stay far below 2^53.
+        Ok(self.inner.epoch().map_err(e2ee_error)? as f64)
+    }
+
+    /// The roster (array of entries, by leaf index), from MLS.
+    pub fn roster(&self) -> Result<JsValue, JsValue> {
+        let r = self.inner.roster().map_err(e2ee_error)?;
+        to_js(&Value::Array(r.iter().map(entry_json).collect()))
+    }
+
+    /// The roster as a JSON string.
+    #[wasm_bindgen(js_name = rosterJson)]
+    pub fn roster_json(&self) -> Result<String, JsValue> {
+        let r = self.inner.roster().map_err(e2ee_error)?;
+        Ok(Value::Array(r.iter().map(entry_json).collect()).to_string())
+    }
+
+    /// The meeting security code of the current epoch (five groups of five digits).
+    #[wasm_bindgen(js_name = securityCode)]
+    pub fn security_code(&self) -> Result<String, JsValue> {
+        self.inner.security_code().map_err(e2ee_error)
+    }
+
+    /// The MLS epoch authenticator of the current epoch.
+    #[wasm_bindgen(js_name = epochAuthenticator)]
+    pub fn epoch_authenticator(&self) -> Result<Vec<u8>, JsValue> {
+        self.inner.epoch_authenticator().map_err(e2ee_error)
+    }
+
+    /// Encrypts one media frame of `stream`: the first `clearHeaderLen` bytes of `frame`
+    /// (at most 255) stay in clear and are authenticated. Returns the protected frame.
+    #[wasm_bindgen(js_name = encryptFrame)]
+    pub fn encrypt_frame(
+        &mut self,
+        stream: f64,
+        clear_header_len: usize,
+        frame: &[u8],
+    ) -> Result<Vec<u8>, JsValue> {
+        if clear_header_len > frame.len() {
+            return Err(invalid("clearHeaderLen is longer than the frame"));
+        }
+        let (header, payload) = frame.split_at(clear_header_len);
+        self.inner
+            .encrypt_frame(stream_id(stream)?, header, payload)
+            .map_err(e2ee_error)
+    }
+
+    /// Decrypts one protected frame. Returns `{ sender, stream, epoch, clearHeaderLen, data }`
+    /// where `data` is the original frame (clear header followed by the payload). Throws a
+    /// `FrameError` for frames to drop (malformed, unknown key, failed authentication).
+    #[wasm_bindgen(js_name = decryptFrame)]
+    pub fn decrypt_frame(&mut self, frame: &[u8], now: f64) -> Result<JsValue, JsValue> {
+        let d = self
+            .inner
+            .decrypt_frame(frame, ms(now)?)
+            .map_err(e2ee_error)?;
+        let mut data = d.clear_header;
+        let clear_header_len = data.len();
+        data.extend_from_slice(&d.payload);
+        let obj = Object::new();
+        set(&obj, "sender", &d.sender.into())?;
+        // Stream ids and epochs stay far below 2^53.
+        set(&obj, "stream", &(d.stream.0 as f64).into())?;
+        set(&obj, "epoch", &(d.epoch as f64).into())?;
+        set(&obj, "clearHeaderLen", &(clear_header_len as u32).into())?;
+        set(&obj, "data", &Uint8Array::from(data.as_slice()).into())?;
+        Ok(obj.into())
+    }
+
+    /// When (ms since the Unix epoch) `handleTimeout` next has old keys to drop, or `undefined`.
+    #[wasm_bindgen(js_name = pollTimeout)]
+    pub fn poll_timeout(&self) -> Option<f64> {
+        self.inner.poll_timeout().map(|d| d.as_millis() as f64)
+    }
+
+    /// Drops previous-epoch frame keys whose grace period has ended.
+    #[wasm_bindgen(js_name = handleTimeout)]
+    pub fn handle_timeout(&mut self, now: f64) -> Result<(), JsValue> {
+        self.inner.handle_timeout(ms(now)?);
+        Ok(())
+    }
+}
