@@ -132,7 +132,7 @@ fn cookie_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 
 /// Rejects a cross-origin request: the `Origin` header, when present, must name the host the
 /// request was sent to. (Browsers send `Origin` on every POST, DELETE and WebSocket request.)
-fn check_origin(headers: &HeaderMap) -> Result<(), ApiError> {
+pub(crate) fn check_origin(headers: &HeaderMap) -> Result<(), ApiError> {
     let Some(origin) = headers.get(header::ORIGIN) else {
         return Ok(());
     };
@@ -266,6 +266,11 @@ pub fn router(state: AppState) -> Router {
         .route("/api/meetings/{id}/moderators", post(add_moderator))
         .route("/api/meetings/{id}/public", get(meeting_public))
         .route("/api/invite/{token}", get(invite_info))
+        .route("/api/identity/ca", get(crate::identity::ca_info))
+        .route(
+            "/api/identity/credential",
+            post(crate::identity::issue_credential),
+        )
         .route("/api/ws", get(ws_upgrade))
         .route("/healthz", get(|| async { "ok" }))
         .route("/api/{*rest}", any(api_not_found));

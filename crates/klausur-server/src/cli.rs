@@ -1,4 +1,5 @@
-//! Command-line interface: `serve`, `check-config` and the administration subcommands.
+//! Command-line interface: `serve`, `check-config`, the administration subcommands and the
+//! identity CA (`identity-ca`, which needs only its key file, not the database).
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -6,6 +7,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context};
 use chrono::{DateTime, Duration, Utc};
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use klausur_e2ee::ParticipantKind;
 use klausur_proto::SecurityProfile;
 use klausur_store::{InvitationKind, NewInvitation, Role};
 use serde_json::json;
@@ -13,6 +15,7 @@ use serde_json::json;
 use crate::api::{validate_display_name, validate_username};
 use crate::auth;
 use crate::config::{Config, Overrides};
+use crate::identity;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -46,6 +49,10 @@ pub enum Command {
     /// Manage personal invitations.
     #[command(subcommand)]
     Invite(InviteCmd),
+    /// The identity CA that issues end-to-end encryption credentials. Needs only its key file,
+    /// so it can run on another host than the server.
+    #[command(subcommand)]
+    IdentityCa(IdentityCaCmd),
 }
 
 #[derive(Args, Debug, Default)]
@@ -159,6 +166,67 @@ pub enum InviteCmd {
     },
 }
 
+#[derive(ValueEnum, Clone, Copy, Debug)]
+pub enum ParticipantKindArg {
+    Staff,
+    #[value(name = "invited_guest", alias = "invited-guest")]
+    InvitedGuest,
+    Guest,
+    #[value(name = "phone_gateway", alias = "phone-gateway")]
+    PhoneGateway,
+}
+
+impl From<ParticipantKindArg> for ParticipantKind {
+    fn from(k: ParticipantKindArg) -> Self {
+        match k {
+            ParticipantKindArg::Staff => ParticipantKind::Staff,
+            ParticipantKindArg::InvitedGuest => ParticipantKind::InvitedGuest,
+            ParticipantKindArg::Guest => ParticipantKind::Guest,
+            ParticipantKindArg::PhoneGateway => ParticipantKind::PhoneGateway,
+        }
+    }
+}
+
+#[derive(Subcommand, Debug)]
+pub enum IdentityCaCmd {
+    /// Create a new CA signing key (mode 0600) and print its public key.
+    Init {
+        #[arg(long)]
+        key_file: PathBuf,
+        /// Replace an existing key (every credential it issued stops being trusted).
+        #[arg(long)]
+        force: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the CA public key (hex) that clients verify credentials against.
+    PublicKey {
+        #[arg(long)]
+        key_file: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Issue a signed credential for a device key and print it (base64).
+    Issue {
+        #[arg(long)]
+        key_file: PathBuf,
+        #[arg(long)]
+        user_id: String,
+        #[arg(long)]
+        display_name: String,
+        #[arg(long, value_enum)]
+        kind: ParticipantKindArg,
+        /// The device's Ed25519 public key, 64 hex digits.
+        #[arg(long)]
+        device_key: String,
+        /// Validity in minutes (1 to 1440).
+        #[arg(long, default_value_t = identity::CREDENTIAL_MINUTES)]
+        valid_minutes: u64,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
 fn overrides(data_dir: Option<PathBuf>, s: Option<&ServeArgs>) -> Overrides {
     let mut o = Overrides {
         data_dir,
@@ -211,7 +279,73 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let store = crate::server::open_store(&config).await?;
             invite_cmd(&store, &config, cmd).await
         }
+        Command::IdentityCa(cmd) => identity_ca_cmd(cmd),
     }
+}
+
+fn identity_ca_cmd(cmd: IdentityCaCmd) -> anyhow::Result<()> {
+    match cmd {
+        IdentityCaCmd::Init {
+            key_file,
+            force,
+            json,
+        } => {
+            let ca = identity::create_key_file(&key_file, force)?;
+            let pk = identity::public_key_hex(&ca);
+            print(
+                json,
+                json!({"public_key": pk, "key_file": key_file.display().to_string()}),
+                pk.clone(),
+            );
+        }
+        IdentityCaCmd::PublicKey { key_file, json } => {
+            let pk = identity::public_key_hex(&identity::load_key_file(&key_file)?);
+            print(json, json!({"public_key": pk}), pk.clone());
+        }
+        IdentityCaCmd::Issue {
+            key_file,
+            user_id,
+            display_name,
+            kind,
+            device_key,
+            valid_minutes,
+            json,
+        } => {
+            identity::validate_user_id(&user_id).map_err(anyhow::Error::msg)?;
+            let display_name = validate_display_name(&display_name).map_err(anyhow::Error::msg)?;
+            let device_key = identity::parse_device_key(&device_key).map_err(anyhow::Error::msg)?;
+            if !(1..=identity::MAX_CREDENTIAL_MINUTES).contains(&valid_minutes) {
+                bail!(
+                    "--valid-minutes must be between 1 and {}",
+                    identity::MAX_CREDENTIAL_MINUTES
+                );
+            }
+            let ca = identity::load_key_file(&key_file)?;
+            let kind = ParticipantKind::from(kind);
+            let issued = identity::issue(
+                &ca,
+                &user_id,
+                &display_name,
+                kind,
+                &device_key,
+                valid_minutes,
+            )?;
+            print(
+                json,
+                json!({
+                    "credential": issued.base64,
+                    "ca_public_key": identity::public_key_hex(&ca),
+                    "user_id": user_id,
+                    "display_name": display_name,
+                    "kind": kind,
+                    "not_before_ms": issued.credential.credential.not_before * 1000,
+                    "not_after_ms": issued.not_after_ms,
+                }),
+                issued.base64.clone(),
+            );
+        }
+    }
+    Ok(())
 }
 
 async fn user_cmd(store: &klausur_store::Store, cmd: UserCmd) -> anyhow::Result<()> {

@@ -40,6 +40,8 @@ pub struct RawConfig {
     pub storage: RawStorage,
     #[serde(default)]
     pub security: RawSecurity,
+    #[serde(default)]
+    pub identity: RawIdentity,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -74,6 +76,13 @@ pub struct RawSecurity {
     pub login_attempts_per_15min: Option<u32>,
 }
 
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawIdentity {
+    pub ca_key_file: Option<PathBuf>,
+    pub guest_credentials_per_15min: Option<u32>,
+}
+
 /// Overrides from the command line (highest precedence).
 #[derive(Debug, Default, Clone)]
 pub struct Overrides {
@@ -102,6 +111,17 @@ pub struct Config {
     pub session_hours: i64,
     pub invitation_hours: i64,
     pub login_attempts_per_15min: u32,
+    pub identity: IdentityConfig,
+}
+
+/// The `[identity]` section: the identity CA that issues end-to-end encryption credentials.
+#[derive(Debug, Clone)]
+pub struct IdentityConfig {
+    /// The CA signing key (see [`crate::identity`]); default `<data_dir>/identity-ca.key`,
+    /// created with mode 0600 on the first start if missing.
+    pub ca_key_file: PathBuf,
+    /// Guest (lobby) credentials issued per client address in 15 minutes.
+    pub guest_credentials_per_15min: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -271,6 +291,23 @@ impl Config {
                 "must be between 1 and 1000",
             ));
         }
+        let ca_key_file = env("KLAUSUR_IDENTITY_CA_KEY_FILE")
+            .map(PathBuf::from)
+            .or(raw.identity.ca_key_file)
+            .unwrap_or_else(|| data_dir.join("identity-ca.key"));
+        if ca_key_file.as_os_str().is_empty() || ca_key_file.is_dir() {
+            return Err(invalid(
+                "identity.ca_key_file",
+                format!("{} is not a file path", ca_key_file.display()),
+            ));
+        }
+        let guest_credentials_per_15min = raw.identity.guest_credentials_per_15min.unwrap_or(60);
+        if !(1..=100_000).contains(&guest_credentials_per_15min) {
+            return Err(invalid(
+                "identity.guest_credentials_per_15min",
+                "must be between 1 and 100000",
+            ));
+        }
         Ok(Config {
             listen,
             public_url,
@@ -283,6 +320,10 @@ impl Config {
             session_hours,
             invitation_hours,
             login_attempts_per_15min,
+            identity: IdentityConfig {
+                ca_key_file,
+                guest_credentials_per_15min,
+            },
         })
     }
 
@@ -326,6 +367,26 @@ mod tests {
         assert_eq!(c.media_listen, "127.0.0.1:10000".parse().expect("addr"));
         assert!(c.tls.is_none());
         assert!(!c.secure_cookies());
+        assert_eq!(
+            c.identity.ca_key_file,
+            PathBuf::from("./klausur-data").join("identity-ca.key")
+        );
+    }
+
+    #[test]
+    fn identity_section() {
+        let c = resolve(
+            "[identity]\nca_key_file = \"/etc/klausur/ca.key\"\nguest_credentials_per_15min = 5",
+        )
+        .expect("valid");
+        assert_eq!(c.identity.ca_key_file, PathBuf::from("/etc/klausur/ca.key"));
+        assert_eq!(c.identity.guest_credentials_per_15min, 5);
+        let err = resolve("[identity]\nguest_credentials_per_15min = 0").expect_err("zero");
+        assert!(
+            err.to_string()
+                .starts_with("identity.guest_credentials_per_15min"),
+            "{err}"
+        );
     }
 
     #[test]

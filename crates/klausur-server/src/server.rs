@@ -57,7 +57,15 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let (media, media_addr) = media::start(config.media_listen, config.media_public_ip)
         .await
         .with_context(|| format!("cannot bind media UDP socket {}", config.media_listen))?;
-    let state = AppState::new(config.clone(), store.clone(), media);
+    let (identity_ca, created) = crate::identity::load_or_create(&config.identity.ca_key_file)?;
+    if created {
+        println!(
+            "klausur: created identity CA key {} (public key {})",
+            config.identity.ca_key_file.display(),
+            crate::identity::public_key_hex(&identity_ca)
+        );
+    }
+    let state = AppState::new(config.clone(), store.clone(), media, identity_ca);
     let app = api::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
 
     let handle = axum_server::Handle::new();

@@ -3,10 +3,12 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use klausur_e2ee::IdentityCa;
 use klausur_store::Store;
 
 use crate::auth::LoginLimiter;
 use crate::config::Config;
+use crate::identity::{self, IssueLimiter};
 use crate::media::MediaHandle;
 use crate::meeting::Registry;
 
@@ -21,6 +23,9 @@ pub struct Inner {
     pub registry: Registry,
     pub media: MediaHandle,
     pub login_limiter: Mutex<LoginLimiter>,
+    /// The identity CA (its signing key is zeroized on drop).
+    pub identity_ca: IdentityCa,
+    pub guest_credential_limiter: Mutex<IssueLimiter>,
 }
 
 impl std::ops::Deref for AppState {
@@ -31,12 +36,13 @@ impl std::ops::Deref for AppState {
 }
 
 impl AppState {
-    pub fn new(config: Config, store: Store, media: MediaHandle) -> Self {
+    pub fn new(config: Config, store: Store, media: MediaHandle, identity_ca: IdentityCa) -> Self {
         let registry = Registry::new(media.clone(), store.clone());
         let limiter = LoginLimiter::new(
             config.login_attempts_per_15min,
             Duration::from_secs(15 * 60),
         );
+        let guest_credential_limiter = identity::guest_limiter(&config);
         AppState {
             inner: Arc::new(Inner {
                 config,
@@ -44,6 +50,8 @@ impl AppState {
                 registry,
                 media,
                 login_limiter: Mutex::new(limiter),
+                identity_ca,
+                guest_credential_limiter,
             }),
         }
     }

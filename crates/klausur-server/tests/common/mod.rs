@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 
+use klausur_e2ee::{IdentityCa, SigningKey};
 use klausur_server::config::{Config, Overrides};
 use klausur_server::state::AppState;
 use klausur_server::{api, auth, media};
@@ -19,17 +20,27 @@ pub const PASSWORD: &str = "a-long-test-password";
 
 impl TestServer {
     pub async fn start() -> TestServer {
+        Self::start_with(|_| {}).await
+    }
+
+    /// Like [`TestServer::start`], with the configuration adjusted by `adjust`. The identity CA
+    /// gets a fresh random key that lives in memory only.
+    pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> TestServer {
         let store = Store::open_sqlite_memory().await.expect("store");
         let overrides = Overrides {
             listen: Some("127.0.0.1:0".into()),
             media_listen: Some("127.0.0.1:0".into()),
             ..Overrides::default()
         };
-        let config = Config::load(None, &overrides).expect("config");
+        let mut config = Config::load(None, &overrides).expect("config");
+        adjust(&mut config);
         let (media, _) = media::start(config.media_listen, config.media_public_ip)
             .await
             .expect("media");
-        let state = AppState::new(config, store.clone(), media);
+        let mut seed = [0u8; 32];
+        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut seed);
+        let identity_ca = IdentityCa::new(SigningKey::from_bytes(&seed));
+        let state = AppState::new(config, store.clone(), media, identity_ca);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");

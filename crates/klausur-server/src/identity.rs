@@ -1,0 +1,536 @@
+//! The identity CA: its key file, credential issuance, and the HTTP routes
+//! `GET /api/identity/ca` and `POST /api/identity/credential`.
+//!
+//! The CA signs [`SignedCredential`]s (see `klausur-e2ee`) that bind a user id, a display name,
+//! a [`ParticipantKind`] and a device's Ed25519 key for a short time. Whoever holds the CA key can
+//! mint credentials for anyone; docs/e2ee.md says what that means for trust.
+//!
+//! # Key file format (version 1)
+//!
+//! A text file of exactly two lines, each ended by `\n`:
+//!
+//! ```text
+//! klausur-identity-ca-v1
+//! <64 lowercase hex digits: the 32-byte Ed25519 secret key (seed)>
+//! ```
+//!
+//! It is created with mode 0600 and never overwritten unless asked (`--force`). Reading accepts
+//! upper-case hex and a missing final newline, nothing else.
+//!
+//! # Who gets which credential
+//!
+//! The body of `POST /api/identity/credential` says which identity is asked for:
+//!
+//! | body | caller | kind | user id | display name |
+//! |---|---|---|---|---|
+//! | `device_key` only | staff session (+ CSRF) | `staff` | `user:<id>` | the account's |
+//! | `invite_token` | holder of a valid invitation | `invited_guest` | `invitation:<id>` | the invitation's |
+//! | `meeting_id` + `display_name` | anyone (lobby guest) | `guest` | `guest:<128 random bits, hex>` | chosen by the guest |
+//!
+//! A guest credential names nobody: the name is self-chosen and the user id is random, so
+//! clients show such a member as an unverified guest. Credentials are valid for
+//! [`CREDENTIAL_MINUTES`] (from one minute before issuance, to tolerate clock skew).
+
+use std::collections::HashMap;
+use std::io::Write as _;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context};
+use axum::extract::{ConnectInfo, FromRequestParts, State};
+use axum::http::{HeaderMap, Method, Request, StatusCode};
+use axum::Json;
+use base64::Engine as _;
+use chrono::Utc;
+use klausur_e2ee::{IdentityCa, ParticipantKind, SignedCredential, SigningKey, VerifyingKey};
+use rand::RngCore;
+use serde::Deserialize;
+use serde_json::json;
+use zeroize::Zeroizing;
+
+use crate::admission;
+use crate::api::{check_origin, validate_display_name, ApiError, Body, Staff};
+use crate::state::AppState;
+
+/// First line of a key file.
+pub const KEY_FILE_MAGIC: &str = "klausur-identity-ca-v1";
+/// Lifetime of a credential issued over HTTP, and the CLI's default.
+pub const CREDENTIAL_MINUTES: u64 = 60;
+/// The longest lifetime `klausur identity-ca issue` accepts.
+pub const MAX_CREDENTIAL_MINUTES: u64 = 24 * 60;
+/// `not_before` lies this far before issuance, for clients whose clocks are a little behind.
+pub const CLOCK_SKEW_SECS: u64 = 60;
+/// Longest accepted user id, in bytes.
+pub const MAX_USER_ID_BYTES: usize = 200;
+
+/// The CA key as hex (what clients pin or fetch from `GET /api/identity/ca`).
+pub fn public_key_hex(ca: &IdentityCa) -> String {
+    hex::encode(ca.public_key().to_bytes())
+}
+
+fn key_file_text(secret: &[u8; 32]) -> Zeroizing<String> {
+    let mut hex_secret = Zeroizing::new([0u8; 64]);
+    // Cannot fail: the output buffer has exactly twice the input's length.
+    let _ = hex::encode_to_slice(secret, hex_secret.as_mut());
+    let mut text = Zeroizing::new(String::with_capacity(KEY_FILE_MAGIC.len() + 66));
+    text.push_str(KEY_FILE_MAGIC);
+    text.push('\n');
+    text.push_str(std::str::from_utf8(hex_secret.as_ref()).unwrap_or_default());
+    text.push('\n');
+    text
+}
+
+fn parse_key_file(text: &str) -> anyhow::Result<IdentityCa> {
+    let text = text.strip_suffix('\n').unwrap_or(text);
+    let mut lines = text.split('\n');
+    if lines.next() != Some(KEY_FILE_MAGIC) {
+        bail!("not a klausur identity CA key file (first line must be {KEY_FILE_MAGIC})");
+    }
+    let secret_hex = lines.next().unwrap_or("");
+    if lines.next().is_some() {
+        bail!("unexpected content after the secret key line");
+    }
+    let mut secret = Zeroizing::new([0u8; 32]);
+    hex::decode_to_slice(secret_hex.trim_end_matches('\r'), secret.as_mut())
+        .map_err(|_| anyhow::anyhow!("the second line must be 64 hex digits (the secret key)"))?;
+    Ok(IdentityCa::new(SigningKey::from_bytes(&secret)))
+}
+
+/// Reads a key file. Warns (in the log) if it is readable by group or others.
+pub fn load_key_file(path: &Path) -> anyhow::Result<IdentityCa> {
+    let text = Zeroizing::new(
+        std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read identity CA key file {}", path.display()))?,
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        if let Ok(meta) = std::fs::metadata(path) {
+            if meta.permissions().mode() & 0o077 != 0 {
+                tracing::warn!(
+                    file = %path.display(),
+                    "the identity CA key file is readable by other users; chmod 600 it"
+                );
+            }
+        }
+    }
+    parse_key_file(&text).with_context(|| format!("identity CA key file {}", path.display()))
+}
+
+fn create_0600(path: &Path) -> std::io::Result<std::fs::File> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        options.mode(0o600);
+    }
+    options.open(path)
+}
+
+fn write_new(path: &Path, text: &str) -> std::io::Result<()> {
+    let mut f = create_0600(path)?;
+    let written = f.write_all(text.as_bytes()).and_then(|()| f.sync_all());
+    if written.is_err() {
+        let _ = std::fs::remove_file(path);
+    }
+    written
+}
+
+/// Creates a new CA key at `path` (mode 0600). Refuses an existing file unless `force`, in which
+/// case the file is replaced atomically.
+pub fn create_key_file(path: &Path, force: bool) -> anyhow::Result<IdentityCa> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create directory {}", dir.display()))?;
+    }
+    let mut secret = Zeroizing::new([0u8; 32]);
+    rand::rngs::OsRng.fill_bytes(secret.as_mut());
+    let text = key_file_text(&secret);
+    if !force {
+        return match write_new(path, &text) {
+            Ok(()) => Ok(IdentityCa::new(SigningKey::from_bytes(&secret))),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => bail!(
+                "{} already exists; refusing to overwrite a CA key (pass --force to replace it, \
+                 which invalidates every credential it issued)",
+                path.display()
+            ),
+            Err(e) => Err(e).with_context(|| format!("cannot create {}", path.display())),
+        };
+    }
+    let mut tmp_name = path.as_os_str().to_owned();
+    tmp_name.push(format!(".tmp-{:016x}", rand::rngs::OsRng.next_u64()));
+    let tmp = PathBuf::from(tmp_name);
+    write_new(&tmp, &text).with_context(|| format!("cannot create {}", tmp.display()))?;
+    if let Err(e) = std::fs::rename(&tmp, path) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e).with_context(|| format!("cannot replace {}", path.display()));
+    }
+    Ok(IdentityCa::new(SigningKey::from_bytes(&secret)))
+}
+
+/// For `klausur serve`: loads the key file, creating it (mode 0600) if it does not exist.
+/// Returns the CA and whether the file was created.
+pub fn load_or_create(path: &Path) -> anyhow::Result<(IdentityCa, bool)> {
+    if path.exists() {
+        return Ok((load_key_file(path)?, false));
+    }
+    match create_key_file(path, false) {
+        Ok(ca) => Ok((ca, true)),
+        // Another process created it in the meantime.
+        Err(_) if path.exists() => Ok((load_key_file(path)?, false)),
+        Err(e) => Err(e),
+    }
+}
+
+/// Parses a device's Ed25519 public key: 64 hex digits naming a valid, not small-order point.
+pub fn parse_device_key(s: &str) -> Result<VerifyingKey, String> {
+    let s = s.trim();
+    let mut bytes = [0u8; 32];
+    if s.len() != 64 {
+        return Err(format!(
+            "device_key must be 64 hex digits (a 32-byte Ed25519 public key), got {} characters",
+            s.chars().count()
+        ));
+    }
+    hex::decode_to_slice(s, &mut bytes)
+        .map_err(|_| "device_key must be hex (0-9, a-f)".to_string())?;
+    let key = VerifyingKey::from_bytes(&bytes)
+        .map_err(|_| "device_key is not a valid Ed25519 public key".to_string())?;
+    if key.is_weak() {
+        return Err("device_key is a weak (small-order) Ed25519 key".into());
+    }
+    Ok(key)
+}
+
+/// Checks a user id: 1 to [`MAX_USER_ID_BYTES`] bytes, no whitespace or control characters.
+pub fn validate_user_id(id: &str) -> Result<(), String> {
+    if id.is_empty()
+        || id.len() > MAX_USER_ID_BYTES
+        || id.chars().any(|c| c.is_control() || c.is_whitespace())
+    {
+        Err(format!(
+            "user id must be 1 to {MAX_USER_ID_BYTES} bytes without spaces or control characters"
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// An issued credential in its transport form.
+#[derive(Debug, Clone)]
+pub struct Issued {
+    pub credential: SignedCredential,
+    /// `SignedCredential::to_bytes`, standard base64 with padding.
+    pub base64: String,
+    /// Exclusive end of validity, milliseconds since the Unix epoch.
+    pub not_after_ms: u64,
+}
+
+/// Issues a credential valid from [`CLOCK_SKEW_SECS`] ago for `minutes` minutes from now.
+pub fn issue(
+    ca: &IdentityCa,
+    user_id: &str,
+    display_name: &str,
+    kind: ParticipantKind,
+    device_key: &VerifyingKey,
+    minutes: u64,
+) -> anyhow::Result<Issued> {
+    let now = unix_now();
+    let not_after = now + minutes * 60;
+    let credential = ca
+        .issue(
+            user_id,
+            display_name,
+            kind,
+            device_key,
+            now.saturating_sub(CLOCK_SKEW_SECS),
+            not_after,
+        )
+        .map_err(|e| anyhow::anyhow!("cannot issue the credential: {e}"))?;
+    let bytes = credential
+        .to_bytes()
+        .map_err(|e| anyhow::anyhow!("cannot encode the credential: {e}"))?;
+    Ok(Issued {
+        credential,
+        base64: base64::engine::general_purpose::STANDARD.encode(bytes),
+        not_after_ms: not_after * 1000,
+    })
+}
+
+/// Limits guest credentials per client address in fixed 15-minute windows. IPv6 addresses count
+/// per /64 (one household or host usually has a whole /64).
+#[derive(Debug)]
+pub struct IssueLimiter {
+    max: u32,
+    window: Duration,
+    counts: HashMap<IpAddr, (u32, Instant)>,
+}
+
+/// More distinct addresses than this in one window are refused rather than remembered.
+const LIMITER_MAX_ADDRESSES: usize = 100_000;
+
+impl IssueLimiter {
+    pub fn new(max_per_window: u32, window: Duration) -> Self {
+        IssueLimiter {
+            max: max_per_window,
+            window,
+            counts: HashMap::new(),
+        }
+    }
+
+    fn key(ip: IpAddr) -> IpAddr {
+        match ip {
+            IpAddr::V4(_) => ip,
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => IpAddr::V4(v4),
+                None => {
+                    let s = v6.segments();
+                    IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+                }
+            },
+        }
+    }
+
+    /// Counts one issuance for `ip`; false if its budget for the window is spent.
+    pub fn try_take(&mut self, now: Instant, ip: IpAddr) -> bool {
+        let window = self.window;
+        self.counts
+            .retain(|_, (_, start)| now.duration_since(*start) < window);
+        let key = Self::key(ip);
+        if !self.counts.contains_key(&key) && self.counts.len() >= LIMITER_MAX_ADDRESSES {
+            return false;
+        }
+        let entry = self.counts.entry(key).or_insert((0, now));
+        if entry.0 >= self.max {
+            return false;
+        }
+        entry.0 += 1;
+        true
+    }
+}
+
+/// Builds the limiter from the configuration.
+pub fn guest_limiter(config: &crate::config::Config) -> Mutex<IssueLimiter> {
+    Mutex::new(IssueLimiter::new(
+        config.identity.guest_credentials_per_15min,
+        Duration::from_secs(15 * 60),
+    ))
+}
+
+fn bad_request(message: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, "invalid_field", message)
+}
+
+/// `GET /api/identity/ca`: the CA public key clients verify credentials against.
+pub async fn ca_info(State(state): State<AppState>) -> Json<serde_json::Value> {
+    Json(json!({ "public_key": public_key_hex(&state.identity_ca) }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CredentialReq {
+    device_key: String,
+    #[serde(default)]
+    invite_token: Option<String>,
+    #[serde(default)]
+    meeting_id: Option<String>,
+    #[serde(default)]
+    display_name: Option<String>,
+}
+
+fn meeting_gone() -> ApiError {
+    ApiError::new(StatusCode::GONE, "meeting_ended", "the meeting has ended")
+}
+
+/// `POST /api/identity/credential`: a short-lived credential for the caller's device key; see
+/// the module documentation for who gets which kind.
+pub async fn issue_credential(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Body(req): Body<CredentialReq>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    check_origin(&headers)?;
+    let device_key = parse_device_key(&req.device_key).map_err(bad_request)?;
+    let (user_id, display_name, kind) = match (&req.invite_token, &req.meeting_id) {
+        (Some(token), meeting_id) => {
+            if req.display_name.is_some() {
+                return Err(bad_request(
+                    "display_name cannot be chosen with an invitation: the invitation names the guest",
+                ));
+            }
+            let inv = admission::invitation_for(&state.store, token, Utc::now()).await?;
+            if meeting_id.as_ref().is_some_and(|m| *m != inv.meeting_id) {
+                return Err(admission::AdmissionError::InvitationInvalid.into());
+            }
+            let m = state.store.meeting(&inv.meeting_id).await?.ok_or_else(|| {
+                ApiError::new(StatusCode::NOT_FOUND, "not_found", "meeting not found")
+            })?;
+            if m.ended_at.is_some() {
+                return Err(meeting_gone());
+            }
+            // A removed (banned) holder still gets a credential: the lobby decides.
+            (
+                format!("invitation:{}", inv.id),
+                inv.name,
+                ParticipantKind::InvitedGuest,
+            )
+        }
+        (None, Some(meeting_id)) => {
+            let name = req
+                .display_name
+                .as_deref()
+                .ok_or_else(|| bad_request("display_name is required for a guest credential"))?;
+            let name = validate_display_name(name).map_err(bad_request)?;
+            let allowed = state
+                .guest_credential_limiter
+                .lock()
+                .map(|mut l| l.try_take(Instant::now(), peer.ip()))
+                .unwrap_or(false);
+            if !allowed {
+                return Err(ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "rate_limited",
+                    "too many guest credentials from this address; try again in 15 minutes",
+                ));
+            }
+            let m = state.store.meeting(meeting_id).await?.ok_or_else(|| {
+                ApiError::new(StatusCode::NOT_FOUND, "not_found", "meeting not found")
+            })?;
+            if m.ended_at.is_some() {
+                return Err(meeting_gone());
+            }
+            let mut random = [0u8; 16];
+            rand::rngs::OsRng.fill_bytes(&mut random);
+            (
+                format!("guest:{}", hex::encode(random)),
+                name,
+                ParticipantKind::Guest,
+            )
+        }
+        (None, None) => {
+            if req.display_name.is_some() {
+                return Err(bad_request(
+                    "display_name needs meeting_id (guest credential)",
+                ));
+            }
+            // The session extractor needs the method and headers only.
+            let mut request = Request::new(());
+            *request.method_mut() = Method::POST;
+            *request.headers_mut() = headers;
+            let (mut parts, ()) = request.into_parts();
+            let Staff(user) = Staff::from_request_parts(&mut parts, &state).await?;
+            (
+                format!("user:{}", user.id),
+                user.display_name,
+                ParticipantKind::Staff,
+            )
+        }
+    };
+    let issued = issue(
+        &state.identity_ca,
+        &user_id,
+        &display_name,
+        kind,
+        &device_key,
+        CREDENTIAL_MINUTES,
+    )
+    .map_err(|e| {
+        tracing::error!("credential issuance failed: {e:#}");
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "internal error",
+        )
+    })?;
+    tracing::info!(kind = ?kind, "identity credential issued");
+    Ok(Json(json!({
+        "credential": issued.base64,
+        "ca_public_key": public_key_hex(&state.identity_ca),
+        "not_after_ms": issued.not_after_ms,
+    })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_file_roundtrip_and_strictness() {
+        let secret = [5u8; 32];
+        let text = key_file_text(&secret);
+        assert_eq!(
+            text.as_str(),
+            format!("{KEY_FILE_MAGIC}\n{}\n", "05".repeat(32))
+        );
+        let ca = parse_key_file(&text).expect("parse");
+        assert_eq!(
+            ca.public_key(),
+            SigningKey::from_bytes(&secret).verifying_key()
+        );
+        assert!(parse_key_file(text.trim_end()).is_ok());
+        assert!(parse_key_file(&format!("{}extra\n", text.as_str())).is_err());
+        assert!(parse_key_file(&format!("other-v1\n{}\n", "05".repeat(32))).is_err());
+        assert!(parse_key_file(&format!("{KEY_FILE_MAGIC}\n{}\n", "05".repeat(31))).is_err());
+        assert!(parse_key_file(&format!("{KEY_FILE_MAGIC}\n{}\n", "zz".repeat(32))).is_err());
+    }
+
+    #[test]
+    fn device_keys_are_checked() {
+        let good = hex::encode(SigningKey::from_bytes(&[3; 32]).verifying_key().to_bytes());
+        assert!(parse_device_key(&good).is_ok());
+        assert!(parse_device_key(&good[..62]).is_err());
+        assert!(parse_device_key(&format!("{good}00")).is_err());
+        assert!(parse_device_key(&"zz".repeat(32)).is_err());
+        // The identity point has small order.
+        let mut identity = [0u8; 32];
+        identity[0] = 1;
+        assert!(parse_device_key(&hex::encode(identity)).is_err());
+    }
+
+    #[test]
+    fn limiter_counts_per_address_and_recovers() {
+        let mut l = IssueLimiter::new(2, Duration::from_secs(60));
+        let t0 = Instant::now();
+        let a: IpAddr = "192.0.2.1".parse().expect("ip");
+        let b: IpAddr = "192.0.2.2".parse().expect("ip");
+        assert!(l.try_take(t0, a));
+        assert!(l.try_take(t0, a));
+        assert!(!l.try_take(t0, a));
+        assert!(l.try_take(t0, b));
+        assert!(l.try_take(t0 + Duration::from_secs(61), a));
+        // One /64 is one budget.
+        let v6a: IpAddr = "2001:db8::1".parse().expect("ip");
+        let v6b: IpAddr = "2001:db8::2".parse().expect("ip");
+        assert!(l.try_take(t0, v6a));
+        assert!(l.try_take(t0, v6b));
+        assert!(!l.try_take(t0, v6a));
+    }
+
+    #[test]
+    fn issued_credentials_verify_for_about_an_hour() {
+        let ca = IdentityCa::new(SigningKey::from_bytes(&[1; 32]));
+        let dev = SigningKey::from_bytes(&[2; 32]).verifying_key();
+        let issued = issue(&ca, "user:1", "Ada", ParticipantKind::Staff, &dev, 60).expect("issue");
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(&issued.base64)
+            .expect("b64");
+        let sc = SignedCredential::from_bytes(&bytes).expect("decode");
+        let now = Duration::from_secs(unix_now());
+        assert!(sc.verify(&ca.public_key(), now).is_ok());
+        assert!(sc
+            .verify(&ca.public_key(), now + Duration::from_secs(3601))
+            .is_err());
+        assert_eq!(sc.credential.not_after * 1000, issued.not_after_ms);
+    }
+}
