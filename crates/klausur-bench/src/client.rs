@@ -18,6 +18,7 @@ use str0m::net::{Protocol, Receive};
 use str0m::rtp::{ExtensionValues, RtpWrite};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
 use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::sleep_until;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -95,7 +96,12 @@ pub struct Peer {
     errors: Vec<String>,
     // Signaling state (klausur only).
     sig: Option<Signaling>,
+    // Offers to answer while running (the Janus subscriber side).
+    offers: Option<mpsc::UnboundedReceiver<OfferRequest>>,
 }
+
+/// An SDP offer (text) to answer while the peer runs, and where to send the answer (text).
+pub type OfferRequest = (String, oneshot::Sender<anyhow::Result<String>>);
 
 struct Signaling {
     ws: Ws,
@@ -110,7 +116,17 @@ struct Signaling {
 enum Wake {
     Udp(std::io::Result<(usize, SocketAddr)>),
     Ws(Option<Result<Message, tokio_tungstenite::tungstenite::Error>>),
+    Offer(Option<OfferRequest>),
     Timer,
+}
+
+async fn next_offer(
+    rx: &mut Option<mpsc::UnboundedReceiver<OfferRequest>>,
+) -> Option<OfferRequest> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 async fn next_ws(
@@ -136,6 +152,17 @@ impl Peer {
     /// many codecs); otherwise only Opus and VP8, which keeps offers of large meetings small.
     pub async fn new(index: u16, timing: Timing, all_codecs: bool) -> anyhow::Result<Peer> {
         let socket = UdpSocket::bind("127.0.0.1:0").await?;
+        Self::with_socket(index, timing, all_codecs, socket)
+    }
+
+    /// A peer on a socket bound elsewhere (e.g. inside a network namespace), with a host
+    /// candidate for its local address.
+    pub fn with_socket(
+        index: u16,
+        timing: Timing,
+        all_codecs: bool,
+        socket: UdpSocket,
+    ) -> anyhow::Result<Peer> {
         let local = socket.local_addr()?;
         let now = Instant::now();
         let builder = Rtc::builder().set_rtp_mode(true);
@@ -171,7 +198,44 @@ impl Peer {
             keyframe_requests: 0,
             errors: Vec::new(),
             sig: None,
+            offers: None,
         })
+    }
+
+    /// Where TTFF and connect time are measured from (the Janus side sets its `join` time).
+    pub fn set_joined_at(&mut self, t: Instant) {
+        self.joined_at = t;
+        self.recv.ttff_ns = None;
+    }
+
+    // ---- Janus (the client side of the signaling lives in `janus.rs`) -----------------------
+
+    /// A publisher's offer: sendonly audio + video. Returns the SDP and the pending offer.
+    pub fn publish_offer(&mut self) -> anyhow::Result<(String, SdpPendingOffer)> {
+        let mut api = self.rtc.sdp_api();
+        let a = api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
+        let v = api.add_media(MediaKind::Video, Direction::SendOnly, None, None, None);
+        let (offer, pending) = api.apply().context("no offer")?;
+        self.set_send_tracks(a, v)?;
+        Ok((offer.to_sdp_string(), pending))
+    }
+
+    /// Accepts the answer to [`Peer::publish_offer`].
+    pub fn accept_answer_sdp(&mut self, pending: SdpPendingOffer, sdp: &str) -> anyhow::Result<()> {
+        let answer = SdpAnswer::from_sdp_string(sdp)?;
+        self.rtc.sdp_api().accept_answer(pending, answer)?;
+        Ok(())
+    }
+
+    /// Offers arriving on `rx` while the peer runs are answered (the peer only receives).
+    pub fn answer_offers_from(&mut self, rx: mpsc::UnboundedReceiver<OfferRequest>) {
+        self.offers = Some(rx);
+    }
+
+    fn answer_offer(&mut self, sdp: &str) -> anyhow::Result<String> {
+        let offer = SdpOffer::from_sdp_string(sdp)?;
+        let answer = self.rtc.sdp_api().accept_offer(offer)?;
+        Ok(answer.to_sdp_string())
     }
 
     fn set_send_tracks(&mut self, audio: Mid, video: Mid) -> anyhow::Result<()> {
@@ -540,10 +604,18 @@ impl Peer {
     }
 
     fn next_media_due(&self) -> Option<Instant> {
-        [self.sender.next_audio, self.sender.next_video]
-            .into_iter()
-            .flatten()
-            .min()
+        // A peer without send tracks (the Janus subscriber) has nothing due.
+        [
+            self.sender
+                .next_audio
+                .filter(|_| self.sender.audio.is_some()),
+            self.sender
+                .next_video
+                .filter(|_| self.sender.video.is_some()),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     fn handle_datagram(&mut self, n: usize, src: SocketAddr, buf: &[u8]) {
@@ -615,6 +687,7 @@ impl Peer {
             let w = tokio::select! {
                 r = self.socket.recv_from(&mut buf) => Wake::Udp(r),
                 m = next_ws(&mut self.sig) => Wake::Ws(m),
+                o = next_offer(&mut self.offers) => Wake::Offer(o),
                 _ = sleep_until(wake.into()) => Wake::Timer,
             };
             match w {
@@ -634,6 +707,10 @@ impl Peer {
                     }
                 }
                 Wake::Ws(m) => self.on_ws(m).await?,
+                Wake::Offer(Some((sdp, reply))) => {
+                    let _ = reply.send(self.answer_offer(&sdp));
+                }
+                Wake::Offer(None) => self.offers = None,
                 Wake::Timer => {}
             }
         }

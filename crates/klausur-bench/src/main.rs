@@ -5,12 +5,12 @@
 //! path (ICE, DTLS-SRTP, the room) of a `klausur serve` the tool starts itself. See
 //! `klausur-bench --help`.
 //!
-//! TODO(janus): the side-by-side run against Janus 1.1.2 (VideoRoom, in network namespaces the
-//! tool creates and removes, see shared/recipes/janus.md) is not implemented yet; `compare`
-//! measures klausur only and says so.
+//! `compare` and the standard set also run the same scenarios against Janus 1.1.2 (VideoRoom),
+//! in network namespaces the tool creates and removes (`janus.rs`, shared/recipes/janus.md).
 
 mod client;
 mod header;
+mod janus;
 mod procfs;
 mod report;
 mod scenario;
@@ -24,7 +24,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use serde_json::json;
 
-use crate::scenario::{ScenarioResult, Settings};
+use crate::scenario::{ScenarioResult, ServerKind, Settings};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -71,6 +71,9 @@ struct Common {
     /// Write the full results as JSON to this file.
     #[arg(long, global = true)]
     json: Option<PathBuf>,
+    /// `compare` and `standard`: klausur only, without the Janus side.
+    #[arg(long, global = true)]
+    no_janus: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -80,12 +83,13 @@ enum Cmd {
         /// Participants.
         participants: usize,
     },
-    /// Runs `meeting 10` and writes the comparison JSON (klausur only for now; Janus: TODO).
+    /// Runs `meeting 10` against klausur and Janus 1.1.2 (VideoRoom) in the same run.
     Compare {
         #[arg(long, default_value_t = 10)]
         participants: usize,
     },
-    /// The standard set (`make bench`): prints a Markdown table and updates BENCHMARKS.md.
+    /// The standard set (`make bench`), against klausur and Janus: prints a Markdown table and
+    /// updates BENCHMARKS.md.
     Standard {
         /// The file to update.
         #[arg(long, default_value = "BENCHMARKS.md")]
@@ -143,12 +147,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let limit = 100;
     let sizes: Vec<usize> = match &cli.command {
         Cmd::Meeting { participants } => vec![*participants],
-        Cmd::Compare { participants } => {
-            eprintln!("klausur-bench: note: Janus is not measured yet (TODO in klausur-bench); klausur only");
-            vec![*participants]
-        }
+        Cmd::Compare { participants } => vec![*participants],
         Cmd::Standard { sizes, .. } => sizes.clone(),
     };
+    let with_janus = !cli.common.no_janus && !matches!(cli.command, Cmd::Meeting { .. });
     for n in &sizes {
         anyhow::ensure!(
             (2..=limit).contains(n),
@@ -157,8 +159,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
     let baseline = scenario::run_baseline(&s).await?;
     let mut results: Vec<ScenarioResult> = Vec::new();
+    let mut janus_failures = Vec::new();
     for n in sizes {
-        results.push(scenario::run_meeting(&s, n, baseline.clone()).await?);
+        results.push(scenario::run_meeting(&s, n, baseline.clone(), ServerKind::Klausur).await?);
+        if with_janus {
+            match scenario::run_meeting(&s, n, baseline.clone(), ServerKind::Janus).await {
+                Ok(r) => results.push(r),
+                Err(e) => {
+                    let e = format!("meeting {n} against Janus failed: {e:#}");
+                    eprintln!("klausur-bench: {e}");
+                    janus_failures.push(e);
+                }
+            }
+        }
     }
     println!("{}", report::markdown_table(&results));
     for r in &results {
@@ -167,13 +180,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
     }
     if let Some(path) = &cli.common.json {
-        let v = report::compare_json(&results, settings_json(&s));
+        let mut v = report::compare_json(&results, settings_json(&s));
+        if !janus_failures.is_empty() {
+            v["janus_failures"] = json!(janus_failures);
+        }
         std::fs::write(path, serde_json::to_string_pretty(&v)? + "\n")?;
         eprintln!("klausur-bench: wrote {}", path.display());
     }
     if let Cmd::Standard { markdown, .. } = &cli.command {
         let command: Vec<String> = std::env::args().collect();
-        report::write_benchmarks(markdown, &results, &command.join(" "))?;
+        report::write_benchmarks(markdown, &results, &command.join(" "), &janus_failures)?;
         eprintln!("klausur-bench: updated {}", markdown.display());
     }
     Ok(())
@@ -196,7 +212,18 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(run(cli)) {
+    // Ctrl-C and SIGTERM drop the run, and with it a running Janus and its namespaces (biased:
+    // the handlers are installed before the run's first step).
+    let result = rt.block_on(async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            biased;
+            _ = tokio::signal::ctrl_c() => anyhow::bail!("interrupted"),
+            _ = term.recv() => anyhow::bail!("terminated"),
+            r = run(cli) => r,
+        }
+    });
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("klausur-bench: {e:#}");

@@ -41,6 +41,54 @@ fn num(v: f64) -> serde_json::Value {
     }
 }
 
+/// The figures compared between servers: (name, value).
+pub fn figures(r: &ScenarioResult) -> Vec<(&'static str, f64)> {
+    vec![
+        ("fwd_pkts_per_s", r.fwd_pkts_per_s),
+        ("server_cpu_s_per_s", r.server_cpu_s_per_s),
+        ("loadgen_cpu_s_per_s", r.loadgen_cpu_s_per_s),
+        ("pkts_per_cpu_s", r.pkts_per_cpu_s),
+        ("latency_p50_ms", r.latency_p50_ms),
+        ("latency_p99_ms", r.latency_p99_ms),
+        ("latency_p999_ms", r.latency_p999_ms),
+        ("p50_added_latency_ms", r.p50_added_latency_ms),
+        ("p99_added_latency_ms", r.p99_added_latency_ms),
+        ("p999_added_latency_ms", r.p999_added_latency_ms),
+        ("loss_ratio", r.loss_ratio),
+        ("ttff_p50_ms", r.ttff_p50_ms),
+        ("ttff_p99_ms", r.ttff_p99_ms),
+        ("rss_mib", r.rss_mib),
+        ("rss_mib_per_participant", r.rss_mib_per_participant),
+        (
+            "rss_added_mib_per_participant",
+            r.rss_added_mib_per_participant,
+        ),
+    ]
+}
+
+/// `a / b`, or NaN when either is not finite or `b` is zero.
+pub fn ratio(a: f64, b: f64) -> f64 {
+    if a.is_finite() && b.is_finite() && b != 0.0 {
+        a / b
+    } else {
+        f64::NAN
+    }
+}
+
+/// For every scenario measured on both servers: (klausur, janus).
+pub fn pairs(results: &[ScenarioResult]) -> Vec<(&ScenarioResult, &ScenarioResult)> {
+    results
+        .iter()
+        .filter(|k| k.server == "klausur")
+        .filter_map(|k| {
+            results
+                .iter()
+                .find(|j| j.server == "janus" && j.scenario == k.scenario)
+                .map(|j| (k, j))
+        })
+        .collect()
+}
+
 /// The `compare` JSON: the required fields first-class, everything else beside them.
 pub fn compare_json(results: &[ScenarioResult], settings: serde_json::Value) -> serde_json::Value {
     let rows: Vec<serde_json::Value> = results
@@ -65,6 +113,17 @@ pub fn compare_json(results: &[ScenarioResult], settings: serde_json::Value) -> 
             v
         })
         .collect();
+    let ratios: Vec<serde_json::Value> = pairs(results)
+        .into_iter()
+        .map(|(k, j)| {
+            let r: serde_json::Map<String, serde_json::Value> = figures(k)
+                .into_iter()
+                .zip(figures(j))
+                .map(|((name, a), (_, b))| (name.to_string(), num(ratio(a, b))))
+                .collect();
+            json!({"scenario": k.scenario, "klausur_over_janus": r})
+        })
+        .collect();
     json!({
         "commit": git_commit(),
         "dirty": git_dirty(),
@@ -72,6 +131,7 @@ pub fn compare_json(results: &[ScenarioResult], settings: serde_json::Value) -> 
         "machine": machine_json(),
         "settings": settings,
         "results": rows,
+        "ratios": ratios,
     })
 }
 
@@ -92,7 +152,8 @@ fn f(v: f64, digits: usize) -> String {
     }
 }
 
-/// A Markdown table of the results.
+/// A Markdown table of the results; after each Janus row, the ratio klausur/janus of every
+/// figure (for pkt / CPU-s higher is better for klausur, for the others lower).
 pub fn markdown_table(results: &[ScenarioResult]) -> String {
     let mut s = String::from(
         "| scenario | server | fwd pkt/s | server / load-gen CPU (cores) | **pkt / CPU-s** | p50 / p99 / p99.9 latency ms | baseline p50 / p99 / p99.9 ms | **p99 added ms** | loss | TTFF p50 / p99 ms | RSS MiB (per participant) | load avg |\n\
@@ -120,12 +181,48 @@ pub fn markdown_table(results: &[ScenarioResult]) -> String {
             f(r.rss_mib_per_participant, 2),
             f(r.loadavg_1m, 2),
         ));
+        if r.server != "janus" {
+            continue;
+        }
+        let Some(k) = results
+            .iter()
+            .find(|k| k.server == "klausur" && k.scenario == r.scenario)
+        else {
+            continue;
+        };
+        let x = |a: f64, b: f64| {
+            let v = ratio(a, b);
+            if v.is_finite() {
+                format!("{v:.2}")
+            } else {
+                "n/a".into()
+            }
+        };
+        s.push_str(&format!(
+            "| {} | *klausur/janus* | {} | {} / {} | **{}** | {} / {} / {} | | **{}** (p50 {}, p99.9 {}) | {} | {} / {} | {} ({}) | |\n",
+            r.scenario,
+            x(k.fwd_pkts_per_s, r.fwd_pkts_per_s),
+            x(k.server_cpu_s_per_s, r.server_cpu_s_per_s),
+            x(k.loadgen_cpu_s_per_s, r.loadgen_cpu_s_per_s),
+            x(k.pkts_per_cpu_s, r.pkts_per_cpu_s),
+            x(k.latency_p50_ms, r.latency_p50_ms),
+            x(k.latency_p99_ms, r.latency_p99_ms),
+            x(k.latency_p999_ms, r.latency_p999_ms),
+            x(k.p99_added_latency_ms, r.p99_added_latency_ms),
+            x(k.p50_added_latency_ms, r.p50_added_latency_ms),
+            x(k.p999_added_latency_ms, r.p999_added_latency_ms),
+            x(k.loss_ratio, r.loss_ratio),
+            x(k.ttff_p50_ms, r.ttff_p50_ms),
+            x(k.ttff_p99_ms, r.ttff_p99_ms),
+            x(k.rss_mib, r.rss_mib),
+            x(k.rss_mib_per_participant, r.rss_mib_per_participant),
+        ));
     }
     s
 }
 
-/// The generated section of BENCHMARKS.md.
-pub fn benchmarks_section(results: &[ScenarioResult], command: &str) -> String {
+/// The generated section of BENCHMARKS.md (`notes`: e.g. why Janus was not measured).
+pub fn benchmarks_section(results: &[ScenarioResult], command: &str, notes: &[String]) -> String {
     let l = procfs::loadavg();
     let mut s = String::new();
     s.push_str(BEGIN);
@@ -150,8 +247,16 @@ pub fn benchmarks_section(results: &[ScenarioResult], command: &str) -> String {
          from the send timestamp inside the payload to the receiving str0m client; the baseline \
          is two str0m clients connected directly at the same per-sender packet rates, and \
          \"added\" is the difference. Server pinned to CPU 0, load generator to CPU 1. \
-         Janus 1.1.2 (VideoRoom) is not measured yet.\n",
+         Janus 1.1.2 (Debian's `janus`, VideoRoom plugin, HTTP transport) runs the same scenario \
+         with the same clients and packet rates in the same run, in a network namespace joined \
+         to the load generator's by a veth pair (Janus skips loopback), pinned like klausur; \
+         each participant publishes on one PeerConnection and receives all others on one \
+         multistream subscriber PeerConnection. The *klausur/janus* rows are the ratios of \
+         each figure (pkt / CPU-s: higher is better for klausur; the others: lower is better).\n",
     );
+    for n in notes {
+        s.push_str(&format!("\n- {}\n", n.replace('\n', " ")));
+    }
     let errors: Vec<&String> = results
         .iter()
         .flat_map(|r| r.errors.iter())
@@ -199,9 +304,13 @@ pub fn write_benchmarks(
     path: &Path,
     results: &[ScenarioResult],
     command: &str,
+    notes: &[String],
 ) -> anyhow::Result<()> {
     let existing = std::fs::read_to_string(path).ok();
-    let text = update_benchmarks(existing.as_deref(), &benchmarks_section(results, command));
+    let text = update_benchmarks(
+        existing.as_deref(),
+        &benchmarks_section(results, command, notes),
+    );
     std::fs::write(path, text)?;
     Ok(())
 }
@@ -209,6 +318,29 @@ pub fn write_benchmarks(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ratios_pair_klausur_with_janus() {
+        use crate::scenario::combine;
+        let k = combine("meeting-10", "klausur", Vec::new(), Vec::new());
+        let j = combine("meeting-10", "janus", Vec::new(), Vec::new());
+        let other = combine("meeting-4", "klausur", Vec::new(), Vec::new());
+        let results = vec![other, k, j];
+        let p = pairs(&results);
+        assert_eq!(p.len(), 1);
+        assert_eq!(p[0].0.server, "klausur");
+        assert_eq!(p[0].1.server, "janus");
+        assert_eq!(ratio(6.0, 3.0), 2.0);
+        assert!(ratio(1.0, 0.0).is_nan());
+        assert!(ratio(f64::NAN, 1.0).is_nan());
+        let table = markdown_table(&results);
+        assert!(table.contains("| meeting-10 | *klausur/janus* |"));
+        let v = compare_json(&results, json!({}));
+        assert_eq!(v["ratios"][0]["scenario"], "meeting-10");
+        assert!(v["ratios"][0]["klausur_over_janus"]
+            .get("pkts_per_cpu_s")
+            .is_some());
+    }
 
     #[test]
     fn generated_section_is_replaced_and_notes_are_kept() {

@@ -7,6 +7,7 @@ use anyhow::Context;
 use serde::Serialize;
 
 use crate::client::{Peer, PeerReport, Timing};
+use crate::janus::{self, JanusServer};
 use crate::procfs;
 use crate::server::KlausurServer;
 use crate::stats::{
@@ -134,44 +135,123 @@ fn timing(settings: &Settings, warmup: Duration) -> Timing {
     }
 }
 
-/// One trial of `meeting n` against a fresh klausur server.
-pub async fn meeting_trial(settings: &Settings, n: usize) -> anyhow::Result<Trial> {
+/// The server a scenario runs against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServerKind {
+    Klausur,
+    /// Janus 1.1.2 VideoRoom in network namespaces (`janus.rs`).
+    Janus,
+}
+
+impl ServerKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            ServerKind::Klausur => "klausur",
+            ServerKind::Janus => "janus",
+        }
+    }
+}
+
+enum Running {
+    Klausur(KlausurServer),
+    Janus(JanusServer),
+}
+
+impl Running {
+    fn pid(&self) -> u32 {
+        match self {
+            Running::Klausur(s) => s.pid,
+            Running::Janus(s) => s.pid,
+        }
+    }
+
+    /// Problem lines of the server's log.
+    fn problems(&self) -> Vec<String> {
+        match self {
+            // The server's own stdout lines ("klausur: listening on ...", the bootstrap admin)
+            // are not problems; everything else in the log (warnings, errors, panics) is.
+            Running::Klausur(s) => s
+                .log()
+                .lines()
+                .filter(|l| !l.starts_with("klausur: ") && !l.trim().is_empty())
+                .map(str::to_string)
+                .collect(),
+            Running::Janus(s) => s.problems(),
+        }
+    }
+}
+
+/// One trial of `meeting n` against a fresh server of the given kind.
+pub async fn meeting_trial(
+    settings: &Settings,
+    n: usize,
+    kind: ServerKind,
+) -> anyhow::Result<Trial> {
     let loadavg = procfs::loadavg()[0];
     let bin = settings.server_bin.clone();
     let cpu = settings.server_cpu;
-    let server = tokio::task::spawn_blocking(move || KlausurServer::start(&bin, n, cpu))
-        .await
-        .context("server setup task")??;
+    let server = match kind {
+        ServerKind::Klausur => Running::Klausur(
+            tokio::task::spawn_blocking(move || KlausurServer::start(&bin, n, cpu))
+                .await
+                .context("server setup task")??,
+        ),
+        // Started on this thread: the guard must never outlive an interrupted run.
+        ServerKind::Janus => {
+            let s = JanusServer::start(cpu)?;
+            s.create_room(n).await?;
+            Running::Janus(s)
+        }
+    };
+    let pid = server.pid();
     let ticks = procfs::clock_ticks_per_sec();
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let rss_empty = procfs::rss_mib(server.pid)?;
+    let rss_empty = procfs::rss_mib(pid)?;
     let t = timing(settings, settings.warmup);
     let mut tasks = Vec::with_capacity(n);
     for i in 0..n {
-        let url = server.ws_url();
-        let meeting = server.meeting_id.clone();
-        let token = server.tokens[i].clone();
         let all_codecs = settings.all_codecs;
         let join_at = t.start + settings.stagger * i as u32;
-        tasks.push(tokio::spawn(async move {
-            tokio::time::sleep_until(join_at.into()).await;
-            let mut peer = match Peer::new(i as u16, t, all_codecs).await {
-                Ok(p) => p,
-                Err(e) => return Err(e),
-            };
-            if let Err(e) = peer.join_klausur(&url, &meeting, &token).await {
-                return Err(e.context(format!("participant {i} could not join")));
+        match &server {
+            Running::Klausur(server) => {
+                let url = server.ws_url();
+                let meeting = server.meeting_id.clone();
+                let token = server.tokens[i].clone();
+                tasks.push(tokio::spawn(async move {
+                    tokio::time::sleep_until(join_at.into()).await;
+                    let mut peer = match Peer::new(i as u16, t, all_codecs).await {
+                        Ok(p) => p,
+                        Err(e) => return Err(e),
+                    };
+                    if let Err(e) = peer.join_klausur(&url, &meeting, &token).await {
+                        return Err(e.context(format!("participant {i} could not join")));
+                    }
+                    Ok(peer.run().await)
+                }));
             }
-            Ok(peer.run().await)
-        }));
+            Running::Janus(server) => {
+                let spec = janus::JoinSpec {
+                    index: i,
+                    timing: t,
+                    all_codecs,
+                    sockets: server.sockets()?,
+                };
+                tasks.push(tokio::spawn(async move {
+                    tokio::time::sleep_until(join_at.into()).await;
+                    janus::participant(spec)
+                        .await
+                        .map_err(|e| e.context(format!("participant {i} could not join")))
+                }));
+            }
+        }
     }
     tokio::time::sleep_until((t.start + settings.warmup).into()).await;
-    let cpu0 = procfs::cpu_seconds(server.pid, ticks)?;
+    let cpu0 = procfs::cpu_seconds(pid, ticks)?;
     let own0 = procfs::cpu_seconds(std::process::id(), ticks)?;
     tokio::time::sleep_until((t.start + settings.warmup + settings.window).into()).await;
-    let cpu1 = procfs::cpu_seconds(server.pid, ticks)?;
+    let cpu1 = procfs::cpu_seconds(pid, ticks)?;
     let own1 = procfs::cpu_seconds(std::process::id(), ticks)?;
-    let rss = procfs::rss_mib(server.pid)?;
+    let rss = procfs::rss_mib(pid)?;
     let mut reports = Vec::with_capacity(n);
     let mut join_errors = Vec::new();
     for task in tasks {
@@ -186,13 +266,7 @@ pub async fn meeting_trial(settings: &Settings, n: usize) -> anyhow::Result<Tria
         // Participants that never joined still count: their absence is loss for everyone.
         trial.errors.splice(0..0, join_errors);
     }
-    let log = server.log();
-    // The server's own stdout lines ("klausur: listening on ...", the bootstrap admin) are
-    // not problems; everything else in the log (warnings, errors, panics) is.
-    let log_lines: Vec<&str> = log
-        .lines()
-        .filter(|l| !l.starts_with("klausur: ") && !l.trim().is_empty())
-        .collect();
+    let log_lines = server.problems();
     trial.server_log_lines = log_lines.len();
     for l in log_lines.iter().take(5) {
         trial.errors.push(format!("server log: {l}"));
@@ -339,11 +413,13 @@ pub async fn run_baseline(settings: &Settings) -> anyhow::Result<Vec<Trial>> {
     Ok(baseline)
 }
 
-/// Runs `meeting n` against klausur `settings.trials` times; `baseline` from [`run_baseline`].
+/// Runs `meeting n` against the given server `settings.trials` times; `baseline` from
+/// [`run_baseline`].
 pub async fn run_meeting(
     settings: &Settings,
     n: usize,
     baseline: Vec<Trial>,
+    kind: ServerKind,
 ) -> anyhow::Result<ScenarioResult> {
     let needed = settings.stagger * n as u32 + Duration::from_secs(1);
     if settings.warmup < needed {
@@ -355,11 +431,12 @@ pub async fn run_meeting(
     let mut trials = Vec::new();
     for i in 0..settings.trials {
         eprintln!(
-            "klausur-bench: meeting {n}, klausur, trial {}/{}",
+            "klausur-bench: meeting {n}, {}, trial {}/{}",
+            kind.name(),
             i + 1,
             settings.trials
         );
-        let t = meeting_trial(settings, n).await?;
+        let t = meeting_trial(settings, n, kind).await?;
         eprintln!(
             "  {:.0} fwd pkt/s, {:.3} server CPU-s, {:.3} load generator CPU-s, {:.0} pkt/CPU-s, p50 {:.3} ms, p99 {:.3} ms, loss {:.5}, ttff p50 {:.0} ms, rss {:.1} MiB, problems {}",
             t.fwd_pkts_per_s,
@@ -377,7 +454,7 @@ pub async fn run_meeting(
     }
     Ok(combine(
         &format!("meeting-{n}"),
-        "klausur",
+        kind.name(),
         trials,
         baseline,
     ))
