@@ -7,7 +7,7 @@ use chrono::{Duration, Utc};
 use common::TestServer;
 use klausur_proto::SecurityProfile;
 use klausur_server::auth;
-use klausur_store::{BanSubject, InvitationKind, NewInvitation, Role};
+use klausur_store::{BanSubject, Role};
 use reqwest::Method;
 use serde_json::{json, Value};
 
@@ -39,21 +39,8 @@ struct Fixture {
 }
 
 async fn invitation(srv: &TestServer, meeting: &str, name: &str, by: i64) -> (i64, String) {
-    let token = auth::new_token().to_string();
-    let inv = srv
-        .store
-        .create_invitation(NewInvitation {
-            meeting_id: meeting.into(),
-            token_hash: auth::token_hash(&token),
-            name: name.into(),
-            kind: InvitationKind::Guest,
-            user_id: None,
-            created_by: by,
-            expires_at: Utc::now() + Duration::hours(1),
-        })
+    srv.guest_invitation(meeting, name, by, Duration::hours(1))
         .await
-        .expect("invitation");
-    (inv.id, token)
 }
 
 async fn fixture() -> Fixture {

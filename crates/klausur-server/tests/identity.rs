@@ -13,7 +13,7 @@ use common::TestServer;
 use klausur_e2ee::{CredentialError, ParticipantKind, SignedCredential, SigningKey, VerifyingKey};
 use klausur_proto::SecurityProfile;
 use klausur_server::auth;
-use klausur_store::{BanSubject, InvitationKind, NewInvitation, Role};
+use klausur_store::{BanSubject, Role};
 use serde_json::{json, Value};
 
 fn now() -> StdDuration {
@@ -112,21 +112,7 @@ async fn invitation(
     by: i64,
     expires_in: Duration,
 ) -> (i64, String) {
-    let token = auth::new_token().to_string();
-    let inv = srv
-        .store
-        .create_invitation(NewInvitation {
-            meeting_id: meeting.into(),
-            token_hash: auth::token_hash(&token),
-            name: name.into(),
-            kind: InvitationKind::Guest,
-            user_id: None,
-            created_by: by,
-            expires_at: Utc::now() + expires_in,
-        })
-        .await
-        .expect("invitation");
-    (inv.id, token)
+    srv.guest_invitation(meeting, name, by, expires_in).await
 }
 
 #[tokio::test]

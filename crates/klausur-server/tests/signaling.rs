@@ -12,8 +12,7 @@ use klausur_proto::{
     ClientMsg, EndReason, ErrorCode, JoinMethod, LobbyReason, Role as PRole, SecurityProfile,
     ServerMsg,
 };
-use klausur_server::auth;
-use klausur_store::{InvitationKind, NewInvitation, Role};
+use klausur_store::Role;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -105,20 +104,9 @@ async fn session_cookie(srv: &TestServer, username: &str) -> String {
 }
 
 async fn invite(srv: &TestServer, meeting: &str, name: &str, by: i64) -> String {
-    let token = auth::new_token().to_string();
-    srv.store
-        .create_invitation(NewInvitation {
-            meeting_id: meeting.into(),
-            token_hash: auth::token_hash(&token),
-            name: name.into(),
-            kind: InvitationKind::Guest,
-            user_id: None,
-            created_by: by,
-            expires_at: Utc::now() + chrono::Duration::hours(1),
-        })
+    srv.guest_invitation(meeting, name, by, chrono::Duration::hours(1))
         .await
-        .expect("invitation");
-    token
+        .1
 }
 
 struct Setup {

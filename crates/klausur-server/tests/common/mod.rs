@@ -83,6 +83,32 @@ impl TestServer {
         (client, csrf)
     }
 
+    /// A guest invitation to `meeting` created by user `by`, valid for `valid`; returns its id
+    /// and token.
+    pub async fn guest_invitation(
+        &self,
+        meeting: &str,
+        name: &str,
+        by: i64,
+        valid: chrono::Duration,
+    ) -> (i64, String) {
+        let token = auth::new_token().to_string();
+        let inv = self
+            .store
+            .create_invitation(klausur_store::NewInvitation {
+                meeting_id: meeting.into(),
+                token_hash: auth::token_hash(&token),
+                name: name.into(),
+                kind: klausur_store::InvitationKind::Guest,
+                user_id: None,
+                created_by: by,
+                expires_at: chrono::Utc::now() + valid,
+            })
+            .await
+            .expect("invitation");
+        (inv.id, token)
+    }
+
     pub fn anonymous(&self) -> reqwest::Client {
         reqwest::Client::builder()
             .cookie_store(true)
