@@ -31,7 +31,7 @@ use serde_json::{json, Value};
 use wasm_bindgen::prelude::*;
 use zeroize::Zeroizing;
 
-pub mod vectors;
+use klausur_e2ee::rfc9605;
 
 // ---------------------------------------------------------------------------------------------
 // Errors and conversions
@@ -200,7 +200,7 @@ fn start() {
 /// `{ passed, failed, header_passed, header_failed, sframe_passed, sframe_failed, failures }`.
 #[wasm_bindgen(js_name = runRfc9605Vectors)]
 pub fn run_rfc9605_vectors(json: Option<String>) -> Result<JsValue, JsValue> {
-    let report = vectors::run(json.as_deref().unwrap_or(vectors::RFC9605_VECTORS))
+    let report = rfc9605::run(json.as_deref().unwrap_or(rfc9605::RFC9605_VECTORS))
         .map_err(|e| invalid(&e))?;
     let v = serde_json::to_value(&report).map_err(|e| js_error("Internal", &e.to_string()))?;
     to_js(&v)
@@ -209,7 +209,7 @@ pub fn run_rfc9605_vectors(json: Option<String>) -> Result<JsValue, JsValue> {
 /// The embedded RFC 9605 vector JSON (e.g. to corrupt a copy for a negative control).
 #[wasm_bindgen(js_name = rfc9605VectorsJson)]
 pub fn rfc9605_vectors_json() -> String {
-    vectors::RFC9605_VECTORS.to_owned()
+    rfc9605::RFC9605_VECTORS.to_owned()
 }
 
 /// A fresh Ed25519 device signing key (32 secret bytes from the platform CSPRNG).

@@ -49,6 +49,7 @@ mod error;
 pub mod frame;
 mod identity;
 mod member;
+pub mod rfc9605;
 
 pub use ed25519_dalek::{SigningKey, VerifyingKey};
 pub use error::{CredentialError, E2eeError, FrameError};

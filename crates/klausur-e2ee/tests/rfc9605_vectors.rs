@@ -1,190 +1,60 @@
 //! RFC 9605 Appendix C test vectors for AES_128_GCM_SHA256_128 (see tests/vectors/rfc9605.json
-//! for their source), run through the `sframe` crate's public API and, for the key schedule,
-//! through HKDF-SHA256 directly.
+//! for their source), run through `klausur_e2ee::rfc9605`, the runner the wasm build uses too.
 
-use hkdf::Hkdf;
-use serde::Deserialize;
-use sframe::{
-    crypto::{get_hkdf_key_expand_label, get_hkdf_salt_expand_label},
-    frame::{EncryptedFrameView, MediaFrameView, SingleUseCounter},
-    header::SframeHeader,
-    key::{DecryptionKey, EncryptionKey},
-    CipherSuite,
-};
-use sha2::Sha256;
+use klausur_e2ee::rfc9605::{run, RFC9605_VECTORS};
+use serde_json::Value;
 
-const VECTORS: &str = include_str!("vectors/rfc9605.json");
-
-#[derive(Deserialize, Clone)]
-struct Vectors {
-    header: Vec<HeaderVector>,
-    sframe: Vec<SframeVector>,
-}
-
-#[derive(Deserialize, Clone)]
-struct HeaderVector {
-    kid: u64,
-    ctr: u64,
-    encoded: String,
-}
-
-#[derive(Deserialize, Clone)]
-struct SframeVector {
-    cipher_suite: u16,
-    kid: u64,
-    ctr: u64,
-    base_key: String,
-    sframe_key_label: String,
-    sframe_salt_label: String,
-    sframe_secret: String,
-    sframe_key: String,
-    sframe_salt: String,
-    metadata: String,
-    nonce: String,
-    aad: String,
-    pt: String,
-    ct: String,
-}
-
-fn load() -> Vectors {
-    serde_json::from_str(VECTORS).expect("vectors parse")
-}
-
-fn h(s: &str) -> Vec<u8> {
-    hex::decode(s).expect("hex")
-}
-
-fn eq(what: &str, got: &[u8], want: &[u8]) -> Result<(), String> {
-    if got == want {
-        Ok(())
-    } else {
-        Err(format!(
-            "{what}: got {}, want {}",
-            hex::encode(got),
-            hex::encode(want)
-        ))
-    }
-}
-
-fn check_header(v: &HeaderVector) -> Result<(), String> {
-    let header = SframeHeader::new(v.kid, v.ctr);
-    let mut buf = vec![0u8; header.len()];
-    header.serialize(&mut buf).map_err(|e| e.to_string())?;
-    eq("header encoding", &buf, &h(&v.encoded))?;
-    let parsed = SframeHeader::deserialize(h(&v.encoded)).map_err(|e| e.to_string())?;
-    if parsed.key_id() != v.kid || parsed.counter() != v.ctr {
-        return Err("header decoding".into());
-    }
-    Ok(())
-}
-
-/// Checks one AES_128_GCM_SHA256_128 vector; `Err` names the first mismatch.
-fn check_sframe(v: &SframeVector) -> Result<(), String> {
-    if v.cipher_suite != 4 {
-        return Err("not cipher suite 0x0004".into());
-    }
-    let suite = CipherSuite::AesGcm128Sha256;
-    let base_key = h(&v.base_key);
-
-    // Key schedule, RFC 9605 section 4.4.2.
-    eq(
-        "sframe_key_label",
-        &get_hkdf_key_expand_label(v.kid, suite),
-        &h(&v.sframe_key_label),
-    )?;
-    eq(
-        "sframe_salt_label",
-        &get_hkdf_salt_expand_label(v.kid, suite),
-        &h(&v.sframe_salt_label),
-    )?;
-    let (prk, hk) = Hkdf::<Sha256>::extract(Some(&[]), &base_key);
-    eq("sframe_secret", &prk, &h(&v.sframe_secret))?;
-    let mut key = [0u8; 16];
-    hk.expand(&h(&v.sframe_key_label), &mut key)
-        .map_err(|e| e.to_string())?;
-    eq("sframe_key", &key, &h(&v.sframe_key))?;
-    let mut salt = [0u8; 12];
-    hk.expand(&h(&v.sframe_salt_label), &mut salt)
-        .map_err(|e| e.to_string())?;
-    eq("sframe_salt", &salt, &h(&v.sframe_salt))?;
-
-    // Nonce and AAD, RFC 9605 section 4.4.3.
-    let mut nonce = salt;
-    for (n, c) in nonce[4..].iter_mut().zip(v.ctr.to_be_bytes()) {
-        *n ^= c;
-    }
-    eq("nonce", &nonce, &h(&v.nonce))?;
-    let header = SframeHeader::new(v.kid, v.ctr);
-    let mut aad = vec![0u8; header.len()];
-    header.serialize(&mut aad).map_err(|e| e.to_string())?;
-    aad.extend_from_slice(&h(&v.metadata));
-    eq("aad", &aad, &h(&v.aad))?;
-
-    // Encryption through the sframe crate with the vector's KID and CTR.
-    let metadata = h(&v.metadata);
-    let pt = h(&v.pt);
-    let enc_key = EncryptionKey::derive_from(suite, v.kid, &base_key).map_err(|e| e.to_string())?;
-    let mut counter = SingleUseCounter::new(v.ctr);
-    let frame = MediaFrameView::try_with_meta_data(&mut counter, &pt, &metadata)
-        .map_err(|e| e.to_string())?;
-    let encrypted = frame.encrypt(&enc_key).map_err(|e| e.to_string())?;
-    eq("ct", encrypted.sframe_cipher_text(), &h(&v.ct))?;
-
-    // Decryption of the vector's ciphertext.
-    let ct = h(&v.ct);
-    let dec_key = DecryptionKey::derive_from(suite, v.kid, &base_key).map_err(|e| e.to_string())?;
-    let view = EncryptedFrameView::try_with_meta_data(&ct, &metadata).map_err(|e| e.to_string())?;
-    let decrypted = view.decrypt(&dec_key).map_err(|e| e.to_string())?;
-    eq("pt", decrypted.payload(), &pt)?;
-    Ok(())
+fn vectors() -> Value {
+    serde_json::from_str(RFC9605_VECTORS).expect("vectors parse")
 }
 
 #[test]
 fn header_vectors_pass() {
-    let v = load();
-    assert!(v.header.len() > 100);
-    for hv in &v.header {
-        check_header(hv).expect("header vector");
-    }
+    let r = run(RFC9605_VECTORS).expect("parse");
+    assert!(r.header_passed > 100);
+    assert_eq!(r.header_failed, 0, "{:?}", r.failures);
 }
 
 #[test]
 fn aes_128_gcm_sha256_128_vector_passes() {
-    let v = load();
-    assert_eq!(v.sframe.len(), 1);
-    check_sframe(&v.sframe[0]).expect("sframe vector");
+    let r = run(RFC9605_VECTORS).expect("parse");
+    assert_eq!(r.sframe_passed, 1);
+    assert_eq!(r.sframe_failed, 0, "{:?}", r.failures);
 }
 
 fn flip_hex_byte(s: &str, idx: usize) -> String {
-    let mut b = h(s);
+    let mut b = hex::decode(s).expect("hex");
     let i = idx % b.len();
     b[i] ^= 0x01;
     hex::encode(b)
 }
 
+/// Runs the vectors with one field of one vector altered; returns how many failed.
+fn failures_with(section: &str, index: usize, field: &str, byte: usize) -> u32 {
+    let mut v = vectors();
+    let old = v[section][index][field]
+        .as_str()
+        .expect("hex field")
+        .to_owned();
+    v[section][index][field] = flip_hex_byte(&old, byte).into();
+    run(&v.to_string()).expect("parse").failed
+}
+
 /// Negative control: altered expectations must make the check fail.
 #[test]
 fn altered_vectors_fail() {
-    let v = load().sframe[0].clone();
-    let ct_len = h(&v.ct).len();
+    let ct_len = hex::decode(vectors()["sframe"][0]["ct"].as_str().expect("ct"))
+        .expect("hex")
+        .len();
     for idx in [0, 5, ct_len / 2, ct_len - 1] {
-        let mut bad = v.clone();
-        bad.ct = flip_hex_byte(&v.ct, idx);
-        assert!(
-            check_sframe(&bad).is_err(),
+        assert_eq!(
+            failures_with("sframe", 0, "ct", idx),
+            1,
             "flipped ct byte {idx} not detected"
         );
     }
-    let mut bad = v.clone();
-    bad.sframe_key = flip_hex_byte(&v.sframe_key, 3);
-    assert!(check_sframe(&bad).is_err());
-    let mut bad = v.clone();
-    bad.pt = flip_hex_byte(&v.pt, 0);
-    assert!(check_sframe(&bad).is_err());
-    let mut bad = v.clone();
-    bad.metadata = flip_hex_byte(&v.metadata, 0);
-    assert!(check_sframe(&bad).is_err());
-    let mut bad = load().header[40].clone();
-    bad.encoded = flip_hex_byte(&bad.encoded, 1);
-    assert!(check_header(&bad).is_err());
+    assert_eq!(failures_with("sframe", 0, "sframe_key", 3), 1);
+    assert_eq!(failures_with("sframe", 0, "pt", 0), 1);
+    assert_eq!(failures_with("sframe", 0, "metadata", 0), 1);
+    assert_eq!(failures_with("header", 40, "encoded", 1), 1);
 }

@@ -1,9 +1,9 @@
-//! RFC 9605 Appendix C test vectors (AES_128_GCM_SHA256_128), runnable inside wasm.
+//! RFC 9605 Appendix C test vectors (AES_128_GCM_SHA256_128), one runner for the native tests
+//! (`tests/rfc9605_vectors.rs`) and for WebAssembly (`klausur-e2ee-wasm`).
 //!
-//! Same checks as `crates/klausur-e2ee/tests/rfc9605_vectors.rs`: header encoding/decoding of
-//! every header vector; for the SFrame vector the key schedule (labels, secret, key, salt),
-//! nonce, AAD, encryption through the `sframe` crate with the vector's KID/CTR, and decryption
-//! of the vector's ciphertext. Pure Rust (no JS types), so it is also unit-tested natively.
+//! Checks: header encoding/decoding of every header vector; for the SFrame vector the key
+//! schedule (labels, secret, key, salt), nonce, AAD, encryption through the `sframe` crate with
+//! the vector's KID/CTR, and decryption of the vector's ciphertext.
 
 use hkdf::Hkdf;
 use serde::{Deserialize, Serialize};
@@ -16,8 +16,8 @@ use sframe::{
 };
 use sha2::Sha256;
 
-/// The vector file of klausur-e2ee's native test, embedded.
-pub const RFC9605_VECTORS: &str = include_str!("../../klausur-e2ee/tests/vectors/rfc9605.json");
+/// The vector file (tests/vectors/rfc9605.json, with its source), embedded.
+pub const RFC9605_VECTORS: &str = include_str!("../tests/vectors/rfc9605.json");
 
 #[derive(Deserialize)]
 struct Vectors {
