@@ -6,7 +6,7 @@
 
 use chrono::{DateTime, Utc};
 use klausur_proto::{ErrorCode, JoinMethod, ParticipantKind, SecurityProfile};
-use klausur_store::{BanSubject, Invitation, InvitationKind, Store, User};
+use klausur_store::{BanSubject, Invitation, Store, User};
 
 use crate::auth::token_hash;
 use crate::meeting::{MeetingSeed, Standing};
@@ -224,15 +224,10 @@ pub async fn decide(
     ))
 }
 
-/// Whether an invitation kind is bound to a staff account (shown in lists).
-pub fn is_colleague(inv: &Invitation) -> bool {
-    inv.kind == InvitationKind::Colleague
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use klausur_store::Role;
+    use klausur_store::{InvitationKind, Role};
 
     fn user(id: i64) -> User {
         User {

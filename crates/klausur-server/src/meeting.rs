@@ -477,7 +477,7 @@ impl Actor {
             .is_some_and(|m| m.info.role == Role::Moderator)
     }
 
-    fn moderator_name(&self, peer: PeerId) -> String {
+    fn display_name(&self, peer: PeerId) -> String {
         self.members
             .get(&peer)
             .map(|m| m.info.display_name.clone())
@@ -577,7 +577,7 @@ impl Actor {
                         format!("chat text is longer than {MAX_CHAT_CHARS} characters"),
                     );
                 } else {
-                    let from_name = self.moderator_name(peer);
+                    let from_name = self.display_name(peer);
                     self.broadcast(
                         ServerMsg::Chat {
                             from_id: participant_id(peer),
@@ -596,7 +596,7 @@ impl Actor {
                 let Some(w) = self.lobby.remove(&target) else {
                     return Flow::Continue;
                 };
-                let by = self.moderator_name(peer);
+                let by = self.display_name(peer);
                 if let Some(subject) = w.standing.ban_subject {
                     if w.standing.banned {
                         if let Err(e) = self.store.remove_ban(&self.seed.id, subject).await {
@@ -622,7 +622,7 @@ impl Actor {
                         &w.tx,
                         ServerMsg::Ended {
                             reason: EndReason::Denied,
-                            by: Some(self.moderator_name(peer)),
+                            by: Some(self.display_name(peer)),
                         },
                     );
                 }
@@ -640,7 +640,7 @@ impl Actor {
                     );
                     return Flow::Continue;
                 }
-                let by = self.moderator_name(peer);
+                let by = self.display_name(peer);
                 if let Some(m) = self.members.get(&target) {
                     if let Some(subject) = m.standing.ban_subject {
                         if let Err(e) = self
@@ -726,7 +726,7 @@ impl Actor {
                 }
             }
             ClientMsg::EndMeeting => {
-                let by = Some(self.moderator_name(peer));
+                let by = Some(self.display_name(peer));
                 let msg = ServerMsg::Ended {
                     reason: EndReason::EndedByModerator,
                     by,

@@ -38,17 +38,10 @@ pub fn with_static(api: Router<AppState>, config: &Config) -> Router<AppState> {
     let router = match find_web_root(config) {
         Some(root) => {
             tracing::info!("serving the web client from {}", root.display());
+            // Files as they are; every other path (the client's own routes such as /login,
+            // /meetings/..., /j/<token>, /m/<id>) gets index.html.
             let index = ServeFile::new(root.join("index.html"));
-            let spa = Router::new()
-                .route_service("/", index.clone())
-                .nest_service("/login", index.clone())
-                .nest_service("/password", index.clone())
-                .nest_service("/meetings", index.clone())
-                .nest_service("/admin", index.clone())
-                .nest_service("/j", index.clone())
-                .nest_service("/m", index.clone())
-                .fallback_service(ServeDir::new(&root).fallback(index));
-            api.merge(spa)
+            api.fallback_service(ServeDir::new(&root).fallback(index))
         }
         None => {
             tracing::warn!("web client not built (run `make web`); serving the API only");
