@@ -91,6 +91,10 @@ pub struct Participant {
     pub muted_by_moderator: bool,
     pub video_muted: bool,
     pub screen_sharing: bool,
+    /// The MLS leaf index this participant's client says it holds in the meeting's group
+    /// (`null` until it is a member). A claim relayed by the server: clients check it against
+    /// the group's own roster and flag any mismatch.
+    pub leaf: Option<u32>,
 }
 
 /// Someone waiting in the lobby, as moderators see them.
@@ -249,6 +253,57 @@ pub enum ClientMsg {
     /// Leave the meeting.
     Leave,
     Ping,
+    /// End-to-end encryption: this client's MLS KeyPackage (base64 of the TLS-encoded
+    /// `MLSMessage`), carrying its identity credential. Sent once in the meeting room by a client
+    /// that is not yet a group member; a later one replaces the earlier.
+    MlsKeyPackage {
+        key_package: String,
+    },
+    /// End-to-end encryption: this client is now a group member at `leaf` in `epoch` (after
+    /// creating the group as asked by `mls_create_group`, or after processing a Welcome).
+    MlsMember {
+        leaf: u32,
+        #[cfg_attr(feature = "ts", ts(type = "number"))]
+        epoch: u64,
+    },
+    /// End-to-end encryption: a commit made by this member at `epoch` (base64 `MLSMessage`).
+    /// `welcome` (base64) goes to the participants in `welcome_for`, whose key packages the
+    /// commit adds. The server accepts exactly one commit per epoch and answers with
+    /// `mls_commit_result`.
+    MlsCommit {
+        #[cfg_attr(feature = "ts", ts(type = "number"))]
+        epoch: u64,
+        commit: String,
+        welcome: Option<String>,
+        welcome_for: Vec<ParticipantId>,
+    },
+}
+
+/// A client waiting to be added to the meeting's MLS group, as members see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+#[serde(deny_unknown_fields)]
+pub struct MlsJoiner {
+    pub participant_id: ParticipantId,
+    /// Base64 `MLSMessage` holding the joiner's KeyPackage.
+    pub key_package: String,
+    /// The moderator (participant id) who admitted this joiner from the lobby, if any. Only that
+    /// moderator's client adds such a joiner, and only if it remembers admitting them.
+    pub admitted_by: Option<ParticipantId>,
+}
+
+/// The facts a member's client needs to decide whether to add a joiner without a moderator:
+/// whom the meeting's profile admits directly. The server's word; clients combine it with the
+/// credential the identity CA signed (see docs/e2ee.md).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+#[serde(deny_unknown_fields)]
+pub struct MlsPolicy {
+    /// Every staff credential is admitted directly (profile `internal`).
+    pub staff_direct: bool,
+    /// Credential user ids admitted directly: `user:<id>` for the organiser, moderators and
+    /// invited colleagues, `invitation:<id>` for each valid personal invitation.
+    pub direct_user_ids: Vec<String>,
 }
 
 /// Messages from the server to the browser.
@@ -321,6 +376,38 @@ pub enum ServerMsg {
         code: ErrorCode,
         message: String,
     },
+    /// End-to-end encryption: no group exists yet; create one with this id and answer with
+    /// `mls_member` (leaf 0, epoch 0).
+    MlsCreateGroup {
+        group_id: String,
+    },
+    /// End-to-end encryption, to members: the clients waiting to be added (the whole current
+    /// list; empty when nobody waits) and the policy to judge them by.
+    MlsPending {
+        joiners: Vec<MlsJoiner>,
+        policy: MlsPolicy,
+    },
+    /// End-to-end encryption, to members: the commit that won `epoch`; process it.
+    MlsCommit {
+        #[cfg_attr(feature = "ts", ts(type = "number"))]
+        epoch: u64,
+        commit: String,
+        from_id: ParticipantId,
+    },
+    /// End-to-end encryption, to a committer: whether its commit for `epoch` won. If not,
+    /// discard it; the winning commit arrives as `mls_commit`.
+    MlsCommitResult {
+        #[cfg_attr(feature = "ts", ts(type = "number"))]
+        epoch: u64,
+        accepted: bool,
+    },
+    /// End-to-end encryption, to a joiner: the Welcome that adds it (base64 `MLSMessage`,
+    /// with the ratchet tree); it joins the group in `epoch`.
+    MlsWelcome {
+        welcome: String,
+        #[cfg_attr(feature = "ts", ts(type = "number"))]
+        epoch: u64,
+    },
 }
 
 /// Stable error codes of [`ServerMsg::Error`].
@@ -389,6 +476,9 @@ const CLIENT_TYPES: &[&str] = &[
     "end_meeting",
     "leave",
     "ping",
+    "mls_key_package",
+    "mls_member",
+    "mls_commit",
 ];
 
 impl ClientMsg {
@@ -447,6 +537,9 @@ impl ClientMsg {
             ClientMsg::EndMeeting => "end_meeting",
             ClientMsg::Leave => "leave",
             ClientMsg::Ping => "ping",
+            ClientMsg::MlsKeyPackage { .. } => "mls_key_package",
+            ClientMsg::MlsMember { .. } => "mls_member",
+            ClientMsg::MlsCommit { .. } => "mls_commit",
         }
     }
 }
@@ -578,6 +671,16 @@ mod tests {
             ClientMsg::EndMeeting,
             ClientMsg::Leave,
             ClientMsg::Ping,
+            ClientMsg::MlsKeyPackage {
+                key_package: "AAE=".into(),
+            },
+            ClientMsg::MlsMember { leaf: 2, epoch: 7 },
+            ClientMsg::MlsCommit {
+                epoch: 7,
+                commit: "AAE=".into(),
+                welcome: Some("AAE=".into()),
+                welcome_for: vec!["p3".into()],
+            },
         ];
         assert_eq!(samples.len(), CLIENT_TYPES.len());
         for m in samples {
@@ -655,6 +758,29 @@ mod doc_tests {
             },
             ServerMsg::Pong,
             ServerMsg::error(ErrorCode::Internal, ""),
+            ServerMsg::MlsCreateGroup {
+                group_id: String::new(),
+            },
+            ServerMsg::MlsPending {
+                joiners: vec![],
+                policy: MlsPolicy {
+                    staff_direct: false,
+                    direct_user_ids: vec![],
+                },
+            },
+            ServerMsg::MlsCommit {
+                epoch: 0,
+                commit: String::new(),
+                from_id: String::new(),
+            },
+            ServerMsg::MlsCommitResult {
+                epoch: 0,
+                accepted: false,
+            },
+            ServerMsg::MlsWelcome {
+                welcome: String::new(),
+                epoch: 0,
+            },
         ];
         let mut names: Vec<String> = server
             .iter()

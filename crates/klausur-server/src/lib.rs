@@ -15,6 +15,7 @@ pub mod api;
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod delivery;
 pub mod identity;
 pub mod media;
 pub mod meeting;

@@ -11,12 +11,13 @@ use std::sync::{Arc, Mutex};
 
 use klausur_proto::{
     ClientMsg, EndReason, ErrorCode, JoinMethod, LeaveReason, LobbyEntry, LobbyReason, MeetingInfo,
-    Participant, ParticipantKind, Role, ServerMsg, MAX_CHAT_CHARS,
+    MlsPolicy, Participant, ParticipantKind, Role, SecurityProfile, ServerMsg, MAX_CHAT_CHARS,
 };
 use klausur_room::{PeerId, RoomEvent};
 use klausur_store::{BanSubject, Store};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::delivery::{Delivery, Out};
 use crate::media::{MediaCmd, MediaHandle, RoomKey};
 
 /// Queue depth towards one client; a client that falls this far behind is disconnected.
@@ -103,6 +104,8 @@ impl Registry {
             next_peer: 1,
             members: BTreeMap::new(),
             lobby: BTreeMap::new(),
+            delivery: Delivery::new(&seed.id),
+            pending_changed: false,
             media: self.media.clone(),
             store: self.store.clone(),
             registry: self.clone(),
@@ -141,6 +144,8 @@ struct Member {
     tx: mpsc::Sender<ServerMsg>,
     standing: Standing,
     self_audio_muted: bool,
+    /// The moderator who admitted this participant from the lobby.
+    admitted_by: Option<PeerId>,
 }
 
 struct Waiting {
@@ -156,6 +161,9 @@ struct Actor {
     next_peer: PeerId,
     members: BTreeMap<PeerId, Member>,
     lobby: BTreeMap<PeerId, Waiting>,
+    delivery: Delivery,
+    /// `mls_pending` is due (sent after the current command, with the policy read once).
+    pending_changed: bool,
     media: MediaHandle,
     store: Store,
     registry: Registry,
@@ -195,6 +203,7 @@ impl Actor {
                 },
                 Some(ev) = events.recv() => { self.on_room_event(ev); Flow::Continue }
             };
+            self.flush_pending().await;
             let empty = self.members.is_empty() && self.lobby.is_empty();
             if matches!(flow, Flow::Stop) || empty {
                 // Close the channel first so that joins racing with the end retry on a new actor.
@@ -367,7 +376,7 @@ impl Actor {
             }
             None => {
                 let method = standing.direct.clone().unwrap_or(JoinMethod::StaffLogin);
-                self.admit_member(peer, tx, standing, method).await;
+                self.admit_member(peer, tx, standing, method, None).await;
             }
         }
     }
@@ -378,6 +387,7 @@ impl Actor {
         tx: mpsc::Sender<ServerMsg>,
         standing: Standing,
         method: JoinMethod,
+        admitted_by: Option<PeerId>,
     ) {
         if let Err(e) = self.media.add_peer(self.room, peer).await {
             tracing::warn!(meeting = %self.seed.id, "media peer could not be created: {e}");
@@ -401,6 +411,7 @@ impl Actor {
             muted_by_moderator: false,
             video_muted: false,
             screen_sharing: false,
+            leaf: None,
         };
         let mut participants: Vec<Participant> =
             self.members.values().map(|m| m.info.clone()).collect();
@@ -433,8 +444,109 @@ impl Actor {
                 tx,
                 standing,
                 self_audio_muted: false,
+                admitted_by,
             },
         );
+    }
+
+    /// Whom the meeting's profile admits directly, as credential user ids (see
+    /// [`MlsPolicy`]). Removed (banned) accounts and invitations are left out.
+    async fn policy(&self) -> MlsPolicy {
+        let mut ids = Vec::new();
+        let now = chrono::Utc::now();
+        let result: Result<(), klausur_store::StoreError> = async {
+            let meeting = self.store.meeting(&self.seed.id).await?;
+            let mut users: Vec<i64> = meeting.iter().map(|m| m.organiser_id).collect();
+            users.extend(
+                self.store
+                    .moderators(&self.seed.id)
+                    .await?
+                    .iter()
+                    .map(|u| u.id),
+            );
+            for inv in self.store.list_invitations(&self.seed.id).await? {
+                if inv.revoked_at.is_some() || inv.expires_at <= now {
+                    continue;
+                }
+                if let Some(uid) = inv.user_id {
+                    users.push(uid);
+                }
+                if !self
+                    .store
+                    .is_banned(&self.seed.id, BanSubject::Invitation(inv.id))
+                    .await?
+                {
+                    ids.push(format!("invitation:{}", inv.id));
+                }
+            }
+            users.sort_unstable();
+            users.dedup();
+            for uid in users {
+                if !self
+                    .store
+                    .is_banned(&self.seed.id, BanSubject::User(uid))
+                    .await?
+                {
+                    ids.push(format!("user:{uid}"));
+                }
+            }
+            Ok(())
+        }
+        .await;
+        if let Err(e) = result {
+            // Fail closed: without the facts nobody is admitted automatically; moderators can
+            // still admit from the lobby.
+            tracing::warn!(meeting = %self.seed.id, "could not read the admission policy: {e}");
+            ids.clear();
+        }
+        MlsPolicy {
+            staff_direct: self.seed.profile == SecurityProfile::Internal,
+            direct_user_ids: ids,
+        }
+    }
+
+    /// Sends what the delivery service decided.
+    fn deliver(&mut self, out: Vec<Out>) {
+        for o in out {
+            match o {
+                Out::To(peer, msg) => self.to_peer(peer, msg),
+                Out::Members { msg, except } => {
+                    for (p, m) in &self.members {
+                        if Some(*p) != except && self.delivery.is_member(*p) {
+                            self.send(&m.tx, msg.clone());
+                        }
+                    }
+                }
+                Out::PendingChanged => self.pending_changed = true,
+                Out::Leaf(peer, leaf) => {
+                    if let Some(m) = self.members.get_mut(&peer) {
+                        m.info.leaf = leaf;
+                        let participant = m.info.clone();
+                        self.broadcast(ServerMsg::ParticipantUpdated { participant }, None);
+                    }
+                }
+            }
+        }
+    }
+
+    fn deliver_or_refuse(&mut self, peer: PeerId, out: Result<Vec<Out>, crate::delivery::Refusal>) {
+        match out {
+            Ok(out) => self.deliver(out),
+            Err((code, message)) => self.error(peer, code, message),
+        }
+    }
+
+    /// Sends `mls_pending` to the group's members if the list changed.
+    async fn flush_pending(&mut self) {
+        if !std::mem::take(&mut self.pending_changed) {
+            return;
+        }
+        let msg = self.delivery.pending(self.policy().await);
+        for (p, m) in &self.members {
+            if self.delivery.is_member(*p) {
+                self.send(&m.tx, msg.clone());
+            }
+        }
     }
 
     fn leave(&mut self, peer: PeerId, reason: LeaveReason) {
@@ -450,6 +562,8 @@ impl Actor {
                 },
                 None,
             );
+            let out = self.delivery.left(peer);
+            self.deliver(out);
         } else if self.lobby.remove(&peer).is_some() {
             self.notify_moderators_lobby(false);
         }
@@ -609,6 +723,7 @@ impl Actor {
                     w.tx,
                     w.standing,
                     JoinMethod::Lobby { admitted_by: by },
+                    Some(peer),
                 )
                 .await;
                 self.notify_moderators_lobby(false);
@@ -724,6 +839,38 @@ impl Actor {
                     }
                     self.broadcast(ServerMsg::ParticipantUpdated { participant }, None);
                 }
+            }
+            ClientMsg::MlsKeyPackage { key_package } => {
+                let admitted_by = self.members.get(&peer).and_then(|m| m.admitted_by);
+                let out = self.delivery.key_package(peer, key_package, admitted_by);
+                self.deliver_or_refuse(peer, out);
+            }
+            ClientMsg::MlsMember { leaf, epoch } => {
+                let out = self.delivery.member(peer, leaf, epoch);
+                self.deliver_or_refuse(peer, out);
+            }
+            ClientMsg::MlsCommit {
+                epoch,
+                commit,
+                welcome,
+                welcome_for,
+            } => {
+                let mut joiners = Vec::with_capacity(welcome_for.len());
+                for id in &welcome_for {
+                    match parse_participant_id(id) {
+                        Some(p) => joiners.push(p),
+                        None => {
+                            self.error(
+                                peer,
+                                ErrorCode::InvalidField,
+                                format!("welcome_for: {id:?} is not a participant id"),
+                            );
+                            return Flow::Continue;
+                        }
+                    }
+                }
+                let out = self.delivery.commit(peer, epoch, commit, welcome, joiners);
+                self.deliver_or_refuse(peer, out);
             }
             ClientMsg::EndMeeting => {
                 let by = Some(self.display_name(peer));

@@ -6,102 +6,14 @@ mod common;
 use std::time::Duration;
 
 use chrono::Utc;
+use common::ws::{session_cookie, Client};
 use common::TestServer;
-use futures::{SinkExt, StreamExt};
 use klausur_proto::{
     ClientMsg, EndReason, ErrorCode, JoinMethod, LobbyReason, Role as PRole, SecurityProfile,
     ServerMsg,
 };
 use klausur_store::Role;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::Message;
-
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-struct Client {
-    ws: Ws,
-}
-
-impl Client {
-    async fn connect(srv: &TestServer, cookie: Option<&str>) -> Client {
-        let mut req = format!("ws://{}/api/ws", srv.addr)
-            .into_client_request()
-            .expect("request");
-        if let Some(c) = cookie {
-            req.headers_mut()
-                .insert("cookie", c.parse().expect("header"));
-        }
-        let (ws, _) = tokio_tungstenite::connect_async(req)
-            .await
-            .expect("connect");
-        Client { ws }
-    }
-
-    async fn send(&mut self, msg: &ClientMsg) {
-        let text = serde_json::to_string(msg).expect("encode");
-        self.raw(&text).await;
-    }
-
-    async fn raw(&mut self, text: &str) {
-        self.ws
-            .send(Message::Text(text.into()))
-            .await
-            .expect("send");
-    }
-
-    /// The next server message (skipping none), within 5 s.
-    async fn next(&mut self) -> ServerMsg {
-        loop {
-            let frame = tokio::time::timeout(Duration::from_secs(5), self.ws.next())
-                .await
-                .expect("timely message")
-                .expect("open")
-                .expect("frame");
-            if let Message::Text(t) = frame {
-                return serde_json::from_str(t.as_str()).expect("valid server message");
-            }
-        }
-    }
-
-    /// Waits for a message matching `pred`, skipping others.
-    async fn until(&mut self, pred: impl Fn(&ServerMsg) -> bool) -> ServerMsg {
-        for _ in 0..50 {
-            let m = self.next().await;
-            if pred(&m) {
-                return m;
-            }
-        }
-        panic!("expected message did not arrive");
-    }
-
-    async fn join(&mut self, meeting: &str, token: Option<&str>, name: Option<&str>) -> ServerMsg {
-        self.send(&ClientMsg::Join {
-            meeting_id: meeting.into(),
-            invite_token: token.map(str::to_string),
-            display_name: name.map(str::to_string),
-        })
-        .await;
-        self.next().await
-    }
-}
-
-async fn session_cookie(srv: &TestServer, username: &str) -> String {
-    let resp = srv
-        .anonymous()
-        .post(format!("{}/api/login", srv.base))
-        .json(&serde_json::json!({"username": username, "password": common::PASSWORD}))
-        .send()
-        .await
-        .expect("login");
-    let c = resp
-        .headers()
-        .get("set-cookie")
-        .expect("cookie")
-        .to_str()
-        .expect("ascii");
-    c.split(';').next().expect("pair").to_string()
-}
 
 async fn invite(srv: &TestServer, meeting: &str, name: &str, by: i64) -> String {
     srv.guest_invitation(meeting, name, by, chrono::Duration::hours(1))

@@ -16,7 +16,13 @@ audio_muted: boolean,
 /**
  * A moderator muted this participant at the server; the participant cannot unmute.
  */
-muted_by_moderator: boolean, video_muted: boolean, screen_sharing: boolean, };
+muted_by_moderator: boolean, video_muted: boolean, screen_sharing: boolean, 
+/**
+ * The MLS leaf index this participant's client says it holds in the meeting's group
+ * (`null` until it is a member). A claim relayed by the server: clients check it against
+ * the group's own roster and flag any mismatch.
+ */
+leaf: number | null, };
 
 export type LobbyReason = "profile" | "locked" | "removed";
 
@@ -45,7 +51,7 @@ export type EndReason = "ended_by_moderator" | "removed" | "denied" | "server_sh
 
 export type ErrorCode = "malformed" | "unknown_type" | "too_large" | "rate_limited" | "forbidden" | "not_joined" | "invalid_state" | "not_found" | "invalid_field" | "internal";
 
-export type ClientMsg = { "type": "join", meeting_id: string, invite_token: string | null, display_name: string | null, } | { "type": "offer", sdp: string, sources: Array<SendSource>, } | { "type": "media_state", audio_muted: boolean, video_muted: boolean, screen_sharing: boolean, } | { "type": "chat", text: string, } | { "type": "admit", participant_id: string, } | { "type": "deny", participant_id: string, } | { "type": "remove", participant_id: string, } | { "type": "lock", locked: boolean, } | { "type": "mute", participant_id: string, muted: boolean, } | { "type": "set_moderator", participant_id: string, moderator: boolean, } | { "type": "end_meeting" } | { "type": "leave" } | { "type": "ping" };
+export type ClientMsg = { "type": "join", meeting_id: string, invite_token: string | null, display_name: string | null, } | { "type": "offer", sdp: string, sources: Array<SendSource>, } | { "type": "media_state", audio_muted: boolean, video_muted: boolean, screen_sharing: boolean, } | { "type": "chat", text: string, } | { "type": "admit", participant_id: string, } | { "type": "deny", participant_id: string, } | { "type": "remove", participant_id: string, } | { "type": "lock", locked: boolean, } | { "type": "mute", participant_id: string, muted: boolean, } | { "type": "set_moderator", participant_id: string, moderator: boolean, } | { "type": "end_meeting" } | { "type": "leave" } | { "type": "ping" } | { "type": "mls_key_package", key_package: string, } | { "type": "mls_member", leaf: number, epoch: number, } | { "type": "mls_commit", epoch: number, commit: string, welcome: string | null, welcome_for: Array<string>, };
 
 export type ServerMsg = { "type": "joined", protocol_version: number, self_id: string, meeting: MeetingInfo, participants: Array<Participant>, 
 /**
@@ -55,7 +61,7 @@ lobby: Array<LobbyEntry>, } | { "type": "lobby_wait", meeting_title: string, } |
 /**
  * Milliseconds since the Unix epoch.
  */
-sent_at_ms: number, } | { "type": "active_speaker", participant_id: string | null, } | { "type": "ended", reason: EndReason, by: string | null, } | { "type": "pong" } | { "type": "error", code: ErrorCode, message: string, };
+sent_at_ms: number, } | { "type": "active_speaker", participant_id: string | null, } | { "type": "ended", reason: EndReason, by: string | null, } | { "type": "pong" } | { "type": "error", code: ErrorCode, message: string, } | { "type": "mls_create_group", group_id: string, } | { "type": "mls_pending", joiners: Array<MlsJoiner>, policy: MlsPolicy, } | { "type": "mls_commit", epoch: number, commit: string, from_id: string, } | { "type": "mls_commit_result", epoch: number, accepted: boolean, } | { "type": "mls_welcome", welcome: string, epoch: number, };
 
 export const PROTOCOL_VERSION = 1;
 export const MAX_MESSAGE_BYTES = 1048576;

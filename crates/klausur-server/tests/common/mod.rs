@@ -1,6 +1,8 @@
 //! A klausur server running in-process on loopback ports, with a fresh in-memory database.
 #![allow(dead_code)]
 
+pub mod ws;
+
 use std::net::SocketAddr;
 
 use klausur_e2ee::{IdentityCa, SigningKey};

@@ -1,0 +1,506 @@
+//! The MLS delivery service of one meeting: orders handshake messages and relays Welcomes.
+//!
+//! The server is never a member of a meeting's MLS group. This module holds no key material and
+//! parses no MLS structure: key packages, commits and Welcomes are opaque bytes (checked only to
+//! be base64 of a bounded size). What it decides is *order*:
+//!
+//! - The first client whose key package arrives while no group exists is asked to create the
+//!   group (`mls_create_group`); if it leaves first, the next waiting client is asked.
+//! - Every other client with a key package waits in the pending list, which members receive
+//!   with every change (`mls_pending`). Only a member's client can add a joiner, by a commit.
+//! - Exactly one commit wins per epoch: the first that names the current epoch. It goes to every
+//!   other member in arrival order; its Welcome goes to the joiners it names that are pending,
+//!   who from then on receive every later commit. Every other commit for that epoch loses.
+//! - When the last member leaves, the group is forgotten; the next joiner creates a new one
+//!   (under a new group id). Nothing survives the meeting: the state lives in the meeting actor.
+//!
+//! The module is sans-IO: each input returns the messages to send ([`Out`]), which the meeting
+//! actor delivers. See docs/e2ee.md for the whole protocol and docs/protocol.md for messages.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use base64::Engine as _;
+use klausur_proto::{ErrorCode, MlsJoiner, MlsPolicy, ServerMsg};
+use klausur_room::PeerId;
+
+use crate::meeting::participant_id;
+
+/// Largest key package accepted (a KeyPackage with its credential is well under 1 KiB).
+pub const MAX_KEY_PACKAGE_BYTES: usize = 64 * 1024;
+/// Largest commit or Welcome accepted (base64 text, within the signaling message limit).
+pub const MAX_HANDSHAKE_CHARS: usize = 900 * 1024;
+
+/// A message the actor should send.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Out {
+    /// To one participant.
+    To(PeerId, ServerMsg),
+    /// To every group member except `except`.
+    Members {
+        msg: ServerMsg,
+        except: Option<PeerId>,
+    },
+    /// The pending list changed: send `mls_pending` (built by [`Delivery::pending`] with the
+    /// meeting's current policy) to every group member.
+    PendingChanged,
+    /// A participant's leaf claim changed: update its participant entry for everyone.
+    Leaf(PeerId, Option<u32>),
+}
+
+/// A refused input: the error code and message for the sender.
+pub type Refusal = (ErrorCode, String);
+
+struct Pending {
+    key_package: String,
+    admitted_by: Option<PeerId>,
+}
+
+struct Group {
+    epoch: u64,
+    /// Participants that receive commits: the creator and everyone a Welcome was relayed to.
+    members: BTreeSet<PeerId>,
+}
+
+/// The delivery service state of one meeting.
+pub struct Delivery {
+    meeting_id: String,
+    generation: u32,
+    group: Option<Group>,
+    creator: Option<PeerId>,
+    pending: BTreeMap<PeerId, Pending>,
+    leaves: BTreeMap<PeerId, u32>,
+}
+
+fn check_base64(field: &str, text: &str, max_chars: usize) -> Result<(), Refusal> {
+    if text.len() > max_chars {
+        return Err((
+            ErrorCode::TooLarge,
+            format!("{field} is longer than {max_chars} characters"),
+        ));
+    }
+    match base64::engine::general_purpose::STANDARD.decode(text) {
+        Ok(bytes) if !bytes.is_empty() => Ok(()),
+        Ok(_) => Err((ErrorCode::InvalidField, format!("{field} is empty"))),
+        Err(e) => Err((
+            ErrorCode::InvalidField,
+            format!("{field} is not standard base64: {e}"),
+        )),
+    }
+}
+
+impl Delivery {
+    pub fn new(meeting_id: &str) -> Self {
+        Delivery {
+            meeting_id: meeting_id.to_string(),
+            generation: 0,
+            group: None,
+            creator: None,
+            pending: BTreeMap::new(),
+            leaves: BTreeMap::new(),
+        }
+    }
+
+    /// The current epoch, if a group exists.
+    pub fn epoch(&self) -> Option<u64> {
+        self.group.as_ref().map(|g| g.epoch)
+    }
+
+    /// Whether `peer` receives the group's commits.
+    pub fn is_member(&self, peer: PeerId) -> bool {
+        self.group
+            .as_ref()
+            .is_some_and(|g| g.members.contains(&peer))
+    }
+
+    /// The `mls_pending` message for members, under `policy`.
+    pub fn pending(&self, policy: MlsPolicy) -> ServerMsg {
+        ServerMsg::MlsPending {
+            joiners: self
+                .pending
+                .iter()
+                .map(|(p, j)| MlsJoiner {
+                    participant_id: participant_id(*p),
+                    key_package: j.key_package.clone(),
+                    admitted_by: j.admitted_by.map(participant_id),
+                })
+                .collect(),
+            policy,
+        }
+    }
+
+    fn ask_to_create(&mut self, peer: PeerId) -> Out {
+        self.generation += 1;
+        self.creator = Some(peer);
+        Out::To(
+            peer,
+            ServerMsg::MlsCreateGroup {
+                group_id: format!("{}/{}", self.meeting_id, self.generation),
+            },
+        )
+    }
+
+    /// `mls_key_package` from a participant in the meeting room. `admitted_by` is the
+    /// moderator who admitted them from the lobby, if any.
+    pub fn key_package(
+        &mut self,
+        peer: PeerId,
+        key_package: String,
+        admitted_by: Option<PeerId>,
+    ) -> Result<Vec<Out>, Refusal> {
+        check_base64(
+            "key_package",
+            &key_package,
+            MAX_KEY_PACKAGE_BYTES * 4 / 3 + 4,
+        )?;
+        if self.is_member(peer) || self.creator == Some(peer) {
+            return Err((
+                ErrorCode::InvalidState,
+                "already a member of the meeting's group".into(),
+            ));
+        }
+        if self.group.is_none() && self.creator.is_none() {
+            return Ok(vec![self.ask_to_create(peer)]);
+        }
+        self.pending.insert(
+            peer,
+            Pending {
+                key_package,
+                admitted_by,
+            },
+        );
+        Ok(if self.group.is_some() {
+            vec![Out::PendingChanged]
+        } else {
+            Vec::new()
+        })
+    }
+
+    /// `mls_member`: the client holds `leaf` in `epoch`.
+    pub fn member(&mut self, peer: PeerId, leaf: u32, epoch: u64) -> Result<Vec<Out>, Refusal> {
+        let mut out = Vec::new();
+        if self.creator == Some(peer) && self.group.is_none() {
+            if leaf != 0 || epoch != 0 {
+                return Err((
+                    ErrorCode::InvalidField,
+                    "a new group starts with its creator at leaf 0 in epoch 0".into(),
+                ));
+            }
+            self.creator = None;
+            self.group = Some(Group {
+                epoch: 0,
+                members: BTreeSet::from([peer]),
+            });
+            if !self.pending.is_empty() {
+                out.push(Out::PendingChanged);
+            }
+        } else if !self.is_member(peer) {
+            return Err((
+                ErrorCode::InvalidState,
+                "not added to the meeting's group (no Welcome was relayed to you)".into(),
+            ));
+        }
+        if self.leaves.get(&peer) != Some(&leaf) {
+            self.leaves.insert(peer, leaf);
+            out.push(Out::Leaf(peer, Some(leaf)));
+        }
+        Ok(out)
+    }
+
+    /// `mls_commit` from a member, made at `epoch`.
+    pub fn commit(
+        &mut self,
+        peer: PeerId,
+        epoch: u64,
+        commit: String,
+        welcome: Option<String>,
+        welcome_for: Vec<PeerId>,
+    ) -> Result<Vec<Out>, Refusal> {
+        if !self.is_member(peer) {
+            return Err((
+                ErrorCode::Forbidden,
+                "only members of the meeting's group can commit".into(),
+            ));
+        }
+        check_base64("commit", &commit, MAX_HANDSHAKE_CHARS)?;
+        if let Some(w) = &welcome {
+            check_base64("welcome", w, MAX_HANDSHAKE_CHARS)?;
+        } else if !welcome_for.is_empty() {
+            return Err((
+                ErrorCode::InvalidField,
+                "welcome_for needs a welcome".into(),
+            ));
+        }
+        let Some(group) = self.group.as_mut() else {
+            return Err((ErrorCode::InvalidState, "no group".into()));
+        };
+        if epoch != group.epoch {
+            return Ok(vec![Out::To(
+                peer,
+                ServerMsg::MlsCommitResult {
+                    epoch,
+                    accepted: false,
+                },
+            )]);
+        }
+        group.epoch += 1;
+        let new_epoch = group.epoch;
+        let mut out = vec![
+            Out::To(
+                peer,
+                ServerMsg::MlsCommitResult {
+                    epoch,
+                    accepted: true,
+                },
+            ),
+            Out::Members {
+                msg: ServerMsg::MlsCommit {
+                    epoch,
+                    commit,
+                    from_id: participant_id(peer),
+                },
+                except: Some(peer),
+            },
+        ];
+        let mut welcomed = false;
+        if let Some(welcome) = welcome {
+            for joiner in welcome_for {
+                if self.pending.remove(&joiner).is_some() {
+                    group.members.insert(joiner);
+                    welcomed = true;
+                    out.push(Out::To(
+                        joiner,
+                        ServerMsg::MlsWelcome {
+                            welcome: welcome.clone(),
+                            epoch: new_epoch,
+                        },
+                    ));
+                }
+            }
+        }
+        if welcomed {
+            out.push(Out::PendingChanged);
+        }
+        Ok(out)
+    }
+
+    /// A participant left the meeting room (or the meeting).
+    pub fn left(&mut self, peer: PeerId) -> Vec<Out> {
+        let mut out = Vec::new();
+        let was_pending = self.pending.remove(&peer).is_some();
+        self.leaves.remove(&peer);
+        if let Some(g) = self.group.as_mut() {
+            g.members.remove(&peer);
+            if g.members.is_empty() {
+                self.group = None;
+            } else if was_pending {
+                out.push(Out::PendingChanged);
+            }
+        }
+        if self.creator == Some(peer) {
+            self.creator = None;
+        }
+        if self.group.is_none() && self.creator.is_none() {
+            // Nobody holds the group any more: the first waiting client starts a new one and
+            // the others wait for it.
+            if let Some((&next, _)) = self.pending.iter().next() {
+                self.pending.remove(&next);
+                out.push(self.ask_to_create(next));
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KP: &str = "AAEC";
+
+    fn policy() -> MlsPolicy {
+        MlsPolicy {
+            staff_direct: false,
+            direct_user_ids: vec![],
+        }
+    }
+
+    fn create(d: &mut Delivery, peer: PeerId) {
+        let out = d.key_package(peer, KP.into(), None).expect("kp");
+        assert!(matches!(&out[..], [Out::To(p, ServerMsg::MlsCreateGroup { .. })] if *p == peer));
+        d.member(peer, 0, 0).expect("member");
+    }
+
+    #[test]
+    fn first_key_package_creates_the_group_others_wait() {
+        let mut d = Delivery::new("m1");
+        create(&mut d, 1);
+        assert_eq!(d.epoch(), Some(0));
+        let out = d.key_package(2, KP.into(), None).expect("kp");
+        assert_eq!(out, vec![Out::PendingChanged]);
+        let ServerMsg::MlsPending { joiners, .. } = d.pending(policy()) else {
+            panic!("pending")
+        };
+        assert_eq!(joiners.len(), 1);
+        assert_eq!(joiners[0].participant_id, "p2");
+        // A pending client is not a member and cannot claim to be one.
+        assert!(!d.is_member(2));
+        assert_eq!(
+            d.member(2, 1, 1).expect_err("refused").0,
+            ErrorCode::InvalidState
+        );
+    }
+
+    #[test]
+    fn exactly_one_commit_wins_per_epoch_and_welcome_goes_to_named_pending_joiners() {
+        let mut d = Delivery::new("m1");
+        create(&mut d, 1);
+        d.key_package(2, KP.into(), None).expect("accepted");
+        let out = d
+            .commit(1, 0, "Q0M=".into(), Some("V0U=".into()), vec![2, 9])
+            .expect("accepted");
+        assert!(out.contains(&Out::To(
+            1,
+            ServerMsg::MlsCommitResult {
+                epoch: 0,
+                accepted: true
+            }
+        )));
+        assert!(out.contains(&Out::To(
+            2,
+            ServerMsg::MlsWelcome {
+                welcome: "V0U=".into(),
+                epoch: 1
+            }
+        )));
+        // p9 was never pending: no Welcome for it.
+        assert!(!out.iter().any(|o| matches!(o, Out::To(9, _))));
+        assert!(d.is_member(2));
+        assert_eq!(d.epoch(), Some(1));
+        // Two members race for epoch 1: the first wins, the second loses.
+        let first = d
+            .commit(2, 1, "QQ==".into(), None, vec![])
+            .expect("accepted");
+        assert!(first.contains(&Out::Members {
+            msg: ServerMsg::MlsCommit {
+                epoch: 1,
+                commit: "QQ==".into(),
+                from_id: "p2".into()
+            },
+            except: Some(2)
+        }));
+        let second = d
+            .commit(1, 1, "Qg==".into(), None, vec![])
+            .expect("accepted");
+        assert_eq!(
+            second,
+            vec![Out::To(
+                1,
+                ServerMsg::MlsCommitResult {
+                    epoch: 1,
+                    accepted: false
+                }
+            )]
+        );
+        assert_eq!(d.epoch(), Some(2));
+    }
+
+    #[test]
+    fn non_members_cannot_commit_and_bad_bytes_are_refused() {
+        let mut d = Delivery::new("m1");
+        create(&mut d, 1);
+        d.key_package(2, KP.into(), None).expect("accepted");
+        assert_eq!(
+            d.commit(2, 0, "QQ==".into(), None, vec![])
+                .expect_err("refused")
+                .0,
+            ErrorCode::Forbidden
+        );
+        assert_eq!(
+            d.commit(1, 0, "not base64!".into(), None, vec![])
+                .expect_err("refused")
+                .0,
+            ErrorCode::InvalidField
+        );
+        assert_eq!(
+            d.commit(1, 0, "QQ==".into(), None, vec![2])
+                .expect_err("refused")
+                .0,
+            ErrorCode::InvalidField
+        );
+        assert_eq!(
+            d.key_package(3, "".into(), None).expect_err("refused").0,
+            ErrorCode::InvalidField
+        );
+        let huge = "A".repeat(MAX_KEY_PACKAGE_BYTES * 2);
+        assert_eq!(
+            d.key_package(3, huge, None).expect_err("refused").0,
+            ErrorCode::TooLarge
+        );
+        // Refused input changes nothing.
+        assert_eq!(d.epoch(), Some(0));
+        assert!(d.is_member(1));
+    }
+
+    #[test]
+    fn creator_leaving_hands_creation_to_the_next_waiting_client() {
+        let mut d = Delivery::new("m1");
+        let out = d.key_package(1, KP.into(), None).expect("accepted");
+        assert_eq!(out.len(), 1);
+        d.key_package(2, KP.into(), None).expect("accepted");
+        d.key_package(3, KP.into(), None).expect("accepted");
+        let out = d.left(1);
+        assert_eq!(
+            out,
+            vec![Out::To(
+                2,
+                ServerMsg::MlsCreateGroup {
+                    group_id: "m1/2".into()
+                }
+            )]
+        );
+        d.member(2, 0, 0).expect("accepted");
+        assert!(d.is_member(2));
+        let ServerMsg::MlsPending { joiners, .. } = d.pending(policy()) else {
+            panic!()
+        };
+        assert_eq!(joiners.len(), 1);
+        assert_eq!(joiners[0].participant_id, "p3");
+    }
+
+    #[test]
+    fn last_member_leaving_forgets_the_group() {
+        let mut d = Delivery::new("m1");
+        create(&mut d, 1);
+        d.commit(1, 0, "QQ==".into(), None, vec![])
+            .expect("accepted");
+        assert_eq!(d.left(1), vec![]);
+        assert_eq!(d.epoch(), None);
+        // The next client starts a fresh group under a new id.
+        let out = d.key_package(2, KP.into(), None).expect("accepted");
+        assert_eq!(
+            out,
+            vec![Out::To(
+                2,
+                ServerMsg::MlsCreateGroup {
+                    group_id: "m1/2".into()
+                }
+            )]
+        );
+    }
+
+    #[test]
+    fn leaf_claims_are_relayed_once() {
+        let mut d = Delivery::new("m1");
+        let out = d.key_package(1, KP.into(), None).expect("accepted");
+        assert_eq!(out.len(), 1);
+        assert_eq!(
+            d.member(1, 0, 0).expect("accepted"),
+            vec![Out::Leaf(1, Some(0))]
+        );
+        assert_eq!(d.member(1, 0, 0).expect("accepted"), vec![]);
+        assert_eq!(
+            d.member(1, 3, 0).expect("accepted"),
+            vec![Out::Leaf(1, Some(3))]
+        );
+    }
+}

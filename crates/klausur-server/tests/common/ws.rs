@@ -1,0 +1,102 @@
+//! A WebSocket client of the meeting signaling, for tests.
+
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use klausur_proto::{ClientMsg, ServerMsg};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message;
+
+use super::TestServer;
+
+pub type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+pub struct Client {
+    pub ws: Ws,
+}
+
+impl Client {
+    pub async fn connect(srv: &TestServer, cookie: Option<&str>) -> Client {
+        let mut req = format!("ws://{}/api/ws", srv.addr)
+            .into_client_request()
+            .expect("request");
+        if let Some(c) = cookie {
+            req.headers_mut()
+                .insert("cookie", c.parse().expect("header"));
+        }
+        let (ws, _) = tokio_tungstenite::connect_async(req)
+            .await
+            .expect("connect");
+        Client { ws }
+    }
+
+    pub async fn send(&mut self, msg: &ClientMsg) {
+        let text = serde_json::to_string(msg).expect("encode");
+        self.raw(&text).await;
+    }
+
+    pub async fn raw(&mut self, text: &str) {
+        self.ws
+            .send(Message::Text(text.into()))
+            .await
+            .expect("send");
+    }
+
+    /// The next server message (skipping none), within 5 s.
+    pub async fn next(&mut self) -> ServerMsg {
+        loop {
+            let frame = tokio::time::timeout(Duration::from_secs(5), self.ws.next())
+                .await
+                .expect("timely message")
+                .expect("open")
+                .expect("frame");
+            if let Message::Text(t) = frame {
+                return serde_json::from_str(t.as_str()).expect("valid server message");
+            }
+        }
+    }
+
+    /// Waits for a message matching `pred`, skipping others.
+    pub async fn until(&mut self, pred: impl Fn(&ServerMsg) -> bool) -> ServerMsg {
+        for _ in 0..50 {
+            let m = self.next().await;
+            if pred(&m) {
+                return m;
+            }
+        }
+        panic!("expected message did not arrive");
+    }
+
+    pub async fn join(
+        &mut self,
+        meeting: &str,
+        token: Option<&str>,
+        name: Option<&str>,
+    ) -> ServerMsg {
+        self.send(&ClientMsg::Join {
+            meeting_id: meeting.into(),
+            invite_token: token.map(str::to_string),
+            display_name: name.map(str::to_string),
+        })
+        .await;
+        self.next().await
+    }
+}
+
+pub async fn session_cookie(srv: &TestServer, username: &str) -> String {
+    let resp = srv
+        .anonymous()
+        .post(format!("{}/api/login", srv.base))
+        .json(&serde_json::json!({"username": username, "password": super::PASSWORD}))
+        .send()
+        .await
+        .expect("login");
+    let c = resp
+        .headers()
+        .get("set-cookie")
+        .expect("cookie")
+        .to_str()
+        .expect("ascii");
+    c.split(';').next().expect("pair").to_string()
+}

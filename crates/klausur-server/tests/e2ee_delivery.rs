@@ -1,0 +1,342 @@
+//! The MLS delivery service over a real meeting WebSocket, with real MLS clients (klausur-e2ee)
+//! holding credentials from the server's identity CA: the first member creates the group, a
+//! member adds an invitee, exactly one commit wins an epoch, a lobby guest is pending with the
+//! moderator who admitted them, non-members cannot commit, and a removed member cannot decrypt
+//! what is sent afterwards.
+
+mod common;
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine as _;
+use common::ws::{session_cookie, Client};
+use common::TestServer;
+use klausur_e2ee::{
+    CaVerifier, Event, Member, MemberConfig, SignedCredential, SigningKey, StreamId, VerifyingKey,
+};
+use klausur_proto::{ClientMsg, ErrorCode, SecurityProfile, ServerMsg};
+use klausur_store::Role;
+use serde_json::{json, Value};
+
+fn now() -> Duration {
+    SystemTime::now().duration_since(UNIX_EPOCH).expect("clock")
+}
+
+/// A device: a fresh signing key, a credential from the server's CA for `body`, an MLS member.
+async fn device(
+    srv: &TestServer,
+    http: &reqwest::Client,
+    csrf: Option<&str>,
+    body: Value,
+) -> Member {
+    let mut seed = [0u8; 32];
+    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut seed);
+    let key = SigningKey::from_bytes(&seed);
+    let mut body = body;
+    body["device_key"] = json!(hex::encode(key.verifying_key().to_bytes()));
+    let mut req = http
+        .post(format!("{}/api/identity/credential", srv.base))
+        .json(&body);
+    if let Some(t) = csrf {
+        req = req.header("X-CSRF-Token", t);
+    }
+    let v: Value = req
+        .send()
+        .await
+        .expect("credential request")
+        .json()
+        .await
+        .expect("json");
+    let cred = B64
+        .decode(v["credential"].as_str().unwrap_or_else(|| panic!("{v}")))
+        .expect("base64");
+    let ca: [u8; 32] = hex::decode(v["ca_public_key"].as_str().expect("ca"))
+        .expect("hex")
+        .try_into()
+        .expect("32");
+    Member::new(
+        SignedCredential::from_bytes(&cred).expect("credential"),
+        key,
+        CaVerifier {
+            ca_public_key: VerifyingKey::from_bytes(&ca).expect("ca key"),
+        },
+        MemberConfig::default(),
+    )
+    .expect("member")
+}
+
+async fn key_package(c: &mut Client, m: &Member) {
+    c.send(&ClientMsg::MlsKeyPackage {
+        key_package: B64.encode(m.key_package().expect("kp")),
+    })
+    .await;
+}
+
+fn pending(msg: &ServerMsg) -> bool {
+    matches!(msg, ServerMsg::MlsPending { joiners, .. } if !joiners.is_empty())
+}
+
+#[tokio::test]
+async fn delivery_service_orders_commits_and_relays_welcomes() {
+    let srv = TestServer::start().await;
+    let olga_user = srv.user("olga", Role::Staff).await;
+    srv.user("sam", Role::Staff).await;
+    let meeting = srv
+        .store
+        .create_meeting(
+            "m1",
+            "Hauptausschuss",
+            None,
+            olga_user.id,
+            SecurityProfile::Strict,
+        )
+        .await
+        .expect("meeting")
+        .id;
+    let (gina_inv, gina_token) = srv
+        .guest_invitation(
+            &meeting,
+            "Gina Gast",
+            olga_user.id,
+            chrono::Duration::hours(1),
+        )
+        .await;
+
+    // Olga (organiser) is first: she is asked to create the group.
+    let (olga_http, olga_csrf) = srv.login("olga").await;
+    let mut olga_dev = device(&srv, &olga_http, Some(&olga_csrf), json!({})).await;
+    let mut olga = Client::connect(&srv, Some(&session_cookie(&srv, "olga").await)).await;
+    assert!(matches!(
+        olga.join(&meeting, None, None).await,
+        ServerMsg::Joined { .. }
+    ));
+    key_package(&mut olga, &olga_dev).await;
+    let ServerMsg::MlsCreateGroup { group_id } = olga
+        .until(|m| matches!(m, ServerMsg::MlsCreateGroup { .. }))
+        .await
+    else {
+        unreachable!()
+    };
+    assert!(group_id.starts_with("m1/"), "{group_id}");
+    olga_dev
+        .create_group(group_id.as_bytes(), now())
+        .expect("create");
+    olga.send(&ClientMsg::MlsMember { leaf: 0, epoch: 0 }).await;
+    let up = olga
+        .until(|m| matches!(m, ServerMsg::ParticipantUpdated { .. }))
+        .await;
+    assert!(
+        matches!(&up, ServerMsg::ParticipantUpdated { participant } if participant.leaf == Some(0)),
+        "{up:?}"
+    );
+
+    // Gina (invitee) joins and waits in the pending list with the policy that admits her.
+    let gina_http = srv.anonymous();
+    let mut gina_dev = device(&srv, &gina_http, None, json!({"invite_token": gina_token})).await;
+    let mut gina = Client::connect(&srv, None).await;
+    assert!(matches!(
+        gina.join(&meeting, Some(&gina_token), None).await,
+        ServerMsg::Joined { .. }
+    ));
+    // Before she is added, she cannot commit or claim membership.
+    gina.send(&ClientMsg::MlsCommit {
+        epoch: 0,
+        commit: "QQ==".into(),
+        welcome: None,
+        welcome_for: vec![],
+    })
+    .await;
+    assert!(matches!(
+        gina.until(|m| matches!(m, ServerMsg::Error { .. })).await,
+        ServerMsg::Error {
+            code: ErrorCode::Forbidden,
+            ..
+        }
+    ));
+    key_package(&mut gina, &gina_dev).await;
+    let ServerMsg::MlsPending { joiners, policy } = olga.until(pending).await else {
+        unreachable!()
+    };
+    assert_eq!(joiners.len(), 1);
+    assert_eq!(joiners[0].admitted_by, None);
+    assert!(policy
+        .direct_user_ids
+        .contains(&format!("invitation:{gina_inv}")));
+    assert!(policy
+        .direct_user_ids
+        .contains(&format!("user:{}", olga_user.id)));
+    assert!(!policy.staff_direct);
+    let gina_pid = joiners[0].participant_id.clone();
+
+    let kp = B64.decode(&joiners[0].key_package).expect("base64");
+    let out = olga_dev.add(&[kp], now()).expect("add");
+    olga.send(&ClientMsg::MlsCommit {
+        epoch: 0,
+        commit: B64.encode(&out.commit),
+        welcome: out.welcome.as_ref().map(|w| B64.encode(w)),
+        welcome_for: vec![gina_pid.clone()],
+    })
+    .await;
+    assert_eq!(
+        olga.until(|m| matches!(m, ServerMsg::MlsCommitResult { .. }))
+            .await,
+        ServerMsg::MlsCommitResult {
+            epoch: 0,
+            accepted: true
+        }
+    );
+    olga_dev.merge_pending_commit(now()).expect("merge");
+    let ServerMsg::MlsWelcome { welcome, epoch } = gina
+        .until(|m| matches!(m, ServerMsg::MlsWelcome { .. }))
+        .await
+    else {
+        unreachable!()
+    };
+    assert_eq!(epoch, 1);
+    gina_dev
+        .join_from_welcome(&B64.decode(welcome).expect("base64"), now())
+        .expect("welcome");
+    assert_eq!(
+        gina_dev.security_code().expect("code"),
+        olga_dev.security_code().expect("code")
+    );
+    let gina_leaf = gina_dev.leaf_index().expect("leaf");
+    gina.send(&ClientMsg::MlsMember {
+        leaf: gina_leaf,
+        epoch: 1,
+    })
+    .await;
+
+    // Both commit for epoch 1: Olga's arrives first and wins, Gina's loses and she processes
+    // Olga's instead. They end in the same epoch with the same code.
+    let o = olga_dev.update_own_leaf().expect("update");
+    olga.send(&ClientMsg::MlsCommit {
+        epoch: 1,
+        commit: B64.encode(&o.commit),
+        welcome: None,
+        welcome_for: vec![],
+    })
+    .await;
+    assert!(matches!(
+        olga.until(|m| matches!(m, ServerMsg::MlsCommitResult { .. }))
+            .await,
+        ServerMsg::MlsCommitResult {
+            epoch: 1,
+            accepted: true
+        }
+    ));
+    olga_dev.merge_pending_commit(now()).expect("merge");
+    let g = gina_dev.update_own_leaf().expect("update");
+    gina.send(&ClientMsg::MlsCommit {
+        epoch: 1,
+        commit: B64.encode(&g.commit),
+        welcome: None,
+        welcome_for: vec![],
+    })
+    .await;
+    // In order on Gina's connection: Olga's winning commit, then her own loss.
+    let ServerMsg::MlsCommit {
+        epoch,
+        commit,
+        from_id,
+    } = gina
+        .until(|m| matches!(m, ServerMsg::MlsCommit { .. }))
+        .await
+    else {
+        unreachable!()
+    };
+    assert_eq!(epoch, 1);
+    assert_eq!(from_id, "p1");
+    assert!(matches!(
+        gina.until(|m| matches!(m, ServerMsg::MlsCommitResult { .. }))
+            .await,
+        ServerMsg::MlsCommitResult {
+            epoch: 1,
+            accepted: false
+        }
+    ));
+    gina_dev.discard_pending_commit().expect("discard");
+    let ev = gina_dev
+        .process_message(&B64.decode(commit).expect("base64"), now())
+        .expect("process");
+    assert!(matches!(ev, Event::EpochChanged(_)), "{ev:?}");
+    assert_eq!(
+        gina_dev.security_code().expect("code"),
+        olga_dev.security_code().expect("code")
+    );
+    let frame = olga_dev
+        .encrypt_frame(StreamId::CAMERA, b"", b"hello council")
+        .expect("encrypt");
+    assert!(gina_dev.decrypt_frame(&frame, now()).is_ok());
+
+    // Sam (staff, not invited) waits in the lobby; Olga admits him; his key package is pending
+    // with Olga as the moderator who admitted him, and the policy does not name him.
+    let (sam_http, sam_csrf) = srv.login("sam").await;
+    let sam_dev = device(&srv, &sam_http, Some(&sam_csrf), json!({})).await;
+    let mut sam = Client::connect(&srv, Some(&session_cookie(&srv, "sam").await)).await;
+    assert!(matches!(
+        sam.join(&meeting, None, None).await,
+        ServerMsg::LobbyWait { .. }
+    ));
+    let ServerMsg::LobbyChanged { lobby, .. } = olga
+        .until(|m| matches!(m, ServerMsg::LobbyChanged { lobby, .. } if !lobby.is_empty()))
+        .await
+    else {
+        unreachable!()
+    };
+    olga.send(&ClientMsg::Admit {
+        participant_id: lobby[0].id.clone(),
+    })
+    .await;
+    assert!(matches!(
+        sam.until(|m| matches!(m, ServerMsg::Joined { .. })).await,
+        ServerMsg::Joined { .. }
+    ));
+    key_package(&mut sam, &sam_dev).await;
+    let ServerMsg::MlsPending { joiners, policy } = olga.until(pending).await else {
+        unreachable!()
+    };
+    assert_eq!(joiners[0].admitted_by.as_deref(), Some("p1"));
+    let sam_id = &sam_dev.credential().credential.user_id;
+    assert!(sam_id.starts_with("user:"), "{sam_id}");
+    assert!(!policy.direct_user_ids.contains(sam_id));
+    // A pending client cannot claim a leaf.
+    sam.send(&ClientMsg::MlsMember { leaf: 5, epoch: 2 }).await;
+    assert!(matches!(
+        sam.until(|m| matches!(m, ServerMsg::Error { .. })).await,
+        ServerMsg::Error {
+            code: ErrorCode::InvalidState,
+            ..
+        }
+    ));
+
+    // Gina leaves; Olga removes her leaf; Gina's device cannot read what follows.
+    gina.send(&ClientMsg::Leave).await;
+    olga.until(|m| matches!(m, ServerMsg::ParticipantLeft { participant_id, .. } if *participant_id == gina_pid))
+        .await;
+    let r = olga_dev.remove(&[gina_leaf]).expect("remove");
+    olga.send(&ClientMsg::MlsCommit {
+        epoch: 2,
+        commit: B64.encode(&r.commit),
+        welcome: None,
+        welcome_for: vec![],
+    })
+    .await;
+    assert!(matches!(
+        olga.until(|m| matches!(m, ServerMsg::MlsCommitResult { .. }))
+            .await,
+        ServerMsg::MlsCommitResult {
+            epoch: 2,
+            accepted: true
+        }
+    ));
+    olga_dev.merge_pending_commit(now()).expect("merge");
+    let frame = olga_dev
+        .encrypt_frame(StreamId::CAMERA, b"", b"after the removal")
+        .expect("encrypt");
+    assert!(
+        gina_dev.decrypt_frame(&frame, now()).is_err(),
+        "a removed member must not decrypt frames of the next epoch"
+    );
+}
