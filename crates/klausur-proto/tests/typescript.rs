@@ -26,6 +26,8 @@ fn generate() -> String {
         LeaveReason::decl(&cfg),
         EndReason::decl(&cfg),
         ErrorCode::decl(&cfg),
+        MlsJoiner::decl(&cfg),
+        MlsPolicy::decl(&cfg),
         ClientMsg::decl(&cfg),
         ServerMsg::decl(&cfg),
     ];

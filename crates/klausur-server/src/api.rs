@@ -274,6 +274,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/ws", get(ws_upgrade))
         .route("/healthz", get(|| async { "ok" }))
         .route("/api/{*rest}", any(api_not_found));
+    #[cfg(feature = "test-hooks")]
+    let api = crate::test_hooks::routes(api);
     crate::web::with_static(api, &state.config).with_state(state)
 }
 

@@ -105,6 +105,13 @@ impl Delivery {
         self.group.as_ref().map(|g| g.epoch)
     }
 
+    /// The current group's id and epoch, if a group exists.
+    pub fn group(&self) -> Option<(String, u64)> {
+        self.group
+            .as_ref()
+            .map(|g| (format!("{}/{}", self.meeting_id, self.generation), g.epoch))
+    }
+
     /// Whether `peer` receives the group's commits.
     pub fn is_member(&self, peer: PeerId) -> bool {
         self.group

@@ -21,5 +21,7 @@ pub mod media;
 pub mod meeting;
 pub mod server;
 pub mod state;
+#[cfg(feature = "test-hooks")]
+pub mod test_hooks;
 pub mod web;
 pub mod ws;

@@ -49,9 +49,26 @@ pub struct JoinRequest {
 
 pub enum MeetingCmd {
     Join(JoinRequest),
-    Msg { peer: PeerId, msg: ClientMsg },
-    Disconnected { peer: PeerId },
+    Msg {
+        peer: PeerId,
+        msg: ClientMsg,
+    },
+    Disconnected {
+        peer: PeerId,
+    },
     Shutdown,
+    /// Test builds only: act as a malicious server (see `test_hooks`).
+    #[cfg(feature = "test-hooks")]
+    InjectGhost(Forgery),
+}
+
+/// What `test_hooks` hands the actor to inject: a commit maker (given the group id), a key
+/// package with a forged credential, and where to report what was sent.
+#[cfg(feature = "test-hooks")]
+pub struct Forgery {
+    pub commit: Box<dyn FnOnce(&str) -> Option<Vec<u8>> + Send>,
+    pub key_package: Vec<u8>,
+    pub reply: oneshot::Sender<serde_json::Value>,
 }
 
 /// Static facts about a meeting when its actor starts.
@@ -132,6 +149,12 @@ impl Registry {
         for tx in senders {
             let _ = tx.send(MeetingCmd::Shutdown).await;
         }
+    }
+
+    /// The actor of a running meeting.
+    pub fn running_actor(&self, id: &str) -> Option<mpsc::Sender<MeetingCmd>> {
+        let map = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(id).filter(|tx| !tx.is_closed()).cloned()
     }
 
     pub fn running(&self) -> usize {
@@ -298,7 +321,62 @@ impl Actor {
                 }
                 Flow::Stop
             }
+            #[cfg(feature = "test-hooks")]
+            MeetingCmd::InjectGhost(forgery) => {
+                self.inject_ghost(forgery);
+                Flow::Continue
+            }
         }
+    }
+
+    #[cfg(feature = "test-hooks")]
+    fn inject_ghost(&mut self, forgery: Forgery) {
+        use base64::Engine as _;
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let ghost = self.next_peer;
+        let impostor = self.next_peer + 1;
+        self.next_peer += 2;
+        self.broadcast(
+            ServerMsg::ParticipantJoined {
+                participant: Participant {
+                    id: participant_id(ghost),
+                    display_name: "Geist".into(),
+                    kind: ParticipantKind::Staff,
+                    role: Role::Participant,
+                    join_method: JoinMethod::StaffLogin,
+                    audio_muted: true,
+                    muted_by_moderator: false,
+                    video_muted: true,
+                    screen_sharing: false,
+                    leaf: None,
+                },
+            },
+            None,
+        );
+        let mut commit_epoch = None;
+        if let Some((group_id, epoch)) = self.delivery.group() {
+            if let Some(commit) = (forgery.commit)(&group_id) {
+                commit_epoch = Some(epoch);
+                self.deliver(vec![Out::Members {
+                    msg: ServerMsg::MlsCommit {
+                        epoch,
+                        commit: b64.encode(commit),
+                        from_id: participant_id(ghost),
+                    },
+                    except: None,
+                }]);
+            }
+        }
+        let pending = self
+            .delivery
+            .key_package(impostor, b64.encode(&forgery.key_package), None);
+        let pending_ok = pending.is_ok();
+        self.deliver_or_refuse(impostor, pending);
+        let _ = forgery.reply.send(serde_json::json!({
+            "ghost_participant": participant_id(ghost),
+            "forged_commit_epoch": commit_epoch,
+            "impostor_pending": pending_ok.then(|| participant_id(impostor)),
+        }));
     }
 
     async fn on_join(&mut self, req: JoinRequest) {

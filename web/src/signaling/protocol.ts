@@ -51,6 +51,28 @@ export type EndReason = "ended_by_moderator" | "removed" | "denied" | "server_sh
 
 export type ErrorCode = "malformed" | "unknown_type" | "too_large" | "rate_limited" | "forbidden" | "not_joined" | "invalid_state" | "not_found" | "invalid_field" | "internal";
 
+export type MlsJoiner = { participant_id: string, 
+/**
+ * Base64 `MLSMessage` holding the joiner's KeyPackage.
+ */
+key_package: string, 
+/**
+ * The moderator (participant id) who admitted this joiner from the lobby, if any. Only that
+ * moderator's client adds such a joiner, and only if it remembers admitting them.
+ */
+admitted_by: string | null, };
+
+export type MlsPolicy = { 
+/**
+ * Every staff credential is admitted directly (profile `internal`).
+ */
+staff_direct: boolean, 
+/**
+ * Credential user ids admitted directly: `user:<id>` for the organiser, moderators and
+ * invited colleagues, `invitation:<id>` for each valid personal invitation.
+ */
+direct_user_ids: Array<string>, };
+
 export type ClientMsg = { "type": "join", meeting_id: string, invite_token: string | null, display_name: string | null, } | { "type": "offer", sdp: string, sources: Array<SendSource>, } | { "type": "media_state", audio_muted: boolean, video_muted: boolean, screen_sharing: boolean, } | { "type": "chat", text: string, } | { "type": "admit", participant_id: string, } | { "type": "deny", participant_id: string, } | { "type": "remove", participant_id: string, } | { "type": "lock", locked: boolean, } | { "type": "mute", participant_id: string, muted: boolean, } | { "type": "set_moderator", participant_id: string, moderator: boolean, } | { "type": "end_meeting" } | { "type": "leave" } | { "type": "ping" } | { "type": "mls_key_package", key_package: string, } | { "type": "mls_member", leaf: number, epoch: number, } | { "type": "mls_commit", epoch: number, commit: string, welcome: string | null, welcome_for: Array<string>, };
 
 export type ServerMsg = { "type": "joined", protocol_version: number, self_id: string, meeting: MeetingInfo, participants: Array<Participant>, 

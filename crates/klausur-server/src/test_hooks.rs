@@ -1,0 +1,115 @@
+//! Test-only hooks, compiled in only with the cargo feature `test-hooks` (never in a release
+//! build that users run): they let the browser tests play a malicious server.
+//!
+//! `POST /api/test/meetings/{id}/inject-ghost` makes the running meeting do what a compromised
+//! server would try in order to listen in unseen, all at once:
+//!
+//! 1. announce a participant ("Geist") who is not in the MLS group;
+//! 2. send the members a commit that adds a ghost, made by the server in a group of its own with
+//!    the meeting's group id and a credential from the server's real identity CA (it holds the
+//!    CA key, but no group secret);
+//! 3. put a joiner in the pending list whose key package claims the organiser's user id but
+//!    carries a credential signed by another CA.
+//!
+//! Every client must reject the commit and the joiner and flag the ghost participant.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::post;
+use axum::{Json, Router};
+use klausur_e2ee::{CaVerifier, IdentityCa, Member, MemberConfig, ParticipantKind, SigningKey};
+use rand::RngCore as _;
+use serde_json::{json, Value};
+use tokio::sync::oneshot;
+
+use crate::api::ApiError;
+use crate::meeting::{Forgery, MeetingCmd};
+use crate::state::AppState;
+
+pub fn routes(router: Router<AppState>) -> Router<AppState> {
+    router.route("/api/test/meetings/{id}/inject-ghost", post(inject_ghost))
+}
+
+fn now() -> Duration {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+}
+
+fn random_key() -> SigningKey {
+    let mut seed = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut seed);
+    SigningKey::from_bytes(&seed)
+}
+
+fn device(ca: &IdentityCa, user_id: &str, name: &str) -> anyhow::Result<Member> {
+    let key = random_key();
+    let t = now().as_secs();
+    let cred = ca.issue(
+        user_id,
+        name,
+        ParticipantKind::Staff,
+        &key.verifying_key(),
+        t.saturating_sub(60),
+        t + 3600,
+    )?;
+    Ok(Member::new(
+        cred,
+        key,
+        CaVerifier {
+            ca_public_key: ca.public_key(),
+        },
+        MemberConfig::default(),
+    )?)
+}
+
+/// A commit adding a ghost to a group the server made itself under `group_id`.
+fn forged_commit(ca: &IdentityCa, group_id: &str) -> anyhow::Result<Vec<u8>> {
+    let mut server = device(ca, "user:0", "Server")?;
+    let ghost = device(ca, "user:0", "Geist")?;
+    server.create_group(group_id.as_bytes(), now())?;
+    let out = server.add(&[ghost.key_package()?], now())?;
+    Ok(out.commit)
+}
+
+/// A key package claiming `user_id` with a credential from a CA nobody trusts.
+fn foreign_key_package(user_id: &str) -> anyhow::Result<Vec<u8>> {
+    let foreign = IdentityCa::new(random_key());
+    Ok(device(&foreign, user_id, "Geist")?.key_package()?)
+}
+
+async fn inject_ghost(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let not_running = || ApiError::new(StatusCode::NOT_FOUND, "not_found", "meeting not running");
+    let tx = state.registry.running_actor(&id).ok_or_else(not_running)?;
+    let organiser = state
+        .store
+        .meeting(&id)
+        .await?
+        .map(|m| format!("user:{}", m.organiser_id))
+        .ok_or_else(not_running)?;
+    let st = state.clone();
+    let internal = |e: anyhow::Error| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            format!("{e:#}"),
+        )
+    };
+    let key_package = foreign_key_package(&organiser).map_err(internal)?;
+    let (reply, done) = oneshot::channel();
+    let forgery = Forgery {
+        commit: Box::new(move |group_id: &str| forged_commit(&st.identity_ca, group_id).ok()),
+        key_package,
+        reply,
+    };
+    tx.send(MeetingCmd::InjectGhost(forgery))
+        .await
+        .map_err(|_| not_running())?;
+    let report = done.await.map_err(|_| not_running())?;
+    Ok(Json(json!(report)))
+}
