@@ -65,8 +65,11 @@ pub enum MeetingCmd {
 /// What `test_hooks` hands the actor to inject: a commit maker (given the group id), a key
 /// package with a forged credential, and where to report what was sent.
 #[cfg(feature = "test-hooks")]
+pub type CommitMaker = Box<dyn FnOnce(&str) -> Option<Vec<u8>> + Send>;
+
+#[cfg(feature = "test-hooks")]
 pub struct Forgery {
-    pub commit: Box<dyn FnOnce(&str) -> Option<Vec<u8>> + Send>,
+    pub commit: CommitMaker,
     pub key_package: Vec<u8>,
     pub reply: oneshot::Sender<serde_json::Value>,
 }
