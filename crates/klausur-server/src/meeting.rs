@@ -60,6 +60,13 @@ pub enum MeetingCmd {
     /// Test builds only: act as a malicious server (see `test_hooks`).
     #[cfg(feature = "test-hooks")]
     InjectGhost(Forgery),
+    /// Test builds only: tell everyone else that `peer` left while it stays connected and the
+    /// media server keeps forwarding to it (a server that keeps a removed member listening).
+    #[cfg(feature = "test-hooks")]
+    Hide {
+        peer: PeerId,
+        reply: oneshot::Sender<bool>,
+    },
 }
 
 /// What `test_hooks` hands the actor to inject: a commit maker (given the group id), a key
@@ -199,7 +206,7 @@ pub fn participant_id(peer: PeerId) -> String {
     format!("p{peer}")
 }
 
-fn parse_participant_id(id: &str) -> Option<PeerId> {
+pub fn parse_participant_id(id: &str) -> Option<PeerId> {
     id.strip_prefix('p')?.parse().ok()
 }
 
@@ -327,6 +334,23 @@ impl Actor {
             #[cfg(feature = "test-hooks")]
             MeetingCmd::InjectGhost(forgery) => {
                 self.inject_ghost(forgery);
+                Flow::Continue
+            }
+            #[cfg(feature = "test-hooks")]
+            MeetingCmd::Hide { peer, reply } => {
+                let found = self.members.contains_key(&peer);
+                if found {
+                    self.broadcast(
+                        ServerMsg::ParticipantLeft {
+                            participant_id: participant_id(peer),
+                            reason: LeaveReason::Left,
+                        },
+                        Some(peer),
+                    );
+                    let out = self.delivery.left(peer);
+                    self.deliver(out);
+                }
+                let _ = reply.send(found);
                 Flow::Continue
             }
         }

@@ -12,6 +12,10 @@
 //!    carries a credential signed by another CA.
 //!
 //! Every client must reject the commit and the joiner and flag the ghost participant.
+//!
+//! `POST /api/test/meetings/{id}/hide/{participant}` tells everyone else that the participant
+//! left, while it stays connected and keeps receiving media: the members' clients remove it from
+//! the group, and the test checks it cannot decrypt what follows (forward secrecy on leave).
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
