@@ -4,7 +4,7 @@
 CARGO ?= cargo
 SERVER_BIN := target/debug/klausur
 
-.PHONY: demo test setup setup-test web web-check rust-check rust-test wasm-test proto-ts e2e clean
+.PHONY: demo test setup setup-test wasm web web-check rust-check rust-test wasm-test proto-ts e2e clean
 
 ## Set up and start the server on http://127.0.0.1:8080 (SQLite in ./klausur-data).
 demo: setup web
@@ -20,11 +20,17 @@ setup:
 setup-test:
 	./scripts/setup.sh --with-browser
 
-web: setup
+## The e2ee core in WebAssembly for the browser's encryption worker (web/src/e2ee/pkg, generated)
+## and for Node (target/wasm-pkg); installs Debian's rustc-web toolchain and wasm-bindgen-cli if
+## missing (scripts/setup-wasm.sh).
+wasm:
+	crates/klausur-e2ee-wasm/build.sh --no-test
+
+web: setup wasm
 	cd web && npm run build
 
-web-check: setup
-	cd web && npm run typecheck && npm run build
+web-check: setup wasm
+	cd web && npm run typecheck && npm test && npm run build
 
 rust-check:
 	$(CARGO) fmt --all -- --check
@@ -43,8 +49,11 @@ wasm-test:
 proto-ts:
 	KLAUSUR_WRITE_TS=1 $(CARGO) test -p klausur-proto --features ts --test typescript
 
+## Browser tests against the test-hooks builds: the server with the RTP payload recorder and the
+## malicious-server hooks (cargo feature test-hooks), and web/dist-test beside web/dist.
 e2e: web-check
-	$(CARGO) build -p klausur-server
+	$(CARGO) build -p klausur-server --features test-hooks
+	cd web && npm run build:test-hooks
 	cd web && KLAUSUR_BIN=$(CURDIR)/$(SERVER_BIN) npm run test:e2e
 
 clean:

@@ -325,6 +325,19 @@ impl WasmMember {
         self.inner.key_package().map_err(e2ee_error)
     }
 
+    /// Checks a joiner's key package as `add` would (MLS validation, CA-signed credential valid
+    /// at `now`, device key bound to the leaf) without committing, and returns the verified
+    /// claims `{ userId, displayName, kind, devicePublicKey, notBefore, notAfter }` for an
+    /// admission decision. Throws `CredentialRejected` or `PeerInput`. Needs no group.
+    #[wasm_bindgen(js_name = verifyKeyPackage)]
+    pub fn verify_key_package(&self, key_package: &[u8], now: f64) -> Result<JsValue, JsValue> {
+        let c = self
+            .inner
+            .verify_key_package(key_package, ms(now)?)
+            .map_err(e2ee_error)?;
+        to_js(&credential_json(&c))
+    }
+
     /// Creates a new group (epoch 0) with this device as its only member.
     #[wasm_bindgen(js_name = createGroup)]
     pub fn create_group(&mut self, group_id: &[u8], now: f64) -> Result<(), JsValue> {
@@ -353,6 +366,27 @@ impl WasmMember {
     pub fn update_own_leaf(&mut self) -> Result<JsValue, JsValue> {
         let out = self.inner.update_own_leaf().map_err(e2ee_error)?;
         commit_js(out)
+    }
+
+    /// Commits an update of the own leaf carrying a renewed credential (same user id, display
+    /// name, kind and device key; from the identity CA before the current one expires).
+    /// Returns `{ commit, welcome: null }`; pending until merged or discarded.
+    #[wasm_bindgen(js_name = renewCredential)]
+    pub fn renew_credential(&mut self, signed_credential: &[u8]) -> Result<JsValue, JsValue> {
+        let credential = SignedCredential::from_bytes(signed_credential)
+            .map_err(|e| invalid(&format!("signed credential: {e}")))?;
+        let out = self
+            .inner
+            .renew_credential(credential)
+            .map_err(e2ee_error)?;
+        commit_js(out)
+    }
+
+    /// This device's own credential claims `{ userId, displayName, kind, devicePublicKey,
+    /// notBefore, notAfter }` (the renewed one once its commit is merged).
+    #[wasm_bindgen(js_name = ownCredential)]
+    pub fn own_credential(&self) -> Result<JsValue, JsValue> {
+        to_js(&credential_json(&self.inner.credential().credential))
     }
 
     /// Whether the periodic own-leaf update (15 min) is due.

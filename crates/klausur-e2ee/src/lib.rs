@@ -14,8 +14,10 @@
 //! | starts a device | [`Member::new`] (credential from the [`IdentityCa`], device key, verifier) | |
 //! | wants to be admitted | [`Member::key_package`] | sends the bytes to the DS |
 //! | opens a meeting | [`Member::create_group`] | |
+//! | decides whether to admit a joiner | [`Member::verify_key_package`] → the verified [`Credential`] | applies its admission policy |
 //! | admits joiners (lobby / invitation) | [`Member::add`] (several key packages, one commit) | sends commit + Welcome to the DS |
 //! | removes members | [`Member::remove`] | sends the commit |
+//! | got a renewed credential (before the current one expires) | [`Member::renew_credential`] | sends the commit |
 //! | every [`LEAF_UPDATE_INTERVAL`] ([`Member::leaf_update_due`]) | [`Member::update_own_leaf`] | sends the commit |
 //! | DS confirms own commit won the epoch | [`Member::merge_pending_commit`] | shows the [`EpochChange`] |
 //! | DS says another commit won | [`Member::discard_pending_commit`], then processes that commit | |

@@ -116,6 +116,8 @@ pub struct Member {
     group: Option<MlsGroup>,
     frames: FrameCrypto,
     last_own_leaf_update: Option<Duration>,
+    /// A renewed credential carried by the pending commit (see [`Member::renew_credential`]).
+    pending_credential: Option<SignedCredential>,
 }
 
 impl std::fmt::Debug for Member {
@@ -177,6 +179,7 @@ impl Member {
             group: None,
             frames: FrameCrypto::new(config.frame_grace),
             last_own_leaf_update: None,
+            pending_credential: None,
         })
     }
 
@@ -276,6 +279,26 @@ impl Member {
         Ok(())
     }
 
+    /// Parses, validates and verifies one joiner's key package.
+    fn checked_key_package(
+        &self,
+        bytes: &[u8],
+        now: Duration,
+    ) -> Result<(KeyPackage, SignedCredential), E2eeError> {
+        let kp = KeyPackageIn::tls_deserialize_exact(bytes)
+            .map_err(peer)?
+            .validate(self.provider.crypto(), ProtocolVersion::Mls10)
+            .map_err(peer)?;
+        let leaf = kp.leaf_node();
+        let sc = self.verify_leaf(
+            leaf.credential(),
+            leaf.signature_key().as_slice(),
+            None,
+            now,
+        )?;
+        Ok((kp, sc))
+    }
+
     /// Parses, validates and verifies key packages of joiners.
     fn checked_key_packages(
         &self,
@@ -284,21 +307,16 @@ impl Member {
     ) -> Result<Vec<KeyPackage>, E2eeError> {
         key_packages
             .iter()
-            .map(|bytes| {
-                let kp = KeyPackageIn::tls_deserialize_exact(bytes)
-                    .map_err(peer)?
-                    .validate(self.provider.crypto(), ProtocolVersion::Mls10)
-                    .map_err(peer)?;
-                let leaf = kp.leaf_node();
-                self.verify_leaf(
-                    leaf.credential(),
-                    leaf.signature_key().as_slice(),
-                    None,
-                    now,
-                )?;
-                Ok(kp)
-            })
+            .map(|bytes| Ok(self.checked_key_package(bytes, now)?.0))
             .collect()
+    }
+
+    /// Checks a joiner's key package exactly as [`Self::add`] would (MLS validation, klausur
+    /// credential type, device key bound to the leaf, the verifier at `now`) without committing
+    /// anything, and returns the verified credential claims, so the caller can apply its
+    /// admission policy (user id, kind, display name) before adding. Does not need a group.
+    pub fn verify_key_package(&self, bytes: &[u8], now: Duration) -> Result<Credential, E2eeError> {
+        Ok(self.checked_key_package(bytes, now)?.1.credential)
     }
 
     /// Adds joiners (all in one commit). Every key package's credential is verified first;
@@ -376,6 +394,62 @@ impl Member {
         })
     }
 
+    /// Commits an update of this device's own leaf that carries `credential`, a renewed
+    /// credential (same user id, display name and kind, same device key) issued before the
+    /// current one expires. Credentials are short-lived; members refuse commits and Welcomes
+    /// that carry an expired one, so every member renews before `not_after`. Pending until
+    /// merged; on merge the new credential becomes this device's.
+    pub fn renew_credential(
+        &mut self,
+        credential: SignedCredential,
+    ) -> Result<CommitOutput, E2eeError> {
+        self.renew_credential_inner(credential, true)
+    }
+
+    /// `check_identity: false` only in tests (a client that tries to change its identity).
+    fn renew_credential_inner(
+        &mut self,
+        credential: SignedCredential,
+        check_identity: bool,
+    ) -> Result<CommitOutput, E2eeError> {
+        let (a, b) = (&self.own.credential, &credential.credential);
+        if b.device_public_key != self.signer.0.verifying_key().to_bytes() {
+            return Err(E2eeError::Misuse(
+                "credential does not bind this device's signing key",
+            ));
+        }
+        if check_identity
+            && (a.user_id != b.user_id || a.display_name != b.display_name || a.kind != b.kind)
+        {
+            return Err(E2eeError::Misuse(
+                "a renewed credential must keep user id, display name and kind",
+            ));
+        }
+        let bytes = credential.to_bytes().map_err(internal)?;
+        let cwk = CredentialWithKey {
+            credential: MlsCredential::new(CredentialType::Other(KLAUSUR_CREDENTIAL_TYPE), bytes),
+            signature_key: SignaturePublicKey::from(
+                self.signer.0.verifying_key().to_bytes().to_vec(),
+            ),
+        };
+        let g = self
+            .group
+            .as_mut()
+            .ok_or(E2eeError::Misuse("not a member of a group"))?;
+        let params = LeafNodeParameters::builder()
+            .with_credential_with_key(cwk)
+            .build();
+        let bundle = g
+            .self_update(&self.provider, &self.signer, params)
+            .map_err(internal)?;
+        let (commit, _welcome, _gi) = bundle.into_contents();
+        self.pending_credential = Some(credential);
+        Ok(CommitOutput {
+            commit: commit.to_bytes().map_err(internal)?,
+            welcome: None,
+        })
+    }
+
     /// Whether [`LEAF_UPDATE_INTERVAL`] has passed since this device last refreshed its leaf.
     pub fn leaf_update_due(&self, now: Duration) -> bool {
         self.group.is_some()
@@ -442,8 +516,12 @@ impl Member {
             .and_then(StagedCommit::update_path_leaf_node)
             .is_some();
         g.merge_pending_commit(&self.provider).map_err(internal)?;
+        let renewed = self.pending_credential.take();
         if own_path {
             self.last_own_leaf_update = Some(now);
+            if let Some(c) = renewed {
+                self.own = c;
+            }
         }
         self.install_epoch(now)?;
         self.diff(before, own)
@@ -451,12 +529,39 @@ impl Member {
 
     /// Drops this device's pending commit (another commit won the epoch at the DS).
     pub fn discard_pending_commit(&mut self) -> Result<(), E2eeError> {
+        self.pending_credential = None;
         let g = self
             .group
             .as_mut()
             .ok_or(E2eeError::Misuse("not a member of a group"))?;
         g.clear_pending_commit(self.provider.storage())
             .map_err(internal)
+    }
+
+    /// A member may refresh its leaf and renew its credential, but not change who it is: the
+    /// new credential must name the same user id, display name and kind as the leaf's current
+    /// one.
+    fn check_same_identity(
+        &self,
+        leaf_index: u32,
+        new: &SignedCredential,
+    ) -> Result<(), E2eeError> {
+        let reject = |reason| E2eeError::CredentialRejected {
+            leaf_index: Some(leaf_index),
+            reason,
+        };
+        let current = self
+            .group()?
+            .member(LeafNodeIndex::new(leaf_index))
+            .ok_or_else(|| reject(CredentialError::Malformed("no member at that leaf")))?;
+        let current = SignedCredential::from_bytes(current.serialized_content()).map_err(reject)?;
+        let (a, b) = (&current.credential, &new.credential);
+        if a.user_id != b.user_id || a.display_name != b.display_name || a.kind != b.kind {
+            return Err(reject(CredentialError::Policy(
+                "a member's leaf update changes its identity".into(),
+            )));
+        }
+        Ok(())
     }
 
     fn check_staged(
@@ -480,15 +585,20 @@ impl Member {
                 Sender::Member(i) => Some(i.u32()),
                 _ => None,
             };
-            self.verify_leaf(leaf.credential(), leaf.signature_key().as_slice(), idx, now)?;
+            let sc =
+                self.verify_leaf(leaf.credential(), leaf.signature_key().as_slice(), idx, now)?;
+            if let Some(i) = idx {
+                self.check_same_identity(i, &sc)?;
+            }
         }
         if let Some(leaf) = staged.update_path_leaf_node() {
-            self.verify_leaf(
+            let sc = self.verify_leaf(
                 leaf.credential(),
                 leaf.signature_key().as_slice(),
                 Some(committer),
                 now,
             )?;
+            self.check_same_identity(committer, &sc)?;
         }
         Ok(())
     }
@@ -649,5 +759,125 @@ impl Member {
     /// The frame crypto state (read-only), e.g. for diagnostics.
     pub fn frames(&self) -> &FrameCrypto {
         &self.frames
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::{CaVerifier, IdentityCa, ParticipantKind};
+
+    const T0: u64 = 1_700_000_000;
+
+    fn at(secs: u64) -> Duration {
+        Duration::from_secs(T0 + secs)
+    }
+
+    fn cred(ca: &IdentityCa, name: &str, seed: u8, nb: u64, na: u64) -> SignedCredential {
+        let dev = SigningKey::from_bytes(&[seed; 32]).verifying_key();
+        ca.issue(name, name, ParticipantKind::Staff, &dev, T0 + nb, T0 + na)
+            .expect("issue")
+    }
+
+    fn member(ca: &IdentityCa, name: &str, seed: u8, nb: u64, na: u64) -> Member {
+        let verifier = CaVerifier {
+            ca_public_key: ca.public_key(),
+        };
+        Member::new(
+            cred(ca, name, seed, nb, na),
+            SigningKey::from_bytes(&[seed; 32]),
+            verifier,
+            MemberConfig::default(),
+        )
+        .expect("member")
+    }
+
+    fn epoch_change(ev: Event) -> EpochChange {
+        match ev {
+            Event::EpochChanged(c) => c,
+            other => panic!("expected an epoch change, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn renewed_credentials_keep_a_long_meeting_going() {
+        let ca = IdentityCa::new(SigningKey::from_bytes(&[1; 32]));
+        // Credentials valid for one hour from T0.
+        let mut a = member(&ca, "ann", 10, 0, 3600);
+        let mut b = member(&ca, "ben", 11, 0, 3600);
+        a.create_group(b"long", at(1)).expect("create");
+        let out = a.add(&[b.key_package().expect("kp")], at(1)).expect("add");
+        a.merge_pending_commit(at(1)).expect("merge");
+        b.join_from_welcome(&out.welcome.expect("welcome"), at(1))
+            .expect("join");
+
+        // Without renewal, a leaf update after expiry is refused by the other member.
+        let out = a.update_own_leaf().expect("update");
+        match b.process_message(&out.commit, at(3700)) {
+            Err(E2eeError::CredentialRejected { reason, .. }) => {
+                assert_eq!(reason, CredentialError::Expired)
+            }
+            other => panic!("expected rejection, got {other:?}"),
+        }
+        a.discard_pending_commit().expect("discard");
+
+        // Renewal before expiry: both renew; afterwards updates and joins work past the first
+        // hour.
+        let renew = |m: &mut Member, other: &mut Member, name: &str, seed: u8| {
+            // Refused: another identity, another device key.
+            assert!(matches!(
+                m.renew_credential(cred(&ca, "eve", seed, 3000, 7200)),
+                Err(E2eeError::Misuse(_))
+            ));
+            assert!(matches!(
+                m.renew_credential(cred(&ca, name, 99, 3000, 7200)),
+                Err(E2eeError::Misuse(_))
+            ));
+            let out = m
+                .renew_credential(cred(&ca, name, seed, 3000, 7200))
+                .expect("renew");
+            m.merge_pending_commit(at(3100)).expect("merge");
+            let ch = epoch_change(other.process_message(&out.commit, at(3100)).expect("ok"));
+            assert!(ch.added.is_empty() && ch.removed.is_empty());
+            assert_eq!(m.credential().credential.not_after, T0 + 7200);
+        };
+        renew(&mut a, &mut b, "ann", 10);
+        renew(&mut b, &mut a, "ben", 11);
+        assert_eq!(
+            a.security_code().expect("code"),
+            b.security_code().expect("code")
+        );
+        let out = a.update_own_leaf().expect("update");
+        a.merge_pending_commit(at(3700)).expect("merge");
+        epoch_change(b.process_message(&out.commit, at(3700)).expect("accepted"));
+        let mut c = member(&ca, "cem", 12, 3600, 7200);
+        let out = b
+            .add(&[c.key_package().expect("kp")], at(3700))
+            .expect("add");
+        b.merge_pending_commit(at(3700)).expect("merge");
+        epoch_change(a.process_message(&out.commit, at(3700)).expect("accepted"));
+        c.join_from_welcome(&out.welcome.expect("welcome"), at(3700))
+            .expect("the joiner accepts the renewed credentials");
+        assert_eq!(
+            c.security_code().expect("code"),
+            a.security_code().expect("code")
+        );
+
+        // A member cannot change who it is with a leaf update (a CA-signed credential for
+        // another identity and its own device key): every other member refuses the commit.
+        let epoch = a.epoch().expect("epoch");
+        let out = c
+            .renew_credential_inner(cred(&ca, "mallory", 12, 3600, 7200), false)
+            .expect("commit");
+        for m in [&mut a, &mut b] {
+            match m.process_message(&out.commit, at(3800)) {
+                Err(E2eeError::CredentialRejected {
+                    reason: CredentialError::Policy(_),
+                    leaf_index: Some(2),
+                }) => {}
+                other => panic!("expected rejection, got {other:?}"),
+            }
+            assert_eq!(m.epoch().expect("epoch"), epoch);
+        }
     }
 }

@@ -465,3 +465,48 @@ fn member_refuses_credential_for_another_key() {
         Err(E2eeError::Misuse(_))
     ));
 }
+
+#[test]
+fn key_packages_are_verified_before_a_policy_decision() {
+    let pki = Pki::new();
+    // No group needed: a client decides about joiners with the same checks `add` makes.
+    let alice = pki.member("alice", 40);
+    let ben = pki.member("ben", 41);
+    let cred = alice
+        .verify_key_package(&ben.key_package().expect("kp"), now(0))
+        .expect("valid key package");
+    assert_eq!(cred.user_id, "user-ben");
+    assert_eq!(cred.display_name, "ben");
+    assert_eq!(cred.kind, ParticipantKind::Staff);
+    assert_eq!(
+        cred.device_public_key,
+        SigningKey::from_bytes(&[41; 32]).verifying_key().to_bytes()
+    );
+
+    // Negative controls: a foreign CA, an expired credential, garbage bytes.
+    let rogue = pki.member_with("rogue", 42, &pki.evil, T0 - 60, T0 + 3600, true);
+    match alice.verify_key_package(&rogue.key_package().expect("kp"), now(0)) {
+        Err(E2eeError::CredentialRejected { reason, .. }) => {
+            assert_eq!(reason, CredentialError::BadSignature)
+        }
+        other => panic!("expected rejection, got {other:?}"),
+    }
+    let late = pki.member_with("late", 43, &pki.ca, T0 - 3600, T0 - 1, true);
+    match alice.verify_key_package(&late.key_package().expect("kp"), now(0)) {
+        Err(E2eeError::CredentialRejected { reason, .. }) => {
+            assert_eq!(reason, CredentialError::Expired)
+        }
+        other => panic!("expected rejection, got {other:?}"),
+    }
+    let mut kp = ben.key_package().expect("kp");
+    let last = kp.len() - 1;
+    kp[last] ^= 1;
+    assert!(matches!(
+        alice.verify_key_package(&kp, now(0)),
+        Err(E2eeError::PeerInput(_))
+    ));
+    assert!(matches!(
+        alice.verify_key_package(&[0, 1, 2], now(0)),
+        Err(E2eeError::PeerInput(_))
+    ));
+}

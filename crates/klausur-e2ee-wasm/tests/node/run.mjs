@@ -222,6 +222,23 @@ test('credentials from a foreign CA are refused', () => {
   assert.equal(alice.roster().length, 1);
 });
 
+test('verifyKeyPackage returns the verified claims; foreign CA refused', () => {
+  const alice = member('Alice');
+  const bob = member('Bob');
+  // No group needed.
+  const claims = alice.verifyKeyPackage(bob.keyPackage(), now());
+  assert.equal(claims.userId, 'user-Bob');
+  assert.equal(claims.displayName, 'Bob');
+  assert.equal(claims.kind, 'staff');
+  assert.match(claims.devicePublicKey, /^[0-9a-f]{64}$/);
+  const mallory = member('Mallory', { ca: wasm.generateSigningKey() });
+  assert.throws(() => alice.verifyKeyPackage(mallory.keyPackage(), now()), {
+    name: 'CredentialRejected',
+    message: /not signed by the trusted identity CA/,
+  });
+  assert.throws(() => alice.verifyKeyPackage(new Uint8Array([1, 2, 3]), now()), { name: 'PeerInput' });
+});
+
 test('argument errors are JS exceptions', () => {
   assert.throws(() => new WasmMember(new Uint8Array(3), new Uint8Array(32), caPublic),
     { name: 'InvalidArgument' });
