@@ -15,6 +15,11 @@ export default defineConfig({
     outDir: 'dist',
     sourcemap: true,
   },
+  // The encryption worker (src/e2ee/worker.ts) is a module worker that imports the
+  // WebAssembly package; its .wasm is emitted as an asset (served as application/wasm).
+  worker: {
+    format: 'es',
+  },
   test: {
     include: ['src/**/*.test.ts'],
     environment: 'node',

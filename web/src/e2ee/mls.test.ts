@@ -1,0 +1,505 @@
+// MlsClient against a small in-test delivery service that follows the server's rules
+// (crates/klausur-server/src/delivery.rs), with the real WebAssembly core (web/src/e2ee/pkg,
+// built by crates/klausur-e2ee-wasm/build.sh).
+
+import { readFileSync } from 'node:fs';
+import { describe, expect, test } from 'vitest';
+import type { ClientMsg, MlsPolicy, ServerMsg } from '../signaling/protocol';
+import { fromBase64, toBase64, toHex } from './b64';
+import { GRACE_MS, MlsClient, type ParticipantLike } from './mls';
+import {
+  WasmMember,
+  generateSigningKey,
+  initSync,
+  issueCredential,
+  signingKeyPublic,
+} from './pkg/klausur_e2ee_wasm.js';
+import type { E2eeNotice, E2eeStatus } from './types';
+
+initSync({ module: readFileSync(new URL('./pkg/klausur_e2ee_wasm_bg.wasm', import.meta.url)) });
+
+const T0 = 1_800_000_000_000;
+const caKey = generateSigningKey();
+const caPublicHex = toHex(signingKeyPublic(caKey));
+
+function credential(ca: Uint8Array, userId: string, name: string, kind: string, device: Uint8Array, now: number) {
+  const t = Math.floor(now / 1000);
+  return toBase64(issueCredential(ca, userId, name, kind, signingKeyPublic(device), t - 60, t + 3600));
+}
+
+// --- the delivery service (a port of delivery.rs) ----------------------------------------------
+
+type Out =
+  | { to: string; msg: ServerMsg }
+  | { members: ServerMsg; except: string | null }
+  | { pendingChanged: true }
+  | { leaf: string; value: number | null };
+
+class Delivery {
+  private generation = 0;
+  epoch: number | null = null;
+  members = new Set<string>();
+  creator: string | null = null;
+  pending = new Map<string, { keyPackage: string; admittedBy: string | null }>();
+
+  constructor(private readonly meetingId: string) {}
+
+  groupId(): string {
+    return `${this.meetingId}/${this.generation}`;
+  }
+
+  private askToCreate(peer: string): Out {
+    this.generation += 1;
+    this.creator = peer;
+    return { to: peer, msg: { type: 'mls_create_group', group_id: this.groupId() } };
+  }
+
+  keyPackage(peer: string, keyPackage: string, admittedBy: string | null): Out[] {
+    if (this.members.has(peer) || this.creator === peer) return [];
+    if (this.epoch === null && this.creator === null) return [this.askToCreate(peer)];
+    this.pending.set(peer, { keyPackage, admittedBy });
+    return this.epoch !== null ? [{ pendingChanged: true }] : [];
+  }
+
+  member(peer: string, leaf: number, epoch: number): Out[] {
+    const out: Out[] = [];
+    if (this.creator === peer && this.epoch === null) {
+      if (leaf !== 0 || epoch !== 0) return [];
+      this.creator = null;
+      this.epoch = 0;
+      this.members = new Set([peer]);
+      if (this.pending.size > 0) out.push({ pendingChanged: true });
+    } else if (!this.members.has(peer)) {
+      return [];
+    }
+    out.push({ leaf: peer, value: leaf });
+    return out;
+  }
+
+  commit(peer: string, epoch: number, commit: string, welcome: string | null, welcomeFor: string[]): Out[] {
+    if (!this.members.has(peer) || this.epoch === null) return [];
+    if (epoch !== this.epoch) return [{ to: peer, msg: { type: 'mls_commit_result', epoch, accepted: false } }];
+    this.epoch += 1;
+    const out: Out[] = [
+      { to: peer, msg: { type: 'mls_commit_result', epoch, accepted: true } },
+      { members: { type: 'mls_commit', epoch, commit, from_id: peer }, except: peer },
+    ];
+    let welcomed = false;
+    if (welcome) {
+      for (const j of welcomeFor) {
+        if (this.pending.delete(j)) {
+          this.members.add(j);
+          welcomed = true;
+          out.push({ to: j, msg: { type: 'mls_welcome', welcome, epoch: this.epoch } });
+        }
+      }
+    }
+    if (welcomed) out.push({ pendingChanged: true });
+    return out;
+  }
+
+  left(peer: string): Out[] {
+    const out: Out[] = [];
+    const wasPending = this.pending.delete(peer);
+    if (this.epoch !== null) {
+      this.members.delete(peer);
+      if (this.members.size === 0) this.epoch = null;
+      else if (wasPending) out.push({ pendingChanged: true });
+    }
+    if (this.creator === peer) this.creator = null;
+    if (this.epoch === null && this.creator === null) {
+      const next = this.pending.keys().next();
+      if (!next.done) {
+        this.pending.delete(next.value);
+        out.push(this.askToCreate(next.value));
+      }
+    }
+    return out;
+  }
+}
+
+// --- clients and the server glue -------------------------------------------------------------
+
+type Inbox = { msg: ServerMsg } | { participants: ParticipantLike[] } | { renew: true };
+
+class Client {
+  mls: MlsClient;
+  member: WasmMember | null = null;
+  readonly deviceKey = generateSigningKey();
+  inbox: Inbox[] = [];
+  notices: E2eeNotice[] = [];
+  status!: E2eeStatus;
+  /** Whether this client fetches a renewed credential when asked. */
+  renews = true;
+  renewAsked = 0;
+
+  constructor(
+    readonly server: Server,
+    readonly id: string,
+    readonly name: string,
+    readonly kind: 'staff' | 'invited_guest' | 'guest',
+    readonly userId: string,
+    readonly ca: Uint8Array = caKey,
+  ) {
+    this.mls = new MlsClient(
+      (cred, caPublic) => {
+        this.member = new WasmMember(cred, this.deviceKey, caPublic);
+        return this.member;
+      },
+      {
+        send: (msg) => server.receive(this, msg),
+        status: (s) => (this.status = s),
+        notice: (n) => this.notices.push(n),
+        needCredential: () => {
+          this.renewAsked += 1;
+          if (this.renews) this.inbox.push({ renew: true });
+        },
+      },
+    );
+  }
+
+  code(): string | null {
+    return this.status?.securityCode ?? null;
+  }
+
+  warnings(code: string): number {
+    return this.notices.filter((n) => n.type === 'warning' && n.warning.code === code).length;
+  }
+}
+
+class Server {
+  now = T0;
+  delivery = new Delivery('m1');
+  policy: MlsPolicy = { staff_direct: false, direct_user_ids: [] };
+  clients = new Map<string, Client>();
+  participants = new Map<string, ParticipantLike & { admittedBy: string | null }>();
+  /** `mls_member` of these participants is lost (a client that went away after its Welcome). */
+  dropMember = new Set<string>();
+
+  join(c: Client, admittedBy: string | null = null): void {
+    this.clients.set(c.id, c);
+    this.participants.set(c.id, {
+      id: c.id, display_name: c.name, kind: c.kind, leaf: null, role: 'participant', admittedBy,
+    });
+    this.broadcastParticipants();
+    this.pump();
+    c.mls.start(credential(c.ca, c.userId, c.name, c.kind, c.deviceKey, this.now), caPublicHex, this.now);
+    this.pump();
+  }
+
+  leave(c: Client): void {
+    this.clients.delete(c.id);
+    this.participants.delete(c.id);
+    this.apply(this.delivery.left(c.id));
+    this.broadcastParticipants();
+    this.pump();
+  }
+
+  receive(from: Client, msg: ClientMsg): void {
+    if (!this.clients.has(from.id)) return;
+    if (msg.type === 'mls_member' && this.dropMember.has(from.id)) return;
+    switch (msg.type) {
+      case 'mls_key_package':
+        this.apply(this.delivery.keyPackage(from.id, msg.key_package,
+          this.participants.get(from.id)?.admittedBy ?? null));
+        break;
+      case 'mls_member':
+        this.apply(this.delivery.member(from.id, msg.leaf, msg.epoch));
+        break;
+      case 'mls_commit':
+        this.apply(this.delivery.commit(from.id, msg.epoch, msg.commit, msg.welcome, msg.welcome_for));
+        break;
+      default:
+        throw new Error(`unexpected ${msg.type}`);
+    }
+  }
+
+  private apply(outs: Out[]): void {
+    for (const o of outs) {
+      if ('to' in o) this.deliver(o.to, o.msg);
+      else if ('members' in o) {
+        for (const m of this.delivery.members) if (m !== o.except) this.deliver(m, o.members);
+      } else if ('pendingChanged' in o) {
+        for (const m of this.delivery.members) this.deliver(m, this.pendingMsg());
+      } else {
+        const p = this.participants.get(o.leaf);
+        if (p) p.leaf = o.value;
+        this.broadcastParticipants();
+      }
+    }
+  }
+
+  pendingMsg(): ServerMsg {
+    return {
+      type: 'mls_pending',
+      joiners: [...this.delivery.pending].map(([id, j]) => ({
+        participant_id: id, key_package: j.keyPackage, admitted_by: j.admittedBy,
+      })),
+      policy: this.policy,
+    };
+  }
+
+  deliver(to: string, msg: ServerMsg): void {
+    this.clients.get(to)?.inbox.push({ msg });
+  }
+
+  broadcastParticipants(): void {
+    const list = [...this.participants.values()].map((p) => ({ ...p }));
+    for (const c of this.clients.values()) c.inbox.push({ participants: list });
+  }
+
+  /** Delivers queued messages, one per client in turn, until every inbox is empty. */
+  pump(): void {
+    for (let guard = 0; guard < 100_000; guard++) {
+      let any = false;
+      for (const c of [...this.clients.values()]) {
+        const item = c.inbox.shift();
+        if (!item) continue;
+        any = true;
+        if ('msg' in item) c.mls.handleServer(item.msg, this.now);
+        else if ('renew' in item) {
+          c.mls.renew(credential(c.ca, c.userId, c.name, c.kind, c.deviceKey, this.now), this.now);
+        } else c.mls.setParticipants(c.id, item.participants, this.now);
+      }
+      if (!any) return;
+    }
+    throw new Error('message loop');
+  }
+
+  advance(ms: number, step = 100): void {
+    const end = this.now + ms;
+    while (this.now < end) {
+      this.now += step;
+      for (const c of this.clients.values()) c.mls.tick(this.now);
+      this.pump();
+    }
+  }
+}
+
+function expectAgree(clients: Client[]): string {
+  const code = clients[0].code();
+  expect(code).toMatch(/^\d{5}( \d{5}){4}$/);
+  for (const c of clients) {
+    expect(c.status.phase, c.name).toBe('active');
+    expect(c.code(), c.name).toBe(code);
+    expect(c.status.epoch).toBe(clients[0].status.epoch);
+    expect(c.status.roster.map((r) => r.displayName).sort()).toEqual(clients.map((x) => x.name).sort());
+    expect(c.status.warnings.filter((w) => w.code === 'roster_discrepancy'), c.name).toEqual([]);
+  }
+  return code as string;
+}
+
+const enc = new TextEncoder();
+
+describe('MlsClient with the delivery service', () => {
+  test('group forms, joins by policy and by a moderator, refusals, leave, forgeries, collisions', () => {
+    const s = new Server();
+    s.policy = { staff_direct: false, direct_user_ids: ['user:1', 'user:2', 'user:3', 'invitation:4', 'user:66'] };
+    const alice = new Client(s, 'p1', 'Alice', 'staff', 'user:1');
+    const bob = new Client(s, 'p2', 'Bob', 'staff', 'user:2');
+    const carol = new Client(s, 'p3', 'Carol', 'staff', 'user:3');
+
+    // Three clients form a group and agree on the security code.
+    s.join(alice);
+    expect(alice.status.phase).toBe('active');
+    expect(alice.notices).toContainEqual({ type: 'self_joined', epoch: 0, created: true });
+    s.join(bob);
+    s.join(carol);
+    s.advance(3_000);
+    const code3 = expectAgree([alice, bob, carol]);
+    expect(bob.status.roster.find((r) => r.self)?.participantId).toBe('p2');
+    expect(alice.status.roster.map((r) => [r.leaf, r.participantId, r.flags])).toEqual([
+      [0, 'p1', []], [1, 'p2', []], [2, 'p3', []],
+    ]);
+    expect(alice.notices.filter((n) => n.type === 'joined').flatMap((n) =>
+      n.type === 'joined' ? n.members.map((m) => m.displayName) : [])).toEqual(['Bob', 'Carol']);
+
+    // A fourth joins by policy (invitation id on the direct list).
+    const dave = new Client(s, 'p4', 'Dave', 'invited_guest', 'invitation:4');
+    s.join(dave);
+    s.advance(3_000);
+    const code4 = expectAgree([alice, bob, carol, dave]);
+    expect(code4).not.toBe(code3);
+    expect(carol.notices).toContainEqual(expect.objectContaining({
+      type: 'joined', members: [expect.objectContaining({ displayName: 'Dave', kind: 'invited_guest' })],
+    }));
+
+    // Negative controls: a guest nobody admitted, and a credential from a foreign CA whose user
+    // id is on the direct list, are not added; members say why.
+    const eve = new Client(s, 'p5', 'Eve', 'guest', 'guest:ee');
+    const mallory = new Client(s, 'p6', 'Mallory', 'staff', 'user:66', generateSigningKey());
+    s.join(eve);
+    s.join(mallory);
+    s.advance(5_000);
+    expect(eve.status.phase).toBe('waiting');
+    expect(mallory.status.phase).toBe('waiting');
+    expect(alice.code()).toBe(code4);
+    for (const c of [alice, bob, carol, dave]) {
+      expect(c.notices).toContainEqual(expect.objectContaining({ type: 'refused', participantId: 'p5', reason: 'policy' }));
+      const refusal = c.notices.find((n) => n.type === 'refused' && n.participantId === 'p6');
+      expect(refusal).toMatchObject({ reason: 'credential' });
+      expect(refusal?.type === 'refused' && refusal.detail).toMatch(/not signed by the trusted identity CA/);
+    }
+    // After the grace, the waiting participants are flagged as not in the group.
+    s.advance(GRACE_MS);
+    expect(alice.status.outsiders.map((o) => [o.participantId, o.flags])).toEqual([
+      ['p5', ['not_in_group']], ['p6', ['not_in_group']],
+    ]);
+    s.leave(eve);
+    s.leave(mallory);
+
+    // A lobby guest admitted by Alice: her client commits the Add at once; others leave it to her.
+    const gina = new Client(s, 'p7', 'Gina', 'guest', 'guest:77');
+    alice.mls.admitted('p7', 'Gina', s.now);
+    s.join(gina, 'p1');
+    expect(gina.status.phase).toBe('active'); // no rank delay
+    s.advance(500);
+    expectAgree([alice, bob, carol, dave, gina]);
+
+    // Carol leaves: members remove her leaf; she cannot decrypt a frame sent after that.
+    const carolMember = carol.member as WasmMember;
+    const before = alice.member!.encryptFrame(0, 0, enc.encode('before carol left'));
+    expect(carolMember.decryptFrame(before, s.now).sender).toBe(0);
+    s.leave(carol);
+    s.advance(3_000);
+    const code5 = expectAgree([alice, bob, dave, gina]);
+    for (const c of [alice, bob, dave, gina]) {
+      expect(c.notices).toContainEqual(expect.objectContaining({
+        type: 'left', members: [expect.objectContaining({ displayName: 'Carol' })],
+      }));
+    }
+    const after = alice.member!.encryptFrame(0, 0, enc.encode('secret after carol left'));
+    expect(new TextDecoder().decode(bob.member!.decryptFrame(after, s.now).data)).toBe('secret after carol left');
+    expect(() => carolMember.decryptFrame(after, s.now)).toThrow(expect.objectContaining({ name: 'FrameError' }));
+
+    // Forged commits: the server (even holding a CA-valid device credential) builds a parallel
+    // group with the same id and epoch and "adds" a ghost; plus plain garbage. Every member
+    // rejects both with a warning; nothing changes.
+    const forgerKey = generateSigningKey();
+    const forger = new WasmMember(
+      fromBase64(credential(caKey, 'user:99', 'Ghost', 'staff', forgerKey, s.now)), forgerKey, signingKeyPublic(caKey));
+    forger.createGroup(enc.encode(s.delivery.groupId()), s.now);
+    while (forger.epoch() < (s.delivery.epoch as number)) {
+      forger.updateOwnLeaf();
+      forger.mergePendingCommit(s.now);
+    }
+    const ghostKey = generateSigningKey();
+    const ghost = new WasmMember(fromBase64(credential(caKey, 'user:98', 'Ghost 2', 'staff', ghostKey, s.now)), ghostKey,
+      signingKeyPublic(caKey));
+    const forged = forger.add([ghost.keyPackage()], s.now) as { commit: Uint8Array; welcome: Uint8Array };
+    const members = [alice, bob, dave, gina];
+    const epoch = s.delivery.epoch as number;
+    for (const c of members) {
+      s.deliver(c.id, { type: 'mls_commit', epoch, commit: toBase64(forged.commit), from_id: 'p1' });
+      s.deliver(c.id, { type: 'mls_commit', epoch, commit: 'AAECAwQ=', from_id: 'p2' });
+    }
+    s.pump();
+    for (const c of members) expect(c.warnings('commit_rejected'), c.name).toBe(2);
+    expect(expectAgree(members)).toBe(code5);
+    expect(alice.status.warnings.map((w) => w.code)).toContain('commit_rejected');
+
+    // A forged Welcome (tampered) is rejected by a waiting joiner, who stays waiting.
+    const hugo = new Client(s, 'p8', 'Hugo', 'guest', 'guest:88');
+    s.join(hugo);
+    const tampered = Uint8Array.from(forged.welcome);
+    tampered[tampered.length - 5] ^= 1;
+    s.deliver('p8', { type: 'mls_welcome', welcome: toBase64(tampered), epoch: epoch + 1 });
+    s.pump();
+    expect(hugo.warnings('welcome_rejected')).toBe(1);
+    expect(hugo.status.phase).toBe('waiting');
+    s.leave(hugo);
+
+    // Two moderators admit two guests at the same moment: both commit at once, one wins the
+    // epoch, the other discards its commit and commits again; everyone converges.
+    const ida = new Client(s, 'p9', 'Ida', 'guest', 'guest:99');
+    const jan = new Client(s, 'p10', 'Jan', 'guest', 'guest:10');
+    alice.mls.admitted('p9', 'Ida', s.now);
+    bob.mls.admitted('p10', 'Jan', s.now);
+    const sent: string[] = [];
+    const orig = s.receive.bind(s);
+    s.receive = (from, msg) => {
+      if (msg.type === 'mls_commit') sent.push(`${from.id}@${msg.epoch}`);
+      orig(from, msg);
+    };
+    // Both key packages arrive before either moderator's client reacts.
+    s.clients.set(ida.id, ida);
+    s.clients.set(jan.id, jan);
+    s.participants.set('p9', { id: 'p9', display_name: 'Ida', kind: 'guest', leaf: null, admittedBy: 'p1' });
+    s.participants.set('p10', { id: 'p10', display_name: 'Jan', kind: 'guest', leaf: null, admittedBy: 'p2' });
+    ida.mls.start(credential(caKey, 'guest:99', 'Ida', 'guest', ida.deviceKey, s.now), caPublicHex, s.now);
+    jan.mls.start(credential(caKey, 'guest:10', 'Jan', 'guest', jan.deviceKey, s.now), caPublicHex, s.now);
+    s.broadcastParticipants();
+    s.pump();
+    s.advance(3_000);
+    const e = epoch;
+    expect(sent.slice(0, 2).sort()).toEqual([`p1@${e}`, `p2@${e}`]); // a real collision
+    expectAgree([alice, bob, dave, gina, ida, jan]);
+
+    // A client that leaves right after its Welcome, before claiming its leaf: nobody claims the
+    // leaf, so members remove it after the grace (rank 0 commits).
+    const kurt = new Client(s, 'p11', 'Kurt', 'staff', 'user:2');
+    s.dropMember.add('p11');
+    s.join(kurt);
+    s.advance(1_000);
+    expect(kurt.status.phase).toBe('active');
+    s.leave(kurt);
+    s.advance(GRACE_MS / 2);
+    expect(alice.status.roster.find((r) => r.displayName === 'Kurt')?.flags).toEqual([]);
+    s.advance(GRACE_MS);
+    expect(alice.status.roster.find((r) => r.displayName === 'Kurt')).toBeUndefined();
+    expectAgree([alice, bob, dave, gina, ida, jan]);
+  });
+
+  test('leaf updates are committed when due (15 min)', () => {
+    const s = new Server();
+    s.policy = { staff_direct: true, direct_user_ids: [] };
+    const a = new Client(s, 'p1', 'A', 'staff', 'user:1');
+    const b = new Client(s, 'p2', 'B', 'staff', 'user:2');
+    s.join(a);
+    s.join(b);
+    s.advance(2_000);
+    const code = expectAgree([a, b]);
+    const epoch = a.status.epoch as number;
+    s.advance(15 * 60_000, 5_000);
+    expect(a.status.epoch).toBeGreaterThan(epoch);
+    expect(expectAgree([a, b])).not.toBe(code);
+  });
+
+  test('credentials are renewed before they expire, so meetings outlast them', () => {
+    const s = new Server();
+    s.policy = { staff_direct: true, direct_user_ids: [] };
+    const a = new Client(s, 'p1', 'A', 'staff', 'user:1');
+    const b = new Client(s, 'p2', 'B', 'staff', 'user:2');
+    s.join(a);
+    s.join(b);
+    s.advance(2_000);
+    s.advance(80 * 60_000, 5_000); // credentials were valid for 60 min
+    expect(a.renewAsked).toBeGreaterThan(0);
+    const c = new Client(s, 'p3', 'C', 'staff', 'user:3');
+    s.join(c);
+    s.advance(3_000);
+    expectAgree([a, b, c]);
+    for (const x of [a, b, c]) expect(x.warnings('commit_rejected') + x.warnings('welcome_rejected')).toBe(0);
+
+    // Negative control: without renewal, the first leaf update after expiry is refused.
+    const s2 = new Server();
+    s2.policy = { staff_direct: true, direct_user_ids: [] };
+    const d = new Client(s2, 'p1', 'D', 'staff', 'user:1');
+    const e = new Client(s2, 'p2', 'E', 'staff', 'user:2');
+    d.renews = false;
+    e.renews = false;
+    s2.join(d);
+    s2.join(e);
+    s2.advance(80 * 60_000, 5_000);
+    expect(d.warnings('commit_rejected') + e.warnings('commit_rejected')).toBeGreaterThan(0);
+  });
+
+  test('a start with a credential for another device key fails cleanly', () => {
+    const s = new Server();
+    const a = new Client(s, 'p1', 'A', 'staff', 'user:1');
+    s.clients.set(a.id, a);
+    a.mls.start(credential(caKey, 'user:1', 'A', 'staff', generateSigningKey(), s.now), caPublicHex, s.now);
+    expect(a.status.phase).toBe('failed');
+    expect(a.warnings('start_failed')).toBe(1);
+  });
+});

@@ -1,0 +1,716 @@
+// The client side of the MLS delivery-service protocol (docs/protocol.md, mls_*; docs/e2ee.md).
+//
+// A pure class: no DOM, no timers, no network. Time is always passed in (`now`, ms since the
+// Unix epoch). It runs inside the encryption worker, next to the frame transforms, and is unit
+// tested under Node (mls.test.ts) with the same WebAssembly package.
+//
+// Inputs: `start` (device credential), the server's mls_* messages (`handleServer`), the
+// server's participant list (`setParticipants`), "this user admitted X from the lobby"
+// (`admitted`) and `tick`. Outputs through the sink: client messages to send, status, notices.
+
+import type { ClientMsg, MlsJoiner, MlsPolicy, ServerMsg } from '../signaling/protocol';
+import { fromBase64, fromHex, toBase64 } from './b64';
+import type {
+  CredentialInfo,
+  E2eeNotice,
+  E2eePhase,
+  E2eeStatus,
+  E2eeWarning,
+  MemberInfo,
+  OutsiderView,
+  RefusalReason,
+  RosterView,
+  VerificationFlag,
+  WarningCode,
+} from './types';
+
+/** Grace before a roster/server-list discrepancy is flagged or an unclaimed leaf removed. */
+export const GRACE_MS = 10_000;
+/** A member of rank r waits r times this before committing (r = 0 commits at once). */
+export const RANK_DELAY_MS = 1_000;
+/** An own commit without a result after this long is dropped (the server refused it). */
+export const COMMIT_TIMEOUT_MS = 15_000;
+/** Ask for a renewed credential this long before the current one expires. */
+export const RENEW_BEFORE_MS = 10 * 60_000;
+/** Ask again after this long if no renewed credential arrived. */
+export const RENEW_RETRY_MS = 60_000;
+const MAX_WARNINGS = 10;
+
+export interface RosterEntryInfo extends CredentialInfo {
+  leafIndex: number;
+}
+
+export interface EpochChangedEvent {
+  type: 'epochChanged';
+  epoch: number;
+  committer: number;
+  added: RosterEntryInfo[];
+  removed: RosterEntryInfo[];
+  securityCode: string;
+}
+
+export type MemberEvent =
+  | EpochChangedEvent
+  | { type: 'removed'; by: number }
+  | { type: 'application'; data: Uint8Array }
+  | { type: 'ignored' };
+
+export interface CommitBytes {
+  commit: Uint8Array;
+  welcome: Uint8Array | null;
+}
+
+/** The part of klausur-e2ee-wasm's `WasmMember` this class uses (structural, for tests). */
+export interface MemberApi {
+  keyPackage(): Uint8Array;
+  verifyKeyPackage(keyPackage: Uint8Array, now: number): unknown;
+  createGroup(groupId: Uint8Array, now: number): void;
+  add(keyPackages: Uint8Array[], now: number): unknown;
+  remove(leaves: Uint32Array): unknown;
+  updateOwnLeaf(): unknown;
+  renewCredential(signedCredential: Uint8Array): unknown;
+  ownCredential(): unknown;
+  leafUpdateDue(now: number): boolean;
+  mergePendingCommit(now: number): unknown;
+  discardPendingCommit(): void;
+  processMessage(message: Uint8Array, now: number): unknown;
+  joinFromWelcome(welcome: Uint8Array, now: number): void;
+  readonly inGroup: boolean;
+  leafIndex(): number;
+  epoch(): number;
+  roster(): unknown;
+  securityCode(): string;
+  handleTimeout(now: number): void;
+}
+
+/** Builds the device's member from the CA-issued credential and the CA's public key. */
+export type MemberFactory = (credential: Uint8Array, caPublicKey: Uint8Array) => MemberApi;
+
+export interface MlsSink {
+  send(msg: ClientMsg): void;
+  status(status: E2eeStatus): void;
+  notice(notice: E2eeNotice): void;
+  /**
+   * The own credential expires within RENEW_BEFORE_MS: fetch a new one for the same device key
+   * and pass it to `renew`. Asked again every RENEW_RETRY_MS until one arrives.
+   */
+  needCredential?(): void;
+}
+
+/** The fields of a server participant this class looks at. */
+export interface ParticipantLike {
+  id: string;
+  display_name: string;
+  kind: string;
+  leaf: number | null;
+  role?: string;
+}
+
+type Commit =
+  | { kind: 'add'; keyPackages: Uint8Array[]; welcomeFor: string[] }
+  | { kind: 'remove'; leaves: number[] }
+  | { kind: 'update' }
+  | { kind: 'renew'; credential: Uint8Array };
+
+interface Inflight {
+  epoch: number;
+  kind: Commit['kind'];
+  sentAt: number;
+}
+
+type Verified = { ok: true; cred: CredentialInfo } | { ok: false; error: string };
+
+function errText(e: unknown): string {
+  if (e instanceof Error) return `${e.name}: ${e.message}`;
+  return String(e);
+}
+
+function memberInfo(e: RosterEntryInfo): MemberInfo {
+  return { leaf: e.leafIndex, userId: e.userId, displayName: e.displayName, kind: e.kind };
+}
+
+/** One device's MLS client for one meeting visit. */
+export class MlsClient {
+  private member: MemberApi | null = null;
+  private phase: E2eePhase = 'starting';
+  private selfId: string | null = null;
+  private participants: ParticipantLike[] = [];
+  /** participant id -> leaf it claimed most recently (to remove it when it leaves). */
+  private lastClaims = new Map<string, number>();
+  /** leaf -> device key of the member at that leaf when its participant left the server. */
+  private departed = new Map<number, string>();
+  /** Lobby admissions by this user: participant id -> display name admitted. */
+  private admittedByMe = new Map<string, string>();
+  private joiners: MlsJoiner[] = [];
+  private policy: MlsPolicy = { staff_direct: false, direct_user_ids: [] };
+  private verified = new Map<string, Verified>();
+  private refusedNotified = new Set<string>();
+  private inflight: Inflight | null = null;
+  private needSince: number | null = null;
+  private roster: RosterEntryInfo[] = [];
+  /** Roster leaf -> since when no server participant claims it. */
+  private unclaimedSince = new Map<number, number>();
+  /** Server participant id -> since when it is not in the roster. */
+  private outsiderSince = new Map<string, number>();
+  private warnings: E2eeWarning[] = [];
+  private lastStatusJson = '';
+  private renewal: Uint8Array | null = null;
+  private renewAskedAt: number | null = null;
+  /** No own commit before this time (after a lost commit whose winner has not arrived). */
+  private holdUntil = 0;
+  private now = 0;
+
+  constructor(
+    private readonly createMember: MemberFactory,
+    private readonly sink: MlsSink,
+  ) {}
+
+  // --- inputs ----------------------------------------------------------------------------
+
+  /**
+   * Starts the device with its credential (standard base64 of the signed credential, from
+   * POST /api/identity/credential) and the CA public key (hex) and sends the key package.
+   * Call once, after the meeting room was joined (`joined`).
+   */
+  start(credentialBase64: string, caPublicKeyHex: string, now: number): void {
+    this.now = now;
+    if (this.member) return;
+    try {
+      this.member = this.createMember(fromBase64(credentialBase64), fromHex(caPublicKeyHex));
+      const kp = this.member.keyPackage();
+      this.phase = 'waiting';
+      this.sink.send({ type: 'mls_key_package', key_package: toBase64(kp) });
+    } catch (e) {
+      this.member = null;
+      this.phase = 'failed';
+      this.warn('start_failed', errText(e));
+    }
+    this.emitStatus();
+  }
+
+  /** Marks the session as failed (e.g. the credential could not be fetched). */
+  fail(detail: string, now: number): void {
+    this.now = now;
+    this.phase = 'failed';
+    this.warn('start_failed', detail);
+    this.emitStatus();
+  }
+
+  /**
+   * A renewed credential (standard base64) for the same device key, user, name and kind, asked
+   * for through `needCredential`. Committed as an update of the own leaf.
+   */
+  renew(credentialBase64: string, now: number): void {
+    this.now = now;
+    try {
+      this.renewal = fromBase64(credentialBase64);
+    } catch (e) {
+      this.warn('commit_failed', `renewed credential: ${errText(e)}`);
+    }
+    this.evaluate();
+  }
+
+  /** Consumes the server's mls_* messages; returns false for every other message. */
+  handleServer(msg: ServerMsg, now: number): boolean {
+    this.now = now;
+    switch (msg.type) {
+      case 'mls_create_group':
+        this.onCreateGroup(msg.group_id);
+        break;
+      case 'mls_welcome':
+        this.onWelcome(msg.welcome);
+        break;
+      case 'mls_pending':
+        this.joiners = msg.joiners;
+        this.policy = msg.policy;
+        // Verification results depend on time; keep them for the current list only.
+        this.verified = new Map([...this.verified].filter(([kp]) =>
+          msg.joiners.some((j) => j.key_package === kp)));
+        break;
+      case 'mls_commit':
+        this.onCommit(msg.commit);
+        break;
+      case 'mls_commit_result':
+        this.onCommitResult(msg.epoch, msg.accepted);
+        break;
+      default:
+        return false;
+    }
+    this.evaluate();
+    return true;
+  }
+
+  /** The server's participant list (everyone in the meeting room, self included). */
+  setParticipants(selfId: string, participants: ParticipantLike[], now: number): void {
+    this.now = now;
+    this.selfId = selfId;
+    const present = new Set(participants.map((p) => p.id));
+    for (const [id, leaf] of this.lastClaims) {
+      if (!present.has(id)) {
+        this.lastClaims.delete(id);
+        const entry = this.roster.find((e) => e.leafIndex === leaf);
+        if (entry && id !== selfId) this.departed.set(leaf, entry.devicePublicKey);
+      }
+    }
+    for (const p of participants) {
+      if (p.leaf !== null && p.leaf !== undefined) this.lastClaims.set(p.id, p.leaf);
+    }
+    this.participants = participants.map((p) => ({ ...p }));
+    this.evaluate();
+  }
+
+  /** This user admitted `participantId` from the lobby under `displayName`. */
+  admitted(participantId: string, displayName: string, now: number): void {
+    this.now = now;
+    this.admittedByMe.set(participantId, displayName);
+    for (const k of [...this.refusedNotified]) {
+      if (k.startsWith(`${participantId}\u0000`)) this.refusedNotified.delete(k);
+    }
+    this.evaluate();
+  }
+
+  /** Timers: rank delays, grace periods, leaf updates, old frame keys. Call about every 250 ms. */
+  tick(now: number): void {
+    this.now = now;
+    if (this.member?.inGroup) this.member.handleTimeout(now);
+    this.evaluate();
+  }
+
+  // --- outputs on demand -------------------------------------------------------------------
+
+  status(): E2eeStatus {
+    const m = this.member;
+    const inGroup = this.phase === 'active' && m !== null && m.inGroup;
+    const { roster, outsiders } = this.verification(inGroup);
+    const warnings = [...this.warnings];
+    for (const r of roster) {
+      if (r.flags.length > 0) {
+        warnings.push({
+          code: 'roster_discrepancy',
+          detail: `leaf ${r.leaf} (${r.displayName}): ${r.flags.join(', ')}`,
+          at: this.now,
+        });
+      }
+    }
+    for (const o of outsiders) {
+      if (o.flags.length > 0) {
+        warnings.push({
+          code: 'roster_discrepancy',
+          detail: `participant ${o.participantId} (${o.displayName}): ${o.flags.join(', ')}`,
+          at: this.now,
+        });
+      }
+    }
+    return {
+      phase: this.phase,
+      epoch: inGroup ? m.epoch() : null,
+      securityCode: inGroup ? m.securityCode() : null,
+      ownLeaf: inGroup ? m.leafIndex() : null,
+      roster,
+      outsiders,
+      warnings,
+    };
+  }
+
+  get currentPhase(): E2eePhase {
+    return this.phase;
+  }
+
+  // --- server messages ---------------------------------------------------------------------
+
+  private onCreateGroup(groupId: string): void {
+    const m = this.member;
+    if (!m || m.inGroup || this.phase !== 'waiting') return;
+    try {
+      m.createGroup(new TextEncoder().encode(groupId), this.now);
+    } catch (e) {
+      this.warn('create_failed', errText(e));
+      return;
+    }
+    this.becameMember(true);
+  }
+
+  private onWelcome(welcome: string): void {
+    const m = this.member;
+    if (!m || m.inGroup || this.phase !== 'waiting') return;
+    try {
+      m.joinFromWelcome(fromBase64(welcome), this.now);
+    } catch (e) {
+      // Nothing changed: this client is still waiting (the server may think otherwise).
+      this.warn('welcome_rejected', errText(e));
+      return;
+    }
+    this.becameMember(false);
+  }
+
+  private becameMember(created: boolean): void {
+    const m = this.member as MemberApi;
+    this.phase = 'active';
+    this.refreshRoster();
+    const leaf = m.leafIndex();
+    const epoch = m.epoch();
+    this.sink.send({ type: 'mls_member', leaf, epoch });
+    this.sink.notice({ type: 'self_joined', epoch, created });
+    this.needSince = null;
+  }
+
+  private onCommit(commit: string): void {
+    const m = this.member;
+    if (!m || !m.inGroup || this.phase !== 'active') return;
+    if (this.inflight) {
+      // Another commit won this epoch: ours is void.
+      this.dropInflight();
+    }
+    let bytes: Uint8Array;
+    try {
+      bytes = fromBase64(commit);
+    } catch (e) {
+      this.warn('commit_rejected', errText(e));
+      return;
+    }
+    let ev: MemberEvent;
+    try {
+      ev = m.processMessage(bytes, this.now) as MemberEvent;
+    } catch (e) {
+      // Forged, for another group or epoch, or bringing in an unverifiable credential:
+      // nothing was merged; this client stays in its epoch.
+      this.warn('commit_rejected', errText(e));
+      return;
+    }
+    if (ev.type === 'epochChanged') {
+      this.epochChanged(ev);
+    } else if (ev.type === 'removed') {
+      const by = this.roster.find((e) => e.leafIndex === ev.by);
+      this.phase = 'removed';
+      this.roster = [];
+      this.sink.notice({ type: 'self_removed', by: by ? memberInfo(by) : null });
+    }
+  }
+
+  private onCommitResult(epoch: number, accepted: boolean): void {
+    const m = this.member;
+    const f = this.inflight;
+    if (!m || !f || f.epoch !== epoch) return;
+    this.inflight = null;
+    if (!accepted) {
+      this.discard();
+      // The winning commit normally arrives before this result and clears the hold; if it does
+      // not, this client is out of step with the group: retry slowly instead of spinning.
+      this.holdUntil = this.now + COMMIT_TIMEOUT_MS;
+      return;
+    }
+    if (f.kind === 'renew') {
+      this.renewal = null;
+      this.renewAskedAt = null;
+    }
+    let change: EpochChangedEvent;
+    try {
+      change = m.mergePendingCommit(this.now) as EpochChangedEvent;
+    } catch (e) {
+      this.warn('commit_failed', errText(e));
+      return;
+    }
+    this.epochChanged(change);
+  }
+
+  private epochChanged(ev: EpochChangedEvent): void {
+    this.refreshRoster();
+    this.needSince = null;
+    this.holdUntil = 0;
+    if (ev.added.length > 0) {
+      this.sink.notice({ type: 'joined', epoch: ev.epoch, members: ev.added.map(memberInfo) });
+    }
+    if (ev.removed.length > 0) {
+      this.sink.notice({ type: 'left', epoch: ev.epoch, members: ev.removed.map(memberInfo) });
+    }
+    for (const r of ev.removed) this.departed.delete(r.leafIndex);
+  }
+
+  private dropInflight(): void {
+    this.inflight = null;
+    this.discard();
+  }
+
+  private discard(): void {
+    try {
+      this.member?.discardPendingCommit();
+    } catch (e) {
+      this.warn('commit_failed', errText(e));
+    }
+  }
+
+  private refreshRoster(): void {
+    const m = this.member;
+    this.roster = m && m.inGroup ? (m.roster() as RosterEntryInfo[]) : [];
+    const leaves = new Set(this.roster.map((e) => e.leafIndex));
+    for (const leaf of [...this.unclaimedSince.keys()]) {
+      if (!leaves.has(leaf)) this.unclaimedSince.delete(leaf);
+    }
+    for (const [leaf, key] of [...this.departed]) {
+      const e = this.roster.find((r) => r.leafIndex === leaf);
+      if (!e || e.devicePublicKey !== key) this.departed.delete(leaf);
+    }
+  }
+
+  // --- decisions ---------------------------------------------------------------------------
+
+  private verify(j: MlsJoiner): Verified {
+    let v = this.verified.get(j.key_package);
+    if (!v) {
+      try {
+        const cred = this.member?.verifyKeyPackage(fromBase64(j.key_package), this.now) as CredentialInfo;
+        v = { ok: true, cred };
+      } catch (e) {
+        v = { ok: false, error: errText(e) };
+      }
+      this.verified.set(j.key_package, v);
+    }
+    return v;
+  }
+
+  private refuse(j: MlsJoiner, reason: RefusalReason, detail: string, name: string | null): void {
+    const key = `${j.participant_id}\u0000${j.key_package}\u0000${reason}`;
+    if (this.refusedNotified.has(key)) return;
+    this.refusedNotified.add(key);
+    const serverName = this.participants.find((p) => p.id === j.participant_id)?.display_name;
+    this.sink.notice({
+      type: 'refused',
+      participantId: j.participant_id,
+      displayName: name ?? serverName ?? null,
+      reason,
+      detail,
+    });
+  }
+
+  /** Joiners to add now, and whether one of them was admitted by this user (commit at once). */
+  private acceptableJoiners(): { keyPackages: Uint8Array[]; welcomeFor: string[]; immediate: boolean } {
+    const inRoster = new Set(this.roster.map((e) => e.devicePublicKey));
+    const seen = new Set<string>();
+    const out = { keyPackages: [] as Uint8Array[], welcomeFor: [] as string[], immediate: false };
+    for (const j of this.joiners) {
+      const v = this.verify(j);
+      if (!v.ok) {
+        this.refuse(j, 'credential', v.error, null);
+        continue;
+      }
+      const c = v.cred;
+      // Already added (the pending list lags behind the commit), or twice in the list.
+      if (inRoster.has(c.devicePublicKey) || seen.has(c.devicePublicKey)) continue;
+      let ok = false;
+      let immediate = false;
+      if (this.policy.direct_user_ids.includes(c.userId)) ok = true;
+      else if (this.policy.staff_direct && c.kind === 'staff') ok = true;
+      if (j.admitted_by !== null && j.admitted_by === this.selfId) {
+        const name = this.admittedByMe.get(j.participant_id);
+        if (name !== undefined && name === c.displayName) {
+          ok = true;
+          immediate = true;
+        } else if (!ok) {
+          if (name === undefined) {
+            this.refuse(j, 'not_admitted_by_you',
+              'the server says this user admitted them, but this client did not', c.displayName);
+          } else {
+            this.refuse(j, 'name_mismatch',
+              `admitted as "${name}", the credential names "${c.displayName}"`, c.displayName);
+          }
+          continue;
+        }
+      } else if (!ok && j.admitted_by !== null) {
+        continue; // the admitting moderator's client adds them
+      }
+      if (!ok) {
+        this.refuse(j, 'policy',
+          `user ${c.userId} (${c.kind}) is not admitted directly by the meeting's policy`,
+          c.displayName);
+        continue;
+      }
+      seen.add(c.devicePublicKey);
+      out.keyPackages.push(fromBase64(j.key_package));
+      out.welcomeFor.push(j.participant_id);
+      out.immediate ||= immediate;
+    }
+    return out;
+  }
+
+  /** Roster leaves to remove: participants that left, and leaves nobody claims after grace. */
+  private leavesToRemove(ownLeaf: number): number[] {
+    const out: number[] = [];
+    for (const e of this.roster) {
+      if (e.leafIndex === ownLeaf) continue;
+      const departed = this.departed.get(e.leafIndex) === e.devicePublicKey;
+      const since = this.unclaimedSince.get(e.leafIndex);
+      if (departed || (since !== undefined && this.now - since > GRACE_MS)) out.push(e.leafIndex);
+    }
+    return out;
+  }
+
+  private updateClaimTimers(ownLeaf: number | null): void {
+    const claimed = new Set<number>();
+    for (const p of this.participants) if (p.leaf !== null) claimed.add(p.leaf);
+    for (const e of this.roster) {
+      if (e.leafIndex === ownLeaf || claimed.has(e.leafIndex)) this.unclaimedSince.delete(e.leafIndex);
+      else if (!this.unclaimedSince.has(e.leafIndex)) this.unclaimedSince.set(e.leafIndex, this.now);
+    }
+    const rosterLeaves = new Set(this.roster.map((e) => e.leafIndex));
+    const ids = new Set(this.participants.map((p) => p.id));
+    for (const p of this.participants) {
+      const inRoster = p.id === this.selfId || (p.leaf !== null && rosterLeaves.has(p.leaf));
+      if (inRoster) this.outsiderSince.delete(p.id);
+      else if (!this.outsiderSince.has(p.id)) this.outsiderSince.set(p.id, this.now);
+    }
+    for (const id of [...this.outsiderSince.keys()]) if (!ids.has(id)) this.outsiderSince.delete(id);
+  }
+
+  private evaluate(): void {
+    const m = this.member;
+    const active = this.phase === 'active' && m !== null && m.inGroup;
+    const ownLeaf = active ? m.leafIndex() : null;
+    this.updateClaimTimers(ownLeaf);
+    if (active && ownLeaf !== null) {
+      if (this.inflight && this.now - this.inflight.sentAt > COMMIT_TIMEOUT_MS) {
+        this.dropInflight();
+      }
+      if (!this.inflight) this.plan(m, ownLeaf);
+      this.maybeAskForCredential(m);
+    }
+    this.emitStatus();
+  }
+
+  private maybeAskForCredential(m: MemberApi): void {
+    if (this.renewal || !this.sink.needCredential) return;
+    const own = m.ownCredential() as CredentialInfo;
+    if (own.notAfter * 1000 - this.now > RENEW_BEFORE_MS) return;
+    if (this.renewAskedAt !== null && this.now - this.renewAskedAt < RENEW_RETRY_MS) return;
+    this.renewAskedAt = this.now;
+    this.sink.needCredential();
+  }
+
+  private plan(m: MemberApi, ownLeaf: number): void {
+    const remove = this.leavesToRemove(ownLeaf);
+    const adds = this.acceptableJoiners();
+    let commit: Commit | null = null;
+    let delay = 0;
+    if (remove.length > 0) {
+      commit = { kind: 'remove', leaves: remove };
+      const live = this.roster.map((e) => e.leafIndex).filter((l) => !remove.includes(l)).sort((a, b) => a - b);
+      delay = live.indexOf(ownLeaf) * RANK_DELAY_MS;
+    } else if (adds.keyPackages.length > 0) {
+      commit = { kind: 'add', keyPackages: adds.keyPackages, welcomeFor: adds.welcomeFor };
+      const live = this.roster.map((e) => e.leafIndex).sort((a, b) => a - b);
+      delay = adds.immediate ? 0 : live.indexOf(ownLeaf) * RANK_DELAY_MS;
+    } else if (this.renewal) {
+      commit = { kind: 'renew', credential: this.renewal };
+    } else if (m.leafUpdateDue(this.now)) {
+      commit = { kind: 'update' };
+    }
+    if (!commit) {
+      this.needSince = null;
+      return;
+    }
+    if (this.needSince === null) this.needSince = this.now;
+    if (this.now < this.needSince + delay || this.now < this.holdUntil) return;
+    this.commit(m, commit);
+  }
+
+  private commit(m: MemberApi, c: Commit): void {
+    const epoch = m.epoch();
+    let out: CommitBytes;
+    try {
+      if (c.kind === 'add') out = m.add(c.keyPackages, this.now) as CommitBytes;
+      else if (c.kind === 'remove') out = m.remove(Uint32Array.from(c.leaves)) as CommitBytes;
+      else if (c.kind === 'renew') out = m.renewCredential(c.credential) as CommitBytes;
+      else out = m.updateOwnLeaf() as CommitBytes;
+    } catch (e) {
+      this.warn('commit_failed', errText(e));
+      if (c.kind === 'renew') this.renewal = null; // unusable; ask again later
+      this.needSince = this.now + COMMIT_TIMEOUT_MS; // do not retry in a tight loop
+      return;
+    }
+    this.inflight = { epoch, kind: c.kind, sentAt: this.now };
+    const welcomeFor = c.kind === 'add' && out.welcome ? c.welcomeFor : [];
+    this.sink.send({
+      type: 'mls_commit',
+      epoch,
+      commit: toBase64(out.commit),
+      welcome: welcomeFor.length > 0 && out.welcome ? toBase64(out.welcome) : null,
+      welcome_for: welcomeFor,
+    });
+  }
+
+  // --- verification view -------------------------------------------------------------------
+
+  private verification(inGroup: boolean): { roster: RosterView[]; outsiders: OutsiderView[] } {
+    if (!inGroup) return { roster: [], outsiders: [] };
+    const ownLeaf = (this.member as MemberApi).leafIndex();
+    const claimants = new Map<number, ParticipantLike[]>();
+    for (const p of this.participants) {
+      if (p.id === this.selfId || p.leaf === null) continue;
+      const list = claimants.get(p.leaf) ?? [];
+      list.push(p);
+      claimants.set(p.leaf, list);
+    }
+    const roster: RosterView[] = this.roster.map((e) => {
+      const self = e.leafIndex === ownLeaf;
+      const p = self
+        ? this.participants.find((q) => q.id === this.selfId)
+        : claimants.get(e.leafIndex)?.[0];
+      const flags: VerificationFlag[] = [];
+      if (!p && !self) {
+        const since = this.unclaimedSince.get(e.leafIndex);
+        if (since !== undefined && this.now - since > GRACE_MS) flags.push('not_announced');
+      }
+      const several = !self && (claimants.get(e.leafIndex)?.length ?? 0) > 1;
+      if (p && (p.display_name !== e.displayName || p.kind !== e.kind || several)) flags.push('mismatch');
+      return {
+        leaf: e.leafIndex,
+        userId: e.userId,
+        displayName: e.displayName,
+        kind: e.kind,
+        self,
+        participantId: self ? this.selfId : (p?.id ?? null),
+        serverDisplayName: p?.display_name ?? null,
+        flags,
+      };
+    });
+    const rosterLeaves = new Set(this.roster.map((e) => e.leafIndex));
+    const outsiders: OutsiderView[] = [];
+    for (const p of this.participants) {
+      if (p.id === this.selfId) continue;
+      const inRoster = p.leaf !== null && rosterLeaves.has(p.leaf);
+      const first = p.leaf !== null ? claimants.get(p.leaf)?.[0] : undefined;
+      if (inRoster && first?.id === p.id) continue;
+      const flags: VerificationFlag[] = [];
+      if (inRoster) flags.push('mismatch'); // a second claim on a member's leaf
+      else {
+        const since = this.outsiderSince.get(p.id);
+        if (since !== undefined && this.now - since > GRACE_MS) flags.push('not_in_group');
+      }
+      outsiders.push({
+        participantId: p.id,
+        displayName: p.display_name,
+        kind: p.kind,
+        claimedLeaf: p.leaf,
+        flags,
+      });
+    }
+    return { roster, outsiders };
+  }
+
+  // --- helpers -----------------------------------------------------------------------------
+
+  private warn(code: WarningCode, detail: string): void {
+    const w: E2eeWarning = { code, detail, at: this.now };
+    this.warnings.push(w);
+    while (this.warnings.length > MAX_WARNINGS) this.warnings.shift();
+    this.sink.notice({ type: 'warning', warning: w });
+  }
+
+  private emitStatus(): void {
+    const s = this.status();
+    // Discrepancy warnings carry `at: now`; compare without them so ticks stay quiet.
+    const key = JSON.stringify({ ...s, warnings: s.warnings.map((w) => [w.code, w.detail]) });
+    if (key === this.lastStatusJson) return;
+    this.lastStatusJson = key;
+    this.sink.status(s);
+  }
+}

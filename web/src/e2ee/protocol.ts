@@ -1,0 +1,34 @@
+// Messages between the page (session.ts) and the encryption worker (worker.ts). Key material
+// never appears here: the worker makes the device key and keeps it, the page only learns the
+// public half to ask the identity CA for a credential.
+
+import type { ClientMsg, ServerMsg } from '../signaling/protocol';
+import type { ParticipantLike } from './mls';
+import type { CapturedFrame, E2eeDiagnostics, E2eeNotice, E2eeStatus } from './types';
+
+export type ToWorker =
+  /** First message. `testPlaintext` is honoured by test-hooks builds only. */
+  | { t: 'init'; testPlaintext: boolean }
+  | { t: 'credential'; credential: string; caPublicKey: string }
+  | { t: 'credentialFailed'; message: string }
+  /** A renewed credential, answering `needCredential`. */
+  | { t: 'renewedCredential'; credential: string }
+  | { t: 'server'; msg: ServerMsg }
+  | { t: 'participants'; selfId: string; participants: ParticipantLike[] }
+  | { t: 'admitted'; participantId: string; displayName: string }
+  | { t: 'diagnostics'; req: number }
+  | { t: 'testCapture'; req: number }
+  | { t: 'close' };
+
+export type FromWorker =
+  /** The device's public signing key (hex), for POST /api/identity/credential. */
+  | { t: 'deviceKey'; hex: string }
+  | { t: 'send'; msg: ClientMsg }
+  /** The credential expires soon: fetch a new one for the same device key (renewedCredential). */
+  | { t: 'needCredential' }
+  | { t: 'status'; status: E2eeStatus }
+  | { t: 'notice'; notice: E2eeNotice }
+  | { t: 'diagnostics'; req: number; data: E2eeDiagnostics }
+  | { t: 'testCapture'; req: number; frames: CapturedFrame[] }
+  /** The worker cannot run (WebAssembly failed to load): media stays blocked. */
+  | { t: 'fatal'; message: string };

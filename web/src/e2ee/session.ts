@@ -1,0 +1,242 @@
+// The page side of end-to-end encryption: starts the encryption worker (worker.ts), relays the
+// mls_* signaling messages and the participant list to it, and attaches RTCRtpScriptTransforms
+// to senders and receivers. Keys never reach the page.
+
+import type { ClientMsg, Participant, ServerMsg } from '../signaling/protocol';
+import type { FromWorker, ToWorker } from './protocol';
+import type { CapturedFrame, E2eeDiagnostics, E2eeNotice, E2eeStatus, SendSourceName } from './types';
+
+export type { CapturedFrame, E2eeDiagnostics, E2eeNotice, E2eeStatus } from './types';
+export type {
+  CredentialKind,
+  E2eePhase,
+  E2eeWarning,
+  MemberInfo,
+  OutsiderView,
+  RefusalReason,
+  RosterView,
+  TransformDiagnostics,
+  VerificationFlag,
+  WarningCode,
+} from './types';
+
+export interface E2eeSessionOptions {
+  /** Sends a signaling message (mls_key_package, mls_member, mls_commit). */
+  send(msg: ClientMsg): void;
+  onStatus(s: E2eeStatus): void;
+  onNotice(n: E2eeNotice): void;
+}
+
+export interface IssuedCredential {
+  /** Standard base64 of the signed credential. */
+  credential: string;
+  /** The identity CA's public key, hex. */
+  ca_public_key: string;
+}
+
+const MLS_TYPES = new Set(['mls_create_group', 'mls_pending', 'mls_commit', 'mls_commit_result', 'mls_welcome']);
+
+let current: E2eeSession | null = null;
+
+export class E2eeSession {
+  /** Whether this browser can encrypt media (RTCRtpScriptTransform in a dedicated worker). */
+  static supported(): boolean {
+    return (
+      typeof window !== 'undefined' &&
+      'RTCRtpScriptTransform' in window &&
+      typeof Worker !== 'undefined' &&
+      typeof WebAssembly === 'object'
+    );
+  }
+
+  private readonly worker: Worker;
+  private nextId = 1;
+  private readonly waiting = new Map<number, (v: unknown) => void>();
+  private readonly deviceKey: Promise<string>;
+  private closed = false;
+  private lastStatus: E2eeStatus | null = null;
+  /** Test-hooks builds only: never join the group (the "outsider" of the browser tests). */
+  private testOutsider = false;
+  private fetchCredential: ((deviceKeyHex: string) => Promise<IssuedCredential>) | null = null;
+
+  constructor(private readonly opts: E2eeSessionOptions) {
+    this.worker = new Worker(new URL('./worker.ts', import.meta.url), { type: 'module', name: 'klausur-e2ee' });
+    let resolveKey: (hex: string) => void = () => undefined;
+    let rejectKey: (e: Error) => void = () => undefined;
+    this.deviceKey = new Promise<string>((res, rej) => {
+      resolveKey = res;
+      rejectKey = rej;
+    });
+    // Avoid an unhandled rejection when start() is never called.
+    this.deviceKey.catch(() => undefined);
+    this.worker.onmessage = (ev: MessageEvent<FromWorker>) => {
+      const m = ev.data;
+      switch (m.t) {
+        case 'deviceKey':
+          resolveKey(m.hex);
+          break;
+        case 'send':
+          if (!this.closed) this.opts.send(m.msg);
+          break;
+        case 'needCredential':
+          void this.renew();
+          break;
+        case 'status':
+          this.lastStatus = m.status;
+          this.opts.onStatus(m.status);
+          break;
+        case 'notice':
+          this.opts.onNotice(m.notice);
+          break;
+        case 'diagnostics':
+        case 'testCapture': {
+          const done = this.waiting.get(m.req);
+          this.waiting.delete(m.req);
+          done?.(m.t === 'diagnostics' ? m.data : m.frames);
+          break;
+        }
+        case 'fatal':
+          rejectKey(new Error(m.message));
+          this.fail(`encryption worker failed: ${m.message}`);
+          break;
+      }
+    };
+    this.worker.onerror = (ev) => {
+      rejectKey(new Error(ev.message || 'worker error'));
+      this.fail(`encryption worker failed: ${ev.message || 'error'}`);
+    };
+    let testPlaintext = false;
+    if (import.meta.env.MODE === 'test-hooks') {
+      const q = new URLSearchParams(window.location.search);
+      testPlaintext = q.get('e2ee_test_plaintext') === '1';
+      // An outsider: connected to the media server, but never asks to join the MLS group.
+      this.testOutsider = q.get('e2ee_test_outsider') === '1';
+      current = this;
+    }
+    this.post({ t: 'init', testPlaintext });
+  }
+
+  /** The latest status (also delivered through onStatus). */
+  status(): E2eeStatus | null {
+    return this.lastStatus;
+  }
+
+  /**
+   * Gets the device credential (the worker makes the device key; `fetchCredential` posts its
+   * public half to POST /api/identity/credential) and sends the key package. Call once, after
+   * `joined`. `fetchCredential` is called again shortly before the credential expires (it is
+   * valid for an hour); the worker then commits the renewed credential to the group.
+   */
+  async start(fetchCredential: (deviceKeyHex: string) => Promise<IssuedCredential>): Promise<void> {
+    if (import.meta.env.MODE === 'test-hooks' && this.testOutsider) return;
+    this.fetchCredential = fetchCredential;
+    let hex: string;
+    try {
+      hex = await this.deviceKey;
+    } catch {
+      return; // reported through onStatus/onNotice already
+    }
+    try {
+      const c = await fetchCredential(hex);
+      this.post({ t: 'credential', credential: c.credential, caPublicKey: c.ca_public_key });
+    } catch (e) {
+      this.post({ t: 'credentialFailed', message: e instanceof Error ? e.message : String(e) });
+    }
+  }
+
+  private async renew(): Promise<void> {
+    const fetch = this.fetchCredential;
+    if (!fetch || this.closed) return;
+    try {
+      const c = await fetch(await this.deviceKey);
+      this.post({ t: 'renewedCredential', credential: c.credential });
+    } catch {
+      // The worker asks again in a minute.
+    }
+  }
+
+  /** Consumes the server's mls_* messages (returns true for those). */
+  handleServer(msg: ServerMsg): boolean {
+    if (!MLS_TYPES.has(msg.type)) return false;
+    this.post({ t: 'server', msg });
+    return true;
+  }
+
+  /** The server's participant list (self included); call on every change. */
+  setParticipants(selfId: string, participants: Participant[]): void {
+    this.post({
+      t: 'participants',
+      selfId,
+      participants: participants.map((p) => ({
+        id: p.id, display_name: p.display_name, kind: p.kind, leaf: p.leaf, role: p.role,
+      })),
+    });
+  }
+
+  /** This user admitted `participantId` from the lobby under `displayName`. */
+  admitted(participantId: string, displayName: string): void {
+    this.post({ t: 'admitted', participantId, displayName });
+  }
+
+  /** Encrypts everything `sender` sends (set before the first frame, e.g. right after addTransceiver). */
+  attachSender(sender: RTCRtpSender, source: SendSourceName): void {
+    const kind = source === 'microphone' ? 'audio' : 'video';
+    sender.transform = new RTCRtpScriptTransform(this.worker, { side: 'send', source, kind, id: this.nextId++ });
+  }
+
+  /** Decrypts everything `receiver` receives; frames that do not decrypt are dropped. */
+  attachReceiver(receiver: RTCRtpReceiver, kind: 'audio' | 'video'): void {
+    receiver.transform = new RTCRtpScriptTransform(this.worker, { side: 'receive', kind, id: this.nextId++ });
+  }
+
+  /** Counters per transform (frames encrypted, decrypted, dropped; bytes; last sender leaf). */
+  diagnostics(): Promise<E2eeDiagnostics> {
+    return this.request<E2eeDiagnostics>((req) => ({ t: 'diagnostics', req }));
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.post({ t: 'close' });
+    // Give the worker a moment to wipe its keys, then make sure it is gone.
+    setTimeout(() => this.worker.terminate(), 200);
+    if (current === this) current = null;
+  }
+
+  /**
+   * Test-hooks builds only (`vite build --mode test-hooks`): the first 200 plaintext frames
+   * per send source as the encoder produced them, before encryption.
+   */
+  static testCapture(): Promise<CapturedFrame[]> {
+    if (import.meta.env.MODE === 'test-hooks') {
+      if (!current) return Promise.resolve([]);
+      return current.request<CapturedFrame[]>((req) => ({ t: 'testCapture', req }));
+    }
+    return Promise.reject(new Error('not a test-hooks build'));
+  }
+
+  private request<T>(msg: (req: number) => ToWorker): Promise<T> {
+    const req = this.nextId++;
+    return new Promise<T>((resolve) => {
+      this.waiting.set(req, resolve as (v: unknown) => void);
+      this.post(msg(req));
+    });
+  }
+
+  private post(msg: ToWorker): void {
+    if (this.closed && msg.t !== 'close') return;
+    this.worker.postMessage(msg);
+  }
+
+  private fail(detail: string): void {
+    const at = Date.now();
+    const warning = { code: 'start_failed' as const, detail, at };
+    const s: E2eeStatus = {
+      phase: 'failed', epoch: null, securityCode: null, ownLeaf: null, roster: [], outsiders: [],
+      warnings: [warning],
+    };
+    this.lastStatus = s;
+    this.opts.onStatus(s);
+    this.opts.onNotice({ type: 'warning', warning });
+  }
+}

@@ -1,0 +1,198 @@
+// Types shared by the page (session.ts), the encryption worker (worker.ts) and the MLS client
+// logic (mls.ts). Plain data only: everything here crosses postMessage.
+
+/** Participant kind as the identity CA signed it into a credential. */
+export type CredentialKind = 'staff' | 'invited_guest' | 'guest' | 'phone_gateway';
+
+/** The claims of a verified credential (as klausur-e2ee-wasm returns them). */
+export interface CredentialInfo {
+  userId: string;
+  displayName: string;
+  kind: CredentialKind;
+  /** The device's Ed25519 public key, hex. */
+  devicePublicKey: string;
+  /** Validity, seconds since the Unix epoch (notAfter exclusive). */
+  notBefore: number;
+  notAfter: number;
+}
+
+/** A member of the group, for notices. */
+export interface MemberInfo {
+  leaf: number;
+  userId: string;
+  displayName: string;
+  kind: CredentialKind;
+}
+
+export type E2eePhase =
+  /** Not started, or waiting for the device credential. */
+  | 'starting'
+  /** The key package was sent; not (yet) a member of the meeting's group. */
+  | 'waiting'
+  /** A member: media is encrypted with the group's keys. */
+  | 'active'
+  /** Removed from the group by a member's commit; no keys any more. */
+  | 'removed'
+  /** Cannot take part (no credential, no WebAssembly, a bug); media stays blocked. */
+  | 'failed';
+
+/**
+ * Verification flags of the participant list:
+ * - `not_in_group`: the server announces a participant whose client is not in the MLS group
+ *   (after a 10 s grace while it joins). It receives no keys, but the server says it is there.
+ * - `not_announced`: a member of the MLS group that no server participant claims (after a
+ *   10 s grace). It can decrypt everything; members remove such leaves automatically.
+ * - `mismatch`: the server's name or kind for the participant claiming this leaf differs from
+ *   the credential, or several participants claim the same leaf.
+ */
+export type VerificationFlag = 'not_in_group' | 'not_announced' | 'mismatch';
+
+/** One member of the MLS roster, matched with the server participant claiming its leaf. */
+export interface RosterView {
+  leaf: number;
+  /** From the credential (what the identity CA vouches for). */
+  userId: string;
+  displayName: string;
+  kind: CredentialKind;
+  self: boolean;
+  /** The server participant claiming this leaf (for self: own participant id). */
+  participantId: string | null;
+  /** The server's display name for that participant, if any. */
+  serverDisplayName: string | null;
+  flags: VerificationFlag[];
+}
+
+/** A participant the server announces that is not (or not yet) in the roster. */
+export interface OutsiderView {
+  participantId: string;
+  /** The server's word only: no credential vouches for it. */
+  displayName: string;
+  kind: string;
+  /** The leaf it claims, if any (not in the roster, or claimed twice). */
+  claimedLeaf: number | null;
+  /** Empty during the 10 s grace, then `not_in_group` (or `mismatch` for a double claim). */
+  flags: VerificationFlag[];
+}
+
+export type WarningCode =
+  /** A commit from the delivery service failed to verify or apply; nothing changed. */
+  | 'commit_rejected'
+  /** A Welcome failed to verify; this client did not join. */
+  | 'welcome_rejected'
+  /** Own commit could not be made or applied. */
+  | 'commit_failed'
+  /** The group could not be created. */
+  | 'create_failed'
+  /** The device could not start (credential, CA key). */
+  | 'start_failed'
+  /** A roster / server-list discrepancy (see `VerificationFlag`). */
+  | 'roster_discrepancy';
+
+export interface E2eeWarning {
+  code: WarningCode;
+  /** English detail for logs and the diagnostics view (the UI shows its own text per code). */
+  detail: string;
+  /** When it was raised (ms since the Unix epoch). */
+  at: number;
+}
+
+/** Why a waiting joiner was not added by this client. */
+export type RefusalReason =
+  /** The key package or its credential does not verify (not signed by the CA, expired, ...). */
+  | 'credential'
+  /** Neither the meeting's policy nor a moderator admits them. */
+  | 'policy'
+  /** The server says this user admitted them, but this client has no record of it. */
+  | 'not_admitted_by_you'
+  /** This user admitted someone else by that name: the credential's name differs. */
+  | 'name_mismatch';
+
+export type E2eeNotice =
+  /** Members joined the group (from an epoch change; names from their credentials). */
+  | { type: 'joined'; epoch: number; members: MemberInfo[] }
+  /** Members left or were removed (from an epoch change). */
+  | { type: 'left'; epoch: number; members: MemberInfo[] }
+  /** This client became a member (created the group or processed a Welcome). */
+  | { type: 'self_joined'; epoch: number; created: boolean }
+  /** This client was removed from the group. */
+  | { type: 'self_removed'; by: MemberInfo | null }
+  /** A waiting joiner this client will not add. */
+  | {
+      type: 'refused';
+      participantId: string;
+      /** Credential name if it verified, else the server's name if known. */
+      displayName: string | null;
+      reason: RefusalReason;
+      detail: string;
+    }
+  | { type: 'warning'; warning: E2eeWarning };
+
+export interface E2eeStatus {
+  phase: E2eePhase;
+  epoch: number | null;
+  /** Five groups of five digits, equal for every member of the epoch. */
+  securityCode: string | null;
+  ownLeaf: number | null;
+  /** The participant list as the MLS group defines it, by leaf. */
+  roster: RosterView[];
+  /** Server participants that are not in the roster. */
+  outsiders: OutsiderView[];
+  /** Current discrepancies and the most recent rejections (newest last, at most 10). */
+  warnings: E2eeWarning[];
+}
+
+export type TransformSide = 'send' | 'receive';
+export type SendSourceName = 'microphone' | 'camera' | 'screen';
+
+/** Options of an RTCRtpScriptTransform (what the worker receives in `rtctransform`). */
+export interface TransformOptions {
+  side: TransformSide;
+  /** Send side: which source (also the SFrame stream id). */
+  source?: SendSourceName;
+  kind: 'audio' | 'video';
+  /** Receive side: the transceiver's mid. */
+  mid?: string;
+  /** Unique per transform, for diagnostics. */
+  id: number;
+}
+
+/** Counters of one transform. */
+export interface TransformDiagnostics {
+  id: number;
+  side: TransformSide;
+  kind: 'audio' | 'video';
+  source: SendSourceName | null;
+  mid: string | null;
+  /** Send side: frames encrypted and passed on. */
+  encrypted: number;
+  /** Receive side: frames decrypted and passed on. */
+  decrypted: number;
+  /** Dropped because there was no key (not in a group, or an unknown key id). */
+  droppedNoKey: number;
+  /** Dropped because authentication failed or the frame was malformed. */
+  droppedFailed: number;
+  /** Sender leaf from the key id of the last frame (decrypted or not); null before any. */
+  lastSenderLeaf: number | null;
+  /** Bytes of frames that came in / went out of the transform. */
+  bytesIn: number;
+  bytesOut: number;
+  /** Frames passed through unencrypted (test-hooks build with the plaintext switch only). */
+  plaintext: number;
+  /** Time spent in SFrame encrypt/decrypt (wasm call included), milliseconds in total. */
+  cryptoMs: number;
+}
+
+export interface E2eeDiagnostics {
+  phase: E2eePhase;
+  epoch: number | null;
+  transforms: TransformDiagnostics[];
+}
+
+/** Test-hooks build only: plaintext frames captured on the send side before encryption. */
+export interface CapturedFrame {
+  source: SendSourceName;
+  /** Bytes that would stay in clear (codec header), at the start of `data`. */
+  clearLen: number;
+  /** The frame as the encoder produced it, standard base64. */
+  data: string;
+}
