@@ -254,7 +254,7 @@ pub enum ClientMsg {
     Leave,
     Ping,
     /// End-to-end encryption: this client's MLS KeyPackage (base64 of the TLS-encoded
-    /// `MLSMessage`), carrying its identity credential. Sent once in the meeting room by a client
+    /// `KeyPackage`), carrying its identity credential. Sent once in the meeting room by a client
     /// that is not yet a group member; a later one replaces the earlier.
     MlsKeyPackage {
         key_package: String,
@@ -285,7 +285,7 @@ pub enum ClientMsg {
 #[serde(deny_unknown_fields)]
 pub struct MlsJoiner {
     pub participant_id: ParticipantId,
-    /// Base64 `MLSMessage` holding the joiner's KeyPackage.
+    /// The joiner's KeyPackage (base64 of the TLS-encoded `KeyPackage`).
     pub key_package: String,
     /// The moderator (participant id) who admitted this joiner from the lobby, if any. Only that
     /// moderator's client adds such a joiner, and only if it remembers admitting them.

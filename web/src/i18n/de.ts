@@ -245,13 +245,63 @@ export const de = {
   'security.unlocked': 'Die Besprechung ist nicht gesperrt.',
   'security.transport': 'Verschlüsselung',
   'security.transportText':
-    'Bild und Ton sind auf dem Weg zwischen Ihrem Browser und dem Server der Stadt verschlüsselt (DTLS-SRTP). Der Server der Stadt leitet sie an die anderen Teilnehmenden weiter; dabei liegen sie auf dem Server unverschlüsselt vor.',
-  'security.e2eeSoon':
-    'Ende-zu-Ende-Verschlüsselung, bei der auch der Server nichts mithören kann, ist in Vorbereitung und noch nicht aktiv.',
+    'Bild und Ton sind Ende-zu-Ende verschlüsselt (SFrame mit Schlüsseln aus MLS) und zusätzlich auf dem Weg zum Server (DTLS-SRTP). Der Server leitet nur verschlüsselte Daten weiter.',
   'security.signaling': 'Chat und Steuerung laufen verschlüsselt über HTTPS/WebSocket zum Server der Stadt. Chatnachrichten werden nicht gespeichert.',
   'security.signalingPlain': 'Achtung: Diese Seite ist nicht über HTTPS geladen. Chat und Steuerung sind auf dem Weg zum Server nicht verschlüsselt.',
-  'security.list': 'Die Teilnehmerliste zeigt alle Teilnehmenden und wie sie hereingekommen sind. Wenn Sie jemanden nicht kennen, sprechen Sie die Moderation an. Solange die Ende-zu-Ende-Verschlüsselung fehlt, ist das die Angabe des Servers, nicht eine von Ihrem Browser geprüfte Liste.',
+  'security.list':
+    'Die Teilnehmerliste wird aus der verschlüsselten Gruppe berechnet: Wer nicht darin ist, erhält keine Schlüssel. Jeder Eintrag zeigt den vom Ausweisdienst bestätigten Namen; Abweichungen zur Angabe des Servers werden markiert. Wenn Sie jemanden nicht kennen, sprechen Sie die Moderation an.',
   'security.moderators': 'Moderation: {names}',
+  'e2ee.title': 'Ende-zu-Ende-Verschlüsselung',
+  'e2ee.state.active': 'Ende-zu-Ende verschlüsselt',
+  'e2ee.state.active.hint':
+    'Bild und Ton werden in Ihrem Browser verschlüsselt und erst bei den Teilnehmenden entschlüsselt. Die Schlüssel kennen nur die Mitglieder der Gruppe in der Teilnehmerliste; der Server leitet nur Verschlüsseltes weiter.',
+  'e2ee.state.waiting': 'Schlüsselaustausch …',
+  'e2ee.state.waiting.hint':
+    'Ihr Browser wartet darauf, in die verschlüsselte Gruppe aufgenommen zu werden. Bis dahin wird nichts gesendet und nichts angezeigt.',
+  'e2ee.state.warning': 'Verschlüsselt – Warnung',
+  'e2ee.state.warning.hint':
+    'Die Teilnehmerliste des Servers stimmt nicht mit der verschlüsselten Gruppe überein. Prüfen Sie die markierten Einträge in der Teilnehmerliste.',
+  'e2ee.state.failed': 'Keine Verschlüsselung – keine Übertragung',
+  'e2ee.state.failed.hint':
+    'Ihr Browser ist nicht (mehr) in der verschlüsselten Gruppe. Es wird nichts gesendet und nichts angezeigt. Treten Sie erneut bei.',
+  'e2ee.code': 'Sicherheitscode',
+  'e2ee.codePending': 'Der Sicherheitscode erscheint, sobald Ihr Browser in der verschlüsselten Gruppe ist.',
+  'e2ee.codeHint':
+    'Lesen Sie den Code vor: Stimmt er bei allen überein, sehen alle dieselbe Gruppe und niemand hört unbemerkt mit. Er ändert sich mit jedem Beitritt und Austritt.',
+  'e2ee.warnings': 'Warnungen',
+  'e2ee.warning.commit_rejected': 'Eine Gruppenänderung vom Server war nicht gültig und wurde abgelehnt (möglicher Versuch, jemanden unbemerkt hinzuzufügen).',
+  'e2ee.warning.welcome_rejected': 'Die Aufnahme in die verschlüsselte Gruppe war nicht gültig und wurde abgelehnt.',
+  'e2ee.warning.commit_failed': 'Eine eigene Gruppenänderung ist fehlgeschlagen.',
+  'e2ee.warning.create_failed': 'Die verschlüsselte Gruppe konnte nicht angelegt werden.',
+  'e2ee.warning.start_failed': 'Die Verschlüsselung konnte nicht starten (Ausweis des Geräts fehlt).',
+  'e2ee.warning.roster_discrepancy': 'Die Teilnehmerliste des Servers weicht von der verschlüsselten Gruppe ab.',
+  'e2ee.flag.not_in_group': 'Nicht in der verschlüsselten Gruppe: vom Server gemeldet, sieht und hört aber nichts.',
+  'e2ee.flag.not_announced': 'In der verschlüsselten Gruppe, aber vom Server nicht gemeldet.',
+  'e2ee.flag.mismatch': 'Name oder Art stimmen nicht mit dem geprüften Ausweis überein.',
+  'e2ee.joining': 'tritt der verschlüsselten Gruppe bei …',
+  'e2ee.verified': 'Ausweis geprüft',
+  'e2ee.notListed': 'Nicht in der verschlüsselten Gruppe',
+  'e2ee.serverName': 'Laut Server: {name}',
+  'e2ee.listFromServer': 'Ihr Browser ist noch nicht in der verschlüsselten Gruppe: Diese Liste ist vorerst die Angabe des Servers.',
+  'e2ee.diagnostics': 'Diagnose',
+  'e2ee.diagEpoch': 'Epoche {epoch}, eigene Position {leaf}',
+  'e2ee.diagDropped': 'Verworfene Bilder und Töne (nicht entschlüsselbar oder ohne Schlüssel): {n}',
+  'e2ee.diagStream': 'Strom',
+  'e2ee.diagOk': 'verarbeitet',
+  'e2ee.diagNoKey': 'ohne Schlüssel',
+  'e2ee.diagFailed': 'fehlerhaft',
+  'e2ee.diagRefresh': 'Aktualisieren',
+  'e2ee.notice.joined': '{names} ist der verschlüsselten Gruppe beigetreten.',
+  'e2ee.notice.left': '{names} hat die verschlüsselte Gruppe verlassen.',
+  'e2ee.notice.created': 'Sie haben die verschlüsselte Gruppe eröffnet.',
+  'e2ee.notice.selfJoined': 'Sie sind in der verschlüsselten Gruppe.',
+  'e2ee.notice.selfRemoved': 'Sie wurden aus der verschlüsselten Gruppe entfernt.',
+  'e2ee.notice.refused.credential': '{name} wurde nicht aufgenommen: Der Ausweis ist nicht gültig.',
+  'e2ee.notice.refused.policy': '{name} wartet auf Zulassung durch die Moderation.',
+  'e2ee.notice.refused.not_admitted_by_you': '{name} wurde nicht aufgenommen: Sie haben diese Person nicht zugelassen.',
+  'e2ee.notice.refused.name_mismatch': '{name} wurde nicht aufgenommen: Der Name passt nicht zur Zulassung.',
+  'prejoin.unsupported':
+    'Dieser Browser kann Bild und Ton nicht Ende-zu-Ende verschlüsseln (es fehlt „RTCRtpScriptTransform“). klausur überträgt nie unverschlüsselt; bitte nutzen Sie einen aktuellen Chromium, Chrome, Edge, Firefox oder Safari.',
 };
 
 export type StringKey = keyof typeof de;

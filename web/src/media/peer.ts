@@ -26,6 +26,15 @@ export interface PeerCallbacks {
   onFailure?(reason: string): void;
 }
 
+/**
+ * End-to-end encryption of every frame: the session attaches its transform to each sender when
+ * the transceiver is created (before any frame can leave) and to each receiver when it appears.
+ */
+export interface FrameTransforms {
+  attachSender(sender: RTCRtpSender, source: Source): void;
+  attachReceiver(receiver: RTCRtpReceiver, kind: 'audio' | 'video'): void;
+}
+
 const ICE_GATHER_TIMEOUT_MS = 1000;
 const ANSWER_TIMEOUT_MS = 15_000;
 
@@ -43,13 +52,22 @@ export class PeerSession {
   constructor(
     private readonly cb: PeerCallbacks,
     initial: { audio: MediaStreamTrack | null; video: MediaStreamTrack | null },
+    private readonly transforms: FrameTransforms,
   ) {
     this.pc = new RTCPeerConnection({ iceServers: [], bundlePolicy: 'max-bundle', rtcpMuxPolicy: 'require' });
-    this.mic = limitCodecs(this.pc.addTransceiver(initial.audio ?? 'audio', { direction: 'sendonly' }));
-    this.camera = limitCodecs(this.pc.addTransceiver(initial.video ?? 'video', { direction: 'sendonly' }));
+    // Transforms go on before a track is attached, so no frame leaves unencrypted.
+    this.mic = this.sendTransceiver('audio', 'microphone', initial.audio);
+    this.camera = this.sendTransceiver('video', 'camera', initial.video);
     this.pc.addEventListener('connectionstatechange', () => {
       if (this.pc.connectionState === 'failed') this.cb.onFailure?.('connection_failed');
     });
+  }
+
+  private sendTransceiver(kind: 'audio' | 'video', source: Source, track: MediaStreamTrack | null): RTCRtpTransceiver {
+    const t = limitCodecs(this.pc.addTransceiver(kind, { direction: 'sendonly' }));
+    this.transforms.attachSender(t.sender, source);
+    if (track) void t.sender.replaceTrack(track);
+    return t;
   }
 
   /** Starts (or queues) a negotiation round. */
@@ -145,9 +163,19 @@ export class PeerSession {
       const kind = t.receiver.track.kind as 'audio' | 'video';
       have[kind] += 1;
     }
-    for (let i = have.audio; i < audio; i++) limitCodecs(this.pc.addTransceiver('audio', { direction: 'recvonly' }));
-    for (let i = have.video; i < video; i++) limitCodecs(this.pc.addTransceiver('video', { direction: 'recvonly' }));
+    for (let i = have.audio; i < audio; i++) this.recvTransceiver('audio');
+    for (let i = have.video; i < video; i++) this.recvTransceiver('video');
     this.negotiate();
+  }
+
+  /**
+   * A receive-only transceiver with the decrypting transform. Chromium applies a receiver's
+   * transform only if it is set before the offer that negotiates the transceiver (set later, the
+   * frames bypass it), so it goes on here, at creation.
+   */
+  private recvTransceiver(kind: 'audio' | 'video'): void {
+    const t = limitCodecs(this.pc.addTransceiver(kind, { direction: 'recvonly' }));
+    this.transforms.attachReceiver(t.receiver, kind);
   }
 
   private publishRemoteTracks(): void {
@@ -183,7 +211,7 @@ export class PeerSession {
       this.screen.direction = 'sendonly';
       await this.screen.sender.replaceTrack(track);
     } else {
-      this.screen = limitCodecs(this.pc.addTransceiver(track, { direction: 'sendonly' }));
+      this.screen = this.sendTransceiver('video', 'screen', track);
     }
     this.negotiate();
   }

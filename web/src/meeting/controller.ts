@@ -1,9 +1,12 @@
 // Drives one meeting visit: signaling + peer connection + local devices.
 // The UI reads immutable snapshots (useSyncExternalStore) and calls the actions.
 import { SignalingClient } from '../signaling/client';
-import type { ClientMsg, ServerMsg } from '../signaling/protocol';
+import { api } from '../signaling/api';
+import type { ClientMsg, Participant, ServerMsg } from '../signaling/protocol';
 import { getCamera, getMicrophone, getScreen, playChime } from '../media/devices';
 import { PeerSession, type InboundStat, type RemoteTrack } from '../media/peer';
+import { E2eeSession } from '../e2ee/session';
+import type { E2eeDiagnostics, E2eeNotice, E2eeStatus } from '../e2ee/types';
 import { endLocally, initialRoomState, isModerator, reduce, type RoomState } from './state';
 
 export interface LocalState {
@@ -16,11 +19,23 @@ export interface LocalState {
   deviceError: string | null;
 }
 
+/** A notice for the meeting's timeline: joins and leaves from the MLS group, warnings. */
+export interface NoticeEntry {
+  seq: number;
+  at: number;
+  notice: E2eeNotice;
+}
+
 export interface CallSnapshot {
   room: RoomState;
   local: LocalState;
   remote: RemoteTrack[];
+  /** End-to-end encryption state (null before the meeting room). */
+  e2ee: E2eeStatus | null;
+  notices: NoticeEntry[];
 }
+
+const MAX_NOTICES = 200;
 
 export interface JoinOptions {
   meetingId: string;
@@ -40,6 +55,7 @@ export class MeetingController {
   private listeners = new Set<() => void>();
   private signaling: SignalingClient;
   private peer: PeerSession | null = null;
+  private e2ee: E2eeSession | null = null;
   private audioTrack: MediaStreamTrack | null;
 
   constructor(private readonly opts: JoinOptions) {
@@ -61,6 +77,8 @@ export class MeetingController {
         deviceError: null,
       },
       remote: [],
+      e2ee: null,
+      notices: [],
     };
     this.signaling = new SignalingClient({
       onOpen: () =>
@@ -123,6 +141,8 @@ export class MeetingController {
     this.signaling.close();
     this.peer?.close();
     this.peer = null;
+    this.e2ee?.close();
+    this.e2ee = null;
     this.audioTrack?.stop();
     this.snapshot.local.cameraTrack?.stop();
     this.snapshot.local.screenTrack?.stop();
@@ -134,12 +154,17 @@ export class MeetingController {
   }
 
   private onMessage(msg: ServerMsg): void {
+    if (this.e2ee?.handleServer(msg)) return;
     const before = this.snapshot.room;
     const room = reduce(before, msg);
-    if (room !== before) this.update({ room });
+    if (room !== before) {
+      this.update({ room });
+      if (room.participants !== before.participants && room.selfId) this.e2ee?.setParticipants(room.selfId, room.participants);
+    }
 
     switch (msg.type) {
       case 'joined':
+        this.startEncryption(msg.self_id, msg.participants);
         this.startMedia();
         break;
       case 'answer':
@@ -165,8 +190,36 @@ export class MeetingController {
     }
   }
 
+  /** Joins the meeting's MLS group: a device key in the worker, a credential, a key package. */
+  private startEncryption(selfId: string, participants: Participant[]): void {
+    if (this.e2ee) return;
+    const e2ee = new E2eeSession({
+      send: (m) => this.send(m),
+      onStatus: (status) => this.update({ e2ee: status }),
+      onNotice: (notice) => this.addNotice(notice),
+    });
+    this.e2ee = e2ee;
+    e2ee.setParticipants(selfId, participants);
+    const me = participants.find((p) => p.id === selfId);
+    const { meetingId, inviteToken } = this.opts;
+    void e2ee
+      .start((deviceKey) => {
+        if (me?.kind === 'invited_guest' && inviteToken) return api.credential({ device_key: deviceKey, invite_token: inviteToken });
+        if (me?.kind === 'guest') return api.credential({ device_key: deviceKey, meeting_id: meetingId, display_name: me.display_name });
+        return api.credential({ device_key: deviceKey });
+      })
+      .catch((e) => console.warn('klausur: encryption could not start', e));
+  }
+
+  private addNotice(notice: E2eeNotice): void {
+    const last = this.snapshot.notices.at(-1);
+    const entry: NoticeEntry = { seq: (last?.seq ?? 0) + 1, at: Date.now(), notice };
+    this.update({ notices: [...this.snapshot.notices, entry].slice(-MAX_NOTICES) });
+  }
+
   private startMedia(): void {
-    if (this.peer) return;
+    if (this.peer || !this.e2ee) return;
+    const e2ee = this.e2ee;
     this.peer = new PeerSession(
       {
         sendOffer: (sdp, sources) => this.send({ type: 'offer', sdp, sources }),
@@ -174,6 +227,10 @@ export class MeetingController {
         onFailure: (reason) => console.warn('klausur: media problem:', reason),
       },
       { audio: this.audioTrack, video: this.snapshot.local.cameraTrack },
+      {
+        attachSender: (sender, source) => e2ee.attachSender(sender, source),
+        attachReceiver: (receiver, kind) => e2ee.attachReceiver(receiver, kind),
+      },
     );
     this.peer.negotiate();
     this.sendMediaState();
@@ -276,6 +333,9 @@ export class MeetingController {
   }
 
   admit(participantId: string): void {
+    // Remember it in the encryption worker first: only then will this client add them.
+    const entry = this.snapshot.room.lobby.find((l) => l.id === participantId);
+    if (entry) this.e2ee?.admitted(participantId, entry.display_name);
     this.send({ type: 'admit', participant_id: participantId });
   }
 
@@ -312,6 +372,10 @@ export class MeetingController {
   rawSend(text: string): boolean {
     return this.signaling.rawSend(text);
   }
+
+  e2eeDiagnostics(): Promise<E2eeDiagnostics | null> {
+    return this.e2ee ? this.e2ee.diagnostics() : Promise.resolve(null);
+  }
 }
 
 export interface KlausurTestHooks {
@@ -321,6 +385,12 @@ export interface KlausurTestHooks {
   readonly selfId: string | null;
   readonly phase: string;
   participants(): { id: string; display_name: string; role: string; kind: string }[];
+  /** Encryption state: phase, epoch, security code, roster with verification flags. */
+  e2ee(): E2eeStatus | null;
+  e2eeDiagnostics(): Promise<E2eeDiagnostics | null>;
+  notices(): E2eeNotice[];
+  /** Test-hooks build only: plaintext frames captured before encryption. */
+  testCapture(): Promise<unknown>;
 }
 
 declare global {
@@ -344,5 +414,9 @@ function installTestHooks(c: MeetingController): void {
     },
     participants: () =>
       c.getSnapshot().room.participants.map((p) => ({ id: p.id, display_name: p.display_name, role: p.role, kind: p.kind })),
+    e2ee: () => c.getSnapshot().e2ee,
+    e2eeDiagnostics: () => c.e2eeDiagnostics(),
+    notices: () => c.getSnapshot().notices.map((n) => n.notice),
+    testCapture: () => E2eeSession.testCapture(),
   };
 }

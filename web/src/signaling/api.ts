@@ -185,4 +185,16 @@ export const api = {
   publicMeeting(id: Id): Promise<PublicMeeting> {
     return request('GET', `/api/meetings/${enc(String(id))}/public`);
   },
+  /**
+   * A short-lived identity credential for this device's key (hex): staff by session, an invitee
+   * by `invite_token`, a lobby guest by `meeting_id` and `display_name`.
+   */
+  credential(body: {
+    device_key: string;
+    invite_token?: string;
+    meeting_id?: string;
+    display_name?: string;
+  }): Promise<{ credential: string; ca_public_key: string; not_after_ms: number }> {
+    return request('POST', '/api/identity/credential', body);
+  },
 };

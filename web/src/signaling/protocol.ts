@@ -53,7 +53,7 @@ export type ErrorCode = "malformed" | "unknown_type" | "too_large" | "rate_limit
 
 export type MlsJoiner = { participant_id: string, 
 /**
- * Base64 `MLSMessage` holding the joiner's KeyPackage.
+ * The joiner's KeyPackage (base64 of the TLS-encoded `KeyPackage`).
  */
 key_package: string, 
 /**

@@ -1,6 +1,8 @@
 import { useState } from 'react';
 import type { JoinMethod, LobbyEntry, Participant } from '../../signaling/protocol';
 import type { MeetingController } from '../../meeting/controller';
+import type { E2eeStatus, OutsiderView, RosterView } from '../../e2ee/types';
+import { flagText } from './E2ee';
 import { useT, type Translate } from '../../i18n';
 import { MicIcon, MicOffIcon, CamIcon, CamOffIcon, LockIcon, UnlockIcon, ScreenIcon } from '../icons';
 import { KindBadge } from './Tile';
@@ -53,6 +55,7 @@ export function PeoplePanel({
   selfId,
   isModerator,
   locked,
+  status,
 }: {
   controller: MeetingController;
   participants: Participant[];
@@ -60,8 +63,20 @@ export function PeoplePanel({
   selfId: string | null;
   isModerator: boolean;
   locked: boolean;
+  status: E2eeStatus | null;
 }) {
   const t = useT();
+  // Once this browser is in the MLS group, the list is the group's roster; the server's
+  // participants that are not in it are listed apart, flagged once their grace period is over.
+  const fromRoster = status?.phase === 'active';
+  const byId = new Map(participants.map((p) => [p.id, p]));
+  const rows: { key: string; p: Participant | null; member: RosterView | null; outsider: OutsiderView | null }[] = fromRoster
+    ? [
+        ...status.roster.map((m) => ({ key: `leaf-${m.leaf}`, p: m.participantId ? byId.get(m.participantId) ?? null : null, member: m, outsider: null })),
+        ...status.outsiders.map((o) => ({ key: `out-${o.participantId}`, p: byId.get(o.participantId) ?? null, member: null, outsider: o })),
+      ]
+    : participants.map((p) => ({ key: p.id, p, member: null, outsider: null }));
+  const count = fromRoster ? status.roster.length : participants.length;
   return (
     <div className="people">
       {isModerator && (
@@ -98,28 +113,57 @@ export function PeoplePanel({
       )}
 
       <section className="panel-section" aria-labelledby="people-h">
-        <h3 id="people-h">{t('people.title', { n: participants.length })}</h3>
+        <h3 id="people-h">{t('people.title', { n: count })}</h3>
+        {!fromRoster && <p className="notice info small" data-testid="list-from-server">{t('e2ee.listFromServer')}</p>}
         <ul className="participant-list">
-          {participants.map((p) => {
-            const isSelf = p.id === selfId;
+          {rows.map(({ key, p, member, outsider }) => {
+            const isSelf = member ? member.self : p?.id === selfId;
+            const name = member ? member.displayName : (p?.display_name ?? '');
+            const flags = member?.flags ?? outsider?.flags ?? [];
+            const verified = !!member && flags.length === 0;
             return (
-              <li key={p.id} className="participant-item" data-testid="participant-item" data-participant-id={p.id} data-name={p.display_name}>
+              <li
+                key={key}
+                className={`participant-item${flags.length ? ' flagged' : ''}${outsider && !flags.length ? ' joining' : ''}`}
+                data-testid="participant-item"
+                data-participant-id={p?.id ?? member?.participantId ?? outsider?.participantId ?? ''}
+                data-name={name}
+                data-verified={verified ? 'true' : 'false'}
+                data-leaf={member?.leaf ?? ''}
+                data-flags={flags.join(' ')}
+              >
                 <div className="who-line">
                   <div className="who-main">
-                    <strong>{isSelf ? t('room.youSuffix', { name: p.display_name }) : p.display_name}</strong>
-                    <KindBadge p={p} />
-                    {p.role === 'moderator' && <span className="badge role-moderator">{t('role.moderator')}</span>}
+                    <strong>{isSelf ? t('room.youSuffix', { name }) : name}</strong>
+                    {p ? <KindBadge p={p} /> : member && <span className={`badge kind-${member.kind}`}>{t(`kind.${member.kind === 'phone_gateway' ? 'guest' : member.kind}`)}</span>}
+                    {p?.role === 'moderator' && <span className="badge role-moderator">{t('role.moderator')}</span>}
+                    {verified && (
+                      <span className="verified" title={t('e2ee.verified')} aria-label={t('e2ee.verified')}>
+                        <LockIcon width={14} height={14} />
+                      </span>
+                    )}
                   </div>
-                  <span className="state-icons">
-                    {p.screen_sharing && <ScreenIcon width={16} height={16} aria-label={t('room.screen')} />}
-                    {p.audio_muted ? <MicOffIcon width={16} height={16} className="muted-icon" /> : <MicIcon width={16} height={16} />}
-                    {p.video_muted ? <CamOffIcon width={16} height={16} className="muted-icon" /> : <CamIcon width={16} height={16} />}
-                  </span>
+                  {p && (
+                    <span className="state-icons">
+                      {p.screen_sharing && <ScreenIcon width={16} height={16} aria-label={t('room.screen')} />}
+                      {p.audio_muted ? <MicOffIcon width={16} height={16} className="muted-icon" /> : <MicIcon width={16} height={16} />}
+                      {p.video_muted ? <CamOffIcon width={16} height={16} className="muted-icon" /> : <CamIcon width={16} height={16} />}
+                    </span>
+                  )}
                 </div>
-                <div className="join-method small" data-testid="join-method">
-                  {joinMethodText(t, p.join_method)}
-                </div>
-                {isModerator && !isSelf && (
+                {p && (
+                  <div className="join-method small" data-testid="join-method">
+                    {joinMethodText(t, p.join_method)}
+                  </div>
+                )}
+                {member && p && p.display_name !== member.displayName && <div className="small muted">{t('e2ee.serverName', { name: p.display_name })}</div>}
+                {outsider && !flags.length && <div className="small muted">{t('e2ee.joining')}</div>}
+                {flags.map((f) => (
+                  <div key={f} className="notice warn small" data-testid="verification-warning" data-flag={f}>
+                    {flagText(t, f)}
+                  </div>
+                ))}
+                {isModerator && !isSelf && p && (
                   <div className="row-actions">
                     <button type="button" className="btn secondary tiny" onClick={() => controller.mute(p.id, !p.muted_by_moderator)} data-testid="mute-button">
                       {p.muted_by_moderator ? t('people.unmute') : t('people.mute')}
@@ -134,7 +178,7 @@ export function PeoplePanel({
                     </button>
                     <ConfirmButton
                       label={t('people.remove')}
-                      confirmLabel={t('people.removeConfirm', { name: p.display_name })}
+                      confirmLabel={t('people.removeConfirm', { name })}
                       onConfirm={() => controller.remove(p.id)}
                       testId="remove-button"
                       className="btn danger-ghost tiny"

@@ -5,6 +5,7 @@ import { useT } from '../../i18n';
 import { ErrorNote, Shell } from '../Shell';
 import { CamIcon, CamOffIcon, MicIcon, MicOffIcon } from '../icons';
 import { VideoView } from './media';
+import { E2eeSession } from '../../e2ee/session';
 
 export interface PrejoinResult {
   displayName: string | null;
@@ -154,8 +155,12 @@ export function PrejoinView({ title, inviteeName, staffName, needsName, willWait
     setMicOn(!micOn);
   }
 
+  // No plaintext path: a browser that cannot encrypt frames does not join at all.
+  const e2eeSupported = E2eeSession.supported();
+
   function submit(e: FormEvent) {
     e.preventDefault();
+    if (!e2eeSupported) return;
     const trimmed = name.trim();
     if (needsName && !trimmed) {
       setNameError(t('prejoin.nameRequired'));
@@ -282,7 +287,12 @@ export function PrejoinView({ title, inviteeName, staffName, needsName, willWait
           {micError && <p className="notice warn small">{t('prejoin.noMicrophone')}</p>}
           {willWaitInLobby && <p className="notice info small">{t('prejoin.lobbyHint')}</p>}
           <ErrorNote text={nameError} />
-          <button type="submit" className="btn primary block large" data-testid="join-button">
+          {!e2eeSupported && (
+            <p className="notice warn" role="alert" data-testid="e2ee-unsupported">
+              {t('prejoin.unsupported')}
+            </p>
+          )}
+          <button type="submit" className="btn primary block large" data-testid="join-button" disabled={!e2eeSupported}>
             {t('prejoin.join')}
           </button>
         </form>

@@ -24,6 +24,7 @@ import { ScreenTile, Tile } from './Tile';
 import { ChatPanel } from './ChatPanel';
 import { PeoplePanel } from './PeoplePanel';
 import { SecurityPanel } from './SecurityPanel';
+import { E2eeIndicator, NoticeLine } from './E2ee';
 
 type Panel = 'chat' | 'people' | 'security' | null;
 
@@ -130,6 +131,7 @@ export function Room({ controller, snap }: { controller: MeetingController; snap
         <div className="room-title">
           <h1 data-testid="room-title">{meeting.title}</h1>
           <ProfileBadge profile={meeting.profile} />
+          <E2eeIndicator status={snap.e2ee} onClick={() => setPanel('security')} />
           {meeting.locked && (
             <span className="badge locked-badge" data-testid="lock-indicator" title={t('room.lockedHint')}>
               <LockIcon width={14} height={14} /> {t('room.locked')}
@@ -177,12 +179,22 @@ export function Room({ controller, snap }: { controller: MeetingController; snap
           <div className="panel-body">
             {panel === 'chat' && <ChatPanel messages={room.chat} onSend={(text) => controller.sendChat(text)} />}
             {panel === 'people' && (
-              <PeoplePanel controller={controller} participants={room.participants} lobby={room.lobby} selfId={room.selfId} isModerator={moderator} locked={meeting.locked} />
+              <PeoplePanel
+                controller={controller}
+                participants={room.participants}
+                lobby={room.lobby}
+                selfId={room.selfId}
+                isModerator={moderator}
+                locked={meeting.locked}
+                status={snap.e2ee}
+              />
             )}
-            {panel === 'security' && <SecurityPanel meeting={meeting} participants={room.participants} />}
+            {panel === 'security' && <SecurityPanel meeting={meeting} participants={room.participants} status={snap.e2ee} controller={controller} />}
           </div>
         </aside>
       )}
+
+      <NoticeLine notices={snap.notices} />
 
       <div className="toasts" aria-live="polite">
         {toasts.map((x) => (

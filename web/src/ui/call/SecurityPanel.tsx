@@ -1,13 +1,27 @@
 import type { MeetingInfo, Participant } from '../../signaling/protocol';
+import type { MeetingController } from '../../meeting/controller';
+import type { E2eeStatus } from '../../e2ee/types';
 import { useT } from '../../i18n';
 import { LockIcon, ShieldIcon, UnlockIcon } from '../icons';
+import { E2eeSection } from './E2ee';
 
-export function SecurityPanel({ meeting, participants }: { meeting: MeetingInfo; participants: Participant[] }) {
+export function SecurityPanel({
+  meeting,
+  participants,
+  status,
+  controller,
+}: {
+  meeting: MeetingInfo;
+  participants: Participant[];
+  status: E2eeStatus | null;
+  controller: MeetingController;
+}) {
   const t = useT();
   const secure = window.location.protocol === 'https:';
   const moderators = participants.filter((p) => p.role === 'moderator').map((p) => p.display_name);
   return (
     <div className="security" data-testid="security-panel">
+      <E2eeSection status={status} controller={controller} />
       <section className="panel-section">
         <h3>
           <ShieldIcon width={18} height={18} /> {t('security.profile', { profile: t(meeting.profile === 'strict' ? 'profile.strict' : 'profile.internal') })}
@@ -22,7 +36,6 @@ export function SecurityPanel({ meeting, participants }: { meeting: MeetingInfo;
       <section className="panel-section">
         <h4>{t('security.transport')}</h4>
         <p>{t('security.transportText')}</p>
-        <p className="notice info small">{t('security.e2eeSoon')}</p>
         <p className={secure ? '' : 'notice warn small'}>{secure ? t('security.signaling') : t('security.signalingPlain')}</p>
       </section>
       <section className="panel-section">
