@@ -1,5 +1,5 @@
-// Small canary media for the fake camera: a 320x240 Y4M clip with moving content
-// (so the encoder always has something to send). Written once into the temp dir.
+// Small canary media for the fake devices: a 320x240 Y4M clip with moving content (so the
+// encoder always has something to send) and a 1 kHz tone. Written once into the temp dir.
 import { existsSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -32,5 +32,31 @@ export function canaryVideoPath(): string {
     chunks.push(frame);
   }
   writeFileSync(path, Buffer.concat(chunks));
+  return path;
+}
+
+/** A 1 kHz sine, 48 kHz mono 16-bit PCM, 2 s (Chromium loops it). */
+export function canaryTonePath(): string {
+  const path = join(tmpdir(), 'klausur-canary-1khz-v1.wav');
+  if (existsSync(path)) return path;
+  const rate = 48_000;
+  const samples = rate * 2;
+  const data = Buffer.alloc(samples * 2);
+  for (let i = 0; i < samples; i++) data.writeInt16LE(Math.round(0.5 * 32767 * Math.sin((2 * Math.PI * 1000 * i) / rate)), i * 2);
+  const h = Buffer.alloc(44);
+  h.write('RIFF', 0, 'ascii');
+  h.writeUInt32LE(36 + data.length, 4);
+  h.write('WAVE', 8, 'ascii');
+  h.write('fmt ', 12, 'ascii');
+  h.writeUInt32LE(16, 16);
+  h.writeUInt16LE(1, 20); // PCM
+  h.writeUInt16LE(1, 22); // mono
+  h.writeUInt32LE(rate, 24);
+  h.writeUInt32LE(rate * 2, 28);
+  h.writeUInt16LE(2, 32);
+  h.writeUInt16LE(16, 34);
+  h.write('data', 36, 'ascii');
+  h.writeUInt32LE(data.length, 40);
+  writeFileSync(path, Buffer.concat([h, data]));
   return path;
 }

@@ -1,14 +1,15 @@
 // Shared fixtures: one klausur server per worker, one browser, a context per participant.
 import { test as base, expect, type Browser, type BrowserContext, type Page } from '@playwright/test';
-import { startServer, type KlausurServer } from './server';
+import { startServer, type KlausurServer, type ServerOptions } from './server';
 
 export { expect };
 
-export const test = base.extend<object, { server: KlausurServer }>({
+export const test = base.extend<object, { server: KlausurServer; serverOptions: ServerOptions }>({
+  // A spec file may ask for another web bundle or the RTP recorder with `test.use({ serverOptions })`.
+  serverOptions: [{}, { option: true, scope: 'worker' }],
   server: [
-    // eslint-disable-next-line no-empty-pattern
-    async ({}, use) => {
-      const server = await startServer();
+    async ({ serverOptions }, use) => {
+      const server = await startServer(serverOptions);
       try {
         await use(server);
       } finally {

@@ -1,4 +1,5 @@
 // What a user does, step by step, through the UI; plus read-only media checks via window.__klausur.
+import type { E2eeStatus } from '../src/e2ee/types';
 import { expect, type Page } from '@playwright/test';
 
 export interface InboundStat {
@@ -102,7 +103,15 @@ export async function expectAudioVideoFrom(page: Page, from: string, timeout = 4
     } catch (e) {
       // Say what was received, for the failure report.
       const now = await stats(page).catch(() => []);
-      const hooks = await page.evaluate(() => ({ self: window.__klausur?.selfId, phase: window.__klausur?.phase })).catch(() => null);
+      const hooks = await page
+        .evaluate(async () => ({
+          self: window.__klausur?.selfId,
+          phase: window.__klausur?.phase,
+          e2ee: window.__klausur?.e2ee()?.phase,
+          epoch: window.__klausur?.e2ee()?.epoch,
+          transforms: (await window.__klausur?.e2eeDiagnostics())?.transforms,
+        }))
+        .catch(() => null);
       throw new Error(`${(e as Error).message}\nreceiver ${JSON.stringify(hooks)} stats: ${JSON.stringify(now)}`);
     }
   }
@@ -127,4 +136,28 @@ export function chatMessage(page: Page, text: string) {
 
 export function tileOf(page: Page, participantId: string) {
   return page.locator(`[data-testid="video-tile"][data-participant-id="${participantId}"]`);
+}
+
+/** The encryption state of `page` (phase, epoch, security code, roster with flags). */
+export async function e2eeStatus(page: Page): Promise<E2eeStatus | null> {
+  return page.evaluate(() => window.__klausur?.e2ee() ?? null);
+}
+
+/** Waits until every page is an active group member with the same security code, different
+ * from `notEqualTo`, and returns it. */
+export async function commonSecurityCode(pages: Page[], notEqualTo: string | null = null, timeout = 45_000): Promise<string> {
+  let code: string | null = null;
+  await expect
+    .poll(
+      async () => {
+        const st = await Promise.all(pages.map((p) => e2eeStatus(p)));
+        const codes = st.map((s) => (s?.phase === 'active' ? s.securityCode : null));
+        code = codes[0];
+        const same = code !== null && codes.every((c) => c === code) && code !== notEqualTo;
+        return same ? 'equal' : JSON.stringify(st.map((s) => [s?.phase, s?.epoch, s?.securityCode]));
+      },
+      { timeout, message: 'security codes of all pages' },
+    )
+    .toBe('equal');
+  return code!;
 }

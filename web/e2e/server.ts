@@ -17,7 +17,16 @@ export interface KlausurServer {
   adminOneTimePassword: string;
   dataDir: string;
   logPath: string;
+  /** Where the server records every forwarded RTP payload (`recordRtp` option), else null. */
+  rtpRecording: string | null;
   stop(): Promise<void>;
+}
+
+export interface ServerOptions {
+  /** The web client bundle to serve: `dist` (production) or `dist-test` (with test hooks). */
+  webDist?: 'dist' | 'dist-test';
+  /** Record every RTP payload the media server forwards (needs the test-hooks server build). */
+  recordRtp?: boolean;
 }
 
 function freeTcpPort(): Promise<number> {
@@ -46,17 +55,18 @@ function freeUdpPort(): Promise<number> {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-export async function startServer(): Promise<KlausurServer> {
+export async function startServer(opts: ServerOptions = {}): Promise<KlausurServer> {
   const bin = process.env.KLAUSUR_BIN ?? resolve(webRoot, '../target/debug/klausur');
   if (!existsSync(bin)) {
     throw new Error(`klausur server binary not found at ${bin}: build it with \`cargo build\` or set KLAUSUR_BIN`);
   }
-  const dist = resolve(webRoot, 'dist');
+  const dist = resolve(webRoot, opts.webDist ?? 'dist');
   if (!existsSync(join(dist, 'index.html'))) {
-    throw new Error(`${dist}/index.html is missing: run \`npm run build\` in web/ first`);
+    throw new Error(`${dist}/index.html is missing: run \`npm run build\` (or \`npm run build:test-hooks\`) in web/ first`);
   }
   const dataDir = mkdtempSync(join(tmpdir(), 'klausur-e2e-'));
   const logPath = join(dataDir, 'server.log');
+  const rtpRecording = opts.recordRtp ? join(dataDir, 'rtp-recording.jsonl') : null;
   const log = createWriteStream(logPath);
   const port = await freeTcpPort();
   const mediaPort = await freeUdpPort();
@@ -71,7 +81,10 @@ export async function startServer(): Promise<KlausurServer> {
       '--media-listen', `127.0.0.1:${mediaPort}`,
       '--web-root', dist,
     ],
-    { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, NO_COLOR: '1' } },
+    {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: { ...process.env, NO_COLOR: '1', ...(rtpRecording ? { KLAUSUR_TEST_RECORD_RTP: rtpRecording } : {}) },
+    },
   );
 
   let password: string | null = null;
@@ -117,7 +130,7 @@ export async function startServer(): Promise<KlausurServer> {
     }
     if (!ready) throw new Error(`klausur did not answer GET /api/session within 30 s; log: ${logPath}`);
     if (!password) throw new Error(`no "one-time password: ..." line in the output; log: ${logPath}`);
-    return { baseURL, adminOneTimePassword: password, dataDir, logPath, stop };
+    return { baseURL, adminOneTimePassword: password, dataDir, logPath, rtpRecording, stop };
   } catch (e) {
     process.env.KLAUSUR_E2E_KEEP = '1';
     await stop();

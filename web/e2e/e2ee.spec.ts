@@ -1,0 +1,281 @@
+// End-to-end encryption in real browsers against a real server: the test-hooks builds of both
+// (server: RTP payload recorder and malicious-server hooks; web: plaintext capture and switches).
+// The tests build on each other (one meeting, people come and go) and run in order.
+import { statSync } from 'node:fs';
+import type { Page } from '@playwright/test';
+import { expect, newPerson, test, type Person } from './fixtures';
+import {
+  changePassword,
+  commonSecurityCode,
+  createMeeting,
+  e2eeStatus,
+  expectAudioVideoFrom,
+  expectInRoom,
+  inviteGuest,
+  login,
+  openPanel,
+  passPrejoin,
+  selfId,
+  stats,
+} from './helpers';
+import { findPlaintext, frameHeaderOf, readRecording, splitKid, type PlainFrame } from './plaintext';
+
+test.use({ serverOptions: { webDist: 'dist-test', recordRtp: true } });
+test.describe.configure({ mode: 'serial' });
+
+const TITLE = 'Nichtöffentliche Sitzung';
+const PASSWORD = 'Rathaus-Fenster-blau-2026';
+
+interface Joined extends Person {
+  id: string;
+}
+
+const s: {
+  meetingId?: string;
+  admin?: Joined;
+  erika?: Joined;
+  jonas?: Joined;
+  annaLink?: string;
+  code?: string;
+  everyone: Person[];
+} = { everyone: [] };
+
+test.afterAll(async () => {
+  for (const p of s.everyone) await p.context.close().catch(() => undefined);
+});
+
+async function join(browserPerson: Person, path: string, opts: { expectInvitee?: string } = {}): Promise<Joined> {
+  await browserPerson.page.goto(path);
+  await passPrejoin(browserPerson.page, { expectTitle: TITLE, ...opts });
+  await expectInRoom(browserPerson.page);
+  return { ...browserPerson, id: await selfId(browserPerson.page) };
+}
+
+async function captured(page: Page): Promise<PlainFrame[]> {
+  const frames = (await page.evaluate(() => window.__klausur!.testCapture())) as { source: string; clearLen: number; data: string }[];
+  return frames.map((f) => ({ source: f.source, clearLen: f.clearLen, data: Buffer.from(f.data, 'base64') }));
+}
+
+async function diagnostics(page: Page) {
+  return page.evaluate(() => window.__klausur!.e2eeDiagnostics());
+}
+
+/** Frames decoded from `from`'s camera at `page`, and packets received for it. */
+async function cameraCounters(page: Page, from: string): Promise<{ frames: number; packets: number }> {
+  const st = (await stats(page)).find((x) => x.participant_id === from && x.source === 'camera');
+  return { frames: st?.framesDecoded ?? 0, packets: st?.packetsReceived ?? 0 };
+}
+
+test('members agree on a security code, which changes with every join; the list comes from the group', async ({ browser, server }) => {
+  const admin = await newPerson(browser, server.baseURL, 'admin');
+  s.everyone.push(admin);
+  const a = admin.page;
+  let erikaLink = '';
+  let jonasLink = '';
+  await test.step('set up a meeting with three invitations', async () => {
+    await login(a, 'admin', server.adminOneTimePassword);
+    await changePassword(a, server.adminOneTimePassword, PASSWORD);
+    s.meetingId = await createMeeting(a, TITLE, 'strict');
+    erikaLink = await inviteGuest(a, 'Erika Musterfrau');
+    jonasLink = await inviteGuest(a, 'Jonas Beispiel');
+    s.annaLink = await inviteGuest(a, 'Anna Außen');
+  });
+
+  let alone = '';
+  await test.step('the organiser opens the group and sees the encryption indicator', async () => {
+    await a.getByTestId('join-meeting').click();
+    await passPrejoin(a, { expectTitle: TITLE });
+    await expectInRoom(a);
+    s.admin = { ...admin, id: await selfId(a) };
+    alone = await commonSecurityCode([a]);
+    await expect(a.getByTestId('e2ee-indicator')).toHaveAttribute('data-state', 'active');
+  });
+
+  let two = '';
+  await test.step('an invitee is added by the organiser’s client; the code changes and is equal', async () => {
+    s.erika = await join(await newPerson(browser, server.baseURL, 'Erika'), erikaLink, { expectInvitee: 'Erika Musterfrau' });
+    s.everyone.push(s.erika);
+    two = await commonSecurityCode([a, s.erika.page], alone);
+    expect(two).not.toBe(alone);
+  });
+
+  await test.step('a second invitee joins; all three agree on a new code', async () => {
+    s.jonas = await join(await newPerson(browser, server.baseURL, 'Jonas'), jonasLink, { expectInvitee: 'Jonas Beispiel' });
+    s.everyone.push(s.jonas);
+    s.code = await commonSecurityCode([a, s.erika!.page, s.jonas.page], two);
+    expect(s.code).not.toBe(two);
+    expect(s.code).toMatch(/^\d{5}( \d{5}){4}$/);
+  });
+
+  const people = [s.admin!, s.erika!, s.jonas!];
+  await test.step('everyone decodes everyone, with every frame encrypted', async () => {
+    for (const p of people) for (const other of people) if (other !== p) await expectAudioVideoFrom(p.page, other.id);
+    for (const p of people) {
+      const d = (await diagnostics(p.page))!;
+      const send = d.transforms.filter((x) => x.side === 'send');
+      expect(send.reduce((n, x) => n + x.encrypted, 0)).toBeGreaterThan(0);
+      expect(d.transforms.reduce((n, x) => n + x.plaintext, 0)).toBe(0);
+    }
+  });
+
+  await test.step('the UI shows the same code, a verified list and the join notices', async () => {
+    await openPanel(a, 'security');
+    await expect(a.getByTestId('security-code')).toHaveText(s.code!.replaceAll(' ', ''));
+    await openPanel(a, 'people');
+    const rows = a.getByTestId('participant-item');
+    await expect(rows).toHaveCount(3);
+    await expect(a.locator('[data-testid="participant-item"][data-verified="true"]')).toHaveCount(3);
+    const notices = await a.evaluate(() => window.__klausur!.notices());
+    const joinedNames = notices.flatMap((n) => (n.type === 'joined' ? n.members.map((m) => m.displayName) : []));
+    expect(joinedNames).toEqual(expect.arrayContaining(['Erika Musterfrau', 'Jonas Beispiel']));
+  });
+});
+
+test('no plaintext reaches the server: every payload is SFrame from a roster member', async ({ server }) => {
+  const people = [s.admin!, s.erika!, s.jonas!];
+  // Let a few more seconds of media pass through the recorder.
+  await people[0].page.waitForTimeout(4000);
+  const frames = (await Promise.all(people.map((p) => captured(p.page)))).flat();
+  const video = frames.filter((f) => f.source === 'camera');
+  const audio = frames.filter((f) => f.source === 'microphone');
+  expect(video.length).toBeGreaterThan(50);
+  expect(audio.length).toBeGreaterThan(50);
+
+  const packets = readRecording(server.rtpRecording!);
+  expect(packets.length).toBeGreaterThan(500);
+  const finding = findPlaintext(frames, packets);
+  expect(finding.windows).toBeGreaterThan(10_000);
+  expect(finding.matches, `plaintext found: ${JSON.stringify(finding.example)}`).toBe(0);
+
+  const roster = (await e2eeStatus(people[0].page))!.roster.map((r) => r.leaf);
+  let headers = 0;
+  const bad: string[] = [];
+  for (const p of packets) {
+    const h = frameHeaderOf(p);
+    if (h === null) continue;
+    const kid = h === 'unparsable' ? null : splitKid(h.kid);
+    const streamOk = kid !== null && (p.codec === 'opus' ? kid.stream === 0 : kid.stream === 1 || kid.stream === 2);
+    if (!kid || !streamOk || !roster.includes(kid.leaf)) bad.push(`${p.codec} seq ${p.seq} from p${p.peer}: ${JSON.stringify(kid)}`);
+    else headers++;
+  }
+  expect(bad.slice(0, 5), `${bad.length} frames without a valid SFrame header of a roster member`).toEqual([]);
+  expect(headers).toBeGreaterThan(200);
+});
+
+test('an outsider connected to the media server decodes nothing; members still do', async ({ browser, server }) => {
+  // The test-only switch makes this client skip the MLS join: the server admits it to the room
+  // and forwards media to it, but no member adds it to the group.
+  const anna = await join(await newPerson(browser, server.baseURL, 'Anna'), `${s.annaLink!}?e2ee_test_outsider=1`, {
+    expectInvitee: 'Anna Außen',
+  });
+  s.everyone.push(anna);
+  const members = [s.admin!, s.erika!];
+  await expect.poll(async () => (await cameraCounters(anna.page, s.admin!.id)).packets, { timeout: 30_000 }).toBeGreaterThan(100);
+  await anna.page.waitForTimeout(3000);
+  for (const m of members) {
+    const c = await cameraCounters(anna.page, m.id);
+    expect(c.packets).toBeGreaterThan(100);
+    expect(c.frames, `outsider decoded frames of ${m.name}`).toBe(0);
+  }
+  const d = (await diagnostics(anna.page))!;
+  const recv = d.transforms.filter((x) => x.side === 'receive');
+  expect(recv.reduce((n, x) => n + x.decrypted, 0)).toBe(0);
+  expect(recv.reduce((n, x) => n + x.droppedNoKey + x.droppedFailed, 0)).toBeGreaterThan(50);
+  await expect(anna.page.getByTestId('e2ee-indicator')).toHaveAttribute('data-state', 'waiting');
+  // Members keep decoding each other, and flag the outsider after the grace period.
+  for (const m of members) for (const o of members) if (o !== m) await expectAudioVideoFrom(m.page, o.id);
+  const a = s.admin!.page;
+  await openPanel(a, 'people');
+  await expect(a.locator(`[data-testid="participant-item"][data-participant-id="${anna.id}"] [data-flag="not_in_group"]`)).toBeVisible({
+    timeout: 20_000,
+  });
+  await expect(a.getByTestId('e2ee-indicator')).toHaveAttribute('data-state', 'warning');
+  await anna.page.getByTestId('leave-button').click();
+  await expect(a.locator(`[data-testid="participant-item"][data-participant-id="${anna.id}"]`)).toHaveCount(0);
+});
+
+test('ghosts are refused: a forged Add, an impostor and an announced stranger', async ({ server }) => {
+  const people = [s.admin!, s.erika!, s.jonas!];
+  const before = await commonSecurityCode(people.map((p) => p.page));
+  const names = (await e2eeStatus(people[0].page))!.roster.map((r) => r.displayName).sort();
+  expect(names).toHaveLength(3);
+  const res = await fetch(`${server.baseURL}/api/test/meetings/${s.meetingId}/inject-ghost`, { method: 'POST' });
+  expect(res.status).toBe(200);
+  const report = (await res.json()) as { ghost_participant: string; forged_commit_epoch: number | null; impostor_pending: string | null };
+  expect(report.forged_commit_epoch).not.toBeNull();
+  expect(report.impostor_pending).not.toBeNull();
+  for (const p of people) {
+    await expect
+      .poll(async () => (await e2eeStatus(p.page))!.warnings.map((w) => w.code), { message: `${p.name} rejects the forged commit` })
+      .toContain('commit_rejected');
+    const notices = await p.page.evaluate(() => window.__klausur!.notices());
+    expect(notices.some((n) => n.type === 'refused' && n.reason === 'credential')).toBe(true);
+    const st = (await e2eeStatus(p.page))!;
+    expect(st.roster.map((r) => r.displayName).sort()).toEqual(names);
+    // The stranger the server announces is flagged once its grace period is over.
+    await openPanel(p.page, 'people');
+    await expect(
+      p.page.locator(`[data-testid="participant-item"][data-participant-id="${report.ghost_participant}"] [data-flag="not_in_group"]`),
+    ).toBeVisible({ timeout: 20_000 });
+    await expect(p.page.getByTestId('e2ee-indicator')).toHaveAttribute('data-state', 'warning');
+  }
+  // The group did not change.
+  expect(await commonSecurityCode(people.map((p) => p.page))).toBe(before);
+});
+
+test('forward secrecy: a member the others removed decrypts nothing sent afterwards', async ({ server }) => {
+  const jonas = s.jonas!;
+  const members = [s.admin!, s.erika!];
+  const before = await commonSecurityCode([...members, jonas].map((p) => p.page));
+  // The server tells the others Jonas left but keeps forwarding media to him.
+  const res = await fetch(`${server.baseURL}/api/test/meetings/${s.meetingId}/hide/${jonas.id}`, { method: 'POST' });
+  expect(res.status, await res.text()).toBe(200);
+  const after = await commonSecurityCode(members.map((p) => p.page), before);
+  expect(after).not.toBe(before);
+  const jonasState = (await e2eeStatus(jonas.page))!;
+  expect(jonasState.securityCode).toBe(before);
+  // Frames of the new epoch keep arriving at Jonas, and none decodes.
+  const d0 = (await diagnostics(jonas.page))!;
+  const c0 = await cameraCounters(jonas.page, s.admin!.id);
+  await jonas.page.waitForTimeout(3000);
+  const c1 = await cameraCounters(jonas.page, s.admin!.id);
+  const d1 = (await diagnostics(jonas.page))!;
+  expect(c1.packets - c0.packets).toBeGreaterThan(30);
+  const decrypted = (d: typeof d0) => d.transforms.filter((x) => x.side === 'receive').reduce((n, x) => n + x.decrypted, 0);
+  const dropped = (d: typeof d0) => d.transforms.filter((x) => x.side === 'receive').reduce((n, x) => n + x.droppedNoKey + x.droppedFailed, 0);
+  expect(decrypted(d1) - decrypted(d0)).toBe(0);
+  expect(dropped(d1) - dropped(d0)).toBeGreaterThan(10);
+  expect(c1.frames - c0.frames).toBe(0);
+  // The members still decode each other.
+  await expectAudioVideoFrom(members[0].page, members[1].id);
+  await expectAudioVideoFrom(members[1].page, members[0].id);
+});
+
+test('negative control: with encryption switched off (test-only switch) the detector finds plaintext', async ({ browser, server }) => {
+  for (const p of s.everyone) await p.context.close().catch(() => undefined);
+  s.everyone = [];
+  const from = statSync(server.rtpRecording!).size;
+  const admin = await newPerson(browser, server.baseURL, 'admin');
+  s.everyone.push(admin);
+  await login(admin.page, 'admin', PASSWORD);
+  await expect(admin.page).toHaveURL(/\/meetings$/);
+  const meetingId = await createMeeting(admin.page, 'Kontrollsitzung', 'strict');
+  const guestLink = await inviteGuest(admin.page, 'Klara Klartext');
+  await admin.page.goto(`/m/${meetingId}?e2ee_test_plaintext=1`);
+  await passPrejoin(admin.page, { expectTitle: 'Kontrollsitzung' });
+  await expectInRoom(admin.page);
+  const adminId = await selfId(admin.page);
+  const guest = await newPerson(browser, server.baseURL, 'Klara');
+  s.everyone.push(guest);
+  await guest.page.goto(`${guestLink}?e2ee_test_plaintext=1`);
+  await passPrejoin(guest.page, { expectTitle: 'Kontrollsitzung' });
+  await expectInRoom(guest.page);
+  await expectAudioVideoFrom(guest.page, adminId);
+  await guest.page.waitForTimeout(3000);
+  const frames = [...(await captured(admin.page)), ...(await captured(guest.page))];
+  expect(frames.length).toBeGreaterThan(50);
+  const d = (await diagnostics(admin.page))!;
+  expect(d.transforms.reduce((n, x) => n + x.plaintext, 0)).toBeGreaterThan(0);
+  const finding = findPlaintext(frames, readRecording(server.rtpRecording!, from));
+  expect(finding.matches).toBeGreaterThan(100);
+});
