@@ -1,5 +1,5 @@
 import { defineConfig } from '@playwright/test';
-import { canaryVideoPath } from './e2e/canary';
+import { canaryTonePath, canaryVideoPath } from './e2e/canary';
 
 // Debian's Chromium, never a downloaded browser. One browser process, a context per participant.
 export const chromiumArgs = [
@@ -15,6 +15,7 @@ export const chromiumArgs = [
   '--allow-loopback-in-peer-connection', // 127.0.0.1 ICE candidates
   '--autoplay-policy=no-user-gesture-required',
   `--use-file-for-fake-video-capture=${canaryVideoPath()}`,
+  `--use-file-for-fake-audio-capture=${canaryTonePath()}`,
 ];
 
 export default defineConfig({
