@@ -1,7 +1,8 @@
 // End-to-end encryption in real browsers against a real server: the test-hooks builds of both
 // (server: RTP payload recorder and malicious-server hooks; web: plaintext capture and switches).
 // The tests build on each other (one meeting, people come and go) and run in order.
-import { statSync } from 'node:fs';
+import { statSync, writeFileSync } from 'node:fs';
+import { join as joinPath } from 'node:path';
 import type { Page } from '@playwright/test';
 import { expect, newPerson, test, type Person } from './fixtures';
 import {
@@ -243,12 +244,67 @@ test('forward secrecy: a member the others removed decrypts nothing sent afterwa
   expect(c1.packets - c0.packets).toBeGreaterThan(30);
   const decrypted = (d: typeof d0) => d.transforms.filter((x) => x.side === 'receive').reduce((n, x) => n + x.decrypted, 0);
   const dropped = (d: typeof d0) => d.transforms.filter((x) => x.side === 'receive').reduce((n, x) => n + x.droppedNoKey + x.droppedFailed, 0);
-  expect(decrypted(d1) - decrypted(d0)).toBe(0);
+  const epochs = await Promise.all([...members, jonas].map(async (p) => (await e2eeStatus(p.page))?.epoch));
+  expect(
+    decrypted(d1) - decrypted(d0),
+    `epochs ${JSON.stringify(epochs)}; ${JSON.stringify(d1.transforms.filter((x) => x.side === 'receive').map((x) => [x.kind, x.decrypted, x.lastSenderLeaf]))} vs ${JSON.stringify(d0.transforms.filter((x) => x.side === 'receive').map((x) => [x.kind, x.decrypted]))}`,
+  ).toBe(0);
   expect(dropped(d1) - dropped(d0)).toBeGreaterThan(10);
   expect(c1.frames - c0.frames).toBe(0);
   // The members still decode each other.
   await expectAudioVideoFrom(members[0].page, members[1].id);
   await expectAudioVideoFrom(members[1].page, members[0].id);
+});
+
+test('figures: admit-to-first-decrypted-frame and the worker’s cost per frame (recorded, not asserted)', async ({ browser, server }) => {
+  const a = s.admin!.page;
+  const guest = await newPerson(browser, server.baseURL, 'Max');
+  s.everyone.push(guest);
+  await guest.page.goto(`/m/${s.meetingId}`);
+  await passPrejoin(guest.page, { expectTitle: TITLE, name: 'Max Gast' });
+  await expect(guest.page.getByTestId('lobby-page')).toBeVisible();
+  await openPanel(a, 'people');
+  const entry = a.locator('[data-testid="lobby-entry"][data-name="Max Gast"]');
+  await expect(entry).toBeVisible();
+  // The guest's page watches its own counters from before the admit; both clocks are this host's.
+  const firstFrame = guest.page.evaluate(async () => {
+    const until = Date.now() + 30_000;
+    let decrypted: number | null = null;
+    while (Date.now() < until) {
+      const d = await window.__klausur?.e2eeDiagnostics();
+      const v = d?.transforms.filter((x) => x.side === 'receive' && x.kind === 'video').reduce((n, x) => n + x.decrypted, 0) ?? 0;
+      if (v > 0 && decrypted === null) decrypted = Date.now();
+      const st = (await window.__klausur?.stats()) ?? [];
+      if (decrypted !== null && st.some((x) => x.kind === 'video' && x.framesDecoded > 0)) return { decrypted, decoded: Date.now() };
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    return { decrypted, decoded: null };
+  });
+  const admitAt = Date.now();
+  await entry.getByTestId('admit-button').click();
+  const t = await firstFrame;
+  expect(t.decrypted).not.toBeNull();
+  const figures: Record<string, number | null> = {
+    admit_to_first_decrypted_frame_ms: t.decrypted! - admitAt,
+    admit_to_first_decoded_frame_ms: t.decoded === null ? null : t.decoded - admitAt,
+  };
+  // Worker cost: crypto time per frame from the members' diagnostics (send and receive side).
+  const all = (await Promise.all([a, s.erika!.page].map((p) => diagnostics(p)))).flatMap((d) => d!.transforms);
+  const per = (side: 'send' | 'receive', kind: 'audio' | 'video') => {
+    const xs = all.filter((x) => x.side === side && x.kind === kind);
+    const n = xs.reduce((m, x) => m + (side === 'send' ? x.encrypted : x.decrypted), 0);
+    const ms = xs.reduce((m, x) => m + x.cryptoMs, 0);
+    const bytes = xs.reduce((m, x) => m + (side === 'send' ? x.bytesIn : x.bytesOut), 0);
+    return { us: n ? Math.round((ms * 1000) / n) : null, bytes: n ? Math.round(bytes / n) : null };
+  };
+  for (const side of ['send', 'receive'] as const)
+    for (const kind of ['audio', 'video'] as const) {
+      const r = per(side, kind);
+      figures[`${side === 'send' ? 'encrypt' : 'decrypt'}_${kind}_us_per_frame`] = r.us;
+      figures[`${kind}_bytes_per_frame`] = r.bytes;
+    }
+  console.log(`E2EE FIGURES ${JSON.stringify(figures)}`);
+  writeFileSync(joinPath(test.info().outputDir, '..', 'e2ee-figures.json'), JSON.stringify(figures, null, 2));
 });
 
 test('negative control: with encryption switched off (test-only switch) the detector finds plaintext', async ({ browser, server }) => {

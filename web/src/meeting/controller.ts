@@ -56,6 +56,7 @@ export class MeetingController {
   private signaling: SignalingClient;
   private peer: PeerSession | null = null;
   private e2ee: E2eeSession | null = null;
+  private e2eeStarted = false;
   private audioTrack: MediaStreamTrack | null;
 
   constructor(private readonly opts: JoinOptions) {
@@ -117,6 +118,13 @@ export class MeetingController {
 
   start(): void {
     installTestHooks(this);
+    // The encryption worker loads its WebAssembly and makes the device key while the join (and
+    // any wait in the lobby) is under way; the group is joined after `joined`.
+    this.e2ee = new E2eeSession({
+      send: (m) => this.send(m),
+      onStatus: (status) => this.update({ e2ee: status }),
+      onNotice: (notice) => this.addNotice(notice),
+    });
     this.signaling.connect();
   }
 
@@ -192,13 +200,9 @@ export class MeetingController {
 
   /** Joins the meeting's MLS group: a device key in the worker, a credential, a key package. */
   private startEncryption(selfId: string, participants: Participant[]): void {
-    if (this.e2ee) return;
-    const e2ee = new E2eeSession({
-      send: (m) => this.send(m),
-      onStatus: (status) => this.update({ e2ee: status }),
-      onNotice: (notice) => this.addNotice(notice),
-    });
-    this.e2ee = e2ee;
+    const e2ee = this.e2ee;
+    if (!e2ee || this.e2eeStarted) return;
+    this.e2eeStarted = true;
     e2ee.setParticipants(selfId, participants);
     const me = participants.find((p) => p.id === selfId);
     const { meetingId, inviteToken } = this.opts;
