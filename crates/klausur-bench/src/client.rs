@@ -49,6 +49,33 @@ impl Timing {
     }
 }
 
+/// What a participant publishes, and how many tracks it expects to receive at first (its
+/// first offer carries that many recvonly transceivers; the server asks for more when needed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Role {
+    pub audio: bool,
+    pub video: bool,
+    pub expect: (u32, u32),
+}
+
+impl Role {
+    /// Sends audio and video (a meeting participant, a webinar presenter, ...).
+    pub const AV: Role = Role {
+        audio: true,
+        video: true,
+        expect: (0, 0),
+    };
+
+    /// Sends nothing, receives `audio` + `video` tracks.
+    pub fn listener(audio: u32, video: u32) -> Role {
+        Role {
+            audio: false,
+            video: false,
+            expect: (audio, video),
+        }
+    }
+}
+
 /// What a participant reports at the end.
 #[derive(Debug, Clone)]
 pub struct PeerReport {
@@ -89,6 +116,9 @@ pub struct Peer {
     timing: Timing,
     joined_at: Instant,
     sender: Sender,
+    role: Role,
+    /// The send m-lines of `role` are in the SDP (klausur signaling).
+    send_added: bool,
     recv: RecvStats,
     connected_at: Option<Instant>,
     next_timeout: Instant,
@@ -192,6 +222,8 @@ impl Peer {
                 keyframe_pending: true,
                 stats: SendStats::default(),
             },
+            role: Role::AV,
+            send_added: false,
             recv: RecvStats::default(),
             connected_at: None,
             next_timeout: now,
@@ -200,6 +232,11 @@ impl Peer {
             sig: None,
             offers: None,
         })
+    }
+
+    /// What this peer publishes against klausur (default: audio and video).
+    pub fn set_role(&mut self, role: Role) {
+        self.role = role;
     }
 
     /// Where TTFF and connect time are measured from (the Janus side sets its `join` time).
@@ -239,22 +276,34 @@ impl Peer {
     }
 
     fn set_send_tracks(&mut self, audio: Mid, video: Mid) -> anyhow::Result<()> {
-        let apt = pt_of(&self.rtc, Codec::Opus)?;
-        let vpt = pt_of(&self.rtc, Codec::Vp8)?;
-        self.sender.audio.get_or_insert(Track {
-            mid: audio,
-            pt: apt,
-            tag: 0,
-            rtp_seq: 1,
-            rtp_time: 0,
-        });
-        self.sender.video.get_or_insert(Track {
-            mid: video,
-            pt: vpt,
-            tag: 0,
-            rtp_seq: 1,
-            rtp_time: 0,
-        });
+        self.set_send_tracks_opt(Some(audio), Some(video))
+    }
+
+    fn set_send_tracks_opt(
+        &mut self,
+        audio: Option<Mid>,
+        video: Option<Mid>,
+    ) -> anyhow::Result<()> {
+        if let Some(audio) = audio {
+            let apt = pt_of(&self.rtc, Codec::Opus)?;
+            self.sender.audio.get_or_insert(Track {
+                mid: audio,
+                pt: apt,
+                tag: 0,
+                rtp_seq: 1,
+                rtp_time: 0,
+            });
+        }
+        if let Some(video) = video {
+            let vpt = pt_of(&self.rtc, Codec::Vp8)?;
+            self.sender.video.get_or_insert(Track {
+                mid: video,
+                pt: vpt,
+                tag: 0,
+                rtp_seq: 1,
+                rtp_time: 0,
+            });
+        }
         Ok(())
     }
 
@@ -297,7 +346,7 @@ impl Peer {
         self.sig = Some(Signaling {
             ws,
             pending: None,
-            want: (0, 0),
+            want: self.role.expect,
             recv_audio: Vec::new(),
             recv_video: Vec::new(),
             next_ping: Instant::now() + PING_EVERY,
@@ -322,9 +371,15 @@ impl Peer {
         }
         let mut api = self.rtc.sdp_api();
         let mut new_send = None;
-        if self.sender.audio.is_none() {
-            let a = api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
-            let v = api.add_media(MediaKind::Video, Direction::SendOnly, None, None, None);
+        if !self.send_added {
+            let a = self
+                .role
+                .audio
+                .then(|| api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None));
+            let v = self
+                .role
+                .video
+                .then(|| api.add_media(MediaKind::Video, Direction::SendOnly, None, None, None));
             new_send = Some((a, v));
         }
         let mut recv_audio = sig.recv_audio.clone();
@@ -342,23 +397,25 @@ impl Peer {
         sig.recv_video = recv_video;
         sig.pending = Some(pending);
         if let Some((a, v)) = new_send {
-            self.set_send_tracks(a, v)?;
+            self.set_send_tracks_opt(a, v)?;
+            self.send_added = true;
         }
-        let (Some(a), Some(v)) = (&self.sender.audio, &self.sender.video) else {
-            bail!("send tracks missing");
-        };
+        let mut sources = Vec::new();
+        if let Some(a) = &self.sender.audio {
+            sources.push(SendSource {
+                mid: a.mid.to_string(),
+                source: Source::Microphone,
+            });
+        }
+        if let Some(v) = &self.sender.video {
+            sources.push(SendSource {
+                mid: v.mid.to_string(),
+                source: Source::Camera,
+            });
+        }
         let msg = ClientMsg::Offer {
             sdp: offer.to_sdp_string(),
-            sources: vec![
-                SendSource {
-                    mid: a.mid.to_string(),
-                    source: Source::Microphone,
-                },
-                SendSource {
-                    mid: v.mid.to_string(),
-                    source: Source::Camera,
-                },
-            ],
+            sources,
         };
         sig.ws
             .send(Message::Text(serde_json::to_string(&msg)?.into()))

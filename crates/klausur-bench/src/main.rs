@@ -24,7 +24,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use serde_json::json;
 
-use crate::scenario::{ScenarioResult, ServerKind, Settings};
+use crate::scenario::{ScenarioResult, ServerKind, Settings, Spec};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -83,6 +83,18 @@ enum Cmd {
         /// Participants.
         participants: usize,
     },
+    /// `webinar 1->M`: one presenter sends audio and video, M viewers receive (klausur only).
+    Webinar {
+        /// Viewers.
+        viewers: usize,
+    },
+    /// `townhall N`: audio only, a few speakers, everyone listens (klausur only).
+    Townhall {
+        /// Participants (speakers included).
+        participants: usize,
+        #[arg(long, default_value_t = 3)]
+        speakers: usize,
+    },
     /// Runs `meeting 10` against klausur and Janus 1.1.2 (VideoRoom) in the same run.
     Compare {
         #[arg(long, default_value_t = 10)]
@@ -94,9 +106,15 @@ enum Cmd {
         /// The file to update.
         #[arg(long, default_value = "BENCHMARKS.md")]
         markdown: PathBuf,
-        /// Meeting sizes to run, comma-separated.
-        #[arg(long, value_delimiter = ',', default_value = "4,10")]
+        /// Meeting sizes to run (klausur and Janus), comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "10,25")]
         sizes: Vec<usize>,
+        /// Viewers of the `webinar 1->M` scenario (0: skip).
+        #[arg(long, default_value_t = 30)]
+        webinar: usize,
+        /// Participants of the `townhall` scenario, 3 of them speaking (0: skip).
+        #[arg(long, default_value_t = 150)]
+        townhall: usize,
     },
 }
 
@@ -149,24 +167,57 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Meeting { participants } => vec![*participants],
         Cmd::Compare { participants } => vec![*participants],
         Cmd::Standard { sizes, .. } => sizes.clone(),
+        Cmd::Webinar { .. } | Cmd::Townhall { .. } => Vec::new(),
     };
-    let with_janus = !cli.common.no_janus && !matches!(cli.command, Cmd::Meeting { .. });
+    let with_janus =
+        !cli.common.no_janus && matches!(cli.command, Cmd::Compare { .. } | Cmd::Standard { .. });
     for n in &sizes {
         anyhow::ensure!(
             (2..=limit).contains(n),
             "a meeting needs 2 to {limit} participants"
         );
     }
+    // (scenario, also against Janus)
+    let mut specs: Vec<(Spec, bool)> = sizes
+        .iter()
+        .map(|n| (Spec::meeting(*n), with_janus))
+        .collect();
+    match &cli.command {
+        Cmd::Webinar { viewers } => specs.push((Spec::webinar(*viewers), false)),
+        Cmd::Townhall {
+            participants,
+            speakers,
+        } => specs.push((Spec::townhall(*participants, *speakers), false)),
+        Cmd::Standard {
+            webinar, townhall, ..
+        } => {
+            if *webinar > 0 {
+                specs.push((Spec::webinar(*webinar), false));
+            }
+            if *townhall > 0 {
+                specs.push((Spec::townhall(*townhall, 3), false));
+            }
+        }
+        _ => {}
+    }
+    for (spec, _) in &specs {
+        anyhow::ensure!(
+            (2..=500).contains(&spec.roles.len()),
+            "{}: 2 to 500 participants",
+            spec.name
+        );
+    }
     let baseline = scenario::run_baseline(&s).await?;
     let mut results: Vec<ScenarioResult> = Vec::new();
     let mut janus_failures = Vec::new();
-    for n in sizes {
-        results.push(scenario::run_meeting(&s, n, baseline.clone(), ServerKind::Klausur).await?);
-        if with_janus {
-            match scenario::run_meeting(&s, n, baseline.clone(), ServerKind::Janus).await {
+    for (spec, janus) in specs {
+        results
+            .push(scenario::run_scenario(&s, &spec, baseline.clone(), ServerKind::Klausur).await?);
+        if janus {
+            match scenario::run_scenario(&s, &spec, baseline.clone(), ServerKind::Janus).await {
                 Ok(r) => results.push(r),
                 Err(e) => {
-                    let e = format!("meeting {n} against Janus failed: {e:#}");
+                    let e = format!("{} against Janus failed: {e:#}", spec.name);
                     eprintln!("klausur-bench: {e}");
                     janus_failures.push(e);
                 }

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use serde::Serialize;
 
-use crate::client::{Peer, PeerReport, Timing};
+use crate::client::{Peer, PeerReport, Role, Timing};
 use crate::janus::{self, JanusServer};
 use crate::procfs;
 use crate::server::KlausurServer;
@@ -27,6 +27,70 @@ pub struct Settings {
     pub server_cpu: Option<usize>,
     /// Offer str0m's full default codec list instead of Opus + VP8 only.
     pub all_codecs: bool,
+}
+
+/// A scenario: who joins and what each participant publishes.
+#[derive(Debug, Clone)]
+pub struct Spec {
+    /// `meeting-10`, `webinar-1-30`, `townhall-150`.
+    pub name: String,
+    pub roles: Vec<Role>,
+    /// Gap between two joins (else `Settings::stagger`).
+    pub stagger: Option<Duration>,
+}
+
+impl Spec {
+    /// `meeting N`: everyone sends audio and video, everyone receives everyone.
+    pub fn meeting(n: usize) -> Spec {
+        Spec {
+            name: format!("meeting-{n}"),
+            roles: vec![Role::AV; n],
+            stagger: None,
+        }
+    }
+
+    /// `webinar 1->M`: one presenter sends audio and video, M viewers only receive.
+    pub fn webinar(m: usize) -> Spec {
+        let mut roles = vec![Role::AV];
+        roles.extend(std::iter::repeat_n(Role::listener(1, 1), m));
+        Spec {
+            name: format!("webinar-1-{m}"),
+            roles,
+            stagger: Some(Duration::from_millis(20)),
+        }
+    }
+
+    /// `townhall N`: audio only; `speakers` participants talk, everyone hears them.
+    pub fn townhall(n: usize, speakers: usize) -> Spec {
+        let speakers = speakers.clamp(1, n);
+        let speaker = Role {
+            audio: true,
+            video: false,
+            expect: (speakers as u32 - 1, 0),
+        };
+        let mut roles = vec![speaker; speakers];
+        roles.extend(std::iter::repeat_n(
+            Role::listener(speakers as u32, 0),
+            n - speakers,
+        ));
+        Spec {
+            name: format!("townhall-{n}"),
+            roles,
+            stagger: Some(Duration::from_millis(20)),
+        }
+    }
+
+    fn participants(&self) -> usize {
+        self.roles.len()
+    }
+
+    fn is_meeting(&self) -> bool {
+        self.roles.iter().all(|r| *r == Role::AV)
+    }
+
+    fn stagger(&self, settings: &Settings) -> Duration {
+        self.stagger.unwrap_or(settings.stagger)
+    }
 }
 
 /// The figures of one trial.
@@ -181,12 +245,19 @@ impl Running {
     }
 }
 
-/// One trial of `meeting n` against a fresh server of the given kind.
-pub async fn meeting_trial(
-    settings: &Settings,
-    n: usize,
-    kind: ServerKind,
-) -> anyhow::Result<Trial> {
+/// One trial of a scenario against a fresh server of the given kind.
+pub async fn trial(settings: &Settings, spec: &Spec, kind: ServerKind) -> anyhow::Result<Trial> {
+    let n = spec.participants();
+    anyhow::ensure!(
+        kind == ServerKind::Klausur || spec.is_meeting(),
+        "{} runs against klausur only",
+        spec.name
+    );
+    let stagger = spec.stagger(settings);
+    // Everyone has joined before the window starts.
+    let warmup = settings
+        .warmup
+        .max(stagger * n as u32 + Duration::from_secs(2));
     let loadavg = procfs::loadavg()[0];
     let bin = settings.server_bin.clone();
     let cpu = settings.server_cpu;
@@ -207,11 +278,12 @@ pub async fn meeting_trial(
     let ticks = procfs::clock_ticks_per_sec();
     tokio::time::sleep(Duration::from_millis(200)).await;
     let rss_empty = procfs::rss_mib(pid)?;
-    let t = timing(settings, settings.warmup);
+    let t = timing(settings, warmup);
     let mut tasks = Vec::with_capacity(n);
     for i in 0..n {
         let all_codecs = settings.all_codecs;
-        let join_at = t.start + settings.stagger * i as u32;
+        let role = spec.roles[i];
+        let join_at = t.start + stagger * i as u32;
         match &server {
             Running::Klausur(server) => {
                 let url = server.ws_url();
@@ -223,6 +295,7 @@ pub async fn meeting_trial(
                         Ok(p) => p,
                         Err(e) => return Err(e),
                     };
+                    peer.set_role(role);
                     if let Err(e) = peer.join_klausur(&url, &meeting, &token).await {
                         return Err(e.context(format!("participant {i} could not join")));
                     }
@@ -245,10 +318,10 @@ pub async fn meeting_trial(
             }
         }
     }
-    tokio::time::sleep_until((t.start + settings.warmup).into()).await;
+    tokio::time::sleep_until((t.start + warmup).into()).await;
     let cpu0 = procfs::cpu_seconds(pid, ticks)?;
     let own0 = procfs::cpu_seconds(std::process::id(), ticks)?;
-    tokio::time::sleep_until((t.start + settings.warmup + settings.window).into()).await;
+    tokio::time::sleep_until((t.start + warmup + settings.window).into()).await;
     let cpu1 = procfs::cpu_seconds(pid, ticks)?;
     let own1 = procfs::cpu_seconds(std::process::id(), ticks)?;
     let rss = procfs::rss_mib(pid)?;
@@ -413,30 +486,24 @@ pub async fn run_baseline(settings: &Settings) -> anyhow::Result<Vec<Trial>> {
     Ok(baseline)
 }
 
-/// Runs `meeting n` against the given server `settings.trials` times; `baseline` from
+/// Runs a scenario against the given server `settings.trials` times; `baseline` from
 /// [`run_baseline`].
-pub async fn run_meeting(
+pub async fn run_scenario(
     settings: &Settings,
-    n: usize,
+    spec: &Spec,
     baseline: Vec<Trial>,
     kind: ServerKind,
 ) -> anyhow::Result<ScenarioResult> {
-    let needed = settings.stagger * n as u32 + Duration::from_secs(1);
-    if settings.warmup < needed {
-        eprintln!(
-            "klausur-bench: warning: warm-up {:?} is short for {n} staggered joins (want >= {needed:?})",
-            settings.warmup
-        );
-    }
     let mut trials = Vec::new();
     for i in 0..settings.trials {
         eprintln!(
-            "klausur-bench: meeting {n}, {}, trial {}/{}",
+            "klausur-bench: {}, {}, trial {}/{}",
+            spec.name,
             kind.name(),
             i + 1,
             settings.trials
         );
-        let t = meeting_trial(settings, n, kind).await?;
+        let t = trial(settings, spec, kind).await?;
         eprintln!(
             "  {:.0} fwd pkt/s, {:.3} server CPU-s, {:.3} load generator CPU-s, {:.0} pkt/CPU-s, p50 {:.3} ms, p99 {:.3} ms, loss {:.5}, ttff p50 {:.0} ms, rss {:.1} MiB, problems {}",
             t.fwd_pkts_per_s,
@@ -452,10 +519,5 @@ pub async fn run_meeting(
         );
         trials.push(t);
     }
-    Ok(combine(
-        &format!("meeting-{n}"),
-        kind.name(),
-        trials,
-        baseline,
-    ))
+    Ok(combine(&spec.name, kind.name(), trials, baseline))
 }

@@ -149,7 +149,13 @@ impl KlausurServer {
             .arg(media.to_string())
             .env_remove("KLAUSUR_WEB_ROOT")
             .env_remove("KLAUSUR_CONFIG")
-            .env("KLAUSUR_LOG", "warn,str0m=error")
+            // KLAUSUR_BENCH_SERVER_LOG overrides the server's log filter for diagnosis (its
+            // lines then count as problems).
+            .env(
+                "KLAUSUR_LOG",
+                std::env::var("KLAUSUR_BENCH_SERVER_LOG")
+                    .unwrap_or_else(|_| "warn,str0m=error".into()),
+            )
             .stdin(Stdio::null())
             .stdout(out.try_clone()?)
             .stderr(out);

@@ -16,12 +16,25 @@
 //! 2. **After every `handle_*` call** (and after `add_peer`, `remove_peer`, `handle_offer`) the
 //!    driver calls [`Room::poll_output`] until it returns `None`, sending each
 //!    [`RoomOutput::Transmit`] from `source` to `destination` and acting on each
-//!    [`RoomOutput::Event`].
+//!    [`RoomOutput::Event`]. **Receive batches:** the driver may instead feed a whole batch of
+//!    datagrams (all it got from one `recvmmsg`) through [`Room::handle_receive`] and drain
+//!    once after the batch; that is the cheap way (see *Cost* below).
 //! 3. Then it asks [`Room::poll_timeout`] and calls [`Room::handle_timeout`] no later than that
 //!    instant (earlier is always allowed). `None` means no peers are left.
 //!
 //! Outputs are queued inside the room, so not draining them only costs memory; but a driver
 //! that skips `handle_timeout` stalls ICE, DTLS, RTCP and retransmissions.
+//!
+//! # Cost
+//!
+//! In str0m's RTP mode a packet written to a subscriber's `Rtc` only becomes sendable when that
+//! `Rtc` is given `Input::Timeout`, and such a tick walks all of the subscriber's streams. So
+//! [`Room::handle_receive`] only handles the publisher (whose `Input::Receive` includes a tick)
+//! and writes the packet to the subscribers; the subscribers are ticked and drained lazily, by
+//! the first [`Room::poll_output`] that finds the output queue empty. A driver that drains once
+//! per receive batch thus ticks each subscriber once per batch, not once per packet (see
+//! [`RoomStats::rtc_ticks`]). [`Room::poll_timeout`] is O(1): the room keeps a lower bound of
+//! its peers' timeouts and recomputes it exactly in [`Room::handle_timeout`].
 //!
 //! # Signaling model
 //!
@@ -182,6 +195,9 @@ pub struct RoomStats {
     /// Received RTP packets not forwarded to anyone because the track is muted server-side,
     /// unknown, or of an unexpected payload type.
     pub dropped_packets: u64,
+    /// `Input::Timeout` ticks given to the peers' `Rtc`s (the main cost of forwarding besides
+    /// SRTP; one per subscriber per drained receive batch, plus due timers).
+    pub rtc_ticks: u64,
 }
 
 /// A track a peer publishes.
@@ -328,7 +344,32 @@ pub struct Room {
     stats: RoomStats,
     active_speaker: Option<PeerId>,
     next_speaker_eval: Option<Instant>,
+    /// The latest `now` of any input; deferred subscriber ticks run at this time.
+    last_now: Option<Instant>,
+    /// A lower bound of the peers' `next_timeout` (exact after `handle_timeout`).
+    earliest: Option<Instant>,
+    #[cfg(feature = "payload-recorder")]
+    recorder: Option<PayloadRecorder>,
 }
+
+/// Test builds only (feature `payload-recorder`): one forwarded RTP packet as the room saw it.
+#[cfg(feature = "payload-recorder")]
+#[derive(Debug)]
+pub struct RecordedPacket<'a> {
+    pub publisher: PeerId,
+    pub ssrc: u32,
+    pub seq: u16,
+    pub timestamp: u32,
+    pub payload_type: u8,
+    pub marker: bool,
+    /// `"opus"` or `"vp8"`.
+    pub codec: &'static str,
+    pub payload: &'a [u8],
+}
+
+/// Test builds only: called with every RTP packet the room forwards.
+#[cfg(feature = "payload-recorder")]
+pub type PayloadRecorder = Box<dyn FnMut(&RecordedPacket<'_>) + Send>;
 
 fn crypto_provider() -> Arc<CryptoProvider> {
     static PROVIDER: OnceLock<Arc<CryptoProvider>> = OnceLock::new();
@@ -383,7 +424,30 @@ impl Room {
             stats: RoomStats::default(),
             active_speaker: None,
             next_speaker_eval: None,
+            last_now: None,
+            earliest: None,
+            #[cfg(feature = "payload-recorder")]
+            recorder: None,
         }
+    }
+
+    /// Test builds only: sees every RTP packet this room forwards (after validation, before the
+    /// copies to subscribers).
+    #[cfg(feature = "payload-recorder")]
+    pub fn set_payload_recorder(&mut self, recorder: PayloadRecorder) {
+        self.recorder = Some(recorder);
+    }
+
+    /// Records `now` as the latest time seen (it never goes backwards).
+    fn observe(&mut self, now: Instant) {
+        if self.last_now.is_none_or(|t| t < now) {
+            self.last_now = Some(now);
+        }
+    }
+
+    /// Recomputes the exact earliest peer timeout.
+    fn recompute_earliest(&mut self) {
+        self.earliest = self.peers.values().map(|p| p.next_timeout).min();
     }
 
     /// Creates the peer's Rtc (ICE-lite, RTP mode, Opus+VP8) with one host candidate per local address.
@@ -397,6 +461,7 @@ impl Room {
         if self.peers.contains_key(&peer) {
             return Err(RoomError::DuplicatePeer(peer));
         }
+        self.observe(now);
         if local_addrs.is_empty() {
             return Err(RoomError::InvalidAddress("no local address".into()));
         }
@@ -441,6 +506,7 @@ impl Room {
         if self.next_speaker_eval.is_none() {
             self.next_speaker_eval = Some(now + SPEAKER_INTERVAL);
         }
+        self.earliest = Some(self.earliest.map_or(now, |e| e.min(now)));
         self.mark_dirty(peer, true);
         self.run(now);
         Ok(ufrag)
@@ -451,6 +517,7 @@ impl Room {
         let Some(mut p) = self.peers.remove(&peer) else {
             return;
         };
+        self.observe(now);
         p.rtc.disconnect();
         drop(p);
         for q in self.peers.values_mut() {
@@ -467,6 +534,7 @@ impl Room {
             self.next_speaker_eval = None;
         }
         self.run(now);
+        self.recompute_earliest();
     }
 
     /// Accepts a client offer; `sources` says which of its sending mids carry which source.
@@ -480,6 +548,7 @@ impl Room {
         if !self.peers.contains_key(&peer) {
             return Err(RoomError::UnknownPeer(peer));
         }
+        self.observe(now);
         let offer =
             SdpOffer::from_sdp_string(sdp).map_err(|e| RoomError::InvalidSdp(e.to_string()))?;
 
@@ -670,6 +739,9 @@ impl Room {
     }
 
     /// One UDP datagram from the network addressed to `peer`.
+    ///
+    /// Handles the publisher at once and writes forwarded RTP to the subscribers' `Rtc`s; the
+    /// subscribers are ticked by the next [`Room::poll_output`] (see *Cost* in the crate docs).
     pub fn handle_receive(
         &mut self,
         now: Instant,
@@ -678,16 +750,23 @@ impl Room {
         destination: SocketAddr,
         contents: &[u8],
     ) -> Result<(), RoomError> {
+        if !self.peers.contains_key(&peer) {
+            return Err(RoomError::UnknownPeer(peer));
+        }
+        self.observe(now);
         let p = self
             .peers
             .get_mut(&peer)
             .ok_or(RoomError::UnknownPeer(peer))?;
         let receive = Receive::new(Protocol::Udp, source, destination, contents)
             .map_err(|e| RoomError::InvalidPacket(e.to_string()))?;
-        let result = p.rtc.handle_input(Input::Receive(now, receive));
-        let result = match result {
+        match p.rtc.handle_input(Input::Receive(now, receive)) {
             Ok(()) => {
-                self.mark_dirty(peer, false);
+                // Input::Receive includes a tick at `now`: whatever was written to this peer
+                // before is sendable now. Drain it at once: str0m holds only one received RTP
+                // packet for the next poll.
+                p.needs_tick = false;
+                self.drain(now, peer);
                 Ok(())
             }
             Err(e) => {
@@ -698,33 +777,44 @@ impl Room {
                 }
                 Err(RoomError::Rtc(e.to_string()))
             }
-        };
-        self.run(now);
-        result
+        }
     }
 
     /// Drives time forward: ICE, DTLS, RTCP, retransmissions, pacing, active speaker.
     pub fn handle_timeout(&mut self, now: Instant) {
-        let due: Vec<PeerId> = self
-            .peers
-            .iter()
-            .filter(|(_, p)| p.next_timeout <= now)
-            .map(|(id, _)| *id)
-            .collect();
-        for id in due {
-            self.mark_dirty(id, true);
+        self.observe(now);
+        for (id, p) in self.peers.iter_mut() {
+            if p.next_timeout <= now {
+                p.needs_tick = true;
+                if !p.dirty {
+                    p.dirty = true;
+                    self.dirty.push(*id);
+                }
+            }
         }
         self.run(now);
+        self.recompute_earliest();
     }
 
-    /// The next output, if any. Call until `None` after every `handle_*` call.
+    /// The next output, if any. Call until `None` after every `handle_*` call (or after a
+    /// batch of [`Room::handle_receive`] calls). When the queue is empty, the peers written to
+    /// since the last drain are ticked and drained first.
     pub fn poll_output(&mut self) -> Option<RoomOutput> {
+        if self.outputs.is_empty() && !self.dirty.is_empty() {
+            if let Some(now) = self.last_now {
+                self.run(now);
+            }
+        }
         self.outputs.pop_front()
     }
 
-    /// Earliest time handle_timeout must be called (None if no peers).
+    /// Earliest time handle_timeout must be called (None if no peers). O(1); may be earlier
+    /// than necessary, never later.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let peers = self.peers.values().map(|p| p.next_timeout).min()?;
+        if self.peers.is_empty() {
+            return None;
+        }
+        let peers = self.earliest?;
         Some(match self.next_speaker_eval {
             Some(t) => peers.min(t),
             None => peers,
@@ -777,6 +867,7 @@ impl Room {
             };
             p.dirty = false;
             if std::mem::take(&mut p.needs_tick) {
+                self.stats.rtc_ticks += 1;
                 if let Err(e) = p.rtc.handle_input(Input::Timeout(now)) {
                     tracing::debug!(peer = id, "rtc timeout error: {e}");
                     if !p.rtc.is_alive() {
@@ -798,6 +889,9 @@ impl Room {
             match p.rtc.poll_output() {
                 Ok(Output::Timeout(t)) => {
                     p.next_timeout = t;
+                    if self.earliest.is_none_or(|e| t < e) {
+                        self.earliest = Some(t);
+                    }
                     break;
                 }
                 Ok(Output::Transmit(t)) => {
@@ -896,6 +990,19 @@ impl Room {
         if !kind_ok {
             self.stats.dropped_packets += 1;
             return;
+        }
+        #[cfg(feature = "payload-recorder")]
+        if let Some(record) = self.recorder.as_mut() {
+            record(&RecordedPacket {
+                publisher,
+                ssrc: *packet.header.ssrc,
+                seq: packet.header.sequence_number,
+                timestamp: packet.header.timestamp,
+                payload_type: *pt,
+                marker: packet.header.marker,
+                codec: if codec == Codec::Opus { "opus" } else { "vp8" },
+                payload: &packet.payload,
+            });
         }
         if track.kind == MediaKind::Audio {
             if !p.audio_forwarding {

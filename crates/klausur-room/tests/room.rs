@@ -2,6 +2,7 @@
 
 mod common;
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use common::{init_log, Sim};
@@ -270,6 +271,161 @@ fn removed_peer_is_renegotiated_away() {
         .room_events
         .iter()
         .any(|(_, e)| matches!(e, RoomEvent::Disconnected(_))));
+}
+
+/// A burst of RTP from one publisher, fed to the room as one receive batch, ticks each
+/// subscriber once; drained per datagram it ticks each subscriber per packet.
+fn ticks_for_burst(batch: bool) -> u64 {
+    let mut sim = meeting(RoomConfig::default(), &[1, 2, 3]);
+    sim.batch = batch;
+    sim.run_for(Duration::from_secs(1));
+    let before: Vec<u64> = [2, 3]
+        .iter()
+        .map(|&id| sim.client(id).received(1, Source::Camera))
+        .collect();
+    let now = sim.now;
+    let mid = sim.client(1).send_mid(Source::Camera).expect("camera");
+    let c = sim.client_mut(1);
+    for _ in 0..5 {
+        c.write(now, mid, Source::Camera, str0m::format::Codec::Vp8);
+    }
+    c.rtc
+        .handle_input(str0m::Input::Timeout(now))
+        .expect("client tick");
+    sim.drain_client(1);
+    let ticks = sim.room.stats().rtc_ticks;
+    sim.deliver();
+    let ticks = sim.room.stats().rtc_ticks - ticks;
+    for (i, id) in [2, 3].into_iter().enumerate() {
+        assert_eq!(
+            sim.client(id).received(1, Source::Camera),
+            before[i] + 5,
+            "the burst reached {id}"
+        );
+    }
+    sim.run_for(Duration::from_secs(1));
+    assert_clean(&sim);
+    ticks
+}
+
+#[test]
+fn a_receive_batch_ticks_each_subscriber_once() {
+    let batched = ticks_for_burst(true);
+    assert!(
+        batched <= 2,
+        "batched: {batched} ticks for 5 packets to 2 subscribers"
+    );
+    // Negative control: draining after every datagram ticks per packet and subscriber.
+    let unbatched = ticks_for_burst(false);
+    assert!(unbatched >= 10, "unbatched: {unbatched}");
+}
+
+#[test]
+fn batched_meeting_forwards_everything() {
+    init_log();
+    let mut sim = Sim::new(RoomConfig::default());
+    sim.batch = true;
+    for id in [1, 2, 3, 4] {
+        sim.join(id);
+    }
+    assert!(sim.run_until(SETTLE, |s| {
+        s.all_connected() && s.clients.iter().all(|c| c.assignments.len() == 6)
+    }));
+    sim.run_for(Duration::from_secs(3));
+    for rx in [1, 2, 3, 4] {
+        for tx in [1, 2, 3, 4] {
+            if rx != tx {
+                let c = sim.client(rx);
+                assert!(
+                    c.received(tx, Source::Microphone) > 140,
+                    "{rx} <- {tx} audio"
+                );
+                assert!(c.received(tx, Source::Camera) > 85, "{rx} <- {tx} video");
+            }
+        }
+    }
+    assert_clean(&sim);
+    // Timers keep firing with batches: RTCP, and the active speaker.
+    assert!(sim
+        .room_events
+        .iter()
+        .any(|(_, e)| matches!(e, RoomEvent::ActiveSpeaker(Some(_)))));
+}
+
+/// Counters of `tx`'s `source` that `rx` is missing, from the first one it got to the last
+/// one `tx` sent more than 300 ms before the end (later ones may still be in repair).
+fn missing(sim: &Sim, rx: u64, tx: u64, source: Source, sent_before_end: usize) -> usize {
+    let got = &sim.client(rx).received[&(tx, source)].counters;
+    let first = *got.first().expect("received something");
+    let sent = &sim.client(tx).sent[&source];
+    let miss: Vec<u32> = sent[..sent_before_end]
+        .iter()
+        .filter(|c| **c >= first && !got.contains(c))
+        .copied()
+        .collect();
+    miss.len()
+}
+
+#[test]
+fn losses_are_repaired_with_nack_and_rtx() {
+    for batch in [false, true] {
+        let mut sim = meeting(RoomConfig::default(), &[1, 2, 3]);
+        sim.batch = batch;
+        // Streams first run clean for a while (a receiver does not NACK the first packets of
+        // a stream).
+        sim.run_for(Duration::from_secs(1));
+        // Every 13th RTP packet from the room to 2 is lost, and every 11th from 3 to the room
+        // (str0m stops retransmitting above 15 % of a stream).
+        sim.drop_rtp_to.insert(2, 13);
+        sim.drop_rtp_from.insert(3, 11);
+        sim.run_for(Duration::from_secs(4));
+        let sent_before: HashMap<(u64, Source), usize> = [1, 3]
+            .iter()
+            .flat_map(|&tx| {
+                [Source::Microphone, Source::Camera]
+                    .map(|s| ((tx, s), sim.client(tx).sent[&s].len()))
+            })
+            .collect();
+        sim.run_for(Duration::from_millis(300));
+        assert!(sim.dropped > 50, "dropped {}", sim.dropped);
+        // Video is NACKed and retransmitted (RTX) on both hops: nothing is missing.
+        for (rx, tx) in [(2, 1), (1, 3), (2, 3)] {
+            let n = missing(
+                &sim,
+                rx,
+                tx,
+                Source::Camera,
+                sent_before[&(tx, Source::Camera)],
+            );
+            assert_eq!(n, 0, "batch {batch}: {rx} misses {n} video packets of {tx}");
+        }
+        // Negative control: Opus is not NACKed, so the same losses show in audio.
+        for (rx, tx) in [(2, 1), (1, 3)] {
+            let n = missing(
+                &sim,
+                rx,
+                tx,
+                Source::Microphone,
+                sent_before[&(tx, Source::Microphone)],
+            );
+            assert!(
+                n > 10,
+                "batch {batch}: {rx} misses only {n} audio packets of {tx}"
+            );
+        }
+        // A lossless pair misses nothing.
+        assert_eq!(
+            missing(
+                &sim,
+                3,
+                1,
+                Source::Microphone,
+                sent_before[&(1, Source::Microphone)]
+            ),
+            0
+        );
+        assert_clean(&sim);
+    }
 }
 
 /// Deterministic xorshift.

@@ -3,7 +3,7 @@
 //! 1 ms steps and every component gets `handle_timeout` when due.
 #![allow(dead_code)]
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
@@ -56,6 +56,8 @@ pub struct Received {
     pub count: u64,
     pub corrupted: u64,
     pub wrong_mid: u64,
+    /// The distinct payload counters received.
+    pub counters: BTreeSet<u32>,
 }
 
 pub struct Client {
@@ -76,6 +78,8 @@ pub struct Client {
     pub next_audio: Instant,
     pub next_video: Instant,
     pub audio_level: i8,
+    /// Payload counters written, per source.
+    pub sent: HashMap<Source, Vec<u32>>,
 }
 
 impl Client {
@@ -101,6 +105,7 @@ impl Client {
             next_audio: now,
             next_video: now,
             audio_level: -30,
+            sent: HashMap::new(),
         }
     }
 
@@ -153,7 +158,7 @@ impl Client {
         }
     }
 
-    fn write(&mut self, now: Instant, mid: Mid, source: Source, codec: Codec) {
+    pub fn write(&mut self, now: Instant, mid: Mid, source: Source, codec: Codec) {
         let Some(media) = self.rtc.media(mid) else {
             return;
         };
@@ -163,6 +168,7 @@ impl Client {
         let pt = self.pt(codec);
         self.counter += 1;
         let counter = self.counter;
+        self.sent.entry(source).or_default().push(counter);
         let payload = make_payload(self.id, source, counter);
         let exts = ExtensionValues {
             audio_level: (codec == Codec::Opus).then_some(self.audio_level),
@@ -211,6 +217,7 @@ impl Client {
                 let expected_mid = self.assigned_mid(sender, source);
                 let r = self.received.entry((sender, source)).or_default();
                 r.count += 1;
+                r.counters.insert(counter);
                 if payload[..] != make_payload(sender, source, counter)[..] {
                     r.corrupted += 1;
                 }
@@ -298,6 +305,21 @@ pub struct Sim {
     pub captured_stun: Vec<(PeerId, Vec<u8>)>,
     pub captured_rtp: Vec<(PeerId, Vec<u8>)>,
     pub capture: bool,
+    /// Feed every datagram queued for the room before draining it once (a receive batch, as
+    /// the media worker does with recvmmsg), instead of draining after each datagram.
+    pub batch: bool,
+    /// Drop every n-th RTP datagram (not RTCP) the room sends to this client.
+    pub drop_rtp_to: HashMap<PeerId, u64>,
+    /// Drop every n-th RTP datagram (not RTCP) this client sends to the room.
+    pub drop_rtp_from: HashMap<PeerId, u64>,
+    rtp_seen: HashMap<(PeerId, bool), u64>,
+    /// Datagrams dropped by `drop_rtp_to` / `drop_rtp_from`.
+    pub dropped: u64,
+}
+
+/// Whether a datagram is RTP (not RTCP, STUN or DTLS), by RFC 5761/7983 demultiplexing.
+pub fn is_rtp(contents: &[u8]) -> bool {
+    matches!(contents, [128..=191, b1, ..] if !(192..=223).contains(b1))
 }
 
 impl Sim {
@@ -318,6 +340,11 @@ impl Sim {
             captured_stun: Vec::new(),
             captured_rtp: Vec::new(),
             capture: false,
+            batch: false,
+            drop_rtp_to: HashMap::new(),
+            drop_rtp_from: HashMap::new(),
+            rtp_seen: HashMap::new(),
+            dropped: 0,
         }
     }
 
@@ -425,7 +452,30 @@ impl Sim {
         }
     }
 
-    fn deliver(&mut self) {
+    /// Whether the lossy link drops this RTP datagram of `peer` (`to_client`: room -> peer).
+    fn lose(&mut self, peer: PeerId, to_client: bool, contents: &[u8]) -> bool {
+        let every = if to_client {
+            self.drop_rtp_to.get(&peer)
+        } else {
+            self.drop_rtp_from.get(&peer)
+        };
+        let Some(&every) = every else {
+            return false;
+        };
+        if !is_rtp(contents) {
+            return false;
+        }
+        let n = self.rtp_seen.entry((peer, to_client)).or_default();
+        *n += 1;
+        if n.is_multiple_of(every) {
+            self.dropped += 1;
+            return true;
+        }
+        false
+    }
+
+    /// Delivers everything in flight (room and clients) until the network is quiet.
+    pub fn deliver(&mut self) {
         for _ in 0..100_000 {
             if let Some((source, destination, contents)) = self.to_room.pop_front() {
                 assert_eq!(destination, room_addr());
@@ -441,6 +491,9 @@ impl Sim {
                 let Some(peer) = peer else {
                     continue;
                 };
+                if self.lose(peer, false, &contents) {
+                    continue;
+                }
                 if self.capture {
                     let first = contents.first().copied().unwrap_or(0);
                     if first < 2 {
@@ -452,7 +505,9 @@ impl Sim {
                 let _ = self
                     .room
                     .handle_receive(self.now, peer, source, destination, &contents);
-                self.drain_room();
+                if !self.batch || self.to_room.is_empty() {
+                    self.drain_room();
+                }
                 continue;
             }
             if let Some((source, destination, contents)) = self.to_clients.pop_front() {
@@ -460,6 +515,9 @@ impl Sim {
                     continue;
                 };
                 let id = self.clients[idx].id;
+                if self.lose(id, true, &contents) {
+                    continue;
+                }
                 let recv = Receive::new(Protocol::Udp, source, destination, &contents)
                     .expect("room sends valid datagrams");
                 self.clients[idx]
