@@ -2,7 +2,8 @@
 // (server: RTP payload recorder and malicious-server hooks; web: plaintext capture and switches).
 // The tests build on each other (one meeting, people come and go) and run in order.
 import { statSync, writeFileSync } from 'node:fs';
-import { join as joinPath } from 'node:path';
+import { dirname, join as joinPath } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import type { Page } from '@playwright/test';
 import { expect, newPerson, test, type Person } from './fixtures';
 import {
@@ -122,6 +123,7 @@ test('members agree on a security code, which changes with every join; the list 
   await test.step('the UI shows the same code, a verified list and the join notices', async () => {
     await openPanel(a, 'security');
     await expect(a.getByTestId('security-code')).toHaveText(s.code!.replaceAll(' ', ''));
+    await a.screenshot({ path: joinPath(dirname(fileURLToPath(import.meta.url)), 'screenshots', 'security-panel.png') });
     await openPanel(a, 'people');
     const rows = a.getByTestId('participant-item');
     await expect(rows).toHaveCount(3);

@@ -13,6 +13,11 @@
 //!
 //! Every client must reject the commit and the joiner and flag the ghost participant.
 //!
+//! With `KLAUSUR_TEST_RECORD_RTP=FILE` in the environment, every RTP packet a room forwards is
+//! appended to FILE as one JSON line (`peer`, `ssrc`, `seq`, `ts`, `pt`, `marker`, `codec`,
+//! `payload` in base64): what the server sees of the media, for the "no plaintext reaches the
+//! server" test.
+//!
 //! `POST /api/test/meetings/{id}/hide/{participant}` tells everyone else that the participant
 //! left, while it stays connected and keeps receiving media: the members' clients remove it from
 //! the group, and the test checks it cannot decrypt what follows (forward secrecy on leave).
@@ -33,7 +38,26 @@ use crate::meeting::{Forgery, MeetingCmd};
 use crate::state::AppState;
 
 pub fn routes(router: Router<AppState>) -> Router<AppState> {
-    router.route("/api/test/meetings/{id}/inject-ghost", post(inject_ghost))
+    router
+        .route("/api/test/meetings/{id}/inject-ghost", post(inject_ghost))
+        .route("/api/test/meetings/{id}/hide/{participant}", post(hide))
+}
+
+async fn hide(
+    State(state): State<AppState>,
+    Path((id, participant)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let not_found = || ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such participant");
+    let tx = state.registry.running_actor(&id).ok_or_else(not_found)?;
+    let peer = crate::meeting::parse_participant_id(&participant).ok_or_else(not_found)?;
+    let (reply, done) = oneshot::channel();
+    tx.send(MeetingCmd::Hide { peer, reply })
+        .await
+        .map_err(|_| not_found())?;
+    if !done.await.unwrap_or(false) {
+        return Err(not_found());
+    }
+    Ok(Json(json!({ "hidden": participant })))
 }
 
 fn now() -> Duration {
@@ -116,4 +140,41 @@ async fn inject_ghost(
         .map_err(|_| not_running())?;
     let report = done.await.map_err(|_| not_running())?;
     Ok(Json(json!(report)))
+}
+
+/// Installs the RTP payload recorder on a new room if `KLAUSUR_TEST_RECORD_RTP` names a file.
+pub fn install_payload_recorder(room: &mut klausur_room::Room) {
+    use std::io::Write as _;
+    let Some(path) = std::env::var_os("KLAUSUR_TEST_RECORD_RTP") else {
+        return;
+    };
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path);
+    let mut file = match file {
+        Ok(f) => f,
+        Err(e) => {
+            tracing::error!(
+                "cannot open the RTP recording {}: {e}",
+                path.to_string_lossy()
+            );
+            return;
+        }
+    };
+    room.set_payload_recorder(Box::new(move |p| {
+        use base64::Engine as _;
+        let line = json!({
+            "peer": p.publisher,
+            "ssrc": p.ssrc,
+            "seq": p.seq,
+            "ts": p.timestamp,
+            "pt": p.payload_type,
+            "marker": p.marker,
+            "codec": p.codec,
+            "payload": base64::engine::general_purpose::STANDARD.encode(p.payload),
+        });
+        // One write per line: with O_APPEND the lines of several rooms never interleave.
+        let _ = file.write_all(format!("{line}\n").as_bytes());
+    }));
 }
