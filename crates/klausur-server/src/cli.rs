@@ -76,6 +76,13 @@ pub struct ServeArgs {
     /// Serve plain HTTP on a non-loopback address (only behind a TLS-terminating proxy).
     #[arg(long)]
     danger_plain_http: bool,
+    /// Use the identity CA service at this URL instead of a local CA key
+    /// (`[identity] remote_url`).
+    #[arg(long)]
+    identity_remote_url: Option<String>,
+    /// The file with the CA service's token (`[identity] remote_token_file`).
+    #[arg(long)]
+    identity_remote_token_file: Option<PathBuf>,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug)]
@@ -225,6 +232,36 @@ pub enum IdentityCaCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Create a random token (mode 0600) that servers present to `identity-ca serve`.
+    InitToken {
+        #[arg(long)]
+        token_file: PathBuf,
+        /// Replace an existing token (servers using the old one are refused).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Run the CA as an HTTP service (`POST /issue`, `GET /public-key`) for servers configured
+    /// with `[identity] remote_url`. Every issuance is logged.
+    Serve {
+        #[arg(long)]
+        key_file: PathBuf,
+        /// Address to listen on, e.g. 127.0.0.1:8443.
+        #[arg(long)]
+        listen: String,
+        /// The token servers must present (`Authorization: Bearer`); see `init-token`.
+        #[arg(long)]
+        token_file: PathBuf,
+        #[arg(long)]
+        tls_cert: Option<PathBuf>,
+        #[arg(long)]
+        tls_key: Option<PathBuf>,
+        /// Serve plain HTTP on a non-loopback address (only behind a TLS-terminating proxy).
+        #[arg(long)]
+        danger_plain_http: bool,
+        /// Credentials issued per minute, for all callers together; more are refused (429).
+        #[arg(long, default_value_t = crate::ca_service::DEFAULT_ISSUES_PER_MINUTE)]
+        max_issues_per_minute: u32,
+    },
 }
 
 fn overrides(data_dir: Option<PathBuf>, s: Option<&ServeArgs>) -> Overrides {
@@ -240,6 +277,8 @@ fn overrides(data_dir: Option<PathBuf>, s: Option<&ServeArgs>) -> Overrides {
         o.tls_key = s.tls_key.clone();
         o.public_url = s.public_url.clone();
         o.danger_plain_http = s.danger_plain_http;
+        o.identity_remote_url = s.identity_remote_url.clone();
+        o.identity_remote_token_file = s.identity_remote_token_file.clone();
     }
     o
 }
@@ -279,11 +318,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let store = crate::server::open_store(&config).await?;
             invite_cmd(&store, &config, cmd).await
         }
-        Command::IdentityCa(cmd) => identity_ca_cmd(cmd),
+        Command::IdentityCa(cmd) => identity_ca_cmd(cmd).await,
     }
 }
 
-fn identity_ca_cmd(cmd: IdentityCaCmd) -> anyhow::Result<()> {
+async fn identity_ca_cmd(cmd: IdentityCaCmd) -> anyhow::Result<()> {
     match cmd {
         IdentityCaCmd::Init {
             key_file,
@@ -343,6 +382,30 @@ fn identity_ca_cmd(cmd: IdentityCaCmd) -> anyhow::Result<()> {
                 }),
                 issued.base64.clone(),
             );
+        }
+        IdentityCaCmd::InitToken { token_file, force } => {
+            crate::ca_service::create_token_file(&token_file, force)?;
+            println!("wrote a new token to {}", token_file.display());
+        }
+        IdentityCaCmd::Serve {
+            key_file,
+            listen,
+            token_file,
+            tls_cert,
+            tls_key,
+            danger_plain_http,
+            max_issues_per_minute,
+        } => {
+            let config = crate::ca_service::ServiceConfig::new(
+                key_file,
+                &listen,
+                token_file,
+                tls_cert,
+                tls_key,
+                danger_plain_http,
+                max_issues_per_minute,
+            )?;
+            crate::ca_service::serve(config).await?;
         }
     }
     Ok(())

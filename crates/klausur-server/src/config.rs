@@ -81,6 +81,9 @@ pub struct RawSecurity {
 pub struct RawIdentity {
     pub ca_key_file: Option<PathBuf>,
     pub guest_credentials_per_15min: Option<u32>,
+    pub remote_url: Option<String>,
+    pub remote_token_file: Option<PathBuf>,
+    pub remote_tls_ca_cert: Option<PathBuf>,
 }
 
 /// Overrides from the command line (highest precedence).
@@ -94,6 +97,8 @@ pub struct Overrides {
     pub tls_key: Option<PathBuf>,
     pub public_url: Option<String>,
     pub danger_plain_http: bool,
+    pub identity_remote_url: Option<String>,
+    pub identity_remote_token_file: Option<PathBuf>,
 }
 
 /// The validated configuration.
@@ -117,11 +122,42 @@ pub struct Config {
 /// The `[identity]` section: the identity CA that issues end-to-end encryption credentials.
 #[derive(Debug, Clone)]
 pub struct IdentityConfig {
-    /// The CA signing key (see [`crate::identity`]); default `<data_dir>/identity-ca.key`,
-    /// created with mode 0600 on the first start if missing.
-    pub ca_key_file: PathBuf,
+    /// Where credentials are signed.
+    pub ca: CaSource,
     /// Guest (lobby) credentials issued per client address in 15 minutes.
     pub guest_credentials_per_15min: u32,
+}
+
+/// Who holds the identity CA key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CaSource {
+    /// The server itself: the CA signing key (see [`crate::identity`]) in this file; default
+    /// `<data_dir>/identity-ca.key`, created with mode 0600 on the first start if missing.
+    KeyFile(PathBuf),
+    /// A CA service (`klausur identity-ca serve`) elsewhere; the server holds no CA key.
+    Remote(RemoteCaConfig),
+}
+
+/// `[identity] remote_url`, `remote_token_file`, `remote_tls_ca_cert`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteCaConfig {
+    /// Base URL of the CA service, without a trailing `/` (e.g. `https://ca.internal:8443`).
+    pub url: String,
+    /// File holding the bearer token the CA service expects (one line).
+    pub token_file: PathBuf,
+    /// Extra trusted root certificate (PEM) for the CA service's TLS certificate, e.g. an
+    /// internal PKI; the public web roots are trusted as well.
+    pub tls_ca_cert: Option<PathBuf>,
+}
+
+impl IdentityConfig {
+    /// The key file, when the server holds the CA key itself.
+    pub fn ca_key_file(&self) -> Option<&Path> {
+        match &self.ca {
+            CaSource::KeyFile(p) => Some(p),
+            CaSource::Remote(_) => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -291,16 +327,7 @@ impl Config {
                 "must be between 1 and 1000",
             ));
         }
-        let ca_key_file = env("KLAUSUR_IDENTITY_CA_KEY_FILE")
-            .map(PathBuf::from)
-            .or(raw.identity.ca_key_file)
-            .unwrap_or_else(|| data_dir.join("identity-ca.key"));
-        if ca_key_file.as_os_str().is_empty() || ca_key_file.is_dir() {
-            return Err(invalid(
-                "identity.ca_key_file",
-                format!("{} is not a file path", ca_key_file.display()),
-            ));
-        }
+        let ca = resolve_ca_source(&raw.identity, env, o, &data_dir, danger_plain_http)?;
         let guest_credentials_per_15min = raw.identity.guest_credentials_per_15min.unwrap_or(60);
         if !(1..=100_000).contains(&guest_credentials_per_15min) {
             return Err(invalid(
@@ -321,7 +348,7 @@ impl Config {
             invitation_hours,
             login_attempts_per_15min,
             identity: IdentityConfig {
-                ca_key_file,
+                ca,
                 guest_credentials_per_15min,
             },
         })
@@ -335,6 +362,139 @@ impl Config {
                 .as_deref()
                 .is_some_and(|u| u.starts_with("https://"))
     }
+}
+
+/// The `[identity]` key source: a local key file (default) or a remote CA service. An explicitly
+/// given `ca_key_file` and a `remote_url` exclude each other.
+fn resolve_ca_source(
+    raw: &RawIdentity,
+    env: &dyn Fn(&str) -> Option<String>,
+    o: &Overrides,
+    data_dir: &Path,
+    danger_plain_http: bool,
+) -> Result<CaSource, ConfigError> {
+    let ca_key_file = env("KLAUSUR_IDENTITY_CA_KEY_FILE")
+        .map(PathBuf::from)
+        .or_else(|| raw.ca_key_file.clone());
+    let remote_url = o
+        .identity_remote_url
+        .clone()
+        .or_else(|| env("KLAUSUR_IDENTITY_REMOTE_URL"))
+        .or_else(|| raw.remote_url.clone());
+    let token_file = o
+        .identity_remote_token_file
+        .clone()
+        .or_else(|| env("KLAUSUR_IDENTITY_REMOTE_TOKEN_FILE").map(PathBuf::from))
+        .or_else(|| raw.remote_token_file.clone());
+    let tls_ca_cert = env("KLAUSUR_IDENTITY_REMOTE_TLS_CA_CERT")
+        .map(PathBuf::from)
+        .or_else(|| raw.remote_tls_ca_cert.clone());
+    let Some(url) = remote_url else {
+        if token_file.is_some() {
+            return Err(invalid(
+                "identity.remote_url",
+                "missing (identity.remote_token_file is set)",
+            ));
+        }
+        if tls_ca_cert.is_some() {
+            return Err(invalid(
+                "identity.remote_url",
+                "missing (identity.remote_tls_ca_cert is set)",
+            ));
+        }
+        let ca_key_file = ca_key_file.unwrap_or_else(|| data_dir.join("identity-ca.key"));
+        if ca_key_file.as_os_str().is_empty() || ca_key_file.is_dir() {
+            return Err(invalid(
+                "identity.ca_key_file",
+                format!("{} is not a file path", ca_key_file.display()),
+            ));
+        }
+        return Ok(CaSource::KeyFile(ca_key_file));
+    };
+    if let Some(k) = ca_key_file {
+        return Err(invalid(
+            "identity.remote_url",
+            format!(
+                "cannot be combined with identity.ca_key_file ({}): with a remote CA the server \
+                 holds no CA key; remove one of the two",
+                k.display()
+            ),
+        ));
+    }
+    let url = validate_remote_url(&url, danger_plain_http)?;
+    let token_file = token_file.ok_or_else(|| {
+        invalid(
+            "identity.remote_token_file",
+            "missing (required with identity.remote_url: the file with the CA service's token)",
+        )
+    })?;
+    if !token_file.is_file() {
+        return Err(invalid(
+            "identity.remote_token_file",
+            format!("file {} does not exist", token_file.display()),
+        ));
+    }
+    if let Some(c) = &tls_ca_cert {
+        if !c.is_file() {
+            return Err(invalid(
+                "identity.remote_tls_ca_cert",
+                format!("file {} does not exist", c.display()),
+            ));
+        }
+    }
+    Ok(CaSource::Remote(RemoteCaConfig {
+        url,
+        token_file,
+        tls_ca_cert,
+    }))
+}
+
+/// Checks a CA service URL and returns it without a trailing `/`. Plain `http://` is accepted
+/// for loopback hosts only, unless `danger_plain_http` is set (the token would cross the
+/// network in clear).
+fn validate_remote_url(url: &str, danger_plain_http: bool) -> Result<String, ConfigError> {
+    const KEY: &str = "identity.remote_url";
+    let parsed =
+        reqwest::Url::parse(url).map_err(|e| invalid(KEY, format!("{url:?} is not a URL: {e}")))?;
+    let https = match parsed.scheme() {
+        "https" => true,
+        "http" => false,
+        _ => {
+            return Err(invalid(
+                KEY,
+                format!("{url:?} must start with https:// (or http://)"),
+            ))
+        }
+    };
+    if parsed.host().is_none()
+        || !parsed.username().is_empty()
+        || parsed.password().is_some()
+        || parsed.query().is_some()
+        || parsed.fragment().is_some()
+    {
+        return Err(invalid(
+            KEY,
+            format!("{url:?} must be a base URL like https://ca.example:8443 (no user, query or fragment)"),
+        ));
+    }
+    let host = parsed.host_str().unwrap_or("");
+    let loopback = host.eq_ignore_ascii_case("localhost")
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    if !https && !loopback && !danger_plain_http {
+        return Err(invalid(
+            KEY,
+            format!(
+                "{url:?} uses plain http to a non-loopback host: the token and the credentials \
+                 would cross the network in clear; use https:// (or set \
+                 server.danger_plain_http if the link is protected otherwise)"
+            ),
+        ));
+    }
+    Ok(url.trim_end_matches('/').to_string())
 }
 
 fn parse_file(path: &Path) -> Result<RawConfig, ConfigError> {
@@ -368,8 +528,8 @@ mod tests {
         assert!(c.tls.is_none());
         assert!(!c.secure_cookies());
         assert_eq!(
-            c.identity.ca_key_file,
-            PathBuf::from("./klausur-data").join("identity-ca.key")
+            c.identity.ca,
+            CaSource::KeyFile(PathBuf::from("./klausur-data").join("identity-ca.key"))
         );
     }
 
@@ -379,7 +539,10 @@ mod tests {
             "[identity]\nca_key_file = \"/etc/klausur/ca.key\"\nguest_credentials_per_15min = 5",
         )
         .expect("valid");
-        assert_eq!(c.identity.ca_key_file, PathBuf::from("/etc/klausur/ca.key"));
+        assert_eq!(
+            c.identity.ca_key_file(),
+            Some(Path::new("/etc/klausur/ca.key"))
+        );
         assert_eq!(c.identity.guest_credentials_per_15min, 5);
         let err = resolve("[identity]\nguest_credentials_per_15min = 0").expect_err("zero");
         assert!(
@@ -387,6 +550,148 @@ mod tests {
                 .starts_with("identity.guest_credentials_per_15min"),
             "{err}"
         );
+    }
+
+    /// A token file that exists, for the remote CA tests.
+    fn token_file() -> (tempfile::TempDir, String) {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("ca.token");
+        std::fs::write(&path, "x".repeat(43)).expect("write");
+        let p = path.to_str().expect("utf-8").to_string();
+        (dir, p)
+    }
+
+    #[test]
+    fn remote_ca_from_the_file() {
+        let (_dir, token) = token_file();
+        let c = resolve(&format!(
+            "[identity]\nremote_url = \"https://ca.example:8443/\"\nremote_token_file = {token:?}"
+        ))
+        .expect("valid");
+        assert_eq!(
+            c.identity.ca,
+            CaSource::Remote(RemoteCaConfig {
+                url: "https://ca.example:8443".into(),
+                token_file: PathBuf::from(&token),
+                tls_ca_cert: None,
+            })
+        );
+        assert_eq!(c.identity.ca_key_file(), None);
+        // Plain http is fine on loopback.
+        for url in [
+            "http://127.0.0.1:9000",
+            "http://localhost:9000",
+            "http://[::1]:9000/ca",
+        ] {
+            let c = resolve(&format!(
+                "[identity]\nremote_url = {url:?}\nremote_token_file = {token:?}"
+            ))
+            .expect(url);
+            assert!(matches!(c.identity.ca, CaSource::Remote(_)), "{url}");
+        }
+    }
+
+    #[test]
+    fn remote_ca_from_environment_and_flags() {
+        let (_dir, token) = token_file();
+        let env_token = token.clone();
+        let env = move |name: &str| match name {
+            "KLAUSUR_IDENTITY_REMOTE_URL" => Some("https://env.example".to_string()),
+            "KLAUSUR_IDENTITY_REMOTE_TOKEN_FILE" => Some(env_token.clone()),
+            _ => None,
+        };
+        let c = Config::resolve(RawConfig::default(), &env, &Overrides::default()).expect("env");
+        let CaSource::Remote(r) = &c.identity.ca else {
+            panic!("not remote: {:?}", c.identity.ca)
+        };
+        assert_eq!(r.url, "https://env.example");
+        // A flag beats the environment.
+        let o = Overrides {
+            identity_remote_url: Some("https://flag.example".into()),
+            ..Overrides::default()
+        };
+        let c = Config::resolve(RawConfig::default(), &env, &o).expect("flag");
+        let CaSource::Remote(r) = &c.identity.ca else {
+            panic!("not remote")
+        };
+        assert_eq!(r.url, "https://flag.example");
+        // A key file from the environment plus a remote URL from a flag: refused.
+        let env_key = |name: &str| {
+            (name == "KLAUSUR_IDENTITY_CA_KEY_FILE").then(|| "/etc/klausur/ca.key".to_string())
+        };
+        let o = Overrides {
+            identity_remote_url: Some("https://flag.example".into()),
+            identity_remote_token_file: Some(PathBuf::from(&token)),
+            ..Overrides::default()
+        };
+        let err = Config::resolve(RawConfig::default(), &env_key, &o).expect_err("both");
+        assert!(err.to_string().starts_with("identity.remote_url"), "{err}");
+    }
+
+    #[test]
+    fn remote_ca_errors_name_the_key() {
+        let (_dir, token) = token_file();
+        let cases = [
+            // Mutual exclusion with an explicit key file.
+            (
+                format!(
+                    "[identity]\nca_key_file = \"/etc/klausur/ca.key\"\nremote_url = \"https://ca.example\"\nremote_token_file = {token:?}"
+                ),
+                "identity.remote_url",
+                "identity.ca_key_file",
+            ),
+            (
+                "[identity]\nremote_url = \"https://ca.example\"".to_string(),
+                "identity.remote_token_file",
+                "missing",
+            ),
+            (
+                "[identity]\nremote_url = \"https://ca.example\"\nremote_token_file = \"/nonexistent/t\"".to_string(),
+                "identity.remote_token_file",
+                "does not exist",
+            ),
+            (
+                format!("[identity]\nremote_token_file = {token:?}"),
+                "identity.remote_url",
+                "missing",
+            ),
+            (
+                format!("[identity]\nremote_url = \"ftp://ca.example\"\nremote_token_file = {token:?}"),
+                "identity.remote_url",
+                "https://",
+            ),
+            (
+                format!("[identity]\nremote_url = \"not a url\"\nremote_token_file = {token:?}"),
+                "identity.remote_url",
+                "not a URL",
+            ),
+            (
+                format!("[identity]\nremote_url = \"https://ca.example/?x=1\"\nremote_token_file = {token:?}"),
+                "identity.remote_url",
+                "base URL",
+            ),
+            (
+                format!("[identity]\nremote_url = \"http://192.0.2.7:9000\"\nremote_token_file = {token:?}"),
+                "identity.remote_url",
+                "in clear",
+            ),
+            (
+                format!("[identity]\nremote_url = \"https://ca.example\"\nremote_token_file = {token:?}\nremote_tls_ca_cert = \"/nonexistent/ca.pem\""),
+                "identity.remote_tls_ca_cert",
+                "does not exist",
+            ),
+        ];
+        for (text, key, needle) in cases {
+            let err = resolve(&text).expect_err(&text).to_string();
+            assert!(err.starts_with(key), "{text}: {err}");
+            assert!(err.contains(needle), "{text}: {err}");
+        }
+        // Plain http to another host is allowed with the danger switch.
+        let c = resolve(&format!(
+            "[server]\ndanger_plain_http = true\n[identity]\nremote_url = \"http://192.0.2.7:9000\"\nremote_token_file = {token:?}"
+        ))
+        .expect("danger switch");
+        assert!(matches!(c.identity.ca, CaSource::Remote(_)));
     }
 
     #[test]

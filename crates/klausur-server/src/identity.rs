@@ -30,6 +30,14 @@
 //! A guest credential names nobody: the name is self-chosen and the user id is random, so
 //! clients show such a member as an unverified guest. Credentials are valid for
 //! [`CREDENTIAL_MINUTES`] (from one minute before issuance, to tolerate clock skew).
+//!
+//! # Local or remote CA
+//!
+//! [`IdentityIssuer`] says who signs: the server itself with its key file (`Local`), or a CA
+//! service elsewhere (`Remote`, `[identity] remote_url`; see [`crate::ca_service`]). In remote
+//! mode the server makes the same checks, then asks the CA to sign and verifies the answer
+//! against the CA key it fetched at start; a CA that cannot be reached or refuses makes the
+//! request a 502 `ca_unavailable`.
 
 use std::collections::HashMap;
 use std::io::Write as _;
@@ -139,36 +147,67 @@ fn write_new(path: &Path, text: &str) -> std::io::Result<()> {
     written
 }
 
-/// Creates a new CA key at `path` (mode 0600). Refuses an existing file unless `force`, in which
-/// case the file is replaced atomically.
-pub fn create_key_file(path: &Path, force: bool) -> anyhow::Result<IdentityCa> {
+/// Why [`write_secret_file`] failed.
+#[derive(Debug)]
+pub(crate) enum WriteSecretError {
+    /// The file exists and `force` was not given.
+    Exists,
+    Other(anyhow::Error),
+}
+
+/// Writes a secret file with mode 0600 (creating its directory). Refuses an existing file
+/// unless `force`, in which case the file is replaced atomically.
+pub(crate) fn write_secret_file(
+    path: &Path,
+    text: &str,
+    force: bool,
+) -> Result<(), WriteSecretError> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)
-            .with_context(|| format!("cannot create directory {}", dir.display()))?;
+            .with_context(|| format!("cannot create directory {}", dir.display()))
+            .map_err(WriteSecretError::Other)?;
     }
-    let mut secret = Zeroizing::new([0u8; 32]);
-    rand::rngs::OsRng.fill_bytes(secret.as_mut());
-    let text = key_file_text(&secret);
     if !force {
-        return match write_new(path, &text) {
-            Ok(()) => Ok(IdentityCa::new(SigningKey::from_bytes(&secret))),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => bail!(
-                "{} already exists; refusing to overwrite a CA key (pass --force to replace it, \
-                 which invalidates every credential it issued)",
-                path.display()
-            ),
-            Err(e) => Err(e).with_context(|| format!("cannot create {}", path.display())),
+        return match write_new(path, text) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                Err(WriteSecretError::Exists)
+            }
+            Err(e) => Err(WriteSecretError::Other(
+                anyhow::Error::new(e).context(format!("cannot create {}", path.display())),
+            )),
         };
     }
     let mut tmp_name = path.as_os_str().to_owned();
     tmp_name.push(format!(".tmp-{:016x}", rand::rngs::OsRng.next_u64()));
     let tmp = PathBuf::from(tmp_name);
-    write_new(&tmp, &text).with_context(|| format!("cannot create {}", tmp.display()))?;
+    write_new(&tmp, text)
+        .with_context(|| format!("cannot create {}", tmp.display()))
+        .map_err(WriteSecretError::Other)?;
     if let Err(e) = std::fs::rename(&tmp, path) {
         let _ = std::fs::remove_file(&tmp);
-        return Err(e).with_context(|| format!("cannot replace {}", path.display()));
+        return Err(WriteSecretError::Other(
+            anyhow::Error::new(e).context(format!("cannot replace {}", path.display())),
+        ));
     }
-    Ok(IdentityCa::new(SigningKey::from_bytes(&secret)))
+    Ok(())
+}
+
+/// Creates a new CA key at `path` (mode 0600). Refuses an existing file unless `force`, in which
+/// case the file is replaced atomically.
+pub fn create_key_file(path: &Path, force: bool) -> anyhow::Result<IdentityCa> {
+    let mut secret = Zeroizing::new([0u8; 32]);
+    rand::rngs::OsRng.fill_bytes(secret.as_mut());
+    let text = key_file_text(&secret);
+    match write_secret_file(path, &text, force) {
+        Ok(()) => Ok(IdentityCa::new(SigningKey::from_bytes(&secret))),
+        Err(WriteSecretError::Exists) => bail!(
+            "{} already exists; refusing to overwrite a CA key (pass --force to replace it, \
+             which invalidates every credential it issued)",
+            path.display()
+        ),
+        Err(WriteSecretError::Other(e)) => Err(e),
+    }
 }
 
 /// For `klausur serve`: loads the key file, creating it (mode 0600) if it does not exist.
@@ -267,6 +306,217 @@ pub fn issue(
     })
 }
 
+/// Who signs the credentials `POST /api/identity/credential` hands out.
+pub enum IdentityIssuer {
+    /// The server holds the CA key (`[identity] ca_key_file`, the default).
+    Local(IdentityCa),
+    /// A CA service elsewhere (`[identity] remote_url`); the server holds no CA key.
+    Remote(RemoteCa),
+}
+
+impl From<IdentityCa> for IdentityIssuer {
+    fn from(ca: IdentityCa) -> Self {
+        IdentityIssuer::Local(ca)
+    }
+}
+
+/// Why a credential could not be issued.
+#[derive(Debug)]
+pub enum IssueError {
+    /// A local failure (logged; the caller sees "internal error").
+    Internal(anyhow::Error),
+    /// The remote CA did not issue: unreachable, refused, or answered something that does not
+    /// verify. The message is safe to show to the caller; details are logged.
+    CaUnavailable(String),
+}
+
+impl IdentityIssuer {
+    /// The CA public key clients verify credentials against.
+    pub fn public_key(&self) -> VerifyingKey {
+        match self {
+            IdentityIssuer::Local(ca) => ca.public_key(),
+            IdentityIssuer::Remote(r) => r.public_key,
+        }
+    }
+
+    pub fn public_key_hex(&self) -> String {
+        hex::encode(self.public_key().to_bytes())
+    }
+
+    /// The CA key, if the server holds it.
+    pub fn local_ca(&self) -> Option<&IdentityCa> {
+        match self {
+            IdentityIssuer::Local(ca) => Some(ca),
+            IdentityIssuer::Remote(_) => None,
+        }
+    }
+
+    /// Signs (locally or by asking the remote CA) a credential valid for `minutes`.
+    pub async fn issue(
+        &self,
+        user_id: &str,
+        display_name: &str,
+        kind: ParticipantKind,
+        device_key: &VerifyingKey,
+        minutes: u64,
+    ) -> Result<Issued, IssueError> {
+        match self {
+            IdentityIssuer::Local(ca) => {
+                issue(ca, user_id, display_name, kind, device_key, minutes)
+                    .map_err(IssueError::Internal)
+            }
+            IdentityIssuer::Remote(r) => {
+                r.issue(user_id, display_name, kind, device_key, minutes)
+                    .await
+            }
+        }
+    }
+}
+
+/// Timeout for every request to the remote CA.
+pub const REMOTE_CA_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The client of a CA service (`klausur identity-ca serve`, see [`crate::ca_service`]).
+pub struct RemoteCa {
+    base_url: String,
+    token: Zeroizing<String>,
+    public_key: VerifyingKey,
+    client: reqwest::Client,
+}
+
+impl RemoteCa {
+    /// Reads the token and fetches the CA's public key (`GET /public-key`); fails if the CA
+    /// cannot be reached, so that a misconfigured server does not start.
+    pub async fn connect(config: &crate::config::RemoteCaConfig) -> anyhow::Result<RemoteCa> {
+        let token = crate::ca_service::load_token_file(&config.token_file)
+            .context("identity.remote_token_file")?;
+        let mut builder = reqwest::Client::builder()
+            .timeout(REMOTE_CA_TIMEOUT)
+            .redirect(reqwest::redirect::Policy::none());
+        if let Some(path) = &config.tls_ca_cert {
+            let pem = std::fs::read(path).with_context(|| {
+                format!("cannot read identity.remote_tls_ca_cert {}", path.display())
+            })?;
+            let cert = reqwest::Certificate::from_pem(&pem).with_context(|| {
+                format!(
+                    "identity.remote_tls_ca_cert {} is not a PEM certificate",
+                    path.display()
+                )
+            })?;
+            builder = builder.add_root_certificate(cert);
+        }
+        let client = builder
+            .build()
+            .context("cannot build the HTTP client for the identity CA")?;
+        let url = format!("{}/public-key", config.url);
+        let unreachable = || {
+            format!(
+                "cannot get the public key of the identity CA at {} (identity.remote_url); is \
+                 `klausur identity-ca serve` running there?",
+                config.url
+            )
+        };
+        let resp = client.get(&url).send().await.with_context(unreachable)?;
+        if !resp.status().is_success() {
+            bail!("{}: HTTP {}", unreachable(), resp.status());
+        }
+        let v: serde_json::Value = resp.json().await.with_context(unreachable)?;
+        let public_key = v["public_key"]
+            .as_str()
+            .and_then(|h| <[u8; 32]>::try_from(hex::decode(h).ok()?).ok())
+            .and_then(|b| VerifyingKey::from_bytes(&b).ok())
+            .with_context(|| format!("{}: the answer holds no valid public_key", unreachable()))?;
+        Ok(RemoteCa {
+            base_url: config.url.clone(),
+            token,
+            public_key,
+            client,
+        })
+    }
+
+    /// Asks the CA to sign, then checks that the answer is a credential for exactly what was
+    /// asked, signed by the key fetched at start.
+    async fn issue(
+        &self,
+        user_id: &str,
+        display_name: &str,
+        kind: ParticipantKind,
+        device_key: &VerifyingKey,
+        minutes: u64,
+    ) -> Result<Issued, IssueError> {
+        let fail = |public: &str, detail: String| {
+            tracing::error!(ca = %self.base_url, "identity CA did not issue: {detail}");
+            IssueError::CaUnavailable(format!(
+                "the identity CA did not issue the credential: {public}"
+            ))
+        };
+        let req = crate::ca_service::IssueRequest {
+            user_id: user_id.to_string(),
+            display_name: display_name.to_string(),
+            kind,
+            device_key: hex::encode(device_key.to_bytes()),
+            valid_minutes: minutes,
+        };
+        let resp = self
+            .client
+            .post(format!("{}/issue", self.base_url))
+            .bearer_auth(self.token.as_str())
+            .json(&req)
+            .send()
+            .await
+            .map_err(|e| {
+                fail(
+                    "it is unreachable or did not answer in time",
+                    format!("{e}"),
+                )
+            })?;
+        let status = resp.status();
+        if !status.is_success() {
+            let body = resp.text().await.unwrap_or_default();
+            let body: String = body.chars().take(300).collect();
+            let public = match status.as_u16() {
+                401 => "it refused the server's token (HTTP 401)".to_string(),
+                429 => "it is rate-limited; try again in a minute (HTTP 429)".to_string(),
+                _ => format!("it answered HTTP {}", status.as_u16()),
+            };
+            return Err(fail(&public, format!("HTTP {status}: {body}")));
+        }
+        let answer: crate::ca_service::IssueResponse = resp
+            .json()
+            .await
+            .map_err(|e| fail("its answer is malformed", format!("{e}")))?;
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(&answer.credential)
+            .map_err(|e| fail("its answer is malformed", format!("credential base64: {e}")))?;
+        let credential = SignedCredential::from_bytes(&bytes)
+            .map_err(|e| fail("its answer is malformed", format!("credential: {e}")))?;
+        credential
+            .verify(&self.public_key, Duration::from_secs(unix_now()))
+            .map_err(|e| {
+                fail(
+                    "its credential does not verify against the CA key fetched at start (was the key replaced? restart the server)",
+                    format!("{e}"),
+                )
+            })?;
+        let c = &credential.credential;
+        if c.user_id != user_id
+            || c.display_name != display_name
+            || c.kind != kind
+            || c.device_public_key != device_key.to_bytes()
+        {
+            return Err(fail(
+                "its credential does not name what was asked",
+                "claims differ from the request".into(),
+            ));
+        }
+        Ok(Issued {
+            not_after_ms: c.not_after * 1000,
+            base64: answer.credential,
+            credential,
+        })
+    }
+}
+
 /// Limits guest credentials per client address in fixed 15-minute windows. IPv6 addresses count
 /// per /64 (one household or host usually has a whole /64).
 #[derive(Debug)]
@@ -333,7 +583,7 @@ fn bad_request(message: impl Into<String>) -> ApiError {
 
 /// `GET /api/identity/ca`: the CA public key clients verify credentials against.
 pub async fn ca_info(State(state): State<AppState>) -> Json<serde_json::Value> {
-    Json(json!({ "public_key": public_key_hex(&state.identity_ca) }))
+    Json(json!({ "public_key": state.identity.public_key_hex() }))
 }
 
 #[derive(Deserialize)]
@@ -437,26 +687,33 @@ pub async fn issue_credential(
             )
         }
     };
-    let issued = issue(
-        &state.identity_ca,
-        &user_id,
-        &display_name,
-        kind,
-        &device_key,
-        CREDENTIAL_MINUTES,
-    )
-    .map_err(|e| {
-        tracing::error!("credential issuance failed: {e:#}");
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            "internal error",
+    let issued = state
+        .identity
+        .issue(
+            &user_id,
+            &display_name,
+            kind,
+            &device_key,
+            CREDENTIAL_MINUTES,
         )
-    })?;
+        .await
+        .map_err(|e| match e {
+            IssueError::Internal(e) => {
+                tracing::error!("credential issuance failed: {e:#}");
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "internal error",
+                )
+            }
+            IssueError::CaUnavailable(message) => {
+                ApiError::new(StatusCode::BAD_GATEWAY, "ca_unavailable", message)
+            }
+        })?;
     tracing::info!(kind = ?kind, "identity credential issued");
     Ok(Json(json!({
         "credential": issued.base64,
-        "ca_public_key": public_key_hex(&state.identity_ca),
+        "ca_public_key": state.identity.public_key_hex(),
         "not_after_ms": issued.not_after_ms,
     })))
 }

@@ -8,11 +8,13 @@
 //! - [`meeting`] runs one actor per meeting that owns participants, lobby and moderation;
 //! - [`media`] runs the media worker that owns the UDP socket and the sans-IO room cores
 //!   (`klausur-room`);
+//! - [`ca_service`] is the identity CA as a service of its own (`klausur identity-ca serve`);
 //! - [`config`] parses and validates configuration once at start.
 
 pub mod admission;
 pub mod api;
 pub mod auth;
+pub mod ca_service;
 pub mod cli;
 pub mod config;
 pub mod delivery;

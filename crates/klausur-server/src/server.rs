@@ -7,7 +7,8 @@ use std::time::Duration;
 use anyhow::Context;
 use klausur_store::{Role, Store};
 
-use crate::config::Config;
+use crate::config::{CaSource, Config};
+use crate::identity::{self, IdentityIssuer};
 use crate::state::AppState;
 use crate::{api, auth, media};
 
@@ -57,15 +58,30 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let (media, media_addr) = media::start(config.media_listen, config.media_public_ip)
         .await
         .with_context(|| format!("cannot bind media UDP socket {}", config.media_listen))?;
-    let (identity_ca, created) = crate::identity::load_or_create(&config.identity.ca_key_file)?;
-    if created {
-        println!(
-            "klausur: created identity CA key {} (public key {})",
-            config.identity.ca_key_file.display(),
-            crate::identity::public_key_hex(&identity_ca)
-        );
-    }
-    let state = AppState::new(config.clone(), store.clone(), media, identity_ca);
+    let identity = match &config.identity.ca {
+        CaSource::KeyFile(path) => {
+            let (ca, created) = identity::load_or_create(path)?;
+            if created {
+                println!(
+                    "klausur: created identity CA key {} (public key {})",
+                    path.display(),
+                    identity::public_key_hex(&ca)
+                );
+            }
+            IdentityIssuer::Local(ca)
+        }
+        CaSource::Remote(remote) => {
+            let ca = identity::RemoteCa::connect(remote).await?;
+            let issuer = IdentityIssuer::Remote(ca);
+            println!(
+                "klausur: using the identity CA at {} (public key {}); this server holds no CA key",
+                remote.url,
+                issuer.public_key_hex()
+            );
+            issuer
+        }
+    };
+    let state = AppState::new(config.clone(), store.clone(), media, identity);
     let app = api::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
 
     let handle = axum_server::Handle::new();
@@ -118,7 +134,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn wait_for_signal() {
+pub(crate) async fn wait_for_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };

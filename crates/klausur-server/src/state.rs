@@ -3,12 +3,11 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use klausur_e2ee::IdentityCa;
 use klausur_store::Store;
 
 use crate::auth::LoginLimiter;
 use crate::config::Config;
-use crate::identity::{self, IssueLimiter};
+use crate::identity::{self, IdentityIssuer, IssueLimiter};
 use crate::media::MediaHandle;
 use crate::meeting::Registry;
 
@@ -23,8 +22,9 @@ pub struct Inner {
     pub registry: Registry,
     pub media: MediaHandle,
     pub login_limiter: Mutex<LoginLimiter>,
-    /// The identity CA (its signing key is zeroized on drop).
-    pub identity_ca: IdentityCa,
+    /// Who signs identity credentials: the server's own CA key (zeroized on drop) or a remote
+    /// CA service.
+    pub identity: IdentityIssuer,
     pub guest_credential_limiter: Mutex<IssueLimiter>,
 }
 
@@ -36,7 +36,13 @@ impl std::ops::Deref for AppState {
 }
 
 impl AppState {
-    pub fn new(config: Config, store: Store, media: MediaHandle, identity_ca: IdentityCa) -> Self {
+    /// `identity` is an [`IdentityIssuer`] or a local `IdentityCa`.
+    pub fn new(
+        config: Config,
+        store: Store,
+        media: MediaHandle,
+        identity: impl Into<IdentityIssuer>,
+    ) -> Self {
         let registry = Registry::new(media.clone(), store.clone());
         let limiter = LoginLimiter::new(
             config.login_attempts_per_15min,
@@ -50,7 +56,7 @@ impl AppState {
                 registry,
                 media,
                 login_limiter: Mutex::new(limiter),
-                identity_ca,
+                identity: identity.into(),
                 guest_credential_limiter,
             }),
         }

@@ -7,7 +7,7 @@
 //! 1. announce a participant ("Geist") who is not in the MLS group;
 //! 2. send the members a commit that adds a ghost, made by the server in a group of its own with
 //!    the meeting's group id and a credential from the server's real identity CA (it holds the
-//!    CA key, but no group secret);
+//!    CA key, but no group secret; with a remote CA, from a throwaway CA);
 //! 3. put a joiner in the pending list whose key package claims the organiser's user id but
 //!    carries a credential signed by another CA.
 //!
@@ -131,7 +131,11 @@ async fn inject_ghost(
     let key_package = foreign_key_package(&organiser).map_err(internal)?;
     let (reply, done) = oneshot::channel();
     let forgery = Forgery {
-        commit: Box::new(move |group_id: &str| forged_commit(&st.identity_ca, group_id).ok()),
+        commit: Box::new(move |group_id: &str| match st.identity.local_ca() {
+            Some(ca) => forged_commit(ca, group_id).ok(),
+            // With a remote CA the server holds no CA key: any CA does for the forgery.
+            None => forged_commit(&IdentityCa::new(random_key()), group_id).ok(),
+        }),
         key_package,
         reply,
     };

@@ -13,7 +13,8 @@ use base64::Engine as _;
 use common::ws::{session_cookie, Client};
 use common::TestServer;
 use klausur_e2ee::{
-    CaVerifier, Event, Member, MemberConfig, SignedCredential, SigningKey, StreamId, VerifyingKey,
+    CaVerifier, CommitOutput, Event, Member, MemberConfig, SignedCredential, SigningKey, StreamId,
+    VerifyingKey,
 };
 use klausur_proto::{ClientMsg, ErrorCode, SecurityProfile, ServerMsg};
 use klausur_store::Role;
@@ -71,6 +72,28 @@ async fn key_package(c: &mut Client, m: &Member) {
         key_package: B64.encode(m.key_package().expect("kp")),
     })
     .await;
+}
+
+/// Sends a commit made at `epoch` (with its Welcome for `welcome_for`, if any).
+async fn send_commit(c: &mut Client, epoch: u64, out: &CommitOutput, welcome_for: &[&str]) {
+    c.send(&ClientMsg::MlsCommit {
+        epoch,
+        commit: B64.encode(&out.commit),
+        welcome: out.welcome.as_ref().map(|w| B64.encode(w)),
+        welcome_for: welcome_for.iter().map(|s| s.to_string()).collect(),
+    })
+    .await;
+}
+
+/// The next `mls_commit_result`: (epoch, accepted).
+async fn commit_result(c: &mut Client) -> (u64, bool) {
+    match c
+        .until(|m| matches!(m, ServerMsg::MlsCommitResult { .. }))
+        .await
+    {
+        ServerMsg::MlsCommitResult { epoch, accepted } => (epoch, accepted),
+        _ => unreachable!(),
+    }
 }
 
 fn pending(msg: &ServerMsg) -> bool {
@@ -171,21 +194,8 @@ async fn delivery_service_orders_commits_and_relays_welcomes() {
 
     let kp = B64.decode(&joiners[0].key_package).expect("base64");
     let out = olga_dev.add(&[kp], now()).expect("add");
-    olga.send(&ClientMsg::MlsCommit {
-        epoch: 0,
-        commit: B64.encode(&out.commit),
-        welcome: out.welcome.as_ref().map(|w| B64.encode(w)),
-        welcome_for: vec![gina_pid.clone()],
-    })
-    .await;
-    assert_eq!(
-        olga.until(|m| matches!(m, ServerMsg::MlsCommitResult { .. }))
-            .await,
-        ServerMsg::MlsCommitResult {
-            epoch: 0,
-            accepted: true
-        }
-    );
+    send_commit(&mut olga, 0, &out, &[&gina_pid]).await;
+    assert_eq!(commit_result(&mut olga).await, (0, true));
     olga_dev.merge_pending_commit(now()).expect("merge");
     let ServerMsg::MlsWelcome { welcome, epoch } = gina
         .until(|m| matches!(m, ServerMsg::MlsWelcome { .. }))
@@ -211,30 +221,11 @@ async fn delivery_service_orders_commits_and_relays_welcomes() {
     // Both commit for epoch 1: Olga's arrives first and wins, Gina's loses and she processes
     // Olga's instead. They end in the same epoch with the same code.
     let o = olga_dev.update_own_leaf().expect("update");
-    olga.send(&ClientMsg::MlsCommit {
-        epoch: 1,
-        commit: B64.encode(&o.commit),
-        welcome: None,
-        welcome_for: vec![],
-    })
-    .await;
-    assert!(matches!(
-        olga.until(|m| matches!(m, ServerMsg::MlsCommitResult { .. }))
-            .await,
-        ServerMsg::MlsCommitResult {
-            epoch: 1,
-            accepted: true
-        }
-    ));
+    send_commit(&mut olga, 1, &o, &[]).await;
+    assert_eq!(commit_result(&mut olga).await, (1, true));
     olga_dev.merge_pending_commit(now()).expect("merge");
     let g = gina_dev.update_own_leaf().expect("update");
-    gina.send(&ClientMsg::MlsCommit {
-        epoch: 1,
-        commit: B64.encode(&g.commit),
-        welcome: None,
-        welcome_for: vec![],
-    })
-    .await;
+    send_commit(&mut gina, 1, &g, &[]).await;
     // In order on Gina's connection: Olga's winning commit, then her own loss.
     let ServerMsg::MlsCommit {
         epoch,
@@ -248,14 +239,7 @@ async fn delivery_service_orders_commits_and_relays_welcomes() {
     };
     assert_eq!(epoch, 1);
     assert_eq!(from_id, "p1");
-    assert!(matches!(
-        gina.until(|m| matches!(m, ServerMsg::MlsCommitResult { .. }))
-            .await,
-        ServerMsg::MlsCommitResult {
-            epoch: 1,
-            accepted: false
-        }
-    ));
+    assert_eq!(commit_result(&mut gina).await, (1, false));
     gina_dev.discard_pending_commit().expect("discard");
     let ev = gina_dev
         .process_message(&B64.decode(commit).expect("base64"), now())
@@ -316,21 +300,8 @@ async fn delivery_service_orders_commits_and_relays_welcomes() {
     olga.until(|m| matches!(m, ServerMsg::ParticipantLeft { participant_id, .. } if *participant_id == gina_pid))
         .await;
     let r = olga_dev.remove(&[gina_leaf]).expect("remove");
-    olga.send(&ClientMsg::MlsCommit {
-        epoch: 2,
-        commit: B64.encode(&r.commit),
-        welcome: None,
-        welcome_for: vec![],
-    })
-    .await;
-    assert!(matches!(
-        olga.until(|m| matches!(m, ServerMsg::MlsCommitResult { .. }))
-            .await,
-        ServerMsg::MlsCommitResult {
-            epoch: 2,
-            accepted: true
-        }
-    ));
+    send_commit(&mut olga, 2, &r, &[]).await;
+    assert_eq!(commit_result(&mut olga).await, (2, true));
     olga_dev.merge_pending_commit(now()).expect("merge");
     let frame = olga_dev
         .encrypt_frame(StreamId::CAMERA, b"", b"after the removal")

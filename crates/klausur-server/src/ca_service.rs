@@ -1,0 +1,579 @@
+//! `klausur identity-ca serve`: the identity CA as a small HTTP service of its own, so that the
+//! media server can run without the CA key (`[identity] remote_url`, see [`crate::identity`]).
+//!
+//! - `GET /public-key` (public) → `{"public_key": "<hex>"}`.
+//! - `POST /issue` with `Authorization: Bearer <token>` and
+//!   `{"user_id", "display_name", "kind", "device_key" (hex), "valid_minutes"}` →
+//!   `{"credential" (base64), "ca_public_key" (hex), "not_after_ms"}`.
+//!
+//! Every field is checked as `klausur identity-ca issue` checks it; a bad one is a 400
+//! `{"error": {"code": "invalid_field", "message": "<field>: ..."}}`, a missing or wrong token a
+//! 401, more than the configured issuances in a minute a 429. Every issuance is logged (kind,
+//! user id, lifetime, client address; never the device key or the token): that log, kept on the
+//! CA's host, is what separating the CA from the media server buys.
+//!
+//! The token file holds one line of at least [`MIN_TOKEN_CHARS`] printable characters;
+//! `klausur identity-ca init-token` writes a new random one with mode 0600.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use klausur_e2ee::{IdentityCa, ParticipantKind};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+use sha2::{Digest, Sha256};
+use zeroize::Zeroizing;
+
+use crate::api::{validate_display_name, ApiError};
+use crate::config::TlsFiles;
+use crate::identity;
+
+/// Shortest accepted token, in characters.
+pub const MIN_TOKEN_CHARS: usize = 32;
+/// Default for `--max-issues-per-minute`.
+pub const DEFAULT_ISSUES_PER_MINUTE: u32 = 600;
+/// Request bodies larger than this are refused.
+const MAX_BODY_BYTES: usize = 16 * 1024;
+
+/// The body of `POST /issue`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct IssueRequest {
+    pub user_id: String,
+    pub display_name: String,
+    pub kind: ParticipantKind,
+    /// 64 hex digits.
+    pub device_key: String,
+    pub valid_minutes: u64,
+}
+
+/// The answer of `POST /issue`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct IssueResponse {
+    /// `SignedCredential::to_bytes`, standard base64.
+    pub credential: String,
+    pub ca_public_key: String,
+    pub not_after_ms: u64,
+}
+
+/// `klausur identity-ca serve`, validated.
+#[derive(Debug, Clone)]
+pub struct ServiceConfig {
+    pub key_file: PathBuf,
+    pub listen: SocketAddr,
+    pub token_file: PathBuf,
+    pub tls: Option<TlsFiles>,
+    pub issues_per_minute: u32,
+}
+
+impl ServiceConfig {
+    /// Checks the flags: a listen address, TLS files (both or none, existing), the same rule as
+    /// `klausur serve` for plain HTTP on a non-loopback address, and the rate.
+    pub fn new(
+        key_file: PathBuf,
+        listen: &str,
+        token_file: PathBuf,
+        tls_cert: Option<PathBuf>,
+        tls_key: Option<PathBuf>,
+        danger_plain_http: bool,
+        issues_per_minute: u32,
+    ) -> anyhow::Result<ServiceConfig> {
+        let listen: SocketAddr = listen.parse().map_err(|_| {
+            anyhow::anyhow!(
+                "--listen {listen:?} is not an address with port, like \"127.0.0.1:8443\""
+            )
+        })?;
+        let tls = match (tls_cert, tls_key) {
+            (Some(cert), Some(key)) => {
+                for (flag, p) in [("--tls-cert", &cert), ("--tls-key", &key)] {
+                    if !p.is_file() {
+                        bail!("{flag}: file {} does not exist", p.display());
+                    }
+                }
+                Some(TlsFiles { cert, key })
+            }
+            (None, None) => None,
+            (Some(_), None) => bail!("--tls-key is missing (--tls-cert is given)"),
+            (None, Some(_)) => bail!("--tls-cert is missing (--tls-key is given)"),
+        };
+        if tls.is_none() && !listen.ip().is_loopback() && !danger_plain_http {
+            bail!(
+                "--listen {listen} is not a loopback address and no TLS certificate is given; \
+                 pass --tls-cert and --tls-key (or --danger-plain-http if a TLS proxy in front \
+                 of the CA terminates TLS)"
+            );
+        }
+        if !(1..=1_000_000).contains(&issues_per_minute) {
+            bail!("--max-issues-per-minute must be between 1 and 1000000");
+        }
+        Ok(ServiceConfig {
+            key_file,
+            listen,
+            token_file,
+            tls,
+            issues_per_minute,
+        })
+    }
+}
+
+/// Writes a new random token (256 bits) to `path` with mode 0600. Refuses an existing file
+/// unless `force`, in which case the file is replaced atomically.
+pub fn create_token_file(path: &Path, force: bool) -> anyhow::Result<()> {
+    let token = crate::auth::new_token();
+    let mut text = Zeroizing::new(String::with_capacity(token.len() + 1));
+    text.push_str(&token);
+    text.push('\n');
+    identity::write_secret_file(path, &text, force).map_err(|e| match e {
+        identity::WriteSecretError::Exists => anyhow::anyhow!(
+            "{} already exists; refusing to overwrite a token (pass --force to replace it; the \
+             servers using the old one must get the new one)",
+            path.display()
+        ),
+        identity::WriteSecretError::Other(e) => e,
+    })
+}
+
+/// Reads a token file: its first line, at least [`MIN_TOKEN_CHARS`] printable ASCII characters.
+/// Warns (in the log) if the file is readable by group or others.
+pub fn load_token_file(path: &Path) -> anyhow::Result<Zeroizing<String>> {
+    let text = Zeroizing::new(
+        std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the token file {}", path.display()))?,
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        if let Ok(meta) = std::fs::metadata(path) {
+            if meta.permissions().mode() & 0o077 != 0 {
+                tracing::warn!(
+                    file = %path.display(),
+                    "the identity CA token file is readable by other users; chmod 600 it"
+                );
+            }
+        }
+    }
+    let line = text.lines().next().unwrap_or("").trim();
+    if line.chars().count() < MIN_TOKEN_CHARS || !line.chars().all(|c| c.is_ascii_graphic()) {
+        bail!(
+            "the token file {} must hold one line of at least {MIN_TOKEN_CHARS} printable \
+             characters without spaces (`klausur identity-ca init-token` makes one)",
+            path.display()
+        );
+    }
+    Ok(Zeroizing::new(line.to_string()))
+}
+
+/// Issuances allowed in fixed one-minute windows, for all callers together (the caller is a
+/// handful of media servers, not the public).
+#[derive(Debug)]
+struct MinuteLimiter {
+    max: u32,
+    window_start: Instant,
+    count: u32,
+}
+
+impl MinuteLimiter {
+    fn try_take(&mut self, now: Instant) -> bool {
+        if now.duration_since(self.window_start) >= Duration::from_secs(60) {
+            self.window_start = now;
+            self.count = 0;
+        }
+        if self.count >= self.max {
+            return false;
+        }
+        self.count += 1;
+        true
+    }
+}
+
+struct Inner {
+    ca: IdentityCa,
+    public_key_hex: String,
+    token_hash: Zeroizing<[u8; 32]>,
+    limiter: Mutex<MinuteLimiter>,
+}
+
+#[derive(Clone)]
+struct CaState(Arc<Inner>);
+
+/// Compares the presented token with the configured one in constant time (both are hashed
+/// first, so neither content nor length leaks through timing).
+fn token_matches(expected_hash: &[u8; 32], presented: &str) -> bool {
+    let h = Sha256::digest(presented.as_bytes());
+    let diff = expected_hash
+        .iter()
+        .zip(h.iter())
+        .fold(0u8, |acc, (a, b)| acc | (a ^ b));
+    std::hint::black_box(diff) == 0
+}
+
+/// The CA service's routes, for `serve` and for tests.
+fn router(state: CaState) -> Router {
+    Router::new()
+        .route("/public-key", get(public_key))
+        .route("/issue", post(issue))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}
+
+async fn public_key(State(state): State<CaState>) -> Json<Value> {
+    Json(json!({ "public_key": state.0.public_key_hex }))
+}
+
+fn invalid(field: &str, message: impl Into<String>) -> ApiError {
+    let message = message.into();
+    let message = if message.starts_with(field) {
+        message
+    } else {
+        format!("{field}: {message}")
+    };
+    ApiError::new(StatusCode::BAD_REQUEST, "invalid_field", message)
+}
+
+fn string_field<'a>(body: &'a Map<String, Value>, field: &str) -> Result<&'a str, ApiError> {
+    match body.get(field) {
+        Some(Value::String(s)) => Ok(s),
+        Some(_) => Err(invalid(field, "must be a string")),
+        None => Err(invalid(field, "is missing")),
+    }
+}
+
+struct Checked {
+    user_id: String,
+    display_name: String,
+    kind: ParticipantKind,
+    device_key: klausur_e2ee::VerifyingKey,
+    valid_minutes: u64,
+}
+
+/// Validates the body of `POST /issue` field by field, as `identity-ca issue` does.
+fn check_request(body: &[u8]) -> Result<Checked, ApiError> {
+    let body: Map<String, Value> = serde_json::from_slice(body).map_err(|_| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "malformed",
+            "the body must be a JSON object",
+        )
+    })?;
+    const FIELDS: [&str; 5] = [
+        "user_id",
+        "display_name",
+        "kind",
+        "device_key",
+        "valid_minutes",
+    ];
+    if let Some(unknown) = body.keys().find(|k| !FIELDS.contains(&k.as_str())) {
+        let shown: String = unknown.chars().take(40).collect();
+        return Err(invalid(&shown, "unknown field"));
+    }
+    let user_id = string_field(&body, "user_id")?;
+    identity::validate_user_id(user_id).map_err(|e| invalid("user_id", e))?;
+    let display_name = validate_display_name(string_field(&body, "display_name")?)
+        .map_err(|e| invalid("display_name", e))?;
+    let kind = serde_json::from_value::<ParticipantKind>(Value::String(
+        string_field(&body, "kind")?.to_string(),
+    ))
+    .map_err(|_| {
+        invalid(
+            "kind",
+            "must be one of staff, invited_guest, guest, phone_gateway",
+        )
+    })?;
+    let device_key = identity::parse_device_key(string_field(&body, "device_key")?)
+        .map_err(|e| invalid("device_key", e))?;
+    let range = format!(
+        "must be a whole number from 1 to {}",
+        identity::MAX_CREDENTIAL_MINUTES
+    );
+    let valid_minutes = match body.get("valid_minutes") {
+        Some(v) => v
+            .as_u64()
+            .ok_or_else(|| invalid("valid_minutes", range.clone()))?,
+        None => return Err(invalid("valid_minutes", "is missing")),
+    };
+    if !(1..=identity::MAX_CREDENTIAL_MINUTES).contains(&valid_minutes) {
+        return Err(invalid("valid_minutes", range));
+    }
+    Ok(Checked {
+        user_id: user_id.to_string(),
+        display_name,
+        kind,
+        device_key,
+        valid_minutes,
+    })
+}
+
+fn kind_name(kind: ParticipantKind) -> &'static str {
+    match kind {
+        ParticipantKind::Staff => "staff",
+        ParticipantKind::InvitedGuest => "invited_guest",
+        ParticipantKind::Guest => "guest",
+        ParticipantKind::PhoneGateway => "phone_gateway",
+    }
+}
+
+async fn issue(
+    State(state): State<CaState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    let authorized = presented.is_some_and(|t| token_matches(&state.0.token_hash, t));
+    if !authorized {
+        tracing::warn!(client = %peer, "identity CA: request without a valid token refused");
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "missing or wrong bearer token",
+        ));
+    }
+    let allowed = state
+        .0
+        .limiter
+        .lock()
+        .map(|mut l| l.try_take(Instant::now()))
+        .unwrap_or(false);
+    if !allowed {
+        tracing::warn!(client = %peer, "identity CA: issuance rate limit reached");
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            "too many credentials this minute; try again shortly",
+        ));
+    }
+    let body = body.map_err(|e| ApiError::new(e.status(), "malformed", e.body_text()))?;
+    let req = check_request(&body).inspect_err(|e| {
+        tracing::info!(client = %peer, "identity CA: request refused: {}", e.message);
+    })?;
+    let issued = identity::issue(
+        &state.0.ca,
+        &req.user_id,
+        &req.display_name,
+        req.kind,
+        &req.device_key,
+        req.valid_minutes,
+    )
+    .map_err(|e| {
+        tracing::error!("identity CA: issuance failed: {e:#}");
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "internal error",
+        )
+    })?;
+    // The audit record: who got which identity, from which caller. Never the device key or token.
+    tracing::info!(
+        kind = kind_name(req.kind),
+        user_id = %req.user_id,
+        valid_minutes = req.valid_minutes,
+        not_after_ms = issued.not_after_ms,
+        client = %peer,
+        "identity CA: credential issued"
+    );
+    Ok(Json(json!(IssueResponse {
+        credential: issued.base64,
+        ca_public_key: state.0.public_key_hex.clone(),
+        not_after_ms: issued.not_after_ms,
+    })))
+}
+
+/// Runs the CA service until SIGTERM or Ctrl-C.
+pub async fn serve(config: ServiceConfig) -> anyhow::Result<()> {
+    let ca = identity::load_key_file(&config.key_file)?;
+    let token = load_token_file(&config.token_file)?;
+    let mut token_hash = Zeroizing::new([0u8; 32]);
+    token_hash.copy_from_slice(&Sha256::digest(token.as_bytes()));
+    drop(token);
+    let public_key_hex = identity::public_key_hex(&ca);
+    let state = CaState(Arc::new(Inner {
+        ca,
+        public_key_hex: public_key_hex.clone(),
+        token_hash,
+        limiter: Mutex::new(MinuteLimiter {
+            max: config.issues_per_minute,
+            window_start: Instant::now(),
+            count: 0,
+        }),
+    }));
+    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+
+    let handle = axum_server::Handle::new();
+    let shutdown_handle = handle.clone();
+    tokio::spawn(async move {
+        crate::server::wait_for_signal().await;
+        tracing::info!("identity CA: shutting down");
+        shutdown_handle.graceful_shutdown(Some(Duration::from_secs(5)));
+    });
+
+    let listener = std::net::TcpListener::bind(config.listen)
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    listener.set_nonblocking(true)?;
+    let local = listener.local_addr()?;
+    let scheme = if config.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    println!("klausur identity-ca: listening on {scheme}://{local} (public key {public_key_hex})");
+    tracing::info!(
+        listen = %local,
+        public_key = %public_key_hex,
+        issues_per_minute = config.issues_per_minute,
+        "identity CA started"
+    );
+    match &config.tls {
+        Some(tls) => {
+            let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+            let rustls = axum_server::tls_rustls::RustlsConfig::from_pem_file(&tls.cert, &tls.key)
+                .await
+                .context("cannot load TLS certificate or key")?;
+            axum_server::from_tcp_rustls(listener, rustls)
+                .handle(handle)
+                .serve(app)
+                .await
+                .context("HTTPS server failed")?;
+        }
+        None => {
+            axum_server::from_tcp(listener)
+                .handle(handle)
+                .serve(app)
+                .await
+                .context("HTTP server failed")?;
+        }
+    }
+    tracing::info!("identity CA stopped");
+    println!("klausur identity-ca: stopped");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use klausur_e2ee::SigningKey;
+
+    fn body(v: Value) -> Vec<u8> {
+        serde_json::to_vec(&v).expect("json")
+    }
+
+    fn good() -> Value {
+        json!({
+            "user_id": "user:1",
+            "display_name": " Ada ",
+            "kind": "staff",
+            "device_key": hex::encode(SigningKey::from_bytes(&[3; 32]).verifying_key().to_bytes()),
+            "valid_minutes": 60,
+        })
+    }
+
+    #[test]
+    fn a_good_request_passes() {
+        let c = check_request(&body(good())).expect("valid");
+        assert_eq!(c.user_id, "user:1");
+        assert_eq!(c.display_name, "Ada");
+        assert_eq!(c.kind, ParticipantKind::Staff);
+        assert_eq!(c.valid_minutes, 60);
+    }
+
+    #[test]
+    fn every_bad_field_is_named() {
+        let cases: Vec<(&str, Value)> = vec![
+            ("user_id", json!("has space")),
+            ("user_id", json!("")),
+            ("user_id", json!(5)),
+            ("display_name", json!("")),
+            ("display_name", json!("x".repeat(500))),
+            ("kind", json!("admin")),
+            ("device_key", json!("abcd")),
+            ("device_key", json!("zz".repeat(32))),
+            ("valid_minutes", json!(0)),
+            ("valid_minutes", json!(1441)),
+            ("valid_minutes", json!(-5)),
+            ("valid_minutes", json!("60")),
+        ];
+        for (field, value) in cases {
+            let mut v = good();
+            v[field] = value.clone();
+            let err = check_request(&body(v)).err().expect("refused");
+            assert_eq!(err.status, StatusCode::BAD_REQUEST, "{field} {value}");
+            assert_eq!(err.code, "invalid_field");
+            assert!(err.message.starts_with(field), "{field}: {}", err.message);
+        }
+        for field in [
+            "user_id",
+            "display_name",
+            "kind",
+            "device_key",
+            "valid_minutes",
+        ] {
+            let mut v = good();
+            v.as_object_mut().expect("object").remove(field);
+            let err = check_request(&body(v)).err().expect("refused");
+            assert!(err.message.starts_with(field), "{}", err.message);
+        }
+        let mut v = good();
+        v["extra"] = json!(1);
+        let err = check_request(&body(v)).err().expect("refused");
+        assert!(err.message.starts_with("extra"), "{}", err.message);
+        let err = check_request(b"[1,2]").err().expect("refused");
+        assert_eq!(err.code, "malformed");
+        let err = check_request(b"\xff").err().expect("refused");
+        assert_eq!(err.status, StatusCode::BAD_REQUEST);
+    }
+
+    #[test]
+    fn tokens_compare_by_hash() {
+        let hash: [u8; 32] = Sha256::digest(b"correct-token").into();
+        assert!(token_matches(&hash, "correct-token"));
+        assert!(!token_matches(&hash, "correct-tokeN"));
+        assert!(!token_matches(&hash, ""));
+    }
+
+    #[test]
+    fn the_limiter_resets_every_minute() {
+        let t0 = Instant::now();
+        let mut l = MinuteLimiter {
+            max: 2,
+            window_start: t0,
+            count: 0,
+        };
+        assert!(l.try_take(t0));
+        assert!(l.try_take(t0));
+        assert!(!l.try_take(t0 + Duration::from_secs(59)));
+        assert!(l.try_take(t0 + Duration::from_secs(60)));
+    }
+
+    #[test]
+    fn token_files() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("t");
+        create_token_file(&path, false).expect("create");
+        let t = load_token_file(&path).expect("load");
+        assert!(t.len() >= MIN_TOKEN_CHARS);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            let mode = std::fs::metadata(&path).expect("meta").permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        let err = create_token_file(&path, false).expect_err("exists");
+        assert!(err.to_string().contains("already exists"), "{err}");
+        create_token_file(&path, true).expect("force");
+        assert_ne!(*load_token_file(&path).expect("load"), *t);
+        std::fs::write(&path, "short\n").expect("write");
+        assert!(load_token_file(&path).is_err());
+        std::fs::write(&path, format!("{} x\n", "a".repeat(40))).expect("write");
+        assert!(load_token_file(&path).is_err());
+    }
+}

@@ -1,0 +1,579 @@
+//! The identity CA run apart from the media server, as an operator runs it: `klausur identity-ca
+//! serve` as one child process on a loopback port, `klausur serve` with `[identity] remote_url`
+//! as another. A staff credential obtained over HTTP from the server verifies against the public
+//! key of the CA's key file; the server's data directory holds no CA key; the CA logs the
+//! issuance without the device key or the token.
+//!
+//! Negative controls: a wrong token is a 401 at the CA and a 502 `ca_unavailable` at the server;
+//! a server whose CA cannot be reached does not start; the CA refuses plain HTTP on a public
+//! address.
+
+use std::io::{BufRead, BufReader, Write as _};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
+use klausur_e2ee::{ParticipantKind, SignedCredential, SigningKey};
+use serde_json::json;
+
+const BIN: &str = env!("CARGO_BIN_EXE_klausur");
+const PASSWORD: &str = "a-long-password-1";
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+fn base_cmd() -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.env_remove("KLAUSUR_CONFIG")
+        .env_remove("KLAUSUR_IDENTITY_CA_KEY_FILE")
+        .env_remove("KLAUSUR_IDENTITY_REMOTE_URL")
+        .env_remove("KLAUSUR_IDENTITY_REMOTE_TOKEN_FILE")
+        .env("KLAUSUR_LOG", "info");
+    cmd
+}
+
+/// Runs a command to completion: (success, stdout, stderr).
+fn run(args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
+    let mut child = base_cmd()
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut input = child.stdin.take().expect("stdin");
+    if let Some(text) = stdin {
+        input.write_all(text.as_bytes()).expect("write");
+    }
+    drop(input);
+    let out = child.wait_with_output().expect("wait");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).trim().to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+/// A child process, killed when dropped (also when a test fails).
+struct Proc(std::process::Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `cmd` with stderr going to `log` and waits until a stdout line contains "listening
+/// on"; returns the process and its stdout lines so far.
+fn start(mut cmd: Command, log: &Path) -> (Proc, Vec<String>) {
+    let log = std::fs::File::create(log).expect("log file");
+    cmd.stdout(Stdio::piped()).stderr(Stdio::from(log));
+    let mut proc = Proc(cmd.spawn().expect("spawn"));
+    let stdout = proc.0.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut lines = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        match rx.recv_timeout(Duration::from_millis(200)) {
+            Ok(line) => {
+                let done = line.contains("listening on");
+                lines.push(line);
+                if done {
+                    return (proc, lines);
+                }
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+        }
+    }
+    drop(proc);
+    panic!("did not start: {lines:?}");
+}
+
+/// Runs `cmd` expecting it to exit (with failure) within 30 s; returns its stderr.
+fn expect_exit_failure(mut cmd: Command, log: &Path) -> String {
+    let file = std::fs::File::create(log).expect("log file");
+    cmd.stdout(Stdio::null()).stderr(Stdio::from(file));
+    let mut proc = Proc(cmd.spawn().expect("spawn"));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(status) = proc.0.try_wait().expect("wait") {
+            assert!(!status.success(), "exited successfully");
+            return std::fs::read_to_string(log).expect("log");
+        }
+        assert!(Instant::now() < deadline, "still running after 30 s");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn ca_cmd(key_file: &Path, port: u16, token_file: &Path) -> Command {
+    let mut cmd = base_cmd();
+    cmd.args(["identity-ca", "serve", "--key-file"])
+        .arg(key_file)
+        .args(["--listen", &format!("127.0.0.1:{port}"), "--token-file"])
+        .arg(token_file);
+    cmd
+}
+
+fn server_cmd(data: &Path, config: &Path, port: u16) -> Command {
+    let mut cmd = base_cmd();
+    cmd.arg("--data-dir")
+        .arg(data)
+        .arg("--config")
+        .arg(config)
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--media-listen",
+            &format!("127.0.0.1:{}", free_port()),
+        ]);
+    cmd
+}
+
+fn remote_config(dir: &Path, name: &str, ca_port: u16, token_file: &Path) -> PathBuf {
+    let config = dir.join(name);
+    std::fs::write(
+        &config,
+        format!(
+            "[identity]\nremote_url = \"http://127.0.0.1:{ca_port}\"\nremote_token_file = {:?}\n",
+            token_file.to_str().expect("utf-8 path")
+        ),
+    )
+    .expect("config");
+    config
+}
+
+fn now() -> Duration {
+    SystemTime::now().duration_since(UNIX_EPOCH).expect("clock")
+}
+
+/// Every file under `dir`, recursively.
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir)
+        .expect("read_dir")
+        .map_while(Result::ok)
+    {
+        let p = entry.path();
+        if p.is_dir() {
+            out.extend(files_under(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+async fn login(base: &str) -> (reqwest::Client, String) {
+    let client = reqwest::Client::builder()
+        .cookie_store(true)
+        .build()
+        .expect("client");
+    let resp = client
+        .post(format!("{base}/api/login"))
+        .json(&json!({"username": "ada", "password": PASSWORD}))
+        .send()
+        .await
+        .expect("login");
+    assert_eq!(resp.status(), 200, "login");
+    let v: serde_json::Value = resp.json().await.expect("json");
+    (client, v["csrf_token"].as_str().expect("csrf").to_string())
+}
+
+#[tokio::test]
+async fn the_server_issues_through_a_remote_ca_and_holds_no_key() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let d = dir.path();
+    let ca_dir = d.join("ca");
+    let key_file = ca_dir.join("identity-ca.key");
+    let ca_token = ca_dir.join("ca.token");
+
+    // The CA's host: key and token, both mode 0600.
+    let (ok, pk_hex, err) = run(
+        &[
+            "identity-ca",
+            "init",
+            "--key-file",
+            key_file.to_str().expect("path"),
+        ],
+        None,
+    );
+    assert!(ok, "{err}");
+    let (ok, _, err) = run(
+        &[
+            "identity-ca",
+            "init-token",
+            "--token-file",
+            ca_token.to_str().expect("path"),
+        ],
+        None,
+    );
+    assert!(ok, "{err}");
+    let token = std::fs::read_to_string(&ca_token).expect("token");
+    let token = token.trim().to_string();
+    assert!(token.len() >= 32, "{token}");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&ca_token)
+            .expect("meta")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "mode {mode:o}");
+    }
+    // The CA key's public key, read from the key file itself.
+    let ca_public = klausur_server::identity::load_key_file(&key_file)
+        .expect("key file")
+        .public_key();
+    assert_eq!(hex::encode(ca_public.to_bytes()), pk_hex);
+
+    let ca_port = free_port();
+    let ca_log = d.join("ca.log");
+    let (ca, lines) = start(ca_cmd(&key_file, ca_port, &ca_token), &ca_log);
+    assert!(lines.iter().any(|l| l.contains(&pk_hex)), "{lines:?}");
+    let ca_base = format!("http://127.0.0.1:{ca_port}");
+    let http = reqwest::Client::new();
+
+    // The CA service on its own.
+    let v: serde_json::Value = http
+        .get(format!("{ca_base}/public-key"))
+        .send()
+        .await
+        .expect("public key")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(v["public_key"], pk_hex.as_str());
+    let device = SigningKey::from_bytes(&[9; 32]).verifying_key();
+    let device_hex = hex::encode(device.to_bytes());
+    let good = json!({
+        "user_id": "gateway:1", "display_name": "Telefon", "kind": "phone_gateway",
+        "device_key": device_hex, "valid_minutes": 30,
+    });
+    let resp = http
+        .post(format!("{ca_base}/issue"))
+        .json(&good)
+        .send()
+        .await
+        .expect("issue");
+    assert_eq!(resp.status(), 401, "no token");
+    let resp = http
+        .post(format!("{ca_base}/issue"))
+        .bearer_auth("x".repeat(43))
+        .json(&good)
+        .send()
+        .await
+        .expect("issue");
+    assert_eq!(resp.status(), 401, "wrong token");
+    let v: serde_json::Value = resp.json().await.expect("json");
+    assert_eq!(v["error"]["code"], "unauthorized");
+    let mut bad = good.clone();
+    bad["device_key"] = json!("abcd");
+    let resp = http
+        .post(format!("{ca_base}/issue"))
+        .bearer_auth(&token)
+        .json(&bad)
+        .send()
+        .await
+        .expect("issue");
+    assert_eq!(resp.status(), 400);
+    let v: serde_json::Value = resp.json().await.expect("json");
+    assert_eq!(v["error"]["code"], "invalid_field");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .expect("message")
+            .starts_with("device_key"),
+        "{v}"
+    );
+    let resp = http
+        .post(format!("{ca_base}/issue"))
+        .bearer_auth(&token)
+        .body("not json")
+        .send()
+        .await
+        .expect("issue");
+    assert_eq!(resp.status(), 400);
+    let resp = http
+        .post(format!("{ca_base}/issue"))
+        .bearer_auth(&token)
+        .body("x".repeat(20_000))
+        .send()
+        .await
+        .expect("issue");
+    assert_eq!(resp.status(), 413);
+    let v: serde_json::Value = resp.json().await.expect("json error");
+    assert_eq!(v["error"]["code"], "malformed");
+    let resp = http
+        .post(format!("{ca_base}/issue"))
+        .bearer_auth(&token)
+        .json(&good)
+        .send()
+        .await
+        .expect("issue");
+    assert_eq!(resp.status(), 200);
+    let v: serde_json::Value = resp.json().await.expect("json");
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(v["credential"].as_str().expect("credential"))
+        .expect("base64");
+    let sc = SignedCredential::from_bytes(&bytes).expect("decode");
+    sc.verify(&ca_public, now()).expect("verifies");
+    assert_eq!(sc.credential.kind, ParticipantKind::PhoneGateway);
+    assert_eq!(
+        v["not_after_ms"].as_u64(),
+        Some(sc.credential.not_after * 1000)
+    );
+
+    // The media server's host: an account, the token (its own copy), the configuration.
+    let data = d.join("data");
+    let (ok, _, err) = run(
+        &[
+            "--data-dir",
+            data.to_str().expect("path"),
+            "user",
+            "add",
+            "ada",
+            "--display-name",
+            "Ada L",
+            "--permanent-password",
+        ],
+        Some(&format!("{PASSWORD}\n")),
+    );
+    assert!(ok, "{err}");
+    let server_token = d.join("server.token");
+    std::fs::copy(&ca_token, &server_token).expect("copy token");
+    let config = remote_config(d, "klausur.toml", ca_port, &server_token);
+    let port = free_port();
+    let (server, lines) = start(server_cmd(&data, &config, port), &d.join("server.log"));
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("holds no CA key") && l.contains(&pk_hex)),
+        "{lines:?}"
+    );
+    assert!(!lines.iter().any(|l| l.contains("created identity CA key")));
+    let base = format!("http://127.0.0.1:{port}");
+
+    let v: serde_json::Value = reqwest::get(format!("{base}/api/identity/ca"))
+        .await
+        .expect("ca")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(v["public_key"], pk_hex.as_str());
+
+    let (client, csrf) = login(&base).await;
+    let staff_device = SigningKey::from_bytes(&[4; 32]).verifying_key();
+    let resp = client
+        .post(format!("{base}/api/identity/credential"))
+        .header("x-csrf-token", &csrf)
+        .json(&json!({"device_key": hex::encode(staff_device.to_bytes())}))
+        .send()
+        .await
+        .expect("credential");
+    assert_eq!(resp.status(), 200);
+    let v: serde_json::Value = resp.json().await.expect("json");
+    assert_eq!(v["ca_public_key"], pk_hex.as_str());
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(v["credential"].as_str().expect("credential"))
+        .expect("base64");
+    let sc = SignedCredential::from_bytes(&bytes).expect("decode");
+    sc.verify(&ca_public, now())
+        .expect("verifies against the key file's public key");
+    assert_eq!(sc.credential.kind, ParticipantKind::Staff);
+    assert!(
+        sc.credential.user_id.starts_with("user:"),
+        "{}",
+        sc.credential.user_id
+    );
+    assert_eq!(sc.credential.display_name, "Ada L");
+    assert_eq!(sc.credential.device_public_key, staff_device.to_bytes());
+    let left = sc.credential.not_after as i64 - now().as_secs() as i64;
+    assert!((3590..=3610).contains(&left), "valid for {left} s");
+    // Negative control: another key does not verify it.
+    let other = SigningKey::from_bytes(&[8; 32]).verifying_key();
+    assert!(sc.verify(&other, now()).is_err());
+
+    // No CA key anywhere in the server's data directory.
+    assert!(!data.join("identity-ca.key").exists());
+    for f in files_under(&data) {
+        let bytes = std::fs::read(&f).expect("read");
+        assert!(
+            !bytes
+                .windows(b"klausur-identity-ca-v1".len())
+                .any(|w| w == b"klausur-identity-ca-v1"),
+            "{} looks like a CA key file",
+            f.display()
+        );
+    }
+    drop(server);
+
+    // Negative control: a server with a wrong token starts (the public key is public) but gets
+    // no credential: the CA answers 401, the server 502 `ca_unavailable`.
+    let wrong_token = d.join("wrong.token");
+    let (ok, _, err) = run(
+        &[
+            "identity-ca",
+            "init-token",
+            "--token-file",
+            wrong_token.to_str().expect("path"),
+        ],
+        None,
+    );
+    assert!(ok, "{err}");
+    let config = remote_config(d, "wrong.toml", ca_port, &wrong_token);
+    let port = free_port();
+    let (server, _) = start(server_cmd(&data, &config, port), &d.join("server2.log"));
+    let base = format!("http://127.0.0.1:{port}");
+    let (client, csrf) = login(&base).await;
+    let resp = client
+        .post(format!("{base}/api/identity/credential"))
+        .header("x-csrf-token", &csrf)
+        .json(&json!({"device_key": hex::encode(staff_device.to_bytes())}))
+        .send()
+        .await
+        .expect("credential");
+    assert_eq!(resp.status(), 502);
+    let v: serde_json::Value = resp.json().await.expect("json");
+    assert_eq!(v["error"]["code"], "ca_unavailable");
+    let message = v["error"]["message"].as_str().expect("message");
+    assert!(
+        message.contains("identity CA") && message.contains("401"),
+        "{message}"
+    );
+    drop(server);
+    drop(ca);
+
+    // The CA's log: every issuance with kind and user id, never the device key or the token.
+    let log = std::fs::read_to_string(&ca_log).expect("ca log");
+    let issued: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("credential issued"))
+        .collect();
+    assert_eq!(issued.len(), 2, "{log}");
+    assert!(
+        issued[0].contains("phone_gateway") && issued[0].contains("gateway:1"),
+        "{log}"
+    );
+    assert!(
+        issued[1].contains("staff") && issued[1].contains(&sc.credential.user_id),
+        "{log}"
+    );
+    assert!(log.contains("without a valid token"), "{log}");
+    let wrong = std::fs::read_to_string(&wrong_token).expect("token");
+    for secret in [
+        token.as_str(),
+        wrong.trim(),
+        device_hex.as_str(),
+        &hex::encode(staff_device.to_bytes()),
+    ] {
+        assert!(!log.contains(secret), "the CA log contains a secret: {log}");
+    }
+    // Negative control for that search: the public key is in the log.
+    assert!(log.contains(&pk_hex), "{log}");
+}
+
+#[test]
+fn a_server_whose_ca_is_unreachable_does_not_start() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let d = dir.path();
+    let token = d.join("t.token");
+    let (ok, _, err) = run(
+        &[
+            "identity-ca",
+            "init-token",
+            "--token-file",
+            token.to_str().expect("path"),
+        ],
+        None,
+    );
+    assert!(ok, "{err}");
+    // Nothing listens on this port.
+    let config = remote_config(d, "klausur.toml", free_port(), &token);
+    let data = d.join("data");
+    let err = expect_exit_failure(server_cmd(&data, &config, free_port()), &d.join("s.log"));
+    assert!(
+        err.contains("cannot get the public key of the identity CA"),
+        "{err}"
+    );
+    assert!(!data.join("identity-ca.key").exists());
+
+    // Both a key file and a remote CA: refused, naming the key.
+    let both = d.join("both.toml");
+    std::fs::write(
+        &both,
+        format!(
+            "[identity]\nca_key_file = \"/tmp/x.key\"\nremote_url = \"http://127.0.0.1:1\"\nremote_token_file = {:?}\n",
+            token.to_str().expect("path")
+        ),
+    )
+    .expect("write");
+    let (ok, _, err) = run(&["check-config", both.to_str().expect("path")], None);
+    assert!(!ok);
+    assert!(err.contains("identity.remote_url"), "{err}");
+}
+
+#[test]
+fn the_ca_service_refuses_plain_http_on_a_public_address() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let d = dir.path();
+    let key = d.join("ca.key");
+    let token = d.join("ca.token");
+    let (ok, _, err) = run(
+        &[
+            "identity-ca",
+            "init",
+            "--key-file",
+            key.to_str().expect("path"),
+        ],
+        None,
+    );
+    assert!(ok, "{err}");
+    let (ok, _, err) = run(
+        &[
+            "identity-ca",
+            "init-token",
+            "--token-file",
+            token.to_str().expect("path"),
+        ],
+        None,
+    );
+    assert!(ok, "{err}");
+    let (ok, _, err) = run(
+        &[
+            "identity-ca",
+            "init-token",
+            "--token-file",
+            token.to_str().expect("path"),
+        ],
+        None,
+    );
+    assert!(!ok, "an existing token was overwritten");
+    assert!(err.contains("already exists"), "{err}");
+
+    let mut cmd = base_cmd();
+    cmd.args(["identity-ca", "serve", "--key-file"])
+        .arg(&key)
+        .args(["--listen", "0.0.0.0:0", "--token-file"])
+        .arg(&token);
+    let err = expect_exit_failure(cmd, &d.join("ca.log"));
+    assert!(err.contains("not a loopback address"), "{err}");
+
+    // A token file that is too short is refused at start.
+    std::fs::write(&token, "short\n").expect("write");
+    let err = expect_exit_failure(ca_cmd(&key, free_port(), &token), &d.join("ca2.log"));
+    assert!(err.contains("at least 32"), "{err}");
+}
