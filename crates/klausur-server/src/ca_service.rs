@@ -433,26 +433,7 @@ pub async fn serve(config: ServiceConfig) -> anyhow::Result<()> {
         issues_per_minute = config.issues_per_minute,
         "identity CA started"
     );
-    match &config.tls {
-        Some(tls) => {
-            let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-            let rustls = axum_server::tls_rustls::RustlsConfig::from_pem_file(&tls.cert, &tls.key)
-                .await
-                .context("cannot load TLS certificate or key")?;
-            axum_server::from_tcp_rustls(listener, rustls)
-                .handle(handle)
-                .serve(app)
-                .await
-                .context("HTTPS server failed")?;
-        }
-        None => {
-            axum_server::from_tcp(listener)
-                .handle(handle)
-                .serve(app)
-                .await
-                .context("HTTP server failed")?;
-        }
-    }
+    crate::server::serve_http(listener, config.tls.as_ref(), handle, app).await?;
     tracing::info!("identity CA stopped");
     println!("klausur identity-ca: stopped");
     Ok(())

@@ -107,27 +107,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     };
     println!("klausur: listening on {scheme}://{local} (media on udp {media_addr})");
     tracing::info!(listen = %local, media = %media_addr, "klausur started");
-    match &config.tls {
-        Some(tls) => {
-            // One crypto provider for the whole process (several rustls backends are linked).
-            let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-            let rustls = axum_server::tls_rustls::RustlsConfig::from_pem_file(&tls.cert, &tls.key)
-                .await
-                .context("cannot load TLS certificate or key")?;
-            axum_server::from_tcp_rustls(listener, rustls)
-                .handle(handle)
-                .serve(app)
-                .await
-                .context("HTTPS server failed")?;
-        }
-        None => {
-            axum_server::from_tcp(listener)
-                .handle(handle)
-                .serve(app)
-                .await
-                .context("HTTP server failed")?;
-        }
-    }
+    crate::server::serve_http(listener, config.tls.as_ref(), handle, app).await?;
     store.close().await;
     tracing::info!("stopped");
     println!("klausur: stopped");
@@ -153,4 +133,36 @@ pub(crate) async fn wait_for_signal() {
         _ = ctrl_c => {},
         _ = term => {},
     }
+}
+
+/// Serves `app` on `listener` until `handle` shuts it down: HTTPS with `tls` if given, else plain
+/// HTTP. Used by `serve` and by `identity-ca serve`.
+pub(crate) async fn serve_http(
+    listener: std::net::TcpListener,
+    tls: Option<&crate::config::TlsFiles>,
+    handle: axum_server::Handle,
+    app: axum::extract::connect_info::IntoMakeServiceWithConnectInfo<axum::Router, SocketAddr>,
+) -> anyhow::Result<()> {
+    match tls {
+        Some(tls) => {
+            // One crypto provider for the whole process (several rustls backends are linked).
+            let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+            let rustls = axum_server::tls_rustls::RustlsConfig::from_pem_file(&tls.cert, &tls.key)
+                .await
+                .context("cannot load TLS certificate or key")?;
+            axum_server::from_tcp_rustls(listener, rustls)
+                .handle(handle)
+                .serve(app)
+                .await
+                .context("HTTPS server failed")?;
+        }
+        None => {
+            axum_server::from_tcp(listener)
+                .handle(handle)
+                .serve(app)
+                .await
+                .context("HTTP server failed")?;
+        }
+    }
+    Ok(())
 }
