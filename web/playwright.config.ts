@@ -14,6 +14,11 @@ export const chromiumArgs = [
   '--use-fake-device-for-media-stream',
   '--allow-loopback-in-peer-connection', // 127.0.0.1 ICE candidates
   '--autoplay-policy=no-user-gesture-required',
+  // Every participant's page behaves as if it were in front (each person has their own screen):
+  // no throttled timers or renderers in background pages.
+  '--disable-background-timer-throttling',
+  '--disable-renderer-backgrounding',
+  '--disable-backgrounding-occluded-windows',
   `--use-file-for-fake-video-capture=${canaryVideoPath()}`,
   `--use-file-for-fake-audio-capture=${canaryTonePath()}`,
 ];
