@@ -2,22 +2,17 @@
 //! administration commands with `--json`, `check-config`, and graceful shutdown on SIGTERM.
 
 use std::io::{BufRead, BufReader, Write};
-use std::net::TcpListener;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use futures::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
 
-const BIN: &str = env!("CARGO_BIN_EXE_klausur");
+mod process;
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
+use process::free_port;
+
+const BIN: &str = env!("CARGO_BIN_EXE_klausur");
 
 fn klausur(dir: &std::path::Path, args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
     let mut child = Command::new(BIN)

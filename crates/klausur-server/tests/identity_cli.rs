@@ -8,6 +8,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use base64::Engine as _;
 use klausur_e2ee::{CredentialError, ParticipantKind, SignedCredential, SigningKey, VerifyingKey};
 
+mod process;
+
+use process::{free_port, start_until_listening, Proc};
+
 const BIN: &str = env!("CARGO_BIN_EXE_klausur");
 
 fn klausur(args: &[&str]) -> (bool, String, String) {
@@ -216,34 +220,9 @@ fn a_broken_key_file_is_refused() {
     assert!(err.contains("cannot read"), "{err}");
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
-
-/// A running `klausur serve`, stopped when dropped (also when a test fails).
-struct Server(std::process::Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// Starts `klausur serve`, waits until it listens, returns it with its base URL and the lines
 /// it printed before.
-fn serve(
-    data: &std::path::Path,
-    config: Option<&std::path::Path>,
-) -> (Server, String, Vec<String>) {
-    use std::io::{BufRead, BufReader};
-    use std::process::Stdio;
-    use std::time::{Duration, Instant};
-
+fn serve(data: &std::path::Path, config: Option<&std::path::Path>) -> (Proc, String, Vec<String>) {
     let port = free_port();
     let mut cmd = Command::new(BIN);
     cmd.env_remove("KLAUSUR_CONFIG")
@@ -257,32 +236,12 @@ fn serve(
         ])
         .arg("--data-dir")
         .arg(data)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null());
+        .stderr(std::process::Stdio::null());
     if let Some(c) = config {
         cmd.arg("--config").arg(c);
     }
-    let mut server = Server(cmd.spawn().expect("spawn"));
-    let stdout = server.0.stdout.take().expect("stdout");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let mut lines = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        if let Ok(line) = rx.recv_timeout(Duration::from_millis(200)) {
-            let done = line.contains("listening on");
-            lines.push(line);
-            if done {
-                return (server, format!("http://127.0.0.1:{port}"), lines);
-            }
-        }
-    }
-    drop(server);
-    panic!("server did not start: {lines:?}");
+    let (server, lines) = start_until_listening(cmd);
+    (server, format!("http://127.0.0.1:{port}"), lines)
 }
 
 async fn served_ca_key(base: &str) -> String {

@@ -8,7 +8,7 @@
 //! a server whose CA cannot be reached does not start; the CA refuses plain HTTP on a public
 //! address.
 
-use std::io::{BufRead, BufReader, Write as _};
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -17,16 +17,12 @@ use base64::Engine as _;
 use klausur_e2ee::{ParticipantKind, SignedCredential, SigningKey};
 use serde_json::json;
 
+mod process;
+
+use process::{free_port, start_until_listening, Proc};
+
 const BIN: &str = env!("CARGO_BIN_EXE_klausur");
 const PASSWORD: &str = "a-long-password-1";
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
 
 fn base_cmd() -> Command {
     let mut cmd = Command::new(BIN);
@@ -60,46 +56,12 @@ fn run(args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
     )
 }
 
-/// A child process, killed when dropped (also when a test fails).
-struct Proc(std::process::Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Starts `cmd` with stderr going to `log` and waits until a stdout line contains "listening
-/// on"; returns the process and its stdout lines so far.
+/// Starts `cmd` with stderr going to `log` and waits until it says it listens; returns the
+/// process and its stdout lines so far.
 fn start(mut cmd: Command, log: &Path) -> (Proc, Vec<String>) {
     let log = std::fs::File::create(log).expect("log file");
-    cmd.stdout(Stdio::piped()).stderr(Stdio::from(log));
-    let mut proc = Proc(cmd.spawn().expect("spawn"));
-    let stdout = proc.0.stdout.take().expect("stdout");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let mut lines = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        match rx.recv_timeout(Duration::from_millis(200)) {
-            Ok(line) => {
-                let done = line.contains("listening on");
-                lines.push(line);
-                if done {
-                    return (proc, lines);
-                }
-            }
-            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
-            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
-        }
-    }
-    drop(proc);
-    panic!("did not start: {lines:?}");
+    cmd.stderr(Stdio::from(log));
+    start_until_listening(cmd)
 }
 
 /// Runs `cmd` expecting it to exit (with failure) within 30 s; returns its stderr.
