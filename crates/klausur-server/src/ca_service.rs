@@ -417,15 +417,8 @@ pub async fn serve(config: ServiceConfig) -> anyhow::Result<()> {
         shutdown_handle.graceful_shutdown(Some(Duration::from_secs(5)));
     });
 
-    let listener = std::net::TcpListener::bind(config.listen)
-        .with_context(|| format!("cannot listen on {}", config.listen))?;
-    listener.set_nonblocking(true)?;
-    let local = listener.local_addr()?;
-    let scheme = if config.tls.is_some() {
-        "https"
-    } else {
-        "http"
-    };
+    let (listener, local, scheme) =
+        crate::server::bind_listener(config.listen, config.tls.as_ref())?;
     println!("klausur identity-ca: listening on {scheme}://{local} (public key {public_key_hex})");
     tracing::info!(
         listen = %local,

@@ -96,18 +96,10 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         shutdown_handle.graceful_shutdown(Some(Duration::from_secs(5)));
     });
 
-    let listener = std::net::TcpListener::bind(config.listen)
-        .with_context(|| format!("cannot listen on {}", config.listen))?;
-    listener.set_nonblocking(true)?;
-    let local = listener.local_addr()?;
-    let scheme = if config.tls.is_some() {
-        "https"
-    } else {
-        "http"
-    };
+    let (listener, local, scheme) = bind_listener(config.listen, config.tls.as_ref())?;
     println!("klausur: listening on {scheme}://{local} (media on udp {media_addr})");
     tracing::info!(listen = %local, media = %media_addr, "klausur started");
-    crate::server::serve_http(listener, config.tls.as_ref(), handle, app).await?;
+    serve_http(listener, config.tls.as_ref(), handle, app).await?;
     store.close().await;
     tracing::info!("stopped");
     println!("klausur: stopped");
@@ -133,6 +125,22 @@ pub(crate) async fn wait_for_signal() {
         _ = ctrl_c => {},
         _ = term => {},
     }
+}
+
+/// Binds the TCP listener for `serve_http`: the listener, its address and the URL scheme.
+pub(crate) fn bind_listener(
+    addr: SocketAddr,
+    tls: Option<&crate::config::TlsFiles>,
+) -> anyhow::Result<(std::net::TcpListener, SocketAddr, &'static str)> {
+    let listener =
+        std::net::TcpListener::bind(addr).with_context(|| format!("cannot listen on {addr}"))?;
+    listener.set_nonblocking(true)?;
+    let local = listener.local_addr()?;
+    Ok((
+        listener,
+        local,
+        if tls.is_some() { "https" } else { "http" },
+    ))
 }
 
 /// Serves `app` on `listener` until `handle` shuts it down: HTTPS with `tls` if given, else plain
