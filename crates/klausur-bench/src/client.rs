@@ -136,6 +136,12 @@ pub type OfferRequest = (String, oneshot::Sender<anyhow::Result<String>>);
 struct Signaling {
     ws: Ws,
     pending: Option<SdpPendingOffer>,
+    /// The last offer sent, for re-offers that change nothing on this side (see `offer_with`).
+    last_offer: Option<String>,
+    /// A repeated offer is out: its answer only matters for the server's slot assignments.
+    repeat_pending: bool,
+    /// The server asked for an offer while one was out: send another after its answer.
+    again: bool,
     want: (u32, u32),
     recv_audio: Vec<Mid>,
     recv_video: Vec<Mid>,
@@ -346,6 +352,9 @@ impl Peer {
         self.sig = Some(Signaling {
             ws,
             pending: None,
+            last_offer: None,
+            repeat_pending: false,
+            again: false,
             want: self.role.expect,
             recv_audio: Vec::new(),
             recv_video: Vec::new(),
@@ -366,9 +375,11 @@ impl Peer {
     }
 
     async fn offer_with(&mut self, sig: &mut Signaling) -> anyhow::Result<()> {
-        if sig.pending.is_some() {
+        if sig.pending.is_some() || sig.repeat_pending {
+            sig.again = true;
             return Ok(());
         }
+        sig.again = false;
         let mut api = self.rtc.sdp_api();
         let mut new_send = None;
         if !self.send_added {
@@ -391,6 +402,20 @@ impl Peer {
             recv_video.push(api.add_media(MediaKind::Video, Direction::RecvOnly, None, None, None));
         }
         let Some((offer, pending)) = api.apply() else {
+            // Nothing to add here, but the server asked for an offer: it assigns new tracks to
+            // free recvonly slots when it answers one. A browser's createOffer always yields an
+            // offer; str0m's yields none without changes, so the last offer goes out again and
+            // its answer, which changes nothing negotiated, is not applied.
+            if let Some(sdp) = sig.last_offer.clone() {
+                let msg = ClientMsg::Offer {
+                    sdp,
+                    sources: self.sources(),
+                };
+                sig.repeat_pending = true;
+                sig.ws
+                    .send(Message::Text(serde_json::to_string(&msg)?.into()))
+                    .await?;
+            }
             return Ok(());
         };
         sig.recv_audio = recv_audio;
@@ -400,6 +425,20 @@ impl Peer {
             self.set_send_tracks_opt(a, v)?;
             self.send_added = true;
         }
+        let sdp = offer.to_sdp_string();
+        sig.last_offer = Some(sdp.clone());
+        let msg = ClientMsg::Offer {
+            sdp,
+            sources: self.sources(),
+        };
+        sig.ws
+            .send(Message::Text(serde_json::to_string(&msg)?.into()))
+            .await?;
+        Ok(())
+    }
+
+    /// What this participant publishes, by mid.
+    fn sources(&self) -> Vec<SendSource> {
         let mut sources = Vec::new();
         if let Some(a) = &self.sender.audio {
             sources.push(SendSource {
@@ -413,14 +452,7 @@ impl Peer {
                 source: Source::Camera,
             });
         }
-        let msg = ClientMsg::Offer {
-            sdp: offer.to_sdp_string(),
-            sources,
-        };
-        sig.ws
-            .send(Message::Text(serde_json::to_string(&msg)?.into()))
-            .await?;
-        Ok(())
+        sources
     }
 
     async fn on_ws(
@@ -449,6 +481,13 @@ impl Peer {
         let v: serde_json::Value = serde_json::from_str(text.as_str())?;
         match v["type"].as_str() {
             Some("answer") => {
+                if let Some(s) = self.sig.as_mut().filter(|s| s.repeat_pending) {
+                    s.repeat_pending = false;
+                    if s.again {
+                        self.offer().await?;
+                    }
+                    return Ok(());
+                }
                 let sdp = v["sdp"].as_str().context("answer without sdp")?;
                 let answer = SdpAnswer::from_sdp_string(sdp)?;
                 let pending = self
@@ -458,7 +497,9 @@ impl Peer {
                     .context("answer without a pending offer")?;
                 self.rtc.sdp_api().accept_answer(pending, answer)?;
                 let again = self.sig.as_ref().is_some_and(|s| {
-                    (s.recv_audio.len() as u32) < s.want.0 || (s.recv_video.len() as u32) < s.want.1
+                    s.again
+                        || (s.recv_audio.len() as u32) < s.want.0
+                        || (s.recv_video.len() as u32) < s.want.1
                 });
                 if again {
                     self.offer().await?;
@@ -481,6 +522,7 @@ impl Peer {
                         .is_some_and(|m| m.starts_with("offer"))
                     {
                         s.pending = None;
+                        s.repeat_pending = false;
                     }
                 }
             }
