@@ -48,12 +48,16 @@
 //! # Media path
 //!
 //! Packets are forwarded, never reassembled: the forwarder reads RTP headers and header
-//! extensions only and shares the payload bytes (an `Arc<[u8]>`) between all subscribers; the
-//! payload may be end-to-end encrypted. Per subscriber slot the sequence number is rewritten
-//! to stay continuous, the payload type is mapped to the subscriber's negotiated payload type,
-//! the RTP timestamp and marker are kept. Packets are written NACK-able, so str0m answers
-//! subscriber NACKs from its RTX cache; str0m NACKs publisher losses itself. Keyframe requests
-//! (PLI/FIR) from subscribers are forwarded to the publisher, throttled per publisher track.
+//! extensions only, never payload bytes, which are end-to-end encrypted. str0m takes each
+//! written payload by value, so every subscriber but the last gets a copy of it and the last
+//! one the received buffer. Per subscriber slot the sequence number is rewritten to stay
+//! continuous, the payload type is mapped to the subscriber's negotiated payload type, the RTP
+//! timestamp and marker are kept. Video packets are written NACK-able, so str0m answers
+//! subscriber NACKs from the slot's RTX cache, which keeps one second (at most 1024 packets):
+//! str0m's default of three seconds made that cache most of a subscriber's memory. Opus is
+//! negotiated without NACK and not cached. str0m NACKs publisher losses itself. Keyframe
+//! requests (PLI/FIR) from subscribers are forwarded to the publisher, throttled per publisher
+//! track.
 //!
 //! # ICE-lite and addresses
 //!
@@ -86,6 +90,14 @@ pub use klausur_proto::{SendSource, Source};
 /// Identifies a participant inside a room; chosen by the caller.
 pub type PeerId = u64;
 
+/// How long and how many forwarded video packets each receive slot keeps for NACK resends.
+/// With str0m's default (3 s, 2000 packets) the caches were most of a subscriber's memory (see
+/// BENCHMARKS.md); a resend is only useful within a few round trips, before the receiver's
+/// jitter buffer gives up on the frame and asks for a keyframe.
+const RTX_CACHE_AGE: Duration = Duration::from_secs(1);
+const RTX_CACHE_PACKETS: usize = 1024;
+/// Stop resending when resends exceed this share of the stream (str0m's default).
+const RTX_RATIO_CAP: f32 = 0.15;
 /// How often the active speaker is re-evaluated.
 const SPEAKER_INTERVAL: Duration = Duration::from_millis(500);
 
@@ -626,7 +638,18 @@ impl Room {
                     .map(|i| p.slots.swap_remove(i));
                 let (assigned, seq) = match old {
                     Some(old) => (old.assigned, old.seq),
-                    None => (None, SeqRewrite::new()),
+                    None => {
+                        if kind == MediaKind::Video {
+                            if let Some(tx) = p.rtc.direct_api().stream_tx_by_mid(mid, None) {
+                                tx.set_rtx_cache(
+                                    RTX_CACHE_PACKETS,
+                                    RTX_CACHE_AGE,
+                                    Some(RTX_RATIO_CAP),
+                                );
+                            }
+                        }
+                        (None, SeqRewrite::new())
+                    }
                 };
                 slots.push(Slot {
                     mid,
@@ -956,7 +979,7 @@ impl Room {
         }
     }
 
-    fn forward(&mut self, now: Instant, publisher: PeerId, packet: RtpPacket) {
+    fn forward(&mut self, now: Instant, publisher: PeerId, mut packet: RtpPacket) {
         self.stats.received_packets += 1;
         let Some(p) = self.peers.get_mut(&publisher) else {
             return;
@@ -1020,7 +1043,7 @@ impl Room {
         routes.extend_from_slice(&track.routes);
         let exts = forwarded_exts(&packet.header.ext_vals);
         let in_seq = *packet.seq_no;
-        for &(qid, slot_idx) in &routes {
+        for (i, &(qid, slot_idx)) in routes.iter().enumerate() {
             let Some(q) = self.peers.get_mut(&qid) else {
                 continue;
             };
@@ -1054,11 +1077,18 @@ impl Room {
                         if codec == Codec::Opus { 48_000 } else { 90_000 },
                     ),
                     now,
-                    packet.payload.clone(),
+                    // str0m takes the payload by value: one copy per subscriber, and the
+                    // last one gets the received buffer itself.
+                    if i + 1 == routes.len() {
+                        std::mem::take(&mut packet.payload)
+                    } else {
+                        packet.payload.clone()
+                    },
                 )
                 .marker(packet.header.marker)
                 .ext_vals(exts.clone())
-                .nackable(true),
+                // Opus is negotiated without NACK: caching audio for resends only costs.
+                .nackable(codec != Codec::Opus),
             );
             self.stats.forwarded_packets += 1;
             self.mark_dirty(qid, true);
