@@ -23,7 +23,7 @@ use tokio::time::sleep_until;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::header::{audio_len, payload, video_frame_sizes, Header, Stream};
-use crate::stats::{RecvStats, SendStats, Window};
+use crate::stats::{Presence, RecvStats, SendStats, Window};
 
 type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
@@ -56,6 +56,8 @@ pub struct Role {
     pub audio: bool,
     pub video: bool,
     pub expect: (u32, u32),
+    /// Negotiates its send tracks but sends no packets (microphone and camera off).
+    pub silent: bool,
 }
 
 impl Role {
@@ -64,6 +66,13 @@ impl Role {
         audio: true,
         video: true,
         expect: (0, 0),
+        silent: false,
+    };
+
+    /// A meeting participant with microphone and camera off: audio and video m-lines, no packets.
+    pub const IDLE: Role = Role {
+        silent: true,
+        ..Role::AV
     };
 
     /// Sends nothing, receives `audio` + `video` tracks.
@@ -72,7 +81,13 @@ impl Role {
             audio: false,
             video: false,
             expect: (audio, video),
+            silent: false,
         }
+    }
+
+    /// Has send tracks to negotiate (silent or not).
+    pub fn publishes(&self) -> bool {
+        self.audio || self.video
     }
 }
 
@@ -80,12 +95,34 @@ impl Role {
 #[derive(Debug, Clone)]
 pub struct PeerReport {
     pub index: u16,
+    /// From sending `join` to leaving.
+    pub presence: Presence,
     pub send: SendStats,
     pub recv: RecvStats,
     /// From sending `join` (or creating the peer) to ICE+DTLS connected.
     pub connect_time: Option<Duration>,
+    /// Receive m-lines (audio, video) negotiated at the end.
+    pub recv_slots: (u32, u32),
     pub keyframe_requests: u64,
     pub errors: Vec<String>,
+}
+
+/// Active (non-zero port) audio and video m-lines of an SDP.
+pub fn active_m_lines(sdp: &str) -> (u32, u32) {
+    let mut n = (0, 0);
+    for line in sdp.lines() {
+        let mut f = line.split_whitespace();
+        let (kind, port) = (f.next(), f.next());
+        if port.is_none_or(|p| p == "0") {
+            continue;
+        }
+        match kind {
+            Some("m=audio") => n.0 += 1,
+            Some("m=video") => n.1 += 1,
+            _ => {}
+        }
+    }
+    n
 }
 
 struct Track {
@@ -115,12 +152,16 @@ pub struct Peer {
     local: SocketAddr,
     timing: Timing,
     joined_at: Instant,
+    /// Leaves before the end of the run (churn).
+    leave_at: Option<Instant>,
     sender: Sender,
     role: Role,
     /// The send m-lines of `role` are in the SDP (klausur signaling).
     send_added: bool,
     recv: RecvStats,
     connected_at: Option<Instant>,
+    /// Receive m-lines negotiated so far (audio, video).
+    recv_slots: (u32, u32),
     next_timeout: Instant,
     keyframe_requests: u64,
     errors: Vec<String>,
@@ -219,6 +260,7 @@ impl Peer {
             local,
             timing,
             joined_at: now,
+            leave_at: None,
             sender: Sender {
                 audio: None,
                 video: None,
@@ -232,6 +274,7 @@ impl Peer {
             send_added: false,
             recv: RecvStats::default(),
             connected_at: None,
+            recv_slots: (0, 0),
             next_timeout: now,
             keyframe_requests: 0,
             errors: Vec::new(),
@@ -248,18 +291,39 @@ impl Peer {
     /// Where TTFF and connect time are measured from (the Janus side sets its `join` time).
     pub fn set_joined_at(&mut self, t: Instant) {
         self.joined_at = t;
-        self.recv.ttff_ns = None;
+        self.recv.restart_first_frame();
+    }
+
+    /// Leaves at `t` instead of the end of the run (if earlier).
+    pub fn set_leave_at(&mut self, t: Option<Instant>) {
+        self.leave_at = t;
+    }
+
+    /// When the peer stops: the end of the run, or its departure.
+    pub fn stop_at(&self) -> Instant {
+        match self.leave_at {
+            Some(t) => t.min(self.timing.stop_at),
+            None => self.timing.stop_at,
+        }
     }
 
     // ---- Janus (the client side of the signaling lives in `janus.rs`) -----------------------
 
-    /// A publisher's offer: sendonly audio + video. Returns the SDP and the pending offer.
+    /// A publisher's offer: sendonly audio and/or video as the role says. Returns the SDP and
+    /// the pending offer.
     pub fn publish_offer(&mut self) -> anyhow::Result<(String, SdpPendingOffer)> {
+        let role = self.role;
         let mut api = self.rtc.sdp_api();
-        let a = api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
-        let v = api.add_media(MediaKind::Video, Direction::SendOnly, None, None, None);
-        let (offer, pending) = api.apply().context("no offer")?;
-        self.set_send_tracks(a, v)?;
+        let a = role
+            .audio
+            .then(|| api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None));
+        let v = role
+            .video
+            .then(|| api.add_media(MediaKind::Video, Direction::SendOnly, None, None, None));
+        let (offer, pending) = api
+            .apply()
+            .context("no offer (the role publishes nothing)")?;
+        self.set_send_tracks_opt(a, v)?;
         Ok((offer.to_sdp_string(), pending))
     }
 
@@ -278,6 +342,8 @@ impl Peer {
     fn answer_offer(&mut self, sdp: &str) -> anyhow::Result<String> {
         let offer = SdpOffer::from_sdp_string(sdp)?;
         let answer = self.rtc.sdp_api().accept_offer(offer)?;
+        // Everything Janus offers a subscriber is for receiving.
+        self.recv_slots = active_m_lines(sdp);
         Ok(answer.to_sdp_string())
     }
 
@@ -323,7 +389,7 @@ impl Peer {
         token: &str,
     ) -> anyhow::Result<()> {
         self.joined_at = Instant::now();
-        self.recv.ttff_ns = None;
+        self.recv.restart_first_frame();
         let (mut ws, _) = tokio_tungstenite::connect_async(ws_url)
             .await
             .with_context(|| format!("cannot connect {ws_url}"))?;
@@ -496,6 +562,9 @@ impl Peer {
                     .and_then(|s| s.pending.take())
                     .context("answer without a pending offer")?;
                 self.rtc.sdp_api().accept_answer(pending, answer)?;
+                if let Some(s) = &self.sig {
+                    self.recv_slots = (s.recv_audio.len() as u32, s.recv_video.len() as u32);
+                }
                 let again = self.sig.as_ref().is_some_and(|s| {
                     s.again
                         || (s.recv_audio.len() as u32) < s.want.0
@@ -563,8 +632,10 @@ impl Peer {
         match event {
             Event::Connected if self.connected_at.is_none() => {
                 self.connected_at = Some(now);
-                self.sender.next_audio = Some(now);
-                self.sender.next_video = Some(now);
+                if !self.role.silent {
+                    self.sender.next_audio = Some(now);
+                    self.sender.next_video = Some(now);
+                }
             }
             Event::RtpPacket(p) => {
                 let now_ns = self.timing.ns(Instant::now());
@@ -654,9 +725,11 @@ impl Peer {
                 };
                 let p = payload(&h, audio_len(track.tag));
                 if Self::write(&mut self.rtc, track, now, p, true, true) {
+                    self.sender
+                        .stats
+                        .record(Stream::Audio, track.tag, send_ns, &window);
                     track.tag += 1;
                     track.rtp_time = track.rtp_time.wrapping_add(960);
-                    self.sender.stats.record(Stream::Audio, send_ns, &window);
                 }
             }
         }
@@ -687,9 +760,11 @@ impl Peer {
                     if !Self::write(&mut self.rtc, track, now, p, i + 1 == n, false) {
                         break;
                     }
+                    self.sender
+                        .stats
+                        .record(Stream::Video, track.tag, send_ns, &window);
                     track.tag += 1;
                     written += 1;
-                    self.sender.stats.record(Stream::Video, send_ns, &window);
                 }
                 if written > 0 {
                     self.sender.frame += 1;
@@ -729,11 +804,13 @@ impl Peer {
         }
     }
 
-    /// Runs the peer until `timing.stop_at`, then leaves and reports.
+    /// Runs the peer until `timing.stop_at` (or its departure), then leaves and reports. The
+    /// peer and its socket are dropped on return.
     pub async fn run(mut self) -> PeerReport {
         if let Err(e) = self.run_loop().await {
             self.errors.push(format!("{e:#}"));
         }
+        let left_ns = self.timing.ns(Instant::now());
         if let Some(sig) = self.sig.as_mut() {
             if !sig.ended {
                 let leave = serde_json::to_string(&ClientMsg::Leave).unwrap_or_default();
@@ -743,11 +820,16 @@ impl Peer {
         }
         PeerReport {
             index: self.index,
+            presence: Presence {
+                joined_ns: self.timing.ns(self.joined_at),
+                left_ns,
+            },
             send: self.sender.stats,
             recv: self.recv,
             connect_time: self
                 .connected_at
                 .map(|c| c.saturating_duration_since(self.joined_at)),
+            recv_slots: self.recv_slots,
             keyframe_requests: self.keyframe_requests,
             errors: self.errors,
         }
@@ -755,7 +837,7 @@ impl Peer {
 
     async fn run_loop(&mut self) -> anyhow::Result<()> {
         let mut buf = vec![0u8; 2048];
-        let stop_at = self.timing.stop_at;
+        let stop_at = self.stop_at();
         self.drain().await?;
         loop {
             let now = Instant::now();
@@ -765,7 +847,7 @@ impl Peer {
             if now >= self.next_timeout {
                 self.rtc.handle_input(Input::Timeout(now))?;
             }
-            if self.connected_at.is_some() && now < self.timing.stop_at {
+            if self.connected_at.is_some() && now < stop_at {
                 self.send_due(now);
             }
             self.drain().await?;
@@ -813,5 +895,17 @@ impl Peer {
                 Wake::Timer => {}
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn active_m_lines_skip_disabled_ones() {
+        let sdp = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\nm=audio 0 UDP/TLS/RTP/SAVPF 111\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\nm=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\nm=audio\r\n";
+        assert_eq!(active_m_lines(sdp), (1, 2));
+        assert_eq!(active_m_lines(""), (0, 0));
     }
 }

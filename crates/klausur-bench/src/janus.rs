@@ -10,10 +10,15 @@
 //! through `main`'s signal handling, on Ctrl-C).
 //!
 //! Each participant uses one Janus session with two handles: a publisher (`join` +
-//! `configure` with a sendonly audio + video offer from its sending str0m peer) and one
+//! `configure` with a sendonly offer of what it publishes from its sending str0m peer) and one
 //! multistream subscriber (`join` with `streams` of every other feed, `subscribe` for feeds
 //! that publish later) whose offers Janus makes and a second, receive-only str0m peer answers
-//! (str0m always bundles: max-bundle as the recipe asks).
+//! (str0m always bundles: max-bundle as the recipe asks). A participant that publishes nothing
+//! (a webinar viewer, a town hall listener) joins as a publisher without ever configuring: it
+//! has no publisher PeerConnection and no feed, but gets the room's events about publishers,
+//! which is how VideoRoom clients learn whom to subscribe to. A participant that leaves early
+//! (churn) stops both peers (their sockets close) and destroys its session, which makes Janus
+//! leave the room, hang up both PeerConnections and tell the others.
 
 use std::collections::{HashSet, VecDeque};
 use std::fs::File;
@@ -28,7 +33,8 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::client::{Peer, PeerReport, Timing};
+use crate::client::{Peer, PeerReport, Role, Timing};
+use crate::stats::Presence;
 
 /// Janus's address (its namespace only).
 pub const SERVER_ADDR: Ipv4Addr = Ipv4Addr::new(10, 213, 0, 1);
@@ -369,7 +375,7 @@ impl JanusServer {
 
     /// Creates the VideoRoom room the participants join.
     pub async fn create_room(&self, participants: usize) -> anyhow::Result<()> {
-        let api = Api::new(self.sockets()?).await?;
+        let mut api = Api::new(self.sockets()?).await?;
         let h = api.attach().await?;
         let r = api
             .message(
@@ -557,7 +563,7 @@ impl Api {
         })
     }
 
-    async fn destroy(mut self) -> anyhow::Result<()> {
+    async fn destroy(&mut self) -> anyhow::Result<()> {
         let path = format!("/janus/{}", self.session);
         self.post(path, json!({"janus": "destroy"})).await?;
         Ok(())
@@ -569,10 +575,16 @@ impl Api {
 /// What a participant needs to join the Janus room.
 pub struct JoinSpec {
     pub index: usize,
+    pub role: Role,
     pub timing: Timing,
+    /// Leaves before the end of the run (churn).
+    pub leave_at: Option<Instant>,
     pub all_codecs: bool,
     pub sockets: NetnsSockets,
 }
+
+/// How often a feed is asked for again after the subscriber handle refused a request.
+const SUBSCRIBE_ATTEMPTS: u8 = 3;
 
 /// The signaling state of one participant, driven by the session's events.
 struct Session {
@@ -581,10 +593,18 @@ struct Session {
     publisher: u64,
     own_feed: u64,
     subscriber: Option<u64>,
+    /// The subscriber handle's `join` went through (its first offer came).
+    subscriber_joined: bool,
     /// A `join`/`subscribe` of the subscriber handle awaits its offer.
     in_flight: bool,
+    /// The feeds of that request (asked for again if it is refused).
+    in_flight_feeds: Vec<u64>,
     wanted: Vec<u64>,
     subscribed: HashSet<u64>,
+    /// Feeds that unpublished or left: never asked for again.
+    gone: HashSet<u64>,
+    /// Feeds asked for again after a refusal, and how often.
+    attempts: std::collections::HashMap<u64, u8>,
     backlog: VecDeque<Value>,
     errors: Vec<String>,
 }
@@ -594,11 +614,32 @@ impl Session {
         for p in data["publishers"].as_array().into_iter().flatten() {
             if let Some(id) = p["id"].as_u64() {
                 if id != self.own_feed
+                    && !self.gone.contains(&id)
                     && !self.subscribed.contains(&id)
                     && !self.wanted.contains(&id)
                 {
                     self.wanted.push(id);
                 }
+            }
+        }
+        // A feed that stopped publishing or left the room.
+        for key in ["unpublished", "leaving"] {
+            if let Some(id) = data[key].as_u64() {
+                self.gone.insert(id);
+                self.wanted.retain(|f| *f != id);
+            }
+        }
+    }
+
+    /// The subscriber handle refused a request: its feeds that are still there are asked for
+    /// again, a bounded number of times.
+    fn requeue_in_flight(&mut self) {
+        for id in std::mem::take(&mut self.in_flight_feeds) {
+            self.subscribed.remove(&id);
+            let n = self.attempts.entry(id).or_insert(0);
+            *n += 1;
+            if *n < SUBSCRIBE_ATTEMPTS && !self.gone.contains(&id) && !self.wanted.contains(&id) {
+                self.wanted.push(id);
             }
         }
     }
@@ -667,6 +708,12 @@ impl Session {
             ));
             if sender.is_some() && sender == self.subscriber {
                 self.in_flight = false;
+                self.requeue_in_flight();
+                if !self.subscriber_joined {
+                    // A refused `join` leaves the handle out of the room: the next request
+                    // joins on a new one.
+                    self.subscriber = None;
+                }
             }
             return Ok(());
         }
@@ -694,13 +741,16 @@ impl Session {
                         Some(json!({"type": "answer", "sdp": answer, "trickle": false})),
                     )
                     .await?;
+                self.subscriber_joined = true;
                 self.in_flight = false;
+                self.in_flight_feeds.clear();
             } else if matches!(
                 data["videoroom"].as_str(),
                 Some("updated") | Some("attached")
             ) {
                 // An update with nothing to renegotiate.
                 self.in_flight = false;
+                self.in_flight_feeds.clear();
             }
         }
         Ok(())
@@ -723,30 +773,41 @@ impl Session {
         };
         let h = self.subscriber.context("no subscriber")?;
         self.api.message(h, body, None).await?;
-        self.subscribed.extend(feeds);
+        self.subscribed.extend(feeds.iter().copied());
+        self.in_flight_feeds = feeds;
         self.in_flight = true;
         Ok(())
     }
 }
 
-/// Joins the Janus room as publisher and subscriber of everyone else; runs until
-/// `timing.stop_at` and reports like a klausur participant (send side from the publisher peer,
-/// receive side from the subscriber peer).
+/// Joins the Janus room, publishes what the role says and subscribes to everyone else; runs
+/// until `timing.stop_at` (or its departure) and reports like a klausur participant (send side
+/// from the publisher peer, receive side from the subscriber peer).
 pub async fn participant(spec: JoinSpec) -> anyhow::Result<PeerReport> {
     let i = spec.index;
+    let timing = spec.timing;
     let any = SocketAddr::V4(SocketAddrV4::new(CLIENT_ADDR, 0));
-    let mut publisher = Peer::with_socket(
-        i as u16,
-        spec.timing,
-        spec.all_codecs,
-        spec.sockets.udp(any).await?,
-    )?;
+    let mut publisher = match spec.role.publishes() {
+        true => {
+            let mut p = Peer::with_socket(
+                i as u16,
+                timing,
+                spec.all_codecs,
+                spec.sockets.udp(any).await?,
+            )?;
+            p.set_role(spec.role);
+            p.set_leave_at(spec.leave_at);
+            Some(p)
+        }
+        false => None,
+    };
     let mut subscriber = Peer::with_socket(
         i as u16,
-        spec.timing,
+        timing,
         spec.all_codecs,
         spec.sockets.udp(any).await?,
     )?;
+    subscriber.set_leave_at(spec.leave_at);
     let api = Api::new(spec.sockets.clone()).await?;
     let pub_handle = api.attach().await?;
     let (offer_tx, offer_rx) = mpsc::unbounded_channel();
@@ -756,14 +817,20 @@ pub async fn participant(spec: JoinSpec) -> anyhow::Result<PeerReport> {
         publisher: pub_handle,
         own_feed: 0,
         subscriber: None,
+        subscriber_joined: false,
         in_flight: false,
+        in_flight_feeds: Vec::new(),
         wanted: Vec::new(),
         subscribed: HashSet::new(),
+        gone: HashSet::new(),
+        attempts: std::collections::HashMap::new(),
         backlog: VecDeque::new(),
         errors: Vec::new(),
     };
     let joined_at = Instant::now();
-    publisher.set_joined_at(joined_at);
+    if let Some(p) = publisher.as_mut() {
+        p.set_joined_at(joined_at);
+    }
     subscriber.set_joined_at(joined_at);
     s.api
         .message(
@@ -784,32 +851,35 @@ pub async fn participant(spec: JoinSpec) -> anyhow::Result<PeerReport> {
     s.own_feed = data["id"].as_u64().context("no feed id")?;
     s.want_publishers(data);
 
-    let (offer, pending) = publisher.publish_offer()?;
-    s.api
-        .message(
-            pub_handle,
-            json!({"request": "configure", "audio": true, "video": true}),
-            Some(json!({"type": "offer", "sdp": offer, "trickle": false})),
-        )
-        .await?;
-    let answered = s
-        .wait_for(
-            pub_handle,
-            "the publisher's answer",
-            |e| e["jsep"]["type"] == "answer",
-            &offer_tx,
-        )
-        .await?;
-    let sdp = answered["jsep"]["sdp"]
-        .as_str()
-        .context("answer without sdp")?;
-    publisher.accept_answer_sdp(pending, sdp)?;
+    if let Some(p) = publisher.as_mut() {
+        let (offer, pending) = p.publish_offer()?;
+        s.api
+            .message(
+                pub_handle,
+                json!({"request": "configure"}),
+                Some(json!({"type": "offer", "sdp": offer, "trickle": false})),
+            )
+            .await?;
+        let answered = s
+            .wait_for(
+                pub_handle,
+                "the publisher's answer",
+                |e| e["jsep"]["type"] == "answer",
+                &offer_tx,
+            )
+            .await?;
+        let sdp = answered["jsep"]["sdp"]
+            .as_str()
+            .context("answer without sdp")?;
+        p.accept_answer_sdp(pending, sdp)?;
+    }
     subscriber.answer_offers_from(offer_rx);
-    let pub_task = tokio::spawn(publisher.run());
+    let stop_at = subscriber.stop_at();
+    let pub_task = publisher.map(|p| tokio::spawn(p.run()));
     let sub_task = tokio::spawn(subscriber.run());
 
-    let stop_at = spec.timing.stop_at;
     let mut failure = None;
+    // Bounded by `stop_at`: every wait below ends there.
     loop {
         if let Err(e) = s.subscribe().await {
             failure = Some(e);
@@ -830,21 +900,59 @@ pub async fn participant(spec: JoinSpec) -> anyhow::Result<PeerReport> {
         }
     }
     drop(offer_tx);
-    let sent = pub_task.await.context("publisher task")?;
+    let sent = match pub_task {
+        Some(t) => Some(t.await.context("publisher task")?),
+        None => None,
+    };
     let received = sub_task.await.context("subscriber task")?;
-    let mut errors = s.errors;
+    let mut errors = std::mem::take(&mut s.errors);
+    if spec.leave_at.is_some_and(|t| t < timing.stop_at) {
+        // Leaving the room: Janus detaches both handles and tells the others.
+        match tokio::time::timeout(Duration::from_secs(5), s.api.destroy()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => errors.push(format!("leaving: {e:#}")),
+            Err(_) => errors.push("leaving: no answer within 5 s".into()),
+        }
+    }
     if let Some(e) = failure {
         errors.push(format!("signaling: {e:#}"));
     }
-    errors.extend(sent.errors.iter().map(|e| format!("publisher: {e}")));
+    if let Some(sent) = &sent {
+        errors.extend(sent.errors.iter().map(|e| format!("publisher: {e}")));
+    }
     errors.extend(received.errors.iter().map(|e| format!("subscriber: {e}")));
-    Ok(PeerReport {
-        index: sent.index,
-        send: sent.send,
-        recv: received.recv,
-        connect_time: sent.connect_time,
-        keyframe_requests: sent.keyframe_requests,
-        errors,
+    let left_ns = sent
+        .as_ref()
+        .map_or(0, |p| p.presence.left_ns)
+        .max(received.presence.left_ns);
+    Ok(match sent {
+        Some(sent) => PeerReport {
+            index: sent.index,
+            presence: Presence {
+                joined_ns: timing.ns(joined_at),
+                left_ns,
+            },
+            send: sent.send,
+            recv: received.recv,
+            connect_time: sent.connect_time,
+            recv_slots: received.recv_slots,
+            keyframe_requests: sent.keyframe_requests,
+            errors,
+        },
+        // A listener: connected once its subscriber is.
+        None => PeerReport {
+            index: received.index,
+            presence: Presence {
+                joined_ns: timing.ns(joined_at),
+                left_ns,
+            },
+            send: received.send,
+            recv: received.recv,
+            connect_time: received.connect_time,
+            recv_slots: received.recv_slots,
+            keyframe_requests: 0,
+            errors,
+        },
     })
 }
 

@@ -5,8 +5,9 @@
 //! path (ICE, DTLS-SRTP, the room) of a `klausur serve` the tool starts itself. See
 //! `klausur-bench --help`.
 //!
-//! `compare` and the standard set also run the same scenarios against Janus 1.1.2 (VideoRoom),
-//! in network namespaces the tool creates and removes (`janus.rs`, shared/recipes/janus.md).
+//! `compare`, the standard set and the `webinar`, `townhall`, `idle` and `churn` scenarios also
+//! run against Janus 1.1.2 (VideoRoom), in network namespaces the tool creates and removes
+//! (`janus.rs`, shared/recipes/janus.md); `--no-janus` leaves it out.
 
 mod client;
 mod header;
@@ -43,10 +44,10 @@ struct Common {
     /// The klausur binary to start.
     #[arg(long, global = true, default_value = "target/release/klausur")]
     server_bin: PathBuf,
-    /// Warm-up before the measured window, seconds.
+    /// Warm-up before the measured window, seconds (default 5; `standard`: 3).
     #[arg(long, global = true)]
     warmup: Option<f64>,
-    /// Measured window, seconds.
+    /// Measured window, seconds (default 15; `standard`: 10, its `idle` scenario 5).
     #[arg(long, global = true)]
     window: Option<f64>,
     /// Trials per figure (the median is reported).
@@ -71,29 +72,46 @@ struct Common {
     /// Write the full results as JSON to this file.
     #[arg(long, global = true)]
     json: Option<PathBuf>,
-    /// `compare` and `standard`: klausur only, without the Janus side.
+    /// klausur only, without the Janus side (`compare`, `standard`, `webinar`, `townhall`,
+    /// `idle`, `churn`).
     #[arg(long, global = true)]
     no_janus: bool,
 }
 
 #[derive(Subcommand, Debug)]
 enum Cmd {
-    /// `meeting N`: everyone sends audio and video, everyone receives everyone.
+    /// `meeting N`: everyone sends audio and video, everyone receives everyone (klausur only;
+    /// `compare` runs it against both servers).
     Meeting {
         /// Participants.
         participants: usize,
     },
-    /// `webinar 1->M`: one presenter sends audio and video, M viewers receive (klausur only).
+    /// `webinar 1->M`: one presenter sends audio and video, M viewers only receive.
     Webinar {
         /// Viewers.
         viewers: usize,
     },
-    /// `townhall N`: audio only, a few speakers, everyone listens (klausur only).
+    /// `townhall N`: audio only, a few speakers, everyone listens.
     Townhall {
         /// Participants (speakers included).
         participants: usize,
         #[arg(long, default_value_t = 3)]
         speakers: usize,
+    },
+    /// `idle N`: a meeting with microphones and cameras off (audio and video negotiated, no
+    /// packets): server memory and CPU per idle participant.
+    Idle {
+        /// Participants.
+        participants: usize,
+    },
+    /// `churn N --rate R`: a meeting of N (audio and video) in which, during the window, R
+    /// participants per second leave and as many new ones join in their places.
+    Churn {
+        /// Participants present at a time.
+        participants: usize,
+        /// Leaves (and joins) per second.
+        #[arg(long, default_value_t = 2.0)]
+        rate: f64,
     },
     /// Runs `meeting 10` against klausur and Janus 1.1.2 (VideoRoom) in the same run.
     Compare {
@@ -115,12 +133,29 @@ enum Cmd {
         /// Participants of the `townhall` scenario, 3 of them speaking (0: skip).
         #[arg(long, default_value_t = 150)]
         townhall: usize,
+        /// Participants of the `idle` scenario (0: skip).
+        #[arg(long, default_value_t = 20)]
+        idle: usize,
+        /// Participants of the `churn` scenario (0: skip).
+        #[arg(long, default_value_t = 10)]
+        churn: usize,
+        /// Leaves (and joins) per second of the `churn` scenario.
+        #[arg(long, default_value_t = 2.0)]
+        churn_rate: f64,
     },
 }
 
-fn settings(c: &Common) -> Settings {
+/// Fastest churn accepted, leaves (and joins) per second: beyond it the joins themselves, not
+/// the meeting, would be what is measured.
+const MAX_CHURN_RATE: f64 = 20.0;
+
+fn settings(c: &Common, cmd: &Cmd) -> Settings {
     let (warmup, window, trials) = if c.quick {
         (3.0, 8.0, 3)
+    } else if matches!(cmd, Cmd::Standard { .. }) {
+        // Six scenarios on two servers, 3 trials each: under 10 minutes (about 9 on the
+        // project's 2-core machine).
+        (3.0, 10.0, 3)
     } else {
         (5.0, 15.0, 3)
     };
@@ -160,53 +195,109 @@ fn pin_to(cpu: usize) {
     }
 }
 
-async fn run(cli: Cli) -> anyhow::Result<()> {
-    let s = settings(&cli.common);
-    let limit = 100;
-    let sizes: Vec<usize> = match &cli.command {
-        Cmd::Meeting { participants } => vec![*participants],
-        Cmd::Compare { participants } => vec![*participants],
-        Cmd::Standard { sizes, .. } => sizes.clone(),
-        Cmd::Webinar { .. } | Cmd::Townhall { .. } => Vec::new(),
-    };
-    let with_janus =
-        !cli.common.no_janus && matches!(cli.command, Cmd::Compare { .. } | Cmd::Standard { .. });
-    for n in &sizes {
+/// The scenarios of a command, each with whether it also runs against Janus.
+fn specs(cli: &Cli) -> anyhow::Result<Vec<(Spec, bool)>> {
+    let janus = !cli.common.no_janus;
+    let meeting_limit = 100;
+    let meeting = |n: usize| {
         anyhow::ensure!(
-            (2..=limit).contains(n),
-            "a meeting needs 2 to {limit} participants"
+            (2..=meeting_limit).contains(&n),
+            "a meeting needs 2 to {meeting_limit} participants"
         );
-    }
-    // (scenario, also against Janus)
-    let mut specs: Vec<(Spec, bool)> = sizes
-        .iter()
-        .map(|n| (Spec::meeting(*n), with_janus))
-        .collect();
+        Ok(Spec::meeting(n))
+    };
+    let churn = |n: usize, rate: f64| {
+        anyhow::ensure!(
+            (2..=meeting_limit).contains(&n),
+            "churn needs 2 to {meeting_limit} participants"
+        );
+        anyhow::ensure!(
+            rate.is_finite() && rate > 0.0 && rate <= MAX_CHURN_RATE,
+            "the churn rate must be above 0 and at most {MAX_CHURN_RATE} per second"
+        );
+        Ok(Spec::churn(n, rate))
+    };
+    let mut specs = Vec::new();
     match &cli.command {
-        Cmd::Webinar { viewers } => specs.push((Spec::webinar(*viewers), false)),
+        Cmd::Meeting { participants } => specs.push((meeting(*participants)?, false)),
+        Cmd::Compare { participants } => specs.push((meeting(*participants)?, janus)),
+        Cmd::Webinar { viewers } => specs.push((Spec::webinar(*viewers), janus)),
         Cmd::Townhall {
             participants,
             speakers,
-        } => specs.push((Spec::townhall(*participants, *speakers), false)),
-        Cmd::Standard {
-            webinar, townhall, ..
         } => {
+            anyhow::ensure!(*speakers >= 1, "a town hall needs a speaker");
+            specs.push((Spec::townhall(*participants, *speakers), janus));
+        }
+        Cmd::Idle { participants } => specs.push((Spec::idle(*participants), janus)),
+        Cmd::Churn { participants, rate } => specs.push((churn(*participants, *rate)?, janus)),
+        Cmd::Standard {
+            sizes,
+            webinar,
+            townhall,
+            idle,
+            churn: churn_n,
+            churn_rate,
+            ..
+        } => {
+            for n in sizes {
+                specs.push((meeting(*n)?, janus));
+            }
             if *webinar > 0 {
-                specs.push((Spec::webinar(*webinar), false));
+                specs.push((Spec::webinar(*webinar), janus));
             }
             if *townhall > 0 {
-                specs.push((Spec::townhall(*townhall, 3), false));
+                specs.push((Spec::townhall(*townhall, 3), janus));
+            }
+            if *churn_n > 0 {
+                specs.push((churn(*churn_n, *churn_rate)?, janus));
+            }
+            if *idle > 0 {
+                let mut spec = Spec::idle(*idle);
+                // Nothing moves: a short window measures idle CPU and memory as well.
+                if cli.common.window.is_none() && !cli.common.quick {
+                    spec.window = Some(IDLE_WINDOW);
+                }
+                specs.push((spec, janus));
             }
         }
-        _ => {}
     }
     for (spec, _) in &specs {
         anyhow::ensure!(
-            (2..=500).contains(&spec.roles.len()),
-            "{}: 2 to 500 participants",
-            spec.name
+            (2..=scenario::MAX_PARTICIPANTS).contains(&spec.participants()),
+            "{}: 2 to {} participants",
+            spec.name,
+            scenario::MAX_PARTICIPANTS
         );
     }
+    Ok(specs)
+}
+
+/// The measured window of `idle` in the standard set.
+const IDLE_WINDOW: Duration = Duration::from_secs(5);
+
+/// The trial lengths of a run, for the reader of BENCHMARKS.md.
+fn lengths(s: &Settings, specs: &[(Spec, bool)]) -> String {
+    let mut text = format!(
+        "{} trials per figure, each {:.0} s of warm-up (longer when the joins take longer) and a {:.0} s window",
+        s.trials,
+        s.warmup.as_secs_f64(),
+        s.window.as_secs_f64()
+    );
+    for (spec, _) in specs {
+        let w = spec.window(s);
+        if w != s.window {
+            text.push_str(&format!(" ({}: {:.0} s)", spec.name, w.as_secs_f64()));
+        }
+    }
+    text
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    let s = settings(&cli.common, &cli.command);
+    let specs = specs(&cli)?;
+    let lengths = lengths(&s, &specs);
     let baseline = scenario::run_baseline(&s).await?;
     let mut results: Vec<ScenarioResult> = Vec::new();
     let mut janus_failures = Vec::new();
@@ -238,17 +329,24 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         std::fs::write(path, serde_json::to_string_pretty(&v)? + "\n")?;
         eprintln!("klausur-bench: wrote {}", path.display());
     }
+    let wall = started.elapsed();
     if let Cmd::Standard { markdown, .. } = &cli.command {
         let command: Vec<String> = std::env::args().collect();
-        report::write_benchmarks(markdown, &results, &command.join(" "), &janus_failures)?;
+        let run = report::RunInfo {
+            command: command.join(" "),
+            lengths,
+            wall,
+        };
+        report::write_benchmarks(markdown, &results, &run, &janus_failures)?;
         eprintln!("klausur-bench: updated {}", markdown.display());
     }
+    eprintln!("klausur-bench: done in {:.1} s", wall.as_secs_f64());
     Ok(())
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let s = settings(&cli.common);
+    let s = settings(&cli.common, &cli.command);
     if let Some(cpu) = s.server_cpu {
         pin_to((cpu + 1) % procfs::nproc());
     }

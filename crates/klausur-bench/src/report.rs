@@ -55,14 +55,17 @@ pub fn figures(r: &ScenarioResult) -> Vec<(&'static str, f64)> {
         ("p99_added_latency_ms", r.p99_added_latency_ms),
         ("p999_added_latency_ms", r.p999_added_latency_ms),
         ("loss_ratio", r.loss_ratio),
+        ("stable_loss_ratio", r.stable_loss_ratio),
         ("ttff_p50_ms", r.ttff_p50_ms),
         ("ttff_p99_ms", r.ttff_p99_ms),
         ("rss_mib", r.rss_mib),
+        ("rss_empty_mib", r.rss_empty_mib),
         ("rss_mib_per_participant", r.rss_mib_per_participant),
         (
-            "rss_added_mib_per_participant",
-            r.rss_added_mib_per_participant,
+            "rss_total_mib_per_participant",
+            r.rss_total_mib_per_participant,
         ),
+        ("rss_window_growth_mib", r.rss_window_growth_mib),
     ]
 }
 
@@ -156,12 +159,12 @@ fn f(v: f64, digits: usize) -> String {
 /// figure (for pkt / CPU-s higher is better for klausur, for the others lower).
 pub fn markdown_table(results: &[ScenarioResult]) -> String {
     let mut s = String::from(
-        "| scenario | server | fwd pkt/s | server / load-gen CPU (cores) | **pkt / CPU-s** | p50 / p99 / p99.9 latency ms | baseline p50 / p99 / p99.9 ms | **p99 added ms** | loss | TTFF p50 / p99 ms | RSS MiB (per participant) | load avg |\n\
-         |---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+        "| scenario | server | fwd pkt/s | server / load-gen CPU (cores) | **pkt / CPU-s** | p50 / p99 / p99.9 latency ms | baseline p50 / p99 / p99.9 ms | **p99 added ms** | loss | TTFF p50 / p99 ms | RSS MiB empty / end | **MiB per participant** (end / participants) | RSS growth in window MiB | load avg |\n\
+         |---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     for r in results {
         s.push_str(&format!(
-            "| {} | {} | {} | {} | **{}** | {} / {} / {} | {} / {} / {} | **{}** | {} | {} / {} | {} ({}) | {} |\n",
+            "| {} | {} | {} | {} | **{}** | {} / {} / {} | {} / {} / {} | **{}** | {} | {} / {} | {} / {} | **{}** ({}) | {} | {} |\n",
             r.scenario,
             r.server,
             f(r.fwd_pkts_per_s, 0),
@@ -174,11 +177,14 @@ pub fn markdown_table(results: &[ScenarioResult]) -> String {
             f(r.baseline_p99_ms, 3),
             f(r.baseline_p999_ms, 3),
             f(r.p99_added_latency_ms, 3),
-            f(r.loss_ratio * 100.0, 3) + " %",
+            percent(r.loss_ratio),
             f(r.ttff_p50_ms, 0),
             f(r.ttff_p99_ms, 0),
+            f(r.rss_empty_mib, 1),
             f(r.rss_mib, 1),
             f(r.rss_mib_per_participant, 2),
+            f(r.rss_total_mib_per_participant, 2),
+            f(r.rss_window_growth_mib, 1),
             f(r.loadavg_1m, 2),
         ));
         if r.server != "janus" {
@@ -199,7 +205,7 @@ pub fn markdown_table(results: &[ScenarioResult]) -> String {
             }
         };
         s.push_str(&format!(
-            "| {} | *klausur/janus* | {} | {} / {} | **{}** | {} / {} / {} | | **{}** (p50 {}, p99.9 {}) | {} | {} / {} | {} ({}) | |\n",
+            "| {} | *klausur/janus* | {} | {} / {} | **{}** | {} / {} / {} | | **{}** (p50 {}, p99.9 {}) | {} | {} / {} | {} / {} | **{}** ({}) | {} | |\n",
             r.scenario,
             x(k.fwd_pkts_per_s, r.fwd_pkts_per_s),
             x(k.server_cpu_s_per_s, r.server_cpu_s_per_s),
@@ -214,21 +220,41 @@ pub fn markdown_table(results: &[ScenarioResult]) -> String {
             x(k.loss_ratio, r.loss_ratio),
             x(k.ttff_p50_ms, r.ttff_p50_ms),
             x(k.ttff_p99_ms, r.ttff_p99_ms),
+            x(k.rss_empty_mib, r.rss_empty_mib),
             x(k.rss_mib, r.rss_mib),
             x(k.rss_mib_per_participant, r.rss_mib_per_participant),
+            x(k.rss_total_mib_per_participant, r.rss_total_mib_per_participant),
+            x(k.rss_window_growth_mib, r.rss_window_growth_mib),
         ));
     }
     s
 }
 
+fn percent(ratio: f64) -> String {
+    if ratio.is_finite() {
+        format!("{:.3} %", ratio * 100.0)
+    } else {
+        "n/a".into()
+    }
+}
+
+/// How a run was made, for the generated section.
+#[derive(Debug, Clone)]
+pub struct RunInfo {
+    pub command: String,
+    /// Trials, warm-up and window.
+    pub lengths: String,
+    pub wall: std::time::Duration,
+}
+
 /// The generated section of BENCHMARKS.md (`notes`: e.g. why Janus was not measured).
-pub fn benchmarks_section(results: &[ScenarioResult], command: &str, notes: &[String]) -> String {
+pub fn benchmarks_section(results: &[ScenarioResult], run: &RunInfo, notes: &[String]) -> String {
     let l = procfs::loadavg();
     let mut s = String::new();
     s.push_str(BEGIN);
     s.push_str("\n\n## Latest run\n\n");
     s.push_str(&format!(
-        "- commit: `{}`{}\n- date: {}\n- machine: {} CPUs, {}\n- load average at the end: {:.2} {:.2} {:.2}\n- command: `{}`\n\n",
+        "- commit: `{}`{}\n- date: {}\n- machine: {} CPUs, {}\n- load average at the end: {:.2} {:.2} {:.2}\n- command: `{}`\n- {}; the whole run took {:.1} min\n\n",
         git_commit(),
         if git_dirty() { " (with uncommitted changes)" } else { "" },
         chrono::Utc::now().format("%Y-%m-%d %H:%M UTC"),
@@ -237,7 +263,9 @@ pub fn benchmarks_section(results: &[ScenarioResult], command: &str, notes: &[St
         l[0],
         l[1],
         l[2],
-        command
+        run.command,
+        run.lengths,
+        run.wall.as_secs_f64() / 60.0,
     ));
     s.push_str(&markdown_table(results));
     s.push_str(
@@ -246,13 +274,28 @@ pub fn benchmarks_section(results: &[ScenarioResult], command: &str, notes: &[St
          utime+stime of all server threads over the measured window (/proc). Latency is one-way, \
          from the send timestamp inside the payload to the receiving str0m client; the baseline \
          is two str0m clients connected directly at the same per-sender packet rates, and \
-         \"added\" is the difference. Server pinned to CPU 0, load generator to CPU 1. \
+         \"added\" is the difference. Loss counts, for every pair of participants in the meeting \
+         at the same time, the sender's window packets from 1 s after the later join to 0.5 s \
+         before the earlier departure (without churn: every window packet of every other \
+         sender). TTFF is from sending `join` to the last packet of the first keyframe, or to the \
+         first audio packet for participants that receive no video (town hall listeners); the \
+         first participant, who joins an empty meeting, is left out, and with churn only the \
+         joins during the window count. RSS per participant is the server's growth over its \
+         empty RSS divided by the participants present (in brackets: the end RSS divided by \
+         them); the window growth is the RSS at the end of the window minus at its start (with \
+         churn, the same number of participants before and after: a leak check). `idle-N`: a \
+         meeting with microphones and cameras off (audio and video negotiated both ways, no \
+         packets). `churn-N-R`: a meeting of N in which R participants per second leave (leave \
+         message, signaling and sockets closed) and as many new ones join in their places, \
+         round robin over all but the first. Server pinned to CPU 0, load generator to CPU 1. \
          Janus 1.1.2 (Debian's `janus`, VideoRoom plugin, HTTP transport) runs the same scenario \
          with the same clients and packet rates in the same run, in a network namespace joined \
          to the load generator's by a veth pair (Janus skips loopback), pinned like klausur; \
          each participant publishes on one PeerConnection and receives all others on one \
-         multistream subscriber PeerConnection. The *klausur/janus* rows are the ratios of \
-         each figure (pkt / CPU-s: higher is better for klausur; the others: lower is better).\n",
+         multistream subscriber PeerConnection; participants that only receive join as \
+         publishers without publishing (no publisher PeerConnection); one that leaves destroys \
+         its session. The *klausur/janus* rows are the ratios of each figure (pkt / CPU-s: \
+         higher is better for klausur; the others: lower is better).\n",
     );
     for n in notes {
         s.push_str(&format!("\n- {}\n", n.replace('\n', " ")));
@@ -303,13 +346,13 @@ pub fn update_benchmarks(existing: Option<&str>, section: &str) -> String {
 pub fn write_benchmarks(
     path: &Path,
     results: &[ScenarioResult],
-    command: &str,
+    run: &RunInfo,
     notes: &[String],
 ) -> anyhow::Result<()> {
     let existing = std::fs::read_to_string(path).ok();
     let text = update_benchmarks(
         existing.as_deref(),
-        &benchmarks_section(results, command, notes),
+        &benchmarks_section(results, run, notes),
     );
     std::fs::write(path, text)?;
     Ok(())

@@ -1,4 +1,5 @@
-//! Scenarios and trials: `meeting N` against klausur, and the direct peer-to-peer baseline.
+//! Scenarios and trials: who joins when (and leaves, for churn), against klausur or Janus, and
+//! the direct peer-to-peer baseline.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -10,9 +11,17 @@ use crate::client::{Peer, PeerReport, Role, Timing};
 use crate::janus::{self, JanusServer};
 use crate::procfs;
 use crate::server::KlausurServer;
-use crate::stats::{
-    delivery_all_to_all, median, new_histogram, quantile, RecvStats, SendStats, Window,
-};
+use crate::stats::{delivery, median, new_histogram, quantile, Member, Overlap, Window};
+
+/// Most participants one trial may have (churn joiners included).
+pub const MAX_PARTICIPANTS: usize = 500;
+
+/// A stream between two participants counts from this long after the later of their joins
+/// (connecting and being subscribed is the time to first frame, not loss). Everyone who joins
+/// during the warm-up joins at least this long before the measured window.
+pub const SETTLE: Duration = Duration::from_secs(1);
+/// ... and until this long before the earlier of their departures.
+pub const LEAVE_MARGIN: Duration = Duration::from_millis(500);
 
 /// Settings shared by all trials of a run.
 #[derive(Debug, Clone)]
@@ -32,21 +41,32 @@ pub struct Settings {
 /// A scenario: who joins and what each participant publishes.
 #[derive(Debug, Clone)]
 pub struct Spec {
-    /// `meeting-10`, `webinar-1-30`, `townhall-150`.
+    /// `meeting-10`, `webinar-1-30`, `townhall-150`, `idle-20`, `churn-10-2`.
     pub name: String,
+    /// The participants that join during the warm-up.
     pub roles: Vec<Role>,
     /// Gap between two joins (else `Settings::stagger`).
     pub stagger: Option<Duration>,
+    /// Leaves (and as many joins in their place) per second during the window.
+    pub churn_rate: Option<f64>,
+    /// Measured window (else `Settings::window`).
+    pub window: Option<Duration>,
 }
 
 impl Spec {
+    fn new(name: String, roles: Vec<Role>) -> Spec {
+        Spec {
+            name,
+            roles,
+            stagger: None,
+            churn_rate: None,
+            window: None,
+        }
+    }
+
     /// `meeting N`: everyone sends audio and video, everyone receives everyone.
     pub fn meeting(n: usize) -> Spec {
-        Spec {
-            name: format!("meeting-{n}"),
-            roles: vec![Role::AV; n],
-            stagger: None,
-        }
+        Spec::new(format!("meeting-{n}"), vec![Role::AV; n])
     }
 
     /// `webinar 1->M`: one presenter sends audio and video, M viewers only receive.
@@ -54,54 +74,150 @@ impl Spec {
         let mut roles = vec![Role::AV];
         roles.extend(std::iter::repeat_n(Role::listener(1, 1), m));
         Spec {
-            name: format!("webinar-1-{m}"),
-            roles,
             stagger: Some(Duration::from_millis(20)),
+            ..Spec::new(format!("webinar-1-{m}"), roles)
         }
     }
 
     /// `townhall N`: audio only; `speakers` participants talk, everyone hears them.
     pub fn townhall(n: usize, speakers: usize) -> Spec {
-        let speakers = speakers.clamp(1, n);
+        let speakers = speakers.clamp(1, n.max(1));
         let speaker = Role {
             audio: true,
             video: false,
             expect: (speakers as u32 - 1, 0),
+            silent: false,
         };
         let mut roles = vec![speaker; speakers];
         roles.extend(std::iter::repeat_n(
             Role::listener(speakers as u32, 0),
-            n - speakers,
+            n.saturating_sub(speakers),
         ));
         Spec {
-            name: format!("townhall-{n}"),
-            roles,
             stagger: Some(Duration::from_millis(20)),
+            ..Spec::new(format!("townhall-{n}"), roles)
         }
     }
 
-    fn participants(&self) -> usize {
-        self.roles.len()
+    /// `idle N`: a meeting with microphones and cameras off: everyone negotiates audio and
+    /// video, receives everyone's (empty) tracks, and sends nothing.
+    pub fn idle(n: usize) -> Spec {
+        Spec::new(format!("idle-{n}"), vec![Role::IDLE; n])
     }
 
-    fn is_meeting(&self) -> bool {
-        self.roles.iter().all(|r| *r == Role::AV)
+    /// `churn N --rate R`: a meeting of N in which, during the window, R participants per
+    /// second leave and as many new ones join in their place.
+    pub fn churn(n: usize, rate: f64) -> Spec {
+        Spec {
+            churn_rate: Some(rate),
+            ..Spec::new(format!("churn-{n}-{rate}"), vec![Role::AV; n])
+        }
+    }
+
+    /// Participants present at a time.
+    pub fn participants(&self) -> usize {
+        self.roles.len()
     }
 
     fn stagger(&self, settings: &Settings) -> Duration {
         self.stagger.unwrap_or(settings.stagger)
     }
+
+    pub fn window(&self, settings: &Settings) -> Duration {
+        self.window.unwrap_or(settings.window)
+    }
+
+    /// Warm-up of a trial: everyone has joined at least [`SETTLE`] before the window starts
+    /// (with some slack: a join is sent a little after its scheduled time).
+    pub fn warmup(&self, settings: &Settings) -> Duration {
+        settings.warmup.max(
+            self.stagger(settings) * self.participants() as u32
+                + SETTLE
+                + Duration::from_millis(500),
+        )
+    }
+
+    /// Churn events in a window (leaves, and as many joins), bounded by [`MAX_PARTICIPANTS`].
+    pub fn churn_events(&self, window: Duration) -> usize {
+        match self.churn_rate {
+            Some(rate) if rate.is_finite() && rate > 0.0 && self.participants() >= 2 => {
+                let k = (window.as_secs_f64() * rate).floor();
+                (k as usize).min(MAX_PARTICIPANTS.saturating_sub(self.participants()))
+            }
+            _ => 0,
+        }
+    }
+}
+
+/// One participant of a trial: what it does, when it joins and when it leaves (offsets from
+/// the trial's start; `None`: at the end of the run).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Slot {
+    pub role: Role,
+    pub join: Duration,
+    pub leave: Option<Duration>,
+}
+
+/// Who joins and leaves when. The spec's participants join one `stagger` apart from the start;
+/// with churn, the `j`-th event of the window (`window_start + (j + 1/2) / rate`) makes the
+/// current holder of place `1 + j mod (N - 1)` leave and a new participant (index `N + j`)
+/// join in its place at the same moment: round robin over all places but the first.
+pub fn schedule(
+    spec: &Spec,
+    stagger: Duration,
+    window_start: Duration,
+    window: Duration,
+) -> Vec<Slot> {
+    let n = spec.participants();
+    let mut slots: Vec<Slot> = spec
+        .roles
+        .iter()
+        .enumerate()
+        .map(|(i, role)| Slot {
+            role: *role,
+            join: stagger * i as u32,
+            leave: None,
+        })
+        .collect();
+    let events = spec.churn_events(window);
+    let Some(rate) = spec.churn_rate.filter(|_| events > 0) else {
+        return slots;
+    };
+    // Who holds each place now (by participant index).
+    let mut holder: Vec<usize> = (0..n).collect();
+    for j in 0..events {
+        let at = window_start + Duration::from_secs_f64((j as f64 + 0.5) / rate);
+        let place = 1 + j % (n - 1);
+        let leaving = holder[place];
+        slots[leaving].leave = Some(at);
+        holder[place] = slots.len();
+        slots.push(Slot {
+            role: spec.roles[place],
+            join: at,
+            leave: None,
+        });
+    }
+    slots
 }
 
 /// The figures of one trial.
 #[derive(Debug, Clone, Serialize)]
 pub struct Trial {
+    /// Participants present at a time.
     pub participants: usize,
+    /// Participants that joined during the window (churn).
+    pub joins_in_window: usize,
     pub window_s: f64,
+    /// Packets expected and received between participants present at the same time (see
+    /// [`delivery`]).
     pub expected: u64,
     pub received: u64,
+    /// Every distinct window packet that reached a participant.
+    pub forwarded: u64,
     pub duplicates: u64,
     pub loss_ratio: f64,
+    /// Loss between the participants present for the whole window only.
+    pub stable_loss_ratio: f64,
     pub fwd_pkts_per_s: f64,
     pub server_cpu_s: f64,
     pub pkts_per_cpu_s: f64,
@@ -115,8 +231,12 @@ pub struct Trial {
     pub ttff_p99_ms: f64,
     pub ttff_missing: usize,
     pub connected: usize,
+    /// Server RSS at the end of the window.
     pub rss_mib: f64,
+    /// Server RSS before anyone joined.
     pub rss_empty_mib: f64,
+    /// Server RSS at the start of the window.
+    pub rss_start_mib: f64,
     pub loadavg_1m: f64,
     pub keyframe_requests: u64,
     pub errors: Vec<String>,
@@ -127,14 +247,47 @@ fn ms(ns: u64) -> f64 {
     ns as f64 / 1e6
 }
 
-/// Turns the participants' reports into figures (server fields left at zero).
-pub fn summarize(reports: &[PeerReport], window: &Window) -> Trial {
-    let sends: Vec<SendStats> = reports.iter().map(|r| r.send).collect();
-    let recvs: Vec<RecvStats> = reports.iter().map(|r| r.recv.clone()).collect();
-    let d = delivery_all_to_all(&sends, &recvs);
+fn loss(d: crate::stats::Delivery) -> f64 {
+    if d.expected == 0 {
+        f64::NAN
+    } else {
+        d.loss_ratio()
+    }
+}
+
+/// Turns the participants' reports into figures (server fields left at zero). Time to first
+/// frame counts for participants with an index of at least `ttff_from` (the first participant
+/// joins an empty meeting: its wait for others is not a TTFF; with churn, only the joins
+/// during the window count).
+pub fn summarize(reports: &[PeerReport], window: &Window, ttff_from: usize) -> Trial {
+    let overlap = Overlap {
+        settle_ns: SETTLE.as_nanos() as u64,
+        margin_ns: LEAVE_MARGIN.as_nanos() as u64,
+    };
+    let members: Vec<Member<'_>> = reports
+        .iter()
+        .map(|r| Member {
+            index: r.index,
+            presence: r.presence,
+            send: &r.send,
+            recv: &r.recv,
+        })
+        .collect();
+    let d = delivery(&members, overlap);
+    let stable: Vec<Member<'_>> = members
+        .iter()
+        .filter(|m| m.presence.joined_ns <= window.start_ns && m.presence.left_ns >= window.end_ns)
+        .copied()
+        .collect();
+    let stable_d = delivery(&stable, overlap);
+    let forwarded: u64 = reports
+        .iter()
+        .flat_map(|r| r.recv.seen.values())
+        .map(|t| t.unique)
+        .sum();
     let mut hist = new_histogram();
-    for r in &recvs {
-        let _ = hist.add(&r.latency);
+    for r in reports {
+        let _ = hist.add(&r.recv.latency);
     }
     let q = |p: f64| {
         if hist.is_empty() {
@@ -143,13 +296,11 @@ pub fn summarize(reports: &[PeerReport], window: &Window) -> Trial {
             ms(hist.value_at_quantile(p))
         }
     };
-    // The first participant joins an empty meeting: its wait for others is not a TTFF.
-    let ttff: Vec<f64> = reports
-        .iter()
-        .filter(|r| r.index > 0)
-        .filter_map(|r| r.recv.ttff_ns.map(ms))
+    let counted = || reports.iter().filter(|r| usize::from(r.index) >= ttff_from);
+    let ttff: Vec<f64> = counted()
+        .filter_map(|r| r.recv.time_to_first_frame_ns().map(ms))
         .collect();
-    let ttff_missing = reports.iter().filter(|r| r.index > 0).count() - ttff.len();
+    let ttff_missing = counted().count() - ttff.len();
     let mut errors: Vec<String> = reports
         .iter()
         .flat_map(|r| {
@@ -161,12 +312,18 @@ pub fn summarize(reports: &[PeerReport], window: &Window) -> Trial {
     errors.truncate(20);
     Trial {
         participants: reports.len(),
+        joins_in_window: reports
+            .iter()
+            .filter(|r| window.contains(r.presence.joined_ns))
+            .count(),
         window_s: window.secs(),
         expected: d.expected,
         received: d.received,
-        duplicates: recvs.iter().map(|r| r.duplicates()).sum(),
-        loss_ratio: d.loss_ratio(),
-        fwd_pkts_per_s: d.received as f64 / window.secs(),
+        forwarded,
+        duplicates: reports.iter().map(|r| r.recv.duplicates()).sum(),
+        loss_ratio: loss(d),
+        stable_loss_ratio: loss(stable_d),
+        fwd_pkts_per_s: forwarded as f64 / window.secs(),
         server_cpu_s: 0.0,
         pkts_per_cpu_s: 0.0,
         loadgen_cpu_s: 0.0,
@@ -179,6 +336,7 @@ pub fn summarize(reports: &[PeerReport], window: &Window) -> Trial {
         connected: reports.iter().filter(|r| r.connect_time.is_some()).count(),
         rss_mib: 0.0,
         rss_empty_mib: 0.0,
+        rss_start_mib: 0.0,
         loadavg_1m: procfs::loadavg()[0],
         keyframe_requests: reports.iter().map(|r| r.keyframe_requests).sum(),
         errors,
@@ -186,16 +344,16 @@ pub fn summarize(reports: &[PeerReport], window: &Window) -> Trial {
     }
 }
 
-fn timing(settings: &Settings, warmup: Duration) -> Timing {
+fn timing(window: Duration, drain: Duration, warmup: Duration) -> Timing {
     let start = Instant::now();
-    let window = Window {
+    let w = Window {
         start_ns: warmup.as_nanos() as u64,
-        end_ns: (warmup + settings.window).as_nanos() as u64,
+        end_ns: (warmup + window).as_nanos() as u64,
     };
     Timing {
         start,
-        window,
-        stop_at: start + warmup + settings.window + settings.drain,
+        window: w,
+        stop_at: start + warmup + window + drain,
     }
 }
 
@@ -248,29 +406,24 @@ impl Running {
 /// One trial of a scenario against a fresh server of the given kind.
 pub async fn trial(settings: &Settings, spec: &Spec, kind: ServerKind) -> anyhow::Result<Trial> {
     let n = spec.participants();
-    anyhow::ensure!(
-        kind == ServerKind::Klausur || spec.is_meeting(),
-        "{} runs against klausur only",
-        spec.name
-    );
     let stagger = spec.stagger(settings);
-    // Everyone has joined before the window starts.
-    let warmup = settings
-        .warmup
-        .max(stagger * n as u32 + Duration::from_secs(2));
+    let warmup = spec.warmup(settings);
+    let window = spec.window(settings);
+    let slots = schedule(spec, stagger, warmup, window);
+    let total = slots.len();
     let loadavg = procfs::loadavg()[0];
     let bin = settings.server_bin.clone();
     let cpu = settings.server_cpu;
     let server = match kind {
         ServerKind::Klausur => Running::Klausur(
-            tokio::task::spawn_blocking(move || KlausurServer::start(&bin, n, cpu))
+            tokio::task::spawn_blocking(move || KlausurServer::start(&bin, total, cpu))
                 .await
                 .context("server setup task")??,
         ),
         // Started on this thread: the guard must never outlive an interrupted run.
         ServerKind::Janus => {
             let s = JanusServer::start(cpu)?;
-            s.create_room(n).await?;
+            s.create_room(total).await?;
             Running::Janus(s)
         }
     };
@@ -278,12 +431,13 @@ pub async fn trial(settings: &Settings, spec: &Spec, kind: ServerKind) -> anyhow
     let ticks = procfs::clock_ticks_per_sec();
     tokio::time::sleep(Duration::from_millis(200)).await;
     let rss_empty = procfs::rss_mib(pid)?;
-    let t = timing(settings, warmup);
-    let mut tasks = Vec::with_capacity(n);
-    for i in 0..n {
+    let t = timing(window, settings.drain, warmup);
+    let mut tasks = Vec::with_capacity(total);
+    for (i, slot) in slots.iter().enumerate() {
         let all_codecs = settings.all_codecs;
-        let role = spec.roles[i];
-        let join_at = t.start + stagger * i as u32;
+        let role = slot.role;
+        let join_at = t.start + slot.join;
+        let leave_at = slot.leave.map(|d| t.start + d);
         match &server {
             Running::Klausur(server) => {
                 let url = server.ws_url();
@@ -291,11 +445,9 @@ pub async fn trial(settings: &Settings, spec: &Spec, kind: ServerKind) -> anyhow
                 let token = server.tokens[i].clone();
                 tasks.push(tokio::spawn(async move {
                     tokio::time::sleep_until(join_at.into()).await;
-                    let mut peer = match Peer::new(i as u16, t, all_codecs).await {
-                        Ok(p) => p,
-                        Err(e) => return Err(e),
-                    };
+                    let mut peer = Peer::new(i as u16, t, all_codecs).await?;
                     peer.set_role(role);
+                    peer.set_leave_at(leave_at);
                     if let Err(e) = peer.join_klausur(&url, &meeting, &token).await {
                         return Err(e.context(format!("participant {i} could not join")));
                     }
@@ -305,7 +457,9 @@ pub async fn trial(settings: &Settings, spec: &Spec, kind: ServerKind) -> anyhow
             Running::Janus(server) => {
                 let spec = janus::JoinSpec {
                     index: i,
+                    role,
                     timing: t,
+                    leave_at,
                     all_codecs,
                     sockets: server.sockets()?,
                 };
@@ -321,11 +475,12 @@ pub async fn trial(settings: &Settings, spec: &Spec, kind: ServerKind) -> anyhow
     tokio::time::sleep_until((t.start + warmup).into()).await;
     let cpu0 = procfs::cpu_seconds(pid, ticks)?;
     let own0 = procfs::cpu_seconds(std::process::id(), ticks)?;
-    tokio::time::sleep_until((t.start + warmup + settings.window).into()).await;
+    let rss_start = procfs::rss_mib(pid)?;
+    tokio::time::sleep_until((t.start + warmup + window).into()).await;
     let cpu1 = procfs::cpu_seconds(pid, ticks)?;
     let own1 = procfs::cpu_seconds(std::process::id(), ticks)?;
     let rss = procfs::rss_mib(pid)?;
-    let mut reports = Vec::with_capacity(n);
+    let mut reports = Vec::with_capacity(total);
     let mut join_errors = Vec::new();
     for task in tasks {
         match task.await {
@@ -334,7 +489,31 @@ pub async fn trial(settings: &Settings, spec: &Spec, kind: ServerKind) -> anyhow
             Err(e) => join_errors.push(format!("participant task failed: {e}")),
         }
     }
-    let mut trial = summarize(&reports, &t.window);
+    let ttff_from = if spec.churn_rate.is_some() { n } else { 1 };
+    let mut trial = summarize(&reports, &t.window, ttff_from);
+    if spec.roles.iter().all(|r| r.silent) {
+        // Idle: everyone holds a receive slot for everyone else's audio and video.
+        let want = (n as u32 - 1, n as u32 - 1);
+        let short: Vec<String> = reports
+            .iter()
+            .filter(|r| r.recv_slots.0 < want.0 || r.recv_slots.1 < want.1)
+            .map(|r| format!("{} ({}/{})", r.index, r.recv_slots.0, r.recv_slots.1))
+            .collect();
+        if !short.is_empty() {
+            join_errors.push(format!(
+                "participants with fewer than {}/{} audio/video receive slots: {}",
+                want.0,
+                want.1,
+                short.join(", ")
+            ));
+        }
+    }
+    if trial.connected < total {
+        join_errors.push(format!(
+            "{} of {total} participants never connected",
+            total - trial.connected
+        ));
+    }
     if !join_errors.is_empty() {
         // Participants that never joined still count: their absence is loss for everyone.
         trial.errors.splice(0..0, join_errors);
@@ -347,13 +526,14 @@ pub async fn trial(settings: &Settings, spec: &Spec, kind: ServerKind) -> anyhow
     trial.participants = n;
     trial.server_cpu_s = cpu1 - cpu0;
     trial.loadgen_cpu_s = own1 - own0;
-    trial.pkts_per_cpu_s = if trial.server_cpu_s > 0.0 {
-        trial.received as f64 / trial.server_cpu_s
+    trial.pkts_per_cpu_s = if trial.server_cpu_s > 0.0 && trial.forwarded > 0 {
+        trial.forwarded as f64 / trial.server_cpu_s
     } else {
         f64::NAN
     };
     trial.rss_mib = rss;
     trial.rss_empty_mib = rss_empty;
+    trial.rss_start_mib = rss_start;
     trial.loadavg_1m = loadavg;
     drop(server);
     Ok(trial)
@@ -363,14 +543,18 @@ pub async fn trial(settings: &Settings, spec: &Spec, kind: ServerKind) -> anyhow
 pub async fn baseline_trial(settings: &Settings) -> anyhow::Result<Trial> {
     let loadavg = procfs::loadavg()[0];
     let warmup = Duration::from_secs(1).min(settings.warmup);
-    let t = timing(settings, warmup);
+    let t = timing(settings.window, settings.drain, warmup);
     let mut a = Peer::new(0, t, settings.all_codecs).await?;
     let mut b = Peer::new(1, t, settings.all_codecs).await?;
     Peer::connect_direct(&mut a, &mut b)?;
     let ha = tokio::spawn(a.run());
     let hb = tokio::spawn(b.run());
-    let reports = vec![ha.await?, hb.await?];
-    let mut trial = summarize(&reports, &t.window);
+    let mut reports = vec![ha.await?, hb.await?];
+    // Connected from the start: the settle time for joins does not apply.
+    for r in &mut reports {
+        r.presence.joined_ns = 0;
+    }
+    let mut trial = summarize(&reports, &t.window, 1);
     trial.loadavg_1m = loadavg;
     Ok(trial)
 }
@@ -380,6 +564,7 @@ pub async fn baseline_trial(settings: &Settings) -> anyhow::Result<Trial> {
 pub struct ScenarioResult {
     pub scenario: String,
     pub server: String,
+    /// Participants present at a time.
     pub participants: usize,
     pub trials: usize,
     pub pkts_per_cpu_s: f64,
@@ -396,12 +581,22 @@ pub struct ScenarioResult {
     pub p99_added_latency_ms: f64,
     pub p999_added_latency_ms: f64,
     pub loss_ratio: f64,
+    pub stable_loss_ratio: f64,
     pub ttff_p50_ms: f64,
     pub ttff_p99_ms: f64,
+    /// Joins during the window (churn).
+    pub joins_in_window: f64,
+    /// Server RSS at the end of the window.
     pub rss_mib: f64,
+    /// Server RSS before anyone joined.
+    pub rss_empty_mib: f64,
+    /// (RSS at the end - RSS of the empty server) / participants: what a participant costs.
     pub rss_mib_per_participant: f64,
-    /// (RSS with participants - RSS of the empty server) / participants.
-    pub rss_added_mib_per_participant: f64,
+    /// RSS at the end / participants (the empty server's memory shared out).
+    pub rss_total_mib_per_participant: f64,
+    /// RSS at the end of the window - RSS at its start (with churn: a leak check, the same
+    /// number of participants before and after).
+    pub rss_window_growth_mib: f64,
     pub loadavg_1m: f64,
     pub errors: Vec<String>,
     pub trial_figures: Vec<Trial>,
@@ -420,13 +615,13 @@ pub fn combine(
     baseline: Vec<Trial>,
 ) -> ScenarioResult {
     let n = trials.first().map(|t| t.participants).unwrap_or(0);
+    let per = |mib: f64| mib / n.max(1) as f64;
     let lat50 = med(&trials, |t| t.latency_p50_ms);
     let lat99 = med(&trials, |t| t.latency_p99_ms);
     let lat999 = med(&trials, |t| t.latency_p999_ms);
     let b50 = med(&baseline, |t| t.latency_p50_ms);
     let b99 = med(&baseline, |t| t.latency_p99_ms);
     let b999 = med(&baseline, |t| t.latency_p999_ms);
-    let rss = med(&trials, |t| t.rss_mib);
     let mut errors: Vec<String> = trials
         .iter()
         .flat_map(|t| t.errors.iter().cloned())
@@ -453,13 +648,15 @@ pub fn combine(
         p99_added_latency_ms: lat99 - b99,
         p999_added_latency_ms: lat999 - b999,
         loss_ratio: med(&trials, |t| t.loss_ratio),
+        stable_loss_ratio: med(&trials, |t| t.stable_loss_ratio),
         ttff_p50_ms: med(&trials, |t| t.ttff_p50_ms),
         ttff_p99_ms: med(&trials, |t| t.ttff_p99_ms),
-        rss_mib: rss,
-        rss_mib_per_participant: rss / n.max(1) as f64,
-        rss_added_mib_per_participant: med(&trials, |t| {
-            (t.rss_mib - t.rss_empty_mib) / n.max(1) as f64
-        }),
+        joins_in_window: med(&trials, |t| t.joins_in_window as f64),
+        rss_mib: med(&trials, |t| t.rss_mib),
+        rss_empty_mib: med(&trials, |t| t.rss_empty_mib),
+        rss_mib_per_participant: med(&trials, |t| per(t.rss_mib - t.rss_empty_mib)),
+        rss_total_mib_per_participant: med(&trials, |t| per(t.rss_mib)),
+        rss_window_growth_mib: med(&trials, |t| t.rss_mib - t.rss_start_mib),
         loadavg_1m: med(&trials, |t| t.loadavg_1m),
         errors,
         trial_figures: trials,
@@ -503,9 +700,10 @@ pub async fn run_scenario(
             i + 1,
             settings.trials
         );
+        let started = Instant::now();
         let t = trial(settings, spec, kind).await?;
         eprintln!(
-            "  {:.0} fwd pkt/s, {:.3} server CPU-s, {:.3} load generator CPU-s, {:.0} pkt/CPU-s, p50 {:.3} ms, p99 {:.3} ms, loss {:.5}, ttff p50 {:.0} ms, rss {:.1} MiB, problems {}",
+            "  {:.0} fwd pkt/s, {:.3} server CPU-s, {:.3} load generator CPU-s, {:.0} pkt/CPU-s, p50 {:.3} ms, p99 {:.3} ms, loss {:.5}, ttff p50 {:.0} ms, {} connected, {} joins in the window, rss {:.1} MiB (empty {:.1}, window start {:.1}), problems {}, {:.1} s",
             t.fwd_pkts_per_s,
             t.server_cpu_s,
             t.loadgen_cpu_s,
@@ -514,10 +712,123 @@ pub async fn run_scenario(
             t.latency_p99_ms,
             t.loss_ratio,
             t.ttff_p50_ms,
+            t.connected,
+            t.joins_in_window,
             t.rss_mib,
-            t.errors.len()
+            t.rss_empty_mib,
+            t.rss_start_mib,
+            t.errors.len(),
+            started.elapsed().as_secs_f64(),
         );
         trials.push(t);
     }
     Ok(combine(&spec.name, kind.name(), trials, baseline))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> Settings {
+        Settings {
+            server_bin: PathBuf::new(),
+            warmup: Duration::from_secs(3),
+            window: Duration::from_secs(10),
+            drain: Duration::from_millis(700),
+            trials: 3,
+            stagger: Duration::from_millis(50),
+            server_cpu: None,
+            all_codecs: false,
+        }
+    }
+
+    #[test]
+    fn churn_is_round_robin_over_all_places_but_the_first() {
+        let spec = Spec::churn(4, 2.0);
+        let s = settings();
+        let warmup = spec.warmup(&s);
+        assert_eq!(warmup, Duration::from_secs(3));
+        let slots = schedule(&spec, s.stagger, warmup, Duration::from_secs(4));
+        // 8 events in 4 s, 0.5 s apart from 3.25 s on; places 1, 2, 3, 1, 2, 3, 1, 2.
+        assert_eq!(slots.len(), 4 + 8);
+        let at = |j: u32| Some(Duration::from_millis(3_250 + 500 * u64::from(j)));
+        assert_eq!(slots[0].leave, None);
+        assert_eq!(slots[1].leave, at(0));
+        assert_eq!(slots[2].leave, at(1));
+        assert_eq!(slots[3].leave, at(2));
+        // Participant 4 took place 1 at event 0 and leaves at event 3, and so on.
+        for (j, place_event_next) in [(0, 3), (1, 4), (2, 5), (3, 6), (4, 7)] {
+            assert_eq!(slots[4 + j].join, at(j as u32).expect("time"));
+            assert_eq!(slots[4 + j].leave, at(place_event_next));
+        }
+        for j in 5..8 {
+            assert_eq!(slots[4 + j].leave, None, "participant {}", 4 + j);
+        }
+        // Always 4 present: one leaves whenever one joins.
+        let present = |t: Duration| {
+            slots
+                .iter()
+                .filter(|s| s.join <= t && s.leave.is_none_or(|l| l > t))
+                .count()
+        };
+        for ms in (3_000..7_000).step_by(100) {
+            assert_eq!(present(Duration::from_millis(ms)), 4, "at {ms} ms");
+        }
+        assert!(slots.iter().all(|s| s.role == Role::AV));
+    }
+
+    #[test]
+    fn no_churn_without_a_rate_and_bounded_with_one() {
+        let s = settings();
+        let w = Duration::from_secs(10);
+        let slots = schedule(&Spec::meeting(5), s.stagger, Duration::from_secs(3), w);
+        assert_eq!(slots.len(), 5);
+        assert!(slots.iter().all(|s| s.leave.is_none()));
+        assert_eq!(slots[4].join, Duration::from_millis(200));
+        for rate in [0.0, -1.0, f64::NAN, f64::INFINITY] {
+            assert_eq!(Spec::churn(5, rate).churn_events(w), 0, "{rate}");
+        }
+        assert_eq!(Spec::churn(1, 2.0).churn_events(w), 0);
+        assert_eq!(Spec::churn(10, 1e6).churn_events(w), MAX_PARTICIPANTS - 10);
+        let idle = Spec::idle(3);
+        assert!(idle.roles.iter().all(|r| r.silent && r.audio && r.video));
+        // The town hall's listeners receive audio only and publish nothing.
+        let th = Spec::townhall(10, 3);
+        assert_eq!(th.roles.iter().filter(|r| r.publishes()).count(), 3);
+        assert!(th.roles.iter().all(|r| !r.video && r.expect.1 == 0));
+    }
+
+    fn trial_with(rss_empty: f64, rss_start: f64, rss: f64) -> Trial {
+        let mut t = summarize(
+            &[],
+            &Window {
+                start_ns: 0,
+                end_ns: 1_000_000_000,
+            },
+            1,
+        );
+        t.participants = 10;
+        t.rss_empty_mib = rss_empty;
+        t.rss_start_mib = rss_start;
+        t.rss_mib = rss;
+        t
+    }
+
+    #[test]
+    fn memory_per_participant_is_the_growth_over_the_empty_server() {
+        let trials = vec![
+            trial_with(11.0, 30.0, 31.0),
+            trial_with(11.0, 30.0, 33.0),
+            trial_with(12.0, 30.0, 32.0),
+        ];
+        let r = combine("idle-10", "klausur", trials, Vec::new());
+        // Medians of (31 - 11) / 10, (33 - 11) / 10, (32 - 12) / 10.
+        assert!((r.rss_mib_per_participant - 2.0).abs() < 1e-9);
+        assert!((r.rss_total_mib_per_participant - 3.2).abs() < 1e-9);
+        assert!((r.rss_window_growth_mib - 2.0).abs() < 1e-9);
+        assert!((r.rss_empty_mib - 11.0).abs() < 1e-9);
+        // No packets: no loss figure, no packets per CPU-second.
+        assert!(r.loss_ratio.is_nan());
+        assert!(r.ttff_p50_ms.is_nan());
+    }
 }

@@ -37,6 +37,13 @@ pub struct SeqTracker {
 }
 
 impl SeqTracker {
+    /// Whether `seq` was seen.
+    pub fn contains(&self, seq: u32) -> bool {
+        self.bits
+            .get((seq / 64) as usize)
+            .is_some_and(|w| w & (1u64 << (seq % 64)) != 0)
+    }
+
     /// Records `seq`; returns true if it was new.
     pub fn insert(&mut self, seq: u32) -> bool {
         let word = (seq / 64) as usize;
@@ -72,6 +79,10 @@ pub struct RecvStats {
     pub foreign: u64,
     /// Time from sending `join` to the last packet of the first keyframe, ns.
     pub ttff_ns: Option<u64>,
+    /// Time from sending `join` to the first audio packet, ns.
+    pub first_audio_ns: Option<u64>,
+    /// Any video packet arrived (then only a keyframe makes a first frame).
+    pub video_seen: bool,
 }
 
 impl Default for RecvStats {
@@ -81,6 +92,8 @@ impl Default for RecvStats {
             latency: new_histogram(),
             foreign: 0,
             ttff_ns: None,
+            first_audio_ns: None,
+            video_seen: false,
         }
     }
 }
@@ -92,8 +105,18 @@ impl RecvStats {
             self.foreign += 1;
             return;
         };
-        if self.ttff_ns.is_none() && h.stream == Stream::Video && h.keyframe && h.last_of_frame {
-            self.ttff_ns = Some(now_ns.saturating_sub(joined_ns));
+        match h.stream {
+            Stream::Video => {
+                self.video_seen = true;
+                if self.ttff_ns.is_none() && h.keyframe && h.last_of_frame {
+                    self.ttff_ns = Some(now_ns.saturating_sub(joined_ns));
+                }
+            }
+            Stream::Audio => {
+                if self.first_audio_ns.is_none() {
+                    self.first_audio_ns = Some(now_ns.saturating_sub(joined_ns));
+                }
+            }
         }
         if !window.contains(h.send_ns) {
             return;
@@ -109,6 +132,23 @@ impl RecvStats {
         }
     }
 
+    /// Forgets the first-frame times (measured again from a new `join`).
+    pub fn restart_first_frame(&mut self) {
+        self.ttff_ns = None;
+        self.first_audio_ns = None;
+    }
+
+    /// Time from `join` to the first frame: the first complete keyframe for a participant that
+    /// receives video, the first audio packet for one that receives no video at all (audio-only
+    /// listeners, whose first "frame" is the first sound they hear).
+    pub fn time_to_first_frame_ns(&self) -> Option<u64> {
+        if self.video_seen {
+            self.ttff_ns
+        } else {
+            self.first_audio_ns
+        }
+    }
+
     #[cfg(test)]
     pub fn unique(&self) -> u64 {
         self.seen.values().map(|t| t.unique).sum()
@@ -120,17 +160,21 @@ impl RecvStats {
 }
 
 /// What one client sent inside the window, per stream.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone)]
 pub struct SendStats {
     pub in_window: [u64; 2],
     pub total: u64,
+    /// (sequence tag, send time) of every packet sent inside the window, per stream: what a
+    /// receiver that was present only part of the window should have received.
+    pub log: [Vec<(u32, u64)>; 2],
 }
 
 impl SendStats {
-    pub fn record(&mut self, stream: Stream, send_ns: u64, window: &Window) {
+    pub fn record(&mut self, stream: Stream, seq: u32, send_ns: u64, window: &Window) {
         self.total += 1;
         if window.contains(send_ns) {
             self.in_window[stream.index()] += 1;
+            self.log[stream.index()].push((seq, send_ns));
         }
     }
 }
@@ -151,22 +195,66 @@ impl Delivery {
     }
 }
 
-/// Everyone receives everyone else: each receiver expects every other sender's window packets.
-/// `senders[i]` and `receivers[i]` belong to participant `i`.
-pub fn delivery_all_to_all(senders: &[SendStats], receivers: &[RecvStats]) -> Delivery {
+/// When a participant was in the meeting, ns since the shared start: from sending `join` to
+/// leaving (or the end of the run).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Presence {
+    pub joined_ns: u64,
+    pub left_ns: u64,
+}
+
+/// Which packets count as expected between two participants that were in the meeting at the
+/// same time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Overlap {
+    /// After the later of the two joins: the time to connect and be subscribed, which is the
+    /// time to first frame and not loss.
+    pub settle_ns: u64,
+    /// Before the earlier of the two departures: packets still in flight when a receiver leaves
+    /// are not loss either.
+    pub margin_ns: u64,
+}
+
+/// One participant's side of the accounting.
+#[derive(Debug, Clone, Copy)]
+pub struct Member<'a> {
+    pub index: u16,
+    pub presence: Presence,
+    pub send: &'a SendStats,
+    pub recv: &'a RecvStats,
+}
+
+/// Everyone receives everyone else while both are in the meeting: each receiver expects every
+/// other sender's window packets sent from `settle` after the later join to `margin` before the
+/// earlier departure. With everyone present the whole window (joined at least `settle` before
+/// it, leaving at least `margin` after it) that is every window packet of every other sender.
+pub fn delivery(members: &[Member<'_>], overlap: Overlap) -> Delivery {
     let mut d = Delivery::default();
-    for (r, recv) in receivers.iter().enumerate() {
-        for (s, send) in senders.iter().enumerate() {
-            if s == r {
+    for r in members {
+        for s in members {
+            if s.index == r.index {
+                continue;
+            }
+            let from = r.presence.joined_ns.max(s.presence.joined_ns) + overlap.settle_ns;
+            let to = r
+                .presence
+                .left_ns
+                .min(s.presence.left_ns)
+                .saturating_sub(overlap.margin_ns);
+            if from >= to {
                 continue;
             }
             for stream in Stream::ALL {
-                d.expected += send.in_window[stream.index()];
-                d.received += recv
-                    .seen
-                    .get(&(s as u16, stream))
-                    .map(|t| t.unique)
-                    .unwrap_or(0);
+                let seen = r.recv.seen.get(&(s.index, stream));
+                for &(seq, send_ns) in &s.send.log[stream.index()] {
+                    if send_ns < from || send_ns >= to {
+                        continue;
+                    }
+                    d.expected += 1;
+                    if seen.is_some_and(|t| t.contains(seq)) {
+                        d.received += 1;
+                    }
+                }
             }
         }
     }
@@ -288,20 +376,58 @@ mod tests {
     }
 
     #[test]
+    fn audio_is_the_first_frame_only_without_video() {
+        let mut listener = RecvStats::default();
+        assert_eq!(listener.time_to_first_frame_ns(), None);
+        listener.record(&pkt(0, Stream::Audio, 0, 10), 70, 40, &W);
+        listener.record(&pkt(0, Stream::Audio, 1, 30), 90, 40, &W);
+        assert_eq!(listener.first_audio_ns, Some(30));
+        assert_eq!(listener.time_to_first_frame_ns(), Some(30));
+        listener.restart_first_frame();
+        assert_eq!(listener.time_to_first_frame_ns(), None);
+
+        // Receiving video at all: only a complete keyframe counts, whatever audio came first.
+        let mut viewer = RecvStats::default();
+        viewer.record(&pkt(0, Stream::Audio, 0, 10), 70, 40, &W);
+        viewer.record(&pkt(0, Stream::Video, 0, 20), 80, 40, &W); // a delta frame
+        assert_eq!(viewer.time_to_first_frame_ns(), None);
+        let key = Header {
+            sender: 0,
+            stream: Stream::Video,
+            seq: 1,
+            send_ns: 100,
+            keyframe: true,
+            last_of_frame: true,
+        };
+        viewer.record(&payload(&key, 50), 140, 40, &W);
+        assert_eq!(viewer.time_to_first_frame_ns(), Some(100));
+    }
+
+    fn sent(audio: u32, video: u32, send_ns: impl Fn(u32) -> u64) -> SendStats {
+        let mut s = SendStats::default();
+        for seq in 0..audio {
+            s.record(Stream::Audio, seq, send_ns(seq), &W);
+        }
+        for seq in 0..video {
+            s.record(Stream::Video, seq, send_ns(seq), &W);
+        }
+        s
+    }
+
+    const WHOLE_RUN: Presence = Presence {
+        joined_ns: 0,
+        left_ns: 10_000,
+    };
+    const NO_SETTLE: Overlap = Overlap {
+        settle_ns: 0,
+        margin_ns: 0,
+    };
+
+    #[test]
     fn loss_over_all_pairs() {
         // Three participants; each sent 10 audio and 20 video packets in the window.
-        let senders = vec![
-            SendStats {
-                in_window: [10, 20],
-                total: 40
-            };
-            3
-        ];
-        let mut receivers = vec![
-            RecvStats::default(),
-            RecvStats::default(),
-            RecvStats::default(),
-        ];
+        let senders: Vec<SendStats> = (0..3).map(|_| sent(10, 20, |_| 1_100)).collect();
+        let mut receivers: Vec<RecvStats> = (0..3).map(|_| RecvStats::default()).collect();
         for (r, recv) in receivers.iter_mut().enumerate() {
             for s in 0..3u16 {
                 if s as usize == r {
@@ -317,7 +443,15 @@ mod tests {
                 }
             }
         }
-        let d = delivery_all_to_all(&senders, &receivers);
+        let members: Vec<Member<'_>> = (0..3)
+            .map(|i| Member {
+                index: i as u16,
+                presence: WHOLE_RUN,
+                send: &senders[i],
+                recv: &receivers[i],
+            })
+            .collect();
+        let d = delivery(&members, NO_SETTLE);
         assert_eq!(d.expected, 3 * 2 * 30);
         assert_eq!(d.received, 180 - 3);
         assert!((d.loss_ratio() - 3.0 / 180.0).abs() < 1e-12);
@@ -325,14 +459,98 @@ mod tests {
     }
 
     #[test]
+    fn loss_counts_only_while_both_are_present() {
+        // Sender 0 is there the whole run and sends audio packet `seq` at 1_000 + 10 * seq
+        // (100 packets over the window). Participant 1 joins at 1_200 and leaves at 1_700 and
+        // receives everything from 1_300 on; participant 2 (index 7) joins at 1_650, after 1's
+        // departure, and hears everything.
+        let send_ns = |seq: u32| 1_000 + 10 * u64::from(seq);
+        let s0 = sent(100, 0, send_ns);
+        let quiet = SendStats::default();
+        let mut r1 = RecvStats::default();
+        let mut r2 = RecvStats::default();
+        for seq in 0..100 {
+            let t = send_ns(seq);
+            if (1_300..1_700).contains(&t) {
+                r1.record(&pkt(0, Stream::Audio, seq, t), t + 5, 1_200, &W);
+            }
+            if t >= 1_650 {
+                r2.record(&pkt(0, Stream::Audio, seq, t), t + 5, 1_650, &W);
+            }
+        }
+        let members = [
+            Member {
+                index: 0,
+                presence: WHOLE_RUN,
+                send: &s0,
+                recv: &RecvStats::default(),
+            },
+            Member {
+                index: 1,
+                presence: Presence {
+                    joined_ns: 1_200,
+                    left_ns: 1_700,
+                },
+                send: &quiet,
+                recv: &r1,
+            },
+            Member {
+                index: 7,
+                presence: Presence {
+                    joined_ns: 1_650,
+                    left_ns: 10_000,
+                },
+                send: &quiet,
+                recv: &r2,
+            },
+        ];
+        // Without a settle time, participant 1's first 100 ns count as loss (10 packets).
+        let d = delivery(&members, NO_SETTLE);
+        assert_eq!(d.expected, 50 + 35);
+        assert_eq!(d.received, 40 + 35);
+        // 100 ns to settle and 50 ns of margin: 1_300..1_650 and 1_750..2_000.
+        let d = delivery(
+            &members,
+            Overlap {
+                settle_ns: 100,
+                margin_ns: 50,
+            },
+        );
+        assert_eq!(d.expected, 35 + 25);
+        assert_eq!(d.received, d.expected);
+        // A packet sent before the receiver joined is not expected.
+        let mut s1 = quiet.clone();
+        s1.record(Stream::Audio, 0, 1_500, &W);
+        let members = [
+            members[1],
+            Member {
+                send: &s1,
+                ..members[2]
+            },
+        ];
+        assert_eq!(delivery(&members, NO_SETTLE), Delivery::default());
+    }
+
+    #[test]
     fn send_stats_count_window_per_stream() {
         let mut s = SendStats::default();
-        s.record(Stream::Audio, 999, &W);
-        s.record(Stream::Audio, 1_000, &W);
-        s.record(Stream::Video, 1_999, &W);
-        s.record(Stream::Video, 2_000, &W);
+        s.record(Stream::Audio, 0, 999, &W);
+        s.record(Stream::Audio, 1, 1_000, &W);
+        s.record(Stream::Video, 0, 1_999, &W);
+        s.record(Stream::Video, 1, 2_000, &W);
         assert_eq!(s.in_window, [1, 1]);
         assert_eq!(s.total, 4);
+        assert_eq!(s.log[0], vec![(1, 1_000)]);
+        assert_eq!(s.log[1], vec![(0, 1_999)]);
+    }
+
+    #[test]
+    fn seq_tracker_contains() {
+        let mut t = SeqTracker::default();
+        t.insert(3);
+        t.insert(130);
+        assert!(t.contains(3) && t.contains(130));
+        assert!(!t.contains(4) && !t.contains(129) && !t.contains(100_000));
     }
 
     #[test]
