@@ -142,6 +142,10 @@ enum Cmd {
         /// Leaves (and joins) per second of the `churn` scenario.
         #[arg(long, default_value_t = 2.0)]
         churn_rate: f64,
+        /// Skip the latency check at half capacity (a klausur meeting sized to half of what
+        /// one core forwards, from the largest meeting's packets per CPU-second).
+        #[arg(long)]
+        no_half_capacity: bool,
     },
 }
 
@@ -193,6 +197,33 @@ fn pin_to(cpu: usize) {
     if !ok {
         eprintln!("klausur-bench: warning: could not pin the load generator to CPU {cpu}");
     }
+}
+
+/// The meeting size at which klausur forwards half of what its one core can: capacity is the
+/// largest klausur meeting's forwarded packets per server CPU-second (the server is pinned to
+/// one core), and the packet rate per (sender, receiver) pair is measured in that same meeting.
+/// `None` without a klausur meeting result.
+fn half_capacity_size(results: &[ScenarioResult]) -> Option<usize> {
+    let largest = results
+        .iter()
+        .filter(|r| r.server == "klausur" && r.scenario.starts_with("meeting-"))
+        .filter(|r| r.participants >= 2 && r.pkts_per_cpu_s.is_finite())
+        .max_by_key(|r| r.participants)?;
+    let n = largest.participants as f64;
+    let per_pair = largest.fwd_pkts_per_s / (n * (n - 1.0));
+    half_capacity_participants(largest.pkts_per_cpu_s, per_pair)
+}
+
+/// The largest meeting size whose forwarded packet rate, `n (n - 1) per_pair`, is at most half
+/// of `capacity` packets per second (at least 2, at most 100).
+fn half_capacity_participants(capacity: f64, per_pair: f64) -> Option<usize> {
+    if !(capacity.is_finite() && per_pair.is_finite() && capacity > 0.0 && per_pair > 0.0) {
+        return None;
+    }
+    let target = capacity / 2.0;
+    (2..=100usize)
+        .take_while(|&n| (n * (n - 1)) as f64 * per_pair <= target)
+        .last()
 }
 
 /// The scenarios of a command, each with whether it also runs against Janus.
@@ -301,6 +332,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let baseline = scenario::run_baseline(&s).await?;
     let mut results: Vec<ScenarioResult> = Vec::new();
     let mut janus_failures = Vec::new();
+    let half_capacity = matches!(
+        cli.command,
+        Cmd::Standard {
+            no_half_capacity: false,
+            ..
+        }
+    );
     for (spec, janus) in specs {
         results
             .push(scenario::run_scenario(&s, &spec, baseline.clone(), ServerKind::Klausur).await?);
@@ -313,6 +351,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     janus_failures.push(e);
                 }
             }
+        }
+    }
+    if half_capacity {
+        if let Some(n) = half_capacity_size(&results) {
+            let mut spec = Spec::meeting(n);
+            spec.name = format!("meeting-{n}-half-capacity");
+            results.push(scenario::run_scenario(&s, &spec, baseline, ServerKind::Klausur).await?);
         }
     }
     println!("{}", report::markdown_table(&results));
@@ -378,5 +423,21 @@ fn main() -> ExitCode {
             eprintln!("klausur-bench: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::half_capacity_participants;
+
+    #[test]
+    fn half_capacity_is_the_largest_meeting_under_half_the_rate() {
+        // 140 packets/s per pair; one core forwards 100,000 packets/s: half is 50,000, and
+        // 19 * 18 * 140 = 47,880 fits while 20 * 19 * 140 = 53,200 does not.
+        assert_eq!(half_capacity_participants(100_000.0, 140.0), Some(19));
+        assert_eq!(half_capacity_participants(400.0, 140.0), None);
+        assert_eq!(half_capacity_participants(f64::NAN, 140.0), None);
+        assert_eq!(half_capacity_participants(100_000.0, 0.0), None);
+        assert_eq!(half_capacity_participants(1e12, 140.0), Some(100));
     }
 }
