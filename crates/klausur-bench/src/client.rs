@@ -5,18 +5,24 @@
 //! invitation, always the offerer, re-offers on `renegotiate`); for the peer-to-peer baseline two
 //! of them are connected to each other in-process, without a server.
 
+use std::io::IoSliceMut;
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use futures::{SinkExt, StreamExt};
 use klausur_proto::{ClientMsg, SendSource, Source};
+use nix::sys::socket::{
+    recvmsg, setsockopt, sockopt, ControlMessageOwned, MsgFlags, SockaddrStorage,
+};
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::format::Codec;
 use str0m::media::{Direction, MediaKind, Mid, Pt};
 use str0m::net::{Protocol, Receive};
 use str0m::rtp::{ExtensionValues, RtpWrite};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
+use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::sleep_until;
@@ -151,6 +157,9 @@ pub struct Peer {
     socket: UdpSocket,
     local: SocketAddr,
     timing: Timing,
+    /// When the kernel queued the datagram being handled on this peer's socket (see
+    /// [`recv_stamped`]); packets from it count as received then.
+    rx_at: Option<Instant>,
     joined_at: Instant,
     /// Leaves before the end of the run (churn).
     leave_at: Option<Instant>,
@@ -191,7 +200,7 @@ struct Signaling {
 }
 
 enum Wake {
-    Udp(std::io::Result<(usize, SocketAddr)>),
+    Udp(std::io::Result<()>),
     Ws(Option<Result<Message, tokio_tungstenite::tungstenite::Error>>),
     Offer(Option<OfferRequest>),
     Timer,
@@ -241,6 +250,8 @@ impl Peer {
         socket: UdpSocket,
     ) -> anyhow::Result<Peer> {
         let local = socket.local_addr()?;
+        setsockopt(&socket, sockopt::ReceiveTimestampns, &true)
+            .context("cannot enable receive timestamps")?;
         let now = Instant::now();
         let builder = Rtc::builder().set_rtp_mode(true);
         let builder = if all_codecs {
@@ -259,6 +270,7 @@ impl Peer {
             socket,
             local,
             timing,
+            rx_at: None,
             joined_at: now,
             leave_at: None,
             sender: Sender {
@@ -638,7 +650,7 @@ impl Peer {
                 }
             }
             Event::RtpPacket(p) => {
-                let now_ns = self.timing.ns(Instant::now());
+                let now_ns = self.timing.ns(self.rx_at.unwrap_or_else(Instant::now));
                 let joined_ns = self.timing.ns(self.joined_at);
                 self.recv
                     .record(&p.payload, now_ns, joined_ns, &self.timing.window);
@@ -866,24 +878,25 @@ impl Peer {
                 wake = wake.min(s.next_ping);
             }
             let w = tokio::select! {
-                r = self.socket.recv_from(&mut buf) => Wake::Udp(r),
+                r = self.socket.readable() => Wake::Udp(r),
                 m = next_ws(&mut self.sig) => Wake::Ws(m),
                 o = next_offer(&mut self.offers) => Wake::Offer(o),
                 _ = sleep_until(wake.into()) => Wake::Timer,
             };
             match w {
                 Wake::Udp(r) => {
-                    let (n, src) = r?;
-                    self.handle_datagram(n, src, &buf);
-                    self.drain().await?;
-                    // Take whatever else is queued, bounded.
+                    r?;
+                    // Take whatever is queued, bounded.
                     for _ in 0..256 {
-                        match self.socket.try_recv_from(&mut buf) {
-                            Ok((n, src)) => {
+                        match recv_stamped(&self.socket, &mut buf) {
+                            Ok((n, src, at)) => {
+                                self.rx_at = at;
                                 self.handle_datagram(n, src, &buf);
                                 self.drain().await?;
+                                self.rx_at = None;
                             }
-                            Err(_) => break,
+                            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                            Err(e) => return Err(e.into()),
                         }
                     }
                 }
@@ -898,9 +911,91 @@ impl Peer {
     }
 }
 
+/// Receives one datagram with the time the kernel queued it on the socket (`SO_TIMESTAMPNS`,
+/// enabled in [`Peer::with_socket`]), as an `Instant`. Latency is measured to that moment: on
+/// loopback the server's send delivers the datagram into the receiver's socket queue, so the
+/// figure is what the server adds, without the time the packet then waits in the load
+/// generator (which runs every participant on one core and would count its own queueing).
+fn recv_stamped(
+    socket: &UdpSocket,
+    buf: &mut [u8],
+) -> std::io::Result<(usize, SocketAddr, Option<Instant>)> {
+    socket.try_io(Interest::READABLE, || {
+        let mut iov = [IoSliceMut::new(buf)];
+        let mut cmsg = nix::cmsg_space!(nix::sys::time::TimeSpec);
+        let msg = recvmsg::<SockaddrStorage>(
+            socket.as_raw_fd(),
+            &mut iov,
+            Some(&mut cmsg),
+            MsgFlags::MSG_DONTWAIT,
+        )
+        .map_err(std::io::Error::from)?;
+        let src = msg
+            .address
+            .as_ref()
+            .and_then(|a| {
+                a.as_sockaddr_in()
+                    .map(|v4| SocketAddr::V4((*v4).into()))
+                    .or_else(|| a.as_sockaddr_in6().map(|v6| SocketAddr::V6((*v6).into())))
+            })
+            .ok_or_else(|| std::io::Error::other("datagram without a source address"))?;
+        let mut at = None;
+        if let Ok(cmsgs) = msg.cmsgs() {
+            for c in cmsgs {
+                if let ControlMessageOwned::ScmTimestampns(ts) = c {
+                    at = kernel_time_to_instant(Duration::new(
+                        ts.tv_sec() as u64,
+                        ts.tv_nsec() as u32,
+                    ));
+                }
+            }
+        }
+        Ok((msg.bytes, src, at))
+    })
+}
+
+/// A `CLOCK_REALTIME` time (since the epoch) from the recent past as an `Instant`.
+fn kernel_time_to_instant(since_epoch: Duration) -> Option<Instant> {
+    let now_real = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?;
+    let now = Instant::now();
+    let ago = now_real.checked_sub(since_epoch).unwrap_or_default();
+    // A stamp from the future or from long ago (clock stepped): fall back to now.
+    if ago > Duration::from_secs(10) {
+        return None;
+    }
+    now.checked_sub(ago)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn receive_time_is_the_kernel_queueing_time() -> anyhow::Result<()> {
+        let a = UdpSocket::bind("127.0.0.1:0").await?;
+        let b = UdpSocket::bind("127.0.0.1:0").await?;
+        setsockopt(&b, sockopt::ReceiveTimestampns, &true)?;
+        // Linux switches packet timestamping on asynchronously after the first such socket.
+        std::thread::sleep(Duration::from_millis(50));
+        a.send_to(b"x", b.local_addr()?).await?;
+        let sent = Instant::now();
+        // The datagram waits in the queue; its receive time stays when it was queued.
+        std::thread::sleep(Duration::from_millis(50));
+        b.readable().await?;
+        let (n, src, at) = recv_stamped(&b, &mut [0u8; 16])?;
+        let read = Instant::now();
+        assert_eq!((n, src), (1, a.local_addr()?));
+        let at = at.context("no kernel timestamp")?;
+        assert!(
+            read.duration_since(at) >= Duration::from_millis(45),
+            "{:?}",
+            read - at
+        );
+        assert!(at <= sent + Duration::from_millis(5));
+        Ok(())
+    }
 
     #[test]
     fn active_m_lines_skip_disabled_ones() {
