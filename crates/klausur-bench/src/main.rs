@@ -340,16 +340,41 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
     );
     for (spec, janus) in specs {
-        results
-            .push(scenario::run_scenario(&s, &spec, baseline.clone(), ServerKind::Klausur).await?);
-        if janus {
-            match scenario::run_scenario(&s, &spec, baseline.clone(), ServerKind::Janus).await {
-                Ok(r) => results.push(r),
-                Err(e) => {
-                    let e = format!("{} against Janus failed: {e:#}", spec.name);
-                    eprintln!("klausur-bench: {e}");
-                    janus_failures.push(e);
+        if !janus {
+            results.push(
+                scenario::run_scenario(&s, &spec, baseline.clone(), ServerKind::Klausur).await?,
+            );
+            continue;
+        }
+        // Trials alternate between the servers: the machine's speed drifts over minutes, and
+        // a drift then moves both servers' medians alike instead of the ratio.
+        let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+        let mut janus_failed = None;
+        for i in 0..s.trials {
+            ours.push(scenario::run_trial(&s, &spec, ServerKind::Klausur, i).await?);
+            if janus_failed.is_none() {
+                match scenario::run_trial(&s, &spec, ServerKind::Janus, i).await {
+                    Ok(t) => theirs.push(t),
+                    Err(e) => janus_failed = Some(e),
                 }
+            }
+        }
+        let name = ServerKind::Klausur.name();
+        results.push(scenario::combine(&spec.name, name, ours, baseline.clone()));
+        match janus_failed {
+            None => {
+                let name = ServerKind::Janus.name();
+                results.push(scenario::combine(
+                    &spec.name,
+                    name,
+                    theirs,
+                    baseline.clone(),
+                ));
+            }
+            Some(e) => {
+                let e = format!("{} against Janus failed: {e:#}", spec.name);
+                eprintln!("klausur-bench: {e}");
+                janus_failures.push(e);
             }
         }
     }

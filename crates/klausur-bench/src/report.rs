@@ -272,7 +272,8 @@ pub fn benchmarks_section(results: &[ScenarioResult], run: &RunInfo, notes: &[St
         "\nEach figure is the median over the trials. Forwarded packets are the packets that \
          reached a participant (counted by the participants, deduplicated); server CPU is \
          utime+stime of all server threads over the measured window (/proc). Latency is one-way, \
-         from the send timestamp inside the payload to the receiving str0m client; the baseline \
+         from the send timestamp inside the payload to the moment the kernel queued the \
+         datagram on the receiving participant's socket (SO_TIMESTAMPNS); the baseline \
          is two str0m clients connected directly at the same per-sender packet rates, and \
          \"added\" is the difference. Loss counts, for every pair of participants in the meeting \
          at the same time, the sender's window packets from 1 s after the later join to 0.5 s \
@@ -289,7 +290,8 @@ pub fn benchmarks_section(results: &[ScenarioResult], run: &RunInfo, notes: &[St
          message, signaling and sockets closed) and as many new ones join in their places, \
          round robin over all but the first. Server pinned to CPU 0, load generator to CPU 1. \
          Janus 1.1.2 (Debian's `janus`, VideoRoom plugin, HTTP transport) runs the same scenario \
-         with the same clients and packet rates in the same run, in a network namespace joined \
+         with the same clients and packet rates in the same run, its trials alternating with \
+         klausur's, in a network namespace joined \
          to the load generator's by a veth pair (Janus skips loopback), pinned like klausur; \
          each participant publishes on one PeerConnection and receives all others on one \
          multistream subscriber PeerConnection; participants that only receive join as \

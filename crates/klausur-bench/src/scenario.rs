@@ -693,36 +693,46 @@ pub async fn run_scenario(
 ) -> anyhow::Result<ScenarioResult> {
     let mut trials = Vec::new();
     for i in 0..settings.trials {
-        eprintln!(
-            "klausur-bench: {}, {}, trial {}/{}",
-            spec.name,
-            kind.name(),
-            i + 1,
-            settings.trials
-        );
-        let started = Instant::now();
-        let t = trial(settings, spec, kind).await?;
-        eprintln!(
-            "  {:.0} fwd pkt/s, {:.3} server CPU-s, {:.3} load generator CPU-s, {:.0} pkt/CPU-s, p50 {:.3} ms, p99 {:.3} ms, loss {:.5}, ttff p50 {:.0} ms, {} connected, {} joins in the window, rss {:.1} MiB (empty {:.1}, window start {:.1}), problems {}, {:.1} s",
-            t.fwd_pkts_per_s,
-            t.server_cpu_s,
-            t.loadgen_cpu_s,
-            t.pkts_per_cpu_s,
-            t.latency_p50_ms,
-            t.latency_p99_ms,
-            t.loss_ratio,
-            t.ttff_p50_ms,
-            t.connected,
-            t.joins_in_window,
-            t.rss_mib,
-            t.rss_empty_mib,
-            t.rss_start_mib,
-            t.errors.len(),
-            started.elapsed().as_secs_f64(),
-        );
-        trials.push(t);
+        trials.push(run_trial(settings, spec, kind, i).await?);
     }
     Ok(combine(&spec.name, kind.name(), trials, baseline))
+}
+
+/// Trial `i` of a scenario on one server, logged.
+pub async fn run_trial(
+    settings: &Settings,
+    spec: &Spec,
+    kind: ServerKind,
+    i: usize,
+) -> anyhow::Result<Trial> {
+    eprintln!(
+        "klausur-bench: {}, {}, trial {}/{}",
+        spec.name,
+        kind.name(),
+        i + 1,
+        settings.trials
+    );
+    let started = Instant::now();
+    let t = trial(settings, spec, kind).await?;
+    eprintln!(
+        "  {:.0} fwd pkt/s, {:.3} server CPU-s, {:.3} load generator CPU-s, {:.0} pkt/CPU-s, p50 {:.3} ms, p99 {:.3} ms, loss {:.5}, ttff p50 {:.0} ms, {} connected, {} joins in the window, rss {:.1} MiB (empty {:.1}, window start {:.1}), problems {}, {:.1} s",
+        t.fwd_pkts_per_s,
+        t.server_cpu_s,
+        t.loadgen_cpu_s,
+        t.pkts_per_cpu_s,
+        t.latency_p50_ms,
+        t.latency_p99_ms,
+        t.loss_ratio,
+        t.ttff_p50_ms,
+        t.connected,
+        t.joins_in_window,
+        t.rss_mib,
+        t.rss_empty_mib,
+        t.rss_start_mib,
+        t.errors.len(),
+        started.elapsed().as_secs_f64(),
+    );
+    Ok(t)
 }
 
 #[cfg(test)]
