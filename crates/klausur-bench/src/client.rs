@@ -16,7 +16,7 @@ use klausur_proto::{ClientMsg, SendSource, Source};
 use nix::sys::socket::{
     recvmsg, setsockopt, sockopt, ControlMessageOwned, MsgFlags, SockaddrStorage,
 };
-use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
+use str0m::change::{SdpAnswer, SdpApi, SdpOffer, SdpPendingOffer};
 use str0m::format::Codec;
 use str0m::media::{Direction, MediaKind, Mid, Pt};
 use str0m::net::{Protocol, Receive};
@@ -137,6 +137,29 @@ struct Track {
     tag: u32,
     rtp_seq: u64,
     rtp_time: u32,
+}
+
+impl Track {
+    fn new(mid: Mid, pt: Pt) -> Track {
+        Track {
+            mid,
+            pt,
+            tag: 0,
+            rtp_seq: 1,
+            rtp_time: 0,
+        }
+    }
+}
+
+/// Adds the sendonly audio and/or video m-lines `role` publishes.
+fn add_send_media(api: &mut SdpApi<'_>, role: Role) -> (Option<Mid>, Option<Mid>) {
+    let a = role
+        .audio
+        .then(|| api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None));
+    let v = role
+        .video
+        .then(|| api.add_media(MediaKind::Video, Direction::SendOnly, None, None, None));
+    (a, v)
 }
 
 /// The media a peer sends and the state of its pacing.
@@ -324,14 +347,8 @@ impl Peer {
     /// A publisher's offer: sendonly audio and/or video as the role says. Returns the SDP and
     /// the pending offer.
     pub fn publish_offer(&mut self) -> anyhow::Result<(String, SdpPendingOffer)> {
-        let role = self.role;
         let mut api = self.rtc.sdp_api();
-        let a = role
-            .audio
-            .then(|| api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None));
-        let v = role
-            .video
-            .then(|| api.add_media(MediaKind::Video, Direction::SendOnly, None, None, None));
+        let (a, v) = add_send_media(&mut api, self.role);
         let (offer, pending) = api
             .apply()
             .context("no offer (the role publishes nothing)")?;
@@ -369,24 +386,12 @@ impl Peer {
         video: Option<Mid>,
     ) -> anyhow::Result<()> {
         if let Some(audio) = audio {
-            let apt = pt_of(&self.rtc, Codec::Opus)?;
-            self.sender.audio.get_or_insert(Track {
-                mid: audio,
-                pt: apt,
-                tag: 0,
-                rtp_seq: 1,
-                rtp_time: 0,
-            });
+            let pt = pt_of(&self.rtc, Codec::Opus)?;
+            self.sender.audio.get_or_insert(Track::new(audio, pt));
         }
         if let Some(video) = video {
-            let vpt = pt_of(&self.rtc, Codec::Vp8)?;
-            self.sender.video.get_or_insert(Track {
-                mid: video,
-                pt: vpt,
-                tag: 0,
-                rtp_seq: 1,
-                rtp_time: 0,
-            });
+            let pt = pt_of(&self.rtc, Codec::Vp8)?;
+            self.sender.video.get_or_insert(Track::new(video, pt));
         }
         Ok(())
     }
@@ -461,15 +466,7 @@ impl Peer {
         let mut api = self.rtc.sdp_api();
         let mut new_send = None;
         if !self.send_added {
-            let a = self
-                .role
-                .audio
-                .then(|| api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None));
-            let v = self
-                .role
-                .video
-                .then(|| api.add_media(MediaKind::Video, Direction::SendOnly, None, None, None));
-            new_send = Some((a, v));
+            new_send = Some(add_send_media(&mut api, self.role));
         }
         let mut recv_audio = sig.recv_audio.clone();
         let mut recv_video = sig.recv_video.clone();
@@ -485,14 +482,8 @@ impl Peer {
             // offer; str0m's yields none without changes, so the last offer goes out again and
             // its answer, which changes nothing negotiated, is not applied.
             if let Some(sdp) = sig.last_offer.clone() {
-                let msg = ClientMsg::Offer {
-                    sdp,
-                    sources: self.sources(),
-                };
                 sig.repeat_pending = true;
-                sig.ws
-                    .send(Message::Text(serde_json::to_string(&msg)?.into()))
-                    .await?;
+                self.send_offer(sig, sdp).await?;
             }
             return Ok(());
         };
@@ -505,6 +496,10 @@ impl Peer {
         }
         let sdp = offer.to_sdp_string();
         sig.last_offer = Some(sdp.clone());
+        self.send_offer(sig, sdp).await
+    }
+
+    async fn send_offer(&self, sig: &mut Signaling, sdp: String) -> anyhow::Result<()> {
         let msg = ClientMsg::Offer {
             sdp,
             sources: self.sources(),

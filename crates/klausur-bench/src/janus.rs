@@ -583,6 +583,17 @@ pub struct JoinSpec {
     pub sockets: NetnsSockets,
 }
 
+impl JoinSpec {
+    /// One of the participant's str0m peers, on its own socket in the client namespace.
+    async fn peer(&self) -> anyhow::Result<Peer> {
+        let any = SocketAddr::V4(SocketAddrV4::new(CLIENT_ADDR, 0));
+        let socket = self.sockets.udp(any).await?;
+        let mut p = Peer::with_socket(self.index as u16, self.timing, self.all_codecs, socket)?;
+        p.set_leave_at(self.leave_at);
+        Ok(p)
+    }
+}
+
 /// How often a feed is asked for again after the subscriber handle refused a request.
 const SUBSCRIBE_ATTEMPTS: u8 = 3;
 
@@ -786,28 +797,14 @@ impl Session {
 pub async fn participant(spec: JoinSpec) -> anyhow::Result<PeerReport> {
     let i = spec.index;
     let timing = spec.timing;
-    let any = SocketAddr::V4(SocketAddrV4::new(CLIENT_ADDR, 0));
-    let mut publisher = match spec.role.publishes() {
-        true => {
-            let mut p = Peer::with_socket(
-                i as u16,
-                timing,
-                spec.all_codecs,
-                spec.sockets.udp(any).await?,
-            )?;
-            p.set_role(spec.role);
-            p.set_leave_at(spec.leave_at);
-            Some(p)
-        }
-        false => None,
+    let mut publisher = if spec.role.publishes() {
+        let mut p = spec.peer().await?;
+        p.set_role(spec.role);
+        Some(p)
+    } else {
+        None
     };
-    let mut subscriber = Peer::with_socket(
-        i as u16,
-        timing,
-        spec.all_codecs,
-        spec.sockets.udp(any).await?,
-    )?;
-    subscriber.set_leave_at(spec.leave_at);
+    let mut subscriber = spec.peer().await?;
     let api = Api::new(spec.sockets.clone()).await?;
     let pub_handle = api.attach().await?;
     let (offer_tx, offer_rx) = mpsc::unbounded_channel();

@@ -149,6 +149,9 @@ enum Cmd {
     },
 }
 
+/// Largest meeting (and churn) accepted.
+const MAX_MEETING: usize = 100;
+
 /// Fastest churn accepted, leaves (and joins) per second: beyond it the joins themselves, not
 /// the meeting, would be what is measured.
 const MAX_CHURN_RATE: f64 = 20.0;
@@ -215,13 +218,13 @@ fn half_capacity_size(results: &[ScenarioResult]) -> Option<usize> {
 }
 
 /// The largest meeting size whose forwarded packet rate, `n (n - 1) per_pair`, is at most half
-/// of `capacity` packets per second (at least 2, at most 100).
+/// of `capacity` packets per second (at least 2, at most [`MAX_MEETING`]).
 fn half_capacity_participants(capacity: f64, per_pair: f64) -> Option<usize> {
     if !(capacity.is_finite() && per_pair.is_finite() && capacity > 0.0 && per_pair > 0.0) {
         return None;
     }
     let target = capacity / 2.0;
-    (2..=100usize)
+    (2..=MAX_MEETING)
         .take_while(|&n| (n * (n - 1)) as f64 * per_pair <= target)
         .last()
 }
@@ -229,18 +232,17 @@ fn half_capacity_participants(capacity: f64, per_pair: f64) -> Option<usize> {
 /// The scenarios of a command, each with whether it also runs against Janus.
 fn specs(cli: &Cli) -> anyhow::Result<Vec<(Spec, bool)>> {
     let janus = !cli.common.no_janus;
-    let meeting_limit = 100;
     let meeting = |n: usize| {
         anyhow::ensure!(
-            (2..=meeting_limit).contains(&n),
-            "a meeting needs 2 to {meeting_limit} participants"
+            (2..=MAX_MEETING).contains(&n),
+            "a meeting needs 2 to {MAX_MEETING} participants"
         );
         Ok(Spec::meeting(n))
     };
     let churn = |n: usize, rate: f64| {
         anyhow::ensure!(
-            (2..=meeting_limit).contains(&n),
-            "churn needs 2 to {meeting_limit} participants"
+            (2..=MAX_MEETING).contains(&n),
+            "churn needs 2 to {MAX_MEETING} participants"
         );
         anyhow::ensure!(
             rate.is_finite() && rate > 0.0 && rate <= MAX_CHURN_RATE,
