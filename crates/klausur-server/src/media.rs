@@ -7,7 +7,8 @@
 //! 2. receive a batch of datagrams with one `recvmmsg` (up to [`BATCH`]), hand each to the
 //!    room core that owns its peer ([`Room::handle_receive`]);
 //! 3. drain each room touched by the batch once (so each subscriber's `Rtc` is ticked once
-//!    per batch, see klausur-room's *Cost*) and send all transmits with `sendmmsg`;
+//!    per batch, see klausur-room's *Cost*) and send all transmits with `sendmmsg` (with
+//!    UDP GSO, below);
 //! 4. fire due room timers, run commands.
 //!
 //! A packet never crosses a thread or a channel between arrival and forwarding, and the thread
@@ -16,8 +17,15 @@
 //! worker reports room events back through one tokio channel per meeting.
 //!
 //! Per packet there is no allocation in this file: receive buffers and `mmsghdr`s are
-//! preallocated; str0m allocates the encrypted datagram of each transmit (the one copy per
-//! subscriber). GSO does not apply: consecutive transmits go to different subscribers.
+//! preallocated (a `sendmmsg` call allocates its short lists of `IoSlice`s); str0m allocates
+//! the encrypted datagram of each transmit (the one copy per subscriber).
+//!
+//! UDP GSO: a room drains one subscriber at a time, so a frame's packets to one subscriber
+//! are consecutive transmits, all equally long but the last. Such a run ([`gso_run`]) goes to
+//! the kernel as one message with a `UDP_SEGMENT` control message, and the kernel (or the
+//! NIC) cuts it into the same datagrams again: receivers see ordinary datagrams, only the
+//! send cost per datagram drops. If the kernel or device refuses GSO, the worker switches it
+//! off for good and sends the same datagrams one by one.
 //!
 //! Demultiplexing: a new peer's first packet is a STUN binding request whose USERNAME starts
 //! with the local ICE ufrag the room core handed out; after that the remote address is known.
@@ -25,7 +33,7 @@
 use std::collections::HashMap;
 use std::io::{IoSlice, IoSliceMut};
 use std::net::{SocketAddr, UdpSocket};
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -99,9 +107,11 @@ pub struct MediaStats {
     pub unroutable_datagrams: u64,
     /// `recvmmsg` calls that returned datagrams.
     pub receive_batches: u64,
-    /// Datagrams sent, and `sendmmsg` calls used for them.
+    /// Datagrams sent (each GSO segment counts), and `sendmmsg` calls used for them.
     pub sent_datagrams: u64,
     pub send_batches: u64,
+    /// Datagrams of `sent_datagrams` that went out as segments of GSO messages.
+    pub gso_datagrams: u64,
     /// `Input::Timeout` ticks of all peers' `Rtc`s (see klausur-room's *Cost*).
     pub rtc_ticks: u64,
 }
@@ -193,7 +203,8 @@ struct Worker {
     touched: Vec<RoomKey>,
     /// Transmits waiting for the next `sendmmsg`.
     outgoing: Vec<Outgoing>,
-    send_headers: MultiHeaders<SockaddrStorage>,
+    sender: Sender,
+    /// Counters of this file, except the sender's (see [`Worker::totals`]).
     stats: MediaStats,
 }
 
@@ -213,6 +224,10 @@ pub async fn start(
     }
     let local = socket.local_addr()?;
     let candidate = SocketAddr::new(public_ip, local.port());
+    let gso = gso_supported(&socket);
+    if !gso {
+        tracing::info!("media worker: the kernel has no UDP GSO, sending datagrams one by one");
+    }
     let wake = Arc::new(
         EventFd::from_flags(EfdFlags::EFD_NONBLOCK | EfdFlags::EFD_CLOEXEC)
             .map_err(std::io::Error::from)?,
@@ -233,7 +248,7 @@ pub async fn start(
                 ufrag_of: HashMap::new(),
                 touched: Vec::new(),
                 outgoing: Vec::with_capacity(4 * BATCH),
-                send_headers: MultiHeaders::preallocate(BATCH, None),
+                sender: Sender::new(gso),
                 stats: MediaStats::default(),
             };
             worker.run(rx)
@@ -500,32 +515,36 @@ impl Worker {
                 }
             }
             MediaCmd::Stats { reply } => {
-                let mut s = self.stats;
-                s.rooms = self.rooms.len();
-                for r in self.rooms.values() {
-                    s.peers += r.room.peer_count();
-                    let rs = r.room.stats();
-                    s.forwarded_packets += rs.forwarded_packets;
-                    s.rtc_ticks += rs.rtc_ticks;
-                }
-                let _ = reply.send(s);
+                let _ = reply.send(self.totals());
             }
         }
     }
 
-    /// Logs the worker's counters (debug level, every 10 s while enabled).
-    fn report(&self) {
+    /// The worker's counters with those of the sender and the open rooms added.
+    fn totals(&self) -> MediaStats {
         let mut s = self.stats;
+        s.sent_datagrams = self.sender.sent_datagrams;
+        s.send_batches = self.sender.send_batches;
+        s.gso_datagrams = self.sender.gso_datagrams;
+        s.rooms = self.rooms.len();
         for r in self.rooms.values() {
+            s.peers += r.room.peer_count();
             let rs = r.room.stats();
             s.forwarded_packets += rs.forwarded_packets;
             s.rtc_ticks += rs.rtc_ticks;
         }
+        s
+    }
+
+    /// Logs the worker's counters (debug level, every 10 s while enabled).
+    fn report(&self) {
+        let s = self.totals();
         tracing::debug!(
-            "media worker: {} datagrams in {} receive batches, {} sent in {} send batches, {} forwarded, {} rtc ticks",
+            "media worker: {} datagrams in {} receive batches, {} sent ({} in GSO messages) in {} send batches, {} forwarded, {} rtc ticks",
             s.received_datagrams,
             s.receive_batches,
             s.sent_datagrams,
+            s.gso_datagrams,
             s.send_batches,
             s.forwarded_packets,
             s.rtc_ticks
@@ -582,61 +601,472 @@ impl Worker {
         }
     }
 
-    /// Sends everything queued, `BATCH` datagrams per `sendmmsg`.
+    /// Sends everything queued (see [`Sender::send_all`]).
     fn flush(&mut self) {
-        let mut outgoing = std::mem::take(&mut self.outgoing);
+        if !self.outgoing.is_empty() {
+            self.sender.send_all(self.socket.as_fd(), &self.outgoing);
+            self.outgoing.clear();
+        }
+    }
+}
+
+/// Most datagrams the kernel cuts one GSO message into (`UDP_MAX_SEGMENTS`).
+const GSO_MAX_SEGMENTS: usize = 64;
+/// Most payload bytes of one GSO message: below UDP's limit (65,507 bytes over IPv4).
+const GSO_MAX_BYTES: usize = 65_000;
+/// Longest datagram sent as a GSO segment: one that fits a 1500-byte MTU over IPv6. The kernel
+/// refuses (EINVAL) a segment longer than the path MTU allows, where a plain send would be
+/// fragmented, and EINVAL switches GSO off; WebRTC keeps its datagrams near 1200 bytes.
+const GSO_MAX_SEGMENT: usize = 1452;
+
+/// Whether the kernel knows UDP GSO (Linux 4.18). An older one would ignore the
+/// `UDP_SEGMENT` control message and send a GSO message as one big datagram.
+fn gso_supported(socket: &impl AsFd) -> bool {
+    nix::sys::socket::getsockopt(socket, sockopt::UdpGsoSegment).is_ok()
+}
+
+/// The number of datagrams at the start of `queue` that can go out as one GSO message: they
+/// go to the same destination and are all as long as the first, except the last of them,
+/// which may be shorter (and then ends the run); at most [`GSO_MAX_SEGMENTS`] datagrams and
+/// [`GSO_MAX_BYTES`] bytes. A first datagram that is empty or longer than
+/// [`GSO_MAX_SEGMENT`] is a run of 1, and so is every datagram without `gso`. 0 only for
+/// an empty queue.
+fn gso_run(queue: &[Outgoing], gso: bool) -> usize {
+    let Some(first) = queue.first() else {
+        return 0;
+    };
+    let segment = first.contents.len();
+    if !gso || segment == 0 || segment > GSO_MAX_SEGMENT {
+        return 1;
+    }
+    let mut run = 1;
+    let mut bytes = segment;
+    for o in &queue[1..] {
+        let len = o.contents.len();
+        // An empty datagram cannot be a segment: it would vanish from the message.
+        if run == GSO_MAX_SEGMENTS
+            || o.destination != first.destination
+            || len == 0
+            || len > segment
+            || bytes + len > GSO_MAX_BYTES
+        {
+            break;
+        }
+        run += 1;
+        bytes += len;
+        if len < segment {
+            break;
+        }
+    }
+    run
+}
+
+/// Plans the next `sendmmsg` call at the start of `queue`: up to [`BATCH`] messages, each a
+/// run ([`gso_run`]), whose lengths go to `runs`. One call sends messages of one kind only
+/// (nix applies the same control messages to all of them): plain datagrams (`None`), or GSO
+/// messages of one segment size (`Some(size)`, returned). The call ends where the kind
+/// changes, so the queue's order is kept.
+fn plan_chunk(queue: &[Outgoing], gso: bool, runs: &mut Vec<usize>) -> Option<u16> {
+    runs.clear();
+    let kind = |queue: &[Outgoing], run: usize| {
+        (run > 1).then(|| queue.first().map_or(0, |o| o.contents.len() as u16))
+    };
+    let first = gso_run(queue, gso);
+    if first == 0 {
+        return None;
+    }
+    let segment = kind(queue, first);
+    runs.push(first);
+    let mut at = first;
+    while runs.len() < BATCH && at < queue.len() {
+        let run = gso_run(&queue[at..], gso);
+        if kind(&queue[at..], run) != segment {
+            break;
+        }
+        runs.push(run);
+        at += run;
+    }
+    segment
+}
+
+/// The worker's sending side: `sendmmsg` with UDP GSO, and its counters.
+///
+/// Holds `mmsghdr`s with raw pointers (not `Send`): build it on the thread that uses it.
+struct Sender {
+    /// Headers for plain datagrams (no control message buffer).
+    plain: MultiHeaders<SockaddrStorage>,
+    /// Headers for GSO messages: each with room for one `UDP_SEGMENT` control message. Only
+    /// for them: a header with a control buffer but no message in it sends a bogus length.
+    gso_headers: MultiHeaders<SockaddrStorage>,
+    /// GSO in use; switched off for good when the kernel or device refuses it.
+    gso: bool,
+    /// The runs of the current `sendmmsg` call (see [`plan_chunk`]).
+    runs: Vec<usize>,
+    sent_datagrams: u64,
+    send_batches: u64,
+    gso_datagrams: u64,
+    /// Test hook: GSO calls fail with this error instead of reaching the kernel.
+    #[cfg(test)]
+    fail_gso: Option<Errno>,
+}
+
+impl Sender {
+    fn new(gso: bool) -> Self {
+        Sender {
+            plain: MultiHeaders::preallocate(BATCH, None),
+            gso_headers: MultiHeaders::preallocate(BATCH, Some(nix::cmsg_space!(u16))),
+            gso,
+            runs: Vec::with_capacity(BATCH),
+            sent_datagrams: 0,
+            send_batches: 0,
+            gso_datagrams: 0,
+            #[cfg(test)]
+            fail_gso: None,
+        }
+    }
+
+    /// Sends `queue` in order: runs of datagrams as GSO messages (see [`gso_run`]), up to
+    /// [`BATCH`] messages of one kind per `sendmmsg` (see [`plan_chunk`]).
+    fn send_all(&mut self, socket: BorrowedFd<'_>, queue: &[Outgoing]) {
         let mut start = 0;
         let mut stalls = 0;
-        while start < outgoing.len() {
-            let chunk = &outgoing[start..outgoing.len().min(start + BATCH)];
-            match self.send_chunk(chunk) {
+        while start < queue.len() {
+            let rest = &queue[start..];
+            let segment = plan_chunk(rest, self.gso, &mut self.runs);
+            let len = self.runs.iter().sum();
+            match self.send_chunk(socket, &rest[..len], segment) {
                 Ok(sent) => {
-                    self.stats.send_batches += 1;
-                    self.stats.sent_datagrams += sent as u64;
-                    // sendmmsg reports an error of a later message as a short count: skip
-                    // that message (it is retried as the first one and fails alone if bad).
-                    start += sent.max(1);
+                    let datagrams: usize = self.runs[..sent].iter().sum();
+                    self.send_batches += 1;
+                    self.sent_datagrams += datagrams as u64;
+                    if segment.is_some() {
+                        self.gso_datagrams += datagrams as u64;
+                    }
+                    // sendmmsg reports an error of a later message as a short count: the
+                    // failed message is retried as the first one and, if bad, fails alone.
+                    start += self.runs[..sent.clamp(1, self.runs.len())]
+                        .iter()
+                        .sum::<usize>();
                     stalls = 0;
                 }
                 Err(Errno::EAGAIN) if stalls < 3 => {
                     // Socket buffer full: wait a moment for room, then retry.
                     stalls += 1;
-                    let mut fds = [PollFd::new(self.socket.as_fd(), PollFlags::POLLOUT)];
+                    let mut fds = [PollFd::new(socket, PollFlags::POLLOUT)];
                     let _ = nix::poll::poll(&mut fds, PollTimeout::from(5u8));
                 }
                 Err(Errno::EINTR) => {}
+                Err(e @ (Errno::EIO | Errno::EINVAL | Errno::ENOPROTOOPT | Errno::EOPNOTSUPP))
+                    if segment.is_some() =>
+                {
+                    // The kernel or the device cannot do GSO (nothing of the call was sent):
+                    // send the same datagrams one by one, from now on.
+                    tracing::info!("media worker: UDP GSO failed ({e}), switched off");
+                    self.gso = false;
+                }
                 Err(e) => {
-                    if let Some(o) = chunk.first() {
+                    if let Some(o) = rest.first() {
                         tracing::debug!("udp send to {} failed: {e}", o.destination);
                     }
-                    start += 1;
+                    start += self.runs[0];
                     stalls = 0;
                 }
             }
         }
-        outgoing.clear();
-        self.outgoing = outgoing;
     }
 
-    fn send_chunk(&mut self, chunk: &[Outgoing]) -> nix::Result<usize> {
-        let iovs: [[IoSlice<'_>; 1]; BATCH] = std::array::from_fn(|i| {
-            [IoSlice::new(
-                chunk.get(i).map_or(&[][..], |o| o.contents.as_slice()),
-            )]
-        });
-        let addrs: [Option<SockaddrStorage>; BATCH] =
-            std::array::from_fn(|i| chunk.get(i).map(|o| SockaddrStorage::from(o.destination)));
-        let n = chunk.len().min(BATCH);
-        let cmsgs: [ControlMessage<'_>; 0] = [];
-        let results = sendmmsg(
-            self.socket.as_raw_fd(),
-            &mut self.send_headers,
-            iovs[..n].iter(),
-            &addrs[..n],
-            cmsgs,
-            MsgFlags::MSG_DONTWAIT,
-        )?;
+    /// One `sendmmsg` of `chunk`, cut into the messages `self.runs`: GSO messages with
+    /// `segment` as segment size, or plain datagrams. Returns the number of messages sent.
+    fn send_chunk(
+        &mut self,
+        socket: BorrowedFd<'_>,
+        chunk: &[Outgoing],
+        segment: Option<u16>,
+    ) -> nix::Result<usize> {
+        #[cfg(test)]
+        if let (Some(e), Some(_)) = (self.fail_gso, segment) {
+            return Err(e);
+        }
+        let slices: Vec<IoSlice<'_>> = chunk.iter().map(|o| IoSlice::new(&o.contents)).collect();
+        let mut messages: Vec<&[IoSlice<'_>]> = Vec::with_capacity(self.runs.len());
+        let mut addrs: [Option<SockaddrStorage>; BATCH] = [None; BATCH];
+        let mut at = 0;
+        for (run, addr) in self.runs.iter().zip(addrs.iter_mut()) {
+            messages.push(&slices[at..at + run]);
+            *addr = Some(SockaddrStorage::from(chunk[at].destination));
+            at += run;
+        }
+        let addrs = &addrs[..messages.len()];
+        let fd = socket.as_raw_fd();
+        let flags = MsgFlags::MSG_DONTWAIT;
         // The count of messages sent (sendmmsg may stop early, e.g. when the buffer is full).
-        Ok(results.count())
+        let sent = match segment {
+            None => {
+                let cmsgs: [ControlMessage<'_>; 0] = [];
+                sendmmsg(fd, &mut self.plain, &messages, addrs, cmsgs, flags)?.count()
+            }
+            Some(segment) => {
+                let cmsgs = [ControlMessage::UdpGsoSegments(&segment)];
+                sendmmsg(fd, &mut self.gso_headers, &messages, addrs, cmsgs, flags)?.count()
+            }
+        };
+        Ok(sent)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(port: u16) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], port))
+    }
+
+    /// Datagrams of the given lengths to `port`.
+    fn queue(items: &[(u16, usize)]) -> Vec<Outgoing> {
+        items
+            .iter()
+            .map(|&(port, len)| Outgoing {
+                destination: addr(port),
+                contents: vec![0; len],
+            })
+            .collect()
+    }
+
+    #[test]
+    fn gso_run_takes_equal_sizes_and_a_shorter_last() {
+        let q = queue(&[(1, 1040), (1, 1040), (1, 640), (1, 1040)]);
+        assert_eq!(gso_run(&q, true), 3);
+        assert_eq!(gso_run(&q[3..], true), 1);
+        assert_eq!(gso_run(&q[..0], true), 0);
+        // Equal sizes only: the run goes on to the end of the queue.
+        assert_eq!(gso_run(&queue(&[(1, 500); 5]), true), 5);
+    }
+
+    #[test]
+    fn gso_run_ends_before_a_longer_datagram() {
+        let q = queue(&[(1, 1000), (1, 1000), (1, 1001), (1, 1000)]);
+        assert_eq!(gso_run(&q, true), 2);
+        assert_eq!(gso_run(&queue(&[(1, 1000), (1, 1200)]), true), 1);
+    }
+
+    #[test]
+    fn gso_run_ends_at_another_destination() {
+        let q = queue(&[(1, 1000), (1, 1000), (2, 1000), (1, 1000)]);
+        assert_eq!(gso_run(&q, true), 2);
+        assert_eq!(gso_run(&q[1..], true), 1);
+        assert_eq!(gso_run(&q[2..], true), 1);
+    }
+
+    #[test]
+    fn gso_run_keeps_to_the_kernel_limits() {
+        // 64 segments at most.
+        let q = queue(&[(1, 100); 70]);
+        assert_eq!(gso_run(&q, true), GSO_MAX_SEGMENTS);
+        assert_eq!(gso_run(&q[64..], true), 6);
+        // 65,000 bytes at most.
+        let q = queue(&[(1, 1300); 60]);
+        assert_eq!(gso_run(&q, true), 50); // 50 x 1300 = 65,000
+        let mut q = queue(&[(1, 1300); 50]);
+        q.push(Outgoing {
+            destination: addr(1),
+            contents: vec![0; 1],
+        });
+        assert_eq!(gso_run(&q, true), 50, "a shorter last one over the limit");
+        // A first datagram longer than a 1500-byte MTU allows a segment to be goes alone.
+        assert_eq!(gso_run(&queue(&[(1, 1452), (1, 1452)]), true), 2);
+        assert_eq!(gso_run(&queue(&[(1, 1453), (1, 1453)]), true), 1);
+    }
+
+    #[test]
+    fn gso_run_is_one_without_gso_or_for_empty_datagrams() {
+        let q = queue(&[(1, 1000), (1, 1000), (1, 400)]);
+        assert_eq!(gso_run(&q, false), 1);
+        assert_eq!(gso_run(&queue(&[(1, 0), (1, 0)]), true), 1);
+        // An empty datagram cannot be the shorter last segment.
+        assert_eq!(gso_run(&queue(&[(1, 1000), (1, 0)]), true), 1);
+    }
+
+    #[test]
+    fn plan_chunk_keeps_one_kind_per_call() {
+        let mut runs = Vec::new();
+        // A GSO run of 1000, another of 1000 to a second destination: one call.
+        let q = queue(&[(1, 1000), (1, 400), (2, 1000), (2, 1000), (3, 50), (4, 60)]);
+        assert_eq!(plan_chunk(&q, true, &mut runs), Some(1000));
+        assert_eq!(runs, [2, 2]);
+        // Then plain datagrams.
+        assert_eq!(plan_chunk(&q[4..], true, &mut runs), None);
+        assert_eq!(runs, [1, 1]);
+        // Another segment size ends the call.
+        let q = queue(&[(1, 1000), (1, 1000), (2, 900), (2, 900)]);
+        assert_eq!(plan_chunk(&q, true, &mut runs), Some(1000));
+        assert_eq!(runs, [2]);
+        // A plain datagram before a GSO run ends the call.
+        let q = queue(&[(1, 100), (2, 1000), (2, 1000)]);
+        assert_eq!(plan_chunk(&q, true, &mut runs), None);
+        assert_eq!(runs, [1]);
+        // BATCH messages at most; without GSO every datagram is a message.
+        let q = queue(&[(1, 1000); 2 * BATCH]);
+        assert_eq!(plan_chunk(&q, false, &mut runs), None);
+        assert_eq!(runs, [1; BATCH]);
+        let q: Vec<Outgoing> = (0..2 * BATCH)
+            .map(|i| Outgoing {
+                destination: addr(i as u16 + 1),
+                contents: vec![0; 100],
+            })
+            .flat_map(|o| {
+                let twin = Outgoing {
+                    destination: o.destination,
+                    contents: o.contents.clone(),
+                };
+                [o, twin]
+            })
+            .collect();
+        assert_eq!(plan_chunk(&q, true, &mut runs), Some(100));
+        assert_eq!(runs, [2; BATCH]);
+        assert_eq!(plan_chunk(&q[..0], true, &mut runs), None);
+        assert!(runs.is_empty());
+    }
+
+    /// Receives datagrams on `socket` until `count` have come, then waits briefly for any
+    /// more (bounded; the socket is non-blocking).
+    fn receive(socket: &UdpSocket, count: usize) -> Vec<Vec<u8>> {
+        let mut got = Vec::new();
+        let mut buf = [0u8; SLOT];
+        let deadline = Instant::now() + Duration::from_secs(2);
+        let mut quiet_until = None;
+        loop {
+            match socket.recv_from(&mut buf) {
+                Ok((n, _)) => {
+                    got.push(buf[..n].to_vec());
+                    continue;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => panic!("receive failed: {e}"),
+            }
+            let now = Instant::now();
+            if got.len() >= count {
+                let until = *quiet_until.get_or_insert(now + Duration::from_millis(50));
+                if now >= until {
+                    return got;
+                }
+            } else if now >= deadline {
+                return got;
+            }
+            let mut fds = [PollFd::new(socket.as_fd(), PollFlags::POLLIN)];
+            let _ = nix::poll::poll(&mut fds, PollTimeout::from(10u8));
+        }
+    }
+
+    fn udp() -> UdpSocket {
+        let socket = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        socket.set_nonblocking(true).expect("non-blocking");
+        socket
+    }
+
+    /// The mixed queue: each datagram starts with its index and has its own bytes.
+    fn mixed_queue(a: SocketAddr, b: SocketAddr) -> Vec<Outgoing> {
+        let plan = [
+            (a, 1000),
+            (a, 1000),
+            (a, 400),
+            (b, 120),
+            (a, 1000),
+            (b, 1000),
+            (b, 1000),
+            (b, 1000),
+            (a, 77),
+        ];
+        plan.iter()
+            .enumerate()
+            .map(|(i, &(destination, len))| Outgoing {
+                destination,
+                contents: (0..len)
+                    .map(|j| if j == 0 { i as u8 } else { (i * 31 + j) as u8 })
+                    .collect(),
+            })
+            .collect()
+    }
+
+    /// Sends the mixed queue with `sender` and checks that each receiver got exactly its
+    /// datagrams, intact and in order.
+    fn send_mixed(sender: &mut Sender) {
+        let (from, a, b) = (udp(), udp(), udp());
+        let (a_addr, b_addr) = (a.local_addr().expect("a"), b.local_addr().expect("b"));
+        let q = mixed_queue(a_addr, b_addr);
+        sender.send_all(from.as_fd(), &q);
+        let expected = |to: SocketAddr| -> Vec<Vec<u8>> {
+            q.iter()
+                .filter(|o| o.destination == to)
+                .map(|o| o.contents.clone())
+                .collect()
+        };
+        let (want_a, want_b) = (expected(a_addr), expected(b_addr));
+        assert_eq!(receive(&a, want_a.len()), want_a, "receiver A");
+        assert_eq!(receive(&b, want_b.len()), want_b, "receiver B");
+        assert_eq!(sender.sent_datagrams, q.len() as u64);
+    }
+
+    #[test]
+    fn gso_is_known_to_this_kernel() {
+        assert!(gso_supported(&udp()));
+    }
+
+    #[test]
+    fn sends_runs_as_gso_messages_and_receivers_see_datagrams() {
+        let mut sender = Sender::new(true);
+        send_mixed(&mut sender);
+        // In runs > 1: A 1000, 1000, 400 and B 1000, 1000, 1000.
+        assert_eq!(sender.gso_datagrams, 6);
+        // GSO (A), plain (B 120, A 1000), GSO (B), plain (A 77).
+        assert_eq!(sender.send_batches, 4);
+        assert!(sender.gso);
+    }
+
+    #[test]
+    fn sends_the_same_datagrams_without_gso() {
+        let mut sender = Sender::new(false);
+        send_mixed(&mut sender);
+        assert_eq!(sender.gso_datagrams, 0);
+        assert_eq!(sender.send_batches, 1);
+    }
+
+    #[test]
+    fn refused_gso_is_switched_off_and_nothing_is_lost() {
+        for errno in [
+            Errno::EIO,
+            Errno::EINVAL,
+            Errno::ENOPROTOOPT,
+            Errno::EOPNOTSUPP,
+        ] {
+            let mut sender = Sender::new(true);
+            sender.fail_gso = Some(errno);
+            send_mixed(&mut sender);
+            assert!(!sender.gso, "{errno}");
+            assert_eq!(sender.gso_datagrams, 0);
+            assert_eq!(
+                sender.send_batches, 1,
+                "all plain in one call after the fallback"
+            );
+        }
+    }
+
+    #[test]
+    fn other_gso_errors_skip_the_run_and_keep_gso() {
+        let (from, a, b) = (udp(), udp(), udp());
+        let (a_addr, b_addr) = (a.local_addr().expect("a"), b.local_addr().expect("b"));
+        let q = mixed_queue(a_addr, b_addr);
+        let mut sender = Sender::new(true);
+        sender.fail_gso = Some(Errno::EPERM);
+        sender.send_all(from.as_fd(), &q);
+        assert!(sender.gso);
+        // The two GSO runs are dropped, the plain datagrams arrive.
+        assert_eq!(
+            receive(&a, 2),
+            [q[4].contents.clone(), q[8].contents.clone()]
+        );
+        assert_eq!(receive(&b, 1), [q[3].contents.clone()]);
+        assert_eq!(sender.sent_datagrams, 3);
+        assert_eq!(sender.send_batches, 2);
     }
 }
