@@ -428,6 +428,42 @@ fn losses_are_repaired_with_nack_and_rtx() {
     }
 }
 
+/// Video of 1 that 2 misses when its NACKs (all its RTCP) reach the room `delay` after the
+/// losses, which happen during 700 ms; `None`: they never do.
+fn video_missing_after_late_nacks(delay: Option<Duration>) -> usize {
+    let mut sim = meeting(RoomConfig::default(), &[1, 2]);
+    sim.run_for(Duration::from_secs(1));
+    sim.hold_rtcp_from.insert(2);
+    sim.drop_rtp_to.insert(2, 7);
+    sim.run_for(Duration::from_millis(700));
+    sim.drop_rtp_to.clear();
+    assert!(sim.dropped >= 6, "dropped {}", sim.dropped);
+    let sent_before = sim.client(1).sent[&Source::Camera].len();
+    if let Some(delay) = delay {
+        sim.run_for(delay);
+        sim.hold_rtcp_from.clear();
+        sim.release_held();
+    }
+    sim.run_for(Duration::from_millis(500));
+    missing(&sim, 2, 1, Source::Camera, sent_before)
+}
+
+#[test]
+fn the_resend_cache_keeps_one_second() {
+    // NACKs that reach the room 0.1-0.8 s after the losses are answered from the cache.
+    let soon = video_missing_after_late_nacks(Some(Duration::from_millis(100)));
+    assert_eq!(soon, 0, "{soon} packets missing after NACKs 0.1 s late");
+    // 1.5-2.2 s after the losses the packets are gone from the cache (str0m's default of 3 s
+    // would still repair them): as many are missing as without any NACK.
+    let never = video_missing_after_late_nacks(None);
+    assert!(never > 0, "the losses hit video");
+    let late = video_missing_after_late_nacks(Some(Duration::from_millis(1500)));
+    assert_eq!(
+        late, never,
+        "{late} missing after NACKs 1.5 s late, {never} without NACKs"
+    );
+}
+
 /// Deterministic xorshift.
 struct Rng(u64);
 impl Rng {

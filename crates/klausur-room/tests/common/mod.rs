@@ -315,11 +315,20 @@ pub struct Sim {
     rtp_seen: HashMap<(PeerId, bool), u64>,
     /// Datagrams dropped by `drop_rtp_to` / `drop_rtp_from`.
     pub dropped: u64,
+    /// RTCP from these clients to the room is held back (a slow reverse path) until
+    /// [`Sim::release_held`].
+    pub hold_rtcp_from: BTreeSet<PeerId>,
+    held: Vec<(SocketAddr, SocketAddr, Vec<u8>)>,
 }
 
 /// Whether a datagram is RTP (not RTCP, STUN or DTLS), by RFC 5761/7983 demultiplexing.
 pub fn is_rtp(contents: &[u8]) -> bool {
     matches!(contents, [128..=191, b1, ..] if !(192..=223).contains(b1))
+}
+
+/// Whether a datagram is RTCP, by RFC 5761/7983 demultiplexing.
+pub fn is_rtcp(contents: &[u8]) -> bool {
+    matches!(contents, [128..=191, 192..=223, ..])
 }
 
 impl Sim {
@@ -345,6 +354,8 @@ impl Sim {
             drop_rtp_from: HashMap::new(),
             rtp_seen: HashMap::new(),
             dropped: 0,
+            hold_rtcp_from: BTreeSet::new(),
+            held: Vec::new(),
         }
     }
 
@@ -491,6 +502,10 @@ impl Sim {
                 let Some(peer) = peer else {
                     continue;
                 };
+                if self.hold_rtcp_from.contains(&peer) && is_rtcp(&contents) {
+                    self.held.push((source, destination, contents));
+                    continue;
+                }
                 if self.lose(peer, false, &contents) {
                     continue;
                 }
@@ -530,6 +545,15 @@ impl Sim {
             return;
         }
         panic!("network does not settle");
+    }
+
+    /// Sends the held-back RTCP on to the room, in the order it was sent (before anything else
+    /// in flight), and delivers it.
+    pub fn release_held(&mut self) {
+        for d in self.held.drain(..).rev() {
+            self.to_room.push_front(d);
+        }
+        self.deliver();
     }
 
     /// Advances simulated time by one step and processes everything due.
