@@ -55,6 +55,36 @@ impl Timing {
     }
 }
 
+/// How the simulated participants are built (the same for every participant of a run).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerOptions {
+    /// Offer str0m's full default codec list (as a browser offers many codecs) instead of
+    /// Opus + VP8 only, which keeps offers of large meetings small.
+    pub all_codecs: bool,
+    /// Receive with UDP GRO (`UDP_GRO`): a run of datagrams the server sent as one GSO message
+    /// is queued on the socket as one, and split again here.
+    ///
+    /// Why: on loopback the kernel delivers a datagram into the receiving socket (and wakes
+    /// the receiver) inside the sender's `sendmmsg`, so that receive work is charged to the
+    /// server's CPU time, although a receiver on another machine would cost the server
+    /// nothing. Without GRO a GSO message is cut up again on the receive side and every
+    /// segment is delivered (and charged) on its own; with it, one delivery per message.
+    /// Datagrams that were sent one by one are delivered one by one either way.
+    pub gro: bool,
+}
+
+impl Default for PeerOptions {
+    fn default() -> Self {
+        PeerOptions {
+            all_codecs: false,
+            gro: true,
+        }
+    }
+}
+
+/// Receive buffer: a whole GRO message (at most 64 KiB) or one datagram.
+const RECV_BUF: usize = 65_536;
+
 /// What a participant publishes, and how many tracks it expects to receive at first (its
 /// first offer carries that many recvonly transceivers; the server asks for more when needed).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -256,12 +286,9 @@ fn pt_of(rtc: &Rtc, codec: Codec) -> anyhow::Result<Pt> {
 
 impl Peer {
     /// A peer with its own UDP socket on 127.0.0.1 and a host candidate for it.
-    ///
-    /// With `all_codecs` the peer offers str0m's full default codec list (as a browser offers
-    /// many codecs); otherwise only Opus and VP8, which keeps offers of large meetings small.
-    pub async fn new(index: u16, timing: Timing, all_codecs: bool) -> anyhow::Result<Peer> {
+    pub async fn new(index: u16, timing: Timing, options: PeerOptions) -> anyhow::Result<Peer> {
         let socket = UdpSocket::bind("127.0.0.1:0").await?;
-        Self::with_socket(index, timing, all_codecs, socket)
+        Self::with_socket(index, timing, options, socket)
     }
 
     /// A peer on a socket bound elsewhere (e.g. inside a network namespace), with a host
@@ -269,15 +296,19 @@ impl Peer {
     pub fn with_socket(
         index: u16,
         timing: Timing,
-        all_codecs: bool,
+        options: PeerOptions,
         socket: UdpSocket,
     ) -> anyhow::Result<Peer> {
         let local = socket.local_addr()?;
         setsockopt(&socket, sockopt::ReceiveTimestampns, &true)
             .context("cannot enable receive timestamps")?;
+        if options.gro {
+            setsockopt(&socket, sockopt::UdpGroSegment, &true)
+                .context("cannot enable UDP GRO on the participant's socket")?;
+        }
         let now = Instant::now();
         let builder = Rtc::builder().set_rtp_mode(true);
-        let builder = if all_codecs {
+        let builder = if options.all_codecs {
             builder
         } else {
             builder
@@ -799,9 +830,9 @@ impl Peer {
         .min()
     }
 
-    fn handle_datagram(&mut self, n: usize, src: SocketAddr, buf: &[u8]) {
+    fn handle_datagram(&mut self, src: SocketAddr, datagram: &[u8]) {
         let now = Instant::now();
-        match Receive::new(Protocol::Udp, src, self.local, &buf[..n]) {
+        match Receive::new(Protocol::Udp, src, self.local, datagram) {
             Ok(r) => {
                 if let Err(e) = self.rtc.handle_input(Input::Receive(now, r)) {
                     self.errors.push(format!("handle_input: {e}"));
@@ -843,7 +874,7 @@ impl Peer {
     }
 
     async fn run_loop(&mut self) -> anyhow::Result<()> {
-        let mut buf = vec![0u8; 2048];
+        let mut buf = vec![0u8; RECV_BUF];
         let stop_at = self.stop_at();
         self.drain().await?;
         loop {
@@ -884,10 +915,12 @@ impl Peer {
                     // Take whatever is queued, bounded.
                     for _ in 0..256 {
                         match recv_stamped(&self.socket, &mut buf) {
-                            Ok((n, src, at)) => {
-                                self.rx_at = at;
-                                self.handle_datagram(n, src, &buf);
-                                self.drain().await?;
+                            Ok(r) => {
+                                self.rx_at = r.at;
+                                for datagram in r.datagrams(&buf) {
+                                    self.handle_datagram(r.source, datagram);
+                                    self.drain().await?;
+                                }
                                 self.rx_at = None;
                             }
                             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
@@ -906,18 +939,39 @@ impl Peer {
     }
 }
 
-/// Receives one datagram with the time the kernel queued it on the socket (`SO_TIMESTAMPNS`,
-/// enabled in [`Peer::with_socket`]), as an `Instant`. Latency is measured to that moment: on
-/// loopback the server's send delivers the datagram into the receiver's socket queue, so the
-/// figure is what the server adds, without the time the packet then waits in the load
-/// generator (which runs every participant on one core and would count its own queueing).
-fn recv_stamped(
-    socket: &UdpSocket,
-    buf: &mut [u8],
-) -> std::io::Result<(usize, SocketAddr, Option<Instant>)> {
+/// What one `recvmsg` on a participant's socket got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Received {
+    /// Bytes in the buffer.
+    len: usize,
+    source: SocketAddr,
+    /// When the kernel queued it (see [`recv_stamped`]).
+    at: Option<Instant>,
+    /// With UDP GRO: the length of each datagram in the buffer but the last (which may be
+    /// shorter); `None` for a single datagram.
+    segment: Option<usize>,
+}
+
+impl Received {
+    /// The datagrams in `buf`: one, or the segments of a GRO message.
+    fn datagrams<'a>(&self, buf: &'a [u8]) -> std::slice::Chunks<'a, u8> {
+        let bytes = &buf[..self.len.min(buf.len())];
+        // `chunks` panics on 0; an empty datagram yields none (str0m would reject it).
+        let size = self.segment.unwrap_or(bytes.len()).max(1);
+        bytes.chunks(size)
+    }
+}
+
+/// Receives one datagram, or with UDP GRO a run of them, with the time the kernel queued it
+/// on the socket (`SO_TIMESTAMPNS`, enabled in [`Peer::with_socket`]), as an `Instant`.
+/// Latency is measured to that moment: on loopback the server's send delivers the datagram
+/// into the receiver's socket queue, so the figure is what the server adds, without the time
+/// the packet then waits in the load generator (which runs every participant on one core and
+/// would count its own queueing).
+fn recv_stamped(socket: &UdpSocket, buf: &mut [u8]) -> std::io::Result<Received> {
     socket.try_io(Interest::READABLE, || {
         let mut iov = [IoSliceMut::new(buf)];
-        let mut cmsg = nix::cmsg_space!(nix::sys::time::TimeSpec);
+        let mut cmsg = nix::cmsg_space!(nix::sys::time::TimeSpec, i32);
         let msg = recvmsg::<SockaddrStorage>(
             socket.as_raw_fd(),
             &mut iov,
@@ -925,7 +979,7 @@ fn recv_stamped(
             MsgFlags::MSG_DONTWAIT,
         )
         .map_err(std::io::Error::from)?;
-        let src = msg
+        let source = msg
             .address
             .as_ref()
             .and_then(|a| {
@@ -934,18 +988,36 @@ fn recv_stamped(
                     .or_else(|| a.as_sockaddr_in6().map(|v6| SocketAddr::V6((*v6).into())))
             })
             .ok_or_else(|| std::io::Error::other("datagram without a source address"))?;
+        if msg.flags.contains(MsgFlags::MSG_TRUNC) {
+            return Err(std::io::Error::other(format!(
+                "datagram from {source} longer than the {} byte receive buffer",
+                RECV_BUF
+            )));
+        }
         let mut at = None;
+        let mut segment = None;
         if let Ok(cmsgs) = msg.cmsgs() {
             for c in cmsgs {
-                if let ControlMessageOwned::ScmTimestampns(ts) = c {
-                    at = kernel_time_to_instant(Duration::new(
-                        ts.tv_sec() as u64,
-                        ts.tv_nsec() as u32,
-                    ));
+                match c {
+                    ControlMessageOwned::ScmTimestampns(ts) => {
+                        at = kernel_time_to_instant(Duration::new(
+                            ts.tv_sec() as u64,
+                            ts.tv_nsec() as u32,
+                        ));
+                    }
+                    ControlMessageOwned::UdpGroSegments(size) => {
+                        segment = usize::try_from(size).ok().filter(|s| *s > 0);
+                    }
+                    _ => {}
                 }
             }
         }
-        Ok((msg.bytes, src, at))
+        Ok(Received {
+            len: msg.bytes,
+            source,
+            at,
+            segment,
+        })
     })
 }
 
@@ -979,10 +1051,10 @@ mod tests {
         // The datagram waits in the queue; its receive time stays when it was queued.
         std::thread::sleep(Duration::from_millis(50));
         b.readable().await?;
-        let (n, src, at) = recv_stamped(&b, &mut [0u8; 16])?;
+        let r = recv_stamped(&b, &mut [0u8; 16])?;
         let read = Instant::now();
-        assert_eq!((n, src), (1, a.local_addr()?));
-        let at = at.context("no kernel timestamp")?;
+        assert_eq!((r.len, r.source, r.segment), (1, a.local_addr()?, None));
+        let at = r.at.context("no kernel timestamp")?;
         assert!(
             read.duration_since(at) >= Duration::from_millis(45),
             "{:?}",
@@ -990,6 +1062,95 @@ mod tests {
         );
         assert!(at <= sent + Duration::from_millis(5));
         Ok(())
+    }
+
+    /// Sends `datagrams` (equal lengths but the last) from `from` to `to` as one GSO message.
+    fn send_gso(from: &UdpSocket, to: SocketAddr, datagrams: &[Vec<u8>]) -> anyhow::Result<()> {
+        let joined: Vec<u8> = datagrams.concat();
+        let segment = datagrams[0].len() as u16;
+        let to = SockaddrStorage::from(to);
+        nix::sys::socket::sendmsg(
+            from.as_raw_fd(),
+            &[std::io::IoSlice::new(&joined)],
+            &[nix::sys::socket::ControlMessage::UdpGsoSegments(&segment)],
+            MsgFlags::empty(),
+            Some(&to),
+        )?;
+        Ok(())
+    }
+
+    /// Everything queued on `socket`, as the datagrams [`recv_stamped`] splits it into, and
+    /// the number of `recvmsg` calls it took.
+    async fn receive_all(socket: &UdpSocket, want: usize) -> anyhow::Result<(Vec<Vec<u8>>, usize)> {
+        let mut buf = vec![0u8; RECV_BUF];
+        let mut got = Vec::new();
+        let mut calls = 0;
+        while got.len() < want {
+            tokio::time::timeout(Duration::from_secs(2), socket.readable()).await??;
+            match recv_stamped(socket, &mut buf) {
+                Ok(r) => {
+                    calls += 1;
+                    got.extend(r.datagrams(&buf).map(<[u8]>::to_vec));
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok((got, calls))
+    }
+
+    #[tokio::test]
+    async fn a_gso_message_is_received_as_its_datagrams_with_and_without_gro() -> anyhow::Result<()>
+    {
+        let timing = Timing {
+            start: Instant::now(),
+            window: Window {
+                start_ns: 0,
+                end_ns: 0,
+            },
+            stop_at: Instant::now(),
+        };
+        let from = UdpSocket::bind("127.0.0.1:0").await?;
+        let datagrams: Vec<Vec<u8>> = [1000usize, 1000, 600]
+            .iter()
+            .enumerate()
+            .map(|(i, len)| (0..*len).map(|b| (b * 7 + i) as u8).collect())
+            .collect();
+        let mut calls = Vec::new();
+        for gro in [true, false] {
+            let options = PeerOptions {
+                gro,
+                ..PeerOptions::default()
+            };
+            let peer = Peer::new(0, timing, options).await?;
+            send_gso(&from, peer.local, &datagrams)?;
+            // A plain datagram after the run stays a datagram of its own.
+            from.send_to(b"single", peer.local).await?;
+            let (got, n) = receive_all(&peer.socket, 4).await?;
+            assert_eq!(got[..3], datagrams[..], "gro {gro}");
+            assert_eq!(got[3], b"single", "gro {gro}");
+            calls.push(n);
+        }
+        // With GRO the run arrives in one receive; without it the kernel cut it up again.
+        assert_eq!(calls, [2, 4]);
+        Ok(())
+    }
+
+    #[test]
+    fn received_splits_only_gro_messages() {
+        let buf = [1u8, 2, 3, 4, 5, 6, 7];
+        let r = Received {
+            len: 7,
+            source: "127.0.0.1:9".parse().expect("address"),
+            at: None,
+            segment: Some(3),
+        };
+        let parts: Vec<&[u8]> = r.datagrams(&buf).collect();
+        assert_eq!(parts, [&[1u8, 2, 3][..], &[4, 5, 6], &[7]]);
+        let single = Received { segment: None, ..r };
+        assert_eq!(single.datagrams(&buf).collect::<Vec<_>>(), [&buf[..]]);
+        let empty = Received { len: 0, ..single };
+        assert_eq!(empty.datagrams(&buf).count(), 0);
     }
 
     #[test]

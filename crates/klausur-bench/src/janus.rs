@@ -33,7 +33,7 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::client::{Peer, PeerReport, Role, Timing};
+use crate::client::{Peer, PeerOptions, PeerReport, Role, Timing};
 use crate::stats::Presence;
 
 /// Janus's address (its namespace only).
@@ -579,7 +579,7 @@ pub struct JoinSpec {
     pub timing: Timing,
     /// Leaves before the end of the run (churn).
     pub leave_at: Option<Instant>,
-    pub all_codecs: bool,
+    pub options: PeerOptions,
     pub sockets: NetnsSockets,
 }
 
@@ -588,7 +588,7 @@ impl JoinSpec {
     async fn peer(&self) -> anyhow::Result<Peer> {
         let any = SocketAddr::V4(SocketAddrV4::new(CLIENT_ADDR, 0));
         let socket = self.sockets.udp(any).await?;
-        let mut p = Peer::with_socket(self.index as u16, self.timing, self.all_codecs, socket)?;
+        let mut p = Peer::with_socket(self.index as u16, self.timing, self.options, socket)?;
         p.set_leave_at(self.leave_at);
         Ok(p)
     }

@@ -25,6 +25,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use serde_json::json;
 
+use crate::client::PeerOptions;
 use crate::scenario::{ScenarioResult, ServerKind, Settings, Spec};
 
 #[derive(Parser, Debug)]
@@ -69,6 +70,10 @@ struct Common {
     /// Opus + VP8 only.
     #[arg(long, global = true)]
     all_codecs: bool,
+    /// Participants receive without UDP GRO: every datagram of the server's GSO messages is
+    /// then delivered (and, on loopback, charged to the server) on its own.
+    #[arg(long, global = true)]
+    no_gro: bool,
     /// Write the full results as JSON to this file.
     #[arg(long, global = true)]
     json: Option<PathBuf>,
@@ -175,7 +180,10 @@ fn settings(c: &Common, cmd: &Cmd) -> Settings {
         trials: c.trials.unwrap_or(trials).clamp(1, 20),
         stagger: Duration::from_millis(c.stagger_ms.min(2000)),
         server_cpu,
-        all_codecs: c.all_codecs,
+        peer: PeerOptions {
+            all_codecs: c.all_codecs,
+            gro: !c.no_gro,
+        },
     }
 }
 
@@ -188,7 +196,8 @@ fn settings_json(s: &Settings) -> serde_json::Value {
         "server_cpu": s.server_cpu,
         "client_cpu": s.server_cpu.map(|c| (c + 1) % procfs::nproc()),
         "server_bin": s.server_bin.display().to_string(),
-        "all_codecs": s.all_codecs,
+        "all_codecs": s.peer.all_codecs,
+        "receiver_gro": s.peer.gro,
     })
 }
 

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use serde::Serialize;
 
-use crate::client::{Peer, PeerReport, Role, Timing};
+use crate::client::{Peer, PeerOptions, PeerReport, Role, Timing};
 use crate::janus::{self, JanusServer};
 use crate::procfs;
 use crate::server::KlausurServer;
@@ -34,8 +34,8 @@ pub struct Settings {
     /// Gap between two participants' joins.
     pub stagger: Duration,
     pub server_cpu: Option<usize>,
-    /// Offer str0m's full default codec list instead of Opus + VP8 only.
-    pub all_codecs: bool,
+    /// How the participants are built (codec list, UDP GRO).
+    pub peer: PeerOptions,
 }
 
 /// A scenario: who joins and what each participant publishes.
@@ -434,7 +434,7 @@ pub async fn trial(settings: &Settings, spec: &Spec, kind: ServerKind) -> anyhow
     let t = timing(window, settings.drain, warmup);
     let mut tasks = Vec::with_capacity(total);
     for (i, slot) in slots.iter().enumerate() {
-        let all_codecs = settings.all_codecs;
+        let options = settings.peer;
         let role = slot.role;
         let join_at = t.start + slot.join;
         let leave_at = slot.leave.map(|d| t.start + d);
@@ -445,7 +445,7 @@ pub async fn trial(settings: &Settings, spec: &Spec, kind: ServerKind) -> anyhow
                 let token = server.tokens[i].clone();
                 tasks.push(tokio::spawn(async move {
                     tokio::time::sleep_until(join_at.into()).await;
-                    let mut peer = Peer::new(i as u16, t, all_codecs).await?;
+                    let mut peer = Peer::new(i as u16, t, options).await?;
                     peer.set_role(role);
                     peer.set_leave_at(leave_at);
                     if let Err(e) = peer.join_klausur(&url, &meeting, &token).await {
@@ -460,7 +460,7 @@ pub async fn trial(settings: &Settings, spec: &Spec, kind: ServerKind) -> anyhow
                     role,
                     timing: t,
                     leave_at,
-                    all_codecs,
+                    options,
                     sockets: server.sockets()?,
                 };
                 tasks.push(tokio::spawn(async move {
@@ -544,8 +544,8 @@ pub async fn baseline_trial(settings: &Settings) -> anyhow::Result<Trial> {
     let loadavg = procfs::loadavg()[0];
     let warmup = Duration::from_secs(1).min(settings.warmup);
     let t = timing(settings.window, settings.drain, warmup);
-    let mut a = Peer::new(0, t, settings.all_codecs).await?;
-    let mut b = Peer::new(1, t, settings.all_codecs).await?;
+    let mut a = Peer::new(0, t, settings.peer).await?;
+    let mut b = Peer::new(1, t, settings.peer).await?;
     Peer::connect_direct(&mut a, &mut b)?;
     let ha = tokio::spawn(a.run());
     let hb = tokio::spawn(b.run());
@@ -748,7 +748,7 @@ mod tests {
             trials: 3,
             stagger: Duration::from_millis(50),
             server_cpu: None,
-            all_codecs: false,
+            peer: PeerOptions::default(),
         }
     }
 

@@ -19,8 +19,10 @@
 //!    [`RoomOutput::Event`]. **Receive batches:** the driver may instead feed a whole batch of
 //!    datagrams (all it got from one `recvmmsg`) through [`Room::handle_receive`] and drain
 //!    once after the batch; that is the cheap way (see *Cost* below).
-//! 3. Then it asks [`Room::poll_timeout`] and calls [`Room::handle_timeout`] no later than that
-//!    instant (earlier is always allowed). `None` means no peers are left.
+//! 3. Then it asks [`Room::poll_timeout`] and calls [`Room::handle_timeout`] at about that
+//!    instant (earlier is always allowed; a few milliseconds later is fine, as the timers are
+//!    for RTCP, feedback, keep-alives and retransmission requests, so a driver may hold a timer
+//!    back to handle it with the next packet). `None` means no peers are left.
 //!
 //! Outputs are queued inside the room, so not draining them only costs memory; but a driver
 //! that skips `handle_timeout` stalls ICE, DTLS, RTCP and retransmissions.
