@@ -8,6 +8,11 @@
 //! `compare`, the standard set and the `webinar`, `townhall`, `idle` and `churn` scenarios also
 //! run against Janus 1.1.2 (VideoRoom), in network namespaces the tool creates and removes
 //! (`janus.rs`, shared/recipes/janus.md); `--no-janus` leaves it out.
+//!
+//! Participants receive with UDP GRO (`--no-gro` switches it off): on loopback the kernel
+//! delivers a datagram into the receiver's socket inside the sender's system call, so receive
+//! work is charged to the server; with GRO a GSO message the server sent is delivered as one
+//! (see `PeerOptions::gro`).
 
 mod client;
 mod header;

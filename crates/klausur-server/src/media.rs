@@ -9,7 +9,7 @@
 //! 3. drain each room touched by the batch once (so each subscriber's `Rtc` is ticked once
 //!    per batch, see klausur-room's *Cost*) and send all transmits with `sendmmsg` (with
 //!    UDP GSO, below);
-//! 4. fire due room timers, run commands. The wait for a timer ends up to [`TIMER_SLACK`]
+//! 4. fire due room timers, run commands. The wait for a timer ends up to `TIMER_SLACK` (2 ms)
 //!    after it is due, so most timers are handled on a wake-up a packet caused anyway.
 //!
 //! A packet never crosses a thread or a channel between arrival and forwarding, and the thread
