@@ -13,6 +13,12 @@
 //! delivers a datagram into the receiver's socket inside the sender's system call, so receive
 //! work is charged to the server; with GRO a GSO message the server sent is delivered as one
 //! (see `PeerOptions::gro`).
+//!
+//! Each participant's media clock runs slightly off the nominal 50 packets/s and 30 fps (up
+//! to 1 % either way, the same for every run and server): the participants' send phases then
+//! drift against each other during a trial, as real devices' do, and a trial measures the
+//! server's cost averaged over how the sends line up instead of one chance alignment
+//! (`client::clock_rate`).
 
 mod client;
 mod header;
