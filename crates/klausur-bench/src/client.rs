@@ -36,6 +36,10 @@ type Ws =
 
 const AUDIO_PERIOD: Duration = Duration::from_millis(20);
 const VIDEO_PERIOD: Duration = Duration::from_micros(33_333);
+/// A sender that fell further behind than this skips the missed slots instead of bursting.
+const MAX_LAG: Duration = Duration::from_millis(100);
+const PING_EVERY: Duration = Duration::from_secs(30);
+
 /// Largest deviation of a participant's media clock from the nominal rate (see [`clock_rate`]).
 const CLOCK_SPREAD: f64 = 0.01;
 
@@ -50,7 +54,7 @@ const CLOCK_SPREAD: f64 = 0.01;
 /// whole window, so trials of the same build differed by up to a quarter (meeting 10: 127k
 /// to 150k packets per CPU-second in five trials, with 6,231 to 7,248 wake-ups). Real
 /// devices' clocks differ (cameras run at 29.97 or 30 fps, audio clocks drift), so their
-/// phases move against each other; with clocks 0 to 2 % apart every pair's phases sweep
+/// phases move against each other; with clocks 0 to 2 % apart most pairs' phases sweep
 /// through one or more periods in a 10 s window, and a trial measures the average over
 /// alignments instead of one draw. Deterministic (golden-ratio sequence), so every server
 /// meets the same clocks.
@@ -59,9 +63,6 @@ pub fn clock_rate(index: u16) -> f64 {
     let u = (f64::from(index) * GOLDEN).fract();
     1.0 + CLOCK_SPREAD * (2.0 * u - 1.0)
 }
-/// A sender that fell further behind than this skips the missed slots instead of bursting.
-const MAX_LAG: Duration = Duration::from_millis(100);
-const PING_EVERY: Duration = Duration::from_secs(30);
 
 /// Shared timing of one run: every client measures against the same start.
 #[derive(Debug, Clone, Copy)]
@@ -344,6 +345,7 @@ impl Peer {
         };
         let mut rtc = builder.build(now);
         rtc.add_local_candidate(Candidate::host(local, "udp")?);
+        let rate = clock_rate(index);
         Ok(Peer {
             index,
             rtc,
@@ -358,8 +360,8 @@ impl Peer {
                 video: None,
                 next_audio: None,
                 next_video: None,
-                audio_period: AUDIO_PERIOD.div_f64(clock_rate(index)),
-                video_period: VIDEO_PERIOD.div_f64(clock_rate(index)),
+                audio_period: AUDIO_PERIOD.div_f64(rate),
+                video_period: VIDEO_PERIOD.div_f64(rate),
                 frame: 0,
                 keyframe_pending: true,
                 stats: SendStats::default(),
@@ -1091,9 +1093,9 @@ mod tests {
             for i in 0..rates.len() {
                 for j in i + 1..rates.len() {
                     pairs += 1;
-                    let drift = AUDIO_PERIOD.as_secs_f64() * 500.0 * (rates[i] - rates[j]).abs();
-                    // 500 audio periods are 10 s; the drift is how far the phases move.
-                    if drift >= AUDIO_PERIOD.as_secs_f64() {
+                    // How far the two senders' phases move apart in a 10 s window.
+                    let drift = Duration::from_secs(10).mul_f64((rates[i] - rates[j]).abs());
+                    if drift >= AUDIO_PERIOD {
                         sweeping += 1;
                     }
                 }
