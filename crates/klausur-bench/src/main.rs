@@ -19,8 +19,13 @@
 //! drift against each other during a trial, as real devices' do, and a trial measures the
 //! server's cost averaged over how the sends line up instead of one chance alignment
 //! (`client::clock_rate`).
+//!
+//! Before each trial the tool measures the loopback floor, what one bare UDP datagram costs
+//! the server's core right then (`floor.rs`, `klausur-bench floor`): the ceiling the packets per
+//! CPU-second are to be read against, and a mark of the machine's phase during the run.
 
 mod client;
+mod floor;
 mod header;
 mod janus;
 mod procfs;
@@ -85,6 +90,11 @@ struct Common {
     /// then delivered (and, on loopback, charged to the server) on its own.
     #[arg(long, global = true)]
     no_gro: bool,
+    /// Loopback floor measured before each trial, milliseconds (0: none): the server core's
+    /// CPU per bare UDP datagram, which a trial's CPU per forwarded packet is also given in
+    /// units of (see `floor.rs`).
+    #[arg(long, global = true, default_value_t = 300)]
+    floor_ms: u64,
     /// Write the full results as JSON to this file.
     #[arg(long, global = true)]
     json: Option<PathBuf>,
@@ -113,6 +123,13 @@ enum Cmd {
         participants: usize,
         #[arg(long, default_value_t = 3)]
         speakers: usize,
+    },
+    /// `floor`: measure the loopback floor (the server core's CPU per bare UDP datagram, see
+    /// `--floor-ms`) several times in a row, and nothing else.
+    Floor {
+        /// Measurements.
+        #[arg(long, default_value_t = 10)]
+        count: usize,
     },
     /// `idle N`: a meeting with microphones and cameras off (audio and video negotiated, no
     /// packets): server memory and CPU per idle participant.
@@ -191,6 +208,7 @@ fn settings(c: &Common, cmd: &Cmd) -> Settings {
         trials: c.trials.unwrap_or(trials).clamp(1, 20),
         stagger: Duration::from_millis(c.stagger_ms.min(2000)),
         server_cpu,
+        floor: Duration::from_millis(c.floor_ms.min(10_000)),
         peer: PeerOptions {
             all_codecs: c.all_codecs,
             gro: !c.no_gro,
@@ -204,6 +222,7 @@ fn settings_json(s: &Settings) -> serde_json::Value {
         "window_s": s.window.as_secs_f64(),
         "trials": s.trials,
         "stagger_ms": s.stagger.as_millis() as u64,
+        "floor_ms": s.floor.as_millis() as u64,
         "server_cpu": s.server_cpu,
         "client_cpu": s.server_cpu.map(|c| (c + 1) % procfs::nproc()),
         "server_bin": s.server_bin.display().to_string(),
@@ -283,6 +302,7 @@ fn specs(cli: &Cli) -> anyhow::Result<Vec<(Spec, bool)>> {
             specs.push((Spec::townhall(*participants, *speakers), janus));
         }
         Cmd::Idle { participants } => specs.push((Spec::idle(*participants), janus)),
+        Cmd::Floor { .. } => {}
         Cmd::Churn { participants, rate } => specs.push((churn(*participants, *rate)?, janus)),
         Cmd::Standard {
             sizes,
@@ -349,6 +369,21 @@ fn lengths(s: &Settings, specs: &[(Spec, bool)]) -> String {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     let s = settings(&cli.common, &cli.command);
+    if let Cmd::Floor { count } = cli.command {
+        anyhow::ensure!(!s.floor.is_zero(), "--floor-ms 0 measures nothing");
+        for _ in 0..count.clamp(1, 1000) {
+            let (cpu, length) = (s.server_cpu, s.floor);
+            let f = tokio::task::spawn_blocking(move || floor::measure(cpu, length)).await??;
+            println!(
+                "{:.3} us per datagram ({:.0} per CPU-s), {} sent, {} received",
+                f.us_per_datagram,
+                f.ceiling_per_cpu_s(),
+                f.sent_total,
+                f.received
+            );
+        }
+        return Ok(());
+    }
     let specs = specs(&cli)?;
     let lengths = lengths(&s, &specs);
     let baseline = scenario::run_baseline(&s).await?;

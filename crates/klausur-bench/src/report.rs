@@ -48,6 +48,7 @@ pub fn figures(r: &ScenarioResult) -> Vec<(&'static str, f64)> {
         ("server_cpu_s_per_s", r.server_cpu_s_per_s),
         ("loadgen_cpu_s_per_s", r.loadgen_cpu_s_per_s),
         ("pkts_per_cpu_s", r.pkts_per_cpu_s),
+        ("loopback_floor_us", r.loopback_floor_us),
         ("latency_p50_ms", r.latency_p50_ms),
         ("latency_p99_ms", r.latency_p99_ms),
         ("latency_p999_ms", r.latency_p999_ms),
@@ -159,17 +160,18 @@ fn f(v: f64, digits: usize) -> String {
 /// figure (for pkt / CPU-s higher is better for klausur, for the others lower).
 pub fn markdown_table(results: &[ScenarioResult]) -> String {
     let mut s = String::from(
-        "| scenario | server | fwd pkt/s | server / load-gen CPU (cores) | **pkt / CPU-s** | p50 / p99 / p99.9 latency ms | baseline p50 / p99 / p99.9 ms | **p99 added ms** | loss | TTFF p50 / p99 ms | RSS MiB empty / end | **MiB per participant** (end / participants) | RSS growth in window MiB | load avg |\n\
-         |---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+        "| scenario | server | fwd pkt/s | server / load-gen CPU (cores) | **pkt / CPU-s** | loopback floor µs | p50 / p99 / p99.9 latency ms | baseline p50 / p99 / p99.9 ms | **p99 added ms** | loss | TTFF p50 / p99 ms | RSS MiB empty / end | **MiB per participant** (end / participants) | RSS growth in window MiB | load avg |\n\
+         |---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     for r in results {
         s.push_str(&format!(
-            "| {} | {} | {} | {} | **{}** | {} / {} / {} | {} / {} / {} | **{}** | {} | {} / {} | {} / {} | **{}** ({}) | {} | {} |\n",
+            "| {} | {} | {} | {} | **{}** | {} | {} / {} / {} | {} / {} / {} | **{}** | {} | {} / {} | {} / {} | **{}** ({}) | {} | {} |\n",
             r.scenario,
             r.server,
             f(r.fwd_pkts_per_s, 0),
             f(r.server_cpu_s_per_s, 3) + " / " + &f(r.loadgen_cpu_s_per_s, 3),
             f(r.pkts_per_cpu_s, 0),
+            f(r.loopback_floor_us, 2),
             f(r.latency_p50_ms, 3),
             f(r.latency_p99_ms, 3),
             f(r.latency_p999_ms, 3),
@@ -205,12 +207,13 @@ pub fn markdown_table(results: &[ScenarioResult]) -> String {
             }
         };
         s.push_str(&format!(
-            "| {} | *klausur/janus* | {} | {} / {} | **{}** | {} / {} / {} | | **{}** (p50 {}, p99.9 {}) | {} | {} / {} | {} / {} | **{}** ({}) | {} | |\n",
+            "| {} | *klausur/janus* | {} | {} / {} | **{}** | {} | {} / {} / {} | | **{}** (p50 {}, p99.9 {}) | {} | {} / {} | {} / {} | **{}** ({}) | {} | |\n",
             r.scenario,
             x(k.fwd_pkts_per_s, r.fwd_pkts_per_s),
             x(k.server_cpu_s_per_s, r.server_cpu_s_per_s),
             x(k.loadgen_cpu_s_per_s, r.loadgen_cpu_s_per_s),
             x(k.pkts_per_cpu_s, r.pkts_per_cpu_s),
+            x(k.loopback_floor_us, r.loopback_floor_us),
             x(k.latency_p50_ms, r.latency_p50_ms),
             x(k.latency_p99_ms, r.latency_p99_ms),
             x(k.latency_p999_ms, r.latency_p999_ms),
@@ -267,11 +270,34 @@ pub fn benchmarks_section(results: &[ScenarioResult], run: &RunInfo, notes: &[St
         run.lengths,
         run.wall.as_secs_f64() / 60.0,
     ));
+    let floors: Vec<f64> = results
+        .iter()
+        .flat_map(|r| r.trial_figures.iter())
+        .filter_map(|t| t.floor.map(|f| f.us_per_datagram))
+        .collect();
+    if let (Some(m), Some(lo), Some(hi)) = (
+        crate::stats::median(&floors),
+        crate::stats::quantile(&floors, 0.0),
+        crate::stats::quantile(&floors, 1.0),
+    ) {
+        s.push_str(&format!(
+            "- loopback floor over the run's {} trials: median {m:.2} µs per bare datagram \
+             (from {lo:.2} to {hi:.2}), a ceiling of {:.0} packets per CPU-second\n\n",
+            floors.len(),
+            1e6 / m
+        ));
+    }
     s.push_str(&markdown_table(results));
     s.push_str(
         "\nEach figure is the median over the trials. Forwarded packets are the packets that \
          reached a participant (counted by the participants, deduplicated); server CPU is \
-         utime+stime of all server threads over the measured window (/proc). Latency is one-way, \
+         utime+stime of all server threads over the measured window (/proc). The loopback floor \
+         is what one bare UDP datagram (1,000 bytes, one `sendto`, to sockets drained on the \
+         load generator's core) costs the server's core, measured right before each trial \
+         (`klausur-bench floor` measures it alone): its inverse is the packets per CPU-second a \
+         server that did nothing but send one datagram per packet would reach (GSO lets a \
+         server beat it); a higher floor than in other runs marks a slower phase of the \
+         machine. Latency is one-way, \
          from the send timestamp inside the payload to the moment the kernel queued the \
          datagram on the receiving participant's socket (SO_TIMESTAMPNS); the baseline \
          is two str0m clients connected directly at the same per-sender packet rates, and \
@@ -400,5 +426,52 @@ mod tests {
         let appended = update_benchmarks(Some("# Mine"), &format!("{BEGIN}\nC\n{END}\n"));
         assert!(appended.starts_with("# Mine\n\n"));
         assert!(appended.contains("\nC\n"));
+    }
+
+    #[test]
+    fn the_run_reports_its_loopback_floors() {
+        use crate::floor::Floor;
+        use crate::scenario::{combine, summarize};
+        use crate::stats::Window;
+        let trial = |us: Option<f64>| {
+            let window = Window {
+                start_ns: 0,
+                end_ns: 1_000_000_000,
+            };
+            let mut t = summarize(&[], &window, 1);
+            t.floor = us.map(|us_per_datagram| Floor {
+                us_per_datagram,
+                sent: 100,
+                received: 150,
+                sent_total: 150,
+            });
+            t
+        };
+        let k = combine(
+            "meeting-10",
+            "klausur",
+            vec![trial(Some(3.0)), trial(Some(5.0)), trial(Some(4.0))],
+            Vec::new(),
+        );
+        let j = combine("meeting-10", "janus", vec![trial(Some(8.0))], Vec::new());
+        assert_eq!(k.loopback_floor_us, 4.0);
+        let table = markdown_table(&[k.clone(), j.clone()]);
+        assert!(table.contains("| 4.00 |"), "{table}");
+        // The ratio row: 4 / 8.
+        assert!(table.contains("| 0.50 |"), "{table}");
+        let run = RunInfo {
+            command: "klausur-bench standard".into(),
+            lengths: "3 trials".into(),
+            wall: std::time::Duration::from_secs(60),
+        };
+        let section = benchmarks_section(&[k, j], &run, &[]);
+        assert!(
+            section.contains("floor over the run's 4 trials: median 4.50 µs per bare datagram (from 3.00 to 8.00), a ceiling of 222222 packets"),
+            "{section}"
+        );
+        // Without floors (`--floor-ms 0`) there is no floor line and the column says n/a.
+        let none = combine("meeting-10", "klausur", vec![trial(None)], Vec::new());
+        assert!(none.loopback_floor_us.is_nan());
+        assert!(!benchmarks_section(&[none], &run, &[]).contains("loopback floor over"));
     }
 }

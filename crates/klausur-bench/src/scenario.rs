@@ -8,6 +8,7 @@ use anyhow::Context;
 use serde::Serialize;
 
 use crate::client::{Peer, PeerOptions, PeerReport, Role, Timing};
+use crate::floor::{self, Floor};
 use crate::janus::{self, JanusServer};
 use crate::procfs;
 use crate::server::KlausurServer;
@@ -34,6 +35,8 @@ pub struct Settings {
     /// Gap between two participants' joins.
     pub stagger: Duration,
     pub server_cpu: Option<usize>,
+    /// Length of the loopback floor measured before each trial (zero: none; see `floor.rs`).
+    pub floor: Duration,
     /// How the participants are built (codec list, UDP GRO).
     pub peer: PeerOptions,
 }
@@ -241,6 +244,8 @@ pub struct Trial {
     pub keyframe_requests: u64,
     pub errors: Vec<String>,
     pub server_log_lines: usize,
+    /// The loopback floor measured right before the trial (see `floor.rs`), if any.
+    pub floor: Option<Floor>,
 }
 
 fn ms(ns: u64) -> f64 {
@@ -341,6 +346,7 @@ pub fn summarize(reports: &[PeerReport], window: &Window, ttff_from: usize) -> T
         keyframe_requests: reports.iter().map(|r| r.keyframe_requests).sum(),
         errors,
         server_log_lines: 0,
+        floor: None,
     }
 }
 
@@ -598,6 +604,8 @@ pub struct ScenarioResult {
     /// number of participants before and after).
     pub rss_window_growth_mib: f64,
     pub loadavg_1m: f64,
+    /// The loopback floor before the trials, microseconds per datagram (see `floor.rs`).
+    pub loopback_floor_us: f64,
     pub errors: Vec<String>,
     pub trial_figures: Vec<Trial>,
     pub baseline_figures: Vec<Trial>,
@@ -658,6 +666,7 @@ pub fn combine(
         rss_total_mib_per_participant: med(&trials, |t| per(t.rss_mib)),
         rss_window_growth_mib: med(&trials, |t| t.rss_mib - t.rss_start_mib),
         loadavg_1m: med(&trials, |t| t.loadavg_1m),
+        loopback_floor_us: med(&trials, |t| t.floor.map_or(f64::NAN, |f| f.us_per_datagram)),
         errors,
         trial_figures: trials,
         baseline_figures: baseline,
@@ -713,7 +722,24 @@ pub async fn run_trial(
         settings.trials
     );
     let started = Instant::now();
-    let t = trial(settings, spec, kind).await?;
+    let measured_floor = if settings.floor.is_zero() {
+        None
+    } else {
+        let (cpu, length) = (settings.server_cpu, settings.floor);
+        let f = tokio::task::spawn_blocking(move || floor::measure(cpu, length))
+            .await
+            .context("loopback floor task")??;
+        eprintln!(
+            "  loopback floor {:.3} us per datagram (a ceiling of {:.0} per CPU-s; {} sent, {} received)",
+            f.us_per_datagram,
+            f.ceiling_per_cpu_s(),
+            f.sent_total,
+            f.received
+        );
+        Some(f)
+    };
+    let mut t = trial(settings, spec, kind).await?;
+    t.floor = measured_floor;
     eprintln!(
         "  {:.0} fwd pkt/s, {:.3} server CPU-s, {:.3} load generator CPU-s, {:.0} pkt/CPU-s, p50 {:.3} ms, p99 {:.3} ms, loss {:.5}, ttff p50 {:.0} ms, {} connected, {} joins in the window, rss {:.1} MiB (empty {:.1}, window start {:.1}), problems {}, {:.1} s",
         t.fwd_pkts_per_s,
@@ -748,6 +774,7 @@ mod tests {
             trials: 3,
             stagger: Duration::from_millis(50),
             server_cpu: None,
+            floor: Duration::ZERO,
             peer: PeerOptions::default(),
         }
     }
