@@ -22,7 +22,7 @@
 //! the encrypted datagram of each transmit (the one copy per subscriber).
 //!
 //! UDP GSO: a room drains one subscriber at a time, so a frame's packets to one subscriber
-//! are consecutive transmits, all equally long but the last. Such a run ([`gso_run`]) goes to
+//! are consecutive transmits, all equally long but the last. Such a run (`gso_run`) goes to
 //! the kernel as one message with a `UDP_SEGMENT` control message, and the kernel (or the
 //! NIC) cuts it into the same datagrams again: receivers see ordinary datagrams, only the
 //! send cost per datagram drops. If the kernel or device refuses GSO, the worker switches it
@@ -120,7 +120,8 @@ pub struct MediaStats {
     pub gso_datagrams: u64,
     /// `Input::Timeout` ticks of all peers' `Rtc`s (see klausur-room's *Cost*).
     pub rtc_ticks: u64,
-    /// Times the worker woke from `ppoll`, and of those, for a room timer only.
+    /// Times the worker woke from `ppoll`, and of those, because the wait for the next room
+    /// timer ran out (no datagram, command or signal).
     pub wakeups: u64,
     pub timer_wakeups: u64,
 }
@@ -306,23 +307,29 @@ impl Worker {
                 let d = (t + TIMER_SLACK).saturating_duration_since(Instant::now());
                 TimeSpec::from_duration(d)
             });
-            let (readable, woken) = {
+            // (socket readable, command waiting, the wait ended at the timer)
+            let (readable, woken, timed_out) = {
                 let mut fds = [
                     PollFd::new(self.socket.as_fd(), PollFlags::POLLIN),
                     PollFd::new(self.wake.as_fd(), PollFlags::POLLIN),
                 ];
                 match nix::poll::ppoll(&mut fds, timeout, None) {
-                    Ok(_) => (fds[0].any().unwrap_or(false), fds[1].any().unwrap_or(false)),
-                    Err(Errno::EINTR) => (false, false),
+                    Ok(ready) => (
+                        fds[0].any().unwrap_or(false),
+                        fds[1].any().unwrap_or(false),
+                        ready == 0,
+                    ),
+                    // A signal: not a timer's wake-up.
+                    Err(Errno::EINTR) => (false, false, false),
                     Err(e) => {
                         tracing::warn!("media worker: poll failed: {e}");
                         std::thread::sleep(Duration::from_millis(10));
-                        (false, false)
+                        (false, false, false)
                     }
                 }
             };
             self.stats.wakeups += 1;
-            if !readable && !woken {
+            if timed_out {
                 self.stats.timer_wakeups += 1;
             }
             if woken {
