@@ -62,6 +62,13 @@ const SOCKET_BUFFER: usize = 1 << 20;
 /// room, so with this slack most timers are handled on the wake-up a packet causes anyway
 /// instead of on one of their own. Forwarding never waits for a timer.
 const TIMER_SLACK: Duration = Duration::from_millis(2);
+/// How long the worker may wait for a datagram or command when the earliest room timer is
+/// `next_timer`: until [`TIMER_SLACK`] after it (at once when that has passed), or without end
+/// when no room has a timer.
+fn wait_for(next_timer: Option<Instant>, now: Instant) -> Option<Duration> {
+    next_timer.map(|t| (t + TIMER_SLACK).saturating_duration_since(now))
+}
+
 /// Receive batches handled before timers and commands get a turn.
 const MAX_BATCHES_PER_TURN: usize = 8;
 
@@ -303,10 +310,8 @@ impl Worker {
             }
 
             // Wait for the socket, a command or the next timer.
-            let timeout = self.next_timeout().map(|t| {
-                let d = (t + TIMER_SLACK).saturating_duration_since(Instant::now());
-                TimeSpec::from_duration(d)
-            });
+            let timeout =
+                wait_for(self.next_timeout(), Instant::now()).map(TimeSpec::from_duration);
             // (socket readable, command waiting, the wait ended at the timer)
             let (readable, woken, timed_out) = {
                 let mut fds = [
@@ -853,6 +858,20 @@ mod tests {
                 contents: vec![0; len],
             })
             .collect()
+    }
+
+    #[test]
+    fn the_wait_for_a_timer_ends_its_slack_after_it() {
+        let now = Instant::now();
+        let ms = Duration::from_millis;
+        // A timer 5 ms ahead: the worker sleeps 7 ms unless a datagram or command comes.
+        assert_eq!(wait_for(Some(now + ms(5)), now), Some(ms(7)));
+        // Due 1 ms ago (it came due while the turn ran): still within its slack.
+        assert_eq!(wait_for(Some(now - ms(1)), now), Some(ms(1)));
+        // Overdue by more than the slack: no wait at all.
+        assert_eq!(wait_for(Some(now - ms(10)), now), Some(Duration::ZERO));
+        // No timer: wait for the socket or a command only.
+        assert_eq!(wait_for(None, now), None);
     }
 
     #[test]
