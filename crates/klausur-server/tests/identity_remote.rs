@@ -7,6 +7,10 @@
 //! Negative controls: a wrong token is a 401 at the CA and a 502 `ca_unavailable` at the server;
 //! a server whose CA cannot be reached does not start; the CA refuses plain HTTP on a public
 //! address.
+//!
+//! Over TLS (the CA with `--tls-cert`/`--tls-key`, the server with `identity.remote_tls_ca_cert`):
+//! the server starts and gets credentials issued; without that root, or with another one, it
+//! does not start.
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -538,4 +542,170 @@ fn the_ca_service_refuses_plain_http_on_a_public_address() {
     std::fs::write(&token, "short\n").expect("write");
     let err = expect_exit_failure(ca_cmd(&key, free_port(), &token), &d.join("ca2.log"));
     assert!(err.contains("at least 32"), "{err}");
+}
+
+/// A test CA and a certificate for `localhost` and 127.0.0.1 signed by it, as PEM files in
+/// `dir`: (root certificate, server certificate, server key).
+fn tls_files(dir: &Path, name: &str) -> (PathBuf, PathBuf, PathBuf) {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+    let mut root = CertificateParams::new(Vec::<String>::new()).expect("root params");
+    root.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    root.distinguished_name
+        .push(DnType::CommonName, format!("{name} test root"));
+    let root_key = KeyPair::generate().expect("root key");
+    let root = root.self_signed(&root_key).expect("root");
+    let leaf = CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+        .expect("leaf params");
+    let leaf_key = KeyPair::generate().expect("leaf key");
+    let leaf = leaf.signed_by(&leaf_key, &root, &root_key).expect("leaf");
+    let paths = (
+        dir.join(format!("{name}-root.pem")),
+        dir.join(format!("{name}-cert.pem")),
+        dir.join(format!("{name}-key.pem")),
+    );
+    std::fs::write(&paths.0, root.pem()).expect("root pem");
+    std::fs::write(&paths.1, leaf.pem()).expect("cert pem");
+    std::fs::write(&paths.2, leaf_key.serialize_pem()).expect("key pem");
+    paths
+}
+
+#[tokio::test]
+async fn the_server_reaches_its_ca_over_tls_with_the_configured_root() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let d = dir.path();
+    let key_file = d.join("identity-ca.key");
+    let token = d.join("ca.token");
+    let (ok, pk_hex, err) = run(
+        &[
+            "identity-ca",
+            "init",
+            "--key-file",
+            key_file.to_str().expect("path"),
+        ],
+        None,
+    );
+    assert!(ok, "{err}");
+    let (ok, _, err) = run(
+        &[
+            "identity-ca",
+            "init-token",
+            "--token-file",
+            token.to_str().expect("path"),
+        ],
+        None,
+    );
+    assert!(ok, "{err}");
+    let ca_public = klausur_server::identity::load_key_file(&key_file)
+        .expect("key file")
+        .public_key();
+    let (root, cert, key) = tls_files(d, "ca");
+    let (other_root, _, _) = tls_files(d, "other");
+
+    let ca_port = free_port();
+    let ca_log = d.join("ca.log");
+    let mut cmd = ca_cmd(&key_file, ca_port, &token);
+    cmd.arg("--tls-cert").arg(&cert).arg("--tls-key").arg(&key);
+    let (_ca, _) = start(cmd, &ca_log);
+
+    // The CA speaks TLS with that certificate, and nothing else on that port.
+    let pem = std::fs::read(&root).expect("root");
+    let trusting = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&pem).expect("pem"))
+        .build()
+        .expect("client");
+    let v: serde_json::Value = trusting
+        .get(format!("https://localhost:{ca_port}/public-key"))
+        .send()
+        .await
+        .expect("public key over TLS")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(v["public_key"], pk_hex.as_str());
+    assert!(
+        reqwest::get(format!("http://127.0.0.1:{ca_port}/public-key"))
+            .await
+            .map_or(true, |r| !r.status().is_success()),
+        "the CA answered plain HTTP on its TLS port"
+    );
+
+    let config_with = |name: &str, root: Option<&Path>| {
+        let config = d.join(name);
+        let mut text = format!(
+            "[identity]\nremote_url = \"https://localhost:{ca_port}\"\nremote_token_file = {:?}\n",
+            token.to_str().expect("utf-8 path")
+        );
+        if let Some(root) = root {
+            text.push_str(&format!(
+                "remote_tls_ca_cert = {:?}\n",
+                root.to_str().expect("utf-8 path")
+            ));
+        }
+        std::fs::write(&config, text).expect("config");
+        config
+    };
+
+    // Negative controls: without the CA's root (the system's roots only), or with another
+    // root, the server cannot verify the CA and does not start.
+    for (name, r) in [
+        ("no-root.toml", None),
+        ("other-root.toml", Some(&other_root)),
+    ] {
+        let config = config_with(name, r.map(PathBuf::as_path));
+        let data = d.join(format!("data-{name}"));
+        let err = expect_exit_failure(
+            server_cmd(&data, &config, free_port()),
+            &d.join(format!("{name}.log")),
+        );
+        assert!(
+            err.contains("cannot get the public key of the identity CA"),
+            "{name}: {err}"
+        );
+    }
+
+    // With the root: the server starts, holding no CA key, and gets a credential issued.
+    let data = d.join("data");
+    let (ok, _, err) = run(
+        &[
+            "--data-dir",
+            data.to_str().expect("path"),
+            "user",
+            "add",
+            "ada",
+            "--display-name",
+            "Ada L",
+            "--permanent-password",
+        ],
+        Some(&format!("{PASSWORD}\n")),
+    );
+    assert!(ok, "{err}");
+    let config = config_with("klausur.toml", Some(&root));
+    let port = free_port();
+    let (_server, lines) = start(server_cmd(&data, &config, port), &d.join("server.log"));
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("holds no CA key") && l.contains(&pk_hex)),
+        "{lines:?}"
+    );
+    let base = format!("http://127.0.0.1:{port}");
+    let (client, csrf) = login(&base).await;
+    let device = SigningKey::from_bytes(&[5; 32]).verifying_key();
+    let resp = client
+        .post(format!("{base}/api/identity/credential"))
+        .header("x-csrf-token", &csrf)
+        .json(&json!({"device_key": hex::encode(device.to_bytes())}))
+        .send()
+        .await
+        .expect("credential");
+    assert_eq!(resp.status(), 200);
+    let v: serde_json::Value = resp.json().await.expect("json");
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(v["credential"].as_str().expect("credential"))
+        .expect("base64");
+    let sc = SignedCredential::from_bytes(&bytes).expect("decode");
+    sc.verify(&ca_public, now()).expect("verifies");
+    assert_eq!(sc.credential.display_name, "Ada L");
+    let log = std::fs::read_to_string(&ca_log).expect("ca log");
+    assert!(log.contains("credential issued"), "{log}");
 }
