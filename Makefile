@@ -50,10 +50,12 @@ proto-ts:
 	KLAUSUR_WRITE_TS=1 $(CARGO) test -p klausur-proto --features ts --test typescript
 
 ## Browser tests against the test-hooks builds: the server with the RTP payload recorder and the
-## malicious-server hooks (cargo feature test-hooks), and web/dist-test beside web/dist.
+## malicious-server hooks (cargo feature test-hooks), and web/dist-test beside web/dist. First,
+## the production bundle is checked for the test-hooks plaintext paths (web/scripts/check-bundles.mjs).
 e2e: web-check
 	$(CARGO) build -p klausur-server --features test-hooks
 	cd web && npm run build:test-hooks
+	cd web && npm run check:bundles
 	cd web && KLAUSUR_BIN=$(CURDIR)/$(SERVER_BIN) npm run test:e2e
 
 clean:

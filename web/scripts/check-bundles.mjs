@@ -1,0 +1,51 @@
+// The production bundle has no plaintext path: the test-hooks build (`vite build --mode
+// test-hooks`, web/dist-test) lets the encryption worker pass frames through in clear and
+// capture plaintext frames for the browser tests; in the production build (web/dist) Vite
+// replaces `import.meta.env.MODE` with "production" and those branches are removed. This checks
+// the built JavaScript of both: each marker below must be absent from web/dist and present in
+// web/dist-test (so a marker that no longer matches the code fails here instead of passing
+// vacuously). Run after `npm run build` and `npm run build:test-hooks`.
+
+import { readdirSync, readFileSync, existsSync } from 'node:fs';
+import { join, dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const web = join(dirname(fileURLToPath(import.meta.url)), '..');
+
+/** What each marker shows if it is in a bundle. */
+const MARKERS = [
+  [/\.plaintext\s*(\+=\s*1|\+\+)/, 'a frame passed in clear is counted: the worker has a plaintext branch'],
+  [/clearLen/, 'the worker captures plaintext frames for tests'],
+  [/e2ee_test_plaintext/, 'the page reads the query parameter that switches encryption off'],
+  [/e2ee_test_outsider/, 'the page reads the query parameter that keeps it out of the MLS group'],
+];
+
+/** The concatenated JavaScript of a build (source maps left out: they are not executed). */
+function bundle(dir) {
+  const assets = join(web, dir, 'assets');
+  if (!existsSync(assets)) {
+    console.error(`check-bundles: ${dir}/assets is missing: build it first (npm run build, npm run build:test-hooks)`);
+    process.exit(2);
+  }
+  const files = readdirSync(assets).filter((f) => f.endsWith('.js'));
+  if (!files.some((f) => f.startsWith('worker-'))) {
+    console.error(`check-bundles: ${dir}/assets has no worker-*.js: not a build of this app`);
+    process.exit(2);
+  }
+  return files.map((f) => readFileSync(join(assets, f), 'utf8')).join('\n');
+}
+
+const production = bundle('dist');
+const testHooks = bundle('dist-test');
+const problems = [];
+for (const [re, meaning] of MARKERS) {
+  if (re.test(production)) problems.push(`web/dist contains ${re}: ${meaning}`);
+  if (!re.test(testHooks)) {
+    problems.push(`web/dist-test does not contain ${re}: the marker no longer matches the test-hooks code, so its absence from web/dist proves nothing; update this check`);
+  }
+}
+if (problems.length > 0) {
+  for (const p of problems) console.error(`check-bundles: ${p}`);
+  process.exit(1);
+}
+console.log(`check-bundles: no plaintext path in web/dist (${MARKERS.length} markers, each found in web/dist-test)`);
