@@ -91,9 +91,8 @@ pub fn measure(sender_cpu: Option<usize>, duration: Duration) -> anyhow::Result<
             .spawn(move || receive(&receivers, &done))?
     };
     let bursts = (duration.as_secs_f64() * f64::from(RATE / BURST)).ceil() as u32;
-    let sending = std::thread::Builder::new()
-        .name("floor-send".into())
-        .spawn(move || -> anyhow::Result<(Duration, u64, u64)> {
+    let spawned = std::thread::Builder::new().name("floor-send".into()).spawn(
+        move || -> anyhow::Result<(Duration, u64, u64)> {
             if let Some(cpu) = sender_cpu {
                 // Not core_affinity: it offers only the CPUs this thread may already use, and
                 // the load generator (which started this thread) is pinned to the other one.
@@ -103,10 +102,14 @@ pub fn measure(sender_cpu: Option<usize>, duration: Duration) -> anyhow::Result<
                     .with_context(|| format!("floor: cannot pin the sender to CPU {cpu}"))?;
             }
             send(&sender, &targets, bursts)
-        })?;
-    let sent = sending
-        .join()
-        .map_err(|_| anyhow::anyhow!("floor: sender panicked"));
+        },
+    );
+    let sent = match spawned {
+        Ok(sending) => sending
+            .join()
+            .map_err(|_| anyhow::anyhow!("floor: sender panicked")),
+        Err(e) => Err(anyhow::Error::from(e).context("floor: cannot start the sender")),
+    };
     // The receivers drain what is still queued, then stop.
     std::thread::sleep(Duration::from_millis(50));
     done.store(true, Ordering::Relaxed);
