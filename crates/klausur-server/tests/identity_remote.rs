@@ -60,6 +60,32 @@ fn run(args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
     )
 }
 
+/// `klausur identity-ca init --key-file <key_file>`: (success, stdout: the public key, stderr).
+fn ca_init(key_file: &Path) -> (bool, String, String) {
+    run(
+        &[
+            "identity-ca",
+            "init",
+            "--key-file",
+            key_file.to_str().expect("path"),
+        ],
+        None,
+    )
+}
+
+/// `klausur identity-ca init-token --token-file <token_file>`: (success, stdout, stderr).
+fn ca_init_token(token_file: &Path) -> (bool, String, String) {
+    run(
+        &[
+            "identity-ca",
+            "init-token",
+            "--token-file",
+            token_file.to_str().expect("path"),
+        ],
+        None,
+    )
+}
+
 /// Starts `cmd` with stderr going to `log` and waits until it says it listens; returns the
 /// process and its stdout lines so far.
 fn start(mut cmd: Command, log: &Path) -> (Proc, Vec<String>) {
@@ -143,6 +169,24 @@ fn files_under(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// `klausur user add ada` (display name "Ada L", [`PASSWORD`]) in the data directory `data`.
+fn add_ada(data: &Path) {
+    let (ok, _, err) = run(
+        &[
+            "--data-dir",
+            data.to_str().expect("path"),
+            "user",
+            "add",
+            "ada",
+            "--display-name",
+            "Ada L",
+            "--permanent-password",
+        ],
+        Some(&format!("{PASSWORD}\n")),
+    );
+    assert!(ok, "{err}");
+}
+
 async fn login(base: &str) -> (reqwest::Client, String) {
     let client = reqwest::Client::builder()
         .cookie_store(true)
@@ -168,25 +212,9 @@ async fn the_server_issues_through_a_remote_ca_and_holds_no_key() {
     let ca_token = ca_dir.join("ca.token");
 
     // The CA's host: key and token, both mode 0600.
-    let (ok, pk_hex, err) = run(
-        &[
-            "identity-ca",
-            "init",
-            "--key-file",
-            key_file.to_str().expect("path"),
-        ],
-        None,
-    );
+    let (ok, pk_hex, err) = ca_init(&key_file);
     assert!(ok, "{err}");
-    let (ok, _, err) = run(
-        &[
-            "identity-ca",
-            "init-token",
-            "--token-file",
-            ca_token.to_str().expect("path"),
-        ],
-        None,
-    );
+    let (ok, _, err) = ca_init_token(&ca_token);
     assert!(ok, "{err}");
     let token = std::fs::read_to_string(&ca_token).expect("token");
     let token = token.trim().to_string();
@@ -305,20 +333,7 @@ async fn the_server_issues_through_a_remote_ca_and_holds_no_key() {
 
     // The media server's host: an account, the token (its own copy), the configuration.
     let data = d.join("data");
-    let (ok, _, err) = run(
-        &[
-            "--data-dir",
-            data.to_str().expect("path"),
-            "user",
-            "add",
-            "ada",
-            "--display-name",
-            "Ada L",
-            "--permanent-password",
-        ],
-        Some(&format!("{PASSWORD}\n")),
-    );
-    assert!(ok, "{err}");
+    add_ada(&data);
     let server_token = d.join("server.token");
     std::fs::copy(&ca_token, &server_token).expect("copy token");
     let config = remote_config(d, "klausur.toml", ca_port, &server_token);
@@ -390,15 +405,7 @@ async fn the_server_issues_through_a_remote_ca_and_holds_no_key() {
     // Negative control: a server with a wrong token starts (the public key is public) but gets
     // no credential: the CA answers 401, the server 502 `ca_unavailable`.
     let wrong_token = d.join("wrong.token");
-    let (ok, _, err) = run(
-        &[
-            "identity-ca",
-            "init-token",
-            "--token-file",
-            wrong_token.to_str().expect("path"),
-        ],
-        None,
-    );
+    let (ok, _, err) = ca_init_token(&wrong_token);
     assert!(ok, "{err}");
     let config = remote_config(d, "wrong.toml", ca_port, &wrong_token);
     let port = free_port();
@@ -457,15 +464,7 @@ fn a_server_whose_ca_is_unreachable_does_not_start() {
     let dir = tempfile::tempdir().expect("tmp");
     let d = dir.path();
     let token = d.join("t.token");
-    let (ok, _, err) = run(
-        &[
-            "identity-ca",
-            "init-token",
-            "--token-file",
-            token.to_str().expect("path"),
-        ],
-        None,
-    );
+    let (ok, _, err) = ca_init_token(&token);
     assert!(ok, "{err}");
     // Nothing listens on this port.
     let config = remote_config(d, "klausur.toml", free_port(), &token);
@@ -498,35 +497,11 @@ fn the_ca_service_refuses_plain_http_on_a_public_address() {
     let d = dir.path();
     let key = d.join("ca.key");
     let token = d.join("ca.token");
-    let (ok, _, err) = run(
-        &[
-            "identity-ca",
-            "init",
-            "--key-file",
-            key.to_str().expect("path"),
-        ],
-        None,
-    );
+    let (ok, _, err) = ca_init(&key);
     assert!(ok, "{err}");
-    let (ok, _, err) = run(
-        &[
-            "identity-ca",
-            "init-token",
-            "--token-file",
-            token.to_str().expect("path"),
-        ],
-        None,
-    );
+    let (ok, _, err) = ca_init_token(&token);
     assert!(ok, "{err}");
-    let (ok, _, err) = run(
-        &[
-            "identity-ca",
-            "init-token",
-            "--token-file",
-            token.to_str().expect("path"),
-        ],
-        None,
-    );
+    let (ok, _, err) = ca_init_token(&token);
     assert!(!ok, "an existing token was overwritten");
     assert!(err.contains("already exists"), "{err}");
 
@@ -575,25 +550,9 @@ async fn the_server_reaches_its_ca_over_tls_with_the_configured_root() {
     let d = dir.path();
     let key_file = d.join("identity-ca.key");
     let token = d.join("ca.token");
-    let (ok, pk_hex, err) = run(
-        &[
-            "identity-ca",
-            "init",
-            "--key-file",
-            key_file.to_str().expect("path"),
-        ],
-        None,
-    );
+    let (ok, pk_hex, err) = ca_init(&key_file);
     assert!(ok, "{err}");
-    let (ok, _, err) = run(
-        &[
-            "identity-ca",
-            "init-token",
-            "--token-file",
-            token.to_str().expect("path"),
-        ],
-        None,
-    );
+    let (ok, _, err) = ca_init_token(&token);
     assert!(ok, "{err}");
     let ca_public = klausur_server::identity::load_key_file(&key_file)
         .expect("key file")
@@ -665,20 +624,7 @@ async fn the_server_reaches_its_ca_over_tls_with_the_configured_root() {
 
     // With the root: the server starts, holding no CA key, and gets a credential issued.
     let data = d.join("data");
-    let (ok, _, err) = run(
-        &[
-            "--data-dir",
-            data.to_str().expect("path"),
-            "user",
-            "add",
-            "ada",
-            "--display-name",
-            "Ada L",
-            "--permanent-password",
-        ],
-        Some(&format!("{PASSWORD}\n")),
-    );
-    assert!(ok, "{err}");
+    add_ada(&data);
     let config = config_with("klausur.toml", Some(&root));
     let port = free_port();
     let (_server, lines) = start(server_cmd(&data, &config, port), &d.join("server.log"));
