@@ -203,6 +203,34 @@ async fn login(base: &str) -> (reqwest::Client, String) {
     (client, v["csrf_token"].as_str().expect("csrf").to_string())
 }
 
+/// The credential of an issuance response (`{"credential": base64, ...}`), decoded.
+fn decode_credential(v: &serde_json::Value) -> SignedCredential {
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(v["credential"].as_str().expect("credential"))
+        .expect("base64");
+    SignedCredential::from_bytes(&bytes).expect("decode")
+}
+
+/// Logs in as ada at the server `base` and has a credential issued for `device`: the response
+/// (200) and its credential.
+async fn staff_credential(
+    base: &str,
+    device: &klausur_e2ee::VerifyingKey,
+) -> (serde_json::Value, SignedCredential) {
+    let (client, csrf) = login(base).await;
+    let resp = client
+        .post(format!("{base}/api/identity/credential"))
+        .header("x-csrf-token", &csrf)
+        .json(&json!({"device_key": hex::encode(device.to_bytes())}))
+        .send()
+        .await
+        .expect("credential");
+    assert_eq!(resp.status(), 200);
+    let v: serde_json::Value = resp.json().await.expect("json");
+    let sc = decode_credential(&v);
+    (v, sc)
+}
+
 #[tokio::test]
 async fn the_server_issues_through_a_remote_ca_and_holds_no_key() {
     let dir = tempfile::tempdir().expect("tmp");
@@ -320,10 +348,7 @@ async fn the_server_issues_through_a_remote_ca_and_holds_no_key() {
         .expect("issue");
     assert_eq!(resp.status(), 200);
     let v: serde_json::Value = resp.json().await.expect("json");
-    let bytes = base64::engine::general_purpose::STANDARD
-        .decode(v["credential"].as_str().expect("credential"))
-        .expect("base64");
-    let sc = SignedCredential::from_bytes(&bytes).expect("decode");
+    let sc = decode_credential(&v);
     sc.verify(&ca_public, now()).expect("verifies");
     assert_eq!(sc.credential.kind, ParticipantKind::PhoneGateway);
     assert_eq!(
@@ -356,22 +381,9 @@ async fn the_server_issues_through_a_remote_ca_and_holds_no_key() {
         .expect("json");
     assert_eq!(v["public_key"], pk_hex.as_str());
 
-    let (client, csrf) = login(&base).await;
     let staff_device = SigningKey::from_bytes(&[4; 32]).verifying_key();
-    let resp = client
-        .post(format!("{base}/api/identity/credential"))
-        .header("x-csrf-token", &csrf)
-        .json(&json!({"device_key": hex::encode(staff_device.to_bytes())}))
-        .send()
-        .await
-        .expect("credential");
-    assert_eq!(resp.status(), 200);
-    let v: serde_json::Value = resp.json().await.expect("json");
+    let (v, sc) = staff_credential(&base, &staff_device).await;
     assert_eq!(v["ca_public_key"], pk_hex.as_str());
-    let bytes = base64::engine::general_purpose::STANDARD
-        .decode(v["credential"].as_str().expect("credential"))
-        .expect("base64");
-    let sc = SignedCredential::from_bytes(&bytes).expect("decode");
     sc.verify(&ca_public, now())
         .expect("verifies against the key file's public key");
     assert_eq!(sc.credential.kind, ParticipantKind::Staff);
@@ -635,21 +647,8 @@ async fn the_server_reaches_its_ca_over_tls_with_the_configured_root() {
         "{lines:?}"
     );
     let base = format!("http://127.0.0.1:{port}");
-    let (client, csrf) = login(&base).await;
     let device = SigningKey::from_bytes(&[5; 32]).verifying_key();
-    let resp = client
-        .post(format!("{base}/api/identity/credential"))
-        .header("x-csrf-token", &csrf)
-        .json(&json!({"device_key": hex::encode(device.to_bytes())}))
-        .send()
-        .await
-        .expect("credential");
-    assert_eq!(resp.status(), 200);
-    let v: serde_json::Value = resp.json().await.expect("json");
-    let bytes = base64::engine::general_purpose::STANDARD
-        .decode(v["credential"].as_str().expect("credential"))
-        .expect("base64");
-    let sc = SignedCredential::from_bytes(&bytes).expect("decode");
+    let (_, sc) = staff_credential(&base, &device).await;
     sc.verify(&ca_public, now()).expect("verifies");
     assert_eq!(sc.credential.display_name, "Ada L");
     let log = std::fs::read_to_string(&ca_log).expect("ca log");
