@@ -61,6 +61,26 @@ impl Floor {
     }
 }
 
+impl std::fmt::Display for Floor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{:.3} us per datagram (a ceiling of {:.0} per CPU-s; {} sent, {} received)",
+            self.us_per_datagram,
+            self.ceiling_per_cpu_s(),
+            self.sent_total,
+            self.received
+        )
+    }
+}
+
+/// [`measure`] on a blocking thread of the runtime.
+pub async fn measure_async(sender_cpu: Option<usize>, duration: Duration) -> anyhow::Result<Floor> {
+    tokio::task::spawn_blocking(move || measure(sender_cpu, duration))
+        .await
+        .context("loopback floor task")?
+}
+
 fn thread_cpu() -> anyhow::Result<Duration> {
     let t = clock_gettime(ClockId::CLOCK_THREAD_CPUTIME_ID).context("thread CPU clock")?;
     Ok(Duration::from(t))

@@ -91,8 +91,8 @@ struct Common {
     #[arg(long, global = true)]
     no_gro: bool,
     /// Loopback floor measured before each trial, milliseconds (0: none): the server core's
-    /// CPU per bare UDP datagram, which a trial's CPU per forwarded packet is also given in
-    /// units of (see `floor.rs`).
+    /// CPU per bare UDP datagram, reported beside each scenario and for the run (see
+    /// `floor.rs`).
     #[arg(long, global = true, default_value_t = 300)]
     floor_ms: u64,
     /// Write the full results as JSON to this file.
@@ -372,15 +372,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     if let Cmd::Floor { count } = cli.command {
         anyhow::ensure!(!s.floor.is_zero(), "--floor-ms 0 measures nothing");
         for _ in 0..count.clamp(1, 1000) {
-            let (cpu, length) = (s.server_cpu, s.floor);
-            let f = tokio::task::spawn_blocking(move || floor::measure(cpu, length)).await??;
-            println!(
-                "{:.3} us per datagram ({:.0} per CPU-s), {} sent, {} received",
-                f.us_per_datagram,
-                f.ceiling_per_cpu_s(),
-                f.sent_total,
-                f.received
-            );
+            println!("{}", floor::measure_async(s.server_cpu, s.floor).await?);
         }
         return Ok(());
     }

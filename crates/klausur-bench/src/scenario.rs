@@ -725,17 +725,8 @@ pub async fn run_trial(
     let measured_floor = if settings.floor.is_zero() {
         None
     } else {
-        let (cpu, length) = (settings.server_cpu, settings.floor);
-        let f = tokio::task::spawn_blocking(move || floor::measure(cpu, length))
-            .await
-            .context("loopback floor task")??;
-        eprintln!(
-            "  loopback floor {:.3} us per datagram (a ceiling of {:.0} per CPU-s; {} sent, {} received)",
-            f.us_per_datagram,
-            f.ceiling_per_cpu_s(),
-            f.sent_total,
-            f.received
-        );
+        let f = floor::measure_async(settings.server_cpu, settings.floor).await?;
+        eprintln!("  loopback floor {f}");
         Some(f)
     };
     let mut t = trial(settings, spec, kind).await?;
