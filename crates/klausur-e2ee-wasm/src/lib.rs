@@ -13,7 +13,7 @@
 //! - Events, roster entries and epoch changes are plain objects (see [`WasmMember`]):
 //!   `{ leafIndex, userId, displayName, kind, devicePublicKey (hex), notBefore, notAfter }`
 //!   for a roster entry; `{ type: "epochChanged", epoch, committer, added: [entry], removed:
-//!   [entry], securityCode }`, `{ type: "removed", by }`, `{ type: "application", data }`,
+//!   [entry], securityCode }`, `{ type: "removed", by }`, `{ type: "application", sender, data }`,
 //!   `{ type: "ignored" }` for events.
 //!
 //! The device signing key and all MLS/SFrame secrets stay in wasm memory; only the bytes a
@@ -424,9 +424,10 @@ impl WasmMember {
         {
             Event::EpochChanged(c) => to_js(&change_json(&c)),
             Event::Removed { by } => to_js(&json!({ "type": "removed", "by": by })),
-            Event::Application(data) => {
+            Event::Application { sender, data } => {
                 let obj = Object::new();
                 set(&obj, "type", &"application".into())?;
+                set(&obj, "sender", &sender.into())?;
                 set(&obj, "data", &Uint8Array::from(data.as_slice()).into())?;
                 Ok(obj.into())
             }
@@ -484,6 +485,29 @@ impl WasmMember {
     #[wasm_bindgen(js_name = epochAuthenticator)]
     pub fn epoch_authenticator(&self) -> Result<Vec<u8>, JsValue> {
         self.inner.epoch_authenticator().map_err(e2ee_error)
+    }
+
+    /// Encrypts `data` as an MLS application message of the current epoch (end-to-end
+    /// encrypted chat) for the delivery service. Members get it from `processMessage` as
+    /// `{ type: "application", sender, data }`.
+    #[wasm_bindgen(js_name = encryptApplication)]
+    pub fn encrypt_application(&mut self, data: &[u8]) -> Result<Vec<u8>, JsValue> {
+        self.inner.encrypt_application(data).map_err(e2ee_error)
+    }
+
+    /// Decrypts a chat message from the delivery service: `{ sender, data }`. Only MLS
+    /// application messages are accepted; a commit passed here is refused (`Refused`) and not
+    /// merged.
+    #[wasm_bindgen(js_name = decryptApplication)]
+    pub fn decrypt_application(&mut self, message: &[u8]) -> Result<JsValue, JsValue> {
+        let (sender, data) = self
+            .inner
+            .decrypt_application(message)
+            .map_err(e2ee_error)?;
+        let obj = Object::new();
+        set(&obj, "sender", &sender.into())?;
+        set(&obj, "data", &Uint8Array::from(data.as_slice()).into())?;
+        Ok(obj.into())
     }
 
     /// Encrypts one media frame of `stream`: the first `clearHeaderLen` bytes of `frame`

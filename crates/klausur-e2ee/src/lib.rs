@@ -25,6 +25,8 @@
 //! | receives a Welcome | [`Member::join_from_welcome`] | |
 //! | outgoing media frame | [`Member::encrypt_frame`] | |
 //! | incoming media frame | [`Member::decrypt_frame`] | drops and counts the frame on error |
+//! | sends a chat message | [`Member::encrypt_application`] | sends the bytes to the DS (current epoch only) |
+//! | receives a chat message | [`Member::process_message`] → [`Event::Application`] (sender leaf, plaintext) | shows it under the sender's credential name |
 //! | timer at [`Member::poll_timeout`] | [`Member::handle_timeout`] | |
 //!
 //! Each epoch change installs new frame keys at once ([`frame`] module docs: KID layout, frame
@@ -62,5 +64,5 @@ pub use identity::{
 };
 pub use member::{
     security_code, CommitOutput, EpochChange, Event, Member, MemberConfig, RosterEntry,
-    LEAF_UPDATE_INTERVAL, MLS_CIPHERSUITE,
+    APPLICATION_PADDING, LEAF_UPDATE_INTERVAL, MLS_CIPHERSUITE,
 };

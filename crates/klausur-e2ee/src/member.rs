@@ -27,6 +27,10 @@ use crate::identity::{Credential, CredentialVerifier, SignedCredential, KLAUSUR_
 /// The MLS ciphersuite of every klausur group.
 pub const MLS_CIPHERSUITE: Ciphersuite = Ciphersuite::MLS_128_DHKEMX25519_AES128GCM_SHA256_Ed25519;
 
+/// Application messages (chat) are padded to a multiple of this many bytes, so the delivery
+/// service sees lengths only in steps of it.
+pub const APPLICATION_PADDING: usize = 64;
+
 /// Each member should update its own leaf at least this often (DESIGN.md section 4).
 pub const LEAF_UPDATE_INTERVAL: Duration = Duration::from_secs(15 * 60);
 
@@ -79,8 +83,14 @@ pub enum Event {
         /// Leaf index of the member who removed us.
         by: u32,
     },
-    /// An MLS application message (not used by klausur's media path).
-    Application(Vec<u8>),
+    /// An MLS application message (klausur's end-to-end encrypted chat; see
+    /// [`Member::encrypt_application`]).
+    Application {
+        /// Leaf index of the member who sent it (its credential is in [`Member::roster`]).
+        sender: u32,
+        /// The plaintext.
+        data: Vec<u8>,
+    },
     /// The delivery service echoed a message of our own that needs no action (call
     /// [`Member::merge_pending_commit`] when the DS confirms an own commit).
     Ignored,
@@ -257,6 +267,7 @@ impl Member {
             .with_group_id(GroupId::from_slice(group_id))
             .ciphersuite(MLS_CIPHERSUITE)
             .use_ratchet_tree_extension(true)
+            .padding_size(APPLICATION_PADDING)
             .with_capabilities(capabilities())
             .with_group_context_extensions(required)
             .build(&self.provider, &self.signer, self.credential_with_key()?)
@@ -646,15 +657,42 @@ impl Member {
             ProcessedMessageContent::OwnPendingCommit => {
                 Ok(Event::EpochChanged(self.merge_pending_commit(now)?))
             }
-            ProcessedMessageContent::ApplicationMessage(m) => {
-                Ok(Event::Application(m.into_bytes()))
-            }
+            ProcessedMessageContent::ApplicationMessage(m) => Ok(Event::Application {
+                sender: committer,
+                data: m.into_bytes(),
+            }),
             ProcessedMessageContent::ProposalMessage(_)
             | ProcessedMessageContent::ExternalJoinProposalMessage(_) => Err(E2eeError::Refused(
                 "standalone proposals are not accepted; members send commits",
             )),
             #[allow(unreachable_patterns)]
             _ => Ok(Event::Ignored),
+        }
+    }
+
+    /// Decrypts a chat message: like [`Self::process_message`], but only an application message
+    /// is accepted. A commit (or anything else) is refused *without* being merged, so a
+    /// delivery service cannot slip a handshake past the ordered commit path by calling it
+    /// chat. Returns the sender's leaf index and the plaintext.
+    pub fn decrypt_application(&mut self, bytes: &[u8]) -> Result<(u32, Vec<u8>), E2eeError> {
+        let msg = MlsMessageIn::tls_deserialize_exact(bytes).map_err(peer)?;
+        let pm = msg
+            .try_into_protocol_message()
+            .map_err(|_| E2eeError::Refused("not an MLS application message"))?;
+        let g = self
+            .group
+            .as_mut()
+            .ok_or(E2eeError::Misuse("not a member of a group"))?;
+        let processed = g.process_message(&self.provider, pm).map_err(peer)?;
+        let sender = match processed.sender() {
+            Sender::Member(i) => i.u32(),
+            _ => return Err(E2eeError::Refused("message not sent by a group member")),
+        };
+        match processed.into_content() {
+            ProcessedMessageContent::ApplicationMessage(m) => Ok((sender, m.into_bytes())),
+            _ => Err(E2eeError::Refused(
+                "not an application message (handshakes go through process_message)",
+            )),
         }
     }
 
@@ -670,6 +708,7 @@ impl Member {
         };
         let cfg = MlsGroupJoinConfig::builder()
             .use_ratchet_tree_extension(true)
+            .padding_size(APPLICATION_PADDING)
             .build();
         let staged =
             StagedWelcome::new_from_welcome(&self.provider, &cfg, welcome, None).map_err(peer)?;
@@ -725,6 +764,23 @@ impl Member {
     /// The meeting security code of the current epoch, see [`security_code`].
     pub fn security_code(&self) -> Result<String, E2eeError> {
         Ok(security_code(&self.epoch_authenticator()?))
+    }
+
+    /// Encrypts `data` as an MLS application message (a `PrivateMessage`, TLS-serialized) of
+    /// the current epoch, signed by this device: klausur's end-to-end encrypted chat. Members
+    /// get `data` and this device's leaf index from [`Member::process_message`]
+    /// ([`Event::Application`]); the sender cannot decrypt its own message. No keys of past
+    /// epochs are kept, so a receiver must still be in this epoch: the delivery service relays
+    /// application messages of the current epoch only.
+    pub fn encrypt_application(&mut self, data: &[u8]) -> Result<Vec<u8>, E2eeError> {
+        let g = self
+            .group
+            .as_mut()
+            .ok_or(E2eeError::Misuse("not a member of a group"))?;
+        let msg = g
+            .create_message(&self.provider, &self.signer, data)
+            .map_err(internal)?;
+        msg.tls_serialize_detached().map_err(internal)
     }
 
     /// Encrypts one media frame of `stream` with the current epoch's keys.

@@ -510,3 +510,108 @@ fn key_packages_are_verified_before_a_policy_decision() {
         Err(E2eeError::PeerInput(_))
     ));
 }
+
+#[test]
+fn chat_reaches_members_with_its_sender_and_no_one_else() {
+    let pki = Pki::new();
+    let mut a = pki.member("ana", 30);
+    let mut b = pki.member("ben", 31);
+    let mut c = pki.member("cem", 32);
+    let mut d = pki.member("dan", 35);
+    a.create_group(b"meeting-chat", now(0)).expect("create");
+    let out = a
+        .add(
+            &[
+                b.key_package().expect("kp"),
+                c.key_package().expect("kp"),
+                d.key_package().expect("kp"),
+            ],
+            now(1),
+        )
+        .expect("add");
+    a.merge_pending_commit(now(1)).expect("merge");
+    let welcome = out.welcome.expect("welcome");
+    b.join_from_welcome(&welcome, now(1)).expect("b joins");
+    c.join_from_welcome(&welcome, now(1)).expect("c joins");
+    d.join_from_welcome(&welcome, now(1)).expect("d joins");
+
+    let text = "Vertraulich: Tagesordnungspunkt 4";
+    let sealed = b.encrypt_application(text.as_bytes()).expect("encrypt");
+    // The delivery service sees ciphertext only, padded to APPLICATION_PADDING steps.
+    assert!(
+        !sealed.windows(12).any(|w| w == &text.as_bytes()[..12]),
+        "plaintext visible in the MLS message"
+    );
+    let longer = b
+        .encrypt_application(&text.as_bytes()[..text.len() - 5])
+        .expect("encrypt");
+    assert_eq!(
+        sealed.len(),
+        longer.len(),
+        "texts of nearly the same length look the same"
+    );
+    let b_leaf = b.leaf_index().expect("leaf");
+    for m in [&mut a, &mut c] {
+        match m.process_message(&sealed, now(2)).expect("decrypt") {
+            Event::Application { sender, data } => {
+                assert_eq!(sender, b_leaf);
+                assert_eq!(data, text.as_bytes());
+            }
+            other => panic!("expected an application message, got {other:?}"),
+        }
+    }
+    // Replays are refused (the sender ratchet moved on).
+    assert!(a.process_message(&sealed, now(2)).is_err());
+    // A tampered message is refused.
+    let mut bad = longer.clone();
+    let last = bad.len() - 1;
+    bad[last] ^= 1;
+    assert!(a.process_message(&bad, now(2)).is_err());
+
+    // A member removed by a commit cannot read chat of the new epoch, and chat of the old
+    // epoch is not readable after the change: no past-epoch keys are kept, which is why the
+    // delivery service relays chat of the current epoch only.
+    let stale = a
+        .encrypt_application(b"before the change")
+        .expect("encrypt");
+    let out = a.remove(&[c.leaf_index().expect("leaf")]).expect("remove");
+    a.merge_pending_commit(now(3)).expect("merge");
+    // A commit offered as chat is refused and not merged: handshakes only go the ordered way.
+    // (Decrypting it used its key, so d cannot process it afterwards either: a server that
+    // does this only achieves what dropping the commit would.)
+    let before = d.epoch().expect("epoch");
+    assert!(matches!(
+        d.decrypt_application(&out.commit),
+        Err(E2eeError::Refused(_))
+    ));
+    assert_eq!(d.epoch().expect("epoch"), before);
+    assert_eq!(d.roster().expect("roster").len(), 4);
+    expect_epoch_change(b.process_message(&out.commit, now(3)).expect("b"));
+    assert!(matches!(
+        c.process_message(&out.commit, now(3)).expect("c"),
+        Event::Removed { .. }
+    ));
+    assert!(
+        b.process_message(&stale, now(3)).is_err(),
+        "chat of a past epoch must not decrypt"
+    );
+    let after = a
+        .encrypt_application(b"nach der Entfernung")
+        .expect("encrypt");
+    assert!(c.decrypt_application(&after).is_err());
+    let (sender, data) = b.decrypt_application(&after).expect("decrypt");
+    assert_eq!(sender, a.leaf_index().expect("leaf"));
+    assert_eq!(data, b"nach der Entfernung");
+
+    // An outsider with its own group cannot read it either.
+    let mut x = pki.member("xia", 33);
+    x.create_group(b"meeting-chat", now(0)).expect("create");
+    let again = a.encrypt_application(b"noch einmal").expect("encrypt");
+    assert!(x.decrypt_application(&again).is_err());
+    // Not in a group: a clear misuse error.
+    let mut y = pki.member("yan", 34);
+    assert!(matches!(
+        y.encrypt_application(b"x"),
+        Err(E2eeError::Misuse(_))
+    ));
+}

@@ -129,6 +129,19 @@ test('three members, a fourth added, one removed, tampered frames rejected', asy
       assert.equal(dec.decode(d.data), 'HDbob camera');
     }
     beforeDaveFrame = alice.encryptFrame(0, 0, frame('before dave', ''));
+    // Chat: an MLS application message, decrypted by the others with its sender's leaf.
+    const chat = carol.encryptApplication(enc.encode('{"type":"chat","text":"hallo"}'));
+    assert.ok(chat instanceof Uint8Array);
+    assert.ok(!Buffer.from(chat).includes(Buffer.from('hallo')), 'chat plaintext visible');
+    const ev = alice.processMessage(chat, now());
+    assert.equal(ev.type, 'application');
+    assert.equal(ev.sender, 2);
+    assert.equal(dec.decode(ev.data), '{"type":"chat","text":"hallo"}');
+    const got = bob.decryptApplication(chat);
+    assert.equal(got.sender, 2);
+    assert.equal(dec.decode(got.data), '{"type":"chat","text":"hallo"}');
+    // The author cannot decrypt its own message.
+    assert.throws(() => carol.decryptApplication(chat), { name: 'Refused' });
   });
 
   await t.test('a fourth member is added; everyone sees the join and a new code', () => {
@@ -237,6 +250,19 @@ test('verifyKeyPackage returns the verified claims; foreign CA refused', () => {
     message: /not signed by the trusted identity CA/,
   });
   assert.throws(() => alice.verifyKeyPackage(new Uint8Array([1, 2, 3]), now()), { name: 'PeerInput' });
+});
+
+test('a commit offered as chat is refused and not merged', () => {
+  const x = member('Xaver');
+  const y = member('Yvonne');
+  x.createGroup(enc.encode('meeting-chat'), now());
+  const added = x.add([y.keyPackage()], now());
+  x.mergePendingCommit(now());
+  y.joinFromWelcome(added.welcome, now());
+  const { commit } = x.updateOwnLeaf();
+  assert.throws(() => y.decryptApplication(commit), { name: 'Refused', message: /not an application message/ });
+  assert.equal(y.epoch(), 1);
+  assert.throws(() => y.decryptApplication(new Uint8Array([0, 1, 2])), { name: 'PeerInput' });
 });
 
 test('argument errors are JS exceptions', () => {
