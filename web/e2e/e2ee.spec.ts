@@ -193,6 +193,21 @@ test('an outsider connected to the media server decodes nothing; members still d
     timeout: 20_000,
   });
   await expect(a.getByTestId('e2ee-indicator')).toHaveAttribute('data-state', 'warning');
+  // Chat among the members never reaches the outsider: not as text, not even as ciphertext
+  // (the server relays chat to group members only), and the outsider cannot send any.
+  const secret = 'Nur für die Gruppe: Beschlussvorlage 12';
+  await openPanel(s.erika!.page, 'chat');
+  await s.erika!.page.getByTestId('chat-input').fill(secret);
+  await s.erika!.page.getByTestId('chat-send').click();
+  await openPanel(a, 'chat');
+  await expect(a.getByTestId('chat-message').filter({ hasText: secret })).toBeVisible();
+  await openPanel(anna.page, 'chat');
+  await anna.page.getByTestId('chat-input').fill('Hallo?');
+  await expect(anna.page.getByTestId('chat-send')).toBeDisabled();
+  await expect(anna.page.getByTestId('chat-message')).toHaveCount(0);
+  expect(anna.frames.filter((f) => f.includes('"mls_chat"') || f.includes('Beschlussvorlage'))).toEqual([]);
+  await openPanel(a, 'people');
+  await expect(a.locator(`[data-testid="participant-item"][data-participant-id="${anna.id}"]`)).toBeVisible();
   await anna.page.getByTestId('leave-button').click();
   await expect(a.locator(`[data-testid="participant-item"][data-participant-id="${anna.id}"]`)).toHaveCount(0);
 });

@@ -24,6 +24,8 @@ export interface Person {
   name: string;
   context: BrowserContext;
   page: Page;
+  /** Every WebSocket text frame this page sent or received (what the server sees of it). */
+  frames: string[];
 }
 
 /** A new browser context (= a separate person with own cookies) and one page in it. */
@@ -41,5 +43,13 @@ export async function newPerson(browser: Browser, baseURL: string, name: string)
     if (m.text().includes('status of 401')) return;
     if (m.type() === 'error' || m.type() === 'warning') console.log(`[${name}] ${m.type()}: ${m.text()}`);
   });
-  return { name, context, page };
+  const frames: string[] = [];
+  page.on('websocket', (ws) => {
+    const keep = (f: { payload: string | Buffer }) => {
+      frames.push(typeof f.payload === 'string' ? f.payload : f.payload.toString('utf8'));
+    };
+    ws.on('framesent', keep);
+    ws.on('framereceived', keep);
+  });
+  return { name, context, page, frames };
 }

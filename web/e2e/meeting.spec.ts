@@ -130,17 +130,30 @@ test('a screen share appears at the others', async () => {
   }
 });
 
-test('a chat message arrives at the others', async () => {
+test('a chat message arrives at the others, end-to-end encrypted', async () => {
   const { erika, admin, jonas } = s;
   if (!erika || !admin || !jonas) throw new Error('needs the meeting from the first test');
   const text = 'Guten Morgen zusammen – ist die Vorlage 17/2026 bei allen angekommen?';
   await sendChat(jonas!.page, text);
   await expect(chatMessage(jonas!.page, text)).toBeVisible();
+  // Own messages turn from "sending" to "sent" when the server relayed them.
+  await expect(chatMessage(jonas!.page, text)).toHaveAttribute('data-delivery', 'sent');
+  await expect(jonas!.page.getByTestId('chat-e2ee')).toBeVisible();
   for (const p of [admin!, erika!]) {
     // The unread badge shows up before the panel is opened.
     await openPanel(p.page, 'chat');
     await expect(chatMessage(p.page, text)).toBeVisible();
+    // The name comes from the sender's credential in the encrypted group.
     await expect(chatMessage(p.page, text)).toHaveAttribute('data-from', 'Jonas Beispiel');
+    await expect(chatMessage(p.page, text)).not.toHaveAttribute('data-mismatch', 'true');
+  }
+  // What crossed the WebSockets: the chat went out and came in as mls_chat, never as text the
+  // server could read. Negative control: the recorder does see plaintext that is sent in clear
+  // (the meeting title in the joined message), so a plaintext chat would be caught.
+  for (const p of [jonas!, admin!, erika!]) {
+    expect(p.frames.some((f) => f.includes('"type":"joined"') && f.includes(TITLE)), p.name).toBe(true);
+    expect(p.frames.some((f) => f.includes('"mls_chat')), p.name).toBe(true);
+    expect(p.frames.filter((f) => f.includes('Vorlage 17/2026')), p.name).toEqual([]);
   }
 });
 

@@ -17,8 +17,13 @@ use serde::{Deserialize, Serialize};
 /// the browser's SDP offer, which grows by about 4 KiB per participant (two receive m-lines
 /// with the browser's full codec list): 1 MiB leaves room for meetings of well over a hundred.
 pub const MAX_MESSAGE_BYTES: usize = 1024 * 1024;
-/// Longest chat message, in characters.
+/// Longest chat message, in characters. Chat is end-to-end encrypted, so the server cannot
+/// check this: clients refuse to send or show a longer one.
 pub const MAX_CHAT_CHARS: usize = 2000;
+/// Longest encrypted chat message (`mls_chat`'s base64 `message`) the server relays: a
+/// [`MAX_CHAT_CHARS`] text of 4-byte characters, its JSON wrapping, padding and the MLS
+/// framing and signature fit well within it.
+pub const MAX_CHAT_MESSAGE_CHARS: usize = 16 * 1024;
 /// Longest display name, in characters.
 pub const MAX_NAME_CHARS: usize = 80;
 
@@ -217,9 +222,6 @@ pub enum ClientMsg {
         video_muted: bool,
         screen_sharing: bool,
     },
-    Chat {
-        text: String,
-    },
     /// Moderator: let a waiting person in.
     Admit {
         participant_id: ParticipantId,
@@ -276,6 +278,16 @@ pub enum ClientMsg {
         commit: String,
         welcome: Option<String>,
         welcome_for: Vec<ParticipantId>,
+    },
+    /// End-to-end encrypted chat: an MLS application message made by this member at `epoch`
+    /// (base64 `MLSMessage`; docs/e2ee.md, "Chat"). The server relays it to the other members
+    /// only if `epoch` is the group's current epoch, so every member can still decrypt it, and
+    /// answers with `mls_chat_result` carrying the client's `id`.
+    MlsChat {
+        id: u32,
+        #[cfg_attr(feature = "ts", ts(type = "number"))]
+        epoch: u64,
+        message: String,
     },
 }
 
@@ -353,14 +365,6 @@ pub enum ServerMsg {
         audio: u32,
         video: u32,
     },
-    Chat {
-        from_id: ParticipantId,
-        from_name: String,
-        text: String,
-        /// Milliseconds since the Unix epoch.
-        #[cfg_attr(feature = "ts", ts(type = "number"))]
-        sent_at_ms: i64,
-    },
     /// The participant who speaks loudest now (or `null` in silence).
     ActiveSpeaker {
         participant_id: Option<ParticipantId>,
@@ -407,6 +411,24 @@ pub enum ServerMsg {
         welcome: String,
         #[cfg_attr(feature = "ts", ts(type = "number"))]
         epoch: u64,
+    },
+    /// End-to-end encrypted chat, to members: a member's MLS application message for `epoch`
+    /// (base64 `MLSMessage`). The author and its name come from the decrypted message's MLS
+    /// sender and credential; `from_id` is only the server's word, checked against them.
+    MlsChat {
+        #[cfg_attr(feature = "ts", ts(type = "number"))]
+        epoch: u64,
+        message: String,
+        from_id: ParticipantId,
+        /// When the server relayed it, milliseconds since the Unix epoch.
+        #[cfg_attr(feature = "ts", ts(type = "number"))]
+        sent_at_ms: i64,
+    },
+    /// End-to-end encrypted chat, to the author: whether `mls_chat` `id` was relayed. Not
+    /// relayed when its epoch is no longer the group's: encrypt it again in the new epoch.
+    MlsChatResult {
+        id: u32,
+        accepted: bool,
     },
 }
 
@@ -466,7 +488,6 @@ const CLIENT_TYPES: &[&str] = &[
     "join",
     "offer",
     "media_state",
-    "chat",
     "admit",
     "deny",
     "remove",
@@ -479,6 +500,7 @@ const CLIENT_TYPES: &[&str] = &[
     "mls_key_package",
     "mls_member",
     "mls_commit",
+    "mls_chat",
 ];
 
 impl ClientMsg {
@@ -527,7 +549,6 @@ impl ClientMsg {
             ClientMsg::Join { .. } => "join",
             ClientMsg::Offer { .. } => "offer",
             ClientMsg::MediaState { .. } => "media_state",
-            ClientMsg::Chat { .. } => "chat",
             ClientMsg::Admit { .. } => "admit",
             ClientMsg::Deny { .. } => "deny",
             ClientMsg::Remove { .. } => "remove",
@@ -540,6 +561,7 @@ impl ClientMsg {
             ClientMsg::MlsKeyPackage { .. } => "mls_key_package",
             ClientMsg::MlsMember { .. } => "mls_member",
             ClientMsg::MlsCommit { .. } => "mls_commit",
+            ClientMsg::MlsChat { .. } => "mls_chat",
         }
     }
 }
@@ -610,11 +632,17 @@ mod tests {
             ("[1,2]", ErrorCode::Malformed),
             (r#"{"no_type":1}"#, ErrorCode::Malformed),
             (r#"{"type":"launch_missiles"}"#, ErrorCode::UnknownType),
-            (r#"{"type":"chat"}"#, ErrorCode::Malformed),
+            (r#"{"type":"mls_chat"}"#, ErrorCode::Malformed),
             (
-                r#"{"type":"chat","text":"hi","extra":1}"#,
+                r#"{"type":"mls_chat","id":1,"epoch":0,"message":"AA==","extra":1}"#,
                 ErrorCode::Malformed,
             ),
+            (
+                r#"{"type":"mls_chat","id":-1,"epoch":0,"message":"AA=="}"#,
+                ErrorCode::Malformed,
+            ),
+            // The plaintext chat of earlier versions is gone: chat is end-to-end encrypted.
+            (r#"{"type":"chat","text":"hi"}"#, ErrorCode::UnknownType),
             (r#"{"type":"lock","locked":"yes"}"#, ErrorCode::Malformed),
         ];
         for (input, code) in cases {
@@ -623,7 +651,7 @@ mod tests {
             assert!(!err.message.is_empty());
         }
         let big = format!(
-            r#"{{"type":"chat","text":"{}"}}"#,
+            r#"{{"type":"mls_chat","id":1,"epoch":0,"message":"{}"}}"#,
             "x".repeat(MAX_MESSAGE_BYTES)
         );
         assert_eq!(
@@ -649,7 +677,6 @@ mod tests {
                 video_muted: false,
                 screen_sharing: false,
             },
-            ClientMsg::Chat { text: "t".into() },
             ClientMsg::Admit {
                 participant_id: "p".into(),
             },
@@ -675,6 +702,11 @@ mod tests {
                 key_package: "AAE=".into(),
             },
             ClientMsg::MlsMember { leaf: 2, epoch: 7 },
+            ClientMsg::MlsChat {
+                id: 1,
+                epoch: 7,
+                message: "AAE=".into(),
+            },
             ClientMsg::MlsCommit {
                 epoch: 7,
                 commit: "AAE=".into(),
@@ -743,12 +775,6 @@ mod doc_tests {
                 tracks: vec![],
             },
             ServerMsg::Renegotiate { audio: 0, video: 0 },
-            ServerMsg::Chat {
-                from_id: String::new(),
-                from_name: String::new(),
-                text: String::new(),
-                sent_at_ms: 0,
-            },
             ServerMsg::ActiveSpeaker {
                 participant_id: None,
             },
@@ -780,6 +806,16 @@ mod doc_tests {
             ServerMsg::MlsWelcome {
                 welcome: String::new(),
                 epoch: 0,
+            },
+            ServerMsg::MlsChat {
+                epoch: 0,
+                message: String::new(),
+                from_id: String::new(),
+                sent_at_ms: 0,
+            },
+            ServerMsg::MlsChatResult {
+                id: 0,
+                accepted: false,
             },
         ];
         let mut names: Vec<String> = server

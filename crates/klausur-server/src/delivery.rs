@@ -11,6 +11,10 @@
 //! - Exactly one commit wins per epoch: the first that names the current epoch. It goes to every
 //!   other member in arrival order; its Welcome goes to the joiners it names that are pending,
 //!   who from then on receive every later commit. Every other commit for that epoch loses.
+//! - Chat is end-to-end encrypted: MLS application messages (`mls_chat`) go to every other
+//!   member, but only if they were made in the current epoch; one of an older epoch is refused
+//!   (the author encrypts it again), so no member ever needs keys of a past epoch for it and the
+//!   order of commits and chat is the same for everyone.
 //! - When the last member leaves, the group is forgotten; the next joiner creates a new one
 //!   (under a new group id). Nothing survives the meeting: the state lives in the meeting actor.
 //!
@@ -20,7 +24,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use base64::Engine as _;
-use klausur_proto::{ErrorCode, MlsJoiner, MlsPolicy, ServerMsg};
+use klausur_proto::{ErrorCode, MlsJoiner, MlsPolicy, ServerMsg, MAX_CHAT_MESSAGE_CHARS};
 use klausur_room::PeerId;
 
 use crate::meeting::participant_id;
@@ -290,6 +294,50 @@ impl Delivery {
         Ok(out)
     }
 
+    /// `mls_chat` from a member: an MLS application message made at `epoch`, relayed to the
+    /// other members only if `epoch` is the current one. The author learns which by
+    /// `mls_chat_result`.
+    pub fn chat(
+        &mut self,
+        peer: PeerId,
+        id: u32,
+        epoch: u64,
+        message: String,
+        sent_at_ms: i64,
+    ) -> Result<Vec<Out>, Refusal> {
+        if !self.is_member(peer) {
+            return Err((
+                ErrorCode::Forbidden,
+                "only members of the meeting's group can chat (chat is end-to-end encrypted)"
+                    .into(),
+            ));
+        }
+        check_base64("message", &message, MAX_CHAT_MESSAGE_CHARS)?;
+        let current = self.epoch();
+        let result = Out::To(
+            peer,
+            ServerMsg::MlsChatResult {
+                id,
+                accepted: current == Some(epoch),
+            },
+        );
+        if current != Some(epoch) {
+            return Ok(vec![result]);
+        }
+        Ok(vec![
+            Out::Members {
+                msg: ServerMsg::MlsChat {
+                    epoch,
+                    message,
+                    from_id: participant_id(peer),
+                    sent_at_ms,
+                },
+                except: Some(peer),
+            },
+            result,
+        ])
+    }
+
     /// A participant left the meeting room (or the meeting).
     pub fn left(&mut self, peer: PeerId) -> Vec<Out> {
         let mut out = Vec::new();
@@ -409,6 +457,86 @@ mod tests {
             )]
         );
         assert_eq!(d.epoch(), Some(2));
+    }
+
+    #[test]
+    fn chat_of_the_current_epoch_goes_to_the_other_members_an_older_one_back_to_its_author() {
+        let mut d = Delivery::new("m1");
+        create(&mut d, 1);
+        d.key_package(2, KP.into(), None).expect("accepted");
+        d.commit(1, 0, "Q0M=".into(), Some("V0U=".into()), vec![2])
+            .expect("accepted");
+        // p3 waits for a Welcome: not a member, so it may not chat and receives no chat.
+        d.key_package(3, KP.into(), None).expect("accepted");
+        assert_eq!(
+            d.chat(3, 1, 1, "QQ==".into(), 5).expect_err("refused").0,
+            ErrorCode::Forbidden
+        );
+
+        let out = d.chat(2, 7, 1, "Q0hBVA==".into(), 1234).expect("accepted");
+        assert_eq!(
+            out,
+            vec![
+                Out::Members {
+                    msg: ServerMsg::MlsChat {
+                        epoch: 1,
+                        message: "Q0hBVA==".into(),
+                        from_id: "p2".into(),
+                        sent_at_ms: 1234,
+                    },
+                    except: Some(2),
+                },
+                Out::To(
+                    2,
+                    ServerMsg::MlsChatResult {
+                        id: 7,
+                        accepted: true
+                    }
+                ),
+            ]
+        );
+
+        // A commit moves the group to epoch 2: chat made in epoch 1 is not relayed any more,
+        // its author is told to encrypt it again.
+        d.commit(1, 1, "QQ==".into(), None, vec![])
+            .expect("accepted");
+        let out = d.chat(2, 8, 1, "Q0hBVA==".into(), 1235).expect("answered");
+        assert_eq!(
+            out,
+            vec![Out::To(
+                2,
+                ServerMsg::MlsChatResult {
+                    id: 8,
+                    accepted: false
+                }
+            )]
+        );
+        // Nor is chat claiming a future epoch.
+        let out = d.chat(2, 9, 3, "Q0hBVA==".into(), 1236).expect("answered");
+        assert!(matches!(
+            &out[..],
+            [Out::To(
+                2,
+                ServerMsg::MlsChatResult {
+                    id: 9,
+                    accepted: false
+                }
+            )]
+        ));
+
+        // Bad bytes are refused with a reason; nothing is relayed.
+        let (code, msg) = d.chat(2, 10, 2, "not base64!".into(), 0).expect_err("bad");
+        assert_eq!(code, ErrorCode::InvalidField);
+        assert!(msg.contains("message is not standard base64"), "{msg}");
+        assert_eq!(
+            d.chat(2, 11, 2, String::new(), 0).expect_err("empty").0,
+            ErrorCode::InvalidField
+        );
+        let long = "A".repeat(MAX_CHAT_MESSAGE_CHARS + 4);
+        assert_eq!(
+            d.chat(2, 12, 2, long, 0).expect_err("long").0,
+            ErrorCode::TooLarge
+        );
     }
 
     #[test]

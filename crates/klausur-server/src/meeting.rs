@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 
 use klausur_proto::{
     ClientMsg, EndReason, ErrorCode, JoinMethod, LeaveReason, LobbyEntry, LobbyReason, MeetingInfo,
-    MlsPolicy, Participant, ParticipantKind, Role, SecurityProfile, ServerMsg, MAX_CHAT_CHARS,
+    MlsPolicy, Participant, ParticipantKind, Role, SecurityProfile, ServerMsg,
 };
 use klausur_room::{PeerId, RoomEvent};
 use klausur_store::{BanSubject, Store};
@@ -785,29 +785,6 @@ impl Actor {
                     self.broadcast(ServerMsg::ParticipantUpdated { participant }, None);
                 }
             }
-            ClientMsg::Chat { text } => {
-                let text = text.trim().to_string();
-                if text.is_empty() {
-                    self.error(peer, ErrorCode::InvalidField, "chat text is empty");
-                } else if text.chars().count() > MAX_CHAT_CHARS {
-                    self.error(
-                        peer,
-                        ErrorCode::InvalidField,
-                        format!("chat text is longer than {MAX_CHAT_CHARS} characters"),
-                    );
-                } else {
-                    let from_name = self.display_name(peer);
-                    self.broadcast(
-                        ServerMsg::Chat {
-                            from_id: participant_id(peer),
-                            from_name,
-                            text,
-                            sent_at_ms: chrono::Utc::now().timestamp_millis(),
-                        },
-                        None,
-                    );
-                }
-            }
             ClientMsg::Admit { participant_id: id } => {
                 let Some(target) = self.find(peer, &id, Place::Lobby) else {
                     return Flow::Continue;
@@ -975,6 +952,11 @@ impl Actor {
                     }
                 }
                 let out = self.delivery.commit(peer, epoch, commit, welcome, joiners);
+                self.deliver_or_refuse(peer, out);
+            }
+            ClientMsg::MlsChat { id, epoch, message } => {
+                let sent_at_ms = chrono::Utc::now().timestamp_millis();
+                let out = self.delivery.chat(peer, id, epoch, message, sent_at_ms);
                 self.deliver_or_refuse(peer, out);
             }
             ClientMsg::EndMeeting => {

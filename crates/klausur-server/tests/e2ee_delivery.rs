@@ -254,6 +254,57 @@ async fn delivery_service_orders_commits_and_relays_welcomes() {
         .expect("encrypt");
     assert!(gina_dev.decrypt_frame(&frame, now()).is_ok());
 
+    // Chat is an MLS application message: Gina's reaches Olga, who decrypts it; the server
+    // relays ciphertext and tells Gina it was relayed.
+    let text = "Vertraulich: Haushaltsentwurf, Seite 12";
+    let sealed = gina_dev
+        .encrypt_application(text.as_bytes())
+        .expect("encrypt");
+    gina.send(&ClientMsg::MlsChat {
+        id: 1,
+        epoch: 2,
+        message: B64.encode(&sealed),
+    })
+    .await;
+    let ServerMsg::MlsChat {
+        epoch,
+        message,
+        from_id,
+        ..
+    } = olga.until(|m| matches!(m, ServerMsg::MlsChat { .. })).await
+    else {
+        unreachable!()
+    };
+    assert_eq!((epoch, from_id.as_str()), (2, gina_pid.as_str()));
+    assert!(!message.contains(&B64.encode(text.as_bytes())[..16]));
+    let (sender, data) = olga_dev
+        .decrypt_application(&B64.decode(&message).expect("base64"))
+        .expect("decrypt");
+    assert_eq!((sender, data.as_slice()), (gina_leaf, text.as_bytes()));
+    assert!(matches!(
+        gina.until(|m| matches!(m, ServerMsg::MlsChatResult { .. }))
+            .await,
+        ServerMsg::MlsChatResult {
+            id: 1,
+            accepted: true
+        }
+    ));
+    // Chat of an epoch that is over is not relayed; its author is told so.
+    gina.send(&ClientMsg::MlsChat {
+        id: 2,
+        epoch: 1,
+        message: B64.encode(&sealed),
+    })
+    .await;
+    assert!(matches!(
+        gina.until(|m| matches!(m, ServerMsg::MlsChatResult { .. }))
+            .await,
+        ServerMsg::MlsChatResult {
+            id: 2,
+            accepted: false
+        }
+    ));
+
     // Sam (staff, not invited) waits in the lobby; Olga admits him; his key package is pending
     // with Olga as the moderator who admitted him, and the policy does not name him.
     let (sam_http, sam_csrf) = srv.login("sam").await;
@@ -285,12 +336,25 @@ async fn delivery_service_orders_commits_and_relays_welcomes() {
     let sam_id = &sam_dev.credential().credential.user_id;
     assert!(sam_id.starts_with("user:"), "{sam_id}");
     assert!(!policy.direct_user_ids.contains(sam_id));
-    // A pending client cannot claim a leaf.
+    // A pending client cannot claim a leaf, nor chat.
     sam.send(&ClientMsg::MlsMember { leaf: 5, epoch: 2 }).await;
     assert!(matches!(
         sam.until(|m| matches!(m, ServerMsg::Error { .. })).await,
         ServerMsg::Error {
             code: ErrorCode::InvalidState,
+            ..
+        }
+    ));
+    sam.send(&ClientMsg::MlsChat {
+        id: 1,
+        epoch: 2,
+        message: B64.encode(b"not for the group"),
+    })
+    .await;
+    assert!(matches!(
+        sam.until(|m| matches!(m, ServerMsg::Error { .. })).await,
+        ServerMsg::Error {
+            code: ErrorCode::Forbidden,
             ..
         }
     ));

@@ -150,8 +150,10 @@ async fn lobby_admit_and_deny() {
     assert_eq!(lobby[0].reason, LobbyReason::Profile);
 
     // A waiting person can do nothing but wait.
-    anon.send(&ClientMsg::Chat {
-        text: "hallo".into(),
+    anon.send(&ClientMsg::MlsChat {
+        id: 1,
+        epoch: 0,
+        message: "aGFsbG8=".into(),
     })
     .await;
     assert!(matches!(
@@ -380,13 +382,22 @@ async fn bad_messages_get_errors_and_the_meeting_carries_on() {
     let cases: Vec<(String, ErrorCode)> = vec![
         ("not json".into(), ErrorCode::Malformed),
         (r#"{"type":"bogus"}"#.into(), ErrorCode::UnknownType),
-        (r#"{"type":"chat"}"#.into(), ErrorCode::Malformed),
+        (r#"{"type":"mls_chat"}"#.into(), ErrorCode::Malformed),
+        // Chat is end-to-end encrypted: only members of the meeting's MLS group can send it.
         (
-            r#"{"type":"chat","text":""}"#.into(),
-            ErrorCode::InvalidField,
+            r#"{"type":"mls_chat","id":1,"epoch":0,"message":"AAE="}"#.into(),
+            ErrorCode::Forbidden,
+        ),
+        // The plaintext chat of earlier versions is gone.
+        (
+            r#"{"type":"chat","text":"hallo"}"#.into(),
+            ErrorCode::UnknownType,
         ),
         (
-            format!(r#"{{"type":"chat","text":"{}"}}"#, "x".repeat(1_100_000)),
+            format!(
+                r#"{{"type":"mls_chat","id":1,"epoch":0,"message":"{}"}}"#,
+                "x".repeat(1_100_000)
+            ),
             ErrorCode::TooLarge,
         ),
         (
@@ -419,13 +430,17 @@ async fn bad_messages_get_errors_and_the_meeting_carries_on() {
         assert_eq!(got, code, "{}: {message}", &text[..text.len().min(60)]);
         assert!(!message.is_empty());
     }
-    // Still in the meeting: chat reaches the others.
-    gina.send(&ClientMsg::Chat {
-        text: "noch da".into(),
+    // Still in the meeting: a change of her media state reaches the others.
+    gina.send(&ClientMsg::MediaState {
+        audio_muted: true,
+        video_muted: false,
+        screen_sharing: false,
     })
     .await;
-    let c = olga.until(|m| matches!(m, ServerMsg::Chat { .. })).await;
-    assert!(matches!(c, ServerMsg::Chat { ref text, .. } if text == "noch da"));
+    olga.until(|m| {
+        matches!(m, ServerMsg::ParticipantUpdated { participant } if participant.audio_muted && !participant.video_muted)
+    })
+    .await;
 
     // A flood is rate limited without dropping the connection.
     for _ in 0..100 {
@@ -442,12 +457,16 @@ async fn bad_messages_get_errors_and_the_meeting_carries_on() {
     })
     .await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    gina.send(&ClientMsg::Chat {
-        text: "nach der Flut".into(),
+    gina.send(&ClientMsg::MediaState {
+        audio_muted: true,
+        video_muted: true,
+        screen_sharing: false,
     })
     .await;
-    olga.until(|m| matches!(m, ServerMsg::Chat { ref text, .. } if text == "nach der Flut"))
-        .await;
+    olga.until(
+        |m| matches!(m, ServerMsg::ParticipantUpdated { participant } if participant.video_muted),
+    )
+    .await;
 }
 
 #[tokio::test]

@@ -6,7 +6,7 @@ import { readFileSync } from 'node:fs';
 import { describe, expect, test } from 'vitest';
 import type { ClientMsg, MlsPolicy, ServerMsg } from '../signaling/protocol';
 import { fromBase64, toBase64, toHex } from './b64';
-import { GRACE_MS, MlsClient, type ParticipantLike } from './mls';
+import { CHAT_TIMEOUT_MS, GRACE_MS, MlsClient, type ParticipantLike } from './mls';
 import {
   WasmMember,
   generateSigningKey,
@@ -14,7 +14,7 @@ import {
   issueCredential,
   signingKeyPublic,
 } from './pkg/klausur_e2ee_wasm.js';
-import type { E2eeNotice, E2eeStatus } from './types';
+import type { ChatEvent, E2eeNotice, E2eeStatus } from './types';
 
 initSync({ module: readFileSync(new URL('./pkg/klausur_e2ee_wasm_bg.wasm', import.meta.url)) });
 
@@ -98,6 +98,13 @@ class Delivery {
     return out;
   }
 
+  chat(peer: string, id: number, epoch: number, message: string, sentAtMs: number): Out[] {
+    if (!this.members.has(peer) || this.epoch === null) return [];
+    const result: Out = { to: peer, msg: { type: 'mls_chat_result', id, accepted: epoch === this.epoch } };
+    if (epoch !== this.epoch) return [result];
+    return [{ members: { type: 'mls_chat', epoch, message, from_id: peer, sent_at_ms: sentAtMs }, except: peer }, result];
+  }
+
   left(peer: string): Out[] {
     const out: Out[] = [];
     const wasPending = this.pending.delete(peer);
@@ -128,6 +135,7 @@ class Client {
   readonly deviceKey = generateSigningKey();
   inbox: Inbox[] = [];
   notices: E2eeNotice[] = [];
+  chats: ChatEvent[] = [];
   status!: E2eeStatus;
   /** Whether this client fetches a renewed credential when asked. */
   renews = true;
@@ -150,6 +158,7 @@ class Client {
         send: (msg) => server.receive(this, msg),
         status: (s) => (this.status = s),
         notice: (n) => this.notices.push(n),
+        chat: (e) => this.chats.push(e),
         needCredential: () => {
           this.renewAsked += 1;
           if (this.renews) this.inbox.push({ renew: true });
@@ -175,6 +184,12 @@ class Server {
   participants = new Map<string, ParticipantLike & { admittedBy: string | null }>();
   /** `mls_member` of these participants is lost (a client that went away after its Welcome). */
   dropMember = new Set<string>();
+  /** Every mls_chat as it reached the server (what the server can see of chat). */
+  chatSeen: string[] = [];
+  /** While set, mls_chat waits here instead of reaching the delivery service. */
+  holdChat: { from: Client; msg: ClientMsg }[] | null = null;
+  /** Rewrites mls_chat before it is relayed (a lying server). */
+  tamperChat: ((msg: ServerMsg & { type: 'mls_chat' }) => ServerMsg) | null = null;
 
   join(c: Client, admittedBy: string | null = null): void {
     this.clients.set(c.id, c);
@@ -209,6 +224,14 @@ class Server {
       case 'mls_commit':
         this.apply(this.delivery.commit(from.id, msg.epoch, msg.commit, msg.welcome, msg.welcome_for));
         break;
+      case 'mls_chat':
+        if (this.holdChat) {
+          this.holdChat.push({ from, msg });
+          break;
+        }
+        this.chatSeen.push(JSON.stringify(msg));
+        this.apply(this.delivery.chat(from.id, msg.id, msg.epoch, msg.message, this.now));
+        break;
       default:
         throw new Error(`unexpected ${msg.type}`);
     }
@@ -240,12 +263,21 @@ class Server {
   }
 
   deliver(to: string, msg: ServerMsg): void {
-    this.clients.get(to)?.inbox.push({ msg });
+    const out = msg.type === 'mls_chat' && this.tamperChat ? this.tamperChat(msg) : msg;
+    this.clients.get(to)?.inbox.push({ msg: out });
   }
 
   broadcastParticipants(): void {
     const list = [...this.participants.values()].map((p) => ({ ...p }));
     for (const c of this.clients.values()) c.inbox.push({ participants: list });
+  }
+
+  /** Lets held chat messages reach the delivery service, in order. */
+  releaseChat(): void {
+    const held = this.holdChat ?? [];
+    this.holdChat = null;
+    for (const h of held) this.receive(h.from, h.msg);
+    this.pump();
   }
 
   /** Delivers queued messages, one per client in turn, until every inbox is empty. */
@@ -501,5 +533,117 @@ describe('MlsClient with the delivery service', () => {
     a.mls.start(credential(caKey, 'user:1', 'A', 'staff', generateSigningKey(), s.now), caPublicHex, s.now);
     expect(a.status.phase).toBe('failed');
     expect(a.warnings('start_failed')).toBe(1);
+  });
+
+  test('chat is encrypted for the group, shown under the credential name, and re-sent after an epoch change', () => {
+    const s = new Server();
+    s.policy = { staff_direct: true, direct_user_ids: [] };
+    const ana = new Client(s, 'p1', 'Ana', 'staff', 'user:1');
+    const ben = new Client(s, 'p2', 'Ben', 'staff', 'user:2');
+    const cem = new Client(s, 'p3', 'Cem', 'staff', 'user:3');
+    s.join(ana);
+    s.join(ben);
+    s.join(cem);
+    s.advance(3_000);
+    expectAgree([ana, ben, cem]);
+
+    // Ben writes; Ana and Cem read it under the name Ben's credential carries.
+    const secret = 'Vertraulich: Grundstücksverkauf Flur 7';
+    ben.mls.sendChat(1, `  ${secret}  `, s.now);
+    s.pump();
+    expect(ben.chats).toEqual([{ type: 'sent', id: 1 }]);
+    for (const c of [ana, cem]) {
+      expect(c.chats).toEqual([{
+        type: 'received',
+        from: { leaf: 1, userId: 'user:2', displayName: 'Ben', kind: 'staff' },
+        participantId: 'p2',
+        mismatch: false,
+        text: secret,
+        sentAtMs: s.now,
+      }]);
+    }
+    // The server saw one message, and not its text (the check itself is shown to work on
+    // the message's plaintext fields).
+    expect(s.chatSeen).toHaveLength(1);
+    expect(s.chatSeen[0]).toContain('"type":"mls_chat"');
+    expect(s.chatSeen[0]).not.toContain('Vertraulich');
+    expect(s.chatSeen[0]).not.toContain('Grundst');
+
+    // Cem writes while a commit is on its way: the server has moved to the next epoch when the
+    // chat arrives, refuses it, and Cem encrypts it again in the new epoch. Dave, added by
+    // that commit, can read it too.
+    const dave = new Client(s, 'p4', 'Dave', 'staff', 'user:4');
+    s.holdChat = [];
+    cem.mls.sendChat(7, 'Bitte Punkt 3 vertagen', s.now);
+    s.pump();
+    expect(s.holdChat).toHaveLength(1);
+    s.join(dave);
+    s.advance(3_000);
+    expectAgree([ana, ben, cem, dave]);
+    s.releaseChat();
+    expect(s.chatSeen).toHaveLength(3);
+    expect(cem.chats).toEqual([
+      expect.objectContaining({ type: 'received', text: secret }),
+      { type: 'sent', id: 7 },
+    ]);
+    for (const c of [ana, ben, dave]) {
+      const got = c.chats.filter((e) => e.type === 'received' && e.text === 'Bitte Punkt 3 vertagen');
+      expect(got, c.name).toHaveLength(1);
+      expect(got[0]).toMatchObject({ from: { displayName: 'Cem' }, mismatch: false });
+    }
+    expect(dave.chats.some((e) => e.type === 'received' && e.text === secret)).toBe(false);
+
+    // A lying server: it names another participant as the sender. The name shown stays the
+    // credential's; the entry is flagged.
+    s.tamperChat = (m) => ({ ...m, from_id: 'p1' });
+    dave.mls.sendChat(8, 'Einverstanden', s.now);
+    s.pump();
+    s.tamperChat = null;
+    expect(ben.chats.at(-1)).toMatchObject({
+      type: 'received', from: { displayName: 'Dave' }, participantId: 'p1', mismatch: true, text: 'Einverstanden',
+    });
+
+    // A commit passed off as chat is refused and not merged: no one's epoch moves through it.
+    const epoch = ana.status.epoch;
+    const update = ana.member!.updateOwnLeaf() as { commit: Uint8Array };
+    ana.member!.discardPendingCommit();
+    s.deliver('p2', { type: 'mls_chat', epoch: epoch as number, message: toBase64(update.commit), from_id: 'p1', sent_at_ms: s.now });
+    s.pump();
+    expect(ben.warnings('chat_rejected')).toBe(1);
+    expect(ben.status.epoch).toBe(epoch);
+    // Garbage is a warning too, never a message.
+    const before = cem.chats.length;
+    s.deliver('p3', { type: 'mls_chat', epoch: epoch as number, message: 'AAEC', from_id: 'p1', sent_at_ms: s.now });
+    s.pump();
+    expect(cem.warnings('chat_rejected')).toBe(1);
+    expect(cem.chats).toHaveLength(before);
+  });
+
+  test('chat waits for the group, fails after a timeout, and refuses empty or long texts', () => {
+    const s = new Server();
+    s.policy = { staff_direct: false, direct_user_ids: ['user:1'] };
+    const ana = new Client(s, 'p1', 'Ana', 'staff', 'user:1');
+    const gus = new Client(s, 'p2', 'Gus', 'guest', 'guest:g');
+    s.join(ana);
+    s.join(gus);
+    expect(gus.status.phase).toBe('waiting');
+    // Not in the group: nothing goes out, and after the timeout the message has failed.
+    gus.mls.sendChat(1, 'Hallo?', s.now);
+    s.pump();
+    expect(s.chatSeen).toEqual([]);
+    expect(gus.chats).toEqual([]);
+    s.advance(CHAT_TIMEOUT_MS + 500, 500);
+    expect(gus.chats).toEqual([{ type: 'failed', id: 1, reason: 'could not be encrypted in time' }]);
+    expect(s.chatSeen).toEqual([]);
+
+    ana.mls.sendChat(2, '   ', s.now);
+    ana.mls.sendChat(3, 'x'.repeat(2001), s.now);
+    ana.mls.sendChat(4, 'ü'.repeat(2000), s.now);
+    s.pump();
+    expect(ana.chats).toEqual([
+      { type: 'failed', id: 2, reason: 'a chat message has 1 to 2000 characters' },
+      { type: 'failed', id: 3, reason: 'a chat message has 1 to 2000 characters' },
+      { type: 'sent', id: 4 },
+    ]);
   });
 });

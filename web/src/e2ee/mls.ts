@@ -8,9 +8,11 @@
 // server's participant list (`setParticipants`), "this user admitted X from the lobby"
 // (`admitted`) and `tick`. Outputs through the sink: client messages to send, status, notices.
 
+import { MAX_CHAT_CHARS } from '../signaling/protocol';
 import type { ClientMsg, MlsJoiner, MlsPolicy, ServerMsg } from '../signaling/protocol';
 import { fromBase64, fromHex, toBase64 } from './b64';
 import type {
+  ChatEvent,
   CredentialInfo,
   E2eeNotice,
   E2eePhase,
@@ -34,6 +36,10 @@ export const COMMIT_TIMEOUT_MS = 15_000;
 export const RENEW_BEFORE_MS = 10 * 60_000;
 /** Ask again after this long if no renewed credential arrived. */
 export const RENEW_RETRY_MS = 60_000;
+/** An own chat message still not sent this long after the user wrote it has failed. */
+export const CHAT_TIMEOUT_MS = 30_000;
+/** An own chat message refused this often (its epoch was over each time) has failed. */
+export const MAX_CHAT_ATTEMPTS = 5;
 const MAX_WARNINGS = 10;
 
 export interface RosterEntryInfo extends CredentialInfo {
@@ -60,6 +66,19 @@ export interface CommitBytes {
   welcome: Uint8Array | null;
 }
 
+/** The plaintext of a chat application message (JSON, UTF-8). */
+export interface ChatPayload {
+  type: 'chat';
+  text: string;
+}
+
+/** A chat text as it is sent and shown: trimmed, 1 to MAX_CHAT_CHARS characters, or null. */
+export function chatText(text: string): string | null {
+  const t = text.trim();
+  const chars = [...t].length;
+  return chars === 0 || chars > MAX_CHAT_CHARS ? null : t;
+}
+
 /** The part of klausur-e2ee-wasm's `WasmMember` this class uses (structural, for tests). */
 export interface MemberApi {
   keyPackage(): Uint8Array;
@@ -74,6 +93,8 @@ export interface MemberApi {
   mergePendingCommit(now: number): unknown;
   discardPendingCommit(): void;
   processMessage(message: Uint8Array, now: number): unknown;
+  encryptApplication(data: Uint8Array): Uint8Array;
+  decryptApplication(message: Uint8Array): unknown;
   joinFromWelcome(welcome: Uint8Array, now: number): void;
   readonly inGroup: boolean;
   leafIndex(): number;
@@ -90,6 +111,8 @@ export interface MlsSink {
   send(msg: ClientMsg): void;
   status(status: E2eeStatus): void;
   notice(notice: E2eeNotice): void;
+  /** End-to-end encrypted chat: messages received, own messages relayed or failed. */
+  chat(event: ChatEvent): void;
   /**
    * The own credential expires within RENEW_BEFORE_MS: fetch a new one for the same device key
    * and pass it to `renew`. Asked again every RENEW_RETRY_MS until one arrives.
@@ -111,6 +134,18 @@ type Commit =
   | { kind: 'remove'; leaves: number[] }
   | { kind: 'update' }
   | { kind: 'renew'; credential: Uint8Array };
+
+/** An own chat message until the server relayed it. */
+interface OutChat {
+  id: number;
+  text: string;
+  queuedAt: number;
+  attempts: number;
+  /** The epoch it was encrypted in, while its `mls_chat_result` is awaited. */
+  sentEpoch: number | null;
+  /** The epoch it was last refused in: it is encrypted again only in a later one. */
+  refusedEpoch: number | null;
+}
 
 interface Inflight {
   epoch: number;
@@ -156,6 +191,8 @@ export class MlsClient {
   private lastStatusJson = '';
   private renewal: Uint8Array | null = null;
   private renewAskedAt: number | null = null;
+  /** Own chat messages not yet relayed, in the order they were written. */
+  private outbox: OutChat[] = [];
   /** No own commit before this time (after a lost commit whose winner has not arrived). */
   private holdUntil = 0;
   private now = 0;
@@ -210,6 +247,23 @@ export class MlsClient {
     this.evaluate();
   }
 
+  /**
+   * Sends chat `text` end-to-end encrypted, as an MLS application message of the current epoch
+   * (`mls_chat`). `id` is the caller's number for it: the outcome comes back through the sink
+   * as `sent` or `failed` with that id. Held while this client is not (yet) a member or has a
+   * commit in flight; encrypted again when the server refuses it for an epoch that ended.
+   */
+  sendChat(id: number, text: string, now: number): void {
+    this.now = now;
+    const t = chatText(text);
+    if (t === null) {
+      this.sink.chat({ type: 'failed', id, reason: `a chat message has 1 to ${MAX_CHAT_CHARS} characters` });
+      return;
+    }
+    this.outbox.push({ id, text: t, queuedAt: now, attempts: 0, sentEpoch: null, refusedEpoch: null });
+    this.evaluate();
+  }
+
   /** Consumes the server's mls_* messages; returns false for every other message. */
   handleServer(msg: ServerMsg, now: number): boolean {
     this.now = now;
@@ -232,6 +286,12 @@ export class MlsClient {
         break;
       case 'mls_commit_result':
         this.onCommitResult(msg.epoch, msg.accepted);
+        break;
+      case 'mls_chat':
+        this.onChat(msg.message, msg.from_id, msg.sent_at_ms);
+        break;
+      case 'mls_chat_result':
+        this.onChatResult(msg.id, msg.accepted);
         break;
       default:
         return false;
@@ -413,6 +473,87 @@ export class MlsClient {
     this.epochChanged(change);
   }
 
+  private onChat(message: string, fromId: string, sentAtMs: number): void {
+    const m = this.member;
+    // Not a member (yet, or any more): it could not be decrypted, and is not meant for us.
+    if (!m || !m.inGroup || this.phase !== 'active') return;
+    let got: { sender: number; data: Uint8Array };
+    try {
+      got = m.decryptApplication(fromBase64(message)) as { sender: number; data: Uint8Array };
+    } catch (e) {
+      this.warn('chat_rejected', errText(e));
+      return;
+    }
+    let payload: Partial<ChatPayload> | null = null;
+    try {
+      payload = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(got.data)) as Partial<ChatPayload>;
+    } catch (e) {
+      this.warn('chat_rejected', `not a chat payload: ${errText(e)}`);
+      return;
+    }
+    // Later versions may send other application messages: not chat, not shown.
+    if (payload?.type !== 'chat') return;
+    const text = typeof payload.text === 'string' ? chatText(payload.text) : null;
+    const from = this.roster.find((e) => e.leafIndex === got.sender);
+    if (text === null || !from) {
+      this.warn('chat_rejected', text === null
+        ? `chat text from leaf ${got.sender} is empty or longer than ${MAX_CHAT_CHARS} characters`
+        : `chat from leaf ${got.sender}, which is not in the roster`);
+      return;
+    }
+    const claimant = this.participants.find((p) => p.id === fromId);
+    this.sink.chat({
+      type: 'received',
+      from: memberInfo(from),
+      participantId: fromId,
+      mismatch: claimant?.leaf !== got.sender,
+      text,
+      sentAtMs,
+    });
+  }
+
+  private onChatResult(id: number, accepted: boolean): void {
+    const c = this.outbox.find((o) => o.id === id);
+    if (!c || c.sentEpoch === null) return;
+    if (accepted) {
+      this.outbox = this.outbox.filter((o) => o !== c);
+      this.sink.chat({ type: 'sent', id });
+    } else {
+      c.refusedEpoch = c.sentEpoch;
+      c.sentEpoch = null;
+    }
+  }
+
+  /** Encrypts and sends what the outbox holds, once this client can; fails what waited too long. */
+  private flushChat(): void {
+    const m = this.member;
+    const active = this.phase === 'active' && m !== null && m.inGroup;
+    for (const c of [...this.outbox]) {
+      let failed: string | null = null;
+      if (this.phase === 'removed' || this.phase === 'failed') failed = `end-to-end encryption is ${this.phase}`;
+      // One awaiting its result is left alone: the server may have relayed it already.
+      else if (c.sentEpoch === null && this.now - c.queuedAt > CHAT_TIMEOUT_MS) failed = 'could not be encrypted in time';
+      else if (c.sentEpoch === null && c.attempts >= MAX_CHAT_ATTEMPTS) failed = `refused ${c.attempts} times`;
+      if (failed === null && c.sentEpoch === null && active && !this.inflight) {
+        const epoch = m.epoch();
+        if (c.refusedEpoch !== null && epoch <= c.refusedEpoch) continue;
+        try {
+          const payload: ChatPayload = { type: 'chat', text: c.text };
+          const sealed = m.encryptApplication(new TextEncoder().encode(JSON.stringify(payload)));
+          c.attempts += 1;
+          c.sentEpoch = epoch;
+          this.sink.send({ type: 'mls_chat', id: c.id, epoch, message: toBase64(sealed) });
+        } catch (e) {
+          failed = errText(e);
+        }
+      }
+      if (failed !== null) {
+        this.outbox = this.outbox.filter((o) => o !== c);
+        this.sink.chat({ type: 'failed', id: c.id, reason: failed });
+      }
+    }
+  }
+
   private epochChanged(ev: EpochChangedEvent): void {
     this.refreshRoster();
     this.needSince = null;
@@ -573,6 +714,7 @@ export class MlsClient {
       if (!this.inflight) this.plan(m, ownLeaf);
       this.maybeAskForCredential(m);
     }
+    this.flushChat();
     this.emitStatus();
   }
 

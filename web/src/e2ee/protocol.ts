@@ -4,7 +4,7 @@
 
 import type { ClientMsg, ServerMsg } from '../signaling/protocol';
 import type { ParticipantLike } from './mls';
-import type { CapturedFrame, E2eeDiagnostics, E2eeNotice, E2eeStatus } from './types';
+import type { CapturedFrame, ChatEvent, E2eeDiagnostics, E2eeNotice, E2eeStatus } from './types';
 
 export type ToWorker =
   /** First message. `testPlaintext` is honoured by test-hooks builds only. */
@@ -16,6 +16,8 @@ export type ToWorker =
   | { t: 'server'; msg: ServerMsg }
   | { t: 'participants'; selfId: string; participants: ParticipantLike[] }
   | { t: 'admitted'; participantId: string; displayName: string }
+  /** Chat text to encrypt and send; `id` comes back in the `sent` or `failed` chat event. */
+  | { t: 'chat'; id: number; text: string }
   | { t: 'diagnostics'; req: number }
   | { t: 'testCapture'; req: number }
   | { t: 'close' };
@@ -28,6 +30,8 @@ export type FromWorker =
   | { t: 'needCredential' }
   | { t: 'status'; status: E2eeStatus }
   | { t: 'notice'; notice: E2eeNotice }
+  /** A decrypted chat message, or the outcome of an own one. */
+  | { t: 'chat'; event: ChatEvent }
   | { t: 'diagnostics'; req: number; data: E2eeDiagnostics }
   | { t: 'testCapture'; req: number; frames: CapturedFrame[] }
   /** The worker cannot run (WebAssembly failed to load): media stays blocked. */

@@ -4,9 +4,9 @@
 
 import type { ClientMsg, Participant, ServerMsg } from '../signaling/protocol';
 import type { FromWorker, ToWorker } from './protocol';
-import type { CapturedFrame, E2eeDiagnostics, E2eeNotice, E2eeStatus, SendSourceName } from './types';
+import type { CapturedFrame, ChatEvent, E2eeDiagnostics, E2eeNotice, E2eeStatus, SendSourceName } from './types';
 
-export type { CapturedFrame, E2eeDiagnostics, E2eeNotice, E2eeStatus } from './types';
+export type { CapturedFrame, ChatEvent, E2eeDiagnostics, E2eeNotice, E2eeStatus } from './types';
 export type {
   CredentialKind,
   E2eePhase,
@@ -21,10 +21,12 @@ export type {
 } from './types';
 
 export interface E2eeSessionOptions {
-  /** Sends a signaling message (mls_key_package, mls_member, mls_commit). */
+  /** Sends a signaling message (mls_key_package, mls_member, mls_commit, mls_chat). */
   send(msg: ClientMsg): void;
   onStatus(s: E2eeStatus): void;
   onNotice(n: E2eeNotice): void;
+  /** End-to-end encrypted chat: received messages and the outcome of own ones. */
+  onChat(e: ChatEvent): void;
 }
 
 export interface IssuedCredential {
@@ -34,7 +36,9 @@ export interface IssuedCredential {
   ca_public_key: string;
 }
 
-const MLS_TYPES = new Set(['mls_create_group', 'mls_pending', 'mls_commit', 'mls_commit_result', 'mls_welcome']);
+const MLS_TYPES = new Set([
+  'mls_create_group', 'mls_pending', 'mls_commit', 'mls_commit_result', 'mls_welcome', 'mls_chat', 'mls_chat_result',
+]);
 
 let current: E2eeSession | null = null;
 
@@ -87,6 +91,9 @@ export class E2eeSession {
           break;
         case 'notice':
           this.opts.onNotice(m.notice);
+          break;
+        case 'chat':
+          this.opts.onChat(m.event);
           break;
         case 'diagnostics':
         case 'testCapture': {
@@ -176,6 +183,14 @@ export class E2eeSession {
   /** This user admitted `participantId` from the lobby under `displayName`. */
   admitted(participantId: string, displayName: string): void {
     this.post({ t: 'admitted', participantId, displayName });
+  }
+
+  /**
+   * Sends chat text end-to-end encrypted (the worker encrypts it for the group's current epoch).
+   * The outcome arrives through `onChat` as `sent` or `failed` with `id`.
+   */
+  sendChat(id: number, text: string): void {
+    this.post({ t: 'chat', id, text });
   }
 
   /** Encrypts everything `sender` sends (set before the first frame, e.g. right after addTransceiver). */

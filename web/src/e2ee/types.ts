@@ -86,7 +86,9 @@ export type WarningCode =
   /** The device could not start (credential, CA key). */
   | 'start_failed'
   /** A roster / server-list discrepancy (see `VerificationFlag`). */
-  | 'roster_discrepancy';
+  | 'roster_discrepancy'
+  /** A chat message from the delivery service failed to decrypt or is malformed; not shown. */
+  | 'chat_rejected';
 
 export interface E2eeWarning {
   code: WarningCode;
@@ -126,6 +128,30 @@ export type E2eeNotice =
       detail: string;
     }
   | { type: 'warning'; warning: E2eeWarning };
+
+/**
+ * End-to-end encrypted chat as the worker reports it to the page. Chat text travels only as MLS
+ * application messages; the page shows what the worker decrypted and under whose credential.
+ */
+export type ChatEvent =
+  /**
+   * A member's message. `from` is the MLS sender with the name its credential carries (what the
+   * identity CA vouches for). `participantId` is the server's word for who sent it; `mismatch`
+   * is true when that participant does not claim the sender's leaf.
+   */
+  | {
+      type: 'received';
+      from: MemberInfo;
+      participantId: string;
+      mismatch: boolean;
+      text: string;
+      /** When the server relayed it, ms since the Unix epoch. */
+      sentAtMs: number;
+    }
+  /** The server relayed own message `id` (the page's number) to the other members. */
+  | { type: 'sent'; id: number }
+  /** Own message `id` was not sent; `reason` is English, for logs and a tooltip. */
+  | { type: 'failed'; id: number; reason: string };
 
 export interface E2eeStatus {
   phase: E2eePhase;

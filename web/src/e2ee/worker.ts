@@ -65,6 +65,7 @@ async function initialise(): Promise<void> {
       send: (msg) => post({ t: 'send', msg }),
       status: (status) => post({ t: 'status', status }),
       notice: (notice) => post({ t: 'notice', notice }),
+      chat: (event) => post({ t: 'chat', event }),
       needCredential: () => post({ t: 'needCredential' }),
     },
   );
@@ -124,6 +125,9 @@ async function handle(m: ToWorker): Promise<void> {
       break;
     case 'admitted':
       c.admitted(m.participantId, m.displayName, now);
+      break;
+    case 'chat':
+      c.sendChat(m.id, m.text, now);
       break;
   }
 }

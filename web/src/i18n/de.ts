@@ -212,6 +212,10 @@ export const de = {
 
   'chat.title': 'Chat',
   'chat.empty': 'Noch keine Nachrichten. Nachrichten werden nicht gespeichert und sind nur für die Anwesenden sichtbar.',
+  'chat.e2ee': 'Ende-zu-Ende-verschlüsselt: Nur Mitglieder der verschlüsselten Gruppe können den Chat lesen, der Server nicht.',
+  'chat.sending': 'wird gesendet …',
+  'chat.failed': 'nicht gesendet',
+  'chat.mismatch': 'Der Server nennt einen anderen Absender als die verschlüsselte Nachricht. Angezeigt ist der geprüfte Name.',
   'chat.placeholder': 'Nachricht an alle …',
   'chat.send': 'Senden',
   'chat.you': 'Sie',
@@ -275,6 +279,7 @@ export const de = {
   'e2ee.warning.create_failed': 'Die verschlüsselte Gruppe konnte nicht angelegt werden.',
   'e2ee.warning.start_failed': 'Die Verschlüsselung konnte nicht starten (Ausweis des Geräts fehlt).',
   'e2ee.warning.roster_discrepancy': 'Die Teilnehmerliste des Servers weicht von der verschlüsselten Gruppe ab.',
+  'e2ee.warning.chat_rejected': 'Eine Chatnachricht vom Server ließ sich nicht entschlüsseln oder prüfen und wird nicht angezeigt.',
   'e2ee.flag.not_in_group': 'Nicht in der verschlüsselten Gruppe: vom Server gemeldet, sieht und hört aber nichts.',
   'e2ee.flag.not_announced': 'In der verschlüsselten Gruppe, aber vom Server nicht gemeldet.',
   'e2ee.flag.mismatch': 'Name oder Art stimmen nicht mit dem geprüften Ausweis überein.',

@@ -212,6 +212,10 @@ export const en: Record<StringKey, string> = {
 
   'chat.title': 'Chat',
   'chat.empty': 'No messages yet. Messages are not stored and only visible to those present.',
+  'chat.e2ee': 'End-to-end encrypted: only members of the encrypted group can read the chat, the server cannot.',
+  'chat.sending': 'sending …',
+  'chat.failed': 'not sent',
+  'chat.mismatch': 'The server names a different sender than the encrypted message. The name shown is the verified one.',
   'chat.placeholder': 'Message to everyone …',
   'chat.send': 'Send',
   'chat.you': 'You',
@@ -275,6 +279,7 @@ export const en: Record<StringKey, string> = {
   'e2ee.warning.create_failed': 'The encrypted group could not be created.',
   'e2ee.warning.start_failed': "Encryption could not start (the device's credential is missing).",
   'e2ee.warning.roster_discrepancy': "The server's participant list differs from the encrypted group.",
+  'e2ee.warning.chat_rejected': 'A chat message from the server could not be decrypted or verified and is not shown.',
   'e2ee.flag.not_in_group': 'Not in the encrypted group: announced by the server, but sees and hears nothing.',
   'e2ee.flag.not_announced': 'In the encrypted group, but not announced by the server.',
   'e2ee.flag.mismatch': 'Name or kind do not match the verified credential.',

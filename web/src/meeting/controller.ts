@@ -7,7 +7,16 @@ import { getCamera, getMicrophone, getScreen, playChime } from '../media/devices
 import { PeerSession, type InboundStat, type RemoteTrack } from '../media/peer';
 import { E2eeSession } from '../e2ee/session';
 import type { E2eeDiagnostics, E2eeNotice, E2eeStatus } from '../e2ee/types';
-import { endLocally, initialRoomState, isModerator, reduce, type RoomState } from './state';
+import { chatText } from '../e2ee/mls';
+import {
+  chatEvent,
+  chatWritten,
+  endLocally,
+  initialRoomState,
+  isModerator,
+  reduce,
+  type RoomState,
+} from './state';
 
 export interface LocalState {
   audioMuted: boolean;
@@ -57,6 +66,8 @@ export class MeetingController {
   private peer: PeerSession | null = null;
   private e2ee: E2eeSession | null = null;
   private e2eeStarted = false;
+  /** Numbers of own chat messages, for their outcome from the encryption worker. */
+  private chatIds = 0;
   private audioTrack: MediaStreamTrack | null;
 
   constructor(private readonly opts: JoinOptions) {
@@ -124,6 +135,7 @@ export class MeetingController {
       send: (m) => this.send(m),
       onStatus: (status) => this.update({ e2ee: status }),
       onNotice: (notice) => this.addNotice(notice),
+      onChat: (event) => this.update({ room: chatEvent(this.snapshot.room, event) }),
     });
     this.signaling.connect();
   }
@@ -331,9 +343,16 @@ export class MeetingController {
 
   // ---- chat and moderation ----
 
+  /**
+   * Sends a chat message, end-to-end encrypted by the encryption worker; it shows at once as
+   * "sending" and becomes "sent" when the server relayed it to the others.
+   */
   sendChat(text: string): void {
-    const t = text.trim();
-    if (t) this.send({ type: 'chat', text: t });
+    const t = chatText(text);
+    if (t === null || !this.e2ee) return;
+    const id = ++this.chatIds;
+    this.update({ room: chatWritten(this.snapshot.room, id, t, Date.now()) });
+    this.e2ee.sendChat(id, t);
   }
 
   admit(participantId: string): void {

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { initialRoomState, isModerator, reduce } from './state';
+import { chatEvent, chatWritten, initialRoomState, isModerator, reduce } from './state';
 import type { Participant } from '../signaling/protocol';
 
 const alice: Participant = {
@@ -50,7 +50,7 @@ describe('room state', () => {
     expect(s.activeSpeaker).toBeNull();
   });
 
-  it('counts lobby arrivals and records chat and errors', () => {
+  it('counts lobby arrivals and records errors', () => {
     let s = reduce(joined, {
       type: 'lobby_changed',
       lobby: [{ id: 'x', display_name: 'Eve', kind: 'guest', invitation: null, reason: 'profile' }],
@@ -59,11 +59,46 @@ describe('room state', () => {
     s = reduce(s, { type: 'lobby_changed', lobby: [], arrived: false });
     expect(s.lobbyArrivals).toBe(1);
     expect(s.lobby).toEqual([]);
-    s = reduce(s, { type: 'chat', from_id: 'p1', from_name: 'Alice', text: 'Hallo', sent_at_ms: 1 });
-    expect(s.chat[0]).toMatchObject({ text: 'Hallo', self: true, seq: 1 });
     s = reduce(s, { type: 'error', code: 'unknown_type', message: 'no' });
     expect(s.lastError?.code).toBe('unknown_type');
     expect(s.phase).toBe('joined');
+  });
+
+  it('records own chat as sending until the worker reports it sent or failed', () => {
+    let s = chatWritten(joined, 1, 'Hallo', 1000);
+    s = chatWritten(s, 2, 'Noch da?', 2000);
+    expect(s.chat.map((c) => [c.seq, c.localId, c.fromName, c.self, c.delivery])).toEqual([
+      [1, 1, 'Alice', true, 'sending'],
+      [2, 2, 'Alice', true, 'sending'],
+    ]);
+    s = chatEvent(s, { type: 'sent', id: 2 });
+    s = chatEvent(s, { type: 'failed', id: 1, reason: 'refused 5 times' });
+    expect(s.chat.map((c) => c.delivery)).toEqual(['failed', 'sent']);
+    // An outcome for a message this page does not know changes nothing.
+    expect(chatEvent(s, { type: 'sent', id: 99 })).toBe(s);
+  });
+
+  it('shows received chat under the credential name, flagged when the server names another sender', () => {
+    let s = chatEvent(joined, {
+      type: 'received',
+      from: { leaf: 3, userId: 'invitation:7', displayName: 'Bob Bürger', kind: 'invited_guest' },
+      participantId: 'p2',
+      mismatch: false,
+      text: 'Guten Morgen',
+      sentAtMs: 5,
+    });
+    s = chatEvent(s, {
+      type: 'received',
+      from: { leaf: 3, userId: 'invitation:7', displayName: 'Bob Bürger', kind: 'invited_guest' },
+      participantId: 'p1',
+      mismatch: true,
+      text: 'Zweite',
+      sentAtMs: 6,
+    });
+    expect(s.chat.map((c) => [c.seq, c.fromName, c.fromId, c.self, c.delivery, c.mismatch, c.text])).toEqual([
+      [1, 'Bob Bürger', 'p2', false, 'sent', false, 'Guten Morgen'],
+      [2, 'Bob Bürger', 'p1', false, 'sent', true, 'Zweite'],
+    ]);
   });
 
   it('ends with the server reason', () => {

@@ -1,4 +1,6 @@
-// Pure meeting state: what the server told us, folded message by message.
+// Pure meeting state: what the server told us, folded message by message, and the chat the
+// encryption worker decrypted.
+import type { ChatEvent } from '../e2ee/types';
 import type {
   EndReason,
   ErrorCode,
@@ -13,13 +15,27 @@ export type Phase = 'connecting' | 'lobby' | 'joined' | 'ended';
 /** Why the call ended, from the server (`EndReason`) or locally. */
 export type EndCause = EndReason | 'left' | 'connection_lost' | 'join_failed';
 
+/** Own chat messages: written, relayed by the server to the others, or not sent. */
+export type ChatDelivery = 'sending' | 'sent' | 'failed';
+
+/** One chat message. Chat is end-to-end encrypted: the text and the author's name come from
+ * the encryption worker (the MLS sender's credential), never from the server. */
 export interface ChatEntry {
   seq: number;
-  fromId: string;
+  /** Own messages: the number given to the encryption worker; null for others' messages. */
+  localId: number | null;
+  /** The author's name as its credential carries it (own messages: own name). */
   fromName: string;
+  /** The server participant that relayed it (others' messages), its word only. */
+  fromId: string | null;
   text: string;
+  /** When it was written (own) or relayed (others), ms since the Unix epoch. */
   sentAtMs: number;
   self: boolean;
+  /** Own messages: where they are; others' messages are always 'sent'. */
+  delivery: ChatDelivery;
+  /** The server's sender does not claim the author's MLS leaf (shown as a warning). */
+  mismatch: boolean;
 }
 
 export interface RoomState {
@@ -97,17 +113,6 @@ export function reduce(state: RoomState, msg: ServerMsg): RoomState {
       };
     case 'meeting_changed':
       return { ...state, meeting: msg.meeting, meetingTitle: msg.meeting.title };
-    case 'chat': {
-      const entry: ChatEntry = {
-        seq: (state.chat.at(-1)?.seq ?? 0) + 1,
-        fromId: msg.from_id,
-        fromName: msg.from_name,
-        text: msg.text,
-        sentAtMs: msg.sent_at_ms,
-        self: msg.from_id === state.selfId,
-      };
-      return { ...state, chat: [...state.chat, entry].slice(-MAX_CHAT_ENTRIES) };
-    }
     case 'active_speaker':
       return { ...state, activeSpeaker: msg.participant_id };
     case 'ended':
@@ -121,6 +126,47 @@ export function reduce(state: RoomState, msg: ServerMsg): RoomState {
     default:
       return state;
   }
+}
+
+function addChat(state: RoomState, entry: Omit<ChatEntry, 'seq'>): RoomState {
+  const seq = (state.chat.at(-1)?.seq ?? 0) + 1;
+  return { ...state, chat: [...state.chat, { ...entry, seq }].slice(-MAX_CHAT_ENTRIES) };
+}
+
+/** An own chat message handed to the encryption worker as `localId`. */
+export function chatWritten(state: RoomState, localId: number, text: string, now: number): RoomState {
+  return addChat(state, {
+    localId,
+    fromName: self(state)?.display_name ?? '',
+    fromId: state.selfId,
+    text,
+    sentAtMs: now,
+    self: true,
+    delivery: 'sending',
+    mismatch: false,
+  });
+}
+
+/** Folds a chat event of the encryption worker into the state. */
+export function chatEvent(state: RoomState, ev: ChatEvent): RoomState {
+  if (ev.type === 'received') {
+    return addChat(state, {
+      localId: null,
+      fromName: ev.from.displayName,
+      fromId: ev.participantId,
+      text: ev.text,
+      sentAtMs: ev.sentAtMs,
+      self: false,
+      delivery: 'sent',
+      mismatch: ev.mismatch,
+    });
+  }
+  const delivery: ChatDelivery = ev.type === 'sent' ? 'sent' : 'failed';
+  if (!state.chat.some((c) => c.self && c.localId === ev.id)) return state;
+  return {
+    ...state,
+    chat: state.chat.map((c) => (c.self && c.localId === ev.id ? { ...c, delivery } : c)),
+  };
 }
 
 export function endLocally(state: RoomState, cause: EndCause): RoomState {

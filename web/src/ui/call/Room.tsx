@@ -177,7 +177,9 @@ export function Room({ controller, snap }: { controller: MeetingController; snap
             </button>
           </div>
           <div className="panel-body">
-            {panel === 'chat' && <ChatPanel messages={room.chat} onSend={(text) => controller.sendChat(text)} />}
+            {panel === 'chat' && (
+              <ChatPanel messages={room.chat} onSend={(text) => controller.sendChat(text)} canSend={snap.e2ee?.phase === 'active'} />
+            )}
             {panel === 'people' && (
               <PeoplePanel
                 controller={controller}
