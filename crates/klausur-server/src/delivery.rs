@@ -11,6 +11,9 @@
 //! - Exactly one commit wins per epoch: the first that names the current epoch. It goes to every
 //!   other member in arrival order; its Welcome goes to the joiners it names that are pending,
 //!   who from then on receive every later commit. Every other commit for that epoch loses.
+//! - A joiner admitted from the lobby is added by the admitting moderator's client only. If that
+//!   moderator leaves first, the joiner is no longer tied to them, and any moderator can admit
+//!   them to the group ([`Delivery::readmit`]), so nobody waits for keys forever.
 //! - Chat is end-to-end encrypted: MLS application messages (`mls_chat`) go to every other
 //!   member, but only if they were made in the current epoch; one of an older epoch is refused
 //!   (the author encrypts it again), so no member ever needs keys of a past epoch for it and the
@@ -338,16 +341,46 @@ impl Delivery {
         ])
     }
 
+    /// A moderator admits `joiner`, who is in the meeting room and waits to be added to the
+    /// group, from now on as if they had admitted them from the lobby: their client adds
+    /// `joiner`. For a joiner whose admitting moderator left (or who came in by a profile that
+    /// no longer admits them directly); it also hands a joiner over to another moderator.
+    pub fn readmit(&mut self, joiner: PeerId, by: PeerId) -> Result<Vec<Out>, Refusal> {
+        let Some(p) = self.pending.get_mut(&joiner) else {
+            return Err((
+                ErrorCode::InvalidState,
+                format!(
+                    "{} is not waiting to be added to the meeting's encrypted group",
+                    participant_id(joiner)
+                ),
+            ));
+        };
+        p.admitted_by = Some(by);
+        Ok(if self.group.is_some() {
+            vec![Out::PendingChanged]
+        } else {
+            Vec::new()
+        })
+    }
+
     /// A participant left the meeting room (or the meeting).
     pub fn left(&mut self, peer: PeerId) -> Vec<Out> {
         let mut out = Vec::new();
         let was_pending = self.pending.remove(&peer).is_some();
+        // Joiners this moderator admitted are no longer tied to them (see `readmit`).
+        let mut released = false;
+        for p in self.pending.values_mut() {
+            if p.admitted_by == Some(peer) {
+                p.admitted_by = None;
+                released = true;
+            }
+        }
         self.leaves.remove(&peer);
         if let Some(g) = self.group.as_mut() {
             g.members.remove(&peer);
             if g.members.is_empty() {
                 self.group = None;
-            } else if was_pending {
+            } else if was_pending || released {
                 out.push(Out::PendingChanged);
             }
         }
@@ -537,6 +570,45 @@ mod tests {
             d.chat(2, 12, 2, long, 0).expect_err("long").0,
             ErrorCode::TooLarge
         );
+    }
+
+    #[test]
+    fn a_joiner_whose_admitting_moderator_left_can_be_admitted_by_another() {
+        let mut d = Delivery::new("m1");
+        create(&mut d, 1);
+        d.key_package(2, KP.into(), None).expect("accepted");
+        d.commit(1, 0, "Q0M=".into(), Some("V0U=".into()), vec![2])
+            .expect("accepted");
+        // p3 came in from the lobby, admitted by p2.
+        assert_eq!(
+            d.key_package(3, KP.into(), Some(2)).expect("accepted"),
+            vec![Out::PendingChanged]
+        );
+        let admitted_by = |d: &Delivery| match d.pending(policy()) {
+            ServerMsg::MlsPending { joiners, .. } => joiners[0].admitted_by.clone(),
+            _ => unreachable!(),
+        };
+        assert_eq!(admitted_by(&d), Some("p2".into()));
+        // p2 leaves before adding them: p3 is released, and members hear of it.
+        assert_eq!(d.left(2), vec![Out::PendingChanged]);
+        assert_eq!(admitted_by(&d), None);
+        // p1 (a moderator, the actor checks that) admits them again; p1's client adds them.
+        assert_eq!(
+            d.readmit(3, 1).expect("readmitted"),
+            vec![Out::PendingChanged]
+        );
+        assert_eq!(admitted_by(&d), Some("p1".into()));
+        // Someone who does not wait for the group cannot be readmitted.
+        assert_eq!(
+            d.readmit(2, 1).expect_err("not pending").0,
+            ErrorCode::InvalidState
+        );
+        // A member leaving who admitted nobody changes nothing for the pending list.
+        d.key_package(4, KP.into(), None).expect("accepted");
+        d.commit(1, 1, "Q0M=".into(), Some("V0U=".into()), vec![4])
+            .expect("accepted");
+        assert_eq!(d.left(4), Vec::<Out>::new());
+        assert_eq!(admitted_by(&d), Some("p1".into()));
     }
 
     #[test]

@@ -786,6 +786,20 @@ impl Actor {
                 }
             }
             ClientMsg::Admit { participant_id: id } => {
+                // Someone already in the meeting room who waits for the encrypted group (their
+                // admitting moderator left): this moderator's client adds them from now on.
+                if let Some(target) =
+                    parse_participant_id(&id).filter(|p| self.members.contains_key(p))
+                {
+                    let out = self.delivery.readmit(target, peer);
+                    if out.is_ok() {
+                        if let Some(m) = self.members.get_mut(&target) {
+                            m.admitted_by = Some(peer);
+                        }
+                    }
+                    self.deliver_or_refuse(peer, out);
+                    return Flow::Continue;
+                }
                 let Some(target) = self.find(peer, &id, Place::Lobby) else {
                     return Flow::Continue;
                 };

@@ -359,6 +359,40 @@ async fn delivery_service_orders_commits_and_relays_welcomes() {
         }
     ));
 
+    // `admit` for someone already in the meeting hands a waiting joiner to this moderator (for
+    // a joiner whose admitting moderator left); for a group member it is refused, and only
+    // moderators may send it.
+    olga.send(&ClientMsg::Admit {
+        participant_id: joiners[0].participant_id.clone(),
+    })
+    .await;
+    let ServerMsg::MlsPending { joiners: again, .. } = olga.until(pending).await else {
+        unreachable!()
+    };
+    assert_eq!(again[0].admitted_by.as_deref(), Some("p1"));
+    olga.send(&ClientMsg::Admit {
+        participant_id: gina_pid.clone(),
+    })
+    .await;
+    let ServerMsg::Error { code, message } =
+        olga.until(|m| matches!(m, ServerMsg::Error { .. })).await
+    else {
+        unreachable!()
+    };
+    assert_eq!(code, ErrorCode::InvalidState);
+    assert!(message.contains("not waiting to be added"), "{message}");
+    gina.send(&ClientMsg::Admit {
+        participant_id: joiners[0].participant_id.clone(),
+    })
+    .await;
+    assert!(matches!(
+        gina.until(|m| matches!(m, ServerMsg::Error { .. })).await,
+        ServerMsg::Error {
+            code: ErrorCode::Forbidden,
+            ..
+        }
+    ));
+
     // Gina leaves; Olga removes her leaf; Gina's device cannot read what follows.
     gina.send(&ClientMsg::Leave).await;
     olga.until(|m| matches!(m, ServerMsg::ParticipantLeft { participant_id, .. } if *participant_id == gina_pid))

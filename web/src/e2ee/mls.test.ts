@@ -105,13 +105,27 @@ class Delivery {
     return [{ members: { type: 'mls_chat', epoch, message, from_id: peer, sent_at_ms: sentAtMs }, except: peer }, result];
   }
 
+  readmit(joiner: string, by: string): Out[] {
+    const p = this.pending.get(joiner);
+    if (!p) return [];
+    p.admittedBy = by;
+    return this.epoch !== null ? [{ pendingChanged: true }] : [];
+  }
+
   left(peer: string): Out[] {
     const out: Out[] = [];
     const wasPending = this.pending.delete(peer);
+    let released = false;
+    for (const p of this.pending.values()) {
+      if (p.admittedBy === peer) {
+        p.admittedBy = null;
+        released = true;
+      }
+    }
     if (this.epoch !== null) {
       this.members.delete(peer);
       if (this.members.size === 0) this.epoch = null;
-      else if (wasPending) out.push({ pendingChanged: true });
+      else if (wasPending || released) out.push({ pendingChanged: true });
     }
     if (this.creator === peer) this.creator = null;
     if (this.epoch === null && this.creator === null) {
@@ -207,6 +221,12 @@ class Server {
     this.participants.delete(c.id);
     this.apply(this.delivery.left(c.id));
     this.broadcastParticipants();
+    this.pump();
+  }
+
+  /** A moderator's `admit` for someone in the meeting who waits for the group. */
+  readmit(by: Client, joiner: string): void {
+    this.apply(this.delivery.readmit(joiner, by.id));
     this.pump();
   }
 
@@ -645,5 +665,35 @@ describe('MlsClient with the delivery service', () => {
       { type: 'failed', id: 3, reason: 'a chat message has 1 to 2000 characters' },
       { type: 'sent', id: 4 },
     ]);
+  });
+
+  test('a guest whose admitting moderator left is admitted to the group by another moderator', () => {
+    const s = new Server();
+    s.policy = { staff_direct: true, direct_user_ids: [] };
+    const ana = new Client(s, 'p1', 'Ana', 'staff', 'user:1');
+    const ben = new Client(s, 'p2', 'Ben', 'staff', 'user:2');
+    const gus = new Client(s, 'p3', 'Gus Gast', 'guest', 'guest:g');
+    s.join(ana);
+    s.join(ben);
+    s.advance(3_000);
+    expectAgree([ana, ben]);
+    // Ana let Gus in from the lobby, then reloaded her page (her client forgot it) and left:
+    // nobody adds Gus.
+    s.join(gus, 'p1');
+    s.advance(3_000);
+    expect(gus.status.phase).toBe('waiting');
+    const outsider = () => ben.status.outsiders.find((o) => o.participantId === 'p3');
+    expect(outsider()?.awaitsAdmission).toBe(false); // Ana's to add, as far as Ben knows
+    s.leave(ana);
+    s.advance(3_000);
+    expect(gus.status.phase).toBe('waiting');
+    expect(outsider()?.awaitsAdmission).toBe(true);
+    expect(ben.notices).toContainEqual(expect.objectContaining({ type: 'refused', participantId: 'p3', reason: 'policy' }));
+    // Ben admits him: his client adds Gus, who joins the group.
+    ben.mls.admitted('p3', 'Gus Gast', s.now);
+    s.readmit(ben, 'p3');
+    s.advance(3_000);
+    expectAgree([ben, gus]);
+    expect(outsider()).toBeUndefined();
   });
 });

@@ -623,6 +623,19 @@ export class MlsClient {
     });
   }
 
+  /** Whether the meeting's policy admits this verified credential without a moderator. */
+  private policyAdmits(c: CredentialInfo): boolean {
+    return this.policy.direct_user_ids.includes(c.userId) || (this.policy.staff_direct && c.kind === 'staff');
+  }
+
+  /** Whether this participant's key package waits for a moderator (see OutsiderView). */
+  private awaitsAdmission(participantId: string): boolean {
+    const j = this.joiners.find((x) => x.participant_id === participantId);
+    if (!j || j.admitted_by !== null) return false;
+    const v = this.verify(j);
+    return v.ok && !this.policyAdmits(v.cred);
+  }
+
   /** Joiners to add now, and whether one of them was admitted by this user (commit at once). */
   private acceptableJoiners(): { keyPackages: Uint8Array[]; welcomeFor: string[]; immediate: boolean } {
     const inRoster = new Set(this.roster.map((e) => e.devicePublicKey));
@@ -637,10 +650,8 @@ export class MlsClient {
       const c = v.cred;
       // Already added (the pending list lags behind the commit), or twice in the list.
       if (inRoster.has(c.devicePublicKey) || seen.has(c.devicePublicKey)) continue;
-      let ok = false;
+      let ok = this.policyAdmits(c);
       let immediate = false;
-      if (this.policy.direct_user_ids.includes(c.userId)) ok = true;
-      else if (this.policy.staff_direct && c.kind === 'staff') ok = true;
       if (j.admitted_by !== null && j.admitted_by === this.selfId) {
         const name = this.admittedByMe.get(j.participant_id);
         if (name !== undefined && name === c.displayName) {
@@ -833,6 +844,7 @@ export class MlsClient {
         kind: p.kind,
         claimedLeaf: p.leaf,
         flags,
+        awaitsAdmission: !inRoster && this.awaitsAdmission(p.id),
       });
     }
     return { roster, outsiders };

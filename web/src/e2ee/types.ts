@@ -72,6 +72,12 @@ export interface OutsiderView {
   claimedLeaf: number | null;
   /** Empty during the 10 s grace, then `not_in_group` (or `mismatch` for a double claim). */
   flags: VerificationFlag[];
+  /**
+   * It waits to be added to the group and only a moderator can let it in: its key package
+   * verifies, the meeting's policy does not admit it directly, and no present moderator has
+   * admitted it (the one who did left). A moderator admits it with `admit`.
+   */
+  awaitsAdmission: boolean;
 }
 
 export type WarningCode =

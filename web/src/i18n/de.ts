@@ -280,6 +280,8 @@ export const de = {
   'e2ee.warning.start_failed': 'Die Verschlüsselung konnte nicht starten (Ausweis des Geräts fehlt).',
   'e2ee.warning.roster_discrepancy': 'Die Teilnehmerliste des Servers weicht von der verschlüsselten Gruppe ab.',
   'e2ee.warning.chat_rejected': 'Eine Chatnachricht vom Server ließ sich nicht entschlüsseln oder prüfen und wird nicht angezeigt.',
+  'e2ee.awaitsAdmission': 'Wartet auf Aufnahme in die verschlüsselte Gruppe durch die Moderation (wer sie eingelassen hat, ist gegangen).',
+  'e2ee.admitToGroup': 'In die verschlüsselte Gruppe aufnehmen',
   'e2ee.flag.not_in_group': 'Nicht in der verschlüsselten Gruppe: vom Server gemeldet, sieht und hört aber nichts.',
   'e2ee.flag.not_announced': 'In der verschlüsselten Gruppe, aber vom Server nicht gemeldet.',
   'e2ee.flag.mismatch': 'Name oder Art stimmen nicht mit dem geprüften Ausweis überein.',

@@ -280,6 +280,8 @@ export const en: Record<StringKey, string> = {
   'e2ee.warning.start_failed': "Encryption could not start (the device's credential is missing).",
   'e2ee.warning.roster_discrepancy': "The server's participant list differs from the encrypted group.",
   'e2ee.warning.chat_rejected': 'A chat message from the server could not be decrypted or verified and is not shown.',
+  'e2ee.awaitsAdmission': 'Waits for a moderator to admit them to the encrypted group (the moderator who let them in has left).',
+  'e2ee.admitToGroup': 'Admit to the encrypted group',
   'e2ee.flag.not_in_group': 'Not in the encrypted group: announced by the server, but sees and hears nothing.',
   'e2ee.flag.not_announced': 'In the encrypted group, but not announced by the server.',
   'e2ee.flag.mismatch': 'Name or kind do not match the verified credential.',

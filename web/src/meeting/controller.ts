@@ -355,9 +355,14 @@ export class MeetingController {
     this.e2ee.sendChat(id, t);
   }
 
+  /**
+   * Lets someone in from the lobby, or admits someone in the meeting who waits for the
+   * encrypted group because the moderator who let them in has left.
+   */
   admit(participantId: string): void {
     // Remember it in the encryption worker first: only then will this client add them.
-    const entry = this.snapshot.room.lobby.find((l) => l.id === participantId);
+    const { lobby, participants } = this.snapshot.room;
+    const entry = lobby.find((l) => l.id === participantId) ?? participants.find((p) => p.id === participantId);
     if (entry) this.e2ee?.admitted(participantId, entry.display_name);
     this.send({ type: 'admit', participant_id: participantId });
   }

@@ -157,7 +157,24 @@ export function PeoplePanel({
                   </div>
                 )}
                 {member && p && p.display_name !== member.displayName && <div className="small muted">{t('e2ee.serverName', { name: p.display_name })}</div>}
-                {outsider && !flags.length && <div className="small muted">{t('e2ee.joining')}</div>}
+                {outsider && !flags.length && !outsider.awaitsAdmission && <div className="small muted">{t('e2ee.joining')}</div>}
+                {outsider?.awaitsAdmission && (
+                  <div className="small muted" data-testid="awaits-admission">
+                    {t('e2ee.awaitsAdmission')}
+                  </div>
+                )}
+                {isModerator && outsider?.awaitsAdmission && (
+                  <div className="row-actions">
+                    <button
+                      type="button"
+                      className="btn primary tiny"
+                      onClick={() => controller.admit(outsider.participantId)}
+                      data-testid="admit-to-group-button"
+                    >
+                      {t('e2ee.admitToGroup')}
+                    </button>
+                  </div>
+                )}
                 {flags.map((f) => (
                   <div key={f} className="notice warn small" data-testid="verification-warning" data-flag={f}>
                     {flagText(t, f)}
