@@ -26,7 +26,8 @@ export function ChatPanel({
 
   function submit(e: FormEvent) {
     e.preventDefault();
-    if (!text.trim()) return;
+    // Enter submits too: the same rule as the disabled button.
+    if (!text.trim() || !canSend) return;
     onSend(text);
     setText('');
   }
