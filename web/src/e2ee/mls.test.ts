@@ -153,6 +153,8 @@ class Client {
   status!: E2eeStatus;
   /** Whether this client fetches a renewed credential when asked. */
   renews = true;
+  /** How far this client's clock is off (ms; negative: behind). */
+  skew = 0;
   renewAsked = 0;
 
   constructor(
@@ -212,7 +214,7 @@ class Server {
     });
     this.broadcastParticipants();
     this.pump();
-    c.mls.start(credential(c.ca, c.userId, c.name, c.kind, c.deviceKey, this.now), caPublicHex, this.now);
+    c.mls.start(credential(c.ca, c.userId, c.name, c.kind, c.deviceKey, this.now), caPublicHex, this.now + c.skew);
     this.pump();
   }
 
@@ -308,10 +310,10 @@ class Server {
         const item = c.inbox.shift();
         if (!item) continue;
         any = true;
-        if ('msg' in item) c.mls.handleServer(item.msg, this.now);
+        if ('msg' in item) c.mls.handleServer(item.msg, this.now + c.skew);
         else if ('renew' in item) {
-          c.mls.renew(credential(c.ca, c.userId, c.name, c.kind, c.deviceKey, this.now), this.now);
-        } else c.mls.setParticipants(c.id, item.participants, this.now);
+          c.mls.renew(credential(c.ca, c.userId, c.name, c.kind, c.deviceKey, this.now), this.now + c.skew);
+        } else c.mls.setParticipants(c.id, item.participants, this.now + c.skew);
       }
       if (!any) return;
     }
@@ -322,7 +324,7 @@ class Server {
     const end = this.now + ms;
     while (this.now < end) {
       this.now += step;
-      for (const c of this.clients.values()) c.mls.tick(this.now);
+      for (const c of this.clients.values()) c.mls.tick(this.now + c.skew);
       this.pump();
     }
   }
@@ -695,5 +697,27 @@ describe('MlsClient with the delivery service', () => {
     s.advance(3_000);
     expectAgree([ben, gus]);
     expect(outsider()).toBeUndefined();
+  });
+
+  test('clients whose clocks are off join and follow the group on the identity CA\'s time', () => {
+    const s = new Server();
+    s.policy = { staff_direct: true, direct_user_ids: [] };
+    const ana = new Client(s, 'p1', 'Ana', 'staff', 'user:1');
+    const ben = new Client(s, 'p2', 'Ben', 'staff', 'user:2');
+    const cem = new Client(s, 'p3', 'Cem', 'staff', 'user:3');
+    ben.skew = -5 * 60_000; // five minutes behind: others' fresh credentials look not yet valid
+    cem.skew = 2 * 3600_000; // two hours ahead: others' credentials look expired
+    s.join(ana);
+    s.join(ben);
+    s.join(cem);
+    s.advance(4_000);
+    expectAgree([ana, ben, cem]);
+    for (const c of [ben, cem]) expect(c.warnings('clock_skew'), c.name).toBe(1);
+    expect(ana.warnings('clock_skew')).toBe(0);
+    expect(ben.warnings('welcome_rejected') + cem.warnings('welcome_rejected')).toBe(0);
+    // Chat works across them too.
+    cem.mls.sendChat(1, 'Uhrzeit egal', s.now + cem.skew);
+    s.pump();
+    expect(ben.chats).toContainEqual(expect.objectContaining({ type: 'received', text: 'Uhrzeit egal' }));
   });
 });

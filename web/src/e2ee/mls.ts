@@ -36,6 +36,13 @@ export const COMMIT_TIMEOUT_MS = 15_000;
 export const RENEW_BEFORE_MS = 10 * 60_000;
 /** Ask again after this long if no renewed credential arrived. */
 export const RENEW_RETRY_MS = 60_000;
+/**
+ * The identity CA dates a credential back by this many seconds from its time of issue
+ * (CLOCK_SKEW_SECS in crates/klausur-server/src/identity.rs).
+ */
+export const CREDENTIAL_BACKDATE_S = 60;
+/** A local clock within this of the CA's is used as it is. */
+export const CLOCK_TOLERANCE_MS = 30_000;
 /** An own chat message still not sent this long after the user wrote it has failed. */
 export const CHAT_TIMEOUT_MS = 30_000;
 /** An own chat message refused this often (its epoch was over each time) has failed. */
@@ -193,6 +200,8 @@ export class MlsClient {
   private renewAskedAt: number | null = null;
   /** Own chat messages not yet relayed, in the order they were written. */
   private outbox: OutChat[] = [];
+  /** Milliseconds to add to the local clock for the identity CA's time (see `setClock`). */
+  private clockOffset = 0;
   /** No own commit before this time (after a lost commit whose winner has not arrived). */
   private holdUntil = 0;
   private now = 0;
@@ -207,13 +216,15 @@ export class MlsClient {
   /**
    * Starts the device with its credential (standard base64 of the signed credential, from
    * POST /api/identity/credential) and the CA public key (hex) and sends the key package.
-   * Call once, after the meeting room was joined (`joined`).
+   * Call once, after the meeting room was joined (`joined`). `requestedAt` is the local time the
+   * credential was asked for (see `setClock`).
    */
-  start(credentialBase64: string, caPublicKeyHex: string, now: number): void {
-    this.now = now;
+  start(credentialBase64: string, caPublicKeyHex: string, now: number, requestedAt = now): void {
+    this.now = this.at(now);
     if (this.member) return;
     try {
       this.member = this.createMember(fromBase64(credentialBase64), fromHex(caPublicKeyHex));
+      this.setClock(this.member.ownCredential() as CredentialInfo, requestedAt, now);
       const kp = this.member.keyPackage();
       this.phase = 'waiting';
       this.sink.send({ type: 'mls_key_package', key_package: toBase64(kp) });
@@ -225,9 +236,37 @@ export class MlsClient {
     this.emitStatus();
   }
 
+  /**
+   * The time this client works with: the local clock corrected to the identity CA's (see
+   * `setClock`). Credential validity windows are in the CA's time; frame-key timers use the
+   * same clock, so the worker passes its frame times through here too.
+   */
+  at(localNow: number): number {
+    return localNow + this.clockOffset;
+  }
+
+  /**
+   * Learns the identity CA's clock from this device's own credential, issued for a device key
+   * made in this worker: its `notBefore` is the CA's time of issue minus CREDENTIAL_BACKDATE_S.
+   * A local clock that is off by more than CLOCK_TOLERANCE_MS would otherwise find fresh
+   * credentials of others not yet valid (clock behind) or expired (clock ahead) and could not
+   * join or follow the group. Trusting the CA's clock adds no trust: the CA decides who is who.
+   * The offset is taken against `requestedAt`, before the issue, so the corrected clock can only
+   * be ahead of the CA's (by the request's round trip): a server that holds the answer back
+   * makes expiry checks stricter, never more lenient.
+   */
+  private setClock(own: CredentialInfo, requestedAt: number, localNow: number): void {
+    const offset = (own.notBefore + CREDENTIAL_BACKDATE_S) * 1000 - requestedAt;
+    if (Math.abs(offset) <= CLOCK_TOLERANCE_MS) return;
+    this.clockOffset = offset;
+    this.now = this.at(localNow);
+    const minutes = Math.round(offset / 60_000);
+    this.warn('clock_skew', `this device's clock is ${Math.abs(minutes)} min ${offset > 0 ? 'behind' : 'ahead of'} the identity CA's; using the CA's time`);
+  }
+
   /** Marks the session as failed (e.g. the credential could not be fetched). */
   fail(detail: string, now: number): void {
-    this.now = now;
+    this.now = this.at(now);
     this.phase = 'failed';
     this.warn('start_failed', detail);
     this.emitStatus();
@@ -238,7 +277,7 @@ export class MlsClient {
    * for through `needCredential`. Committed as an update of the own leaf.
    */
   renew(credentialBase64: string, now: number): void {
-    this.now = now;
+    this.now = this.at(now);
     try {
       this.renewal = fromBase64(credentialBase64);
     } catch (e) {
@@ -254,7 +293,7 @@ export class MlsClient {
    * commit in flight; encrypted again when the server refuses it for an epoch that ended.
    */
   sendChat(id: number, text: string, now: number): void {
-    this.now = now;
+    this.now = this.at(now);
     const t = chatText(text);
     if (t === null) {
       this.sink.chat({ type: 'failed', id, reason: `a chat message has 1 to ${MAX_CHAT_CHARS} characters` });
@@ -266,7 +305,7 @@ export class MlsClient {
 
   /** Consumes the server's mls_* messages; returns false for every other message. */
   handleServer(msg: ServerMsg, now: number): boolean {
-    this.now = now;
+    this.now = this.at(now);
     switch (msg.type) {
       case 'mls_create_group':
         this.onCreateGroup(msg.group_id);
@@ -302,7 +341,7 @@ export class MlsClient {
 
   /** The server's participant list (everyone in the meeting room, self included). */
   setParticipants(selfId: string, participants: ParticipantLike[], now: number): void {
-    this.now = now;
+    this.now = this.at(now);
     this.selfId = selfId;
     const present = new Set(participants.map((p) => p.id));
     for (const [id, leaf] of this.lastClaims) {
@@ -321,7 +360,7 @@ export class MlsClient {
 
   /** This user admitted `participantId` from the lobby under `displayName`. */
   admitted(participantId: string, displayName: string, now: number): void {
-    this.now = now;
+    this.now = this.at(now);
     this.admittedByMe.set(participantId, displayName);
     for (const k of [...this.refusedNotified]) {
       if (k.startsWith(`${participantId}\u0000`)) this.refusedNotified.delete(k);
@@ -331,7 +370,7 @@ export class MlsClient {
 
   /** Timers: rank delays, grace periods, leaf updates, old frame keys. Call about every 250 ms. */
   tick(now: number): void {
-    this.now = now;
+    this.now = this.at(now);
     if (this.member?.inGroup) this.member.handleTimeout(now);
     this.evaluate();
   }

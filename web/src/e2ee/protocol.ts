@@ -9,7 +9,8 @@ import type { CapturedFrame, ChatEvent, E2eeDiagnostics, E2eeNotice, E2eeStatus 
 export type ToWorker =
   /** First message. `testPlaintext` is honoured by test-hooks builds only. */
   | { t: 'init'; testPlaintext: boolean }
-  | { t: 'credential'; credential: string; caPublicKey: string }
+  /** `requestedAt`: local time (ms) the page asked the identity CA for it. */
+  | { t: 'credential'; credential: string; caPublicKey: string; requestedAt: number }
   | { t: 'credentialFailed'; message: string }
   /** A renewed credential, answering `needCredential`. */
   | { t: 'renewedCredential'; credential: string }

@@ -144,8 +144,9 @@ export class E2eeSession {
       return; // reported through onStatus/onNotice already
     }
     try {
+      const requestedAt = Date.now();
       const c = await fetchCredential(hex);
-      this.post({ t: 'credential', credential: c.credential, caPublicKey: c.ca_public_key });
+      this.post({ t: 'credential', credential: c.credential, caPublicKey: c.ca_public_key, requestedAt });
     } catch (e) {
       this.post({ t: 'credentialFailed', message: e instanceof Error ? e.message : String(e) });
     }

@@ -94,7 +94,9 @@ export type WarningCode =
   /** A roster / server-list discrepancy (see `VerificationFlag`). */
   | 'roster_discrepancy'
   /** A chat message from the delivery service failed to decrypt or is malformed; not shown. */
-  | 'chat_rejected';
+  | 'chat_rejected'
+  /** This device's clock differs from the identity CA's; the CA's time is used (information). */
+  | 'clock_skew';
 
 export interface E2eeWarning {
   code: WarningCode;

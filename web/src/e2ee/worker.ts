@@ -109,7 +109,7 @@ async function handle(m: ToWorker): Promise<void> {
   const now = Date.now();
   switch (m.t) {
     case 'credential':
-      c.start(m.credential, m.caPublicKey, now);
+      c.start(m.credential, m.caPublicKey, now, m.requestedAt);
       break;
     case 'credentialFailed':
       c.fail(m.message, now);
@@ -207,7 +207,8 @@ function receiveFrame(d: TransformDiagnostics, frame: EncodedFrame, out: Transfo
   }
   const t0 = performance.now();
   try {
-    const r = m.decryptFrame(data, Date.now()) as { sender: number; data: Uint8Array };
+    // Frame-key timers run on the MLS client's clock (corrected to the identity CA's).
+    const r = m.decryptFrame(data, mls ? mls.at(Date.now()) : Date.now()) as { sender: number; data: Uint8Array };
     d.cryptoMs += performance.now() - t0;
     frame.data = exact(r.data);
     d.decrypted += 1;
