@@ -667,6 +667,13 @@ impl Actor {
                 },
                 None,
             );
+            // Whom this moderator admitted from the lobby is no longer theirs to add (a key
+            // package they send later is not tied to them; see `Delivery::readmit`).
+            for m in self.members.values_mut() {
+                if m.admitted_by == Some(peer) {
+                    m.admitted_by = None;
+                }
+            }
             let out = self.delivery.left(peer);
             self.deliver(out);
         } else if self.lobby.remove(&peer).is_some() {

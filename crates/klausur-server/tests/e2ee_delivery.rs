@@ -409,3 +409,155 @@ async fn delivery_service_orders_commits_and_relays_welcomes() {
         "a removed member must not decrypt frames of the next epoch"
     );
 }
+
+/// The next `mls_pending` with joiners: (participant id, admitted_by) of the first.
+async fn first_pending(c: &mut Client) -> (String, Option<String>) {
+    match c.until(pending).await {
+        ServerMsg::MlsPending { joiners, .. } => (
+            joiners[0].participant_id.clone(),
+            joiners[0].admitted_by.clone(),
+        ),
+        _ => unreachable!(),
+    }
+}
+
+/// Adds the first pending joiner: commit, result, merge, Welcome to the joiner.
+async fn add_first_pending(
+    adder: &mut Client,
+    adder_dev: &mut Member,
+    joiner: &mut Client,
+    joiner_dev: &mut Member,
+) {
+    let ServerMsg::MlsPending { joiners, .. } = adder.until(pending).await else {
+        unreachable!()
+    };
+    let epoch = adder_dev.epoch().expect("epoch");
+    let kp = B64.decode(&joiners[0].key_package).expect("base64");
+    let out = adder_dev.add(&[kp], now()).expect("add");
+    send_commit(adder, epoch, &out, &[&joiners[0].participant_id]).await;
+    assert_eq!(commit_result(adder).await, (epoch, true));
+    adder_dev.merge_pending_commit(now()).expect("merge");
+    let ServerMsg::MlsWelcome { welcome, epoch } = joiner
+        .until(|m| matches!(m, ServerMsg::MlsWelcome { .. }))
+        .await
+    else {
+        unreachable!()
+    };
+    joiner_dev
+        .join_from_welcome(&B64.decode(welcome).expect("base64"), now())
+        .expect("welcome");
+    joiner
+        .send(&ClientMsg::MlsMember {
+            leaf: joiner_dev.leaf_index().expect("leaf"),
+            epoch,
+        })
+        .await;
+}
+
+#[tokio::test]
+async fn a_guest_whose_admitting_moderator_left_is_admitted_by_another() {
+    let srv = TestServer::start().await;
+    let olga_user = srv.user("olga", Role::Staff).await;
+    srv.user("sam", Role::Staff).await;
+    let meeting = srv
+        .store
+        .create_meeting(
+            "m2",
+            "Ältestenrat",
+            None,
+            olga_user.id,
+            SecurityProfile::Strict,
+        )
+        .await
+        .expect("meeting")
+        .id;
+
+    // Olga creates the group.
+    let (olga_http, olga_csrf) = srv.login("olga").await;
+    let mut olga_dev = device(&srv, &olga_http, Some(&olga_csrf), json!({})).await;
+    let mut olga = Client::connect(&srv, Some(&session_cookie(&srv, "olga").await)).await;
+    olga.join(&meeting, None, None).await;
+    key_package(&mut olga, &olga_dev).await;
+    let ServerMsg::MlsCreateGroup { group_id } = olga
+        .until(|m| matches!(m, ServerMsg::MlsCreateGroup { .. }))
+        .await
+    else {
+        unreachable!()
+    };
+    olga_dev
+        .create_group(group_id.as_bytes(), now())
+        .expect("create");
+    olga.send(&ClientMsg::MlsMember { leaf: 0, epoch: 0 }).await;
+
+    // Sam (staff, not invited) comes through the lobby; Olga admits and adds him and makes him
+    // a moderator.
+    let (sam_http, sam_csrf) = srv.login("sam").await;
+    let mut sam_dev = device(&srv, &sam_http, Some(&sam_csrf), json!({})).await;
+    let mut sam = Client::connect(&srv, Some(&session_cookie(&srv, "sam").await)).await;
+    assert!(matches!(
+        sam.join(&meeting, None, None).await,
+        ServerMsg::LobbyWait { .. }
+    ));
+    let lobby_id = |m: &ServerMsg| match m {
+        ServerMsg::LobbyChanged { lobby, .. } => lobby.first().map(|e| e.id.clone()),
+        _ => None,
+    };
+    let changed = olga
+        .until(|m| matches!(m, ServerMsg::LobbyChanged { lobby, .. } if !lobby.is_empty()))
+        .await;
+    let sam_pid = lobby_id(&changed).expect("sam waits");
+    olga.send(&ClientMsg::Admit {
+        participant_id: sam_pid.clone(),
+    })
+    .await;
+    sam.until(|m| matches!(m, ServerMsg::Joined { .. })).await;
+    key_package(&mut sam, &sam_dev).await;
+    add_first_pending(&mut olga, &mut olga_dev, &mut sam, &mut sam_dev).await;
+    olga.send(&ClientMsg::SetModerator {
+        participant_id: sam_pid.clone(),
+        moderator: true,
+    })
+    .await;
+    sam.until(|m| matches!(m, ServerMsg::ParticipantUpdated { participant } if participant.id == sam_pid && participant.role == klausur_proto::Role::Moderator))
+        .await;
+
+    // A guest without invitation waits in the lobby; Olga admits him and leaves before his
+    // browser has sent its key package (or after, having reloaded: her client forgot him).
+    let gus_dev = device(
+        &srv,
+        &srv.anonymous(),
+        None,
+        json!({"meeting_id": meeting, "display_name": "Gus Gast"}),
+    )
+    .await;
+    let mut gus = Client::connect(&srv, None).await;
+    assert!(matches!(
+        gus.join(&meeting, None, Some("Gus Gast")).await,
+        ServerMsg::LobbyWait { .. }
+    ));
+    let changed = olga
+        .until(|m| matches!(m, ServerMsg::LobbyChanged { lobby, .. } if !lobby.is_empty()))
+        .await;
+    let gus_pid = lobby_id(&changed).expect("gus waits");
+    olga.send(&ClientMsg::Admit {
+        participant_id: gus_pid.clone(),
+    })
+    .await;
+    gus.until(|m| matches!(m, ServerMsg::Joined { .. })).await;
+    olga.send(&ClientMsg::Leave).await;
+    sam.until(|m| matches!(m, ServerMsg::ParticipantLeft { participant_id, .. } if participant_id == "p1"))
+        .await;
+
+    // His key package is not tied to Olga any more: Sam's client sees him waiting for a
+    // moderator, admits him, and is then the one to add him.
+    key_package(&mut gus, &gus_dev).await;
+    assert_eq!(first_pending(&mut sam).await, (gus_pid.clone(), None));
+    sam.send(&ClientMsg::Admit {
+        participant_id: gus_pid.clone(),
+    })
+    .await;
+    assert_eq!(
+        first_pending(&mut sam).await,
+        (gus_pid.clone(), Some(sam_pid.clone()))
+    );
+}
