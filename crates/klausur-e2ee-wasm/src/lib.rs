@@ -406,6 +406,12 @@ impl WasmMember {
         to_js(&change_json(&change))
     }
 
+    /// Forgets the group (MLS state and frame keys), keeping the device key and credential;
+    /// send a new `keyPackage()` afterwards. For a commit the delivery service voided.
+    pub fn reset(&mut self) -> Result<(), JsValue> {
+        self.inner.reset().map_err(e2ee_error)
+    }
+
     /// Drops this device's pending commit (another commit won the epoch).
     #[wasm_bindgen(js_name = discardPendingCommit)]
     pub fn discard_pending_commit(&mut self) -> Result<(), JsValue> {

@@ -23,6 +23,7 @@
 //! | DS says another commit won | [`Member::discard_pending_commit`], then processes that commit | |
 //! | receives a handshake message | [`Member::process_message`] → [`Event`] | shows join/leave notices, new security code; on [`E2eeError::CredentialRejected`] a warning |
 //! | receives a Welcome | [`Member::join_from_welcome`] | |
+//! | DS voided the commit it made or joined by | [`Member::reset`] | sends a new key package |
 //! | outgoing media frame | [`Member::encrypt_frame`] | |
 //! | incoming media frame | [`Member::decrypt_frame`] | drops and counts the frame on error |
 //! | sends a chat message | [`Member::encrypt_application`] | sends the bytes to the DS (current epoch only) |

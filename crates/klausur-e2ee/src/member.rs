@@ -721,6 +721,19 @@ impl Member {
         self.install_epoch(now)
     }
 
+    /// Leaves the group state behind without a commit: its MLS state (deleted from the storage
+    /// provider) and all frame keys are gone, the device key and credential stay. For a device
+    /// whose last epoch the others never reached (the delivery service voided the commit it made
+    /// or joined by): it then sends a fresh [`Self::key_package`] to be added again.
+    pub fn reset(&mut self) -> Result<(), E2eeError> {
+        self.pending_credential = None;
+        self.frames.clear();
+        if let Some(mut g) = self.group.take() {
+            g.delete(self.provider.storage()).map_err(internal)?;
+        }
+        Ok(())
+    }
+
     /// Whether this device is currently in a group.
     pub fn in_group(&self) -> bool {
         self.group.is_some()

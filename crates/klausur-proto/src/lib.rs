@@ -279,6 +279,13 @@ pub enum ClientMsg {
         welcome: Option<String>,
         welcome_for: Vec<ParticipantId>,
     },
+    /// End-to-end encryption: this member could not process the commit that won `epoch` (it
+    /// failed to verify or to apply) and stays in `epoch`. When most of the other members say so,
+    /// the server voids that commit (docs/e2ee.md, "Recovery").
+    MlsCommitRejected {
+        #[cfg_attr(feature = "ts", ts(type = "number"))]
+        epoch: u64,
+    },
     /// End-to-end encrypted chat: an MLS application message made by this member at `epoch`
     /// (base64 `MLSMessage`; docs/e2ee.md, "Chat"). The server relays it to the other members
     /// only if `epoch` is the group's current epoch, so every member can still decrypt it, and
@@ -412,6 +419,13 @@ pub enum ServerMsg {
         #[cfg_attr(feature = "ts", ts(type = "number"))]
         epoch: u64,
     },
+    /// End-to-end encryption, to the maker of a voided commit and the joiners it welcomed: most
+    /// members could not process the commit that won `epoch`, so the group is back in `epoch`
+    /// without you. Forget the group (keep the device key) and send a new key package.
+    MlsReset {
+        #[cfg_attr(feature = "ts", ts(type = "number"))]
+        epoch: u64,
+    },
     /// End-to-end encrypted chat, to members: a member's MLS application message for `epoch`
     /// (base64 `MLSMessage`). The author and its name come from the decrypted message's MLS
     /// sender and credential; `from_id` is only the server's word, checked against them.
@@ -500,6 +514,7 @@ const CLIENT_TYPES: &[&str] = &[
     "mls_key_package",
     "mls_member",
     "mls_commit",
+    "mls_commit_rejected",
     "mls_chat",
 ];
 
@@ -561,6 +576,7 @@ impl ClientMsg {
             ClientMsg::MlsKeyPackage { .. } => "mls_key_package",
             ClientMsg::MlsMember { .. } => "mls_member",
             ClientMsg::MlsCommit { .. } => "mls_commit",
+            ClientMsg::MlsCommitRejected { .. } => "mls_commit_rejected",
             ClientMsg::MlsChat { .. } => "mls_chat",
         }
     }
@@ -702,6 +718,7 @@ mod tests {
                 key_package: "AAE=".into(),
             },
             ClientMsg::MlsMember { leaf: 2, epoch: 7 },
+            ClientMsg::MlsCommitRejected { epoch: 7 },
             ClientMsg::MlsChat {
                 id: 1,
                 epoch: 7,
@@ -817,6 +834,7 @@ mod doc_tests {
                 id: 0,
                 accepted: false,
             },
+            ServerMsg::MlsReset { epoch: 0 },
         ];
         let mut names: Vec<String> = server
             .iter()

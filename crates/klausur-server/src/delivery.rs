@@ -14,6 +14,12 @@
 //! - A joiner admitted from the lobby is added by the admitting moderator's client only. If that
 //!   moderator leaves first, the joiner is no longer tied to them, and any moderator can admit
 //!   them to the group ([`Delivery::readmit`]), so nobody waits for keys forever.
+//! - A commit the server accepted but most of the other members cannot process (a member's
+//!   client sent garbage, or a bug) would freeze the group: the server would wait for commits of
+//!   an epoch no honest client reaches. Members report such a commit (`mls_commit_rejected`);
+//!   when more than half of those who were members before it do, the latest commit is voided:
+//!   the epoch goes back, and its maker and the joiners it welcomed are told to start over
+//!   (`mls_reset`). A minority cannot void an honest commit, nor block the voiding of a bad one.
 //! - Chat is end-to-end encrypted: MLS application messages (`mls_chat`) go to every other
 //!   member, but only if they were made in the current epoch; one of an older epoch is refused
 //!   (the author encrypts it again), so no member ever needs keys of a past epoch for it and the
@@ -66,6 +72,21 @@ struct Group {
     epoch: u64,
     /// Participants that receive commits: the creator and everyone a Welcome was relayed to.
     members: BTreeSet<PeerId>,
+    /// The latest accepted commit, until the next one: it can still be voided.
+    last: Option<LastCommit>,
+}
+
+/// The latest accepted commit, kept so that it can be voided (see [`Delivery::rejected`]).
+struct LastCommit {
+    /// The epoch it was made at (the group is one further).
+    epoch: u64,
+    committer: PeerId,
+    /// The members before it, its maker excepted, still present: whose reports count.
+    voters: BTreeSet<PeerId>,
+    /// The joiners its Welcome went to, still present.
+    welcomed: Vec<PeerId>,
+    /// Voters that reported they could not process it.
+    rejected_by: BTreeSet<PeerId>,
 }
 
 /// The delivery service state of one meeting.
@@ -203,6 +224,7 @@ impl Delivery {
             self.group = Some(Group {
                 epoch: 0,
                 members: BTreeSet::from([peer]),
+                last: None,
             });
             if !self.pending.is_empty() {
                 out.push(Out::PendingChanged);
@@ -256,6 +278,18 @@ impl Delivery {
                 },
             )]);
         }
+        let mut last = LastCommit {
+            epoch,
+            committer: peer,
+            voters: group
+                .members
+                .iter()
+                .copied()
+                .filter(|p| *p != peer)
+                .collect(),
+            welcomed: Vec::new(),
+            rejected_by: BTreeSet::new(),
+        };
         group.epoch += 1;
         let new_epoch = group.epoch;
         let mut out = vec![
@@ -280,6 +314,7 @@ impl Delivery {
             for joiner in welcome_for {
                 if self.pending.remove(&joiner).is_some() {
                     group.members.insert(joiner);
+                    last.welcomed.push(joiner);
                     welcomed = true;
                     out.push(Out::To(
                         joiner,
@@ -291,10 +326,59 @@ impl Delivery {
                 }
             }
         }
+        group.last = Some(last);
         if welcomed {
             out.push(Out::PendingChanged);
         }
         Ok(out)
+    }
+
+    /// `mls_commit_rejected` from a member: it could not process the commit that won `epoch`.
+    /// Counts only for the latest commit and from a member that was in the group before it
+    /// (its maker excepted); anything else is ignored (for example a forgery the server never
+    /// accepted). A majority of those members voids the commit ([`Self::void_if_rejected`]).
+    pub fn rejected(&mut self, peer: PeerId, epoch: u64) -> Result<Vec<Out>, Refusal> {
+        if !self.is_member(peer) {
+            return Err((
+                ErrorCode::Forbidden,
+                "only members of the meeting's group report commits".into(),
+            ));
+        }
+        if let Some(last) = self.group.as_mut().and_then(|g| g.last.as_mut()) {
+            if last.epoch == epoch && last.voters.contains(&peer) {
+                last.rejected_by.insert(peer);
+            }
+        }
+        Ok(self.void_if_rejected())
+    }
+
+    /// Voids the latest commit if more than half of its voters rejected it: the group goes back
+    /// to the epoch it was made at, without its maker and the joiners it welcomed, who are told
+    /// to start over and lose their leaf claims. The members are still in that epoch.
+    fn void_if_rejected(&mut self) -> Vec<Out> {
+        let Some(group) = self.group.as_mut() else {
+            return Vec::new();
+        };
+        let Some(last) = group.last.as_ref() else {
+            return Vec::new();
+        };
+        if last.voters.is_empty() || last.rejected_by.len() * 2 <= last.voters.len() {
+            return Vec::new();
+        }
+        let Some(last) = group.last.take() else {
+            return Vec::new();
+        };
+        group.epoch = last.epoch;
+        let mut out = Vec::new();
+        for p in std::iter::once(last.committer).chain(last.welcomed) {
+            if group.members.remove(&p) {
+                out.push(Out::To(p, ServerMsg::MlsReset { epoch: last.epoch }));
+                if self.leaves.remove(&p).is_some() {
+                    out.push(Out::Leaf(p, None));
+                }
+            }
+        }
+        out
     }
 
     /// `mls_chat` from a member: an MLS application message made at `epoch`, relayed to the
@@ -376,6 +460,13 @@ impl Delivery {
             }
         }
         self.leaves.remove(&peer);
+        if let Some(last) = self.group.as_mut().and_then(|g| g.last.as_mut()) {
+            last.voters.remove(&peer);
+            last.rejected_by.remove(&peer);
+            last.welcomed.retain(|p| *p != peer);
+        }
+        // With fewer voters, the reports already in may now be a majority.
+        out.extend(self.void_if_rejected());
         if let Some(g) = self.group.as_mut() {
             g.members.remove(&peer);
             if g.members.is_empty() {
@@ -609,6 +700,102 @@ mod tests {
             .expect("accepted");
         assert_eq!(d.left(4), Vec::<Out>::new());
         assert_eq!(admitted_by(&d), Some("p1".into()));
+    }
+
+    /// A group of p1..=p`n` (p1 created it, each later one added by p1), at epoch n-1.
+    fn group_of(n: PeerId) -> Delivery {
+        let mut d = Delivery::new("m1");
+        create(&mut d, 1);
+        for p in 2..=n {
+            d.key_package(p, KP.into(), None).expect("accepted");
+            let epoch = d.epoch().expect("group");
+            d.commit(1, epoch, "Q0M=".into(), Some("V0U=".into()), vec![p])
+                .expect("accepted");
+            d.member(p, p as u32 - 1, epoch + 1).expect("member");
+        }
+        d
+    }
+
+    #[test]
+    fn a_commit_most_members_cannot_process_is_voided_and_its_maker_starts_over() {
+        let mut d = group_of(4);
+        assert_eq!(d.epoch(), Some(3));
+        // p2 commits garbage that also welcomes p5; the server cannot tell and accepts it.
+        d.key_package(5, KP.into(), None).expect("accepted");
+        d.commit(2, 3, "R0FSQkFHRQ==".into(), Some("V0U=".into()), vec![5])
+            .expect("accepted");
+        assert_eq!(d.epoch(), Some(4));
+        // Reports that do not count: the maker itself, a joiner it welcomed, another epoch.
+        assert_eq!(d.rejected(2, 3).expect("ignored"), vec![]);
+        assert_eq!(d.rejected(5, 3).expect("ignored"), vec![]);
+        assert_eq!(d.rejected(1, 2).expect("ignored"), vec![]);
+        // One of three voters is no majority.
+        assert_eq!(d.rejected(1, 3).expect("counted"), vec![]);
+        assert_eq!(d.epoch(), Some(4));
+        // Two of three are: the commit is voided.
+        let out = d.rejected(3, 3).expect("counted");
+        assert_eq!(
+            out,
+            vec![
+                Out::To(2, ServerMsg::MlsReset { epoch: 3 }),
+                Out::Leaf(2, None),
+                Out::To(5, ServerMsg::MlsReset { epoch: 3 }),
+            ]
+        );
+        assert_eq!(d.epoch(), Some(3));
+        assert!(!d.is_member(2) && !d.is_member(5));
+        assert!(d.is_member(1) && d.is_member(3) && d.is_member(4));
+        // The members, still in epoch 3, commit again; p2 comes back with a new key package.
+        assert!(matches!(
+            &d.commit(4, 3, "T0s=".into(), None, vec![])
+                .expect("accepted")[0],
+            Out::To(
+                4,
+                ServerMsg::MlsCommitResult {
+                    epoch: 3,
+                    accepted: true
+                }
+            )
+        ));
+        assert_eq!(
+            d.key_package(2, KP.into(), None).expect("pending"),
+            vec![Out::PendingChanged]
+        );
+        // Only the latest commit can be voided, once: a late report changes nothing.
+        assert_eq!(d.rejected(1, 3).expect("ignored"), vec![]);
+        assert_eq!(d.epoch(), Some(4));
+        // Non-members cannot report.
+        assert_eq!(
+            d.rejected(9, 4).expect_err("refused").0,
+            ErrorCode::Forbidden
+        );
+    }
+
+    #[test]
+    fn a_minority_cannot_void_an_honest_commit_and_leaving_voters_count_out() {
+        let mut d = group_of(5);
+        d.commit(1, 4, "SE9ORVNU".into(), None, vec![])
+            .expect("accepted");
+        // Two of four voters (p2..p5) claim they could not process it: not more than half.
+        assert_eq!(d.rejected(2, 4).expect("counted"), vec![]);
+        assert_eq!(d.rejected(3, 4).expect("counted"), vec![]);
+        assert_eq!(d.epoch(), Some(5));
+        // One of the others leaves: two of the three voters left are more than half.
+        let out = d.left(4);
+        assert_eq!(
+            out,
+            vec![
+                Out::To(1, ServerMsg::MlsReset { epoch: 4 }),
+                Out::Leaf(1, None)
+            ]
+        );
+        assert_eq!(d.epoch(), Some(4));
+        // A group of one has no voters: its commits are never voided.
+        let mut solo = group_of(1);
+        solo.commit(1, 0, "QQ==".into(), None, vec![])
+            .expect("accepted");
+        assert_eq!(solo.rejected(1, 0).expect("ignored"), vec![]);
+        assert_eq!(solo.epoch(), Some(1));
     }
 
     #[test]

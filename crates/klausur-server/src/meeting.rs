@@ -975,6 +975,10 @@ impl Actor {
                 let out = self.delivery.commit(peer, epoch, commit, welcome, joiners);
                 self.deliver_or_refuse(peer, out);
             }
+            ClientMsg::MlsCommitRejected { epoch } => {
+                let out = self.delivery.rejected(peer, epoch);
+                self.deliver_or_refuse(peer, out);
+            }
             ClientMsg::MlsChat { id, epoch, message } => {
                 let sent_at_ms = chrono::Utc::now().timestamp_millis();
                 let out = self.delivery.chat(peer, id, epoch, message, sent_at_ms);

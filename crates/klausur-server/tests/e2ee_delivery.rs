@@ -561,3 +561,96 @@ async fn a_guest_whose_admitting_moderator_left_is_admitted_by_another() {
         (gus_pid.clone(), Some(sam_pid.clone()))
     );
 }
+
+#[tokio::test]
+async fn a_commit_the_others_cannot_process_is_voided_over_the_websocket() {
+    let srv = TestServer::start().await;
+    let olga_user = srv.user("olga", Role::Staff).await;
+    srv.user("sam", Role::Staff).await;
+    let meeting = srv
+        .store
+        .create_meeting("m3", "Rat", None, olga_user.id, SecurityProfile::Strict)
+        .await
+        .expect("meeting")
+        .id;
+    let (olga_http, olga_csrf) = srv.login("olga").await;
+    let mut olga_dev = device(&srv, &olga_http, Some(&olga_csrf), json!({})).await;
+    let mut olga = Client::connect(&srv, Some(&session_cookie(&srv, "olga").await)).await;
+    olga.join(&meeting, None, None).await;
+    key_package(&mut olga, &olga_dev).await;
+    let ServerMsg::MlsCreateGroup { group_id } = olga
+        .until(|m| matches!(m, ServerMsg::MlsCreateGroup { .. }))
+        .await
+    else {
+        unreachable!()
+    };
+    olga_dev
+        .create_group(group_id.as_bytes(), now())
+        .expect("create");
+    olga.send(&ClientMsg::MlsMember { leaf: 0, epoch: 0 }).await;
+    let (sam_http, sam_csrf) = srv.login("sam").await;
+    let mut sam_dev = device(&srv, &sam_http, Some(&sam_csrf), json!({})).await;
+    let mut sam = Client::connect(&srv, Some(&session_cookie(&srv, "sam").await)).await;
+    sam.join(&meeting, None, None).await;
+    let ServerMsg::LobbyChanged { lobby, .. } = olga
+        .until(|m| matches!(m, ServerMsg::LobbyChanged { lobby, .. } if !lobby.is_empty()))
+        .await
+    else {
+        unreachable!()
+    };
+    let sam_pid = lobby[0].id.clone();
+    olga.send(&ClientMsg::Admit {
+        participant_id: sam_pid.clone(),
+    })
+    .await;
+    sam.until(|m| matches!(m, ServerMsg::Joined { .. })).await;
+    key_package(&mut sam, &sam_dev).await;
+    add_first_pending(&mut olga, &mut olga_dev, &mut sam, &mut sam_dev).await;
+    olga.until(|m| matches!(m, ServerMsg::ParticipantUpdated { participant } if participant.id == sam_pid && participant.leaf == Some(1)))
+        .await;
+
+    // Sam's client commits garbage for epoch 1; the server accepts it, Olga cannot process it.
+    sam.send(&ClientMsg::MlsCommit {
+        epoch: 1,
+        commit: B64.encode(b"not an MLS commit at all"),
+        welcome: None,
+        welcome_for: vec![],
+    })
+    .await;
+    assert_eq!(commit_result(&mut sam).await, (1, true));
+    let ServerMsg::MlsCommit { epoch, commit, .. } = olga
+        .until(|m| matches!(m, ServerMsg::MlsCommit { .. }))
+        .await
+    else {
+        unreachable!()
+    };
+    assert!(olga_dev
+        .process_message(&B64.decode(commit).expect("base64"), now())
+        .is_err());
+    // She says so; as the only other member she is the majority: the commit is voided.
+    olga.send(&ClientMsg::MlsCommitRejected { epoch }).await;
+    assert!(matches!(
+        sam.until(|m| matches!(m, ServerMsg::MlsReset { .. })).await,
+        ServerMsg::MlsReset { epoch: 1 }
+    ));
+    olga.until(|m| matches!(m, ServerMsg::ParticipantUpdated { participant } if participant.id == sam_pid && participant.leaf.is_none()))
+        .await;
+    // The group is back in epoch 1: Olga's own commit for it wins.
+    let update = olga_dev.update_own_leaf().expect("update");
+    send_commit(&mut olga, 1, &update, &[]).await;
+    assert_eq!(commit_result(&mut olga).await, (1, true));
+    // Sam is no member any more until added again: he cannot chat.
+    sam.send(&ClientMsg::MlsChat {
+        id: 1,
+        epoch: 2,
+        message: B64.encode(b"x"),
+    })
+    .await;
+    assert!(matches!(
+        sam.until(|m| matches!(m, ServerMsg::Error { .. })).await,
+        ServerMsg::Error {
+            code: ErrorCode::Forbidden,
+            ..
+        }
+    ));
+}

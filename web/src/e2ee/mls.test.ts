@@ -5,7 +5,7 @@
 import { readFileSync } from 'node:fs';
 import { describe, expect, test } from 'vitest';
 import type { ClientMsg, MlsPolicy, ServerMsg } from '../signaling/protocol';
-import { fromBase64, toBase64, toHex } from './b64';
+import { fromBase64, fromHex, toBase64, toHex } from './b64';
 import { CHAT_TIMEOUT_MS, GRACE_MS, MlsClient, type ParticipantLike } from './mls';
 import {
   WasmMember,
@@ -39,6 +39,8 @@ class Delivery {
   private generation = 0;
   epoch: number | null = null;
   members = new Set<string>();
+  /** The latest accepted commit, while it can be voided (delivery.rs `LastCommit`). */
+  last: { epoch: number; committer: string; voters: Set<string>; welcomed: string[]; rejectedBy: Set<string> } | null = null;
   creator: string | null = null;
   pending = new Map<string, { keyPackage: string; admittedBy: string | null }>();
 
@@ -79,6 +81,7 @@ class Delivery {
   commit(peer: string, epoch: number, commit: string, welcome: string | null, welcomeFor: string[]): Out[] {
     if (!this.members.has(peer) || this.epoch === null) return [];
     if (epoch !== this.epoch) return [{ to: peer, msg: { type: 'mls_commit_result', epoch, accepted: false } }];
+    const last = { epoch, committer: peer, voters: new Set([...this.members].filter((m) => m !== peer)), welcomed: [] as string[], rejectedBy: new Set<string>() };
     this.epoch += 1;
     const out: Out[] = [
       { to: peer, msg: { type: 'mls_commit_result', epoch, accepted: true } },
@@ -89,12 +92,31 @@ class Delivery {
       for (const j of welcomeFor) {
         if (this.pending.delete(j)) {
           this.members.add(j);
+          last.welcomed.push(j);
           welcomed = true;
           out.push({ to: j, msg: { type: 'mls_welcome', welcome, epoch: this.epoch } });
         }
       }
     }
+    this.last = last;
     if (welcomed) out.push({ pendingChanged: true });
+    return out;
+  }
+
+  rejected(peer: string, epoch: number): Out[] {
+    const l = this.last;
+    if (!this.members.has(peer) || !l || l.epoch !== epoch || !l.voters.has(peer)) return [];
+    l.rejectedBy.add(peer);
+    if (l.rejectedBy.size * 2 <= l.voters.size) return [];
+    this.last = null;
+    this.epoch = l.epoch;
+    const out: Out[] = [];
+    for (const p of [l.committer, ...l.welcomed]) {
+      if (this.members.delete(p)) {
+        out.push({ to: p, msg: { type: 'mls_reset', epoch: l.epoch } });
+        out.push({ leaf: p, value: null });
+      }
+    }
     return out;
   }
 
@@ -200,6 +222,8 @@ class Server {
   participants = new Map<string, ParticipantLike & { admittedBy: string | null }>();
   /** `mls_member` of these participants is lost (a client that went away after its Welcome). */
   dropMember = new Set<string>();
+  /** Who reported a commit it could not process (mls_commit_rejected). */
+  rejections: string[] = [];
   /** Every mls_chat as it reached the server (what the server can see of chat). */
   chatSeen: string[] = [];
   /** While set, mls_chat waits here instead of reaching the delivery service. */
@@ -245,6 +269,10 @@ class Server {
         break;
       case 'mls_commit':
         this.apply(this.delivery.commit(from.id, msg.epoch, msg.commit, msg.welcome, msg.welcome_for));
+        break;
+      case 'mls_commit_rejected':
+        this.rejections.push(from.id);
+        this.apply(this.delivery.rejected(from.id, msg.epoch));
         break;
       case 'mls_chat':
         if (this.holdChat) {
@@ -719,5 +747,43 @@ describe('MlsClient with the delivery service', () => {
     cem.mls.sendChat(1, 'Uhrzeit egal', s.now + cem.skew);
     s.pump();
     expect(ben.chats).toContainEqual(expect.objectContaining({ type: 'received', text: 'Uhrzeit egal' }));
+  });
+
+  test('a commit the others cannot process is voided; its maker rejoins and the group goes on', () => {
+    const s = new Server();
+    s.policy = { staff_direct: true, direct_user_ids: [] };
+    const ana = new Client(s, 'p1', 'Ana', 'staff', 'user:1');
+    const ben = new Client(s, 'p2', 'Ben', 'staff', 'user:2');
+    const cem = new Client(s, 'p3', 'Cem', 'staff', 'user:3');
+    s.join(ana);
+    s.join(ben);
+    s.join(cem);
+    s.advance(4_000);
+    const before = expectAgree([ana, ben, cem]);
+    const epoch = ana.status.epoch as number;
+    // Ben's client sends garbage for the current epoch (here: a commit of another group); the
+    // server cannot tell and accepts it.
+    const other = new WasmMember(
+      fromBase64(credential(caKey, 'user:2', 'Ben', 'staff', ben.deviceKey, s.now)), ben.deviceKey, fromHex(caPublicHex));
+    other.createGroup(enc.encode('elsewhere'), s.now);
+    const garbage = (other.updateOwnLeaf() as { commit: Uint8Array }).commit;
+    s.receive(ben, { type: 'mls_commit', epoch, commit: toBase64(garbage), welcome: null, welcome_for: [] });
+    expect(s.delivery.epoch).toBe(epoch + 1);
+    s.pump();
+    // Ana and Cem cannot process it and say so; the server voids it and Ben starts over.
+    expect(s.rejections.sort()).toEqual(['p1', 'p3']);
+    expect(s.delivery.epoch).toBe(epoch);
+    expect(ben.warnings('group_reset')).toBe(1);
+    expect(ben.status.phase).toBe('waiting');
+    // The others remove Ben's old leaf (no longer claimed) and add him again.
+    s.advance(15_000);
+    const after = expectAgree([ana, ben, cem]);
+    expect(after).not.toBe(before);
+    expect(ana.status.epoch).toBeGreaterThan(epoch);
+    // The group lives: chat goes through again.
+    cem.mls.sendChat(1, 'Wieder beisammen', s.now);
+    s.pump();
+    expect(cem.chats).toContainEqual({ type: 'sent', id: 1 });
+    expect(ben.chats).toContainEqual(expect.objectContaining({ type: 'received', text: 'Wieder beisammen' }));
   });
 });

@@ -99,6 +99,7 @@ export interface MemberApi {
   leafUpdateDue(now: number): boolean;
   mergePendingCommit(now: number): unknown;
   discardPendingCommit(): void;
+  reset(): void;
   processMessage(message: Uint8Array, now: number): unknown;
   encryptApplication(data: Uint8Array): Uint8Array;
   decryptApplication(message: Uint8Array): unknown;
@@ -321,7 +322,10 @@ export class MlsClient {
           msg.joiners.some((j) => j.key_package === kp)));
         break;
       case 'mls_commit':
-        this.onCommit(msg.commit);
+        this.onCommit(msg.epoch, msg.commit);
+        break;
+      case 'mls_reset':
+        this.onReset(msg.epoch);
         break;
       case 'mls_commit_result':
         this.onCommitResult(msg.epoch, msg.accepted);
@@ -453,27 +457,22 @@ export class MlsClient {
     this.needSince = null;
   }
 
-  private onCommit(commit: string): void {
+  private onCommit(epoch: number, commit: string): void {
     const m = this.member;
     if (!m || !m.inGroup || this.phase !== 'active') return;
     if (this.inflight) {
       // Another commit won this epoch: ours is void.
       this.dropInflight();
     }
-    let bytes: Uint8Array;
-    try {
-      bytes = fromBase64(commit);
-    } catch (e) {
-      this.warn('commit_rejected', errText(e));
-      return;
-    }
     let ev: MemberEvent;
     try {
-      ev = m.processMessage(bytes, this.now) as MemberEvent;
+      ev = m.processMessage(fromBase64(commit), this.now) as MemberEvent;
     } catch (e) {
       // Forged, for another group or epoch, or bringing in an unverifiable credential:
-      // nothing was merged; this client stays in its epoch.
+      // nothing was merged; this client stays in its epoch. The server learns it: if most
+      // members say so about the commit it accepted, it voids that commit.
       this.warn('commit_rejected', errText(e));
+      this.sink.send({ type: 'mls_commit_rejected', epoch });
       return;
     }
     if (ev.type === 'epochChanged') {
@@ -510,6 +509,33 @@ export class MlsClient {
       return;
     }
     this.epochChanged(change);
+  }
+
+  /**
+   * The server voided the commit this client made or joined by (most members could not process
+   * it): forget the group, keep the device, and ask to be added again with a new key package.
+   */
+  private onReset(epoch: number): void {
+    const m = this.member;
+    if (!m || !m.inGroup || this.phase !== 'active') return;
+    try {
+      m.reset();
+    } catch (e) {
+      this.phase = 'failed';
+      this.warn('start_failed', `could not leave the voided group state: ${errText(e)}`);
+      return;
+    }
+    this.inflight = null;
+    this.needSince = null;
+    this.roster = [];
+    this.phase = 'waiting';
+    this.warn('group_reset', `the server voided the commit of epoch ${epoch}: the other members could not process it; joining again`);
+    try {
+      this.sink.send({ type: 'mls_key_package', key_package: toBase64(m.keyPackage()) });
+    } catch (e) {
+      this.phase = 'failed';
+      this.warn('start_failed', errText(e));
+    }
   }
 
   private onChat(message: string, fromId: string, sentAtMs: number): void {

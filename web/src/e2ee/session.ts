@@ -37,7 +37,8 @@ export interface IssuedCredential {
 }
 
 const MLS_TYPES = new Set([
-  'mls_create_group', 'mls_pending', 'mls_commit', 'mls_commit_result', 'mls_welcome', 'mls_chat', 'mls_chat_result',
+  'mls_create_group', 'mls_pending', 'mls_commit', 'mls_commit_result', 'mls_welcome', 'mls_reset', 'mls_chat',
+  'mls_chat_result',
 ]);
 
 let current: E2eeSession | null = null;

@@ -96,7 +96,9 @@ export type WarningCode =
   /** A chat message from the delivery service failed to decrypt or is malformed; not shown. */
   | 'chat_rejected'
   /** This device's clock differs from the identity CA's; the CA's time is used (information). */
-  | 'clock_skew';
+  | 'clock_skew'
+  /** The server voided this client's last epoch (the others could not process it); it rejoins. */
+  | 'group_reset';
 
 export interface E2eeWarning {
   code: WarningCode;

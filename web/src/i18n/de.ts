@@ -280,6 +280,7 @@ export const de = {
   'e2ee.warning.start_failed': 'Die Verschlüsselung konnte nicht starten (Ausweis des Geräts fehlt).',
   'e2ee.warning.roster_discrepancy': 'Die Teilnehmerliste des Servers weicht von der verschlüsselten Gruppe ab.',
   'e2ee.warning.clock_skew': 'Die Uhr dieses Geräts geht falsch; die Verschlüsselung nutzt stattdessen die Zeit des Identitätsdienstes. Bitte lassen Sie die Uhr richtig stellen.',
+  'e2ee.warning.group_reset': 'Ihre letzte Änderung an der verschlüsselten Gruppe konnten die anderen nicht verarbeiten; sie wurde zurückgenommen, Ihr Browser tritt der Gruppe erneut bei.',
   'e2ee.warning.chat_rejected': 'Eine Chatnachricht vom Server ließ sich nicht entschlüsseln oder prüfen und wird nicht angezeigt.',
   'e2ee.awaitsAdmission': 'Wartet auf Aufnahme in die verschlüsselte Gruppe durch die Moderation (wer sie eingelassen hat, ist gegangen).',
   'e2ee.admitToGroup': 'In die verschlüsselte Gruppe aufnehmen',

@@ -280,6 +280,7 @@ export const en: Record<StringKey, string> = {
   'e2ee.warning.start_failed': "Encryption could not start (the device's credential is missing).",
   'e2ee.warning.roster_discrepancy': "The server's participant list differs from the encrypted group.",
   'e2ee.warning.clock_skew': "This device's clock is wrong; encryption uses the time of the identity service instead. Please have the clock corrected.",
+  'e2ee.warning.group_reset': 'Your last change to the encrypted group could not be processed by the others and was undone; your browser joins the group again.',
   'e2ee.warning.chat_rejected': 'A chat message from the server could not be decrypted or verified and is not shown.',
   'e2ee.awaitsAdmission': 'Waits for a moderator to admit them to the encrypted group (the moderator who let them in has left).',
   'e2ee.admitToGroup': 'Admit to the encrypted group',
