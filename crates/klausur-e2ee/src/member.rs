@@ -614,6 +614,29 @@ impl Member {
         Ok(())
     }
 
+    /// Decodes and processes (verifies, decrypts) one handshake or application message, which
+    /// must come from a member; returns its sender's leaf index and its content, of which
+    /// nothing is merged yet.
+    fn process_from_member(
+        &mut self,
+        bytes: &[u8],
+    ) -> Result<(u32, ProcessedMessageContent), E2eeError> {
+        let msg = MlsMessageIn::tls_deserialize_exact(bytes).map_err(peer)?;
+        let pm = msg
+            .try_into_protocol_message()
+            .map_err(|_| E2eeError::Refused("not an MLS handshake or application message"))?;
+        let g = self
+            .group
+            .as_mut()
+            .ok_or(E2eeError::Misuse("not a member of a group"))?;
+        let processed = g.process_message(&self.provider, pm).map_err(peer)?;
+        let sender = match processed.sender() {
+            Sender::Member(i) => i.u32(),
+            _ => return Err(E2eeError::Refused("message not sent by a group member")),
+        };
+        Ok((sender, processed.into_content()))
+    }
+
     /// Handles one MLS message from the delivery service.
     ///
     /// Commits are accepted only from members; every credential they bring in (Adds, Updates,
@@ -622,21 +645,9 @@ impl Member {
     /// show the warning). Standalone and external proposals and external commits are refused:
     /// only a member's commit can change the group.
     pub fn process_message(&mut self, bytes: &[u8], now: Duration) -> Result<Event, E2eeError> {
-        let msg = MlsMessageIn::tls_deserialize_exact(bytes).map_err(peer)?;
-        let pm = msg
-            .try_into_protocol_message()
-            .map_err(|_| E2eeError::Refused("not an MLS handshake or application message"))?;
         let before = self.roster_map();
-        let g = self
-            .group
-            .as_mut()
-            .ok_or(E2eeError::Misuse("not a member of a group"))?;
-        let processed = g.process_message(&self.provider, pm).map_err(peer)?;
-        let committer = match processed.sender() {
-            Sender::Member(i) => i.u32(),
-            _ => return Err(E2eeError::Refused("message not sent by a group member")),
-        };
-        match processed.into_content() {
+        let (committer, content) = self.process_from_member(bytes)?;
+        match content {
             ProcessedMessageContent::StagedCommitMessage(staged) => {
                 self.check_staged(&staged, committer, now)?;
                 let self_removed = staged.self_removed();
@@ -675,21 +686,10 @@ impl Member {
     /// delivery service cannot slip a handshake past the ordered commit path by calling it
     /// chat. Returns the sender's leaf index and the plaintext.
     pub fn decrypt_application(&mut self, bytes: &[u8]) -> Result<(u32, Vec<u8>), E2eeError> {
-        let msg = MlsMessageIn::tls_deserialize_exact(bytes).map_err(peer)?;
-        let pm = msg
-            .try_into_protocol_message()
-            .map_err(|_| E2eeError::Refused("not an MLS application message"))?;
-        let g = self
-            .group
-            .as_mut()
-            .ok_or(E2eeError::Misuse("not a member of a group"))?;
-        let processed = g.process_message(&self.provider, pm).map_err(peer)?;
-        let sender = match processed.sender() {
-            Sender::Member(i) => i.u32(),
-            _ => return Err(E2eeError::Refused("message not sent by a group member")),
-        };
-        match processed.into_content() {
-            ProcessedMessageContent::ApplicationMessage(m) => Ok((sender, m.into_bytes())),
+        match self.process_from_member(bytes)? {
+            (sender, ProcessedMessageContent::ApplicationMessage(m)) => {
+                Ok((sender, m.into_bytes()))
+            }
             _ => Err(E2eeError::Refused(
                 "not an application message (handshakes go through process_message)",
             )),

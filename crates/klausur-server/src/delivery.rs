@@ -509,6 +509,20 @@ mod tests {
         d.member(peer, 0, 0).expect("member");
     }
 
+    /// A group of p1..=p`n` (p1 created it, each later one added by p1), at epoch n-1.
+    fn group_of(n: PeerId) -> Delivery {
+        let mut d = Delivery::new("m1");
+        create(&mut d, 1);
+        for p in 2..=n {
+            d.key_package(p, KP.into(), None).expect("accepted");
+            let epoch = d.epoch().expect("group");
+            d.commit(1, epoch, "Q0M=".into(), Some("V0U=".into()), vec![p])
+                .expect("accepted");
+            d.member(p, p as u32 - 1, epoch + 1).expect("member");
+        }
+        d
+    }
+
     #[test]
     fn first_key_package_creates_the_group_others_wait() {
         let mut d = Delivery::new("m1");
@@ -585,11 +599,7 @@ mod tests {
 
     #[test]
     fn chat_of_the_current_epoch_goes_to_the_other_members_an_older_one_back_to_its_author() {
-        let mut d = Delivery::new("m1");
-        create(&mut d, 1);
-        d.key_package(2, KP.into(), None).expect("accepted");
-        d.commit(1, 0, "Q0M=".into(), Some("V0U=".into()), vec![2])
-            .expect("accepted");
+        let mut d = group_of(2);
         // p3 waits for a Welcome: not a member, so it may not chat and receives no chat.
         d.key_package(3, KP.into(), None).expect("accepted");
         assert_eq!(
@@ -665,11 +675,7 @@ mod tests {
 
     #[test]
     fn a_joiner_whose_admitting_moderator_left_can_be_admitted_by_another() {
-        let mut d = Delivery::new("m1");
-        create(&mut d, 1);
-        d.key_package(2, KP.into(), None).expect("accepted");
-        d.commit(1, 0, "Q0M=".into(), Some("V0U=".into()), vec![2])
-            .expect("accepted");
+        let mut d = group_of(2);
         // p3 came in from the lobby, admitted by p2.
         assert_eq!(
             d.key_package(3, KP.into(), Some(2)).expect("accepted"),
@@ -700,20 +706,6 @@ mod tests {
             .expect("accepted");
         assert_eq!(d.left(4), Vec::<Out>::new());
         assert_eq!(admitted_by(&d), Some("p1".into()));
-    }
-
-    /// A group of p1..=p`n` (p1 created it, each later one added by p1), at epoch n-1.
-    fn group_of(n: PeerId) -> Delivery {
-        let mut d = Delivery::new("m1");
-        create(&mut d, 1);
-        for p in 2..=n {
-            d.key_package(p, KP.into(), None).expect("accepted");
-            let epoch = d.epoch().expect("group");
-            d.commit(1, epoch, "Q0M=".into(), Some("V0U=".into()), vec![p])
-                .expect("accepted");
-            d.member(p, p as u32 - 1, epoch + 1).expect("member");
-        }
-        d
     }
 
     #[test]

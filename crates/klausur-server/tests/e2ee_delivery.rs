@@ -96,20 +96,38 @@ async fn commit_result(c: &mut Client) -> (u64, bool) {
     }
 }
 
+/// Sends `msg` and expects an error reply with `code`.
+async fn expect_error(c: &mut Client, msg: &ClientMsg, code: ErrorCode) {
+    c.send(msg).await;
+    match c.until(|m| matches!(m, ServerMsg::Error { .. })).await {
+        ServerMsg::Error { code: got, message } => assert_eq!(got, code, "{message}"),
+        _ => unreachable!(),
+    }
+}
+
 fn pending(msg: &ServerMsg) -> bool {
     matches!(msg, ServerMsg::MlsPending { joiners, .. } if !joiners.is_empty())
 }
 
-#[tokio::test]
-async fn delivery_service_orders_commits_and_relays_welcomes() {
+/// A new strict meeting `meeting_id` organised by Olga, who is first in the meeting room: she is
+/// asked to create the group, does, and claims leaf 0. Sam is a staff user, not invited.
+struct OlgasGroup {
+    srv: TestServer,
+    meeting: String,
+    olga_user_id: i64,
+    olga: Client,
+    olga_dev: Member,
+}
+
+async fn olgas_group(meeting_id: &str, title: &str) -> OlgasGroup {
     let srv = TestServer::start().await;
     let olga_user = srv.user("olga", Role::Staff).await;
     srv.user("sam", Role::Staff).await;
     let meeting = srv
         .store
         .create_meeting(
-            "m1",
-            "Hauptausschuss",
+            meeting_id,
+            title,
             None,
             olga_user.id,
             SecurityProfile::Strict,
@@ -117,16 +135,6 @@ async fn delivery_service_orders_commits_and_relays_welcomes() {
         .await
         .expect("meeting")
         .id;
-    let (gina_inv, gina_token) = srv
-        .guest_invitation(
-            &meeting,
-            "Gina Gast",
-            olga_user.id,
-            chrono::Duration::hours(1),
-        )
-        .await;
-
-    // Olga (organiser) is first: she is asked to create the group.
     let (olga_http, olga_csrf) = srv.login("olga").await;
     let mut olga_dev = device(&srv, &olga_http, Some(&olga_csrf), json!({})).await;
     let mut olga = Client::connect(&srv, Some(&session_cookie(&srv, "olga").await)).await;
@@ -141,7 +149,10 @@ async fn delivery_service_orders_commits_and_relays_welcomes() {
     else {
         unreachable!()
     };
-    assert!(group_id.starts_with("m1/"), "{group_id}");
+    assert!(
+        group_id.starts_with(&format!("{meeting_id}/")),
+        "{group_id}"
+    );
     olga_dev
         .create_group(group_id.as_bytes(), now())
         .expect("create");
@@ -153,6 +164,33 @@ async fn delivery_service_orders_commits_and_relays_welcomes() {
         matches!(&up, ServerMsg::ParticipantUpdated { participant } if participant.leaf == Some(0)),
         "{up:?}"
     );
+    OlgasGroup {
+        srv,
+        meeting,
+        olga_user_id: olga_user.id,
+        olga,
+        olga_dev,
+    }
+}
+
+#[tokio::test]
+async fn delivery_service_orders_commits_and_relays_welcomes() {
+    // Olga (organiser) is first: she is asked to create the group.
+    let OlgasGroup {
+        srv,
+        meeting,
+        olga_user_id,
+        mut olga,
+        mut olga_dev,
+    } = olgas_group("m1", "Hauptausschuss").await;
+    let (gina_inv, gina_token) = srv
+        .guest_invitation(
+            &meeting,
+            "Gina Gast",
+            olga_user_id,
+            chrono::Duration::hours(1),
+        )
+        .await;
 
     // Gina (invitee) joins and waits in the pending list with the policy that admits her.
     let gina_http = srv.anonymous();
@@ -163,20 +201,17 @@ async fn delivery_service_orders_commits_and_relays_welcomes() {
         ServerMsg::Joined { .. }
     ));
     // Before she is added, she cannot commit or claim membership.
-    gina.send(&ClientMsg::MlsCommit {
-        epoch: 0,
-        commit: "QQ==".into(),
-        welcome: None,
-        welcome_for: vec![],
-    })
+    expect_error(
+        &mut gina,
+        &ClientMsg::MlsCommit {
+            epoch: 0,
+            commit: "QQ==".into(),
+            welcome: None,
+            welcome_for: vec![],
+        },
+        ErrorCode::Forbidden,
+    )
     .await;
-    assert!(matches!(
-        gina.until(|m| matches!(m, ServerMsg::Error { .. })).await,
-        ServerMsg::Error {
-            code: ErrorCode::Forbidden,
-            ..
-        }
-    ));
     key_package(&mut gina, &gina_dev).await;
     let ServerMsg::MlsPending { joiners, policy } = olga.until(pending).await else {
         unreachable!()
@@ -188,7 +223,7 @@ async fn delivery_service_orders_commits_and_relays_welcomes() {
         .contains(&format!("invitation:{gina_inv}")));
     assert!(policy
         .direct_user_ids
-        .contains(&format!("user:{}", olga_user.id)));
+        .contains(&format!("user:{olga_user_id}")));
     assert!(!policy.staff_direct);
     let gina_pid = joiners[0].participant_id.clone();
 
@@ -310,24 +345,7 @@ async fn delivery_service_orders_commits_and_relays_welcomes() {
     let (sam_http, sam_csrf) = srv.login("sam").await;
     let sam_dev = device(&srv, &sam_http, Some(&sam_csrf), json!({})).await;
     let mut sam = Client::connect(&srv, Some(&session_cookie(&srv, "sam").await)).await;
-    assert!(matches!(
-        sam.join(&meeting, None, None).await,
-        ServerMsg::LobbyWait { .. }
-    ));
-    let ServerMsg::LobbyChanged { lobby, .. } = olga
-        .until(|m| matches!(m, ServerMsg::LobbyChanged { lobby, .. } if !lobby.is_empty()))
-        .await
-    else {
-        unreachable!()
-    };
-    olga.send(&ClientMsg::Admit {
-        participant_id: lobby[0].id.clone(),
-    })
-    .await;
-    assert!(matches!(
-        sam.until(|m| matches!(m, ServerMsg::Joined { .. })).await,
-        ServerMsg::Joined { .. }
-    ));
+    admitted_from_lobby(&mut olga, &mut sam, &meeting, None).await;
     key_package(&mut sam, &sam_dev).await;
     let ServerMsg::MlsPending { joiners, policy } = olga.until(pending).await else {
         unreachable!()
@@ -337,27 +355,22 @@ async fn delivery_service_orders_commits_and_relays_welcomes() {
     assert!(sam_id.starts_with("user:"), "{sam_id}");
     assert!(!policy.direct_user_ids.contains(sam_id));
     // A pending client cannot claim a leaf, nor chat.
-    sam.send(&ClientMsg::MlsMember { leaf: 5, epoch: 2 }).await;
-    assert!(matches!(
-        sam.until(|m| matches!(m, ServerMsg::Error { .. })).await,
-        ServerMsg::Error {
-            code: ErrorCode::InvalidState,
-            ..
-        }
-    ));
-    sam.send(&ClientMsg::MlsChat {
-        id: 1,
-        epoch: 2,
-        message: B64.encode(b"not for the group"),
-    })
+    expect_error(
+        &mut sam,
+        &ClientMsg::MlsMember { leaf: 5, epoch: 2 },
+        ErrorCode::InvalidState,
+    )
     .await;
-    assert!(matches!(
-        sam.until(|m| matches!(m, ServerMsg::Error { .. })).await,
-        ServerMsg::Error {
-            code: ErrorCode::Forbidden,
-            ..
-        }
-    ));
+    expect_error(
+        &mut sam,
+        &ClientMsg::MlsChat {
+            id: 1,
+            epoch: 2,
+            message: B64.encode(b"not for the group"),
+        },
+        ErrorCode::Forbidden,
+    )
+    .await;
 
     // `admit` for someone already in the meeting hands a waiting joiner to this moderator (for
     // a joiner whose admitting moderator left); for a group member it is refused, and only
@@ -381,17 +394,14 @@ async fn delivery_service_orders_commits_and_relays_welcomes() {
     };
     assert_eq!(code, ErrorCode::InvalidState);
     assert!(message.contains("not waiting to be added"), "{message}");
-    gina.send(&ClientMsg::Admit {
-        participant_id: joiners[0].participant_id.clone(),
-    })
+    expect_error(
+        &mut gina,
+        &ClientMsg::Admit {
+            participant_id: joiners[0].participant_id.clone(),
+        },
+        ErrorCode::Forbidden,
+    )
     .await;
-    assert!(matches!(
-        gina.until(|m| matches!(m, ServerMsg::Error { .. })).await,
-        ServerMsg::Error {
-            code: ErrorCode::Forbidden,
-            ..
-        }
-    ));
 
     // Gina leaves; Olga removes her leaf; Gina's device cannot read what follows.
     gina.send(&ClientMsg::Leave).await;
@@ -454,65 +464,84 @@ async fn add_first_pending(
         .await;
 }
 
-#[tokio::test]
-async fn a_guest_whose_admitting_moderator_left_is_admitted_by_another() {
-    let srv = TestServer::start().await;
-    let olga_user = srv.user("olga", Role::Staff).await;
-    srv.user("sam", Role::Staff).await;
-    let meeting = srv
-        .store
-        .create_meeting(
-            "m2",
-            "Ältestenrat",
-            None,
-            olga_user.id,
-            SecurityProfile::Strict,
-        )
-        .await
-        .expect("meeting")
-        .id;
+/// Olga and Sam in the group of a new strict meeting (id `meeting_id`): Olga (organiser)
+/// creates it, Sam (staff, not invited) comes through the lobby, Olga admits and adds him
+/// (Sam's device is not needed afterwards).
+struct OlgaAndSam {
+    srv: TestServer,
+    meeting: String,
+    olga: Client,
+    olga_dev: Member,
+    sam: Client,
+    sam_pid: String,
+}
 
-    // Olga creates the group.
-    let (olga_http, olga_csrf) = srv.login("olga").await;
-    let mut olga_dev = device(&srv, &olga_http, Some(&olga_csrf), json!({})).await;
-    let mut olga = Client::connect(&srv, Some(&session_cookie(&srv, "olga").await)).await;
-    olga.join(&meeting, None, None).await;
-    key_package(&mut olga, &olga_dev).await;
-    let ServerMsg::MlsCreateGroup { group_id } = olga
-        .until(|m| matches!(m, ServerMsg::MlsCreateGroup { .. }))
+/// `person` (connected, not joined) joins `meeting` as `name` (or by its session), waits in
+/// the lobby, and `moderator` admits them; returns their participant id.
+async fn admitted_from_lobby(
+    moderator: &mut Client,
+    person: &mut Client,
+    meeting: &str,
+    name: Option<&str>,
+) -> String {
+    assert!(matches!(
+        person.join(meeting, None, name).await,
+        ServerMsg::LobbyWait { .. }
+    ));
+    let ServerMsg::LobbyChanged { lobby, .. } = moderator
+        .until(|m| matches!(m, ServerMsg::LobbyChanged { lobby, .. } if !lobby.is_empty()))
         .await
     else {
         unreachable!()
     };
-    olga_dev
-        .create_group(group_id.as_bytes(), now())
-        .expect("create");
-    olga.send(&ClientMsg::MlsMember { leaf: 0, epoch: 0 }).await;
+    moderator
+        .send(&ClientMsg::Admit {
+            participant_id: lobby[0].id.clone(),
+        })
+        .await;
+    person
+        .until(|m| matches!(m, ServerMsg::Joined { .. }))
+        .await;
+    lobby[0].id.clone()
+}
 
-    // Sam (staff, not invited) comes through the lobby; Olga admits and adds him and makes him
-    // a moderator.
+async fn olga_and_sam(meeting_id: &str) -> OlgaAndSam {
+    let OlgasGroup {
+        srv,
+        meeting,
+        mut olga,
+        mut olga_dev,
+        ..
+    } = olgas_group(meeting_id, "Ältestenrat").await;
     let (sam_http, sam_csrf) = srv.login("sam").await;
     let mut sam_dev = device(&srv, &sam_http, Some(&sam_csrf), json!({})).await;
     let mut sam = Client::connect(&srv, Some(&session_cookie(&srv, "sam").await)).await;
-    assert!(matches!(
-        sam.join(&meeting, None, None).await,
-        ServerMsg::LobbyWait { .. }
-    ));
-    let lobby_id = |m: &ServerMsg| match m {
-        ServerMsg::LobbyChanged { lobby, .. } => lobby.first().map(|e| e.id.clone()),
-        _ => None,
-    };
-    let changed = olga
-        .until(|m| matches!(m, ServerMsg::LobbyChanged { lobby, .. } if !lobby.is_empty()))
-        .await;
-    let sam_pid = lobby_id(&changed).expect("sam waits");
-    olga.send(&ClientMsg::Admit {
-        participant_id: sam_pid.clone(),
-    })
-    .await;
-    sam.until(|m| matches!(m, ServerMsg::Joined { .. })).await;
+    let sam_pid = admitted_from_lobby(&mut olga, &mut sam, &meeting, None).await;
     key_package(&mut sam, &sam_dev).await;
     add_first_pending(&mut olga, &mut olga_dev, &mut sam, &mut sam_dev).await;
+    olga.until(|m| matches!(m, ServerMsg::ParticipantUpdated { participant } if participant.id == sam_pid && participant.leaf == Some(1)))
+        .await;
+    OlgaAndSam {
+        srv,
+        meeting,
+        olga,
+        olga_dev,
+        sam,
+        sam_pid,
+    }
+}
+
+#[tokio::test]
+async fn a_guest_whose_admitting_moderator_left_is_admitted_by_another() {
+    // Olga admits Sam from the lobby, adds him, and makes him a moderator.
+    let OlgaAndSam {
+        srv,
+        meeting,
+        mut olga,
+        mut sam,
+        sam_pid,
+        ..
+    } = olga_and_sam("m2").await;
     olga.send(&ClientMsg::SetModerator {
         participant_id: sam_pid.clone(),
         moderator: true,
@@ -531,19 +560,7 @@ async fn a_guest_whose_admitting_moderator_left_is_admitted_by_another() {
     )
     .await;
     let mut gus = Client::connect(&srv, None).await;
-    assert!(matches!(
-        gus.join(&meeting, None, Some("Gus Gast")).await,
-        ServerMsg::LobbyWait { .. }
-    ));
-    let changed = olga
-        .until(|m| matches!(m, ServerMsg::LobbyChanged { lobby, .. } if !lobby.is_empty()))
-        .await;
-    let gus_pid = lobby_id(&changed).expect("gus waits");
-    olga.send(&ClientMsg::Admit {
-        participant_id: gus_pid.clone(),
-    })
-    .await;
-    gus.until(|m| matches!(m, ServerMsg::Joined { .. })).await;
+    let gus_pid = admitted_from_lobby(&mut olga, &mut gus, &meeting, Some("Gus Gast")).await;
     olga.send(&ClientMsg::Leave).await;
     sam.until(|m| matches!(m, ServerMsg::ParticipantLeft { participant_id, .. } if participant_id == "p1"))
         .await;
@@ -564,50 +581,15 @@ async fn a_guest_whose_admitting_moderator_left_is_admitted_by_another() {
 
 #[tokio::test]
 async fn a_commit_the_others_cannot_process_is_voided_over_the_websocket() {
-    let srv = TestServer::start().await;
-    let olga_user = srv.user("olga", Role::Staff).await;
-    srv.user("sam", Role::Staff).await;
-    let meeting = srv
-        .store
-        .create_meeting("m3", "Rat", None, olga_user.id, SecurityProfile::Strict)
-        .await
-        .expect("meeting")
-        .id;
-    let (olga_http, olga_csrf) = srv.login("olga").await;
-    let mut olga_dev = device(&srv, &olga_http, Some(&olga_csrf), json!({})).await;
-    let mut olga = Client::connect(&srv, Some(&session_cookie(&srv, "olga").await)).await;
-    olga.join(&meeting, None, None).await;
-    key_package(&mut olga, &olga_dev).await;
-    let ServerMsg::MlsCreateGroup { group_id } = olga
-        .until(|m| matches!(m, ServerMsg::MlsCreateGroup { .. }))
-        .await
-    else {
-        unreachable!()
-    };
-    olga_dev
-        .create_group(group_id.as_bytes(), now())
-        .expect("create");
-    olga.send(&ClientMsg::MlsMember { leaf: 0, epoch: 0 }).await;
-    let (sam_http, sam_csrf) = srv.login("sam").await;
-    let mut sam_dev = device(&srv, &sam_http, Some(&sam_csrf), json!({})).await;
-    let mut sam = Client::connect(&srv, Some(&session_cookie(&srv, "sam").await)).await;
-    sam.join(&meeting, None, None).await;
-    let ServerMsg::LobbyChanged { lobby, .. } = olga
-        .until(|m| matches!(m, ServerMsg::LobbyChanged { lobby, .. } if !lobby.is_empty()))
-        .await
-    else {
-        unreachable!()
-    };
-    let sam_pid = lobby[0].id.clone();
-    olga.send(&ClientMsg::Admit {
-        participant_id: sam_pid.clone(),
-    })
-    .await;
-    sam.until(|m| matches!(m, ServerMsg::Joined { .. })).await;
-    key_package(&mut sam, &sam_dev).await;
-    add_first_pending(&mut olga, &mut olga_dev, &mut sam, &mut sam_dev).await;
-    olga.until(|m| matches!(m, ServerMsg::ParticipantUpdated { participant } if participant.id == sam_pid && participant.leaf == Some(1)))
-        .await;
+    // (`_srv` keeps the server running to the end of the test.)
+    let OlgaAndSam {
+        srv: _srv,
+        mut olga,
+        mut olga_dev,
+        mut sam,
+        sam_pid,
+        ..
+    } = olga_and_sam("m3").await;
 
     // Sam's client commits garbage for epoch 1; the server accepts it, Olga cannot process it.
     sam.send(&ClientMsg::MlsCommit {
@@ -640,17 +622,14 @@ async fn a_commit_the_others_cannot_process_is_voided_over_the_websocket() {
     send_commit(&mut olga, 1, &update, &[]).await;
     assert_eq!(commit_result(&mut olga).await, (1, true));
     // Sam is no member any more until added again: he cannot chat.
-    sam.send(&ClientMsg::MlsChat {
-        id: 1,
-        epoch: 2,
-        message: B64.encode(b"x"),
-    })
+    expect_error(
+        &mut sam,
+        &ClientMsg::MlsChat {
+            id: 1,
+            epoch: 2,
+            message: B64.encode(b"x"),
+        },
+        ErrorCode::Forbidden,
+    )
     .await;
-    assert!(matches!(
-        sam.until(|m| matches!(m, ServerMsg::Error { .. })).await,
-        ServerMsg::Error {
-            code: ErrorCode::Forbidden,
-            ..
-        }
-    ));
 }

@@ -373,6 +373,26 @@ function expectAgree(clients: Client[]): string {
 
 const enc = new TextEncoder();
 
+/**
+ * A meeting whose profile admits every staff credential, with Ana, Ben and Cem (staff, p1-p3)
+ * in its group; `skews` sets their clocks off (ms) before they join.
+ */
+function threeStaff(skews: [number, number, number] = [0, 0, 0]) {
+  const s = new Server();
+  s.policy = { staff_direct: true, direct_user_ids: [] };
+  const people = (['Ana', 'Ben', 'Cem'] as const).map((name, i) => {
+    const c = new Client(s, `p${i + 1}`, name, 'staff', `user:${i + 1}`);
+    c.skew = skews[i];
+    return c;
+  });
+  for (const c of people) s.join(c);
+  s.advance(4_000);
+  const code = expectAgree(people);
+  const [ana, ben, cem] = people;
+  return { s, ana, ben, cem, code };
+}
+
+
 describe('MlsClient with the delivery service', () => {
   test('group forms, joins by policy and by a moderator, refusals, leave, forgeries, collisions', () => {
     const s = new Server();
@@ -586,16 +606,7 @@ describe('MlsClient with the delivery service', () => {
   });
 
   test('chat is encrypted for the group, shown under the credential name, and re-sent after an epoch change', () => {
-    const s = new Server();
-    s.policy = { staff_direct: true, direct_user_ids: [] };
-    const ana = new Client(s, 'p1', 'Ana', 'staff', 'user:1');
-    const ben = new Client(s, 'p2', 'Ben', 'staff', 'user:2');
-    const cem = new Client(s, 'p3', 'Cem', 'staff', 'user:3');
-    s.join(ana);
-    s.join(ben);
-    s.join(cem);
-    s.advance(3_000);
-    expectAgree([ana, ben, cem]);
+    const { s, ana, ben, cem } = threeStaff();
 
     // Ben writes; Ana and Cem read it under the name Ben's credential carries.
     const secret = 'Vertraulich: Grundstücksverkauf Flur 7';
@@ -728,18 +739,9 @@ describe('MlsClient with the delivery service', () => {
   });
 
   test('clients whose clocks are off join and follow the group on the identity CA\'s time', () => {
-    const s = new Server();
-    s.policy = { staff_direct: true, direct_user_ids: [] };
-    const ana = new Client(s, 'p1', 'Ana', 'staff', 'user:1');
-    const ben = new Client(s, 'p2', 'Ben', 'staff', 'user:2');
-    const cem = new Client(s, 'p3', 'Cem', 'staff', 'user:3');
-    ben.skew = -5 * 60_000; // five minutes behind: others' fresh credentials look not yet valid
-    cem.skew = 2 * 3600_000; // two hours ahead: others' credentials look expired
-    s.join(ana);
-    s.join(ben);
-    s.join(cem);
-    s.advance(4_000);
-    expectAgree([ana, ben, cem]);
+    // Ben five minutes behind (others' fresh credentials look not yet valid), Cem two hours ahead
+    // (others' credentials look expired); threeStaff checks that all three agree.
+    const { s, ana, ben, cem } = threeStaff([0, -5 * 60_000, 2 * 3600_000]);
     for (const c of [ben, cem]) expect(c.warnings('clock_skew'), c.name).toBe(1);
     expect(ana.warnings('clock_skew')).toBe(0);
     expect(ben.warnings('welcome_rejected') + cem.warnings('welcome_rejected')).toBe(0);
@@ -750,16 +752,7 @@ describe('MlsClient with the delivery service', () => {
   });
 
   test('a commit the others cannot process is voided; its maker rejoins and the group goes on', () => {
-    const s = new Server();
-    s.policy = { staff_direct: true, direct_user_ids: [] };
-    const ana = new Client(s, 'p1', 'Ana', 'staff', 'user:1');
-    const ben = new Client(s, 'p2', 'Ben', 'staff', 'user:2');
-    const cem = new Client(s, 'p3', 'Cem', 'staff', 'user:3');
-    s.join(ana);
-    s.join(ben);
-    s.join(cem);
-    s.advance(4_000);
-    const before = expectAgree([ana, ben, cem]);
+    const { s, ana, ben, cem, code: before } = threeStaff();
     const epoch = ana.status.epoch as number;
     // Ben's client sends garbage for the current epoch (here: a commit of another group); the
     // server cannot tell and accepts it.
