@@ -147,6 +147,7 @@ test('a chat message arrives at the others, end-to-end encrypted', async () => {
     await expect(chatMessage(p.page, text)).toHaveAttribute('data-from', 'Jonas Beispiel');
     await expect(chatMessage(p.page, text)).not.toHaveAttribute('data-mismatch', 'true');
   }
+  await erika!.page.screenshot({ path: join(dirname(fileURLToPath(import.meta.url)), 'screenshots', 'chat-panel.png') });
   // What crossed the WebSockets: the chat went out and came in as mls_chat, never as text the
   // server could read. Negative control: the recorder does see plaintext that is sent in clear
   // (the meeting title in the joined message), so a plaintext chat would be caught.
