@@ -260,3 +260,38 @@ test('malformed signaling gets an error reply and the sender keeps working', asy
   await openPanel(admin!.page, 'chat');
   await expect(chatMessage(admin!.page, text)).toBeVisible();
 });
+
+test('a guest whose admitting moderator left is admitted to the encrypted group by another moderator', async ({ browser, server }) => {
+  const { admin, erika } = s;
+  if (!admin || !erika || !s.meetingId) throw new Error('needs the meeting from the first test');
+  const a = admin!.page;
+  const e = erika!.page;
+  // Erika becomes a moderator too.
+  await openPanel(a, 'people');
+  await a.locator(`[data-testid="participant-item"][data-participant-id="${erika!.id}"]`).getByTestId('moderator-button').click();
+  await openPanel(e, 'people');
+  await expect(e.getByTestId('lobby-section')).toBeVisible();
+
+  // Gustav waits in the lobby. The administrator lets him in and closes the tab at once: before
+  // Gustav's browser has asked to join the encrypted group, so her browser cannot add him.
+  const gustav = await newPerson(browser, server.baseURL, 'Gustav Gast');
+  s.everyone.push(gustav);
+  await gustav.page.goto(`/m/${encodeURIComponent(s.meetingId!)}`);
+  await passPrejoin(gustav.page, { expectTitle: TITLE, name: 'Gustav Gast' });
+  await expect(gustav.page.getByTestId('lobby-page')).toBeVisible();
+  await openPanel(a, 'people');
+  await a.locator('[data-testid="lobby-entry"][data-name="Gustav Gast"]').getByTestId('admit-button').click();
+  await a.close();
+  await expectInRoom(gustav.page);
+  await expect(gustav.page.getByTestId('e2ee-indicator')).toHaveAttribute('data-state', 'waiting');
+
+  // Erika's list shows him waiting for a moderator; she admits him to the group, and he is in.
+  const g = e.locator('[data-testid="participant-item"][data-name="Gustav Gast"]');
+  await expect(g.getByTestId('awaits-admission')).toBeVisible({ timeout: 20_000 });
+  await g.getByTestId('admit-to-group-button').click();
+  await expect(gustav.page.getByTestId('e2ee-indicator')).not.toHaveAttribute('data-state', 'waiting', { timeout: 20_000 });
+  await expect(e.locator('[data-testid="participant-item"][data-name="Gustav Gast"][data-verified="true"]')).toBeVisible({
+    timeout: 20_000,
+  });
+  await expectAudioVideoFrom(gustav.page, erika!.id);
+});
