@@ -272,17 +272,25 @@ test('a guest whose admitting moderator left is admitted to the encrypted group 
   await openPanel(e, 'people');
   await expect(e.getByTestId('lobby-section')).toBeVisible();
 
-  // Gustav waits in the lobby. The administrator lets him in and closes the tab at once: before
-  // Gustav's browser has asked to join the encrypted group, so her browser cannot add him.
+  // Gustav waits in the lobby. The administrator lets him in and closes the tab before Gustav's
+  // browser has asked to join the encrypted group (his credential request is held until she is
+  // gone), so her browser cannot add him.
   const gustav = await newPerson(browser, server.baseURL, 'Gustav Gast');
   s.everyone.push(gustav);
+  let adminGone: () => void = () => undefined;
+  const gone = new Promise<void>((resolve) => (adminGone = resolve));
+  await gustav.page.route('**/api/identity/credential', async (route) => {
+    await gone;
+    await route.continue();
+  });
   await gustav.page.goto(`/m/${encodeURIComponent(s.meetingId!)}`);
   await passPrejoin(gustav.page, { expectTitle: TITLE, name: 'Gustav Gast' });
   await expect(gustav.page.getByTestId('lobby-page')).toBeVisible();
   await openPanel(a, 'people');
   await a.locator('[data-testid="lobby-entry"][data-name="Gustav Gast"]').getByTestId('admit-button').click();
-  await a.close();
   await expectInRoom(gustav.page);
+  await a.close();
+  adminGone();
   await expect(gustav.page.getByTestId('e2ee-indicator')).toHaveAttribute('data-state', 'waiting');
 
   // Erika's list shows him waiting for a moderator; she admits him to the group, and he is in.
