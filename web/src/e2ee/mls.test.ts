@@ -745,10 +745,14 @@ describe('MlsClient with the delivery service', () => {
     for (const c of [ben, cem]) expect(c.warnings('clock_skew'), c.name).toBe(1);
     expect(ana.warnings('clock_skew')).toBe(0);
     expect(ben.warnings('welcome_rejected') + cem.warnings('welcome_rejected')).toBe(0);
-    // Chat works across them too.
+    // Chat works across them too, and their own messages do not time out on the local clock.
     cem.mls.sendChat(1, 'Uhrzeit egal', s.now + cem.skew);
+    ben.mls.sendChat(2, 'Meine Uhr geht nach', s.now + ben.skew);
     s.pump();
     expect(ben.chats).toContainEqual(expect.objectContaining({ type: 'received', text: 'Uhrzeit egal' }));
+    expect(cem.chats).toContainEqual(expect.objectContaining({ type: 'received', text: 'Meine Uhr geht nach' }));
+    expect(ben.chats).toContainEqual({ type: 'sent', id: 2 });
+    expect(cem.chats).toContainEqual({ type: 'sent', id: 1 });
   });
 
   test('a commit the others cannot process is voided; its maker rejoins and the group goes on', () => {

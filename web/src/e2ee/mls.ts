@@ -300,7 +300,7 @@ export class MlsClient {
       this.sink.chat({ type: 'failed', id, reason: `a chat message has 1 to ${MAX_CHAT_CHARS} characters` });
       return;
     }
-    this.outbox.push({ id, text: t, queuedAt: now, attempts: 0, sentEpoch: null, refusedEpoch: null });
+    this.outbox.push({ id, text: t, queuedAt: this.now, attempts: 0, sentEpoch: null, refusedEpoch: null });
     this.evaluate();
   }
 
