@@ -2,6 +2,7 @@
 // The tests build on each other (one meeting, people come and go) and run in order.
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import type { WebSocketRoute } from '@playwright/test';
 import { expect, newPerson, test, type Person } from './fixtures';
 import {
   changePassword,
@@ -156,6 +157,66 @@ test('a chat message arrives at the others, end-to-end encrypted', async () => {
     expect(p.frames.some((f) => f.includes('"mls_chat')), p.name).toBe(true);
     expect(p.frames.filter((f) => f.includes('Vorlage 17/2026')), p.name).toEqual([]);
   }
+});
+
+test('a guest whose connection breaks gets back in by themselves, with the chat kept', async ({ browser, server }) => {
+  const { admin, erika } = s;
+  if (!admin || !erika || !s.meetingId) throw new Error('needs the meeting from the first test');
+  const a = admin!.page;
+  const detail = await admin!.context.newPage();
+  await detail.goto(`/meetings/${encodeURIComponent(s.meetingId!)}`);
+  const paulLink = await inviteGuest(detail, 'Paul Pendler');
+  await detail.close();
+
+  // Paul's signaling goes through a relay the test can cut, as a train's tunnel would: his side
+  // of the connection breaks, while the server notices nothing and keeps the old connection.
+  const paul = await newPerson(browser, server.baseURL, 'Paul Pendler');
+  s.everyone.push(paul);
+  const relays: WebSocketRoute[] = [];
+  await paul.page.routeWebSocket(/\/api\/ws$/, (ws) => {
+    ws.connectToServer();
+    relays.push(ws);
+  });
+  const p = paul.page;
+  await p.goto(paulLink);
+  await passPrejoin(p, { expectTitle: TITLE, expectInvitee: 'Paul Pendler' });
+  await expectInRoom(p);
+  const before = await selfId(p);
+  await expectAudioVideoFrom(p, admin!.id);
+  const text = 'Ich sitze im Zug, falls ich kurz weg bin.';
+  await sendChat(p, text);
+  await expect(chatMessage(p, text)).toHaveAttribute('data-delivery', 'sent');
+
+  await relays[0].close({ code: 4000, reason: 'tunnel' });
+  const banner = p.getByTestId('reconnecting-banner');
+  await expect(banner).toBeVisible();
+  await expect(banner).toHaveAttribute('data-attempt', '1');
+
+  // Back in by himself, as a new participant that replaced the old seat: one Paul in every list,
+  // media both ways, the encrypted group joined again, and his chat still there.
+  await expect(banner).toHaveCount(0, { timeout: 20_000 });
+  await expectInRoom(p);
+  expect(relays.length).toBeGreaterThanOrEqual(2);
+  const after = await selfId(p);
+  expect(after).not.toBe(before);
+  await openPanel(a, 'people');
+  await expect(a.locator('[data-testid="participant-item"][data-name="Paul Pendler"]')).toHaveCount(1);
+  await expect(a.locator(`[data-testid="participant-item"][data-participant-id="${after}"]`)).toBeVisible();
+  await expectAudioVideoFrom(p, admin!.id);
+  await expectAudioVideoFrom(a, after);
+  await expect(p.getByTestId('e2ee-indicator')).toHaveAttribute('data-state', 'active', { timeout: 30_000 });
+  await openPanel(p, 'chat');
+  await expect(chatMessage(p, text)).toBeVisible();
+  const again = 'Wieder da.';
+  await sendChat(p, again);
+  await openPanel(erika!.page, 'chat');
+  await expect(chatMessage(erika!.page, again)).toHaveAttribute('data-from', 'Paul Pendler');
+
+  // Paul leaves; the meeting is as before for the tests that follow.
+  await p.getByTestId('leave-button').click();
+  await expect(p.getByTestId('ended-page')).toHaveAttribute('data-reason', 'left');
+  await expect(a.locator('[data-testid="participant-item"][data-name="Paul Pendler"]')).toHaveCount(0);
+  await paul.context.close();
 });
 
 test('someone without invitation waits in the lobby until the moderator admits them', async ({ browser, server }) => {

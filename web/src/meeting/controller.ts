@@ -14,6 +14,7 @@ import {
   endLocally,
   initialRoomState,
   isModerator,
+  reconnecting,
   reduce,
   type RoomState,
 } from './state';
@@ -46,6 +47,15 @@ export interface CallSnapshot {
 
 const MAX_NOTICES = 200;
 
+/**
+ * When the connection to the server breaks (or the server restarts), the client gets back in
+ * by itself: it waits this long before each attempt, about a minute in all, and then gives up
+ * with "connection lost". Staff and personal invitations come straight back in; people who came
+ * through the lobby wait there again, as the server cannot tell them from anyone else with the
+ * link.
+ */
+export const RECONNECT_DELAYS_MS = [1000, 2000, 4000, 8000, 15000, 15000, 15000];
+
 export interface JoinOptions {
   meetingId: string;
   inviteToken: string | null;
@@ -62,7 +72,12 @@ export interface JoinOptions {
 export class MeetingController {
   private snapshot: CallSnapshot;
   private listeners = new Set<() => void>();
-  private signaling: SignalingClient;
+  private signaling: SignalingClient | null = null;
+  /** Attempts to get back in since the connection broke (0 while connected). */
+  private reconnectAttempts = 0;
+  private reconnectTimer: ReturnType<typeof setTimeout> | null = null;
+  /** A join was sent and the server has not answered it with `joined` or `lobby_wait` yet. */
+  private awaitingJoin = false;
   private peer: PeerSession | null = null;
   private e2ee: E2eeSession | null = null;
   private e2eeStarted = false;
@@ -92,19 +107,6 @@ export class MeetingController {
       e2ee: null,
       notices: [],
     };
-    this.signaling = new SignalingClient({
-      onOpen: () =>
-        this.send({
-          type: 'join',
-          meeting_id: opts.meetingId,
-          invite_token: opts.inviteToken,
-          display_name: opts.displayName,
-        }),
-      onMessage: (msg) => this.onMessage(msg),
-      onClose: (clean) => {
-        if (!clean) this.finish('connection_lost');
-      },
-    });
   }
 
   // ---- store ----
@@ -129,6 +131,11 @@ export class MeetingController {
 
   start(): void {
     installTestHooks(this);
+    this.connect();
+  }
+
+  /** Opens the signaling connection and the encryption session, then joins (again). */
+  private connect(): void {
     // The encryption worker loads its WebAssembly and makes the device key while the join (and
     // any wait in the lobby) is under way; the group is joined after `joined`.
     this.e2ee = new E2eeSession({
@@ -137,7 +144,61 @@ export class MeetingController {
       onNotice: (notice) => this.addNotice(notice),
       onChat: (event) => this.update({ room: chatEvent(this.snapshot.room, event) }),
     });
-    this.signaling.connect();
+    this.e2eeStarted = false;
+    const { meetingId, inviteToken, displayName } = this.opts;
+    const signaling: SignalingClient = new SignalingClient({
+      onOpen: () => {
+        this.awaitingJoin = true;
+        this.send({ type: 'join', meeting_id: meetingId, invite_token: inviteToken, display_name: displayName });
+      },
+      onMessage: (msg) => {
+        if (this.signaling === signaling) this.onMessage(msg);
+      },
+      onClose: (clean) => {
+        if (!clean && this.signaling === signaling) this.connectionLost();
+      },
+    });
+    this.signaling = signaling;
+    signaling.connect();
+  }
+
+  /**
+   * The connection broke: get back in after the next delay of [`RECONNECT_DELAYS_MS`], or end
+   * with "connection lost" when it never got in or the attempts are used up.
+   */
+  private connectionLost(): void {
+    const room = this.snapshot.room;
+    const wasIn = room.phase === 'joined' || room.phase === 'lobby';
+    const delay = RECONNECT_DELAYS_MS[this.reconnectAttempts];
+    if (!wasIn || delay === undefined) {
+      this.finish('connection_lost');
+      return;
+    }
+    this.reconnectAttempts += 1;
+    this.dropConnection();
+    this.update({ room: reconnecting(this.snapshot.room, this.reconnectAttempts, Date.now() + delay) });
+    this.reconnectTimer = setTimeout(() => {
+      this.reconnectTimer = null;
+      this.connect();
+    }, delay);
+  }
+
+  /**
+   * Closes signaling, the peer connection and the encryption session (the new connection gets a
+   * new device key and a new leaf), and stops a screen share; keeps microphone and camera.
+   */
+  private dropConnection(): void {
+    this.awaitingJoin = false;
+    const signaling = this.signaling;
+    this.signaling = null;
+    signaling?.close();
+    this.peer?.close();
+    this.peer = null;
+    this.e2ee?.close();
+    this.e2ee = null;
+    this.e2eeStarted = false;
+    this.snapshot.local.screenTrack?.stop();
+    this.update({ remote: [], e2ee: null, local: { ...this.snapshot.local, screenTrack: null, screenSharing: false } });
   }
 
   /** Leave voluntarily. */
@@ -146,19 +207,32 @@ export class MeetingController {
     this.finish('left');
   }
 
+  /** While getting back in after the connection broke: start the next attempt at once. */
+  retryNow(): void {
+    if (!this.reconnectTimer) return;
+    clearTimeout(this.reconnectTimer);
+    this.reconnectTimer = null;
+    this.update({ room: reconnecting(this.snapshot.room, this.reconnectAttempts, Date.now()) });
+    this.connect();
+  }
+
   /** Tear down without a message (component unmounted). */
   dispose(): void {
     if (this.snapshot.room.phase !== 'ended') this.send({ type: 'leave' });
     this.teardown();
   }
 
-  private finish(cause: 'left' | 'connection_lost'): void {
+  private finish(cause: 'left' | 'connection_lost' | 'join_failed'): void {
     this.update({ room: endLocally(this.snapshot.room, cause) });
     this.teardown();
   }
 
   private teardown(): void {
-    this.signaling.close();
+    if (this.reconnectTimer) clearTimeout(this.reconnectTimer);
+    this.reconnectTimer = null;
+    this.awaitingJoin = false;
+    this.signaling?.close();
+    this.signaling = null;
     this.peer?.close();
     this.peer = null;
     this.e2ee?.close();
@@ -170,12 +244,17 @@ export class MeetingController {
   }
 
   private send(msg: ClientMsg): void {
-    this.signaling.send(msg);
+    this.signaling?.send(msg);
   }
 
   private onMessage(msg: ServerMsg): void {
     if (this.e2ee?.handleServer(msg)) return;
     const before = this.snapshot.room;
+    if (msg.type === 'ended' && msg.reason === 'server_shutdown' && (before.phase === 'joined' || before.phase === 'lobby')) {
+      // A restarting server: get back in once it is up again, as after a broken connection.
+      this.connectionLost();
+      return;
+    }
     const room = reduce(before, msg);
     if (room !== before) {
       this.update({ room });
@@ -183,7 +262,18 @@ export class MeetingController {
     }
 
     switch (msg.type) {
+      case 'lobby_wait':
+        this.awaitingJoin = false;
+        this.reconnectAttempts = 0;
+        break;
+      case 'error':
+        // The server refused the join (the meeting ended meanwhile, the invitation was
+        // revoked, ...): trying again would not help.
+        if (this.awaitingJoin) this.finish('join_failed');
+        break;
       case 'joined':
+        this.awaitingJoin = false;
+        this.reconnectAttempts = 0;
         this.startEncryption(msg.self_id, msg.participants);
         this.startMedia();
         break;
@@ -398,7 +488,7 @@ export class MeetingController {
   }
 
   rawSend(text: string): boolean {
-    return this.signaling.rawSend(text);
+    return this.signaling?.rawSend(text) ?? false;
   }
 
   e2eeDiagnostics(): Promise<E2eeDiagnostics | null> {

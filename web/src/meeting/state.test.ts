@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { chatEvent, chatWritten, initialRoomState, isModerator, reduce } from './state';
+import { chatEvent, chatWritten, endLocally, initialRoomState, isModerator, reconnecting, reduce } from './state';
 import type { Participant } from '../signaling/protocol';
 
 const alice: Participant = {
@@ -105,5 +105,49 @@ describe('room state', () => {
     const s = reduce(joined, { type: 'ended', reason: 'removed', by: 'Alice' });
     expect(s.phase).toBe('ended');
     expect(s.ended).toEqual({ cause: 'removed', by: 'Alice' });
+  });
+
+  it('keeps the list and the chat while reconnecting, and a new join replaces the list', () => {
+    let s = reduce(joined, { type: 'participant_joined', participant: bob });
+    s = reduce(s, { type: 'active_speaker', participant_id: 'p2' });
+    s = chatWritten(s, 1, 'schon gesendet', 1000);
+    s = chatEvent(s, { type: 'sent', id: 1 });
+    s = chatWritten(s, 2, 'unterwegs', 2000);
+    s = reconnecting(s, 1, 5000);
+    expect(s.phase).toBe('joined');
+    expect(s.reconnecting).toEqual({ attempt: 1, retryAt: 5000 });
+    expect(s.activeSpeaker).toBeNull();
+    expect(s.participants.map((p) => p.id)).toEqual(['p1', 'p2']);
+    // The message on its way went with the old connection: not sent; the one before stays sent.
+    expect(s.chat.map((c) => [c.text, c.delivery])).toEqual([
+      ['schon gesendet', 'sent'],
+      ['unterwegs', 'failed'],
+    ]);
+
+    const back = reduce(s, {
+      type: 'joined',
+      protocol_version: 1,
+      self_id: 'p7',
+      meeting: joined.meeting!,
+      participants: [bob, { ...alice, id: 'p7' }],
+      lobby: [],
+    });
+    expect(back.reconnecting).toBeNull();
+    expect(back.selfId).toBe('p7');
+    expect(back.participants.map((p) => p.id)).toEqual(['p2', 'p7']);
+    expect(back.chat).toHaveLength(2);
+  });
+
+  it('a reconnect that lands in the lobby forgets the old list; an ended call does not reconnect', () => {
+    const s = reduce(reconnecting(joined, 2, 9000), { type: 'lobby_wait', meeting_title: 'Bauausschuss' });
+    expect(s.phase).toBe('lobby');
+    expect(s.reconnecting).toBeNull();
+    expect(s.participants).toEqual([]);
+    expect(s.selfId).toBeNull();
+
+    const ended = endLocally(reconnecting(joined, 1, 1), 'connection_lost');
+    expect(ended.phase).toBe('ended');
+    expect(ended.reconnecting).toBeNull();
+    expect(reconnecting(ended, 2, 2)).toBe(ended);
   });
 });

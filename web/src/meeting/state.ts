@@ -52,6 +52,12 @@ export interface RoomState {
   lastError: { code: ErrorCode; message: string } | null;
   /** Increments every time someone new arrives in the lobby (for notifications). */
   lobbyArrivals: number;
+  /**
+   * The connection broke and the client is getting back in by itself: the number of the
+   * attempt and when it starts (ms since the Unix epoch). Null while connected. The phase
+   * stays what it was (`joined` or `lobby`) until the server answers again.
+   */
+  reconnecting: { attempt: number; retryAt: number } | null;
 }
 
 export function initialRoomState(meetingTitle: string | null = null): RoomState {
@@ -67,6 +73,7 @@ export function initialRoomState(meetingTitle: string | null = null): RoomState 
     ended: null,
     lastError: null,
     lobbyArrivals: 0,
+    reconnecting: null,
   };
 }
 
@@ -75,11 +82,13 @@ const MAX_CHAT_ENTRIES = 500;
 export function reduce(state: RoomState, msg: ServerMsg): RoomState {
   switch (msg.type) {
     case 'lobby_wait':
-      return { ...state, phase: 'lobby', meetingTitle: msg.meeting_title };
+      return { ...state, phase: 'lobby', meetingTitle: msg.meeting_title, reconnecting: null, participants: [], selfId: null, activeSpeaker: null };
     case 'joined':
       return {
         ...state,
         phase: 'joined',
+        reconnecting: null,
+        activeSpeaker: null,
         selfId: msg.self_id,
         meeting: msg.meeting,
         meetingTitle: msg.meeting.title,
@@ -171,7 +180,21 @@ export function chatEvent(state: RoomState, ev: ChatEvent): RoomState {
 
 export function endLocally(state: RoomState, cause: EndCause): RoomState {
   if (state.phase === 'ended') return state;
-  return { ...state, phase: 'ended', ended: { cause, by: null } };
+  return { ...state, phase: 'ended', ended: { cause, by: null }, reconnecting: null };
+}
+
+/**
+ * The connection broke and attempt `attempt` to get back in starts at `retryAt`. What the
+ * server said about the meeting is kept for the time being (the list, the chat), except who
+ * speaks; a new `joined` replaces it. Own chat messages still being sent are marked as not sent.
+ */
+export function reconnecting(state: RoomState, attempt: number, retryAt: number): RoomState {
+  if (state.phase === 'ended') return state;
+  // Own messages still on their way went with the old connection's encryption session.
+  const chat = state.chat.some((c) => c.delivery === 'sending')
+    ? state.chat.map((c) => (c.delivery === 'sending' ? { ...c, delivery: 'failed' as const } : c))
+    : state.chat;
+  return { ...state, reconnecting: { attempt, retryAt }, activeSpeaker: null, chat };
 }
 
 export function self(state: RoomState): Participant | undefined {

@@ -5,6 +5,7 @@ import type { EndCause } from '../../meeting/state';
 import { useT, type StringKey } from '../../i18n';
 import { Shell } from '../Shell';
 import { Room } from './Room';
+import { ReconnectBanner } from './Reconnecting';
 
 export function useCall(c: MeetingController) {
   return useSyncExternalStore(c.subscribe, c.getSnapshot);
@@ -28,6 +29,7 @@ export function CallView({ controller, isStaff, onRejoin }: { controller: Meetin
     case 'lobby':
       return (
         <Shell>
+          {room.reconnecting && <ReconnectBanner controller={controller} reconnecting={room.reconnecting} />}
           <section className="card narrow center lobby-card" data-testid="lobby-page" aria-live="polite">
             <div className="pulse" aria-hidden="true">
               <span />

@@ -25,6 +25,7 @@ import { ChatPanel } from './ChatPanel';
 import { PeoplePanel } from './PeoplePanel';
 import { SecurityPanel } from './SecurityPanel';
 import { E2eeIndicator, NoticeLine } from './E2ee';
+import { ReconnectBanner } from './Reconnecting';
 
 type Panel = 'chat' | 'people' | 'security' | null;
 
@@ -145,6 +146,7 @@ export function Room({ controller, snap }: { controller: MeetingController; snap
           <LangSwitch dark />
         </div>
       </header>
+      {room.reconnecting && <ReconnectBanner controller={controller} reconnecting={room.reconnecting} />}
 
       <main className={`stage${hasStage ? ' has-screen' : ''}`} aria-label={meeting.title}>
         {hasStage && (
