@@ -117,6 +117,12 @@ pub struct Config {
     pub invitation_hours: i64,
     pub login_attempts_per_15min: u32,
     pub identity: IdentityConfig,
+    /// Meeting WebSockets: the server sends a WebSocket ping this often (browsers answer it in
+    /// their network stack, also in a background tab whose timers are throttled) ...
+    pub ws_keepalive: std::time::Duration,
+    /// ... and closes a connection that sent nothing, not even a pong, for this long: a client
+    /// whose network went away leaves the meeting within this time. Not in the config file.
+    pub ws_idle: std::time::Duration,
 }
 
 /// The `[identity]` section: the identity CA that issues end-to-end encryption credentials.
@@ -351,6 +357,8 @@ impl Config {
                 ca,
                 guest_credentials_per_15min,
             },
+            ws_keepalive: std::time::Duration::from_secs(10),
+            ws_idle: std::time::Duration::from_secs(30),
         })
     }
 

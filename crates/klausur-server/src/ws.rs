@@ -46,10 +46,27 @@ impl Bucket {
 pub async fn serve(state: AppState, socket: WebSocket, who: Who) {
     let (mut sink, mut stream) = socket.split();
     let (tx, mut rx) = mpsc::channel::<ServerMsg>(CLIENT_QUEUE);
+    let keepalive = state.config.ws_keepalive;
+    let idle = state.config.ws_idle;
 
-    // Writer: forwards the actor's messages; closes after an `ended`.
+    // Writer: forwards the actor's messages and sends a WebSocket ping every `keepalive` (the
+    // browser's pong keeps the reader below from timing out); closes after an `ended`.
     let writer = tokio::spawn(async move {
-        while let Some(msg) = rx.recv().await {
+        let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + keepalive, keepalive);
+        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let msg = tokio::select! {
+                msg = rx.recv() => match msg {
+                    Some(msg) => msg,
+                    None => break,
+                },
+                _ = ping.tick() => {
+                    if sink.send(Message::Ping(Default::default())).await.is_err() {
+                        break;
+                    }
+                    continue;
+                }
+            };
             let last = matches!(msg, ServerMsg::Ended { .. });
             if sink.send(Message::Text(msg.encode().into())).await.is_err() {
                 break;
@@ -63,7 +80,8 @@ pub async fn serve(state: AppState, socket: WebSocket, who: Who) {
 
     let mut bucket = Bucket::new();
     let mut joined: Option<(mpsc::Sender<MeetingCmd>, klausur_room::PeerId)> = None;
-    let idle = Duration::from_secs(90);
+    // A connection that sent nothing (no message, no pong to the writer's pings) for `idle` is
+    // gone: its participant leaves.
     loop {
         let frame = match tokio::time::timeout(idle, stream.next()).await {
             Ok(Some(Ok(frame))) => frame,

@@ -8,6 +8,7 @@ use std::time::Duration;
 use chrono::Utc;
 use common::ws::{session_cookie, Client};
 use common::TestServer;
+use futures::StreamExt;
 use klausur_proto::{
     ClientMsg, EndReason, ErrorCode, JoinMethod, LobbyReason, Role as PRole, SecurityProfile,
     ServerMsg,
@@ -538,4 +539,100 @@ async fn cross_origin_websocket_is_refused() {
         let result = tokio_tungstenite::connect_async(req).await;
         assert_eq!(result.is_ok(), ok, "origin {origin}");
     }
+}
+
+/// The server pings every WebSocket. A client whose network went away (it answers nothing, not
+/// even the pings) leaves the meeting after `ws_idle`; a client that is only quiet (it sends no
+/// messages but its WebSocket layer answers the pings) stays.
+#[tokio::test]
+async fn a_client_that_stops_answering_pings_leaves_a_quiet_one_stays() {
+    let srv = TestServer::start_with(|c| {
+        c.ws_keepalive = Duration::from_millis(200);
+        c.ws_idle = Duration::from_millis(1200);
+    })
+    .await;
+    let olga = srv.user("olga", Role::Staff).await;
+    let m = srv
+        .store
+        .create_meeting(
+            "m1",
+            "Hauptausschuss",
+            None,
+            olga.id,
+            SecurityProfile::Strict,
+        )
+        .await
+        .expect("meeting");
+    let gina_token = invite(&srv, &m.id, "Gina Gast", olga.id).await;
+    let hans_token = invite(&srv, &m.id, "Hans Hinz", olga.id).await;
+    let cookie = session_cookie(&srv, "olga").await;
+
+    let mut olga = Client::connect(&srv, Some(&cookie)).await;
+    olga.join(&m.id, None, None).await;
+    let mut gina = Client::connect(&srv, None).await;
+    let gina_id = joined_id(&gina.join(&m.id, Some(&gina_token), None).await);
+    let mut hans = Client::connect(&srv, None).await;
+    let hans_id = joined_id(&hans.join(&m.id, Some(&hans_token), None).await);
+
+    // Gina's socket is no longer read, so her side never answers a ping (a dead network); Hans
+    // reads (his WebSocket layer answers the pings) but sends nothing himself; Olga reads.
+    let started = std::time::Instant::now();
+    let mut pings = 0;
+    let left = loop {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "nobody left within 5 s"
+        );
+        tokio::select! {
+            frame = olga.ws.next() => {
+                let frame = frame
+                    .expect("Olga's connection ended: the server dropped a client that reads")
+                    .expect("frame");
+                if let tokio_tungstenite::tungstenite::Message::Text(t) = frame {
+                    if let ServerMsg::ParticipantLeft { participant_id, .. } =
+                        serde_json::from_str::<ServerMsg>(t.as_str()).expect("server message")
+                    {
+                        break (participant_id, started.elapsed());
+                    }
+                }
+            }
+            frame = hans.ws.next() => {
+                if let Some(Ok(tokio_tungstenite::tungstenite::Message::Ping(_))) = frame {
+                    pings += 1;
+                }
+            }
+        }
+    };
+    assert_eq!(
+        left.0, gina_id,
+        "the silent network leaves, not the quiet client"
+    );
+    assert!(
+        left.1 >= Duration::from_millis(1000),
+        "left after {:?}, before the idle time",
+        left.1
+    );
+    assert!(pings >= 3, "Hans got {pings} pings");
+
+    // Hans stays beyond several idle times as long as his pongs come.
+    let until = std::time::Instant::now() + Duration::from_millis(3000);
+    while std::time::Instant::now() < until {
+        tokio::select! {
+            frame = olga.ws.next() => {
+                let frame = frame.expect("open").expect("frame");
+                if let tokio_tungstenite::tungstenite::Message::Text(t) = frame {
+                    let msg: ServerMsg = serde_json::from_str(t.as_str()).expect("server message");
+                    assert!(
+                        !matches!(&msg, ServerMsg::ParticipantLeft { participant_id, .. } if *participant_id == hans_id),
+                        "Hans was dropped although he answered the pings"
+                    );
+                }
+            }
+            frame = hans.ws.next() => {
+                assert!(matches!(frame, Some(Ok(_))), "Hans's connection ended: {frame:?}");
+            }
+            _ = tokio::time::sleep_until(until.into()) => {}
+        }
+    }
+    drop(gina);
 }
