@@ -8,7 +8,7 @@ export interface SignalingHandlers {
   onClose(clean: boolean, code: number): void;
 }
 
-const PING_INTERVAL_MS = 20_000;
+export const PING_INTERVAL_MS = 20_000;
 
 export function signalingUrl(loc: Location = window.location): string {
   const scheme = loc.protocol === 'https:' ? 'wss:' : 'ws:';
@@ -19,6 +19,9 @@ export class SignalingClient {
   private ws: WebSocket | null = null;
   private pingTimer: ReturnType<typeof setInterval> | null = null;
   private closedByUs = false;
+  /** When the last `ping` went out, and when the server last sent anything (ms). */
+  private lastPingAt = 0;
+  private lastReceivedAt = 0;
 
   constructor(private readonly handlers: SignalingHandlers) {}
 
@@ -26,10 +29,11 @@ export class SignalingClient {
     const ws = new WebSocket(url);
     this.ws = ws;
     ws.onopen = () => {
-      this.pingTimer = setInterval(() => this.send({ type: 'ping' }), PING_INTERVAL_MS);
+      this.pingTimer = setInterval(() => this.keepAlive(), PING_INTERVAL_MS);
       this.handlers.onOpen();
     };
     ws.onmessage = (ev: MessageEvent) => {
+      this.lastReceivedAt = Date.now();
       if (typeof ev.data !== 'string') return;
       let msg: ServerMsg;
       try {
@@ -46,6 +50,37 @@ export class SignalingClient {
       this.ws = null;
       this.handlers.onClose(this.closedByUs, ev.code);
     };
+  }
+
+  /**
+   * Sends a `ping`; if the server has sent nothing since the previous one (its `pong` included),
+   * the connection is dead although the socket has not noticed (a network gone without a TCP
+   * reset can take minutes to time out): drop it and report an unclean close. A background
+   * tab's throttled timer only makes the wait longer, never a live connection look dead.
+   */
+  private keepAlive(): void {
+    if (this.lastPingAt > 0 && this.lastReceivedAt < this.lastPingAt) {
+      this.abandon();
+      return;
+    }
+    this.lastPingAt = Date.now();
+    this.send({ type: 'ping' });
+  }
+
+  private abandon(): void {
+    const ws = this.ws;
+    this.stopPing();
+    this.ws = null;
+    if (!ws) return;
+    ws.onopen = null;
+    ws.onmessage = null;
+    ws.onclose = null;
+    try {
+      ws.close(4000, 'no answer to ping');
+    } catch {
+      // Closing a socket that is already closing: nothing more to do.
+    }
+    this.handlers.onClose(false, 4000);
   }
 
   get isOpen(): boolean {

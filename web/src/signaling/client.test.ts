@@ -1,0 +1,78 @@
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { PING_INTERVAL_MS, SignalingClient } from './client';
+
+/** Just enough of a browser WebSocket: the test opens it and delivers messages. */
+class FakeSocket {
+  static OPEN = 1;
+  static last: FakeSocket | null = null;
+  readyState = 0;
+  sent: string[] = [];
+  closed: number | null = null;
+  onopen: (() => void) | null = null;
+  onmessage: ((ev: { data: unknown }) => void) | null = null;
+  onclose: ((ev: { code: number }) => void) | null = null;
+  constructor(public url: string) {
+    FakeSocket.last = this;
+  }
+  send(text: string) {
+    this.sent.push(text);
+  }
+  close(code = 1000) {
+    this.closed = code;
+  }
+  open() {
+    this.readyState = FakeSocket.OPEN;
+    this.onopen?.();
+  }
+  receive(msg: object) {
+    this.onmessage?.({ data: JSON.stringify(msg) });
+  }
+}
+
+function connect() {
+  const closes: boolean[] = [];
+  const client = new SignalingClient({ onOpen: () => undefined, onMessage: () => undefined, onClose: (clean) => closes.push(clean) });
+  client.connect('ws://test/api/ws');
+  const ws = FakeSocket.last!;
+  ws.open();
+  return { ws, closes };
+}
+
+const pings = (ws: FakeSocket) => ws.sent.filter((t) => t.includes('"ping"')).length;
+
+describe('signaling keep-alive', () => {
+  beforeEach(() => {
+    vi.useFakeTimers();
+    vi.stubGlobal('WebSocket', FakeSocket);
+  });
+  afterEach(() => {
+    vi.useRealTimers();
+    vi.unstubAllGlobals();
+  });
+
+  it('a server that answers keeps the connection', () => {
+    const { ws, closes } = connect();
+    for (let i = 0; i < 5; i++) {
+      vi.advanceTimersByTime(PING_INTERVAL_MS);
+      ws.receive({ type: 'pong' });
+    }
+    expect(pings(ws)).toBe(5);
+    expect(closes).toEqual([]);
+    expect(ws.closed).toBeNull();
+  });
+
+  it('a connection without an answer to a ping is given up as broken (not a clean close)', () => {
+    const { ws, closes } = connect();
+    vi.advanceTimersByTime(PING_INTERVAL_MS);
+    expect(pings(ws)).toBe(1);
+    expect(closes).toEqual([]);
+    vi.advanceTimersByTime(PING_INTERVAL_MS);
+    expect(closes).toEqual([false]);
+    expect(ws.closed).toBe(4000);
+    // Nothing more from the dead socket: no further pings, no second report.
+    ws.onclose?.({ code: 1006 });
+    vi.advanceTimersByTime(3 * PING_INTERVAL_MS);
+    expect(pings(ws)).toBe(1);
+    expect(closes).toEqual([false]);
+  });
+});
