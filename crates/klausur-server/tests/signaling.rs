@@ -31,7 +31,12 @@ struct Setup {
 }
 
 async fn setup() -> Setup {
-    let srv = TestServer::start().await;
+    setup_with(|_| {}).await
+}
+
+/// Like [`setup`], on a server whose configuration `adjust` changed.
+async fn setup_with(adjust: impl FnOnce(&mut klausur_server::config::Config)) -> Setup {
+    let srv = TestServer::start_with(adjust).await;
     let olga = srv.user("olga", Role::Staff).await;
     srv.user("sam", Role::Staff).await;
     let m = srv
@@ -546,33 +551,17 @@ async fn cross_origin_websocket_is_refused() {
 /// messages but its WebSocket layer answers the pings) stays.
 #[tokio::test]
 async fn a_client_that_stops_answering_pings_leaves_a_quiet_one_stays() {
-    let srv = TestServer::start_with(|c| {
+    let s = setup_with(|c| {
         c.ws_keepalive = Duration::from_millis(200);
         c.ws_idle = Duration::from_millis(1200);
     })
     .await;
-    let olga = srv.user("olga", Role::Staff).await;
-    let m = srv
-        .store
-        .create_meeting(
-            "m1",
-            "Hauptausschuss",
-            None,
-            olga.id,
-            SecurityProfile::Strict,
-        )
-        .await
-        .expect("meeting");
-    let gina_token = invite(&srv, &m.id, "Gina Gast", olga.id).await;
-    let hans_token = invite(&srv, &m.id, "Hans Hinz", olga.id).await;
-    let cookie = session_cookie(&srv, "olga").await;
-
-    let mut olga = Client::connect(&srv, Some(&cookie)).await;
-    olga.join(&m.id, None, None).await;
-    let mut gina = Client::connect(&srv, None).await;
-    let gina_id = joined_id(&gina.join(&m.id, Some(&gina_token), None).await);
-    let mut hans = Client::connect(&srv, None).await;
-    let hans_id = joined_id(&hans.join(&m.id, Some(&hans_token), None).await);
+    let mut olga = Client::connect(&s.srv, Some(&s.olga_cookie)).await;
+    olga.join(&s.meeting, None, None).await;
+    let mut gina = Client::connect(&s.srv, None).await;
+    let gina_id = joined_id(&gina.join(&s.meeting, Some(&s.gina), None).await);
+    let mut hans = Client::connect(&s.srv, None).await;
+    let hans_id = joined_id(&hans.join(&s.meeting, Some(&s.hans), None).await);
 
     // Gina's socket is no longer read, so her side never answers a ping (a dead network); Hans
     // reads (his WebSocket layer answers the pings) but sends nothing himself; Olga reads.
