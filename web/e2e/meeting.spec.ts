@@ -42,6 +42,16 @@ const s: {
   everyone: Person[];
 } = { everyone: [] };
 
+/** The organiser invites one more guest from the meeting page in a second tab (staying in the
+ * meeting in the first); returns the invitation's path. */
+async function inviteInSecondTab(organiser: Person, name: string): Promise<string> {
+  const detail = await organiser.context.newPage();
+  await detail.goto(`/meetings/${encodeURIComponent(s.meetingId!)}`);
+  const link = await inviteGuest(detail, name);
+  await detail.close();
+  return link;
+}
+
 test.afterAll(async () => {
   for (const p of s.everyone) await p.context.close().catch(() => undefined);
 });
@@ -163,10 +173,7 @@ test('a guest whose connection breaks gets back in by themselves, with the chat 
   const { admin, erika } = s;
   if (!admin || !erika || !s.meetingId) throw new Error('needs the meeting from the first test');
   const a = admin!.page;
-  const detail = await admin!.context.newPage();
-  await detail.goto(`/meetings/${encodeURIComponent(s.meetingId!)}`);
-  const paulLink = await inviteGuest(detail, 'Paul Pendler');
-  await detail.close();
+  const paulLink = await inviteInSecondTab(admin!, 'Paul Pendler');
 
   // Paul's signaling goes through a relay the test can cut, as a train's tunnel would: his side
   // of the connection breaks, while the server notices nothing and keeps the old connection.
@@ -288,10 +295,7 @@ test('a locked meeting sends even invited guests to the lobby', async ({ browser
   await expect(erika!.page.getByTestId('lock-indicator')).toBeVisible();
 
   // The organiser invites one more guest from the meeting page (in a second tab).
-  const detail = await admin!.context.newPage();
-  await detail.goto(`/meetings/${encodeURIComponent(s.meetingId!)}`);
-  const claraLink = await inviteGuest(detail, 'Clara Dritte');
-  await detail.close();
+  const claraLink = await inviteInSecondTab(admin!, 'Clara Dritte');
 
   const clara = await newPerson(browser, server.baseURL, 'Clara Dritte');
   s.everyone.push(clara);
