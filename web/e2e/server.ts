@@ -20,6 +20,9 @@ export interface KlausurServer {
   /** Where the server records every forwarded RTP payload (`recordRtp` option), else null. */
   rtpRecording: string | null;
   stop(): Promise<void>;
+  /** Stops the server as an operator would (SIGTERM) and starts it again on the same data
+   * directory and ports, as for an update. */
+  restart(): Promise<void>;
 }
 
 export interface ServerOptions {
@@ -27,6 +30,8 @@ export interface ServerOptions {
   webDist?: 'dist' | 'dist-test';
   /** Record every RTP payload the media server forwards (needs the test-hooks server build). */
   recordRtp?: boolean;
+  /** Only to give a spec its own server (options differ, so Playwright starts another worker). */
+  own?: string;
 }
 
 function freeTcpPort(): Promise<number> {
@@ -72,21 +77,6 @@ export async function startServer(opts: ServerOptions = {}): Promise<KlausurServ
   const mediaPort = await freeUdpPort();
   const baseURL = `http://127.0.0.1:${port}`;
 
-  const child: ChildProcess = spawn(
-    bin,
-    [
-      'serve',
-      '--data-dir', dataDir,
-      '--listen', `127.0.0.1:${port}`,
-      '--media-listen', `127.0.0.1:${mediaPort}`,
-      '--web-root', dist,
-    ],
-    {
-      stdio: ['ignore', 'pipe', 'pipe'],
-      env: { ...process.env, NO_COLOR: '1', ...(rtpRecording ? { KLAUSUR_TEST_RECORD_RTP: rtpRecording } : {}) },
-    },
-  );
-
   let password: string | null = null;
   let exited: string | null = null;
   const scan = (chunk: Buffer) => {
@@ -97,24 +87,45 @@ export async function startServer(opts: ServerOptions = {}): Promise<KlausurServ
     const m = /one-time password: (\S+)/.exec(text);
     if (m && !password) password = m[1];
   };
-  child.stdout?.on('data', scan);
-  // The first-start line is expected on stdout; stderr (logs) is scanned too, to be lenient.
-  child.stderr?.on('data', scan);
-  child.on('exit', (code, signal) => {
-    exited = `exited with ${code ?? signal}`;
-  });
+  const launch = (): ChildProcess => {
+    exited = null;
+    const c = spawn(
+      bin,
+      [
+        'serve',
+        '--data-dir', dataDir,
+        '--listen', `127.0.0.1:${port}`,
+        '--media-listen', `127.0.0.1:${mediaPort}`,
+        '--web-root', dist,
+      ],
+      {
+        stdio: ['ignore', 'pipe', 'pipe'],
+        env: { ...process.env, NO_COLOR: '1', ...(rtpRecording ? { KLAUSUR_TEST_RECORD_RTP: rtpRecording } : {}) },
+      },
+    );
+    c.stdout?.on('data', scan);
+    // The first-start line is expected on stdout; stderr (logs) is scanned too, to be lenient.
+    c.stderr?.on('data', scan);
+    c.on('exit', (code, signal) => {
+      exited = `exited with ${code ?? signal}`;
+    });
+    return c;
+  };
+  let child = launch();
 
-  const stop = async () => {
+  const terminate = async () => {
     if (child.exitCode === null && child.signalCode === null) {
       child.kill('SIGTERM');
       for (let i = 0; i < 50 && child.exitCode === null && child.signalCode === null; i++) await sleep(100);
       if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
     }
+  };
+  const stop = async () => {
+    await terminate();
     log.end();
     if (!process.env.KLAUSUR_E2E_KEEP) rmSync(dataDir, { recursive: true, force: true });
   };
-
-  try {
+  const waitReady = async (needPassword: boolean) => {
     const deadline = Date.now() + 30_000;
     let ready = false;
     while (Date.now() < deadline) {
@@ -125,12 +136,21 @@ export async function startServer(opts: ServerOptions = {}): Promise<KlausurServ
       } catch {
         /* not listening yet */
       }
-      if (ready && password) break;
+      if (ready && (password || !needPassword)) break;
       await sleep(100);
     }
     if (!ready) throw new Error(`klausur did not answer GET /api/session within 30 s; log: ${logPath}`);
+  };
+  const restart = async () => {
+    await terminate();
+    child = launch();
+    await waitReady(false);
+  };
+
+  try {
+    await waitReady(true);
     if (!password) throw new Error(`no "one-time password: ..." line in the output; log: ${logPath}`);
-    return { baseURL, adminOneTimePassword: password, dataDir, logPath, rtpRecording, stop };
+    return { baseURL, adminOneTimePassword: password, dataDir, logPath, rtpRecording, stop, restart };
   } catch (e) {
     process.env.KLAUSUR_E2E_KEEP = '1';
     await stop();
