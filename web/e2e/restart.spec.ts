@@ -15,13 +15,16 @@ import {
   sendChat,
 } from './helpers';
 
-// A server of its own: the restart must not disturb the other specs' meetings.
+// A server of its own: the restart must not disturb the other specs' meetings. The tests build
+// on each other and run in order.
 test.use({ serverOptions: { own: 'restart' } });
+test.describe.configure({ mode: 'serial' });
 
 const TITLE = 'Sitzung des Rechnungsprüfungsausschusses';
 const PASSWORD = 'Rathaus-Fenster-blau-2026';
 
 const everyone: Person[] = [];
+const s: { meetingId?: string; admin?: Person; rita?: Person } = {};
 test.afterAll(async () => {
   for (const p of everyone) await p.context.close().catch(() => undefined);
 });
@@ -35,7 +38,8 @@ test('after a server restart the organiser and an invited guest are back by them
   const a = admin.page;
   await login(a, 'admin', server.adminOneTimePassword);
   await changePassword(a, server.adminOneTimePassword, PASSWORD);
-  await createMeeting(a, TITLE, 'strict');
+  s.meetingId = await createMeeting(a, TITLE, 'strict');
+  s.admin = admin;
   const link = await inviteGuest(a, 'Rita Revision');
   await a.getByTestId('join-meeting').click();
   await passPrejoin(a, { expectTitle: TITLE });
@@ -43,6 +47,7 @@ test('after a server restart the organiser and an invited guest are back by them
 
   const rita = await newPerson(browser, server.baseURL, 'Rita Revision');
   everyone.push(rita);
+  s.rita = rita;
   const r = rita.page;
   await r.goto(link);
   await passPrejoin(r, { expectTitle: TITLE, expectInvitee: 'Rita Revision' });
@@ -79,4 +84,27 @@ test('after a server restart the organiser and an invited guest are back by them
   await sendChat(r, again);
   await openPanel(a, 'chat');
   await expect(chatMessage(a, again)).toHaveAttribute('data-from', 'Rita Revision');
+});
+
+test('a participant whose media connection fails while signaling works gets back in with a new one', async ({ server }) => {
+  const { admin, rita, meetingId } = s;
+  if (!admin || !rita || !meetingId) throw new Error('needs the meeting from the first test');
+  const a = admin.page;
+  const r = rita.page;
+  const before = await selfId(r);
+  await expectAudioVideoFrom(a, before);
+  // The media server forgets Rita's media connection (test hook); her browser's consent checks
+  // then go unanswered until it declares the connection failed (about 30 s in Chromium).
+  const res = await fetch(`${server.baseURL}/api/test/meetings/${meetingId}/drop-media/${before}`, { method: 'POST' });
+  expect(res.status).toBe(200);
+  await expect(r.getByTestId('reconnecting-banner')).toBeVisible({ timeout: 60_000 });
+  await expect(r.getByTestId('reconnecting-banner')).toHaveCount(0, { timeout: 30_000 });
+  const after = await selfId(r);
+  expect(after).not.toBe(before);
+  // She left and came back: one Rita in the organiser's list, media both ways again.
+  await openPanel(a, 'people');
+  await expect(a.locator('[data-testid="participant-item"][data-name="Rita Revision"]')).toHaveCount(1);
+  await expectAudioVideoFrom(a, after);
+  await expectAudioVideoFrom(r, await selfId(a));
+  await expect(r.getByTestId('e2ee-indicator')).toHaveAttribute('data-state', 'active', { timeout: 30_000 });
 });

@@ -67,6 +67,13 @@ pub enum MeetingCmd {
         peer: PeerId,
         reply: oneshot::Sender<bool>,
     },
+    /// Test builds only: the media server forgets `peer`'s media connection (as after a failed
+    /// ICE consent check) while its signaling and its place in the meeting stay.
+    #[cfg(feature = "test-hooks")]
+    DropMedia {
+        peer: PeerId,
+        reply: oneshot::Sender<bool>,
+    },
 }
 
 /// What `test_hooks` hands the actor to inject: a commit maker (given the group id), a key
@@ -334,6 +341,18 @@ impl Actor {
             #[cfg(feature = "test-hooks")]
             MeetingCmd::InjectGhost(forgery) => {
                 self.inject_ghost(forgery);
+                Flow::Continue
+            }
+            #[cfg(feature = "test-hooks")]
+            MeetingCmd::DropMedia { peer, reply } => {
+                let found = self.members.contains_key(&peer);
+                if found {
+                    self.media.send(MediaCmd::RemovePeer {
+                        room: self.room,
+                        peer,
+                    });
+                }
+                let _ = reply.send(found);
                 Flow::Continue
             }
             #[cfg(feature = "test-hooks")]

@@ -41,23 +41,56 @@ pub fn routes(router: Router<AppState>) -> Router<AppState> {
     router
         .route("/api/test/meetings/{id}/inject-ghost", post(inject_ghost))
         .route("/api/test/meetings/{id}/hide/{participant}", post(hide))
+        .route(
+            "/api/test/meetings/{id}/drop-media/{participant}",
+            post(drop_media),
+        )
 }
 
 async fn hide(
     State(state): State<AppState>,
     Path((id, participant)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
+    about_participant(&state, &id, &participant, |peer, reply| MeetingCmd::Hide {
+        peer,
+        reply,
+    })
+    .await?;
+    Ok(Json(json!({ "hidden": participant })))
+}
+
+/// The media server forgets a participant's media connection; signaling stays.
+async fn drop_media(
+    State(state): State<AppState>,
+    Path((id, participant)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    about_participant(&state, &id, &participant, |peer, reply| {
+        MeetingCmd::DropMedia { peer, reply }
+    })
+    .await?;
+    Ok(Json(json!({ "media_dropped": participant })))
+}
+
+/// Sends the running meeting `id` a command about `participant` and waits for its answer
+/// (whether the participant was there); 404 when the meeting or participant is not.
+async fn about_participant(
+    state: &AppState,
+    id: &str,
+    participant: &str,
+    command: impl FnOnce(klausur_room::PeerId, oneshot::Sender<bool>) -> MeetingCmd,
+) -> Result<(), ApiError> {
     let not_found = || ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such participant");
-    let tx = state.registry.running_actor(&id).ok_or_else(not_found)?;
-    let peer = crate::meeting::parse_participant_id(&participant).ok_or_else(not_found)?;
+    let tx = state.registry.running_actor(id).ok_or_else(not_found)?;
+    let peer = crate::meeting::parse_participant_id(participant).ok_or_else(not_found)?;
     let (reply, done) = oneshot::channel();
-    tx.send(MeetingCmd::Hide { peer, reply })
+    tx.send(command(peer, reply))
         .await
         .map_err(|_| not_found())?;
-    if !done.await.unwrap_or(false) {
-        return Err(not_found());
+    if done.await.unwrap_or(false) {
+        Ok(())
+    } else {
+        Err(not_found())
     }
-    Ok(Json(json!({ "hidden": participant })))
 }
 
 fn now() -> Duration {

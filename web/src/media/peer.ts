@@ -24,6 +24,8 @@ export interface PeerCallbacks {
   sendOffer(sdp: string, sources: SendSource[]): void;
   onRemoteTracks(tracks: RemoteTrack[]): void;
   onFailure?(reason: string): void;
+  /** The media connection (ICE and DTLS) is up. */
+  onConnected?(): void;
 }
 
 /**
@@ -59,6 +61,7 @@ export class PeerSession {
     this.mic = this.sendTransceiver('audio', 'microphone', initial.audio);
     this.camera = this.sendTransceiver('video', 'camera', initial.video);
     this.pc.addEventListener('connectionstatechange', () => {
+      if (this.pc.connectionState === 'connected') this.cb.onConnected?.();
       if (this.pc.connectionState === 'failed') this.cb.onFailure?.('connection_failed');
     });
   }

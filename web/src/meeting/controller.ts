@@ -78,6 +78,8 @@ export class MeetingController {
   private reconnectTimer: ReturnType<typeof setTimeout> | null = null;
   /** A join was sent and the server has not answered it with `joined` or `lobby_wait` yet. */
   private awaitingJoin = false;
+  /** The current peer connection's media has been connected. */
+  private mediaConnected = false;
   private peer: PeerSession | null = null;
   private e2ee: E2eeSession | null = null;
   private e2eeStarted = false;
@@ -184,11 +186,23 @@ export class MeetingController {
   }
 
   /**
+   * The media connection that worked has failed (the media server stopped answering its
+   * consent checks: a lossy network or a firewall on the UDP path) while signaling still works:
+   * leave and get back in as after a broken connection, with a new media connection.
+   */
+  private mediaLost(): void {
+    console.warn('klausur: media connection failed; joining again');
+    this.send({ type: 'leave' });
+    this.connectionLost();
+  }
+
+  /**
    * Closes signaling, the peer connection and the encryption session (the new connection gets a
    * new device key and a new leaf), and stops a screen share; keeps microphone and camera.
    */
   private dropConnection(): void {
     this.awaitingJoin = false;
+    this.mediaConnected = false;
     const signaling = this.signaling;
     this.signaling = null;
     signaling?.close();
@@ -330,7 +344,13 @@ export class MeetingController {
       {
         sendOffer: (sdp, sources) => this.send({ type: 'offer', sdp, sources }),
         onRemoteTracks: (remote) => this.update({ remote }),
-        onFailure: (reason) => console.warn('klausur: media problem:', reason),
+        onConnected: () => {
+          this.mediaConnected = true;
+        },
+        onFailure: (reason) => {
+          if (reason === 'connection_failed' && this.mediaConnected) this.mediaLost();
+          else console.warn('klausur: media problem:', reason);
+        },
       },
       { audio: this.audioTrack, video: this.snapshot.local.cameraTrack },
       {
