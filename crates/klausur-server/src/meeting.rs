@@ -135,6 +135,7 @@ impl Registry {
             seed: seed.clone(),
             room: key,
             locked: false,
+            had_members: false,
             next_peer: 1,
             members: BTreeMap::new(),
             lobby: BTreeMap::new(),
@@ -198,6 +199,8 @@ struct Actor {
     seed: MeetingSeed,
     room: RoomKey,
     locked: bool,
+    /// Someone was in the meeting (not only in the lobby) since this actor started.
+    had_members: bool,
     next_peer: PeerId,
     members: BTreeMap<PeerId, Member>,
     lobby: BTreeMap<PeerId, Waiting>,
@@ -235,6 +238,16 @@ impl Actor {
         mut events: mpsc::UnboundedReceiver<RoomEvent>,
     ) {
         tracing::info!(meeting = %self.seed.id, "meeting started");
+        // A lock survives a restart of the server (and its reconnecting clients). If it cannot
+        // be read, the meeting starts locked: moderators come in and can lift it.
+        self.locked = self
+            .store
+            .meeting_locked(&self.seed.id)
+            .await
+            .unwrap_or_else(|e| {
+                tracing::warn!(meeting = %self.seed.id, "lock state not readable, starting locked: {e}");
+                true
+            });
         loop {
             let flow = tokio::select! {
                 cmd = rx.recv() => match cmd {
@@ -246,6 +259,12 @@ impl Actor {
             self.flush_pending().await;
             let empty = self.members.is_empty() && self.lobby.is_empty();
             if matches!(flow, Flow::Stop) || empty {
+                // A meeting that empties after people were in it is over for now: its lock
+                // goes with it. A shutdown keeps it, and so does a lobby that empties before
+                // anyone came back in after a restart.
+                if !matches!(flow, Flow::Stop) && self.locked && self.had_members {
+                    self.persist_lock(false).await;
+                }
                 // Close the channel first so that joins racing with the end retry on a new actor.
                 rx.close();
                 // Joins that raced with the end are dropped unanswered; their handlers retry on
@@ -256,6 +275,12 @@ impl Actor {
                 tracing::info!(meeting = %self.seed.id, "meeting closed");
                 return;
             }
+        }
+    }
+
+    async fn persist_lock(&self, locked: bool) {
+        if let Err(e) = self.store.set_meeting_locked(&self.seed.id, locked).await {
+            tracing::warn!(meeting = %self.seed.id, locked, "lock state not stored: {e}");
         }
     }
 
@@ -571,6 +596,7 @@ impl Actor {
                 admitted_by,
             },
         );
+        self.had_members = true;
     }
 
     /// Whom the meeting's profile admits directly, as credential user ids (see
@@ -900,6 +926,7 @@ impl Actor {
             }
             ClientMsg::Lock { locked } => {
                 self.locked = locked;
+                self.persist_lock(locked).await;
                 self.broadcast(
                     ServerMsg::MeetingChanged {
                         meeting: self.info(),

@@ -625,3 +625,74 @@ async fn a_client_that_stops_answering_pings_leaves_a_quiet_one_stays() {
     }
     drop(gina);
 }
+
+/// Waits until no meeting actor runs any more (the last one closed after its people left).
+async fn no_meeting_running(srv: &TestServer) {
+    for _ in 0..100 {
+        if srv.state.registry.running() == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("a meeting actor is still running");
+}
+
+/// A moderator's lock outlives a restart of the server: invited guests who come back wait in
+/// the lobby, also after a lobby that emptied again. It goes when the meeting empties after
+/// people were in it.
+#[tokio::test]
+async fn a_lock_survives_a_restart_and_goes_when_the_meeting_empties() {
+    let s = setup().await;
+    let mut olga = Client::connect(&s.srv, Some(&s.olga_cookie)).await;
+    olga.join(&s.meeting, None, None).await;
+    olga.send(&ClientMsg::Lock { locked: true }).await;
+    olga.until(|m| matches!(m, ServerMsg::MeetingChanged { meeting } if meeting.locked))
+        .await;
+
+    // The restart: every meeting ends with `server_shutdown`.
+    s.srv.state.registry.shutdown_all().await;
+    assert!(matches!(
+        olga.until(|m| matches!(m, ServerMsg::Ended { .. })).await,
+        ServerMsg::Ended {
+            reason: EndReason::ServerShutdown,
+            ..
+        }
+    ));
+    drop(olga);
+    no_meeting_running(&s.srv).await;
+
+    // Gina comes back first: locked, so the lobby. She gives up; the lock stays.
+    let mut gina = Client::connect(&s.srv, None).await;
+    assert!(matches!(
+        gina.join(&s.meeting, Some(&s.gina), None).await,
+        ServerMsg::LobbyWait { .. }
+    ));
+    gina.send(&ClientMsg::Leave).await;
+    drop(gina);
+    no_meeting_running(&s.srv).await;
+    let mut hans = Client::connect(&s.srv, None).await;
+    assert!(matches!(
+        hans.join(&s.meeting, Some(&s.hans), None).await,
+        ServerMsg::LobbyWait { .. }
+    ));
+
+    // The organiser comes back into the locked meeting; then she and Hans leave.
+    let mut olga = Client::connect(&s.srv, Some(&s.olga_cookie)).await;
+    let j = olga.join(&s.meeting, None, None).await;
+    let ServerMsg::Joined { meeting, .. } = &j else {
+        panic!("{j:?}")
+    };
+    assert!(meeting.locked, "the lock outlived the restart");
+    olga.send(&ClientMsg::Leave).await;
+    hans.send(&ClientMsg::Leave).await;
+    drop((olga, hans));
+    no_meeting_running(&s.srv).await;
+
+    // The meeting emptied after people were in it: the next invited guest comes straight in.
+    let mut gina = Client::connect(&s.srv, None).await;
+    let j = gina.join(&s.meeting, Some(&s.gina), None).await;
+    let ServerMsg::Joined { meeting, .. } = &j else {
+        panic!("expected joined, got {j:?}")
+    };
+    assert!(!meeting.locked);
+}

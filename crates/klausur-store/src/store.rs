@@ -397,6 +397,29 @@ impl Store {
         found(done.rows_affected())
     }
 
+    /// Records whether a moderator locked the running meeting, so that a restart keeps the lock.
+    /// [`StoreError::NotFound`] if there is no meeting.
+    pub async fn set_meeting_locked(&self, meeting_id: &str, locked: bool) -> Result<()> {
+        let sql = "UPDATE meetings SET locked = $2 WHERE id = $1";
+        let done = on_pool!(self, |pool| sqlx::query(sql)
+            .bind(meeting_id)
+            .bind(locked)
+            .execute(pool)
+            .await)?;
+        found(done.rows_affected())
+    }
+
+    /// Whether the meeting is locked (see [`Store::set_meeting_locked`]); false if there is no
+    /// meeting.
+    pub async fn meeting_locked(&self, meeting_id: &str) -> Result<bool> {
+        let sql = "SELECT COALESCE((SELECT locked FROM meetings WHERE id = $1), 0)";
+        let locked: bool = on_pool!(self, |pool| sqlx::query_scalar(sql)
+            .bind(meeting_id)
+            .fetch_one(pool)
+            .await)?;
+        Ok(locked)
+    }
+
     // ----- invitations -----
 
     /// Stores an invitation. [`StoreError::Conflict`] if the token hash is already in use,

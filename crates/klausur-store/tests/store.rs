@@ -271,6 +271,17 @@ async fn meetings(store: &Store) -> R {
     assert_eq!(store.meeting("m-1").await?.and_then(|m| m.ended_at), None);
     let bad = store.set_meeting_ended("m-none", end).await;
     assert!(matches!(bad, Err(StoreError::NotFound)), "{bad:?}");
+
+    // Locking: per meeting, off by default, on and off again; unknown meetings are not locked.
+    assert!(!store.meeting_locked("m-1").await?);
+    store.set_meeting_locked("m-1", true).await?;
+    assert!(store.meeting_locked("m-1").await?);
+    assert!(!store.meeting_locked("m-2").await?, "other meeting");
+    store.set_meeting_locked("m-1", false).await?;
+    assert!(!store.meeting_locked("m-1").await?);
+    assert!(!store.meeting_locked("m-none").await?);
+    let bad = store.set_meeting_locked("m-none", true).await;
+    assert!(matches!(bad, Err(StoreError::NotFound)), "{bad:?}");
     Ok(())
 }
 
