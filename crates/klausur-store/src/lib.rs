@@ -5,7 +5,8 @@
 //!
 //! * **What is stored.** Users (username, display name, role, password hash, flags), login
 //!   sessions (bound to a user, with a CSRF token and an expiry), meetings (title, optional
-//!   start, organiser, [`SecurityProfile`](klausur_proto::SecurityProfile), end), the extra
+//!   start, organiser, [`SecurityProfile`](klausur_proto::SecurityProfile), end, whether a
+//!   moderator locked it while it runs), the extra
 //!   moderators of a meeting, invitations (one per invitee, with expiry, revocation and last
 //!   use) and bans (a user or an invitation removed from a meeting by a moderator).
 //! * **No secrets in the clear.** Passwords, session ids and invitation tokens reach the store
