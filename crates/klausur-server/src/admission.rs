@@ -56,6 +56,8 @@ pub struct Facts {
     /// The organiser invited this user as a colleague.
     pub user_is_invited: bool,
     pub invitation: Option<Invitation>,
+    /// A moderator made the holder of this invitation a moderator during the meeting.
+    pub invitation_is_moderator: bool,
     /// Display name of whoever created the invitation.
     pub invited_by: String,
     pub banned: bool,
@@ -83,7 +85,8 @@ pub fn standing(f: &Facts) -> Result<Standing, AdmissionError> {
         (None, None, Some(inv)) => inv.name.clone(),
         (None, None, None) => return Err(AdmissionError::NameRequired),
     };
-    let moderator = f.user.is_some() && f.user_is_moderator;
+    let moderator = (f.user.is_some() && f.user_is_moderator)
+        || (f.user.is_none() && f.invitation.is_some() && f.invitation_is_moderator);
     let direct = if f.user.is_some()
         && (f.user_is_moderator || f.user_is_invited || f.profile == SecurityProfile::Internal)
     {
@@ -181,6 +184,13 @@ pub async fn decide(
             .await
             .map_err(internal)?;
     }
+    let invitation_is_moderator = match &invitation {
+        Some(inv) => store
+            .invitation_is_moderator(inv.id)
+            .await
+            .map_err(internal)?,
+        None => false,
+    };
     let invited_by = match &invitation {
         Some(inv) => store
             .user_by_id(inv.created_by)
@@ -208,6 +218,7 @@ pub async fn decide(
         user_is_moderator,
         user_is_invited,
         invitation,
+        invitation_is_moderator,
         invited_by,
         banned,
         display_name,
@@ -265,6 +276,7 @@ mod tests {
             user_is_moderator: false,
             user_is_invited: false,
             invitation: None,
+            invitation_is_moderator: false,
             invited_by: "Orga".into(),
             banned: false,
             display_name: None,
@@ -345,6 +357,30 @@ mod tests {
         })
         .expect("ok");
         assert!(s.direct.is_none(), "guests without invitation still wait");
+    }
+
+    #[test]
+    fn a_guest_made_moderator_comes_back_as_moderator() {
+        let base = Facts {
+            invitation: Some(invitation(5)),
+            ..facts()
+        };
+        assert!(!standing(&base).expect("ok").moderator);
+        let s = standing(&Facts {
+            invitation_is_moderator: true,
+            ..base.clone()
+        })
+        .expect("ok");
+        assert!(s.moderator);
+        assert_eq!(s.kind, ParticipantKind::InvitedGuest);
+        // With a login, the account decides (the role is stored with the account).
+        let s = standing(&Facts {
+            user: Some(user(2)),
+            invitation_is_moderator: true,
+            ..base
+        })
+        .expect("ok");
+        assert!(!s.moderator);
     }
 
     #[test]

@@ -960,16 +960,26 @@ impl Actor {
                 let Some(target) = self.find(peer, &id, Place::Meeting) else {
                     return Flow::Continue;
                 };
-                let user_id = self.members.get(&target).and_then(|m| m.standing.user_id);
-                if let Some(uid) = user_id {
-                    let res = if moderator {
+                // Stored with the account or the invitation, so that the role survives the
+                // person's reconnect and a restart of the server.
+                let subject = self
+                    .members
+                    .get(&target)
+                    .and_then(|m| m.standing.ban_subject);
+                let res = match subject {
+                    Some(BanSubject::User(uid)) if moderator => {
                         self.store.add_moderator(&self.seed.id, uid).await
-                    } else {
-                        self.store.remove_moderator(&self.seed.id, uid).await
-                    };
-                    if let Err(e) = res {
-                        tracing::warn!("could not store moderator change: {e}");
                     }
+                    Some(BanSubject::User(uid)) => {
+                        self.store.remove_moderator(&self.seed.id, uid).await
+                    }
+                    Some(BanSubject::Invitation(id)) => {
+                        self.store.set_invitation_moderator(id, moderator).await
+                    }
+                    None => Ok(()),
+                };
+                if let Err(e) = res {
+                    tracing::warn!("could not store moderator change: {e}");
                 }
                 let lobby = self.lobby_list();
                 if let Some(m) = self.members.get_mut(&target) {

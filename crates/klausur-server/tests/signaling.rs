@@ -696,3 +696,62 @@ async fn a_lock_survives_a_restart_and_goes_when_the_meeting_empties() {
     };
     assert!(!meeting.locked);
 }
+
+fn own_role(joined: &ServerMsg) -> PRole {
+    let ServerMsg::Joined {
+        self_id,
+        participants,
+        ..
+    } = joined
+    else {
+        panic!("expected joined, got {joined:?}")
+    };
+    participants
+        .iter()
+        .find(|p| &p.id == self_id)
+        .expect("listed")
+        .role
+}
+
+/// A guest made moderator stays one across a reconnect with the same invitation, and comes in
+/// directly even while the meeting is locked; taken back, it stays taken back.
+#[tokio::test]
+async fn a_guest_made_moderator_stays_one_when_coming_back() {
+    let s = setup().await;
+    let mut olga = Client::connect(&s.srv, Some(&s.olga_cookie)).await;
+    olga.join(&s.meeting, None, None).await;
+    let mut gina = Client::connect(&s.srv, None).await;
+    let gina_id = joined_id(&gina.join(&s.meeting, Some(&s.gina), None).await);
+    olga.send(&ClientMsg::SetModerator {
+        participant_id: gina_id.clone(),
+        moderator: true,
+    })
+    .await;
+    olga.until(|m| matches!(m, ServerMsg::ParticipantUpdated { participant } if participant.id == gina_id && participant.role == PRole::Moderator))
+        .await;
+    olga.send(&ClientMsg::Lock { locked: true }).await;
+    olga.until(|m| matches!(m, ServerMsg::MeetingChanged { meeting } if meeting.locked))
+        .await;
+
+    // Her connection breaks; she comes back with her invitation: a moderator, not in the lobby.
+    drop(gina);
+    let mut gina = Client::connect(&s.srv, None).await;
+    let j = gina.join(&s.meeting, Some(&s.gina), None).await;
+    assert_eq!(own_role(&j), PRole::Moderator);
+    let gina_id = joined_id(&j);
+
+    olga.send(&ClientMsg::SetModerator {
+        participant_id: gina_id.clone(),
+        moderator: false,
+    })
+    .await;
+    olga.until(|m| matches!(m, ServerMsg::ParticipantUpdated { participant } if participant.id == gina_id && participant.role == PRole::Participant))
+        .await;
+    olga.send(&ClientMsg::Lock { locked: false }).await;
+    olga.until(|m| matches!(m, ServerMsg::MeetingChanged { meeting } if !meeting.locked))
+        .await;
+    drop(gina);
+    let mut gina = Client::connect(&s.srv, None).await;
+    let j = gina.join(&s.meeting, Some(&s.gina), None).await;
+    assert_eq!(own_role(&j), PRole::Participant);
+}

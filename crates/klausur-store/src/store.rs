@@ -563,6 +563,33 @@ impl Store {
         Ok(())
     }
 
+    /// Makes the holder of an invitation a moderator of its meeting, or not any more (a guest a
+    /// moderator promoted during the meeting). [`StoreError::NotFound`] if there is no such
+    /// invitation.
+    pub async fn set_invitation_moderator(
+        &self,
+        invitation_id: i64,
+        moderator: bool,
+    ) -> Result<()> {
+        let sql = "UPDATE invitations SET moderator = $2 WHERE id = $1";
+        let done = on_pool!(self, |pool| sqlx::query(sql)
+            .bind(invitation_id)
+            .bind(moderator)
+            .execute(pool)
+            .await)?;
+        found(done.rows_affected())
+    }
+
+    /// Whether the holder of the invitation moderates its meeting (false if there is none).
+    pub async fn invitation_is_moderator(&self, invitation_id: i64) -> Result<bool> {
+        let sql = "SELECT COALESCE((SELECT moderator FROM invitations WHERE id = $1), 0)";
+        let yes: bool = on_pool!(self, |pool| sqlx::query_scalar(sql)
+            .bind(invitation_id)
+            .fetch_one(pool)
+            .await)?;
+        Ok(yes)
+    }
+
     /// Whether `subject` is banned from the meeting.
     pub async fn is_banned(&self, meeting_id: &str, subject: BanSubject) -> Result<bool> {
         let (kind, id) = subject.parts();

@@ -353,6 +353,20 @@ async fn invitations(store: &Store) -> R {
         ))
         .await?;
 
+    // A guest made moderator keeps it with the invitation, until it is taken back.
+    assert!(!store.invitation_is_moderator(guest.id).await?);
+    store.set_invitation_moderator(guest.id, true).await?;
+    assert!(store.invitation_is_moderator(guest.id).await?);
+    assert!(
+        !store.invitation_is_moderator(other.id).await?,
+        "other invitation"
+    );
+    store.set_invitation_moderator(guest.id, false).await?;
+    assert!(!store.invitation_is_moderator(guest.id).await?);
+    assert!(!store.invitation_is_moderator(-1).await?);
+    let bad = store.set_invitation_moderator(-1, true).await;
+    assert!(matches!(bad, Err(StoreError::NotFound)), "{bad:?}");
+
     // Lookups.
     assert_eq!(
         store.invitation_by_token_hash("th-guest").await?.as_ref(),
