@@ -5,7 +5,7 @@
 //! from the database by the WebSocket handler); the actor applies the meeting's live state
 //! (locked or not) and carries out moderation.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -136,6 +136,7 @@ impl Registry {
             room: key,
             locked: false,
             had_members: false,
+            muted: HashSet::new(),
             next_peer: 1,
             members: BTreeMap::new(),
             lobby: BTreeMap::new(),
@@ -201,6 +202,9 @@ struct Actor {
     locked: bool,
     /// Someone was in the meeting (not only in the lobby) since this actor started.
     had_members: bool,
+    /// Accounts and invitations a moderator muted: they stay muted when they come back (a
+    /// reconnect or a reload), until a moderator lifts it.
+    muted: HashSet<BanSubject>,
     next_peer: PeerId,
     members: BTreeMap<PeerId, Member>,
     lobby: BTreeMap<PeerId, Waiting>,
@@ -546,6 +550,16 @@ impl Actor {
             );
             return;
         }
+        let muted = standing
+            .ban_subject
+            .is_some_and(|s| self.muted.contains(&s));
+        if muted {
+            self.media.send(MediaCmd::SetAudioForwarding {
+                room: self.room,
+                peer,
+                enabled: false,
+            });
+        }
         let info = Participant {
             id: participant_id(peer),
             display_name: standing.display_name.clone(),
@@ -556,8 +570,8 @@ impl Actor {
                 Role::Participant
             },
             join_method: method,
-            audio_muted: false,
-            muted_by_moderator: false,
+            audio_muted: muted,
+            muted_by_moderator: muted,
             video_muted: false,
             screen_sharing: false,
             leaf: None,
@@ -947,6 +961,13 @@ impl Actor {
                     enabled: !muted,
                 });
                 if let Some(m) = self.members.get_mut(&target) {
+                    if let Some(subject) = m.standing.ban_subject {
+                        if muted {
+                            self.muted.insert(subject);
+                        } else {
+                            self.muted.remove(&subject);
+                        }
+                    }
                     m.info.muted_by_moderator = muted;
                     m.info.audio_muted = muted || m.self_audio_muted;
                     let participant = m.info.clone();

@@ -755,3 +755,58 @@ async fn a_guest_made_moderator_stays_one_when_coming_back() {
     let j = gina.join(&s.meeting, Some(&s.gina), None).await;
     assert_eq!(own_role(&j), PRole::Participant);
 }
+
+/// A participant a moderator muted is still muted after coming back with the same invitation
+/// (a reconnect or a reload), until a moderator lifts it; others are not affected.
+#[tokio::test]
+async fn a_mute_by_a_moderator_holds_across_a_reconnect() {
+    let s = setup().await;
+    let mut olga = Client::connect(&s.srv, Some(&s.olga_cookie)).await;
+    olga.join(&s.meeting, None, None).await;
+    let mut gina = Client::connect(&s.srv, None).await;
+    let gina_id = joined_id(&gina.join(&s.meeting, Some(&s.gina), None).await);
+    olga.send(&ClientMsg::Mute {
+        participant_id: gina_id.clone(),
+        muted: true,
+    })
+    .await;
+    olga.until(|m| matches!(m, ServerMsg::ParticipantUpdated { participant } if participant.id == gina_id && participant.muted_by_moderator))
+        .await;
+
+    let own = |j: &ServerMsg| {
+        let ServerMsg::Joined {
+            self_id,
+            participants,
+            ..
+        } = j
+        else {
+            panic!("expected joined, got {j:?}")
+        };
+        let p = participants
+            .iter()
+            .find(|p| &p.id == self_id)
+            .expect("listed");
+        (p.id.clone(), p.muted_by_moderator, p.audio_muted)
+    };
+    drop(gina);
+    let mut gina = Client::connect(&s.srv, None).await;
+    let (gina_id, by_moderator, audio_muted) =
+        own(&gina.join(&s.meeting, Some(&s.gina), None).await);
+    assert!(by_moderator && audio_muted, "Gina came back unmuted");
+    // Hans, never muted, is not.
+    let mut hans = Client::connect(&s.srv, None).await;
+    let (_, by_moderator, _) = own(&hans.join(&s.meeting, Some(&s.hans), None).await);
+    assert!(!by_moderator);
+
+    olga.send(&ClientMsg::Mute {
+        participant_id: gina_id.clone(),
+        muted: false,
+    })
+    .await;
+    olga.until(|m| matches!(m, ServerMsg::ParticipantUpdated { participant } if participant.id == gina_id && !participant.muted_by_moderator))
+        .await;
+    drop(gina);
+    let mut gina = Client::connect(&s.srv, None).await;
+    let (_, by_moderator, _) = own(&gina.join(&s.meeting, Some(&s.gina), None).await);
+    assert!(!by_moderator, "the lifted mute came back");
+}

@@ -285,12 +285,19 @@ export class MeetingController {
         // revoked, ...): trying again would not help.
         if (this.awaitingJoin) this.finish('join_failed');
         break;
-      case 'joined':
+      case 'joined': {
         this.awaitingJoin = false;
         this.reconnectAttempts = 0;
+        // Muted by a moderator before (the server keeps that across a reconnect or reload).
+        const me = msg.participants.find((p) => p.id === msg.self_id);
+        if (me?.muted_by_moderator && !this.snapshot.local.audioMuted) {
+          if (this.audioTrack) this.audioTrack.enabled = false;
+          this.updateLocal({ audioMuted: true });
+        }
         this.startEncryption(msg.self_id, msg.participants);
         this.startMedia();
         break;
+      }
       case 'answer':
         void this.peer?.handleAnswer(msg.sdp, msg.tracks);
         break;
