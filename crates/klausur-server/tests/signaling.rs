@@ -62,6 +62,15 @@ async fn setup_with(adjust: impl FnOnce(&mut klausur_server::config::Config)) ->
     }
 }
 
+/// The organiser Olga and the invited guest Gina in the meeting; Gina's participant id.
+async fn olga_and_gina(s: &Setup) -> (Client, Client, String) {
+    let mut olga = Client::connect(&s.srv, Some(&s.olga_cookie)).await;
+    olga.join(&s.meeting, None, None).await;
+    let mut gina = Client::connect(&s.srv, None).await;
+    let gina_id = joined_id(&gina.join(&s.meeting, Some(&s.gina), None).await);
+    (olga, gina, gina_id)
+}
+
 fn joined_id(m: &ServerMsg) -> String {
     match m {
         ServerMsg::Joined { self_id, .. } => self_id.clone(),
@@ -697,7 +706,8 @@ async fn a_lock_survives_a_restart_and_goes_when_the_meeting_empties() {
     assert!(!meeting.locked);
 }
 
-fn own_role(joined: &ServerMsg) -> PRole {
+/// The own entry of a `joined` message.
+fn own(joined: &ServerMsg) -> klausur_proto::Participant {
     let ServerMsg::Joined {
         self_id,
         participants,
@@ -710,7 +720,7 @@ fn own_role(joined: &ServerMsg) -> PRole {
         .iter()
         .find(|p| &p.id == self_id)
         .expect("listed")
-        .role
+        .clone()
 }
 
 /// A guest made moderator stays one across a reconnect with the same invitation, and comes in
@@ -718,10 +728,7 @@ fn own_role(joined: &ServerMsg) -> PRole {
 #[tokio::test]
 async fn a_guest_made_moderator_stays_one_when_coming_back() {
     let s = setup().await;
-    let mut olga = Client::connect(&s.srv, Some(&s.olga_cookie)).await;
-    olga.join(&s.meeting, None, None).await;
-    let mut gina = Client::connect(&s.srv, None).await;
-    let gina_id = joined_id(&gina.join(&s.meeting, Some(&s.gina), None).await);
+    let (mut olga, gina, gina_id) = olga_and_gina(&s).await;
     olga.send(&ClientMsg::SetModerator {
         participant_id: gina_id.clone(),
         moderator: true,
@@ -737,7 +744,7 @@ async fn a_guest_made_moderator_stays_one_when_coming_back() {
     drop(gina);
     let mut gina = Client::connect(&s.srv, None).await;
     let j = gina.join(&s.meeting, Some(&s.gina), None).await;
-    assert_eq!(own_role(&j), PRole::Moderator);
+    assert_eq!(own(&j).role, PRole::Moderator);
     let gina_id = joined_id(&j);
 
     olga.send(&ClientMsg::SetModerator {
@@ -753,7 +760,7 @@ async fn a_guest_made_moderator_stays_one_when_coming_back() {
     drop(gina);
     let mut gina = Client::connect(&s.srv, None).await;
     let j = gina.join(&s.meeting, Some(&s.gina), None).await;
-    assert_eq!(own_role(&j), PRole::Participant);
+    assert_eq!(own(&j).role, PRole::Participant);
 }
 
 /// A participant a moderator muted is still muted after coming back with the same invitation
@@ -761,10 +768,7 @@ async fn a_guest_made_moderator_stays_one_when_coming_back() {
 #[tokio::test]
 async fn a_mute_by_a_moderator_holds_across_a_reconnect() {
     let s = setup().await;
-    let mut olga = Client::connect(&s.srv, Some(&s.olga_cookie)).await;
-    olga.join(&s.meeting, None, None).await;
-    let mut gina = Client::connect(&s.srv, None).await;
-    let gina_id = joined_id(&gina.join(&s.meeting, Some(&s.gina), None).await);
+    let (mut olga, gina, gina_id) = olga_and_gina(&s).await;
     olga.send(&ClientMsg::Mute {
         participant_id: gina_id.clone(),
         muted: true,
@@ -773,30 +777,17 @@ async fn a_mute_by_a_moderator_holds_across_a_reconnect() {
     olga.until(|m| matches!(m, ServerMsg::ParticipantUpdated { participant } if participant.id == gina_id && participant.muted_by_moderator))
         .await;
 
-    let own = |j: &ServerMsg| {
-        let ServerMsg::Joined {
-            self_id,
-            participants,
-            ..
-        } = j
-        else {
-            panic!("expected joined, got {j:?}")
-        };
-        let p = participants
-            .iter()
-            .find(|p| &p.id == self_id)
-            .expect("listed");
-        (p.id.clone(), p.muted_by_moderator, p.audio_muted)
-    };
     drop(gina);
     let mut gina = Client::connect(&s.srv, None).await;
-    let (gina_id, by_moderator, audio_muted) =
-        own(&gina.join(&s.meeting, Some(&s.gina), None).await);
-    assert!(by_moderator && audio_muted, "Gina came back unmuted");
+    let me = own(&gina.join(&s.meeting, Some(&s.gina), None).await);
+    assert!(
+        me.muted_by_moderator && me.audio_muted,
+        "Gina came back unmuted"
+    );
+    let gina_id = me.id;
     // Hans, never muted, is not.
     let mut hans = Client::connect(&s.srv, None).await;
-    let (_, by_moderator, _) = own(&hans.join(&s.meeting, Some(&s.hans), None).await);
-    assert!(!by_moderator);
+    assert!(!own(&hans.join(&s.meeting, Some(&s.hans), None).await).muted_by_moderator);
 
     olga.send(&ClientMsg::Mute {
         participant_id: gina_id.clone(),
@@ -807,6 +798,6 @@ async fn a_mute_by_a_moderator_holds_across_a_reconnect() {
         .await;
     drop(gina);
     let mut gina = Client::connect(&s.srv, None).await;
-    let (_, by_moderator, _) = own(&gina.join(&s.meeting, Some(&s.gina), None).await);
-    assert!(!by_moderator, "the lifted mute came back");
+    let me = own(&gina.join(&s.meeting, Some(&s.gina), None).await);
+    assert!(!me.muted_by_moderator, "the lifted mute came back");
 }
