@@ -17,7 +17,7 @@ export function ReconnectBanner({ controller, reconnecting }: { controller: Meet
   }, []);
   const seconds = Math.max(0, Math.ceil((reconnecting.retryAt - now) / 1000));
   return (
-    <div className="reconnect-banner" role="status" aria-live="polite" data-testid="reconnecting-banner" data-attempt={reconnecting.attempt}>
+    <div className="toast reconnect-banner" role="status" aria-live="polite" data-testid="reconnecting-banner" data-attempt={reconnecting.attempt}>
       <div className="spinner small" aria-hidden="true" />
       <span>
         <strong>{t('reconnect.title')}</strong>{' '}
