@@ -565,10 +565,7 @@ async fn a_client_that_stops_answering_pings_leaves_a_quiet_one_stays() {
         c.ws_idle = Duration::from_millis(1200);
     })
     .await;
-    let mut olga = Client::connect(&s.srv, Some(&s.olga_cookie)).await;
-    olga.join(&s.meeting, None, None).await;
-    let mut gina = Client::connect(&s.srv, None).await;
-    let gina_id = joined_id(&gina.join(&s.meeting, Some(&s.gina), None).await);
+    let (mut olga, gina, gina_id) = olga_and_gina(&s).await;
     let mut hans = Client::connect(&s.srv, None).await;
     let hans_id = joined_id(&hans.join(&s.meeting, Some(&s.hans), None).await);
 
