@@ -63,6 +63,8 @@ pub(crate) struct Session {
     // Notice the fields are maybe not in m-line index order since the app
     // might be spliced in somewhere.
     pub medias: Vec<Media>,
+    /// klausur patch: see [`media_by_mid`].
+    media_mids: Vec<Mid>,
 
     // The actual RTP encoded streams.
     pub streams: Streams,
@@ -179,6 +181,7 @@ impl Session {
         Session {
             id,
             medias: vec![],
+            media_mids: vec![],
             streams: Streams::new(enable_stats, *config.mtu.end(), config.pause_threshold),
             app: None,
             reordering_size_audio: config.reordering_size_audio,
@@ -991,6 +994,8 @@ impl Session {
                     continue;
                 };
                 stream.handle_rtcp(now, fb);
+                // klausur patch: only now can keyframe or REMB requests be pending.
+                self.streams.mark_tx_feedback();
             }
         }
 
@@ -1078,6 +1083,8 @@ impl Session {
                 mid,
             }));
         }
+        // klausur patch: neither keyframe nor REMB requests are left on any send stream.
+        self.streams.clear_tx_feedback();
 
         for media in &mut self.medias {
             if media.need_open_event {
@@ -1235,7 +1242,7 @@ impl Session {
         // The cluster_id is captured by the pacer at poll time, before register_send() might clear it
         let (midrid, cluster_id) = self.pacer.poll_queue()?;
         let stream = self.streams.stream_tx_by_midrid(midrid)?;
-        let Some(media) = self.medias.iter().find(|m| m.mid() == stream.mid()) else {
+        let Some(media) = media_by_mid(&self.medias, &mut self.media_mids, stream.mid()) else {
             trace!("Pacer pointed to mid {} which has no media", midrid.mid());
             return None;
         };
@@ -1766,4 +1773,19 @@ mod tests {
             "RED associated with Opus must not reinterpret a PCMU primary block as Opus"
         );
     }
+}
+
+/// klausur patch: the media of `mid`, found through `mids`, a compact copy of the medias' mids
+/// that is checked on every use and rebuilt when stale, instead of a walk over the large
+/// `Media`s: `poll_packet` looks up the media of every packet it sends.
+fn media_by_mid<'a>(medias: &'a [Media], mids: &mut Vec<Mid>, mid: Mid) -> Option<&'a Media> {
+    if let Some(i) = mids.iter().position(|m| *m == mid) {
+        if let Some(media) = medias.get(i).filter(|m| m.mid() == mid) {
+            return Some(media);
+        }
+    }
+    mids.clear();
+    mids.extend(medias.iter().map(|m| m.mid()));
+    let i = mids.iter().position(|m| *m == mid)?;
+    medias.get(i)
 }

@@ -42,7 +42,10 @@ impl Pacer for NullPacer {
     ) -> Option<PaddingRequest> {
         self.unsent_since = None;
         self.queue_states.clear();
-        self.queue_states.extend(iter);
+        // klausur patch: keep only the queues with packets, the only ones `poll_queue`
+        // picks from (it walks this list for every packet it sends).
+        self.queue_states
+            .extend(iter.filter(|q| q.snapshot.packet_count > 0));
 
         None
     }

@@ -135,6 +135,11 @@ pub(crate) struct Streams {
 
     /// All outgoing encoded streams.
     streams_tx: HashMap<Ssrc, StreamTx>,
+    /// klausur patch: `(midrid, ssrc)` of `streams_tx`, see `stream_tx_by_midrid`.
+    tx_index: Vec<(MidRid, Ssrc)>,
+    /// klausur patch: set when RTCP feedback reached a send stream. Only then can keyframe or
+    /// REMB requests be pending, so only then are the send streams walked for them.
+    tx_feedback_pending: bool,
 
     /// Non-media padding source. Its sequence counter survives media changes.
     probe_tx: StreamTx,
@@ -178,6 +183,8 @@ impl Streams {
             rx_lookup: Default::default(),
             last_rx_lookup_cleanup: already_happened(),
             streams_tx: Default::default(),
+            tx_index: Vec::new(),
+            tx_feedback_pending: false,
             probe_tx: StreamTx::new_probe(mtu_warn),
             probe_media: None,
             default_ssrc_tx: 0.into(), // this will be changed
@@ -490,7 +497,20 @@ impl Streams {
         }
     }
 
+    /// klausur patch: feedback was given to a send stream (see `tx_feedback_pending`).
+    pub(crate) fn mark_tx_feedback(&mut self) {
+        self.tx_feedback_pending = true;
+    }
+
+    /// klausur patch: no send stream has a keyframe or REMB request left.
+    pub(crate) fn clear_tx_feedback(&mut self) {
+        self.tx_feedback_pending = false;
+    }
+
     pub(crate) fn poll_keyframe_request(&mut self) -> Option<KeyframeRequest> {
+        if !self.tx_feedback_pending {
+            return None;
+        }
         self.streams_tx.values_mut().find_map(|s| {
             let kind = s.poll_keyframe_request()?;
             Some(KeyframeRequest {
@@ -515,6 +535,9 @@ impl Streams {
     }
 
     pub(crate) fn poll_remb_request(&mut self) -> Option<(Mid, Bitrate)> {
+        if !self.tx_feedback_pending {
+            return None;
+        }
         self.streams_tx
             .values_mut()
             .find_map(|s| s.poll_remb_request().map(|b| (s.mid(), b)))
@@ -672,7 +695,25 @@ impl Streams {
             self.probe_media?;
             return Some(&mut self.probe_tx);
         }
-        self.streams_tx.values_mut().find(|s| s.is_midrid(midrid))
+        // klausur patch: found through a compact index instead of a walk over all (large)
+        // send streams, which the send path does for every packet. The index is checked on
+        // every use and rebuilt when it is stale, so no mutation of `streams_tx` can fool it.
+        let find = |index: &[(MidRid, Ssrc)]| {
+            index
+                .iter()
+                .find(|(m, _)| midrid.special_equals(m))
+                .map(|(_, ssrc)| *ssrc)
+        };
+        let fresh = find(&self.tx_index)
+            .and_then(|ssrc| self.streams_tx.get(&ssrc))
+            .is_some_and(|s| s.is_midrid(midrid));
+        if !fresh {
+            self.tx_index.clear();
+            self.tx_index
+                .extend(self.streams_tx.values().map(|s| (s.midrid(), s.ssrc())));
+        }
+        let stream = self.streams_tx.get_mut(&find(&self.tx_index)?)?;
+        stream.is_midrid(midrid).then_some(stream)
     }
 
     pub(crate) fn stream_rx_by_midrid(&mut self, midrid: MidRid) -> Option<&mut StreamRx> {

@@ -428,6 +428,11 @@ impl StreamTx {
         self.midrid.mid()
     }
 
+    /// klausur patch: for `Streams::stream_tx_by_midrid`'s index.
+    pub(crate) fn midrid(&self) -> MidRid {
+        self.midrid
+    }
+
     /// Rid for this stream.
     ///
     /// This is used to separate streams with the same [`Mid`] when using simulcast.
