@@ -226,6 +226,78 @@ test('a guest whose connection breaks gets back in by themselves, with the chat 
   await paul.context.close();
 });
 
+test('a moderator mutes a guest: the others stop hearing him, he cannot unmute, and neither a reconnect nor a reload lifts it', async ({ browser, server }) => {
+  const { admin } = s;
+  if (!admin || !s.meetingId) throw new Error('needs the meeting from the first test');
+  const a = admin.page;
+  const link = await inviteInSecondTab(admin, 'Max Mikrofon');
+  const max = await newPerson(browser, server.baseURL, 'Max Mikrofon');
+  s.everyone.push(max);
+  const relays: WebSocketRoute[] = [];
+  await max.page.routeWebSocket(/\/api\/ws$/, (ws) => {
+    ws.connectToServer();
+    relays.push(ws);
+  });
+  const m = max.page;
+  const mic = m.getByTestId('mic-toggle');
+  await m.goto(link);
+  await passPrejoin(m, { expectTitle: TITLE, expectInvitee: 'Max Mikrofon' });
+  await expectInRoom(m);
+  const first = await selfId(m);
+  await expectAudioVideoFrom(a, first);
+  await expect(mic).toHaveAttribute('aria-pressed', 'true');
+
+  // The organiser mutes him: his microphone goes off and stays locked, and his audio stops
+  // reaching the organiser while his camera still does.
+  await openPanel(a, 'people');
+  const muteButton = (id: string) => a.locator(`[data-testid="participant-item"][data-participant-id="${id}"]`).getByTestId('mute-button');
+  await muteButton(first).click();
+  await expect(muteButton(first)).toHaveAttribute('data-muted', 'true');
+  await expect(mic).toHaveAttribute('aria-pressed', 'false');
+  await expect(mic).toBeDisabled();
+  await expect.poll(() => mediaRising(a, first, 'microphone'), { timeout: 15_000 }).toBe(false);
+  expect(await mediaRising(a, first, 'camera')).toBe(true);
+
+  // His connection breaks and he gets back in by himself: still muted, still locked.
+  await relays[0].close({ code: 4000, reason: 'tunnel' });
+  const banner = m.getByTestId('reconnecting-banner');
+  await expect(banner).toBeVisible();
+  await expect(banner).toHaveCount(0, { timeout: 20_000 });
+  await expectInRoom(m);
+  const back = await selfId(m);
+  expect(back).not.toBe(first);
+  await expect(muteButton(back)).toHaveAttribute('data-muted', 'true');
+  await expect(mic).toHaveAttribute('aria-pressed', 'false');
+  await expect(mic).toBeDisabled();
+  await expect.poll(() => mediaRising(a, back, 'camera'), { timeout: 45_000 }).toBe(true);
+  expect(await mediaRising(a, back, 'microphone')).toBe(false);
+
+  // Nor does loading the page again with the microphone on: his client starts muted.
+  await m.goto(link);
+  await passPrejoin(m, { expectTitle: TITLE, expectInvitee: 'Max Mikrofon' });
+  await expectInRoom(m);
+  const reloaded = await selfId(m);
+  expect(reloaded).not.toBe(back);
+  await expect(muteButton(reloaded)).toHaveAttribute('data-muted', 'true');
+  await expect(mic).toHaveAttribute('aria-pressed', 'false');
+  await expect(mic).toBeDisabled();
+  await expect.poll(() => mediaRising(a, reloaded, 'camera'), { timeout: 45_000 }).toBe(true);
+  expect(await mediaRising(a, reloaded, 'microphone')).toBe(false);
+
+  // The organiser lifts the mute: the microphone stays off until Max turns it on himself.
+  await muteButton(reloaded).click();
+  await expect(muteButton(reloaded)).toHaveAttribute('data-muted', 'false');
+  await expect(mic).toBeEnabled();
+  await expect(mic).toHaveAttribute('aria-pressed', 'false');
+  await mic.click();
+  await expect(mic).toHaveAttribute('aria-pressed', 'true');
+  await expect.poll(() => mediaRising(a, reloaded, 'microphone'), { timeout: 30_000 }).toBe(true);
+
+  await m.getByTestId('leave-button').click();
+  await expect(m.getByTestId('ended-page')).toHaveAttribute('data-reason', 'left');
+  await max.context.close();
+});
+
 test('someone without invitation waits in the lobby until the moderator admits them', async ({ browser, server }) => {
   const { admin, erika } = s;
   if (!admin || !erika || !s.meetingId) throw new Error('needs the meeting from the first test');

@@ -182,7 +182,7 @@ export function PeoplePanel({
                 ))}
                 {isModerator && !isSelf && p && (
                   <div className="row-actions">
-                    <button type="button" className="btn secondary tiny" onClick={() => controller.mute(p.id, !p.muted_by_moderator)} data-testid="mute-button">
+                    <button type="button" className="btn secondary tiny" onClick={() => controller.mute(p.id, !p.muted_by_moderator)} data-testid="mute-button" data-muted={p.muted_by_moderator ? 'true' : 'false'}>
                       {p.muted_by_moderator ? t('people.unmute') : t('people.mute')}
                     </button>
                     <button
