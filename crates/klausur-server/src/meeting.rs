@@ -203,7 +203,8 @@ struct Actor {
     /// Someone was in the meeting (not only in the lobby) since this actor started.
     had_members: bool,
     /// Accounts and invitations a moderator muted: they stay muted when they come back (a
-    /// reconnect or a reload), until a moderator lifts it.
+    /// reconnect, a reload, or a restart of the server: they are stored), until a moderator
+    /// lifts it or the meeting empties.
     muted: HashSet<BanSubject>,
     next_peer: PeerId,
     members: BTreeMap<PeerId, Member>,
@@ -252,6 +253,11 @@ impl Actor {
                 tracing::warn!(meeting = %self.seed.id, "lock state not readable, starting locked: {e}");
                 true
             });
+        // So do a moderator's mutes.
+        match self.store.muted(&self.seed.id).await {
+            Ok(muted) => self.muted.extend(muted),
+            Err(e) => tracing::warn!(meeting = %self.seed.id, "mutes not readable: {e}"),
+        }
         loop {
             let flow = tokio::select! {
                 cmd = rx.recv() => match cmd {
@@ -266,8 +272,16 @@ impl Actor {
                 // A meeting that empties after people were in it is over for now: its lock
                 // goes with it. A shutdown keeps it, and so does a lobby that empties before
                 // anyone came back in after a restart.
-                if !matches!(flow, Flow::Stop) && self.locked && self.had_members {
-                    self.persist_lock(false).await;
+                if !matches!(flow, Flow::Stop) && self.had_members {
+                    if self.locked {
+                        self.persist_lock(false).await;
+                    }
+                    // So do the mutes.
+                    if !self.muted.is_empty() {
+                        if let Err(e) = self.store.clear_mutes(&self.seed.id).await {
+                            tracing::warn!(meeting = %self.seed.id, "mutes not cleared: {e}");
+                        }
+                    }
                 }
                 // Close the channel first so that joins racing with the end retry on a new actor.
                 rx.close();
@@ -966,6 +980,10 @@ impl Actor {
                             self.muted.insert(subject);
                         } else {
                             self.muted.remove(&subject);
+                        }
+                        // Stored too, so that a restart of the server does not lift it.
+                        if let Err(e) = self.store.set_muted(&self.seed.id, subject, muted).await {
+                            tracing::warn!(meeting = %self.seed.id, muted, "mute not stored: {e}");
                         }
                     }
                     m.info.muted_by_moderator = muted;

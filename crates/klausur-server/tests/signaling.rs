@@ -798,3 +798,41 @@ async fn a_mute_by_a_moderator_holds_across_a_reconnect() {
     let me = own(&gina.join(&s.meeting, Some(&s.gina), None).await);
     assert!(!me.muted_by_moderator, "the lifted mute came back");
 }
+
+/// A moderator's mute outlives a restart of the server, and goes when the meeting empties.
+#[tokio::test]
+async fn a_mute_survives_a_restart_and_goes_when_the_meeting_empties() {
+    let s = setup().await;
+    let (mut olga, gina, gina_id) = olga_and_gina(&s).await;
+    olga.send(&ClientMsg::Mute {
+        participant_id: gina_id.clone(),
+        muted: true,
+    })
+    .await;
+    olga.until(|m| matches!(m, ServerMsg::ParticipantUpdated { participant } if participant.id == gina_id && participant.muted_by_moderator))
+        .await;
+
+    s.srv.state.registry.shutdown_all().await;
+    olga.until(|m| matches!(m, ServerMsg::Ended { .. })).await;
+    drop((olga, gina));
+    no_meeting_running(&s.srv).await;
+
+    // Gina comes back first, into a new meeting actor: still muted. Hans never was.
+    let mut gina = Client::connect(&s.srv, None).await;
+    let me = own(&gina.join(&s.meeting, Some(&s.gina), None).await);
+    assert!(
+        me.muted_by_moderator && me.audio_muted,
+        "the restart lifted Gina's mute"
+    );
+    let mut hans = Client::connect(&s.srv, None).await;
+    assert!(!own(&hans.join(&s.meeting, Some(&s.hans), None).await).muted_by_moderator);
+
+    // Everyone leaves: the meeting is over for now, and so is the mute.
+    gina.send(&ClientMsg::Leave).await;
+    hans.send(&ClientMsg::Leave).await;
+    drop((gina, hans));
+    no_meeting_running(&s.srv).await;
+    let mut gina = Client::connect(&s.srv, None).await;
+    let me = own(&gina.join(&s.meeting, Some(&s.gina), None).await);
+    assert!(!me.muted_by_moderator, "the mute outlived the meeting");
+}

@@ -151,6 +151,15 @@ impl BanSubject {
             BanSubject::Invitation(id) => ("invitation", id),
         }
     }
+
+    /// The subject stored as `(subject_kind, subject_id)`; `None` for an unknown kind.
+    pub(crate) fn from_parts(kind: &str, id: i64) -> Option<Self> {
+        match kind {
+            "user" => Some(BanSubject::User(id)),
+            "invitation" => Some(BanSubject::Invitation(id)),
+            _ => None,
+        }
+    }
 }
 
 pub(crate) fn profile_str(p: SecurityProfile) -> &'static str {

@@ -590,6 +590,62 @@ impl Store {
         Ok(yes)
     }
 
+    // ----- mutes -----
+
+    /// Records that a moderator muted `subject` in the meeting, or lifted that (no error, and no
+    /// change, if it already was so). The meeting's actor reads these back when it starts, so a
+    /// mute survives a restart of the server.
+    pub async fn set_muted(
+        &self,
+        meeting_id: &str,
+        subject: BanSubject,
+        muted: bool,
+    ) -> Result<()> {
+        let (kind, id) = subject.parts();
+        let sql = if muted {
+            "INSERT INTO meeting_mutes (meeting_id, subject_kind, subject_id) \
+             VALUES ($1, $2, $3) ON CONFLICT DO NOTHING"
+        } else {
+            "DELETE FROM meeting_mutes \
+             WHERE meeting_id = $1 AND subject_kind = $2 AND subject_id = $3"
+        };
+        on_pool!(self, |pool| sqlx::query(sql)
+            .bind(meeting_id)
+            .bind(kind)
+            .bind(id)
+            .execute(pool)
+            .await)?;
+        Ok(())
+    }
+
+    /// The accounts and invitations muted in the meeting (see [`Store::set_muted`]).
+    pub async fn muted(&self, meeting_id: &str) -> Result<Vec<BanSubject>> {
+        let sql = "SELECT subject_kind, subject_id FROM meeting_mutes WHERE meeting_id = $1 \
+                   ORDER BY subject_kind, subject_id";
+        let rows: Vec<(String, i64)> = on_pool!(self, |pool| sqlx::query_as(sql)
+            .bind(meeting_id)
+            .fetch_all(pool)
+            .await)?;
+        rows.into_iter()
+            .map(|(kind, id)| {
+                BanSubject::from_parts(&kind, id).ok_or_else(|| {
+                    StoreError::corrupt(format!("unknown mute subject kind {kind:?}"))
+                })
+            })
+            .collect()
+    }
+
+    /// Lifts every mute of the meeting (it emptied).
+    pub async fn clear_mutes(&self, meeting_id: &str) -> Result<()> {
+        on_pool!(self, |pool| sqlx::query(
+            "DELETE FROM meeting_mutes WHERE meeting_id = $1"
+        )
+        .bind(meeting_id)
+        .execute(pool)
+        .await)?;
+        Ok(())
+    }
+
     /// Whether `subject` is banned from the meeting.
     pub async fn is_banned(&self, meeting_id: &str, subject: BanSubject) -> Result<bool> {
         let (kind, id) = subject.parts();
@@ -612,6 +668,7 @@ impl Store {
         const ENDED: &str = "SELECT id FROM meetings WHERE ended_at IS NOT NULL AND ended_at < $1";
         let children = [
             format!("DELETE FROM meeting_bans WHERE meeting_id IN ({ENDED})"),
+            format!("DELETE FROM meeting_mutes WHERE meeting_id IN ({ENDED})"),
             format!("DELETE FROM meeting_moderators WHERE meeting_id IN ({ENDED})"),
             format!("DELETE FROM invitations WHERE meeting_id IN ({ENDED})"),
         ];

@@ -503,6 +503,27 @@ async fn bans(store: &Store) -> R {
 
     let bad = store.add_ban("m-none", user, "x", at).await;
     assert!(matches!(bad, Err(StoreError::NotFound)), "{bad:?}");
+
+    // Mutes: per meeting and subject kind, set twice without harm, lifted one by one or all.
+    assert!(store.muted("m-1").await?.is_empty());
+    store.set_muted("m-1", user, true).await?;
+    store.set_muted("m-1", user, true).await?; // idempotent
+    store.set_muted("m-1", inv, true).await?;
+    store.set_muted("m-2", BanSubject::User(7), true).await?;
+    assert_eq!(store.muted("m-1").await?, vec![inv, user]);
+    store.set_muted("m-1", inv, false).await?;
+    store.set_muted("m-1", inv, false).await?; // again: no error
+    assert_eq!(store.muted("m-1").await?, vec![user]);
+    store.clear_mutes("m-1").await?;
+    assert!(store.muted("m-1").await?.is_empty());
+    assert_eq!(
+        store.muted("m-2").await?,
+        vec![BanSubject::User(7)],
+        "other meeting"
+    );
+    assert!(store.muted("m-none").await?.is_empty());
+    let bad = store.set_muted("m-none", user, true).await;
+    assert!(matches!(bad, Err(StoreError::NotFound)), "{bad:?}");
     Ok(())
 }
 
@@ -526,6 +547,7 @@ async fn purge(store: &Store) -> R {
         store
             .add_ban(id, BanSubject::User(modr.id + 100), "Organiser", t0())
             .await?;
+        store.set_muted(id, BanSubject::User(modr.id), true).await?;
     }
     let cutoff = t0();
     store
@@ -543,6 +565,7 @@ async fn purge(store: &Store) -> R {
             .is_banned("old", BanSubject::User(modr.id + 100))
             .await?
     );
+    assert!(store.muted("old").await?.is_empty());
 
     for id in ["recent", "running"] {
         assert!(store.meeting(id).await?.is_some(), "{id} kept");
@@ -550,6 +573,11 @@ async fn purge(store: &Store) -> R {
         assert_eq!(store.moderators(id).await?.len(), 1, "{id}");
         assert!(
             store.is_banned(id, BanSubject::User(modr.id + 100)).await?,
+            "{id}"
+        );
+        assert_eq!(
+            store.muted(id).await?,
+            vec![BanSubject::User(modr.id)],
             "{id}"
         );
     }
