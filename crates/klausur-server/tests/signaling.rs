@@ -760,19 +760,26 @@ async fn a_guest_made_moderator_stays_one_when_coming_back() {
     assert_eq!(own(&j).role, PRole::Participant);
 }
 
+/// The moderator mutes (or unmutes) a participant and waits until the meeting says so.
+async fn moderator_mutes(moderator: &mut Client, participant_id: &str, muted: bool) {
+    moderator
+        .send(&ClientMsg::Mute {
+            participant_id: participant_id.to_owned(),
+            muted,
+        })
+        .await;
+    moderator
+        .until(|m| matches!(m, ServerMsg::ParticipantUpdated { participant } if participant.id == participant_id && participant.muted_by_moderator == muted))
+        .await;
+}
+
 /// A participant a moderator muted is still muted after coming back with the same invitation
 /// (a reconnect or a reload), until a moderator lifts it; others are not affected.
 #[tokio::test]
 async fn a_mute_by_a_moderator_holds_across_a_reconnect() {
     let s = setup().await;
     let (mut olga, gina, gina_id) = olga_and_gina(&s).await;
-    olga.send(&ClientMsg::Mute {
-        participant_id: gina_id.clone(),
-        muted: true,
-    })
-    .await;
-    olga.until(|m| matches!(m, ServerMsg::ParticipantUpdated { participant } if participant.id == gina_id && participant.muted_by_moderator))
-        .await;
+    moderator_mutes(&mut olga, &gina_id, true).await;
 
     drop(gina);
     let mut gina = Client::connect(&s.srv, None).await;
@@ -786,13 +793,7 @@ async fn a_mute_by_a_moderator_holds_across_a_reconnect() {
     let mut hans = Client::connect(&s.srv, None).await;
     assert!(!own(&hans.join(&s.meeting, Some(&s.hans), None).await).muted_by_moderator);
 
-    olga.send(&ClientMsg::Mute {
-        participant_id: gina_id.clone(),
-        muted: false,
-    })
-    .await;
-    olga.until(|m| matches!(m, ServerMsg::ParticipantUpdated { participant } if participant.id == gina_id && !participant.muted_by_moderator))
-        .await;
+    moderator_mutes(&mut olga, &gina_id, false).await;
     drop(gina);
     let mut gina = Client::connect(&s.srv, None).await;
     let me = own(&gina.join(&s.meeting, Some(&s.gina), None).await);
@@ -804,13 +805,7 @@ async fn a_mute_by_a_moderator_holds_across_a_reconnect() {
 async fn a_mute_survives_a_restart_and_goes_when_the_meeting_empties() {
     let s = setup().await;
     let (mut olga, gina, gina_id) = olga_and_gina(&s).await;
-    olga.send(&ClientMsg::Mute {
-        participant_id: gina_id.clone(),
-        muted: true,
-    })
-    .await;
-    olga.until(|m| matches!(m, ServerMsg::ParticipantUpdated { participant } if participant.id == gina_id && participant.muted_by_moderator))
-        .await;
+    moderator_mutes(&mut olga, &gina_id, true).await;
 
     s.srv.state.registry.shutdown_all().await;
     olga.until(|m| matches!(m, ServerMsg::Ended { .. })).await;

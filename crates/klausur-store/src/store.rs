@@ -551,9 +551,19 @@ impl Store {
 
     /// Lifts a ban (no error if there was none).
     pub async fn remove_ban(&self, meeting_id: &str, subject: BanSubject) -> Result<()> {
-        let (kind, id) = subject.parts();
         let sql = "DELETE FROM meeting_bans \
                    WHERE meeting_id = $1 AND subject_kind = $2 AND subject_id = $3";
+        self.execute_for_subject(sql, meeting_id, subject).await
+    }
+
+    /// Runs `sql` with `$1` the meeting and `$2`, `$3` the subject's kind and id.
+    async fn execute_for_subject(
+        &self,
+        sql: &str,
+        meeting_id: &str,
+        subject: BanSubject,
+    ) -> Result<()> {
+        let (kind, id) = subject.parts();
         on_pool!(self, |pool| sqlx::query(sql)
             .bind(meeting_id)
             .bind(kind)
@@ -601,7 +611,6 @@ impl Store {
         subject: BanSubject,
         muted: bool,
     ) -> Result<()> {
-        let (kind, id) = subject.parts();
         let sql = if muted {
             "INSERT INTO meeting_mutes (meeting_id, subject_kind, subject_id) \
              VALUES ($1, $2, $3) ON CONFLICT DO NOTHING"
@@ -609,13 +618,7 @@ impl Store {
             "DELETE FROM meeting_mutes \
              WHERE meeting_id = $1 AND subject_kind = $2 AND subject_id = $3"
         };
-        on_pool!(self, |pool| sqlx::query(sql)
-            .bind(meeting_id)
-            .bind(kind)
-            .bind(id)
-            .execute(pool)
-            .await)?;
-        Ok(())
+        self.execute_for_subject(sql, meeting_id, subject).await
     }
 
     /// The accounts and invitations muted in the meeting (see [`Store::set_muted`]).
