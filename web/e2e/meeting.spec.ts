@@ -2,7 +2,7 @@
 // The tests build on each other (one meeting, people come and go) and run in order.
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { WebSocketRoute } from '@playwright/test';
+import type { Browser, WebSocketRoute } from '@playwright/test';
 import { expect, newPerson, test, type Person } from './fixtures';
 import {
   changePassword,
@@ -50,6 +50,27 @@ async function inviteInSecondTab(organiser: Person, name: string): Promise<strin
   const link = await inviteGuest(detail, name);
   await detail.close();
   return link;
+}
+
+/** An invited guest whose signaling runs through a relay the test can cut (`relays[0]` is the
+ * first connection, later ones are the reconnects); joined into the meeting. */
+async function guestBehindRelay(
+  browser: Browser,
+  baseURL: string,
+  name: string,
+  link: string,
+): Promise<{ person: Person; relays: WebSocketRoute[] }> {
+  const person = await newPerson(browser, baseURL, name);
+  s.everyone.push(person);
+  const relays: WebSocketRoute[] = [];
+  await person.page.routeWebSocket(/\/api\/ws$/, (ws) => {
+    ws.connectToServer();
+    relays.push(ws);
+  });
+  await person.page.goto(link);
+  await passPrejoin(person.page, { expectTitle: TITLE, expectInvitee: name });
+  await expectInRoom(person.page);
+  return { person, relays };
 }
 
 test.afterAll(async () => {
@@ -177,17 +198,8 @@ test('a guest whose connection breaks gets back in by themselves, with the chat 
 
   // Paul's signaling goes through a relay the test can cut, as a train's tunnel would: his side
   // of the connection breaks, while the server notices nothing and keeps the old connection.
-  const paul = await newPerson(browser, server.baseURL, 'Paul Pendler');
-  s.everyone.push(paul);
-  const relays: WebSocketRoute[] = [];
-  await paul.page.routeWebSocket(/\/api\/ws$/, (ws) => {
-    ws.connectToServer();
-    relays.push(ws);
-  });
+  const { person: paul, relays } = await guestBehindRelay(browser, server.baseURL, 'Paul Pendler', paulLink);
   const p = paul.page;
-  await p.goto(paulLink);
-  await passPrejoin(p, { expectTitle: TITLE, expectInvitee: 'Paul Pendler' });
-  await expectInRoom(p);
   const before = await selfId(p);
   await expectAudioVideoFrom(p, admin!.id);
   const text = 'Ich sitze im Zug, falls ich kurz weg bin.';
@@ -231,18 +243,9 @@ test('a moderator mutes a guest: the others stop hearing him, he cannot unmute, 
   if (!admin || !s.meetingId) throw new Error('needs the meeting from the first test');
   const a = admin.page;
   const link = await inviteInSecondTab(admin, 'Max Mikrofon');
-  const max = await newPerson(browser, server.baseURL, 'Max Mikrofon');
-  s.everyone.push(max);
-  const relays: WebSocketRoute[] = [];
-  await max.page.routeWebSocket(/\/api\/ws$/, (ws) => {
-    ws.connectToServer();
-    relays.push(ws);
-  });
+  const { person: max, relays } = await guestBehindRelay(browser, server.baseURL, 'Max Mikrofon', link);
   const m = max.page;
   const mic = m.getByTestId('mic-toggle');
-  await m.goto(link);
-  await passPrejoin(m, { expectTitle: TITLE, expectInvitee: 'Max Mikrofon' });
-  await expectInRoom(m);
   const first = await selfId(m);
   await expectAudioVideoFrom(a, first);
   await expect(mic).toHaveAttribute('aria-pressed', 'true');
@@ -258,31 +261,30 @@ test('a moderator mutes a guest: the others stop hearing him, he cannot unmute, 
   await expect.poll(() => mediaRising(a, first, 'microphone'), { timeout: 15_000 }).toBe(false);
   expect(await mediaRising(a, first, 'camera')).toBe(true);
 
+  /** Max is in again under a new id: muted and locked, his camera arrives, his audio does not. */
+  const backStillMuted = async (before: string): Promise<string> => {
+    await expectInRoom(m);
+    const id = await selfId(m);
+    expect(id).not.toBe(before);
+    await expect(muteButton(id)).toHaveAttribute('data-muted', 'true');
+    await expect(mic).toHaveAttribute('aria-pressed', 'false');
+    await expect(mic).toBeDisabled();
+    await expect.poll(() => mediaRising(a, id, 'camera'), { timeout: 45_000 }).toBe(true);
+    expect(await mediaRising(a, id, 'microphone')).toBe(false);
+    return id;
+  };
+
   // His connection breaks and he gets back in by himself: still muted, still locked.
   await relays[0].close({ code: 4000, reason: 'tunnel' });
   const banner = m.getByTestId('reconnecting-banner');
   await expect(banner).toBeVisible();
   await expect(banner).toHaveCount(0, { timeout: 20_000 });
-  await expectInRoom(m);
-  const back = await selfId(m);
-  expect(back).not.toBe(first);
-  await expect(muteButton(back)).toHaveAttribute('data-muted', 'true');
-  await expect(mic).toHaveAttribute('aria-pressed', 'false');
-  await expect(mic).toBeDisabled();
-  await expect.poll(() => mediaRising(a, back, 'camera'), { timeout: 45_000 }).toBe(true);
-  expect(await mediaRising(a, back, 'microphone')).toBe(false);
+  const back = await backStillMuted(first);
 
   // Nor does loading the page again with the microphone on: his client starts muted.
   await m.goto(link);
   await passPrejoin(m, { expectTitle: TITLE, expectInvitee: 'Max Mikrofon' });
-  await expectInRoom(m);
-  const reloaded = await selfId(m);
-  expect(reloaded).not.toBe(back);
-  await expect(muteButton(reloaded)).toHaveAttribute('data-muted', 'true');
-  await expect(mic).toHaveAttribute('aria-pressed', 'false');
-  await expect(mic).toBeDisabled();
-  await expect.poll(() => mediaRising(a, reloaded, 'camera'), { timeout: 45_000 }).toBe(true);
-  expect(await mediaRising(a, reloaded, 'microphone')).toBe(false);
+  const reloaded = await backStillMuted(back);
 
   // The organiser lifts the mute: the microphone stays off until Max turns it on himself.
   await muteButton(reloaded).click();
