@@ -276,11 +276,9 @@ impl Actor {
                     if self.locked {
                         self.persist_lock(false).await;
                     }
-                    // So do the mutes.
-                    if !self.muted.is_empty() {
-                        if let Err(e) = self.store.clear_mutes(&self.seed.id).await {
-                            tracing::warn!(meeting = %self.seed.id, "mutes not cleared: {e}");
-                        }
+                    // So do the mutes: all stored ones, also any this actor could not read.
+                    if let Err(e) = self.store.clear_mutes(&self.seed.id).await {
+                        tracing::warn!(meeting = %self.seed.id, "mutes not cleared: {e}");
                     }
                 }
                 // Close the channel first so that joins racing with the end retry on a new actor.
