@@ -42,7 +42,8 @@ mod store;
 
 pub use error::StoreError;
 pub use model::{
-    BanSubject, Invitation, InvitationKind, Meeting, NewInvitation, Role, Session, User,
+    BanSubject, GuestPass, Invitation, InvitationKind, Meeting, NewGuestPass, NewInvitation, Role,
+    Session, User,
 };
 pub use store::Store;
 

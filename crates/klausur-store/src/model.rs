@@ -133,6 +133,37 @@ pub struct NewInvitation {
     pub expires_at: DateTime<Utc>,
 }
 
+/// A lobby guest's pass back into a running meeting (see [`Store::create_guest_pass`]). The
+/// token is a secret of the guest's browser tab: only its hash is stored.
+///
+/// [`Store::create_guest_pass`]: crate::Store::create_guest_pass
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GuestPass {
+    pub id: i64,
+    pub meeting_id: String,
+    pub display_name: String,
+    /// Name of the moderator who admitted the guest from the lobby.
+    pub admitted_by: String,
+    /// That moderator's account or invitation, if they had one.
+    pub admitter: Option<BanSubject>,
+    pub moderator: bool,
+    pub muted: bool,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// What [`Store::create_guest_pass`](crate::Store::create_guest_pass) needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewGuestPass {
+    pub meeting_id: String,
+    /// Hash of the token; the token itself never reaches the store.
+    pub token_hash: String,
+    pub display_name: String,
+    pub admitted_by: String,
+    pub admitter: Option<BanSubject>,
+    pub expires_at: DateTime<Utc>,
+}
+
 /// Someone a moderator removed from a meeting (and keeps out).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(tag = "kind", content = "id", rename_all = "snake_case")]

@@ -16,7 +16,8 @@ use sqlx::SqlitePool;
 
 use crate::model::{parse_profile, profile_str};
 use crate::{
-    BanSubject, Invitation, InvitationKind, Meeting, NewInvitation, Role, Session, StoreError, User,
+    BanSubject, GuestPass, Invitation, InvitationKind, Meeting, NewGuestPass, NewInvitation, Role,
+    Session, StoreError, User,
 };
 
 type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -48,6 +49,8 @@ const USER_COLUMNS: &str =
     "id, username, display_name, role, password_hash, must_change_password, disabled, created_at";
 const SESSION_COLUMNS: &str = "id_hash, user_id, csrf_token, created_at, expires_at";
 const MEETING_COLUMNS: &str = "id, title, starts_at, organiser_id, profile, created_at, ended_at";
+const GUEST_PASS_COLUMNS: &str = "id, meeting_id, display_name, admitted_by, admitter_kind, \
+     admitter_id, moderator, muted, created_at, expires_at";
 const INVITATION_COLUMNS: &str = "id, meeting_id, token_hash, name, kind, user_id, created_by, \
      created_at, expires_at, revoked_at, last_used_at";
 
@@ -663,6 +666,90 @@ impl Store {
         Ok(yes)
     }
 
+    // ----- guest passes -----
+
+    /// Stores a lobby guest's pass back into the running meeting and returns its id. The token
+    /// is the guest's secret: only its hash comes here.
+    pub async fn create_guest_pass(&self, p: &NewGuestPass) -> Result<i64> {
+        let (kind, id) = p.admitter.map(BanSubject::parts).unzip();
+        let sql = "INSERT INTO guest_passes (meeting_id, token_hash, display_name, admitted_by, \
+                   admitter_kind, admitter_id, created_at, expires_at) \
+                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id";
+        let id: i64 = on_pool!(self, |pool| sqlx::query_scalar(sql)
+            .bind(&p.meeting_id)
+            .bind(&p.token_hash)
+            .bind(&p.display_name)
+            .bind(&p.admitted_by)
+            .bind(kind)
+            .bind(id)
+            .bind(now_ms())
+            .bind(p.expires_at.timestamp_millis())
+            .fetch_one(pool)
+            .await)?;
+        Ok(id)
+    }
+
+    /// The guest pass with this token hash, expired or not.
+    pub async fn guest_pass_by_token_hash(&self, token_hash: &str) -> Result<Option<GuestPass>> {
+        let sql = format!("SELECT {GUEST_PASS_COLUMNS} FROM guest_passes WHERE token_hash = $1");
+        let row: Option<rows::GuestPass> = on_pool!(self, |pool| sqlx::query_as(&sql)
+            .bind(token_hash)
+            .fetch_optional(pool)
+            .await)?;
+        row.map(TryInto::try_into).transpose()
+    }
+
+    /// Moves a pass's expiry (a connection came or went). [`StoreError::NotFound`] if it is gone.
+    pub async fn set_guest_pass_expiry(&self, id: i64, expires_at: DateTime<Utc>) -> Result<()> {
+        self.update_guest_pass("expires_at", id, expires_at.timestamp_millis())
+            .await
+    }
+
+    /// Whether the pass holder moderates the meeting (a moderator made them one).
+    pub async fn set_guest_pass_moderator(&self, id: i64, moderator: bool) -> Result<()> {
+        self.update_guest_pass("moderator", id, moderator).await
+    }
+
+    /// Whether a moderator muted the pass holder.
+    pub async fn set_guest_pass_muted(&self, id: i64, muted: bool) -> Result<()> {
+        self.update_guest_pass("muted", id, muted).await
+    }
+
+    async fn update_guest_pass<T>(&self, column: &'static str, id: i64, value: T) -> Result<()>
+    where
+        T: Send + for<'q> sqlx::Encode<'q, sqlx::Sqlite> + sqlx::Type<sqlx::Sqlite>,
+    {
+        let sql = format!("UPDATE guest_passes SET {column} = $2 WHERE id = $1");
+        let done = on_pool!(self, |pool| sqlx::query(&sql)
+            .bind(id)
+            .bind(value)
+            .execute(pool)
+            .await)?;
+        found(done.rows_affected())
+    }
+
+    /// Deletes a pass (its holder left on purpose or was removed). No error if it is gone.
+    pub async fn delete_guest_pass(&self, id: i64) -> Result<()> {
+        on_pool!(self, |pool| sqlx::query(
+            "DELETE FROM guest_passes WHERE id = $1"
+        )
+        .bind(id)
+        .execute(pool)
+        .await)?;
+        Ok(())
+    }
+
+    /// Deletes every pass of the meeting (it emptied).
+    pub async fn clear_guest_passes(&self, meeting_id: &str) -> Result<()> {
+        on_pool!(self, |pool| sqlx::query(
+            "DELETE FROM guest_passes WHERE meeting_id = $1"
+        )
+        .bind(meeting_id)
+        .execute(pool)
+        .await)?;
+        Ok(())
+    }
+
     // ----- retention -----
 
     /// Deletes the meetings that ended before `cutoff`, with their invitations, moderators and
@@ -672,6 +759,7 @@ impl Store {
         let children = [
             format!("DELETE FROM meeting_bans WHERE meeting_id IN ({ENDED})"),
             format!("DELETE FROM meeting_mutes WHERE meeting_id IN ({ENDED})"),
+            format!("DELETE FROM guest_passes WHERE meeting_id IN ({ENDED})"),
             format!("DELETE FROM meeting_moderators WHERE meeting_id IN ({ENDED})"),
             format!("DELETE FROM invitations WHERE meeting_id IN ({ENDED})"),
         ];
@@ -878,6 +966,45 @@ mod rows {
                 expires_at: time(r.expires_at)?,
                 revoked_at: opt_time(r.revoked_at)?,
                 last_used_at: opt_time(r.last_used_at)?,
+            })
+        }
+    }
+
+    #[derive(sqlx::FromRow)]
+    pub(super) struct GuestPass {
+        id: i64,
+        meeting_id: String,
+        display_name: String,
+        admitted_by: String,
+        admitter_kind: Option<String>,
+        admitter_id: Option<i64>,
+        moderator: bool,
+        muted: bool,
+        created_at: i64,
+        expires_at: i64,
+    }
+
+    impl TryFrom<GuestPass> for crate::GuestPass {
+        type Error = StoreError;
+        fn try_from(r: GuestPass) -> Result<Self, StoreError> {
+            let admitter = match (r.admitter_kind, r.admitter_id) {
+                (Some(kind), Some(id)) => {
+                    Some(crate::BanSubject::from_parts(&kind, id).ok_or_else(|| {
+                        StoreError::corrupt(format!("unknown admitter kind {kind:?}"))
+                    })?)
+                }
+                _ => None,
+            };
+            Ok(crate::GuestPass {
+                id: r.id,
+                meeting_id: r.meeting_id,
+                display_name: r.display_name,
+                admitted_by: r.admitted_by,
+                admitter,
+                moderator: r.moderator,
+                muted: r.muted,
+                created_at: time(r.created_at)?,
+                expires_at: time(r.expires_at)?,
             })
         }
     }

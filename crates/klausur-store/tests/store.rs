@@ -4,7 +4,9 @@
 
 use chrono::{DateTime, Duration, Utc};
 use klausur_proto::SecurityProfile;
-use klausur_store::{BanSubject, InvitationKind, NewInvitation, Role, Store, StoreError, User};
+use klausur_store::{
+    BanSubject, InvitationKind, NewGuestPass, NewInvitation, Role, Store, StoreError, User,
+};
 
 type R = Result<(), StoreError>;
 
@@ -527,6 +529,100 @@ async fn bans(store: &Store) -> R {
     Ok(())
 }
 
+async fn guest_passes(store: &Store) -> R {
+    let org = staff(store, "organiser").await?;
+    for id in ["m-1", "m-2"] {
+        store
+            .create_meeting(id, id, None, org.id, SecurityProfile::Strict)
+            .await?;
+    }
+    let expires = t0() + Duration::minutes(2);
+    let pass = |meeting: &str, hash: &str, admitter| NewGuestPass {
+        meeting_id: meeting.into(),
+        token_hash: hash.into(),
+        display_name: "Gina Gast".into(),
+        admitted_by: "Olga Ordner".into(),
+        admitter,
+        expires_at: expires,
+    };
+    let a = store
+        .create_guest_pass(&pass("m-1", "h-a", Some(BanSubject::User(org.id))))
+        .await?;
+    let b = store
+        .create_guest_pass(&pass("m-1", "h-b", Some(BanSubject::Invitation(9))))
+        .await?;
+    let c = store.create_guest_pass(&pass("m-2", "h-c", None)).await?;
+    // The same token hash twice is refused (the hash is the lookup key).
+    assert!(store
+        .create_guest_pass(&pass("m-2", "h-a", None))
+        .await
+        .is_err());
+    let bad = store.create_guest_pass(&pass("m-none", "h-x", None)).await;
+    assert!(matches!(bad, Err(StoreError::NotFound)), "{bad:?}");
+
+    let got = store
+        .guest_pass_by_token_hash("h-a")
+        .await?
+        .expect("pass a");
+    assert_eq!(got.id, a);
+    assert_eq!(got.meeting_id, "m-1");
+    assert_eq!(got.display_name, "Gina Gast");
+    assert_eq!(got.admitted_by, "Olga Ordner");
+    assert_eq!(got.admitter, Some(BanSubject::User(org.id)));
+    assert!(!got.moderator && !got.muted);
+    assert_eq!(got.expires_at, expires);
+    assert_eq!(
+        store
+            .guest_pass_by_token_hash("h-b")
+            .await?
+            .map(|p| p.admitter),
+        Some(Some(BanSubject::Invitation(9)))
+    );
+    assert_eq!(
+        store
+            .guest_pass_by_token_hash("h-c")
+            .await?
+            .map(|p| p.admitter),
+        Some(None)
+    );
+    assert_eq!(store.guest_pass_by_token_hash("h-none").await?, None);
+
+    let later = t0() + Duration::hours(12);
+    store.set_guest_pass_expiry(a, later).await?;
+    store.set_guest_pass_moderator(a, true).await?;
+    store.set_guest_pass_muted(a, true).await?;
+    let got = store
+        .guest_pass_by_token_hash("h-a")
+        .await?
+        .expect("pass a");
+    assert_eq!(got.expires_at, later);
+    assert!(got.moderator && got.muted);
+    store.set_guest_pass_muted(a, false).await?;
+    assert!(
+        !store
+            .guest_pass_by_token_hash("h-a")
+            .await?
+            .expect("a")
+            .muted
+    );
+
+    store.delete_guest_pass(a).await?;
+    store.delete_guest_pass(a).await?; // again: no error
+    assert_eq!(store.guest_pass_by_token_hash("h-a").await?, None);
+    let gone = store.set_guest_pass_expiry(a, later).await;
+    assert!(matches!(gone, Err(StoreError::NotFound)), "{gone:?}");
+
+    // A meeting that empties loses its passes; the other meeting's stay.
+    store.clear_guest_passes("m-1").await?;
+    assert_eq!(store.guest_pass_by_token_hash("h-b").await?, None);
+    assert_eq!(
+        store.guest_pass_by_token_hash("h-c").await?.map(|p| p.id),
+        Some(c)
+    );
+    assert_ne!(b, c);
+    Ok(())
+}
+
 async fn purge(store: &Store) -> R {
     let org = staff(store, "organiser").await?;
     let modr = staff(store, "moderator").await?;
@@ -548,6 +644,16 @@ async fn purge(store: &Store) -> R {
             .add_ban(id, BanSubject::User(modr.id + 100), "Organiser", t0())
             .await?;
         store.set_muted(id, BanSubject::User(modr.id), true).await?;
+        store
+            .create_guest_pass(&NewGuestPass {
+                meeting_id: id.into(),
+                token_hash: format!("gp-{id}"),
+                display_name: "Gina Gast".into(),
+                admitted_by: "Organiser".into(),
+                admitter: None,
+                expires_at: t0(),
+            })
+            .await?;
     }
     let cutoff = t0();
     store
@@ -566,6 +672,7 @@ async fn purge(store: &Store) -> R {
             .await?
     );
     assert!(store.muted("old").await?.is_empty());
+    assert_eq!(store.guest_pass_by_token_hash("gp-old").await?, None);
 
     for id in ["recent", "running"] {
         assert!(store.meeting(id).await?.is_some(), "{id} kept");
@@ -578,6 +685,13 @@ async fn purge(store: &Store) -> R {
         assert_eq!(
             store.muted(id).await?,
             vec![BanSubject::User(modr.id)],
+            "{id}"
+        );
+        assert!(
+            store
+                .guest_pass_by_token_hash(&format!("gp-{id}"))
+                .await?
+                .is_some(),
             "{id}"
         );
     }
@@ -626,6 +740,11 @@ macro_rules! backend_suite {
             async fn bans() {
                 run(|s| async move { super::bans(&s).await }).await
             }
+            #[tokio::test]
+            async fn guest_passes() {
+                run(|s| async move { super::guest_passes(&s).await }).await
+            }
+
             #[tokio::test]
             async fn purge() {
                 run(|s| async move { super::purge(&s).await }).await
