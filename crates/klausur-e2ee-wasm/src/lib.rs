@@ -228,6 +228,37 @@ pub fn signing_key_public(signing_key: &[u8]) -> Result<Vec<u8>, JsValue> {
     Ok(sk.verifying_key().to_bytes().to_vec())
 }
 
+/// The continuity proof (64 bytes) of the device key `signingKey` for its successor
+/// `newPublicKey` in the meeting `meetingId` (see `klausur_e2ee::sign_continuity`).
+#[wasm_bindgen(js_name = continuitySign)]
+pub fn continuity_sign(
+    signing_key: &[u8],
+    meeting_id: &str,
+    new_public_key: &[u8],
+) -> Result<Vec<u8>, JsValue> {
+    let sk = SigningKey::from_bytes(&*key32(signing_key, "signing key")?);
+    let new = verifying_key(new_public_key, "new public key")?;
+    Ok(klausur_e2ee::sign_continuity(&sk, meeting_id, &new).to_vec())
+}
+
+/// Whether `signature` is `previousKey`'s continuity proof for `newPublicKey` in `meetingId`
+/// (see `klausur_e2ee::verify_continuity`). False for malformed keys or signatures.
+#[wasm_bindgen(js_name = continuityVerify)]
+pub fn continuity_verify(
+    previous_key: &[u8],
+    meeting_id: &str,
+    new_public_key: &[u8],
+    signature: &[u8],
+) -> bool {
+    match (
+        verifying_key(previous_key, "previous key"),
+        verifying_key(new_public_key, "new public key"),
+    ) {
+        (Ok(prev), Ok(new)) => klausur_e2ee::verify_continuity(&prev, meeting_id, &new, signature),
+        _ => false,
+    }
+}
+
 /// Issues a signed credential (bytes as carried in MLS). For tests and tools: the browser
 /// never holds the identity CA key. Times are seconds since the Unix epoch; `kind` is
 /// `staff`, `invited_guest`, `guest` or `phone_gateway`.

@@ -50,12 +50,14 @@
 
 #![warn(missing_docs)]
 
+mod continuity;
 mod error;
 pub mod frame;
 mod identity;
 mod member;
 pub mod rfc9605;
 
+pub use continuity::{sign_continuity, verify_continuity};
 pub use ed25519_dalek::{SigningKey, VerifyingKey};
 pub use error::{CredentialError, E2eeError, FrameError};
 pub use frame::{DecryptedFrame, FrameCrypto, StreamId};

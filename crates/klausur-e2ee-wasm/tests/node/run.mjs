@@ -276,3 +276,23 @@ test('argument errors are JS exceptions', () => {
   assert.throws(() => m.createGroup(enc.encode('again'), now()), { name: 'Misuse' });
   assert.throws(() => m.createGroup(enc.encode('again'), NaN), { name: 'InvalidArgument' });
 });
+
+test('a continuity proof verifies for its keys and meeting only', () => {
+  const old = wasm.generateSigningKey();
+  const next = wasm.generateSigningKey();
+  const other = wasm.generateSigningKey();
+  const [oldPub, nextPub, otherPub] = [old, next, other].map((k) => wasm.signingKeyPublic(k));
+  const sig = wasm.continuitySign(old, 'm1', nextPub);
+  assert.equal(sig.length, 64);
+  assert.equal(wasm.continuityVerify(oldPub, 'm1', nextPub, sig), true);
+  // Negative controls: another signer, successor or meeting; a changed signature; malformed input.
+  assert.equal(wasm.continuityVerify(otherPub, 'm1', nextPub, sig), false);
+  assert.equal(wasm.continuityVerify(oldPub, 'm1', otherPub, sig), false);
+  assert.equal(wasm.continuityVerify(oldPub, 'm2', nextPub, sig), false);
+  const bad = sig.slice();
+  bad[0] ^= 1;
+  assert.equal(wasm.continuityVerify(oldPub, 'm1', nextPub, bad), false);
+  assert.equal(wasm.continuityVerify(new Uint8Array(31), 'm1', nextPub, sig), false);
+  assert.equal(wasm.continuityVerify(oldPub, 'm1', nextPub, sig.slice(0, 10)), false);
+  assert.throws(() => wasm.continuitySign(new Uint8Array(3), 'm1', nextPub), { name: 'InvalidArgument' });
+});
