@@ -328,6 +328,75 @@ test('someone without invitation waits in the lobby until the moderator admits t
   await expectAudioVideoFrom(a, s.anna.id);
 });
 
+test('a guest let in from the lobby whose connection breaks comes back without the lobby, and the moderator\'s browser adds them to the encrypted group again', async ({ browser, server }) => {
+  const { admin } = s;
+  if (!admin || !s.meetingId) throw new Error('needs the meeting from the first test');
+  const a = admin.page;
+  const lena = await newPerson(browser, server.baseURL, 'Lena Lobby');
+  s.everyone.push(lena);
+  const relays: WebSocketRoute[] = [];
+  await lena.page.routeWebSocket(/\/api\/ws$/, (ws) => {
+    ws.connectToServer();
+    relays.push(ws);
+  });
+  const l = lena.page;
+  const lobbyPage = l.getByTestId('lobby-page');
+  const lobbyEntry = a.locator('[data-testid="lobby-entry"][data-name="Lena Lobby"]');
+  await l.goto(`/m/${encodeURIComponent(s.meetingId!)}`);
+  await passPrejoin(l, { expectTitle: TITLE, name: 'Lena Lobby' });
+  await expect(lobbyPage).toBeVisible();
+  await openPanel(a, 'people');
+  await lobbyEntry.getByTestId('admit-button').click();
+  await expectInRoom(l);
+  const first = await selfId(l);
+  const indicator = l.getByTestId('e2ee-indicator');
+  await expect(indicator).toHaveAttribute('data-state', 'active', { timeout: 30_000 });
+  await expectAudioVideoFrom(a, first);
+
+  // Her connection breaks. She comes back by herself with the pass her tab holds: straight into
+  // the meeting (never the lobby, no new entry there for the organiser), and the organiser's
+  // browser adds her new device to the encrypted group without a click, because her old device
+  // key vouches for it.
+  await relays[0].close({ code: 4000, reason: 'tunnel' });
+  const banner = l.getByTestId('reconnecting-banner');
+  await expect(banner).toBeVisible();
+  await expect(banner).toHaveCount(0, { timeout: 20_000 });
+  await expectInRoom(l);
+  const back = await selfId(l);
+  expect(back).not.toBe(first);
+  await expect(lobbyPage).toHaveCount(0);
+  await expect(lobbyEntry).toHaveCount(0);
+  const item = (id: string) => a.locator(`[data-testid="participant-item"][data-participant-id="${id}"]`);
+  await expect(item(back).getByTestId('join-method')).toContainText('Aus dem Warteraum zugelassen');
+  await expect(indicator).toHaveAttribute('data-state', 'active', { timeout: 30_000 });
+  await expect(item(back)).toHaveAttribute('data-verified', 'true', { timeout: 20_000 });
+  await expectAudioVideoFrom(a, back);
+  await expectAudioVideoFrom(l, admin.id);
+
+  // A reload loses the old device key: the pass still brings her into the meeting, but the
+  // encrypted group needs the organiser's admission again.
+  await l.goto(`/m/${encodeURIComponent(s.meetingId!)}`);
+  await passPrejoin(l, { expectTitle: TITLE, name: 'Lena Lobby' });
+  await expectInRoom(l);
+  const reloaded = await selfId(l);
+  await expect(lobbyEntry).toHaveCount(0);
+  await expect(indicator).toHaveAttribute('data-state', 'waiting');
+  await expect(item(reloaded).getByTestId('awaits-admission')).toBeVisible({ timeout: 20_000 });
+  await item(reloaded).getByTestId('admit-to-group-button').click();
+  await expect(indicator).toHaveAttribute('data-state', 'active', { timeout: 30_000 });
+  await expectAudioVideoFrom(a, reloaded);
+
+  // Leaving gives the pass up: coming back means the lobby again.
+  await l.getByTestId('leave-button').click();
+  await expect(l.getByTestId('ended-page')).toHaveAttribute('data-reason', 'left');
+  await l.goto(`/m/${encodeURIComponent(s.meetingId!)}`);
+  await passPrejoin(l, { expectTitle: TITLE, name: 'Lena Lobby' });
+  await expect(lobbyPage).toBeVisible();
+  await lobbyEntry.getByTestId('deny-button').click();
+  await expect(l.getByTestId('ended-page')).toBeVisible();
+  await lena.context.close();
+});
+
 test('the moderator removes a guest; their link then only leads to the lobby', async () => {
   const { admin, erika, jonas } = s;
   if (!admin || !erika || !jonas) throw new Error('needs the meeting from the first test');

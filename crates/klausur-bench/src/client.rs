@@ -538,6 +538,7 @@ impl Peer {
             meeting_id: meeting_id.to_string(),
             invite_token: Some(token.to_string()),
             display_name: None,
+            rejoin_token: None,
         };
         ws.send(Message::Text(serde_json::to_string(&join)?.into()))
             .await?;

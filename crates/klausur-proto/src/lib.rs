@@ -210,6 +210,9 @@ pub enum ClientMsg {
         meeting_id: String,
         invite_token: Option<String>,
         display_name: Option<String>,
+        /// The pass from an earlier `joined` of this browser tab (a guest admitted from the
+        /// lobby): brings the guest back in without the lobby while it is valid. May be left out.
+        rejoin_token: Option<String>,
     },
     /// An SDP offer from the browser's peer connection. The browser is always the offerer.
     Offer {
@@ -260,6 +263,10 @@ pub enum ClientMsg {
     /// that is not yet a group member; a later one replaces the earlier.
     MlsKeyPackage {
         key_package: String,
+        /// A guest coming back after a broken connection: the previous device key's signature
+        /// over the new one, so that the moderator who admitted them can add them again without
+        /// asking (docs/e2ee.md, "Reconnects"). May be left out.
+        continuity: Option<MlsContinuity>,
     },
     /// End-to-end encryption: this client is now a group member at `leaf` in `epoch` (after
     /// creating the group as asked by `mls_create_group`, or after processing a Welcome).
@@ -309,6 +316,19 @@ pub struct MlsJoiner {
     /// The moderator (participant id) who admitted this joiner from the lobby, if any. Only that
     /// moderator's client adds such a joiner, and only if it remembers admitting them.
     pub admitted_by: Option<ParticipantId>,
+    /// The joiner's proof that it holds the device key of an earlier member (see
+    /// `mls_key_package`), relayed as the joiner sent it.
+    pub continuity: Option<MlsContinuity>,
+}
+
+/// A device key vouching for its successor: `signature` (base64, Ed25519) by `previous_key`
+/// (hex, 32 bytes) over the new device key and the meeting id (docs/e2ee.md, "Reconnects").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+#[serde(deny_unknown_fields)]
+pub struct MlsContinuity {
+    pub previous_key: String,
+    pub signature: String,
 }
 
 /// The facts a member's client needs to decide whether to add a joiner without a moderator:
@@ -338,6 +358,10 @@ pub enum ServerMsg {
         participants: Vec<Participant>,
         /// Only for moderators; empty for everyone else.
         lobby: Vec<LobbyEntry>,
+        /// For a guest admitted from the lobby: the pass that brings this browser tab back in
+        /// (`join`'s `rejoin_token`) after a broken connection or a restart of the server, until
+        /// the guest leaves, the meeting empties, or two minutes after a connection broke.
+        rejoin_token: Option<String>,
     },
     /// You wait in the lobby until a moderator admits you.
     LobbyWait {
@@ -623,7 +647,8 @@ mod tests {
             ClientMsg::Join {
                 meeting_id: "m1".into(),
                 invite_token: None,
-                display_name: Some("Ada".into())
+                display_name: Some("Ada".into()),
+                rejoin_token: None,
             }
         );
         assert_eq!(m.type_name(), "join");
@@ -683,6 +708,7 @@ mod tests {
                 meeting_id: "m".into(),
                 invite_token: None,
                 display_name: None,
+                rejoin_token: Some("t".into()),
             },
             ClientMsg::Offer {
                 sdp: "v=0".into(),
@@ -716,6 +742,10 @@ mod tests {
             ClientMsg::Ping,
             ClientMsg::MlsKeyPackage {
                 key_package: "AAE=".into(),
+                continuity: Some(MlsContinuity {
+                    previous_key: "00".repeat(32),
+                    signature: "AAE=".into(),
+                }),
             },
             ClientMsg::MlsMember { leaf: 2, epoch: 7 },
             ClientMsg::MlsCommitRejected { epoch: 7 },
@@ -775,6 +805,7 @@ mod doc_tests {
                 },
                 participants: vec![],
                 lobby: vec![],
+                rejoin_token: None,
             },
             ServerMsg::LobbyWait {
                 meeting_title: String::new(),

@@ -26,6 +26,7 @@ fn generate() -> String {
         LeaveReason::decl(&cfg),
         EndReason::decl(&cfg),
         ErrorCode::decl(&cfg),
+        MlsContinuity::decl(&cfg),
         MlsJoiner::decl(&cfg),
         MlsPolicy::decl(&cfg),
         ClientMsg::decl(&cfg),

@@ -9,7 +9,7 @@ use klausur_proto::{ErrorCode, JoinMethod, ParticipantKind, SecurityProfile};
 use klausur_store::{BanSubject, Invitation, Store, User};
 
 use crate::auth::token_hash;
-use crate::meeting::{MeetingSeed, Standing};
+use crate::meeting::{MeetingSeed, Pass, Standing};
 
 /// The logged-in user of the connection, if any.
 #[derive(Debug, Clone, Default)]
@@ -106,7 +106,46 @@ pub fn standing(f: &Facts) -> Result<Standing, AdmissionError> {
         ban_subject,
         user_id,
         invitation: f.invitation.as_ref().map(|i| i.name.clone()),
+        pass: None,
+        admitter: None,
     })
+}
+
+/// The standing of a guest who comes back with the pass a moderator's admission gave them
+/// (see `Store::create_guest_pass`): the name and role they had, shown as admitted by the same
+/// moderator, and in without the lobby (unless the meeting is locked). `None` for a token that
+/// is unknown, expired, or for another meeting: the guest then goes to the lobby as anyone.
+pub async fn returning_guest(
+    store: &Store,
+    meeting_id: &str,
+    token: &str,
+    now: DateTime<Utc>,
+) -> Result<Option<Standing>, AdmissionError> {
+    let pass = store
+        .guest_pass_by_token_hash(&token_hash(token))
+        .await
+        .map_err(|e| AdmissionError::Internal(e.to_string()))?;
+    let Some(pass) = pass.filter(|p| p.meeting_id == meeting_id && p.expires_at > now) else {
+        return Ok(None);
+    };
+    Ok(Some(Standing {
+        display_name: pass.display_name,
+        kind: ParticipantKind::Guest,
+        moderator: pass.moderator,
+        direct: Some(JoinMethod::Lobby {
+            admitted_by: pass.admitted_by,
+        }),
+        banned: false,
+        ban_subject: None,
+        user_id: None,
+        invitation: None,
+        pass: Some(Pass {
+            id: pass.id,
+            token: token.to_string(),
+            muted: pass.muted,
+        }),
+        admitter: pass.admitter,
+    }))
 }
 
 /// Validates an invitation token for a meeting.
@@ -135,6 +174,7 @@ pub async fn decide(
     who: &Who,
     meeting_id: &str,
     invite_token: Option<&str>,
+    rejoin_token: Option<&str>,
     display_name: Option<String>,
 ) -> Result<(MeetingSeed, Standing), AdmissionError> {
     let internal = |e: klausur_store::StoreError| AdmissionError::Internal(e.to_string());
@@ -158,6 +198,13 @@ pub async fn decide(
         None => None,
     };
     let user = who.user.clone().filter(|u| !u.disabled);
+    // A pass only stands for a lobby guest: an account or an invitation says who someone is.
+    let returning = match rejoin_token {
+        Some(t) if user.is_none() && invitation.is_none() => {
+            returning_guest(store, &meeting.id, t, now).await?
+        }
+        _ => None,
+    };
     let (user_is_moderator, user_is_invited) = match &user {
         Some(u) => (
             store
@@ -223,7 +270,10 @@ pub async fn decide(
         banned,
         display_name,
     };
-    let standing = standing(&facts)?;
+    let standing = match returning {
+        Some(s) => s,
+        None => standing(&facts)?,
+    };
     Ok((
         MeetingSeed {
             id: meeting.id,

@@ -33,7 +33,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use base64::Engine as _;
-use klausur_proto::{ErrorCode, MlsJoiner, MlsPolicy, ServerMsg, MAX_CHAT_MESSAGE_CHARS};
+use klausur_proto::{
+    ErrorCode, MlsContinuity, MlsJoiner, MlsPolicy, ServerMsg, MAX_CHAT_MESSAGE_CHARS,
+};
 use klausur_room::PeerId;
 
 use crate::meeting::participant_id;
@@ -66,6 +68,7 @@ pub type Refusal = (ErrorCode, String);
 struct Pending {
     key_package: String,
     admitted_by: Option<PeerId>,
+    continuity: Option<MlsContinuity>,
 }
 
 struct Group {
@@ -157,6 +160,7 @@ impl Delivery {
                     participant_id: participant_id(*p),
                     key_package: j.key_package.clone(),
                     admitted_by: j.admitted_by.map(participant_id),
+                    continuity: j.continuity.clone(),
                 })
                 .collect(),
             policy,
@@ -175,18 +179,34 @@ impl Delivery {
     }
 
     /// `mls_key_package` from a participant in the meeting room. `admitted_by` is the
-    /// moderator who admitted them from the lobby, if any.
+    /// moderator who admitted them from the lobby, if any; `continuity` is relayed as sent
+    /// (only its form is checked: members verify the signature).
     pub fn key_package(
         &mut self,
         peer: PeerId,
         key_package: String,
         admitted_by: Option<PeerId>,
+        continuity: Option<MlsContinuity>,
     ) -> Result<Vec<Out>, Refusal> {
         check_base64(
             "key_package",
             &key_package,
             MAX_KEY_PACKAGE_BYTES * 4 / 3 + 4,
         )?;
+        if let Some(c) = &continuity {
+            let hex_key = c.previous_key.len() == 64
+                && c.previous_key
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+            if !hex_key {
+                return Err((
+                    ErrorCode::InvalidField,
+                    "continuity.previous_key must be 64 lower-case hex digits".into(),
+                ));
+            }
+            // An Ed25519 signature: 64 bytes, 88 characters of base64.
+            check_base64("continuity.signature", &c.signature, 88)?;
+        }
         if self.is_member(peer) || self.creator == Some(peer) {
             return Err((
                 ErrorCode::InvalidState,
@@ -201,6 +221,7 @@ impl Delivery {
             Pending {
                 key_package,
                 admitted_by,
+                continuity,
             },
         );
         Ok(if self.group.is_some() {
@@ -504,7 +525,7 @@ mod tests {
     }
 
     fn create(d: &mut Delivery, peer: PeerId) {
-        let out = d.key_package(peer, KP.into(), None).expect("kp");
+        let out = d.key_package(peer, KP.into(), None, None).expect("kp");
         assert!(matches!(&out[..], [Out::To(p, ServerMsg::MlsCreateGroup { .. })] if *p == peer));
         d.member(peer, 0, 0).expect("member");
     }
@@ -514,7 +535,7 @@ mod tests {
         let mut d = Delivery::new("m1");
         create(&mut d, 1);
         for p in 2..=n {
-            d.key_package(p, KP.into(), None).expect("accepted");
+            d.key_package(p, KP.into(), None, None).expect("accepted");
             let epoch = d.epoch().expect("group");
             d.commit(1, epoch, "Q0M=".into(), Some("V0U=".into()), vec![p])
                 .expect("accepted");
@@ -528,7 +549,7 @@ mod tests {
         let mut d = Delivery::new("m1");
         create(&mut d, 1);
         assert_eq!(d.epoch(), Some(0));
-        let out = d.key_package(2, KP.into(), None).expect("kp");
+        let out = d.key_package(2, KP.into(), None, None).expect("kp");
         assert_eq!(out, vec![Out::PendingChanged]);
         let ServerMsg::MlsPending { joiners, .. } = d.pending(policy()) else {
             panic!("pending")
@@ -547,7 +568,7 @@ mod tests {
     fn exactly_one_commit_wins_per_epoch_and_welcome_goes_to_named_pending_joiners() {
         let mut d = Delivery::new("m1");
         create(&mut d, 1);
-        d.key_package(2, KP.into(), None).expect("accepted");
+        d.key_package(2, KP.into(), None, None).expect("accepted");
         let out = d
             .commit(1, 0, "Q0M=".into(), Some("V0U=".into()), vec![2, 9])
             .expect("accepted");
@@ -601,7 +622,7 @@ mod tests {
     fn chat_of_the_current_epoch_goes_to_the_other_members_an_older_one_back_to_its_author() {
         let mut d = group_of(2);
         // p3 waits for a Welcome: not a member, so it may not chat and receives no chat.
-        d.key_package(3, KP.into(), None).expect("accepted");
+        d.key_package(3, KP.into(), None, None).expect("accepted");
         assert_eq!(
             d.chat(3, 1, 1, "QQ==".into(), 5).expect_err("refused").0,
             ErrorCode::Forbidden
@@ -678,7 +699,8 @@ mod tests {
         let mut d = group_of(2);
         // p3 came in from the lobby, admitted by p2.
         assert_eq!(
-            d.key_package(3, KP.into(), Some(2)).expect("accepted"),
+            d.key_package(3, KP.into(), Some(2), None)
+                .expect("accepted"),
             vec![Out::PendingChanged]
         );
         let admitted_by = |d: &Delivery| match d.pending(policy()) {
@@ -701,7 +723,7 @@ mod tests {
             ErrorCode::InvalidState
         );
         // A member leaving who admitted nobody changes nothing for the pending list.
-        d.key_package(4, KP.into(), None).expect("accepted");
+        d.key_package(4, KP.into(), None, None).expect("accepted");
         d.commit(1, 1, "Q0M=".into(), Some("V0U=".into()), vec![4])
             .expect("accepted");
         assert_eq!(d.left(4), Vec::<Out>::new());
@@ -713,7 +735,7 @@ mod tests {
         let mut d = group_of(4);
         assert_eq!(d.epoch(), Some(3));
         // p2 commits garbage that also welcomes p5; the server cannot tell and accepts it.
-        d.key_package(5, KP.into(), None).expect("accepted");
+        d.key_package(5, KP.into(), None, None).expect("accepted");
         d.commit(2, 3, "R0FSQkFHRQ==".into(), Some("V0U=".into()), vec![5])
             .expect("accepted");
         assert_eq!(d.epoch(), Some(4));
@@ -750,7 +772,7 @@ mod tests {
             )
         ));
         assert_eq!(
-            d.key_package(2, KP.into(), None).expect("pending"),
+            d.key_package(2, KP.into(), None, None).expect("pending"),
             vec![Out::PendingChanged]
         );
         // Only the latest commit can be voided, once: a late report changes nothing.
@@ -794,7 +816,7 @@ mod tests {
     fn non_members_cannot_commit_and_bad_bytes_are_refused() {
         let mut d = Delivery::new("m1");
         create(&mut d, 1);
-        d.key_package(2, KP.into(), None).expect("accepted");
+        d.key_package(2, KP.into(), None, None).expect("accepted");
         assert_eq!(
             d.commit(2, 0, "QQ==".into(), None, vec![])
                 .expect_err("refused")
@@ -814,26 +836,78 @@ mod tests {
             ErrorCode::InvalidField
         );
         assert_eq!(
-            d.key_package(3, "".into(), None).expect_err("refused").0,
+            d.key_package(3, "".into(), None, None)
+                .expect_err("refused")
+                .0,
             ErrorCode::InvalidField
         );
         let huge = "A".repeat(MAX_KEY_PACKAGE_BYTES * 2);
         assert_eq!(
-            d.key_package(3, huge, None).expect_err("refused").0,
+            d.key_package(3, huge, None, None).expect_err("refused").0,
             ErrorCode::TooLarge
         );
+        // A continuity proof of the wrong form.
+        let proof = |key: &str, sig: &str| {
+            Some(MlsContinuity {
+                previous_key: key.into(),
+                signature: sig.into(),
+            })
+        };
+        let sig = "A".repeat(86) + "==";
+        for (bad, code) in [
+            (proof("ab", &sig), ErrorCode::InvalidField),
+            (proof(&"AB".repeat(32), &sig), ErrorCode::InvalidField),
+            (proof(&"zz".repeat(32), &sig), ErrorCode::InvalidField),
+            (
+                proof(&"ab".repeat(32), "not base64!"),
+                ErrorCode::InvalidField,
+            ),
+            (
+                proof(&"ab".repeat(32), &"A".repeat(200)),
+                ErrorCode::TooLarge,
+            ),
+        ] {
+            assert_eq!(
+                d.key_package(3, KP.into(), None, bad.clone())
+                    .expect_err("refused")
+                    .0,
+                code,
+                "{bad:?}"
+            );
+        }
         // Refused input changes nothing.
         assert_eq!(d.epoch(), Some(0));
         assert!(d.is_member(1));
     }
 
     #[test]
+    fn a_continuity_proof_is_relayed_as_sent() {
+        let mut d = Delivery::new("m1");
+        d.key_package(1, KP.into(), None, None).expect("creator");
+        d.member(1, 0, 0).expect("member");
+        let proof = MlsContinuity {
+            previous_key: "ab".repeat(32),
+            signature: "A".repeat(86) + "==",
+        };
+        d.key_package(2, KP.into(), Some(1), Some(proof.clone()))
+            .expect("accepted");
+        match d.pending(policy()) {
+            ServerMsg::MlsPending { joiners, .. } => {
+                assert_eq!(joiners.len(), 1);
+                assert_eq!(joiners[0].admitted_by.as_deref(), Some("p1"));
+                assert_eq!(joiners[0].continuity, Some(proof));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
     fn creator_leaving_hands_creation_to_the_next_waiting_client() {
         let mut d = Delivery::new("m1");
-        let out = d.key_package(1, KP.into(), None).expect("accepted");
+        let out = d.key_package(1, KP.into(), None, None).expect("accepted");
         assert_eq!(out.len(), 1);
-        d.key_package(2, KP.into(), None).expect("accepted");
-        d.key_package(3, KP.into(), None).expect("accepted");
+        d.key_package(2, KP.into(), None, None).expect("accepted");
+        d.key_package(3, KP.into(), None, None).expect("accepted");
         let out = d.left(1);
         assert_eq!(
             out,
@@ -862,7 +936,7 @@ mod tests {
         assert_eq!(d.left(1), vec![]);
         assert_eq!(d.epoch(), None);
         // The next client starts a fresh group under a new id.
-        let out = d.key_package(2, KP.into(), None).expect("accepted");
+        let out = d.key_package(2, KP.into(), None, None).expect("accepted");
         assert_eq!(
             out,
             vec![Out::To(
@@ -877,7 +951,7 @@ mod tests {
     #[test]
     fn leaf_claims_are_relayed_once() {
         let mut d = Delivery::new("m1");
-        let out = d.key_package(1, KP.into(), None).expect("accepted");
+        let out = d.key_package(1, KP.into(), None, None).expect("accepted");
         assert_eq!(out.len(), 1);
         assert_eq!(
             d.member(1, 0, 0).expect("accepted"),

@@ -39,7 +39,29 @@ pub struct Standing {
     pub user_id: Option<i64>,
     /// The invitation's name, shown in the lobby list.
     pub invitation: Option<String>,
+    /// A guest admitted from the lobby: their pass back into the running meeting.
+    pub pass: Option<Pass>,
+    /// For a returning pass holder: the account or invitation of the moderator who admitted
+    /// them, whose client adds them to the encrypted group again.
+    pub admitter: Option<BanSubject>,
 }
+
+/// A lobby guest's pass (stored: `klausur_store::GuestPass`), as the actor holds it.
+#[derive(Debug, Clone)]
+pub struct Pass {
+    pub id: i64,
+    /// The secret itself, for the holder's `joined`; only its hash is stored.
+    pub token: String,
+    pub muted: bool,
+}
+
+/// How long a guest pass stays valid after its holder's connection went (the browser tries to
+/// come back for about a minute; a restart of the server takes seconds).
+pub const PASS_GRACE: chrono::Duration = chrono::Duration::minutes(2);
+
+/// How long a guest pass is valid while its holder is in the meeting (renewed on every join;
+/// the meeting emptying deletes it anyway).
+pub const PASS_LIFETIME: chrono::Duration = chrono::Duration::hours(12);
 
 pub struct JoinRequest {
     pub standing: Standing,
@@ -188,6 +210,11 @@ struct Member {
     self_audio_muted: bool,
     /// The moderator who admitted this participant from the lobby.
     admitted_by: Option<PeerId>,
+    /// A guest who came back with their pass: the moderator who admitted them the first time,
+    /// if present. Their client adds this guest again, but only one that proves it holds the
+    /// previous device key (`continuity` in `mls_key_package`); without that proof the guest
+    /// waits for a moderator's `admit`.
+    returning_admitter: Option<PeerId>,
 }
 
 struct Waiting {
@@ -223,6 +250,21 @@ pub fn participant_id(peer: PeerId) -> String {
 
 pub fn parse_participant_id(id: &str) -> Option<PeerId> {
     id.strip_prefix('p')?.parse().ok()
+}
+
+/// What makes two joins the same person's.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Seat {
+    Subject(BanSubject),
+    Pass(i64),
+}
+
+impl Seat {
+    fn of(s: &Standing) -> Option<Seat> {
+        s.ban_subject
+            .map(Seat::Subject)
+            .or(s.pass.as_ref().map(|p| Seat::Pass(p.id)))
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -279,6 +321,10 @@ impl Actor {
                     // So do the mutes: all stored ones, also any this actor could not read.
                     if let Err(e) = self.store.clear_mutes(&self.seed.id).await {
                         tracing::warn!(meeting = %self.seed.id, "mutes not cleared: {e}");
+                    }
+                    // And the guests' passes: whoever comes next goes through the lobby.
+                    if let Err(e) = self.store.clear_guest_passes(&self.seed.id).await {
+                        tracing::warn!(meeting = %self.seed.id, "guest passes not cleared: {e}");
                     }
                 }
                 // Close the channel first so that joins racing with the end retry on a new actor.
@@ -363,6 +409,10 @@ impl Actor {
             }
             MeetingCmd::Msg { peer, msg } => self.on_msg(peer, msg).await,
             MeetingCmd::Disconnected { peer } => {
+                // A guest's pass gives them a short while to come back.
+                if let Some(pass) = self.standing_of(peer).and_then(|s| s.pass.clone()) {
+                    self.set_pass_expiry(pass.id, PASS_GRACE).await;
+                }
                 self.leave(peer, LeaveReason::Disconnected);
                 Flow::Continue
             }
@@ -376,6 +426,14 @@ impl Actor {
                 }
                 for w in self.lobby.values() {
                     self.send(&w.tx, msg.clone());
+                }
+                // The guests come back after the restart, each with their pass.
+                let passes: Vec<i64> = (self.members.values().map(|m| &m.standing))
+                    .chain(self.lobby.values().map(|w| &w.standing))
+                    .filter_map(|s| s.pass.as_ref().map(|p| p.id))
+                    .collect();
+                for pass in passes {
+                    self.set_pass_expiry(pass, PASS_GRACE).await;
                 }
                 Flow::Stop
             }
@@ -454,9 +512,9 @@ impl Actor {
                 }]);
             }
         }
-        let pending = self
-            .delivery
-            .key_package(impostor, b64.encode(&forgery.key_package), None);
+        let pending =
+            self.delivery
+                .key_package(impostor, b64.encode(&forgery.key_package), None, None);
         let pending_ok = pending.is_ok();
         self.deliver_or_refuse(impostor, pending);
         let _ = forgery.reply.send(serde_json::json!({
@@ -477,31 +535,23 @@ impl Actor {
         if reply.send(peer).is_err() {
             return;
         }
-        // One person, one seat: the same account or invitation joining again replaces the old
-        // connection (a reload, or a second tab).
-        if let Some(subject) = standing.ban_subject {
+        // One person, one seat: the same account, invitation or guest pass joining again
+        // replaces the old connection (a reload, a second tab, a reconnect not noticed yet).
+        let seat = Seat::of(&standing);
+        if seat.is_some() {
             let old: Vec<PeerId> = self
                 .members
                 .iter()
-                .filter(|(_, m)| m.standing.ban_subject == Some(subject))
+                .filter(|(_, m)| Seat::of(&m.standing) == seat)
                 .map(|(p, _)| *p)
                 .chain(
                     self.lobby
                         .iter()
-                        .filter(|(_, w)| w.standing.ban_subject == Some(subject))
+                        .filter(|(_, w)| Seat::of(&w.standing) == seat)
                         .map(|(p, _)| *p),
                 )
                 .collect();
-            for p in old {
-                self.to_peer(
-                    p,
-                    ServerMsg::Ended {
-                        reason: EndReason::Replaced,
-                        by: None,
-                    },
-                );
-                self.leave(p, LeaveReason::Left);
-            }
+            self.replace(old);
         }
         let lobby_reason = if standing.moderator {
             None
@@ -541,8 +591,84 @@ impl Actor {
             }
             None => {
                 let method = standing.direct.clone().unwrap_or(JoinMethod::StaffLogin);
+                // A guest back with their pass: the moderator who admitted them, if here.
+                let returning_admitter = standing.admitter.and_then(|a| {
+                    self.members
+                        .iter()
+                        .find(|(_, m)| m.standing.ban_subject == Some(a))
+                        .map(|(p, _)| *p)
+                });
                 self.admit_member(peer, tx, standing, method, None).await;
+                if let Some(m) = self.members.get_mut(&peer) {
+                    m.returning_admitter = returning_admitter;
+                }
             }
+        }
+    }
+
+    /// Gives a guest pass `from_now` more time (stored; a failure is logged: the pass then
+    /// expires earlier or later than meant, nothing else).
+    async fn set_pass_expiry(&self, pass: i64, from_now: chrono::Duration) {
+        let at = chrono::Utc::now() + from_now;
+        if let Err(e) = self.store.set_guest_pass_expiry(pass, at).await {
+            tracing::warn!(meeting = %self.seed.id, pass, "guest pass expiry not stored: {e}");
+        }
+    }
+
+    /// Deletes a guest pass: its holder left on purpose or was removed.
+    async fn delete_pass(&self, standing: &Standing) {
+        if let Some(pass) = &standing.pass {
+            if let Err(e) = self.store.delete_guest_pass(pass.id).await {
+                tracing::warn!(meeting = %self.seed.id, pass = pass.id, "guest pass not deleted: {e}");
+            }
+        }
+    }
+
+    /// The standing of a participant in the meeting or the lobby.
+    fn standing_of(&self, peer: PeerId) -> Option<&Standing> {
+        self.members
+            .get(&peer)
+            .map(|m| &m.standing)
+            .or_else(|| self.lobby.get(&peer).map(|w| &w.standing))
+    }
+
+    /// A guest admitted from the lobby gets a pass back in (see `Store::create_guest_pass`).
+    /// `None` (logged) if it cannot be stored: the guest is admitted without one.
+    async fn new_pass(&self, standing: &Standing, by: PeerId) -> Option<Pass> {
+        let token = crate::auth::new_token();
+        let new = klausur_store::NewGuestPass {
+            meeting_id: self.seed.id.clone(),
+            token_hash: crate::auth::token_hash(&token),
+            display_name: standing.display_name.clone(),
+            admitted_by: self.display_name(by),
+            admitter: self.members.get(&by).and_then(|m| m.standing.ban_subject),
+            expires_at: chrono::Utc::now() + PASS_LIFETIME,
+        };
+        match self.store.create_guest_pass(&new).await {
+            Ok(id) => Some(Pass {
+                id,
+                token: token.to_string(),
+                muted: false,
+            }),
+            Err(e) => {
+                tracing::warn!(meeting = %self.seed.id, "guest pass not stored: {e}");
+                None
+            }
+        }
+    }
+
+    /// Ends the connections a new join of the same person replaces (a reload, a second tab, a
+    /// reconnect the server had not noticed yet).
+    fn replace(&mut self, old: Vec<PeerId>) {
+        for p in old {
+            self.to_peer(
+                p,
+                ServerMsg::Ended {
+                    reason: EndReason::Replaced,
+                    by: None,
+                },
+            );
+            self.leave(p, LeaveReason::Left);
         }
     }
 
@@ -564,7 +690,11 @@ impl Actor {
         }
         let muted = standing
             .ban_subject
-            .is_some_and(|s| self.muted.contains(&s));
+            .is_some_and(|s| self.muted.contains(&s))
+            || standing.pass.as_ref().is_some_and(|p| p.muted);
+        if let Some(pass) = &standing.pass {
+            self.set_pass_expiry(pass.id, PASS_LIFETIME).await;
+        }
         if muted {
             self.media.send(MediaCmd::SetAudioForwarding {
                 room: self.room,
@@ -604,6 +734,7 @@ impl Actor {
                 meeting: self.info(),
                 participants,
                 lobby,
+                rejoin_token: standing.pass.as_ref().map(|p| p.token.clone()),
             },
         );
         self.broadcast(
@@ -620,6 +751,7 @@ impl Actor {
                 standing,
                 self_audio_muted: false,
                 admitted_by,
+                returning_admitter: None,
             },
         );
         self.had_members = true;
@@ -744,6 +876,9 @@ impl Actor {
                 if m.admitted_by == Some(peer) {
                     m.admitted_by = None;
                 }
+                if m.returning_admitter == Some(peer) {
+                    m.returning_admitter = None;
+                }
             }
             let out = self.delivery.left(peer);
             self.deliver(out);
@@ -785,7 +920,12 @@ impl Actor {
         let joined = self.members.contains_key(&peer);
         if !joined {
             match msg {
-                ClientMsg::Leave => self.leave(peer, LeaveReason::Left),
+                ClientMsg::Leave => {
+                    if let Some(s) = self.lobby.get(&peer).map(|w| w.standing.clone()) {
+                        self.delete_pass(&s).await;
+                    }
+                    self.leave(peer, LeaveReason::Left)
+                }
                 ClientMsg::Ping => self.to_peer(peer, ServerMsg::Pong),
                 other => self.error(
                     peer,
@@ -821,7 +961,13 @@ impl Actor {
                 self.error(peer, ErrorCode::InvalidState, "already joined");
             }
             ClientMsg::Ping => self.to_peer(peer, ServerMsg::Pong),
-            ClientMsg::Leave => self.leave(peer, LeaveReason::Left),
+            ClientMsg::Leave => {
+                // Leaving on purpose gives up the pass: coming back means the lobby again.
+                if let Some(s) = self.members.get(&peer).map(|m| m.standing.clone()) {
+                    self.delete_pass(&s).await;
+                }
+                self.leave(peer, LeaveReason::Left)
+            }
             ClientMsg::Offer { sdp, sources } => {
                 match self.media.offer(self.room, peer, sdp, sources).await {
                     Ok(answer) => {
@@ -881,10 +1027,15 @@ impl Actor {
                 let Some(target) = self.find(peer, &id, Place::Lobby) else {
                     return Flow::Continue;
                 };
-                let Some(w) = self.lobby.remove(&target) else {
+                let Some(mut w) = self.lobby.remove(&target) else {
                     return Flow::Continue;
                 };
                 let by = self.display_name(peer);
+                // A guest without account or invitation (and without a pass yet): a pass
+                // brings this browser tab back in after a broken connection or a restart.
+                if w.standing.ban_subject.is_none() && w.standing.pass.is_none() {
+                    w.standing.pass = self.new_pass(&w.standing, peer).await;
+                }
                 if let Some(subject) = w.standing.ban_subject {
                     if w.standing.banned {
                         if let Err(e) = self.store.remove_ban(&self.seed.id, subject).await {
@@ -930,6 +1081,9 @@ impl Actor {
                     return Flow::Continue;
                 }
                 let by = self.display_name(peer);
+                if let Some(s) = self.members.get(&target).map(|m| m.standing.clone()) {
+                    self.delete_pass(&s).await;
+                }
                 if let Some(m) = self.members.get(&target) {
                     if let Some(subject) = m.standing.ban_subject {
                         if let Err(e) = self
@@ -984,6 +1138,12 @@ impl Actor {
                             tracing::warn!(meeting = %self.seed.id, muted, "mute not stored: {e}");
                         }
                     }
+                    if let Some(pass) = m.standing.pass.as_mut() {
+                        pass.muted = muted;
+                        if let Err(e) = self.store.set_guest_pass_muted(pass.id, muted).await {
+                            tracing::warn!(meeting = %self.seed.id, muted, "mute not stored: {e}");
+                        }
+                    }
                     m.info.muted_by_moderator = muted;
                     m.info.audio_muted = muted || m.self_audio_muted;
                     let participant = m.info.clone();
@@ -1003,6 +1163,11 @@ impl Actor {
                     .members
                     .get(&target)
                     .and_then(|m| m.standing.ban_subject);
+                // A lobby guest's role is kept with their pass.
+                let pass = self
+                    .members
+                    .get(&target)
+                    .and_then(|m| m.standing.pass.as_ref().map(|p| p.id));
                 let res = match subject {
                     Some(BanSubject::User(uid)) if moderator => {
                         self.store.add_moderator(&self.seed.id, uid).await
@@ -1013,7 +1178,10 @@ impl Actor {
                     Some(BanSubject::Invitation(id)) => {
                         self.store.set_invitation_moderator(id, moderator).await
                     }
-                    None => Ok(()),
+                    None => match pass {
+                        Some(pass) => self.store.set_guest_pass_moderator(pass, moderator).await,
+                        None => Ok(()),
+                    },
                 };
                 if let Err(e) = res {
                     tracing::warn!("could not store moderator change: {e}");
@@ -1036,9 +1204,19 @@ impl Actor {
                     self.broadcast(ServerMsg::ParticipantUpdated { participant }, None);
                 }
             }
-            ClientMsg::MlsKeyPackage { key_package } => {
-                let admitted_by = self.members.get(&peer).and_then(|m| m.admitted_by);
-                let out = self.delivery.key_package(peer, key_package, admitted_by);
+            ClientMsg::MlsKeyPackage {
+                key_package,
+                continuity,
+            } => {
+                // A returning guest is tied to their first admitter only with a continuity
+                // proof; without one (a reloaded page) they wait for a moderator's `admit`.
+                let admitted_by = self.members.get(&peer).and_then(|m| {
+                    m.admitted_by
+                        .or(m.returning_admitter.filter(|_| continuity.is_some()))
+                });
+                let out = self
+                    .delivery
+                    .key_package(peer, key_package, admitted_by, continuity);
                 self.deliver_or_refuse(peer, out);
             }
             ClientMsg::MlsMember { leaf, epoch } => {

@@ -125,6 +125,7 @@ pub async fn serve(state: AppState, socket: WebSocket, who: Who) {
                     meeting_id,
                     invite_token,
                     display_name,
+                    rejoin_token,
                 },
             ) => {
                 if let Some(name) = &display_name {
@@ -142,6 +143,7 @@ pub async fn serve(state: AppState, socket: WebSocket, who: Who) {
                     &who,
                     &meeting_id,
                     invite_token.as_deref(),
+                    rejoin_token.as_deref(),
                     display_name,
                     &tx,
                 )
@@ -190,11 +192,19 @@ async fn join(
     who: &Who,
     meeting_id: &str,
     invite_token: Option<&str>,
+    rejoin_token: Option<&str>,
     display_name: Option<String>,
     tx: &mpsc::Sender<ServerMsg>,
 ) -> Result<(mpsc::Sender<MeetingCmd>, klausur_room::PeerId), AdmissionError> {
-    let (seed, standing) =
-        admission::decide(&state.store, who, meeting_id, invite_token, display_name).await?;
+    let (seed, standing) = admission::decide(
+        &state.store,
+        who,
+        meeting_id,
+        invite_token,
+        rejoin_token,
+        display_name,
+    )
+    .await?;
     for _ in 0..3 {
         let meeting = state.registry.get_or_start(&seed);
         let (reply, peer_rx) = oneshot::channel();

@@ -70,6 +70,7 @@ async fn device(
 async fn key_package(c: &mut Client, m: &Member) {
     c.send(&ClientMsg::MlsKeyPackage {
         key_package: B64.encode(m.key_package().expect("kp")),
+        continuity: None,
     })
     .await;
 }

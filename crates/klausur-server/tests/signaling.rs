@@ -831,3 +831,241 @@ async fn a_mute_survives_a_restart_and_goes_when_the_meeting_empties() {
     let me = own(&gina.join(&s.meeting, Some(&s.gina), None).await);
     assert!(!me.muted_by_moderator, "the mute outlived the meeting");
 }
+
+/// The pass a `joined` gives (a guest admitted from the lobby), if any.
+fn rejoin_token(joined: &ServerMsg) -> Option<String> {
+    match joined {
+        ServerMsg::Joined { rejoin_token, .. } => rejoin_token.clone(),
+        other => panic!("expected joined, got {other:?}"),
+    }
+}
+
+/// Max waits in the lobby and Olga admits him; his `joined`.
+async fn max_admitted(s: &Setup, olga: &mut Client) -> (Client, ServerMsg) {
+    let mut max = Client::connect(&s.srv, None).await;
+    assert!(matches!(
+        max.join(&s.meeting, None, Some("Max Muster")).await,
+        ServerMsg::LobbyWait { .. }
+    ));
+    let lc = olga
+        .until(|m| matches!(m, ServerMsg::LobbyChanged { arrived: true, .. }))
+        .await;
+    let ServerMsg::LobbyChanged { lobby, .. } = lc else {
+        unreachable!()
+    };
+    olga.send(&ClientMsg::Admit {
+        participant_id: lobby[0].id.clone(),
+    })
+    .await;
+    let j = max.until(|m| matches!(m, ServerMsg::Joined { .. })).await;
+    lobby_emptied(olga).await;
+    (max, j)
+}
+
+/// Waits until the moderator sees an empty lobby.
+async fn lobby_emptied(moderator: &mut Client) {
+    moderator
+        .until(|m| matches!(m, ServerMsg::LobbyChanged { lobby, .. } if lobby.is_empty()))
+        .await;
+}
+
+/// A guest let in from the lobby gets a pass: with it a broken connection or a restart brings
+/// them straight back in, under the name, role and mute they had, shown as admitted by the
+/// same moderator. Leaving on purpose, removal, expiry and the meeting emptying end it; an
+/// unknown pass is nobody's.
+#[tokio::test]
+async fn a_lobby_guest_comes_back_with_the_pass() {
+    let s = setup().await;
+    let (mut olga, _gina, _) = olga_and_gina(&s).await;
+    let (max, j) = max_admitted(&s, &mut olga).await;
+    let pass = rejoin_token(&j).expect("a lobby guest gets a pass");
+    let max_id = own(&j).id;
+    moderator_mutes(&mut olga, &max_id, true).await;
+
+    // The connection breaks; Max comes back with the pass (the name he sends does not count).
+    drop(max);
+    let mut max = Client::connect(&s.srv, None).await;
+    let j = max.rejoin(&s.meeting, &pass, "Mallory").await;
+    let me = own(&j);
+    assert_eq!(me.display_name, "Max Muster");
+    assert_eq!(me.kind, klausur_proto::ParticipantKind::Guest);
+    assert_eq!(
+        me.join_method,
+        JoinMethod::Lobby {
+            admitted_by: "olga Name".into()
+        }
+    );
+    assert!(me.muted_by_moderator, "the reconnect lifted Max's mute");
+    assert_eq!(rejoin_token(&j).as_deref(), Some(pass.as_str()));
+
+    // Olga's client adds him to the encrypted group again, but only with a continuity proof.
+    let olga_id = {
+        olga.send(&ClientMsg::MlsKeyPackage {
+            key_package: "AAE=".into(),
+            continuity: None,
+        })
+        .await;
+        olga.until(|m| matches!(m, ServerMsg::MlsCreateGroup { .. }))
+            .await;
+        olga.send(&ClientMsg::MlsMember { leaf: 0, epoch: 0 }).await;
+        let ServerMsg::ParticipantUpdated { participant } = olga
+            .until(|m| matches!(m, ServerMsg::ParticipantUpdated { participant } if participant.leaf == Some(0)))
+            .await
+        else {
+            unreachable!()
+        };
+        participant.id
+    };
+    let pending_admitter = |m: &ServerMsg, id: &str| match m {
+        ServerMsg::MlsPending { joiners, .. } => joiners
+            .iter()
+            .find(|j| j.participant_id == id)
+            .map(|j| j.admitted_by.clone()),
+        _ => None,
+    };
+    let max_id = own(&j).id;
+    max.send(&ClientMsg::MlsKeyPackage {
+        key_package: "AAI=".into(),
+        continuity: None,
+    })
+    .await;
+    let m = olga.until(|m| pending_admitter(m, &max_id).is_some()).await;
+    assert_eq!(
+        pending_admitter(&m, &max_id),
+        Some(None),
+        "without a proof nobody is named to add him"
+    );
+    let proof = klausur_proto::MlsContinuity {
+        previous_key: "ab".repeat(32),
+        signature: "A".repeat(86) + "==",
+    };
+    max.send(&ClientMsg::MlsKeyPackage {
+        key_package: "AAI=".into(),
+        continuity: Some(proof.clone()),
+    })
+    .await;
+    let m = olga
+        .until(|m| pending_admitter(m, &max_id) == Some(Some(olga_id.clone())))
+        .await;
+    let ServerMsg::MlsPending { joiners, .. } = &m else {
+        unreachable!()
+    };
+    assert_eq!(joiners[0].continuity.as_ref(), Some(&proof));
+
+    // An unknown pass is nobody's: the lobby, under the name given.
+    let mut eve = Client::connect(&s.srv, None).await;
+    assert!(matches!(
+        eve.rejoin(&s.meeting, "not-a-pass", "Eve").await,
+        ServerMsg::LobbyWait { .. }
+    ));
+    eve.send(&ClientMsg::Leave).await;
+
+    // A restart: Max comes back first, into a new actor, straight in and still muted.
+    s.srv.state.registry.shutdown_all().await;
+    olga.until(|m| matches!(m, ServerMsg::Ended { .. })).await;
+    drop((olga, max, _gina, eve));
+    no_meeting_running(&s.srv).await;
+    let mut max = Client::connect(&s.srv, None).await;
+    let j = max.rejoin(&s.meeting, &pass, "Max Muster").await;
+    let me = own(&j);
+    assert!(me.muted_by_moderator, "the restart lifted Max's mute");
+    let mut olga = Client::connect(&s.srv, Some(&s.olga_cookie)).await;
+    olga.join(&s.meeting, None, None).await;
+
+    // Made a moderator, he comes back as one.
+    olga.send(&ClientMsg::SetModerator {
+        participant_id: me.id.clone(),
+        moderator: true,
+    })
+    .await;
+    olga.until(|m| matches!(m, ServerMsg::ParticipantUpdated { participant } if participant.id == me.id && participant.role == PRole::Moderator))
+        .await;
+    drop(max);
+    let mut max = Client::connect(&s.srv, None).await;
+    let me = own(&max.rejoin(&s.meeting, &pass, "Max Muster").await);
+    assert_eq!(me.role, PRole::Moderator, "the role was lost");
+
+    // Leaving on purpose gives the pass up: next time it is the lobby.
+    max.send(&ClientMsg::Leave).await;
+    drop(max);
+    let mut max = Client::connect(&s.srv, None).await;
+    assert!(matches!(
+        max.rejoin(&s.meeting, &pass, "Max Muster").await,
+        ServerMsg::LobbyWait { .. }
+    ));
+    max.send(&ClientMsg::Leave).await;
+    drop(max);
+    lobby_emptied(&mut olga).await;
+
+    // A new pass; it ends when it expires (two minutes after a connection broke).
+    let (max, j) = max_admitted(&s, &mut olga).await;
+    let pass = rejoin_token(&j).expect("pass");
+    drop(max);
+    // The server notices the broken connection and gives the pass two minutes.
+    let mut stored = None;
+    for _ in 0..100 {
+        let p = s
+            .srv
+            .store
+            .guest_pass_by_token_hash(&klausur_server::auth::token_hash(&pass))
+            .await
+            .expect("store")
+            .expect("the pass is kept after a broken connection");
+        if p.expires_at - Utc::now() <= chrono::Duration::minutes(2) {
+            stored = Some(p);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let stored = stored.expect("the pass still runs for hours after the connection broke");
+    assert!(stored.expires_at - Utc::now() > chrono::Duration::minutes(1));
+    s.srv
+        .store
+        .set_guest_pass_expiry(stored.id, Utc::now() - chrono::Duration::seconds(1))
+        .await
+        .expect("store");
+    let mut max = Client::connect(&s.srv, None).await;
+    assert!(matches!(
+        max.rejoin(&s.meeting, &pass, "Max Muster").await,
+        ServerMsg::LobbyWait { .. }
+    ));
+    max.send(&ClientMsg::Leave).await;
+    drop(max);
+    lobby_emptied(&mut olga).await;
+
+    // Removed by a moderator: the pass is gone.
+    let (max, j) = max_admitted(&s, &mut olga).await;
+    let pass = rejoin_token(&j).expect("pass");
+    olga.send(&ClientMsg::Remove {
+        participant_id: own(&j).id,
+    })
+    .await;
+    olga.until(|m| matches!(m, ServerMsg::ParticipantLeft { .. }))
+        .await;
+    drop(max);
+    let mut max = Client::connect(&s.srv, None).await;
+    assert!(matches!(
+        max.rejoin(&s.meeting, &pass, "Max Muster").await,
+        ServerMsg::LobbyWait { .. }
+    ));
+    max.send(&ClientMsg::Leave).await;
+    drop(max);
+    lobby_emptied(&mut olga).await;
+
+    // The meeting empties: every pass goes with it.
+    let (max, j) = max_admitted(&s, &mut olga).await;
+    let pass = rejoin_token(&j).expect("pass");
+    drop(max);
+    olga.send(&ClientMsg::Leave).await;
+    drop(olga);
+    no_meeting_running(&s.srv).await;
+    assert_eq!(
+        s.srv
+            .store
+            .guest_pass_by_token_hash(&klausur_server::auth::token_hash(&pass))
+            .await
+            .expect("store"),
+        None,
+        "the pass outlived the meeting"
+    );
+}

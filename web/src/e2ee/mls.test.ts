@@ -4,11 +4,13 @@
 
 import { readFileSync } from 'node:fs';
 import { describe, expect, test } from 'vitest';
-import type { ClientMsg, MlsPolicy, ServerMsg } from '../signaling/protocol';
+import type { ClientMsg, MlsContinuity, MlsPolicy, ServerMsg } from '../signaling/protocol';
 import { fromBase64, fromHex, toBase64, toHex } from './b64';
 import { CHAT_TIMEOUT_MS, GRACE_MS, MlsClient, type ParticipantLike } from './mls';
 import {
   WasmMember,
+  continuitySign,
+  continuityVerify,
   generateSigningKey,
   initSync,
   issueCredential,
@@ -42,7 +44,7 @@ class Delivery {
   /** The latest accepted commit, while it can be voided (delivery.rs `LastCommit`). */
   last: { epoch: number; committer: string; voters: Set<string>; welcomed: string[]; rejectedBy: Set<string> } | null = null;
   creator: string | null = null;
-  pending = new Map<string, { keyPackage: string; admittedBy: string | null }>();
+  pending = new Map<string, { keyPackage: string; admittedBy: string | null; continuity: MlsContinuity | null }>();
 
   constructor(private readonly meetingId: string) {}
 
@@ -56,10 +58,10 @@ class Delivery {
     return { to: peer, msg: { type: 'mls_create_group', group_id: this.groupId() } };
   }
 
-  keyPackage(peer: string, keyPackage: string, admittedBy: string | null): Out[] {
+  keyPackage(peer: string, keyPackage: string, admittedBy: string | null, continuity: MlsContinuity | null = null): Out[] {
     if (this.members.has(peer) || this.creator === peer) return [];
     if (this.epoch === null && this.creator === null) return [this.askToCreate(peer)];
-    this.pending.set(peer, { keyPackage, admittedBy });
+    this.pending.set(peer, { keyPackage, admittedBy, continuity });
     return this.epoch !== null ? [{ pendingChanged: true }] : [];
   }
 
@@ -178,6 +180,8 @@ class Client {
   /** How far this client's clock is off (ms; negative: behind). */
   skew = 0;
   renewAsked = 0;
+  /** Device keys this client reported as vouched for (MlsSink.vouched). */
+  vouched: [string, string][] = [];
 
   constructor(
     readonly server: Server,
@@ -201,8 +205,19 @@ class Client {
           this.renewAsked += 1;
           if (this.renews) this.inbox.push({ renew: true });
         },
+        vouched: (key, name) => this.vouched.push([key, name]),
       },
+      (previousKey, newKey, signature) =>
+        continuityVerify(fromHex(previousKey), 'm1', fromHex(newKey), fromBase64(signature)),
     );
+  }
+
+  /** This client's continuity proof for `next`'s device key (docs/e2ee.md, "Reconnects"). */
+  vouchFor(next: Client, meetingId = 'm1'): MlsContinuity {
+    return {
+      previous_key: toHex(signingKeyPublic(this.deviceKey)),
+      signature: toBase64(continuitySign(this.deviceKey, meetingId, signingKeyPublic(next.deviceKey))),
+    };
   }
 
   code(): string | null {
@@ -262,7 +277,7 @@ class Server {
     switch (msg.type) {
       case 'mls_key_package':
         this.apply(this.delivery.keyPackage(from.id, msg.key_package,
-          this.participants.get(from.id)?.admittedBy ?? null));
+          this.participants.get(from.id)?.admittedBy ?? null, msg.continuity));
         break;
       case 'mls_member':
         this.apply(this.delivery.member(from.id, msg.leaf, msg.epoch));
@@ -306,7 +321,7 @@ class Server {
     return {
       type: 'mls_pending',
       joiners: [...this.delivery.pending].map(([id, j]) => ({
-        participant_id: id, key_package: j.keyPackage, admitted_by: j.admittedBy,
+        participant_id: id, key_package: j.keyPackage, admitted_by: j.admittedBy, continuity: j.continuity,
       })),
       policy: this.policy,
     };
@@ -736,6 +751,106 @@ describe('MlsClient with the delivery service', () => {
     s.advance(3_000);
     expectAgree([ben, gus]);
     expect(outsider()).toBeUndefined();
+  });
+
+  test('a guest back after a broken connection is added again by the moderator who admitted them, with a proof', () => {
+    const s = new Server();
+    s.policy = { staff_direct: true, direct_user_ids: [] };
+    const ana = new Client(s, 'p1', 'Ana', 'staff', 'user:1');
+    const ben = new Client(s, 'p2', 'Ben', 'staff', 'user:2');
+    s.join(ana);
+    s.join(ben);
+    s.advance(3_000);
+    // Ana admits Gus from the lobby; her client adds him and remembers his device key.
+    const gus = new Client(s, 'p3', 'Gus Gast', 'guest', 'guest:g1');
+    ana.mls.admitted('p3', 'Gus Gast', s.now);
+    s.join(gus, 'p1');
+    s.advance(1_000);
+    expectAgree([ana, ben, gus]);
+    expect(ana.vouched).toEqual([[toHex(signingKeyPublic(gus.deviceKey)), 'Gus Gast']]);
+    expect(ben.vouched).toEqual([]);
+
+    // His connection breaks; the same tab comes back as p4 with a new device key and a new
+    // guest credential, its old key vouching for the new one. The server names Ana as the one
+    // who admitted him; her client adds him without a new admission.
+    s.leave(gus);
+    const gus2 = new Client(s, 'p4', 'Gus Gast', 'guest', 'guest:g2');
+    gus2.mls.setContinuity(gus.vouchFor(gus2));
+    s.join(gus2, 'p1');
+    expect(gus2.status.phase).toBe('active');
+    s.advance(1_000);
+    expectAgree([ana, ben, gus2]);
+    expect(ana.vouched.map(([, n]) => n)).toEqual(['Gus Gast', 'Gus Gast']);
+
+    // Negative controls. The server passes someone else off as Gus, with a proof made by another
+    // key, or with Gus's real proof for a different new key, or under another name: Ana's client
+    // refuses each, says why, and nobody else adds them.
+    const tries: [Client, MlsContinuity][] = [];
+    const stranger = new Client(s, 'p5', 'Gus Gast', 'guest', 'guest:x5');
+    const other = new Client(s, 'p6', 'Gus Gast', 'guest', 'guest:x6');
+    tries.push([stranger, other.vouchFor(stranger)]); // signed by a key nobody vouched for
+    const forged = new Client(s, 'p7', 'Gus Gast', 'guest', 'guest:x7');
+    tries.push([forged, { ...gus2.vouchFor(forged), signature: gus2.vouchFor(stranger).signature }]);
+    const renamed = new Client(s, 'p8', 'Gustav', 'guest', 'guest:x8');
+    tries.push([renamed, gus2.vouchFor(renamed)]);
+    const elsewhere = new Client(s, 'p9', 'Gus Gast', 'guest', 'guest:x9');
+    tries.push([elsewhere, gus2.vouchFor(elsewhere, 'm2')]); // a proof for another meeting
+    const code = ana.code();
+    for (const [c, proof] of tries) {
+      c.mls.setContinuity(proof);
+      s.join(c, 'p1');
+    }
+    s.advance(5_000);
+    for (const [c] of tries) {
+      expect(c.status.phase, c.id).toBe('waiting');
+      expect(ana.notices, c.id).toContainEqual(expect.objectContaining({
+        type: 'refused', participantId: c.id, reason: 'continuity',
+      }));
+    }
+    expect(ana.code()).toBe(code);
+    expectAgree([ana, ben, gus2]);
+    // Without a proof, a returning guest the server names as Ana's is refused as before.
+    const bare = new Client(s, 'p10', 'Gus Gast', 'guest', 'guest:x10');
+    s.join(bare, 'p1');
+    s.advance(2_000);
+    expect(bare.status.phase).toBe('waiting');
+    expect(ana.notices).toContainEqual(expect.objectContaining({
+      type: 'refused', participantId: 'p10', reason: 'not_admitted_by_you',
+    }));
+  });
+
+  test('a moderator\'s client that starts over keeps the guests it vouched for', () => {
+    const s = new Server();
+    s.policy = { staff_direct: true, direct_user_ids: [] };
+    const ana = new Client(s, 'p1', 'Ana', 'staff', 'user:1');
+    s.join(ana);
+    const gus = new Client(s, 'p2', 'Gus Gast', 'guest', 'guest:g1');
+    ana.mls.admitted('p2', 'Gus Gast', s.now);
+    s.join(gus, 'p1');
+    s.advance(1_000);
+    expectAgree([ana, gus]);
+    // Both connections break. Ana's page hands what her old worker vouched for to the new one.
+    s.leave(ana);
+    s.leave(gus);
+    const ana2 = new Client(s, 'p3', 'Ana', 'staff', 'user:1');
+    ana2.mls.vouch(ana.vouched);
+    s.join(ana2);
+    const gus2 = new Client(s, 'p4', 'Gus Gast', 'guest', 'guest:g2');
+    gus2.mls.setContinuity(gus.vouchFor(gus2));
+    s.join(gus2, 'p3');
+    s.advance(1_000);
+    expectAgree([ana2, gus2]);
+    // Negative control: a new client that was not given the old keys refuses him.
+    s.leave(ana2);
+    s.leave(gus2);
+    const ana3 = new Client(s, 'p5', 'Ana', 'staff', 'user:1');
+    s.join(ana3);
+    const gus3 = new Client(s, 'p6', 'Gus Gast', 'guest', 'guest:g3');
+    gus3.mls.setContinuity(gus2.vouchFor(gus3));
+    s.join(gus3, 'p5');
+    s.advance(2_000);
+    expect(gus3.status.phase).toBe('waiting');
+    expect(ana3.notices).toContainEqual(expect.objectContaining({ type: 'refused', participantId: 'p6', reason: 'continuity' }));
   });
 
   test('clients whose clocks are off join and follow the group on the identity CA\'s time', () => {

@@ -9,7 +9,7 @@
 // (`admitted`) and `tick`. Outputs through the sink: client messages to send, status, notices.
 
 import { MAX_CHAT_CHARS } from '../signaling/protocol';
-import type { ClientMsg, MlsJoiner, MlsPolicy, ServerMsg } from '../signaling/protocol';
+import type { ClientMsg, MlsContinuity, MlsJoiner, MlsPolicy, ServerMsg } from '../signaling/protocol';
 import { fromBase64, fromHex, toBase64 } from './b64';
 import type {
   ChatEvent,
@@ -115,12 +115,25 @@ export interface MemberApi {
 /** Builds the device's member from the CA-issued credential and the CA's public key. */
 export type MemberFactory = (credential: Uint8Array, caPublicKey: Uint8Array) => MemberApi;
 
+/**
+ * Whether `signature` (base64) is the continuity proof of the device key `previousKey` (hex)
+ * for `newKey` (hex) in this meeting (klausur_e2ee::verify_continuity; docs/e2ee.md,
+ * "Reconnects").
+ */
+export type ContinuityCheck = (previousKey: string, newKey: string, signature: string) => boolean;
+
 export interface MlsSink {
   send(msg: ClientMsg): void;
   status(status: E2eeStatus): void;
   notice(notice: E2eeNotice): void;
   /** End-to-end encrypted chat: messages received, own messages relayed or failed. */
   chat(event: ChatEvent): void;
+  /**
+   * This client added `key` (a device key, hex), a guest this user admitted from the lobby
+   * under `name`: kept by the page across reconnects and given back with `vouch`, so that the
+   * guest's next device key is added without asking when the guest proves continuity.
+   */
+  vouched?(key: string, name: string): void;
   /**
    * The own credential expires within RENEW_BEFORE_MS: fetch a new one for the same device key
    * and pass it to `renew`. Asked again every RENEW_RETRY_MS until one arrives.
@@ -184,6 +197,10 @@ export class MlsClient {
   private departed = new Map<number, string>();
   /** Lobby admissions by this user: participant id -> display name admitted. */
   private admittedByMe = new Map<string, string>();
+  /** Device keys (hex) of guests this user admitted and this client added -> their name. */
+  private vouchedKeys = new Map<string, string>();
+  /** This device's proof that it follows an earlier device of the same tab (sent with the key package). */
+  private continuity: MlsContinuity | null = null;
   private joiners: MlsJoiner[] = [];
   private policy: MlsPolicy = { staff_direct: false, direct_user_ids: [] };
   private verified = new Map<string, Verified>();
@@ -210,6 +227,7 @@ export class MlsClient {
   constructor(
     private readonly createMember: MemberFactory,
     private readonly sink: MlsSink,
+    private readonly continuityCheck: ContinuityCheck | null = null,
   ) {}
 
   // --- inputs ----------------------------------------------------------------------------
@@ -228,7 +246,7 @@ export class MlsClient {
       this.setClock(this.member.ownCredential() as CredentialInfo, requestedAt, now);
       const kp = this.member.keyPackage();
       this.phase = 'waiting';
-      this.sink.send({ type: 'mls_key_package', key_package: toBase64(kp) });
+      this.sink.send({ type: 'mls_key_package', key_package: toBase64(kp), continuity: this.continuity });
     } catch (e) {
       this.member = null;
       this.phase = 'failed';
@@ -360,6 +378,19 @@ export class MlsClient {
     }
     this.participants = participants.map((p) => ({ ...p }));
     this.evaluate();
+  }
+
+  /**
+   * This device follows an earlier one of the same browser tab (a guest coming back after a
+   * broken connection): the proof goes with the key package. Call before `start`.
+   */
+  setContinuity(proof: MlsContinuity): void {
+    this.continuity = proof;
+  }
+
+  /** Device keys this client added before (see MlsSink.vouched), e.g. from an earlier connection. */
+  vouch(entries: Iterable<readonly [string, string]>): void {
+    for (const [key, name] of entries) this.vouchedKeys.set(key, name);
   }
 
   /** This user admitted `participantId` from the lobby under `displayName`. */
@@ -531,7 +562,7 @@ export class MlsClient {
     this.phase = 'waiting';
     this.warn('group_reset', `the server voided the commit of epoch ${epoch}: the other members could not process it; joining again`);
     try {
-      this.sink.send({ type: 'mls_key_package', key_package: toBase64(m.keyPackage()) });
+      this.sink.send({ type: 'mls_key_package', key_package: toBase64(m.keyPackage()), continuity: this.continuity });
     } catch (e) {
       this.phase = 'failed';
       this.warn('start_failed', errText(e));
@@ -719,11 +750,18 @@ export class MlsClient {
       let immediate = false;
       if (j.admitted_by !== null && j.admitted_by === this.selfId) {
         const name = this.admittedByMe.get(j.participant_id);
-        if (name !== undefined && name === c.displayName) {
+        const back = name === undefined && j.continuity !== null ? this.returning(j.continuity, c) : null;
+        if ((name !== undefined && name === c.displayName) || back === true) {
           ok = true;
           immediate = true;
+          if (c.kind === 'guest') {
+            this.vouchedKeys.set(c.devicePublicKey, c.displayName);
+            this.sink.vouched?.(c.devicePublicKey, c.displayName);
+          }
         } else if (!ok) {
-          if (name === undefined) {
+          if (back !== null) {
+            this.refuse(j, 'continuity', back, c.displayName);
+          } else if (name === undefined) {
             this.refuse(j, 'not_admitted_by_you',
               'the server says this user admitted them, but this client did not', c.displayName);
           } else {
@@ -747,6 +785,26 @@ export class MlsClient {
       out.immediate ||= immediate;
     }
     return out;
+  }
+
+  /**
+   * A guest this user admitted, back with a new device key: true if the proof verifies under a
+   * device key this client added and the credential is a guest's of the same name; otherwise
+   * why not.
+   */
+  private returning(proof: MlsContinuity, c: CredentialInfo): true | string {
+    const name = this.vouchedKeys.get(proof.previous_key);
+    if (name === undefined) return 'the earlier device key is not one of a guest this user admitted';
+    if (c.kind !== 'guest' || name !== c.displayName) {
+      return `admitted as "${name}" (guest), the credential names "${c.displayName}" (${c.kind})`;
+    }
+    let valid = false;
+    try {
+      valid = this.continuityCheck?.(proof.previous_key, c.devicePublicKey, proof.signature) ?? false;
+    } catch {
+      valid = false;
+    }
+    return valid ? true : 'the proof that this is the same browser does not verify';
   }
 
   /** Roster leaves to remove: participants that left, and leaves nobody claims after grace. */

@@ -2,13 +2,22 @@
 // never appears here: the worker makes the device key and keeps it, the page only learns the
 // public half to ask the identity CA for a credential.
 
-import type { ClientMsg, ServerMsg } from '../signaling/protocol';
+import type { ClientMsg, MlsContinuity, ServerMsg } from '../signaling/protocol';
 import type { ParticipantLike } from './mls';
 import type { CapturedFrame, ChatEvent, E2eeDiagnostics, E2eeNotice, E2eeStatus } from './types';
 
 export type ToWorker =
-  /** First message. `testPlaintext` is honoured by test-hooks builds only. */
-  | { t: 'init'; testPlaintext: boolean }
+  /**
+   * First message. `testPlaintext` is honoured by test-hooks builds only. `vouched`: device keys
+   * of guests this user admitted that an earlier connection's worker added (hex -> name).
+   */
+  | { t: 'init'; testPlaintext: boolean; meetingId: string; vouched: [string, string][] }
+  /** Sign `newKey` (hex), the next device key of this tab, with this device key (continuity). */
+  | { t: 'continuityProof'; req: number; newKey: string }
+  /** This device follows an earlier one of the tab: send the proof with the key package. */
+  | { t: 'continuity'; proof: MlsContinuity }
+  /** The connection is gone: stop taking part (no ticks, no messages), keep only the device key. */
+  | { t: 'retire' }
   /** `requestedAt`: local time (ms) the page asked the identity CA for it. */
   | { t: 'credential'; credential: string; caPublicKey: string; requestedAt: number }
   | { t: 'credentialFailed'; message: string }
@@ -35,5 +44,9 @@ export type FromWorker =
   | { t: 'chat'; event: ChatEvent }
   | { t: 'diagnostics'; req: number; data: E2eeDiagnostics }
   | { t: 'testCapture'; req: number; frames: CapturedFrame[] }
+  /** The continuity proof asked for with `continuityProof` (null if this worker has no key). */
+  | { t: 'continuityProof'; req: number; proof: MlsContinuity | null }
+  /** This worker added a guest this user admitted: remember the device key for later connections. */
+  | { t: 'vouched'; key: string; name: string }
   /** The worker cannot run (WebAssembly failed to load): media stays blocked. */
   | { t: 'fatal'; message: string };

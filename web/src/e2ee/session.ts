@@ -2,7 +2,7 @@
 // mls_* signaling messages and the participant list to it, and attaches RTCRtpScriptTransforms
 // to senders and receivers. Keys never reach the page.
 
-import type { ClientMsg, Participant, ServerMsg } from '../signaling/protocol';
+import type { ClientMsg, MlsContinuity, Participant, ServerMsg } from '../signaling/protocol';
 import type { FromWorker, ToWorker } from './protocol';
 import type { CapturedFrame, ChatEvent, E2eeDiagnostics, E2eeNotice, E2eeStatus, SendSourceName } from './types';
 
@@ -21,6 +21,13 @@ export type {
 } from './types';
 
 export interface E2eeSessionOptions {
+  meetingId: string;
+  /**
+   * Device keys (hex -> name) of guests this user admitted from the lobby that a worker of this
+   * page added to the group. Owned by the page across reconnects: each new worker gets them, and
+   * adds such a guest's next device without asking when it proves continuity.
+   */
+  vouched: Map<string, string>;
   /** Sends a signaling message (mls_key_package, mls_member, mls_commit, mls_chat). */
   send(msg: ClientMsg): void;
   onStatus(s: E2eeStatus): void;
@@ -59,6 +66,10 @@ export class E2eeSession {
   private readonly waiting = new Map<number, (v: unknown) => void>();
   private readonly deviceKey: Promise<string>;
   private closed = false;
+  /** The connection is gone; the worker only keeps its device key (see `retire`). */
+  private retired = false;
+  /** Resolved once the continuity proof (if any) is with the worker: before the credential. */
+  private continuityReady: Promise<void> = Promise.resolve();
   private lastStatus: E2eeStatus | null = null;
   /** Test-hooks builds only: never join the group (the "outsider" of the browser tests). */
   private testOutsider = false;
@@ -81,21 +92,31 @@ export class E2eeSession {
           resolveKey(m.hex);
           break;
         case 'send':
-          if (!this.closed) this.opts.send(m.msg);
+          if (!this.closed && !this.retired) this.opts.send(m.msg);
+          break;
+        case 'vouched':
+          this.opts.vouched.set(m.key, m.name);
           break;
         case 'needCredential':
           void this.renew();
           break;
         case 'status':
+          if (this.retired) break;
           this.lastStatus = m.status;
           this.opts.onStatus(m.status);
           break;
         case 'notice':
-          this.opts.onNotice(m.notice);
+          if (!this.retired) this.opts.onNotice(m.notice);
           break;
         case 'chat':
-          this.opts.onChat(m.event);
+          if (!this.retired) this.opts.onChat(m.event);
           break;
+        case 'continuityProof': {
+          const done = this.waiting.get(m.req);
+          this.waiting.delete(m.req);
+          done?.(m.proof);
+          break;
+        }
         case 'diagnostics':
         case 'testCapture': {
           const done = this.waiting.get(m.req);
@@ -121,7 +142,7 @@ export class E2eeSession {
       this.testOutsider = q.get('e2ee_test_outsider') === '1';
       current = this;
     }
-    this.post({ t: 'init', testPlaintext });
+    this.post({ t: 'init', testPlaintext, meetingId: opts.meetingId, vouched: [...opts.vouched] });
   }
 
   /** The latest status (also delivered through onStatus). */
@@ -144,6 +165,7 @@ export class E2eeSession {
     } catch {
       return; // reported through onStatus/onNotice already
     }
+    await this.continuityReady;
     try {
       const requestedAt = Date.now();
       const c = await fetchCredential(hex);
@@ -162,6 +184,41 @@ export class E2eeSession {
     } catch {
       // The worker asks again in a minute.
     }
+  }
+
+  /**
+   * This session follows `previous`, the encryption session of this tab's broken connection:
+   * the previous device key signs this one's, and the proof goes with the key package, so that
+   * the moderator who admitted this guest from the lobby adds them again without asking
+   * (docs/e2ee.md, "Reconnects"). `previous` is closed afterwards.
+   */
+  follow(previous: E2eeSession): void {
+    this.continuityReady = (async () => {
+      try {
+        const proof = await previous.continuityProof(await this.deviceKey);
+        if (proof) this.post({ t: 'continuity', proof });
+      } catch {
+        // No proof: the guest waits for a moderator's admit, as after a reload.
+      } finally {
+        previous.close();
+      }
+    })();
+  }
+
+  /** The connection is gone: the worker stops taking part and keeps only its device key. */
+  retire(): void {
+    this.retired = true;
+    this.post({ t: 'retire' });
+  }
+
+  /** This device key's signature over `newKeyHex` (see `follow`); null if it has none. */
+  private continuityProof(newKeyHex: string): Promise<MlsContinuity | null> {
+    if (this.closed) return Promise.resolve(null);
+    const timeout = new Promise<null>((resolve) => setTimeout(() => resolve(null), 5_000));
+    return Promise.race([
+      this.request<MlsContinuity | null>((req) => ({ t: 'continuityProof', req, newKey: newKeyHex })),
+      timeout,
+    ]);
   }
 
   /** Consumes the server's mls_* messages (returns true for those). */

@@ -117,7 +117,9 @@ export type RefusalReason =
   /** The server says this user admitted them, but this client has no record of it. */
   | 'not_admitted_by_you'
   /** This user admitted someone else by that name: the credential's name differs. */
-  | 'name_mismatch';
+  | 'name_mismatch'
+  /** A returning guest whose proof of being the same browser does not hold. */
+  | 'continuity';
 
 export type E2eeNotice =
   /** Members joined the group (from an epoch change; names from their credentials). */

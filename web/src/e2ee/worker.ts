@@ -7,10 +7,16 @@
 //   keys outgoing frames are dropped, incoming frames that do not decrypt are dropped; both
 //   are counted (diagnostics), never passed on.
 
-import { toBase64, toHex } from './b64';
+import { fromBase64, fromHex, toBase64, toHex } from './b64';
 import { clearBytes, senderLeaf, STREAM_ID } from './frames';
 import { MlsClient } from './mls';
-import init, { WasmMember, generateSigningKey, signingKeyPublic } from './pkg/klausur_e2ee_wasm.js';
+import init, {
+  WasmMember,
+  continuitySign,
+  continuityVerify,
+  generateSigningKey,
+  signingKeyPublic,
+} from './pkg/klausur_e2ee_wasm.js';
 import wasmUrl from './pkg/klausur_e2ee_wasm_bg.wasm?url';
 import type { FromWorker, ToWorker } from './protocol';
 import type { CapturedFrame, SendSourceName, TransformDiagnostics, TransformOptions } from './types';
@@ -46,6 +52,8 @@ let tickTimer: ReturnType<typeof setInterval> | null = null;
 const transforms: TransformDiagnostics[] = [];
 // Test-hooks builds only (see session.ts); stay false/empty in production.
 let testPlaintext = false;
+let meetingId = '';
+let vouched: [string, string][] = [];
 const captured: CapturedFrame[] = [];
 const capturedPer: Record<SendSourceName, number> = { microphone: 0, camera: 0, screen: 0 };
 
@@ -67,8 +75,12 @@ async function initialise(): Promise<void> {
       notice: (notice) => post({ t: 'notice', notice }),
       chat: (event) => post({ t: 'chat', event }),
       needCredential: () => post({ t: 'needCredential' }),
+      vouched: (key, name) => post({ t: 'vouched', key, name }),
     },
+    (previousKey, newKey, signature) =>
+      continuityVerify(fromHex(previousKey), meetingId, fromHex(newKey), fromBase64(signature)),
   );
+  mls.vouch(vouched);
   post({ t: 'deviceKey', hex: toHex(signingKeyPublic(deviceKey)) });
   tickTimer = setInterval(() => mls?.tick(Date.now()), TICK_MS);
 }
@@ -76,6 +88,8 @@ async function initialise(): Promise<void> {
 async function handle(m: ToWorker): Promise<void> {
   if (m.t === 'init') {
     if (import.meta.env.MODE === 'test-hooks') testPlaintext = m.testPlaintext;
+    meetingId = m.meetingId;
+    vouched = m.vouched;
     ready ??= initialise().catch((e: unknown) => {
       post({ t: 'fatal', message: e instanceof Error ? e.message : String(e) });
       throw e;
@@ -103,11 +117,38 @@ async function handle(m: ToWorker): Promise<void> {
     });
     return;
   }
+  if (m.t === 'retire') {
+    // The old connection's worker only keeps its device key, to vouch for the next one.
+    if (tickTimer) clearInterval(tickTimer);
+    tickTimer = null;
+    mls = null;
+    member?.free();
+    member = null;
+    return;
+  }
   await ready;
+  if (m.t === 'continuityProof') {
+    let proof = null;
+    try {
+      if (deviceKey) {
+        proof = {
+          previous_key: toHex(signingKeyPublic(deviceKey)),
+          signature: toBase64(continuitySign(deviceKey, meetingId, fromHex(m.newKey))),
+        };
+      }
+    } catch {
+      proof = null;
+    }
+    post({ t: 'continuityProof', req: m.req, proof });
+    return;
+  }
   const c = mls;
   if (!c) return;
   const now = Date.now();
   switch (m.t) {
+    case 'continuity':
+      c.setContinuity(m.proof);
+      break;
     case 'credential':
       c.start(m.credential, m.caPublicKey, now, m.requestedAt);
       break;

@@ -311,6 +311,7 @@ export const de = {
   'e2ee.notice.selfRemoved': 'Sie wurden aus der verschlüsselten Gruppe entfernt.',
   'e2ee.notice.refused.credential': '{name} wurde nicht aufgenommen: Der Ausweis ist nicht gültig.',
   'e2ee.notice.refused.policy': '{name} wartet auf Zulassung durch die Moderation.',
+  'e2ee.notice.refused.continuity': '{name} wurde nicht wieder aufgenommen: Es ließ sich nicht zeigen, dass dies der von Ihnen zugelassene Browser ist.',
   'e2ee.notice.refused.not_admitted_by_you': '{name} wurde nicht aufgenommen: Sie haben diese Person nicht zugelassen.',
   'e2ee.notice.refused.name_mismatch': '{name} wurde nicht aufgenommen: Der Name passt nicht zur Zulassung.',
   'prejoin.unsupported':

@@ -311,6 +311,7 @@ export const en: Record<StringKey, string> = {
   'e2ee.notice.selfRemoved': 'You were removed from the encrypted group.',
   'e2ee.notice.refused.credential': '{name} was not added: the credential is not valid.',
   'e2ee.notice.refused.policy': '{name} waits for a moderator to admit them.',
+  'e2ee.notice.refused.continuity': '{name} was not added again: it could not be shown that this is the browser you admitted.',
   'e2ee.notice.refused.not_admitted_by_you': '{name} was not added: you did not admit this person.',
   'e2ee.notice.refused.name_mismatch': '{name} was not added: the name does not match the admission.',
   'prejoin.unsupported':

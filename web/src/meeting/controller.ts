@@ -82,12 +82,19 @@ export class MeetingController {
   private mediaConnected = false;
   private peer: PeerSession | null = null;
   private e2ee: E2eeSession | null = null;
+  /** The encryption session of the connection that broke, kept to vouch for the next one. */
+  private previousE2ee: E2eeSession | null = null;
   private e2eeStarted = false;
+  /** Device keys of guests this user admitted, added by this page's workers (see E2eeSession). */
+  private readonly vouched = new Map<string, string>();
+  /** A guest admitted from the lobby: the pass back in (kept in this tab's session storage). */
+  private rejoinToken: string | null;
   /** Numbers of own chat messages, for their outcome from the encryption worker. */
   private chatIds = 0;
   private audioTrack: MediaStreamTrack | null;
 
   constructor(private readonly opts: JoinOptions) {
+    this.rejoinToken = loadRejoinToken(opts.meetingId);
     this.audioTrack = opts.audioTrack;
     if (this.audioTrack) this.audioTrack.enabled = opts.audioEnabled;
     let cameraTrack = opts.videoTrack;
@@ -140,18 +147,28 @@ export class MeetingController {
   private connect(): void {
     // The encryption worker loads its WebAssembly and makes the device key while the join (and
     // any wait in the lobby) is under way; the group is joined after `joined`.
+    const previous = this.previousE2ee;
+    this.previousE2ee = null;
     this.e2ee = new E2eeSession({
+      meetingId: this.opts.meetingId,
+      vouched: this.vouched,
       send: (m) => this.send(m),
       onStatus: (status) => this.update({ e2ee: status }),
       onNotice: (notice) => this.addNotice(notice),
       onChat: (event) => this.update({ room: chatEvent(this.snapshot.room, event) }),
     });
+    // A guest coming back with a pass: the old device key vouches for the new one.
+    if (previous && this.rejoinToken) this.e2ee.follow(previous);
+    else previous?.close();
     this.e2eeStarted = false;
     const { meetingId, inviteToken, displayName } = this.opts;
     const signaling: SignalingClient = new SignalingClient({
       onOpen: () => {
         this.awaitingJoin = true;
-        this.send({ type: 'join', meeting_id: meetingId, invite_token: inviteToken, display_name: displayName });
+        this.send({
+          type: 'join', meeting_id: meetingId, invite_token: inviteToken, display_name: displayName,
+          rejoin_token: this.rejoinToken,
+        });
       },
       onMessage: (msg) => {
         if (this.signaling === signaling) this.onMessage(msg);
@@ -208,7 +225,11 @@ export class MeetingController {
     signaling?.close();
     this.peer?.close();
     this.peer = null;
-    this.e2ee?.close();
+    // Keys are not carried over: the next connection gets a new device key and leaf. The old
+    // worker keeps only its device key, to vouch for the new one (`follow`).
+    this.previousE2ee?.close();
+    this.previousE2ee = this.e2ee;
+    this.previousE2ee?.retire();
     this.e2ee = null;
     this.e2eeStarted = false;
     this.snapshot.local.screenTrack?.stop();
@@ -218,7 +239,14 @@ export class MeetingController {
   /** Leave voluntarily. */
   leave(): void {
     this.send({ type: 'leave' });
+    this.setRejoinToken(null);
     this.finish('left');
+  }
+
+  /** Keeps (or forgets) the pass of a guest admitted from the lobby for this tab. */
+  private setRejoinToken(token: string | null): void {
+    this.rejoinToken = token;
+    storeRejoinToken(this.opts.meetingId, token);
   }
 
   /** While getting back in after the connection broke: start the next attempt at once. */
@@ -251,6 +279,8 @@ export class MeetingController {
     this.peer = null;
     this.e2ee?.close();
     this.e2ee = null;
+    this.previousE2ee?.close();
+    this.previousE2ee = null;
     this.audioTrack?.stop();
     this.snapshot.local.cameraTrack?.stop();
     this.snapshot.local.screenTrack?.stop();
@@ -283,11 +313,15 @@ export class MeetingController {
       case 'error':
         // The server refused the join (the meeting ended meanwhile, the invitation was
         // revoked, ...): trying again would not help.
-        if (this.awaitingJoin) this.finish('join_failed');
+        if (this.awaitingJoin) {
+          this.setRejoinToken(null);
+          this.finish('join_failed');
+        }
         break;
       case 'joined': {
         this.awaitingJoin = false;
         this.reconnectAttempts = 0;
+        this.setRejoinToken(msg.rejoin_token);
         // Muted by a moderator before (the server keeps that across a reconnect or reload).
         const me = msg.participants.find((p) => p.id === msg.self_id);
         if (me?.muted_by_moderator && !this.snapshot.local.audioMuted) {
@@ -314,6 +348,8 @@ export class MeetingController {
         if (msg.arrived && isModerator(room)) playChime();
         break;
       case 'ended':
+        // Removed, denied, ended, or replaced by another tab: this tab's pass is no use any more.
+        this.setRejoinToken(null);
         this.teardown();
         break;
       default:
@@ -564,4 +600,28 @@ function installTestHooks(c: MeetingController): void {
     notices: () => c.getSnapshot().notices.map((n) => n.notice),
     testCapture: () => E2eeSession.testCapture(),
   };
+}
+
+const REJOIN_KEY = 'klausur.rejoin.';
+
+/**
+ * The pass of a guest admitted from the lobby, kept in this tab's session storage: it brings the
+ * tab back in after a reload too (to the meeting; the encrypted group then needs a moderator's
+ * admit, as the old device key is gone). Session storage ends with the tab.
+ */
+function loadRejoinToken(meetingId: string): string | null {
+  try {
+    return window.sessionStorage.getItem(REJOIN_KEY + meetingId);
+  } catch {
+    return null;
+  }
+}
+
+function storeRejoinToken(meetingId: string, token: string | null): void {
+  try {
+    if (token) window.sessionStorage.setItem(REJOIN_KEY + meetingId, token);
+    else window.sessionStorage.removeItem(REJOIN_KEY + meetingId);
+  } catch {
+    // No storage (private mode, disabled): the pass lives in memory only.
+  }
 }

@@ -30,6 +30,7 @@ const joined = reduce(initialRoomState(), {
   meeting: { id: 'm1', title: 'Bauausschuss', organiser: 'Alice', profile: 'strict', locked: false },
   participants: [alice],
   lobby: [],
+  rejoin_token: null,
 });
 
 describe('room state', () => {
@@ -131,6 +132,7 @@ describe('room state', () => {
       meeting: joined.meeting!,
       participants: [bob, { ...alice, id: 'p7' }],
       lobby: [],
+      rejoin_token: null,
     });
     expect(back.reconnecting).toBeNull();
     expect(back.selfId).toBe('p7');

@@ -51,6 +51,8 @@ export type EndReason = "ended_by_moderator" | "removed" | "denied" | "server_sh
 
 export type ErrorCode = "malformed" | "unknown_type" | "too_large" | "rate_limited" | "forbidden" | "not_joined" | "invalid_state" | "not_found" | "invalid_field" | "internal";
 
+export type MlsContinuity = { previous_key: string, signature: string, };
+
 export type MlsJoiner = { participant_id: string, 
 /**
  * The joiner's KeyPackage (base64 of the TLS-encoded `KeyPackage`).
@@ -60,7 +62,12 @@ key_package: string,
  * The moderator (participant id) who admitted this joiner from the lobby, if any. Only that
  * moderator's client adds such a joiner, and only if it remembers admitting them.
  */
-admitted_by: string | null, };
+admitted_by: string | null, 
+/**
+ * The joiner's proof that it holds the device key of an earlier member (see
+ * `mls_key_package`), relayed as the joiner sent it.
+ */
+continuity: MlsContinuity | null, };
 
 export type MlsPolicy = { 
 /**
@@ -73,13 +80,30 @@ staff_direct: boolean,
  */
 direct_user_ids: Array<string>, };
 
-export type ClientMsg = { "type": "join", meeting_id: string, invite_token: string | null, display_name: string | null, } | { "type": "offer", sdp: string, sources: Array<SendSource>, } | { "type": "media_state", audio_muted: boolean, video_muted: boolean, screen_sharing: boolean, } | { "type": "admit", participant_id: string, } | { "type": "deny", participant_id: string, } | { "type": "remove", participant_id: string, } | { "type": "lock", locked: boolean, } | { "type": "mute", participant_id: string, muted: boolean, } | { "type": "set_moderator", participant_id: string, moderator: boolean, } | { "type": "end_meeting" } | { "type": "leave" } | { "type": "ping" } | { "type": "mls_key_package", key_package: string, } | { "type": "mls_member", leaf: number, epoch: number, } | { "type": "mls_commit", epoch: number, commit: string, welcome: string | null, welcome_for: Array<string>, } | { "type": "mls_commit_rejected", epoch: number, } | { "type": "mls_chat", id: number, epoch: number, message: string, };
+export type ClientMsg = { "type": "join", meeting_id: string, invite_token: string | null, display_name: string | null, 
+/**
+ * The pass from an earlier `joined` of this browser tab (a guest admitted from the
+ * lobby): brings the guest back in without the lobby while it is valid. May be left out.
+ */
+rejoin_token: string | null, } | { "type": "offer", sdp: string, sources: Array<SendSource>, } | { "type": "media_state", audio_muted: boolean, video_muted: boolean, screen_sharing: boolean, } | { "type": "admit", participant_id: string, } | { "type": "deny", participant_id: string, } | { "type": "remove", participant_id: string, } | { "type": "lock", locked: boolean, } | { "type": "mute", participant_id: string, muted: boolean, } | { "type": "set_moderator", participant_id: string, moderator: boolean, } | { "type": "end_meeting" } | { "type": "leave" } | { "type": "ping" } | { "type": "mls_key_package", key_package: string, 
+/**
+ * A guest coming back after a broken connection: the previous device key's signature
+ * over the new one, so that the moderator who admitted them can add them again without
+ * asking (docs/e2ee.md, "Reconnects"). May be left out.
+ */
+continuity: MlsContinuity | null, } | { "type": "mls_member", leaf: number, epoch: number, } | { "type": "mls_commit", epoch: number, commit: string, welcome: string | null, welcome_for: Array<string>, } | { "type": "mls_commit_rejected", epoch: number, } | { "type": "mls_chat", id: number, epoch: number, message: string, };
 
 export type ServerMsg = { "type": "joined", protocol_version: number, self_id: string, meeting: MeetingInfo, participants: Array<Participant>, 
 /**
  * Only for moderators; empty for everyone else.
  */
-lobby: Array<LobbyEntry>, } | { "type": "lobby_wait", meeting_title: string, } | { "type": "participant_joined", participant: Participant, } | { "type": "participant_updated", participant: Participant, } | { "type": "participant_left", participant_id: string, reason: LeaveReason, } | { "type": "lobby_changed", lobby: Array<LobbyEntry>, arrived: boolean, } | { "type": "meeting_changed", meeting: MeetingInfo, } | { "type": "answer", sdp: string, tracks: Array<TrackAssignment>, } | { "type": "renegotiate", audio: number, video: number, } | { "type": "active_speaker", participant_id: string | null, } | { "type": "ended", reason: EndReason, by: string | null, } | { "type": "pong" } | { "type": "error", code: ErrorCode, message: string, } | { "type": "mls_create_group", group_id: string, } | { "type": "mls_pending", joiners: Array<MlsJoiner>, policy: MlsPolicy, } | { "type": "mls_commit", epoch: number, commit: string, from_id: string, } | { "type": "mls_commit_result", epoch: number, accepted: boolean, } | { "type": "mls_welcome", welcome: string, epoch: number, } | { "type": "mls_reset", epoch: number, } | { "type": "mls_chat", epoch: number, message: string, from_id: string, 
+lobby: Array<LobbyEntry>, 
+/**
+ * For a guest admitted from the lobby: the pass that brings this browser tab back in
+ * (`join`'s `rejoin_token`) after a broken connection or a restart of the server, until
+ * the guest leaves, the meeting empties, or two minutes after a connection broke.
+ */
+rejoin_token: string | null, } | { "type": "lobby_wait", meeting_title: string, } | { "type": "participant_joined", participant: Participant, } | { "type": "participant_updated", participant: Participant, } | { "type": "participant_left", participant_id: string, reason: LeaveReason, } | { "type": "lobby_changed", lobby: Array<LobbyEntry>, arrived: boolean, } | { "type": "meeting_changed", meeting: MeetingInfo, } | { "type": "answer", sdp: string, tracks: Array<TrackAssignment>, } | { "type": "renegotiate", audio: number, video: number, } | { "type": "active_speaker", participant_id: string | null, } | { "type": "ended", reason: EndReason, by: string | null, } | { "type": "pong" } | { "type": "error", code: ErrorCode, message: string, } | { "type": "mls_create_group", group_id: string, } | { "type": "mls_pending", joiners: Array<MlsJoiner>, policy: MlsPolicy, } | { "type": "mls_commit", epoch: number, commit: string, from_id: string, } | { "type": "mls_commit_result", epoch: number, accepted: boolean, } | { "type": "mls_welcome", welcome: string, epoch: number, } | { "type": "mls_reset", epoch: number, } | { "type": "mls_chat", epoch: number, message: string, from_id: string, 
 /**
  * When the server relayed it, milliseconds since the Unix epoch.
  */

@@ -78,6 +78,19 @@ impl Client {
             meeting_id: meeting.into(),
             invite_token: token.map(str::to_string),
             display_name: name.map(str::to_string),
+            rejoin_token: None,
+        })
+        .await;
+        self.next().await
+    }
+
+    /// Joins as a lobby guest named `name` who holds the pass `rejoin_token`.
+    pub async fn rejoin(&mut self, meeting: &str, rejoin_token: &str, name: &str) -> ServerMsg {
+        self.send(&ClientMsg::Join {
+            meeting_id: meeting.into(),
+            invite_token: None,
+            display_name: Some(name.into()),
+            rejoin_token: Some(rejoin_token.into()),
         })
         .await;
         self.next().await
