@@ -29,7 +29,7 @@ test.afterAll(async () => {
   for (const p of everyone) await p.context.close().catch(() => undefined);
 });
 
-test('after a server restart the organiser and an invited guest are back by themselves, encrypted, with the chat kept', async ({
+test('after a server restart the organiser, an invited guest and a guest let in from the lobby are back by themselves, encrypted, with the chat kept', async ({
   browser,
   server,
 }) => {
@@ -53,31 +53,52 @@ test('after a server restart the organiser and an invited guest are back by them
   await passPrejoin(r, { expectTitle: TITLE, expectInvitee: 'Rita Revision' });
   await expectInRoom(r);
 
-  const before = { a: await selfId(a), r: await selfId(r) };
+  // Lars has no invitation: he waits in the lobby and the organiser lets him in.
+  const lars = await newPerson(browser, server.baseURL, 'Lars Lobby');
+  everyone.push(lars);
+  const l = lars.page;
+  await l.goto(`/m/${encodeURIComponent(s.meetingId)}`);
+  await passPrejoin(l, { expectTitle: TITLE, name: 'Lars Lobby' });
+  await expect(l.getByTestId('lobby-page')).toBeVisible();
+  await openPanel(a, 'people');
+  await a.locator('[data-testid="lobby-entry"][data-name="Lars Lobby"]').getByTestId('admit-button').click();
+  await expectInRoom(l);
+
+  const before = { a: await selfId(a), r: await selfId(r), l: await selfId(l) };
   await expectAudioVideoFrom(a, before.r);
   await expectAudioVideoFrom(r, before.a);
-  for (const p of [a, r]) await expect(p.getByTestId('e2ee-indicator')).toHaveAttribute('data-state', 'active', { timeout: 30_000 });
+  await expectAudioVideoFrom(a, before.l);
+  for (const p of [a, r, l]) await expect(p.getByTestId('e2ee-indicator')).toHaveAttribute('data-state', 'active', { timeout: 30_000 });
   const text = 'Bitte Punkt 4 vor der Pause.';
   await sendChat(a, text);
   await openPanel(r, 'chat');
   await expect(chatMessage(r, text)).toBeVisible();
 
-  // The restart: both get `ended: server_shutdown`, show that they reconnect, and are back.
+  // The restart: all get `ended: server_shutdown`, show that they reconnect, and are back; Lars
+  // with the pass his tab holds, without the lobby, and added to the new encrypted group by the
+  // organiser's browser without a click (his old device key vouches for the new one).
   await server.restart();
-  for (const p of [a, r]) {
+  for (const p of [a, r, l]) {
     await expect(p.getByTestId('reconnecting-banner')).toBeVisible();
   }
-  for (const p of [a, r]) {
+  for (const p of [a, r, l]) {
     await expect(p.getByTestId('reconnecting-banner')).toHaveCount(0, { timeout: 45_000 });
     await expectInRoom(p);
     await expect(p.getByTestId('ended-page')).toHaveCount(0);
   }
+  await expect(l.getByTestId('lobby-page')).toHaveCount(0);
   // (A restarted server numbers participants from the start again, so the ids may repeat.)
-  const after = { a: await selfId(a), r: await selfId(r) };
-  for (const p of [a, r]) await expect(p.getByTestId('video-tile')).toHaveCount(2);
+  const after = { a: await selfId(a), r: await selfId(r), l: await selfId(l) };
+  for (const p of [a, r, l]) await expect(p.getByTestId('video-tile')).toHaveCount(3);
   await expectAudioVideoFrom(a, after.r);
   await expectAudioVideoFrom(r, after.a);
-  for (const p of [a, r]) await expect(p.getByTestId('e2ee-indicator')).toHaveAttribute('data-state', 'active', { timeout: 30_000 });
+  await expectAudioVideoFrom(a, after.l);
+  await expectAudioVideoFrom(l, after.a);
+  for (const p of [a, r, l]) await expect(p.getByTestId('e2ee-indicator')).toHaveAttribute('data-state', 'active', { timeout: 30_000 });
+  await openPanel(a, 'people');
+  await expect(a.locator(`[data-testid="participant-item"][data-participant-id="${after.l}"] [data-testid="join-method"]`)).toContainText(
+    'Aus dem Warteraum zugelassen',
+  );
   // The chat from before the restart is still on the screen, and chat works in the new group.
   await expect(chatMessage(r, text)).toBeVisible();
   const again = 'Wieder verbunden.';

@@ -468,6 +468,14 @@ impl Delivery {
         })
     }
 
+    /// Whether `joiner` waits to be added with a continuity proof and nobody named to add them
+    /// (a returning guest whose admitting moderator was not there when the key package came).
+    pub fn awaits_returning(&self, joiner: PeerId) -> bool {
+        self.pending
+            .get(&joiner)
+            .is_some_and(|p| p.admitted_by.is_none() && p.continuity.is_some())
+    }
+
     /// A participant left the meeting room (or the meeting).
     pub fn left(&mut self, peer: PeerId) -> Vec<Out> {
         let mut out = Vec::new();

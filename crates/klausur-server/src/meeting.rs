@@ -210,11 +210,6 @@ struct Member {
     self_audio_muted: bool,
     /// The moderator who admitted this participant from the lobby.
     admitted_by: Option<PeerId>,
-    /// A guest who came back with their pass: the moderator who admitted them the first time,
-    /// if present. Their client adds this guest again, but only one that proves it holds the
-    /// previous device key (`continuity` in `mls_key_package`); without that proof the guest
-    /// waits for a moderator's `admit`.
-    returning_admitter: Option<PeerId>,
 }
 
 struct Waiting {
@@ -591,17 +586,7 @@ impl Actor {
             }
             None => {
                 let method = standing.direct.clone().unwrap_or(JoinMethod::StaffLogin);
-                // A guest back with their pass: the moderator who admitted them, if here.
-                let returning_admitter = standing.admitter.and_then(|a| {
-                    self.members
-                        .iter()
-                        .find(|(_, m)| m.standing.ban_subject == Some(a))
-                        .map(|(p, _)| *p)
-                });
                 self.admit_member(peer, tx, standing, method, None).await;
-                if let Some(m) = self.members.get_mut(&peer) {
-                    m.returning_admitter = returning_admitter;
-                }
             }
         }
     }
@@ -622,6 +607,14 @@ impl Actor {
                 tracing::warn!(meeting = %self.seed.id, pass = pass.id, "guest pass not deleted: {e}");
             }
         }
+    }
+
+    /// The participant in the meeting with this account or invitation.
+    fn member_with_subject(&self, subject: BanSubject) -> Option<PeerId> {
+        self.members
+            .iter()
+            .find(|(_, m)| m.standing.ban_subject == Some(subject))
+            .map(|(p, _)| *p)
     }
 
     /// The standing of a participant in the meeting or the lobby.
@@ -751,10 +744,24 @@ impl Actor {
                 standing,
                 self_audio_muted: false,
                 admitted_by,
-                returning_admitter: None,
             },
         );
         self.had_members = true;
+        // A moderator coming (back) in: the guests they admitted earlier who came back with a
+        // proof and wait for the group are theirs to add.
+        if let Some(subject) = self.members.get(&peer).and_then(|m| m.standing.ban_subject) {
+            let theirs: Vec<PeerId> = self
+                .members
+                .iter()
+                .filter(|(_, m)| m.standing.admitter == Some(subject))
+                .map(|(p, _)| *p)
+                .filter(|p| self.delivery.awaits_returning(*p))
+                .collect();
+            for joiner in theirs {
+                let out = self.delivery.readmit(joiner, peer);
+                self.deliver_or_refuse(peer, out);
+            }
+        }
     }
 
     /// Whom the meeting's profile admits directly, as credential user ids (see
@@ -875,9 +882,6 @@ impl Actor {
             for m in self.members.values_mut() {
                 if m.admitted_by == Some(peer) {
                     m.admitted_by = None;
-                }
-                if m.returning_admitter == Some(peer) {
-                    m.returning_admitter = None;
                 }
             }
             let out = self.delivery.left(peer);
@@ -1208,11 +1212,16 @@ impl Actor {
                 key_package,
                 continuity,
             } => {
-                // A returning guest is tied to their first admitter only with a continuity
-                // proof; without one (a reloaded page) they wait for a moderator's `admit`.
+                // A guest back with their pass is tied to the moderator who admitted them first
+                // (if here) only with a continuity proof; without one (a reloaded page) they wait
+                // for a moderator's `admit`.
                 let admitted_by = self.members.get(&peer).and_then(|m| {
-                    m.admitted_by
-                        .or(m.returning_admitter.filter(|_| continuity.is_some()))
+                    let returning = m
+                        .standing
+                        .admitter
+                        .filter(|_| continuity.is_some())
+                        .and_then(|a| self.member_with_subject(a));
+                    m.admitted_by.or(returning)
                 });
                 let out = self
                     .delivery

@@ -862,6 +862,36 @@ async fn max_admitted(s: &Setup, olga: &mut Client) -> (Client, ServerMsg) {
     (max, j)
 }
 
+/// The client asks to join the encrypted group, is told to create it, and does; its id.
+async fn creates_the_group(c: &mut Client) -> String {
+    c.send(&ClientMsg::MlsKeyPackage {
+        key_package: "AAE=".into(),
+        continuity: None,
+    })
+    .await;
+    c.until(|m| matches!(m, ServerMsg::MlsCreateGroup { .. }))
+        .await;
+    c.send(&ClientMsg::MlsMember { leaf: 0, epoch: 0 }).await;
+    let ServerMsg::ParticipantUpdated { participant } = c
+        .until(|m| matches!(m, ServerMsg::ParticipantUpdated { participant } if participant.leaf == Some(0)))
+        .await
+    else {
+        unreachable!()
+    };
+    participant.id
+}
+
+/// The `admitted_by` of `id` in an `mls_pending`, if it lists them.
+fn pending_admitter(m: &ServerMsg, id: &str) -> Option<Option<String>> {
+    match m {
+        ServerMsg::MlsPending { joiners, .. } => joiners
+            .iter()
+            .find(|j| j.participant_id == id)
+            .map(|j| j.admitted_by.clone()),
+        _ => None,
+    }
+}
+
 /// Waits until the moderator sees an empty lobby.
 async fn lobby_emptied(moderator: &mut Client) {
     moderator
@@ -899,30 +929,7 @@ async fn a_lobby_guest_comes_back_with_the_pass() {
     assert_eq!(rejoin_token(&j).as_deref(), Some(pass.as_str()));
 
     // Olga's client adds him to the encrypted group again, but only with a continuity proof.
-    let olga_id = {
-        olga.send(&ClientMsg::MlsKeyPackage {
-            key_package: "AAE=".into(),
-            continuity: None,
-        })
-        .await;
-        olga.until(|m| matches!(m, ServerMsg::MlsCreateGroup { .. }))
-            .await;
-        olga.send(&ClientMsg::MlsMember { leaf: 0, epoch: 0 }).await;
-        let ServerMsg::ParticipantUpdated { participant } = olga
-            .until(|m| matches!(m, ServerMsg::ParticipantUpdated { participant } if participant.leaf == Some(0)))
-            .await
-        else {
-            unreachable!()
-        };
-        participant.id
-    };
-    let pending_admitter = |m: &ServerMsg, id: &str| match m {
-        ServerMsg::MlsPending { joiners, .. } => joiners
-            .iter()
-            .find(|j| j.participant_id == id)
-            .map(|j| j.admitted_by.clone()),
-        _ => None,
-    };
+    let olga_id = creates_the_group(&mut olga).await;
     let max_id = own(&j).id;
     max.send(&ClientMsg::MlsKeyPackage {
         key_package: "AAI=".into(),
@@ -965,12 +972,28 @@ async fn a_lobby_guest_comes_back_with_the_pass() {
     olga.until(|m| matches!(m, ServerMsg::Ended { .. })).await;
     drop((olga, max, _gina, eve));
     no_meeting_running(&s.srv).await;
+    // Gina is back first and starts the new group; then Max, whose proof waits for Olga.
+    let mut gina = Client::connect(&s.srv, None).await;
+    gina.join(&s.meeting, Some(&s.gina), None).await;
+    creates_the_group(&mut gina).await;
     let mut max = Client::connect(&s.srv, None).await;
     let j = max.rejoin(&s.meeting, &pass, "Max Muster").await;
     let me = own(&j);
     assert!(me.muted_by_moderator, "the restart lifted Max's mute");
+    max.send(&ClientMsg::MlsKeyPackage {
+        key_package: "AAI=".into(),
+        continuity: Some(proof.clone()),
+    })
+    .await;
+    let m = gina.until(|m| pending_admitter(m, &me.id).is_some()).await;
+    assert_eq!(pending_admitter(&m, &me.id), Some(None));
+    // Olga comes back: from now on her client is the one to add him.
     let mut olga = Client::connect(&s.srv, Some(&s.olga_cookie)).await;
-    olga.join(&s.meeting, None, None).await;
+    let olga_id = joined_id(&olga.join(&s.meeting, None, None).await);
+    gina.until(|m| pending_admitter(m, &me.id) == Some(Some(olga_id.clone())))
+        .await;
+    gina.send(&ClientMsg::Leave).await;
+    drop(gina);
 
     // Made a moderator, he comes back as one.
     olga.send(&ClientMsg::SetModerator {
