@@ -66,54 +66,22 @@ mod tests {
     fn a_proof_verifies_only_for_its_keys_and_meeting() {
         let (old, new, other) = (key(1), key(2), key(3));
         let sig = sign_continuity(&old, "m1", &new.verifying_key());
-        assert!(verify_continuity(
-            &old.verifying_key(),
-            "m1",
-            &new.verifying_key(),
-            &sig
-        ));
+        let verifies = |signer: &SigningKey, meeting: &str, next: &SigningKey, sig: &[u8]| {
+            verify_continuity(&signer.verifying_key(), meeting, &next.verifying_key(), sig)
+        };
+        assert!(verifies(&old, "m1", &new, &sig));
         // Negative controls: another signer, another successor, another meeting, a changed or
         // truncated signature.
-        assert!(!verify_continuity(
-            &other.verifying_key(),
-            "m1",
-            &new.verifying_key(),
-            &sig
-        ));
-        assert!(!verify_continuity(
-            &old.verifying_key(),
-            "m1",
-            &other.verifying_key(),
-            &sig
-        ));
-        assert!(!verify_continuity(
-            &old.verifying_key(),
-            "m2",
-            &new.verifying_key(),
-            &sig
-        ));
+        assert!(!verifies(&other, "m1", &new, &sig));
+        assert!(!verifies(&old, "m1", &other, &sig));
+        assert!(!verifies(&old, "m2", &new, &sig));
         let mut bad = sig;
         bad[10] ^= 1;
-        assert!(!verify_continuity(
-            &old.verifying_key(),
-            "m1",
-            &new.verifying_key(),
-            &bad
-        ));
-        assert!(!verify_continuity(
-            &old.verifying_key(),
-            "m1",
-            &new.verifying_key(),
-            &sig[..63]
-        ));
+        assert!(!verifies(&old, "m1", &new, &bad));
+        assert!(!verifies(&old, "m1", &new, &sig[..63]));
         // The new key cannot vouch for itself in the old key's name.
         let selfmade = sign_continuity(&new, "m1", &new.verifying_key());
-        assert!(!verify_continuity(
-            &old.verifying_key(),
-            "m1",
-            &new.verifying_key(),
-            &selfmade
-        ));
+        assert!(!verifies(&old, "m1", &new, &selfmade));
     }
 
     #[test]

@@ -198,21 +198,8 @@ async fn lobby_admit_and_deny() {
         }
     );
 
-    let mut other = Client::connect(&s.srv, None).await;
-    assert!(matches!(
-        other.join(&s.meeting, None, Some("Eve")).await,
-        ServerMsg::LobbyWait { .. }
-    ));
-    let lc = olga
-        .until(|m| matches!(m, ServerMsg::LobbyChanged { arrived: true, .. }))
-        .await;
-    let ServerMsg::LobbyChanged { lobby, .. } = lc else {
-        unreachable!()
-    };
-    olga.send(&ClientMsg::Deny {
-        participant_id: lobby[0].id.clone(),
-    })
-    .await;
+    let (mut other, id) = waits_in_lobby(&s, &mut olga, "Eve").await;
+    olga.send(&ClientMsg::Deny { participant_id: id }).await;
     assert!(matches!(
         other.next().await,
         ServerMsg::Ended {
@@ -840,23 +827,27 @@ fn rejoin_token(joined: &ServerMsg) -> Option<String> {
     }
 }
 
-/// Max waits in the lobby and Olga admits him; his `joined`.
-async fn max_admitted(s: &Setup, olga: &mut Client) -> (Client, ServerMsg) {
-    let mut max = Client::connect(&s.srv, None).await;
+/// Someone without invitation named `name` waits in the lobby; their client and lobby id, as
+/// the moderator sees it.
+async fn waits_in_lobby(s: &Setup, moderator: &mut Client, name: &str) -> (Client, String) {
+    let mut c = Client::connect(&s.srv, None).await;
     assert!(matches!(
-        max.join(&s.meeting, None, Some("Max Muster")).await,
+        c.join(&s.meeting, None, Some(name)).await,
         ServerMsg::LobbyWait { .. }
     ));
-    let lc = olga
+    let lc = moderator
         .until(|m| matches!(m, ServerMsg::LobbyChanged { arrived: true, .. }))
         .await;
     let ServerMsg::LobbyChanged { lobby, .. } = lc else {
         unreachable!()
     };
-    olga.send(&ClientMsg::Admit {
-        participant_id: lobby[0].id.clone(),
-    })
-    .await;
+    (c, lobby[0].id.clone())
+}
+
+/// Max waits in the lobby and Olga admits him; his `joined`.
+async fn max_admitted(s: &Setup, olga: &mut Client) -> (Client, ServerMsg) {
+    let (mut max, id) = waits_in_lobby(s, olga, "Max Muster").await;
+    olga.send(&ClientMsg::Admit { participant_id: id }).await;
     let j = max.until(|m| matches!(m, ServerMsg::Joined { .. })).await;
     lobby_emptied(olga).await;
     (max, j)

@@ -643,12 +643,19 @@ impl Store {
 
     /// Lifts every mute of the meeting (it emptied).
     pub async fn clear_mutes(&self, meeting_id: &str) -> Result<()> {
-        on_pool!(self, |pool| sqlx::query(
-            "DELETE FROM meeting_mutes WHERE meeting_id = $1"
+        self.execute_for_meeting(
+            "DELETE FROM meeting_mutes WHERE meeting_id = $1",
+            meeting_id,
         )
-        .bind(meeting_id)
-        .execute(pool)
-        .await)?;
+        .await
+    }
+
+    /// Runs `sql`, whose one parameter is the meeting id.
+    async fn execute_for_meeting(&self, sql: &str, meeting_id: &str) -> Result<()> {
+        on_pool!(self, |pool| sqlx::query(sql)
+            .bind(meeting_id)
+            .execute(pool)
+            .await)?;
         Ok(())
     }
 
@@ -741,13 +748,8 @@ impl Store {
 
     /// Deletes every pass of the meeting (it emptied).
     pub async fn clear_guest_passes(&self, meeting_id: &str) -> Result<()> {
-        on_pool!(self, |pool| sqlx::query(
-            "DELETE FROM guest_passes WHERE meeting_id = $1"
-        )
-        .bind(meeting_id)
-        .execute(pool)
-        .await)?;
-        Ok(())
+        self.execute_for_meeting("DELETE FROM guest_passes WHERE meeting_id = $1", meeting_id)
+            .await
     }
 
     // ----- retention -----
