@@ -190,6 +190,36 @@ test('a chat message arrives at the others, end-to-end encrypted', async () => {
   }
 });
 
+test('raised hands: everyone sees them in the order they went up, and the organiser lowers them', async () => {
+  const { admin, erika, jonas } = s;
+  if (!admin || !erika || !jonas) throw new Error('needs the meeting from the first test');
+  const a = admin.page;
+  const handOf = (p: Person['page']) => p.getByTestId('hand-toggle');
+  await handOf(erika.page).click();
+  await expect(handOf(erika.page)).toHaveAttribute('aria-pressed', 'true');
+  await openPanel(a, 'people');
+  await expect(a.locator(`[data-testid="hand-entry"][data-participant-id="${erika.id}"]`)).toHaveAttribute('data-position', '1');
+  await handOf(jonas.page).click();
+  await expect(a.locator(`[data-testid="hand-entry"][data-participant-id="${jonas.id}"]`)).toHaveAttribute('data-position', '2');
+  // On the stage too, for the one who chairs.
+  await expect(a.locator(`[data-testid="video-tile"][data-participant-id="${erika.id}"] [data-testid="tile-hand"]`)).toBeVisible();
+  // Jonas sees the same order but cannot lower anyone's hand.
+  await openPanel(jonas.page, 'people');
+  await expect(jonas.page.getByTestId('hand-entry')).toHaveCount(2);
+  await expect(jonas.page.getByTestId('hand-entry').first()).toHaveAttribute('data-name', erika.name);
+  await expect(jonas.page.getByTestId('lower-hand-button')).toHaveCount(0);
+
+  // The organiser gives Erika the floor and lowers her hand: Jonas moves up.
+  await a.locator(`[data-testid="hand-entry"][data-participant-id="${erika.id}"]`).getByTestId('lower-hand-button').click();
+  await expect(handOf(erika.page)).toHaveAttribute('aria-pressed', 'false');
+  await expect(a.locator(`[data-testid="hand-entry"][data-participant-id="${jonas.id}"]`)).toHaveAttribute('data-position', '1');
+  await expect(a.locator(`[data-testid="video-tile"][data-participant-id="${erika.id}"] [data-testid="tile-hand"]`)).toHaveCount(0);
+  // Jonas lowers his own: no hands left.
+  await handOf(jonas.page).click();
+  await expect(handOf(jonas.page)).toHaveAttribute('aria-pressed', 'false');
+  await expect(a.getByTestId('hands-section')).toHaveCount(0);
+});
+
 test('a guest whose connection breaks gets back in by themselves, with the chat kept', async ({ browser, server }) => {
   const { admin, erika } = s;
   if (!admin || !erika || !s.meetingId) throw new Error('needs the meeting from the first test');

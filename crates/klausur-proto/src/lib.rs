@@ -96,6 +96,10 @@ pub struct Participant {
     pub muted_by_moderator: bool,
     pub video_muted: bool,
     pub screen_sharing: bool,
+    /// The participant raised their hand to speak, at this time (milliseconds since the Unix
+    /// epoch, the server's clock: earlier hands come first); `null` when the hand is down.
+    #[cfg_attr(feature = "ts", ts(type = "number | null"))]
+    pub hand_raised_at: Option<u64>,
     /// The MLS leaf index this participant's client says it holds in the meeting's group
     /// (`null` until it is a member). A claim relayed by the server: clients check it against
     /// the group's own roster and flag any mismatch.
@@ -252,6 +256,14 @@ pub enum ClientMsg {
     SetModerator {
         participant_id: ParticipantId,
         moderator: bool,
+    },
+    /// Raise (or lower) the own hand: a request to speak, shown to everyone in order.
+    RaiseHand {
+        raised: bool,
+    },
+    /// Moderator: lower someone's raised hand (they got the floor, or the request is done).
+    LowerHand {
+        participant_id: ParticipantId,
     },
     /// Moderator: end the meeting for everyone.
     EndMeeting,
@@ -532,6 +544,8 @@ const CLIENT_TYPES: &[&str] = &[
     "lock",
     "mute",
     "set_moderator",
+    "raise_hand",
+    "lower_hand",
     "end_meeting",
     "leave",
     "ping",
@@ -594,6 +608,8 @@ impl ClientMsg {
             ClientMsg::Lock { .. } => "lock",
             ClientMsg::Mute { .. } => "mute",
             ClientMsg::SetModerator { .. } => "set_moderator",
+            ClientMsg::RaiseHand { .. } => "raise_hand",
+            ClientMsg::LowerHand { .. } => "lower_hand",
             ClientMsg::EndMeeting => "end_meeting",
             ClientMsg::Leave => "leave",
             ClientMsg::Ping => "ping",
@@ -736,6 +752,10 @@ mod tests {
             ClientMsg::SetModerator {
                 participant_id: "p".into(),
                 moderator: true,
+            },
+            ClientMsg::RaiseHand { raised: true },
+            ClientMsg::LowerHand {
+                participant_id: "p".into(),
             },
             ClientMsg::EndMeeting,
             ClientMsg::Leave,

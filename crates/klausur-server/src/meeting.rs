@@ -239,6 +239,11 @@ struct Actor {
     registry: Registry,
 }
 
+/// Now, in milliseconds since the Unix epoch (the order of raised hands).
+fn unix_ms() -> u64 {
+    u64::try_from(chrono::Utc::now().timestamp_millis()).unwrap_or(0)
+}
+
 pub fn participant_id(peer: PeerId) -> String {
     format!("p{peer}")
 }
@@ -488,6 +493,7 @@ impl Actor {
                     muted_by_moderator: false,
                     video_muted: true,
                     screen_sharing: false,
+                    hand_raised_at: None,
                     leaf: None,
                 },
             },
@@ -709,6 +715,7 @@ impl Actor {
             muted_by_moderator: muted,
             video_muted: false,
             screen_sharing: false,
+            hand_raised_at: None,
             leaf: None,
         };
         let mut participants: Vec<Participant> =
@@ -950,6 +957,7 @@ impl Actor {
                 | ClientMsg::Lock { .. }
                 | ClientMsg::Mute { .. }
                 | ClientMsg::SetModerator { .. }
+                | ClientMsg::LowerHand { .. }
                 | ClientMsg::EndMeeting
         );
         if needs_moderator && !self.is_moderator(peer) {
@@ -1011,6 +1019,32 @@ impl Actor {
                     m.info.screen_sharing = screen_sharing;
                     let participant = m.info.clone();
                     self.broadcast(ServerMsg::ParticipantUpdated { participant }, None);
+                }
+            }
+            ClientMsg::RaiseHand { raised } => {
+                // Raising again keeps the place in the order; lowering gives it up.
+                if let Some(m) = self.members.get_mut(&peer) {
+                    let at = match (raised, m.info.hand_raised_at) {
+                        (true, Some(at)) => Some(at),
+                        (true, None) => Some(unix_ms()),
+                        (false, _) => None,
+                    };
+                    if at != m.info.hand_raised_at {
+                        m.info.hand_raised_at = at;
+                        let participant = m.info.clone();
+                        self.broadcast(ServerMsg::ParticipantUpdated { participant }, None);
+                    }
+                }
+            }
+            ClientMsg::LowerHand { participant_id: id } => {
+                let Some(target) = self.find(peer, &id, Place::Meeting) else {
+                    return Flow::Continue;
+                };
+                if let Some(m) = self.members.get_mut(&target) {
+                    if m.info.hand_raised_at.take().is_some() {
+                        let participant = m.info.clone();
+                        self.broadcast(ServerMsg::ParticipantUpdated { participant }, None);
+                    }
                 }
             }
             ClientMsg::Admit { participant_id: id } => {

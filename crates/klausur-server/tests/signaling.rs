@@ -1076,3 +1076,76 @@ async fn a_lobby_guest_comes_back_with_the_pass() {
         "the pass outlived the meeting"
     );
 }
+
+/// Raised hands: everyone sees them with the time they went up (the order of requests to
+/// speak); raising twice keeps the place; a participant lowers only their own, a moderator
+/// anyone's.
+#[tokio::test]
+async fn raised_hands_are_shown_in_order_and_lowered_by_moderators() {
+    let s = setup().await;
+    let (mut olga, mut gina, gina_id) = olga_and_gina(&s).await;
+    let mut hans = Client::connect(&s.srv, None).await;
+    let hans_id = joined_id(&hans.join(&s.meeting, Some(&s.hans), None).await);
+    let hand = |m: &ServerMsg, id: &str| match m {
+        ServerMsg::ParticipantUpdated { participant } if participant.id == id => {
+            Some(participant.hand_raised_at)
+        }
+        _ => None,
+    };
+
+    gina.send(&ClientMsg::RaiseHand { raised: true }).await;
+    let m = olga.until(|m| hand(m, &gina_id).is_some()).await;
+    let gina_at = hand(&m, &gina_id).flatten().expect("Gina's hand is up");
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    hans.send(&ClientMsg::RaiseHand { raised: true }).await;
+    let m = olga.until(|m| hand(m, &hans_id).is_some()).await;
+    let hans_at = hand(&m, &hans_id).flatten().expect("Hans's hand is up");
+    assert!(gina_at < hans_at, "the order of the hands is lost");
+    // Raising again keeps Gina's place (no update goes out); Hans sees the same as Olga.
+    gina.send(&ClientMsg::RaiseHand { raised: true }).await;
+    let m = hans.until(|m| hand(m, &hans_id).is_some()).await;
+    assert_eq!(hand(&m, &hans_id), Some(Some(hans_at)));
+
+    // Hans cannot lower Gina's hand; a moderator can.
+    hans.send(&ClientMsg::LowerHand {
+        participant_id: gina_id.clone(),
+    })
+    .await;
+    assert!(matches!(
+        hans.until(|m| matches!(m, ServerMsg::Error { .. })).await,
+        ServerMsg::Error {
+            code: ErrorCode::Forbidden,
+            ..
+        }
+    ));
+    olga.send(&ClientMsg::LowerHand {
+        participant_id: gina_id.clone(),
+    })
+    .await;
+    // The next change of Gina's hand Olga sees is this one: raising again sent nothing.
+    let m = olga.until(|m| hand(m, &gina_id).is_some()).await;
+    assert_eq!(
+        hand(&m, &gina_id),
+        Some(None),
+        "raising again moved the hand"
+    );
+    gina.until(|m| hand(m, &gina_id) == Some(None)).await;
+    // Hans lowers his own.
+    hans.send(&ClientMsg::RaiseHand { raised: false }).await;
+    olga.until(|m| hand(m, &hans_id) == Some(None)).await;
+    // Lowering someone not in the meeting is an error, and the meeting carries on.
+    olga.send(&ClientMsg::LowerHand {
+        participant_id: "p999".into(),
+    })
+    .await;
+    assert!(matches!(
+        olga.until(|m| matches!(m, ServerMsg::Error { .. })).await,
+        ServerMsg::Error {
+            code: ErrorCode::NotFound,
+            ..
+        }
+    ));
+    gina.send(&ClientMsg::RaiseHand { raised: true }).await;
+    let m = olga.until(|m| hand(m, &gina_id).is_some()).await;
+    assert!(hand(&m, &gina_id).flatten().expect("up again") > hans_at);
+}

@@ -532,6 +532,16 @@ export class MeetingController {
     this.send({ type: 'mute', participant_id: participantId, muted });
   }
 
+  /** Raise or lower the own hand (a request to speak). */
+  raiseHand(raised: boolean): void {
+    this.send({ type: 'raise_hand', raised });
+  }
+
+  /** Moderator: lower someone's raised hand. */
+  lowerHand(participantId: string): void {
+    this.send({ type: 'lower_hand', participant_id: participantId });
+  }
+
   setModerator(participantId: string, moderator: boolean): void {
     this.send({ type: 'set_moderator', participant_id: participantId, moderator });
   }

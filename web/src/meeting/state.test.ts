@@ -12,6 +12,7 @@ const alice: Participant = {
   muted_by_moderator: false,
   video_muted: false,
   screen_sharing: false,
+  hand_raised_at: null,
   leaf: null,
 };
 const bob: Participant = {

@@ -18,6 +18,11 @@ audio_muted: boolean,
  */
 muted_by_moderator: boolean, video_muted: boolean, screen_sharing: boolean, 
 /**
+ * The participant raised their hand to speak, at this time (milliseconds since the Unix
+ * epoch, the server's clock: earlier hands come first); `null` when the hand is down.
+ */
+hand_raised_at: number | null, 
+/**
  * The MLS leaf index this participant's client says it holds in the meeting's group
  * (`null` until it is a member). A claim relayed by the server: clients check it against
  * the group's own roster and flag any mismatch.
@@ -85,7 +90,7 @@ export type ClientMsg = { "type": "join", meeting_id: string, invite_token: stri
  * The pass from an earlier `joined` of this browser tab (a guest admitted from the
  * lobby): brings the guest back in without the lobby while it is valid. May be left out.
  */
-rejoin_token: string | null, } | { "type": "offer", sdp: string, sources: Array<SendSource>, } | { "type": "media_state", audio_muted: boolean, video_muted: boolean, screen_sharing: boolean, } | { "type": "admit", participant_id: string, } | { "type": "deny", participant_id: string, } | { "type": "remove", participant_id: string, } | { "type": "lock", locked: boolean, } | { "type": "mute", participant_id: string, muted: boolean, } | { "type": "set_moderator", participant_id: string, moderator: boolean, } | { "type": "end_meeting" } | { "type": "leave" } | { "type": "ping" } | { "type": "mls_key_package", key_package: string, 
+rejoin_token: string | null, } | { "type": "offer", sdp: string, sources: Array<SendSource>, } | { "type": "media_state", audio_muted: boolean, video_muted: boolean, screen_sharing: boolean, } | { "type": "admit", participant_id: string, } | { "type": "deny", participant_id: string, } | { "type": "remove", participant_id: string, } | { "type": "lock", locked: boolean, } | { "type": "mute", participant_id: string, muted: boolean, } | { "type": "set_moderator", participant_id: string, moderator: boolean, } | { "type": "raise_hand", raised: boolean, } | { "type": "lower_hand", participant_id: string, } | { "type": "end_meeting" } | { "type": "leave" } | { "type": "ping" } | { "type": "mls_key_package", key_package: string, 
 /**
  * A guest coming back after a broken connection: the previous device key's signature
  * over the new one, so that the moderator who admitted them can add them again without

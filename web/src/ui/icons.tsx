@@ -16,6 +16,12 @@ const base = (props: P) => ({
   ...props,
 });
 
+export const HandIcon = (p: P) => (
+  <svg {...base(p)}>
+    <path d="M8 13V5.5a1.5 1.5 0 0 1 3 0V11M11 10V4.5a1.5 1.5 0 0 1 3 0V11M14 10.5V6a1.5 1.5 0 0 1 3 0v7" />
+    <path d="M8 12.5 6.6 11a1.6 1.6 0 0 0-2.3 2.2L8 17.5A6 6 0 0 0 12.4 21H13a4 4 0 0 0 4-4v-4" />
+  </svg>
+);
 export const MicIcon = (p: P) => (
   <svg {...base(p)}>
     <rect x="9" y="3" width="6" height="11" rx="3" />

@@ -4,7 +4,7 @@ import type { MeetingController } from '../../meeting/controller';
 import type { E2eeStatus, OutsiderView, RosterView } from '../../e2ee/types';
 import { flagText } from './E2ee';
 import { useT, type Translate } from '../../i18n';
-import { MicIcon, MicOffIcon, CamIcon, CamOffIcon, LockIcon, UnlockIcon, ScreenIcon } from '../icons';
+import { MicIcon, MicOffIcon, CamIcon, CamOffIcon, LockIcon, UnlockIcon, ScreenIcon, HandIcon } from '../icons';
 import { KindBadge } from './Tile';
 
 export function joinMethodText(t: Translate, m: JoinMethod): string {
@@ -45,6 +45,50 @@ function ConfirmCancel({ onClick }: { onClick(): void }) {
     <button type="button" className="btn ghost small" onClick={onClick}>
       {t('common.cancel')}
     </button>
+  );
+}
+
+/** Raised hands, earliest first: the order of requests to speak. */
+export function raisedHands(participants: Participant[]): Participant[] {
+  return participants
+    .filter((p) => p.hand_raised_at !== null)
+    .sort((a, b) => (a.hand_raised_at ?? 0) - (b.hand_raised_at ?? 0) || a.id.localeCompare(b.id));
+}
+
+function HandsSection({
+  controller,
+  participants,
+  selfId,
+  isModerator,
+}: {
+  controller: MeetingController;
+  participants: Participant[];
+  selfId: string | null;
+  isModerator: boolean;
+}) {
+  const t = useT();
+  const hands = raisedHands(participants);
+  if (hands.length === 0) return null;
+  return (
+    <section className="panel-section" aria-labelledby="hands-h" data-testid="hands-section">
+      <h3 id="hands-h">
+        <HandIcon width={18} height={18} /> {t('hands.title', { n: hands.length })}
+      </h3>
+      <ol className="hand-list">
+        {hands.map((p, i) => (
+          <li key={p.id} className="hand-entry" data-testid="hand-entry" data-participant-id={p.id} data-name={p.display_name} data-position={i + 1}>
+            <span>
+              {i + 1}. {p.id === selfId ? t('room.youSuffix', { name: p.display_name }) : p.display_name}
+            </span>
+            {isModerator && (
+              <button type="button" className="btn secondary tiny" onClick={() => controller.lowerHand(p.id)} data-testid="lower-hand-button">
+                {t('hands.lower')}
+              </button>
+            )}
+          </li>
+        ))}
+      </ol>
+    </section>
   );
 }
 
@@ -112,6 +156,8 @@ export function PeoplePanel({
         </section>
       )}
 
+      <HandsSection controller={controller} participants={participants} selfId={selfId} isModerator={isModerator} />
+
       <section className="panel-section" aria-labelledby="people-h">
         <h3 id="people-h">{t('people.title', { n: count })}</h3>
         {!fromRoster && <p className="notice info small" data-testid="list-from-server">{t('e2ee.listFromServer')}</p>}
@@ -145,6 +191,7 @@ export function PeoplePanel({
                   </div>
                   {p && (
                     <span className="state-icons">
+                      {p.hand_raised_at !== null && <HandIcon width={16} height={16} className="hand-icon" aria-label={t('hands.raised')} />}
                       {p.screen_sharing && <ScreenIcon width={16} height={16} aria-label={t('room.screen')} />}
                       {p.audio_muted ? <MicOffIcon width={16} height={16} className="muted-icon" /> : <MicIcon width={16} height={16} />}
                       {p.video_muted ? <CamOffIcon width={16} height={16} className="muted-icon" /> : <CamIcon width={16} height={16} />}

@@ -8,6 +8,7 @@ import { LangSwitch } from '../Shell';
 import { ProfileBadge } from '../pages/MeetingsPage';
 import {
   BellIcon,
+  HandIcon,
   CamIcon,
   CamOffIcon,
   ChatIcon,
@@ -123,6 +124,7 @@ export function Room({ controller, snap }: { controller: MeetingController; snap
   const hasStage = screens.length > 0 || (local.screenSharing && local.screenTrack);
   const shape = gridShape(tiles.length);
   const micLocked = !!self?.muted_by_moderator;
+  const handUp = self?.hand_raised_at != null;
 
   const toggle = (p: Panel) => setPanel((cur) => (cur === p ? null : p));
 
@@ -239,6 +241,16 @@ export function Room({ controller, snap }: { controller: MeetingController; snap
             pressed={!local.videoMuted}
           >
             {local.videoMuted ? <CamOffIcon /> : <CamIcon />}
+          </ToolButton>
+          <ToolButton
+            label={handUp ? t('hands.lowerOwn') : t('hands.raise')}
+            short={t('hands.short')}
+            active={handUp}
+            onClick={() => controller.raiseHand(!handUp)}
+            testId="hand-toggle"
+            pressed={handUp}
+          >
+            <HandIcon />
           </ToolButton>
           <ToolButton
             label={local.screenSharing ? t('room.screenStop') : t('room.screen')}

@@ -1,6 +1,6 @@
 import type { Participant } from '../../signaling/protocol';
 import { useT } from '../../i18n';
-import { CamOffIcon, MicIcon, MicOffIcon } from '../icons';
+import { CamOffIcon, HandIcon, MicIcon, MicOffIcon } from '../icons';
 import { AudioSink, VideoView } from './media';
 
 function initials(name: string): string {
@@ -57,6 +57,12 @@ export function Tile({
       )}
       {!isSelf && audio && <AudioSink track={audio} />}
       <figcaption className="nameplate">
+        {participant.hand_raised_at !== null && (
+          <span className="state-icon hand-icon" title={t('hands.raised')} data-testid="tile-hand">
+            <HandIcon width={16} height={16} />
+            <span className="sr-only">{t('hands.raised')}</span>
+          </span>
+        )}
         <span className={`state-icon${participant.audio_muted ? ' muted' : ''}`} title={participant.audio_muted ? t('room.muted') : t('room.mic')}>
           {participant.audio_muted ? <MicOffIcon width={16} height={16} /> : <MicIcon width={16} height={16} />}
           <span className="sr-only">{participant.audio_muted ? t('room.muted') : ''}</span>
