@@ -201,8 +201,9 @@ test('raised hands: everyone sees them in the order they went up, and the organi
   await expect(a.locator(`[data-testid="hand-entry"][data-participant-id="${erika.id}"]`)).toHaveAttribute('data-position', '1');
   await handOf(jonas.page).click();
   await expect(a.locator(`[data-testid="hand-entry"][data-participant-id="${jonas.id}"]`)).toHaveAttribute('data-position', '2');
-  // On the stage too, for the one who chairs.
+  // On the stage too, for the one who chairs, with the count in the header.
   await expect(a.locator(`[data-testid="video-tile"][data-participant-id="${erika.id}"] [data-testid="tile-hand"]`)).toBeVisible();
+  await expect(a.getByTestId('hands-indicator')).toHaveText('2');
   // Jonas sees the same order but cannot lower anyone's hand.
   await openPanel(jonas.page, 'people');
   await expect(jonas.page.getByTestId('hand-entry')).toHaveCount(2);
@@ -218,6 +219,7 @@ test('raised hands: everyone sees them in the order they went up, and the organi
   await handOf(jonas.page).click();
   await expect(handOf(jonas.page)).toHaveAttribute('aria-pressed', 'false');
   await expect(a.getByTestId('hands-section')).toHaveCount(0);
+  await expect(a.getByTestId('hands-indicator')).toHaveCount(0);
 });
 
 test('a guest whose connection breaks gets back in by themselves, with the chat kept', async ({ browser, server }) => {

@@ -125,6 +125,7 @@ export function Room({ controller, snap }: { controller: MeetingController; snap
   const shape = gridShape(tiles.length);
   const micLocked = !!self?.muted_by_moderator;
   const handUp = self?.hand_raised_at != null;
+  const hands = room.participants.filter((p) => p.hand_raised_at !== null).length;
 
   const toggle = (p: Panel) => setPanel((cur) => (cur === p ? null : p));
 
@@ -142,6 +143,17 @@ export function Room({ controller, snap }: { controller: MeetingController; snap
           )}
         </div>
         <div className="room-top-right">
+          {hands > 0 && (
+            <button
+              type="button"
+              className="badge hands-badge"
+              onClick={() => setPanel('people')}
+              data-testid="hands-indicator"
+              title={t('hands.title', { n: hands })}
+            >
+              <HandIcon width={14} height={14} /> {hands}
+            </button>
+          )}
           <span className="count">
             {room.participants.length === 1 ? t('room.participantsOne') : t('room.participantsCount', { n: room.participants.length })}
           </span>
