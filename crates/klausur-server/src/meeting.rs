@@ -159,6 +159,7 @@ impl Registry {
             locked: false,
             had_members: false,
             muted: HashSet::new(),
+            hands: HashMap::new(),
             next_peer: 1,
             members: BTreeMap::new(),
             lobby: BTreeMap::new(),
@@ -228,6 +229,9 @@ struct Actor {
     /// reconnect, a reload, or a restart of the server: they are stored), until a moderator
     /// lifts it or the meeting empties.
     muted: HashSet<BanSubject>,
+    /// Raised hands of people whose connection went (broke, or was replaced by their new one):
+    /// they keep their place in the order when they come back. Not stored.
+    hands: HashMap<Seat, u64>,
     next_peer: PeerId,
     members: BTreeMap<PeerId, Member>,
     lobby: BTreeMap<PeerId, Waiting>,
@@ -253,7 +257,7 @@ pub fn parse_participant_id(id: &str) -> Option<PeerId> {
 }
 
 /// What makes two joins the same person's.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
 enum Seat {
     Subject(BanSubject),
     Pass(i64),
@@ -409,6 +413,7 @@ impl Actor {
             }
             MeetingCmd::Msg { peer, msg } => self.on_msg(peer, msg).await,
             MeetingCmd::Disconnected { peer } => {
+                self.keep_hand(peer);
                 // A guest's pass gives them a short while to come back.
                 if let Some(pass) = self.standing_of(peer).and_then(|s| s.pass.clone()) {
                     self.set_pass_expiry(pass.id, PASS_GRACE).await;
@@ -656,10 +661,20 @@ impl Actor {
         }
     }
 
+    /// Remembers `peer`'s raised hand for their seat, as their connection goes.
+    fn keep_hand(&mut self, peer: PeerId) {
+        if let Some(m) = self.members.get(&peer) {
+            if let (Some(seat), Some(at)) = (Seat::of(&m.standing), m.info.hand_raised_at) {
+                self.hands.insert(seat, at);
+            }
+        }
+    }
+
     /// Ends the connections a new join of the same person replaces (a reload, a second tab, a
     /// reconnect the server had not noticed yet).
     fn replace(&mut self, old: Vec<PeerId>) {
         for p in old {
+            self.keep_hand(p);
             self.to_peer(
                 p,
                 ServerMsg::Ended {
@@ -715,7 +730,7 @@ impl Actor {
             muted_by_moderator: muted,
             video_muted: false,
             screen_sharing: false,
-            hand_raised_at: None,
+            hand_raised_at: Seat::of(&standing).and_then(|s| self.hands.remove(&s)),
             leaf: None,
         };
         let mut participants: Vec<Participant> =

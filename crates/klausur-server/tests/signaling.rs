@@ -1147,5 +1147,24 @@ async fn raised_hands_are_shown_in_order_and_lowered_by_moderators() {
     ));
     gina.send(&ClientMsg::RaiseHand { raised: true }).await;
     let m = olga.until(|m| hand(m, &gina_id).is_some()).await;
-    assert!(hand(&m, &gina_id).flatten().expect("up again") > hans_at);
+    let again = hand(&m, &gina_id).flatten().expect("up again");
+    assert!(again > hans_at);
+
+    // Her connection breaks: she comes back with her hand still up, in the same place.
+    drop(gina);
+    olga.until(|m| matches!(m, ServerMsg::ParticipantLeft { participant_id, .. } if *participant_id == gina_id))
+        .await;
+    let mut gina = Client::connect(&s.srv, None).await;
+    let me = own(&gina.join(&s.meeting, Some(&s.gina), None).await);
+    assert_eq!(
+        me.hand_raised_at,
+        Some(again),
+        "the reconnect lost her place"
+    );
+    // Leaving on purpose takes the hand down for good.
+    gina.send(&ClientMsg::Leave).await;
+    drop(gina);
+    let mut gina = Client::connect(&s.srv, None).await;
+    let me = own(&gina.join(&s.meeting, Some(&s.gina), None).await);
+    assert_eq!(me.hand_raised_at, None, "the hand outlived leaving");
 }
