@@ -415,8 +415,8 @@ impl Actor {
             MeetingCmd::Disconnected { peer } => {
                 self.keep_hand(peer);
                 // A guest's pass gives them a short while to come back.
-                if let Some(pass) = self.standing_of(peer).and_then(|s| s.pass.clone()) {
-                    self.set_pass_expiry(pass.id, PASS_GRACE).await;
+                if let Some(pass) = self.pass_of(peer) {
+                    self.set_pass_expiry(pass, PASS_GRACE).await;
                 }
                 self.leave(peer, LeaveReason::Disconnected);
                 Flow::Continue
@@ -611,11 +611,11 @@ impl Actor {
         }
     }
 
-    /// Deletes a guest pass: its holder left on purpose or was removed.
-    async fn delete_pass(&self, standing: &Standing) {
-        if let Some(pass) = &standing.pass {
-            if let Err(e) = self.store.delete_guest_pass(pass.id).await {
-                tracing::warn!(meeting = %self.seed.id, pass = pass.id, "guest pass not deleted: {e}");
+    /// Deletes `peer`'s guest pass, if they hold one: they left on purpose or were removed.
+    async fn delete_pass(&self, peer: PeerId) {
+        if let Some(pass) = self.pass_of(peer) {
+            if let Err(e) = self.store.delete_guest_pass(pass).await {
+                tracing::warn!(meeting = %self.seed.id, pass, "guest pass not deleted: {e}");
             }
         }
     }
@@ -628,12 +628,13 @@ impl Actor {
             .map(|(p, _)| *p)
     }
 
-    /// The standing of a participant in the meeting or the lobby.
-    fn standing_of(&self, peer: PeerId) -> Option<&Standing> {
+    /// The id of the guest pass of a participant in the meeting or the lobby.
+    fn pass_of(&self, peer: PeerId) -> Option<i64> {
         self.members
             .get(&peer)
             .map(|m| &m.standing)
             .or_else(|| self.lobby.get(&peer).map(|w| &w.standing))
+            .and_then(|s| s.pass.as_ref().map(|p| p.id))
     }
 
     /// A guest admitted from the lobby gets a pass back in (see `Store::create_guest_pass`).
@@ -947,9 +948,7 @@ impl Actor {
         if !joined {
             match msg {
                 ClientMsg::Leave => {
-                    if let Some(s) = self.lobby.get(&peer).map(|w| w.standing.clone()) {
-                        self.delete_pass(&s).await;
-                    }
+                    self.delete_pass(peer).await;
                     self.leave(peer, LeaveReason::Left)
                 }
                 ClientMsg::Ping => self.to_peer(peer, ServerMsg::Pong),
@@ -990,9 +989,7 @@ impl Actor {
             ClientMsg::Ping => self.to_peer(peer, ServerMsg::Pong),
             ClientMsg::Leave => {
                 // Leaving on purpose gives up the pass: coming back means the lobby again.
-                if let Some(s) = self.members.get(&peer).map(|m| m.standing.clone()) {
-                    self.delete_pass(&s).await;
-                }
+                self.delete_pass(peer).await;
                 self.leave(peer, LeaveReason::Left)
             }
             ClientMsg::Offer { sdp, sources } => {
@@ -1134,9 +1131,7 @@ impl Actor {
                     return Flow::Continue;
                 }
                 let by = self.display_name(peer);
-                if let Some(s) = self.members.get(&target).map(|m| m.standing.clone()) {
-                    self.delete_pass(&s).await;
-                }
+                self.delete_pass(target).await;
                 if let Some(m) = self.members.get(&target) {
                     if let Some(subject) = m.standing.ban_subject {
                         if let Err(e) = self

@@ -111,19 +111,13 @@ export class E2eeSession {
         case 'chat':
           if (!this.retired) this.opts.onChat(m.event);
           break;
-        case 'continuityProof': {
-          const done = this.waiting.get(m.req);
-          this.waiting.delete(m.req);
-          done?.(m.proof);
+        case 'continuityProof':
+          this.answer(m.req, m.proof);
           break;
-        }
         case 'diagnostics':
-        case 'testCapture': {
-          const done = this.waiting.get(m.req);
-          this.waiting.delete(m.req);
-          done?.(m.t === 'diagnostics' ? m.data : m.frames);
+        case 'testCapture':
+          this.answer(m.req, m.t === 'diagnostics' ? m.data : m.frames);
           break;
-        }
         case 'fatal':
           rejectKey(new Error(m.message));
           this.fail(`encryption worker failed: ${m.message}`);
@@ -295,6 +289,13 @@ export class E2eeSession {
       this.waiting.set(req, resolve as (v: unknown) => void);
       this.post(msg(req));
     });
+  }
+
+  /** The worker's answer to `request` number `req`. */
+  private answer(req: number, value: unknown): void {
+    const done = this.waiting.get(req);
+    this.waiting.delete(req);
+    done?.(value);
   }
 
   private post(msg: ToWorker): void {
