@@ -320,6 +320,9 @@ struct Peer {
     next_timeout: Instant,
     connected: bool,
     audio_forwarding: bool,
+    /// Whether others' video is forwarded to this peer (false: an audio-only participant such
+    /// as the dial-in gateway; it is neither asked for video slots nor given video).
+    receives_video: bool,
     opus_pt: Option<Pt>,
     vp8_pt: Option<Pt>,
     tracks: Vec<Track>,
@@ -506,6 +509,7 @@ impl Room {
                 next_timeout: now,
                 connected: false,
                 audio_forwarding: true,
+                receives_video: true,
                 opus_pt: None,
                 vp8_pt: None,
                 tracks: Vec::new(),
@@ -719,7 +723,10 @@ impl Room {
             }
         }
         for &(publisher, source, kind) in &published {
-            if publisher == peer || p.has_assigned(publisher, source) {
+            if publisher == peer
+                || p.has_assigned(publisher, source)
+                || (kind == MediaKind::Video && !p.receives_video)
+            {
                 continue;
             }
             if let Some(slot) = p
@@ -854,6 +861,15 @@ impl Room {
                 p.level_sum = 0;
                 p.level_count = 0;
             }
+        }
+    }
+
+    /// Whether others' video is forwarded to the peer (default true). An audio-only
+    /// participant (the dial-in gateway) is set to false before its first offer: it is then
+    /// neither asked for video receive slots nor given video.
+    pub fn set_receives_video(&mut self, peer: PeerId, enabled: bool) {
+        if let Some(p) = self.peers.get_mut(&peer) {
+            p.receives_video = enabled;
         }
     }
 
@@ -1200,7 +1216,7 @@ impl Room {
         let mut video = 0u32;
         let mut missing = false;
         for &(publisher, source, kind) in &published {
-            if publisher == peer {
+            if publisher == peer || (kind == MediaKind::Video && !q.receives_video) {
                 continue;
             }
             match kind {

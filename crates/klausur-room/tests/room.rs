@@ -273,6 +273,38 @@ fn removed_peer_is_renegotiated_away() {
         .any(|(_, e)| matches!(e, RoomEvent::Disconnected(_))));
 }
 
+/// An audio-only participant (the dial-in gateway) is neither asked for video slots nor given
+/// video, while it still hears and is heard; the others keep their video.
+#[test]
+fn an_audio_only_peer_gets_audio_and_no_video() {
+    let mut sim = meeting(RoomConfig::default(), &[1, 2]);
+    let since = sim.now;
+    sim.join_with(3, |room| room.set_receives_video(3, false));
+    let ok = sim.run_until(SETTLE, |s| {
+        s.all_connected()
+            && s.client(3).assignments.len() == 2
+            && [1, 2].iter().all(|&id| s.client(id).assignments.len() == 4)
+    });
+    assert!(ok, "the audio-only peer did not get both microphones");
+    sim.run_for(Duration::from_secs(2));
+    for tx in [1, 2] {
+        let c = sim.client(3);
+        assert!(c.received(tx, Source::Microphone) > 60, "3 hears {tx}");
+        assert_eq!(c.received(tx, Source::Camera), 0, "3 gets no video of {tx}");
+        assert!(sim.client(tx).received(3, Source::Microphone) > 60);
+    }
+    for e in sim.room_events_since(since) {
+        if let RoomEvent::Renegotiate { peer: 3, video, .. } = e {
+            assert_eq!(video, 0, "the audio-only peer was asked for video slots");
+        }
+    }
+    assert!(
+        sim.client(3).recv_video.is_empty(),
+        "no video receive slots were negotiated"
+    );
+    assert_clean(&sim);
+}
+
 /// A burst of RTP from one publisher, fed to the room as one receive batch, ticks each
 /// subscriber once; drained per datagram it ticks each subscriber per packet.
 fn ticks_for_burst(batch: bool) -> u64 {

@@ -379,10 +379,16 @@ impl Sim {
     /// Adds a client and runs the initial offer/answer (sendonly audio + video, and recvonly
     /// transceivers for what the room currently publishes).
     pub fn join(&mut self, id: PeerId) {
+        self.join_with(id, |_| {});
+    }
+
+    /// Joins `id`, letting `setup` configure the room's peer before its first offer.
+    pub fn join_with(&mut self, id: PeerId, setup: impl FnOnce(&mut Room)) {
         let ufrag = self
             .room
             .add_peer(self.now, id, &[room_addr()])
             .expect("add_peer");
+        setup(&mut self.room);
         self.ufrag_to_peer.insert(ufrag, id);
         self.clients.push(Client::new(self.now, id));
         self.drain_room();
