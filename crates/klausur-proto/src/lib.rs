@@ -44,6 +44,20 @@ pub enum ParticipantKind {
     InvitedGuest,
     /// A guest without invitation who was admitted from the lobby.
     Guest,
+    /// A telephone caller, present through the dial-in gateway: the gateway is the member of
+    /// the encrypted group; the call between the caller and the gateway is not end-to-end
+    /// encrypted (docs/dial-in.md).
+    PhoneGateway,
+}
+
+/// The telephone leg of a participant who dialled in (see [`ParticipantKind::PhoneGateway`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+#[serde(deny_unknown_fields)]
+pub struct PhoneLeg {
+    /// The last four digits of the caller's number as the telephone network gave it (the
+    /// network's word, not verified); `null` when the number was withheld. Never more digits.
+    pub number_suffix: Option<String>,
 }
 
 /// How a participant came into the meeting. Shown to everyone.
@@ -104,6 +118,9 @@ pub struct Participant {
     /// (`null` until it is a member). A claim relayed by the server: clients check it against
     /// the group's own roster and flag any mismatch.
     pub leaf: Option<u32>,
+    /// Set for a telephone caller (kind `phone_gateway`): the call's leg, shown with a phone
+    /// badge and a banner that this leg is not end-to-end encrypted.
+    pub phone: Option<PhoneLeg>,
 }
 
 /// Someone waiting in the lobby, as moderators see them.
@@ -119,6 +136,8 @@ pub struct LobbyEntry {
     /// Why they wait: `"profile"` (the profile does not admit them directly), `"locked"`
     /// (the meeting is locked), `"removed"` (a moderator removed them earlier).
     pub reason: LobbyReason,
+    /// Set for a telephone caller waiting in the lobby.
+    pub phone: Option<PhoneLeg>,
 }
 
 /// Why someone waits in the lobby.
@@ -154,6 +173,9 @@ pub struct MeetingInfo {
     pub organiser: String,
     pub profile: SecurityProfile,
     pub locked: bool,
+    /// Telephone callers can join this meeting: it has a dial-in number and its profile allows
+    /// dial-in (the strict profile never does). Shown in the security panel.
+    pub dial_in: bool,
 }
 
 /// A remote track the server forwards to this client on the transceiver with `mid`.
@@ -217,6 +239,10 @@ pub enum ClientMsg {
         /// The pass from an earlier `joined` of this browser tab (a guest admitted from the
         /// lobby): brings the guest back in without the lobby while it is valid. May be left out.
         rejoin_token: Option<String>,
+        /// The dial-in gateway joining for a telephone caller: the ticket the server gave the
+        /// gateway for the caller's meeting number and PIN (`POST /api/dialin/calls`). The
+        /// participant is the invitee of that PIN, of kind `phone_gateway`. May be left out.
+        dial_in_ticket: Option<String>,
     },
     /// An SDP offer from the browser's peer connection. The browser is always the offerer.
     Offer {
@@ -665,6 +691,7 @@ mod tests {
                 invite_token: None,
                 display_name: Some("Ada".into()),
                 rejoin_token: None,
+                dial_in_ticket: None,
             }
         );
         assert_eq!(m.type_name(), "join");
@@ -725,6 +752,7 @@ mod tests {
                 invite_token: None,
                 display_name: None,
                 rejoin_token: Some("t".into()),
+                dial_in_ticket: None,
             },
             ClientMsg::Offer {
                 sdp: "v=0".into(),
@@ -822,6 +850,7 @@ mod doc_tests {
                     organiser: String::new(),
                     profile: SecurityProfile::Strict,
                     locked: false,
+                    dial_in: false,
                 },
                 participants: vec![],
                 lobby: vec![],

@@ -13,6 +13,7 @@ fn generate() -> String {
     );
     let decls = [
         ParticipantKind::decl(&cfg),
+        PhoneLeg::decl(&cfg),
         JoinMethod::decl(&cfg),
         Role::decl(&cfg),
         Source::decl(&cfg),

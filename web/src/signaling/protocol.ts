@@ -1,6 +1,13 @@
 // Generated from crates/klausur-proto by `make proto-ts`. Do not edit by hand.
 
-export type ParticipantKind = "staff" | "invited_guest" | "guest";
+export type ParticipantKind = "staff" | "invited_guest" | "guest" | "phone_gateway";
+
+export type PhoneLeg = { 
+/**
+ * The last four digits of the caller's number as the telephone network gave it (the
+ * network's word, not verified); `null` when the number was withheld. Never more digits.
+ */
+number_suffix: string | null, };
 
 export type JoinMethod = { "method": "staff_login" } | { "method": "invitation", invitee: string, invited_by: string, } | { "method": "lobby", admitted_by: string, };
 
@@ -27,7 +34,12 @@ hand_raised_at: number | null,
  * (`null` until it is a member). A claim relayed by the server: clients check it against
  * the group's own roster and flag any mismatch.
  */
-leaf: number | null, };
+leaf: number | null, 
+/**
+ * Set for a telephone caller (kind `phone_gateway`): the call's leg, shown with a phone
+ * badge and a banner that this leg is not end-to-end encrypted.
+ */
+phone: PhoneLeg | null, };
 
 export type LobbyReason = "profile" | "locked" | "removed";
 
@@ -40,11 +52,20 @@ invitation: string | null,
  * Why they wait: `"profile"` (the profile does not admit them directly), `"locked"`
  * (the meeting is locked), `"removed"` (a moderator removed them earlier).
  */
-reason: LobbyReason, };
+reason: LobbyReason, 
+/**
+ * Set for a telephone caller waiting in the lobby.
+ */
+phone: PhoneLeg | null, };
 
 export type SecurityProfile = "strict" | "internal";
 
-export type MeetingInfo = { id: string, title: string, organiser: string, profile: SecurityProfile, locked: boolean, };
+export type MeetingInfo = { id: string, title: string, organiser: string, profile: SecurityProfile, locked: boolean, 
+/**
+ * Telephone callers can join this meeting: it has a dial-in number and its profile allows
+ * dial-in (the strict profile never does). Shown in the security panel.
+ */
+dial_in: boolean, };
 
 export type TrackAssignment = { mid: string, participant_id: string, source: Source, };
 
@@ -90,7 +111,13 @@ export type ClientMsg = { "type": "join", meeting_id: string, invite_token: stri
  * The pass from an earlier `joined` of this browser tab (a guest admitted from the
  * lobby): brings the guest back in without the lobby while it is valid. May be left out.
  */
-rejoin_token: string | null, } | { "type": "offer", sdp: string, sources: Array<SendSource>, } | { "type": "media_state", audio_muted: boolean, video_muted: boolean, screen_sharing: boolean, } | { "type": "admit", participant_id: string, } | { "type": "deny", participant_id: string, } | { "type": "remove", participant_id: string, } | { "type": "lock", locked: boolean, } | { "type": "mute", participant_id: string, muted: boolean, } | { "type": "set_moderator", participant_id: string, moderator: boolean, } | { "type": "raise_hand", raised: boolean, } | { "type": "lower_hand", participant_id: string, } | { "type": "end_meeting" } | { "type": "leave" } | { "type": "ping" } | { "type": "mls_key_package", key_package: string, 
+rejoin_token: string | null, 
+/**
+ * The dial-in gateway joining for a telephone caller: the ticket the server gave the
+ * gateway for the caller's meeting number and PIN (`POST /api/dialin/calls`). The
+ * participant is the invitee of that PIN, of kind `phone_gateway`. May be left out.
+ */
+dial_in_ticket: string | null, } | { "type": "offer", sdp: string, sources: Array<SendSource>, } | { "type": "media_state", audio_muted: boolean, video_muted: boolean, screen_sharing: boolean, } | { "type": "admit", participant_id: string, } | { "type": "deny", participant_id: string, } | { "type": "remove", participant_id: string, } | { "type": "lock", locked: boolean, } | { "type": "mute", participant_id: string, muted: boolean, } | { "type": "set_moderator", participant_id: string, moderator: boolean, } | { "type": "raise_hand", raised: boolean, } | { "type": "lower_hand", participant_id: string, } | { "type": "end_meeting" } | { "type": "leave" } | { "type": "ping" } | { "type": "mls_key_package", key_package: string, 
 /**
  * A guest coming back after a broken connection: the previous device key's signature
  * over the new one, so that the moderator who admitted them can add them again without
