@@ -122,7 +122,7 @@ pub struct Member {
     provider: OpenMlsRustCrypto,
     signer: DeviceSigner,
     own: SignedCredential,
-    verifier: Box<dyn CredentialVerifier>,
+    verifier: Box<dyn CredentialVerifier + Send>,
     group: Option<MlsGroup>,
     frames: FrameCrypto,
     last_own_leaf_update: Option<Duration>,
@@ -173,7 +173,7 @@ impl Member {
     pub fn new(
         credential: SignedCredential,
         signing_key: SigningKey,
-        verifier: impl CredentialVerifier + 'static,
+        verifier: impl CredentialVerifier + Send + 'static,
         config: MemberConfig,
     ) -> Result<Self, E2eeError> {
         if credential.credential.device_public_key != signing_key.verifying_key().to_bytes() {
