@@ -1,0 +1,471 @@
+//! The tokio driver of a [`Session`]: one task per participant that owns the WebSocket to
+//! `/api/ws`, the UDP socket of the media connection and the session's timers, fetches the
+//! device credential over HTTP, and talks to its owner through a [`ClientHandle`].
+//!
+//! The driver is thin: every decision is the session's. It does the I/O the session asks for
+//! ([`Output`]) and feeds it what arrives, with the time of arrival.
+//!
+//! Decrypted audio goes to an [`AudioSink`] (shared by the participants of one meeting in the
+//! dial-in gateway), and only for the participants its filter wants, so a frame that some
+//! other client of the same meeting already delivers is not decrypted twice.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
+use futures::{SinkExt, StreamExt};
+use klausur_e2ee::{CaVerifier, Member, MemberConfig, SignedCredential, SigningKey, VerifyingKey};
+use klausur_proto::ServerMsg;
+use rand::RngCore;
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::session::{Event, JoinAs, Now, Output, Session, SessionConfig};
+
+/// How long connecting and joining may take before the client gives up.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+/// Keep-alive `ping` towards the server (the browser sends one every 20 s).
+const PING_EVERY: Duration = Duration::from_secs(20);
+
+/// Which participants' audio a client decrypts and delivers.
+pub type AudioFilter = Arc<dyn Fn(&str) -> bool + Send + Sync>;
+
+/// A decrypted audio frame for the owner.
+#[derive(Debug, Clone)]
+pub struct AudioFrame {
+    /// Which client received it ([`ClientOptions::client_id`]).
+    pub client_id: u64,
+    pub participant_id: String,
+    pub rtp_time: u64,
+    pub arrived: Instant,
+    pub opus: Vec<u8>,
+}
+
+/// Where decrypted audio goes.
+#[derive(Clone)]
+pub struct AudioSink {
+    pub tx: mpsc::Sender<AudioFrame>,
+    /// Decrypt and deliver only the audio of participants for which this returns true.
+    pub filter: AudioFilter,
+}
+
+/// How a client connects.
+#[derive(Clone)]
+pub struct ClientOptions {
+    /// The server's base URL, `http://host:port` or `https://host`.
+    pub server: String,
+    pub meeting_id: String,
+    pub join: JoinAs,
+    pub publish_audio: bool,
+    /// The address to bind the media socket to (an ephemeral port). An unspecified address
+    /// (`0.0.0.0`, `::`) means the local address of the route towards the server's host.
+    pub bind_ip: IpAddr,
+    /// A number the owner knows this client by (in [`AudioFrame::client_id`]).
+    pub client_id: u64,
+    pub audio: Option<AudioSink>,
+}
+
+/// What the owner hears about (besides audio, which goes to the [`AudioSink`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientEvent {
+    /// A session event (never [`Event::Audio`]).
+    Session(Event),
+    /// The client could not connect, join or keep its connection; it has stopped.
+    Failed(String),
+    /// The client has stopped (after [`Event::Ended`] or a failure).
+    Stopped,
+}
+
+enum Command {
+    Audio(Vec<u8>, u8),
+    SetMuted(bool),
+    RaiseHand(bool),
+    Leave,
+}
+
+/// The owner's side of a running client.
+pub struct ClientHandle {
+    cmds: mpsc::Sender<Command>,
+    /// Events, in order. The channel closes when the client has stopped.
+    pub events: mpsc::UnboundedReceiver<ClientEvent>,
+}
+
+impl ClientHandle {
+    /// Sends 20 ms of Opus as the microphone (dropped when the client is busy).
+    pub fn send_audio(&self, opus: Vec<u8>, level: u8) {
+        let _ = self.cmds.try_send(Command::Audio(opus, level));
+    }
+
+    /// Mutes or unmutes the own microphone.
+    pub fn set_muted(&self, muted: bool) {
+        let _ = self.cmds.try_send(Command::SetMuted(muted));
+    }
+
+    /// Raises or lowers the own hand.
+    pub fn raise_hand(&self, raised: bool) {
+        let _ = self.cmds.try_send(Command::RaiseHand(raised));
+    }
+
+    /// Leaves the meeting; the client stops.
+    pub fn leave(&self) {
+        let _ = self.cmds.try_send(Command::Leave);
+    }
+}
+
+/// The identity a credential is asked for.
+#[derive(Clone)]
+pub enum CredentialFor {
+    Invitation(String),
+    DialIn(String),
+    Guest { meeting_id: String, name: String },
+}
+
+/// Errors of the HTTP parts.
+#[derive(Debug, thiserror::Error)]
+pub enum DriverError {
+    #[error("cannot reach the server: {0}")]
+    Http(#[from] reqwest::Error),
+    #[error("the server refused: {0}")]
+    Refused(String),
+    #[error("the server's answer is not usable: {0}")]
+    BadAnswer(String),
+    #[error("WebSocket: {0}")]
+    Ws(#[from] tokio_tungstenite::tungstenite::Error),
+    #[error("media socket: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Session(#[from] crate::session::SessionError),
+}
+
+/// The wall-clock time since the Unix epoch.
+pub fn wall_now() -> Duration {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+}
+
+fn now() -> Now {
+    Now {
+        instant: Instant::now(),
+        wall: wall_now(),
+    }
+}
+
+/// A new device key, a credential for it from the server's identity CA, and the MLS member
+/// built from both (verifying others against the CA key the server named, which must also
+/// verify the own credential).
+pub async fn fetch_member(
+    http: &reqwest::Client,
+    server: &str,
+    who: &CredentialFor,
+) -> Result<Member, DriverError> {
+    let mut seed = zeroize::Zeroizing::new([0u8; 32]);
+    rand::rngs::OsRng.fill_bytes(seed.as_mut());
+    let key = SigningKey::from_bytes(&seed);
+    let device_key = hex::encode(key.verifying_key().to_bytes());
+    let body = match who {
+        CredentialFor::Invitation(t) => {
+            serde_json::json!({"device_key": device_key, "invite_token": t})
+        }
+        CredentialFor::DialIn(t) => {
+            serde_json::json!({"device_key": device_key, "dial_in_ticket": t})
+        }
+        CredentialFor::Guest { meeting_id, name } => serde_json::json!({
+            "device_key": device_key, "meeting_id": meeting_id, "display_name": name
+        }),
+    };
+    let credential = request_credential(http, server, &body).await?;
+    let ca = credential.1;
+    Member::new(
+        credential.0,
+        key,
+        CaVerifier { ca_public_key: ca },
+        MemberConfig::default(),
+    )
+    .map_err(|e| DriverError::BadAnswer(e.to_string()))
+}
+
+/// A renewed credential for the same device key (the same identity as before).
+pub async fn renew_credential(
+    http: &reqwest::Client,
+    server: &str,
+    who: &CredentialFor,
+    device_key: &[u8; 32],
+) -> Result<SignedCredential, DriverError> {
+    let device_key = hex::encode(device_key);
+    let body = match who {
+        CredentialFor::Invitation(t) => {
+            serde_json::json!({"device_key": device_key, "invite_token": t})
+        }
+        CredentialFor::DialIn(t) => {
+            serde_json::json!({"device_key": device_key, "dial_in_ticket": t})
+        }
+        CredentialFor::Guest { meeting_id, name } => serde_json::json!({
+            "device_key": device_key, "meeting_id": meeting_id, "display_name": name
+        }),
+    };
+    Ok(request_credential(http, server, &body).await?.0)
+}
+
+async fn request_credential(
+    http: &reqwest::Client,
+    server: &str,
+    body: &serde_json::Value,
+) -> Result<(SignedCredential, VerifyingKey), DriverError> {
+    let url = format!("{}/api/identity/credential", server.trim_end_matches('/'));
+    let resp = http.post(&url).json(body).send().await?;
+    let status = resp.status();
+    let value: serde_json::Value = resp.json().await.unwrap_or_default();
+    if !status.is_success() {
+        let msg = value["error"]["message"]
+            .as_str()
+            .unwrap_or("no reason given")
+            .to_string();
+        return Err(DriverError::Refused(format!("credential: {status}: {msg}")));
+    }
+    let cred = value["credential"]
+        .as_str()
+        .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
+        .and_then(|b| SignedCredential::from_bytes(&b).ok())
+        .ok_or_else(|| DriverError::BadAnswer("credential missing or malformed".into()))?;
+    let ca = value["ca_public_key"]
+        .as_str()
+        .and_then(|h| hex::decode(h).ok())
+        .and_then(|b| <[u8; 32]>::try_from(b.as_slice()).ok())
+        .and_then(|b| VerifyingKey::from_bytes(&b).ok())
+        .ok_or_else(|| DriverError::BadAnswer("CA key missing or malformed".into()))?;
+    // Only the signature: the validity window is on the CA's clock, which the group corrects
+    // for (a local clock a minute off must not refuse a fresh credential).
+    cred.verify(&ca, Duration::from_secs(cred.credential.not_before))
+        .map_err(|e| DriverError::BadAnswer(format!("own credential does not verify: {e}")))?;
+    Ok((cred, ca))
+}
+
+/// The local address the system would send from towards the server's host (nothing is sent).
+async fn route_source(server: &str) -> Result<IpAddr, DriverError> {
+    let url = reqwest::Url::parse(server).map_err(|e| DriverError::BadAnswer(e.to_string()))?;
+    let host = url
+        .host_str()
+        .ok_or_else(|| DriverError::BadAnswer("the server URL has no host".into()))?
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
+    let port = url.port_or_known_default().unwrap_or(443);
+    let target = tokio::net::lookup_host((host.as_str(), port))
+        .await?
+        .next()
+        .ok_or_else(|| DriverError::BadAnswer(format!("{host} has no address")))?;
+    let any: IpAddr = if target.is_ipv4() {
+        IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)
+    } else {
+        IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED)
+    };
+    let probe = UdpSocket::bind(SocketAddr::new(any, 0)).await?;
+    probe.connect(target).await?;
+    Ok(probe.local_addr()?.ip())
+}
+
+fn ws_url(server: &str) -> String {
+    let base = server.trim_end_matches('/');
+    let rest = base
+        .strip_prefix("https://")
+        .map(|r| format!("wss://{r}"))
+        .or_else(|| base.strip_prefix("http://").map(|r| format!("ws://{r}")))
+        .unwrap_or_else(|| base.to_string());
+    format!("{rest}/api/ws")
+}
+
+/// Starts a client task.
+pub fn spawn(opts: ClientOptions) -> ClientHandle {
+    let (cmd_tx, cmd_rx) = mpsc::channel(64);
+    let (ev_tx, ev_rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        if let Err(e) = run(opts, cmd_rx, &ev_tx).await {
+            let _ = ev_tx.send(ClientEvent::Failed(e.to_string()));
+        }
+        let _ = ev_tx.send(ClientEvent::Stopped);
+    });
+    ClientHandle {
+        cmds: cmd_tx,
+        events: ev_rx,
+    }
+}
+
+fn credential_for(opts: &ClientOptions) -> CredentialFor {
+    match &opts.join {
+        JoinAs::Invitation(t) => CredentialFor::Invitation(t.clone()),
+        JoinAs::DialIn(t) => CredentialFor::DialIn(t.clone()),
+        JoinAs::Guest(name) => CredentialFor::Guest {
+            meeting_id: opts.meeting_id.clone(),
+            name: name.clone(),
+        },
+    }
+}
+
+async fn run(
+    opts: ClientOptions,
+    mut cmds: mpsc::Receiver<Command>,
+    events: &mpsc::UnboundedSender<ClientEvent>,
+) -> Result<(), DriverError> {
+    let http = reqwest::Client::builder()
+        .timeout(CONNECT_TIMEOUT)
+        .build()?;
+    let bind_ip = if opts.bind_ip.is_unspecified() {
+        route_source(&opts.server).await?
+    } else {
+        opts.bind_ip
+    };
+    let socket = UdpSocket::bind(SocketAddr::new(bind_ip, 0)).await?;
+    let local = socket.local_addr()?;
+    let (mut ws, _) = tokio::time::timeout(
+        CONNECT_TIMEOUT,
+        tokio_tungstenite::connect_async(ws_url(&opts.server)),
+    )
+    .await
+    .map_err(|_| {
+        DriverError::Refused("the server did not answer the WebSocket in time".into())
+    })??;
+    let mut session = Session::new(
+        SessionConfig {
+            meeting_id: opts.meeting_id.clone(),
+            join: opts.join.clone(),
+            local_addr: local,
+            publish_audio: opts.publish_audio,
+        },
+        now(),
+    )?;
+    if let Some(sink) = &opts.audio {
+        let filter = sink.filter.clone();
+        session.set_receive_filter(Box::new(move |pid| filter(pid)));
+    }
+    session.start(now());
+    let who = credential_for(&opts);
+    // The credential is fetched beside the loop so signaling and media keep going meanwhile.
+    let (member_tx, mut member_rx) = mpsc::channel::<(Duration, Result<Member, DriverError>)>(1);
+    let (renew_tx, mut renew_rx) = mpsc::channel::<Result<SignedCredential, DriverError>>(1);
+    let mut buf = vec![0u8; 2048];
+    let mut next_ping = tokio::time::Instant::now() + PING_EVERY;
+    let mut ended = false;
+    loop {
+        // Everything the session wants done.
+        while let Some(out) = session.poll_output() {
+            match out {
+                Output::Signal(msg) => {
+                    let text = serde_json::to_string(&msg)
+                        .map_err(|e| DriverError::BadAnswer(e.to_string()))?;
+                    ws.send(Message::Text(text.into())).await?;
+                }
+                Output::Transmit(t) => {
+                    if let Err(e) = socket.send_to(&t.contents, t.destination).await {
+                        tracing::debug!("media send failed: {e}");
+                    }
+                }
+                Output::Event(Event::Audio {
+                    participant_id,
+                    rtp_time,
+                    arrived,
+                    opus,
+                }) => {
+                    if let Some(sink) = &opts.audio {
+                        let _ = sink.tx.try_send(AudioFrame {
+                            client_id: opts.client_id,
+                            participant_id,
+                            rtp_time,
+                            arrived,
+                            opus,
+                        });
+                    }
+                }
+                Output::Event(e) => {
+                    match &e {
+                        Event::NeedCredential => {
+                            let (http, server, who, tx) = (
+                                http.clone(),
+                                opts.server.clone(),
+                                who.clone(),
+                                member_tx.clone(),
+                            );
+                            tokio::spawn(async move {
+                                let asked = wall_now();
+                                let m = fetch_member(&http, &server, &who).await;
+                                let _ = tx.send((asked, m)).await;
+                            });
+                        }
+                        Event::RenewCredential { device_key } => {
+                            let (http, server, who, tx, key) = (
+                                http.clone(),
+                                opts.server.clone(),
+                                who.clone(),
+                                renew_tx.clone(),
+                                *device_key,
+                            );
+                            tokio::spawn(async move {
+                                let _ = tx
+                                    .send(renew_credential(&http, &server, &who, &key).await)
+                                    .await;
+                            });
+                        }
+                        Event::Ended { .. } => ended = true,
+                        Event::Refused { .. }
+                            if *session.phase() == crate::session::Phase::Ended =>
+                        {
+                            ended = true
+                        }
+                        _ => {}
+                    }
+                    let _ = events.send(ClientEvent::Session(e));
+                }
+            }
+        }
+        if ended {
+            let _ = ws.close(None).await;
+            return Ok(());
+        }
+        let timeout = tokio::time::Instant::from_std(session.poll_timeout());
+        tokio::select! {
+            msg = ws.next() => match msg {
+                Some(Ok(Message::Text(text))) => {
+                    match serde_json::from_str::<ServerMsg>(text.as_str()) {
+                        Ok(msg) => session.handle_signal(msg, now()),
+                        Err(e) => tracing::debug!("unknown server message: {e}"),
+                    }
+                }
+                Some(Ok(Message::Close(_))) | None => {
+                    return Err(DriverError::Refused("the server closed the connection".into()));
+                }
+                Some(Ok(_)) => {}
+                Some(Err(e)) => return Err(e.into()),
+            },
+            r = socket.recv_from(&mut buf) => {
+                let (n, from) = r?;
+                let Some(bytes) = buf.get(..n) else { continue };
+                session.handle_datagram(from, local, bytes, now());
+            }
+            cmd = cmds.recv() => match cmd {
+                Some(Command::Audio(opus, level)) => session.send_audio(&opus, level, now()),
+                Some(Command::SetMuted(m)) => { session.set_muted(m, now()); }
+                Some(Command::RaiseHand(r)) => session.raise_hand(r, now()),
+                Some(Command::Leave) | None => session.leave(now()),
+            },
+            m = member_rx.recv() => match m {
+                Some((asked, Ok(member))) => session.start_group(member, asked, now()),
+                Some((_, Err(e))) => return Err(e),
+                None => {}
+            },
+            r = renew_rx.recv() => match r {
+                Some(Ok(cred)) => session.renew_credential(cred, now()),
+                Some(Err(e)) => tracing::warn!("credential renewal failed: {e}"),
+                None => {}
+            },
+            _ = tokio::time::sleep_until(next_ping) => {
+                next_ping += PING_EVERY;
+                let text = serde_json::to_string(&klausur_proto::ClientMsg::Ping)
+                    .map_err(|e| DriverError::BadAnswer(e.to_string()))?;
+                ws.send(Message::Text(text.into())).await?;
+            }
+            _ = tokio::time::sleep_until(timeout) => session.handle_timeout(now()),
+        }
+    }
+}
