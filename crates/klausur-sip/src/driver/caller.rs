@@ -1,0 +1,436 @@
+//! One answered call, from the voice menu to the end: the task that owns the call's RTP socket,
+//! its codec, jitter buffer and DTMF detection, the voice menu ([`Ivr`]) and its prompts, and
+//! once the caller is admitted the caller's meeting client (a [`klausur_client`] participant
+//! with its own device key and `phone_gateway` credential) and its place on the meeting's
+//! [`Bus`].
+//!
+//! Every 20 ms ([`TICK`]) the task
+//! - takes the next trunk frame from the jitter buffer (decoded, or concealed), looks for
+//!   in-band DTMF in it (G.711 legs until an RFC 4733 event is seen), and, once the caller is
+//!   in the meeting and not muted, encodes it as Opus (48 kHz) for the caller's client, which
+//!   encrypts it under the caller's own MLS member;
+//! - sends one frame to the trunk: the prompt that is playing, laid over the meeting mix
+//!   (lowered while a prompt plays), or the mix alone, or silence, so the leg never goes quiet.
+//!
+//! Everything decrypted stays in memory: nothing is recorded or written anywhere.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use klausur_client::driver::{self as client, ClientEvent, ClientHandle, ClientOptions};
+use klausur_client::session::{Event, JoinAs};
+use klausur_proto::EndReason as MeetingEnd;
+use rand::Rng as _;
+use tokio::sync::{mpsc, oneshot};
+
+use super::api::{CheckOutcome, DialInApi, Ticket};
+use super::bus::{Bus, Frame48};
+use super::sip::{ActiveCall, CallEvent, RtpPort};
+use super::Gateway;
+use crate::core::codec::{Negotiated, OpusEncoder, OpusSettings, TrunkDecoder, TrunkEncoder};
+use crate::core::dtmf::DtmfInput;
+use crate::core::ivr::{CheckResult, Input, Ivr, MeetingEvent, Output};
+use crate::core::jitter::{JitterBuffer, Pop};
+use crate::core::mixer::FRAME_SAMPLES;
+use crate::core::prompts::PromptPlayer;
+use crate::core::resample::{Downsampler, Upsampler, FRAME_8K};
+use crate::core::rtp;
+
+/// The call's clock.
+pub const TICK: Duration = Duration::from_millis(20);
+/// How much the meeting is lowered while a prompt plays over it (a factor of 1/4: -12 dB).
+const DUCK_SHIFT: u32 = 2;
+
+/// The meeting side of a call, once the caller was admitted.
+struct Meeting {
+    client: ClientHandle,
+    client_id: u64,
+    bus: Arc<Bus>,
+    mix: mpsc::Receiver<Frame48>,
+    encoder: OpusEncoder,
+    joined: bool,
+    over: bool,
+}
+
+/// What the call task needs from the gateway.
+pub(crate) struct CallSetup {
+    pub call: ActiveCall,
+    pub port: RtpPort,
+    pub negotiated: Negotiated,
+    pub caller: Option<String>,
+    pub source: SocketAddr,
+}
+
+/// The RFC 6464 audio level of a 48 kHz frame: 0 (loudest) to 127 (silence), in -dBov.
+pub fn audio_level(pcm: &[i16]) -> u8 {
+    if pcm.is_empty() {
+        return 127;
+    }
+    let sum: f64 = pcm.iter().map(|&s| f64::from(s) * f64::from(s)).sum();
+    let rms = (sum / pcm.len() as f64).sqrt() / 32768.0;
+    if rms <= 0.0 {
+        return 127;
+    }
+    let dbov = 20.0 * rms.log10();
+    (-dbov).clamp(0.0, 127.0) as u8
+}
+
+fn check_result(outcome: &Result<CheckOutcome, super::api::ApiError>) -> CheckResult {
+    match outcome {
+        Ok(CheckOutcome::Admit {
+            invitee,
+            meeting_title,
+            ..
+        }) => CheckResult::Admit {
+            invitee: invitee.clone(),
+            meeting_title: meeting_title.clone(),
+        },
+        Ok(CheckOutcome::Wrong) => CheckResult::Wrong,
+        Ok(CheckOutcome::NotAllowed) => CheckResult::NotAllowed,
+        Ok(CheckOutcome::NotYet) => CheckResult::NotYet,
+        Ok(CheckOutcome::Ended) => CheckResult::Ended,
+        Ok(CheckOutcome::Throttled) => CheckResult::Throttled,
+        Err(_) => CheckResult::Unreachable,
+    }
+}
+
+/// The meeting event a client event means for the voice menu, if any.
+fn meeting_event(e: &ClientEvent) -> Option<MeetingEvent> {
+    Some(match e {
+        ClientEvent::Session(Event::Lobby) => MeetingEvent::Lobby,
+        ClientEvent::Session(Event::Joined { .. }) => MeetingEvent::Joined,
+        ClientEvent::Session(Event::MutedByModerator(true)) => MeetingEvent::MutedByModerator,
+        ClientEvent::Session(Event::MutedByModerator(false)) => MeetingEvent::ModeratorMuteLifted,
+        ClientEvent::Session(Event::HandLowered) => MeetingEvent::HandLoweredByModerator,
+        ClientEvent::Session(Event::Ended { reason, .. }) => match reason {
+            Some(MeetingEnd::Removed) => MeetingEvent::Removed,
+            Some(MeetingEnd::Denied) => MeetingEvent::Denied,
+            Some(MeetingEnd::EndedByModerator) => MeetingEvent::Ended,
+            _ => MeetingEvent::ConnectionLost,
+        },
+        ClientEvent::Session(Event::Refused { .. }) => MeetingEvent::ConnectionLost,
+        ClientEvent::Session(Event::RemovedFromGroup) => MeetingEvent::ConnectionLost,
+        ClientEvent::Failed(_) | ClientEvent::Stopped => MeetingEvent::ConnectionLost,
+        _ => return None,
+    })
+}
+
+/// Runs one call to its end.
+pub(crate) async fn run(gw: Arc<Gateway>, setup: CallSetup) {
+    let CallSetup {
+        mut call,
+        port,
+        negotiated,
+        caller,
+        source,
+    } = setup;
+    let codec = negotiated.codec;
+    let (Ok(mut decoder), Ok(mut encoder), Ok(mut jitter)) = (
+        TrunkDecoder::new(codec),
+        TrunkEncoder::new(codec, OpusSettings::default()),
+        JitterBuffer::<Vec<u8>>::with_clock_rate(codec.clock_rate()),
+    ) else {
+        tracing::warn!("call {}: codec setup failed", gw.call_label(&caller));
+        let _ = call.hangup().await;
+        return;
+    };
+    let label = gw.call_label(&caller);
+    let mut remote = call.remote().rtp_addr;
+    let mut on_hold = call.remote().on_hold();
+    let mut dtmf = DtmfInput::new();
+    let mut rtp_out = {
+        let mut rng = rand::thread_rng();
+        rtp::RtpSender::new(rng.gen(), rng.gen(), rng.gen(), codec.frame_ticks())
+    };
+    let mut player = PromptPlayer::new(gw.prompts.clone());
+    let mut up = Upsampler::new();
+    let mut down = Downsampler::new();
+    let mut prompt_up = Upsampler::new();
+    let start = Instant::now();
+    let mut ivr = Ivr::new(start);
+    let mut check: Option<oneshot::Receiver<Result<CheckOutcome, super::api::ApiError>>> = None;
+    let mut ticket: Option<Ticket> = None;
+    let mut meeting_id: Option<String> = None;
+    let mut meeting: Option<Meeting> = None;
+    let mut muted = false;
+    let mut hangup = false;
+    let mut packet = Vec::with_capacity(1500);
+    let mut buf = vec![0u8; 2048];
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut last_mix: Option<Frame48> = None;
+    tracing::info!("call {label}: answered ({})", codec.encoding_name());
+
+    'call: loop {
+        // Carry out what the voice menu wants.
+        while let Some(out) = ivr.poll_output() {
+            match out {
+                Output::Play(p) => player.play(p),
+                Output::StopPrompts => player.flush(),
+                Output::Check {
+                    meeting_number,
+                    pin,
+                } => {
+                    let (tx, rx) = oneshot::channel();
+                    let api: DialInApi = gw.api.clone();
+                    let caller = caller.clone();
+                    let source = source.ip().to_string();
+                    tokio::spawn(async move {
+                        let r = api
+                            .check(&meeting_number, pin.expose(), caller.as_deref(), &source)
+                            .await;
+                        let _ = tx.send(r);
+                    });
+                    check = Some(rx);
+                }
+                Output::Join => {
+                    let (Some(t), Some(mid)) = (ticket.clone(), meeting_id.clone()) else {
+                        ivr.handle_input(
+                            Instant::now(),
+                            Input::Meeting(MeetingEvent::ConnectionLost),
+                        );
+                        continue;
+                    };
+                    let bus = gw.bus(&mid);
+                    let client_id = gw.next_client_id();
+                    let (mix_tx, mix_rx) = Bus::frame_channel();
+                    bus.listen(client_id, mix_tx);
+                    let client = client::spawn(ClientOptions {
+                        server: gw.api.server().to_string(),
+                        meeting_id: mid.clone(),
+                        join: JoinAs::DialIn(t.0.clone()),
+                        publish_audio: true,
+                        bind_ip: gw.media_ip,
+                        client_id,
+                        audio: Some(bus.sink(client_id)),
+                    });
+                    let Ok(encoder) = OpusEncoder::new(48_000, OpusSettings::default()) else {
+                        ivr.handle_input(
+                            Instant::now(),
+                            Input::Meeting(MeetingEvent::ConnectionLost),
+                        );
+                        continue;
+                    };
+                    meeting = Some(Meeting {
+                        client,
+                        client_id,
+                        bus,
+                        mix: mix_rx,
+                        encoder,
+                        joined: false,
+                        over: false,
+                    });
+                    tracing::info!("call {label}: joining the meeting");
+                }
+                Output::SetMuted(m) => {
+                    muted = m;
+                    if let Some(mt) = &meeting {
+                        mt.client.set_muted(m);
+                    }
+                }
+                Output::RaiseHand(r) => {
+                    if let Some(mt) = &meeting {
+                        mt.client.raise_hand(r);
+                    }
+                }
+                Output::Hangup(reason) => {
+                    tracing::info!("call {label}: ending ({reason:?})");
+                    hangup = true;
+                }
+            }
+        }
+        if hangup {
+            break 'call;
+        }
+        let timeout = ivr
+            .poll_timeout()
+            .map(tokio::time::Instant::from_std)
+            .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
+
+        tokio::select! {
+            r = port.rtp().recv_from(&mut buf) => {
+                let Ok((n, from)) = r else { continue };
+                // Media only from the trunk's address (no injection from elsewhere).
+                if from.ip() != remote.ip() {
+                    continue;
+                }
+                let Some(bytes) = buf.get(..n) else { continue };
+                let Ok(p) = rtp::parse(bytes) else { continue };
+                let now = Instant::now();
+                if Some(p.payload_type) == negotiated.telephone_event {
+                    if let Ok(Some(d)) = dtmf.on_telephone_event(p.timestamp, p.marker, p.payload) {
+                        ivr.handle_input(now, Input::Digit(d));
+                    }
+                } else if p.payload_type == negotiated.payload_type {
+                    jitter.push(now, p.timestamp, p.payload.to_vec());
+                }
+            }
+            ev = call.next_event() => match ev {
+                CallEvent::RemoteMediaChanged(r) => {
+                    remote = r.rtp_addr;
+                    on_hold = r.on_hold();
+                }
+                CallEvent::Ended(reason) => {
+                    tracing::info!("call {label}: ended by the trunk side ({reason:?})");
+                    break 'call;
+                }
+            },
+            r = async { check.as_mut().expect("guarded").await }, if check.is_some() => {
+                check = None;
+                let outcome = r.unwrap_or_else(|_| Err(super::api::ApiError::Refused("lost".into())));
+                if let Ok(CheckOutcome::Admit { ticket: t, meeting_id: m, .. }) = &outcome {
+                    ticket = Some(t.clone());
+                    meeting_id = Some(m.clone());
+                }
+                ivr.handle_input(Instant::now(), Input::Check(check_result(&outcome)));
+            }
+            e = async { meeting.as_mut().expect("guarded").client.events.recv().await },
+                if meeting.as_ref().is_some_and(|m| !m.over) => {
+                let now = Instant::now();
+                let Some(mt) = meeting.as_mut() else { continue };
+                let e = e.unwrap_or(ClientEvent::Stopped);
+                match &e {
+                    ClientEvent::Session(Event::Joined { self_id }) => {
+                        mt.joined = true;
+                        mt.bus.set_participant(mt.client_id, self_id.clone());
+                        if muted {
+                            mt.client.set_muted(true);
+                        }
+                    }
+                    ClientEvent::Session(Event::Warning(w)) => {
+                        tracing::debug!("call {label}: meeting client: {w}");
+                    }
+                    ClientEvent::Failed(why) => {
+                        tracing::warn!("call {label}: meeting client failed: {why}");
+                    }
+                    _ => {}
+                }
+                if matches!(e, ClientEvent::Stopped) {
+                    mt.over = true;
+                }
+                if let Some(me) = meeting_event(&e) {
+                    if matches!(me, MeetingEvent::Removed | MeetingEvent::Denied | MeetingEvent::Ended | MeetingEvent::ConnectionLost) {
+                        mt.over = true;
+                    }
+                    ivr.handle_input(now, Input::Meeting(me));
+                }
+            }
+            _ = tick.tick() => {
+                let now = Instant::now();
+                // Trunk -> meeting.
+                let pcm: Option<&[i16]> = match jitter.pop(now) {
+                    Pop::Frame(p) => decoder.decode(&p).ok(),
+                    Pop::Lost => decoder.conceal().ok(),
+                    Pop::Empty => None,
+                };
+                let mut voice48 = [0i16; FRAME_SAMPLES];
+                let mut have_voice = false;
+                if let Some(pcm) = pcm {
+                    if codec.sample_rate() == 8000 {
+                        if let Ok(frame) = <&[i16; FRAME_8K]>::try_from(pcm) {
+                            for d in dtmf.on_audio(frame) {
+                                ivr.handle_input(now, Input::Digit(d));
+                            }
+                            voice48 = up.process_frame(frame);
+                            have_voice = true;
+                        }
+                    } else if pcm.len() == FRAME_SAMPLES {
+                        voice48.copy_from_slice(pcm);
+                        have_voice = true;
+                    }
+                }
+                if let Some(mt) = meeting.as_mut().filter(|m| m.joined && !m.over) {
+                    if !muted {
+                        let level = if have_voice { audio_level(&voice48) } else { 127 };
+                        if let Ok(opus) = mt.encoder.encode(&voice48) {
+                            mt.client.send_audio(opus.to_vec(), level);
+                        }
+                    }
+                    while let Ok(f) = mt.mix.try_recv() {
+                        last_mix = Some(f);
+                    }
+                }
+                // Meeting (and prompts) -> trunk.
+                let mix = last_mix.take();
+                let prompt8 = player.next_frame();
+                if player.poll_finished() {
+                    ivr.handle_input(now, Input::PromptsDone);
+                }
+                let mut out48 = [0i16; FRAME_SAMPLES];
+                if let Some(m) = &mix {
+                    out48.copy_from_slice(&m[..]);
+                }
+                let payload = if codec.sample_rate() == 8000 {
+                    let mut out8 = down.process_frame(&out48);
+                    if let Some(p) = prompt8 {
+                        for (o, s) in out8.iter_mut().zip(p.iter()) {
+                            *o = (*o >> DUCK_SHIFT).saturating_add(*s);
+                        }
+                    }
+                    encoder.encode(&out8)
+                } else {
+                    if let Some(p) = prompt8 {
+                        let p48 = prompt_up.process_frame(&p);
+                        for (o, s) in out48.iter_mut().zip(p48.iter()) {
+                            *o = (*o >> DUCK_SHIFT).saturating_add(*s);
+                        }
+                    }
+                    encoder.encode(&out48)
+                };
+                if let (Ok(payload), false) = (payload, on_hold) {
+                    packet.clear();
+                    if rtp_out.write_frame(negotiated.payload_type, payload, &mut packet).is_ok() {
+                        let _ = port.rtp().send_to(&packet, remote).await;
+                    }
+                }
+            }
+            _ = tokio::time::sleep_until(timeout) => ivr.handle_timeout(Instant::now()),
+        }
+    }
+
+    // The end: leave the meeting, void the ticket, hang up.
+    if let Some(mt) = meeting.take() {
+        mt.client.leave();
+        mt.bus.leave(mt.client_id);
+        // Let the client say goodbye (bounded).
+        let mut events = mt.client.events;
+        let _ = tokio::time::timeout(Duration::from_secs(2), async {
+            while let Some(e) = events.recv().await {
+                if matches!(e, ClientEvent::Stopped) {
+                    break;
+                }
+            }
+        })
+        .await;
+    }
+    if let Some(t) = ticket {
+        if let Err(e) = gw.api.end(&t).await {
+            tracing::debug!("call {label}: the ticket could not be voided: {e}");
+        }
+    }
+    let _ = call.hangup().await;
+    tracing::info!("call {label}: over after {} s", start.elapsed().as_secs());
+    drop(port);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::audio_level;
+
+    #[test]
+    fn audio_levels() {
+        assert_eq!(audio_level(&[0; 960]), 127);
+        assert_eq!(audio_level(&[]), 127);
+        // Full scale square wave: 0 dBov.
+        let loud: Vec<i16> = (0..960)
+            .map(|i| if i % 2 == 0 { i16::MAX } else { i16::MIN })
+            .collect();
+        assert_eq!(audio_level(&loud), 0);
+        // -20 dBov.
+        let quiet: Vec<i16> = (0..960)
+            .map(|i| if i % 2 == 0 { 3277 } else { -3277 })
+            .collect();
+        assert_eq!(audio_level(&quiet), 20);
+    }
+}
