@@ -36,7 +36,22 @@ impl From<sqlx::Error> for StoreError {
     }
 }
 
+/// The [`StoreError::Conflict`] message of a dial-in number already in use.
+pub(crate) const DIAL_IN_NUMBER_TAKEN: &str = "dial-in number taken";
+/// The [`StoreError::Conflict`] message of a phone PIN already in use in the meeting.
+pub(crate) const PHONE_PIN_TAKEN: &str = "phone PIN taken in this meeting";
+
 impl StoreError {
+    /// The dial-in number is another meeting's: draw another one.
+    pub fn is_dial_in_number_taken(&self) -> bool {
+        matches!(self, StoreError::Conflict(m) if m == DIAL_IN_NUMBER_TAKEN)
+    }
+
+    /// The phone PIN (its hash) is another invitation's of the same meeting: draw another one.
+    pub fn is_phone_pin_taken(&self) -> bool {
+        matches!(self, StoreError::Conflict(m) if m == PHONE_PIN_TAKEN)
+    }
+
     /// A row in the database that the store cannot turn into its types.
     pub(crate) fn corrupt(what: String) -> Self {
         StoreError::Database(sqlx::Error::Decode(what.into()))

@@ -8,10 +8,13 @@
 //!   start, organiser, [`SecurityProfile`](klausur_proto::SecurityProfile), end, whether a
 //!   moderator locked it while it runs), the extra
 //!   moderators of a meeting, invitations (one per invitee, with expiry, revocation and last
-//!   use) and bans (a user or an invitation removed from a meeting by a moderator).
-//! * **No secrets in the clear.** Passwords, session ids and invitation tokens reach the store
-//!   only as hashes: the *caller* hashes them (argon2id for passwords, a cryptographic digest
-//!   for session ids and tokens) and looks rows up by the hash. The store never sees, logs or
+//!   use) and bans (a user or an invitation removed from a meeting by a moderator). For
+//!   telephone dial-in: a meeting's dial-in number (unique among meetings) and the keyed hash
+//!   of each invitee's phone PIN (unique within the meeting).
+//! * **No secrets in the clear.** Passwords, session ids, invitation tokens and phone PINs
+//!   reach the store only as hashes: the *caller* hashes them (argon2id for passwords, a
+//!   cryptographic digest for session ids and tokens, a keyed hash for phone PINs) and looks
+//!   rows up by the hash. The store never sees, logs or
 //!   returns a secret in the clear. Hash fields are skipped when a type is serialised.
 //! * **Time.** Timestamps are [`chrono::DateTime<Utc>`](chrono::DateTime) stored as integer
 //!   unix milliseconds: anything finer than a millisecond is dropped on the way in. Operations
@@ -20,8 +23,10 @@
 //!   by the store itself.
 //! * **Usernames** are unique regardless of case (compared after Unicode lower-casing) and keep
 //!   the spelling they were created with.
-//! * **Errors.** A write that would break a uniqueness rule (username taken, meeting id or token
-//!   hash reused) is [`StoreError::Conflict`]; an update of, or a reference to, a row that does
+//! * **Errors.** A write that would break a uniqueness rule (username taken, meeting id, token
+//!   hash, dial-in number or phone PIN reused) is [`StoreError::Conflict`] (for the last two,
+//!   [`StoreError::is_dial_in_number_taken`] and [`StoreError::is_phone_pin_taken`] say so: the
+//!   caller draws another); an update of, or a reference to, a row that does
 //!   not exist is [`StoreError::NotFound`]; look-ups return `Ok(None)` instead. Everything
 //!   else is [`StoreError::Database`] or, on open, [`StoreError::Migrate`].
 //! * **Authorisation is the caller's.** The store answers questions (`is_moderator`,
@@ -42,8 +47,8 @@ mod store;
 
 pub use error::StoreError;
 pub use model::{
-    BanSubject, GuestPass, Invitation, InvitationKind, Meeting, NewGuestPass, NewInvitation, Role,
-    Session, User,
+    BanSubject, GuestPass, Invitation, InvitationKind, Meeting, NewGuestPass, NewInvitation,
+    PhonePin, Role, Session, User,
 };
 pub use store::Store;
 

@@ -69,6 +69,9 @@ pub struct Meeting {
     pub profile: SecurityProfile,
     pub created_at: DateTime<Utc>,
     pub ended_at: Option<DateTime<Utc>>,
+    /// The number telephone callers type in to reach this meeting (8 digits, unique among
+    /// meetings), if it was created with dial-in.
+    pub dial_in_number: Option<String>,
 }
 
 /// Who an invitation is for.
@@ -118,6 +121,17 @@ pub struct Invitation {
     pub expires_at: DateTime<Utc>,
     pub revoked_at: Option<DateTime<Utc>>,
     pub last_used_at: Option<DateTime<Utc>>,
+    /// The keyed hash of the invitee's phone PIN (made by the caller), for invitations of a
+    /// meeting with a dial-in number. Never serialised.
+    #[serde(skip)]
+    pub phone_pin_hash: Option<String>,
+}
+
+impl Invitation {
+    /// Whether the invitee has a phone PIN (the PIN itself is never stored).
+    pub fn has_phone_pin(&self) -> bool {
+        self.phone_pin_hash.is_some()
+    }
 }
 
 /// What [`Store::create_invitation`](crate::Store::create_invitation) needs.
@@ -131,6 +145,18 @@ pub struct NewInvitation {
     pub user_id: Option<i64>,
     pub created_by: i64,
     pub expires_at: DateTime<Utc>,
+    /// The keyed hash of the invitee's phone PIN, if the meeting has a dial-in number; the PIN
+    /// itself never reaches the store. Unique within the meeting.
+    pub phone_pin_hash: Option<String>,
+}
+
+/// The phone PIN of an invitation that admits now (see
+/// [`Store::valid_phone_pins`](crate::Store::valid_phone_pins)).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PhonePin {
+    pub invitation_id: i64,
+    /// The keyed hash of the PIN, as stored.
+    pub pin_hash: String,
 }
 
 /// A lobby guest's pass back into a running meeting (see [`Store::create_guest_pass`]). The

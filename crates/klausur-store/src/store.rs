@@ -14,10 +14,11 @@ use klausur_proto::SecurityProfile;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::SqlitePool;
 
+use crate::error::{DIAL_IN_NUMBER_TAKEN, PHONE_PIN_TAKEN};
 use crate::model::{parse_profile, profile_str};
 use crate::{
-    BanSubject, GuestPass, Invitation, InvitationKind, Meeting, NewGuestPass, NewInvitation, Role,
-    Session, StoreError, User,
+    BanSubject, GuestPass, Invitation, InvitationKind, Meeting, NewGuestPass, NewInvitation,
+    PhonePin, Role, Session, StoreError, User,
 };
 
 type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -48,11 +49,12 @@ pub struct Store {
 const USER_COLUMNS: &str =
     "id, username, display_name, role, password_hash, must_change_password, disabled, created_at";
 const SESSION_COLUMNS: &str = "id_hash, user_id, csrf_token, created_at, expires_at";
-const MEETING_COLUMNS: &str = "id, title, starts_at, organiser_id, profile, created_at, ended_at";
+const MEETING_COLUMNS: &str =
+    "id, title, starts_at, organiser_id, profile, created_at, ended_at, dial_in_number";
 const GUEST_PASS_COLUMNS: &str = "id, meeting_id, display_name, admitted_by, admitter_kind, \
      admitter_id, moderator, muted, created_at, expires_at";
 const INVITATION_COLUMNS: &str = "id, meeting_id, token_hash, name, kind, user_id, created_by, \
-     created_at, expires_at, revoked_at, last_used_at";
+     created_at, expires_at, revoked_at, last_used_at, phone_pin_hash";
 
 impl Store {
     /// Opens (creating if missing) the SQLite database at `path` in WAL mode with foreign keys
@@ -287,21 +289,81 @@ impl Store {
         organiser_id: i64,
         profile: SecurityProfile,
     ) -> Result<Meeting> {
+        self.insert_meeting(id, title, starts_at, organiser_id, profile, None)
+            .await
+    }
+
+    /// Creates a meeting that telephone callers reach with `dial_in_number` (the caller draws
+    /// it). [`StoreError::Conflict`] if the id is taken or the number is another meeting's (then
+    /// [`StoreError::is_dial_in_number_taken`]: draw another), [`StoreError::NotFound`] if
+    /// there is no such organiser.
+    pub async fn create_meeting_with_dial_in_number(
+        &self,
+        id: &str,
+        title: &str,
+        starts_at: Option<DateTime<Utc>>,
+        organiser_id: i64,
+        profile: SecurityProfile,
+        dial_in_number: &str,
+    ) -> Result<Meeting> {
+        self.insert_meeting(
+            id,
+            title,
+            starts_at,
+            organiser_id,
+            profile,
+            Some(dial_in_number),
+        )
+        .await
+    }
+
+    async fn insert_meeting(
+        &self,
+        id: &str,
+        title: &str,
+        starts_at: Option<DateTime<Utc>>,
+        organiser_id: i64,
+        profile: SecurityProfile,
+        dial_in_number: Option<&str>,
+    ) -> Result<Meeting> {
         let sql = format!(
             "INSERT INTO meetings (id, title, starts_at, organiser_id, profile, created_at, \
-             ended_at) VALUES ($1, $2, $3, $4, $5, $6, NULL) RETURNING {MEETING_COLUMNS}"
+             ended_at, dial_in_number) VALUES ($1, $2, $3, $4, $5, $6, NULL, $7) \
+             RETURNING {MEETING_COLUMNS}"
         );
-        let row: rows::Meeting = on_pool!(self, |pool| sqlx::query_as(&sql)
-            .bind(id)
-            .bind(title)
-            .bind(starts_at.map(|t| t.timestamp_millis()))
-            .bind(organiser_id)
-            .bind(profile_str(profile))
-            .bind(now_ms())
-            .fetch_one(pool)
-            .await)
-        .map_err(|e| StoreError::from(e).conflict_as("meeting id taken"))?;
-        row.try_into()
+        let inserted: Result<rows::Meeting, sqlx::Error> =
+            on_pool!(self, |pool| sqlx::query_as(&sql)
+                .bind(id)
+                .bind(title)
+                .bind(starts_at.map(|t| t.timestamp_millis()))
+                .bind(organiser_id)
+                .bind(profile_str(profile))
+                .bind(now_ms())
+                .bind(dial_in_number)
+                .fetch_one(pool)
+                .await);
+        match inserted.map_err(StoreError::from) {
+            Ok(row) => row.try_into(),
+            // Which rule was broken: the id is the primary key; anything else is the number.
+            Err(StoreError::Conflict(_)) => {
+                if dial_in_number.is_some() && self.meeting(id).await?.is_none() {
+                    Err(StoreError::Conflict(DIAL_IN_NUMBER_TAKEN.to_owned()))
+                } else {
+                    Err(StoreError::Conflict("meeting id taken".to_owned()))
+                }
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The meeting telephone callers reach with this dial-in number, ended or not.
+    pub async fn meeting_by_dial_in_number(&self, number: &str) -> Result<Option<Meeting>> {
+        let sql = format!("SELECT {MEETING_COLUMNS} FROM meetings WHERE dial_in_number = $1");
+        let row: Option<rows::Meeting> = on_pool!(self, |pool| sqlx::query_as(&sql)
+            .bind(number)
+            .fetch_optional(pool)
+            .await)?;
+        row.map(TryInto::try_into).transpose()
     }
 
     /// The meeting with this id.
@@ -425,27 +487,72 @@ impl Store {
 
     // ----- invitations -----
 
-    /// Stores an invitation. [`StoreError::Conflict`] if the token hash is already in use,
-    /// [`StoreError::NotFound`] if the meeting or a referenced user does not exist.
+    /// Stores an invitation. [`StoreError::Conflict`] if the token hash is already in use or
+    /// the phone PIN hash is another invitation's of the same meeting (then
+    /// [`StoreError::is_phone_pin_taken`]: draw another PIN), [`StoreError::NotFound`] if the
+    /// meeting or a referenced user does not exist.
     pub async fn create_invitation(&self, new: NewInvitation) -> Result<Invitation> {
         let sql = format!(
             "INSERT INTO invitations (meeting_id, token_hash, name, kind, user_id, created_by, \
-             created_at, expires_at, revoked_at, last_used_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, NULL, NULL) RETURNING {INVITATION_COLUMNS}"
+             created_at, expires_at, revoked_at, last_used_at, phone_pin_hash) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, NULL, NULL, $9) \
+             RETURNING {INVITATION_COLUMNS}"
         );
-        let row: rows::Invitation = on_pool!(self, |pool| sqlx::query_as(&sql)
-            .bind(&new.meeting_id)
-            .bind(&new.token_hash)
-            .bind(&new.name)
-            .bind(new.kind.as_str())
-            .bind(new.user_id)
-            .bind(new.created_by)
-            .bind(now_ms())
-            .bind(new.expires_at.timestamp_millis())
-            .fetch_one(pool)
-            .await)
-        .map_err(|e| StoreError::from(e).conflict_as("token hash in use"))?;
-        row.try_into()
+        let inserted: Result<rows::Invitation, sqlx::Error> =
+            on_pool!(self, |pool| sqlx::query_as(&sql)
+                .bind(&new.meeting_id)
+                .bind(&new.token_hash)
+                .bind(&new.name)
+                .bind(new.kind.as_str())
+                .bind(new.user_id)
+                .bind(new.created_by)
+                .bind(now_ms())
+                .bind(new.expires_at.timestamp_millis())
+                .bind(&new.phone_pin_hash)
+                .fetch_one(pool)
+                .await);
+        match inserted.map_err(StoreError::from) {
+            Ok(row) => row.try_into(),
+            // Which rule was broken: the token hash is unique everywhere; else it is the PIN.
+            Err(StoreError::Conflict(_)) => {
+                if new.phone_pin_hash.is_some()
+                    && self
+                        .invitation_by_token_hash(&new.token_hash)
+                        .await?
+                        .is_none()
+                {
+                    Err(StoreError::Conflict(PHONE_PIN_TAKEN.to_owned()))
+                } else {
+                    Err(StoreError::Conflict("token hash in use".to_owned()))
+                }
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The phone PINs (as stored: their keyed hashes) of the meeting's invitations that admit a
+    /// caller at `now`: not revoked and not expired (`expires_at > now`). Whether the meeting
+    /// itself is open to callers (its start, its end, its profile) is the caller's to check.
+    pub async fn valid_phone_pins(
+        &self,
+        meeting_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<PhonePin>> {
+        let sql = "SELECT id, phone_pin_hash FROM invitations WHERE meeting_id = $1 \
+                   AND phone_pin_hash IS NOT NULL AND revoked_at IS NULL AND expires_at > $2 \
+                   ORDER BY id";
+        let rows: Vec<(i64, String)> = on_pool!(self, |pool| sqlx::query_as(sql)
+            .bind(meeting_id)
+            .bind(now.timestamp_millis())
+            .fetch_all(pool)
+            .await)?;
+        Ok(rows
+            .into_iter()
+            .map(|(invitation_id, pin_hash)| PhonePin {
+                invitation_id,
+                pin_hash,
+            })
+            .collect())
     }
 
     /// The invitation whose token has this hash, revoked or expired ones included: the caller
@@ -915,6 +1022,7 @@ mod rows {
         profile: String,
         created_at: i64,
         ended_at: Option<i64>,
+        dial_in_number: Option<String>,
     }
 
     impl TryFrom<Meeting> for crate::Meeting {
@@ -931,6 +1039,7 @@ mod rows {
                 profile,
                 created_at: time(r.created_at)?,
                 ended_at: opt_time(r.ended_at)?,
+                dial_in_number: r.dial_in_number,
             })
         }
     }
@@ -948,6 +1057,7 @@ mod rows {
         expires_at: i64,
         revoked_at: Option<i64>,
         last_used_at: Option<i64>,
+        phone_pin_hash: Option<String>,
     }
 
     impl TryFrom<Invitation> for crate::Invitation {
@@ -968,6 +1078,7 @@ mod rows {
                 expires_at: time(r.expires_at)?,
                 revoked_at: opt_time(r.revoked_at)?,
                 last_used_at: opt_time(r.last_used_at)?,
+                phone_pin_hash: r.phone_pin_hash,
             })
         }
     }

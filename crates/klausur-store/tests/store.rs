@@ -302,6 +302,7 @@ fn new_invitation(
         user_id: user,
         created_by: by,
         expires_at: t0() + Duration::days(7),
+        phone_pin_hash: None,
     }
 }
 
@@ -472,6 +473,218 @@ async fn invitations(store: &Store) -> R {
     let json = serde_json::to_string(&revoked).expect("serialises");
     assert!(!json.contains("th-coll"), "{json}");
     assert!(json.contains("\"kind\":\"colleague\""), "{json}");
+    Ok(())
+}
+
+/// Dial-in: numbers unique among meetings and found again; PIN hashes unique within a meeting,
+/// listed only while their invitation admits (not revoked, not expired), never serialised.
+async fn dial_in(store: &Store) -> R {
+    let org = staff(store, "organiser").await?;
+    let plain = store
+        .create_meeting(
+            "m-plain",
+            "No phone",
+            None,
+            org.id,
+            SecurityProfile::Internal,
+        )
+        .await?;
+    assert_eq!(plain.dial_in_number, None);
+    let m1 = store
+        .create_meeting_with_dial_in_number(
+            "m-1",
+            "Phone",
+            None,
+            org.id,
+            SecurityProfile::Internal,
+            "12345678",
+        )
+        .await?;
+    assert_eq!(m1.dial_in_number.as_deref(), Some("12345678"));
+    assert_eq!(store.meeting("m-1").await?.as_ref(), Some(&m1));
+    let m2 = store
+        .create_meeting_with_dial_in_number(
+            "m-2",
+            "Phone 2",
+            None,
+            org.id,
+            SecurityProfile::Strict,
+            "87654321",
+        )
+        .await?;
+
+    // The same number again: taken, said so, and no meeting created.
+    let dup = store
+        .create_meeting_with_dial_in_number(
+            "m-3",
+            "Again",
+            None,
+            org.id,
+            SecurityProfile::Internal,
+            "12345678",
+        )
+        .await;
+    assert!(
+        dup.as_ref().is_err_and(StoreError::is_dial_in_number_taken),
+        "{dup:?}"
+    );
+    assert_eq!(store.meeting("m-3").await?, None);
+    // A taken meeting id is not reported as a taken number.
+    let dup = store
+        .create_meeting_with_dial_in_number(
+            "m-1",
+            "Same id",
+            None,
+            org.id,
+            SecurityProfile::Internal,
+            "11112222",
+        )
+        .await;
+    let err = dup.expect_err("id taken");
+    assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+    assert!(!err.is_dial_in_number_taken(), "{err:?}");
+    // Meetings without a number do not collide with each other.
+    store
+        .create_meeting(
+            "m-plain-2",
+            "No phone 2",
+            None,
+            org.id,
+            SecurityProfile::Strict,
+        )
+        .await?;
+
+    // Look-up by number.
+    assert_eq!(
+        store
+            .meeting_by_dial_in_number("12345678")
+            .await?
+            .map(|m| m.id),
+        Some("m-1".to_owned())
+    );
+    assert_eq!(
+        store
+            .meeting_by_dial_in_number("87654321")
+            .await?
+            .map(|m| m.id),
+        Some(m2.id.clone())
+    );
+    assert_eq!(store.meeting_by_dial_in_number("00000000").await?, None);
+    assert_eq!(store.meeting_by_dial_in_number("").await?, None);
+
+    // PIN hashes.
+    let with_pin = |token: &str, pin: Option<&str>, meeting: &str| NewInvitation {
+        phone_pin_hash: pin.map(str::to_owned),
+        ..new_invitation(meeting, token, InvitationKind::Guest, None, org.id)
+    };
+    let a = store
+        .create_invitation(with_pin("th-a", Some("pin-a"), "m-1"))
+        .await?;
+    assert_eq!(a.phone_pin_hash.as_deref(), Some("pin-a"));
+    assert!(a.has_phone_pin());
+    let b = store
+        .create_invitation(with_pin("th-b", Some("pin-b"), "m-1"))
+        .await?;
+    let no_pin = store
+        .create_invitation(with_pin("th-none", None, "m-1"))
+        .await?;
+    assert!(!no_pin.has_phone_pin());
+    let expired = store
+        .create_invitation(NewInvitation {
+            expires_at: t0() - Duration::minutes(1),
+            ..with_pin("th-expired", Some("pin-expired"), "m-1")
+        })
+        .await?;
+    // The same hash in another meeting is fine (a PIN hash covers its meeting anyway) ...
+    let other = store
+        .create_invitation(with_pin("th-other", Some("pin-a"), "m-2"))
+        .await?;
+    // ... but not in the same meeting: taken, said so, and nothing stored.
+    let dup = store
+        .create_invitation(with_pin("th-dup", Some("pin-b"), "m-1"))
+        .await;
+    assert!(
+        dup.as_ref().is_err_and(StoreError::is_phone_pin_taken),
+        "{dup:?}"
+    );
+    assert_eq!(store.invitation_by_token_hash("th-dup").await?, None);
+    // A reused token hash is not reported as a taken PIN.
+    let dup = store
+        .create_invitation(with_pin("th-a", Some("pin-new"), "m-1"))
+        .await
+        .expect_err("token hash taken");
+    assert!(matches!(dup, StoreError::Conflict(_)), "{dup:?}");
+    assert!(!dup.is_phone_pin_taken(), "{dup:?}");
+
+    let pins = |list: Vec<klausur_store::PhonePin>| {
+        list.into_iter()
+            .map(|p| (p.invitation_id, p.pin_hash))
+            .collect::<Vec<_>>()
+    };
+    let now = t0();
+    assert_eq!(
+        pins(store.valid_phone_pins("m-1", now).await?),
+        [(a.id, "pin-a".to_owned()), (b.id, "pin-b".to_owned())],
+        "the expired invitation and the one without PIN are left out"
+    );
+    // Negative control: before it expired, the expired invitation's PIN counts.
+    assert_eq!(
+        store
+            .valid_phone_pins("m-1", t0() - Duration::minutes(2))
+            .await?
+            .len(),
+        3
+    );
+    assert_eq!(
+        pins(store.valid_phone_pins("m-2", now).await?),
+        [(other.id, "pin-a".to_owned())]
+    );
+    assert!(store.valid_phone_pins("m-plain", now).await?.is_empty());
+    assert!(store.valid_phone_pins("m-none", now).await?.is_empty());
+    // Expiry is exclusive: at `expires_at` the PIN no longer counts.
+    assert!(store
+        .valid_phone_pins("m-1", expired.expires_at)
+        .await?
+        .iter()
+        .all(|p| p.invitation_id != expired.id));
+
+    // Revoked: gone from the list.
+    store.revoke_invitation("m-1", a.id, now).await?;
+    assert_eq!(
+        pins(store.valid_phone_pins("m-1", now).await?),
+        [(b.id, "pin-b".to_owned())]
+    );
+    // The revoked invitation keeps its hash (it is still unique in the meeting).
+    let again = store
+        .create_invitation(with_pin("th-again", Some("pin-a"), "m-1"))
+        .await;
+    assert!(
+        again.as_ref().is_err_and(StoreError::is_phone_pin_taken),
+        "{again:?}"
+    );
+
+    // Serialisation never carries the PIN hash.
+    let json = serde_json::to_string(&b).expect("serialises");
+    assert!(!json.contains("pin-b"), "{json}");
+    // Purging frees the number.
+    store.set_meeting_ended("m-1", t0()).await?;
+    assert_eq!(
+        store
+            .purge_ended_meetings_before(t0() + Duration::minutes(1))
+            .await?,
+        1
+    );
+    assert_eq!(store.meeting_by_dial_in_number("12345678").await?, None);
+    store
+        .create_meeting_with_dial_in_number(
+            "m-4",
+            "Reused number",
+            None,
+            org.id,
+            SecurityProfile::Internal,
+            "12345678",
+        )
+        .await?;
     Ok(())
 }
 
@@ -735,6 +948,10 @@ macro_rules! backend_suite {
             #[tokio::test]
             async fn invitations() {
                 run(|s| async move { super::invitations(&s).await }).await
+            }
+            #[tokio::test]
+            async fn dial_in() {
+                run(|s| async move { super::dial_in(&s).await }).await
             }
             #[tokio::test]
             async fn bans() {
