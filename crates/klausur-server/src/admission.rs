@@ -2,11 +2,12 @@
 //! to a staff session and/or a personal invitation.
 //!
 //! The facts are looked up in [`decide`]; the rule itself is the pure function [`standing`],
-//! tested below for every profile and kind of arrival.
+//! tested below for every profile and kind of arrival. Whether a profile accepts telephone
+//! callers at all is the pure function [`dial_in_allowed`].
 
 use chrono::{DateTime, Utc};
-use klausur_proto::{ErrorCode, JoinMethod, ParticipantKind, SecurityProfile};
-use klausur_store::{BanSubject, Invitation, Store, User};
+use klausur_proto::{ErrorCode, JoinMethod, ParticipantKind, PhoneLeg, SecurityProfile};
+use klausur_store::{BanSubject, Invitation, Meeting, Store, User};
 
 use crate::auth::token_hash;
 use crate::meeting::{MeetingSeed, Pass, Standing};
@@ -29,8 +30,37 @@ pub enum AdmissionError {
     InvitationExpired,
     #[error("display_name is required to join without an invitation")]
     NameRequired,
+    #[error("this dial-in ticket is not valid (unknown, expired, or for another meeting)")]
+    TicketInvalid,
+    #[error("dial_in_ticket cannot be combined with invite_token or rejoin_token")]
+    TicketCombined,
+    #[error("this meeting does not accept telephone callers")]
+    DialInNotAllowed,
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+/// Whether a meeting of this profile accepts telephone callers: `internal` does, `strict` never
+/// does (the phone leg is not end-to-end encrypted).
+pub fn dial_in_allowed(profile: SecurityProfile) -> bool {
+    match profile {
+        SecurityProfile::Strict => false,
+        SecurityProfile::Internal => true,
+    }
+}
+
+/// Whether telephone callers can join the meeting: it has a dial-in number and its profile
+/// allows dial-in (`MeetingInfo.dial_in`).
+pub fn meeting_dial_in(meeting: &Meeting) -> bool {
+    meeting.dial_in_number.is_some() && dial_in_allowed(meeting.profile)
+}
+
+/// A telephone caller arriving through the gateway, with the ticket's invitation (checked:
+/// neither revoked nor expired) and the last digits of the caller's number.
+#[derive(Debug, Clone)]
+pub struct DialInArrival {
+    pub invitation: Invitation,
+    pub number_suffix: Option<String>,
 }
 
 impl AdmissionError {
@@ -39,8 +69,12 @@ impl AdmissionError {
             AdmissionError::MeetingNotFound
             | AdmissionError::MeetingEnded
             | AdmissionError::InvitationInvalid
-            | AdmissionError::InvitationExpired => ErrorCode::NotFound,
-            AdmissionError::NameRequired => ErrorCode::InvalidField,
+            | AdmissionError::InvitationExpired
+            | AdmissionError::TicketInvalid => ErrorCode::NotFound,
+            AdmissionError::NameRequired | AdmissionError::TicketCombined => {
+                ErrorCode::InvalidField
+            }
+            AdmissionError::DialInNotAllowed => ErrorCode::Forbidden,
             AdmissionError::Internal(_) => ErrorCode::Internal,
         }
     }
@@ -62,10 +96,15 @@ pub struct Facts {
     pub invited_by: String,
     pub banned: bool,
     pub display_name: Option<String>,
+    /// A telephone caller through the dial-in gateway, for `invitation`.
+    pub phone: Option<PhoneLeg>,
 }
 
 /// The rule: who joins directly, as what, and how it is shown.
 pub fn standing(f: &Facts) -> Result<Standing, AdmissionError> {
+    if let Some(phone) = &f.phone {
+        return phone_standing(f, phone);
+    }
     let (kind, ban_subject, user_id) = match (&f.user, &f.invitation) {
         (Some(u), _) => (
             ParticipantKind::Staff,
@@ -108,6 +147,34 @@ pub fn standing(f: &Facts) -> Result<Standing, AdmissionError> {
         invitation: f.invitation.as_ref().map(|i| i.name.clone()),
         pass: None,
         admitter: None,
+        phone: None,
+    })
+}
+
+/// A telephone caller stands like the invitee of their PIN, but in a seat of their own: kind
+/// `phone_gateway`, named after the invitation, never a moderator (the phone has no way to
+/// moderate), removed and let in again like the invitation. Only where the profile allows
+/// dial-in.
+fn phone_standing(f: &Facts, phone: &PhoneLeg) -> Result<Standing, AdmissionError> {
+    if !dial_in_allowed(f.profile) {
+        return Err(AdmissionError::DialInNotAllowed);
+    }
+    let inv = f.invitation.as_ref().ok_or(AdmissionError::TicketInvalid)?;
+    Ok(Standing {
+        display_name: inv.name.clone(),
+        kind: ParticipantKind::PhoneGateway,
+        moderator: false,
+        direct: Some(JoinMethod::Invitation {
+            invitee: inv.name.clone(),
+            invited_by: f.invited_by.clone(),
+        }),
+        banned: f.banned,
+        ban_subject: Some(BanSubject::Invitation(inv.id)),
+        user_id: None,
+        invitation: Some(inv.name.clone()),
+        pass: None,
+        admitter: None,
+        phone: Some(phone.clone()),
     })
 }
 
@@ -145,6 +212,7 @@ pub async fn returning_guest(
             muted: pass.muted,
         }),
         admitter: pass.admitter,
+        phone: None,
     }))
 }
 
@@ -168,7 +236,8 @@ pub async fn invitation_for(
     Ok(inv)
 }
 
-/// Looks up the facts and applies [`standing`].
+/// Looks up the facts and applies [`standing`]. With `dial_in` (a telephone caller through the
+/// gateway) the ticket's invitation decides; the connection's login does not count.
 pub async fn decide(
     store: &Store,
     who: &Who,
@@ -176,8 +245,12 @@ pub async fn decide(
     invite_token: Option<&str>,
     rejoin_token: Option<&str>,
     display_name: Option<String>,
+    dial_in: Option<DialInArrival>,
 ) -> Result<(MeetingSeed, Standing), AdmissionError> {
     let internal = |e: klausur_store::StoreError| AdmissionError::Internal(e.to_string());
+    if dial_in.is_some() && (invite_token.is_some() || rejoin_token.is_some()) {
+        return Err(AdmissionError::TicketCombined);
+    }
     let meeting = store
         .meeting(meeting_id)
         .await
@@ -187,17 +260,29 @@ pub async fn decide(
         return Err(AdmissionError::MeetingEnded);
     }
     let now = Utc::now();
-    let invitation = match invite_token {
-        Some(t) => {
+    let (invitation, phone) = match (invite_token, dial_in) {
+        (_, Some(d)) => {
+            if d.invitation.meeting_id != meeting.id {
+                return Err(AdmissionError::TicketInvalid);
+            }
+            if !meeting_dial_in(&meeting) {
+                return Err(AdmissionError::DialInNotAllowed);
+            }
+            let phone = PhoneLeg {
+                number_suffix: d.number_suffix,
+            };
+            (Some(d.invitation), Some(phone))
+        }
+        (Some(t), None) => {
             let inv = invitation_for(store, t, now).await?;
             if inv.meeting_id != meeting.id {
                 return Err(AdmissionError::InvitationInvalid);
             }
-            Some(inv)
+            (Some(inv), None)
         }
-        None => None,
+        (None, None) => (None, None),
     };
-    let user = who.user.clone().filter(|u| !u.disabled);
+    let user = who.user.clone().filter(|u| !u.disabled && phone.is_none());
     // A pass only stands for a lobby guest: an account or an invitation says who someone is.
     let returning = match rejoin_token {
         Some(t) if user.is_none() && invitation.is_none() => {
@@ -269,17 +354,20 @@ pub async fn decide(
         invited_by,
         banned,
         display_name,
+        phone,
     };
     let standing = match returning {
         Some(s) => s,
         None => standing(&facts)?,
     };
+    let dial_in = meeting_dial_in(&meeting);
     Ok((
         MeetingSeed {
             id: meeting.id,
             title: meeting.title,
             organiser,
             profile: meeting.profile,
+            dial_in,
         },
         standing,
     ))
@@ -316,6 +404,7 @@ mod tests {
             expires_at: Utc::now(),
             revoked_at: None,
             last_used_at: None,
+            phone_pin_hash: None,
         }
     }
 
@@ -330,6 +419,7 @@ mod tests {
             invited_by: "Orga".into(),
             banned: false,
             display_name: None,
+            phone: None,
         }
     }
 
@@ -450,5 +540,110 @@ mod tests {
         })
         .expect("ok");
         assert!(!s.banned);
+    }
+
+    fn phone(suffix: Option<&str>) -> Option<PhoneLeg> {
+        Some(PhoneLeg {
+            number_suffix: suffix.map(str::to_string),
+        })
+    }
+
+    #[test]
+    fn only_the_internal_profile_allows_dial_in() {
+        assert!(!dial_in_allowed(SecurityProfile::Strict));
+        assert!(dial_in_allowed(SecurityProfile::Internal));
+        let m = |profile, number: Option<&str>| Meeting {
+            id: "m".into(),
+            title: "T".into(),
+            starts_at: None,
+            organiser_id: 1,
+            profile,
+            created_at: Utc::now(),
+            ended_at: None,
+            dial_in_number: number.map(str::to_string),
+        };
+        assert!(meeting_dial_in(&m(
+            SecurityProfile::Internal,
+            Some("12345678")
+        )));
+        assert!(!meeting_dial_in(&m(
+            SecurityProfile::Strict,
+            Some("12345678")
+        )));
+        assert!(!meeting_dial_in(&m(SecurityProfile::Internal, None)));
+    }
+
+    #[test]
+    fn a_caller_stands_as_the_invitee_in_a_phone_seat() {
+        let base = Facts {
+            profile: SecurityProfile::Internal,
+            invitation: Some(invitation(5)),
+            phone: phone(Some("4567")),
+            ..facts()
+        };
+        let s = standing(&base).expect("ok");
+        assert_eq!(s.kind, ParticipantKind::PhoneGateway);
+        assert_eq!(s.display_name, "Erika Gast");
+        assert_eq!(
+            s.direct,
+            Some(JoinMethod::Invitation {
+                invitee: "Erika Gast".into(),
+                invited_by: "Orga".into()
+            })
+        );
+        assert_eq!(s.ban_subject, Some(BanSubject::Invitation(5)));
+        assert_eq!(s.phone, phone(Some("4567")));
+        assert_eq!(s.invitation.as_deref(), Some("Erika Gast"));
+        assert!(!s.moderator && !s.banned);
+        // A name the caller sends does not count.
+        let s = standing(&Facts {
+            display_name: Some("Mallory".into()),
+            ..base.clone()
+        })
+        .expect("ok");
+        assert_eq!(s.display_name, "Erika Gast");
+        // Removed earlier: the lobby, like the invitation.
+        assert!(
+            standing(&Facts {
+                banned: true,
+                ..base.clone()
+            })
+            .expect("ok")
+            .banned
+        );
+        // Never a moderator, even if the invitation's holder was made one (and so a removal
+        // applies to the caller).
+        let s = standing(&Facts {
+            invitation_is_moderator: true,
+            banned: true,
+            ..base.clone()
+        })
+        .expect("ok");
+        assert!(!s.moderator && s.banned);
+        // Without an invitation there is no caller.
+        assert!(matches!(
+            standing(&Facts {
+                invitation: None,
+                ..base.clone()
+            }),
+            Err(AdmissionError::TicketInvalid)
+        ));
+        // The strict profile refuses callers; negative control: the same invitation without
+        // the phone comes in.
+        let strict = Facts {
+            profile: SecurityProfile::Strict,
+            ..base.clone()
+        };
+        assert!(matches!(
+            standing(&strict),
+            Err(AdmissionError::DialInNotAllowed)
+        ));
+        let browser = standing(&Facts {
+            phone: None,
+            ..strict
+        })
+        .expect("ok");
+        assert_eq!(browser.kind, ParticipantKind::InvitedGuest);
+        assert_eq!(browser.phone, None);
     }
 }

@@ -23,6 +23,7 @@ use serde_json::json;
 
 use crate::admission::{self, AdmissionError, Who};
 use crate::auth;
+use crate::dialin::DialInView;
 use crate::state::AppState;
 
 pub const SESSION_COOKIE: &str = "klausur_session";
@@ -96,6 +97,12 @@ impl From<AdmissionError> for ApiError {
                     "internal",
                     "internal error",
                 )
+            }
+            AdmissionError::DialInNotAllowed => {
+                ApiError::new(StatusCode::FORBIDDEN, "forbidden", e.to_string())
+            }
+            AdmissionError::TicketCombined | AdmissionError::NameRequired => {
+                ApiError::bad_request(e.to_string())
             }
             other => ApiError::new(StatusCode::NOT_FOUND, "not_found", other.to_string()),
         }
@@ -270,6 +277,11 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/api/identity/credential",
             post(crate::identity::issue_credential),
+        )
+        .route("/api/dialin/calls", post(crate::dialin::post_call))
+        .route(
+            "/api/dialin/calls/{ticket}",
+            delete(crate::dialin::delete_call),
         )
         .route("/api/ws", get(ws_upgrade))
         .route("/healthz", get(|| async { "ok" }))
@@ -540,6 +552,8 @@ struct MeetingView {
     profile: SecurityProfile,
     is_moderator: bool,
     ended: bool,
+    /// The meeting's dial-in number, if it has one.
+    dial_in: Option<DialInView>,
 }
 
 async fn meeting_view(
@@ -549,6 +563,7 @@ async fn meeting_view(
 ) -> Result<MeetingView, ApiError> {
     let organiser = state.store.user_by_id(m.organiser_id).await?;
     let is_moderator = state.store.is_moderator(&m.id, viewer.id).await?;
+    let dial_in = DialInView::of(&m, &state.config.dialin);
     Ok(MeetingView {
         id: m.id,
         title: m.title,
@@ -560,6 +575,7 @@ async fn meeting_view(
         profile: m.profile,
         is_moderator,
         ended: m.ended_at.is_some(),
+        dial_in,
     })
 }
 
@@ -587,6 +603,9 @@ struct CreateMeetingReq {
     starts_at: Option<DateTime<Utc>>,
     #[serde(default)]
     profile: SecurityProfile,
+    /// Give the meeting a dial-in number.
+    #[serde(default)]
+    dial_in: bool,
 }
 
 async fn create_meeting(
@@ -598,16 +617,23 @@ async fn create_meeting(
     if title.is_empty() || title.chars().count() > 200 {
         return Err(ApiError::bad_request("title must be 1 to 200 characters"));
     }
-    let m = state
-        .store
-        .create_meeting(
-            &auth::new_meeting_id(),
+    let id = auth::new_meeting_id();
+    let m = if req.dial_in {
+        crate::dialin::create_meeting_with_dial_in(
+            &state.store,
+            &id,
             title,
             req.starts_at,
             user.id,
             req.profile,
         )
-        .await?;
+        .await?
+    } else {
+        state
+            .store
+            .create_meeting(&id, title, req.starts_at, user.id, req.profile)
+            .await?
+    };
     tracing::info!(meeting = %m.id, user_id = user.id, "meeting created");
     Ok((
         StatusCode::CREATED,
@@ -645,6 +671,8 @@ struct InvitationView {
     expires_at: DateTime<Utc>,
     revoked: bool,
     last_used_at: Option<DateTime<Utc>>,
+    /// The invitee has a phone PIN (shown once, when the invitation was created).
+    has_phone_pin: bool,
 }
 
 impl From<&klausur_store::Invitation> for InvitationView {
@@ -657,6 +685,7 @@ impl From<&klausur_store::Invitation> for InvitationView {
             expires_at: i.expires_at,
             revoked: i.revoked_at.is_some(),
             last_used_at: i.last_used_at,
+            has_phone_pin: i.has_phone_pin(),
         }
     }
 }
@@ -771,9 +800,11 @@ async fn create_invitation(
         ));
     }
     let token = auth::new_token();
-    let inv = state
-        .store
-        .create_invitation(NewInvitation {
+    let (inv, phone_pin) = crate::dialin::create_invitation(
+        &state.store,
+        state.dialin.pin_key(),
+        &m,
+        NewInvitation {
             meeting_id: m.id.clone(),
             token_hash: auth::token_hash(&token),
             name,
@@ -781,8 +812,10 @@ async fn create_invitation(
             user_id,
             created_by: user.id,
             expires_at: Utc::now() + Duration::hours(hours),
-        })
-        .await?;
+            phone_pin_hash: None,
+        },
+    )
+    .await?;
     let link = format!("{}/j/{}", base_url(&state, &headers), token.as_str());
     tracing::info!(meeting = %m.id, invitation = inv.id, "invitation created");
     Ok((
@@ -791,6 +824,7 @@ async fn create_invitation(
             "invitation": InvitationView::from(&inv),
             "token": token.as_str(),
             "link": link,
+            "phone_pin": phone_pin.as_deref().map(String::as_str),
         })),
     ))
 }
@@ -868,11 +902,16 @@ async fn invite_info(
             "the meeting has ended",
         ));
     }
+    // The number to call, where callers are accepted (the PIN is the invitee's to know).
+    let dial_in = DialInView::of(&m, &state.config.dialin)
+        .filter(|d| d.allowed)
+        .map(|d| json!({"meeting_number": d.meeting_number, "phone_number": d.phone_number}));
     Ok(Json(json!({
         "meeting_id": m.id,
         "meeting_title": m.title,
         "invitee_name": inv.name,
         "kind": inv.kind,
+        "dial_in": dial_in,
     })))
 }
 

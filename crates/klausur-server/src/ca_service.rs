@@ -130,7 +130,7 @@ pub fn create_token_file(path: &Path, force: bool) -> anyhow::Result<()> {
     let mut text = Zeroizing::new(String::with_capacity(token.len() + 1));
     text.push_str(&token);
     text.push('\n');
-    identity::write_secret_file(path, &text, force).map_err(|e| match e {
+    identity::write_secret_file(path, text.as_bytes(), force).map_err(|e| match e {
         identity::WriteSecretError::Exists => anyhow::anyhow!(
             "{} already exists; refusing to overwrite a token (pass --force to replace it; the \
              servers using the old one must get the new one)",
@@ -154,7 +154,7 @@ pub fn load_token_file(path: &Path) -> anyhow::Result<Zeroizing<String>> {
             if meta.permissions().mode() & 0o077 != 0 {
                 tracing::warn!(
                     file = %path.display(),
-                    "the identity CA token file is readable by other users; chmod 600 it"
+                    "the token file is readable by other users; chmod 600 it"
                 );
             }
         }

@@ -15,6 +15,7 @@ use serde_json::json;
 use crate::api::{validate_display_name, validate_username};
 use crate::auth;
 use crate::config::{Config, Overrides};
+use crate::dialin::{DialInView, PinKey};
 use crate::identity;
 
 #[derive(Parser, Debug)]
@@ -53,6 +54,26 @@ pub enum Command {
     /// so it can run on another host than the server.
     #[command(subcommand)]
     IdentityCa(IdentityCaCmd),
+    /// Run the telephone dial-in gateway on its own, for the server at --server (the `[dialin]`
+    /// section of --config says where it listens for SIP).
+    SipGateway(SipGatewayArgs),
+}
+
+#[derive(Args, Debug, Default)]
+pub struct SipGatewayArgs {
+    /// Base URL of the klausur server, e.g. https://konferenz.example.
+    #[arg(long)]
+    server: String,
+    /// The file with the gateway token (the server's `[dialin] gateway_token_file` holds the
+    /// same); default: `[dialin] gateway_token_file` of --config.
+    #[arg(long)]
+    token_file: Option<PathBuf>,
+    /// SIP listen address over UDP (repeatable); replaces `[dialin] udp`.
+    #[arg(long, value_name = "ADDR")]
+    sip_listen: Vec<String>,
+    /// Allow --server to be plain http:// on a non-loopback host (only over a protected link).
+    #[arg(long)]
+    danger_plain_http: bool,
 }
 
 #[derive(Args, Debug, Default)]
@@ -83,6 +104,10 @@ pub struct ServeArgs {
     /// The file with the CA service's token (`[identity] remote_token_file`).
     #[arg(long)]
     identity_remote_token_file: Option<PathBuf>,
+    /// Run the telephone dial-in gateway in this process, listening for SIP over UDP here
+    /// (repeatable; the same as `[dialin] udp = ["ADDR"]`).
+    #[arg(long, value_name = "ADDR")]
+    sip_listen: Vec<String>,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug)]
@@ -135,6 +160,10 @@ pub enum MeetingCmd {
         /// Start time, RFC 3339.
         #[arg(long)]
         starts_at: Option<DateTime<Utc>>,
+        /// Give the meeting a dial-in number for telephone callers (who are accepted where the
+        /// profile allows it: `internal`).
+        #[arg(long)]
+        dial_in: bool,
         #[arg(long)]
         json: bool,
     },
@@ -152,7 +181,8 @@ pub enum KindArg {
 
 #[derive(Subcommand, Debug)]
 pub enum InviteCmd {
-    /// Create a personal invitation and print its link (shown once).
+    /// Create a personal invitation and print its link (shown once), and for a meeting with a
+    /// dial-in number the invitee's phone PIN (shown once).
     Create {
         meeting_id: String,
         /// Guest's name, or the colleague's user name with --kind colleague.
@@ -279,6 +309,7 @@ fn overrides(data_dir: Option<PathBuf>, s: Option<&ServeArgs>) -> Overrides {
         o.danger_plain_http = s.danger_plain_http;
         o.identity_remote_url = s.identity_remote_url.clone();
         o.identity_remote_token_file = s.identity_remote_token_file.clone();
+        o.sip_listen = s.sip_listen.clone();
     }
     o
 }
@@ -311,7 +342,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Meeting(cmd) => {
             let config = Config::load(cli.config.as_deref(), &overrides(cli.data_dir, None))?;
             let store = crate::server::open_store(&config).await?;
-            meeting_cmd(&store, cmd).await
+            meeting_cmd(&store, &config, cmd).await
         }
         Command::Invite(cmd) => {
             let config = Config::load(cli.config.as_deref(), &overrides(cli.data_dir, None))?;
@@ -319,6 +350,18 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             invite_cmd(&store, &config, cmd).await
         }
         Command::IdentityCa(cmd) => identity_ca_cmd(cmd).await,
+        Command::SipGateway(args) => {
+            let o = Overrides {
+                data_dir: cli.data_dir,
+                sip_listen: args.sip_listen,
+                danger_plain_http: args.danger_plain_http,
+                ..Overrides::default()
+            };
+            let config =
+                Config::load(cli.config.as_deref(), &o).context("invalid configuration")?;
+            let setup = crate::sip_gateway::remote_setup(&config, &args.server, args.token_file)?;
+            crate::sip_gateway::run_remote(setup).await
+        }
     }
 }
 
@@ -488,13 +531,19 @@ async fn user_cmd(store: &klausur_store::Store, cmd: UserCmd) -> anyhow::Result<
     Ok(())
 }
 
-async fn meeting_cmd(store: &klausur_store::Store, cmd: MeetingCmd) -> anyhow::Result<()> {
+async fn meeting_cmd(
+    store: &klausur_store::Store,
+    config: &Config,
+    cmd: MeetingCmd,
+) -> anyhow::Result<()> {
+    let dial_in = |m: &klausur_store::Meeting| DialInView::of(m, &config.dialin);
     match cmd {
         MeetingCmd::Create {
             title,
             organiser,
             profile,
             starts_at,
+            dial_in: with_dial_in,
             json,
         } => {
             let org = store
@@ -509,20 +558,43 @@ async fn meeting_cmd(store: &klausur_store::Store, cmd: MeetingCmd) -> anyhow::R
                 ProfileArg::Strict => SecurityProfile::Strict,
                 ProfileArg::Internal => SecurityProfile::Internal,
             };
-            let m = store
-                .create_meeting(&auth::new_meeting_id(), title, starts_at, org.id, profile)
-                .await?;
+            let id = auth::new_meeting_id();
+            let m = if with_dial_in {
+                crate::dialin::create_meeting_with_dial_in(
+                    store, &id, title, starts_at, org.id, profile,
+                )
+                .await?
+            } else {
+                store
+                    .create_meeting(&id, title, starts_at, org.id, profile)
+                    .await?
+            };
+            let view = dial_in(&m);
+            let text = match &view {
+                Some(d) => format!(
+                    "created meeting {} ({}), dial-in number {}{}",
+                    m.id,
+                    m.title,
+                    d.meeting_number,
+                    if d.allowed {
+                        ""
+                    } else {
+                        " (the strict profile accepts no calls)"
+                    }
+                ),
+                None => format!("created meeting {} ({})", m.id, m.title),
+            };
             print(
                 json,
-                json!({"id": m.id, "title": m.title, "organiser": org.username, "profile": m.profile, "starts_at": m.starts_at}),
-                format!("created meeting {} ({})", m.id, m.title),
+                json!({"id": m.id, "title": m.title, "organiser": org.username, "profile": m.profile, "starts_at": m.starts_at, "dial_in": view}),
+                text,
             );
         }
         MeetingCmd::List { json } => {
             let ms = store.list_all_meetings().await?;
             let v: Vec<_> = ms
                 .iter()
-                .map(|m| json!({"id": m.id, "title": m.title, "organiser_id": m.organiser_id, "profile": m.profile, "starts_at": m.starts_at, "ended": m.ended_at.is_some()}))
+                .map(|m| json!({"id": m.id, "title": m.title, "organiser_id": m.organiser_id, "profile": m.profile, "starts_at": m.starts_at, "ended": m.ended_at.is_some(), "dial_in": dial_in(m)}))
                 .collect();
             let text = ms
                 .iter()
@@ -595,25 +667,39 @@ async fn invite_cmd(
         }
     };
     let token = auth::new_token();
-    let inv = store
-        .create_invitation(NewInvitation {
-            meeting_id: m.id.clone(),
-            token_hash: auth::token_hash(&token),
-            name,
-            kind,
-            user_id,
-            created_by: creator,
-            expires_at: Utc::now() + Duration::hours(expires_in_hours),
-        })
-        .await?;
+    let new = NewInvitation {
+        meeting_id: m.id.clone(),
+        token_hash: auth::token_hash(&token),
+        name,
+        kind,
+        user_id,
+        created_by: creator,
+        expires_at: Utc::now() + Duration::hours(expires_in_hours),
+        phone_pin_hash: None,
+    };
+    let (inv, phone_pin) = if m.dial_in_number.is_some() {
+        // The same key file the server uses (created here if the server never ran).
+        let (key, _) = PinKey::load_or_create(&PinKey::path_in(&config.data_dir))?;
+        crate::dialin::create_invitation(store, &key, &m, new).await?
+    } else {
+        (store.create_invitation(new).await?, None)
+    };
     let base = base_url
         .or_else(|| config.public_url.clone())
         .unwrap_or_else(|| format!("http://{}", config.listen));
     let link = format!("{base}/j/{}", token.as_str());
+    let text = match (&phone_pin, &m.dial_in_number) {
+        (Some(pin), Some(number)) => format!(
+            "invitation for {}: {link}\nphone: meeting number {number}, PIN {}",
+            inv.name,
+            pin.as_str()
+        ),
+        _ => format!("invitation for {}: {link}", inv.name),
+    };
     print(
         json,
-        json!({"id": inv.id, "meeting_id": m.id, "name": inv.name, "kind": inv.kind, "expires_at": inv.expires_at, "token": token.as_str(), "link": link}),
-        format!("invitation for {}: {link}", inv.name),
+        json!({"id": inv.id, "meeting_id": m.id, "name": inv.name, "kind": inv.kind, "expires_at": inv.expires_at, "token": token.as_str(), "link": link, "phone_pin": phone_pin.as_deref().map(String::as_str)}),
+        text,
     );
     Ok(())
 }

@@ -42,6 +42,8 @@ pub struct RawConfig {
     pub security: RawSecurity,
     #[serde(default)]
     pub identity: RawIdentity,
+    #[serde(default)]
+    pub dialin: RawDialIn,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -86,6 +88,28 @@ pub struct RawIdentity {
     pub remote_tls_ca_cert: Option<PathBuf>,
 }
 
+/// The `[dialin]` section as written (see [`DialInConfig`] for what each key means).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDialIn {
+    pub udp: Option<Vec<String>>,
+    pub tcp: Option<Vec<String>>,
+    pub tls: Option<Vec<String>>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub allow: Option<Vec<String>>,
+    pub digest_user: Option<String>,
+    pub digest_password_file: Option<PathBuf>,
+    pub phone_number: Option<String>,
+    pub rtp_address: Option<String>,
+    pub rtp_ports: Option<String>,
+    pub max_calls: Option<u32>,
+    pub max_call_minutes: Option<u32>,
+    pub invites_per_source_per_minute: Option<u32>,
+    pub language: Option<String>,
+    pub gateway_token_file: Option<PathBuf>,
+}
+
 /// Overrides from the command line (highest precedence).
 #[derive(Debug, Default, Clone)]
 pub struct Overrides {
@@ -99,6 +123,8 @@ pub struct Overrides {
     pub danger_plain_http: bool,
     pub identity_remote_url: Option<String>,
     pub identity_remote_token_file: Option<PathBuf>,
+    /// `--sip-listen`: replaces `[dialin] udp`.
+    pub sip_listen: Vec<String>,
 }
 
 /// The validated configuration.
@@ -123,6 +149,88 @@ pub struct Config {
     /// ... and closes a connection that sent nothing, not even a pong, for this long: a client
     /// whose network went away leaves the meeting within this time. Not in the config file.
     pub ws_idle: std::time::Duration,
+    /// The `[dialin]` section: telephone dial-in.
+    pub dialin: DialInConfig,
+    /// The unit of the dial-in throttle's growing delay (`2^(n-3)` units after `n` failures, at
+    /// most 30 units; see [`crate::dialin::ThrottleRule`]): one second. Not in the config file.
+    pub dialin_throttle_unit: std::time::Duration,
+}
+
+/// The validated `[dialin]` section. The server reads `phone_number` (shown with every
+/// meeting's dial-in number) and `gateway_token_file` (the token a remote gateway presents);
+/// the SIP gateway (in this process when any listen address is given, or `klausur
+/// sip-gateway` elsewhere) reads the rest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DialInConfig {
+    /// SIP listen addresses over UDP (`udp`, or `--sip-listen`), TCP and TLS. Any of them turns
+    /// the in-process gateway on ([`DialInConfig::gateway_enabled`]).
+    pub udp: Vec<SocketAddr>,
+    pub tcp: Vec<SocketAddr>,
+    pub tls: Vec<SocketAddr>,
+    /// Certificate and key for the TLS listeners (required with `tls`, refused without).
+    pub tls_files: Option<TlsFiles>,
+    /// Trunk addresses or networks allowed to call; default loopback only.
+    pub allow: Vec<ipnet::IpNet>,
+    /// Digest authentication the trunk must answer, if configured.
+    pub digest: Option<DigestAuth>,
+    /// The number users dial, as shown to them (`"+49 30 9999 0000"`).
+    pub phone_number: Option<String>,
+    /// The address the gateway puts in its SDP: where the trunk sends RTP.
+    pub rtp_address: IpAddr,
+    /// The gateway's RTP ports (inclusive).
+    pub rtp_ports: std::ops::RangeInclusive<u16>,
+    /// Concurrent calls; more are refused.
+    pub max_calls: u32,
+    /// Longest call; the gateway ends it after this.
+    pub max_call_minutes: u32,
+    /// INVITEs accepted per source address and minute.
+    pub invites_per_source_per_minute: u32,
+    /// The language of the voice prompts.
+    pub language: PromptLanguage,
+    /// Server side: the token remote gateways (`klausur sip-gateway`) present. Gateway side:
+    /// the token it presents to the server (unless `--token-file` is given).
+    pub gateway_token_file: Option<PathBuf>,
+}
+
+/// `[dialin] digest_user` and `digest_password_file`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DigestAuth {
+    pub user: String,
+    /// The file holding the password (first line).
+    pub password_file: PathBuf,
+}
+
+/// The language of the gateway's voice prompts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PromptLanguage {
+    De,
+    En,
+}
+
+impl PromptLanguage {
+    /// The code as written in the configuration (`"de"`, `"en"`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PromptLanguage::De => "de",
+            PromptLanguage::En => "en",
+        }
+    }
+}
+
+impl DialInConfig {
+    /// Whether the gateway runs in this process: some SIP listen address is configured.
+    pub fn gateway_enabled(&self) -> bool {
+        !(self.udp.is_empty() && self.tcp.is_empty() && self.tls.is_empty())
+    }
+
+    /// Whether a call from `ip` is allowed (`allow`).
+    pub fn allows(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        self.allow.iter().any(|net| net.contains(&ip))
+    }
 }
 
 /// The `[identity]` section: the identity CA that issues end-to-end encryption credentials.
@@ -166,7 +274,7 @@ impl IdentityConfig {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TlsFiles {
     pub cert: PathBuf,
     pub key: PathBuf,
@@ -341,6 +449,7 @@ impl Config {
                 "must be between 1 and 100000",
             ));
         }
+        let dialin = resolve_dialin(raw.dialin, o)?;
         Ok(Config {
             listen,
             public_url,
@@ -359,6 +468,8 @@ impl Config {
             },
             ws_keepalive: std::time::Duration::from_secs(10),
             ws_idle: std::time::Duration::from_secs(30),
+            dialin,
+            dialin_throttle_unit: std::time::Duration::from_secs(1),
         })
     }
 
@@ -370,6 +481,244 @@ impl Config {
                 .as_deref()
                 .is_some_and(|u| u.starts_with("https://"))
     }
+}
+
+/// Parses `[dialin]`; `--sip-listen` replaces `udp`.
+fn resolve_dialin(raw: RawDialIn, o: &Overrides) -> Result<DialInConfig, ConfigError> {
+    let addresses = |key: &str, list: &[String]| -> Result<Vec<SocketAddr>, ConfigError> {
+        list.iter()
+            .map(|a| {
+                a.parse::<SocketAddr>().map_err(|_| {
+                    invalid(
+                        key,
+                        format!("{a:?} is not an address with port, like \"127.0.0.1:5060\""),
+                    )
+                })
+            })
+            .collect()
+    };
+    let udp = if o.sip_listen.is_empty() {
+        addresses("dialin.udp", raw.udp.as_deref().unwrap_or_default())?
+    } else {
+        addresses("--sip-listen", &o.sip_listen)?
+    };
+    let tcp = addresses("dialin.tcp", raw.tcp.as_deref().unwrap_or_default())?;
+    let tls = addresses("dialin.tls", raw.tls.as_deref().unwrap_or_default())?;
+    let tls_files = match (raw.tls_cert, raw.tls_key) {
+        (Some(cert), Some(key)) => {
+            if tls.is_empty() {
+                return Err(invalid(
+                    "dialin.tls_cert",
+                    "set, but dialin.tls lists no address to use it on",
+                ));
+            }
+            for (k, p) in [("dialin.tls_cert", &cert), ("dialin.tls_key", &key)] {
+                if !p.is_file() {
+                    return Err(invalid(k, format!("file {} does not exist", p.display())));
+                }
+            }
+            Some(TlsFiles { cert, key })
+        }
+        (None, None) if !tls.is_empty() => {
+            return Err(invalid(
+                "dialin.tls_cert",
+                "missing (dialin.tls lists an address; it needs tls_cert and tls_key)",
+            ))
+        }
+        (None, None) => None,
+        (Some(_), None) => {
+            return Err(invalid(
+                "dialin.tls_key",
+                "missing (dialin.tls_cert is set)",
+            ))
+        }
+        (None, Some(_)) => {
+            return Err(invalid(
+                "dialin.tls_cert",
+                "missing (dialin.tls_key is set)",
+            ))
+        }
+    };
+    let allow = match raw.allow {
+        None => vec![
+            ipnet::IpNet::from(IpAddr::from([127, 0, 0, 1])),
+            ipnet::IpNet::from(IpAddr::from(std::net::Ipv6Addr::LOCALHOST)),
+        ],
+        Some(list) => list
+            .iter()
+            .map(|a| {
+                a.parse::<ipnet::IpNet>()
+                    .or_else(|_| a.parse::<IpAddr>().map(ipnet::IpNet::from))
+                    .map(|n| n.trunc())
+                    .map_err(|_| {
+                        invalid(
+                            "dialin.allow",
+                            format!(
+                                "{a:?} is not an address or network, like \"192.0.2.10\" or \
+                                 \"192.0.2.0/24\""
+                            ),
+                        )
+                    })
+            })
+            .collect::<Result<_, _>>()?,
+    };
+    let digest = match (raw.digest_user, raw.digest_password_file) {
+        (Some(user), Some(password_file)) => {
+            if user.is_empty()
+                || user.chars().count() > 64
+                || user.chars().any(|c| c.is_control() || c.is_whitespace())
+            {
+                return Err(invalid(
+                    "dialin.digest_user",
+                    "must be 1 to 64 characters without spaces or control characters",
+                ));
+            }
+            if !password_file.is_file() {
+                return Err(invalid(
+                    "dialin.digest_password_file",
+                    format!("file {} does not exist", password_file.display()),
+                ));
+            }
+            Some(DigestAuth {
+                user,
+                password_file,
+            })
+        }
+        (None, None) => None,
+        (Some(_), None) => {
+            return Err(invalid(
+                "dialin.digest_password_file",
+                "missing (dialin.digest_user is set)",
+            ))
+        }
+        (None, Some(_)) => {
+            return Err(invalid(
+                "dialin.digest_user",
+                "missing (dialin.digest_password_file is set)",
+            ))
+        }
+    };
+    let phone_number = raw
+        .phone_number
+        .map(|n| n.trim().to_string())
+        .filter(|n| !n.is_empty());
+    if let Some(n) = &phone_number {
+        let ok = n.chars().count() <= 40
+            && n.chars().any(|c| c.is_ascii_digit())
+            && n.chars()
+                .all(|c| c.is_ascii_digit() || " +-/().".contains(c));
+        if !ok {
+            return Err(invalid(
+                "dialin.phone_number",
+                format!(
+                    "{n:?} must be a telephone number of at most 40 characters: digits, spaces \
+                     and + - / ( ) ., like \"+49 30 9999 0000\""
+                ),
+            ));
+        }
+    }
+    let first_listen = udp.iter().chain(&tcp).chain(&tls).next().copied();
+    let rtp_address = match raw.rtp_address {
+        Some(a) => {
+            let ip = a.parse::<IpAddr>().map_err(|_| {
+                invalid("dialin.rtp_address", format!("{a:?} is not an IP address"))
+            })?;
+            if ip.is_unspecified() {
+                return Err(invalid(
+                    "dialin.rtp_address",
+                    "must be the address the trunk sends RTP to, not an unspecified one",
+                ));
+            }
+            ip
+        }
+        None => match first_listen {
+            Some(l) if l.ip().is_unspecified() => {
+                return Err(invalid(
+                    "dialin.rtp_address",
+                    "required when a dialin listen address binds all interfaces (0.0.0.0 or \
+                     ::): the address the trunk sends RTP to",
+                ))
+            }
+            Some(l) => l.ip(),
+            None => IpAddr::from([127, 0, 0, 1]),
+        },
+    };
+    let max_calls = raw.max_calls.unwrap_or(200);
+    if !(1..=10_000).contains(&max_calls) {
+        return Err(invalid("dialin.max_calls", "must be between 1 and 10000"));
+    }
+    let rtp_ports = raw.rtp_ports.as_deref().unwrap_or("20000-20999");
+    let range = rtp_ports
+        .split_once('-')
+        .and_then(|(a, b)| Some((a.trim().parse::<u16>().ok()?, b.trim().parse::<u16>().ok()?)))
+        .filter(|(a, b)| *a >= 1024 && a < b)
+        .ok_or_else(|| {
+            invalid(
+                "dialin.rtp_ports",
+                format!(
+                    "{rtp_ports:?} must be a port range like \"20000-20999\" (from 1024 up, \
+                     first below last)"
+                ),
+            )
+        })?;
+    let ports = u32::from(range.1 - range.0) + 1;
+    if ports < max_calls {
+        return Err(invalid(
+            "dialin.rtp_ports",
+            format!(
+                "{rtp_ports:?} has {ports} ports, fewer than dialin.max_calls ({max_calls}): \
+                 each call needs one"
+            ),
+        ));
+    }
+    let max_call_minutes = raw.max_call_minutes.unwrap_or(240);
+    if !(1..=24 * 60).contains(&max_call_minutes) {
+        return Err(invalid(
+            "dialin.max_call_minutes",
+            "must be between 1 and 1440",
+        ));
+    }
+    let invites_per_source_per_minute = raw.invites_per_source_per_minute.unwrap_or(30);
+    if !(1..=10_000).contains(&invites_per_source_per_minute) {
+        return Err(invalid(
+            "dialin.invites_per_source_per_minute",
+            "must be between 1 and 10000",
+        ));
+    }
+    let language = match raw.language.as_deref().unwrap_or("de") {
+        "de" => PromptLanguage::De,
+        "en" => PromptLanguage::En,
+        other => {
+            return Err(invalid(
+                "dialin.language",
+                format!("{other:?} is not one of \"de\", \"en\""),
+            ))
+        }
+    };
+    if let Some(f) = &raw.gateway_token_file {
+        if !f.is_file() {
+            return Err(invalid(
+                "dialin.gateway_token_file",
+                format!("file {} does not exist", f.display()),
+            ));
+        }
+    }
+    Ok(DialInConfig {
+        udp,
+        tcp,
+        tls,
+        tls_files,
+        allow,
+        digest,
+        phone_number,
+        rtp_address,
+        rtp_ports: range.0..=range.1,
+        max_calls,
+        max_call_minutes,
+        invites_per_source_per_minute,
+        language,
+        gateway_token_file: raw.gateway_token_file,
+    })
 }
 
 /// The `[identity]` key source: a local key file (default) or a remote CA service. An explicitly
@@ -741,5 +1090,198 @@ mod tests {
             c.media_public_ip,
             "192.0.2.1".parse::<IpAddr>().expect("ip")
         );
+    }
+
+    #[test]
+    fn dialin_defaults_are_off_and_loopback() {
+        let c = resolve("").expect("defaults");
+        let d = &c.dialin;
+        assert!(!d.gateway_enabled());
+        assert!(d.allows("127.0.0.1".parse().expect("ip")));
+        assert!(d.allows("::1".parse().expect("ip")));
+        assert!(d.allows("::ffff:127.0.0.1".parse().expect("ip")));
+        assert!(!d.allows("192.0.2.1".parse().expect("ip")));
+        assert_eq!(d.rtp_address, "127.0.0.1".parse::<IpAddr>().expect("ip"));
+        assert_eq!(d.rtp_ports, 20000..=20999);
+        assert_eq!(
+            (
+                d.max_calls,
+                d.max_call_minutes,
+                d.invites_per_source_per_minute
+            ),
+            (200, 240, 30)
+        );
+        assert_eq!(d.language, PromptLanguage::De);
+        assert_eq!(d.phone_number, None);
+        assert_eq!(d.gateway_token_file, None);
+        assert_eq!(c.dialin_throttle_unit, std::time::Duration::from_secs(1));
+    }
+
+    #[test]
+    fn dialin_section_is_parsed() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let file = |name: &str| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, "x".repeat(40)).expect("write");
+            p.to_str().expect("utf-8").to_string()
+        };
+        let (cert, key, pw, token) = (file("c.pem"), file("k.pem"), file("pw"), file("t"));
+        let c = resolve(&format!(
+            "[dialin]\nudp = [\"0.0.0.0:5060\"]\ntcp = [\"192.0.2.5:5060\"]\n\
+             tls = [\"[::]:5061\"]\ntls_cert = {cert:?}\ntls_key = {key:?}\n\
+             allow = [\"192.0.2.0/24\", \"2001:db8::7\", \"198.51.100.9/24\"]\n\
+             digest_user = \"trunk\"\ndigest_password_file = {pw:?}\n\
+             phone_number = \" +49 30 9999-0000 \"\nrtp_address = \"192.0.2.5\"\n\
+             rtp_ports = \"30000-30099\"\nmax_calls = 50\nmax_call_minutes = 60\n\
+             invites_per_source_per_minute = 5\nlanguage = \"en\"\ngateway_token_file = {token:?}\n"
+        ))
+        .expect("valid");
+        let d = &c.dialin;
+        assert!(d.gateway_enabled());
+        assert_eq!(d.udp, ["0.0.0.0:5060".parse().expect("addr")]);
+        assert_eq!(d.tcp, ["192.0.2.5:5060".parse().expect("addr")]);
+        assert_eq!(d.tls, ["[::]:5061".parse().expect("addr")]);
+        assert_eq!(
+            d.tls_files,
+            Some(TlsFiles {
+                cert: cert.into(),
+                key: key.into()
+            })
+        );
+        assert!(d.allows("192.0.2.200".parse().expect("ip")));
+        assert!(d.allows("2001:db8::7".parse().expect("ip")));
+        assert!(!d.allows("2001:db8::8".parse().expect("ip")));
+        // A host address written with a network's prefix means the network.
+        assert!(d.allows("198.51.100.1".parse().expect("ip")));
+        assert!(
+            !d.allows("127.0.0.1".parse().expect("ip")),
+            "loopback no longer"
+        );
+        assert_eq!(
+            d.digest,
+            Some(DigestAuth {
+                user: "trunk".into(),
+                password_file: pw.into()
+            })
+        );
+        assert_eq!(d.phone_number.as_deref(), Some("+49 30 9999-0000"));
+        assert_eq!(d.rtp_address, "192.0.2.5".parse::<IpAddr>().expect("ip"));
+        assert_eq!(d.rtp_ports, 30000..=30099);
+        assert_eq!(
+            (
+                d.max_calls,
+                d.max_call_minutes,
+                d.invites_per_source_per_minute
+            ),
+            (50, 60, 5)
+        );
+        assert_eq!(d.language, PromptLanguage::En);
+        assert_eq!(d.language.as_str(), "en");
+        assert_eq!(d.gateway_token_file, Some(PathBuf::from(&token)));
+        // Without rtp_address, a specific listen address is the RTP address.
+        let c = resolve("[dialin]\nudp = [\"192.0.2.5:5060\"]").expect("valid");
+        assert_eq!(
+            c.dialin.rtp_address,
+            "192.0.2.5".parse::<IpAddr>().expect("ip")
+        );
+    }
+
+    #[test]
+    fn sip_listen_replaces_udp() {
+        let raw: RawConfig =
+            toml::from_str("[dialin]\nudp = [\"127.0.0.1:5060\", \"127.0.0.1:5070\"]")
+                .expect("toml");
+        let o = Overrides {
+            sip_listen: vec!["127.0.0.1:6060".into()],
+            ..Overrides::default()
+        };
+        let c = Config::resolve(raw, &|_| None, &o).expect("valid");
+        assert_eq!(c.dialin.udp, ["127.0.0.1:6060".parse().expect("addr")]);
+        let o = Overrides {
+            sip_listen: vec!["nope".into()],
+            ..Overrides::default()
+        };
+        let err = Config::resolve(RawConfig::default(), &|_| None, &o).expect_err("bad");
+        assert!(err.to_string().starts_with("--sip-listen"), "{err}");
+    }
+
+    #[test]
+    fn dialin_errors_name_the_key() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let f = dir.path().join("f");
+        std::fs::write(&f, "x").expect("write");
+        let f = f.to_str().expect("utf-8").to_string();
+        let cases = [
+            ("[dialin]\nudp = [\"5060\"]".to_string(), "dialin.udp", "address with port"),
+            ("[dialin]\ntcp = [\"x:1\"]".to_string(), "dialin.tcp", "address"),
+            (
+                "[dialin]\ntls = [\"127.0.0.1:5061\"]".to_string(),
+                "dialin.tls_cert",
+                "missing",
+            ),
+            (
+                format!("[dialin]\ntls_cert = {f:?}\ntls_key = {f:?}"),
+                "dialin.tls_cert",
+                "no address",
+            ),
+            (
+                "[dialin]\ntls = [\"127.0.0.1:5061\"]\ntls_cert = \"/nonexistent/c\"\ntls_key = \"/nonexistent/k\"".to_string(),
+                "dialin.tls_cert",
+                "does not exist",
+            ),
+            (format!("[dialin]\ntls_cert = {f:?}"), "dialin.tls_key", "missing"),
+            ("[dialin]\nallow = [\"everyone\"]".to_string(), "dialin.allow", "network"),
+            ("[dialin]\nallow = [\"10.0.0.0/33\"]".to_string(), "dialin.allow", "network"),
+            ("[dialin]\ndigest_user = \"u\"".to_string(), "dialin.digest_password_file", "missing"),
+            (format!("[dialin]\ndigest_password_file = {f:?}"), "dialin.digest_user", "missing"),
+            (
+                format!("[dialin]\ndigest_user = \"a b\"\ndigest_password_file = {f:?}"),
+                "dialin.digest_user",
+                "spaces",
+            ),
+            (
+                "[dialin]\ndigest_user = \"u\"\ndigest_password_file = \"/nonexistent/pw\"".to_string(),
+                "dialin.digest_password_file",
+                "does not exist",
+            ),
+            ("[dialin]\nphone_number = \"call us\"".to_string(), "dialin.phone_number", "telephone number"),
+            ("[dialin]\nphone_number = \"+-/\"".to_string(), "dialin.phone_number", "telephone number"),
+            ("[dialin]\nrtp_address = \"here\"".to_string(), "dialin.rtp_address", "IP address"),
+            ("[dialin]\nrtp_address = \"0.0.0.0\"".to_string(), "dialin.rtp_address", "unspecified"),
+            (
+                "[dialin]\nudp = [\"0.0.0.0:5060\"]".to_string(),
+                "dialin.rtp_address",
+                "required",
+            ),
+            ("[dialin]\nrtp_ports = \"20000\"".to_string(), "dialin.rtp_ports", "port range"),
+            ("[dialin]\nrtp_ports = \"20000-19999\"".to_string(), "dialin.rtp_ports", "port range"),
+            ("[dialin]\nrtp_ports = \"80-2000\"".to_string(), "dialin.rtp_ports", "1024"),
+            ("[dialin]\nrtp_ports = \"20000-20009\"".to_string(), "dialin.rtp_ports", "max_calls"),
+            ("[dialin]\nmax_calls = 0".to_string(), "dialin.max_calls", "between"),
+            ("[dialin]\nmax_call_minutes = 0".to_string(), "dialin.max_call_minutes", "between"),
+            (
+                "[dialin]\ninvites_per_source_per_minute = 0".to_string(),
+                "dialin.invites_per_source_per_minute",
+                "between",
+            ),
+            ("[dialin]\nlanguage = \"fr\"".to_string(), "dialin.language", "\"de\""),
+            (
+                "[dialin]\ngateway_token_file = \"/nonexistent/t\"".to_string(),
+                "dialin.gateway_token_file",
+                "does not exist",
+            ),
+            ("[dialin]\nudp_port = 5060".to_string(), "config file t.toml", "udp_port"),
+        ];
+        for (text, key, needle) in cases {
+            let err = resolve(&text).expect_err(&text).to_string();
+            assert!(err.starts_with(key), "{text}: {err}");
+            assert!(err.contains(needle), "{text}: {err}");
+        }
+        // Negative control: the same keys with good values are accepted.
+        resolve(&format!(
+            "[dialin]\nudp = [\"127.0.0.1:5060\"]\nrtp_ports = \"20000-20199\"\n\
+             digest_user = \"u\"\ndigest_password_file = {f:?}\nphone_number = \"0800 123\""
+        ))
+        .expect("valid");
     }
 }

@@ -26,6 +26,7 @@
 //! | `device_key` only | staff session (+ CSRF) | `staff` | `user:<id>` | the account's |
 //! | `invite_token` | holder of a valid invitation | `invited_guest` | `invitation:<id>` | the invitation's |
 //! | `meeting_id` + `display_name` | anyone (lobby guest) | `guest` | `guest:<128 random bits, hex>` | chosen by the guest |
+//! | `dial_in_ticket` (+ `meeting_id`) | the dial-in gateway, for a caller it got a ticket for | `phone_gateway` | `invitation:<id>` | the invitation's |
 //!
 //! A guest credential names nobody: the name is self-chosen and the user id is random, so
 //! clients show such a member as an unverified guest. Credentials are valid for
@@ -138,9 +139,9 @@ fn create_0600(path: &Path) -> std::io::Result<std::fs::File> {
     options.open(path)
 }
 
-fn write_new(path: &Path, text: &str) -> std::io::Result<()> {
+fn write_new(path: &Path, content: &[u8]) -> std::io::Result<()> {
     let mut f = create_0600(path)?;
-    let written = f.write_all(text.as_bytes()).and_then(|()| f.sync_all());
+    let written = f.write_all(content).and_then(|()| f.sync_all());
     if written.is_err() {
         let _ = std::fs::remove_file(path);
     }
@@ -159,16 +160,17 @@ pub(crate) enum WriteSecretError {
 /// unless `force`, in which case the file is replaced atomically.
 pub(crate) fn write_secret_file(
     path: &Path,
-    text: &str,
+    content: impl AsRef<[u8]>,
     force: bool,
 ) -> Result<(), WriteSecretError> {
+    let content = content.as_ref();
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("cannot create directory {}", dir.display()))
             .map_err(WriteSecretError::Other)?;
     }
     if !force {
-        return match write_new(path, text) {
+        return match write_new(path, content) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                 Err(WriteSecretError::Exists)
@@ -181,7 +183,7 @@ pub(crate) fn write_secret_file(
     let mut tmp_name = path.as_os_str().to_owned();
     tmp_name.push(format!(".tmp-{:016x}", rand::rngs::OsRng.next_u64()));
     let tmp = PathBuf::from(tmp_name);
-    write_new(&tmp, text)
+    write_new(&tmp, content)
         .with_context(|| format!("cannot create {}", tmp.display()))
         .map_err(WriteSecretError::Other)?;
     if let Err(e) = std::fs::rename(&tmp, path) {
@@ -199,7 +201,7 @@ pub fn create_key_file(path: &Path, force: bool) -> anyhow::Result<IdentityCa> {
     let mut secret = Zeroizing::new([0u8; 32]);
     rand::rngs::OsRng.fill_bytes(secret.as_mut());
     let text = key_file_text(&secret);
-    match write_secret_file(path, &text, force) {
+    match write_secret_file(path, text.as_bytes(), force) {
         Ok(()) => Ok(IdentityCa::new(SigningKey::from_bytes(&secret))),
         Err(WriteSecretError::Exists) => bail!(
             "{} already exists; refusing to overwrite a CA key (pass --force to replace it, \
@@ -596,6 +598,8 @@ pub struct CredentialReq {
     meeting_id: Option<String>,
     #[serde(default)]
     display_name: Option<String>,
+    #[serde(default)]
+    dial_in_ticket: Option<String>,
 }
 
 fn meeting_gone() -> ApiError {
@@ -613,6 +617,31 @@ pub async fn issue_credential(
     check_origin(&headers)?;
     let device_key = parse_device_key(&req.device_key).map_err(bad_request)?;
     let (user_id, display_name, kind) = match (&req.invite_token, &req.meeting_id) {
+        _ if req.dial_in_ticket.is_some() => {
+            if req.invite_token.is_some() || req.display_name.is_some() {
+                return Err(bad_request(
+                    "dial_in_ticket cannot be combined with invite_token or display_name: the \
+                     ticket's invitation names the caller",
+                ));
+            }
+            let ticket = req.dial_in_ticket.as_deref().unwrap_or_default();
+            let (_, inv) =
+                crate::dialin::ticket_invitation(&state, ticket, req.meeting_id.as_deref()).await?;
+            let m = state.store.meeting(&inv.meeting_id).await?.ok_or_else(|| {
+                ApiError::new(StatusCode::NOT_FOUND, "not_found", "meeting not found")
+            })?;
+            if m.ended_at.is_some() {
+                return Err(meeting_gone());
+            }
+            if !admission::meeting_dial_in(&m) {
+                return Err(admission::AdmissionError::DialInNotAllowed.into());
+            }
+            (
+                format!("invitation:{}", inv.id),
+                inv.name,
+                ParticipantKind::PhoneGateway,
+            )
+        }
         (Some(token), meeting_id) => {
             if req.display_name.is_some() {
                 return Err(bad_request(

@@ -5,6 +5,8 @@
 //! - [`api`] and [`ws`] turn requests and frames into calls and calls' errors into replies
 //!   (the only place where errors become HTTP or WebSocket messages);
 //! - [`admission`] decides who comes in directly (pure rule + database facts);
+//! - [`dialin`] holds telephone dial-in's server side: numbers and PINs, the gateway API, its
+//!   throttle and tickets; [`sip_gateway`] is where the SIP gateway is started;
 //! - [`meeting`] runs one actor per meeting that owns participants, lobby and moderation;
 //! - [`media`] runs the media worker that owns the UDP socket and the sans-IO room cores
 //!   (`klausur-room`);
@@ -18,10 +20,12 @@ pub mod ca_service;
 pub mod cli;
 pub mod config;
 pub mod delivery;
+pub mod dialin;
 pub mod identity;
 pub mod media;
 pub mod meeting;
 pub mod server;
+pub mod sip_gateway;
 pub mod state;
 #[cfg(feature = "test-hooks")]
 pub mod test_hooks;

@@ -105,6 +105,13 @@ pub enum MediaCmd {
         peer: PeerId,
         enabled: bool,
     },
+    /// Whether others' video is forwarded to the peer (false for an audio-only participant,
+    /// the dial-in gateway); sent right after `AddPeer`, before the peer's first offer.
+    SetReceivesVideo {
+        room: RoomKey,
+        peer: PeerId,
+        enabled: bool,
+    },
     Stats {
         reply: oneshot::Sender<MediaStats>,
     },
@@ -537,6 +544,15 @@ impl Worker {
             } => {
                 if let Some(slot) = self.rooms.get_mut(&room) {
                     slot.room.set_audio_forwarding(peer, enabled);
+                }
+            }
+            MediaCmd::SetReceivesVideo {
+                room,
+                peer,
+                enabled,
+            } => {
+                if let Some(slot) = self.rooms.get_mut(&room) {
+                    slot.room.set_receives_video(peer, enabled);
                 }
             }
             MediaCmd::Stats { reply } => {

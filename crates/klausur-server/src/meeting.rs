@@ -44,6 +44,8 @@ pub struct Standing {
     /// For a returning pass holder: the account or invitation of the moderator who admitted
     /// them, whose client adds them to the encrypted group again.
     pub admitter: Option<BanSubject>,
+    /// A telephone caller (kind `PhoneGateway`): the call's leg as everyone sees it.
+    pub phone: Option<klausur_proto::PhoneLeg>,
 }
 
 /// A lobby guest's pass (stored: `klausur_store::GuestPass`), as the actor holds it.
@@ -117,6 +119,8 @@ pub struct MeetingSeed {
     pub title: String,
     pub organiser: String,
     pub profile: klausur_proto::SecurityProfile,
+    /// Telephone callers can join (a dial-in number, and a profile that allows dial-in).
+    pub dial_in: bool,
 }
 
 /// The running meetings of this server.
@@ -256,15 +260,21 @@ pub fn parse_participant_id(id: &str) -> Option<PeerId> {
     id.strip_prefix('p')?.parse().ok()
 }
 
-/// What makes two joins the same person's.
+/// What makes two joins the same person's. A telephone caller has a seat of their own beside
+/// their invitation's browser seat: a call does not replace the browser, nor the other way
+/// round, but a second call replaces the first.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 enum Seat {
     Subject(BanSubject),
+    Phone(BanSubject),
     Pass(i64),
 }
 
 impl Seat {
     fn of(s: &Standing) -> Option<Seat> {
+        if s.phone.is_some() {
+            return s.ban_subject.map(Seat::Phone);
+        }
         s.ban_subject
             .map(Seat::Subject)
             .or(s.pass.as_ref().map(|p| Seat::Pass(p.id)))
@@ -357,6 +367,7 @@ impl Actor {
             organiser: self.seed.organiser.clone(),
             profile: self.seed.profile,
             locked: self.locked,
+            dial_in: self.seed.dial_in,
         }
     }
 
@@ -500,6 +511,7 @@ impl Actor {
                     screen_sharing: false,
                     hand_raised_at: None,
                     leaf: None,
+                    phone: None,
                 },
             },
             None,
@@ -578,6 +590,7 @@ impl Actor {
                     kind: standing.kind,
                     invitation: standing.invitation.clone(),
                     reason,
+                    phone: standing.phone.clone(),
                 };
                 self.send(
                     &tx,
@@ -620,11 +633,12 @@ impl Actor {
         }
     }
 
-    /// The participant in the meeting with this account or invitation.
+    /// The participant in the meeting with this account or invitation (not a telephone caller
+    /// of that invitation).
     fn member_with_subject(&self, subject: BanSubject) -> Option<PeerId> {
         self.members
             .iter()
-            .find(|(_, m)| m.standing.ban_subject == Some(subject))
+            .find(|(_, m)| m.standing.ban_subject == Some(subject) && m.standing.phone.is_none())
             .map(|(p, _)| *p)
     }
 
@@ -717,6 +731,14 @@ impl Actor {
                 enabled: false,
             });
         }
+        // The dial-in gateway takes audio only.
+        if standing.phone.is_some() {
+            self.media.send(MediaCmd::SetReceivesVideo {
+                room: self.room,
+                peer,
+                enabled: false,
+            });
+        }
         let info = Participant {
             id: participant_id(peer),
             display_name: standing.display_name.clone(),
@@ -733,6 +755,7 @@ impl Actor {
             screen_sharing: false,
             hand_raised_at: Seat::of(&standing).and_then(|s| self.hands.remove(&s)),
             leaf: None,
+            phone: standing.phone.clone(),
         };
         let mut participants: Vec<Participant> =
             self.members.values().map(|m| m.info.clone()).collect();
@@ -771,8 +794,14 @@ impl Actor {
         );
         self.had_members = true;
         // A moderator coming (back) in: the guests they admitted earlier who came back with a
-        // proof and wait for the group are theirs to add.
-        if let Some(subject) = self.members.get(&peer).and_then(|m| m.standing.ban_subject) {
+        // proof and wait for the group are theirs to add (not a caller's: a phone seat does
+        // not moderate).
+        if let Some(subject) = self
+            .members
+            .get(&peer)
+            .filter(|m| m.standing.phone.is_none())
+            .and_then(|m| m.standing.ban_subject)
+        {
             let theirs: Vec<PeerId> = self
                 .members
                 .iter()
@@ -1205,6 +1234,18 @@ impl Actor {
                 let Some(target) = self.find(peer, &id, Place::Meeting) else {
                     return Flow::Continue;
                 };
+                if self
+                    .members
+                    .get(&target)
+                    .is_some_and(|m| m.standing.phone.is_some())
+                {
+                    self.error(
+                        peer,
+                        ErrorCode::InvalidField,
+                        "a telephone caller cannot moderate",
+                    );
+                    return Flow::Continue;
+                }
                 // Stored with the account or the invitation, so that the role survives the
                 // person's reconnect and a restart of the server.
                 let subject = self

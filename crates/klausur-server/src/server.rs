@@ -1,5 +1,6 @@
 //! `klausur serve`: opens the database, bootstraps the first administrator, starts the media
-//! worker and the HTTP(S) server, and shuts down gracefully on SIGTERM or Ctrl-C.
+//! worker, the HTTP(S) server and (with SIP listen addresses) the dial-in gateway, and shuts
+//! down gracefully on SIGTERM or Ctrl-C.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -8,9 +9,10 @@ use anyhow::Context;
 use klausur_store::{Role, Store};
 
 use crate::config::{CaSource, Config};
+use crate::dialin::{self, DialIn};
 use crate::identity::{self, IdentityIssuer};
 use crate::state::AppState;
-use crate::{api, auth, media};
+use crate::{api, auth, media, sip_gateway};
 
 pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
     std::fs::create_dir_all(&config.data_dir)
@@ -81,7 +83,17 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             issuer
         }
     };
-    let state = AppState::new(config.clone(), store.clone(), media, identity);
+    let (listener, local, scheme) = bind_listener(config.listen, config.tls.as_ref())?;
+    let dialin = DialIn::load(&config, dialin::self_url(local, config.tls.is_some()))?;
+    let state = AppState::new(config.clone(), store.clone(), media, identity, dialin);
+    let gateway = match state.dialin.gateway_setup() {
+        Some(setup) => Some(
+            sip_gateway::start_in_process(setup)
+                .await
+                .context("cannot start the SIP gateway")?,
+        ),
+        None => None,
+    };
     let app = api::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
 
     let handle = axum_server::Handle::new();
@@ -96,10 +108,12 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         shutdown_handle.graceful_shutdown(Some(Duration::from_secs(5)));
     });
 
-    let (listener, local, scheme) = bind_listener(config.listen, config.tls.as_ref())?;
     println!("klausur: listening on {scheme}://{local} (media on udp {media_addr})");
     tracing::info!(listen = %local, media = %media_addr, "klausur started");
     serve_http(listener, config.tls.as_ref(), handle, app).await?;
+    if let Some(gw) = gateway {
+        gw.shutdown().await;
+    }
     store.close().await;
     tracing::info!("stopped");
     println!("klausur: stopped");

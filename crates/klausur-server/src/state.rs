@@ -7,6 +7,7 @@ use klausur_store::Store;
 
 use crate::auth::LoginLimiter;
 use crate::config::Config;
+use crate::dialin::DialIn;
 use crate::identity::{self, IdentityIssuer, IssueLimiter};
 use crate::media::MediaHandle;
 use crate::meeting::Registry;
@@ -26,6 +27,10 @@ pub struct Inner {
     /// CA service.
     pub identity: IdentityIssuer,
     pub guest_credential_limiter: Mutex<IssueLimiter>,
+    /// Telephone dial-in: the PIN key, the gateway tokens, tickets and throttle. What a gateway
+    /// in this process needs: [`DialIn::gateway_setup`] (the validated `[dialin]`
+    /// configuration, this server's own base URL and the in-process gateway token).
+    pub dialin: DialIn,
 }
 
 impl std::ops::Deref for AppState {
@@ -36,12 +41,14 @@ impl std::ops::Deref for AppState {
 }
 
 impl AppState {
-    /// `identity` is an [`IdentityIssuer`] or a local `IdentityCa`.
+    /// `identity` is an [`IdentityIssuer`] or a local `IdentityCa`; `dialin` from
+    /// [`DialIn::load`] (or [`DialIn::new`] with an in-memory key, in tests).
     pub fn new(
         config: Config,
         store: Store,
         media: MediaHandle,
         identity: impl Into<IdentityIssuer>,
+        dialin: DialIn,
     ) -> Self {
         let registry = Registry::new(media.clone(), store.clone());
         let limiter = LoginLimiter::new(
@@ -58,6 +65,7 @@ impl AppState {
                 login_limiter: Mutex::new(limiter),
                 identity: identity.into(),
                 guest_credential_limiter,
+                dialin,
             }),
         }
     }

@@ -126,6 +126,7 @@ pub async fn serve(state: AppState, socket: WebSocket, who: Who) {
                     invite_token,
                     display_name,
                     rejoin_token,
+                    dial_in_ticket,
                 },
             ) => {
                 if let Some(name) = &display_name {
@@ -138,17 +139,14 @@ pub async fn serve(state: AppState, socket: WebSocket, who: Who) {
                         continue;
                     }
                 }
-                match join(
-                    &state,
-                    &who,
-                    &meeting_id,
-                    invite_token.as_deref(),
-                    rejoin_token.as_deref(),
+                let fields = JoinFields {
+                    meeting_id,
+                    invite_token,
+                    rejoin_token,
                     display_name,
-                    &tx,
-                )
-                .await
-                {
+                    dial_in_ticket,
+                };
+                match join(&state, &who, fields, &tx).await {
                     Ok(j) => joined = Some(j),
                     Err(e) => reply(&tx, e.code(), e.to_string()),
                 }
@@ -187,22 +185,48 @@ fn reply(tx: &mpsc::Sender<ServerMsg>, code: ErrorCode, message: impl Into<Strin
     let _ = tx.try_send(ServerMsg::error(code, message));
 }
 
+/// The fields of a `join`.
+struct JoinFields {
+    meeting_id: String,
+    invite_token: Option<String>,
+    rejoin_token: Option<String>,
+    display_name: Option<String>,
+    dial_in_ticket: Option<String>,
+}
+
 async fn join(
     state: &AppState,
     who: &Who,
-    meeting_id: &str,
-    invite_token: Option<&str>,
-    rejoin_token: Option<&str>,
-    display_name: Option<String>,
+    fields: JoinFields,
     tx: &mpsc::Sender<ServerMsg>,
 ) -> Result<(mpsc::Sender<MeetingCmd>, klausur_room::PeerId), AdmissionError> {
-    let (seed, standing) = admission::decide(
-        &state.store,
-        who,
+    let JoinFields {
         meeting_id,
         invite_token,
         rejoin_token,
         display_name,
+        dial_in_ticket,
+    } = fields;
+    // The dial-in gateway, for a telephone caller: the ticket names the invitation.
+    let dial_in = match dial_in_ticket {
+        Some(t) => {
+            let (ticket, invitation) =
+                crate::dialin::ticket_invitation(state, &t, Some(&meeting_id)).await?;
+            Some(admission::DialInArrival {
+                invitation,
+                number_suffix: ticket.number_suffix,
+            })
+        }
+        None => None,
+    };
+    let (seed, standing) = admission::decide(
+        &state.store,
+        who,
+        &meeting_id,
+        invite_token.as_deref(),
+        rejoin_token.as_deref(),
+        display_name,
+        dial_in,
     )
     .await?;
     for _ in 0..3 {

@@ -216,6 +216,16 @@ async fn every_route_against_every_actor() {
             ),
             [401, 401, 403, 403, 403, 401],
         ),
+        // The dial-in gateway's API: the gateway token only, never a session or invitation.
+        (
+            Method::POST,
+            "/api/dialin/calls",
+            Some(
+                json!({"meeting_number": "12345678", "pin": "12345678", "caller": null, "source": "x"}),
+            ),
+            [401; 6],
+        ),
+        (Method::DELETE, "/api/dialin/calls/OWN", None, [401; 6]),
         (Method::GET, "/api/nonexistent", None, [404; 6]),
     ];
     for (method, path, body, expected) in rows {

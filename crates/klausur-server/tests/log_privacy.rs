@@ -1,7 +1,9 @@
-//! Logs never contain passwords, session or invitation tokens, invitation links or chat text.
-//! All server log output at debug level is captured while a full flow runs (first admin,
-//! login, password change, meeting, invitation, join, chat), then searched for the secrets.
-//! Negative control: the same search finds a secret that is deliberately logged.
+//! Logs never contain passwords, session or invitation tokens, invitation links, chat text,
+//! phone PINs, callers' numbers, dial-in numbers, dial-in tickets or the gateway token. All
+//! server log output at debug level is captured while a full flow runs (first admin, login,
+//! password change, meeting, invitation, join, chat; a dial-in meeting, a wrong and a right PIN,
+//! the caller's credential, join and hang-up), then searched for the secrets. Negative control:
+//! the same search finds secrets that are deliberately logged.
 
 mod common;
 
@@ -46,7 +48,10 @@ async fn secrets_never_reach_the_log() {
         .finish();
     tracing::subscriber::set_global_default(subscriber).expect("subscriber");
 
-    let srv = common::TestServer::start().await;
+    let srv = common::TestServer::start_with(|c| {
+        c.dialin.udp = vec!["127.0.0.1:5060".parse().expect("addr")];
+    })
+    .await;
     srv.user("olga", klausur_store::Role::Staff).await;
     let (client, csrf) = srv.login("olga").await;
     let new_password = "the-secret-new-password";
@@ -116,12 +121,117 @@ async fn secrets_never_reach_the_log() {
             .expect("send");
         let _ = tokio::time::timeout(std::time::Duration::from_secs(2), ws.next()).await;
     }
+
+    // Dial-in: a meeting with a number, a PIN, a wrong and a right try, the caller's
+    // credential, the join and the hang-up.
+    let gateway_token = srv
+        .state
+        .dialin
+        .gateway_token()
+        .expect("gateway token")
+        .to_string();
+    let m: serde_json::Value = client
+        .post(format!("{}/api/meetings", srv.base))
+        .header("X-CSRF-Token", &csrf)
+        .json(&json!({"title": "Telefonrunde", "profile": "internal", "dial_in": true}))
+        .send()
+        .await
+        .expect("meeting")
+        .json()
+        .await
+        .expect("json");
+    let phone_meeting = m["id"].as_str().expect("id").to_string();
+    let number = m["dial_in"]["meeting_number"]
+        .as_str()
+        .expect("number")
+        .to_string();
+    let inv: serde_json::Value = client
+        .post(format!(
+            "{}/api/meetings/{phone_meeting}/invitations",
+            srv.base
+        ))
+        .header("X-CSRF-Token", &csrf)
+        .json(&json!({"name": "Erika Musterfrau", "kind": "guest"}))
+        .send()
+        .await
+        .expect("invite")
+        .json()
+        .await
+        .expect("json");
+    let pin = inv["phone_pin"].as_str().expect("pin").to_string();
+    let wrong_pin = if pin == "99999999" {
+        "99999998"
+    } else {
+        "99999999"
+    };
+    let caller = "+49 30 5550 1234";
+    let caller_digits = "493055501234";
+    let gateway = reqwest::Client::new();
+    let mut ticket = String::new();
+    for try_pin in [wrong_pin, pin.as_str()] {
+        let v: serde_json::Value = gateway
+            .post(format!("{}/api/dialin/calls", srv.base))
+            .bearer_auth(&gateway_token)
+            .json(
+                &json!({"meeting_number": number, "pin": try_pin, "caller": caller,
+                          "source": "192.0.2.7:5060"}),
+            )
+            .send()
+            .await
+            .expect("call")
+            .json()
+            .await
+            .expect("json");
+        if let Some(t) = v["ticket"].as_str() {
+            ticket = t.to_string();
+        }
+    }
+    assert_eq!(ticket.len(), 43, "the right PIN was admitted");
+    let device = hex::encode(
+        klausur_e2ee::SigningKey::from_bytes(&[3; 32])
+            .verifying_key()
+            .to_bytes(),
+    );
+    let r = gateway
+        .post(format!("{}/api/identity/credential", srv.base))
+        .json(&json!({"device_key": device, "dial_in_ticket": ticket}))
+        .send()
+        .await
+        .expect("credential");
+    assert_eq!(r.status(), 200);
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/api/ws", srv.addr))
+        .await
+        .expect("ws");
+    let join = json!({"type": "join", "meeting_id": phone_meeting, "dial_in_ticket": ticket});
+    ws.send(Message::Text(join.to_string().into()))
+        .await
+        .expect("send");
+    let joined = tokio::time::timeout(std::time::Duration::from_secs(5), ws.next())
+        .await
+        .expect("answer")
+        .expect("open")
+        .expect("frame");
+    assert!(joined.to_string().contains("\"joined\""), "{joined}");
+    ws.send(Message::Text(json!({"type": "leave"}).to_string().into()))
+        .await
+        .expect("send");
+    let r = gateway
+        .delete(format!("{}/api/dialin/calls/{ticket}", srv.base))
+        .bearer_auth(&gateway_token)
+        .send()
+        .await
+        .expect("hang up");
+    assert_eq!(r.status(), 204);
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
 
     let log = String::from_utf8_lossy(&capture.0.lock().expect("lock")).to_string();
     assert!(
         log.contains("invitation created"),
         "the flow was logged at all: {log}"
+    );
+    assert!(
+        log.contains("dial-in call admitted") && log.contains("wrong number or PIN"),
+        "the dial-in flow was logged at all: {log}"
     );
     let secrets = [
         common::PASSWORD,
@@ -132,12 +242,22 @@ async fn secrets_never_reach_the_log() {
         link.as_str(),
         chat,
         chat_b64.as_str(),
+        pin.as_str(),
+        wrong_pin,
+        caller,
+        caller_digits,
+        // Not even the caller's number without the country code.
+        &caller_digits[2..],
+        ticket.as_str(),
+        gateway_token.as_str(),
+        number.as_str(),
     ];
     let found = leaks(&log, &secrets);
     assert!(found.is_empty(), "secrets in the log: {found:?}");
 
-    // Negative control: a secret that is logged is found.
+    // Negative control: secrets that are logged are found.
     tracing::info!("debug dump: {token}");
+    tracing::info!("dial-in dump: {pin} from {caller_digits} with {ticket}");
     let log = String::from_utf8_lossy(&capture.0.lock().expect("lock")).to_string();
-    assert_eq!(leaks(&log, &secrets).len(), 1);
+    assert_eq!(leaks(&log, &secrets).len(), 5);
 }

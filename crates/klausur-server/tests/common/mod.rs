@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 
 use klausur_e2ee::{IdentityCa, SigningKey};
 use klausur_server::config::{Config, Overrides};
+use klausur_server::dialin::{DialIn, PinKey};
 use klausur_server::state::AppState;
 use klausur_server::{api, auth, media};
 use klausur_store::{Role, Store, User};
@@ -26,7 +27,7 @@ impl TestServer {
     }
 
     /// Like [`TestServer::start`], with the configuration adjusted by `adjust`. The identity CA
-    /// gets a fresh random key that lives in memory only.
+    /// and the dial-in PIN key get fresh random keys that live in memory only.
     pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> TestServer {
         let store = Store::open_sqlite_memory().await.expect("store");
         let overrides = Overrides {
@@ -42,11 +43,12 @@ impl TestServer {
         let mut seed = [0u8; 32];
         rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut seed);
         let identity_ca = IdentityCa::new(SigningKey::from_bytes(&seed));
-        let state = AppState::new(config, store.clone(), media, identity_ca);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
+        let dialin = DialIn::new(&config, PinKey::random(), None, format!("http://{addr}"));
+        let state = AppState::new(config, store.clone(), media, identity_ca, dialin);
         let app = api::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
@@ -105,6 +107,7 @@ impl TestServer {
                 user_id: None,
                 created_by: by,
                 expires_at: chrono::Utc::now() + valid,
+                phone_pin_hash: None,
             })
             .await
             .expect("invitation");

@@ -79,9 +79,36 @@ impl Client {
             invite_token: token.map(str::to_string),
             display_name: name.map(str::to_string),
             rejoin_token: None,
+            dial_in_ticket: None,
         })
         .await;
         self.next().await
+    }
+
+    /// Joins as the dial-in gateway for the caller of `ticket`.
+    pub async fn join_by_phone(&mut self, meeting: &str, ticket: &str) -> ServerMsg {
+        self.send(&ClientMsg::Join {
+            meeting_id: meeting.into(),
+            invite_token: None,
+            display_name: None,
+            rejoin_token: None,
+            dial_in_ticket: Some(ticket.into()),
+        })
+        .await;
+        self.next().await
+    }
+
+    /// Asserts that no message arrives within `quiet`.
+    pub async fn nothing_within(&mut self, quiet: Duration) {
+        let deadline = tokio::time::Instant::now() + quiet;
+        loop {
+            match tokio::time::timeout_at(deadline, self.ws.next()).await {
+                Err(_) => return,
+                Ok(Some(Ok(Message::Text(t)))) => panic!("unexpected message: {t}"),
+                Ok(Some(Ok(_))) => {}
+                Ok(other) => panic!("connection ended: {other:?}"),
+            }
+        }
     }
 
     /// Joins as a lobby guest named `name` who holds the pass `rejoin_token`.
@@ -91,6 +118,7 @@ impl Client {
             invite_token: None,
             display_name: Some(name.into()),
             rejoin_token: Some(rejoin_token.into()),
+            dial_in_ticket: None,
         })
         .await;
         self.next().await

@@ -1,0 +1,487 @@
+//! Dial-in with the `klausur` binary as an operator runs it: `meeting create --dial-in --json`
+//! and `invite create --json` print the number and the PIN, the database holds no PIN in the
+//! clear, and a server configured for a remote gateway (`[dialin] gateway_token_file`) with a
+//! remote identity CA admits a call and has the caller's credential issued by that CA.
+//! `klausur sip-gateway` is parsed and says what is missing.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
+use klausur_e2ee::{ParticipantKind, SignedCredential, SigningKey};
+use serde_json::{json, Value};
+
+mod process;
+
+use process::{free_port, start_until_listening, Proc};
+
+const BIN: &str = env!("CARGO_BIN_EXE_klausur");
+
+fn base_cmd() -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.env_remove("KLAUSUR_CONFIG")
+        .env_remove("KLAUSUR_IDENTITY_CA_KEY_FILE")
+        .env_remove("KLAUSUR_IDENTITY_REMOTE_URL")
+        .env_remove("KLAUSUR_IDENTITY_REMOTE_TOKEN_FILE")
+        .env("KLAUSUR_LOG", "info");
+    cmd
+}
+
+/// Runs `klausur <args>`: (success, stdout, stderr).
+fn run(args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
+    let mut child = base_cmd()
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut input = child.stdin.take().expect("stdin");
+    if let Some(text) = stdin {
+        input.write_all(text.as_bytes()).expect("write");
+    }
+    drop(input);
+    let out = child.wait_with_output().expect("wait");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).trim().to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+/// `klausur --data-dir <data> [--config <config>] <args> --json`, which must succeed: its JSON.
+fn json_cmd(data: &Path, config: Option<&Path>, args: &[&str]) -> Value {
+    let mut all = vec!["--data-dir", data.to_str().expect("path")];
+    if let Some(c) = config {
+        all.extend(["--config", c.to_str().expect("path")]);
+    }
+    all.extend(args);
+    all.push("--json");
+    let (ok, out, err) = run(&all, None);
+    assert!(ok, "{args:?}: {err}");
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("{args:?}: {e}: {out}"))
+}
+
+fn add_ada(data: &Path) {
+    let (ok, _, err) = run(
+        &[
+            "--data-dir",
+            data.to_str().expect("path"),
+            "user",
+            "add",
+            "ada",
+            "--display-name",
+            "Ada L",
+            "--permanent-password",
+        ],
+        Some("a-long-password-1\n"),
+    );
+    assert!(ok, "{err}");
+}
+
+fn eight_digits(v: &Value) -> String {
+    let s = v.as_str().unwrap_or_else(|| panic!("not a string: {v}"));
+    assert!(
+        s.len() == 8 && s.bytes().all(|b| b.is_ascii_digit()),
+        "not 8 digits: {s}"
+    );
+    s.to_string()
+}
+
+/// Every file under `dir`, recursively.
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir)
+        .expect("read_dir")
+        .map_while(Result::ok)
+    {
+        let p = entry.path();
+        if p.is_dir() {
+            out.extend(files_under(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// Whether any file of the database (`klausur.sqlite3` with its WAL) contains `needle`.
+fn in_database(data: &Path, needle: &[u8]) -> bool {
+    files_under(data)
+        .iter()
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("klausur.sqlite3"))
+        })
+        .any(|p| {
+            std::fs::read(p)
+                .expect("read")
+                .windows(needle.len())
+                .any(|w| w == needle)
+        })
+}
+
+#[test]
+fn the_cli_prints_number_and_pin_and_the_database_holds_no_pin() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let data = dir.path().join("data");
+    add_ada(&data);
+    let m = json_cmd(
+        &data,
+        None,
+        &[
+            "meeting",
+            "create",
+            "Sprechstunde",
+            "--organiser",
+            "ada",
+            "--profile",
+            "internal",
+            "--dial-in",
+        ],
+    );
+    let number = eight_digits(&m["dial_in"]["meeting_number"]);
+    assert_eq!(m["dial_in"]["allowed"], true);
+    assert_eq!(m["dial_in"]["phone_number"], Value::Null);
+    let meeting_id = m["id"].as_str().expect("id").to_string();
+
+    let inv = json_cmd(
+        &data,
+        None,
+        &[
+            "invite",
+            "create",
+            &meeting_id,
+            "--name",
+            "Erika Musterfrau",
+        ],
+    );
+    let pin = eight_digits(&inv["phone_pin"]);
+    assert!(inv["token"].as_str().expect("token").len() >= 43);
+    let inv2 = json_cmd(
+        &data,
+        None,
+        &["invite", "create", &meeting_id, "--name", "Max Mustermann"],
+    );
+    assert_ne!(eight_digits(&inv2["phone_pin"]), pin);
+    // Without --json the operator reads the PIN too.
+    let (ok, out, err) = run(
+        &[
+            "--data-dir",
+            data.to_str().expect("path"),
+            "invite",
+            "create",
+            &meeting_id,
+            "--name",
+            "Olaf Ohnejson",
+        ],
+        None,
+    );
+    assert!(ok, "{err}");
+    assert!(out.contains(&number) && out.contains("PIN"), "{out}");
+
+    // Listed with its number; a meeting without dial-in has none, nor PINs.
+    let list = json_cmd(&data, None, &["meeting", "list"]);
+    assert_eq!(list[0]["dial_in"]["meeting_number"], number.as_str());
+    let plain = json_cmd(
+        &data,
+        None,
+        &["meeting", "create", "Ohne Telefon", "--organiser", "ada"],
+    );
+    assert_eq!(plain["dial_in"], Value::Null);
+    let plain_inv = json_cmd(
+        &data,
+        None,
+        &[
+            "invite",
+            "create",
+            plain["id"].as_str().expect("id"),
+            "--name",
+            "Erika Musterfrau",
+        ],
+    );
+    assert_eq!(plain_inv["phone_pin"], Value::Null);
+    // The strict profile: a number, but calls are not allowed.
+    let strict = json_cmd(
+        &data,
+        None,
+        &[
+            "meeting",
+            "create",
+            "Streng",
+            "--organiser",
+            "ada",
+            "--dial-in",
+        ],
+    );
+    eight_digits(&strict["dial_in"]["meeting_number"]);
+    assert_eq!(strict["dial_in"]["allowed"], false);
+
+    // The PIN key: 32 bytes, mode 0600, in the data directory.
+    let key_file = data.join("dialin-pin.key");
+    assert_eq!(std::fs::read(&key_file).expect("key file").len(), 32);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&key_file)
+            .expect("meta")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{mode:o}");
+    }
+
+    // The database holds the PIN's keyed hash, never the PIN.
+    assert!(
+        in_database(&data, "Erika Musterfrau".as_bytes()),
+        "negative control: the search finds the invitee's name"
+    );
+    let key = klausur_server::dialin::PinKey::load(&key_file).expect("key");
+    assert!(
+        in_database(&data, key.pin_hash(&meeting_id, &pin).as_bytes()),
+        "the PIN's hash is stored"
+    );
+    assert!(
+        !in_database(&data, pin.as_bytes()),
+        "the PIN is in the database"
+    );
+    assert!(!in_database(&data, &std::fs::read(&key_file).expect("key")));
+}
+
+fn now() -> Duration {
+    SystemTime::now().duration_since(UNIX_EPOCH).expect("clock")
+}
+
+/// Runs `cmd` (stderr to `log`) until it says it listens.
+fn start(mut cmd: Command, log: &Path) -> (Proc, Vec<String>) {
+    let log = std::fs::File::create(log).expect("log file");
+    cmd.stderr(Stdio::from(log));
+    start_until_listening(cmd)
+}
+
+#[tokio::test]
+async fn a_remote_gateway_is_admitted_and_its_caller_credentialed_by_the_remote_ca() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let d = dir.path();
+    // The CA on its own.
+    let key_file = d.join("identity-ca.key");
+    let ca_token = d.join("ca.token");
+    let (ok, pk_hex, err) = run(
+        &[
+            "identity-ca",
+            "init",
+            "--key-file",
+            key_file.to_str().expect("path"),
+        ],
+        None,
+    );
+    assert!(ok, "{err}");
+    let (ok, _, err) = run(
+        &[
+            "identity-ca",
+            "init-token",
+            "--token-file",
+            ca_token.to_str().expect("path"),
+        ],
+        None,
+    );
+    assert!(ok, "{err}");
+    let ca_port = free_port();
+    let mut ca_cmd = base_cmd();
+    ca_cmd
+        .args(["identity-ca", "serve", "--key-file"])
+        .arg(&key_file)
+        .args(["--listen", &format!("127.0.0.1:{ca_port}"), "--token-file"])
+        .arg(&ca_token);
+    let (_ca, _) = start(ca_cmd, &d.join("ca.log"));
+
+    // The server: a remote CA and a remote gateway's token.
+    let gateway_token = d.join("gateway.token");
+    let (ok, _, err) = run(
+        &[
+            "identity-ca",
+            "init-token",
+            "--token-file",
+            gateway_token.to_str().expect("path"),
+        ],
+        None,
+    );
+    assert!(ok, "{err}");
+    let token = std::fs::read_to_string(&gateway_token)
+        .expect("token")
+        .trim()
+        .to_string();
+    let config = d.join("klausur.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[identity]\nremote_url = \"http://127.0.0.1:{ca_port}\"\nremote_token_file = {:?}\n\
+             [dialin]\nphone_number = \"+49 30 9999 0000\"\ngateway_token_file = {:?}\n",
+            ca_token.to_str().expect("path"),
+            gateway_token.to_str().expect("path"),
+        ),
+    )
+    .expect("config");
+    let (ok, _, err) = run(&["check-config", config.to_str().expect("path")], None);
+    assert!(ok, "{err}");
+    let data = d.join("data");
+    add_ada(&data);
+    let m = json_cmd(
+        &data,
+        Some(&config),
+        &[
+            "meeting",
+            "create",
+            "Sprechstunde",
+            "--organiser",
+            "ada",
+            "--profile",
+            "internal",
+            "--dial-in",
+        ],
+    );
+    assert_eq!(m["dial_in"]["phone_number"], "+49 30 9999 0000");
+    let number = eight_digits(&m["dial_in"]["meeting_number"]);
+    let meeting_id = m["id"].as_str().expect("id").to_string();
+    let inv = json_cmd(
+        &data,
+        Some(&config),
+        &[
+            "invite",
+            "create",
+            &meeting_id,
+            "--name",
+            "Erika Musterfrau",
+        ],
+    );
+    let pin = eight_digits(&inv["phone_pin"]);
+
+    let port = free_port();
+    let sip_port = free_port();
+    let mut server = base_cmd();
+    server
+        .arg("--data-dir")
+        .arg(&data)
+        .arg("--config")
+        .arg(&config)
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--media-listen",
+            &format!("127.0.0.1:{}", free_port()),
+            "--sip-listen",
+            &format!("127.0.0.1:{sip_port}"),
+        ]);
+    let server_log = d.join("server.log");
+    let (srv, _) = start(server, &server_log);
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    let call = |token: String, pin: String| {
+        let http = http.clone();
+        let url = format!("{base}/api/dialin/calls");
+        let number = number.clone();
+        async move {
+            http.post(url)
+                .bearer_auth(token)
+                .json(&json!({"meeting_number": number, "pin": pin,
+                              "caller": "+49 170 1234567", "source": "192.0.2.1:5060"}))
+                .send()
+                .await
+                .expect("call")
+        }
+    };
+    assert_eq!(call("x".repeat(43), pin.clone()).await.status(), 401);
+    let resp = call(token.clone(), pin.clone()).await;
+    assert_eq!(resp.status(), 200);
+    let v: Value = resp.json().await.expect("json");
+    assert_eq!(v["result"], "admit", "{v}");
+    assert_eq!(v["invitee"], "Erika Musterfrau");
+    let ticket = v["ticket"].as_str().expect("ticket").to_string();
+
+    let device = SigningKey::from_bytes(&[6; 32]).verifying_key();
+    let resp = http
+        .post(format!("{base}/api/identity/credential"))
+        .json(&json!({"device_key": hex::encode(device.to_bytes()), "dial_in_ticket": ticket}))
+        .send()
+        .await
+        .expect("credential");
+    assert_eq!(resp.status(), 200);
+    let v: Value = resp.json().await.expect("json");
+    assert_eq!(v["ca_public_key"], pk_hex.as_str());
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(v["credential"].as_str().expect("credential"))
+        .expect("base64");
+    let sc = SignedCredential::from_bytes(&bytes).expect("decode");
+    let ca_public = klausur_server::identity::load_key_file(&key_file)
+        .expect("key")
+        .public_key();
+    sc.verify(&ca_public, now()).expect("verifies");
+    assert_eq!(sc.credential.kind, ParticipantKind::PhoneGateway);
+    assert_eq!(
+        sc.credential.user_id,
+        format!("invitation:{}", inv["id"].as_i64().expect("id"))
+    );
+    assert_eq!(sc.credential.display_name, "Erika Musterfrau");
+    drop(srv);
+
+    // The server's log: no PIN, no caller number, no ticket, no token.
+    let log = std::fs::read_to_string(&server_log).expect("log");
+    assert!(log.contains("dial-in call admitted"), "{log}");
+    for secret in [&pin, "1701234567", "1234567", &ticket, &token, &number] {
+        assert!(!log.contains(secret), "the log holds a secret: {log}");
+    }
+
+    // `klausur sip-gateway`: parsed, checked, and not built yet.
+    let (ok, _, err) = run(
+        &[
+            "sip-gateway",
+            "--server",
+            &base,
+            "--token-file",
+            gateway_token.to_str().expect("path"),
+            "--sip-listen",
+            &format!("127.0.0.1:{sip_port}"),
+        ],
+        None,
+    );
+    assert!(!ok);
+    assert!(err.contains("not built yet"), "{err}");
+    let (ok, _, err) = run(&["sip-gateway", "--server", &base], None);
+    assert!(!ok);
+    assert!(err.contains("--token-file"), "{err}");
+    let (ok, _, err) = run(
+        &[
+            "sip-gateway",
+            "--server",
+            "http://192.0.2.1:8080",
+            "--token-file",
+            gateway_token.to_str().expect("path"),
+        ],
+        None,
+    );
+    assert!(!ok);
+    assert!(err.contains("in clear"), "{err}");
+}
+
+#[test]
+fn check_config_names_bad_dialin_keys() {
+    let dir = tempfile::tempdir().expect("tmp");
+    for (text, key) in [
+        ("[dialin]\nudp = [\"nope\"]\n", "dialin.udp"),
+        ("[dialin]\nallow = [\"everyone\"]\n", "dialin.allow"),
+        ("[dialin]\nlanguage = \"fr\"\n", "dialin.language"),
+        (
+            "[dialin]\ngateway_token_file = \"/nonexistent/t\"\n",
+            "dialin.gateway_token_file",
+        ),
+    ] {
+        let file = dir.path().join("bad.toml");
+        std::fs::write(&file, text).expect("write");
+        let (ok, _, err) = run(&["check-config", file.to_str().expect("path")], None);
+        assert!(!ok, "{text}");
+        assert!(err.contains(key), "{text}: {err}");
+    }
+}
