@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what building and testing klausur needs and is missing on a Debian machine with
-# Rust, Node.js/npm and apt: Debian's Chromium (browser tests) and the web client's npm
-# packages. Safe to run again; it only installs what is missing.
+# Rust, Node.js/npm and apt: cmake (libopus is built from source for the dial-in gateway),
+# for the tests Debian's Chromium and the SIP peers sipp (sip-tester) and baresip, and the web
+# client's npm packages. Safe to run again; it only installs what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,10 +13,17 @@ as_root() {
         echo "setup: need root (or sudo) to run: $*" >&2; exit 1; fi
 }
 
-if [ "$want_browser" = "--with-browser" ] && ! command -v chromium >/dev/null; then
-    echo "setup: installing Debian's chromium for the browser tests"
+missing=()
+command -v cmake >/dev/null || missing+=(cmake)
+if [ "$want_browser" = "--with-browser" ]; then
+    command -v chromium >/dev/null || missing+=(chromium)
+    command -v sipp >/dev/null || missing+=(sip-tester)
+    command -v baresip >/dev/null || missing+=(baresip)
+fi
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "setup: installing Debian packages: ${missing[*]}"
     as_root apt-get update -qq
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
 if [ ! -d web/node_modules ] || [ web/package-lock.json -nt web/node_modules/.package-lock.json ]; then

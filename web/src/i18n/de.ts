@@ -52,6 +52,7 @@ export const de = {
   'meetings.ended': 'Beendet',
   'meetings.open': 'Öffnen',
   'meetings.join': 'Beitreten',
+  'meetings.dialIn': 'Telefon',
 
   'profile.strict': 'Streng',
   'profile.internal': 'Intern',
@@ -67,6 +68,11 @@ export const de = {
   'create.profile': 'Sicherheitsprofil',
   'create.submit': 'Besprechung anlegen',
   'create.titleRequired': 'Bitte geben Sie einen Titel ein.',
+  'create.dialIn': 'Telefoneinwahl ermöglichen',
+  'create.dialInHint':
+    'Die Besprechung erhält eine Besprechungsnummer und jede Einladung eine persönliche Telefon-PIN. Anrufende werden über ein Gateway verbunden: Die Strecke zwischen Telefon und Gateway ist nicht Ende-zu-Ende verschlüsselt, und alle in der Besprechung sehen das, solange der Anruf dauert. Möglich ist die Einwahl nur in Profilen, die sie erlauben: Das Profil „Streng“ weist Anrufe auch dann ab.',
+  'create.dialInStrict':
+    'Mit dem Profil „Streng“ erhält die Besprechung zwar eine Besprechungsnummer, Anrufe werden aber nach der PIN abgewiesen. Wählen Sie „Intern“, wenn sich Personen per Telefon einwählen sollen.',
 
   'detail.join': 'Besprechung beitreten',
   'detail.startsAt': 'Beginn: {time}',
@@ -102,6 +108,25 @@ export const de = {
   'detail.plainLink': 'Allgemeiner Link (ohne Einladung – Personen warten im Warteraum)',
   'detail.nameRequired': 'Bitte geben Sie einen Namen ein.',
   'detail.colleagueRequired': 'Bitte wählen Sie eine Person.',
+  'detail.dialIn': 'Telefoneinwahl',
+  'detail.dialInPhone': 'Rufnummer',
+  'detail.dialInNumber': 'Besprechungsnummer',
+  'detail.dialInAllowed':
+    'Das Sicherheitsprofil erlaubt die Einwahl: Eingeladene wählen die Rufnummer und geben die Besprechungsnummer und ihre persönliche PIN ein.',
+  'detail.dialInRefused':
+    'Das Profil „{profile}“ lässt keine Telefoneinwahl zu: Anrufe werden nach der PIN abgewiesen.',
+  'detail.dialInNoPhone':
+    'Die Rufnummer des Telefon-Gateways ist nicht eingetragen. Bitte fragen Sie die Administration.',
+  'detail.dialInNone': 'Für diese Besprechung ist keine Telefoneinwahl eingerichtet.',
+  'detail.dialInLeg': 'Die Strecke zwischen Telefon und Gateway ist nicht Ende-zu-Ende verschlüsselt.',
+  'detail.pinFor': 'Telefon-PIN für {name}',
+  'detail.pinOnce':
+    'Die PIN wird nur jetzt angezeigt. Sie gilt ab 30 Minuten vor Beginn, bis die Besprechung endet oder die Einladung abläuft.',
+  'detail.dialInTextFor': 'Einwahltext für {name}',
+  'detail.hasPin': 'Telefon-PIN',
+  'detail.hasPinHint': 'Zu dieser Einladung gehört eine persönliche PIN für die Telefoneinwahl.',
+  'dialin.text': 'Einwahl: {phone}, Besprechungsnummer {number}, PIN {pin}',
+  'dialin.textNoPhone': 'Einwahl: Besprechungsnummer {number}, PIN {pin}',
 
   'admin.title': 'Benutzerverwaltung',
   'admin.users': 'Konten',
@@ -144,6 +169,11 @@ export const de = {
   'prejoin.meetingNotFound': 'Diese Besprechung gibt es nicht.',
   'prejoin.lobbyHint': 'Ohne persönliche Einladung warten Sie zunächst im Warteraum, bis Sie zugelassen werden.',
   'prejoin.noPreview': 'Kamera ist aus',
+  'prejoin.dialIn':
+    'Sie können sich auch per Telefon einwählen: {phone}, Besprechungsnummer {number}. Die PIN steht in Ihrer Einladung.',
+  'prejoin.dialInNoPhone':
+    'Sie können sich auch per Telefon einwählen: Besprechungsnummer {number}. Die Rufnummer und die PIN stehen in Ihrer Einladung.',
+  'prejoin.dialInLeg': 'Die Telefonverbindung ist nicht Ende-zu-Ende verschlüsselt.',
 
   'lobby.title': 'Bitte warten Sie einen Moment',
   'lobby.text': 'Sie sind im Warteraum von „{title}“. Eine Moderatorin oder ein Moderator lässt Sie gleich herein.',
@@ -208,6 +238,7 @@ export const de = {
   'kind.staff': 'Personal',
   'kind.invited_guest': 'Eingeladener Gast',
   'kind.guest': 'Gast',
+  'kind.phone_gateway': 'Telefon',
   'role.moderator': 'Moderation',
 
   'join.staff_login': 'Anmeldung (Personal)',
@@ -251,6 +282,22 @@ export const de = {
   'people.endForAll': 'Für alle beenden',
   'people.endConfirm': 'Die Besprechung für alle Teilnehmenden beenden?',
   'people.moderation': 'Moderation',
+  'phone.badge': 'Per Telefon verbunden',
+  'phone.badgeHint':
+    'Per Telefon über das Gateway verbunden: Diese Verbindung ist nicht Ende-zu-Ende verschlüsselt.',
+  'phone.number': 'Telefon …{suffix}',
+  'phone.number.withheld': 'Telefon (Nummer unterdrückt)',
+  'phone.number.unknown': 'Telefon',
+  'phone.label': '{number} · {name} · über Gateway',
+  'phone.label.invitation': '{number} · {name} (Einladung) · über Gateway',
+  'phone.banner.one':
+    'Eine Person ist per Telefon verbunden. Diese Verbindung ist nicht Ende-zu-Ende-verschlüsselt.',
+  'phone.banner.many':
+    '{n} Personen sind per Telefon verbunden. Diese Verbindungen sind nicht Ende-zu-Ende-verschlüsselt.',
+  'phone.banner.info': 'Was bedeutet das?',
+  'phone.lobbyArrived': '{name} wartet per Telefon im Warteraum.',
+  'phone.removeConfirm':
+    '{name} aus der Besprechung entfernen? Der Anruf wird beendet; ein erneuter Anruf führt in den Warteraum.',
 
   'security.title': 'Sicherheit dieser Besprechung',
   'security.profile': 'Sicherheitsprofil: {profile}',
@@ -265,10 +312,22 @@ export const de = {
   'security.list':
     'Die Teilnehmerliste wird aus der verschlüsselten Gruppe berechnet: Wer nicht darin ist, erhält keine Schlüssel. Jeder Eintrag zeigt den vom Ausweisdienst bestätigten Namen; Abweichungen zur Angabe des Servers werden markiert. Wenn Sie jemanden nicht kennen, sprechen Sie die Moderation an.',
   'security.moderators': 'Moderation: {names}',
+  'security.dialIn': 'Telefoneinwahl',
+  'security.dialIn.allowed': 'Das Sicherheitsprofil dieser Besprechung erlaubt die Einwahl per Telefon.',
+  'security.dialIn.gateway':
+    'Anrufende kommen über ein Telefon-Gateway herein. Für jeden Anruf ist das Gateway ein eigenes, sichtbares Mitglied der verschlüsselten Gruppe, mit einem Ausweis der Art „Telefon“ für die Einladung der anrufenden Person. Es steht in der Teilnehmerliste und ändert den Sicherheitscode wie jeder Beitritt.',
+  'security.dialIn.leg':
+    'Die Strecke zwischen Telefon und Gateway ist nicht Ende-zu-Ende verschlüsselt: Das Gateway entschlüsselt den Ton der Besprechung für die Anrufenden, und im Telefonnetz ist er nicht Ende-zu-Ende geschützt. Zwischen den Browsern bleibt alles Ende-zu-Ende verschlüsselt.',
+  'security.dialIn.callers': 'Per Telefon verbunden ({n})',
+  'security.dialIn.noCallers': 'Zurzeit ist niemand per Telefon verbunden.',
+  'security.dialIn.off': 'In dieser Besprechung ist keine Einwahl per Telefon möglich.',
   'e2ee.title': 'Ende-zu-Ende-Verschlüsselung',
   'e2ee.state.active': 'Ende-zu-Ende verschlüsselt',
   'e2ee.state.active.hint':
     'Bild und Ton werden in Ihrem Browser verschlüsselt und erst bei den Teilnehmenden entschlüsselt. Die Schlüssel kennen nur die Mitglieder der Gruppe in der Teilnehmerliste; der Server leitet nur Verschlüsseltes weiter.',
+  'e2ee.state.activePhone': 'Ende-zu-Ende verschlüsselt, außer Telefon-Teilnehmende',
+  'e2ee.state.activePhone.hint':
+    'Bild und Ton sind zwischen den Browsern Ende-zu-Ende verschlüsselt. Telefon-Teilnehmende sind über ein Gateway verbunden, das sichtbares Mitglied der verschlüsselten Gruppe ist; die Strecke zwischen Telefon und Gateway ist nicht Ende-zu-Ende verschlüsselt.',
   'e2ee.state.waiting': 'Schlüsselaustausch …',
   'e2ee.state.waiting.hint':
     'Ihr Browser wartet darauf, in die verschlüsselte Gruppe aufgenommen zu werden. Bis dahin wird nichts gesendet und nichts angezeigt.',

@@ -53,6 +53,7 @@ export const en: Record<StringKey, string> = {
   'meetings.ended': 'Ended',
   'meetings.open': 'Open',
   'meetings.join': 'Join',
+  'meetings.dialIn': 'Phone',
 
   'profile.strict': 'Strict',
   'profile.internal': 'Internal',
@@ -68,6 +69,11 @@ export const en: Record<StringKey, string> = {
   'create.profile': 'Security profile',
   'create.submit': 'Create meeting',
   'create.titleRequired': 'Please enter a title.',
+  'create.dialIn': 'Allow telephone dial-in',
+  'create.dialInHint':
+    'The meeting gets a meeting number and each invitation a personal phone PIN. Callers are connected through a gateway: the leg between the telephone and the gateway is not end-to-end encrypted, and everyone in the meeting sees that for as long as the call lasts. Dial-in is possible only in profiles that allow it: the “Strict” profile refuses calls even then.',
+  'create.dialInStrict':
+    'With the “Strict” profile the meeting gets a meeting number, but calls are refused after the PIN. Choose “Internal” if people should dial in by telephone.',
 
   'detail.join': 'Join meeting',
   'detail.startsAt': 'Start: {time}',
@@ -103,6 +109,25 @@ export const en: Record<StringKey, string> = {
   'detail.plainLink': 'General link (no invitation – people wait in the lobby)',
   'detail.nameRequired': 'Please enter a name.',
   'detail.colleagueRequired': 'Please choose a person.',
+  'detail.dialIn': 'Telephone dial-in',
+  'detail.dialInPhone': 'Phone number',
+  'detail.dialInNumber': 'Meeting number',
+  'detail.dialInAllowed':
+    'The security profile allows dial-in: invitees call the phone number and enter the meeting number and their personal PIN.',
+  'detail.dialInRefused':
+    'The “{profile}” profile does not allow telephone dial-in: calls are refused after the PIN.',
+  'detail.dialInNoPhone':
+    'The phone number of the telephone gateway is not configured. Please ask the administrators.',
+  'detail.dialInNone': 'Telephone dial-in is not set up for this meeting.',
+  'detail.dialInLeg': 'The leg between the telephone and the gateway is not end-to-end encrypted.',
+  'detail.pinFor': 'Phone PIN for {name}',
+  'detail.pinOnce':
+    'The PIN is shown only now. It is valid from 30 minutes before the start until the meeting ends or the invitation expires.',
+  'detail.dialInTextFor': 'Dial-in text for {name}',
+  'detail.hasPin': 'Phone PIN',
+  'detail.hasPinHint': 'This invitation comes with a personal PIN for telephone dial-in.',
+  'dialin.text': 'Dial-in: {phone}, meeting number {number}, PIN {pin}',
+  'dialin.textNoPhone': 'Dial-in: meeting number {number}, PIN {pin}',
 
   'admin.title': 'User management',
   'admin.users': 'Accounts',
@@ -144,6 +169,11 @@ export const en: Record<StringKey, string> = {
   'prejoin.meetingNotFound': 'This meeting does not exist.',
   'prejoin.lobbyHint': 'Without a personal invitation you first wait in the lobby until you are admitted.',
   'prejoin.noPreview': 'Camera is off',
+  'prejoin.dialIn':
+    'You can also dial in by telephone: {phone}, meeting number {number}. The PIN came with your invitation.',
+  'prejoin.dialInNoPhone':
+    'You can also dial in by telephone: meeting number {number}. The phone number and the PIN came with your invitation.',
+  'prejoin.dialInLeg': 'The telephone connection is not end-to-end encrypted.',
 
   'lobby.title': 'Please wait a moment',
   'lobby.text': 'You are in the lobby of “{title}”. A moderator will let you in shortly.',
@@ -208,6 +238,7 @@ export const en: Record<StringKey, string> = {
   'kind.staff': 'Staff',
   'kind.invited_guest': 'Invited guest',
   'kind.guest': 'Guest',
+  'kind.phone_gateway': 'Phone',
   'role.moderator': 'Moderator',
 
   'join.staff_login': 'Signed in (staff)',
@@ -251,6 +282,20 @@ export const en: Record<StringKey, string> = {
   'people.endForAll': 'End for everyone',
   'people.endConfirm': 'End the meeting for all participants?',
   'people.moderation': 'Moderation',
+  'phone.badge': 'Connected by telephone',
+  'phone.badgeHint':
+    'Connected by telephone through the gateway: this connection is not end-to-end encrypted.',
+  'phone.number': 'Phone …{suffix}',
+  'phone.number.withheld': 'Phone (number withheld)',
+  'phone.number.unknown': 'Phone',
+  'phone.label': '{number} · {name} · via gateway',
+  'phone.label.invitation': '{number} · {name} (invitation) · via gateway',
+  'phone.banner.one': 'One person is connected by telephone. This connection is not end-to-end encrypted.',
+  'phone.banner.many':
+    '{n} people are connected by telephone. These connections are not end-to-end encrypted.',
+  'phone.banner.info': 'What does this mean?',
+  'phone.lobbyArrived': '{name} is waiting in the lobby by telephone.',
+  'phone.removeConfirm': 'Remove {name} from the meeting? The call ends; calling again leads to the lobby.',
 
   'security.title': 'Security of this meeting',
   'security.profile': 'Security profile: {profile}',
@@ -265,10 +310,22 @@ export const en: Record<StringKey, string> = {
   'security.list':
     "The participant list is computed from the encrypted group: whoever is not in it gets no keys. Each entry shows the name the identity service vouches for; differences from the server's word are marked. If you don't know someone, tell a moderator.",
   'security.moderators': 'Moderators: {names}',
+  'security.dialIn': 'Telephone dial-in',
+  'security.dialIn.allowed': "This meeting's security profile allows telephone dial-in.",
+  'security.dialIn.gateway':
+    'Callers come in through a telephone gateway. For each call the gateway is a visible member of the encrypted group of its own, with a credential of the kind “phone” for the caller’s invitation. It appears in the participant list and changes the security code like any join.',
+  'security.dialIn.leg':
+    'The leg between the telephone and the gateway is not end-to-end encrypted: the gateway decrypts the meeting’s audio for the callers, and in the telephone network it is not protected end to end. Between the browsers everything stays end-to-end encrypted.',
+  'security.dialIn.callers': 'Connected by telephone ({n})',
+  'security.dialIn.noCallers': 'Nobody is connected by telephone at the moment.',
+  'security.dialIn.off': 'Telephone dial-in is not possible in this meeting.',
   'e2ee.title': 'End-to-end encryption',
   'e2ee.state.active': 'End-to-end encrypted',
   'e2ee.state.active.hint':
     "Video and audio are encrypted in your browser and decrypted only by the participants. Only the group's members in the participant list hold the keys; the server forwards nothing but ciphertext.",
+  'e2ee.state.activePhone': 'End-to-end encrypted, except telephone participants',
+  'e2ee.state.activePhone.hint':
+    'Video and audio are end-to-end encrypted between the browsers. Telephone participants are connected through a gateway that is a visible member of the encrypted group; the leg between the telephone and the gateway is not end-to-end encrypted.',
   'e2ee.state.waiting': 'Exchanging keys …',
   'e2ee.state.waiting.hint':
     'Your browser is waiting to be added to the encrypted group. Until then nothing is sent and nothing is shown.',

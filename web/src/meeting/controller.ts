@@ -8,6 +8,7 @@ import { PeerSession, type InboundStat, type RemoteTrack } from '../media/peer';
 import { E2eeSession } from '../e2ee/session';
 import type { E2eeDiagnostics, E2eeNotice, E2eeStatus } from '../e2ee/types';
 import { chatText } from '../e2ee/mls';
+import { phoneCallers, type PhoneCaller } from './phone';
 import {
   chatEvent,
   chatWritten,
@@ -168,6 +169,8 @@ export class MeetingController {
         this.send({
           type: 'join', meeting_id: meetingId, invite_token: inviteToken, display_name: displayName,
           rejoin_token: this.rejoinToken,
+          // Only the dial-in gateway joins with a ticket; a browser never does.
+          dial_in_ticket: null,
         });
       },
       onMessage: (msg) => {
@@ -576,6 +579,8 @@ export interface KlausurTestHooks {
   readonly selfId: string | null;
   readonly phase: string;
   participants(): { id: string; display_name: string; role: string; kind: string }[];
+  /** Telephone callers present, by the server's participant kind or the roster's credential kind. */
+  phoneCallers(): PhoneCaller[];
   /** Encryption state: phase, epoch, security code, roster with verification flags. */
   e2ee(): E2eeStatus | null;
   e2eeDiagnostics(): Promise<E2eeDiagnostics | null>;
@@ -605,6 +610,7 @@ function installTestHooks(c: MeetingController): void {
     },
     participants: () =>
       c.getSnapshot().room.participants.map((p) => ({ id: p.id, display_name: p.display_name, role: p.role, kind: p.kind })),
+    phoneCallers: () => phoneCallers(c.getSnapshot().room.participants, c.getSnapshot().e2ee?.roster),
     e2ee: () => c.getSnapshot().e2ee,
     e2eeDiagnostics: () => c.e2eeDiagnostics(),
     notices: () => c.getSnapshot().notices.map((n) => n.notice),

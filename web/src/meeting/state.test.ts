@@ -14,6 +14,7 @@ const alice: Participant = {
   screen_sharing: false,
   hand_raised_at: null,
   leaf: null,
+  phone: null,
 };
 const bob: Participant = {
   ...alice,
@@ -28,7 +29,7 @@ const joined = reduce(initialRoomState(), {
   type: 'joined',
   protocol_version: 1,
   self_id: 'p1',
-  meeting: { id: 'm1', title: 'Bauausschuss', organiser: 'Alice', profile: 'strict', locked: false },
+  meeting: { id: 'm1', title: 'Bauausschuss', organiser: 'Alice', profile: 'strict', locked: false, dial_in: false },
   participants: [alice],
   lobby: [],
   rejoin_token: null,
@@ -55,7 +56,7 @@ describe('room state', () => {
   it('counts lobby arrivals and records errors', () => {
     let s = reduce(joined, {
       type: 'lobby_changed',
-      lobby: [{ id: 'x', display_name: 'Eve', kind: 'guest', invitation: null, reason: 'profile' }],
+      lobby: [{ id: 'x', display_name: 'Eve', kind: 'guest', invitation: null, reason: 'profile', phone: null }],
       arrived: true,
     });
     s = reduce(s, { type: 'lobby_changed', lobby: [], arrived: false });

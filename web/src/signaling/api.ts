@@ -26,6 +26,16 @@ export interface UserRecord {
   must_change_password: boolean;
 }
 
+/** Telephone dial-in of a meeting created with `dial_in: true`. */
+export interface MeetingDialIn {
+  /** The meeting's dial-in number, digits only ("12345678"). */
+  meeting_number: string;
+  /** What callers dial (the gateway's number from the server's configuration), if configured. */
+  phone_number: string | null;
+  /** Whether the meeting's security profile accepts calls (the strict profile never does). */
+  allowed: boolean;
+}
+
 export interface Meeting {
   id: Id;
   title: string;
@@ -34,6 +44,8 @@ export interface Meeting {
   profile: Profile;
   is_moderator: boolean;
   ended: boolean;
+  /** Null (or missing, from a server without dial-in) when the meeting has no dial-in number. */
+  dial_in?: MeetingDialIn | null;
 }
 
 export type InvitationKind = 'guest' | 'colleague';
@@ -46,6 +58,8 @@ export interface Invitation {
   expires_at: string;
   revoked: boolean;
   last_used_at: string | null;
+  /** The invitation has a personal phone PIN (the PIN itself was shown once, at creation). */
+  has_phone_pin?: boolean;
 }
 
 export interface MeetingDetail extends Meeting {
@@ -57,6 +71,8 @@ export interface CreatedInvitation {
   invitation: Invitation;
   token: string;
   link: string;
+  /** The invitee's personal phone PIN (digits), shown only now; null without dial-in. */
+  phone_pin?: string | null;
 }
 
 export interface InviteInfo {
@@ -64,6 +80,8 @@ export interface InviteInfo {
   meeting_title: string;
   invitee_name: string;
   kind: InvitationKind;
+  /** How to dial in by telephone (the PIN is not here: it came with the invitation). */
+  dial_in?: { meeting_number: string; phone_number: string | null } | null;
 }
 
 export interface PublicMeeting {
@@ -161,7 +179,8 @@ export const api = {
   meetings(): Promise<Meeting[]> {
     return request('GET', '/api/meetings');
   },
-  createMeeting(m: { title: string; starts_at: string | null; profile: Profile }): Promise<Meeting> {
+  /** `dial_in: true` gives the meeting a dial-in number (calls still need a profile that allows them). */
+  createMeeting(m: { title: string; starts_at: string | null; profile: Profile; dial_in?: boolean }): Promise<Meeting> {
     return request('POST', '/api/meetings', m);
   },
   meeting(id: Id): Promise<MeetingDetail> {

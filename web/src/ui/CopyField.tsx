@@ -21,7 +21,8 @@ async function copyText(text: string): Promise<boolean> {
   }
 }
 
-export function CopyField({ value, label, testId, name }: { value: string; label: string; testId?: string; name?: string }) {
+/** A read-only value with a copy button; `copyValue` is what is copied, if not the value shown. */
+export function CopyField({ value, copyValue, label, testId, name }: { value: string; copyValue?: string; label: string; testId?: string; name?: string }) {
   const t = useT();
   const [copied, setCopied] = useState(false);
   return (
@@ -33,13 +34,14 @@ export function CopyField({ value, label, testId, name }: { value: string; label
         onFocus={(e) => e.currentTarget.select()}
         data-testid={testId}
         data-name={name}
+        data-copy={copyValue}
       />
       <button
         type="button"
         className="btn secondary small"
         data-testid={testId ? `${testId}-copy` : undefined}
         onClick={async () => {
-          if (await copyText(value)) {
+          if (await copyText(copyValue ?? value)) {
             setCopied(true);
             setTimeout(() => setCopied(false), 2000);
           }

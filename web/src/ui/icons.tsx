@@ -105,3 +105,8 @@ export const BellIcon = (p: P) => (
     <path d="M10 20a2 2 0 0 0 4 0" />
   </svg>
 );
+export const PhoneIcon = (p: P) => (
+  <svg {...base(p)}>
+    <path d="M5.5 3.5h3l1.5 4.5-2 1.2a11 11 0 0 0 6.8 6.8l1.2-2 4.5 1.5v3a2 2 0 0 1-2.2 2A17 17 0 0 1 3.5 5.7a2 2 0 0 1 2-2.2z" />
+  </svg>
+);

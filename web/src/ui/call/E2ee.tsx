@@ -4,7 +4,8 @@ import { useEffect, useState } from 'react';
 import type { MeetingController, NoticeEntry } from '../../meeting/controller';
 import type { E2eeDiagnostics, E2eeNotice, E2eeStatus, VerificationFlag } from '../../e2ee/types';
 import { useT, type StringKey, type Translate } from '../../i18n';
-import { LockIcon, ShieldIcon, UnlockIcon } from '../icons';
+import { indicatorStateKey } from '../../meeting/phone';
+import { LockIcon, PhoneIcon, ShieldIcon, UnlockIcon } from '../icons';
 
 export type E2eeLevel = 'active' | 'waiting' | 'warning' | 'failed';
 
@@ -16,20 +17,23 @@ export function e2eeLevel(s: E2eeStatus | null): E2eeLevel {
   return flagged ? 'warning' : 'active';
 }
 
-export function E2eeIndicator({ status, onClick }: { status: E2eeStatus | null; onClick(): void }) {
+export function E2eeIndicator({ status, phoneCount = 0, onClick }: { status: E2eeStatus | null; phoneCount?: number; onClick(): void }) {
   const t = useT();
   const level = e2eeLevel(status);
+  const key = indicatorStateKey(level, phoneCount);
+  const phone = level === 'active' && phoneCount > 0;
   return (
     <button
       type="button"
-      className={`badge e2ee-badge e2ee-${level}`}
+      className={`badge e2ee-badge e2ee-${level}${phone ? ' e2ee-phone' : ''}`}
       onClick={onClick}
       data-testid="e2ee-indicator"
       data-state={level}
-      title={t(`e2ee.state.${level}.hint` as StringKey)}
+      data-phone={phoneCount}
+      title={t(`${key}.hint`)}
     >
-      {level === 'active' ? <LockIcon width={14} height={14} /> : level === 'waiting' ? <ShieldIcon width={14} height={14} /> : <UnlockIcon width={14} height={14} />}{' '}
-      {t(`e2ee.state.${level}` as StringKey)}
+      {level === 'active' ? <LockIcon width={14} height={14} /> : level === 'waiting' ? <ShieldIcon width={14} height={14} /> : <UnlockIcon width={14} height={14} />}
+      {phone && <PhoneIcon width={14} height={14} />} {t(key)}
     </button>
   );
 }
@@ -53,7 +57,7 @@ export function flagText(t: Translate, f: VerificationFlag): string {
   return t(`e2ee.flag.${f}` as StringKey);
 }
 
-export function E2eeSection({ status, controller }: { status: E2eeStatus | null; controller: MeetingController }) {
+export function E2eeSection({ status, phoneCount = 0, controller }: { status: E2eeStatus | null; phoneCount?: number; controller: MeetingController }) {
   const t = useT();
   const level = e2eeLevel(status);
   const [diag, setDiag] = useState<E2eeDiagnostics | null>(null);
@@ -63,7 +67,9 @@ export function E2eeSection({ status, controller }: { status: E2eeStatus | null;
   return (
     <section className="panel-section" data-testid="e2ee-section" data-state={level}>
       <h4>{t('e2ee.title')}</h4>
-      <p className={`notice small ${level === 'active' ? 'ok' : level === 'waiting' ? 'info' : 'warn'}`}>{t(`e2ee.state.${level}.hint` as StringKey)}</p>
+      <p className={`notice small ${level === 'active' ? 'ok' : level === 'waiting' ? 'info' : 'warn'}`} data-testid="e2ee-state-hint">
+        {t(`${indicatorStateKey(level, phoneCount)}.hint`)}
+      </p>
       <h4>{t('e2ee.code')}</h4>
       <SecurityCode code={status?.phase === 'active' ? status.securityCode : null} />
       <p className="small muted">{t('e2ee.codeHint')}</p>

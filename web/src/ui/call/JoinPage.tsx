@@ -14,6 +14,8 @@ interface Target {
   title: string;
   inviteeName: string | null;
   inviteToken: string | null;
+  /** Telephone dial-in of the invitation's meeting, if it has one. */
+  dialIn: { meeting_number: string; phone_number: string | null } | null;
 }
 
 /** `/j/:token` (personal invitation) and `/m/:id` (plain meeting link): pre-join, then the call. */
@@ -33,10 +35,16 @@ export function JoinPage() {
     const load = async (): Promise<Target> => {
       if (token) {
         const inv = await api.invite(token);
-        return { meetingId: String(inv.meeting_id), title: inv.meeting_title, inviteeName: inv.invitee_name, inviteToken: token };
+        return {
+          meetingId: String(inv.meeting_id),
+          title: inv.meeting_title,
+          inviteeName: inv.invitee_name,
+          inviteToken: token,
+          dialIn: inv.dial_in ?? null,
+        };
       }
       const m = await api.publicMeeting(id ?? '');
-      return { meetingId: String(m.id), title: m.title, inviteeName: null, inviteToken: null };
+      return { meetingId: String(m.id), title: m.title, inviteeName: null, inviteToken: null, dialIn: null };
     };
     load().then(
       (tg) => !cancelled && setTarget(tg),
@@ -121,6 +129,7 @@ export function JoinPage() {
       staffName={session ? session.user.display_name : null}
       needsName={!session}
       willWaitInLobby={!session && !target.inviteToken}
+      dialIn={target.dialIn}
       onJoin={join}
     />
   );

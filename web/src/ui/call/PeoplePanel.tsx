@@ -6,6 +6,8 @@ import { flagText } from './E2ee';
 import { useT, type Translate } from '../../i18n';
 import { MicIcon, MicOffIcon, CamIcon, CamOffIcon, LockIcon, UnlockIcon, ScreenIcon, HandIcon } from '../icons';
 import { KindBadge } from './Tile';
+import { callerOf, lobbyCaller, type PhoneCaller } from '../../meeting/phone';
+import { CallerLabel, PhoneBadge } from './Phone';
 
 export function joinMethodText(t: Translate, m: JoinMethod): string {
   switch (m.method) {
@@ -48,6 +50,45 @@ function ConfirmCancel({ onClick }: { onClick(): void }) {
   );
 }
 
+/** One person waiting in the lobby; a telephone caller with the phone badge and label. */
+function LobbyItem({ entry: e, controller }: { entry: LobbyEntry; controller: MeetingController }) {
+  const t = useT();
+  const caller = lobbyCaller(e);
+  return (
+    <li
+      className={`lobby-entry${caller ? ' phone' : ''}`}
+      data-testid="lobby-entry"
+      data-participant-id={e.id}
+      data-name={e.display_name}
+      data-phone={caller ? 'true' : undefined}
+    >
+      <div className="who-line">
+        {caller ? (
+          <span className="who-main">
+            <CallerLabel caller={caller} />
+          </span>
+        ) : (
+          <>
+            <strong>{e.display_name}</strong>
+            <span className={`badge kind-${e.kind}`}>{t(`kind.${e.kind}`)}</span>
+          </>
+        )}
+      </div>
+      <div className="small muted">
+        {e.invitation ? t('people.invitation', { name: e.invitation }) : t('people.noInvitation')} · {t(`people.reason.${e.reason}`)}
+      </div>
+      <div className="row-actions">
+        <button type="button" className="btn primary small" onClick={() => controller.admit(e.id)} data-testid="admit-button">
+          {t('people.admit')}
+        </button>
+        <button type="button" className="btn ghost small" onClick={() => controller.deny(e.id)} data-testid="deny-button">
+          {t('people.deny')}
+        </button>
+      </div>
+    </li>
+  );
+}
+
 /** Raised hands, earliest first: the order of requests to speak. */
 export function raisedHands(participants: Participant[]): Participant[] {
   return participants
@@ -60,11 +101,13 @@ function HandsSection({
   participants,
   selfId,
   isModerator,
+  callerIds,
 }: {
   controller: MeetingController;
   participants: Participant[];
   selfId: string | null;
   isModerator: boolean;
+  callerIds: Set<string>;
 }) {
   const t = useT();
   const hands = raisedHands(participants);
@@ -79,6 +122,12 @@ function HandsSection({
           <li key={p.id} className="hand-entry" data-testid="hand-entry" data-participant-id={p.id} data-name={p.display_name} data-position={i + 1}>
             <span>
               {i + 1}. {p.id === selfId ? t('room.youSuffix', { name: p.display_name }) : p.display_name}
+              {callerIds.has(p.id) && (
+                <>
+                  {' '}
+                  <PhoneBadge />
+                </>
+              )}
             </span>
             {isModerator && (
               <button type="button" className="btn secondary tiny" onClick={() => controller.lowerHand(p.id)} data-testid="lower-hand-button">
@@ -100,6 +149,7 @@ export function PeoplePanel({
   isModerator,
   locked,
   status,
+  callers,
 }: {
   controller: MeetingController;
   participants: Participant[];
@@ -108,8 +158,11 @@ export function PeoplePanel({
   isModerator: boolean;
   locked: boolean;
   status: E2eeStatus | null;
+  /** The telephone callers present (meeting/phone.ts `phoneCallers`). */
+  callers: PhoneCaller[];
 }) {
   const t = useT();
+  const callerIds = new Set(callers.flatMap((c) => (c.participantId !== null ? [c.participantId] : [])));
   // Once this browser is in the MLS group, the list is the group's roster; the server's
   // participants that are not in it are listed apart, flagged once their grace period is over.
   const fromRoster = status?.phase === 'active';
@@ -133,30 +186,14 @@ export function PeoplePanel({
           ) : (
             <ul className="lobby-list">
               {lobby.map((e) => (
-                <li key={e.id} className="lobby-entry" data-testid="lobby-entry" data-participant-id={e.id} data-name={e.display_name}>
-                  <div className="who-line">
-                    <strong>{e.display_name}</strong>
-                    <span className={`badge kind-${e.kind}`}>{t(`kind.${e.kind}`)}</span>
-                  </div>
-                  <div className="small muted">
-                    {e.invitation ? t('people.invitation', { name: e.invitation }) : t('people.noInvitation')} · {t(`people.reason.${e.reason}`)}
-                  </div>
-                  <div className="row-actions">
-                    <button type="button" className="btn primary small" onClick={() => controller.admit(e.id)} data-testid="admit-button">
-                      {t('people.admit')}
-                    </button>
-                    <button type="button" className="btn ghost small" onClick={() => controller.deny(e.id)} data-testid="deny-button">
-                      {t('people.deny')}
-                    </button>
-                  </div>
-                </li>
+                <LobbyItem key={e.id} entry={e} controller={controller} />
               ))}
             </ul>
           )}
         </section>
       )}
 
-      <HandsSection controller={controller} participants={participants} selfId={selfId} isModerator={isModerator} />
+      <HandsSection controller={controller} participants={participants} selfId={selfId} isModerator={isModerator} callerIds={callerIds} />
 
       <section className="panel-section" aria-labelledby="people-h">
         <h3 id="people-h">{t('people.title', { n: count })}</h3>
@@ -167,21 +204,30 @@ export function PeoplePanel({
             const name = member ? member.displayName : (p?.display_name ?? '');
             const flags = member?.flags ?? outsider?.flags ?? [];
             const verified = !!member && flags.length === 0;
+            // A telephone caller by either side's word: the server's kind or the credential's.
+            const caller = isSelf ? null : callerOf(p, member);
             return (
               <li
                 key={key}
-                className={`participant-item${flags.length ? ' flagged' : ''}${outsider && !flags.length ? ' joining' : ''}`}
+                className={`participant-item${flags.length ? ' flagged' : ''}${outsider && !flags.length ? ' joining' : ''}${caller ? ' phone' : ''}`}
                 data-testid="participant-item"
                 data-participant-id={p?.id ?? member?.participantId ?? outsider?.participantId ?? ''}
                 data-name={name}
                 data-verified={verified ? 'true' : 'false'}
                 data-leaf={member?.leaf ?? ''}
                 data-flags={flags.join(' ')}
+                data-phone={caller ? 'true' : undefined}
               >
                 <div className="who-line">
                   <div className="who-main">
-                    <strong>{isSelf ? t('room.youSuffix', { name }) : name}</strong>
-                    {p ? <KindBadge p={p} /> : member && <span className={`badge kind-${member.kind}`}>{t(`kind.${member.kind === 'phone_gateway' ? 'guest' : member.kind}`)}</span>}
+                    {caller ? (
+                      <CallerLabel caller={caller} />
+                    ) : (
+                      <>
+                        <strong>{isSelf ? t('room.youSuffix', { name }) : name}</strong>
+                        {p ? <KindBadge p={p} /> : member && <span className={`badge kind-${member.kind}`}>{t(`kind.${member.kind}`)}</span>}
+                      </>
+                    )}
                     {p?.role === 'moderator' && <span className="badge role-moderator">{t('role.moderator')}</span>}
                     {verified && (
                       <span className="verified" title={t('e2ee.verified')} aria-label={t('e2ee.verified')}>
@@ -194,7 +240,8 @@ export function PeoplePanel({
                       {p.hand_raised_at !== null && <HandIcon width={16} height={16} className="hand-icon" aria-label={t('hands.raised')} />}
                       {p.screen_sharing && <ScreenIcon width={16} height={16} aria-label={t('room.screen')} />}
                       {p.audio_muted ? <MicOffIcon width={16} height={16} className="muted-icon" /> : <MicIcon width={16} height={16} />}
-                      {p.video_muted ? <CamOffIcon width={16} height={16} className="muted-icon" /> : <CamIcon width={16} height={16} />}
+                      {/* A caller has no camera: no camera state to show. */}
+                      {!caller && (p.video_muted ? <CamOffIcon width={16} height={16} className="muted-icon" /> : <CamIcon width={16} height={16} />)}
                     </span>
                   )}
                 </div>
@@ -232,17 +279,20 @@ export function PeoplePanel({
                     <button type="button" className="btn secondary tiny" onClick={() => controller.mute(p.id, !p.muted_by_moderator)} data-testid="mute-button" data-muted={p.muted_by_moderator ? 'true' : 'false'}>
                       {p.muted_by_moderator ? t('people.unmute') : t('people.mute')}
                     </button>
-                    <button
-                      type="button"
-                      className="btn secondary tiny"
-                      onClick={() => controller.setModerator(p.id, p.role !== 'moderator')}
-                      data-testid="moderator-button"
-                    >
-                      {p.role === 'moderator' ? t('people.revokeModerator') : t('people.makeModerator')}
-                    </button>
+                    {/* A caller cannot moderate from a telephone (unless the server made them one). */}
+                    {(!caller || p.role === 'moderator') && (
+                      <button
+                        type="button"
+                        className="btn secondary tiny"
+                        onClick={() => controller.setModerator(p.id, p.role !== 'moderator')}
+                        data-testid="moderator-button"
+                      >
+                        {p.role === 'moderator' ? t('people.revokeModerator') : t('people.makeModerator')}
+                      </button>
+                    )}
                     <ConfirmButton
                       label={t('people.remove')}
-                      confirmLabel={t('people.removeConfirm', { name })}
+                      confirmLabel={t(caller ? 'phone.removeConfirm' : 'people.removeConfirm', { name })}
                       onConfirm={() => controller.remove(p.id)}
                       testId="remove-button"
                       className="btn danger-ghost tiny"

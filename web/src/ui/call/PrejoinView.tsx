@@ -3,7 +3,8 @@ import { getCamera, getMicrophone, LevelMeter, listDevices, type DeviceLists } f
 import { MAX_NAME_CHARS } from '../../signaling/protocol';
 import { useT } from '../../i18n';
 import { ErrorNote, Shell } from '../Shell';
-import { CamIcon, CamOffIcon, MicIcon, MicOffIcon } from '../icons';
+import { CamIcon, CamOffIcon, MicIcon, MicOffIcon, PhoneIcon } from '../icons';
+import { groupDigits } from '../../meeting/phone';
 import { VideoView } from './media';
 import { E2eeSession } from '../../e2ee/session';
 
@@ -23,10 +24,15 @@ interface Props {
   staffName: string | null;
   needsName: boolean;
   willWaitInLobby: boolean;
+  /** An invitee's meeting with telephone dial-in: the numbers (the PIN came with the invitation). */
+  dialIn?: { meeting_number: string; phone_number: string | null } | null;
   onJoin(r: PrejoinResult): void;
 }
 
-export function PrejoinView({ title, inviteeName, staffName, needsName, willWaitInLobby, onJoin }: Props) {
+/** A number with spaces, kept on one line. */
+const keepTogether = (s: string) => s.replace(/ /g, '\u00a0');
+
+export function PrejoinView({ title, inviteeName, staffName, needsName, willWaitInLobby, dialIn = null, onJoin }: Props) {
   const t = useT();
   const [devices, setDevices] = useState<DeviceLists>({ audioInputs: [], videoInputs: [] });
   const [audioId, setAudioId] = useState<string | null>(null);
@@ -286,6 +292,17 @@ export function PrejoinView({ title, inviteeName, staffName, needsName, willWait
           </label>
           {micError && <p className="notice warn small">{t('prejoin.noMicrophone')}</p>}
           {willWaitInLobby && <p className="notice info small">{t('prejoin.lobbyHint')}</p>}
+          {dialIn && (
+            <div className="notice info small dial-in-note" data-testid="prejoin-dial-in" data-number={dialIn.meeting_number}>
+              <PhoneIcon width={18} height={18} />
+              <span>
+                {dialIn.phone_number
+                  ? t('prejoin.dialIn', { phone: keepTogether(dialIn.phone_number), number: keepTogether(groupDigits(dialIn.meeting_number)) })
+                  : t('prejoin.dialInNoPhone', { number: keepTogether(groupDigits(dialIn.meeting_number)) })}{' '}
+                {t('prejoin.dialInLeg')}
+              </span>
+            </div>
+          )}
           <ErrorNote text={nameError} />
           {!e2eeSupported && (
             <p className="notice warn" role="alert" data-testid="e2ee-unsupported">

@@ -1,6 +1,7 @@
 import { useEffect, useMemo, useRef, useState } from 'react';
 import type { CallSnapshot, MeetingController } from '../../meeting/controller';
 import { isModerator as selfIsModerator } from '../../meeting/state';
+import { lobbyCaller, phoneBanner, phoneCallers } from '../../meeting/phone';
 import type { Participant } from '../../signaling/protocol';
 import type { RemoteTrack } from '../../media/peer';
 import { useT, type StringKey } from '../../i18n';
@@ -27,6 +28,7 @@ import { PeoplePanel } from './PeoplePanel';
 import { SecurityPanel } from './SecurityPanel';
 import { E2eeIndicator, NoticeLine } from './E2ee';
 import { ReconnectBanner } from './Reconnecting';
+import { PhoneBanner } from './Phone';
 
 type Panel = 'chat' | 'people' | 'security' | null;
 
@@ -55,6 +57,10 @@ export function Room({ controller, snap }: { controller: MeetingController; snap
   const [toasts, setToasts] = useState<Toast[]>([]);
   const toastSeq = useRef(0);
   const moderator = selfIsModerator(room);
+  // Telephone callers: by the server's participant kind or the roster's credential kind.
+  const callers = useMemo(() => phoneCallers(room.participants, snap.e2ee?.roster), [room.participants, snap.e2ee?.roster]);
+  const banner = phoneBanner(callers);
+  const callerById = new Map(callers.filter((c) => c.participantId !== null).map((c) => [c.participantId as string, c]));
 
   const pushToast = (kind: Toast['kind'], text: string, ms = 8000) => {
     const id = ++toastSeq.current;
@@ -69,7 +75,16 @@ export function Room({ controller, snap }: { controller: MeetingController; snap
     lastArrivals.current = room.lobbyArrivals;
     if (!moderator) return;
     const newest = room.lobby.at(-1);
-    pushToast('lobby', newest ? t('room.lobbyArrivedNamed', { name: newest.display_name }) : t('room.lobbyArrived'), 15000);
+    const caller = newest ? lobbyCaller(newest) : null;
+    pushToast(
+      'lobby',
+      caller
+        ? t('phone.lobbyArrived', { name: caller.displayName })
+        : newest
+          ? t('room.lobbyArrivedNamed', { name: newest.display_name })
+          : t('room.lobbyArrived'),
+      15000,
+    );
     // eslint-disable-next-line react-hooks/exhaustive-deps
   }, [room.lobbyArrivals]);
 
@@ -135,7 +150,7 @@ export function Room({ controller, snap }: { controller: MeetingController; snap
         <div className="room-title">
           <h1 data-testid="room-title">{meeting.title}</h1>
           <ProfileBadge profile={meeting.profile} />
-          <E2eeIndicator status={snap.e2ee} onClick={() => setPanel('security')} />
+          <E2eeIndicator status={snap.e2ee} phoneCount={banner.count} onClick={() => setPanel('security')} />
           {meeting.locked && (
             <span className="badge locked-badge" data-testid="lock-indicator" title={t('room.lockedHint')}>
               <LockIcon width={14} height={14} /> {t('room.locked')}
@@ -161,6 +176,7 @@ export function Room({ controller, snap }: { controller: MeetingController; snap
         </div>
       </header>
       {room.reconnecting && <ReconnectBanner controller={controller} reconnecting={room.reconnecting} />}
+      {banner.visible && <PhoneBanner count={banner.count} onInfo={() => setPanel('security')} />}
 
       <main className={`stage${hasStage ? ' has-screen' : ''}`} aria-label={meeting.title}>
         {hasStage && (
@@ -179,7 +195,16 @@ export function Room({ controller, snap }: { controller: MeetingController; snap
           data-count={tiles.length}
         >
           {tiles.map(({ p, video, audio, isSelf }) => (
-            <Tile key={p.id} participant={p} video={video} audio={audio} isSelf={isSelf} speaking={room.activeSpeaker === p.id} compact={!!hasStage} />
+            <Tile
+              key={p.id}
+              participant={p}
+              video={video}
+              audio={audio}
+              isSelf={isSelf}
+              speaking={room.activeSpeaker === p.id}
+              compact={!!hasStage}
+              phone={isSelf ? null : (callerById.get(p.id) ?? null)}
+            />
           ))}
         </div>
       </main>
@@ -205,9 +230,12 @@ export function Room({ controller, snap }: { controller: MeetingController; snap
                 isModerator={moderator}
                 locked={meeting.locked}
                 status={snap.e2ee}
+                callers={callers}
               />
             )}
-            {panel === 'security' && <SecurityPanel meeting={meeting} participants={room.participants} status={snap.e2ee} controller={controller} />}
+            {panel === 'security' && (
+              <SecurityPanel meeting={meeting} participants={room.participants} status={snap.e2ee} callers={callers} controller={controller} />
+            )}
           </div>
         </aside>
       )}

@@ -4,16 +4,21 @@ import type { E2eeStatus } from '../../e2ee/types';
 import { useT } from '../../i18n';
 import { LockIcon, ShieldIcon, UnlockIcon } from '../icons';
 import { E2eeSection } from './E2ee';
+import type { PhoneCaller } from '../../meeting/phone';
+import { DialInSection } from './Phone';
 
 export function SecurityPanel({
   meeting,
   participants,
   status,
+  callers,
   controller,
 }: {
   meeting: MeetingInfo;
   participants: Participant[];
   status: E2eeStatus | null;
+  /** The telephone callers present (meeting/phone.ts `phoneCallers`). */
+  callers: PhoneCaller[];
   controller: MeetingController;
 }) {
   const t = useT();
@@ -21,7 +26,9 @@ export function SecurityPanel({
   const moderators = participants.filter((p) => p.role === 'moderator').map((p) => p.display_name);
   return (
     <div className="security" data-testid="security-panel">
-      <E2eeSection status={status} controller={controller} />
+      <E2eeSection status={status} phoneCount={callers.length} controller={controller} />
+      {/* `dial_in` may be missing from an older server: no dial-in then. */}
+      <DialInSection dialIn={meeting.dial_in === true} callers={callers} />
       <section className="panel-section">
         <h3>
           <ShieldIcon width={18} height={18} /> {t('security.profile', { profile: t(meeting.profile === 'strict' ? 'profile.strict' : 'profile.internal') })}

@@ -1,7 +1,9 @@
 import type { Participant } from '../../signaling/protocol';
+import { phoneLabel, type PhoneCaller } from '../../meeting/phone';
 import { useT } from '../../i18n';
-import { CamOffIcon, HandIcon, MicIcon, MicOffIcon } from '../icons';
+import { CamOffIcon, HandIcon, MicIcon, MicOffIcon, PhoneIcon } from '../icons';
 import { AudioSink, VideoView } from './media';
+import { PhoneBadge } from './Phone';
 
 function initials(name: string): string {
   const parts = name.trim().split(/\s+/).filter(Boolean);
@@ -21,6 +23,10 @@ export function KindBadge({ p }: { p: Participant }) {
   return <span className={`badge kind-${p.kind}`}>{t(`kind.${p.kind}`)}</span>;
 }
 
+/**
+ * One participant on the stage. A telephone caller (`phone` set) has an audio-only tile: the
+ * phone badge, the caller's label, and never a video.
+ */
 export function Tile({
   participant,
   video,
@@ -28,6 +34,7 @@ export function Tile({
   isSelf,
   speaking,
   compact = false,
+  phone = null,
 }: {
   participant: Participant;
   video: MediaStreamTrack | null;
@@ -35,21 +42,30 @@ export function Tile({
   isSelf: boolean;
   speaking: boolean;
   compact?: boolean;
+  phone?: PhoneCaller | null;
 }) {
   const t = useT();
-  const name = isSelf ? t('room.youSuffix', { name: participant.display_name }) : participant.display_name;
-  const showVideo = !!video && !participant.video_muted;
+  const label = phone ? phoneLabel(t, phone) : null;
+  const name = label ?? (isSelf ? t('room.youSuffix', { name: participant.display_name }) : participant.display_name);
+  const showVideo = !phone && !!video && !participant.video_muted;
   return (
     <figure
-      className={`tile${speaking ? ' speaking' : ''}${isSelf ? ' self' : ''}${compact ? ' compact' : ''}`}
+      className={`tile${speaking ? ' speaking' : ''}${isSelf ? ' self' : ''}${compact ? ' compact' : ''}${phone ? ' phone' : ''}`}
       data-testid="video-tile"
       data-participant-id={participant.id}
       data-participant-name={participant.display_name}
       data-self={isSelf ? 'true' : undefined}
+      data-phone={phone ? 'true' : undefined}
       aria-label={name}
     >
       {showVideo ? (
         <VideoView track={video} mirrored={isSelf} />
+      ) : phone ? (
+        <div className="avatar phone-avatar" aria-hidden="true" data-testid="phone-avatar">
+          <span>
+            <PhoneIcon width="45%" height="45%" />
+          </span>
+        </div>
       ) : (
         <div className="avatar" style={{ ['--h' as string]: hue(participant.display_name) }} aria-hidden="true">
           <span>{initials(participant.display_name)}</span>
@@ -67,10 +83,13 @@ export function Tile({
           {participant.audio_muted ? <MicOffIcon width={16} height={16} /> : <MicIcon width={16} height={16} />}
           <span className="sr-only">{participant.audio_muted ? t('room.muted') : ''}</span>
         </span>
-        <span className="name">{name}</span>
-        {!compact && <KindBadge p={participant} />}
+        {phone && <PhoneBadge />}
+        <span className="name" title={label ?? undefined} data-testid={phone ? 'phone-label' : undefined}>
+          {name}
+        </span>
+        {!compact && !phone && <KindBadge p={participant} />}
       </figcaption>
-      {participant.video_muted && (
+      {participant.video_muted && !phone && (
         <span className="corner-icon" title={t('room.cameraOff')}>
           <CamOffIcon width={16} height={16} />
           <span className="sr-only">{t('room.cameraOff')}</span>

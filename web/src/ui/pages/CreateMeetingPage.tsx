@@ -4,6 +4,7 @@ import { api, type Profile } from '../../signaling/api';
 import { useT } from '../../i18n';
 import { ErrorNote, Shell } from '../Shell';
 import { describeError } from '../errors';
+import { PhoneIcon } from '../icons';
 
 export function CreateMeetingPage() {
   const t = useT();
@@ -11,6 +12,7 @@ export function CreateMeetingPage() {
   const [title, setTitle] = useState('');
   const [startsAt, setStartsAt] = useState('');
   const [profile, setProfile] = useState<Profile>('strict');
+  const [dialIn, setDialIn] = useState(false);
   const [error, setError] = useState<string | null>(null);
   const [busy, setBusy] = useState(false);
 
@@ -21,7 +23,7 @@ export function CreateMeetingPage() {
     setBusy(true);
     try {
       const iso = startsAt ? new Date(startsAt).toISOString() : null;
-      const m = await api.createMeeting({ title: title.trim(), starts_at: iso, profile });
+      const m = await api.createMeeting({ title: title.trim(), starts_at: iso, profile, ...(dialIn ? { dial_in: true } : {}) });
       navigate(`/meetings/${m.id}`);
     } catch (err) {
       setError(describeError(t, err));
@@ -68,6 +70,24 @@ export function CreateMeetingPage() {
               </label>
             ))}
           </fieldset>
+          <div className="field dial-in-choice">
+            <label className={`choice${dialIn ? ' selected' : ''}`}>
+              <input type="checkbox" checked={dialIn} onChange={(e) => setDialIn(e.target.checked)} aria-describedby="dial-in-hint" data-testid="dial-in-checkbox" />
+              <span>
+                <strong className="with-icon">
+                  <PhoneIcon width={18} height={18} /> {t('create.dialIn')}
+                </strong>
+                <span className="choice-text" id="dial-in-hint">
+                  {t('create.dialInHint')}
+                </span>
+              </span>
+            </label>
+            {dialIn && profile === 'strict' && (
+              <p className="notice warn small" data-testid="dial-in-strict-note">
+                {t('create.dialInStrict')}
+              </p>
+            )}
+          </div>
           <ErrorNote text={error} />
           <div className="form-actions">
             <Link className="btn ghost" to="/meetings">

@@ -1,10 +1,20 @@
 import { useCallback, useEffect, useState, type FormEvent } from 'react';
 import { Link, useParams } from 'react-router-dom';
-import { api, type CreatedInvitation, type Id, type InvitationKind, type MeetingDetail, type UserRecord } from '../../signaling/api';
+import {
+  api,
+  type CreatedInvitation,
+  type Id,
+  type InvitationKind,
+  type MeetingDetail,
+  type MeetingDialIn,
+  type UserRecord,
+} from '../../signaling/api';
+import { dialInText, groupDigits } from '../../meeting/phone';
 import { useI18n } from '../../i18n';
 import { ErrorNote, Shell } from '../Shell';
 import { CopyField } from '../CopyField';
 import { describeError } from '../errors';
+import { PhoneIcon } from '../icons';
 import { ProfileBadge } from './MeetingsPage';
 
 const EXPIRY_CHOICES = [24, 72, 168, 720];
@@ -44,6 +54,7 @@ export function MeetingDetailPage() {
   }
 
   const plainLink = `${window.location.origin}/m/${meeting.id}`;
+  const dialIn = meeting.dial_in ?? null;
   const hours = (h: number) => (h % 24 === 0 ? t('detail.days', { n: h / 24 }) : t('detail.hours', { n: h }));
 
   return (
@@ -90,6 +101,7 @@ export function MeetingDetailPage() {
                   <li key={String(c.invitation.id)}>
                     <span className="link-name">{t('detail.inviteFor', { name: c.invitation.name })}</span>
                     <CopyField value={c.link} label={t('detail.inviteFor', { name: c.invitation.name })} testId="invite-link" name={c.invitation.name} />
+                    {c.phone_pin && <NewPin name={c.invitation.name} pin={c.phone_pin} dialIn={dialIn} />}
                   </li>
                 ))}
               </ul>
@@ -105,6 +117,11 @@ export function MeetingDetailPage() {
                   <div>
                     <strong>{inv.name}</strong>{' '}
                     <span className="badge">{t(inv.kind === 'guest' ? 'detail.kind.guest' : 'detail.kind.colleague')}</span>
+                    {inv.has_phone_pin === true && (
+                      <span className="badge pin-badge" title={t('detail.hasPinHint')} data-testid="invitation-pin-badge">
+                        <PhoneIcon width={12} height={12} /> {t('detail.hasPin')}
+                      </span>
+                    )}
                     <div className="meta small">
                       <span>{t('detail.expiresAt', { time: dateTime(inv.expires_at) })}</span>
                       <span>{inv.last_used_at ? t('detail.lastUsed', { time: dateTime(inv.last_used_at) }) : t('detail.neverUsed')}</span>
@@ -137,6 +154,7 @@ export function MeetingDetailPage() {
         </section>
 
         <div className="stack">
+          <DialInCard dialIn={dialIn} profile={t(meeting.profile === 'strict' ? 'profile.strict' : 'profile.internal')} />
           <section className="card" aria-labelledby="mod-title">
             <h2 id="mod-title">{t('detail.moderators')}</h2>
             <p className="muted">{t('detail.moderatorsIntro')}</p>
@@ -164,6 +182,57 @@ export function MeetingDetailPage() {
         </div>
       </div>
     </Shell>
+  );
+}
+
+/** The meeting's telephone dial-in: the number to call, the meeting number, whether calls are accepted. */
+function DialInCard({ dialIn, profile }: { dialIn: MeetingDialIn | null; profile: string }) {
+  const { t } = useI18n();
+  return (
+    <section className="card dial-in-card" aria-labelledby="dial-in-title" data-testid="dial-in-card" data-allowed={dialIn ? String(dialIn.allowed) : undefined}>
+      <h2 id="dial-in-title" className="with-icon">
+        <PhoneIcon width={20} height={20} /> {t('detail.dialIn')}
+      </h2>
+      {dialIn === null ? (
+        <p className="muted" data-testid="dial-in-none">
+          {t('detail.dialInNone')}
+        </p>
+      ) : (
+        <>
+          <dl className="dial-in-numbers">
+            <dt>{t('detail.dialInPhone')}</dt>
+            <dd data-testid="dial-in-phone">{dialIn.phone_number ?? '–'}</dd>
+            <dt>{t('detail.dialInNumber')}</dt>
+            <dd className="digits" data-testid="dial-in-number" data-number={dialIn.meeting_number}>
+              {groupDigits(dialIn.meeting_number)}
+            </dd>
+          </dl>
+          {dialIn.phone_number === null && <p className="muted small">{t('detail.dialInNoPhone')}</p>}
+          <p className={`notice small ${dialIn.allowed ? 'ok' : 'warn'}`} data-testid="dial-in-allowed" data-allowed={String(dialIn.allowed)}>
+            {dialIn.allowed ? t('detail.dialInAllowed') : t('detail.dialInRefused', { profile })}
+          </p>
+          <p className="muted small">{t('detail.dialInLeg')}</p>
+        </>
+      )}
+    </section>
+  );
+}
+
+/** A new invitation's phone PIN, shown once, and the text to send the invitee. */
+function NewPin({ name, pin, dialIn }: { name: string; pin: string; dialIn: MeetingDialIn | null }) {
+  const { t } = useI18n();
+  return (
+    <div className="new-pin" data-testid="invite-pin-block" data-name={name}>
+      <span className="link-name">{t('detail.pinFor', { name })}</span>
+      <CopyField value={groupDigits(pin)} copyValue={pin} label={t('detail.pinFor', { name })} testId="invite-pin" name={name} />
+      {dialIn && (
+        <>
+          <span className="link-name">{t('detail.dialInTextFor', { name })}</span>
+          <CopyField value={dialInText(t, dialIn, pin)} label={t('detail.dialInTextFor', { name })} testId="invite-dial-in-text" name={name} />
+        </>
+      )}
+      <p className="small muted">{t('detail.pinOnce')}</p>
+    </div>
   );
 }
 

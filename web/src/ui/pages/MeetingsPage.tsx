@@ -4,6 +4,7 @@ import { api, type Meeting } from '../../signaling/api';
 import { useI18n } from '../../i18n';
 import { ErrorNote, Shell } from '../Shell';
 import { describeError } from '../errors';
+import { PhoneIcon } from '../icons';
 
 export function ProfileBadge({ profile }: { profile: 'strict' | 'internal' }) {
   const { t } = useI18n();
@@ -43,6 +44,16 @@ export function MeetingsPage() {
                   <span>{m.starts_at ? dateTime(m.starts_at) : t('meetings.noTime')}</span>
                   <span>{t('meetings.organiser', { name: m.organiser.display_name })}</span>
                   <ProfileBadge profile={m.profile} />
+                  {m.dial_in && (
+                    <span
+                      className={`badge dial-in-badge${m.dial_in.allowed ? '' : ' refused'}`}
+                      title={m.dial_in.allowed ? t('detail.dialInAllowed') : t('detail.dialInRefused', { profile: t(m.profile === 'strict' ? 'profile.strict' : 'profile.internal') })}
+                      data-testid="meeting-dial-in-badge"
+                      data-allowed={String(m.dial_in.allowed)}
+                    >
+                      <PhoneIcon width={12} height={12} /> {t('meetings.dialIn')}
+                    </span>
+                  )}
                   {m.ended && <span className="badge muted-badge">{t('meetings.ended')}</span>}
                 </div>
               </div>
