@@ -2,6 +2,9 @@
 //! meeting number and PIN are drawn per test), RFC 4733 key presses from sip-tester's own
 //! captures, G.711 audio from its A-law capture.
 
+// Shared with tests/dialin_cli.rs, which uses only part of it.
+#![allow(dead_code)]
+
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
