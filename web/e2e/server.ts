@@ -19,6 +19,8 @@ export interface KlausurServer {
   logPath: string;
   /** Where the server records every forwarded RTP payload (`recordRtp` option), else null. */
   rtpRecording: string | null;
+  /** The dial-in gateway's SIP address (`sipListen` option), e.g. `127.0.0.1:5062`, else null. */
+  sipAddress: string | null;
   stop(): Promise<void>;
   /** Stops the server as an operator would (SIGTERM) and starts it again on the same data
    * directory and ports, as for an update. */
@@ -30,6 +32,8 @@ export interface ServerOptions {
   webDist?: 'dist' | 'dist-test';
   /** Record every RTP payload the media server forwards (needs the test-hooks server build). */
   recordRtp?: boolean;
+  /** Run the dial-in gateway in the server (`--sip-listen` on a free loopback port). */
+  sipListen?: boolean;
   /** Only to give a spec its own server (options differ, so Playwright starts another worker). */
   own?: string;
 }
@@ -75,6 +79,7 @@ export async function startServer(opts: ServerOptions = {}): Promise<KlausurServ
   const log = createWriteStream(logPath);
   const port = await freeTcpPort();
   const mediaPort = await freeUdpPort();
+  const sipAddress = opts.sipListen ? `127.0.0.1:${await freeUdpPort()}` : null;
   const baseURL = `http://127.0.0.1:${port}`;
 
   let password: string | null = null;
@@ -97,6 +102,7 @@ export async function startServer(opts: ServerOptions = {}): Promise<KlausurServ
         '--listen', `127.0.0.1:${port}`,
         '--media-listen', `127.0.0.1:${mediaPort}`,
         '--web-root', dist,
+        ...(sipAddress ? ['--sip-listen', sipAddress] : []),
       ],
       {
         stdio: ['ignore', 'pipe', 'pipe'],
@@ -150,7 +156,7 @@ export async function startServer(opts: ServerOptions = {}): Promise<KlausurServ
   try {
     await waitReady(true);
     if (!password) throw new Error(`no "one-time password: ..." line in the output; log: ${logPath}`);
-    return { baseURL, adminOneTimePassword: password, dataDir, logPath, rtpRecording, stop, restart };
+    return { baseURL, adminOneTimePassword: password, dataDir, logPath, rtpRecording, sipAddress, stop, restart };
   } catch (e) {
     process.env.KLAUSUR_E2E_KEEP = '1';
     await stop();

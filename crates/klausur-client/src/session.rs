@@ -56,6 +56,12 @@ use str0m::{Candidate, IceConnectionState, Input, Rtc};
 use crate::group::{GroupClient, GroupEvent, GroupOutput};
 use crate::offer::OfferState;
 
+/// Test builds only (cargo feature `test-hooks`): while set, sessions send their frames with a
+/// corrupted authentication tag, as if they were encrypted under a key no member has.
+#[cfg(feature = "test-hooks")]
+pub static TEST_WITHHOLD_FRAME_KEY: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+
 /// The SFrame stream of the microphone (as the browser numbers its sources).
 pub const MICROPHONE_STREAM: StreamId = StreamId(0);
 /// Samples per 20 ms Opus frame at the RTP clock of 48 kHz.
@@ -562,13 +568,22 @@ impl Session {
             self.stats.dropped_no_key += 1;
             return;
         };
-        let frame = match group.encrypt_frame(MICROPHONE_STREAM, &[], opus) {
+        #[allow(unused_mut)]
+        let mut frame = match group.encrypt_frame(MICROPHONE_STREAM, &[], opus) {
             Ok(f) => f,
             Err(_) => {
                 self.stats.dropped_no_key += 1;
                 return;
             }
         };
+        #[cfg(feature = "test-hooks")]
+        if TEST_WITHHOLD_FRAME_KEY.load(std::sync::atomic::Ordering::Relaxed) {
+            // The byte before the trailing clear-header length is the tag's last.
+            let n = frame.len();
+            if let Some(b) = n.checked_sub(2).and_then(|i| frame.get_mut(i)) {
+                *b ^= 0xFF;
+            }
+        }
         let Some(writer) = self.rtc.writer(mid) else {
             return;
         };

@@ -18,6 +18,10 @@
 //! `payload` in base64): what the server sees of the media, for the "no plaintext reaches the
 //! server" test.
 //!
+//! `POST /api/test/dialin/withhold-frame-key` with `{"on": true}` makes the dial-in gateway's
+//! clients send frames no member can decrypt (as if the gateway's frame key were withheld from
+//! the group): the negative control of the browser test that hears a telephone caller.
+//!
 //! `POST /api/test/meetings/{id}/hide/{participant}` tells everyone else that the participant
 //! left, while it stays connected and keeps receiving media: the members' clients remove it from
 //! the group, and the test checks it cannot decrypt what follows (forward secrecy on leave).
@@ -45,6 +49,13 @@ pub fn routes(router: Router<AppState>) -> Router<AppState> {
             "/api/test/meetings/{id}/drop-media/{participant}",
             post(drop_media),
         )
+        .route("/api/test/dialin/withhold-frame-key", post(withhold_frame_key))
+}
+
+async fn withhold_frame_key(Json(body): Json<Value>) -> Json<Value> {
+    let on = body["on"].as_bool().unwrap_or(false);
+    klausur_client::session::TEST_WITHHOLD_FRAME_KEY.store(on, std::sync::atomic::Ordering::Relaxed);
+    Json(json!({ "withhold": on }))
 }
 
 async fn hide(

@@ -587,6 +587,11 @@ export interface KlausurTestHooks {
   notices(): E2eeNotice[];
   /** Test-hooks build only: plaintext frames captured before encryption. */
   testCapture(): Promise<unknown>;
+  /**
+   * For the dial-in tests: how much of the received microphone audio of `participantId`, over
+   * `ms`, lies at each of `freqs` (share of the 100 Hz to 4 kHz energy within 20 Hz of it).
+   */
+  toneShares(participantId: string, freqs: number[], ms: number): Promise<number[] | null>;
 }
 
 declare global {
@@ -615,7 +620,41 @@ function installTestHooks(c: MeetingController): void {
     e2eeDiagnostics: () => c.e2eeDiagnostics(),
     notices: () => c.getSnapshot().notices.map((n) => n.notice),
     testCapture: () => E2eeSession.testCapture(),
+    toneShares: (participantId: string, freqs: number[], ms: number) => {
+      const remote = c.getSnapshot().remote.find((r) => r.participantId === participantId && r.source === 'microphone');
+      return remote ? toneShares(remote.track, freqs, ms) : Promise.resolve(null);
+    },
   };
+}
+
+/** The spectrum of a received audio track, averaged over `ms`: each frequency's share. */
+async function toneShares(track: MediaStreamTrack, freqs: number[], ms: number): Promise<number[]> {
+  const ctx = new AudioContext();
+  try {
+    const source = ctx.createMediaStreamSource(new MediaStream([track]));
+    const analyser = ctx.createAnalyser();
+    analyser.fftSize = 8192;
+    analyser.smoothingTimeConstant = 0;
+    source.connect(analyser);
+    const bins = new Float32Array(analyser.frequencyBinCount);
+    const power = new Float64Array(analyser.frequencyBinCount);
+    const end = Date.now() + ms;
+    while (Date.now() < end) {
+      await new Promise((r) => setTimeout(r, 100));
+      analyser.getFloatFrequencyData(bins);
+      for (let i = 0; i < bins.length; i++) power[i] += Number.isFinite(bins[i]) ? 10 ** (bins[i] / 10) : 0;
+    }
+    const hz = ctx.sampleRate / analyser.fftSize;
+    const band = (lo: number, hi: number) => {
+      let sum = 0;
+      for (let i = Math.floor(lo / hz); i <= Math.ceil(hi / hz) && i < power.length; i++) sum += power[i];
+      return sum;
+    };
+    const total = band(100, 4000);
+    return freqs.map((f) => (total > 0 ? band(f - 20, f + 20) / total : 0));
+  } finally {
+    await ctx.close();
+  }
 }
 
 const REJOIN_KEY = 'klausur.rejoin.';

@@ -8,7 +8,7 @@
 // a caller from the banner.
 import type { RosterView } from '../e2ee/types';
 import type { Translate } from '../i18n';
-import type { JoinMethod, LobbyEntry, Participant, PhoneLeg } from '../signaling/protocol';
+import type { LobbyEntry, Participant, PhoneLeg } from '../signaling/protocol';
 
 /** The participant kind (server) and credential kind (identity CA) of a telephone caller. */
 export const PHONE_KIND = 'phone_gateway';
@@ -35,12 +35,16 @@ export interface PhoneCaller {
   displayName: string;
   /** The phone leg as the server reports it; null when only the roster says it is a caller. */
   phone: PhoneLeg | null;
-  /** Came with a personal invitation (the join method, or a credential of `invitation:<id>`). */
+  /**
+   * Came with a personal invitation: the join method, a credential of `invitation:<id>`, or a
+   * server participant of kind `phone_gateway` (a caller is always the invitee of the PIN they
+   * typed, also when a moderator let them in from the lobby).
+   */
   invitation: boolean;
 }
 
-function viaInvitation(method: JoinMethod | undefined, userId: string | undefined): boolean {
-  return method?.method === 'invitation' || (userId?.startsWith('invitation:') ?? false);
+function viaInvitation(p: Participant | null | undefined, userId: string | undefined): boolean {
+  return p?.join_method?.method === 'invitation' || p?.kind === 'phone_gateway' || (userId?.startsWith('invitation:') ?? false);
 }
 
 /**
@@ -55,7 +59,7 @@ export function callerOf(p: Participant | null | undefined, member: RosterView |
     leaf: member ? member.leaf : (p?.leaf ?? null),
     displayName: member?.displayName ?? p?.display_name ?? '',
     phone: p?.phone ?? null,
-    invitation: viaInvitation(p?.join_method, member?.userId),
+    invitation: viaInvitation(p, member?.userId),
   };
 }
 

@@ -1,0 +1,196 @@
+// Telephone dial-in in the browser, with real SIP callers (Debian's sipp and baresip) and the
+// gateway running in the server (`--sip-listen`): the organiser in Chromium admits a caller from
+// the lobby, sees the phone participant, the banner and a new security code while the call
+// lasts and neither after; audio flows both ways through the encrypted path (the browser's
+// microphone is a 500 Hz tone here, the caller's 1000 Hz), and with the gateway's frame key
+// withheld the browser decodes nothing.
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { mkdtempSync } from 'node:fs';
+import { chromiumArgs } from '../playwright.config';
+import { expect, newPerson, test, type Person } from './fixtures';
+import { changePassword, commonSecurityCode, expectInRoom, inviteGuest, login, openPanel, passPrejoin, selfId } from './helpers';
+import { Baresip, sippCall, toneShare, toneWav } from './phone';
+
+const TITLE = 'Ortsbeirat Mitte';
+const NEW_ADMIN_PASSWORD = 'Ein-neues-Admin-Passwort-2026';
+const screenshots = join(dirname(fileURLToPath(import.meta.url)), 'screenshots');
+const tone500 = toneWav(join(tmpdir(), 'klausur-tone-500hz-v1.wav'), 500, 48_000, 2, 0.5);
+
+test.use({
+  serverOptions: { own: 'dialin', sipListen: true },
+  launchOptions: {
+    executablePath: process.env.CHROMIUM_PATH ?? '/usr/bin/chromium',
+    args: chromiumArgs.map((a) => (a.startsWith('--use-file-for-fake-audio-capture=') ? `--use-file-for-fake-audio-capture=${tone500}` : a)),
+  },
+});
+test.describe.configure({ mode: 'serial' });
+
+const s: { admin?: Person; number?: string; pin?: string; meetingId?: string; work?: string } = {};
+
+test.afterAll(async () => {
+  await s.admin?.context.close().catch(() => undefined);
+});
+
+const callers = (p: Person) =>
+  p.page.evaluate(() => (window.__klausur?.participants() ?? []).filter((x) => x.kind === 'phone_gateway').map((x) => x.id));
+
+test('a caller types number and PIN, the organiser admits them from the lobby; list, banner and security code show the call while it lasts', async ({
+  browser,
+  server,
+}) => {
+  if (!server.sipAddress) throw new Error('the server runs without the dial-in gateway');
+  s.work = mkdtempSync(join(tmpdir(), 'klausur-dialin-'));
+  const admin = await newPerson(browser, server.baseURL, 'admin');
+  s.admin = admin;
+  const a = admin.page;
+  await login(a, 'admin', server.adminOneTimePassword);
+  await changePassword(a, server.adminOneTimePassword, NEW_ADMIN_PASSWORD);
+
+  await test.step('a meeting with dial-in, and an invitation with a phone PIN', async () => {
+    await a.goto('/meetings');
+    await a.getByTestId('new-meeting').click();
+    await a.getByTestId('meeting-title-input').fill(TITLE);
+    await a.getByTestId('profile-internal').check();
+    await a.getByTestId('dial-in-checkbox').check();
+    await a.getByTestId('create-meeting-submit').click();
+    await expect(a.getByTestId('meeting-detail-title')).toHaveText(TITLE);
+    s.meetingId = decodeURIComponent(/\/meetings\/([^/?#]+)$/.exec(new URL(a.url()).pathname)![1]);
+    s.number = (await a.getByTestId('dial-in-number').getAttribute('data-number')) ?? '';
+    expect(s.number).toMatch(/^\d{8}$/);
+    await inviteGuest(a, 'Erika Musterfrau');
+    s.pin = (await a.locator('[data-testid="invite-pin"][data-name="Erika Musterfrau"]').getAttribute('data-copy')) ?? '';
+    expect(s.pin).toMatch(/^\d{8}$/);
+  });
+
+  await test.step('the organiser joins and locks the meeting', async () => {
+    await a.getByTestId('join-meeting').click();
+    await passPrejoin(a, { expectTitle: TITLE });
+    await expectInRoom(a);
+    await selfId(a);
+    await openPanel(a, 'people');
+    await a.getByTestId('lock-toggle').click();
+    await expect(a.getByTestId('lock-indicator')).toBeVisible();
+  });
+  const before = await commonSecurityCode([a]);
+  await expect(a.getByTestId('phone-banner')).toHaveCount(0);
+
+  let during: string | null = null;
+  const call = await sippCall(join(s.work, 'sipp'), server.sipAddress, `${s.number}#${s.pin}#`, 40_000, '+4930123456789');
+  try {
+    await test.step('the caller waits in the lobby, marked as a phone caller; the organiser admits them', async () => {
+      await openPanel(a, 'people');
+      const entry = a.locator('[data-testid="lobby-entry"][data-phone="true"]');
+      await expect(entry).toBeVisible({ timeout: 45_000 });
+      await expect(entry).toContainText('6789');
+      await entry.getByTestId('admit-button').click();
+    });
+
+    await test.step('the list shows the caller with a phone badge, the banner appears, the code changes', async () => {
+      const item = a.locator('[data-testid="participant-item"][data-phone="true"]');
+      // One row: the server's participant matched with its member of the encrypted group (until
+      // the gateway's leaf claim arrives, the member shows in a row of its own).
+      await expect
+        .poll(() => item.getByTestId('phone-label').allTextContents())
+        .toEqual(['Telefon …6789 · Erika Musterfrau (Einladung) · über Gateway']);
+      await expect(item.getByTestId('phone-badge')).toBeVisible();
+      await expect(a.getByTestId('phone-banner-text')).toHaveText(
+        'Eine Person ist per Telefon verbunden. Diese Verbindung ist nicht Ende-zu-Ende-verschlüsselt.',
+      );
+      during = await commonSecurityCode([a], before);
+      // The encrypted group's roster holds the caller's gateway member, not only the server's list.
+      await expect
+        .poll(async () => (await a.evaluate(() => window.__klausur?.e2ee()?.roster ?? [])).some((r) => r.kind === 'phone_gateway'))
+        .toBe(true);
+      await a.screenshot({ path: join(screenshots, 'dialin-room.png') });
+    });
+
+    await test.step('the caller hangs up: the list, the banner and the code say so', async () => {
+      expect(await call.done).toBe(0);
+      await expect(a.locator('[data-testid="participant-item"][data-phone="true"]')).toHaveCount(0, { timeout: 30_000 });
+      await expect(a.getByTestId('phone-banner')).toHaveCount(0);
+      const after = await commonSecurityCode([a], during);
+      expect(after).not.toBe(before);
+    });
+  } finally {
+    call.kill();
+  }
+});
+
+test('audio flows both ways through the encrypted path; with the gateway\'s frame key withheld the browser decodes nothing', async ({
+  server,
+}) => {
+  const admin = s.admin;
+  if (!admin || !s.number || !s.pin || !s.work || !server.sipAddress) throw new Error('needs the meeting of the first test');
+  const a = admin.page;
+  await openPanel(a, 'people');
+  await a.getByTestId('lock-toggle').click();
+  await expect(a.getByTestId('lock-indicator')).toHaveCount(0);
+
+  const phone = await Baresip.start(join(s.work, 'baresip'), 1000);
+  try {
+    await phone.call(server.sipAddress, `${s.number}#${s.pin}#`);
+    await expect.poll(() => callers(admin), { timeout: 45_000 }).toHaveLength(1);
+    const [pid] = await callers(admin);
+    await test.step('the browser hears the caller\'s 1000 Hz, and not its own 500 Hz', async () => {
+      await expect
+        .poll(async () => {
+          const shares = await a.evaluate(([p]) => window.__klausur!.toneShares(p, [1000, 500], 1500), [pid]);
+          return shares !== null && shares[0] > 0.5 && shares[1] < 0.05 ? 'tone' : JSON.stringify(shares);
+        }, { timeout: 45_000 })
+        .toBe('tone');
+    });
+    await test.step('the caller hears the browser\'s 500 Hz and no echo of its own 1000 Hz', async () => {
+      // The caller hears the "joined" prompt over the meeting first (15 s); listen after it.
+      await a.waitForTimeout(20_000);
+      await phone.hangup();
+      await a.waitForTimeout(1000);
+      const heard = phone.heard();
+      expect(heard.length).toBeGreaterThan(8000 * 20);
+      const tail = heard.subarray(heard.length - 8000 * 3);
+      expect(toneShare(tail, 8000, 500)).toBeGreaterThan(0.3);
+      expect(toneShare(tail, 8000, 1000)).toBeLessThan(0.02);
+    });
+  } finally {
+    phone.stop();
+  }
+  await expect.poll(() => callers(admin), { timeout: 30_000 }).toHaveLength(0);
+
+  await test.step('negative control: the gateway\'s frames under a key the group does not have are never decoded', async () => {
+    const on = await a.request.post('/api/test/dialin/withhold-frame-key', { data: { on: true } });
+    expect(on.ok()).toBe(true);
+    const again = await Baresip.start(join(s.work!, 'baresip-withheld'), 1000);
+    try {
+      await again.call(server.sipAddress!, `${s.number}#${s.pin}#`);
+      await expect.poll(() => callers(admin), { timeout: 45_000 }).toHaveLength(1);
+      const [pid] = await callers(admin);
+      // Frames arrive (the server forwards them) but none decrypts: the transform drops them.
+      type Counts = { decrypted: number; dropped: number };
+      const audioIn = () =>
+        a.evaluate(async () => {
+          const d = await window.__klausur!.e2eeDiagnostics();
+          const rx = (d?.transforms ?? []).filter((x) => x.side === 'receive' && x.kind === 'audio');
+          return {
+            decrypted: rx.reduce((n, x) => n + x.decrypted, 0),
+            dropped: rx.reduce((n, x) => n + x.droppedNoKey + x.droppedFailed, 0),
+          };
+        });
+      // Wait until the caller's audio is under way at all (dropped frames rising).
+      let start: Counts = await audioIn();
+      await expect
+        .poll(async () => (await audioIn()).dropped - start.dropped, { timeout: 45_000 })
+        .toBeGreaterThan(10);
+      start = await audioIn();
+      const shares = await a.evaluate(([p]) => window.__klausur!.toneShares(p, [1000], 3000), [pid]);
+      const end = await audioIn();
+      expect(end.decrypted - start.decrypted, 'frames decrypted under a withheld key').toBe(0);
+      expect(end.dropped - start.dropped).toBeGreaterThan(50);
+      expect(shares === null || shares[0] < 0.05).toBe(true);
+    } finally {
+      await again.hangup();
+      again.stop();
+      await a.request.post('/api/test/dialin/withhold-frame-key', { data: { on: false } });
+    }
+  });
+});
