@@ -49,12 +49,16 @@ pub fn routes(router: Router<AppState>) -> Router<AppState> {
             "/api/test/meetings/{id}/drop-media/{participant}",
             post(drop_media),
         )
-        .route("/api/test/dialin/withhold-frame-key", post(withhold_frame_key))
+        .route(
+            "/api/test/dialin/withhold-frame-key",
+            post(withhold_frame_key),
+        )
 }
 
 async fn withhold_frame_key(Json(body): Json<Value>) -> Json<Value> {
     let on = body["on"].as_bool().unwrap_or(false);
-    klausur_client::session::TEST_WITHHOLD_FRAME_KEY.store(on, std::sync::atomic::Ordering::Relaxed);
+    klausur_client::session::TEST_WITHHOLD_FRAME_KEY
+        .store(on, std::sync::atomic::Ordering::Relaxed);
     Json(json!({ "withhold": on }))
 }
 

@@ -60,6 +60,9 @@ pub(crate) struct CallSetup {
     pub negotiated: Negotiated,
     pub caller: Option<String>,
     pub source: SocketAddr,
+    /// The gateway's running number of the call: how it appears in the log (never with any
+    /// digit of the caller's number).
+    pub number: u64,
 }
 
 /// The RFC 6464 audio level of a 48 kHz frame: 0 (loudest) to 127 (silence), in -dBov.
@@ -124,18 +127,19 @@ pub(crate) async fn run(gw: Arc<Gateway>, setup: CallSetup) {
         negotiated,
         caller,
         source,
+        number,
     } = setup;
+    let label = format!("#{number}");
     let codec = negotiated.codec;
     let (Ok(mut decoder), Ok(mut encoder), Ok(mut jitter)) = (
         TrunkDecoder::new(codec),
         TrunkEncoder::new(codec, OpusSettings::default()),
         JitterBuffer::<Vec<u8>>::with_clock_rate(codec.clock_rate()),
     ) else {
-        tracing::warn!("call {}: codec setup failed", gw.call_label(&caller));
+        tracing::warn!("call {label}: codec setup failed");
         let _ = call.hangup().await;
         return;
     };
-    let label = gw.call_label(&caller);
     let mut remote = call.remote().rtp_addr;
     let mut on_hold = call.remote().on_hold();
     let mut dtmf = DtmfInput::new();

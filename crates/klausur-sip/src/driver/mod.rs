@@ -91,23 +91,6 @@ impl Gateway {
     fn next_client_id(&self) -> u64 {
         self.next_client.fetch_add(1, Ordering::Relaxed)
     }
-
-    /// How a call appears in the log: a number and at most the caller's last 4 digits.
-    fn call_label(&self, caller: &Option<String>) -> String {
-        let n = self.next_call.load(Ordering::Relaxed);
-        let suffix: String = caller
-            .as_deref()
-            .map(|c| {
-                let digits: Vec<char> = c.chars().filter(char::is_ascii_digit).collect();
-                digits[digits.len().saturating_sub(4)..].iter().collect()
-            })
-            .unwrap_or_default();
-        if suffix.is_empty() {
-            format!("#{n}")
-        } else {
-            format!("#{n} (…{suffix})")
-        }
-    }
 }
 
 /// A running gateway.
@@ -197,7 +180,7 @@ async fn answer(
     ports: &RtpPortAllocator,
     call: IncomingCall,
 ) -> Result<Option<caller::CallSetup>, String> {
-    gw.next_call.fetch_add(1, Ordering::Relaxed);
+    let number = gw.next_call.fetch_add(1, Ordering::Relaxed);
     let caller = call.info().caller().map(str::to_string);
     let source = call.info().source;
     let port = match ports.allocate() {
@@ -245,5 +228,6 @@ async fn answer(
         negotiated,
         caller,
         source,
+        number,
     }))
 }

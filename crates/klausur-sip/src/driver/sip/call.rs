@@ -102,7 +102,7 @@ impl CallInfo {
     }
 
     /// The caller's number as the trunk gave it (the From user part), if any. Personal data:
-    /// never log it; [`CallInfo::caller_suffix`] is what may be shown.
+    /// never log it, not even in part; [`CallInfo::caller_suffix`] is what the participant list may show.
     pub fn caller(&self) -> Option<&str> {
         self.caller.as_deref()
     }
@@ -365,7 +365,6 @@ pub(crate) async fn run_call(call: NewCall) {
     tracing::info!(
         call = info.id,
         source = %info.source,
-        caller_suffix = info.caller_suffix().as_deref().unwrap_or("-"),
         "incoming call"
     );
 
