@@ -76,7 +76,7 @@ pub fn audio_level(pcm: &[i16]) -> u8 {
         return 127;
     }
     let dbov = 20.0 * rms.log10();
-    (-dbov).clamp(0.0, 127.0) as u8
+    (-dbov).round().clamp(0.0, 127.0) as u8
 }
 
 fn check_result(outcome: &Result<CheckOutcome, super::api::ApiError>) -> CheckResult {
