@@ -145,8 +145,7 @@ test('audio flows both ways through the encrypted path; with the gateway\'s fram
       // The caller hears the "joined" prompt over the meeting first (15 s); listen after it.
       await a.waitForTimeout(20_000);
       await phone.hangup();
-      await a.waitForTimeout(1000);
-      const heard = phone.heard();
+      const heard = await phone.heardWhenClosed();
       expect(heard.length).toBeGreaterThan(8000 * 20);
       const tail = heard.subarray(heard.length - 8000 * 3);
       expect(toneShare(tail, 8000, 500)).toBeGreaterThan(0.3);

@@ -154,7 +154,8 @@ function readWav(path: string): Int16Array {
     const id = b.toString('ascii', i, i + 4);
     const len = b.readUInt32LE(i + 4);
     if (id === 'data') {
-      const end = Math.min(i + 8 + len, b.length);
+      // A recording still open says 0 (or too much): then the data runs to the end of the file.
+      const end = len === 0 || i + 8 + len > b.length ? b.length : i + 8 + len;
       const out = new Int16Array((end - i - 8) >> 1);
       for (let k = 0; k < out.length; k++) out[k] = b.readInt16LE(i + 8 + k * 2);
       return out;
@@ -268,7 +269,19 @@ export class Baresip {
     await this.command('hangup', '').catch(() => false);
   }
 
-  /** What baresip heard (8 kHz). */
+  /** What baresip heard (8 kHz), once the recording stopped growing (at most 10 s). */
+  async heardWhenClosed(): Promise<Int16Array> {
+    let last = -1;
+    for (let i = 0; i < 50; i++) {
+      const n = this.heard().length;
+      if (n === last && n > 0) break;
+      last = n;
+      await sleep(200);
+    }
+    return this.heard();
+  }
+
+  /** What baresip heard so far (8 kHz). */
   heard(): Int16Array {
     const rec = join(this.dir, 'rec');
     const file = readdirSync(rec).sort().find((f) => f.endsWith('-dec.wav'));

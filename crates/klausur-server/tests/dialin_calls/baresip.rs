@@ -58,7 +58,13 @@ pub fn read_wav(path: &Path) -> Vec<i16> {
         let len =
             u32::from_le_bytes([bytes[i + 4], bytes[i + 5], bytes[i + 6], bytes[i + 7]]) as usize;
         if id == b"data" {
-            let end = (i + 8 + len).min(bytes.len());
+            // A recording still open (or closed without fixing up its header) says 0 or too much:
+            // then the data runs to the end of the file.
+            let end = if len == 0 || i + 8 + len > bytes.len() {
+                bytes.len()
+            } else {
+                i + 8 + len
+            };
             return bytes[i + 8..end]
                 .chunks_exact(2)
                 .map(|c| i16::from_le_bytes([c[0], c[1]]))
@@ -190,8 +196,22 @@ impl Baresip {
         self.command("hangup", "");
     }
 
-    /// What baresip heard (the decoded audio of the call), 8 kHz.
+    /// What baresip heard (the decoded audio of the call), 8 kHz, once the recording has stopped
+    /// growing (after a hang-up baresip closes it; waits at most 10 s).
     pub fn heard(&self) -> Vec<i16> {
+        let mut last = usize::MAX;
+        for _ in 0..50 {
+            let now = self.recording().len();
+            if now == last && now > 0 {
+                break;
+            }
+            last = now;
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        self.recording()
+    }
+
+    fn recording(&self) -> Vec<i16> {
         let rec = self.dir.join("rec");
         let mut files: Vec<PathBuf> = std::fs::read_dir(&rec)
             .map(|d| d.flatten().map(|e| e.path()).collect())
