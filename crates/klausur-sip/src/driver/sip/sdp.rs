@@ -186,9 +186,8 @@ pub fn parse_remote_sdp(body: &[u8]) -> Result<RemoteSdp, SdpError> {
     let text =
         BytesStr::from_utf8_bytes(Bytes::copy_from_slice(body)).map_err(|_| SdpError::NotUtf8)?;
     let sdp = SessionDescription::parse(&text).map_err(|e| {
-        let mut msg = e.to_string();
-        msg.truncate(120);
-        SdpError::Syntax(msg)
+        // The parser's message quotes the input: cut it on a character boundary.
+        SdpError::Syntax(e.to_string().chars().take(120).collect())
     })?;
     remote_from_description(&sdp)
 }
@@ -410,6 +409,21 @@ impl fmt::Display for MediaFormat {
 
 #[cfg(test)]
 mod tests {
+    /// Found by the fuzz target `sip_sdp`: a syntax error whose message quotes multi-byte
+    /// characters at the cut-off used to panic (`String::truncate` inside a character).
+    #[test]
+    fn syntax_errors_with_multibyte_input_are_errors() {
+        let mut body = b"v=0\r\no=5\x0f\x0f\x0f  1Pv".to_vec();
+        body.extend("ä".repeat(200).as_bytes());
+        body.extend(b"\r\nI=4");
+        assert!(super::parse_remote_sdp(&body).is_err());
+        let crash = [
+            0x76, 0x3d, 0x30, 0x0d, 0x0a, 0x6f, 0x3d, 0x35, 0x0f, 0x0f, 0x0f, 0x20, 0x20, 0x31,
+            0x50, 0x76, 0x49, 0x00, 0x00, 0x00, 0xda, 0xb6, 0x2c, 0x4e, 0x49, 0x3d, 0x34,
+        ];
+        assert!(super::parse_remote_sdp(&crash).is_err());
+    }
+
     use super::*;
 
     const OFFER: &str = "v=0\r\no=user1 53655765 2353687637 IN IP4 127.0.0.1\r\ns=-\r\n\
