@@ -326,10 +326,51 @@ impl ActiveCall {
     }
 }
 
+/// Where incoming calls go: the application's channel, closed at shutdown.
+pub(crate) struct Inbox {
+    tx: std::sync::Mutex<Option<tokio::sync::mpsc::Sender<IncomingCall>>>,
+}
+
+impl Inbox {
+    pub(crate) fn new(tx: tokio::sync::mpsc::Sender<IncomingCall>) -> Inbox {
+        Inbox {
+            tx: std::sync::Mutex::new(Some(tx)),
+        }
+    }
+
+    /// No more calls for the application.
+    pub(crate) fn close(&self) {
+        if let Ok(mut tx) = self.tx.lock() {
+            tx.take();
+        }
+    }
+
+    /// Hands an incoming call to the application; `Err(status)` if it cannot take it.
+    fn deliver(&self, call: IncomingCall, state: &EndpointState) -> Result<(), u16> {
+        let Ok(tx) = self.tx.lock() else {
+            return Err(503);
+        };
+        let Some(tx) = tx.as_ref() else {
+            return Err(503);
+        };
+        match tx.try_send(call) {
+            Ok(()) => {
+                state.stats.calls_offered.inc();
+                Ok(())
+            }
+            Err(_) => {
+                state.stats.busy.inc();
+                Err(503)
+            }
+        }
+    }
+}
+
 /// Everything a call task needs, created by the call layer.
 pub(crate) struct NewCall {
     pub(crate) endpoint: Endpoint,
     pub(crate) state: Arc<EndpointState>,
+    pub(crate) inbox: Arc<Inbox>,
     pub(crate) info: CallInfo,
     pub(crate) offer: Option<RemoteSdp>,
     pub(crate) acceptor: InviteAcceptor,
@@ -343,6 +384,7 @@ pub(crate) async fn run_call(call: NewCall) {
     let NewCall {
         endpoint,
         state,
+        inbox,
         info,
         offer,
         mut acceptor,
@@ -358,7 +400,7 @@ pub(crate) async fn run_call(call: NewCall) {
         decision: decision_tx,
         cancelled: cancel_rx,
     };
-    if let Err(status) = state.deliver(incoming) {
+    if let Err(status) = inbox.deliver(incoming, &state) {
         let _ = acceptor_respond(acceptor, status).await;
         return;
     }

@@ -157,6 +157,8 @@ impl Layer for GuardLayer {
 
 pub(crate) struct CallLayer {
     pub(crate) state: Arc<EndpointState>,
+    /// Where answered-to-be calls go (the application's channel).
+    pub(crate) inbox: Arc<super::call::Inbox>,
     /// Host for our Contact when the listen address is unspecified (`None`: the Request-URI's).
     pub(crate) contact_host: Option<String>,
 }
@@ -274,6 +276,7 @@ impl CallLayer {
         run_call(NewCall {
             endpoint: endpoint.clone(),
             state: state.clone(),
+            inbox: self.inbox.clone(),
             info,
             offer,
             acceptor,

@@ -245,6 +245,7 @@ pub enum SipTransport {
 /// background; [`SipEndpoint::shutdown`] does the same and waits for the calls to end.
 pub struct SipEndpoint {
     state: Arc<EndpointState>,
+    inbox: Arc<call::Inbox>,
     _endpoint: Endpoint,
     tasks: Vec<JoinHandle<()>>,
     bound: Vec<(SipTransport, SocketAddr)>,
@@ -379,11 +380,8 @@ impl SipEndpoint {
 
         let (incoming_tx, incoming_rx) = mpsc::channel(config.limits.incoming_queue);
         let digest = config.digest.clone().map(digest::DigestServer::new);
-        let state = Arc::new(EndpointState::new(
-            config.limits.clone(),
-            digest,
-            incoming_tx,
-        ));
+        let state = Arc::new(EndpointState::new(config.limits.clone(), digest));
+        let inbox = Arc::new(call::Inbox::new(incoming_tx));
 
         let mut builder = Endpoint::builder();
         builder.set_dns_resolver(
@@ -404,6 +402,7 @@ impl SipEndpoint {
         builder.add_layer(InviteLayer::default());
         builder.add_layer(CallLayer {
             state: state.clone(),
+            inbox: inbox.clone(),
             contact_host: config.contact_host.clone(),
         });
         let endpoint = builder.build();
@@ -433,6 +432,7 @@ impl SipEndpoint {
         Ok((
             SipEndpoint {
                 state,
+                inbox,
                 _endpoint: endpoint,
                 tasks,
                 bound,
@@ -467,6 +467,7 @@ impl SipEndpoint {
     /// Stops accepting, ends every call with BYE and waits (at most 40 s) until they are over.
     pub async fn shutdown(mut self) {
         self.state.shut_down();
+        self.inbox.close();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(40);
         while self.state.active_calls() > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -480,6 +481,7 @@ impl SipEndpoint {
 impl Drop for SipEndpoint {
     fn drop(&mut self) {
         self.state.shut_down();
+        self.inbox.close();
         for task in &self.tasks {
             task.abort();
         }

@@ -7,9 +7,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ezk_sip_ua::dialog::DialogKey;
-use tokio::sync::{mpsc, watch, Notify};
+use tokio::sync::{watch, Notify};
 
-use super::call::IncomingCall;
 use super::digest::DigestServer;
 use super::limits::{PerSourceLimiter, TokenBucket};
 use super::Limits;
@@ -76,18 +75,13 @@ pub(crate) struct EndpointState {
     pub(crate) digest: Option<Mutex<DigestServer>>,
     active_calls: AtomicUsize,
     dialogs: Mutex<HashMap<DialogKey, (u32, Arc<Notify>)>>,
-    incoming: Mutex<Option<mpsc::Sender<IncomingCall>>>,
     shutdown: watch::Sender<bool>,
     next_id: AtomicU64,
     pub(crate) stats: Stats,
 }
 
 impl EndpointState {
-    pub(crate) fn new(
-        limits: Limits,
-        digest: Option<DigestServer>,
-        incoming: mpsc::Sender<IncomingCall>,
-    ) -> EndpointState {
+    pub(crate) fn new(limits: Limits, digest: Option<DigestServer>) -> EndpointState {
         let per_minute = f64::from(limits.invites_per_source_per_minute);
         EndpointState {
             invite_limiter: Mutex::new(PerSourceLimiter::new(
@@ -106,7 +100,6 @@ impl EndpointState {
             digest: digest.map(Mutex::new),
             active_calls: AtomicUsize::new(0),
             dialogs: Mutex::new(HashMap::new()),
-            incoming: Mutex::new(Some(incoming)),
             shutdown: watch::channel(false).0,
             next_id: AtomicU64::new(1),
             stats: Stats::default(),
@@ -137,9 +130,6 @@ impl EndpointState {
     /// Ends all calls (BYE) and stops handing out new ones.
     pub(crate) fn shut_down(&self) {
         self.shutdown.send_replace(true);
-        if let Ok(mut incoming) = self.incoming.lock() {
-            incoming.take();
-        }
     }
 
     pub(crate) fn is_shut_down(&self) -> bool {
@@ -157,26 +147,6 @@ impl EndpointState {
         Some(CallSlot {
             state: self.clone(),
         })
-    }
-
-    /// Hands an incoming call to the application; `Err(status)` if it cannot take it.
-    pub(crate) fn deliver(&self, call: IncomingCall) -> Result<(), u16> {
-        let Ok(incoming) = self.incoming.lock() else {
-            return Err(503);
-        };
-        let Some(tx) = incoming.as_ref() else {
-            return Err(503);
-        };
-        match tx.try_send(call) {
-            Ok(()) => {
-                self.stats.calls_offered.inc();
-                Ok(())
-            }
-            Err(_) => {
-                self.stats.busy.inc();
-                Err(503)
-            }
-        }
     }
 
     /// Starts tracking the CSeq of a dialog whose INVITE had `cseq`.
