@@ -164,18 +164,7 @@ pub async fn fetch_member(
     let mut seed = zeroize::Zeroizing::new([0u8; 32]);
     rand::rngs::OsRng.fill_bytes(seed.as_mut());
     let key = SigningKey::from_bytes(&seed);
-    let device_key = hex::encode(key.verifying_key().to_bytes());
-    let body = match who {
-        CredentialFor::Invitation(t) => {
-            serde_json::json!({"device_key": device_key, "invite_token": t})
-        }
-        CredentialFor::DialIn(t) => {
-            serde_json::json!({"device_key": device_key, "dial_in_ticket": t})
-        }
-        CredentialFor::Guest { meeting_id, name } => serde_json::json!({
-            "device_key": device_key, "meeting_id": meeting_id, "display_name": name
-        }),
-    };
+    let body = credential_body(who, &key.verifying_key().to_bytes());
     let credential = request_credential(http, server, &body).await?;
     let ca = credential.1;
     Member::new(
@@ -194,8 +183,14 @@ pub async fn renew_credential(
     who: &CredentialFor,
     device_key: &[u8; 32],
 ) -> Result<SignedCredential, DriverError> {
+    let body = credential_body(who, device_key);
+    Ok(request_credential(http, server, &body).await?.0)
+}
+
+/// The body of `POST /api/identity/credential` for `who` and a device key.
+fn credential_body(who: &CredentialFor, device_key: &[u8; 32]) -> serde_json::Value {
     let device_key = hex::encode(device_key);
-    let body = match who {
+    match who {
         CredentialFor::Invitation(t) => {
             serde_json::json!({"device_key": device_key, "invite_token": t})
         }
@@ -205,8 +200,7 @@ pub async fn renew_credential(
         CredentialFor::Guest { meeting_id, name } => serde_json::json!({
             "device_key": device_key, "meeting_id": meeting_id, "display_name": name
         }),
-    };
-    Ok(request_credential(http, server, &body).await?.0)
+    }
 }
 
 async fn request_credential(

@@ -271,6 +271,49 @@ impl Member {
     }
 }
 
+/// A meeting of `profile` with a dial-in number, and Max, a native member, in its encrypted
+/// group; `callers` are invited too: their PINs, in order.
+async fn meeting_with_max(
+    d: &Dial,
+    id: &str,
+    profile: SecurityProfile,
+    callers: &[&str],
+) -> (Meeting, String, Member, Vec<String>) {
+    let m = d.meeting(id, profile).await;
+    let number = m.dial_in_number.clone().expect("number");
+    let (_, max_token, _) = d.invite(&m, "Max Mitglied").await;
+    let mut pins = Vec::new();
+    for name in callers {
+        pins.push(d.invite(&m, name).await.2);
+    }
+    let mut max = member(d, &m.id, max_token);
+    max.until("Max in the group", |m| m.in_group).await;
+    (m, number, max, pins)
+}
+
+/// baresip playing `tone` calls the gateway and types `keys` (in a blocking task).
+async fn baresip_calls(d: &Dial, name: &str, tone: f64, keys: String) -> baresip::Baresip {
+    let phone = baresip::Baresip::start(&d.tmp.path().join(name), tone);
+    let gateway = d.sip;
+    tokio::task::spawn_blocking(move || {
+        phone.call(gateway, &keys);
+        phone
+    })
+    .await
+    .expect("baresip")
+}
+
+impl Member {
+    /// Waits until a caller is in the list, claims its leaf and is in the roster; its id.
+    async fn caller_in_group(&mut self) -> String {
+        self.until("the caller in the group", |m| {
+            m.phone().is_some_and(|p| p.leaf.is_some()) && m.phone_in_roster()
+        })
+        .await;
+        self.phone().expect("phone").id.clone()
+    }
+}
+
 /// Test 1 of the issue with a native member: the caller types number and PIN, is added to the
 /// encrypted group (new security code), is shown as a phone participant with the last four
 /// digits, is heard, hangs up after a while; then it is gone from the list and the roster and
@@ -278,15 +321,14 @@ impl Member {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_caller_joins_is_heard_and_leaves() {
     let d = dial().await;
-    let m = d
-        .meeting("dialmeet00000001", SecurityProfile::Internal)
-        .await;
-    let number = m.dial_in_number.clone().expect("number");
-    let (_, max_token, _) = d.invite(&m, "Max Mitglied").await;
-    let (_, _, erika_pin) = d.invite(&m, "Erika Musterfrau").await;
-
-    let mut max = member(&d, &m.id, max_token);
-    max.until("Max in the group", |m| m.in_group).await;
+    let (_, number, mut max, pins) = meeting_with_max(
+        &d,
+        "dialmeet00000001",
+        SecurityProfile::Internal,
+        &["Erika Musterfrau"],
+    )
+    .await;
+    let erika_pin = &pins[0];
     let codes_before = max.codes.len();
 
     let sipp = d.call(
@@ -358,12 +400,14 @@ async fn a_caller_joins_is_heard_and_leaves() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_strict_meeting_refuses_the_caller_after_the_pin() {
     let d = dial().await;
-    let m = d.meeting("dialmeet00000002", SecurityProfile::Strict).await;
-    let number = m.dial_in_number.clone().expect("number");
-    let (_, max_token, _) = d.invite(&m, "Max Mitglied").await;
-    let (_, _, erika_pin) = d.invite(&m, "Erika Musterfrau").await;
-    let mut max = member(&d, &m.id, max_token);
-    max.until("Max in the group", |m| m.in_group).await;
+    let (_, number, mut max, pins) = meeting_with_max(
+        &d,
+        "dialmeet00000002",
+        SecurityProfile::Strict,
+        &["Erika Musterfrau"],
+    )
+    .await;
+    let erika_pin = &pins[0];
 
     let sipp = d.call(
         "strict",
@@ -440,28 +484,18 @@ fn heard_share(heard: &[i16], freq: f64, secs: f64) -> f64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_caller_and_a_member_hear_each_other_and_the_caller_no_echo() {
     let d = dial().await;
-    let m = d
-        .meeting("dialmeet00000005", SecurityProfile::Internal)
-        .await;
-    let number = m.dial_in_number.clone().expect("number");
-    let (_, max_token, _) = d.invite(&m, "Max Mitglied").await;
-    let (_, _, erika_pin) = d.invite(&m, "Erika Musterfrau").await;
-    let mut max = member(&d, &m.id, max_token);
-    max.until("Max in the group", |m| m.in_group).await;
+    let (_, number, mut max, pins) = meeting_with_max(
+        &d,
+        "dialmeet00000005",
+        SecurityProfile::Internal,
+        &["Erika Musterfrau"],
+    )
+    .await;
+    let erika_pin = &pins[0];
     max.speak(500.0);
 
-    let phone = baresip::Baresip::start(&d.tmp.path().join("erika"), 1000.0);
-    let gateway = d.sip;
-    let keys = format!("{number}#{erika_pin}#");
-    let dialing = tokio::task::spawn_blocking(move || {
-        phone.call(gateway, &keys);
-        phone
-    });
-    max.until("the caller in the group", |m| {
-        m.phone().is_some_and(|p| p.leaf.is_some()) && m.phone_in_roster()
-    })
-    .await;
-    let phone_rx = dialing.await.expect("baresip");
+    let phone_rx = baresip_calls(&d, "erika", 1000.0, format!("{number}#{erika_pin}#")).await;
+    max.caller_in_group().await;
     // The joined prompt (15 s) plays over the meeting; listen after it.
     max.run_for(Duration::from_secs(22)).await;
     let pid = max.phone().expect("phone").id.clone();
@@ -508,15 +542,14 @@ async fn a_caller_and_a_member_hear_each_other_and_the_caller_no_echo() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_callers_hear_each_other_and_the_member() {
     let d = dial().await;
-    let m = d
-        .meeting("dialmeet00000006", SecurityProfile::Internal)
-        .await;
-    let number = m.dial_in_number.clone().expect("number");
-    let (_, max_token, _) = d.invite(&m, "Max Mitglied").await;
-    let (_, _, pin_a) = d.invite(&m, "Anna Anruferin").await;
-    let (_, _, pin_b) = d.invite(&m, "Bernd Anrufer").await;
-    let mut max = member(&d, &m.id, max_token);
-    max.until("Max in the group", |m| m.in_group).await;
+    let (_, number, mut max, pins) = meeting_with_max(
+        &d,
+        "dialmeet00000006",
+        SecurityProfile::Internal,
+        &["Anna Anruferin", "Bernd Anrufer"],
+    )
+    .await;
+    let (pin_a, pin_b) = (&pins[0], &pins[1]);
     max.speak(500.0);
 
     let gateway = d.sip;
@@ -619,30 +652,18 @@ async fn moderator(d: &Dial, meeting: &str) -> mpsc::UnboundedSender<ClientMsg> 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_moderator_mutes_a_caller_and_the_caller_unmutes_after_the_lift() {
     let d = dial().await;
-    let m = d
-        .meeting("dialmeet00000007", SecurityProfile::Internal)
-        .await;
-    let number = m.dial_in_number.clone().expect("number");
-    let (_, max_token, _) = d.invite(&m, "Max Mitglied").await;
-    let (_, _, erika_pin) = d.invite(&m, "Erika Musterfrau").await;
-    let mut max = member(&d, &m.id, max_token);
-    max.until("Max in the group", |m| m.in_group).await;
+    let (m, number, mut max, pins) = meeting_with_max(
+        &d,
+        "dialmeet00000007",
+        SecurityProfile::Internal,
+        &["Erika Musterfrau"],
+    )
+    .await;
+    let erika_pin = &pins[0];
     let olga = moderator(&d, &m.id).await;
 
-    let phone = baresip::Baresip::start(&d.tmp.path().join("erika"), 1000.0);
-    let gateway = d.sip;
-    let keys = format!("{number}#{erika_pin}#");
-    let phone = tokio::task::spawn_blocking(move || {
-        phone.call(gateway, &keys);
-        phone
-    })
-    .await
-    .expect("baresip");
-    max.until("the caller in the group", |m| {
-        m.phone().is_some_and(|p| p.leaf.is_some()) && m.phone_in_roster()
-    })
-    .await;
-    let pid = max.phone().expect("phone").id.clone();
+    let phone = baresip_calls(&d, "erika", 1000.0, format!("{number}#{erika_pin}#")).await;
+    let pid = max.caller_in_group().await;
     max.until("the caller's audio", |m| {
         m.heard.get(&pid).copied().unwrap_or(0) > 25
     })
@@ -705,14 +726,14 @@ async fn a_moderator_mutes_a_caller_and_the_caller_unmutes_after_the_lift() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_moderator_removes_a_caller_the_call_ends_and_the_keys_rotate() {
     let d = dial().await;
-    let m = d
-        .meeting("dialmeet00000008", SecurityProfile::Internal)
-        .await;
-    let number = m.dial_in_number.clone().expect("number");
-    let (_, max_token, _) = d.invite(&m, "Max Mitglied").await;
-    let (_, _, erika_pin) = d.invite(&m, "Erika Musterfrau").await;
-    let mut max = member(&d, &m.id, max_token);
-    max.until("Max in the group", |m| m.in_group).await;
+    let (m, number, mut max, pins) = meeting_with_max(
+        &d,
+        "dialmeet00000008",
+        SecurityProfile::Internal,
+        &["Erika Musterfrau"],
+    )
+    .await;
+    let erika_pin = &pins[0];
     let olga = moderator(&d, &m.id).await;
 
     let sipp = d.call(
@@ -725,11 +746,7 @@ async fn a_moderator_removes_a_caller_the_call_ends_and_the_keys_rotate() {
             caller: "+4930123450000".into(),
         },
     );
-    max.until("the caller in the group", |m| {
-        m.phone().is_some_and(|p| p.leaf.is_some()) && m.phone_in_roster()
-    })
-    .await;
-    let pid = max.phone().expect("phone").id.clone();
+    let pid = max.caller_in_group().await;
     let codes = max.codes.len();
     olga.send(ClientMsg::Remove {
         participant_id: pid,
@@ -758,29 +775,17 @@ async fn a_moderator_removes_a_caller_the_call_ends_and_the_keys_rotate() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_sip_and_floods_leave_a_running_call_alone() {
     let d = dial().await;
-    let m = d
-        .meeting("dialmeet00000009", SecurityProfile::Internal)
-        .await;
-    let number = m.dial_in_number.clone().expect("number");
-    let (_, max_token, _) = d.invite(&m, "Max Mitglied").await;
-    let (_, _, erika_pin) = d.invite(&m, "Erika Musterfrau").await;
-    let mut max = member(&d, &m.id, max_token);
-    max.until("Max in the group", |m| m.in_group).await;
-
-    let phone = baresip::Baresip::start(&d.tmp.path().join("erika"), 1000.0);
-    let gateway = d.sip;
-    let keys = format!("{number}#{erika_pin}#");
-    let phone = tokio::task::spawn_blocking(move || {
-        phone.call(gateway, &keys);
-        phone
-    })
-    .await
-    .expect("baresip");
-    max.until("the caller in the group", |m| {
-        m.phone().is_some_and(|p| p.leaf.is_some()) && m.phone_in_roster()
-    })
+    let (_, number, mut max, pins) = meeting_with_max(
+        &d,
+        "dialmeet00000009",
+        SecurityProfile::Internal,
+        &["Erika Musterfrau"],
+    )
     .await;
-    let pid = max.phone().expect("phone").id.clone();
+    let erika_pin = &pins[0];
+
+    let phone = baresip_calls(&d, "erika", 1000.0, format!("{number}#{erika_pin}#")).await;
+    let pid = max.caller_in_group().await;
     max.until("the caller's audio", |m| {
         m.heard.get(&pid).copied().unwrap_or(0) > 25
     })
@@ -794,12 +799,12 @@ async fn bad_sip_and_floods_leave_a_running_call_alone() {
         b"INVITE sip:x SIP/2.0\r\nVia: nonsense\r\n\r\n",
         b"INVITE sip:dialin@127.0.0.1 SIP/2.0\r\nContent-Length: 99999\r\n\r\nv=0",
     ] {
-        raw.send_to(junk, gateway).expect("send");
+        raw.send_to(junk, d.sip).expect("send");
     }
     // An INVITE from outside the allow list (127.0.0.2), and a flood of INVITEs from the
     // trunk's own address: 40 calls at 20 per second.
     let dir = d.tmp.path().to_path_buf();
-    let gw = gateway.to_string();
+    let gw = d.sip.to_string();
     let refused = tokio::task::spawn_blocking(move || {
         let run = |ip: &str, calls: &str, rate: &str, name: &str| {
             std::fs::create_dir_all(dir.join(name)).expect("dir");
