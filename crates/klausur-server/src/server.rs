@@ -84,7 +84,23 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         }
     };
     let (listener, local, scheme) = bind_listener(config.listen, config.tls.as_ref())?;
-    let dialin = DialIn::load(&config, dialin::self_url(local, config.tls.is_some()))?;
+    // Under TLS the in-process gateway reaches this server over a plain listener on loopback:
+    // the server's certificate names its public host, not the address the gateway dials, and
+    // traffic on loopback never leaves the host.
+    let internal = if config.tls.is_some() && config.dialin.gateway_enabled() {
+        let (l, addr, _) = bind_listener(
+            std::net::SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, 0)),
+            None,
+        )?;
+        Some((l, addr))
+    } else {
+        None
+    };
+    let gateway_url = match &internal {
+        Some((_, addr)) => format!("http://{addr}"),
+        None => dialin::self_url(local, config.tls.is_some()),
+    };
+    let dialin = DialIn::load(&config, gateway_url)?;
     let state = AppState::new(config.clone(), store.clone(), media, identity, dialin);
     let gateway = match state.dialin.gateway_setup() {
         Some(setup) => Some(
@@ -108,6 +124,15 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         shutdown_handle.graceful_shutdown(Some(Duration::from_secs(5)));
     });
 
+    if let Some((l, addr)) = internal {
+        tracing::info!(listen = %addr, "loopback listener for the in-process dial-in gateway");
+        let (app, handle) = (app.clone(), handle.clone());
+        tokio::spawn(async move {
+            if let Err(e) = serve_http(l, None, handle, app).await {
+                tracing::error!("the gateway's loopback listener failed: {e:#}");
+            }
+        });
+    }
     println!("klausur: listening on {scheme}://{local} (media on udp {media_addr})");
     tracing::info!(listen = %local, media = %media_addr, "klausur started");
     serve_http(listener, config.tls.as_ref(), handle, app).await?;

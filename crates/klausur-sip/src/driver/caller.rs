@@ -295,12 +295,19 @@ pub(crate) async fn run(gw: Arc<Gateway>, setup: CallSetup) {
                 let Some(mt) = meeting.as_mut() else { continue };
                 let e = e.unwrap_or(ClientEvent::Stopped);
                 match &e {
+                    ClientEvent::Session(Event::Lobby) => {
+                        tracing::info!("call {label}: waiting in the lobby");
+                    }
                     ClientEvent::Session(Event::Joined { self_id }) => {
+                        tracing::info!("call {label}: in the meeting");
                         mt.joined = true;
                         mt.bus.set_participant(mt.client_id, self_id.clone());
                         if muted {
                             mt.client.set_muted(true);
                         }
+                    }
+                    ClientEvent::Session(Event::InGroup) => {
+                        tracing::info!("call {label}: in the encrypted group");
                     }
                     ClientEvent::Session(Event::Warning(w)) => {
                         tracing::debug!("call {label}: meeting client: {w}");

@@ -1,0 +1,144 @@
+//! `klausur serve` with TLS and the dial-in gateway in the same process: the server's
+//! certificate names its public host, not an address the gateway could dial, so the gateway
+//! reaches the server over a plain listener on loopback. A sipp caller types number and PIN and
+//! gets into the meeting and its encrypted group.
+
+mod process;
+#[path = "dialin_calls/sipp.rs"]
+mod sipp;
+
+use std::io::Write as _;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use process::{free_port, start_until_listening};
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_klausur");
+
+/// `klausur <args>` with `stdin`; its stdout, which must be a success.
+fn klausur(args: &[&str], stdin: Option<&str>) -> String {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .env_remove("KLAUSUR_CONFIG")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut input = child.stdin.take().expect("stdin");
+    if let Some(text) = stdin {
+        input.write_all(text.as_bytes()).expect("write");
+    }
+    drop(input);
+    let out = child.wait_with_output().expect("wait");
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn json(data: &Path, args: &[&str]) -> Value {
+    let mut all = vec!["--data-dir", data.to_str().expect("path")];
+    all.extend(args);
+    all.push("--json");
+    let out = klausur(&all, None);
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("{args:?}: {e}: {out}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_gets_in_through_the_gateway_of_a_tls_server() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let d = dir.path();
+    let cert =
+        rcgen::generate_simple_self_signed(vec!["konferenz.example".to_string()]).expect("cert");
+    std::fs::write(d.join("cert.pem"), cert.cert.pem()).expect("cert");
+    std::fs::write(d.join("key.pem"), cert.key_pair.serialize_pem()).expect("key");
+    let data = d.join("data");
+    let data_s = data.to_str().expect("path").to_string();
+    klausur(
+        &[
+            "--data-dir",
+            &data_s,
+            "user",
+            "add",
+            "ada",
+            "--display-name",
+            "Ada L",
+            "--permanent-password",
+        ],
+        Some("a-long-password-1\n"),
+    );
+    let m = json(
+        &data,
+        &[
+            "meeting",
+            "create",
+            "Sprechstunde",
+            "--organiser",
+            "ada",
+            "--profile",
+            "internal",
+            "--dial-in",
+        ],
+    );
+    let number = m["dial_in"]["meeting_number"]
+        .as_str()
+        .expect("number")
+        .to_string();
+    let id = m["id"].as_str().expect("id").to_string();
+    let inv = json(
+        &data,
+        &["invite", "create", &id, "--name", "Erika Musterfrau"],
+    );
+    let pin = inv["phone_pin"].as_str().expect("pin").to_string();
+
+    let sip_port = sipp::free_udp_port();
+    let log_path = d.join("server.log");
+    let mut server = Command::new(BIN);
+    server
+        .env_remove("KLAUSUR_CONFIG")
+        .env("KLAUSUR_LOG", "info")
+        .args(["--data-dir", &data_s, "serve", "--listen"])
+        .arg(format!("127.0.0.1:{}", free_port()))
+        .arg("--media-listen")
+        .arg(format!("127.0.0.1:{}", free_port()))
+        .arg("--tls-cert")
+        .arg(d.join("cert.pem"))
+        .arg("--tls-key")
+        .arg(d.join("key.pem"))
+        .arg("--sip-listen")
+        .arg(format!("127.0.0.1:{sip_port}"))
+        .stderr(Stdio::from(std::fs::File::create(&log_path).expect("log")));
+    let (srv, lines) = start_until_listening(server);
+    assert!(
+        lines.iter().any(|l| l.contains("listening on https://")),
+        "{lines:?}"
+    );
+
+    let call = sipp::start(
+        &sipp::Call {
+            keys: format!("{number}#{pin}#"),
+            audio: true,
+            stay: Duration::from_secs(6),
+            end: sipp::End::CallerHangsUp,
+            caller: "+4930123456789".into(),
+        },
+        format!("127.0.0.1:{sip_port}").parse().expect("addr"),
+        "127.0.0.1",
+        &d.join("sipp"),
+    );
+    let (code, trace) = tokio::task::spawn_blocking(move || call.wait(Duration::from_secs(90)))
+        .await
+        .expect("sipp");
+    drop(srv);
+    let log = std::fs::read_to_string(&log_path).expect("log");
+    assert_eq!(code, Some(0), "{trace}\n{log}");
+    assert!(
+        log.contains("in the meeting") && log.contains("in the encrypted group"),
+        "the caller did not get into the meeting and its group: {log}"
+    );
+}
