@@ -1,7 +1,7 @@
 //! `klausur serve` with TLS and the dial-in gateway in the same process: the server's
 //! certificate names its public host, not an address the gateway could dial, so the gateway
 //! reaches the server over a plain listener on loopback. A sipp caller types number and PIN and
-//! gets into the meeting and its encrypted group.
+//! gets into the meeting and its encrypted group. The process makes no core dumps.
 
 mod process;
 #[path = "dialin_calls/sipp.rs"]
@@ -117,6 +117,17 @@ async fn a_caller_gets_in_through_the_gateway_of_a_tls_server() {
     assert!(
         lines.iter().any(|l| l.contains("listening on https://")),
         "{lines:?}"
+    );
+
+    // Decrypted telephone audio passes through this process: it makes no core dumps.
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", srv.0.id())).expect("limits");
+    let core = limits
+        .lines()
+        .find(|l| l.starts_with("Max core file size"))
+        .expect("core limit");
+    assert!(
+        core.split_whitespace().skip(4).take(2).all(|v| v == "0"),
+        "core dumps are not off: {core}"
     );
 
     let call = sipp::start(
