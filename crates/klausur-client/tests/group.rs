@@ -11,8 +11,8 @@ use std::time::Duration;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
 use klausur_client::group::{
-    GroupClient, GroupEvent, GroupOutput, Phase, RefusalReason, VerificationFlag, WarningCode,
-    GRACE,
+    GroupClient, GroupEvent, GroupOutput, Phase, RefusalReason, Verification, VerificationFlag,
+    WarningCode, GRACE,
 };
 use klausur_e2ee::{
     CaVerifier, IdentityCa, Member, MemberConfig, ParticipantKind as CredKind, SignedCredential,
@@ -460,14 +460,14 @@ impl Server {
         .expect("issue")
     }
 
-    /// A participant enters the meeting room: the others learn of it, it gets `joined`. Its
-    /// group client is made but not started.
-    fn enter(&mut self, w: Who) {
-        let seed = self.next_seed;
-        self.next_seed += 1;
-        let device = SigningKey::from_bytes(&[seed; 32]);
-        let cred = self.credential(w.user_id, w.name, w.kind, &device, w.foreign_ca);
-        let member = Member::new(
+    /// A fresh credential for client `c`'s identity and device (as for a renewal).
+    fn fresh_credential(&self, c: &Client) -> SignedCredential {
+        self.credential(&c.user_id, &c.name, c.kind, &c.device, false)
+    }
+
+    /// An MLS member with `cred` and `device` that trusts the meeting's identity CA.
+    fn member(&self, cred: SignedCredential, device: &SigningKey) -> Member {
+        Member::new(
             cred,
             device.clone(),
             CaVerifier {
@@ -475,20 +475,22 @@ impl Server {
             },
             MemberConfig::default(),
         )
-        .expect("member");
+        .expect("member")
+    }
+
+    /// A participant enters the meeting room: the others learn of it, it gets `joined`. Its
+    /// group client is made but not started.
+    fn enter(&mut self, w: Who) {
+        let seed = self.next_seed;
+        self.next_seed += 1;
+        let device = SigningKey::from_bytes(&[seed; 32]);
+        let cred = self.credential(w.user_id, w.name, w.kind, &device, w.foreign_ca);
+        let member = self.member(cred, &device);
         let p = participant(w.id, w.name, server_kind(w.kind));
         self.participants
             .push((p.clone(), w.admitted_by.map(str::to_string)));
+        self.tell_all(ServerMsg::ParticipantJoined { participant: p });
         let list = self.list();
-        for c in &mut self.clients {
-            c.inbox.push_back(if c.list_mode {
-                Inbox::List(list.clone())
-            } else {
-                Inbox::Msg(ServerMsg::ParticipantJoined {
-                    participant: p.clone(),
-                })
-            });
-        }
         let first = if w.list_mode {
             Inbox::List(list.clone())
         } else {
@@ -550,23 +552,29 @@ impl Server {
         self.participants.retain(|(p, _)| p.id != id);
         let outs = self.delivery.left(id);
         self.apply(outs);
-        let list = self.list();
-        for c in &mut self.clients {
-            c.inbox.push_back(if c.list_mode {
-                Inbox::List(list.clone())
-            } else {
-                Inbox::Msg(ServerMsg::ParticipantLeft {
-                    participant_id: id.to_string(),
-                    reason: LeaveReason::Left,
-                })
-            });
-        }
+        self.tell_all(ServerMsg::ParticipantLeft {
+            participant_id: id.to_string(),
+            reason: LeaveReason::Left,
+        });
         self.pump();
         c
     }
 
     fn list(&self) -> Vec<Participant> {
         self.participants.iter().map(|(p, _)| p.clone()).collect()
+    }
+
+    /// A change of the participant list reaches every client: `msg`, or the new list to a
+    /// client in list mode.
+    fn tell_all(&mut self, msg: ServerMsg) {
+        let list = self.list();
+        for c in &mut self.clients {
+            c.inbox.push_back(if c.list_mode {
+                Inbox::List(list.clone())
+            } else {
+                Inbox::Msg(msg.clone())
+            });
+        }
     }
 
     fn set_policy(&mut self, policy: MlsPolicy) {
@@ -657,17 +665,8 @@ impl Server {
                         continue;
                     };
                     entry.0.leaf = leaf;
-                    let updated = entry.0.clone();
-                    let list = self.list();
-                    for c in &mut self.clients {
-                        c.inbox.push_back(if c.list_mode {
-                            Inbox::List(list.clone())
-                        } else {
-                            Inbox::Msg(ServerMsg::ParticipantUpdated {
-                                participant: updated.clone(),
-                            })
-                        });
-                    }
+                    let participant = entry.0.clone();
+                    self.tell_all(ServerMsg::ParticipantUpdated { participant });
                 }
             }
         }
@@ -726,8 +725,7 @@ impl Server {
                 c.g.set_participants(&c.id, &list, local);
             }
             Inbox::Renew => {
-                let c = &self.clients[i];
-                let cred = self.credential(&c.user_id, &c.name, c.kind, &c.device, false);
+                let cred = self.fresh_credential(&self.clients[i]);
                 self.clients[i].g.set_renewed_credential(cred, local);
             }
         }
@@ -744,9 +742,8 @@ impl Server {
     /// A renewed credential reaches the client at once (ahead of whatever waits in its inbox).
     fn give_renewal(&mut self, id: &str) {
         let i = self.idx(id);
-        let c = &self.clients[i];
-        let cred = self.credential(&c.user_id, &c.name, c.kind, &c.device, false);
-        let local = c.local(self.now);
+        let cred = self.fresh_credential(&self.clients[i]);
+        let local = self.clients[i].local(self.now);
         self.clients[i].g.set_renewed_credential(cred, local);
         self.drain(i);
     }
@@ -844,10 +841,48 @@ impl Server {
                     .collect();
             roster.sort();
             assert_eq!(roster, names, "{id}");
-            let v = c.g.verification(c.local(self.now));
+            let v = self.verification(id);
             assert!(v.roster.iter().all(|r| r.flags.is_empty()), "{id}: {v:?}");
         }
         code
+    }
+
+    /// What client `id` shows for verification now.
+    fn verification(&self, id: &str) -> Verification {
+        let c = self.c(id);
+        c.g.verification(c.local(self.now))
+    }
+
+    /// Client `from` encrypts `payload` on stream 0: the frame.
+    fn encrypt(&mut self, from: &str, payload: &[u8]) -> Vec<u8> {
+        self.c_mut(from)
+            .g
+            .encrypt_frame(StreamId(0), &[], payload)
+            .expect("encrypt")
+    }
+
+    /// Client `to` decrypts `frame` now (on its own clock): the payload.
+    fn decrypt(&mut self, to: &str, frame: &[u8]) -> Vec<u8> {
+        let now = self.now;
+        let c = self.c_mut(to);
+        let local = c.local(now);
+        c.g.decrypt_frame(frame, local).expect("decrypt").payload
+    }
+
+    /// Who committed (and for which epoch) since the first `n` commits.
+    fn commits_since(&self, n: usize) -> Vec<(String, u64)> {
+        self.commits[n..]
+            .iter()
+            .map(|(who, epoch, _)| (who.clone(), *epoch))
+            .collect()
+    }
+
+    /// Who made the commits after the first `n`, in order.
+    fn committers_since(&self, n: usize) -> Vec<&str> {
+        self.commits[n..]
+            .iter()
+            .map(|(who, _, _)| who.as_str())
+            .collect()
     }
 }
 
@@ -873,34 +908,48 @@ fn three_staff(skews: [i64; 3]) -> Server {
     s
 }
 
-fn added_names(events: &[GroupEvent]) -> Vec<Vec<String>> {
+/// The dial-in gateway's member for a caller with invitation 7, learning the participant list
+/// through `set_participants`.
+fn gateway(id: &'static str) -> Who {
+    let mut w = who(
+        id,
+        "Erika Musterfrau",
+        CredKind::PhoneGateway,
+        "invitation:7",
+    );
+    w.list_mode = true;
+    w
+}
+
+/// The names each epoch change added (`removed` false) or removed, for each change that did.
+fn epoch_names(events: &[GroupEvent], removed: bool) -> Vec<Vec<String>> {
     events
         .iter()
         .filter_map(|e| match e {
-            GroupEvent::EpochChanged { added, .. } if !added.is_empty() => Some(
-                added
-                    .iter()
-                    .map(|r| r.credential.display_name.clone())
-                    .collect(),
-            ),
+            GroupEvent::EpochChanged {
+                added,
+                removed: gone,
+                ..
+            } => {
+                let entries = if removed { gone } else { added };
+                (!entries.is_empty()).then(|| {
+                    entries
+                        .iter()
+                        .map(|r| r.credential.display_name.clone())
+                        .collect()
+                })
+            }
             _ => None,
         })
         .collect()
 }
 
+fn added_names(events: &[GroupEvent]) -> Vec<Vec<String>> {
+    epoch_names(events, false)
+}
+
 fn removed_names(events: &[GroupEvent]) -> Vec<Vec<String>> {
-    events
-        .iter()
-        .filter_map(|e| match e {
-            GroupEvent::EpochChanged { removed, .. } if !removed.is_empty() => Some(
-                removed
-                    .iter()
-                    .map(|r| r.credential.display_name.clone())
-                    .collect(),
-            ),
-            _ => None,
-        })
-        .collect()
+    epoch_names(events, true)
 }
 
 // --- scenarios -------------------------------------------------------------------------------
@@ -964,7 +1013,7 @@ fn the_group_is_created_and_the_policy_admits_joiners_several_in_one_commit() {
     ));
     assert!(s.c("p2").events.contains(&GroupEvent::RosterChanged));
     // The server's leaf claims match the roster.
-    let v = s.c("p2").g.verification(s.c("p2").local(s.now));
+    let v = s.verification("p2");
     let claims: Vec<(u32, Option<String>, bool)> = v
         .roster
         .iter()
@@ -981,14 +1030,7 @@ fn the_group_is_created_and_the_policy_admits_joiners_several_in_one_commit() {
 
     // The dial-in gateway's member for a caller with invitation 7 (learning the participant
     // list through set_participants) is added by the policy, like a browser.
-    let mut gw = who(
-        "p4",
-        "Erika Musterfrau",
-        CredKind::PhoneGateway,
-        "invitation:7",
-    );
-    gw.list_mode = true;
-    s.join(gw);
+    s.join(gateway("p4"));
     s.advance(3_000);
     let code4 = s.expect_agree(&["p1", "p2", "p3", "p4"]);
     assert_ne!(code4, code3);
@@ -1009,17 +1051,9 @@ fn the_group_is_created_and_the_policy_admits_joiners_several_in_one_commit() {
     assert_eq!(s.commits.len(), 2);
 
     // Frames: the gateway's encrypted audio decrypts at every member.
-    let frame = s
-        .c_mut("p4")
-        .g
-        .encrypt_frame(StreamId(0), &[], b"opus frame")
-        .expect("encrypt");
-    let now = s.now;
+    let frame = s.encrypt("p4", b"opus frame");
     for id in ["p1", "p2", "p3"] {
-        let c = s.c_mut(id);
-        let local = c.local(now);
-        let got = c.g.decrypt_frame(&frame, local).expect("decrypt");
-        assert_eq!(got.payload, b"opus frame");
+        assert_eq!(s.decrypt(id, &frame), b"opus frame", "{id}");
     }
 
     // Messages the client does not act on change nothing: a second mls_create_group, chat
@@ -1051,14 +1085,7 @@ fn the_group_is_created_and_the_policy_admits_joiners_several_in_one_commit() {
 fn joiners_the_policy_does_not_admit_or_with_a_foreign_credential_are_refused() {
     let mut s = Server::new(policy(true, &["invitation:7", "user:66"]));
     s.join(staff("p1", "Ana", "user:1"));
-    let mut gw = who(
-        "p2",
-        "Erika Musterfrau",
-        CredKind::PhoneGateway,
-        "invitation:7",
-    );
-    gw.list_mode = true;
-    s.join(gw);
+    s.join(gateway("p2"));
     s.advance(2_000);
     let code = s.expect_agree(&["p1", "p2"]);
     let epoch = s.c("p1").g.epoch();
@@ -1141,7 +1168,7 @@ fn joiners_the_policy_does_not_admit_or_with_a_foreign_credential_are_refused() 
 
     // After the grace, the waiting participants are flagged as not in the group.
     s.advance(1_000);
-    let v = s.c("p1").g.verification(s.c("p1").local(s.now));
+    let v = s.verification("p1");
     let flagged: Vec<&str> = v
         .outsiders
         .iter()
@@ -1175,21 +1202,14 @@ fn two_members_race_one_wins_the_other_discards_and_follows() {
     s.now += 1_000;
     s.give_renewal("p1");
     s.give_renewal("p2");
-    let raced: Vec<(String, u64)> = s.commits[commits_before..]
-        .iter()
-        .map(|(who, e, _)| (who.clone(), *e))
-        .collect();
     assert_eq!(
-        raced,
+        s.commits_since(commits_before),
         vec![("p1".to_string(), epoch), ("p2".to_string(), epoch)],
         "a real collision"
     );
     s.pump();
     // Ben processed Ana's commit, then committed his renewal again in the next epoch.
-    let after: Vec<(String, u64)> = s.commits[commits_before..]
-        .iter()
-        .map(|(who, e, _)| (who.clone(), *e))
-        .collect();
+    let after = s.commits_since(commits_before);
     assert_eq!(after.get(2), Some(&("p2".to_string(), epoch + 1)));
     s.expect_agree(&["p1", "p2", "p3"]);
     assert_eq!(s.c("p2").g.epoch(), Some(epoch + 2));
@@ -1232,12 +1252,8 @@ fn two_members_race_one_wins_the_other_discards_and_follows() {
         }))
     ));
     s.pump();
-    let raced: Vec<(String, u64)> = s.commits[commits_before..]
-        .iter()
-        .map(|(who, e, _)| (who.clone(), *e))
-        .collect();
     assert_eq!(
-        raced,
+        s.commits_since(commits_before),
         vec![
             ("p3".to_string(), epoch),
             ("p1".to_string(), epoch),
@@ -1265,27 +1281,12 @@ fn the_leaf_of_a_participant_who_left_is_removed() {
         assert_eq!(removed_names(&s.c(id).events), vec![vec!["Cem"]], "{id}");
     }
     // Ana (leaf 0, rank 0) removed Cem; Ben waited his turn and had nothing left to do.
-    let removal: Vec<&str> = s.commits[commits_before..]
-        .iter()
-        .map(|(who, _, _)| who.as_str())
-        .collect();
-    assert_eq!(removal, vec!["p1"]);
+    assert_eq!(s.committers_since(commits_before), vec!["p1"]);
 
     // Forward secrecy: Cem cannot decrypt what Ana sends from now on; Ben can.
-    let frame = s
-        .c_mut("p1")
-        .g
-        .encrypt_frame(StreamId(0), &[], b"after Cem left")
-        .expect("encrypt");
+    let frame = s.encrypt("p1", b"after Cem left");
+    assert_eq!(s.decrypt("p2", &frame), b"after Cem left");
     let now = Duration::from_millis(s.now);
-    assert_eq!(
-        s.c_mut("p2")
-            .g
-            .decrypt_frame(&frame, now)
-            .expect("decrypt")
-            .payload,
-        b"after Cem left"
-    );
     assert!(cem.g.decrypt_frame(&frame, now).is_err());
 
     // Had the server kept relaying to him, Cem's client would have processed its removal.
@@ -1328,7 +1329,7 @@ fn a_leaf_nobody_claims_is_removed_after_the_grace_period() {
     };
     s.advance(GRACE.as_millis() as u64 / 2);
     assert!(in_roster(&s), "still within the grace period");
-    let v = s.c("p1").g.verification(s.c("p1").local(s.now));
+    let v = s.verification("p1");
     assert!(v.roster.iter().all(|r| r.flags.is_empty()), "{v:?}");
     s.advance(GRACE.as_millis() as u64);
     assert!(!in_roster(&s), "removed after the grace period");
@@ -1355,10 +1356,7 @@ fn the_own_leaf_is_updated_every_15_minutes() {
     assert!(s.c("p1").g.epoch().expect("epoch") > epoch);
     assert_ne!(s.expect_agree(&["p1", "p2"]), code);
     // Both members refreshed their own leaf.
-    let updaters: BTreeSet<&str> = s.commits[commits..]
-        .iter()
-        .map(|(who, _, _)| who.as_str())
-        .collect();
+    let updaters: BTreeSet<&str> = s.committers_since(commits).into_iter().collect();
     assert_eq!(updaters, BTreeSet::from(["p1", "p2"]));
     for c in &s.clients {
         assert_eq!(c.warnings(WarningCode::CommitRejected), 0);
@@ -1448,16 +1446,7 @@ fn a_commit_the_others_cannot_process_is_reported_and_its_maker_rejoins() {
     // Ben's client sends garbage for the current epoch (a commit of another group, made with
     // his device key); the server cannot tell and accepts it.
     let ben = s.c("p2");
-    let cred = s.credential(&ben.user_id, &ben.name, ben.kind, &ben.device, false);
-    let mut other = Member::new(
-        cred,
-        ben.device.clone(),
-        CaVerifier {
-            ca_public_key: s.ca.public_key(),
-        },
-        MemberConfig::default(),
-    )
-    .expect("member");
+    let mut other = s.member(s.fresh_credential(ben), &ben.device);
     other
         .create_group(b"elsewhere", Duration::from_millis(s.now))
         .expect("group");
@@ -1516,20 +1505,8 @@ fn clocks_that_are_off_follow_the_group_on_the_identity_cas_time() {
         assert_eq!(c.warnings(WarningCode::WelcomeRejected), 0, "{id}");
     }
     // Frames across them.
-    let frame = s
-        .c_mut("p3")
-        .g
-        .encrypt_frame(StreamId(0), &[], b"from the future")
-        .expect("encrypt");
-    let local = s.c("p2").local(s.now);
-    assert_eq!(
-        s.c_mut("p2")
-            .g
-            .decrypt_frame(&frame, local)
-            .expect("decrypt")
-            .payload,
-        b"from the future"
-    );
+    let frame = s.encrypt("p3", b"from the future");
+    assert_eq!(s.decrypt("p2", &frame), b"from the future");
     // They renew on time, too (in the CA's time, not their own).
     s.advance(55 * MINUTE);
     s.join(staff("p4", "Dan", "user:4"));

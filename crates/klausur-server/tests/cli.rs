@@ -1,7 +1,7 @@
 //! The `klausur` binary as an operator uses it: first start without configuration, the
 //! administration commands with `--json`, `check-config`, and graceful shutdown on SIGTERM.
 
-use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -10,34 +10,35 @@ use tokio_tungstenite::tungstenite::Message;
 
 mod process;
 
-use process::free_port;
+use process::{free_port, run, serve_cmd, start_until_listening, Proc};
 
-const BIN: &str = env!("CARGO_BIN_EXE_klausur");
+/// `klausur --data-dir <dir> <args>` with `stdin`: (success, stdout trimmed, stderr).
+fn klausur(dir: &Path, args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
+    let dir = dir.to_str().expect("utf-8 path");
+    run(&[&["--data-dir", dir], args].concat(), stdin)
+}
 
-fn klausur(dir: &std::path::Path, args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
-    let mut child = Command::new(BIN)
-        .arg("--data-dir")
-        .arg(dir)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    if let Some(input) = stdin {
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(input.as_bytes())
-            .expect("write");
-    }
-    let out = child.wait_with_output().expect("wait");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).to_string(),
-        String::from_utf8_lossy(&out.stderr).to_string(),
-    )
+/// `klausur serve` with the data directory `data` on `127.0.0.1:<port>`, run in `cwd` with
+/// stderr discarded and changed by `adjust`, until it listens: the process and its stdout lines
+/// so far.
+fn serve(
+    cwd: &Path,
+    data: &Path,
+    port: u16,
+    adjust: impl FnOnce(&mut Command),
+) -> (Proc, Vec<String>) {
+    let mut cmd = serve_cmd(data, port);
+    cmd.current_dir(cwd).stderr(Stdio::null());
+    adjust(&mut cmd);
+    start_until_listening(cmd)
+}
+
+/// The first administrator's one-time password among a server's stdout `lines`.
+fn one_time_password(lines: &[String]) -> Option<String> {
+    lines
+        .iter()
+        .find_map(|l| l.split("one-time password: ").nth(1))
+        .map(|p| p.trim().to_string())
 }
 
 #[test]
@@ -157,42 +158,8 @@ async fn first_start_without_configuration_and_graceful_shutdown() {
     let dir = tempfile::tempdir().expect("tmp");
     let data = dir.path().join("data");
     let port = free_port();
-    let media = free_port();
-    let mut child = Command::new(BIN)
-        .current_dir(dir.path())
-        .args([
-            "serve",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--media-listen",
-            &format!("127.0.0.1:{media}"),
-        ])
-        .arg("--data-dir")
-        .arg(&data)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn");
-    let stdout = child.stdout.take().expect("stdout");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let mut password = None;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        if let Ok(line) = rx.recv_timeout(Duration::from_millis(200)) {
-            if let Some(p) = line.split("one-time password: ").nth(1) {
-                password = Some(p.trim().to_string());
-            }
-            if line.contains("listening on") {
-                break;
-            }
-        }
-    }
-    let password = password.expect("first start prints a one-time password");
+    let (mut child, lines) = serve(dir.path(), &data, port, |_| {});
+    let password = one_time_password(&lines).expect("first start prints a one-time password");
     assert!(
         data.join("klausur.sqlite3").is_file(),
         "database created in the data directory"
@@ -217,20 +184,20 @@ async fn first_start_without_configuration_and_graceful_shutdown() {
     assert_eq!(v["user"]["role"], "admin");
 
     // Someone in a meeting is told when the server stops.
-    let out = Command::new(BIN)
-        .arg("--data-dir")
-        .arg(&data)
-        .args([
+    let (ok, out, err) = klausur(
+        &data,
+        &[
             "meeting",
             "create",
             "Sitzung",
             "--organiser",
             "admin",
             "--json",
-        ])
-        .output()
-        .expect("meeting");
-    let m: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+        ],
+        None,
+    );
+    assert!(ok, "{err}");
+    let m: serde_json::Value = serde_json::from_str(&out).expect("json");
     let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{port}/api/ws"))
         .await
         .expect("ws");
@@ -245,7 +212,7 @@ async fn first_start_without_configuration_and_graceful_shutdown() {
     assert!(format!("{first:?}").contains("lobby_wait"), "{first:?}");
 
     let kill = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
+        .args(["-TERM", &child.0.id().to_string()])
         .status()
         .expect("kill");
     assert!(kill.success());
@@ -258,7 +225,7 @@ async fn first_start_without_configuration_and_graceful_shutdown() {
     );
     let deadline = Instant::now() + Duration::from_secs(10);
     let status = loop {
-        if let Some(s) = child.try_wait().expect("wait") {
+        if let Some(s) = child.0.try_wait().expect("wait") {
             break s;
         }
         assert!(Instant::now() < deadline, "server did not stop");
@@ -266,27 +233,10 @@ async fn first_start_without_configuration_and_graceful_shutdown() {
     };
     assert!(status.success(), "clean exit: {status:?}");
 
-    // A second start finds the administrator and prints no new password.
-    let mut again = Command::new(BIN)
-        .current_dir(dir.path())
-        .args([
-            "serve",
-            "--listen",
-            &format!("127.0.0.1:{}", free_port()),
-            "--media-listen",
-            &format!("127.0.0.1:{}", free_port()),
-        ])
-        .arg("--data-dir")
-        .arg(&data)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn");
-    let mut lines = BufReader::new(again.stdout.take().expect("stdout")).lines();
-    let first_line = lines.next().expect("line").expect("utf8");
-    assert!(first_line.contains("listening on"), "{first_line}");
-    let _ = again.kill();
-    let _ = again.wait();
+    // A second start finds the administrator and prints no new password: its first line says
+    // it listens.
+    let (_again, lines) = serve(dir.path(), &data, free_port(), |_| {});
+    assert_eq!(lines.len(), 1, "{lines:?}");
 }
 
 #[tokio::test]
@@ -298,37 +248,19 @@ async fn serves_https_with_rustls_and_secure_cookies() {
     std::fs::write(&cert_path, cert.cert.pem()).expect("write");
     std::fs::write(&key_path, cert.key_pair.serialize_pem()).expect("write");
     let port = free_port();
-    let mut child = Command::new(BIN)
-        .current_dir(dir.path())
-        .args([
-            "serve",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--media-listen",
-            &format!("127.0.0.1:{}", free_port()),
-        ])
-        .arg("--tls-cert")
-        .arg(&cert_path)
-        .arg("--tls-key")
-        .arg(&key_path)
-        .arg("--data-dir")
-        .arg(dir.path().join("data"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn");
-    let mut password = String::new();
-    for line in BufReader::new(child.stdout.take().expect("stdout"))
-        .lines()
-        .map_while(Result::ok)
-    {
-        if let Some(p) = line.split("one-time password: ").nth(1) {
-            password = p.trim().to_string();
-        }
-        if line.contains("listening on https://") {
-            break;
-        }
-    }
+    let (child, lines) = serve(dir.path(), &dir.path().join("data"), port, |cmd| {
+        cmd.arg("--tls-cert")
+            .arg(&cert_path)
+            .arg("--tls-key")
+            .arg(&key_path);
+    });
+    assert!(
+        lines
+            .last()
+            .is_some_and(|l| l.contains("listening on https://")),
+        "{lines:?}"
+    );
+    let password = one_time_password(&lines).expect("a one-time password on the first start");
     let root = reqwest::Certificate::from_pem(cert.cert.pem().as_bytes()).expect("root");
     let client = reqwest::Client::builder()
         .add_root_certificate(root)
@@ -344,8 +276,7 @@ async fn serves_https_with_rustls_and_secure_cookies() {
         .send()
         .await
         .expect("https login");
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(child);
     assert_eq!(resp.status(), 200);
     let cookie = resp
         .headers()

@@ -12,8 +12,8 @@ use common::ws::{session_cookie, Client};
 use common::TestServer;
 use klausur_e2ee::{SignedCredential, SigningKey, VerifyingKey};
 use klausur_proto::{
-    ClientMsg, EndReason, ErrorCode, JoinMethod, LobbyReason, Participant, ParticipantKind,
-    PhoneLeg, Role as PRole, ServerMsg,
+    ClientMsg, EndReason, ErrorCode, JoinMethod, LobbyEntry, LobbyReason, Participant,
+    ParticipantKind, PhoneLeg, Role as PRole, ServerMsg,
 };
 use klausur_store::Role;
 use serde_json::{json, Value};
@@ -143,6 +143,24 @@ impl Dial {
         assert!(matches!(j, ServerMsg::Joined { .. }), "{j:?}");
         (c, j)
     }
+
+    /// What the invitee of `invitation` is shown (`GET /api/invite/{token}`, no session): the
+    /// body's text and its JSON.
+    async fn invite_info(&self, invitation: &Value) -> (String, Value) {
+        let token = invitation["token"].as_str().expect("token");
+        let text = self
+            .srv
+            .anonymous()
+            .get(format!("{}/api/invite/{token}", self.srv.base))
+            .send()
+            .await
+            .expect("info")
+            .text()
+            .await
+            .expect("text");
+        let info = serde_json::from_str(&text).expect("json");
+        (text, info)
+    }
 }
 
 fn id(meeting: &Value) -> &str {
@@ -197,6 +215,40 @@ fn phone(suffix: &str) -> Option<PhoneLeg> {
     Some(PhoneLeg {
         number_suffix: Some(suffix.into()),
     })
+}
+
+/// `msg` is an error with `code`.
+fn assert_error(msg: &ServerMsg, code: ErrorCode) {
+    assert!(
+        matches!(msg, ServerMsg::Error { code: c, .. } if *c == code),
+        "expected {code:?}: {msg:?}"
+    );
+}
+
+/// Whether the meeting of the `joined` message offers dial-in.
+fn offers_dial_in(joined: &ServerMsg) -> bool {
+    match joined {
+        ServerMsg::Joined { meeting, .. } => meeting.dial_in,
+        other => panic!("expected joined, got {other:?}"),
+    }
+}
+
+/// `gw` calls with `ticket` and waits in the lobby: the lobby as Olga then sees it.
+async fn waits_in_lobby(
+    olga: &mut Client,
+    gw: &mut Client,
+    meeting: &str,
+    ticket: &str,
+) -> Vec<LobbyEntry> {
+    let w = gw.join_by_phone(meeting, ticket).await;
+    assert!(matches!(w, ServerMsg::LobbyWait { .. }), "{w:?}");
+    let ServerMsg::LobbyChanged { lobby, .. } = olga
+        .until(|m| matches!(m, ServerMsg::LobbyChanged { arrived: true, .. }))
+        .await
+    else {
+        unreachable!()
+    };
+    lobby
 }
 
 #[tokio::test]
@@ -306,19 +358,8 @@ async fn numbers_and_pins_in_the_meeting_and_invitation_api() {
         .expect("json");
     assert_eq!(detail["dial_in"], m["dial_in"]);
     assert_eq!(detail["invitations"][0]["has_phone_pin"], true);
-    let token = inv["token"].as_str().expect("token");
-    let info_text = d
-        .srv
-        .anonymous()
-        .get(format!("{base}/api/invite/{token}"))
-        .send()
-        .await
-        .expect("info")
-        .text()
-        .await
-        .expect("text");
+    let (info_text, info) = d.invite_info(&inv).await;
     assert!(!info_text.contains(&p), "{info_text}");
-    let info: Value = serde_json::from_str(&info_text).expect("json");
     assert_eq!(
         info["dial_in"],
         json!({"meeting_number": number(&m), "phone_number": "+49 30 9999 0000"})
@@ -330,17 +371,7 @@ async fn numbers_and_pins_in_the_meeting_and_invitation_api() {
     let inv = d.invite(&plain, "Erika Musterfrau").await;
     assert_eq!(inv["phone_pin"], Value::Null);
     assert_eq!(inv["invitation"]["has_phone_pin"], false);
-    let token = inv["token"].as_str().expect("token");
-    let info: Value = d
-        .srv
-        .anonymous()
-        .get(format!("{base}/api/invite/{token}"))
-        .send()
-        .await
-        .expect("info")
-        .json()
-        .await
-        .expect("json");
+    let (_, info) = d.invite_info(&inv).await;
     assert_eq!(info["dial_in"], Value::Null);
 
     // Strict: a number and PINs, but calls are not allowed, and the invitee is not told to call.
@@ -349,17 +380,7 @@ async fn numbers_and_pins_in_the_meeting_and_invitation_api() {
     assert_eq!(strict["dial_in"]["allowed"], false);
     let inv = d.invite(&strict, "Erika Musterfrau").await;
     assert!(eight_digits(&pin(&inv)));
-    let token = inv["token"].as_str().expect("token");
-    let info: Value = d
-        .srv
-        .anonymous()
-        .get(format!("{base}/api/invite/{token}"))
-        .send()
-        .await
-        .expect("info")
-        .json()
-        .await
-        .expect("json");
+    let (_, info) = d.invite_info(&inv).await;
     assert_eq!(info["dial_in"], Value::Null);
 }
 
@@ -457,11 +478,8 @@ async fn a_strict_meeting_refuses_calls_and_its_lobby_never_hears_of_them() {
     let m = d.meeting("strict", true, None).await;
     let erika = d.invite(&m, "Erika Musterfrau").await;
     let (mut olga, j) = d.olga_joins(&m).await;
-    let ServerMsg::Joined { meeting, .. } = &j else {
-        unreachable!()
-    };
     assert!(
-        !meeting.dial_in,
+        !offers_dial_in(&j),
         "the security panel must not offer dial-in"
     );
     let v = d.call(&number(&m), &pin(&erika), "+49 30 5").await;
@@ -475,17 +493,11 @@ async fn a_strict_meeting_refuses_calls_and_its_lobby_never_hears_of_them() {
     // Negative control: an internal meeting does offer dial-in.
     let internal = d.meeting("internal", true, None).await;
     let (_olga, j) = d.olga_joins(&internal).await;
-    let ServerMsg::Joined { meeting, .. } = &j else {
-        unreachable!()
-    };
-    assert!(meeting.dial_in);
+    assert!(offers_dial_in(&j));
     // And one without a number does not.
     let plain = d.meeting("internal", false, None).await;
     let (_olga, j) = d.olga_joins(&plain).await;
-    let ServerMsg::Joined { meeting, .. } = &j else {
-        unreachable!()
-    };
-    assert!(!meeting.dial_in);
+    assert!(!offers_dial_in(&j));
 }
 
 #[tokio::test]
@@ -525,16 +537,7 @@ async fn pins_admit_from_half_an_hour_before_the_start_until_the_end() {
     assert_eq!(v, json!({"result": "ended"}));
     let mut gw = Client::connect(&d.srv, None).await;
     let e = gw.join_by_phone(id(&soon), &ticket).await;
-    assert!(
-        matches!(
-            e,
-            ServerMsg::Error {
-                code: ErrorCode::NotFound,
-                ..
-            }
-        ),
-        "{e:?}"
-    );
+    assert_error(&e, ErrorCode::NotFound);
     // A wrong PIN stays wrong after the end.
     let v = d
         .call(&number(&soon), &other_pin(&pin(&inv)), "+49 30 9")
@@ -614,10 +617,7 @@ async fn a_caller_joins_in_a_seat_of_their_own_and_can_be_removed() {
             invited_by: "olga Name".into()
         }
     );
-    let ServerMsg::Joined { meeting, .. } = &j else {
-        unreachable!()
-    };
-    assert!(meeting.dial_in);
+    assert!(offers_dial_in(&j));
     let ServerMsg::ParticipantJoined { participant } = olga
         .until(|m| matches!(m, ServerMsg::ParticipantJoined { .. }))
         .await
@@ -730,14 +730,7 @@ async fn a_caller_joins_in_a_seat_of_their_own_and_can_be_removed() {
         "{e:?}"
     );
     let mut gw3 = Client::connect(&d.srv, None).await;
-    let w = gw3.join_by_phone(&mid, &ticket2).await;
-    assert!(matches!(w, ServerMsg::LobbyWait { .. }), "{w:?}");
-    let ServerMsg::LobbyChanged { lobby, .. } = olga
-        .until(|m| matches!(m, ServerMsg::LobbyChanged { arrived: true, .. }))
-        .await
-    else {
-        unreachable!()
-    };
+    let lobby = waits_in_lobby(&mut olga, &mut gw3, &mid, &ticket2).await;
     assert_eq!(lobby.len(), 1);
     assert_eq!(lobby[0].reason, LobbyReason::Removed);
     assert_eq!(lobby[0].kind, ParticipantKind::PhoneGateway);
@@ -762,9 +755,9 @@ async fn a_caller_joins_in_a_seat_of_their_own_and_can_be_removed() {
 
     // Moderating is not for the phone.
     let mut gw4 = Client::connect(&d.srv, None).await;
-    let waiting = own_lobby_id(&mut olga, &mut gw4, &mid, &ticket2).await;
+    let lobby = waits_in_lobby(&mut olga, &mut gw4, &mid, &ticket2).await;
     olga.send(&ClientMsg::Admit {
-        participant_id: waiting,
+        participant_id: lobby[0].id.clone(),
     })
     .await;
     let j4 = gw4.until(|m| matches!(m, ServerMsg::Joined { .. })).await;
@@ -783,45 +776,14 @@ async fn a_caller_joins_in_a_seat_of_their_own_and_can_be_removed() {
     })
     .await;
     let e = olga.until(|m| matches!(m, ServerMsg::Error { .. })).await;
-    assert!(
-        matches!(
-            e,
-            ServerMsg::Error {
-                code: ErrorCode::InvalidField,
-                ..
-            }
-        ),
-        "{e:?}"
-    );
+    assert_error(&e, ErrorCode::InvalidField);
 
     // The call is over: the ticket is void.
     assert_eq!(d.end_call(&ticket2).await, 204);
     assert_eq!(d.end_call(&ticket2).await, 404);
     let mut gw5 = Client::connect(&d.srv, None).await;
     let e = gw5.join_by_phone(&mid, &ticket2).await;
-    assert!(
-        matches!(
-            e,
-            ServerMsg::Error {
-                code: ErrorCode::NotFound,
-                ..
-            }
-        ),
-        "{e:?}"
-    );
-}
-
-/// `gw` calls again with `ticket` and waits in the lobby; its lobby id as Olga sees it.
-async fn own_lobby_id(olga: &mut Client, gw: &mut Client, meeting: &str, ticket: &str) -> String {
-    let w = gw.join_by_phone(meeting, ticket).await;
-    assert!(matches!(w, ServerMsg::LobbyWait { .. }), "{w:?}");
-    let ServerMsg::LobbyChanged { lobby, .. } = olga
-        .until(|m| matches!(m, ServerMsg::LobbyChanged { arrived: true, .. }))
-        .await
-    else {
-        unreachable!()
-    };
-    lobby[0].id.clone()
+    assert_error(&e, ErrorCode::NotFound);
 }
 
 #[tokio::test]
@@ -836,14 +798,7 @@ async fn a_caller_waits_in_the_lobby_of_a_locked_meeting() {
         .await;
     let ticket = d.ticket(&m, &pin(&erika), "+49 30 4567").await;
     let mut gw = Client::connect(&d.srv, None).await;
-    let w = gw.join_by_phone(&mid, &ticket).await;
-    assert!(matches!(w, ServerMsg::LobbyWait { .. }), "{w:?}");
-    let ServerMsg::LobbyChanged { lobby, .. } = olga
-        .until(|m| matches!(m, ServerMsg::LobbyChanged { arrived: true, .. }))
-        .await
-    else {
-        unreachable!()
-    };
+    let lobby = waits_in_lobby(&mut olga, &mut gw, &mid, &ticket).await;
     assert_eq!(lobby[0].reason, LobbyReason::Locked);
     assert_eq!(lobby[0].kind, ParticipantKind::PhoneGateway);
     assert_eq!(lobby[0].display_name, "Erika Musterfrau");
@@ -876,16 +831,7 @@ async fn tickets_are_for_their_meeting_only() {
         gw.join_by_phone(id(&other), &ticket).await,
         gw.join_by_phone(id(&m), &"x".repeat(43)).await,
     ] {
-        assert!(
-            matches!(
-                e,
-                ServerMsg::Error {
-                    code: ErrorCode::NotFound,
-                    ..
-                }
-            ),
-            "{e:?}"
-        );
+        assert_error(&e, ErrorCode::NotFound);
     }
     // A ticket with an invitation token besides: refused.
     gw.send(&ClientMsg::Join {
@@ -897,16 +843,7 @@ async fn tickets_are_for_their_meeting_only() {
     })
     .await;
     let e = gw.next().await;
-    assert!(
-        matches!(
-            e,
-            ServerMsg::Error {
-                code: ErrorCode::InvalidField,
-                ..
-            }
-        ),
-        "{e:?}"
-    );
+    assert_error(&e, ErrorCode::InvalidField);
     // A revoked invitation's ticket no longer joins.
     let inv_id = erika["invitation"]["id"].as_i64().expect("id");
     d.srv
@@ -915,16 +852,7 @@ async fn tickets_are_for_their_meeting_only() {
         .await
         .expect("revoke");
     let e = gw.join_by_phone(id(&m), &ticket).await;
-    assert!(
-        matches!(
-            e,
-            ServerMsg::Error {
-                code: ErrorCode::NotFound,
-                ..
-            }
-        ),
-        "{e:?}"
-    );
+    assert_error(&e, ErrorCode::NotFound);
 }
 
 fn device(seed: u8) -> (VerifyingKey, String) {
@@ -932,7 +860,14 @@ fn device(seed: u8) -> (VerifyingKey, String) {
     (key, hex::encode(key.to_bytes()))
 }
 
-async fn credential(d: &Dial, body: Value) -> (u16, Value) {
+/// `POST /api/identity/credential` without a session for the device `dev_hex` with the dial-in
+/// `ticket`, and the fields of the object `more` besides: the status and the JSON (if any).
+async fn credential(d: &Dial, dev_hex: &str, ticket: &str, more: Value) -> (u16, Value) {
+    let mut body = json!({"device_key": dev_hex, "dial_in_ticket": ticket});
+    let (Some(fields), Value::Object(more)) = (body.as_object_mut(), more) else {
+        panic!("the request body and the extra fields are objects");
+    };
+    fields.extend(more);
     let resp = d
         .srv
         .anonymous()
@@ -955,8 +890,7 @@ async fn the_gateway_gets_the_callers_credential_with_the_ticket() {
     let ticket = d.ticket(&m, &pin(&erika), "+49 30 1").await;
     let (dev, dev_hex) = device(5);
 
-    let (status, v) =
-        credential(&d, json!({"device_key": dev_hex, "dial_in_ticket": ticket})).await;
+    let (status, v) = credential(&d, &dev_hex, &ticket, json!({})).await;
     assert_eq!(status, 200, "{v}");
     let bytes = base64::engine::general_purpose::STANDARD
         .decode(v["credential"].as_str().expect("credential"))
@@ -975,37 +909,19 @@ async fn the_gateway_gets_the_callers_credential_with_the_ticket() {
     assert_eq!(sc.credential.display_name, "Erika Musterfrau");
     assert_eq!(sc.credential.device_public_key, dev.to_bytes());
     // With the meeting named: the same.
-    let (status, _) = credential(
-        &d,
-        json!({"device_key": dev_hex, "dial_in_ticket": ticket, "meeting_id": m["id"]}),
-    )
-    .await;
+    let (status, _) = credential(&d, &dev_hex, &ticket, json!({"meeting_id": m["id"]})).await;
     assert_eq!(status, 200);
 
     // Refused: another meeting, another name, an invitation token besides, an unknown ticket.
-    let (status, v) = credential(
-        &d,
-        json!({"device_key": dev_hex, "dial_in_ticket": ticket, "meeting_id": other["id"]}),
-    )
-    .await;
-    assert_eq!(status, 404, "{v}");
-    let (status, _) = credential(
-        &d,
-        json!({"device_key": dev_hex, "dial_in_ticket": ticket, "display_name": "Mallory"}),
-    )
-    .await;
-    assert_eq!(status, 400);
-    let (status, _) = credential(
-        &d,
-        json!({"device_key": dev_hex, "dial_in_ticket": ticket, "invite_token": erika["token"]}),
-    )
-    .await;
-    assert_eq!(status, 400);
-    let (status, _) = credential(
-        &d,
-        json!({"device_key": dev_hex, "dial_in_ticket": "x".repeat(43)}),
-    )
-    .await;
+    for (more, refused) in [
+        (json!({"meeting_id": other["id"]}), 404),
+        (json!({"display_name": "Mallory"}), 400),
+        (json!({"invite_token": erika["token"]}), 400),
+    ] {
+        let (status, v) = credential(&d, &dev_hex, &ticket, more.clone()).await;
+        assert_eq!(status, refused, "{more}: {v}");
+    }
+    let (status, _) = credential(&d, &dev_hex, &"x".repeat(43), json!({})).await;
     assert_eq!(status, 404);
     // The meeting ended: gone.
     let ended_ticket = d
@@ -1016,15 +932,10 @@ async fn the_gateway_gets_the_callers_credential_with_the_ticket() {
         .set_meeting_ended(id(&other), chrono::Utc::now())
         .await
         .expect("end");
-    let (status, _) = credential(
-        &d,
-        json!({"device_key": dev_hex, "dial_in_ticket": ended_ticket}),
-    )
-    .await;
+    let (status, _) = credential(&d, &dev_hex, &ended_ticket, json!({})).await;
     assert_eq!(status, 410);
     // The call is over: nothing more.
     assert_eq!(d.end_call(&ticket).await, 204);
-    let (status, _) =
-        credential(&d, json!({"device_key": dev_hex, "dial_in_ticket": ticket})).await;
+    let (status, _) = credential(&d, &dev_hex, &ticket, json!({})).await;
     assert_eq!(status, 404);
 }

@@ -4,9 +4,7 @@
 //! remote identity CA admits a call and has the caller's credential issued by that CA.
 //! `klausur sip-gateway` runs on its own and admits a caller (sipp), and says what is missing.
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
@@ -17,41 +15,10 @@ mod process;
 #[path = "dialin_calls/sipp.rs"]
 mod sipp;
 
-use process::{free_port, start_until_listening, Proc};
-
-const BIN: &str = env!("CARGO_BIN_EXE_klausur");
-
-fn base_cmd() -> Command {
-    let mut cmd = Command::new(BIN);
-    cmd.env_remove("KLAUSUR_CONFIG")
-        .env_remove("KLAUSUR_IDENTITY_CA_KEY_FILE")
-        .env_remove("KLAUSUR_IDENTITY_REMOTE_URL")
-        .env_remove("KLAUSUR_IDENTITY_REMOTE_TOKEN_FILE")
-        .env("KLAUSUR_LOG", "info");
-    cmd
-}
-
-/// Runs `klausur <args>`: (success, stdout, stderr).
-fn run(args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
-    let mut child = base_cmd()
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let mut input = child.stdin.take().expect("stdin");
-    if let Some(text) = stdin {
-        input.write_all(text.as_bytes()).expect("write");
-    }
-    drop(input);
-    let out = child.wait_with_output().expect("wait");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).trim().to_string(),
-        String::from_utf8_lossy(&out.stderr).to_string(),
-    )
-}
+use process::{
+    add_ada, assert_owner_only, base_cmd, ca_cmd, files_under, free_port, init_ca, init_token, run,
+    serve_cmd, start,
+};
 
 /// `klausur --data-dir <data> [--config <config>] <args> --json`, which must succeed: its JSON.
 fn json_cmd(data: &Path, config: Option<&Path>, args: &[&str]) -> Value {
@@ -66,21 +33,31 @@ fn json_cmd(data: &Path, config: Option<&Path>, args: &[&str]) -> Value {
     serde_json::from_str(&out).unwrap_or_else(|e| panic!("{args:?}: {e}: {out}"))
 }
 
-fn add_ada(data: &Path) {
-    let (ok, _, err) = run(
+/// Ada's meeting "Sprechstunde" of the internal profile with dial-in: its JSON.
+fn dial_in_meeting(data: &Path, config: Option<&Path>) -> Value {
+    json_cmd(
+        data,
+        config,
         &[
-            "--data-dir",
-            data.to_str().expect("path"),
-            "user",
-            "add",
+            "meeting",
+            "create",
+            "Sprechstunde",
+            "--organiser",
             "ada",
-            "--display-name",
-            "Ada L",
-            "--permanent-password",
+            "--profile",
+            "internal",
+            "--dial-in",
         ],
-        Some("a-long-password-1\n"),
-    );
-    assert!(ok, "{err}");
+    )
+}
+
+/// Invites `name` to the meeting `meeting_id`: the invitation's JSON.
+fn invite(data: &Path, config: Option<&Path>, meeting_id: &str, name: &str) -> Value {
+    json_cmd(
+        data,
+        config,
+        &["invite", "create", meeting_id, "--name", name],
+    )
 }
 
 fn eight_digits(v: &Value) -> String {
@@ -90,23 +67,6 @@ fn eight_digits(v: &Value) -> String {
         "not 8 digits: {s}"
     );
     s.to_string()
-}
-
-/// Every file under `dir`, recursively.
-fn files_under(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir)
-        .expect("read_dir")
-        .map_while(Result::ok)
-    {
-        let p = entry.path();
-        if p.is_dir() {
-            out.extend(files_under(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
 }
 
 /// Whether any file of the database (`klausur.sqlite3` with its WAL) contains `needle`.
@@ -131,43 +91,16 @@ fn the_cli_prints_number_and_pin_and_the_database_holds_no_pin() {
     let dir = tempfile::tempdir().expect("tmp");
     let data = dir.path().join("data");
     add_ada(&data);
-    let m = json_cmd(
-        &data,
-        None,
-        &[
-            "meeting",
-            "create",
-            "Sprechstunde",
-            "--organiser",
-            "ada",
-            "--profile",
-            "internal",
-            "--dial-in",
-        ],
-    );
+    let m = dial_in_meeting(&data, None);
     let number = eight_digits(&m["dial_in"]["meeting_number"]);
     assert_eq!(m["dial_in"]["allowed"], true);
     assert_eq!(m["dial_in"]["phone_number"], Value::Null);
     let meeting_id = m["id"].as_str().expect("id").to_string();
 
-    let inv = json_cmd(
-        &data,
-        None,
-        &[
-            "invite",
-            "create",
-            &meeting_id,
-            "--name",
-            "Erika Musterfrau",
-        ],
-    );
+    let inv = invite(&data, None, &meeting_id, "Erika Musterfrau");
     let pin = eight_digits(&inv["phone_pin"]);
     assert!(inv["token"].as_str().expect("token").len() >= 43);
-    let inv2 = json_cmd(
-        &data,
-        None,
-        &["invite", "create", &meeting_id, "--name", "Max Mustermann"],
-    );
+    let inv2 = invite(&data, None, &meeting_id, "Max Mustermann");
     assert_ne!(eight_digits(&inv2["phone_pin"]), pin);
     // Without --json the operator reads the PIN too.
     let (ok, out, err) = run(
@@ -194,16 +127,11 @@ fn the_cli_prints_number_and_pin_and_the_database_holds_no_pin() {
         &["meeting", "create", "Ohne Telefon", "--organiser", "ada"],
     );
     assert_eq!(plain["dial_in"], Value::Null);
-    let plain_inv = json_cmd(
+    let plain_inv = invite(
         &data,
         None,
-        &[
-            "invite",
-            "create",
-            plain["id"].as_str().expect("id"),
-            "--name",
-            "Erika Musterfrau",
-        ],
+        plain["id"].as_str().expect("id"),
+        "Erika Musterfrau",
     );
     assert_eq!(plain_inv["phone_pin"], Value::Null);
     // The strict profile: a number, but calls are not allowed.
@@ -225,15 +153,7 @@ fn the_cli_prints_number_and_pin_and_the_database_holds_no_pin() {
     // The PIN key: 32 bytes, mode 0600, in the data directory.
     let key_file = data.join("dialin-pin.key");
     assert_eq!(std::fs::read(&key_file).expect("key file").len(), 32);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt as _;
-        let mode = std::fs::metadata(&key_file)
-            .expect("meta")
-            .permissions()
-            .mode();
-        assert_eq!(mode & 0o777, 0o600, "{mode:o}");
-    }
+    assert_owner_only(&key_file);
 
     // The database holds the PIN's keyed hash, never the PIN.
     assert!(
@@ -256,13 +176,6 @@ fn now() -> Duration {
     SystemTime::now().duration_since(UNIX_EPOCH).expect("clock")
 }
 
-/// Runs `cmd` (stderr to `log`) until it says it listens.
-fn start(mut cmd: Command, log: &Path) -> (Proc, Vec<String>) {
-    let log = std::fs::File::create(log).expect("log file");
-    cmd.stderr(Stdio::from(log));
-    start_until_listening(cmd)
-}
-
 #[tokio::test]
 async fn a_remote_gateway_is_admitted_and_its_caller_credentialed_by_the_remote_ca() {
     let dir = tempfile::tempdir().expect("tmp");
@@ -270,47 +183,13 @@ async fn a_remote_gateway_is_admitted_and_its_caller_credentialed_by_the_remote_
     // The CA on its own.
     let key_file = d.join("identity-ca.key");
     let ca_token = d.join("ca.token");
-    let (ok, pk_hex, err) = run(
-        &[
-            "identity-ca",
-            "init",
-            "--key-file",
-            key_file.to_str().expect("path"),
-        ],
-        None,
-    );
-    assert!(ok, "{err}");
-    let (ok, _, err) = run(
-        &[
-            "identity-ca",
-            "init-token",
-            "--token-file",
-            ca_token.to_str().expect("path"),
-        ],
-        None,
-    );
-    assert!(ok, "{err}");
+    let pk_hex = init_ca(&key_file, &ca_token);
     let ca_port = free_port();
-    let mut ca_cmd = base_cmd();
-    ca_cmd
-        .args(["identity-ca", "serve", "--key-file"])
-        .arg(&key_file)
-        .args(["--listen", &format!("127.0.0.1:{ca_port}"), "--token-file"])
-        .arg(&ca_token);
-    let (_ca, _) = start(ca_cmd, &d.join("ca.log"));
+    let (_ca, _) = start(ca_cmd(&key_file, ca_port, &ca_token), &d.join("ca.log"));
 
     // The server: a remote CA and a remote gateway's token.
     let gateway_token = d.join("gateway.token");
-    let (ok, _, err) = run(
-        &[
-            "identity-ca",
-            "init-token",
-            "--token-file",
-            gateway_token.to_str().expect("path"),
-        ],
-        None,
-    );
-    assert!(ok, "{err}");
+    init_token(&gateway_token);
     let token = std::fs::read_to_string(&gateway_token)
         .expect("token")
         .trim()
@@ -330,53 +209,20 @@ async fn a_remote_gateway_is_admitted_and_its_caller_credentialed_by_the_remote_
     assert!(ok, "{err}");
     let data = d.join("data");
     add_ada(&data);
-    let m = json_cmd(
-        &data,
-        Some(&config),
-        &[
-            "meeting",
-            "create",
-            "Sprechstunde",
-            "--organiser",
-            "ada",
-            "--profile",
-            "internal",
-            "--dial-in",
-        ],
-    );
+    let m = dial_in_meeting(&data, Some(&config));
     assert_eq!(m["dial_in"]["phone_number"], "+49 30 9999 0000");
     let number = eight_digits(&m["dial_in"]["meeting_number"]);
     let meeting_id = m["id"].as_str().expect("id").to_string();
-    let inv = json_cmd(
-        &data,
-        Some(&config),
-        &[
-            "invite",
-            "create",
-            &meeting_id,
-            "--name",
-            "Erika Musterfrau",
-        ],
-    );
+    let inv = invite(&data, Some(&config), &meeting_id, "Erika Musterfrau");
     let pin = eight_digits(&inv["phone_pin"]);
 
     let port = free_port();
     let sip_port = free_port();
-    let mut server = base_cmd();
+    let mut server = serve_cmd(&data, port);
     server
-        .arg("--data-dir")
-        .arg(&data)
         .arg("--config")
         .arg(&config)
-        .args([
-            "serve",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--media-listen",
-            &format!("127.0.0.1:{}", free_port()),
-            "--sip-listen",
-            &format!("127.0.0.1:{sip_port}"),
-        ]);
+        .args(["--sip-listen", &format!("127.0.0.1:{sip_port}")]);
     let server_log = d.join("server.log");
     let (srv, _) = start(server, &server_log);
     let base = format!("http://127.0.0.1:{port}");

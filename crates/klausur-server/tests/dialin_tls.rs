@@ -7,45 +7,19 @@ mod process;
 #[path = "dialin_calls/sipp.rs"]
 mod sipp;
 
-use std::io::Write as _;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
-use process::{free_port, start_until_listening};
+use process::{add_ada, base_cmd, free_port, run, start_until_listening};
 use serde_json::Value;
-
-const BIN: &str = env!("CARGO_BIN_EXE_klausur");
-
-/// `klausur <args>` with `stdin`; its stdout, which must be a success.
-fn klausur(args: &[&str], stdin: Option<&str>) -> String {
-    let mut child = Command::new(BIN)
-        .args(args)
-        .env_remove("KLAUSUR_CONFIG")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let mut input = child.stdin.take().expect("stdin");
-    if let Some(text) = stdin {
-        input.write_all(text.as_bytes()).expect("write");
-    }
-    drop(input);
-    let out = child.wait_with_output().expect("wait");
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
 
 fn json(data: &Path, args: &[&str]) -> Value {
     let mut all = vec!["--data-dir", data.to_str().expect("path")];
     all.extend(args);
     all.push("--json");
-    let out = klausur(&all, None);
+    let (ok, out, err) = run(&all, None);
+    assert!(ok, "{args:?}: {err}");
     serde_json::from_str(&out).unwrap_or_else(|e| panic!("{args:?}: {e}: {out}"))
 }
 
@@ -59,19 +33,7 @@ async fn a_caller_gets_in_through_the_gateway_of_a_tls_server() {
     std::fs::write(d.join("key.pem"), cert.key_pair.serialize_pem()).expect("key");
     let data = d.join("data");
     let data_s = data.to_str().expect("path").to_string();
-    klausur(
-        &[
-            "--data-dir",
-            &data_s,
-            "user",
-            "add",
-            "ada",
-            "--display-name",
-            "Ada L",
-            "--permanent-password",
-        ],
-        Some("a-long-password-1\n"),
-    );
+    add_ada(&data);
     let m = json(
         &data,
         &[
@@ -98,10 +60,8 @@ async fn a_caller_gets_in_through_the_gateway_of_a_tls_server() {
 
     let sip_port = sipp::free_udp_port();
     let log_path = d.join("server.log");
-    let mut server = Command::new(BIN);
+    let mut server = base_cmd();
     server
-        .env_remove("KLAUSUR_CONFIG")
-        .env("KLAUSUR_LOG", "info")
         .args(["--data-dir", &data_s, "serve", "--listen"])
         .arg(format!("127.0.0.1:{}", free_port()))
         .arg("--media-listen")

@@ -2,7 +2,7 @@
 //! overwrite without `--force`), `public-key`, and `issue`, whose output is verified offline with
 //! klausur-e2ee. Negative control: the credential fails against another CA's key.
 
-use std::process::Command;
+use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
@@ -10,22 +10,11 @@ use klausur_e2ee::{CredentialError, ParticipantKind, SignedCredential, SigningKe
 
 mod process;
 
-use process::{free_port, start_until_listening, Proc};
+use process::{assert_owner_only, free_port, run, serve_cmd, start_until_listening, Proc};
 
-const BIN: &str = env!("CARGO_BIN_EXE_klausur");
-
+/// `klausur identity-ca <args>`: (success, stdout trimmed, stderr).
 fn klausur(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(BIN)
-        .args(["identity-ca"])
-        .args(args)
-        .env_remove("KLAUSUR_CONFIG")
-        .output()
-        .expect("run");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).trim().to_string(),
-        String::from_utf8_lossy(&out.stderr).to_string(),
-    )
+    run(&[&["identity-ca"], args].concat(), None)
 }
 
 fn key_of(hex_key: &str) -> VerifyingKey {
@@ -52,15 +41,7 @@ fn init_issue_and_verify_offline() {
     let pk_hex = v["public_key"].as_str().expect("public_key").to_string();
     assert_eq!(pk_hex.len(), 64);
 
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt as _;
-        let mode = std::fs::metadata(&key_file)
-            .expect("meta")
-            .permissions()
-            .mode();
-        assert_eq!(mode & 0o777, 0o600, "mode {mode:o}");
-    }
+    assert_owner_only(&key_file);
     let text = std::fs::read_to_string(&key_file).expect("read");
     assert!(text.starts_with("klausur-identity-ca-v1\n"), "format");
     assert_eq!(text.lines().count(), 2);
@@ -190,15 +171,7 @@ fn init_issue_and_verify_offline() {
     let (ok, out, err) = klausur(&["init", "--key-file", kf, "--force"]);
     assert!(ok, "{err}");
     assert_ne!(out, pk_hex);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt as _;
-        let mode = std::fs::metadata(&key_file)
-            .expect("meta")
-            .permissions()
-            .mode();
-        assert_eq!(mode & 0o777, 0o600, "mode {mode:o}");
-    }
+    assert_owner_only(&key_file);
     let (_, now_pk, _) = klausur(&["public-key", "--key-file", kf]);
     assert_eq!(now_pk, out);
 }
@@ -222,21 +195,10 @@ fn a_broken_key_file_is_refused() {
 
 /// Starts `klausur serve`, waits until it listens, returns it with its base URL and the lines
 /// it printed before.
-fn serve(data: &std::path::Path, config: Option<&std::path::Path>) -> (Proc, String, Vec<String>) {
+fn serve(data: &Path, config: Option<&Path>) -> (Proc, String, Vec<String>) {
     let port = free_port();
-    let mut cmd = Command::new(BIN);
-    cmd.env_remove("KLAUSUR_CONFIG")
-        .env_remove("KLAUSUR_IDENTITY_CA_KEY_FILE")
-        .args([
-            "serve",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--media-listen",
-            &format!("127.0.0.1:{}", free_port()),
-        ])
-        .arg("--data-dir")
-        .arg(data)
-        .stderr(std::process::Stdio::null());
+    let mut cmd = serve_cmd(data, port);
+    cmd.stderr(std::process::Stdio::null());
     if let Some(c) = config {
         cmd.arg("--config").arg(c);
     }
@@ -270,15 +232,7 @@ async fn serve_creates_or_uses_the_configured_key() {
             .any(|l| l.contains("created identity CA key") && l.contains(&served)),
         "{lines:?}"
     );
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt as _;
-        let mode = std::fs::metadata(&key_file)
-            .expect("meta")
-            .permissions()
-            .mode();
-        assert_eq!(mode & 0o777, 0o600, "mode {mode:o}");
-    }
+    assert_owner_only(&key_file);
     let (ok, pk, err) = klausur(&["public-key", "--key-file", key_file.to_str().expect("path")]);
     assert!(ok, "{err}");
     assert_eq!(pk, served);

@@ -12,7 +12,6 @@
 //! the server starts and gets credentials issued; without that root, or with another one, it
 //! does not start.
 
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -23,76 +22,10 @@ use serde_json::json;
 
 mod process;
 
-use process::{free_port, start_until_listening, Proc};
-
-const BIN: &str = env!("CARGO_BIN_EXE_klausur");
-const PASSWORD: &str = "a-long-password-1";
-
-fn base_cmd() -> Command {
-    let mut cmd = Command::new(BIN);
-    cmd.env_remove("KLAUSUR_CONFIG")
-        .env_remove("KLAUSUR_IDENTITY_CA_KEY_FILE")
-        .env_remove("KLAUSUR_IDENTITY_REMOTE_URL")
-        .env_remove("KLAUSUR_IDENTITY_REMOTE_TOKEN_FILE")
-        .env("KLAUSUR_LOG", "info");
-    cmd
-}
-
-/// Runs a command to completion: (success, stdout, stderr).
-fn run(args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
-    let mut child = base_cmd()
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let mut input = child.stdin.take().expect("stdin");
-    if let Some(text) = stdin {
-        input.write_all(text.as_bytes()).expect("write");
-    }
-    drop(input);
-    let out = child.wait_with_output().expect("wait");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).trim().to_string(),
-        String::from_utf8_lossy(&out.stderr).to_string(),
-    )
-}
-
-/// `klausur identity-ca init --key-file <key_file>`: (success, stdout: the public key, stderr).
-fn ca_init(key_file: &Path) -> (bool, String, String) {
-    run(
-        &[
-            "identity-ca",
-            "init",
-            "--key-file",
-            key_file.to_str().expect("path"),
-        ],
-        None,
-    )
-}
-
-/// `klausur identity-ca init-token --token-file <token_file>`: (success, stdout, stderr).
-fn ca_init_token(token_file: &Path) -> (bool, String, String) {
-    run(
-        &[
-            "identity-ca",
-            "init-token",
-            "--token-file",
-            token_file.to_str().expect("path"),
-        ],
-        None,
-    )
-}
-
-/// Starts `cmd` with stderr going to `log` and waits until it says it listens; returns the
-/// process and its stdout lines so far.
-fn start(mut cmd: Command, log: &Path) -> (Proc, Vec<String>) {
-    let log = std::fs::File::create(log).expect("log file");
-    cmd.stderr(Stdio::from(log));
-    start_until_listening(cmd)
-}
+use process::{
+    add_ada, assert_owner_only, base_cmd, ca_cmd, ca_init_token, files_under, free_port, init_ca,
+    init_token, run, serve_cmd, start, Proc, PASSWORD,
+};
 
 /// Runs `cmd` expecting it to exit (with failure) within 30 s; returns its stderr.
 fn expect_exit_failure(mut cmd: Command, log: &Path) -> String {
@@ -110,28 +43,9 @@ fn expect_exit_failure(mut cmd: Command, log: &Path) -> String {
     }
 }
 
-fn ca_cmd(key_file: &Path, port: u16, token_file: &Path) -> Command {
-    let mut cmd = base_cmd();
-    cmd.args(["identity-ca", "serve", "--key-file"])
-        .arg(key_file)
-        .args(["--listen", &format!("127.0.0.1:{port}"), "--token-file"])
-        .arg(token_file);
-    cmd
-}
-
 fn server_cmd(data: &Path, config: &Path, port: u16) -> Command {
-    let mut cmd = base_cmd();
-    cmd.arg("--data-dir")
-        .arg(data)
-        .arg("--config")
-        .arg(config)
-        .args([
-            "serve",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--media-listen",
-            &format!("127.0.0.1:{}", free_port()),
-        ]);
+    let mut cmd = serve_cmd(data, port);
+    cmd.arg("--config").arg(config);
     cmd
 }
 
@@ -150,41 +64,6 @@ fn remote_config(dir: &Path, name: &str, ca_port: u16, token_file: &Path) -> Pat
 
 fn now() -> Duration {
     SystemTime::now().duration_since(UNIX_EPOCH).expect("clock")
-}
-
-/// Every file under `dir`, recursively.
-fn files_under(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir)
-        .expect("read_dir")
-        .map_while(Result::ok)
-    {
-        let p = entry.path();
-        if p.is_dir() {
-            out.extend(files_under(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
-}
-
-/// `klausur user add ada` (display name "Ada L", [`PASSWORD`]) in the data directory `data`.
-fn add_ada(data: &Path) {
-    let (ok, _, err) = run(
-        &[
-            "--data-dir",
-            data.to_str().expect("path"),
-            "user",
-            "add",
-            "ada",
-            "--display-name",
-            "Ada L",
-            "--permanent-password",
-        ],
-        Some(&format!("{PASSWORD}\n")),
-    );
-    assert!(ok, "{err}");
 }
 
 async fn login(base: &str) -> (reqwest::Client, String) {
@@ -240,22 +119,11 @@ async fn the_server_issues_through_a_remote_ca_and_holds_no_key() {
     let ca_token = ca_dir.join("ca.token");
 
     // The CA's host: key and token, both mode 0600.
-    let (ok, pk_hex, err) = ca_init(&key_file);
-    assert!(ok, "{err}");
-    let (ok, _, err) = ca_init_token(&ca_token);
-    assert!(ok, "{err}");
+    let pk_hex = init_ca(&key_file, &ca_token);
     let token = std::fs::read_to_string(&ca_token).expect("token");
     let token = token.trim().to_string();
     assert!(token.len() >= 32, "{token}");
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt as _;
-        let mode = std::fs::metadata(&ca_token)
-            .expect("meta")
-            .permissions()
-            .mode();
-        assert_eq!(mode & 0o777, 0o600, "mode {mode:o}");
-    }
+    assert_owner_only(&ca_token);
     // The CA key's public key, read from the key file itself.
     let ca_public = klausur_server::identity::load_key_file(&key_file)
         .expect("key file")
@@ -417,8 +285,7 @@ async fn the_server_issues_through_a_remote_ca_and_holds_no_key() {
     // Negative control: a server with a wrong token starts (the public key is public) but gets
     // no credential: the CA answers 401, the server 502 `ca_unavailable`.
     let wrong_token = d.join("wrong.token");
-    let (ok, _, err) = ca_init_token(&wrong_token);
-    assert!(ok, "{err}");
+    init_token(&wrong_token);
     let config = remote_config(d, "wrong.toml", ca_port, &wrong_token);
     let port = free_port();
     let (server, _) = start(server_cmd(&data, &config, port), &d.join("server2.log"));
@@ -476,8 +343,7 @@ fn a_server_whose_ca_is_unreachable_does_not_start() {
     let dir = tempfile::tempdir().expect("tmp");
     let d = dir.path();
     let token = d.join("t.token");
-    let (ok, _, err) = ca_init_token(&token);
-    assert!(ok, "{err}");
+    init_token(&token);
     // Nothing listens on this port.
     let config = remote_config(d, "klausur.toml", free_port(), &token);
     let data = d.join("data");
@@ -509,10 +375,7 @@ fn the_ca_service_refuses_plain_http_on_a_public_address() {
     let d = dir.path();
     let key = d.join("ca.key");
     let token = d.join("ca.token");
-    let (ok, _, err) = ca_init(&key);
-    assert!(ok, "{err}");
-    let (ok, _, err) = ca_init_token(&token);
-    assert!(ok, "{err}");
+    init_ca(&key, &token);
     let (ok, _, err) = ca_init_token(&token);
     assert!(!ok, "an existing token was overwritten");
     assert!(err.contains("already exists"), "{err}");
@@ -562,10 +425,7 @@ async fn the_server_reaches_its_ca_over_tls_with_the_configured_root() {
     let d = dir.path();
     let key_file = d.join("identity-ca.key");
     let token = d.join("ca.token");
-    let (ok, pk_hex, err) = ca_init(&key_file);
-    assert!(ok, "{err}");
-    let (ok, _, err) = ca_init_token(&token);
-    assert!(ok, "{err}");
+    let pk_hex = init_ca(&key_file, &token);
     let ca_public = klausur_server::identity::load_key_file(&key_file)
         .expect("key file")
         .public_key();

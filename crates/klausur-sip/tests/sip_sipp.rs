@@ -6,14 +6,19 @@ mod sip_support;
 use std::time::Duration;
 
 use klausur_sip::driver::sip::{
-    CallError, CallEvent, DigestAlgorithm, DigestConfig, EndReason, LocalMedia, MediaDirection,
-    MediaFormat,
+    ActiveCall, CallError, CallEvent, DigestAlgorithm, DigestConfig, EndReason, LocalMedia,
+    MediaDirection, MediaFormat,
 };
-use sip_support::{config, next_call, pcmu_answer, start, Sipp, WAIT};
+use sip_support::{
+    accept_pcmu, answer_next, assert_passed, config, next_call, pcmu_answer, start, start_with,
+    Gateway, Sipp, WAIT,
+};
+use tokio::task::JoinHandle;
 use tokio::time::timeout;
 use zeroize::Zeroizing;
 
-async fn ended(call: &mut klausur_sip::driver::sip::ActiveCall) -> EndReason {
+/// How `call` ends (changes of the remote media on the way are passed over).
+async fn ended(call: &mut ActiveCall) -> EndReason {
     loop {
         match timeout(WAIT, call.next_event())
             .await
@@ -23,6 +28,31 @@ async fn ended(call: &mut klausur_sip::driver::sip::ActiveCall) -> EndReason {
             CallEvent::RemoteMediaChanged(_) => continue,
         }
     }
+}
+
+/// `active` ends by `reason`, and the sipp run `sipp` that made the call passes.
+async fn assert_ends(
+    active: &mut ActiveCall,
+    reason: EndReason,
+    sipp: JoinHandle<i32>,
+    what: &str,
+) {
+    assert_eq!(ended(active).await, reason, "{what}");
+    assert_passed(sipp, what).await;
+}
+
+/// Runs `sipp` and answers its call with PCMU: the call ends with the caller's BYE and the
+/// scenario passes.
+async fn caller_hangs_up(gw: &mut Gateway, sipp: Sipp, what: &str) {
+    let sipp = sipp.spawn();
+    let mut active = answer_next(&mut gw.calls).await;
+    assert_ends(&mut active, EndReason::RemoteHangup, sipp, what).await;
+}
+
+/// A sipp caller that waits for our BYE (uac_wait_bye.xml), answered with PCMU.
+async fn caller_awaiting_bye(gw: &mut Gateway) -> (ActiveCall, JoinHandle<i32>) {
+    let sipp = Sipp::new("uac_wait_bye.xml", gw.udp, 40).spawn();
+    (answer_next(&mut gw.calls).await, sipp)
 }
 
 #[tokio::test]
@@ -56,18 +86,14 @@ async fn basic_call_the_caller_hangs_up() {
     assert_eq!(offer.formats[2].fmtp.as_deref(), Some("0-16"));
     assert_eq!(offer.ptime, Some(20));
 
-    let answer = pcmu_answer(&call);
-    let mut active = timeout(WAIT, call.accept(answer))
-        .await
-        .expect("accept in time")
-        .expect("call established");
+    let mut active = accept_pcmu(call).await;
     assert_eq!(active.codec(), &MediaFormat::pcmu());
     assert_eq!(active.telephone_event().map(|f| f.payload_type), Some(101));
     assert_eq!(active.remote().rtp_addr, offer.rtp_addr);
     assert_eq!(gw.endpoint.active_calls(), 1);
 
-    assert_eq!(ended(&mut active).await, EndReason::RemoteHangup);
-    assert_eq!(sipp.await.expect("sipp task"), 0, "sipp's scenario passed");
+    let what = "sipp's scenario passed";
+    assert_ends(&mut active, EndReason::RemoteHangup, sipp, what).await;
     // The slot is free again once the task finished.
     timeout(WAIT, async {
         while gw.endpoint.active_calls() != 0 {
@@ -88,44 +114,27 @@ async fn basic_call_over_tcp() {
         .spawn();
     let call = next_call(&mut gw.calls).await;
     assert_eq!(call.info().transport, "TCP");
-    let answer = pcmu_answer(&call);
-    let mut active = timeout(WAIT, call.accept(answer))
-        .await
-        .expect("in time")
-        .expect("established");
-    assert_eq!(ended(&mut active).await, EndReason::RemoteHangup);
-    assert_eq!(sipp.await.expect("sipp task"), 0);
+    let mut active = accept_pcmu(call).await;
+    assert_ends(&mut active, EndReason::RemoteHangup, sipp, "over TCP").await;
 }
 
 #[tokio::test]
 async fn the_gateway_hangs_up() {
     let mut gw = start(config()).await;
-    let sipp = Sipp::new("uac_wait_bye.xml", gw.udp, 40).spawn();
-    let call = next_call(&mut gw.calls).await;
-    let answer = pcmu_answer(&call);
-    let active = timeout(WAIT, call.accept(answer))
-        .await
-        .expect("in time")
-        .expect("established");
+    let (active, sipp) = caller_awaiting_bye(&mut gw).await;
     timeout(WAIT, active.hangup())
         .await
         .expect("hangup in time")
         .expect("BYE answered");
-    assert_eq!(sipp.await.expect("sipp task"), 0, "sipp got our BYE");
+    assert_passed(sipp, "sipp got our BYE").await;
 }
 
 #[tokio::test]
 async fn dropping_the_call_hangs_up() {
     let mut gw = start(config()).await;
-    let sipp = Sipp::new("uac_wait_bye.xml", gw.udp, 40).spawn();
-    let call = next_call(&mut gw.calls).await;
-    let answer = pcmu_answer(&call);
-    let active = timeout(WAIT, call.accept(answer))
-        .await
-        .expect("in time")
-        .expect("established");
+    let (active, sipp) = caller_awaiting_bye(&mut gw).await;
     drop(active);
-    assert_eq!(sipp.await.expect("sipp task"), 0, "sipp got our BYE");
+    assert_passed(sipp, "sipp got our BYE").await;
 }
 
 #[tokio::test]
@@ -152,20 +161,22 @@ async fn source_outside_the_allow_list_gets_403() {
     );
 }
 
-fn digest(algorithms: Vec<DigestAlgorithm>) -> DigestConfig {
-    DigestConfig {
-        realm: "klausur".into(),
-        user: "trunk".into(),
-        password: Zeroizing::new("correct horse".into()),
-        algorithms,
-    }
+/// An endpoint that asks for the digest of user "trunk", password "correct horse".
+async fn start_with_digest(algorithms: Vec<DigestAlgorithm>) -> Gateway {
+    start_with(|c| {
+        c.digest = Some(DigestConfig {
+            realm: "klausur".into(),
+            user: "trunk".into(),
+            password: Zeroizing::new("correct horse".into()),
+            algorithms,
+        })
+    })
+    .await
 }
 
 #[tokio::test]
 async fn digest_authentication() {
-    let mut cfg = config();
-    cfg.digest = Some(digest(vec![DigestAlgorithm::Md5]));
-    let mut gw = start(cfg).await;
+    let mut gw = start_with_digest(vec![DigestAlgorithm::Md5]).await;
 
     // Without credentials: 401 and nothing else.
     assert_eq!(Sipp::new("uac_401.xml", gw.udp, 20).run().await, 0);
@@ -173,23 +184,13 @@ async fn digest_authentication() {
 
     // With the right credentials the call goes through.
     let sipp = Sipp::new("uac_auth.xml", gw.udp, 40)
-        .arg("-au", "trunk")
-        .arg("-ap", "correct horse")
-        .arg("-d", "300")
-        .spawn();
-    let call = next_call(&mut gw.calls).await;
-    let answer = pcmu_answer(&call);
-    let mut active = timeout(WAIT, call.accept(answer))
-        .await
-        .expect("in time")
-        .expect("established");
-    assert_eq!(ended(&mut active).await, EndReason::RemoteHangup);
-    assert_eq!(sipp.await.expect("sipp task"), 0);
+        .auth("trunk", "correct horse")
+        .arg("-d", "300");
+    caller_hangs_up(&mut gw, sipp, "the right credentials").await;
 
     // Negative control: a wrong password gets 403 and no call.
     let code = Sipp::new("uac_auth_wrong.xml", gw.udp, 20)
-        .arg("-au", "trunk")
-        .arg("-ap", "wrong horse")
+        .auth("trunk", "wrong horse")
         .run()
         .await;
     assert_eq!(code, 0, "sipp with the wrong password got 403");
@@ -204,41 +205,26 @@ async fn digest_authentication() {
 async fn digest_authentication_with_two_challenges() {
     // Both algorithms challenged (two WWW-Authenticate headers); sipp knows only MD5 and
     // reads the first.
-    let mut cfg = config();
-    cfg.digest = Some(digest(vec![DigestAlgorithm::Md5, DigestAlgorithm::Sha256]));
-    let mut gw = start(cfg).await;
+    let mut gw = start_with_digest(vec![DigestAlgorithm::Md5, DigestAlgorithm::Sha256]).await;
     let sipp = Sipp::new("uac_auth.xml", gw.udp, 40)
-        .arg("-au", "trunk")
-        .arg("-ap", "correct horse")
-        .arg("-d", "100")
-        .spawn();
-    let call = next_call(&mut gw.calls).await;
-    let answer = pcmu_answer(&call);
-    let mut active = timeout(WAIT, call.accept(answer))
-        .await
-        .expect("in time")
-        .expect("established");
-    assert_eq!(ended(&mut active).await, EndReason::RemoteHangup);
-    assert_eq!(sipp.await.expect("sipp task"), 0);
+        .auth("trunk", "correct horse")
+        .arg("-d", "100");
+    caller_hangs_up(&mut gw, sipp, "MD5 of the two challenges").await;
 }
 
 #[tokio::test]
 async fn invite_flood_gets_503_while_a_call_carries_on() {
-    let mut cfg = config();
-    cfg.limits.invite_burst = 3;
-    cfg.limits.invites_per_source_per_minute = 60;
-    let mut gw = start(cfg).await;
+    let mut gw = start_with(|c| {
+        c.limits.invite_burst = 3;
+        c.limits.invites_per_source_per_minute = 60;
+    })
+    .await;
 
     // An established call that lasts through the flood and ends with the caller's BYE.
     let first = Sipp::new("uac_basic.xml", gw.udp, 60)
         .arg("-d", "6000")
         .spawn();
-    let call = next_call(&mut gw.calls).await;
-    let answer = pcmu_answer(&call);
-    let mut active = timeout(WAIT, call.accept(answer))
-        .await
-        .expect("in time")
-        .expect("established");
+    let mut active = answer_next(&mut gw.calls).await;
 
     // The flood: 30 INVITEs at 15 per second from the same address. Calls that get through
     // the rate limit are rejected by us (480), the rest get 503 from the limiter.
@@ -268,8 +254,8 @@ async fn invite_flood_gets_503_while_a_call_carries_on() {
     );
 
     // The established call was not disturbed: the caller's BYE ends it normally.
-    assert_eq!(ended(&mut active).await, EndReason::RemoteHangup);
-    assert_eq!(first.await.expect("sipp task"), 0);
+    let what = "the established call";
+    assert_ends(&mut active, EndReason::RemoteHangup, first, what).await;
     drop(gw.endpoint);
     let let_through = timeout(WAIT, rejecter)
         .await
@@ -284,35 +270,17 @@ async fn invite_flood_gets_503_while_a_call_carries_on() {
 #[tokio::test]
 async fn refer_in_a_call_is_refused_and_the_call_goes_on() {
     let mut gw = start(config()).await;
-    let sipp = Sipp::new("uac_refer.xml", gw.udp, 40).spawn();
-    let call = next_call(&mut gw.calls).await;
-    let answer = pcmu_answer(&call);
-    let mut active = timeout(WAIT, call.accept(answer))
-        .await
-        .expect("in time")
-        .expect("established");
-    assert_eq!(ended(&mut active).await, EndReason::RemoteHangup);
-    assert_eq!(
-        sipp.await.expect("sipp task"),
-        0,
-        "REFER got 405, BYE got 200"
-    );
+    let sipp = Sipp::new("uac_refer.xml", gw.udp, 40);
+    caller_hangs_up(&mut gw, sipp, "REFER got 405, BYE got 200").await;
 }
 
 #[tokio::test]
 async fn concurrent_call_limit_gives_486() {
-    let mut cfg = config();
-    cfg.limits.max_calls = 1;
-    let mut gw = start(cfg).await;
+    let mut gw = start_with(|c| c.limits.max_calls = 1).await;
     let first = Sipp::new("uac_basic.xml", gw.udp, 60)
         .arg("-d", "4000")
         .spawn();
-    let call = next_call(&mut gw.calls).await;
-    let answer = pcmu_answer(&call);
-    let mut active = timeout(WAIT, call.accept(answer))
-        .await
-        .expect("in time")
-        .expect("established");
+    let mut active = answer_next(&mut gw.calls).await;
 
     assert_eq!(
         Sipp::new("uac_486.xml", gw.udp, 20).run().await,
@@ -320,25 +288,27 @@ async fn concurrent_call_limit_gives_486() {
         "second call got 486"
     );
     assert!(gw.calls.try_recv().is_err());
-    assert_eq!(ended(&mut active).await, EndReason::RemoteHangup);
-    assert_eq!(first.await.expect("sipp task"), 0);
+    assert_ends(
+        &mut active,
+        EndReason::RemoteHangup,
+        first,
+        "the first call",
+    )
+    .await;
     assert!(gw.endpoint.stats().busy >= 1);
 }
 
 #[tokio::test]
 async fn call_duration_limit_sends_bye() {
-    let mut cfg = config();
-    cfg.limits.max_call_duration = Duration::from_secs(2);
-    let mut gw = start(cfg).await;
-    let sipp = Sipp::new("uac_wait_bye.xml", gw.udp, 40).spawn();
-    let call = next_call(&mut gw.calls).await;
-    let answer = pcmu_answer(&call);
-    let mut active = timeout(WAIT, call.accept(answer))
-        .await
-        .expect("in time")
-        .expect("established");
-    assert_eq!(ended(&mut active).await, EndReason::DurationLimit);
-    assert_eq!(sipp.await.expect("sipp task"), 0, "sipp got our BYE");
+    let mut gw = start_with(|c| c.limits.max_call_duration = Duration::from_secs(2)).await;
+    let (mut active, sipp) = caller_awaiting_bye(&mut gw).await;
+    assert_ends(
+        &mut active,
+        EndReason::DurationLimit,
+        sipp,
+        "sipp got our BYE",
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -369,20 +339,14 @@ async fn late_offer_gets_our_offer_and_the_ack_answer() {
     assert_eq!(active.telephone_event().map(|f| f.payload_type), Some(101));
     let remote = active.remote();
     assert_eq!(remote.formats[0].encoding, "PCMA");
-    assert_eq!(ended(&mut active).await, EndReason::RemoteHangup);
-    assert_eq!(sipp.await.expect("sipp task"), 0);
+    assert_ends(&mut active, EndReason::RemoteHangup, sipp, "late offer").await;
 }
 
 #[tokio::test]
 async fn reinvite_hold_is_answered_and_reported() {
     let mut gw = start(config()).await;
     let sipp = Sipp::new("uac_reinvite_hold.xml", gw.udp, 40).spawn();
-    let call = next_call(&mut gw.calls).await;
-    let answer = pcmu_answer(&call);
-    let mut active = timeout(WAIT, call.accept(answer))
-        .await
-        .expect("in time")
-        .expect("established");
+    let mut active = answer_next(&mut gw.calls).await;
     match timeout(WAIT, active.next_event()).await.expect("event") {
         CallEvent::RemoteMediaChanged(remote) => {
             assert_eq!(remote.rtp_addr.port(), 7070);
@@ -391,12 +355,8 @@ async fn reinvite_hold_is_answered_and_reported() {
         }
         other => panic!("expected a media change, got {other:?}"),
     }
-    assert_eq!(ended(&mut active).await, EndReason::RemoteHangup);
-    assert_eq!(
-        sipp.await.expect("sipp task"),
-        0,
-        "our answer said recvonly"
-    );
+    let what = "our answer said recvonly";
+    assert_ends(&mut active, EndReason::RemoteHangup, sipp, what).await;
 }
 
 #[tokio::test]
@@ -409,27 +369,17 @@ async fn cancel_before_the_decision() {
         .expect("the CANCEL is noticed");
     let answer = pcmu_answer(&call);
     assert_eq!(call.accept(answer).await.err(), Some(CallError::Cancelled));
-    assert_eq!(
-        sipp.await.expect("sipp task"),
-        0,
-        "CANCEL got 200, INVITE 487"
-    );
+    assert_passed(sipp, "CANCEL got 200, INVITE 487").await;
     assert_eq!(gw.endpoint.active_calls(), 0);
 }
 
 #[tokio::test]
 async fn undecided_call_gets_480() {
-    let mut cfg = config();
-    cfg.limits.decision_timeout = Duration::from_secs(1);
-    let mut gw = start(cfg).await;
+    let mut gw = start_with(|c| c.limits.decision_timeout = Duration::from_secs(1)).await;
     // uac_flood.xml takes 480 (or 503) for an answer.
     let sipp = Sipp::new("uac_flood.xml", gw.udp, 30).spawn();
     let call = next_call(&mut gw.calls).await;
-    assert_eq!(
-        sipp.await.expect("sipp task"),
-        0,
-        "480 after the decision timeout"
-    );
+    assert_passed(sipp, "480 after the decision timeout").await;
     let answer = pcmu_answer(&call);
     assert_eq!(call.accept(answer).await.err(), Some(CallError::Gone));
 }
@@ -437,18 +387,11 @@ async fn undecided_call_gets_480() {
 #[tokio::test]
 async fn shutdown_ends_calls_with_bye() {
     let mut gw = start(config()).await;
-    let sipp = Sipp::new("uac_wait_bye.xml", gw.udp, 40).spawn();
-    let call = next_call(&mut gw.calls).await;
-    let answer = pcmu_answer(&call);
-    let mut active = timeout(WAIT, call.accept(answer))
-        .await
-        .expect("in time")
-        .expect("established");
+    let (mut active, sipp) = caller_awaiting_bye(&mut gw).await;
     timeout(Duration::from_secs(45), gw.endpoint.shutdown())
         .await
         .expect("shutdown in time");
-    assert_eq!(ended(&mut active).await, EndReason::Shutdown);
-    assert_eq!(sipp.await.expect("sipp task"), 0, "sipp got our BYE");
+    assert_ends(&mut active, EndReason::Shutdown, sipp, "sipp got our BYE").await;
     // The channel of incoming calls is closed.
     assert!(timeout(WAIT, gw.calls.recv())
         .await

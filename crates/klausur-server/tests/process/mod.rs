@@ -1,10 +1,67 @@
-//! Child processes of the `klausur` binary for the CLI tests: free ports, a process killed when
-//! dropped, and starting a server until it says it listens.
+//! Child processes of the `klausur` binary for the CLI tests: the binary with an environment
+//! that names no configuration, running it to completion, free ports, a process killed when
+//! dropped, starting a server until it says it listens, and the operator's first steps
+//! (an account, the identity CA's key and token) with their file checks.
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write as _};
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+/// The `klausur` binary under test.
+pub const BIN: &str = env!("CARGO_BIN_EXE_klausur");
+
+/// The password of the accounts the tests add.
+pub const PASSWORD: &str = "a-long-password-1";
+
+/// `klausur` with no configuration, identity CA or remote CA from the environment, logging at
+/// info.
+pub fn base_cmd() -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.env_remove("KLAUSUR_CONFIG")
+        .env_remove("KLAUSUR_IDENTITY_CA_KEY_FILE")
+        .env_remove("KLAUSUR_IDENTITY_REMOTE_URL")
+        .env_remove("KLAUSUR_IDENTITY_REMOTE_TOKEN_FILE")
+        .env("KLAUSUR_LOG", "info");
+    cmd
+}
+
+/// Runs `klausur <args>` (from [`base_cmd`]) to completion with `stdin`, if any:
+/// (success, stdout trimmed, stderr).
+pub fn run(args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
+    let mut child = base_cmd()
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut input = child.stdin.take().expect("stdin");
+    if let Some(text) = stdin {
+        input.write_all(text.as_bytes()).expect("write");
+    }
+    drop(input);
+    let out = child.wait_with_output().expect("wait");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).trim().to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+/// `klausur --data-dir <data> serve` on `127.0.0.1:<port>`, media on a free port.
+pub fn serve_cmd(data: &Path, port: u16) -> Command {
+    let mut cmd = base_cmd();
+    cmd.arg("--data-dir").arg(data).args([
+        "serve",
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+        "--media-listen",
+        &format!("127.0.0.1:{}", free_port()),
+    ]);
+    cmd
+}
 
 /// A loopback TCP port that was free a moment ago.
 pub fn free_port() -> u16 {
@@ -54,4 +111,107 @@ pub fn start_until_listening(mut cmd: Command) -> (Proc, Vec<String>) {
     }
     drop(proc);
     panic!("did not start: {lines:?}");
+}
+
+/// [`start_until_listening`] with stderr going to the file `log`.
+pub fn start(mut cmd: Command, log: &Path) -> (Proc, Vec<String>) {
+    let log = std::fs::File::create(log).expect("log file");
+    cmd.stderr(Stdio::from(log));
+    start_until_listening(cmd)
+}
+
+/// `klausur user add ada` (display name "Ada L", [`PASSWORD`]) in the data directory `data`.
+pub fn add_ada(data: &Path) {
+    let (ok, _, err) = run(
+        &[
+            "--data-dir",
+            data.to_str().expect("path"),
+            "user",
+            "add",
+            "ada",
+            "--display-name",
+            "Ada L",
+            "--permanent-password",
+        ],
+        Some(&format!("{PASSWORD}\n")),
+    );
+    assert!(ok, "{err}");
+}
+
+/// `klausur identity-ca init --key-file <key_file>`: (success, stdout: the public key, stderr).
+pub fn ca_init(key_file: &Path) -> (bool, String, String) {
+    run(
+        &[
+            "identity-ca",
+            "init",
+            "--key-file",
+            key_file.to_str().expect("path"),
+        ],
+        None,
+    )
+}
+
+/// `klausur identity-ca init-token --token-file <token_file>`: (success, stdout, stderr).
+pub fn ca_init_token(token_file: &Path) -> (bool, String, String) {
+    run(
+        &[
+            "identity-ca",
+            "init-token",
+            "--token-file",
+            token_file.to_str().expect("path"),
+        ],
+        None,
+    )
+}
+
+/// The identity CA's key file and token file, made with `identity-ca init` and `init-token`
+/// (both must succeed): the CA's public key (hex).
+pub fn init_ca(key_file: &Path, token_file: &Path) -> String {
+    let (ok, public_key, err) = ca_init(key_file);
+    assert!(ok, "{err}");
+    init_token(token_file);
+    public_key
+}
+
+/// A token file made with `identity-ca init-token`, which must succeed.
+pub fn init_token(token_file: &Path) {
+    let (ok, _, err) = ca_init_token(token_file);
+    assert!(ok, "{err}");
+}
+
+/// `klausur identity-ca serve` with `key_file` and `token_file` on `127.0.0.1:<port>`.
+pub fn ca_cmd(key_file: &Path, port: u16, token_file: &Path) -> Command {
+    let mut cmd = base_cmd();
+    cmd.args(["identity-ca", "serve", "--key-file"])
+        .arg(key_file)
+        .args(["--listen", &format!("127.0.0.1:{port}"), "--token-file"])
+        .arg(token_file);
+    cmd
+}
+
+/// Asserts that `path` can be read and written by its owner only (mode 0600; on Unix).
+pub fn assert_owner_only(path: &Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(path).expect("meta").permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "{}: mode {mode:o}", path.display());
+    }
+}
+
+/// Every file under `dir`, recursively.
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir)
+        .expect("read_dir")
+        .map_while(Result::ok)
+    {
+        let p = entry.path();
+        if p.is_dir() {
+            out.extend(files_under(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
 }

@@ -589,6 +589,29 @@ mod tests {
         out.extend(std::iter::repeat_n(0.0, ms * 8));
     }
 
+    /// Appends each key of `keys` as `ms.0` of a dual tone (levels per tone in dBm0, both
+    /// frequencies times `deviation`) followed by `ms.1` of silence.
+    fn push_keys(
+        out: &mut Vec<f32>,
+        keys: &str,
+        (low_dbm0, high_dbm0): (f32, f32),
+        deviation: f32,
+        (tone_ms, pause_ms): (usize, usize),
+    ) {
+        for key in keys.chars() {
+            let (fr, fc) = row_col(key);
+            push_pair(
+                out,
+                fr * deviation,
+                fc * deviation,
+                low_dbm0,
+                high_dbm0,
+                tone_ms,
+            );
+            push_silence(out, pause_ms);
+        }
+    }
+
     fn to_pcm(signal: &[f32]) -> Vec<i16> {
         signal
             .iter()
@@ -605,6 +628,30 @@ mod tests {
             found.extend(detector.process(frame));
         }
         digits_to_string(&found)
+    }
+
+    /// Hands `pcm` to `input` in 20 ms frames: the digits found in it.
+    fn input_audio(input: &mut DtmfInput, pcm: &[i16]) -> String {
+        let mut found = Vec::new();
+        for frame in pcm.chunks(160) {
+            found.extend(input.on_audio(frame));
+        }
+        digits_to_string(&found)
+    }
+
+    /// Hands the telephone-event payloads `packets` (marker bit, payload) of the event at
+    /// `timestamp` to `rx`, each of which must be valid: the digits they gave.
+    fn receive_event(
+        rx: &mut TelephoneEventReceiver,
+        timestamp: u32,
+        packets: impl IntoIterator<Item = (bool, [u8; 4])>,
+    ) -> Vec<Digit> {
+        packets
+            .into_iter()
+            .filter_map(|(marker, payload)| {
+                rx.on_packet(timestamp, marker, &payload).expect("valid")
+            })
+            .collect()
     }
 
     fn noise(rng: &mut StdRng, samples: usize, rms: f32) -> Vec<f32> {
@@ -635,18 +682,12 @@ mod tests {
         // Key 5: start with marker, updates, three end packets; then key 5 again (new
         // timestamp), then key #.
         for (ts, press) in [(1000u32, 5u8), (3000, 5), (5000, 11)] {
-            for i in 0..6u16 {
-                let payload = [press, 0x0A, ((i * 160) >> 8) as u8, (i * 160) as u8];
-                if let Some(d) = rx.on_packet(ts, i == 0, &payload).expect("valid") {
-                    got.push(d);
-                }
-            }
-            for _ in 0..3 {
-                let payload = [press, 0x8A, 0x04, 0x00];
-                if let Some(d) = rx.on_packet(ts, false, &payload).expect("valid") {
-                    got.push(d);
-                }
-            }
+            let updates = (0..6u16).map(|i| {
+                let duration = (i * 160).to_be_bytes();
+                (i == 0, [press, 0x0A, duration[0], duration[1]])
+            });
+            let ends = [(false, [press, 0x8A, 0x04, 0x00]); 3];
+            got.extend(receive_event(&mut rx, ts, updates.chain(ends)));
         }
         assert_eq!(digits_to_string(&got), "55#");
     }
@@ -675,19 +716,10 @@ mod tests {
         let mut rx = TelephoneEventReceiver::new();
         let mut got = Vec::new();
         for (ts, key) in [(13280u32, 1u8), (23200, 2), (13280, 1), (13280, 1)] {
-            for i in 0..4u16 {
-                // The start packet is sent twice.
-                let marker = i < 2;
-                let payload = [key, 0x0A, 0, (i * 40) as u8];
-                if let Some(d) = rx.on_packet(ts, marker, &payload).expect("valid") {
-                    got.push(d);
-                }
-            }
-            for _ in 0..3 {
-                if let Some(d) = rx.on_packet(ts, false, &[key, 0x8A, 1, 0]).expect("valid") {
-                    got.push(d);
-                }
-            }
+            // The start packet is sent twice.
+            let updates = (0..4u8).map(|i| (i < 2, [key, 0x0A, 0, i * 40]));
+            let ends = [(false, [key, 0x8A, 1, 0]); 3];
+            got.extend(receive_event(&mut rx, ts, updates.chain(ends)));
         }
         assert_eq!(digits_to_string(&got), "1211");
     }
@@ -884,10 +916,7 @@ mod tests {
         for (low, high) in levels {
             let mut signal = Vec::new();
             push_silence(&mut signal, 50);
-            for key in ALL_KEYS.chars() {
-                push_tone(&mut signal, key, low, high, 80);
-                push_silence(&mut signal, 80);
-            }
+            push_keys(&mut signal, ALL_KEYS, (low, high), 1.0, (80, 80));
             assert_eq!(
                 detect(&signal),
                 ALL_KEYS,
@@ -901,18 +930,7 @@ mod tests {
         // Each key at -15 dBm0, 1.5 % off frequency (Q.24's tolerance), through A-law.
         for deviation in [0.985f32, 1.015] {
             let mut signal = Vec::new();
-            for key in ALL_KEYS.chars() {
-                let (fr, fc) = row_col(key);
-                push_pair(
-                    &mut signal,
-                    fr * deviation,
-                    fc * deviation,
-                    -15.0,
-                    -15.0,
-                    70,
-                );
-                push_silence(&mut signal, 60);
-            }
+            push_keys(&mut signal, ALL_KEYS, (-15.0, -15.0), deviation, (70, 60));
             let coded: Vec<f32> = to_pcm(&signal)
                 .iter()
                 .map(|&s| f32::from(Law::ALaw.decode(Law::ALaw.encode(s))))
@@ -927,10 +945,7 @@ mod tests {
         push_tone(&mut signal, '7', -10.0, -10.0, 2000);
         push_silence(&mut signal, 40);
         // Fast dialing: 55 ms tones, 55 ms pauses.
-        for key in "0815".chars() {
-            push_tone(&mut signal, key, -12.0, -10.0, 55);
-            push_silence(&mut signal, 55);
-        }
+        push_keys(&mut signal, "0815", (-12.0, -10.0), 1.0, (55, 55));
         // The same key twice with a 55 ms pause is two presses.
         push_tone(&mut signal, '9', -10.0, -10.0, 60);
         push_silence(&mut signal, 55);
@@ -962,19 +977,13 @@ mod tests {
         // detector's blocks.
         for offset in (0..BLOCK_SAMPLES).step_by(7) {
             let mut signal = vec![0.0; offset];
-            for key in "1593".chars() {
-                push_tone(&mut signal, key, -10.0, -10.0, 40);
-                push_silence(&mut signal, 40);
-            }
+            push_keys(&mut signal, "1593", (-10.0, -10.0), 1.0, (40, 40));
             assert_eq!(detect(&signal), "1593", "offset {offset}");
         }
         // 18 ms bursts (a click, a chirp of speech) never.
         for offset in (0..BLOCK_SAMPLES).step_by(7) {
             let mut signal = vec![0.0; offset];
-            for key in "123".chars() {
-                push_tone(&mut signal, key, -5.0, -5.0, 18);
-                push_silence(&mut signal, 100);
-            }
+            push_keys(&mut signal, "123", (-5.0, -5.0), 1.0, (18, 100));
             assert_eq!(detect(&signal), "", "offset {offset}");
         }
     }
@@ -984,18 +993,7 @@ mod tests {
         // Q.24: a deviation of 3.5 % must not be accepted.
         for deviation in [0.965f32, 1.035] {
             let mut signal = Vec::new();
-            for key in ALL_KEYS.chars() {
-                let (fr, fc) = row_col(key);
-                push_pair(
-                    &mut signal,
-                    fr * deviation,
-                    fc * deviation,
-                    -10.0,
-                    -10.0,
-                    80,
-                );
-                push_silence(&mut signal, 80);
-            }
+            push_keys(&mut signal, ALL_KEYS, (-10.0, -10.0), deviation, (80, 80));
             assert_eq!(detect(&signal), "", "deviation {deviation}");
         }
     }
@@ -1071,10 +1069,7 @@ mod tests {
     fn digits_in_noise_are_found() {
         let mut rng = StdRng::seed_from_u64(697);
         let mut signal = Vec::new();
-        for key in "2580".chars() {
-            push_tone(&mut signal, key, -12.0, -12.0, 80);
-            push_silence(&mut signal, 80);
-        }
+        push_keys(&mut signal, "2580", (-12.0, -12.0), 1.0, (80, 80));
         // Tone power: two tones of -12 dBm0; noise 15 dB below that.
         let tone_power = 2.0 * amplitude(-12.0).powi(2) / 2.0;
         let noise_rms = (tone_power / 10f32.powf(1.5)).sqrt();
@@ -1094,11 +1089,7 @@ mod tests {
 
         let mut input = DtmfInput::new();
         assert!(input.inband_active());
-        let mut got = Vec::new();
-        for frame in pcm.chunks(160) {
-            got.extend(input.on_audio(frame));
-        }
-        assert_eq!(digits_to_string(&got), "4");
+        assert_eq!(input_audio(&mut input, &pcm), "4");
 
         // The event of that same press arrives just after: not counted twice.
         assert_eq!(
@@ -1107,11 +1098,7 @@ mod tests {
         );
         assert!(!input.inband_active());
         // From now on in-band tones are ignored, events count.
-        let mut later = Vec::new();
-        for frame in pcm.chunks(160) {
-            later.extend(input.on_audio(frame));
-        }
-        assert!(later.is_empty());
+        assert_eq!(input_audio(&mut input, &pcm), "");
         assert_eq!(
             input.on_telephone_event(9000, true, &[4, 0x0A, 0, 0]),
             Ok(Some(Digit::D4))
@@ -1124,11 +1111,7 @@ mod tests {
         push_tone(&mut signal, '4', -10.0, -10.0, 100);
         let pcm = to_pcm(&signal);
         let mut input = DtmfInput::new();
-        let mut got = Vec::new();
-        for frame in pcm.chunks(160) {
-            got.extend(input.on_audio(frame));
-        }
-        assert_eq!(digits_to_string(&got), "4");
+        assert_eq!(input_audio(&mut input, &pcm), "4");
         // 1 s of silence later the same key as an event is a new press.
         let silence = [0i16; 160];
         for _ in 0..50 {

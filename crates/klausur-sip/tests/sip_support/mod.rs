@@ -1,5 +1,5 @@
-//! Shared helpers of the SIP driver tests: an endpoint on free loopback ports, and sipp runs
-//! with bounded time, each in its own directory with its logs.
+//! Shared helpers of the SIP driver tests: an endpoint on free loopback ports, answering its
+//! calls with PCMU, and sipp runs with bounded time, each in its own directory with its logs.
 
 #![allow(dead_code)]
 
@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use klausur_sip::driver::sip::{
-    IncomingCall, LocalMedia, MediaFormat, SipConfig, SipEndpoint, SipTransport,
+    ActiveCall, IncomingCall, LocalMedia, MediaFormat, SipConfig, SipEndpoint, SipTransport,
 };
 use tokio::process::Command;
 use tokio::sync::mpsc;
@@ -34,6 +34,13 @@ pub struct Gateway {
     pub calls: mpsc::Receiver<IncomingCall>,
     pub udp: SocketAddr,
     pub tcp: SocketAddr,
+}
+
+/// An endpoint with [`config`] changed by `adjust`.
+pub async fn start_with(adjust: impl FnOnce(&mut SipConfig)) -> Gateway {
+    let mut config = config();
+    adjust(&mut config);
+    start(config).await
 }
 
 pub async fn start(config: SipConfig) -> Gateway {
@@ -70,6 +77,25 @@ pub fn pcmu_answer(call: &IncomingCall) -> LocalMedia {
         .expect("telephone-event offered")
         .clone();
     LocalMedia::new("127.0.0.1:40000".parse().expect("addr"), vec![codec, te])
+}
+
+/// Accepts `call` with [`pcmu_answer`]: the call, established within [`WAIT`].
+pub async fn accept_pcmu(call: IncomingCall) -> ActiveCall {
+    let answer = pcmu_answer(&call);
+    timeout(WAIT, call.accept(answer))
+        .await
+        .expect("accept in time")
+        .expect("call established")
+}
+
+/// The next incoming call, accepted with [`pcmu_answer`].
+pub async fn answer_next(calls: &mut mpsc::Receiver<IncomingCall>) -> ActiveCall {
+    accept_pcmu(next_call(calls).await).await
+}
+
+/// Waits for the sipp run `sipp` (from [`Sipp::spawn`]) and asserts that its scenario passed.
+pub async fn assert_passed(sipp: tokio::task::JoinHandle<i32>, what: &str) {
+    assert_eq!(sipp.await.expect("sipp task"), 0, "{what}");
 }
 
 static RUN: AtomicU32 = AtomicU32::new(0);
@@ -138,6 +164,11 @@ impl Sipp {
             self.args.push(target);
         }
         self
+    }
+
+    /// With digest credentials (`-au`, `-ap`).
+    pub fn auth(self, user: &str, password: &str) -> Sipp {
+        self.arg("-au", user).arg("-ap", password)
     }
 
     /// Over TCP.
