@@ -322,8 +322,7 @@ impl Peer {
         socket: UdpSocket,
     ) -> anyhow::Result<Peer> {
         let local = socket.local_addr()?;
-        setsockopt(&socket, sockopt::ReceiveTimestampns, &true)
-            .context("cannot enable receive timestamps")?;
+        enable_receive_timestamps(&socket)?;
         if options.gro {
             setsockopt(&socket, sockopt::UdpGroSegment, &true)
                 .context("cannot enable UDP GRO on the participant's socket")?;
@@ -954,12 +953,12 @@ impl Peer {
 
 /// What one `recvmsg` on a participant's socket got.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Received {
+pub(crate) struct Received {
     /// Bytes in the buffer.
-    len: usize,
-    source: SocketAddr,
+    pub(crate) len: usize,
+    pub(crate) source: SocketAddr,
     /// When the kernel queued it (see [`recv_stamped`]).
-    at: Option<Instant>,
+    pub(crate) at: Option<Instant>,
     /// With UDP GRO: the length of each datagram in the buffer but the last (which may be
     /// shorter); `None` for a single datagram.
     segment: Option<usize>,
@@ -980,8 +979,9 @@ impl Received {
 /// Latency is measured to that moment: on loopback the server's send delivers the datagram
 /// into the receiver's socket queue, so the figure is what the server adds, without the time
 /// the packet then waits in the load generator (which runs every participant on one core and
-/// would count its own queueing).
-fn recv_stamped(socket: &UdpSocket, buf: &mut [u8]) -> std::io::Result<Received> {
+/// would count its own queueing). The dial-in scenario's callers receive with it too (with
+/// `SO_TIMESTAMPNS` enabled by [`enable_receive_timestamps`], without GRO).
+pub(crate) fn recv_stamped(socket: &UdpSocket, buf: &mut [u8]) -> std::io::Result<Received> {
     socket.try_io(Interest::READABLE, || {
         let mut iov = [IoSliceMut::new(buf)];
         let mut cmsg = nix::cmsg_space!(nix::sys::time::TimeSpec, i32);
@@ -1032,6 +1032,12 @@ fn recv_stamped(socket: &UdpSocket, buf: &mut [u8]) -> std::io::Result<Received>
             segment,
         })
     })
+}
+
+/// Switches on `SO_TIMESTAMPNS` for [`recv_stamped`].
+pub(crate) fn enable_receive_timestamps(socket: &UdpSocket) -> anyhow::Result<()> {
+    setsockopt(socket, sockopt::ReceiveTimestampns, &true)
+        .context("cannot enable receive timestamps")
 }
 
 /// A `CLOCK_REALTIME` time (since the epoch) from the recent past as an `Instant`.

@@ -20,11 +20,16 @@
 //! server's cost averaged over how the sends line up instead of one chance alignment
 //! (`client::clock_rate`).
 //!
+//! `dialin` measures the telephone dial-in gateway instead: a `klausur sip-gateway` process
+//! beside the server, meetings of native end-to-end encrypted participants and SIP callers of
+//! the benchmark's own (`dialin/`, `make bench-dialin`).
+//!
 //! Before each trial the tool measures the loopback floor, what one bare UDP datagram costs
 //! the server's core right then (`floor.rs`, `klausur-bench floor`): the ceiling the packets per
 //! CPU-second are to be read against, and a mark of the machine's phase during the run.
 
 mod client;
+mod dialin;
 mod floor;
 mod header;
 mod janus;
@@ -151,6 +156,31 @@ enum Cmd {
         #[arg(long, default_value_t = 10)]
         participants: usize,
     },
+    /// `dialin`: the telephone dial-in gateway (`klausur sip-gateway`, its own process, alone on
+    /// the measured CPU) with meetings of 5 end-to-end encrypted members and SIP callers: CPU
+    /// per call, calls per core, one-way delay both ways, audio gaps under trunk loss
+    /// (`make bench-dialin`). The window options give each of its two windows' length.
+    Dialin {
+        /// Concurrent calls (default 40; with --quick 12).
+        #[arg(long)]
+        calls: Option<usize>,
+        /// Callers per meeting, cycled until all calls are placed.
+        #[arg(long, value_delimiter = ',', default_value = "1,2,3,4")]
+        callers: Vec<usize>,
+        /// Share of each caller's packets dropped in the second window (the trunk leg's loss).
+        #[arg(long, default_value_t = 0.01)]
+        loss: f64,
+        /// Gap between two calls' INVITEs, milliseconds.
+        #[arg(long, default_value_t = 150)]
+        call_stagger_ms: u64,
+        /// Write the figures into this file's dial-in section (e.g. BENCHMARKS.md).
+        #[arg(long)]
+        markdown: Option<PathBuf>,
+        /// Run the gateway, the server and the load generator under normal scheduling instead
+        /// of real-time round robin (chrt -r 10, needs root).
+        #[arg(long)]
+        no_realtime: bool,
+    },
     /// The standard set (`make bench`), against klausur and Janus: prints a Markdown table and
     /// updates BENCHMARKS.md.
     Standard {
@@ -190,7 +220,10 @@ const MAX_MEETING: usize = 100;
 const MAX_CHURN_RATE: f64 = 20.0;
 
 fn settings(c: &Common, cmd: &Cmd) -> Settings {
-    let (warmup, window, trials) = if c.quick {
+    let (warmup, window, trials) = if matches!(cmd, Cmd::Dialin { .. }) {
+        // Two windows in one run, no trials.
+        (0.0, if c.quick { 10.0 } else { 30.0 }, 1)
+    } else if c.quick {
         (3.0, 8.0, 3)
     } else if matches!(cmd, Cmd::Standard { .. }) {
         // Six scenarios on two servers, 3 trials each: under 10 minutes (about 9 on the
@@ -302,7 +335,7 @@ fn specs(cli: &Cli) -> anyhow::Result<Vec<(Spec, bool)>> {
             specs.push((Spec::townhall(*participants, *speakers), janus));
         }
         Cmd::Idle { participants } => specs.push((Spec::idle(*participants), janus)),
-        Cmd::Floor { .. } => {}
+        Cmd::Floor { .. } | Cmd::Dialin { .. } => {}
         Cmd::Churn { participants, rate } => specs.push((churn(*participants, *rate)?, janus)),
         Cmd::Standard {
             sizes,
@@ -375,6 +408,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{}", floor::measure_async(s.server_cpu, s.floor).await?);
         }
         return Ok(());
+    }
+    if let Cmd::Dialin { .. } = &cli.command {
+        return run_dialin(&cli, &s, started).await;
     }
     let specs = specs(&cli)?;
     let lengths = lengths(&s, &specs);
@@ -458,6 +494,80 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         };
         report::write_benchmarks(markdown, &results, &run, &janus_failures)?;
         eprintln!("klausur-bench: updated {}", markdown.display());
+    }
+    eprintln!("klausur-bench: done in {:.1} s", wall.as_secs_f64());
+    Ok(())
+}
+
+/// Default calls of `dialin` (and with `--quick`).
+const DIALIN_CALLS: usize = 40;
+const DIALIN_CALLS_QUICK: usize = 12;
+/// Real-time priority of `dialin`'s processes (SCHED_RR, 1-99; low: above every normal process,
+/// below the kernel's own real-time threads).
+const DIALIN_RT_PRIORITY: u8 = 10;
+
+async fn run_dialin(cli: &Cli, s: &Settings, started: std::time::Instant) -> anyhow::Result<()> {
+    let Cmd::Dialin {
+        calls,
+        callers,
+        loss,
+        call_stagger_ms,
+        markdown,
+        no_realtime,
+    } = &cli.command
+    else {
+        anyhow::bail!("not the dialin command");
+    };
+    let calls = calls.unwrap_or(if cli.common.quick {
+        DIALIN_CALLS_QUICK
+    } else {
+        DIALIN_CALLS
+    });
+    let opts = dialin::Options {
+        calls,
+        callers: callers.clone(),
+        loss: *loss,
+        window: s.window,
+        call_stagger: Duration::from_millis((*call_stagger_ms).min(5000)),
+        member_stagger: s.stagger,
+        gateway_cpu: s.server_cpu,
+        // The server shares the load generator's CPU: the gateway's is its alone.
+        server_cpu: s.server_cpu.map(|c| (c + 1) % procfs::nproc()),
+        server_bin: s.server_bin.clone(),
+        realtime: (!no_realtime).then_some(DIALIN_RT_PRIORITY),
+    };
+    let result = dialin::run(&opts).await?;
+    println!("{}", dialin::report::tables(&result));
+    for t in dialin::report::targets(&result) {
+        println!("- {t}");
+    }
+    for p in &result.problems {
+        eprintln!("klausur-bench: dialin: {p}");
+    }
+    if let Some(path) = &cli.common.json {
+        let v = json!({
+            "scenario": "dialin",
+            "commit": report::git_commit(),
+            "machine": report::machine_json(),
+            "result": result,
+        });
+        std::fs::write(path, serde_json::to_string_pretty(&v)? + "\n")?;
+        eprintln!("klausur-bench: wrote {}", path.display());
+    }
+    let wall = started.elapsed();
+    if let Some(path) = markdown {
+        let command: Vec<String> = std::env::args().collect();
+        let run = report::RunInfo {
+            command: command.join(" "),
+            lengths: format!(
+                "two windows of {:.0} s (the second with {:.0} % of each caller's packets dropped)",
+                s.window.as_secs_f64(),
+                loss * 100.0
+            ),
+            wall,
+        };
+        dialin::report::write_benchmarks(path, &result, &run)?;
+        eprintln!("klausur-bench: updated {}", path.display());
     }
     eprintln!("klausur-bench: done in {:.1} s", wall.as_secs_f64());
     Ok(())

@@ -49,6 +49,34 @@ pub fn parse_loadavg(text: &str) -> anyhow::Result<[f64; 3]> {
     Ok([v[0], v[1], v[2]])
 }
 
+/// Busy clock ticks (everything but idle and iowait) of one CPU (`cpuN`) or of all (`cpu`) from
+/// the text of `/proc/stat`.
+pub fn parse_stat_busy_ticks(stat: &str, cpu: Option<usize>) -> anyhow::Result<u64> {
+    let name = cpu.map_or_else(|| "cpu".to_string(), |c| format!("cpu{c}"));
+    let line = stat
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(name.as_str()))
+        .with_context(|| format!("no {name} line in /proc/stat"))?;
+    let v: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(str::parse)
+        .collect::<Result<_, _>>()
+        .context("bad /proc/stat line")?;
+    if v.len() < 5 {
+        bail!("/proc/stat line with too few fields");
+    }
+    // user nice system idle iowait irq softirq steal (guest time is inside user already).
+    let busy: u64 = v.iter().take(8).sum::<u64>() - v[3] - v[4];
+    Ok(busy)
+}
+
+/// Busy CPU seconds of one CPU (or of all) so far.
+pub fn cpu_busy_seconds(cpu: Option<usize>, ticks_per_sec: f64) -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string("/proc/stat")?;
+    Ok(parse_stat_busy_ticks(&stat, cpu)? as f64 / ticks_per_sec)
+}
+
 /// The first `model name` of `/proc/cpuinfo`.
 pub fn parse_cpu_model(cpuinfo: &str) -> Option<String> {
     cpuinfo.lines().find_map(|l| {
@@ -156,6 +184,17 @@ mod tests {
             parse_cpu_count(&format!("{cpuinfo}\nprocessor\t: 1\nmodel name\t: x\n")),
             2
         );
+    }
+
+    #[test]
+    fn busy_ticks_per_cpu() {
+        let stat = "cpu  100 5 50 1000 20 3 2 1 0 0\ncpu0 60 5 30 400 10 2 1 1 0 0\ncpu1 40 0 20 600 10 1 1 0 0 0\nintr 1\n";
+        assert_eq!(parse_stat_busy_ticks(stat, None).expect("all"), 161);
+        assert_eq!(parse_stat_busy_ticks(stat, Some(0)).expect("cpu0"), 99);
+        assert_eq!(parse_stat_busy_ticks(stat, Some(1)).expect("cpu1"), 62);
+        assert!(parse_stat_busy_ticks(stat, Some(2)).is_err());
+        assert!(parse_stat_busy_ticks("cpu 1 2\n", None).is_err());
+        assert!(cpu_busy_seconds(None, clock_ticks_per_sec()).expect("this machine") > 0.0);
     }
 
     #[test]

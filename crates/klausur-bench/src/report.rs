@@ -347,14 +347,21 @@ pub fn benchmarks_section(results: &[ScenarioResult], run: &RunInfo, notes: &[St
 
 /// Replaces the generated section of `existing` (or appends it; or starts a new file).
 pub fn update_benchmarks(existing: Option<&str>, section: &str) -> String {
+    replace_section(existing, BEGIN, END, section)
+}
+
+/// Replaces the part of `existing` from `begin` to `end` (markers included) with `section`;
+/// appends `section` when the markers are missing; starts a new BENCHMARKS.md without
+/// `existing`.
+pub fn replace_section(existing: Option<&str>, begin: &str, end: &str, section: &str) -> String {
     match existing {
         None => format!(
             "# Benchmarks\n\nMeasured with `klausur-bench` (`make bench`). Hand-written notes on what \
              each change bought go outside the generated section below.\n\n{section}"
         ),
-        Some(text) => match (text.find(BEGIN), text.find(END)) {
+        Some(text) => match (text.find(begin), text.find(end)) {
             (Some(b), Some(e)) if e > b => {
-                let after = &text[e + END.len()..];
+                let after = &text[e + end.len()..];
                 let after = after.strip_prefix('\n').unwrap_or(after);
                 format!("{}{section}{after}", &text[..b])
             }

@@ -1,9 +1,12 @@
 //! Starting `klausur serve` with a fresh data directory on loopback ports, and preparing a
 //! meeting with one personal invitation per simulated participant through the admin CLI.
+//!
+//! The helpers below it ([`admin`], [`spawn_pinned`], [`wait_for_log`]) are shared with the
+//! dial-in scenario, which starts a server and a `klausur sip-gateway` of its own.
 
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener, UdpSocket};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -22,24 +25,29 @@ pub struct KlausurServer {
     _dir: tempfile::TempDir,
 }
 
-fn free_tcp_port() -> anyhow::Result<u16> {
+pub fn free_tcp_port() -> anyhow::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-fn free_udp_port() -> anyhow::Result<u16> {
+pub fn free_udp_port() -> anyhow::Result<u16> {
     Ok(UdpSocket::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-/// Runs one admin subcommand with `--json` output; returns the parsed JSON.
-fn admin(
+/// Runs one admin subcommand with `--json` output (with `--config config` when given);
+/// returns the parsed JSON.
+pub fn admin_with(
     bin: &Path,
     data_dir: &Path,
+    config: Option<&Path>,
     args: &[&str],
     stdin: &str,
 ) -> anyhow::Result<serde_json::Value> {
-    let mut child = Command::new(bin)
-        .arg("--data-dir")
-        .arg(data_dir)
+    let mut cmd = Command::new(bin);
+    cmd.arg("--data-dir").arg(data_dir);
+    if let Some(c) = config {
+        cmd.arg("--config").arg(c);
+    }
+    let mut child = cmd
         .args(args)
         .arg("--json")
         .env("KLAUSUR_LOG", "warn")
@@ -65,6 +73,129 @@ fn admin(
         .with_context(|| format!("klausur {}: not JSON: {text}", args.join(" ")))
 }
 
+/// [`admin_with`] without a configuration file.
+pub fn admin(
+    bin: &Path,
+    data_dir: &Path,
+    args: &[&str],
+    stdin: &str,
+) -> anyhow::Result<serde_json::Value> {
+    admin_with(bin, data_dir, None, args, stdin)
+}
+
+/// Adds the organiser account the benchmark's meetings belong to.
+pub fn add_organiser(bin: &Path, data_dir: &Path) -> anyhow::Result<()> {
+    admin(
+        bin,
+        data_dir,
+        &[
+            "user",
+            "add",
+            ORGANISER,
+            "--display-name",
+            "Bench Organiser",
+            "--permanent-password",
+        ],
+        &format!("{PASSWORD}\n"),
+    )?;
+    Ok(())
+}
+
+/// The organiser's user name (for `meeting create --organiser`).
+pub const fn organiser() -> &'static str {
+    ORGANISER
+}
+
+/// A command for `bin`, run under `taskset -c cpu` when a CPU is given (the child's PID is the
+/// binary's: taskset execs it).
+pub fn pinned_command(bin: &Path, cpu: Option<usize>) -> Command {
+    match cpu {
+        Some(cpu) => {
+            let mut c = Command::new("taskset");
+            c.arg("-c").arg(cpu.to_string()).arg(bin);
+            c
+        }
+        None => Command::new(bin),
+    }
+}
+
+/// [`pinned_command`], and with `realtime` under `chrt -r <priority>` (round-robin real-time
+/// scheduling, so other processes on a shared machine do not preempt it; the child's PID is
+/// still the binary's: chrt execs it too).
+pub fn pinned_rt_command(bin: &Path, cpu: Option<usize>, realtime: Option<u8>) -> Command {
+    let Some(priority) = realtime else {
+        return pinned_command(bin, cpu);
+    };
+    let mut c = match cpu {
+        Some(cpu) => {
+            let mut c = Command::new("taskset");
+            c.arg("-c").arg(cpu.to_string()).arg("chrt");
+            c
+        }
+        None => Command::new("chrt"),
+    };
+    c.arg("-r").arg(priority.to_string()).arg(bin);
+    c
+}
+
+/// Puts every thread of this process under round-robin real-time scheduling at `priority`
+/// (threads started later inherit it).
+pub fn set_own_realtime(priority: u8) -> anyhow::Result<()> {
+    let out = Command::new("chrt")
+        .args([
+            "-r",
+            "-a",
+            "-p",
+            &priority.to_string(),
+            &std::process::id().to_string(),
+        ])
+        .output()
+        .context("cannot run chrt")?;
+    if !out.status.success() {
+        bail!(
+            "chrt failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+/// Starts `cmd` with stdin closed and stdout and stderr appended to `log`.
+pub fn spawn_logged(cmd: &mut Command, log: &Path) -> anyhow::Result<Child> {
+    let out = std::fs::File::create(log)?;
+    cmd.stdin(Stdio::null())
+        .stdout(out.try_clone()?)
+        .stderr(out)
+        .spawn()
+        .with_context(|| format!("cannot start {:?}", cmd.get_program()))
+}
+
+/// Waits until `log` contains `needle` (the process is ready), failing when the process exits
+/// first or `timeout` passes.
+pub fn wait_for_log(
+    child: &mut Child,
+    log: &Path,
+    needle: &str,
+    what: &str,
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if let Some(status) = child.try_wait()? {
+            bail!(
+                "{what} exited ({status}): {}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
+        }
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if text.contains(needle) {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    bail!("{what} did not start within {} s", timeout.as_secs())
+}
+
 impl KlausurServer {
     /// Prepares the data directory (organiser, meeting, `participants` invitations), then starts
     /// the server, pinned to `cpu` with taskset when given.
@@ -83,19 +214,7 @@ impl KlausurServer {
             .prefix("klausur-bench-")
             .tempdir()?;
         let data = dir.path().join("data");
-        admin(
-            bin,
-            &data,
-            &[
-                "user",
-                "add",
-                ORGANISER,
-                "--display-name",
-                "Bench Organiser",
-                "--permanent-password",
-            ],
-            &format!("{PASSWORD}\n"),
-        )?;
+        add_organiser(bin, &data)?;
         let meeting = admin(
             bin,
             &data,
@@ -131,15 +250,7 @@ impl KlausurServer {
         let http: SocketAddr = ([127, 0, 0, 1], free_tcp_port()?).into();
         let media: SocketAddr = ([127, 0, 0, 1], free_udp_port()?).into();
         let log = dir.path().join("server.log");
-        let out = std::fs::File::create(&log)?;
-        let mut cmd = match cpu {
-            Some(cpu) => {
-                let mut c = Command::new("taskset");
-                c.arg("-c").arg(cpu.to_string()).arg(bin);
-                c
-            }
-            None => Command::new(bin),
-        };
+        let mut cmd = pinned_command(bin, cpu);
         cmd.arg("--data-dir")
             .arg(&data)
             .arg("serve")
@@ -149,17 +260,8 @@ impl KlausurServer {
             .arg(media.to_string())
             .env_remove("KLAUSUR_WEB_ROOT")
             .env_remove("KLAUSUR_CONFIG")
-            // KLAUSUR_BENCH_SERVER_LOG overrides the server's log filter for diagnosis (its
-            // lines then count as problems).
-            .env(
-                "KLAUSUR_LOG",
-                std::env::var("KLAUSUR_BENCH_SERVER_LOG")
-                    .unwrap_or_else(|_| "warn,str0m=error".into()),
-            )
-            .stdin(Stdio::null())
-            .stdout(out.try_clone()?)
-            .stderr(out);
-        let child = cmd.spawn().context("cannot start klausur serve")?;
+            .env("KLAUSUR_LOG", server_log_filter());
+        let child = spawn_logged(&mut cmd, &log)?;
         let pid = child.id();
         let mut server = KlausurServer {
             child,
@@ -169,26 +271,14 @@ impl KlausurServer {
             tokens,
             _dir: dir,
         };
-        server.wait_ready(&log)?;
+        wait_for_log(
+            &mut server.child,
+            &log,
+            "listening on",
+            "klausur serve",
+            Duration::from_secs(15),
+        )?;
         Ok(server)
-    }
-
-    fn wait_ready(&mut self, log: &PathBuf) -> anyhow::Result<()> {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while Instant::now() < deadline {
-            if let Some(status) = self.child.try_wait()? {
-                bail!(
-                    "klausur serve exited ({status}): {}",
-                    std::fs::read_to_string(log).unwrap_or_default()
-                );
-            }
-            let text = std::fs::read_to_string(log).unwrap_or_default();
-            if text.contains("listening on") {
-                return Ok(());
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        bail!("klausur serve did not start within 15 s")
     }
 
     /// The server's log so far (warnings and errors).
@@ -201,9 +291,46 @@ impl KlausurServer {
     }
 }
 
+/// The server's log filter: warnings and errors (their lines count as problems);
+/// KLAUSUR_BENCH_SERVER_LOG overrides it for diagnosis.
+pub fn server_log_filter() -> String {
+    std::env::var("KLAUSUR_BENCH_SERVER_LOG").unwrap_or_else(|_| "warn,str0m=error".into())
+}
+
 impl Drop for KlausurServer {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(c: &Command) -> Vec<String> {
+        std::iter::once(c.get_program())
+            .chain(c.get_args())
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn pinned_and_real_time_commands_exec_the_binary() {
+        let bin = Path::new("/bin/klausur");
+        assert_eq!(line(&pinned_command(bin, None)), ["/bin/klausur"]);
+        assert_eq!(
+            line(&pinned_command(bin, Some(1))),
+            ["taskset", "-c", "1", "/bin/klausur"]
+        );
+        assert_eq!(
+            line(&pinned_rt_command(bin, Some(0), Some(10))),
+            ["taskset", "-c", "0", "chrt", "-r", "10", "/bin/klausur"]
+        );
+        assert_eq!(
+            line(&pinned_rt_command(bin, None, Some(10))),
+            ["chrt", "-r", "10", "/bin/klausur"]
+        );
+        assert_eq!(line(&pinned_rt_command(bin, None, None)), ["/bin/klausur"]);
     }
 }
