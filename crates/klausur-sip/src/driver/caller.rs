@@ -4,13 +4,23 @@
 //! with its own device key and `phone_gateway` credential) and its place on the meeting's
 //! [`Bus`].
 //!
-//! Every 20 ms ([`TICK`]) the task
+//! Every 20 ms the task
 //! - takes the next trunk frame from the jitter buffer (decoded, or concealed), looks for
 //!   in-band DTMF in it (G.711 legs until an RFC 4733 event is seen), and, once the caller is
-//!   in the meeting and not muted, encodes it as Opus (48 kHz) for the caller's client, which
-//!   encrypts it under the caller's own MLS member;
+//!   in the meeting and not muted, encodes it as Opus at the trunk's rate (8 kHz for G.711,
+//!   48 kHz for an Opus trunk) for the caller's client, which encrypts it under the caller's
+//!   own MLS member;
 //! - sends one frame to the trunk: the prompt that is playing, laid over the meeting mix
 //!   (lowered while a prompt plays), or the mix alone, or silence, so the leg never goes quiet.
+//!
+//! # One clock per meeting
+//!
+//! Until the caller is in the meeting the call runs on its own 20 ms clock ([`TICK`]). From
+//! the first mix frame of the meeting's [`Bus`] on, the bus's clock paces the call: each mix
+//! frame is sent to the trunk the moment it arrives, together with a step of the trunk side.
+//! Two free-running 20 ms clocks would meet a frame twice or not at all now and then (a gap of
+//! a frame, and a frame thrown away) and keep a queue between them (delay). If the bus stops
+//! delivering for [`BUS_CLOCK_LOST`], the call's own clock takes over again.
 //!
 //! Everything decrypted stays in memory: nothing is recorded or written anywhere.
 
@@ -39,6 +49,9 @@ use crate::core::rtp;
 
 /// The call's clock.
 pub const TICK: Duration = Duration::from_millis(20);
+/// The bus's clock counts as lost (and the call's own takes over) after this long without a
+/// mix frame.
+const BUS_CLOCK_LOST: Duration = Duration::from_millis(60);
 /// How much the meeting is lowered while a prompt plays over it (a factor of 1/4: -12 dB).
 const DUCK_SHIFT: u32 = 2;
 
@@ -47,7 +60,6 @@ struct Meeting {
     client: ClientHandle,
     client_id: u64,
     bus: Arc<Bus>,
-    mix: mpsc::Receiver<Frame48>,
     encoder: OpusEncoder,
     joined: bool,
     over: bool,
@@ -63,6 +75,20 @@ pub(crate) struct CallSetup {
     /// The gateway's running number of the call: how it appears in the log (never with any
     /// digit of the caller's number).
     pub number: u64,
+}
+
+/// The Opus settings for a caller's voice at `sample_rate`: a G.711 leg's 8 kHz audio needs
+/// no more than narrowband's bitrate.
+fn voice_settings(sample_rate: u32) -> OpusSettings {
+    let default = OpusSettings::default();
+    if sample_rate == 8000 {
+        OpusSettings {
+            bitrate: 20_000,
+            ..default
+        }
+    } else {
+        default
+    }
 }
 
 /// The RFC 6464 audio level of a 48 kHz frame: 0 (loudest) to 127 (silence), in -dBov.
@@ -148,7 +174,6 @@ pub(crate) async fn run(gw: Arc<Gateway>, setup: CallSetup) {
         rtp::RtpSender::new(rng.gen(), rng.gen(), rng.gen(), codec.frame_ticks())
     };
     let mut player = PromptPlayer::new(gw.prompts.clone());
-    let mut up = Upsampler::new();
     let mut down = Downsampler::new();
     let mut prompt_up = Upsampler::new();
     let start = Instant::now();
@@ -163,7 +188,11 @@ pub(crate) async fn run(gw: Arc<Gateway>, setup: CallSetup) {
     let mut buf = vec![0u8; 2048];
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    let mut last_mix: Option<Frame48> = None;
+    // When the meeting's bus last delivered a mix frame: from the first one on, the bus's
+    // clock paces the call (see the module docs).
+    let mut last_bus_frame: Option<Instant> = None;
+    // The meeting's mix for this caller, from the bus.
+    let mut mix: Option<mpsc::Receiver<Frame48>> = None;
     tracing::info!("call {label}: answered ({})", codec.encoding_name());
 
     'call: loop {
@@ -209,18 +238,20 @@ pub(crate) async fn run(gw: Arc<Gateway>, setup: CallSetup) {
                         client_id,
                         audio: Some(bus.sink(client_id)),
                     });
-                    let Ok(encoder) = OpusEncoder::new(48_000, OpusSettings::default()) else {
+                    let Ok(encoder) =
+                        OpusEncoder::new(codec.sample_rate(), voice_settings(codec.sample_rate()))
+                    else {
                         ivr.handle_input(
                             Instant::now(),
                             Input::Meeting(MeetingEvent::ConnectionLost),
                         );
                         continue;
                     };
+                    mix = Some(mix_rx);
                     meeting = Some(Meeting {
                         client,
                         client_id,
                         bus,
-                        mix: mix_rx,
                         encoder,
                         joined: false,
                         over: false,
@@ -252,6 +283,8 @@ pub(crate) async fn run(gw: Arc<Gateway>, setup: CallSetup) {
             .map(tokio::time::Instant::from_std)
             .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
 
+        // Set by a clock (the call's own, or the bus's with its mix frame): run one 20 ms step.
+        let mut wake: Option<Option<Frame48>> = None;
         tokio::select! {
             r = port.rtp().recv_from(&mut buf) => {
                 let Ok((n, from)) = r else { continue };
@@ -301,6 +334,10 @@ pub(crate) async fn run(gw: Arc<Gateway>, setup: CallSetup) {
                     ClientEvent::Session(Event::Joined { self_id }) => {
                         tracing::info!("call {label}: in the meeting");
                         mt.joined = true;
+                        // What the bus mixed while the caller waited is stale.
+                        if let Some(m) = mix.as_mut() {
+                            while m.try_recv().is_ok() {}
+                        }
                         mt.bus.set_participant(mt.client_id, self_id.clone());
                         if muted {
                             mt.client.set_muted(true);
@@ -328,75 +365,89 @@ pub(crate) async fn run(gw: Arc<Gateway>, setup: CallSetup) {
                 }
             }
             _ = tick.tick() => {
-                let now = Instant::now();
-                // Trunk -> meeting.
-                let pcm: Option<&[i16]> = match jitter.pop(now) {
-                    Pop::Frame(p) => decoder.decode(&p).ok(),
-                    Pop::Lost => decoder.conceal().ok(),
-                    Pop::Empty => None,
-                };
-                let mut voice48 = [0i16; FRAME_SAMPLES];
-                let mut have_voice = false;
-                if let Some(pcm) = pcm {
-                    if codec.sample_rate() == 8000 {
-                        if let Ok(frame) = <&[i16; FRAME_8K]>::try_from(pcm) {
-                            for d in dtmf.on_audio(frame) {
-                                ivr.handle_input(now, Input::Digit(d));
-                            }
-                            voice48 = up.process_frame(frame);
-                            have_voice = true;
-                        }
-                    } else if pcm.len() == FRAME_SAMPLES {
-                        voice48.copy_from_slice(pcm);
-                        have_voice = true;
-                    }
+                // The call's own clock: until the meeting's bus clocks the call, and if the
+                // bus falls silent.
+                let bus_clocked = last_bus_frame
+                    .is_some_and(|t| t.elapsed() < BUS_CLOCK_LOST);
+                if !bus_clocked {
+                    wake = Some(None);
                 }
-                if let Some(mt) = meeting.as_mut().filter(|m| m.joined && !m.over) {
-                    if !muted {
-                        let level = if have_voice { audio_level(&voice48) } else { 127 };
-                        if let Ok(opus) = mt.encoder.encode(&voice48) {
-                            mt.client.send_audio(opus.to_vec(), level);
-                        }
+            }
+            f = async { mix.as_mut().expect("guarded").recv().await },
+                if mix.is_some() && meeting.as_ref().is_some_and(|m| m.joined && !m.over) => {
+                match f {
+                    Some(f) => {
+                        last_bus_frame = Some(Instant::now());
+                        wake = Some(Some(f));
                     }
-                    while let Ok(f) = mt.mix.try_recv() {
-                        last_mix = Some(f);
-                    }
-                }
-                // Meeting (and prompts) -> trunk.
-                let mix = last_mix.take();
-                let prompt8 = player.next_frame();
-                if player.poll_finished() {
-                    ivr.handle_input(now, Input::PromptsDone);
-                }
-                let mut out48 = [0i16; FRAME_SAMPLES];
-                if let Some(m) = &mix {
-                    out48.copy_from_slice(&m[..]);
-                }
-                let payload = if codec.sample_rate() == 8000 {
-                    let mut out8 = down.process_frame(&out48);
-                    if let Some(p) = prompt8 {
-                        for (o, s) in out8.iter_mut().zip(p.iter()) {
-                            *o = (*o >> DUCK_SHIFT).saturating_add(*s);
-                        }
-                    }
-                    encoder.encode(&out8)
-                } else {
-                    if let Some(p) = prompt8 {
-                        let p48 = prompt_up.process_frame(&p);
-                        for (o, s) in out48.iter_mut().zip(p48.iter()) {
-                            *o = (*o >> DUCK_SHIFT).saturating_add(*s);
-                        }
-                    }
-                    encoder.encode(&out48)
-                };
-                if let (Ok(payload), false) = (payload, on_hold) {
-                    packet.clear();
-                    if rtp_out.write_frame(negotiated.payload_type, payload, &mut packet).is_ok() {
-                        let _ = port.rtp().send_to(&packet, remote).await;
-                    }
+                    // The bus is gone: the call's own clock carries on.
+                    None => mix = None,
                 }
             }
             _ = tokio::time::sleep_until(timeout) => ivr.handle_timeout(Instant::now()),
+        }
+        let Some(mix) = wake.take() else { continue };
+        let now = Instant::now();
+        // Trunk -> meeting.
+        let pcm: Option<&[i16]> = match jitter.pop(now) {
+            Pop::Frame(p) => decoder.decode(&p).ok(),
+            Pop::Lost => decoder.conceal().ok(),
+            Pop::Empty => None,
+        };
+        if let Some(mt) = meeting.as_mut().filter(|m| m.joined && !m.over && !muted) {
+            // The caller's voice as Opus at the trunk's own rate (a G.711 leg carries 8 kHz
+            // audio: encoding it at 8 kHz spares the resampler and most of the encoder).
+            let frame = pcm.filter(|p| p.len() == mt.encoder.frame_samples());
+            let level = frame.map(audio_level).unwrap_or(127);
+            let opus = match frame {
+                Some(p) => mt.encoder.encode(p),
+                None => mt.encoder.silence(),
+            };
+            if let Ok(opus) = opus {
+                mt.client.send_audio(opus.to_vec(), level);
+            }
+        }
+        if let Some(frame) = pcm.and_then(|p| <&[i16; FRAME_8K]>::try_from(p).ok()) {
+            if codec.sample_rate() == 8000 {
+                for d in dtmf.on_audio(frame) {
+                    ivr.handle_input(now, Input::Digit(d));
+                }
+            }
+        }
+        // Meeting (and prompts) -> trunk.
+        let prompt8 = player.next_frame();
+        if player.poll_finished() {
+            ivr.handle_input(now, Input::PromptsDone);
+        }
+        let mut out48 = [0i16; FRAME_SAMPLES];
+        if let Some(m) = &mix {
+            out48.copy_from_slice(&m[..]);
+        }
+        let payload = if codec.sample_rate() == 8000 {
+            let mut out8 = down.process_frame(&out48);
+            if let Some(p) = prompt8 {
+                for (o, s) in out8.iter_mut().zip(p.iter()) {
+                    *o = (*o >> DUCK_SHIFT).saturating_add(*s);
+                }
+            }
+            encoder.encode(&out8)
+        } else {
+            if let Some(p) = prompt8 {
+                let p48 = prompt_up.process_frame(&p);
+                for (o, s) in out48.iter_mut().zip(p48.iter()) {
+                    *o = (*o >> DUCK_SHIFT).saturating_add(*s);
+                }
+            }
+            encoder.encode(&out48)
+        };
+        if let (Ok(payload), false) = (payload, on_hold) {
+            packet.clear();
+            if rtp_out
+                .write_frame(negotiated.payload_type, payload, &mut packet)
+                .is_ok()
+            {
+                let _ = port.rtp().send_to(&packet, remote).await;
+            }
         }
     }
 
