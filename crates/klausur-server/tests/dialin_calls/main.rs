@@ -24,6 +24,7 @@ use klausur_proto::{ClientMsg, Participant, ParticipantKind, SecurityProfile};
 use klausur_server::dialin;
 use klausur_server::sip_gateway;
 use klausur_sip::core::codec::{OpusDecoder, OpusEncoder, OpusSettings};
+use klausur_sip::driver::caller::audio_level;
 use klausur_store::{Invitation, InvitationKind, Meeting, NewInvitation, Role};
 use tokio::sync::mpsc;
 
@@ -187,15 +188,16 @@ impl Member {
             }
         }
         while let Ok(f) = self.audio.try_recv() {
-            // Opus frames of more than a few bytes carry sound (silence encodes to ~3 bytes).
-            if f.opus.len() > 20 {
-                *self.heard.entry(f.participant_id.clone()).or_default() += 1;
-            }
             let dec = self
                 .decoders
                 .entry(f.participant_id.clone())
                 .or_insert_with(|| OpusDecoder::new().expect("decoder"));
             if let Ok(pcm) = dec.decode(&f.opus) {
+                // A frame carries sound when its level is above -50 dBov (silence, and the
+                // gateway's encoded silence, decode far below that).
+                if audio_level(pcm) < 50 {
+                    *self.heard.entry(f.participant_id.clone()).or_default() += 1;
+                }
                 self.pcm
                     .entry(f.participant_id)
                     .or_default()

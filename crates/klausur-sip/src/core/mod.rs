@@ -10,5 +10,6 @@ pub mod ivr;
 pub mod jitter;
 pub mod mixer;
 pub mod prompts;
+pub mod reframe;
 pub mod resample;
 pub mod rtp;

@@ -44,6 +44,7 @@ use crate::core::ivr::{CheckResult, Input, Ivr, MeetingEvent, Output};
 use crate::core::jitter::{JitterBuffer, Pop};
 use crate::core::mixer::FRAME_SAMPLES;
 use crate::core::prompts::PromptPlayer;
+use crate::core::reframe::Reframer;
 use crate::core::resample::{Downsampler, Upsampler, FRAME_8K};
 use crate::core::rtp;
 
@@ -169,6 +170,7 @@ pub(crate) async fn run(gw: Arc<Gateway>, setup: CallSetup) {
     let mut remote = call.remote().rtp_addr;
     let mut on_hold = call.remote().on_hold();
     let mut dtmf = DtmfInput::new();
+    let mut reframer = Reframer::new();
     let mut rtp_out = {
         let mut rng = rand::thread_rng();
         rtp::RtpSender::new(rng.gen(), rng.gen(), rng.gen(), codec.frame_ticks())
@@ -300,7 +302,12 @@ pub(crate) async fn run(gw: Arc<Gateway>, setup: CallSetup) {
                         ivr.handle_input(now, Input::Digit(d));
                     }
                 } else if p.payload_type == negotiated.payload_type {
-                    jitter.push(now, p.timestamp, p.payload.to_vec());
+                    if codec.sample_rate() == 8000 {
+                        // G.711 in 20 ms frames, whatever the trunk's packets hold.
+                        reframer.push(p.timestamp, p.payload, |ts, frame| jitter.push(now, ts, frame));
+                    } else {
+                        jitter.push(now, p.timestamp, p.payload.to_vec());
+                    }
                 }
             }
             ev = call.next_event() => match ev {
