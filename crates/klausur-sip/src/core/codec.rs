@@ -373,6 +373,8 @@ impl Default for OpusSettings {
 pub struct OpusDecoder {
     decoder: opus::Decoder,
     pcm: Box<[i16; MAX_OPUS_SAMPLES]>,
+    /// Samples of a 20 ms frame at the output rate.
+    frame: usize,
 }
 
 impl std::fmt::Debug for OpusDecoder {
@@ -381,58 +383,67 @@ impl std::fmt::Debug for OpusDecoder {
     }
 }
 
-/// Samples of a 20 ms frame at 48 kHz.
-const OPUS_FRAME: usize = 960;
-
 impl OpusDecoder {
     /// A decoder to 48 kHz mono (stereo streams are mixed down by libopus).
     pub fn new() -> Result<OpusDecoder, CodecError> {
+        OpusDecoder::with_rate(48000)
+    }
+
+    /// A decoder to mono at `sample_rate` (48000, or 8000 for a meeting heard only by
+    /// narrowband phone legs: libopus then skips what the telephone band cannot carry).
+    pub fn with_rate(sample_rate: u32) -> Result<OpusDecoder, CodecError> {
+        if sample_rate != 48000 && sample_rate != 8000 {
+            return Err(CodecError::SampleRate(sample_rate));
+        }
         Ok(OpusDecoder {
-            decoder: opus::Decoder::new(48000, opus::Channels::Mono)?,
+            decoder: opus::Decoder::new(sample_rate, opus::Channels::Mono)?,
             pcm: Box::new([0; MAX_OPUS_SAMPLES]),
+            frame: sample_rate as usize / 50,
         })
     }
 
-    /// Decodes one packet (960 samples).
+    /// Samples of a decoded 20 ms frame (960 at 48 kHz, 160 at 8 kHz).
+    pub fn frame_samples(&self) -> usize {
+        self.frame
+    }
+
+    /// Decodes one packet (one 20 ms frame).
     pub fn decode(&mut self, payload: &[u8]) -> Result<&[i16], CodecError> {
         if payload.is_empty() {
             return Err(CodecError::Empty);
         }
         let n = self.decoder.decode(payload, &mut self.pcm[..], false)?;
-        if n != OPUS_FRAME {
+        if n != self.frame {
             return Err(CodecError::FrameDuration {
                 samples: n,
-                expected: OPUS_FRAME,
+                expected: self.frame,
             });
         }
         Ok(&self.pcm[..n])
     }
 
-    /// Conceals one lost frame (libopus PLC; 960 samples).
+    /// Conceals one lost frame (libopus PLC; one 20 ms frame).
     pub fn conceal(&mut self) -> Result<&[i16], CodecError> {
         let n = self
             .decoder
-            .decode(&[], &mut self.pcm[..OPUS_FRAME], false)?;
-        Ok(&self.pcm[..n.min(OPUS_FRAME)])
+            .decode(&[], &mut self.pcm[..self.frame], false)?;
+        Ok(&self.pcm[..n.min(self.frame)])
     }
 
     /// Rebuilds one lost frame from the FEC data in `next`, the packet after the gap (PLC if it
     /// carries none or cannot be read). Decode `next` itself normally afterwards.
     pub fn decode_fec(&mut self, next: &[u8]) -> Result<&[i16], CodecError> {
+        let frame = self.frame;
         let fec = if next.is_empty() {
             None
         } else {
-            self.decoder
-                .decode(next, &mut self.pcm[..OPUS_FRAME], true)
-                .ok()
+            self.decoder.decode(next, &mut self.pcm[..frame], true).ok()
         };
         let n = match fec {
             Some(n) => n,
-            None => self
-                .decoder
-                .decode(&[], &mut self.pcm[..OPUS_FRAME], false)?,
+            None => self.decoder.decode(&[], &mut self.pcm[..frame], false)?,
         };
-        Ok(&self.pcm[..n.min(OPUS_FRAME)])
+        Ok(&self.pcm[..n.min(frame)])
     }
 }
 

@@ -6,8 +6,9 @@
 //!
 //! 1. [`Mixer::begin_tick`] forgets the previous tick's frames.
 //! 2. [`Mixer::add`]`(key, frame)` for every track that has audio this tick: each decoded
-//!    remote meeting track and each caller's own voice, as 960 samples at 48 kHz mono, keyed by
-//!    a participant id (any `K: Eq + Clone`). Adding the same key twice in a tick replaces its
+//!    remote meeting track and each caller's own voice, one frame of the mixer's length (960
+//!    samples at 48 kHz, or 160 at 8 kHz when every listener is a narrowband phone leg:
+//!    [`Mixer::with_frame`]), keyed by a participant id (any `K: Eq + Clone`). Adding the same key twice in a tick replaces its
 //!    frame. Tracks without audio this tick (muted, nothing received) are simply not added.
 //! 3. [`Mixer::mix_for`]`(listener, out)` writes what `listener` hears: the sum of all tracks
 //!    of this tick except the listener's own. [`Mixer::mix_all`] is the sum of all tracks.
@@ -28,16 +29,18 @@
 //! Plain saturating sum, no automatic gain: the meeting's levels come from the participants'
 //! own processing (browsers apply AGC), and a sum keeps minus-own exact.
 
-/// Samples per frame: 20 ms at 48 kHz.
+/// Samples per frame: 20 ms at 48 kHz (the default frame).
 pub const FRAME_SAMPLES: usize = 960;
+/// Samples per frame: 20 ms at 8 kHz.
+pub const FRAME_SAMPLES_8K: usize = 160;
 /// Most tracks per tick (keeps the `i32` sums far from overflow).
 pub const MAX_TRACKS: usize = 4096;
 
 /// A frame that cannot be added.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum MixError {
-    /// The frame is not 960 samples.
-    #[error("a mixer frame has {0} samples, not 960")]
+    /// The frame is not of the mixer's length.
+    #[error("a mixer frame has {0} samples, not the mixer's frame length")]
     FrameLength(usize),
     /// [`MAX_TRACKS`] tracks were already added this tick.
     #[error("too many tracks in one tick")]
@@ -47,7 +50,7 @@ pub enum MixError {
 #[derive(Debug, Clone)]
 struct Slot<K> {
     key: K,
-    frame: Box<[i16; FRAME_SAMPLES]>,
+    frame: Box<[i16]>,
 }
 
 /// The mix-minus mixer of one meeting's bridge. See the module docs.
@@ -56,7 +59,7 @@ pub struct Mixer<K> {
     /// Slots in use this tick are `slots[..active]`; the rest are kept for reuse.
     slots: Vec<Slot<K>>,
     active: usize,
-    sum: Box<[i32; FRAME_SAMPLES]>,
+    sum: Box<[i32]>,
 }
 
 impl<K: Eq + Clone> Default for Mixer<K> {
@@ -66,13 +69,23 @@ impl<K: Eq + Clone> Default for Mixer<K> {
 }
 
 impl<K: Eq + Clone> Mixer<K> {
-    /// An empty mixer.
+    /// An empty mixer of 48 kHz frames ([`FRAME_SAMPLES`]).
     pub fn new() -> Mixer<K> {
+        Mixer::with_frame(FRAME_SAMPLES)
+    }
+
+    /// An empty mixer of frames of `samples` samples (at least one).
+    pub fn with_frame(samples: usize) -> Mixer<K> {
         Mixer {
             slots: Vec::new(),
             active: 0,
-            sum: Box::new([0; FRAME_SAMPLES]),
+            sum: vec![0; samples.max(1)].into_boxed_slice(),
         }
+    }
+
+    /// Samples per frame.
+    pub fn frame_len(&self) -> usize {
+        self.sum.len()
     }
 
     /// Starts a tick: no track has audio yet.
@@ -88,9 +101,9 @@ impl<K: Eq + Clone> Mixer<K> {
 
     /// Adds `key`'s frame for this tick (replacing an earlier one of the same key).
     pub fn add(&mut self, key: &K, frame: &[i16]) -> Result<(), MixError> {
-        let frame: &[i16; FRAME_SAMPLES] = frame
-            .try_into()
-            .map_err(|_| MixError::FrameLength(frame.len()))?;
+        if frame.len() != self.sum.len() {
+            return Err(MixError::FrameLength(frame.len()));
+        }
         let existing = self.slots[..self.active].iter().position(|s| s.key == *key);
         let index = match existing {
             Some(i) => {
@@ -109,7 +122,7 @@ impl<K: Eq + Clone> Mixer<K> {
                 if self.active == self.slots.len() {
                     self.slots.push(Slot {
                         key: key.clone(),
-                        frame: Box::new([0; FRAME_SAMPLES]),
+                        frame: vec![0; self.sum.len()].into_boxed_slice(),
                     });
                 } else if let Some(slot) = self.slots.get_mut(self.active) {
                     slot.key.clone_from(key);
@@ -127,8 +140,9 @@ impl<K: Eq + Clone> Mixer<K> {
         Ok(())
     }
 
-    /// Writes what `listener` hears this tick: every track but its own, saturated to `i16`.
-    pub fn mix_for(&self, listener: &K, out: &mut [i16; FRAME_SAMPLES]) {
+    /// Writes what `listener` hears this tick: every track but its own, saturated to `i16`
+    /// (`out` is as long as a frame; a longer one keeps its tail, a shorter one gets the start).
+    pub fn mix_for(&self, listener: &K, out: &mut [i16]) {
         let own = self.slots[..self.active]
             .iter()
             .find(|s| s.key == *listener)
@@ -144,7 +158,7 @@ impl<K: Eq + Clone> Mixer<K> {
     }
 
     /// Writes the sum of all tracks of this tick, saturated to `i16`.
-    pub fn mix_all(&self, out: &mut [i16; FRAME_SAMPLES]) {
+    pub fn mix_all(&self, out: &mut [i16]) {
         for (o, &s) in out.iter_mut().zip(self.sum.iter()) {
             *o = saturate(s);
         }
@@ -266,6 +280,25 @@ mod tests {
         assert_eq!(out, [5; FRAME_SAMPLES]);
         m.mix_for(&3, &mut out);
         assert_eq!(out, [0; FRAME_SAMPLES]);
+    }
+
+    #[test]
+    fn narrowband_frames_mix_the_same_way() {
+        let mut m: Mixer<u8> = Mixer::with_frame(FRAME_SAMPLES_8K);
+        assert_eq!(m.frame_len(), 160);
+        m.begin_tick();
+        m.add(&1, &[100; FRAME_SAMPLES_8K]).expect("add");
+        m.add(&2, &[-30; FRAME_SAMPLES_8K]).expect("add");
+        assert_eq!(
+            m.add(&3, &[0; FRAME_SAMPLES]),
+            Err(MixError::FrameLength(960)),
+            "a 48 kHz frame does not fit a narrowband mixer"
+        );
+        let mut out = [0i16; FRAME_SAMPLES_8K];
+        m.mix_for(&1, &mut out);
+        assert_eq!(out, [-30; FRAME_SAMPLES_8K]);
+        m.mix_all(&mut out);
+        assert_eq!(out, [70; FRAME_SAMPLES_8K]);
     }
 
     #[test]
