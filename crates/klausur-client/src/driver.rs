@@ -28,6 +28,8 @@ use crate::session::{Event, JoinAs, Now, Output, Session, SessionConfig};
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 /// Keep-alive `ping` towards the server (the browser sends one every 20 s).
 const PING_EVERY: Duration = Duration::from_secs(20);
+/// Datagrams handled in a row before the driver looks at signaling, commands and timers again.
+const DRAIN_BATCH: usize = 32;
 
 /// Which participants' audio a client decrypts and delivers.
 pub type AudioFilter = Arc<dyn Fn(&str) -> bool + Send + Sync>;
@@ -340,8 +342,15 @@ async fn run(
     let (member_tx, mut member_rx) = mpsc::channel::<(Duration, Result<Member, DriverError>)>(1);
     let (renew_tx, mut renew_rx) = mpsc::channel::<Result<SignedCredential, DriverError>>(1);
     let mut buf = vec![0u8; 2048];
-    let mut next_ping = tokio::time::Instant::now() + PING_EVERY;
+    // Two timers that live across the loop (reset when their deadline moves, not made anew for
+    // every datagram): the session's next timeout and the next ping.
+    let ping = tokio::time::sleep(PING_EVERY);
+    tokio::pin!(ping);
+    let timer = tokio::time::sleep_until(tokio::time::Instant::from_std(session.poll_timeout()));
+    tokio::pin!(timer);
     let mut ended = false;
+    // Datagrams taken in a row without a round through `select!`.
+    let mut drained = 0usize;
     loop {
         // Everything the session wants done.
         while let Some(out) = session.poll_output() {
@@ -417,7 +426,26 @@ async fn run(
             let _ = ws.close(None).await;
             return Ok(());
         }
+        // Datagrams that are already waiting go straight in (a gateway's client receives every
+        // speaker of its meeting); a bounded run, so signaling and timers keep their turn.
+        if drained < DRAIN_BATCH {
+            match socket.try_recv_from(&mut buf) {
+                Ok((n, from)) => {
+                    drained += 1;
+                    if let Some(bytes) = buf.get(..n) {
+                        session.handle_datagram(from, local, bytes, now());
+                    }
+                    continue;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        drained = 0;
         let timeout = tokio::time::Instant::from_std(session.poll_timeout());
+        if timer.deadline() != timeout {
+            timer.as_mut().reset(timeout);
+        }
         tokio::select! {
             msg = ws.next() => match msg {
                 Some(Ok(Message::Text(text))) => {
@@ -453,13 +481,14 @@ async fn run(
                 Some(Err(e)) => tracing::warn!("credential renewal failed: {e}"),
                 None => {}
             },
-            _ = tokio::time::sleep_until(next_ping) => {
-                next_ping += PING_EVERY;
+            _ = &mut ping => {
+                let next = ping.deadline() + PING_EVERY;
+                ping.as_mut().reset(next);
                 let text = serde_json::to_string(&klausur_proto::ClientMsg::Ping)
                     .map_err(|e| DriverError::BadAnswer(e.to_string()))?;
                 ws.send(Message::Text(text.into())).await?;
             }
-            _ = tokio::time::sleep_until(timeout) => session.handle_timeout(now()),
+            _ = &mut timer => session.handle_timeout(now()),
         }
     }
 }
