@@ -25,7 +25,7 @@ fn check(b: u8) -> CheckResult {
 }
 
 fn meeting(b: u8) -> MeetingEvent {
-    match b % 9 {
+    match b % 10 {
         0 => MeetingEvent::Lobby,
         1 => MeetingEvent::Joined,
         2 => MeetingEvent::MutedByModerator,
@@ -34,6 +34,7 @@ fn meeting(b: u8) -> MeetingEvent {
         5 => MeetingEvent::Removed,
         6 => MeetingEvent::Denied,
         7 => MeetingEvent::Ended,
+        8 => MeetingEvent::Interrupted,
         _ => MeetingEvent::ConnectionLost,
     }
 }

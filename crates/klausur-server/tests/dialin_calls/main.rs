@@ -7,6 +7,7 @@
 mod baresip;
 #[path = "../common/mod.rs"]
 mod common;
+mod reconnect;
 mod sipp;
 
 use std::collections::HashMap;
@@ -39,6 +40,8 @@ struct Dial {
     sip: SocketAddr,
     olga: i64,
     tmp: tempfile::TempDir,
+    /// The TCP relay the gateway reaches the server through, if the test wants to cut it.
+    relay: Option<reconnect::Relay>,
 }
 
 impl Drop for Dial {
@@ -61,6 +64,12 @@ fn rtp_ports() -> std::ops::RangeInclusive<u16> {
 }
 
 async fn dial() -> Dial {
+    dial_with(false).await
+}
+
+/// A server and its gateway; with `relayed`, the gateway reaches the server (HTTP and
+/// WebSocket; media goes straight) through a [`reconnect::Relay`] the test can cut.
+async fn dial_with(relayed: bool) -> Dial {
     let srv = TestServer::start_with(|c| {
         c.dialin.udp = vec!["127.0.0.1:0".parse().expect("addr")];
         c.dialin.phone_number = Some("+49 30 9999 0000".into());
@@ -70,7 +79,14 @@ async fn dial() -> Dial {
         c.dialin_throttle_unit = Duration::from_millis(100);
     })
     .await;
-    let setup = srv.state.dialin.gateway_setup().expect("gateway setup");
+    let mut setup = srv.state.dialin.gateway_setup().expect("gateway setup");
+    let relay = if relayed {
+        let relay = reconnect::Relay::start(srv.addr).await;
+        setup.server_url = format!("http://{}", relay.addr);
+        Some(relay)
+    } else {
+        None
+    };
     let gateway = sip_gateway::start_in_process(setup).await.expect("gateway");
     let sip = gateway
         .sip_addrs()
@@ -85,6 +101,7 @@ async fn dial() -> Dial {
         sip,
         olga,
         tmp: tempfile::tempdir().expect("tmp"),
+        relay,
     }
 }
 

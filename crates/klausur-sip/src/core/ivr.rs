@@ -110,6 +110,15 @@
 //!   muted and may unmute with `*6`, as in the browser. A moderator mute reported before the
 //!   caller is in the meeting (a reconnect) is announced right after [`Prompt::Joined`].
 //! - **Hand lowered by a moderator** → [`Prompt::HandLoweredByModerator`]; the next `*9` raises it.
+//! - **Interrupted.** [`MeetingEvent::Interrupted`] (the connection to the meeting broke, nobody
+//!   ended the call) in the lobby or the meeting plays [`Prompt::Reconnecting`] and, after
+//!   [`REJOIN_FIRST_DELAY`], asks for [`Output::Rejoin`]: the same ticket, a new meeting client.
+//!   An attempt that fails (another `Interrupted`, or no lobby or join within [`JOIN_TIMEOUT`])
+//!   is followed by the next after twice the wait, up to [`MAX_REJOINS`] attempts (about 15 s);
+//!   then the call ends with [`Prompt::ConnectionLost`]. Back in the meeting, the caller hears
+//!   [`Prompt::Reconnected`] (not the whole welcome again) and gets their own mute and raised
+//!   hand back ([`Output::SetMuted`], [`Output::RaiseHand`]); keys wait meanwhile. The next
+//!   interruption has all attempts again.
 //!
 //! # Hanging up
 //!
@@ -117,7 +126,8 @@
 //! playing is flushed first), and [`Output::Hangup`] follows only after [`Input::PromptsDone`],
 //! or after [`FINAL_PROMPT_LIMIT`] (30 s) if the player never reports it. The meeting ends the
 //! call by [`MeetingEvent::Removed`], [`MeetingEvent::Denied`], [`MeetingEvent::Ended`] and
-//! [`MeetingEvent::ConnectionLost`], accepted from [`Output::Join`] on. When the caller hangs up,
+//! [`MeetingEvent::ConnectionLost`] (or interruptions that outlast [`MAX_REJOINS`] attempts),
+//! accepted from [`Output::Join`] on. When the caller hangs up,
 //! the driver simply drops the [`Ivr`].
 
 use std::collections::VecDeque;
@@ -150,6 +160,10 @@ pub const LOBBY_REPEAT: Duration = Duration::from_secs(30);
 pub const STAR_TIMEOUT: Duration = Duration::from_secs(3);
 /// Longest wait for the closing prompt to finish before hanging up anyway.
 pub const FINAL_PROMPT_LIMIT: Duration = Duration::from_secs(30);
+/// Attempts to get back into the meeting after one interruption.
+pub const MAX_REJOINS: u32 = 5;
+/// Wait before each attempt: 0.5 s, then doubling (0.5, 1, 2, 4, 8 s: about 15 s in all).
+pub const REJOIN_FIRST_DELAY: Duration = Duration::from_millis(500);
 
 /// A DTMF key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -303,7 +317,11 @@ pub enum MeetingEvent {
     Denied,
     /// The meeting ended.
     Ended,
-    /// The gateway lost the meeting (signaling or media) and could not get it back.
+    /// The connection to the meeting broke without anyone ending the call (the network between
+    /// gateway and server, a server restart): the menu tries to get back in
+    /// ([`Output::Rejoin`]).
+    Interrupted,
+    /// The gateway lost the meeting for good (the server refused the caller's ticket).
     ConnectionLost,
 }
 
@@ -378,6 +396,9 @@ pub enum Output {
     Check { meeting_number: String, pin: Pin },
     /// Join the meeting with the ticket of the last check; report [`Input::Meeting`] events.
     Join,
+    /// The connection to the meeting broke: drop what is left of it and join again with the
+    /// same ticket (a new meeting client), as for [`Output::Join`].
+    Rejoin,
     /// Mute (`true`) or unmute the caller's audio towards the meeting and announce it.
     SetMuted(bool),
     /// Raise (`true`) or lower the caller's hand.
@@ -414,6 +435,8 @@ enum Phase {
     Lobby { repeat_at: Option<Instant> },
     /// In the meeting; `star` is until when a `*` waits for its second key.
     InMeeting { star: Option<Instant> },
+    /// The connection broke; the next attempt to get back in is at `at`.
+    Reconnecting { at: Instant },
     /// The closing prompt plays; then hang up.
     Ending {
         reason: HangupReason,
@@ -458,6 +481,10 @@ pub struct Ivr {
     self_muted: bool,
     moderator_muted: bool,
     hand_raised: bool,
+    /// Attempts made to get back in since the connection broke; `None` while it holds.
+    rejoins: Option<u32>,
+    /// The caller has been in the meeting (heard [`Prompt::Joined`]).
+    ever_joined: bool,
 }
 
 impl fmt::Debug for Ivr {
@@ -495,6 +522,8 @@ impl Ivr {
             self_muted: false,
             moderator_muted: false,
             hand_raised: false,
+            rejoins: None,
+            ever_joined: false,
         };
         ivr.play(Prompt::Welcome);
         ivr.play(Prompt::EnterMeetingNumber);
@@ -540,6 +569,7 @@ impl Ivr {
             | Phase::Ending { deadline, .. } => Some(deadline),
             Phase::Lobby { repeat_at } => repeat_at,
             Phase::InMeeting { star } => star,
+            Phase::Reconnecting { at } => Some(at),
             Phase::Done => None,
         }
     }
@@ -779,7 +809,10 @@ impl Ivr {
         let in_meeting = matches!(self.phase, Phase::InMeeting { .. });
         let admitted = matches!(
             self.phase,
-            Phase::Joining { .. } | Phase::Lobby { .. } | Phase::InMeeting { .. }
+            Phase::Joining { .. }
+                | Phase::Lobby { .. }
+                | Phase::InMeeting { .. }
+                | Phase::Reconnecting { .. }
         );
         if !admitted {
             return;
@@ -792,10 +825,23 @@ impl Ivr {
                 }
             }
             MeetingEvent::Joined => {
-                if !in_meeting {
+                if matches!(self.phase, Phase::Joining { .. } | Phase::Lobby { .. }) {
                     self.stop_prompts();
                     self.phase = Phase::InMeeting { star: None };
-                    self.play(Prompt::Joined);
+                    let back = self.rejoins.take().is_some() && self.ever_joined;
+                    self.ever_joined = true;
+                    if back {
+                        // Back after an interruption: the caller's own mute and hand as before.
+                        self.play(Prompt::Reconnected);
+                        if self.self_muted {
+                            self.outputs.push_back(Output::SetMuted(true));
+                        }
+                        if self.hand_raised {
+                            self.outputs.push_back(Output::RaiseHand(true));
+                        }
+                    } else {
+                        self.play(Prompt::Joined);
+                    }
                     // Muted by a moderator before (kept by the server across a reconnect).
                     if self.moderator_muted {
                         self.play(Prompt::MutedByModerator);
@@ -833,8 +879,32 @@ impl Ivr {
             MeetingEvent::Removed => self.end(now, HangupReason::Removed),
             MeetingEvent::Denied => self.end(now, HangupReason::Denied),
             MeetingEvent::Ended => self.end(now, HangupReason::MeetingEnded),
+            MeetingEvent::Interrupted => {
+                if !matches!(self.phase, Phase::Reconnecting { .. }) {
+                    self.interrupted(now);
+                }
+            }
             MeetingEvent::ConnectionLost => self.end(now, HangupReason::ConnectionLost),
         }
+    }
+
+    /// The connection to the meeting broke (or an attempt to get back failed): wait, then try
+    /// again, until [`MAX_REJOINS`] attempts have failed.
+    fn interrupted(&mut self, now: Instant) {
+        let made = self.rejoins.unwrap_or(0);
+        if made >= MAX_REJOINS {
+            self.rejoins = None;
+            self.end(now, HangupReason::ConnectionLost);
+            return;
+        }
+        if made == 0 {
+            self.stop_prompts();
+            self.play(Prompt::Reconnecting);
+        }
+        self.rejoins = Some(made);
+        self.phase = Phase::Reconnecting {
+            at: now + REJOIN_FIRST_DELAY * 2u32.saturating_pow(made),
+        };
     }
 
     /// One due timeout.
@@ -849,8 +919,16 @@ impl Ivr {
                     self.finish_entry(now, step);
                 }
             }
+            Phase::Joining { .. } if self.rejoins.is_some() => self.interrupted(now),
             Phase::Checking { .. } | Phase::Joining { .. } => {
                 self.end(now, HangupReason::TechnicalError);
+            }
+            Phase::Reconnecting { .. } => {
+                self.rejoins = Some(self.rejoins.unwrap_or(0) + 1);
+                self.outputs.push_back(Output::Rejoin);
+                self.phase = Phase::Joining {
+                    deadline: now + JOIN_TIMEOUT,
+                };
             }
             Phase::Lobby { .. } => {
                 self.phase = Phase::Lobby { repeat_at: None };
@@ -1602,6 +1680,114 @@ mod tests {
     }
 
     #[test]
+    fn an_interrupted_meeting_is_joined_again_with_mute_and_hand_kept() {
+        let mut call = Call::joined();
+        assert_eq!(
+            call.keys("*6"),
+            [Output::SetMuted(true), play(Prompt::Muted)]
+        );
+        assert_eq!(
+            call.keys("*9"),
+            [Output::RaiseHand(true), play(Prompt::HandRaised)]
+        );
+        call.done();
+        assert_eq!(
+            call.meeting(MeetingEvent::Interrupted),
+            [play(Prompt::Reconnecting)]
+        );
+        let first_attempt = call.now + REJOIN_FIRST_DELAY;
+        // A second report of the same break changes nothing; keys wait.
+        assert!(call.meeting(MeetingEvent::Interrupted).is_empty());
+        assert!(call.keys("*6").is_empty());
+        assert_eq!(call.ivr.poll_timeout(), Some(first_attempt));
+        assert_eq!(call.advance(first_attempt - call.now), [Output::Rejoin]);
+        assert_eq!(
+            call.meeting(MeetingEvent::Joined),
+            [
+                Output::StopPrompts,
+                play(Prompt::Reconnected),
+                Output::SetMuted(true),
+                Output::RaiseHand(true),
+            ]
+        );
+        assert!(call.ivr.is_muted());
+        call.done();
+        // In the meeting again: keys work as before.
+        assert_eq!(
+            call.keys("*6"),
+            [Output::SetMuted(false), play(Prompt::Unmuted)]
+        );
+    }
+
+    #[test]
+    fn failed_attempts_wait_longer_each_time_then_the_call_ends() {
+        let mut call = Call::joined();
+        call.meeting(MeetingEvent::Interrupted);
+        call.done();
+        let mut waits = Vec::new();
+        let mut last = Vec::new();
+        for attempt in 0..MAX_REJOINS {
+            let wait = call.ivr.poll_timeout().expect("a retry is due") - call.now;
+            waits.push(wait);
+            assert_eq!(call.advance(wait), [Output::Rejoin], "attempt {attempt}");
+            // Alternately: the new client fails at once, or nothing happens until the join
+            // times out (no "technical error" either way).
+            last = if attempt % 2 == 0 {
+                call.meeting(MeetingEvent::Interrupted)
+            } else {
+                call.advance(JOIN_TIMEOUT)
+            };
+            if attempt + 1 < MAX_REJOINS {
+                assert!(last.is_empty(), "attempt {attempt}: {last:?}");
+            }
+        }
+        assert_eq!(
+            waits,
+            [500, 1000, 2000, 4000, 8000]
+                .map(Duration::from_millis)
+                .to_vec()
+        );
+        // The last attempt failed: the call ends, saying the connection is lost.
+        assert_eq!(last, [play(Prompt::ConnectionLost)]);
+        assert_eq!(call.done(), [Output::Hangup(HangupReason::ConnectionLost)]);
+    }
+
+    #[test]
+    fn a_refusal_while_getting_back_ends_the_call_and_the_lobby_may_come_between() {
+        // The server refuses the ticket (it restarted): no further attempts.
+        let mut call = Call::joined();
+        call.meeting(MeetingEvent::Interrupted);
+        call.advance(REJOIN_FIRST_DELAY);
+        let out = call.meeting(MeetingEvent::ConnectionLost);
+        assert!(out.contains(&play(Prompt::ConnectionLost)), "{out:?}");
+        assert_eq!(call.done(), [Output::Hangup(HangupReason::ConnectionLost)]);
+
+        // Back through the lobby (the meeting was locked meanwhile): the waiting prompt, then
+        // "back in the meeting".
+        let mut call = Call::joined();
+        call.meeting(MeetingEvent::Interrupted);
+        call.advance(REJOIN_FIRST_DELAY);
+        assert_eq!(
+            call.meeting(MeetingEvent::Lobby),
+            [play(Prompt::WaitForModerator)]
+        );
+        assert_eq!(
+            call.meeting(MeetingEvent::Joined),
+            [Output::StopPrompts, play(Prompt::Reconnected)]
+        );
+
+        // Interrupted while waiting in the lobby for the first time: after getting back, the
+        // caller hears the full welcome to the meeting, not "back in".
+        let mut call = Call::to_check(NUMBER, PIN);
+        assert_eq!(call.check(admit()), [Output::Join]);
+        call.meeting(MeetingEvent::Lobby);
+        call.meeting(MeetingEvent::Interrupted);
+        assert_eq!(call.advance(REJOIN_FIRST_DELAY), [Output::Rejoin]);
+        let out = call.meeting(MeetingEvent::Joined);
+        assert!(out.contains(&play(Prompt::Joined)), "{out:?}");
+    }
+
+    #[test]
     fn random_inputs_keep_the_rules() {
         const KEYS: &str = "0123456789*#ABCD";
         let results = [
@@ -1624,6 +1810,7 @@ mod tests {
             MeetingEvent::Removed,
             MeetingEvent::Denied,
             MeetingEvent::Ended,
+            MeetingEvent::Interrupted,
             MeetingEvent::ConnectionLost,
         ];
         let mut rng = Rng(0x9e37_79b9_7f4a_7c15);

@@ -190,6 +190,10 @@ catalogue! {
     Denied => "denied",
     /// The gateway lost its connection to the meeting: the call ends.
     ConnectionLost => "connection_lost",
+    /// The connection to the meeting broke: the gateway tries to get back in.
+    Reconnecting => "reconnecting",
+    /// Back in the meeting after an interruption.
+    Reconnected => "reconnected",
     /// The server cannot be reached or another technical problem: the call ends.
     TechnicalError => "technical_error",
     /// Nothing was typed after the prompt was repeated: the call ends.

@@ -142,11 +142,16 @@ fn meeting_event(e: &ClientEvent) -> Option<MeetingEvent> {
             Some(MeetingEnd::Removed) => MeetingEvent::Removed,
             Some(MeetingEnd::Denied) => MeetingEvent::Denied,
             Some(MeetingEnd::EndedByModerator) => MeetingEvent::Ended,
-            _ => MeetingEvent::ConnectionLost,
+            // The server goes down (a restart), or the connection closed without a word: try
+            // to get back in (a restarted server no longer knows the ticket and refuses it).
+            Some(MeetingEnd::ServerShutdown) | None => MeetingEvent::Interrupted,
+            Some(MeetingEnd::Replaced) => MeetingEvent::ConnectionLost,
         },
+        // The server refused the caller's ticket, or the group put the caller's member out.
         ClientEvent::Session(Event::Refused { .. }) => MeetingEvent::ConnectionLost,
         ClientEvent::Session(Event::RemovedFromGroup) => MeetingEvent::ConnectionLost,
-        ClientEvent::Failed(_) | ClientEvent::Stopped => MeetingEvent::ConnectionLost,
+        // The client could not reach the server, or lost it.
+        ClientEvent::Failed(_) | ClientEvent::Stopped => MeetingEvent::Interrupted,
         _ => return None,
     })
 }
@@ -223,7 +228,18 @@ pub(crate) async fn run(gw: Arc<Gateway>, setup: CallSetup) {
                     });
                     check = Some(rx);
                 }
-                Output::Join => {
+                out @ (Output::Join | Output::Rejoin) => {
+                    if out == Output::Rejoin {
+                        // What is left of the broken connection goes; its goodbye runs on its
+                        // own, its events are not read any more.
+                        if let Some(old) = meeting.take() {
+                            old.client.leave();
+                            old.bus.leave(old.client_id);
+                        }
+                        mix = None;
+                        last_bus_frame = None;
+                        tracing::info!("call {label}: joining the meeting again");
+                    }
                     let (Some(t), Some(mid)) = (ticket.clone(), meeting_id.clone()) else {
                         ivr.handle_input(
                             Instant::now(),
@@ -369,7 +385,7 @@ pub(crate) async fn run(gw: Arc<Gateway>, setup: CallSetup) {
                     mt.over = true;
                 }
                 if let Some(me) = meeting_event(&e) {
-                    if matches!(me, MeetingEvent::Removed | MeetingEvent::Denied | MeetingEvent::Ended | MeetingEvent::ConnectionLost) {
+                    if matches!(me, MeetingEvent::Removed | MeetingEvent::Denied | MeetingEvent::Ended | MeetingEvent::Interrupted | MeetingEvent::ConnectionLost) {
                         mt.over = true;
                     }
                     ivr.handle_input(now, Input::Meeting(me));
