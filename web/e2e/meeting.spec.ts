@@ -511,6 +511,13 @@ test('a guest whose admitting moderator left is admitted to the encrypted group 
   await a.locator(`[data-testid="participant-item"][data-participant-id="${erika!.id}"]`).getByTestId('moderator-button').click();
   await openPanel(e, 'people');
   await expect(e.getByTestId('lobby-section')).toBeVisible();
+  // A moderator, not the organiser: no way offered to remove or demote the organiser, nor to
+  // grant moderation (the server refuses both; tests/access_rules.rs).
+  const adminRow = e.locator(`[data-testid="participant-item"][data-participant-id="${admin!.id}"]`);
+  await expect(adminRow.getByTestId('organiser-badge')).toBeVisible();
+  await expect(adminRow.getByTestId('mute-button')).toBeVisible();
+  await expect(adminRow.getByTestId('remove-button')).toHaveCount(0);
+  await expect(e.getByTestId('moderator-button')).toHaveCount(0);
 
   // Gustav waits in the lobby. The administrator lets him in and closes the tab before Gustav's
   // browser has asked to join the encrypted group (his credential request is held until she is

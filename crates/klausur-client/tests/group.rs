@@ -365,6 +365,7 @@ fn participant(id: &str, name: &str, kind: ParticipantKind) -> Participant {
         display_name: name.to_string(),
         kind,
         role: Role::Participant,
+        organiser: false,
         join_method: JoinMethod::StaffLogin,
         audio_muted: false,
         muted_by_moderator: false,

@@ -103,6 +103,10 @@ pub struct Participant {
     pub display_name: String,
     pub kind: ParticipantKind,
     pub role: Role,
+    /// The meeting's organiser: always a moderator, the only one who grants and revokes
+    /// moderation, and nobody can remove them.
+    #[serde(default)]
+    pub organiser: bool,
     pub join_method: JoinMethod,
     /// Microphone muted (by the participant, or by a moderator at the server).
     pub audio_muted: bool,

@@ -87,6 +87,8 @@ pub struct Facts {
     pub user: Option<User>,
     /// The user organises or moderates this meeting.
     pub user_is_moderator: bool,
+    /// The user organises this meeting (a role nobody can take away, and nobody can remove).
+    pub user_is_organiser: bool,
     /// The organiser invited this user as a colleague.
     pub user_is_invited: bool,
     pub invitation: Option<Invitation>,
@@ -118,10 +120,12 @@ pub fn standing(f: &Facts) -> Result<Standing, AdmissionError> {
         ),
         (None, None) => (ParticipantKind::Guest, None, None),
     };
+    // The account's or the invitation's name binds (as it does for credentials); only a lobby
+    // guest chooses a name.
     let display_name = match (&f.display_name, &f.user, &f.invitation) {
-        (Some(n), None, _) => n.trim().to_string(),
         (_, Some(u), _) => u.display_name.clone(),
-        (None, None, Some(inv)) => inv.name.clone(),
+        (_, None, Some(inv)) => inv.name.clone(),
+        (Some(n), None, None) => n.trim().to_string(),
         (None, None, None) => return Err(AdmissionError::NameRequired),
     };
     let moderator = (f.user.is_some() && f.user_is_moderator)
@@ -141,7 +145,9 @@ pub fn standing(f: &Facts) -> Result<Standing, AdmissionError> {
         kind,
         moderator,
         direct,
-        banned: f.banned && !moderator,
+        // A removal keeps out moderators too (it ended their role); the organiser cannot be
+        // removed, and an old record does not keep them out of their own meeting.
+        banned: f.banned && !f.user_is_organiser,
         ban_subject,
         user_id,
         invitation: f.invitation.as_ref().map(|i| i.name.clone()),
@@ -344,10 +350,12 @@ pub async fn decide(
         .map_err(internal)?
         .map(|u| u.display_name)
         .unwrap_or_default();
+    let user_is_organiser = user.as_ref().is_some_and(|u| u.id == meeting.organiser_id);
     let facts = Facts {
         profile: meeting.profile,
         user,
         user_is_moderator,
+        user_is_organiser,
         user_is_invited,
         invitation,
         invitation_is_moderator,
@@ -366,6 +374,7 @@ pub async fn decide(
             id: meeting.id,
             title: meeting.title,
             organiser,
+            organiser_id: meeting.organiser_id,
             profile: meeting.profile,
             dial_in,
         },
@@ -413,6 +422,7 @@ mod tests {
             profile: SecurityProfile::Strict,
             user: None,
             user_is_moderator: false,
+            user_is_organiser: false,
             user_is_invited: false,
             invitation: None,
             invitation_is_moderator: false,
@@ -524,7 +534,7 @@ mod tests {
     }
 
     #[test]
-    fn bans_apply_except_to_moderators() {
+    fn bans_apply_to_moderators_too_but_not_to_the_organiser() {
         let s = standing(&Facts {
             invitation: Some(invitation(5)),
             banned: true,
@@ -532,6 +542,7 @@ mod tests {
         })
         .expect("ok");
         assert!(s.banned);
+        // A moderator who was removed stays out like anyone (the removal ended the role).
         let s = standing(&Facts {
             user: Some(user(1)),
             user_is_moderator: true,
@@ -539,7 +550,43 @@ mod tests {
             ..facts()
         })
         .expect("ok");
-        assert!(!s.banned);
+        assert!(s.banned);
+        let s = standing(&Facts {
+            invitation: Some(invitation(5)),
+            invitation_is_moderator: true,
+            banned: true,
+            ..facts()
+        })
+        .expect("ok");
+        assert!(s.banned);
+        // The organiser cannot be removed; a record of it does not keep them out.
+        let s = standing(&Facts {
+            user: Some(user(1)),
+            user_is_moderator: true,
+            user_is_organiser: true,
+            banned: true,
+            ..facts()
+        })
+        .expect("ok");
+        assert!(!s.banned && s.moderator);
+    }
+
+    #[test]
+    fn an_invitation_names_its_holder_whatever_name_is_sent() {
+        let s = standing(&Facts {
+            invitation: Some(invitation(5)),
+            display_name: Some("Olga Organisatorin".into()),
+            ..facts()
+        })
+        .expect("ok");
+        assert_eq!(s.display_name, invitation(5).name);
+        // A lobby guest chooses.
+        let s = standing(&Facts {
+            display_name: Some("  Carla  ".into()),
+            ..facts()
+        })
+        .expect("ok");
+        assert_eq!(s.display_name, "Carla");
     }
 
     fn phone(suffix: Option<&str>) -> Option<PhoneLeg> {

@@ -118,6 +118,8 @@ pub struct MeetingSeed {
     pub id: String,
     pub title: String,
     pub organiser: String,
+    /// The organiser's account: the one role nobody can take away, the one who grants it.
+    pub organiser_id: i64,
     pub profile: klausur_proto::SecurityProfile,
     /// Telephone callers can join (a dial-in number, and a profile that allows dial-in).
     pub dial_in: bool,
@@ -504,6 +506,7 @@ impl Actor {
                     display_name: "Geist".into(),
                     kind: ParticipantKind::Staff,
                     role: Role::Participant,
+                    organiser: false,
                     join_method: JoinMethod::StaffLogin,
                     audio_muted: true,
                     muted_by_moderator: false,
@@ -748,6 +751,7 @@ impl Actor {
             } else {
                 Role::Participant
             },
+            organiser: standing.user_id == Some(self.seed.organiser_id),
             join_method: method,
             audio_muted: muted,
             muted_by_moderator: muted,
@@ -959,6 +963,13 @@ impl Actor {
         found
     }
 
+    /// Whether `peer` is the meeting's organiser (logged in with the organiser's account).
+    fn is_organiser(&self, peer: PeerId) -> bool {
+        self.members
+            .get(&peer)
+            .is_some_and(|m| m.standing.user_id == Some(self.seed.organiser_id))
+    }
+
     fn is_moderator(&self, peer: PeerId) -> bool {
         self.members
             .get(&peer)
@@ -1159,8 +1170,39 @@ impl Actor {
                     );
                     return Flow::Continue;
                 }
+                if self.is_organiser(target) {
+                    self.error(
+                        peer,
+                        ErrorCode::Forbidden,
+                        "the organiser cannot be removed from their meeting",
+                    );
+                    return Flow::Continue;
+                }
                 let by = self.display_name(peer);
                 self.delete_pass(target).await;
+                // A removal ends a moderator's role: back through the lobby, as a participant.
+                if self
+                    .members
+                    .get(&target)
+                    .is_some_and(|m| m.standing.moderator)
+                {
+                    let subject = self
+                        .members
+                        .get(&target)
+                        .and_then(|m| m.standing.ban_subject);
+                    let res = match subject {
+                        Some(BanSubject::User(uid)) => {
+                            self.store.remove_moderator(&self.seed.id, uid).await
+                        }
+                        Some(BanSubject::Invitation(id)) => {
+                            self.store.set_invitation_moderator(id, false).await
+                        }
+                        None => Ok(()),
+                    };
+                    if let Err(e) = res {
+                        tracing::warn!("could not end a removed moderator's role: {e}");
+                    }
+                }
                 if let Some(m) = self.members.get(&target) {
                     if let Some(subject) = m.standing.ban_subject {
                         if let Err(e) = self
@@ -1231,9 +1273,25 @@ impl Actor {
                 participant_id: id,
                 moderator,
             } => {
+                if !self.is_organiser(peer) {
+                    self.error(
+                        peer,
+                        ErrorCode::Forbidden,
+                        "only the organiser grants and revokes moderation",
+                    );
+                    return Flow::Continue;
+                }
                 let Some(target) = self.find(peer, &id, Place::Meeting) else {
                     return Flow::Continue;
                 };
+                if target == peer {
+                    self.error(
+                        peer,
+                        ErrorCode::Forbidden,
+                        "the organiser's role cannot be taken away",
+                    );
+                    return Flow::Continue;
+                }
                 if self
                     .members
                     .get(&target)

@@ -240,6 +240,7 @@ export const de = {
   'kind.guest': 'Gast',
   'kind.phone_gateway': 'Telefon',
   'role.moderator': 'Moderation',
+  'role.organiser': 'Organisation',
 
   'join.staff_login': 'Anmeldung (Personal)',
   'join.invitation': 'Persönliche Einladung für {invitee} von {invited_by}',

@@ -240,6 +240,7 @@ export const en: Record<StringKey, string> = {
   'kind.guest': 'Guest',
   'kind.phone_gateway': 'Phone',
   'role.moderator': 'Moderator',
+  'role.organiser': 'Organiser',
 
   'join.staff_login': 'Signed in (staff)',
   'join.invitation': 'Personal invitation for {invitee} from {invited_by}',

@@ -26,6 +26,7 @@ const anna: Participant = {
   display_name: 'Anna Amt',
   kind: 'staff',
   role: 'moderator',
+  organiser: false,
   join_method: { method: 'staff_login' },
   audio_muted: false,
   muted_by_moderator: false,
@@ -41,6 +42,7 @@ const erikaPhone: Participant = {
   display_name: 'Erika Musterfrau',
   kind: 'phone_gateway',
   role: 'participant',
+  organiser: false,
   join_method: { method: 'invitation', invitee: 'Erika Musterfrau', invited_by: 'Anna Amt' },
   video_muted: true,
   leaf: 1,
@@ -52,6 +54,7 @@ const bob: Participant = {
   display_name: 'Bob Bürger',
   kind: 'invited_guest',
   role: 'participant',
+  organiser: false,
   join_method: { method: 'invitation', invitee: 'Bob Bürger', invited_by: 'Anna Amt' },
   leaf: 2,
 };

@@ -7,6 +7,7 @@ const alice: Participant = {
   display_name: 'Alice',
   kind: 'staff',
   role: 'moderator',
+  organiser: false,
   join_method: { method: 'staff_login' },
   audio_muted: false,
   muted_by_moderator: false,
@@ -22,6 +23,7 @@ const bob: Participant = {
   display_name: 'Bob',
   kind: 'invited_guest',
   role: 'participant',
+  organiser: false,
   join_method: { method: 'invitation', invitee: 'Bob', invited_by: 'Alice' },
 };
 

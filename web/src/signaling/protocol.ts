@@ -15,7 +15,12 @@ export type Role = "moderator" | "participant";
 
 export type Source = "microphone" | "camera" | "screen";
 
-export type Participant = { id: string, display_name: string, kind: ParticipantKind, role: Role, join_method: JoinMethod, 
+export type Participant = { id: string, display_name: string, kind: ParticipantKind, role: Role, 
+/**
+ * The meeting's organiser: always a moderator, the only one who grants and revokes
+ * moderation, and nobody can remove them.
+ */
+organiser: boolean, join_method: JoinMethod, 
 /**
  * Microphone muted (by the participant, or by a moderator at the server).
  */

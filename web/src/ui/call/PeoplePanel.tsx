@@ -167,6 +167,8 @@ export function PeoplePanel({
   // participants that are not in it are listed apart, flagged once their grace period is over.
   const fromRoster = status?.phase === 'active';
   const byId = new Map(participants.map((p) => [p.id, p]));
+  // Only the organiser grants and revokes moderation (the server refuses it from anyone else).
+  const selfIsOrganiser = selfId !== null && byId.get(selfId)?.organiser === true;
   const rows: { key: string; p: Participant | null; member: RosterView | null; outsider: OutsiderView | null }[] = fromRoster
     ? [
         ...status.roster.map((m) => ({ key: `leaf-${m.leaf}`, p: m.participantId ? byId.get(m.participantId) ?? null : null, member: m, outsider: null })),
@@ -228,7 +230,11 @@ export function PeoplePanel({
                         {p ? <KindBadge p={p} /> : member && <span className={`badge kind-${member.kind}`}>{t(`kind.${member.kind}`)}</span>}
                       </>
                     )}
-                    {p?.role === 'moderator' && <span className="badge role-moderator">{t('role.moderator')}</span>}
+                    {p?.organiser ? (
+                      <span className="badge role-moderator" data-testid="organiser-badge">{t('role.organiser')}</span>
+                    ) : (
+                      p?.role === 'moderator' && <span className="badge role-moderator">{t('role.moderator')}</span>
+                    )}
                     {verified && (
                       <span className="verified" title={t('e2ee.verified')} aria-label={t('e2ee.verified')}>
                         <LockIcon width={14} height={14} />
@@ -280,7 +286,7 @@ export function PeoplePanel({
                       {p.muted_by_moderator ? t('people.unmute') : t('people.mute')}
                     </button>
                     {/* A caller cannot moderate from a telephone (unless the server made them one). */}
-                    {(!caller || p.role === 'moderator') && (
+                    {selfIsOrganiser && (!caller || p.role === 'moderator') && (
                       <button
                         type="button"
                         className="btn secondary tiny"
@@ -290,13 +296,16 @@ export function PeoplePanel({
                         {p.role === 'moderator' ? t('people.revokeModerator') : t('people.makeModerator')}
                       </button>
                     )}
-                    <ConfirmButton
-                      label={t('people.remove')}
-                      confirmLabel={t(caller ? 'phone.removeConfirm' : 'people.removeConfirm', { name })}
-                      onConfirm={() => controller.remove(p.id)}
-                      testId="remove-button"
-                      className="btn danger-ghost tiny"
-                    />
+                    {/* Nobody removes the organiser from their meeting. */}
+                    {!p.organiser && (
+                      <ConfirmButton
+                        label={t('people.remove')}
+                        confirmLabel={t(caller ? 'phone.removeConfirm' : 'people.removeConfirm', { name })}
+                        onConfirm={() => controller.remove(p.id)}
+                        testId="remove-button"
+                        className="btn danger-ghost tiny"
+                      />
+                    )}
                   </div>
                 )}
               </li>
