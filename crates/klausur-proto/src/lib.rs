@@ -9,9 +9,12 @@
 //! (`snake_case`), the variant's fields beside it. Unknown fields are rejected, so a typo in a
 //! client surfaces as an error reply instead of silently doing nothing.
 //!
-//! This crate does no I/O and builds for `wasm32-unknown-unknown`.
+//! This crate does no I/O and builds for `wasm32-unknown-unknown`. [`text`] holds the one rule
+//! for names and titles that every entry point applies.
 
 use serde::{Deserialize, Serialize};
+
+pub mod text;
 
 /// Largest signaling message the server accepts, in bytes. The largest legitimate message is
 /// the browser's SDP offer, which grows by about 4 KiB per participant (two receive m-lines

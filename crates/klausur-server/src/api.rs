@@ -16,7 +16,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{any, delete, get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, Duration, Utc};
-use klausur_proto::{SecurityProfile, MAX_NAME_CHARS};
+use klausur_proto::SecurityProfile;
 use klausur_store::{InvitationKind, NewInvitation, Role, StoreError, User};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -491,15 +491,16 @@ pub fn validate_username(u: &str) -> Result<String, String> {
     }
 }
 
+/// A display name by the one rule of [`klausur_proto::text`] (at most
+/// [`klausur_proto::MAX_NAME_CHARS`]
+/// characters): the cleaned name, or a message that says what is wrong.
 pub fn validate_display_name(n: &str) -> Result<String, String> {
-    let n = n.trim();
-    if n.is_empty() || n.chars().count() > MAX_NAME_CHARS || n.chars().any(char::is_control) {
-        Err(format!(
-            "name must be 1 to {MAX_NAME_CHARS} characters without control characters"
-        ))
-    } else {
-        Ok(n.to_string())
-    }
+    klausur_proto::text::check_name(n).map_err(|e| format!("the name {e}"))
+}
+
+/// A meeting title by the same rule.
+pub fn validate_title(t: &str) -> Result<String, String> {
+    klausur_proto::text::check_title(t).map_err(|e| format!("the title {e}"))
 }
 
 async fn create_user(
@@ -613,10 +614,8 @@ async fn create_meeting(
     Staff(user): Staff,
     Body(req): Body<CreateMeetingReq>,
 ) -> Result<(StatusCode, Json<MeetingView>), ApiError> {
-    let title = req.title.trim();
-    if title.is_empty() || title.chars().count() > 200 {
-        return Err(ApiError::bad_request("title must be 1 to 200 characters"));
-    }
+    let title = validate_title(&req.title).map_err(ApiError::bad_request)?;
+    let title = title.as_str();
     let id = auth::new_meeting_id();
     let m = if req.dial_in {
         crate::dialin::create_meeting_with_dial_in(

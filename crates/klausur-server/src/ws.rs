@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use axum::extract::ws::{Message, WebSocket};
 use futures::{SinkExt, StreamExt};
-use klausur_proto::{ClientMsg, ErrorCode, ServerMsg, MAX_NAME_CHARS};
+use klausur_proto::{ClientMsg, ErrorCode, ServerMsg};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::admission::{self, AdmissionError, Who};
@@ -129,16 +129,17 @@ pub async fn serve(state: AppState, socket: WebSocket, who: Who) {
                     dial_in_ticket,
                 },
             ) => {
-                if let Some(name) = &display_name {
-                    if name.trim().is_empty() || name.chars().count() > MAX_NAME_CHARS {
-                        reply(
-                            &tx,
-                            ErrorCode::InvalidField,
-                            format!("display_name must be 1 to {MAX_NAME_CHARS} characters"),
-                        );
-                        continue;
-                    }
-                }
+                // The one rule for names (klausur_proto::text): a lobby guest's name as the
+                // list will show it, or an error that says what is wrong.
+                let display_name =
+                    match display_name.as_deref().map(klausur_proto::text::check_name) {
+                        None => None,
+                        Some(Ok(name)) => Some(name),
+                        Some(Err(e)) => {
+                            reply(&tx, ErrorCode::InvalidField, format!("display_name {e}"));
+                            continue;
+                        }
+                    };
                 let fields = JoinFields {
                     meeting_id,
                     invite_token,
