@@ -602,6 +602,29 @@ pub struct CredentialReq {
     dial_in_ticket: Option<String>,
 }
 
+/// A credential for an invitation whose holder a moderator removed from the meeting is refused
+/// while the removal stands.
+async fn refuse_if_removed(
+    state: &AppState,
+    inv: &klausur_store::Invitation,
+) -> Result<(), ApiError> {
+    let removed = state
+        .store
+        .is_banned(
+            &inv.meeting_id,
+            klausur_store::BanSubject::Invitation(inv.id),
+        )
+        .await?;
+    if removed {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "removed",
+            "a moderator removed this invitation's holder from the meeting: a credential follows              once a moderator lets them in again",
+        ));
+    }
+    Ok(())
+}
+
 fn meeting_gone() -> ApiError {
     ApiError::new(StatusCode::GONE, "meeting_ended", "the meeting has ended")
 }
@@ -636,6 +659,7 @@ pub async fn issue_credential(
             if !admission::meeting_dial_in(&m) {
                 return Err(admission::AdmissionError::DialInNotAllowed.into());
             }
+            refuse_if_removed(&state, &inv).await?;
             (
                 format!("invitation:{}", inv.id),
                 inv.name,
@@ -658,7 +682,9 @@ pub async fn issue_credential(
             if m.ended_at.is_some() {
                 return Err(meeting_gone());
             }
-            // A removed (banned) holder still gets a credential: the lobby decides.
+            // A removed holder gets none until a moderator lets them in again (the admission
+            // lifts the removal; the client asks for its credential once it is in).
+            refuse_if_removed(&state, &inv).await?;
             (
                 format!("invitation:{}", inv.id),
                 inv.name,

@@ -210,12 +210,26 @@ async fn invitation_holders_get_an_invited_guest_credential() {
     .await;
     assert_eq!(status, 404);
 
-    // A removed (banned) holder still gets one: the lobby decides.
+    // A removed (banned) holder gets none while the removal stands ...
     let (rex, rex_token) = invitation(&srv, &m, "Rex Raus", olga.id, Duration::hours(1)).await;
     srv.store
         .add_ban(&m, BanSubject::Invitation(rex), "Olga", Utc::now())
         .await
         .expect("ban");
+    let (status, v) = post(
+        &srv,
+        &anon,
+        None,
+        json!({"device_key": dev_hex, "invite_token": rex_token}),
+    )
+    .await;
+    assert_eq!(status, 403, "{v}");
+    assert_eq!(v["error"]["code"], "removed");
+    // ... and gets one once a moderator let them in again (the admission lifts the removal).
+    srv.store
+        .remove_ban(&m, BanSubject::Invitation(rex))
+        .await
+        .expect("lift");
     let (status, v) = post(
         &srv,
         &anon,
