@@ -8,8 +8,18 @@
 //! Decrypted audio goes to an [`AudioSink`] (shared by the participants of one meeting in the
 //! dial-in gateway), and only for the participants its filter wants, so a frame that some
 //! other client of the same meeting already delivers is not decrypted twice.
+//!
+//! # TLS towards the server
+//!
+//! A client reaches an `https://` server over TLS with one rustls configuration for both its
+//! HTTP requests (the credential) and its meeting WebSocket (`wss://`): [`ClientOptions::tls`].
+//! `None` trusts the web roots (Mozilla's, as bundled by `webpki-roots`); [`tls_config`] adds
+//! the certificates of a PEM file, for a server whose certificate comes from an organisation's
+//! own CA. Every configuration built here uses the aws-lc-rs provider explicitly, never a
+//! process-wide default, and offers no ALPN protocol (the WebSocket needs HTTP/1.1).
 
 use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -18,9 +28,12 @@ use futures::{SinkExt, StreamExt};
 use klausur_e2ee::{CaVerifier, Member, MemberConfig, SignedCredential, SigningKey, VerifyingKey};
 use klausur_proto::ServerMsg;
 use rand::RngCore;
-use tokio::net::UdpSocket;
+use rustls::pki_types::pem::PemObject as _;
+use rustls::pki_types::CertificateDer;
+use tokio::net::{TcpStream, UdpSocket};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 
 use crate::session::{Event, JoinAs, Now, Output, Session, SessionConfig};
 
@@ -67,6 +80,132 @@ pub struct ClientOptions {
     /// A number the owner knows this client by (in [`AudioFrame::client_id`]).
     pub client_id: u64,
     pub audio: Option<AudioSink>,
+    /// Which server certificates the client trusts, for HTTP and the WebSocket alike (see the
+    /// module docs): `None` trusts the web roots; [`tls_config`] builds one that also trusts an
+    /// organisation's own CA. Unused for an `http://` server.
+    pub tls: Option<TlsConfig>,
+}
+
+/// A client's TLS trust: the rustls configuration its HTTP requests and its WebSocket use.
+pub type TlsConfig = Arc<rustls::ClientConfig>;
+
+/// Why [`tls_config`] cannot build a configuration. Each names the CA file.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsSetupError {
+    #[error("cannot read the CA file {}: {reason}", path.display())]
+    Read {
+        path: PathBuf,
+        reason: std::io::Error,
+    },
+    #[error("the CA file {} is not valid PEM: {reason}", path.display())]
+    Pem { path: PathBuf, reason: String },
+    #[error(
+        "the CA file {} holds no certificate (PEM \"BEGIN CERTIFICATE\" sections expected)",
+        path.display()
+    )]
+    NoCertificate { path: PathBuf },
+    #[error(
+        "the CA file {} holds a certificate that cannot be trusted as a CA: {reason}",
+        path.display()
+    )]
+    Certificate {
+        path: PathBuf,
+        reason: rustls::Error,
+    },
+    #[error("TLS setup: {0}")]
+    Rustls(#[from] rustls::Error),
+}
+
+/// The TLS configuration of a client: the web roots (Mozilla's, as bundled by `webpki-roots`)
+/// plus every certificate in the PEM file `ca_file`, if one is given (an organisation's own
+/// root or intermediate CA; the server's own self-signed certificate works as well). The
+/// aws-lc-rs provider, TLS 1.2 and 1.3, no client certificate, no ALPN.
+pub fn tls_config(ca_file: Option<&Path>) -> Result<TlsConfig, TlsSetupError> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    if let Some(path) = ca_file {
+        let pem = std::fs::read(path).map_err(|reason| TlsSetupError::Read {
+            path: path.to_path_buf(),
+            reason,
+        })?;
+        let certs = CertificateDer::pem_slice_iter(&pem)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| TlsSetupError::Pem {
+                path: path.to_path_buf(),
+                reason: e.to_string(),
+            })?;
+        if certs.is_empty() {
+            return Err(TlsSetupError::NoCertificate {
+                path: path.to_path_buf(),
+            });
+        }
+        for cert in certs {
+            roots
+                .add(cert)
+                .map_err(|reason| TlsSetupError::Certificate {
+                    path: path.to_path_buf(),
+                    reason,
+                })?;
+        }
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
+/// An HTTP client that trusts what `tls` trusts (the web roots when `None`; see
+/// [`tls_config`]), giving up on a request after `timeout`.
+pub fn http_client(
+    tls: Option<&TlsConfig>,
+    timeout: Duration,
+) -> Result<reqwest::Client, DriverError> {
+    let tls = match tls {
+        Some(t) => t.clone(),
+        None => tls_config(None)?,
+    };
+    Ok(reqwest::Client::builder()
+        .timeout(timeout)
+        .use_preconfigured_tls((*tls).clone())
+        .build()?)
+}
+
+/// A meeting WebSocket, over TLS for a `wss://` URL.
+type WsStream = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// Opens the WebSocket to `/api/ws` of `server`, trusting what `tls` trusts over `wss://`.
+async fn connect_ws(server: &str, tls: TlsConfig) -> Result<WsStream, DriverError> {
+    let (ws, _) = tokio::time::timeout(
+        CONNECT_TIMEOUT,
+        tokio_tungstenite::connect_async_tls_with_config(
+            ws_url(server),
+            None,
+            false,
+            Some(Connector::Rustls(tls)),
+        ),
+    )
+    .await
+    .map_err(|_| {
+        DriverError::Refused("the server did not answer the WebSocket in time".into())
+    })??;
+    Ok(ws)
+}
+
+/// `e` and its causes, as one line (what went wrong with TLS is only in the causes).
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let next = c.to_string();
+        if !text.contains(&next) {
+            text.push_str(": ");
+            text.push_str(&next);
+        }
+        cause = c.source();
+    }
+    text
 }
 
 /// What the owner hears about (besides audio, which goes to the [`AudioSink`]).
@@ -127,18 +266,27 @@ pub enum CredentialFor {
 /// Errors of the HTTP parts.
 #[derive(Debug, thiserror::Error)]
 pub enum DriverError {
-    #[error("cannot reach the server: {0}")]
+    #[error("cannot reach the server: {}", error_chain(.0))]
     Http(#[from] reqwest::Error),
     #[error("the server refused: {0}")]
     Refused(String),
     #[error("the server's answer is not usable: {0}")]
     BadAnswer(String),
+    /// Boxed: the WebSocket's error is large, and every result of the driver carries this type.
     #[error("WebSocket: {0}")]
-    Ws(#[from] tokio_tungstenite::tungstenite::Error),
+    Ws(Box<tokio_tungstenite::tungstenite::Error>),
     #[error("media socket: {0}")]
     Io(#[from] std::io::Error),
     #[error("{0}")]
     Session(#[from] crate::session::SessionError),
+    #[error("{0}")]
+    Tls(#[from] TlsSetupError),
+}
+
+impl From<tokio_tungstenite::tungstenite::Error> for DriverError {
+    fn from(e: tokio_tungstenite::tungstenite::Error) -> DriverError {
+        DriverError::Ws(Box::new(e))
+    }
 }
 
 /// The wall-clock time since the Unix epoch.
@@ -305,9 +453,11 @@ async fn run(
     mut cmds: mpsc::Receiver<Command>,
     events: &mpsc::UnboundedSender<ClientEvent>,
 ) -> Result<(), DriverError> {
-    let http = reqwest::Client::builder()
-        .timeout(CONNECT_TIMEOUT)
-        .build()?;
+    let tls = match &opts.tls {
+        Some(t) => t.clone(),
+        None => tls_config(None)?,
+    };
+    let http = http_client(Some(&tls), CONNECT_TIMEOUT)?;
     let bind_ip = if opts.bind_ip.is_unspecified() {
         route_source(&opts.server).await?
     } else {
@@ -315,14 +465,7 @@ async fn run(
     };
     let socket = UdpSocket::bind(SocketAddr::new(bind_ip, 0)).await?;
     let local = socket.local_addr()?;
-    let (mut ws, _) = tokio::time::timeout(
-        CONNECT_TIMEOUT,
-        tokio_tungstenite::connect_async(ws_url(&opts.server)),
-    )
-    .await
-    .map_err(|_| {
-        DriverError::Refused("the server did not answer the WebSocket in time".into())
-    })??;
+    let mut ws = connect_ws(&opts.server, tls).await?;
     let mut session = Session::new(
         SessionConfig {
             meeting_id: opts.meeting_id.clone(),
@@ -489,6 +632,202 @@ async fn run(
                 ws.send(Message::Text(text.into())).await?;
             }
             _ = &mut timer => session.handle_timeout(now()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    /// An organisation's own CA called `name` and a server certificate it issued for
+    /// `localhost` and 127.0.0.1: the CA's PEM and the server's TLS configuration.
+    fn own_ca(name: &str) -> (String, Arc<rustls::ServerConfig>) {
+        let ca_key = rcgen::KeyPair::generate().expect("key");
+        let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+        ca.distinguished_name = rcgen::DistinguishedName::new();
+        ca.distinguished_name.push(rcgen::DnType::CommonName, name);
+        ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca_cert = ca.self_signed(&ca_key).expect("CA");
+        let key = rcgen::KeyPair::generate().expect("key");
+        let mut leaf =
+            rcgen::CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+                .expect("params");
+        leaf.distinguished_name = rcgen::DistinguishedName::new();
+        leaf.distinguished_name
+            .push(rcgen::DnType::CommonName, "localhost");
+        let cert = leaf.signed_by(&key, &ca_cert, &ca_key).expect("leaf");
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let server = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![cert.der().clone()],
+                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+            )
+            .expect("server config");
+        (ca_cert.pem(), Arc::new(server))
+    }
+
+    /// What the test server speaks after the TLS handshake.
+    #[derive(Clone, Copy)]
+    enum Speaks {
+        /// Accepts a WebSocket and sends the text message "hello".
+        WebSocket,
+        /// Answers any request with `HTTP/1.1 200` and the body "ok".
+        Http,
+    }
+
+    /// A TLS server on loopback with the server configuration `config`.
+    async fn tls_server(config: Arc<rustls::ServerConfig>, speaks: Speaks) -> SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let acceptor = tokio_rustls::TlsAcceptor::from(config);
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    // A client that does not trust the certificate gives up here.
+                    let Ok(mut tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    match speaks {
+                        Speaks::WebSocket => {
+                            let Ok(mut ws) = tokio_tungstenite::accept_async(tls).await else {
+                                return;
+                            };
+                            let _ = ws.send(Message::Text("hello".into())).await;
+                            // Until the client goes.
+                            while let Some(Ok(_)) = ws.next().await {}
+                        }
+                        Speaks::Http => {
+                            let mut req = Vec::new();
+                            let mut buf = [0u8; 1024];
+                            while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                                match tls.read(&mut buf).await {
+                                    Ok(0) | Err(_) => return,
+                                    Ok(n) => req.extend_from_slice(buf.get(..n).unwrap_or(&[])),
+                                }
+                            }
+                            let _ = tls
+                                .write_all(
+                                    b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\
+                                      connection: close\r\n\r\nok",
+                                )
+                                .await;
+                            let _ = tls.shutdown().await;
+                        }
+                    }
+                });
+            }
+        });
+        addr
+    }
+
+    #[test]
+    fn a_ca_file_that_cannot_be_used_is_named() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let missing = dir.path().join("missing.pem");
+        let err = tls_config(Some(&missing)).expect_err("missing");
+        assert!(matches!(err, TlsSetupError::Read { .. }), "{err}");
+        assert!(err.to_string().contains("missing.pem"), "{err}");
+
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "no certificate here\n").expect("write");
+        let err = tls_config(Some(&empty)).expect_err("empty");
+        assert!(matches!(err, TlsSetupError::NoCertificate { .. }), "{err}");
+        assert!(err.to_string().contains("empty.pem"), "{err}");
+
+        // Only a private key: no certificate either.
+        let key = rcgen::KeyPair::generate().expect("key");
+        let key_only = dir.path().join("key.pem");
+        std::fs::write(&key_only, key.serialize_pem()).expect("write");
+        let err = tls_config(Some(&key_only)).expect_err("key only");
+        assert!(matches!(err, TlsSetupError::NoCertificate { .. }), "{err}");
+
+        let broken = dir.path().join("broken.pem");
+        std::fs::write(
+            &broken,
+            "-----BEGIN CERTIFICATE-----\n%%%% not base64 %%%%\n-----END CERTIFICATE-----\n",
+        )
+        .expect("write");
+        let err = tls_config(Some(&broken)).expect_err("broken");
+        assert!(err.to_string().contains("broken.pem"), "{err}");
+
+        let garbage = dir.path().join("garbage.pem");
+        std::fs::write(
+            &garbage,
+            "-----BEGIN CERTIFICATE-----\naGVsbG8gd29ybGQ=\n-----END CERTIFICATE-----\n",
+        )
+        .expect("write");
+        let err = tls_config(Some(&garbage)).expect_err("garbage");
+        assert!(matches!(err, TlsSetupError::Certificate { .. }), "{err}");
+        assert!(err.to_string().contains("garbage.pem"), "{err}");
+
+        let (ca, _) = own_ca("Musterstadt Root CA");
+        let good = dir.path().join("ca.pem");
+        std::fs::write(&good, format!("# the city's CA\n{ca}")).expect("write");
+        tls_config(Some(&good)).expect("a CA certificate");
+        tls_config(None).expect("the web roots");
+    }
+
+    #[tokio::test]
+    async fn https_and_wss_trust_the_own_ca_only_when_given() {
+        let (ca, server) = own_ca("Musterstadt Root CA");
+        let addr = tls_server(server.clone(), Speaks::Http).await;
+        let ws_addr = tls_server(server, Speaks::WebSocket).await;
+        let dir = tempfile::tempdir().expect("tmp");
+        let ca_file = dir.path().join("ca.pem");
+        std::fs::write(&ca_file, ca).expect("write");
+        let own = tls_config(Some(&ca_file)).expect("config");
+        // Another CA's certificate does not make the server trusted.
+        let (other_ca, _) = own_ca("Anderswo Root CA");
+        let other_file = dir.path().join("other.pem");
+        std::fs::write(&other_file, other_ca).expect("write");
+        let other = tls_config(Some(&other_file)).expect("config");
+
+        for base in [
+            format!("https://localhost:{}", addr.port()),
+            format!("https://127.0.0.1:{}", addr.port()),
+        ] {
+            // HTTP.
+            let http = http_client(Some(&own), Duration::from_secs(10)).expect("client");
+            let resp = http.get(format!("{base}/")).send().await.expect("trusted");
+            assert_eq!(resp.text().await.expect("body"), "ok");
+            for untrusted in [None, Some(&other)] {
+                let http = http_client(untrusted, Duration::from_secs(10)).expect("client");
+                let err = http
+                    .get(format!("{base}/"))
+                    .send()
+                    .await
+                    .expect_err("the server's CA is not trusted");
+                let text = DriverError::from(err).to_string();
+                assert!(text.contains("UnknownIssuer"), "{text}");
+            }
+        }
+        let web_roots = tls_config(None).expect("config");
+        for base in [
+            format!("https://localhost:{}", ws_addr.port()),
+            format!("https://127.0.0.1:{}", ws_addr.port()),
+        ] {
+            // The WebSocket (`wss://`).
+            let mut ws = connect_ws(&base, own.clone()).await.expect("trusted");
+            match ws.next().await {
+                Some(Ok(Message::Text(t))) => assert_eq!(t.as_str(), "hello"),
+                other => panic!("no greeting: {other:?}"),
+            }
+            let _ = ws.close(None).await;
+            for untrusted in [web_roots.clone(), other.clone()] {
+                let err = connect_ws(&base, untrusted)
+                    .await
+                    .expect_err("the server's CA is not trusted");
+                assert!(err.to_string().contains("UnknownIssuer"), "{err}");
+            }
         }
     }
 }

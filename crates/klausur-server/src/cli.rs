@@ -74,6 +74,10 @@ pub struct SipGatewayArgs {
     /// Allow --server to be plain http:// on a non-loopback host (only over a protected link).
     #[arg(long)]
     danger_plain_http: bool,
+    /// A PEM file of CA certificates to trust for an https:// --server besides the web roots
+    /// (a certificate from an organisation's own CA); replaces `[dialin] server_ca_file`.
+    #[arg(long, value_name = "PEM")]
+    ca_file: Option<PathBuf>,
 }
 
 #[derive(Args, Debug, Default)]
@@ -359,7 +363,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             };
             let config =
                 Config::load(cli.config.as_deref(), &o).context("invalid configuration")?;
-            let setup = crate::sip_gateway::remote_setup(&config, &args.server, args.token_file)?;
+            let setup = crate::sip_gateway::remote_setup(
+                &config,
+                &args.server,
+                args.token_file,
+                args.ca_file,
+            )?;
             crate::sip_gateway::run_remote(setup).await
         }
     }

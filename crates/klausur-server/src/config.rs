@@ -108,6 +108,7 @@ pub struct RawDialIn {
     pub invites_per_source_per_minute: Option<u32>,
     pub language: Option<String>,
     pub gateway_token_file: Option<PathBuf>,
+    pub server_ca_file: Option<PathBuf>,
 }
 
 /// Overrides from the command line (highest precedence).
@@ -190,6 +191,10 @@ pub struct DialInConfig {
     /// Server side: the token remote gateways (`klausur sip-gateway`) present. Gateway side:
     /// the token it presents to the server (unless `--token-file` is given).
     pub gateway_token_file: Option<PathBuf>,
+    /// Gateway side (`klausur sip-gateway`, unless `--ca-file` is given): a PEM file of CA
+    /// certificates to trust for an `https://` server besides the web roots (a certificate from
+    /// an organisation's own CA).
+    pub server_ca_file: Option<PathBuf>,
 }
 
 /// `[dialin] digest_user` and `digest_password_file`.
@@ -703,6 +708,14 @@ fn resolve_dialin(raw: RawDialIn, o: &Overrides) -> Result<DialInConfig, ConfigE
             ));
         }
     }
+    if let Some(f) = &raw.server_ca_file {
+        if !f.is_file() {
+            return Err(invalid(
+                "dialin.server_ca_file",
+                format!("file {} does not exist", f.display()),
+            ));
+        }
+    }
     Ok(DialInConfig {
         udp,
         tcp,
@@ -718,6 +731,7 @@ fn resolve_dialin(raw: RawDialIn, o: &Overrides) -> Result<DialInConfig, ConfigE
         invites_per_source_per_minute,
         language,
         gateway_token_file: raw.gateway_token_file,
+        server_ca_file: raw.server_ca_file,
     })
 }
 
@@ -1114,6 +1128,7 @@ mod tests {
         assert_eq!(d.language, PromptLanguage::De);
         assert_eq!(d.phone_number, None);
         assert_eq!(d.gateway_token_file, None);
+        assert_eq!(d.server_ca_file, None);
         assert_eq!(c.dialin_throttle_unit, std::time::Duration::from_secs(1));
     }
 
@@ -1126,6 +1141,7 @@ mod tests {
             p.to_str().expect("utf-8").to_string()
         };
         let (cert, key, pw, token) = (file("c.pem"), file("k.pem"), file("pw"), file("t"));
+        let ca = file("ca.pem");
         let c = resolve(&format!(
             "[dialin]\nudp = [\"0.0.0.0:5060\"]\ntcp = [\"192.0.2.5:5060\"]\n\
              tls = [\"[::]:5061\"]\ntls_cert = {cert:?}\ntls_key = {key:?}\n\
@@ -1133,7 +1149,8 @@ mod tests {
              digest_user = \"trunk\"\ndigest_password_file = {pw:?}\n\
              phone_number = \" +49 30 9999-0000 \"\nrtp_address = \"192.0.2.5\"\n\
              rtp_ports = \"30000-30099\"\nmax_calls = 50\nmax_call_minutes = 60\n\
-             invites_per_source_per_minute = 5\nlanguage = \"en\"\ngateway_token_file = {token:?}\n"
+             invites_per_source_per_minute = 5\nlanguage = \"en\"\ngateway_token_file = {token:?}\n\
+             server_ca_file = {ca:?}\n"
         ))
         .expect("valid");
         let d = &c.dialin;
@@ -1178,6 +1195,7 @@ mod tests {
         assert_eq!(d.language, PromptLanguage::En);
         assert_eq!(d.language.as_str(), "en");
         assert_eq!(d.gateway_token_file, Some(PathBuf::from(&token)));
+        assert_eq!(d.server_ca_file, Some(PathBuf::from(&ca)));
         // Without rtp_address, a specific listen address is the RTP address.
         let c = resolve("[dialin]\nudp = [\"192.0.2.5:5060\"]").expect("valid");
         assert_eq!(
@@ -1268,6 +1286,11 @@ mod tests {
             (
                 "[dialin]\ngateway_token_file = \"/nonexistent/t\"".to_string(),
                 "dialin.gateway_token_file",
+                "does not exist",
+            ),
+            (
+                "[dialin]\nserver_ca_file = \"/nonexistent/ca.pem\"".to_string(),
+                "dialin.server_ca_file",
                 "does not exist",
             ),
             ("[dialin]\nudp_port = 5060".to_string(), "config file t.toml", "udp_port"),

@@ -681,7 +681,8 @@ impl GatewayTokens {
 // ----- the server's dial-in state -----
 
 /// What a gateway needs to run: its `[dialin]` configuration, the base URL of the server it
-/// serves and the token to present there. For the gateway in `klausur serve`:
+/// serves, which certificates of that server it trusts and the token to present there. For the
+/// gateway in `klausur serve`:
 /// [`DialIn::gateway_setup`]; for `klausur sip-gateway`: built from its command line (see
 /// [`crate::sip_gateway`]).
 #[derive(Clone)]
@@ -691,12 +692,18 @@ pub struct GatewaySetup {
     pub server_url: String,
     /// The gateway token (never logged).
     pub token: Zeroizing<String>,
+    /// For an `https://` server: the TLS trust of the gateway's HTTP requests and meeting
+    /// WebSockets (`None`: the web roots). `klausur sip-gateway --ca-file` (or `[dialin]
+    /// server_ca_file`) adds an organisation's own CA; the in-process gateway talks plain HTTP
+    /// over loopback and needs none.
+    pub server_tls: Option<klausur_client::driver::TlsConfig>,
 }
 
 impl std::fmt::Debug for GatewaySetup {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("GatewaySetup")
             .field("server_url", &self.server_url)
+            .field("own_ca", &self.server_tls.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -775,6 +782,7 @@ impl DialIn {
             config: self.config.clone(),
             server_url: self.server_url.clone(),
             token: self.tokens.in_process()?.clone(),
+            server_tls: None,
         })
     }
 

@@ -1,9 +1,15 @@
 //! Where the SIP gateway (crate `klausur-sip`) is started: in the `klausur serve` process when a
 //! SIP listen address is configured ([`start_in_process`]), or on its own host as `klausur
 //! sip-gateway --server URL` ([`run_remote`]). Both hand the gateway a [`GatewaySetup`]: the
-//! validated `[dialin]` configuration, the base URL of the server and the gateway token. The
-//! gateway talks to the server over HTTP and WebSocket only (the dial-in API, the identity
-//! credential route and the meeting WebSocket; see [`crate::dialin`]).
+//! validated `[dialin]` configuration, the base URL of the server, the TLS trust towards it and
+//! the gateway token. The gateway talks to the server over HTTP and WebSocket only (the dial-in
+//! API, the identity credential route and the meeting WebSocket; see [`crate::dialin`]).
+//!
+//! A remote gateway reaches an `https://` server trusting the web roots, plus the CA
+//! certificates of `--ca-file` (or `[dialin] server_ca_file`) when the server's certificate
+//! comes from an organisation's own CA; the file is read at start, and a file that cannot be
+//! read or holds no certificate stops the start. The in-process gateway reaches its server
+//! over plain HTTP on loopback.
 //!
 //! The gateway runs on tokio beside the server; on a shutdown it ends every call with BYE.
 
@@ -80,6 +86,7 @@ fn gateway_config(setup: &GatewaySetup) -> anyhow::Result<GatewayConfig> {
         rtp_ports: c.rtp_ports.clone(),
         server: setup.server_url.clone(),
         token: setup.token.clone(),
+        server_tls: setup.server_tls.clone(),
         // The route towards the server decides the callers' media address.
         media_ip: IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
         language: match c.language {
@@ -143,11 +150,14 @@ fn listen_summary(setup: &GatewaySetup) -> String {
 
 /// `klausur sip-gateway`: checks its command line and configuration and builds the setup for
 /// [`run_remote`]. `server` is the server's base URL; `token_file` (else `[dialin]
-/// gateway_token_file`) holds the token the server expects.
+/// gateway_token_file`) holds the token the server expects; `ca_file` (else `[dialin]
+/// server_ca_file`), if any, the CA certificates (PEM) to trust for the server besides the web
+/// roots.
 pub fn remote_setup(
     config: &Config,
     server: &str,
     token_file: Option<PathBuf>,
+    ca_file: Option<PathBuf>,
 ) -> anyhow::Result<GatewaySetup> {
     let server_url = check_server_url(server, config.danger_plain_http)?;
     let token_file = token_file
@@ -157,6 +167,15 @@ pub fn remote_setup(
              token the server's [dialin] gateway_token_file holds",
         )?;
     let token = crate::ca_service::load_token_file(&token_file).context("--token-file")?;
+    let server_tls = match ca_file {
+        Some(f) => Some(klausur_client::driver::tls_config(Some(&f)).context("--ca-file")?),
+        None => match &config.dialin.server_ca_file {
+            Some(f) => Some(
+                klausur_client::driver::tls_config(Some(f)).context("[dialin] server_ca_file")?,
+            ),
+            None => None,
+        },
+    };
     if !config.dialin.gateway_enabled() {
         bail!(
             "no SIP listen address: set [dialin] udp, tcp or tls in the configuration, or pass \
@@ -167,6 +186,7 @@ pub fn remote_setup(
         config: config.dialin.clone(),
         server_url,
         token,
+        server_tls,
     })
 }
 

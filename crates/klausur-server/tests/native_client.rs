@@ -43,6 +43,7 @@ fn start(srv: &TestServer, meeting: &str, join: JoinAs, id: u64) -> Client {
             tx,
             filter: Arc::new(|_| true),
         }),
+        tls: None,
     });
     Client {
         handle,

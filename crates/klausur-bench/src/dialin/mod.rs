@@ -780,6 +780,7 @@ pub async fn run(opts: &Options) -> anyhow::Result<DialinResult> {
                 bind_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
                 client_id,
                 audio,
+                tls: None,
             });
             client_id += 1;
             let events = std::mem::replace(&mut handle.events, mpsc::unbounded_channel().1);

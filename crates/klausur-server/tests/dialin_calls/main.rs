@@ -177,6 +177,7 @@ fn member(d: &Dial, meeting: &str, token: String) -> Member {
             tx,
             filter: Arc::new(|_| true),
         }),
+        tls: None,
     });
     Member {
         handle,

@@ -3,10 +3,15 @@
 //! admit a caller, and says when a call is over. Every request carries the gateway token.
 //!
 //! The PIN and the caller's full number travel only in the request body; nothing here logs
-//! them.
+//! them. The ticket travels in the path of `DELETE`: errors of that request carry no URL.
+//!
+//! Over `https://` the client trusts what the gateway's TLS configuration trusts (the web roots,
+//! or also an operator's own CA: [`klausur_client::driver::tls_config`]), the same as the
+//! callers' meeting clients.
 
 use std::time::Duration;
 
+use klausur_client::driver::{self as client, TlsConfig};
 use serde::Deserialize;
 use zeroize::Zeroizing;
 
@@ -48,8 +53,10 @@ impl std::fmt::Debug for Ticket {
 /// Errors talking to the server.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
-    #[error("the server cannot be reached: {0}")]
+    #[error("the server cannot be reached: {}", client::error_chain(.0))]
     Http(#[from] reqwest::Error),
+    #[error("HTTP client: {0}")]
+    Client(#[from] client::DriverError),
     #[error("the server refused the gateway: {0}")]
     Refused(String),
     #[error("the server's answer is not usable: {0}")]
@@ -74,6 +81,7 @@ struct CheckAnswer {
 pub struct DialInApi {
     http: reqwest::Client,
     server: String,
+    tls: Option<TlsConfig>,
     token: Zeroizing<String>,
 }
 
@@ -86,12 +94,18 @@ impl std::fmt::Debug for DialInApi {
 }
 
 impl DialInApi {
-    /// `server` is the base URL (`http://127.0.0.1:8080`), `token` the gateway token.
-    pub fn new(server: &str, token: Zeroizing<String>) -> Result<DialInApi, ApiError> {
-        let http = reqwest::Client::builder().timeout(CHECK_TIMEOUT).build()?;
+    /// `server` is the base URL (`http://127.0.0.1:8080`), `token` the gateway token, `tls`
+    /// which server certificates to trust (`None`: the web roots).
+    pub fn new(
+        server: &str,
+        token: Zeroizing<String>,
+        tls: Option<TlsConfig>,
+    ) -> Result<DialInApi, ApiError> {
+        let http = client::http_client(tls.as_ref(), CHECK_TIMEOUT)?;
         Ok(DialInApi {
             http,
             server: server.trim_end_matches('/').to_string(),
+            tls,
             token,
         })
     }
@@ -99,6 +113,12 @@ impl DialInApi {
     /// The server's base URL.
     pub fn server(&self) -> &str {
         &self.server
+    }
+
+    /// Which server certificates are trusted (`None`: the web roots); the callers' meeting
+    /// clients trust the same.
+    pub fn tls(&self) -> Option<&TlsConfig> {
+        self.tls.as_ref()
     }
 
     /// Asks whether `meeting_number` and `pin` admit the caller. `caller` is the caller's
@@ -166,7 +186,9 @@ impl DialInApi {
             .delete(format!("{}/api/dialin/calls/{}", self.server, ticket.0))
             .bearer_auth(self.token.as_str())
             .send()
-            .await?;
+            .await
+            // The URL holds the ticket.
+            .map_err(reqwest::Error::without_url)?;
         if resp.status().is_success() || resp.status() == reqwest::StatusCode::NOT_FOUND {
             Ok(())
         } else {

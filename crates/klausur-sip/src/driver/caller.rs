@@ -20,7 +20,7 @@
 //! frame is sent to the trunk the moment it arrives, together with a step of the trunk side.
 //! Two free-running 20 ms clocks would meet a frame twice or not at all now and then (a gap of
 //! a frame, and a frame thrown away) and keep a queue between them (delay). If the bus stops
-//! delivering for [`BUS_CLOCK_LOST`], the call's own clock takes over again.
+//! delivering for `BUS_CLOCK_LOST` (60 ms), the call's own clock takes over again.
 //!
 //! Everything decrypted stays in memory: nothing is recorded or written anywhere.
 
@@ -259,6 +259,7 @@ pub(crate) async fn run(gw: Arc<Gateway>, setup: CallSetup) {
                         bind_ip: gw.media_ip,
                         client_id,
                         audio: Some(bus.sink(client_id)),
+                        tls: gw.api.tls().cloned(),
                     });
                     let Ok(encoder) =
                         OpusEncoder::new(codec.sample_rate(), voice_settings(codec.sample_rate()))
@@ -343,6 +344,9 @@ pub(crate) async fn run(gw: Arc<Gateway>, setup: CallSetup) {
             r = async { check.as_mut().expect("guarded").await }, if check.is_some() => {
                 check = None;
                 let outcome = r.unwrap_or_else(|_| Err(super::api::ApiError::Refused("lost".into())));
+                if let Err(e) = &outcome {
+                    tracing::warn!("call {label}: the dial-in API failed: {e}");
+                }
                 if let Ok(CheckOutcome::Admit { ticket: t, meeting_id: m, .. }) = &outcome {
                     ticket = Some(t.clone());
                     meeting_id = Some(m.clone());

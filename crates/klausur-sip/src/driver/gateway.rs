@@ -27,6 +27,10 @@ pub struct GatewayConfig {
     /// The server's base URL (`http://127.0.0.1:8080`) and the gateway token.
     pub server: String,
     pub token: Zeroizing<String>,
+    /// Which certificates of an `https://` server the gateway trusts, for the dial-in API and
+    /// every caller's meeting client alike: `None` trusts the web roots;
+    /// [`klausur_client::driver::tls_config`] adds an operator's own CA.
+    pub server_tls: Option<klausur_client::driver::TlsConfig>,
     /// Where the callers' meeting clients bind their media sockets.
     pub media_ip: IpAddr,
     pub language: Language,
@@ -38,6 +42,7 @@ impl std::fmt::Debug for GatewayConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("GatewayConfig")
             .field("server", &self.server)
+            .field("own_ca", &self.server_tls.is_some())
             .field("rtp_ip", &self.rtp_ip)
             .field("rtp_ports", &self.rtp_ports)
             .finish_non_exhaustive()
@@ -138,7 +143,7 @@ impl Gateway {
             None => PromptSet::builtin(cfg.language)?,
         };
         let ports = RtpPortAllocator::new(cfg.rtp_ip, cfg.rtp_ports.clone())?;
-        let api = DialInApi::new(&cfg.server, cfg.token.clone())?;
+        let api = DialInApi::new(&cfg.server, cfg.token.clone(), cfg.server_tls.clone())?;
         let (endpoint, mut calls) = SipEndpoint::start(cfg.sip.clone()).await?;
         let gw = Arc::new(Gateway {
             api,

@@ -4,7 +4,9 @@
 //!
 //! [`Gateway::start`] starts it all from a [`GatewayConfig`]; `klausur serve` runs it in its
 //! own process when dial-in is configured, `klausur sip-gateway` on a host of its own. Either
-//! way the gateway reaches the server only over HTTP and WebSocket, like a browser.
+//! way the gateway reaches the server only over HTTP and WebSocket, like a browser; over
+//! `https://` the dial-in API and every caller's meeting client trust the same certificates
+//! (`GatewayConfig::server_tls`: the web roots, or also an operator's own CA).
 
 #[cfg(feature = "bridge")]
 pub mod api;
