@@ -12,7 +12,7 @@ use klausur_proto::SecurityProfile;
 use klausur_store::{InvitationKind, NewInvitation, Role};
 use serde_json::json;
 
-use crate::api::{validate_display_name, validate_username};
+use crate::api::{validate_display_name, validate_title, validate_username};
 use crate::auth;
 use crate::config::{Config, Overrides};
 use crate::dialin::{DialInView, PinKey};
@@ -559,10 +559,8 @@ async fn meeting_cmd(
                 .user_by_username(&organiser.to_lowercase())
                 .await?
                 .with_context(|| format!("no user {organiser:?}"))?;
-            let title = title.trim();
-            if title.is_empty() || title.chars().count() > 200 {
-                bail!("title must be 1 to 200 characters");
-            }
+            let title = validate_title(&title).map_err(anyhow::Error::msg)?;
+            let title = title.as_str();
             let profile = match profile {
                 ProfileArg::Strict => SecurityProfile::Strict,
                 ProfileArg::Internal => SecurityProfile::Internal,

@@ -88,6 +88,25 @@ fn admin_commands_speak_json() {
     let id = m["id"].as_str().expect("id").to_string();
     assert_eq!(m["profile"], "strict");
 
+    // The one rule for names and titles holds on the command line too.
+    for args in [
+        vec![
+            "meeting",
+            "create",
+            "Bau\u{202E}ausschuss",
+            "--organiser",
+            "ada",
+        ],
+        vec!["invite", "create", &id, "--name", "Erika Gast (Sie)"],
+        vec!["invite", "create", &id, "--name", "Eri\u{200B}ka"],
+    ] {
+        let (ok, _, err) = klausur(d, &args, None);
+        assert!(!ok, "{args:?} was accepted");
+        assert!(
+            err.contains("name") || err.contains("title"),
+            "{args:?}: {err}"
+        );
+    }
     let (ok, out, err) = klausur(
         d,
         &["invite", "create", &id, "--name", "Erika Gast", "--json"],
