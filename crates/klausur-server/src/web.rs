@@ -1,9 +1,15 @@
 //! Serves the built web client (web/dist): files as they are, and index.html for the
-//! client's own routes, with security headers on every response.
+//! client's own routes, with security headers on every response: the Content-Security-Policy,
+//! `nosniff`, no referrer, no framing, `Strict-Transport-Security` when the server speaks TLS,
+//! and `Cache-Control: no-store` on every API answer (they carry personal data, tokens and
+//! one-time secrets that no browser or proxy cache may keep).
 
 use std::path::PathBuf;
 
+use axum::extract::Request;
 use axum::http::{header, HeaderValue};
+use axum::middleware::Next;
+use axum::response::Response;
 use axum::Router;
 use tower_http::services::{ServeDir, ServeFile};
 use tower_http::set_header::SetResponseHeaderLayer;
@@ -34,6 +40,21 @@ pub fn find_web_root(config: &Config) -> Option<PathBuf> {
         .find(|p| p.join("index.html").is_file())
 }
 
+/// HSTS for a server that speaks TLS: a year; not `includeSubDomains` (other hosts of the
+/// city's domain may not speak TLS), not `preload` (the operator's decision).
+const HSTS: &str = "max-age=31536000";
+
+/// `Cache-Control: no-store` on the API's answers (see the module docs).
+async fn no_store_api(req: Request, next: Next) -> Response {
+    let api = req.uri().path().starts_with("/api/");
+    let mut res = next.run(req).await;
+    if api {
+        res.headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    res
+}
+
 pub fn with_static(api: Router<AppState>, config: &Config) -> Router<AppState> {
     let router = match find_web_root(config) {
         Some(root) => {
@@ -48,7 +69,16 @@ pub fn with_static(api: Router<AppState>, config: &Config) -> Router<AppState> {
             api.fallback(crate::api::api_not_found)
         }
     };
+    let router = if config.tls.is_some() {
+        router.layer(SetResponseHeaderLayer::overriding(
+            header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_static(HSTS),
+        ))
+    } else {
+        router
+    };
     router
+        .layer(axum::middleware::from_fn(no_store_api))
         .layer(SetResponseHeaderLayer::overriding(
             header::CONTENT_SECURITY_POLICY,
             HeaderValue::from_static(CSP),

@@ -297,6 +297,19 @@ async fn serves_https_with_rustls_and_secure_cookies() {
         .expect("https login");
     drop(child);
     assert_eq!(resp.status(), 200);
+    // Under TLS: HSTS on every answer, and the API's answers are never cached.
+    let header = |name: &str| {
+        resp.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert!(
+        header("strict-transport-security").starts_with("max-age="),
+        "HSTS"
+    );
+    assert_eq!(header("cache-control"), "no-store");
     let cookie = resp
         .headers()
         .get("set-cookie")
