@@ -23,6 +23,7 @@ use serde_json::json;
 
 use crate::admission::{self, AdmissionError, Who};
 use crate::auth;
+use crate::config::Config;
 use crate::dialin::DialInView;
 use crate::state::AppState;
 
@@ -137,26 +138,50 @@ fn cookie_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
         .map(|(_, v)| v)
 }
 
-/// Rejects a cross-origin request: the `Origin` header, when present, must name the host the
-/// request was sent to. (Browsers send `Origin` on every POST, DELETE and WebSocket request.)
-pub(crate) fn check_origin(headers: &HeaderMap) -> Result<(), ApiError> {
+/// Rejects a cross-origin request: the `Origin` header, when present, must be this server's
+/// own origin, scheme included: the server's scheme (https with TLS) and the host the request
+/// was sent to, or the origin of `server.public_url` (behind a proxy that terminates TLS). An
+/// `https://` page is not this `http://` server. (Browsers send `Origin` on every POST,
+/// DELETE and WebSocket request.)
+pub(crate) fn check_origin(config: &Config, headers: &HeaderMap) -> Result<(), ApiError> {
     let Some(origin) = headers.get(header::ORIGIN) else {
         return Ok(());
     };
+    let origin = origin.to_str().unwrap_or("").to_ascii_lowercase();
     let host = headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
-        .unwrap_or("");
-    let origin = origin.to_str().unwrap_or("");
-    let origin_host = origin
-        .strip_prefix("https://")
-        .or_else(|| origin.strip_prefix("http://"))
-        .unwrap_or("");
-    if !host.is_empty() && origin_host == host {
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    let scheme = if config.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let own = (!host.is_empty()).then(|| origin_of(&format!("{scheme}://{host}")));
+    let public = config.public_url.as_deref().map(origin_of);
+    if own.is_some_and(|o| o == origin) || public.is_some_and(|o| o == origin) {
         Ok(())
     } else {
-        Err(ApiError::forbidden("cross-origin request refused"))
+        Err(ApiError::forbidden(
+            "cross-origin request refused (behind a proxy that terminates TLS, set \
+             server.public_url to the address browsers use)",
+        ))
     }
+}
+
+/// The origin of a URL as a browser writes it: scheme and authority, lower case, without a
+/// path and without the scheme's default port.
+fn origin_of(url: &str) -> String {
+    let url = url.to_ascii_lowercase();
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url.as_str()));
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let authority = match scheme {
+        "https" => authority.strip_suffix(":443").unwrap_or(authority),
+        "http" => authority.strip_suffix(":80").unwrap_or(authority),
+        _ => authority,
+    };
+    format!("{scheme}://{authority}")
 }
 
 /// Any logged-in account (also one that must still change its password).
@@ -181,7 +206,7 @@ impl FromRequestParts<AppState> for Session {
             return Err(unauth());
         }
         if parts.method != Method::GET && parts.method != Method::HEAD {
-            check_origin(&parts.headers)?;
+            check_origin(&state.config, &parts.headers)?;
             let sent = parts
                 .headers
                 .get(CSRF_HEADER)
@@ -347,7 +372,7 @@ async fn login(
     headers: HeaderMap,
     Body(req): Body<LoginReq>,
 ) -> Result<Response, ApiError> {
-    check_origin(&headers)?;
+    check_origin(&state.config, &headers)?;
     let username = req.username.trim().to_lowercase();
     let keys = vec![format!("user:{username}"), format!("ip:{}", peer.ip())];
     let now = Instant::now();
@@ -740,21 +765,51 @@ struct CreateInvitationReq {
     expires_in_hours: Option<i64>,
 }
 
-fn base_url(state: &AppState, headers: &HeaderMap) -> String {
+/// The base of links the server hands out (invitations): `server.public_url`, or else this
+/// server's own address. Without `public_url` the request's `Host` is taken only when it names
+/// this server itself (its listen address, or a loopback name with its port): a forged `Host`
+/// must not turn an invitation into a link to another site.
+fn base_url(state: &AppState, headers: &HeaderMap) -> Result<String, ApiError> {
     if let Some(u) = &state.config.public_url {
-        return u.clone();
+        return Ok(u.trim_end_matches('/').to_string());
     }
+    let listen = state.config.listen;
     let scheme = if state.config.tls.is_some() {
         "https"
     } else {
         "http"
     };
-    let host = headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .map(str::to_string)
-        .unwrap_or_else(|| state.config.listen.to_string());
-    format!("{scheme}://{host}")
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+    match host {
+        None => Ok(format!("{scheme}://{listen}")),
+        Some(h) if host_is_this_server(h, listen) => Ok(format!("{scheme}://{h}")),
+        Some(h) => Err(ApiError::bad_request(format!(
+            "the link cannot be built from the request's host {h:?}: set server.public_url to \
+             the address people use to reach this server"
+        ))),
+    }
+}
+
+/// Whether a `Host` header names the server listening on `listen`: its own address, or (when it
+/// listens on loopback or on every address) a loopback name or address, with its port.
+fn host_is_this_server(host: &str, listen: SocketAddr) -> bool {
+    let Some((name, port)) = host.rsplit_once(':') else {
+        return false;
+    };
+    if port.parse::<u16>().ok() != Some(listen.port()) {
+        return false;
+    }
+    let name = name.trim_start_matches('[').trim_end_matches(']');
+    match name.parse::<std::net::IpAddr>() {
+        Ok(ip) => {
+            ip == listen.ip()
+                || (ip.is_loopback() && (listen.ip().is_loopback() || listen.ip().is_unspecified()))
+        }
+        Err(_) => {
+            name.eq_ignore_ascii_case("localhost")
+                && (listen.ip().is_loopback() || listen.ip().is_unspecified())
+        }
+    }
 }
 
 async fn create_invitation(
@@ -815,7 +870,7 @@ async fn create_invitation(
         },
     )
     .await?;
-    let link = format!("{}/j/{}", base_url(&state, &headers), token.as_str());
+    let link = format!("{}/j/{}", base_url(&state, &headers)?, token.as_str());
     tracing::info!(meeting = %m.id, invitation = inv.id, "invitation created");
     Ok((
         StatusCode::CREATED,
@@ -921,7 +976,7 @@ async fn ws_upgrade(
     ws: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
     // Cross-site WebSocket hijacking: a page elsewhere must not join with our cookies.
-    check_origin(&headers)?;
+    check_origin(&state.config, &headers)?;
     let who = Who { user };
     Ok(ws
         .max_message_size(4 * 1024 * 1024)

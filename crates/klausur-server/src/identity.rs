@@ -637,7 +637,7 @@ pub async fn issue_credential(
     headers: HeaderMap,
     Body(req): Body<CredentialReq>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    check_origin(&headers)?;
+    check_origin(&state.config, &headers)?;
     let device_key = parse_device_key(&req.device_key).map_err(bad_request)?;
     let (user_id, display_name, kind) = match (&req.invite_token, &req.meeting_id) {
         _ if req.dial_in_ticket.is_some() => {

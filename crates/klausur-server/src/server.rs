@@ -101,6 +101,10 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         None => dialin::self_url(local, config.tls.is_some()),
     };
     let dialin = DialIn::load(&config, gateway_url)?;
+    // The address actually bound (a configured port 0 is a real port now): links fall back to
+    // it, and a request's Host is checked against it.
+    let mut config = config;
+    config.listen = local;
     let state = AppState::new(config.clone(), store.clone(), media, identity, dialin);
     let gateway = match state.dialin.gateway_setup() {
         Some(setup) => Some(

@@ -47,6 +47,8 @@ impl TestServer {
             .await
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
+        // As `klausur serve` does: the configuration names the address actually bound.
+        config.listen = addr;
         let dialin = DialIn::new(&config, PinKey::random(), None, format!("http://{addr}"));
         let state = AppState::new(config, store.clone(), media, identity_ca, dialin);
         let app = api::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
