@@ -374,18 +374,20 @@ async fn login(
 ) -> Result<Response, ApiError> {
     check_origin(&state.config, &headers)?;
     let username = req.username.trim().to_lowercase();
-    let keys = vec![format!("user:{username}"), format!("ip:{}", peer.ip())];
+    let keys = auth::login_keys(&username, peer.ip());
     let now = Instant::now();
+    // The attempt counts from here (concurrent guesses cannot pass the limit while earlier
+    // ones are still being checked); a success takes it back.
     let allowed = state
         .login_limiter
         .lock()
-        .map(|mut l| l.allowed(now, &keys))
+        .map(|mut l| l.begin(now, &keys))
         .unwrap_or(false);
     if !allowed {
         return Err(ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
             "rate_limited",
-            "too many failed logins; try again in 15 minutes",
+            "too many failed logins from this address; try again in 15 minutes",
         ));
     }
     let user = state.store.user_by_username(&username).await?;
@@ -399,9 +401,6 @@ async fn login(
     let user = match (ok, user) {
         (true, Some(u)) => u,
         _ => {
-            if let Ok(mut l) = state.login_limiter.lock() {
-                l.record_failure(now, &keys);
-            }
             tracing::info!("failed login");
             return Err(ApiError::new(
                 StatusCode::UNAUTHORIZED,
@@ -411,7 +410,7 @@ async fn login(
         }
     };
     if let Ok(mut l) = state.login_limiter.lock() {
-        l.record_success(&keys[..1]);
+        l.succeeded(&keys);
     }
     let token = auth::new_token();
     let csrf = auth::new_token();
@@ -452,15 +451,33 @@ struct PasswordReq {
 
 async fn change_password(
     State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     s: Session,
     Body(req): Body<PasswordReq>,
 ) -> Result<StatusCode, ApiError> {
+    // The current password is a password check like a login's, and counts the same.
+    let keys = auth::login_keys(&s.user.username, peer.ip());
+    let allowed = state
+        .login_limiter
+        .lock()
+        .map(|mut l| l.begin(Instant::now(), &keys))
+        .unwrap_or(false);
+    if !allowed {
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            "too many wrong passwords from this address; try again in 15 minutes",
+        ));
+    }
     if !auth::verify_password(&req.current_password, &s.user.password_hash) {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "invalid_credentials",
             "the current password is wrong",
         ));
+    }
+    if let Ok(mut l) = state.login_limiter.lock() {
+        l.succeeded(&keys);
     }
     validate_new_password(&req.new_password)?;
     if req.new_password == req.current_password {

@@ -77,7 +77,18 @@ pub fn new_meeting_id() -> String {
         .collect()
 }
 
-/// Counts failed logins per user name and per client address in a sliding window.
+/// Counts failed password checks in a window, per account *and* address (`user:<name>|<ip>`)
+/// and per address (`ip:<ip>`), so that guesses from one address end there: nobody can lock an
+/// account for its owner from somewhere else (the owner's own address stays open), and one
+/// address cannot spray guesses over many accounts.
+///
+/// An attempt is counted when it begins ([`LoginLimiter::begin`], which refuses when a key is
+/// at its limit), not when the slow password check has failed: so concurrent guesses cannot
+/// slip past the limit while earlier ones are still being checked. A success takes its
+/// attempt back ([`LoginLimiter::succeeded`]) and clears the account-and-address count.
+///
+/// The map is bounded ([`LoginLimiter::MAX_KEYS`]): beyond it, the entries whose window began
+/// first are forgotten, so invented user names cannot grow memory without end.
 #[derive(Debug)]
 pub struct LoginLimiter {
     max: u32,
@@ -85,7 +96,15 @@ pub struct LoginLimiter {
     failures: HashMap<String, (u32, Instant)>,
 }
 
+/// The keys of one password check: the account at this address, and the address.
+pub fn login_keys(username: &str, ip: std::net::IpAddr) -> Vec<String> {
+    vec![format!("user:{username}|{ip}"), format!("ip:{ip}")]
+}
+
 impl LoginLimiter {
+    /// Keys kept at most.
+    pub const MAX_KEYS: usize = 100_000;
+
     pub fn new(max_per_window: u32, window: Duration) -> Self {
         LoginLimiter {
             max: max_per_window,
@@ -94,19 +113,8 @@ impl LoginLimiter {
         }
     }
 
-    /// Whether another attempt for these keys is allowed now.
-    pub fn allowed(&mut self, now: Instant, keys: &[String]) -> bool {
-        self.failures
-            .retain(|_, (_, start)| now.duration_since(*start) < self.window);
-        keys.iter().all(|k| {
-            self.failures
-                .get(k)
-                .is_none_or(|(count, _)| *count < self.limit_for(k))
-        })
-    }
-
     /// Keys starting with `ip:` allow ten times as many failures: many people can share one
-    /// address (an office behind NAT), while a single account is protected tightly.
+    /// address (an office behind NAT), while an account at one address is protected tightly.
     fn limit_for(&self, key: &str) -> u32 {
         if key.starts_with("ip:") {
             self.max.saturating_mul(10)
@@ -115,16 +123,72 @@ impl LoginLimiter {
         }
     }
 
-    pub fn record_failure(&mut self, now: Instant, keys: &[String]) {
+    /// Begins an attempt for these keys at `now`: counts it and returns true, or returns false
+    /// (and counts nothing) when a key is at its limit.
+    pub fn begin(&mut self, now: Instant, keys: &[String]) -> bool {
+        let window = self.window;
+        let expired = |start: &Instant| now.duration_since(*start) >= window;
+        let allowed = keys.iter().all(|k| {
+            self.failures
+                .get(k)
+                .is_none_or(|(count, start)| expired(start) || *count < self.limit_for(k))
+        });
+        if allowed {
+            for k in keys {
+                let e = self.failures.entry(k.clone()).or_insert((0, now));
+                if expired(&e.1) {
+                    *e = (0, now);
+                }
+                e.0 += 1;
+            }
+            self.bound(now);
+        }
+        allowed
+    }
+
+    /// The attempt begun for these keys succeeded: the account at this address starts afresh,
+    /// and the address gets its attempt back.
+    pub fn succeeded(&mut self, keys: &[String]) {
         for k in keys {
-            let e = self.failures.entry(k.clone()).or_insert((0, now));
-            e.0 += 1;
+            if k.starts_with("ip:") {
+                if let Some(e) = self.failures.get_mut(k) {
+                    e.0 = e.0.saturating_sub(1);
+                }
+            } else {
+                self.failures.remove(k);
+            }
         }
     }
 
-    pub fn record_success(&mut self, keys: &[String]) {
-        for k in keys {
-            self.failures.remove(k);
+    /// Keys currently held (expired ones included until the map is pruned).
+    pub fn len(&self) -> usize {
+        self.failures.len()
+    }
+
+    /// Whether nothing is counted.
+    pub fn is_empty(&self) -> bool {
+        self.failures.is_empty()
+    }
+
+    /// Keeps the map within [`LoginLimiter::MAX_KEYS`]: expired entries go first, then the
+    /// oldest tenth (so a flood of invented names sorts once per ten thousand, not every time).
+    fn bound(&mut self, now: Instant) {
+        if self.failures.len() <= Self::MAX_KEYS {
+            return;
+        }
+        let window = self.window;
+        self.failures
+            .retain(|_, (_, start)| now.duration_since(*start) < window);
+        if self.failures.len() <= Self::MAX_KEYS * 9 / 10 {
+            return;
+        }
+        let mut starts: Vec<Instant> = self.failures.values().map(|(_, s)| *s).collect();
+        starts.sort_unstable();
+        if let Some(cut) = starts
+            .get(self.failures.len() - Self::MAX_KEYS * 9 / 10)
+            .copied()
+        {
+            self.failures.retain(|_, (_, s)| *s >= cut);
         }
     }
 }
@@ -154,23 +218,53 @@ mod tests {
     }
 
     #[test]
-    fn limiter_blocks_after_max_failures_and_recovers() {
+    fn limiter_counts_per_account_and_address_and_per_address() {
         let mut l = LoginLimiter::new(3, Duration::from_secs(60));
         let t0 = Instant::now();
-        let keys = vec!["user:ada".to_string()];
+        let a: std::net::IpAddr = "10.0.0.1".parse().expect("ip");
+        let b: std::net::IpAddr = "10.0.0.2".parse().expect("ip");
+        let ada_a = login_keys("ada", a);
         for _ in 0..3 {
-            assert!(l.allowed(t0, &keys));
-            l.record_failure(t0, &keys);
+            assert!(l.begin(t0, &ada_a));
         }
-        assert!(!l.allowed(t0, &keys));
-        assert!(l.allowed(t0, &["user:bob".to_string()]));
-        assert!(l.allowed(t0 + Duration::from_secs(61), &keys));
-        let ip = vec!["ip:127.0.0.1".to_string()];
-        for _ in 0..29 {
-            l.record_failure(t0, &ip);
+        assert!(!l.begin(t0, &ada_a), "ada from a: locked");
+        assert!(l.begin(t0, &login_keys("ada", b)), "ada from b: open");
+        assert!(l.begin(t0, &login_keys("bob", a)), "bob from a: open");
+        assert!(
+            l.begin(t0 + Duration::from_secs(61), &ada_a),
+            "the window ends"
+        );
+        // A success clears the account at this address and gives the address its attempt back.
+        let mut l = LoginLimiter::new(3, Duration::from_secs(60));
+        for _ in 0..2 {
+            assert!(l.begin(t0, &ada_a));
         }
-        assert!(l.allowed(t0, &ip));
-        l.record_failure(t0, &ip);
-        assert!(!l.allowed(t0, &ip));
+        l.succeeded(&ada_a);
+        for _ in 0..3 {
+            assert!(l.begin(t0, &ada_a));
+        }
+        // One address: ten times the limit over all accounts.
+        let mut l = LoginLimiter::new(3, Duration::from_secs(60));
+        let mut allowed = 0;
+        for n in 0..100 {
+            if l.begin(t0, &login_keys(&format!("user{n}"), a)) {
+                allowed += 1;
+            }
+        }
+        assert_eq!(allowed, 30);
+    }
+
+    #[test]
+    fn limiter_memory_is_bounded() {
+        let mut l = LoginLimiter::new(10, Duration::from_secs(900));
+        let t0 = Instant::now();
+        for n in 0..(LoginLimiter::MAX_KEYS + 5_000) as u32 {
+            let ip = std::net::IpAddr::from(n.to_be_bytes());
+            l.begin(
+                t0 + Duration::from_micros(u64::from(n)),
+                &login_keys("x", ip),
+            );
+        }
+        assert!(l.len() <= LoginLimiter::MAX_KEYS, "{}", l.len());
     }
 }
