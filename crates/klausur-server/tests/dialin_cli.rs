@@ -16,49 +16,9 @@ mod process;
 mod sipp;
 
 use process::{
-    add_ada, assert_owner_only, base_cmd, ca_cmd, files_under, free_port, init_ca, init_token, run,
-    serve_cmd, start,
+    add_ada, assert_owner_only, base_cmd, ca_cmd, dial_in_meeting, files_under, free_port, init_ca,
+    init_token, invite, json, run, serve_cmd, start,
 };
-
-/// `klausur --data-dir <data> [--config <config>] <args> --json`, which must succeed: its JSON.
-fn json_cmd(data: &Path, config: Option<&Path>, args: &[&str]) -> Value {
-    let mut all = vec!["--data-dir", data.to_str().expect("path")];
-    if let Some(c) = config {
-        all.extend(["--config", c.to_str().expect("path")]);
-    }
-    all.extend(args);
-    all.push("--json");
-    let (ok, out, err) = run(&all, None);
-    assert!(ok, "{args:?}: {err}");
-    serde_json::from_str(&out).unwrap_or_else(|e| panic!("{args:?}: {e}: {out}"))
-}
-
-/// Ada's meeting "Sprechstunde" of the internal profile with dial-in: its JSON.
-fn dial_in_meeting(data: &Path, config: Option<&Path>) -> Value {
-    json_cmd(
-        data,
-        config,
-        &[
-            "meeting",
-            "create",
-            "Sprechstunde",
-            "--organiser",
-            "ada",
-            "--profile",
-            "internal",
-            "--dial-in",
-        ],
-    )
-}
-
-/// Invites `name` to the meeting `meeting_id`: the invitation's JSON.
-fn invite(data: &Path, config: Option<&Path>, meeting_id: &str, name: &str) -> Value {
-    json_cmd(
-        data,
-        config,
-        &["invite", "create", meeting_id, "--name", name],
-    )
-}
 
 fn eight_digits(v: &Value) -> String {
     let s = v.as_str().unwrap_or_else(|| panic!("not a string: {v}"));
@@ -119,9 +79,9 @@ fn the_cli_prints_number_and_pin_and_the_database_holds_no_pin() {
     assert!(out.contains(&number) && out.contains("PIN"), "{out}");
 
     // Listed with its number; a meeting without dial-in has none, nor PINs.
-    let list = json_cmd(&data, None, &["meeting", "list"]);
+    let list = json(&data, None, &["meeting", "list"]);
     assert_eq!(list[0]["dial_in"]["meeting_number"], number.as_str());
-    let plain = json_cmd(
+    let plain = json(
         &data,
         None,
         &["meeting", "create", "Ohne Telefon", "--organiser", "ada"],
@@ -135,7 +95,7 @@ fn the_cli_prints_number_and_pin_and_the_database_holds_no_pin() {
     );
     assert_eq!(plain_inv["phone_pin"], Value::Null);
     // The strict profile: a number, but calls are not allowed.
-    let strict = json_cmd(
+    let strict = json(
         &data,
         None,
         &[
@@ -189,11 +149,7 @@ async fn a_remote_gateway_is_admitted_and_its_caller_credentialed_by_the_remote_
 
     // The server: a remote CA and a remote gateway's token.
     let gateway_token = d.join("gateway.token");
-    init_token(&gateway_token);
-    let token = std::fs::read_to_string(&gateway_token)
-        .expect("token")
-        .trim()
-        .to_string();
+    let token = init_token(&gateway_token);
     let config = d.join("klausur.toml");
     std::fs::write(
         &config,

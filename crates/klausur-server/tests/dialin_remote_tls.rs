@@ -14,20 +14,13 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use process::{add_ada, base_cmd, free_port, init_token, run, start, start_until_listening, Proc};
-use serde_json::Value;
+use process::{
+    add_ada, base_cmd, dial_in_meeting, free_port, init_token, invite, run, start,
+    start_until_listening, Proc,
+};
 
 /// How long a caller may take to get into the meeting and its group (the machine may be busy).
 const JOIN_DEADLINE: Duration = Duration::from_secs(120);
-
-fn json(data: &Path, args: &[&str]) -> Value {
-    let mut all = vec!["--data-dir", data.to_str().expect("path")];
-    all.extend(args);
-    all.push("--json");
-    let (ok, out, err) = run(&all, None);
-    assert!(ok, "{args:?}: {err}");
-    serde_json::from_str(&out).unwrap_or_else(|e| panic!("{args:?}: {e}: {out}"))
-}
 
 /// The city's own root CA (`ca.pem`) and the server's certificate it issued for `localhost`
 /// and 127.0.0.1 (`cert.pem`, `key.pem`), in `dir`.
@@ -107,36 +100,17 @@ fn rig() -> Rig {
     city_pki(d);
     let data = d.join("data");
     add_ada(&data);
-    let m = json(
-        &data,
-        &[
-            "meeting",
-            "create",
-            "Sprechstunde",
-            "--organiser",
-            "ada",
-            "--profile",
-            "internal",
-            "--dial-in",
-        ],
-    );
+    let m = dial_in_meeting(&data, None);
     let number = m["dial_in"]["meeting_number"]
         .as_str()
         .expect("number")
         .to_string();
     let id = m["id"].as_str().expect("id").to_string();
-    let inv = json(
-        &data,
-        &["invite", "create", &id, "--name", "Erika Musterfrau"],
-    );
+    let inv = invite(&data, None, &id, "Erika Musterfrau");
     let pin = inv["phone_pin"].as_str().expect("pin").to_string();
 
     let token_file = d.join("gateway.token");
-    init_token(&token_file);
-    let token = std::fs::read_to_string(&token_file)
-        .expect("token")
-        .trim()
-        .to_string();
+    let token = init_token(&token_file);
     let config = d.join("klausur.toml");
     std::fs::write(
         &config,

@@ -7,21 +7,10 @@ mod process;
 #[path = "dialin_calls/sipp.rs"]
 mod sipp;
 
-use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
-use process::{add_ada, base_cmd, free_port, run, start_until_listening};
-use serde_json::Value;
-
-fn json(data: &Path, args: &[&str]) -> Value {
-    let mut all = vec!["--data-dir", data.to_str().expect("path")];
-    all.extend(args);
-    all.push("--json");
-    let (ok, out, err) = run(&all, None);
-    assert!(ok, "{args:?}: {err}");
-    serde_json::from_str(&out).unwrap_or_else(|e| panic!("{args:?}: {e}: {out}"))
-}
+use process::{add_ada, base_cmd, dial_in_meeting, free_port, invite, start_until_listening};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_caller_gets_in_through_the_gateway_of_a_tls_server() {
@@ -34,28 +23,13 @@ async fn a_caller_gets_in_through_the_gateway_of_a_tls_server() {
     let data = d.join("data");
     let data_s = data.to_str().expect("path").to_string();
     add_ada(&data);
-    let m = json(
-        &data,
-        &[
-            "meeting",
-            "create",
-            "Sprechstunde",
-            "--organiser",
-            "ada",
-            "--profile",
-            "internal",
-            "--dial-in",
-        ],
-    );
+    let m = dial_in_meeting(&data, None);
     let number = m["dial_in"]["meeting_number"]
         .as_str()
         .expect("number")
         .to_string();
     let id = m["id"].as_str().expect("id").to_string();
-    let inv = json(
-        &data,
-        &["invite", "create", &id, "--name", "Erika Musterfrau"],
-    );
+    let inv = invite(&data, None, &id, "Erika Musterfrau");
     let pin = inv["phone_pin"].as_str().expect("pin").to_string();
 
     let sip_port = sipp::free_udp_port();

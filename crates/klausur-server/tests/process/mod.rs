@@ -1,7 +1,8 @@
 //! Child processes of the `klausur` binary for the CLI tests: the binary with an environment
 //! that names no configuration, running it to completion, free ports, a process killed when
 //! dropped, starting a server until it says it listens, and the operator's first steps
-//! (an account, the identity CA's key and token) with their file checks.
+//! (an account, the identity CA's key and token, a dial-in meeting and an invitation) with their
+//! file checks.
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Write as _};
@@ -173,10 +174,59 @@ pub fn init_ca(key_file: &Path, token_file: &Path) -> String {
     public_key
 }
 
-/// A token file made with `identity-ca init-token`, which must succeed.
-pub fn init_token(token_file: &Path) {
+/// A token file made with `identity-ca init-token`, which must succeed: the token.
+pub fn init_token(token_file: &Path) -> String {
     let (ok, _, err) = ca_init_token(token_file);
     assert!(ok, "{err}");
+    std::fs::read_to_string(token_file)
+        .expect("token")
+        .trim()
+        .to_string()
+}
+
+/// `klausur --data-dir <data> [--config <config>] <args> --json`, which must succeed: its JSON.
+pub fn json(data: &Path, config: Option<&Path>, args: &[&str]) -> serde_json::Value {
+    let mut all = vec!["--data-dir", data.to_str().expect("path")];
+    if let Some(c) = config {
+        all.extend(["--config", c.to_str().expect("path")]);
+    }
+    all.extend(args);
+    all.push("--json");
+    let (ok, out, err) = run(&all, None);
+    assert!(ok, "{args:?}: {err}");
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("{args:?}: {e}: {out}"))
+}
+
+/// Ada's meeting "Sprechstunde" of the internal profile with dial-in: its JSON.
+pub fn dial_in_meeting(data: &Path, config: Option<&Path>) -> serde_json::Value {
+    json(
+        data,
+        config,
+        &[
+            "meeting",
+            "create",
+            "Sprechstunde",
+            "--organiser",
+            "ada",
+            "--profile",
+            "internal",
+            "--dial-in",
+        ],
+    )
+}
+
+/// Invites `name` to the meeting `meeting_id`: the invitation's JSON.
+pub fn invite(
+    data: &Path,
+    config: Option<&Path>,
+    meeting_id: &str,
+    name: &str,
+) -> serde_json::Value {
+    json(
+        data,
+        config,
+        &["invite", "create", meeting_id, "--name", name],
+    )
 }
 
 /// `klausur identity-ca serve` with `key_file` and `token_file` on `127.0.0.1:<port>`.
