@@ -38,6 +38,7 @@ rust-check:
 
 rust-test:
 	$(CARGO) test --workspace
+	$(CARGO) test -p klausur-server --features test-hooks --test media_faults
 	$(CARGO) test -p klausur-proto --features ts --test typescript
 
 ## The e2ee core compiled to WebAssembly: RFC 9605 vectors and group scenarios under Node,

@@ -29,6 +29,17 @@ pub const MAX_CHAT_CHARS: usize = 2000;
 pub const MAX_CHAT_MESSAGE_CHARS: usize = 16 * 1024;
 /// Longest display name, in characters.
 pub const MAX_NAME_CHARS: usize = 80;
+/// Most m-lines an `offer` may have: its own (at most three) sending m-lines and one receiving
+/// m-line per track of a large meeting. The media server allows fewer in a small meeting
+/// (klausur-room's `Room::max_m_lines`); every m-line costs it work on each tick of the peer.
+pub const MAX_OFFER_M_LINES: usize = 1024;
+
+/// The number of m-lines (lines starting with `m=`) of an SDP.
+pub fn count_m_lines(sdp: &str) -> usize {
+    sdp.lines()
+        .filter(|l| l.trim_start().starts_with("m="))
+        .count()
+}
 
 /// Version of the protocol spoken on `/api/ws`; sent in [`ServerMsg::Joined`].
 pub const PROTOCOL_VERSION: u32 = 1;
@@ -229,6 +240,8 @@ pub enum EndReason {
     ServerShutdown,
     /// The same person joined again from another tab or device.
     Replaced,
+    /// The meeting's lobby is full; nobody decided anything about this participant.
+    LobbyFull,
 }
 
 /// Messages from the browser to the server.
@@ -623,10 +636,22 @@ impl ClientMsg {
                 message: format!("unknown message type {:?}", truncate(ty, 40)),
             });
         }
-        serde_json::from_value(value.clone()).map_err(|e| DecodeError {
+        let msg: ClientMsg = serde_json::from_value(value.clone()).map_err(|e| DecodeError {
             code: ErrorCode::Malformed,
             message: format!("invalid {ty:?} message: {e}"),
-        })
+        })?;
+        if let ClientMsg::Offer { sdp, .. } = &msg {
+            let m_lines = count_m_lines(sdp);
+            if m_lines > MAX_OFFER_M_LINES {
+                return Err(DecodeError {
+                    code: ErrorCode::InvalidField,
+                    message: format!(
+                        "the offer has {m_lines} m-lines; at most {MAX_OFFER_M_LINES} are accepted"
+                    ),
+                });
+            }
+        }
+        Ok(msg)
     }
 
     /// The wire name of this message's type.
@@ -684,6 +709,31 @@ fn truncate(s: &str, max: usize) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_offer_with_too_many_m_lines_is_refused_with_the_count() {
+        let offer = |m_lines: usize| {
+            serde_json::json!({
+                "type": "offer",
+                "sdp": format!("v=0\r\n{}", "m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:x\r\n".repeat(m_lines)),
+                "sources": [],
+            })
+            .to_string()
+        };
+        let err = ClientMsg::decode(&offer(MAX_OFFER_M_LINES + 1)).expect_err("refused");
+        assert_eq!(err.code, ErrorCode::InvalidField);
+        assert!(
+            err.message
+                .contains(&format!("{} m-lines", MAX_OFFER_M_LINES + 1)),
+            "{}",
+            err.message
+        );
+        // The counterpart: a large meeting's offer passes the edge.
+        assert!(matches!(
+            ClientMsg::decode(&offer(MAX_OFFER_M_LINES)),
+            Ok(ClientMsg::Offer { .. })
+        ));
+    }
 
     #[test]
     fn decodes_join() {

@@ -103,6 +103,22 @@ const RTX_RATIO_CAP: f32 = 0.15;
 /// How often the active speaker is re-evaluated.
 const SPEAKER_INTERVAL: Duration = Duration::from_millis(500);
 
+/// How long a peer has, from its first offer, to get ICE and DTLS up ([`RoomEvent::Connected`]).
+/// A peer that never finishes DTLS would otherwise keep its `Rtc` (and the RTCP str0m queues
+/// for it) for good; a browser connects within a few seconds, over a relay within ten.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Most m-lines an offer may have in any room ([`parse_offer`]); beyond this an offer is
+/// refused before it is parsed. See [`Room::max_m_lines`] for the limit of a room.
+pub use klausur_proto::{count_m_lines, MAX_OFFER_M_LINES};
+
+/// Most m-lines a room of `peers` peers accepts in one offer: every other peer's microphone,
+/// camera and screen, the peer's own three sources, and room for transceivers that a browser
+/// keeps after a track ended or for peers that just left.
+fn m_line_limit(peers: usize) -> usize {
+    (32 + 4 * peers).min(MAX_OFFER_M_LINES)
+}
+
 /// Average loudness (127 + dBov, so 0 = silence, 127 = loudest) a peer needs to count as
 /// speaking. 77 is -50 dBov.
 const SPEECH_THRESHOLD: u32 = 77;
@@ -191,6 +207,10 @@ pub enum RoomError {
     /// Bad peer input: an unparsable offer, or one str0m rejects.
     #[error("invalid SDP: {0}")]
     InvalidSdp(String),
+    /// Bad peer input: an offer with more m-lines than the room allows (see
+    /// [`Room::max_m_lines`]); refused before any work is done for it.
+    #[error("the offer has {count} m-lines, more than the {limit} this meeting allows")]
+    TooManyMLines { count: usize, limit: usize },
     /// Bad peer input: a datagram that is neither STUN, DTLS, RTP nor RTCP.
     #[error("invalid packet: {0}")]
     InvalidPacket(String),
@@ -319,6 +339,11 @@ struct Peer {
     rtc: Rtc,
     next_timeout: Instant,
     connected: bool,
+    /// Until ICE and DTLS are up: when the peer's time to connect ends (set by its first
+    /// offer, see [`CONNECT_TIMEOUT`]).
+    connect_by: Option<Instant>,
+    /// The local ICE password: checks the integrity of STUN requests ([`Room::stun_authentic`]).
+    local_ice_pass: String,
     audio_forwarding: bool,
     /// Whether others' video is forwarded to this peer (false: an audio-only participant such
     /// as the dial-in gateway; it is neither asked for video slots nor given video).
@@ -429,6 +454,28 @@ fn sdp_mids(sdp: &str) -> Vec<String> {
     mids
 }
 
+/// A client offer parsed outside the room (parsing is most of an offer's cost, so the driver
+/// can do it off the thread that forwards media), not yet accepted.
+#[derive(Debug)]
+pub struct ParsedOffer {
+    offer: SdpOffer,
+    m_lines: usize,
+}
+
+/// Parses a client offer for [`Room::handle_parsed_offer`]. Refuses, before parsing, an offer
+/// with more than [`MAX_OFFER_M_LINES`] m-lines.
+pub fn parse_offer(sdp: &str) -> Result<ParsedOffer, RoomError> {
+    let m_lines = count_m_lines(sdp);
+    if m_lines > MAX_OFFER_M_LINES {
+        return Err(RoomError::TooManyMLines {
+            count: m_lines,
+            limit: MAX_OFFER_M_LINES,
+        });
+    }
+    let offer = SdpOffer::from_sdp_string(sdp).map_err(|e| RoomError::InvalidSdp(e.to_string()))?;
+    Ok(ParsedOffer { offer, m_lines })
+}
+
 impl Room {
     /// Creates an empty room.
     pub fn new(config: RoomConfig) -> Room {
@@ -500,7 +547,8 @@ impl Room {
         for c in candidates {
             rtc.add_local_candidate(c);
         }
-        let ufrag = rtc.direct_api().local_ice_credentials().ufrag;
+        let creds = rtc.direct_api().local_ice_credentials();
+        let (ufrag, local_ice_pass) = (creds.ufrag, creds.pass);
 
         self.peers.insert(
             peer,
@@ -508,6 +556,8 @@ impl Room {
                 rtc,
                 next_timeout: now,
                 connected: false,
+                connect_by: None,
+                local_ice_pass,
                 audio_forwarding: true,
                 receives_video: true,
                 opus_pt: None,
@@ -566,14 +616,48 @@ impl Room {
         if !self.peers.contains_key(&peer) {
             return Err(RoomError::UnknownPeer(peer));
         }
-        self.observe(now);
-        let offer =
-            SdpOffer::from_sdp_string(sdp).map_err(|e| RoomError::InvalidSdp(e.to_string()))?;
+        self.check_m_lines(count_m_lines(sdp))?;
+        let offer = parse_offer(sdp)?;
+        self.handle_parsed_offer(now, peer, offer, sources)
+    }
 
+    /// Most m-lines this room accepts in an offer now: 32 plus 4 per peer (every other
+    /// peer's three sources, the peer's own, and slack), at most [`MAX_OFFER_M_LINES`]. Each
+    /// m-line costs the media thread work on every tick of the peer, so a participant of a
+    /// small meeting cannot make its `Rtc` as costly as one of a large meeting.
+    pub fn max_m_lines(&self) -> usize {
+        m_line_limit(self.peers.len())
+    }
+
+    fn check_m_lines(&self, count: usize) -> Result<(), RoomError> {
+        let limit = self.max_m_lines();
+        if count > limit {
+            return Err(RoomError::TooManyMLines { count, limit });
+        }
+        Ok(())
+    }
+
+    /// [`Room::handle_offer`] for an offer parsed by [`parse_offer`].
+    pub fn handle_parsed_offer(
+        &mut self,
+        now: Instant,
+        peer: PeerId,
+        offer: ParsedOffer,
+        sources: &[SendSource],
+    ) -> Result<Answer, RoomError> {
+        if !self.peers.contains_key(&peer) {
+            return Err(RoomError::UnknownPeer(peer));
+        }
+        self.check_m_lines(offer.m_lines)?;
+        self.observe(now);
+        let offer = offer.offer;
         let p = self
             .peers
             .get_mut(&peer)
             .ok_or(RoomError::UnknownPeer(peer))?;
+        if !p.connected && p.connect_by.is_none() {
+            p.connect_by = Some(now + CONNECT_TIMEOUT);
+        }
         let result = catch_unwind(AssertUnwindSafe(|| p.rtc.sdp_api().accept_offer(offer)));
         let answer = match result {
             Ok(Ok(answer)) => answer,
@@ -815,6 +899,16 @@ impl Room {
     /// Drives time forward: ICE, DTLS, RTCP, retransmissions, pacing, active speaker.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.observe(now);
+        let too_slow: Vec<PeerId> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.connect_by.is_some_and(|c| c <= now))
+            .map(|(id, _)| *id)
+            .collect();
+        for peer in too_slow {
+            tracing::debug!(peer, "no ICE and DTLS within {CONNECT_TIMEOUT:?}: dropped");
+            self.fail_peer(now, peer);
+        }
         for (id, p) in self.peers.iter_mut() {
             if p.next_timeout <= now {
                 p.needs_tick = true;
@@ -873,6 +967,25 @@ impl Room {
         }
     }
 
+    /// Whether `contents` is a STUN message for `peer` whose MESSAGE-INTEGRITY verifies with
+    /// the peer's local ICE password: only its client can make one. The driver learns a
+    /// remote address for the peer only from such a request; a forged request that merely
+    /// names the peer's ICE username (which travels in the clear) must not make the driver
+    /// send that address's datagrams to the peer.
+    pub fn stun_authentic(&self, peer: PeerId, contents: &[u8]) -> bool {
+        let Some(p) = self.peers.get(&peer) else {
+            return false;
+        };
+        let Ok(message) = str0m::ice::StunMessage::parse(contents) else {
+            return false;
+        };
+        let password = p.local_ice_pass.as_bytes();
+        let provider = crypto_provider();
+        let hmac =
+            |key: &[u8], payloads: &[&[u8]]| provider.sha1_hmac_provider.sha1_hmac(key, payloads);
+        message.verify(password, hmac)
+    }
+
     /// Whether the peer publishes a track of this source right now.
     pub fn publishes(&self, peer: PeerId, source: Source) -> bool {
         self.peers.get(&peer).is_some_and(|p| p.publishes(source))
@@ -929,6 +1042,8 @@ impl Room {
             };
             match p.rtc.poll_output() {
                 Ok(Output::Timeout(t)) => {
+                    // A peer still connecting is woken at the end of its time to connect.
+                    let t = p.connect_by.map_or(t, |c| t.min(c));
                     p.next_timeout = t;
                     if self.earliest.is_none_or(|e| t < e) {
                         self.earliest = Some(t);
@@ -963,6 +1078,7 @@ impl Room {
                     return;
                 };
                 p.connected = true;
+                p.connect_by = None;
                 let video: Vec<(PeerId, Source)> = p
                     .slots
                     .iter()

@@ -632,3 +632,95 @@ fn silent_peer_is_disconnected() {
     assert_eq!(sim.room.peer_count(), 1);
     assert!(sim.room.poll_timeout().is_some());
 }
+
+#[test]
+fn a_peer_that_never_finishes_dtls_is_dropped() {
+    let mut sim = meeting(RoomConfig::default(), &[1]);
+    // Peer 2 answers ICE, so the room has its address, but its DTLS never arrives: without a
+    // deadline its Rtc (and the RTCP queued for it) would stay for good.
+    sim.drop_dtls_from.insert(2);
+    sim.join(2);
+    sim.run_for(Duration::from_secs(2));
+    assert_eq!(sim.room.peer_count(), 2, "dropped too early");
+    let dropped = sim.run_until(klausur_room::CONNECT_TIMEOUT, |s| {
+        s.room_events
+            .iter()
+            .any(|(_, e)| *e == RoomEvent::Disconnected(2))
+    });
+    assert!(dropped, "a peer without DTLS stayed past CONNECT_TIMEOUT");
+    assert_eq!(sim.room.peer_count(), 1);
+    sim.clients.retain(|c| c.id != 2);
+
+    // Negative control: a peer that connects is never dropped by the deadline.
+    sim.join(3);
+    sim.run_for(klausur_room::CONNECT_TIMEOUT * 2);
+    assert_eq!(sim.room.peer_count(), 2);
+    assert!(!sim
+        .room_events
+        .iter()
+        .any(|(_, e)| *e == RoomEvent::Disconnected(3) || *e == RoomEvent::Disconnected(1)));
+    assert!(sim.client(3).received(1, Source::Microphone) > 0);
+}
+
+#[test]
+fn an_offer_with_more_m_lines_than_the_meeting_needs_is_refused() {
+    let mut sim = meeting(RoomConfig::default(), &[1, 2]);
+    let limit = sim.room.max_m_lines();
+    assert!(limit < 100, "a room of two allows {limit} m-lines");
+
+    // Client 2 asks for far more receive transceivers than two peers can fill.
+    let now = sim.now;
+    let client = sim.client_mut(2);
+    let (offer, _) = client.offer(60, 60, false).expect("offer");
+    let sdp = offer.to_sdp_string();
+    let sources = sim.client(2).sources();
+    match sim.room.handle_offer(now, 2, &sdp, &sources) {
+        Err(RoomError::TooManyMLines { count, limit: l }) => {
+            assert!(count > 120);
+            assert_eq!(l, limit);
+        }
+        other => panic!("expected TooManyMLines, got {other:?}"),
+    }
+    // Over the absolute cap the offer is refused before it is parsed.
+    let huge = "m=audio 9 UDP/TLS/RTP/SAVPF 111\r\n".repeat(klausur_room::MAX_OFFER_M_LINES + 1);
+    assert!(matches!(
+        klausur_room::parse_offer(&huge),
+        Err(RoomError::TooManyMLines { .. })
+    ));
+
+    // The refused offer changed nothing: both still get each other's media, and an offer
+    // within the limit is accepted.
+    let a = sim.client(1).received(2, Source::Camera);
+    let b = sim.client(2).received(1, Source::Microphone);
+    sim.run_for(Duration::from_secs(1));
+    assert!(sim.client(1).received(2, Source::Camera) > a);
+    assert!(sim.client(2).received(1, Source::Microphone) > b);
+    sim.negotiate(2, 4, 4, true);
+    sim.run_for(Duration::from_secs(1));
+    assert_eq!(sim.room.peer_count(), 2);
+    assert_clean(&sim);
+}
+
+#[test]
+fn only_a_peers_own_stun_requests_are_authentic() {
+    let mut sim = meeting(RoomConfig::default(), &[1, 2]);
+    sim.capture = true;
+    // ICE consent checks keep coming while connected.
+    sim.run_for(Duration::from_secs(6));
+    let (peer, request) = sim
+        .captured_stun
+        .iter()
+        .find(|(p, c)| *p == 1 && c.get(0..2) == Some(&[0, 1][..]))
+        .cloned()
+        .expect("a binding request of client 1");
+    assert_eq!(peer, 1);
+    assert!(sim.room.stun_authentic(1, &request));
+    // Another peer's password does not verify it.
+    assert!(!sim.room.stun_authentic(2, &request));
+    // A changed transaction id breaks the integrity.
+    let mut forged = request.clone();
+    forged[10] ^= 0xff;
+    assert!(!sim.room.stun_authentic(1, &forged));
+    assert!(!sim.room.stun_authentic(1, b"not stun at all"));
+    assert!(!sim.room.stun_authentic(9, &request));
+}

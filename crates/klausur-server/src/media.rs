@@ -35,11 +35,12 @@ use std::collections::HashMap;
 use std::io::{IoSlice, IoSliceMut};
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use klausur_proto::SendSource;
-use klausur_room::{Answer, PeerId, Room, RoomConfig, RoomEvent, RoomOutput};
+use klausur_room::{Answer, ParsedOffer, PeerId, Room, RoomConfig, RoomEvent, RoomOutput};
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 use nix::sys::eventfd::{EfdFlags, EventFd};
@@ -93,10 +94,11 @@ pub enum MediaCmd {
         room: RoomKey,
         peer: PeerId,
     },
+    /// An offer, parsed by the signaling side ([`MediaHandle::offer`]).
     Offer {
         room: RoomKey,
         peer: PeerId,
-        sdp: String,
+        offer: ParsedOffer,
         sources: Vec<SendSource>,
         reply: oneshot::Sender<Result<Answer, String>>,
     },
@@ -114,6 +116,12 @@ pub enum MediaCmd {
     },
     Stats {
         reply: oneshot::Sender<MediaStats>,
+    },
+    /// Test builds only: the room's next call panics, as a bug in the room core or str0m
+    /// would (see [`Worker::with_room`]).
+    #[cfg(feature = "test-hooks")]
+    Panic {
+        room: RoomKey,
     },
 }
 
@@ -176,6 +184,8 @@ impl MediaHandle {
         rx.await.map_err(|_| "media worker stopped".to_string())?
     }
 
+    /// Parses the offer on the blocking pool (most of an offer's cost, kept off the thread
+    /// that forwards media), then has the worker accept it.
     pub async fn offer(
         &self,
         room: RoomKey,
@@ -183,11 +193,15 @@ impl MediaHandle {
         sdp: String,
         sources: Vec<SendSource>,
     ) -> Result<Answer, String> {
+        let offer = tokio::task::spawn_blocking(move || klausur_room::parse_offer(&sdp))
+            .await
+            .map_err(|_| "the offer could not be parsed".to_string())?
+            .map_err(|e| e.to_string())?;
         let (reply, rx) = oneshot::channel();
         self.send(MediaCmd::Offer {
             room,
             peer,
-            sdp,
+            offer,
             sources,
             reply,
         });
@@ -225,6 +239,9 @@ struct Worker {
     ufrag_of: HashMap<(RoomKey, PeerId), String>,
     /// Rooms that got datagrams in the current batch.
     touched: Vec<RoomKey>,
+    /// Rooms whose core panicked since the last check (reported and replaced by
+    /// [`Worker::replace_failed_rooms`]).
+    failed: Vec<RoomKey>,
     /// Transmits waiting for the next `sendmmsg`.
     outgoing: Vec<Outgoing>,
     sender: Sender,
@@ -271,6 +288,7 @@ pub async fn start(
                 by_addr: HashMap::new(),
                 ufrag_of: HashMap::new(),
                 touched: Vec::new(),
+                failed: Vec::new(),
                 outgoing: Vec::with_capacity(4 * BATCH),
                 sender: Sender::new(gso),
                 stats: MediaStats::default(),
@@ -300,16 +318,26 @@ impl Worker {
             MultiHeaders::preallocate(BATCH, None);
         let mut next_report = Instant::now();
         loop {
-            // Commands.
+            // Commands. An offer costs the most (milliseconds for a large meeting): after one,
+            // the waiting datagrams get their turn before the next command.
+            let mut more_commands = false;
             loop {
                 match rx.try_recv() {
-                    Ok(cmd) => self.on_command(cmd),
+                    Ok(cmd) => {
+                        let costly = matches!(cmd, MediaCmd::Offer { .. });
+                        self.on_command(cmd);
+                        if costly {
+                            more_commands = true;
+                            break;
+                        }
+                    }
                     Err(std::sync::mpsc::TryRecvError::Empty) => break,
                     Err(std::sync::mpsc::TryRecvError::Disconnected) => return,
                 }
             }
             // Timers.
             self.fire_timers();
+            self.replace_failed_rooms();
             self.flush();
             if tracing::enabled!(tracing::Level::DEBUG) && Instant::now() >= next_report {
                 next_report = Instant::now() + Duration::from_secs(10);
@@ -317,8 +345,12 @@ impl Worker {
             }
 
             // Wait for the socket, a command or the next timer.
-            let timeout =
-                wait_for(self.next_timeout(), Instant::now()).map(TimeSpec::from_duration);
+            let timeout = if more_commands {
+                Some(Duration::ZERO)
+            } else {
+                wait_for(self.next_timeout(), Instant::now())
+            }
+            .map(TimeSpec::from_duration);
             // (socket readable, command waiting, the wait ended at the timer)
             let (readable, woken, timed_out) = {
                 let mut fds = [
@@ -400,6 +432,7 @@ impl Worker {
             self.stats.receive_batches += 1;
         }
         self.drain_touched();
+        self.replace_failed_rooms();
         self.flush();
         n
     }
@@ -415,31 +448,84 @@ impl Worker {
         self.stats.received_datagrams += 1;
         // STUN binding requests route by ICE username (cheap to rule out for RTP: the first
         // two bytes differ), everything else by remote address.
-        let target = match klausur_room::stun_local_ufrag(contents) {
+        // The address is learned for the peer only from a request whose integrity verifies
+        // with the peer's ICE password: the ICE username travels in the clear, and a forged
+        // request must not make the worker hand that address's datagrams to the peer.
+        let (target, learn) = match klausur_room::stun_local_ufrag(contents) {
             Some(ufrag) => match self.by_ufrag.get(&ufrag).copied() {
-                Some(t) => {
-                    self.by_addr.insert(source, t);
-                    Some(t)
-                }
-                None => None,
+                Some(t) => (Some(t), self.by_addr.get(&source) != Some(&t)),
+                None => (None, false),
             },
-            None => self.by_addr.get(&source).copied(),
+            None => (self.by_addr.get(&source).copied(), false),
         };
         let Some((key, peer)) = target else {
             self.stats.unroutable_datagrams += 1;
             return;
         };
         let destination = self.candidate;
+        let result = self.with_room(key, |room| {
+            let authentic = learn && room.stun_authentic(peer, contents);
+            (
+                room.handle_receive(now, peer, source, destination, contents),
+                authentic,
+            )
+        });
+        let Some((result, authentic)) = result else {
+            return;
+        };
+        if let Err(e) = result {
+            tracing::debug!(room = key, peer, "datagram rejected: {e}");
+        }
+        if authentic {
+            self.by_addr.insert(source, (key, peer));
+        }
         if let Some(slot) = self.rooms.get_mut(&key) {
-            if let Err(e) = slot
-                .room
-                .handle_receive(now, peer, source, destination, contents)
-            {
-                tracing::debug!(room = key, peer, "datagram rejected: {e}");
-            }
             if !slot.touched {
                 slot.touched = true;
                 self.touched.push(key);
+            }
+        }
+    }
+
+    /// Runs `f` on a room's core. A panic in it (a bug in the room core or in str0m) stays in
+    /// that room: the room is marked failed, and [`Worker::replace_failed_rooms`] tells its
+    /// meeting that every peer's media is gone and puts a new, empty core in its place, so the
+    /// participants connect again while every other meeting carries on.
+    fn with_room<R>(&mut self, key: RoomKey, f: impl FnOnce(&mut Room) -> R) -> Option<R> {
+        let slot = self.rooms.get_mut(&key)?;
+        match catch_unwind(AssertUnwindSafe(|| f(&mut slot.room))) {
+            Ok(r) => Some(r),
+            Err(_) => {
+                if !self.failed.contains(&key) {
+                    self.failed.push(key);
+                }
+                // Nothing more is asked of the broken core.
+                slot.room = Room::new(RoomConfig::default());
+                None
+            }
+        }
+    }
+
+    /// Reports the peers of rooms whose core panicked as disconnected and forgets their
+    /// routes; the rooms keep a new core.
+    fn replace_failed_rooms(&mut self) {
+        for key in std::mem::take(&mut self.failed) {
+            let peers: Vec<PeerId> = self
+                .ufrag_of
+                .keys()
+                .filter(|(k, _)| *k == key)
+                .map(|(_, p)| *p)
+                .collect();
+            tracing::error!(
+                room = key,
+                peers = peers.len(),
+                "a meeting's media core failed; its participants connect again"
+            );
+            for peer in peers {
+                self.forget_peer(key, peer);
+                if let Some(slot) = self.rooms.get(&key) {
+                    let _ = slot.events.send(RoomEvent::Disconnected(peer));
+                }
             }
         }
     }
@@ -465,8 +551,8 @@ impl Worker {
         for key in due.drain(..) {
             if let Some(slot) = self.rooms.get_mut(&key) {
                 slot.touched = false;
-                slot.room.handle_timeout(now);
             }
+            self.with_room(key, |room| room.handle_timeout(now));
             self.drain(key);
         }
         self.touched = due;
@@ -499,11 +585,8 @@ impl Worker {
             }
             MediaCmd::AddPeer { room, peer, reply } => {
                 let candidate = self.candidate;
-                let result = match self.rooms.get_mut(&room) {
-                    Some(slot) => slot
-                        .room
-                        .add_peer(now, peer, &[candidate])
-                        .map_err(|e| e.to_string()),
+                let result = match self.with_room(room, |r| r.add_peer(now, peer, &[candidate])) {
+                    Some(result) => result.map_err(|e| e.to_string()),
                     None => Err("room is not open".to_string()),
                 };
                 let result = result.map(|ufrag| {
@@ -514,24 +597,21 @@ impl Worker {
                 self.drain(room);
             }
             MediaCmd::RemovePeer { room, peer } => {
-                if let Some(slot) = self.rooms.get_mut(&room) {
-                    slot.room.remove_peer(now, peer);
-                }
+                self.with_room(room, |r| r.remove_peer(now, peer));
                 self.forget_peer(room, peer);
                 self.drain(room);
             }
             MediaCmd::Offer {
                 room,
                 peer,
-                sdp,
+                offer,
                 sources,
                 reply,
             } => {
-                let result = match self.rooms.get_mut(&room) {
-                    Some(slot) => slot
-                        .room
-                        .handle_offer(now, peer, &sdp, &sources)
-                        .map_err(|e| e.to_string()),
+                let result = match self
+                    .with_room(room, |r| r.handle_parsed_offer(now, peer, offer, &sources))
+                {
+                    Some(result) => result.map_err(|e| e.to_string()),
                     None => Err("room is not open".to_string()),
                 };
                 let _ = reply.send(result);
@@ -542,23 +622,24 @@ impl Worker {
                 peer,
                 enabled,
             } => {
-                if let Some(slot) = self.rooms.get_mut(&room) {
-                    slot.room.set_audio_forwarding(peer, enabled);
-                }
+                self.with_room(room, |r| r.set_audio_forwarding(peer, enabled));
             }
             MediaCmd::SetReceivesVideo {
                 room,
                 peer,
                 enabled,
             } => {
-                if let Some(slot) = self.rooms.get_mut(&room) {
-                    slot.room.set_receives_video(peer, enabled);
-                }
+                self.with_room(room, |r| r.set_receives_video(peer, enabled));
             }
             MediaCmd::Stats { reply } => {
                 let _ = reply.send(self.totals());
             }
+            #[cfg(feature = "test-hooks")]
+            MediaCmd::Panic { room } => {
+                self.with_room(room, |_| panic!("test hook: a room core panics"));
+            }
         }
+        self.replace_failed_rooms();
     }
 
     /// The worker's counters with those of the sender and the open rooms added.
@@ -612,10 +693,7 @@ impl Worker {
     /// a batch is full), events go to the meeting.
     fn drain(&mut self, key: RoomKey) {
         loop {
-            let Some(slot) = self.rooms.get_mut(&key) else {
-                return;
-            };
-            let Some(out) = slot.room.poll_output() else {
+            let Some(out) = self.with_room(key, |room| room.poll_output()).flatten() else {
                 return;
             };
             match out {

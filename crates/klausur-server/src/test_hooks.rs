@@ -22,6 +22,10 @@
 //! clients send frames no member can decrypt (as if the gateway's frame key were withheld from
 //! the group): the negative control of the browser test that hears a telephone caller.
 //!
+//! `POST /api/test/meetings/{id}/panic-media` makes the meeting's media core panic on its next
+//! call, as a bug in the room core or str0m would: the test checks that only that meeting's
+//! media is affected and that it comes back.
+//!
 //! `POST /api/test/meetings/{id}/hide/{participant}` tells everyone else that the participant
 //! left, while it stays connected and keeps receiving media: the members' clients remove it from
 //! the group, and the test checks it cannot decrypt what follows (forward secrecy on leave).
@@ -49,6 +53,7 @@ pub fn routes(router: Router<AppState>) -> Router<AppState> {
             "/api/test/meetings/{id}/drop-media/{participant}",
             post(drop_media),
         )
+        .route("/api/test/meetings/{id}/panic-media", post(panic_media))
         .route(
             "/api/test/dialin/withhold-frame-key",
             post(withhold_frame_key),
@@ -84,6 +89,21 @@ async fn drop_media(
     })
     .await?;
     Ok(Json(json!({ "media_dropped": participant })))
+}
+
+/// The meeting's media core panics, as a bug in it would: the panic must stay in that room.
+async fn panic_media(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let not_found = || ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such meeting");
+    let tx = state.registry.running_actor(&id).ok_or_else(not_found)?;
+    let (reply, done) = oneshot::channel();
+    tx.send(MeetingCmd::PanicMedia { reply })
+        .await
+        .map_err(|_| not_found())?;
+    done.await.map_err(|_| not_found())?;
+    Ok(Json(json!({ "panicked": id })))
 }
 
 /// Sends the running meeting `id` a command about `participant` and waits for its answer

@@ -7,84 +7,13 @@
 mod common;
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr};
-use std::sync::Arc;
 use std::time::Duration;
 
+use common::native::{pair, until, WAIT};
 use common::TestServer;
-use klausur_client::driver::{
-    self, AudioFrame, AudioSink, ClientEvent, ClientHandle, ClientOptions,
-};
-use klausur_client::session::{Event, JoinAs};
+use klausur_client::session::JoinAs;
 use klausur_proto::SecurityProfile;
 use klausur_store::Role;
-use tokio::sync::mpsc;
-
-const WAIT: Duration = Duration::from_secs(30);
-
-struct Client {
-    handle: ClientHandle,
-    audio: mpsc::Receiver<AudioFrame>,
-    codes: Vec<String>,
-    in_group: bool,
-    self_id: Option<String>,
-}
-
-fn start(srv: &TestServer, meeting: &str, join: JoinAs, id: u64) -> Client {
-    let (tx, audio) = mpsc::channel(1024);
-    let handle = driver::spawn(ClientOptions {
-        server: srv.base.clone(),
-        meeting_id: meeting.into(),
-        join,
-        publish_audio: true,
-        bind_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
-        client_id: id,
-        audio: Some(AudioSink {
-            tx,
-            filter: Arc::new(|_| true),
-        }),
-        tls: None,
-    });
-    Client {
-        handle,
-        audio,
-        codes: Vec::new(),
-        in_group: false,
-        self_id: None,
-    }
-}
-
-impl Client {
-    /// Handles the events that are there now; panics on a failure.
-    fn pump(&mut self) {
-        while let Ok(e) = self.handle.events.try_recv() {
-            match e {
-                ClientEvent::Session(Event::SecurityCode(c)) => self.codes.push(c),
-                ClientEvent::Session(Event::InGroup) => self.in_group = true,
-                ClientEvent::Session(Event::Joined { self_id }) => self.self_id = Some(self_id),
-                ClientEvent::Failed(e) => panic!("client failed: {e}"),
-                _ => {}
-            }
-        }
-    }
-}
-
-async fn until(clients: &mut [&mut Client], what: &str, f: impl Fn(&[&mut Client]) -> bool) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        for c in clients.iter_mut() {
-            c.pump();
-        }
-        if f(clients) {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_native_clients_form_the_group_and_hear_each_other() {
@@ -117,12 +46,13 @@ async fn two_native_clients_form_the_group_and_hear_each_other() {
         )
         .await;
 
-    let mut a = start(&srv, "nativemeet000001", JoinAs::Invitation(erika), 1);
-    until(&mut [&mut a], "Erika in the group", |c| c[0].in_group).await;
-    let mut b = start(&srv, "nativemeet000001", JoinAs::Invitation(max), 2);
-    until(&mut [&mut a, &mut b], "Max added by Erika's client", |c| {
-        c[1].in_group && c[0].codes.last().is_some() && c[0].codes.last() == c[1].codes.last()
-    })
+    let (mut a, mut b) = pair(
+        &srv,
+        "nativemeet000001",
+        JoinAs::Invitation(erika),
+        JoinAs::Invitation(max),
+        (1, 2),
+    )
     .await;
     assert!(
         a.codes.len() >= 2,

@@ -471,6 +471,71 @@ async fn bad_messages_get_errors_and_the_meeting_carries_on() {
     .await;
 }
 
+/// A browser-like offer made by str0m: its own microphone and camera, and `receive` recvonly
+/// audio and video m-lines each.
+fn offer_with(receive: usize) -> String {
+    use str0m::media::{Direction, MediaKind};
+    let mut rtc = str0m::Rtc::builder().build(std::time::Instant::now());
+    let mut api = rtc.sdp_api();
+    api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
+    api.add_media(MediaKind::Video, Direction::SendOnly, None, None, None);
+    for _ in 0..receive {
+        api.add_media(MediaKind::Audio, Direction::RecvOnly, None, None, None);
+        api.add_media(MediaKind::Video, Direction::RecvOnly, None, None, None);
+    }
+    let (offer, _) = api.apply().expect("an offer");
+    offer.to_sdp_string()
+}
+
+async fn offer_error(c: &mut Client, sdp: String) -> Option<String> {
+    c.raw(&serde_json::json!({"type": "offer", "sdp": sdp, "sources": []}).to_string())
+        .await;
+    match c
+        .until(|m| matches!(m, ServerMsg::Error { .. } | ServerMsg::Answer { .. }))
+        .await
+    {
+        ServerMsg::Error { code, message } => {
+            assert_eq!(code, ErrorCode::InvalidField, "{message}");
+            Some(message)
+        }
+        _ => None,
+    }
+}
+
+#[tokio::test]
+async fn offers_beyond_the_m_line_limits_are_refused_and_the_participant_stays() {
+    let s = setup().await;
+    let (mut olga, mut gina, _) = olga_and_gina(&s).await;
+
+    // Over the protocol's limit: refused at the WebSocket edge, before any SDP is parsed.
+    let lines = "m=video 9 UDP/TLS/RTP/SAVPF 96\r\n".repeat(klausur_proto::MAX_OFFER_M_LINES + 1);
+    let e = offer_error(&mut gina, format!("v=0\r\n{lines}")).await;
+    let e = e.expect("refused");
+    assert!(e.contains("m-lines"), "{e}");
+
+    // Over the meeting's limit: a meeting of two has no use for 120 receive m-lines.
+    let e = offer_error(&mut gina, offer_with(60))
+        .await
+        .expect("refused");
+    assert!(
+        e.contains("m-lines") && e.contains("this meeting allows"),
+        "{e}"
+    );
+
+    // The counterpart: an offer that fits the meeting is answered, and Gina is still in.
+    assert_eq!(offer_error(&mut gina, offer_with(2)).await, None);
+    gina.send(&ClientMsg::MediaState {
+        audio_muted: true,
+        video_muted: false,
+        screen_sharing: false,
+    })
+    .await;
+    olga.until(
+        |m| matches!(m, ServerMsg::ParticipantUpdated { participant } if participant.audio_muted),
+    )
+    .await;
+}
+
 #[tokio::test]
 async fn invalid_invitations_are_refused() {
     let s = setup().await;

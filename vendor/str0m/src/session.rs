@@ -1203,6 +1203,15 @@ impl Session {
             return None;
         }
 
+        // klausur patch: without SRTP keys (DTLS not finished) nothing can be sent. Upstream
+        // wrote one packet's worth per poll and then returned for lack of keys, while every
+        // timeout queued reports for all media: a peer that answers ICE and never finishes
+        // DTLS made the queue grow without bound. Drop the feedback as `Rtc` does before ICE.
+        if self.srtp_tx.is_none() {
+            self.feedback_tx.clear();
+            return None;
+        }
+
         // Round to nearest multiple of 4 bytes.
         let encryptable_mtu: usize = (self.mtu() - SRTCP_OVERHEAD) & !3;
         assert!(encryptable_mtu.is_multiple_of(4));

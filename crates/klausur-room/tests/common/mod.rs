@@ -320,12 +320,20 @@ pub struct Sim {
     /// RTCP from these clients to the room is held back (a slow reverse path) until
     /// [`Sim::release_held`].
     pub hold_rtcp_from: BTreeSet<PeerId>,
+    /// DTLS from these clients never reaches the room (a peer that answers STUN and never
+    /// finishes the handshake).
+    pub drop_dtls_from: BTreeSet<PeerId>,
     held: Vec<(SocketAddr, SocketAddr, Vec<u8>)>,
 }
 
 /// The payload type of VP8's retransmissions (RTX) in str0m's default codec configuration,
 /// which the simulated clients and the room use.
 const RTX_PT: u8 = 97;
+
+/// Whether a datagram is DTLS, by RFC 7983 demultiplexing (first byte 20 to 63).
+pub fn is_dtls(contents: &[u8]) -> bool {
+    contents.first().is_some_and(|b| (20..64).contains(b))
+}
 
 /// Whether a datagram is RTP (not RTCP, STUN or DTLS), by RFC 5761/7983 demultiplexing.
 pub fn is_rtp(contents: &[u8]) -> bool {
@@ -361,6 +369,7 @@ impl Sim {
             rtp_seen: HashMap::new(),
             dropped: 0,
             hold_rtcp_from: BTreeSet::new(),
+            drop_dtls_from: BTreeSet::new(),
             held: Vec::new(),
         }
     }
@@ -522,6 +531,9 @@ impl Sim {
                     continue;
                 }
                 if self.lose(peer, false, &contents) {
+                    continue;
+                }
+                if self.drop_dtls_from.contains(&peer) && is_dtls(&contents) {
                     continue;
                 }
                 if self.capture {

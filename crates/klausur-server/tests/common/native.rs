@@ -1,0 +1,107 @@
+//! Native meeting clients (`klausur-client`: real MLS and SFrame over signaling and WebRTC)
+//! against the test server, and waiting for what they report.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use klausur_client::driver::{
+    self, AudioFrame, AudioSink, ClientEvent, ClientHandle, ClientOptions,
+};
+use klausur_client::session::{Event, JoinAs};
+use tokio::sync::mpsc;
+
+use super::TestServer;
+
+/// How long any one step may take.
+pub const WAIT: Duration = Duration::from_secs(30);
+
+pub struct Client {
+    pub handle: ClientHandle,
+    pub audio: mpsc::Receiver<AudioFrame>,
+    pub codes: Vec<String>,
+    pub in_group: bool,
+    pub self_id: Option<String>,
+}
+
+/// Starts a client that joins `meeting` and publishes audio; `id` tells clients apart.
+pub fn start(srv: &TestServer, meeting: &str, join: JoinAs, id: u64) -> Client {
+    let (tx, audio) = mpsc::channel(1024);
+    let handle = driver::spawn(ClientOptions {
+        server: srv.base.clone(),
+        meeting_id: meeting.into(),
+        join,
+        publish_audio: true,
+        bind_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+        client_id: id,
+        audio: Some(AudioSink {
+            tx,
+            filter: Arc::new(|_| true),
+        }),
+        tls: None,
+    });
+    Client {
+        handle,
+        audio,
+        codes: Vec::new(),
+        in_group: false,
+        self_id: None,
+    }
+}
+
+impl Client {
+    /// Handles the events that are there now; panics on a failure.
+    pub fn pump(&mut self) {
+        while let Ok(e) = self.handle.events.try_recv() {
+            match e {
+                ClientEvent::Session(Event::SecurityCode(c)) => self.codes.push(c),
+                ClientEvent::Session(Event::InGroup) => self.in_group = true,
+                ClientEvent::Session(Event::Joined { self_id }) => self.self_id = Some(self_id),
+                ClientEvent::Failed(e) => panic!("client failed: {e}"),
+                _ => {}
+            }
+        }
+    }
+}
+
+/// Pumps the clients until `f` holds; fails after [`WAIT`].
+pub async fn until(clients: &mut [&mut Client], what: &str, f: impl Fn(&[&mut Client]) -> bool) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        for c in clients.iter_mut() {
+            c.pump();
+        }
+        if f(clients) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Starts two clients in `meeting` and waits until the second is in the encrypted group with
+/// the same security code as the first.
+pub async fn pair(
+    srv: &TestServer,
+    meeting: &str,
+    a: JoinAs,
+    b: JoinAs,
+    ids: (u64, u64),
+) -> (Client, Client) {
+    let mut a = start(srv, meeting, a, ids.0);
+    until(&mut [&mut a], "the first client in the group", |c| {
+        c[0].in_group
+    })
+    .await;
+    let mut b = start(srv, meeting, b, ids.1);
+    until(
+        &mut [&mut a, &mut b],
+        "the second client added by the first",
+        |c| c[1].in_group && c[0].codes.last().is_some() && c[0].codes.last() == c[1].codes.last(),
+    )
+    .await;
+    (a, b)
+}
