@@ -31,3 +31,10 @@ pub mod state;
 pub mod test_hooks;
 pub mod web;
 pub mod ws;
+
+/// The log filter when `KLAUSUR_LOG` is not set: `info` for klausur, and only errors from the
+/// media libraries. ICE (`is`), DTLS (`dimpl`) and str0m write a WARN line for odd packets
+/// *before* checking who sent them (a STUN request with a MAPPED-ADDRESS attribute, say), so a
+/// participant could write a line per crafted datagram into the operator's log. The media
+/// worker counts what it drops instead (`MediaStats`), and `KLAUSUR_LOG` can turn them on.
+pub const DEFAULT_LOG_FILTER: &str = "info,str0m=error,is=error,dimpl=error";

@@ -20,8 +20,9 @@ fn main() -> ExitCode {
     let args = cli::Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("KLAUSUR_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,str0m=warn")),
+            tracing_subscriber::EnvFilter::try_from_env("KLAUSUR_LOG").unwrap_or_else(|_| {
+                tracing_subscriber::EnvFilter::new(klausur_server::DEFAULT_LOG_FILTER)
+            }),
         )
         .with_writer(std::io::stderr)
         .init();

@@ -23,6 +23,14 @@ use crate::media::{MediaCmd, MediaHandle, RoomKey};
 /// Queue depth towards one client; a client that falls this far behind is disconnected.
 pub const CLIENT_QUEUE: usize = 512;
 
+/// Most guests waiting in one meeting's lobby; the next is told the lobby is full. A hundred
+/// waiting guests are more than any moderator admits one by one.
+pub const MAX_LOBBY: usize = 100;
+
+/// Moderators get the lobby list at most this often: arrivals in between are sent as one
+/// list, so a crowd arriving at once does not send each moderator a list per guest.
+pub const LOBBY_NOTICE_INTERVAL: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// What the database says about someone who wants to join, decided before the actor sees it.
 #[derive(Debug, Clone)]
 pub struct Standing {
@@ -98,6 +106,11 @@ pub enum MeetingCmd {
         peer: PeerId,
         reply: oneshot::Sender<bool>,
     },
+    /// Test builds only: the meeting's media core panics on its next call.
+    #[cfg(feature = "test-hooks")]
+    PanicMedia {
+        reply: oneshot::Sender<bool>,
+    },
 }
 
 /// What `test_hooks` hands the actor to inject: a commit maker (given the group id), a key
@@ -164,6 +177,8 @@ impl Registry {
             room: key,
             locked: false,
             had_members: false,
+            lobby_notice: None,
+            lobby_sent_at: None,
             muted: HashSet::new(),
             hands: HashMap::new(),
             next_peer: 1,
@@ -231,6 +246,10 @@ struct Actor {
     locked: bool,
     /// Someone was in the meeting (not only in the lobby) since this actor started.
     had_members: bool,
+    /// A lobby list not yet sent to the moderators (`Some(arrived)`), see
+    /// [`LOBBY_NOTICE_INTERVAL`], and when the last one was sent.
+    lobby_notice: Option<bool>,
+    lobby_sent_at: Option<tokio::time::Instant>,
     /// Accounts and invitations a moderator muted: they stay muted when they come back (a
     /// reconnect, a reload, or a restart of the server: they are stored), until a moderator
     /// lifts it or the meeting empties.
@@ -317,14 +336,18 @@ impl Actor {
             Err(e) => tracing::warn!(meeting = %self.seed.id, "mutes not readable: {e}"),
         }
         loop {
+            let lobby_due = self.lobby_notice_due();
             let flow = tokio::select! {
                 cmd = rx.recv() => match cmd {
                     Some(cmd) => self.on_cmd(cmd).await,
                     None => Flow::Stop,
                 },
                 Some(ev) = events.recv() => { self.on_room_event(ev); Flow::Continue }
+                _ = tokio::time::sleep_until(lobby_due.unwrap_or_else(tokio::time::Instant::now)),
+                    if lobby_due.is_some() => Flow::Continue,
             };
             self.flush_pending().await;
+            self.send_lobby_notice();
             let empty = self.members.is_empty() && self.lobby.is_empty();
             if matches!(flow, Flow::Stop) || empty {
                 // A meeting that empties after people were in it is over for now: its lock
@@ -399,7 +422,36 @@ impl Actor {
         self.lobby.values().map(|w| w.entry.clone()).collect()
     }
 
-    fn notify_moderators_lobby(&self, arrived: bool) {
+    /// The lobby changed: the moderators get the list now, or with the next list when one
+    /// was sent less than [`LOBBY_NOTICE_INTERVAL`] ago.
+    fn notify_moderators_lobby(&mut self, arrived: bool) {
+        self.lobby_notice = Some(self.lobby_notice.unwrap_or(false) || arrived);
+        self.send_lobby_notice();
+    }
+
+    /// When the waiting lobby list may be sent (None: none is waiting).
+    fn lobby_notice_due(&self) -> Option<tokio::time::Instant> {
+        self.lobby_notice?;
+        Some(match self.lobby_sent_at {
+            Some(at) => at + LOBBY_NOTICE_INTERVAL,
+            None => tokio::time::Instant::now(),
+        })
+    }
+
+    /// Sends the waiting lobby list if it is due.
+    fn send_lobby_notice(&mut self) {
+        let now = tokio::time::Instant::now();
+        let Some(arrived) = self.lobby_notice else {
+            return;
+        };
+        if self
+            .lobby_sent_at
+            .is_some_and(|at| at + LOBBY_NOTICE_INTERVAL > now)
+        {
+            return;
+        }
+        self.lobby_notice = None;
+        self.lobby_sent_at = Some(now);
         let lobby = self.lobby_list();
         for m in self.members.values() {
             if m.info.role == Role::Moderator {
@@ -458,6 +510,12 @@ impl Actor {
             #[cfg(feature = "test-hooks")]
             MeetingCmd::InjectGhost(forgery) => {
                 self.inject_ghost(forgery);
+                Flow::Continue
+            }
+            #[cfg(feature = "test-hooks")]
+            MeetingCmd::PanicMedia { reply } => {
+                self.media.send(MediaCmd::Panic { room: self.room });
+                let _ = reply.send(true);
                 Flow::Continue
             }
             #[cfg(feature = "test-hooks")]
@@ -586,6 +644,24 @@ impl Actor {
             None
         };
         match lobby_reason {
+            Some(_) if self.lobby.len() >= MAX_LOBBY => {
+                self.send(
+                    &tx,
+                    ServerMsg::error(
+                        ErrorCode::RateLimited,
+                        format!(
+                            "the lobby of this meeting is full ({MAX_LOBBY} waiting); try again later"
+                        ),
+                    ),
+                );
+                self.send(
+                    &tx,
+                    ServerMsg::Ended {
+                        reason: EndReason::LobbyFull,
+                        by: None,
+                    },
+                );
+            }
             Some(reason) => {
                 let entry = LobbyEntry {
                     id: participant_id(peer),

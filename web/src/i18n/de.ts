@@ -190,6 +190,7 @@ export const de = {
   'ended.denied': 'Ihr Zutritt wurde nicht gewährt.',
   'ended.denied.by': '{by} hat Ihren Zutritt nicht gewährt.',
   'ended.server_shutdown': 'Der Server wurde neu gestartet. Bitte treten Sie erneut bei.',
+  'ended.lobby_full': 'Der Warteraum dieser Besprechung ist voll. Bitte versuchen Sie es später erneut.',
   'ended.replaced': 'Sie sind in einem anderen Fenster oder auf einem anderen Gerät beigetreten.',
   'ended.connection_lost': 'Die Verbindung zum Server ist abgebrochen.',
   'ended.join_failed': 'Der Beitritt ist fehlgeschlagen.',

@@ -190,6 +190,7 @@ export const en: Record<StringKey, string> = {
   'ended.denied': 'You were not admitted.',
   'ended.denied.by': '{by} did not admit you.',
   'ended.server_shutdown': 'The server was restarted. Please join again.',
+  'ended.lobby_full': 'The waiting room of this meeting is full. Please try again later.',
   'ended.replaced': 'You joined in another window or on another device.',
   'ended.connection_lost': 'The connection to the server was lost.',
   'ended.join_failed': 'Joining failed.',

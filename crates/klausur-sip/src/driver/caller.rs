@@ -145,7 +145,8 @@ fn meeting_event(e: &ClientEvent) -> Option<MeetingEvent> {
             // The server goes down (a restart), or the connection closed without a word: try
             // to get back in (a restarted server no longer knows the ticket and refuses it).
             Some(MeetingEnd::ServerShutdown) | None => MeetingEvent::Interrupted,
-            Some(MeetingEnd::Replaced) => MeetingEvent::ConnectionLost,
+            // Replaced by another call with the same ticket, or no room in a full lobby.
+            Some(MeetingEnd::Replaced | MeetingEnd::LobbyFull) => MeetingEvent::ConnectionLost,
         },
         // The server refused the caller's ticket, or the group put the caller's member out.
         ClientEvent::Session(Event::Refused { .. }) => MeetingEvent::ConnectionLost,

@@ -59,7 +59,7 @@ function endedText(t: ReturnType<typeof useT>, cause: EndCause, by: string | nul
 
 function Ended({ cause, by, title, isStaff, onRejoin }: { cause: EndCause; by: string | null; title: string | null; isStaff: boolean; onRejoin(): void }) {
   const t = useT();
-  const canRejoin = cause === 'left' || cause === 'connection_lost' || cause === 'server_shutdown' || cause === 'join_failed' || cause === 'replaced';
+  const canRejoin = cause === 'left' || cause === 'connection_lost' || cause === 'server_shutdown' || cause === 'join_failed' || cause === 'replaced' || cause === 'lobby_full';
   return (
     <Shell>
       <section className="card narrow center ended-card" data-testid="ended-page" data-reason={cause}>
