@@ -33,7 +33,9 @@
 //!
 //! - **Start.** The key package goes out (`mls_key_package`, no continuity proof). On
 //!   `mls_create_group` the client creates the group (leaf 0, epoch 0), on `mls_welcome` it
-//!   joins; either way it answers `mls_member` with its leaf and epoch.
+//!   joins; either way it answers `mls_member` with its leaf and epoch, signed by its device
+//!   key for its participant id ([`Member::sign_leaf_claim`]), and as the creator with the
+//!   group's `GroupInfo` ([`Member::group_info`]), from which the server follows the group.
 //! - **Adds.** A joiner from `mls_pending` is added only if its key package verifies
 //!   ([`Member::verify_key_package`]: MLS-valid, credential signed by the identity CA and valid,
 //!   bound to the leaf's key) and the policy admits its credential directly (its user id is on
@@ -42,8 +44,12 @@
 //!   is left to that moderator's client. All acceptable joiners go into one commit. Refused
 //!   joiners are reported once ([`GroupEvent::Refused`]).
 //! - **Removals.** When a participant that claimed leaf L leaves the server's list, L is removed
-//!   (if the same device still holds it); a roster leaf no participant claims for [`GRACE`] is
-//!   removed too.
+//!   only if the claim was valid ([`valid_claim`]): L's credential names the participant's
+//!   `credential_user_id` and kind, and the same device still holds L. A claim on someone
+//!   else's leaf is flagged ([`VerificationFlag::Mismatch`]) and removes nothing, whatever the
+//!   server relays: a participant cannot get another member removed by claiming its leaf and
+//!   leaving. A roster leaf that no participant validly claims for [`GRACE`] is removed, so a
+//!   member that really left goes.
 //! - **Order.** Removals come first, then adds, then a credential renewal, then a due leaf
 //!   update. A member waits rank x [`RANK_DELAY`] before a removal or an add (rank = position of
 //!   its own leaf among the leaves that remain, ascending), so normally only one commits. One own
@@ -101,7 +107,7 @@ use klausur_proto::{ClientMsg, MlsJoiner, MlsPolicy, Participant, ParticipantId,
 
 mod view;
 
-pub use view::{OutsiderView, RosterView, Verification, VerificationFlag};
+pub use view::{valid_claim, OutsiderView, RosterView, Verification, VerificationFlag};
 
 /// Grace before a leaf no participant claims is removed (and before a roster/server-list
 /// discrepancy is flagged).
@@ -282,8 +288,12 @@ pub struct GroupClient {
     phase: Phase,
     self_id: Option<ParticipantId>,
     participants: Vec<Participant>,
-    /// Participant id -> the leaf it claimed most recently (to remove it when it leaves).
-    last_claims: HashMap<ParticipantId, u32>,
+    /// Participant id -> its most recent leaf claim (to remove that leaf when it leaves, if the
+    /// claim is valid).
+    last_claims: HashMap<ParticipantId, Participant>,
+    /// Our `mls_member` waits for our participant id (a member before `joined` was seen):
+    /// whether we created the group.
+    claim_due: Option<bool>,
     /// Leaf -> device key of the member at that leaf when its participant left the server.
     departed: HashMap<u32, [u8; 32]>,
     joiners: Vec<MlsJoiner>,
@@ -352,6 +362,7 @@ impl GroupClient {
             self_id: None,
             participants: Vec::new(),
             last_claims: HashMap::new(),
+            claim_due: None,
             departed: HashMap::new(),
             joiners: Vec::new(),
             policy: MlsPolicy {
@@ -415,6 +426,7 @@ impl GroupClient {
             } => {
                 self.self_id = Some(self_id.clone());
                 self.apply_participants(participants.clone());
+                self.send_claim_if_due();
             }
             ServerMsg::ParticipantJoined { participant }
             | ServerMsg::ParticipantUpdated { participant } => {
@@ -467,6 +479,7 @@ impl GroupClient {
         self.input(now);
         self.self_id = Some(self_id.to_string());
         self.apply_participants(participants.to_vec());
+        self.send_claim_if_due();
         self.evaluate();
     }
 
@@ -683,24 +696,29 @@ impl GroupClient {
 
     fn apply_participants(&mut self, participants: Vec<Participant>) {
         let present: HashSet<&str> = participants.iter().map(|p| p.id.as_str()).collect();
-        let gone: Vec<(ParticipantId, u32)> = self
+        let gone: Vec<ParticipantId> = self
             .last_claims
-            .iter()
-            .filter(|(id, _)| !present.contains(id.as_str()))
-            .map(|(id, leaf)| (id.clone(), *leaf))
+            .keys()
+            .filter(|id| !present.contains(id.as_str()))
+            .cloned()
             .collect();
-        for (id, leaf) in gone {
-            self.last_claims.remove(&id);
+        for id in gone {
+            let Some(p) = self.last_claims.remove(&id) else {
+                continue;
+            };
             let is_self = self.self_id.as_deref() == Some(id.as_str());
-            if let Some(e) = self.roster.iter().find(|e| e.leaf_index == leaf) {
+            // Only a valid claim makes its leaf go with the participant: the server's word that
+            // someone who claimed a leaf left is not enough to remove whoever holds it.
+            if let Some(e) = self.roster.iter().find(|e| valid_claim(&p, e)) {
                 if !is_self {
-                    self.departed.insert(leaf, e.credential.device_public_key);
+                    self.departed
+                        .insert(e.leaf_index, e.credential.device_public_key);
                 }
             }
         }
         for p in &participants {
-            if let Some(leaf) = p.leaf {
-                self.last_claims.insert(p.id.clone(), leaf);
+            if p.leaf.is_some() {
+                self.last_claims.insert(p.id.clone(), p.clone());
             }
         }
         self.participants = participants;
@@ -754,25 +772,58 @@ impl GroupClient {
         self.need_since = None;
         self.next_commit_at = None;
         self.refresh_roster();
-        let state = (
-            self.member.leaf_index(),
-            self.member.epoch(),
-            self.member.security_code(),
-        );
-        let (Ok(leaf), Ok(epoch), Ok(security_code)) = state else {
+        let state = (self.member.epoch(), self.member.security_code());
+        let (Ok(epoch), Ok(security_code)) = state else {
             self.warn(
                 WarningCode::StartFailed,
                 "the new group's state cannot be read".into(),
             );
             return;
         };
-        self.send(ClientMsg::MlsMember { leaf, epoch });
+        self.claim_due = Some(created);
+        self.send_claim_if_due();
         self.event(GroupEvent::Joined {
             epoch,
             created,
             security_code,
         });
         self.event(GroupEvent::RosterChanged);
+    }
+
+    /// Sends `mls_member` once this client is a member and knows its participant id: the leaf
+    /// and epoch, the claim signed for the participant id, and as the creator the GroupInfo.
+    fn send_claim_if_due(&mut self) {
+        let (Some(created), Some(self_id)) = (self.claim_due, self.self_id.clone()) else {
+            return;
+        };
+        if !self.member.in_group() {
+            self.claim_due = None;
+            return;
+        }
+        self.claim_due = None;
+        let claim = (|| {
+            let leaf = self.member.leaf_index()?;
+            let epoch = self.member.epoch()?;
+            let signature = BASE64.encode(self.member.sign_leaf_claim(&self_id)?);
+            let group_info = if created {
+                Some(BASE64.encode(self.member.group_info()?))
+            } else {
+                None
+            };
+            Ok::<_, E2eeError>(ClientMsg::MlsMember {
+                leaf,
+                epoch,
+                signature,
+                group_info,
+            })
+        })();
+        match claim {
+            Ok(msg) => self.send(msg),
+            Err(e) => self.warn(
+                WarningCode::StartFailed,
+                format!("the leaf claim cannot be made: {}", err_text(&e)),
+            ),
+        }
     }
 
     fn on_commit(&mut self, epoch: u64, commit: &str) {
@@ -862,6 +913,7 @@ impl GroupClient {
         self.need_since = None;
         self.next_commit_at = None;
         self.leaf_refreshed_at = None;
+        self.claim_due = None;
         self.phase = Phase::Waiting;
         self.refresh_roster();
         self.warn(
@@ -1035,7 +1087,14 @@ impl GroupClient {
     }
 
     fn update_claim_timers(&mut self, own_leaf: Option<u32>) {
-        let claimed: HashSet<u32> = self.participants.iter().filter_map(|p| p.leaf).collect();
+        // A leaf counts as claimed only by a valid claim: a participant claiming someone
+        // else's leaf neither keeps it in the group nor makes it go.
+        let claimed: HashSet<u32> = self
+            .roster
+            .iter()
+            .filter(|e| self.participants.iter().any(|p| valid_claim(p, e)))
+            .map(|e| e.leaf_index)
+            .collect();
         for e in &self.roster {
             if Some(e.leaf_index) == own_leaf || claimed.contains(&e.leaf_index) {
                 self.unclaimed_since.remove(&e.leaf_index);

@@ -373,6 +373,7 @@ fn participant(id: &str, name: &str, kind: ParticipantKind) -> Participant {
         screen_sharing: false,
         hand_raised_at: None,
         leaf: None,
+        credential_user_id: None,
         phone: None,
     }
 }
@@ -596,10 +597,23 @@ impl Server {
                 let outs = self.delivery.key_package(from, key_package, admitted_by);
                 self.apply(outs);
             }
-            ClientMsg::MlsMember { leaf, epoch } => {
+            ClientMsg::MlsMember {
+                leaf,
+                epoch,
+                signature,
+                group_info,
+            } => {
                 if self.drop_member.contains(from) {
                     return;
                 }
+                // The claim is signed, and the creator's carries the GroupInfo (the real server
+                // checks both against the group's public tree; crates/klausur-server's tests).
+                assert_eq!(BASE64.decode(&signature).expect("b64").len(), 64);
+                assert_eq!(
+                    group_info.is_some(),
+                    self.delivery.creator.as_deref() == Some(from),
+                    "{from}: group_info with the creator's claim only"
+                );
                 let outs = self.delivery.member(from, leaf, epoch);
                 self.apply(outs);
             }
@@ -662,10 +676,17 @@ impl Server {
                     }
                 }
                 Out::Leaf(p, leaf) => {
+                    // The server names the credential user id of who the participant is.
+                    let user_id = self
+                        .clients
+                        .iter()
+                        .find(|c| c.id == p)
+                        .map(|c| c.user_id.clone());
                     let Some(entry) = self.participants.iter_mut().find(|(q, _)| q.id == p) else {
                         continue;
                     };
                     entry.0.leaf = leaf;
+                    entry.0.credential_user_id = leaf.and(user_id);
                     let participant = entry.0.clone();
                     self.tell_all(ServerMsg::ParticipantUpdated { participant });
                 }
@@ -747,6 +768,18 @@ impl Server {
         let local = self.clients[i].local(self.now);
         self.clients[i].g.set_renewed_credential(cred, local);
         self.drain(i);
+    }
+
+    /// The server relays a leaf claim it should have refused: participant `id` says it holds
+    /// `leaf` (its participant entry names its own credential user id, as the server knows it).
+    fn relay_forged_claim(&mut self, id: &str, leaf: u32) {
+        let Some(entry) = self.participants.iter_mut().find(|(q, _)| q.id == id) else {
+            panic!("no participant {id}");
+        };
+        entry.0.leaf = Some(leaf);
+        let participant = entry.0.clone();
+        self.tell_all(ServerMsg::ParticipantUpdated { participant });
+        self.pump();
     }
 
     /// Delivers queued messages, one per client in turn, until every inbox is empty.
@@ -979,9 +1012,15 @@ fn the_group_is_created_and_the_policy_admits_joiners_several_in_one_commit() {
             ..
         })
     ));
-    assert!(ana
-        .sent
-        .contains(&ClientMsg::MlsMember { leaf: 0, epoch: 0 }));
+    assert!(ana.sent.iter().any(|m| matches!(
+        m,
+        ClientMsg::MlsMember {
+            leaf: 0,
+            epoch: 0,
+            group_info: Some(_),
+            ..
+        }
+    )));
     assert!(matches!(
         ana.events.first(),
         Some(GroupEvent::Joined {
@@ -1308,6 +1347,76 @@ fn the_leaf_of_a_participant_who_left_is_removed() {
     );
     assert!(cem.g.encrypt_frame(StreamId(0), &[], b"x").is_err());
     assert_eq!(cem.g.poll_timeout(), None);
+}
+
+/// Issue 19: an invited guest announced the organiser's leaf as its own, the server relayed it,
+/// and when the guest left the others removed the organiser. A client removes a leaf for a
+/// departed participant only if the leaf's credential is that participant's.
+#[test]
+fn a_participant_claiming_someone_elses_leaf_cannot_get_it_removed_by_leaving() {
+    let mut s = three_staff([0, 0, 0]);
+    s.join(who(
+        "p4",
+        "Gina Gast",
+        CredKind::InvitedGuest,
+        "invitation:7",
+    ));
+    s.set_policy(policy(true, &["invitation:7"]));
+    s.advance(4_000);
+    s.expect_agree(&["p1", "p2", "p3", "p4"]);
+    let gina_leaf = s.c("p4").g.own_leaf().expect("leaf");
+    let ana_leaf = s.c("p1").g.own_leaf().expect("leaf");
+    let commits_before = s.commits.len();
+
+    // The server relays Gina's claim of Ana's leaf: flagged, Ana's leaf stays claimed by Ana.
+    s.relay_forged_claim("p4", ana_leaf);
+    let v = s.verification("p2");
+    let ana = v
+        .roster
+        .iter()
+        .find(|r| r.entry.leaf_index == ana_leaf)
+        .expect("Ana");
+    assert_eq!(ana.participant_id.as_deref(), Some("p1"), "{v:?}");
+    assert!(
+        v.outsiders
+            .iter()
+            .any(|o| o.participant_id == "p4" && o.flags == [VerificationFlag::Mismatch]),
+        "{v:?}"
+    );
+
+    // Gina leaves. Nobody removes Ana; Gina's own leaf, which no one validly claims any more,
+    // goes after the grace period.
+    s.leave("p4");
+    s.advance(3_000);
+    for id in ["p1", "p2", "p3"] {
+        assert!(
+            s.c(id).g.roster().iter().any(|e| e.leaf_index == ana_leaf),
+            "{id} removed Ana"
+        );
+        assert_eq!(s.c(id).g.phase(), Phase::Active);
+    }
+    s.advance(GRACE.as_millis() as u64 + 4_000);
+    s.expect_agree(&["p1", "p2", "p3"]);
+    for id in ["p1", "p2", "p3"] {
+        assert_eq!(
+            removed_names(&s.c(id).events),
+            vec![vec!["Gina Gast"]],
+            "{id}"
+        );
+        assert!(!s.c(id).g.roster().iter().any(|e| e.leaf_index == gina_leaf));
+    }
+    assert!(!s.commits_since(commits_before).is_empty());
+
+    // Negative control: a genuine leave removes the leaf at once, without waiting for grace.
+    let commits_before = s.commits.len();
+    s.leave("p3");
+    s.advance(3_000);
+    s.expect_agree(&["p1", "p2"]);
+    assert_eq!(s.committers_since(commits_before), vec!["p1"]);
+    assert_eq!(
+        removed_names(&s.c("p1").events),
+        vec![vec!["Gina Gast"], vec!["Cem"]]
+    );
 }
 
 #[test]

@@ -9,7 +9,9 @@
 //! - Errors are thrown as JS `Error`s whose `name` says who is at fault
 //!   (`Misuse`, `CredentialRejected`, `PeerInput`, `Refused`, `FrameError`, `Internal`,
 //!   `InvalidArgument`) and whose `message` is the Rust error's text. `CredentialRejected`
-//!   errors also carry `leafIndex` (number or `undefined`). Peer input never panics.
+//!   errors also carry `leafIndex` (number or `undefined`); a `FrameError` for a frame the
+//!   replay window refused (replayed, or too old) carries `replay: true`. Peer input never
+//!   panics.
 //! - Events, roster entries and epoch changes are plain objects (see [`WasmMember`]):
 //!   `{ leafIndex, userId, displayName, kind, devicePublicKey (hex), notBefore, notAfter }`
 //!   for a roster entry; `{ type: "epochChanged", epoch, committer, added: [entry], removed:
@@ -23,8 +25,8 @@ use std::time::Duration;
 
 use js_sys::{Object, Reflect, Uint8Array};
 use klausur_e2ee::{
-    CaVerifier, CommitOutput, Credential, E2eeError, EpochChange, Event, IdentityCa, Member,
-    MemberConfig, ParticipantKind, RosterEntry, SignedCredential, SigningKey, StreamId,
+    CaVerifier, CommitOutput, Credential, E2eeError, EpochChange, Event, FrameError, IdentityCa,
+    Member, MemberConfig, ParticipantKind, RosterEntry, SignedCredential, SigningKey, StreamId,
     VerifyingKey,
 };
 use serde_json::{json, Value};
@@ -56,13 +58,18 @@ fn e2ee_error(e: E2eeError) -> JsValue {
         E2eeError::Internal(_) => "Internal",
     };
     let err = js_error(name, &e.to_string());
-    if let E2eeError::CredentialRejected {
-        leaf_index: Some(i),
-        ..
-    } = e
-    {
-        // Setting a property on a fresh Error object cannot fail.
-        let _ = Reflect::set(&err, &"leafIndex".into(), &i.into());
+    // Setting a property on a fresh Error object cannot fail.
+    match e {
+        E2eeError::CredentialRejected {
+            leaf_index: Some(i),
+            ..
+        } => {
+            let _ = Reflect::set(&err, &"leafIndex".into(), &i.into());
+        }
+        E2eeError::Frame(FrameError::Replayed { .. } | FrameError::TooOld { .. }) => {
+            let _ = Reflect::set(&err, &"replay".into(), &true.into());
+        }
+        _ => {}
     }
     err
 }
@@ -78,12 +85,16 @@ fn ms(now: f64) -> Result<Duration, JsValue> {
     Ok(Duration::from_millis(now as u64))
 }
 
-fn stream_id(stream: f64) -> Result<StreamId, JsValue> {
+/// A JS number that is a non-negative safe integer, as `u64`.
+fn safe_integer(n: f64) -> Option<u64> {
     const MAX_SAFE: f64 = 9_007_199_254_740_991.0;
-    if !(0.0..=MAX_SAFE).contains(&stream) || stream.fract() != 0.0 {
-        return Err(invalid("stream must be a non-negative integer"));
-    }
-    Ok(StreamId(stream as u64))
+    ((0.0..=MAX_SAFE).contains(&n) && n.fract() == 0.0).then_some(n as u64)
+}
+
+fn stream_id(stream: f64) -> Result<StreamId, JsValue> {
+    safe_integer(stream)
+        .map(StreamId)
+        .ok_or_else(|| invalid("stream must be a non-negative integer"))
 }
 
 fn key32(bytes: &[u8], what: &str) -> Result<Zeroizing<[u8; 32]>, JsValue> {
@@ -369,6 +380,29 @@ impl WasmMember {
         to_js(&credential_json(&c))
     }
 
+    /// The group's GroupInfo with its ratchet tree (bytes, public), signed by this device: sent
+    /// by the group's creator with its leaf claim, so the server can follow the group's public
+    /// state.
+    #[wasm_bindgen(js_name = groupInfo)]
+    pub fn group_info(&self) -> Result<Vec<u8>, JsValue> {
+        self.inner.group_info().map_err(e2ee_error)
+    }
+
+    /// This device's leaf claim for `participantId`: its signature (64 bytes) over the group
+    /// id, epoch, own leaf and the participant id, sent with `mls_member`.
+    #[wasm_bindgen(js_name = signLeafClaim)]
+    pub fn sign_leaf_claim(&self, participant_id: &str) -> Result<Vec<u8>, JsValue> {
+        self.inner
+            .sign_leaf_claim(participant_id)
+            .map_err(e2ee_error)
+    }
+
+    /// How many frames the replay windows refused so far (replayed or too old).
+    #[wasm_bindgen(js_name = replaysDropped)]
+    pub fn replays_dropped(&self) -> f64 {
+        self.inner.frames().replays_dropped() as f64
+    }
+
     /// Creates a new group (epoch 0) with this device as its only member.
     #[wasm_bindgen(js_name = createGroup)]
     pub fn create_group(&mut self, group_id: &[u8], now: f64) -> Result<(), JsValue> {
@@ -567,12 +601,26 @@ impl WasmMember {
 
     /// Decrypts one protected frame. Returns `{ sender, stream, epoch, clearHeaderLen, data }`
     /// where `data` is the original frame (clear header followed by the payload). Throws a
-    /// `FrameError` for frames to drop (malformed, unknown key, failed authentication).
+    /// `FrameError` for frames to drop (malformed, unknown key, failed authentication, and with
+    /// `replay: true` a frame the replay window refused). `context` names the track the frame
+    /// came in on (the receiver transform's id): replay windows are kept per context (default
+    /// 0), so frames on one track cannot make another's look old.
     #[wasm_bindgen(js_name = decryptFrame)]
-    pub fn decrypt_frame(&mut self, frame: &[u8], now: f64) -> Result<JsValue, JsValue> {
+    pub fn decrypt_frame(
+        &mut self,
+        frame: &[u8],
+        now: f64,
+        context: Option<f64>,
+    ) -> Result<JsValue, JsValue> {
+        let context = match context {
+            None => 0,
+            Some(c) => {
+                safe_integer(c).ok_or_else(|| invalid("context must be a non-negative integer"))?
+            }
+        };
         let d = self
             .inner
-            .decrypt_frame(frame, ms(now)?)
+            .decrypt_frame_in(context, frame, ms(now)?)
             .map_err(e2ee_error)?;
         let mut data = d.clear_header;
         let clear_header_len = data.len();

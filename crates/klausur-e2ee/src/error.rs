@@ -55,6 +55,24 @@ pub enum FrameError {
     /// Peer input: authentication failed (tampered frame or wrong key).
     #[error("frame failed to authenticate")]
     Authentication,
+    /// Peer input: a frame with this counter was already accepted for this key id (a replay,
+    /// or the same frame delivered twice).
+    #[error("replayed frame: counter {counter} of key id {kid:#x} was already accepted")]
+    Replayed {
+        /// The frame's key id.
+        kid: u64,
+        /// The frame's counter.
+        counter: u64,
+    },
+    /// Peer input: the frame's counter lies a replay window or more behind the newest frame
+    /// accepted for this key id (see `frame::REPLAY_WINDOW`).
+    #[error("frame too old: counter {counter} of key id {kid:#x} lies outside the replay window")]
+    TooOld {
+        /// The frame's key id.
+        kid: u64,
+        /// The frame's counter.
+        counter: u64,
+    },
     /// Internal: the SFrame library failed in an unexpected way.
     #[error("internal SFrame error: {0}")]
     Internal(String),

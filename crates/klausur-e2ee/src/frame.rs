@@ -42,17 +42,50 @@
 //! `grace` (default 5 s, [`DEFAULT_GRACE`]) so frames in flight still decrypt; after
 //! `installed_at + grace` they are dropped (zeroized). Sending always uses the newest epoch.
 //!
+//! # Replay window
+//!
+//! Each epoch's receive context keeps one sliding window of frame counters per KID, i.e. per
+//! sender and stream, and per *receive context* the caller names ([`FrameCrypto::decrypt_in`]:
+//! the browser's receiver transform, i.e. the track the frame came in on; [`FrameCrypto::decrypt`]
+//! uses one context for everything) (RFC 9605 section 9.3; `sframe`'s
+//! `ReplayAttackProtectionStore`, which screens the header before decryption and records the
+//! counter only once the frame authenticated, so forged headers cannot move a window). A frame whose counter was already
+//! accepted ([`FrameError::Replayed`]), or that lies [`REPLAY_WINDOW`] or more counters behind
+//! the newest one accepted for its KID ([`FrameError::TooOld`]), is refused and counted
+//! ([`FrameCrypto::replays_dropped`]); a frame that arrives late but inside the window
+//! decrypts. A sender's counter starts at 0 in every epoch, and every epoch has its own
+//! windows, which go with its keys.
+//!
+//! [`REPLAY_WINDOW`] is 1024 frames: a frame completed late by a NACK retransmission, a video
+//! burst, or simulcast layers interleaving on one counter lag the newest frame by tens of
+//! counters at most (60 frames per second times a one-second repair), so real reordering is
+//! never dropped; a frame 1024 counters old (17 s of 60 fps video, 20 s of audio) is no longer
+//! playable anyway. Each window costs 128 bytes.
+//!
+//! Why per receive context: every member can make frames under every other member's KID (see
+//! "Limits"). With one window per KID for all tracks, a member could send, on its own track,
+//! one frame under another member's KID with a counter far ahead, and every receiver would
+//! then drop that member's genuine frames as too old until the next epoch. Per context, frames
+//! on one track cannot move the windows of another. What this gives up: the media server,
+//! which routes every track, could play a frame once more on another track, which its routing
+//! lets it do with the original anyway.
+//!
 //! # Limits
 //!
 //! All members share one base key per epoch, so SFrame does not authenticate *which member*
-//! sent a frame: a malicious member could send under another member's KID. No replay window is
-//! kept (a replayed frame decrypts again).
+//! sent a frame: every member can derive every other member's keys, so a malicious member can
+//! send under another member's KID (RFC 9605 section 9; docs/e2ee.md, "What a member can
+//! do"). The replay window stops a replay of frames already received, not such a
+//! forgery.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::Duration;
 
 use sframe::{
-    frame::{EncryptedFrameView, MediaFrameView, MonotonicCounter},
+    frame::{
+        validation::{ReplayAttackProtectionError, ReplayAttackProtectionStore, Tolerance},
+        EncryptedFrameView, MediaFrameView, MonotonicCounter,
+    },
     header::SframeHeader,
     key::{DecryptionKey, EncryptionKey},
     CipherSuite,
@@ -75,6 +108,9 @@ pub const INDEX_BITS: u32 = 12;
 pub const MAX_PREVIOUS_EPOCHS: usize = 3;
 /// Default grace period for previous-epoch receive keys.
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(5);
+/// How many frame counters behind the newest accepted one a frame of the same KID may be and
+/// still be accepted (once); see the module docs, "Replay window".
+pub const REPLAY_WINDOW: usize = 1024;
 
 const STREAM_BITS: u32 = 64 - INDEX_BITS - EPOCH_BITS;
 const MAX_CLEAR_HEADER: usize = 255;
@@ -149,6 +185,9 @@ struct EpochKeys {
     base_key: Zeroizing<Vec<u8>>,
     members: HashSet<u32>,
     recv: HashMap<u64, DecryptionKey>,
+    /// Per receive context, one replay window per KID that delivered an authentic frame in
+    /// this epoch. Contexts are named by the local caller, never by a peer.
+    replay: HashMap<u64, ReplayAttackProtectionStore>,
     /// `None` for the current epoch; for previous ones, when they are dropped.
     expires_at: Option<Duration>,
 }
@@ -166,6 +205,8 @@ pub struct FrameCrypto {
     current: Option<EpochKeys>,
     previous: VecDeque<EpochKeys>,
     send: HashMap<StreamId, SendStream>,
+    /// Frames refused by a replay window so far.
+    replays_dropped: u64,
 }
 
 impl Default for FrameCrypto {
@@ -197,7 +238,14 @@ impl FrameCrypto {
             current: None,
             previous: VecDeque::new(),
             send: HashMap::new(),
+            replays_dropped: 0,
         }
+    }
+
+    /// How many frames a replay window refused so far ([`FrameError::Replayed`] and
+    /// [`FrameError::TooOld`]), for diagnostics.
+    pub fn replays_dropped(&self) -> u64 {
+        self.replays_dropped
     }
 
     /// The grace period.
@@ -234,6 +282,7 @@ impl FrameCrypto {
             base_key,
             members: members.into_iter().collect(),
             recv: HashMap::new(),
+            replay: HashMap::new(),
             expires_at: None,
         });
     }
@@ -309,9 +358,23 @@ impl FrameCrypto {
         Ok(out)
     }
 
-    /// Decrypts one frame at time `now`. Previous-epoch keys past their grace period are dropped
-    /// first. Never panics on any input.
+    /// Decrypts one frame at time `now`, with one replay window per KID for all frames (see
+    /// [`Self::decrypt_in`]).
     pub fn decrypt(&mut self, frame: &[u8], now: Duration) -> Result<DecryptedFrame, FrameError> {
+        self.decrypt_in(0, frame, now)
+    }
+
+    /// Decrypts one frame that came in on receive context `context` (the caller's name for the
+    /// track or transform it came in on) at time `now`. Previous-epoch keys past their grace
+    /// period are dropped first. A frame the replay window of its KID in this context refuses
+    /// is an error ([`FrameError::Replayed`], [`FrameError::TooOld`]) and counted. Never panics
+    /// on any input.
+    pub fn decrypt_in(
+        &mut self,
+        context: u64,
+        frame: &[u8],
+        now: Duration,
+    ) -> Result<DecryptedFrame, FrameError> {
         self.handle_timeout(now);
         let (&clear_len, rest) = frame.split_last().ok_or(FrameError::Malformed)?;
         let clear_len = usize::from(clear_len);
@@ -343,7 +406,31 @@ impl FrameCrypto {
                 &derived
             }
         };
-        let media = view.decrypt(key).map_err(|_| FrameError::Authentication)?;
+        let window = ctx
+            .replay
+            .entry(context)
+            // REPLAY_WINDOW is a constant within Tolerance's range (1 ..= 2^63 - 1).
+            .or_insert_with(|| ReplayAttackProtectionStore::new(Tolerance::new(REPLAY_WINDOW)));
+        let media = match view.validated_decrypt(key, window) {
+            Ok(media) => media,
+            Err(e) => {
+                let counter = header.counter();
+                return Err(match e.source_as::<ReplayAttackProtectionError>() {
+                    Some(ReplayAttackProtectionError::DuplicatedFrame { .. }) => {
+                        self.replays_dropped += 1;
+                        FrameError::Replayed { kid, counter }
+                    }
+                    Some(ReplayAttackProtectionError::CounterTooOld { .. }) => {
+                        self.replays_dropped += 1;
+                        FrameError::TooOld { kid, counter }
+                    }
+                    // A store tracks each KID with its own window: no mismatch can occur.
+                    Some(ReplayAttackProtectionError::KeyIdMismatch { .. }) | None => {
+                        FrameError::Authentication
+                    }
+                });
+            }
+        };
         let out = DecryptedFrame {
             sender: parts.leaf_index,
             stream: parts.stream,
@@ -391,5 +478,161 @@ mod tests {
         let d = fc.decrypt(&f, Duration::ZERO).expect("dec");
         assert_eq!(d.payload, b"payload");
         assert_eq!(d.clear_header, b"hd");
+    }
+
+    /// Two members' frame contexts of one epoch (the same base key): `a` at leaf 0 sends.
+    fn pair() -> (FrameCrypto, FrameCrypto) {
+        let mut a = FrameCrypto::default();
+        let mut b = FrameCrypto::default();
+        a.install_epoch(3, Zeroizing::new(vec![7; 16]), 0, [0, 1], Duration::ZERO);
+        b.install_epoch(3, Zeroizing::new(vec![7; 16]), 1, [0, 1], Duration::ZERO);
+        (a, b)
+    }
+
+    fn frames(a: &mut FrameCrypto, stream: StreamId, n: usize) -> Vec<Vec<u8>> {
+        (0..n)
+            .map(|i| {
+                a.encrypt(stream, b"", format!("frame {i}").as_bytes())
+                    .expect("enc")
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_replayed_frame_is_dropped_and_counted() {
+        let (mut a, mut b) = pair();
+        let f = frames(&mut a, StreamId::CAMERA, 3);
+        assert_eq!(
+            b.decrypt(&f[0], Duration::ZERO).expect("first").payload,
+            b"frame 0"
+        );
+        assert_eq!(b.replays_dropped(), 0);
+        // The same frame again, now and after later frames: refused, counted.
+        assert!(matches!(
+            b.decrypt(&f[0], Duration::ZERO),
+            Err(FrameError::Replayed { counter: 0, .. })
+        ));
+        b.decrypt(&f[1], Duration::ZERO).expect("next");
+        b.decrypt(&f[2], Duration::ZERO).expect("next");
+        assert!(matches!(
+            b.decrypt(&f[1], Duration::ZERO),
+            Err(FrameError::Replayed { counter: 1, .. })
+        ));
+        assert_eq!(b.replays_dropped(), 2);
+        // The window is per KID: the same counter of another stream, or of another sender, is
+        // a different frame.
+        let audio = a.encrypt(StreamId::AUDIO, b"", b"audio 0").expect("enc");
+        assert_eq!(
+            b.decrypt(&audio, Duration::ZERO).expect("audio").payload,
+            b"audio 0"
+        );
+        let from_b = b.encrypt(StreamId::CAMERA, b"", b"from b").expect("enc");
+        assert_eq!(
+            a.decrypt(&from_b, Duration::ZERO).expect("b's").payload,
+            b"from b"
+        );
+    }
+
+    #[test]
+    fn frames_reordered_within_the_window_decrypt_once() {
+        let (mut a, mut b) = pair();
+        let f = frames(&mut a, StreamId::CAMERA, 200);
+        // A video burst whose frames 10..=60 were completed late by retransmissions: the newer
+        // frames come first, the older ones after them, each still accepted once.
+        for (i, frame) in f.iter().enumerate().skip(61) {
+            b.decrypt(frame, Duration::ZERO)
+                .unwrap_or_else(|e| panic!("frame {i}: {e}"));
+        }
+        for (i, frame) in f.iter().enumerate().take(61).skip(10).rev() {
+            let d = b
+                .decrypt(frame, Duration::ZERO)
+                .unwrap_or_else(|e| panic!("late frame {i}: {e}"));
+            assert_eq!(d.payload, format!("frame {i}").as_bytes());
+        }
+        for frame in &f[10..=60] {
+            assert!(matches!(
+                b.decrypt(frame, Duration::ZERO),
+                Err(FrameError::Replayed { .. })
+            ));
+        }
+        // Frames 0..10 never came; one arriving now is inside the window and decrypts.
+        b.decrypt(&f[5], Duration::ZERO)
+            .expect("late, in the window");
+        assert_eq!(b.replays_dropped(), 51);
+    }
+
+    #[test]
+    fn a_frame_older_than_the_window_is_dropped() {
+        let (mut a, mut b) = pair();
+        let f = frames(&mut a, StreamId::AUDIO, REPLAY_WINDOW + 2);
+        b.decrypt(&f[0], Duration::ZERO).expect("first");
+        // The newest accepted frame is REPLAY_WINDOW + 1 counters ahead of frame 1.
+        b.decrypt(&f[REPLAY_WINDOW + 1], Duration::ZERO)
+            .expect("newest");
+        assert!(matches!(
+            b.decrypt(&f[1], Duration::ZERO),
+            Err(FrameError::TooOld { counter: 1, .. })
+        ));
+        // The oldest counter still inside the window (newest - REPLAY_WINDOW + 1) decrypts.
+        b.decrypt(&f[2], Duration::ZERO).expect("at the edge");
+        assert_eq!(b.replays_dropped(), 1);
+    }
+
+    #[test]
+    fn frames_on_one_track_do_not_move_another_tracks_window() {
+        let (mut a, mut b) = pair();
+        let f = frames(&mut a, StreamId::CAMERA, 3);
+        // A member (it holds the base key) makes a frame under a's KID with a counter far
+        // ahead and sends it on its own track (context 2); a's genuine frames on a's track
+        // (context 1) still decrypt.
+        let mut forger = FrameCrypto::default();
+        forger.install_epoch(3, Zeroizing::new(vec![7; 16]), 0, [0, 1], Duration::ZERO);
+        let forged = frames(&mut forger, StreamId::CAMERA, 5000).split_off(4999);
+        b.decrypt_in(2, &forged[0], Duration::ZERO)
+            .expect("a valid key");
+        for (i, frame) in f.iter().enumerate() {
+            assert_eq!(
+                b.decrypt_in(1, frame, Duration::ZERO)
+                    .expect("genuine")
+                    .payload,
+                format!("frame {i}").as_bytes()
+            );
+        }
+        // Within one context, a replay is refused.
+        assert!(matches!(
+            b.decrypt_in(1, &f[0], Duration::ZERO),
+            Err(FrameError::Replayed { .. })
+        ));
+        // Negative control: in one shared context the forged frame pushes the window on and
+        // the genuine frames are dropped as too old.
+        let (_, mut c) = pair();
+        c.decrypt(&forged[0], Duration::ZERO).expect("a valid key");
+        assert!(matches!(
+            c.decrypt(&f[0], Duration::ZERO),
+            Err(FrameError::TooOld { .. })
+        ));
+    }
+
+    #[test]
+    fn a_forged_header_does_not_move_the_window() {
+        let (mut a, mut b) = pair();
+        let f = frames(&mut a, StreamId::CAMERA, 2);
+        // A frame claiming a far-ahead counter that does not authenticate is dropped without
+        // being recorded: the genuine frames after it still decrypt.
+        let forged = {
+            let header = SframeHeader::new(encode_kid(StreamId::CAMERA, 0, 3).expect("kid"), 5000);
+            let mut buf = vec![0u8; header.len()];
+            header.serialize(&mut buf).expect("header");
+            buf.extend_from_slice(&[0u8; 40]);
+            buf.push(0);
+            buf
+        };
+        assert_eq!(
+            b.decrypt(&forged, Duration::ZERO),
+            Err(FrameError::Authentication)
+        );
+        b.decrypt(&f[0], Duration::ZERO).expect("genuine");
+        b.decrypt(&f[1], Duration::ZERO).expect("genuine");
+        assert_eq!(b.replays_dropped(), 0);
     }
 }

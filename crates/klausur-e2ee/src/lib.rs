@@ -29,6 +29,13 @@
 //! | sends a chat message | [`Member::encrypt_application`] | sends the bytes to the DS (current epoch only) |
 //! | receives a chat message | [`Member::process_message`] → [`Event::Application`] (sender leaf, plaintext) | shows it under the sender's credential name |
 //! | timer at [`Member::poll_timeout`] | [`Member::handle_timeout`] | |
+//! | became a member (created the group or joined) | [`Member::sign_leaf_claim`] (and, as the creator, [`Member::group_info`]) | sends the claim to the DS (`mls_member`) |
+//!
+//! The delivery service (the server, never a member) follows the group's public state with a
+//! [`PublicTree`]: from the creator's `GroupInfo`, then every commit it accepts (commits are
+//! MLS `PublicMessage`s, [`WIRE_FORMAT_POLICY`]). With it the DS checks that a leaf claim is
+//! signed by that leaf's device key, that a commit comes from the leaf its sender claims, and
+//! which leaves a commit removes, without holding any group secret.
 //!
 //! Each epoch change installs new frame keys at once ([`frame`] module docs: KID layout, frame
 //! layout, grace period). Every credential is checked before it enters the group: klausur
@@ -55,6 +62,7 @@ mod error;
 pub mod frame;
 mod identity;
 mod member;
+mod public;
 pub mod rfc9605;
 
 pub use continuity::{sign_continuity, verify_continuity};
@@ -66,6 +74,7 @@ pub use identity::{
     KLAUSUR_CREDENTIAL_TYPE,
 };
 pub use member::{
-    security_code, CommitOutput, EpochChange, Event, Member, MemberConfig, RosterEntry,
-    APPLICATION_PADDING, LEAF_UPDATE_INTERVAL, MLS_CIPHERSUITE,
+    leaf_claim_payload, security_code, CommitOutput, EpochChange, Event, Member, MemberConfig,
+    RosterEntry, APPLICATION_PADDING, LEAF_UPDATE_INTERVAL, MLS_CIPHERSUITE, WIRE_FORMAT_POLICY,
 };
+pub use public::{CheckedCommit, LeafIdentity, PublicTree, TreeSnapshot};

@@ -10,7 +10,7 @@ use openmls::prelude::{
     Extension, Extensions, GroupId, KeyPackage, KeyPackageIn, LeafNodeIndex, LeafNodeParameters,
     MlsGroup, MlsGroupJoinConfig, MlsMessageBodyIn, MlsMessageIn, ProcessedMessageContent,
     ProtocolVersion, RequiredCapabilitiesExtension, Sender, SignaturePublicKey, StagedCommit,
-    StagedWelcome,
+    StagedWelcome, WireFormatPolicy, PURE_PLAINTEXT_WIRE_FORMAT_POLICY,
 };
 use openmls::prelude::{OpenMlsProvider as _, SignatureScheme};
 use openmls_rust_crypto::OpenMlsRustCrypto;
@@ -33,6 +33,16 @@ pub const APPLICATION_PADDING: usize = 64;
 
 /// Each member should update its own leaf at least this often (DESIGN.md section 4).
 pub const LEAF_UPDATE_INTERVAL: Duration = Duration::from_secs(15 * 60);
+
+/// Handshake messages (commits) are MLS `PublicMessage`s, sent and accepted: the delivery
+/// service follows the group's public state with them ([`crate::PublicTree`]: the ratchet
+/// tree, whose leaf holds which credential) and checks leaf claims and commits against it.
+/// A commit reveals nothing secret (its path secrets are encrypted to the members); the
+/// server learns who commits which change to the membership, which it knows anyway. Chat
+/// (application messages) is always a `PrivateMessage`, whatever this policy says. A
+/// handshake as `PrivateMessage`, which the delivery service could not have followed, is
+/// refused.
+pub const WIRE_FORMAT_POLICY: WireFormatPolicy = PURE_PLAINTEXT_WIRE_FORMAT_POLICY;
 
 /// Settings of a [`Member`].
 #[derive(Debug, Clone)]
@@ -167,6 +177,32 @@ pub fn security_code(epoch_authenticator: &[u8]) -> String {
         .join(" ")
 }
 
+/// The bytes a leaf claim signs ([`Member::sign_leaf_claim`]):
+/// `"klausur-leaf-claim-v1" || u32 len || group id || u64 epoch || u32 leaf || u32 len ||
+/// participant id` (big-endian). The label keeps it apart from every MLS signature (those
+/// start with a length-prefixed `"MLS 1.0 "` label) and from continuity proofs.
+pub fn leaf_claim_payload(
+    group_id: &[u8],
+    epoch: u64,
+    leaf_index: u32,
+    participant_id: &str,
+) -> Result<Vec<u8>, E2eeError> {
+    let len = |n: usize| {
+        u32::try_from(n)
+            .map(u32::to_be_bytes)
+            .map_err(|_| E2eeError::Misuse("leaf claim field too long"))
+    };
+    let mut out = Vec::with_capacity(64 + group_id.len() + participant_id.len());
+    out.extend_from_slice(b"klausur-leaf-claim-v1");
+    out.extend_from_slice(&len(group_id.len())?);
+    out.extend_from_slice(group_id);
+    out.extend_from_slice(&epoch.to_be_bytes());
+    out.extend_from_slice(&leaf_index.to_be_bytes());
+    out.extend_from_slice(&len(participant_id.len())?);
+    out.extend_from_slice(participant_id.as_bytes());
+    Ok(out)
+}
+
 impl Member {
     /// Creates a device identity. `credential` must bind `signing_key`'s public key; `verifier`
     /// decides about every other member's credential.
@@ -267,6 +303,7 @@ impl Member {
             .with_group_id(GroupId::from_slice(group_id))
             .ciphersuite(MLS_CIPHERSUITE)
             .use_ratchet_tree_extension(true)
+            .with_wire_format_policy(WIRE_FORMAT_POLICY)
             .padding_size(APPLICATION_PADDING)
             .with_capabilities(capabilities())
             .with_group_context_extensions(required)
@@ -708,6 +745,7 @@ impl Member {
         };
         let cfg = MlsGroupJoinConfig::builder()
             .use_ratchet_tree_extension(true)
+            .wire_format_policy(WIRE_FORMAT_POLICY)
             .padding_size(APPLICATION_PADDING)
             .build();
         let staged =
@@ -732,6 +770,34 @@ impl Member {
             g.delete(self.provider.storage()).map_err(internal)?;
         }
         Ok(())
+    }
+
+    /// The group's `GroupInfo` of the current epoch with its ratchet tree (a TLS-serialized
+    /// `MLSMessage`), signed by this device: what the delivery service needs to start following
+    /// the group's public state ([`crate::PublicTree::from_group_info`]). The creator sends it
+    /// with its first leaf claim. Public data: the tree's credentials and public keys.
+    pub fn group_info(&self) -> Result<Vec<u8>, E2eeError> {
+        let g = self.group()?;
+        g.export_group_info(self.provider.crypto(), &self.signer, true)
+            .map_err(internal)?
+            .to_bytes()
+            .map_err(internal)
+    }
+
+    /// This device's leaf claim for participant `participant_id` (the server's id for this
+    /// connection): an Ed25519 signature by the device key over the current group id, epoch
+    /// and own leaf index and the participant id ([`leaf_claim_payload`]), sent with
+    /// `mls_member`. The delivery service verifies it against the key of that leaf in the
+    /// group's public tree, so no participant can claim a leaf it does not hold.
+    pub fn sign_leaf_claim(&self, participant_id: &str) -> Result<Vec<u8>, E2eeError> {
+        let g = self.group()?;
+        let payload = leaf_claim_payload(
+            g.group_id().as_slice(),
+            g.epoch().as_u64(),
+            g.own_leaf_index().u32(),
+            participant_id,
+        )?;
+        Ok(self.signer.0.sign(&payload).to_bytes().to_vec())
     }
 
     /// Whether this device is currently in a group.
@@ -806,13 +872,27 @@ impl Member {
         Ok(self.frames.encrypt(stream, clear_header, payload)?)
     }
 
-    /// Decrypts one media frame at `now`.
+    /// Decrypts one media frame at `now` (one replay window per sender and stream for all
+    /// frames; see [`Self::decrypt_frame_in`]).
     pub fn decrypt_frame(
         &mut self,
         frame: &[u8],
         now: Duration,
     ) -> Result<DecryptedFrame, E2eeError> {
         Ok(self.frames.decrypt(frame, now)?)
+    }
+
+    /// Decrypts one media frame that came in on receive context `context` (the caller's name
+    /// for the track it came in on) at `now`: replay windows are kept per context, so frames on
+    /// one track cannot make another track's frames look old ([`crate::frame`], "Replay
+    /// window").
+    pub fn decrypt_frame_in(
+        &mut self,
+        context: u64,
+        frame: &[u8],
+        now: Duration,
+    ) -> Result<DecryptedFrame, E2eeError> {
+        Ok(self.frames.decrypt_in(context, frame, now)?)
     }
 
     /// When [`Self::handle_timeout`] next has keys to drop.

@@ -593,7 +593,7 @@ async fn a_caller_joins_in_a_seat_of_their_own_and_can_be_removed() {
     let mid = id(&m).to_string();
     let erika = d.invite(&m, "Erika Musterfrau").await;
     let erika_inv = erika["invitation"]["id"].as_i64().expect("id");
-    let (mut olga, _) = d.olga_joins(&m).await;
+    let (mut olga, olga_joined) = d.olga_joins(&m).await;
     let mut browser = Client::connect(&d.srv, None).await;
     let bj = browser
         .join(&mid, Some(erika["token"].as_str().expect("token")), None)
@@ -640,14 +640,66 @@ async fn a_caller_joins_in_a_seat_of_their_own_and_can_be_removed() {
     );
 
     // The credential policy admits the caller's member directly: it lists the invitation.
+    // (Olga creates the group as a browser would: its claim of leaf 0 must be signed by the
+    // leaf's device key, whose credential is Olga's.)
     olga.send(&ClientMsg::MlsKeyPackage {
         key_package: "AAE=".into(),
         continuity: None,
     })
     .await;
-    olga.until(|m| matches!(m, ServerMsg::MlsCreateGroup { .. }))
-        .await;
-    olga.send(&ClientMsg::MlsMember { leaf: 0, epoch: 0 }).await;
+    let ServerMsg::MlsCreateGroup { group_id } = olga
+        .until(|m| matches!(m, ServerMsg::MlsCreateGroup { .. }))
+        .await
+    else {
+        unreachable!()
+    };
+    let olga_dev = SigningKey::from_bytes(&[77; 32]);
+    let v: Value = d
+        .olga
+        .post(format!("{}/api/identity/credential", d.srv.base))
+        .header("X-CSRF-Token", &d.csrf)
+        .json(&json!({"device_key": hex::encode(olga_dev.verifying_key().to_bytes())}))
+        .send()
+        .await
+        .expect("credential")
+        .json()
+        .await
+        .expect("json");
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let ca: [u8; 32] = hex::decode(v["ca_public_key"].as_str().expect("ca"))
+        .expect("hex")
+        .try_into()
+        .expect("32 bytes");
+    let mut olga_member = klausur_e2ee::Member::new(
+        SignedCredential::from_bytes(
+            &b64.decode(v["credential"].as_str().expect("credential"))
+                .expect("b64"),
+        )
+        .expect("credential"),
+        olga_dev,
+        klausur_e2ee::CaVerifier {
+            ca_public_key: VerifyingKey::from_bytes(&ca).expect("ca key"),
+        },
+        klausur_e2ee::MemberConfig::default(),
+    )
+    .expect("member");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock");
+    olga_member
+        .create_group(group_id.as_bytes(), now)
+        .expect("create");
+    olga.send(&ClientMsg::MlsMember {
+        leaf: 0,
+        epoch: 0,
+        signature: b64.encode(
+            olga_member
+                .sign_leaf_claim(&own(&olga_joined).id)
+                .expect("claim"),
+        ),
+        group_info: Some(b64.encode(olga_member.group_info().expect("group info"))),
+    })
+    .await;
     gw.send(&ClientMsg::MlsKeyPackage {
         key_package: "AAI=".into(),
         continuity: None,
@@ -691,11 +743,26 @@ async fn a_caller_joins_in_a_seat_of_their_own_and_can_be_removed() {
         "the browser seat is still there: {participants:?}"
     );
     assert!(!participants.iter().any(|p| p.id == me.id));
-    // The browser joining again replaces the browser, not the call.
+    // The browser joining again (with the seat token of its `joined`) replaces the browser,
+    // not the call.
+    let ServerMsg::Joined {
+        rejoin_token: Some(seat_token),
+        ..
+    } = &bj
+    else {
+        panic!("no seat token: {bj:?}")
+    };
     let mut browser2 = Client::connect(&d.srv, None).await;
-    let bj2 = browser2
-        .join(&mid, Some(erika["token"].as_str().expect("token")), None)
+    browser2
+        .send(&ClientMsg::Join {
+            meeting_id: mid.clone(),
+            invite_token: Some(erika["token"].as_str().expect("token").to_string()),
+            display_name: None,
+            rejoin_token: Some(seat_token.clone()),
+            dial_in_ticket: None,
+        })
         .await;
+    let bj2 = browser2.next().await;
     let ServerMsg::Joined { participants, .. } = &bj2 else {
         panic!("{bj2:?}")
     };

@@ -1,8 +1,9 @@
 //! The MLS delivery service over a real meeting WebSocket, with real MLS clients (klausur-e2ee)
 //! holding credentials from the server's identity CA: the first member creates the group, a
 //! member adds an invitee, exactly one commit wins an epoch, a lobby guest is pending with the
-//! moderator who admitted them, non-members cannot commit, and a removed member cannot decrypt
-//! what is sent afterwards.
+//! moderator who admitted them, non-members cannot commit, a removed member cannot decrypt
+//! what is sent afterwards, a participant cannot claim another's leaf, and key packages are
+//! bounded in size and rate.
 
 mod common;
 
@@ -22,6 +23,23 @@ use serde_json::{json, Value};
 
 fn now() -> Duration {
     SystemTime::now().duration_since(UNIX_EPOCH).expect("clock")
+}
+
+/// `mls_member` for `m`'s leaf, signed for participant `pid` (with the GroupInfo if `creator`).
+fn claim(m: &Member, pid: &str, creator: bool) -> ClientMsg {
+    ClientMsg::MlsMember {
+        leaf: m.leaf_index().expect("leaf"),
+        epoch: m.epoch().expect("epoch"),
+        signature: B64.encode(m.sign_leaf_claim(pid).expect("claim")),
+        group_info: creator.then(|| B64.encode(m.group_info().expect("group info"))),
+    }
+}
+
+fn joined_id(m: &ServerMsg) -> String {
+    match m {
+        ServerMsg::Joined { self_id, .. } => self_id.clone(),
+        other => panic!("not joined: {other:?}"),
+    }
 }
 
 /// A device: a fresh signing key, a credential from the server's CA for `body`, an MLS member.
@@ -117,6 +135,7 @@ struct OlgasGroup {
     meeting: String,
     olga_user_id: i64,
     olga: Client,
+    olga_pid: String,
     olga_dev: Member,
 }
 
@@ -139,10 +158,7 @@ async fn olgas_group(meeting_id: &str, title: &str) -> OlgasGroup {
     let (olga_http, olga_csrf) = srv.login("olga").await;
     let mut olga_dev = device(&srv, &olga_http, Some(&olga_csrf), json!({})).await;
     let mut olga = Client::connect(&srv, Some(&session_cookie(&srv, "olga").await)).await;
-    assert!(matches!(
-        olga.join(&meeting, None, None).await,
-        ServerMsg::Joined { .. }
-    ));
+    let olga_pid = joined_id(&olga.join(&meeting, None, None).await);
     key_package(&mut olga, &olga_dev).await;
     let ServerMsg::MlsCreateGroup { group_id } = olga
         .until(|m| matches!(m, ServerMsg::MlsCreateGroup { .. }))
@@ -157,12 +173,15 @@ async fn olgas_group(meeting_id: &str, title: &str) -> OlgasGroup {
     olga_dev
         .create_group(group_id.as_bytes(), now())
         .expect("create");
-    olga.send(&ClientMsg::MlsMember { leaf: 0, epoch: 0 }).await;
+    olga.send(&claim(&olga_dev, &olga_pid, true)).await;
     let up = olga
         .until(|m| matches!(m, ServerMsg::ParticipantUpdated { .. }))
         .await;
+    let olga_subject = format!("user:{}", olga_user.id);
     assert!(
-        matches!(&up, ServerMsg::ParticipantUpdated { participant } if participant.leaf == Some(0)),
+        matches!(&up, ServerMsg::ParticipantUpdated { participant }
+            if participant.leaf == Some(0)
+                && participant.credential_user_id.as_deref() == Some(olga_subject.as_str())),
         "{up:?}"
     );
     OlgasGroup {
@@ -170,6 +189,7 @@ async fn olgas_group(meeting_id: &str, title: &str) -> OlgasGroup {
         meeting,
         olga_user_id: olga_user.id,
         olga,
+        olga_pid,
         olga_dev,
     }
 }
@@ -183,6 +203,7 @@ async fn delivery_service_orders_commits_and_relays_welcomes() {
         olga_user_id,
         mut olga,
         mut olga_dev,
+        ..
     } = olgas_group("m1", "Hauptausschuss").await;
     let (gina_inv, gina_token) = srv
         .guest_invitation(
@@ -248,11 +269,7 @@ async fn delivery_service_orders_commits_and_relays_welcomes() {
         olga_dev.security_code().expect("code")
     );
     let gina_leaf = gina_dev.leaf_index().expect("leaf");
-    gina.send(&ClientMsg::MlsMember {
-        leaf: gina_leaf,
-        epoch: 1,
-    })
-    .await;
+    gina.send(&claim(&gina_dev, &gina_pid, false)).await;
 
     // Both commit for epoch 1: Olga's arrives first and wins, Gina's loses and she processes
     // Olga's instead. They end in the same epoch with the same code.
@@ -358,7 +375,12 @@ async fn delivery_service_orders_commits_and_relays_welcomes() {
     // A pending client cannot claim a leaf, nor chat.
     expect_error(
         &mut sam,
-        &ClientMsg::MlsMember { leaf: 5, epoch: 2 },
+        &ClientMsg::MlsMember {
+            leaf: 5,
+            epoch: 2,
+            signature: B64.encode([0u8; 64]),
+            group_info: None,
+        },
         ErrorCode::InvalidState,
     )
     .await;
@@ -457,17 +479,14 @@ async fn add_first_pending(
     joiner_dev
         .join_from_welcome(&B64.decode(welcome).expect("base64"), now())
         .expect("welcome");
+    assert_eq!(joiner_dev.epoch().expect("epoch"), epoch);
     joiner
-        .send(&ClientMsg::MlsMember {
-            leaf: joiner_dev.leaf_index().expect("leaf"),
-            epoch,
-        })
+        .send(&claim(joiner_dev, &joiners[0].participant_id, false))
         .await;
 }
 
 /// Olga and Sam in the group of a new strict meeting (id `meeting_id`): Olga (organiser)
-/// creates it, Sam (staff, not invited) comes through the lobby, Olga admits and adds him
-/// (Sam's device is not needed afterwards).
+/// creates it, Sam (staff, not invited) comes through the lobby, Olga admits and adds him.
 struct OlgaAndSam {
     srv: TestServer,
     meeting: String,
@@ -475,6 +494,7 @@ struct OlgaAndSam {
     olga_dev: Member,
     sam: Client,
     sam_pid: String,
+    sam_dev: Member,
 }
 
 /// `person` (connected, not joined) joins `meeting` as `name` (or by its session), waits in
@@ -529,6 +549,7 @@ async fn olga_and_sam(meeting_id: &str) -> OlgaAndSam {
         olga_dev,
         sam,
         sam_pid,
+        sam_dev,
     }
 }
 
@@ -589,10 +610,11 @@ async fn a_commit_the_others_cannot_process_is_voided_over_the_websocket() {
         mut olga_dev,
         mut sam,
         sam_pid,
+        mut sam_dev,
         ..
     } = olga_and_sam("m3").await;
 
-    // Sam's client commits garbage for epoch 1; the server accepts it, Olga cannot process it.
+    // Garbage is refused outright now: it does not verify against the group's public state.
     sam.send(&ClientMsg::MlsCommit {
         epoch: 1,
         commit: B64.encode(b"not an MLS commit at all"),
@@ -600,6 +622,20 @@ async fn a_commit_the_others_cannot_process_is_voided_over_the_websocket() {
         welcome_for: vec![],
     })
     .await;
+    match sam.until(|m| matches!(m, ServerMsg::Error { .. })).await {
+        ServerMsg::Error { code, message } => {
+            assert_eq!(code, ErrorCode::InvalidField);
+            assert!(message.contains("does not verify"), "{message}");
+        }
+        _ => unreachable!(),
+    }
+    assert_eq!(commit_result(&mut sam).await, (1, false));
+
+    // What the server cannot check: Sam commits a leaf update the server accepts, but Olga's
+    // clock finds his credential expired (a member whose credential ran out): she cannot
+    // process it.
+    let update = sam_dev.update_own_leaf().expect("update");
+    send_commit(&mut sam, 1, &update, &[]).await;
     assert_eq!(commit_result(&mut sam).await, (1, true));
     let ServerMsg::MlsCommit { epoch, commit, .. } = olga
         .until(|m| matches!(m, ServerMsg::MlsCommit { .. }))
@@ -607,8 +643,9 @@ async fn a_commit_the_others_cannot_process_is_voided_over_the_websocket() {
     else {
         unreachable!()
     };
+    let two_hours_on = now() + Duration::from_secs(2 * 3600);
     assert!(olga_dev
-        .process_message(&B64.decode(commit).expect("base64"), now())
+        .process_message(&B64.decode(commit).expect("base64"), two_hours_on)
         .is_err());
     // She says so; as the only other member she is the majority: the commit is voided.
     olga.send(&ClientMsg::MlsCommitRejected { epoch }).await;
@@ -618,7 +655,8 @@ async fn a_commit_the_others_cannot_process_is_voided_over_the_websocket() {
     ));
     olga.until(|m| matches!(m, ServerMsg::ParticipantUpdated { participant } if participant.id == sam_pid && participant.leaf.is_none()))
         .await;
-    // The group is back in epoch 1: Olga's own commit for it wins.
+    // The group and the server's view of it are back in epoch 1: Olga's own commit for it
+    // verifies and wins.
     let update = olga_dev.update_own_leaf().expect("update");
     send_commit(&mut olga, 1, &update, &[]).await;
     assert_eq!(commit_result(&mut olga).await, (1, true));
@@ -633,4 +671,189 @@ async fn a_commit_the_others_cannot_process_is_voided_over_the_websocket() {
         ErrorCode::Forbidden,
     )
     .await;
+}
+
+/// Issue 19: an invited guest announced the organiser's MLS leaf as its own, the server relayed
+/// it, and when the guest left, the other clients removed the organiser from the group. Now
+/// the server refuses such a claim (and a commit removing a leaf whose holder is present); the
+/// organiser's own claim, and the guest's claim of its own leaf, are accepted.
+#[tokio::test]
+async fn a_guest_cannot_claim_the_organisers_leaf_over_the_websocket() {
+    let OlgasGroup {
+        srv,
+        meeting,
+        olga_user_id,
+        mut olga,
+        olga_pid,
+        mut olga_dev,
+    } = olgas_group("m4", "Personalrat").await;
+    let (_, gina_token) = srv
+        .guest_invitation(
+            &meeting,
+            "Gina Gast",
+            olga_user_id,
+            chrono::Duration::hours(1),
+        )
+        .await;
+    let mut gina_dev = device(
+        &srv,
+        &srv.anonymous(),
+        None,
+        json!({"invite_token": gina_token}),
+    )
+    .await;
+    let mut gina = Client::connect(&srv, None).await;
+    let gina_pid = joined_id(&gina.join(&meeting, Some(&gina_token), None).await);
+    key_package(&mut gina, &gina_dev).await;
+    let ServerMsg::MlsPending { joiners, .. } = olga.until(pending).await else {
+        unreachable!()
+    };
+    let out = olga_dev
+        .add(&[B64.decode(&joiners[0].key_package).expect("b64")], now())
+        .expect("add");
+    send_commit(&mut olga, 0, &out, &[&gina_pid]).await;
+    assert_eq!(commit_result(&mut olga).await, (0, true));
+    olga_dev.merge_pending_commit(now()).expect("merge");
+    let ServerMsg::MlsWelcome { welcome, .. } = gina
+        .until(|m| matches!(m, ServerMsg::MlsWelcome { .. }))
+        .await
+    else {
+        unreachable!()
+    };
+    gina_dev
+        .join_from_welcome(&B64.decode(welcome).expect("b64"), now())
+        .expect("join");
+
+    // Gina claims leaf 0, Olga's: signed by her own device key, and with Olga's claim copied.
+    let mine = claim(&gina_dev, &gina_pid, false);
+    let ClientMsg::MlsMember { signature, .. } = &mine else {
+        unreachable!()
+    };
+    let theirs = claim(&olga_dev, &olga_pid, false);
+    let ClientMsg::MlsMember {
+        signature: olgas_signature,
+        ..
+    } = &theirs
+    else {
+        unreachable!()
+    };
+    for sig in [signature, olgas_signature] {
+        gina.send(&ClientMsg::MlsMember {
+            leaf: 0,
+            epoch: 1,
+            signature: sig.clone(),
+            group_info: None,
+        })
+        .await;
+        match gina.until(|m| matches!(m, ServerMsg::Error { .. })).await {
+            ServerMsg::Error { code, message } => {
+                assert_eq!(code, ErrorCode::Forbidden, "{message}");
+                assert!(message.contains("leaf claim refused"), "{message}");
+            }
+            _ => unreachable!(),
+        }
+    }
+    // Negative control: her claim of her own leaf is accepted, with her invitation's id; and
+    // Olga still holds leaf 0 (her claim again changes nothing and is not refused).
+    gina.send(&mine).await;
+    let ServerMsg::ParticipantUpdated { participant } = olga
+        .until(|m| matches!(m, ServerMsg::ParticipantUpdated { participant } if participant.id == gina_pid))
+        .await
+    else {
+        unreachable!()
+    };
+    assert_eq!(participant.leaf, Some(1));
+    assert!(
+        participant
+            .credential_user_id
+            .as_deref()
+            .is_some_and(|u| u.starts_with("invitation:")),
+        "{participant:?}"
+    );
+    olga.send(&theirs).await;
+    olga.send(&ClientMsg::Ping).await;
+    let m = olga
+        .until(|m| matches!(m, ServerMsg::Pong | ServerMsg::Error { .. }))
+        .await;
+    assert_eq!(m, ServerMsg::Pong, "Olga's own claim was refused");
+
+    // Nor can Gina's client remove Olga, who is in the meeting, by a commit.
+    let mut gina_dev = gina_dev;
+    let rm = gina_dev.remove(&[0]).expect("remove");
+    send_commit(&mut gina, 1, &rm, &[]).await;
+    match gina.until(|m| matches!(m, ServerMsg::Error { .. })).await {
+        ServerMsg::Error { code, message } => {
+            assert_eq!(code, ErrorCode::Forbidden);
+            assert!(message.contains("removes leaf 0"), "{message}");
+        }
+        _ => unreachable!(),
+    }
+    assert_eq!(commit_result(&mut gina).await, (1, false));
+    gina_dev.discard_pending_commit().expect("discard");
+    // Olga's commit for epoch 1 is next: the group did not move.
+    let up = olga_dev.update_own_leaf().expect("update");
+    send_commit(&mut olga, 1, &up, &[]).await;
+    assert_eq!(commit_result(&mut olga).await, (1, true));
+}
+
+/// MLS key packages are bounded: five guests sending 8 MB/s made the server send 36 MB/s to
+/// each member. A key package over 2 KiB is refused, and so is a fourth in a burst (code
+/// `rate_limited`); a member's pending list keeps one entry per participant.
+#[tokio::test]
+async fn key_packages_are_bounded_in_size_and_rate() {
+    let OlgasGroup {
+        srv,
+        meeting,
+        olga_user_id,
+        mut olga,
+        ..
+    } = olgas_group("m5", "Bauausschuss").await;
+    let (_, token) = srv
+        .guest_invitation(
+            &meeting,
+            "Gina Gast",
+            olga_user_id,
+            chrono::Duration::hours(1),
+        )
+        .await;
+    let gina_dev = device(&srv, &srv.anonymous(), None, json!({"invite_token": token})).await;
+    let mut gina = Client::connect(&srv, None).await;
+    let gina_pid = joined_id(&gina.join(&meeting, Some(&token), None).await);
+
+    // 8 MB, or just over 2 KiB: too large.
+    let too_large = ClientMsg::MlsKeyPackage {
+        key_package: B64.encode(vec![7u8; 2 * 1024 + 1]),
+        continuity: None,
+    };
+    expect_error(&mut gina, &too_large, ErrorCode::TooLarge).await;
+    // Negative control: her real key package (about 420 bytes) is relayed; so is a second one,
+    // which replaces the first in the list.
+    for _ in 0..2 {
+        key_package(&mut gina, &gina_dev).await;
+        let ServerMsg::MlsPending { joiners, .. } = olga.until(pending).await else {
+            unreachable!()
+        };
+        assert_eq!(joiners.len(), 1, "one entry per participant");
+        assert_eq!(joiners[0].participant_id, gina_pid);
+        assert!(joiners[0].key_package.len() < 1024);
+    }
+    // That was three in a row: the fourth is refused.
+    let kp = ClientMsg::MlsKeyPackage {
+        key_package: B64.encode(gina_dev.key_package().expect("kp")),
+        continuity: None,
+    };
+    gina.send(&kp).await;
+    match gina.until(|m| matches!(m, ServerMsg::Error { .. })).await {
+        ServerMsg::Error { code, message } => {
+            assert_eq!(code, ErrorCode::RateLimited);
+            assert!(message.contains("too many key packages"), "{message}");
+        }
+        _ => unreachable!(),
+    }
+    // Olga heard of none of the refused ones.
+    olga.send(&ClientMsg::Ping).await;
+    let m = olga
+        .until(|m| matches!(m, ServerMsg::Pong | ServerMsg::MlsPending { .. }))
+        .await;
+    assert_eq!(m, ServerMsg::Pong);
 }

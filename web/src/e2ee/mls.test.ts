@@ -280,6 +280,11 @@ class Server {
           this.participants.get(from.id)?.admittedBy ?? null, msg.continuity));
         break;
       case 'mls_member':
+        // The claim is signed, and the creator's carries the GroupInfo (the real server checks
+        // both against the group's public tree: crates/klausur-server's delivery tests).
+        expect(fromBase64(msg.signature).length).toBe(64);
+        expect(msg.group_info != null, `${from.id}: group_info with the creator's claim only`)
+          .toBe(this.delivery.creator === from.id);
         this.apply(this.delivery.member(from.id, msg.leaf, msg.epoch));
         break;
       case 'mls_commit':
@@ -310,8 +315,12 @@ class Server {
       } else if ('pendingChanged' in o) {
         for (const m of this.delivery.members) this.deliver(m, this.pendingMsg());
       } else {
+        // The server names the credential user id of who the participant is.
         const p = this.participants.get(o.leaf);
-        if (p) p.leaf = o.value;
+        if (p) {
+          p.leaf = o.value;
+          p.credential_user_id = o.value === null ? null : (this.clients.get(o.leaf)?.userId ?? null);
+        }
         this.broadcastParticipants();
       }
     }
@@ -335,6 +344,18 @@ class Server {
   broadcastParticipants(): void {
     const list = [...this.participants.values()].map((p) => ({ ...p }));
     for (const c of this.clients.values()) c.inbox.push({ participants: list });
+  }
+
+  /**
+   * The server relays a leaf claim it should have refused: participant `id` says it holds `leaf`
+   * (its entry names its own credential user id, as the server knows it).
+   */
+  relayForgedClaim(id: string, leaf: number): void {
+    const p = this.participants.get(id);
+    if (!p) throw new Error(`no participant ${id}`);
+    p.leaf = leaf;
+    this.broadcastParticipants();
+    this.pump();
   }
 
   /** Lets held chat messages reach the delivery service, in order. */
@@ -565,6 +586,47 @@ describe('MlsClient with the delivery service', () => {
     s.advance(GRACE_MS);
     expect(alice.status.roster.find((r) => r.displayName === 'Kurt')).toBeUndefined();
     expectAgree([alice, bob, dave, gina, ida, jan]);
+  });
+
+  // Issue 19: an invited guest announced the organiser's leaf as its own, the server relayed it,
+  // and when the guest left the others removed the organiser.
+  test('a participant claiming someone else\'s leaf cannot get it removed by leaving; a real leave removes', () => {
+    const { s, ana, ben, cem } = threeStaff();
+    s.policy = { staff_direct: true, direct_user_ids: ['invitation:7'] };
+    const gina = new Client(s, 'p4', 'Gina', 'invited_guest', 'invitation:7');
+    s.join(gina);
+    s.advance(4_000);
+    expectAgree([ana, ben, cem, gina]);
+    const anaLeaf = ana.status.ownLeaf as number;
+    const ginaLeaf = gina.status.ownLeaf as number;
+
+    // The server relays Gina's claim of Ana's leaf: flagged; Ana's leaf stays Ana's.
+    s.relayForgedClaim('p4', anaLeaf);
+    expect(ben.status.roster.find((r) => r.leaf === anaLeaf)?.participantId).toBe('p1');
+    expect(ben.status.outsiders).toContainEqual(expect.objectContaining({ participantId: 'p4', flags: ['mismatch'] }));
+
+    // Gina leaves: nobody removes Ana. Gina's own leaf, which nobody validly claims any more,
+    // goes after the grace period.
+    s.leave(gina);
+    s.advance(3_000);
+    for (const c of [ana, ben, cem]) {
+      expect(c.status.phase, c.name).toBe('active');
+      expect(c.status.roster.some((r) => r.leaf === anaLeaf), c.name).toBe(true);
+    }
+    s.advance(GRACE_MS + 4_000);
+    expectAgree([ana, ben, cem]);
+    for (const c of [ana, ben, cem]) {
+      expect(c.status.roster.some((r) => r.leaf === ginaLeaf), c.name).toBe(false);
+      const left = c.notices.flatMap((n) => (n.type === 'left' ? n.members.map((m) => m.displayName) : []));
+      expect(left, c.name).toEqual(['Gina']);
+    }
+
+    // Negative control: a genuine leave removes the leaf at once, without waiting for the grace.
+    s.leave(cem);
+    s.advance(2_500);
+    expectAgree([ana, ben]);
+    const left = ana.notices.flatMap((n) => (n.type === 'left' ? n.members.map((m) => m.displayName) : []));
+    expect(left).toEqual(['Gina', 'Cem']);
   });
 
   test('leaf updates are committed when due (15 min)', () => {

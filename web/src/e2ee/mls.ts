@@ -104,6 +104,10 @@ export interface MemberApi {
   encryptApplication(data: Uint8Array): Uint8Array;
   decryptApplication(message: Uint8Array): unknown;
   joinFromWelcome(welcome: Uint8Array, now: number): void;
+  /** The group's GroupInfo with its ratchet tree (sent by the creator with its claim). */
+  groupInfo(): Uint8Array;
+  /** This device's signature over group id, epoch, own leaf and `participantId`. */
+  signLeafClaim(participantId: string): Uint8Array;
   readonly inGroup: boolean;
   leafIndex(): number;
   epoch(): number;
@@ -147,7 +151,19 @@ export interface ParticipantLike {
   display_name: string;
   kind: string;
   leaf: number | null;
+  /** The user id of the credential in `leaf`, as the server checked it is this participant's. */
+  credential_user_id?: string | null;
   role?: string;
+}
+
+/**
+ * Whether `p`'s leaf claim is valid for roster entry `e`: `p` claims `e`'s leaf, and the leaf's
+ * credential names `p`'s `credential_user_id` (who the server says `p` is) and kind. Only a valid
+ * claim makes a leaf go when its participant leaves; the server's relaying a claim is not enough
+ * (docs/e2ee.md, "Leaf claims").
+ */
+export function validClaim(p: ParticipantLike, e: RosterEntryInfo): boolean {
+  return p.leaf === e.leafIndex && (p.credential_user_id ?? null) === e.userId && p.kind === e.kind;
 }
 
 type Commit =
@@ -191,8 +207,10 @@ export class MlsClient {
   private phase: E2eePhase = 'starting';
   private selfId: string | null = null;
   private participants: ParticipantLike[] = [];
-  /** participant id -> leaf it claimed most recently (to remove it when it leaves). */
-  private lastClaims = new Map<string, number>();
+  /** participant id -> its most recent leaf claim (its leaf goes with it if the claim is valid). */
+  private lastClaims = new Map<string, ParticipantLike>();
+  /** Our mls_member waits for our participant id: whether we created the group. */
+  private claimDue: boolean | null = null;
   /** leaf -> device key of the member at that leaf when its participant left the server. */
   private departed = new Map<number, string>();
   /** Lobby admissions by this user: participant id -> display name admitted. */
@@ -366,17 +384,20 @@ export class MlsClient {
     this.now = this.at(now);
     this.selfId = selfId;
     const present = new Set(participants.map((p) => p.id));
-    for (const [id, leaf] of this.lastClaims) {
+    for (const [id, claim] of this.lastClaims) {
       if (!present.has(id)) {
         this.lastClaims.delete(id);
-        const entry = this.roster.find((e) => e.leafIndex === leaf);
-        if (entry && id !== selfId) this.departed.set(leaf, entry.devicePublicKey);
+        // Only a valid claim makes its leaf go: the server's word that someone who claimed a
+        // leaf left is not enough to remove whoever holds it.
+        const entry = this.roster.find((e) => validClaim(claim, e));
+        if (entry && id !== selfId) this.departed.set(entry.leafIndex, entry.devicePublicKey);
       }
     }
     for (const p of participants) {
-      if (p.leaf !== null && p.leaf !== undefined) this.lastClaims.set(p.id, p.leaf);
+      if (p.leaf !== null && p.leaf !== undefined) this.lastClaims.set(p.id, { ...p });
     }
     this.participants = participants.map((p) => ({ ...p }));
+    this.sendClaimIfDue();
     this.evaluate();
   }
 
@@ -481,11 +502,35 @@ export class MlsClient {
     const m = this.member as MemberApi;
     this.phase = 'active';
     this.refreshRoster();
-    const leaf = m.leafIndex();
     const epoch = m.epoch();
-    this.sink.send({ type: 'mls_member', leaf, epoch });
+    this.claimDue = created;
+    this.sendClaimIfDue();
     this.sink.notice({ type: 'self_joined', epoch, created });
     this.needSince = null;
+  }
+
+  /**
+   * Sends mls_member once this client is a member and knows its participant id: leaf and epoch,
+   * signed by the device key for the participant id, and as the creator the GroupInfo, from which
+   * the server follows the group's public state.
+   */
+  private sendClaimIfDue(): void {
+    const m = this.member;
+    const created = this.claimDue;
+    if (created === null || this.selfId === null) return;
+    this.claimDue = null;
+    if (!m || !m.inGroup) return;
+    try {
+      this.sink.send({
+        type: 'mls_member',
+        leaf: m.leafIndex(),
+        epoch: m.epoch(),
+        signature: toBase64(m.signLeafClaim(this.selfId)),
+        group_info: created ? toBase64(m.groupInfo()) : null,
+      });
+    } catch (e) {
+      this.warn('start_failed', `the leaf claim cannot be made: ${errText(e)}`);
+    }
   }
 
   private onCommit(epoch: number, commit: string): void {
@@ -558,6 +603,7 @@ export class MlsClient {
     }
     this.inflight = null;
     this.needSince = null;
+    this.claimDue = null;
     this.roster = [];
     this.phase = 'waiting';
     this.warn('group_reset', `the server voided the commit of epoch ${epoch}: the other members could not process it; joining again`);
@@ -602,7 +648,7 @@ export class MlsClient {
       type: 'received',
       from: memberInfo(from),
       participantId: fromId,
-      mismatch: claimant?.leaf !== got.sender,
+      mismatch: !claimant || !validClaim(claimant, from),
       text,
       sentAtMs,
     });
@@ -820,8 +866,12 @@ export class MlsClient {
   }
 
   private updateClaimTimers(ownLeaf: number | null): void {
+    // A leaf counts as claimed only by a valid claim: a participant claiming someone else's leaf
+    // neither keeps it in the group nor makes it go.
     const claimed = new Set<number>();
-    for (const p of this.participants) if (p.leaf !== null) claimed.add(p.leaf);
+    for (const e of this.roster) {
+      if (this.participants.some((p) => validClaim(p, e))) claimed.add(e.leafIndex);
+    }
     for (const e of this.roster) {
       if (e.leafIndex === ownLeaf || claimed.has(e.leafIndex)) this.unclaimedSince.delete(e.leafIndex);
       else if (!this.unclaimedSince.has(e.leafIndex)) this.unclaimedSince.set(e.leafIndex, this.now);
@@ -925,6 +975,11 @@ export class MlsClient {
       list.push(p);
       claimants.set(p.leaf, list);
     }
+    // A valid claim comes first: that participant is the leaf's, any other claimant is flagged.
+    for (const e of this.roster) {
+      const list = claimants.get(e.leafIndex);
+      if (list) list.sort((a, b) => Number(validClaim(b, e)) - Number(validClaim(a, e)));
+    }
     const roster: RosterView[] = this.roster.map((e) => {
       const self = e.leafIndex === ownLeaf;
       const p = self
@@ -936,7 +991,8 @@ export class MlsClient {
         if (since !== undefined && this.now - since > GRACE_MS) flags.push('not_announced');
       }
       const several = !self && (claimants.get(e.leafIndex)?.length ?? 0) > 1;
-      if (p && (p.display_name !== e.displayName || p.kind !== e.kind || several)) flags.push('mismatch');
+      const foreign = !self && p !== undefined && !validClaim(p, e);
+      if (p && (p.display_name !== e.displayName || p.kind !== e.kind || several || foreign)) flags.push('mismatch');
       return {
         leaf: e.leafIndex,
         userId: e.userId,

@@ -228,7 +228,12 @@ export class E2eeSession {
       t: 'participants',
       selfId,
       participants: participants.map((p) => ({
-        id: p.id, display_name: p.display_name, kind: p.kind, leaf: p.leaf, role: p.role,
+        id: p.id,
+        display_name: p.display_name,
+        kind: p.kind,
+        leaf: p.leaf,
+        credential_user_id: p.credential_user_id ?? null,
+        role: p.role,
       })),
     });
   }

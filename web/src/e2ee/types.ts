@@ -207,8 +207,13 @@ export interface TransformDiagnostics {
   decrypted: number;
   /** Dropped because there was no key (not in a group, or an unknown key id). */
   droppedNoKey: number;
-  /** Dropped because authentication failed or the frame was malformed. */
+  /** Dropped because authentication failed, the frame was malformed, or it was a replay. */
   droppedFailed: number;
+  /**
+   * Of `droppedFailed`: frames the replay window refused (a counter already accepted for that
+   * sender and stream, or too far behind the newest one).
+   */
+  droppedReplay: number;
   /** Sender leaf from the key id of the last frame (decrypted or not); null before any. */
   lastSenderLeaf: number | null;
   /** Bytes of frames that came in / went out of the transform. */

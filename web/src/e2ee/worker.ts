@@ -191,6 +191,11 @@ function isNoKey(e: unknown): boolean {
   return e instanceof Error && /no (frame )?keys?\b/.test(e.message);
 }
 
+/** A frame the replay window refused (klausur-e2ee-wasm sets `replay` on such errors). */
+function isReplay(e: unknown): boolean {
+  return e instanceof Error && (e as Error & { replay?: boolean }).replay === true;
+}
+
 function sendFrame(o: TransformOptions, d: TransformDiagnostics, frame: EncodedFrame, out: TransformStreamDefaultController<EncodedFrame>): void {
   const data = new Uint8Array(frame.data);
   d.bytesIn += data.length;
@@ -249,7 +254,9 @@ function receiveFrame(d: TransformDiagnostics, frame: EncodedFrame, out: Transfo
   const t0 = performance.now();
   try {
     // Frame-key timers run on the MLS client's clock (corrected to the identity CA's).
-    const r = m.decryptFrame(data, mls ? mls.at(Date.now()) : Date.now()) as { sender: number; data: Uint8Array };
+    // Replay windows are per transform (the track the frame came in on): frames on one track
+    // cannot make another track's frames look old (klausur-e2ee frame.rs, "Replay window").
+    const r = m.decryptFrame(data, mls ? mls.at(Date.now()) : Date.now(), d.id) as { sender: number; data: Uint8Array };
     d.cryptoMs += performance.now() - t0;
     frame.data = exact(r.data);
     d.decrypted += 1;
@@ -258,7 +265,10 @@ function receiveFrame(d: TransformDiagnostics, frame: EncodedFrame, out: Transfo
     out.enqueue(frame);
   } catch (e) {
     if (isNoKey(e)) d.droppedNoKey += 1;
-    else d.droppedFailed += 1;
+    else {
+      d.droppedFailed += 1;
+      if (isReplay(e)) d.droppedReplay += 1;
+    }
   }
 }
 
@@ -275,6 +285,7 @@ scope.onrtctransform = (ev) => {
     decrypted: 0,
     droppedNoKey: 0,
     droppedFailed: 0,
+    droppedReplay: 0,
     lastSenderLeaf: null,
     bytesIn: 0,
     bytesOut: 0,

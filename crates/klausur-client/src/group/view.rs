@@ -18,8 +18,9 @@ pub enum VerificationFlag {
     /// A member of the group that no server participant claims (after [`GRACE`]). It can
     /// decrypt everything; members remove such leaves.
     NotAnnounced,
-    /// The server's name or kind for the participant claiming this leaf differs from the
-    /// credential, or several participants claim the same leaf.
+    /// The server's name, kind or credential user id for the participant claiming this leaf
+    /// differs from the credential (a claim on someone else's leaf), or several participants
+    /// claim the same leaf.
     Mismatch,
 }
 
@@ -76,6 +77,16 @@ pub(crate) fn kind_name(kind: CredentialKind) -> &'static str {
     }
 }
 
+/// Whether `p`'s leaf claim is valid for the roster entry `e`: `p` claims `e`'s leaf, and the
+/// leaf's credential names `p`'s `credential_user_id` (what the server checked `p` to be) and
+/// kind. Only a valid claim makes a leaf go when its participant leaves (module docs of
+/// `group`, "Removals"); the server's relaying a claim is not enough.
+pub fn valid_claim(p: &Participant, e: &RosterEntry) -> bool {
+    p.leaf == Some(e.leaf_index)
+        && p.credential_user_id.as_deref() == Some(e.credential.user_id.as_str())
+        && same_kind(p.kind, e.credential.kind)
+}
+
 fn same_kind(server: ParticipantKind, credential: CredentialKind) -> bool {
     matches!(
         (server, credential),
@@ -99,6 +110,13 @@ pub(super) fn verification(g: &GroupClient, now: Duration) -> Verification {
         }
         if let Some(leaf) = p.leaf {
             claimants.entry(leaf).or_default().push(p);
+        }
+    }
+    // A valid claim comes first: that participant is the leaf's, any other claimant an
+    // outsider flagged as a mismatch.
+    for e in &g.roster {
+        if let Some(list) = claimants.get_mut(&e.leaf_index) {
+            list.sort_by_key(|p| !valid_claim(p, e));
         }
     }
     let roster = g
@@ -125,6 +143,7 @@ pub(super) fn verification(g: &GroupClient, now: Duration) -> Verification {
             let several = !own && claimants.get(&e.leaf_index).is_some_and(|l| l.len() > 1);
             if let Some(p) = p {
                 if p.display_name != e.credential.display_name
+                    || (!own && !valid_claim(p, e))
                     || !same_kind(p.kind, e.credential.kind)
                     || several
                 {

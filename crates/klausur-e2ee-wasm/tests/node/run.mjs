@@ -218,7 +218,43 @@ test('three members, a fourth added, one removed, tampered frames rejected', asy
     // Garbage handshake messages are errors, not traps; the member still works afterwards.
     assert.throws(() => alice.processMessage(new Uint8Array([0, 1, 0, 1, 0]), now()),
       { name: 'PeerInput' });
-    assert.equal(dec.decode(alice.decryptFrame(good, now()).data), 'HDRpayload bytes');
+    const next = bob.encryptFrame(1, 3, frame('next bytes', 'HDR'));
+    assert.equal(dec.decode(alice.decryptFrame(next, now()).data), 'HDRnext bytes');
+  });
+
+  await t.test('a replayed frame is refused and counted; a late one within the window decrypts', () => {
+    const f = [0, 1, 2].map((i) => bob.encryptFrame(0, 0, frame(`audio ${i}`, '')));
+    const dropped = alice.replaysDropped();
+    // 2 arrives before 1 (reordered): both decrypt, once.
+    assert.equal(dec.decode(alice.decryptFrame(f[0], now()).data), 'audio 0');
+    assert.equal(dec.decode(alice.decryptFrame(f[2], now()).data), 'audio 2');
+    assert.equal(dec.decode(alice.decryptFrame(f[1], now()).data), 'audio 1');
+    for (const again of f) {
+      assert.throws(() => alice.decryptFrame(again, now()),
+        (e) => e.name === 'FrameError' && e.replay === true && /replayed/.test(e.message));
+    }
+    assert.equal(alice.replaysDropped(), dropped + 3);
+    // Replay windows are per receive context (the track a frame came in on).
+    assert.equal(dec.decode(alice.decryptFrame(f[1], now(), 7).data), 'audio 1');
+    assert.throws(() => alice.decryptFrame(f[1], now(), 7), (e) => e.replay === true);
+    assert.throws(() => alice.decryptFrame(f[1], now(), -1), { name: 'InvalidArgument' });
+    // Another member has its own window for the same frames.
+    assert.equal(dec.decode(dave.decryptFrame(f[1], now()).data), 'audio 1');
+    // A tampered frame is no replay.
+    const bad = Uint8Array.from(bob.encryptFrame(0, 0, frame('x', '')));
+    bad[bad.length - 2] ^= 1;
+    assert.throws(() => alice.decryptFrame(bad, now()), (e) => e.name === 'FrameError' && e.replay !== true);
+  });
+
+  await t.test('a member signs its leaf claim; the creator exports the GroupInfo', () => {
+    const claim = bob.signLeafClaim('p2');
+    assert.ok(claim instanceof Uint8Array);
+    assert.equal(claim.length, 64);
+    assert.notDeepEqual(Buffer.from(claim), Buffer.from(bob.signLeafClaim('p3')));
+    const info = alice.groupInfo();
+    assert.ok(info instanceof Uint8Array && info.length > 100);
+    const outsider = member('Olaf');
+    assert.throws(() => outsider.signLeafClaim('p9'), { name: 'Misuse' });
   });
 });
 
