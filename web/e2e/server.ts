@@ -2,7 +2,7 @@
 // expected at ../target/debug/klausur (relative to web/), or wherever KLAUSUR_BIN points.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createSocket } from 'node:dgram';
-import { createWriteStream, existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { createWriteStream, existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
@@ -13,7 +13,8 @@ export const webRoot = resolve(here, '..');
 
 export interface KlausurServer {
   baseURL: string;
-  /** The one-time password printed on first start for user `admin`. */
+  /** The one-time password of user `admin`, which the first start writes to
+   * `<dataDir>/initial-admin-password` (never to its output). */
   adminOneTimePassword: string;
   dataDir: string;
   logPath: string;
@@ -82,15 +83,19 @@ export async function startServer(opts: ServerOptions = {}): Promise<KlausurServ
   const sipAddress = opts.sipListen ? `127.0.0.1:${await freeUdpPort()}` : null;
   const baseURL = `http://127.0.0.1:${port}`;
 
+  const passwordFile = join(dataDir, 'initial-admin-password');
   let password: string | null = null;
   let exited: string | null = null;
   const scan = (chunk: Buffer) => {
     const text = chunk.toString('utf8');
     log.write(text);
     if (process.env.KLAUSUR_E2E_VERBOSE) process.stderr.write(text);
-    // (a chunk may end mid-line; the line is short and written at once on first start)
-    const m = /one-time password: (\S+)/.exec(text);
-    if (m && !password) password = m[1];
+  };
+  // The first start writes the admin's one-time password to a file only its user can read.
+  const readPassword = () => {
+    if (password || !existsSync(passwordFile)) return;
+    const text = readFileSync(passwordFile, 'utf8').trim();
+    if (text) password = text;
   };
   const launch = (): ChildProcess => {
     exited = null;
@@ -110,7 +115,6 @@ export async function startServer(opts: ServerOptions = {}): Promise<KlausurServ
       },
     );
     c.stdout?.on('data', scan);
-    // The first-start line is expected on stdout; stderr (logs) is scanned too, to be lenient.
     c.stderr?.on('data', scan);
     c.on('exit', (code, signal) => {
       exited = `exited with ${code ?? signal}`;
@@ -142,6 +146,7 @@ export async function startServer(opts: ServerOptions = {}): Promise<KlausurServ
       } catch {
         /* not listening yet */
       }
+      if (ready && needPassword) readPassword();
       if (ready && (password || !needPassword)) break;
       await sleep(100);
     }
@@ -155,7 +160,7 @@ export async function startServer(opts: ServerOptions = {}): Promise<KlausurServ
 
   try {
     await waitReady(true);
-    if (!password) throw new Error(`no "one-time password: ..." line in the output; log: ${logPath}`);
+    if (!password) throw new Error(`no one-time password in ${passwordFile}; log: ${logPath}`);
     return { baseURL, adminOneTimePassword: password, dataDir, logPath, rtpRecording, sipAddress, stop, restart };
   } catch (e) {
     process.env.KLAUSUR_E2E_KEEP = '1';

@@ -5,11 +5,18 @@
 //! [`Admin`]; per-meeting rights by [`can_manage`]. State-changing requests need the session's
 //! CSRF token in `X-CSRF-Token` and a same-origin `Origin`; cookies are HttpOnly and
 //! SameSite=Strict. Errors become JSON replies in exactly one place: [`ApiError`].
+//!
+//! Per-address limits take the client address from [`ClientIp`] (behind trusted proxies, the
+//! forwarded one). Passwords are checked and hashed on [`auth::PasswordPool`], never on the
+//! async workers. Ending a session ends its meeting WebSockets too ([`crate::connections`]):
+//! logout those of the session, disabling an account and changing its password those of the
+//! account (a password change keeps the session that made it, HTTP and WebSockets, and ends
+//! every other session of the account).
 
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use axum::extract::{ConnectInfo, FromRequestParts, Path, State, WebSocketUpgrade};
+use axum::extract::{FromRequestParts, Path, State, WebSocketUpgrade};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -23,7 +30,9 @@ use serde_json::json;
 
 use crate::admission::{self, AdmissionError, Who};
 use crate::auth;
+use crate::client_addr::ClientIp;
 use crate::config::Config;
+use crate::connections::{Live, Owner, Refused};
 use crate::dialin::DialInView;
 use crate::state::AppState;
 
@@ -105,7 +114,25 @@ impl From<AdmissionError> for ApiError {
             AdmissionError::TicketCombined | AdmissionError::NameRequired => {
                 ApiError::bad_request(e.to_string())
             }
+            AdmissionError::TooManyInvalidInvitations => {
+                ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", e.to_string())
+            }
             other => ApiError::new(StatusCode::NOT_FOUND, "not_found", other.to_string()),
+        }
+    }
+}
+
+impl From<auth::PoolError> for ApiError {
+    fn from(e: auth::PoolError) -> Self {
+        match e {
+            auth::PoolError::Busy => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "busy", e.to_string())
+            }
+            auth::PoolError::Failed => ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "internal error",
+            ),
         }
     }
 }
@@ -189,6 +216,7 @@ pub struct Session {
     pub user: User,
     pub id_hash: String,
     pub csrf_token: String,
+    pub expires_at: DateTime<Utc>,
 }
 
 impl FromRequestParts<AppState> for Session {
@@ -220,6 +248,7 @@ impl FromRequestParts<AppState> for Session {
             user,
             id_hash,
             csrf_token: session.csrf_token,
+            expires_at: session.expires_at,
         })
     }
 }
@@ -262,19 +291,22 @@ pub struct MaybeUser(pub Option<User>);
 impl FromRequestParts<AppState> for MaybeUser {
     type Rejection = ApiError;
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let Some(token) = cookie_value(&parts.headers, SESSION_COOKIE) else {
-            return Ok(MaybeUser(None));
-        };
-        let found = state
-            .store
-            .session_with_user(&auth::token_hash(token), Utc::now())
-            .await?;
-        Ok(MaybeUser(
-            found
-                .map(|(_, u)| u)
-                .filter(|u| !u.disabled && !u.must_change_password),
-        ))
+        match cookie_value(&parts.headers, SESSION_COOKIE) {
+            Some(token) => Ok(MaybeUser(
+                ready_user(state, &auth::token_hash(token)).await?,
+            )),
+            None => Ok(MaybeUser(None)),
+        }
     }
+}
+
+/// The user of the session `id_hash` if it is valid and the account ready to work (enabled,
+/// own password set).
+pub(crate) async fn ready_user(state: &AppState, id_hash: &str) -> Result<Option<User>, ApiError> {
+    let found = state.store.session_with_user(id_hash, Utc::now()).await?;
+    Ok(found
+        .map(|(_, u)| u)
+        .filter(|u| !u.disabled && !u.must_change_password))
 }
 
 pub fn router(state: AppState) -> Router {
@@ -368,13 +400,13 @@ fn session_cookie(state: &AppState, token: &str, max_age_secs: i64) -> HeaderVal
 
 async fn login(
     State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ClientIp(client): ClientIp,
     headers: HeaderMap,
     Body(req): Body<LoginReq>,
 ) -> Result<Response, ApiError> {
     check_origin(&state.config, &headers)?;
     let username = req.username.trim().to_lowercase();
-    let keys = auth::login_keys(&username, peer.ip());
+    let keys = auth::login_keys(&username, client);
     let now = Instant::now();
     // The attempt counts from here (concurrent guesses cannot pass the limit while earlier
     // ones are still being checked); a success takes it back.
@@ -391,11 +423,23 @@ async fn login(
         ));
     }
     let user = state.store.user_by_username(&username).await?;
-    let ok = match &user {
-        Some(u) if !u.disabled => auth::verify_password(&req.password, &u.password_hash),
-        _ => {
-            auth::burn_password_time(&req.password);
-            false
+    let checked = match &user {
+        Some(u) if !u.disabled => {
+            state
+                .passwords
+                .verify(&req.password, &u.password_hash)
+                .await
+        }
+        _ => state.passwords.burn(&req.password).await.map(|()| false),
+    };
+    let ok = match checked {
+        Ok(ok) => ok,
+        Err(e) => {
+            // Not checked (the server was too busy): the attempt does not count.
+            if let Ok(mut l) = state.login_limiter.lock() {
+                l.abandoned(&keys);
+            }
+            return Err(e.into());
         }
     };
     let user = match (ok, user) {
@@ -436,6 +480,9 @@ async fn login(
 
 async fn logout(State(state): State<AppState>, s: Session) -> Result<Response, ApiError> {
     state.store.delete_session(&s.id_hash).await?;
+    // The session's meeting WebSockets end with it (after the store: see crate::connections).
+    let ended = state.connections.end_session(s.user.id, &s.id_hash);
+    tracing::info!(user_id = s.user.id, websockets = ended, "logout");
     let mut resp = StatusCode::NO_CONTENT.into_response();
     resp.headers_mut()
         .insert(header::SET_COOKIE, session_cookie(&state, "", 0));
@@ -451,12 +498,12 @@ struct PasswordReq {
 
 async fn change_password(
     State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ClientIp(client): ClientIp,
     s: Session,
     Body(req): Body<PasswordReq>,
 ) -> Result<StatusCode, ApiError> {
     // The current password is a password check like a login's, and counts the same.
-    let keys = auth::login_keys(&s.user.username, peer.ip());
+    let keys = auth::login_keys(&s.user.username, client);
     let allowed = state
         .login_limiter
         .lock()
@@ -469,7 +516,20 @@ async fn change_password(
             "too many wrong passwords from this address; try again in 15 minutes",
         ));
     }
-    if !auth::verify_password(&req.current_password, &s.user.password_hash) {
+    let checked = state
+        .passwords
+        .verify(&req.current_password, &s.user.password_hash)
+        .await;
+    let right = match checked {
+        Ok(right) => right,
+        Err(e) => {
+            if let Ok(mut l) = state.login_limiter.lock() {
+                l.abandoned(&keys);
+            }
+            return Err(e.into());
+        }
+    };
+    if !right {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "invalid_credentials",
@@ -485,9 +545,17 @@ async fn change_password(
             "the new password must differ from the current one",
         ));
     }
-    let hash = auth::hash_password(&req.new_password)
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
+    let hash = state.passwords.hash(&req.new_password).await?;
     state.store.set_password(s.user.id, &hash, false).await?;
+    // Every other session of the account ends, with its meeting WebSockets; the one that made
+    // the change (it knew the password) stays, under the same cookie and CSRF token.
+    state.store.delete_sessions_of_user(s.user.id).await?;
+    state
+        .store
+        .create_session(&s.id_hash, s.user.id, &s.csrf_token, s.expires_at)
+        .await?;
+    let ended = state.connections.end_user(s.user.id, Some(&s.id_hash));
+    tracing::info!(user_id = s.user.id, websockets = ended, "password changed");
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -553,8 +621,7 @@ async fn create_user(
     let username = validate_username(&req.username).map_err(ApiError::bad_request)?;
     let display_name = validate_display_name(&req.display_name).map_err(ApiError::bad_request)?;
     validate_new_password(&req.password)?;
-    let hash = auth::hash_password(&req.password)
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
+    let hash = state.passwords.hash(&req.password).await?;
     let user = state
         .store
         .create_user(&username, &display_name, &hash, req.role, true)
@@ -577,6 +644,9 @@ async fn disable_user(
         .ok_or_else(|| ApiError::not_found("user"))?;
     state.store.set_user_disabled(id, true).await?;
     state.store.delete_sessions_of_user(id).await?;
+    // Its meeting WebSockets end too (after the store: see crate::connections).
+    let ended = state.connections.end_user(id, None);
+    tracing::info!(user_id = id, websockets = ended, "account disabled");
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -958,9 +1028,13 @@ async fn meeting_public(
 
 async fn invite_info(
     State(state): State<AppState>,
+    ClientIp(client): ClientIp,
     Path(token): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let inv = admission::invitation_for(&state.store, &token, Utc::now()).await?;
+    // A failed lookup counts against the client's address (admission::InvitationGuard).
+    let inv = admission::Source::new(&state, client)
+        .invitation(&state.store, &token, Utc::now())
+        .await?;
     let m = state
         .store
         .meeting(&inv.meeting_id)
@@ -988,14 +1062,65 @@ async fn invite_info(
 
 async fn ws_upgrade(
     State(state): State<AppState>,
-    MaybeUser(user): MaybeUser,
+    ClientIp(client): ClientIp,
+    gateway: Option<axum::Extension<crate::server::GatewayListener>>,
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
     // Cross-site WebSocket hijacking: a page elsewhere must not join with our cookies.
     check_origin(&state.config, &headers)?;
-    let who = Who { user };
+    // Counted against the client's address, except over the in-process dial-in gateway's own
+    // listener (one connection per call).
+    let counted = gateway.is_none().then_some(client);
+    let (user, live) = open_connection(&state, &headers, counted).await?;
+    let who = Who::from_client(&state, user, client);
     Ok(ws
         .max_message_size(4 * 1024 * 1024)
-        .on_upgrade(move |socket| crate::ws::serve(state, socket, who)))
+        .on_upgrade(move |socket| crate::ws::serve(state, socket, who, live)))
+}
+
+/// Registers a meeting WebSocket ([`crate::connections`]) from `counted` (the client address it
+/// counts against, if any) with the request's session, if valid: its user and the registration.
+/// Refused with 429 when the address has its maximum open.
+async fn open_connection(
+    state: &AppState,
+    headers: &HeaderMap,
+    counted: Option<std::net::IpAddr>,
+) -> Result<(Option<User>, Live), ApiError> {
+    let session = cookie_value(headers, SESSION_COOKIE).map(auth::token_hash);
+    // A session that ends between its lookup and the registration is looked up again.
+    for _ in 0..3 {
+        let seen = state.connections.generation();
+        let user = match &session {
+            Some(id_hash) => ready_user(state, id_hash).await?,
+            None => None,
+        };
+        let owner = user
+            .as_ref()
+            .zip(session.as_ref())
+            .map(|(u, id_hash)| Owner {
+                user_id: u.id,
+                session: id_hash.clone(),
+            });
+        match state.connections.open(counted, owner, seen) {
+            Ok(live) => return Ok((user, live)),
+            Err(Refused::TooMany) => {
+                return Err(ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "too_many_connections",
+                    format!(
+                        "this address has {} meeting connections open, the most allowed; close \
+                         one first",
+                        state.config.max_websockets_per_address
+                    ),
+                ))
+            }
+            Err(Refused::Stale) => continue,
+        }
+    }
+    Err(ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "busy",
+        "the server is busy; try again in a moment",
+    ))
 }

@@ -3,8 +3,16 @@
 //! Passwords are hashed with argon2id (the `argon2` crate's defaults, OWASP-recommended
 //! parameters). Session and invitation tokens are 256 random bits; only their SHA-256 is
 //! stored, so a copy of the database does not let anyone log in or join.
+//!
+//! argon2 costs tens of milliseconds of a core by design. The server never runs it on the
+//! async worker threads, where it would hold up signaling for everyone (144 logins per second
+//! once delayed a WebSocket ping to 121 ms): [`PasswordPool`] runs it on tokio's blocking pool,
+//! at most one job per core at once, with a bounded queue in front, so a flood of logins waits
+//! its turn, and beyond the queue is answered "busy, try again" instead of waiting without end.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
@@ -39,6 +47,127 @@ pub fn burn_password_time(password: &str) {
     static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     let hash = DUMMY.get_or_init(|| hash_password("klausur-timing-equaliser").unwrap_or_default());
     let _ = verify_password(password, hash);
+}
+
+/// Runs password work (argon2: [`hash_password`], [`verify_password`],
+/// [`burn_password_time`]) on tokio's blocking pool: at most `workers` jobs at once (a
+/// semaphore), at most `queue` more waiting for one; a job beyond that is refused with
+/// [`PoolError::Busy`] at once. A job whose caller went away still finishes (and holds its
+/// place until then), so a flood cannot get more than `workers` cores by dropping requests.
+#[derive(Debug, Clone)]
+pub struct PasswordPool {
+    permits: Arc<tokio::sync::Semaphore>,
+    queue: usize,
+    waiting: Arc<AtomicUsize>,
+    running: Arc<AtomicUsize>,
+}
+
+/// Why password work did not run.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PoolError {
+    /// Every worker is busy and the queue is full.
+    #[error("the server is busy checking passwords; try again in a moment")]
+    Busy,
+    /// The job panicked or the runtime is shutting down.
+    #[error("password work failed")]
+    Failed,
+}
+
+/// Counts itself in a counter while it lives.
+struct Counted(Arc<AtomicUsize>);
+
+impl Counted {
+    fn new(counter: &Arc<AtomicUsize>) -> Self {
+        counter.fetch_add(1, Ordering::SeqCst);
+        Counted(counter.clone())
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl PasswordPool {
+    /// `workers` jobs at once (at least one), `queue` waiting.
+    pub fn new(workers: usize, queue: usize) -> Self {
+        PasswordPool {
+            permits: Arc::new(tokio::sync::Semaphore::new(workers.max(1))),
+            queue,
+            waiting: Arc::new(AtomicUsize::new(0)),
+            running: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+
+    /// Jobs waiting for a worker now.
+    pub fn waiting(&self) -> usize {
+        self.waiting.load(Ordering::SeqCst)
+    }
+
+    /// Jobs running now.
+    pub fn running(&self) -> usize {
+        self.running.load(Ordering::SeqCst)
+    }
+
+    /// Runs `job` on the blocking pool when a worker is free; waits in the queue for one, or
+    /// is refused with [`PoolError::Busy`] when the queue is full.
+    pub async fn run<T: Send + 'static>(
+        &self,
+        job: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, PoolError> {
+        let permit = match self.permits.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(tokio::sync::TryAcquireError::Closed) => return Err(PoolError::Failed),
+            Err(tokio::sync::TryAcquireError::NoPermits) => {
+                // Take a place in the queue, if there is one (checked and taken at once).
+                let taken = self
+                    .waiting
+                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                        (n < self.queue).then_some(n + 1)
+                    });
+                if taken.is_err() {
+                    return Err(PoolError::Busy);
+                }
+                let place = Counted(self.waiting.clone());
+                let permit = self.permits.clone().acquire_owned().await;
+                drop(place);
+                permit.map_err(|_| PoolError::Failed)?
+            }
+        };
+        let running = Counted::new(&self.running);
+        tokio::task::spawn_blocking(move || {
+            let out = job();
+            drop((permit, running));
+            out
+        })
+        .await
+        .map_err(|_| PoolError::Failed)
+    }
+
+    /// [`hash_password`] on the pool.
+    pub async fn hash(&self, password: &str) -> Result<String, PoolError> {
+        let password = Zeroizing::new(password.to_string());
+        self.run(move || hash_password(&password))
+            .await?
+            .map_err(|e| {
+                tracing::error!("password hashing failed: {e}");
+                PoolError::Failed
+            })
+    }
+
+    /// [`verify_password`] on the pool.
+    pub async fn verify(&self, password: &str, hash: &str) -> Result<bool, PoolError> {
+        let password = Zeroizing::new(password.to_string());
+        let hash = hash.to_string();
+        self.run(move || verify_password(&password, &hash)).await
+    }
+
+    /// [`burn_password_time`] on the pool.
+    pub async fn burn(&self, password: &str) -> Result<(), PoolError> {
+        let password = Zeroizing::new(password.to_string());
+        self.run(move || burn_password_time(&password)).await
+    }
 }
 
 /// A new random token (256 bits, URL-safe base64 without padding).
@@ -160,6 +289,16 @@ impl LoginLimiter {
         }
     }
 
+    /// The attempt begun for these keys was not made after all (the server was too busy to
+    /// check the password): each key gets it back.
+    pub fn abandoned(&mut self, keys: &[String]) {
+        for k in keys {
+            if let Some(e) = self.failures.get_mut(k) {
+                e.0 = e.0.saturating_sub(1);
+            }
+        }
+    }
+
     /// Keys currently held (expired ones included until the map is pruned).
     pub fn len(&self) -> usize {
         self.failures.len()
@@ -252,6 +391,72 @@ mod tests {
             }
         }
         assert_eq!(allowed, 30);
+    }
+
+    #[test]
+    fn an_abandoned_attempt_is_given_back() {
+        let mut l = LoginLimiter::new(2, Duration::from_secs(60));
+        let t0 = Instant::now();
+        let keys = login_keys("ada", "10.0.0.1".parse().expect("ip"));
+        assert!(l.begin(t0, &keys));
+        l.abandoned(&keys);
+        assert!(l.begin(t0, &keys));
+        assert!(l.begin(t0, &keys));
+        assert!(!l.begin(t0, &keys), "two real attempts use the limit");
+    }
+
+    /// Waits (bounded) until `cond` holds.
+    async fn eventually(what: &str, cond: impl Fn() -> bool) {
+        for _ in 0..500 {
+            if cond() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("{what} did not happen within 5 s");
+    }
+
+    #[tokio::test]
+    async fn the_pool_runs_its_workers_queues_the_next_and_refuses_beyond() {
+        let pool = PasswordPool::new(1, 1);
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        let p = pool.clone();
+        let holder = tokio::spawn(async move { p.run(move || held.recv().is_ok()).await });
+        eventually("the first job runs", || pool.running() == 1).await;
+        let p = pool.clone();
+        let queued = tokio::spawn(async move { p.run(|| 7).await });
+        eventually("the second job waits", || pool.waiting() == 1).await;
+        assert_eq!(
+            pool.run(|| 8).await,
+            Err(PoolError::Busy),
+            "the queue is full"
+        );
+        release.send(()).expect("release");
+        assert_eq!(holder.await.expect("task"), Ok(true));
+        assert_eq!(queued.await.expect("task"), Ok(7));
+        assert_eq!((pool.running(), pool.waiting()), (0, 0));
+        // Free again: a job runs at once.
+        assert_eq!(pool.run(|| 9).await, Ok(9));
+        let h = pool.hash("correct horse battery").await.expect("hash");
+        assert_eq!(pool.verify("correct horse battery", &h).await, Ok(true));
+        assert_eq!(pool.verify("correct horse batterx", &h).await, Ok(false));
+        assert_eq!(pool.burn("x").await, Ok(()));
+    }
+
+    #[tokio::test]
+    async fn a_waiter_that_goes_away_leaves_the_queue() {
+        let pool = PasswordPool::new(1, 1);
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        let p = pool.clone();
+        let holder = tokio::spawn(async move { p.run(move || held.recv().is_ok()).await });
+        eventually("the first job runs", || pool.running() == 1).await;
+        let p = pool.clone();
+        let queued = tokio::spawn(async move { p.run(|| 7).await });
+        eventually("the second job waits", || pool.waiting() == 1).await;
+        queued.abort();
+        eventually("the queue empties", || pool.waiting() == 0).await;
+        release.send(()).expect("release");
+        assert_eq!(holder.await.expect("task"), Ok(true));
     }
 
     #[test]

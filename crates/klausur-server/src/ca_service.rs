@@ -14,6 +14,16 @@
 //!
 //! The token file holds one line of at least [`MIN_TOKEN_CHARS`] printable characters;
 //! `klausur identity-ca init-token` writes a new random one with mode 0600.
+//!
+//! # Facing hostile callers
+//!
+//! Anyone who reaches the port can send requests without the token. Each is refused (401), but
+//! the warning about it is written at most once per [`REFUSAL_LOG_INTERVAL`], with the number of
+//! refusals not written since the last line (`not_logged`); so is the warning about the
+//! issuance rate. The HTTP server speaks HTTP/1.1 only (its callers are klausur servers) and
+//! closes a connection whose request headers have not arrived within
+//! [`HEADER_READ_TIMEOUT`] of the connection's start or of the previous request, so
+//! half-sent headers do not keep connections open; under TLS, the handshake has ten seconds.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -42,6 +52,12 @@ pub const MIN_TOKEN_CHARS: usize = 32;
 pub const DEFAULT_ISSUES_PER_MINUTE: u32 = 600;
 /// Request bodies larger than this are refused.
 const MAX_BODY_BYTES: usize = 16 * 1024;
+/// A connection whose request headers are not complete this long after it opened (or after the
+/// previous answer) is closed. The callers are klausur servers, which send a request at once.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// The warnings anyone can cause (a request without the token, the rate limit) are written at
+/// most once per this interval.
+pub const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(60);
 
 /// The body of `POST /issue`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -193,11 +209,54 @@ impl MinuteLimiter {
     }
 }
 
+/// Writes a kind of log line at most once per interval: sans-IO, the caller passes the time and
+/// writes the line when told to.
+#[derive(Debug)]
+pub(crate) struct LogLimiter {
+    interval: Duration,
+    last: Option<Instant>,
+    not_logged: u64,
+}
+
+impl LogLimiter {
+    pub(crate) fn new(interval: Duration) -> Self {
+        LogLimiter {
+            interval,
+            last: None,
+            not_logged: 0,
+        }
+    }
+
+    /// One event at `now`: `Some(n)` if a line is due (with `n` events not logged since the
+    /// previous line), `None` if this one is not to be logged.
+    pub(crate) fn note(&mut self, now: Instant) -> Option<u64> {
+        match self.last {
+            Some(last) if now.saturating_duration_since(last) < self.interval => {
+                self.not_logged = self.not_logged.saturating_add(1);
+                None
+            }
+            _ => {
+                self.last = Some(now);
+                Some(std::mem::take(&mut self.not_logged))
+            }
+        }
+    }
+}
+
 struct Inner {
     ca: IdentityCa,
     public_key_hex: String,
     token_hash: Zeroizing<[u8; 32]>,
     limiter: Mutex<MinuteLimiter>,
+    /// The warning about requests without a valid token.
+    unauthorized_log: Mutex<LogLimiter>,
+    /// The warning about the issuance rate limit.
+    rate_limit_log: Mutex<LogLimiter>,
+}
+
+/// Whether a line limited by `limiter` is due now: `Some(n)` with the lines not written since.
+fn log_due(limiter: &Mutex<LogLimiter>) -> Option<u64> {
+    limiter.lock().ok().and_then(|mut l| l.note(Instant::now()))
 }
 
 #[derive(Clone)]
@@ -332,7 +391,14 @@ async fn issue(
         .map(str::trim);
     let authorized = presented.is_some_and(|t| token_matches(&state.0.token_hash, t));
     if !authorized {
-        tracing::warn!(client = %peer, "identity CA: request without a valid token refused");
+        if let Some(not_logged) = log_due(&state.0.unauthorized_log) {
+            tracing::warn!(
+                client = %peer,
+                not_logged,
+                "identity CA: request without a valid token refused (at most one such line a \
+                 minute; not_logged counts the others since the last one)"
+            );
+        }
         return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
@@ -346,7 +412,13 @@ async fn issue(
         .map(|mut l| l.try_take(Instant::now()))
         .unwrap_or(false);
     if !allowed {
-        tracing::warn!(client = %peer, "identity CA: issuance rate limit reached");
+        if let Some(not_logged) = log_due(&state.0.rate_limit_log) {
+            tracing::warn!(
+                client = %peer,
+                not_logged,
+                "identity CA: issuance rate limit reached (at most one such line a minute)"
+            );
+        }
         return Err(ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
             "rate_limited",
@@ -406,6 +478,8 @@ pub async fn serve(config: ServiceConfig) -> anyhow::Result<()> {
             window_start: Instant::now(),
             count: 0,
         }),
+        unauthorized_log: Mutex::new(LogLimiter::new(REFUSAL_LOG_INTERVAL)),
+        rate_limit_log: Mutex::new(LogLimiter::new(REFUSAL_LOG_INTERVAL)),
     }));
     let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
 
@@ -426,7 +500,15 @@ pub async fn serve(config: ServiceConfig) -> anyhow::Result<()> {
         issues_per_minute = config.issues_per_minute,
         "identity CA started"
     );
-    crate::server::serve_http(listener, config.tls.as_ref(), handle, app).await?;
+    // HTTP/1.1 only, with the header-read timeout (see the module documentation).
+    crate::server::serve_http(
+        listener,
+        config.tls.as_ref(),
+        handle,
+        app,
+        HEADER_READ_TIMEOUT,
+    )
+    .await?;
     tracing::info!("identity CA stopped");
     println!("klausur identity-ca: stopped");
     Ok(())
@@ -526,6 +608,26 @@ mod tests {
         assert!(l.try_take(t0));
         assert!(!l.try_take(t0 + Duration::from_secs(59)));
         assert!(l.try_take(t0 + Duration::from_secs(60)));
+    }
+
+    #[test]
+    fn refusals_are_logged_once_per_interval_with_the_count_of_the_others() {
+        let t0 = Instant::now();
+        let mut l = LogLimiter::new(Duration::from_secs(60));
+        assert_eq!(l.note(t0), Some(0), "the first is logged");
+        for i in 1..=1000u64 {
+            assert_eq!(l.note(t0 + Duration::from_millis(i)), None, "{i}");
+        }
+        assert_eq!(l.note(t0 + Duration::from_secs(59)), None);
+        // The next line after the interval counts those not logged.
+        assert_eq!(l.note(t0 + Duration::from_secs(60)), Some(1001));
+        assert_eq!(l.note(t0 + Duration::from_secs(61)), None);
+        assert_eq!(l.note(t0 + Duration::from_secs(200)), Some(1));
+        // Negative control: events an interval apart are each logged.
+        let mut l = LogLimiter::new(Duration::from_secs(60));
+        for i in 0..5u64 {
+            assert_eq!(l.note(t0 + Duration::from_secs(60 * i)), Some(0), "{i}");
+        }
     }
 
     #[test]

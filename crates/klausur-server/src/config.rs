@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::client_addr::TrustedProxies;
+
 /// A problem with the configuration, naming the key.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -55,6 +57,8 @@ pub struct RawServer {
     pub tls_key: Option<PathBuf>,
     pub web_root: Option<PathBuf>,
     pub danger_plain_http: Option<bool>,
+    pub trusted_proxies: Option<Vec<String>>,
+    pub max_websockets_per_address: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -155,6 +159,25 @@ pub struct Config {
     /// The unit of the dial-in throttle's growing delay (`2^(n-3)` units after `n` failures, at
     /// most 30 units; see [`crate::dialin::ThrottleRule`]): one second. Not in the config file.
     pub dialin_throttle_unit: std::time::Duration,
+    /// `[server] trusted_proxies`: the proxies whose `X-Forwarded-For` names the client (see
+    /// [`crate::client_addr`]); empty by default: no proxy is trusted.
+    pub trusted_proxies: TrustedProxies,
+    /// `[server] max_websockets_per_address`: meeting WebSockets open at once per client
+    /// address (default 20); more are refused with 429 before the upgrade.
+    pub max_websockets_per_address: u32,
+    /// A connection that has not sent a complete request head this long after it opened (or
+    /// after its previous request) is closed: 10 seconds. Not in the config file.
+    pub http_header_timeout: std::time::Duration,
+    /// A meeting WebSocket opened with a session looks this often whether the session is still
+    /// valid (ended by `klausur user disable` in another process, or expired), and closes when
+    /// not: 30 seconds. Not in the config file.
+    pub ws_session_check: std::time::Duration,
+    /// Password hashing and checking (argon2) run on at most this many threads of the blocking
+    /// pool at once: the number of cores. Not in the config file.
+    pub password_workers: usize,
+    /// ... and at most this many wait for one (16 per worker); beyond that a login is answered
+    /// 503 "try again". Not in the config file.
+    pub password_queue: usize,
 }
 
 /// The validated `[dialin]` section. The server reads `phone_number` (shown with every
@@ -455,6 +478,23 @@ impl Config {
             ));
         }
         let dialin = resolve_dialin(raw.dialin, o)?;
+        let trusted_proxies = resolve_trusted_proxies(raw.server.trusted_proxies)?;
+        let max_websockets_per_address = match env("KLAUSUR_MAX_WEBSOCKETS_PER_ADDRESS") {
+            Some(v) => v.parse::<u32>().map_err(|_| {
+                invalid(
+                    "KLAUSUR_MAX_WEBSOCKETS_PER_ADDRESS",
+                    format!("{v:?} is not a number"),
+                )
+            })?,
+            None => raw.server.max_websockets_per_address.unwrap_or(20),
+        };
+        if !(1..=100_000).contains(&max_websockets_per_address) {
+            return Err(invalid(
+                "server.max_websockets_per_address",
+                "must be between 1 and 100000",
+            ));
+        }
+        let password_workers = std::thread::available_parallelism().map_or(1, |n| n.get());
         Ok(Config {
             listen,
             public_url,
@@ -475,6 +515,12 @@ impl Config {
             ws_idle: std::time::Duration::from_secs(30),
             dialin,
             dialin_throttle_unit: std::time::Duration::from_secs(1),
+            trusted_proxies,
+            max_websockets_per_address,
+            http_header_timeout: std::time::Duration::from_secs(10),
+            ws_session_check: std::time::Duration::from_secs(30),
+            password_workers,
+            password_queue: 16 * password_workers,
         })
     }
 
@@ -486,6 +532,40 @@ impl Config {
                 .as_deref()
                 .is_some_and(|u| u.starts_with("https://"))
     }
+}
+
+/// Parses `[server] trusted_proxies`: addresses (`"127.0.0.1"`, `"::1"`) and networks
+/// (`"10.0.0.0/8"`).
+fn resolve_trusted_proxies(list: Option<Vec<String>>) -> Result<TrustedProxies, ConfigError> {
+    let networks = list
+        .unwrap_or_default()
+        .iter()
+        .map(|a| {
+            let a = a.trim();
+            a.parse::<ipnet::IpNet>()
+                .or_else(|_| a.parse::<IpAddr>().map(ipnet::IpNet::from))
+                .map(|n| n.trunc())
+                .map_err(|_| {
+                    invalid(
+                        "server.trusted_proxies",
+                        format!(
+                            "{a:?} is not an address or network, like \"127.0.0.1\" or \
+                             \"10.0.0.0/8\""
+                        ),
+                    )
+                })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if let Some(all) = networks.iter().find(|n| n.prefix_len() == 0) {
+        return Err(invalid(
+            "server.trusted_proxies",
+            format!(
+                "{all} would trust every address: then any client could name its own address \
+                 in X-Forwarded-For"
+            ),
+        ));
+    }
+    Ok(TrustedProxies::new(networks))
 }
 
 /// Parses `[dialin]`; `--sip-listen` replaces `udp`.
@@ -1086,6 +1166,53 @@ mod tests {
         for (text, key) in cases {
             let err = resolve(text).expect_err(text).to_string();
             assert!(err.starts_with(key), "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn trusted_proxies_and_websocket_cap() {
+        let c = resolve("").expect("defaults");
+        assert!(
+            c.trusted_proxies.is_empty(),
+            "no proxy is trusted by default"
+        );
+        assert_eq!(c.max_websockets_per_address, 20);
+        let c = resolve(
+            "[server]\ntrusted_proxies = [\"127.0.0.1\", \"10.1.2.3/8\", \"::1\"]\n\
+             max_websockets_per_address = 5",
+        )
+        .expect("valid");
+        assert_eq!(
+            c.trusted_proxies.networks(),
+            &[
+                "127.0.0.1/32".parse::<ipnet::IpNet>().expect("net"),
+                "10.0.0.0/8".parse().expect("net"),
+                "::1/128".parse().expect("net"),
+            ]
+        );
+        assert!(c
+            .trusted_proxies
+            .contains("10.200.0.1".parse().expect("ip")));
+        assert!(!c.trusted_proxies.contains("11.0.0.1".parse().expect("ip")));
+        assert_eq!(c.max_websockets_per_address, 5);
+        for (text, needle) in [
+            (
+                "[server]\ntrusted_proxies = [\"proxy.example\"]",
+                "\"proxy.example\"",
+            ),
+            (
+                "[server]\ntrusted_proxies = [\"10.0.0.0/33\"]",
+                "10.0.0.0/33",
+            ),
+            (
+                "[server]\ntrusted_proxies = [\"0.0.0.0/0\"]",
+                "every address",
+            ),
+            ("[server]\nmax_websockets_per_address = 0", "between 1 and"),
+        ] {
+            let err = resolve(text).expect_err(text).to_string();
+            assert!(err.starts_with("server."), "{text}: {err}");
+            assert!(err.contains(needle), "{text}: {err}");
         }
     }
 

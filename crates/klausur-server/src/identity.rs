@@ -32,6 +32,14 @@
 //! clients show such a member as an unverified guest. Credentials are valid for
 //! [`CREDENTIAL_MINUTES`] (from one minute before issuance, to tolerate clock skew).
 //!
+//! # Limits per client address
+//!
+//! [`IssueLimiter`] holds them. A lobby guest's request looks the meeting up first: for an open
+//! meeting it spends the guests' budget (`identity.guest_credentials_per_15min`), for one that
+//! does not exist or has ended a stricter budget of its own ([`GUEST_FAILURES_PER_15MIN`]), so
+//! probing never locks out the real guests who share the prober's address. A failed invitation
+//! token counts as in every other place a token is presented ([`admission::InvitationGuard`]).
+//!
 //! # Local or remote CA
 //!
 //! [`IdentityIssuer`] says who signs: the server itself with its key file (`Local`), or a CA
@@ -42,13 +50,13 @@
 
 use std::collections::HashMap;
 use std::io::Write as _;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context};
-use axum::extract::{ConnectInfo, FromRequestParts, State};
+use axum::extract::{FromRequestParts, State};
 use axum::http::{HeaderMap, Method, Request, StatusCode};
 use axum::Json;
 use base64::Engine as _;
@@ -519,10 +527,11 @@ impl RemoteCa {
     }
 }
 
-/// Limits guest credentials per client address in fixed 15-minute windows. IPv6 addresses count
-/// per /64 (one household or host usually has a whole /64).
+/// Counts events per client address in fixed windows: at most `max` per address and window.
+/// IPv6 addresses count per /64 (one household or host usually has a whole /64). Sans-IO: the
+/// caller passes the time.
 #[derive(Debug)]
-pub struct IssueLimiter {
+pub struct AddressBudget {
     max: u32,
     window: Duration,
     counts: HashMap<IpAddr, (u32, Instant)>,
@@ -531,9 +540,9 @@ pub struct IssueLimiter {
 /// More distinct addresses than this in one window are refused rather than remembered.
 const LIMITER_MAX_ADDRESSES: usize = 100_000;
 
-impl IssueLimiter {
+impl AddressBudget {
     pub fn new(max_per_window: u32, window: Duration) -> Self {
-        IssueLimiter {
+        AddressBudget {
             max: max_per_window,
             window,
             counts: HashMap::new(),
@@ -553,7 +562,7 @@ impl IssueLimiter {
         }
     }
 
-    /// Counts one issuance for `ip`; false if its budget for the window is spent.
+    /// Counts one event for `ip`; false (and not counted) if its budget for the window is spent.
     pub fn try_take(&mut self, now: Instant, ip: IpAddr) -> bool {
         let window = self.window;
         self.counts
@@ -568,6 +577,58 @@ impl IssueLimiter {
         }
         entry.0 += 1;
         true
+    }
+}
+
+/// Requests per address and 15 minutes for a guest credential to a meeting that does not exist
+/// or has ended, before such requests are answered 429. Stricter than the budget for real
+/// guests (`identity.guest_credentials_per_15min`), and separate from it: probing does not
+/// spend the real guests' budget.
+pub const GUEST_FAILURES_PER_15MIN: u32 = 20;
+
+/// The limits of `POST /api/identity/credential` and of invitation links per client address,
+/// kept together in the server state ([`crate::state::Inner::guest_credential_limiter`]):
+///
+/// - `guests`: guest credentials issued for an open meeting (`guest_credentials_per_15min`);
+/// - `failures`: guest credential requests for a meeting that does not exist or has ended
+///   ([`GUEST_FAILURES_PER_15MIN`]), counted apart so that they never spend `guests`;
+/// - `invitations`: failed invitation-token lookups wherever a token is presented (see
+///   [`admission::InvitationGuard`]); a handle, shared with the WebSocket's join.
+///
+/// The meeting is looked up before either guest budget is touched, so which budget a request
+/// spends depends on what it asked for.
+#[derive(Debug)]
+pub struct IssueLimiter {
+    guests: AddressBudget,
+    failures: AddressBudget,
+    invitations: admission::InvitationGuard,
+}
+
+impl IssueLimiter {
+    /// `max_per_window` guest credentials per address in `window`; the other budgets take their
+    /// constants.
+    pub fn new(max_per_window: u32, window: Duration) -> Self {
+        IssueLimiter {
+            guests: AddressBudget::new(max_per_window, window),
+            failures: AddressBudget::new(GUEST_FAILURES_PER_15MIN, Duration::from_secs(15 * 60)),
+            invitations: admission::InvitationGuard::new(),
+        }
+    }
+
+    /// Counts one guest credential for `ip`; false if its budget for the window is spent.
+    pub fn try_take(&mut self, now: Instant, ip: IpAddr) -> bool {
+        self.guests.try_take(now, ip)
+    }
+
+    /// Counts one request for a meeting that does not exist or has ended; false if the
+    /// address has made too many.
+    pub fn try_take_failure(&mut self, now: Instant, ip: IpAddr) -> bool {
+        self.failures.try_take(now, ip)
+    }
+
+    /// The invitation-token guard (a handle to the one shared budget).
+    pub fn invitations(&self) -> admission::InvitationGuard {
+        self.invitations.clone()
     }
 }
 
@@ -633,7 +694,7 @@ fn meeting_gone() -> ApiError {
 /// the module documentation for who gets which kind.
 pub async fn issue_credential(
     State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    crate::client_addr::ClientIp(client): crate::client_addr::ClientIp,
     headers: HeaderMap,
     Body(req): Body<CredentialReq>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
@@ -672,9 +733,13 @@ pub async fn issue_credential(
                     "display_name cannot be chosen with an invitation: the invitation names the guest",
                 ));
             }
-            let inv = admission::invitation_for(&state.store, token, Utc::now()).await?;
+            // Failed lookups count against the address (admission::InvitationGuard).
+            let source = admission::Source::new(&state, client);
+            let inv = source.invitation(&state.store, token, Utc::now()).await?;
             if meeting_id.as_ref().is_some_and(|m| *m != inv.meeting_id) {
-                return Err(admission::AdmissionError::InvitationInvalid.into());
+                return Err(source
+                    .failed(admission::AdmissionError::InvitationInvalid)
+                    .into());
             }
             let m = state.store.meeting(&inv.meeting_id).await?.ok_or_else(|| {
                 ApiError::new(StatusCode::NOT_FOUND, "not_found", "meeting not found")
@@ -697,10 +762,39 @@ pub async fn issue_credential(
                 .as_deref()
                 .ok_or_else(|| bad_request("display_name is required for a guest credential"))?;
             let name = validate_display_name(name).map_err(bad_request)?;
+            // The meeting first: a request for one that does not exist or has ended spends a
+            // budget of its own, never the one of the guests of real meetings.
+            let refusal = match state.store.meeting(meeting_id).await? {
+                None => Some(ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    "not_found",
+                    "meeting not found",
+                )),
+                Some(m) if m.ended_at.is_some() => Some(meeting_gone()),
+                Some(_) => None,
+            };
+            let now = Instant::now();
+            if let Some(refusal) = refusal {
+                let allowed = state
+                    .guest_credential_limiter
+                    .lock()
+                    .map(|mut l| l.try_take_failure(now, client))
+                    .unwrap_or(false);
+                return Err(if allowed {
+                    refusal
+                } else {
+                    ApiError::new(
+                        StatusCode::TOO_MANY_REQUESTS,
+                        "rate_limited",
+                        "too many requests for meetings that do not exist or have ended from \
+                         this address; try again in 15 minutes",
+                    )
+                });
+            }
             let allowed = state
                 .guest_credential_limiter
                 .lock()
-                .map(|mut l| l.try_take(Instant::now(), peer.ip()))
+                .map(|mut l| l.try_take(now, client))
                 .unwrap_or(false);
             if !allowed {
                 return Err(ApiError::new(
@@ -708,12 +802,6 @@ pub async fn issue_credential(
                     "rate_limited",
                     "too many guest credentials from this address; try again in 15 minutes",
                 ));
-            }
-            let m = state.store.meeting(meeting_id).await?.ok_or_else(|| {
-                ApiError::new(StatusCode::NOT_FOUND, "not_found", "meeting not found")
-            })?;
-            if m.ended_at.is_some() {
-                return Err(meeting_gone());
             }
             let mut random = [0u8; 16];
             rand::rngs::OsRng.fill_bytes(&mut random);
@@ -827,6 +915,21 @@ mod tests {
         assert!(l.try_take(t0, v6a));
         assert!(l.try_take(t0, v6b));
         assert!(!l.try_take(t0, v6a));
+    }
+
+    #[test]
+    fn failures_spend_a_budget_of_their_own() {
+        let mut l = IssueLimiter::new(2, Duration::from_secs(900));
+        let t0 = Instant::now();
+        let a: IpAddr = "192.0.2.1".parse().expect("ip");
+        for _ in 0..GUEST_FAILURES_PER_15MIN {
+            assert!(l.try_take_failure(t0, a));
+        }
+        assert!(!l.try_take_failure(t0, a), "probing is limited");
+        // The guests' budget is untouched, and still limited (negative control).
+        assert!(l.try_take(t0, a));
+        assert!(l.try_take(t0, a));
+        assert!(!l.try_take(t0, a));
     }
 
     #[test]

@@ -11,16 +11,22 @@
 //! - [`media`] runs the media worker that owns the UDP socket and the sans-IO room cores
 //!   (`klausur-room`);
 //! - [`ca_service`] is the identity CA as a service of its own (`klausur identity-ca serve`);
-//! - [`config`] parses and validates configuration once at start.
+//! - [`config`] parses and validates configuration once at start; [`first_request`] bounds how
+//!   long a connection may take to send its first request head;
+//! - [`client_addr`] says which client a request comes from (behind trusted proxies too), and
+//!   [`connections`] keeps the live meeting WebSockets per client address and per session.
 
 pub mod admission;
 pub mod api;
 pub mod auth;
 pub mod ca_service;
 pub mod cli;
+pub mod client_addr;
 pub mod config;
+pub mod connections;
 pub mod delivery;
 pub mod dialin;
+pub mod first_request;
 pub mod identity;
 pub mod media;
 pub mod meeting;

@@ -1,8 +1,33 @@
 //! `klausur serve`: opens the database, bootstraps the first administrator, starts the media
 //! worker, the HTTP(S) server and (with SIP listen addresses) the dial-in gateway, and shuts
 //! down gracefully on SIGTERM or Ctrl-C.
+//!
+//! # The first administrator
+//!
+//! Without an administrator, [`bootstrap_admin`] creates one with a one-time password and
+//! writes that password to [`INITIAL_PASSWORD_FILE`] in the data directory (mode 0600, readable
+//! by the service account only); standard output (under systemd: the journal) gets the file's
+//! path, never the password. The file is removed as soon as the password has been changed (the
+//! running server looks every [`INITIAL_PASSWORD_POLL`]), or at a later start if it no longer
+//! holds the password of an administrator who still has to change theirs.
+//!
+//! # HTTP
+//!
+//! The HTTP server ([`serve_api`]) speaks HTTP/1.1 only, in the clear or under TLS (offered by
+//! ALPN as the only protocol), and closes a connection that has not sent a complete request
+//! head within `http_header_timeout` of its acceptance ([`crate::first_request`], the TLS
+//! handshake included) or, on a connection kept alive, of its previous answer (hyper's
+//! `header_read_timeout`): half-sent headers, or none at all, cannot keep connections open.
+//! WebSockets are HTTP/1.1 upgrades, and a reverse proxy in front speaks HTTP/1.1 to klausur
+//! anyway.
+//!
+//! The in-process dial-in gateway reaches the server over a listener of its own on loopback
+//! ([`GatewayListener`]): its meeting WebSockets, one per call, do not count against the
+//! per-address limit of `[server] max_websockets_per_address`.
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -10,6 +35,7 @@ use klausur_store::{Role, Store};
 
 use crate::config::{CaSource, Config};
 use crate::dialin::{self, DialIn};
+use crate::first_request::FirstRequest;
 use crate::identity::{self, IdentityIssuer};
 use crate::state::AppState;
 use crate::{api, auth, media, sip_gateway};
@@ -23,10 +49,34 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
         .with_context(|| format!("cannot open database {}", path.display()))
 }
 
-/// Creates the first administrator if there is none, and prints its one-time password.
-pub async fn bootstrap_admin(store: &Store) -> anyhow::Result<()> {
+/// The file in the data directory that holds the first administrator's one-time password until
+/// it is changed.
+pub const INITIAL_PASSWORD_FILE: &str = "initial-admin-password";
+/// How often a running server looks whether the one-time password has been changed.
+pub const INITIAL_PASSWORD_POLL: Duration = Duration::from_secs(2);
+
+/// A one-time password waiting in [`INITIAL_PASSWORD_FILE`] for its administrator's first
+/// login.
+#[derive(Debug, Clone)]
+pub struct InitialPassword {
+    pub path: PathBuf,
+    pub username: String,
+    /// The stored hash of the one-time password: another hash means it was changed.
+    password_hash: String,
+}
+
+/// Creates the first administrator if there is none and writes its one-time password to
+/// [`INITIAL_PASSWORD_FILE`] in `data_dir` (mode 0600), printing only the file's path. With an
+/// administrator, looks at a file left from before: kept (and its path printed again) while it
+/// holds the password of an administrator who must still change it, otherwise removed.
+/// Returns the password still waiting, for [`remove_initial_password_when_changed`].
+pub async fn bootstrap_admin(
+    store: &Store,
+    data_dir: &Path,
+) -> anyhow::Result<Option<InitialPassword>> {
+    let path = data_dir.join(INITIAL_PASSWORD_FILE);
     if store.count_admins().await? > 0 {
-        return Ok(());
+        return waiting_initial_password(store, path).await;
     }
     let password = auth::new_one_time_password();
     let hash = auth::hash_password(&password).map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -35,21 +85,105 @@ pub async fn bootstrap_admin(store: &Store) -> anyhow::Result<()> {
     } else {
         format!("admin-{}", &auth::new_meeting_id()[..6])
     };
-    store
+    // The file first: an administrator whose password went nowhere would lock the operator out.
+    // A file left from an earlier database is replaced.
+    let mut content = zeroize::Zeroizing::new(password.to_string());
+    content.push('\n');
+    identity::write_secret_file(&path, content.as_bytes(), true).map_err(|e| match e {
+        identity::WriteSecretError::Exists => anyhow::anyhow!("{} exists", path.display()),
+        identity::WriteSecretError::Other(e) => e,
+    })?;
+    if let Err(e) = store
         .create_user(&username, "Administrator", &hash, Role::Admin, true)
-        .await?;
-    // Printed once, to the operator's terminal, never to the log.
+        .await
+    {
+        let _ = std::fs::remove_file(&path);
+        return Err(e.into());
+    }
     println!(
-        "klausur: created administrator \"{username}\" with one-time password: {}",
-        password.as_str()
+        "klausur: created administrator \"{username}\"; its one-time password is in {} \
+         (readable by this account only; removed once the password is changed at the first login)",
+        path.display()
     );
-    println!("klausur: the password must be changed at the first login");
-    Ok(())
+    Ok(Some(InitialPassword {
+        path,
+        username,
+        password_hash: hash,
+    }))
+}
+
+/// The one-time password in `path` if an enabled administrator who must still change their
+/// password has it; otherwise the file (if any) is removed.
+async fn waiting_initial_password(
+    store: &Store,
+    path: PathBuf,
+) -> anyhow::Result<Option<InitialPassword>> {
+    let password = match std::fs::read_to_string(&path) {
+        Ok(text) => zeroize::Zeroizing::new(text),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => {
+            tracing::warn!(file = %path.display(), "cannot read the one-time password file: {e}");
+            return Ok(None);
+        }
+    };
+    let password = password.trim_end_matches(['\r', '\n']);
+    for user in store.list_users().await? {
+        if user.role == Role::Admin
+            && user.must_change_password
+            && auth::verify_password(password, &user.password_hash)
+        {
+            println!(
+                "klausur: the one-time password of administrator \"{}\" is still in {}",
+                user.username,
+                path.display()
+            );
+            return Ok(Some(InitialPassword {
+                path,
+                username: user.username,
+                password_hash: user.password_hash,
+            }));
+        }
+    }
+    remove_initial_password(&path);
+    Ok(None)
+}
+
+fn remove_initial_password(path: &Path) {
+    match std::fs::remove_file(path) {
+        Ok(()) => {
+            tracing::info!(file = %path.display(), "one-time password changed; its file was removed");
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => tracing::warn!(
+            file = %path.display(),
+            "the one-time password was changed but its file could not be removed ({e}); delete it"
+        ),
+    }
+}
+
+/// Removes the file of `initial` once its administrator's password is no longer the one-time
+/// password (changed, or the account deleted), looking every [`INITIAL_PASSWORD_POLL`].
+pub async fn remove_initial_password_when_changed(store: Store, initial: InitialPassword) {
+    let mut tick = tokio::time::interval(INITIAL_PASSWORD_POLL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        match store.user_by_username(&initial.username).await {
+            Ok(Some(u)) if u.password_hash == initial.password_hash => {}
+            Ok(_) => {
+                remove_initial_password(&initial.path);
+                return;
+            }
+            Err(e) => tracing::warn!("cannot look up the first administrator: {e}"),
+        }
+    }
 }
 
 pub async fn serve(config: Config) -> anyhow::Result<()> {
     let store = open_store(&config).await?;
-    bootstrap_admin(&store).await?;
+    if let Some(initial) = bootstrap_admin(&store, &config.data_dir).await? {
+        tokio::spawn(remove_initial_password_when_changed(store.clone(), initial));
+    }
     let removed = store
         .delete_expired_sessions(chrono::Utc::now())
         .await
@@ -84,10 +218,11 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         }
     };
     let (listener, local, scheme) = bind_listener(config.listen, config.tls.as_ref())?;
-    // Under TLS the in-process gateway reaches this server over a plain listener on loopback:
-    // the server's certificate names its public host, not the address the gateway dials, and
-    // traffic on loopback never leaves the host.
-    let internal = if config.tls.is_some() && config.dialin.gateway_enabled() {
+    // The in-process gateway reaches this server over a plain listener of its own on loopback:
+    // under TLS, the server's certificate names its public host, not the address the gateway
+    // dials, and traffic on loopback never leaves the host; and its meeting WebSockets (one per
+    // call) are not counted against the per-address limit there.
+    let internal = if config.dialin.gateway_enabled() {
         let (l, addr, _) = bind_listener(
             std::net::SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, 0)),
             None,
@@ -114,8 +249,6 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         ),
         None => None,
     };
-    let app = api::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
-
     let handle = axum_server::Handle::new();
     let shutdown_handle = handle.clone();
     let shutdown_state = state.clone();
@@ -130,16 +263,19 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
 
     if let Some((l, addr)) = internal {
         tracing::info!(listen = %addr, "loopback listener for the in-process dial-in gateway");
-        let (app, handle) = (app.clone(), handle.clone());
+        let app = api::router(state.clone())
+            .layer(axum::Extension(GatewayListener))
+            .into_make_service_with_connect_info::<SocketAddr>();
+        let (handle, timeout) = (handle.clone(), config.http_header_timeout);
         tokio::spawn(async move {
-            if let Err(e) = serve_http(l, None, handle, app).await {
+            if let Err(e) = serve_http(l, None, handle, app, timeout).await {
                 tracing::error!("the gateway's loopback listener failed: {e:#}");
             }
         });
     }
     println!("klausur: listening on {scheme}://{local} (media on udp {media_addr})");
     tracing::info!(listen = %local, media = %media_addr, "klausur started");
-    serve_http(listener, config.tls.as_ref(), handle, app).await?;
+    serve_api(state, listener, handle).await?;
     if let Some(gw) = gateway {
         gw.shutdown().await;
     }
@@ -186,13 +322,47 @@ pub(crate) fn bind_listener(
     ))
 }
 
-/// Serves `app` on `listener` until `handle` shuts it down: HTTPS with `tls` if given, else plain
-/// HTTP. Used by `serve` and by `identity-ca serve`.
+/// Marks requests that came over the in-process dial-in gateway's own loopback listener (an
+/// [`axum::Extension`] on that listener's router).
+#[derive(Debug, Clone, Copy)]
+pub struct GatewayListener;
+
+/// Serves the server's routes (the API, the WebSocket and the web client of `state`) on
+/// `listener` as `klausur serve` does, until `handle` shuts it down: HTTPS with the configured
+/// TLS files, else plain HTTP; HTTP/1.1 with the configured header timeout (see the module
+/// documentation).
+pub async fn serve_api(
+    state: AppState,
+    listener: std::net::TcpListener,
+    handle: axum_server::Handle,
+) -> anyhow::Result<()> {
+    let tls = state.config.tls.clone();
+    let timeout = state.config.http_header_timeout;
+    let app = api::router(state).into_make_service_with_connect_info::<SocketAddr>();
+    serve_http(listener, tls.as_ref(), handle, app, timeout).await
+}
+
+/// hyper's `header_read_timeout` for the requests after a connection's first (the first one is
+/// [`FirstRequest`]'s to time).
+fn limit_header_time(
+    builder: &mut hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>,
+    header_timeout: Duration,
+) {
+    builder
+        .http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(header_timeout);
+}
+
+/// Serves `app` on `listener` until `handle` shuts it down: HTTPS with `tls` if given (offering
+/// only HTTP/1.1 by ALPN), else plain HTTP; each connection has `header_timeout` for its first
+/// request head ([`FirstRequest`]) and for each later one ([`limit_header_time`]).
 pub(crate) async fn serve_http(
     listener: std::net::TcpListener,
     tls: Option<&crate::config::TlsFiles>,
     handle: axum_server::Handle,
     app: axum::extract::connect_info::IntoMakeServiceWithConnectInfo<axum::Router, SocketAddr>,
+    header_timeout: Duration,
 ) -> anyhow::Result<()> {
     match tls {
         Some(tls) => {
@@ -201,19 +371,82 @@ pub(crate) async fn serve_http(
             let rustls = axum_server::tls_rustls::RustlsConfig::from_pem_file(&tls.cert, &tls.key)
                 .await
                 .context("cannot load TLS certificate or key")?;
-            axum_server::from_tcp_rustls(listener, rustls)
-                .handle(handle)
-                .serve(app)
-                .await
-                .context("HTTPS server failed")?;
+            let mut server_config = (*rustls.get_inner()).clone();
+            server_config.alpn_protocols = vec![b"http/1.1".to_vec()];
+            rustls.reload_from_config(Arc::new(server_config));
+            let acceptor = FirstRequest::new(
+                axum_server::tls_rustls::RustlsAcceptor::new(rustls),
+                header_timeout,
+            );
+            let mut server = axum_server::from_tcp(listener)
+                .acceptor(acceptor)
+                .handle(handle);
+            limit_header_time(server.http_builder(), header_timeout);
+            server.serve(app).await.context("HTTPS server failed")?;
         }
         None => {
-            axum_server::from_tcp(listener)
-                .handle(handle)
-                .serve(app)
-                .await
-                .context("HTTP server failed")?;
+            let acceptor =
+                FirstRequest::new(axum_server::accept::DefaultAcceptor::new(), header_timeout);
+            let mut server = axum_server::from_tcp(listener)
+                .acceptor(acceptor)
+                .handle(handle);
+            limit_header_time(server.http_builder(), header_timeout);
+            server.serve(app).await.context("HTTP server failed")?;
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_left_file_is_kept_only_while_it_holds_a_password_to_change() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let store = Store::open_sqlite_memory().await.expect("store");
+        // No administrator: one is made, and its password is in the file only.
+        let initial = bootstrap_admin(&store, dir.path())
+            .await
+            .expect("bootstrap")
+            .expect("a new one-time password");
+        let path = dir.path().join(INITIAL_PASSWORD_FILE);
+        assert_eq!(initial.path, path);
+        let password = std::fs::read_to_string(&path).expect("file");
+        let admin = store
+            .user_by_username(&initial.username)
+            .await
+            .expect("lookup")
+            .expect("admin");
+        assert!(auth::verify_password(password.trim(), &admin.password_hash));
+        // A later start keeps the file while the password is unchanged ...
+        let again = bootstrap_admin(&store, dir.path()).await.expect("again");
+        assert_eq!(again.map(|i| i.username), Some(initial.username.clone()));
+        assert!(path.exists());
+        // ... and removes it once the account has another password.
+        let other = auth::hash_password("another-long-password").expect("hash");
+        store
+            .set_password(admin.id, &other, false)
+            .await
+            .expect("set");
+        assert!(bootstrap_admin(&store, dir.path())
+            .await
+            .expect("later")
+            .is_none());
+        assert!(!path.exists());
+        // A running server notices the change too.
+        let watched = InitialPassword {
+            path: path.clone(),
+            username: initial.username,
+            password_hash: initial.password_hash,
+        };
+        std::fs::write(&path, "x\n").expect("write");
+        tokio::time::timeout(
+            INITIAL_PASSWORD_POLL * 3,
+            remove_initial_password_when_changed(store.clone(), watched),
+        )
+        .await
+        .expect("removed in time");
+        assert!(!path.exists());
+    }
 }

@@ -5,8 +5,9 @@ use std::time::Duration;
 
 use klausur_store::Store;
 
-use crate::auth::LoginLimiter;
+use crate::auth::{LoginLimiter, PasswordPool};
 use crate::config::Config;
+use crate::connections::Connections;
 use crate::dialin::DialIn;
 use crate::identity::{self, IdentityIssuer, IssueLimiter};
 use crate::media::MediaHandle;
@@ -31,6 +32,10 @@ pub struct Inner {
     /// in this process needs: [`DialIn::gateway_setup`] (the validated `[dialin]`
     /// configuration, this server's own base URL and the in-process gateway token).
     pub dialin: DialIn,
+    /// Password hashing and checking, off the async workers ([`PasswordPool`]).
+    pub passwords: PasswordPool,
+    /// The live meeting WebSockets: per client address and per session ([`Connections`]).
+    pub connections: Connections,
 }
 
 impl std::ops::Deref for AppState {
@@ -56,6 +61,8 @@ impl AppState {
             Duration::from_secs(15 * 60),
         );
         let guest_credential_limiter = identity::guest_limiter(&config);
+        let passwords = PasswordPool::new(config.password_workers, config.password_queue);
+        let connections = Connections::new(config.max_websockets_per_address);
         AppState {
             inner: Arc::new(Inner {
                 config,
@@ -66,6 +73,8 @@ impl AppState {
                 identity: identity.into(),
                 guest_credential_limiter,
                 dialin,
+                passwords,
+                connections,
             }),
         }
     }

@@ -17,11 +17,42 @@ use tower_http::set_header::SetResponseHeaderLayer;
 use crate::config::Config;
 use crate::state::AppState;
 
-/// Content-Security-Policy of the client: same-origin scripts and connections only.
+/// Content-Security-Policy of the client, strict: scripts, styles, workers, images and
+/// connections from this server only, nothing inline (no `'unsafe-inline'`: index.html has no
+/// inline script or style, and React sets `style` props through the CSSOM, which a strict
+/// `style-src` allows), WebAssembly compiled by the encryption worker (`'wasm-unsafe-eval'`,
+/// not `'unsafe-eval'`), no plugins, no framing, no `<base>`, forms to this server only. Call
+/// and screen media are `MediaStream`s set as `srcObject`, which CSP does not govern.
+/// `connect-src` gets the WebSocket origin of `public_url` by [`csp`] (`'self'` covers the
+/// same-host `ws:`/`wss:` in current browsers).
 const CSP: &str = "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; \
-    style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:; media-src 'self' blob:; \
-    connect-src 'self'; worker-src 'self' blob:; frame-ancestors 'none'; base-uri 'none'; \
+    style-src 'self'; img-src 'self'; media-src 'self'; connect-src 'self'; \
+    worker-src 'self'; object-src 'none'; frame-ancestors 'none'; base-uri 'none'; \
     form-action 'self'";
+
+/// [`CSP`], with `connect-src` naming the WebSocket origin of `public_url` when one is set
+/// (`wss://host` for `https://host`, `ws://host` for `http://host`).
+pub fn csp(config: &Config) -> String {
+    let ws = config.public_url.as_deref().and_then(|url| {
+        let (scheme, rest) = url.split_once("://")?;
+        let ws_scheme = match scheme.to_ascii_lowercase().as_str() {
+            "https" => "wss",
+            "http" => "ws",
+            _ => return None,
+        };
+        let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+        // Only what a source expression may hold: host, port, brackets of an IPv6 address.
+        let plain = !authority.is_empty()
+            && authority
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-.:[]".contains(c));
+        plain.then(|| format!("{ws_scheme}://{}", authority.to_ascii_lowercase()))
+    });
+    match ws {
+        Some(ws) => CSP.replacen("connect-src 'self'", &format!("connect-src 'self' {ws}"), 1),
+        None => CSP.to_string(),
+    }
+}
 
 /// Where the built client is: the configured directory, or `web/dist` next to the working
 /// directory or the executable (for a source checkout).
@@ -81,7 +112,7 @@ pub fn with_static(api: Router<AppState>, config: &Config) -> Router<AppState> {
         .layer(axum::middleware::from_fn(no_store_api))
         .layer(SetResponseHeaderLayer::overriding(
             header::CONTENT_SECURITY_POLICY,
-            HeaderValue::from_static(CSP),
+            HeaderValue::from_str(&csp(config)).unwrap_or(HeaderValue::from_static(CSP)),
         ))
         .layer(SetResponseHeaderLayer::overriding(
             header::X_CONTENT_TYPE_OPTIONS,

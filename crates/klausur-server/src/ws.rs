@@ -1,17 +1,29 @@
 //! The meeting WebSocket: validates every incoming frame (size, shape, rate) and relays it to
 //! the meeting actor. Errors become `error` replies here, in one place; the connection and
 //! the meeting carry on.
+//!
+//! Every frame the client sends counts against the connection's rate limit, whatever its kind
+//! (text, binary, ping, pong): frames beyond it are dropped unread, a data frame with a
+//! `rate_limited` reply. A connection whose session or account was ended meanwhile
+//! ([`crate::connections`]) stops reading at once and closes with close code 1008 (policy) and
+//! the reason [`SESSION_ENDED`]; its participant leaves the meeting as after a broken
+//! connection. So does one whose session is found invalid when it looks, every
+//! `ws_session_check` (ended elsewhere, or expired).
 
 use std::time::{Duration, Instant};
 
-use axum::extract::ws::{Message, WebSocket};
+use axum::extract::ws::{close_code, CloseFrame, Message, WebSocket};
 use futures::{SinkExt, StreamExt};
 use klausur_proto::{ClientMsg, ErrorCode, ServerMsg};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::admission::{self, AdmissionError, Who};
+use crate::connections::Live;
 use crate::meeting::{JoinRequest, MeetingCmd, CLIENT_QUEUE};
 use crate::state::AppState;
+
+/// The close reason of a connection whose session or account was ended.
+pub const SESSION_ENDED: &str = "session ended";
 
 /// Token bucket: sustained messages per second and burst.
 const RATE_PER_SEC: f64 = 20.0;
@@ -42,20 +54,40 @@ impl Bucket {
     }
 }
 
-/// Serves one WebSocket connection. `who` is the HTTP session's user, if logged in.
-pub async fn serve(state: AppState, socket: WebSocket, who: Who) {
+/// Serves one WebSocket connection. `who` is the HTTP session's user, if logged in; `live` its
+/// registration ([`crate::connections`]), which ends the connection when the session ends and
+/// is released when it closes.
+pub async fn serve(state: AppState, socket: WebSocket, who: Who, mut live: Live) {
     let (mut sink, mut stream) = socket.split();
     let (tx, mut rx) = mpsc::channel::<ServerMsg>(CLIENT_QUEUE);
+    let (close_tx, mut close_rx) = oneshot::channel::<CloseFrame>();
     let keepalive = state.config.ws_keepalive;
     let idle = state.config.ws_idle;
 
     // Writer: forwards the actor's messages and sends a WebSocket ping every `keepalive` (the
-    // browser's pong keeps the reader below from timing out); closes after an `ended`.
+    // browser's pong keeps the reader below from timing out); closes after an `ended`, or with
+    // the frame the reader hands it.
     let writer = tokio::spawn(async move {
         let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + keepalive, keepalive);
         ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut close_open = true;
         loop {
             let msg = tokio::select! {
+                // A close frame from the reader goes out before the queue's end is noticed.
+                biased;
+                frame = &mut close_rx, if close_open => {
+                    match frame {
+                        Ok(frame) => {
+                            let _ = sink.send(Message::Close(Some(frame))).await;
+                            break;
+                        }
+                        // The reader ended without a close frame to send.
+                        Err(_) => {
+                            close_open = false;
+                            continue;
+                        }
+                    }
+                }
                 msg = rx.recv() => match msg {
                     Some(msg) => msg,
                     None => break,
@@ -80,13 +112,56 @@ pub async fn serve(state: AppState, socket: WebSocket, who: Who) {
 
     let mut bucket = Bucket::new();
     let mut joined: Option<(mpsc::Sender<MeetingCmd>, klausur_room::PeerId)> = None;
+    let mut session_ended = false;
+    let session = live.owner().map(|o| o.session.clone());
+    let check_every = state.config.ws_session_check;
+    let mut session_check =
+        tokio::time::interval_at(tokio::time::Instant::now() + check_every, check_every);
+    session_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // A connection that sent nothing (no message, no pong to the writer's pings) for `idle` is
     // gone: its participant leaves.
+    let mut idle_deadline = tokio::time::Instant::now() + idle;
     loop {
-        let frame = match tokio::time::timeout(idle, stream.next()).await {
+        let next = tokio::select! {
+            // An ended session wins over a frame that is ready at the same time.
+            biased;
+            () = live.ended() => {
+                session_ended = true;
+                break;
+            }
+            _ = session_check.tick(), if session.is_some() => {
+                let id_hash = session.as_deref().unwrap_or_default();
+                // Only an answer that the session is gone ends it (not a storage error).
+                if let Ok(None) = crate::api::ready_user(&state, id_hash).await {
+                    session_ended = true;
+                    break;
+                }
+                continue;
+            }
+            next = tokio::time::timeout_at(idle_deadline, stream.next()) => next,
+        };
+        let frame = match next {
             Ok(Some(Ok(frame))) => frame,
             _ => break,
         };
+        idle_deadline = tokio::time::Instant::now() + idle;
+        if let Message::Close(_) = frame {
+            break;
+        }
+        if tx.is_closed() {
+            break;
+        }
+        // Every frame counts, whatever its kind.
+        if !bucket.take(Instant::now()) {
+            if matches!(frame, Message::Text(_) | Message::Binary(_)) {
+                reply(
+                    &tx,
+                    ErrorCode::RateLimited,
+                    "too many messages; this one was dropped",
+                );
+            }
+            continue;
+        }
         let text = match frame {
             Message::Text(t) => t,
             Message::Binary(_) => {
@@ -97,20 +172,8 @@ pub async fn serve(state: AppState, socket: WebSocket, who: Who) {
                 );
                 continue;
             }
-            Message::Close(_) => break,
             _ => continue,
         };
-        if tx.is_closed() {
-            break;
-        }
-        if !bucket.take(Instant::now()) {
-            reply(
-                &tx,
-                ErrorCode::RateLimited,
-                "too many messages; this one was dropped",
-            );
-            continue;
-        }
         let msg = match ClientMsg::decode(text.as_str()) {
             Ok(m) => m,
             Err(e) => {
@@ -178,8 +241,17 @@ pub async fn serve(state: AppState, socket: WebSocket, who: Who) {
     if let Some((meeting, peer)) = joined {
         let _ = meeting.send(MeetingCmd::Disconnected { peer }).await;
     }
+    if session_ended {
+        let _ = close_tx.send(CloseFrame {
+            code: close_code::POLICY,
+            reason: SESSION_ENDED.into(),
+        });
+    } else {
+        drop(close_tx);
+    }
     drop(tx);
     let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
+    drop(live);
 }
 
 fn reply(tx: &mpsc::Sender<ServerMsg>, code: ErrorCode, message: impl Into<String>) {

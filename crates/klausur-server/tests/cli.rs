@@ -33,12 +33,20 @@ fn serve(
     start_until_listening(cmd)
 }
 
-/// The first administrator's one-time password among a server's stdout `lines`.
-fn one_time_password(lines: &[String]) -> Option<String> {
-    lines
+/// The first administrator's one-time password: in the file of the data directory `data` that a
+/// line of the server's stdout `lines` names (the password itself is never printed).
+fn one_time_password(data: &Path, lines: &[String]) -> Option<String> {
+    let file = data.join(klausur_server::server::INITIAL_PASSWORD_FILE);
+    let path = file.to_str()?;
+    let named = lines
         .iter()
-        .find_map(|l| l.split("one-time password: ").nth(1))
-        .map(|p| p.trim().to_string())
+        .any(|l| l.contains("one-time password is in") && l.contains(path));
+    let password = std::fs::read_to_string(&file).ok()?.trim().to_string();
+    assert!(
+        lines.iter().all(|l| !l.contains(&password)),
+        "the password is printed: {lines:?}"
+    );
+    named.then_some(password)
 }
 
 #[test]
@@ -178,7 +186,8 @@ async fn first_start_without_configuration_and_graceful_shutdown() {
     let data = dir.path().join("data");
     let port = free_port();
     let (mut child, lines) = serve(dir.path(), &data, port, |_| {});
-    let password = one_time_password(&lines).expect("first start prints a one-time password");
+    let password =
+        one_time_password(&data, &lines).expect("first start writes a one-time password");
     assert!(
         data.join("klausur.sqlite3").is_file(),
         "database created in the data directory"
@@ -252,10 +261,15 @@ async fn first_start_without_configuration_and_graceful_shutdown() {
     };
     assert!(status.success(), "clean exit: {status:?}");
 
-    // A second start finds the administrator and prints no new password: its first line says
-    // it listens.
+    // A second start finds the administrator and makes no new password: the one not yet
+    // changed is still in its file, and the first line says so.
     let (_again, lines) = serve(dir.path(), &data, free_port(), |_| {});
-    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert!(lines[0].contains("is still in"), "{lines:?}");
+    assert!(lines.iter().all(|l| !l.contains(&password)), "{lines:?}");
+    let kept = std::fs::read_to_string(data.join(klausur_server::server::INITIAL_PASSWORD_FILE))
+        .expect("the file is kept until the password is changed");
+    assert_eq!(kept.trim(), password);
 }
 
 #[tokio::test]
@@ -279,7 +293,8 @@ async fn serves_https_with_rustls_and_secure_cookies() {
             .is_some_and(|l| l.contains("listening on https://")),
         "{lines:?}"
     );
-    let password = one_time_password(&lines).expect("a one-time password on the first start");
+    let password = one_time_password(&dir.path().join("data"), &lines)
+        .expect("a one-time password on the first start");
     let root = reqwest::Certificate::from_pem(cert.cert.pem().as_bytes()).expect("root");
     let client = reqwest::Client::builder()
         .add_root_certificate(root)

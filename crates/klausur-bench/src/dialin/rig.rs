@@ -137,6 +137,9 @@ impl Rig {
             .arg(media.to_string())
             .env_remove("KLAUSUR_WEB_ROOT")
             .env_remove("KLAUSUR_CONFIG")
+            // Every load-generator client (and the dial-in gateway's calls) comes from
+            // 127.0.0.1: the per-address WebSocket limit would refuse all but the first 20.
+            .env("KLAUSUR_MAX_WEBSOCKETS_PER_ADDRESS", "100000")
             .env("KLAUSUR_LOG", server_log_filter());
         let mut server = spawn_logged(&mut cmd, &server_log)?;
         let server_pid = server.id();

@@ -64,6 +64,48 @@ impl TestServer {
         }
     }
 
+    /// Like [`TestServer::start_with`], served as `klausur serve` serves
+    /// ([`klausur_server::server::serve_api`]: HTTP/1.1 with the header timeout, HTTPS when
+    /// `adjust` sets TLS files; then `base` is `https://localhost:<port>`).
+    pub async fn start_served_with(adjust: impl FnOnce(&mut Config)) -> TestServer {
+        let store = Store::open_sqlite_memory().await.expect("store");
+        let overrides = Overrides {
+            listen: Some("127.0.0.1:0".into()),
+            media_listen: Some("127.0.0.1:0".into()),
+            ..Overrides::default()
+        };
+        let mut config = Config::load(None, &overrides).expect("config");
+        adjust(&mut config);
+        let (media, _) = media::start(config.media_listen, config.media_public_ip)
+            .await
+            .expect("media");
+        let mut seed = [0u8; 32];
+        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut seed);
+        let identity_ca = IdentityCa::new(SigningKey::from_bytes(&seed));
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let addr = listener.local_addr().expect("addr");
+        config.listen = addr;
+        let base = match config.tls {
+            Some(_) => format!("https://localhost:{}", addr.port()),
+            None => format!("http://{addr}"),
+        };
+        let dialin = DialIn::new(&config, PinKey::random(), None, format!("http://{addr}"));
+        let state = AppState::new(config, store.clone(), media, identity_ca, dialin);
+        let serving = state.clone();
+        tokio::spawn(async move {
+            let _ =
+                klausur_server::server::serve_api(serving, listener, axum_server::Handle::new())
+                    .await;
+        });
+        TestServer {
+            addr,
+            state,
+            store,
+            base,
+        }
+    }
+
     pub async fn user(&self, username: &str, role: Role) -> User {
         let hash = auth::hash_password(PASSWORD).expect("hash");
         self.store
