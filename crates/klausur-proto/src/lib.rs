@@ -132,10 +132,18 @@ pub struct Participant {
     /// epoch, the server's clock: earlier hands come first); `null` when the hand is down.
     #[cfg_attr(feature = "ts", ts(type = "number | null"))]
     pub hand_raised_at: Option<u64>,
-    /// The MLS leaf index this participant's client says it holds in the meeting's group
-    /// (`null` until it is a member). A claim relayed by the server: clients check it against
-    /// the group's own roster and flag any mismatch.
+    /// The MLS leaf index this participant's client holds in the meeting's group (`null` until
+    /// it is a member). The server sets it only from a claim signed by that leaf's device key
+    /// whose credential is this participant's (docs/e2ee.md, "Leaf claims"); clients check it
+    /// against the group's own roster and flag any mismatch.
     pub leaf: Option<u32>,
+    /// The user id of the identity credential in that leaf, as the server checked it against
+    /// who this participant is: `user:<id>` (staff), `invitation:<id>` (an invitee, also a
+    /// caller), `guest:<random>` (a lobby guest); `null` while `leaf` is. Clients remove a
+    /// leaf for a participant who left only if the leaf's credential names this id.
+    #[serde(default)]
+    #[cfg_attr(feature = "ts", ts(optional = nullable))]
+    pub credential_user_id: Option<String>,
     /// Set for a telephone caller (kind `phone_gateway`): the call's leg, shown with a phone
     /// badge and a banner that this leg is not end-to-end encrypted.
     pub phone: Option<PhoneLeg>,
@@ -166,6 +174,9 @@ pub enum LobbyReason {
     Profile,
     Locked,
     Removed,
+    /// Someone joined with an invitation that a participant in the meeting already uses, from
+    /// another browser: a moderator decides whether they take the seat.
+    InvitationInUse,
 }
 
 /// The meeting's security profile (see docs/security-profiles.md).
@@ -328,10 +339,21 @@ pub enum ClientMsg {
     },
     /// End-to-end encryption: this client is now a group member at `leaf` in `epoch` (after
     /// creating the group as asked by `mls_create_group`, or after processing a Welcome).
+    /// `signature` (base64, Ed25519) is the leaf's device key over the group id, `epoch`,
+    /// `leaf` and this client's participant id (docs/e2ee.md, "Leaf claims"); the server
+    /// accepts the claim only if it verifies under the key of that leaf in the group's tree
+    /// and the leaf's credential is this participant's. The creator of a group also sends the
+    /// group's `GroupInfo` with its ratchet tree (`group_info`, base64 `MLSMessage`), from
+    /// which the server starts following the group's public state; everyone else leaves it
+    /// out.
     MlsMember {
         leaf: u32,
         #[cfg_attr(feature = "ts", ts(type = "number"))]
         epoch: u64,
+        signature: String,
+        #[serde(default)]
+        #[cfg_attr(feature = "ts", ts(optional = nullable))]
+        group_info: Option<String>,
     },
     /// End-to-end encryption: a commit made by this member at `epoch` (base64 `MLSMessage`).
     /// `welcome` (base64) goes to the participants in `welcome_for`, whose key packages the
@@ -458,6 +480,10 @@ pub enum ServerMsg {
     ActiveSpeaker {
         participant_id: Option<ParticipantId>,
     },
+    /// To a participant who came in with an invitation: someone else joined with the same
+    /// invitation from another browser and waits in the lobby; a moderator decides whether
+    /// they take this participant's place.
+    InvitationContested,
     /// The meeting is over for you; the connection closes after this.
     Ended {
         reason: EndReason,
@@ -852,7 +878,12 @@ mod tests {
                     signature: "AAE=".into(),
                 }),
             },
-            ClientMsg::MlsMember { leaf: 2, epoch: 7 },
+            ClientMsg::MlsMember {
+                leaf: 2,
+                epoch: 7,
+                signature: "AAE=".into(),
+                group_info: Some("AAI=".into()),
+            },
             ClientMsg::MlsCommitRejected { epoch: 7 },
             ClientMsg::MlsChat {
                 id: 1,

@@ -4,18 +4,146 @@
 //! The facts are looked up in [`decide`]; the rule itself is the pure function [`standing`],
 //! tested below for every profile and kind of arrival. Whether a profile accepts telephone
 //! callers at all is the pure function [`dial_in_allowed`].
+//!
+//! # Invitation-token guesses
+//!
+//! Wherever an invitation token is presented (the WebSocket's `join`, `GET /api/invite/{token}`,
+//! `POST /api/identity/credential`), a lookup that fails (unknown, revoked, expired, or for
+//! another meeting) counts against the client's address: [`INVITATION_FAILURES_PER_WINDOW`] in
+//! [`INVITATION_FAILURE_WINDOW`] ([`InvitationGuard`], through [`Source`]). Beyond that, a wrong
+//! token from that address is refused with [`AdmissionError::TooManyInvalidInvitations`]
+//! instead of saying what is wrong with it, while a correct token still works.
+//!
+//! Why a correct token still works: the tokens carry 256 random bits, so guessing one is
+//! hopeless with or without a limit; what a limit adds is to end the scanning quickly and to stop
+//! answering which tokens exist but were revoked or have expired. A limit that also refused
+//! correct tokens would let one scanner lock out every real guest who shares its address (an
+//! office behind NAT, or everyone behind a proxy whose address is not replaced by the client's),
+//! which is the kind of limit issue 19 asks to avoid.
+
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use klausur_proto::{ErrorCode, JoinMethod, ParticipantKind, PhoneLeg, SecurityProfile};
 use klausur_store::{BanSubject, Invitation, Meeting, Store, User};
 
 use crate::auth::token_hash;
+use crate::identity::AddressBudget;
 use crate::meeting::{MeetingSeed, Pass, Standing};
+use crate::state::AppState;
 
-/// The logged-in user of the connection, if any.
+/// Failed invitation-token lookups allowed per client address in [`INVITATION_FAILURE_WINDOW`].
+pub const INVITATION_FAILURES_PER_WINDOW: u32 = 20;
+/// The window of [`INVITATION_FAILURES_PER_WINDOW`].
+pub const INVITATION_FAILURE_WINDOW: Duration = Duration::from_secs(10 * 60);
+
+/// The logged-in user of the connection, if any, and where it comes from.
 #[derive(Debug, Clone, Default)]
 pub struct Who {
     pub user: Option<User>,
+    /// The client's address and the budget its failed invitation lookups count against; `None`
+    /// counts nothing (callers that are not a client, such as tests of the rule).
+    pub source: Option<Source>,
+}
+
+impl Who {
+    /// The connection of `user` (if logged in) from the client address `client`.
+    pub fn from_client(state: &AppState, user: Option<User>, client: IpAddr) -> Who {
+        Who {
+            user,
+            source: Some(Source::new(state, client)),
+        }
+    }
+}
+
+/// The failed invitation-token lookups per client address (see the module documentation): a
+/// handle to one shared [`AddressBudget`], kept in the server state.
+#[derive(Debug, Clone)]
+pub struct InvitationGuard(Arc<Mutex<AddressBudget>>);
+
+impl InvitationGuard {
+    /// A fresh budget of [`INVITATION_FAILURES_PER_WINDOW`] per [`INVITATION_FAILURE_WINDOW`].
+    pub fn new() -> Self {
+        Self::with_limit(INVITATION_FAILURES_PER_WINDOW, INVITATION_FAILURE_WINDOW)
+    }
+
+    pub fn with_limit(max: u32, window: Duration) -> Self {
+        InvitationGuard(Arc::new(Mutex::new(AddressBudget::new(max, window))))
+    }
+
+    /// Counts one failed lookup from `client`; false if the address has failed too often.
+    pub fn take_failure(&self, now: Instant, client: IpAddr) -> bool {
+        self.0
+            .lock()
+            .map(|mut b| b.try_take(now, client))
+            .unwrap_or(false)
+    }
+
+    /// What a failed lookup from `client` answers: `error` itself, or
+    /// [`AdmissionError::TooManyInvalidInvitations`] once the address has failed too often.
+    /// Other errors (not about the token) pass through uncounted.
+    pub fn on_failure(
+        &self,
+        now: Instant,
+        client: IpAddr,
+        error: AdmissionError,
+    ) -> AdmissionError {
+        match error {
+            AdmissionError::InvitationInvalid | AdmissionError::InvitationExpired => {
+                if self.take_failure(now, client) {
+                    error
+                } else {
+                    AdmissionError::TooManyInvalidInvitations
+                }
+            }
+            other => other,
+        }
+    }
+}
+
+impl Default for InvitationGuard {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// A client presenting an invitation token: its address and the guard its failures count
+/// against.
+#[derive(Debug, Clone)]
+pub struct Source {
+    pub client: IpAddr,
+    guard: InvitationGuard,
+}
+
+impl Source {
+    /// The client at `client`, counting against the server's guard.
+    pub fn new(state: &AppState, client: IpAddr) -> Source {
+        let guard = match state.guest_credential_limiter.lock() {
+            Ok(l) => l.invitations(),
+            // A panic elsewhere while holding the lock leaves the budgets intact.
+            Err(poisoned) => poisoned.into_inner().invitations(),
+        };
+        Source { client, guard }
+    }
+
+    /// [`invitation_for`], with a failure counted against this client.
+    pub async fn invitation(
+        &self,
+        store: &Store,
+        token: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Invitation, AdmissionError> {
+        invitation_for(store, token, now)
+            .await
+            .map_err(|e| self.failed(e))
+    }
+
+    /// Counts `error` if it is a failed token (see [`InvitationGuard::on_failure`]).
+    pub fn failed(&self, error: AdmissionError) -> AdmissionError {
+        self.guard.on_failure(Instant::now(), self.client, error)
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +164,11 @@ pub enum AdmissionError {
     TicketCombined,
     #[error("this meeting does not accept telephone callers")]
     DialInNotAllowed,
+    #[error(
+        "too many invalid invitation links from this address; try again in 10 minutes (a valid \
+         link still works)"
+    )]
+    TooManyInvalidInvitations,
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -75,6 +208,7 @@ impl AdmissionError {
                 ErrorCode::InvalidField
             }
             AdmissionError::DialInNotAllowed => ErrorCode::Forbidden,
+            AdmissionError::TooManyInvalidInvitations => ErrorCode::RateLimited,
             AdmissionError::Internal(_) => ErrorCode::Internal,
         }
     }
@@ -154,6 +288,7 @@ pub fn standing(f: &Facts) -> Result<Standing, AdmissionError> {
         pass: None,
         admitter: None,
         phone: None,
+        seat_token: None,
     })
 }
 
@@ -181,6 +316,7 @@ fn phone_standing(f: &Facts, phone: &PhoneLeg) -> Result<Standing, AdmissionErro
         pass: None,
         admitter: None,
         phone: Some(phone.clone()),
+        seat_token: None,
     })
 }
 
@@ -219,6 +355,7 @@ pub async fn returning_guest(
         }),
         admitter: pass.admitter,
         phone: None,
+        seat_token: None,
     }))
 }
 
@@ -280,9 +417,14 @@ pub async fn decide(
             (Some(d.invitation), Some(phone))
         }
         (Some(t), None) => {
-            let inv = invitation_for(store, t, now).await?;
+            // A failed lookup counts against the client (see the module documentation).
+            let counted = |e: AdmissionError| match &who.source {
+                Some(source) => source.failed(e),
+                None => e,
+            };
+            let inv = invitation_for(store, t, now).await.map_err(counted)?;
             if inv.meeting_id != meeting.id {
-                return Err(AdmissionError::InvitationInvalid);
+                return Err(counted(AdmissionError::InvitationInvalid));
             }
             (Some(inv), None)
         }
@@ -364,10 +506,14 @@ pub async fn decide(
         display_name,
         phone,
     };
-    let standing = match returning {
+    let mut standing = match returning {
         Some(s) => s,
         None => standing(&facts)?,
     };
+    // An invited guest's browser shows with its rejoin token that it held the seat before.
+    if standing.kind == ParticipantKind::InvitedGuest {
+        standing.seat_token = rejoin_token.map(str::to_string);
+    }
     let dial_in = meeting_dial_in(&meeting);
     Ok((
         MeetingSeed {
@@ -587,6 +733,41 @@ mod tests {
         })
         .expect("ok");
         assert_eq!(s.display_name, "Carla");
+    }
+
+    #[test]
+    fn failed_tokens_count_per_address_and_only_failed_tokens_count() {
+        let guard = InvitationGuard::with_limit(2, Duration::from_secs(600));
+        let t0 = Instant::now();
+        let a: IpAddr = "192.0.2.1".parse().expect("ip");
+        let b: IpAddr = "192.0.2.2".parse().expect("ip");
+        let fail = |at, ip| guard.on_failure(at, ip, AdmissionError::InvitationInvalid);
+        assert!(matches!(fail(t0, a), AdmissionError::InvitationInvalid));
+        assert!(matches!(
+            guard.on_failure(t0, a, AdmissionError::InvitationExpired),
+            AdmissionError::InvitationExpired
+        ));
+        // Other errors are not about the token: passed through, not counted.
+        for _ in 0..5 {
+            assert!(matches!(
+                guard.on_failure(t0, a, AdmissionError::MeetingNotFound),
+                AdmissionError::MeetingNotFound
+            ));
+        }
+        assert!(matches!(
+            fail(t0, a),
+            AdmissionError::TooManyInvalidInvitations
+        ));
+        assert_eq!(
+            AdmissionError::TooManyInvalidInvitations.code(),
+            ErrorCode::RateLimited
+        );
+        // Negative controls: another address, and the next window.
+        assert!(matches!(fail(t0, b), AdmissionError::InvitationInvalid));
+        assert!(matches!(
+            fail(t0 + Duration::from_secs(600), a),
+            AdmissionError::InvitationInvalid
+        ));
     }
 
     fn phone(suffix: Option<&str>) -> Option<PhoneLeg> {

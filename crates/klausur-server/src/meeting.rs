@@ -54,6 +54,9 @@ pub struct Standing {
     pub admitter: Option<BanSubject>,
     /// A telephone caller (kind `PhoneGateway`): the call's leg as everyone sees it.
     pub phone: Option<klausur_proto::PhoneLeg>,
+    /// An invited guest's `rejoin_token`: the seat token this browser got in its last `joined`
+    /// (see `Actor::seat_tokens`).
+    pub seat_token: Option<String>,
 }
 
 /// A lobby guest's pass (stored: `klausur_store::GuestPass`), as the actor holds it.
@@ -178,6 +181,7 @@ impl Registry {
             locked: false,
             had_members: false,
             lobby_notice: None,
+            seat_tokens: HashMap::new(),
             lobby_sent_at: None,
             muted: HashSet::new(),
             hands: HashMap::new(),
@@ -249,6 +253,10 @@ struct Actor {
     /// A lobby list not yet sent to the moderators (`Some(arrived)`), see
     /// [`LOBBY_NOTICE_INTERVAL`], and when the last one was sent.
     lobby_notice: Option<bool>,
+    /// Per invitation seat, the token its current browser got in `joined` (`rejoin_token`):
+    /// a join that brings it back takes the seat over (a reload, a reconnect); one without it
+    /// while the seat is taken waits in the lobby as `invitation_in_use`.
+    seat_tokens: HashMap<Seat, String>,
     lobby_sent_at: Option<tokio::time::Instant>,
     /// Accounts and invitations a moderator muted: they stay muted when they come back (a
     /// reconnect, a reload, or a restart of the server: they are stored), until a moderator
@@ -572,6 +580,7 @@ impl Actor {
                     screen_sharing: false,
                     hand_raised_at: None,
                     leaf: None,
+                    credential_user_id: None,
                     phone: None,
                 },
             },
@@ -591,9 +600,13 @@ impl Actor {
                 }]);
             }
         }
-        let pending =
-            self.delivery
-                .key_package(impostor, b64.encode(&forgery.key_package), None, None);
+        let pending = self.delivery.key_package(
+            impostor,
+            b64.encode(&forgery.key_package),
+            None,
+            None,
+            std::time::Instant::now(),
+        );
         let pending_ok = pending.is_ok();
         self.deliver_or_refuse(impostor, pending);
         let _ = forgery.reply.send(serde_json::json!({
@@ -616,23 +629,38 @@ impl Actor {
         }
         // One person, one seat: the same account, invitation or guest pass joining again
         // replaces the old connection (a reload, a second tab, a reconnect not noticed yet).
+        // An invitation link can travel: someone else joining with it while its guest is in the
+        // meeting does not push them out. They wait in the lobby, the guest is told, and a
+        // moderator decides. The guest's own browser coming back (with the seat token of its
+        // last `joined`) takes the seat over as before.
         let seat = Seat::of(&standing);
+        let holders = self.seat_holders(seat);
+        let contested = matches!(seat, Some(Seat::Subject(BanSubject::Invitation(_))))
+            && !holders.is_empty()
+            && match (
+                seat.and_then(|s| self.seat_tokens.get(&s)),
+                &standing.seat_token,
+            ) {
+                (Some(held), Some(presented)) => held != presented,
+                _ => true,
+            };
         if seat.is_some() {
             let old: Vec<PeerId> = self
-                .members
+                .lobby
                 .iter()
-                .filter(|(_, m)| Seat::of(&m.standing) == seat)
+                .filter(|(_, w)| Seat::of(&w.standing) == seat)
                 .map(|(p, _)| *p)
-                .chain(
-                    self.lobby
-                        .iter()
-                        .filter(|(_, w)| Seat::of(&w.standing) == seat)
-                        .map(|(p, _)| *p),
-                )
+                .chain(if contested {
+                    Vec::new()
+                } else {
+                    holders.clone()
+                })
                 .collect();
             self.replace(old);
         }
-        let lobby_reason = if standing.moderator {
+        let lobby_reason = if contested {
+            Some(LobbyReason::InvitationInUse)
+        } else if standing.moderator {
             None
         } else if standing.banned {
             Some(LobbyReason::Removed)
@@ -686,6 +714,11 @@ impl Actor {
                     },
                 );
                 self.notify_moderators_lobby(true);
+                if contested {
+                    for p in holders {
+                        self.to_peer(p, ServerMsg::InvitationContested);
+                    }
+                }
             }
             None => {
                 let method = standing.direct.clone().unwrap_or(JoinMethod::StaffLogin);
@@ -766,6 +799,18 @@ impl Actor {
 
     /// Ends the connections a new join of the same person replaces (a reload, a second tab, a
     /// reconnect the server had not noticed yet).
+    /// The members in `seat` (none without a seat).
+    fn seat_holders(&self, seat: Option<Seat>) -> Vec<PeerId> {
+        if seat.is_none() {
+            return Vec::new();
+        }
+        self.members
+            .iter()
+            .filter(|(_, m)| Seat::of(&m.standing) == seat)
+            .map(|(p, _)| *p)
+            .collect()
+    }
+
     fn replace(&mut self, old: Vec<PeerId>) {
         for p in old {
             self.keep_hand(p);
@@ -835,6 +880,7 @@ impl Actor {
             screen_sharing: false,
             hand_raised_at: Seat::of(&standing).and_then(|s| self.hands.remove(&s)),
             leaf: None,
+            credential_user_id: None,
             phone: standing.phone.clone(),
         };
         let mut participants: Vec<Participant> =
@@ -845,6 +891,18 @@ impl Actor {
         } else {
             Vec::new()
         };
+        // A lobby guest's pass, or an invited guest's seat token: what brings this browser back.
+        let rejoin_token = match (&standing.pass, Seat::of(&standing)) {
+            (Some(pass), _) => Some(pass.token.clone()),
+            (None, Some(seat @ Seat::Subject(BanSubject::Invitation(_))))
+                if standing.kind == ParticipantKind::InvitedGuest =>
+            {
+                let token = crate::auth::new_token().to_string();
+                self.seat_tokens.insert(seat, token.clone());
+                Some(token)
+            }
+            _ => None,
+        };
         self.send(
             &tx,
             ServerMsg::Joined {
@@ -853,7 +911,7 @@ impl Actor {
                 meeting: self.info(),
                 participants,
                 lobby,
-                rejoin_token: standing.pass.as_ref().map(|p| p.token.clone()),
+                rejoin_token,
             },
         );
         self.broadcast(
@@ -965,9 +1023,10 @@ impl Actor {
                     }
                 }
                 Out::PendingChanged => self.pending_changed = true,
-                Out::Leaf(peer, leaf) => {
+                Out::Leaf(peer, claim) => {
                     if let Some(m) = self.members.get_mut(&peer) {
-                        m.info.leaf = leaf;
+                        m.info.leaf = claim.as_ref().map(|c| c.leaf);
+                        m.info.credential_user_id = claim.map(|c| c.credential_user_id);
                         let participant = m.info.clone();
                         self.broadcast(ServerMsg::ParticipantUpdated { participant }, None);
                     }
@@ -1197,6 +1256,10 @@ impl Actor {
                     return Flow::Continue;
                 };
                 let by = self.display_name(peer);
+                // Whom a moderator lets in takes their seat: someone in the meeting with the same
+                // invitation (`invitation_in_use`) makes way.
+                let holders = self.seat_holders(Seat::of(&w.standing));
+                self.replace(holders);
                 // A guest without account or invitation (and without a pass yet): a pass
                 // brings this browser tab back in after a broken connection or a restart.
                 if w.standing.ban_subject.is_none() && w.standing.pass.is_none() {
@@ -1442,13 +1505,45 @@ impl Actor {
                         .and_then(|a| self.member_with_subject(a));
                     m.admitted_by.or(returning)
                 });
-                let out = self
-                    .delivery
-                    .key_package(peer, key_package, admitted_by, continuity);
+                let out = self.delivery.key_package(
+                    peer,
+                    key_package,
+                    admitted_by,
+                    continuity,
+                    std::time::Instant::now(),
+                );
                 self.deliver_or_refuse(peer, out);
             }
-            ClientMsg::MlsMember { leaf, epoch } => {
-                let out = self.delivery.member(peer, leaf, epoch);
+            ClientMsg::MlsMember {
+                leaf,
+                epoch,
+                signature,
+                group_info,
+            } => {
+                // The identity credential this participant's leaf must carry.
+                let identity = self.members.get(&peer).and_then(|m| {
+                    crate::delivery::Identity::of(
+                        m.standing.kind,
+                        m.standing.user_id,
+                        m.standing.ban_subject,
+                    )
+                });
+                let out = match identity {
+                    Some(identity) => self.delivery.member(
+                        peer,
+                        crate::delivery::MemberClaim {
+                            leaf,
+                            epoch,
+                            signature,
+                            group_info,
+                        },
+                        &identity,
+                    ),
+                    None => Err((
+                        ErrorCode::Forbidden,
+                        "no identity credential is yours in this meeting's group".into(),
+                    )),
+                };
                 self.deliver_or_refuse(peer, out);
             }
             ClientMsg::MlsCommit {

@@ -224,3 +224,127 @@ async fn an_invitation_joins_under_its_own_name() {
     };
     assert_eq!(lobby[0].display_name, "Carla Gast");
 }
+
+/// Joins with an invitation and, if given, the seat token of an earlier `joined`.
+async fn join_with_token(s: &Setup, token: &str, seat_token: Option<&str>) -> (Client, ServerMsg) {
+    let mut c = Client::connect(&s.srv, None).await;
+    c.send(&ClientMsg::Join {
+        meeting_id: s.meeting.clone(),
+        invite_token: Some(token.to_string()),
+        display_name: None,
+        rejoin_token: seat_token.map(str::to_string),
+        dial_in_ticket: None,
+    })
+    .await;
+    let first = c.next().await;
+    (c, first)
+}
+
+fn seat_token(m: &ServerMsg) -> String {
+    match m {
+        ServerMsg::Joined {
+            rejoin_token: Some(t),
+            ..
+        } => t.clone(),
+        other => panic!("expected joined with a seat token, got {other:?}"),
+    }
+}
+
+async fn lobby_entry(olga: &mut Client) -> klausur_proto::LobbyEntry {
+    match olga
+        .until(|m| matches!(m, ServerMsg::LobbyChanged { lobby, .. } if !lobby.is_empty()))
+        .await
+    {
+        ServerMsg::LobbyChanged { mut lobby, .. } => lobby.remove(0),
+        _ => unreachable!(),
+    }
+}
+
+async fn replaced(c: &mut Client) {
+    c.until(|m| {
+        matches!(
+            m,
+            ServerMsg::Ended {
+                reason: klausur_proto::EndReason::Replaced,
+                ..
+            }
+        )
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_second_join_with_the_same_invitation_waits_for_a_moderator() {
+    let s = setup().await;
+    let mut olga = Client::connect(&s.srv, Some(&s.olga_cookie)).await;
+    olga.join(&s.meeting, None, None).await;
+    let (mut gina, first) = join_with_token(&s, &s.gina, None).await;
+    let gina_token = seat_token(&first);
+
+    // Someone else with Gina's link: waits in the lobby, Gina is told and stays.
+    let (mut other, first) = join_with_token(&s, &s.gina, None).await;
+    assert!(matches!(first, ServerMsg::LobbyWait { .. }), "{first:?}");
+    gina.until(|m| matches!(m, ServerMsg::InvitationContested))
+        .await;
+    let entry = lobby_entry(&mut olga).await;
+    assert_eq!(entry.reason, klausur_proto::LobbyReason::InvitationInUse);
+    assert_eq!(entry.display_name, "Gina Gast");
+    // A wrong seat token is no better than none. (One entry per seat waits: the later
+    // arrival takes the earlier one's place in the lobby.)
+    let (mut other2, first) = join_with_token(&s, &s.gina, Some("not-the-token")).await;
+    assert!(matches!(first, ServerMsg::LobbyWait { .. }), "{first:?}");
+    replaced(&mut other).await;
+    gina.send(&ClientMsg::Ping).await;
+    gina.until(|m| matches!(m, ServerMsg::Pong)).await;
+    let entry = match olga
+        .until(|m| matches!(m, ServerMsg::LobbyChanged { lobby, .. } if lobby.len() == 1 && lobby[0].id != entry.id))
+        .await
+    {
+        ServerMsg::LobbyChanged { mut lobby, .. } => lobby.remove(0),
+        _ => unreachable!(),
+    };
+    assert_eq!(entry.reason, klausur_proto::LobbyReason::InvitationInUse);
+
+    // Denied, the other goes; Gina stays.
+    olga.send(&ClientMsg::Deny {
+        participant_id: entry.id.clone(),
+    })
+    .await;
+    other2
+        .until(|m| {
+            matches!(
+                m,
+                ServerMsg::Ended {
+                    reason: klausur_proto::EndReason::Denied,
+                    ..
+                }
+            )
+        })
+        .await;
+
+    // Gina's own browser coming back (with its seat token) takes the seat over at once.
+    let (mut gina2, first) = join_with_token(&s, &s.gina, Some(&gina_token)).await;
+    let gina2_token = seat_token(&first);
+    replaced(&mut gina).await;
+    olga.until(|m| matches!(m, ServerMsg::LobbyChanged { lobby, .. } if lobby.is_empty()))
+        .await;
+
+    // Admitted by the moderator, the other takes the seat: Gina makes way.
+    let (mut other, first) = join_with_token(&s, &s.gina, None).await;
+    assert!(matches!(first, ServerMsg::LobbyWait { .. }), "{first:?}");
+    let entry = match olga
+        .until(|m| matches!(m, ServerMsg::LobbyChanged { lobby, .. } if lobby.len() == 1 && lobby[0].id != entry.id))
+        .await
+    {
+        ServerMsg::LobbyChanged { mut lobby, .. } => lobby.remove(0),
+        _ => unreachable!(),
+    };
+    assert_eq!(entry.reason, klausur_proto::LobbyReason::InvitationInUse);
+    olga.send(&ClientMsg::Admit {
+        participant_id: entry.id,
+    })
+    .await;
+    other.until(|m| matches!(m, ServerMsg::Joined { .. })).await;
+    replaced(&mut gina2).await;
+    assert_ne!(gina2_token, gina_token);
+}

@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use common::ws::{session_cookie, Client};
@@ -13,27 +13,9 @@ use common::TestServer;
 use klausur_proto::{ClientMsg, EndReason, ErrorCode, SecurityProfile, ServerMsg};
 use klausur_server::meeting::MAX_LOBBY;
 use klausur_store::Role;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-
-/// A WebSocket from 127.0.0.`n` (guests spread over addresses, as a crowd would be).
-async fn connect_from(srv: &TestServer, n: u8) -> Client {
-    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
-    socket
-        .bind(SocketAddr::from((Ipv4Addr::new(127, 0, 0, n), 0)))
-        .expect("bind");
-    let stream = socket.connect(srv.addr).await.expect("connect");
-    let req = format!("ws://{}/api/ws", srv.addr)
-        .into_client_request()
-        .expect("request");
-    let (ws, _) =
-        tokio_tungstenite::client_async(req, tokio_tungstenite::MaybeTlsStream::Plain(stream))
-            .await
-            .expect("upgrade");
-    Client { ws }
-}
 
 async fn guest_joins(srv: &TestServer, i: usize) -> (Client, ServerMsg) {
-    let mut c = connect_from(srv, 2 + (i % 100) as u8).await;
+    let mut c = Client::connect_from(srv, Ipv4Addr::new(127, 0, 0, 2 + (i % 100) as u8)).await;
     c.send(&ClientMsg::Join {
         meeting_id: "lobbymeeting0001".into(),
         invite_token: None,

@@ -681,7 +681,7 @@ async fn a_client_that_stops_answering_pings_leaves_a_quiet_one_stays() {
             _ = tokio::time::sleep_until(until.into()) => {}
         }
     }
-    drop(gina);
+    gina.close().await;
 }
 
 /// Waits until no meeting actor runs any more (the last one closed after its people left).
@@ -726,7 +726,7 @@ async fn a_lock_survives_a_restart_and_goes_when_the_meeting_empties() {
         ServerMsg::LobbyWait { .. }
     ));
     gina.send(&ClientMsg::Leave).await;
-    drop(gina);
+    gina.close().await;
     no_meeting_running(&s.srv).await;
     let mut hans = Client::connect(&s.srv, None).await;
     assert!(matches!(
@@ -790,7 +790,7 @@ async fn a_guest_made_moderator_stays_one_when_coming_back() {
         .await;
 
     // Her connection breaks; she comes back with her invitation: a moderator, not in the lobby.
-    drop(gina);
+    gina.close().await;
     let mut gina = Client::connect(&s.srv, None).await;
     let j = gina.join(&s.meeting, Some(&s.gina), None).await;
     assert_eq!(own(&j).role, PRole::Moderator);
@@ -806,7 +806,7 @@ async fn a_guest_made_moderator_stays_one_when_coming_back() {
     olga.send(&ClientMsg::Lock { locked: false }).await;
     olga.until(|m| matches!(m, ServerMsg::MeetingChanged { meeting } if !meeting.locked))
         .await;
-    drop(gina);
+    gina.close().await;
     let mut gina = Client::connect(&s.srv, None).await;
     let j = gina.join(&s.meeting, Some(&s.gina), None).await;
     assert_eq!(own(&j).role, PRole::Participant);
@@ -833,7 +833,7 @@ async fn a_mute_by_a_moderator_holds_across_a_reconnect() {
     let (mut olga, gina, gina_id) = olga_and_gina(&s).await;
     moderator_mutes(&mut olga, &gina_id, true).await;
 
-    drop(gina);
+    gina.close().await;
     let mut gina = Client::connect(&s.srv, None).await;
     let me = own(&gina.join(&s.meeting, Some(&s.gina), None).await);
     assert!(
@@ -846,7 +846,7 @@ async fn a_mute_by_a_moderator_holds_across_a_reconnect() {
     assert!(!own(&hans.join(&s.meeting, Some(&s.hans), None).await).muted_by_moderator);
 
     moderator_mutes(&mut olga, &gina_id, false).await;
-    drop(gina);
+    gina.close().await;
     let mut gina = Client::connect(&s.srv, None).await;
     let me = own(&gina.join(&s.meeting, Some(&s.gina), None).await);
     assert!(!me.muted_by_moderator, "the lifted mute came back");
@@ -918,16 +918,77 @@ async fn max_admitted(s: &Setup, olga: &mut Client) -> (Client, ServerMsg) {
     (max, j)
 }
 
-/// The client asks to join the encrypted group, is told to create it, and does; its id.
-async fn creates_the_group(c: &mut Client) -> String {
+/// The client (participant `pid`) asks to join the encrypted group, is told to create it, and
+/// does as a browser would: a device key with a credential from the server's identity CA
+/// (`body` as for `POST /api/identity/credential`, sent by `http` with `csrf`), the group, and
+/// its claim of leaf 0 signed by that key, with the group's GroupInfo (the server accepts a
+/// claim only from the leaf's device key, for a credential that is the participant's); its id.
+async fn creates_the_group(
+    s: &Setup,
+    c: &mut Client,
+    pid: &str,
+    (http, csrf, body): (reqwest::Client, Option<String>, serde_json::Value),
+) -> String {
+    use base64::engine::general_purpose::STANDARD as B64;
+    use base64::Engine as _;
     c.send(&ClientMsg::MlsKeyPackage {
         key_package: "AAE=".into(),
         continuity: None,
     })
     .await;
-    c.until(|m| matches!(m, ServerMsg::MlsCreateGroup { .. }))
-        .await;
-    c.send(&ClientMsg::MlsMember { leaf: 0, epoch: 0 }).await;
+    let ServerMsg::MlsCreateGroup { group_id } = c
+        .until(|m| matches!(m, ServerMsg::MlsCreateGroup { .. }))
+        .await
+    else {
+        unreachable!()
+    };
+    let mut seed = [0u8; 32];
+    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut seed);
+    let key = klausur_e2ee::SigningKey::from_bytes(&seed);
+    let mut body = body;
+    body["device_key"] = serde_json::json!(hex::encode(key.verifying_key().to_bytes()));
+    let mut req = http
+        .post(format!("{}/api/identity/credential", s.srv.base))
+        .json(&body);
+    if let Some(t) = &csrf {
+        req = req.header("X-CSRF-Token", t);
+    }
+    let v: serde_json::Value = req
+        .send()
+        .await
+        .expect("credential")
+        .json()
+        .await
+        .expect("json");
+    let cred = B64
+        .decode(v["credential"].as_str().unwrap_or_else(|| panic!("{v}")))
+        .expect("base64");
+    let ca: [u8; 32] = hex::decode(v["ca_public_key"].as_str().expect("ca"))
+        .expect("hex")
+        .try_into()
+        .expect("32 bytes");
+    let mut member = klausur_e2ee::Member::new(
+        klausur_e2ee::SignedCredential::from_bytes(&cred).expect("credential"),
+        key,
+        klausur_e2ee::CaVerifier {
+            ca_public_key: klausur_e2ee::VerifyingKey::from_bytes(&ca).expect("ca key"),
+        },
+        klausur_e2ee::MemberConfig::default(),
+    )
+    .expect("member");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock");
+    member
+        .create_group(group_id.as_bytes(), now)
+        .expect("create");
+    c.send(&ClientMsg::MlsMember {
+        leaf: 0,
+        epoch: 0,
+        signature: B64.encode(member.sign_leaf_claim(pid).expect("claim")),
+        group_info: Some(B64.encode(member.group_info().expect("group info"))),
+    })
+    .await;
     let ServerMsg::ParticipantUpdated { participant } = c
         .until(|m| matches!(m, ServerMsg::ParticipantUpdated { participant } if participant.leaf == Some(0)))
         .await
@@ -999,7 +1060,23 @@ async fn a_lobby_guest_comes_back_with_the_pass() {
     assert_eq!(rejoin_token(&j).as_deref(), Some(pass.as_str()));
 
     // Olga's client adds him to the encrypted group again, but only with a continuity proof.
-    let olga_id = creates_the_group(&mut olga).await;
+    let ServerMsg::Joined { participants, .. } = &j else {
+        unreachable!()
+    };
+    let olga_pid = participants
+        .iter()
+        .find(|p| p.organiser)
+        .expect("Olga")
+        .id
+        .clone();
+    let (olga_http, olga_csrf) = s.srv.login("olga").await;
+    let olga_id = creates_the_group(
+        &s,
+        &mut olga,
+        &olga_pid,
+        (olga_http, Some(olga_csrf), serde_json::json!({})),
+    )
+    .await;
     let max_id = own(&j).id;
     max.send(&ClientMsg::MlsKeyPackage {
         key_package: "AAI=".into(),
@@ -1044,8 +1121,18 @@ async fn a_lobby_guest_comes_back_with_the_pass() {
     no_meeting_running(&s.srv).await;
     // Gina is back first and starts the new group; then Max, whose proof waits for Olga.
     let mut gina = Client::connect(&s.srv, None).await;
-    gina.join(&s.meeting, Some(&s.gina), None).await;
-    creates_the_group(&mut gina).await;
+    let gina_pid = joined_id(&gina.join(&s.meeting, Some(&s.gina), None).await);
+    creates_the_group(
+        &s,
+        &mut gina,
+        &gina_pid,
+        (
+            s.srv.anonymous(),
+            None,
+            serde_json::json!({"invite_token": s.gina}),
+        ),
+    )
+    .await;
     let mut max = Client::connect(&s.srv, None).await;
     let j = max.rejoin(&s.meeting, &pass, "Max Muster").await;
     let me = own(&j);
@@ -1063,7 +1150,7 @@ async fn a_lobby_guest_comes_back_with_the_pass() {
     gina.until(|m| pending_admitter(m, &me.id) == Some(Some(olga_id.clone())))
         .await;
     gina.send(&ClientMsg::Leave).await;
-    drop(gina);
+    gina.close().await;
 
     // Made a moderator, he comes back as one.
     olga.send(&ClientMsg::SetModerator {
@@ -1216,7 +1303,7 @@ async fn raised_hands_are_shown_in_order_and_lowered_by_moderators() {
     assert!(again > hans_at);
 
     // Her connection breaks: she comes back with her hand still up, in the same place.
-    drop(gina);
+    gina.close().await;
     olga.until(|m| matches!(m, ServerMsg::ParticipantLeft { participant_id, .. } if *participant_id == gina_id))
         .await;
     let mut gina = Client::connect(&s.srv, None).await;
@@ -1228,7 +1315,7 @@ async fn raised_hands_are_shown_in_order_and_lowered_by_moderators() {
     );
     // Leaving on purpose takes the hand down for good.
     gina.send(&ClientMsg::Leave).await;
-    drop(gina);
+    gina.close().await;
     let mut gina = Client::connect(&s.srv, None).await;
     let me = own(&gina.join(&s.meeting, Some(&s.gina), None).await);
     assert_eq!(me.hand_raised_at, None, "the hand outlived leaving");

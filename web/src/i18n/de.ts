@@ -235,6 +235,7 @@ export const de = {
   'room.deviceError.microphone': 'Das Mikrofon konnte nicht gestartet werden.',
   'room.deviceError.screen': 'Der Bildschirm kann nicht geteilt werden.',
   'room.dismiss': 'Ausblenden',
+  'room.invitationContested': 'Jemand anderes ist mit Ihrem Einladungslink von einem anderen Gerät beigetreten und wartet im Warteraum. Eine Moderatorin oder ein Moderator entscheidet, ob diese Person Ihren Platz einnimmt.',
 
   'kind.staff': 'Personal',
   'kind.invited_guest': 'Eingeladener Gast',
@@ -267,6 +268,7 @@ export const de = {
   'people.reason.profile': 'wartet auf Zulassung',
   'people.reason.locked': 'Besprechung ist gesperrt',
   'people.reason.removed': 'wurde zuvor entfernt',
+  'people.reason.invitation_in_use': 'Einladung wird in der Besprechung bereits verwendet',
   'hands.raise': 'Hand heben (Wortmeldung)',
   'hands.lowerOwn': 'Hand senken',
   'hands.short': 'Hand',

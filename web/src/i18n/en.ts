@@ -235,6 +235,7 @@ export const en: Record<StringKey, string> = {
   'room.deviceError.microphone': 'The microphone could not be started.',
   'room.deviceError.screen': 'The screen cannot be shared.',
   'room.dismiss': 'Dismiss',
+  'room.invitationContested': 'Someone else joined with your invitation link from another device and waits in the lobby. A moderator decides whether they take your place.',
 
   'kind.staff': 'Staff',
   'kind.invited_guest': 'Invited guest',
@@ -267,6 +268,7 @@ export const en: Record<StringKey, string> = {
   'people.reason.profile': 'waiting to be admitted',
   'people.reason.locked': 'meeting is locked',
   'people.reason.removed': 'was removed earlier',
+  'people.reason.invitation_in_use': 'invitation already in use in the meeting',
   'hands.raise': 'Raise hand',
   'hands.lowerOwn': 'Lower hand',
   'hands.short': 'Hand',

@@ -58,6 +58,11 @@ export interface RoomState {
    * stays what it was (`joined` or `lobby`) until the server answers again.
    */
   reconnecting: { attempt: number; retryAt: number } | null;
+  /**
+   * Increments every time the server says someone else joined with this participant's
+   * invitation from another browser (they wait in the lobby; a moderator decides).
+   */
+  invitationContested: number;
 }
 
 export function initialRoomState(meetingTitle: string | null = null): RoomState {
@@ -74,6 +79,7 @@ export function initialRoomState(meetingTitle: string | null = null): RoomState 
     lastError: null,
     lobbyArrivals: 0,
     reconnecting: null,
+    invitationContested: 0,
   };
 }
 
@@ -120,6 +126,8 @@ export function reduce(state: RoomState, msg: ServerMsg): RoomState {
         lobby: msg.lobby,
         lobbyArrivals: msg.arrived ? state.lobbyArrivals + 1 : state.lobbyArrivals,
       };
+    case 'invitation_contested':
+      return { ...state, invitationContested: state.invitationContested + 1 };
     case 'meeting_changed':
       return { ...state, meeting: msg.meeting, meetingTitle: msg.meeting.title };
     case 'active_speaker':

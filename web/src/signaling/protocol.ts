@@ -35,18 +35,26 @@ muted_by_moderator: boolean, video_muted: boolean, screen_sharing: boolean,
  */
 hand_raised_at: number | null, 
 /**
- * The MLS leaf index this participant's client says it holds in the meeting's group
- * (`null` until it is a member). A claim relayed by the server: clients check it against
- * the group's own roster and flag any mismatch.
+ * The MLS leaf index this participant's client holds in the meeting's group (`null` until
+ * it is a member). The server sets it only from a claim signed by that leaf's device key
+ * whose credential is this participant's (docs/e2ee.md, "Leaf claims"); clients check it
+ * against the group's own roster and flag any mismatch.
  */
 leaf: number | null, 
+/**
+ * The user id of the identity credential in that leaf, as the server checked it against
+ * who this participant is: `user:<id>` (staff), `invitation:<id>` (an invitee, also a
+ * caller), `guest:<random>` (a lobby guest); `null` while `leaf` is. Clients remove a
+ * leaf for a participant who left only if the leaf's credential names this id.
+ */
+credential_user_id?: string | null, 
 /**
  * Set for a telephone caller (kind `phone_gateway`): the call's leg, shown with a phone
  * badge and a banner that this leg is not end-to-end encrypted.
  */
 phone: PhoneLeg | null, };
 
-export type LobbyReason = "profile" | "locked" | "removed";
+export type LobbyReason = "profile" | "locked" | "removed" | "invitation_in_use";
 
 export type LobbyEntry = { id: string, display_name: string, kind: ParticipantKind, 
 /**
@@ -128,7 +136,7 @@ dial_in_ticket: string | null, } | { "type": "offer", sdp: string, sources: Arra
  * over the new one, so that the moderator who admitted them can add them again without
  * asking (docs/e2ee.md, "Reconnects"). May be left out.
  */
-continuity: MlsContinuity | null, } | { "type": "mls_member", leaf: number, epoch: number, } | { "type": "mls_commit", epoch: number, commit: string, welcome: string | null, welcome_for: Array<string>, } | { "type": "mls_commit_rejected", epoch: number, } | { "type": "mls_chat", id: number, epoch: number, message: string, };
+continuity: MlsContinuity | null, } | { "type": "mls_member", leaf: number, epoch: number, signature: string, group_info?: string | null, } | { "type": "mls_commit", epoch: number, commit: string, welcome: string | null, welcome_for: Array<string>, } | { "type": "mls_commit_rejected", epoch: number, } | { "type": "mls_chat", id: number, epoch: number, message: string, };
 
 export type ServerMsg = { "type": "joined", protocol_version: number, self_id: string, meeting: MeetingInfo, participants: Array<Participant>, 
 /**
@@ -140,7 +148,7 @@ lobby: Array<LobbyEntry>,
  * (`join`'s `rejoin_token`) after a broken connection or a restart of the server, until
  * the guest leaves, the meeting empties, or two minutes after a connection broke.
  */
-rejoin_token: string | null, } | { "type": "lobby_wait", meeting_title: string, } | { "type": "participant_joined", participant: Participant, } | { "type": "participant_updated", participant: Participant, } | { "type": "participant_left", participant_id: string, reason: LeaveReason, } | { "type": "lobby_changed", lobby: Array<LobbyEntry>, arrived: boolean, } | { "type": "meeting_changed", meeting: MeetingInfo, } | { "type": "answer", sdp: string, tracks: Array<TrackAssignment>, } | { "type": "renegotiate", audio: number, video: number, } | { "type": "active_speaker", participant_id: string | null, } | { "type": "ended", reason: EndReason, by: string | null, } | { "type": "pong" } | { "type": "error", code: ErrorCode, message: string, } | { "type": "mls_create_group", group_id: string, } | { "type": "mls_pending", joiners: Array<MlsJoiner>, policy: MlsPolicy, } | { "type": "mls_commit", epoch: number, commit: string, from_id: string, } | { "type": "mls_commit_result", epoch: number, accepted: boolean, } | { "type": "mls_welcome", welcome: string, epoch: number, } | { "type": "mls_reset", epoch: number, } | { "type": "mls_chat", epoch: number, message: string, from_id: string, 
+rejoin_token: string | null, } | { "type": "lobby_wait", meeting_title: string, } | { "type": "participant_joined", participant: Participant, } | { "type": "participant_updated", participant: Participant, } | { "type": "participant_left", participant_id: string, reason: LeaveReason, } | { "type": "lobby_changed", lobby: Array<LobbyEntry>, arrived: boolean, } | { "type": "meeting_changed", meeting: MeetingInfo, } | { "type": "answer", sdp: string, tracks: Array<TrackAssignment>, } | { "type": "renegotiate", audio: number, video: number, } | { "type": "active_speaker", participant_id: string | null, } | { "type": "invitation_contested" } | { "type": "ended", reason: EndReason, by: string | null, } | { "type": "pong" } | { "type": "error", code: ErrorCode, message: string, } | { "type": "mls_create_group", group_id: string, } | { "type": "mls_pending", joiners: Array<MlsJoiner>, policy: MlsPolicy, } | { "type": "mls_commit", epoch: number, commit: string, from_id: string, } | { "type": "mls_commit_result", epoch: number, accepted: boolean, } | { "type": "mls_welcome", welcome: string, epoch: number, } | { "type": "mls_reset", epoch: number, } | { "type": "mls_chat", epoch: number, message: string, from_id: string, 
 /**
  * When the server relayed it, milliseconds since the Unix epoch.
  */

@@ -31,6 +31,57 @@ impl Client {
         Client { ws }
     }
 
+    /// Opens a meeting WebSocket from the loopback address `ip` (127.0.0.2, ...: clients
+    /// behind different addresses). A refused upgrade gives its HTTP status and the `error`
+    /// code of its JSON body.
+    pub async fn try_connect_from(
+        srv: &TestServer,
+        ip: std::net::Ipv4Addr,
+    ) -> Result<Client, (u16, String)> {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket
+            .bind(std::net::SocketAddr::from((ip, 0)))
+            .expect("bind");
+        let stream = socket.connect(srv.addr).await.expect("connect");
+        let req = format!("ws://{}/api/ws", srv.addr)
+            .into_client_request()
+            .expect("request");
+        match tokio_tungstenite::client_async(req, tokio_tungstenite::MaybeTlsStream::Plain(stream))
+            .await
+        {
+            Ok((ws, _)) => Ok(Client { ws }),
+            Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+                let body: serde_json::Value =
+                    serde_json::from_slice(resp.body().as_deref().unwrap_or_default())
+                        .unwrap_or_default();
+                let code = body["error"]["code"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string();
+                Err((resp.status().as_u16(), code))
+            }
+            Err(e) => panic!("websocket from {ip}: {e}"),
+        }
+    }
+
+    /// [`Client::try_connect_from`] that must succeed.
+    pub async fn connect_from(srv: &TestServer, ip: std::net::Ipv4Addr) -> Client {
+        match Client::try_connect_from(srv, ip).await {
+            Ok(c) => c,
+            Err(e) => panic!("websocket from {ip} refused: {e:?}"),
+        }
+    }
+
+    /// Closes the connection and waits until the server has closed its side, by which time the
+    /// meeting has taken the participant's leave (a `join` sent after this comes after it).
+    pub async fn close(mut self) {
+        let _ = self.ws.close(None).await;
+        let _ = tokio::time::timeout(Duration::from_secs(5), async {
+            while let Some(Ok(_)) = self.ws.next().await {}
+        })
+        .await;
+    }
+
     pub async fn send(&mut self, msg: &ClientMsg) {
         let text = serde_json::to_string(msg).expect("encode");
         self.raw(&text).await;

@@ -34,7 +34,7 @@ type Panel = 'chat' | 'people' | 'security' | null;
 
 interface Toast {
   id: number;
-  kind: 'lobby' | 'error';
+  kind: 'lobby' | 'error' | 'contested';
   text: string;
 }
 
@@ -87,6 +87,15 @@ export function Room({ controller, snap }: { controller: MeetingController; snap
     );
     // eslint-disable-next-line react-hooks/exhaustive-deps
   }, [room.lobbyArrivals]);
+
+  // Someone else joined with this participant's invitation: say so until dismissed (a minute).
+  const lastContested = useRef(room.invitationContested);
+  useEffect(() => {
+    if (room.invitationContested === lastContested.current) return;
+    lastContested.current = room.invitationContested;
+    pushToast('contested', t('room.invitationContested'), 60000);
+    // eslint-disable-next-line react-hooks/exhaustive-deps
+  }, [room.invitationContested]);
 
   // Server errors are shown unobtrusively.
   const lastError = useRef(room.lastError);
@@ -244,7 +253,7 @@ export function Room({ controller, snap }: { controller: MeetingController; snap
 
       <div className="toasts" aria-live="polite">
         {toasts.map((x) => (
-          <div key={x.id} className={`toast ${x.kind}`} data-testid={x.kind === 'lobby' ? 'lobby-toast' : 'error-toast'} role={x.kind === 'lobby' ? 'alert' : 'status'}>
+          <div key={x.id} className={`toast ${x.kind}`} data-testid={`${x.kind}-toast`} role={x.kind === 'error' ? 'status' : 'alert'}>
             {x.kind === 'lobby' && <BellIcon width={18} height={18} />}
             <span>{x.text}</span>
             {x.kind === 'lobby' && (
