@@ -172,6 +172,9 @@ pub struct Config {
     /// valid (ended by `klausur user disable` in another process, or expired), and closes when
     /// not: 30 seconds. Not in the config file.
     pub ws_session_check: std::time::Duration,
+    /// Messages queued for one meeting WebSocket; a client that falls this far behind is
+    /// disconnected (it joins again): 512. Not in the config file.
+    pub client_queue: usize,
     /// Password hashing and checking (argon2) run on at most this many threads of the blocking
     /// pool at once: the number of cores. Not in the config file.
     pub password_workers: usize,
@@ -519,6 +522,7 @@ impl Config {
             max_websockets_per_address,
             http_header_timeout: std::time::Duration::from_secs(10),
             ws_session_check: std::time::Duration::from_secs(30),
+            client_queue: crate::meeting::CLIENT_QUEUE,
             password_workers,
             password_queue: 16 * password_workers,
         })

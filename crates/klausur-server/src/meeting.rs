@@ -79,6 +79,8 @@ pub const PASS_LIFETIME: chrono::Duration = chrono::Duration::hours(12);
 pub struct JoinRequest {
     pub standing: Standing,
     pub tx: mpsc::Sender<ServerMsg>,
+    /// Ends the connection when its client fell a whole queue of messages behind.
+    pub kick: Arc<tokio::sync::Notify>,
     pub reply: oneshot::Sender<PeerId>,
 }
 
@@ -182,6 +184,8 @@ impl Registry {
             had_members: false,
             lobby_notice: None,
             seat_tokens: HashMap::new(),
+            kicks: HashMap::new(),
+            overflowed: Mutex::new(Vec::new()),
             lobby_sent_at: None,
             muted: HashSet::new(),
             hands: HashMap::new(),
@@ -257,6 +261,11 @@ struct Actor {
     /// a join that brings it back takes the seat over (a reload, a reconnect); one without it
     /// while the seat is taken waits in the lobby as `invitation_in_use`.
     seat_tokens: HashMap<Seat, String>,
+    /// Per participant (member or in the lobby), what ends its connection.
+    kicks: HashMap<PeerId, Arc<tokio::sync::Notify>>,
+    /// Queues found full while sending: their clients missed a message and are disconnected
+    /// after the current command ([`Actor::drop_slow_clients`]).
+    overflowed: Mutex<Vec<mpsc::Sender<ServerMsg>>>,
     lobby_sent_at: Option<tokio::time::Instant>,
     /// Accounts and invitations a moderator muted: they stay muted when they come back (a
     /// reconnect, a reload, or a restart of the server: they are stored), until a moderator
@@ -356,6 +365,7 @@ impl Actor {
             };
             self.flush_pending().await;
             self.send_lobby_notice();
+            self.drop_slow_clients();
             let empty = self.members.is_empty() && self.lobby.is_empty();
             if matches!(flow, Flow::Stop) || empty {
                 // A meeting that empties after people were in it is over for now: its lock
@@ -404,10 +414,49 @@ impl Actor {
         }
     }
 
+    /// Queues a message for a client without ever waiting for it. A client whose queue is full
+    /// has missed this message: it is disconnected after the current command (it joins again
+    /// and gets the meeting afresh), never left with a gap.
     fn send(&self, tx: &mpsc::Sender<ServerMsg>, msg: ServerMsg) {
-        // A client too slow to take its messages gets disconnected by the WebSocket task
-        // noticing the closed queue; never block the meeting on one client.
-        let _ = tx.try_send(msg);
+        if let Err(mpsc::error::TrySendError::Full(_)) = tx.try_send(msg) {
+            self.overflowed
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(tx.clone());
+        }
+    }
+
+    /// Disconnects the clients that missed a message: they leave as after a broken
+    /// connection, and their WebSocket closes.
+    fn drop_slow_clients(&mut self) {
+        loop {
+            let full =
+                std::mem::take(&mut *self.overflowed.lock().unwrap_or_else(|e| e.into_inner()));
+            if full.is_empty() {
+                return;
+            }
+            for tx in full {
+                let peer = self
+                    .members
+                    .iter()
+                    .find(|(_, m)| m.tx.same_channel(&tx))
+                    .map(|(p, _)| *p)
+                    .or_else(|| {
+                        self.lobby
+                            .iter()
+                            .find(|(_, w)| w.tx.same_channel(&tx))
+                            .map(|(p, _)| *p)
+                    });
+                let Some(peer) = peer else {
+                    continue;
+                };
+                tracing::info!(meeting = %self.seed.id, peer, "a client fell a whole queue behind: disconnected");
+                if let Some(kick) = self.kicks.remove(&peer) {
+                    kick.notify_one();
+                }
+                self.leave(peer, LeaveReason::Disconnected);
+            }
+        }
     }
 
     fn to_peer(&self, peer: PeerId, msg: ServerMsg) {
@@ -622,11 +671,13 @@ impl Actor {
         let JoinRequest {
             standing,
             tx,
+            kick,
             reply,
         } = req;
         if reply.send(peer).is_err() {
             return;
         }
+        self.kicks.insert(peer, kick);
         // One person, one seat: the same account, invitation or guest pass joining again
         // replaces the old connection (a reload, a second tab, a reconnect not noticed yet).
         // An invitation link can travel: someone else joining with it while its guest is in the
@@ -1056,6 +1107,7 @@ impl Actor {
     }
 
     fn leave(&mut self, peer: PeerId, reason: LeaveReason) {
+        self.kicks.remove(&peer);
         if self.members.remove(&peer).is_some() {
             self.media.send(MediaCmd::RemovePeer {
                 room: self.room,

@@ -8,7 +8,9 @@
 //! ([`crate::connections`]) stops reading at once and closes with close code 1008 (policy) and
 //! the reason [`SESSION_ENDED`]; its participant leaves the meeting as after a broken
 //! connection. So does one whose session is found invalid when it looks, every
-//! `ws_session_check` (ended elsewhere, or expired).
+//! `ws_session_check` (ended elsewhere, or expired). A client that falls a whole queue of
+//! messages behind (`client_queue`, 512) is closed with 1013 (try again) and the reason
+//! [`TOO_SLOW`] rather than left with a gap: it joins again and gets the meeting afresh.
 
 use std::time::{Duration, Instant};
 
@@ -19,11 +21,14 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::admission::{self, AdmissionError, Who};
 use crate::connections::Live;
-use crate::meeting::{JoinRequest, MeetingCmd, CLIENT_QUEUE};
+use crate::meeting::{JoinRequest, MeetingCmd};
 use crate::state::AppState;
 
 /// The close reason of a connection whose session or account was ended.
 pub const SESSION_ENDED: &str = "session ended";
+
+/// The close reason of a connection whose client fell a whole queue of messages behind.
+pub const TOO_SLOW: &str = "too slow to keep up";
 
 /// Token bucket: sustained messages per second and burst.
 const RATE_PER_SEC: f64 = 20.0;
@@ -59,7 +64,9 @@ impl Bucket {
 /// is released when it closes.
 pub async fn serve(state: AppState, socket: WebSocket, who: Who, mut live: Live) {
     let (mut sink, mut stream) = socket.split();
-    let (tx, mut rx) = mpsc::channel::<ServerMsg>(CLIENT_QUEUE);
+    let (tx, mut rx) = mpsc::channel::<ServerMsg>(state.config.client_queue);
+    // The meeting pulls this when the client falls a whole queue behind (see `meeting.rs`).
+    let kick = std::sync::Arc::new(tokio::sync::Notify::new());
     let (close_tx, mut close_rx) = oneshot::channel::<CloseFrame>();
     let keepalive = state.config.ws_keepalive;
     let idle = state.config.ws_idle;
@@ -113,6 +120,7 @@ pub async fn serve(state: AppState, socket: WebSocket, who: Who, mut live: Live)
     let mut bucket = Bucket::new();
     let mut joined: Option<(mpsc::Sender<MeetingCmd>, klausur_room::PeerId)> = None;
     let mut session_ended = false;
+    let mut too_slow = false;
     let session = live.owner().map(|o| o.session.clone());
     let check_every = state.config.ws_session_check;
     let mut session_check =
@@ -127,6 +135,10 @@ pub async fn serve(state: AppState, socket: WebSocket, who: Who, mut live: Live)
             biased;
             () = live.ended() => {
                 session_ended = true;
+                break;
+            }
+            () = kick.notified() => {
+                too_slow = true;
                 break;
             }
             _ = session_check.tick(), if session.is_some() => {
@@ -210,7 +222,7 @@ pub async fn serve(state: AppState, socket: WebSocket, who: Who, mut live: Live)
                     display_name,
                     dial_in_ticket,
                 };
-                match join(&state, &who, fields, &tx).await {
+                match join(&state, &who, fields, &tx, &kick).await {
                     Ok(j) => joined = Some(j),
                     Err(e) => reply(&tx, e.code(), e.to_string()),
                 }
@@ -246,6 +258,12 @@ pub async fn serve(state: AppState, socket: WebSocket, who: Who, mut live: Live)
             code: close_code::POLICY,
             reason: SESSION_ENDED.into(),
         });
+    } else if too_slow {
+        // The client joins again by itself and gets the meeting's state afresh.
+        let _ = close_tx.send(CloseFrame {
+            code: close_code::AGAIN,
+            reason: TOO_SLOW.into(),
+        });
     } else {
         drop(close_tx);
     }
@@ -272,6 +290,7 @@ async fn join(
     who: &Who,
     fields: JoinFields,
     tx: &mpsc::Sender<ServerMsg>,
+    kick: &std::sync::Arc<tokio::sync::Notify>,
 ) -> Result<(mpsc::Sender<MeetingCmd>, klausur_room::PeerId), AdmissionError> {
     let JoinFields {
         meeting_id,
@@ -308,6 +327,7 @@ async fn join(
         let req = JoinRequest {
             standing: standing.clone(),
             tx: tx.clone(),
+            kick: kick.clone(),
             reply,
         };
         if meeting.send(MeetingCmd::Join(req)).await.is_err() {
