@@ -9,10 +9,12 @@
 
 use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+mod common;
 mod process;
 
+use common::{tcp_timeout, wait_closed};
 use klausur_server::ca_service::HEADER_READ_TIMEOUT;
 use process::{ca_cmd, free_port, init_ca, start};
 
@@ -63,36 +65,6 @@ async fn unauthenticated_bursts_are_refused_without_flooding_the_log() {
     assert!(!text.contains(token.trim()), "{text}");
 }
 
-/// Reads from `stream` until it is closed (Ok) or `limit` passes (Err).
-fn wait_closed(stream: &mut TcpStream, limit: Duration) -> Result<Duration, String> {
-    let start = Instant::now();
-    stream
-        .set_read_timeout(Some(Duration::from_millis(200)))
-        .expect("timeout");
-    let mut buf = [0u8; 1024];
-    loop {
-        match stream.read(&mut buf) {
-            Ok(0) => return Ok(start.elapsed()),
-            Ok(n) => {
-                return Err(format!(
-                    "answered: {:?}",
-                    String::from_utf8_lossy(&buf[..n])
-                ))
-            }
-            Err(e)
-                if e.kind() == std::io::ErrorKind::WouldBlock
-                    || e.kind() == std::io::ErrorKind::TimedOut =>
-            {
-                if start.elapsed() > limit {
-                    return Err(format!("still open after {:?}", start.elapsed()));
-                }
-            }
-            // A reset is a close too.
-            Err(_) => return Ok(start.elapsed()),
-        }
-    }
-}
-
 #[test]
 fn half_sent_headers_are_closed_after_the_timeout() {
     let dir = tempfile::tempdir().expect("tmp");
@@ -119,13 +91,13 @@ fn half_sent_headers_are_closed_after_the_timeout() {
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
 
     // Negative control: the half-sent connection is not closed at once.
-    let early = wait_closed(&mut half, Duration::from_millis(1000));
+    let early = wait_closed(&mut half, Duration::from_millis(1000), tcp_timeout);
     assert!(
         early.as_ref().is_err_and(|e| e.starts_with("still open")),
         "{early:?}"
     );
     let limit = HEADER_READ_TIMEOUT + Duration::from_secs(10);
-    let closed = wait_closed(&mut half, limit).expect("half-sent headers");
+    let closed = wait_closed(&mut half, limit, tcp_timeout).expect("half-sent headers");
     assert!(closed <= limit, "{closed:?}");
-    wait_closed(&mut silent, limit).expect("a connection that sends nothing");
+    wait_closed(&mut silent, limit, tcp_timeout).expect("a connection that sends nothing");
 }

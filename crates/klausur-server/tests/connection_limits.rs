@@ -16,10 +16,10 @@ mod common;
 use std::io::{Read as _, Write as _};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::ws::Client;
-use common::TestServer;
+use common::{tcp_timeout, wait_closed, TestServer};
 use futures::SinkExt;
 use klausur_proto::{ErrorCode, ServerMsg};
 use tokio_tungstenite::tungstenite::Message;
@@ -61,45 +61,9 @@ async fn the_websocket_beyond_the_cap_is_refused_and_another_address_is_not() {
     websocket_from(&srv, 1).await.expect("room again");
 }
 
-/// Reads from `stream` until it is closed (Ok, with the time it took) or `limit` passes.
-fn wait_closed<S: std::io::Read>(
-    stream: &mut S,
-    limit: Duration,
-    set_timeout: impl Fn(&mut S, Duration),
-) -> Result<Duration, String> {
-    let start = Instant::now();
-    set_timeout(stream, Duration::from_millis(100));
-    let mut buf = [0u8; 1024];
-    loop {
-        match stream.read(&mut buf) {
-            Ok(0) => return Ok(start.elapsed()),
-            Ok(n) => {
-                return Err(format!(
-                    "answered: {:?}",
-                    String::from_utf8_lossy(&buf[..n])
-                ))
-            }
-            Err(e)
-                if e.kind() == std::io::ErrorKind::WouldBlock
-                    || e.kind() == std::io::ErrorKind::TimedOut =>
-            {
-                if start.elapsed() > limit {
-                    return Err(format!("still open after {:?}", start.elapsed()));
-                }
-            }
-            // A reset is a close too.
-            Err(_) => return Ok(start.elapsed()),
-        }
-    }
-}
-
 const HEADER_TIMEOUT: Duration = Duration::from_millis(1500);
 const HALF: &[u8] = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ";
 const WHOLE: &[u8] = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
-
-fn tcp_timeout(s: &mut TcpStream, d: Duration) {
-    s.set_read_timeout(Some(d)).expect("timeout");
-}
 
 #[tokio::test]
 async fn half_sent_headers_are_closed_after_the_timeout() {

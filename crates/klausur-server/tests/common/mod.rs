@@ -166,3 +166,40 @@ impl TestServer {
             .expect("client")
     }
 }
+
+/// Reads from `stream` until it is closed (Ok, with the time it took) or `limit` passes.
+pub fn wait_closed<S: std::io::Read>(
+    stream: &mut S,
+    limit: std::time::Duration,
+    set_timeout: impl Fn(&mut S, std::time::Duration),
+) -> Result<std::time::Duration, String> {
+    let start = std::time::Instant::now();
+    set_timeout(stream, std::time::Duration::from_millis(100));
+    let mut buf = [0u8; 1024];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return Ok(start.elapsed()),
+            Ok(n) => {
+                return Err(format!(
+                    "answered: {:?}",
+                    String::from_utf8_lossy(&buf[..n])
+                ))
+            }
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.kind() == std::io::ErrorKind::TimedOut =>
+            {
+                if start.elapsed() > limit {
+                    return Err(format!("still open after {:?}", start.elapsed()));
+                }
+            }
+            // A reset is a close too.
+            Err(_) => return Ok(start.elapsed()),
+        }
+    }
+}
+
+/// The read timeout setter of a plain TCP stream, for [`wait_closed`].
+pub fn tcp_timeout(s: &mut std::net::TcpStream, d: std::time::Duration) {
+    s.set_read_timeout(Some(d)).expect("timeout");
+}
