@@ -353,7 +353,7 @@ impl Actor {
             Err(e) => tracing::warn!(meeting = %self.seed.id, "mutes not readable: {e}"),
         }
         loop {
-            let lobby_due = self.lobby_notice_due();
+            let lobby_due = self.lobby_notice_due(tokio::time::Instant::now());
             let flow = tokio::select! {
                 cmd = rx.recv() => match cmd {
                     Some(cmd) => self.on_cmd(cmd).await,
@@ -486,13 +486,13 @@ impl Actor {
         self.send_lobby_notice();
     }
 
-    /// When the waiting lobby list may be sent (None: none is waiting).
-    fn lobby_notice_due(&self) -> Option<tokio::time::Instant> {
+    /// When the waiting lobby list may be sent, `now` at the earliest (None: none is waiting).
+    fn lobby_notice_due(&self, now: tokio::time::Instant) -> Option<tokio::time::Instant> {
         self.lobby_notice?;
-        Some(match self.lobby_sent_at {
-            Some(at) => at + LOBBY_NOTICE_INTERVAL,
-            None => tokio::time::Instant::now(),
-        })
+        Some(
+            self.lobby_sent_at
+                .map_or(now, |at| (at + LOBBY_NOTICE_INTERVAL).max(now)),
+        )
     }
 
     /// Sends the waiting lobby list if it is due.
@@ -501,10 +501,7 @@ impl Actor {
         let Some(arrived) = self.lobby_notice else {
             return;
         };
-        if self
-            .lobby_sent_at
-            .is_some_and(|at| at + LOBBY_NOTICE_INTERVAL > now)
-        {
+        if self.lobby_notice_due(now).is_some_and(|due| due > now) {
             return;
         }
         self.lobby_notice = None;
