@@ -653,52 +653,16 @@ async fn a_caller_joins_in_a_seat_of_their_own_and_can_be_removed() {
     else {
         unreachable!()
     };
-    let olga_dev = SigningKey::from_bytes(&[77; 32]);
-    let v: Value = d
-        .olga
-        .post(format!("{}/api/identity/credential", d.srv.base))
-        .header("X-CSRF-Token", &d.csrf)
-        .json(&json!({"device_key": hex::encode(olga_dev.verifying_key().to_bytes())}))
-        .send()
-        .await
-        .expect("credential")
-        .json()
-        .await
-        .expect("json");
-    let b64 = base64::engine::general_purpose::STANDARD;
-    let ca: [u8; 32] = hex::decode(v["ca_public_key"].as_str().expect("ca"))
-        .expect("hex")
-        .try_into()
-        .expect("32 bytes");
-    let mut olga_member = klausur_e2ee::Member::new(
-        SignedCredential::from_bytes(
-            &b64.decode(v["credential"].as_str().expect("credential"))
-                .expect("b64"),
-        )
-        .expect("credential"),
-        olga_dev,
-        klausur_e2ee::CaVerifier {
-            ca_public_key: VerifyingKey::from_bytes(&ca).expect("ca key"),
-        },
-        klausur_e2ee::MemberConfig::default(),
-    )
-    .expect("member");
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock");
+    let mut olga_member =
+        common::mls::device(&d.srv, &d.olga, Some(d.csrf.as_str()), json!({})).await;
     olga_member
-        .create_group(group_id.as_bytes(), now)
+        .create_group(group_id.as_bytes(), common::mls::now())
         .expect("create");
-    olga.send(&ClientMsg::MlsMember {
-        leaf: 0,
-        epoch: 0,
-        signature: b64.encode(
-            olga_member
-                .sign_leaf_claim(&own(&olga_joined).id)
-                .expect("claim"),
-        ),
-        group_info: Some(b64.encode(olga_member.group_info().expect("group info"))),
-    })
+    olga.send(&common::mls::claim(
+        &olga_member,
+        &own(&olga_joined).id,
+        true,
+    ))
     .await;
     gw.send(&ClientMsg::MlsKeyPackage {
         key_package: "AAI=".into(),

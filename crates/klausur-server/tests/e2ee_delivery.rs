@@ -7,82 +7,23 @@
 
 mod common;
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
+use common::mls::{claim, device, now};
 use common::ws::{session_cookie, Client};
 use common::TestServer;
-use klausur_e2ee::{
-    CaVerifier, CommitOutput, Event, Member, MemberConfig, SignedCredential, SigningKey, StreamId,
-    VerifyingKey,
-};
+use klausur_e2ee::{CommitOutput, Event, Member, StreamId};
 use klausur_proto::{ClientMsg, ErrorCode, SecurityProfile, ServerMsg};
 use klausur_store::Role;
-use serde_json::{json, Value};
-
-fn now() -> Duration {
-    SystemTime::now().duration_since(UNIX_EPOCH).expect("clock")
-}
-
-/// `mls_member` for `m`'s leaf, signed for participant `pid` (with the GroupInfo if `creator`).
-fn claim(m: &Member, pid: &str, creator: bool) -> ClientMsg {
-    ClientMsg::MlsMember {
-        leaf: m.leaf_index().expect("leaf"),
-        epoch: m.epoch().expect("epoch"),
-        signature: B64.encode(m.sign_leaf_claim(pid).expect("claim")),
-        group_info: creator.then(|| B64.encode(m.group_info().expect("group info"))),
-    }
-}
+use serde_json::json;
 
 fn joined_id(m: &ServerMsg) -> String {
     match m {
         ServerMsg::Joined { self_id, .. } => self_id.clone(),
         other => panic!("not joined: {other:?}"),
     }
-}
-
-/// A device: a fresh signing key, a credential from the server's CA for `body`, an MLS member.
-async fn device(
-    srv: &TestServer,
-    http: &reqwest::Client,
-    csrf: Option<&str>,
-    body: Value,
-) -> Member {
-    let mut seed = [0u8; 32];
-    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut seed);
-    let key = SigningKey::from_bytes(&seed);
-    let mut body = body;
-    body["device_key"] = json!(hex::encode(key.verifying_key().to_bytes()));
-    let mut req = http
-        .post(format!("{}/api/identity/credential", srv.base))
-        .json(&body);
-    if let Some(t) = csrf {
-        req = req.header("X-CSRF-Token", t);
-    }
-    let v: Value = req
-        .send()
-        .await
-        .expect("credential request")
-        .json()
-        .await
-        .expect("json");
-    let cred = B64
-        .decode(v["credential"].as_str().unwrap_or_else(|| panic!("{v}")))
-        .expect("base64");
-    let ca: [u8; 32] = hex::decode(v["ca_public_key"].as_str().expect("ca"))
-        .expect("hex")
-        .try_into()
-        .expect("32");
-    Member::new(
-        SignedCredential::from_bytes(&cred).expect("credential"),
-        key,
-        CaVerifier {
-            ca_public_key: VerifyingKey::from_bytes(&ca).expect("ca key"),
-        },
-        MemberConfig::default(),
-    )
-    .expect("member")
 }
 
 async fn key_package(c: &mut Client, m: &Member) {

@@ -929,8 +929,6 @@ async fn creates_the_group(
     pid: &str,
     (http, csrf, body): (reqwest::Client, Option<String>, serde_json::Value),
 ) -> String {
-    use base64::engine::general_purpose::STANDARD as B64;
-    use base64::Engine as _;
     c.send(&ClientMsg::MlsKeyPackage {
         key_package: "AAE=".into(),
         continuity: None,
@@ -942,53 +940,11 @@ async fn creates_the_group(
     else {
         unreachable!()
     };
-    let mut seed = [0u8; 32];
-    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut seed);
-    let key = klausur_e2ee::SigningKey::from_bytes(&seed);
-    let mut body = body;
-    body["device_key"] = serde_json::json!(hex::encode(key.verifying_key().to_bytes()));
-    let mut req = http
-        .post(format!("{}/api/identity/credential", s.srv.base))
-        .json(&body);
-    if let Some(t) = &csrf {
-        req = req.header("X-CSRF-Token", t);
-    }
-    let v: serde_json::Value = req
-        .send()
-        .await
-        .expect("credential")
-        .json()
-        .await
-        .expect("json");
-    let cred = B64
-        .decode(v["credential"].as_str().unwrap_or_else(|| panic!("{v}")))
-        .expect("base64");
-    let ca: [u8; 32] = hex::decode(v["ca_public_key"].as_str().expect("ca"))
-        .expect("hex")
-        .try_into()
-        .expect("32 bytes");
-    let mut member = klausur_e2ee::Member::new(
-        klausur_e2ee::SignedCredential::from_bytes(&cred).expect("credential"),
-        key,
-        klausur_e2ee::CaVerifier {
-            ca_public_key: klausur_e2ee::VerifyingKey::from_bytes(&ca).expect("ca key"),
-        },
-        klausur_e2ee::MemberConfig::default(),
-    )
-    .expect("member");
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock");
+    let mut member = common::mls::device(&s.srv, &http, csrf.as_deref(), body).await;
     member
-        .create_group(group_id.as_bytes(), now)
+        .create_group(group_id.as_bytes(), common::mls::now())
         .expect("create");
-    c.send(&ClientMsg::MlsMember {
-        leaf: 0,
-        epoch: 0,
-        signature: B64.encode(member.sign_leaf_claim(pid).expect("claim")),
-        group_info: Some(B64.encode(member.group_info().expect("group info"))),
-    })
-    .await;
+    c.send(&common::mls::claim(&member, pid, true)).await;
     let ServerMsg::ParticipantUpdated { participant } = c
         .until(|m| matches!(m, ServerMsg::ParticipantUpdated { participant } if participant.leaf == Some(0)))
         .await

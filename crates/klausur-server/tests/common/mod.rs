@@ -1,6 +1,7 @@
 //! A klausur server running in-process on loopback ports, with a fresh in-memory database.
 #![allow(dead_code)]
 
+pub mod mls;
 pub mod native;
 pub mod ws;
 
