@@ -125,8 +125,9 @@ impl Store {
             .bind(must_change_password)
             .bind(false)
             .bind(now_ms())
-            .fetch_one(pool)
-            .await)
+            .fetch_all(pool)
+            .await
+            .and_then(the_row))
         .map_err(|e| StoreError::from(e).conflict_as("username taken"))?;
         row.try_into()
     }
@@ -221,8 +222,9 @@ impl Store {
             .bind(csrf_token)
             .bind(now_ms())
             .bind(expires_at.timestamp_millis())
-            .fetch_one(pool)
-            .await)
+            .fetch_all(pool)
+            .await
+            .and_then(the_row))
         .map_err(|e| StoreError::from(e).conflict_as("session id in use"))?;
         row.try_into()
     }
@@ -340,8 +342,9 @@ impl Store {
                 .bind(profile_str(profile))
                 .bind(now_ms())
                 .bind(dial_in_number)
-                .fetch_one(pool)
-                .await);
+                .fetch_all(pool)
+                .await
+                .and_then(the_row));
         match inserted.map_err(StoreError::from) {
             Ok(row) => row.try_into(),
             // Which rule was broken: the id is the primary key; anything else is the number.
@@ -389,6 +392,31 @@ impl Store {
             .fetch_all(pool)
             .await)?;
         rows.into_iter().map(TryInto::try_into).collect()
+    }
+
+    /// Copies the write-ahead log into the database file and empties it
+    /// (`PRAGMA wal_checkpoint(TRUNCATE)`, waiting up to the busy timeout for readers and
+    /// writers). SQLite's own checkpoints after commits were seen never to reset the log while
+    /// the pool's connections take turns, so it grew by every write until the disk was full; the
+    /// server calls this periodically. Returns whether the log is now empty (false: a reader was
+    /// still using it; the next call tries again). A no-op for a database without a log.
+    pub async fn checkpoint(&self) -> Result<bool> {
+        let row: (i64, i64, i64) = on_pool!(self, |pool| sqlx::query_as(
+            "PRAGMA wal_checkpoint(TRUNCATE)"
+        )
+        .fetch_one(pool)
+        .await)?;
+        Ok(row.0 == 0)
+    }
+
+    /// SQLite's check of the whole database file (`PRAGMA integrity_check`): the problems it
+    /// finds, none for a sound database.
+    pub async fn integrity_problems(&self) -> Result<Vec<String>> {
+        let rows: Vec<String> =
+            on_pool!(self, |pool| sqlx::query_scalar("PRAGMA integrity_check")
+                .fetch_all(pool)
+                .await)?;
+        Ok(rows.into_iter().filter(|r| r != "ok").collect())
     }
 
     /// Every meeting, newest first.
@@ -509,8 +537,9 @@ impl Store {
                 .bind(now_ms())
                 .bind(new.expires_at.timestamp_millis())
                 .bind(&new.phone_pin_hash)
-                .fetch_one(pool)
-                .await);
+                .fetch_all(pool)
+                .await
+                .and_then(the_row));
         match inserted.map_err(StoreError::from) {
             Ok(row) => row.try_into(),
             // Which rule was broken: the token hash is unique everywhere; else it is the PIN.
@@ -798,8 +827,9 @@ impl Store {
             .bind(id)
             .bind(now_ms())
             .bind(p.expires_at.timestamp_millis())
-            .fetch_one(pool)
-            .await)?;
+            .fetch_all(pool)
+            .await
+            .and_then(the_row))?;
         Ok(id)
     }
 
@@ -890,6 +920,14 @@ impl Store {
 /// The key usernames are unique and looked up by.
 fn username_key(username: &str) -> String {
     username.to_lowercase()
+}
+
+/// The one row of an `INSERT ... RETURNING` fetched with `fetch_all`. Such a statement is run to
+/// its end, never with `fetch_one`: SQLite commits an autocommit statement when it ends, and
+/// `fetch_one` stops at the first row and leaves the end to a reset whose error is dropped, so a
+/// commit that fails (a full disk) looked like success and the row was lost.
+fn the_row<T>(rows: Vec<T>) -> std::result::Result<T, sqlx::Error> {
+    rows.into_iter().next().ok_or(sqlx::Error::RowNotFound)
 }
 
 fn now_ms() -> i64 {
