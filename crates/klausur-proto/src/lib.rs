@@ -577,6 +577,9 @@ pub enum ErrorCode {
     NotFound,
     /// A field has an invalid value (empty name, over-long chat, bad SDP).
     InvalidField,
+    /// The server cannot save right now (its storage is full or read-only); nothing was
+    /// changed, trying again later is safe.
+    StorageUnavailable,
     /// Something failed inside the server; the message was not applied.
     Internal,
 }
@@ -594,6 +597,7 @@ impl ErrorCode {
             ErrorCode::InvalidState => "invalid_state",
             ErrorCode::NotFound => "not_found",
             ErrorCode::InvalidField => "invalid_field",
+            ErrorCode::StorageUnavailable => "storage_unavailable",
             ErrorCode::Internal => "internal",
         }
     }

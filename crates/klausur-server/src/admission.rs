@@ -169,8 +169,24 @@ pub enum AdmissionError {
          link still works)"
     )]
     TooManyInvalidInvitations,
+    #[error("{}", crate::storage_fault::USER_MESSAGE)]
+    StorageUnavailable,
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+impl From<klausur_store::StoreError> for AdmissionError {
+    /// A store failure while admitting someone: the storage fault said as it is (and reported
+    /// to the operator), anything else internal.
+    fn from(e: klausur_store::StoreError) -> Self {
+        match e {
+            klausur_store::StoreError::Unwritable(fault, cause) => {
+                crate::storage_fault::report(fault, &cause);
+                AdmissionError::StorageUnavailable
+            }
+            other => AdmissionError::Internal(other.to_string()),
+        }
+    }
 }
 
 /// Whether a meeting of this profile accepts telephone callers: `internal` does, `strict` never
@@ -209,6 +225,7 @@ impl AdmissionError {
             }
             AdmissionError::DialInNotAllowed => ErrorCode::Forbidden,
             AdmissionError::TooManyInvalidInvitations => ErrorCode::RateLimited,
+            AdmissionError::StorageUnavailable => ErrorCode::StorageUnavailable,
             AdmissionError::Internal(_) => ErrorCode::Internal,
         }
     }
@@ -390,7 +407,7 @@ pub async fn decide(
     display_name: Option<String>,
     dial_in: Option<DialInArrival>,
 ) -> Result<(MeetingSeed, Standing), AdmissionError> {
-    let internal = |e: klausur_store::StoreError| AdmissionError::Internal(e.to_string());
+    let internal = AdmissionError::from;
     if dial_in.is_some() && (invite_token.is_some() || rejoin_token.is_some()) {
         return Err(AdmissionError::TicketCombined);
     }

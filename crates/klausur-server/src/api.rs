@@ -82,6 +82,14 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::NotFound => ApiError::not_found("record"),
             StoreError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, "conflict", m),
+            StoreError::Unwritable(fault, e) => {
+                crate::storage_fault::report(fault, &e);
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "storage_unavailable",
+                    crate::storage_fault::USER_MESSAGE,
+                )
+            }
             other => {
                 tracing::error!("storage error: {other}");
                 ApiError::new(
@@ -111,6 +119,11 @@ impl From<AdmissionError> for ApiError {
             AdmissionError::DialInNotAllowed => {
                 ApiError::new(StatusCode::FORBIDDEN, "forbidden", e.to_string())
             }
+            AdmissionError::StorageUnavailable => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "storage_unavailable",
+                e.to_string(),
+            ),
             AdmissionError::TicketCombined | AdmissionError::NameRequired => {
                 ApiError::bad_request(e.to_string())
             }

@@ -33,6 +33,7 @@ pub mod meeting;
 pub mod server;
 pub mod sip_gateway;
 pub mod state;
+pub mod storage_fault;
 #[cfg(feature = "test-hooks")]
 pub mod test_hooks;
 pub mod web;

@@ -43,10 +43,37 @@ use crate::{api, auth, media, sip_gateway};
 pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
+    writable(&config.data_dir)?;
     let path = config.data_dir.join("klausur.sqlite3");
-    Store::open_sqlite(&path)
-        .await
-        .with_context(|| format!("cannot open database {}", path.display()))
+    Store::open_sqlite(&path).await.map_err(|e| {
+        let hint = match &e {
+            klausur_store::StoreError::Unwritable(fault, _) => {
+                format!(" ({})", crate::storage_fault::remedy(*fault))
+            }
+            _ => String::new(),
+        };
+        anyhow::Error::new(e).context(format!("cannot open database {}{hint}", path.display()))
+    })
+}
+
+/// Whether klausur can write in the data directory `dir` (SQLite writes its journal beside the
+/// database): a clear error naming the directory and what to do if not, before SQLite would
+/// only say "unable to open database file".
+fn writable(dir: &std::path::Path) -> anyhow::Result<()> {
+    let probe = dir.join(".klausur-write-check");
+    let result = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&probe);
+    let _ = std::fs::remove_file(&probe);
+    result.map(drop).map_err(|e| {
+        anyhow::anyhow!(
+            "the data directory {} is not writable ({e}); klausur keeps its database there: make \
+             it writable for the server's user, or mount its volume read-write",
+            dir.display()
+        )
+    })
 }
 
 /// The file in the data directory that holds the first administrator's one-time password until
@@ -249,6 +276,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         ),
         None => None,
     };
+    tokio::spawn(checkpoint_periodically(store.clone()));
     let handle = axum_server::Handle::new();
     let shutdown_handle = handle.clone();
     let shutdown_state = state.clone();
@@ -283,6 +311,28 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     tracing::info!("stopped");
     println!("klausur: stopped");
     Ok(())
+}
+
+/// How often the server empties the database's write-ahead log ([`Store::checkpoint`]).
+pub const WAL_CHECKPOINT_EVERY: Duration = Duration::from_secs(60);
+
+/// Empties the write-ahead log every [`WAL_CHECKPOINT_EVERY`], so that it does not grow with
+/// every write until the disk is full.
+async fn checkpoint_periodically(store: Store) {
+    let mut tick = tokio::time::interval(WAL_CHECKPOINT_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        match store.checkpoint().await {
+            Ok(true) => {}
+            Ok(false) => tracing::debug!("write-ahead log in use; checkpoint again later"),
+            Err(klausur_store::StoreError::Unwritable(fault, e)) => {
+                crate::storage_fault::report(fault, &e)
+            }
+            Err(e) => tracing::warn!("write-ahead log checkpoint failed: {e}"),
+        }
+    }
 }
 
 pub(crate) async fn wait_for_signal() {

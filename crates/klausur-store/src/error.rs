@@ -9,6 +9,11 @@ pub enum StoreError {
     /// A uniqueness rule would be broken (username taken, meeting id or token hash reused).
     #[error("conflict: {0}")]
     Conflict(String),
+    /// The database cannot be written right now: its volume is full, it or its directory is
+    /// read-only, or the disk fails. The write did not happen (SQLite rolled the transaction
+    /// back); reads may still work, and writes work again once the operator fixed the cause.
+    #[error("the database cannot be written ({0}): {1}")]
+    Unwritable(StorageFault, #[source] sqlx::Error),
     /// Any other failure of the database, including rows the store cannot decode.
     #[error("database error: {0}")]
     Database(#[source] sqlx::Error),
@@ -31,8 +36,54 @@ impl From<sqlx::Error> for StoreError {
             if db.is_foreign_key_violation() {
                 return StoreError::NotFound;
             }
+            // SQLite's primary result code is the low byte of the extended one.
+            let primary = db
+                .code()
+                .and_then(|c| c.parse::<i32>().ok())
+                .map(|c| c & 0xff);
+            let fault = match primary {
+                Some(SQLITE_FULL) => Some(StorageFault::Full),
+                Some(SQLITE_READONLY) => Some(StorageFault::ReadOnly),
+                Some(SQLITE_IOERR) => Some(StorageFault::Io),
+                _ => None,
+            };
+            if let Some(fault) = fault {
+                return StoreError::Unwritable(fault, e);
+            }
+        }
+        if let sqlx::Error::Io(io) = &e {
+            if io.kind() == std::io::ErrorKind::StorageFull {
+                return StoreError::Unwritable(StorageFault::Full, e);
+            }
         }
         StoreError::Database(e)
+    }
+}
+
+// SQLite's primary result codes (sqlite3.h).
+const SQLITE_READONLY: i32 = 8;
+const SQLITE_IOERR: i32 = 10;
+const SQLITE_FULL: i32 = 13;
+
+/// Why the database cannot be written ([`StoreError::Unwritable`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StorageFault {
+    /// The volume holding the database is full (SQLITE_FULL, ENOSPC).
+    Full,
+    /// The database file or its directory is read-only (SQLITE_READONLY).
+    ReadOnly,
+    /// Reading or writing the disk failed (SQLITE_IOERR; also a full volume where SQLite cannot
+    /// grow its shared-memory file).
+    Io,
+}
+
+impl std::fmt::Display for StorageFault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            StorageFault::Full => "its volume is full",
+            StorageFault::ReadOnly => "it is read-only",
+            StorageFault::Io => "reading or writing its disk fails",
+        })
     }
 }
 

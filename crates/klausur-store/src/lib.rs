@@ -27,8 +27,11 @@
 //!   hash, dial-in number or phone PIN reused) is [`StoreError::Conflict`] (for the last two,
 //!   [`StoreError::is_dial_in_number_taken`] and [`StoreError::is_phone_pin_taken`] say so: the
 //!   caller draws another); an update of, or a reference to, a row that does
-//!   not exist is [`StoreError::NotFound`]; look-ups return `Ok(None)` instead. Everything
-//!   else is [`StoreError::Database`] or, on open, [`StoreError::Migrate`].
+//!   not exist is [`StoreError::NotFound`]; look-ups return `Ok(None)` instead. A write the
+//!   database cannot take (volume full, read-only, failing disk) is
+//!   [`StoreError::Unwritable`] with its [`StorageFault`]: SQLite rolled it back, nothing is
+//!   half-written. Everything else is [`StoreError::Database`] or, on open,
+//!   [`StoreError::Migrate`].
 //! * **Authorisation is the caller's.** The store answers questions (`is_moderator`,
 //!   `is_banned`, `colleague_invited`, the `disabled` flag of a session's user) but enforces
 //!   none of them.
@@ -45,7 +48,7 @@ mod error;
 mod model;
 mod store;
 
-pub use error::StoreError;
+pub use error::{StorageFault, StoreError};
 pub use model::{
     BanSubject, GuestPass, Invitation, InvitationKind, Meeting, NewGuestPass, NewInvitation,
     PhonePin, Role, Session, User,

@@ -13,6 +13,7 @@ export const en: Record<StringKey, string> = {
   'common.back': 'Back',
   'common.error': 'Something went wrong: {message}',
   'common.networkError': 'The server cannot be reached. Please try again.',
+  'common.storageUnavailable': 'The server cannot save anything right now (its storage is full or read-only). Nothing was changed; please try again later. The operators have been told.',
   'common.notFound': 'Not found.',
   'common.yes': 'Yes',
   'common.no': 'No',

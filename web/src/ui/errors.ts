@@ -5,6 +5,7 @@ import type { Translate } from '../i18n';
 export function describeError(t: Translate, e: unknown): string {
   if (e instanceof ApiError) {
     if (e.status === 0) return t('common.networkError');
+    if (e.code === 'storage_unavailable') return t('common.storageUnavailable');
     return t('common.error', { message: e.message || e.code });
   }
   return t('common.error', { message: e instanceof Error ? e.message : String(e) });

@@ -102,7 +102,8 @@ export function Room({ controller, snap }: { controller: MeetingController; snap
   useEffect(() => {
     if (!room.lastError || room.lastError === lastError.current) return;
     lastError.current = room.lastError;
-    pushToast('error', t('room.serverError', { message: room.lastError.message || room.lastError.code }), 6000);
+    const message = room.lastError.code === 'storage_unavailable' ? t('common.storageUnavailable') : room.lastError.message || room.lastError.code;
+    pushToast('error', t('room.serverError', { message }), 6000);
     // eslint-disable-next-line react-hooks/exhaustive-deps
   }, [room.lastError]);
 
