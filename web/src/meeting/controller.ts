@@ -15,6 +15,7 @@ import {
   endLocally,
   initialRoomState,
   isModerator,
+  reconnectDelay,
   reconnecting,
   reduce,
   type RoomState,
@@ -47,15 +48,6 @@ export interface CallSnapshot {
 }
 
 const MAX_NOTICES = 200;
-
-/**
- * When the connection to the server breaks (or the server restarts), the client gets back in
- * by itself: it waits this long before each attempt, about a minute in all, and then gives up
- * with "connection lost". Staff and personal invitations come straight back in; people who came
- * through the lobby wait there again, as the server cannot tell them from anyone else with the
- * link.
- */
-export const RECONNECT_DELAYS_MS = [1000, 2000, 4000, 8000, 15000, 15000, 15000];
 
 export interface JoinOptions {
   meetingId: string;
@@ -185,14 +177,14 @@ export class MeetingController {
   }
 
   /**
-   * The connection broke: get back in after the next delay of [`RECONNECT_DELAYS_MS`], or end
+   * The connection broke: get back in after the next delay ([`reconnectDelay`]), or end
    * with "connection lost" when it never got in or the attempts are used up.
    */
   private connectionLost(): void {
     const room = this.snapshot.room;
     const wasIn = room.phase === 'joined' || room.phase === 'lobby';
-    const delay = RECONNECT_DELAYS_MS[this.reconnectAttempts];
-    if (!wasIn || delay === undefined) {
+    const delay = reconnectDelay(this.reconnectAttempts, Math.random());
+    if (!wasIn || delay === null) {
       this.finish('connection_lost');
       return;
     }

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { chatEvent, chatWritten, endLocally, initialRoomState, isModerator, reconnecting, reduce } from './state';
+import { chatEvent, chatWritten, endLocally, initialRoomState, isModerator, RECONNECT_DELAYS_MS, reconnectDelay, reconnecting, reduce } from './state';
 import type { Participant } from '../signaling/protocol';
 
 const alice: Participant = {
@@ -155,5 +155,36 @@ describe('room state', () => {
     expect(ended.phase).toBe('ended');
     expect(ended.reconnecting).toBeNull();
     expect(reconnecting(ended, 2, 2)).toBe(ended);
+  });
+});
+
+describe('reconnect schedule', () => {
+  it('tries again at least every 2 s for about a minute, then gives up', () => {
+    let total = 0;
+    let attempts = 0;
+    for (const random of [0, 0.5, 0.999]) {
+      total = 0;
+      attempts = 0;
+      for (let n = 0; ; n++) {
+        const d = reconnectDelay(n, random);
+        if (d === null) break;
+        expect(d).toBeGreaterThan(0);
+        expect(d).toBeLessThanOrEqual(2000);
+        total += d;
+        attempts += 1;
+      }
+      expect(total).toBeGreaterThan(40_000);
+      expect(total).toBeLessThan(65_000);
+    }
+    expect(attempts).toBe(RECONNECT_DELAYS_MS.length);
+    // The first attempt comes soon: a brief break is over within a second.
+    expect(reconnectDelay(0, 0)).toBeLessThanOrEqual(500);
+  });
+
+  it('spreads a meeting\'s attempts: the delay is shortened by up to a quarter at random', () => {
+    expect(reconnectDelay(5, 0)).toBe(2000);
+    expect(reconnectDelay(5, 0.999)).toBe(1501);
+    expect(reconnectDelay(5, 7)).toBe(1500);
+    expect(reconnectDelay(RECONNECT_DELAYS_MS.length, 0)).toBeNull();
   });
 });

@@ -1,6 +1,6 @@
 import { useEffect, useState } from 'react';
 import type { MeetingController } from '../../meeting/controller';
-import { RECONNECT_DELAYS_MS } from '../../meeting/controller';
+import { RECONNECT_DELAYS_MS } from '../../meeting/state';
 import type { RoomState } from '../../meeting/state';
 import { useT } from '../../i18n';
 
