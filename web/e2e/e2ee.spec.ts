@@ -1,56 +1,106 @@
 // End-to-end encryption in real browsers against a real server: the test-hooks builds of both
 // (server: RTP payload recorder and malicious-server hooks; web: plaintext capture and switches).
-// The tests build on each other (one meeting, people come and go) and run in order.
-import { statSync, writeFileSync } from 'node:fs';
+// Every test opens its own meeting with its own people, so each one runs and fails on its own.
+import { existsSync, statSync, writeFileSync } from 'node:fs';
 import { dirname, join as joinPath } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { Page } from '@playwright/test';
-import { expect, newPerson, test, type Person } from './fixtures';
+import type { Browser, Page } from '@playwright/test';
+import { expect, newPerson, signIn, test, type Person } from './fixtures';
 import {
-  changePassword,
   commonSecurityCode,
   createMeeting,
   e2eeStatus,
   expectAudioVideoFrom,
   expectInRoom,
   inviteGuest,
-  login,
   openPanel,
   passPrejoin,
   selfId,
   stats,
 } from './helpers';
-import { findPlaintext, frameHeaderOf, readRecording, splitKid, type PlainFrame } from './plaintext';
+import { findPlaintext, frameHeaderOf, readRecording, splitKid, type PlainFrame, type RecordedPacket } from './plaintext';
 
 test.use({ serverOptions: { webDist: 'dist-test', recordRtp: true } });
-test.describe.configure({ mode: 'serial' });
 
 const TITLE = 'Nichtöffentliche Sitzung';
-const PASSWORD = 'Rathaus-Fenster-blau-2026';
+const ERIKA = 'Erika Musterfrau';
+const JONAS = 'Jonas Beispiel';
+const ANNA = 'Anna Außen';
 
 interface Joined extends Person {
   id: string;
 }
 
-const s: {
-  meetingId?: string;
-  admin?: Joined;
-  erika?: Joined;
-  jonas?: Joined;
-  annaLink?: string;
-  code?: string;
-  everyone: Person[];
-} = { everyone: [] };
-
-test.afterAll(async () => {
-  for (const p of s.everyone) await p.context.close().catch(() => undefined);
+/** Every person a test opens; their browser contexts are closed after the test, pass or fail. */
+const opened: Person[] = [];
+test.afterEach(async () => {
+  for (const p of opened.splice(0)) await p.context.close().catch(() => undefined);
 });
 
-async function join(browserPerson: Person, path: string, opts: { expectInvitee?: string } = {}): Promise<Joined> {
-  await browserPerson.page.goto(path);
-  await passPrejoin(browserPerson.page, { expectTitle: TITLE, ...opts });
-  await expectInRoom(browserPerson.page);
-  return { ...browserPerson, id: await selfId(browserPerson.page) };
+async function person(browser: Browser, baseURL: string, name: string): Promise<Person> {
+  const p = await newPerson(browser, baseURL, name);
+  opened.push(p);
+  return p;
+}
+
+/** The admin, signed in, on a new strict meeting's detail page with a guest invitation for each
+ * of `invitees` (their link paths by name). */
+async function newMeeting(
+  browser: Browser,
+  baseURL: string,
+  adminPassword: string,
+  invitees: string[],
+  title = TITLE,
+): Promise<{ meetingId: string; admin: Person; links: Record<string, string> }> {
+  const admin = await signIn(browser, baseURL, 'admin', adminPassword);
+  opened.push(admin);
+  const meetingId = await createMeeting(admin.page, title, 'strict');
+  const links: Record<string, string> = {};
+  for (const name of invitees) links[name] = await inviteGuest(admin.page, name);
+  return { meetingId, admin, links };
+}
+
+/** The organiser opens the meeting from its detail page. */
+async function organiserJoins(admin: Person): Promise<Joined> {
+  await admin.page.getByTestId('join-meeting').click();
+  await passPrejoin(admin.page, { expectTitle: TITLE });
+  await expectInRoom(admin.page);
+  return { ...admin, id: await selfId(admin.page) };
+}
+
+/** A new person opens `path` and joins. */
+async function join(browser: Browser, baseURL: string, name: string, path: string, opts: { expectInvitee?: string } = {}): Promise<Joined> {
+  const p = await person(browser, baseURL, name);
+  await p.page.goto(path);
+  await passPrejoin(p.page, { expectTitle: TITLE, ...opts });
+  await expectInRoom(p.page);
+  return { ...p, id: await selfId(p.page) };
+}
+
+/** A meeting with the organiser and the invited `guests` in the room, joined one after the
+ * other, all in one group with the same security code; `alsoInvite` only get their links.
+ * `members` is the organiser, then the guests in order. */
+async function meetingWith(browser: Browser, baseURL: string, adminPassword: string, guests: string[], alsoInvite: string[] = []) {
+  const { meetingId, admin, links } = await newMeeting(browser, baseURL, adminPassword, [...guests, ...alsoInvite]);
+  const members = [await organiserJoins(admin)];
+  let code = await commonSecurityCode([admin.page]);
+  for (const guest of guests) {
+    members.push(await join(browser, baseURL, guest.split(' ')[0], links[guest], { expectInvitee: guest }));
+    code = await commonSecurityCode(members.map((m) => m.page), code);
+  }
+  return { meetingId, members, code, links };
+}
+
+/** The recording's size now: a test reads only what was recorded after it. */
+function recordingSize(path: string): number {
+  return existsSync(path) ? statSync(path).size : 0;
+}
+
+/** Payloads recorded from byte `from` on that `participants` sent. */
+function recordedFrom(path: string, from: number, participants: Joined[]): RecordedPacket[] {
+  if (!existsSync(path)) return [];
+  const ids = new Set(participants.map((p) => p.id));
+  return readRecording(path, from).filter((p) => ids.has(`p${p.peer}`));
 }
 
 async function captured(page: Page): Promise<PlainFrame[]> {
@@ -68,48 +118,40 @@ async function cameraCounters(page: Page, from: string): Promise<{ frames: numbe
   return { frames: st?.framesDecoded ?? 0, packets: st?.packetsReceived ?? 0 };
 }
 
-test('members agree on a security code, which changes with every join; the list comes from the group', async ({ browser, server }) => {
-  const admin = await newPerson(browser, server.baseURL, 'admin');
-  s.everyone.push(admin);
+test('members agree on a security code, which changes with every join; the list comes from the group', async ({
+  browser,
+  server,
+  adminPassword,
+}) => {
+  const { admin, links } = await newMeeting(browser, server.baseURL, adminPassword, [ERIKA, JONAS]);
   const a = admin.page;
-  let erikaLink = '';
-  let jonasLink = '';
-  await test.step('set up a meeting with three invitations', async () => {
-    await login(a, 'admin', server.adminOneTimePassword);
-    await changePassword(a, server.adminOneTimePassword, PASSWORD);
-    s.meetingId = await createMeeting(a, TITLE, 'strict');
-    erikaLink = await inviteGuest(a, 'Erika Musterfrau');
-    jonasLink = await inviteGuest(a, 'Jonas Beispiel');
-    s.annaLink = await inviteGuest(a, 'Anna Außen');
-  });
 
+  let organiser: Joined | undefined;
   let alone = '';
   await test.step('the organiser opens the group and sees the encryption indicator', async () => {
-    await a.getByTestId('join-meeting').click();
-    await passPrejoin(a, { expectTitle: TITLE });
-    await expectInRoom(a);
-    s.admin = { ...admin, id: await selfId(a) };
+    organiser = await organiserJoins(admin);
     alone = await commonSecurityCode([a]);
     await expect(a.getByTestId('e2ee-indicator')).toHaveAttribute('data-state', 'active');
   });
 
+  let erika: Joined | undefined;
   let two = '';
   await test.step('an invitee is added by the organiser’s client; the code changes and is equal', async () => {
-    s.erika = await join(await newPerson(browser, server.baseURL, 'Erika'), erikaLink, { expectInvitee: 'Erika Musterfrau' });
-    s.everyone.push(s.erika);
-    two = await commonSecurityCode([a, s.erika.page], alone);
+    erika = await join(browser, server.baseURL, 'Erika', links[ERIKA], { expectInvitee: ERIKA });
+    two = await commonSecurityCode([a, erika.page], alone);
     expect(two).not.toBe(alone);
   });
 
+  let jonas: Joined | undefined;
+  let code = '';
   await test.step('a second invitee joins; all three agree on a new code', async () => {
-    s.jonas = await join(await newPerson(browser, server.baseURL, 'Jonas'), jonasLink, { expectInvitee: 'Jonas Beispiel' });
-    s.everyone.push(s.jonas);
-    s.code = await commonSecurityCode([a, s.erika!.page, s.jonas.page], two);
-    expect(s.code).not.toBe(two);
-    expect(s.code).toMatch(/^\d{5}( \d{5}){4}$/);
+    jonas = await join(browser, server.baseURL, 'Jonas', links[JONAS], { expectInvitee: JONAS });
+    code = await commonSecurityCode([a, erika!.page, jonas.page], two);
+    expect(code).not.toBe(two);
+    expect(code).toMatch(/^\d{5}( \d{5}){4}$/);
   });
 
-  const people = [s.admin!, s.erika!, s.jonas!];
+  const people = [organiser!, erika!, jonas!];
   await test.step('everyone decodes everyone, with every frame encrypted', async () => {
     for (const p of people) for (const other of people) if (other !== p) await expectAudioVideoFrom(p.page, other.id);
     for (const p of people) {
@@ -122,7 +164,7 @@ test('members agree on a security code, which changes with every join; the list 
 
   await test.step('the UI shows the same code, a verified list and the join notices', async () => {
     await openPanel(a, 'security');
-    await expect(a.getByTestId('security-code')).toHaveText(s.code!.replaceAll(' ', ''));
+    await expect(a.getByTestId('security-code')).toHaveText(code.replaceAll(' ', ''));
     await a.screenshot({ path: joinPath(dirname(fileURLToPath(import.meta.url)), 'screenshots', 'security-panel.png') });
     await openPanel(a, 'people');
     const rows = a.getByTestId('participant-item');
@@ -130,21 +172,40 @@ test('members agree on a security code, which changes with every join; the list 
     await expect(a.locator('[data-testid="participant-item"][data-verified="true"]')).toHaveCount(3);
     const notices = await a.evaluate(() => window.__klausur!.notices());
     const joinedNames = notices.flatMap((n) => (n.type === 'joined' ? n.members.map((m) => m.displayName) : []));
-    expect(joinedNames).toEqual(expect.arrayContaining(['Erika Musterfrau', 'Jonas Beispiel']));
+    expect(joinedNames).toEqual(expect.arrayContaining([ERIKA, JONAS]));
   });
 });
 
-test('no plaintext reaches the server: every payload is SFrame from a roster member', async ({ server }) => {
-  const people = [s.admin!, s.erika!, s.jonas!];
-  // Let a few more seconds of media pass through the recorder.
-  await people[0].page.waitForTimeout(4000);
-  const frames = (await Promise.all(people.map((p) => captured(p.page)))).flat();
+test('no plaintext reaches the server: every payload is SFrame from a roster member', async ({ browser, server, adminPassword }) => {
+  const recording = server.rtpRecording!;
+  const from = recordingSize(recording);
+  const { members: people } = await meetingWith(browser, server.baseURL, adminPassword, [ERIKA, JONAS]);
+  // Media passes through the recorder until there is enough on both sides to compare: plaintext
+  // frames captured before encryption, and this meeting's payloads as the server saw them.
+  let frames: PlainFrame[] = [];
+  let packets: RecordedPacket[] = [];
+  await expect
+    .poll(
+      async () => {
+        frames = (await Promise.all(people.map((p) => captured(p.page)))).flat();
+        packets = recordedFrom(recording, from, people);
+        const counts = {
+          video: frames.filter((f) => f.source === 'camera').length,
+          audio: frames.filter((f) => f.source === 'microphone').length,
+          packets: packets.length,
+          frameStarts: packets.filter((p) => frameHeaderOf(p) !== null).length,
+        };
+        const enough = counts.video > 50 && counts.audio > 50 && counts.packets > 500 && counts.frameStarts > 200;
+        return enough ? 'enough' : JSON.stringify(counts);
+      },
+      { timeout: 60_000, message: 'captured frames and recorded payloads' },
+    )
+    .toBe('enough');
   const video = frames.filter((f) => f.source === 'camera');
   const audio = frames.filter((f) => f.source === 'microphone');
   expect(video.length).toBeGreaterThan(50);
   expect(audio.length).toBeGreaterThan(50);
 
-  const packets = readRecording(server.rtpRecording!);
   expect(packets.length).toBeGreaterThan(500);
   const finding = findPlaintext(frames, packets);
   expect(finding.windows).toBeGreaterThan(10_000);
@@ -165,15 +226,19 @@ test('no plaintext reaches the server: every payload is SFrame from a roster mem
   expect(headers).toBeGreaterThan(200);
 });
 
-test('an outsider connected to the media server decodes nothing; members still do', async ({ browser, server }) => {
+test('an outsider connected to the media server decodes nothing; members still do', async ({ browser, server, adminPassword }) => {
+  const { members, links } = await meetingWith(browser, server.baseURL, adminPassword, [ERIKA], [ANNA]);
+  const [admin, erika] = members;
   // The test-only switch makes this client skip the MLS join: the server admits it to the room
   // and forwards media to it, but no member adds it to the group.
-  const anna = await join(await newPerson(browser, server.baseURL, 'Anna'), `${s.annaLink!}?e2ee_test_outsider=1`, {
-    expectInvitee: 'Anna Außen',
-  });
-  s.everyone.push(anna);
-  const members = [s.admin!, s.erika!];
-  await expect.poll(async () => (await cameraCounters(anna.page, s.admin!.id)).packets, { timeout: 30_000 }).toBeGreaterThan(100);
+  const anna = await join(browser, server.baseURL, 'Anna', `${links[ANNA]}?e2ee_test_outsider=1`, { expectInvitee: ANNA });
+  await expect
+    .poll(async () => Math.min(...(await Promise.all(members.map(async (m) => (await cameraCounters(anna.page, m.id)).packets)))), {
+      timeout: 30_000,
+      message: 'camera packets of every member at the outsider',
+    })
+    .toBeGreaterThan(100);
+  // Time in which a client holding the key would decode frames.
   await anna.page.waitForTimeout(3000);
   for (const m of members) {
     const c = await cameraCounters(anna.page, m.id);
@@ -187,7 +252,7 @@ test('an outsider connected to the media server decodes nothing; members still d
   await expect(anna.page.getByTestId('e2ee-indicator')).toHaveAttribute('data-state', 'waiting');
   // Members keep decoding each other, and flag the outsider after the grace period.
   for (const m of members) for (const o of members) if (o !== m) await expectAudioVideoFrom(m.page, o.id);
-  const a = s.admin!.page;
+  const a = admin.page;
   await openPanel(a, 'people');
   await expect(a.locator(`[data-testid="participant-item"][data-participant-id="${anna.id}"] [data-flag="not_in_group"]`)).toBeVisible({
     timeout: 20_000,
@@ -196,9 +261,9 @@ test('an outsider connected to the media server decodes nothing; members still d
   // Chat among the members never reaches the outsider: not as text, not even as ciphertext
   // (the server relays chat to group members only), and the outsider cannot send any.
   const secret = 'Nur für die Gruppe: Beschlussvorlage 12';
-  await openPanel(s.erika!.page, 'chat');
-  await s.erika!.page.getByTestId('chat-input').fill(secret);
-  await s.erika!.page.getByTestId('chat-send').click();
+  await openPanel(erika.page, 'chat');
+  await erika.page.getByTestId('chat-input').fill(secret);
+  await erika.page.getByTestId('chat-send').click();
   await openPanel(a, 'chat');
   await expect(a.getByTestId('chat-message').filter({ hasText: secret })).toBeVisible();
   await openPanel(anna.page, 'chat');
@@ -212,12 +277,11 @@ test('an outsider connected to the media server decodes nothing; members still d
   await expect(a.locator(`[data-testid="participant-item"][data-participant-id="${anna.id}"]`)).toHaveCount(0);
 });
 
-test('ghosts are refused: a forged Add, an impostor and an announced stranger', async ({ server }) => {
-  const people = [s.admin!, s.erika!, s.jonas!];
-  const before = await commonSecurityCode(people.map((p) => p.page));
+test('ghosts are refused: a forged Add, an impostor and an announced stranger', async ({ browser, server, adminPassword }) => {
+  const { meetingId, members: people, code: before } = await meetingWith(browser, server.baseURL, adminPassword, [ERIKA, JONAS]);
   const names = (await e2eeStatus(people[0].page))!.roster.map((r) => r.displayName).sort();
   expect(names).toHaveLength(3);
-  const res = await fetch(`${server.baseURL}/api/test/meetings/${s.meetingId}/inject-ghost`, { method: 'POST' });
+  const res = await fetch(`${server.baseURL}/api/test/meetings/${meetingId}/inject-ghost`, { method: 'POST' });
   expect(res.status).toBe(200);
   const report = (await res.json()) as { ghost_participant: string; forged_commit_epoch: number | null; impostor_pending: string | null };
   expect(report.forged_commit_epoch).not.toBeNull();
@@ -249,12 +313,14 @@ test('ghosts are refused: a forged Add, an impostor and an announced stranger', 
   expect(await commonSecurityCode(people.map((p) => p.page))).toBe(before);
 });
 
-test('forward secrecy: a member the others removed decrypts nothing sent afterwards', async ({ server }) => {
-  const jonas = s.jonas!;
-  const members = [s.admin!, s.erika!];
-  const before = await commonSecurityCode([...members, jonas].map((p) => p.page));
+test('forward secrecy: a member the others removed decrypts nothing sent afterwards', async ({ browser, server, adminPassword }) => {
+  const { meetingId, members: everyone, code: before } = await meetingWith(browser, server.baseURL, adminPassword, [ERIKA, JONAS]);
+  const [admin, erika, jonas] = everyone;
+  const members = [admin, erika];
+  // Before: Jonas decodes the organiser's media.
+  await expectAudioVideoFrom(jonas.page, admin.id);
   // The server tells the others Jonas left but keeps forwarding media to him.
-  const res = await fetch(`${server.baseURL}/api/test/meetings/${s.meetingId}/hide/${jonas.id}`, { method: 'POST' });
+  const res = await fetch(`${server.baseURL}/api/test/meetings/${meetingId}/hide/${jonas.id}`, { method: 'POST' });
   expect(res.status, await res.text()).toBe(200);
   const after = await commonSecurityCode(members.map((p) => p.page), before);
   expect(after).not.toBe(before);
@@ -265,9 +331,9 @@ test('forward secrecy: a member the others removed decrypts nothing sent afterwa
   // machine it can lag behind by a second.)
   await jonas.page.waitForTimeout(2000);
   const d0 = (await diagnostics(jonas.page))!;
-  const c0 = await cameraCounters(jonas.page, s.admin!.id);
+  const c0 = await cameraCounters(jonas.page, admin.id);
   await jonas.page.waitForTimeout(3000);
-  const c1 = await cameraCounters(jonas.page, s.admin!.id);
+  const c1 = await cameraCounters(jonas.page, admin.id);
   const d1 = (await diagnostics(jonas.page))!;
   expect(c1.packets - c0.packets).toBeGreaterThan(30);
   const decrypted = (d: typeof d0) => d.transforms.filter((x) => x.side === 'receive').reduce((n, x) => n + x.decrypted, 0);
@@ -284,11 +350,19 @@ test('forward secrecy: a member the others removed decrypts nothing sent afterwa
   await expectAudioVideoFrom(members[1].page, members[0].id);
 });
 
-test('figures: admit-to-first-decrypted-frame and the worker’s cost per frame (recorded, not asserted)', async ({ browser, server }) => {
-  const a = s.admin!.page;
-  const guest = await newPerson(browser, server.baseURL, 'Max');
-  s.everyone.push(guest);
-  await guest.page.goto(`/m/${s.meetingId}`);
+test('figures: admit-to-first-decrypted-frame and the worker’s cost per frame (recorded, not asserted)', async ({
+  browser,
+  server,
+  adminPassword,
+}) => {
+  const { meetingId, members } = await meetingWith(browser, server.baseURL, adminPassword, [ERIKA]);
+  const [admin, erika] = members;
+  // The guest comes to a meeting whose members already exchange media.
+  await expectAudioVideoFrom(admin.page, erika.id);
+  await expectAudioVideoFrom(erika.page, admin.id);
+  const a = admin.page;
+  const guest = await person(browser, server.baseURL, 'Max');
+  await guest.page.goto(`/m/${meetingId}`);
   await passPrejoin(guest.page, { expectTitle: TITLE, name: 'Max Gast' });
   await expect(guest.page.getByTestId('lobby-page')).toBeVisible();
   await openPanel(a, 'people');
@@ -339,7 +413,7 @@ test('figures: admit-to-first-decrypted-frame and the worker’s cost per frame 
     admit_to_first_decoded_frame_ms: t.decoded === null ? null : t.decoded - admitAt,
   };
   // Worker cost: crypto time per frame from the members' diagnostics (send and receive side).
-  const all = (await Promise.all([a, s.erika!.page].map((p) => diagnostics(p)))).flatMap((d) => d!.transforms);
+  const all = (await Promise.all([a, erika.page].map((p) => diagnostics(p)))).flatMap((d) => d!.transforms);
   const per = (side: 'send' | 'receive', kind: 'audio' | 'video') => {
     const xs = all.filter((x) => x.side === side && x.kind === kind);
     const n = xs.reduce((m, x) => m + (side === 'send' ? x.encrypted : x.decrypted), 0);
@@ -357,31 +431,38 @@ test('figures: admit-to-first-decrypted-frame and the worker’s cost per frame 
   writeFileSync(joinPath(test.info().outputDir, '..', 'e2ee-figures.json'), JSON.stringify(figures, null, 2));
 });
 
-test('negative control: with encryption switched off (test-only switch) the detector finds plaintext', async ({ browser, server }) => {
-  for (const p of s.everyone) await p.context.close().catch(() => undefined);
-  s.everyone = [];
-  const from = statSync(server.rtpRecording!).size;
-  const admin = await newPerson(browser, server.baseURL, 'admin');
-  s.everyone.push(admin);
-  await login(admin.page, 'admin', PASSWORD);
-  await expect(admin.page).toHaveURL(/\/meetings$/);
-  const meetingId = await createMeeting(admin.page, 'Kontrollsitzung', 'strict');
-  const guestLink = await inviteGuest(admin.page, 'Klara Klartext');
+test('negative control: with encryption switched off (test-only switch) the detector finds plaintext', async ({
+  browser,
+  server,
+  adminPassword,
+}) => {
+  const recording = server.rtpRecording!;
+  const from = recordingSize(recording);
+  const { meetingId, admin, links } = await newMeeting(browser, server.baseURL, adminPassword, ['Klara Klartext'], 'Kontrollsitzung');
   await admin.page.goto(`/m/${meetingId}?e2ee_test_plaintext=1`);
   await passPrejoin(admin.page, { expectTitle: 'Kontrollsitzung' });
   await expectInRoom(admin.page);
-  const adminId = await selfId(admin.page);
-  const guest = await newPerson(browser, server.baseURL, 'Klara');
-  s.everyone.push(guest);
-  await guest.page.goto(`${guestLink}?e2ee_test_plaintext=1`);
+  const organiser: Joined = { ...admin, id: await selfId(admin.page) };
+  const guest = await person(browser, server.baseURL, 'Klara');
+  await guest.page.goto(`${links['Klara Klartext']}?e2ee_test_plaintext=1`);
   await passPrejoin(guest.page, { expectTitle: 'Kontrollsitzung' });
   await expectInRoom(guest.page);
-  await expectAudioVideoFrom(guest.page, adminId);
-  await guest.page.waitForTimeout(3000);
-  const frames = [...(await captured(admin.page)), ...(await captured(guest.page))];
+  const klara: Joined = { ...guest, id: await selfId(guest.page) };
+  await expectAudioVideoFrom(guest.page, organiser.id);
+  let frames: PlainFrame[] = [];
+  let finding = findPlaintext([], []);
+  await expect
+    .poll(
+      async () => {
+        frames = [...(await captured(admin.page)), ...(await captured(guest.page))];
+        finding = findPlaintext(frames, recordedFrom(recording, from, [organiser, klara]));
+        return finding.matches;
+      },
+      { timeout: 45_000, message: 'plaintext windows found in the payloads' },
+    )
+    .toBeGreaterThan(100);
   expect(frames.length).toBeGreaterThan(50);
   const d = (await diagnostics(admin.page))!;
   expect(d.transforms.reduce((n, x) => n + x.plaintext, 0)).toBeGreaterThan(0);
-  const finding = findPlaintext(frames, readRecording(server.rtpRecording!, from));
   expect(finding.matches).toBeGreaterThan(100);
 });

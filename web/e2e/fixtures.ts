@@ -1,10 +1,14 @@
 // Shared fixtures: one klausur server per worker, one browser, a context per participant.
 import { test as base, expect, type Browser, type BrowserContext, type Page } from '@playwright/test';
+import { changePassword, login } from './helpers';
 import { startServer, type KlausurServer, type ServerOptions } from './server';
 
 export { expect };
 
-export const test = base.extend<object, { server: KlausurServer; serverOptions: ServerOptions }>({
+/** The admin's password after the first login's forced change (the `adminPassword` fixture). */
+export const ADMIN_PASSWORD = 'Rathaus-Fenster-blau-2026';
+
+export const test = base.extend<object, { server: KlausurServer; serverOptions: ServerOptions; adminPassword: string }>({
   // A spec file may ask for another web bundle or the RTP recorder with `test.use({ serverOptions })`.
   serverOptions: [{}, { option: true, scope: 'worker' }],
   server: [
@@ -18,6 +22,22 @@ export const test = base.extend<object, { server: KlausurServer; serverOptions: 
     },
     { scope: 'worker', timeout: 60_000 },
   ],
+  // The admin's first login with the one-time password and the forced change, once per server:
+  // every test of a spec can then sign in on its own (`signIn`), none depends on another.
+  adminPassword: [
+    async ({ server, browser }, use) => {
+      const context = await browser.newContext({ baseURL: server.baseURL, locale: 'de-DE' });
+      try {
+        const page = await context.newPage();
+        await login(page, 'admin', server.adminOneTimePassword);
+        await changePassword(page, server.adminOneTimePassword, ADMIN_PASSWORD);
+      } finally {
+        await context.close();
+      }
+      await use(ADMIN_PASSWORD);
+    },
+    { scope: 'worker', timeout: 60_000 },
+  ],
 });
 
 export interface Person {
@@ -26,6 +46,19 @@ export interface Person {
   page: Page;
   /** Every WebSocket text frame this page sent or received (what the server sees of it). */
   frames: string[];
+}
+
+/** A new person signed in as `username` (on the meeting list). */
+export async function signIn(browser: Browser, baseURL: string, username: string, password: string): Promise<Person> {
+  const person = await newPerson(browser, baseURL, username);
+  try {
+    await login(person.page, username, password);
+    await expect(person.page).toHaveURL(/\/meetings$/);
+  } catch (e) {
+    await person.context.close().catch(() => undefined);
+    throw e;
+  }
+  return person;
 }
 
 /** A new browser context (= a separate person with own cookies) and one page in it. */

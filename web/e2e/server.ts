@@ -23,9 +23,10 @@ export interface KlausurServer {
   /** The dial-in gateway's SIP address (`sipListen` option), e.g. `127.0.0.1:5062`, else null. */
   sipAddress: string | null;
   stop(): Promise<void>;
-  /** Stops the server as an operator would (SIGTERM) and starts it again on the same data
-   * directory and ports, as for an update. */
-  restart(): Promise<void>;
+  /** Stops the server as an operator would (SIGTERM), or as a crash does (`kill: true`, SIGKILL:
+   * nothing is cleaned up), and starts it again on the same data directory and ports. Resolves
+   * when the new server answers; returns `Date.now()` of that moment. */
+  restart(opts?: { kill?: boolean }): Promise<number>;
 }
 
 export interface ServerOptions {
@@ -152,10 +153,16 @@ export async function startServer(opts: ServerOptions = {}): Promise<KlausurServ
     }
     if (!ready) throw new Error(`klausur did not answer GET /api/session within 30 s; log: ${logPath}`);
   };
-  const restart = async () => {
-    await terminate();
+  const restart = async (restartOpts: { kill?: boolean } = {}) => {
+    if (restartOpts.kill) {
+      child.kill('SIGKILL');
+      for (let i = 0; i < 50 && child.exitCode === null && child.signalCode === null; i++) await sleep(100);
+    } else {
+      await terminate();
+    }
     child = launch();
     await waitReady(false);
+    return Date.now();
   };
 
   try {
