@@ -377,11 +377,15 @@ impl Actor {
                     }
                     // So do the mutes: all stored ones, also any this actor could not read.
                     if let Err(e) = self.store.clear_mutes(&self.seed.id).await {
-                        tracing::warn!(meeting = %self.seed.id, "mutes not cleared: {e}");
+                        crate::storage_fault::not_stored(&self.seed.id, "mutes not cleared", &e);
                     }
                     // And the guests' passes: whoever comes next goes through the lobby.
                     if let Err(e) = self.store.clear_guest_passes(&self.seed.id).await {
-                        tracing::warn!(meeting = %self.seed.id, "guest passes not cleared: {e}");
+                        crate::storage_fault::not_stored(
+                            &self.seed.id,
+                            "guest passes not cleared",
+                            &e,
+                        );
                     }
                 }
                 // Close the channel first so that joins racing with the end retry on a new actor.
@@ -399,7 +403,7 @@ impl Actor {
 
     async fn persist_lock(&self, locked: bool) {
         if let Err(e) = self.store.set_meeting_locked(&self.seed.id, locked).await {
-            tracing::warn!(meeting = %self.seed.id, locked, "lock state not stored: {e}");
+            crate::storage_fault::not_stored(&self.seed.id, "lock state not stored", &e);
         }
     }
 
@@ -521,6 +525,8 @@ impl Actor {
     }
 
     fn error(&self, peer: PeerId, code: ErrorCode, message: impl Into<String>) {
+        let message = message.into();
+        tracing::debug!(meeting = %self.seed.id, peer, code = code.as_str(), "refused: {message}");
         self.to_peer(peer, ServerMsg::error(code, message));
     }
 
@@ -780,7 +786,7 @@ impl Actor {
     async fn set_pass_expiry(&self, pass: i64, from_now: chrono::Duration) {
         let at = chrono::Utc::now() + from_now;
         if let Err(e) = self.store.set_guest_pass_expiry(pass, at).await {
-            tracing::warn!(meeting = %self.seed.id, pass, "guest pass expiry not stored: {e}");
+            crate::storage_fault::not_stored(&self.seed.id, "guest pass expiry not stored", &e);
         }
     }
 
@@ -788,7 +794,7 @@ impl Actor {
     async fn delete_pass(&self, peer: PeerId) {
         if let Some(pass) = self.pass_of(peer) {
             if let Err(e) = self.store.delete_guest_pass(pass).await {
-                tracing::warn!(meeting = %self.seed.id, pass, "guest pass not deleted: {e}");
+                crate::storage_fault::not_stored(&self.seed.id, "guest pass not deleted", &e);
             }
         }
     }
@@ -830,7 +836,7 @@ impl Actor {
                 muted: false,
             }),
             Err(e) => {
-                tracing::warn!(meeting = %self.seed.id, "guest pass not stored: {e}");
+                crate::storage_fault::not_stored(&self.seed.id, "guest pass not stored", &e);
                 None
             }
         }
@@ -1317,7 +1323,11 @@ impl Actor {
                 if let Some(subject) = w.standing.ban_subject {
                     if w.standing.banned {
                         if let Err(e) = self.store.remove_ban(&self.seed.id, subject).await {
-                            tracing::warn!("could not lift ban: {e}");
+                            crate::storage_fault::not_stored(
+                                &self.seed.id,
+                                "could not lift ban",
+                                &e,
+                            );
                         }
                     }
                 }
@@ -1388,7 +1398,11 @@ impl Actor {
                         None => Ok(()),
                     };
                     if let Err(e) = res {
-                        tracing::warn!("could not end a removed moderator's role: {e}");
+                        crate::storage_fault::not_stored(
+                            &self.seed.id,
+                            "could not end a removed moderator's role",
+                            &e,
+                        );
                     }
                 }
                 if let Some(m) = self.members.get(&target) {
@@ -1398,7 +1412,11 @@ impl Actor {
                             .add_ban(&self.seed.id, subject, &by, chrono::Utc::now())
                             .await
                         {
-                            tracing::warn!("could not record removal: {e}");
+                            crate::storage_fault::not_stored(
+                                &self.seed.id,
+                                "could not record removal",
+                                &e,
+                            );
                         }
                     }
                     self.send(
@@ -1442,13 +1460,13 @@ impl Actor {
                         }
                         // Stored too, so that a restart of the server does not lift it.
                         if let Err(e) = self.store.set_muted(&self.seed.id, subject, muted).await {
-                            tracing::warn!(meeting = %self.seed.id, muted, "mute not stored: {e}");
+                            crate::storage_fault::not_stored(&self.seed.id, "mute not stored", &e);
                         }
                     }
                     if let Some(pass) = m.standing.pass.as_mut() {
                         pass.muted = muted;
                         if let Err(e) = self.store.set_guest_pass_muted(pass.id, muted).await {
-                            tracing::warn!(meeting = %self.seed.id, muted, "mute not stored: {e}");
+                            crate::storage_fault::not_stored(&self.seed.id, "mute not stored", &e);
                         }
                     }
                     m.info.muted_by_moderator = muted;
@@ -1519,7 +1537,11 @@ impl Actor {
                     },
                 };
                 if let Err(e) = res {
-                    tracing::warn!("could not store moderator change: {e}");
+                    crate::storage_fault::not_stored(
+                        &self.seed.id,
+                        "could not store moderator change",
+                        &e,
+                    );
                 }
                 let lobby = self.lobby_list();
                 if let Some(m) = self.members.get_mut(&target) {
@@ -1644,7 +1666,11 @@ impl Actor {
                     .set_meeting_ended(&self.seed.id, chrono::Utc::now())
                     .await
                 {
-                    tracing::warn!("could not mark meeting ended: {e}");
+                    crate::storage_fault::not_stored(
+                        &self.seed.id,
+                        "could not mark meeting ended",
+                        &e,
+                    );
                 }
                 self.members.clear();
                 self.lobby.clear();

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use klausur_store::StorageFault;
+use klausur_store::{StorageFault, StoreError};
 
 /// What a user is told when a change cannot be saved.
 pub const USER_MESSAGE: &str = "The server cannot save changes right now (its storage is not \
@@ -72,5 +72,15 @@ pub fn report(fault: StorageFault, error: &dyn std::fmt::Display) {
              again later; nothing was half-written",
             remedy(fault)
         );
+    }
+}
+
+/// A write of the meeting `meeting` that failed (`what`, for example "lock state not stored"):
+/// the meeting goes on with what it holds in memory; a storage fault is reported as above, any
+/// other failure as a warning.
+pub fn not_stored(meeting: &str, what: &str, e: &StoreError) {
+    match e {
+        StoreError::Unwritable(fault, cause) => report(*fault, cause),
+        other => tracing::warn!(meeting, "{what}: {other}"),
     }
 }
