@@ -48,7 +48,7 @@
 //!   `credential_user_id` and kind, and the same device still holds L. A claim on someone
 //!   else's leaf is flagged ([`VerificationFlag::Mismatch`]) and removes nothing, whatever the
 //!   server relays: a participant cannot get another member removed by claiming its leaf and
-//!   leaving. A roster leaf that no participant validly claims for [`GRACE`] is removed, so a
+//!   leaving. A roster leaf that no participant validly claims for [`UNCLAIMED_GRACE`] is removed, so a
 //!   member that really left goes.
 //! - **Order.** Removals come first, then adds, then a credential renewal, then a due leaf
 //!   update. A member waits rank x [`RANK_DELAY`] before a removal or an add (rank = position of
@@ -109,9 +109,13 @@ mod view;
 
 pub use view::{valid_claim, OutsiderView, RosterView, Verification, VerificationFlag};
 
-/// Grace before a leaf no participant claims is removed (and before a roster/server-list
-/// discrepancy is flagged).
+/// Grace before a participant the server announces but who is not in the group is flagged.
 pub const GRACE: Duration = Duration::from_secs(10);
+/// Grace before a leaf no participant validly claims is flagged and removed. Longer than
+/// [`GRACE`]: a joiner's claim needs its Welcome processed, the claim signed and checked by the
+/// server, and the participant update delivered, which on a loaded server (or a gateway on
+/// another host) took more than 10 s; removing the leaf meanwhile threw a newcomer out again.
+pub const UNCLAIMED_GRACE: Duration = Duration::from_secs(30);
 /// A member of rank r waits r times this before committing a removal or an add.
 pub const RANK_DELAY: Duration = Duration::from_secs(1);
 /// An own commit without a result after this long is dropped; also the hold after a lost
@@ -531,7 +535,7 @@ impl GroupClient {
             }
         }
         for since in self.unclaimed_since.values() {
-            consider(*since + GRACE + TICK);
+            consider(*since + UNCLAIMED_GRACE + TICK);
         }
         if let Some(t) = self.leaf_refreshed_at {
             let due = t + LEAF_UPDATE_INTERVAL;
@@ -1079,7 +1083,7 @@ impl GroupClient {
                 let unclaimed = self
                     .unclaimed_since
                     .get(&e.leaf_index)
-                    .is_some_and(|since| self.now.saturating_sub(*since) > GRACE);
+                    .is_some_and(|since| self.now.saturating_sub(*since) > UNCLAIMED_GRACE);
                 departed || unclaimed
             })
             .map(|e| e.leaf_index)

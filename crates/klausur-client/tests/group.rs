@@ -12,7 +12,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
 use klausur_client::group::{
     GroupClient, GroupEvent, GroupOutput, Phase, RefusalReason, Verification, VerificationFlag,
-    WarningCode, GRACE,
+    WarningCode, UNCLAIMED_GRACE,
 };
 use klausur_e2ee::{
     CaVerifier, IdentityCa, Member, MemberConfig, ParticipantKind as CredKind, SignedCredential,
@@ -1395,7 +1395,7 @@ fn a_participant_claiming_someone_elses_leaf_cannot_get_it_removed_by_leaving() 
         );
         assert_eq!(s.c(id).g.phase(), Phase::Active);
     }
-    s.advance(GRACE.as_millis() as u64 + 4_000);
+    s.advance(UNCLAIMED_GRACE.as_millis() as u64 + 4_000);
     s.expect_agree(&["p1", "p2", "p3"]);
     for id in ["p1", "p2", "p3"] {
         assert_eq!(
@@ -1437,11 +1437,11 @@ fn a_leaf_nobody_claims_is_removed_after_the_grace_period() {
             .iter()
             .any(|e| e.leaf_index == kurt_leaf)
     };
-    s.advance(GRACE.as_millis() as u64 / 2);
+    s.advance(UNCLAIMED_GRACE.as_millis() as u64 / 2);
     assert!(in_roster(&s), "still within the grace period");
     let v = s.verification("p1");
     assert!(v.roster.iter().all(|r| r.flags.is_empty()), "{v:?}");
-    s.advance(GRACE.as_millis() as u64);
+    s.advance(UNCLAIMED_GRACE.as_millis() as u64);
     assert!(!in_roster(&s), "removed after the grace period");
     s.expect_agree(&["p1", "p2", "p3"]);
     for id in ["p1", "p2", "p3"] {
@@ -1587,7 +1587,7 @@ fn a_commit_the_others_cannot_process_is_reported_and_its_maker_rejoins() {
         "a new key package after the reset"
     );
     // The others remove Ben's old leaf (no longer claimed) and add him again.
-    s.advance(15_000);
+    s.advance(UNCLAIMED_GRACE.as_millis() as u64 + 5_000);
     let after = s.expect_agree(&["p1", "p2", "p3"]);
     assert_ne!(after, before);
     assert!(s.c("p1").g.epoch().expect("epoch") > epoch);

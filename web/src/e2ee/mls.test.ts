@@ -6,7 +6,7 @@ import { readFileSync } from 'node:fs';
 import { describe, expect, test } from 'vitest';
 import type { ClientMsg, MlsContinuity, MlsPolicy, ServerMsg } from '../signaling/protocol';
 import { fromBase64, fromHex, toBase64, toHex } from './b64';
-import { CHAT_TIMEOUT_MS, GRACE_MS, MlsClient, type ParticipantLike } from './mls';
+import { CHAT_TIMEOUT_MS, GRACE_MS, MlsClient, UNCLAIMED_GRACE_MS, type ParticipantLike } from './mls';
 import {
   WasmMember,
   continuitySign,
@@ -581,9 +581,9 @@ describe('MlsClient with the delivery service', () => {
     s.advance(1_000);
     expect(kurt.status.phase).toBe('active');
     s.leave(kurt);
-    s.advance(GRACE_MS / 2);
+    s.advance(UNCLAIMED_GRACE_MS / 2);
     expect(alice.status.roster.find((r) => r.displayName === 'Kurt')?.flags).toEqual([]);
-    s.advance(GRACE_MS);
+    s.advance(UNCLAIMED_GRACE_MS);
     expect(alice.status.roster.find((r) => r.displayName === 'Kurt')).toBeUndefined();
     expectAgree([alice, bob, dave, gina, ida, jan]);
   });
@@ -613,7 +613,7 @@ describe('MlsClient with the delivery service', () => {
       expect(c.status.phase, c.name).toBe('active');
       expect(c.status.roster.some((r) => r.leaf === anaLeaf), c.name).toBe(true);
     }
-    s.advance(GRACE_MS + 4_000);
+    s.advance(UNCLAIMED_GRACE_MS + 4_000);
     expectAgree([ana, ben, cem]);
     for (const c of [ana, ben, cem]) {
       expect(c.status.roster.some((r) => r.leaf === ginaLeaf), c.name).toBe(false);
@@ -950,7 +950,7 @@ describe('MlsClient with the delivery service', () => {
     expect(ben.warnings('group_reset')).toBe(1);
     expect(ben.status.phase).toBe('waiting');
     // The others remove Ben's old leaf (no longer claimed) and add him again.
-    s.advance(15_000);
+    s.advance(UNCLAIMED_GRACE_MS + 5_000);
     const after = expectAgree([ana, ben, cem]);
     expect(after).not.toBe(before);
     expect(ana.status.epoch).toBeGreaterThan(epoch);

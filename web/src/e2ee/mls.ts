@@ -26,8 +26,15 @@ import type {
   WarningCode,
 } from './types';
 
-/** Grace before a roster/server-list discrepancy is flagged or an unclaimed leaf removed. */
+/** Grace before a participant the server announces but who is not in the group is flagged. */
 export const GRACE_MS = 10_000;
+/**
+ * Grace before a leaf no participant validly claims is flagged and removed. Longer than
+ * GRACE_MS: a joiner's claim needs its Welcome processed, the claim signed and checked by the
+ * server and the participant update delivered, which on a loaded server (or a dial-in gateway on
+ * another host) took more than 10 s; removing the leaf meanwhile threw the newcomer out again.
+ */
+export const UNCLAIMED_GRACE_MS = 30_000;
 /** A member of rank r waits r times this before committing (r = 0 commits at once). */
 export const RANK_DELAY_MS = 1_000;
 /** An own commit without a result after this long is dropped (the server refused it). */
@@ -860,7 +867,7 @@ export class MlsClient {
       if (e.leafIndex === ownLeaf) continue;
       const departed = this.departed.get(e.leafIndex) === e.devicePublicKey;
       const since = this.unclaimedSince.get(e.leafIndex);
-      if (departed || (since !== undefined && this.now - since > GRACE_MS)) out.push(e.leafIndex);
+      if (departed || (since !== undefined && this.now - since > UNCLAIMED_GRACE_MS)) out.push(e.leafIndex);
     }
     return out;
   }
@@ -988,7 +995,7 @@ export class MlsClient {
       const flags: VerificationFlag[] = [];
       if (!p && !self) {
         const since = this.unclaimedSince.get(e.leafIndex);
-        if (since !== undefined && this.now - since > GRACE_MS) flags.push('not_announced');
+        if (since !== undefined && this.now - since > UNCLAIMED_GRACE_MS) flags.push('not_announced');
       }
       const several = !self && (claimants.get(e.leafIndex)?.length ?? 0) > 1;
       const foreign = !self && p !== undefined && !validClaim(p, e);

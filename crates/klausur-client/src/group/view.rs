@@ -7,7 +7,7 @@ use std::time::Duration;
 use klausur_e2ee::{ParticipantKind as CredentialKind, RosterEntry};
 use klausur_proto::{Participant, ParticipantId, ParticipantKind};
 
-use super::{GroupClient, GRACE};
+use super::{GroupClient, GRACE, UNCLAIMED_GRACE};
 
 /// A discrepancy between the server's participant list and the group's roster.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -15,7 +15,7 @@ pub enum VerificationFlag {
     /// The server announces a participant whose client is not in the group (after [`GRACE`]).
     /// It receives no keys, but the server says it is there.
     NotInGroup,
-    /// A member of the group that no server participant claims (after [`GRACE`]). It can
+    /// A member of the group that no server participant claims (after [`UNCLAIMED_GRACE`]). It can
     /// decrypt everything; members remove such leaves.
     NotAnnounced,
     /// The server's name, kind or credential user id for the participant claiming this leaf
@@ -136,7 +136,7 @@ pub(super) fn verification(g: &GroupClient, now: Duration) -> Verification {
             let mut flags = Vec::new();
             if p.is_none() && !own {
                 let since = g.unclaimed_since.get(&e.leaf_index);
-                if since.is_some_and(|s| now.saturating_sub(*s) > GRACE) {
+                if since.is_some_and(|s| now.saturating_sub(*s) > UNCLAIMED_GRACE) {
                     flags.push(VerificationFlag::NotAnnounced);
                 }
             }
