@@ -9,12 +9,12 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { mkdtempSync } from 'node:fs';
 import { chromiumArgs } from '../playwright.config';
-import { expect, newPerson, test, type Person } from './fixtures';
-import { changePassword, commonSecurityCode, expectInRoom, inviteGuest, login, openPanel, passPrejoin, selfId } from './helpers';
+import type { Browser } from '@playwright/test';
+import { expect, signIn, test, type Person } from './fixtures';
+import { commonSecurityCode, expectInRoom, inviteGuest, openPanel, passPrejoin, selfId } from './helpers';
 import { Baresip, sippCall, toneShare, toneWav } from './phone';
 
 const TITLE = 'Ortsbeirat Mitte';
-const NEW_ADMIN_PASSWORD = 'Ein-neues-Admin-Passwort-2026';
 const screenshots = join(dirname(fileURLToPath(import.meta.url)), 'screenshots');
 const tone500 = toneWav(join(tmpdir(), 'klausur-tone-500hz-v1.wav'), 500, 48_000, 2, 0.5);
 
@@ -25,13 +25,48 @@ test.use({
     args: chromiumArgs.map((a) => (a.startsWith('--use-file-for-fake-audio-capture=') ? `--use-file-for-fake-audio-capture=${tone500}` : a)),
   },
 });
-test.describe.configure({ mode: 'serial' });
+/** The organiser (admin) on a meeting with dial-in and an invitation for Erika with a phone PIN,
+ * in the room; every test has its own. */
+interface DialInMeeting {
+  admin: Person;
+  number: string;
+  pin: string;
+  /** A scratch directory for the SIP peers' files. */
+  work: string;
+}
 
-const s: { admin?: Person; number?: string; pin?: string; meetingId?: string; work?: string } = {};
-
-test.afterAll(async () => {
-  await s.admin?.context.close().catch(() => undefined);
+const opened: Person[] = [];
+test.afterEach(async () => {
+  for (const p of opened.splice(0)) await p.context.close().catch(() => undefined);
 });
+
+async function dialInMeeting(browser: Browser, baseURL: string, adminPassword: string, title: string): Promise<DialInMeeting> {
+  const admin = await signIn(browser, baseURL, 'admin', adminPassword);
+  opened.push(admin);
+  const a = admin.page;
+  const m = { admin, number: '', pin: '', work: mkdtempSync(join(tmpdir(), 'klausur-dialin-')) };
+  await test.step('a meeting with dial-in, and an invitation with a phone PIN', async () => {
+    await a.goto('/meetings');
+    await a.getByTestId('new-meeting').click();
+    await a.getByTestId('meeting-title-input').fill(title);
+    await a.getByTestId('profile-internal').check();
+    await a.getByTestId('dial-in-checkbox').check();
+    await a.getByTestId('create-meeting-submit').click();
+    await expect(a.getByTestId('meeting-detail-title')).toHaveText(title);
+    m.number = (await a.getByTestId('dial-in-number').getAttribute('data-number')) ?? '';
+    expect(m.number).toMatch(/^\d{8}$/);
+    await inviteGuest(a, 'Erika Musterfrau');
+    m.pin = (await a.locator('[data-testid="invite-pin"][data-name="Erika Musterfrau"]').getAttribute('data-copy')) ?? '';
+    expect(m.pin).toMatch(/^\d{8}$/);
+  });
+  await test.step('the organiser joins', async () => {
+    await a.getByTestId('join-meeting').click();
+    await passPrejoin(a, { expectTitle: title });
+    await expectInRoom(a);
+    await selfId(a);
+  });
+  return m;
+}
 
 const callers = (p: Person) =>
   p.page.evaluate(() => (window.__klausur?.participants() ?? []).filter((x) => x.kind === 'phone_gateway').map((x) => x.id));
@@ -39,36 +74,12 @@ const callers = (p: Person) =>
 test('a caller types number and PIN, the organiser admits them from the lobby; list, banner and security code show the call while it lasts', async ({
   browser,
   server,
+  adminPassword,
 }) => {
   if (!server.sipAddress) throw new Error('the server runs without the dial-in gateway');
-  s.work = mkdtempSync(join(tmpdir(), 'klausur-dialin-'));
-  const admin = await newPerson(browser, server.baseURL, 'admin');
-  s.admin = admin;
+  const { admin, number, pin, work } = await dialInMeeting(browser, server.baseURL, adminPassword, TITLE);
   const a = admin.page;
-  await login(a, 'admin', server.adminOneTimePassword);
-  await changePassword(a, server.adminOneTimePassword, NEW_ADMIN_PASSWORD);
-
-  await test.step('a meeting with dial-in, and an invitation with a phone PIN', async () => {
-    await a.goto('/meetings');
-    await a.getByTestId('new-meeting').click();
-    await a.getByTestId('meeting-title-input').fill(TITLE);
-    await a.getByTestId('profile-internal').check();
-    await a.getByTestId('dial-in-checkbox').check();
-    await a.getByTestId('create-meeting-submit').click();
-    await expect(a.getByTestId('meeting-detail-title')).toHaveText(TITLE);
-    s.meetingId = decodeURIComponent(/\/meetings\/([^/?#]+)$/.exec(new URL(a.url()).pathname)![1]);
-    s.number = (await a.getByTestId('dial-in-number').getAttribute('data-number')) ?? '';
-    expect(s.number).toMatch(/^\d{8}$/);
-    await inviteGuest(a, 'Erika Musterfrau');
-    s.pin = (await a.locator('[data-testid="invite-pin"][data-name="Erika Musterfrau"]').getAttribute('data-copy')) ?? '';
-    expect(s.pin).toMatch(/^\d{8}$/);
-  });
-
-  await test.step('the organiser joins and locks the meeting', async () => {
-    await a.getByTestId('join-meeting').click();
-    await passPrejoin(a, { expectTitle: TITLE });
-    await expectInRoom(a);
-    await selfId(a);
+  await test.step('the organiser locks the meeting', async () => {
     await openPanel(a, 'people');
     await a.getByTestId('lock-toggle').click();
     await expect(a.getByTestId('lock-indicator')).toBeVisible();
@@ -77,7 +88,7 @@ test('a caller types number and PIN, the organiser admits them from the lobby; l
   await expect(a.getByTestId('phone-banner')).toHaveCount(0);
 
   let during: string | null = null;
-  const call = await sippCall(join(s.work, 'sipp'), server.sipAddress, `${s.number}#${s.pin}#`, 40_000, '+4930123456789');
+  const call = await sippCall(join(work, 'sipp'), server.sipAddress, `${number}#${pin}#`, 40_000, '+4930123456789');
   try {
     await test.step('the caller waits in the lobby, marked as a phone caller; the organiser admits them', async () => {
       await openPanel(a, 'people');
@@ -119,18 +130,17 @@ test('a caller types number and PIN, the organiser admits them from the lobby; l
 });
 
 test('audio flows both ways through the encrypted path; with the gateway\'s frame key withheld the browser decodes nothing', async ({
+  browser,
   server,
+  adminPassword,
 }) => {
-  const admin = s.admin;
-  if (!admin || !s.number || !s.pin || !s.work || !server.sipAddress) throw new Error('needs the meeting of the first test');
+  if (!server.sipAddress) throw new Error('the server runs without the dial-in gateway');
+  const { admin, number, pin, work } = await dialInMeeting(browser, server.baseURL, adminPassword, 'Ortsbeirat Nord');
   const a = admin.page;
-  await openPanel(a, 'people');
-  await a.getByTestId('lock-toggle').click();
-  await expect(a.getByTestId('lock-indicator')).toHaveCount(0);
 
-  const phone = await Baresip.start(join(s.work, 'baresip'), 1000);
+  const phone = await Baresip.start(join(work, 'baresip'), 1000);
   try {
-    await phone.call(server.sipAddress, `${s.number}#${s.pin}#`);
+    await phone.call(server.sipAddress, `${number}#${pin}#`);
     await expect.poll(() => callers(admin), { timeout: 45_000 }).toHaveLength(1);
     const [pid] = await callers(admin);
     await test.step('the browser hears the caller\'s 1000 Hz, and not its own 500 Hz', async () => {
@@ -159,9 +169,9 @@ test('audio flows both ways through the encrypted path; with the gateway\'s fram
   await test.step('negative control: the gateway\'s frames under a key the group does not have are never decoded', async () => {
     const on = await a.request.post('/api/test/dialin/withhold-frame-key', { data: { on: true } });
     expect(on.ok()).toBe(true);
-    const again = await Baresip.start(join(s.work!, 'baresip-withheld'), 1000);
+    const again = await Baresip.start(join(work, 'baresip-withheld'), 1000);
     try {
-      await again.call(server.sipAddress!, `${s.number}#${s.pin}#`);
+      await again.call(server.sipAddress!, `${number}#${pin}#`);
       await expect.poll(() => callers(admin), { timeout: 45_000 }).toHaveLength(1);
       const [pid] = await callers(admin);
       // Frames arrive (the server forwards them) but none decrypts: the transform drops them.

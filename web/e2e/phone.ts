@@ -82,8 +82,11 @@ function scenario(keys: string, stayMs: number, caller: string): string {
 
   ]]></send>
   <pause milliseconds="1500"/>`;
+  // 800 ms from one key to the next: each capture plays for 140 ms in a thread of its own, and
+  // on a loaded machine a thread that starts late must not overlap the next key's (the same key
+  // twice has the same RTP timestamp in the captures, so an overlap would merge the two).
   const presses = [...keys]
-    .map((k) => `  <nop><action><exec play_pcap_audio="${capture(k)}"/></action></nop>\n  <pause milliseconds="400"/>`)
+    .map((k) => `  <nop><action><exec play_pcap_audio="${capture(k)}"/></action></nop>\n  <pause milliseconds="800"/>`)
     .join('\n');
   const bye = `
   <pause milliseconds="${stayMs}"/>
