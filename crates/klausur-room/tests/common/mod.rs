@@ -323,6 +323,9 @@ pub struct Sim {
     /// DTLS from these clients never reaches the room (a peer that answers STUN and never
     /// finishes the handshake).
     pub drop_dtls_from: BTreeSet<PeerId>,
+    /// Every datagram from these clients to the room is held back until
+    /// [`Sim::release_held`] (a path that stalls, then delivers a burst).
+    pub hold_all_from: BTreeSet<PeerId>,
     held: Vec<(SocketAddr, SocketAddr, Vec<u8>)>,
 }
 
@@ -370,6 +373,7 @@ impl Sim {
             dropped: 0,
             hold_rtcp_from: BTreeSet::new(),
             drop_dtls_from: BTreeSet::new(),
+            hold_all_from: BTreeSet::new(),
             held: Vec::new(),
         }
     }
@@ -389,6 +393,17 @@ impl Sim {
     /// transceivers for what the room currently publishes).
     pub fn join(&mut self, id: PeerId) {
         self.join_with(id, |_| {});
+    }
+
+    /// Adds the room's peer and the client `id`, without any offer.
+    pub fn add_client(&mut self, id: PeerId) {
+        let ufrag = self
+            .room
+            .add_peer(self.now, id, &[room_addr()])
+            .expect("add_peer");
+        self.ufrag_to_peer.insert(ufrag, id);
+        self.clients.push(Client::new(self.now, id));
+        self.drain_room();
     }
 
     /// Joins `id`, letting `setup` configure the room's peer before its first offer.
@@ -526,7 +541,9 @@ impl Sim {
                 let Some(peer) = peer else {
                     continue;
                 };
-                if self.hold_rtcp_from.contains(&peer) && is_rtcp(&contents) {
+                if self.hold_all_from.contains(&peer)
+                    || (self.hold_rtcp_from.contains(&peer) && is_rtcp(&contents))
+                {
                     self.held.push((source, destination, contents));
                     continue;
                 }
