@@ -11,7 +11,7 @@ import { mkdtempSync } from 'node:fs';
 import { chromiumArgs } from '../playwright.config';
 import type { Browser } from '@playwright/test';
 import { expect, signIn, test, type Person } from './fixtures';
-import { commonSecurityCode, expectInRoom, inviteGuest, openPanel, passPrejoin, selfId } from './helpers';
+import { commonSecurityCode, inviteGuest, openPanel, organiserJoins } from './helpers';
 import { Baresip, sippCall, toneShare, toneWav } from './phone';
 
 const TITLE = 'Ortsbeirat Mitte';
@@ -60,10 +60,7 @@ async function dialInMeeting(browser: Browser, baseURL: string, adminPassword: s
     expect(m.pin).toMatch(/^\d{8}$/);
   });
   await test.step('the organiser joins', async () => {
-    await a.getByTestId('join-meeting').click();
-    await passPrejoin(a, { expectTitle: title });
-    await expectInRoom(a);
-    await selfId(a);
+    await organiserJoins(a, title);
   });
   return m;
 }

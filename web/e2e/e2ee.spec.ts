@@ -14,6 +14,7 @@ import {
   expectInRoom,
   inviteGuest,
   openPanel,
+  organiserJoins,
   passPrejoin,
   selfId,
   stats,
@@ -60,13 +61,6 @@ async function newMeeting(
   return { meetingId, admin, links };
 }
 
-/** The organiser opens the meeting from its detail page. */
-async function organiserJoins(admin: Person): Promise<Joined> {
-  await admin.page.getByTestId('join-meeting').click();
-  await passPrejoin(admin.page, { expectTitle: TITLE });
-  await expectInRoom(admin.page);
-  return { ...admin, id: await selfId(admin.page) };
-}
 
 /** A new person opens `path` and joins. */
 async function join(browser: Browser, baseURL: string, name: string, path: string, opts: { expectInvitee?: string } = {}): Promise<Joined> {
@@ -82,7 +76,7 @@ async function join(browser: Browser, baseURL: string, name: string, path: strin
  * `members` is the organiser, then the guests in order. */
 async function meetingWith(browser: Browser, baseURL: string, adminPassword: string, guests: string[], alsoInvite: string[] = []) {
   const { meetingId, admin, links } = await newMeeting(browser, baseURL, adminPassword, [...guests, ...alsoInvite]);
-  const members = [await organiserJoins(admin)];
+  const members = [{ ...admin, id: await organiserJoins(admin.page, TITLE) }];
   let code = await commonSecurityCode([admin.page]);
   for (const guest of guests) {
     members.push(await join(browser, baseURL, guest.split(' ')[0], links[guest], { expectInvitee: guest }));
@@ -129,7 +123,7 @@ test('members agree on a security code, which changes with every join; the list 
   let organiser: Joined | undefined;
   let alone = '';
   await test.step('the organiser opens the group and sees the encryption indicator', async () => {
-    organiser = await organiserJoins(admin);
+    organiser = { ...admin, id: await organiserJoins(admin.page, TITLE) };
     alone = await commonSecurityCode([a]);
     await expect(a.getByTestId('e2ee-indicator')).toHaveAttribute('data-state', 'active');
   });

@@ -64,6 +64,15 @@ export async function passPrejoin(page: Page, opts: { name?: string; expectTitle
   await page.getByTestId('join-button').click();
 }
 
+/** On the meeting detail page: the organiser joins their meeting `title`; returns their
+ * participant id once in the room. */
+export async function organiserJoins(page: Page, title: string): Promise<string> {
+  await page.getByTestId('join-meeting').click();
+  await passPrejoin(page, { expectTitle: title });
+  await expectInRoom(page);
+  return selfId(page);
+}
+
 export async function expectInRoom(page: Page): Promise<void> {
   await expect(page.getByTestId('meeting-room')).toBeVisible();
 }

@@ -13,6 +13,7 @@ import {
   inviteGuest,
   mediaRising,
   openPanel,
+  organiserJoins,
   passPrejoin,
   selfId,
   sendChat,
@@ -112,13 +113,6 @@ async function meetingWithInvitations(
   return { admin, meetingId, links };
 }
 
-/** The organiser joins from the meeting page. */
-async function organiserJoins(admin: Person): Promise<Joined> {
-  await admin.page.getByTestId('join-meeting').click();
-  await passPrejoin(admin.page, { expectTitle: TITLE });
-  await expectInRoom(admin.page);
-  return { ...admin, id: await selfId(admin.page) };
-}
 
 /** An invited guest opens their link and passes the pre-join check into the room; with
  * `relays`, their signaling runs through a relay the test can cut (`relaySignaling`). */
@@ -140,7 +134,7 @@ async function meetingInSession(
   names: string[],
 ): Promise<{ meetingId: string; admin: Joined; guests: Joined[] }> {
   const { admin, meetingId, links } = await meetingWithInvitations(browser, baseURL, adminPassword, names);
-  const organiser = await organiserJoins(admin);
+  const organiser = { ...admin, id: await organiserJoins(admin.page, TITLE) };
   const guests: Joined[] = [];
   for (const name of names) guests.push(await guestJoins(browser, baseURL, name, links[name]));
   if (guests.length > 0) await commonSecurityCode([organiser, ...guests].map((p) => p.page));
@@ -185,7 +179,7 @@ test('admin sets up a meeting, two invited guests join, everyone sees and hears 
 
   let admin: Joined | undefined;
   await test.step('the organiser joins', async () => {
-    admin = await organiserJoins(setup!.admin);
+    admin = { ...setup!.admin, id: await organiserJoins(setup!.admin.page, TITLE) };
   });
 
   const guests: Joined[] = [];

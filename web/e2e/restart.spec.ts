@@ -12,6 +12,7 @@ import {
   expectInRoom,
   inviteGuest,
   openPanel,
+  organiserJoins,
   passPrejoin,
   selfId,
   sendChat,
@@ -55,9 +56,7 @@ async function threeInAMeeting(browser: Browser, baseURL: string, adminPassword:
   const a = admin.page;
   const meetingId = await createMeeting(a, title, 'strict');
   const link = await inviteGuest(a, 'Rita Revision');
-  await a.getByTestId('join-meeting').click();
-  await passPrejoin(a, { expectTitle: title });
-  await expectInRoom(a);
+  await organiserJoins(a, title);
 
   const rita = await person(browser, baseURL, 'Rita Revision');
   const r = rita.page;
@@ -159,9 +158,7 @@ test('a participant whose media connection fails while signaling works gets back
   const a = admin.page;
   const meetingId = await createMeeting(a, title, 'strict');
   const link = await inviteGuest(a, 'Rita Revision');
-  await a.getByTestId('join-meeting').click();
-  await passPrejoin(a, { expectTitle: title });
-  await expectInRoom(a);
+  await organiserJoins(a, title);
   const rita = await person(browser, server.baseURL, 'Rita Revision');
   const r = rita.page;
   await r.goto(link);
