@@ -35,6 +35,40 @@ function freeTcpPort(): Promise<number> {
   });
 }
 
+function bindsFree(port: number): Promise<boolean> {
+  return new Promise((res) => {
+    const u = createSocket('udp4');
+    u.on('error', () => res(false));
+    u.bind(port, '127.0.0.1', () => {
+      const t = createServer();
+      t.on('error', () => u.close(() => res(false)));
+      t.listen(port, '127.0.0.1', () => t.close(() => u.close(() => res(true))));
+    });
+  });
+}
+
+let nextBlock = 0;
+
+/**
+ * The first of `len` consecutive ports on 127.0.0.1 free for both UDP and TCP, below the
+ * kernel's ephemeral range (32768 and up), so that no outgoing connection and no other test's
+ * bind to port 0 takes one of them before the program that binds them. baresip needs this: it
+ * listens on its SIP port over UDP and TCP, and over TLS one above.
+ */
+async function freePortBlock(len: number): Promise<number> {
+  const first = 20_000;
+  const span = 12_000;
+  const start = process.pid % span;
+  for (let tries = 0; tries < span; tries++) {
+    const base = first + ((start + nextBlock) % (span - len));
+    nextBlock += len + 1;
+    let free = true;
+    for (let p = base; p < base + len && free; p++) free = await bindsFree(p);
+    if (free) return base;
+  }
+  throw new Error(`no ${len} free consecutive ports between ${first} and ${first + span}`);
+}
+
 function capture(key: string): string {
   const name = key === '*' ? 'star' : key === '#' ? 'pound' : key;
   return `${CAPTURES}/dtmf_2833_${name}.pcap`;
@@ -197,9 +231,10 @@ export class Baresip {
   static async start(dir: string, toneHz: number): Promise<Baresip> {
     mkdirSync(join(dir, 'rec'), { recursive: true });
     const tone = toneWav(join(dir, 'tone.wav'), toneHz, 8000, 180);
-    const sip = await freeUdpPort();
+    // SIP over UDP and TCP on `sip`, TLS on `sip + 1`.
+    const sip = await freePortBlock(2);
     const ctrl = await freeTcpPort();
-    const rtp = (await freeUdpPort()) & ~1;
+    const rtp = ((await freePortBlock(22)) + 1) & ~1;
     writeFileSync(
       join(dir, 'config'),
       [

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::sipp::free_udp_port;
+use super::sipp::free_port_block;
 
 /// A running baresip.
 pub struct Baresip {
@@ -81,12 +81,13 @@ impl Baresip {
         std::fs::create_dir_all(dir.join("rec")).expect("baresip dir");
         let tone_file = dir.join("tone.wav");
         write_tone(&tone_file, tone, 120);
-        let sip = free_udp_port();
+        // SIP over UDP and TCP on `sip`, TLS on `sip + 1`.
+        let sip = free_port_block(2);
         let ctrl = {
             let l = std::net::TcpListener::bind("127.0.0.1:0").expect("port");
             l.local_addr().expect("addr").port()
         };
-        let rtp = free_udp_port() & !1;
+        let rtp = (free_port_block(22) + 1) & !1;
         let config = format!(
             "poll_method\t\tepoll\n\
              sip_listen\t\t127.0.0.1:{sip}\n\

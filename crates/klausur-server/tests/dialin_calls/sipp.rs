@@ -201,6 +201,34 @@ pub fn free_udp_port() -> u16 {
         .expect("a free UDP port")
 }
 
+/// The first of `len` consecutive ports on 127.0.0.1 that are free for both UDP and TCP, below
+/// the kernel's ephemeral range (32768 and up), so that no outgoing connection and no other
+/// test's `bind(0)` takes one of them between this check and the program that binds them.
+/// baresip needs this: it listens on its SIP port over UDP and TCP, and over TLS one above.
+pub fn free_port_block(len: u16) -> u16 {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    const FIRST: u16 = 20_000;
+    const SPAN: u16 = 12_000;
+    // Tests of one binary share the counter; different binaries start apart by their pid.
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let start = (std::process::id() % u32::from(SPAN)) as u16;
+    for _ in 0..SPAN {
+        let step = NEXT.fetch_add(len + 1, Ordering::Relaxed) % SPAN;
+        let base = FIRST + (start + step) % (SPAN - len);
+        let free = (base..base + len).all(|p| {
+            std::net::UdpSocket::bind(("127.0.0.1", p)).is_ok()
+                && std::net::TcpListener::bind(("127.0.0.1", p)).is_ok()
+        });
+        if free {
+            return base;
+        }
+    }
+    panic!(
+        "no {len} free consecutive ports between {FIRST} and {}",
+        FIRST + SPAN
+    );
+}
+
 /// Starts sipp for `call` against the gateway at `gateway`, from `local_ip`.
 pub fn start(call: &Call, gateway: SocketAddr, local_ip: &str, dir: &Path) -> Sipp {
     assert!(
