@@ -20,7 +20,7 @@ use axum::extract::{FromRequestParts, Path, State, WebSocketUpgrade};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, delete, get, post};
+use axum::routing::{any, on, MethodFilter};
 use axum::{Json, Router};
 use chrono::{DateTime, Duration, Utc};
 use klausur_proto::SecurityProfile;
@@ -322,43 +322,128 @@ pub(crate) async fn ready_user(state: &AppState, id_hash: &str) -> Result<Option
         .filter(|u| !u.disabled && !u.must_change_password))
 }
 
+/// The API's routes, built from one table so that the list of routes ([`routes`]) and the
+/// router that serves them cannot differ.
+struct RouteTable {
+    router: Router<AppState>,
+    routes: Vec<(Method, &'static str)>,
+}
+
+impl RouteTable {
+    fn add<H, T>(mut self, method: Method, path: &'static str, handler: H) -> Self
+    where
+        H: axum::handler::Handler<T, AppState>,
+        T: 'static,
+    {
+        let filter = MethodFilter::try_from(method.clone())
+            .unwrap_or_else(|_| unreachable!("the table names only GET, POST and DELETE"));
+        // A second method on the same path joins the first one's method router.
+        self.router = self.router.route(path, on(filter, handler));
+        self.routes.push((method, path));
+        self
+    }
+}
+
+/// Every route of the API and the handler that serves it (test hooks aside: they exist only
+/// in builds with the `test-hooks` feature, see [`crate::test_hooks`]).
+fn route_table() -> RouteTable {
+    use Method as M;
+    RouteTable {
+        router: Router::new(),
+        routes: Vec::new(),
+    }
+    .add(M::GET, "/api/session", session)
+    .add(M::POST, "/api/login", login)
+    .add(M::POST, "/api/logout", logout)
+    .add(M::POST, "/api/password", change_password)
+    .add(M::GET, "/api/users", list_users)
+    .add(M::POST, "/api/users", create_user)
+    .add(M::POST, "/api/users/{id}/disable", disable_user)
+    .add(M::GET, "/api/status", server_status)
+    .add(M::GET, "/api/meetings", list_meetings)
+    .add(M::POST, "/api/meetings", create_meeting)
+    .add(M::GET, "/api/meetings/{id}", meeting_detail)
+    .add(M::GET, "/api/meetings/{id}/invitations", list_invitations)
+    .add(M::POST, "/api/meetings/{id}/invitations", create_invitation)
+    .add(
+        M::DELETE,
+        "/api/meetings/{id}/invitations/{iid}",
+        revoke_invitation,
+    )
+    .add(M::POST, "/api/meetings/{id}/moderators", add_moderator)
+    .add(M::GET, "/api/meetings/{id}/public", meeting_public)
+    .add(M::GET, "/api/invite/{token}", invite_info)
+    .add(M::GET, "/api/identity/ca", crate::identity::ca_info)
+    .add(
+        M::POST,
+        "/api/identity/credential",
+        crate::identity::issue_credential,
+    )
+    .add(M::POST, "/api/dialin/calls", crate::dialin::post_call)
+    .add(
+        M::DELETE,
+        "/api/dialin/calls/{ticket}",
+        crate::dialin::delete_call,
+    )
+    .add(M::GET, "/api/ws", ws_upgrade)
+    .add(M::GET, "/healthz", healthz)
+}
+
+/// The method and path of every route the API serves, in the order of the table (what the
+/// authorization test checks every route against: a route without an entry there fails it).
+pub fn routes() -> Vec<(Method, &'static str)> {
+    route_table().routes
+}
+
 pub fn router(state: AppState) -> Router {
-    let api = Router::new()
-        .route("/api/session", get(session))
-        .route("/api/login", post(login))
-        .route("/api/logout", post(logout))
-        .route("/api/password", post(change_password))
-        .route("/api/users", get(list_users).post(create_user))
-        .route("/api/users/{id}/disable", post(disable_user))
-        .route("/api/meetings", get(list_meetings).post(create_meeting))
-        .route("/api/meetings/{id}", get(meeting_detail))
-        .route(
-            "/api/meetings/{id}/invitations",
-            get(list_invitations).post(create_invitation),
-        )
-        .route(
-            "/api/meetings/{id}/invitations/{iid}",
-            delete(revoke_invitation),
-        )
-        .route("/api/meetings/{id}/moderators", post(add_moderator))
-        .route("/api/meetings/{id}/public", get(meeting_public))
-        .route("/api/invite/{token}", get(invite_info))
-        .route("/api/identity/ca", get(crate::identity::ca_info))
-        .route(
-            "/api/identity/credential",
-            post(crate::identity::issue_credential),
-        )
-        .route("/api/dialin/calls", post(crate::dialin::post_call))
-        .route(
-            "/api/dialin/calls/{ticket}",
-            delete(crate::dialin::delete_call),
-        )
-        .route("/api/ws", get(ws_upgrade))
-        .route("/healthz", get(|| async { "ok" }))
+    let api = route_table()
+        .router
         .route("/api/{*rest}", any(api_not_found));
     #[cfg(feature = "test-hooks")]
     let api = crate::test_hooks::routes(api);
     crate::web::with_static(api, &state.config).with_state(state)
+}
+
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+/// What an administrator (and a monitoring system signed in as one) sees of the running
+/// server: live meetings, WebSocket connections, the media worker's rooms and peers and its
+/// packet counters, and the process's resident memory.
+#[derive(Serialize)]
+struct ServerStatus {
+    meetings_running: usize,
+    connections: usize,
+    rooms: usize,
+    peers: usize,
+    forwarded_packets: u64,
+    received_datagrams: u64,
+    unroutable_datagrams: u64,
+    /// Resident memory of the process in bytes (Linux; absent elsewhere).
+    memory_rss_bytes: Option<u64>,
+}
+
+async fn server_status(State(state): State<AppState>, Admin(_): Admin) -> Json<ServerStatus> {
+    let media = state.media.stats().await;
+    Json(ServerStatus {
+        meetings_running: state.registry.running(),
+        connections: state.connections.len(),
+        rooms: media.rooms,
+        peers: media.peers,
+        forwarded_packets: media.forwarded_packets,
+        received_datagrams: media.received_datagrams,
+        unroutable_datagrams: media.unroutable_datagrams,
+        memory_rss_bytes: resident_memory(),
+    })
+}
+
+/// The process's resident set in bytes, from the `VmRSS` line of `/proc/self/status` (in kB).
+fn resident_memory() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
 }
 
 pub async fn api_not_found(uri: axum::http::Uri) -> ApiError {

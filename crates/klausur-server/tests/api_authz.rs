@@ -1,7 +1,15 @@
-//! Authorization of every HTTP route against anonymous, guest (invitation holder), staff,
-//! moderator, administrator and a removed participant; plus CSRF and origin checks.
+//! Authorization of every HTTP route against every kind of caller: anonymous, a lobby guest
+//! (no invitation, a display name), an invited guest, staff, a moderator, an administrator, a
+//! removed participant and a participant of another meeting; plus CSRF and origin checks.
+//!
+//! The route list comes from the server itself ([`klausur_server::api::routes`], the table the
+//! router is built from): a route without a case here fails [`every_route_against_every_actor`],
+//! and so does a case for a route that no longer exists. What each of them may do once in a
+//! meeting (the signaling messages) is `tests/signaling_authz.rs`.
 
 mod common;
+
+use std::collections::BTreeSet;
 
 use chrono::{Duration, Utc};
 use common::TestServer;
@@ -14,28 +22,49 @@ use serde_json::{json, Value};
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Actor {
     Anonymous,
+    /// Knows the meeting's link, has no invitation: waits in the lobby under a name.
+    LobbyGuest,
     Guest,
     Staff,
     Moderator,
     Admin,
+    /// Holds an invitation whose holder a moderator removed from the meeting.
     Removed,
+    /// Holds an invitation to another meeting.
+    Outsider,
 }
 
-const ACTORS: [Actor; 6] = [
+const ACTORS: [Actor; 8] = [
     Actor::Anonymous,
+    Actor::LobbyGuest,
     Actor::Guest,
     Actor::Staff,
     Actor::Moderator,
     Actor::Admin,
     Actor::Removed,
+    Actor::Outsider,
 ];
 
 struct Fixture {
     srv: TestServer,
     meeting: String,
+    organiser: i64,
     guest_token: String,
     removed_token: String,
+    outsider_token: String,
     clients: Vec<(Actor, reqwest::Client, Option<String>)>,
+}
+
+impl Fixture {
+    /// The actor's own invitation token, if it has one.
+    fn own_token(&self, actor: Actor) -> &str {
+        match actor {
+            Actor::Guest => &self.guest_token,
+            Actor::Removed => &self.removed_token,
+            Actor::Outsider => &self.outsider_token,
+            _ => "no-token-for-this-actor",
+        }
+    }
 }
 
 async fn invitation(srv: &TestServer, meeting: &str, name: &str, by: i64) -> (i64, String) {
@@ -49,14 +78,21 @@ async fn fixture() -> Fixture {
     let olga = srv.user("olga", Role::Staff).await;
     let mo = srv.user("mo", Role::Staff).await;
     srv.user("sam", Role::Staff).await;
+    let otto = srv.user("otto", Role::Staff).await;
     let m = srv
         .store
         .create_meeting("meet1", "Ausschuss", None, olga.id, SecurityProfile::Strict)
         .await
         .expect("meeting");
+    let other = srv
+        .store
+        .create_meeting("meet2", "Beirat", None, otto.id, SecurityProfile::Strict)
+        .await
+        .expect("other meeting");
     srv.store.add_moderator(&m.id, mo.id).await.expect("mod");
     let (_, guest_token) = invitation(&srv, &m.id, "Gina Gast", olga.id).await;
     let (rex, removed_token) = invitation(&srv, &m.id, "Rex Raus", olga.id).await;
+    let (_, outsider_token) = invitation(&srv, &other.id, "Oda Anders", otto.id).await;
     srv.store
         .add_ban(&m.id, BanSubject::Invitation(rex), "Mo", Utc::now())
         .await
@@ -83,8 +119,10 @@ async fn fixture() -> Fixture {
     Fixture {
         srv,
         meeting: m.id,
+        organiser: olga.id,
         guest_token,
         removed_token,
+        outsider_token,
         clients,
     }
 }
@@ -117,15 +155,246 @@ async fn call(
     (status, v)
 }
 
-/// Expected status per actor, in the order of [`ACTORS`].
-type Row = (Method, &'static str, Option<Value>, [u16; 6]);
+/// A request's body: the same for everyone, or what each actor would naturally send.
+enum Body {
+    None,
+    Same(Value),
+    PerActor(fn(Actor, &Fixture) -> Value),
+}
+
+/// One request against every actor: the route (as the server's table names it), the path with
+/// placeholders (`MEETING`, `OWN`: the actor's own invitation token, `NEWUSER`: a fresh account,
+/// `NEWINV`: a fresh invitation to the meeting, each made for this request), and the status each
+/// actor must get, in the order of [`ACTORS`].
+struct Case {
+    method: Method,
+    route: &'static str,
+    path: &'static str,
+    body: Body,
+    expect: [u16; 8],
+}
+
+fn case(method: Method, route: &'static str, body: Body, expect: [u16; 8]) -> Case {
+    Case {
+        method,
+        route,
+        path: route,
+        body,
+        expect,
+    }
+}
+
+fn device_key() -> String {
+    hex::encode(
+        klausur_e2ee::SigningKey::from_bytes(&[8; 32])
+            .verifying_key()
+            .to_bytes(),
+    )
+}
+
+/// Each actor's own way to ask for an identity credential: a lobby guest by name for the
+/// meeting, invitation holders with their token, staff by their session, anonymous with
+/// nothing.
+fn credential_request(actor: Actor, f: &Fixture) -> Value {
+    match actor {
+        Actor::LobbyGuest => {
+            json!({"device_key": device_key(), "meeting_id": f.meeting, "display_name": "Lotte Lobby"})
+        }
+        Actor::Guest | Actor::Removed | Actor::Outsider => {
+            json!({"device_key": device_key(), "invite_token": f.own_token(actor), "meeting_id": f.meeting})
+        }
+        _ => json!({"device_key": device_key()}),
+    }
+}
+
+/// The cases, per route of the server's table. Status per actor:
+/// anonymous, lobby guest, guest, staff, moderator, admin, removed, outsider.
+fn cases(sam: i64) -> Vec<Case> {
+    use Method as M;
+    vec![
+        case(
+            M::GET,
+            "/api/session",
+            Body::None,
+            [401, 401, 401, 200, 200, 200, 401, 401],
+        ),
+        case(
+            M::POST,
+            "/api/login",
+            Body::PerActor(
+                |a, _| json!({"username": format!("nobody-{a:?}"), "password": "wrong-password-x"}),
+            ),
+            [401; 8],
+        ),
+        case(
+            M::POST,
+            "/api/password",
+            Body::Same(
+                json!({"current_password": "wrong-password-x", "new_password": "something-long-enough"}),
+            ),
+            [401, 401, 401, 403, 403, 403, 401, 401],
+        ),
+        case(
+            M::GET,
+            "/api/users",
+            Body::None,
+            [401, 401, 401, 403, 403, 200, 401, 401],
+        ),
+        case(
+            M::POST,
+            "/api/users",
+            Body::PerActor(
+                |a, _| json!({"username": format!("neu-{a:?}").to_lowercase(), "display_name": "Neu", "password": "long-enough-password", "role": "staff"}),
+            ),
+            [401, 401, 401, 403, 403, 201, 401, 401],
+        ),
+        Case {
+            method: M::POST,
+            route: "/api/users/{id}/disable",
+            path: "/api/users/NEWUSER/disable",
+            body: Body::None,
+            expect: [401, 401, 401, 403, 403, 204, 401, 401],
+        },
+        case(
+            M::GET,
+            "/api/status",
+            Body::None,
+            [401, 401, 401, 403, 403, 200, 401, 401],
+        ),
+        case(
+            M::GET,
+            "/api/meetings",
+            Body::None,
+            [401, 401, 401, 200, 200, 200, 401, 401],
+        ),
+        case(
+            M::POST,
+            "/api/meetings",
+            Body::Same(json!({"title": "Neu"})),
+            [401, 401, 401, 201, 201, 201, 401, 401],
+        ),
+        Case {
+            method: M::GET,
+            route: "/api/meetings/{id}",
+            path: "/api/meetings/MEETING",
+            body: Body::None,
+            expect: [401, 401, 401, 403, 200, 200, 401, 401],
+        },
+        Case {
+            method: M::GET,
+            route: "/api/meetings/{id}/invitations",
+            path: "/api/meetings/MEETING/invitations",
+            body: Body::None,
+            expect: [401, 401, 401, 403, 200, 200, 401, 401],
+        },
+        Case {
+            method: M::POST,
+            route: "/api/meetings/{id}/invitations",
+            path: "/api/meetings/MEETING/invitations",
+            body: Body::Same(json!({"name": "Neuer Gast", "kind": "guest"})),
+            expect: [401, 401, 401, 403, 201, 201, 401, 401],
+        },
+        Case {
+            method: M::DELETE,
+            route: "/api/meetings/{id}/invitations/{iid}",
+            path: "/api/meetings/MEETING/invitations/NEWINV",
+            body: Body::None,
+            expect: [401, 401, 401, 403, 204, 204, 401, 401],
+        },
+        Case {
+            method: M::POST,
+            route: "/api/meetings/{id}/moderators",
+            path: "/api/meetings/MEETING/moderators",
+            body: Body::Same(json!({"user_id": sam})),
+            expect: [401, 401, 401, 403, 204, 204, 401, 401],
+        },
+        Case {
+            method: M::GET,
+            route: "/api/meetings/{id}/public",
+            path: "/api/meetings/MEETING/public",
+            body: Body::None,
+            expect: [200; 8],
+        },
+        Case {
+            method: M::GET,
+            route: "/api/meetings/{id}/public",
+            path: "/api/meetings/nonexistent/public",
+            body: Body::None,
+            expect: [404; 8],
+        },
+        Case {
+            method: M::GET,
+            route: "/api/invite/{token}",
+            path: "/api/invite/OWN",
+            body: Body::None,
+            // Each holder sees their own invitation, the removed one too (the page says she must
+            // wait for a moderator); nobody else has one.
+            expect: [404, 404, 200, 404, 404, 404, 200, 200],
+        },
+        Case {
+            method: M::GET,
+            route: "/api/invite/{token}",
+            path: "/api/invite/not-a-token",
+            body: Body::None,
+            expect: [404; 8],
+        },
+        case(M::GET, "/api/identity/ca", Body::None, [200; 8]),
+        case(
+            M::POST,
+            "/api/identity/credential",
+            Body::PerActor(credential_request),
+            // The outsider's invitation is for the other meeting: refused like a wrong token.
+            [401, 200, 200, 200, 200, 200, 403, 404],
+        ),
+        // The dial-in gateway's API: the gateway token only, never a session or invitation.
+        case(
+            M::POST,
+            "/api/dialin/calls",
+            Body::Same(
+                json!({"meeting_number": "12345678", "pin": "12345678", "caller": null, "source": "x"}),
+            ),
+            [401; 8],
+        ),
+        Case {
+            method: M::DELETE,
+            route: "/api/dialin/calls/{ticket}",
+            path: "/api/dialin/calls/OWN",
+            body: Body::None,
+            expect: [401; 8],
+        },
+        // Open to everyone: who joins what is decided by the signaling (tests/signaling_authz.rs).
+        case(M::GET, "/api/ws", Body::None, [101; 8]),
+        case(M::GET, "/healthz", Body::None, [200; 8]),
+        // Last: it ends the sessions the cases above use.
+        case(
+            M::POST,
+            "/api/logout",
+            Body::None,
+            [401, 401, 401, 204, 204, 204, 401, 401],
+        ),
+    ]
+}
+
+/// The status of a WebSocket upgrade on `/api/ws` with `cookie` (a session, or none).
+async fn upgrade_status(f: &Fixture, cookie: Option<&str>) -> u16 {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut req = format!("ws://{}/api/ws", f.srv.addr)
+        .into_client_request()
+        .expect("request");
+    if let Some(c) = cookie {
+        req.headers_mut()
+            .insert("cookie", c.parse().expect("header"));
+    }
+    match tokio_tungstenite::connect_async(req).await {
+        Ok((_, resp)) => resp.status().as_u16(),
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => resp.status().as_u16(),
+        Err(e) => panic!("websocket: {e}"),
+    }
+}
 
 #[tokio::test]
 async fn every_route_against_every_actor() {
     let f = fixture().await;
-    let m = f.meeting.clone();
-    let g = f.guest_token.clone();
-    let r = f.removed_token.clone();
     let sam = f
         .srv
         .store
@@ -133,120 +402,87 @@ async fn every_route_against_every_actor() {
         .await
         .expect("q")
         .expect("sam");
-    let inv_ids: Vec<i64> = f
-        .srv
-        .store
-        .list_invitations(&m)
-        .await
-        .expect("list")
-        .iter()
-        .map(|i| i.id)
-        .collect();
-    let _ = inv_ids;
+    let cases = cases(sam.id);
 
-    //                                             anon guest staff mod  admin removed
-    let rows: Vec<Row> = vec![
-        (
-            Method::GET,
-            "/api/session",
-            None,
-            [401, 401, 200, 200, 200, 401],
-        ),
-        (
-            Method::GET,
-            "/api/users",
-            None,
-            [401, 401, 403, 403, 200, 401],
-        ),
-        (
-            Method::GET,
-            "/api/meetings",
-            None,
-            [401, 401, 200, 200, 200, 401],
-        ),
-        (
-            Method::POST,
-            "/api/meetings",
-            Some(json!({"title": "Neu"})),
-            [401, 401, 201, 201, 201, 401],
-        ),
-        (
-            Method::GET,
-            "/api/meetings/MEETING",
-            None,
-            [401, 401, 403, 200, 200, 401],
-        ),
-        (
-            Method::GET,
-            "/api/meetings/MEETING/invitations",
-            None,
-            [401, 401, 403, 200, 200, 401],
-        ),
-        (
-            Method::POST,
-            "/api/meetings/MEETING/invitations",
-            Some(json!({"name": "Neuer Gast", "kind": "guest"})),
-            [401, 401, 403, 201, 201, 401],
-        ),
-        (
-            Method::POST,
-            "/api/meetings/MEETING/moderators",
-            Some(json!({"user_id": sam.id})),
-            [401, 401, 403, 204, 204, 401],
-        ),
-        (Method::GET, "/api/meetings/MEETING/public", None, [200; 6]),
-        (
-            Method::GET,
-            "/api/meetings/nonexistent/public",
-            None,
-            [404; 6],
-        ),
-        (
-            Method::GET,
-            "/api/invite/OWN",
-            None,
-            [404, 200, 404, 404, 404, 200],
-        ),
-        (Method::GET, "/api/invite/not-a-token", None, [404; 6]),
-        (
-            Method::POST,
-            "/api/password",
-            Some(
-                json!({"current_password": "wrong-password-x", "new_password": "something-long-enough"}),
-            ),
-            [401, 401, 403, 403, 403, 401],
-        ),
-        // The dial-in gateway's API: the gateway token only, never a session or invitation.
-        (
-            Method::POST,
-            "/api/dialin/calls",
-            Some(
-                json!({"meeting_number": "12345678", "pin": "12345678", "caller": null, "source": "x"}),
-            ),
-            [401; 6],
-        ),
-        (Method::DELETE, "/api/dialin/calls/OWN", None, [401; 6]),
-        (Method::GET, "/api/nonexistent", None, [404; 6]),
-    ];
-    for (method, path, body, expected) in rows {
+    // Every route of the server has a case, and every case a route.
+    let served: BTreeSet<(String, String)> = klausur_server::api::routes()
+        .into_iter()
+        .map(|(m, p)| (m.to_string(), p.to_string()))
+        .collect();
+    let covered: BTreeSet<(String, String)> = cases
+        .iter()
+        .map(|c| (c.method.to_string(), c.route.to_string()))
+        .collect();
+    let missing: Vec<_> = served.difference(&covered).collect();
+    assert!(
+        missing.is_empty(),
+        "routes without an authorization case: {missing:?}"
+    );
+    let stale: Vec<_> = covered.difference(&served).collect();
+    assert!(
+        stale.is_empty(),
+        "cases for routes the server no longer has: {stale:?}"
+    );
+
+    let mut wrong = Vec::new();
+    for c in &cases {
         for (i, (actor, client, csrf)) in f.clients.iter().enumerate() {
-            let own = match actor {
-                Actor::Guest => g.as_str(),
-                Actor::Removed => r.as_str(),
-                _ => "no-token-for-this-actor",
+            let mut p = c
+                .path
+                .replace("MEETING", &f.meeting)
+                .replace("OWN", f.own_token(*actor));
+            if p.contains("NEWUSER") {
+                let u = f.srv.user(&format!("target-{i}"), Role::Staff).await;
+                p = p.replace("NEWUSER", &u.id.to_string());
+            }
+            if p.contains("NEWINV") {
+                let (id, _) = invitation(&f.srv, &f.meeting, "Zoe Ziel", f.organiser).await;
+                p = p.replace("NEWINV", &id.to_string());
+            }
+            let status = if c.route == "/api/ws" {
+                let cookie = match actor {
+                    Actor::Staff => Some(common::ws::session_cookie(&f.srv, "sam").await),
+                    Actor::Moderator => Some(common::ws::session_cookie(&f.srv, "mo").await),
+                    Actor::Admin => Some(common::ws::session_cookie(&f.srv, "root").await),
+                    _ => None,
+                };
+                upgrade_status(&f, cookie.as_deref()).await
+            } else {
+                let body = match &c.body {
+                    Body::None => None,
+                    Body::Same(v) => Some(v.clone()),
+                    Body::PerActor(make) => Some(make(*actor, &f)),
+                };
+                call(&f, client, csrf.as_deref(), c.method.clone(), &p, body)
+                    .await
+                    .0
             };
-            let p = path.replace("MEETING", &m).replace("OWN", own);
-            let (status, _) = call(
-                &f,
-                client,
-                csrf.as_deref(),
-                method.clone(),
-                &p,
-                body.clone(),
-            )
-            .await;
-            assert_eq!(status, expected[i], "{method} {p} as {actor:?}");
+            if status != c.expect[i] {
+                wrong.push(format!(
+                    "{} {p} as {actor:?}: {status}, expected {}",
+                    c.method, c.expect[i]
+                ));
+            }
         }
+    }
+    assert!(
+        wrong.is_empty(),
+        "authorization mismatches:\n{}",
+        wrong.join("\n")
+    );
+
+    // Anything else under /api/ is a clear 404 for everyone.
+    for (actor, client, csrf) in &f.clients {
+        let (status, _) = call(
+            &f,
+            client,
+            csrf.as_deref(),
+            Method::GET,
+            "/api/nonexistent",
+            None,
+        )
+        .await;
+        assert_eq!(status, 404, "/api/nonexistent as {actor:?}");
     }
 }
 
