@@ -32,6 +32,7 @@ use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::CertificateDer;
 use tokio::net::{TcpStream, UdpSocket};
 use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 
@@ -84,6 +85,10 @@ pub struct ClientOptions {
     /// module docs): `None` trusts the web roots; [`tls_config`] builds one that also trusts an
     /// organisation's own CA. Unused for an `http://` server.
     pub tls: Option<TlsConfig>,
+    /// The dial-in gateway's token, sent as `Authorization: Bearer` on the WebSocket upgrade:
+    /// a gateway carries many calls from one address, and its connections do not count against
+    /// the server's per-address limit. `None` for every other client.
+    pub gateway_token: Option<zeroize::Zeroizing<String>>,
 }
 
 /// A client's TLS trust: the rustls configuration its HTTP requests and its WebSocket use.
@@ -175,12 +180,24 @@ pub fn http_client(
 /// A meeting WebSocket, over TLS for a `wss://` URL.
 type WsStream = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
-/// Opens the WebSocket to `/api/ws` of `server`, trusting what `tls` trusts over `wss://`.
-async fn connect_ws(server: &str, tls: TlsConfig) -> Result<WsStream, DriverError> {
+/// Opens the WebSocket to `/api/ws` of `server`, trusting what `tls` trusts over `wss://`,
+/// with the gateway's token if there is one ([`ClientOptions::gateway_token`]).
+async fn connect_ws(
+    server: &str,
+    tls: TlsConfig,
+    gateway_token: Option<&str>,
+) -> Result<WsStream, DriverError> {
+    let mut request = ws_url(server).into_client_request()?;
+    if let Some(token) = gateway_token {
+        let value = format!("Bearer {token}").parse().map_err(|_| {
+            DriverError::Refused("the gateway token is not a valid header value".into())
+        })?;
+        request.headers_mut().insert("authorization", value);
+    }
     let (ws, _) = tokio::time::timeout(
         CONNECT_TIMEOUT,
         tokio_tungstenite::connect_async_tls_with_config(
-            ws_url(server),
+            request,
             None,
             false,
             Some(Connector::Rustls(tls)),
@@ -465,7 +482,12 @@ async fn run(
     };
     let socket = UdpSocket::bind(SocketAddr::new(bind_ip, 0)).await?;
     let local = socket.local_addr()?;
-    let mut ws = connect_ws(&opts.server, tls).await?;
+    let mut ws = connect_ws(
+        &opts.server,
+        tls,
+        opts.gateway_token.as_deref().map(|t| t.as_str()),
+    )
+    .await?;
     let mut session = Session::new(
         SessionConfig {
             meeting_id: opts.meeting_id.clone(),
@@ -816,14 +838,14 @@ mod tests {
             format!("https://127.0.0.1:{}", ws_addr.port()),
         ] {
             // The WebSocket (`wss://`).
-            let mut ws = connect_ws(&base, own.clone()).await.expect("trusted");
+            let mut ws = connect_ws(&base, own.clone(), None).await.expect("trusted");
             match ws.next().await {
                 Some(Ok(Message::Text(t))) => assert_eq!(t.as_str(), "hello"),
                 other => panic!("no greeting: {other:?}"),
             }
             let _ = ws.close(None).await;
             for untrusted in [web_roots.clone(), other.clone()] {
-                let err = connect_ws(&base, untrusted)
+                let err = connect_ws(&base, untrusted, None)
                     .await
                     .expect_err("the server's CA is not trusted");
                 assert!(err.to_string().contains("UnknownIssuer"), "{err}");

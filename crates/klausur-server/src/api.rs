@@ -1167,9 +1167,22 @@ async fn ws_upgrade(
 ) -> Result<Response, ApiError> {
     // Cross-site WebSocket hijacking: a page elsewhere must not join with our cookies.
     check_origin(&state.config, &headers)?;
-    // Counted against the client's address, except over the in-process dial-in gateway's own
-    // listener (one connection per call).
-    let counted = gateway.is_none().then_some(client);
+    // Counted against the client's address, except a dial-in gateway's (one connection per
+    // call): over the in-process gateway's own listener, or with a gateway token. A wrong token
+    // is refused rather than counted, so that a misconfigured gateway says so at once.
+    let gateway_token = match crate::dialin::presents_gateway_token(&state, &headers) {
+        Some(false) => {
+            tracing::warn!("meeting WebSocket with a wrong gateway token refused");
+            return Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "wrong gateway token (a meeting WebSocket carries none, or the gateway's)",
+            ));
+        }
+        Some(true) => true,
+        None => false,
+    };
+    let counted = (gateway.is_none() && !gateway_token).then_some(client);
     let (user, live) = open_connection(&state, &headers, counted).await?;
     let who = Who::from_client(&state, user, client);
     Ok(ws

@@ -814,15 +814,22 @@ pub fn self_url(local: std::net::SocketAddr, tls: bool) -> String {
 
 // ----- HTTP -----
 
-/// Checks the gateway's bearer token.
-fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
-    let presented = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
+/// Whether a request presents a gateway token: `None` without an `Authorization` header, else
+/// whether it is `Bearer` with one of the gateway tokens.
+pub fn presents_gateway_token(state: &AppState, headers: &HeaderMap) -> Option<bool> {
+    let value = headers.get(header::AUTHORIZATION)?;
+    let presented = value
+        .to_str()
+        .ok()
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim)
         .unwrap_or("");
-    if !presented.is_empty() && state.dialin.tokens.accepts(presented) {
+    Some(!presented.is_empty() && state.dialin.tokens.accepts(presented))
+}
+
+/// Checks the gateway's bearer token.
+fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+    if presents_gateway_token(state, headers) == Some(true) {
         Ok(())
     } else {
         tracing::warn!("dial-in API: request without a valid gateway token refused");

@@ -198,3 +198,68 @@ async fn a_flood_of_binary_frames_is_rate_limited() {
     assert!(malformed > 0, "the first ones are answered as before");
     assert!(malformed < frames, "{malformed} malformed");
 }
+
+/// Opens a meeting WebSocket from 127.0.0.1 with `Authorization: Bearer token`: the status of
+/// the upgrade (101 when it opened; the socket stays open while `open` holds it).
+async fn websocket_with_token(
+    srv: &TestServer,
+    token: &str,
+    open: &mut Vec<common::ws::Ws>,
+) -> u16 {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut req = format!("ws://{}/api/ws", srv.addr)
+        .into_client_request()
+        .expect("request");
+    req.headers_mut().insert(
+        "authorization",
+        format!("Bearer {token}").parse().expect("header"),
+    );
+    match tokio_tungstenite::connect_async(req).await {
+        Ok((ws, resp)) => {
+            open.push(ws);
+            resp.status().as_u16()
+        }
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => resp.status().as_u16(),
+        Err(e) => panic!("websocket: {e}"),
+    }
+}
+
+/// A remote dial-in gateway carries many calls from one address: its meeting WebSockets, which
+/// present the gateway token, do not count against the per-address cap. Negative controls: a
+/// wrong token is refused, and without a token the cap holds for the same address.
+#[tokio::test]
+async fn a_gateway_with_its_token_is_not_held_to_the_per_address_cap() {
+    let srv = TestServer::start_with(|c| {
+        c.max_websockets_per_address = CAP;
+        c.dialin.udp = vec!["127.0.0.1:5060".parse().expect("addr")];
+    })
+    .await;
+    let token = srv
+        .state
+        .dialin
+        .gateway_token()
+        .expect("an in-process gateway token")
+        .to_string();
+    let mut open = Vec::new();
+    for i in 0..CAP * 3 {
+        assert_eq!(
+            websocket_with_token(&srv, &token, &mut open).await,
+            101,
+            "call {i} of the gateway"
+        );
+    }
+    assert_eq!(
+        websocket_with_token(&srv, "not-the-gateway-token", &mut open).await,
+        401,
+        "a wrong token"
+    );
+    let mut plain = Vec::new();
+    for _ in 0..CAP {
+        plain.push(websocket_from(&srv, 1).await.expect("within the cap"));
+    }
+    assert_eq!(
+        websocket_from(&srv, 1).await.err(),
+        Some((429, "too_many_connections".to_string())),
+        "without the token, the cap holds"
+    );
+}

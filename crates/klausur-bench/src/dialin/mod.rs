@@ -781,6 +781,7 @@ pub async fn run(opts: &Options) -> anyhow::Result<DialinResult> {
                 client_id,
                 audio,
                 tls: None,
+                gateway_token: None,
             });
             client_id += 1;
             let events = std::mem::replace(&mut handle.events, mpsc::unbounded_channel().1);

@@ -39,6 +39,7 @@ pub fn start(srv: &TestServer, meeting: &str, join: JoinAs, id: u64) -> Client {
             filter: Arc::new(|_| true),
         }),
         tls: None,
+        gateway_token: None,
     });
     Client {
         handle,

@@ -178,6 +178,7 @@ fn member(d: &Dial, meeting: &str, token: String) -> Member {
             filter: Arc::new(|_| true),
         }),
         tls: None,
+        gateway_token: None,
     });
     Member {
         handle,

@@ -115,6 +115,12 @@ impl DialInApi {
         &self.server
     }
 
+    /// The gateway token; the callers' meeting clients present it on their WebSocket upgrade,
+    /// so that many calls from one gateway do not meet the server's per-address limit.
+    pub fn token(&self) -> &Zeroizing<String> {
+        &self.token
+    }
+
     /// Which server certificates are trusted (`None`: the web roots); the callers' meeting
     /// clients trust the same.
     pub fn tls(&self) -> Option<&TlsConfig> {

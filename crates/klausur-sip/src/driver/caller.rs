@@ -261,6 +261,7 @@ pub(crate) async fn run(gw: Arc<Gateway>, setup: CallSetup) {
                         client_id,
                         audio: Some(bus.sink(client_id)),
                         tls: gw.api.tls().cloned(),
+                        gateway_token: Some(gw.api.token().clone()),
                     });
                     let Ok(encoder) =
                         OpusEncoder::new(codec.sample_rate(), voice_settings(codec.sample_rate()))
