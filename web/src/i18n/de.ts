@@ -195,6 +195,8 @@ export const de = {
   'ended.replaced': 'Sie sind in einem anderen Fenster oder auf einem anderen Gerät beigetreten.',
   'ended.connection_lost': 'Die Verbindung zum Server ist abgebrochen.',
   'ended.join_failed': 'Der Beitritt ist fehlgeschlagen.',
+  'ended.signed_out': 'Ihre Anmeldung ist beendet (abgemeldet, Konto gesperrt oder Passwort geändert). Bitte melden Sie sich erneut an.',
+  'ended.signIn': 'Erneut anmelden',
   'ended.rejoin': 'Erneut beitreten',
   'ended.toMeetings': 'Zu meinen Besprechungen',
   'ended.closeHint': 'Sie können dieses Fenster jetzt schließen.',

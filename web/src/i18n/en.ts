@@ -195,6 +195,8 @@ export const en: Record<StringKey, string> = {
   'ended.replaced': 'You joined in another window or on another device.',
   'ended.connection_lost': 'The connection to the server was lost.',
   'ended.join_failed': 'Joining failed.',
+  'ended.signed_out': 'Your sign-in has ended (signed out, account disabled or password changed). Please sign in again.',
+  'ended.signIn': 'Sign in again',
   'ended.rejoin': 'Join again',
   'ended.toMeetings': 'To my meetings',
   'ended.closeHint': 'You can close this window now.',

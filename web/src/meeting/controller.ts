@@ -12,6 +12,7 @@ import { phoneCallers, type PhoneCaller } from './phone';
 import {
   chatEvent,
   chatWritten,
+  closeCause,
   endLocally,
   initialRoomState,
   isModerator,
@@ -168,8 +169,14 @@ export class MeetingController {
       onMessage: (msg) => {
         if (this.signaling === signaling) this.onMessage(msg);
       },
-      onClose: (clean) => {
-        if (!clean && this.signaling === signaling) this.connectionLost();
+      onClose: (clean, code) => {
+        if (clean || this.signaling !== signaling) return;
+        if (closeCause(code) === 'signed_out') {
+          this.setRejoinToken(null);
+          this.finish('signed_out');
+        } else {
+          this.connectionLost();
+        }
       },
     });
     this.signaling = signaling;
@@ -259,7 +266,7 @@ export class MeetingController {
     this.teardown();
   }
 
-  private finish(cause: 'left' | 'connection_lost' | 'join_failed'): void {
+  private finish(cause: 'left' | 'connection_lost' | 'join_failed' | 'signed_out'): void {
     this.update({ room: endLocally(this.snapshot.room, cause) });
     this.teardown();
   }
@@ -559,6 +566,12 @@ export class MeetingController {
     return this.signaling?.rawSend(text) ?? false;
   }
 
+  /** The media connection's states, for a test's failure report. */
+  connectionState(): { connection: string; ice: string; signaling: string; mediaConnected: boolean } | null {
+    const pc = this.peer?.pc;
+    return pc ? { connection: pc.connectionState, ice: pc.iceConnectionState, signaling: pc.signalingState, mediaConnected: this.mediaConnected } : null;
+  }
+
   e2eeDiagnostics(): Promise<E2eeDiagnostics | null> {
     return this.e2ee ? this.e2ee.diagnostics() : Promise.resolve(null);
   }
@@ -584,6 +597,8 @@ export interface KlausurTestHooks {
    * `ms`, lies at each of `freqs` (share of the 100 Hz to 4 kHz energy within 20 Hz of it).
    */
   toneShares(participantId: string, freqs: number[], ms: number): Promise<number[] | null>;
+  /** The media connection's states (null without one). */
+  connection(): { connection: string; ice: string; signaling: string; mediaConnected: boolean } | null;
 }
 
 declare global {
@@ -610,6 +625,7 @@ function installTestHooks(c: MeetingController): void {
     phoneCallers: () => phoneCallers(c.getSnapshot().room.participants, c.getSnapshot().e2ee?.roster),
     e2ee: () => c.getSnapshot().e2ee,
     e2eeDiagnostics: () => c.e2eeDiagnostics(),
+    connection: () => c.connectionState(),
     notices: () => c.getSnapshot().notices.map((n) => n.notice),
     testCapture: () => E2eeSession.testCapture(),
     toneShares: (participantId: string, freqs: number[], ms: number) => {

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { chatEvent, chatWritten, endLocally, initialRoomState, isModerator, RECONNECT_DELAYS_MS, reconnectDelay, reconnecting, reduce } from './state';
+import { chatEvent, chatWritten, closeCause, endLocally, initialRoomState, isModerator, RECONNECT_DELAYS_MS, reconnectDelay, reconnecting, reduce } from './state';
 import type { Participant } from '../signaling/protocol';
 
 const alice: Participant = {
@@ -186,5 +186,13 @@ describe('reconnect schedule', () => {
     expect(reconnectDelay(5, 0.999)).toBe(1501);
     expect(reconnectDelay(5, 7)).toBe(1500);
     expect(reconnectDelay(RECONNECT_DELAYS_MS.length, 0)).toBeNull();
+  });
+});
+
+describe('closeCause', () => {
+  it('ends the call as signed out on the server\'s session-ended close (1008), and recovers from anything else', () => {
+    expect(closeCause(1008)).toBe('signed_out');
+    // A broken connection (1006), a restarting server (1001, 1012), a too slow client (1013).
+    for (const code of [1006, 1001, 1012, 1013, 4000]) expect(closeCause(code)).toBe('connection_lost');
   });
 });

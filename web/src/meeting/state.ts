@@ -13,7 +13,20 @@ import type {
 export type Phase = 'connecting' | 'lobby' | 'joined' | 'ended';
 
 /** Why the call ended, from the server (`EndReason`) or locally. */
-export type EndCause = EndReason | 'left' | 'connection_lost' | 'join_failed';
+export type EndCause = EndReason | 'left' | 'connection_lost' | 'join_failed' | 'signed_out';
+
+/**
+ * The close code with which the server ends a meeting connection whose sign-in ended (signed
+ * out elsewhere, account disabled, password changed): WebSocket 1008, "policy violation".
+ * Joining again would not help; the user must sign in again.
+ */
+export const SESSION_ENDED_CLOSE_CODE = 1008;
+
+/** How a connection that closed with `code` (not by us) ends the call: signed out, or a broken
+ * connection to recover from. */
+export function closeCause(code: number): 'signed_out' | 'connection_lost' {
+  return code === SESSION_ENDED_CLOSE_CODE ? 'signed_out' : 'connection_lost';
+}
 
 /** Own chat messages: written, relayed by the server to the others, or not sent. */
 export type ChatDelivery = 'sending' | 'sent' | 'failed';

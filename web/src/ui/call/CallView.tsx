@@ -69,12 +69,17 @@ function Ended({ cause, by, title, isStaff, onRejoin }: { cause: EndCause; by: s
           {endedText(t, cause, by)}
         </p>
         <div className="form-actions center">
+          {cause === 'signed_out' && (
+            <Link className="btn primary" to="/login" data-testid="sign-in-again">
+              {t('ended.signIn')}
+            </Link>
+          )}
           {canRejoin && (
             <button type="button" className="btn primary" onClick={onRejoin} data-testid="rejoin-button">
               {t('ended.rejoin')}
             </button>
           )}
-          {isStaff && (
+          {isStaff && cause !== 'signed_out' && (
             <Link className="btn secondary" to="/meetings">
               {t('ended.toMeetings')}
             </Link>
