@@ -104,24 +104,32 @@ export async function mediaRising(page: Page, from: string, source: InboundStat[
   return true;
 }
 
-/** Waits until `page` receives `from`'s microphone and camera. */
-export async function expectAudioVideoFrom(page: Page, from: string, timeout = 45_000): Promise<void> {
+/** What a page's client says of itself, for a failure report: phase, encryption, media
+ * connection, SFrame transform counters and the media it receives. */
+async function diagnosis(page: Page): Promise<string> {
+  const received = await stats(page).catch(() => []);
+  const hooks = await page
+    .evaluate(async () => ({
+      self: window.__klausur?.selfId,
+      phase: window.__klausur?.phase,
+      e2ee: window.__klausur?.e2ee()?.phase,
+      epoch: window.__klausur?.e2ee()?.epoch,
+      connection: window.__klausur?.connection(),
+      transforms: (await window.__klausur?.e2eeDiagnostics())?.transforms,
+    }))
+    .catch(() => null);
+  return `${JSON.stringify(hooks)} receives: ${JSON.stringify(received)}`;
+}
+
+/** Waits until `page` receives `from`'s microphone and camera; on failure the report says what
+ * the receiver (and, given, the sender's page) saw. */
+export async function expectAudioVideoFrom(page: Page, from: string, timeout = 45_000, senderPage?: Page): Promise<void> {
   for (const source of ['microphone', 'camera'] as const) {
     try {
       await expect.poll(() => mediaRising(page, from, source), { timeout, message: `${source} from ${from}` }).toBe(true);
     } catch (e) {
-      // Say what was received, for the failure report.
-      const now = await stats(page).catch(() => []);
-      const hooks = await page
-        .evaluate(async () => ({
-          self: window.__klausur?.selfId,
-          phase: window.__klausur?.phase,
-          e2ee: window.__klausur?.e2ee()?.phase,
-          epoch: window.__klausur?.e2ee()?.epoch,
-          transforms: (await window.__klausur?.e2eeDiagnostics())?.transforms,
-        }))
-        .catch(() => null);
-      throw new Error(`${(e as Error).message}\nreceiver ${JSON.stringify(hooks)} stats: ${JSON.stringify(now)}`);
+      const sender = senderPage ? `\nsender ${await diagnosis(senderPage)}` : '';
+      throw new Error(`${(e as Error).message}\nreceiver ${await diagnosis(page)}${sender}`);
     }
   }
 }

@@ -622,3 +622,24 @@ test('a guest whose admitting moderator left is admitted to the encrypted group 
   });
   await expectAudioVideoFrom(gustav.page, erika.id);
 });
+
+test('signing out in another tab ends the meeting in this one as signed out, with the way to sign in again', async ({ browser, server, adminPassword }) => {
+  const admin = await signIn(browser, server.baseURL, 'admin', adminPassword);
+  opened.push(admin);
+  await createMeeting(admin.page, 'Abmeldung im anderen Tab', 'strict');
+  await organiserJoins(admin.page, 'Abmeldung im anderen Tab');
+
+  // The same browser, another tab: sign out there. The server closes the meeting connection
+  // whose session ended (close code 1008); this page must not try to join again.
+  const tab = await admin.context.newPage();
+  await tab.goto('/meetings');
+  await tab.getByTestId('logout-button').click();
+  await expect(tab).toHaveURL(/\/login$/);
+
+  const ended = admin.page.getByTestId('ended-page');
+  await expect(ended).toHaveAttribute('data-reason', 'signed_out', { timeout: 20_000 });
+  await expect(admin.page.getByTestId('sign-in-again')).toBeVisible();
+  await expect(admin.page.getByTestId('rejoin-button')).toHaveCount(0);
+  await admin.page.getByTestId('sign-in-again').click();
+  await expect(admin.page).toHaveURL(/\/login$/);
+});

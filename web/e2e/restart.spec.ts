@@ -102,10 +102,10 @@ async function backTogether(m: Meeting): Promise<void> {
   // (A restarted server numbers participants from the start again, so the ids may repeat.)
   const ids = { a: await selfId(a), r: await selfId(r), l: await selfId(l) };
   for (const p of [a, r, l]) await expect(p.getByTestId('video-tile')).toHaveCount(3);
-  await expectAudioVideoFrom(a, ids.r);
-  await expectAudioVideoFrom(r, ids.a);
-  await expectAudioVideoFrom(a, ids.l);
-  await expectAudioVideoFrom(l, ids.a);
+  await expectAudioVideoFrom(a, ids.r, 45_000, r);
+  await expectAudioVideoFrom(r, ids.a, 45_000, a);
+  await expectAudioVideoFrom(a, ids.l, 45_000, l);
+  await expectAudioVideoFrom(l, ids.a, 45_000, a);
   await commonSecurityCode([a, r, l]);
   for (const p of [a, r, l]) await expect(p.getByTestId('e2ee-indicator')).toHaveAttribute('data-state', 'active');
   await openPanel(a, 'people');
