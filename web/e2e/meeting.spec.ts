@@ -634,12 +634,18 @@ test('signing out in another tab ends the meeting in this one as signed out, wit
   const tab = await admin.context.newPage();
   await tab.goto('/meetings');
   await tab.getByTestId('logout-button').click();
-  await expect(tab).toHaveURL(/\/login$/);
+  await expect(tab).toHaveURL(/\/login/);
 
   const ended = admin.page.getByTestId('ended-page');
   await expect(ended).toHaveAttribute('data-reason', 'signed_out', { timeout: 20_000 });
   await expect(admin.page.getByTestId('sign-in-again')).toBeVisible();
   await expect(admin.page.getByTestId('rejoin-button')).toHaveCount(0);
+  // Signing in again asks for the password and leads back to the meeting's page.
+  const meetingPath = new URL(admin.page.url()).pathname;
   await admin.page.getByTestId('sign-in-again').click();
-  await expect(admin.page).toHaveURL(/\/login$/);
+  await admin.page.getByTestId('login-username').fill('admin');
+  await admin.page.getByTestId('login-password').fill(adminPassword);
+  await admin.page.getByTestId('login-submit').click();
+  await expect(admin.page).toHaveURL(new RegExp(`${meetingPath}$`));
+  await expect(admin.page.getByTestId('join-button')).toBeVisible();
 });

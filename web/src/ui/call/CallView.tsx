@@ -1,5 +1,6 @@
-import { useSyncExternalStore } from 'react';
-import { Link } from 'react-router-dom';
+import { useEffect, useSyncExternalStore } from 'react';
+import { Link, useLocation } from 'react-router-dom';
+import { useAuth } from '../auth';
 import type { MeetingController } from '../../meeting/controller';
 import type { EndCause } from '../../meeting/state';
 import { useT, type StringKey } from '../../i18n';
@@ -59,6 +60,14 @@ function endedText(t: ReturnType<typeof useT>, cause: EndCause, by: string | nul
 
 function Ended({ cause, by, title, isStaff, onRejoin }: { cause: EndCause; by: string | null; title: string | null; isStaff: boolean; onRejoin(): void }) {
   const t = useT();
+  const { setSession } = useAuth();
+  const location = useLocation();
+  // The server ended this browser's sign-in: forget it here too, so that signing in again asks
+  // for the password instead of trusting the ended session.
+  useEffect(() => {
+    if (cause === 'signed_out') setSession(null);
+  }, [cause, setSession]);
+  const signIn = `/login?next=${encodeURIComponent(location.pathname + location.search)}`;
   const canRejoin = cause === 'left' || cause === 'connection_lost' || cause === 'server_shutdown' || cause === 'join_failed' || cause === 'replaced' || cause === 'lobby_full';
   return (
     <Shell>
@@ -70,7 +79,7 @@ function Ended({ cause, by, title, isStaff, onRejoin }: { cause: EndCause; by: s
         </p>
         <div className="form-actions center">
           {cause === 'signed_out' && (
-            <Link className="btn primary" to="/login" data-testid="sign-in-again">
+            <Link className="btn primary" to={signIn} data-testid="sign-in-again">
               {t('ended.signIn')}
             </Link>
           )}
@@ -85,7 +94,7 @@ function Ended({ cause, by, title, isStaff, onRejoin }: { cause: EndCause; by: s
             </Link>
           )}
         </div>
-        {!isStaff && <p className="hint">{t('ended.closeHint')}</p>}
+        {!isStaff && cause !== 'signed_out' && <p className="hint">{t('ended.closeHint')}</p>}
       </section>
     </Shell>
   );
