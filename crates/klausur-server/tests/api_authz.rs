@@ -52,7 +52,8 @@ struct Fixture {
     guest_token: String,
     removed_token: String,
     outsider_token: String,
-    clients: Vec<(Actor, reqwest::Client, Option<String>)>,
+    /// Each actor's HTTP client, CSRF token and session cookie (the last two for accounts).
+    clients: Vec<(Actor, reqwest::Client, Option<String>, Option<String>)>,
 }
 
 impl Fixture {
@@ -74,10 +75,10 @@ async fn invitation(srv: &TestServer, meeting: &str, name: &str, by: i64) -> (i6
 
 async fn fixture() -> Fixture {
     let srv = TestServer::start().await;
-    srv.user("root", Role::Admin).await;
+    let root = srv.user("root", Role::Admin).await;
     let olga = srv.user("olga", Role::Staff).await;
     let mo = srv.user("mo", Role::Staff).await;
-    srv.user("sam", Role::Staff).await;
+    let sam = srv.user("sam", Role::Staff).await;
     let otto = srv.user("otto", Role::Staff).await;
     let m = srv
         .store
@@ -97,24 +98,27 @@ async fn fixture() -> Fixture {
         .add_ban(&m.id, BanSubject::Invitation(rex), "Mo", Utc::now())
         .await
         .expect("ban");
+    // Sessions made in the store (logging in is tested on its own, below).
     let mut clients = Vec::new();
     for a in ACTORS {
-        let (client, csrf) = match a {
-            Actor::Staff => {
-                let (c, t) = srv.login("sam").await;
-                (c, Some(t))
-            }
-            Actor::Moderator => {
-                let (c, t) = srv.login("mo").await;
-                (c, Some(t))
-            }
-            Actor::Admin => {
-                let (c, t) = srv.login("root").await;
-                (c, Some(t))
-            }
-            _ => (srv.anonymous(), None),
+        let user = match a {
+            Actor::Staff => Some(sam.id),
+            Actor::Moderator => Some(mo.id),
+            Actor::Admin => Some(root.id),
+            _ => None,
         };
-        clients.push((a, client, csrf));
+        let (client, csrf, cookie) = match user {
+            Some(id) => {
+                let (cookie, csrf) = srv.session(id).await;
+                (
+                    TestServer::client_with_cookie(&cookie),
+                    Some(csrf),
+                    Some(cookie),
+                )
+            }
+            None => (srv.anonymous(), None, None),
+        };
+        clients.push((a, client, csrf, cookie));
     }
     Fixture {
         srv,
@@ -150,6 +154,13 @@ async fn call(
         assert!(
             v["error"]["code"].is_string() && v["error"]["message"].is_string(),
             "{path}: error without code/message: {text}"
+        );
+        // A message is one readable sentence (a string continued without `\` keeps the
+        // indentation's spaces).
+        let message = v["error"]["message"].as_str().unwrap_or_default();
+        assert!(
+            !message.contains("  "),
+            "{path}: spaces in the message: {message:?}"
         );
     }
     (status, v)
@@ -426,7 +437,7 @@ async fn every_route_against_every_actor() {
 
     let mut wrong = Vec::new();
     for c in &cases {
-        for (i, (actor, client, csrf)) in f.clients.iter().enumerate() {
+        for (i, (actor, client, csrf, cookie)) in f.clients.iter().enumerate() {
             let mut p = c
                 .path
                 .replace("MEETING", &f.meeting)
@@ -440,12 +451,6 @@ async fn every_route_against_every_actor() {
                 p = p.replace("NEWINV", &id.to_string());
             }
             let status = if c.route == "/api/ws" {
-                let cookie = match actor {
-                    Actor::Staff => Some(common::ws::session_cookie(&f.srv, "sam").await),
-                    Actor::Moderator => Some(common::ws::session_cookie(&f.srv, "mo").await),
-                    Actor::Admin => Some(common::ws::session_cookie(&f.srv, "root").await),
-                    _ => None,
-                };
                 upgrade_status(&f, cookie.as_deref()).await
             } else {
                 let body = match &c.body {
@@ -472,7 +477,7 @@ async fn every_route_against_every_actor() {
     );
 
     // Anything else under /api/ is a clear 404 for everyone.
-    for (actor, client, csrf) in &f.clients {
+    for (actor, client, csrf, _) in &f.clients {
         let (status, _) = call(
             &f,
             client,
@@ -491,7 +496,7 @@ async fn admin_routes_and_revocation() {
     let f = fixture().await;
     let m = f.meeting.clone();
     let new_user = json!({"username": "neu", "display_name": "Neu", "password": "long-enough-password", "role": "staff"});
-    for (actor, client, csrf) in &f.clients {
+    for (actor, client, csrf, _) in &f.clients {
         let (status, _) = call(
             &f,
             client,
@@ -520,7 +525,7 @@ async fn admin_routes_and_revocation() {
         "accounts made by an admin start with a forced change"
     );
     let inv = f.srv.store.list_invitations(&m).await.expect("list")[0].id;
-    for (actor, client, csrf) in &f.clients {
+    for (actor, client, csrf, _) in &f.clients {
         let disable = format!("/api/users/{}/disable", neu.id);
         let (s1, _) = call(&f, client, csrf.as_deref(), Method::POST, &disable, None).await;
         let revoke = format!("/api/meetings/{m}/invitations/{inv}");

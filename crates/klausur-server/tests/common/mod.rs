@@ -108,11 +108,44 @@ impl TestServer {
     }
 
     pub async fn user(&self, username: &str, role: Role) -> User {
-        let hash = auth::hash_password(PASSWORD).expect("hash");
+        // One hash of the test password serves every account (argon2 is slow in a debug build).
+        static HASH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+        let hash = HASH.get_or_init(|| auth::hash_password(PASSWORD).expect("hash"));
         self.store
-            .create_user(username, &format!("{username} Name"), &hash, role, false)
+            .create_user(username, &format!("{username} Name"), hash, role, false)
             .await
             .expect("create user")
+    }
+
+    /// A session of `user_id` made directly in the store, without a login (the password check
+    /// is argon2, slow in a debug build and not what most tests are about): the `Cookie` header
+    /// value and the session's CSRF token.
+    pub async fn session(&self, user_id: i64) -> (String, String) {
+        let token = auth::new_token();
+        let csrf = auth::new_token();
+        self.store
+            .create_session(
+                &auth::token_hash(&token),
+                user_id,
+                &csrf,
+                chrono::Utc::now() + chrono::Duration::hours(2),
+            )
+            .await
+            .expect("session");
+        (
+            format!("{}={}", api::SESSION_COOKIE, token.as_str()),
+            csrf.to_string(),
+        )
+    }
+
+    /// An HTTP client that sends `cookie` (see [`TestServer::session`]) with every request.
+    pub fn client_with_cookie(cookie: &str) -> reqwest::Client {
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(reqwest::header::COOKIE, cookie.parse().expect("cookie"));
+        reqwest::Client::builder()
+            .default_headers(headers)
+            .build()
+            .expect("client")
     }
 
     /// A logged-in HTTP client: returns it with its CSRF token.
