@@ -680,7 +680,8 @@ async fn refuse_if_removed(
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "removed",
-            "a moderator removed this invitation's holder from the meeting: a credential follows              once a moderator lets them in again",
+            "a moderator removed this invitation's holder from the meeting: a credential follows \
+             once a moderator lets them in again",
         ));
     }
     Ok(())

@@ -1576,6 +1576,13 @@ impl Actor {
                         .and_then(|a| self.member_with_subject(a));
                     m.admitted_by.or(returning)
                 });
+                tracing::debug!(
+                    meeting = %self.seed.id,
+                    peer,
+                    admitted_by = ?admitted_by,
+                    continuity = continuity.is_some(),
+                    "key package"
+                );
                 let out = self.delivery.key_package(
                     peer,
                     key_package,
