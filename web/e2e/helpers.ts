@@ -115,6 +115,9 @@ async function diagnosis(page: Page): Promise<string> {
       e2ee: window.__klausur?.e2ee()?.phase,
       epoch: window.__klausur?.e2ee()?.epoch,
       connection: window.__klausur?.connection(),
+      participants: window.__klausur?.participants(),
+      notices: window.__klausur?.notices(),
+      warnings: window.__klausur?.e2ee()?.warnings,
       transforms: (await window.__klausur?.e2eeDiagnostics())?.transforms,
     }))
     .catch(() => null);

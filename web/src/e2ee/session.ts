@@ -184,7 +184,8 @@ export class E2eeSession {
    * This session follows `previous`, the encryption session of this tab's broken connection:
    * the previous device key signs this one's, and the proof goes with the key package, so that
    * the moderator who admitted this guest from the lobby adds them again without asking
-   * (docs/e2ee.md, "Reconnects"). `previous` is closed afterwards.
+   * (docs/e2ee.md, "Reconnects"). The owner closes `previous` once it is no longer needed: it
+   * may have to vouch again if this session's connection fails before it gets in.
    */
   follow(previous: E2eeSession): void {
     this.continuityReady = (async () => {
@@ -193,8 +194,6 @@ export class E2eeSession {
         if (proof) this.post({ t: 'continuity', proof });
       } catch {
         // No proof: the guest waits for a moderator's admit, as after a reload.
-      } finally {
-        previous.close();
       }
     })();
   }
@@ -309,6 +308,8 @@ export class E2eeSession {
   }
 
   private fail(detail: string): void {
+    // A session closed on purpose (its connection gone) has nothing to report.
+    if (this.closed) return;
     const at = Date.now();
     const warning = { code: 'start_failed' as const, detail, at };
     const s: E2eeStatus = {

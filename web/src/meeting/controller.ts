@@ -20,6 +20,7 @@ import {
   reconnecting,
   reduce,
   type RoomState,
+  vouchingSession,
 } from './state';
 
 export interface LocalState {
@@ -142,18 +143,33 @@ export class MeetingController {
     // The encryption worker loads its WebAssembly and makes the device key while the join (and
     // any wait in the lobby) is under way; the group is joined after `joined`.
     const previous = this.previousE2ee;
-    this.previousE2ee = null;
-    this.e2ee = new E2eeSession({
+    const e2ee: E2eeSession = new E2eeSession({
       meetingId: this.opts.meetingId,
       vouched: this.vouched,
       send: (m) => this.send(m),
-      onStatus: (status) => this.update({ e2ee: status }),
+      onStatus: (status) => {
+        // Only the current connection's session speaks for this tab's encryption.
+        if (this.e2ee !== e2ee) return;
+        this.update({ e2ee: status });
+        // In the group: the session this one followed has vouched for the last time.
+        if (status.epoch !== null && this.previousE2ee) {
+          this.previousE2ee.close();
+          this.previousE2ee = null;
+        }
+      },
       onNotice: (notice) => this.addNotice(notice),
       onChat: (event) => this.update({ room: chatEvent(this.snapshot.room, event) }),
     });
-    // A guest coming back with a pass: the old device key vouches for the new one.
-    if (previous && this.rejoinToken) this.e2ee.follow(previous);
-    else previous?.close();
+    // A guest coming back with a pass: the old device key vouches for the new one. The old
+    // session stays (as `previousE2ee`) until a new one is in the group: an attempt that fails
+    // while the server is still down must not take with it the key the moderator knows.
+    this.e2ee = e2ee;
+    if (previous && this.rejoinToken) {
+      e2ee.follow(previous);
+    } else {
+      previous?.close();
+      this.previousE2ee = null;
+    }
     this.e2eeStarted = false;
     const { meetingId, inviteToken, displayName } = this.opts;
     const signaling: SignalingClient = new SignalingClient({
@@ -228,11 +244,19 @@ export class MeetingController {
     this.peer?.close();
     this.peer = null;
     // Keys are not carried over: the next connection gets a new device key and leaf. The old
-    // worker keeps only its device key, to vouch for the new one (`follow`).
-    this.previousE2ee?.close();
-    this.previousE2ee = this.e2ee;
-    this.previousE2ee?.retire();
+    // worker keeps only its device key, to vouch for the new one (`follow`): the session that was
+    // last in the group, so a connection that never got that far is dropped instead.
+    const current = this.e2ee;
     this.e2ee = null;
+    if (current) {
+      if (vouchingSession(this.snapshot.e2ee?.epoch != null, this.previousE2ee !== null) === 'dropped') {
+        this.previousE2ee?.close();
+        this.previousE2ee = current;
+        current.retire();
+      } else {
+        current.close();
+      }
+    }
     this.e2eeStarted = false;
     this.snapshot.local.screenTrack?.stop();
     this.update({ remote: [], e2ee: null, local: { ...this.snapshot.local, screenTrack: null, screenSharing: false } });

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { chatEvent, chatWritten, closeCause, endLocally, initialRoomState, isModerator, RECONNECT_DELAYS_MS, reconnectDelay, reconnecting, reduce } from './state';
+import { chatEvent, chatWritten, closeCause, endLocally, vouchingSession, initialRoomState, isModerator, RECONNECT_DELAYS_MS, reconnectDelay, reconnecting, reduce } from './state';
 import type { Participant } from '../signaling/protocol';
 
 const alice: Participant = {
@@ -194,5 +194,16 @@ describe('closeCause', () => {
     expect(closeCause(1008)).toBe('signed_out');
     // A broken connection (1006), a restarting server (1001, 1012), a too slow client (1013).
     for (const code of [1006, 1001, 1012, 1013, 4000]) expect(closeCause(code)).toBe('connection_lost');
+  });
+});
+
+describe('vouchingSession', () => {
+  it('keeps the key the moderator knows through attempts that never got into the group', () => {
+    // Attempts while the server restarts: each fails before the group, the older session stays.
+    expect(vouchingSession(false, true)).toBe('older');
+    // A connection that was in the group is the one to vouch from now on.
+    expect(vouchingSession(true, true)).toBe('dropped');
+    // The first connection of the tab: nothing older to keep.
+    expect(vouchingSession(false, false)).toBe('dropped');
   });
 });

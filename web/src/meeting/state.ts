@@ -244,3 +244,14 @@ export function reconnectDelay(attempt: number, random: number): number | null {
   if (base === undefined) return null;
   return Math.round(base * (1 - 0.25 * Math.min(Math.max(random, 0), 1)));
 }
+
+/**
+ * Which encryption session vouches for the next connection's device key after a connection
+ * dropped (docs/e2ee.md, "A guest from the lobby comes back"): the dropped connection's own, if
+ * it was in the group (or there is no other); otherwise the older one that still is the key the
+ * moderator's client knows. A connection attempt that failed before it got in never takes its
+ * place.
+ */
+export function vouchingSession(droppedWasInGroup: boolean, hasOlder: boolean): 'dropped' | 'older' {
+  return droppedWasInGroup || !hasOlder ? 'dropped' : 'older';
+}
