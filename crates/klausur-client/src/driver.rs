@@ -576,11 +576,7 @@ async fn run(
                             });
                         }
                         Event::Ended { .. } => ended = true,
-                        Event::Refused { .. }
-                            if *session.phase() == crate::session::Phase::Ended =>
-                        {
-                            ended = true
-                        }
+                        Event::Refused { ended: true, .. } => ended = true,
                         _ => {}
                     }
                     let _ = events.send(ClientEvent::Session(e));

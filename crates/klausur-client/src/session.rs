@@ -162,8 +162,13 @@ pub enum Event {
         arrived: Instant,
         opus: Vec<u8>,
     },
-    /// The server refused a message (for `join`: the meeting or the ticket is not valid).
-    Refused { code: ErrorCode, message: String },
+    /// The server refused a message. `ended`: it was the `join` (the meeting or the ticket is
+    /// not valid), and the session is over; otherwise the session goes on.
+    Refused {
+        code: ErrorCode,
+        message: String,
+        ended: bool,
+    },
     /// The meeting is over for this participant (`reason` as the server said; `None` after
     /// [`Session::leave`]).
     Ended {
@@ -456,7 +461,8 @@ impl Session {
                 return;
             }
             ServerMsg::Error { code, message } => {
-                if self.phase == Phase::Joining {
+                let ended = self.phase == Phase::Joining;
+                if ended {
                     self.phase = Phase::Ended;
                 }
                 if message.starts_with("offer") || *code == ErrorCode::InvalidField {
@@ -465,6 +471,7 @@ impl Session {
                 self.event(Event::Refused {
                     code: *code,
                     message: message.clone(),
+                    ended,
                 });
             }
             _ => {}

@@ -148,8 +148,9 @@ fn meeting_event(e: &ClientEvent) -> Option<MeetingEvent> {
             // Replaced by another call with the same ticket, or no room in a full lobby.
             Some(MeetingEnd::Replaced | MeetingEnd::LobbyFull) => MeetingEvent::ConnectionLost,
         },
-        // The server refused the caller's ticket, or the group put the caller's member out.
-        ClientEvent::Session(Event::Refused { .. }) => MeetingEvent::ConnectionLost,
+        // The server refused the caller's ticket, or the group put the caller's member out. A
+        // refusal of anything else (a rate limit, an offer) leaves the call in the meeting.
+        ClientEvent::Session(Event::Refused { ended: true, .. }) => MeetingEvent::ConnectionLost,
         ClientEvent::Session(Event::RemovedFromGroup) => MeetingEvent::ConnectionLost,
         // The client could not reach the server, or lost it.
         ClientEvent::Failed(_) | ClientEvent::Stopped => MeetingEvent::Interrupted,
@@ -515,7 +516,26 @@ pub(crate) async fn run(gw: Arc<Gateway>, setup: CallSetup) {
 
 #[cfg(test)]
 mod tests {
-    use super::audio_level;
+    use super::{audio_level, meeting_event};
+    use crate::core::ivr::MeetingEvent;
+    use klausur_client::driver::ClientEvent;
+    use klausur_client::session::Event;
+    use klausur_proto::ErrorCode;
+
+    /// Only a refused join ends the caller's meeting; a refused message later (a rate limit, an
+    /// offer) leaves the call in it.
+    #[test]
+    fn only_a_refused_join_loses_the_meeting() {
+        let refused = |ended| {
+            meeting_event(&ClientEvent::Session(Event::Refused {
+                code: ErrorCode::RateLimited,
+                message: "slow down".into(),
+                ended,
+            }))
+        };
+        assert_eq!(refused(true), Some(MeetingEvent::ConnectionLost));
+        assert_eq!(refused(false), None);
+    }
 
     #[test]
     fn audio_levels() {
