@@ -79,6 +79,18 @@ bench-dialin:
 	$(CARGO) build --release -p klausur-server -p klausur-bench
 	./target/release/klausur-bench --server-bin target/release/klausur --json target/bench-dialin.json dialin --markdown BENCHMARKS.md
 
+## Soak test (klausur-bench soak, issue 19): 200 simulated participants (audio and video) join
+## and leave 40 meetings of 5 for 5 minutes, after a 30 s warm-up round that sets the memory
+## baseline; fails on a server ERROR line, a meeting, connection, room or peer left afterwards,
+## memory above the baseline by more than max(10 %, 16 MiB), or more than 1 % failed joins.
+## About 7 minutes after the build; updates the soak section of BENCHMARKS.md. Honours
+## CARGO_TARGET_DIR.
+.PHONY: soak
+soak:
+	$(CARGO) build --release -p klausur-server -p klausur-bench
+	dir=$${CARGO_TARGET_DIR:-target}; \
+	$$dir/release/klausur-bench --server-bin $$dir/release/klausur --json $$dir/soak.json soak --markdown BENCHMARKS.md
+
 ## Fuzzing (cargo-fuzz, libFuzzer): the dial-in gateway's SIP message check, its SDP parser and
 ## the voice menu, FUZZ_SECONDS each (default 60), from the seeds in fuzz/seeds. cargo-fuzz needs
 ## nightly compiler flags (sanitizers); the machine's stable toolchain is told to accept them

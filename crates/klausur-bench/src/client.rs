@@ -165,6 +165,9 @@ pub struct PeerReport {
     /// Receive m-lines (audio, video) negotiated at the end.
     pub recv_slots: (u32, u32),
     pub keyframe_requests: u64,
+    /// The server ended the signaling (closed the WebSocket, or sent `ended`) before the
+    /// participant left.
+    pub ended_by_server: bool,
     pub errors: Vec<String>,
 }
 
@@ -861,6 +864,7 @@ impl Peer {
             self.errors.push(format!("{e:#}"));
         }
         let left_ns = self.timing.ns(Instant::now());
+        let ended_by_server = self.sig.as_ref().is_some_and(|s| s.ended);
         if let Some(sig) = self.sig.as_mut() {
             if !sig.ended {
                 let leave = serde_json::to_string(&ClientMsg::Leave).unwrap_or_default();
@@ -881,6 +885,7 @@ impl Peer {
                 .map(|c| c.saturating_duration_since(self.joined_at)),
             recv_slots: self.recv_slots,
             keyframe_requests: self.keyframe_requests,
+            ended_by_server,
             errors: self.errors,
         }
     }

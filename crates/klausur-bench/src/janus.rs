@@ -934,6 +934,7 @@ pub async fn participant(spec: JoinSpec) -> anyhow::Result<PeerReport> {
             connect_time: sent.connect_time,
             recv_slots: received.recv_slots,
             keyframe_requests: sent.keyframe_requests,
+            ended_by_server: sent.ended_by_server || received.ended_by_server,
             errors,
         },
         // A listener: connected once its subscriber is.
@@ -948,6 +949,7 @@ pub async fn participant(spec: JoinSpec) -> anyhow::Result<PeerReport> {
             connect_time: received.connect_time,
             recv_slots: received.recv_slots,
             keyframe_requests: 0,
+            ended_by_server: received.ended_by_server,
             errors,
         },
     })

@@ -37,6 +37,7 @@ mod procfs;
 mod report;
 mod scenario;
 mod server;
+mod soak;
 mod stats;
 
 use std::path::PathBuf;
@@ -180,6 +181,42 @@ enum Cmd {
         /// of real-time round robin (chrt -r 10, needs root).
         #[arg(long)]
         no_realtime: bool,
+    },
+    /// `soak` (`make soak`): participants keep joining and leaving many small meetings (audio
+    /// and video) for minutes, after a warm-up round; afterwards the server must have no ERROR
+    /// line in its log, no meeting, connection, room or peer left, and its memory back within
+    /// max(10 %, 16 MiB) of the baseline taken after the warm-up round. Exits non-zero when a
+    /// criterion fails. With --quick: 20 participants, 30 s, a 10 s warm-up round.
+    Soak {
+        /// Participants present at most at a time (default 200; --quick 20).
+        #[arg(long)]
+        participants: Option<usize>,
+        /// Meetings they are spread over (default: meetings of 5).
+        #[arg(long)]
+        meetings: Option<usize>,
+        /// Length of the soak round, seconds (default 300; --quick 30).
+        #[arg(long)]
+        duration: Option<f64>,
+        /// Length of the warm-up round before the baseline, seconds (default 30; --quick 10).
+        #[arg(long)]
+        warmup_round: Option<f64>,
+        /// Shortest and longest stay, seconds (default: a fifteenth and a third of the round,
+        /// at least 5 s).
+        #[arg(long, value_delimiter = ',', num_args = 2)]
+        stay: Option<Vec<f64>>,
+        /// Shortest and longest gap before a place's next participant joins, seconds (default:
+        /// 1 s and a thirtieth of the round, at least 1 s).
+        #[arg(long, value_delimiter = ',', num_args = 2)]
+        gap: Option<Vec<f64>>,
+        /// Seed of the plan (who joins and leaves when).
+        #[arg(long, default_value_t = 19)]
+        seed: u64,
+        /// Wait after everything is 0 before reading the RSS, seconds.
+        #[arg(long, default_value_t = 5.0)]
+        settle: f64,
+        /// Write the figures into this file's soak section (e.g. BENCHMARKS.md).
+        #[arg(long)]
+        markdown: Option<PathBuf>,
     },
     /// The standard set (`make bench`), against klausur and Janus: prints a Markdown table and
     /// updates BENCHMARKS.md.
@@ -335,7 +372,7 @@ fn specs(cli: &Cli) -> anyhow::Result<Vec<(Spec, bool)>> {
             specs.push((Spec::townhall(*participants, *speakers), janus));
         }
         Cmd::Idle { participants } => specs.push((Spec::idle(*participants), janus)),
-        Cmd::Floor { .. } | Cmd::Dialin { .. } => {}
+        Cmd::Floor { .. } | Cmd::Dialin { .. } | Cmd::Soak { .. } => {}
         Cmd::Churn { participants, rate } => specs.push((churn(*participants, *rate)?, janus)),
         Cmd::Standard {
             sizes,
@@ -411,6 +448,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
     if let Cmd::Dialin { .. } = &cli.command {
         return run_dialin(&cli, &s, started).await;
+    }
+    if let Cmd::Soak { .. } = &cli.command {
+        return run_soak(&cli, &s, started).await;
     }
     let specs = specs(&cli)?;
     let lengths = lengths(&s, &specs);
@@ -570,6 +610,110 @@ async fn run_dialin(cli: &Cli, s: &Settings, started: std::time::Instant) -> any
         eprintln!("klausur-bench: updated {}", path.display());
     }
     eprintln!("klausur-bench: done in {:.1} s", wall.as_secs_f64());
+    Ok(())
+}
+
+/// Participants per meeting when `soak --meetings` is not given (see `soak`'s module docs).
+const SOAK_MEETING_SIZE: usize = 5;
+
+/// `soak`'s options from the command line.
+fn soak_options(cli: &Cli, s: &Settings) -> anyhow::Result<soak::Options> {
+    let Cmd::Soak {
+        participants,
+        meetings,
+        duration,
+        warmup_round,
+        stay,
+        gap,
+        seed,
+        settle,
+        ..
+    } = &cli.command
+    else {
+        anyhow::bail!("not the soak command");
+    };
+    let quick = cli.common.quick;
+    let seconds = |v: f64, what: &str| {
+        anyhow::ensure!(
+            v.is_finite() && (0.0..=3600.0).contains(&v),
+            "{what} must be 0 to 3600 seconds"
+        );
+        Ok(Duration::from_secs_f64(v))
+    };
+    let participants = participants.unwrap_or(if quick { 20 } else { 200 });
+    let duration = seconds(
+        duration.unwrap_or(if quick { 30.0 } else { 300.0 }),
+        "--duration",
+    )?;
+    let warmup = seconds(
+        warmup_round.unwrap_or(if quick { 10.0 } else { 30.0 }),
+        "--warmup-round",
+    )?;
+    let (default_stay, default_gap, ramp) = soak::default_lengths(duration);
+    let pair = |v: &Option<Vec<f64>>, default, what: &str| match v.as_deref() {
+        None => Ok(default),
+        Some([a, b]) => Ok((seconds(*a, what)?, seconds(*b, what)?)),
+        Some(_) => anyhow::bail!("{what} takes two values: shortest,longest"),
+    };
+    Ok(soak::Options {
+        participants,
+        meetings: meetings.unwrap_or(participants.div_ceil(SOAK_MEETING_SIZE)),
+        duration,
+        warmup,
+        stay: pair(stay, default_stay, "--stay")?,
+        gap: pair(gap, default_gap, "--gap")?,
+        ramp,
+        seed: *seed,
+        settle: seconds(*settle, "--settle")?,
+        drain_bound: Duration::from_secs(30),
+        server_bin: s.server_bin.clone(),
+        server_cpu: s.server_cpu,
+        peer: s.peer,
+        limits: soak::verdict::Limits::default(),
+    })
+}
+
+async fn run_soak(cli: &Cli, s: &Settings, started: std::time::Instant) -> anyhow::Result<()> {
+    let opts = soak_options(cli, s)?;
+    let result = soak::run(&opts).await?;
+    println!("{}", soak::report::table(&result));
+    for l in &result.log.errors {
+        eprintln!("klausur-bench: soak: server ERROR: {l}");
+    }
+    println!("- verdict: {}", soak::report::verdict_line(&result));
+    if let Some(path) = &cli.common.json {
+        let v = json!({
+            "scenario": "soak",
+            "commit": report::git_commit(),
+            "dirty": report::git_dirty(),
+            "date": chrono::Utc::now().to_rfc3339(),
+            "machine": report::machine_json(),
+            "result": result,
+        });
+        std::fs::write(path, serde_json::to_string_pretty(&v)? + "\n")?;
+        eprintln!("klausur-bench: wrote {}", path.display());
+    }
+    let wall = started.elapsed();
+    if let Cmd::Soak {
+        markdown: Some(path),
+        ..
+    } = &cli.command
+    {
+        let command: Vec<String> = std::env::args().collect();
+        let run = report::RunInfo {
+            command: command.join(" "),
+            lengths: String::new(),
+            wall,
+        };
+        soak::report::write_benchmarks(path, &result, &run)?;
+        eprintln!("klausur-bench: updated {}", path.display());
+    }
+    eprintln!("klausur-bench: done in {:.1} s", wall.as_secs_f64());
+    anyhow::ensure!(
+        result.passed(),
+        "soak failed: {}",
+        result.failures.join("; ")
+    );
     Ok(())
 }
 

@@ -204,16 +204,9 @@ impl KlausurServer {
         participants: usize,
         cpu: Option<usize>,
     ) -> anyhow::Result<KlausurServer> {
-        if !bin.exists() {
-            bail!(
-                "{} not found: build it with `cargo build --release -p klausur-server` or pass --server-bin",
-                bin.display()
-            );
-        }
-        let dir = tempfile::Builder::new()
-            .prefix("klausur-bench-")
-            .tempdir()?;
-        let data = dir.path().join("data");
+        check_bin(bin)?;
+        let dir = new_dir()?;
+        let data = data_dir(&dir);
         add_organiser(bin, &data)?;
         let meeting = admin(
             bin,
@@ -246,7 +239,21 @@ impl KlausurServer {
                     .to_string(),
             );
         }
+        Self::launch(bin, dir, cpu, meeting_id, tokens, &[])
+    }
 
+    /// Starts the server on the data directory prepared in `dir` (see [`new_dir`],
+    /// [`data_dir`]), pinned to `cpu` with taskset when given, with `env` added to its
+    /// environment; `meeting_id` and `tokens` are kept for the caller.
+    pub fn launch(
+        bin: &Path,
+        dir: tempfile::TempDir,
+        cpu: Option<usize>,
+        meeting_id: String,
+        tokens: Vec<String>,
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<KlausurServer> {
+        let data = data_dir(&dir);
         let http: SocketAddr = ([127, 0, 0, 1], free_tcp_port()?).into();
         let media: SocketAddr = ([127, 0, 0, 1], free_udp_port()?).into();
         let log = dir.path().join("server.log");
@@ -263,7 +270,8 @@ impl KlausurServer {
             // Every load-generator client (and the dial-in gateway's calls) comes from
             // 127.0.0.1: the per-address WebSocket limit would refuse all but the first 20.
             .env("KLAUSUR_MAX_WEBSOCKETS_PER_ADDRESS", "100000")
-            .env("KLAUSUR_LOG", server_log_filter());
+            .env("KLAUSUR_LOG", server_log_filter())
+            .envs(env.iter().copied());
         let child = spawn_logged(&mut cmd, &log)?;
         let pid = child.id();
         let mut server = KlausurServer {
@@ -292,6 +300,44 @@ impl KlausurServer {
     pub fn ws_url(&self) -> String {
         format!("ws://{}/api/ws", self.http)
     }
+
+    /// `http://host:port` of the server.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.http)
+    }
+
+    /// How the server process ended, if it has (`None`: still running).
+    pub fn exited(&mut self) -> Option<String> {
+        match self.child.try_wait() {
+            Ok(Some(status)) => Some(status.to_string()),
+            Ok(None) => None,
+            Err(e) => Some(format!("cannot tell: {e}")),
+        }
+    }
+}
+
+/// Fails with a hint when the server binary is missing.
+pub fn check_bin(bin: &Path) -> anyhow::Result<()> {
+    if !bin.exists() {
+        bail!(
+            "{} not found: build it with `cargo build --release -p klausur-server` or pass --server-bin",
+            bin.display()
+        );
+    }
+    Ok(())
+}
+
+/// A fresh temporary directory for a server's data directory ([`data_dir`]) and log; removed
+/// when dropped.
+pub fn new_dir() -> anyhow::Result<tempfile::TempDir> {
+    Ok(tempfile::Builder::new()
+        .prefix("klausur-bench-")
+        .tempdir()?)
+}
+
+/// The data directory inside a directory from [`new_dir`].
+pub fn data_dir(dir: &tempfile::TempDir) -> std::path::PathBuf {
+    dir.path().join("data")
 }
 
 /// The server's log filter: warnings and errors (their lines count as problems);

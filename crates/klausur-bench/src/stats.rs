@@ -149,7 +149,7 @@ impl RecvStats {
         }
     }
 
-    #[cfg(test)]
+    /// Distinct window packets received, from all senders.
     pub fn unique(&self) -> u64 {
         self.seen.values().map(|t| t.unique).sum()
     }
