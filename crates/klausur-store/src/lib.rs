@@ -44,16 +44,18 @@
 //! migrations directory, behind the same public API. Migrations are embedded in the binary
 //! and run on open; running them again is a no-op.
 
+pub mod audit;
 mod error;
 mod model;
 mod store;
 
+pub use audit::{Anchor, AuditActor, AuditRecord, NewAuditRecord};
 pub use error::{StorageFault, StoreError};
 pub use model::{
     BanSubject, GuestPass, Invitation, InvitationKind, Meeting, NewGuestPass, NewInvitation,
     PhonePin, Role, Session, User,
 };
-pub use store::Store;
+pub use store::{AuditFilter, Store, AUDIT_PAGE_MAX};
 
 /// Result type of the store.
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;

@@ -40,6 +40,9 @@ macro_rules! on_pool {
     };
 }
 
+mod audit;
+pub use audit::{AuditFilter, AUDIT_PAGE_MAX};
+
 /// Handle to the database. Cheap to clone (it shares the connection pool).
 #[derive(Debug, Clone)]
 pub struct Store {
