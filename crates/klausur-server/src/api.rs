@@ -24,11 +24,12 @@ use axum::routing::{any, on, MethodFilter};
 use axum::{Json, Router};
 use chrono::{DateTime, Duration, Utc};
 use klausur_proto::SecurityProfile;
-use klausur_store::{InvitationKind, NewInvitation, Role, StoreError, User};
+use klausur_store::{AuditActor, InvitationKind, NewInvitation, Role, StoreError, User};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::admission::{self, AdmissionError, Who};
+use crate::audit::{self, Entry};
 use crate::auth;
 use crate::client_addr::ClientIp;
 use crate::config::Config;
@@ -360,6 +361,8 @@ fn route_table() -> RouteTable {
     .add(M::POST, "/api/users", create_user)
     .add(M::POST, "/api/users/{id}/disable", disable_user)
     .add(M::GET, "/api/status", server_status)
+    .add(M::GET, "/api/audit", crate::audit_api::list)
+    .add(M::GET, "/api/audit/verify", crate::audit_api::verify)
     .add(M::GET, "/api/meetings", list_meetings)
     .add(M::POST, "/api/meetings", create_meeting)
     .add(M::GET, "/api/meetings/{id}", meeting_detail)
@@ -422,6 +425,8 @@ struct ServerStatus {
     unroutable_datagrams: u64,
     /// Resident memory of the process in bytes (Linux; absent elsewhere).
     memory_rss_bytes: Option<u64>,
+    /// Audit records that could not be written since the start (see [`crate::audit`]).
+    audit_write_failures: u64,
 }
 
 async fn server_status(State(state): State<AppState>, Admin(_): Admin) -> Json<ServerStatus> {
@@ -435,6 +440,7 @@ async fn server_status(State(state): State<AppState>, Admin(_): Admin) -> Json<S
         received_datagrams: media.received_datagrams,
         unroutable_datagrams: media.unroutable_datagrams,
         memory_rss_bytes: resident_memory(),
+        audit_write_failures: state.audit.failures(),
     })
 }
 
@@ -542,7 +548,24 @@ async fn login(
     };
     let user = match (ok, user) {
         (true, Some(u)) => u,
-        _ => {
+        (_, user) => {
+            let reason = match &user {
+                None => "unknown_user",
+                Some(u) if u.disabled => "account_disabled",
+                Some(_) => "wrong_password",
+            };
+            let actor = match &user {
+                Some(u) => audit::user(u),
+                None => AuditActor::new("anonymous", None, Some(audit::bounded(&username, 64))),
+            };
+            state
+                .audit
+                .record(
+                    Entry::new(audit::kind::LOGIN_FAILED, actor)
+                        .source(client)
+                        .details(json!({ "reason": reason })),
+                )
+                .await;
             tracing::info!("failed login");
             return Err(ApiError::new(
                 StatusCode::UNAUTHORIZED,
@@ -566,6 +589,10 @@ async fn login(
             Utc::now() + Duration::hours(hours),
         )
         .await?;
+    state
+        .audit
+        .record(Entry::new(audit::kind::LOGIN_SUCCEEDED, audit::user(&user)).source(client))
+        .await;
     tracing::info!(user_id = user.id, "login");
     let mut resp =
         Json(json!({"user": UserView::from(&user), "csrf_token": csrf.as_str()})).into_response();
@@ -580,6 +607,10 @@ async fn logout(State(state): State<AppState>, s: Session) -> Result<Response, A
     state.store.delete_session(&s.id_hash).await?;
     // The session's meeting WebSockets end with it (after the store: see crate::connections).
     let ended = state.connections.end_session(s.user.id, &s.id_hash);
+    state
+        .audit
+        .record(Entry::new(audit::kind::LOGOUT, audit::user(&s.user)))
+        .await;
     tracing::info!(user_id = s.user.id, websockets = ended, "logout");
     let mut resp = StatusCode::NO_CONTENT.into_response();
     resp.headers_mut()
@@ -628,6 +659,14 @@ async fn change_password(
         }
     };
     if !right {
+        state
+            .audit
+            .record(
+                Entry::new(audit::kind::PASSWORD_CHANGE_FAILED, audit::user(&s.user))
+                    .source(client)
+                    .details(json!({ "reason": "wrong_password" })),
+            )
+            .await;
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "invalid_credentials",
@@ -653,6 +692,13 @@ async fn change_password(
         .create_session(&s.id_hash, s.user.id, &s.csrf_token, s.expires_at)
         .await?;
     let ended = state.connections.end_user(s.user.id, Some(&s.id_hash));
+    state
+        .audit
+        .record(
+            Entry::new(audit::kind::PASSWORD_CHANGED, audit::user(&s.user))
+                .details(json!({ "other_sessions_ended": true })),
+        )
+        .await;
     tracing::info!(user_id = s.user.id, websockets = ended, "password changed");
     Ok(StatusCode::NO_CONTENT)
 }
@@ -713,7 +759,7 @@ pub fn validate_title(t: &str) -> Result<String, String> {
 
 async fn create_user(
     State(state): State<AppState>,
-    Admin(_): Admin,
+    Admin(admin): Admin,
     Body(req): Body<CreateUserReq>,
 ) -> Result<(StatusCode, Json<UserView>), ApiError> {
     let username = validate_username(&req.username).map_err(ApiError::bad_request)?;
@@ -724,6 +770,13 @@ async fn create_user(
         .store
         .create_user(&username, &display_name, &hash, req.role, true)
         .await?;
+    state
+        .audit
+        .record(
+            Entry::new(audit::kind::USER_CREATED, audit::user(&admin))
+                .details(json!({ "target": audit::user_target(&user), "role": user.role })),
+        )
+        .await;
     Ok((StatusCode::CREATED, Json(UserView::from(&user))))
 }
 
@@ -735,12 +788,19 @@ async fn disable_user(
     if id == admin.id {
         return Err(ApiError::bad_request("you cannot disable your own account"));
     }
-    state
+    let target = state
         .store
         .user_by_id(id)
         .await?
         .ok_or_else(|| ApiError::not_found("user"))?;
     state.store.set_user_disabled(id, true).await?;
+    state
+        .audit
+        .record(
+            Entry::new(audit::kind::USER_DISABLED, audit::user(&admin))
+                .details(json!({ "target": audit::user_target(&target) })),
+        )
+        .await;
     state.store.delete_sessions_of_user(id).await?;
     // Its meeting WebSockets end too (after the store: see crate::connections).
     let ended = state.connections.end_user(id, None);
@@ -843,6 +903,18 @@ async fn create_meeting(
             .create_meeting(&id, title, req.starts_at, user.id, req.profile)
             .await?
     };
+    state
+        .audit
+        .record(
+            Entry::new(audit::kind::MEETING_CREATED, audit::user(&user))
+                .meeting(&m.id)
+                .details(json!({
+                    "title": m.title,
+                    "profile": m.profile,
+                    "dial_in": m.dial_in_number.is_some(),
+                })),
+        )
+        .await;
     tracing::info!(meeting = %m.id, user_id = user.id, "meeting created");
     Ok((
         StatusCode::CREATED,
@@ -1056,6 +1128,21 @@ async fn create_invitation(
     )
     .await?;
     let link = format!("{}/j/{}", base_url(&state, &headers)?, token.as_str());
+    state
+        .audit
+        .record(
+            Entry::new(audit::kind::INVITATION_CREATED, audit::user(&user))
+                .meeting(&m.id)
+                .details(json!({
+                    "invitation": inv.id,
+                    "kind": inv.kind,
+                    "name": inv.name,
+                    "user_id": inv.user_id,
+                    "expires_at": inv.expires_at,
+                    "phone_pin": phone_pin.is_some(),
+                })),
+        )
+        .await;
     tracing::info!(meeting = %m.id, invitation = inv.id, "invitation created");
     Ok((
         StatusCode::CREATED,
@@ -1078,6 +1165,14 @@ async fn revoke_invitation(
         .store
         .revoke_invitation(&m.id, iid, Utc::now())
         .await?;
+    state
+        .audit
+        .record(
+            Entry::new(audit::kind::INVITATION_REVOKED, audit::user(&user))
+                .meeting(&m.id)
+                .details(json!({ "invitation": iid })),
+        )
+        .await;
     tracing::info!(meeting = %m.id, invitation = iid, "invitation revoked");
     Ok(StatusCode::NO_CONTENT)
 }
@@ -1095,13 +1190,21 @@ async fn add_moderator(
     Body(req): Body<AddModeratorReq>,
 ) -> Result<StatusCode, ApiError> {
     let m = can_manage(&state, &id, &user).await?;
-    state
+    let target = state
         .store
         .user_by_id(req.user_id)
         .await?
         .filter(|u| !u.disabled)
         .ok_or_else(|| ApiError::bad_request("user_id names no active account"))?;
     state.store.add_moderator(&m.id, req.user_id).await?;
+    state
+        .audit
+        .record(
+            Entry::new(audit::kind::MODERATOR_ADDED, audit::user(&user))
+                .meeting(&m.id)
+                .details(json!({ "target": audit::user_target(&target) })),
+        )
+        .await;
     Ok(StatusCode::NO_CONTENT)
 }
 

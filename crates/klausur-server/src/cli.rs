@@ -57,6 +57,32 @@ pub enum Command {
     /// Run the telephone dial-in gateway on its own, for the server at --server (the `[dialin]`
     /// section of --config says where it listens for SIP).
     SipGateway(SipGatewayArgs),
+    /// The audit trail: verify its hash chain, export it.
+    #[command(subcommand)]
+    Audit(AuditCmd),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AuditCmd {
+    /// Check every record's hash and link; name each record that was changed, removed or
+    /// reordered. Exits with status 1 if any was. Prints the head (SEQ:HASH) to note.
+    Verify {
+        /// A head noted earlier (SEQ:HASH, as this command or the export printed it): the trail
+        /// must still hold that record with that hash (nothing cut off, nothing rewritten).
+        #[arg(long)]
+        head: Option<klausur_store::audit::Head>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write the records as JSON Lines (oldest first), one object per record with its hashes.
+    Export {
+        /// Only records numbered above this (what a log shipper exported already).
+        #[arg(long, default_value_t = 0)]
+        after: i64,
+        /// Write to this file instead of standard output.
+        #[arg(long)]
+        output: Option<PathBuf>,
+    },
 }
 
 #[derive(Args, Debug, Default)]
@@ -372,6 +398,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             invite_cmd(&store, &config, cmd).await
         }
         Command::IdentityCa(cmd) => identity_ca_cmd(cmd).await,
+        Command::Audit(cmd) => {
+            let config = Config::load(cli.config.as_deref(), &overrides(cli.data_dir, None))?;
+            let store = crate::server::open_store(&config).await?;
+            audit_cmd(&store, cmd).await
+        }
         Command::SipGateway(args) => {
             let o = Overrides {
                 data_dir: cli.data_dir,
@@ -481,6 +512,76 @@ async fn identity_ca_cmd(cmd: IdentityCaCmd) -> anyhow::Result<()> {
     Ok(())
 }
 
+async fn audit_cmd(store: &klausur_store::Store, cmd: AuditCmd) -> anyhow::Result<()> {
+    match cmd {
+        AuditCmd::Verify { head, json } => {
+            let verdict = store.verify_audit(head).await?;
+            let head = verdict
+                .head
+                .as_ref()
+                .map(|h| format!("{}:{}", h.seq, h.hash));
+            let problems: Vec<String> = verdict.problems.iter().map(ToString::to_string).collect();
+            if json {
+                println!(
+                    "{}",
+                    json!({"intact": verdict.is_intact(), "records": verdict.records,
+                           "head": head, "problems": problems})
+                );
+            } else {
+                for p in &problems {
+                    println!("{p}");
+                }
+                println!(
+                    "{}: {} records checked; head {}",
+                    if verdict.is_intact() {
+                        "audit trail intact"
+                    } else {
+                        "audit trail NOT intact"
+                    },
+                    verdict.records,
+                    head.as_deref().unwrap_or("(empty)")
+                );
+            }
+            if !verdict.is_intact() {
+                std::process::exit(1);
+            }
+        }
+        AuditCmd::Export { after, output } => {
+            let mut out: Box<dyn std::io::Write> = match &output {
+                Some(path) => Box::new(std::io::BufWriter::new(
+                    std::fs::File::create(path)
+                        .with_context(|| format!("cannot create {}", path.display()))?,
+                )),
+                None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
+            };
+            let mut after = after;
+            let mut written = 0u64;
+            loop {
+                let page = store
+                    .audit_after(after, klausur_store::AUDIT_PAGE_MAX)
+                    .await?;
+                let Some(last) = page.last() else { break };
+                after = last.seq;
+                for r in &page {
+                    serde_json::to_writer(&mut out, r)?;
+                    out.write_all(b"\n")?;
+                    written += 1;
+                }
+            }
+            out.flush()?;
+            if let Some(path) = output {
+                eprintln!("exported {written} audit records to {}", path.display());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The operator at the command line, as an audit actor.
+fn operator() -> klausur_store::AuditActor {
+    klausur_store::AuditActor::new("operator", None, Some("command line".into()))
+}
+
 async fn user_cmd(store: &klausur_store::Store, cmd: UserCmd) -> anyhow::Result<()> {
     match cmd {
         UserCmd::Add {
@@ -513,6 +614,13 @@ async fn user_cmd(store: &klausur_store::Store, cmd: UserCmd) -> anyhow::Result<
             let u = store
                 .create_user(&username, &display_name, &hash, role, !permanent_password)
                 .await?;
+            let audit = crate::audit::Audit::new(store.clone());
+            audit
+                .record(
+                    crate::audit::Entry::new(crate::audit::kind::USER_CREATED, operator())
+                        .details(json!({"target": crate::audit::user_target(&u), "role": u.role})),
+                )
+                .await;
             print(
                 json,
                 json!({"id": u.id, "username": u.username, "display_name": u.display_name, "role": u.role}),
@@ -548,6 +656,12 @@ async fn user_cmd(store: &klausur_store::Store, cmd: UserCmd) -> anyhow::Result<
                 .with_context(|| format!("no user {username:?}"))?;
             store.set_user_disabled(u.id, true).await?;
             store.delete_sessions_of_user(u.id).await?;
+            crate::audit::Audit::new(store.clone())
+                .record(
+                    crate::audit::Entry::new(crate::audit::kind::USER_DISABLED, operator())
+                        .details(json!({"target": crate::audit::user_target(&u)})),
+                )
+                .await;
             print(
                 json,
                 json!({"id": u.id, "username": u.username, "disabled": true}),
@@ -594,6 +708,18 @@ async fn meeting_cmd(
                     .create_meeting(&id, title, starts_at, org.id, profile)
                     .await?
             };
+            crate::audit::Audit::new(store.clone())
+                .record(
+                    crate::audit::Entry::new(crate::audit::kind::MEETING_CREATED, operator())
+                        .meeting(&m.id)
+                        .details(json!({
+                            "title": m.title,
+                            "profile": m.profile,
+                            "dial_in": m.dial_in_number.is_some(),
+                            "organiser": crate::audit::user_target(&org),
+                        })),
+                )
+                .await;
             let view = dial_in(&m);
             let text = match &view {
                 Some(d) => format!(
@@ -709,6 +835,20 @@ async fn invite_cmd(
     } else {
         (store.create_invitation(new).await?, None)
     };
+    crate::audit::Audit::new(store.clone())
+        .record(
+            crate::audit::Entry::new(crate::audit::kind::INVITATION_CREATED, operator())
+                .meeting(&m.id)
+                .details(json!({
+                    "invitation": inv.id,
+                    "kind": inv.kind,
+                    "name": inv.name,
+                    "user_id": inv.user_id,
+                    "expires_at": inv.expires_at,
+                    "phone_pin": phone_pin.is_some(),
+                })),
+        )
+        .await;
     let base = base_url
         .or_else(|| config.public_url.clone())
         .unwrap_or_else(|| format!("http://{}", config.listen));

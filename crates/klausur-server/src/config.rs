@@ -46,6 +46,14 @@ pub struct RawConfig {
     pub identity: RawIdentity,
     #[serde(default)]
     pub dialin: RawDialIn,
+    #[serde(default)]
+    pub audit: RawAudit,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAudit {
+    pub retention_days: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -181,6 +189,9 @@ pub struct Config {
     /// ... and at most this many wait for one (16 per worker); beyond that a login is answered
     /// 503 "try again". Not in the config file.
     pub password_queue: usize,
+    /// `[audit] retention_days`: audit records older than this are deleted (daily, and at
+    /// start); the deletion is itself recorded. Default 90, at most 3650.
+    pub audit_retention_days: u32,
 }
 
 /// The validated `[dialin]` section. The server reads `phone_number` (shown with every
@@ -497,6 +508,13 @@ impl Config {
                 "must be between 1 and 100000",
             ));
         }
+        let audit_retention_days = raw.audit.retention_days.unwrap_or(90);
+        if !(1..=3650).contains(&audit_retention_days) {
+            return Err(invalid(
+                "audit.retention_days",
+                "must be between 1 and 3650",
+            ));
+        }
         let password_workers = std::thread::available_parallelism().map_or(1, |n| n.get());
         Ok(Config {
             listen,
@@ -525,6 +543,7 @@ impl Config {
             client_queue: crate::meeting::CLIENT_QUEUE,
             password_workers,
             password_queue: 16 * password_workers,
+            audit_retention_days,
         })
     }
 
@@ -1164,6 +1183,8 @@ mod tests {
             ),
             ("[server]\ntls_cert = \"/x\"", "server.tls_key"),
             ("[security]\nsession_hours = 0", "security.session_hours"),
+            ("[audit]\nretention_days = 0", "audit.retention_days"),
+            ("[audit]\nretention_days = 99999", "audit.retention_days"),
             ("[server]\npublic_url = \"ftp://x\"", "server.public_url"),
             ("[media]\nlisten = \"0.0.0.0:10000\"", "media.public_ip"),
         ];

@@ -896,6 +896,36 @@ fn throttle_keys(req: &CallReq) -> (String, String) {
 /// A meeting id no meeting has (for the comparison work of an unknown number).
 const NO_MEETING: &str = "-";
 
+/// Records a checked dial-in attempt: the meeting number typed, the meeting it names (if any),
+/// the result, the caller's signalling address and the last digits of the calling number (as
+/// the roster shows them). Never the PIN. Throttled attempts are not checked and not recorded
+/// one by one (the throttle bounds how many are checked).
+async fn record_attempt(state: &AppState, req: &CallReq, meeting: Option<&str>, result: &str) {
+    let mut entry = crate::audit::Entry::new(
+        crate::audit::kind::DIALIN_ATTEMPT,
+        klausur_store::AuditActor::new(
+            "phone",
+            None,
+            req.caller.as_deref().and_then(number_suffix),
+        ),
+    )
+    .details(json!({ "meeting_number": req.meeting_number, "result": result }));
+    if let Some(id) = meeting {
+        entry = entry.meeting(id);
+    }
+    if let Ok(ip) = req.source.parse::<std::net::IpAddr>() {
+        entry = entry.source(ip);
+    } else if let Some(ip) = req
+        .source
+        .parse::<std::net::SocketAddr>()
+        .ok()
+        .map(|a| a.ip())
+    {
+        entry = entry.source(ip);
+    }
+    state.audit.record(entry).await;
+}
+
 /// `POST /api/dialin/calls`: checks a meeting number and PIN for the gateway.
 pub async fn post_call(
     State(state): State<AppState>,
@@ -961,6 +991,20 @@ pub async fn post_call(
             t.forgive(&number_key, &source_key);
         }
     }
+    let result = match (&verdict, &meeting) {
+        (Verdict::Admit { .. }, Some(_)) => "admit",
+        (Verdict::NotYet { .. }, _) => "not_yet",
+        (Verdict::NotAllowed, _) => "not_allowed",
+        (Verdict::Ended, _) => "ended",
+        _ => "wrong",
+    };
+    record_attempt(
+        &state,
+        &req,
+        meeting.as_ref().map(|m| m.id.as_str()),
+        result,
+    )
+    .await;
     let (meeting, invitation_id) = match (verdict, meeting) {
         (Verdict::Admit { invitation_id }, Some(m)) => (m, invitation_id),
         (Verdict::NotYet { starts_at }, _) => {

@@ -854,6 +854,27 @@ pub async fn issue_credential(
                 ApiError::new(StatusCode::BAD_GATEWAY, "ca_unavailable", message)
             }
         })?;
+    let mut entry = crate::audit::Entry::new(
+        crate::audit::kind::CREDENTIAL_ISSUED,
+        klausur_store::AuditActor::new(
+            match kind {
+                ParticipantKind::Staff => "user",
+                ParticipantKind::PhoneGateway => "phone",
+                _ => "guest",
+            },
+            Some(user_id.clone()),
+            Some(display_name.clone()),
+        ),
+    )
+    .details(json!({
+        "participant_kind": kind,
+        "device_key": hex::encode(device_key.as_bytes()),
+        "not_after_ms": issued.not_after_ms,
+    }));
+    if let Some(meeting) = &req.meeting_id {
+        entry = entry.meeting(&crate::audit::bounded(meeting, 64));
+    }
+    state.audit.record(entry).await;
     tracing::info!(kind = ?kind, "identity credential issued");
     Ok(Json(json!({
         "credential": issued.base64,

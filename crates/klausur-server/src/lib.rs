@@ -18,6 +18,8 @@
 
 pub mod admission;
 pub mod api;
+pub mod audit;
+pub mod audit_api;
 pub mod auth;
 pub mod ca_service;
 pub mod cli;

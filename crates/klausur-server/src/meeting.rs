@@ -14,7 +14,9 @@ use klausur_proto::{
     MlsPolicy, Participant, ParticipantKind, Role, SecurityProfile, ServerMsg,
 };
 use klausur_room::{PeerId, RoomEvent};
-use klausur_store::{BanSubject, Store};
+use klausur_store::{AuditActor, BanSubject, Store};
+
+use crate::audit::{self, kind, Audit, Entry};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::delivery::{Delivery, Out};
@@ -150,15 +152,17 @@ pub struct Registry {
     next_room: Arc<AtomicU64>,
     media: MediaHandle,
     store: Store,
+    audit: Audit,
 }
 
 impl Registry {
-    pub fn new(media: MediaHandle, store: Store) -> Self {
+    pub fn new(media: MediaHandle, store: Store, audit: Audit) -> Self {
         Registry {
             inner: Arc::default(),
             next_room: Arc::new(AtomicU64::new(1)),
             media,
             store,
+            audit,
         }
     }
 
@@ -196,6 +200,8 @@ impl Registry {
             pending_changed: false,
             media: self.media.clone(),
             store: self.store.clone(),
+            audit: self.audit.clone(),
+            audit_queue: Vec::new(),
             registry: self.clone(),
         };
         tokio::spawn(actor.run(rx, ev_rx));
@@ -282,12 +288,35 @@ struct Actor {
     pending_changed: bool,
     media: MediaHandle,
     store: Store,
+    audit: Audit,
+    /// Audit records of the current command, written before the next one is taken
+    /// ([`Actor::flush_audit`]): so that `leave` and the other synchronous steps can record.
+    audit_queue: Vec<Entry>,
     registry: Registry,
 }
 
 /// Now, in milliseconds since the Unix epoch (the order of raised hands).
 fn unix_ms() -> u64 {
     u64::try_from(chrono::Utc::now().timestamp_millis()).unwrap_or(0)
+}
+
+/// Who a participant is, for the audit trail: their account, invitation, guest pass or phone
+/// leg, with the name they are shown under.
+fn audit_actor(s: &Standing) -> AuditActor {
+    let name = Some(s.display_name.clone());
+    match (s.user_id, s.ban_subject, &s.pass, &s.phone) {
+        (Some(uid), ..) => AuditActor::new("user", Some(uid.to_string()), name),
+        (None, Some(BanSubject::Invitation(id)), _, Some(_)) => {
+            AuditActor::new("phone", Some(format!("invitation:{id}")), name)
+        }
+        (None, Some(BanSubject::Invitation(id)), ..) => {
+            AuditActor::new("guest", Some(format!("invitation:{id}")), name)
+        }
+        (None, _, Some(pass), _) => {
+            AuditActor::new("guest", Some(format!("pass:{}", pass.id)), name)
+        }
+        _ => AuditActor::new("lobby", None, name),
+    }
 }
 
 pub fn participant_id(peer: PeerId) -> String {
@@ -364,6 +393,7 @@ impl Actor {
                     if lobby_due.is_some() => Flow::Continue,
             };
             self.flush_pending().await;
+            self.flush_audit().await;
             self.send_lobby_notice();
             self.drop_slow_clients();
             let empty = self.members.is_empty() && self.lobby.is_empty();
@@ -398,6 +428,31 @@ impl Actor {
                 tracing::info!(meeting = %self.seed.id, "meeting closed");
                 return;
             }
+        }
+    }
+
+    /// Queues an audit record about this meeting by `actor`.
+    fn note(&mut self, kind: &str, actor: AuditActor, details: serde_json::Value) {
+        self.audit_queue.push(
+            Entry::new(kind, actor)
+                .meeting(&self.seed.id)
+                .details(details),
+        );
+    }
+
+    /// `peer` as an audit actor (the member or lobby guest it is; the server if neither).
+    fn actor_of(&self, peer: PeerId) -> AuditActor {
+        self.members
+            .get(&peer)
+            .map(|m| audit_actor(&m.standing))
+            .or_else(|| self.lobby.get(&peer).map(|w| audit_actor(&w.standing)))
+            .unwrap_or_else(AuditActor::system)
+    }
+
+    /// Writes the queued audit records, in order.
+    async fn flush_audit(&mut self) {
+        for entry in std::mem::take(&mut self.audit_queue) {
+            self.audit.record(entry).await;
         }
     }
 
@@ -745,6 +800,11 @@ impl Actor {
                 );
             }
             Some(reason) => {
+                self.note(
+                    kind::LOBBY_ENTERED,
+                    audit_actor(&standing),
+                    serde_json::json!({ "reason": reason }),
+                );
                 let entry = LobbyEntry {
                     id: participant_id(peer),
                     display_name: standing.display_name.clone(),
@@ -974,6 +1034,15 @@ impl Actor {
             },
             None,
         );
+        self.note(
+            kind::PARTICIPANT_JOINED,
+            audit_actor(&standing),
+            serde_json::json!({
+                "participant": info.id,
+                "role": info.role,
+                "join_method": info.join_method,
+            }),
+        );
         self.members.insert(
             peer,
             Member {
@@ -1111,7 +1180,12 @@ impl Actor {
 
     fn leave(&mut self, peer: PeerId, reason: LeaveReason) {
         self.kicks.remove(&peer);
-        if self.members.remove(&peer).is_some() {
+        if let Some(m) = self.members.remove(&peer) {
+            self.note(
+                kind::PARTICIPANT_LEFT,
+                audit_actor(&m.standing),
+                serde_json::json!({ "participant": participant_id(peer), "reason": reason }),
+            );
             self.media.send(MediaCmd::RemovePeer {
                 room: self.room,
                 peer,
@@ -1311,6 +1385,12 @@ impl Actor {
                     return Flow::Continue;
                 };
                 let by = self.display_name(peer);
+                let admitter = self.actor_of(peer);
+                self.note(
+                    kind::LOBBY_ADMITTED,
+                    admitter,
+                    serde_json::json!({ "target": audit::target(&audit_actor(&w.standing)) }),
+                );
                 // Whom a moderator lets in takes their seat: someone in the meeting with the same
                 // invitation (`invitation_in_use`) makes way.
                 let holders = self.seat_holders(Seat::of(&w.standing));
@@ -1346,6 +1426,12 @@ impl Actor {
                     return Flow::Continue;
                 };
                 if let Some(w) = self.lobby.remove(&target) {
+                    let denier = self.actor_of(peer);
+                    self.note(
+                        kind::LOBBY_DENIED,
+                        denier,
+                        serde_json::json!({ "target": audit::target(&audit_actor(&w.standing)) }),
+                    );
                     self.send(
                         &w.tx,
                         ServerMsg::Ended {
@@ -1377,6 +1463,15 @@ impl Actor {
                     return Flow::Continue;
                 }
                 let by = self.display_name(peer);
+                let (remover, removed) = (self.actor_of(peer), self.actor_of(target));
+                self.note(
+                    kind::PARTICIPANT_REMOVED,
+                    remover,
+                    serde_json::json!({
+                        "target": audit::target(&removed),
+                        "participant": participant_id(target),
+                    }),
+                );
                 self.delete_pass(target).await;
                 // A removal ends a moderator's role: back through the lobby, as a participant.
                 if self
@@ -1430,6 +1525,13 @@ impl Actor {
                 self.leave(target, LeaveReason::Removed);
             }
             ClientMsg::Lock { locked } => {
+                let kind = if locked {
+                    kind::MEETING_LOCKED
+                } else {
+                    kind::MEETING_UNLOCKED
+                };
+                let by = self.actor_of(peer);
+                self.note(kind, by, serde_json::json!({}));
                 self.locked = locked;
                 self.persist_lock(locked).await;
                 self.broadcast(
@@ -1446,6 +1548,17 @@ impl Actor {
                 let Some(target) = self.find(peer, &id, Place::Meeting) else {
                     return Flow::Continue;
                 };
+                let kind = if muted {
+                    kind::PARTICIPANT_MUTED
+                } else {
+                    kind::PARTICIPANT_UNMUTED
+                };
+                let (by, whom) = (self.actor_of(peer), self.actor_of(target));
+                self.note(
+                    kind,
+                    by,
+                    serde_json::json!({ "target": audit::target(&whom) }),
+                );
                 self.media.send(MediaCmd::SetAudioForwarding {
                     room: self.room,
                     peer: target,
@@ -1510,6 +1623,17 @@ impl Actor {
                     );
                     return Flow::Continue;
                 }
+                let kind = if moderator {
+                    kind::ROLE_GRANTED
+                } else {
+                    kind::ROLE_REVOKED
+                };
+                let (by, whom) = (self.actor_of(peer), self.actor_of(target));
+                self.note(
+                    kind,
+                    by,
+                    serde_json::json!({ "target": audit::target(&whom) }),
+                );
                 // Stored with the account or the invitation, so that the role survives the
                 // person's reconnect and a restart of the server.
                 let subject = self
@@ -1644,7 +1768,19 @@ impl Actor {
                         }
                     }
                 }
+                let welcomed: Vec<serde_json::Value> = joiners
+                    .iter()
+                    .map(|p| audit::target(&self.actor_of(*p)))
+                    .collect();
                 let out = self.delivery.commit(peer, epoch, commit, welcome, joiners);
+                if out.is_ok() {
+                    let by = self.actor_of(peer);
+                    self.note(
+                        kind::ENCRYPTION_EPOCH,
+                        by,
+                        serde_json::json!({ "epoch": epoch.saturating_add(1), "welcomed": welcomed }),
+                    );
+                }
                 self.deliver_or_refuse(peer, out);
             }
             ClientMsg::MlsCommitRejected { epoch } => {
@@ -1657,6 +1793,8 @@ impl Actor {
                 self.deliver_or_refuse(peer, out);
             }
             ClientMsg::EndMeeting => {
+                let ender = self.actor_of(peer);
+                self.note(kind::MEETING_ENDED, ender, serde_json::json!({}));
                 let by = Some(self.display_name(peer));
                 let msg = ServerMsg::Ended {
                     reason: EndReason::EndedByModerator,

@@ -25,6 +25,7 @@
 //! ([`GatewayListener`]): its meeting WebSockets, one per call, do not count against the
 //! per-address limit of `[server] max_websockets_per_address`.
 
+use klausur_store::AuditActor;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -120,13 +121,26 @@ pub async fn bootstrap_admin(
         identity::WriteSecretError::Exists => anyhow::anyhow!("{} exists", path.display()),
         identity::WriteSecretError::Other(e) => e,
     })?;
-    if let Err(e) = store
+    let user = match store
         .create_user(&username, "Administrator", &hash, Role::Admin, true)
         .await
     {
-        let _ = std::fs::remove_file(&path);
-        return Err(e.into());
-    }
+        Ok(user) => user,
+        Err(e) => {
+            let _ = std::fs::remove_file(&path);
+            return Err(e.into());
+        }
+    };
+    crate::audit::Audit::new(store.clone())
+        .record(
+            crate::audit::Entry::new(crate::audit::kind::USER_CREATED, AuditActor::system())
+                .details(serde_json::json!({
+                    "target": crate::audit::user_target(&user),
+                    "role": user.role,
+                    "first_administrator": true,
+                })),
+        )
+        .await;
     println!(
         "klausur: created administrator \"{username}\"; its one-time password is in {} \
          (readable by this account only; removed once the password is changed at the first login)",
@@ -277,6 +291,17 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         None => None,
     };
     tokio::spawn(checkpoint_periodically(store.clone()));
+    state
+        .audit
+        .record(
+            crate::audit::Entry::new(crate::audit::kind::SERVER_STARTED, AuditActor::system())
+                .details(serde_json::json!({ "version": env!("CARGO_PKG_VERSION") })),
+        )
+        .await;
+    tokio::spawn(audit_retention_daily(
+        state.audit.clone(),
+        config.audit_retention_days,
+    ));
     let handle = axum_server::Handle::new();
     let shutdown_handle = handle.clone();
     let shutdown_state = state.clone();
@@ -311,6 +336,16 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     tracing::info!("stopped");
     println!("klausur: stopped");
     Ok(())
+}
+
+/// Applies the audit trail's retention period now and then once a day.
+async fn audit_retention_daily(audit: crate::audit::Audit, days: u32) {
+    let mut tick = tokio::time::interval(Duration::from_secs(24 * 3600));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        audit.apply_retention(days, chrono::Utc::now()).await;
+    }
 }
 
 /// How often the server empties the database's write-ahead log ([`Store::checkpoint`]).

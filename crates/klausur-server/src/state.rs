@@ -1,5 +1,6 @@
 //! Shared server state handed to every HTTP handler.
 
+use crate::audit::Audit;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -21,6 +22,8 @@ pub struct AppState {
 pub struct Inner {
     pub config: Config,
     pub store: Store,
+    /// Writes the audit trail ([`crate::audit`]).
+    pub audit: Audit,
     pub registry: Registry,
     pub media: MediaHandle,
     pub login_limiter: Mutex<LoginLimiter>,
@@ -55,7 +58,8 @@ impl AppState {
         identity: impl Into<IdentityIssuer>,
         dialin: DialIn,
     ) -> Self {
-        let registry = Registry::new(media.clone(), store.clone());
+        let audit = Audit::new(store.clone());
+        let registry = Registry::new(media.clone(), store.clone(), audit.clone());
         let limiter = LoginLimiter::new(
             config.login_attempts_per_15min,
             Duration::from_secs(15 * 60),
@@ -67,6 +71,7 @@ impl AppState {
             inner: Arc::new(Inner {
                 config,
                 store,
+                audit,
                 registry,
                 media,
                 login_limiter: Mutex::new(limiter),

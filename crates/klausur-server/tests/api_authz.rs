@@ -274,6 +274,18 @@ fn cases(sam: i64) -> Vec<Case> {
         ),
         case(
             M::GET,
+            "/api/audit",
+            Body::None,
+            [401, 401, 401, 403, 403, 200, 401, 401],
+        ),
+        case(
+            M::GET,
+            "/api/audit/verify",
+            Body::None,
+            [401, 401, 401, 403, 403, 200, 401, 401],
+        ),
+        case(
+            M::GET,
             "/api/meetings",
             Body::None,
             [401, 401, 401, 200, 200, 200, 401, 401],

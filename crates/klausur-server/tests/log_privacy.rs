@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 use futures::{SinkExt, StreamExt};
-use serde_json::json;
+use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 
 #[derive(Clone, Default)]
@@ -254,6 +254,76 @@ async fn secrets_never_reach_the_log() {
     ];
     let found = leaks(&log, &secrets);
     assert!(found.is_empty(), "secrets in the log: {found:?}");
+    // Display names are for the audit trail only, not the operational log.
+    let names = ["Gina Gast", "Erika Musterfrau", "olga Name"];
+    let found = leaks(&log, &names);
+    assert!(found.is_empty(), "display names in the log: {found:?}");
+
+    // The audit trail: the flow is in it (names and addresses where the event needs them),
+    // none of the secrets are (the dial-in number is: which number was dialled is evidence).
+    let records = srv.store.audit_after(0, 1000).await.expect("audit");
+    let trail: String = records
+        .iter()
+        .map(|r| serde_json::to_string(r).expect("json") + "\n")
+        .collect();
+    let kinds: Vec<&str> = records.iter().map(|r| r.kind.as_str()).collect();
+    for kind in [
+        "login.succeeded",
+        "login.failed",
+        "account.password_changed",
+        "meeting.created",
+        "invitation.created",
+        "dialin.attempt",
+        "encryption.credential_issued",
+        "participant.joined",
+        "participant.left",
+    ] {
+        assert!(kinds.contains(&kind), "{kind} recorded: {kinds:?}");
+    }
+    let failed = records
+        .iter()
+        .find(|r| r.kind == "login.failed")
+        .expect("failed login");
+    assert_eq!(failed.source.as_deref(), Some("127.0.0.1"));
+    assert_eq!(failed.details()["reason"], "wrong_password");
+    let attempts: Vec<Value> = records
+        .iter()
+        .filter(|r| r.kind == "dialin.attempt")
+        .map(|r| r.details()["result"].clone())
+        .collect();
+    assert_eq!(attempts, [json!("wrong"), json!("admit")]);
+    for name in names {
+        assert!(trail.contains(name), "{name} in the audit trail");
+    }
+    let audit_secrets: Vec<&str> = secrets
+        .iter()
+        .copied()
+        .filter(|s| *s != number.as_str())
+        .collect();
+    let found = leaks(&trail, &audit_secrets);
+    assert!(found.is_empty(), "secrets in the audit trail: {found:?}");
+    assert!(
+        srv.store
+            .verify_audit(None)
+            .await
+            .expect("verify")
+            .is_intact(),
+        "the trail verifies"
+    );
+    // Negative control: a secret written into a record is found.
+    srv.state
+        .audit
+        .record(
+            klausur_server::audit::Entry::new("test.leak", klausur_store::AuditActor::system())
+                .details(json!({ "oops": pin })),
+        )
+        .await;
+    let records = srv.store.audit_after(0, 1000).await.expect("audit");
+    let trail: String = records
+        .iter()
+        .map(|r| serde_json::to_string(r).expect("json"))
+        .collect();
+    assert_eq!(leaks(&trail, &audit_secrets).len(), 1);
 
     // Negative control: secrets that are logged are found.
     tracing::info!("debug dump: {token}");
