@@ -1190,6 +1190,11 @@ async fn add_moderator(
     Body(req): Body<AddModeratorReq>,
 ) -> Result<StatusCode, ApiError> {
     let m = can_manage(&state, &id, &user).await?;
+    // As in the meeting (`set_moderator`): only the organiser grants moderation, or an
+    // administrator; a moderator does not make more moderators.
+    if m.organiser_id != user.id && user.role != Role::Admin {
+        return Err(ApiError::forbidden("only the organiser grants moderation"));
+    }
     let target = state
         .store
         .user_by_id(req.user_id)

@@ -47,6 +47,8 @@ pub mod kind {
     pub const MEETING_LOCKED: &str = "meeting.locked";
     pub const MEETING_UNLOCKED: &str = "meeting.unlocked";
     pub const MEETING_ENDED: &str = "meeting.ended";
+    /// Meetings that ended longer ago than `[storage] ended_meetings_days` were deleted.
+    pub const MEETINGS_DELETED: &str = "meeting.deleted";
     pub const INVITATION_CREATED: &str = "invitation.created";
     pub const INVITATION_REVOKED: &str = "invitation.revoked";
     /// Someone arrived in the lobby and waits for a moderator.

@@ -80,6 +80,7 @@ pub struct RawMedia {
 #[serde(deny_unknown_fields)]
 pub struct RawStorage {
     pub data_dir: Option<PathBuf>,
+    pub ended_meetings_days: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -192,6 +193,9 @@ pub struct Config {
     /// `[audit] retention_days`: audit records older than this are deleted (daily, and at
     /// start); the deletion is itself recorded. Default 90, at most 3650.
     pub audit_retention_days: u32,
+    /// `[storage] ended_meetings_days`: a meeting that ended this long ago is deleted with its
+    /// invitations, moderators, bans, mutes and guest passes (daily, and at start). Default 90.
+    pub ended_meetings_days: u32,
 }
 
 /// The validated `[dialin]` section. The server reads `phone_number` (shown with every
@@ -515,6 +519,13 @@ impl Config {
                 "must be between 1 and 3650",
             ));
         }
+        let ended_meetings_days = raw.storage.ended_meetings_days.unwrap_or(90);
+        if !(1..=3650).contains(&ended_meetings_days) {
+            return Err(invalid(
+                "storage.ended_meetings_days",
+                "must be between 1 and 3650",
+            ));
+        }
         let password_workers = std::thread::available_parallelism().map_or(1, |n| n.get());
         Ok(Config {
             listen,
@@ -544,6 +555,7 @@ impl Config {
             password_workers,
             password_queue: 16 * password_workers,
             audit_retention_days,
+            ended_meetings_days,
         })
     }
 
@@ -1184,6 +1196,10 @@ mod tests {
             ("[server]\ntls_cert = \"/x\"", "server.tls_key"),
             ("[security]\nsession_hours = 0", "security.session_hours"),
             ("[audit]\nretention_days = 0", "audit.retention_days"),
+            (
+                "[storage]\nended_meetings_days = 0",
+                "storage.ended_meetings_days",
+            ),
             ("[audit]\nretention_days = 99999", "audit.retention_days"),
             ("[server]\npublic_url = \"ftp://x\"", "server.public_url"),
             ("[media]\nlisten = \"0.0.0.0:10000\"", "media.public_ip"),

@@ -298,9 +298,10 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
                 .details(serde_json::json!({ "version": env!("CARGO_PKG_VERSION") })),
         )
         .await;
-    tokio::spawn(audit_retention_daily(
+    tokio::spawn(housekeeping_daily(
+        state.store.clone(),
         state.audit.clone(),
-        config.audit_retention_days,
+        config.clone(),
     ));
     let handle = axum_server::Handle::new();
     let shutdown_handle = handle.clone();
@@ -338,14 +339,51 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Applies the audit trail's retention period now and then once a day.
-async fn audit_retention_daily(audit: crate::audit::Audit, days: u32) {
+/// Runs [`housekeeping`] now and then once a day.
+async fn housekeeping_daily(store: Store, audit: crate::audit::Audit, config: Config) {
     let mut tick = tokio::time::interval(Duration::from_secs(24 * 3600));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        audit.apply_retention(days, chrono::Utc::now()).await;
+        housekeeping(&store, &audit, &config, chrono::Utc::now()).await;
     }
+}
+
+/// What is kept only for a while goes at `now`: meetings that ended more than
+/// `[storage] ended_meetings_days` ago (with their invitations, moderators, bans, mutes and
+/// guest passes; recorded in the audit trail as `meeting.deleted`), and audit records older
+/// than `[audit] retention_days` (recorded as `audit.deleted`). A failure is logged; the next
+/// day tries again.
+pub async fn housekeeping(
+    store: &Store,
+    audit: &crate::audit::Audit,
+    config: &Config,
+    now: chrono::DateTime<chrono::Utc>,
+) {
+    let cutoff = now - chrono::Duration::days(i64::from(config.ended_meetings_days));
+    match store.purge_ended_meetings_before(cutoff).await {
+        Ok(0) => {}
+        Ok(n) => {
+            tracing::info!(deleted = n, "meetings that ended long ago deleted");
+            audit
+                .record_at(
+                    crate::audit::Entry::new(
+                        crate::audit::kind::MEETINGS_DELETED,
+                        AuditActor::system(),
+                    )
+                    .details(serde_json::json!({
+                        "deleted": n,
+                        "ended_before": cutoff.to_rfc3339(),
+                    })),
+                    now,
+                )
+                .await;
+        }
+        Err(e) => tracing::error!("ended meetings could not be deleted: {e}"),
+    }
+    audit
+        .apply_retention(config.audit_retention_days, now)
+        .await;
 }
 
 /// How often the server empties the database's write-ahead log ([`Store::checkpoint`]).

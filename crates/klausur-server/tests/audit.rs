@@ -326,3 +326,55 @@ async fn administrators_read_filter_and_verify_the_trail() {
     .await;
     assert_eq!(status, 403);
 }
+
+#[tokio::test]
+async fn housekeeping_deletes_what_is_past_its_time_and_records_it() {
+    let srv = TestServer::start().await;
+    let olga = srv.user("olga", Role::Staff).await;
+    let ended_at = chrono::Utc::now();
+    srv.store
+        .create_meeting("old", "Alt", None, olga.id, SecurityProfile::Strict)
+        .await
+        .expect("meeting");
+    srv.store
+        .set_meeting_ended("old", ended_at)
+        .await
+        .expect("ended");
+    srv.state
+        .audit
+        .record_at(
+            klausur_server::audit::Entry::new(
+                klausur_server::audit::kind::MEETING_ENDED,
+                klausur_server::audit::user(&olga),
+            )
+            .meeting("old"),
+            ended_at,
+        )
+        .await;
+    let config = &srv.state.config;
+    assert_eq!(config.ended_meetings_days, 90);
+    assert_eq!(config.audit_retention_days, 90);
+    // Before the time: nothing goes.
+    let early = ended_at + chrono::Duration::days(89);
+    klausur_server::server::housekeeping(&srv.store, &srv.state.audit, config, early).await;
+    assert!(srv.store.meeting("old").await.expect("read").is_some());
+    assert_eq!(
+        srv.store.audit_after(0, 100).await.expect("records").len(),
+        1
+    );
+    // After it: the meeting and the old record go, and both deletions are recorded.
+    let late = ended_at + chrono::Duration::days(91);
+    klausur_server::server::housekeeping(&srv.store, &srv.state.audit, config, late).await;
+    assert!(srv.store.meeting("old").await.expect("read").is_none());
+    let kinds: Vec<String> = srv
+        .store
+        .audit_after(0, 100)
+        .await
+        .expect("records")
+        .into_iter()
+        .map(|r| r.kind)
+        .collect();
+    assert_eq!(kinds, ["meeting.deleted", "audit.deleted"]);
+    let verdict = srv.store.verify_audit(None).await.expect("verify");
+    assert!(verdict.is_intact(), "{:?}", verdict.problems);
+}

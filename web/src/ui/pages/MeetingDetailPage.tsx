@@ -14,6 +14,7 @@ import { useI18n } from '../../i18n';
 import { ErrorNote, Shell } from '../Shell';
 import { CopyField } from '../CopyField';
 import { describeError } from '../errors';
+import { useAuth } from '../auth';
 import { PhoneIcon } from '../icons';
 import { ProfileBadge } from './MeetingsPage';
 
@@ -22,6 +23,7 @@ const EXPIRY_CHOICES = [24, 72, 168, 720];
 export function MeetingDetailPage() {
   const { id = '' } = useParams();
   const { t, dateTime } = useI18n();
+  const { session } = useAuth();
   const [meeting, setMeeting] = useState<MeetingDetail | null>(null);
   const [error, setError] = useState<string | null>(null);
   const [users, setUsers] = useState<UserRecord[] | null>(null);
@@ -163,6 +165,8 @@ export function MeetingDetailPage() {
                 <li key={String(m.id)}>{m.display_name}</li>
               ))}
             </ul>
+            {/* Only the organiser (or an administrator) grants moderation. */}
+            {(session?.user.role === 'admin' || String(session?.user.id) === String(meeting.organiser.id)) && (
             <ModeratorForm
               users={users?.filter((u) => !meeting.moderators.some((m) => String(m.id) === String(u.id))) ?? null}
               onAdd={async (uid) => {
@@ -174,6 +178,7 @@ export function MeetingDetailPage() {
                 }
               }}
             />
+            )}
           </section>
           <section className="card" aria-labelledby="plain-title">
             <h2 id="plain-title">{t('detail.plainLink')}</h2>
