@@ -2,7 +2,7 @@
 // on the same data directory: stopped as for an update (SIGTERM) or killed as in a crash
 // (SIGKILL, nothing cleaned up). The browsers get back in by themselves, form the encrypted group
 // anew and keep their chat; nothing stored is lost. Every test has its own meeting.
-import type { Browser } from '@playwright/test';
+import type { APIRequestContext, Browser } from '@playwright/test';
 import { expect, newPerson, signIn, test, type Person } from './fixtures';
 import {
   chatMessage,
@@ -40,6 +40,29 @@ async function person(browser: Browser, baseURL: string, name: string, signInAs?
   return { ...p, joinedAt };
 }
 type Watched = Awaited<ReturnType<typeof person>>;
+
+interface AuditRecord {
+  seq: number;
+  kind: string;
+  actor: { kind: string; id?: string; name?: string };
+  details: Record<string, unknown>;
+  hash: string;
+}
+
+/** `GET /api/audit/verify` as the user whose cookies `request` carries. */
+async function auditVerify(request: APIRequestContext): Promise<{ intact: boolean; records: number; head?: string; problems: string[] }> {
+  const res = await request.get('/api/audit/verify');
+  expect(res.status(), await res.text()).toBe(200);
+  return res.json();
+}
+
+/** `GET /api/audit` (newest first) as the user whose cookies `request` carries. */
+async function auditRecords(request: APIRequestContext, params: Record<string, string | number>): Promise<AuditRecord[]> {
+  const qs = new URLSearchParams(Object.entries(params).map(([k, v]) => [k, String(v)]));
+  const res = await request.get(`/api/audit?${qs}`);
+  expect(res.status(), await res.text()).toBe(200);
+  return ((await res.json()) as { records: AuditRecord[] }).records;
+}
 
 interface Meeting {
   meetingId: string;
@@ -130,13 +153,22 @@ test('after a restart for an update (SIGTERM) the organiser, an invited guest an
   await backTogether(m);
 });
 
-test('after a crash (SIGKILL) all three are back within 5 s of the restart, encrypted, and no meeting, invitation or account is lost', async ({
+test('after a crash (SIGKILL) all three are back within 5 s of the restart, encrypted, and no meeting, invitation, account or audit record is lost', async ({
   browser,
   server,
   adminPassword,
 }) => {
   const title = 'Haushaltsausschuss';
   const m = await threeInAMeeting(browser, server.baseURL, adminPassword, title);
+  // The audit trail just before the crash: intact, its newest record (the head an operator
+  // notes) and every record up to it with its hash.
+  const beforeCrash = await auditVerify(m.admin.page.request);
+  expect(beforeCrash.intact, beforeCrash.problems.join('; ')).toBe(true);
+  const headSeq = Number(beforeCrash.head?.split(':')[0]);
+  expect(headSeq).toBe(beforeCrash.records);
+  const trailBefore = await auditRecords(m.admin.page.request, { before: headSeq + 1, limit: 1000 });
+  expect(trailBefore.map((r) => r.seq)).toEqual(Array.from({ length: headSeq }, (_, i) => headSeq - i));
+  expect(`${trailBefore[0].seq}:${trailBefore[0].hash}`).toBe(beforeCrash.head);
   const readyAt = await server.restart({ kill: true });
   await backTogether(m);
   const back = [m.admin, m.rita, m.lars].map((p) => ({ name: p.name, ms: p.joinedAt[1] - readyAt }));
@@ -150,6 +182,26 @@ test('after a crash (SIGKILL) all three are back within 5 s of the restart, encr
   await later.page.goto(`/meetings/${encodeURIComponent(m.meetingId)}`);
   await expect(later.page.getByTestId('meeting-detail-title')).toHaveText(title);
   await expect(later.page.locator('[data-testid="invitation-item"][data-name="Rita Revision"]')).toHaveCount(1);
+
+  // No audit record is lost: the trail is intact, not shorter, still holds every record up to
+  // the head noted before the crash with the same hash, and goes on with the restart.
+  const afterCrash = await auditVerify(later.page.request);
+  expect(afterCrash.intact, afterCrash.problems.join('; ')).toBe(true);
+  expect(afterCrash.problems).toEqual([]);
+  expect(afterCrash.records).toBeGreaterThanOrEqual(beforeCrash.records);
+  const atHead = await auditRecords(later.page.request, { before: headSeq + 1, limit: 1 });
+  expect(atHead.map((r) => `${r.seq}:${r.hash}`)).toEqual([beforeCrash.head]);
+  const trailAfter = await auditRecords(later.page.request, { before: headSeq + 1, limit: 1000 });
+  expect(trailAfter.map((r) => `${r.seq}:${r.hash}`)).toEqual(trailBefore.map((r) => `${r.seq}:${r.hash}`));
+  const started = await auditRecords(later.page.request, { kind: 'server.started', limit: 1 });
+  expect(started[0]?.seq ?? 0, 'the restart recorded after the head').toBeGreaterThan(headSeq);
+  // Among the records from before the crash: the admin let Lars in from the lobby.
+  const adminId = String(((await (await later.page.request.get('/api/session')).json()) as { user: { id: number | string } }).user.id);
+  const admissions = await auditRecords(later.page.request, { kind: 'lobby.admitted', meeting: m.meetingId });
+  const larsIn = admissions.filter((r) => (r.details.target as { name?: string } | undefined)?.name === 'Lars Lobby');
+  expect(larsIn, JSON.stringify(admissions)).toHaveLength(1);
+  expect(larsIn[0].seq).toBeLessThanOrEqual(headSeq);
+  expect(larsIn[0].actor).toMatchObject({ kind: 'user', id: adminId });
 });
 
 test('a participant whose media connection fails while signaling works gets back in with a new one', async ({ browser, server, adminPassword }) => {

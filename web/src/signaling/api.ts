@@ -89,6 +89,60 @@ export interface PublicMeeting {
   title: string;
 }
 
+/** Who did what, in an audit record. */
+export interface AuditActor {
+  /** `user`, `guest`, `lobby`, `phone`, `anonymous`, `system` or `operator`. */
+  kind: string;
+  id?: string;
+  name?: string;
+}
+
+/** One record of the server's hash-chained audit trail. */
+export interface AuditRecord {
+  seq: number;
+  /** RFC 3339. */
+  at: string;
+  /** Dotted `family.event`, e.g. `lobby.admitted`. */
+  kind: string;
+  actor: AuditActor;
+  meeting_id?: string;
+  /** The client's IP address, only for events that need it. */
+  source?: string;
+  details: Record<string, unknown>;
+  prev_hash: string;
+  hash: string;
+}
+
+export interface AuditPage {
+  records: AuditRecord[];
+  /** Pass as `before` for the next (older) page; absent on the last page. */
+  next_before?: number;
+}
+
+/** Filters of `GET /api/audit`; empty fields are left out. */
+export interface AuditQuery {
+  /** An exact kind (`lobby.admitted`) or a family (`lobby`). */
+  kind?: string;
+  meeting?: string;
+  /** Free text: actor name or id, kind, meeting id, details. */
+  q?: string;
+  /** RFC 3339. */
+  since?: string;
+  /** RFC 3339 (exclusive). */
+  until?: string;
+  before?: number;
+  /** 1 to 1000 (the server's default: 100). */
+  limit?: number;
+}
+
+export interface AuditVerification {
+  intact: boolean;
+  records: number;
+  /** The newest record as `SEQ:HASH`, to be noted and checked later. */
+  head?: string;
+  problems: string[];
+}
+
 export class ApiError extends Error {
   constructor(
     readonly status: number,
@@ -215,5 +269,19 @@ export const api = {
     display_name?: string;
   }): Promise<{ credential: string; ca_public_key: string; not_after_ms: number }> {
     return request('POST', '/api/identity/credential', body);
+  },
+  /** Audit records matching `query`, newest first (administrators only). */
+  audit(query: AuditQuery = {}): Promise<AuditPage> {
+    const params = new URLSearchParams();
+    for (const [key, value] of Object.entries(query)) {
+      if (value === undefined || value === null || value === '') continue;
+      params.set(key, String(value));
+    }
+    const qs = params.toString();
+    return request('GET', `/api/audit${qs ? `?${qs}` : ''}`);
+  },
+  /** The audit trail's hash chain checked now (administrators only). */
+  auditVerify(): Promise<AuditVerification> {
+    return request('GET', '/api/audit/verify');
   },
 };

@@ -8,6 +8,7 @@ import { MeetingsPage } from './pages/MeetingsPage';
 import { CreateMeetingPage } from './pages/CreateMeetingPage';
 import { MeetingDetailPage } from './pages/MeetingDetailPage';
 import { AdminUsersPage } from './pages/AdminUsersPage';
+import { AdminAuditPage } from './pages/AdminAuditPage';
 import { JoinPage } from './call/JoinPage';
 
 function NotFound() {
@@ -35,6 +36,7 @@ export function App() {
             <Route path="/meetings/:id" element={<RequireAuth><MeetingDetailPage /></RequireAuth>} />
             <Route path="/admin" element={<Navigate to="/admin/users" replace />} />
             <Route path="/admin/users" element={<RequireAuth admin><AdminUsersPage /></RequireAuth>} />
+            <Route path="/admin/audit" element={<RequireAuth admin><AdminAuditPage /></RequireAuth>} />
             <Route path="/j/:token" element={<JoinPage />} />
             <Route path="/m/:id" element={<JoinPage />} />
             <Route path="*" element={<NotFound />} />

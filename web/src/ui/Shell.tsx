@@ -55,7 +55,8 @@ export function Shell({ children }: { children: ReactNode }) {
         {user && !user.must_change_password && (
           <nav className="main-nav" aria-label="Navigation">
             <NavLink to="/meetings">{t('nav.meetings')}</NavLink>
-            {user.role === 'admin' && <NavLink to="/admin/users">{t('nav.admin')}</NavLink>}
+            {/* `/admin` leads to the accounts; the link stays marked on every administration page. */}
+            {user.role === 'admin' && <NavLink to="/admin">{t('nav.admin')}</NavLink>}
           </nav>
         )}
         <div className="header-right">

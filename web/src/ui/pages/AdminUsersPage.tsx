@@ -4,6 +4,7 @@ import { useT } from '../../i18n';
 import { useAuth } from '../auth';
 import { ErrorNote, Shell } from '../Shell';
 import { describeError } from '../errors';
+import { AdminTabs } from './AdminAuditPage';
 
 export function AdminUsersPage() {
   const t = useT();
@@ -28,6 +29,7 @@ export function AdminUsersPage() {
       <div className="page-head">
         <h1>{t('admin.title')}</h1>
       </div>
+      <AdminTabs />
       <ErrorNote text={error} />
       {notice && (
         <p className="notice ok" role="status">
