@@ -114,12 +114,28 @@ pub struct Verification {
     problems: Vec<String>,
 }
 
-/// `GET /api/audit/verify`: the chain checked from the retention anchor to the newest record.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VerifyQuery {
+    head: Option<String>,
+}
+
+/// `GET /api/audit/verify[?head=SEQ:HASH]`: the chain checked from the retention anchor to the
+/// newest record, and against a head noted earlier if one is given.
 pub async fn verify(
     State(state): State<AppState>,
     Admin(_): Admin,
+    uri: Uri,
 ) -> Result<Json<Verification>, ApiError> {
-    let verdict = state.store.verify_audit(None).await?;
+    let q: VerifyQuery = query(&uri)?;
+    let head = match q.head.as_deref().map(str::trim).filter(|h| !h.is_empty()) {
+        Some(h) => Some(
+            h.parse::<klausur_store::audit::Head>()
+                .map_err(|e| invalid(format!("head: {e}")))?,
+        ),
+        None => None,
+    };
+    let verdict = state.store.verify_audit(head).await?;
     Ok(Json(Verification {
         intact: verdict.is_intact(),
         records: verdict.records,

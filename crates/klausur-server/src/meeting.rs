@@ -440,6 +440,13 @@ impl Actor {
         );
     }
 
+    /// Writes an audit record about this meeting by `actor` now, before the command's effects
+    /// are sent (with any records queued before it).
+    async fn record(&mut self, kind: &str, actor: AuditActor, details: serde_json::Value) {
+        self.note(kind, actor, details);
+        self.flush_audit().await;
+    }
+
     /// `peer` as an audit actor (the member or lobby guest it is; the server if neither).
     fn actor_of(&self, peer: PeerId) -> AuditActor {
         self.members
@@ -800,11 +807,12 @@ impl Actor {
                 );
             }
             Some(reason) => {
-                self.note(
+                self.record(
                     kind::LOBBY_ENTERED,
                     audit_actor(&standing),
                     serde_json::json!({ "reason": reason }),
-                );
+                )
+                .await;
                 let entry = LobbyEntry {
                     id: participant_id(peer),
                     display_name: standing.display_name.clone(),
@@ -997,6 +1005,16 @@ impl Actor {
             credential_user_id: None,
             phone: standing.phone.clone(),
         };
+        self.record(
+            kind::PARTICIPANT_JOINED,
+            audit_actor(&standing),
+            serde_json::json!({
+                "participant": info.id,
+                "role": info.role,
+                "join_method": info.join_method,
+            }),
+        )
+        .await;
         let mut participants: Vec<Participant> =
             self.members.values().map(|m| m.info.clone()).collect();
         participants.push(info.clone());
@@ -1033,15 +1051,6 @@ impl Actor {
                 participant: info.clone(),
             },
             None,
-        );
-        self.note(
-            kind::PARTICIPANT_JOINED,
-            audit_actor(&standing),
-            serde_json::json!({
-                "participant": info.id,
-                "role": info.role,
-                "join_method": info.join_method,
-            }),
         );
         self.members.insert(
             peer,
@@ -1386,11 +1395,12 @@ impl Actor {
                 };
                 let by = self.display_name(peer);
                 let admitter = self.actor_of(peer);
-                self.note(
+                self.record(
                     kind::LOBBY_ADMITTED,
                     admitter,
                     serde_json::json!({ "target": audit::target(&audit_actor(&w.standing)) }),
-                );
+                )
+                .await;
                 // Whom a moderator lets in takes their seat: someone in the meeting with the same
                 // invitation (`invitation_in_use`) makes way.
                 let holders = self.seat_holders(Seat::of(&w.standing));
@@ -1427,11 +1437,12 @@ impl Actor {
                 };
                 if let Some(w) = self.lobby.remove(&target) {
                     let denier = self.actor_of(peer);
-                    self.note(
+                    self.record(
                         kind::LOBBY_DENIED,
                         denier,
                         serde_json::json!({ "target": audit::target(&audit_actor(&w.standing)) }),
-                    );
+                    )
+                    .await;
                     self.send(
                         &w.tx,
                         ServerMsg::Ended {
@@ -1464,14 +1475,15 @@ impl Actor {
                 }
                 let by = self.display_name(peer);
                 let (remover, removed) = (self.actor_of(peer), self.actor_of(target));
-                self.note(
+                self.record(
                     kind::PARTICIPANT_REMOVED,
                     remover,
                     serde_json::json!({
                         "target": audit::target(&removed),
                         "participant": participant_id(target),
                     }),
-                );
+                )
+                .await;
                 self.delete_pass(target).await;
                 // A removal ends a moderator's role: back through the lobby, as a participant.
                 if self
@@ -1531,7 +1543,7 @@ impl Actor {
                     kind::MEETING_UNLOCKED
                 };
                 let by = self.actor_of(peer);
-                self.note(kind, by, serde_json::json!({}));
+                self.record(kind, by, serde_json::json!({})).await;
                 self.locked = locked;
                 self.persist_lock(locked).await;
                 self.broadcast(
@@ -1554,11 +1566,12 @@ impl Actor {
                     kind::PARTICIPANT_UNMUTED
                 };
                 let (by, whom) = (self.actor_of(peer), self.actor_of(target));
-                self.note(
+                self.record(
                     kind,
                     by,
                     serde_json::json!({ "target": audit::target(&whom) }),
-                );
+                )
+                .await;
                 self.media.send(MediaCmd::SetAudioForwarding {
                     room: self.room,
                     peer: target,
@@ -1629,11 +1642,12 @@ impl Actor {
                     kind::ROLE_REVOKED
                 };
                 let (by, whom) = (self.actor_of(peer), self.actor_of(target));
-                self.note(
+                self.record(
                     kind,
                     by,
                     serde_json::json!({ "target": audit::target(&whom) }),
-                );
+                )
+                .await;
                 // Stored with the account or the invitation, so that the role survives the
                 // person's reconnect and a restart of the server.
                 let subject = self
@@ -1775,11 +1789,12 @@ impl Actor {
                 let out = self.delivery.commit(peer, epoch, commit, welcome, joiners);
                 if out.is_ok() {
                     let by = self.actor_of(peer);
-                    self.note(
+                    self.record(
                         kind::ENCRYPTION_EPOCH,
                         by,
                         serde_json::json!({ "epoch": epoch.saturating_add(1), "welcomed": welcomed }),
-                    );
+                    )
+                    .await;
                 }
                 self.deliver_or_refuse(peer, out);
             }
@@ -1794,7 +1809,8 @@ impl Actor {
             }
             ClientMsg::EndMeeting => {
                 let ender = self.actor_of(peer);
-                self.note(kind::MEETING_ENDED, ender, serde_json::json!({}));
+                self.record(kind::MEETING_ENDED, ender, serde_json::json!({}))
+                    .await;
                 let by = Some(self.display_name(peer));
                 let msg = ServerMsg::Ended {
                     reason: EndReason::EndedByModerator,

@@ -314,8 +314,36 @@ async fn administrators_read_filter_and_verify_the_trail() {
     assert_eq!(status, 200);
     assert_eq!(v["intact"], true, "{v}");
     assert_eq!(v["records"], 8);
-    let head = v["head"].as_str().expect("head");
+    let head = v["head"].as_str().expect("head").to_string();
     assert!(head.starts_with("8:"), "{head}");
+    // Against a noted head: the right one holds, another hash or a record not there does not.
+    let (_, v) = get(&c, format!("{base}/api/audit/verify?head={head}")).await;
+    assert_eq!(v["intact"], true, "{v}");
+    let other = format!("8:{}", "0".repeat(64));
+    let (_, v) = get(&c, format!("{base}/api/audit/verify?head={other}")).await;
+    assert_eq!(v["intact"], false, "{v}");
+    assert!(
+        v["problems"][0]
+            .as_str()
+            .is_some_and(|p| p.contains("rewritten")),
+        "{v}"
+    );
+    let beyond = format!("9:{}", "0".repeat(64));
+    let (_, v) = get(&c, format!("{base}/api/audit/verify?head={beyond}")).await;
+    assert!(
+        v["problems"][0]
+            .as_str()
+            .is_some_and(|p| p.contains("cut off")),
+        "{v}"
+    );
+    let (status, v) = get(&c, format!("{base}/api/audit/verify?head=8")).await;
+    assert_eq!(status, 400, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("SEQ:HASH")),
+        "{v}"
+    );
     // Staff read nothing of it.
     let staff = srv.user("stefan", Role::Staff).await;
     let (cookie, _) = srv.session(staff.id).await;
