@@ -401,18 +401,13 @@ fn cases(sam: i64) -> Vec<Case> {
 
 /// The status of a WebSocket upgrade on `/api/ws` with `cookie` (a session, or none).
 async fn upgrade_status(f: &Fixture, cookie: Option<&str>) -> u16 {
-    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-    let mut req = format!("ws://{}/api/ws", f.srv.addr)
-        .into_client_request()
-        .expect("request");
-    if let Some(c) = cookie {
-        req.headers_mut()
-            .insert("cookie", c.parse().expect("header"));
-    }
-    match tokio_tungstenite::connect_async(req).await {
-        Ok((_, resp)) => resp.status().as_u16(),
-        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => resp.status().as_u16(),
-        Err(e) => panic!("websocket: {e}"),
+    let headers: Vec<(&str, String)> = cookie
+        .map(|c| ("cookie", c.to_string()))
+        .into_iter()
+        .collect();
+    match common::ws::upgrade(&f.srv, None, &headers).await {
+        Ok(_) => 101,
+        Err((status, _)) => status,
     }
 }
 

@@ -206,21 +206,13 @@ async fn websocket_with_token(
     token: &str,
     open: &mut Vec<common::ws::Ws>,
 ) -> u16 {
-    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-    let mut req = format!("ws://{}/api/ws", srv.addr)
-        .into_client_request()
-        .expect("request");
-    req.headers_mut().insert(
-        "authorization",
-        format!("Bearer {token}").parse().expect("header"),
-    );
-    match tokio_tungstenite::connect_async(req).await {
-        Ok((ws, resp)) => {
+    let headers = [("authorization", format!("Bearer {token}"))];
+    match common::ws::upgrade(srv, None, &headers).await {
+        Ok(ws) => {
             open.push(ws);
-            resp.status().as_u16()
+            101
         }
-        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => resp.status().as_u16(),
-        Err(e) => panic!("websocket: {e}"),
+        Err((status, _)) => status,
     }
 }
 
@@ -234,12 +226,7 @@ async fn a_gateway_with_its_token_is_not_held_to_the_per_address_cap() {
         c.dialin.udp = vec!["127.0.0.1:5060".parse().expect("addr")];
     })
     .await;
-    let token = srv
-        .state
-        .dialin
-        .gateway_token()
-        .expect("an in-process gateway token")
-        .to_string();
+    let token = srv.gateway_token();
     let mut open = Vec::new();
     for i in 0..CAP * 3 {
         assert_eq!(

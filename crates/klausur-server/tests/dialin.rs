@@ -43,12 +43,7 @@ async fn dial() -> Dial {
     let olga = srv.user("olga", Role::Staff).await;
     let (client, csrf) = srv.login("olga").await;
     let olga_cookie = session_cookie(&srv, "olga").await;
-    let token = srv
-        .state
-        .dialin
-        .gateway_token()
-        .expect("an in-process gateway token")
-        .to_string();
+    let token = srv.gateway_token();
     Dial {
         srv,
         olga_id: olga.id,

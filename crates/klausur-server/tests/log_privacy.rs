@@ -124,12 +124,7 @@ async fn secrets_never_reach_the_log() {
 
     // Dial-in: a meeting with a number, a PIN, a wrong and a right try, the caller's
     // credential, the join and the hang-up.
-    let gateway_token = srv
-        .state
-        .dialin
-        .gateway_token()
-        .expect("gateway token")
-        .to_string();
+    let gateway_token = srv.gateway_token();
     let m: serde_json::Value = client
         .post(format!("{}/api/meetings", srv.base))
         .header("X-CSRF-Token", &csrf)

@@ -193,6 +193,16 @@ impl TestServer {
         (inv.id, token)
     }
 
+    /// The in-process dial-in gateway's token (the server must have been started with
+    /// `[dialin]` listening).
+    pub fn gateway_token(&self) -> String {
+        self.state
+            .dialin
+            .gateway_token()
+            .expect("an in-process gateway token: start the server with [dialin] udp")
+            .to_string()
+    }
+
     pub fn anonymous(&self) -> reqwest::Client {
         reqwest::Client::builder()
             .cookie_store(true)

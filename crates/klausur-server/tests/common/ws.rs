@@ -38,30 +38,7 @@ impl Client {
         srv: &TestServer,
         ip: std::net::Ipv4Addr,
     ) -> Result<Client, (u16, String)> {
-        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
-        socket
-            .bind(std::net::SocketAddr::from((ip, 0)))
-            .expect("bind");
-        let stream = socket.connect(srv.addr).await.expect("connect");
-        let req = format!("ws://{}/api/ws", srv.addr)
-            .into_client_request()
-            .expect("request");
-        match tokio_tungstenite::client_async(req, tokio_tungstenite::MaybeTlsStream::Plain(stream))
-            .await
-        {
-            Ok((ws, _)) => Ok(Client { ws }),
-            Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
-                let body: serde_json::Value =
-                    serde_json::from_slice(resp.body().as_deref().unwrap_or_default())
-                        .unwrap_or_default();
-                let code = body["error"]["code"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_string();
-                Err((resp.status().as_u16(), code))
-            }
-            Err(e) => panic!("websocket from {ip}: {e}"),
-        }
+        upgrade(srv, Some(ip), &[]).await.map(|ws| Client { ws })
     }
 
     /// [`Client::try_connect_from`] that must succeed.
@@ -191,4 +168,46 @@ pub async fn session_cookie(srv: &TestServer, username: &str) -> String {
         .to_str()
         .expect("ascii");
     c.split(';').next().expect("pair").to_string()
+}
+
+/// Asks for a meeting WebSocket, from the loopback address `from` if given, with extra request
+/// `headers` (a cookie, a gateway token): the open socket, or the refusal's HTTP status and the
+/// `error` code of its JSON body.
+pub async fn upgrade(
+    srv: &TestServer,
+    from: Option<std::net::Ipv4Addr>,
+    headers: &[(&str, String)],
+) -> Result<Ws, (u16, String)> {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    let ip = from.unwrap_or(std::net::Ipv4Addr::LOCALHOST);
+    socket
+        .bind(std::net::SocketAddr::from((ip, 0)))
+        .expect("bind");
+    let stream = socket.connect(srv.addr).await.expect("connect");
+    let mut req = format!("ws://{}/api/ws", srv.addr)
+        .into_client_request()
+        .expect("request");
+    for (name, value) in headers {
+        req.headers_mut().insert(
+            tokio_tungstenite::tungstenite::http::HeaderName::from_bytes(name.as_bytes())
+                .expect("header name"),
+            value.parse().expect("header value"),
+        );
+    }
+    match tokio_tungstenite::client_async(req, tokio_tungstenite::MaybeTlsStream::Plain(stream))
+        .await
+    {
+        Ok((ws, _)) => Ok(ws),
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+            let body: serde_json::Value =
+                serde_json::from_slice(resp.body().as_deref().unwrap_or_default())
+                    .unwrap_or_default();
+            let code = body["error"]["code"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            Err((resp.status().as_u16(), code))
+        }
+        Err(e) => panic!("websocket from {ip}: {e}"),
+    }
 }
