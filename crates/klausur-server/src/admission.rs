@@ -26,7 +26,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use klausur_proto::{ErrorCode, JoinMethod, ParticipantKind, PhoneLeg, SecurityProfile};
+use klausur_proto::{JoinMethod, ParticipantKind, PhoneLeg, SecurityProfile};
 use klausur_store::{BanSubject, Invitation, Meeting, Store, User};
 
 use crate::auth::token_hash;
@@ -210,25 +210,6 @@ pub fn meeting_dial_in(meeting: &Meeting) -> bool {
 pub struct DialInArrival {
     pub invitation: Invitation,
     pub number_suffix: Option<String>,
-}
-
-impl AdmissionError {
-    pub fn code(&self) -> ErrorCode {
-        match self {
-            AdmissionError::MeetingNotFound
-            | AdmissionError::MeetingEnded
-            | AdmissionError::InvitationInvalid
-            | AdmissionError::InvitationExpired
-            | AdmissionError::TicketInvalid => ErrorCode::NotFound,
-            AdmissionError::NameRequired | AdmissionError::TicketCombined => {
-                ErrorCode::InvalidField
-            }
-            AdmissionError::DialInNotAllowed => ErrorCode::Forbidden,
-            AdmissionError::TooManyInvalidInvitations => ErrorCode::RateLimited,
-            AdmissionError::StorageUnavailable => ErrorCode::StorageUnavailable,
-            AdmissionError::Internal(_) => ErrorCode::Internal,
-        }
-    }
 }
 
 /// Facts about one arrival, looked up from the database.
@@ -776,8 +757,8 @@ mod tests {
             AdmissionError::TooManyInvalidInvitations
         ));
         assert_eq!(
-            AdmissionError::TooManyInvalidInvitations.code(),
-            ErrorCode::RateLimited
+            crate::signaling_error::Refusal::from(AdmissionError::TooManyInvalidInvitations).0,
+            klausur_proto::ErrorCode::RateLimited
         );
         // Negative controls: another address, and the next window.
         assert!(matches!(fail(t0, b), AdmissionError::InvitationInvalid));

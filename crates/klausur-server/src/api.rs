@@ -4,7 +4,8 @@
 //! that must still change its password), [`Staff`] (a logged-in account ready to work) and
 //! [`Admin`]; per-meeting rights by [`can_manage`]. State-changing requests need the session's
 //! CSRF token in `X-CSRF-Token` and a same-origin `Origin`; cookies are HttpOnly and
-//! SameSite=Strict. Errors become JSON replies in exactly one place: [`ApiError`].
+//! SameSite=Strict. Handlers return typed errors ([`Refusal`] and the errors of the parts they
+//! call); they become JSON replies in exactly one place, [`crate::http_error`].
 //!
 //! Per-address limits take the client address from [`ClientIp`] (behind trusted proxies, the
 //! forwarded one). Passwords are checked and hashed on [`auth::PasswordPool`], never on the
@@ -24,132 +25,23 @@ use axum::routing::{any, on, MethodFilter};
 use axum::{Json, Router};
 use chrono::{DateTime, Duration, Utc};
 use klausur_proto::SecurityProfile;
-use klausur_store::{AuditActor, InvitationKind, NewInvitation, Role, StoreError, User};
+use klausur_store::{AuditActor, InvitationKind, NewInvitation, Role, User};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::admission::{self, AdmissionError, Who};
+use crate::admission::{self, Who};
 use crate::audit::{self, Entry};
 use crate::auth;
 use crate::client_addr::ClientIp;
 use crate::config::Config;
 use crate::connections::{Live, Owner, Refused};
 use crate::dialin::DialInView;
+pub use crate::http_error::ApiError;
+use crate::http_error::Refusal;
 use crate::state::AppState;
 
 pub const SESSION_COOKIE: &str = "klausur_session";
 pub const CSRF_HEADER: &str = "x-csrf-token";
-
-/// An error reply: HTTP status, stable code, human message.
-#[derive(Debug)]
-pub struct ApiError {
-    pub status: StatusCode,
-    pub code: &'static str,
-    pub message: String,
-}
-
-impl ApiError {
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        ApiError {
-            status,
-            code,
-            message: message.into(),
-        }
-    }
-    fn bad_request(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "invalid_field", message)
-    }
-    fn not_found(what: &str) -> Self {
-        Self::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("{what} not found"),
-        )
-    }
-    fn forbidden(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::FORBIDDEN, "forbidden", message)
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let body = json!({"error": {"code": self.code, "message": self.message}});
-        (self.status, Json(body)).into_response()
-    }
-}
-
-impl From<StoreError> for ApiError {
-    fn from(e: StoreError) -> Self {
-        match e {
-            StoreError::NotFound => ApiError::not_found("record"),
-            StoreError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, "conflict", m),
-            StoreError::Unwritable(fault, e) => {
-                crate::storage_fault::report(fault, &e);
-                ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "storage_unavailable",
-                    crate::storage_fault::USER_MESSAGE,
-                )
-            }
-            other => {
-                tracing::error!("storage error: {other}");
-                ApiError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal",
-                    "internal error",
-                )
-            }
-        }
-    }
-}
-
-impl From<AdmissionError> for ApiError {
-    fn from(e: AdmissionError) -> Self {
-        match e {
-            AdmissionError::InvitationExpired => {
-                ApiError::new(StatusCode::GONE, "invitation_expired", e.to_string())
-            }
-            AdmissionError::Internal(m) => {
-                tracing::error!("admission error: {m}");
-                ApiError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal",
-                    "internal error",
-                )
-            }
-            AdmissionError::DialInNotAllowed => {
-                ApiError::new(StatusCode::FORBIDDEN, "forbidden", e.to_string())
-            }
-            AdmissionError::StorageUnavailable => ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "storage_unavailable",
-                e.to_string(),
-            ),
-            AdmissionError::TicketCombined | AdmissionError::NameRequired => {
-                ApiError::bad_request(e.to_string())
-            }
-            AdmissionError::TooManyInvalidInvitations => {
-                ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", e.to_string())
-            }
-            other => ApiError::new(StatusCode::NOT_FOUND, "not_found", other.to_string()),
-        }
-    }
-}
-
-impl From<auth::PoolError> for ApiError {
-    fn from(e: auth::PoolError) -> Self {
-        match e {
-            auth::PoolError::Busy => {
-                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "busy", e.to_string())
-            }
-            auth::PoolError::Failed => ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                "internal error",
-            ),
-        }
-    }
-}
 
 /// JSON body extractor whose rejection is an [`ApiError`] that says what is wrong.
 pub struct Body<T>(pub T);
@@ -163,7 +55,7 @@ where
     async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
         match Json::<T>::from_request(req, state).await {
             Ok(Json(v)) => Ok(Body(v)),
-            Err(e) => Err(ApiError::new(e.status(), "malformed", e.body_text())),
+            Err(e) => Err(e.into()),
         }
     }
 }
@@ -204,10 +96,12 @@ pub(crate) fn check_origin(config: &Config, headers: &HeaderMap) -> Result<(), A
     if own.is_some_and(|o| o == origin) || public.is_some_and(|o| o == origin) {
         Ok(())
     } else {
-        Err(ApiError::forbidden(
+        Err(Refusal::Forbidden(
             "cross-origin request refused (behind a proxy that terminates TLS, set \
-             server.public_url to the address browsers use)",
-        ))
+             server.public_url to the address browsers use)"
+                .into(),
+        )
+        .into())
     }
 }
 
@@ -236,7 +130,7 @@ pub struct Session {
 impl FromRequestParts<AppState> for Session {
     type Rejection = ApiError;
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let unauth = || ApiError::new(StatusCode::UNAUTHORIZED, "unauthenticated", "log in first");
+        let unauth = || ApiError::from(Refusal::Unauthenticated);
         let token = cookie_value(&parts.headers, SESSION_COOKIE).ok_or_else(unauth)?;
         let id_hash = auth::token_hash(token);
         let (session, user) = state
@@ -255,7 +149,7 @@ impl FromRequestParts<AppState> for Session {
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or("");
             if sent.is_empty() || sent != session.csrf_token {
-                return Err(ApiError::forbidden("missing or wrong X-CSRF-Token"));
+                return Err(Refusal::Forbidden("missing or wrong X-CSRF-Token".into()).into());
             }
         }
         Ok(Session {
@@ -275,11 +169,7 @@ impl FromRequestParts<AppState> for Staff {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let s = Session::from_request_parts(parts, state).await?;
         if s.user.must_change_password {
-            return Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "password_change_required",
-                "change your password first",
-            ));
+            return Err(Refusal::PasswordChangeRequired.into());
         }
         Ok(Staff(s.user))
     }
@@ -293,7 +183,7 @@ impl FromRequestParts<AppState> for Admin {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let Staff(user) = Staff::from_request_parts(parts, state).await?;
         if user.role != Role::Admin {
-            return Err(ApiError::forbidden("administrators only"));
+            return Err(Refusal::Forbidden("administrators only".into()).into());
         }
         Ok(Admin(user))
     }
@@ -453,7 +343,7 @@ fn resident_memory() -> Option<u64> {
 }
 
 pub async fn api_not_found(uri: axum::http::Uri) -> ApiError {
-    ApiError::not_found(&format!("route {}", uri.path()))
+    Refusal::NotFound(format!("route {} not found", uri.path())).into()
 }
 
 #[derive(Serialize)]
@@ -520,11 +410,10 @@ async fn login(
         .map(|mut l| l.begin(now, &keys))
         .unwrap_or(false);
     if !allowed {
-        return Err(ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "rate_limited",
-            "too many failed logins from this address; try again in 15 minutes",
-        ));
+        return Err(Refusal::RateLimited(
+            "too many failed logins from this address; try again in 15 minutes".into(),
+        )
+        .into());
     }
     let user = state.store.user_by_username(&username).await?;
     let checked = match &user {
@@ -567,11 +456,7 @@ async fn login(
                 )
                 .await;
             tracing::info!("failed login");
-            return Err(ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "invalid_credentials",
-                "wrong user name or password",
-            ));
+            return Err(Refusal::BadLogin.into());
         }
     };
     if let Ok(mut l) = state.login_limiter.lock() {
@@ -639,11 +524,10 @@ async fn change_password(
         .map(|mut l| l.begin(Instant::now(), &keys))
         .unwrap_or(false);
     if !allowed {
-        return Err(ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "rate_limited",
-            "too many wrong passwords from this address; try again in 15 minutes",
-        ));
+        return Err(Refusal::RateLimited(
+            "too many wrong passwords from this address; try again in 15 minutes".into(),
+        )
+        .into());
     }
     let checked = state
         .passwords
@@ -667,20 +551,16 @@ async fn change_password(
                     .details(json!({ "reason": "wrong_password" })),
             )
             .await;
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "invalid_credentials",
-            "the current password is wrong",
-        ));
+        return Err(Refusal::WrongCurrentPassword.into());
     }
     if let Ok(mut l) = state.login_limiter.lock() {
         l.succeeded(&keys);
     }
     validate_new_password(&req.new_password)?;
     if req.new_password == req.current_password {
-        return Err(ApiError::bad_request(
-            "the new password must differ from the current one",
-        ));
+        return Err(
+            Refusal::Invalid("the new password must differ from the current one".into()).into(),
+        );
     }
     let hash = state.passwords.hash(&req.new_password).await?;
     state.store.set_password(s.user.id, &hash, false).await?;
@@ -705,13 +585,13 @@ async fn change_password(
 
 fn validate_new_password(p: &str) -> Result<(), ApiError> {
     if p.chars().count() < auth::MIN_PASSWORD_CHARS {
-        return Err(ApiError::bad_request(format!(
+        return Err(ApiError::from(Refusal::Invalid(format!(
             "the new password must have at least {} characters",
             auth::MIN_PASSWORD_CHARS
-        )));
+        ))));
     }
     if p.len() > 1024 {
-        return Err(ApiError::bad_request("the new password is too long"));
+        return Err(Refusal::Invalid("the new password is too long".into()).into());
     }
     Ok(())
 }
@@ -762,8 +642,8 @@ async fn create_user(
     Admin(admin): Admin,
     Body(req): Body<CreateUserReq>,
 ) -> Result<(StatusCode, Json<UserView>), ApiError> {
-    let username = validate_username(&req.username).map_err(ApiError::bad_request)?;
-    let display_name = validate_display_name(&req.display_name).map_err(ApiError::bad_request)?;
+    let username = validate_username(&req.username).map_err(Refusal::Invalid)?;
+    let display_name = validate_display_name(&req.display_name).map_err(Refusal::Invalid)?;
     validate_new_password(&req.password)?;
     let hash = state.passwords.hash(&req.password).await?;
     let user = state
@@ -786,13 +666,13 @@ async fn disable_user(
     Path(id): Path<i64>,
 ) -> Result<StatusCode, ApiError> {
     if id == admin.id {
-        return Err(ApiError::bad_request("you cannot disable your own account"));
+        return Err(Refusal::Invalid("you cannot disable your own account".into()).into());
     }
     let target = state
         .store
         .user_by_id(id)
         .await?
-        .ok_or_else(|| ApiError::not_found("user"))?;
+        .ok_or_else(|| Refusal::NotFound("user not found".into()))?;
     state.store.set_user_disabled(id, true).await?;
     state
         .audit
@@ -884,7 +764,7 @@ async fn create_meeting(
     Staff(user): Staff,
     Body(req): Body<CreateMeetingReq>,
 ) -> Result<(StatusCode, Json<MeetingView>), ApiError> {
-    let title = validate_title(&req.title).map_err(ApiError::bad_request)?;
+    let title = validate_title(&req.title).map_err(Refusal::Invalid)?;
     let title = title.as_str();
     let id = auth::new_meeting_id();
     let m = if req.dial_in {
@@ -933,13 +813,14 @@ pub async fn can_manage(
         .store
         .meeting(meeting_id)
         .await?
-        .ok_or_else(|| ApiError::not_found("meeting"))?;
+        .ok_or_else(|| Refusal::NotFound("meeting not found".into()))?;
     if user.role == Role::Admin || state.store.is_moderator(&m.id, user.id).await? {
         Ok(m)
     } else {
-        Err(ApiError::forbidden(
-            "only the meeting's organiser and moderators may do this",
-        ))
+        Err(
+            Refusal::Forbidden("only the meeting's organiser and moderators may do this".into())
+                .into(),
+        )
     }
 }
 
@@ -1040,10 +921,10 @@ fn base_url(state: &AppState, headers: &HeaderMap) -> Result<String, ApiError> {
     match host {
         None => Ok(format!("{scheme}://{listen}")),
         Some(h) if host_is_this_server(h, listen) => Ok(format!("{scheme}://{h}")),
-        Some(h) => Err(ApiError::bad_request(format!(
+        Some(h) => Err(ApiError::from(Refusal::Invalid(format!(
             "the link cannot be built from the request's host {h:?}: set server.public_url to \
              the address people use to reach this server"
-        ))),
+        )))),
     }
 }
 
@@ -1078,9 +959,9 @@ async fn create_invitation(
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
     let m = can_manage(&state, &id, &user).await?;
     if m.ended_at.is_some() {
-        return Err(ApiError::bad_request("the meeting has ended"));
+        return Err(Refusal::Invalid("the meeting has ended".into()).into());
     }
-    let mut name = validate_display_name(&req.name).map_err(ApiError::bad_request)?;
+    let mut name = validate_display_name(&req.name).map_err(Refusal::Invalid)?;
     let user_id = match (req.kind, req.user_id) {
         (InvitationKind::Colleague, Some(uid)) => {
             let colleague = state
@@ -1088,17 +969,15 @@ async fn create_invitation(
                 .user_by_id(uid)
                 .await?
                 .filter(|u| !u.disabled)
-                .ok_or_else(|| ApiError::bad_request("user_id names no active account"))?;
+                .ok_or_else(|| Refusal::Invalid("user_id names no active account".into()))?;
             name = colleague.display_name;
             Some(uid)
         }
         (InvitationKind::Colleague, None) => {
-            return Err(ApiError::bad_request(
-                "a colleague invitation needs user_id",
-            ))
+            return Err(Refusal::Invalid("a colleague invitation needs user_id".into()).into())
         }
         (InvitationKind::Guest, Some(_)) => {
-            return Err(ApiError::bad_request("a guest invitation has no user_id"))
+            return Err(Refusal::Invalid("a guest invitation has no user_id".into()).into())
         }
         (InvitationKind::Guest, None) => None,
     };
@@ -1106,9 +985,7 @@ async fn create_invitation(
         .expires_in_hours
         .unwrap_or(state.config.invitation_hours);
     if !(1..=24 * 365).contains(&hours) {
-        return Err(ApiError::bad_request(
-            "expires_in_hours must be between 1 and 8760",
-        ));
+        return Err(Refusal::Invalid("expires_in_hours must be between 1 and 8760".into()).into());
     }
     let token = auth::new_token();
     let (inv, phone_pin) = crate::dialin::create_invitation(
@@ -1193,14 +1070,14 @@ async fn add_moderator(
     // As in the meeting (`set_moderator`): only the organiser grants moderation, or an
     // administrator; a moderator does not make more moderators.
     if m.organiser_id != user.id && user.role != Role::Admin {
-        return Err(ApiError::forbidden("only the organiser grants moderation"));
+        return Err(Refusal::Forbidden("only the organiser grants moderation".into()).into());
     }
     let target = state
         .store
         .user_by_id(req.user_id)
         .await?
         .filter(|u| !u.disabled)
-        .ok_or_else(|| ApiError::bad_request("user_id names no active account"))?;
+        .ok_or_else(|| Refusal::Invalid("user_id names no active account".into()))?;
     state.store.add_moderator(&m.id, req.user_id).await?;
     state
         .audit
@@ -1221,13 +1098,9 @@ async fn meeting_public(
         .store
         .meeting(&id)
         .await?
-        .ok_or_else(|| ApiError::not_found("meeting"))?;
+        .ok_or_else(|| Refusal::NotFound("meeting not found".into()))?;
     if m.ended_at.is_some() {
-        return Err(ApiError::new(
-            StatusCode::GONE,
-            "meeting_ended",
-            "the meeting has ended",
-        ));
+        return Err(Refusal::MeetingEnded.into());
     }
     Ok(Json(json!({"id": m.id, "title": m.title})))
 }
@@ -1245,13 +1118,9 @@ async fn invite_info(
         .store
         .meeting(&inv.meeting_id)
         .await?
-        .ok_or_else(|| ApiError::not_found("meeting"))?;
+        .ok_or_else(|| Refusal::NotFound("meeting not found".into()))?;
     if m.ended_at.is_some() {
-        return Err(ApiError::new(
-            StatusCode::GONE,
-            "meeting_ended",
-            "the meeting has ended",
-        ));
+        return Err(Refusal::MeetingEnded.into());
     }
     // The number to call, where callers are accepted (the PIN is the invitee's to know).
     let dial_in = DialInView::of(&m, &state.config.dialin)
@@ -1281,11 +1150,10 @@ async fn ws_upgrade(
     let gateway_token = match crate::dialin::presents_gateway_token(&state, &headers) {
         Some(false) => {
             tracing::warn!("meeting WebSocket with a wrong gateway token refused");
-            return Err(ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                "wrong gateway token (a meeting WebSocket carries none, or the gateway's)",
-            ));
+            return Err(Refusal::Unauthorized(
+                "wrong gateway token (a meeting WebSocket carries none, or the gateway's)".into(),
+            )
+            .into());
         }
         Some(true) => true,
         None => false,
@@ -1324,22 +1192,15 @@ async fn open_connection(
         match state.connections.open(counted, owner, seen) {
             Ok(live) => return Ok((user, live)),
             Err(Refused::TooMany) => {
-                return Err(ApiError::new(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "too_many_connections",
-                    format!(
-                        "this address has {} meeting connections open, the most allowed; close \
-                         one first",
-                        state.config.max_websockets_per_address
-                    ),
+                return Err(Refusal::TooManyConnections(format!(
+                    "this address has {} meeting connections open, the most allowed; close one \
+                     first",
+                    state.config.max_websockets_per_address
                 ))
+                .into())
             }
             Err(Refused::Stale) => continue,
         }
     }
-    Err(ApiError::new(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "busy",
-        "the server is busy; try again in a moment",
-    ))
+    Err(Refusal::Busy("the server is busy; try again in a moment".into()).into())
 }

@@ -10,6 +10,7 @@ use klausur_store::{AuditFilter, AuditRecord};
 use serde::{Deserialize, Serialize};
 
 use crate::api::{Admin, ApiError};
+use crate::http_error::Refusal;
 use crate::state::AppState;
 
 /// Records per page unless `limit` says otherwise.
@@ -36,11 +37,7 @@ pub struct Page {
 }
 
 fn invalid(message: impl Into<String>) -> ApiError {
-    ApiError::new(
-        axum::http::StatusCode::BAD_REQUEST,
-        "invalid_field",
-        message,
-    )
+    Refusal::Invalid(message.into()).into()
 }
 
 /// A query string parsed into `T`, or an error that says which parameter is wrong.

@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use klausur_e2ee::{IdentityCa, ParticipantKind};
@@ -44,6 +44,7 @@ use zeroize::Zeroizing;
 
 use crate::api::{validate_display_name, ApiError};
 use crate::config::TlsFiles;
+use crate::http_error::Refusal;
 use crate::identity;
 
 /// Shortest accepted token, in characters.
@@ -286,17 +287,34 @@ async fn public_key(State(state): State<CaState>) -> Json<Value> {
     Json(json!({ "public_key": state.0.public_key_hex }))
 }
 
-fn invalid(field: &str, message: impl Into<String>) -> ApiError {
+/// Why `POST /issue` is refused; [`crate::http_error`] makes the replies.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    /// The bearer token is missing or wrong.
+    #[error("missing or wrong bearer token")]
+    Unauthorized,
+    /// More issuances this minute than the service allows.
+    #[error("too many credentials this minute; try again shortly")]
+    RateLimited,
+    /// The body is not a JSON object.
+    #[error("the body must be a JSON object")]
+    Malformed,
+    /// A field is missing, unknown or wrong; the message starts with its name.
+    #[error("{0}")]
+    InvalidField(String),
+}
+
+fn invalid(field: &str, message: impl Into<String>) -> RequestError {
     let message = message.into();
     let message = if message.starts_with(field) {
         message
     } else {
         format!("{field}: {message}")
     };
-    ApiError::new(StatusCode::BAD_REQUEST, "invalid_field", message)
+    RequestError::InvalidField(message)
 }
 
-fn string_field<'a>(body: &'a Map<String, Value>, field: &str) -> Result<&'a str, ApiError> {
+fn string_field<'a>(body: &'a Map<String, Value>, field: &str) -> Result<&'a str, RequestError> {
     match body.get(field) {
         Some(Value::String(s)) => Ok(s),
         Some(_) => Err(invalid(field, "must be a string")),
@@ -313,14 +331,9 @@ struct Checked {
 }
 
 /// Validates the body of `POST /issue` field by field, as `identity-ca issue` does.
-fn check_request(body: &[u8]) -> Result<Checked, ApiError> {
-    let body: Map<String, Value> = serde_json::from_slice(body).map_err(|_| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "malformed",
-            "the body must be a JSON object",
-        )
-    })?;
+fn check_request(body: &[u8]) -> Result<Checked, RequestError> {
+    let body: Map<String, Value> =
+        serde_json::from_slice(body).map_err(|_| RequestError::Malformed)?;
     const FIELDS: [&str; 5] = [
         "user_id",
         "display_name",
@@ -399,11 +412,7 @@ async fn issue(
                  minute; not_logged counts the others since the last one)"
             );
         }
-        return Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "missing or wrong bearer token",
-        ));
+        return Err(RequestError::Unauthorized.into());
     }
     let allowed = state
         .0
@@ -419,15 +428,11 @@ async fn issue(
                 "identity CA: issuance rate limit reached (at most one such line a minute)"
             );
         }
-        return Err(ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "rate_limited",
-            "too many credentials this minute; try again shortly",
-        ));
+        return Err(RequestError::RateLimited.into());
     }
-    let body = body.map_err(|e| ApiError::new(e.status(), "malformed", e.body_text()))?;
+    let body = body?;
     let req = check_request(&body).inspect_err(|e| {
-        tracing::info!(client = %peer, "identity CA: request refused: {}", e.message);
+        tracing::info!(client = %peer, "identity CA: request refused: {e}");
     })?;
     let issued = identity::issue(
         &state.0.ca,
@@ -439,11 +444,7 @@ async fn issue(
     )
     .map_err(|e| {
         tracing::error!("identity CA: issuance failed: {e:#}");
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            "internal error",
-        )
+        Refusal::Internal
     })?;
     // The audit record: who got which identity, from which caller. Never the device key or token.
     tracing::info!(
@@ -517,10 +518,16 @@ pub async fn serve(config: ServiceConfig) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::http::StatusCode;
     use klausur_e2ee::SigningKey;
 
     fn body(v: Value) -> Vec<u8> {
         serde_json::to_vec(&v).expect("json")
+    }
+
+    /// The reply to a request `check_request` refuses.
+    fn refused(body: &[u8]) -> ApiError {
+        check_request(body).err().expect("refused").into()
     }
 
     fn good() -> Value {
@@ -561,10 +568,14 @@ mod tests {
         for (field, value) in cases {
             let mut v = good();
             v[field] = value.clone();
-            let err = check_request(&body(v)).err().expect("refused");
-            assert_eq!(err.status, StatusCode::BAD_REQUEST, "{field} {value}");
-            assert_eq!(err.code, "invalid_field");
-            assert!(err.message.starts_with(field), "{field}: {}", err.message);
+            let err = refused(&body(v));
+            assert_eq!(err.status(), StatusCode::BAD_REQUEST, "{field} {value}");
+            assert_eq!(err.code(), "invalid_field");
+            assert!(
+                err.message().starts_with(field),
+                "{field}: {}",
+                err.message()
+            );
         }
         for field in [
             "user_id",
@@ -575,17 +586,17 @@ mod tests {
         ] {
             let mut v = good();
             v.as_object_mut().expect("object").remove(field);
-            let err = check_request(&body(v)).err().expect("refused");
-            assert!(err.message.starts_with(field), "{}", err.message);
+            let err = refused(&body(v));
+            assert!(err.message().starts_with(field), "{}", err.message());
         }
         let mut v = good();
         v["extra"] = json!(1);
-        let err = check_request(&body(v)).err().expect("refused");
-        assert!(err.message.starts_with("extra"), "{}", err.message);
-        let err = check_request(b"[1,2]").err().expect("refused");
-        assert_eq!(err.code, "malformed");
-        let err = check_request(b"\xff").err().expect("refused");
-        assert_eq!(err.status, StatusCode::BAD_REQUEST);
+        let err = refused(&body(v));
+        assert!(err.message().starts_with("extra"), "{}", err.message());
+        let err = refused(b"[1,2]");
+        assert_eq!(err.code(), "malformed");
+        let err = refused(b"\xff");
+        assert_eq!(err.status(), StatusCode::BAD_REQUEST);
     }
 
     #[test]

@@ -20,9 +20,10 @@ use std::net::{IpAddr, SocketAddr};
 
 use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::HeaderMap;
 
 use crate::api::ApiError;
+use crate::http_error::Refusal;
 use crate::state::AppState;
 
 /// The header a proxy appends the address it saw to.
@@ -131,11 +132,7 @@ impl FromRequestParts<AppState> for ClientIp {
             .copied()
             .ok_or_else(|| {
                 tracing::error!("a request without its peer address (served without ConnectInfo)");
-                ApiError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal",
-                    "internal error",
-                )
+                Refusal::Internal
             })?;
         Ok(ClientIp(client_ip(
             peer.ip(),

@@ -67,6 +67,7 @@ use klausur_room::PeerId;
 use klausur_store::BanSubject;
 
 use crate::meeting::participant_id;
+use crate::signaling_error::Refusal;
 
 /// Largest key package accepted, in bytes. A KeyPackage with its credential is about 420 bytes
 /// with a short name and 765 with the longest name a credential can carry (80 four-byte
@@ -110,9 +111,6 @@ pub enum Out {
     /// A participant's verified leaf claim changed: update its participant entry for everyone.
     Leaf(PeerId, Option<LeafClaim>),
 }
-
-/// A refused input: the error code and message for the sender.
-pub type Refusal = (ErrorCode, String);
 
 /// Who a participant is, as the server admitted them: the identity credential its leaf must
 /// carry. Built from what the meeting knows of the participant ([`Identity::of`]).
@@ -248,15 +246,18 @@ pub struct Delivery {
 
 fn check_base64(field: &str, text: &str, max_chars: usize) -> Result<Vec<u8>, Refusal> {
     if text.len() > max_chars {
-        return Err((
+        return Err(Refusal(
             ErrorCode::TooLarge,
             format!("{field} is longer than {max_chars} characters"),
         ));
     }
     match base64::engine::general_purpose::STANDARD.decode(text) {
         Ok(bytes) if !bytes.is_empty() => Ok(bytes),
-        Ok(_) => Err((ErrorCode::InvalidField, format!("{field} is empty"))),
-        Err(e) => Err((
+        Ok(_) => Err(Refusal(
+            ErrorCode::InvalidField,
+            format!("{field} is empty"),
+        )),
+        Err(e) => Err(Refusal(
             ErrorCode::InvalidField,
             format!("{field} is not standard base64: {e}"),
         )),
@@ -266,7 +267,7 @@ fn check_base64(field: &str, text: &str, max_chars: usize) -> Result<Vec<u8>, Re
 /// A commit refused for what it is: the reason, and the result its maker waits for.
 fn commit_refused(peer: PeerId, epoch: u64, code: ErrorCode, message: String) -> Vec<Out> {
     vec![
-        Out::To(peer, ServerMsg::error(code, message)),
+        Out::To(peer, Refusal(code, message).into()),
         Out::To(
             peer,
             ServerMsg::MlsCommitResult {
@@ -362,7 +363,7 @@ impl Delivery {
             };
         }
         if b.tokens == 0 {
-            return Err((
+            return Err(Refusal(
                 ErrorCode::RateLimited,
                 format!(
                     "too many key packages: {KEY_PACKAGE_BURST} at once, then one every {} s \
@@ -393,7 +394,7 @@ impl Delivery {
             MAX_KEY_PACKAGE_BYTES.div_ceil(3) * 4,
         )?;
         if bytes.len() > MAX_KEY_PACKAGE_BYTES {
-            return Err((
+            return Err(Refusal(
                 ErrorCode::TooLarge,
                 format!("key_package is longer than {MAX_KEY_PACKAGE_BYTES} bytes"),
             ));
@@ -404,7 +405,7 @@ impl Delivery {
                     .bytes()
                     .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
             if !hex_key {
-                return Err((
+                return Err(Refusal(
                     ErrorCode::InvalidField,
                     "continuity.previous_key must be 64 lower-case hex digits".into(),
                 ));
@@ -413,7 +414,7 @@ impl Delivery {
             check_base64("continuity.signature", &c.signature, SIGNATURE_CHARS)?;
         }
         if self.is_member(peer) || self.creator == Some(peer) {
-            return Err((
+            return Err(Refusal(
                 ErrorCode::InvalidState,
                 "already a member of the meeting's group".into(),
             ));
@@ -448,9 +449,9 @@ impl Delivery {
         let leaf = claim.leaf;
         let who = tree
             .verify_leaf_claim(leaf, claim.epoch, &participant_id(peer), signature)
-            .map_err(|e| (ErrorCode::Forbidden, format!("leaf claim refused: {e}")))?;
+            .map_err(|e| Refusal(ErrorCode::Forbidden, format!("leaf claim refused: {e}")))?;
         if !identity.holds(&who.credential) {
-            return Err((
+            return Err(Refusal(
                 ErrorCode::Forbidden,
                 format!("leaf claim refused: the credential in leaf {leaf} is not yours"),
             ));
@@ -460,7 +461,7 @@ impl Delivery {
             .iter()
             .find(|(p, c)| **p != peer && c.leaf == leaf)
         {
-            return Err((
+            return Err(Refusal(
                 ErrorCode::Forbidden,
                 format!(
                     "leaf claim refused: {} holds leaf {leaf}",
@@ -470,7 +471,7 @@ impl Delivery {
         }
         if let Some(mine) = self.claims.get(&peer) {
             if mine.leaf != leaf {
-                return Err((
+                return Err(Refusal(
                     ErrorCode::InvalidState,
                     format!(
                         "you hold leaf {} (a member's leaf does not move)",
@@ -498,22 +499,22 @@ impl Delivery {
         let mut out = Vec::new();
         if self.creator == Some(peer) && self.group.is_none() {
             if claim.leaf != 0 || claim.epoch != 0 {
-                return Err((
+                return Err(Refusal(
                     ErrorCode::InvalidField,
                     "a new group starts with its creator at leaf 0 in epoch 0".into(),
                 ));
             }
             let Some(info) = &claim.group_info else {
-                return Err((
+                return Err(Refusal(
                     ErrorCode::InvalidField,
                     "the creator's mls_member carries the new group's group_info".into(),
                 ));
             };
             let info = check_base64("group_info", info, MAX_GROUP_INFO_CHARS)?;
             let tree = PublicTree::from_group_info(&info, self.group_id().as_bytes())
-                .map_err(|e| (ErrorCode::InvalidField, format!("group_info: {e}")))?;
+                .map_err(|e| Refusal(ErrorCode::InvalidField, format!("group_info: {e}")))?;
             if tree.epoch() != 0 || tree.leaves() != [0] {
-                return Err((
+                return Err(Refusal(
                     ErrorCode::InvalidField,
                     "group_info: a new group has its creator alone at leaf 0 in epoch 0".into(),
                 ));
@@ -534,19 +535,19 @@ impl Delivery {
             return Ok(out);
         }
         if !self.is_member(peer) {
-            return Err((
+            return Err(Refusal(
                 ErrorCode::InvalidState,
                 "not added to the meeting's group (no Welcome was relayed to you)".into(),
             ));
         }
         if claim.group_info.is_some() {
-            return Err((
+            return Err(Refusal(
                 ErrorCode::InvalidField,
                 "group_info comes only with the creator's first claim".into(),
             ));
         }
         let Some(group) = self.group.as_ref() else {
-            return Err((ErrorCode::InvalidState, "no group".into()));
+            return Err(Refusal(ErrorCode::InvalidState, "no group".into()));
         };
         let verified = self.verify_claim(&group.tree, peer, &claim, &signature, identity)?;
         if self.claims.get(&peer) != Some(&verified) {
@@ -566,7 +567,7 @@ impl Delivery {
         welcome_for: Vec<PeerId>,
     ) -> Result<Vec<Out>, Refusal> {
         if !self.is_member(peer) {
-            return Err((
+            return Err(Refusal(
                 ErrorCode::Forbidden,
                 "only members of the meeting's group can commit".into(),
             ));
@@ -575,13 +576,13 @@ impl Delivery {
         if let Some(w) = &welcome {
             check_base64("welcome", w, MAX_HANDSHAKE_CHARS)?;
         } else if !welcome_for.is_empty() {
-            return Err((
+            return Err(Refusal(
                 ErrorCode::InvalidField,
                 "welcome_for needs a welcome".into(),
             ));
         }
         let Some(group) = self.group.as_mut() else {
-            return Err((ErrorCode::InvalidState, "no group".into()));
+            return Err(Refusal(ErrorCode::InvalidState, "no group".into()));
         };
         if epoch != group.epoch {
             return Ok(vec![Out::To(
@@ -657,11 +658,11 @@ impl Delivery {
         let before = group
             .tree
             .snapshot()
-            .map_err(|e| (ErrorCode::Internal, format!("delivery service: {e}")))?;
+            .map_err(|e| Refusal(ErrorCode::Internal, format!("delivery service: {e}")))?;
         group
             .tree
             .merge(checked)
-            .map_err(|e| (ErrorCode::Internal, format!("delivery service: {e}")))?;
+            .map_err(|e| Refusal(ErrorCode::Internal, format!("delivery service: {e}")))?;
         let mut last = LastCommit {
             epoch,
             committer: peer,
@@ -741,7 +742,7 @@ impl Delivery {
     /// accepted). A majority of those members voids the commit ([`Self::void_if_rejected`]).
     pub fn rejected(&mut self, peer: PeerId, epoch: u64) -> Result<Vec<Out>, Refusal> {
         if !self.is_member(peer) {
-            return Err((
+            return Err(Refusal(
                 ErrorCode::Forbidden,
                 "only members of the meeting's group report commits".into(),
             ));
@@ -809,7 +810,7 @@ impl Delivery {
         sent_at_ms: i64,
     ) -> Result<Vec<Out>, Refusal> {
         if !self.is_member(peer) {
-            return Err((
+            return Err(Refusal(
                 ErrorCode::Forbidden,
                 "only members of the meeting's group can chat (chat is end-to-end encrypted)"
                     .into(),
@@ -847,7 +848,7 @@ impl Delivery {
     /// no longer admits them directly); it also hands a joiner over to another moderator.
     pub fn readmit(&mut self, joiner: PeerId, by: PeerId) -> Result<Vec<Out>, Refusal> {
         let Some(p) = self.pending.get_mut(&joiner) else {
-            return Err((
+            return Err(Refusal(
                 ErrorCode::InvalidState,
                 format!(
                     "{} is not waiting to be added to the meeting's encrypted group",
@@ -1274,7 +1275,7 @@ mod tests {
             },
         ];
         for bad in attempts {
-            let (code, message) = net.claim(2, bad).expect_err("refused");
+            let Refusal(code, message) = net.claim(2, bad).expect_err("refused");
             assert_eq!(code, ErrorCode::Forbidden, "{message}");
         }
         assert_eq!(
@@ -1311,7 +1312,7 @@ mod tests {
             Identity::Guest,
         ] {
             net.d.claims.remove(&2);
-            let (code, message) = net.d.member(2, claim.clone(), &who).expect_err("refused");
+            let Refusal(code, message) = net.d.member(2, claim.clone(), &who).expect_err("refused");
             assert_eq!(code, ErrorCode::Forbidden);
             assert!(message.contains("not yours"), "{message}");
         }
@@ -1504,7 +1505,7 @@ mod tests {
             )]
         ));
         // Bad bytes are refused with a reason; nothing is relayed.
-        let (code, msg) = d.chat(2, 10, 2, "not base64!".into(), 0).expect_err("bad");
+        let Refusal(code, msg) = d.chat(2, 10, 2, "not base64!".into(), 0).expect_err("bad");
         assert_eq!(code, ErrorCode::InvalidField);
         assert!(msg.contains("message is not standard base64"), "{msg}");
         assert_eq!(
@@ -1774,7 +1775,7 @@ mod tests {
         let d = &mut net.d;
         let bytes = |n: usize| b64(&vec![7u8; n]);
         // Larger than a real key package could be: refused (p2), whatever else it sends.
-        let (code, message) = d
+        let Refusal(code, message) = d
             .key_package(2, bytes(MAX_KEY_PACKAGE_BYTES + 1), None, None, t0)
             .expect_err("too large");
         assert_eq!(code, ErrorCode::TooLarge, "{message}");
@@ -1790,7 +1791,7 @@ mod tests {
             d.key_package(4, bytes(100 + i as usize), None, None, t0)
                 .expect("within the burst");
         }
-        let (code, message) = d
+        let Refusal(code, message) = d
             .key_package(4, bytes(50), None, None, t0)
             .expect_err("rate limited");
         assert_eq!(code, ErrorCode::RateLimited);

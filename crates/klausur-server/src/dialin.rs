@@ -87,6 +87,7 @@ use zeroize::Zeroizing;
 use crate::admission::{dial_in_allowed, AdmissionError};
 use crate::api::{ApiError, Body};
 use crate::config::{Config, DialInConfig};
+use crate::http_error::Refusal;
 use crate::state::AppState;
 
 /// Digits of a meeting's dial-in number.
@@ -833,11 +834,7 @@ fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
         Ok(())
     } else {
         tracing::warn!("dial-in API: request without a valid gateway token refused");
-        Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "missing or wrong gateway token",
-        ))
+        Err(Refusal::Unauthorized("missing or wrong gateway token".into()).into())
     }
 }
 
@@ -852,25 +849,21 @@ pub struct CallReq {
     source: String,
 }
 
-fn digits(field: &str, s: &str) -> Result<(), ApiError> {
+fn digits(field: &str, s: &str) -> Result<(), Refusal> {
     if s.is_empty() || s.len() > MAX_ENTRY_DIGITS || !s.bytes().all(|b| b.is_ascii_digit()) {
-        Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_field",
-            format!("{field} must be 1 to {MAX_ENTRY_DIGITS} digits"),
-        ))
+        Err(Refusal::Invalid(format!(
+            "{field} must be 1 to {MAX_ENTRY_DIGITS} digits"
+        )))
     } else {
         Ok(())
     }
 }
 
-fn short_text(field: &str, s: &str, max: usize) -> Result<(), ApiError> {
+fn short_text(field: &str, s: &str, max: usize) -> Result<(), Refusal> {
     if s.chars().count() > max || s.chars().any(char::is_control) {
-        Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_field",
-            format!("{field} must be at most {max} characters without control characters"),
-        ))
+        Err(Refusal::Invalid(format!(
+            "{field} must be at most {max} characters without control characters"
+        )))
     } else {
         Ok(())
     }
@@ -939,11 +932,7 @@ pub async fn post_call(
         short_text("caller", c, 64)?;
     }
     if req.source.is_empty() {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_field",
-            "source is required",
-        ));
+        return Err(Refusal::Invalid("source is required".into()).into());
     }
     short_text("source", &req.source, 100)?;
     let (number_key, source_key) = throttle_keys(&req);
@@ -1028,7 +1017,7 @@ pub async fn post_call(
         .store
         .invitation(invitation_id)
         .await?
-        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "not_found", "record not found"))?;
+        .ok_or(StoreError::NotFound)?;
     let ticket = Ticket {
         invitation_id,
         meeting_id: meeting.id.clone(),
@@ -1039,13 +1028,7 @@ pub async fn post_call(
         .tickets
         .lock()
         .map(|mut t| t.issue(Instant::now(), ticket))
-        .map_err(|_| {
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                "internal error",
-            )
-        })?;
+        .map_err(|_| Refusal::Internal)?;
     tracing::info!(meeting = %meeting.id, invitation = invitation_id, "dial-in call admitted");
     Ok(Json(json!({
         "result": "admit",
@@ -1073,11 +1056,7 @@ pub async fn delete_call(
         tracing::info!("dial-in call ended");
         Ok(StatusCode::NO_CONTENT.into_response())
     } else {
-        Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            "no such call",
-        ))
+        Err(Refusal::NotFound("no such call".into()).into())
     }
 }
 

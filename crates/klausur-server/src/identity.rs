@@ -57,7 +57,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context};
 use axum::extract::{FromRequestParts, State};
-use axum::http::{HeaderMap, Method, Request, StatusCode};
+use axum::http::{HeaderMap, Method, Request};
 use axum::Json;
 use base64::Engine as _;
 use chrono::Utc;
@@ -640,8 +640,36 @@ pub fn guest_limiter(config: &crate::config::Config) -> Mutex<IssueLimiter> {
     ))
 }
 
+/// Why `POST /api/identity/credential` refuses, beyond the errors of the session, the store and
+/// admission it passes on. [`crate::http_error`] makes the replies.
+#[derive(Debug, thiserror::Error)]
+pub enum CredentialError {
+    /// A field is wrong, or fields that exclude each other were combined.
+    #[error("{0}")]
+    Invalid(String),
+    #[error("meeting not found")]
+    MeetingNotFound,
+    #[error("the meeting has ended")]
+    MeetingEnded,
+    /// A moderator removed the invitation's holder from the meeting.
+    #[error(
+        "a moderator removed this invitation's holder from the meeting: a credential follows \
+         once a moderator lets them in again"
+    )]
+    Removed,
+    /// The address asked too often for meetings that do not exist or have ended.
+    #[error(
+        "too many requests for meetings that do not exist or have ended from this address; try \
+         again in 15 minutes"
+    )]
+    TooManyFailures,
+    /// The address has spent its guest-credential budget.
+    #[error("too many guest credentials from this address; try again in 15 minutes")]
+    TooManyGuests,
+}
+
 fn bad_request(message: impl Into<String>) -> ApiError {
-    ApiError::new(StatusCode::BAD_REQUEST, "invalid_field", message)
+    CredentialError::Invalid(message.into()).into()
 }
 
 /// `GET /api/identity/ca`: the CA public key clients verify credentials against.
@@ -677,18 +705,13 @@ async fn refuse_if_removed(
         )
         .await?;
     if removed {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "removed",
-            "a moderator removed this invitation's holder from the meeting: a credential follows \
-             once a moderator lets them in again",
-        ));
+        return Err(CredentialError::Removed.into());
     }
     Ok(())
 }
 
 fn meeting_gone() -> ApiError {
-    ApiError::new(StatusCode::GONE, "meeting_ended", "the meeting has ended")
+    CredentialError::MeetingEnded.into()
 }
 
 /// `POST /api/identity/credential`: a short-lived credential for the caller's device key; see
@@ -712,9 +735,11 @@ pub async fn issue_credential(
             let ticket = req.dial_in_ticket.as_deref().unwrap_or_default();
             let (_, inv) =
                 crate::dialin::ticket_invitation(&state, ticket, req.meeting_id.as_deref()).await?;
-            let m = state.store.meeting(&inv.meeting_id).await?.ok_or_else(|| {
-                ApiError::new(StatusCode::NOT_FOUND, "not_found", "meeting not found")
-            })?;
+            let m = state
+                .store
+                .meeting(&inv.meeting_id)
+                .await?
+                .ok_or(CredentialError::MeetingNotFound)?;
             if m.ended_at.is_some() {
                 return Err(meeting_gone());
             }
@@ -742,9 +767,11 @@ pub async fn issue_credential(
                     .failed(admission::AdmissionError::InvitationInvalid)
                     .into());
             }
-            let m = state.store.meeting(&inv.meeting_id).await?.ok_or_else(|| {
-                ApiError::new(StatusCode::NOT_FOUND, "not_found", "meeting not found")
-            })?;
+            let m = state
+                .store
+                .meeting(&inv.meeting_id)
+                .await?
+                .ok_or(CredentialError::MeetingNotFound)?;
             if m.ended_at.is_some() {
                 return Err(meeting_gone());
             }
@@ -766,11 +793,7 @@ pub async fn issue_credential(
             // The meeting first: a request for one that does not exist or has ended spends a
             // budget of its own, never the one of the guests of real meetings.
             let refusal = match state.store.meeting(meeting_id).await? {
-                None => Some(ApiError::new(
-                    StatusCode::NOT_FOUND,
-                    "not_found",
-                    "meeting not found",
-                )),
+                None => Some(CredentialError::MeetingNotFound.into()),
                 Some(m) if m.ended_at.is_some() => Some(meeting_gone()),
                 Some(_) => None,
             };
@@ -784,12 +807,7 @@ pub async fn issue_credential(
                 return Err(if allowed {
                     refusal
                 } else {
-                    ApiError::new(
-                        StatusCode::TOO_MANY_REQUESTS,
-                        "rate_limited",
-                        "too many requests for meetings that do not exist or have ended from \
-                         this address; try again in 15 minutes",
-                    )
+                    CredentialError::TooManyFailures.into()
                 });
             }
             let allowed = state
@@ -798,11 +816,7 @@ pub async fn issue_credential(
                 .map(|mut l| l.try_take(now, client))
                 .unwrap_or(false);
             if !allowed {
-                return Err(ApiError::new(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "rate_limited",
-                    "too many guest credentials from this address; try again in 15 minutes",
-                ));
+                return Err(CredentialError::TooManyGuests.into());
             }
             let mut random = [0u8; 16];
             rand::rngs::OsRng.fill_bytes(&mut random);
@@ -840,20 +854,7 @@ pub async fn issue_credential(
             &device_key,
             CREDENTIAL_MINUTES,
         )
-        .await
-        .map_err(|e| match e {
-            IssueError::Internal(e) => {
-                tracing::error!("credential issuance failed: {e:#}");
-                ApiError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal",
-                    "internal error",
-                )
-            }
-            IssueError::CaUnavailable(message) => {
-                ApiError::new(StatusCode::BAD_GATEWAY, "ca_unavailable", message)
-            }
-        })?;
+        .await?;
     let mut entry = crate::audit::Entry::new(
         crate::audit::kind::CREDENTIAL_ISSUED,
         klausur_store::AuditActor::new(

@@ -2,8 +2,9 @@
 //! the command line.
 //!
 //! Layers, from the outside in:
-//! - [`api`] and [`ws`] turn requests and frames into calls and calls' errors into replies
-//!   (the only place where errors become HTTP or WebSocket messages);
+//! - [`api`] and [`ws`] turn requests and frames into calls; the parts return typed errors,
+//!   which become replies in one place each: [`http_error`] for HTTP, [`signaling_error`] for
+//!   the WebSocket's `error` messages;
 //! - [`admission`] decides who comes in directly (pure rule + database facts);
 //! - [`dialin`] holds telephone dial-in's server side: numbers and PINs, the gateway API, its
 //!   throttle and tickets; [`sip_gateway`] is where the SIP gateway is started;
@@ -29,10 +30,12 @@ pub mod connections;
 pub mod delivery;
 pub mod dialin;
 pub mod first_request;
+pub mod http_error;
 pub mod identity;
 pub mod media;
 pub mod meeting;
 pub mod server;
+pub mod signaling_error;
 pub mod sip_gateway;
 pub mod state;
 pub mod storage_fault;

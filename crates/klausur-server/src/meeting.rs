@@ -21,6 +21,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::delivery::{Delivery, Out};
 use crate::media::{MediaCmd, MediaHandle, RoomKey};
+use crate::signaling_error::Refusal;
 
 /// Queue depth towards one client; a client that falls this far behind is disconnected.
 pub const CLIENT_QUEUE: usize = 512;
@@ -589,7 +590,7 @@ impl Actor {
     fn error(&self, peer: PeerId, code: ErrorCode, message: impl Into<String>) {
         let message = message.into();
         tracing::debug!(meeting = %self.seed.id, peer, code = code.as_str(), "refused: {message}");
-        self.to_peer(peer, ServerMsg::error(code, message));
+        self.to_peer(peer, Refusal(code, message).into());
     }
 
     async fn on_cmd(&mut self, cmd: MeetingCmd) -> Flow {
@@ -791,12 +792,13 @@ impl Actor {
             Some(_) if self.lobby.len() >= MAX_LOBBY => {
                 self.send(
                     &tx,
-                    ServerMsg::error(
+                    Refusal(
                         ErrorCode::RateLimited,
                         format!(
                             "the lobby of this meeting is full ({MAX_LOBBY} waiting); try again later"
                         ),
-                    ),
+                    )
+                    .into(),
                 );
                 self.send(
                     &tx,
@@ -959,7 +961,7 @@ impl Actor {
             tracing::warn!(meeting = %self.seed.id, "media peer could not be created: {e}");
             self.send(
                 &tx,
-                ServerMsg::error(ErrorCode::Internal, "media is not available"),
+                Refusal(ErrorCode::Internal, "media is not available".into()).into(),
             );
             return;
         }
@@ -1167,10 +1169,10 @@ impl Actor {
         }
     }
 
-    fn deliver_or_refuse(&mut self, peer: PeerId, out: Result<Vec<Out>, crate::delivery::Refusal>) {
+    fn deliver_or_refuse(&mut self, peer: PeerId, out: Result<Vec<Out>, Refusal>) {
         match out {
             Ok(out) => self.deliver(out),
-            Err((code, message)) => self.error(peer, code, message),
+            Err(Refusal(code, message)) => self.error(peer, code, message),
         }
     }
 
@@ -1755,7 +1757,7 @@ impl Actor {
                         },
                         &identity,
                     ),
-                    None => Err((
+                    None => Err(Refusal(
                         ErrorCode::Forbidden,
                         "no identity credential is yours in this meeting's group".into(),
                     )),

@@ -33,7 +33,6 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
 use axum::routing::post;
 use axum::{Json, Router};
 use klausur_e2ee::{CaVerifier, IdentityCa, Member, MemberConfig, ParticipantKind, SigningKey};
@@ -42,8 +41,15 @@ use serde_json::{json, Value};
 use tokio::sync::oneshot;
 
 use crate::api::ApiError;
+use crate::http_error::Refusal;
 use crate::meeting::{Forgery, MeetingCmd};
 use crate::state::AppState;
+
+/// A test hook that failed inside; its reply says why (a test build only: no release build
+/// tells a client what failed inside).
+#[derive(Debug, thiserror::Error)]
+#[error("{0:#}")]
+pub struct HookFailed(anyhow::Error);
 
 pub fn routes(router: Router<AppState>) -> Router<AppState> {
     router
@@ -96,7 +102,7 @@ async fn panic_media(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let not_found = || ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such meeting");
+    let not_found = || Refusal::NotFound("no such meeting".into());
     let tx = state.registry.running_actor(&id).ok_or_else(not_found)?;
     let (reply, done) = oneshot::channel();
     tx.send(MeetingCmd::PanicMedia { reply })
@@ -113,8 +119,8 @@ async fn about_participant(
     id: &str,
     participant: &str,
     command: impl FnOnce(klausur_room::PeerId, oneshot::Sender<bool>) -> MeetingCmd,
-) -> Result<(), ApiError> {
-    let not_found = || ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such participant");
+) -> Result<(), Refusal> {
+    let not_found = || Refusal::NotFound("no such participant".into());
     let tx = state.registry.running_actor(id).ok_or_else(not_found)?;
     let peer = crate::meeting::parse_participant_id(participant).ok_or_else(not_found)?;
     let (reply, done) = oneshot::channel();
@@ -180,7 +186,7 @@ async fn inject_ghost(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let not_running = || ApiError::new(StatusCode::NOT_FOUND, "not_found", "meeting not running");
+    let not_running = || Refusal::NotFound("meeting not running".into());
     let tx = state.registry.running_actor(&id).ok_or_else(not_running)?;
     let organiser = state
         .store
@@ -189,14 +195,7 @@ async fn inject_ghost(
         .map(|m| format!("user:{}", m.organiser_id))
         .ok_or_else(not_running)?;
     let st = state.clone();
-    let internal = |e: anyhow::Error| {
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            format!("{e:#}"),
-        )
-    };
-    let key_package = foreign_key_package(&organiser).map_err(internal)?;
+    let key_package = foreign_key_package(&organiser).map_err(HookFailed)?;
     let (reply, done) = oneshot::channel();
     let forgery = Forgery {
         commit: Box::new(move |group_id: &str| match st.identity.local_ca() {

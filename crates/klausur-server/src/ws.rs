@@ -1,6 +1,7 @@
 //! The meeting WebSocket: validates every incoming frame (size, shape, rate) and relays it to
-//! the meeting actor. Errors become `error` replies here, in one place; the connection and
-//! the meeting carry on.
+//! the meeting actor. A frame refused here, or a `join` refused, is answered with an `error`
+//! reply (a [`Refusal`], made a message in [`crate::signaling_error`]); the connection and the
+//! meeting carry on.
 //!
 //! Every frame the client sends counts against the connection's rate limit, whatever its kind
 //! (text, binary, ping, pong): frames beyond it are dropped unread, a data frame with a
@@ -22,6 +23,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::admission::{self, AdmissionError, Who};
 use crate::connections::Live;
 use crate::meeting::{JoinRequest, MeetingCmd};
+use crate::signaling_error::Refusal;
 use crate::state::AppState;
 
 /// The close reason of a connection whose session or account was ended.
@@ -168,8 +170,10 @@ pub async fn serve(state: AppState, socket: WebSocket, who: Who, mut live: Live)
             if matches!(frame, Message::Text(_) | Message::Binary(_)) {
                 reply(
                     &tx,
-                    ErrorCode::RateLimited,
-                    "too many messages; this one was dropped",
+                    Refusal(
+                        ErrorCode::RateLimited,
+                        "too many messages; this one was dropped".into(),
+                    ),
                 );
             }
             continue;
@@ -179,8 +183,10 @@ pub async fn serve(state: AppState, socket: WebSocket, who: Who, mut live: Live)
             Message::Binary(_) => {
                 reply(
                     &tx,
-                    ErrorCode::Malformed,
-                    "binary frames are not part of the protocol",
+                    Refusal(
+                        ErrorCode::Malformed,
+                        "binary frames are not part of the protocol".into(),
+                    ),
                 );
                 continue;
             }
@@ -189,7 +195,7 @@ pub async fn serve(state: AppState, socket: WebSocket, who: Who, mut live: Live)
         let msg = match ClientMsg::decode(text.as_str()) {
             Ok(m) => m,
             Err(e) => {
-                reply(&tx, e.code, e.message);
+                reply(&tx, e.into());
                 continue;
             }
         };
@@ -211,7 +217,8 @@ pub async fn serve(state: AppState, socket: WebSocket, who: Who, mut live: Live)
                         None => None,
                         Some(Ok(name)) => Some(name),
                         Some(Err(e)) => {
-                            reply(&tx, ErrorCode::InvalidField, format!("display_name {e}"));
+                            let message = format!("display_name {e}");
+                            reply(&tx, Refusal(ErrorCode::InvalidField, message));
                             continue;
                         }
                     };
@@ -224,7 +231,7 @@ pub async fn serve(state: AppState, socket: WebSocket, who: Who, mut live: Live)
                 };
                 match join(&state, &who, fields, &tx, &kick).await {
                     Ok(j) => joined = Some(j),
-                    Err(e) => reply(&tx, e.code(), e.to_string()),
+                    Err(e) => reply(&tx, e.into()),
                 }
             }
             (None, ClientMsg::Ping) => {
@@ -232,8 +239,10 @@ pub async fn serve(state: AppState, socket: WebSocket, who: Who, mut live: Live)
             }
             (None, other) => reply(
                 &tx,
-                ErrorCode::NotJoined,
-                format!("send join before {}", other.type_name()),
+                Refusal(
+                    ErrorCode::NotJoined,
+                    format!("send join before {}", other.type_name()),
+                ),
             ),
             (Some((meeting, peer)), msg) => {
                 let leaving = matches!(msg, ClientMsg::Leave);
@@ -272,8 +281,8 @@ pub async fn serve(state: AppState, socket: WebSocket, who: Who, mut live: Live)
     drop(live);
 }
 
-fn reply(tx: &mpsc::Sender<ServerMsg>, code: ErrorCode, message: impl Into<String>) {
-    let _ = tx.try_send(ServerMsg::error(code, message));
+fn reply(tx: &mpsc::Sender<ServerMsg>, refusal: Refusal) {
+    let _ = tx.try_send(refusal.into());
 }
 
 /// The fields of a `join`.
