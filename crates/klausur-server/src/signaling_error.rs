@@ -44,7 +44,11 @@ impl From<AdmissionError> for Refusal {
             AdmissionError::DialInNotAllowed => ErrorCode::Forbidden,
             AdmissionError::TooManyInvalidInvitations => ErrorCode::RateLimited,
             AdmissionError::StorageUnavailable => ErrorCode::StorageUnavailable,
-            AdmissionError::Internal(_) => ErrorCode::Internal,
+            AdmissionError::Internal(detail) => {
+                // The detail (a store error's text) is for the operator's log, not the client.
+                tracing::error!("join failed: {detail}");
+                return Refusal(ErrorCode::Internal, "internal error".into());
+            }
         };
         Refusal(code, e.to_string())
     }
@@ -73,12 +77,19 @@ mod tests {
                 AdmissionError::StorageUnavailable,
                 ErrorCode::StorageUnavailable,
             ),
-            (AdmissionError::Internal("x".into()), ErrorCode::Internal),
         ];
         for (e, code) in table {
             let message = e.to_string();
             assert_eq!(Refusal::from(e), Refusal(code, message));
         }
+        // An internal failure's detail stays in the log (negative control: it is in the
+        // error's own text).
+        let internal = AdmissionError::Internal("database is locked at /var/lib/x".into());
+        assert!(internal.to_string().contains("/var/lib/x"));
+        assert_eq!(
+            Refusal::from(internal),
+            Refusal(ErrorCode::Internal, "internal error".into())
+        );
     }
 
     #[test]
