@@ -33,6 +33,9 @@ export default defineConfig({
   expect: { timeout: 30_000 },
   reporter: process.env.CI ? [['list'], ['html', { open: 'never' }]] : [['list']],
   outputDir: './test-results',
+  // Runs after every spec, whether they passed or not: no secret or display name in any server
+  // log (e2e/log-secrets.ts).
+  globalTeardown: './e2e/log-check.teardown.ts',
   use: {
     headless: true,
     viewport: { width: 1280, height: 720 },

@@ -1,6 +1,8 @@
 // Shared fixtures: one klausur server per worker, one browser, a context per participant.
 import { test as base, expect, type Browser, type BrowserContext, type Page } from '@playwright/test';
+import { join } from 'node:path';
 import { changePassword, login } from './helpers';
+import { recordFrame, recordSecret, SERVER_LOGS_DIR, useOutputDir, watchContext } from './log-secrets';
 import { startServer, type KlausurServer, type ServerOptions } from './server';
 
 export { expect };
@@ -12,8 +14,12 @@ export const test = base.extend<object, { server: KlausurServer; serverOptions: 
   // A spec file may ask for another web bundle or the RTP recorder with `test.use({ serverOptions })`.
   serverOptions: [{}, { option: true, scope: 'worker' }],
   server: [
-    async ({ serverOptions }, use) => {
-      const server = await startServer(serverOptions);
+    async ({ serverOptions }, use, workerInfo) => {
+      // Its output is kept in the run's output directory for the log check after the suite
+      // (log-check.teardown.ts), as are the secrets the tests use (log-secrets.ts).
+      useOutputDir(workerInfo.project.outputDir);
+      const server = await startServer(serverOptions, { logDir: join(workerInfo.project.outputDir, SERVER_LOGS_DIR) });
+      recordSecret('password', server.adminOneTimePassword);
       try {
         await use(server);
       } finally {
@@ -26,7 +32,9 @@ export const test = base.extend<object, { server: KlausurServer; serverOptions: 
   // every test of a spec can then sign in on its own (`signIn`), none depends on another.
   adminPassword: [
     async ({ server, browser }, use) => {
+      recordSecret('password', ADMIN_PASSWORD);
       const context = await browser.newContext({ baseURL: server.baseURL, locale: 'de-DE' });
+      watchContext(context);
       try {
         const page = await context.newPage();
         await login(page, 'admin', server.adminOneTimePassword);
@@ -50,7 +58,8 @@ export interface Person {
 
 /** A new person signed in as `username` (on the meeting list). */
 export async function signIn(browser: Browser, baseURL: string, username: string, password: string): Promise<Person> {
-  const person = await newPerson(browser, baseURL, username);
+  // A user name, not a display name: the account's display name is recorded from the API.
+  const person = await openPerson(browser, baseURL, username);
   try {
     await login(person.page, username, password);
     await expect(person.page).toHaveURL(/\/meetings$/);
@@ -61,14 +70,23 @@ export async function signIn(browser: Browser, baseURL: string, username: string
   return person;
 }
 
-/** A new browser context (= a separate person with own cookies) and one page in it. */
+/** A new browser context (= a separate person with own cookies) and one page in it; `name` is
+ * the display name the person is known by. */
 export async function newPerson(browser: Browser, baseURL: string, name: string): Promise<Person> {
+  recordSecret('display name', name);
+  return openPerson(browser, baseURL, name);
+}
+
+/** A new person whose cookies, CSRF tokens and the secrets and names in the API's answers and
+ * in signaling are recorded for the log check. */
+async function openPerson(browser: Browser, baseURL: string, name: string): Promise<Person> {
   const context = await browser.newContext({
     baseURL,
     viewport: { width: 1280, height: 720 },
     permissions: ['camera', 'microphone'],
     locale: 'de-DE',
   });
+  watchContext(context);
   const page = await context.newPage();
   page.on('pageerror', (e) => console.log(`[${name}] page error: ${e.message}`));
   page.on('console', (m) => {
@@ -79,7 +97,9 @@ export async function newPerson(browser: Browser, baseURL: string, name: string)
   const frames: string[] = [];
   page.on('websocket', (ws) => {
     const keep = (f: { payload: string | Buffer }) => {
-      frames.push(typeof f.payload === 'string' ? f.payload : f.payload.toString('utf8'));
+      const text = typeof f.payload === 'string' ? f.payload : f.payload.toString('utf8');
+      frames.push(text);
+      recordFrame(text);
     };
     ws.on('framesent', keep);
     ws.on('framereceived', keep);

@@ -1,6 +1,7 @@
 // What a user does, step by step, through the UI; plus read-only media checks via window.__klausur.
 import type { E2eeStatus } from '../src/e2ee/types';
 import { expect, type Page } from '@playwright/test';
+import { recordSecret } from './log-secrets';
 
 export interface InboundStat {
   participant_id: string;
@@ -11,7 +12,11 @@ export interface InboundStat {
   framesDecoded: number;
 }
 
+// Every password, link, name and chat text passed through here is recorded for the log check
+// after the suite (log-secrets.ts): none may appear in a server log.
+
 export async function login(page: Page, username: string, password: string): Promise<void> {
+  recordSecret('password', password);
   await page.goto('/login');
   await page.getByTestId('login-username').fill(username);
   await page.getByTestId('login-password').fill(password);
@@ -19,6 +24,8 @@ export async function login(page: Page, username: string, password: string): Pro
 }
 
 export async function changePassword(page: Page, current: string, next: string): Promise<void> {
+  recordSecret('password', current);
+  recordSecret('password', next);
   await expect(page.getByTestId('password-page')).toBeVisible();
   await page.getByTestId('password-current').fill(current);
   await page.getByTestId('password-new').fill(next);
@@ -42,13 +49,16 @@ export async function createMeeting(page: Page, title: string, profile: 'strict'
 
 /** On the meeting detail page: invites a guest by name and returns the link path (`/j/...`). */
 export async function inviteGuest(page: Page, name: string): Promise<string> {
+  recordSecret('display name', name);
   await page.getByTestId('invite-kind-guest').check();
   await page.getByTestId('invite-name').fill(name);
   await page.getByTestId('create-invite').click();
   const field = page.locator(`[data-testid="invite-link"][data-name="${name}"]`);
   await expect(field).toBeVisible();
   const link = await field.inputValue();
+  recordSecret('invitation link', link);
   expect(link).toMatch(/\/j\/[^/]+$/);
+  recordSecret('invitation token', decodeURIComponent(link.slice(link.lastIndexOf('/') + 1)));
   // The server gives an absolute URL; open it on the server under test.
   return new URL(link).pathname;
 }
@@ -60,7 +70,10 @@ export async function passPrejoin(page: Page, opts: { name?: string; expectTitle
   if (opts.expectInvitee) await expect(page.getByTestId('prejoin-invitee')).toContainText(opts.expectInvitee);
   // Wait until the camera preview runs, so the call starts with devices.
   await expect(page.getByTestId('preview-video')).toBeVisible();
-  if (opts.name !== undefined) await page.getByTestId('display-name-input').fill(opts.name);
+  if (opts.name !== undefined) {
+    recordSecret('display name', opts.name);
+    await page.getByTestId('display-name-input').fill(opts.name);
+  }
   await page.getByTestId('join-button').click();
 }
 
@@ -145,6 +158,7 @@ export async function openPanel(page: Page, panel: 'chat' | 'people' | 'security
 }
 
 export async function sendChat(page: Page, text: string): Promise<void> {
+  recordSecret('chat text', text);
   await openPanel(page, 'chat');
   await page.getByTestId('chat-input').fill(text);
   await page.getByTestId('chat-send').click();

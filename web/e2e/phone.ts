@@ -8,8 +8,11 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync, openSy
 import { createConnection, createServer } from 'node:net';
 import { createSocket } from 'node:dgram';
 import { join } from 'node:path';
+import { recordDialKeys, recordSecret } from './log-secrets';
 
 const CAPTURES = '/usr/share/sip-tester';
+/** The telephone number baresip calls from. */
+const BARESIP_NUMBER = '+4930987654321';
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 function freeUdpPort(): Promise<number> {
@@ -149,6 +152,9 @@ export interface SippCall {
 /** A sipp caller to `gateway` (`host:port`) typing `keys`, staying `stayMs`, then hanging up. */
 export async function sippCall(dir: string, gateway: string, keys: string, stayMs: number, caller: string): Promise<SippCall> {
   if (!existsSync(CAPTURES)) throw new Error(`${CAPTURES} is missing: install Debian's sip-tester`);
+  // Number, PIN and the caller's number must never reach the server's log (log-secrets.ts).
+  recordDialKeys(keys);
+  recordSecret('caller number', caller);
   mkdirSync(dir, { recursive: true });
   const file = join(dir, 'scenario.xml');
   writeFileSync(file, scenario(keys, stayMs, caller));
@@ -245,7 +251,8 @@ export class Baresip {
         `ctrl_tcp_listen\t127.0.0.1:${ctrl}`, `snd_path\t${join(dir, 'rec')}`, '',
       ].join('\n'),
     );
-    writeFileSync(join(dir, 'accounts'), '<sip:+4930987654321@127.0.0.1>;regint=0\n');
+    writeFileSync(join(dir, 'accounts'), `<sip:${BARESIP_NUMBER}@127.0.0.1>;regint=0\n`);
+    recordSecret('caller number', BARESIP_NUMBER);
     writeFileSync(join(dir, 'contacts'), '');
     const log = openSync(join(dir, 'baresip.log'), 'w');
     const child = spawn('baresip', ['-f', dir, '-v'], { stdio: ['ignore', log, log] });
@@ -295,6 +302,7 @@ export class Baresip {
 
   /** Dials `gateway` and types `keys` (a key every 400 ms, after 3 s). */
   async call(gateway: string, keys: string): Promise<void> {
+    recordDialKeys(keys);
     if (!(await this.command('dial', `sip:dialin@${gateway}`))) throw new Error(`baresip could not dial: ${this.log()}`);
     await sleep(3000);
     for (const k of keys) {

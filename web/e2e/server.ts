@@ -2,11 +2,12 @@
 // expected at ../target/debug/klausur (relative to web/), or wherever KLAUSUR_BIN points.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createSocket } from 'node:dgram';
-import { createWriteStream, existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { E2E_LOG_FILTER } from './log-secrets';
 
 const here = dirname(fileURLToPath(import.meta.url));
 export const webRoot = resolve(here, '..');
@@ -17,6 +18,7 @@ export interface KlausurServer {
    * `<dataDir>/initial-admin-password` (never to its output). */
   adminOneTimePassword: string;
   dataDir: string;
+  /** The server's whole output (stdout and stderr, across restarts). */
   logPath: string;
   /** Where the server records every forwarded RTP payload (`recordRtp` option), else null. */
   rtpRecording: string | null;
@@ -66,7 +68,16 @@ function freeUdpPort(): Promise<number> {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-export async function startServer(opts: ServerOptions = {}): Promise<KlausurServer> {
+let started = 0;
+
+/** Where a server's output goes: `<logDir>/server-<pid>-<n>[-<own>].log`, which outlives the
+ * server (the suite's log check reads it afterwards); without `logDir`, `server.log` in the data
+ * directory. */
+export interface LogOptions {
+  logDir?: string;
+}
+
+export async function startServer(opts: ServerOptions = {}, logOpts: LogOptions = {}): Promise<KlausurServer> {
   const bin = process.env.KLAUSUR_BIN ?? resolve(webRoot, '../target/debug/klausur');
   if (!existsSync(bin)) {
     throw new Error(`klausur server binary not found at ${bin}: build it with \`cargo build\` or set KLAUSUR_BIN`);
@@ -76,9 +87,14 @@ export async function startServer(opts: ServerOptions = {}): Promise<KlausurServ
     throw new Error(`${dist}/index.html is missing: run \`npm run build\` (or \`npm run build:test-hooks\`) in web/ first`);
   }
   const dataDir = mkdtempSync(join(tmpdir(), 'klausur-e2e-'));
-  const logPath = join(dataDir, 'server.log');
+  started += 1;
+  if (logOpts.logDir) mkdirSync(logOpts.logDir, { recursive: true });
+  const logPath = logOpts.logDir
+    ? join(logOpts.logDir, `server-${process.pid}-${started}${opts.own ? `-${opts.own.replace(/[^\w-]/g, '_')}` : ''}.log`)
+    : join(dataDir, 'server.log');
   const rtpRecording = opts.recordRtp ? join(dataDir, 'rtp-recording.jsonl') : null;
-  const log = createWriteStream(logPath);
+  // Written synchronously: what the server said is in the file even if this worker dies.
+  let log: number | null = openSync(logPath, 'a');
   const port = await freeTcpPort();
   const mediaPort = await freeUdpPort();
   const sipAddress = opts.sipListen ? `127.0.0.1:${await freeUdpPort()}` : null;
@@ -87,11 +103,12 @@ export async function startServer(opts: ServerOptions = {}): Promise<KlausurServ
   const passwordFile = join(dataDir, 'initial-admin-password');
   let password: string | null = null;
   let exited: string | null = null;
-  const scan = (chunk: Buffer) => {
-    const text = chunk.toString('utf8');
-    log.write(text);
-    if (process.env.KLAUSUR_E2E_VERBOSE) process.stderr.write(text);
+  const keep = (chunk: Buffer) => {
+    if (log !== null) writeSync(log, chunk);
+    if (process.env.KLAUSUR_E2E_VERBOSE) process.stderr.write(chunk);
   };
+  /** Resolves when a server process's output is all read (its pipes closed). */
+  const drained: Promise<void>[] = [];
   // The first start writes the admin's one-time password to a file only its user can read.
   const readPassword = () => {
     if (password || !existsSync(passwordFile)) return;
@@ -112,11 +129,17 @@ export async function startServer(opts: ServerOptions = {}): Promise<KlausurServ
       ],
       {
         stdio: ['ignore', 'pipe', 'pipe'],
-        env: { ...process.env, NO_COLOR: '1', ...(rtpRecording ? { KLAUSUR_TEST_RECORD_RTP: rtpRecording } : {}) },
+        env: {
+          ...process.env,
+          NO_COLOR: '1',
+          KLAUSUR_LOG: process.env.KLAUSUR_E2E_LOG ?? E2E_LOG_FILTER,
+          ...(rtpRecording ? { KLAUSUR_TEST_RECORD_RTP: rtpRecording } : {}),
+        },
       },
     );
-    c.stdout?.on('data', scan);
-    c.stderr?.on('data', scan);
+    c.stdout?.on('data', keep);
+    c.stderr?.on('data', keep);
+    drained.push(new Promise((r) => c.on('close', () => r())));
     c.on('exit', (code, signal) => {
       exited = `exited with ${code ?? signal}`;
     });
@@ -133,7 +156,12 @@ export async function startServer(opts: ServerOptions = {}): Promise<KlausurServ
   };
   const stop = async () => {
     await terminate();
-    log.end();
+    // The output a process wrote before it ended may still be in its pipes.
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    await Promise.race([Promise.all(drained), new Promise((r) => (timer = setTimeout(r, 5000)))]);
+    clearTimeout(timer);
+    if (log !== null) closeSync(log);
+    log = null;
     if (!process.env.KLAUSUR_E2E_KEEP) rmSync(dataDir, { recursive: true, force: true });
   };
   const waitReady = async (needPassword: boolean) => {
