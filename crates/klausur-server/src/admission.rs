@@ -30,9 +30,57 @@ use klausur_proto::{JoinMethod, ParticipantKind, PhoneLeg, SecurityProfile};
 use klausur_store::{BanSubject, Invitation, Meeting, Store, User};
 
 use crate::auth::token_hash;
-use crate::identity::AddressBudget;
-use crate::meeting::{MeetingSeed, Pass, Standing};
-use crate::state::AppState;
+use crate::budget::AddressBudget;
+
+/// What the database says about someone who wants to join, decided before the actor sees it.
+#[derive(Debug, Clone)]
+pub struct Standing {
+    pub display_name: String,
+    pub kind: ParticipantKind,
+    /// Organiser or moderator of the meeting: never waits, not even when locked.
+    pub moderator: bool,
+    /// How they come in if the profile admits them directly; `None` = lobby.
+    pub direct: Option<JoinMethod>,
+    /// A moderator removed this account or invitation earlier.
+    pub banned: bool,
+    /// What a removal bans: the account or the invitation (lobby guests have nothing to ban).
+    pub ban_subject: Option<BanSubject>,
+    pub user_id: Option<i64>,
+    /// The invitation's name, shown in the lobby list.
+    pub invitation: Option<String>,
+    /// A guest admitted from the lobby: their pass back into the running meeting.
+    pub pass: Option<Pass>,
+    /// For a returning pass holder: the account or invitation of the moderator who admitted
+    /// them, whose client adds them to the encrypted group again.
+    pub admitter: Option<BanSubject>,
+    /// A telephone caller (kind `PhoneGateway`): the call's leg as everyone sees it.
+    pub phone: Option<klausur_proto::PhoneLeg>,
+    /// An invited guest's `rejoin_token`: the seat token this browser got in its last `joined`
+    /// (see `Actor::seat_tokens`).
+    pub seat_token: Option<String>,
+}
+
+/// A lobby guest's pass (stored: `klausur_store::GuestPass`), as the actor holds it.
+#[derive(Debug, Clone)]
+pub struct Pass {
+    pub id: i64,
+    /// The secret itself, for the holder's `joined`; only its hash is stored.
+    pub token: String,
+    pub muted: bool,
+}
+
+/// Static facts about a meeting when its actor starts.
+#[derive(Debug, Clone)]
+pub struct MeetingSeed {
+    pub id: String,
+    pub title: String,
+    pub organiser: String,
+    /// The organiser's account: the one role nobody can take away, the one who grants it.
+    pub organiser_id: i64,
+    pub profile: klausur_proto::SecurityProfile,
+    /// Telephone callers can join (a dial-in number, and a profile that allows dial-in).
+    pub dial_in: bool,
+}
 
 /// Failed invitation-token lookups allowed per client address in [`INVITATION_FAILURE_WINDOW`].
 pub const INVITATION_FAILURES_PER_WINDOW: u32 = 20;
@@ -49,11 +97,12 @@ pub struct Who {
 }
 
 impl Who {
-    /// The connection of `user` (if logged in) from the client address `client`.
-    pub fn from_client(state: &AppState, user: Option<User>, client: IpAddr) -> Who {
+    /// The connection of `user` (if logged in) from the client address `client`, whose failed
+    /// invitation lookups count against `guard` (the server's, `AppState::invitation_guard`).
+    pub fn from_client(guard: InvitationGuard, user: Option<User>, client: IpAddr) -> Who {
         Who {
             user,
-            source: Some(Source::new(state, client)),
+            source: Some(Source::new(guard, client)),
         }
     }
 }
@@ -118,13 +167,9 @@ pub struct Source {
 }
 
 impl Source {
-    /// The client at `client`, counting against the server's guard.
-    pub fn new(state: &AppState, client: IpAddr) -> Source {
-        let guard = match state.guest_credential_limiter.lock() {
-            Ok(l) => l.invitations(),
-            // A panic elsewhere while holding the lock leaves the budgets intact.
-            Err(poisoned) => poisoned.into_inner().invitations(),
-        };
+    /// The client at `client`, counting against `guard` (the server's,
+    /// `AppState::invitation_guard`).
+    pub fn new(guard: InvitationGuard, client: IpAddr) -> Source {
         Source { client, guard }
     }
 
@@ -756,10 +801,7 @@ mod tests {
             fail(t0, a),
             AdmissionError::TooManyInvalidInvitations
         ));
-        assert_eq!(
-            crate::signaling_error::Refusal::from(AdmissionError::TooManyInvalidInvitations).0,
-            klausur_proto::ErrorCode::RateLimited
-        );
+        // Its reply (code `rate_limited`) is pinned in `meeting::signaling_error`'s table.
         // Negative controls: another address, and the next window.
         assert!(matches!(fail(t0, b), AdmissionError::InvitationInvalid));
         assert!(matches!(

@@ -12,7 +12,7 @@
 //! user id, lifetime, client address; never the device key or the token): that log, kept on the
 //! CA's host, is what separating the CA from the media server buys.
 //!
-//! The token file holds one line of at least [`MIN_TOKEN_CHARS`] printable characters;
+//! The token file holds one line of at least [`MIN_TOKEN_CHARS`](crate::identity::ca_protocol::MIN_TOKEN_CHARS) printable characters;
 //! `klausur identity-ca init-token` writes a new random one with mode 0600.
 //!
 //! # Facing hostile callers
@@ -26,29 +26,27 @@
 //! half-sent headers do not keep connections open; under TLS, the handshake has ten seconds.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, State};
 use axum::http::{header, HeaderMap};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use klausur_e2ee::{IdentityCa, ParticipantKind};
-use serde::{Deserialize, Serialize};
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
-use crate::api::{validate_display_name, ApiError};
 use crate::config::TlsFiles;
-use crate::http_error::Refusal;
+use crate::http::api::ApiError;
+use crate::http::http_error::Refusal;
 use crate::identity;
+use crate::identity::ca_protocol::{check_request, load_token_file, IssueResponse, RequestError};
 
-/// Shortest accepted token, in characters.
-pub const MIN_TOKEN_CHARS: usize = 32;
 /// Default for `--max-issues-per-minute`.
 pub const DEFAULT_ISSUES_PER_MINUTE: u32 = 600;
 /// Request bodies larger than this are refused.
@@ -59,26 +57,6 @@ pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
 /// The warnings anyone can cause (a request without the token, the rate limit) are written at
 /// most once per this interval.
 pub const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(60);
-
-/// The body of `POST /issue`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct IssueRequest {
-    pub user_id: String,
-    pub display_name: String,
-    pub kind: ParticipantKind,
-    /// 64 hex digits.
-    pub device_key: String,
-    pub valid_minutes: u64,
-}
-
-/// The answer of `POST /issue`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct IssueResponse {
-    /// `SignedCredential::to_bytes`, standard base64.
-    pub credential: String,
-    pub ca_public_key: String,
-    pub not_after_ms: u64,
-}
 
 /// `klausur identity-ca serve`, validated.
 #[derive(Debug, Clone)]
@@ -138,53 +116,6 @@ impl ServiceConfig {
             issues_per_minute,
         })
     }
-}
-
-/// Writes a new random token (256 bits) to `path` with mode 0600. Refuses an existing file
-/// unless `force`, in which case the file is replaced atomically.
-pub fn create_token_file(path: &Path, force: bool) -> anyhow::Result<()> {
-    let token = crate::auth::new_token();
-    let mut text = Zeroizing::new(String::with_capacity(token.len() + 1));
-    text.push_str(&token);
-    text.push('\n');
-    identity::write_secret_file(path, text.as_bytes(), force).map_err(|e| match e {
-        identity::WriteSecretError::Exists => anyhow::anyhow!(
-            "{} already exists; refusing to overwrite a token (pass --force to replace it; the \
-             servers using the old one must get the new one)",
-            path.display()
-        ),
-        identity::WriteSecretError::Other(e) => e,
-    })
-}
-
-/// Reads a token file: its first line, at least [`MIN_TOKEN_CHARS`] printable ASCII characters.
-/// Warns (in the log) if the file is readable by group or others.
-pub fn load_token_file(path: &Path) -> anyhow::Result<Zeroizing<String>> {
-    let text = Zeroizing::new(
-        std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read the token file {}", path.display()))?,
-    );
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt as _;
-        if let Ok(meta) = std::fs::metadata(path) {
-            if meta.permissions().mode() & 0o077 != 0 {
-                tracing::warn!(
-                    file = %path.display(),
-                    "the token file is readable by other users; chmod 600 it"
-                );
-            }
-        }
-    }
-    let line = text.lines().next().unwrap_or("").trim();
-    if line.chars().count() < MIN_TOKEN_CHARS || !line.chars().all(|c| c.is_ascii_graphic()) {
-        bail!(
-            "the token file {} must hold one line of at least {MIN_TOKEN_CHARS} printable \
-             characters without spaces (`klausur identity-ca init-token` makes one)",
-            path.display()
-        );
-    }
-    Ok(Zeroizing::new(line.to_string()))
 }
 
 /// Issuances allowed in fixed one-minute windows, for all callers together (the caller is a
@@ -285,101 +216,6 @@ fn router(state: CaState) -> Router {
 
 async fn public_key(State(state): State<CaState>) -> Json<Value> {
     Json(json!({ "public_key": state.0.public_key_hex }))
-}
-
-/// Why `POST /issue` is refused; [`crate::http_error`] makes the replies.
-#[derive(Debug, thiserror::Error)]
-pub enum RequestError {
-    /// The bearer token is missing or wrong.
-    #[error("missing or wrong bearer token")]
-    Unauthorized,
-    /// More issuances this minute than the service allows.
-    #[error("too many credentials this minute; try again shortly")]
-    RateLimited,
-    /// The body is not a JSON object.
-    #[error("the body must be a JSON object")]
-    Malformed,
-    /// A field is missing, unknown or wrong; the message starts with its name.
-    #[error("{0}")]
-    InvalidField(String),
-}
-
-fn invalid(field: &str, message: impl Into<String>) -> RequestError {
-    let message = message.into();
-    let message = if message.starts_with(field) {
-        message
-    } else {
-        format!("{field}: {message}")
-    };
-    RequestError::InvalidField(message)
-}
-
-fn string_field<'a>(body: &'a Map<String, Value>, field: &str) -> Result<&'a str, RequestError> {
-    match body.get(field) {
-        Some(Value::String(s)) => Ok(s),
-        Some(_) => Err(invalid(field, "must be a string")),
-        None => Err(invalid(field, "is missing")),
-    }
-}
-
-struct Checked {
-    user_id: String,
-    display_name: String,
-    kind: ParticipantKind,
-    device_key: klausur_e2ee::VerifyingKey,
-    valid_minutes: u64,
-}
-
-/// Validates the body of `POST /issue` field by field, as `identity-ca issue` does.
-fn check_request(body: &[u8]) -> Result<Checked, RequestError> {
-    let body: Map<String, Value> =
-        serde_json::from_slice(body).map_err(|_| RequestError::Malformed)?;
-    const FIELDS: [&str; 5] = [
-        "user_id",
-        "display_name",
-        "kind",
-        "device_key",
-        "valid_minutes",
-    ];
-    if let Some(unknown) = body.keys().find(|k| !FIELDS.contains(&k.as_str())) {
-        let shown: String = unknown.chars().take(40).collect();
-        return Err(invalid(&shown, "unknown field"));
-    }
-    let user_id = string_field(&body, "user_id")?;
-    identity::validate_user_id(user_id).map_err(|e| invalid("user_id", e))?;
-    let display_name = validate_display_name(string_field(&body, "display_name")?)
-        .map_err(|e| invalid("display_name", e))?;
-    let kind = serde_json::from_value::<ParticipantKind>(Value::String(
-        string_field(&body, "kind")?.to_string(),
-    ))
-    .map_err(|_| {
-        invalid(
-            "kind",
-            "must be one of staff, invited_guest, guest, phone_gateway",
-        )
-    })?;
-    let device_key = identity::parse_device_key(string_field(&body, "device_key")?)
-        .map_err(|e| invalid("device_key", e))?;
-    let range = format!(
-        "must be a whole number from 1 to {}",
-        identity::MAX_CREDENTIAL_MINUTES
-    );
-    let valid_minutes = match body.get("valid_minutes") {
-        Some(v) => v
-            .as_u64()
-            .ok_or_else(|| invalid("valid_minutes", range.clone()))?,
-        None => return Err(invalid("valid_minutes", "is missing")),
-    };
-    if !(1..=identity::MAX_CREDENTIAL_MINUTES).contains(&valid_minutes) {
-        return Err(invalid("valid_minutes", range));
-    }
-    Ok(Checked {
-        user_id: user_id.to_string(),
-        display_name,
-        kind,
-        device_key,
-        valid_minutes,
-    })
 }
 
 fn kind_name(kind: ParticipantKind) -> &'static str {
@@ -639,28 +475,5 @@ mod tests {
         for i in 0..5u64 {
             assert_eq!(l.note(t0 + Duration::from_secs(60 * i)), Some(0), "{i}");
         }
-    }
-
-    #[test]
-    fn token_files() {
-        let dir = tempfile::tempdir().expect("tmp");
-        let path = dir.path().join("t");
-        create_token_file(&path, false).expect("create");
-        let t = load_token_file(&path).expect("load");
-        assert!(t.len() >= MIN_TOKEN_CHARS);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt as _;
-            let mode = std::fs::metadata(&path).expect("meta").permissions().mode();
-            assert_eq!(mode & 0o777, 0o600);
-        }
-        let err = create_token_file(&path, false).expect_err("exists");
-        assert!(err.to_string().contains("already exists"), "{err}");
-        create_token_file(&path, true).expect("force");
-        assert_ne!(*load_token_file(&path).expect("load"), *t);
-        std::fs::write(&path, "short\n").expect("write");
-        assert!(load_token_file(&path).is_err());
-        std::fs::write(&path, format!("{} x\n", "a".repeat(40))).expect("write");
-        assert!(load_token_file(&path).is_err());
     }
 }

@@ -12,11 +12,11 @@ use klausur_proto::SecurityProfile;
 use klausur_store::{InvitationKind, NewInvitation, Role};
 use serde_json::json;
 
-use crate::api::{validate_display_name, validate_title, validate_username};
 use crate::auth;
 use crate::config::{Config, Overrides};
 use crate::dialin::{DialInView, PinKey};
 use crate::identity;
+use crate::names::{validate_display_name, validate_title, validate_username};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -412,13 +412,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             };
             let config =
                 Config::load(cli.config.as_deref(), &o).context("invalid configuration")?;
-            let setup = crate::sip_gateway::remote_setup(
+            let setup = crate::dialin::sip_gateway::remote_setup(
                 &config,
                 &args.server,
                 args.token_file,
                 args.ca_file,
             )?;
-            crate::sip_gateway::run_remote(setup).await
+            crate::dialin::sip_gateway::run_remote(setup, crate::server::wait_for_signal()).await
         }
     }
 }
@@ -485,7 +485,7 @@ async fn identity_ca_cmd(cmd: IdentityCaCmd) -> anyhow::Result<()> {
             );
         }
         IdentityCaCmd::InitToken { token_file, force } => {
-            crate::ca_service::create_token_file(&token_file, force)?;
+            crate::identity::ca_protocol::create_token_file(&token_file, force)?;
             println!("wrote a new token to {}", token_file.display());
         }
         IdentityCaCmd::Serve {

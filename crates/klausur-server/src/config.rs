@@ -1,13 +1,15 @@
 //! Configuration: defaults, then a TOML file, then `KLAUSUR_*` environment variables, then
 //! command-line flags. Everything is parsed into a validated [`Config`] at start; an invalid
 //! value stops the start with a message naming the key and the problem.
+//!
+//! The bottom layer: imports nothing else of the crate. The types a setting is made of (the
+//! trusted proxies, the default client queue) live here, and the modules that act on them
+//! import them from here.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
-
-use crate::client_addr::TrustedProxies;
 
 /// A problem with the configuration, naming the key.
 #[derive(Debug, thiserror::Error)]
@@ -166,10 +168,10 @@ pub struct Config {
     /// The `[dialin]` section: telephone dial-in.
     pub dialin: DialInConfig,
     /// The unit of the dial-in throttle's growing delay (`2^(n-3)` units after `n` failures, at
-    /// most 30 units; see [`crate::dialin::ThrottleRule`]): one second. Not in the config file.
+    /// most 30 units; see `dialin::ThrottleRule`): one second. Not in the config file.
     pub dialin_throttle_unit: std::time::Duration,
     /// `[server] trusted_proxies`: the proxies whose `X-Forwarded-For` names the client (see
-    /// [`crate::client_addr`]); empty by default: no proxy is trusted.
+    /// `http::client_addr`); empty by default: no proxy is trusted.
     pub trusted_proxies: TrustedProxies,
     /// `[server] max_websockets_per_address`: meeting WebSockets open at once per client
     /// address (default 20); more are refused with 429 before the upgrade.
@@ -291,7 +293,7 @@ pub struct IdentityConfig {
 /// Who holds the identity CA key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CaSource {
-    /// The server itself: the CA signing key (see [`crate::identity`]) in this file; default
+    /// The server itself: the CA signing key (see `identity`) in this file; default
     /// `<data_dir>/identity-ca.key`, created with mode 0600 on the first start if missing.
     KeyFile(PathBuf),
     /// A CA service (`klausur identity-ca serve`) elsewhere; the server holds no CA key.
@@ -551,7 +553,7 @@ impl Config {
             max_websockets_per_address,
             http_header_timeout: std::time::Duration::from_secs(10),
             ws_session_check: std::time::Duration::from_secs(30),
-            client_queue: crate::meeting::CLIENT_QUEUE,
+            client_queue: CLIENT_QUEUE,
             password_workers,
             password_queue: 16 * password_workers,
             audit_retention_days,
@@ -566,6 +568,36 @@ impl Config {
                 .public_url
                 .as_deref()
                 .is_some_and(|u| u.starts_with("https://"))
+    }
+}
+
+/// Queue depth towards one client (the default of `client_queue`); a client that falls this far
+/// behind is disconnected.
+pub const CLIENT_QUEUE: usize = 512;
+
+/// The operator's trusted proxies: addresses and networks (`[server] trusted_proxies`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TrustedProxies(Vec<ipnet::IpNet>);
+
+impl TrustedProxies {
+    pub fn new(networks: Vec<ipnet::IpNet>) -> Self {
+        TrustedProxies(networks)
+    }
+
+    /// No proxy is trusted.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Whether `ip` is a trusted proxy.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        self.0.iter().any(|net| net.contains(&ip))
+    }
+
+    /// The networks, as configured.
+    pub fn networks(&self) -> &[ipnet::IpNet] {
+        &self.0
     }
 }
 

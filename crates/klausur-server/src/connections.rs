@@ -2,7 +2,7 @@
 //! and whose session each was opened with.
 //!
 //! - **Per address**: at most `[server] max_websockets_per_address` at once per client address
-//!   ([`crate::client_addr`]; IPv6 per /64, as one host usually has a whole /64); the next
+//!   (`http::client_addr`; IPv6 per /64, as one host usually has a whole /64); the next
 //!   upgrade is refused with 429 before it happens. Connections over the in-process dial-in
 //!   gateway's own loopback listener are not counted (it opens one per call).
 //! - **Per session**: a connection opened with a valid session cookie is registered with that
@@ -13,7 +13,7 @@
 //!   after a broken connection.
 //!
 //! These endings reach the connections of this process. A connection opened with a session also
-//! looks every `ws_session_check` whether its session is still valid ([`crate::ws`]), which
+//! looks every `ws_session_check` whether its session is still valid (`http::ws`), which
 //! catches what happened elsewhere: `klausur user disable` run as a separate process, or the
 //! session's expiry.
 //!

@@ -15,14 +15,14 @@
 //!
 //! The HTTP server ([`serve_api`]) speaks HTTP/1.1 only, in the clear or under TLS (offered by
 //! ALPN as the only protocol), and closes a connection that has not sent a complete request
-//! head within `http_header_timeout` of its acceptance ([`crate::first_request`], the TLS
+//! head within `http_header_timeout` of its acceptance ([`crate::http::first_request`], the TLS
 //! handshake included) or, on a connection kept alive, of its previous answer (hyper's
 //! `header_read_timeout`): half-sent headers, or none at all, cannot keep connections open.
 //! WebSockets are HTTP/1.1 upgrades, and a reverse proxy in front speaks HTTP/1.1 to klausur
 //! anyway.
 //!
 //! The in-process dial-in gateway reaches the server over a listener of its own on loopback
-//! ([`GatewayListener`]): its meeting WebSockets, one per call, do not count against the
+//! ([`crate::dialin::GatewayListener`]): its meeting WebSockets, one per call, do not count against the
 //! per-address limit of `[server] max_websockets_per_address`.
 
 use klausur_store::AuditActor;
@@ -35,11 +35,13 @@ use anyhow::Context;
 use klausur_store::{Role, Store};
 
 use crate::config::{CaSource, Config};
+use crate::dialin::sip_gateway;
 use crate::dialin::{self, DialIn};
-use crate::first_request::FirstRequest;
+use crate::http::api;
+use crate::http::first_request::FirstRequest;
 use crate::identity::{self, IdentityIssuer};
 use crate::state::AppState;
-use crate::{api, auth, media, sip_gateway};
+use crate::{auth, media};
 
 pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
     std::fs::create_dir_all(&config.data_dir)
@@ -318,7 +320,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     if let Some((l, addr)) = internal {
         tracing::info!(listen = %addr, "loopback listener for the in-process dial-in gateway");
         let app = api::router(state.clone())
-            .layer(axum::Extension(GatewayListener))
+            .layer(axum::Extension(crate::dialin::GatewayListener))
             .into_make_service_with_connect_info::<SocketAddr>();
         let (handle, timeout) = (handle.clone(), config.http_header_timeout);
         tokio::spawn(async move {
@@ -444,11 +446,6 @@ pub(crate) fn bind_listener(
         if tls.is_some() { "https" } else { "http" },
     ))
 }
-
-/// Marks requests that came over the in-process dial-in gateway's own loopback listener (an
-/// [`axum::Extension`] on that listener's router).
-#[derive(Debug, Clone, Copy)]
-pub struct GatewayListener;
 
 /// Serves the server's routes (the API, the WebSocket and the web client of `state`) on
 /// `listener` as `klausur serve` does, until `handle` shuts it down: HTTPS with the configured

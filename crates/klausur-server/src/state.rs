@@ -1,11 +1,16 @@
-//! Shared server state handed to every HTTP handler.
+//! Shared server state handed to every HTTP handler: the wiring of the layers below (store,
+//! audit trail, meetings, media, identity, dial-in, limits, live connections).
+//!
+//! May call every layer below the HTTP layer; the HTTP layer and the top (server, command line)
+//! call it.
 
-use crate::audit::Audit;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use klausur_store::Store;
 
+use crate::admission::InvitationGuard;
+use crate::audit::Audit;
 use crate::auth::{LoginLimiter, PasswordPool};
 use crate::config::Config;
 use crate::connections::Connections;
@@ -49,6 +54,16 @@ impl std::ops::Deref for AppState {
 }
 
 impl AppState {
+    /// The one guard that failed invitation-token lookups count against, wherever a token is
+    /// presented (a handle; see `admission::InvitationGuard`).
+    pub fn invitation_guard(&self) -> InvitationGuard {
+        match self.guest_credential_limiter.lock() {
+            Ok(l) => l.invitations(),
+            // A panic elsewhere while holding the lock leaves the budgets intact.
+            Err(poisoned) => poisoned.into_inner().invitations(),
+        }
+    }
+
     /// `identity` is an [`IdentityIssuer`] or a local `IdentityCa`; `dialin` from
     /// [`DialIn::load`] (or [`DialIn::new`] with an in-memory key, in tests).
     pub fn new(

@@ -2,7 +2,7 @@
 //! (no invitation, a display name), an invited guest, staff, a moderator, an administrator, a
 //! removed participant and a participant of another meeting; plus CSRF and origin checks.
 //!
-//! The route list comes from the server itself ([`klausur_server::api::routes`], the table the
+//! The route list comes from the server itself ([`klausur_server::http::api::routes`], the table the
 //! router is built from): a route without a case here fails [`every_route_against_every_actor`],
 //! and so does a case for a route that no longer exists. What each of them may do once in a
 //! meeting (the signaling messages) is `tests/signaling_authz.rs`.
@@ -424,7 +424,7 @@ async fn every_route_against_every_actor() {
     let cases = cases(sam.id);
 
     // Every route of the server has a case, and every case a route.
-    let served: BTreeSet<(String, String)> = klausur_server::api::routes()
+    let served: BTreeSet<(String, String)> = klausur_server::http::api::routes()
         .into_iter()
         .map(|(m, p)| (m.to_string(), p.to_string()))
         .collect();

@@ -30,7 +30,7 @@ async fn server(trusted: &[&str]) -> TestServer {
         .collect();
     let srv = TestServer::start_with(|c| {
         c.login_attempts_per_15min = LIMIT;
-        c.trusted_proxies = klausur_server::client_addr::TrustedProxies::new(trusted);
+        c.trusted_proxies = klausur_server::config::TrustedProxies::new(trusted);
     })
     .await;
     srv.user("admin", Role::Admin).await;
@@ -165,7 +165,7 @@ async fn guest_credentials_count_per_forwarded_client() {
             c.identity.guest_credentials_per_15min = 2;
             if trusted {
                 c.trusted_proxies =
-                    klausur_server::client_addr::TrustedProxies::new(vec!["127.0.0.1/32"
+                    klausur_server::config::TrustedProxies::new(vec!["127.0.0.1/32"
                         .parse()
                         .expect("net")]);
             }
@@ -214,9 +214,8 @@ async fn websocket(srv: &TestServer, forwarded: &str) -> (u16, Option<common::ws
 async fn meeting_websockets_count_per_forwarded_client() {
     let srv = TestServer::start_with(|c| {
         c.max_websockets_per_address = 2;
-        c.trusted_proxies = klausur_server::client_addr::TrustedProxies::new(vec!["127.0.0.1/32"
-            .parse()
-            .expect("net")]);
+        c.trusted_proxies =
+            klausur_server::config::TrustedProxies::new(vec!["127.0.0.1/32".parse().expect("net")]);
     })
     .await;
     let mut open = Vec::new();

@@ -10,8 +10,9 @@ use std::net::SocketAddr;
 use klausur_e2ee::{IdentityCa, SigningKey};
 use klausur_server::config::{Config, Overrides};
 use klausur_server::dialin::{DialIn, PinKey};
+use klausur_server::http::api;
 use klausur_server::state::AppState;
-use klausur_server::{api, auth, media};
+use klausur_server::{auth, media};
 use klausur_store::{Role, Store, User};
 
 pub struct TestServer {

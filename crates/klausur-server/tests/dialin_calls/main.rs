@@ -23,7 +23,7 @@ use klausur_client::session::{Event, JoinAs};
 use klausur_e2ee::ParticipantKind as CredKind;
 use klausur_proto::{ClientMsg, Participant, ParticipantKind, SecurityProfile};
 use klausur_server::dialin;
-use klausur_server::sip_gateway;
+use klausur_server::dialin::sip_gateway;
 use klausur_sip::core::codec::{OpusDecoder, OpusEncoder, OpusSettings};
 use klausur_sip::driver::caller::audio_level;
 use klausur_store::{Invitation, InvitationKind, Meeting, NewInvitation, Role};

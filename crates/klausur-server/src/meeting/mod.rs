@@ -1,5 +1,16 @@
-//! The meeting actor: one task per running meeting owns its participants, lobby and
-//! moderation state, and is mutated only through its command channel (no locks).
+//! The meeting layer: one actor per running meeting (this module), the registry of running
+//! meetings ([`Registry`]), the MLS delivery ordering ([`delivery`]), the participant ids on the
+//! wire ([`ids`]) and the one conversion of a refusal into a WebSocket `error` message
+//! ([`signaling_error`]).
+//!
+//! May call `media` (rooms and peers, through its handle), `admission` (the standing a join
+//! arrives with), `config`, `auth`, `audit` and `storage_fault`; never the HTTP layer, the state
+//! or the server.
+//!
+//! # The actor
+//!
+//! One task per running meeting owns its participants, lobby and moderation state, and is
+//! mutated only through its command channel (no locks).
 //!
 //! Admission policy is decided before a join reaches the actor (see [`Standing`], computed
 //! from the database by the WebSocket handler); the actor applies the meeting's live state
@@ -16,15 +27,20 @@ use klausur_proto::{
 use klausur_room::{PeerId, RoomEvent};
 use klausur_store::{AuditActor, BanSubject, Store};
 
-use crate::audit::{self, kind, Audit, Entry};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::delivery::{Delivery, Out};
-use crate::media::{MediaCmd, MediaHandle, RoomKey};
-use crate::signaling_error::Refusal;
+pub mod delivery;
+pub mod ids;
+pub mod signaling_error;
 
-/// Queue depth towards one client; a client that falls this far behind is disconnected.
-pub const CLIENT_QUEUE: usize = 512;
+use crate::audit::{self, kind, Audit, Entry};
+use crate::media::{MediaCmd, MediaHandle, RoomKey};
+use delivery::{Delivery, Out};
+use signaling_error::Refusal;
+
+pub use crate::admission::{MeetingSeed, Pass, Standing};
+pub use crate::config::CLIENT_QUEUE;
+pub use ids::{parse_participant_id, participant_id};
 
 /// Most guests waiting in one meeting's lobby; the next is told the lobby is full. A hundred
 /// waiting guests are more than any moderator admits one by one.
@@ -33,43 +49,6 @@ pub const MAX_LOBBY: usize = 100;
 /// Moderators get the lobby list at most this often: arrivals in between are sent as one
 /// list, so a crowd arriving at once does not send each moderator a list per guest.
 pub const LOBBY_NOTICE_INTERVAL: std::time::Duration = std::time::Duration::from_millis(500);
-
-/// What the database says about someone who wants to join, decided before the actor sees it.
-#[derive(Debug, Clone)]
-pub struct Standing {
-    pub display_name: String,
-    pub kind: ParticipantKind,
-    /// Organiser or moderator of the meeting: never waits, not even when locked.
-    pub moderator: bool,
-    /// How they come in if the profile admits them directly; `None` = lobby.
-    pub direct: Option<JoinMethod>,
-    /// A moderator removed this account or invitation earlier.
-    pub banned: bool,
-    /// What a removal bans: the account or the invitation (lobby guests have nothing to ban).
-    pub ban_subject: Option<BanSubject>,
-    pub user_id: Option<i64>,
-    /// The invitation's name, shown in the lobby list.
-    pub invitation: Option<String>,
-    /// A guest admitted from the lobby: their pass back into the running meeting.
-    pub pass: Option<Pass>,
-    /// For a returning pass holder: the account or invitation of the moderator who admitted
-    /// them, whose client adds them to the encrypted group again.
-    pub admitter: Option<BanSubject>,
-    /// A telephone caller (kind `PhoneGateway`): the call's leg as everyone sees it.
-    pub phone: Option<klausur_proto::PhoneLeg>,
-    /// An invited guest's `rejoin_token`: the seat token this browser got in its last `joined`
-    /// (see `Actor::seat_tokens`).
-    pub seat_token: Option<String>,
-}
-
-/// A lobby guest's pass (stored: `klausur_store::GuestPass`), as the actor holds it.
-#[derive(Debug, Clone)]
-pub struct Pass {
-    pub id: i64,
-    /// The secret itself, for the holder's `joined`; only its hash is stored.
-    pub token: String,
-    pub muted: bool,
-}
 
 /// How long a guest pass stays valid after its holder's connection went (the browser tries to
 /// come back for about a minute; a restart of the server takes seconds).
@@ -131,19 +110,6 @@ pub struct Forgery {
     pub commit: CommitMaker,
     pub key_package: Vec<u8>,
     pub reply: oneshot::Sender<serde_json::Value>,
-}
-
-/// Static facts about a meeting when its actor starts.
-#[derive(Debug, Clone)]
-pub struct MeetingSeed {
-    pub id: String,
-    pub title: String,
-    pub organiser: String,
-    /// The organiser's account: the one role nobody can take away, the one who grants it.
-    pub organiser_id: i64,
-    pub profile: klausur_proto::SecurityProfile,
-    /// Telephone callers can join (a dial-in number, and a profile that allows dial-in).
-    pub dial_in: bool,
 }
 
 /// The running meetings of this server.
@@ -318,14 +284,6 @@ fn audit_actor(s: &Standing) -> AuditActor {
         }
         _ => AuditActor::new("lobby", None, name),
     }
-}
-
-pub fn participant_id(peer: PeerId) -> String {
-    format!("p{peer}")
-}
-
-pub fn parse_participant_id(id: &str) -> Option<PeerId> {
-    id.strip_prefix('p')?.parse().ok()
 }
 
 /// What makes two joins the same person's. A telephone caller has a seat of their own beside
@@ -1740,7 +1698,7 @@ impl Actor {
             } => {
                 // The identity credential this participant's leaf must carry.
                 let identity = self.members.get(&peer).and_then(|m| {
-                    crate::delivery::Identity::of(
+                    crate::meeting::delivery::Identity::of(
                         m.standing.kind,
                         m.standing.user_id,
                         m.standing.ban_subject,
@@ -1749,7 +1707,7 @@ impl Actor {
                 let out = match identity {
                     Some(identity) => self.delivery.member(
                         peer,
-                        crate::delivery::MemberClaim {
+                        crate::meeting::delivery::MemberClaim {
                             leaf,
                             epoch,
                             signature,

@@ -15,6 +15,7 @@ use tower_http::services::{ServeDir, ServeFile};
 use tower_http::set_header::SetResponseHeaderLayer;
 
 use crate::config::Config;
+use crate::http::http_error::{ApiError, Refusal};
 use crate::state::AppState;
 
 /// Content-Security-Policy of the client, strict: scripts, styles, workers, images and
@@ -97,7 +98,7 @@ pub fn with_static(api: Router<AppState>, config: &Config) -> Router<AppState> {
         }
         None => {
             tracing::warn!("web client not built (run `make web`); serving the API only");
-            api.fallback(crate::api::api_not_found)
+            api.fallback(api_not_found)
         }
     };
     let router = if config.tls.is_some() {
@@ -126,4 +127,9 @@ pub fn with_static(api: Router<AppState>, config: &Config) -> Router<AppState> {
             header::X_FRAME_OPTIONS,
             HeaderValue::from_static("DENY"),
         ))
+}
+
+/// The reply to an `/api/` path that no route serves: a 404 in the API's error format.
+pub async fn api_not_found(uri: axum::http::Uri) -> ApiError {
+    Refusal::NotFound(format!("route {} not found", uri.path())).into()
 }

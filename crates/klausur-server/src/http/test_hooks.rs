@@ -40,16 +40,10 @@ use rand::RngCore as _;
 use serde_json::{json, Value};
 use tokio::sync::oneshot;
 
-use crate::api::ApiError;
-use crate::http_error::Refusal;
+pub use crate::http::http_error::HookFailed;
+use crate::http::http_error::{ApiError, Refusal};
 use crate::meeting::{Forgery, MeetingCmd};
 use crate::state::AppState;
-
-/// A test hook that failed inside; its reply says why (a test build only: no release build
-/// tells a client what failed inside).
-#[derive(Debug, thiserror::Error)]
-#[error("{0:#}")]
-pub struct HookFailed(anyhow::Error);
 
 pub fn routes(router: Router<AppState>) -> Router<AppState> {
     router
@@ -211,41 +205,4 @@ async fn inject_ghost(
         .map_err(|_| not_running())?;
     let report = done.await.map_err(|_| not_running())?;
     Ok(Json(json!(report)))
-}
-
-/// Installs the RTP payload recorder on a new room if `KLAUSUR_TEST_RECORD_RTP` names a file.
-pub fn install_payload_recorder(room: &mut klausur_room::Room) {
-    use std::io::Write as _;
-    let Some(path) = std::env::var_os("KLAUSUR_TEST_RECORD_RTP") else {
-        return;
-    };
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&path);
-    let mut file = match file {
-        Ok(f) => f,
-        Err(e) => {
-            tracing::error!(
-                "cannot open the RTP recording {}: {e}",
-                path.to_string_lossy()
-            );
-            return;
-        }
-    };
-    room.set_payload_recorder(Box::new(move |p| {
-        use base64::Engine as _;
-        let line = json!({
-            "peer": p.publisher,
-            "ssrc": p.ssrc,
-            "seq": p.seq,
-            "ts": p.timestamp,
-            "pt": p.payload_type,
-            "marker": p.marker,
-            "codec": p.codec,
-            "payload": base64::engine::general_purpose::STANDARD.encode(p.payload),
-        });
-        // One write per line: with O_APPEND the lines of several rooms never interleave.
-        let _ = file.write_all(format!("{line}\n").as_bytes());
-    }));
 }

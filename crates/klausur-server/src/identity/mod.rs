@@ -1,5 +1,11 @@
-//! The identity CA: its key file, credential issuance, and the HTTP routes
-//! `GET /api/identity/ca` and `POST /api/identity/credential`.
+//! The identity layer: the CA's key file, credential issuance (local, or through the remote CA
+//! service's client [`RemoteCa`]), the CA service's protocol ([`ca_protocol`]) and the
+//! per-address limits of guest credentials.
+//!
+//! May call `admission`, `budget`, `names`, `config`, `auth` and `audit`; never the HTTP layer,
+//! the state or the server. Its HTTP routes, `GET /api/identity/ca` and
+//! `POST /api/identity/credential`, are `http::identity_api`; the CA as a service of its own is
+//! the top-level `ca_service`.
 //!
 //! The CA signs [`SignedCredential`]s (see `klausur-e2ee`) that bind a user id, a display name,
 //! a [`ParticipantKind`] and a device's Ed25519 key for a short time. Whoever holds the CA key can
@@ -43,12 +49,11 @@
 //! # Local or remote CA
 //!
 //! [`IdentityIssuer`] says who signs: the server itself with its key file (`Local`), or a CA
-//! service elsewhere (`Remote`, `[identity] remote_url`; see [`crate::ca_service`]). In remote
+//! service elsewhere (`Remote`, `[identity] remote_url`; the top-level `ca_service` module). In remote
 //! mode the server makes the same checks, then asks the CA to sign and verifies the answer
 //! against the CA key it fetched at start; a CA that cannot be reached or refuses makes the
 //! request a 502 `ca_unavailable`.
 
-use std::collections::HashMap;
 use std::io::Write as _;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -56,20 +61,15 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context};
-use axum::extract::{FromRequestParts, State};
-use axum::http::{HeaderMap, Method, Request};
-use axum::Json;
 use base64::Engine as _;
-use chrono::Utc;
 use klausur_e2ee::{IdentityCa, ParticipantKind, SignedCredential, SigningKey, VerifyingKey};
 use rand::RngCore;
-use serde::Deserialize;
-use serde_json::json;
 use zeroize::Zeroizing;
 
+pub mod ca_protocol;
+
 use crate::admission;
-use crate::api::{check_origin, validate_display_name, ApiError, Body, Staff};
-use crate::state::AppState;
+use crate::budget::AddressBudget;
 
 /// First line of a key file.
 pub const KEY_FILE_MAGIC: &str = "klausur-identity-ca-v1";
@@ -386,7 +386,7 @@ impl IdentityIssuer {
 /// Timeout for every request to the remote CA.
 pub const REMOTE_CA_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The client of a CA service (`klausur identity-ca serve`, see [`crate::ca_service`]).
+/// The client of a CA service (`klausur identity-ca serve`, the top-level `ca_service` module).
 pub struct RemoteCa {
     base_url: String,
     token: Zeroizing<String>,
@@ -398,7 +398,7 @@ impl RemoteCa {
     /// Reads the token and fetches the CA's public key (`GET /public-key`); fails if the CA
     /// cannot be reached, so that a misconfigured server does not start.
     pub async fn connect(config: &crate::config::RemoteCaConfig) -> anyhow::Result<RemoteCa> {
-        let token = crate::ca_service::load_token_file(&config.token_file)
+        let token = ca_protocol::load_token_file(&config.token_file)
             .context("identity.remote_token_file")?;
         let mut builder = reqwest::Client::builder()
             .timeout(REMOTE_CA_TIMEOUT)
@@ -460,7 +460,7 @@ impl RemoteCa {
                 "the identity CA did not issue the credential: {public}"
             ))
         };
-        let req = crate::ca_service::IssueRequest {
+        let req = ca_protocol::IssueRequest {
             user_id: user_id.to_string(),
             display_name: display_name.to_string(),
             kind,
@@ -491,7 +491,7 @@ impl RemoteCa {
             };
             return Err(fail(&public, format!("HTTP {status}: {body}")));
         }
-        let answer: crate::ca_service::IssueResponse = resp
+        let answer: ca_protocol::IssueResponse = resp
             .json()
             .await
             .map_err(|e| fail("its answer is malformed", format!("{e}")))?;
@@ -527,59 +527,6 @@ impl RemoteCa {
     }
 }
 
-/// Counts events per client address in fixed windows: at most `max` per address and window.
-/// IPv6 addresses count per /64 (one household or host usually has a whole /64). Sans-IO: the
-/// caller passes the time.
-#[derive(Debug)]
-pub struct AddressBudget {
-    max: u32,
-    window: Duration,
-    counts: HashMap<IpAddr, (u32, Instant)>,
-}
-
-/// More distinct addresses than this in one window are refused rather than remembered.
-const LIMITER_MAX_ADDRESSES: usize = 100_000;
-
-impl AddressBudget {
-    pub fn new(max_per_window: u32, window: Duration) -> Self {
-        AddressBudget {
-            max: max_per_window,
-            window,
-            counts: HashMap::new(),
-        }
-    }
-
-    fn key(ip: IpAddr) -> IpAddr {
-        match ip {
-            IpAddr::V4(_) => ip,
-            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-                Some(v4) => IpAddr::V4(v4),
-                None => {
-                    let s = v6.segments();
-                    IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
-                }
-            },
-        }
-    }
-
-    /// Counts one event for `ip`; false (and not counted) if its budget for the window is spent.
-    pub fn try_take(&mut self, now: Instant, ip: IpAddr) -> bool {
-        let window = self.window;
-        self.counts
-            .retain(|_, (_, start)| now.duration_since(*start) < window);
-        let key = Self::key(ip);
-        if !self.counts.contains_key(&key) && self.counts.len() >= LIMITER_MAX_ADDRESSES {
-            return false;
-        }
-        let entry = self.counts.entry(key).or_insert((0, now));
-        if entry.0 >= self.max {
-            return false;
-        }
-        entry.0 += 1;
-        true
-    }
-}
-
 /// Requests per address and 15 minutes for a guest credential to a meeting that does not exist
 /// or has ended, before such requests are answered 429. Stricter than the budget for real
 /// guests (`identity.guest_credentials_per_15min`), and separate from it: probing does not
@@ -587,7 +534,7 @@ impl AddressBudget {
 pub const GUEST_FAILURES_PER_15MIN: u32 = 20;
 
 /// The limits of `POST /api/identity/credential` and of invitation links per client address,
-/// kept together in the server state ([`crate::state::Inner::guest_credential_limiter`]):
+/// kept together in the server state (`state::Inner::guest_credential_limiter`):
 ///
 /// - `guests`: guest credentials issued for an open meeting (`guest_credentials_per_15min`);
 /// - `failures`: guest credential requests for a meeting that does not exist or has ended
@@ -641,7 +588,7 @@ pub fn guest_limiter(config: &crate::config::Config) -> Mutex<IssueLimiter> {
 }
 
 /// Why `POST /api/identity/credential` refuses, beyond the errors of the session, the store and
-/// admission it passes on. [`crate::http_error`] makes the replies.
+/// admission it passes on. `http::http_error` makes the replies.
 #[derive(Debug, thiserror::Error)]
 pub enum CredentialError {
     /// A field is wrong, or fields that exclude each other were combined.
@@ -666,222 +613,6 @@ pub enum CredentialError {
     /// The address has spent its guest-credential budget.
     #[error("too many guest credentials from this address; try again in 15 minutes")]
     TooManyGuests,
-}
-
-fn bad_request(message: impl Into<String>) -> ApiError {
-    CredentialError::Invalid(message.into()).into()
-}
-
-/// `GET /api/identity/ca`: the CA public key clients verify credentials against.
-pub async fn ca_info(State(state): State<AppState>) -> Json<serde_json::Value> {
-    Json(json!({ "public_key": state.identity.public_key_hex() }))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CredentialReq {
-    device_key: String,
-    #[serde(default)]
-    invite_token: Option<String>,
-    #[serde(default)]
-    meeting_id: Option<String>,
-    #[serde(default)]
-    display_name: Option<String>,
-    #[serde(default)]
-    dial_in_ticket: Option<String>,
-}
-
-/// A credential for an invitation whose holder a moderator removed from the meeting is refused
-/// while the removal stands.
-async fn refuse_if_removed(
-    state: &AppState,
-    inv: &klausur_store::Invitation,
-) -> Result<(), ApiError> {
-    let removed = state
-        .store
-        .is_banned(
-            &inv.meeting_id,
-            klausur_store::BanSubject::Invitation(inv.id),
-        )
-        .await?;
-    if removed {
-        return Err(CredentialError::Removed.into());
-    }
-    Ok(())
-}
-
-fn meeting_gone() -> ApiError {
-    CredentialError::MeetingEnded.into()
-}
-
-/// `POST /api/identity/credential`: a short-lived credential for the caller's device key; see
-/// the module documentation for who gets which kind.
-pub async fn issue_credential(
-    State(state): State<AppState>,
-    crate::client_addr::ClientIp(client): crate::client_addr::ClientIp,
-    headers: HeaderMap,
-    Body(req): Body<CredentialReq>,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    check_origin(&state.config, &headers)?;
-    let device_key = parse_device_key(&req.device_key).map_err(bad_request)?;
-    let (user_id, display_name, kind) = match (&req.invite_token, &req.meeting_id) {
-        _ if req.dial_in_ticket.is_some() => {
-            if req.invite_token.is_some() || req.display_name.is_some() {
-                return Err(bad_request(
-                    "dial_in_ticket cannot be combined with invite_token or display_name: the \
-                     ticket's invitation names the caller",
-                ));
-            }
-            let ticket = req.dial_in_ticket.as_deref().unwrap_or_default();
-            let (_, inv) =
-                crate::dialin::ticket_invitation(&state, ticket, req.meeting_id.as_deref()).await?;
-            let m = state
-                .store
-                .meeting(&inv.meeting_id)
-                .await?
-                .ok_or(CredentialError::MeetingNotFound)?;
-            if m.ended_at.is_some() {
-                return Err(meeting_gone());
-            }
-            if !admission::meeting_dial_in(&m) {
-                return Err(admission::AdmissionError::DialInNotAllowed.into());
-            }
-            refuse_if_removed(&state, &inv).await?;
-            (
-                format!("invitation:{}", inv.id),
-                inv.name,
-                ParticipantKind::PhoneGateway,
-            )
-        }
-        (Some(token), meeting_id) => {
-            if req.display_name.is_some() {
-                return Err(bad_request(
-                    "display_name cannot be chosen with an invitation: the invitation names the guest",
-                ));
-            }
-            // Failed lookups count against the address (admission::InvitationGuard).
-            let source = admission::Source::new(&state, client);
-            let inv = source.invitation(&state.store, token, Utc::now()).await?;
-            if meeting_id.as_ref().is_some_and(|m| *m != inv.meeting_id) {
-                return Err(source
-                    .failed(admission::AdmissionError::InvitationInvalid)
-                    .into());
-            }
-            let m = state
-                .store
-                .meeting(&inv.meeting_id)
-                .await?
-                .ok_or(CredentialError::MeetingNotFound)?;
-            if m.ended_at.is_some() {
-                return Err(meeting_gone());
-            }
-            // A removed holder gets none until a moderator lets them in again (the admission
-            // lifts the removal; the client asks for its credential once it is in).
-            refuse_if_removed(&state, &inv).await?;
-            (
-                format!("invitation:{}", inv.id),
-                inv.name,
-                ParticipantKind::InvitedGuest,
-            )
-        }
-        (None, Some(meeting_id)) => {
-            let name = req
-                .display_name
-                .as_deref()
-                .ok_or_else(|| bad_request("display_name is required for a guest credential"))?;
-            let name = validate_display_name(name).map_err(bad_request)?;
-            // The meeting first: a request for one that does not exist or has ended spends a
-            // budget of its own, never the one of the guests of real meetings.
-            let refusal = match state.store.meeting(meeting_id).await? {
-                None => Some(CredentialError::MeetingNotFound.into()),
-                Some(m) if m.ended_at.is_some() => Some(meeting_gone()),
-                Some(_) => None,
-            };
-            let now = Instant::now();
-            if let Some(refusal) = refusal {
-                let allowed = state
-                    .guest_credential_limiter
-                    .lock()
-                    .map(|mut l| l.try_take_failure(now, client))
-                    .unwrap_or(false);
-                return Err(if allowed {
-                    refusal
-                } else {
-                    CredentialError::TooManyFailures.into()
-                });
-            }
-            let allowed = state
-                .guest_credential_limiter
-                .lock()
-                .map(|mut l| l.try_take(now, client))
-                .unwrap_or(false);
-            if !allowed {
-                return Err(CredentialError::TooManyGuests.into());
-            }
-            let mut random = [0u8; 16];
-            rand::rngs::OsRng.fill_bytes(&mut random);
-            (
-                format!("guest:{}", hex::encode(random)),
-                name,
-                ParticipantKind::Guest,
-            )
-        }
-        (None, None) => {
-            if req.display_name.is_some() {
-                return Err(bad_request(
-                    "display_name needs meeting_id (guest credential)",
-                ));
-            }
-            // The session extractor needs the method and headers only.
-            let mut request = Request::new(());
-            *request.method_mut() = Method::POST;
-            *request.headers_mut() = headers;
-            let (mut parts, ()) = request.into_parts();
-            let Staff(user) = Staff::from_request_parts(&mut parts, &state).await?;
-            (
-                format!("user:{}", user.id),
-                user.display_name,
-                ParticipantKind::Staff,
-            )
-        }
-    };
-    let issued = state
-        .identity
-        .issue(
-            &user_id,
-            &display_name,
-            kind,
-            &device_key,
-            CREDENTIAL_MINUTES,
-        )
-        .await?;
-    let mut entry = crate::audit::Entry::new(
-        crate::audit::kind::CREDENTIAL_ISSUED,
-        klausur_store::AuditActor::new(
-            match kind {
-                ParticipantKind::Staff => "user",
-                ParticipantKind::PhoneGateway => "phone",
-                _ => "guest",
-            },
-            Some(user_id.clone()),
-            Some(display_name.clone()),
-        ),
-    )
-    .details(json!({
-        "participant_kind": kind,
-        "device_key": hex::encode(device_key.as_bytes()),
-        "not_after_ms": issued.not_after_ms,
-    }));
-    if let Some(meeting) = &req.meeting_id {
-        entry = entry.meeting(&crate::audit::bounded(meeting, 64));
-    }
-    state.audit.record(entry).await;
-    tracing::info!(kind = ?kind, "identity credential issued");
-    Ok(Json(json!({
-        "credential": issued.base64,
-        "ca_public_key": state.identity.public_key_hex(),
-        "not_after_ms": issued.not_after_ms,
-    })))
 }
 
 #[cfg(test)]

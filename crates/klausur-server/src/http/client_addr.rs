@@ -22,8 +22,8 @@ use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::request::Parts;
 use axum::http::HeaderMap;
 
-use crate::api::ApiError;
-use crate::http_error::Refusal;
+use crate::config::TrustedProxies;
+use crate::http::http_error::{ApiError, Refusal};
 use crate::state::AppState;
 
 /// The header a proxy appends the address it saw to.
@@ -32,32 +32,6 @@ pub const X_FORWARDED_FOR: &str = "x-forwarded-for";
 /// At most this many entries of `X-Forwarded-For` are read from the right; a chain of more
 /// trusted proxies than this is not trusted.
 pub const MAX_FORWARDED_HOPS: usize = 16;
-
-/// The operator's trusted proxies: addresses and networks (`[server] trusted_proxies`).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct TrustedProxies(Vec<ipnet::IpNet>);
-
-impl TrustedProxies {
-    pub fn new(networks: Vec<ipnet::IpNet>) -> Self {
-        TrustedProxies(networks)
-    }
-
-    /// No proxy is trusted.
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
-    /// Whether `ip` is a trusted proxy.
-    pub fn contains(&self, ip: IpAddr) -> bool {
-        let ip = ip.to_canonical();
-        self.0.iter().any(|net| net.contains(&ip))
-    }
-
-    /// The networks, as configured.
-    pub fn networks(&self) -> &[ipnet::IpNet] {
-        &self.0
-    }
-}
 
 /// The client address of a request from `peer` with these headers (see the module
 /// documentation): `peer` unless it is a trusted proxy, else the right-most `X-Forwarded-For`

@@ -5,7 +5,7 @@
 //! [`Admin`]; per-meeting rights by [`can_manage`]. State-changing requests need the session's
 //! CSRF token in `X-CSRF-Token` and a same-origin `Origin`; cookies are HttpOnly and
 //! SameSite=Strict. Handlers return typed errors ([`Refusal`] and the errors of the parts they
-//! call); they become JSON replies in exactly one place, [`crate::http_error`].
+//! call); they become JSON replies in exactly one place, [`crate::http::http_error`].
 //!
 //! Per-address limits take the client address from [`ClientIp`] (behind trusted proxies, the
 //! forwarded one). Passwords are checked and hashed on [`auth::PasswordPool`], never on the
@@ -17,8 +17,7 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use axum::extract::{FromRequestParts, Path, State, WebSocketUpgrade};
-use axum::http::request::Parts;
+use axum::extract::{Path, State, WebSocketUpgrade};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, on, MethodFilter};
@@ -32,186 +31,19 @@ use serde_json::json;
 use crate::admission::{self, Who};
 use crate::audit::{self, Entry};
 use crate::auth;
-use crate::client_addr::ClientIp;
-use crate::config::Config;
 use crate::connections::{Live, Owner, Refused};
 use crate::dialin::DialInView;
-pub use crate::http_error::ApiError;
-use crate::http_error::Refusal;
+use crate::http::client_addr::ClientIp;
+pub use crate::http::http_error::ApiError;
+use crate::http::http_error::Refusal;
+use crate::names::{validate_display_name, validate_title, validate_username};
 use crate::state::AppState;
 
-pub const SESSION_COOKIE: &str = "klausur_session";
-pub const CSRF_HEADER: &str = "x-csrf-token";
-
-/// JSON body extractor whose rejection is an [`ApiError`] that says what is wrong.
-pub struct Body<T>(pub T);
-
-impl<S, T> axum::extract::FromRequest<S> for Body<T>
-where
-    T: serde::de::DeserializeOwned,
-    S: Send + Sync,
-{
-    type Rejection = ApiError;
-    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
-        match Json::<T>::from_request(req, state).await {
-            Ok(Json(v)) => Ok(Body(v)),
-            Err(e) => Err(e.into()),
-        }
-    }
-}
-
-fn cookie_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|kv| kv.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v)
-}
-
-/// Rejects a cross-origin request: the `Origin` header, when present, must be this server's
-/// own origin, scheme included: the server's scheme (https with TLS) and the host the request
-/// was sent to, or the origin of `server.public_url` (behind a proxy that terminates TLS). An
-/// `https://` page is not this `http://` server. (Browsers send `Origin` on every POST,
-/// DELETE and WebSocket request.)
-pub(crate) fn check_origin(config: &Config, headers: &HeaderMap) -> Result<(), ApiError> {
-    let Some(origin) = headers.get(header::ORIGIN) else {
-        return Ok(());
-    };
-    let origin = origin.to_str().unwrap_or("").to_ascii_lowercase();
-    let host = headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or("")
-        .to_ascii_lowercase();
-    let scheme = if config.tls.is_some() {
-        "https"
-    } else {
-        "http"
-    };
-    let own = (!host.is_empty()).then(|| origin_of(&format!("{scheme}://{host}")));
-    let public = config.public_url.as_deref().map(origin_of);
-    if own.is_some_and(|o| o == origin) || public.is_some_and(|o| o == origin) {
-        Ok(())
-    } else {
-        Err(Refusal::Forbidden(
-            "cross-origin request refused (behind a proxy that terminates TLS, set \
-             server.public_url to the address browsers use)"
-                .into(),
-        )
-        .into())
-    }
-}
-
-/// The origin of a URL as a browser writes it: scheme and authority, lower case, without a
-/// path and without the scheme's default port.
-fn origin_of(url: &str) -> String {
-    let url = url.to_ascii_lowercase();
-    let (scheme, rest) = url.split_once("://").unwrap_or(("", url.as_str()));
-    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
-    let authority = match scheme {
-        "https" => authority.strip_suffix(":443").unwrap_or(authority),
-        "http" => authority.strip_suffix(":80").unwrap_or(authority),
-        _ => authority,
-    };
-    format!("{scheme}://{authority}")
-}
-
-/// Any logged-in account (also one that must still change its password).
-pub struct Session {
-    pub user: User,
-    pub id_hash: String,
-    pub csrf_token: String,
-    pub expires_at: DateTime<Utc>,
-}
-
-impl FromRequestParts<AppState> for Session {
-    type Rejection = ApiError;
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let unauth = || ApiError::from(Refusal::Unauthenticated);
-        let token = cookie_value(&parts.headers, SESSION_COOKIE).ok_or_else(unauth)?;
-        let id_hash = auth::token_hash(token);
-        let (session, user) = state
-            .store
-            .session_with_user(&id_hash, Utc::now())
-            .await?
-            .ok_or_else(unauth)?;
-        if user.disabled {
-            return Err(unauth());
-        }
-        if parts.method != Method::GET && parts.method != Method::HEAD {
-            check_origin(&state.config, &parts.headers)?;
-            let sent = parts
-                .headers
-                .get(CSRF_HEADER)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("");
-            if sent.is_empty() || sent != session.csrf_token {
-                return Err(Refusal::Forbidden("missing or wrong X-CSRF-Token".into()).into());
-            }
-        }
-        Ok(Session {
-            user,
-            id_hash,
-            csrf_token: session.csrf_token,
-            expires_at: session.expires_at,
-        })
-    }
-}
-
-/// A logged-in account that has set its own password.
-pub struct Staff(pub User);
-
-impl FromRequestParts<AppState> for Staff {
-    type Rejection = ApiError;
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let s = Session::from_request_parts(parts, state).await?;
-        if s.user.must_change_password {
-            return Err(Refusal::PasswordChangeRequired.into());
-        }
-        Ok(Staff(s.user))
-    }
-}
-
-/// An administrator.
-pub struct Admin(pub User);
-
-impl FromRequestParts<AppState> for Admin {
-    type Rejection = ApiError;
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let Staff(user) = Staff::from_request_parts(parts, state).await?;
-        if user.role != Role::Admin {
-            return Err(Refusal::Forbidden("administrators only".into()).into());
-        }
-        Ok(Admin(user))
-    }
-}
-
-/// The session's user if there is a valid session, for public routes.
-pub struct MaybeUser(pub Option<User>);
-
-impl FromRequestParts<AppState> for MaybeUser {
-    type Rejection = ApiError;
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        match cookie_value(&parts.headers, SESSION_COOKIE) {
-            Some(token) => Ok(MaybeUser(
-                ready_user(state, &auth::token_hash(token)).await?,
-            )),
-            None => Ok(MaybeUser(None)),
-        }
-    }
-}
-
-/// The user of the session `id_hash` if it is valid and the account ready to work (enabled,
-/// own password set).
-pub(crate) async fn ready_user(state: &AppState, id_hash: &str) -> Result<Option<User>, ApiError> {
-    let found = state.store.session_with_user(id_hash, Utc::now()).await?;
-    Ok(found
-        .map(|(_, u)| u)
-        .filter(|u| !u.disabled && !u.must_change_password))
-}
+use crate::http::extract::{check_origin, cookie_value, ready_user};
+pub use crate::http::extract::{
+    Admin, Body, MaybeUser, Session, Staff, CSRF_HEADER, SESSION_COOKIE,
+};
+use crate::http::web::api_not_found;
 
 /// The API's routes, built from one table so that the list of routes ([`routes`]) and the
 /// router that serves them cannot differ.
@@ -236,7 +68,7 @@ impl RouteTable {
 }
 
 /// Every route of the API and the handler that serves it (test hooks aside: they exist only
-/// in builds with the `test-hooks` feature, see [`crate::test_hooks`]).
+/// in builds with the `test-hooks` feature, see [`crate::http::test_hooks`]).
 fn route_table() -> RouteTable {
     use Method as M;
     RouteTable {
@@ -251,8 +83,8 @@ fn route_table() -> RouteTable {
     .add(M::POST, "/api/users", create_user)
     .add(M::POST, "/api/users/{id}/disable", disable_user)
     .add(M::GET, "/api/status", server_status)
-    .add(M::GET, "/api/audit", crate::audit_api::list)
-    .add(M::GET, "/api/audit/verify", crate::audit_api::verify)
+    .add(M::GET, "/api/audit", crate::http::audit_api::list)
+    .add(M::GET, "/api/audit/verify", crate::http::audit_api::verify)
     .add(M::GET, "/api/meetings", list_meetings)
     .add(M::POST, "/api/meetings", create_meeting)
     .add(M::GET, "/api/meetings/{id}", meeting_detail)
@@ -266,17 +98,25 @@ fn route_table() -> RouteTable {
     .add(M::POST, "/api/meetings/{id}/moderators", add_moderator)
     .add(M::GET, "/api/meetings/{id}/public", meeting_public)
     .add(M::GET, "/api/invite/{token}", invite_info)
-    .add(M::GET, "/api/identity/ca", crate::identity::ca_info)
+    .add(
+        M::GET,
+        "/api/identity/ca",
+        crate::http::identity_api::ca_info,
+    )
     .add(
         M::POST,
         "/api/identity/credential",
-        crate::identity::issue_credential,
+        crate::http::identity_api::issue_credential,
     )
-    .add(M::POST, "/api/dialin/calls", crate::dialin::post_call)
+    .add(
+        M::POST,
+        "/api/dialin/calls",
+        crate::http::dialin_api::post_call,
+    )
     .add(
         M::DELETE,
         "/api/dialin/calls/{ticket}",
-        crate::dialin::delete_call,
+        crate::http::dialin_api::delete_call,
     )
     .add(M::GET, "/api/ws", ws_upgrade)
     .add(M::GET, "/healthz", healthz)
@@ -293,8 +133,8 @@ pub fn router(state: AppState) -> Router {
         .router
         .route("/api/{*rest}", any(api_not_found));
     #[cfg(feature = "test-hooks")]
-    let api = crate::test_hooks::routes(api);
-    crate::web::with_static(api, &state.config).with_state(state)
+    let api = crate::http::test_hooks::routes(api);
+    crate::http::web::with_static(api, &state.config).with_state(state)
 }
 
 async fn healthz() -> &'static str {
@@ -340,10 +180,6 @@ fn resident_memory() -> Option<u64> {
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb * 1024)
-}
-
-pub async fn api_not_found(uri: axum::http::Uri) -> ApiError {
-    Refusal::NotFound(format!("route {} not found", uri.path())).into()
 }
 
 #[derive(Serialize)]
@@ -611,30 +447,6 @@ struct CreateUserReq {
     display_name: String,
     password: String,
     role: Role,
-}
-
-pub fn validate_username(u: &str) -> Result<String, String> {
-    let u = u.trim().to_lowercase();
-    let ok = (2..=40).contains(&u.len())
-        && u.chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
-    if ok {
-        Ok(u)
-    } else {
-        Err("username must be 2 to 40 characters of a-z, 0-9, '.', '_' or '-'".into())
-    }
-}
-
-/// A display name by the one rule of [`klausur_proto::text`] (at most
-/// [`klausur_proto::MAX_NAME_CHARS`]
-/// characters): the cleaned name, or a message that says what is wrong.
-pub fn validate_display_name(n: &str) -> Result<String, String> {
-    klausur_proto::text::check_name(n).map_err(|e| format!("the name {e}"))
-}
-
-/// A meeting title by the same rule.
-pub fn validate_title(t: &str) -> Result<String, String> {
-    klausur_proto::text::check_title(t).map_err(|e| format!("the title {e}"))
 }
 
 async fn create_user(
@@ -1111,7 +923,7 @@ async fn invite_info(
     Path(token): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     // A failed lookup counts against the client's address (admission::InvitationGuard).
-    let inv = admission::Source::new(&state, client)
+    let inv = admission::Source::new(state.invitation_guard(), client)
         .invitation(&state.store, &token, Utc::now())
         .await?;
     let m = state
@@ -1138,7 +950,7 @@ async fn invite_info(
 async fn ws_upgrade(
     State(state): State<AppState>,
     ClientIp(client): ClientIp,
-    gateway: Option<axum::Extension<crate::server::GatewayListener>>,
+    gateway: Option<axum::Extension<crate::dialin::GatewayListener>>,
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
@@ -1147,7 +959,7 @@ async fn ws_upgrade(
     // Counted against the client's address, except a dial-in gateway's (one connection per
     // call): over the in-process gateway's own listener, or with a gateway token. A wrong token
     // is refused rather than counted, so that a misconfigured gateway says so at once.
-    let gateway_token = match crate::dialin::presents_gateway_token(&state, &headers) {
+    let gateway_token = match crate::http::dialin_api::presents_gateway_token(&state, &headers) {
         Some(false) => {
             tracing::warn!("meeting WebSocket with a wrong gateway token refused");
             return Err(Refusal::Unauthorized(
@@ -1160,10 +972,10 @@ async fn ws_upgrade(
     };
     let counted = (gateway.is_none() && !gateway_token).then_some(client);
     let (user, live) = open_connection(&state, &headers, counted).await?;
-    let who = Who::from_client(&state, user, client);
+    let who = Who::from_client(state.invitation_guard(), user, client);
     Ok(ws
         .max_message_size(4 * 1024 * 1024)
-        .on_upgrade(move |socket| crate::ws::serve(state, socket, who, live)))
+        .on_upgrade(move |socket| crate::http::ws::serve(state, socket, who, live)))
 }
 
 /// Registers a meeting WebSocket ([`crate::connections`]) from `counted` (the client address it

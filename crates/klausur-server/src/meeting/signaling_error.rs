@@ -2,7 +2,7 @@
 //! sender receives.
 //!
 //! The parts that judge client messages return a [`Refusal`] (the delivery service
-//! [`crate::delivery`], the meeting actor [`crate::meeting`], the frame checks of [`crate::ws`])
+//! [`super::delivery`], the meeting actor, the frame checks of the WebSocket in `http::ws`)
 //! or their own typed errors ([`AdmissionError`] for a `join`, the protocol's [`DecodeError`]
 //! for a frame that is not a message), which become a [`Refusal`] here. A [`Refusal`] becomes a
 //! [`ServerMsg::Error`] by its `From` conversion below and nowhere else; the connection and the

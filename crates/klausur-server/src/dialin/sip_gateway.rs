@@ -115,8 +115,12 @@ pub async fn start_in_process(setup: GatewaySetup) -> anyhow::Result<RunningGate
     start(&setup).await
 }
 
-/// Runs the gateway on its own until it is stopped (`klausur sip-gateway`).
-pub async fn run_remote(setup: GatewaySetup) -> anyhow::Result<()> {
+/// Runs the gateway on its own until `stop` completes (`klausur sip-gateway`: SIGINT or
+/// SIGTERM).
+pub async fn run_remote(
+    setup: GatewaySetup,
+    stop: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
     disable_core_dumps();
     let gw = start(&setup).await?;
     println!(
@@ -124,7 +128,7 @@ pub async fn run_remote(setup: GatewaySetup) -> anyhow::Result<()> {
         setup.server_url,
         listen_summary(&setup)
     );
-    crate::server::wait_for_signal().await;
+    stop.await;
     tracing::info!("shutting down the SIP gateway: ending every call");
     gw.shutdown().await;
     println!("klausur: stopped");
@@ -166,7 +170,8 @@ pub fn remote_setup(
             "no gateway token: pass --token-file (or set [dialin] gateway_token_file) with the \
              token the server's [dialin] gateway_token_file holds",
         )?;
-    let token = crate::ca_service::load_token_file(&token_file).context("--token-file")?;
+    let token =
+        crate::identity::ca_protocol::load_token_file(&token_file).context("--token-file")?;
     let server_tls = match ca_file {
         Some(f) => Some(klausur_client::driver::tls_config(Some(&f)).context("--ca-file")?),
         None => match &config.dialin.server_ca_file {

@@ -1,12 +1,11 @@
 //! The one place where an error becomes an HTTP reply.
 //!
-//! Handlers and extractors (in [`crate::api`], [`crate::identity`], [`crate::dialin`],
-//! [`crate::ca_service`], [`crate::client_addr`] and the test hooks) say *what* went wrong: a
-//! [`Refusal`] for the kinds of reply every part of the API shares, or their own typed errors
+//! Handlers and extractors (in `api`, `extract`, `identity_api`, `dialin_api`, `client_addr`,
+//! the test hooks, and the top-level `ca_service`) say *what* went wrong: a [`Refusal`] for the kinds of reply every part of the API shares, or their own typed errors
 //! ([`crate::identity::CredentialError`], [`crate::identity::IssueError`],
-//! [`crate::ca_service::RequestError`], [`crate::admission::AdmissionError`],
+//! [`crate::identity::ca_protocol::RequestError`], [`crate::admission::AdmissionError`],
 //! [`klausur_store::StoreError`], [`crate::auth::PoolError`], axum's body rejections, and in
-//! builds with the `test-hooks` feature `test_hooks::HookFailed`). Each becomes an [`ApiError`]
+//! builds with the `test-hooks` feature `HookFailed`). Each becomes an [`ApiError`]
 //! here, by a `From` conversion that picks the HTTP status and the stable code; no other module
 //! builds a status code for an error. The body of every error reply is
 //! `{"error": {"code": "<code>", "message": "<message>"}}`.
@@ -24,7 +23,7 @@ use serde_json::json;
 
 use crate::admission::AdmissionError;
 use crate::auth::PoolError;
-use crate::ca_service::RequestError;
+use crate::identity::ca_protocol::RequestError;
 use crate::identity::{CredentialError, IssueError};
 
 /// An error reply: HTTP status, stable code, human message. Built only from the errors this
@@ -266,9 +265,17 @@ impl From<RequestError> for ApiError {
 }
 
 /// A test hook that failed inside says why (test builds only).
+/// A test hook that failed inside; its reply says why (a test build only: no release build
+/// tells a client what failed inside).
 #[cfg(feature = "test-hooks")]
-impl From<crate::test_hooks::HookFailed> for ApiError {
-    fn from(e: crate::test_hooks::HookFailed) -> Self {
+#[derive(Debug, thiserror::Error)]
+#[error("{0:#}")]
+pub struct HookFailed(pub anyhow::Error);
+
+/// A test hook that failed inside says why (test builds only).
+#[cfg(feature = "test-hooks")]
+impl From<HookFailed> for ApiError {
+    fn from(e: HookFailed) -> Self {
         ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
     }
 }

@@ -1,6 +1,6 @@
 //! The meeting WebSocket: validates every incoming frame (size, shape, rate) and relays it to
 //! the meeting actor. A frame refused here, or a `join` refused, is answered with an `error`
-//! reply (a [`Refusal`], made a message in [`crate::signaling_error`]); the connection and the
+//! reply (a [`Refusal`], made a message in [`crate::meeting::signaling_error`]); the connection and the
 //! meeting carry on.
 //!
 //! Every frame the client sends counts against the connection's rate limit, whatever its kind
@@ -22,8 +22,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::admission::{self, AdmissionError, Who};
 use crate::connections::Live;
+use crate::meeting::signaling_error::Refusal;
 use crate::meeting::{JoinRequest, MeetingCmd};
-use crate::signaling_error::Refusal;
 use crate::state::AppState;
 
 /// The close reason of a connection whose session or account was ended.
@@ -146,7 +146,7 @@ pub async fn serve(state: AppState, socket: WebSocket, who: Who, mut live: Live)
             _ = session_check.tick(), if session.is_some() => {
                 let id_hash = session.as_deref().unwrap_or_default();
                 // Only an answer that the session is gone ends it (not a storage error).
-                if let Ok(None) = crate::api::ready_user(&state, id_hash).await {
+                if let Ok(None) = crate::http::extract::ready_user(&state, id_hash).await {
                     session_ended = true;
                     break;
                 }
@@ -312,7 +312,7 @@ async fn join(
     let dial_in = match dial_in_ticket {
         Some(t) => {
             let (ticket, invitation) =
-                crate::dialin::ticket_invitation(state, &t, Some(&meeting_id)).await?;
+                crate::http::dialin_api::ticket_invitation(state, &t, Some(&meeting_id)).await?;
             Some(admission::DialInArrival {
                 invitation,
                 number_suffix: ticket.number_suffix,

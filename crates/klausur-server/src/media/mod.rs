@@ -1,4 +1,10 @@
-//! The media worker: owns the UDP socket and the room cores placed on it.
+//! The media layer: the media worker, which owns the UDP socket and the room cores placed on
+//! it, and [`MediaHandle`], the handle the rest of the server talks to it through.
+//!
+//! Imports nothing else of the crate: it sits below the meetings, which open rooms and place
+//! peers through the handle.
+//!
+//! # The worker
 //!
 //! One OS thread (`klausur-media`, not a tokio task) runs the loop that DESIGN.md section 3
 //! describes, as a plain blocking loop:
@@ -565,7 +571,7 @@ impl Worker {
                 #[allow(unused_mut)] // mutated only in test-hooks builds
                 let mut core = Room::new(RoomConfig::default());
                 #[cfg(feature = "test-hooks")]
-                crate::test_hooks::install_payload_recorder(&mut core);
+                install_payload_recorder(&mut core);
                 self.rooms.insert(
                     room,
                     RoomSlot {
@@ -933,6 +939,45 @@ impl Sender {
         };
         Ok(sent)
     }
+}
+
+/// Test builds only (`test-hooks`): installs the RTP payload recorder on a new room if
+/// `KLAUSUR_TEST_RECORD_RTP` names a file.
+#[cfg(feature = "test-hooks")]
+pub fn install_payload_recorder(room: &mut klausur_room::Room) {
+    use std::io::Write as _;
+    let Some(path) = std::env::var_os("KLAUSUR_TEST_RECORD_RTP") else {
+        return;
+    };
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path);
+    let mut file = match file {
+        Ok(f) => f,
+        Err(e) => {
+            tracing::error!(
+                "cannot open the RTP recording {}: {e}",
+                path.to_string_lossy()
+            );
+            return;
+        }
+    };
+    room.set_payload_recorder(Box::new(move |p| {
+        use base64::Engine as _;
+        let line = serde_json::json!({
+            "peer": p.publisher,
+            "ssrc": p.ssrc,
+            "seq": p.seq,
+            "ts": p.timestamp,
+            "pt": p.payload_type,
+            "marker": p.marker,
+            "codec": p.codec,
+            "payload": base64::engine::general_purpose::STANDARD.encode(p.payload),
+        });
+        // One write per line: with O_APPEND the lines of several rooms never interleave.
+        let _ = file.write_all(format!("{line}\n").as_bytes());
+    }));
 }
 
 #[cfg(test)]

@@ -1,6 +1,11 @@
-//! Telephone dial-in, the server's side: meeting numbers and phone PINs, the PIN key, the
-//! gateway API (`POST /api/dialin/calls`, `DELETE /api/dialin/calls/{ticket}`) with its
-//! throttle, and the tickets with which the gateway joins a meeting for a caller.
+//! The dial-in layer, the server's side of telephone dial-in: meeting numbers and phone PINs, the
+//! PIN key, the throttle of the gateway API, the verdict on a caller's PIN, the tickets with
+//! which the gateway joins a meeting for a caller, and where the SIP gateway is started
+//! (`sip_gateway`).
+//!
+//! May call `admission`, `identity` (its secret files), `config`, `auth` and `audit`; never the
+//! HTTP layer, the state or the server. The gateway API's routes (`POST /api/dialin/calls`,
+//! `DELETE /api/dialin/calls/{ticket}`) are `http::dialin_api`.
 //!
 //! # Numbers and PINs
 //!
@@ -56,7 +61,7 @@
 //!
 //! The decisions are pure and tested here: [`verdict`] (what a PIN that matched means now),
 //! [`match_pin`], [`Throttle`] and [`Tickets`] (both take `now`), [`GatewayTokens`]. The HTTP
-//! handlers [`post_call`] and [`delete_call`] only gather the facts (store, clock), sleep what
+//! handlers `post_call` and `delete_call` (`http::dialin_api`) only gather the facts (store, clock), sleep what
 //! the throttle says and turn the decisions into replies. The throttle is written here rather
 //! than taken from a rate-limiting crate: those limit a rate of requests (token buckets, GCRA),
 //! while this rule is an exponential delay after counted failures with a hard refusal beyond
@@ -69,26 +74,20 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use axum::extract::{Path as UrlPath, State};
-use axum::http::{header, HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
-use axum::Json;
 use chrono::{DateTime, Utc};
 use hmac::{Hmac, Mac};
 use klausur_proto::SecurityProfile;
 use klausur_store::{Invitation, Meeting, NewInvitation, PhonePin, Store, StoreError};
 use rand::{Rng, RngCore};
-use serde::{Deserialize, Serialize};
-use serde_json::json;
+use serde::Serialize;
 use sha2::{Digest, Sha256};
 use subtle::{ConditionallySelectable, ConstantTimeEq};
 use zeroize::Zeroizing;
 
-use crate::admission::{dial_in_allowed, AdmissionError};
-use crate::api::{ApiError, Body};
+pub mod sip_gateway;
+
+use crate::admission::dial_in_allowed;
 use crate::config::{Config, DialInConfig};
-use crate::http_error::Refusal;
-use crate::state::AppState;
 
 /// Digits of a meeting's dial-in number.
 pub const MEETING_NUMBER_DIGITS: usize = 8;
@@ -685,7 +684,7 @@ impl GatewayTokens {
 /// serves, which certificates of that server it trusts and the token to present there. For the
 /// gateway in `klausur serve`:
 /// [`DialIn::gateway_setup`]; for `klausur sip-gateway`: built from its command line (see
-/// [`crate::sip_gateway`]).
+/// `sip_gateway`).
 #[derive(Clone)]
 pub struct GatewaySetup {
     pub config: DialInConfig,
@@ -709,16 +708,19 @@ impl std::fmt::Debug for GatewaySetup {
     }
 }
 
-/// The server's dial-in state (in [`AppState`]): the PIN key, the gateway tokens, the tickets
+/// The server's dial-in state (in `state::AppState`): the PIN key, the gateway tokens, the tickets
 /// and the throttle.
 #[derive(Debug)]
 pub struct DialIn {
     pin_key: PinKey,
-    tokens: GatewayTokens,
+    /// The tokens a gateway presents (checked by the gateway API, `http::dialin_api`).
+    pub(crate) tokens: GatewayTokens,
     server_url: String,
     config: DialInConfig,
-    tickets: Mutex<Tickets>,
-    throttle: Mutex<Throttle>,
+    /// The tickets of admitted callers.
+    pub(crate) tickets: Mutex<Tickets>,
+    /// The throttle of PIN attempts.
+    pub(crate) throttle: Mutex<Throttle>,
 }
 
 impl DialIn {
@@ -754,9 +756,10 @@ impl DialIn {
             tracing::info!(file = %path.display(), "created the dial-in PIN key");
         }
         let remote = match &config.dialin.gateway_token_file {
-            Some(f) => {
-                Some(crate::ca_service::load_token_file(f).context("dialin.gateway_token_file")?)
-            }
+            Some(f) => Some(
+                crate::identity::ca_protocol::load_token_file(f)
+                    .context("dialin.gateway_token_file")?,
+            ),
             None => None,
         };
         Ok(DialIn::new(config, pin_key, remote, server_url))
@@ -796,6 +799,11 @@ impl DialIn {
     }
 }
 
+/// Marks requests that came over the in-process dial-in gateway's own loopback listener (an
+/// [`axum::Extension`] on that listener's router).
+#[derive(Debug, Clone, Copy)]
+pub struct GatewayListener;
+
 /// The base URL under which the server listening on `local` reaches itself: the address itself,
 /// or loopback for an unspecified one (`0.0.0.0`, `::`). `https` when the server terminates TLS
 /// itself (a gateway then has to trust its certificate for that address).
@@ -811,278 +819,6 @@ pub fn self_url(local: std::net::SocketAddr, tls: bool) -> String {
     };
     let scheme = if tls { "https" } else { "http" };
     format!("{scheme}://{}", std::net::SocketAddr::new(ip, local.port()))
-}
-
-// ----- HTTP -----
-
-/// Whether a request presents a gateway token: `None` without an `Authorization` header, else
-/// whether it is `Bearer` with one of the gateway tokens.
-pub fn presents_gateway_token(state: &AppState, headers: &HeaderMap) -> Option<bool> {
-    let value = headers.get(header::AUTHORIZATION)?;
-    let presented = value
-        .to_str()
-        .ok()
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
-        .unwrap_or("");
-    Some(!presented.is_empty() && state.dialin.tokens.accepts(presented))
-}
-
-/// Checks the gateway's bearer token.
-fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
-    if presents_gateway_token(state, headers) == Some(true) {
-        Ok(())
-    } else {
-        tracing::warn!("dial-in API: request without a valid gateway token refused");
-        Err(Refusal::Unauthorized("missing or wrong gateway token".into()).into())
-    }
-}
-
-/// `POST /api/dialin/calls`.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CallReq {
-    meeting_number: String,
-    pin: String,
-    #[serde(default)]
-    caller: Option<String>,
-    source: String,
-}
-
-fn digits(field: &str, s: &str) -> Result<(), Refusal> {
-    if s.is_empty() || s.len() > MAX_ENTRY_DIGITS || !s.bytes().all(|b| b.is_ascii_digit()) {
-        Err(Refusal::Invalid(format!(
-            "{field} must be 1 to {MAX_ENTRY_DIGITS} digits"
-        )))
-    } else {
-        Ok(())
-    }
-}
-
-fn short_text(field: &str, s: &str, max: usize) -> Result<(), Refusal> {
-    if s.chars().count() > max || s.chars().any(char::is_control) {
-        Err(Refusal::Invalid(format!(
-            "{field} must be at most {max} characters without control characters"
-        )))
-    } else {
-        Ok(())
-    }
-}
-
-/// The throttle keys of an attempt: the meeting number, and the caller's number if the trunk
-/// gave one, else the source address.
-fn throttle_keys(req: &CallReq) -> (String, String) {
-    let number = format!("number:{}", req.meeting_number);
-    let caller_digits: String = req
-        .caller
-        .as_deref()
-        .map(|c| c.chars().filter(char::is_ascii_digit).collect())
-        .unwrap_or_default();
-    let source = if caller_digits.is_empty() {
-        format!("source:{}", req.source)
-    } else {
-        format!("caller:{caller_digits}")
-    };
-    (number, source)
-}
-
-/// A meeting id no meeting has (for the comparison work of an unknown number).
-const NO_MEETING: &str = "-";
-
-/// Records a checked dial-in attempt: the meeting number typed, the meeting it names (if any),
-/// the result, the caller's signalling address and the last digits of the calling number (as
-/// the roster shows them). Never the PIN. Throttled attempts are not checked and not recorded
-/// one by one (the throttle bounds how many are checked).
-async fn record_attempt(state: &AppState, req: &CallReq, meeting: Option<&str>, result: &str) {
-    let mut entry = crate::audit::Entry::new(
-        crate::audit::kind::DIALIN_ATTEMPT,
-        klausur_store::AuditActor::new(
-            "phone",
-            None,
-            req.caller.as_deref().and_then(number_suffix),
-        ),
-    )
-    .details(json!({ "meeting_number": req.meeting_number, "result": result }));
-    if let Some(id) = meeting {
-        entry = entry.meeting(id);
-    }
-    if let Ok(ip) = req.source.parse::<std::net::IpAddr>() {
-        entry = entry.source(ip);
-    } else if let Some(ip) = req
-        .source
-        .parse::<std::net::SocketAddr>()
-        .ok()
-        .map(|a| a.ip())
-    {
-        entry = entry.source(ip);
-    }
-    state.audit.record(entry).await;
-}
-
-/// `POST /api/dialin/calls`: checks a meeting number and PIN for the gateway.
-pub async fn post_call(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    Body(req): Body<CallReq>,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    authorize(&state, &headers)?;
-    digits("meeting_number", &req.meeting_number)?;
-    digits("pin", &req.pin)?;
-    if let Some(c) = &req.caller {
-        short_text("caller", c, 64)?;
-    }
-    if req.source.is_empty() {
-        return Err(Refusal::Invalid("source is required".into()).into());
-    }
-    short_text("source", &req.source, 100)?;
-    let (number_key, source_key) = throttle_keys(&req);
-    let throttled = state
-        .dialin
-        .throttle
-        .lock()
-        .map(|mut t| t.attempt(Instant::now(), &[&number_key, &source_key]))
-        .unwrap_or(ThrottleVerdict::Throttled {
-            retry_after: Duration::from_secs(1),
-        });
-    let after = match throttled {
-        ThrottleVerdict::Check { after } => after,
-        ThrottleVerdict::Throttled { retry_after } => {
-            tracing::info!("dial-in check: throttled");
-            let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
-            return Ok(Json(
-                json!({"result": "throttled", "retry_after_secs": secs.max(1)}),
-            ));
-        }
-    };
-    if !after.is_zero() {
-        tokio::time::sleep(after).await;
-    }
-
-    let now = Utc::now();
-    let meeting = state
-        .store
-        .meeting_by_dial_in_number(&req.meeting_number)
-        .await?;
-    let meeting_id = meeting.as_ref().map_or(NO_MEETING, |m| m.id.as_str());
-    // The same work for an unknown number: the query, the HMAC, a comparison.
-    let mut pins = state.store.valid_phone_pins(meeting_id, now).await?;
-    if meeting.is_none() {
-        pins.push(PhonePin {
-            invitation_id: 0,
-            pin_hash: hex::encode([0u8; 32]),
-        });
-    }
-    let matched = match_pin(&state.dialin.pin_key, meeting_id, &req.pin, &pins);
-    let matched = matched.filter(|_| meeting.is_some());
-    let verdict = verdict(meeting.as_ref(), matched, now);
-    if verdict.pin_was_right() {
-        if let Ok(mut t) = state.dialin.throttle.lock() {
-            t.forgive(&number_key, &source_key);
-        }
-    }
-    let result = match (&verdict, &meeting) {
-        (Verdict::Admit { .. }, Some(_)) => "admit",
-        (Verdict::NotYet { .. }, _) => "not_yet",
-        (Verdict::NotAllowed, _) => "not_allowed",
-        (Verdict::Ended, _) => "ended",
-        _ => "wrong",
-    };
-    record_attempt(
-        &state,
-        &req,
-        meeting.as_ref().map(|m| m.id.as_str()),
-        result,
-    )
-    .await;
-    let (meeting, invitation_id) = match (verdict, meeting) {
-        (Verdict::Admit { invitation_id }, Some(m)) => (m, invitation_id),
-        (Verdict::NotYet { starts_at }, _) => {
-            tracing::info!("dial-in check: too early");
-            return Ok(Json(json!({"result": "not_yet", "starts_at": starts_at})));
-        }
-        (Verdict::NotAllowed, _) => {
-            tracing::info!("dial-in check: the meeting's profile refuses dial-in");
-            return Ok(Json(json!({"result": "not_allowed"})));
-        }
-        (Verdict::Ended, _) => {
-            tracing::info!("dial-in check: the meeting has ended");
-            return Ok(Json(json!({"result": "ended"})));
-        }
-        _ => {
-            tracing::info!("dial-in check: wrong number or PIN");
-            return Ok(Json(json!({"result": "wrong"})));
-        }
-    };
-    let invitation = state
-        .store
-        .invitation(invitation_id)
-        .await?
-        .ok_or(StoreError::NotFound)?;
-    let ticket = Ticket {
-        invitation_id,
-        meeting_id: meeting.id.clone(),
-        number_suffix: req.caller.as_deref().and_then(number_suffix),
-    };
-    let token = state
-        .dialin
-        .tickets
-        .lock()
-        .map(|mut t| t.issue(Instant::now(), ticket))
-        .map_err(|_| Refusal::Internal)?;
-    tracing::info!(meeting = %meeting.id, invitation = invitation_id, "dial-in call admitted");
-    Ok(Json(json!({
-        "result": "admit",
-        "ticket": token.as_str(),
-        "meeting_id": meeting.id,
-        "meeting_title": meeting.title,
-        "invitee": invitation.name,
-    })))
-}
-
-/// `DELETE /api/dialin/calls/{ticket}`: the call is over.
-pub async fn delete_call(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    UrlPath(ticket): UrlPath<String>,
-) -> Result<Response, ApiError> {
-    authorize(&state, &headers)?;
-    let voided = state
-        .dialin
-        .tickets
-        .lock()
-        .map(|mut t| t.void(Instant::now(), &ticket))
-        .unwrap_or(false);
-    if voided {
-        tracing::info!("dial-in call ended");
-        Ok(StatusCode::NO_CONTENT.into_response())
-    } else {
-        Err(Refusal::NotFound("no such call".into()).into())
-    }
-}
-
-/// The ticket's invitation, checked for a join or a credential: the ticket is valid (and for
-/// `meeting_id` if given), the invitation neither revoked nor expired.
-pub async fn ticket_invitation(
-    state: &AppState,
-    token: &str,
-    meeting_id: Option<&str>,
-) -> Result<(Ticket, Invitation), AdmissionError> {
-    let ticket = state
-        .dialin
-        .ticket(token)
-        .filter(|t| meeting_id.is_none_or(|m| m == t.meeting_id))
-        .ok_or(AdmissionError::TicketInvalid)?;
-    let inv = state
-        .store
-        .invitation(ticket.invitation_id)
-        .await
-        .map_err(|e| AdmissionError::Internal(e.to_string()))?
-        .filter(|i| i.meeting_id == ticket.meeting_id && i.revoked_at.is_none())
-        .ok_or(AdmissionError::InvitationInvalid)?;
-    if inv.expires_at <= Utc::now() {
-        return Err(AdmissionError::InvitationExpired);
-    }
-    Ok((ticket, inv))
 }
 
 #[cfg(test)]

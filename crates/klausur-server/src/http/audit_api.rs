@@ -9,8 +9,9 @@ use chrono::{DateTime, Utc};
 use klausur_store::{AuditFilter, AuditRecord};
 use serde::{Deserialize, Serialize};
 
-use crate::api::{Admin, ApiError};
-use crate::http_error::Refusal;
+use crate::http::extract::Admin;
+use crate::http::http_error::ApiError;
+use crate::http::http_error::Refusal;
 use crate::state::AppState;
 
 /// Records per page unless `limit` says otherwise.

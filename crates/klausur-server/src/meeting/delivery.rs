@@ -66,8 +66,8 @@ use klausur_proto::{
 use klausur_room::PeerId;
 use klausur_store::BanSubject;
 
-use crate::meeting::participant_id;
-use crate::signaling_error::Refusal;
+use crate::meeting::ids::participant_id;
+use crate::meeting::signaling_error::Refusal;
 
 /// Largest key package accepted, in bytes. A KeyPackage with its credential is about 420 bytes
 /// with a short name and 765 with the longest name a credential can carry (80 four-byte
