@@ -11,8 +11,9 @@ demo: setup web
 	$(CARGO) build --release -p klausur-server
 	./target/release/klausur serve --web-root web/dist
 
-## Set up and run every test: format, lints, Rust tests, generated types, web build, browser tests.
-test: setup-test rust-check rust-test wasm-test web-check e2e
+## Set up and run every test: format, lints, Rust tests, the fuzz targets built, generated types,
+## web build, browser tests.
+test: setup-test rust-check rust-test fuzz-build wasm-test web-check e2e
 
 setup:
 	./scripts/setup.sh
@@ -91,16 +92,26 @@ soak:
 	dir=$${CARGO_TARGET_DIR:-target}; \
 	$$dir/release/klausur-bench --server-bin $$dir/release/klausur --json $$dir/soak.json soak --markdown BENCHMARKS.md
 
-## Fuzzing (cargo-fuzz, libFuzzer): the dial-in gateway's SIP message check, its SDP parser and
-## the voice menu, FUZZ_SECONDS each (default 60), from the seeds in fuzz/seeds. cargo-fuzz needs
-## nightly compiler flags (sanitizers); the machine's stable toolchain is told to accept them
-## with RUSTC_BOOTSTRAP=1. Installs cargo-fuzz if missing.
+## Fuzzing (cargo-fuzz, libFuzzer; docs/security.md): signaling decoding, the room core, the MLS
+## delivery service, configuration, the audit chain, and the dial-in gateway's SIP message check,
+## SDP parser and voice menu; FUZZ_SECONDS each (default 60), from the seeds in fuzz/seeds (new
+## inputs go to fuzz/corpus, crashes to fuzz/artifacts; neither is tracked), with the dictionary
+## in fuzz/dicts where a target has one. `make fuzz FUZZ_TARGETS=room` runs one. cargo-fuzz needs
+## nightly compiler flags (sanitizers); the machine's stable toolchain is told to accept them with
+## RUSTC_BOOTSTRAP=1. Installs cargo-fuzz if missing. `make fuzz-build` only builds every target
+## (for CI).
 FUZZ_SECONDS ?= 60
-FUZZ_TARGETS := sip_inspect sip_sdp ivr
-.PHONY: fuzz
+FUZZ_TARGETS ?= signaling_decode room delivery config audit_chain sip_inspect sip_sdp ivr
+.PHONY: fuzz fuzz-build
 fuzz:
 	command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz
 	cd fuzz && for t in $(FUZZ_TARGETS); do \
 		mkdir -p corpus/$$t && \
-		RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run -O $$t corpus/$$t seeds/$$t -- -max_total_time=$(FUZZ_SECONDS) || exit 1; \
+		dict=$$(test -f dicts/$$t.dict && echo -dict=dicts/$$t.dict); \
+		RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run -O $$t corpus/$$t seeds/$$t -- \
+			-max_total_time=$(FUZZ_SECONDS) -timeout=60 $$dict || exit 1; \
 	done
+
+fuzz-build:
+	command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz
+	cd fuzz && RUSTC_BOOTSTRAP=1 $(CARGO) fuzz build -O

@@ -261,7 +261,7 @@ impl Verifier {
     /// checking that `head` is still in it.
     pub fn new(anchor: Option<&Anchor>, head: Option<Head>) -> Verifier {
         let (expected_seq, prev_hash) = match anchor {
-            Some(a) => (a.seq + 1, a.hash.clone()),
+            Some(a) => (a.seq.saturating_add(1), a.hash.clone()),
             None => (1, GENESIS.to_owned()),
         };
         Verifier {
@@ -292,7 +292,7 @@ impl Verifier {
             } else if r.seq > self.expected_seq {
                 self.problems.push(Problem::Missing {
                     from: self.expected_seq,
-                    to: r.seq - 1,
+                    to: r.seq.saturating_sub(1),
                 });
             } else {
                 self.problems.push(Problem::Unlinked { seq: r.seq });
@@ -310,7 +310,7 @@ impl Verifier {
                 self.head_found = Some(r.hash.clone());
             }
         }
-        self.expected_seq = r.seq + 1;
+        self.expected_seq = r.seq.saturating_add(1);
         self.prev_hash = r.hash.clone();
         self.prev_at = Some(r.at);
         self.last = Some(Head {
@@ -563,6 +563,23 @@ mod tests {
         }
         assert!(verify(None, None, &rewritten).is_intact());
         assert!(!verify(None, Some(head), &rewritten).is_intact());
+    }
+
+    #[test]
+    fn extreme_record_numbers_do_not_overflow() {
+        let mut c = chain(1);
+        c[0].seq = i64::MAX;
+        c[0].hash = c[0].computed_hash();
+        let anchor = Anchor {
+            seq: i64::MAX,
+            hash: GENESIS.into(),
+        };
+        // No panic (in a debug build too), and the record is checked.
+        let v = verify(Some(&anchor), None, &c);
+        assert_eq!(v.records, 1);
+        let mut low = chain(1);
+        low[0].seq = i64::MIN;
+        assert!(!verify(None, None, &low).is_intact());
     }
 
     #[test]

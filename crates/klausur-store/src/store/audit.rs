@@ -64,7 +64,14 @@ impl Store {
                     }
                 }
             };
-            let record = chained(new, details_text, prev_seq + 1, at, prev_at, prev_hash)?;
+            let record = chained(
+                new,
+                details_text,
+                prev_seq.saturating_add(1),
+                at,
+                prev_at,
+                prev_hash,
+            )?;
             insert(&mut tx, &record).await?;
             tx.commit().await?;
             Ok(record)
@@ -197,7 +204,14 @@ impl Store {
             };
             let details_text = serde_json::to_string(&new.details)
                 .map_err(|e| StoreError::corrupt(format!("audit details: {e}")))?;
-            let record = chained(new, details_text, prev_seq + 1, at, prev_at, prev_hash)?;
+            let record = chained(
+                new,
+                details_text,
+                prev_seq.saturating_add(1),
+                at,
+                prev_at,
+                prev_hash,
+            )?;
             insert(&mut tx, &record).await?;
             tx.commit().await?;
             Ok(deleted)
