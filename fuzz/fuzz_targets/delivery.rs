@@ -41,8 +41,8 @@ use klausur_e2ee::{
 use klausur_proto::{MlsContinuity, MlsPolicy, ServerMsg};
 use klausur_room::PeerId;
 use klausur_server::meeting::delivery::{Delivery, Identity, MemberClaim, Out};
-use klausur_server::meeting::{parse_participant_id, participant_id};
 use klausur_server::meeting::signaling_error::Refusal;
+use klausur_server::meeting::{parse_participant_id, participant_id};
 use libfuzzer_sys::fuzz_target;
 
 /// Participant ids 1 to this.
