@@ -43,36 +43,9 @@ impl Store {
         new: NewAuditRecord,
         at: DateTime<Utc>,
     ) -> Result<AuditRecord> {
-        let details_text = serde_json::to_string(&new.details)
-            .map_err(|e| StoreError::corrupt(format!("audit details: {e}")))?;
         on_pool!(self, |pool| {
             let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-            let last: Option<(i64, i64, String)> =
-                sqlx::query_as("SELECT seq, at, hash FROM audit_records ORDER BY seq DESC LIMIT 1")
-                    .fetch_optional(&mut *tx)
-                    .await?;
-            let (prev_seq, prev_at, prev_hash) = match last {
-                Some(last) => last,
-                None => {
-                    let anchor: Option<(i64, String)> =
-                        sqlx::query_as("SELECT seq, hash FROM audit_anchor WHERE id = 1")
-                            .fetch_optional(&mut *tx)
-                            .await?;
-                    match anchor {
-                        Some((seq, hash)) => (seq, i64::MIN, hash),
-                        None => (0, i64::MIN, GENESIS.to_owned()),
-                    }
-                }
-            };
-            let record = chained(
-                new,
-                details_text,
-                prev_seq.saturating_add(1),
-                at,
-                prev_at,
-                prev_hash,
-            )?;
-            insert(&mut tx, &record).await?;
+            let record = append_in(&mut tx, new, at).await?;
             tx.commit().await?;
             Ok(record)
         })
@@ -184,12 +157,6 @@ impl Store {
             .bind(&through_hash)
             .execute(&mut *tx)
             .await?;
-            let last: Option<(i64, i64, String)> =
-                sqlx::query_as("SELECT seq, at, hash FROM audit_records ORDER BY seq DESC LIMIT 1")
-                    .fetch_optional(&mut *tx)
-                    .await?;
-            let (prev_seq, prev_at, prev_hash) =
-                last.unwrap_or((through_seq, i64::MIN, through_hash.clone()));
             let new = NewAuditRecord {
                 kind: "audit.deleted".into(),
                 actor,
@@ -202,21 +169,49 @@ impl Store {
                     "through_hash": through_hash,
                 }),
             };
-            let details_text = serde_json::to_string(&new.details)
-                .map_err(|e| StoreError::corrupt(format!("audit details: {e}")))?;
-            let record = chained(
-                new,
-                details_text,
-                prev_seq.saturating_add(1),
-                at,
-                prev_at,
-                prev_hash,
-            )?;
-            insert(&mut tx, &record).await?;
+            append_in(&mut tx, new, at).await?;
             tx.commit().await?;
             Ok(deleted)
         })
     }
+}
+
+/// Appends `new` at `at` inside `tx` (an immediate transaction): chained to the last record, or
+/// to the retention anchor when none is left, or to [`GENESIS`].
+async fn append_in(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    new: NewAuditRecord,
+    at: DateTime<Utc>,
+) -> Result<AuditRecord> {
+    let details_text = serde_json::to_string(&new.details)
+        .map_err(|e| StoreError::corrupt(format!("audit details: {e}")))?;
+    let last: Option<(i64, i64, String)> =
+        sqlx::query_as("SELECT seq, at, hash FROM audit_records ORDER BY seq DESC LIMIT 1")
+            .fetch_optional(&mut **tx)
+            .await?;
+    let (prev_seq, prev_at, prev_hash) = match last {
+        Some(last) => last,
+        None => {
+            let anchor: Option<(i64, String)> =
+                sqlx::query_as("SELECT seq, hash FROM audit_anchor WHERE id = 1")
+                    .fetch_optional(&mut **tx)
+                    .await?;
+            match anchor {
+                Some((seq, hash)) => (seq, i64::MIN, hash),
+                None => (0, i64::MIN, GENESIS.to_owned()),
+            }
+        }
+    };
+    let record = chained(
+        new,
+        details_text,
+        prev_seq.saturating_add(1),
+        at,
+        prev_at,
+        prev_hash,
+    )?;
+    insert(tx, &record).await?;
+    Ok(record)
 }
 
 /// The record numbered `seq` after a record of time `prev_at_ms` and hash `prev_hash`.
