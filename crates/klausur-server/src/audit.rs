@@ -163,6 +163,25 @@ impl Audit {
     }
 }
 
+/// The record of an invitation `actor` created (over HTTP or at the command line); whether it
+/// has a phone PIN, never the PIN or the token.
+pub fn invitation_created(
+    actor: AuditActor,
+    inv: &klausur_store::Invitation,
+    phone_pin: bool,
+) -> Entry {
+    Entry::new(kind::INVITATION_CREATED, actor)
+        .meeting(&inv.meeting_id)
+        .details(json!({
+            "invitation": inv.id,
+            "kind": inv.kind,
+            "name": inv.name,
+            "user_id": inv.user_id,
+            "expires_at": inv.expires_at,
+            "phone_pin": phone_pin,
+        }))
+}
+
 /// A signed-in user as an actor.
 pub fn user(u: &User) -> AuditActor {
     AuditActor::new("user", Some(u.id.to_string()), Some(u.username.clone()))

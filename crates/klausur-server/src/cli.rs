@@ -836,18 +836,11 @@ async fn invite_cmd(
         (store.create_invitation(new).await?, None)
     };
     crate::audit::Audit::new(store.clone())
-        .record(
-            crate::audit::Entry::new(crate::audit::kind::INVITATION_CREATED, operator())
-                .meeting(&m.id)
-                .details(json!({
-                    "invitation": inv.id,
-                    "kind": inv.kind,
-                    "name": inv.name,
-                    "user_id": inv.user_id,
-                    "expires_at": inv.expires_at,
-                    "phone_pin": phone_pin.is_some(),
-                })),
-        )
+        .record(crate::audit::invitation_created(
+            operator(),
+            &inv,
+            phone_pin.is_some(),
+        ))
         .await;
     let base = base_url
         .or_else(|| config.public_url.clone())

@@ -819,18 +819,11 @@ async fn create_invitation(
     let link = format!("{}/j/{}", base_url(&state, &headers)?, token.as_str());
     state
         .audit
-        .record(
-            Entry::new(audit::kind::INVITATION_CREATED, audit::user(&user))
-                .meeting(&m.id)
-                .details(json!({
-                    "invitation": inv.id,
-                    "kind": inv.kind,
-                    "name": inv.name,
-                    "user_id": inv.user_id,
-                    "expires_at": inv.expires_at,
-                    "phone_pin": phone_pin.is_some(),
-                })),
-        )
+        .record(audit::invitation_created(
+            audit::user(&user),
+            &inv,
+            phone_pin.is_some(),
+        ))
         .await;
     tracing::info!(meeting = %m.id, invitation = inv.id, "invitation created");
     Ok((
