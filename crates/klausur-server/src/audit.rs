@@ -99,6 +99,11 @@ impl Entry {
         self
     }
 
+    /// The record as it will be written.
+    pub fn record(&self) -> &NewAuditRecord {
+        &self.0
+    }
+
     /// Details as a JSON object (replaces earlier details).
     pub fn details(mut self, details: Value) -> Entry {
         self.0.details = details;
