@@ -93,7 +93,7 @@ soak:
 	$$dir/release/klausur-bench --server-bin $$dir/release/klausur --json $$dir/soak.json soak --markdown BENCHMARKS.md
 
 ## Fuzzing (cargo-fuzz, libFuzzer; docs/security.md): signaling decoding, the room core, the MLS
-## delivery service, configuration, the audit chain, and the dial-in gateway's SIP message check,
+## delivery service, the meeting's rules, configuration, the audit chain, and the dial-in gateway's SIP message check,
 ## SDP parser and voice menu; FUZZ_SECONDS each (default 60), from the seeds in fuzz/seeds (new
 ## inputs go to fuzz/corpus, crashes to fuzz/artifacts; neither is tracked), with the dictionary
 ## in fuzz/dicts where a target has one. `make fuzz FUZZ_TARGETS=room` runs one. cargo-fuzz needs
@@ -101,7 +101,7 @@ soak:
 ## RUSTC_BOOTSTRAP=1. Installs cargo-fuzz if missing. `make fuzz-build` only builds every target;
 ## `make fuzz-check` (in `make test`) type-checks them.
 FUZZ_SECONDS ?= 60
-FUZZ_TARGETS ?= signaling_decode room delivery config audit_chain sip_inspect sip_sdp ivr
+FUZZ_TARGETS ?= signaling_decode room delivery meeting config audit_chain sip_inspect sip_sdp ivr
 .PHONY: fuzz fuzz-build fuzz-check
 fuzz:
 	command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz
