@@ -481,9 +481,9 @@ impl Sim {
                     conn.ended = true;
                     if *reason == EndReason::Removed {
                         self.removed.insert(*p);
-                        let standing = self.m.standing(*p);
-                        if let Some(s) = standing.and_then(|s| s.ban_subject) {
-                            self.removed_seats.insert((s, standing.is_some_and(|s| s.phone.is_some())));
+                        // (The meeting has forgotten them by now: their seat is the person's.)
+                        if let Some(s) = conn.person.subject() {
+                            self.removed_seats.insert((s, conn.person == Person::Caller));
                         }
                     }
                 }
@@ -550,11 +550,13 @@ impl Sim {
                 conn.next = self.m.delivery().epoch();
             }
         }
-        // A moderator let a removed person back in: the removal no longer stands.
+        // A moderator let a removed person back in: the removal no longer stands (for the
+        // account or invitation: its ban is lifted for the browser and the telephone seat).
         for (p, method) in joined {
             if let (JoinMethod::Lobby { .. }, Some(s)) = (method, self.m.standing(p)) {
                 if let Some(subject) = s.ban_subject {
-                    self.removed_seats.remove(&(subject, s.phone.is_some()));
+                    self.removed_seats.remove(&(subject, false));
+                    self.removed_seats.remove(&(subject, true));
                 }
             }
         }
