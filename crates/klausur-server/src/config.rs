@@ -375,9 +375,21 @@ impl Config {
             )
         })?;
         let media_public_ip = match env("KLAUSUR_MEDIA_PUBLIC_IP").or(raw.media.public_ip) {
-            Some(s) => s
-                .parse::<IpAddr>()
-                .map_err(|_| invalid("media.public_ip", format!("{s:?} is not an IP address")))?,
+            Some(s) => {
+                let ip = s.parse::<IpAddr>().map_err(|_| {
+                    invalid("media.public_ip", format!("{s:?} is not an IP address"))
+                })?;
+                if ip.is_unspecified() || ip.is_multicast() {
+                    return Err(invalid(
+                        "media.public_ip",
+                        format!(
+                            "{s:?} is no address browsers can send media to: give the \
+                             server's own address, as browsers reach it"
+                        ),
+                    ));
+                }
+                ip
+            }
             None if media_listen.ip().is_unspecified() => {
                 return Err(invalid(
                     "media.public_ip",
@@ -1235,6 +1247,9 @@ mod tests {
             ("[audit]\nretention_days = 99999", "audit.retention_days"),
             ("[server]\npublic_url = \"ftp://x\"", "server.public_url"),
             ("[media]\nlisten = \"0.0.0.0:10000\"", "media.public_ip"),
+            ("[media]\npublic_ip = \"0.0.0.0\"", "media.public_ip"),
+            ("[media]\npublic_ip = \"::\"", "media.public_ip"),
+            ("[media]\npublic_ip = \"224.0.0.1\"", "media.public_ip"),
         ];
         for (text, key) in cases {
             let err = resolve(text).expect_err(text).to_string();
