@@ -292,6 +292,12 @@ async fn administrators_read_filter_and_verify_the_trail() {
     assert_eq!(seqs(&p1).len(), 3);
     assert_eq!(seqs(&p2).len(), 3);
     assert!(seqs(&p2).iter().all(|s| *s < next));
+    // A last page that is exactly full says no page follows.
+    let (_, q1) = get(&c, format!("{base}/api/audit?limit=4")).await;
+    let next = q1["next_before"].as_i64().expect("a next page");
+    let (_, q2) = get(&c, format!("{base}/api/audit?limit=4&before={next}")).await;
+    assert_eq!(seqs(&q2).len(), 4);
+    assert!(q2.get("next_before").is_none(), "the last page: {q2}");
     // Wrong parameters say what is wrong.
     for (query, needle) in [
         ("limit=0", "limit"),

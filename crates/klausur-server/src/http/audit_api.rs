@@ -88,13 +88,13 @@ pub async fn list(
         since: q.since,
         until: q.until,
         before_seq: q.before,
-        limit,
+        // One more than the page: whether another page follows.
+        limit: limit + 1,
     };
-    let records = state.store.audit_records(&filter).await?;
-    let next_before = records
-        .last()
-        .filter(|_| records.len() == limit as usize)
-        .map(|r| r.seq);
+    let mut records = state.store.audit_records(&filter).await?;
+    let more = records.len() > limit as usize;
+    records.truncate(limit as usize);
+    let next_before = records.last().filter(|_| more).map(|r| r.seq);
     Ok(Json(Page {
         records,
         next_before,

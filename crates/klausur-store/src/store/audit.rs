@@ -26,7 +26,8 @@ pub struct AuditFilter {
     pub until: Option<DateTime<Utc>>,
     /// Only records numbered below this (the next page after a page ending at it).
     pub before_seq: Option<i64>,
-    /// At most this many records (at most 1000).
+    /// At most this many records (at most [`AUDIT_PAGE_MAX`] and one more, which tells a
+    /// reader that pages whether another page follows).
     pub limit: u32,
 }
 
@@ -64,7 +65,7 @@ impl Store {
              AND ($6 IS NULL OR seq < $6) \
              ORDER BY seq DESC LIMIT $7"
         );
-        let limit = filter.limit.min(AUDIT_PAGE_MAX);
+        let limit = filter.limit.min(AUDIT_PAGE_MAX + 1);
         let rows: Vec<Row> = on_pool!(self, |pool| {
             sqlx::query_as(&sql)
                 .bind(filter.kind.as_deref())
