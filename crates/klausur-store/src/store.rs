@@ -181,6 +181,41 @@ impl Store {
         found(done.rows_affected())
     }
 
+    /// A user's own password change, in one transaction: the new hash (no longer to be
+    /// changed), and every session of the user but `keep_session` (the one that knew the old
+    /// password) ended. Either all of it is stored or none. [`StoreError::NotFound`] if there is
+    /// no such user.
+    pub async fn change_password(
+        &self,
+        user_id: i64,
+        password_hash: &str,
+        keep_session: &str,
+    ) -> Result<()> {
+        let update = "UPDATE users SET password_hash = $2, must_change_password = $3 WHERE id = $1";
+        let others = "DELETE FROM sessions WHERE user_id = $1 AND id_hash <> $2";
+        let updated = on_pool!(self, |pool| {
+            let mut tx = pool.begin().await?;
+            let done = sqlx::query(update)
+                .bind(user_id)
+                .bind(password_hash)
+                .bind(false)
+                .execute(&mut *tx)
+                .await?;
+            if done.rows_affected() == 0 {
+                0
+            } else {
+                sqlx::query(others)
+                    .bind(user_id)
+                    .bind(keep_session)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                done.rows_affected()
+            }
+        });
+        found(updated)
+    }
+
     /// Disables or re-enables an account. [`StoreError::NotFound`] if there is no such user.
     /// Does not end the user's sessions: see [`Store::delete_sessions_of_user`].
     pub async fn set_user_disabled(&self, user_id: i64, disabled: bool) -> Result<()> {

@@ -155,6 +155,25 @@ async fn sessions(store: &Store) -> R {
     assert!(store.session_with_user("sid-a2", now).await?.is_some());
     store.delete_session("sid-a1").await?; // again: no error
 
+    // change_password ends every other session of the user, keeps the one named, and no one
+    // else's.
+    store
+        .create_session("sid-a4", alice.id, "csrf-6", now + Duration::hours(2))
+        .await?;
+    store
+        .change_password(alice.id, "hash-own", "sid-a2")
+        .await?;
+    assert!(store.session_with_user("sid-a4", now).await?.is_none());
+    let (_, u) = store
+        .session_with_user("sid-a2", now)
+        .await?
+        .expect("the session that changed it");
+    assert_eq!(u.password_hash, "hash-own");
+    assert!(!u.must_change_password);
+    assert!(store.session_with_user("sid-b1", now).await?.is_some());
+    let missing = store.change_password(9_999, "h", "sid-a2").await;
+    assert!(matches!(missing, Err(StoreError::NotFound)), "{missing:?}");
+
     // delete_sessions_of_user removes all of that user's and no one else's.
     store
         .create_session("sid-a3", alice.id, "csrf-4", now + Duration::hours(2))

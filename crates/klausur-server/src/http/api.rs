@@ -399,13 +399,12 @@ async fn change_password(
         );
     }
     let hash = state.passwords.hash(&req.new_password).await?;
-    state.store.set_password(s.user.id, &hash, false).await?;
     // Every other session of the account ends, with its meeting WebSockets; the one that made
-    // the change (it knew the password) stays, under the same cookie and CSRF token.
-    state.store.delete_sessions_of_user(s.user.id).await?;
+    // the change (it knew the password) stays, under the same cookie and CSRF token. Both in one
+    // transaction: a failure leaves the old password and every session as they were.
     state
         .store
-        .create_session(&s.id_hash, s.user.id, &s.csrf_token, s.expires_at)
+        .change_password(s.user.id, &hash, &s.id_hash)
         .await?;
     let ended = state.connections.end_user(s.user.id, Some(&s.id_hash));
     state
