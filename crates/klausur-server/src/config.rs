@@ -76,6 +76,7 @@ pub struct RawServer {
 pub struct RawMedia {
     pub listen: Option<String>,
     pub public_ip: Option<String>,
+    pub tcp: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -154,6 +155,8 @@ pub struct Config {
     pub media_listen: SocketAddr,
     /// The address announced to browsers as the media candidate.
     pub media_public_ip: IpAddr,
+    /// ICE-TCP: also listen on TCP (the media port number) and announce a TCP candidate.
+    pub media_tcp: bool,
     pub data_dir: PathBuf,
     pub session_hours: i64,
     pub invitation_hours: i64,
@@ -387,6 +390,19 @@ impl Config {
             }
             None => media_listen.ip(),
         };
+        let media_tcp = match env("KLAUSUR_MEDIA_TCP") {
+            Some(v) => match v.as_str() {
+                "1" | "true" => true,
+                "0" | "false" => false,
+                _ => {
+                    return Err(invalid(
+                        "media.tcp",
+                        format!("KLAUSUR_MEDIA_TCP={v:?} must be true or false (1 or 0)"),
+                    ))
+                }
+            },
+            None => raw.media.tcp.unwrap_or(true),
+        };
         let public_url = o
             .public_url
             .clone()
@@ -537,6 +553,7 @@ impl Config {
             danger_plain_http,
             media_listen,
             media_public_ip,
+            media_tcp,
             data_dir,
             session_hours,
             invitation_hours,
