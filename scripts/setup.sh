@@ -27,6 +27,11 @@ if [ ${#missing[@]} -gt 0 ]; then
     echo "setup: installing Debian packages: ${missing[*]}"
     as_root apt-get update -qq
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+    # The tests start their own coturn; the package's system service is not wanted running.
+    if [[ " ${missing[*]} " == *" coturn "* ]] && command -v systemctl >/dev/null \
+        && [ -d /run/systemd/system ]; then
+        as_root systemctl disable --now coturn >/dev/null 2>&1 || true
+    fi
 fi
 
 if [ ! -d web/node_modules ] || [ web/package-lock.json -nt web/node_modules/.package-lock.json ]; then
