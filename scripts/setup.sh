@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what building and testing klausur needs and is missing on a Debian machine with
 # Rust, Node.js/npm and apt: cmake (libopus is built from source for the dial-in gateway),
-# for the tests Debian's Chromium and the SIP peers sipp (sip-tester) and baresip, and the web
+# for the tests Debian's Chromium, the SIP peers sipp (sip-tester) and baresip, nftables (a
+# browser in a network namespace whose UDP is dropped) and coturn (a TURN server), and the web
 # client's npm packages. Safe to run again; it only installs what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,11 +20,18 @@ if [ "$want_browser" = "--with-browser" ]; then
     command -v chromium >/dev/null || missing+=(chromium)
     command -v sipp >/dev/null || missing+=(sip-tester)
     command -v baresip >/dev/null || missing+=(baresip)
+    command -v nft >/dev/null || missing+=(nftables)
+    command -v turnserver >/dev/null || missing+=(coturn)
 fi
 if [ ${#missing[@]} -gt 0 ]; then
     echo "setup: installing Debian packages: ${missing[*]}"
     as_root apt-get update -qq
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+    # The tests start their own coturn; the package's system service is not wanted running.
+    if [[ " ${missing[*]} " == *" coturn "* ]] && command -v systemctl >/dev/null \
+        && [ -d /run/systemd/system ]; then
+        as_root systemctl disable --now coturn >/dev/null 2>&1 || true
+    fi
 fi
 
 if [ ! -d web/node_modules ] || [ web/package-lock.json -nt web/node_modules/.package-lock.json ]; then

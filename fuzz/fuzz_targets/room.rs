@@ -282,6 +282,7 @@ impl Sim {
                     source,
                     destination,
                     contents,
+                    ..
                 } => {
                     let info = self.known.get(&peer).unwrap_or_else(|| {
                         panic!("transmit for peer {peer}, which the room lacks")

@@ -2,7 +2,7 @@
 // expected at ../target/debug/klausur (relative to web/), or wherever KLAUSUR_BIN points.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createSocket } from 'node:dgram';
-import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync, writeSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
@@ -40,6 +40,12 @@ export interface ServerOptions {
   sipListen?: boolean;
   /** Only to give a spec its own server (options differ, so Playwright starts another worker). */
   own?: string;
+  /** The address the server listens on (HTTP and media) and announces; default 127.0.0.1. */
+  listenHost?: string;
+  /** More environment for the server (e.g. `KLAUSUR_MEDIA_TCP`). */
+  env?: Record<string, string>;
+  /** A configuration file's text, passed with `--config`. */
+  configToml?: string;
 }
 
 function freeTcpPort(): Promise<number> {
@@ -98,7 +104,10 @@ export async function startServer(opts: ServerOptions = {}, logOpts: LogOptions 
   const port = await freeTcpPort();
   const mediaPort = await freeUdpPort();
   const sipAddress = opts.sipListen ? `127.0.0.1:${await freeUdpPort()}` : null;
-  const baseURL = `http://127.0.0.1:${port}`;
+  const host = opts.listenHost ?? '127.0.0.1';
+  const baseURL = `http://${host}:${port}`;
+  const configPath = opts.configToml !== undefined ? join(dataDir, 'klausur.toml') : null;
+  if (configPath) writeFileSync(configPath, opts.configToml!);
 
   const passwordFile = join(dataDir, 'initial-admin-password');
   let password: string | null = null;
@@ -122,8 +131,9 @@ export async function startServer(opts: ServerOptions = {}, logOpts: LogOptions 
       [
         'serve',
         '--data-dir', dataDir,
-        '--listen', `127.0.0.1:${port}`,
-        '--media-listen', `127.0.0.1:${mediaPort}`,
+        '--listen', `${host}:${port}`,
+        '--media-listen', `${host}:${mediaPort}`,
+        ...(configPath ? ['--config', configPath] : []),
         '--web-root', dist,
         ...(sipAddress ? ['--sip-listen', sipAddress] : []),
       ],
@@ -134,6 +144,7 @@ export async function startServer(opts: ServerOptions = {}, logOpts: LogOptions 
           NO_COLOR: '1',
           KLAUSUR_LOG: process.env.KLAUSUR_E2E_LOG ?? E2E_LOG_FILTER,
           ...(rtpRecording ? { KLAUSUR_TEST_RECORD_RTP: rtpRecording } : {}),
+          ...(opts.env ?? {}),
         },
       },
     );

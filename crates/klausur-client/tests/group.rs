@@ -510,6 +510,7 @@ impl Server {
                 participants: list,
                 lobby: Vec::new(),
                 rejoin_token: None,
+                ice_servers: Vec::new(),
             })
         };
         self.clients.push(Client {

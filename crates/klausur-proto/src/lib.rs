@@ -192,6 +192,17 @@ pub enum SecurityProfile {
     Internal,
 }
 
+/// A TURN server for the browser's `RTCPeerConnection` (`iceServers`), with credentials for this
+/// participant that expire (the TURN REST API scheme, docs/operations.md).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+#[serde(deny_unknown_fields)]
+pub struct IceServer {
+    pub urls: Vec<String>,
+    pub username: String,
+    pub credential: String,
+}
+
 /// Meeting facts sent to participants.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "ts", derive(ts_rs::TS))]
@@ -442,6 +453,9 @@ pub enum ServerMsg {
         /// (`join`'s `rejoin_token`) after a broken connection or a restart of the server, until
         /// the guest leaves, the meeting empties, or two minutes after a connection broke.
         rejoin_token: Option<String>,
+        /// TURN servers the browser may use for its media connection (empty without `[turn]`).
+        #[serde(default)]
+        ice_servers: Vec<IceServer>,
     },
     /// You wait in the lobby until a moderator admits you.
     LobbyWait {
@@ -947,6 +961,7 @@ mod doc_tests {
                 participants: vec![],
                 lobby: vec![],
                 rejoin_token: None,
+                ice_servers: vec![],
             },
             ServerMsg::LobbyWait {
                 meeting_title: String::new(),

@@ -22,6 +22,7 @@ fn generate() -> String {
         LobbyEntry::decl(&cfg),
         SecurityProfile::decl(&cfg),
         MeetingInfo::decl(&cfg),
+        IceServer::decl(&cfg),
         TrackAssignment::decl(&cfg),
         SendSource::decl(&cfg),
         LeaveReason::decl(&cfg),

@@ -83,7 +83,7 @@ use str0m::change::SdpOffer;
 use str0m::config::CryptoProvider;
 use str0m::format::Codec;
 use str0m::media::{KeyframeRequestKind, MediaKind, Mid, Pt};
-use str0m::net::{Protocol, Receive};
+use str0m::net::{Protocol, Receive, TcpType};
 use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
 
@@ -91,6 +91,26 @@ pub use klausur_proto::{SendSource, Source};
 
 /// Identifies a participant inside a room; chosen by the caller.
 pub type PeerId = u64;
+
+/// The transport a packet travels over between the server and a peer.
+///
+/// `Tcp` is ICE-TCP (RFC 6544): the server announces a passive TCP host candidate and the
+/// browser connects to it; the driver frames packets on the connection (RFC 4571, a 2-byte
+/// length before each) and hands the room whole packets, exactly as it hands UDP datagrams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Transport {
+    Udp,
+    Tcp,
+}
+
+impl Transport {
+    fn protocol(self) -> Protocol {
+        match self {
+            Transport::Udp => Protocol::Udp,
+            Transport::Tcp => Protocol::Tcp,
+        }
+    }
+}
 
 /// How long and how many forwarded video packets each receive slot keeps for NACK resends.
 /// With str0m's default (3 s, 2000 packets) the caches were most of a subscriber's memory (see
@@ -161,9 +181,10 @@ pub struct Answer {
 /// Something the driver must act on.
 #[derive(Debug)]
 pub enum RoomOutput {
-    /// Send `contents` from local address `source` to `destination`.
+    /// Send `contents` from local address `source` to `destination`, over `transport`.
     Transmit {
         peer: PeerId,
+        transport: Transport,
         source: SocketAddr,
         destination: SocketAddr,
         contents: Vec<u8>,
@@ -522,17 +543,37 @@ impl Room {
         peer: PeerId,
         local_addrs: &[SocketAddr],
     ) -> Result<String, RoomError> {
+        let local: Vec<(Transport, SocketAddr)> =
+            local_addrs.iter().map(|a| (Transport::Udp, *a)).collect();
+        self.add_peer_on(now, peer, &local)
+    }
+
+    /// [`Room::add_peer`] with host candidates over UDP and TCP: a TCP candidate is passive
+    /// (`tcptype passive`), the browser opens the connection (ICE-TCP, RFC 6544).
+    pub fn add_peer_on(
+        &mut self,
+        now: Instant,
+        peer: PeerId,
+        local: &[(Transport, SocketAddr)],
+    ) -> Result<String, RoomError> {
         if self.peers.contains_key(&peer) {
             return Err(RoomError::DuplicatePeer(peer));
         }
         self.observe(now);
-        if local_addrs.is_empty() {
+        if local.is_empty() {
             return Err(RoomError::InvalidAddress("no local address".into()));
         }
-        let mut candidates = Vec::with_capacity(local_addrs.len());
-        for addr in local_addrs {
-            let c = Candidate::host(*addr, "udp")
-                .map_err(|e| RoomError::InvalidAddress(format!("{addr}: {e}")))?;
+        let mut candidates = Vec::with_capacity(local.len());
+        for (transport, addr) in local {
+            let c = match transport {
+                Transport::Udp => Candidate::host(*addr, "udp"),
+                Transport::Tcp => Candidate::builder()
+                    .tcp()
+                    .host(*addr)
+                    .tcptype(TcpType::Passive)
+                    .build(),
+            }
+            .map_err(|e| RoomError::InvalidAddress(format!("{addr}: {e}")))?;
             candidates.push(c);
         }
 
@@ -866,6 +907,20 @@ impl Room {
         destination: SocketAddr,
         contents: &[u8],
     ) -> Result<(), RoomError> {
+        self.handle_receive_on(now, peer, Transport::Udp, source, destination, contents)
+    }
+
+    /// [`Room::handle_receive`] for a packet that came over `transport` (for TCP: one whole
+    /// RFC 4571 frame without its length prefix, `source` the connection's remote address).
+    pub fn handle_receive_on(
+        &mut self,
+        now: Instant,
+        peer: PeerId,
+        transport: Transport,
+        source: SocketAddr,
+        destination: SocketAddr,
+        contents: &[u8],
+    ) -> Result<(), RoomError> {
         if !self.peers.contains_key(&peer) {
             return Err(RoomError::UnknownPeer(peer));
         }
@@ -874,7 +929,7 @@ impl Room {
             .peers
             .get_mut(&peer)
             .ok_or(RoomError::UnknownPeer(peer))?;
-        let receive = Receive::new(Protocol::Udp, source, destination, contents)
+        let receive = Receive::new(transport.protocol(), source, destination, contents)
             .map_err(|e| RoomError::InvalidPacket(e.to_string()))?;
         match p.rtc.handle_input(Input::Receive(now, receive)) {
             Ok(()) => {
@@ -1051,8 +1106,15 @@ impl Room {
                     break;
                 }
                 Ok(Output::Transmit(t)) => {
+                    let transport = match t.proto {
+                        Protocol::Udp => Transport::Udp,
+                        // Only TCP host candidates are announced: any other stream protocol
+                        // cannot be a pair of this peer, but goes out framed all the same.
+                        _ => Transport::Tcp,
+                    };
                     self.outputs.push_back(RoomOutput::Transmit {
                         peer: id,
+                        transport,
                         source: t.source,
                         destination: t.destination,
                         contents: t.contents.into(),

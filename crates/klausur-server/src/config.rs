@@ -25,6 +25,57 @@ pub enum ConfigError {
     Invalid { key: String, message: String },
 }
 
+/// Validates `[turn]` and reads its secret.
+fn resolve_turn(t: RawTurn) -> Result<crate::turn::TurnConfig, ConfigError> {
+    let urls = t.urls.unwrap_or_default();
+    if urls.is_empty() {
+        return Err(invalid(
+            "turn.urls",
+            "missing: at least one turn: or turns: URL, like \"turns:turn.example.org:443?transport=tcp\"",
+        ));
+    }
+    if urls.len() > 8 {
+        return Err(invalid("turn.urls", "at most 8 URLs"));
+    }
+    for u in &urls {
+        crate::turn::check_url(u).map_err(|e| invalid("turn.urls", e))?;
+    }
+    let Some(path) = t.secret_file else {
+        return Err(invalid(
+            "turn.secret_file",
+            "missing: the file with the secret shared with the TURN server (coturn's static-auth-secret)",
+        ));
+    };
+    let text = std::fs::read_to_string(&path).map_err(|e| {
+        invalid(
+            "turn.secret_file",
+            format!("cannot read {}: {e}", path.display()),
+        )
+    })?;
+    let secret = text.trim_end_matches(['\r', '\n']);
+    if secret.len() < 16 {
+        return Err(invalid(
+            "turn.secret_file",
+            format!(
+                "{}: the secret must be at least 16 characters",
+                path.display()
+            ),
+        ));
+    }
+    let minutes = t.credential_minutes.unwrap_or(720);
+    if !(1..=2880).contains(&minutes) {
+        return Err(invalid(
+            "turn.credential_minutes",
+            "must be between 1 and 2880 (two days)",
+        ));
+    }
+    Ok(crate::turn::TurnConfig {
+        urls,
+        secret: secret.as_bytes().to_vec(),
+        credential_lifetime: std::time::Duration::from_secs(u64::from(minutes) * 60),
+    })
+}
+
 fn invalid(key: &str, message: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
         key: key.to_string(),
@@ -50,6 +101,16 @@ pub struct RawConfig {
     pub dialin: RawDialIn,
     #[serde(default)]
     pub audit: RawAudit,
+    pub turn: Option<RawTurn>,
+}
+
+/// `[turn]`: a TURN server for browsers on networks that let only TCP/TLS to port 443 out.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTurn {
+    pub urls: Option<Vec<String>>,
+    pub secret_file: Option<PathBuf>,
+    pub credential_minutes: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -76,6 +137,7 @@ pub struct RawServer {
 pub struct RawMedia {
     pub listen: Option<String>,
     pub public_ip: Option<String>,
+    pub tcp: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -154,6 +216,10 @@ pub struct Config {
     pub media_listen: SocketAddr,
     /// The address announced to browsers as the media candidate.
     pub media_public_ip: IpAddr,
+    /// ICE-TCP: also listen on TCP (the media port number) and announce a TCP candidate.
+    pub media_tcp: bool,
+    /// `[turn]`: the TURN server browsers get credentials for, if any.
+    pub turn: Option<std::sync::Arc<crate::turn::TurnConfig>>,
     pub data_dir: PathBuf,
     pub session_hours: i64,
     pub invitation_hours: i64,
@@ -399,6 +465,23 @@ impl Config {
             }
             None => media_listen.ip(),
         };
+        let media_tcp = match env("KLAUSUR_MEDIA_TCP") {
+            Some(v) => match v.as_str() {
+                "1" | "true" => true,
+                "0" | "false" => false,
+                _ => {
+                    return Err(invalid(
+                        "media.tcp",
+                        format!("KLAUSUR_MEDIA_TCP={v:?} must be true or false (1 or 0)"),
+                    ))
+                }
+            },
+            None => raw.media.tcp.unwrap_or(true),
+        };
+        let turn = match raw.turn {
+            Some(t) => Some(std::sync::Arc::new(resolve_turn(t)?)),
+            None => None,
+        };
         let public_url = o
             .public_url
             .clone()
@@ -549,6 +632,8 @@ impl Config {
             danger_plain_http,
             media_listen,
             media_public_ip,
+            media_tcp,
+            turn,
             data_dir,
             session_hours,
             invitation_hours,
@@ -1521,5 +1606,75 @@ mod tests {
              digest_user = \"u\"\ndigest_password_file = {f:?}\nphone_number = \"0800 123\""
         ))
         .expect("valid");
+    }
+
+    #[test]
+    fn media_tcp_is_on_unless_switched_off() {
+        assert!(resolve("").expect("defaults").media_tcp);
+        assert!(!resolve("[media]\ntcp = false").expect("off").media_tcp);
+        let raw = RawConfig::default();
+        let env = |k: &str| (k == "KLAUSUR_MEDIA_TCP").then(|| "0".to_string());
+        let c = Config::resolve(raw, &env, &Overrides::default()).expect("env");
+        assert!(!c.media_tcp);
+        let env = |k: &str| (k == "KLAUSUR_MEDIA_TCP").then(|| "nein".to_string());
+        let err = Config::resolve(RawConfig::default(), &env, &Overrides::default())
+            .expect_err("bad value")
+            .to_string();
+        assert!(err.starts_with("media.tcp"), "{err}");
+    }
+
+    #[test]
+    fn turn_section_is_checked() {
+        let dir = tempfile::tempdir().expect("dir");
+        let good = dir.path().join("secret");
+        std::fs::write(&good, "a-long-enough-turn-secret\n").expect("write");
+        let short = dir.path().join("short");
+        std::fs::write(&short, "short\n").expect("write");
+        let c = resolve(&format!(
+            "[turn]\nurls = [\"turns:turn.example:443?transport=tcp\"]\nsecret_file = {good:?}"
+        ))
+        .expect("valid");
+        let t = c.turn.expect("turn");
+        assert_eq!(t.secret, b"a-long-enough-turn-secret");
+        assert_eq!(
+            t.credential_lifetime,
+            std::time::Duration::from_secs(720 * 60)
+        );
+        assert!(resolve("").expect("defaults").turn.is_none());
+        let cases = [
+            (format!("[turn]\nsecret_file = {good:?}"), "turn.urls", "missing"),
+            (
+                format!("[turn]\nurls = [\"stun:turn.example\"]\nsecret_file = {good:?}"),
+                "turn.urls",
+                "turn: or turns:",
+            ),
+            (
+                "[turn]\nurls = [\"turn:turn.example\"]".to_string(),
+                "turn.secret_file",
+                "missing",
+            ),
+            (
+                "[turn]\nurls = [\"turn:turn.example\"]\nsecret_file = \"/nonexistent/s\"".to_string(),
+                "turn.secret_file",
+                "cannot read",
+            ),
+            (
+                format!("[turn]\nurls = [\"turn:turn.example\"]\nsecret_file = {short:?}"),
+                "turn.secret_file",
+                "at least 16",
+            ),
+            (
+                format!("[turn]\nurls = [\"turn:turn.example\"]\nsecret_file = {good:?}\ncredential_minutes = 0"),
+                "turn.credential_minutes",
+                "between",
+            ),
+        ];
+        for (text, key, needle) in cases {
+            let err = resolve(&text).expect_err(&text).to_string();
+            assert!(err.starts_with(key), "{text}: {err}");
+            assert!(err.contains(needle), "{text}: {err}");
+            // The secret is never in an error.
+            assert!(!err.contains("a-long-enough"), "{err}");
+        }
     }
 }

@@ -60,6 +60,7 @@ pub mod names;
 pub mod server;
 pub mod state;
 pub mod storage_fault;
+pub mod turn;
 
 /// The log filter when `KLAUSUR_LOG` is not set: `info` for klausur, and only errors from the
 /// media libraries. ICE (`is`), DTLS (`dimpl`) and str0m write a WARN line for odd packets

@@ -234,9 +234,18 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     if removed > 0 {
         tracing::info!("removed {removed} expired sessions");
     }
-    let (media, media_addr) = media::start(config.media_listen, config.media_public_ip)
-        .await
-        .with_context(|| format!("cannot bind media UDP socket {}", config.media_listen))?;
+    let (media, media_addr) = media::start(
+        config.media_listen,
+        config.media_public_ip,
+        config.media_tcp,
+    )
+    .await
+    .with_context(|| {
+        format!(
+            "cannot bind the media sockets on {} (UDP, and TCP unless media.tcp = false)",
+            config.media_listen
+        )
+    })?;
     let identity = match &config.identity.ca {
         CaSource::KeyFile(path) => {
             let (ca, created) = identity::load_or_create(path)?;

@@ -74,7 +74,12 @@ impl AppState {
         dialin: DialIn,
     ) -> Self {
         let audit = Audit::new(store.clone());
-        let registry = Registry::new(media.clone(), store.clone(), audit.clone());
+        let registry = Registry::new(
+            media.clone(),
+            store.clone(),
+            audit.clone(),
+            config.turn.clone(),
+        );
         let limiter = LoginLimiter::new(
             config.login_attempts_per_15min,
             Duration::from_secs(15 * 60),

@@ -1,6 +1,6 @@
 // The one RTCPeerConnection of a participant. The browser is always the offerer;
 // negotiations are serialized (never two offers in flight).
-import type { SendSource, Source, TrackAssignment } from '../signaling/protocol';
+import type { IceServer, SendSource, Source, TrackAssignment } from '../signaling/protocol';
 
 export interface RemoteTrack {
   mid: string;
@@ -18,6 +18,15 @@ export interface InboundStat {
   bytesReceived: number;
   packetsReceived: number;
   framesDecoded: number;
+}
+
+/** How the media connection runs: straight to the server over UDP or TCP (ICE-TCP), or through
+ * a TURN server (`relay`, with the protocol to the TURN server). From the selected candidate
+ * pair of `getStats`. */
+export interface MediaTransport {
+  kind: 'udp' | 'tcp' | 'relay';
+  /** For `relay`: how the browser reaches the TURN server (`udp`, `tcp` or `tls`). */
+  relayProtocol: string | null;
 }
 
 export interface PeerCallbacks {
@@ -53,10 +62,13 @@ export class PeerSession {
 
   constructor(
     private readonly cb: PeerCallbacks,
-    initial: { audio: MediaStreamTrack | null; video: MediaStreamTrack | null },
+    initial: { audio: MediaStreamTrack | null; video: MediaStreamTrack | null; iceServers?: IceServer[] },
     private readonly transforms: FrameTransforms,
   ) {
-    this.pc = new RTCPeerConnection({ iceServers: [], bundlePolicy: 'max-bundle', rtcpMuxPolicy: 'require' });
+    // The server's own candidates (UDP, and TCP for networks that drop UDP) need no ICE server;
+    // a TURN server given by the server is for networks that let only TCP/TLS to port 443 out.
+    const iceServers = (initial.iceServers ?? []).map((s) => ({ urls: s.urls, username: s.username, credential: s.credential }));
+    this.pc = new RTCPeerConnection({ iceServers, bundlePolicy: 'max-bundle', rtcpMuxPolicy: 'require' });
     // Transforms go on before a track is attached, so no frame leaves unencrypted.
     this.mic = this.sendTransceiver('audio', 'microphone', initial.audio);
     this.camera = this.sendTransceiver('video', 'camera', initial.video);
@@ -250,12 +262,40 @@ export class PeerSession {
     return out;
   }
 
+  /** The transport of the selected candidate pair; null while none is selected. */
+  async transport(): Promise<MediaTransport | null> {
+    const report = await this.pc.getStats();
+    return selectedTransport(report);
+  }
+
   close(): void {
     if (this.closed) return;
     this.closed = true;
     if (this.answerTimer) clearTimeout(this.answerTimer);
     this.pc.close();
   }
+}
+
+/** The transport of the selected candidate pair in a `getStats` report. */
+export function selectedTransport(report: RTCStatsReport | Map<string, Record<string, unknown>>): MediaTransport | null {
+  const all = report as Map<string, Record<string, unknown>>;
+  let pairId: string | null = null;
+  all.forEach((s) => {
+    if (s.type === 'transport' && typeof s.selectedCandidatePairId === 'string') pairId = s.selectedCandidatePairId;
+  });
+  if (pairId === null) {
+    // Browsers without `selectedCandidatePairId`: the nominated, succeeded pair.
+    all.forEach((s) => {
+      if (pairId === null && s.type === 'candidate-pair' && s.nominated === true && s.state === 'succeeded') pairId = String(s.id);
+    });
+  }
+  const pair = pairId !== null ? all.get(pairId) : undefined;
+  const local = pair && typeof pair.localCandidateId === 'string' ? all.get(pair.localCandidateId) : undefined;
+  if (!local) return null;
+  if (local.candidateType === 'relay') {
+    return { kind: 'relay', relayProtocol: typeof local.relayProtocol === 'string' ? local.relayProtocol : null };
+  }
+  return { kind: local.protocol === 'tcp' ? 'tcp' : 'udp', relayProtocol: null };
 }
 
 function isStopped(t: RTCRtpTransceiver): boolean {

@@ -2,9 +2,9 @@
 // The UI reads immutable snapshots (useSyncExternalStore) and calls the actions.
 import { SignalingClient } from '../signaling/client';
 import { api } from '../signaling/api';
-import type { ClientMsg, Participant, ServerMsg } from '../signaling/protocol';
+import type { ClientMsg, IceServer, Participant, ServerMsg } from '../signaling/protocol';
 import { getCamera, getMicrophone, getScreen, playChime } from '../media/devices';
-import { PeerSession, type InboundStat, type RemoteTrack } from '../media/peer';
+import { PeerSession, type InboundStat, type MediaTransport, type RemoteTrack } from '../media/peer';
 import { E2eeSession } from '../e2ee/session';
 import type { E2eeDiagnostics, E2eeNotice, E2eeStatus } from '../e2ee/types';
 import { chatText } from '../e2ee/mls';
@@ -355,7 +355,7 @@ export class MeetingController {
           this.updateLocal({ audioMuted: true });
         }
         this.startEncryption(msg.self_id, msg.participants);
-        this.startMedia();
+        this.startMedia(msg.ice_servers ?? []);
         break;
       }
       case 'answer':
@@ -406,7 +406,8 @@ export class MeetingController {
     this.update({ notices: [...this.snapshot.notices, entry].slice(-MAX_NOTICES) });
   }
 
-  private startMedia(): void {
+  /** `iceServers`: the TURN server with this participant's credentials, if the server has one. */
+  private startMedia(iceServers: IceServer[]): void {
     if (this.peer || !this.e2ee) return;
     const e2ee = this.e2ee;
     this.peer = new PeerSession(
@@ -421,7 +422,7 @@ export class MeetingController {
           else console.warn('klausur: media problem:', reason);
         },
       },
-      { audio: this.audioTrack, video: this.snapshot.local.cameraTrack },
+      { audio: this.audioTrack, video: this.snapshot.local.cameraTrack, iceServers },
       {
         attachSender: (sender, source) => e2ee.attachSender(sender, source),
         attachReceiver: (receiver, kind) => e2ee.attachReceiver(receiver, kind),
@@ -586,6 +587,11 @@ export class MeetingController {
     return this.peer ? this.peer.stats() : Promise.resolve([]);
   }
 
+  /** How the own media connection runs (UDP, TCP or through a TURN server); null while none. */
+  mediaTransport(): Promise<MediaTransport | null> {
+    return this.peer ? this.peer.transport().catch(() => null) : Promise.resolve(null);
+  }
+
   rawSend(text: string): boolean {
     return this.signaling?.rawSend(text) ?? false;
   }
@@ -603,6 +609,8 @@ export class MeetingController {
 
 export interface KlausurTestHooks {
   stats(): Promise<InboundStat[]>;
+  /** The own media connection's transport (selected candidate pair). */
+  transport(): Promise<MediaTransport | null>;
   rawSend(text: string): boolean;
   readonly lastError: { code: string; message: string } | null;
   readonly selfId: string | null;
@@ -634,6 +642,7 @@ declare global {
 function installTestHooks(c: MeetingController): void {
   window.__klausur = {
     stats: () => c.stats(),
+    transport: () => c.mediaTransport(),
     rawSend: (text: string) => c.rawSend(text),
     get lastError() {
       return c.getSnapshot().room.lastError;

@@ -35,6 +35,7 @@ const joined = reduce(initialRoomState(), {
   participants: [alice],
   lobby: [],
   rejoin_token: null,
+  ice_servers: [],
 });
 
 describe('room state', () => {
@@ -137,6 +138,7 @@ describe('room state', () => {
       participants: [bob, { ...alice, id: 'p7' }],
       lobby: [],
       rejoin_token: null,
+      ice_servers: [],
     });
     expect(back.reconnecting).toBeNull();
     expect(back.selfId).toBe('p7');

@@ -80,6 +80,8 @@ export type MeetingInfo = { id: string, title: string, organiser: string, profil
  */
 dial_in: boolean, };
 
+export type IceServer = { urls: Array<string>, username: string, credential: string, };
+
 export type TrackAssignment = { mid: string, participant_id: string, source: Source, };
 
 export type SendSource = { mid: string, source: Source, };
@@ -148,7 +150,11 @@ lobby: Array<LobbyEntry>,
  * (`join`'s `rejoin_token`) after a broken connection or a restart of the server, until
  * the guest leaves, the meeting empties, or two minutes after a connection broke.
  */
-rejoin_token: string | null, } | { "type": "lobby_wait", meeting_title: string, } | { "type": "participant_joined", participant: Participant, } | { "type": "participant_updated", participant: Participant, } | { "type": "participant_left", participant_id: string, reason: LeaveReason, } | { "type": "lobby_changed", lobby: Array<LobbyEntry>, arrived: boolean, } | { "type": "meeting_changed", meeting: MeetingInfo, } | { "type": "answer", sdp: string, tracks: Array<TrackAssignment>, } | { "type": "renegotiate", audio: number, video: number, } | { "type": "active_speaker", participant_id: string | null, } | { "type": "invitation_contested" } | { "type": "ended", reason: EndReason, by: string | null, } | { "type": "pong" } | { "type": "error", code: ErrorCode, message: string, } | { "type": "mls_create_group", group_id: string, } | { "type": "mls_pending", joiners: Array<MlsJoiner>, policy: MlsPolicy, } | { "type": "mls_commit", epoch: number, commit: string, from_id: string, } | { "type": "mls_commit_result", epoch: number, accepted: boolean, } | { "type": "mls_welcome", welcome: string, epoch: number, } | { "type": "mls_reset", epoch: number, } | { "type": "mls_chat", epoch: number, message: string, from_id: string, 
+rejoin_token: string | null, 
+/**
+ * TURN servers the browser may use for its media connection (empty without `[turn]`).
+ */
+ice_servers: Array<IceServer>, } | { "type": "lobby_wait", meeting_title: string, } | { "type": "participant_joined", participant: Participant, } | { "type": "participant_updated", participant: Participant, } | { "type": "participant_left", participant_id: string, reason: LeaveReason, } | { "type": "lobby_changed", lobby: Array<LobbyEntry>, arrived: boolean, } | { "type": "meeting_changed", meeting: MeetingInfo, } | { "type": "answer", sdp: string, tracks: Array<TrackAssignment>, } | { "type": "renegotiate", audio: number, video: number, } | { "type": "active_speaker", participant_id: string | null, } | { "type": "invitation_contested" } | { "type": "ended", reason: EndReason, by: string | null, } | { "type": "pong" } | { "type": "error", code: ErrorCode, message: string, } | { "type": "mls_create_group", group_id: string, } | { "type": "mls_pending", joiners: Array<MlsJoiner>, policy: MlsPolicy, } | { "type": "mls_commit", epoch: number, commit: string, from_id: string, } | { "type": "mls_commit_result", epoch: number, accepted: boolean, } | { "type": "mls_welcome", welcome: string, epoch: number, } | { "type": "mls_reset", epoch: number, } | { "type": "mls_chat", epoch: number, message: string, from_id: string, 
 /**
  * When the server relayed it, milliseconds since the Unix epoch.
  */

@@ -153,6 +153,11 @@ struct ServerStatus {
     forwarded_packets: u64,
     received_datagrams: u64,
     unroutable_datagrams: u64,
+    /// ICE-TCP: open connections, connections closed for bad framing, packets dropped because a
+    /// connection's send queue was full.
+    tcp_connections: usize,
+    tcp_refused_frames: u64,
+    tcp_dropped_packets: u64,
     /// Resident memory of the process in bytes (Linux; absent elsewhere).
     memory_rss_bytes: Option<u64>,
     /// Audit records that could not be written since the start (see [`crate::audit`]).
@@ -169,6 +174,9 @@ async fn server_status(State(state): State<AppState>, Admin(_): Admin) -> Json<S
         forwarded_packets: media.forwarded_packets,
         received_datagrams: media.received_datagrams,
         unroutable_datagrams: media.unroutable_datagrams,
+        tcp_connections: media.tcp_connections,
+        tcp_refused_frames: media.tcp_refused_frames,
+        tcp_dropped_packets: media.tcp_dropped_packets,
         memory_rss_bytes: resident_memory(),
         audit_write_failures: state.audit.failures(),
     })

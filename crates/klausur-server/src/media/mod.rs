@@ -36,6 +36,11 @@
 //!
 //! Demultiplexing: a new peer's first packet is a STUN binding request whose USERNAME starts
 //! with the local ICE ufrag the room core handed out; after that the remote address is known.
+//!
+//! ICE-TCP ([`tcp`]): with TCP on, the worker also listens on TCP (same port number) and
+//! announces a passive TCP host candidate beside the UDP one, for browsers whose network
+//! drops UDP. Its connections are polled in the same `ppoll` and their frames routed the same
+//! way, the connection taking the place of the remote address.
 
 use std::collections::HashMap;
 use std::io::{IoSlice, IoSliceMut};
@@ -46,7 +51,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use klausur_proto::SendSource;
-use klausur_room::{Answer, ParsedOffer, PeerId, Room, RoomConfig, RoomEvent, RoomOutput};
+use klausur_room::{
+    Answer, ParsedOffer, PeerId, Room, RoomConfig, RoomEvent, RoomOutput, Transport,
+};
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 use nix::sys::eventfd::{EfdFlags, EventFd};
@@ -56,6 +63,8 @@ use nix::sys::socket::{
 };
 use nix::sys::time::TimeSpec;
 use tokio::sync::{mpsc, oneshot};
+
+pub mod tcp;
 
 /// Datagrams per `recvmmsg` / `sendmmsg`.
 pub const BATCH: usize = 32;
@@ -152,6 +161,14 @@ pub struct MediaStats {
     /// timer ran out (no datagram, command or signal).
     pub wakeups: u64,
     pub timer_wakeups: u64,
+    /// ICE-TCP: open connections, of them those belonging to a peer, frames received,
+    /// connections closed for bad framing, packets dropped because a connection's send
+    /// queue was full.
+    pub tcp_connections: usize,
+    pub tcp_peer_connections: usize,
+    pub tcp_frames: u64,
+    pub tcp_refused_frames: u64,
+    pub tcp_dropped_packets: u64,
 }
 
 /// The signaling side's handle on the worker.
@@ -239,6 +256,9 @@ struct Worker {
     wake: Arc<EventFd>,
     /// The address announced as host candidate (the public IP with the socket's port).
     candidate: SocketAddr,
+    /// ICE-TCP, when on: the listener and its connections, and the TCP candidate's address.
+    tcp: Option<tcp::Tcp>,
+    tcp_candidate: Option<SocketAddr>,
     rooms: HashMap<RoomKey, RoomSlot>,
     by_ufrag: HashMap<String, (RoomKey, PeerId)>,
     by_addr: HashMap<SocketAddr, (RoomKey, PeerId)>,
@@ -255,12 +275,14 @@ struct Worker {
     stats: MediaStats,
 }
 
-/// Binds the UDP socket and starts the worker thread.
+/// Binds the UDP socket and starts the worker thread. With `tcp`, also listens for ICE-TCP
+/// on the same port number (with port 0, one free for both is chosen).
 pub async fn start(
     listen: SocketAddr,
     public_ip: std::net::IpAddr,
+    tcp: bool,
 ) -> std::io::Result<(MediaHandle, SocketAddr)> {
-    let socket = UdpSocket::bind(listen)?;
+    let (socket, listener) = bind(listen, tcp)?;
     socket.set_nonblocking(true)?;
     // Bigger socket buffers ride out bursts (a keyframe to every subscriber); best effort.
     if setsockopt(&socket, sockopt::RcvBufForce, &SOCKET_BUFFER).is_err() {
@@ -271,6 +293,7 @@ pub async fn start(
     }
     let local = socket.local_addr()?;
     let candidate = SocketAddr::new(public_ip, local.port());
+    let tcp_candidate = listener.as_ref().map(|_| candidate);
     let gso = gso_supported(&socket);
     if !gso {
         tracing::info!("media worker: the kernel has no UDP GSO, sending datagrams one by one");
@@ -289,6 +312,8 @@ pub async fn start(
                 socket,
                 wake: worker_wake,
                 candidate,
+                tcp: listener.map(tcp::Tcp::new),
+                tcp_candidate,
                 rooms: HashMap::new(),
                 by_ufrag: HashMap::new(),
                 by_addr: HashMap::new(),
@@ -307,6 +332,41 @@ pub async fn start(
     Ok((handle, local))
 }
 
+/// The UDP socket and, with `tcp`, a non-blocking TCP listener on the same port number.
+fn bind(
+    listen: SocketAddr,
+    tcp: bool,
+) -> std::io::Result<(UdpSocket, Option<std::net::TcpListener>)> {
+    let mut tries = 0;
+    loop {
+        let socket = UdpSocket::bind(listen)?;
+        if !tcp {
+            return Ok((socket, None));
+        }
+        let at = SocketAddr::new(listen.ip(), socket.local_addr()?.port());
+        match std::net::TcpListener::bind(at) {
+            Ok(listener) => {
+                listener.set_nonblocking(true)?;
+                return Ok((socket, Some(listener)));
+            }
+            // A port chosen by the kernel for UDP may be taken for TCP: choose again.
+            Err(e)
+                if e.kind() == std::io::ErrorKind::AddrInUse
+                    && listen.port() == 0
+                    && tries < 20 =>
+            {
+                tries += 1;
+            }
+            Err(e) => {
+                return Err(std::io::Error::new(
+                    e.kind(),
+                    format!("cannot listen for ICE-TCP on {at}: {e}"),
+                ))
+            }
+        }
+    }
+}
+
 fn to_std(addr: &SockaddrStorage) -> Option<SocketAddr> {
     if let Some(a) = addr.as_sockaddr_in() {
         return Some(SocketAddr::V4((*a).into()));
@@ -323,6 +383,10 @@ impl Worker {
         let mut recv_headers: MultiHeaders<SockaddrStorage> =
             MultiHeaders::preallocate(BATCH, None);
         let mut next_report = Instant::now();
+        // ICE-TCP connections ready after a wait, and the poll order of their addresses.
+        let mut tcp_ready: Vec<(SocketAddr, PollFlags)> = Vec::new();
+        let mut tcp_addrs: Vec<SocketAddr> = Vec::new();
+        let mut tcp_accept = false;
         loop {
             // Commands. An offer costs the most (milliseconds for a large meeting): after one,
             // the waiting datagrams get their turn before the next command.
@@ -358,17 +422,42 @@ impl Worker {
             }
             .map(TimeSpec::from_duration);
             // (socket readable, command waiting, the wait ended at the timer)
+            tcp_ready.clear();
             let (readable, woken, timed_out) = {
-                let mut fds = [
+                let mut fds = vec![
                     PollFd::new(self.socket.as_fd(), PollFlags::POLLIN),
                     PollFd::new(self.wake.as_fd(), PollFlags::POLLIN),
                 ];
+                if let Some(tcp) = &self.tcp {
+                    fds.push(PollFd::new(tcp.listener.as_fd(), PollFlags::POLLIN));
+                    tcp_addrs.clear();
+                    for (addr, conn) in &tcp.conns {
+                        let mut flags = PollFlags::POLLIN;
+                        if conn.wants_write() {
+                            flags |= PollFlags::POLLOUT;
+                        }
+                        fds.push(PollFd::new(conn.stream.as_fd(), flags));
+                        tcp_addrs.push(*addr);
+                    }
+                }
                 match nix::poll::ppoll(&mut fds, timeout, None) {
-                    Ok(ready) => (
-                        fds[0].any().unwrap_or(false),
-                        fds[1].any().unwrap_or(false),
-                        ready == 0,
-                    ),
+                    Ok(ready) => {
+                        if self.tcp.is_some() {
+                            tcp_accept = fds[2].any().unwrap_or(false);
+                            for (fd, addr) in fds[3..].iter().zip(&tcp_addrs) {
+                                if let Some(ev) = fd.revents() {
+                                    if !ev.is_empty() {
+                                        tcp_ready.push((*addr, ev));
+                                    }
+                                }
+                            }
+                        }
+                        (
+                            fds[0].any().unwrap_or(false),
+                            fds[1].any().unwrap_or(false),
+                            ready == 0,
+                        )
+                    }
                     // A signal: not a timer's wake-up.
                     Err(Errno::EINTR) => (false, false, false),
                     Err(e) => {
@@ -394,7 +483,43 @@ impl Worker {
                     }
                 }
             }
+            if tcp_accept || !tcp_ready.is_empty() {
+                self.tcp_turn(tcp_accept, &tcp_ready);
+                tcp_accept = false;
+            }
         }
+    }
+
+    /// Accepts new ICE-TCP connections, writes what connections can take, reads and routes
+    /// their frames, then drains the touched rooms.
+    fn tcp_turn(&mut self, accept: bool, ready: &[(SocketAddr, PollFlags)]) {
+        let Some(mut tcp) = self.tcp.take() else {
+            return;
+        };
+        let now = Instant::now();
+        if accept {
+            tcp.accept(now);
+        }
+        for (remote, ev) in ready {
+            if ev.contains(PollFlags::POLLOUT) {
+                if let Some(conn) = tcp.conns.get_mut(remote) {
+                    if conn.write_out().is_err() {
+                        tcp.conns.remove(remote);
+                        continue;
+                    }
+                }
+            }
+            if ev.intersects(PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR) {
+                tcp.read(now, *remote, |route, frame| {
+                    self.stats.tcp_frames += 1;
+                    self.on_packet(now, Transport::Tcp, *remote, frame, route)
+                });
+            }
+        }
+        self.tcp = Some(tcp);
+        self.drain_touched();
+        self.replace_failed_rooms();
+        self.flush();
     }
 
     /// One `recvmmsg`: routes every datagram, then drains the touched rooms and sends.
@@ -444,46 +569,73 @@ impl Worker {
     }
 
     fn next_timeout(&self) -> Option<Instant> {
-        self.rooms
+        let rooms = self
+            .rooms
             .values()
             .filter_map(|s| s.room.poll_timeout())
-            .min()
+            .min();
+        // Connections are closed up to a second late: not worth a wake-up of their own.
+        let tcp = self
+            .tcp
+            .as_ref()
+            .and_then(|t| t.next_expiry())
+            .map(|t| t + Duration::from_secs(1));
+        match (rooms, tcp) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     fn on_datagram(&mut self, now: Instant, source: SocketAddr, contents: &[u8]) {
         self.stats.received_datagrams += 1;
-        // STUN binding requests route by ICE username (cheap to rule out for RTP: the first
-        // two bytes differ), everything else by remote address.
-        // The address is learned for the peer only from a request whose integrity verifies
-        // with the peer's ICE password: the ICE username travels in the clear, and a forged
-        // request must not make the worker hand that address's datagrams to the peer.
+        let known = self.by_addr.get(&source).copied();
+        if let Some(owner) = self.on_packet(now, Transport::Udp, source, contents, known) {
+            self.by_addr.insert(source, owner);
+        }
+    }
+
+    /// Routes one packet (a UDP datagram, or a frame of an ICE-TCP connection) that came
+    /// from `source`, whose route so far is `known`. Returns the peer `source` is now known
+    /// to belong to, when this packet proved it.
+    ///
+    /// STUN binding requests route by ICE username (cheap to rule out for RTP: the first
+    /// two bytes differ), everything else by the known route. The route is learned only from
+    /// a request whose integrity verifies with the peer's ICE password: the ICE username
+    /// travels in the clear, and a forged request must not make the worker hand that
+    /// source's packets to the peer.
+    fn on_packet(
+        &mut self,
+        now: Instant,
+        transport: Transport,
+        source: SocketAddr,
+        contents: &[u8],
+        known: Option<(RoomKey, PeerId)>,
+    ) -> Option<(RoomKey, PeerId)> {
         let (target, learn) = match klausur_room::stun_local_ufrag(contents) {
             Some(ufrag) => match self.by_ufrag.get(&ufrag).copied() {
-                Some(t) => (Some(t), self.by_addr.get(&source) != Some(&t)),
+                Some(t) => (Some(t), known != Some(t)),
                 None => (None, false),
             },
-            None => (self.by_addr.get(&source).copied(), false),
+            None => (known, false),
         };
         let Some((key, peer)) = target else {
             self.stats.unroutable_datagrams += 1;
-            return;
+            return None;
         };
-        let destination = self.candidate;
+        let destination = match transport {
+            Transport::Udp => self.candidate,
+            Transport::Tcp => self.tcp_candidate.unwrap_or(self.candidate),
+        };
         let result = self.with_room(key, |room| {
             let authentic = learn && room.stun_authentic(peer, contents);
             (
-                room.handle_receive(now, peer, source, destination, contents),
+                room.handle_receive_on(now, peer, transport, source, destination, contents),
                 authentic,
             )
         });
-        let Some((result, authentic)) = result else {
-            return;
-        };
+        let (result, authentic) = result?;
         if let Err(e) = result {
-            tracing::debug!(room = key, peer, "datagram rejected: {e}");
-        }
-        if authentic {
-            self.by_addr.insert(source, (key, peer));
+            tracing::debug!(room = key, peer, "packet rejected: {e}");
         }
         if let Some(slot) = self.rooms.get_mut(&key) {
             if !slot.touched {
@@ -491,6 +643,7 @@ impl Worker {
                 self.touched.push(key);
             }
         }
+        authentic.then_some((key, peer))
     }
 
     /// Runs `f` on a room's core. A panic in it (a bug in the room core or in str0m) stays in
@@ -547,6 +700,9 @@ impl Worker {
 
     fn fire_timers(&mut self) {
         let now = Instant::now();
+        if let Some(tcp) = &mut self.tcp {
+            tcp.expire(now);
+        }
         let mut due = std::mem::take(&mut self.touched);
         due.extend(
             self.rooms
@@ -586,12 +742,18 @@ impl Worker {
                     self.add_room_stats(&slot.room);
                 }
                 self.by_addr.retain(|_, (k, _)| *k != room);
+                if let Some(tcp) = &mut self.tcp {
+                    tcp.close_where(|k, _| k == room);
+                }
                 self.by_ufrag.retain(|_, (k, _)| *k != room);
                 self.ufrag_of.retain(|(k, _), _| *k != room);
             }
             MediaCmd::AddPeer { room, peer, reply } => {
-                let candidate = self.candidate;
-                let result = match self.with_room(room, |r| r.add_peer(now, peer, &[candidate])) {
+                let mut local = vec![(Transport::Udp, self.candidate)];
+                if let Some(c) = self.tcp_candidate {
+                    local.push((Transport::Tcp, c));
+                }
+                let result = match self.with_room(room, |r| r.add_peer_on(now, peer, &local)) {
                     Some(result) => result.map_err(|e| e.to_string()),
                     None => Err("room is not open".to_string()),
                 };
@@ -655,6 +817,12 @@ impl Worker {
         s.send_batches = self.sender.send_batches;
         s.gso_datagrams = self.sender.gso_datagrams;
         s.rooms = self.rooms.len();
+        if let Some(tcp) = &self.tcp {
+            s.tcp_connections = tcp.conns.len();
+            s.tcp_peer_connections = tcp.conns.values().filter(|c| c.route.is_some()).count();
+            s.tcp_refused_frames = tcp.refused_frames;
+            s.tcp_dropped_packets = tcp.dropped_packets;
+        }
         for r in self.rooms.values() {
             s.peers += r.room.peer_count();
             let rs = r.room.stats();
@@ -693,6 +861,9 @@ impl Worker {
             self.by_ufrag.remove(&ufrag);
         }
         self.by_addr.retain(|_, t| *t != (room, peer));
+        if let Some(tcp) = &mut self.tcp {
+            tcp.close_where(|k, p| (k, p) == (room, peer));
+        }
     }
 
     /// Drains a room's outputs: transmits are queued for the next `sendmmsg` (flushed when
@@ -703,6 +874,17 @@ impl Worker {
                 return;
             };
             match out {
+                RoomOutput::Transmit {
+                    transport: Transport::Tcp,
+                    peer,
+                    destination,
+                    contents,
+                    ..
+                } => {
+                    if let Some(tcp) = &mut self.tcp {
+                        tcp.send(destination, (key, peer), &contents);
+                    }
+                }
                 RoomOutput::Transmit {
                     destination,
                     contents,

@@ -81,6 +81,8 @@ pub(super) struct Deps {
     pub media: MediaHandle,
     pub store: Store,
     pub audit: Audit,
+    /// The TURN server participants get credentials for (`[turn]`).
+    pub turn: Option<Arc<crate::turn::TurnConfig>>,
     /// Takes the meeting off the registry of running meetings (if its channel is closed).
     pub on_close: Box<dyn FnOnce() + Send + Sync>,
 }
@@ -134,7 +136,7 @@ pub(super) async fn run(
         Vec::new()
     });
     let mut actor = Actor {
-        core: Meeting::new(seed, locked, muted),
+        core: Meeting::new(seed, locked, muted).with_turn(deps.turn.clone()),
         room,
         conns: HashMap::new(),
         overflowed: Vec::new(),

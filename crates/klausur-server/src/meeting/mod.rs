@@ -4,8 +4,8 @@
 //! conversion of a refusal into a WebSocket `error` message ([`signaling_error`]).
 //!
 //! May call `media` (rooms and peers, through its handle), `admission` (the standing a join
-//! arrives with), `config`, `auth`, `audit` and `storage_fault`; never the HTTP layer, the state
-//! or the server. Inside: `rules` and `delivery` are pure (time is an argument, outputs are
+//! arrives with), `config`, `turn` (credentials in `joined`), `auth`, `audit` and
+//! `storage_fault`; never the HTTP layer, the state or the server. Inside: `rules` and `delivery` are pure (time is an argument, outputs are
 //! values); only `actor` awaits.
 //!
 //! Admission policy is decided before a join reaches the meeting (see [`Standing`], computed
@@ -47,16 +47,24 @@ pub struct Registry {
     media: MediaHandle,
     store: Store,
     audit: Audit,
+    turn: Option<Arc<crate::turn::TurnConfig>>,
 }
 
 impl Registry {
-    pub fn new(media: MediaHandle, store: Store, audit: Audit) -> Self {
+    /// `turn`: the TURN server every participant gets credentials for in `joined`.
+    pub fn new(
+        media: MediaHandle,
+        store: Store,
+        audit: Audit,
+        turn: Option<Arc<crate::turn::TurnConfig>>,
+    ) -> Self {
         Registry {
             inner: Arc::default(),
             next_room: Arc::new(AtomicU64::new(1)),
             media,
             store,
             audit,
+            turn,
         }
     }
 
@@ -79,6 +87,7 @@ impl Registry {
             media: self.media.clone(),
             store: self.store.clone(),
             audit: self.audit.clone(),
+            turn: self.turn.clone(),
             on_close: {
                 let registry = self.clone();
                 let id = seed.id.clone();

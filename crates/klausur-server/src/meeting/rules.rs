@@ -311,6 +311,8 @@ pub struct Meeting {
     /// Inputs that came while a command waited for an answer.
     deferred: VecDeque<Input>,
     out: VecDeque<Output>,
+    /// The TURN server whose credentials every `joined` carries (`[turn]`).
+    turn: Option<std::sync::Arc<crate::turn::TurnConfig>>,
 }
 
 impl Meeting {
@@ -338,7 +340,15 @@ impl Meeting {
             suspended: None,
             deferred: VecDeque::new(),
             out: VecDeque::new(),
+            turn: None,
         }
+    }
+
+    /// Hands every participant credentials for `turn` in `joined`, valid from the join's
+    /// wall-clock time on (see [`crate::turn`]).
+    pub fn with_turn(mut self, turn: Option<std::sync::Arc<crate::turn::TurnConfig>>) -> Self {
+        self.turn = turn;
+        self
     }
 
     pub fn id(&self) -> &str {
@@ -985,6 +995,11 @@ impl Meeting {
                 participants,
                 lobby,
                 rejoin_token,
+                ice_servers: self
+                    .turn
+                    .as_ref()
+                    .map(|t| vec![t.credentials(&info.id, now.wall.timestamp())])
+                    .unwrap_or_default(),
             },
         );
         self.broadcast(

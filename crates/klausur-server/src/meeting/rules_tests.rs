@@ -494,3 +494,36 @@ fn an_emptied_meeting_forgets_its_lock_and_a_shutdown_keeps_it() {
     });
     assert!(sim.take().is_empty());
 }
+
+#[test]
+fn joined_carries_turn_credentials_from_the_join_time_only_with_turn() {
+    let mut sim = Sim::new(false);
+    let olga = sim.join(staff(1, "Olga", true));
+    let out = sim.take();
+    assert!(matches!(
+        sent_to(&out, olga)[..],
+        [ServerMsg::Joined { ice_servers, .. }] if ice_servers.is_empty()
+    ));
+
+    let turn = crate::turn::TurnConfig {
+        urls: vec!["turns:turn.example:443?transport=tcp".into()],
+        secret: b"a-secret-shared-with-coturn".to_vec(),
+        credential_lifetime: Duration::from_secs(600),
+    };
+    let mut sim = Sim::new(false);
+    sim.m = Meeting::new(seed(), false, []).with_turn(Some(std::sync::Arc::new(turn.clone())));
+    let olga = sim.join(staff(1, "Olga", true));
+    let out = sim.take();
+    let [ServerMsg::Joined {
+        self_id,
+        ice_servers,
+        ..
+    }] = &sent_to(&out, olga)[..]
+    else {
+        panic!("joined expected");
+    };
+    // Valid for the lifetime from the wall-clock time of the join (the simulation's).
+    let expected = turn.credentials(self_id, 1_800_000_000);
+    assert_eq!(expected.username, format!("1800000600:{self_id}"));
+    assert_eq!(ice_servers, &vec![expected]);
+}

@@ -5,6 +5,7 @@ import type { MeetingController, NoticeEntry } from '../../meeting/controller';
 import type { E2eeDiagnostics, E2eeNotice, E2eeStatus, VerificationFlag } from '../../e2ee/types';
 import { useT, type StringKey, type Translate } from '../../i18n';
 import { indicatorStateKey } from '../../meeting/phone';
+import type { MediaTransport } from '../../media/peer';
 import { LockIcon, PhoneIcon, ShieldIcon, UnlockIcon } from '../icons';
 
 export type E2eeLevel = 'active' | 'waiting' | 'warning' | 'failed';
@@ -61,8 +62,19 @@ export function E2eeSection({ status, phoneCount = 0, controller }: { status: E2
   const t = useT();
   const level = e2eeLevel(status);
   const [diag, setDiag] = useState<E2eeDiagnostics | null>(null);
-  const refresh = () => void controller.e2eeDiagnostics().then(setDiag);
+  const [transport, setTransport] = useState<MediaTransport | null>(null);
+  const refresh = () => {
+    void controller.e2eeDiagnostics().then(setDiag);
+    void controller.mediaTransport().then(setTransport);
+  };
   useEffect(refresh, [controller]);
+  // While the diagnostics are open, they follow the connection (a new candidate pair, say).
+  const [open, setOpen] = useState(false);
+  useEffect(() => {
+    if (!open) return;
+    const timer = setInterval(refresh, 2000);
+    return () => clearInterval(timer);
+  }, [open, controller]);
   const dropped = diag?.transforms.reduce((n, x) => n + x.droppedFailed + x.droppedNoKey, 0) ?? 0;
   return (
     <section className="panel-section" data-testid="e2ee-section" data-state={level}>
@@ -85,10 +97,18 @@ export function E2eeSection({ status, phoneCount = 0, controller }: { status: E2
           </ul>
         </>
       )}
-      <details className="diagnostics" data-testid="e2ee-diagnostics" onToggle={refresh}>
+      <details className="diagnostics" data-testid="e2ee-diagnostics"
+        onToggle={(e) => {
+          setOpen(e.currentTarget.open);
+          refresh();
+        }}
+      >
         <summary>{t('e2ee.diagnostics')}</summary>
         <p className="small">
           {t('e2ee.diagEpoch', { epoch: status?.epoch ?? '–', leaf: status?.ownLeaf ?? '–' })}
+        </p>
+        <p className="small" data-testid="media-transport" data-transport={transport?.kind ?? ''}>
+          {t('e2ee.diagTransport', { transport: transportText(t, transport) })}
         </p>
         <p className="small" data-testid="e2ee-dropped" data-dropped={dropped}>
           {t('e2ee.diagDropped', { n: dropped })}
@@ -119,6 +139,13 @@ export function E2eeSection({ status, phoneCount = 0, controller }: { status: E2
       </details>
     </section>
   );
+}
+
+/** The own media connection's transport, for the diagnostics view. */
+function transportText(t: Translate, m: MediaTransport | null): string {
+  if (!m) return '–';
+  if (m.kind === 'relay') return t('e2ee.transport.relay', { protocol: (m.relayProtocol ?? '?').toUpperCase() });
+  return t(m.kind === 'tcp' ? 'e2ee.transport.tcp' : 'e2ee.transport.udp');
 }
 
 export function noticeText(t: Translate, n: E2eeNotice): string | null {

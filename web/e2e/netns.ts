@@ -1,0 +1,132 @@
+// A network namespace for a browser on a network that blocks UDP: a veth pair to the host
+// (10.201.<n>.1 on the host side, where the servers listen; 10.201.<n>.2 inside), nftables rules
+// inside the namespace, and a wrapper that runs Debian's Chromium in it. Needs root (the tests
+// run as root on the test machine); every name starts with `kztcp`.
+import { execFileSync } from 'node:child_process';
+import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+export interface Netns {
+  name: string;
+  /** The host side's address: the servers listen here. */
+  hostIp: string;
+  /** The namespace side's address: the browser's. */
+  nsIp: string;
+  /** An executable that runs Chromium inside the namespace (for `executablePath`). */
+  chromium: string;
+  /** Replaces the namespace's firewall rules (an nftables ruleset for `nft -f`). */
+  setRules(rules: string): void;
+  remove(): void;
+}
+
+function run(cmd: string, args: string[], input?: string): string {
+  return execFileSync(cmd, args, { input, encoding: 'utf8', stdio: ['pipe', 'pipe', 'pipe'] });
+}
+
+/** Whether this process may create network namespaces (root with `ip` and `nft`). */
+export function netnsAvailable(): string | null {
+  if (process.getuid?.() !== 0) return 'needs root';
+  for (const tool of ['ip', 'nft']) {
+    try {
+      run('sh', ['-c', `command -v ${tool}`]);
+    } catch {
+      return `needs ${tool} (scripts/setup.sh --with-browser installs nftables)`;
+    }
+  }
+  return null;
+}
+
+/** Creates namespace `kztcp<n>` (removing a leftover of an earlier run first). */
+export function createNetns(n: number, chromiumPath = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium'): Netns {
+  const name = `kztcp${n}`;
+  const host = `kztcp${n}h`;
+  const inner = `kztcp${n}b`;
+  const hostIp = `10.201.${n}.1`;
+  const nsIp = `10.201.${n}.2`;
+  const del = () => {
+    try {
+      run('ip', ['netns', 'del', name]);
+    } catch {
+      /* not there */
+    }
+    try {
+      run('ip', ['link', 'del', host]);
+    } catch {
+      /* gone with the namespace */
+    }
+  };
+  del();
+  run('ip', ['netns', 'add', name]);
+  const inNs = (...args: string[]) => run('ip', ['netns', 'exec', name, ...args]);
+  try {
+    run('ip', ['link', 'add', host, 'type', 'veth', 'peer', 'name', inner]);
+    run('ip', ['link', 'set', inner, 'netns', name]);
+    run('ip', ['addr', 'add', `${hostIp}/24`, 'dev', host]);
+    run('ip', ['link', 'set', host, 'up']);
+    inNs('ip', 'addr', 'add', `${nsIp}/24`, 'dev', inner);
+    inNs('ip', 'link', 'set', inner, 'up');
+    inNs('ip', 'link', 'set', 'lo', 'up');
+  } catch (e) {
+    del();
+    throw e;
+  }
+  const dir = mkdtempSync(join(tmpdir(), `${name}-`));
+  const chromium = join(dir, 'chromium-in-netns');
+  writeFileSync(chromium, `#!/bin/sh\nexec ip netns exec ${name} ${chromiumPath} "$@"\n`);
+  chmodSync(chromium, 0o755);
+  return {
+    name,
+    hostIp,
+    nsIp,
+    chromium,
+    setRules(rules: string) {
+      run('ip', ['netns', 'exec', name, 'nft', '-f', '-'], `flush ruleset\n${rules}\n`);
+    },
+    remove() {
+      del();
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** Rules that drop every UDP packet in and out of the namespace (loopback aside). */
+export const DROP_UDP = `
+table inet kztcp {
+  chain out {
+    type filter hook output priority 0; policy accept;
+    oif lo accept
+    meta l4proto udp counter drop
+  }
+  chain in {
+    type filter hook input priority 0; policy accept;
+    iif lo accept
+    meta l4proto udp counter drop
+  }
+}`;
+
+/** Rules that let only TCP to `host` on `ports` out of the namespace (and the answers in); other
+ * TCP connections are refused at once (a reset), everything else is dropped. */
+export function onlyTcpTo(host: string, ports: number[]): string {
+  return `
+table inet kztcp {
+  chain out {
+    type filter hook output priority 0; policy drop;
+    oif lo accept
+    ip daddr ${host} tcp dport { ${ports.join(', ')} } accept
+    meta l4proto tcp counter reject with tcp reset
+    counter
+  }
+  chain in {
+    type filter hook input priority 0; policy drop;
+    iif lo accept
+    ip saddr ${host} tcp sport { ${ports.join(', ')} } accept
+    counter
+  }
+}`;
+}
+
+/** The packet counters of the namespace's rules (to show the rules were hit). */
+export function ruleCounters(ns: Netns): string {
+  return run('ip', ['netns', 'exec', ns.name, 'nft', 'list', 'ruleset']);
+}

@@ -1,0 +1,319 @@
+// Networks that block UDP. A participant's Chromium runs in a network namespace (e2e/netns.ts)
+// whose nftables rules drop UDP; the server listens on the host side of the namespace's veth
+// pair (10.201.x.1), the organiser's Chromium runs on the host as usual.
+//
+// - ICE-TCP: the guest's media runs over TCP to the server's passive TCP candidate; both receive
+//   each other's audio and video, decrypted (the SFrame transforms' counters), the guest's
+//   selected candidate pair is TCP (getStats) and its diagnostics view says so, and the UDP the
+//   guest's browser tried was dropped (the rule's counter). Negative control: the same with the
+//   server's TCP candidate switched off (`KLAUSUR_MEDIA_TCP=0`) connects no media.
+// - TURN: the guest's namespace lets nothing out but TCP to the server's HTTP port and to port
+//   443 of a TURN server (Debian's coturn, started here with a test certificate, TURN over TLS
+//   and `use-auth-secret`); the server hands out credentials by the TURN REST API scheme
+//   (`[turn]`), the browser's media runs relayed, and coturn's log shows the allocation made with
+//   the guest's credentials. Negative control: coturn with another secret refuses them, and no
+//   media connects.
+import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { chromium, type Browser, type Page } from '@playwright/test';
+import { chromiumArgs } from '../playwright.config';
+import { expect, newPerson, signIn, test, ADMIN_PASSWORD, type Person } from './fixtures';
+import { changePassword, commonSecurityCode, createMeeting, expectAudioVideoFrom, expectInRoom, inviteGuest, login, openPanel, organiserJoins, passPrejoin, selfId } from './helpers';
+import { recordSecret, SERVER_LOGS_DIR, useOutputDir, watchContext } from './log-secrets';
+import { createNetns, DROP_UDP, netnsAvailable, onlyTcpTo, ruleCounters, type Netns } from './netns';
+import { startServer, type KlausurServer, type ServerOptions } from './server';
+
+const TITLE = 'Sprechstunde Bürgeramt';
+
+const skipReason = netnsAvailable();
+test.skip(skipReason !== null, `network namespaces: ${skipReason}`);
+
+/** Everything a test opened, closed after it whatever its outcome (last opened first). */
+const cleanups: (() => Promise<void> | void)[] = [];
+test.afterEach(async () => {
+  for (const c of cleanups.splice(0).reverse()) await Promise.resolve(c()).catch((e) => console.log(`cleanup: ${e}`));
+});
+
+/** A server on the namespace's host address, its admin signed in once (password changed). */
+async function serverFor(ns: Netns, browser: Browser, outputDir: string, opts: ServerOptions = {}): Promise<KlausurServer> {
+  useOutputDir(outputDir);
+  // Not loopback: plain HTTP must be allowed explicitly (no TLS here; cookies are not `Secure`).
+  const env = { KLAUSUR_DANGER_PLAIN_HTTP: '1', ...(opts.env ?? {}) };
+  const server = await startServer({ ...opts, env, listenHost: ns.hostIp }, { logDir: join(outputDir, SERVER_LOGS_DIR) });
+  cleanups.push(() => server.stop());
+  recordSecret('password', server.adminOneTimePassword);
+  recordSecret('password', ADMIN_PASSWORD);
+  const context = await browser.newContext({ baseURL: server.baseURL, locale: 'de-DE' });
+  watchContext(context);
+  try {
+    const page = await context.newPage();
+    await login(page, 'admin', server.adminOneTimePassword);
+    await changePassword(page, server.adminOneTimePassword, ADMIN_PASSWORD);
+  } finally {
+    await context.close();
+  }
+  return server;
+}
+
+/** Chromium inside the namespace, or on the host without `ns` (`extraArgs` added to the
+ * suite's). The server's plain-HTTP origin counts as secure for it (camera, microphone, the
+ * encryption worker need a secure context). */
+async function browserFor(server: KlausurServer, ns: Netns | null, extraArgs: string[] = []): Promise<Browser> {
+  const args = [...chromiumArgs, `--unsafely-treat-insecure-origin-as-secure=${server.baseURL}`, ...extraArgs];
+  const b = await chromium.launch({ executablePath: ns ? ns.chromium : (process.env.CHROMIUM_PATH ?? '/usr/bin/chromium'), args });
+  cleanups.push(() => b.close());
+  return b;
+}
+
+function namespace(n: number, rules: string): Netns {
+  const ns = createNetns(n);
+  cleanups.push(() => ns.remove());
+  ns.setRules(rules);
+  return ns;
+}
+
+interface Joined extends Person {
+  id: string;
+}
+
+/** The organiser (host browser) creates the meeting, invites `guest` and joins; the guest opens
+ * the link in `guestBrowser` and joins. */
+async function meeting(hostBrowser: Browser, guestBrowser: Browser, baseURL: string, guest: string): Promise<{ admin: Joined; guest: Joined }> {
+  const admin = await signIn(hostBrowser, baseURL, 'admin', ADMIN_PASSWORD);
+  cleanups.push(() => admin.context.close());
+  await createMeeting(admin.page, TITLE, 'strict');
+  const link = await inviteGuest(admin.page, guest);
+  const adminId = await organiserJoins(admin.page, TITLE);
+  const g = await newPerson(guestBrowser, baseURL, guest);
+  cleanups.push(() => g.context.close());
+  await g.page.addInitScript(recordIceStates);
+  await g.page.goto(link);
+  await passPrejoin(g.page, { expectTitle: TITLE, expectInvitee: guest });
+  await expectInRoom(g.page);
+  return { admin: { ...admin, id: adminId }, guest: { ...g, id: await selfId(g.page) } };
+}
+
+/** In the page: every connection state (`pc:`) and ICE connection state (`ice:`) any of its
+ * peer connections went through, in order (`window.__iceStates`). */
+function recordIceStates(): void {
+  const states: string[] = [];
+  (window as unknown as { __iceStates: string[] }).__iceStates = states;
+  const Original = window.RTCPeerConnection;
+  window.RTCPeerConnection = class extends Original {
+    constructor(config?: RTCConfiguration) {
+      super(config);
+      this.addEventListener('iceconnectionstatechange', () => states.push(`ice:${this.iceConnectionState}`));
+      this.addEventListener('connectionstatechange', () => states.push(`pc:${this.connectionState}`));
+    }
+  } as typeof RTCPeerConnection;
+}
+
+async function iceStates(page: Page): Promise<string[]> {
+  return page.evaluate(() => (window as unknown as { __iceStates?: string[] }).__iceStates ?? []);
+}
+
+/** The guest's browser gives up on the media connection (`failed`), never having had one. */
+async function mediaNeverConnects(guest: Joined): Promise<void> {
+  await expect.poll(() => iceStates(guest.page), { timeout: 90_000, message: 'the media connection fails' }).toContain('pc:failed');
+  const states = await iceStates(guest.page);
+  for (const s of ['pc:connected', 'ice:connected', 'ice:completed']) expect(states).not.toContain(s);
+  expect((await guest.page.evaluate(() => window.__klausur?.connection() ?? null))?.mediaConnected).toBe(false);
+  expect(await transport(guest.page)).toBeNull();
+  expect((await decrypted(guest.page)).decrypted).toBe(0);
+}
+
+type Transport = { kind: string; relayProtocol: string | null } | null;
+
+async function transport(page: Page): Promise<Transport> {
+  return page.evaluate(async () => ((await window.__klausur?.transport()) ?? null) as Transport);
+}
+
+/** Frames the page's SFrame transforms decrypted (received) and failed or lacked a key for. */
+async function decrypted(page: Page): Promise<{ decrypted: number; dropped: number }> {
+  const d = await page.evaluate(async () => (await window.__klausur?.e2eeDiagnostics()) ?? null);
+  const recv = (d?.transforms ?? []).filter((x) => x.side === 'receive');
+  return {
+    decrypted: recv.reduce((n, x) => n + x.decrypted, 0),
+    dropped: recv.reduce((n, x) => n + x.droppedFailed + x.droppedNoKey, 0),
+  };
+}
+
+/** Media flows both ways between the two, decrypted by each. */
+async function exchangeEncryptedMedia(a: Joined, b: Joined): Promise<void> {
+  await commonSecurityCode([a.page, b.page]);
+  await expectAudioVideoFrom(b.page, a.id, 45_000, a.page);
+  await expectAudioVideoFrom(a.page, b.id, 45_000, b.page);
+  for (const p of [a, b]) {
+    await expect.poll(async () => (await decrypted(p.page)).decrypted, { message: `${p.name} decrypts frames` }).toBeGreaterThan(100);
+  }
+}
+
+/** The packets the namespace's nftables rules that contain `rule` counted, together. */
+function counted(ns: Netns, rule: string): number {
+  return ruleCounters(ns)
+    .split('\n')
+    .filter((l) => l.includes(rule))
+    .reduce((n, l) => n + Number(/counter packets (\d+)/.exec(l)?.[1] ?? 0), 0);
+}
+
+/** The diagnostics view of the page (security panel) shows the own media transport. */
+async function diagnosticsShow(page: Page, kind: string): Promise<void> {
+  await openPanel(page, 'security');
+  const details = page.getByTestId('e2ee-diagnostics');
+  await details.locator('summary').click();
+  await expect(page.getByTestId('media-transport')).toHaveAttribute('data-transport', kind);
+}
+
+test('a browser whose network drops UDP joins over TCP and exchanges encrypted media', async ({ browser }, testInfo) => {
+  const ns = namespace(1, DROP_UDP);
+  const server = await serverFor(ns, browser, testInfo.project.outputDir, { own: 'ice-tcp' });
+  const nsBrowser = await browserFor(server, ns);
+  const hostBrowser = await browserFor(server, null);
+  const { admin, guest } = await meeting(hostBrowser, nsBrowser, server.baseURL, 'Tilda Tunnel');
+
+  await test.step('media flows both ways, end-to-end encrypted', async () => {
+    await exchangeEncryptedMedia(admin, guest);
+  });
+  await test.step('the guest’s connection is TCP, the organiser’s UDP', async () => {
+    await expect.poll(() => transport(guest.page)).toEqual({ kind: 'tcp', relayProtocol: null });
+    await expect.poll(() => transport(admin.page)).toEqual({ kind: 'udp', relayProtocol: null });
+    // The guest's browser did try UDP: the namespace dropped it.
+    expect(counted(ns, 'meta l4proto udp')).toBeGreaterThan(0);
+  });
+  await test.step('the diagnostics view says TCP', async () => {
+    await diagnosticsShow(guest.page, 'tcp');
+    await expect(guest.page.getByTestId('media-transport')).toContainText('TCP');
+    await diagnosticsShow(admin.page, 'udp');
+  });
+});
+
+test('negative control: with the server’s TCP candidate off, a browser without UDP gets no media', async ({ browser }, testInfo) => {
+  const ns = namespace(2, DROP_UDP);
+  const server = await serverFor(ns, browser, testInfo.project.outputDir, { own: 'no-ice-tcp', env: { KLAUSUR_MEDIA_TCP: '0' } });
+  const nsBrowser = await browserFor(server, ns);
+  const hostBrowser = await browserFor(server, null);
+  const { admin, guest } = await meeting(hostBrowser, nsBrowser, server.baseURL, 'Udo Ohneweg');
+  // The encrypted group forms over signaling (WebSocket over TCP) ...
+  await commonSecurityCode([admin.page, guest.page]);
+  // ... but ICE finds no working pair: the browser gives up on the media connection.
+  await mediaNeverConnects(guest);
+  expect(counted(ns, 'meta l4proto udp')).toBeGreaterThan(0);
+});
+
+
+/** Debian's coturn on `ip` with TURN over TLS on port 443 only (no UDP, no plain TCP listener;
+ * relays over UDP to `peer` only), checking TURN REST API credentials with `secret`. */
+interface Coturn {
+  log(): string;
+  stop(): Promise<void>;
+}
+
+async function startCoturn(ip: string, peer: string, secret: string): Promise<Coturn> {
+  const dir = mkdtempSync(join(tmpdir(), 'kztcp-turn-'));
+  const cert = join(dir, 'cert.pem');
+  const key = join(dir, 'key.pem');
+  execFileSync('openssl', [
+    'req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-days', '1',
+    '-subj', `/CN=${ip}`, '-addext', `subjectAltName=IP:${ip}`, '-keyout', key, '-out', cert,
+  ], { stdio: 'ignore' });
+  const logFile = join(dir, 'turn.log');
+  const child: ChildProcess = spawn('turnserver', [
+    '-n', '--no-cli', '--fingerprint', '--no-udp', '--no-dtls', '--no-tcp',
+    '--listening-ip', ip, '--relay-ip', ip, '--external-ip', ip,
+    '--tls-listening-port', '443', '--listening-port', '3478',
+    '--cert', cert, '--pkey', key,
+    '--use-auth-secret', '--static-auth-secret', secret, '--realm', 'klausur.test',
+    `--allowed-peer-ip=${peer}`, '--denied-peer-ip=0.0.0.0-255.255.255.255',
+    '--userdb', join(dir, 'turndb'), '--pidfile', join(dir, 'turn.pid'),
+    '--log-file', logFile, '--simple-log', '--no-stdout-log', '--verbose',
+  ], { stdio: 'ignore' });
+  let exited = false;
+  child.on('exit', () => (exited = true));
+  const log = () => (existsSync(logFile) ? readFileSync(logFile, 'utf8') : '');
+  // Ready when it listens on 443 (its log says so).
+  await expect
+    .poll(() => (exited ? 'exited' : /IPv4\. TLS listener opened on : \S+:443/.test(log()) ? 'listening' : 'starting'), {
+      timeout: 20_000,
+      message: 'coturn listens on 443',
+    })
+    .toBe('listening');
+  return {
+    log,
+    stop: async () => {
+      if (!exited) {
+        child.kill('SIGTERM');
+        for (let i = 0; i < 50 && !exited; i++) await new Promise((r) => setTimeout(r, 100));
+        if (!exited) child.kill('SIGKILL');
+      }
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** A server with `[turn]` pointing at `turns:<ip>:443`, its secret `secret`. */
+async function serverWithTurn(ns: Netns, browser: Browser, outputDir: string, secret: string, own: string): Promise<KlausurServer> {
+  const dir = mkdtempSync(join(tmpdir(), 'kztcp-secret-'));
+  cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
+  const secretFile = join(dir, 'turn-secret');
+  writeFileSync(secretFile, `${secret}\n`, { mode: 0o600 });
+  recordSecret('password', secret);
+  const configToml = `[turn]\nurls = ["turns:${ns.hostIp}:443?transport=tcp"]\nsecret_file = "${secretFile}"\ncredential_minutes = 10\n`;
+  return serverFor(ns, browser, outputDir, { own, configToml });
+}
+
+/** The HTTP port of a server's base URL. */
+function httpPort(server: KlausurServer): number {
+  return Number(new URL(server.baseURL).port);
+}
+
+// Chromium checks a TURN server's TLS certificate (without this flag the relayed test fails:
+// the test's own certificate is trusted by no one); a real deployment needs a certificate for
+// the TURN server's name from a CA browsers trust.
+const TURN_TLS_ARGS = ['--ignore-certificate-errors'];
+
+test('with only TCP 443 to a TURN server allowed, the browser’s media runs relayed over TLS, encrypted', async ({ browser }, testInfo) => {
+  const ns = namespace(3, DROP_UDP);
+  const secret = 'turn-rest-secret-for-the-test-3';
+  const server = await serverWithTurn(ns, browser, testInfo.project.outputDir, secret, 'turn');
+  ns.setRules(onlyTcpTo(ns.hostIp, [httpPort(server), 443]));
+  const turn = await startCoturn(ns.hostIp, ns.hostIp, secret);
+  cleanups.push(() => turn.stop());
+  const nsBrowser = await browserFor(server, ns, TURN_TLS_ARGS);
+  const hostBrowser = await browserFor(server, null);
+  const { admin, guest } = await meeting(hostBrowser, nsBrowser, server.baseURL, 'Rita Relais');
+
+  await test.step('media flows both ways through the TURN server, end-to-end encrypted', async () => {
+    await exchangeEncryptedMedia(admin, guest);
+    await expect.poll(() => transport(guest.page)).toEqual({ kind: 'relay', relayProtocol: 'tls' });
+    // The organiser's browser (not confined) has the same TURN server but needs it not.
+    await expect.poll(() => transport(admin.page)).toEqual({ kind: 'udp', relayProtocol: null });
+  });
+  await test.step('coturn allocated with the guest’s credentials (<expiry>:<participant id>)', async () => {
+    const log = turn.log();
+    expect(log).toMatch(new RegExp(`user <\\d+:${guest.id}>: incoming packet ALLOCATE processed, success`));
+    expect(log).toMatch(/ALLOCATE processed, success/);
+  });
+  await test.step('the diagnostics view says relayed', async () => {
+    await diagnosticsShow(guest.page, 'relay');
+    await expect(guest.page.getByTestId('media-transport')).toContainText('TLS');
+  });
+});
+
+test('negative control: a TURN server with another secret refuses the credentials, and no media connects', async ({ browser }, testInfo) => {
+  const ns = namespace(4, DROP_UDP);
+  const server = await serverWithTurn(ns, browser, testInfo.project.outputDir, 'the-servers-secret-000000', 'turn-wrong-secret');
+  ns.setRules(onlyTcpTo(ns.hostIp, [httpPort(server), 443]));
+  const turn = await startCoturn(ns.hostIp, ns.hostIp, 'coturns-other-secret-0000');
+  cleanups.push(() => turn.stop());
+  const nsBrowser = await browserFor(server, ns, TURN_TLS_ARGS);
+  const hostBrowser = await browserFor(server, null);
+  const { admin, guest } = await meeting(hostBrowser, nsBrowser, server.baseURL, 'Nora Nichtdurch');
+  await commonSecurityCode([admin.page, guest.page]);
+  await mediaNeverConnects(guest);
+  // The browser did reach coturn with the guest's credentials, which it refused.
+  const log = turn.log();
+  expect(log).toMatch(new RegExp(`user <\\d+:${guest.id}>: incoming packet message processed, error 401: Unauthorized`));
+  expect(log).not.toMatch(/ALLOCATE processed, success/);
+});
