@@ -5,8 +5,8 @@
 //!
 //! May call `media` (rooms and peers, through its handle), `admission` (the standing a join
 //! arrives with), `config`, `turn` (credentials in `joined`), `auth`, `audit` and
-//! `storage_fault`; never the HTTP layer, the state or the server. Inside: `rules` and `delivery` are pure (time is an argument, outputs are
-//! values); only `actor` awaits.
+//! `storage_fault`; never the HTTP layer, the state or the server. Inside: `rules` and
+//! `delivery` are pure (time is an argument, outputs are values); only `actor` awaits.
 //!
 //! Admission policy is decided before a join reaches the meeting (see [`Standing`], computed
 //! from the database by the WebSocket handler); the rules apply the meeting's live state
