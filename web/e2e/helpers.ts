@@ -10,6 +10,8 @@ export interface InboundStat {
   bytesReceived: number;
   packetsReceived: number;
   framesDecoded: number;
+  frameWidth: number;
+  frameHeight: number;
 }
 
 // Every password, link, name and chat text passed through here is recorded for the log check

@@ -17,6 +17,7 @@ import {
   passPrejoin,
   selfId,
   sendChat,
+  stats,
   tileOf,
 } from './helpers';
 
@@ -219,9 +220,30 @@ test('a screen share appears at the others', async ({ browser, server, adminPass
   } = await meetingInSession(browser, server.baseURL, adminPassword, ['Erika Musterfrau', 'Jonas Beispiel']);
   await erika.page.getByTestId('screen-toggle').click();
   await expect(erika.page.getByTestId('screen-toggle')).toHaveAttribute('aria-pressed', 'true');
+  // Sent for reading: full HD at most, 15 frames per second at most, detail kept over motion.
+  const sending = await erika.page.evaluate(() => window.__klausur?.screenSending() ?? null);
+  expect(sending, 'the screen is sent').not.toBeNull();
+  expect(sending?.contentHint).toBe('detail');
+  expect(sending?.width).toBeLessThanOrEqual(1920);
+  expect(sending?.height).toBeLessThanOrEqual(1080);
+  expect(sending?.width, 'a readable size, not a thumbnail').toBeGreaterThanOrEqual(1280);
+  expect(sending?.frameRate).toBeLessThanOrEqual(15);
+  expect(sending?.degradationPreference).toBe('maintain-resolution');
+  expect(sending?.maxFramerate).toBe(15);
   for (const p of [admin, jonas]) {
-    await expect(p.page.locator(`[data-testid="screen-tile"][data-participant-id="${erika.id}"]`)).toBeVisible();
+    const tile = p.page.locator(`[data-testid="screen-tile"][data-participant-id="${erika.id}"]`);
+    await expect(tile).toBeVisible();
     await expect.poll(() => mediaRising(p.page, erika.id, 'screen'), { timeout: 45_000 }).toBe(true);
+    // It arrives at the size it was sent (decrypted), and is shown large: wider than any
+    // camera tile beside it.
+    await expect
+      .poll(async () => (await stats(p.page)).find((s) => s.participant_id === erika.id && s.source === 'screen')?.frameWidth ?? 0, {
+        timeout: 30_000,
+      })
+      .toBe(sending?.width);
+    const screenBox = await tile.boundingBox();
+    const cameraBoxes = await p.page.locator('[data-testid="video-tile"]').evaluateAll((els) => els.map((e) => e.getBoundingClientRect().width));
+    expect(screenBox?.width ?? 0).toBeGreaterThan(Math.max(0, ...cameraBoxes) * 1.5);
   }
   // Stop sharing again: the screen disappears at the others, the camera stays.
   await erika.page.getByTestId('screen-toggle').click();

@@ -40,12 +40,22 @@ export async function getMicrophone(deviceId?: string | null): Promise<MediaStre
   return stream.getAudioTracks()[0];
 }
 
+/**
+ * A shared screen is for reading: full HD at up to 15 frames per second (documents and slides
+ * change rarely; text needs its pixels more than motion needs frames).
+ */
+export const SCREEN_CONSTRAINTS: MediaTrackConstraints = {
+  width: { ideal: 1920, max: 1920 },
+  height: { ideal: 1080, max: 1080 },
+  frameRate: { ideal: 15, max: 15 },
+};
+
 export async function getScreen(): Promise<MediaStreamTrack> {
-  const stream = await navigator.mediaDevices.getDisplayMedia({
-    video: { frameRate: { ideal: 15, max: 30 } },
-    audio: false,
-  });
-  return stream.getVideoTracks()[0];
+  const stream = await navigator.mediaDevices.getDisplayMedia({ video: SCREEN_CONSTRAINTS, audio: false });
+  const track = stream.getVideoTracks()[0];
+  // Tells the encoder to keep detail (sharp text) rather than smooth motion.
+  track.contentHint = 'detail';
+  return track;
 }
 
 let sharedAudioContext: AudioContext | null = null;

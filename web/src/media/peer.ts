@@ -18,6 +18,21 @@ export interface InboundStat {
   bytesReceived: number;
   packetsReceived: number;
   framesDecoded: number;
+  /** Video: the size of the last decoded frame (0 before one). */
+  frameWidth: number;
+  frameHeight: number;
+}
+
+/** How the shared screen is sent (for the tests): the track's hint and size, the sender's
+ * parameters. */
+export interface ScreenSending {
+  contentHint: string;
+  width: number;
+  height: number;
+  frameRate: number;
+  degradationPreference: string | null;
+  maxBitrate: number | null;
+  maxFramerate: number | null;
 }
 
 /** How the media connection runs: straight to the server over UDP or TCP (ICE-TCP), or through
@@ -228,6 +243,7 @@ export class PeerSession {
     } else {
       this.screen = this.sendTransceiver('video', 'screen', track);
     }
+    await keepResolution(this.screen.sender);
     this.negotiate();
   }
 
@@ -257,9 +273,29 @@ export class PeerSession {
         bytesReceived: Number(s.bytesReceived ?? 0),
         packetsReceived: Number(s.packetsReceived ?? 0),
         framesDecoded: Number(s.framesDecoded ?? 0),
+        frameWidth: Number(s.frameWidth ?? 0),
+        frameHeight: Number(s.frameHeight ?? 0),
       });
     });
     return out;
+  }
+
+  /** How the screen is sent; null while it is not. */
+  screenSending(): ScreenSending | null {
+    const track = this.screen?.sender.track;
+    if (!this.screen || !track) return null;
+    const settings = track.getSettings();
+    const params = this.screen.sender.getParameters() as RTCRtpSendParameters & { degradationPreference?: string };
+    const e = params.encodings?.[0];
+    return {
+      contentHint: track.contentHint,
+      width: settings.width ?? 0,
+      height: settings.height ?? 0,
+      frameRate: settings.frameRate ?? 0,
+      degradationPreference: params.degradationPreference ?? null,
+      maxBitrate: e?.maxBitrate ?? null,
+      maxFramerate: e?.maxFramerate ?? null,
+    };
   }
 
   /** The transport of the selected candidate pair; null while none is selected. */
@@ -322,4 +358,26 @@ function limitCodecs(t: RTCRtpTransceiver): RTCRtpTransceiver {
     }
   }
   return t;
+}
+
+/** The most a shared screen may send: enough for sharp full-HD text at 15 frames per second. */
+export const SCREEN_MAX_BITRATE = 2_500_000;
+
+/**
+ * A screen's sender keeps its resolution when bandwidth is short (frames go first, text stays
+ * readable), at most 15 frames per second and {@link SCREEN_MAX_BITRATE}. A browser that does
+ * not take these parameters sends the screen as it would anyway.
+ */
+async function keepResolution(sender: RTCRtpSender): Promise<void> {
+  try {
+    const params = sender.getParameters() as RTCRtpSendParameters & { degradationPreference?: string };
+    params.degradationPreference = 'maintain-resolution';
+    for (const e of params.encodings ?? []) {
+      e.maxBitrate = SCREEN_MAX_BITRATE;
+      e.maxFramerate = 15;
+    }
+    await sender.setParameters(params);
+  } catch (e) {
+    console.warn('klausur: screen sender parameters not taken', e);
+  }
 }

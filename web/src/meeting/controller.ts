@@ -4,7 +4,7 @@ import { SignalingClient } from '../signaling/client';
 import { api } from '../signaling/api';
 import type { ClientMsg, IceServer, Participant, ServerMsg } from '../signaling/protocol';
 import { getCamera, getMicrophone, getScreen, playChime } from '../media/devices';
-import { PeerSession, type InboundStat, type MediaTransport, type RemoteTrack } from '../media/peer';
+import { PeerSession, type InboundStat, type MediaTransport, type RemoteTrack, type ScreenSending } from '../media/peer';
 import { E2eeSession } from '../e2ee/session';
 import type { E2eeDiagnostics, E2eeNotice, E2eeStatus } from '../e2ee/types';
 import { chatText } from '../e2ee/mls';
@@ -587,6 +587,10 @@ export class MeetingController {
     return this.peer ? this.peer.stats() : Promise.resolve([]);
   }
 
+  screenSending(): ScreenSending | null {
+    return this.peer ? this.peer.screenSending() : null;
+  }
+
   /** How the own media connection runs (UDP, TCP or through a TURN server); null while none. */
   mediaTransport(): Promise<MediaTransport | null> {
     return this.peer ? this.peer.transport().catch(() => null) : Promise.resolve(null);
@@ -611,6 +615,8 @@ export interface KlausurTestHooks {
   stats(): Promise<InboundStat[]>;
   /** The own media connection's transport (selected candidate pair). */
   transport(): Promise<MediaTransport | null>;
+  /** How the own screen is sent (null while it is not). */
+  screenSending(): ScreenSending | null;
   rawSend(text: string): boolean;
   readonly lastError: { code: string; message: string } | null;
   readonly selfId: string | null;
@@ -643,6 +649,7 @@ function installTestHooks(c: MeetingController): void {
   window.__klausur = {
     stats: () => c.stats(),
     transport: () => c.mediaTransport(),
+    screenSending: () => c.screenSending(),
     rawSend: (text: string) => c.rawSend(text),
     get lastError() {
       return c.getSnapshot().room.lastError;
