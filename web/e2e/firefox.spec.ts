@@ -1,0 +1,201 @@
+// Firefox as a first-class target: Debian's firefox-esr (WebDriver BiDi via puppeteer-core) and
+// Debian's Chromium (Playwright) in the same meetings, against the server on a real address
+// (e2e/firefox.ts says why and how). The Chromium side reuses the suite's helpers; the Firefox
+// side reads the same test hooks (window.__klausur) through puppeteer.
+import { chromium, type Browser, type Page } from '@playwright/test';
+import { join } from 'node:path';
+import type { Browser as PBrowser, BrowserContext as PContext, Page as PPage } from 'puppeteer-core';
+import { chromiumArgs } from '../playwright.config';
+import { ADMIN_PASSWORD, expect, test } from './fixtures';
+import { createRealAddress, firefoxUnavailable, launchFirefox, type RealAddress } from './firefox';
+import { changePassword, createMeeting, expectAudioVideoFrom, inviteGuest, login, organiserJoins, type InboundStat } from './helpers';
+import { recordSecret, SERVER_LOGS_DIR, useOutputDir } from './log-secrets';
+import { startServer, type KlausurServer } from './server';
+
+const TITLE = 'Gemischte Sitzung';
+const skipWhy = firefoxUnavailable();
+test.skip(skipWhy !== null, skipWhy ?? '');
+test.describe.configure({ mode: 'serial' });
+
+let addr: RealAddress | null = null;
+let server: KlausurServer | null = null;
+let chrome: Browser | null = null;
+let firefox: PBrowser | null = null;
+const contexts: PContext[] = [];
+
+test.beforeAll(async ({}, workerInfo) => {
+  test.setTimeout(120_000);
+  useOutputDir(workerInfo.project.outputDir);
+  addr = createRealAddress();
+  server = await startServer(
+    // Not loopback: plain HTTP must be allowed explicitly (no TLS here; cookies are not `Secure`).
+    { webDist: 'dist-test', listenHost: addr.hostIp, own: 'firefox', env: { KLAUSUR_DANGER_PLAIN_HTTP: '1' } },
+    { logDir: join(workerInfo.project.outputDir, SERVER_LOGS_DIR) },
+  );
+  recordSecret('password', server.adminOneTimePassword);
+  recordSecret('password', ADMIN_PASSWORD);
+  chrome = await chromium.launch({
+    executablePath: process.env.CHROMIUM_PATH ?? '/usr/bin/chromium',
+    args: [...chromiumArgs, `--unsafely-treat-insecure-origin-as-secure=${server.baseURL}`],
+  });
+  firefox = await launchFirefox(addr.hostIp);
+  const admin = await chromePage();
+  await login(admin, 'admin', server.adminOneTimePassword);
+  await changePassword(admin, server.adminOneTimePassword, ADMIN_PASSWORD);
+  await admin.context().close();
+});
+
+test.afterAll(async () => {
+  // Always, pass or fail: browsers, server, then the namespace and veth pair.
+  for (const c of contexts.splice(0)) await c.close().catch(() => undefined);
+  await firefox?.close().catch(() => undefined);
+  await chrome?.close().catch(() => undefined);
+  await server?.stop().catch(() => undefined);
+  addr?.remove();
+});
+
+async function chromePage(): Promise<Page> {
+  const context = await chrome!.newContext({ baseURL: server!.baseURL, permissions: ['camera', 'microphone'], locale: 'de-DE' });
+  return context.newPage();
+}
+
+/** The admin, signed in on the meeting list (Chromium). */
+async function adminPage(): Promise<Page> {
+  const page = await chromePage();
+  await login(page, 'admin', ADMIN_PASSWORD);
+  await expect(page).toHaveURL(/\/meetings$/);
+  return page;
+}
+
+/** A new Firefox person (own cookies) with one page; `hide` names the script transform away
+ * before any page script runs, as a browser without it would be. */
+async function firefoxPage(name: string, opts: { hide?: boolean } = {}): Promise<PPage> {
+  const context = await firefox!.createBrowserContext();
+  contexts.push(context);
+  const page = await context.newPage();
+  page.on('pageerror', (e) => console.log(`[${name}] page error: ${(e as Error).message}`));
+  if (opts.hide) {
+    await page.evaluateOnNewDocument(() => {
+      delete (window as unknown as Record<string, unknown>).RTCRtpScriptTransform;
+    });
+  }
+  return page;
+}
+
+/** Either browser's page: both evaluate a function in the page. */
+type AnyPage = Page | PPage;
+function ev<T>(page: AnyPage, fn: () => T | Promise<T>): Promise<T> {
+  return (page as unknown as { evaluate(f: () => T | Promise<T>): Promise<T> }).evaluate(fn);
+}
+
+async function ffVisible(page: PPage, testId: string, timeout = 30_000): Promise<void> {
+  await page.waitForSelector(`[data-testid="${testId}"]`, { visible: true, timeout });
+}
+
+/** A Firefox guest opens the invitation `path` and joins; returns their participant id. */
+async function firefoxJoins(page: PPage, path: string): Promise<string> {
+  await page.goto(server!.baseURL + path);
+  await ffVisible(page, 'prejoin-page');
+  await ffVisible(page, 'preview-video'); // the camera preview runs: the call starts with devices
+  await page.click('[data-testid="join-button"]');
+  await ffVisible(page, 'meeting-room');
+  await page.waitForFunction(() => (window as unknown as { __klausur?: { selfId?: string } }).__klausur?.selfId, { timeout: 30_000 });
+  return ev(page, () => (window as unknown as { __klausur: { selfId: string } }).__klausur.selfId);
+}
+
+type Hooks = { __klausur?: { selfId?: string; stats(): Promise<unknown>; e2ee(): { phase: string; securityCode: string } | null } };
+
+async function codeOf(page: AnyPage): Promise<string | null> {
+  return ev(page, () => {
+    const st = (window as unknown as Hooks).__klausur?.e2ee();
+    return st?.phase === 'active' ? st.securityCode : null;
+  });
+}
+
+/** Waits until every page is an active member with the same security code; returns it. */
+async function equalCodes(pages: AnyPage[]): Promise<string> {
+  let codes: (string | null)[] = [];
+  await expect
+    .poll(
+      async () => {
+        codes = await Promise.all(pages.map(codeOf));
+        return codes[0] !== null && codes.every((c) => c === codes[0]) ? 'equal' : JSON.stringify(codes);
+      },
+      { timeout: 45_000, message: 'security codes of all pages' },
+    )
+    .toBe('equal');
+  return codes[0]!;
+}
+
+async function statsOf(page: AnyPage): Promise<InboundStat[]> {
+  return ev(page, async () => ((await (window as unknown as Hooks).__klausur?.stats()) ?? []) as InboundStat[]);
+}
+
+/** Waits until `page` receives `from`'s microphone and camera, decrypted: bytes and packets
+ * rising over a second, and for the camera decoded frames rising too. */
+async function expectMediaFrom(page: AnyPage, from: string): Promise<void> {
+  for (const source of ['microphone', 'camera'] as const) {
+    await expect
+      .poll(
+        async () => {
+          const pick = (l: InboundStat[]) => l.find((s) => s.participant_id === from && s.source === source);
+          const a = pick(await statsOf(page));
+          await new Promise((r) => setTimeout(r, 1000)); // a rate needs an interval
+          const b = pick(await statsOf(page));
+          if (!a || !b || b.bytesReceived <= a.bytesReceived || b.packetsReceived <= a.packetsReceived) return false;
+          return b.kind === 'video' ? b.framesDecoded > a.framesDecoded : true;
+        },
+        { timeout: 45_000, message: `${source} from ${from}` },
+      )
+      .toBe(true);
+  }
+}
+
+test('mixed meeting: Chromium and two Firefox guests share one group and decrypt each other both ways', async () => {
+  test.setTimeout(180_000);
+  const admin = await adminPage();
+  await createMeeting(admin, TITLE, 'strict');
+  const linkA = await inviteGuest(admin, 'Frieda Fuchs');
+  const linkB = await inviteGuest(admin, 'Felix Fuchs');
+  const adminId = await organiserJoins(admin, TITLE);
+
+  const ffA = await firefoxPage('Frieda');
+  const idA = await firefoxJoins(ffA, linkA);
+  await equalCodes([admin, ffA]);
+  await expectMediaFrom(ffA, adminId); // Chromium -> Firefox
+  await expectAudioVideoFrom(admin, idA); // Firefox -> Chromium (the suite's helper)
+
+  const ffB = await firefoxPage('Felix');
+  const idB = await firefoxJoins(ffB, linkB);
+  const code = await equalCodes([admin, ffA, ffB]);
+  expect(code).toMatch(/\d/);
+  await expectMediaFrom(ffB, idA); // Firefox -> Firefox
+  await expectMediaFrom(ffA, idB);
+  await expectAudioVideoFrom(admin, idB);
+  await admin.context().close();
+});
+
+test('a browser without RTCRtpScriptTransform gets a page that says which browsers work', async () => {
+  const admin = await adminPage();
+  await createMeeting(admin, 'Ohne Verschlüsselung', 'strict');
+  const link = await inviteGuest(admin, 'Otto Ohne');
+  await admin.context().close();
+
+  // Firefox without the transform.
+  const ff = await firefoxPage('Otto', { hide: true });
+  await ff.goto(server!.baseURL + link);
+  await ffVisible(ff, 'e2ee-unsupported');
+  const text = await ev(ff, () => document.querySelector('[data-testid="e2ee-unsupported"]')!.textContent ?? '');
+  expect(text).toMatch(/Firefox/);
+  expect(text).toMatch(/Chrom/);
+
+  // Chromium without it.
+  const cr = await chromePage();
+  await cr.addInitScript(() => {
+    delete (window as unknown as Record<string, unknown>).RTCRtpScriptTransform;
+  });
+  await cr.goto(link);
+  await expect(cr.getByTestId('e2ee-unsupported')).toBeVisible();
+  await expect(cr.getByTestId('join-button')).toBeDisabled();
+  await cr.context().close();
+});
