@@ -8,9 +8,11 @@ import type { Browser as PBrowser, BrowserContext as PContext, Page as PPage } f
 import { chromiumArgs } from '../playwright.config';
 import { ADMIN_PASSWORD, expect, test } from './fixtures';
 import { createRealAddress, firefoxUnavailable, launchFirefox, type RealAddress } from './firefox';
-import { changePassword, createMeeting, expectAudioVideoFrom, inviteGuest, login, organiserJoins, type InboundStat } from './helpers';
+import { changePassword, createMeeting, expectAudioVideoFrom, inviteGuest, login, openPanel, organiserJoins, passPrejoin, type InboundStat } from './helpers';
 import { recordSecret, SERVER_LOGS_DIR, useOutputDir } from './log-secrets';
+import { findPlaintext, readRecording, type PlainFrame } from './plaintext';
 import { startServer, type KlausurServer } from './server';
+import { existsSync, statSync } from 'node:fs';
 
 const TITLE = 'Gemischte Sitzung';
 const skipWhy = firefoxUnavailable();
@@ -29,7 +31,7 @@ test.beforeAll(async ({}, workerInfo) => {
   addr = createRealAddress();
   server = await startServer(
     // Not loopback: plain HTTP must be allowed explicitly (no TLS here; cookies are not `Secure`).
-    { webDist: 'dist-test', listenHost: addr.hostIp, own: 'firefox', env: { KLAUSUR_DANGER_PLAIN_HTTP: '1' } },
+    { webDist: 'dist-test', recordRtp: true, listenHost: addr.hostIp, own: 'firefox', env: { KLAUSUR_DANGER_PLAIN_HTTP: '1' } },
     { logDir: join(workerInfo.project.outputDir, SERVER_LOGS_DIR) },
   );
   recordSecret('password', server.adminOneTimePassword);
@@ -93,12 +95,25 @@ async function ffVisible(page: PPage, testId: string, timeout = 30_000): Promise
 }
 
 /** A Firefox guest opens the invitation `path` and joins; returns their participant id. */
-async function firefoxJoins(page: PPage, path: string): Promise<string> {
+async function firefoxJoins(page: PPage, path: string, name?: string): Promise<string> {
+  await firefoxPrejoin(page, path, name);
+  await ffVisible(page, 'meeting-room');
+  return firefoxSelfId(page);
+}
+
+/** A Firefox person opens `path`, optionally enters `name`, and joins (room or lobby). */
+async function firefoxPrejoin(page: PPage, path: string, name?: string): Promise<void> {
   await page.goto(server!.baseURL + path);
   await ffVisible(page, 'prejoin-page');
   await ffVisible(page, 'preview-video'); // the camera preview runs: the call starts with devices
+  if (name !== undefined) {
+    recordSecret('display name', name);
+    await page.locator('[data-testid="display-name-input"]').fill(name);
+  }
   await page.click('[data-testid="join-button"]');
-  await ffVisible(page, 'meeting-room');
+}
+
+async function firefoxSelfId(page: PPage): Promise<string> {
   await page.waitForFunction(() => (window as unknown as { __klausur?: { selfId?: string } }).__klausur?.selfId, { timeout: 30_000 });
   return ev(page, () => (window as unknown as { __klausur: { selfId: string } }).__klausur.selfId);
 }
@@ -198,4 +213,67 @@ test('a browser without RTCRtpScriptTransform gets a page that says which browse
   await expect(cr.getByTestId('e2ee-unsupported')).toBeVisible();
   await expect(cr.getByTestId('join-button')).toBeDisabled();
   await cr.context().close();
+});
+
+test('lobby and removal with a Firefox participant: admitted from the lobby, decrypting both ways, then removed', async () => {
+  test.setTimeout(150_000);
+  const admin = await adminPage();
+  const meetingId = await createMeeting(admin, TITLE, 'strict');
+  const adminId = await organiserJoins(admin, TITLE);
+  const ff = await firefoxPage('Lotte');
+  await firefoxPrejoin(ff, `/m/${encodeURIComponent(meetingId)}`, 'Lotte Lobby');
+  await ffVisible(ff, 'lobby-page');
+  await openPanel(admin, 'people');
+  const entry = admin.locator('[data-testid="lobby-entry"][data-name="Lotte Lobby"]');
+  await entry.getByTestId('admit-button').click();
+  await ffVisible(ff, 'meeting-room');
+  const ffId = await firefoxSelfId(ff);
+  await equalCodes([admin, ff]);
+  await expectMediaFrom(ff, adminId);
+  await expectAudioVideoFrom(admin, ffId);
+
+  const item = admin.locator(`[data-testid="participant-item"][data-participant-id="${ffId}"]`);
+  await item.getByTestId('remove-button').click();
+  await item.getByTestId('remove-button-confirm').click();
+  await ffVisible(ff, 'ended-page');
+  expect(await ev(ff, () => document.querySelector('[data-testid="ended-page"]')!.getAttribute('data-reason'))).toBe('removed');
+  await expect(admin.locator(`[data-testid="video-tile"][data-participant-id="${ffId}"]`)).toHaveCount(0);
+  await admin.context().close();
+});
+
+async function captured(page: AnyPage): Promise<PlainFrame[]> {
+  const frames = await ev(page, () =>
+    (window as unknown as { __klausur: { testCapture(): { source: string; clearLen: number; data: string }[] } }).__klausur.testCapture(),
+  );
+  return frames.map((f) => ({ source: f.source, clearLen: f.clearLen, data: Buffer.from(f.data, 'base64') }));
+}
+
+test('negative control: with encryption switched off (test-only switch) the detector finds Firefox and Chromium plaintext', async () => {
+  test.setTimeout(150_000);
+  const recording = server!.rtpRecording!;
+  const from = existsSync(recording) ? statSync(recording).size : 0;
+  const admin = await adminPage();
+  const meetingId = await createMeeting(admin, 'Kontrollsitzung', 'strict');
+  const link = await inviteGuest(admin, 'Klara Klartext');
+  await admin.goto(`/m/${meetingId}?e2ee_test_plaintext=1`);
+  await passPrejoin(admin, { expectTitle: 'Kontrollsitzung' });
+  await expect(admin.getByTestId('meeting-room')).toBeVisible();
+  const ff = await firefoxPage('Klara');
+  const ffId = await firefoxJoins(ff, `${link}?e2ee_test_plaintext=1`);
+  await expectAudioVideoFrom(admin, ffId);
+  const ids = new Set([ffId, await ev(admin, () => (window as unknown as { __klausur: { selfId: string } }).__klausur.selfId)]);
+  let fromFirefox = 0;
+  let total = 0;
+  await expect
+    .poll(
+      async () => {
+        const packets = readRecording(recording, from).filter((p) => ids.has(`p${p.peer}`));
+        fromFirefox = findPlaintext(await captured(ff), packets.filter((p) => `p${p.peer}` === ffId)).matches;
+        total = findPlaintext([...(await captured(admin)), ...(await captured(ff))], packets).matches;
+        return Math.min(fromFirefox, total);
+      },
+      { timeout: 45_000, message: 'plaintext windows found in the payloads' },
+    )
+    .toBeGreaterThan(100);
+  await admin.context().close();
 });
