@@ -168,6 +168,7 @@ async function expectMediaFrom(page: AnyPage, from: string): Promise<void> {
 
 test('mixed meeting: Chromium and two Firefox guests share one group and decrypt each other both ways', async () => {
   test.setTimeout(180_000);
+  const recordedFrom = existsSync(server!.rtpRecording!) ? statSync(server!.rtpRecording!).size : 0;
   const admin = await adminPage();
   await createMeeting(admin, TITLE, 'strict');
   const linkA = await inviteGuest(admin, 'Frieda Fuchs');
@@ -187,6 +188,25 @@ test('mixed meeting: Chromium and two Firefox guests share one group and decrypt
   await expectMediaFrom(ffB, idA); // Firefox -> Firefox
   await expectMediaFrom(ffA, idB);
   await expectAudioVideoFrom(admin, idB);
+
+  // What the server saw of this meeting is SFrame, not the frames the browsers encoded: the
+  // plaintext detector (e2e/plaintext.ts) finds none of them, which the negative control below
+  // shows it would.
+  const ids = new Set([adminId, idA, idB]);
+  let finding = findPlaintext([], []);
+  await expect
+    .poll(
+      async () => {
+        const frames = (await Promise.all([admin, ffA, ffB].map(captured))).flat();
+        const packets = readRecording(server!.rtpRecording!, recordedFrom).filter((p) => ids.has(`p${p.peer}`));
+        finding = findPlaintext(frames, packets);
+        const counts = { frames: frames.length, ffFrames: (await captured(ffB)).length, packets: packets.length, windows: finding.windows };
+        return counts.frames > 150 && counts.ffFrames > 50 && counts.packets > 500 && counts.windows > 10_000 ? 'enough' : JSON.stringify(counts);
+      },
+      { timeout: 60_000, message: 'captured frames and recorded payloads' },
+    )
+    .toBe('enough');
+  expect(finding.matches, `plaintext found: ${JSON.stringify(finding.example)}`).toBe(0);
   await admin.context().close();
 });
 
