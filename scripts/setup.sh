@@ -18,6 +18,8 @@ missing=()
 command -v cmake >/dev/null || missing+=(cmake)
 if [ "$want_browser" = "--with-browser" ]; then
     command -v chromium >/dev/null || missing+=(chromium)
+    # Firefox ESR for the browser suite (e2e/firefox.spec.ts), driven by puppeteer-core.
+    command -v firefox-esr >/dev/null || missing+=(firefox-esr)
     command -v sipp >/dev/null || missing+=(sip-tester)
     command -v baresip >/dev/null || missing+=(baresip)
     command -v nft >/dev/null || missing+=(nftables)

@@ -1,0 +1,299 @@
+// Firefox as a first-class target: Debian's firefox-esr (WebDriver BiDi via puppeteer-core) and
+// Debian's Chromium (Playwright) in the same meetings, against the server on a real address
+// (e2e/firefox.ts says why and how). The Chromium side reuses the suite's helpers; the Firefox
+// side reads the same test hooks (window.__klausur) through puppeteer.
+import { chromium, type Browser, type Page } from '@playwright/test';
+import { join } from 'node:path';
+import type { Browser as PBrowser, BrowserContext as PContext, Page as PPage } from 'puppeteer-core';
+import { chromiumArgs } from '../playwright.config';
+import { ADMIN_PASSWORD, expect, test } from './fixtures';
+import { createRealAddress, firefoxUnavailable, launchFirefox, type RealAddress } from './firefox';
+import { changePassword, createMeeting, expectAudioVideoFrom, inviteGuest, login, openPanel, organiserJoins, passPrejoin, type InboundStat } from './helpers';
+import { recordSecret, SERVER_LOGS_DIR, useOutputDir } from './log-secrets';
+import { findPlaintext, readRecording, type PlainFrame } from './plaintext';
+import { startServer, type KlausurServer } from './server';
+import { existsSync, statSync } from 'node:fs';
+
+const TITLE = 'Gemischte Sitzung';
+const skipWhy = firefoxUnavailable();
+test.skip(skipWhy !== null, skipWhy ?? '');
+test.describe.configure({ mode: 'serial' });
+
+let addr: RealAddress | null = null;
+let server: KlausurServer | null = null;
+let chrome: Browser | null = null;
+let firefox: PBrowser | null = null;
+const contexts: PContext[] = [];
+
+test.beforeAll(async ({}, workerInfo) => {
+  test.setTimeout(120_000);
+  useOutputDir(workerInfo.project.outputDir);
+  addr = createRealAddress();
+  server = await startServer(
+    // Not loopback: plain HTTP must be allowed explicitly (no TLS here; cookies are not `Secure`).
+    { webDist: 'dist-test', recordRtp: true, listenHost: addr.hostIp, own: 'firefox', env: { KLAUSUR_DANGER_PLAIN_HTTP: '1' } },
+    { logDir: join(workerInfo.project.outputDir, SERVER_LOGS_DIR) },
+  );
+  recordSecret('password', server.adminOneTimePassword);
+  recordSecret('password', ADMIN_PASSWORD);
+  chrome = await chromium.launch({
+    executablePath: process.env.CHROMIUM_PATH ?? '/usr/bin/chromium',
+    args: [...chromiumArgs, `--unsafely-treat-insecure-origin-as-secure=${server.baseURL}`],
+  });
+  firefox = await launchFirefox(addr.hostIp);
+  const admin = await chromePage();
+  await login(admin, 'admin', server.adminOneTimePassword);
+  await changePassword(admin, server.adminOneTimePassword, ADMIN_PASSWORD);
+  await admin.context().close();
+});
+
+test.afterAll(async () => {
+  // Always, pass or fail: browsers, server, then the namespace and veth pair.
+  for (const c of contexts.splice(0)) await c.close().catch(() => undefined);
+  await firefox?.close().catch(() => undefined);
+  await chrome?.close().catch(() => undefined);
+  await server?.stop().catch(() => undefined);
+  addr?.remove();
+});
+
+async function chromePage(): Promise<Page> {
+  const context = await chrome!.newContext({ baseURL: server!.baseURL, permissions: ['camera', 'microphone'], locale: 'de-DE' });
+  return context.newPage();
+}
+
+/** The admin, signed in on the meeting list (Chromium). */
+async function adminPage(): Promise<Page> {
+  const page = await chromePage();
+  await login(page, 'admin', ADMIN_PASSWORD);
+  await expect(page).toHaveURL(/\/meetings$/);
+  return page;
+}
+
+/** A new Firefox person (own cookies) with one page; `hide` names the script transform away
+ * before any page script runs, as a browser without it would be. */
+async function firefoxPage(name: string, opts: { hide?: boolean } = {}): Promise<PPage> {
+  const context = await firefox!.createBrowserContext();
+  contexts.push(context);
+  const page = await context.newPage();
+  page.on('pageerror', (e) => console.log(`[${name}] page error: ${(e as Error).message}`));
+  if (opts.hide) {
+    await page.evaluateOnNewDocument(() => {
+      delete (window as unknown as Record<string, unknown>).RTCRtpScriptTransform;
+    });
+  }
+  return page;
+}
+
+/** Either browser's page: both evaluate a function in the page. */
+type AnyPage = Page | PPage;
+function ev<T>(page: AnyPage, fn: () => T | Promise<T>): Promise<T> {
+  return (page as unknown as { evaluate(f: () => T | Promise<T>): Promise<T> }).evaluate(fn);
+}
+
+async function ffVisible(page: PPage, testId: string, timeout = 30_000): Promise<void> {
+  await page.waitForSelector(`[data-testid="${testId}"]`, { visible: true, timeout });
+}
+
+/** A Firefox guest opens the invitation `path` and joins; returns their participant id. */
+async function firefoxJoins(page: PPage, path: string, name?: string): Promise<string> {
+  await firefoxPrejoin(page, path, name);
+  await ffVisible(page, 'meeting-room');
+  return firefoxSelfId(page);
+}
+
+/** A Firefox person opens `path`, optionally enters `name`, and joins (room or lobby). */
+async function firefoxPrejoin(page: PPage, path: string, name?: string): Promise<void> {
+  await page.goto(server!.baseURL + path);
+  await ffVisible(page, 'prejoin-page');
+  await ffVisible(page, 'preview-video'); // the camera preview runs: the call starts with devices
+  if (name !== undefined) {
+    recordSecret('display name', name);
+    await page.locator('[data-testid="display-name-input"]').fill(name);
+  }
+  await page.click('[data-testid="join-button"]');
+}
+
+async function firefoxSelfId(page: PPage): Promise<string> {
+  await page.waitForFunction(() => (window as unknown as { __klausur?: { selfId?: string } }).__klausur?.selfId, { timeout: 30_000 });
+  return ev(page, () => (window as unknown as { __klausur: { selfId: string } }).__klausur.selfId);
+}
+
+type Hooks = { __klausur?: { selfId?: string; stats(): Promise<unknown>; e2ee(): { phase: string; securityCode: string } | null } };
+
+async function codeOf(page: AnyPage): Promise<string | null> {
+  return ev(page, () => {
+    const st = (window as unknown as Hooks).__klausur?.e2ee();
+    return st?.phase === 'active' ? st.securityCode : null;
+  });
+}
+
+/** Waits until every page is an active member with the same security code; returns it. */
+async function equalCodes(pages: AnyPage[]): Promise<string> {
+  let codes: (string | null)[] = [];
+  await expect
+    .poll(
+      async () => {
+        codes = await Promise.all(pages.map(codeOf));
+        return codes[0] !== null && codes.every((c) => c === codes[0]) ? 'equal' : JSON.stringify(codes);
+      },
+      { timeout: 45_000, message: 'security codes of all pages' },
+    )
+    .toBe('equal');
+  return codes[0]!;
+}
+
+async function statsOf(page: AnyPage): Promise<InboundStat[]> {
+  return ev(page, async () => ((await (window as unknown as Hooks).__klausur?.stats()) ?? []) as InboundStat[]);
+}
+
+/** Waits until `page` receives `from`'s microphone and camera, decrypted: bytes and packets
+ * rising over a second, and for the camera decoded frames rising too. */
+async function expectMediaFrom(page: AnyPage, from: string): Promise<void> {
+  for (const source of ['microphone', 'camera'] as const) {
+    await expect
+      .poll(
+        async () => {
+          const pick = (l: InboundStat[]) => l.find((s) => s.participant_id === from && s.source === source);
+          const a = pick(await statsOf(page));
+          await new Promise((r) => setTimeout(r, 1000)); // a rate needs an interval
+          const b = pick(await statsOf(page));
+          if (!a || !b || b.bytesReceived <= a.bytesReceived || b.packetsReceived <= a.packetsReceived) return false;
+          return b.kind === 'video' ? b.framesDecoded > a.framesDecoded : true;
+        },
+        { timeout: 45_000, message: `${source} from ${from}` },
+      )
+      .toBe(true);
+  }
+}
+
+test('mixed meeting: Chromium and two Firefox guests share one group and decrypt each other both ways', async () => {
+  test.setTimeout(180_000);
+  const recordedFrom = existsSync(server!.rtpRecording!) ? statSync(server!.rtpRecording!).size : 0;
+  const admin = await adminPage();
+  await createMeeting(admin, TITLE, 'strict');
+  const linkA = await inviteGuest(admin, 'Frieda Fuchs');
+  const linkB = await inviteGuest(admin, 'Felix Fuchs');
+  const adminId = await organiserJoins(admin, TITLE);
+
+  const ffA = await firefoxPage('Frieda');
+  const idA = await firefoxJoins(ffA, linkA);
+  await equalCodes([admin, ffA]);
+  await expectMediaFrom(ffA, adminId); // Chromium -> Firefox
+  await expectAudioVideoFrom(admin, idA); // Firefox -> Chromium (the suite's helper)
+
+  const ffB = await firefoxPage('Felix');
+  const idB = await firefoxJoins(ffB, linkB);
+  const code = await equalCodes([admin, ffA, ffB]);
+  expect(code).toMatch(/\d/);
+  await expectMediaFrom(ffB, idA); // Firefox -> Firefox
+  await expectMediaFrom(ffA, idB);
+  await expectAudioVideoFrom(admin, idB);
+
+  // What the server saw of this meeting is SFrame, not the frames the browsers encoded: the
+  // plaintext detector (e2e/plaintext.ts) finds none of them, which the negative control below
+  // shows it would.
+  const ids = new Set([adminId, idA, idB]);
+  let finding = findPlaintext([], []);
+  await expect
+    .poll(
+      async () => {
+        const frames = (await Promise.all([admin, ffA, ffB].map(captured))).flat();
+        const packets = readRecording(server!.rtpRecording!, recordedFrom).filter((p) => ids.has(`p${p.peer}`));
+        finding = findPlaintext(frames, packets);
+        const counts = { frames: frames.length, ffFrames: (await captured(ffB)).length, packets: packets.length, windows: finding.windows };
+        return counts.frames > 150 && counts.ffFrames > 50 && counts.packets > 500 && counts.windows > 10_000 ? 'enough' : JSON.stringify(counts);
+      },
+      { timeout: 60_000, message: 'captured frames and recorded payloads' },
+    )
+    .toBe('enough');
+  expect(finding.matches, `plaintext found: ${JSON.stringify(finding.example)}`).toBe(0);
+  await admin.context().close();
+});
+
+test('a browser without RTCRtpScriptTransform gets a page that says which browsers work', async () => {
+  const admin = await adminPage();
+  await createMeeting(admin, 'Ohne Verschlüsselung', 'strict');
+  const link = await inviteGuest(admin, 'Otto Ohne');
+  await admin.context().close();
+
+  // Firefox without the transform.
+  const ff = await firefoxPage('Otto', { hide: true });
+  await ff.goto(server!.baseURL + link);
+  await ffVisible(ff, 'e2ee-unsupported');
+  const text = await ev(ff, () => document.querySelector('[data-testid="e2ee-unsupported"]')!.textContent ?? '');
+  expect(text).toMatch(/Firefox/);
+  expect(text).toMatch(/Chrom/);
+
+  // Chromium without it.
+  const cr = await chromePage();
+  await cr.addInitScript(() => {
+    delete (window as unknown as Record<string, unknown>).RTCRtpScriptTransform;
+  });
+  await cr.goto(link);
+  await expect(cr.getByTestId('e2ee-unsupported')).toBeVisible();
+  await expect(cr.getByTestId('join-button')).toBeDisabled();
+  await cr.context().close();
+});
+
+test('lobby and removal with a Firefox participant: admitted from the lobby, decrypting both ways, then removed', async () => {
+  test.setTimeout(150_000);
+  const admin = await adminPage();
+  const meetingId = await createMeeting(admin, TITLE, 'strict');
+  const adminId = await organiserJoins(admin, TITLE);
+  const ff = await firefoxPage('Lotte');
+  await firefoxPrejoin(ff, `/m/${encodeURIComponent(meetingId)}`, 'Lotte Lobby');
+  await ffVisible(ff, 'lobby-page');
+  await openPanel(admin, 'people');
+  const entry = admin.locator('[data-testid="lobby-entry"][data-name="Lotte Lobby"]');
+  await entry.getByTestId('admit-button').click();
+  await ffVisible(ff, 'meeting-room');
+  const ffId = await firefoxSelfId(ff);
+  await equalCodes([admin, ff]);
+  await expectMediaFrom(ff, adminId);
+  await expectAudioVideoFrom(admin, ffId);
+
+  const item = admin.locator(`[data-testid="participant-item"][data-participant-id="${ffId}"]`);
+  await item.getByTestId('remove-button').click();
+  await item.getByTestId('remove-button-confirm').click();
+  await ffVisible(ff, 'ended-page');
+  expect(await ev(ff, () => document.querySelector('[data-testid="ended-page"]')!.getAttribute('data-reason'))).toBe('removed');
+  await expect(admin.locator(`[data-testid="video-tile"][data-participant-id="${ffId}"]`)).toHaveCount(0);
+  await admin.context().close();
+});
+
+async function captured(page: AnyPage): Promise<PlainFrame[]> {
+  const frames = await ev(page, () =>
+    (window as unknown as { __klausur: { testCapture(): { source: string; clearLen: number; data: string }[] } }).__klausur.testCapture(),
+  );
+  return frames.map((f) => ({ source: f.source, clearLen: f.clearLen, data: Buffer.from(f.data, 'base64') }));
+}
+
+test('negative control: with encryption switched off (test-only switch) the detector finds Firefox and Chromium plaintext', async () => {
+  test.setTimeout(150_000);
+  const recording = server!.rtpRecording!;
+  const from = existsSync(recording) ? statSync(recording).size : 0;
+  const admin = await adminPage();
+  const meetingId = await createMeeting(admin, 'Kontrollsitzung', 'strict');
+  const link = await inviteGuest(admin, 'Klara Klartext');
+  await admin.goto(`/m/${meetingId}?e2ee_test_plaintext=1`);
+  await passPrejoin(admin, { expectTitle: 'Kontrollsitzung' });
+  await expect(admin.getByTestId('meeting-room')).toBeVisible();
+  const ff = await firefoxPage('Klara');
+  const ffId = await firefoxJoins(ff, `${link}?e2ee_test_plaintext=1`);
+  await expectAudioVideoFrom(admin, ffId);
+  const ids = new Set([ffId, await ev(admin, () => (window as unknown as { __klausur: { selfId: string } }).__klausur.selfId)]);
+  let fromFirefox = 0;
+  let total = 0;
+  await expect
+    .poll(
+      async () => {
+        const packets = readRecording(recording, from).filter((p) => ids.has(`p${p.peer}`));
+        fromFirefox = findPlaintext(await captured(ff), packets.filter((p) => `p${p.peer}` === ffId)).matches;
+        total = findPlaintext([...(await captured(admin)), ...(await captured(ff))], packets).matches;
+        return Math.min(fromFirefox, total);
+      },
+      { timeout: 45_000, message: 'plaintext windows found in the payloads' },
+    )
+    .toBeGreaterThan(100);
+  await admin.context().close();
+});
