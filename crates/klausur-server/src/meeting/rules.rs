@@ -279,6 +279,14 @@ pub fn audit_actor(s: &Standing) -> AuditActor {
     }
 }
 
+/// One `Send` of `msg` to each of `to`.
+fn sends<'a>(
+    to: impl Iterator<Item = PeerId> + 'a,
+    msg: &'a ServerMsg,
+) -> impl Iterator<Item = Output> + 'a {
+    to.map(move |p| Output::Send(p, msg.clone()))
+}
+
 /// One running meeting's rules and state.
 pub struct Meeting {
     seed: MeetingSeed,
@@ -615,29 +623,23 @@ impl Meeting {
         }
     }
 
+    /// A message for everyone in the meeting and the lobby.
+    fn tell_everyone(&mut self, msg: ServerMsg) {
+        let everyone = self.members.keys().chain(self.lobby.keys()).copied();
+        self.out.extend(sends(everyone, &msg));
+    }
+
     fn broadcast(&mut self, msg: ServerMsg, except: Option<PeerId>) {
-        let to: Vec<PeerId> = self
-            .members
-            .keys()
-            .copied()
-            .filter(|p| Some(*p) != except)
-            .collect();
-        for p in to {
-            self.send(p, msg.clone());
-        }
+        let to = self.members.keys().copied().filter(|p| Some(*p) != except);
+        self.out.extend(sends(to, &msg));
     }
 
     /// A message for the members of the encrypted group in the meeting.
     fn tell_group(&mut self, msg: ServerMsg, except: Option<PeerId>) {
-        let to: Vec<PeerId> = self
-            .members
-            .keys()
-            .copied()
-            .filter(|p| Some(*p) != except && self.delivery.is_member(*p))
-            .collect();
-        for p in to {
-            self.send(p, msg.clone());
-        }
+        let delivery = &self.delivery;
+        let to =
+            (self.members.keys().copied()).filter(|p| Some(*p) != except && delivery.is_member(*p));
+        self.out.extend(sends(to, &msg));
     }
 
     fn updated(&mut self, peer: PeerId) {
@@ -671,22 +673,14 @@ impl Meeting {
         }
         self.lobby_notice = None;
         self.lobby_sent_at = Some(now.mono);
-        let lobby = self.lobby_list();
-        let moderators: Vec<PeerId> = self
-            .members
-            .iter()
+        let msg = ServerMsg::LobbyChanged {
+            lobby: self.lobby_list(),
+            arrived,
+        };
+        let moderators = (self.members.iter())
             .filter(|(_, m)| m.info.role == Role::Moderator)
-            .map(|(p, _)| *p)
-            .collect();
-        for p in moderators {
-            self.send(
-                p,
-                ServerMsg::LobbyChanged {
-                    lobby: lobby.clone(),
-                    arrived,
-                },
-            );
-        }
+            .map(|(p, _)| *p);
+        self.out.extend(sends(moderators, &msg));
     }
 
     fn error(&mut self, peer: PeerId, code: ErrorCode, message: impl Into<String>) {
@@ -700,15 +694,7 @@ impl Meeting {
             reason: EndReason::ServerShutdown,
             by: None,
         };
-        let everyone: Vec<PeerId> = self
-            .members
-            .keys()
-            .chain(self.lobby.keys())
-            .copied()
-            .collect();
-        for p in everyone {
-            self.send(p, msg.clone());
-        }
+        self.tell_everyone(msg);
         // The guests come back after the restart, each with their pass.
         let passes: Vec<i64> = (self.members.values().map(|m| &m.standing))
             .chain(self.lobby.values().map(|w| &w.standing))
@@ -1630,15 +1616,7 @@ impl Meeting {
             reason: EndReason::EndedByModerator,
             by: Some(self.display_name(peer)),
         };
-        let everyone: Vec<PeerId> = self
-            .members
-            .keys()
-            .chain(self.lobby.keys())
-            .copied()
-            .collect();
-        for p in everyone {
-            self.send(p, msg.clone());
-        }
+        self.tell_everyone(msg);
         self.store(StoreOp::Ended(now.wall));
         self.members.clear();
         self.lobby.clear();
