@@ -10,6 +10,22 @@ export { expect };
 /** The admin's password after the first login's forced change (the `adminPassword` fixture). */
 export const ADMIN_PASSWORD = 'Rathaus-Fenster-blau-2026';
 
+/** The admin's first login with the server's one-time password and the forced change to
+ * {@link ADMIN_PASSWORD}, in a context of its own; returns the new password. */
+export async function firstAdminLogin(browser: Browser, server: KlausurServer): Promise<string> {
+  recordSecret('password', ADMIN_PASSWORD);
+  const context = await browser.newContext({ baseURL: server.baseURL, locale: 'de-DE' });
+  watchContext(context);
+  try {
+    const page = await context.newPage();
+    await login(page, 'admin', server.adminOneTimePassword);
+    await changePassword(page, server.adminOneTimePassword, ADMIN_PASSWORD);
+  } finally {
+    await context.close();
+  }
+  return ADMIN_PASSWORD;
+}
+
 export const test = base.extend<object, { server: KlausurServer; serverOptions: ServerOptions; adminPassword: string }>({
   // A spec file may ask for another web bundle or the RTP recorder with `test.use({ serverOptions })`.
   serverOptions: [{}, { option: true, scope: 'worker' }],
@@ -32,17 +48,7 @@ export const test = base.extend<object, { server: KlausurServer; serverOptions: 
   // every test of a spec can then sign in on its own (`signIn`), none depends on another.
   adminPassword: [
     async ({ server, browser }, use) => {
-      recordSecret('password', ADMIN_PASSWORD);
-      const context = await browser.newContext({ baseURL: server.baseURL, locale: 'de-DE' });
-      watchContext(context);
-      try {
-        const page = await context.newPage();
-        await login(page, 'admin', server.adminOneTimePassword);
-        await changePassword(page, server.adminOneTimePassword, ADMIN_PASSWORD);
-      } finally {
-        await context.close();
-      }
-      await use(ADMIN_PASSWORD);
+      await use(await firstAdminLogin(browser, server));
     },
     { scope: 'worker', timeout: 60_000 },
   ],

@@ -19,9 +19,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chromium, type Browser, type Page } from '@playwright/test';
 import { chromiumArgs } from '../playwright.config';
-import { expect, newPerson, signIn, test, ADMIN_PASSWORD, type Person } from './fixtures';
-import { changePassword, commonSecurityCode, createMeeting, expectAudioVideoFrom, expectInRoom, inviteGuest, login, openPanel, organiserJoins, passPrejoin, selfId } from './helpers';
-import { recordSecret, SERVER_LOGS_DIR, useOutputDir, watchContext } from './log-secrets';
+import { expect, firstAdminLogin, newPerson, signIn, test, ADMIN_PASSWORD, type Person } from './fixtures';
+import { commonSecurityCode, createMeeting, expectAudioVideoFrom, expectInRoom, inviteGuest, openPanel, organiserJoins, passPrejoin, selfId } from './helpers';
+import { recordSecret, SERVER_LOGS_DIR, useOutputDir } from './log-secrets';
 import { createNetns, DROP_UDP, netnsAvailable, onlyTcpTo, ruleCounters, type Netns } from './netns';
 import { startServer, type KlausurServer, type ServerOptions } from './server';
 
@@ -44,16 +44,7 @@ async function serverFor(ns: Netns, browser: Browser, outputDir: string, opts: S
   const server = await startServer({ ...opts, env, listenHost: ns.hostIp }, { logDir: join(outputDir, SERVER_LOGS_DIR) });
   cleanups.push(() => server.stop());
   recordSecret('password', server.adminOneTimePassword);
-  recordSecret('password', ADMIN_PASSWORD);
-  const context = await browser.newContext({ baseURL: server.baseURL, locale: 'de-DE' });
-  watchContext(context);
-  try {
-    const page = await context.newPage();
-    await login(page, 'admin', server.adminOneTimePassword);
-    await changePassword(page, server.adminOneTimePassword, ADMIN_PASSWORD);
-  } finally {
-    await context.close();
-  }
+  await firstAdminLogin(browser, server);
   return server;
 }
 
