@@ -82,6 +82,21 @@ fn unb64(text: &str) -> Option<Vec<u8>> {
     base64::engine::general_purpose::STANDARD.decode(text).ok()
 }
 
+/// `p`'s device's claim of its leaf (`mls_member`), with its GroupInfo (the creator of the
+/// group sends it) or without.
+fn leaf_claim(dev: &Member, p: PeerId, with_info: bool) -> Option<ClientMsg> {
+    Some(ClientMsg::MlsMember {
+        leaf: dev.leaf_index().ok()?,
+        epoch: dev.epoch().ok()?,
+        signature: b64(&dev.sign_leaf_claim(&participant_id(p)).ok()?),
+        group_info: if with_info {
+            dev.group_info().ok().map(|i| b64(&i))
+        } else {
+            None
+        },
+    })
+}
+
 /// The eight people who may join.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 enum Person {
@@ -788,15 +803,7 @@ impl Sim {
                 if !dev.in_group() {
                     let _ = dev.create_group(g.as_bytes(), t);
                 }
-                let claim = (|| {
-                    Some(ClientMsg::MlsMember {
-                        leaf: dev.leaf_index().ok()?,
-                        epoch: dev.epoch().ok()?,
-                        signature: b64(&dev.sign_leaf_claim(&participant_id(p)).ok()?),
-                        group_info: dev.group_info().ok().map(|i| b64(&i)),
-                    })
-                })();
-                if let Some(msg) = claim {
+                if let Some(msg) = leaf_claim(dev, p, true) {
                     sender = Some(p);
                     self.input(Input::Msg { peer: p, msg });
                 }
@@ -808,15 +815,7 @@ impl Sim {
                 };
                 let conn = self.conns.get_mut(&p)?;
                 let Some(dev) = conn.dev.as_mut() else { return Some(()) };
-                let claim = (|| {
-                    Some(ClientMsg::MlsMember {
-                        leaf: dev.leaf_index().ok()?,
-                        epoch: dev.epoch().ok()?,
-                        signature: b64(&dev.sign_leaf_claim(&participant_id(p)).ok()?),
-                        group_info: None,
-                    })
-                })();
-                if let Some(msg) = claim {
+                if let Some(msg) = leaf_claim(dev, p, false) {
                     sender = Some(p);
                     self.input(Input::Msg { peer: p, msg });
                 }
