@@ -11,8 +11,9 @@
 //!
 //! 1. Inputs are the `handle_*` calls: [`Room::add_peer`], [`Room::handle_offer`],
 //!    [`Room::handle_receive`] (one UDP datagram addressed to a peer), [`Room::handle_timeout`],
-//!    [`Room::remove_peer`] and [`Room::set_audio_forwarding`]. Each takes the current time
-//!    `now`; `now` must never go backwards between calls.
+//!    [`Room::remove_peer`], [`Room::set_audio_forwarding`] and [`Room::set_video_wants`]. Each
+//!    takes the current time `now` (where it needs it); `now` must never go backwards between
+//!    calls.
 //! 2. **After every `handle_*` call** (and after `add_peer`, `remove_peer`, `handle_offer`) the
 //!    driver calls [`Room::poll_output`] until it returns `None`, sending each
 //!    [`RoomOutput::Transmit`] from `source` to `destination` and acting on each
@@ -45,7 +46,9 @@
 //! room answers ([`Room::handle_offer`]) and says in [`Answer::assignments`] which remote track
 //! it forwards on which recvonly mid. When the set of tracks a peer should receive changes the
 //! room emits [`RoomEvent::Renegotiate`]; the client then sends a new offer with at least that
-//! many recvonly transceivers of each kind.
+//! many recvonly transceivers of each kind. Every track keeps its slot, but video is forwarded
+//! only to subscribers that show it ([`Room::set_video_wants`]: the client says which tiles it
+//! shows and how large), so a large meeting costs each receiver only the videos on its screen.
 //!
 //! # Media path
 //!
@@ -168,6 +171,19 @@ pub struct Assignment {
     /// Which of the publisher's sources.
     pub source: Source,
 }
+
+/// A video track a subscriber shows, and how large (in device pixels): see
+/// [`Room::set_video_wants`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VideoWant {
+    pub publisher: PeerId,
+    pub source: Source,
+    pub width: u32,
+    pub height: u32,
+}
+
+/// Most video tracks a subscriber may name in [`Room::set_video_wants`]; more are ignored.
+pub const MAX_VIDEO_WANTS: usize = 128;
 
 /// The room's answer to a client offer.
 #[derive(Debug, Clone)]
@@ -369,6 +385,8 @@ struct Peer {
     /// Whether others' video is forwarded to this peer (false: an audio-only participant such
     /// as the dial-in gateway; it is neither asked for video slots nor given video).
     receives_video: bool,
+    /// The video tracks this peer shows ([`Room::set_video_wants`]); `None`: every one.
+    video_wants: Option<Vec<VideoWant>>,
     opus_pt: Option<Pt>,
     vp8_pt: Option<Pt>,
     tracks: Vec<Track>,
@@ -386,6 +404,11 @@ struct Peer {
 impl Peer {
     fn publishes(&self, source: Source) -> bool {
         self.tracks.iter().any(|t| t.source == source)
+    }
+
+    /// Whether this peer shows `publisher`'s video `source` (see [`Room::set_video_wants`]).
+    fn wants_video(&self, publisher: PeerId, source: Source) -> bool {
+        shows(&self.video_wants, publisher, source)
     }
 
     fn has_assigned(&self, publisher: PeerId, source: Source) -> bool {
@@ -601,6 +624,7 @@ impl Room {
                 local_ice_pass,
                 audio_forwarding: true,
                 receives_video: true,
+                video_wants: None,
                 opus_pt: None,
                 vp8_pt: None,
                 tracks: Vec::new(),
@@ -861,7 +885,7 @@ impl Room {
             {
                 slot.assigned = Some((publisher, source));
                 slot.seq.restart();
-                if kind == MediaKind::Video {
+                if kind == MediaKind::Video && p.wants_video(publisher, source) {
                     new_video.push((publisher, source));
                 }
             }
@@ -1022,6 +1046,52 @@ impl Room {
         }
     }
 
+    /// Which of the others' video tracks `peer` shows, and at what size; `None` (the default):
+    /// all of them. Video the peer does not show is not forwarded to it at all: its receive
+    /// slot stays assigned (the client keeps the transceiver, so showing it again needs no
+    /// renegotiation) but idle. A track shown again continues the slot's sequence numbers and
+    /// timestamps where they stopped, and its publisher is asked for a keyframe. At most
+    /// [`MAX_VIDEO_WANTS`] entries are taken; wants for tracks nobody publishes are kept (the
+    /// track may start later).
+    pub fn set_video_wants(&mut self, now: Instant, peer: PeerId, wants: Option<Vec<VideoWant>>) {
+        if !self.peers.contains_key(&peer) {
+            return;
+        }
+        self.observe(now);
+        let Some(p) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        let wants = wants.map(|mut w| {
+            w.truncate(MAX_VIDEO_WANTS);
+            w
+        });
+        let before: Vec<(PeerId, Source)> = p
+            .slots
+            .iter()
+            .filter(|s| s.kind == MediaKind::Video)
+            .filter_map(|s| s.assigned)
+            .filter(|&(publisher, source)| p.wants_video(publisher, source))
+            .collect();
+        p.video_wants = wants;
+        let mut started = Vec::new();
+        for slot in p.slots.iter_mut().filter(|s| s.kind == MediaKind::Video) {
+            let Some((publisher, source)) = slot.assigned else {
+                continue;
+            };
+            if shows(&p.video_wants, publisher, source) && !before.contains(&(publisher, source)) {
+                slot.seq.restart();
+                started.push((publisher, source));
+            }
+        }
+        self.rebuild_routes();
+        if self.peers.get(&peer).is_some_and(|p| p.connected) {
+            for (publisher, source) in started {
+                self.request_keyframe(now, publisher, source, KeyframeRequestKind::Pli, false);
+            }
+        }
+        self.run(now);
+    }
+
     /// Whether `contents` is a STUN message for `peer` whose MESSAGE-INTEGRITY verifies with
     /// the peer's local ICE password: only its client can make one. The driver learns a
     /// remote address for the peer only from such a request; a forged request that merely
@@ -1146,6 +1216,7 @@ impl Room {
                     .iter()
                     .filter(|s| s.kind == MediaKind::Video)
                     .filter_map(|s| s.assigned)
+                    .filter(|&(publisher, source)| p.wants_video(publisher, source))
                     .collect();
                 self.outputs
                     .push_back(RoomOutput::Event(RoomEvent::Connected(id)));
@@ -1351,6 +1422,10 @@ impl Room {
         for (qid, q) in &self.peers {
             for (idx, slot) in q.slots.iter().enumerate() {
                 if let Some((publisher, source)) = slot.assigned {
+                    // Video the subscriber does not show is not forwarded to it.
+                    if slot.kind == MediaKind::Video && !q.wants_video(publisher, source) {
+                        continue;
+                    }
                     routes.push((publisher, source, *qid, idx));
                 }
             }
@@ -1451,6 +1526,15 @@ impl Room {
                 .push_back(RoomOutput::Event(RoomEvent::ActiveSpeaker(speaker)));
         }
     }
+}
+
+/// Whether a subscriber with `wants` ([`Room::set_video_wants`]) shows `publisher`'s `source`.
+fn shows(wants: &Option<Vec<VideoWant>>, publisher: PeerId, source: Source) -> bool {
+    wants.as_ref().is_none_or(|wants| {
+        wants
+            .iter()
+            .any(|w| w.publisher == publisher && w.source == source)
+    })
 }
 
 /// The local ufrag from a STUN binding request's USERNAME ("local:remote"), or None if

@@ -724,3 +724,62 @@ fn only_a_peers_own_stun_requests_are_authentic() {
     assert!(!sim.room.stun_authentic(1, b"not stun at all"));
     assert!(!sim.room.stun_authentic(9, &request));
 }
+
+#[test]
+fn video_a_subscriber_does_not_show_is_not_forwarded_to_it() {
+    use klausur_room::VideoWant;
+    let mut sim = meeting(RoomConfig::default(), &[1, 2, 3]);
+    sim.run_for(Duration::from_secs(1));
+    // 1 shows only 2's camera.
+    let now = sim.now;
+    sim.room.set_video_wants(
+        now,
+        1,
+        Some(vec![VideoWant {
+            publisher: 2,
+            source: Source::Camera,
+            width: 320,
+            height: 180,
+        }]),
+    );
+    sim.run_for(Duration::from_millis(200));
+    let counts = |sim: &Sim| {
+        let c = sim.client(1);
+        (
+            c.received(2, Source::Camera),
+            c.received(3, Source::Camera),
+            c.received(3, Source::Microphone),
+        )
+    };
+    let before = counts(&sim);
+    sim.run_for(Duration::from_secs(2));
+    let after = counts(&sim);
+    assert!(
+        after.0 - before.0 > 40,
+        "shown camera keeps coming: {before:?} {after:?}"
+    );
+    assert_eq!(after.1, before.1, "a camera not shown is not forwarded");
+    assert!(
+        after.2 - before.2 > 80,
+        "audio is always forwarded: {before:?} {after:?}"
+    );
+    // Negative control: 2 says nothing and gets every camera.
+    let c2 = sim.client(2);
+    assert!(c2.received(3, Source::Camera) > 60);
+
+    // Showing 3's camera again: it arrives again, on the same mid, continuing cleanly.
+    sim.client_mut(3).keyframe_requests.clear();
+    let now = sim.now;
+    sim.room.set_video_wants(now, 1, None);
+    sim.run_for(Duration::from_secs(1));
+    let again = counts(&sim);
+    assert!(
+        again.1 - after.1 > 20,
+        "camera shown again: {after:?} {again:?}"
+    );
+    assert!(
+        !sim.client(3).keyframe_requests.is_empty(),
+        "the publisher is asked for a keyframe when its video is shown again"
+    );
+    assert_clean(&sim);
+}
