@@ -253,6 +253,41 @@ test('a screen share appears at the others', async ({ browser, server, adminPass
   }
 });
 
+test('video not on screen is not sent: a narrow window with the participant list open gets audio only, and video again when the list closes', async ({
+  browser,
+  server,
+  adminPassword,
+}) => {
+  const { meetingId, admin } = await meetingInSession(browser, server.baseURL, adminPassword, []);
+  const a = admin.page;
+  const adminId = await selfId(a);
+  const link = await inviteInSecondTab(admin, meetingId, 'Vera Schmal');
+  const vera = await guestJoins(browser, server.baseURL, 'Vera Schmal', link);
+  const v = vera.page;
+  await expectAudioVideoFrom(v, adminId);
+  await expectAudioVideoFrom(a, vera.id);
+  const videoBytes = async (page: Page, from: string) =>
+    (await stats(page)).find((x) => x.participant_id === from && x.source === 'camera')?.bytesReceived ?? 0;
+
+  // A narrow window (a small laptop beside the minutes) with the participant list open hides
+  // the stage: the client says it shows no video, and the server stops forwarding it.
+  await v.setViewportSize({ width: 600, height: 800 });
+  await openPanel(v, 'people');
+  await expect(v.locator('main.stage')).toBeHidden();
+  await expect.poll(() => mediaRising(v, adminId, 'camera'), { timeout: 15_000 }).toBe(false);
+  const before = await videoBytes(v, adminId);
+  await v.waitForTimeout(3000); // the video stays away, not just for a moment
+  expect(await videoBytes(v, adminId)).toBe(before);
+  // Audio never stops; and the organiser, who shows Vera, still gets her video (negative control).
+  expect(await mediaRising(v, adminId, 'microphone')).toBe(true);
+  expect(await mediaRising(a, vera.id, 'camera')).toBe(true);
+
+  // Closing the list shows the tile again: the video is forwarded again and decodes.
+  await v.getByTestId('panel-close').click();
+  await expect(tileOf(v, adminId).locator('video')).toBeVisible();
+  await expect.poll(() => mediaRising(v, adminId, 'camera'), { timeout: 15_000 }).toBe(true);
+});
+
 test('a chat message arrives at the others, end-to-end encrypted', async ({ browser, server, adminPassword }) => {
   const {
     admin,

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use futures::{SinkExt, StreamExt};
 use klausur_client::offer::OfferState;
-use klausur_proto::{ClientMsg, SendSource, Source};
+use klausur_proto::{ClientMsg, SendSource, Source, VideoTile};
 use nix::sys::socket::{
     recvmsg, setsockopt, sockopt, ControlMessageOwned, MsgFlags, SockaddrStorage,
 };
@@ -165,6 +165,8 @@ pub struct PeerReport {
     /// Receive m-lines (audio, video) negotiated at the end.
     pub recv_slots: (u32, u32),
     pub keyframe_requests: u64,
+    /// The participants whose video this one showed (`None`: all).
+    pub shows: Option<Vec<u16>>,
     /// The server ended the signaling (closed the WebSocket, or sent `ended`) before the
     /// participant left.
     pub ended_by_server: bool,
@@ -258,6 +260,11 @@ pub struct Peer {
     next_timeout: Instant,
     keyframe_requests: u64,
     errors: Vec<String>,
+    /// The participants (by index) whose video this one shows (`video_tiles`); `None`: all.
+    shows: Option<Vec<u16>>,
+    /// Participant ids of those in `shows` seen in the meeting so far, and how many were told.
+    shown_ids: std::collections::BTreeMap<u16, String>,
+    told_tiles: usize,
     // Signaling state (klausur only).
     sig: Option<Signaling>,
     // Offers to answer while running (the Janus subscriber side).
@@ -371,6 +378,9 @@ impl Peer {
             next_timeout: now,
             keyframe_requests: 0,
             errors: Vec::new(),
+            shows: None,
+            shown_ids: Default::default(),
+            told_tiles: 0,
             sig: None,
             offers: None,
         })
@@ -379,6 +389,56 @@ impl Peer {
     /// What this peer publishes against klausur (default: audio and video).
     pub fn set_role(&mut self, role: Role) {
         self.role = role;
+    }
+
+    /// Shows only these participants' video (klausur: `video_tiles`, sent as they join).
+    pub fn set_shows(&mut self, shows: Option<Vec<u16>>) {
+        self.shows = shows;
+    }
+
+    /// Notes the participant ids of the participants this one shows, from a `participants`
+    /// list or one `participant` (display names are `Bench <index>`, see `server.rs`).
+    fn note_participants(&mut self, v: &serde_json::Value) {
+        let Some(shows) = &self.shows else { return };
+        let one = v.get("participant").into_iter();
+        let list = v["participants"].as_array().into_iter().flatten();
+        for p in one.chain(list) {
+            let index = p["display_name"]
+                .as_str()
+                .and_then(|n| n.strip_prefix("Bench "))
+                .and_then(|i| i.parse::<u16>().ok());
+            if let (Some(index), Some(id)) = (index, p["id"].as_str()) {
+                if shows.contains(&index) {
+                    self.shown_ids.insert(index, id.to_string());
+                }
+            }
+        }
+    }
+
+    /// Tells the server the videos shown, if more of them are known than it was told.
+    async fn tell_tiles(&mut self) -> anyhow::Result<()> {
+        if self.shows.is_none() || self.shown_ids.len() == self.told_tiles {
+            return Ok(());
+        }
+        let Some(sig) = self.sig.as_mut() else {
+            return Ok(());
+        };
+        let tiles = self
+            .shown_ids
+            .values()
+            .map(|id| VideoTile {
+                participant_id: id.clone(),
+                source: Source::Camera,
+                width: 640,
+                height: 360,
+            })
+            .collect();
+        let msg = ClientMsg::VideoTiles { tiles };
+        sig.ws
+            .send(Message::Text(serde_json::to_string(&msg)?.into()))
+            .await?;
+        self.told_tiles = self.shown_ids.len();
+        Ok(())
     }
 
     /// Where TTFF and connect time are measured from (the Janus side sets its `join` time).
@@ -486,7 +546,10 @@ impl Peer {
             let Message::Text(text) = msg else { continue };
             let v: serde_json::Value = serde_json::from_str(text.as_str())?;
             match v["type"].as_str() {
-                Some("joined") => break,
+                Some("joined") => {
+                    self.note_participants(&v);
+                    break;
+                }
                 Some("lobby_wait") => bail!("participant {} was sent to the lobby", self.index),
                 Some("error") | Some("ended") => bail!("join refused: {text}"),
                 _ => {}
@@ -501,6 +564,7 @@ impl Peer {
             next_ping: Instant::now() + PING_EVERY,
             ended: false,
         });
+        self.tell_tiles().await?;
         self.offer().await
     }
 
@@ -627,6 +691,10 @@ impl Peer {
                 if again {
                     self.offer().await?;
                 }
+            }
+            Some("participant_joined") => {
+                self.note_participants(&v);
+                self.tell_tiles().await?;
             }
             Some("renegotiate") => {
                 let audio = v["audio"].as_u64().unwrap_or(0) as u32;
@@ -885,6 +953,7 @@ impl Peer {
                 .map(|c| c.saturating_duration_since(self.joined_at)),
             recv_slots: self.recv_slots,
             keyframe_requests: self.keyframe_requests,
+            shows: self.shows,
             ended_by_server,
             errors: self.errors,
         }

@@ -117,6 +117,10 @@ enum Cmd {
     Meeting {
         /// Participants.
         participants: usize,
+        /// Each participant shows only this many others' video (a grid page) and says so to
+        /// the server, which forwards only those (`video_tiles`).
+        #[arg(long)]
+        tiles: Option<usize>,
     },
     /// `webinar 1->M`: one presenter sends audio and video, M viewers only receive.
     Webinar {
@@ -361,7 +365,17 @@ fn specs(cli: &Cli) -> anyhow::Result<Vec<(Spec, bool)>> {
     };
     let mut specs = Vec::new();
     match &cli.command {
-        Cmd::Meeting { participants } => specs.push((meeting(*participants)?, false)),
+        Cmd::Meeting {
+            participants,
+            tiles: None,
+        } => specs.push((meeting(*participants)?, false)),
+        Cmd::Meeting {
+            participants,
+            tiles: Some(k),
+        } => {
+            meeting(*participants)?;
+            specs.push((Spec::meeting_tiles(*participants, *k), false))
+        }
         Cmd::Compare { participants } => specs.push((meeting(*participants)?, janus)),
         Cmd::Webinar { viewers } => specs.push((Spec::webinar(*viewers), janus)),
         Cmd::Townhall {

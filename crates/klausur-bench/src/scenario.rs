@@ -54,6 +54,9 @@ pub struct Spec {
     pub churn_rate: Option<f64>,
     /// Measured window (else `Settings::window`).
     pub window: Option<Duration>,
+    /// Each participant shows this many others' video (the next ones by index, as a grid
+    /// page would) and tells the server (`video_tiles`); `None`: everyone's.
+    pub tiles: Option<usize>,
 }
 
 impl Spec {
@@ -64,12 +67,29 @@ impl Spec {
             stagger: None,
             churn_rate: None,
             window: None,
+            tiles: None,
         }
     }
 
     /// `meeting N`: everyone sends audio and video, everyone receives everyone.
     pub fn meeting(n: usize) -> Spec {
         Spec::new(format!("meeting-{n}"), vec![Role::AV; n])
+    }
+
+    /// `meeting N --tiles K`: as `meeting N`, but each participant shows (and is sent) the
+    /// video of only K others, as a receiver with a grid page of K tiles.
+    pub fn meeting_tiles(n: usize, k: usize) -> Spec {
+        Spec {
+            tiles: Some(k.min(n.saturating_sub(1))),
+            ..Spec::new(format!("meeting-{n}-tiles-{k}"), vec![Role::AV; n])
+        }
+    }
+
+    /// Whose video participant `i` shows: the `tiles` after it by index, wrapping.
+    fn shows(&self, i: usize) -> Option<Vec<u16>> {
+        let n = self.roles.len();
+        self.tiles
+            .map(|k| (1..=k).map(|d| ((i + d) % n) as u16).collect())
     }
 
     /// `webinar 1->M`: one presenter sends audio and video, M viewers only receive.
@@ -273,6 +293,7 @@ pub fn summarize(reports: &[PeerReport], window: &Window, ttff_from: usize) -> T
         .iter()
         .map(|r| Member {
             index: r.index,
+            shows: r.shows.as_deref(),
             presence: r.presence,
             send: &r.send,
             recv: &r.recv,
@@ -449,10 +470,12 @@ pub async fn trial(settings: &Settings, spec: &Spec, kind: ServerKind) -> anyhow
                 let url = server.ws_url();
                 let meeting = server.meeting_id.clone();
                 let token = server.tokens[i].clone();
+                let shows = spec.shows(i);
                 tasks.push(tokio::spawn(async move {
                     tokio::time::sleep_until(join_at.into()).await;
                     let mut peer = Peer::new(i as u16, t, options).await?;
                     peer.set_role(role);
+                    peer.set_shows(shows);
                     peer.set_leave_at(leave_at);
                     if let Err(e) = peer.join_klausur(&url, &meeting, &token).await {
                         return Err(e.context(format!("participant {i} could not join")));

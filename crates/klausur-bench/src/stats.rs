@@ -218,6 +218,9 @@ pub struct Overlap {
 pub struct Member<'a> {
     pub index: u16,
     pub presence: Presence,
+    /// Whose video this member shows (`None`: everyone's); video it does not show is not
+    /// expected.
+    pub shows: Option<&'a [u16]>,
     pub send: &'a SendStats,
     pub recv: &'a RecvStats,
 }
@@ -243,6 +246,9 @@ pub fn delivery(members: &[Member<'_>], overlap: Overlap) -> Delivery {
                 continue;
             }
             for stream in Stream::ALL {
+                if stream == Stream::Video && r.shows.is_some_and(|v| !v.contains(&s.index)) {
+                    continue;
+                }
                 let seen = r.recv.seen.get(&(s.index, stream));
                 for &(seq, send_ns) in &s.send.log[stream.index()] {
                     if send_ns < from || send_ns >= to {
@@ -444,6 +450,7 @@ mod tests {
         let members: Vec<Member<'_>> = (0..3)
             .map(|i| Member {
                 index: i as u16,
+                shows: None,
                 presence: WHOLE_RUN,
                 send: &senders[i],
                 recv: &receivers[i],
@@ -479,12 +486,14 @@ mod tests {
         let members = [
             Member {
                 index: 0,
+                shows: None,
                 presence: WHOLE_RUN,
                 send: &s0,
                 recv: &RecvStats::default(),
             },
             Member {
                 index: 1,
+                shows: None,
                 presence: Presence {
                     joined_ns: 1_200,
                     left_ns: 1_700,
@@ -494,6 +503,7 @@ mod tests {
             },
             Member {
                 index: 7,
+                shows: None,
                 presence: Presence {
                     joined_ns: 1_650,
                     left_ns: 10_000,

@@ -237,6 +237,21 @@ pub struct SendSource {
     pub source: Source,
 }
 
+/// A video the client shows on screen, and how large (device pixels, i.e. CSS size times the
+/// device pixel ratio), in `video_tiles`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+#[serde(deny_unknown_fields)]
+pub struct VideoTile {
+    pub participant_id: ParticipantId,
+    pub source: Source,
+    pub width: u32,
+    pub height: u32,
+}
+
+/// Most tiles one `video_tiles` message may name.
+pub const MAX_VIDEO_TILES: usize = 128;
+
 /// Why a participant left.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "ts", derive(ts_rs::TS))]
@@ -296,6 +311,12 @@ pub enum ClientMsg {
         audio_muted: bool,
         video_muted: bool,
         screen_sharing: bool,
+    },
+    /// The videos this client shows and how large. Video it does not list (camera or screen
+    /// share) is not forwarded to it at all; audio always is. Sent again whenever the layout
+    /// changes; a client that never sends it gets every video. At most [`MAX_VIDEO_TILES`].
+    VideoTiles {
+        tiles: Vec<VideoTile>,
     },
     /// Moderator: let a waiting person in.
     Admit {
@@ -628,6 +649,7 @@ const CLIENT_TYPES: &[&str] = &[
     "join",
     "offer",
     "media_state",
+    "video_tiles",
     "admit",
     "deny",
     "remove",
@@ -684,6 +706,17 @@ impl ClientMsg {
             code: ErrorCode::Malformed,
             message: format!("invalid {ty:?} message: {e}"),
         })?;
+        if let ClientMsg::VideoTiles { tiles } = &msg {
+            if tiles.len() > MAX_VIDEO_TILES {
+                return Err(DecodeError {
+                    code: ErrorCode::InvalidField,
+                    message: format!(
+                        "video_tiles names {} tiles; at most {MAX_VIDEO_TILES} are accepted",
+                        tiles.len()
+                    ),
+                });
+            }
+        }
         if let ClientMsg::Offer { sdp, .. } = &msg {
             let m_lines = count_m_lines(sdp);
             if m_lines > MAX_OFFER_M_LINES {
@@ -704,6 +737,7 @@ impl ClientMsg {
             ClientMsg::Join { .. } => "join",
             ClientMsg::Offer { .. } => "offer",
             ClientMsg::MediaState { .. } => "media_state",
+            ClientMsg::VideoTiles { .. } => "video_tiles",
             ClientMsg::Admit { .. } => "admit",
             ClientMsg::Deny { .. } => "deny",
             ClientMsg::Remove { .. } => "remove",
@@ -753,6 +787,29 @@ fn truncate(s: &str, max: usize) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn video_tiles_are_decoded_and_too_many_are_refused() {
+        let tiles = |n: usize| {
+            let tile = serde_json::json!({
+                "participant_id": "7", "source": "camera", "width": 640, "height": 360,
+            });
+            serde_json::json!({ "type": "video_tiles", "tiles": vec![tile; n] }).to_string()
+        };
+        match ClientMsg::decode(&tiles(MAX_VIDEO_TILES)) {
+            Ok(ClientMsg::VideoTiles { tiles }) => {
+                assert_eq!(tiles.len(), MAX_VIDEO_TILES);
+                assert_eq!(tiles[0].height, 360);
+            }
+            other => panic!("{other:?}"),
+        }
+        let err = ClientMsg::decode(&tiles(MAX_VIDEO_TILES + 1)).expect_err("refused");
+        assert_eq!(err.code, ErrorCode::InvalidField);
+        assert!(err.message.contains("129 tiles"), "{}", err.message);
+        let err = ClientMsg::decode(r#"{"type":"video_tiles","tiles":[{"participant_id":"7","source":"camera","width":-1,"height":0}]}"#)
+            .expect_err("a negative width is refused");
+        assert_eq!(err.code, ErrorCode::Malformed);
+    }
 
     #[test]
     fn an_offer_with_too_many_m_lines_is_refused_with_the_count() {
@@ -903,6 +960,14 @@ mod tests {
                 group_info: Some("AAI=".into()),
             },
             ClientMsg::MlsCommitRejected { epoch: 7 },
+            ClientMsg::VideoTiles {
+                tiles: vec![VideoTile {
+                    participant_id: "p2".into(),
+                    source: Source::Screen,
+                    width: 1280,
+                    height: 720,
+                }],
+            },
             ClientMsg::MlsChat {
                 id: 1,
                 epoch: 7,

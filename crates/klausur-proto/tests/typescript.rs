@@ -25,6 +25,7 @@ fn generate() -> String {
         IceServer::decl(&cfg),
         TrackAssignment::decl(&cfg),
         SendSource::decl(&cfg),
+        VideoTile::decl(&cfg),
         LeaveReason::decl(&cfg),
         EndReason::decl(&cfg),
         ErrorCode::decl(&cfg),

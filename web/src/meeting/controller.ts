@@ -2,13 +2,14 @@
 // The UI reads immutable snapshots (useSyncExternalStore) and calls the actions.
 import { SignalingClient } from '../signaling/client';
 import { api } from '../signaling/api';
-import type { ClientMsg, IceServer, Participant, ServerMsg } from '../signaling/protocol';
+import type { ClientMsg, IceServer, Participant, ServerMsg, VideoTile } from '../signaling/protocol';
 import { getCamera, getMicrophone, getScreen, playChime } from '../media/devices';
 import { PeerSession, type InboundStat, type MediaTransport, type RemoteTrack, type ScreenSending } from '../media/peer';
 import { E2eeSession } from '../e2ee/session';
 import type { E2eeDiagnostics, E2eeNotice, E2eeStatus } from '../e2ee/types';
 import { chatText } from '../e2ee/mls';
 import { phoneCallers, type PhoneCaller } from './phone';
+import { tilesChanged } from './tiles';
 import {
   chatEvent,
   chatWritten,
@@ -87,6 +88,9 @@ export class MeetingController {
   /** Numbers of own chat messages, for their outcome from the encryption worker. */
   private chatIds = 0;
   private audioTrack: MediaStreamTrack | null;
+  /** The videos the page shows (`showVideos`), and what this connection last told the server. */
+  private shownVideos: VideoTile[] | null = null;
+  private toldVideos: VideoTile[] | null = null;
 
   constructor(private readonly opts: JoinOptions) {
     this.rejoinToken = loadRejoinToken(opts.meetingId);
@@ -356,6 +360,9 @@ export class MeetingController {
         }
         this.startEncryption(msg.self_id, msg.participants);
         this.startMedia(msg.ice_servers ?? []);
+        // A new connection is a new participant at the server: it knows nothing of the tiles.
+        this.toldVideos = null;
+        this.tellVideos();
         break;
       }
       case 'answer':
@@ -557,6 +564,22 @@ export class MeetingController {
 
   mute(participantId: string, muted: boolean): void {
     this.send({ type: 'mute', participant_id: participantId, muted });
+  }
+
+  /**
+   * The remote videos the page shows and how large (device pixels). The server forwards only
+   * these (docs/protocol.md, `video_tiles`); told again when the set or a size changes notably.
+   */
+  showVideos(tiles: VideoTile[]): void {
+    this.shownVideos = tiles;
+    this.tellVideos();
+  }
+
+  private tellVideos(): void {
+    const tiles = this.shownVideos;
+    if (!tiles || this.snapshot.room.phase !== 'joined' || !tilesChanged(this.toldVideos, tiles)) return;
+    this.toldVideos = tiles;
+    this.send({ type: 'video_tiles', tiles });
   }
 
   /** Raise or lower the own hand (a request to speak). */

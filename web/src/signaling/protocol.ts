@@ -86,6 +86,8 @@ export type TrackAssignment = { mid: string, participant_id: string, source: Sou
 
 export type SendSource = { mid: string, source: Source, };
 
+export type VideoTile = { participant_id: string, source: Source, width: number, height: number, };
+
 export type LeaveReason = "left" | "removed" | "disconnected";
 
 export type EndReason = "ended_by_moderator" | "removed" | "denied" | "server_shutdown" | "replaced" | "lobby_full";
@@ -132,7 +134,7 @@ rejoin_token: string | null,
  * gateway for the caller's meeting number and PIN (`POST /api/dialin/calls`). The
  * participant is the invitee of that PIN, of kind `phone_gateway`. May be left out.
  */
-dial_in_ticket: string | null, } | { "type": "offer", sdp: string, sources: Array<SendSource>, } | { "type": "media_state", audio_muted: boolean, video_muted: boolean, screen_sharing: boolean, } | { "type": "admit", participant_id: string, } | { "type": "deny", participant_id: string, } | { "type": "remove", participant_id: string, } | { "type": "lock", locked: boolean, } | { "type": "mute", participant_id: string, muted: boolean, } | { "type": "set_moderator", participant_id: string, moderator: boolean, } | { "type": "raise_hand", raised: boolean, } | { "type": "lower_hand", participant_id: string, } | { "type": "end_meeting" } | { "type": "leave" } | { "type": "ping" } | { "type": "mls_key_package", key_package: string, 
+dial_in_ticket: string | null, } | { "type": "offer", sdp: string, sources: Array<SendSource>, } | { "type": "media_state", audio_muted: boolean, video_muted: boolean, screen_sharing: boolean, } | { "type": "video_tiles", tiles: Array<VideoTile>, } | { "type": "admit", participant_id: string, } | { "type": "deny", participant_id: string, } | { "type": "remove", participant_id: string, } | { "type": "lock", locked: boolean, } | { "type": "mute", participant_id: string, muted: boolean, } | { "type": "set_moderator", participant_id: string, moderator: boolean, } | { "type": "raise_hand", raised: boolean, } | { "type": "lower_hand", participant_id: string, } | { "type": "end_meeting" } | { "type": "leave" } | { "type": "ping" } | { "type": "mls_key_package", key_package: string, 
 /**
  * A guest coming back after a broken connection: the previous device key's signature
  * over the new one, so that the moderator who admitted them can add them again without

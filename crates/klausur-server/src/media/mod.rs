@@ -52,7 +52,7 @@ use std::time::{Duration, Instant};
 
 use klausur_proto::SendSource;
 use klausur_room::{
-    Answer, ParsedOffer, PeerId, Room, RoomConfig, RoomEvent, RoomOutput, Transport,
+    Answer, ParsedOffer, PeerId, Room, RoomConfig, RoomEvent, RoomOutput, Transport, VideoWant,
 };
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout};
@@ -128,6 +128,12 @@ pub enum MediaCmd {
         room: RoomKey,
         peer: PeerId,
         enabled: bool,
+    },
+    /// Which videos the peer shows, and how large (`Room::set_video_wants`).
+    SetVideoWants {
+        room: RoomKey,
+        peer: PeerId,
+        wants: Vec<VideoWant>,
     },
     Stats {
         reply: oneshot::Sender<MediaStats>,
@@ -798,6 +804,10 @@ impl Worker {
                 enabled,
             } => {
                 self.with_room(room, |r| r.set_receives_video(peer, enabled));
+            }
+            MediaCmd::SetVideoWants { room, peer, wants } => {
+                self.with_room(room, |r| r.set_video_wants(now, peer, Some(wants)));
+                self.drain(room);
             }
             MediaCmd::Stats { reply } => {
                 let _ = reply.send(self.totals());

@@ -287,6 +287,9 @@ impl Actor {
                         peer,
                         enabled,
                     },
+                    MediaOp::VideoWants(peer, wants) => {
+                        MediaCmd::SetVideoWants { room, peer, wants }
+                    }
                 });
             }
             Output::Offer { peer, sdp, sources } => {

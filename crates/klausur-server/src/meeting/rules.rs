@@ -27,9 +27,9 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use klausur_proto::{
     ClientMsg, EndReason, ErrorCode, JoinMethod, LeaveReason, LobbyEntry, LobbyReason, MeetingInfo,
-    MlsPolicy, Participant, ParticipantKind, Role, SecurityProfile, SendSource, ServerMsg,
+    MlsPolicy, Participant, ParticipantKind, Role, SecurityProfile, SendSource, ServerMsg, Source,
 };
-use klausur_room::{PeerId, RoomEvent};
+use klausur_room::{PeerId, RoomEvent, VideoWant};
 use klausur_store::{AuditActor, BanSubject};
 
 use super::delivery::{Delivery, Identity, MemberClaim, Out};
@@ -181,13 +181,15 @@ impl StoreOp {
 }
 
 /// A change of the media room.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MediaOp {
     RemovePeer(PeerId),
     /// Whether `peer`'s microphone is forwarded (a moderator's mute stops it).
     AudioForwarding(PeerId, bool),
     /// Whether `peer` is sent video (a telephone caller takes audio only).
     ReceivesVideo(PeerId, bool),
+    /// Which videos `peer` shows, and how large (its `video_tiles`).
+    VideoWants(PeerId, Vec<VideoWant>),
 }
 
 /// Whether the meeting goes on.
@@ -1168,6 +1170,23 @@ impl Meeting {
                     m.info.screen_sharing = screen_sharing;
                     self.updated(peer);
                 }
+            }
+            ClientMsg::VideoTiles { tiles } => {
+                // Ids that name nobody are ignored (someone who just left); so is audio,
+                // which is always forwarded.
+                let wants = tiles
+                    .iter()
+                    .filter(|t| t.source != Source::Microphone)
+                    .filter_map(|t| {
+                        Some(VideoWant {
+                            publisher: parse_participant_id(&t.participant_id)?,
+                            source: t.source,
+                            width: t.width,
+                            height: t.height,
+                        })
+                    })
+                    .collect();
+                self.media(MediaOp::VideoWants(peer, wants));
             }
             ClientMsg::RaiseHand { raised } => self.raise_hand(now, peer, raised),
             ClientMsg::LowerHand { participant_id: id } => {

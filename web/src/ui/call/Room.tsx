@@ -23,6 +23,8 @@ import {
   ShieldIcon,
 } from '../icons';
 import { ScreenTile, Tile } from './Tile';
+import { AudioSink } from './media';
+import { gridPages, GRID_PAGE_SIZE, visibleVideos } from '../../meeting/tiles';
 import { ChatPanel } from './ChatPanel';
 import { PeoplePanel } from './PeoplePanel';
 import { SecurityPanel } from './SecurityPanel';
@@ -53,6 +55,8 @@ export function Room({ controller, snap }: { controller: MeetingController; snap
   const { room, local, remote } = snap;
   const meeting = room.meeting!;
   const [panel, setPanel] = useState<Panel>(null);
+  const [page, setPage] = useState(0);
+  const stageRef = useRef<HTMLElement>(null);
   const [seenChat, setSeenChat] = useState(0);
   const [toasts, setToasts] = useState<Toast[]>([]);
   const toastSeq = useRef(0);
@@ -138,21 +142,40 @@ export function Room({ controller, snap }: { controller: MeetingController; snap
     : null;
 
   const tiles = [
-    ...(selfParticipant ? [{ p: selfParticipant, video: local.cameraTrack, audio: null, isSelf: true }] : []),
+    ...(selfParticipant ? [{ p: selfParticipant, video: local.cameraTrack, isSelf: true }] : []),
     ...others.map((p) => ({
       p,
       video: tracks.get(`${p.id}/camera`)?.track ?? null,
-      audio: tracks.get(`${p.id}/microphone`)?.track ?? null,
       isSelf: false,
     })),
   ];
+  // Everyone is heard, whichever page of the grid they are on.
+  const audioTracks = others
+    .map((p) => ({ id: p.id, track: tracks.get(`${p.id}/microphone`)?.track }))
+    .filter((x): x is { id: string; track: MediaStreamTrack } => !!x.track);
   const hasStage = screens.length > 0 || (local.screenSharing && local.screenTrack);
-  const shape = gridShape(tiles.length);
+  // The grid shows a page of at most GRID_PAGE_SIZE tiles; the filmstrip beside a screen share
+  // scrolls instead.
+  const { pages, page: shownPage } = gridPages(tiles.length, page);
+  const shownTiles = hasStage ? tiles : tiles.slice(shownPage * GRID_PAGE_SIZE, (shownPage + 1) * GRID_PAGE_SIZE);
+  const shape = gridShape(shownTiles.length);
   const micLocked = !!self?.muted_by_moderator;
   const handUp = self?.hand_raised_at != null;
   const hands = room.participants.filter((p) => p.hand_raised_at !== null).length;
 
   const toggle = (p: Panel) => setPanel((cur) => (cur === p ? null : p));
+
+  // Tell the server which videos are on screen and how large (it forwards only those): after
+  // every render, and when the window is resized or the filmstrip scrolled.
+  const reportVideos = () => {
+    if (stageRef.current) controller.showVideos(visibleVideos(stageRef.current, window.devicePixelRatio || 1));
+  };
+  useEffect(reportVideos);
+  useEffect(() => {
+    window.addEventListener('resize', reportVideos);
+    return () => window.removeEventListener('resize', reportVideos);
+    // eslint-disable-next-line react-hooks/exhaustive-deps
+  }, [controller]);
 
   return (
     <div className={`room${panel ? ' with-panel' : ''}`} data-testid="meeting-room">
@@ -188,7 +211,7 @@ export function Room({ controller, snap }: { controller: MeetingController; snap
       {room.reconnecting && <ReconnectBanner controller={controller} reconnecting={room.reconnecting} />}
       {banner.visible && <PhoneBanner count={banner.count} onInfo={() => setPanel('security')} />}
 
-      <main className={`stage${hasStage ? ' has-screen' : ''}`} aria-label={meeting.title}>
+      <main className={`stage${hasStage ? ' has-screen' : ''}`} aria-label={meeting.title} ref={stageRef}>
         {hasStage && (
           <div className="screen-area">
             {screens.map(({ p, track }) => (
@@ -199,22 +222,41 @@ export function Room({ controller, snap }: { controller: MeetingController; snap
             )}
           </div>
         )}
+        <div className="tiles-area">
         <div
           className={hasStage ? 'filmstrip' : 'grid'}
           style={hasStage ? undefined : { ['--cols' as string]: shape.cols, ['--rows' as string]: shape.rows }}
-          data-count={tiles.length}
+          data-count={shownTiles.length}
+          data-video-clip=""
+          onScroll={hasStage ? reportVideos : undefined}
         >
-          {tiles.map(({ p, video, audio, isSelf }) => (
+          {shownTiles.map(({ p, video, isSelf }) => (
             <Tile
               key={p.id}
               participant={p}
               video={video}
-              audio={audio}
               isSelf={isSelf}
               speaking={room.activeSpeaker === p.id}
               compact={!!hasStage}
               phone={isSelf ? null : (callerById.get(p.id) ?? null)}
             />
+          ))}
+        </div>
+        {!hasStage && pages > 1 && (
+          <nav className="pager" aria-label={t('room.pages')} data-testid="grid-pager">
+            <button type="button" className="icon-btn" onClick={() => setPage(shownPage - 1)} disabled={shownPage === 0} data-testid="grid-prev">
+              ‹<span className="sr-only">{t('room.pagePrev')}</span>
+            </button>
+            <span data-testid="grid-page">{t('room.pageOf', { n: shownPage + 1, m: pages })}</span>
+            <button type="button" className="icon-btn" onClick={() => setPage(shownPage + 1)} disabled={shownPage === pages - 1} data-testid="grid-next">
+              ›<span className="sr-only">{t('room.pageNext')}</span>
+            </button>
+          </nav>
+        )}
+        </div>
+        <div className="audio-sinks" hidden>
+          {audioTracks.map(({ id, track }) => (
+            <AudioSink key={id} track={track} />
           ))}
         </div>
       </main>

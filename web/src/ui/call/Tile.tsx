@@ -2,7 +2,8 @@ import type { Participant } from '../../signaling/protocol';
 import { phoneLabel, type PhoneCaller } from '../../meeting/phone';
 import { useT } from '../../i18n';
 import { CamOffIcon, HandIcon, MicIcon, MicOffIcon, PhoneIcon } from '../icons';
-import { AudioSink, VideoView } from './media';
+import { VideoView } from './media';
+import { videoKey } from '../../meeting/tiles';
 import { PhoneBadge } from './Phone';
 
 function initials(name: string): string {
@@ -25,12 +26,12 @@ export function KindBadge({ p }: { p: Participant }) {
 
 /**
  * One participant on the stage. A telephone caller (`phone` set) has an audio-only tile: the
- * phone badge, the caller's label, and never a video.
+ * phone badge, the caller's label, and never a video. Remote audio plays outside the tiles (the
+ * room's audio sinks), so a participant on another page of the grid is still heard.
  */
 export function Tile({
   participant,
   video,
-  audio,
   isSelf,
   speaking,
   compact = false,
@@ -38,7 +39,6 @@ export function Tile({
 }: {
   participant: Participant;
   video: MediaStreamTrack | null;
-  audio: MediaStreamTrack | null;
   isSelf: boolean;
   speaking: boolean;
   compact?: boolean;
@@ -59,7 +59,7 @@ export function Tile({
       aria-label={name}
     >
       {showVideo ? (
-        <VideoView track={video} mirrored={isSelf} />
+        <VideoView track={video} mirrored={isSelf} videoKey={isSelf ? undefined : videoKey(participant.id, 'camera')} />
       ) : phone ? (
         <div className="avatar phone-avatar" aria-hidden="true" data-testid="phone-avatar">
           <span>
@@ -71,7 +71,6 @@ export function Tile({
           <span>{initials(participant.display_name)}</span>
         </div>
       )}
-      {!isSelf && audio && <AudioSink track={audio} />}
       <figcaption className="nameplate">
         {participant.hand_raised_at !== null && (
           <span className="state-icon hand-icon" title={t('hands.raised')} data-testid="tile-hand">
@@ -109,7 +108,7 @@ export function ScreenTile({ name, track, self, participantId }: { name: string;
       data-participant-id={participantId}
       aria-label={self ? t('room.yourScreen') : t('room.screenOf', { name })}
     >
-      <VideoView track={track} fit="contain" />
+      <VideoView track={track} fit="contain" videoKey={self ? undefined : videoKey(participantId, 'screen')} />
       <figcaption className="nameplate">
         <span className="name">{self ? t('room.yourScreen') : t('room.screenOf', { name })}</span>
       </figcaption>

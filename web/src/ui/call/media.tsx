@@ -8,6 +8,7 @@ export function VideoView({
   className = '',
   fit = 'cover',
   testId,
+  videoKey,
 }: {
   track: MediaStreamTrack;
   mirrored?: boolean;
@@ -15,6 +16,8 @@ export function VideoView({
   className?: string;
   fit?: 'cover' | 'contain';
   testId?: string;
+  /** A remote video: `<participant id>/<source>`, for the videos the page shows (meeting/tiles.ts). */
+  videoKey?: string;
 }) {
   const ref = useRef<HTMLVideoElement>(null);
   useEffect(() => {
@@ -34,6 +37,7 @@ export function VideoView({
       muted={muted}
       className={`video ${fit}${mirrored ? ' mirrored' : ''} ${className}`}
       data-testid={testId}
+      data-video-key={videoKey}
     />
   );
 }
