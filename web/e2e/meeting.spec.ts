@@ -2,7 +2,8 @@
 // Every test sets up its own meeting and people and can run (and fail) alone.
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { Browser, Page, WebSocketRoute } from '@playwright/test';
+import { chromium, type Browser, type Page, type WebSocketRoute } from '@playwright/test';
+import { chromiumArgs } from '../playwright.config';
 import { expect, newPerson, signIn, test, type Person } from './fixtures';
 import {
   chatMessage,
@@ -213,43 +214,93 @@ test('admin sets up a meeting, two invited guests join, everyone sees and hears 
   });
 });
 
-test('a screen share appears at the others', async ({ browser, server, adminPassword }) => {
-  const {
-    admin,
-    guests: [erika, jonas],
-  } = await meetingInSession(browser, server.baseURL, adminPassword, ['Erika Musterfrau', 'Jonas Beispiel']);
-  await erika.page.getByTestId('screen-toggle').click();
-  await expect(erika.page.getByTestId('screen-toggle')).toHaveAttribute('aria-pressed', 'true');
-  // Sent for reading: full HD at most, 15 frames per second at most, detail kept over motion.
-  const sending = await erika.page.evaluate(() => window.__klausur?.screenSending() ?? null);
-  expect(sending, 'the screen is sent').not.toBeNull();
-  expect(sending?.contentHint).toBe('detail');
-  expect(sending?.width).toBeLessThanOrEqual(1920);
-  expect(sending?.height).toBeLessThanOrEqual(1080);
-  expect(sending?.width, 'a readable size, not a thumbnail').toBeGreaterThanOrEqual(1280);
-  expect(sending?.frameRate).toBeLessThanOrEqual(15);
-  expect(sending?.degradationPreference).toBe('maintain-resolution');
-  expect(sending?.maxFramerate).toBe(15);
-  for (const p of [admin, jonas]) {
-    const tile = p.page.locator(`[data-testid="screen-tile"][data-participant-id="${erika.id}"]`);
-    await expect(tile).toBeVisible();
-    await expect.poll(() => mediaRising(p.page, erika.id, 'screen'), { timeout: 45_000 }).toBe(true);
-    // It arrives at the size it was sent (decrypted), and is shown large: wider than any
-    // camera tile beside it.
-    await expect
-      .poll(async () => (await stats(p.page)).find((s) => s.participant_id === erika.id && s.source === 'screen')?.frameWidth ?? 0, {
-        timeout: 30_000,
-      })
-      .toBe(sending?.width);
-    const screenBox = await tile.boundingBox();
-    const cameraBoxes = await p.page.locator('[data-testid="video-tile"]').evaluateAll((els) => els.map((e) => e.getBoundingClientRect().width));
-    expect(screenBox?.width ?? 0).toBeGreaterThan(Math.max(0, ...cameraBoxes) * 1.5);
-  }
-  // Stop sharing again: the screen disappears at the others, the camera stays.
-  await erika.page.getByTestId('screen-toggle').click();
-  for (const p of [admin, jonas]) {
-    await expect(p.page.getByTestId('screen-tile')).toHaveCount(0);
-    await expect.poll(() => mediaRising(p.page, erika.id, 'camera'), { timeout: 30_000 }).toBe(true);
+/** The page a presenter shares in the screen-share test: fine print on a colour no camera or
+ * fake device sends, so a receiver can tell the capture of this page from anything else. */
+const SHARED_PAGE_TITLE = 'Klausur Testseite';
+const SHARED_PAGE = `<html><head><title>${SHARED_PAGE_TITLE}</title></head><body style="margin:0;background:#c02040;color:#fff;font:11px sans-serif">${'§ 3 Abs. 2 Satz 1 der Geschäftsordnung des Stadtrats, Beschlussvorlage 2026/117. '.repeat(1200)}</body></html>`;
+
+test('a screen share of a page of fine print appears at the others, large and at the size it was sent', async ({ server, adminPassword, browser }) => {
+  // The presenter's browser captures a real page: a tab chosen by its title, as a user picks it
+  // in Chromium's share dialog (without the fake-UI switch, which would hand out the fake device
+  // "screen" instead of a capture).
+  const presenterBrowser = await chromium.launch({
+    executablePath: process.env.CHROMIUM_PATH ?? '/usr/bin/chromium',
+    args: [...chromiumArgs.filter((a) => a !== '--use-fake-ui-for-media-stream'), `--auto-select-tab-capture-source-by-title=${SHARED_PAGE_TITLE}`],
+  });
+  try {
+    const {
+      admin,
+      meetingId,
+      guests: [jonas],
+    } = await meetingInSession(browser, server.baseURL, adminPassword, ['Jonas Beispiel']);
+    const link = await inviteInSecondTab(admin, meetingId, 'Erika Musterfrau');
+    const erika = await guestJoins(presenterBrowser, server.baseURL, 'Erika Musterfrau', link);
+    await commonSecurityCode([admin.page, jonas.page, erika.page]);
+    // The document to present, open in a full-HD window of the presenter's browser.
+    const doc = await presenterBrowser.newPage({ viewport: { width: 1920, height: 1080 } });
+    await doc.setContent(SHARED_PAGE);
+
+    await erika.page.bringToFront();
+    await erika.page.getByTestId('screen-toggle').click();
+    await expect(erika.page.getByTestId('screen-toggle')).toHaveAttribute('aria-pressed', 'true');
+    // Sent for reading: full HD at most, 15 frames per second at most, detail kept over motion.
+    const sending = await erika.page.evaluate(() => window.__klausur?.screenSending() ?? null);
+    expect(sending, 'the screen is sent').not.toBeNull();
+    expect(sending?.contentHint).toBe('detail');
+    expect(sending?.width).toBe(1920);
+    expect(sending?.height).toBe(1080);
+    expect(sending?.frameRate).toBeLessThanOrEqual(15);
+    expect(sending?.degradationPreference).toBe('maintain-resolution');
+    expect(sending?.maxFramerate).toBe(15);
+    for (const p of [admin, jonas]) {
+      const tile = p.page.locator(`[data-testid="screen-tile"][data-participant-id="${erika.id}"]`);
+      await expect(tile).toBeVisible();
+      await expect.poll(() => mediaRising(p.page, erika.id, 'screen'), { timeout: 45_000 }).toBe(true);
+      // It arrives at the size it was sent (decrypted), and is shown large: wider than any
+      // camera tile beside it.
+      await expect
+        .poll(async () => (await stats(p.page)).find((s) => s.participant_id === erika.id && s.source === 'screen')?.frameWidth ?? 0, {
+          timeout: 30_000,
+        })
+        .toBe(1920);
+      // What arrives is the page: its colour, with the fine print on it (light pixels).
+      await expect
+        .poll(
+          () =>
+            p.page.evaluate(() => {
+              const v = document.querySelector('[data-testid="screen-tile"] video') as HTMLVideoElement | null;
+              if (!v || v.videoWidth === 0) return 'no frame';
+              const c = document.createElement('canvas');
+              c.width = v.videoWidth;
+              c.height = v.videoHeight;
+              const g = c.getContext('2d')!;
+              g.drawImage(v, 0, 0);
+              const d = g.getImageData(0, 0, c.width, c.height).data;
+              let red = 0;
+              let light = 0;
+              let n = 0;
+              for (let i = 0; i < d.length; i += 4 * 31) {
+                n++;
+                if (d[i] > 150 && d[i + 1] < 90 && d[i + 2] < 110) red++;
+                if (d[i] > 200 && d[i + 1] > 200 && d[i + 2] > 200) light++;
+              }
+              return red / n > 0.5 && light / n > 0.02 ? 'the page' : `red ${(red / n).toFixed(2)}, light ${(light / n).toFixed(3)}`;
+            }),
+          { timeout: 30_000 },
+        )
+        .toBe('the page');
+      const screenBox = await tile.boundingBox();
+      const cameraBoxes = await p.page.locator('[data-testid="video-tile"]').evaluateAll((els) => els.map((e) => e.getBoundingClientRect().width));
+      expect(screenBox?.width ?? 0).toBeGreaterThan(Math.max(0, ...cameraBoxes) * 1.5);
+    }
+    // Stop sharing again: the screen disappears at the others, the camera stays.
+    await erika.page.getByTestId('screen-toggle').click();
+    for (const p of [admin, jonas]) {
+      await expect(p.page.getByTestId('screen-tile')).toHaveCount(0);
+      await expect.poll(() => mediaRising(p.page, erika.id, 'camera'), { timeout: 30_000 }).toBe(true);
+    }
+  } finally {
+    await presenterBrowser.close();
   }
 });
 
