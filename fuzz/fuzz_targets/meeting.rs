@@ -43,7 +43,7 @@ use klausur_e2ee::{
 };
 use klausur_proto::{
     ClientMsg, EndReason, JoinMethod, ParticipantKind, PhoneLeg, SecurityProfile,
-    ServerMsg,
+    ServerMsg, Source, VideoTile,
 };
 use klausur_room::{PeerId, RoomEvent};
 use klausur_server::admission::{MeetingSeed, Pass, Standing};
@@ -729,7 +729,7 @@ impl Sim {
                 let Some(p) = self.conn(r)? else {
                     return Some(());
                 };
-                let msg = match r.u8()? % 14 {
+                let msg = match r.u8()? % 15 {
                     0 => ClientMsg::Lock { locked: r.bool()? },
                     1 => ClientMsg::Remove { participant_id: self.target(r)? },
                     2 => ClientMsg::Admit { participant_id: self.target(r)? },
@@ -750,6 +750,19 @@ impl Sim {
                     10 => ClientMsg::Leave,
                     11 => ClientMsg::Ping,
                     12 => ClientMsg::Offer { sdp: r.string(64)?, sources: Vec::new() },
+                    13 => ClientMsg::VideoTiles {
+                        tiles: (0..r.u8()? % 4)
+                            .map(|_| {
+                                Some(VideoTile {
+                                    participant_id: self.target(r)?,
+                                    source: [Source::Camera, Source::Screen, Source::Microphone]
+                                        [usize::from(r.u8()? % 3)],
+                                    width: r.u32()?,
+                                    height: r.u32()?,
+                                })
+                            })
+                            .collect::<Option<Vec<_>>>()?,
+                    },
                     _ => ClientMsg::MlsCommitRejected { epoch: r.u64()? % 8 },
                 };
                 let moderation = matches!(
