@@ -2,7 +2,8 @@
 //! (`tests/rfc9605_vectors.rs`) and for WebAssembly (`klausur-e2ee-wasm`).
 //!
 //! Checks: header encoding/decoding of every header vector; for the SFrame vector the key
-//! schedule (labels, secret, key, salt), nonce, AAD, encryption through the `sframe` crate with
+//! schedule (labels, secret, key, salt, and `frame::derive_key_material`, the keys handed to the
+//! browser's WebCrypto), nonce, AAD, encryption through the `sframe` crate with
 //! the vector's KID/CTR, and decryption of the vector's ciphertext.
 
 use hkdf::Hkdf;
@@ -126,6 +127,18 @@ fn check_sframe(v: &SframeVector) -> Result<(), String> {
     hk.expand(&h(&v.sframe_salt_label)?, &mut salt)
         .map_err(|e| e.to_string())?;
     eq("sframe_salt", &salt, &h(&v.sframe_salt)?)?;
+    // The key material handed to an outside cipher (the browser's WebCrypto).
+    let (outside_key, outside_salt) = crate::frame::derive_key_material(v.kid, &base_key);
+    eq(
+        "outside sframe_key",
+        outside_key.as_slice(),
+        &h(&v.sframe_key)?,
+    )?;
+    eq(
+        "outside sframe_salt",
+        outside_salt.as_slice(),
+        &h(&v.sframe_salt)?,
+    )?;
 
     // Nonce and AAD, RFC 9605 section 4.4.3.
     let mut nonce = salt;
