@@ -105,16 +105,16 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::Duration;
 
+use klausur_frame_aead::FrameAead;
 use sframe::{
     frame::{
         validation::{
             FrameValidation, ReplayAttackProtectionError, ReplayAttackProtectionStore, Tolerance,
             UnvalidatedFrame,
         },
-        EncryptedFrameView, FrameCounter, MediaFrameView, MonotonicCounter,
+        FrameCounter, MonotonicCounter,
     },
     header::SframeHeader,
-    key::{DecryptionKey, EncryptionKey},
     CipherSuite,
 };
 use zeroize::Zeroizing;
@@ -292,7 +292,7 @@ struct EpochKeys {
     generation: u64,
     base_key: Zeroizing<Vec<u8>>,
     members: HashSet<u32>,
-    recv: HashMap<u64, DecryptionKey>,
+    recv: HashMap<u64, (FrameAead, Zeroizing<[u8; SALT_LEN]>)>,
     /// Per receive context, one replay window per KID that delivered an authentic frame in
     /// this epoch. Contexts are named by the local caller, never by a peer.
     replay: HashMap<u64, ReplayAttackProtectionStore>,
@@ -302,7 +302,9 @@ struct EpochKeys {
 
 struct SendStream {
     kid: u64,
-    key: EncryptionKey,
+    /// AES-128-GCM with this KID's `sframe_key`, its key schedule made once per epoch.
+    cipher: FrameAead,
+    salt: Zeroizing<[u8; SALT_LEN]>,
     counter: MonotonicCounter,
 }
 
@@ -441,18 +443,18 @@ impl FrameCrypto {
             return Err(FrameError::ClearHeaderTooLong(clear_header.len()));
         }
         let send = self.send_stream(stream)?;
-        let media = MediaFrameView::try_with_meta_data(&mut send.counter, &payload, &clear_header)
+        let counter = send
+            .counter
+            .try_next()
             .map_err(|_| FrameError::CounterExhausted)?;
-        let encrypted = media
-            .encrypt(&send.key)
-            .map_err(|e| FrameError::Internal(e.to_string()))?;
-        let sframe = encrypted.sframe_cipher_text();
-        let mut out = Vec::with_capacity(clear_header.len() + sframe.len() + 1);
-        out.extend_from_slice(clear_header);
-        out.extend_from_slice(sframe);
-        // Checked above: at most 255.
-        out.push(clear_header.len() as u8);
-        Ok(out)
+        seal(
+            &send.cipher,
+            &send.salt,
+            send.kid,
+            counter,
+            clear_header,
+            payload,
+        )
     }
 
     /// The current epoch's send context of `stream`, created on first use.
@@ -463,11 +465,11 @@ impl FrameCrypto {
             std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
             std::collections::hash_map::Entry::Vacant(v) => {
                 let kid = encode_kid(stream, own_leaf, current.epoch)?;
-                let key = EncryptionKey::derive_from(CIPHER_SUITE, kid, &*current.base_key)
-                    .map_err(|e| FrameError::Internal(e.to_string()))?;
+                let (cipher, salt) = frame_cipher(kid, &current.base_key);
                 v.insert(SendStream {
                     kid,
-                    key,
+                    cipher,
+                    salt,
                     counter: MonotonicCounter::default(),
                 })
             }
@@ -634,57 +636,139 @@ impl FrameCrypto {
         if !ctx.members.contains(&parts.leaf_index) {
             return Err(FrameError::UnknownKey(kid));
         }
-        let view = EncryptedFrameView::try_with_meta_data(sframe_bytes, clear_header)
-            .map_err(|_| FrameError::Malformed)?;
-        let derived;
-        let key = match ctx.recv.get(&kid) {
-            Some(k) => k,
-            None => {
-                derived = DecryptionKey::derive_from(CIPHER_SUITE, kid, &*ctx.base_key)
-                    .map_err(|e| FrameError::Internal(e.to_string()))?;
-                &derived
-            }
-        };
+        let header_len = header_len(sframe_bytes).ok_or(FrameError::Malformed)?;
+        let (header_bytes, sealed) = sframe_bytes.split_at(header_len);
+        if sealed.len() < TAG_LEN {
+            return Err(FrameError::Malformed);
+        }
+        let counter = header.counter();
         let window = ctx
             .replay
             .entry(context)
             // REPLAY_WINDOW is a constant within Tolerance's range (1 ..= 2^63 - 1).
             .or_insert_with(|| ReplayAttackProtectionStore::new(Tolerance::new(REPLAY_WINDOW)));
-        let media = match view.validated_decrypt(key, window) {
-            Ok(media) => media,
-            Err(e) => {
-                let counter = header.counter();
-                return Err(match e.source_as::<ReplayAttackProtectionError>() {
-                    Some(ReplayAttackProtectionError::DuplicatedFrame { .. }) => {
-                        self.replays_dropped += 1;
-                        FrameError::Replayed { kid, counter }
-                    }
-                    Some(ReplayAttackProtectionError::CounterTooOld { .. }) => {
-                        self.replays_dropped += 1;
-                        FrameError::TooOld { kid, counter }
-                    }
-                    // A store tracks each KID with its own window: no mismatch can occur.
-                    Some(ReplayAttackProtectionError::KeyIdMismatch { .. }) | None => {
-                        FrameError::Authentication
-                    }
-                });
+        // Screened before decryption, recorded only once the frame authenticated, so forged
+        // headers cannot move the window.
+        let token = window
+            .screen(UnvalidatedFrame::new(&header, clear_header))
+            .map_err(|e| replay_error(e, kid, counter, &mut self.replays_dropped))?;
+        let derived;
+        let (cipher, salt) = match ctx.recv.get(&kid) {
+            Some((c, s)) => (c, s),
+            None => {
+                derived = frame_cipher(kid, &ctx.base_key);
+                (&derived.0, &derived.1)
             }
         };
-        let out = DecryptedFrame {
+        let (ciphertext, tag) = sealed.split_at(sealed.len() - TAG_LEN);
+        let mut aad = Vec::with_capacity(header_len + clear_header.len());
+        aad.extend_from_slice(header_bytes);
+        aad.extend_from_slice(clear_header);
+        let mut payload = ciphertext.to_vec();
+        let tag: &[u8; TAG_LEN] = tag.try_into().map_err(|_| FrameError::Malformed)?;
+        cipher
+            .open(&nonce(salt, counter), &aad, &mut payload, tag)
+            .map_err(|_| FrameError::Authentication)?;
+        window.record(token);
+        if !ctx.recv.contains_key(&kid) {
+            // Only keys of authenticated frames are cached, so forged KIDs cannot grow the map.
+            ctx.recv.insert(kid, frame_cipher(kid, &ctx.base_key));
+        }
+        Ok(DecryptedFrame {
             sender: parts.leaf_index,
             stream: parts.stream,
             epoch: ctx.epoch,
-            clear_header: media.meta_data().to_vec(),
-            payload: media.payload().to_vec(),
-        };
-        if !ctx.recv.contains_key(&kid) {
-            // Only keys of authenticated frames are cached, so forged KIDs cannot grow the map.
-            let k = DecryptionKey::derive_from(CIPHER_SUITE, kid, &*ctx.base_key)
-                .map_err(|e| FrameError::Internal(e.to_string()))?;
-            ctx.recv.insert(kid, k);
-        }
-        Ok(out)
+            clear_header: clear_header.to_vec(),
+            payload,
+        })
     }
+}
+
+use klausur_frame_aead::TAG_LEN;
+
+/// The length of the SFrame header at the start of `bytes` as its config byte says (RFC 9605
+/// section 4.3), or `None` if `bytes` is shorter.
+fn header_len(bytes: &[u8]) -> Option<usize> {
+    let cfg = *bytes.first()?;
+    let k = if cfg & 0x80 != 0 {
+        usize::from((cfg >> 4) & 7) + 1
+    } else {
+        0
+    };
+    let c = if cfg & 0x08 != 0 {
+        usize::from(cfg & 7) + 1
+    } else {
+        0
+    };
+    let len = 1 + k + c;
+    (bytes.len() >= len).then_some(len)
+}
+
+/// The AES-GCM nonce: `sframe_salt` XOR the counter, big-endian (RFC 9605 section 4.4.3).
+fn nonce(salt: &[u8; SALT_LEN], counter: u64) -> [u8; SALT_LEN] {
+    let mut n = *salt;
+    for (b, c) in n[SALT_LEN - 8..].iter_mut().zip(counter.to_be_bytes()) {
+        *b ^= c;
+    }
+    n
+}
+
+/// The cipher (key schedule done once) and salt of `kid` in an epoch with `base_key`.
+fn frame_cipher(kid: u64, base_key: &[u8]) -> (FrameAead, Zeroizing<[u8; SALT_LEN]>) {
+    let (key, salt) = derive_key_material(kid, base_key);
+    (FrameAead::new(&key), salt)
+}
+
+/// One protected frame: `clear_header || SFrame header || ciphertext || tag || u8
+/// len(clear_header)` with AAD `SFrame header || clear_header` (RFC 9605 section 4.4.3). The
+/// clear header is at most 255 bytes (checked by the callers).
+pub(crate) fn seal(
+    cipher: &FrameAead,
+    salt: &[u8; SALT_LEN],
+    kid: u64,
+    counter: u64,
+    clear_header: &[u8],
+    payload: &[u8],
+) -> Result<Vec<u8>, FrameError> {
+    let header = SframeHeader::new(kid, counter);
+    let hl = header.len();
+    let cl = clear_header.len();
+    let mut out = Vec::with_capacity(cl + hl + payload.len() + TAG_LEN + 1);
+    out.extend_from_slice(clear_header);
+    out.resize(cl + hl, 0);
+    // The buffer has exactly the header's length: serializing cannot fail.
+    let _ = header.serialize(&mut out[cl..]);
+    let mut aad = Vec::with_capacity(hl + cl);
+    aad.extend_from_slice(&out[cl..]);
+    aad.extend_from_slice(clear_header);
+    out.extend_from_slice(payload);
+    // AES-GCM refuses only plaintexts over 2^36 bytes; frames are far smaller.
+    let tag = cipher
+        .seal(&nonce(salt, counter), &aad, &mut out[cl + hl..])
+        .map_err(|_| FrameError::Internal("AES-GCM refused the frame".into()))?;
+    out.extend_from_slice(&tag);
+    // At most 255 (see above).
+    out.push(cl as u8);
+    Ok(out)
+}
+
+/// [`seal`] with a raw `sframe_key`, for the RFC 9605 vector check (rfc9605.rs).
+pub(crate) fn seal_with_key(
+    key: &[u8; KEY_LEN],
+    salt: &[u8; SALT_LEN],
+    kid: u64,
+    counter: u64,
+    clear_header: &[u8],
+    payload: &[u8],
+) -> Result<Vec<u8>, FrameError> {
+    seal(
+        &FrameAead::new(key),
+        salt,
+        kid,
+        counter,
+        clear_header,
+        payload,
+    )
 }
 
 #[cfg(test)]

@@ -163,6 +163,17 @@ fn check_sframe(v: &SframeVector) -> Result<(), String> {
     let encrypted = frame.encrypt(&enc_key).map_err(|e| e.to_string())?;
     eq("ct", encrypted.sframe_cipher_text(), &ct)?;
 
+    // The same frame through klausur's own frame cipher (frame.rs `seal`, used by
+    // `FrameCrypto::encrypt`): metadata || ct || len(metadata).
+    let mut k = [0u8; 16];
+    k.copy_from_slice(&key);
+    let own = crate::frame::seal_with_key(&k, &salt, v.kid, v.ctr, &metadata, &pt)
+        .map_err(|e| e.to_string())?;
+    if own.len() != metadata.len() + ct.len() + 1 || own.last() != Some(&(metadata.len() as u8)) {
+        return Err("frame.rs seal: layout".into());
+    }
+    eq("frame.rs seal ct", &own[metadata.len()..own.len() - 1], &ct)?;
+
     // Decryption of the vector's ciphertext.
     let dec_key = DecryptionKey::derive_from(suite, v.kid, &base_key).map_err(|e| e.to_string())?;
     let view = EncryptedFrameView::try_with_meta_data(&ct, &metadata).map_err(|e| e.to_string())?;
