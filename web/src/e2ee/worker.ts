@@ -5,9 +5,9 @@
 // - `rtctransform` events (RTCRtpScriptTransform, options: TransformOptions): the send side
 //   encrypts every frame with SFrame, the receive side decrypts. No plaintext path: without
 //   keys outgoing frames are dropped, incoming frames that do not decrypt are dropped; both
-//   are counted (diagnostics), never passed on. The AES-GCM of each frame is the browser's own
-//   (WebCrypto, sframe.ts) with keys, counters, replay windows and the membership check from
-//   the core; only a worker without `crypto.subtle` encrypts frames in WebAssembly.
+//   are counted (diagnostics), never passed on. Small frames are encrypted by the core in
+//   WebAssembly, large ones (WEBCRYPTO_MIN_BYTES) with the browser's own AES-GCM (WebCrypto,
+//   sframe.ts) with keys, counters, replay windows and the membership check from the core.
 
 import { fromBase64, fromHex, toBase64, toHex } from './b64';
 import { clearBytes, senderLeaf, STREAM_ID } from './frames';
@@ -61,6 +61,16 @@ const captured: CapturedFrame[] = [];
 /** Frame AES-GCM in WebCrypto; null only where the worker has no `crypto.subtle`. */
 const webCrypto: WebCryptoFrames | null =
   typeof crypto !== 'undefined' && crypto.subtle ? new WebCryptoFrames(() => (member?.inGroup ? member : null)) : null;
+/**
+ * Frames of at least this many bytes go through WebCrypto (the processor's AES instructions),
+ * smaller ones through the core's AES-GCM in WebAssembly, which is faster for them: a WebCrypto
+ * call costs tens of microseconds of its own in the worker (argument copies, a task to the
+ * browser's crypto thread and back), and Firefox returns the result only after hundreds of
+ * microseconds (BENCHMARKS.md, "Per frame, in the browser's encryption worker"). Both ciphers
+ * share one counter per key and one replay window per track (the core's), so frames of either
+ * kind may follow each other.
+ */
+const WEBCRYPTO_MIN_BYTES = 16 * 1024;
 const capturedPer: Record<SendSourceName, number> = { microphone: 0, camera: 0, screen: 0 };
 
 function post(msg: FromWorker): void {
@@ -239,7 +249,7 @@ async function sendFrame(
   const busy = { busyMs: 0, callMs: 0 };
   try {
     let protectedFrame: Uint8Array;
-    if (webCrypto) protectedFrame = await webCrypto.encrypt(STREAM_ID[source], clear, data, busy);
+    if (webCrypto && data.length >= WEBCRYPTO_MIN_BYTES) protectedFrame = await webCrypto.encrypt(STREAM_ID[source], clear, data, busy);
     else {
       protectedFrame = m.encryptFrame(STREAM_ID[source], clear, data);
       busy.busyMs = performance.now() - t0;
@@ -284,7 +294,7 @@ async function receiveFrame(d: TransformDiagnostics, frame: EncodedFrame, out: T
     // Replay windows are per transform (the track the frame came in on): frames on one track
     // cannot make another track's frames look old (klausur-e2ee frame.rs, "Replay window").
     let r: { sender: number; data: Uint8Array };
-    if (webCrypto) r = await webCrypto.decrypt(d.id, data, now, busy);
+    if (webCrypto && data.length >= WEBCRYPTO_MIN_BYTES) r = await webCrypto.decrypt(d.id, data, now, busy);
     else {
       r = m.decryptFrame(data, now(), d.id) as { sender: number; data: Uint8Array };
       busy.busyMs = performance.now() - t0;
@@ -321,7 +331,7 @@ async function frameBench(): Promise<FrameBench | null> {
   const rounds = 20;
   const perRound = 50;
   const sizes: FrameBench['sizes'] = {};
-  for (const size of [300, 1200]) {
+  for (const size of [300, 1200, 16_000, 60_000]) {
     const frame = new Uint8Array(size).map((_, i) => i & 0xff);
     const t = { wE: 0, wD: 0, cE: 0, cEB: 0, cD: 0, cDB: 0 };
     // Round -1 warms up (compiles, imports the keys) and is not counted.
