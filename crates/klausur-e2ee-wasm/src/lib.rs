@@ -740,6 +740,23 @@ impl WasmMember {
             .map_err(e2ee_error)
     }
 
+    /// `decryptFrame` returning only `data` (the frame as it was before encryption), without
+    /// the result object: the worker's per-frame call. The sender is the leaf of the frame's
+    /// key id, which authenticated with it.
+    #[wasm_bindgen(js_name = decryptFrameData)]
+    pub fn decrypt_frame_data(
+        &mut self,
+        frame: &[u8],
+        now: f64,
+        context: f64,
+    ) -> Result<Vec<u8>, JsValue> {
+        let (_, data) = self
+            .inner
+            .decrypt_frame_joined(value(context, "context")?, frame, ms(now)?)
+            .map_err(e2ee_error)?;
+        Ok(data)
+    }
+
     /// When (ms since the Unix epoch) `handleTimeout` next has old keys to drop, or `undefined`.
     #[wasm_bindgen(js_name = pollTimeout)]
     pub fn poll_timeout(&self) -> Option<f64> {

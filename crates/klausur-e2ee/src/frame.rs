@@ -286,6 +286,19 @@ fn replay_error(
 /// Source of [`EpochKeys::generation`]: unique per installed epoch in the whole process.
 static NEXT_GENERATION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
+/// What [`FrameCrypto::decrypt_joined`] tells besides the frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DecryptedMeta {
+    /// Sender's MLS leaf index (as claimed by the KID; see the module's limits).
+    pub sender: u32,
+    /// Stream of the sender.
+    pub stream: StreamId,
+    /// MLS epoch the frame was encrypted in.
+    pub epoch: u64,
+    /// Length of the authenticated clear header at the start of the frame.
+    pub clear_len: usize,
+}
+
 struct EpochKeys {
     epoch: u64,
     /// Unique per installation (see [`FrameKeyMaterial::generation`]).
@@ -616,6 +629,25 @@ impl FrameCrypto {
         frame: &[u8],
         now: Duration,
     ) -> Result<DecryptedFrame, FrameError> {
+        let (meta, mut data) = self.decrypt_joined(context, frame, now)?;
+        let payload = data.split_off(meta.clear_len);
+        Ok(DecryptedFrame {
+            sender: meta.sender,
+            stream: meta.stream,
+            epoch: meta.epoch,
+            clear_header: data,
+            payload,
+        })
+    }
+
+    /// [`Self::decrypt_in`] with the clear header and the payload in one buffer, as the frame
+    /// was before encryption (what the browser passes on: one copy less).
+    pub fn decrypt_joined(
+        &mut self,
+        context: u64,
+        frame: &[u8],
+        now: Duration,
+    ) -> Result<(DecryptedMeta, Vec<u8>), FrameError> {
         self.handle_timeout(now);
         let (&clear_len, rest) = frame.split_last().ok_or(FrameError::Malformed)?;
         let clear_len = usize::from(clear_len);
@@ -664,23 +696,28 @@ impl FrameCrypto {
         let mut aad = Vec::with_capacity(header_len + clear_header.len());
         aad.extend_from_slice(header_bytes);
         aad.extend_from_slice(clear_header);
-        let mut payload = ciphertext.to_vec();
+        let clear_len = clear_header.len();
+        let mut data = Vec::with_capacity(clear_len + ciphertext.len());
+        data.extend_from_slice(clear_header);
+        data.extend_from_slice(ciphertext);
         let tag: &[u8; TAG_LEN] = tag.try_into().map_err(|_| FrameError::Malformed)?;
         cipher
-            .open(&nonce(salt, counter), &aad, &mut payload, tag)
+            .open(&nonce(salt, counter), &aad, &mut data[clear_len..], tag)
             .map_err(|_| FrameError::Authentication)?;
         window.record(token);
         if !ctx.recv.contains_key(&kid) {
             // Only keys of authenticated frames are cached, so forged KIDs cannot grow the map.
             ctx.recv.insert(kid, frame_cipher(kid, &ctx.base_key));
         }
-        Ok(DecryptedFrame {
-            sender: parts.leaf_index,
-            stream: parts.stream,
-            epoch: ctx.epoch,
-            clear_header: clear_header.to_vec(),
-            payload,
-        })
+        Ok((
+            DecryptedMeta {
+                sender: parts.leaf_index,
+                stream: parts.stream,
+                epoch: ctx.epoch,
+                clear_len,
+            },
+            data,
+        ))
     }
 }
 

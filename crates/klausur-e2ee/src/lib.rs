@@ -69,7 +69,7 @@ pub mod rfc9605;
 pub use continuity::{sign_continuity, verify_continuity};
 pub use ed25519_dalek::{SigningKey, VerifyingKey};
 pub use error::{CredentialError, E2eeError, FrameError};
-pub use frame::{DecryptedFrame, FrameCrypto, FrameKeyMaterial, StreamId};
+pub use frame::{DecryptedFrame, DecryptedMeta, FrameCrypto, FrameKeyMaterial, StreamId};
 pub use identity::{
     CaVerifier, Credential, CredentialVerifier, IdentityCa, ParticipantKind, SignedCredential,
     KLAUSUR_CREDENTIAL_TYPE,

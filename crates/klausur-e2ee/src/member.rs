@@ -20,8 +20,8 @@ use zeroize::Zeroizing;
 
 use crate::error::{internal, peer, CredentialError, E2eeError};
 use crate::frame::{
-    DecryptedFrame, FrameCrypto, FrameKeyMaterial, StreamId, BASE_KEY_LABEL, BASE_KEY_LEN,
-    DEFAULT_GRACE,
+    DecryptedFrame, DecryptedMeta, FrameCrypto, FrameKeyMaterial, StreamId, BASE_KEY_LABEL,
+    BASE_KEY_LEN, DEFAULT_GRACE,
 };
 use crate::identity::{Credential, CredentialVerifier, SignedCredential, KLAUSUR_CREDENTIAL_TYPE};
 
@@ -904,6 +904,17 @@ impl Member {
     /// Drops previous-epoch frame keys whose grace period has ended.
     pub fn handle_timeout(&mut self, now: Duration) {
         self.frames.handle_timeout(now);
+    }
+
+    /// [`Self::decrypt_frame_in`] with the clear header and the payload in one buffer
+    /// ([`FrameCrypto::decrypt_joined`]).
+    pub fn decrypt_frame_joined(
+        &mut self,
+        context: u64,
+        frame: &[u8],
+        now: Duration,
+    ) -> Result<(DecryptedMeta, Vec<u8>), E2eeError> {
+        Ok(self.frames.decrypt_joined(context, frame, now)?)
     }
 
     /// Key material to send frames of `stream` with an outside cipher (the browser's
