@@ -96,6 +96,9 @@ test('frames of the WebCrypto path and of the WebAssembly path decrypt with each
     expect(d.sender).toBe(0);
     expect(d.stream).toBe(STREAM_ID.camera);
     expect(d.data).toEqual(video);
+    // The worker's lean call gives the same frame (another track: its own replay window).
+    expect(b.decryptFrameData(p, Date.now(), 100)).toEqual(video);
+    expect(() => b.decryptFrameData(p, Date.now(), 100)).toThrow(expect.objectContaining({ replay: true }));
     counters.push(parseHeader(p, 10, p.length - 1)!.counter);
     // wasm -> WebCrypto, on the same counter.
     const q = a.encryptFrame(STREAM_ID.camera, 3, video);

@@ -296,7 +296,8 @@ async function receiveFrame(d: TransformDiagnostics, frame: EncodedFrame, out: T
     let r: { sender: number; data: Uint8Array };
     if (webCrypto && data.length >= WEBCRYPTO_MIN_BYTES) r = await webCrypto.decrypt(d.id, data, now, busy);
     else {
-      r = m.decryptFrame(data, now(), d.id) as { sender: number; data: Uint8Array };
+      // The sender is the KID's leaf (`leaf`, parsed above), which authenticated with it.
+      r = { sender: leaf ?? -1, data: m.decryptFrameData(data, now(), d.id) };
       busy.busyMs = performance.now() - t0;
     }
     d.cryptoMs += performance.now() - t0;
@@ -344,7 +345,7 @@ async function frameBench(): Promise<FrameBench | null> {
       for (let i = 0; i < perRound; i++) w.push(m.encryptFrame(BENCH_STREAM, 3, frame));
       t.wE += performance.now() - t0;
       t0 = performance.now();
-      for (const f of w) m.decryptFrame(f, now(), wasmContext);
+      for (const f of w) m.decryptFrameData(f, now(), wasmContext);
       t.wD += performance.now() - t0;
       const busyE = { busyMs: 0 };
       const c: Uint8Array[] = [];
