@@ -41,9 +41,10 @@ WBG_VERSION="${WBG_VERSION:-0.2.130}"
 eval "$(scripts/setup-wasm.sh "$WBG_VERSION")"
 
 # The per-frame cipher (AES-GCM in software, no AES instructions in wasm) is built for speed,
-# the rest for size: about 2x faster SFrame for a few KiB more.
+# the rest for size: about 2x faster SFrame for a few KiB more. klausur-frame-aead (in
+# crates/klausur-e2ee/frame-aead) is where the frame cipher instantiates AES-GCM.
 FAST_CRYPTO=""
-for p in aes aes-gcm ghash polyval ctr cipher universal-hash sframe; do
+for p in aes aes-gcm ghash polyval ctr cipher universal-hash sframe klausur-frame-aead; do
   FAST_CRYPTO="$FAST_CRYPTO --config profile.wasm.package.$p.opt-level=3"
 done
 

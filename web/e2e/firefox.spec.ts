@@ -12,7 +12,7 @@ import { changePassword, createMeeting, expectAudioVideoFrom, inviteGuest, login
 import { recordSecret, SERVER_LOGS_DIR, useOutputDir } from './log-secrets';
 import { findPlaintext, readRecording, type PlainFrame } from './plaintext';
 import { startServer, type KlausurServer } from './server';
-import { existsSync, statSync } from 'node:fs';
+import { existsSync, statSync, writeFileSync } from 'node:fs';
 
 const TITLE = 'Gemischte Sitzung';
 const skipWhy = firefoxUnavailable();
@@ -258,6 +258,100 @@ test('lobby and removal with a Firefox participant: admitted from the lobby, dec
   await ffVisible(ff, 'ended-page');
   expect(await ev(ff, () => document.querySelector('[data-testid="ended-page"]')!.getAttribute('data-reason'))).toBe('removed');
   await expect(admin.locator(`[data-testid="video-tile"][data-participant-id="${ffId}"]`)).toHaveCount(0);
+  await admin.context().close();
+});
+
+interface CryptoCounters {
+  side: 'send' | 'receive';
+  kind: 'audio' | 'video';
+  encrypted: number;
+  decrypted: number;
+  cryptoMs: number;
+  cryptoBusyMs: number;
+  cryptoCallMs: number;
+  bytesIn: number;
+  bytesOut: number;
+}
+
+async function transformsOf(page: AnyPage): Promise<CryptoCounters[]> {
+  return ev(
+    page,
+    async () =>
+      ((await (window as unknown as { __klausur: { e2eeDiagnostics(): Promise<{ transforms: unknown[] } | null> } }).__klausur.e2eeDiagnostics())
+        ?.transforms ?? []) as CryptoCounters[],
+  );
+}
+
+/** Crypto time and size per frame from the workers' counters, as e2ee.spec.ts's figures:
+ * `us_per_frame` from the start of a frame's crypto to its result, `busy_us_per_frame` the
+ * worker thread's own time of it (without waiting for WebCrypto's asynchronous result). */
+function perFrame(all: CryptoCounters[]): Record<string, number | null> {
+  const figures: Record<string, number | null> = {};
+  for (const side of ['send', 'receive'] as const)
+    for (const kind of ['audio', 'video'] as const) {
+      const xs = all.filter((x) => x.side === side && x.kind === kind);
+      const n = xs.reduce((m, x) => m + (side === 'send' ? x.encrypted : x.decrypted), 0);
+      const ms = xs.reduce((m, x) => m + x.cryptoMs, 0);
+      const busy = xs.reduce((m, x) => m + (x.cryptoBusyMs ?? x.cryptoMs), 0);
+      const call = xs.reduce((m, x) => m + (x.cryptoCallMs ?? 0), 0);
+      const bytes = xs.reduce((m, x) => m + (side === 'send' ? x.bytesIn : x.bytesOut), 0);
+      const what = side === 'send' ? 'encrypt' : 'decrypt';
+      figures[`${what}_${kind}_us_per_frame`] = n ? Math.round((ms * 1000) / n) : null;
+      figures[`${what}_${kind}_busy_us_per_frame`] = n ? Math.round((busy * 1000) / n) : null;
+      figures[`${what}_${kind}_subtle_call_us_per_frame`] = n ? Math.round((call * 1000) / n) : null;
+      figures[`${what}_${kind}_frames`] = n;
+      figures[`${kind}_bytes_per_frame`] = n ? Math.round(bytes / n) : null;
+    }
+  return figures;
+}
+
+test('figures: the encryption worker’s cost per frame in Firefox (recorded, not asserted)', async () => {
+  test.setTimeout(180_000);
+  const title = 'Messung';
+  const admin = await adminPage();
+  await createMeeting(admin, title, 'strict');
+  const linkA = await inviteGuest(admin, 'Fritz Figur');
+  const linkB = await inviteGuest(admin, 'Frida Figur');
+  const adminId = await organiserJoins(admin, title);
+  const ffA = await firefoxPage('Fritz');
+  const idA = await firefoxJoins(ffA, linkA);
+  const ffB = await firefoxPage('Frida');
+  const idB = await firefoxJoins(ffB, linkB);
+  await equalCodes([admin, ffA, ffB]);
+  await expectMediaFrom(ffA, idB);
+  await expectMediaFrom(ffB, idA);
+  await expectMediaFrom(ffA, adminId);
+  // Enough frames for an average: each Firefox worker encrypted and decrypted 300 video frames
+  // (about 20 s at 15 frames per second; the timer resolution of a worker is coarse, the
+  // average over many frames is not).
+  await expect
+    .poll(
+      async () => {
+        const counts = await Promise.all(
+          [ffA, ffB].map(async (p) => {
+            const t = await transformsOf(p);
+            const sum = (side: 'send' | 'receive') =>
+              t.filter((x) => x.side === side && x.kind === 'video').reduce((n, x) => n + (side === 'send' ? x.encrypted : x.decrypted), 0);
+            return Math.min(sum('send'), sum('receive'));
+          }),
+        );
+        return Math.min(...counts);
+      },
+      { timeout: 90_000, intervals: [2000], message: 'video frames through the Firefox workers' },
+    )
+    .toBeGreaterThanOrEqual(300);
+  const firefoxFigures = perFrame([...(await transformsOf(ffA)), ...(await transformsOf(ffB))]);
+  const chromiumFigures = perFrame(await transformsOf(admin));
+  console.log(`E2EE FIGURES firefox ${JSON.stringify(firefoxFigures)}`);
+  console.log(`E2EE FIGURES chromium (same meeting) ${JSON.stringify(chromiumFigures)}`);
+  // Both frame ciphers timed in the same worker, alternating, so both see the same load.
+  const bench = await ev(ffA, () => (window as unknown as { __klausur: { testFrameBench?(): Promise<unknown> } }).__klausur.testFrameBench?.() ?? null);
+  console.log(`E2EE FRAME CIPHERS firefox ${JSON.stringify(bench)}`);
+  writeFileSync(
+    join(test.info().outputDir, '..', 'e2ee-figures-firefox.json'),
+    JSON.stringify({ firefox: firefoxFigures, chromium: chromiumFigures, firefoxFrameCiphers: bench }, null, 2),
+  );
+  expect(firefoxFigures.encrypt_video_frames).toBeGreaterThanOrEqual(600);
   await admin.context().close();
 });
 

@@ -25,9 +25,9 @@ use std::time::Duration;
 
 use js_sys::{Object, Reflect, Uint8Array};
 use klausur_e2ee::{
-    CaVerifier, CommitOutput, Credential, E2eeError, EpochChange, Event, FrameError, IdentityCa,
-    Member, MemberConfig, ParticipantKind, RosterEntry, SignedCredential, SigningKey, StreamId,
-    VerifyingKey,
+    CaVerifier, CommitOutput, Credential, E2eeError, EpochChange, Event, FrameError,
+    FrameKeyMaterial, IdentityCa, Member, MemberConfig, ParticipantKind, RosterEntry,
+    SignedCredential, SigningKey, StreamId, VerifyingKey,
 };
 use serde_json::{json, Value};
 use wasm_bindgen::prelude::*;
@@ -95,6 +95,24 @@ fn stream_id(stream: f64) -> Result<StreamId, JsValue> {
     safe_integer(stream)
         .map(StreamId)
         .ok_or_else(|| invalid("stream must be a non-negative integer"))
+}
+
+/// A non-negative safe integer argument named `what`.
+fn value(n: f64, what: &str) -> Result<u64, JsValue> {
+    safe_integer(n)
+        .ok_or_else(|| invalid(&format!("{what} must be a non-negative integer below 2^53")))
+}
+
+/// `{ epoch, generation, kid, key, salt }` of frame key material (see `frameSendKey`).
+fn key_material_js(m: &FrameKeyMaterial) -> Result<JsValue, JsValue> {
+    let obj = Object::new();
+    // Epochs and our KIDs stay far below 2^53.
+    set(&obj, "epoch", &(m.epoch as f64).into())?;
+    set(&obj, "generation", &(m.generation as f64).into())?;
+    set(&obj, "kid", &(m.kid as f64).into())?;
+    set(&obj, "key", &Uint8Array::from(m.key.as_slice()).into())?;
+    set(&obj, "salt", &Uint8Array::from(m.salt.as_slice()).into())?;
+    Ok(obj.into())
 }
 
 fn key32(bytes: &[u8], what: &str) -> Result<Zeroizing<[u8; 32]>, JsValue> {
@@ -633,6 +651,110 @@ impl WasmMember {
         set(&obj, "clearHeaderLen", &(clear_header_len as u32).into())?;
         set(&obj, "data", &Uint8Array::from(data.as_slice()).into())?;
         Ok(obj.into())
+    }
+
+    /// Key material to encrypt frames of `stream` with the browser's own AES-GCM (WebCrypto):
+    /// `{ epoch, generation, kid, key (16 bytes), salt (12 bytes) }` of the current epoch
+    /// (`generation` names this installation of the epoch's keys, unique in the module). Import `key`
+    /// as a non-extractable key at once and zero the array; take each frame's counter from
+    /// `reserveFrameCounter`. Throws a `FrameError` without keys.
+    #[wasm_bindgen(js_name = frameSendKey)]
+    pub fn frame_send_key(&mut self, stream: f64) -> Result<JsValue, JsValue> {
+        let m = self
+            .inner
+            .frame_send_key(stream_id(stream)?)
+            .map_err(e2ee_error)?;
+        key_material_js(&m)
+    }
+
+    /// The next frame counter of `stream` for a frame encrypted with `frameSendKey`'s key of
+    /// `generation` (the counter `encryptFrame` also uses: none is used twice). Throws a
+    /// `FrameError` if those keys are no longer current (get the new key) or without keys.
+    #[wasm_bindgen(js_name = reserveFrameCounter)]
+    pub fn reserve_frame_counter(&mut self, stream: f64, generation: f64) -> Result<f64, JsValue> {
+        let c = self
+            .inner
+            .reserve_frame_counter(stream_id(stream)?, value(generation, "generation")?)
+            .map_err(e2ee_error)?;
+        // At most 2^53 - 1 (klausur_e2ee::frame::MAX_OUTSIDE_VALUE): exact.
+        Ok(c as f64)
+    }
+
+    /// Key material to decrypt frames of key id `kid` with WebCrypto: `{ epoch, generation,
+    /// kid, key, salt }`, if the KID's epoch is held at `now` and its leaf is in that epoch's
+    /// roster (else a `FrameError`). Valid while `screenFrame` returns its `generation`.
+    #[wasm_bindgen(js_name = frameReceiveKey)]
+    pub fn frame_receive_key(&mut self, kid: f64, now: f64) -> Result<JsValue, JsValue> {
+        let m = self
+            .inner
+            .frame_receive_key(value(kid, "kid")?, ms(now)?)
+            .map_err(e2ee_error)?;
+        key_material_js(&m)
+    }
+
+    /// Before decrypting a frame (`kid`, `counter`) of receive context `context` with
+    /// WebCrypto: the checks `decryptFrame` makes first (epoch held, sender leaf in its
+    /// roster, the context's replay window). Returns the generation whose key to use; throws a
+    /// `FrameError` (with `replay: true` for a refused counter) for a frame to drop.
+    #[wasm_bindgen(js_name = screenFrame)]
+    pub fn screen_frame(
+        &mut self,
+        context: f64,
+        kid: f64,
+        counter: f64,
+        now: f64,
+    ) -> Result<f64, JsValue> {
+        let e = self
+            .inner
+            .screen_frame(
+                value(context, "context")?,
+                value(kid, "kid")?,
+                value(counter, "counter")?,
+                ms(now)?,
+            )
+            .map_err(e2ee_error)?;
+        // Generations count installed epochs: far below 2^53.
+        Ok(e as f64)
+    }
+
+    /// After WebCrypto authenticated a frame (`kid`, `counter`) of `context` with the key of
+    /// `generation`: the same checks again, then the counter is recorded. Throws a
+    /// `FrameError` (with `replay: true` for a refused counter) for a frame to drop.
+    #[wasm_bindgen(js_name = acceptFrame)]
+    pub fn accept_frame(
+        &mut self,
+        context: f64,
+        kid: f64,
+        generation: f64,
+        counter: f64,
+        now: f64,
+    ) -> Result<(), JsValue> {
+        self.inner
+            .accept_frame(
+                value(context, "context")?,
+                value(kid, "kid")?,
+                value(generation, "generation")?,
+                value(counter, "counter")?,
+                ms(now)?,
+            )
+            .map_err(e2ee_error)
+    }
+
+    /// `decryptFrame` returning only `data` (the frame as it was before encryption), without
+    /// the result object: the worker's per-frame call. The sender is the leaf of the frame's
+    /// key id, which authenticated with it.
+    #[wasm_bindgen(js_name = decryptFrameData)]
+    pub fn decrypt_frame_data(
+        &mut self,
+        frame: &[u8],
+        now: f64,
+        context: f64,
+    ) -> Result<Vec<u8>, JsValue> {
+        let (_, data) = self
+            .inner
+            .decrypt_frame_joined(value(context, "context")?, frame, ms(now)?)
+            .map_err(e2ee_error)?;
+        Ok(data)
     }
 
     /// When (ms since the Unix epoch) `handleTimeout` next has old keys to drop, or `undefined`.

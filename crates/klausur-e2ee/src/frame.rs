@@ -70,6 +70,30 @@
 //! which routes every track, could play a frame once more on another track, which its routing
 //! lets it do with the original anyway.
 //!
+//! # Key material for an outside cipher
+//!
+//! The browser encrypts frames with its own AES-GCM (WebCrypto) instead of this crate's
+//! software AES. The key schedule, the frame counters, the replay windows and the membership
+//! check stay here; the caller gets only what the cipher needs, per KID
+//! ([`FrameCrypto::send_key`], [`FrameCrypto::receive_key`]: `sframe_key` and `sframe_salt`),
+//! and asks per frame:
+//!
+//! - sending: [`FrameCrypto::reserve_counter`] hands out the next counter of the stream's one
+//!   counter (the same one [`FrameCrypto::encrypt`] uses), only for the current epoch's keys
+//!   (named by their [`FrameKeyMaterial::generation`], unique per installed epoch, so not even a
+//!   group left and joined again with the same epoch number matches), so a counter is never
+//!   used twice under one key, whichever cipher encrypts;
+//! - receiving: [`FrameCrypto::screen_frame`] before decrypting (the KID's epoch is held, its
+//!   leaf is in that epoch's roster, the replay window of the receive context does not refuse
+//!   the counter) and [`FrameCrypto::accept_frame`] once the frame authenticated (the same
+//!   checks again, then the counter is recorded), exactly as [`FrameCrypto::decrypt_in`] screens
+//!   and records.
+//!
+//! The caller builds the SFrame header, nonce (`sframe_salt XOR counter`) and AAD
+//! (`sframe_header || clear_header`) itself (RFC 9605 section 4.4.3); the wire format is the
+//! same. Counters and KIDs handed out this way stay below 2^53 ([`MAX_OUTSIDE_VALUE`]) so they
+//! are exact JavaScript numbers.
+//!
 //! # Limits
 //!
 //! All members share one base key per epoch, so SFrame does not authenticate *which member*
@@ -81,13 +105,16 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::Duration;
 
+use klausur_frame_aead::FrameAead;
 use sframe::{
     frame::{
-        validation::{ReplayAttackProtectionError, ReplayAttackProtectionStore, Tolerance},
-        EncryptedFrameView, MediaFrameView, MonotonicCounter,
+        validation::{
+            FrameValidation, ReplayAttackProtectionError, ReplayAttackProtectionStore, Tolerance,
+            UnvalidatedFrame,
+        },
+        FrameCounter, MonotonicCounter,
     },
     header::SframeHeader,
-    key::{DecryptionKey, EncryptionKey},
     CipherSuite,
 };
 use zeroize::Zeroizing;
@@ -111,6 +138,14 @@ pub const DEFAULT_GRACE: Duration = Duration::from_secs(5);
 /// How many frame counters behind the newest accepted one a frame of the same KID may be and
 /// still be accepted (once); see the module docs, "Replay window".
 pub const REPLAY_WINDOW: usize = 1024;
+
+/// The largest counter or KID handed to an outside cipher ([`FrameCrypto::reserve_counter`] and
+/// friends): 2^53 - 1, the largest integer a JavaScript number holds exactly.
+pub const MAX_OUTSIDE_VALUE: u64 = (1 << 53) - 1;
+/// Length of `sframe_key` of AES_128_GCM_SHA256_128.
+pub const KEY_LEN: usize = 16;
+/// Length of `sframe_salt` (`Nn`).
+pub const SALT_LEN: usize = 12;
 
 const STREAM_BITS: u32 = 64 - INDEX_BITS - EPOCH_BITS;
 const MAX_CLEAR_HEADER: usize = 255;
@@ -180,11 +215,97 @@ pub struct DecryptedFrame {
     pub payload: Vec<u8>,
 }
 
+/// One KID's key material for an outside frame cipher (see the module docs, "Key material for
+/// an outside cipher"). Zeroized on drop.
+pub struct FrameKeyMaterial {
+    /// The full MLS epoch the key belongs to.
+    pub epoch: u64,
+    /// Which installation of that epoch's keys this is (unique in the process, never reused,
+    /// also not across [`FrameCrypto`] instances): a cache of key material keyed by it can
+    /// never hold a key of an earlier group that had the same epoch number.
+    pub generation: u64,
+    /// The KID.
+    pub kid: u64,
+    /// `sframe_key` (RFC 9605 section 4.4.2).
+    pub key: Zeroizing<[u8; KEY_LEN]>,
+    /// `sframe_salt`.
+    pub salt: Zeroizing<[u8; SALT_LEN]>,
+}
+
+impl std::fmt::Debug for FrameKeyMaterial {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FrameKeyMaterial")
+            .field("epoch", &self.epoch)
+            .field("generation", &self.generation)
+            .field("kid", &self.kid)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `sframe_key` and `sframe_salt` of `kid` from an epoch's `base_key` (RFC 9605 section 4.4.2,
+/// cipher suite AES_128_GCM_SHA256_128): the same keys the `sframe` crate derives.
+pub fn derive_key_material(
+    kid: u64,
+    base_key: &[u8],
+) -> (Zeroizing<[u8; KEY_LEN]>, Zeroizing<[u8; SALT_LEN]>) {
+    let (_, hk) = hkdf::Hkdf::<sha2::Sha256>::extract(Some(&[]), base_key);
+    let mut key = Zeroizing::new([0u8; KEY_LEN]);
+    let mut salt = Zeroizing::new([0u8; SALT_LEN]);
+    // 16 and 12 bytes are far below HKDF-SHA256's limit of 255 * 32: expand cannot fail.
+    let _ = hk.expand(
+        &sframe::crypto::get_hkdf_key_expand_label(kid, CIPHER_SUITE),
+        key.as_mut_slice(),
+    );
+    let _ = hk.expand(
+        &sframe::crypto::get_hkdf_salt_expand_label(kid, CIPHER_SUITE),
+        salt.as_mut_slice(),
+    );
+    (key, salt)
+}
+
+fn replay_error(
+    e: ReplayAttackProtectionError,
+    kid: u64,
+    counter: u64,
+    dropped: &mut u64,
+) -> FrameError {
+    match e {
+        ReplayAttackProtectionError::DuplicatedFrame { .. } => {
+            *dropped += 1;
+            FrameError::Replayed { kid, counter }
+        }
+        ReplayAttackProtectionError::CounterTooOld { .. } => {
+            *dropped += 1;
+            FrameError::TooOld { kid, counter }
+        }
+        // A store tracks each KID with its own window: no mismatch can occur.
+        ReplayAttackProtectionError::KeyIdMismatch { .. } => FrameError::Authentication,
+    }
+}
+
+/// Source of [`EpochKeys::generation`]: unique per installed epoch in the whole process.
+static NEXT_GENERATION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+/// What [`FrameCrypto::decrypt_joined`] tells besides the frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DecryptedMeta {
+    /// Sender's MLS leaf index (as claimed by the KID; see the module's limits).
+    pub sender: u32,
+    /// Stream of the sender.
+    pub stream: StreamId,
+    /// MLS epoch the frame was encrypted in.
+    pub epoch: u64,
+    /// Length of the authenticated clear header at the start of the frame.
+    pub clear_len: usize,
+}
+
 struct EpochKeys {
     epoch: u64,
+    /// Unique per installation (see [`FrameKeyMaterial::generation`]).
+    generation: u64,
     base_key: Zeroizing<Vec<u8>>,
     members: HashSet<u32>,
-    recv: HashMap<u64, DecryptionKey>,
+    recv: HashMap<u64, (FrameAead, Zeroizing<[u8; SALT_LEN]>)>,
     /// Per receive context, one replay window per KID that delivered an authentic frame in
     /// this epoch. Contexts are named by the local caller, never by a peer.
     replay: HashMap<u64, ReplayAttackProtectionStore>,
@@ -193,7 +314,10 @@ struct EpochKeys {
 }
 
 struct SendStream {
-    key: EncryptionKey,
+    kid: u64,
+    /// AES-128-GCM with this KID's `sframe_key`, its key schedule made once per epoch.
+    cipher: FrameAead,
+    salt: Zeroizing<[u8; SALT_LEN]>,
     counter: MonotonicCounter,
 }
 
@@ -279,6 +403,7 @@ impl FrameCrypto {
         self.own_leaf = Some(own_leaf);
         self.current = Some(EpochKeys {
             epoch,
+            generation: NEXT_GENERATION.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             base_key,
             members: members.into_iter().collect(),
             recv: HashMap::new(),
@@ -330,32 +455,161 @@ impl FrameCrypto {
         if clear_header.len() > MAX_CLEAR_HEADER {
             return Err(FrameError::ClearHeaderTooLong(clear_header.len()));
         }
+        let send = self.send_stream(stream)?;
+        let counter = send
+            .counter
+            .try_next()
+            .map_err(|_| FrameError::CounterExhausted)?;
+        seal(
+            &send.cipher,
+            &send.salt,
+            send.kid,
+            counter,
+            clear_header,
+            payload,
+        )
+    }
+
+    /// The current epoch's send context of `stream`, created on first use.
+    fn send_stream(&mut self, stream: StreamId) -> Result<&mut SendStream, FrameError> {
         let current = self.current.as_ref().ok_or(FrameError::NoKeys)?;
         let own_leaf = self.own_leaf.ok_or(FrameError::NoKeys)?;
-        let send = match self.send.entry(stream) {
+        Ok(match self.send.entry(stream) {
             std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
             std::collections::hash_map::Entry::Vacant(v) => {
                 let kid = encode_kid(stream, own_leaf, current.epoch)?;
-                let key = EncryptionKey::derive_from(CIPHER_SUITE, kid, &*current.base_key)
-                    .map_err(|e| FrameError::Internal(e.to_string()))?;
+                let (cipher, salt) = frame_cipher(kid, &current.base_key);
                 v.insert(SendStream {
-                    key,
+                    kid,
+                    cipher,
+                    salt,
                     counter: MonotonicCounter::default(),
                 })
             }
+        })
+    }
+
+    /// The current epoch's key material for sending on `stream` with an outside cipher (module
+    /// docs, "Key material for an outside cipher"). Every frame's counter then comes from
+    /// [`Self::reserve_counter`]. A new epoch makes it stale.
+    pub fn send_key(&mut self, stream: StreamId) -> Result<FrameKeyMaterial, FrameError> {
+        let kid = self.send_stream(stream)?.kid;
+        let current = self.current.as_ref().ok_or(FrameError::NoKeys)?;
+        let (key, salt) = derive_key_material(kid, &current.base_key);
+        Ok(FrameKeyMaterial {
+            epoch: current.epoch,
+            generation: current.generation,
+            kid,
+            key,
+            salt,
+        })
+    }
+
+    /// The next frame counter of `stream` for a frame an outside cipher encrypts with the key
+    /// of [`Self::send_key`] of `generation`. Fails ([`FrameError::NoKeys`]) if those keys are
+    /// no longer the current epoch's: the caller then gets the new key. The counter is the one
+    /// [`Self::encrypt`] uses, so no counter is ever used twice under one key.
+    pub fn reserve_counter(
+        &mut self,
+        stream: StreamId,
+        generation: u64,
+    ) -> Result<u64, FrameError> {
+        if self.current.as_ref().map(|c| c.generation) != Some(generation) {
+            return Err(FrameError::NoKeys);
+        }
+        let send = self.send_stream(stream)?;
+        if send.counter.current() > MAX_OUTSIDE_VALUE {
+            return Err(FrameError::CounterExhausted);
+        }
+        send.counter
+            .try_next()
+            .map_err(|_| FrameError::CounterExhausted)
+    }
+
+    /// The held epoch context for `kid` whose roster has the KID's leaf, after dropping
+    /// expired epochs at `now`.
+    fn receive_context(&mut self, kid: u64, now: Duration) -> Result<&mut EpochKeys, FrameError> {
+        self.handle_timeout(now);
+        let parts = decode_kid(kid);
+        let mask = (1u64 << EPOCH_BITS) - 1;
+        let ctx = self
+            .current
+            .iter_mut()
+            .chain(self.previous.iter_mut())
+            .find(|e| e.epoch & mask == u64::from(parts.epoch_low))
+            .ok_or(FrameError::UnknownKey(kid))?;
+        if !ctx.members.contains(&parts.leaf_index) {
+            return Err(FrameError::UnknownKey(kid));
+        }
+        Ok(ctx)
+    }
+
+    /// Key material to decrypt frames of `kid` with an outside cipher, if `kid`'s epoch is
+    /// held at `now` and its leaf is in that epoch's roster ([`FrameError::UnknownKey`]
+    /// otherwise). Valid while [`Self::screen_frame`] returns its generation for the KID.
+    pub fn receive_key(&mut self, kid: u64, now: Duration) -> Result<FrameKeyMaterial, FrameError> {
+        let ctx = self.receive_context(kid, now)?;
+        let (key, salt) = derive_key_material(kid, &ctx.base_key);
+        Ok(FrameKeyMaterial {
+            epoch: ctx.epoch,
+            generation: ctx.generation,
+            kid,
+            key,
+            salt,
+        })
+    }
+
+    /// Before an outside cipher decrypts a frame with header (`kid`, `counter`) that came in on
+    /// receive context `context`: checks as [`Self::decrypt_in`] does before decrypting (the
+    /// KID's epoch is held at `now`, its leaf is in that epoch's roster, the context's replay
+    /// window does not refuse the counter) and returns the generation
+    /// ([`FrameKeyMaterial::generation`]) whose key to use. Records nothing.
+    pub fn screen_frame(
+        &mut self,
+        context: u64,
+        kid: u64,
+        counter: u64,
+        now: Duration,
+    ) -> Result<u64, FrameError> {
+        let ctx = self.receive_context(kid, now)?;
+        let generation = ctx.generation;
+        let screened = match ctx.replay.get(&context) {
+            Some(w) => w
+                .screen(UnvalidatedFrame::new(&SframeHeader::new(kid, counter), &[]))
+                .map(|_| ()),
+            None => Ok(()),
         };
-        let media = MediaFrameView::try_with_meta_data(&mut send.counter, &payload, &clear_header)
-            .map_err(|_| FrameError::CounterExhausted)?;
-        let encrypted = media
-            .encrypt(&send.key)
-            .map_err(|e| FrameError::Internal(e.to_string()))?;
-        let sframe = encrypted.sframe_cipher_text();
-        let mut out = Vec::with_capacity(clear_header.len() + sframe.len() + 1);
-        out.extend_from_slice(clear_header);
-        out.extend_from_slice(sframe);
-        // Checked above: at most 255.
-        out.push(clear_header.len() as u8);
-        Ok(out)
+        screened.map_err(|e| replay_error(e, kid, counter, &mut self.replays_dropped))?;
+        Ok(generation)
+    }
+
+    /// After an outside cipher authenticated a frame (`kid`, `counter`) of context `context`
+    /// with the key of `generation`: the same checks as [`Self::screen_frame`] (now also that
+    /// the KID still means those keys), then the counter is recorded in the replay window. An
+    /// error means: drop the frame.
+    pub fn accept_frame(
+        &mut self,
+        context: u64,
+        kid: u64,
+        generation: u64,
+        counter: u64,
+        now: Duration,
+    ) -> Result<(), FrameError> {
+        let ctx = self.receive_context(kid, now)?;
+        if ctx.generation != generation {
+            return Err(FrameError::UnknownKey(kid));
+        }
+        let window = ctx
+            .replay
+            .entry(context)
+            .or_insert_with(|| ReplayAttackProtectionStore::new(Tolerance::new(REPLAY_WINDOW)));
+        match window.screen(UnvalidatedFrame::new(&SframeHeader::new(kid, counter), &[])) {
+            Ok(token) => {
+                window.record(token);
+                Ok(())
+            }
+            Err(e) => Err(replay_error(e, kid, counter, &mut self.replays_dropped)),
+        }
     }
 
     /// Decrypts one frame at time `now`, with one replay window per KID for all frames (see
@@ -375,6 +629,25 @@ impl FrameCrypto {
         frame: &[u8],
         now: Duration,
     ) -> Result<DecryptedFrame, FrameError> {
+        let (meta, mut data) = self.decrypt_joined(context, frame, now)?;
+        let payload = data.split_off(meta.clear_len);
+        Ok(DecryptedFrame {
+            sender: meta.sender,
+            stream: meta.stream,
+            epoch: meta.epoch,
+            clear_header: data,
+            payload,
+        })
+    }
+
+    /// [`Self::decrypt_in`] with the clear header and the payload in one buffer, as the frame
+    /// was before encryption (what the browser passes on: one copy less).
+    pub fn decrypt_joined(
+        &mut self,
+        context: u64,
+        frame: &[u8],
+        now: Duration,
+    ) -> Result<(DecryptedMeta, Vec<u8>), FrameError> {
         self.handle_timeout(now);
         let (&clear_len, rest) = frame.split_last().ok_or(FrameError::Malformed)?;
         let clear_len = usize::from(clear_len);
@@ -395,57 +668,144 @@ impl FrameCrypto {
         if !ctx.members.contains(&parts.leaf_index) {
             return Err(FrameError::UnknownKey(kid));
         }
-        let view = EncryptedFrameView::try_with_meta_data(sframe_bytes, clear_header)
-            .map_err(|_| FrameError::Malformed)?;
-        let derived;
-        let key = match ctx.recv.get(&kid) {
-            Some(k) => k,
-            None => {
-                derived = DecryptionKey::derive_from(CIPHER_SUITE, kid, &*ctx.base_key)
-                    .map_err(|e| FrameError::Internal(e.to_string()))?;
-                &derived
-            }
-        };
+        let header_len = header_len(sframe_bytes).ok_or(FrameError::Malformed)?;
+        let (header_bytes, sealed) = sframe_bytes.split_at(header_len);
+        if sealed.len() < TAG_LEN {
+            return Err(FrameError::Malformed);
+        }
+        let counter = header.counter();
         let window = ctx
             .replay
             .entry(context)
             // REPLAY_WINDOW is a constant within Tolerance's range (1 ..= 2^63 - 1).
             .or_insert_with(|| ReplayAttackProtectionStore::new(Tolerance::new(REPLAY_WINDOW)));
-        let media = match view.validated_decrypt(key, window) {
-            Ok(media) => media,
-            Err(e) => {
-                let counter = header.counter();
-                return Err(match e.source_as::<ReplayAttackProtectionError>() {
-                    Some(ReplayAttackProtectionError::DuplicatedFrame { .. }) => {
-                        self.replays_dropped += 1;
-                        FrameError::Replayed { kid, counter }
-                    }
-                    Some(ReplayAttackProtectionError::CounterTooOld { .. }) => {
-                        self.replays_dropped += 1;
-                        FrameError::TooOld { kid, counter }
-                    }
-                    // A store tracks each KID with its own window: no mismatch can occur.
-                    Some(ReplayAttackProtectionError::KeyIdMismatch { .. }) | None => {
-                        FrameError::Authentication
-                    }
-                });
+        // Screened before decryption, recorded only once the frame authenticated, so forged
+        // headers cannot move the window.
+        let token = window
+            .screen(UnvalidatedFrame::new(&header, clear_header))
+            .map_err(|e| replay_error(e, kid, counter, &mut self.replays_dropped))?;
+        let derived;
+        let (cipher, salt) = match ctx.recv.get(&kid) {
+            Some((c, s)) => (c, s),
+            None => {
+                derived = frame_cipher(kid, &ctx.base_key);
+                (&derived.0, &derived.1)
             }
         };
-        let out = DecryptedFrame {
-            sender: parts.leaf_index,
-            stream: parts.stream,
-            epoch: ctx.epoch,
-            clear_header: media.meta_data().to_vec(),
-            payload: media.payload().to_vec(),
-        };
+        let (ciphertext, tag) = sealed.split_at(sealed.len() - TAG_LEN);
+        let mut aad = Vec::with_capacity(header_len + clear_header.len());
+        aad.extend_from_slice(header_bytes);
+        aad.extend_from_slice(clear_header);
+        let clear_len = clear_header.len();
+        let mut data = Vec::with_capacity(clear_len + ciphertext.len());
+        data.extend_from_slice(clear_header);
+        data.extend_from_slice(ciphertext);
+        let tag: &[u8; TAG_LEN] = tag.try_into().map_err(|_| FrameError::Malformed)?;
+        cipher
+            .open(&nonce(salt, counter), &aad, &mut data[clear_len..], tag)
+            .map_err(|_| FrameError::Authentication)?;
+        window.record(token);
         if !ctx.recv.contains_key(&kid) {
             // Only keys of authenticated frames are cached, so forged KIDs cannot grow the map.
-            let k = DecryptionKey::derive_from(CIPHER_SUITE, kid, &*ctx.base_key)
-                .map_err(|e| FrameError::Internal(e.to_string()))?;
-            ctx.recv.insert(kid, k);
+            ctx.recv.insert(kid, frame_cipher(kid, &ctx.base_key));
         }
-        Ok(out)
+        Ok((
+            DecryptedMeta {
+                sender: parts.leaf_index,
+                stream: parts.stream,
+                epoch: ctx.epoch,
+                clear_len,
+            },
+            data,
+        ))
     }
+}
+
+use klausur_frame_aead::TAG_LEN;
+
+/// The length of the SFrame header at the start of `bytes` as its config byte says (RFC 9605
+/// section 4.3), or `None` if `bytes` is shorter.
+fn header_len(bytes: &[u8]) -> Option<usize> {
+    let cfg = *bytes.first()?;
+    let k = if cfg & 0x80 != 0 {
+        usize::from((cfg >> 4) & 7) + 1
+    } else {
+        0
+    };
+    let c = if cfg & 0x08 != 0 {
+        usize::from(cfg & 7) + 1
+    } else {
+        0
+    };
+    let len = 1 + k + c;
+    (bytes.len() >= len).then_some(len)
+}
+
+/// The AES-GCM nonce: `sframe_salt` XOR the counter, big-endian (RFC 9605 section 4.4.3).
+fn nonce(salt: &[u8; SALT_LEN], counter: u64) -> [u8; SALT_LEN] {
+    let mut n = *salt;
+    for (b, c) in n[SALT_LEN - 8..].iter_mut().zip(counter.to_be_bytes()) {
+        *b ^= c;
+    }
+    n
+}
+
+/// The cipher (key schedule done once) and salt of `kid` in an epoch with `base_key`.
+fn frame_cipher(kid: u64, base_key: &[u8]) -> (FrameAead, Zeroizing<[u8; SALT_LEN]>) {
+    let (key, salt) = derive_key_material(kid, base_key);
+    (FrameAead::new(&key), salt)
+}
+
+/// One protected frame: `clear_header || SFrame header || ciphertext || tag || u8
+/// len(clear_header)` with AAD `SFrame header || clear_header` (RFC 9605 section 4.4.3). The
+/// clear header is at most 255 bytes (checked by the callers).
+pub(crate) fn seal(
+    cipher: &FrameAead,
+    salt: &[u8; SALT_LEN],
+    kid: u64,
+    counter: u64,
+    clear_header: &[u8],
+    payload: &[u8],
+) -> Result<Vec<u8>, FrameError> {
+    let header = SframeHeader::new(kid, counter);
+    let hl = header.len();
+    let cl = clear_header.len();
+    let mut out = Vec::with_capacity(cl + hl + payload.len() + TAG_LEN + 1);
+    out.extend_from_slice(clear_header);
+    out.resize(cl + hl, 0);
+    // The buffer has exactly the header's length: serializing cannot fail.
+    let _ = header.serialize(&mut out[cl..]);
+    let mut aad = Vec::with_capacity(hl + cl);
+    aad.extend_from_slice(&out[cl..]);
+    aad.extend_from_slice(clear_header);
+    out.extend_from_slice(payload);
+    // AES-GCM refuses only plaintexts over 2^36 bytes; frames are far smaller.
+    let tag = cipher
+        .seal(&nonce(salt, counter), &aad, &mut out[cl + hl..])
+        .map_err(|_| FrameError::Internal("AES-GCM refused the frame".into()))?;
+    out.extend_from_slice(&tag);
+    // At most 255 (see above).
+    out.push(cl as u8);
+    Ok(out)
+}
+
+/// [`seal`] with a raw `sframe_key`, for the RFC 9605 vector check (rfc9605.rs).
+pub(crate) fn seal_with_key(
+    key: &[u8; KEY_LEN],
+    salt: &[u8; SALT_LEN],
+    kid: u64,
+    counter: u64,
+    clear_header: &[u8],
+    payload: &[u8],
+) -> Result<Vec<u8>, FrameError> {
+    seal(
+        &FrameAead::new(key),
+        salt,
+        kid,
+        counter,
+        clear_header,
+        payload,
+    )
 }
 
 #[cfg(test)]
@@ -611,6 +971,106 @@ mod tests {
             c.decrypt(&f[0], Duration::ZERO),
             Err(FrameError::TooOld { .. })
         ));
+    }
+
+    #[test]
+    fn outside_cipher_counters_are_the_streams_one_counter() {
+        let (mut a, _) = pair();
+        let k = a.send_key(StreamId::CAMERA).expect("key");
+        let g = k.generation;
+        assert_eq!(k.epoch, 3);
+        assert_eq!(k.kid, encode_kid(StreamId::CAMERA, 0, 3).expect("kid"));
+        let (key, salt) = derive_key_material(k.kid, &[7; 16]);
+        assert_eq!(*k.key, *key);
+        assert_eq!(*k.salt, *salt);
+        // Handed-out counters and the crate's own encryption share one counter per key.
+        assert_eq!(a.reserve_counter(StreamId::CAMERA, g), Ok(0));
+        assert_eq!(a.reserve_counter(StreamId::CAMERA, g), Ok(1));
+        let f = a.encrypt(StreamId::CAMERA, b"", b"x").expect("enc");
+        let header = SframeHeader::deserialize(&f[..f.len() - 1]).expect("header");
+        assert_eq!(header.counter(), 2);
+        assert_eq!(a.reserve_counter(StreamId::CAMERA, g), Ok(3));
+        // Streams count on their own; stale keys get no counter, not even when a new group
+        // reaches the same epoch number.
+        assert_eq!(a.reserve_counter(StreamId::AUDIO, g), Ok(0));
+        a.install_epoch(4, Zeroizing::new(vec![8; 16]), 0, [0, 1], Duration::ZERO);
+        assert_eq!(
+            a.reserve_counter(StreamId::CAMERA, g),
+            Err(FrameError::NoKeys)
+        );
+        let g4 = a.send_key(StreamId::CAMERA).expect("key").generation;
+        assert_ne!(g4, g);
+        assert_eq!(a.reserve_counter(StreamId::CAMERA, g4), Ok(0));
+        a.clear();
+        assert_eq!(a.send_key(StreamId::CAMERA).err(), Some(FrameError::NoKeys));
+        a.install_epoch(3, Zeroizing::new(vec![9; 16]), 0, [0, 1], Duration::ZERO);
+        assert_eq!(
+            a.reserve_counter(StreamId::CAMERA, g),
+            Err(FrameError::NoKeys)
+        );
+        let again = a.send_key(StreamId::CAMERA).expect("key");
+        assert_eq!(again.epoch, 3);
+        assert_ne!(again.generation, g);
+    }
+
+    #[test]
+    fn outside_cipher_frames_are_screened_and_recorded_like_decrypt() {
+        let (mut a, mut b) = pair();
+        let f = frames(&mut a, StreamId::CAMERA, 2);
+        let kid = encode_kid(StreamId::CAMERA, 0, 3).expect("kid");
+        let k = b.receive_key(kid, Duration::ZERO).expect("key");
+        assert_eq!(k.epoch, 3);
+        let g = k.generation;
+        assert_eq!(b.screen_frame(1, kid, 0, Duration::ZERO), Ok(g));
+        b.accept_frame(1, kid, g, 0, Duration::ZERO).expect("first");
+        // The same counter again: refused before and after decryption, in that context only.
+        assert_eq!(
+            b.screen_frame(1, kid, 0, Duration::ZERO),
+            Err(FrameError::Replayed { kid, counter: 0 })
+        );
+        assert_eq!(
+            b.accept_frame(1, kid, g, 0, Duration::ZERO),
+            Err(FrameError::Replayed { kid, counter: 0 })
+        );
+        assert_eq!(b.replays_dropped(), 2);
+        assert_eq!(b.screen_frame(2, kid, 0, Duration::ZERO), Ok(g));
+        // One window with the crate's own decryption: frame 0 was accepted above.
+        assert!(matches!(
+            b.decrypt_in(1, &f[0], Duration::ZERO),
+            Err(FrameError::Replayed { .. })
+        ));
+        b.decrypt_in(1, &f[1], Duration::ZERO).expect("frame 1");
+        assert!(matches!(
+            b.accept_frame(1, kid, g, 1, Duration::ZERO),
+            Err(FrameError::Replayed { .. })
+        ));
+        // A leaf not in the epoch's roster, an epoch not held, keys that are not the KID's:
+        // no key, no frame.
+        let stranger = encode_kid(StreamId::CAMERA, 7, 3).expect("kid");
+        assert_eq!(
+            b.receive_key(stranger, Duration::ZERO).err(),
+            Some(FrameError::UnknownKey(stranger))
+        );
+        assert_eq!(
+            b.screen_frame(1, stranger, 5, Duration::ZERO),
+            Err(FrameError::UnknownKey(stranger))
+        );
+        let other_epoch = encode_kid(StreamId::CAMERA, 0, 5).expect("kid");
+        assert_eq!(
+            b.screen_frame(1, other_epoch, 5, Duration::ZERO),
+            Err(FrameError::UnknownKey(other_epoch))
+        );
+        assert_eq!(
+            b.accept_frame(1, kid, g + 1000, 5, Duration::ZERO),
+            Err(FrameError::UnknownKey(kid))
+        );
+        // After the grace period the old epoch's keys are gone for the outside cipher too.
+        b.install_epoch(4, Zeroizing::new(vec![8; 16]), 1, [0, 1], Duration::ZERO);
+        assert_eq!(b.screen_frame(1, kid, 9, Duration::from_secs(1)), Ok(g));
+        assert_eq!(
+            b.accept_frame(1, kid, g, 9, DEFAULT_GRACE),
+            Err(FrameError::UnknownKey(kid))
+        );
     }
 
     #[test]

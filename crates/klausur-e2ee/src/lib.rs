@@ -26,6 +26,7 @@
 //! | DS voided the commit it made or joined by | [`Member::reset`] | sends a new key package |
 //! | outgoing media frame | [`Member::encrypt_frame`] | |
 //! | incoming media frame | [`Member::decrypt_frame`] | drops and counts the frame on error |
+//! | frames through an outside cipher (the browser's WebCrypto) | [`Member::frame_send_key`] + [`Member::reserve_frame_counter`]; [`Member::frame_receive_key`] + [`Member::screen_frame`] + [`Member::accept_frame`] | builds header, nonce and AAD itself ([`frame`], "Key material for an outside cipher") |
 //! | sends a chat message | [`Member::encrypt_application`] | sends the bytes to the DS (current epoch only) |
 //! | receives a chat message | [`Member::process_message`] → [`Event::Application`] (sender leaf, plaintext) | shows it under the sender's credential name |
 //! | timer at [`Member::poll_timeout`] | [`Member::handle_timeout`] | |
@@ -68,7 +69,7 @@ pub mod rfc9605;
 pub use continuity::{sign_continuity, verify_continuity};
 pub use ed25519_dalek::{SigningKey, VerifyingKey};
 pub use error::{CredentialError, E2eeError, FrameError};
-pub use frame::{DecryptedFrame, FrameCrypto, StreamId};
+pub use frame::{DecryptedFrame, DecryptedMeta, FrameCrypto, FrameKeyMaterial, StreamId};
 pub use identity::{
     CaVerifier, Credential, CredentialVerifier, IdentityCa, ParticipantKind, SignedCredential,
     KLAUSUR_CREDENTIAL_TYPE,

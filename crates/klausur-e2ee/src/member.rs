@@ -20,7 +20,8 @@ use zeroize::Zeroizing;
 
 use crate::error::{internal, peer, CredentialError, E2eeError};
 use crate::frame::{
-    DecryptedFrame, FrameCrypto, StreamId, BASE_KEY_LABEL, BASE_KEY_LEN, DEFAULT_GRACE,
+    DecryptedFrame, DecryptedMeta, FrameCrypto, FrameKeyMaterial, StreamId, BASE_KEY_LABEL,
+    BASE_KEY_LEN, DEFAULT_GRACE,
 };
 use crate::identity::{Credential, CredentialVerifier, SignedCredential, KLAUSUR_CREDENTIAL_TYPE};
 
@@ -903,6 +904,70 @@ impl Member {
     /// Drops previous-epoch frame keys whose grace period has ended.
     pub fn handle_timeout(&mut self, now: Duration) {
         self.frames.handle_timeout(now);
+    }
+
+    /// [`Self::decrypt_frame_in`] with the clear header and the payload in one buffer
+    /// ([`FrameCrypto::decrypt_joined`]).
+    pub fn decrypt_frame_joined(
+        &mut self,
+        context: u64,
+        frame: &[u8],
+        now: Duration,
+    ) -> Result<(DecryptedMeta, Vec<u8>), E2eeError> {
+        Ok(self.frames.decrypt_joined(context, frame, now)?)
+    }
+
+    /// Key material to send frames of `stream` with an outside cipher (the browser's
+    /// WebCrypto); see [`crate::frame`], "Key material for an outside cipher".
+    pub fn frame_send_key(&mut self, stream: StreamId) -> Result<FrameKeyMaterial, E2eeError> {
+        Ok(self.frames.send_key(stream)?)
+    }
+
+    /// The next counter of `stream` for a frame an outside cipher encrypts with the key of
+    /// `generation` ([`FrameCrypto::reserve_counter`]).
+    pub fn reserve_frame_counter(
+        &mut self,
+        stream: StreamId,
+        generation: u64,
+    ) -> Result<u64, E2eeError> {
+        Ok(self.frames.reserve_counter(stream, generation)?)
+    }
+
+    /// Key material to decrypt frames of `kid` with an outside cipher
+    /// ([`FrameCrypto::receive_key`]).
+    pub fn frame_receive_key(
+        &mut self,
+        kid: u64,
+        now: Duration,
+    ) -> Result<FrameKeyMaterial, E2eeError> {
+        Ok(self.frames.receive_key(kid, now)?)
+    }
+
+    /// Checks a frame before an outside cipher decrypts it; returns the generation whose key to use
+    /// ([`FrameCrypto::screen_frame`]).
+    pub fn screen_frame(
+        &mut self,
+        context: u64,
+        kid: u64,
+        counter: u64,
+        now: Duration,
+    ) -> Result<u64, E2eeError> {
+        Ok(self.frames.screen_frame(context, kid, counter, now)?)
+    }
+
+    /// Records a frame an outside cipher authenticated, or refuses it
+    /// ([`FrameCrypto::accept_frame`]).
+    pub fn accept_frame(
+        &mut self,
+        context: u64,
+        kid: u64,
+        generation: u64,
+        counter: u64,
+        now: Duration,
+    ) -> Result<(), E2eeError> {
+        Ok(self
+            .frames
+            .accept_frame(context, kid, generation, counter, now)?)
     }
 
     /// The frame crypto state (read-only), e.g. for diagnostics.

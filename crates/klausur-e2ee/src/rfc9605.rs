@@ -2,7 +2,8 @@
 //! (`tests/rfc9605_vectors.rs`) and for WebAssembly (`klausur-e2ee-wasm`).
 //!
 //! Checks: header encoding/decoding of every header vector; for the SFrame vector the key
-//! schedule (labels, secret, key, salt), nonce, AAD, encryption through the `sframe` crate with
+//! schedule (labels, secret, key, salt, and `frame::derive_key_material`, the keys handed to the
+//! browser's WebCrypto), nonce, AAD, encryption through the `sframe` crate with
 //! the vector's KID/CTR, and decryption of the vector's ciphertext.
 
 use hkdf::Hkdf;
@@ -126,6 +127,18 @@ fn check_sframe(v: &SframeVector) -> Result<(), String> {
     hk.expand(&h(&v.sframe_salt_label)?, &mut salt)
         .map_err(|e| e.to_string())?;
     eq("sframe_salt", &salt, &h(&v.sframe_salt)?)?;
+    // The key material handed to an outside cipher (the browser's WebCrypto).
+    let (outside_key, outside_salt) = crate::frame::derive_key_material(v.kid, &base_key);
+    eq(
+        "outside sframe_key",
+        outside_key.as_slice(),
+        &h(&v.sframe_key)?,
+    )?;
+    eq(
+        "outside sframe_salt",
+        outside_salt.as_slice(),
+        &h(&v.sframe_salt)?,
+    )?;
 
     // Nonce and AAD, RFC 9605 section 4.4.3.
     let mut nonce = salt;
@@ -149,6 +162,17 @@ fn check_sframe(v: &SframeVector) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     let encrypted = frame.encrypt(&enc_key).map_err(|e| e.to_string())?;
     eq("ct", encrypted.sframe_cipher_text(), &ct)?;
+
+    // The same frame through klausur's own frame cipher (frame.rs `seal`, used by
+    // `FrameCrypto::encrypt`): metadata || ct || len(metadata).
+    let mut k = [0u8; 16];
+    k.copy_from_slice(&key);
+    let own = crate::frame::seal_with_key(&k, &salt, v.kid, v.ctr, &metadata, &pt)
+        .map_err(|e| e.to_string())?;
+    if own.len() != metadata.len() + ct.len() + 1 || own.last() != Some(&(metadata.len() as u8)) {
+        return Err("frame.rs seal: layout".into());
+    }
+    eq("frame.rs seal ct", &own[metadata.len()..own.len() - 1], &ct)?;
 
     // Decryption of the vector's ciphertext.
     let dec_key = DecryptionKey::derive_from(suite, v.kid, &base_key).map_err(|e| e.to_string())?;

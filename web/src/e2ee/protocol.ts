@@ -4,7 +4,7 @@
 
 import type { ClientMsg, MlsContinuity, ServerMsg } from '../signaling/protocol';
 import type { ParticipantLike } from './mls';
-import type { CapturedFrame, ChatEvent, E2eeDiagnostics, E2eeNotice, E2eeStatus } from './types';
+import type { CapturedFrame, ChatEvent, E2eeDiagnostics, E2eeNotice, E2eeStatus, FrameBench } from './types';
 
 export type ToWorker =
   /**
@@ -30,6 +30,8 @@ export type ToWorker =
   | { t: 'chat'; id: number; text: string }
   | { t: 'diagnostics'; req: number }
   | { t: 'testCapture'; req: number }
+  /** Test-hooks builds only: time both frame ciphers in this worker (see worker.ts). */
+  | { t: 'testFrameBench'; req: number }
   | { t: 'close' };
 
 export type FromWorker =
@@ -44,6 +46,7 @@ export type FromWorker =
   | { t: 'chat'; event: ChatEvent }
   | { t: 'diagnostics'; req: number; data: E2eeDiagnostics }
   | { t: 'testCapture'; req: number; frames: CapturedFrame[] }
+  | { t: 'testFrameBench'; req: number; result: FrameBench | null }
   /** The continuity proof asked for with `continuityProof` (null if this worker has no key). */
   | { t: 'continuityProof'; req: number; proof: MlsContinuity | null }
   /** This worker added a guest this user admitted: remember the device key for later connections. */

@@ -4,7 +4,7 @@
 
 import type { ClientMsg, MlsContinuity, Participant, ServerMsg } from '../signaling/protocol';
 import type { FromWorker, ToWorker } from './protocol';
-import type { CapturedFrame, ChatEvent, E2eeDiagnostics, E2eeNotice, E2eeStatus, SendSourceName } from './types';
+import type { CapturedFrame, ChatEvent, E2eeDiagnostics, E2eeNotice, E2eeStatus, FrameBench, SendSourceName } from './types';
 
 export type { CapturedFrame, ChatEvent, E2eeDiagnostics, E2eeNotice, E2eeStatus } from './types';
 export type {
@@ -117,6 +117,9 @@ export class E2eeSession {
         case 'diagnostics':
         case 'testCapture':
           this.answer(m.req, m.t === 'diagnostics' ? m.data : m.frames);
+          break;
+        case 'testFrameBench':
+          this.answer(m.req, m.result);
           break;
         case 'fatal':
           rejectKey(new Error(m.message));
@@ -283,6 +286,15 @@ export class E2eeSession {
     if (import.meta.env.MODE === 'test-hooks') {
       if (!current) return Promise.resolve([]);
       return current.request<CapturedFrame[]>((req) => ({ t: 'testCapture', req }));
+    }
+    return Promise.reject(new Error('not a test-hooks build'));
+  }
+
+  /** Test-hooks builds only: both frame ciphers timed in the worker (types.ts, FrameBench). */
+  static testFrameBench(): Promise<FrameBench | null> {
+    if (import.meta.env.MODE === 'test-hooks') {
+      if (!current) return Promise.resolve(null);
+      return current.request<FrameBench | null>((req) => ({ t: 'testFrameBench', req }));
     }
     return Promise.reject(new Error('not a test-hooks build'));
   }

@@ -221,14 +221,36 @@ export interface TransformDiagnostics {
   bytesOut: number;
   /** Frames passed through unencrypted (test-hooks build with the plaintext switch only). */
   plaintext: number;
-  /** Time spent in SFrame encrypt/decrypt (wasm call included), milliseconds in total. */
+  /**
+   * Time from the start of a frame's SFrame encryption or decryption to its result (the
+   * core's calls and WebCrypto's asynchronous AES-GCM included, waiting for it too),
+   * milliseconds in total.
+   */
   cryptoMs: number;
+  /**
+   * Of `cryptoMs`: the time the worker's own thread spent on it, without waiting for
+   * WebCrypto's result (which the browser computes on another thread), milliseconds in total.
+   */
+  cryptoBusyMs: number;
+  /** Of `cryptoBusyMs`: inside the synchronous part of the `crypto.subtle` calls. */
+  cryptoCallMs: number;
 }
 
 export interface E2eeDiagnostics {
   phase: E2eePhase;
   epoch: number | null;
   transforms: TransformDiagnostics[];
+}
+
+/**
+ * Test-hooks build only: per frame size, microseconds per frame of both frame ciphers timed in
+ * the same worker, alternating (so both see the same load): the WebAssembly core's software
+ * AES-GCM, and WebCrypto's (`us`: from start to result; `busyUs`: the worker thread's own
+ * time). Frames are encrypted under a stream id no media uses and decrypted by this worker.
+ */
+export interface FrameBench {
+  frames: number;
+  sizes: Record<string, { wasm: { encryptUs: number; decryptUs: number }; webcrypto: { encryptUs: number; encryptBusyUs: number; decryptUs: number; decryptBusyUs: number } }>;
 }
 
 /** Test-hooks build only: plaintext frames captured on the send side before encryption. */

@@ -5,10 +5,13 @@
 // - `rtctransform` events (RTCRtpScriptTransform, options: TransformOptions): the send side
 //   encrypts every frame with SFrame, the receive side decrypts. No plaintext path: without
 //   keys outgoing frames are dropped, incoming frames that do not decrypt are dropped; both
-//   are counted (diagnostics), never passed on.
+//   are counted (diagnostics), never passed on. Small frames are encrypted by the core in
+//   WebAssembly, large ones (WEBCRYPTO_MIN_BYTES) with the browser's own AES-GCM (WebCrypto,
+//   sframe.ts) with keys, counters, replay windows and the membership check from the core.
 
 import { fromBase64, fromHex, toBase64, toHex } from './b64';
 import { clearBytes, senderLeaf, STREAM_ID } from './frames';
+import { WebCryptoFrames } from './sframe';
 import { MlsClient } from './mls';
 import init, {
   WasmMember,
@@ -19,7 +22,7 @@ import init, {
 } from './pkg/klausur_e2ee_wasm.js';
 import wasmUrl from './pkg/klausur_e2ee_wasm_bg.wasm?url';
 import type { FromWorker, ToWorker } from './protocol';
-import type { CapturedFrame, SendSourceName, TransformDiagnostics, TransformOptions } from './types';
+import type { CapturedFrame, FrameBench, SendSourceName, TransformDiagnostics, TransformOptions } from './types';
 
 // Minimal typings of the worker side of WebRTC Encoded Transform (lib.webworker is not in
 // this project's tsconfig, which targets the page).
@@ -55,6 +58,19 @@ let testPlaintext = false;
 let meetingId = '';
 let vouched: [string, string][] = [];
 const captured: CapturedFrame[] = [];
+/** Frame AES-GCM in WebCrypto; null only where the worker has no `crypto.subtle`. */
+const webCrypto: WebCryptoFrames | null =
+  typeof crypto !== 'undefined' && crypto.subtle ? new WebCryptoFrames(() => (member?.inGroup ? member : null)) : null;
+/**
+ * Frames of at least this many bytes go through WebCrypto (the processor's AES instructions),
+ * smaller ones through the core's AES-GCM in WebAssembly, which is faster for them: a WebCrypto
+ * call costs tens of microseconds of its own in the worker (argument copies, a task to the
+ * browser's crypto thread and back), and Firefox returns the result only after hundreds of
+ * microseconds (BENCHMARKS.md, "Per frame, in the browser's encryption worker"). Both ciphers
+ * share one counter per key and one replay window per track (the core's), so frames of either
+ * kind may follow each other.
+ */
+const WEBCRYPTO_MIN_BYTES = 16 * 1024;
 const capturedPer: Record<SendSourceName, number> = { microphone: 0, camera: 0, screen: 0 };
 
 function post(msg: FromWorker): void {
@@ -98,6 +114,7 @@ async function handle(m: ToWorker): Promise<void> {
   }
   if (m.t === 'close') {
     if (tickTimer) clearInterval(tickTimer);
+    webCrypto?.clear();
     member?.free();
     member = null;
     deviceKey?.fill(0);
@@ -106,6 +123,10 @@ async function handle(m: ToWorker): Promise<void> {
   }
   if (m.t === 'testCapture') {
     if (import.meta.env.MODE === 'test-hooks') post({ t: 'testCapture', req: m.req, frames: captured });
+    return;
+  }
+  if (m.t === 'testFrameBench') {
+    if (import.meta.env.MODE === 'test-hooks') post({ t: 'testFrameBench', req: m.req, result: await frameBench() });
     return;
   }
   if (m.t === 'diagnostics') {
@@ -122,6 +143,7 @@ async function handle(m: ToWorker): Promise<void> {
     if (tickTimer) clearInterval(tickTimer);
     tickTimer = null;
     mls = null;
+    webCrypto?.clear();
     member?.free();
     member = null;
     return;
@@ -196,7 +218,12 @@ function isReplay(e: unknown): boolean {
   return e instanceof Error && (e as Error & { replay?: boolean }).replay === true;
 }
 
-function sendFrame(o: TransformOptions, d: TransformDiagnostics, frame: EncodedFrame, out: TransformStreamDefaultController<EncodedFrame>): void {
+async function sendFrame(
+  o: TransformOptions,
+  d: TransformDiagnostics,
+  frame: EncodedFrame,
+  out: TransformStreamDefaultController<EncodedFrame>,
+): Promise<void> {
   const data = new Uint8Array(frame.data);
   d.bytesIn += data.length;
   const source = o.source as SendSourceName;
@@ -219,9 +246,17 @@ function sendFrame(o: TransformOptions, d: TransformDiagnostics, frame: EncodedF
     return;
   }
   const t0 = performance.now();
+  const busy = { busyMs: 0, callMs: 0 };
   try {
-    const protectedFrame = m.encryptFrame(STREAM_ID[source], clear, data);
+    let protectedFrame: Uint8Array;
+    if (webCrypto && data.length >= WEBCRYPTO_MIN_BYTES) protectedFrame = await webCrypto.encrypt(STREAM_ID[source], clear, data, busy);
+    else {
+      protectedFrame = m.encryptFrame(STREAM_ID[source], clear, data);
+      busy.busyMs = performance.now() - t0;
+    }
     d.cryptoMs += performance.now() - t0;
+    d.cryptoBusyMs += busy.busyMs;
+    d.cryptoCallMs += busy.callMs;
     frame.data = exact(protectedFrame);
     d.encrypted += 1;
     d.bytesOut += protectedFrame.length;
@@ -233,7 +268,7 @@ function sendFrame(o: TransformOptions, d: TransformDiagnostics, frame: EncodedF
   }
 }
 
-function receiveFrame(d: TransformDiagnostics, frame: EncodedFrame, out: TransformStreamDefaultController<EncodedFrame>): void {
+async function receiveFrame(d: TransformDiagnostics, frame: EncodedFrame, out: TransformStreamDefaultController<EncodedFrame>): Promise<void> {
   const data = new Uint8Array(frame.data);
   d.bytesIn += data.length;
   if (import.meta.env.MODE === 'test-hooks') {
@@ -251,13 +286,23 @@ function receiveFrame(d: TransformDiagnostics, frame: EncodedFrame, out: Transfo
     d.droppedNoKey += 1;
     return;
   }
+  // Frame-key timers run on the MLS client's clock (corrected to the identity CA's).
+  const now = () => (mls ? mls.at(Date.now()) : Date.now());
   const t0 = performance.now();
+  const busy = { busyMs: 0, callMs: 0 };
   try {
-    // Frame-key timers run on the MLS client's clock (corrected to the identity CA's).
     // Replay windows are per transform (the track the frame came in on): frames on one track
     // cannot make another track's frames look old (klausur-e2ee frame.rs, "Replay window").
-    const r = m.decryptFrame(data, mls ? mls.at(Date.now()) : Date.now(), d.id) as { sender: number; data: Uint8Array };
+    let r: { sender: number; data: Uint8Array };
+    if (webCrypto && data.length >= WEBCRYPTO_MIN_BYTES) r = await webCrypto.decrypt(d.id, data, now, busy);
+    else {
+      // The sender is the KID's leaf (`leaf`, parsed above), which authenticated with it.
+      r = { sender: leaf ?? -1, data: m.decryptFrameData(data, now(), d.id) };
+      busy.busyMs = performance.now() - t0;
+    }
     d.cryptoMs += performance.now() - t0;
+    d.cryptoBusyMs += busy.busyMs;
+    d.cryptoCallMs += busy.callMs;
     frame.data = exact(r.data);
     d.decrypted += 1;
     d.bytesOut += r.data.length;
@@ -270,6 +315,57 @@ function receiveFrame(d: TransformDiagnostics, frame: EncodedFrame, out: Transfo
       if (isReplay(e)) d.droppedReplay += 1;
     }
   }
+}
+
+/** Stream id of the test-hooks benchmark's frames: no media uses it, its counters are its own. */
+const BENCH_STREAM = 7;
+let benchContext = 1e9;
+
+/**
+ * Test-hooks builds only: both frame ciphers timed in this worker with its member's keys,
+ * alternating in rounds so both see the same load (types.ts, FrameBench). Nothing is sent.
+ */
+async function frameBench(): Promise<FrameBench | null> {
+  const m = member;
+  if (!m || !m.inGroup || !webCrypto) return null;
+  const now = () => (mls ? mls.at(Date.now()) : Date.now());
+  const rounds = 20;
+  const perRound = 50;
+  const sizes: FrameBench['sizes'] = {};
+  for (const size of [300, 1200, 16_000, 60_000]) {
+    const frame = new Uint8Array(size).map((_, i) => i & 0xff);
+    const t = { wE: 0, wD: 0, cE: 0, cEB: 0, cD: 0, cDB: 0 };
+    // Round -1 warms up (compiles, imports the keys) and is not counted.
+    for (let r = -1; r < rounds; r++) {
+      if (r === 0) Object.assign(t, { wE: 0, wD: 0, cE: 0, cEB: 0, cD: 0, cDB: 0 });
+      const wasmContext = benchContext++;
+      const cryptoContext = benchContext++;
+      let t0 = performance.now();
+      const w: Uint8Array[] = [];
+      for (let i = 0; i < perRound; i++) w.push(m.encryptFrame(BENCH_STREAM, 3, frame));
+      t.wE += performance.now() - t0;
+      t0 = performance.now();
+      for (const f of w) m.decryptFrameData(f, now(), wasmContext);
+      t.wD += performance.now() - t0;
+      const busyE = { busyMs: 0 };
+      const c: Uint8Array[] = [];
+      t0 = performance.now();
+      for (let i = 0; i < perRound; i++) c.push(await webCrypto.encrypt(BENCH_STREAM, 3, frame, busyE));
+      t.cE += performance.now() - t0;
+      t.cEB += busyE.busyMs;
+      const busyD = { busyMs: 0 };
+      t0 = performance.now();
+      for (const f of c) await webCrypto.decrypt(cryptoContext, f, now, busyD);
+      t.cD += performance.now() - t0;
+      t.cDB += busyD.busyMs;
+    }
+    const us = (ms: number) => Math.round((ms * 1000 * 10) / (rounds * perRound)) / 10;
+    sizes[String(size)] = {
+      wasm: { encryptUs: us(t.wE), decryptUs: us(t.wD) },
+      webcrypto: { encryptUs: us(t.cE), encryptBusyUs: us(t.cEB), decryptUs: us(t.cD), decryptBusyUs: us(t.cDB) },
+    };
+  }
+  return { frames: rounds * perRound, sizes };
 }
 
 scope.onrtctransform = (ev) => {
@@ -291,20 +387,23 @@ scope.onrtctransform = (ev) => {
     bytesOut: 0,
     plaintext: 0,
     cryptoMs: 0,
+    cryptoBusyMs: 0,
+    cryptoCallMs: 0,
   };
   // A sender or receiver gets a new transform when re-attached: replace its counters.
   const i = transforms.findIndex((x) => x.id === o.id);
   if (i >= 0) transforms.splice(i, 1, d);
   else transforms.push(d);
   const valid = (o.side === 'send' && o.source !== undefined && o.source in STREAM_ID) || o.side === 'receive';
+  // transform() returns the frame's promise: the stream waits for it before the next frame,
+  // so frames keep their order although WebCrypto is asynchronous.
   const stream = new TransformStream<EncodedFrame, EncodedFrame>({
     transform(frame, out) {
       if (!valid) {
         d.droppedFailed += 1;
         return;
       }
-      if (o.side === 'send') sendFrame(o, d, frame, out);
-      else receiveFrame(d, frame, out);
+      return o.side === 'send' ? sendFrame(o, d, frame, out) : receiveFrame(d, frame, out);
     },
   });
   t.readable.pipeThrough(stream).pipeTo(t.writable).catch(() => undefined);
