@@ -3,6 +3,7 @@
 // public half to ask the identity CA for a credential.
 
 import type { ClientMsg, MlsContinuity, ServerMsg } from '../signaling/protocol';
+import type { CommitBenchFigures } from './commitBench';
 import type { ParticipantLike } from './mls';
 import type { CapturedFrame, ChatEvent, E2eeDiagnostics, E2eeNotice, E2eeStatus } from './types';
 
@@ -30,6 +31,8 @@ export type ToWorker =
   | { t: 'chat'; id: number; text: string }
   | { t: 'diagnostics'; req: number }
   | { t: 'testCapture'; req: number }
+  /** Test-hooks builds only: time commit processing in a group of `members` (commitBench.ts). */
+  | { t: 'testCommitBench'; req: number; members: number; rounds: number }
   | { t: 'close' };
 
 export type FromWorker =
@@ -44,6 +47,7 @@ export type FromWorker =
   | { t: 'chat'; event: ChatEvent }
   | { t: 'diagnostics'; req: number; data: E2eeDiagnostics }
   | { t: 'testCapture'; req: number; frames: CapturedFrame[] }
+  | { t: 'testCommitBench'; req: number; figures: CommitBenchFigures | null; error: string | null }
   /** The continuity proof asked for with `continuityProof` (null if this worker has no key). */
   | { t: 'continuityProof'; req: number; proof: MlsContinuity | null }
   /** This worker added a guest this user admitted: remember the device key for later connections. */

@@ -118,6 +118,9 @@ export class E2eeSession {
         case 'testCapture':
           this.answer(m.req, m.t === 'diagnostics' ? m.data : m.frames);
           break;
+        case 'testCommitBench':
+          this.answer(m.req, m.figures ?? { error: m.error });
+          break;
         case 'fatal':
           rejectKey(new Error(m.message));
           this.fail(`encryption worker failed: ${m.message}`);
@@ -283,6 +286,18 @@ export class E2eeSession {
     if (import.meta.env.MODE === 'test-hooks') {
       if (!current) return Promise.resolve([]);
       return current.request<CapturedFrame[]>((req) => ({ t: 'testCapture', req }));
+    }
+    return Promise.reject(new Error('not a test-hooks build'));
+  }
+
+  /**
+   * Test-hooks builds only: builds a group of `members` inside the worker's WebAssembly module
+   * and times processing commits made by another member there (commitBench.ts).
+   */
+  static testCommitBench(members: number, rounds: number): Promise<unknown> {
+    if (import.meta.env.MODE === 'test-hooks') {
+      if (!current) return Promise.resolve(null);
+      return current.request<unknown>((req) => ({ t: 'testCommitBench', req, members, rounds }));
     }
     return Promise.reject(new Error('not a test-hooks build'));
   }

@@ -8,6 +8,7 @@
 //   are counted (diagnostics), never passed on.
 
 import { fromBase64, fromHex, toBase64, toHex } from './b64';
+import { commitBench } from './commitBench';
 import { clearBytes, senderLeaf, STREAM_ID } from './frames';
 import { MlsClient } from './mls';
 import init, {
@@ -127,6 +128,16 @@ async function handle(m: ToWorker): Promise<void> {
     return;
   }
   await ready;
+  if (m.t === 'testCommitBench') {
+    if (import.meta.env.MODE === 'test-hooks') {
+      try {
+        post({ t: 'testCommitBench', req: m.req, figures: commitBench(m.members, m.rounds), error: null });
+      } catch (e) {
+        post({ t: 'testCommitBench', req: m.req, figures: null, error: e instanceof Error ? e.message : String(e) });
+      }
+    }
+    return;
+  }
   if (m.t === 'continuityProof') {
     let proof = null;
     try {

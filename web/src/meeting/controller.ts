@@ -630,6 +630,8 @@ export interface KlausurTestHooks {
   notices(): E2eeNotice[];
   /** Test-hooks build only: plaintext frames captured before encryption. */
   testCapture(): Promise<unknown>;
+  /** Test-hooks build only: commit processing times in a group of `members` in the worker. */
+  testCommitBench(members: number, rounds: number): Promise<unknown>;
   /**
    * For the dial-in tests: how much of the received microphone audio of `participantId`, over
    * `ms`, lies at each of `freqs` (share of the 100 Hz to 4 kHz energy within 20 Hz of it).
@@ -668,6 +670,7 @@ function installTestHooks(c: MeetingController): void {
     connection: () => c.connectionState(),
     notices: () => c.getSnapshot().notices.map((n) => n.notice),
     testCapture: () => E2eeSession.testCapture(),
+    testCommitBench: (members: number, rounds: number) => E2eeSession.testCommitBench(members, rounds),
     toneShares: (participantId: string, freqs: number[], ms: number) => {
       const remote = c.getSnapshot().remote.find((r) => r.participantId === participantId && r.source === 'microphone');
       return remote ? toneShares(remote.track, freqs, ms) : Promise.resolve(null);
