@@ -529,37 +529,38 @@ async fn run_size(opts: &Options, n: usize) -> anyhow::Result<SizeResult> {
                 s[..=i].iter().all(|m| m.roster_len() == i + 1)
             })
             .await?;
-            let all = lock(&states);
-            let s = &all[i];
-            let commit = all[0]
-                .commits_sent
-                .get(commits_before..)
-                .and_then(|c| c.iter().find(|c| c.3 > 0));
-            let all_members = all[..=i]
-                .iter()
-                .filter_map(|m| m.rosters.last().map(|r| r.0))
-                .max();
-            let wall = first.map_or(0.0, |f| f.saturating_duration_since(t0).as_secs_f64());
-            let f = JoinFigures {
-                number: i + 1,
-                joined_s: secs(t0, s.joined),
-                commit_sent_s: secs(t0, commit.map(|c| c.0)),
-                welcome_s: secs(t0, s.welcome.map(|w| w.0)),
-                in_group_s: secs(t0, s.in_group),
-                media_s: secs(t0, s.media),
-                first_frame_s: secs(t0, first),
-                commit_bytes: commit.map(|c| c.1),
-                welcome_bytes: commit.and_then(|c| c.2),
-                added: commit.map_or(0, |c| c.3),
-                all_members_s: secs(t0, all_members),
-                server_cpu_s: cpu_b - cpu_a,
-                server_core_share: if wall > 0.0 {
-                    (cpu_b - cpu_a) / wall
-                } else {
-                    0.0
-                },
+            let f = {
+                let all = lock(&states);
+                let s = &all[i];
+                let commit = all[0]
+                    .commits_sent
+                    .get(commits_before..)
+                    .and_then(|c| c.iter().find(|c| c.3 > 0));
+                let all_members = all[..=i]
+                    .iter()
+                    .filter_map(|m| m.rosters.last().map(|r| r.0))
+                    .max();
+                let wall = first.map_or(0.0, |f| f.saturating_duration_since(t0).as_secs_f64());
+                JoinFigures {
+                    number: i + 1,
+                    joined_s: secs(t0, s.joined),
+                    commit_sent_s: secs(t0, commit.map(|c| c.0)),
+                    welcome_s: secs(t0, s.welcome.map(|w| w.0)),
+                    in_group_s: secs(t0, s.in_group),
+                    media_s: secs(t0, s.media),
+                    first_frame_s: secs(t0, first),
+                    commit_bytes: commit.map(|c| c.1),
+                    welcome_bytes: commit.and_then(|c| c.2),
+                    added: commit.map_or(0, |c| c.3),
+                    all_members_s: secs(t0, all_members),
+                    server_cpu_s: cpu_b - cpu_a,
+                    server_core_share: if wall > 0.0 {
+                        (cpu_b - cpu_a) / wall
+                    } else {
+                        0.0
+                    },
+                }
             };
-            drop(all);
             eprintln!(
                 "klausur-bench: large: joiner {} decrypts after {:.3} s",
                 i + 1,
@@ -596,38 +597,39 @@ async fn run_size(opts: &Options, n: usize) -> anyhow::Result<SizeResult> {
         let server_cpu_s = server_cpu(srv.pid) - cpu_a;
         // A few frames in the new epoch.
         tokio::time::sleep(Duration::from_millis(300)).await;
-        let all = lock(&states);
-        let new_epoch_at = |i: usize| {
-            all[i]
-                .rosters
-                .get(rosters_before[i]..)
-                .and_then(|r| r.iter().find(|r| r.1 == n - 1))
-                .map(|r| r.0)
+        let leave = {
+            let all = lock(&states);
+            let new_epoch_at = |i: usize| {
+                all[i]
+                    .rosters
+                    .get(rosters_before[i]..)
+                    .and_then(|r| r.iter().find(|r| r.1 == n - 1))
+                    .map(|r| r.0)
+            };
+            let commit = all[0]
+                .commits_sent
+                .get(commits_before..)
+                .and_then(|c| c.first());
+            let own = new_epoch_at(last);
+            LeaveFigures {
+                commit_sent_s: secs(t0, commit.map(|c| c.0)),
+                commit_bytes: commit.map(|c| c.1),
+                own_core_member_s: secs(t0, own),
+                committer_s: secs(t0, new_epoch_at(0)),
+                all_members_s: secs(
+                    t0,
+                    (0..n)
+                        .filter(|&i| remaining(i))
+                        .filter_map(new_epoch_at)
+                        .max(),
+                ),
+                first_frame_after_s: secs(
+                    t0,
+                    own.and_then(|o| all[last].frames.iter().copied().find(|&f| f > o)),
+                ),
+                server_cpu_s,
+            }
         };
-        let commit = all[0]
-            .commits_sent
-            .get(commits_before..)
-            .and_then(|c| c.first());
-        let own = new_epoch_at(last);
-        let leave = LeaveFigures {
-            commit_sent_s: secs(t0, commit.map(|c| c.0)),
-            commit_bytes: commit.map(|c| c.1),
-            own_core_member_s: secs(t0, own),
-            committer_s: secs(t0, new_epoch_at(0)),
-            all_members_s: secs(
-                t0,
-                (0..n)
-                    .filter(|&i| remaining(i))
-                    .filter_map(new_epoch_at)
-                    .max(),
-            ),
-            first_frame_after_s: secs(
-                t0,
-                own.and_then(|o| all[last].frames.iter().copied().find(|&f| f > o)),
-            ),
-            server_cpu_s,
-        };
-        drop(all);
         speaking.store(false, std::sync::atomic::Ordering::Relaxed);
         if let Ok(Some(s)) = speaker_task.await {
             s.leave();
