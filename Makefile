@@ -80,6 +80,17 @@ bench-dialin:
 	$(CARGO) build --release -p klausur-server -p klausur-bench
 	./target/release/klausur-bench --server-bin target/release/klausur --json target/bench-dialin.json dialin --markdown BENCHMARKS.md
 
+## Large end-to-end encrypted meetings (klausur-bench large, issue 21): meetings of 50 and 100
+## native participants with real MLS and SFrame; join time of the last joiner until its first
+## decrypted frame, commit and Welcome sizes, rekeying after a leave, server CPU during joins.
+## Prints Markdown tables (copied into BENCHMARKS.md, "Large encrypted meetings"). Honours
+## CARGO_TARGET_DIR.
+.PHONY: bench-large
+bench-large:
+	$(CARGO) build --release -p klausur-server -p klausur-bench
+	dir=$${CARGO_TARGET_DIR:-target}; \
+	$$dir/release/klausur-bench --server-bin $$dir/release/klausur --json $$dir/bench-large.json large --members 50,100
+
 ## Soak test (klausur-bench soak, issue 19): 200 simulated participants (audio and video) join
 ## and leave 40 meetings of 5 for 5 minutes, after a 30 s warm-up round that sets the memory
 ## baseline; fails on a server ERROR line, a meeting, connection, room or peer left afterwards,

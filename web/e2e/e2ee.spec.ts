@@ -437,6 +437,63 @@ test('figures: admit-to-first-decrypted-frame and the worker’s cost per frame 
   writeFileSync(joinPath(test.info().outputDir, '..', 'e2ee-figures.json'), JSON.stringify({ ...figures, frameCiphers: bench }, null, 2));
 });
 
+test('figures: processing a commit in a group of 100 in the worker (recorded, not asserted)', async ({
+  browser,
+  server,
+  adminPassword,
+}) => {
+  // The organiser's encryption worker, running in a meeting, builds a group of 100 inside its
+  // own WebAssembly module (a committer, 98 others and itself, joined by a Welcome; credentials
+  // from a CA key of its own, verified as in a meeting) and times processing the committer's
+  // commits there: adding one member, removing it, updating the committer's leaf
+  // (web/src/e2ee/commitBench.ts). Target (issue 21): under 50 ms per commit.
+  const { admin } = await newMeeting(browser, server.baseURL, adminPassword, []);
+  await organiserJoins(admin.page, TITLE);
+  await commonSecurityCode([admin.page]);
+  const MEMBERS = 100;
+  const r = (await admin.page.evaluate((n) => window.__klausur!.testCommitBench(n, 5), MEMBERS)) as {
+    error?: string;
+    members: number;
+    setupMs: number;
+    welcomeMs: number;
+    welcomeBytes: number;
+    addMs: number[];
+    removeMs: number[];
+    updateMs: number[];
+    rosterMs: number[];
+    addCommitBytes: number;
+    removeCommitBytes: number;
+    updateCommitBytes: number;
+  };
+  expect(r.error).toBeUndefined();
+  expect(r.members).toBe(MEMBERS);
+  const median = (xs: number[]) => {
+    const s = [...xs].sort((x, y) => x - y);
+    return Math.round(s[Math.floor(s.length / 2)] * 10) / 10;
+  };
+  const max = (xs: number[]) => Math.round(Math.max(...xs) * 10) / 10;
+  const figures = {
+    members: r.members,
+    rounds: r.addMs.length,
+    setup_ms: Math.round(r.setupMs),
+    join_from_welcome_ms: Math.round(r.welcomeMs * 10) / 10,
+    welcome_bytes: r.welcomeBytes,
+    process_add_commit_ms_median: median(r.addMs),
+    process_add_commit_ms_max: max(r.addMs),
+    process_remove_commit_ms_median: median(r.removeMs),
+    process_remove_commit_ms_max: max(r.removeMs),
+    process_update_commit_ms_median: median(r.updateMs),
+    process_update_commit_ms_max: max(r.updateMs),
+    roster_after_commit_ms_median: median(r.rosterMs),
+    roster_after_commit_ms_max: max(r.rosterMs),
+    add_commit_bytes: r.addCommitBytes,
+    remove_commit_bytes: r.removeCommitBytes,
+    update_commit_bytes: r.updateCommitBytes,
+  };
+  console.log(`E2EE COMMIT FIGURES ${JSON.stringify(figures)}`);
+  writeFileSync(joinPath(test.info().outputDir, '..', 'e2ee-commit-figures.json'), JSON.stringify(figures, null, 2));
+});
+
 test('negative control: with encryption switched off (test-only switch) the detector finds plaintext', async ({
   browser,
   server,

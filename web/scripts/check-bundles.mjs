@@ -18,6 +18,7 @@ const MARKERS = [
   [/clearLen/, 'the worker captures plaintext frames for tests'],
   [/e2ee_test_plaintext/, 'the page reads the query parameter that switches encryption off'],
   [/e2ee_test_outsider/, 'the page reads the query parameter that keeps it out of the MLS group'],
+  [/commit-bench/, 'the worker has the commit benchmark (builds MLS groups with a CA key of its own)'],
 ];
 
 /** The concatenated JavaScript of a build (source maps left out: they are not executed). */

@@ -24,6 +24,11 @@
 //! beside the server, meetings of native end-to-end encrypted participants and SIP callers of
 //! the benchmark's own (`dialin/`, `make bench-dialin`).
 //!
+//! `large` measures large end-to-end encrypted meetings (`large.rs`, `make bench-large`): 50 and
+//! 100 native `klausur-client` participants with real MLS and SFrame in one meeting; the join
+//! time of the last joiner until its first decrypted frame, commit and Welcome sizes, rekeying
+//! after a leave, the server's CPU during joins.
+//!
 //! Before each trial the tool measures the loopback floor, what one bare UDP datagram costs
 //! the server's core right then (`floor.rs`, `klausur-bench floor`): the ceiling the packets per
 //! CPU-second are to be read against, and a mark of the machine's phase during the run.
@@ -33,6 +38,7 @@ mod dialin;
 mod floor;
 mod header;
 mod janus;
+mod large;
 mod procfs;
 mod report;
 mod scenario;
@@ -185,6 +191,22 @@ enum Cmd {
         /// of real-time round robin (chrt -r 10, needs root).
         #[arg(long)]
         no_realtime: bool,
+    },
+    /// `large` (`make bench-large`): end-to-end encrypted meetings of 50 and 100 native
+    /// participants (real MLS and SFrame): the join time of the last joiner until its first
+    /// decrypted frame, commit and Welcome sizes, rekeying after a leave, server CPU during
+    /// joins (see `large.rs`).
+    Large {
+        /// Meeting sizes, one meeting (and server) each.
+        #[arg(long, value_delimiter = ',', default_value = "50,100")]
+        members: Vec<usize>,
+        /// The last joiners, joining one at a time, whose joins are measured.
+        #[arg(long, default_value_t = 3)]
+        measured: usize,
+        /// Run the crowd at the same priority as the measured participants (by default it has
+        /// a thread of its own at nice 10).
+        #[arg(long)]
+        no_isolate: bool,
     },
     /// `soak` (`make soak`): participants keep joining and leaving many small meetings (audio
     /// and video) for minutes, after a warm-up round; afterwards the server must have no ERROR
@@ -386,7 +408,7 @@ fn specs(cli: &Cli) -> anyhow::Result<Vec<(Spec, bool)>> {
             specs.push((Spec::townhall(*participants, *speakers), janus));
         }
         Cmd::Idle { participants } => specs.push((Spec::idle(*participants), janus)),
-        Cmd::Floor { .. } | Cmd::Dialin { .. } | Cmd::Soak { .. } => {}
+        Cmd::Floor { .. } | Cmd::Dialin { .. } | Cmd::Soak { .. } | Cmd::Large { .. } => {}
         Cmd::Churn { participants, rate } => specs.push((churn(*participants, *rate)?, janus)),
         Cmd::Standard {
             sizes,
@@ -465,6 +487,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
     if let Cmd::Soak { .. } = &cli.command {
         return run_soak(&cli, &s, started).await;
+    }
+    if let Cmd::Large { .. } = &cli.command {
+        return run_large(&cli, &s, started).await;
     }
     let specs = specs(&cli)?;
     let lengths = lengths(&s, &specs);
@@ -624,6 +649,50 @@ async fn run_dialin(cli: &Cli, s: &Settings, started: std::time::Instant) -> any
         eprintln!("klausur-bench: updated {}", path.display());
     }
     eprintln!("klausur-bench: done in {:.1} s", wall.as_secs_f64());
+    Ok(())
+}
+
+async fn run_large(cli: &Cli, s: &Settings, started: std::time::Instant) -> anyhow::Result<()> {
+    let Cmd::Large {
+        members,
+        measured,
+        no_isolate,
+    } = &cli.command
+    else {
+        anyhow::bail!("not the large command");
+    };
+    let opts = large::Options {
+        sizes: members.clone(),
+        measured: (*measured).clamp(1, 10),
+        stagger: s.stagger,
+        server_cpu: s.server_cpu,
+        server_bin: s.server_bin.clone(),
+        isolate: !no_isolate,
+    };
+    let result = large::run(&opts).await?;
+    println!("{}", large::tables(&result));
+    for t in large::targets(&result) {
+        println!("- {t}");
+    }
+    for size in &result.sizes {
+        for p in &size.problems {
+            eprintln!("klausur-bench: large {}: {p}", size.members);
+        }
+    }
+    if let Some(path) = &cli.common.json {
+        let v = json!({
+            "scenario": "large",
+            "commit": report::git_commit(),
+            "machine": report::machine_json(),
+            "result": result,
+        });
+        std::fs::write(path, serde_json::to_string_pretty(&v)? + "\n")?;
+        eprintln!("klausur-bench: wrote {}", path.display());
+    }
+    eprintln!(
+        "klausur-bench: done in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
     Ok(())
 }
 

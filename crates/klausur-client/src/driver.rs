@@ -234,6 +234,58 @@ pub enum ClientEvent {
     Failed(String),
     /// The client has stopped (after [`Event::Ended`] or a failure).
     Stopped,
+    /// A commit or Welcome went out or came in (for measurement: the benchmark's large
+    /// meetings record their sizes and when they passed).
+    Mls(MlsTraffic),
+}
+
+/// A commit or Welcome that passed the client's WebSocket, with its size in bytes (the
+/// `MLSMessage`, base64-decoded) and when it was sent or received.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MlsTraffic {
+    /// This client sent a commit for `epoch`, with a Welcome for `welcome_for` joiners.
+    CommitSent {
+        epoch: u64,
+        commit_bytes: usize,
+        welcome_bytes: Option<usize>,
+        welcome_for: usize,
+        at: Instant,
+    },
+    /// The commit that won `epoch` arrived (another member's).
+    CommitReceived {
+        epoch: u64,
+        bytes: usize,
+        at: Instant,
+    },
+    /// The Welcome that adds this client arrived; it joins in `epoch`.
+    WelcomeReceived {
+        epoch: u64,
+        bytes: usize,
+        at: Instant,
+    },
+}
+
+/// The size of the bytes a base64 text holds (padding and all; no decoding).
+fn base64_len(text: &str) -> usize {
+    let pad = text.bytes().rev().take_while(|&b| b == b'=').count().min(2);
+    (text.len() / 4 * 3).saturating_sub(pad)
+}
+
+/// The [`MlsTraffic`] a server message is, if any.
+fn mls_received(msg: &ServerMsg, at: Instant) -> Option<MlsTraffic> {
+    match msg {
+        ServerMsg::MlsCommit { epoch, commit, .. } => Some(MlsTraffic::CommitReceived {
+            epoch: *epoch,
+            bytes: base64_len(commit),
+            at,
+        }),
+        ServerMsg::MlsWelcome { welcome, epoch } => Some(MlsTraffic::WelcomeReceived {
+            epoch: *epoch,
+            bytes: base64_len(welcome),
+            at,
+        }),
+        _ => None,
+    }
 }
 
 enum Command {
@@ -524,6 +576,21 @@ async fn run(
                     let text = serde_json::to_string(&msg)
                         .map_err(|e| DriverError::BadAnswer(e.to_string()))?;
                     ws.send(Message::Text(text.into())).await?;
+                    if let klausur_proto::ClientMsg::MlsCommit {
+                        epoch,
+                        commit,
+                        welcome,
+                        welcome_for,
+                    } = &msg
+                    {
+                        let _ = events.send(ClientEvent::Mls(MlsTraffic::CommitSent {
+                            epoch: *epoch,
+                            commit_bytes: base64_len(commit),
+                            welcome_bytes: welcome.as_deref().map(base64_len),
+                            welcome_for: welcome_for.len(),
+                            at: Instant::now(),
+                        }));
+                    }
                 }
                 Output::Transmit(t) => {
                     if let Err(e) = socket.send_to(&t.contents, t.destination).await {
@@ -611,7 +678,13 @@ async fn run(
             msg = ws.next() => match msg {
                 Some(Ok(Message::Text(text))) => {
                     match serde_json::from_str::<ServerMsg>(text.as_str()) {
-                        Ok(msg) => session.handle_signal(msg, now()),
+                        Ok(msg) => {
+                            let now = now();
+                            if let Some(t) = mls_received(&msg, now.instant) {
+                                let _ = events.send(ClientEvent::Mls(t));
+                            }
+                            session.handle_signal(msg, now);
+                        }
                         Err(e) => tracing::debug!("unknown server message: {e}"),
                     }
                 }
@@ -745,6 +818,14 @@ mod tests {
             }
         });
         addr
+    }
+
+    #[test]
+    fn base64_lengths() {
+        let e = base64::engine::general_purpose::STANDARD;
+        for n in 0..10 {
+            assert_eq!(base64_len(&e.encode(vec![7u8; n])), n);
+        }
     }
 
     #[test]

@@ -3,6 +3,7 @@
 // public half to ask the identity CA for a credential.
 
 import type { ClientMsg, MlsContinuity, ServerMsg } from '../signaling/protocol';
+import type { CommitBenchFigures } from './commitBench';
 import type { ParticipantLike } from './mls';
 import type { CapturedFrame, ChatEvent, E2eeDiagnostics, E2eeNotice, E2eeStatus, FrameBench } from './types';
 
@@ -32,6 +33,8 @@ export type ToWorker =
   | { t: 'testCapture'; req: number }
   /** Test-hooks builds only: time both frame ciphers in this worker (see worker.ts). */
   | { t: 'testFrameBench'; req: number }
+  /** Test-hooks builds only: time commit processing in a group of `members` (commitBench.ts). */
+  | { t: 'testCommitBench'; req: number; members: number; rounds: number }
   | { t: 'close' };
 
 export type FromWorker =
@@ -47,6 +50,7 @@ export type FromWorker =
   | { t: 'diagnostics'; req: number; data: E2eeDiagnostics }
   | { t: 'testCapture'; req: number; frames: CapturedFrame[] }
   | { t: 'testFrameBench'; req: number; result: FrameBench | null }
+  | { t: 'testCommitBench'; req: number; figures: CommitBenchFigures | null; error: string | null }
   /** The continuity proof asked for with `continuityProof` (null if this worker has no key). */
   | { t: 'continuityProof'; req: number; proof: MlsContinuity | null }
   /** This worker added a guest this user admitted: remember the device key for later connections. */

@@ -121,6 +121,9 @@ export class E2eeSession {
         case 'testFrameBench':
           this.answer(m.req, m.result);
           break;
+        case 'testCommitBench':
+          this.answer(m.req, m.figures ?? { error: m.error });
+          break;
         case 'fatal':
           rejectKey(new Error(m.message));
           this.fail(`encryption worker failed: ${m.message}`);
@@ -295,6 +298,18 @@ export class E2eeSession {
     if (import.meta.env.MODE === 'test-hooks') {
       if (!current) return Promise.resolve(null);
       return current.request<FrameBench | null>((req) => ({ t: 'testFrameBench', req }));
+    }
+    return Promise.reject(new Error('not a test-hooks build'));
+  }
+
+  /**
+   * Test-hooks builds only: builds a group of `members` inside the worker's WebAssembly module
+   * and times processing commits made by another member there (commitBench.ts).
+   */
+  static testCommitBench(members: number, rounds: number): Promise<unknown> {
+    if (import.meta.env.MODE === 'test-hooks') {
+      if (!current) return Promise.resolve(null);
+      return current.request<unknown>((req) => ({ t: 'testCommitBench', req, members, rounds }));
     }
     return Promise.reject(new Error('not a test-hooks build'));
   }

@@ -10,6 +10,7 @@
 //   sframe.ts) with keys, counters, replay windows and the membership check from the core.
 
 import { fromBase64, fromHex, toBase64, toHex } from './b64';
+import { commitBench } from './commitBench';
 import { clearBytes, senderLeaf, STREAM_ID } from './frames';
 import { WebCryptoFrames } from './sframe';
 import { MlsClient } from './mls';
@@ -149,6 +150,16 @@ async function handle(m: ToWorker): Promise<void> {
     return;
   }
   await ready;
+  if (m.t === 'testCommitBench') {
+    if (import.meta.env.MODE === 'test-hooks') {
+      try {
+        post({ t: 'testCommitBench', req: m.req, figures: commitBench(m.members, m.rounds), error: null });
+      } catch (e) {
+        post({ t: 'testCommitBench', req: m.req, figures: null, error: e instanceof Error ? e.message : String(e) });
+      }
+    }
+    return;
+  }
   if (m.t === 'continuityProof') {
     let proof = null;
     try {

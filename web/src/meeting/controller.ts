@@ -655,6 +655,8 @@ export interface KlausurTestHooks {
   testCapture(): Promise<unknown>;
   /** Test-hooks build only: both frame ciphers timed in the encryption worker. */
   testFrameBench(): Promise<unknown>;
+  /** Test-hooks build only: commit processing times in a group of `members` in the worker. */
+  testCommitBench(members: number, rounds: number): Promise<unknown>;
   /**
    * For the dial-in tests: how much of the received microphone audio of `participantId`, over
    * `ms`, lies at each of `freqs` (share of the 100 Hz to 4 kHz energy within 20 Hz of it).
@@ -694,6 +696,7 @@ function installTestHooks(c: MeetingController): void {
     notices: () => c.getSnapshot().notices.map((n) => n.notice),
     testCapture: () => E2eeSession.testCapture(),
     testFrameBench: () => E2eeSession.testFrameBench(),
+    testCommitBench: (members: number, rounds: number) => E2eeSession.testCommitBench(members, rounds),
     toneShares: (participantId: string, freqs: number[], ms: number) => {
       const remote = c.getSnapshot().remote.find((r) => r.participantId === participantId && r.source === 'microphone');
       return remote ? toneShares(remote.track, freqs, ms) : Promise.resolve(null);
