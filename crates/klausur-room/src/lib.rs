@@ -76,6 +76,8 @@
 //! Peer input (datagrams, SDP) never panics the room; it is either ignored or returned as a
 //! [`RoomError`].
 
+pub mod simulcast;
+
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::panic::{catch_unwind, AssertUnwindSafe};

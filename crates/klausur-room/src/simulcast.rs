@@ -1,0 +1,412 @@
+//! Simulcast building blocks, sans-IO: reading and rewriting the VP8 payload descriptor, and
+//! choosing which layer of a simulcast camera a subscriber gets.
+//!
+//! The VP8 payload descriptor (RFC 7741, section 4.2) and the first byte of the VP8 frame tag
+//! are codec framing that stays in clear under SFrame (see `docs/e2ee.md`): a forwarder reads
+//! them to find keyframes (where a subscriber may switch layers) and rewrites the picture ID
+//! and TL0PICIDX so the receiver sees one continuous stream across switches. Nothing here
+//! reads or changes a byte after the frame tag's first byte.
+
+/// What the forwarder needs from one VP8 RTP payload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Vp8Descriptor {
+    /// First packet of a keyframe (start of partition 0 with the frame tag's P bit 0).
+    pub keyframe_start: bool,
+    /// The picture ID and its width (7 or 15 bits), with its offset in the payload.
+    pub picture_id: Option<(u16, PictureIdWidth, usize)>,
+    /// The TL0PICIDX and its offset in the payload.
+    pub tl0picidx: Option<(u8, usize)>,
+}
+
+/// Width of the picture ID field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PictureIdWidth {
+    Bits7,
+    Bits15,
+}
+
+impl PictureIdWidth {
+    fn modulus(self) -> u32 {
+        match self {
+            PictureIdWidth::Bits7 => 1 << 7,
+            PictureIdWidth::Bits15 => 1 << 15,
+        }
+    }
+}
+
+/// Parses the VP8 payload descriptor at the start of `payload`; `None` if it is truncated.
+pub fn parse_vp8(payload: &[u8]) -> Option<Vp8Descriptor> {
+    let b0 = *payload.first()?;
+    let extended = b0 & 0x80 != 0;
+    let start = b0 & 0x10 != 0;
+    let partition = b0 & 0x07;
+    let mut at = 1;
+    let mut picture_id = None;
+    let mut tl0picidx = None;
+    if extended {
+        let x = *payload.get(at)?;
+        at += 1;
+        let (i, l, t, k) = (x & 0x80 != 0, x & 0x40 != 0, x & 0x20 != 0, x & 0x10 != 0);
+        if i {
+            let p0 = *payload.get(at)?;
+            if p0 & 0x80 != 0 {
+                let p1 = *payload.get(at + 1)?;
+                let id = (u16::from(p0 & 0x7f) << 8) | u16::from(p1);
+                picture_id = Some((id, PictureIdWidth::Bits15, at));
+                at += 2;
+            } else {
+                picture_id = Some((u16::from(p0), PictureIdWidth::Bits7, at));
+                at += 1;
+            }
+        }
+        if l {
+            tl0picidx = Some((*payload.get(at)?, at));
+            at += 1;
+        }
+        if t || k {
+            payload.get(at)?;
+            at += 1;
+        }
+    }
+    let keyframe_start = start
+        && partition == 0
+        && match payload.get(at) {
+            Some(tag) => tag & 0x01 == 0,
+            None => false,
+        };
+    Some(Vp8Descriptor {
+        keyframe_start,
+        picture_id,
+        tl0picidx,
+    })
+}
+
+/// Picture ID and TL0PICIDX rewriting of one subscriber slot, so that the receiver sees one
+/// continuous VP8 stream when the slot switches between simulcast layers (each layer numbers
+/// its pictures independently).
+#[derive(Debug, Default, Clone)]
+pub struct Vp8Rewrite {
+    /// Output minus input picture ID (mod 2^15) of the current layer.
+    pid_delta: Option<u16>,
+    /// Output minus input TL0PICIDX (mod 256) of the current layer.
+    tl0_delta: Option<u8>,
+    /// Newest output picture ID and TL0PICIDX.
+    last_pid: Option<u16>,
+    last_tl0: Option<u8>,
+}
+
+impl Vp8Rewrite {
+    /// Starts a new input stream (a layer switch): the next picture continues after the last
+    /// one sent.
+    pub fn restart(&mut self) {
+        self.pid_delta = None;
+        self.tl0_delta = None;
+    }
+
+    /// Rewrites the descriptor of `payload` in place (as parsed into `d`).
+    pub fn rewrite(&mut self, payload: &mut [u8], d: &Vp8Descriptor) {
+        if let Some((id, width, at)) = d.picture_id {
+            let m = width.modulus();
+            let delta = *self.pid_delta.get_or_insert_with(|| match self.last_pid {
+                Some(last) => {
+                    ((u32::from(last) + 1 + (1 << 15) - u32::from(id)) % (1 << 15)) as u16
+                }
+                None => 0,
+            });
+            let out = ((u32::from(id) + u32::from(delta)) % m) as u16;
+            let full = ((u32::from(id) + u32::from(delta)) % (1 << 15)) as u16;
+            match width {
+                PictureIdWidth::Bits15 => {
+                    if let Some(b) = payload.get_mut(at..at + 2) {
+                        b[0] = 0x80 | (out >> 8) as u8;
+                        b[1] = out as u8;
+                    }
+                }
+                PictureIdWidth::Bits7 => {
+                    if let Some(b) = payload.get_mut(at) {
+                        *b = out as u8 & 0x7f;
+                    }
+                }
+            }
+            if self.last_pid.is_none_or(|last| newer15(full, last)) {
+                self.last_pid = Some(full);
+            }
+        }
+        if let Some((idx, at)) = d.tl0picidx {
+            let delta = *self.tl0_delta.get_or_insert_with(|| match self.last_tl0 {
+                Some(last) => last.wrapping_add(1).wrapping_sub(idx),
+                None => 0,
+            });
+            let out = idx.wrapping_add(delta);
+            if let Some(b) = payload.get_mut(at) {
+                *b = out;
+            }
+            if self
+                .last_tl0
+                .is_none_or(|last| (out.wrapping_sub(last) as i8) > 0)
+            {
+                self.last_tl0 = Some(out);
+            }
+        }
+    }
+}
+
+fn newer15(a: u16, b: u16) -> bool {
+    let d = (u32::from(a) + (1 << 15) - u32::from(b)) % (1 << 15);
+    d != 0 && d < (1 << 14)
+}
+
+/// One layer of a simulcast camera as the room sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LayerInfo {
+    /// Frame height in pixels (0: not known yet).
+    pub height: u32,
+    /// Measured bitrate of the layer in bit/s (0: not known yet).
+    pub bitrate: u64,
+}
+
+/// Fraction above a layer's bitrate the estimate must reach before switching up to it, in
+/// percent (hysteresis: a switch down happens as soon as the estimate is below the bitrate).
+pub const UP_MARGIN_PERCENT: u64 = 25;
+
+/// Chooses the layer (index into `layers`, ordered low to high) for a subscriber that shows
+/// the video `want_height` pixels tall, within `budget` bit/s, currently receiving `current`.
+///
+/// The size bound: the smallest layer at least `want_height / 2` tall (a 2:1 mismatch is
+/// allowed: a 720-pixel tile takes a 360-pixel layer; a layer of unknown height counts as
+/// tall enough). The budget bound: the highest layer whose bitrate fits,
+/// switching up only with [`UP_MARGIN_PERCENT`] headroom. The lowest layer is always allowed
+/// (`None` only if `layers` is empty); pausing video entirely is the caller's choice.
+pub fn choose_layer(
+    layers: &[LayerInfo],
+    want_height: u32,
+    budget: u64,
+    current: Option<usize>,
+) -> Option<usize> {
+    if layers.is_empty() {
+        return None;
+    }
+    let top = layers.len() - 1;
+    // Size: the smallest layer at least half as tall as wanted; unknown heights count as fit.
+    let by_size = layers
+        .iter()
+        .position(|l| l.height == 0 || u64::from(l.height) * 2 >= u64::from(want_height))
+        .unwrap_or(top);
+    // Budget, with hysteresis against the current layer.
+    let mut by_budget = 0;
+    for (i, l) in layers.iter().enumerate() {
+        let need = if current.is_some_and(|c| i <= c) {
+            l.bitrate
+        } else {
+            l.bitrate + l.bitrate * UP_MARGIN_PERCENT / 100
+        };
+        if need <= budget {
+            by_budget = i;
+        } else {
+            break;
+        }
+    }
+    Some(by_size.min(by_budget))
+}
+
+/// A video track competing for a subscriber's bandwidth in [`allocate`].
+#[derive(Debug, Clone)]
+pub struct VideoDemand {
+    /// Screen shares are served before cameras.
+    pub screen: bool,
+    pub layers: Vec<LayerInfo>,
+    pub want_height: u32,
+    pub current: Option<usize>,
+}
+
+/// Splits a subscriber's estimated bandwidth `estimate` (bit/s) over its video tracks: audio
+/// (`audio` bit/s) is taken off first and never dropped, then screen shares, then cameras, each
+/// given the layer [`choose_layer`] picks within what is left. A track gets `None` (paused) only
+/// if not even its lowest layer fits what is left, except that the first video always gets at
+/// least its lowest layer (a subscriber is never left without any picture while one exists).
+pub fn allocate(estimate: u64, audio: u64, demands: &[VideoDemand]) -> Vec<Option<usize>> {
+    let mut left = estimate.saturating_sub(audio);
+    let mut out = vec![None; demands.len()];
+    let mut order: Vec<usize> = (0..demands.len()).collect();
+    order.sort_by_key(|&i| !demands[i].screen);
+    let mut first = true;
+    for i in order {
+        let d = &demands[i];
+        let Some(lowest) = d.layers.first() else {
+            continue;
+        };
+        if lowest.bitrate > left && !first {
+            continue;
+        }
+        first = false;
+        let choice = choose_layer(&d.layers, d.want_height, left, d.current);
+        if let Some(c) = choice {
+            left = left.saturating_sub(d.layers[c].bitrate);
+        }
+        out[i] = choice;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// X=1, I=1 (15-bit), L=1, T=1; S=1, PID=0; frame tag byte.
+    fn packet(pid: u16, tl0: u8, start: bool, key: bool) -> Vec<u8> {
+        let b0 = 0x80 | if start { 0x10 } else { 0 };
+        vec![
+            b0,
+            0xe0,
+            0x80 | (pid >> 8) as u8,
+            pid as u8,
+            tl0,
+            0x40,
+            if key { 0x10 } else { 0x11 },
+            0xaa,
+            0xbb,
+        ]
+    }
+
+    #[test]
+    fn parses_keyframe_start_and_fields() {
+        let d = parse_vp8(&packet(0x1234, 7, true, true)).expect("descriptor");
+        assert!(d.keyframe_start);
+        assert_eq!(d.picture_id, Some((0x1234, PictureIdWidth::Bits15, 2)));
+        assert_eq!(d.tl0picidx, Some((7, 4)));
+        assert!(
+            !parse_vp8(&packet(1, 7, true, false))
+                .expect("descriptor")
+                .keyframe_start
+        );
+        assert!(
+            !parse_vp8(&packet(1, 7, false, true))
+                .expect("descriptor")
+                .keyframe_start
+        );
+        // Minimal descriptor (no X): byte 0 then the frame tag.
+        assert!(parse_vp8(&[0x10, 0x00]).expect("descriptor").keyframe_start);
+        assert!(!parse_vp8(&[0x10, 0x01]).expect("descriptor").keyframe_start);
+        // 7-bit picture ID.
+        let d = parse_vp8(&[0x90, 0x80, 0x05, 0x00]).expect("descriptor");
+        assert_eq!(d.picture_id, Some((5, PictureIdWidth::Bits7, 2)));
+        assert!(d.keyframe_start);
+    }
+
+    #[test]
+    fn truncated_input_never_panics() {
+        let full = packet(0x1234, 7, true, true);
+        for n in 0..full.len() {
+            let _ = parse_vp8(&full[..n]);
+        }
+        assert_eq!(parse_vp8(&[]), None);
+        assert_eq!(parse_vp8(&[0x80]), None);
+        // Frame tag missing: parsed, but not a keyframe.
+        assert!(!parse_vp8(&full[..6]).expect("descriptor").keyframe_start);
+    }
+
+    #[test]
+    fn rewrite_continues_across_switch() {
+        let mut r = Vp8Rewrite::default();
+        let mut out = Vec::new();
+        for (pid, tl0) in [(100u16, 10u8), (101, 10), (102, 11)] {
+            let mut p = packet(pid, tl0, true, false);
+            let d = parse_vp8(&p).expect("descriptor");
+            r.rewrite(&mut p, &d);
+            out.push(parse_vp8(&p).expect("descriptor"));
+        }
+        assert_eq!(out[2].picture_id.expect("picture id").0, 102);
+        // Switch to a layer numbering from 30000 (wraps beyond 2^15) with TL0PICIDX 250.
+        r.restart();
+        for (pid, tl0) in [(32767u16, 250u8), (0, 251)] {
+            let mut p = packet(pid, tl0, true, true);
+            let d = parse_vp8(&p).expect("descriptor");
+            r.rewrite(&mut p, &d);
+            out.push(parse_vp8(&p).expect("descriptor"));
+        }
+        assert_eq!(out[3].picture_id.expect("picture id").0, 103);
+        assert_eq!(out[3].tl0picidx.expect("tl0picidx").0, 12);
+        assert_eq!(out[4].picture_id.expect("picture id").0, 104);
+        assert_eq!(out[4].tl0picidx.expect("tl0picidx").0, 13);
+        // The frame tag and what follows are untouched.
+        let mut p = packet(5, 1, true, true);
+        let d = parse_vp8(&p).expect("descriptor");
+        r.rewrite(&mut p, &d);
+        assert_eq!(&p[6..], &[0x10, 0xaa, 0xbb]);
+    }
+
+    fn layers() -> Vec<LayerInfo> {
+        vec![
+            LayerInfo {
+                height: 180,
+                bitrate: 150_000,
+            },
+            LayerInfo {
+                height: 360,
+                bitrate: 500_000,
+            },
+            LayerInfo {
+                height: 720,
+                bitrate: 1_500_000,
+            },
+        ]
+    }
+
+    #[test]
+    fn size_picks_smallest_layer_within_2_to_1() {
+        let l = layers();
+        assert_eq!(choose_layer(&l, 720, u64::MAX, None), Some(1));
+        assert_eq!(choose_layer(&l, 1080, u64::MAX, None), Some(2));
+        assert_eq!(choose_layer(&l, 360, u64::MAX, None), Some(0));
+        assert_eq!(choose_layer(&l, 2000, u64::MAX, None), Some(2));
+        assert_eq!(choose_layer(&[], 720, u64::MAX, None), None);
+    }
+
+    #[test]
+    fn budget_has_hysteresis() {
+        let l = layers();
+        // 300 kbit/s: only the low layer.
+        assert_eq!(choose_layer(&l, 1080, 300_000, None), Some(0));
+        // 550 kbit/s fits layer 1 but not with the up margin: stay low when coming from low...
+        assert_eq!(choose_layer(&l, 1080, 550_000, Some(0)), Some(0));
+        // ...but keep layer 1 when already on it.
+        assert_eq!(choose_layer(&l, 1080, 550_000, Some(1)), Some(1));
+        assert_eq!(choose_layer(&l, 1080, 700_000, Some(0)), Some(1));
+        // Below the bitrate: switch down at once.
+        assert_eq!(choose_layer(&l, 1080, 450_000, Some(1)), Some(0));
+    }
+
+    #[test]
+    fn allocate_serves_audio_then_screen_then_cameras() {
+        let cam = VideoDemand {
+            screen: false,
+            layers: layers(),
+            want_height: 1080,
+            current: None,
+        };
+        let screen = VideoDemand {
+            screen: true,
+            layers: vec![LayerInfo {
+                height: 1080,
+                bitrate: 1_000_000,
+            }],
+            want_height: 1080,
+            current: Some(0),
+        };
+        // 1.15 Mbit/s minus 50 kbit/s audio: the screen fits, the camera's low layer does not.
+        assert_eq!(
+            allocate(1_150_000, 50_000, &[cam.clone(), screen.clone()]),
+            vec![None, Some(0)]
+        );
+        // Plenty: both, the camera at its top layer.
+        assert_eq!(
+            allocate(10_000_000, 50_000, &[cam.clone(), screen]),
+            vec![Some(2), Some(0)]
+        );
+        // Short even for one low layer: the first video still gets its lowest layer.
+        assert_eq!(
+            allocate(100_000, 50_000, &[cam.clone(), cam]),
+            vec![Some(0), None]
+        );
+    }
+}
