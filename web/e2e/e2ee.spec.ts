@@ -16,6 +16,7 @@ import {
   openPanel,
   organiserJoins,
   passPrejoin,
+  perFrame,
   selfId,
   stats,
 } from './helpers';
@@ -408,28 +409,10 @@ test('figures: admit-to-first-decrypted-frame and the worker’s cost per frame 
   };
   // Worker cost: crypto time per frame from the members' diagnostics (send and receive side).
   const all = (await Promise.all([a, erika.page].map((p) => diagnostics(p)))).flatMap((d) => d!.transforms);
-  const per = (side: 'send' | 'receive', kind: 'audio' | 'video') => {
-    const xs = all.filter((x) => x.side === side && x.kind === kind);
-    const n = xs.reduce((m, x) => m + (side === 'send' ? x.encrypted : x.decrypted), 0);
-    const ms = xs.reduce((m, x) => m + x.cryptoMs, 0);
-    const busy = xs.reduce((m, x) => m + (x.cryptoBusyMs ?? x.cryptoMs), 0);
-    const call = xs.reduce((m, x) => m + (x.cryptoCallMs ?? 0), 0);
-    const bytes = xs.reduce((m, x) => m + (side === 'send' ? x.bytesIn : x.bytesOut), 0);
-    const us = (t: number) => (n ? Math.round((t * 1000) / n) : null);
-    return { us: us(ms), busy: us(busy), call: us(call), n, bytes: n ? Math.round(bytes / n) : null };
-  };
   // `us_per_frame`: from the start of a frame's crypto to its result (waiting for WebCrypto's
   // asynchronous AES-GCM included); `busy_us_per_frame`: the worker thread's own time of it;
   // `subtle_call_us_per_frame`: of that, inside the synchronous part of the crypto.subtle call.
-  for (const side of ['send', 'receive'] as const)
-    for (const kind of ['audio', 'video'] as const) {
-      const r = per(side, kind);
-      figures[`${side === 'send' ? 'encrypt' : 'decrypt'}_${kind}_us_per_frame`] = r.us;
-      figures[`${side === 'send' ? 'encrypt' : 'decrypt'}_${kind}_busy_us_per_frame`] = r.busy;
-      figures[`${side === 'send' ? 'encrypt' : 'decrypt'}_${kind}_subtle_call_us_per_frame`] = r.call;
-      figures[`${side === 'send' ? 'encrypt' : 'decrypt'}_${kind}_frames`] = r.n;
-      figures[`${kind}_bytes_per_frame`] = r.bytes;
-    }
+  Object.assign(figures, perFrame(all));
   console.log(`E2EE FIGURES ${JSON.stringify(figures)}`);
   // Both frame ciphers timed in the same worker, alternating, so both see the same load.
   const bench = await a.evaluate(() => window.__klausur!.testFrameBench?.() ?? null);

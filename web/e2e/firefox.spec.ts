@@ -8,7 +8,19 @@ import type { Browser as PBrowser, BrowserContext as PContext, Page as PPage } f
 import { chromiumArgs } from '../playwright.config';
 import { ADMIN_PASSWORD, expect, test } from './fixtures';
 import { createRealAddress, firefoxUnavailable, launchFirefox, type RealAddress } from './firefox';
-import { changePassword, createMeeting, expectAudioVideoFrom, inviteGuest, login, openPanel, organiserJoins, passPrejoin, type InboundStat } from './helpers';
+import {
+  changePassword,
+  createMeeting,
+  expectAudioVideoFrom,
+  inviteGuest,
+  login,
+  openPanel,
+  organiserJoins,
+  passPrejoin,
+  perFrame,
+  type CryptoCounters,
+  type InboundStat,
+} from './helpers';
 import { recordSecret, SERVER_LOGS_DIR, useOutputDir } from './log-secrets';
 import { findPlaintext, readRecording, type PlainFrame } from './plaintext';
 import { startServer, type KlausurServer } from './server';
@@ -261,18 +273,6 @@ test('lobby and removal with a Firefox participant: admitted from the lobby, dec
   await admin.context().close();
 });
 
-interface CryptoCounters {
-  side: 'send' | 'receive';
-  kind: 'audio' | 'video';
-  encrypted: number;
-  decrypted: number;
-  cryptoMs: number;
-  cryptoBusyMs: number;
-  cryptoCallMs: number;
-  bytesIn: number;
-  bytesOut: number;
-}
-
 async function transformsOf(page: AnyPage): Promise<CryptoCounters[]> {
   return ev(
     page,
@@ -280,29 +280,6 @@ async function transformsOf(page: AnyPage): Promise<CryptoCounters[]> {
       ((await (window as unknown as { __klausur: { e2eeDiagnostics(): Promise<{ transforms: unknown[] } | null> } }).__klausur.e2eeDiagnostics())
         ?.transforms ?? []) as CryptoCounters[],
   );
-}
-
-/** Crypto time and size per frame from the workers' counters, as e2ee.spec.ts's figures:
- * `us_per_frame` from the start of a frame's crypto to its result, `busy_us_per_frame` the
- * worker thread's own time of it (without waiting for WebCrypto's asynchronous result). */
-function perFrame(all: CryptoCounters[]): Record<string, number | null> {
-  const figures: Record<string, number | null> = {};
-  for (const side of ['send', 'receive'] as const)
-    for (const kind of ['audio', 'video'] as const) {
-      const xs = all.filter((x) => x.side === side && x.kind === kind);
-      const n = xs.reduce((m, x) => m + (side === 'send' ? x.encrypted : x.decrypted), 0);
-      const ms = xs.reduce((m, x) => m + x.cryptoMs, 0);
-      const busy = xs.reduce((m, x) => m + (x.cryptoBusyMs ?? x.cryptoMs), 0);
-      const call = xs.reduce((m, x) => m + (x.cryptoCallMs ?? 0), 0);
-      const bytes = xs.reduce((m, x) => m + (side === 'send' ? x.bytesIn : x.bytesOut), 0);
-      const what = side === 'send' ? 'encrypt' : 'decrypt';
-      figures[`${what}_${kind}_us_per_frame`] = n ? Math.round((ms * 1000) / n) : null;
-      figures[`${what}_${kind}_busy_us_per_frame`] = n ? Math.round((busy * 1000) / n) : null;
-      figures[`${what}_${kind}_subtle_call_us_per_frame`] = n ? Math.round((call * 1000) / n) : null;
-      figures[`${what}_${kind}_frames`] = n;
-      figures[`${kind}_bytes_per_frame`] = n ? Math.round(bytes / n) : null;
-    }
-  return figures;
 }
 
 test('figures: the encryption worker’s cost per frame in Firefox (recorded, not asserted)', async () => {

@@ -197,3 +197,39 @@ export async function commonSecurityCode(pages: Page[], notEqualTo: string | nul
     .toBe('equal');
   return code!;
 }
+
+/** The encryption worker's counters of one transform (its diagnostics). */
+export interface CryptoCounters {
+  side: 'send' | 'receive';
+  kind: 'audio' | 'video';
+  encrypted: number;
+  decrypted: number;
+  cryptoMs: number;
+  cryptoBusyMs: number;
+  cryptoCallMs: number;
+  bytesIn: number;
+  bytesOut: number;
+}
+
+/** Crypto time and size per frame from the workers' counters, for the figures tests
+ * (e2ee.spec.ts, firefox.spec.ts): `us_per_frame` from the start of a frame's crypto to its result, `busy_us_per_frame` the
+ * worker thread's own time of it (without waiting for WebCrypto's asynchronous result). */
+export function perFrame(all: CryptoCounters[]): Record<string, number | null> {
+  const figures: Record<string, number | null> = {};
+  for (const side of ['send', 'receive'] as const)
+    for (const kind of ['audio', 'video'] as const) {
+      const xs = all.filter((x) => x.side === side && x.kind === kind);
+      const n = xs.reduce((m, x) => m + (side === 'send' ? x.encrypted : x.decrypted), 0);
+      const ms = xs.reduce((m, x) => m + x.cryptoMs, 0);
+      const busy = xs.reduce((m, x) => m + (x.cryptoBusyMs ?? x.cryptoMs), 0);
+      const call = xs.reduce((m, x) => m + (x.cryptoCallMs ?? 0), 0);
+      const bytes = xs.reduce((m, x) => m + (side === 'send' ? x.bytesIn : x.bytesOut), 0);
+      const what = side === 'send' ? 'encrypt' : 'decrypt';
+      figures[`${what}_${kind}_us_per_frame`] = n ? Math.round((ms * 1000) / n) : null;
+      figures[`${what}_${kind}_busy_us_per_frame`] = n ? Math.round((busy * 1000) / n) : null;
+      figures[`${what}_${kind}_subtle_call_us_per_frame`] = n ? Math.round((call * 1000) / n) : null;
+      figures[`${what}_${kind}_frames`] = n;
+      figures[`${kind}_bytes_per_frame`] = n ? Math.round(bytes / n) : null;
+    }
+  return figures;
+}

@@ -413,6 +413,16 @@ impl Peer {
         shows(&self.video_wants, publisher, source)
     }
 
+    /// The video tracks assigned to this peer's slots that it shows.
+    fn shown_video(&self) -> Vec<(PeerId, Source)> {
+        self.slots
+            .iter()
+            .filter(|s| s.kind == MediaKind::Video)
+            .filter_map(|s| s.assigned)
+            .filter(|&(publisher, source)| self.wants_video(publisher, source))
+            .collect()
+    }
+
     fn has_assigned(&self, publisher: PeerId, source: Source) -> bool {
         self.slots
             .iter()
@@ -1067,13 +1077,7 @@ impl Room {
             w.truncate(MAX_VIDEO_WANTS);
             w
         });
-        let before: Vec<(PeerId, Source)> = p
-            .slots
-            .iter()
-            .filter(|s| s.kind == MediaKind::Video)
-            .filter_map(|s| s.assigned)
-            .filter(|&(publisher, source)| p.wants_video(publisher, source))
-            .collect();
+        let before = p.shown_video();
         p.video_wants = wants;
         let mut started = Vec::new();
         for slot in p.slots.iter_mut().filter(|s| s.kind == MediaKind::Video) {
@@ -1213,13 +1217,7 @@ impl Room {
                 };
                 p.connected = true;
                 p.connect_by = None;
-                let video: Vec<(PeerId, Source)> = p
-                    .slots
-                    .iter()
-                    .filter(|s| s.kind == MediaKind::Video)
-                    .filter_map(|s| s.assigned)
-                    .filter(|&(publisher, source)| p.wants_video(publisher, source))
-                    .collect();
+                let video = p.shown_video();
                 self.outputs
                     .push_back(RoomOutput::Event(RoomEvent::Connected(id)));
                 for (publisher, source) in video {
