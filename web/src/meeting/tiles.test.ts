@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { gridPages, GRID_PAGE_SIZE, tilesChanged, videoKey } from './tiles';
+import { arrangeOthers, gridPages, GRID_PAGE_SIZE, tilesChanged, videoKey } from './tiles';
 
 const tile = (id: string, width = 640, height = 360, source: 'camera' | 'screen' = 'camera') => ({
   participant_id: id,
@@ -35,5 +35,40 @@ describe('video tiles', () => {
 
   it('keys name the participant and the source', () => {
     expect(videoKey('p7', 'screen')).toBe('p7/screen');
+  });
+});
+
+describe('the order of the tiles', () => {
+  const ids = (n: number) => Array.from({ length: n }, (_, i) => `p${i}`);
+
+  it('keeps the order, appends arrivals and drops who left', () => {
+    expect(arrangeOthers(['a', 'b', 'c'], ['c', 'a', 'd'], null, 8, new Map())).toEqual(['a', 'c', 'd']);
+  });
+
+  it('a speaker already on the first page stays where they are', () => {
+    const order = ids(20);
+    expect(arrangeOthers(order, order, 'p3', 8, new Map([['p3', 5]]))).toEqual(order);
+  });
+
+  it('a speaker on a later page takes the first-page place of whoever spoke least recently', () => {
+    const order = ids(20);
+    const spoke = new Map<string, number>([
+      ['p0', 9],
+      ['p1', 8],
+      ['p2', 7],
+      ['p3', 1],
+      ['p4', 6],
+      ['p5', 5],
+      ['p6', 4],
+      ['p7', 3],
+      ['p15', 10],
+    ]);
+    const next = arrangeOthers(order, order, 'p15', 8, spoke);
+    expect(next.slice(0, 8)).toEqual(['p0', 'p1', 'p2', 'p15', 'p4', 'p5', 'p6', 'p7']);
+    expect(next[15]).toBe('p3');
+    // Nobody on the first page has spoken: the last place there goes.
+    const fresh = arrangeOthers(order, order, 'p12', 8, new Map([['p12', 1]]));
+    expect(fresh[7]).toBe('p12');
+    expect(fresh[12]).toBe('p7');
   });
 });

@@ -87,3 +87,28 @@ export function gridPages(tiles: number, page: number): { pages: number; page: n
   const pages = Math.max(1, Math.ceil(tiles / GRID_PAGE_SIZE));
   return { pages, page: Math.min(Math.max(0, page), pages - 1) };
 }
+
+/**
+ * The order of the other participants' tiles: stable (arrivals at the end, who left removed),
+ * except that someone who speaks while not on the first page takes the place of whoever on the
+ * first page spoke least recently (`lastSpoke`: when each last spoke; never counts as oldest),
+ * so the first page shows the current speaker without the tiles around it moving. `firstPage`
+ * is how many others the first page holds.
+ */
+export function arrangeOthers(prev: string[], present: string[], speaker: string | null, firstPage: number, lastSpoke: Map<string, number>): string[] {
+  const here = new Set(present);
+  const order = prev.filter((id) => here.has(id));
+  const known = new Set(order);
+  for (const id of present) if (!known.has(id)) order.push(id);
+  const at = speaker === null ? -1 : order.indexOf(speaker);
+  if (at < firstPage || firstPage <= 0) return order;
+  let swap = 0;
+  for (let i = 1; i < firstPage; i++) {
+    const t = lastSpoke.get(order[i]) ?? -Infinity;
+    const best = lastSpoke.get(order[swap]) ?? -Infinity;
+    // The least recent speaker; among those who never spoke, the last on the page.
+    if (t <= best) swap = i;
+  }
+  [order[swap], order[at]] = [order[at], order[swap]];
+  return order;
+}

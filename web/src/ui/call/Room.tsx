@@ -24,7 +24,7 @@ import {
 } from '../icons';
 import { ScreenTile, Tile } from './Tile';
 import { AudioSink } from './media';
-import { gridPages, GRID_PAGE_SIZE, visibleVideos } from '../../meeting/tiles';
+import { arrangeOthers, gridPages, GRID_PAGE_SIZE, visibleVideos } from '../../meeting/tiles';
 import { ChatPanel } from './ChatPanel';
 import { PeoplePanel } from './PeoplePanel';
 import { SecurityPanel } from './SecurityPanel';
@@ -122,7 +122,18 @@ export function Room({ controller, snap }: { controller: MeetingController; snap
   const unread = panel === 'chat' ? 0 : Math.max(0, room.chat.length - seenChat);
 
   const self = room.participants.find((p) => p.id === room.selfId);
-  const others = room.participants.filter((p) => p.id !== room.selfId);
+  // The others in a stable order in which the current speaker is always on the grid's first page.
+  const lastSpoke = useRef(new Map<string, number>());
+  const order = useRef<string[]>([]);
+  const otherIds = room.participants.filter((p) => p.id !== room.selfId).map((p) => p.id);
+  const arranged = useMemo(() => {
+    if (room.activeSpeaker) lastSpoke.current.set(room.activeSpeaker, Date.now());
+    order.current = arrangeOthers(order.current, otherIds, room.activeSpeaker, GRID_PAGE_SIZE - 1, lastSpoke.current);
+    return order.current;
+    // eslint-disable-next-line react-hooks/exhaustive-deps
+  }, [otherIds.join(','), room.activeSpeaker]);
+  const rank = new Map(arranged.map((id, i) => [id, i]));
+  const others = room.participants.filter((p) => p.id !== room.selfId).sort((x, y) => (rank.get(x.id) ?? 0) - (rank.get(y.id) ?? 0));
 
   const tracks = useMemo(() => {
     const m = new Map<string, RemoteTrack>();
