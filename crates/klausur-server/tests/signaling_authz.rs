@@ -92,7 +92,7 @@ use futures::{SinkExt, StreamExt};
 use klausur_e2ee::Member;
 use klausur_proto::{
     ClientMsg, EndReason, ErrorCode, LeaveReason, LobbyReason, Role as PRole, SecurityProfile,
-    ServerMsg,
+    ServerMsg, Source, VideoTile,
 };
 use klausur_store::Role;
 use serde_json::json;
@@ -185,6 +185,9 @@ const SPEC: &[(&str, [Expect; 8])] = &[
     ("join",                [P,  NJ,  IS,  IS,  IS,  IS,  NJ,  IS]),
     ("offer",               [NJ, NJ,  P,   P,   P,   P,   NJ,  P]),
     ("media_state",         [NJ, NJ,  P,   P,   P,   P,   NJ,  P]),
+    // Which videos the sender shows: only for the meeting room, and it changes only what the
+    // sender is sent (no reply, no broadcast).
+    ("video_tiles",         [NJ, NJ,  P,   P,   P,   P,   NJ,  P]),
     // Moderator actions: only moderators; the other meeting's organiser names people of A,
     // who are not in her meeting.
     ("admit",               [NJ, NJ,  FB,  FB,  P,   FB,  NJ,  NF]),
@@ -941,6 +944,14 @@ fn build(w: &mut World, actor: Actor) -> Result<ClientMsg, String> {
             video_muted: true,
             screen_sharing: true,
         },
+        "video_tiles" => ClientMsg::VideoTiles {
+            tiles: vec![VideoTile {
+                participant_id: tpid,
+                source: Source::Camera,
+                width: 640,
+                height: 360,
+            }],
+        },
         "admit" => ClientMsg::Admit {
             participant_id: tpid,
         },
@@ -1282,7 +1293,9 @@ fn complete(c: &Ctx, s: &Seen) -> bool {
             )
         }
         // Accepted without a reply: the sender's pong came and no error before it.
-        "mls_commit_rejected" => s.x.pongs >= 1 && !has(x, |m| matches!(m, S::Error { .. })),
+        "mls_commit_rejected" | "video_tiles" => {
+            s.x.pongs >= 1 && !has(x, |m| matches!(m, S::Error { .. }))
+        }
         "mls_chat" => {
             has(x, |m| matches!(m, S::MlsChatResult { accepted: true, .. }))
                 && has(
