@@ -62,7 +62,20 @@
 //! str0m's default of three seconds made that cache most of a subscriber's memory. Opus is
 //! negotiated without NACK and not cached. str0m NACKs publisher losses itself. Keyframe
 //! requests (PLI/FIR) from subscribers are forwarded to the publisher, throttled per publisher
-//! track.
+//! track and layer.
+//!
+//! # Simulcast and bandwidth
+//!
+//! A camera may arrive as several simulcast layers (rids, low to high as the offer lists them).
+//! Each subscriber slot forwards one layer, chosen every 500 ms and when tiles change from the
+//! size the subscriber shows the video at ([`Room::set_video_wants`]) and the bandwidth towards
+//! the subscriber (str0m's estimator when [`RoomConfig::bandwidth_estimation`] is on, else the
+//! subscriber's REMB; capped by [`Room::set_receive_limit`]), see [`simulcast`]. A slot switches
+//! at a keyframe of the new layer; sequence numbers, timestamps and VP8 picture IDs continue.
+//! The only payload bytes read are the VP8 payload descriptor and a keyframe's clear header
+//! (frame tag, start code, size), which SFrame leaves in clear; the picture ID and TL0PICIDX in
+//! the descriptor are rewritten. With bandwidth estimation on, str0m paces each subscriber's
+//! packets and pads towards the next layer, on its own timers.
 //!
 //! # ICE-lite and addresses
 //!
@@ -84,13 +97,16 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+use str0m::bwe::{Bitrate, BweKind};
 use str0m::change::SdpOffer;
 use str0m::config::CryptoProvider;
 use str0m::format::Codec;
-use str0m::media::{KeyframeRequestKind, MediaKind, Mid, Pt};
+use str0m::media::{KeyframeRequestKind, MediaKind, Mid, Pt, Rid, Rids};
 use str0m::net::{Protocol, Receive, TcpType};
 use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
+
+use simulcast::{allocate, parse_vp8, LayerInfo, MediaProbe, VideoDemand, Vp8Rewrite};
 
 pub use klausur_proto::{SendSource, Source};
 
@@ -125,8 +141,16 @@ const RTX_CACHE_AGE: Duration = Duration::from_secs(1);
 const RTX_CACHE_PACKETS: usize = 1024;
 /// Stop resending when resends exceed this share of the stream (str0m's default).
 const RTX_RATIO_CAP: f32 = 0.15;
-/// How often the active speaker is re-evaluated.
+/// How often the active speaker is re-evaluated, and the layers' bitrates measured and the
+/// subscribers' simulcast layers chosen anew.
 const SPEAKER_INTERVAL: Duration = Duration::from_millis(500);
+/// Most simulcast layers a track may have (the web client sends three).
+const MAX_LAYERS: usize = 3;
+/// The bandwidth estimate a subscriber starts with (str0m's BWE then probes upwards).
+const INITIAL_ESTIMATE_KBPS: u64 = 1_000;
+/// Bandwidth set aside per forwarded audio track in [`Room::allocate_peer`] (Opus at its
+/// usual 32 kbit/s plus packet overhead at 50 packets per second); audio is never dropped.
+const AUDIO_BITRATE: u64 = 50_000;
 
 /// How long a peer has, from its first offer, to get ICE and DTLS up ([`RoomEvent::Connected`]).
 /// A peer that never finishes DTLS would otherwise keep its `Rtc` (and the RTCP str0m queues
@@ -153,12 +177,17 @@ const SPEECH_THRESHOLD: u32 = 77;
 pub struct RoomConfig {
     /// Minimum gap between two keyframe requests (PLI/FIR) forwarded to one publisher track.
     pub keyframe_request_interval: Duration,
+    /// Estimate each subscriber's bandwidth (str0m's transport-wide congestion control, with
+    /// probing) and give it simulcast layers that fit. Off: layers are chosen by tile size
+    /// alone, unless the subscriber reports REMB.
+    pub bandwidth_estimation: bool,
 }
 
 impl Default for RoomConfig {
     fn default() -> Self {
         RoomConfig {
             keyframe_request_interval: Duration::from_millis(500),
+            bandwidth_estimation: true,
         }
     }
 }
@@ -271,6 +300,8 @@ pub struct RoomStats {
     /// `Input::Timeout` ticks given to the peers' `Rtc`s (the main cost of forwarding besides
     /// SRTP; one per subscriber per drained receive batch, plus due timers).
     pub rtc_ticks: u64,
+    /// Times a subscriber slot switched to another simulcast layer (at a keyframe).
+    pub layer_switches: u64,
 }
 
 /// A track a peer publishes.
@@ -279,9 +310,64 @@ struct Track {
     mid: Mid,
     source: Source,
     kind: MediaKind,
-    last_keyframe_request: Option<Instant>,
+    /// The encodings, low to high as the client lists them in its offer (`a=simulcast`); one
+    /// layer without a rid for a track that is not simulcast.
+    layers: Vec<Layer>,
     /// Subscriber slots receiving this track: (subscriber, index into its `slots`).
     routes: Vec<(PeerId, usize)>,
+}
+
+impl Track {
+    fn simulcast(&self) -> bool {
+        self.layers.first().is_some_and(|l| l.rid.is_some())
+    }
+
+    fn layer_of(&self, rid: Option<Rid>) -> Option<usize> {
+        self.layers.iter().position(|l| l.rid == rid)
+    }
+}
+
+/// One encoding of a published track (a simulcast layer, or the whole track), as the room
+/// measures it from the packets it receives.
+#[derive(Debug)]
+struct Layer {
+    rid: Option<Rid>,
+    /// Frame height from the newest keyframe's clear header (0: none seen yet).
+    height: u32,
+    /// Payload bytes received since the last measurement.
+    bytes: u64,
+    /// Measured bitrate in bit/s (smoothed; 0 until measured).
+    bitrate: u64,
+    /// Whether packets arrived in the last measurement interval (a browser stops sending a
+    /// layer when its own bandwidth or CPU is short).
+    active: bool,
+    last_keyframe_request: Option<Instant>,
+}
+
+impl Layer {
+    fn new(rid: Option<Rid>) -> Layer {
+        Layer {
+            rid,
+            height: 0,
+            bytes: 0,
+            bitrate: 0,
+            active: false,
+            last_keyframe_request: None,
+        }
+    }
+
+    /// Turns the bytes counted over `interval` into the smoothed bitrate.
+    fn measure(&mut self, interval: Duration) {
+        let secs = interval.as_secs_f64().max(0.001);
+        let now_rate = (self.bytes as f64 * 8.0 / secs) as u64;
+        self.active = self.bytes > 0;
+        self.bitrate = if self.bitrate == 0 {
+            now_rate
+        } else {
+            (self.bitrate + now_rate) / 2
+        };
+        self.bytes = 0;
+    }
 }
 
 /// A recvonly m-line of the client, i.e. a slot the room may forward one track into.
@@ -292,6 +378,36 @@ struct Slot {
     kind: MediaKind,
     assigned: Option<(PeerId, Source)>,
     seq: SeqRewrite,
+    /// Simulcast: the layer forwarded now (`None`: none yet, or paused), and the layer wanted
+    /// ([`Room::allocate_peer`]); the slot switches to `target` at its next keyframe.
+    layer: Option<usize>,
+    target: Option<usize>,
+    /// Simulcast: keeps the VP8 picture IDs continuous across layer switches.
+    vp8: Vp8Rewrite,
+}
+
+impl Slot {
+    fn new(mid: Mid, mid_str: String, kind: MediaKind) -> Slot {
+        Slot {
+            mid,
+            mid_str,
+            kind,
+            assigned: None,
+            seq: SeqRewrite::new(),
+            layer: None,
+            target: None,
+            vp8: Vp8Rewrite::default(),
+        }
+    }
+
+    /// A new stream starts in this slot (another track, or the same one shown again): output
+    /// stays continuous, a simulcast layer is picked anew and waits for a keyframe.
+    fn restart(&mut self) {
+        self.seq.restart();
+        self.vp8.restart();
+        self.layer = None;
+        self.target = None;
+    }
 }
 
 /// Sequence number and RTP timestamp rewriting of one subscriber slot.
@@ -389,6 +505,13 @@ struct Peer {
     receives_video: bool,
     /// The video tracks this peer shows ([`Room::set_video_wants`]); `None`: every one.
     video_wants: Option<Vec<VideoWant>>,
+    /// The newest estimate of the bandwidth towards this peer, bit/s (str0m's BWE or the
+    /// peer's REMB); `None`: unknown, layers are chosen by size alone.
+    estimate: Option<u64>,
+    /// At most this many bit/s towards this peer ([`Room::set_receive_limit`]).
+    receive_limit: Option<u64>,
+    /// Tries higher layers than the estimate allows, as the estimator does not probe.
+    probe: MediaProbe,
     opus_pt: Option<Pt>,
     vp8_pt: Option<Pt>,
     tracks: Vec<Track>,
@@ -612,14 +735,22 @@ impl Room {
             candidates.push(c);
         }
 
-        let mut rtc = Rtc::builder()
+        let mut builder = Rtc::builder()
             .set_crypto_provider(crypto_provider())
             .set_ice_lite(true)
             .set_rtp_mode(true)
             .clear_codecs()
             .enable_opus(true, false)
-            .enable_vp8(true)
-            .build(now);
+            .enable_vp8(true);
+        if self.config.bandwidth_estimation {
+            // Unpaced (a vendor patch): str0m's pacer walks every send stream on each tick,
+            // which cost a meeting of 25 three quarters of its forwarding capacity, and it
+            // held packets back. The room adapts by choosing layers and probes with media.
+            builder = builder
+                .enable_bwe(Some(Bitrate::kbps(INITIAL_ESTIMATE_KBPS)))
+                .set_bwe_unpaced(true);
+        }
+        let mut rtc = builder.build(now);
         for c in candidates {
             rtc.add_local_candidate(c);
         }
@@ -637,6 +768,9 @@ impl Room {
                 audio_forwarding: true,
                 receives_video: true,
                 video_wants: None,
+                estimate: None,
+                receive_limit: None,
+                probe: MediaProbe::default(),
                 opus_pt: None,
                 vp8_pt: None,
                 tracks: Vec::new(),
@@ -669,7 +803,7 @@ impl Room {
             for slot in &mut q.slots {
                 if matches!(slot.assigned, Some((publisher, _)) if publisher == peer) {
                     slot.assigned = None;
-                    slot.seq.restart();
+                    slot.restart();
                 }
             }
         }
@@ -784,16 +918,27 @@ impl Room {
                     && source_kind(source) == kind
                     && !tracks.iter().any(|t| t.source == source)
                 {
-                    let last_keyframe_request = p
-                        .tracks
-                        .iter()
-                        .find(|t| t.source == source && t.mid == mid)
-                        .and_then(|t| t.last_keyframe_request);
+                    // Simulcast layers as the offer lists them (low to high); a track whose
+                    // layers did not change keeps what was measured of them.
+                    let rids: Vec<Option<Rid>> = match media.rids_rx() {
+                        Rids::Specific(rids) if kind == MediaKind::Video && !rids.is_empty() => {
+                            rids.iter().take(MAX_LAYERS).map(|r| Some(*r)).collect()
+                        }
+                        _ => vec![None],
+                    };
+                    let layers = match p.tracks.iter_mut().find(|t| {
+                        t.source == source
+                            && t.mid == mid
+                            && t.layers.iter().map(|l| l.rid).eq(rids.iter().copied())
+                    }) {
+                        Some(old) => std::mem::take(&mut old.layers),
+                        None => rids.into_iter().map(Layer::new).collect(),
+                    };
                     tracks.push(Track {
                         mid,
                         source,
                         kind,
-                        last_keyframe_request,
+                        layers,
                         routes: Vec::new(),
                     });
                 }
@@ -803,8 +948,8 @@ impl Room {
                     .iter()
                     .position(|s| s.mid == mid && s.kind == kind)
                     .map(|i| p.slots.swap_remove(i));
-                let (assigned, seq) = match old {
-                    Some(old) => (old.assigned, old.seq),
+                let slot = match old {
+                    Some(old) => old,
                     None => {
                         if kind == MediaKind::Video {
                             if let Some(tx) = p.rtc.direct_api().stream_tx_by_mid(mid, None) {
@@ -815,16 +960,10 @@ impl Room {
                                 );
                             }
                         }
-                        (None, SeqRewrite::new())
+                        Slot::new(mid, mid_str, kind)
                     }
                 };
-                slots.push(Slot {
-                    mid,
-                    mid_str,
-                    kind,
-                    assigned,
-                    seq,
-                });
+                slots.push(slot);
             }
         }
 
@@ -856,9 +995,9 @@ impl Room {
                     let old_mid = old_sources.iter().find(|(s, _)| *s == source);
                     if new_mid.is_none() {
                         slot.assigned = None;
-                        slot.seq.restart();
+                        slot.restart();
                     } else if new_mid != old_mid {
-                        slot.seq.restart();
+                        slot.restart();
                     }
                 }
             }
@@ -879,7 +1018,7 @@ impl Room {
                         .any(|&(pp, ps, pk)| pp == publisher && ps == source && pk == slot.kind);
                 if !valid {
                     slot.assigned = None;
-                    slot.seq.restart();
+                    slot.restart();
                 }
             }
         }
@@ -896,7 +1035,7 @@ impl Room {
                 .find(|s| s.assigned.is_none() && s.kind == kind)
             {
                 slot.assigned = Some((publisher, source));
-                slot.seq.restart();
+                slot.restart();
                 if kind == MediaKind::Video && p.wants_video(publisher, source) {
                     new_video.push((publisher, source));
                 }
@@ -920,8 +1059,16 @@ impl Room {
         }
         self.check_renegotiate_peer(peer, true);
         for (publisher, source) in new_video {
-            self.request_keyframe(now, publisher, source, KeyframeRequestKind::Pli, false);
+            self.request_keyframe(
+                now,
+                publisher,
+                source,
+                None,
+                KeyframeRequestKind::Pli,
+                false,
+            );
         }
+        self.allocate_peer(now, peer);
 
         self.mark_dirty(peer, true);
         self.run(now);
@@ -1085,16 +1232,37 @@ impl Room {
                 continue;
             };
             if shows(&p.video_wants, publisher, source) && !before.contains(&(publisher, source)) {
-                slot.seq.restart();
+                slot.restart();
                 started.push((publisher, source));
             }
         }
         self.rebuild_routes();
         if self.peers.get(&peer).is_some_and(|p| p.connected) {
             for (publisher, source) in started {
-                self.request_keyframe(now, publisher, source, KeyframeRequestKind::Pli, false);
+                self.request_keyframe(
+                    now,
+                    publisher,
+                    source,
+                    None,
+                    KeyframeRequestKind::Pli,
+                    false,
+                );
             }
         }
+        self.allocate_peer(now, peer);
+        self.run(now);
+    }
+
+    /// Caps what the room sends `peer` at `limit` bit/s (`None`: only its bandwidth estimate
+    /// counts), for a participant who asked for less (a metered mobile link): simulcast
+    /// layers are chosen within the lower of the limit and the estimate.
+    pub fn set_receive_limit(&mut self, now: Instant, peer: PeerId, limit: Option<u64>) {
+        self.observe(now);
+        let Some(p) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        p.receive_limit = limit;
+        self.allocate_peer(now, peer);
         self.run(now);
     }
 
@@ -1221,8 +1389,16 @@ impl Room {
                 self.outputs
                     .push_back(RoomOutput::Event(RoomEvent::Connected(id)));
                 for (publisher, source) in video {
-                    self.request_keyframe(now, publisher, source, KeyframeRequestKind::Pli, true);
+                    self.request_keyframe(
+                        now,
+                        publisher,
+                        source,
+                        None,
+                        KeyframeRequestKind::Pli,
+                        true,
+                    );
                 }
+                self.allocate_peer(now, id);
             }
             Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
                 self.fail_peer(now, id);
@@ -1232,15 +1408,28 @@ impl Room {
                 let Some(p) = self.peers.get(&id) else {
                     return;
                 };
-                let Some((publisher, source)) = p
+                let Some((publisher, source, layer)) = p
                     .slots
                     .iter()
                     .find(|s| s.mid == req.mid)
-                    .and_then(|s| s.assigned)
+                    .and_then(|s| s.assigned.map(|(pb, src)| (pb, src, s.layer.or(s.target))))
                 else {
                     return;
                 };
-                self.request_keyframe(now, publisher, source, req.kind, true);
+                self.request_keyframe(now, publisher, source, layer, req.kind, true);
+            }
+            Event::EgressBitrateEstimate(BweKind::Twcc { estimate, .. }) => {
+                if let Some(p) = self.peers.get_mut(&id) {
+                    p.estimate = Some(estimate.as_u64());
+                }
+            }
+            Event::EgressBitrateEstimate(BweKind::Remb { estimate, .. }) => {
+                // A receiver's own estimate counts where the room runs none of its own.
+                if let Some(p) = self.peers.get_mut(&id) {
+                    if !self.config.bandwidth_estimation {
+                        p.estimate = Some(estimate.as_u64());
+                    }
+                }
             }
             _ => {}
         }
@@ -1251,11 +1440,11 @@ impl Room {
         let Some(p) = self.peers.get_mut(&publisher) else {
             return;
         };
-        let Some(mid) = p
+        let Some((mid, rid)) = p
             .rtc
             .direct_api()
             .stream_rx(&packet.header.ssrc)
-            .map(|s| s.mid())
+            .map(|s| (s.mid(), s.rid()))
         else {
             self.stats.dropped_packets += 1;
             return;
@@ -1269,7 +1458,7 @@ impl Room {
             self.stats.dropped_packets += 1;
             return;
         };
-        let Some(track) = p.tracks.iter().find(|t| t.mid == mid) else {
+        let Some(track) = p.tracks.iter_mut().find(|t| t.mid == mid) else {
             self.stats.dropped_packets += 1;
             return;
         };
@@ -1280,6 +1469,24 @@ impl Room {
         if !kind_ok {
             self.stats.dropped_packets += 1;
             return;
+        }
+        let Some(layer) = track.layer_of(rid) else {
+            self.stats.dropped_packets += 1;
+            return;
+        };
+        // Of a simulcast layer the room reads the VP8 descriptor (clear under SFrame): where a
+        // subscriber may switch layers, and the frame size on keyframes.
+        let simulcast = track.simulcast();
+        let vp8 = if simulcast {
+            parse_vp8(&packet.payload)
+        } else {
+            None
+        };
+        if let Some(l) = track.layers.get_mut(layer) {
+            l.bytes += packet.payload.len() as u64;
+            if let Some((_, height)) = vp8.and_then(|d| d.keyframe_size(&packet.payload)) {
+                l.height = height;
+            }
         }
         #[cfg(feature = "payload-recorder")]
         if let Some(record) = self.recorder.as_mut() {
@@ -1327,6 +1534,16 @@ impl Room {
             let Some(slot) = q.slots.get_mut(slot_idx) else {
                 continue;
             };
+            if simulcast && slot.layer != Some(layer) {
+                // Another layer: switch to it at its keyframe if it is the one wanted.
+                if slot.target != Some(layer) || !vp8.is_some_and(|d| d.keyframe_start) {
+                    continue;
+                }
+                slot.restart();
+                slot.layer = Some(layer);
+                slot.target = Some(layer);
+                self.stats.layer_switches += 1;
+            }
             let Some(out_seq) = slot.seq.map(in_seq) else {
                 continue;
             };
@@ -1346,10 +1563,26 @@ impl Room {
                     now,
                     // str0m takes the payload by value: one copy per subscriber, and the
                     // last one gets the received buffer itself.
-                    if i + 1 == routes.len() {
-                        std::mem::take(&mut packet.payload)
-                    } else {
-                        packet.payload.clone()
+                    {
+                        let mut payload = if i + 1 == routes.len() {
+                            std::mem::take(&mut packet.payload)
+                        } else {
+                            packet.payload.clone()
+                        };
+                        if let Some(d) = &vp8 {
+                            // The descriptor is at most 6 bytes: rewrite a copy of it, and copy
+                            // the payload only when its numbers actually change.
+                            let n = d.frame_start.min(payload.len()).min(8);
+                            let mut head = [0u8; 8];
+                            head[..n].copy_from_slice(&payload[..n]);
+                            slot.vp8.rewrite(&mut head[..n], d);
+                            if head[..n] != payload[..n] {
+                                let mut v = payload.to_vec();
+                                v[..n].copy_from_slice(&head[..n]);
+                                payload = v.into();
+                            }
+                        }
+                        payload
                     },
                 )
                 .marker(packet.header.marker)
@@ -1363,13 +1596,15 @@ impl Room {
         self.scratch = routes;
     }
 
-    /// Asks the publisher for a keyframe of its `source` track, throttled unless `throttled` is
-    /// false.
+    /// Asks the publisher for a keyframe of its `source` track, throttled per layer unless
+    /// `throttled` is false. Of a simulcast track only `layer` is asked (nothing if `None`:
+    /// the subscriber's layer is not chosen yet, and [`Room::allocate_peer`] asks when it is).
     fn request_keyframe(
         &mut self,
         now: Instant,
         publisher: PeerId,
         source: Source,
+        layer: Option<usize>,
         kind: KeyframeRequestKind,
         throttled: bool,
     ) {
@@ -1383,19 +1618,23 @@ impl Room {
         if track.kind != MediaKind::Video {
             return;
         }
+        let index = if track.simulcast() { layer } else { Some(0) };
+        let Some(l) = index.and_then(|i| track.layers.get_mut(i)) else {
+            return;
+        };
         if throttled {
-            if let Some(last) = track.last_keyframe_request {
+            if let Some(last) = l.last_keyframe_request {
                 if now.saturating_duration_since(last) < interval {
                     return;
                 }
             }
         }
         let mut api = p.rtc.direct_api();
-        let Some(rx) = api.stream_rx_by_mid(track.mid, None) else {
+        let Some(rx) = api.stream_rx_by_mid(track.mid, l.rid) else {
             return;
         };
         rx.request_keyframe(kind);
-        track.last_keyframe_request = Some(now);
+        l.last_keyframe_request = Some(now);
         self.mark_dirty(publisher, true);
     }
 
@@ -1500,6 +1739,146 @@ impl Room {
         }
     }
 
+    /// Chooses the simulcast layer of every video slot of `peer` from its bandwidth estimate
+    /// and the size at which it shows each video ([`simulcast::allocate`]): audio first, then
+    /// screen shares, then cameras. A slot whose layer changes keeps forwarding the old layer
+    /// until the new one's keyframe (requested here) arrives. The budget is the peer's
+    /// bandwidth estimate, raised from time to time to try the next layer up ([`MediaProbe`]),
+    /// and capped by its receive limit.
+    fn allocate_peer(&mut self, now: Instant, peer: PeerId) {
+        let Some(q) = self.peers.get(&peer) else {
+            return;
+        };
+        if !q.connected {
+            return;
+        }
+        let mut demands = Vec::new();
+        // (slot index, publisher, source, simulcast, layer indices behind the demand's layers)
+        let mut behind: Vec<(usize, PeerId, Source, bool, Vec<usize>)> = Vec::new();
+        let mut audio = 0u64;
+        // Per demand: the layer it would get with unlimited bandwidth.
+        let mut bests: Vec<Option<usize>> = Vec::new();
+        for (idx, slot) in q.slots.iter().enumerate() {
+            let Some((publisher, source)) = slot.assigned else {
+                continue;
+            };
+            if slot.kind == MediaKind::Audio {
+                audio += AUDIO_BITRATE;
+                continue;
+            }
+            if !q.wants_video(publisher, source) {
+                continue;
+            }
+            let Some(track) = self
+                .peers
+                .get(&publisher)
+                .and_then(|p| p.tracks.iter().find(|t| t.source == source))
+            else {
+                continue;
+            };
+            // Layers the publisher sends now; all of them until any was measured.
+            let mut usable: Vec<usize> = (0..track.layers.len())
+                .filter(|&i| track.layers[i].active)
+                .collect();
+            if usable.is_empty() {
+                usable = (0..track.layers.len()).collect();
+            }
+            let layers: Vec<LayerInfo> = usable
+                .iter()
+                .map(|&i| LayerInfo {
+                    height: track.layers[i].height,
+                    bitrate: track.layers[i].bitrate,
+                })
+                .collect();
+            let want_height = q
+                .video_wants
+                .as_ref()
+                .and_then(|w| {
+                    w.iter()
+                        .find(|w| w.publisher == publisher && w.source == source)
+                })
+                .map_or(u32::MAX, |w| w.height);
+            bests.push(simulcast::choose_layer(
+                &layers,
+                want_height,
+                u64::MAX,
+                None,
+            ));
+            demands.push(VideoDemand {
+                screen: source == Source::Screen,
+                layers,
+                want_height,
+                current: slot
+                    .target
+                    .and_then(|t| usable.iter().position(|&i| i == t)),
+            });
+            behind.push((idx, publisher, source, track.simulcast(), usable));
+        }
+        // What is being sent now: audio and the layers currently chosen.
+        let sending = audio
+            + demands
+                .iter()
+                .filter_map(|d| d.current.and_then(|c| d.layers.get(c)))
+                .map(|l| l.bitrate)
+                .sum::<u64>();
+        let Some(q) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        let measured = q.estimate.map(|e| q.probe.budget(now, e, sending));
+        let budget = match (measured, q.receive_limit) {
+            (Some(e), Some(l)) => e.min(l),
+            (e, l) => e.or(l).unwrap_or(u64::MAX),
+        };
+        let choices = allocate(budget, audio, &demands);
+        // What taking one more layer would need: the chosen layers, one higher (with the margin
+        // needed to switch up) where the tile wants more.
+        let mut next_step = audio;
+        let mut requests = Vec::new();
+        for ((idx, publisher, source, simulcast, usable), ((choice, demand), best)) in behind
+            .into_iter()
+            .zip(choices.into_iter().zip(&demands).zip(bests))
+        {
+            let up = match (choice, best) {
+                (Some(c), Some(b)) if c < b => Some(c + 1),
+                (None, Some(_)) => Some(0),
+                (c, _) => c,
+            };
+            if let Some(l) = up.and_then(|u| demand.layers.get(u)) {
+                next_step += if up == choice {
+                    l.bitrate
+                } else {
+                    l.bitrate + l.bitrate * simulcast::UP_MARGIN_PERCENT / 100
+                };
+            }
+            let Some(slot) = q.slots.get_mut(idx) else {
+                continue;
+            };
+            if !simulcast {
+                continue;
+            }
+            let target = choice.and_then(|c| usable.get(c).copied());
+            slot.target = target;
+            if target.is_none() {
+                slot.layer = None;
+            } else if slot.layer != target {
+                requests.push((publisher, source, target));
+            }
+        }
+        if measured.is_some() && q.receive_limit.is_none_or(|l| next_step <= l) {
+            q.probe.consider(now, budget, next_step);
+        }
+        for (publisher, source, layer) in requests {
+            self.request_keyframe(
+                now,
+                publisher,
+                source,
+                layer,
+                KeyframeRequestKind::Pli,
+                true,
+            );
+        }
+    }
+
     fn eval_speaker(&mut self, now: Instant) {
         let Some(next) = self.next_speaker_eval else {
             return;
@@ -1508,6 +1887,19 @@ impl Room {
             return;
         }
         self.next_speaker_eval = Some(now + SPEAKER_INTERVAL);
+        // The time since the previous evaluation (due at `next`, one interval after it).
+        let interval = now.saturating_duration_since(next) + SPEAKER_INTERVAL;
+        for p in self.peers.values_mut() {
+            for t in &mut p.tracks {
+                for l in &mut t.layers {
+                    l.measure(interval);
+                }
+            }
+        }
+        let ids: Vec<PeerId> = self.peers.keys().copied().collect();
+        for id in ids {
+            self.allocate_peer(now, id);
+        }
         let mut best: Option<(PeerId, u32)> = None;
         for (id, p) in self.peers.iter_mut() {
             if p.level_count > 0 && p.audio_forwarding {

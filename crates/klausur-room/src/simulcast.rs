@@ -7,6 +7,8 @@
 //! and TL0PICIDX so the receiver sees one continuous stream across switches. Nothing here
 //! reads or changes a byte after the frame tag's first byte.
 
+use std::time::{Duration, Instant};
+
 /// What the forwarder needs from one VP8 RTP payload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Vp8Descriptor {
@@ -16,6 +18,26 @@ pub struct Vp8Descriptor {
     pub picture_id: Option<(u16, PictureIdWidth, usize)>,
     /// The TL0PICIDX and its offset in the payload.
     pub tl0picidx: Option<(u8, usize)>,
+    /// Offset of the VP8 payload (the frame tag on a partition start) after the descriptor.
+    pub frame_start: usize,
+}
+
+impl Vp8Descriptor {
+    /// Width and height of a keyframe, from the clear header at the start of its first packet
+    /// (frame tag, start code `9d 01 2a`, 14-bit width and height, RFC 6386 section 9.1);
+    /// `None` for any other packet or a header that does not check out.
+    pub fn keyframe_size(&self, payload: &[u8]) -> Option<(u32, u32)> {
+        if !self.keyframe_start {
+            return None;
+        }
+        let h = payload.get(self.frame_start..self.frame_start + 10)?;
+        if h[3..6] != [0x9d, 0x01, 0x2a] {
+            return None;
+        }
+        let width = u32::from(u16::from_le_bytes([h[6], h[7]]) & 0x3fff);
+        let height = u32::from(u16::from_le_bytes([h[8], h[9]]) & 0x3fff);
+        Some((width, height))
+    }
 }
 
 /// Width of the picture ID field.
@@ -78,6 +100,7 @@ pub fn parse_vp8(payload: &[u8]) -> Option<Vp8Descriptor> {
         keyframe_start,
         picture_id,
         tl0picidx,
+        frame_start: at,
     })
 }
 
@@ -172,9 +195,9 @@ pub const UP_MARGIN_PERCENT: u64 = 25;
 /// Chooses the layer (index into `layers`, ordered low to high) for a subscriber that shows
 /// the video `want_height` pixels tall, within `budget` bit/s, currently receiving `current`.
 ///
-/// The size bound: the smallest layer at least `want_height / 2` tall (a 2:1 mismatch is
-/// allowed: a 720-pixel tile takes a 360-pixel layer; a layer of unknown height counts as
-/// tall enough). The budget bound: the highest layer whose bitrate fits,
+/// The size bound: the smallest layer at least 80 % of `want_height` tall (a 400-pixel tile
+/// takes a 360-pixel layer, a 500-pixel tile the 720-pixel one; a layer of unknown height
+/// counts as tall enough). The budget bound: the highest layer whose bitrate fits,
 /// switching up only with [`UP_MARGIN_PERCENT`] headroom. The lowest layer is always allowed
 /// (`None` only if `layers` is empty); pausing video entirely is the caller's choice.
 pub fn choose_layer(
@@ -187,10 +210,10 @@ pub fn choose_layer(
         return None;
     }
     let top = layers.len() - 1;
-    // Size: the smallest layer at least half as tall as wanted; unknown heights count as fit.
+    // Size: the smallest layer at least 80 % as tall as wanted; unknown heights count as fit.
     let by_size = layers
         .iter()
-        .position(|l| l.height == 0 || u64::from(l.height) * 2 >= u64::from(want_height))
+        .position(|l| l.height == 0 || u64::from(l.height) * 5 >= u64::from(want_height) * 4)
         .unwrap_or(top);
     // Budget, with hysteresis against the current layer.
     let mut by_budget = 0;
@@ -248,6 +271,85 @@ pub fn allocate(estimate: u64, audio: u64, demands: &[VideoDemand]) -> Vec<Optio
     out
 }
 
+/// How long a subscriber is given a higher bitrate than its estimate on trial ([`MediaProbe`]).
+pub const TRIAL: Duration = Duration::from_millis(2500);
+/// Wait before the first trial, and after a trial that held.
+pub const TRIAL_WAIT: Duration = Duration::from_secs(4);
+/// Longest wait after failed trials (each failure triples the wait).
+pub const TRIAL_WAIT_MAX: Duration = Duration::from_secs(120);
+
+/// Probing with media, for a subscriber whose bandwidth estimator does not probe by itself.
+///
+/// A delay- and loss-based estimate grows only to about 1.5 times what is acknowledged: a
+/// subscriber receiving the low layer of a camera looks the same whether its link carries
+/// 300 kbit/s or 30 Mbit/s. So from time to time the room tries the next layer up ("trial"):
+/// for [`TRIAL`] the budget is what that layer needs. If the estimate then falls below 90 % of
+/// what is being sent (the estimator saw queues grow or packets lost), the trial failed: back to
+/// the estimate, and the next trial waits three times longer (up to [`TRIAL_WAIT_MAX`]). If it
+/// held, the rate counts as proven until congestion is seen.
+#[derive(Debug, Clone)]
+pub struct MediaProbe {
+    /// A rate carried without congestion (bit/s), cleared at the first sign of congestion.
+    proven: u64,
+    /// The running trial: until when, and at which budget.
+    trial: Option<(Instant, u64)>,
+    next_try: Option<Instant>,
+    wait: Duration,
+}
+
+impl Default for MediaProbe {
+    fn default() -> Self {
+        MediaProbe {
+            proven: 0,
+            trial: None,
+            next_try: None,
+            wait: TRIAL_WAIT,
+        }
+    }
+}
+
+impl MediaProbe {
+    /// The budget to allocate with: the estimate, or more while a trial runs or a trial's rate
+    /// has been carried. `sending`: what the subscriber is being sent now (bit/s).
+    pub fn budget(&mut self, now: Instant, estimate: u64, sending: u64) -> u64 {
+        let congested = estimate < sending / 10 * 9;
+        if congested {
+            self.proven = 0;
+            if self.trial.take().is_some() {
+                self.wait = (self.wait * 3).min(TRIAL_WAIT_MAX);
+            }
+            self.next_try = Some(now + self.wait);
+        } else if let Some((until, rate)) = self.trial {
+            if now >= until {
+                self.trial = None;
+                self.proven = rate;
+                self.wait = TRIAL_WAIT;
+                self.next_try = Some(now + TRIAL_WAIT);
+            }
+        }
+        let trial = self.trial.map_or(0, |(_, rate)| rate);
+        estimate.max(self.proven).max(trial)
+    }
+
+    /// After an allocation within `budget`: `next_step` is what taking one layer more would
+    /// need (bit/s). Starts a trial at that rate when one is due.
+    pub fn consider(&mut self, now: Instant, budget: u64, next_step: u64) {
+        if next_step <= budget || self.trial.is_some() {
+            return;
+        }
+        match self.next_try {
+            None => self.next_try = Some(now + self.wait),
+            Some(t) if now >= t => self.trial = Some((now + TRIAL, next_step)),
+            Some(_) => {}
+        }
+    }
+
+    /// Whether a trial is running.
+    pub fn trying(&self) -> bool {
+        self.trial.is_some()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -291,6 +393,75 @@ mod tests {
         let d = parse_vp8(&[0x90, 0x80, 0x05, 0x00]).expect("descriptor");
         assert_eq!(d.picture_id, Some((5, PictureIdWidth::Bits7, 2)));
         assert!(d.keyframe_start);
+    }
+
+    #[test]
+    fn media_probe_tries_higher_and_backs_off_after_congestion() {
+        let t0 = Instant::now();
+        let mut p = MediaProbe::default();
+        // Sending 200 kbit/s, estimate 300: no trial before the first wait.
+        assert_eq!(p.budget(t0, 300_000, 200_000), 300_000);
+        p.consider(t0, 300_000, 700_000);
+        assert!(!p.trying());
+        let t1 = t0 + TRIAL_WAIT;
+        assert_eq!(p.budget(t1, 300_000, 200_000), 300_000);
+        p.consider(t1, 300_000, 700_000);
+        assert!(p.trying());
+        // During the trial the budget is the next step's.
+        assert_eq!(
+            p.budget(t1 + Duration::from_millis(500), 300_000, 200_000),
+            700_000
+        );
+        // Congestion: the estimate falls below what is sent. The trial failed; the next one
+        // waits three times as long.
+        let t2 = t1 + Duration::from_secs(1);
+        assert_eq!(p.budget(t2, 250_000, 650_000), 250_000);
+        assert!(!p.trying());
+        p.consider(t2 + TRIAL_WAIT, 250_000, 700_000);
+        assert!(!p.trying(), "waits longer after a failure");
+        p.consider(t2 + TRIAL_WAIT * 3, 250_000, 700_000);
+        assert!(p.trying());
+        // This one holds: its rate stays the budget until congestion.
+        let t3 = t2 + TRIAL_WAIT * 3 + TRIAL;
+        assert_eq!(p.budget(t3, 800_000, 690_000), 800_000);
+        assert_eq!(p.budget(t3, 650_000, 690_000), 700_000);
+        assert!(!p.trying());
+        assert_eq!(
+            p.budget(t3 + TRIAL, 500_000, 690_000),
+            500_000,
+            "congestion clears it"
+        );
+        // Nothing more wanted: no trial.
+        let mut q = MediaProbe::default();
+        q.consider(t0, 1_000_000, 700_000);
+        q.consider(t0 + TRIAL_WAIT * 2, 1_000_000, 700_000);
+        assert!(!q.trying());
+    }
+
+    #[test]
+    fn keyframe_size_from_the_clear_header() {
+        // Descriptor (X, I 15-bit, S) then a keyframe's frame tag, start code, 640x360.
+        let mut p = vec![0x90, 0x80, 0x81, 0x02];
+        p.extend_from_slice(&[
+            0x10, 0x02, 0x00, 0x9d, 0x01, 0x2a, 0x80, 0x02, 0x68, 0x01, 0xff,
+        ]);
+        let d = parse_vp8(&p).expect("descriptor");
+        assert_eq!(d.frame_start, 4);
+        assert_eq!(d.keyframe_size(&p), Some((640, 360)));
+        // Not a start code, truncated, a delta frame: no size.
+        let mut bad = p.clone();
+        bad[7] = 0x9c;
+        assert_eq!(parse_vp8(&bad).and_then(|d| d.keyframe_size(&bad)), None);
+        assert_eq!(
+            parse_vp8(&p[..12]).and_then(|d| d.keyframe_size(&p[..12])),
+            None
+        );
+        let mut delta = p.clone();
+        delta[4] = 0x11;
+        assert_eq!(
+            parse_vp8(&delta).and_then(|d| d.keyframe_size(&delta)),
+            None
+        );
     }
 
     #[test]
@@ -353,11 +524,14 @@ mod tests {
     }
 
     #[test]
-    fn size_picks_smallest_layer_within_2_to_1() {
+    fn size_picks_smallest_layer_at_least_80_percent_as_tall() {
         let l = layers();
-        assert_eq!(choose_layer(&l, 720, u64::MAX, None), Some(1));
+        assert_eq!(choose_layer(&l, 720, u64::MAX, None), Some(2));
+        assert_eq!(choose_layer(&l, 450, u64::MAX, None), Some(1));
+        assert_eq!(choose_layer(&l, 451, u64::MAX, None), Some(2));
         assert_eq!(choose_layer(&l, 1080, u64::MAX, None), Some(2));
-        assert_eq!(choose_layer(&l, 360, u64::MAX, None), Some(0));
+        assert_eq!(choose_layer(&l, 225, u64::MAX, None), Some(0));
+        assert_eq!(choose_layer(&l, 360, u64::MAX, None), Some(1));
         assert_eq!(choose_layer(&l, 2000, u64::MAX, None), Some(2));
         assert_eq!(choose_layer(&[], 720, u64::MAX, None), None);
     }

@@ -165,6 +165,7 @@ fn keyframe_requests_seen(interval: Duration) -> usize {
     let mut sim = meeting(
         RoomConfig {
             keyframe_request_interval: interval,
+            ..RoomConfig::default()
         },
         &[1, 2],
     );
@@ -781,5 +782,133 @@ fn video_a_subscriber_does_not_show_is_not_forwarded_to_it() {
         !sim.client(3).keyframe_requests.is_empty(),
         "the publisher is asked for a keyframe when its video is shown again"
     );
+    assert_clean(&sim);
+}
+
+/// Wants `publisher`'s camera shown `height` device pixels tall.
+fn show_camera(sim: &mut Sim, subscriber: u64, publisher: u64, height: u32) {
+    use klausur_room::VideoWant;
+    let now = sim.now;
+    sim.room.set_video_wants(
+        now,
+        subscriber,
+        Some(vec![VideoWant {
+            publisher,
+            source: Source::Camera,
+            width: height * 16 / 9,
+            height,
+        }]),
+    );
+}
+
+/// Packets per layer of `publisher`'s camera at `subscriber` during `d`, and the layer of the
+/// newest one.
+fn layers_during(
+    sim: &mut Sim,
+    subscriber: u64,
+    publisher: u64,
+    d: Duration,
+) -> ([u64; 3], Option<u8>) {
+    let before = received_layers(sim, subscriber, publisher).0;
+    sim.run_for(d);
+    let (after, last) = received_layers(sim, subscriber, publisher);
+    (std::array::from_fn(|i| after[i] - before[i]), last)
+}
+
+fn received_layers(sim: &Sim, subscriber: u64, publisher: u64) -> ([u64; 3], Option<u8>) {
+    sim.client(subscriber)
+        .received
+        .get(&(publisher, Source::Camera))
+        .map_or(([0; 3], None), |r| (r.per_layer, r.last_layer))
+}
+
+#[test]
+fn each_subscriber_gets_the_simulcast_layer_of_its_tile_size() {
+    init_log();
+    let mut sim = Sim::new(RoomConfig::default());
+    sim.join_simulcast(1);
+    sim.join(2);
+    sim.join(3);
+    let ok = sim.run_until(SETTLE, |s| {
+        s.all_connected() && s.clients.iter().all(|c| c.assignments.len() == 4)
+    });
+    assert!(ok, "meeting did not settle");
+    // 2 shows 1's camera small, 3 large; layers 180, 360 and 720 pixels tall.
+    show_camera(&mut sim, 2, 1, 170);
+    show_camera(&mut sim, 3, 1, 700);
+    sim.run_for(Duration::from_secs(2));
+    let (small, last_small) = layers_during(&mut sim, 2, 1, Duration::from_secs(2));
+    let (large, last_large) = layers_during(&mut sim, 3, 1, Duration::from_secs(2));
+    assert_eq!(last_small, Some(0), "small tile: low layer {small:?}");
+    assert_eq!(
+        small[1] + small[2],
+        0,
+        "small tile gets only the low layer: {small:?}"
+    );
+    assert!(small[0] > 40, "small tile: {small:?}");
+    assert_eq!(last_large, Some(2), "large tile: high layer {large:?}");
+    assert_eq!(
+        large[0] + large[1],
+        0,
+        "large tile gets only the high layer: {large:?}"
+    );
+    assert!(large[2] > 40, "large tile: {large:?}");
+
+    // 3's tile shrinks: it switches to the middle layer at a keyframe, asked for by rid.
+    sim.client_mut(1).keyframe_rids.clear();
+    show_camera(&mut sim, 3, 1, 350);
+    sim.run_for(Duration::from_secs(1));
+    assert!(
+        sim.client(1)
+            .keyframe_rids
+            .iter()
+            .any(|(_, rid)| rid.is_some_and(|r| &*r == "h")),
+        "the new layer's keyframe was requested: {:?}",
+        sim.client(1).keyframe_rids
+    );
+    let (mid, last_mid) = layers_during(&mut sim, 3, 1, Duration::from_secs(1));
+    assert_eq!(last_mid, Some(1), "{mid:?}");
+    assert_eq!(mid[0] + mid[2], 0, "{mid:?}");
+    // Across the switch the picture IDs and sequence numbers stay continuous, on one mid.
+    let pids = &sim.client(3).received[&(1, Source::Camera)].picture_ids;
+    for w in pids.windows(2) {
+        assert_eq!((w[0] + 1) % (1 << 15), w[1], "picture IDs continue: {w:?}");
+    }
+    assert!(sim.room.stats().layer_switches >= 3);
+    assert_clean(&sim);
+}
+
+#[test]
+fn a_subscriber_with_little_bandwidth_gets_the_low_layer_and_all_audio() {
+    init_log();
+    let mut sim = Sim::new(RoomConfig::default());
+    sim.join_simulcast(1);
+    sim.join(2);
+    let ok = sim.run_until(SETTLE, |s| {
+        s.all_connected() && s.clients.iter().all(|c| c.assignments.len() == 2)
+    });
+    assert!(ok, "meeting did not settle");
+    show_camera(&mut sim, 2, 1, 720);
+    // The bandwidth estimate starts at 1 Mbit/s, falls to what is sent, and is probed upwards
+    // by padding until the high layer fits.
+    let high = sim.run_until(Duration::from_secs(30), |s| {
+        received_layers(s, 2, 1).1 == Some(2)
+    });
+    assert!(
+        high,
+        "ample bandwidth: high layer {:?}",
+        received_layers(&sim, 2, 1)
+    );
+    // 2 may receive only 200 kbit/s (a limit works like a low bandwidth estimate): after
+    // 50 kbit/s for audio only the low layer (about 70 kbit/s) fits.
+    let now = sim.now;
+    sim.room.set_receive_limit(now, 2, Some(200_000));
+    let audio_before = sim.client(2).received(1, Source::Microphone);
+    sim.run_for(Duration::from_secs(1));
+    let (low, last) = layers_during(&mut sim, 2, 1, Duration::from_secs(2));
+    assert_eq!(last, Some(0), "200 kbit/s: low layer {low:?}");
+    assert_eq!(low[1] + low[2], 0, "{low:?}");
+    let audio = sim.client(2).received(1, Source::Microphone) - audio_before;
+    assert!(audio >= 140, "audio keeps flowing: {audio} packets in 3 s");
     assert_clean(&sim);
 }

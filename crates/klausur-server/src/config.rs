@@ -138,6 +138,7 @@ pub struct RawMedia {
     pub listen: Option<String>,
     pub public_ip: Option<String>,
     pub tcp: Option<bool>,
+    pub bandwidth_estimation: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -218,6 +219,8 @@ pub struct Config {
     pub media_public_ip: IpAddr,
     /// ICE-TCP: also listen on TCP (the media port number) and announce a TCP candidate.
     pub media_tcp: bool,
+    /// Estimate each participant's downlink and choose simulcast layers that fit it.
+    pub media_bandwidth_estimation: bool,
     /// `[turn]`: the TURN server browsers get credentials for, if any.
     pub turn: Option<std::sync::Arc<crate::turn::TurnConfig>>,
     pub data_dir: PathBuf,
@@ -465,19 +468,16 @@ impl Config {
             }
             None => media_listen.ip(),
         };
-        let media_tcp = match env("KLAUSUR_MEDIA_TCP") {
-            Some(v) => match v.as_str() {
-                "1" | "true" => true,
-                "0" | "false" => false,
-                _ => {
-                    return Err(invalid(
-                        "media.tcp",
-                        format!("KLAUSUR_MEDIA_TCP={v:?} must be true or false (1 or 0)"),
-                    ))
-                }
-            },
-            None => raw.media.tcp.unwrap_or(true),
-        };
+        let media_tcp = env_bool(env, "KLAUSUR_MEDIA_TCP", "media.tcp")?
+            .or(raw.media.tcp)
+            .unwrap_or(true);
+        let media_bandwidth_estimation = env_bool(
+            env,
+            "KLAUSUR_MEDIA_BANDWIDTH_ESTIMATION",
+            "media.bandwidth_estimation",
+        )?
+        .or(raw.media.bandwidth_estimation)
+        .unwrap_or(true);
         let turn = match raw.turn {
             Some(t) => Some(std::sync::Arc::new(resolve_turn(t)?)),
             None => None,
@@ -633,6 +633,7 @@ impl Config {
             media_listen,
             media_public_ip,
             media_tcp,
+            media_bandwidth_estimation,
             turn,
             data_dir,
             session_hours,
@@ -700,6 +701,26 @@ impl TrustedProxies {
 
 /// Parses `[server] trusted_proxies`: addresses (`"127.0.0.1"`, `"::1"`) and networks
 /// (`"10.0.0.0/8"`).
+/// A true/false setting from the environment variable `name` (`true`/`false` or `1`/`0`), for
+/// the config key `key`; `None` when unset.
+fn env_bool(
+    env: &dyn Fn(&str) -> Option<String>,
+    name: &str,
+    key: &str,
+) -> Result<Option<bool>, ConfigError> {
+    match env(name) {
+        None => Ok(None),
+        Some(v) => match v.as_str() {
+            "1" | "true" => Ok(Some(true)),
+            "0" | "false" => Ok(Some(false)),
+            _ => Err(invalid(
+                key,
+                format!("{name}={v:?} must be true or false (1 or 0)"),
+            )),
+        },
+    }
+}
+
 fn resolve_trusted_proxies(list: Option<Vec<String>>) -> Result<TrustedProxies, ConfigError> {
     let networks = list
         .unwrap_or_default()
@@ -1612,6 +1633,12 @@ mod tests {
     fn media_tcp_is_on_unless_switched_off() {
         assert!(resolve("").expect("defaults").media_tcp);
         assert!(!resolve("[media]\ntcp = false").expect("off").media_tcp);
+        assert!(resolve("").expect("defaults").media_bandwidth_estimation);
+        assert!(
+            !resolve("[media]\nbandwidth_estimation = false")
+                .expect("off")
+                .media_bandwidth_estimation
+        );
         let raw = RawConfig::default();
         let env = |k: &str| (k == "KLAUSUR_MEDIA_TCP").then(|| "0".to_string());
         let c = Config::resolve(raw, &env, &Overrides::default()).expect("env");

@@ -234,10 +234,14 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     if removed > 0 {
         tracing::info!("removed {removed} expired sessions");
     }
-    let (media, media_addr) = media::start(
+    let (media, media_addr) = media::start_with(
         config.media_listen,
         config.media_public_ip,
         config.media_tcp,
+        klausur_room::RoomConfig {
+            bandwidth_estimation: config.media_bandwidth_estimation,
+            ..klausur_room::RoomConfig::default()
+        },
     )
     .await
     .with_context(|| {

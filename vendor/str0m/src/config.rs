@@ -63,6 +63,9 @@ pub struct RtcConfig {
 #[derive(Debug, Clone)]
 pub(crate) struct BweConfig {
     pub(crate) initial_bitrate: Bitrate,
+    /// klausur patch: estimate without pacing (no leaky-bucket pacer, hence no probe
+    /// clusters or padding), see [`RtcConfig::set_bwe_unpaced`].
+    pub(crate) unpaced: bool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -487,6 +490,19 @@ impl RtcConfig {
         self
     }
 
+    /// klausur patch: runs the bandwidth estimator (transport-wide congestion control feedback,
+    /// delay and loss based) without the leaky-bucket pacer: packets leave as soon as they are
+    /// written, as without BWE, and there is no probing or padding. For a forwarder that adapts
+    /// by choosing what to forward and probes with media; the pacer's per-tick walk over every
+    /// send stream cost a meeting of 25 most of its forwarding capacity. No effect unless BWE
+    /// is enabled ([`Self::enable_bwe`]).
+    pub fn set_bwe_unpaced(mut self, unpaced: bool) -> Self {
+        if let Some(conf) = self.bwe_config.as_mut() {
+            conf.unpaced = unpaced;
+        }
+        self
+    }
+
     /// The initial bitrate as set by [`Self::enable_bwe()`].
     ///
     /// ```
@@ -873,7 +889,10 @@ impl RtcConfig {
 
 impl BweConfig {
     fn new(initial_bitrate: Bitrate) -> Self {
-        Self { initial_bitrate }
+        Self {
+            initial_bitrate,
+            unpaced: false,
+        }
     }
 }
 

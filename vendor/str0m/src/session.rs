@@ -100,6 +100,8 @@ pub(crate) struct Session {
     max_rx_seq_lookup: HashMap<Ssrc, SeqNoWindow>,
 
     bwe: Option<Bwe>,
+    /// klausur patch: BWE without pacer, so without probes (`RtcConfig::set_bwe_unpaced`).
+    bwe_unpaced: bool,
     bwe_last_event: Option<(Bitrate, bool)>,
 
     enable_twcc_feedback: bool,
@@ -169,7 +171,12 @@ impl Session {
         }
         let (pacer, bwe) = if let Some(config) = &config.bwe_config {
             let rate = config.initial_bitrate;
-            let pacer = PacerImpl::leaky_bucket(rate * 2.0);
+            // klausur patch: BWE without pacing (`RtcConfig::set_bwe_unpaced`).
+            let pacer = if config.unpaced {
+                PacerImpl::null()
+            } else {
+                PacerImpl::leaky_bucket(rate * 2.0)
+            };
             let bwe = Bwe::new(rate);
             (pacer, Some(bwe))
         } else {
@@ -206,6 +213,7 @@ impl Session {
             twcc_tx_register: TwccSendRegister::new(1000),
             max_rx_seq_lookup: HashMap::new(),
             bwe,
+            bwe_unpaced: config.bwe_config.as_ref().is_some_and(|c| c.unpaced),
             bwe_last_event: None,
             enable_twcc_feedback: false,
             pacer,
@@ -362,7 +370,8 @@ impl Session {
         // payload type supporting TWCC feedback. No prior media packet or RTX
         // stream is required. The Direct API uses its configured capabilities.
         let probe_media = self.srtp_tx.as_ref().and_then(|_| self.probe_media());
-        let do_probe = probe_media.is_some();
+        // klausur patch: no probe clusters without a pacer to send them.
+        let do_probe = probe_media.is_some() && !self.bwe_unpaced;
         let bwe = self.bwe.as_mut()?;
 
         if let Some(probe_config) = bwe.handle_timeout(now, do_probe) {

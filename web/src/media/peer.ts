@@ -94,9 +94,13 @@ export class PeerSession {
   }
 
   private sendTransceiver(kind: 'audio' | 'video', source: Source, track: MediaStreamTrack | null): RTCRtpTransceiver {
-    const t = limitCodecs(this.pc.addTransceiver(kind, { direction: 'sendonly' }));
+    const init: RTCRtpTransceiverInit = { direction: 'sendonly' };
+    // The camera goes out in three sizes; the server forwards each participant the one that
+    // fits the tile and the bandwidth (the encryption transform sees every layer's frames).
+    if (source === 'camera') init.sendEncodings = CAMERA_LAYERS.map((l) => ({ ...l }));
+    const t = limitCodecs(this.pc.addTransceiver(kind, init));
     this.transforms.attachSender(t.sender, source);
-    if (track) void t.sender.replaceTrack(track);
+    if (track) void t.sender.replaceTrack(track).then(() => (source === 'camera' ? fitLayers(t.sender, track) : undefined));
     return t;
   }
 
@@ -233,6 +237,7 @@ export class PeerSession {
 
   async setCameraTrack(track: MediaStreamTrack | null): Promise<void> {
     await this.camera.sender.replaceTrack(track);
+    if (track) await fitLayers(this.camera.sender, track);
   }
 
   /** Adds (or re-activates) the screen-share transceiver and re-offers. */
@@ -280,6 +285,22 @@ export class PeerSession {
     return out;
   }
 
+  /** How the camera's layers go out (simulcast), from the sender's statistics. */
+  async cameraLayers(): Promise<OutboundLayer[]> {
+    const report = await this.pc.getStats(this.camera.sender.track ?? null);
+    const out: OutboundLayer[] = [];
+    report.forEach((s: Record<string, unknown>) => {
+      if (s.type !== 'outbound-rtp' || s.kind !== 'video') return;
+      out.push({
+        rid: typeof s.rid === 'string' ? s.rid : null,
+        frameWidth: Number(s.frameWidth ?? 0),
+        bytesSent: Number(s.bytesSent ?? 0),
+        qualityLimitationReason: typeof s.qualityLimitationReason === 'string' ? s.qualityLimitationReason : null,
+      });
+    });
+    return out.sort((a, b) => (a.rid ?? '').localeCompare(b.rid ?? ''));
+  }
+
   /** How the screen is sent; null while it is not. */
   screenSending(): ScreenSending | null {
     const track = this.screen?.sender.track;
@@ -309,6 +330,43 @@ export class PeerSession {
     this.closed = true;
     if (this.answerTimer) clearTimeout(this.answerTimer);
     this.pc.close();
+  }
+}
+
+/** One simulcast layer of the own camera as sent (`PeerSession.cameraLayers`). */
+export interface OutboundLayer {
+  rid: string | null;
+  frameWidth: number;
+  bytesSent: number;
+  /** Why the browser sends less than asked: `bandwidth`, `cpu`, `none` or `other`. */
+  qualityLimitationReason: string | null;
+}
+
+/**
+ * Which of the {@link CAMERA_LAYERS} a camera of this size sends: all three from 960x540 up,
+ * the half and full size from 480x270, below that only the full size. A browser sends no more
+ * layers than its encoder allows for the size (Chromium: three from 960x540, two from 480x270),
+ * and it keeps the lowest ones, so a small camera with all three on would send only a quarter
+ * of its picture. Pure, for the unit test.
+ */
+export function activeLayers(width: number, height: number): boolean[] {
+  const pixels = width * height;
+  const n = pixels >= 960 * 540 ? 3 : pixels >= 480 * 270 ? 2 : 1;
+  return CAMERA_LAYERS.map((_, i) => i >= CAMERA_LAYERS.length - n);
+}
+
+/** Switches the camera's layers on or off for the track's size ({@link activeLayers}). */
+async function fitLayers(sender: RTCRtpSender, track: MediaStreamTrack): Promise<void> {
+  const { width, height } = track.getSettings();
+  if (!width || !height) return;
+  try {
+    const params = sender.getParameters();
+    const active = activeLayers(width, height);
+    if (params.encodings.length !== active.length) return;
+    params.encodings.forEach((e, i) => (e.active = active[i]));
+    await sender.setParameters(params);
+  } catch (e) {
+    console.warn('klausur: camera layers not set', e);
   }
 }
 
@@ -362,6 +420,17 @@ function limitCodecs(t: RTCRtpTransceiver): RTCRtpTransceiver {
 
 /** The most a shared screen may send: enough for sharp full-HD text at 15 frames per second. */
 export const SCREEN_MAX_BITRATE = 2_500_000;
+
+/**
+ * The camera's simulcast layers, low to high (the order the server ranks them by): a quarter,
+ * half and the full capture size (320x180, 640x360 and 1280x720 from an HD camera), each
+ * capped in bitrate. docs/architecture.md, "Media path", says how the server picks one.
+ */
+export const CAMERA_LAYERS: readonly RTCRtpEncodingParameters[] = [
+  { rid: 'q', scaleResolutionDownBy: 4, maxBitrate: 150_000 },
+  { rid: 'h', scaleResolutionDownBy: 2, maxBitrate: 500_000 },
+  { rid: 'f', scaleResolutionDownBy: 1, maxBitrate: 1_500_000 },
+];
 
 /**
  * A screen's sender keeps its resolution when bandwidth is short (frames go first, text stays

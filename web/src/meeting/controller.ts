@@ -4,7 +4,7 @@ import { SignalingClient } from '../signaling/client';
 import { api } from '../signaling/api';
 import type { ClientMsg, IceServer, Participant, ServerMsg, VideoTile } from '../signaling/protocol';
 import { getCamera, getMicrophone, getScreen, playChime } from '../media/devices';
-import { PeerSession, type InboundStat, type MediaTransport, type RemoteTrack, type ScreenSending } from '../media/peer';
+import { PeerSession, type InboundStat, type MediaTransport, type OutboundLayer, type RemoteTrack, type ScreenSending } from '../media/peer';
 import { E2eeSession } from '../e2ee/session';
 import type { E2eeDiagnostics, E2eeNotice, E2eeStatus } from '../e2ee/types';
 import { chatText } from '../e2ee/mls';
@@ -614,6 +614,10 @@ export class MeetingController {
     return this.peer ? this.peer.screenSending() : null;
   }
 
+  cameraLayers(): Promise<OutboundLayer[]> {
+    return this.peer ? this.peer.cameraLayers() : Promise.resolve([]);
+  }
+
   /** How the own media connection runs (UDP, TCP or through a TURN server); null while none. */
   mediaTransport(): Promise<MediaTransport | null> {
     return this.peer ? this.peer.transport().catch(() => null) : Promise.resolve(null);
@@ -640,6 +644,8 @@ export interface KlausurTestHooks {
   transport(): Promise<MediaTransport | null>;
   /** How the own screen is sent (null while it is not). */
   screenSending(): ScreenSending | null;
+  /** How the own camera's simulcast layers go out. */
+  cameraLayers(): Promise<OutboundLayer[]>;
   rawSend(text: string): boolean;
   readonly lastError: { code: string; message: string } | null;
   readonly selfId: string | null;
@@ -677,6 +683,7 @@ function installTestHooks(c: MeetingController): void {
     stats: () => c.stats(),
     transport: () => c.mediaTransport(),
     screenSending: () => c.screenSending(),
+    cameraLayers: () => c.cameraLayers(),
     rawSend: (text: string) => c.rawSend(text),
     get lastError() {
       return c.getSnapshot().room.lastError;

@@ -258,6 +258,8 @@ struct Outgoing {
 }
 
 struct Worker {
+    /// Every room's configuration.
+    room_config: RoomConfig,
     socket: UdpSocket,
     wake: Arc<EventFd>,
     /// The address announced as host candidate (the public IP with the socket's port).
@@ -288,6 +290,16 @@ pub async fn start(
     public_ip: std::net::IpAddr,
     tcp: bool,
 ) -> std::io::Result<(MediaHandle, SocketAddr)> {
+    start_with(listen, public_ip, tcp, RoomConfig::default()).await
+}
+
+/// [`start`] with the rooms' configuration (`[media] bandwidth_estimation`).
+pub async fn start_with(
+    listen: SocketAddr,
+    public_ip: std::net::IpAddr,
+    tcp: bool,
+    room_config: RoomConfig,
+) -> std::io::Result<(MediaHandle, SocketAddr)> {
     let (socket, listener) = bind(listen, tcp)?;
     socket.set_nonblocking(true)?;
     // Bigger socket buffers ride out bursts (a keyframe to every subscriber); best effort.
@@ -315,6 +327,7 @@ pub async fn start(
         .spawn(move || {
             // Built on the worker thread: the preallocated `mmsghdr`s hold raw pointers.
             let worker = Worker {
+                room_config,
                 socket,
                 wake: worker_wake,
                 candidate,
@@ -665,7 +678,7 @@ impl Worker {
                     self.failed.push(key);
                 }
                 // Nothing more is asked of the broken core.
-                slot.room = Room::new(RoomConfig::default());
+                slot.room = Room::new(self.room_config.clone());
                 None
             }
         }
@@ -731,7 +744,7 @@ impl Worker {
         match cmd {
             MediaCmd::OpenRoom { room, events } => {
                 #[allow(unused_mut)] // mutated only in test-hooks builds
-                let mut core = Room::new(RoomConfig::default());
+                let mut core = Room::new(self.room_config.clone());
                 #[cfg(feature = "test-hooks")]
                 install_payload_recorder(&mut core);
                 self.rooms.insert(
