@@ -339,6 +339,65 @@ test('video not on screen is not sent: a narrow window with the participant list
   await expect.poll(() => mediaRising(v, adminId, 'camera'), { timeout: 15_000 }).toBe(true);
 });
 
+test('simulcast: the camera arrives at the size of the tile that shows it, a larger layer in a large tile and the quarter in a small one', async ({
+  browser,
+  server,
+  adminPassword,
+}) => {
+  // The publisher's browser has an HD camera (Chromium's own fake device at 1280x720, not the
+  // suite's small clip), so it sends three layers: a quarter, half and the full size.
+  const hdBrowser = await chromium.launch({
+    executablePath: process.env.CHROMIUM_PATH ?? '/usr/bin/chromium',
+    args: chromiumArgs.filter((a) => !a.startsWith('--use-file-for-fake-video-capture')),
+  });
+  try {
+    const { meetingId, admin } = await meetingInSession(browser, server.baseURL, adminPassword, []);
+    const erika = await guestJoins(hdBrowser, server.baseURL, 'Erika Musterfrau', await inviteInSecondTab(admin, meetingId, 'Erika Musterfrau'));
+    const vera = await guestJoins(browser, server.baseURL, 'Vera Schmal', await inviteInSecondTab(admin, meetingId, 'Vera Schmal'));
+    const v = vera.page;
+    await expectAudioVideoFrom(v, erika.id);
+    const received = async (page: Page) =>
+      (await stats(page)).find((x) => x.participant_id === erika.id && x.source === 'camera')?.frameWidth ?? 0;
+    // The widths Erika's browser sends now, per layer (it scales and switches layers off as
+    // its own bandwidth estimate and CPU allow, so the test reads them rather than assume).
+    const sent = async () => {
+      const layers = await erika.page.evaluate(() => window.__klausur!.cameraLayers());
+      const width = (rid: string) => layers.find((l) => l.rid === rid)?.frameWidth ?? 0;
+      return { q: width('q'), top: Math.max(...layers.map((l) => l.frameWidth)) };
+    };
+    // All three layers are configured; at least the quarter and the half one go out.
+    await expect.poll(async () => (await erika.page.evaluate(() => window.__klausur!.cameraLayers())).filter((l) => l.frameWidth > 0).length, { timeout: 30_000 }).toBeGreaterThanOrEqual(2);
+    // Vera's large window: two large tiles, so Erika's camera comes as a layer above the quarter.
+    await v.setViewportSize({ width: 1600, height: 1000 });
+    await expect
+      .poll(async () => (await received(v)) > (await sent()).q, { timeout: 30_000 })
+      .toBe(true)
+      .catch(async (e) => {
+        const layers = await erika.page.evaluate(() => window.__klausur!.cameraLayers());
+        throw new Error(`${e}\nErika sends ${JSON.stringify(layers)}; Vera receives ${await received(v)} wide`);
+      });
+    // A small window: small tiles, the quarter layer is forwarded (while Erika's browser sends
+    // a larger one too, so the two are told apart), and stays.
+    await v.setViewportSize({ width: 480, height: 360 });
+    const quarter = async () => {
+      const { q, top } = await sent();
+      return (await received(v)) === q && q < top;
+    };
+    await expect.poll(quarter, { timeout: 30_000 }).toBe(true);
+    await v.waitForTimeout(2000);
+    await expect.poll(quarter, { timeout: 10_000 }).toBe(true);
+    expect(await mediaRising(v, erika.id, 'camera')).toBe(true);
+    // The organiser's window stayed large: a larger layer (negative control).
+    await expect.poll(async () => (await received(admin.page)) > (await sent()).q, { timeout: 10_000 }).toBe(true);
+    // Large again: back up, decrypting all the while.
+    await v.setViewportSize({ width: 1600, height: 1000 });
+    await expect.poll(async () => (await received(v)) > (await sent()).q, { timeout: 20_000 }).toBe(true);
+    await expectAudioVideoFrom(v, erika.id);
+  } finally {
+    await hdBrowser.close();
+  }
+});
+
 test('a chat message arrives at the others, end-to-end encrypted', async ({ browser, server, adminPassword }) => {
   const {
     admin,

@@ -48,7 +48,7 @@ use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use klausur_proto::SendSource;
 use klausur_room::{
@@ -58,13 +58,35 @@ use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 use nix::sys::eventfd::{EfdFlags, EventFd};
 use nix::sys::socket::{
-    recvmmsg, sendmmsg, setsockopt, sockopt, ControlMessage, MsgFlags, MultiHeaders,
-    SockaddrStorage,
+    recvmmsg, sendmmsg, setsockopt, sockopt, ControlMessage, ControlMessageOwned, MsgFlags,
+    MultiHeaders, SockaddrStorage,
 };
 use nix::sys::time::TimeSpec;
 use tokio::sync::{mpsc, oneshot};
 
 pub mod tcp;
+
+/// When a datagram arrived: the kernel's receive time (`SO_TIMESTAMPNS`, wall clock) carried
+/// over to the monotonic clock by the batch's `now` and `wall`, and never before `floor` (the
+/// latest time already given to the rooms) or after `now`. Without it every datagram of a batch
+/// would count as arriving when the worker got to it: a worker held up for 50 ms would make the
+/// senders' congestion control (TWCC feedback carries these times) see a queue that was never on
+/// the network, and lower their bitrate.
+fn arrival(now: Instant, wall: SystemTime, kernel: Option<TimeSpec>, floor: Instant) -> Instant {
+    let Some(ts) = kernel else {
+        return now.max(floor);
+    };
+    let (Ok(secs), Ok(nanos)) = (u64::try_from(ts.tv_sec()), u32::try_from(ts.tv_nsec())) else {
+        return now.max(floor);
+    };
+    let received = SystemTime::UNIX_EPOCH + Duration::new(secs, nanos.min(999_999_999));
+    // Waiting longer than a second in the socket is not plausible: the wall clock jumped.
+    let waited = wall
+        .duration_since(received)
+        .unwrap_or(Duration::ZERO)
+        .min(Duration::from_secs(1));
+    now.checked_sub(waited).unwrap_or(now).max(floor)
+}
 
 /// Datagrams per `recvmmsg` / `sendmmsg`.
 pub const BATCH: usize = 32;
@@ -273,6 +295,9 @@ struct Worker {
     ufrag_of: HashMap<(RoomKey, PeerId), String>,
     /// Rooms that got datagrams in the current batch.
     touched: Vec<RoomKey>,
+    /// The latest time given to any room: time never goes backwards for them, also when a
+    /// datagram's kernel receive time lies before a timer that fired meanwhile.
+    latest: Instant,
     /// Rooms whose core panicked since the last check (reported and replaced by
     /// [`Worker::replace_failed_rooms`]).
     failed: Vec<RoomKey>,
@@ -309,6 +334,10 @@ pub async fn start_with(
     if setsockopt(&socket, sockopt::SndBufForce, &SOCKET_BUFFER).is_err() {
         let _ = setsockopt(&socket, sockopt::SndBuf, &SOCKET_BUFFER);
     }
+    // The kernel's receive time of each datagram (see `arrival`); best effort.
+    if setsockopt(&socket, sockopt::ReceiveTimestampns, &true).is_err() {
+        tracing::info!("media worker: no kernel receive timestamps, datagrams timed on arrival");
+    }
     let local = socket.local_addr()?;
     let candidate = SocketAddr::new(public_ip, local.port());
     let tcp_candidate = listener.as_ref().map(|_| candidate);
@@ -338,6 +367,7 @@ pub async fn start_with(
                 by_addr: HashMap::new(),
                 ufrag_of: HashMap::new(),
                 touched: Vec::new(),
+                latest: Instant::now(),
                 failed: Vec::new(),
                 outgoing: Vec::with_capacity(4 * BATCH),
                 sender: Sender::new(gso),
@@ -400,7 +430,7 @@ impl Worker {
             .try_into()
             .unwrap_or_else(|_| unreachable!("BATCH slots"));
         let mut recv_headers: MultiHeaders<SockaddrStorage> =
-            MultiHeaders::preallocate(BATCH, None);
+            MultiHeaders::preallocate(BATCH, Some(nix::cmsg_space!(nix::sys::time::TimeSpec)));
         let mut next_report = Instant::now();
         // ICE-TCP connections ready after a wait, and the poll order of their addresses.
         let mut tcp_ready: Vec<(SocketAddr, PollFlags)> = Vec::new();
@@ -516,6 +546,7 @@ impl Worker {
             return;
         };
         let now = Instant::now();
+        self.latest = now;
         if accept {
             tcp.accept(now);
         }
@@ -550,11 +581,11 @@ impl Worker {
     ) -> usize {
         let mut iovs = bufs.each_mut().map(|b| [IoSliceMut::new(&mut b[..])]);
         let fd = self.socket.as_raw_fd();
-        let now;
         let mut n = 0;
         match recvmmsg(fd, headers, iovs.iter_mut(), MsgFlags::MSG_DONTWAIT, None) {
             Ok(results) => {
-                now = Instant::now();
+                let now = Instant::now();
+                let wall = SystemTime::now();
                 for msg in results {
                     n += 1;
                     if msg.flags.contains(MsgFlags::MSG_TRUNC) {
@@ -568,7 +599,15 @@ impl Worker {
                         continue;
                     };
                     let contents = &contents[..msg.bytes.min(contents.len())];
-                    self.on_datagram(now, source, contents);
+                    let kernel = msg.cmsgs().ok().and_then(|mut c| {
+                        c.find_map(|m| match m {
+                            ControlMessageOwned::ScmTimestampns(ts) => Some(ts),
+                            _ => None,
+                        })
+                    });
+                    let at = arrival(now, wall, kernel, self.latest);
+                    self.latest = at;
+                    self.on_datagram(at, source, contents);
                 }
             }
             Err(Errno::EAGAIN | Errno::EINTR) => return 0,
@@ -581,6 +620,7 @@ impl Worker {
         if n > 0 {
             self.stats.receive_batches += 1;
         }
+        self.latest = self.latest.max(Instant::now());
         self.drain_touched();
         self.replace_failed_rooms();
         self.flush();
@@ -719,6 +759,7 @@ impl Worker {
 
     fn fire_timers(&mut self) {
         let now = Instant::now();
+        self.latest = now;
         if let Some(tcp) = &mut self.tcp {
             tcp.expire(now);
         }
@@ -741,6 +782,7 @@ impl Worker {
 
     fn on_command(&mut self, cmd: MediaCmd) {
         let now = Instant::now();
+        self.latest = now;
         match cmd {
             MediaCmd::OpenRoom { room, events } => {
                 #[allow(unused_mut)] // mutated only in test-hooks builds
@@ -1202,6 +1244,35 @@ mod tests {
                 contents: vec![0; len],
             })
             .collect()
+    }
+
+    #[test]
+    fn a_datagram_counts_as_arrived_when_the_kernel_received_it() {
+        let now = Instant::now();
+        let wall = SystemTime::now();
+        let ms = Duration::from_millis;
+        let spec = |t: SystemTime| {
+            let d = t
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .expect("after 1970");
+            TimeSpec::new(d.as_secs() as _, d.subsec_nanos() as _)
+        };
+        let floor = now - ms(100);
+        // Received 30 ms before the worker got to it.
+        assert_eq!(
+            arrival(now, wall, Some(spec(wall - ms(30))), floor),
+            now - ms(30)
+        );
+        // Never before what the rooms were already given, never after now.
+        assert_eq!(arrival(now, wall, Some(spec(wall - ms(300))), floor), floor);
+        assert_eq!(arrival(now, wall, Some(spec(wall + ms(5))), floor), now);
+        // No timestamp, or a wall clock that jumped: now.
+        assert_eq!(arrival(now, wall, None, floor), now);
+        assert_eq!(
+            arrival(now, wall, Some(spec(wall - ms(5_000))), now - ms(2_000)),
+            now - ms(1_000)
+        );
+        assert_eq!(arrival(now, wall, Some(TimeSpec::new(-5, 0)), floor), now);
     }
 
     #[test]
