@@ -91,6 +91,22 @@ bench-large:
 	dir=$${CARGO_TARGET_DIR:-target}; \
 	$$dir/release/klausur-bench --server-bin $$dir/release/klausur --json $$dir/bench-large.json large --members 50,100
 
+## Browser figures (not part of `make test`): the Playwright tests tagged `@figures`, run alone
+## by `npm run bench:browser` against the test-hooks builds as in `make e2e`. They record, and
+## assert nothing that another browser test does not: in Chromium (web/e2e/e2ee.spec.ts) the
+## lobby admit to the first decrypted frame and the encryption worker's cost per frame (mean,
+## median, p90), and processing a commit in a group of 100 in the worker; in Firefox
+## (web/e2e/firefox.spec.ts) the worker's cost per frame. Writes web/test-results/
+## e2ee-figures.json, e2ee-commit-figures.json and e2ee-figures-firefox.json (quoted in
+## BENCHMARKS.md, "End-to-end encryption cost"). About 2 minutes after the builds. Honours
+## CARGO_TARGET_DIR.
+.PHONY: bench-browser
+bench-browser: setup-test wasm
+	$(CARGO) build -p klausur-server --features test-hooks
+	cd web && npm run build && npm run build:test-hooks
+	dir=$$(realpath -m $${CARGO_TARGET_DIR:-target}); \
+	cd web && KLAUSUR_BIN=$$dir/debug/klausur npm run bench:browser
+
 ## Soak test (klausur-bench soak, issue 19): 200 simulated participants (audio and video) join
 ## and leave 40 meetings of 5 for 5 minutes, after a 30 s warm-up round that sets the memory
 ## baseline; fails on a server ERROR line, a meeting, connection, room or peer left afterwards,

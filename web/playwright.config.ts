@@ -23,9 +23,16 @@ export const chromiumArgs = [
   `--use-file-for-fake-audio-capture=${canaryTonePath()}`,
 ];
 
+// Tests tagged `@figures` only record figures (JSON files in test-results/, quoted in
+// BENCHMARKS.md); they are left out of the test run and run alone by `npm run bench:browser`
+// (`make bench-browser`), which sets KLAUSUR_FIGURES=1.
+const figuresOnly = process.env.KLAUSUR_FIGURES === '1';
+
 export default defineConfig({
   testDir: './e2e',
   testMatch: '**/*.spec.ts',
+  grep: figuresOnly ? /@figures/ : undefined,
+  grepInvert: figuresOnly ? undefined : /@figures/,
   fullyParallel: false,
   workers: 1,
   retries: 0,

@@ -345,7 +345,7 @@ test('forward secrecy: a member the others removed decrypts nothing sent afterwa
   await expectAudioVideoFrom(members[1].page, members[0].id);
 });
 
-test('figures: admit-to-first-decrypted-frame and the worker’s cost per frame (recorded, not asserted)', async ({
+test('figures: admit-to-first-decrypted-frame and the worker’s cost per frame (recorded, not asserted)', { tag: '@figures' }, async ({
   browser,
   server,
   adminPassword,
@@ -420,7 +420,7 @@ test('figures: admit-to-first-decrypted-frame and the worker’s cost per frame 
   writeFileSync(joinPath(test.info().outputDir, '..', 'e2ee-figures.json'), JSON.stringify({ ...figures, frameCiphers: bench }, null, 2));
 });
 
-test('figures: processing a commit in a group of 100 in the worker (recorded, not asserted)', async ({
+test('figures: processing a commit in a group of 100 in the worker (recorded, not asserted)', { tag: '@figures' }, async ({
   browser,
   server,
   adminPassword,

@@ -282,7 +282,7 @@ async function transformsOf(page: AnyPage): Promise<CryptoCounters[]> {
   );
 }
 
-test('figures: the encryption worker’s cost per frame in Firefox (recorded, not asserted)', async () => {
+test('figures: the encryption worker’s cost per frame in Firefox (recorded, not asserted)', { tag: '@figures' }, async () => {
   test.setTimeout(180_000);
   const title = 'Messung';
   const admin = await adminPage();

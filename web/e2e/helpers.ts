@@ -209,11 +209,21 @@ export interface CryptoCounters {
   cryptoCallMs: number;
   bytesIn: number;
   bytesOut: number;
+  /** Test-hooks builds: the time of each of the transform's last frames, µs. */
+  cryptoSamplesUs?: number[];
+}
+
+/** The q-quantile (0 to 1) of `xs`, nearest rank; null for none. */
+function quantile(xs: number[], q: number): number | null {
+  if (xs.length === 0) return null;
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.floor(q * s.length))];
 }
 
 /** Crypto time and size per frame from the workers' counters, for the figures tests
- * (e2ee.spec.ts, firefox.spec.ts): `us_per_frame` from the start of a frame's crypto to its result, `busy_us_per_frame` the
- * worker thread's own time of it (without waiting for WebCrypto's asynchronous result). */
+ * (e2ee.spec.ts, firefox.spec.ts): `us_per_frame` from the start of a frame's crypto to its result (mean), `busy_us_per_frame` the
+ * worker thread's own time of it (without waiting for WebCrypto's asynchronous result);
+ * `us_median`, `us_p90`, `us_p99` of the same time over the transforms' last frames. */
 export function perFrame(all: CryptoCounters[]): Record<string, number | null> {
   const figures: Record<string, number | null> = {};
   for (const side of ['send', 'receive'] as const)
@@ -226,6 +236,13 @@ export function perFrame(all: CryptoCounters[]): Record<string, number | null> {
       const bytes = xs.reduce((m, x) => m + (side === 'send' ? x.bytesIn : x.bytesOut), 0);
       const what = side === 'send' ? 'encrypt' : 'decrypt';
       figures[`${what}_${kind}_us_per_frame`] = n ? Math.round((ms * 1000) / n) : null;
+      // The distribution over the transforms' last frames (each timed alone): a frame during
+      // which the worker's thread was scheduled off moves the mean, not the median.
+      const samples = xs.flatMap((x) => x.cryptoSamplesUs ?? []);
+      figures[`${what}_${kind}_us_median`] = quantile(samples, 0.5);
+      figures[`${what}_${kind}_us_p90`] = quantile(samples, 0.9);
+      figures[`${what}_${kind}_us_p99`] = quantile(samples, 0.99);
+      figures[`${what}_${kind}_samples`] = samples.length;
       figures[`${what}_${kind}_busy_us_per_frame`] = n ? Math.round((busy * 1000) / n) : null;
       figures[`${what}_${kind}_subtle_call_us_per_frame`] = n ? Math.round((call * 1000) / n) : null;
       figures[`${what}_${kind}_frames`] = n;

@@ -530,18 +530,7 @@ impl FrameCrypto {
     /// expired epochs at `now`.
     fn receive_context(&mut self, kid: u64, now: Duration) -> Result<&mut EpochKeys, FrameError> {
         self.handle_timeout(now);
-        let parts = decode_kid(kid);
-        let mask = (1u64 << EPOCH_BITS) - 1;
-        let ctx = self
-            .current
-            .iter_mut()
-            .chain(self.previous.iter_mut())
-            .find(|e| e.epoch & mask == u64::from(parts.epoch_low))
-            .ok_or(FrameError::UnknownKey(kid))?;
-        if !ctx.members.contains(&parts.leaf_index) {
-            return Err(FrameError::UnknownKey(kid));
-        }
-        Ok(ctx)
+        epoch_for(&mut self.current, &mut self.previous, kid)
     }
 
     /// Key material to decrypt frames of `kid` with an outside cipher, if `kid`'s epoch is
@@ -658,16 +647,8 @@ impl FrameCrypto {
         let header = SframeHeader::deserialize(sframe_bytes).map_err(|_| FrameError::Malformed)?;
         let kid = header.key_id();
         let parts = decode_kid(kid);
-        let mask = (1u64 << EPOCH_BITS) - 1;
-        let ctx = self
-            .current
-            .iter_mut()
-            .chain(self.previous.iter_mut())
-            .find(|e| e.epoch & mask == u64::from(parts.epoch_low))
-            .ok_or(FrameError::UnknownKey(kid))?;
-        if !ctx.members.contains(&parts.leaf_index) {
-            return Err(FrameError::UnknownKey(kid));
-        }
+        // The epochs are borrowed apart from the replay counter, which an error below counts.
+        let ctx = epoch_for(&mut self.current, &mut self.previous, kid)?;
         let header_len = header_len(sframe_bytes).ok_or(FrameError::Malformed)?;
         let (header_bytes, sealed) = sframe_bytes.split_at(header_len);
         if sealed.len() < TAG_LEN {
@@ -722,6 +703,27 @@ impl FrameCrypto {
 }
 
 use klausur_frame_aead::TAG_LEN;
+
+/// Of the held epochs (`current`, then `previous`), the one whose low epoch bits `kid` names,
+/// if its roster has the KID's leaf ([`FrameError::UnknownKey`] otherwise). A free function over
+/// the two fields, so callers can hold the result while using the rest of [`FrameCrypto`].
+fn epoch_for<'a>(
+    current: &'a mut Option<EpochKeys>,
+    previous: &'a mut VecDeque<EpochKeys>,
+    kid: u64,
+) -> Result<&'a mut EpochKeys, FrameError> {
+    let parts = decode_kid(kid);
+    let mask = (1u64 << EPOCH_BITS) - 1;
+    let ctx = current
+        .iter_mut()
+        .chain(previous.iter_mut())
+        .find(|e| e.epoch & mask == u64::from(parts.epoch_low))
+        .ok_or(FrameError::UnknownKey(kid))?;
+    if !ctx.members.contains(&parts.leaf_index) {
+        return Err(FrameError::UnknownKey(kid));
+    }
+    Ok(ctx)
+}
 
 /// The length of the SFrame header at the start of `bytes` as its config byte says (RFC 9605
 /// section 4.3), or `None` if `bytes` is shorter.

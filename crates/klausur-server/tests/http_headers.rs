@@ -59,6 +59,14 @@ async fn every_answer_has_the_security_headers_and_api_answers_are_not_cached() 
             Some("no-referrer")
         );
         assert_eq!(
+            header(resp, "cross-origin-opener-policy").as_deref(),
+            Some("same-origin")
+        );
+        assert_eq!(
+            header(resp, "cross-origin-embedder-policy").as_deref(),
+            Some("require-corp")
+        );
+        assert_eq!(
             header(resp, "strict-transport-security"),
             None,
             "no HSTS over plain HTTP"

@@ -234,6 +234,13 @@ export interface TransformDiagnostics {
   cryptoBusyMs: number;
   /** Of `cryptoBusyMs`: inside the synchronous part of the `crypto.subtle` calls. */
   cryptoCallMs: number;
+  /**
+   * Test-hooks build only: the time of each of the last 2,000 to 4,000 frames (as `cryptoMs`),
+   * microseconds, for a median and percentiles (the e2ee figures tests). Only as fine as the
+   * worker's `performance.now()`: 5 µs (Chromium) or 20 µs (Firefox) when the page is
+   * cross-origin isolated, as the server serves it, 100 µs / 1 ms when not.
+   */
+  cryptoSamplesUs?: number[];
 }
 
 export interface E2eeDiagnostics {
@@ -250,7 +257,18 @@ export interface E2eeDiagnostics {
  */
 export interface FrameBench {
   frames: number;
-  sizes: Record<string, { wasm: { encryptUs: number; decryptUs: number }; webcrypto: { encryptUs: number; encryptBusyUs: number; decryptUs: number; decryptBusyUs: number } }>;
+  sizes: Record<
+    string,
+    {
+      /** `encryptUs`/`decryptUs`: frames back to back, mean; the rest: each frame timed alone. */
+      wasm: { encryptUs: number; decryptUs: number; encryptMedianUs: number; encryptP90Us: number; decryptMedianUs: number; decryptP90Us: number };
+      webcrypto: { encryptUs: number; encryptBusyUs: number; decryptUs: number; decryptBusyUs: number };
+    }
+  >;
+  /** 300-byte frames with the core cipher, one at a time 10 ms apart, each timed alone. */
+  spaced300: { frames: number; encryptMedianUs: number; encryptP90Us: number; decryptMedianUs: number; decryptP90Us: number };
+  /** The worker's smallest `performance.now()` step, µs, and whether it is cross-origin isolated. */
+  timer: { stepUs: number; crossOriginIsolated: boolean };
 }
 
 /** Test-hooks build only: plaintext frames captured on the send side before encryption. */
