@@ -1058,17 +1058,7 @@ impl Room {
             self.check_renegotiate(Some(peer));
         }
         self.check_renegotiate_peer(peer, true);
-        for (publisher, source) in new_video {
-            self.request_keyframe(
-                now,
-                publisher,
-                source,
-                None,
-                KeyframeRequestKind::Pli,
-                false,
-            );
-        }
-        self.allocate_peer(now, peer);
+        self.video_started(now, peer, new_video, false);
 
         self.mark_dirty(peer, true);
         self.run(now);
@@ -1237,20 +1227,27 @@ impl Room {
             }
         }
         self.rebuild_routes();
-        if self.peers.get(&peer).is_some_and(|p| p.connected) {
-            for (publisher, source) in started {
-                self.request_keyframe(
-                    now,
-                    publisher,
-                    source,
-                    None,
-                    KeyframeRequestKind::Pli,
-                    false,
-                );
-            }
+        if !self.peers.get(&peer).is_some_and(|p| p.connected) {
+            started.clear();
+        }
+        self.video_started(now, peer, started, false);
+        self.run(now);
+    }
+
+    /// `videos` start to be forwarded to `peer`: their publishers are asked for a keyframe
+    /// (simulcast tracks: of the layer chosen now) and the peer's layers are chosen anew.
+    fn video_started(
+        &mut self,
+        now: Instant,
+        peer: PeerId,
+        videos: Vec<(PeerId, Source)>,
+        throttled: bool,
+    ) {
+        for (publisher, source) in videos {
+            let kind = KeyframeRequestKind::Pli;
+            self.request_keyframe(now, publisher, source, None, kind, throttled);
         }
         self.allocate_peer(now, peer);
-        self.run(now);
     }
 
     /// Caps what the room sends `peer` at `limit` bit/s (`None`: only its bandwidth estimate
@@ -1388,17 +1385,7 @@ impl Room {
                 let video = p.shown_video();
                 self.outputs
                     .push_back(RoomOutput::Event(RoomEvent::Connected(id)));
-                for (publisher, source) in video {
-                    self.request_keyframe(
-                        now,
-                        publisher,
-                        source,
-                        None,
-                        KeyframeRequestKind::Pli,
-                        true,
-                    );
-                }
-                self.allocate_peer(now, id);
+                self.video_started(now, id, video, true);
             }
             Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
                 self.fail_peer(now, id);
