@@ -85,7 +85,7 @@ test('a caller types number and PIN, the organiser admits them from the lobby; l
   await expect(a.getByTestId('phone-banner')).toHaveCount(0);
 
   let during: string | null = null;
-  const call = await sippCall(join(work, 'sipp'), server.sipAddress, `${number}#${pin}#`, 40_000, '+4930123456789');
+  const call = await sippCall(join(work, 'sipp'), server.sipAddress, `${number}#${pin}#`, 150_000, '+4930123456789');
   try {
     await test.step('the caller waits in the lobby, marked as a phone caller; the organiser admits them', async () => {
       await openPanel(a, 'people');
@@ -115,6 +115,7 @@ test('a caller types number and PIN, the organiser admits them from the lobby; l
     });
 
     await test.step('the caller hangs up: the list, the banner and the code say so', async () => {
+      await call.hangup();
       expect(await call.done).toBe(0);
       await expect(a.locator('[data-testid="participant-item"][data-phone="true"]')).toHaveCount(0, { timeout: 30_000 });
       await expect(a.getByTestId('phone-banner')).toHaveCount(0);

@@ -77,7 +77,10 @@ function capture(key: string): string {
   return `${CAPTURES}/dtmf_2833_${name}.pcap`;
 }
 
-/** The sipp scenario of a caller who types `keys`, stays `stayMs` and hangs up. */
+/**
+ * The sipp scenario of a caller who types `keys`, then stays until told to hang up (a SIP INFO in
+ * the call, see `SippCall.hangup`) or at most `stayMs`, and hangs up.
+ */
 function scenario(keys: string, stayMs: number, caller: string): string {
   const invite = `
   <send retrans="500"><![CDATA[
@@ -126,7 +129,8 @@ function scenario(keys: string, stayMs: number, caller: string): string {
     .map((k) => `  <nop><action><exec play_pcap_audio="${capture(k)}"/></action></nop>\n  <pause milliseconds="800"/>`)
     .join('\n');
   const bye = `
-  <pause milliseconds="${stayMs}"/>
+  <recv request="INFO" timeout="${stayMs}" ontimeout="bye"/>
+  <label id="bye"/>
   <send retrans="500"><![CDATA[
       BYE sip:dialin@[remote_ip]:[remote_port] SIP/2.0
       Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
@@ -146,10 +150,15 @@ function scenario(keys: string, stayMs: number, caller: string): string {
 export interface SippCall {
   /** Resolves with sipp's exit code when the call is over (0: answered, and the BYE got 200). */
   done: Promise<number | null>;
+  /** Tells the caller to hang up now (sipp sends its BYE). */
+  hangup(): Promise<void>;
   kill(): void;
 }
 
-/** A sipp caller to `gateway` (`host:port`) typing `keys`, staying `stayMs`, then hanging up. */
+/**
+ * A sipp caller to `gateway` (`host:port`) typing `keys`, staying until `hangup()` (at most
+ * `stayMs`: a test that stops early must not leave the call open), then hanging up.
+ */
 export async function sippCall(dir: string, gateway: string, keys: string, stayMs: number, caller: string): Promise<SippCall> {
   if (!existsSync(CAPTURES)) throw new Error(`${CAPTURES} is missing: install Debian's sip-tester`);
   // Number, PIN and the caller's number must never reach the server's log (log-secrets.ts).
@@ -158,14 +167,41 @@ export async function sippCall(dir: string, gateway: string, keys: string, stayM
   mkdirSync(dir, { recursive: true });
   const file = join(dir, 'scenario.xml');
   writeFileSync(file, scenario(keys, stayMs, caller));
+  const sipPort = await freeUdpPort();
+  const callId = `klausur-test-${process.pid}-${Date.now()}@127.0.0.1`;
   const args = [
-    gateway, '-sf', file, '-m', '1', '-i', '127.0.0.1', '-p', String(await freeUdpPort()),
+    gateway, '-sf', file, '-m', '1', '-i', '127.0.0.1', '-p', String(sipPort), '-cid_str', callId,
     '-mi', '127.0.0.1', '-mp', String(await freeUdpPort()),
     '-timeout', `${Math.ceil(stayMs / 1000) + 60}s`, '-timeout_error', '-nostdin', '-trace_err',
   ];
   const child: ChildProcess = spawn('sipp', args, { cwd: dir, stdio: 'ignore' });
   const done = new Promise<number | null>((res) => child.on('exit', (code) => res(code)));
-  return { done, kill: () => child.kill('SIGKILL') };
+  // The hang-up order: a request in sipp's call (matched by its Call-ID) that its scenario waits for.
+  const hangup = () =>
+    new Promise<void>((res, rej) => {
+      const sock = createSocket('udp4');
+      sock.bind(0, '127.0.0.1', () => {
+        const { port } = sock.address();
+        const info = [
+          `INFO sip:caller@127.0.0.1:${sipPort} SIP/2.0`,
+          `Via: SIP/2.0/UDP 127.0.0.1:${port};branch=z9hG4bK-hangup-${Date.now()}`,
+          `From: <sip:test@127.0.0.1:${port}>;tag=hangup`,
+          `To: <sip:caller@127.0.0.1:${sipPort}>`,
+          `Call-ID: ${callId}`,
+          'CSeq: 1 INFO',
+          'Max-Forwards: 70',
+          'Content-Length: 0',
+          '',
+          '',
+        ].join('\r\n');
+        sock.send(info, sipPort, '127.0.0.1', (err) => {
+          sock.close();
+          if (err) rej(err);
+          else res();
+        });
+      });
+    });
+  return { done, hangup, kill: () => child.kill('SIGKILL') };
 }
 
 /** 16-bit mono WAV of a sine: `freq` Hz at `rate`, `secs` long. */
