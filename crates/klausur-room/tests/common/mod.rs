@@ -762,6 +762,11 @@ impl Sim {
         if self.room.poll_timeout().is_some_and(|t| t <= now) {
             self.room.handle_timeout(now);
             self.drain_room();
+            // A timeout handled must move on: a room that stays due would make its driver spin.
+            // (Time stands still between sending and receiving here, so round trips are zero.)
+            if let Some(t) = self.room.poll_timeout() {
+                assert!(t > now, "poll_timeout stays due after handle_timeout");
+            }
         }
         self.deliver();
         if self.auto_renegotiate {

@@ -13,6 +13,10 @@ const MAX_RTT_HISTORY_WINDOW: usize = 32;
 const UPDATE_INTERVAL: Duration = Duration::from_millis(25);
 /// The maximum time we keep updating our estimate without receiving a TWCC report.
 const MAX_TWCC_GAP: Duration = Duration::from_millis(500);
+/// klausur patch: the shortest wait for the next TWCC report. A smoothed RTT of zero (or a few
+/// microseconds on loopback) made `handle_timeout` schedule itself at `now` again, so a driver
+/// that calls it whenever `poll_timeout` has passed would spin.
+const MIN_TWCC_WAIT: Duration = Duration::from_millis(5);
 /// RFC 6298: Exponentially Weighted Moving Average smoothing factor for RTT (alpha = 1/8)
 const RTT_SMOOTHING_FACTOR: f64 = 0.125;
 
@@ -117,7 +121,7 @@ impl DelayController {
             let next_timeout_in = self
                 .get_smoothed_rtt()
                 .unwrap_or(MAX_TWCC_GAP)
-                .min(UPDATE_INTERVAL);
+                .clamp(MIN_TWCC_WAIT, UPDATE_INTERVAL);
 
             // Set this even if we didn't update, otherwise we get stuck in a poll -> handle loop
             // that starves the run loop.
