@@ -243,16 +243,22 @@ pub struct VideoDemand {
 }
 
 /// Splits a subscriber's estimated bandwidth `estimate` (bit/s) over its video tracks: audio
-/// (`audio` bit/s) is taken off first and never dropped, then screen shares, then cameras, each
-/// given the layer [`choose_layer`] picks within what is left. A track gets `None` (paused) only
-/// if not even its lowest layer fits what is left, except that the first video always gets at
-/// least its lowest layer (a subscriber is never left without any picture while one exists).
+/// (`audio` bit/s) is taken off first and never dropped, then screen shares, each given the
+/// layer [`choose_layer`] picks within what is left. Then cameras: first every camera its
+/// lowest layer, in order, while it fits; then, in rounds, each camera one layer up (towards
+/// the size its tile wants, with [`UP_MARGIN_PERCENT`] headroom for a layer above the current
+/// one) while the budget allows, so that a short budget gives every tile a smaller picture
+/// instead of the first tiles a large one and the others none. A track gets `None` (paused)
+/// only if not even its lowest layer fits what is left, except that the first video always
+/// gets at least its lowest layer (a subscriber is never left without any picture while one
+/// exists).
 pub fn allocate(estimate: u64, audio: u64, demands: &[VideoDemand]) -> Vec<Option<usize>> {
     let mut left = estimate.saturating_sub(audio);
     let mut out = vec![None; demands.len()];
     let mut order: Vec<usize> = (0..demands.len()).collect();
     order.sort_by_key(|&i| !demands[i].screen);
     let mut first = true;
+    let mut cameras = Vec::new();
     for i in order {
         let d = &demands[i];
         let Some(lowest) = d.layers.first() else {
@@ -262,13 +268,49 @@ pub fn allocate(estimate: u64, audio: u64, demands: &[VideoDemand]) -> Vec<Optio
             continue;
         }
         first = false;
-        let choice = choose_layer(&d.layers, d.want_height, left, d.current);
-        if let Some(c) = choice {
-            left = left.saturating_sub(d.layers[c].bitrate);
+        if d.screen {
+            let choice = choose_layer(&d.layers, d.want_height, left, d.current);
+            if let Some(c) = choice {
+                left = left.saturating_sub(d.layers[c].bitrate);
+            }
+            out[i] = choice;
+        } else {
+            left = left.saturating_sub(lowest.bitrate);
+            out[i] = Some(0);
+            cameras.push(i);
         }
-        out[i] = choice;
     }
-    out
+    // Upgrades, one layer per camera and round, up to the layer the tile's size asks for.
+    loop {
+        let mut raised = false;
+        for &i in &cameras {
+            let d = &demands[i];
+            let (Some(at), Some(cap)) = (
+                out[i],
+                choose_layer(&d.layers, d.want_height, u64::MAX, None),
+            ) else {
+                continue;
+            };
+            let next = at + 1;
+            if next > cap {
+                continue;
+            }
+            let (now_rate, next_rate) = (d.layers[at].bitrate, d.layers[next].bitrate);
+            let check = if d.current.is_some_and(|c| next <= c) {
+                next_rate
+            } else {
+                next_rate + next_rate * UP_MARGIN_PERCENT / 100
+            };
+            if check.saturating_sub(now_rate) <= left {
+                left = left.saturating_sub(next_rate.saturating_sub(now_rate));
+                out[i] = Some(next);
+                raised = true;
+            }
+        }
+        if !raised {
+            return out;
+        }
+    }
 }
 
 /// How long a subscriber is given a higher bitrate than its estimate on trial ([`MediaProbe`]).
@@ -582,5 +624,38 @@ mod tests {
             allocate(100_000, 50_000, &[cam.clone(), cam]),
             vec![Some(0), None]
         );
+    }
+
+    #[test]
+    fn a_short_budget_gives_every_camera_a_smaller_layer_before_any_a_large_one() {
+        let cam = |current| VideoDemand {
+            screen: false,
+            layers: layers(),
+            want_height: 720,
+            current,
+        };
+        // Nine large tiles, 5 Mbit/s for video: not nine 1.5 Mbit/s layers, and not three of
+        // them with six tiles paused, but every tile the 500 kbit/s layer.
+        let nine = vec![cam(None); 9];
+        assert_eq!(allocate(5_050_000, 50_000, &nine), vec![Some(1); 9]);
+        // With 2.5 Mbit/s more, two of them (in order) go up to the top layer.
+        assert_eq!(
+            allocate(7_550_000, 50_000, &nine),
+            [vec![Some(2); 2], vec![Some(1); 7]].concat()
+        );
+        // 1 Mbit/s: six low layers fit, the rest are paused.
+        assert_eq!(
+            allocate(1_000_000, 50_000, &nine),
+            [vec![Some(0); 6], vec![None; 3]].concat()
+        );
+        // Already on the middle layer, it stays there without the headroom needed to go up.
+        assert_eq!(allocate(550_000, 50_000, &[cam(Some(1))]), vec![Some(1)]);
+        assert_eq!(allocate(550_000, 50_000, &[cam(None)]), vec![Some(0)]);
+        // A small tile never gets more than its size needs, however much bandwidth there is.
+        let small = VideoDemand {
+            want_height: 180,
+            ..cam(None)
+        };
+        assert_eq!(allocate(100_000_000, 50_000, &[small]), vec![Some(0)]);
     }
 }
