@@ -19,7 +19,7 @@ use nix::sys::socket::{
 };
 use str0m::change::{SdpAnswer, SdpApi, SdpOffer, SdpPendingOffer};
 use str0m::format::Codec;
-use str0m::media::{Direction, MediaKind, Mid, Pt};
+use str0m::media::{Direction, MediaKind, Mid, Pt, Rid, Simulcast, SimulcastLayer};
 use str0m::net::{Protocol, Receive};
 use str0m::rtp::{ExtensionValues, RtpWrite};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
@@ -29,7 +29,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::sleep_until;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::header::{audio_len, payload, video_frame_sizes, Header, Stream};
+use crate::header::{audio_len, payload, video_frame_sizes, vp8_payload, Header, Stream};
 use crate::stats::{Presence, RecvStats, SendStats, Window};
 
 type Ws =
@@ -211,15 +211,46 @@ impl Track {
     }
 }
 
-/// Adds the sendonly audio and/or video m-lines `role` publishes.
-fn add_send_media(api: &mut SdpApi<'_>, role: Role) -> (Option<Mid>, Option<Mid>) {
+/// The simulcast layers of a camera that sends them (`--simulcast`), low to high: rid, frame
+/// size, and the packet sizes relative to the single-layer camera's (the same number of packets
+/// per frame on every layer, so one sequence tag names the same packet on each layer and a
+/// receiver's loss count survives layer switches).
+pub const LAYERS: [(&str, (u16, u16), f64); 3] = [
+    ("q", (320, 180), 1.0 / 6.0),
+    ("h", (640, 360), 0.4),
+    ("f", (1280, 720), 1.0),
+];
+
+/// Adds the sendonly audio and/or video m-lines `role` publishes; the camera as three simulcast
+/// layers ([`LAYERS`]) if `simulcast`.
+fn add_send_media(api: &mut SdpApi<'_>, role: Role, simulcast: bool) -> (Option<Mid>, Option<Mid>) {
     let a = role
         .audio
         .then(|| api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None));
+    let layers = simulcast.then(|| {
+        let mut s = Simulcast::new();
+        for (rid, _, _) in LAYERS {
+            s.add_send_layer(SimulcastLayer::new(rid));
+        }
+        s
+    });
     let v = role
         .video
-        .then(|| api.add_media(MediaKind::Video, Direction::SendOnly, None, None, None));
+        .then(|| api.add_media(MediaKind::Video, Direction::SendOnly, None, None, layers));
     (a, v)
+}
+
+/// The size of a shown tile (the middle layer's), and the two sizes `set_tile_switch`
+/// alternates between (the high and the low layer's).
+const TILE_SIZE: (u32, u32) = (640, 360);
+const TILE_LARGE: (u32, u32) = (1280, 720);
+const TILE_SMALL: (u32, u32) = (320, 180);
+
+/// A simulcast layer's RTP sequence number and VP8 picture ID.
+#[derive(Debug, Clone, Copy)]
+struct LayerTx {
+    rtp_seq: u64,
+    picture_id: u16,
 }
 
 /// The media a peer sends and the state of its pacing.
@@ -233,6 +264,8 @@ struct Sender {
     video_period: Duration,
     frame: u32,
     keyframe_pending: bool,
+    /// The camera's simulcast layers ([`LAYERS`]), when it sends them.
+    layers: Option<[LayerTx; 3]>,
     stats: SendStats,
 }
 
@@ -265,6 +298,11 @@ pub struct Peer {
     /// Participant ids of those in `shows` seen in the meeting so far, and how many were told.
     shown_ids: std::collections::BTreeMap<u16, String>,
     told_tiles: usize,
+    /// The size of the tiles it shows, as told to the server.
+    tile_size: (u32, u32),
+    /// Switches its tiles between large and small this often (the server then switches
+    /// simulcast layers), from the next switch time on.
+    tile_switch: Option<(Duration, Instant)>,
     // Signaling state (klausur only).
     sig: Option<Signaling>,
     // Offers to answer while running (the Janus subscriber side).
@@ -368,6 +406,7 @@ impl Peer {
                 video_period: VIDEO_PERIOD.div_f64(rate),
                 frame: 0,
                 keyframe_pending: true,
+                layers: None,
                 stats: SendStats::default(),
             },
             role: Role::AV,
@@ -381,6 +420,8 @@ impl Peer {
             shows: None,
             shown_ids: Default::default(),
             told_tiles: 0,
+            tile_size: TILE_SIZE,
+            tile_switch: None,
             sig: None,
             offers: None,
         })
@@ -394,6 +435,47 @@ impl Peer {
     /// Shows only these participants' video (klausur: `video_tiles`, sent as they join).
     pub fn set_shows(&mut self, shows: Option<Vec<u16>>) {
         self.shows = shows;
+    }
+
+    /// Sends the camera as three simulcast layers ([`LAYERS`]); before the first offer.
+    pub fn set_simulcast(&mut self, on: bool) {
+        self.sender.stats.video_layers = if on { LAYERS.len() as u8 } else { 1 };
+        self.sender.layers = on.then_some(
+            [LayerTx {
+                rtp_seq: 1,
+                picture_id: 0,
+            }; 3],
+        );
+        if let Some(layers) = self.sender.layers.as_mut() {
+            // Each layer numbers its pictures on its own (the server rewrites them).
+            for (i, l) in layers.iter_mut().enumerate() {
+                l.picture_id = (1000 + 7000 * i as u16 + self.index) & 0x7fff;
+            }
+        }
+    }
+
+    /// Switches the shown tiles between large and small every `every`, the first time after
+    /// `first` (with `set_shows`).
+    pub fn set_tile_switch(&mut self, every: Duration, first: Instant) {
+        self.tile_switch = Some((every, first));
+    }
+
+    /// The next tile switch is due: the other size, told to the server.
+    async fn switch_tiles(&mut self, now: Instant) -> anyhow::Result<()> {
+        let Some((every, at)) = self.tile_switch else {
+            return Ok(());
+        };
+        if now < at {
+            return Ok(());
+        }
+        self.tile_switch = Some((every, now + every));
+        self.tile_size = if self.tile_size == TILE_LARGE {
+            TILE_SMALL
+        } else {
+            TILE_LARGE
+        };
+        self.told_tiles = 0;
+        self.tell_tiles().await
     }
 
     /// Notes the participant ids of the participants this one shows, from a `participants`
@@ -417,7 +499,10 @@ impl Peer {
 
     /// Tells the server the videos shown, if more of them are known than it was told.
     async fn tell_tiles(&mut self) -> anyhow::Result<()> {
-        if self.shows.is_none() || self.shown_ids.len() == self.told_tiles {
+        if self.shows.is_none()
+            || self.shown_ids.is_empty()
+            || self.shown_ids.len() == self.told_tiles
+        {
             return Ok(());
         }
         let Some(sig) = self.sig.as_mut() else {
@@ -429,8 +514,8 @@ impl Peer {
             .map(|id| VideoTile {
                 participant_id: id.clone(),
                 source: Source::Camera,
-                width: 640,
-                height: 360,
+                width: self.tile_size.0,
+                height: self.tile_size.1,
             })
             .collect();
         let msg = ClientMsg::VideoTiles { tiles };
@@ -466,7 +551,7 @@ impl Peer {
     /// the pending offer.
     pub fn publish_offer(&mut self) -> anyhow::Result<(String, SdpPendingOffer)> {
         let mut api = self.rtc.sdp_api();
-        let (a, v) = add_send_media(&mut api, self.role);
+        let (a, v) = add_send_media(&mut api, self.role, false);
         let (offer, pending) = api
             .apply()
             .context("no offer (the role publishes nothing)")?;
@@ -585,7 +670,11 @@ impl Peer {
         let mut api = self.rtc.sdp_api();
         let mut new_send = None;
         if !self.send_added {
-            new_send = Some(add_send_media(&mut api, self.role));
+            new_send = Some(add_send_media(
+                &mut api,
+                self.role,
+                self.sender.layers.is_some(),
+            ));
         }
         let mut recv_audio = sig.recv_audio.clone();
         let mut recv_video = sig.recv_video.clone();
@@ -804,22 +893,41 @@ impl Peer {
         marker: bool,
         audio: bool,
     ) -> bool {
+        let seq = track.rtp_seq;
+        let written = Self::write_rid(rtc, track, None, seq, now, payload, marker, audio);
+        if written {
+            track.rtp_seq += 1;
+        }
+        written
+    }
+
+    /// Writes one packet on `track`'s stream `rid` (a simulcast layer) or its only stream.
+    #[allow(clippy::too_many_arguments)]
+    fn write_rid(
+        rtc: &mut Rtc,
+        track: &Track,
+        rid: Option<Rid>,
+        seq: u64,
+        now: Instant,
+        payload: Vec<u8>,
+        marker: bool,
+        audio: bool,
+    ) -> bool {
         let exts = ExtensionValues {
             audio_level: audio.then_some(-30),
             voice_activity: audio.then_some(true),
             ..Default::default()
         };
         let mut api = rtc.direct_api();
-        let Some(tx) = api.stream_tx_by_mid(track.mid, None) else {
+        let Some(tx) = api.stream_tx_by_mid(track.mid, rid) else {
             return false;
         };
         tx.write_rtp(
-            RtpWrite::new(track.pt, track.rtp_seq.into(), track.rtp_time, now, payload)
+            RtpWrite::new(track.pt, seq.into(), track.rtp_time, now, payload)
                 .marker(marker)
                 .ext_vals(exts)
                 .nackable(true),
         );
-        track.rtp_seq += 1;
         true
     }
 
@@ -867,25 +975,79 @@ impl Peer {
                 let sizes = video_frame_sizes(keyframe, self.sender.frame);
                 let n = sizes.len();
                 let mut written = 0;
-                for (i, len) in sizes.into_iter().enumerate() {
-                    let send_ns = self.timing.ns(Instant::now());
-                    let h = Header {
-                        sender: self.index,
-                        stream: Stream::Video,
-                        seq: track.tag,
-                        send_ns,
-                        keyframe,
-                        last_of_frame: i + 1 == n,
-                    };
-                    let p = payload(&h, len);
-                    if !Self::write(&mut self.rtc, track, now, p, i + 1 == n, false) {
-                        break;
+                if let Some(layers) = self.sender.layers.as_mut() {
+                    // Each layer the whole frame, low to high; a keyframe on all of them.
+                    let tag = track.tag;
+                    let mut any = false;
+                    for (l, (rid, size, scale)) in LAYERS.iter().enumerate() {
+                        let layer = &mut layers[l];
+                        let mut sent = 0;
+                        for (i, len) in sizes.iter().enumerate() {
+                            let send_ns = self.timing.ns(Instant::now());
+                            let h = Header {
+                                sender: self.index,
+                                stream: Stream::Video,
+                                seq: tag + i as u32,
+                                send_ns,
+                                keyframe,
+                                last_of_frame: i + 1 == n,
+                            };
+                            let len = ((*len as f64 * scale) as usize).max(64);
+                            let p = vp8_payload(&h, len, l as u8, layer.picture_id, i == 0, *size);
+                            let rid = Some(Rid::from(*rid));
+                            let seq = layer.rtp_seq;
+                            if !Self::write_rid(
+                                &mut self.rtc,
+                                track,
+                                rid,
+                                seq,
+                                now,
+                                p,
+                                i + 1 == n,
+                                false,
+                            ) {
+                                break;
+                            }
+                            layer.rtp_seq += 1;
+                            sent += 1;
+                            // The sequence tags count once, on the top layer.
+                            if l + 1 == LAYERS.len() {
+                                self.sender
+                                    .stats
+                                    .record(Stream::Video, h.seq, send_ns, &window);
+                            }
+                        }
+                        layer.picture_id = (layer.picture_id + 1) & 0x7fff;
+                        any |= sent > 0;
+                        if l + 1 == LAYERS.len() {
+                            written = sent;
+                        }
                     }
-                    self.sender
-                        .stats
-                        .record(Stream::Video, track.tag, send_ns, &window);
-                    track.tag += 1;
-                    written += 1;
+                    // The frame's tags are taken once any layer used them.
+                    if any {
+                        track.tag += n as u32;
+                    }
+                } else {
+                    for (i, len) in sizes.into_iter().enumerate() {
+                        let send_ns = self.timing.ns(Instant::now());
+                        let h = Header {
+                            sender: self.index,
+                            stream: Stream::Video,
+                            seq: track.tag,
+                            send_ns,
+                            keyframe,
+                            last_of_frame: i + 1 == n,
+                        };
+                        let p = payload(&h, len);
+                        if !Self::write(&mut self.rtc, track, now, p, i + 1 == n, false) {
+                            break;
+                        }
+                        self.sender
+                            .stats
+                            .record(Stream::Video, track.tag, send_ns, &window);
+                        track.tag += 1;
+                        written += 1;
+                    }
                 }
                 if written > 0 {
                     self.sender.frame += 1;
@@ -988,6 +1150,13 @@ impl Peer {
             }
             if let Some(s) = &self.sig {
                 wake = wake.min(s.next_ping);
+            }
+            if let Some((_, at)) = self.tile_switch {
+                if now >= at {
+                    self.switch_tiles(now).await?;
+                    continue;
+                }
+                wake = wake.min(at);
             }
             let w = tokio::select! {
                 r = self.socket.readable() => Wake::Udp(r),

@@ -22,6 +22,8 @@ pub const HEADER_LEN: usize = 20;
 
 const FLAG_KEYFRAME: u8 = 1;
 const FLAG_LAST: u8 = 2;
+/// Flags bits 2 and 3: a simulcast layer's index + 1 (0: not simulcast).
+const LAYER_SHIFT: u8 = 2;
 
 /// A media stream of a simulated participant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -112,6 +114,54 @@ pub fn payload(header: &Header, len: usize) -> Vec<u8> {
     v
 }
 
+/// Length of the VP8 framing in front of the header in a simulcast layer's payload: the payload
+/// descriptor (4 bytes: X, I with a 15-bit picture ID, S on a frame's first packet) and 10 bytes
+/// that on a frame's first packet hold the frame tag (on a keyframe with start code and size,
+/// RFC 6386 section 9.1), filler otherwise. The server reads these (layer switching at
+/// keyframes, picture ID rewriting, layer sizes); the header after them is the benchmark's.
+pub const VP8_PREFIX: usize = 14;
+
+/// A simulcast layer's payload of `len` bytes (at least [`VP8_PREFIX`] + [`HEADER_LEN`]): VP8
+/// framing for the layer's `picture_id` (`first`: the frame's first packet; keyframes carry
+/// `size`, width and height), then `header` (marked with `layer`, 0 to 2) and filler.
+pub fn vp8_payload(
+    header: &Header,
+    len: usize,
+    layer: u8,
+    picture_id: u16,
+    first: bool,
+    size: (u16, u16),
+) -> Vec<u8> {
+    let mut v = payload(header, len.saturating_sub(VP8_PREFIX));
+    v[4] |= ((layer & 0x3) + 1) << LAYER_SHIFT;
+    let mut prefix = [0u8; VP8_PREFIX];
+    prefix[0] = if first { 0x90 } else { 0x80 };
+    prefix[1] = 0x80;
+    prefix[2] = 0x80 | ((picture_id >> 8) & 0x7f) as u8;
+    prefix[3] = picture_id as u8;
+    if first && header.keyframe {
+        prefix[4..10].copy_from_slice(&[0x10, 0x02, 0x00, 0x9d, 0x01, 0x2a]);
+        prefix[10..12].copy_from_slice(&size.0.to_le_bytes());
+        prefix[12..14].copy_from_slice(&size.1.to_le_bytes());
+    } else if first {
+        prefix[4..7].copy_from_slice(&[0x11, 0x02, 0x00]);
+    }
+    v.splice(0..0, prefix);
+    v
+}
+
+/// The header of a benchmark payload, plain or behind a simulcast layer's VP8 framing, and
+/// the simulcast layer (0 to 2) it came on, if any.
+pub fn decode_any(payload: &[u8]) -> Option<(Header, Option<u8>)> {
+    if let Some(h) = Header::decode(payload) {
+        return Some((h, None));
+    }
+    let at = payload.get(VP8_PREFIX..)?;
+    let h = Header::decode(at)?;
+    let layer = (at[4] >> LAYER_SHIFT) & 0x3;
+    Some((h, layer.checked_sub(1)))
+}
+
 /// Opus-sized audio payload length for the `seq`-th packet: 60 to 160 bytes.
 pub fn audio_len(seq: u32) -> usize {
     60 + (seq.wrapping_mul(37) % 101) as usize
@@ -129,6 +179,40 @@ pub fn video_frame_sizes(keyframe: bool, frame: u32) -> Vec<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_simulcast_payload_is_vp8_to_the_server_and_a_header_to_the_receiver() {
+        for (keyframe, first) in [(true, true), (false, true), (true, false), (false, false)] {
+            let h = Header {
+                sender: 7,
+                stream: Stream::Video,
+                seq: 99,
+                send_ns: 12345,
+                keyframe,
+                last_of_frame: !first,
+            };
+            let p = vp8_payload(&h, 400, 2, 0x1234, first, (640, 360));
+            assert_eq!(p.len(), 400);
+            assert_eq!(decode_any(&p), Some((h, Some(2))));
+            assert_eq!(decode_any(&payload(&h, 400)), Some((h, None)));
+            assert_eq!(
+                Header::decode(&p),
+                None,
+                "the header sits behind the VP8 framing"
+            );
+            // The descriptor: extended, picture ID 0x1234 (15 bits), S only on the first packet.
+            assert_eq!(p[0], if first { 0x90 } else { 0x80 });
+            assert_eq!([p[1], p[2], p[3]], [0x80, 0x92, 0x34]);
+            // A keyframe's first packet: P bit 0, start code, 640x360.
+            if first && keyframe {
+                assert_eq!(p[4] & 1, 0);
+                assert_eq!(&p[7..14], &[0x9d, 0x01, 0x2a, 0x80, 0x02, 0x68, 0x01]);
+            }
+            if first && !keyframe {
+                assert_eq!(p[4] & 1, 1);
+            }
+        }
+    }
 
     #[test]
     fn header_roundtrips() {

@@ -20,6 +20,13 @@
 //! server's cost averaged over how the sends line up instead of one chance alignment
 //! (`client::clock_rate`).
 //!
+//! `meeting N --tiles K --simulcast` gives every camera three simulcast layers (VP8-framed
+//! payloads the server switches between at keyframes, `client::LAYERS`, `header::vp8_payload`);
+//! receivers count which layer each packet came on, and `--switch-ms` makes them change their
+//! tile sizes so the server switches layers during the window. Besides packets forwarded per
+//! server CPU-second, each trial reports packets received and forwarded per CPU-second, since a
+//! simulcast camera sends the server three times the packets it forwards.
+//!
 //! `dialin` measures the telephone dial-in gateway instead: a `klausur sip-gateway` process
 //! beside the server, meetings of native end-to-end encrypted participants and SIP callers of
 //! the benchmark's own (`dialin/`, `make bench-dialin`).
@@ -127,6 +134,14 @@ enum Cmd {
         /// the server, which forwards only those (`video_tiles`).
         #[arg(long)]
         tiles: Option<usize>,
+        /// Cameras send three simulcast layers (VP8, 320x180, 640x360, 1280x720); the server
+        /// forwards each receiver one, by the size of its tiles (640x360: the middle layer).
+        #[arg(long)]
+        simulcast: bool,
+        /// With --tiles and --simulcast: each participant switches its tiles between
+        /// 1280x720 and 320x180 this often (milliseconds), so the server switches layers.
+        #[arg(long)]
+        switch_ms: Option<u64>,
     },
     /// `webinar 1->M`: one presenter sends audio and video, M viewers only receive.
     Webinar {
@@ -389,14 +404,26 @@ fn specs(cli: &Cli) -> anyhow::Result<Vec<(Spec, bool)>> {
     match &cli.command {
         Cmd::Meeting {
             participants,
-            tiles: None,
-        } => specs.push((meeting(*participants)?, false)),
-        Cmd::Meeting {
-            participants,
-            tiles: Some(k),
+            tiles,
+            simulcast,
+            switch_ms,
         } => {
-            meeting(*participants)?;
-            specs.push((Spec::meeting_tiles(*participants, *k), false))
+            let mut spec = meeting(*participants)?;
+            if let Some(k) = tiles {
+                spec = Spec::meeting_tiles(*participants, *k);
+            }
+            anyhow::ensure!(
+                switch_ms.is_none() || (*simulcast && tiles.is_some()),
+                "--switch-ms needs --simulcast and --tiles"
+            );
+            anyhow::ensure!(
+                switch_ms.is_none_or(|ms| (100..=60_000).contains(&ms)),
+                "--switch-ms must lie between 100 and 60000"
+            );
+            if *simulcast {
+                spec = spec.with_simulcast(switch_ms.map(Duration::from_millis));
+            }
+            specs.push((spec, false))
         }
         Cmd::Compare { participants } => specs.push((meeting(*participants)?, janus)),
         Cmd::Webinar { viewers } => specs.push((Spec::webinar(*viewers), janus)),

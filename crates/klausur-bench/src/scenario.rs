@@ -57,6 +57,11 @@ pub struct Spec {
     /// Each participant shows this many others' video (the next ones by index, as a grid
     /// page would) and tells the server (`video_tiles`); `None`: everyone's.
     pub tiles: Option<usize>,
+    /// Cameras send three simulcast layers (`client::LAYERS`).
+    pub simulcast: bool,
+    /// Each participant switches its tiles between large and small this often (with `tiles`):
+    /// the server then switches the layer it forwards.
+    pub tile_switch: Option<Duration>,
 }
 
 impl Spec {
@@ -68,6 +73,23 @@ impl Spec {
             churn_rate: None,
             window: None,
             tiles: None,
+            simulcast: false,
+            tile_switch: None,
+        }
+    }
+
+    /// The same scenario with simulcast cameras (`--simulcast`), switching tile sizes every
+    /// `switch` if given (`--switch-ms`).
+    pub fn with_simulcast(self, switch: Option<Duration>) -> Spec {
+        let mut name = format!("{}-simulcast", self.name);
+        if let Some(d) = switch {
+            name.push_str(&format!("-switch-{}ms", d.as_millis()));
+        }
+        Spec {
+            name,
+            simulcast: true,
+            tile_switch: switch,
+            ..self
         }
     }
 
@@ -237,6 +259,13 @@ pub struct Trial {
     pub received: u64,
     /// Every distinct window packet that reached a participant.
     pub forwarded: u64,
+    /// Window packets the participants sent to the server (with simulcast, each layer's).
+    pub sent_to_server: u64,
+    /// Packets the server received and forwarded per server CPU-second:
+    /// (`sent_to_server` + `forwarded`) / `server_cpu_s`.
+    pub handled_per_cpu_s: f64,
+    /// Window video packets the receivers got per simulcast layer (low, middle, high).
+    pub layer_packets: [u64; 3],
     pub duplicates: u64,
     pub loss_ratio: f64,
     /// Loss between the participants present for the whole window only.
@@ -311,6 +340,13 @@ pub fn summarize(reports: &[PeerReport], window: &Window, ttff_from: usize) -> T
         .flat_map(|r| r.recv.seen.values())
         .map(|t| t.unique)
         .sum();
+    let sent_to_server: u64 = reports
+        .iter()
+        .map(|r| {
+            let [audio, video] = &r.send.log;
+            (audio.len() + video.len() * usize::from(r.send.video_layers.max(1))) as u64
+        })
+        .sum();
     let mut hist = new_histogram();
     for r in reports {
         let _ = hist.add(&r.recv.latency);
@@ -346,6 +382,14 @@ pub fn summarize(reports: &[PeerReport], window: &Window, ttff_from: usize) -> T
         expected: d.expected,
         received: d.received,
         forwarded,
+        sent_to_server,
+        handled_per_cpu_s: 0.0,
+        layer_packets: reports.iter().fold([0; 3], |mut a, r| {
+            for (x, y) in a.iter_mut().zip(r.recv.layers) {
+                *x += y;
+            }
+            a
+        }),
         duplicates: reports.iter().map(|r| r.recv.duplicates()).sum(),
         loss_ratio: loss(d),
         stable_loss_ratio: loss(stable_d),
@@ -471,11 +515,21 @@ pub async fn trial(settings: &Settings, spec: &Spec, kind: ServerKind) -> anyhow
                 let meeting = server.meeting_id.clone();
                 let token = server.tokens[i].clone();
                 let shows = spec.shows(i);
+                let simulcast = spec.simulcast;
+                // Switches spread over the period, so they do not all come at once.
+                let switch = spec.tile_switch.map(|every| {
+                    let offset = every.mul_f64(i as f64 / total.max(1) as f64);
+                    (every, t.start + warmup + offset)
+                });
                 tasks.push(tokio::spawn(async move {
                     tokio::time::sleep_until(join_at.into()).await;
                     let mut peer = Peer::new(i as u16, t, options).await?;
                     peer.set_role(role);
                     peer.set_shows(shows);
+                    peer.set_simulcast(simulcast);
+                    if let Some((every, first)) = switch {
+                        peer.set_tile_switch(every, first);
+                    }
                     peer.set_leave_at(leave_at);
                     if let Err(e) = peer.join_klausur(&url, &meeting, &token).await {
                         return Err(e.context(format!("participant {i} could not join")));
@@ -560,6 +614,11 @@ pub async fn trial(settings: &Settings, spec: &Spec, kind: ServerKind) -> anyhow
     } else {
         f64::NAN
     };
+    trial.handled_per_cpu_s = if trial.server_cpu_s > 0.0 && trial.forwarded > 0 {
+        (trial.forwarded + trial.sent_to_server) as f64 / trial.server_cpu_s
+    } else {
+        f64::NAN
+    };
     trial.rss_mib = rss;
     trial.rss_empty_mib = rss_empty;
     trial.rss_start_mib = rss_start;
@@ -597,6 +656,8 @@ pub struct ScenarioResult {
     pub participants: usize,
     pub trials: usize,
     pub pkts_per_cpu_s: f64,
+    /// Received plus forwarded packets per server CPU-second (see [`Trial::handled_per_cpu_s`]).
+    pub handled_per_cpu_s: f64,
     pub fwd_pkts_per_s: f64,
     pub server_cpu_s_per_s: f64,
     pub loadgen_cpu_s_per_s: f64,
@@ -666,6 +727,7 @@ pub fn combine(
         participants: n,
         trials: trials.len(),
         pkts_per_cpu_s: med(&trials, |t| t.pkts_per_cpu_s),
+        handled_per_cpu_s: med(&trials, |t| t.handled_per_cpu_s),
         fwd_pkts_per_s: med(&trials, |t| t.fwd_pkts_per_s),
         server_cpu_s_per_s: med(&trials, |t| t.server_cpu_s / t.window_s),
         loadgen_cpu_s_per_s: med(&trials, |t| t.loadgen_cpu_s / t.window_s),
@@ -755,11 +817,12 @@ pub async fn run_trial(
     let mut t = trial(settings, spec, kind).await?;
     t.floor = measured_floor;
     eprintln!(
-        "  {:.0} fwd pkt/s, {:.3} server CPU-s, {:.3} load generator CPU-s, {:.0} pkt/CPU-s, p50 {:.3} ms, p99 {:.3} ms, loss {:.5}, ttff p50 {:.0} ms, {} connected, {} joins in the window, rss {:.1} MiB (empty {:.1}, window start {:.1}), problems {}, {:.1} s",
+        "  {:.0} fwd pkt/s, {:.3} server CPU-s, {:.3} load generator CPU-s, {:.0} pkt/CPU-s ({:.0} in + out), p50 {:.3} ms, p99 {:.3} ms, loss {:.5}, ttff p50 {:.0} ms, {} connected, {} joins in the window, rss {:.1} MiB (empty {:.1}, window start {:.1}), problems {}, {:.1} s{}",
         t.fwd_pkts_per_s,
         t.server_cpu_s,
         t.loadgen_cpu_s,
         t.pkts_per_cpu_s,
+        t.handled_per_cpu_s,
         t.latency_p50_ms,
         t.latency_p99_ms,
         t.loss_ratio,
@@ -771,6 +834,14 @@ pub async fn run_trial(
         t.rss_start_mib,
         t.errors.len(),
         started.elapsed().as_secs_f64(),
+        if t.layer_packets.iter().any(|&n| n > 0) {
+            format!(
+                ", video packets per layer (low / middle / high) {} / {} / {}",
+                t.layer_packets[0], t.layer_packets[1], t.layer_packets[2]
+            )
+        } else {
+            String::new()
+        },
     );
     Ok(t)
 }

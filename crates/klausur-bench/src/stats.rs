@@ -9,7 +9,7 @@ use std::collections::HashMap;
 
 use hdrhistogram::Histogram;
 
-use crate::header::{Header, Stream};
+use crate::header::{decode_any, Stream};
 
 /// The measured window, in ns since the shared start.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,6 +83,8 @@ pub struct RecvStats {
     pub first_audio_ns: Option<u64>,
     /// Any video packet arrived (then only a keyframe makes a first frame).
     pub video_seen: bool,
+    /// Video packets from the window received per simulcast layer (low to high).
+    pub layers: [u64; 3],
 }
 
 impl Default for RecvStats {
@@ -94,6 +96,7 @@ impl Default for RecvStats {
             ttff_ns: None,
             first_audio_ns: None,
             video_seen: false,
+            layers: [0; 3],
         }
     }
 }
@@ -101,7 +104,7 @@ impl Default for RecvStats {
 impl RecvStats {
     /// Accounts one received payload at `now_ns`; `joined_ns` is when this client sent `join`.
     pub fn record(&mut self, payload: &[u8], now_ns: u64, joined_ns: u64, window: &Window) {
-        let Some(h) = Header::decode(payload) else {
+        let Some((h, layer)) = decode_any(payload) else {
             self.foreign += 1;
             return;
         };
@@ -120,6 +123,9 @@ impl RecvStats {
         }
         if !window.contains(h.send_ns) {
             return;
+        }
+        if let Some(l) = layer {
+            self.layers[usize::from(l).min(2)] += 1;
         }
         let fresh = self
             .seen
@@ -163,6 +169,8 @@ impl RecvStats {
 #[derive(Debug, Default, Clone)]
 pub struct SendStats {
     pub total: u64,
+    /// Simulcast layers each video packet went out on (0 or 1: one).
+    pub video_layers: u8,
     /// (sequence tag, send time) of every packet sent inside the window, per stream: what a
     /// receiver that was present only part of the window should have received.
     pub log: [Vec<(u32, u64)>; 2],
@@ -294,7 +302,7 @@ pub fn quantile(values: &[f64], q: f64) -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::header::payload;
+    use crate::header::{payload, Header};
 
     const W: Window = Window {
         start_ns: 1_000,
