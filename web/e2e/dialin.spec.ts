@@ -97,11 +97,22 @@ test('a caller types number and PIN, the organiser admits them from the lobby; l
 
     await test.step('the list shows the caller with a phone badge, the banner appears, the code changes', async () => {
       const item = a.locator('[data-testid="participant-item"][data-phone="true"]');
-      // One row: the server's participant matched with its member of the encrypted group (until
-      // the gateway's leaf claim arrives, the member shows in a row of its own).
+      // The lasting state: the gateway's member of the encrypted group has claimed the server's
+      // participant. Before that the list shows the server's row alone, then the member in a row
+      // of its own beside it, then one row.
+      await expect
+        .poll(() =>
+          a.evaluate(
+            () =>
+              (window.__klausur?.e2ee()?.roster ?? []).filter((r) => r.kind === 'phone_gateway' && r.participantId !== null)
+                .length,
+          ),
+        )
+        .toBe(1);
       await expect
         .poll(() => item.getByTestId('phone-label').allTextContents())
         .toEqual(['Telefon …6789 · Erika Musterfrau (Einladung) · über Gateway']);
+      await expect(item).toHaveCount(1);
       await expect(item.getByTestId('phone-badge')).toBeVisible();
       await expect(a.getByTestId('phone-banner-text')).toHaveText(
         'Eine Person ist per Telefon verbunden. Diese Verbindung ist nicht Ende-zu-Ende-verschlüsselt.',
