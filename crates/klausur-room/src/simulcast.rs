@@ -258,6 +258,7 @@ pub fn allocate(estimate: u64, audio: u64, demands: &[VideoDemand]) -> Vec<Optio
     let mut order: Vec<usize> = (0..demands.len()).collect();
     order.sort_by_key(|&i| !demands[i].screen);
     let mut first = true;
+    // Cameras, with the layer the tile's size asks for (the most an upgrade gives them).
     let mut cameras = Vec::new();
     for i in order {
         let d = &demands[i];
@@ -277,18 +278,16 @@ pub fn allocate(estimate: u64, audio: u64, demands: &[VideoDemand]) -> Vec<Optio
         } else {
             left = left.saturating_sub(lowest.bitrate);
             out[i] = Some(0);
-            cameras.push(i);
+            let cap = choose_layer(&d.layers, d.want_height, u64::MAX, None).unwrap_or(0);
+            cameras.push((i, cap));
         }
     }
     // Upgrades, one layer per camera and round, up to the layer the tile's size asks for.
     loop {
         let mut raised = false;
-        for &i in &cameras {
+        for &(i, cap) in &cameras {
             let d = &demands[i];
-            let (Some(at), Some(cap)) = (
-                out[i],
-                choose_layer(&d.layers, d.want_height, u64::MAX, None),
-            ) else {
+            let Some(at) = out[i] else {
                 continue;
             };
             let next = at + 1;
