@@ -440,18 +440,14 @@ impl Peer {
     /// Sends the camera as three simulcast layers ([`LAYERS`]); before the first offer.
     pub fn set_simulcast(&mut self, on: bool) {
         self.sender.stats.video_layers = if on { LAYERS.len() as u8 } else { 1 };
-        self.sender.layers = on.then_some(
-            [LayerTx {
+        // Each layer numbers its pictures on its own (the server rewrites them).
+        let index = self.index;
+        self.sender.layers = on.then(|| {
+            std::array::from_fn(|i| LayerTx {
                 rtp_seq: 1,
-                picture_id: 0,
-            }; 3],
-        );
-        if let Some(layers) = self.sender.layers.as_mut() {
-            // Each layer numbers its pictures on its own (the server rewrites them).
-            for (i, l) in layers.iter_mut().enumerate() {
-                l.picture_id = (1000 + 7000 * i as u16 + self.index) & 0x7fff;
-            }
-        }
+                picture_id: (1000 + 7000 * i as u16 + index) & 0x7fff,
+            })
+        });
     }
 
     /// Switches the shown tiles between large and small every `every`, the first time after
@@ -460,14 +456,11 @@ impl Peer {
         self.tile_switch = Some((every, first));
     }
 
-    /// The next tile switch is due: the other size, told to the server.
+    /// The next tile switch is due (the run loop checks): the other size, told to the server.
     async fn switch_tiles(&mut self, now: Instant) -> anyhow::Result<()> {
-        let Some((every, at)) = self.tile_switch else {
+        let Some((every, _)) = self.tile_switch else {
             return Ok(());
         };
-        if now < at {
-            return Ok(());
-        }
         self.tile_switch = Some((every, now + every));
         self.tile_size = if self.tile_size == TILE_LARGE {
             TILE_SMALL

@@ -609,16 +609,15 @@ pub async fn trial(settings: &Settings, spec: &Spec, kind: ServerKind) -> anyhow
     trial.participants = n;
     trial.server_cpu_s = cpu1 - cpu0;
     trial.loadgen_cpu_s = own1 - own0;
-    trial.pkts_per_cpu_s = if trial.server_cpu_s > 0.0 && trial.forwarded > 0 {
-        trial.forwarded as f64 / trial.server_cpu_s
-    } else {
-        f64::NAN
+    let per_cpu_s = |packets: u64| {
+        if trial.server_cpu_s > 0.0 && trial.forwarded > 0 {
+            packets as f64 / trial.server_cpu_s
+        } else {
+            f64::NAN
+        }
     };
-    trial.handled_per_cpu_s = if trial.server_cpu_s > 0.0 && trial.forwarded > 0 {
-        (trial.forwarded + trial.sent_to_server) as f64 / trial.server_cpu_s
-    } else {
-        f64::NAN
-    };
+    trial.pkts_per_cpu_s = per_cpu_s(trial.forwarded);
+    trial.handled_per_cpu_s = per_cpu_s(trial.forwarded + trial.sent_to_server);
     trial.rss_mib = rss;
     trial.rss_empty_mib = rss_empty;
     trial.rss_start_mib = rss_start;
