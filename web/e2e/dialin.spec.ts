@@ -123,7 +123,8 @@ test('a caller types number and PIN, the organiser admits them from the lobby; l
 
     await test.step('the caller hangs up: the list, the banner and the code say so', async () => {
       await call.hangup();
-      expect(await call.done).toBe(0);
+      const code = await call.done;
+      expect(code, `sipp's exit code (0: the BYE was answered)\n${code === 0 ? '' : call.trace()}`).toBe(0);
       await expect(a.locator('[data-testid="participant-item"][data-phone="true"]')).toHaveCount(0, { timeout: 30_000 });
       await expect(a.getByTestId('phone-banner')).toHaveCount(0);
       const after = await commonSecurityCode([a], during);
@@ -176,7 +177,7 @@ test('audio flows both ways through the encrypted path; with the gateway\'s fram
 
   await test.step('negative control: the gateway\'s frames under a key the group does not have are never decoded', async () => {
     const on = await a.request.post('/api/test/dialin/withhold-frame-key', { data: { on: true } });
-    expect(on.ok()).toBe(true);
+    expect(on.ok(), `withhold-frame-key: ${on.status()} ${await on.text()}`).toBe(true);
     // Its own tone (1500 Hz): the browser's decoder may still conceal with the first caller's
     // 1000 Hz for a while, which says nothing about this caller's frames.
     const again = await Baresip.start(join(work, 'baresip-withheld'), 1500);

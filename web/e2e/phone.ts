@@ -9,34 +9,12 @@ import { createConnection, createServer } from 'node:net';
 import { createSocket } from 'node:dgram';
 import { join } from 'node:path';
 import { recordDialKeys, recordSecret } from './log-secrets';
+import { freeTcpPort, freeUdpPort } from './server';
 
 const CAPTURES = '/usr/share/sip-tester';
 /** The telephone number baresip calls from. */
 const BARESIP_NUMBER = '+4930987654321';
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-function freeUdpPort(): Promise<number> {
-  return new Promise((res, rej) => {
-    const s = createSocket('udp4');
-    s.on('error', rej);
-    s.bind(0, '127.0.0.1', () => {
-      const p = s.address().port;
-      s.close(() => res(p));
-    });
-  });
-}
-
-function freeTcpPort(): Promise<number> {
-  return new Promise((res, rej) => {
-    const srv = createServer();
-    srv.on('error', rej);
-    srv.listen(0, '127.0.0.1', () => {
-      const a = srv.address();
-      const p = typeof a === 'object' && a ? a.port : 0;
-      srv.close(() => res(p));
-    });
-  });
-}
 
 function bindsFree(port: number): Promise<boolean> {
   return new Promise((res) => {
@@ -150,6 +128,8 @@ function scenario(keys: string, stayMs: number, caller: string): string {
 export interface SippCall {
   /** Resolves with sipp's exit code when the call is over (0: answered, and the BYE got 200). */
   done: Promise<number | null>;
+  /** sipp's traces of the call (its errors and every SIP message), for a failed assertion. */
+  trace(): string;
   /** Tells the caller to hang up now (sipp sends its BYE). */
   hangup(): Promise<void>;
   kill(): void;
@@ -172,7 +152,7 @@ export async function sippCall(dir: string, gateway: string, keys: string, stayM
   const args = [
     gateway, '-sf', file, '-m', '1', '-i', '127.0.0.1', '-p', String(sipPort), '-cid_str', callId,
     '-mi', '127.0.0.1', '-mp', String(await freeUdpPort()),
-    '-timeout', `${Math.ceil(stayMs / 1000) + 60}s`, '-timeout_error', '-nostdin', '-trace_err',
+    '-timeout', `${Math.ceil(stayMs / 1000) + 60}s`, '-timeout_error', '-nostdin', '-trace_err', '-trace_msg',
   ];
   const child: ChildProcess = spawn('sipp', args, { cwd: dir, stdio: 'ignore' });
   const done = new Promise<number | null>((res) => child.on('exit', (code) => res(code)));
@@ -201,7 +181,12 @@ export async function sippCall(dir: string, gateway: string, keys: string, stayM
         });
       });
     });
-  return { done, hangup, kill: () => child.kill('SIGKILL') };
+  const trace = () =>
+    readdirSync(dir)
+      .filter((f) => f.endsWith('_errors.log') || f.endsWith('_messages.log'))
+      .map((f) => `--- ${f}\n${readFileSync(join(dir, f), 'utf8').slice(-6000)}`)
+      .join('\n');
+  return { done, trace, hangup, kill: () => child.kill('SIGKILL') };
 }
 
 /** 16-bit mono WAV of a sine: `freq` Hz at `rate`, `secs` long. */

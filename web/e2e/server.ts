@@ -24,6 +24,8 @@ export interface KlausurServer {
   rtpRecording: string | null;
   /** The dial-in gateway's SIP address (`sipListen` option), e.g. `127.0.0.1:5062`, else null. */
   sipAddress: string | null;
+  /** The UDP port of the media server (on the listen address). */
+  mediaPort: number;
   stop(): Promise<void>;
   /** Stops the server as an operator would (SIGTERM), or as a crash does (`kill: true`, SIGKILL:
    * nothing is cleaned up), and starts it again on the same data directory and ports. Resolves
@@ -48,7 +50,8 @@ export interface ServerOptions {
   configToml?: string;
 }
 
-function freeTcpPort(): Promise<number> {
+/** A TCP port on 127.0.0.1 that was free a moment ago. */
+export function freeTcpPort(): Promise<number> {
   return new Promise((res, rej) => {
     const srv = createServer();
     srv.unref();
@@ -61,7 +64,8 @@ function freeTcpPort(): Promise<number> {
   });
 }
 
-function freeUdpPort(): Promise<number> {
+/** A UDP port on 127.0.0.1 that was free a moment ago. */
+export function freeUdpPort(): Promise<number> {
   return new Promise((res, rej) => {
     const sock = createSocket('udp4');
     sock.on('error', rej);
@@ -207,7 +211,7 @@ export async function startServer(opts: ServerOptions = {}, logOpts: LogOptions 
   try {
     await waitReady(true);
     if (!password) throw new Error(`no one-time password in ${passwordFile}; log: ${logPath}`);
-    return { baseURL, adminOneTimePassword: password, dataDir, logPath, rtpRecording, sipAddress, stop, restart };
+    return { baseURL, adminOneTimePassword: password, dataDir, logPath, rtpRecording, sipAddress, mediaPort, stop, restart };
   } catch (e) {
     process.env.KLAUSUR_E2E_KEEP = '1';
     await stop();
