@@ -1,8 +1,12 @@
-// A network namespace for a browser on a network that blocks UDP: a veth pair to the host
-// (10.201.<n>.1 on the host side, where the servers listen; 10.201.<n>.2 inside), nftables rules
-// inside the namespace, and a wrapper that runs Debian's Chromium in it. Needs root (the tests
-// run as root on the test machine); every name starts with `kztcp`.
+// A network namespace for a browser on a network that blocks UDP or a bad link: a veth pair to
+// the host (10.201.<n>.1 on the host side, where the servers listen; 10.201.<n>.2 inside),
+// nftables rules inside the namespace, and a wrapper that runs Debian's Chromium in it. Needs
+// root (the tests run as root on the test machine); every name starts with `kztcp`.
+//
+// Bad links: the kernel here has no netem (nor tbf), so loss and jitter come from a UDP relay in
+// this process (`impairedUdp`) that the namespace's media traffic is redirected through.
 import { execFileSync } from 'node:child_process';
+import { createSocket, type Socket } from 'node:dgram';
 import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -129,4 +133,82 @@ table inet kztcp {
 /** The packet counters of the namespace's rules (to show the rules were hit). */
 export function ruleCounters(ns: Netns): string {
   return run('ip', ['netns', 'exec', ns.name, 'nft', 'list', 'ruleset']);
+}
+
+export interface Impairment {
+  /** Share of datagrams dropped, each direction, 0 to 100. */
+  lossPercent: number;
+  /** Every datagram is held `delayMs` plus a random part of up to `jitterMs` (so they reorder). */
+  delayMs: number;
+  jitterMs: number;
+}
+
+export interface ImpairedUdp {
+  /** Nftables rules for the namespace that send its UDP to the server's media port through the
+   * relay (`setRules`). */
+  rules: string;
+  set(impairment: Impairment): void;
+  /** Datagrams relayed and dropped so far (both directions). */
+  counts(): { relayed: number; dropped: number };
+  close(): void;
+}
+
+/**
+ * A UDP relay on the host side of `ns` for the media server at `hostIp:serverPort`: the
+ * namespace's datagrams to that port are redirected to it (destination NAT inside the
+ * namespace, so the browser still sees the server's address), and it passes them on, each
+ * direction impaired as `set` says. The server sees the relay's socket as the browser's address,
+ * as it would a NAT's.
+ */
+export async function impairedUdp(ns: Netns, serverPort: number): Promise<ImpairedUdp> {
+  let impairment: Impairment = { lossPercent: 0, delayMs: 0, jitterMs: 0 };
+  let relayed = 0;
+  let dropped = 0;
+  const bind = (sock: Socket) => new Promise<void>((res) => sock.bind(0, ns.hostIp, () => res()));
+  const inward = createSocket('udp4');
+  await bind(inward);
+  const upstream = new Map<string, Socket>();
+  const pass = (send: () => void) => {
+    if (Math.random() * 100 < impairment.lossPercent) {
+      dropped++;
+      return;
+    }
+    relayed++;
+    const wait = impairment.delayMs + Math.random() * impairment.jitterMs;
+    if (wait <= 0) send();
+    else setTimeout(send, wait);
+  };
+  inward.on('message', (msg, from) => {
+    const key = `${from.address}:${from.port}`;
+    let up = upstream.get(key);
+    if (!up) {
+      const sock = createSocket('udp4');
+      up = sock;
+      upstream.set(key, sock);
+      sock.on('message', (back) => pass(() => inward.send(back, from.port, from.address)));
+      sock.on('error', () => undefined);
+      sock.bind(0, ns.hostIp);
+    }
+    const sock = up;
+    pass(() => sock.send(msg, serverPort, ns.hostIp));
+  });
+  inward.on('error', () => undefined);
+  const relayPort = inward.address().port;
+  return {
+    rules: `
+table ip kzrelay {
+  chain out {
+    type nat hook output priority -100; policy accept;
+    ip daddr ${ns.hostIp} udp dport ${serverPort} counter dnat to ${ns.hostIp}:${relayPort}
+  }
+}`,
+    set(i: Impairment) {
+      impairment = { ...i };
+    },
+    counts: () => ({ relayed, dropped }),
+    close() {
+      inward.close();
+      for (const s of upstream.values()) s.close();
+    },
+  };
 }

@@ -13,6 +13,10 @@
 //   (`[turn]`), the browser's media runs relayed, and coturn's log shows the allocation made with
 //   the guest's credentials. Negative control: coturn with another secret refuses them, and no
 //   media connects.
+//
+// A bad link (the guest's namespace again, see e2e/netns.ts for how the link is made bad):
+// - 5 % loss and up to 100 ms of jitter each way: the tone is heard in at least 95 % of 100 ms
+//   windows; after the impairment ends, the video runs at its earlier frame rate within 2 s.
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -20,9 +24,9 @@ import { join } from 'node:path';
 import { chromium, type Browser, type Page } from '@playwright/test';
 import { chromiumArgs } from '../playwright.config';
 import { expect, firstAdminLogin, newPerson, signIn, test, ADMIN_PASSWORD, type Person } from './fixtures';
-import { commonSecurityCode, createMeeting, expectAudioVideoFrom, expectInRoom, inviteGuest, openPanel, organiserJoins, passPrejoin, selfId } from './helpers';
+import { commonSecurityCode, createMeeting, expectAudioVideoFrom, expectInRoom, inviteGuest, openPanel, organiserJoins, passPrejoin, selfId, stats } from './helpers';
 import { recordSecret, SERVER_LOGS_DIR, useOutputDir } from './log-secrets';
-import { createNetns, DROP_UDP, netnsAvailable, onlyTcpTo, ruleCounters, type Netns } from './netns';
+import { createNetns, DROP_UDP, impairedUdp, netnsAvailable, onlyTcpTo, ruleCounters, type Netns } from './netns';
 import { startServer, type KlausurServer, type ServerOptions } from './server';
 
 const TITLE = 'Sprechstunde Bürgeramt';
@@ -77,13 +81,18 @@ async function meeting(hostBrowser: Browser, guestBrowser: Browser, baseURL: str
   await createMeeting(admin.page, TITLE, 'strict');
   const link = await inviteGuest(admin.page, guest);
   const adminId = await organiserJoins(admin.page, TITLE);
-  const g = await newPerson(guestBrowser, baseURL, guest);
+  return { admin: { ...admin, id: adminId }, guest: await guestJoins(guestBrowser, baseURL, guest, link) };
+}
+
+/** `name` opens their invitation `link` in `browser` and joins. */
+async function guestJoins(browser: Browser, baseURL: string, name: string, link: string): Promise<Joined> {
+  const g = await newPerson(browser, baseURL, name);
   cleanups.push(() => g.context.close());
   await g.page.addInitScript(recordIceStates);
   await g.page.goto(link);
-  await passPrejoin(g.page, { expectTitle: TITLE, expectInvitee: guest });
+  await passPrejoin(g.page, { expectTitle: TITLE, expectInvitee: name });
   await expectInRoom(g.page);
-  return { admin: { ...admin, id: adminId }, guest: { ...g, id: await selfId(g.page) } };
+  return { ...g, id: await selfId(g.page) };
 }
 
 /** In the page: every connection state (`pc:`) and ICE connection state (`ice:`) any of its
@@ -307,4 +316,74 @@ test('negative control: a TURN server with another secret refuses the credential
   const log = turn.log();
   expect(log).toMatch(new RegExp(`user <\\d+:${guest.id}>: incoming packet message processed, error 401: Unauthorized`));
   expect(log).not.toMatch(/ALLOCATE processed, success/);
+});
+
+/** The share of 100 ms windows of `from`'s microphone, over `ms` at `page`, in which the suite's
+ * 1 kHz tone is the larger part of the sound (a gap or a garbled stretch is not). */
+async function toneHeard(page: Page, from: string, ms: number): Promise<{ share: number; windows: number }> {
+  const shares = await page.evaluate(([p, t]) => window.__klausur!.toneWindows(p, 1000, 100, t), [from, ms] as const);
+  if (!shares) throw new Error(`no microphone of ${from} at the page`);
+  return { share: shares.filter((x) => x >= 0.5).length / shares.length, windows: shares.length };
+}
+
+/** The camera of `from` as `page` receives it: decoded frames so far and the last frame's width. */
+async function cameraAt(page: Page, from: string): Promise<{ frames: number; width: number }> {
+  const s = (await stats(page)).find((x) => x.participant_id === from && x.source === 'camera');
+  return { frames: s?.framesDecoded ?? 0, width: s?.frameWidth ?? 0 };
+}
+
+test('5 % loss and 100 ms jitter each way: the tone is heard in 95 % of 100 ms windows, the video is back within 2 s after', async ({ browser }, testInfo) => {
+  const ns = namespace(6, '');
+  const server = await serverFor(ns, browser, testInfo.project.outputDir, { own: 'lossy-link' });
+  const relay = await impairedUdp(ns, server.mediaPort);
+  cleanups.push(() => relay.close());
+  ns.setRules(relay.rules);
+  const nsBrowser = await browserFor(server, ns);
+  const hostBrowser = await browserFor(server, null);
+  const { admin, guest } = await meeting(hostBrowser, nsBrowser, server.baseURL, 'Lena Landfunk');
+  await exchangeEncryptedMedia(admin, guest);
+  expect(relay.counts().relayed, 'the guest’s media runs through the relay').toBeGreaterThan(100);
+
+  // The frame rate at which the guest decodes the organiser's camera on the good link.
+  const rate = async (ms: number) => {
+    const a = (await cameraAt(guest.page, admin.id)).frames;
+    await guest.page.waitForTimeout(ms);
+    return (((await cameraAt(guest.page, admin.id)).frames - a) * 1000) / ms;
+  };
+  const good = await rate(3000);
+  expect(good).toBeGreaterThan(3);
+
+  relay.set({ lossPercent: 5, delayMs: 20, jitterMs: 100 });
+  await test.step('with the impairment, the tone is heard in at least 95 % of 100 ms windows', async () => {
+    await guest.page.waitForTimeout(3000);
+    const before = relay.counts();
+    const heard = await toneHeard(guest.page, admin.id, 10_000);
+    const after = relay.counts();
+    const lost = (after.dropped - before.dropped) / (after.dropped - before.dropped + after.relayed - before.relayed);
+    console.log(`lossy link: tone in ${(heard.share * 100).toFixed(1)} % of ${heard.windows} windows, ${(lost * 100).toFixed(1)} % of datagrams dropped; video ${await rate(2000)} fps (good link ${good})`);
+    expect(lost).toBeGreaterThan(0.03);
+    expect(heard.windows).toBeGreaterThan(50);
+    expect(heard.share).toBeGreaterThanOrEqual(0.95);
+  });
+  await test.step('after the impairment the video runs at its earlier frame rate within 2 s', async () => {
+    relay.set({ lossPercent: 0, delayMs: 0, jitterMs: 0 });
+    const end = Date.now();
+    // Decoded frames every 250 ms for 6 s; recovered from the first moment after which every
+    // second decodes at least 70 % of the good link's rate.
+    const samples: { t: number; frames: number }[] = [];
+    while (Date.now() - end < 6000) {
+      samples.push({ t: Date.now() - end, frames: (await cameraAt(guest.page, admin.id)).frames });
+      await guest.page.waitForTimeout(250);
+    }
+    const okFrom = (i: number) =>
+      samples.slice(i).every((s) => {
+        const later = samples.find((x) => x.t >= s.t + 1000);
+        return !later || ((later.frames - s.frames) * 1000) / (later.t - s.t) >= 0.7 * good;
+      });
+    const first = samples.findIndex((_, i) => okFrom(i));
+    const recovered = first < 0 ? null : samples[first].t;
+    console.log(`lossy link: video back at its rate ${recovered} ms after the impairment ended (${samples.map((s) => s.frames).join(' ')})`);
+    expect(recovered).not.toBeNull();
+    expect(recovered!).toBeLessThanOrEqual(2000);
+  });
 });

@@ -668,6 +668,8 @@ export interface KlausurTestHooks {
    * `ms`, lies at each of `freqs` (share of the 100 Hz to 4 kHz energy within 20 Hz of it).
    */
   toneShares(participantId: string, freqs: number[], ms: number): Promise<number[] | null>;
+  /** The share of `freq` in each `windowMs` window of a participant's received microphone. */
+  toneWindows(participantId: string, freq: number, windowMs: number, ms: number): Promise<number[] | null>;
   /** The media connection's states (null without one). */
   connection(): { connection: string; ice: string; signaling: string; mediaConnected: boolean } | null;
 }
@@ -679,6 +681,8 @@ declare global {
 }
 
 function installTestHooks(c: MeetingController): void {
+  const microphone = (participantId: string) =>
+    c.getSnapshot().remote.find((r) => r.participantId === participantId && r.source === 'microphone')?.track;
   window.__klausur = {
     stats: () => c.stats(),
     transport: () => c.mediaTransport(),
@@ -704,41 +708,80 @@ function installTestHooks(c: MeetingController): void {
     testCapture: () => E2eeSession.testCapture(),
     testFrameBench: () => E2eeSession.testFrameBench(),
     testCommitBench: (members: number, rounds: number) => E2eeSession.testCommitBench(members, rounds),
-    toneShares: (participantId: string, freqs: number[], ms: number) => {
-      const remote = c.getSnapshot().remote.find((r) => r.participantId === participantId && r.source === 'microphone');
-      return remote ? toneShares(remote.track, freqs, ms) : Promise.resolve(null);
+    toneShares: async (participantId: string, freqs: number[], ms: number) => {
+      const track = microphone(participantId);
+      return track ? toneShares(track, freqs, ms) : null;
+    },
+    toneWindows: async (participantId: string, freq: number, windowMs: number, ms: number) => {
+      const track = microphone(participantId);
+      return track ? toneWindows(track, freq, windowMs, ms) : null;
     },
   };
 }
 
-/** The spectrum of a received audio track, averaged over `ms`: each frequency's share. */
-async function toneShares(track: MediaStreamTrack, freqs: number[], ms: number): Promise<number[]> {
+/**
+ * Samples a received audio track's spectrum every `windowMs` for `ms` (an analyser over the
+ * last `fftSize` samples) and hands each sample's power per bin, and the bin width, to `each`.
+ */
+async function sampleSpectrum(
+  track: MediaStreamTrack,
+  fftSize: number,
+  windowMs: number,
+  ms: number,
+  each: (power: Float64Array, hz: number) => void,
+): Promise<void> {
   const ctx = new AudioContext();
   try {
     const source = ctx.createMediaStreamSource(new MediaStream([track]));
     const analyser = ctx.createAnalyser();
-    analyser.fftSize = 8192;
+    analyser.fftSize = fftSize;
     analyser.smoothingTimeConstant = 0;
     source.connect(analyser);
     const bins = new Float32Array(analyser.frequencyBinCount);
     const power = new Float64Array(analyser.frequencyBinCount);
+    const hz = ctx.sampleRate / analyser.fftSize;
     const end = Date.now() + ms;
     while (Date.now() < end) {
-      await new Promise((r) => setTimeout(r, 100));
+      await new Promise((r) => setTimeout(r, windowMs));
       analyser.getFloatFrequencyData(bins);
-      for (let i = 0; i < bins.length; i++) power[i] += Number.isFinite(bins[i]) ? 10 ** (bins[i] / 10) : 0;
+      for (let i = 0; i < bins.length; i++) power[i] = Number.isFinite(bins[i]) ? 10 ** (bins[i] / 10) : 0;
+      each(power, hz);
     }
-    const hz = ctx.sampleRate / analyser.fftSize;
-    const band = (lo: number, hi: number) => {
-      let sum = 0;
-      for (let i = Math.floor(lo / hz); i <= Math.ceil(hi / hz) && i < power.length; i++) sum += power[i];
-      return sum;
-    };
-    const total = band(100, 4000);
-    return freqs.map((f) => (total > 0 ? band(f - 20, f + 20) / total : 0));
   } finally {
     await ctx.close();
   }
+}
+
+/** The share of the band `f` ± 20 Hz in the speech band (100 to 4000 Hz) of `power`. */
+function bandShare(power: Float64Array, hz: number, f: number): number {
+  const band = (lo: number, hi: number) => {
+    let sum = 0;
+    for (let i = Math.floor(lo / hz); i <= Math.ceil(hi / hz) && i < power.length; i++) sum += power[i];
+    return sum;
+  };
+  const total = band(100, 4000);
+  return total > 0 ? band(f - 20, f + 20) / total : 0;
+}
+
+/** The spectrum of a received audio track, averaged over `ms`: each frequency's share. */
+async function toneShares(track: MediaStreamTrack, freqs: number[], ms: number): Promise<number[]> {
+  let sum: Float64Array | null = null;
+  let binHz = 0;
+  await sampleSpectrum(track, 8192, 100, ms, (power, hz) => {
+    sum ??= new Float64Array(power.length);
+    for (let i = 0; i < power.length; i++) sum[i] += power[i];
+    binHz = hz;
+  });
+  return freqs.map((f) => (sum ? bandShare(sum, binHz, f) : 0));
+}
+
+/** The share of `freq` in each `windowMs` window of a received audio track over `ms` (each
+ * window analysed alone: a gap or a garbled stretch shows as a low share). */
+async function toneWindows(track: MediaStreamTrack, freq: number, windowMs: number, ms: number): Promise<number[]> {
+  const shares: number[] = [];
+  // The analyser looks back at most one window (2048 samples: 43 ms at 48 kHz, 10.7 Hz bins).
+  await sampleSpectrum(track, 2048, windowMs, ms, (power, hz) => shares.push(bandShare(power, hz, freq)));
+  return shares;
 }
 
 const REJOIN_KEY = 'klausur.rejoin.';
