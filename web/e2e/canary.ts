@@ -60,3 +60,43 @@ export function canaryTonePath(): string {
   writeFileSync(path, Buffer.concat([h, data]));
   return path;
 }
+
+/**
+ * A busy 960x540 clip for a camera that should send its simulcast layers near their bitrate
+ * caps (Chromium's own fake camera and the small canary compress to a fraction of them): a
+ * gradient with 16x16 blocks of which a few hundred change every frame. 15 fps, 2 s, looped by
+ * Chromium.
+ */
+export function busyVideoPath(): string {
+  const w = 960;
+  const h = 540;
+  const path = join(tmpdir(), `klausur-busy-${w}x${h}-v2.y4m`);
+  if (existsSync(path)) return path;
+  const header = Buffer.from(`YUV4MPEG2 W${w} H${h} F${FPS}:1 Ip A1:1 C420jpeg\n`, 'ascii');
+  const ySize = w * h;
+  const cSize = (w / 2) * (h / 2);
+  const chunks: Buffer[] = [header];
+  let seed = 0x2545f491;
+  const next = () => {
+    seed ^= seed << 13;
+    seed ^= seed >>> 17;
+    seed ^= seed << 5;
+    return seed >>> 0;
+  };
+  for (let f = 0; f < FRAMES; f++) {
+    chunks.push(Buffer.from('FRAME\n', 'ascii'));
+    const frame = f === 0 ? Buffer.alloc(ySize + 2 * cSize) : Buffer.from(chunks[chunks.length - 2]);
+    if (f === 0) {
+      for (let y = 0; y < h; y++) frame.fill(40 + Math.floor((y / h) * 150), y * w, (y + 1) * w);
+      frame.fill(128, ySize);
+    }
+    for (let n = 0; n < 400; n++) {
+      const bx = (next() % (w / 16)) * 16;
+      const by = (next() % (h / 16)) * 16;
+      for (let y = by; y < by + 16; y++) for (let x = bx; x < bx + 16; x++) frame[y * w + x] = 16 + (next() % 220);
+    }
+    chunks.push(frame);
+  }
+  writeFileSync(path, Buffer.concat(chunks));
+  return path;
+}

@@ -3,8 +3,9 @@
 // nftables rules inside the namespace, and a wrapper that runs Debian's Chromium in it. Needs
 // root (the tests run as root on the test machine); every name starts with `kztcp`.
 //
-// Bad links: the kernel here has no netem (nor tbf), so loss and jitter come from a UDP relay in
-// this process (`impairedUdp`) that the namespace's media traffic is redirected through.
+// Bad links: the kernel here has HTB but no netem (nor tbf), so a bandwidth limit is an HTB class
+// on the host side of the veth pair (the browser's downlink), and loss and jitter come from a UDP
+// relay in this process (`impairedUdp`) that the namespace's media traffic is redirected through.
 import { execFileSync } from 'node:child_process';
 import { createSocket, type Socket } from 'node:dgram';
 import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -133,6 +134,27 @@ table inet kztcp {
 /** The packet counters of the namespace's rules (to show the rules were hit). */
 export function ruleCounters(ns: Netns): string {
   return run('ip', ['netns', 'exec', ns.name, 'nft', 'list', 'ruleset']);
+}
+
+/** Limits the namespace's downlink (what the host sends into it) to `kbit` kbit/s with a queue of
+ * `packets` packets (a mobile link's buffer, not an endless one); `null` lifts the limit. */
+export function limitDownlink(ns: Netns, kbit: number | null, packets = 40): void {
+  try {
+    run('tc', ['qdisc', 'del', 'dev', `${ns.name}h`, 'root']);
+  } catch {
+    /* no limit yet */
+  }
+  if (kbit === null) return;
+  run('tc', ['qdisc', 'add', 'dev', `${ns.name}h`, 'root', 'handle', '1:', 'htb', 'default', '10']);
+  run('tc', ['class', 'add', 'dev', `${ns.name}h`, 'parent', '1:', 'classid', '1:10', 'htb', 'rate', `${kbit}kbit`, 'ceil', `${kbit}kbit`]);
+  run('tc', ['qdisc', 'add', 'dev', `${ns.name}h`, 'parent', '1:10', 'handle', '10:', 'pfifo', 'limit', String(packets)]);
+}
+
+/** The bytes the namespace's downlink limit sent and the packets it dropped. */
+export function downlinkCounters(ns: Netns): { sentBytes: number; dropped: number } {
+  const out = run('tc', ['-s', 'class', 'show', 'dev', `${ns.name}h`]);
+  const m = /Sent (\d+) bytes \d+ pkt \(dropped (\d+)/.exec(out);
+  return { sentBytes: Number(m?.[1] ?? 0), dropped: Number(m?.[2] ?? 0) };
 }
 
 export interface Impairment {

@@ -14,7 +14,10 @@
 //   the guest's credentials. Negative control: coturn with another secret refuses them, and no
 //   media connects.
 //
-// A bad link (the guest's namespace again, see e2e/netns.ts for how the link is made bad):
+// Bad links (the guest's namespace again, see e2e/netns.ts for how the link is made bad):
+// - 300 kbit/s downlink: the guest gets the lowest simulcast layer of a busy camera and hears
+//   its tone without gaps, while the organiser on a good link gets a larger layer of the same
+//   camera at the same time (the negative control: the limit, not the tile size, chose it).
 // - 5 % loss and up to 100 ms of jitter each way: the tone is heard in at least 95 % of 100 ms
 //   windows; after the impairment ends, the video runs at its earlier frame rate within 2 s.
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
@@ -23,10 +26,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chromium, type Browser, type Page } from '@playwright/test';
 import { chromiumArgs } from '../playwright.config';
+import { busyVideoPath } from './canary';
 import { expect, firstAdminLogin, newPerson, signIn, test, ADMIN_PASSWORD, type Person } from './fixtures';
 import { commonSecurityCode, createMeeting, expectAudioVideoFrom, expectInRoom, inviteGuest, openPanel, organiserJoins, passPrejoin, selfId, stats } from './helpers';
 import { recordSecret, SERVER_LOGS_DIR, useOutputDir } from './log-secrets';
-import { createNetns, DROP_UDP, impairedUdp, netnsAvailable, onlyTcpTo, ruleCounters, type Netns } from './netns';
+import { createNetns, downlinkCounters, DROP_UDP, impairedUdp, limitDownlink, netnsAvailable, onlyTcpTo, ruleCounters, type Netns } from './netns';
 import { startServer, type KlausurServer, type ServerOptions } from './server';
 
 const TITLE = 'Sprechstunde Bürgeramt';
@@ -54,9 +58,13 @@ async function serverFor(ns: Netns, browser: Browser, outputDir: string, opts: S
 
 /** Chromium inside the namespace, or on the host without `ns` (`extraArgs` added to the
  * suite's). The server's plain-HTTP origin counts as secure for it (camera, microphone, the
- * encryption worker need a secure context). */
-async function browserFor(server: KlausurServer, ns: Netns | null, extraArgs: string[] = []): Promise<Browser> {
-  const args = [...chromiumArgs, `--unsafely-treat-insecure-origin-as-secure=${server.baseURL}`, ...extraArgs];
+ * encryption worker need a secure context). With `busyCamera`, a busy 960x540 clip instead of
+ * the suite's small one (so the camera sends all three simulcast layers, near their caps). */
+async function browserFor(server: KlausurServer, ns: Netns | null, extraArgs: string[] = [], busyCamera = false): Promise<Browser> {
+  const base = busyCamera
+    ? [...chromiumArgs.filter((a) => !a.startsWith('--use-file-for-fake-video-capture')), `--use-file-for-fake-video-capture=${busyVideoPath()}`]
+    : chromiumArgs;
+  const args = [...base, `--unsafely-treat-insecure-origin-as-secure=${server.baseURL}`, ...extraArgs];
   const b = await chromium.launch({ executablePath: ns ? ns.chromium : (process.env.CHROMIUM_PATH ?? '/usr/bin/chromium'), args });
   cleanups.push(() => b.close());
   return b;
@@ -331,6 +339,87 @@ async function cameraAt(page: Page, from: string): Promise<{ frames: number; wid
   const s = (await stats(page)).find((x) => x.participant_id === from && x.source === 'camera');
   return { frames: s?.framesDecoded ?? 0, width: s?.frameWidth ?? 0 };
 }
+
+test('on a 300 kbit/s link a guest gets the lowest layer and unbroken audio, while the organiser on a good link gets a larger one', async ({ browser }, testInfo) => {
+  const ns = namespace(5, '');
+  const server = await serverFor(ns, browser, testInfo.project.outputDir, { own: 'slow-link' });
+  const hostBrowser = await browserFor(server, null);
+  const hdBrowser = await browserFor(server, null, [], true);
+  const nsBrowser = await browserFor(server, ns);
+  const admin = await signIn(hostBrowser, server.baseURL, 'admin', ADMIN_PASSWORD);
+  cleanups.push(() => admin.context.close());
+  await createMeeting(admin.page, TITLE, 'strict');
+  const erikaLink = await inviteGuest(admin.page, 'Erika Musterfrau');
+  const lenaLink = await inviteGuest(admin.page, 'Lena Landfunk');
+  await organiserJoins(admin.page, TITLE);
+  const erika = await guestJoins(hdBrowser, server.baseURL, 'Erika Musterfrau', erikaLink);
+  const lena = await guestJoins(nsBrowser, server.baseURL, 'Lena Landfunk', lenaLink);
+  // Only Erika's camera competes for Lena's link (the room would otherwise share it between two).
+  await admin.page.getByTestId('camera-toggle').click();
+  await expect(admin.page.getByTestId('camera-toggle')).toHaveAttribute('aria-pressed', 'false');
+  // Both watch in a large window: by tile size alone, each would get a layer above the lowest.
+  for (const p of [admin.page, lena.page]) await p.setViewportSize({ width: 1600, height: 1000 });
+  await commonSecurityCode([admin.page, erika.page, lena.page]);
+  await expectAudioVideoFrom(lena.page, erika.id, 45_000, erika.page);
+  // Then Lena's link gets slow (joining through it too would mostly measure loading the client).
+  limitDownlink(ns, 300);
+
+  // The width of the lowest layer Erika's browser sends (it scales layers as its CPU allows: read,
+  // not assumed).
+  const lowest = async () =>
+    (await erika.page.evaluate(() => window.__klausur!.cameraLayers())).find((l) => l.rid === 'q')?.frameWidth ?? 0;
+  // At one moment: Lena gets the lowest layer while the organiser gets a larger one of the same
+  // camera (so Erika's browser does send a larger one then).
+  const split = async () => {
+    const q = await lowest();
+    return { lena: (await cameraAt(lena.page, erika.id)).width === q, organiser: (await cameraAt(admin.page, erika.id)).width > q };
+  };
+  // On failure: what Erika sends and what the two receive.
+  const report = async (e: unknown) => {
+    const layers = await erika.page.evaluate(() => window.__klausur!.cameraLayers());
+    throw new Error(`${e}\nErika sends ${JSON.stringify(layers)}; Lena receives ${JSON.stringify(await cameraAt(lena.page, erika.id))}, the organiser ${JSON.stringify(await cameraAt(admin.page, erika.id))}`);
+  };
+  await test.step('the guest gets the lowest layer, the organiser a larger one', async () => {
+    // The organiser's larger layer comes once the room's probes found the link carries it (on a
+    // loaded machine the estimate rises slowly, and a failed probe waits longer for the next).
+    await expect.poll(split, { timeout: 90_000 }).toEqual({ lena: true, organiser: true }).catch(report);
+  });
+  await test.step('over 10 s the guest hears the tone in at least 98 % of 100 ms windows and keeps the lowest layer', async () => {
+    const before = downlinkCounters(ns);
+    const start = Date.now();
+    const lenaFrames = (await cameraAt(lena.page, erika.id)).frames;
+    const layersBefore = await erika.page.evaluate(() => window.__klausur!.cameraLayers());
+    const inBefore = await stats(lena.page);
+    const widths: number[] = [];
+    const sampling = (async () => {
+      for (let i = 0; i < 16; i++) {
+        await lena.page.waitForTimeout(600);
+        widths.push((await cameraAt(lena.page, erika.id)).width);
+      }
+    })();
+    const heard = await toneHeard(lena.page, erika.id, 10_000);
+    await sampling;
+    const after = downlinkCounters(ns);
+    const kbits = ((after.sentBytes - before.sentBytes) * 8) / (Date.now() - start);
+    const layersAfter = await erika.page.evaluate(() => window.__klausur!.cameraLayers());
+    const layerRates = layersAfter
+      .map((l) => `${l.rid} ${l.frameWidth}px ${(((l.bytesSent - (layersBefore.find((b) => b.rid === l.rid)?.bytesSent ?? 0)) * 8) / (Date.now() - start)).toFixed(0)} kbit/s`)
+      .join(', ');
+    const inAfter = await stats(lena.page);
+    const received = inAfter
+      .map((x) => `${x.participant_id.slice(0, 6)} ${x.source} ${(((x.bytesReceived - (inBefore.find((b) => b.participant_id === x.participant_id && b.source === x.source)?.bytesReceived ?? 0)) * 8) / (Date.now() - start)).toFixed(0)}`)
+      .join(', ');
+    const q = await lowest();
+    console.log(`received (kbit/s) ${received}`);
+    console.log(`slow link: tone in ${(heard.share * 100).toFixed(1)} % of ${heard.windows} windows; widths ${widths.join(' ')} (q ${q}); downlink ${kbits.toFixed(0)} kbit/s, ${after.dropped - before.dropped} dropped; Erika sends ${layerRates}`);
+    expect(heard.windows).toBeGreaterThan(50);
+    expect(heard.share).toBeGreaterThanOrEqual(0.98);
+    // The room tries the next layer now and then (a media probe of 2.5 s, then fewer as they fail):
+    // at most that long a stretch may show it.
+    expect(widths.filter((w) => w === q).length).toBeGreaterThanOrEqual(widths.length - 5);
+    expect((await cameraAt(lena.page, erika.id)).frames).toBeGreaterThan(lenaFrames);
+  });
+});
 
 test('5 % loss and 100 ms jitter each way: the tone is heard in 95 % of 100 ms windows, the video is back within 2 s after', async ({ browser }, testInfo) => {
   const ns = namespace(6, '');
