@@ -318,30 +318,59 @@ pub const TRIAL: Duration = Duration::from_millis(2500);
 pub const TRIAL_WAIT: Duration = Duration::from_secs(4);
 /// Longest wait after failed trials (each failure triples the wait).
 pub const TRIAL_WAIT_MAX: Duration = Duration::from_secs(120);
+/// How long the estimate may stay below what is sent at a proven rate without growing before
+/// the rate counts as not carried after all.
+pub const STALL: Duration = Duration::from_secs(3);
 
 /// Probing with media, for a subscriber whose bandwidth estimator does not probe by itself.
 ///
-/// A delay- and loss-based estimate grows only to about 1.5 times what is acknowledged: a
-/// subscriber receiving the low layer of a camera looks the same whether its link carries
-/// 300 kbit/s or 30 Mbit/s. So from time to time the room tries the next layer up ("trial"):
-/// for [`TRIAL`] the budget is what that layer needs. If the estimate then falls below 90 % of
-/// what is being sent (the estimator saw queues grow or packets lost), the trial failed: back to
-/// the estimate, and the next trial waits three times longer (up to [`TRIAL_WAIT_MAX`]). If it
-/// held, the rate counts as proven until congestion is seen.
+/// A delay- and loss-based estimate (str0m's, as libwebrtc's) grows only to 1.5 times what is
+/// acknowledged, and gradually: a subscriber receiving the low layer of a camera looks the same
+/// whether its link carries 300 kbit/s or 30 Mbit/s, and once the estimate has backed off (a
+/// loaded machine's delay spikes suffice) it cannot climb past that by itself. So from time to
+/// time the room tries the next layer up ("trial"): for [`TRIAL`] the budget is what that layer
+/// needs. The estimator tells how it went, not by reaching the new rate (it cannot in 2.5 s)
+/// but by its direction:
+/// - it backs off (falls below 90 % of its highest value since it last backed off): congestion;
+/// - over the trial it grew: the link carried more than before, and the trial's rate counts as
+///   proven; it stays the budget until congestion, or until the estimate, below what is sent,
+///   has not grown for [`STALL`] (an estimate that has backed off before does not fall again
+///   when more is sent than the link carries; it stops growing);
+/// - it did not grow: the trial failed.
+///
+/// After a failed trial (or a proven rate that stalled) the next trial waits three times longer
+/// (up to [`TRIAL_WAIT_MAX`]).
 #[derive(Debug, Clone)]
 pub struct MediaProbe {
     /// A rate carried without congestion (bit/s), cleared at the first sign of congestion.
     proven: u64,
-    /// The running trial: until when, and at which budget.
-    trial: Option<(Instant, u64)>,
+    /// The highest estimate since the estimate last backed off.
+    peak: u64,
+    /// Since when more is sent (at a proven rate) than the estimate, which has not grown since.
+    behind_since: Option<Instant>,
+    /// The latest estimate.
+    estimate: u64,
+    /// The running trial.
+    trial: Option<Trial>,
     next_try: Option<Instant>,
     wait: Duration,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Trial {
+    until: Instant,
+    rate: u64,
+    /// The estimate when it began.
+    from: u64,
 }
 
 impl Default for MediaProbe {
     fn default() -> Self {
         MediaProbe {
             proven: 0,
+            peak: 0,
+            behind_since: None,
+            estimate: 0,
             trial: None,
             next_try: None,
             wait: TRIAL_WAIT,
@@ -353,22 +382,42 @@ impl MediaProbe {
     /// The budget to allocate with: the estimate, or more while a trial runs or a trial's rate
     /// has been carried. `sending`: what the subscriber is being sent now (bit/s).
     pub fn budget(&mut self, now: Instant, estimate: u64, sending: u64) -> u64 {
-        let congested = estimate < sending / 10 * 9;
-        if congested {
+        self.estimate = estimate;
+        let backed_off = estimate < self.peak / 10 * 9;
+        let grew = estimate > self.peak;
+        if backed_off || grew {
+            self.peak = estimate;
+        }
+        let behind = self.proven > estimate && sending > estimate;
+        if !behind || grew {
+            self.behind_since = None;
+        } else if self.behind_since.is_none() {
+            self.behind_since = Some(now);
+        }
+        let stalled = self
+            .behind_since
+            .is_some_and(|t| now.saturating_duration_since(t) >= STALL);
+        if backed_off || stalled {
             self.proven = 0;
-            if self.trial.take().is_some() {
+            self.behind_since = None;
+            if self.trial.take().is_some() || stalled {
                 self.wait = (self.wait * 3).min(TRIAL_WAIT_MAX);
             }
             self.next_try = Some(now + self.wait);
-        } else if let Some((until, rate)) = self.trial {
-            if now >= until {
+        } else if let Some(t) = self.trial {
+            if now >= t.until {
                 self.trial = None;
-                self.proven = rate;
-                self.wait = TRIAL_WAIT;
-                self.next_try = Some(now + TRIAL_WAIT);
+                if self.peak > t.from {
+                    self.proven = t.rate;
+                    self.wait = TRIAL_WAIT;
+                    self.behind_since = None;
+                } else {
+                    self.wait = (self.wait * 3).min(TRIAL_WAIT_MAX);
+                }
+                self.next_try = Some(now + self.wait);
             }
         }
-        let trial = self.trial.map_or(0, |(_, rate)| rate);
+        let trial = self.trial.map_or(0, |t| t.rate);
         estimate.max(self.proven).max(trial)
     }
 
@@ -380,7 +429,13 @@ impl MediaProbe {
         }
         match self.next_try {
             None => self.next_try = Some(now + self.wait),
-            Some(t) if now >= t => self.trial = Some((now + TRIAL, next_step)),
+            Some(t) if now >= t => {
+                self.trial = Some(Trial {
+                    until: now + TRIAL,
+                    rate: next_step,
+                    from: self.estimate,
+                })
+            }
             Some(_) => {}
         }
     }
@@ -439,39 +494,83 @@ mod tests {
     #[test]
     fn media_probe_tries_higher_and_backs_off_after_congestion() {
         let t0 = Instant::now();
+        let ms = Duration::from_millis;
         let mut p = MediaProbe::default();
-        // Sending 200 kbit/s, estimate 300: no trial before the first wait.
-        assert_eq!(p.budget(t0, 300_000, 200_000), 300_000);
+        // Estimate 300 kbit/s: no trial before the first wait.
+        assert_eq!(p.budget(t0, 300_000, 700_000), 300_000);
         p.consider(t0, 300_000, 700_000);
         assert!(!p.trying());
         let t1 = t0 + TRIAL_WAIT;
-        assert_eq!(p.budget(t1, 300_000, 200_000), 300_000);
+        assert_eq!(p.budget(t1, 300_000, 700_000), 300_000);
         p.consider(t1, 300_000, 700_000);
         assert!(p.trying());
-        // During the trial the budget is the next step's.
-        assert_eq!(
-            p.budget(t1 + Duration::from_millis(500), 300_000, 200_000),
-            700_000
-        );
-        // Congestion: the estimate falls below what is sent. The trial failed; the next one
-        // waits three times as long.
-        let t2 = t1 + Duration::from_secs(1);
-        assert_eq!(p.budget(t2, 250_000, 650_000), 250_000);
+        // During the trial the budget is the next step's, though the estimate lags far behind
+        // what is sent: that is no congestion.
+        assert_eq!(p.budget(t1 + ms(500), 310_000, 700_000), 700_000);
+        assert!(p.trying());
+        // Congestion: the estimator backs off. The trial failed; the next one waits three times
+        // as long.
+        let t2 = t1 + ms(1000);
+        assert_eq!(p.budget(t2, 250_000, 700_000), 250_000);
         assert!(!p.trying());
         p.consider(t2 + TRIAL_WAIT, 250_000, 700_000);
         assert!(!p.trying(), "waits longer after a failure");
-        p.consider(t2 + TRIAL_WAIT * 3, 250_000, 700_000);
+        let t3 = t2 + TRIAL_WAIT * 3;
+        p.consider(t3, 250_000, 700_000);
         assert!(p.trying());
-        // This one holds: its rate stays the budget until congestion.
-        let t3 = t2 + TRIAL_WAIT * 3 + TRIAL;
-        assert_eq!(p.budget(t3, 800_000, 690_000), 800_000);
-        assert_eq!(p.budget(t3, 650_000, 690_000), 700_000);
+        // An estimate that neither backs off nor grows over the trial (an overloaded link, the
+        // estimate already low): failed, and the wait triples again.
+        assert_eq!(p.budget(t3 + ms(1000), 250_000, 700_000), 700_000);
+        assert_eq!(p.budget(t3 + TRIAL, 250_000, 700_000), 250_000);
         assert!(!p.trying());
+        p.consider(t3 + TRIAL + TRIAL_WAIT * 3, 250_000, 700_000);
+        assert!(!p.trying(), "waits nine times as long after two failures");
+        let t4 = t3 + TRIAL + TRIAL_WAIT * 9;
+        p.consider(t4, 250_000, 700_000);
+        assert!(p.trying());
+        // This one holds (the estimate grows, never falls): its rate stays the budget while the
+        // estimate keeps growing towards it ...
+        assert_eq!(p.budget(t4 + ms(1000), 270_000, 700_000), 700_000);
+        let t5 = t4 + TRIAL;
+        assert_eq!(p.budget(t5, 290_000, 700_000), 700_000);
+        assert!(!p.trying());
+        assert_eq!(p.budget(t5 + ms(2000), 400_000, 700_000), 700_000);
+        assert_eq!(p.budget(t5 + ms(4000), 800_000, 700_000), 800_000);
         assert_eq!(
-            p.budget(t3 + TRIAL, 500_000, 690_000),
+            p.budget(t5 + ms(4500), 750_000, 700_000),
+            750_000,
+            "a small dip is no congestion"
+        );
+        assert_eq!(
+            p.budget(t5 + ms(5000), 500_000, 700_000),
             500_000,
             "congestion clears it"
         );
+
+        // A proven rate the estimate stops growing towards while it is sent is cleared after
+        // STALL; while less is sent (a smaller tile), it stays.
+        let mut s = MediaProbe::default();
+        s.budget(t0, 300_000, 700_000);
+        s.consider(t0, 300_000, 700_000);
+        s.consider(t0 + TRIAL_WAIT, 300_000, 700_000);
+        assert!(s.trying());
+        let t6 = t0 + TRIAL_WAIT + TRIAL;
+        assert_eq!(s.budget(t6, 320_000, 700_000), 700_000);
+        assert_eq!(s.budget(t6 + ms(1000), 330_000, 700_000), 700_000);
+        assert_eq!(
+            s.budget(t6 + ms(1000) + STALL * 2, 330_000, 200_000),
+            700_000
+        );
+        assert_eq!(
+            s.budget(t6 + ms(2000) + STALL * 2, 330_000, 700_000),
+            700_000
+        );
+        let t7 = t6 + ms(2000) + STALL * 3;
+        assert_eq!(s.budget(t7 - ms(1), 330_000, 700_000), 700_000);
+        assert_eq!(s.budget(t7, 330_000, 700_000), 330_000, "stalled");
+        s.consider(t7 + TRIAL_WAIT, 330_000, 700_000);
+        assert!(!s.trying(), "a stalled rate counts as a failure");
+
         // Nothing more wanted: no trial.
         let mut q = MediaProbe::default();
         q.consider(t0, 1_000_000, 700_000);
