@@ -9,16 +9,31 @@ const H = 240;
 const FRAMES = 30;
 const FPS = 15;
 
-export function canaryVideoPath(): string {
-  const path = join(tmpdir(), `klausur-canary-${W}x${H}-v1.y4m`);
+/**
+ * A Y4M clip `name` in the temp dir (written once): `FRAMES` frames of `w`x`h` 4:2:0 at `FPS`,
+ * each made by `frame(f, previous)` (the previous frame's bytes, `null` for the first).
+ */
+function y4mClip(name: string, w: number, h: number, frame: (f: number, previous: Buffer | null) => Buffer): string {
+  const path = join(tmpdir(), name);
   if (existsSync(path)) return path;
-  const header = Buffer.from(`YUV4MPEG2 W${W} H${H} F${FPS}:1 Ip A1:1 C420jpeg\n`, 'ascii');
-  const ySize = W * H;
-  const cSize = (W / 2) * (H / 2);
-  const chunks: Buffer[] = [header];
+  const chunks: Buffer[] = [Buffer.from(`YUV4MPEG2 W${w} H${h} F${FPS}:1 Ip A1:1 C420jpeg\n`, 'ascii')];
+  let previous: Buffer | null = null;
   for (let f = 0; f < FRAMES; f++) {
-    chunks.push(Buffer.from('FRAME\n', 'ascii'));
-    const frame = Buffer.alloc(ySize + 2 * cSize);
+    previous = frame(f, previous);
+    chunks.push(Buffer.from('FRAME\n', 'ascii'), previous);
+  }
+  writeFileSync(path, Buffer.concat(chunks));
+  return path;
+}
+
+/** Bytes of one 4:2:0 frame of `w`x`h`: the luma plane, then the two chroma planes. */
+const frameBytes = (w: number, h: number) => w * h + 2 * (w / 2) * (h / 2);
+
+export function canaryVideoPath(): string {
+  return y4mClip(`klausur-canary-${W}x${H}-v1.y4m`, W, H, (f) => {
+    const ySize = W * H;
+    const cSize = (W / 2) * (H / 2);
+    const frame = Buffer.alloc(frameBytes(W, H));
     const barX = Math.floor((f / FRAMES) * W);
     for (let y = 0; y < H; y++) {
       for (let x = 0; x < W; x++) {
@@ -29,10 +44,8 @@ export function canaryVideoPath(): string {
     // Calm blue background, moving light bar.
     frame.fill(150, ySize, ySize + cSize); // U
     frame.fill(110, ySize + cSize, ySize + 2 * cSize); // V
-    chunks.push(frame);
-  }
-  writeFileSync(path, Buffer.concat(chunks));
-  return path;
+    return frame;
+  });
 }
 
 /** A 1 kHz sine, 48 kHz mono 16-bit PCM, 2 s (Chromium loops it). */
@@ -70,12 +83,6 @@ export function canaryTonePath(): string {
 export function busyVideoPath(): string {
   const w = 960;
   const h = 540;
-  const path = join(tmpdir(), `klausur-busy-${w}x${h}-v2.y4m`);
-  if (existsSync(path)) return path;
-  const header = Buffer.from(`YUV4MPEG2 W${w} H${h} F${FPS}:1 Ip A1:1 C420jpeg\n`, 'ascii');
-  const ySize = w * h;
-  const cSize = (w / 2) * (h / 2);
-  const chunks: Buffer[] = [header];
   let seed = 0x2545f491;
   const next = () => {
     seed ^= seed << 13;
@@ -83,20 +90,19 @@ export function busyVideoPath(): string {
     seed ^= seed << 5;
     return seed >>> 0;
   };
-  for (let f = 0; f < FRAMES; f++) {
-    chunks.push(Buffer.from('FRAME\n', 'ascii'));
-    const frame = f === 0 ? Buffer.alloc(ySize + 2 * cSize) : Buffer.from(chunks[chunks.length - 2]);
-    if (f === 0) {
+  return y4mClip(`klausur-busy-${w}x${h}-v2.y4m`, w, h, (_, previous) => {
+    let frame: Buffer;
+    if (previous) {
+      frame = Buffer.from(previous);
+    } else {
+      frame = Buffer.alloc(frameBytes(w, h), 128);
       for (let y = 0; y < h; y++) frame.fill(40 + Math.floor((y / h) * 150), y * w, (y + 1) * w);
-      frame.fill(128, ySize);
     }
     for (let n = 0; n < 400; n++) {
       const bx = (next() % (w / 16)) * 16;
       const by = (next() % (h / 16)) * 16;
       for (let y = by; y < by + 16; y++) for (let x = bx; x < bx + 16; x++) frame[y * w + x] = 16 + (next() % 220);
     }
-    chunks.push(frame);
-  }
-  writeFileSync(path, Buffer.concat(chunks));
-  return path;
+    return frame;
+  });
 }
