@@ -136,23 +136,26 @@ export function ruleCounters(ns: Netns): string {
   return run('ip', ['netns', 'exec', ns.name, 'nft', 'list', 'ruleset']);
 }
 
+/** The host end of the namespace's veth pair: its egress is the namespace's downlink. */
+const hostEnd = (ns: Netns) => `${ns.name}h`;
+
 /** Limits the namespace's downlink (what the host sends into it) to `kbit` kbit/s with a queue of
- * `packets` packets (a mobile link's buffer, not an endless one); `null` lifts the limit. */
-export function limitDownlink(ns: Netns, kbit: number | null, packets = 40): void {
+ * `packets` packets (a mobile link's buffer, not an endless one), replacing an earlier limit. */
+export function limitDownlink(ns: Netns, kbit: number, packets = 40): void {
+  const dev = hostEnd(ns);
   try {
-    run('tc', ['qdisc', 'del', 'dev', `${ns.name}h`, 'root']);
+    run('tc', ['qdisc', 'del', 'dev', dev, 'root']);
   } catch {
     /* no limit yet */
   }
-  if (kbit === null) return;
-  run('tc', ['qdisc', 'add', 'dev', `${ns.name}h`, 'root', 'handle', '1:', 'htb', 'default', '10']);
-  run('tc', ['class', 'add', 'dev', `${ns.name}h`, 'parent', '1:', 'classid', '1:10', 'htb', 'rate', `${kbit}kbit`, 'ceil', `${kbit}kbit`]);
-  run('tc', ['qdisc', 'add', 'dev', `${ns.name}h`, 'parent', '1:10', 'handle', '10:', 'pfifo', 'limit', String(packets)]);
+  run('tc', ['qdisc', 'add', 'dev', dev, 'root', 'handle', '1:', 'htb', 'default', '10']);
+  run('tc', ['class', 'add', 'dev', dev, 'parent', '1:', 'classid', '1:10', 'htb', 'rate', `${kbit}kbit`, 'ceil', `${kbit}kbit`]);
+  run('tc', ['qdisc', 'add', 'dev', dev, 'parent', '1:10', 'handle', '10:', 'pfifo', 'limit', String(packets)]);
 }
 
 /** The bytes the namespace's downlink limit sent and the packets it dropped. */
 export function downlinkCounters(ns: Netns): { sentBytes: number; dropped: number } {
-  const out = run('tc', ['-s', 'class', 'show', 'dev', `${ns.name}h`]);
+  const out = run('tc', ['-s', 'class', 'show', 'dev', hostEnd(ns)]);
   const m = /Sent (\d+) bytes \d+ pkt \(dropped (\d+)/.exec(out);
   return { sentBytes: Number(m?.[1] ?? 0), dropped: Number(m?.[2] ?? 0) };
 }

@@ -400,18 +400,19 @@ test('on a 300 kbit/s link a guest gets the lowest layer and unbroken audio, whi
     const heard = await toneHeard(lena.page, erika.id, 10_000);
     await sampling;
     const after = downlinkCounters(ns);
-    const kbits = ((after.sentBytes - before.sentBytes) * 8) / (Date.now() - start);
     const layersAfter = await erika.page.evaluate(() => window.__klausur!.cameraLayers());
-    const layerRates = layersAfter
-      .map((l) => `${l.rid} ${l.frameWidth}px ${(((l.bytesSent - (layersBefore.find((b) => b.rid === l.rid)?.bytesSent ?? 0)) * 8) / (Date.now() - start)).toFixed(0)} kbit/s`)
-      .join(', ');
     const inAfter = await stats(lena.page);
+    // kbit/s over the window, from byte counters before and after it.
+    const elapsed = Date.now() - start;
+    const kbit = (bytes: number, bytesBefore = 0) => (((bytes - bytesBefore) * 8) / elapsed).toFixed(0);
+    const layerRates = layersAfter
+      .map((l) => `${l.rid} ${l.frameWidth}px ${kbit(l.bytesSent, layersBefore.find((b) => b.rid === l.rid)?.bytesSent)} kbit/s`)
+      .join(', ');
     const received = inAfter
-      .map((x) => `${x.participant_id.slice(0, 6)} ${x.source} ${(((x.bytesReceived - (inBefore.find((b) => b.participant_id === x.participant_id && b.source === x.source)?.bytesReceived ?? 0)) * 8) / (Date.now() - start)).toFixed(0)}`)
+      .map((x) => `${x.participant_id.slice(0, 6)} ${x.source} ${kbit(x.bytesReceived, inBefore.find((b) => b.participant_id === x.participant_id && b.source === x.source)?.bytesReceived)}`)
       .join(', ');
     const q = await lowest();
-    console.log(`received (kbit/s) ${received}`);
-    console.log(`slow link: tone in ${(heard.share * 100).toFixed(1)} % of ${heard.windows} windows; widths ${widths.join(' ')} (q ${q}); downlink ${kbits.toFixed(0)} kbit/s, ${after.dropped - before.dropped} dropped; Erika sends ${layerRates}`);
+    console.log(`slow link: tone in ${(heard.share * 100).toFixed(1)} % of ${heard.windows} windows; widths ${widths.join(' ')} (q ${q}); downlink ${kbit(after.sentBytes, before.sentBytes)} kbit/s, ${after.dropped - before.dropped} dropped; Erika sends ${layerRates}; Lena receives (kbit/s) ${received}`);
     expect(heard.windows).toBeGreaterThan(50);
     expect(heard.share).toBeGreaterThanOrEqual(0.98);
     // The room tries the next layer now and then (a media probe of 2.5 s, then fewer as they
