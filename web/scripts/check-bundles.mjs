@@ -5,8 +5,13 @@
 // the built JavaScript of both: each marker below must be absent from web/dist and present in
 // web/dist-test (so a marker that no longer matches the code fails here instead of passing
 // vacuously). Run after `npm run build` and `npm run build:test-hooks`.
+//
+// It also checks the compressed copies the build writes beside the files (vite.config.ts,
+// `precompress`), which the server sends instead of the file: each must decompress to exactly its
+// file, and the WebAssembly and the scripts must have them.
 
 import { readdirSync, readFileSync, existsSync } from 'node:fs';
+import { brotliDecompressSync, gunzipSync } from 'node:zlib';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -45,8 +50,34 @@ for (const [re, meaning] of MARKERS) {
     problems.push(`web/dist-test does not contain ${re}: the marker no longer matches the test-hooks code, so its absence from web/dist proves nothing; update this check`);
   }
 }
+
+/** Problems with the `.br` / `.gz` copies in a build's assets. */
+function compressedCopies(dir) {
+  const assets = join(web, dir, 'assets');
+  const names = readdirSync(assets);
+  const found = [];
+  for (const name of names) {
+    const plain = join(assets, name);
+    if (/\.(js|wasm)$/.test(name)) {
+      for (const ext of ['.br', '.gz']) {
+        if (!names.includes(name + ext)) found.push(`${dir}/assets/${name} has no ${ext} copy: the server would send it uncompressed`);
+      }
+    }
+    for (const [ext, inflate] of [['.br', brotliDecompressSync], ['.gz', gunzipSync]]) {
+      if (!name.endsWith(ext)) continue;
+      const original = plain.slice(0, -ext.length);
+      if (!existsSync(original)) found.push(`${dir}/assets/${name} has no uncompressed file beside it`);
+      else if (!inflate(readFileSync(plain)).equals(readFileSync(original))) {
+        found.push(`${dir}/assets/${name} does not decompress to ${name.slice(0, -ext.length)}: a stale copy the server would send instead`);
+      }
+    }
+  }
+  return found;
+}
+problems.push(...compressedCopies('dist'), ...compressedCopies('dist-test'));
+
 if (problems.length > 0) {
   for (const p of problems) console.error(`check-bundles: ${p}`);
   process.exit(1);
 }
-console.log(`check-bundles: no plaintext path in web/dist (${MARKERS.length} markers, each found in web/dist-test)`);
+console.log(`check-bundles: no plaintext path in web/dist (${MARKERS.length} markers, each found in web/dist-test); compressed copies match their files`);

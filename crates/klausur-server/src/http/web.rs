@@ -6,11 +6,20 @@
 //! it also gives the encryption worker a fine `performance.now()` for its per-frame figures),
 //! `Strict-Transport-Security` when the server speaks TLS, and `Cache-Control: no-store` on every API answer (they carry personal data, tokens and
 //! one-time secrets that no browser or proxy cache may keep).
+//!
+//! The client is about 2 MB (most of it the encryption core's WebAssembly), which a participant
+//! on a slow mobile link must load before joining. So the build writes each file also
+//! compressed (`.br`, `.gz`, web/vite.config.ts) and the server sends those to browsers that
+//! accept them (a third of the size with Brotli); a directory without them is served as it is.
+//! The files under `/assets/` carry a hash of their content in their names and are cached for a
+//! year (`immutable`); everything else (index.html, which names the current assets) is
+//! revalidated on every load (`no-cache`), so an upgraded server's client is used at once. A
+//! missing asset is a 404, not index.html.
 
 use std::path::PathBuf;
 
 use axum::extract::Request;
-use axum::http::{header, HeaderValue};
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::Response;
 use axum::Router;
@@ -79,13 +88,31 @@ pub fn find_web_root(config: &Config) -> Option<PathBuf> {
 /// city's domain may not speak TLS), not `preload` (the operator's decision).
 const HSTS: &str = "max-age=31536000";
 
-/// `Cache-Control: no-store` on the API's answers (see the module docs).
-async fn no_store_api(req: Request, next: Next) -> Response {
-    let api = req.uri().path().starts_with("/api/");
+/// `Cache-Control` of an answer to `path` (see the module docs): the API's answers are not
+/// stored, the hashed assets are kept for a year, the rest is revalidated.
+fn cache_policy(path: &str, status: StatusCode) -> &'static str {
+    if path.starts_with("/api/") {
+        "no-store"
+    } else if path.starts_with("/assets/")
+        && (status.is_success() || status == StatusCode::NOT_MODIFIED)
+    {
+        "public, max-age=31536000, immutable"
+    } else {
+        "no-cache"
+    }
+}
+
+/// Sets [`cache_policy`] on every answer, and `Vary: Accept-Encoding` on the client's files:
+/// the same URL is answered compressed or not, which a shared cache (a city's proxy) must keep
+/// apart.
+async fn cache_control(req: Request, next: Next) -> Response {
+    let path = req.uri().path().to_owned();
     let mut res = next.run(req).await;
-    if api {
-        res.headers_mut()
-            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    let policy = cache_policy(&path, res.status());
+    let headers = res.headers_mut();
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static(policy));
+    if !path.starts_with("/api/") {
+        headers.append(header::VARY, HeaderValue::from_static("accept-encoding"));
     }
     res
 }
@@ -94,10 +121,21 @@ pub fn with_static(api: Router<AppState>, config: &Config) -> Router<AppState> {
     let router = match find_web_root(config) {
         Some(root) => {
             tracing::info!("serving the web client from {}", root.display());
-            // Files as they are; every other path (the client's own routes such as /login,
-            // /meetings/..., /j/<token>, /m/<id>) gets index.html.
-            let index = ServeFile::new(root.join("index.html"));
-            api.fallback_service(ServeDir::new(&root).fallback(index))
+            // Files as they are (compressed when the build wrote a `.br` or `.gz` beside them
+            // and the browser accepts it); every other path (the client's own routes such as
+            // /login, /meetings/..., /j/<token>, /m/<id>) gets index.html, except under
+            // /assets/, where a missing file is a 404.
+            let index = ServeFile::new(root.join("index.html"))
+                .precompressed_br()
+                .precompressed_gzip();
+            let assets = ServeDir::new(root.join("assets"))
+                .precompressed_br()
+                .precompressed_gzip();
+            let files = ServeDir::new(&root)
+                .precompressed_br()
+                .precompressed_gzip()
+                .fallback(index);
+            api.nest_service("/assets", assets).fallback_service(files)
         }
         None => {
             tracing::warn!("web client not built (run `make web`); serving the API only");
@@ -113,7 +151,7 @@ pub fn with_static(api: Router<AppState>, config: &Config) -> Router<AppState> {
         router
     };
     router
-        .layer(axum::middleware::from_fn(no_store_api))
+        .layer(axum::middleware::from_fn(cache_control))
         .layer(SetResponseHeaderLayer::overriding(
             header::CONTENT_SECURITY_POLICY,
             HeaderValue::from_str(&csp(config)).unwrap_or(HeaderValue::from_static(CSP)),
