@@ -345,6 +345,71 @@ test('forward secrecy: a member the others removed decrypts nothing sent afterwa
   await expectAudioVideoFrom(members[1].page, members[0].id);
 });
 
+test('an answer slow to come (a congested link) is waited for, not overtaken by a new offer; encrypted media then flows', async ({
+  browser,
+  server,
+  adminPassword,
+}) => {
+  const { admin, links } = await newMeeting(browser, server.baseURL, adminPassword, [ERIKA]);
+  const organiser = { ...admin, id: await organiserJoins(admin.page, TITLE) };
+  const erika = await person(browser, server.baseURL, 'Erika');
+  // Her browser calls an answer slow after 3 s instead of 15 s, so the answer can be held past
+  // that while the server still waits for her media connection (it gives up on one that has
+  // not started after about 16 s).
+  await erika.page.addInitScript(() => ((window as { __klausurAnswerSlowMs?: number }).__klausurAnswerSlowMs = 3000));
+  const warnings: string[] = [];
+  erika.page.on('console', (m) => {
+    if (m.type() === 'warning') warnings.push(m.text());
+  });
+  // Erika's signaling as on a congested link, for answers only: the first is held back until
+  // her browser has called it slow and 2 s more have passed; everything else passes at once, so
+  // the room's request for more receive m-lines reaches her meanwhile. An offer made in that
+  // time would have rolled back one the server had applied, and the server would refuse it.
+  const offers: number[] = [];
+  const errors: string[] = [];
+  const held: string[] = [];
+  let release: (() => void) | null = null;
+  await erika.page.routeWebSocket(/\/api\/ws$/, (ws) => {
+    const toServer = ws.connectToServer();
+    let holding = true;
+    release = () => {
+      holding = false;
+      for (const h of held) ws.send(h);
+    };
+    ws.onMessage((m) => {
+      const msg = JSON.parse(String(m)) as { type: string; sdp?: string };
+      if (msg.type === 'offer') offers.push((msg.sdp ?? '').split('\nm=').length - 1);
+      toServer.send(m);
+    });
+    toServer.onMessage((m) => {
+      const msg = JSON.parse(String(m)) as { type: string };
+      if (msg.type === 'error') errors.push(String(m));
+      if (msg.type === 'answer' && holding) held.push(String(m));
+      else ws.send(m);
+    });
+  });
+  await erika.page.goto(links[ERIKA]);
+  await passPrejoin(erika.page, { expectTitle: TITLE, expectInvitee: ERIKA });
+  await expectInRoom(erika.page);
+  await expect
+    .poll(() => warnings.some((w) => w.includes('still waiting')), { timeout: 20_000, message: 'the answer is called slow' })
+    .toBe(true);
+  await erika.page.waitForTimeout(2000);
+  expect(held, 'the first answer was held').toHaveLength(1);
+  expect(offers, 'one offer while its answer was held').toHaveLength(1);
+  release!();
+  const erikaId = await selfId(erika.page);
+  await commonSecurityCode([organiser.page, erika.page]);
+  await expectAudioVideoFrom(erika.page, organiser.id, 45_000, organiser.page);
+  await expectAudioVideoFrom(organiser.page, erikaId, 45_000, erika.page);
+  // The room's request for receive m-lines came while the answer was held: the next offer
+  // asked for more, and was answered.
+  expect(offers.length, JSON.stringify(offers)).toBeGreaterThanOrEqual(2);
+  expect(offers[1]).toBeGreaterThan(offers[0]);
+  expect(errors).toEqual([]);
+  expect(warnings.filter((w) => /could not apply answer|unexpected answer|giving up/.test(w))).toEqual([]);
+});
+
 test('figures: admit-to-first-decrypted-frame and the worker’s cost per frame (recorded, not asserted)', { tag: '@figures' }, async ({
   browser,
   server,

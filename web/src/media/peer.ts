@@ -1,5 +1,9 @@
 // The one RTCPeerConnection of a participant. The browser is always the offerer;
-// negotiations are serialized (never two offers in flight).
+// negotiations are serialized (never two offers in flight). An offer waits for its answer as long
+// as it takes: the server answers every offer in order, and one that may have reached it is
+// never rolled back (the server may already have applied it; an offer made after a rollback
+// then no longer fits the server's state and is refused). Only an answer that does not come at
+// all ends the media session (`no_answer`), and the meeting joins again.
 import type { IceServer, SendSource, Source, TrackAssignment } from '../signaling/protocol';
 
 export interface RemoteTrack {
@@ -62,7 +66,21 @@ export interface FrameTransforms {
 }
 
 const ICE_GATHER_TIMEOUT_MS = 1000;
-const ANSWER_TIMEOUT_MS = 15_000;
+/** After this long without an answer the offer is reported slow (a congested link); after
+ * `ANSWER_GIVE_UP` times as long the media session is given up. */
+const ANSWER_SLOW_MS = 15_000;
+const ANSWER_GIVE_UP = 4;
+
+/** [`ANSWER_SLOW_MS`]; the test-hooks build lets a browser test shorten it
+ * (`window.__klausurAnswerSlowMs`), so that a test can hold an answer back past it without the
+ * server meanwhile giving up on a media connection that has not started. */
+function answerSlowMs(): number {
+  if (import.meta.env.MODE === 'test-hooks') {
+    const t = (globalThis as { __klausurAnswerSlowMs?: unknown }).__klausurAnswerSlowMs;
+    if (typeof t === 'number') return t;
+  }
+  return ANSWER_SLOW_MS;
+}
 
 export class PeerSession {
   readonly pc: RTCPeerConnection;
@@ -129,11 +147,15 @@ export class PeerSession {
     if (this.closed) return;
     const sdp = this.pc.localDescription?.sdp ?? offer.sdp ?? '';
     this.cb.sendOffer(sdp, this.sendSources());
+    const slow = answerSlowMs();
     this.answerTimer = setTimeout(() => {
-      console.warn('klausur: no answer received, retrying');
-      this.again = true;
-      this.finishRound();
-    }, ANSWER_TIMEOUT_MS);
+      console.warn(`klausur: no answer after ${slow} ms, still waiting`);
+      this.answerTimer = setTimeout(() => {
+        console.warn('klausur: no answer received; giving up the media session');
+        this.answerTimer = null;
+        this.cb.onFailure?.('no_answer');
+      }, slow * (ANSWER_GIVE_UP - 1));
+    }, slow);
   }
 
   private waitForIceGathering(): Promise<void> {

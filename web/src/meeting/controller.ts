@@ -425,7 +425,8 @@ export class MeetingController {
           this.mediaConnected = true;
         },
         onFailure: (reason) => {
-          if (reason === 'connection_failed' && this.mediaConnected) this.mediaLost();
+          // An offer the server never answered: the media session cannot go on (docs in peer.ts).
+          if ((reason === 'connection_failed' && this.mediaConnected) || reason === 'no_answer') this.mediaLost();
           else console.warn('klausur: media problem:', reason);
         },
       },
