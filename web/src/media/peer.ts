@@ -446,10 +446,11 @@ export const SCREEN_MAX_BITRATE = 2_500_000;
 /**
  * The camera's simulcast layers, low to high (the order the server ranks them by): a quarter,
  * half and the full capture size (320x180, 640x360 and 1280x720 from an HD camera), each
- * capped in bitrate. docs/architecture.md, "Media path", says how the server picks one.
+ * capped in bitrate; the lowest so that it and others' audio fit a 300 kbit/s link.
+ * docs/architecture.md, "Media path", says how the server picks one.
  */
 export const CAMERA_LAYERS: readonly RTCRtpEncodingParameters[] = [
-  { rid: 'q', scaleResolutionDownBy: 4, maxBitrate: 150_000 },
+  { rid: 'q', scaleResolutionDownBy: 4, maxBitrate: 100_000 },
   { rid: 'h', scaleResolutionDownBy: 2, maxBitrate: 500_000 },
   { rid: 'f', scaleResolutionDownBy: 1, maxBitrate: 1_500_000 },
 ];
