@@ -12,6 +12,12 @@ export interface InboundStat {
   framesDecoded: number;
   frameWidth: number;
   frameHeight: number;
+  packetsLost: number;
+  nackCount: number;
+  retransmittedPacketsReceived: number;
+  pliCount: number;
+  freezeCount: number;
+  totalFreezesDuration: number;
 }
 
 // Every password, link, name and chat text passed through here is recorded for the log check

@@ -20,6 +20,8 @@
 //   camera at the same time (the negative control: the limit, not the tile size, chose it).
 // - 5 % loss and up to 100 ms of jitter each way: the tone is heard in at least 95 % of 100 ms
 //   windows; after the impairment ends, the video runs at its earlier frame rate within 2 s.
+// - Joining through a 300 kbit/s downlink: the client's scripts arrive compressed, and the guest
+//   gets into the encrypted group and receives the meeting (the join's steps are printed).
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -480,8 +482,76 @@ test('5 % loss and 100 ms jitter each way: the tone is heard in 95 % of 100 ms w
       });
     const first = samples.findIndex((_, i) => okFrom(i));
     const recovered = first < 0 ? null : samples[first].t;
-    console.log(`lossy link: video back at its rate ${recovered} ms after the impairment ended (${samples.map((s) => s.frames).join(' ')})`);
+    const cam = (await stats(guest.page)).find((x) => x.participant_id === admin.id && x.source === 'camera');
+    const repair = cam
+      ? `${cam.packetsLost} lost, ${cam.nackCount} NACKs, ${cam.retransmittedPacketsReceived} resends received, ${cam.pliCount} PLIs, ${cam.freezeCount} freezes (${cam.totalFreezesDuration.toFixed(1)} s)`
+      : 'no camera stats';
+    console.log(`lossy link: video back at its rate ${recovered} ms after the impairment ended (${samples.map((s) => s.frames).join(' ')}); camera at the guest: ${repair}`);
     expect(recovered).not.toBeNull();
     expect(recovered!).toBeLessThanOrEqual(2000);
   });
+});
+
+/** The page's own resources under /assets/ (not the worker's): name, bytes on the wire and
+ * decoded. */
+async function assetTransfers(page: Page): Promise<{ name: string; encoded: number; decoded: number }[]> {
+  return page.evaluate(() =>
+    (performance.getEntriesByType('resource') as PerformanceResourceTiming[])
+      .filter((e) => new URL(e.name).pathname.startsWith('/assets/'))
+      .map((e) => ({ name: new URL(e.name).pathname, encoded: e.encodedBodySize, decoded: e.decodedBodySize })),
+  );
+}
+
+test('joining through a 300 kbit/s link: the client comes compressed, the guest is in the encrypted group and receives the meeting', async ({ browser }, testInfo) => {
+  const ns = namespace(7, '');
+  const server = await serverFor(ns, browser, testInfo.project.outputDir, { own: 'slow-join' });
+  const hostBrowser = await browserFor(server, null);
+  const hdBrowser = await browserFor(server, null, [], true);
+  const nsBrowser = await browserFor(server, ns);
+  const admin = await signIn(hostBrowser, server.baseURL, 'admin', ADMIN_PASSWORD);
+  cleanups.push(() => admin.context.close());
+  await createMeeting(admin.page, TITLE, 'strict');
+  const erikaLink = await inviteGuest(admin.page, 'Erika Musterfrau');
+  const lenaLink = await inviteGuest(admin.page, 'Lena Landfunk');
+  const adminId = await organiserJoins(admin.page, TITLE);
+  // A meeting under way: the organiser and Erika with her busy camera (every layer near its cap).
+  const erika = await guestJoins(hdBrowser, server.baseURL, 'Erika Musterfrau', erikaLink);
+  await commonSecurityCode([admin.page, erika.page]);
+  // Lena's link is slow from the start: she loads the client through it and joins.
+  limitDownlink(ns, 300);
+  const start = Date.now();
+  const at: Record<string, number> = {};
+  const mark = (what: string) => (at[what] = Date.now() - start);
+  const lena = await newPerson(nsBrowser, server.baseURL, 'Lena Landfunk');
+  cleanups.push(() => lena.context.close());
+  const report = async (e: unknown) => {
+    const d = downlinkCounters(ns);
+    throw new Error(`${e}\nLena's join so far (ms): ${JSON.stringify(at)}; downlink ${d.sentBytes} bytes, ${d.dropped} dropped; e2ee ${JSON.stringify(await lena.page.evaluate(() => window.__klausur?.e2ee()?.phase ?? null).catch(() => 'page gone'))}`);
+  };
+  await test.step('the page loads, its scripts compressed', async () => {
+    await lena.page.goto(lenaLink, { timeout: 60_000 });
+    await expect(lena.page.getByTestId('prejoin-page')).toBeVisible({ timeout: 60_000 });
+    mark('prejoin');
+    const assets = await assetTransfers(lena.page);
+    const scripts = assets.filter((a) => a.name.endsWith('.js'));
+    expect(scripts.length, JSON.stringify(assets)).toBeGreaterThan(0);
+    // Brotli makes the client's script a quarter of its size; gzip a third.
+    for (const s of scripts) expect(s.encoded, JSON.stringify(s)).toBeLessThan(s.decoded * 0.4);
+  }).catch(report);
+  await test.step('she joins, is in the encrypted group and receives the organiser and Erika', async () => {
+    await passPrejoin(lena.page, { expectTitle: TITLE, expectInvitee: 'Lena Landfunk' });
+    await expectInRoom(lena.page);
+    mark('in room');
+    const id = await selfId(lena.page);
+    await commonSecurityCode([admin.page, erika.page, lena.page], null, 90_000);
+    mark('in group');
+    await expectAudioVideoFrom(lena.page, erika.id, 60_000, erika.page);
+    mark('Erika heard and seen');
+    await expect.poll(() => toneHeard(lena.page, adminId, 3000).then((h) => h.share), { timeout: 30_000 }).toBeGreaterThanOrEqual(0.9);
+    mark('organiser heard');
+    // And the others receive her.
+    await expectAudioVideoFrom(admin.page, id, 45_000, lena.page);
+  }).catch(report);
+  const d = downlinkCounters(ns);
+  console.log(`slow join: ${JSON.stringify(at)} (ms from opening the link); downlink ${Math.round(d.sentBytes / 1000)} kB, ${d.dropped} dropped`);
 });

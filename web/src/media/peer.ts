@@ -25,6 +25,14 @@ export interface InboundStat {
   /** Video: the size of the last decoded frame (0 before one). */
   frameWidth: number;
   frameHeight: number;
+  /** How the link repaired it: packets lost, resends asked for (NACK) and received, keyframes
+   * asked for (PLI), and the picture's freezes (count and seconds). */
+  packetsLost: number;
+  nackCount: number;
+  retransmittedPacketsReceived: number;
+  pliCount: number;
+  freezeCount: number;
+  totalFreezesDuration: number;
 }
 
 /** How the shared screen is sent (for the tests): the track's hint and size, the sender's
@@ -302,6 +310,12 @@ export class PeerSession {
         framesDecoded: Number(s.framesDecoded ?? 0),
         frameWidth: Number(s.frameWidth ?? 0),
         frameHeight: Number(s.frameHeight ?? 0),
+        packetsLost: Number(s.packetsLost ?? 0),
+        nackCount: Number(s.nackCount ?? 0),
+        retransmittedPacketsReceived: Number(s.retransmittedPacketsReceived ?? 0),
+        pliCount: Number(s.pliCount ?? 0),
+        freezeCount: Number(s.freezeCount ?? 0),
+        totalFreezesDuration: Number(s.totalFreezesDuration ?? 0),
       });
     });
     return out;
