@@ -155,6 +155,8 @@ export class MeetingController {
         // Only the current connection's session speaks for this tab's encryption.
         if (this.e2ee !== e2ee) return;
         this.update({ e2ee: status });
+        // In the group now: the videos the page shows can be decrypted, so ask for them.
+        this.tellVideos();
         // In the group: the session this one followed has vouched for the last time.
         if (status.epoch !== null && this.previousE2ee) {
           this.previousE2ee.close();
@@ -569,7 +571,8 @@ export class MeetingController {
 
   /**
    * The remote videos the page shows and how large (device pixels). The server forwards only
-   * these (docs/protocol.md, `video_tiles`); told again when the set or a size changes notably.
+   * these (docs/protocol.md, `video_tiles`), and none before this connection is in the
+   * encrypted group; told again when the set or a size changes notably.
    */
   showVideos(tiles: VideoTile[]): void {
     this.shownVideos = tiles;
@@ -577,7 +580,9 @@ export class MeetingController {
   }
 
   private tellVideos(): void {
-    const tiles = this.shownVideos;
+    // Until this connection is in the encrypted group no video can be decrypted: it asks for
+    // none, so that a slow link carries the group's messages and the audio first.
+    const tiles = this.snapshot.e2ee?.epoch != null ? this.shownVideos : [];
     if (!tiles || this.snapshot.room.phase !== 'joined' || !tilesChanged(this.toldVideos, tiles)) return;
     this.toldVideos = tiles;
     this.send({ type: 'video_tiles', tiles });

@@ -97,6 +97,9 @@ export function PrejoinView({ title, inviteeName, staffName, needsName, willWait
     [],
   );
 
+  // The encryption core loads while the participant checks camera and microphone.
+  useEffect(() => E2eeSession.prefetch(), []);
+
   useEffect(() => {
     if (!audioTrack) return;
     const meter = new LevelMeter(audioTrack, setLevel);
