@@ -3,22 +3,8 @@ import type { E2eeStatus } from '../src/e2ee/types';
 import { expect, type Page } from '@playwright/test';
 import { recordSecret } from './log-secrets';
 
-export interface InboundStat {
-  participant_id: string;
-  source: 'microphone' | 'camera' | 'screen';
-  kind: 'audio' | 'video';
-  bytesReceived: number;
-  packetsReceived: number;
-  framesDecoded: number;
-  frameWidth: number;
-  frameHeight: number;
-  packetsLost: number;
-  nackCount: number;
-  retransmittedPacketsReceived: number;
-  pliCount: number;
-  freezeCount: number;
-  totalFreezesDuration: number;
-}
+export type { InboundStat } from '../src/media/peer';
+import type { InboundStat } from '../src/media/peer';
 
 // Every password, link, name and chat text passed through here is recorded for the log check
 // after the suite (log-secrets.ts): none may appear in a server log.

@@ -342,9 +342,11 @@ async function cameraAt(page: Page, from: string): Promise<{ frames: number; wid
   return { frames: s?.framesDecoded ?? 0, width: s?.frameWidth ?? 0 };
 }
 
-test('on a 300 kbit/s link a guest gets the lowest layer and unbroken audio, while the organiser on a good link gets a larger one', async ({ browser }, testInfo) => {
-  const ns = namespace(5, '');
-  const server = await serverFor(ns, browser, testInfo.project.outputDir, { own: 'slow-link' });
+/** A server for the namespace `ns` and three browsers: the organiser's and Erika's on the host
+ * (Erika's camera the busy clip), Lena's in the namespace. The organiser has created the meeting,
+ * invited both and joined; neither guest has yet. */
+async function busyMeeting(ns: Netns, browser: Browser, outputDir: string, own: string) {
+  const server = await serverFor(ns, browser, outputDir, { own });
   const hostBrowser = await browserFor(server, null);
   const hdBrowser = await browserFor(server, null, [], true);
   const nsBrowser = await browserFor(server, ns);
@@ -353,7 +355,13 @@ test('on a 300 kbit/s link a guest gets the lowest layer and unbroken audio, whi
   await createMeeting(admin.page, TITLE, 'strict');
   const erikaLink = await inviteGuest(admin.page, 'Erika Musterfrau');
   const lenaLink = await inviteGuest(admin.page, 'Lena Landfunk');
-  await organiserJoins(admin.page, TITLE);
+  const adminId = await organiserJoins(admin.page, TITLE);
+  return { server, admin, adminId, hdBrowser, nsBrowser, erikaLink, lenaLink };
+}
+
+test('on a 300 kbit/s link a guest gets the lowest layer and unbroken audio, while the organiser on a good link gets a larger one', async ({ browser }, testInfo) => {
+  const ns = namespace(5, '');
+  const { server, admin, hdBrowser, nsBrowser, erikaLink, lenaLink } = await busyMeeting(ns, browser, testInfo.project.outputDir, 'slow-link');
   const erika = await guestJoins(hdBrowser, server.baseURL, 'Erika Musterfrau', erikaLink);
   const lena = await guestJoins(nsBrowser, server.baseURL, 'Lena Landfunk', lenaLink);
   // Only Erika's camera competes for Lena's link (the room would otherwise share it between two).
@@ -504,16 +512,7 @@ async function assetTransfers(page: Page): Promise<{ name: string; encoded: numb
 
 test('joining through a 300 kbit/s link: the client comes compressed, the guest is in the encrypted group and receives the meeting', async ({ browser }, testInfo) => {
   const ns = namespace(7, '');
-  const server = await serverFor(ns, browser, testInfo.project.outputDir, { own: 'slow-join' });
-  const hostBrowser = await browserFor(server, null);
-  const hdBrowser = await browserFor(server, null, [], true);
-  const nsBrowser = await browserFor(server, ns);
-  const admin = await signIn(hostBrowser, server.baseURL, 'admin', ADMIN_PASSWORD);
-  cleanups.push(() => admin.context.close());
-  await createMeeting(admin.page, TITLE, 'strict');
-  const erikaLink = await inviteGuest(admin.page, 'Erika Musterfrau');
-  const lenaLink = await inviteGuest(admin.page, 'Lena Landfunk');
-  const adminId = await organiserJoins(admin.page, TITLE);
+  const { server, admin, adminId, hdBrowser, nsBrowser, erikaLink, lenaLink } = await busyMeeting(ns, browser, testInfo.project.outputDir, 'slow-join');
   // A meeting under way: the organiser and Erika with her busy camera (every layer near its cap).
   const erika = await guestJoins(hdBrowser, server.baseURL, 'Erika Musterfrau', erikaLink);
   await commonSecurityCode([admin.page, erika.page]);
