@@ -165,6 +165,15 @@ export class E2eeSession {
     this.post({ t: 'init', testPlaintext, meetingId: opts.meetingId, vouched: [...opts.vouched] });
   }
 
+  /**
+   * Test-hooks builds only: this client plays the outsider (`e2ee_test_outsider`), which, like
+   * any hostile client, asks the server for video without being in the group. Always false in
+   * the production build.
+   */
+  isTestOutsider(): boolean {
+    return import.meta.env.MODE === 'test-hooks' && this.testOutsider;
+  }
+
   /** The latest status (also delivered through onStatus). */
   status(): E2eeStatus | null {
     return this.lastStatus;
