@@ -394,7 +394,7 @@ test('on a 300 kbit/s link a guest gets the lowest layer and unbroken audio, whi
     // loaded machine the estimate rises slowly, and a failed probe waits longer for the next).
     await expect.poll(split, { timeout: 90_000 }).toEqual({ lena: true, organiser: true }).catch(report);
   });
-  await test.step('over 10 s the guest hears the tone in at least 98 % of 100 ms windows, and over 15.6 s mostly keeps the lowest layer', async () => {
+  await test.step('over 10 s the guest hears the tone in at least 98 % of 100 ms windows and keeps the lowest layer', async () => {
     const before = downlinkCounters(ns);
     const start = Date.now();
     const lenaFrames = (await cameraAt(lena.page, erika.id)).frames;
@@ -402,7 +402,7 @@ test('on a 300 kbit/s link a guest gets the lowest layer and unbroken audio, whi
     const inBefore = await stats(lena.page);
     const widths: number[] = [];
     const sampling = (async () => {
-      for (let i = 0; i < 26; i++) {
+      for (let i = 0; i < 16; i++) {
         await lena.page.waitForTimeout(600);
         widths.push((await cameraAt(lena.page, erika.id)).width);
       }
@@ -426,18 +426,15 @@ test('on a 300 kbit/s link a guest gets the lowest layer and unbroken audio, whi
     expect(heard.windows).toBeGreaterThan(50);
     expect(heard.share).toBeGreaterThanOrEqual(0.98);
     // The room tries the next layer now and then (a media probe of 2.5 s, then fewer as they
-    // fail), and a switch each way waits for a keyframe. A probe may also count as carried
-    // though the link cannot carry it (the estimate still grew over its 2.5 s; seen once in
-    // about ten runs since the lowest layer leaves the link headroom) and then holds until the
-    // estimate backs off: one such stretch of up to 11 samples (6.6 s) in the 15.6 s sampled;
-    // a room that keeps the larger layer, or never comes back to the lowest, fails.
+    // fail), and a switch each way waits for a keyframe: one such stretch (up to 7 samples, 4.2 s)
+    // may show it; a probe that wrongly counted as carried would keep it 3 s longer.
     let run = 0;
     let longest = 0;
     for (const w of widths) {
       run = w === q ? 0 : run + 1;
       longest = Math.max(longest, run);
     }
-    expect(longest, `widths ${widths.join(' ')}`).toBeLessThanOrEqual(11);
+    expect(longest, `widths ${widths.join(' ')}`).toBeLessThanOrEqual(7);
     expect(widths.filter((w) => w === q).length).toBeGreaterThanOrEqual(widths.length / 2);
     expect((await cameraAt(lena.page, erika.id)).frames).toBeGreaterThan(lenaFrames);
   });

@@ -1411,8 +1411,14 @@ impl Room {
                 self.request_keyframe(now, publisher, source, layer, req.kind, true);
             }
             Event::EgressBitrateEstimate(BweKind::Twcc { estimate, .. }) => {
-                if let Some(p) = self.peers.get_mut(&id) {
-                    p.estimate = Some(estimate.as_u64());
+                let Some(p) = self.peers.get_mut(&id) else {
+                    return;
+                };
+                p.estimate = Some(estimate.as_u64());
+                // A media probe is judged at every estimate, not only every SPEAKER_INTERVAL:
+                // one the link does not carry ends sooner.
+                if p.probe.trying() {
+                    self.allocate_peer(now, id);
                 }
             }
             Event::EgressBitrateEstimate(BweKind::Remb { estimate, .. }) => {
@@ -1816,6 +1822,11 @@ impl Room {
         let Some(q) = self.peers.get_mut(&peer) else {
             return;
         };
+        let _span = tracing::debug_span!("allocate", peer).entered();
+        if q.probe.trying() && self.config.bandwidth_estimation {
+            let delivery = q.rtc.bwe().delivery();
+            q.probe.observe(now, delivery);
+        }
         let measured = q.estimate.map(|e| q.probe.budget(now, e, sending));
         let budget = match (measured, q.receive_limit) {
             (Some(e), Some(l)) => e.min(l),

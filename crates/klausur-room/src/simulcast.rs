@@ -9,6 +9,8 @@
 
 use std::time::{Duration, Instant};
 
+pub use str0m::bwe::Delivery;
+
 /// What the forwarder needs from one VP8 RTP payload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Vp8Descriptor {
@@ -318,6 +320,24 @@ pub const TRIAL: Duration = Duration::from_millis(2500);
 pub const TRIAL_WAIT: Duration = Duration::from_secs(4);
 /// Longest wait after failed trials (each failure triples the wait).
 pub const TRIAL_WAIT_MAX: Duration = Duration::from_secs(120);
+/// How long into a trial the subscriber's delivery begins to count: switching to the higher
+/// layer waits for its keyframe, whose burst is no measure of the rate.
+pub const TRIAL_SETTLE: Duration = Duration::from_millis(1000);
+/// A trial holds only if the link delivered at least this share (percent) of the rate sent in
+/// the trial after [`TRIAL_SETTLE`].
+pub const DELIVERED_PERCENT: u64 = 85;
+/// The least span of send times over which a trial's delivery is judged.
+pub const MEASURE_MIN: Duration = Duration::from_millis(400);
+/// A trial tests the link only if at least this share (percent) of its rate was sent after
+/// [`TRIAL_SETTLE`] (the rate counts the margin for switching up and the audio reserve, so
+/// what is sent stays below it); one that sent less (the higher layer's keyframe never came)
+/// proves nothing and counts as failed.
+pub const TESTED_PERCENT: u64 = 60;
+/// After a failed trial, how long the budget stays at least what was sent before it (plus a
+/// tenth): the trial's own overload made the estimate back off, and below that rate the
+/// subscriber's lowest camera layer would pause; with only audio left to measure, the estimate
+/// could not climb back by itself.
+pub const RECOVER: Duration = Duration::from_secs(5);
 /// How long the estimate may stay below what is sent at a proven rate without growing before
 /// the rate counts as not carried after all.
 pub const STALL: Duration = Duration::from_secs(3);
@@ -338,6 +358,17 @@ pub const STALL: Duration = Duration::from_secs(3);
 ///   when more is sent than the link carries; it stops growing);
 /// - it did not grow: the trial failed.
 ///
+/// The estimate can grow though the link cannot carry the trial's rate: when the trial begins
+/// while the estimate is still climbing towards what the link carries (the lower layers leave
+/// it headroom), it goes on climbing for a while as a bottleneck queue fills. So a trial holds
+/// only if, besides, the link delivered at least [`DELIVERED_PERCENT`] of the rate sent after
+/// [`TRIAL_SETTLE`], both taken from the subscriber's TWCC feedback ([`Delivery`]): the bytes
+/// reported on over the span of their send times against the bytes received over the span of
+/// their receive times. A bottleneck delivers at its own rate whether its queue grows or drops.
+/// A trial that did not send near its rate ([`TESTED_PERCENT`]) proves nothing; one clearly not
+/// carried ends early. Without feedback (no estimator of the room's own) the estimate alone
+/// decides. After a failed trial the budget keeps what was sent before it for [`RECOVER`].
+///
 /// After a failed trial (or a proven rate that stalled) the next trial waits three times longer
 /// (up to [`TRIAL_WAIT_MAX`]).
 #[derive(Debug, Clone)]
@@ -352,6 +383,10 @@ pub struct MediaProbe {
     estimate: u64,
     /// The running trial.
     trial: Option<Trial>,
+    /// What was being sent at the latest [`MediaProbe::budget`] (bit/s).
+    sending: u64,
+    /// After a failed trial: until when the budget stays at least this ([`RECOVER`]).
+    floor: Option<(Instant, u64)>,
     next_try: Option<Instant>,
     wait: Duration,
 }
@@ -362,6 +397,43 @@ struct Trial {
     rate: u64,
     /// The estimate when it began.
     from: u64,
+    /// What was being sent when it began (bit/s).
+    before: u64,
+    /// The subscriber's transport's reading when delivery began to count ([`TRIAL_SETTLE`]).
+    settled: Option<Delivery>,
+    /// Its latest reading.
+    latest: Delivery,
+}
+
+impl Trial {
+    /// Whether the subscriber received enough of what was sent after the trial settled; `None`
+    /// when there is nothing to judge by (no acknowledgements, or no time measured).
+    fn carried(&self) -> Option<bool> {
+        let (sent, acked) = self.delivery()?;
+        let tested = sent * 100 >= self.rate * TESTED_PERCENT;
+        Some(tested && acked * 100 >= sent * DELIVERED_PERCENT)
+    }
+
+    /// The rate sent and the rate delivered (bit/s) of the packets reported on since the trial
+    /// settled; `None` before they span [`MEASURE_MIN`].
+    fn delivery(&self) -> Option<(u64, u64)> {
+        let (a, b) = (self.settled?, self.latest);
+        let sent_ms = b
+            .last_sent?
+            .saturating_duration_since(a.last_sent?)
+            .as_millis() as u64;
+        let received_ms = b
+            .last_received?
+            .saturating_duration_since(a.last_received?)
+            .as_millis() as u64;
+        if sent_ms < MEASURE_MIN.as_millis() as u64 || received_ms == 0 {
+            return None;
+        }
+        let bits = |x: u64, y: u64| x.saturating_sub(y).saturating_mul(8000);
+        let sent = bits(b.reported_bytes, a.reported_bytes) / sent_ms;
+        let delivered = bits(b.received_bytes, a.received_bytes) / received_ms;
+        Some((sent, delivered))
+    }
 }
 
 impl Default for MediaProbe {
@@ -372,6 +444,8 @@ impl Default for MediaProbe {
             behind_since: None,
             estimate: 0,
             trial: None,
+            sending: 0,
+            floor: None,
             next_try: None,
             wait: TRIAL_WAIT,
         }
@@ -379,10 +453,28 @@ impl Default for MediaProbe {
 }
 
 impl MediaProbe {
+    /// Notes what the subscriber's transport reports (call before [`MediaProbe::budget`]): a
+    /// running trial is judged by it as well as by the estimate.
+    pub fn observe(&mut self, now: Instant, delivery: Delivery) {
+        let Some(t) = &mut self.trial else {
+            return;
+        };
+        t.latest = delivery;
+        if t.settled.is_none() {
+            if now + TRIAL >= t.until + TRIAL_SETTLE {
+                t.settled = Some(delivery);
+            }
+        } else if t.carried() == Some(false) {
+            // Clearly not carried: end the trial now rather than overload the link longer.
+            t.until = t.until.min(now);
+        }
+    }
+
     /// The budget to allocate with: the estimate, or more while a trial runs or a trial's rate
     /// has been carried. `sending`: what the subscriber is being sent now (bit/s).
     pub fn budget(&mut self, now: Instant, estimate: u64, sending: u64) -> u64 {
         self.estimate = estimate;
+        self.sending = sending;
         let backed_off = estimate < self.peak / 10 * 9;
         let grew = estimate > self.peak;
         if backed_off || grew {
@@ -398,27 +490,56 @@ impl MediaProbe {
             .behind_since
             .is_some_and(|t| now.saturating_duration_since(t) >= STALL);
         if backed_off || stalled {
+            if self.proven > 0 {
+                tracing::debug!(self.proven, estimate, stalled, "media probe's rate dropped");
+            }
             self.proven = 0;
             self.behind_since = None;
-            if self.trial.take().is_some() || stalled {
+            if let Some(t) = self.trial.take() {
+                tracing::debug!(
+                    rate = t.rate,
+                    from = t.from,
+                    estimate,
+                    "media probe backed off"
+                );
+                self.wait = (self.wait * 3).min(TRIAL_WAIT_MAX);
+                self.floor = Some((now + RECOVER, t.before + t.before / 10));
+            } else if stalled {
                 self.wait = (self.wait * 3).min(TRIAL_WAIT_MAX);
             }
             self.next_try = Some(now + self.wait);
         } else if let Some(t) = self.trial {
             if now >= t.until {
                 self.trial = None;
-                if self.peak > t.from {
+                let carried = t.carried();
+                tracing::debug!(
+                    rate = t.rate,
+                    from = t.from,
+                    peak = self.peak,
+                    delivery = ?t.delivery(),
+                    ?carried,
+                    "media probe ended"
+                );
+                if self.peak > t.from && carried != Some(false) {
                     self.proven = t.rate;
                     self.wait = TRIAL_WAIT;
                     self.behind_since = None;
                 } else {
                     self.wait = (self.wait * 3).min(TRIAL_WAIT_MAX);
+                    self.floor = Some((now + RECOVER, t.before + t.before / 10));
                 }
                 self.next_try = Some(now + self.wait);
             }
         }
+        if self
+            .floor
+            .is_some_and(|(until, rate)| now >= until || estimate >= rate)
+        {
+            self.floor = None;
+        }
         let trial = self.trial.map_or(0, |t| t.rate);
-        estimate.max(self.proven).max(trial)
+        let floor = self.floor.map_or(0, |(_, rate)| rate);
+        estimate.max(self.proven).max(trial).max(floor)
     }
 
     /// After an allocation within `budget`: `next_step` is what taking one layer more would
@@ -434,6 +555,9 @@ impl MediaProbe {
                     until: now + TRIAL,
                     rate: next_step,
                     from: self.estimate,
+                    before: self.sending,
+                    settled: None,
+                    latest: Delivery::default(),
                 })
             }
             Some(_) => {}
@@ -496,12 +620,12 @@ mod tests {
         let t0 = Instant::now();
         let ms = Duration::from_millis;
         let mut p = MediaProbe::default();
-        // Estimate 300 kbit/s: no trial before the first wait.
-        assert_eq!(p.budget(t0, 300_000, 700_000), 300_000);
+        // Estimate 300 kbit/s, 240 kbit/s sent: no trial before the first wait.
+        assert_eq!(p.budget(t0, 300_000, 240_000), 300_000);
         p.consider(t0, 300_000, 700_000);
         assert!(!p.trying());
         let t1 = t0 + TRIAL_WAIT;
-        assert_eq!(p.budget(t1, 300_000, 700_000), 300_000);
+        assert_eq!(p.budget(t1, 300_000, 240_000), 300_000);
         p.consider(t1, 300_000, 700_000);
         assert!(p.trying());
         // During the trial the budget is the next step's, though the estimate lags far behind
@@ -509,10 +633,13 @@ mod tests {
         assert_eq!(p.budget(t1 + ms(500), 310_000, 700_000), 700_000);
         assert!(p.trying());
         // Congestion: the estimator backs off. The trial failed; the next one waits three times
-        // as long.
+        // as long. Meanwhile the budget stays what was sent before the trial, and a tenth,
+        // though the estimate is below it, for at most RECOVER.
         let t2 = t1 + ms(1000);
-        assert_eq!(p.budget(t2, 250_000, 700_000), 250_000);
+        assert_eq!(p.budget(t2, 250_000, 700_000), 264_000);
         assert!(!p.trying());
+        assert_eq!(p.budget(t2 + ms(1000), 255_000, 240_000), 264_000);
+        assert_eq!(p.budget(t2 + RECOVER, 255_000, 240_000), 255_000);
         p.consider(t2 + TRIAL_WAIT, 250_000, 700_000);
         assert!(!p.trying(), "waits longer after a failure");
         let t3 = t2 + TRIAL_WAIT * 3;
@@ -521,8 +648,11 @@ mod tests {
         // An estimate that neither backs off nor grows over the trial (an overloaded link, the
         // estimate already low): failed, and the wait triples again.
         assert_eq!(p.budget(t3 + ms(1000), 250_000, 700_000), 700_000);
-        assert_eq!(p.budget(t3 + TRIAL, 250_000, 700_000), 250_000);
+        assert_eq!(p.budget(t3 + TRIAL, 250_000, 700_000), 264_000);
         assert!(!p.trying());
+        // The estimate back at what was sent before ends the floor early.
+        assert_eq!(p.budget(t3 + TRIAL + ms(500), 265_000, 240_000), 265_000);
+        assert_eq!(p.budget(t3 + TRIAL + ms(1000), 250_000, 240_000), 250_000);
         p.consider(t3 + TRIAL + TRIAL_WAIT * 3, 250_000, 700_000);
         assert!(!p.trying(), "waits nine times as long after two failures");
         let t4 = t3 + TRIAL + TRIAL_WAIT * 9;
@@ -576,6 +706,108 @@ mod tests {
         q.consider(t0, 1_000_000, 700_000);
         q.consider(t0 + TRIAL_WAIT * 2, 1_000_000, 700_000);
         assert!(!q.trying());
+    }
+
+    #[test]
+    fn media_probe_holds_only_if_the_link_delivered_the_trial_rate() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let t1 = t0 + TRIAL_WAIT;
+        // A probe whose trial of 400 kbit/s begins at t1, 250 kbit/s sent before it.
+        let started = || {
+            let mut p = MediaProbe::default();
+            p.budget(t0, 280_000, 250_000);
+            p.consider(t0, 280_000, 400_000);
+            p.budget(t1, 280_000, 250_000);
+            p.consider(t1, 280_000, 400_000);
+            assert!(p.trying());
+            p
+        };
+        // TWCC feedback at `at` ms into the trial, on what was sent until 100 ms before: sent at
+        // `sent` bit/s, of which the link delivered `delivered` bit/s (the rest dropped).
+        let reading = |at: u64, sent: u64, delivered: u64| Delivery {
+            reported_bytes: 1_000_000 + sent * (at - 100) / 8000,
+            received_bytes: 900_000 + delivered * (at - 100) / 8000,
+            last_sent: Some(t1 + ms(at - 100)),
+            last_received: Some(t1 + ms(at - 80)),
+        };
+        // The estimate grows all through the trial (it began while the estimate still climbed).
+        let after_trial = |delivered: Option<u64>| -> u64 {
+            let mut p = started();
+            for i in 1..=5u64 {
+                let at = 500 * i;
+                p.observe(
+                    t1 + ms(at),
+                    delivered.map_or(Delivery::default(), |d| reading(at, 400_000, d)),
+                );
+                p.budget(t1 + ms(at), 280_000 + 5_000 * i, 400_000);
+            }
+            assert!(!p.trying());
+            p.budget(t1 + TRIAL + ms(500), 305_000, 400_000)
+        };
+        assert_eq!(
+            after_trial(Some(390_000)),
+            400_000,
+            "delivered: the rate holds"
+        );
+        assert_eq!(
+            after_trial(Some(300_000)),
+            305_000,
+            "a bottleneck of 300 kbit/s: failed though the estimate grew"
+        );
+        assert_eq!(
+            after_trial(None),
+            400_000,
+            "no feedback: the estimate alone decides"
+        );
+
+        // The higher layer never came: 200 kbit/s sent, all of it delivered. Nothing tested.
+        let mut p = started();
+        for i in 1..=5u64 {
+            let at = 500 * i;
+            p.observe(t1 + ms(at), reading(at, 200_000, 200_000));
+            p.budget(t1 + ms(at), 280_000 + 5_000 * i, 200_000);
+        }
+        assert!(!p.trying());
+        assert_eq!(p.budget(t1 + TRIAL + ms(500), 305_000, 200_000), 305_000);
+
+        // What was sent before the trial settled does not count (the switch's keyframe burst,
+        // here 2 Mbit/s of which 300 kbit/s arrived); after it, 400 sent and 390 delivered.
+        let mut p = started();
+        let burst = Delivery {
+            reported_bytes: 1_000_000 + 2_000_000 * 900 / 8000,
+            received_bytes: 900_000 + 300_000 * 900 / 8000,
+            last_sent: Some(t1 + ms(900)),
+            last_received: Some(t1 + ms(920)),
+        };
+        let before = Delivery {
+            reported_bytes: 1_000_000,
+            received_bytes: 900_000,
+            last_sent: Some(t1),
+            last_received: Some(t1 + ms(20)),
+        };
+        p.observe(t1 + ms(500), before);
+        p.observe(t1 + TRIAL_SETTLE, burst);
+        let end = Delivery {
+            reported_bytes: burst.reported_bytes + 400_000 * 1500 / 8000,
+            received_bytes: burst.received_bytes + 390_000 * 1500 / 8000,
+            last_sent: Some(t1 + ms(2400)),
+            last_received: Some(t1 + ms(2420)),
+        };
+        p.observe(t1 + TRIAL, end);
+        p.budget(t1 + TRIAL - ms(1), 290_000, 400_000);
+        assert_eq!(p.budget(t1 + TRIAL, 300_000, 400_000), 400_000);
+
+        // Clearly not carried (400 kbit/s sent, 250 delivered): the trial ends as soon as what
+        // was reported after it settled spans MEASURE_MIN, not at its full length.
+        let mut p = started();
+        p.observe(t1 + TRIAL_SETTLE, reading(1000, 400_000, 250_000));
+        p.observe(t1 + ms(1300), reading(1300, 400_000, 250_000));
+        assert_eq!(p.budget(t1 + ms(1300), 290_000, 400_000), 400_000);
+        assert!(p.trying(), "300 ms reported: too little to judge");
+        p.observe(t1 + ms(1500), reading(1500, 400_000, 250_000));
+        assert_eq!(p.budget(t1 + ms(1500), 300_000, 400_000), 300_000);
+        assert!(!p.trying());
     }
 
     #[test]

@@ -1425,6 +1425,11 @@ impl Session {
         snapshot.ingress_loss_fraction = self.twcc_rx_register.loss();
     }
 
+    // klausur patch: see `bwe::api::Delivery`.
+    pub fn bwe_delivery(&self) -> crate::bwe::Delivery {
+        self.bwe.as_ref().map(|b| b.delivery()).unwrap_or_default()
+    }
+
     pub fn set_bwe_bitrate(&mut self, minimum: Bitrate, desired: Bitrate) {
         if let Some(bwe) = self.bwe.as_mut() {
             bwe.set_bitrate(minimum, desired);

@@ -1,5 +1,7 @@
 //! Bandwidth estimation.
 
+use std::time::Instant;
+
 use crate::poll::RtcMut;
 use crate::{Rtc, rtp_::Mid};
 
@@ -34,6 +36,25 @@ pub enum BweKind {
         /// Media section associated with the report.
         mid: Mid,
     },
+}
+
+/// klausur patch: what the remote side's TWCC feedback reported, counted since the start.
+///
+/// For an application that probes with media and must tell whether the link carried what it
+/// sent: between two readings, the bytes reported over the span of their send times is the rate
+/// sent, and the bytes received over the span of their receive times is the rate the link
+/// delivered. A bottleneck spreads packets out to its own rate whether its queue grows or drops.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Delivery {
+    /// Payload bytes of the packets the remote side reported on, received or lost.
+    pub reported_bytes: u64,
+    /// Of those, the payload bytes it received.
+    pub received_bytes: u64,
+    /// The latest send time of a reported packet.
+    pub last_sent: Option<Instant>,
+    /// The latest time the remote side received a reported packet (its clock, as an `Instant`:
+    /// only differences between these readings mean anything).
+    pub last_received: Option<Instant>,
 }
 
 /// Access to the Bandwidth Estimate subsystem.
@@ -89,6 +110,12 @@ impl<'a> Bwe<'a> {
         // Reconfiguring BWE only re-arms the estimator/pacer timers; any probing
         // padding is produced later from the timeout path, so no event is queued.
         m.no_events();
+    }
+
+    /// klausur patch: what TWCC feedback reported so far ([`Delivery`]); all zero while BWE
+    /// is off or before any feedback.
+    pub fn delivery(&self) -> Delivery {
+        self.0.session.bwe_delivery()
     }
 
     /// Reset the BWE with a new init_bitrate

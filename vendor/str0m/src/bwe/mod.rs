@@ -113,6 +113,11 @@ impl Bwe {
         self.bwe.last_estimate()
     }
 
+    // klausur patch: see `api::Delivery`.
+    pub fn delivery(&self) -> api::Delivery {
+        self.bwe.delivery
+    }
+
     pub fn on_media_sent(&mut self, payload_size: DataSize, is_padding: bool, now: Instant) {
         if !is_padding {
             // Update ALR detector with media bytes sent
@@ -145,6 +150,8 @@ struct SendSideBandwidthEstimator {
     alr_detector: AlrDetector,
     link_capacity_estimator: LinkCapacityEstimator,
     last_updated_estimate: Option<Bitrate>,
+    // klausur patch: see `api::Delivery`.
+    delivery: api::Delivery,
 }
 
 impl SendSideBandwidthEstimator {
@@ -168,6 +175,7 @@ impl SendSideBandwidthEstimator {
             alr_detector,
             link_capacity_estimator: LinkCapacityEstimator::new(),
             last_updated_estimate: None,
+            delivery: api::Delivery::default(),
         }
     }
 
@@ -216,10 +224,18 @@ impl SendSideBandwidthEstimator {
         let mut lost = 0;
         for record in send_records.iter() {
             count += 1;
+            // klausur patch: count what was reported on (see `api::Delivery`).
+            let d = &mut self.delivery;
+            d.reported_bytes += record.size() as u64;
+            d.last_sent = d.last_sent.max(Some(record.local_send_time()));
             let Ok(acked_packet) = (*record).try_into() else {
                 lost += 1;
                 continue;
             };
+            let acked_packet: AckedPacket = acked_packet;
+            let d = &mut self.delivery;
+            d.received_bytes += record.size() as u64;
+            d.last_received = d.last_received.max(Some(acked_packet.remote_recv_time));
             acked_packets.push(acked_packet);
             max_rtt = max_rtt.max(record.rtt());
         }
