@@ -273,6 +273,53 @@ test('lobby and removal with a Firefox participant: admitted from the lobby, dec
   await admin.context().close();
 });
 
+test('simulcast from Firefox: its camera goes out in more than one size, and a Chromium tile gets the size it shows', async () => {
+  test.setTimeout(150_000);
+  const admin = await adminPage();
+  await createMeeting(admin, TITLE, 'strict');
+  const link = await inviteGuest(admin, 'Simon Schicht');
+  await organiserJoins(admin, TITLE);
+  const ff = await firefoxPage('Simon');
+  const ffId = await firefoxJoins(ff, link);
+  await equalCodes([admin, ff]);
+  await expectAudioVideoFrom(admin, ffId);
+  type Layer = { rid: string | null; frameWidth: number; bytesSent: number };
+  const layers = () => ev(ff, async () => (await (window as unknown as { __klausur: { cameraLayers(): Promise<unknown[]> } }).__klausur.cameraLayers()) as Layer[]);
+  // Firefox takes the client's layers (simulcast with rids, accepted in the server's answer):
+  // at least two go out, of different widths. A browser that ignored them sends one stream.
+  let sentWidths: number[] = [];
+  await expect
+    .poll(
+      async () => {
+        const a = await layers();
+        await new Promise((r) => setTimeout(r, 1000));
+        const b = await layers();
+        sentWidths = b.filter((l) => l.frameWidth > 0 && l.bytesSent > (a.find((x) => x.rid === l.rid)?.bytesSent ?? 0)).map((l) => l.frameWidth);
+        return new Set(sentWidths).size;
+      },
+      { timeout: 30_000, message: `Firefox's camera layers (${JSON.stringify(await layers())})` },
+    )
+    .toBeGreaterThanOrEqual(2);
+  const received = async () => (await statsOf(admin)).find((x) => x.participant_id === ffId && x.source === 'camera')?.frameWidth ?? 0;
+  const smallest = () => Math.min(...sentWidths);
+  const report = async (e: unknown) => {
+    throw new Error(`${String(e)}\nFirefox sends ${JSON.stringify(await layers())}; Chromium receives ${await received()} wide`);
+  };
+  // A large window: Firefox's camera in a large tile comes as a larger layer; a small window:
+  // the smallest, and it stays; large again: back up. Decrypted all the while.
+  await admin.setViewportSize({ width: 1600, height: 1000 });
+  await expect.poll(async () => (await received()) > smallest(), { timeout: 30_000 }).toBe(true).catch(report);
+  await admin.setViewportSize({ width: 480, height: 360 });
+  await expect.poll(async () => (await received()) === smallest(), { timeout: 30_000 }).toBe(true).catch(report);
+  await admin.waitForTimeout(2000);
+  expect(await received()).toBe(smallest());
+  await admin.setViewportSize({ width: 1600, height: 1000 });
+  await expect.poll(async () => (await received()) > smallest(), { timeout: 30_000 }).toBe(true).catch(report);
+  await expectAudioVideoFrom(admin, ffId);
+  console.log(`firefox simulcast: layers ${JSON.stringify(await layers())}, Chromium receives ${await received()} wide`);
+  await admin.context().close();
+});
+
 async function transformsOf(page: AnyPage): Promise<CryptoCounters[]> {
   return ev(
     page,
