@@ -322,12 +322,12 @@ pub const TRIAL_WAIT: Duration = Duration::from_secs(4);
 pub const TRIAL_WAIT_MAX: Duration = Duration::from_secs(120);
 /// How long into a trial the subscriber's delivery begins to count: switching to the higher
 /// layer waits for its keyframe, whose burst is no measure of the rate.
-pub const TRIAL_SETTLE: Duration = Duration::from_millis(1000);
+pub const TRIAL_SETTLE: Duration = Duration::from_millis(500);
 /// A trial holds only if the link delivered at least this share (percent) of the rate sent in
 /// the trial after [`TRIAL_SETTLE`].
 pub const DELIVERED_PERCENT: u64 = 85;
 /// The least span of send times over which a trial's delivery is judged.
-pub const MEASURE_MIN: Duration = Duration::from_millis(400);
+pub const MEASURE_MIN: Duration = Duration::from_millis(300);
 /// A trial tests the link only if at least this share (percent) of its rate was sent after
 /// [`TRIAL_SETTLE`] (the rate counts the margin for switching up and the audio reserve, so
 /// what is sent stays below it); one that sent less (the higher layer's keyframe never came)
@@ -366,7 +366,7 @@ pub const STALL: Duration = Duration::from_secs(3);
 /// reported on over the span of their send times against the bytes received over the span of
 /// their receive times. A bottleneck delivers at its own rate whether its queue grows or drops.
 /// A trial that did not send near its rate ([`TESTED_PERCENT`]) proves nothing; one clearly not
-/// carried ends early. Without feedback (no estimator of the room's own) the estimate alone
+/// carried (less delivered than sent) ends early. Without feedback (no estimator of the room's own) the estimate alone
 /// decides. After a failed trial the budget keeps what was sent before it for [`RECOVER`].
 ///
 /// After a failed trial (or a proven rate that stalled) the next trial waits three times longer
@@ -409,9 +409,16 @@ impl Trial {
     /// Whether the subscriber received enough of what was sent after the trial settled; `None`
     /// when there is nothing to judge by (no acknowledgements, or no time measured).
     fn carried(&self) -> Option<bool> {
-        let (sent, acked) = self.delivery()?;
+        let (sent, delivered) = self.delivery()?;
         let tested = sent * 100 >= self.rate * TESTED_PERCENT;
-        Some(tested && acked * 100 >= sent * DELIVERED_PERCENT)
+        Some(tested && delivered * 100 >= sent * DELIVERED_PERCENT)
+    }
+
+    /// Whether the link is shown not to carry what was sent (less delivered than sent, however
+    /// much that was): the trial can end at once.
+    fn overloaded(&self) -> bool {
+        self.delivery()
+            .is_some_and(|(sent, delivered)| delivered * 100 < sent * DELIVERED_PERCENT)
     }
 
     /// The rate sent and the rate delivered (bit/s) of the packets reported on since the trial
@@ -464,8 +471,9 @@ impl MediaProbe {
             if now + TRIAL >= t.until + TRIAL_SETTLE {
                 t.settled = Some(delivery);
             }
-        } else if t.carried() == Some(false) {
-            // Clearly not carried: end the trial now rather than overload the link longer.
+        } else if t.overloaded() {
+            // Clearly not carried: end the trial now rather than overload the link longer (one
+            // that sent too little to test anything runs to its end: its layer may yet come).
             t.until = t.until.min(now);
         }
     }
@@ -775,10 +783,10 @@ mod tests {
         // here 2 Mbit/s of which 300 kbit/s arrived); after it, 400 sent and 390 delivered.
         let mut p = started();
         let burst = Delivery {
-            reported_bytes: 1_000_000 + 2_000_000 * 900 / 8000,
-            received_bytes: 900_000 + 300_000 * 900 / 8000,
-            last_sent: Some(t1 + ms(900)),
-            last_received: Some(t1 + ms(920)),
+            reported_bytes: 1_000_000 + 2_000_000 * 400 / 8000,
+            received_bytes: 900_000 + 300_000 * 400 / 8000,
+            last_sent: Some(t1 + ms(400)),
+            last_received: Some(t1 + ms(420)),
         };
         let before = Delivery {
             reported_bytes: 1_000_000,
@@ -786,13 +794,13 @@ mod tests {
             last_sent: Some(t1),
             last_received: Some(t1 + ms(20)),
         };
-        p.observe(t1 + ms(500), before);
+        p.observe(t1 + ms(200), before);
         p.observe(t1 + TRIAL_SETTLE, burst);
         let end = Delivery {
             reported_bytes: burst.reported_bytes + 400_000 * 1500 / 8000,
             received_bytes: burst.received_bytes + 390_000 * 1500 / 8000,
-            last_sent: Some(t1 + ms(2400)),
-            last_received: Some(t1 + ms(2420)),
+            last_sent: Some(t1 + ms(1900)),
+            last_received: Some(t1 + ms(1920)),
         };
         p.observe(t1 + TRIAL, end);
         p.budget(t1 + TRIAL - ms(1), 290_000, 400_000);
@@ -801,13 +809,20 @@ mod tests {
         // Clearly not carried (400 kbit/s sent, 250 delivered): the trial ends as soon as what
         // was reported after it settled spans MEASURE_MIN, not at its full length.
         let mut p = started();
-        p.observe(t1 + TRIAL_SETTLE, reading(1000, 400_000, 250_000));
-        p.observe(t1 + ms(1300), reading(1300, 400_000, 250_000));
-        assert_eq!(p.budget(t1 + ms(1300), 290_000, 400_000), 400_000);
-        assert!(p.trying(), "300 ms reported: too little to judge");
-        p.observe(t1 + ms(1500), reading(1500, 400_000, 250_000));
-        assert_eq!(p.budget(t1 + ms(1500), 300_000, 400_000), 300_000);
+        p.observe(t1 + TRIAL_SETTLE, reading(500, 400_000, 250_000));
+        p.observe(t1 + ms(700), reading(700, 400_000, 250_000));
+        assert_eq!(p.budget(t1 + ms(700), 290_000, 400_000), 400_000);
+        assert!(p.trying(), "200 ms reported: too little to judge");
+        p.observe(t1 + ms(800), reading(800, 400_000, 250_000));
+        assert_eq!(p.budget(t1 + ms(800), 300_000, 400_000), 300_000);
         assert!(!p.trying());
+        // Too little sent to test anything, but all of it delivered: no early end (the layer
+        // may yet come); judged at the end.
+        let mut p = started();
+        p.observe(t1 + TRIAL_SETTLE, reading(500, 150_000, 150_000));
+        p.observe(t1 + ms(1000), reading(1000, 150_000, 150_000));
+        p.budget(t1 + ms(1000), 290_000, 200_000);
+        assert!(p.trying());
     }
 
     #[test]
