@@ -366,8 +366,9 @@ pub const STALL: Duration = Duration::from_secs(3);
 /// reported on over the span of their send times against the bytes received over the span of
 /// their receive times. A bottleneck delivers at its own rate whether its queue grows or drops.
 /// A trial that did not send near its rate ([`TESTED_PERCENT`]) proves nothing; one clearly not
-/// carried (less delivered than sent) ends early. Without feedback (no estimator of the room's own) the estimate alone
-/// decides. After a failed trial the budget keeps what was sent before it for [`RECOVER`].
+/// carried (less delivered than sent) ends early. Without feedback (no estimator of the room's
+/// own) the estimate alone decides. After a failed trial the budget keeps what was sent before
+/// it for [`RECOVER`].
 ///
 /// After a failed trial (or a proven rate that stalled) the next trial waits three times longer
 /// (up to [`TRIAL_WAIT_MAX`]).
@@ -411,14 +412,14 @@ impl Trial {
     fn carried(&self) -> Option<bool> {
         let (sent, delivered) = self.delivery()?;
         let tested = sent * 100 >= self.rate * TESTED_PERCENT;
-        Some(tested && delivered * 100 >= sent * DELIVERED_PERCENT)
+        Some(tested && delivered_enough(sent, delivered))
     }
 
     /// Whether the link is shown not to carry what was sent (less delivered than sent, however
     /// much that was): the trial can end at once.
     fn overloaded(&self) -> bool {
         self.delivery()
-            .is_some_and(|(sent, delivered)| delivered * 100 < sent * DELIVERED_PERCENT)
+            .is_some_and(|(sent, delivered)| !delivered_enough(sent, delivered))
     }
 
     /// The rate sent and the rate delivered (bit/s) of the packets reported on since the trial
@@ -441,6 +442,11 @@ impl Trial {
         let delivered = bits(b.received_bytes, a.received_bytes) / received_ms;
         Some((sent, delivered))
     }
+}
+
+/// Whether at least [`DELIVERED_PERCENT`] of the rate `sent` was `delivered` (bit/s).
+fn delivered_enough(sent: u64, delivered: u64) -> bool {
+    delivered * 100 >= sent * DELIVERED_PERCENT
 }
 
 impl Default for MediaProbe {
@@ -510,8 +516,7 @@ impl MediaProbe {
                     estimate,
                     "media probe backed off"
                 );
-                self.wait = (self.wait * 3).min(TRIAL_WAIT_MAX);
-                self.floor = Some((now + RECOVER, t.before + t.before / 10));
+                self.failed(now, &t);
             } else if stalled {
                 self.wait = (self.wait * 3).min(TRIAL_WAIT_MAX);
             }
@@ -533,8 +538,7 @@ impl MediaProbe {
                     self.wait = TRIAL_WAIT;
                     self.behind_since = None;
                 } else {
-                    self.wait = (self.wait * 3).min(TRIAL_WAIT_MAX);
-                    self.floor = Some((now + RECOVER, t.before + t.before / 10));
+                    self.failed(now, &t);
                 }
                 self.next_try = Some(now + self.wait);
             }
@@ -548,6 +552,13 @@ impl MediaProbe {
         let trial = self.trial.map_or(0, |t| t.rate);
         let floor = self.floor.map_or(0, |(_, rate)| rate);
         estimate.max(self.proven).max(trial).max(floor)
+    }
+
+    /// After a failed trial: the next one waits three times longer, and the budget keeps what
+    /// was sent before it, and a tenth, for [`RECOVER`].
+    fn failed(&mut self, now: Instant, t: &Trial) {
+        self.wait = (self.wait * 3).min(TRIAL_WAIT_MAX);
+        self.floor = Some((now + RECOVER, t.before + t.before / 10));
     }
 
     /// After an allocation within `budget`: `next_step` is what taking one layer more would

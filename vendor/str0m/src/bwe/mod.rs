@@ -228,12 +228,10 @@ impl SendSideBandwidthEstimator {
             let d = &mut self.delivery;
             d.reported_bytes += record.size() as u64;
             d.last_sent = d.last_sent.max(Some(record.local_send_time()));
-            let Ok(acked_packet) = (*record).try_into() else {
+            let Ok(acked_packet) = AckedPacket::try_from(*record) else {
                 lost += 1;
                 continue;
             };
-            let acked_packet: AckedPacket = acked_packet;
-            let d = &mut self.delivery;
             d.received_bytes += record.size() as u64;
             d.last_received = d.last_received.max(Some(acked_packet.remote_recv_time));
             acked_packets.push(acked_packet);
