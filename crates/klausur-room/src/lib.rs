@@ -58,8 +58,9 @@
 //! one the received buffer. Per subscriber slot the sequence number is rewritten to stay
 //! continuous, the payload type is mapped to the subscriber's negotiated payload type, the RTP
 //! timestamp and marker are kept. Video packets are written NACK-able, so str0m answers
-//! subscriber NACKs from the slot's RTX cache, which keeps one second (at most 1024 packets):
-//! str0m's default of three seconds made that cache most of a subscriber's memory. Opus is
+//! subscriber NACKs from the slot's RTX cache, which keeps two seconds (at most 1024 packets):
+//! str0m's default of three seconds and 2000 packets made that cache most of a subscriber's
+//! memory, and one second was too short behind a bottleneck's full queue. Opus is
 //! negotiated without NACK and not cached. str0m NACKs publisher losses itself. Keyframe
 //! requests (PLI/FIR) from subscribers are forwarded to the publisher, throttled per publisher
 //! track and layer.
@@ -136,8 +137,12 @@ impl Transport {
 /// How long and how many forwarded video packets each receive slot keeps for NACK resends.
 /// With str0m's default (3 s, 2000 packets) the caches were most of a subscriber's memory (see
 /// BENCHMARKS.md); a resend is only useful within a few round trips, before the receiver's
-/// jitter buffer gives up on the frame and asks for a keyframe.
-const RTX_CACHE_AGE: Duration = Duration::from_secs(1);
+/// jitter buffer gives up on the frame and asks for a keyframe. Those round trips include the
+/// queue of a slow link's bottleneck: a media probe that overloads a 300 kbit/s link fills a
+/// queue of 1.2 s, NACKs for the packets it drops come back later than that, and with a cache
+/// of one second they went unanswered and the picture froze for 3 to 4 s
+/// (`e2e/network.spec.ts`, slow link; 2 s there after).
+const RTX_CACHE_AGE: Duration = Duration::from_secs(2);
 const RTX_CACHE_PACKETS: usize = 1024;
 /// Stop resending when resends exceed this share of the stream. str0m's default of 15 % is
 /// reached by a camera of a few packets per frame on a link that loses 5 % (each resend may be
@@ -387,6 +392,12 @@ struct Slot {
     /// ([`Room::allocate_peer`]); the slot switches to `target` at its next keyframe.
     layer: Option<usize>,
     target: Option<usize>,
+    /// Simulcast: the budget no longer carries `layer` (the target is lower only for want of
+    /// bandwidth): it stops at its next frame boundary rather than go on filling the
+    /// subscriber's queue until the target's keyframe comes.
+    cut: bool,
+    /// The last packet forwarded did not end a frame (no RTP marker).
+    frame_open: bool,
     /// Simulcast: keeps the VP8 picture IDs continuous across layer switches.
     vp8: Vp8Rewrite,
 }
@@ -401,6 +412,8 @@ impl Slot {
             seq: SeqRewrite::new(),
             layer: None,
             target: None,
+            cut: false,
+            frame_open: false,
             vp8: Vp8Rewrite::default(),
         }
     }
@@ -412,6 +425,8 @@ impl Slot {
         self.vp8.restart();
         self.layer = None;
         self.target = None;
+        self.cut = false;
+        self.frame_open = false;
     }
 }
 
@@ -1532,16 +1547,27 @@ impl Room {
             let Some(slot) = q.slots.get_mut(slot_idx) else {
                 continue;
             };
+            if simulcast && slot.layer == Some(layer) && slot.cut && !slot.frame_open {
+                // A frame ended: stop here until the target's keyframe.
+                slot.layer = None;
+                slot.cut = false;
+            }
             if simulcast && slot.layer != Some(layer) {
                 // Another layer: switch to it at its keyframe if it is the one wanted.
                 if slot.target != Some(layer) || !vp8.is_some_and(|d| d.keyframe_start) {
                     continue;
                 }
+                let up = slot.layer.is_none_or(|l| layer > l);
                 slot.restart();
                 slot.layer = Some(layer);
                 slot.target = Some(layer);
                 self.stats.layer_switches += 1;
+                if up && q.probe.trying() && self.config.bandwidth_estimation {
+                    q.probe.switched(now);
+                }
+                tracing::debug!(peer = qid, layer, "slot switched layer");
             }
+            slot.frame_open = !packet.header.marker;
             let Some(out_seq) = slot.seq.map(in_seq) else {
                 continue;
             };
@@ -1860,6 +1886,9 @@ impl Room {
                 continue;
             }
             let target = choice.and_then(|c| usable.get(c).copied());
+            let forwarded = slot.layer.and_then(|l| usable.iter().position(|&i| i == l));
+            slot.cut =
+                matches!((choice, forwarded, best), (Some(c), Some(f), Some(b)) if c < f && c < b);
             slot.target = target;
             if target.is_none() {
                 slot.layer = None;

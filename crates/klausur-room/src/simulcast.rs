@@ -316,17 +316,23 @@ pub fn allocate(estimate: u64, audio: u64, demands: &[VideoDemand]) -> Vec<Optio
 
 /// How long a subscriber is given a higher bitrate than its estimate on trial ([`MediaProbe`]).
 pub const TRIAL: Duration = Duration::from_millis(2500);
+/// The part of [`TRIAL`] a higher layer's keyframe may take to come without shortening the
+/// trial ([`MediaProbe::switched`]).
+pub const TRIAL_WAIT_KEYFRAME: Duration = Duration::from_millis(500);
 /// Wait before the first trial, and after a trial that held.
 pub const TRIAL_WAIT: Duration = Duration::from_secs(4);
 /// Longest wait after failed trials (each failure triples the wait).
 pub const TRIAL_WAIT_MAX: Duration = Duration::from_secs(120);
-/// How long into a trial the subscriber's delivery begins to count: switching to the higher
-/// layer waits for its keyframe, whose burst is no measure of the rate.
-pub const TRIAL_SETTLE: Duration = Duration::from_millis(500);
+/// How long after the subscriber's first switch to the trial's layer ([`MediaProbe::switched`])
+/// its delivery begins to count: the switch's keyframe burst, sent at once, is no measure of
+/// the rate (on a link that carries it, it is reported on by then).
+pub const TRIAL_SETTLE: Duration = Duration::from_millis(0);
 /// A trial holds only if the link delivered at least this share (percent) of the rate sent in
-/// the trial after [`TRIAL_SETTLE`].
+/// the trial after [`TRIAL_SETTLE`] (or of the trial's rate, if less: while a keyframe burst
+/// still waits in a bottleneck's queue, what was sent counts more than the trial asks for).
 pub const DELIVERED_PERCENT: u64 = 85;
-/// The least span of send times over which a trial's delivery is judged.
+/// The least span of receive times over which a trial's delivery is judged (on a bottleneck
+/// whose queue holds the switch's keyframe, that is a measure of what the link delivers).
 pub const MEASURE_MIN: Duration = Duration::from_millis(300);
 /// A trial tests the link only if at least this share (percent) of its rate was sent after
 /// [`TRIAL_SETTLE`] (the rate counts the margin for switching up and the audio reserve, so
@@ -400,6 +406,8 @@ struct Trial {
     from: u64,
     /// What was being sent when it began (bit/s).
     before: u64,
+    /// When a subscriber slot first switched to a layer of the trial ([`MediaProbe::switched`]).
+    switched: Option<Instant>,
     /// The subscriber's transport's reading when delivery began to count ([`TRIAL_SETTLE`]).
     settled: Option<Delivery>,
     /// Its latest reading.
@@ -410,20 +418,24 @@ impl Trial {
     /// Whether the subscriber received enough of what was sent after the trial settled; `None`
     /// when there is nothing to judge by (no acknowledgements, or no time measured).
     fn carried(&self) -> Option<bool> {
+        if self.switched.is_none() && self.latest.last_sent.is_some() {
+            // With feedback, but the trial's layer never came: nothing was tested.
+            return Some(false);
+        }
         let (sent, delivered) = self.delivery()?;
         let tested = sent * 100 >= self.rate * TESTED_PERCENT;
-        Some(tested && delivered_enough(sent, delivered))
+        Some(tested && delivered_enough(sent.min(self.rate), delivered))
     }
 
     /// Whether the link is shown not to carry what was sent (less delivered than sent, however
     /// much that was): the trial can end at once.
     fn overloaded(&self) -> bool {
         self.delivery()
-            .is_some_and(|(sent, delivered)| !delivered_enough(sent, delivered))
+            .is_some_and(|(sent, delivered)| !delivered_enough(sent.min(self.rate), delivered))
     }
 
     /// The rate sent and the rate delivered (bit/s) of the packets reported on since the trial
-    /// settled; `None` before they span [`MEASURE_MIN`].
+    /// settled; `None` before their receive times span [`MEASURE_MIN`].
     fn delivery(&self) -> Option<(u64, u64)> {
         let (a, b) = (self.settled?, self.latest);
         let sent_ms = b
@@ -434,7 +446,7 @@ impl Trial {
             .last_received?
             .saturating_duration_since(a.last_received?)
             .as_millis() as u64;
-        if sent_ms < MEASURE_MIN.as_millis() as u64 || received_ms == 0 {
+        if received_ms < MEASURE_MIN.as_millis() as u64 || sent_ms == 0 {
             return None;
         }
         let bits = |x: u64, y: u64| x.saturating_sub(y).saturating_mul(8000);
@@ -474,7 +486,7 @@ impl MediaProbe {
         };
         t.latest = delivery;
         if t.settled.is_none() {
-            if now + TRIAL >= t.until + TRIAL_SETTLE {
+            if t.switched.is_some_and(|at| now >= at + TRIAL_SETTLE) {
                 t.settled = Some(delivery);
             }
         } else if t.overloaded() {
@@ -570,16 +582,34 @@ impl MediaProbe {
         match self.next_try {
             None => self.next_try = Some(now + self.wait),
             Some(t) if now >= t => {
+                tracing::debug!(
+                    rate = next_step,
+                    estimate = self.estimate,
+                    "media probe began"
+                );
                 self.trial = Some(Trial {
                     until: now + TRIAL,
                     rate: next_step,
                     from: self.estimate,
                     before: self.sending,
                     settled: None,
+                    switched: None,
                     latest: Delivery::default(),
                 })
             }
             Some(_) => {}
+        }
+    }
+
+    /// A subscriber slot switched to a higher layer during a trial (at its keyframe): delivery
+    /// counts from [`TRIAL_SETTLE`] after the first such switch, and the trial runs at least
+    /// [`TRIAL`] minus [`TRIAL_WAIT_KEYFRAME`] from it (the keyframe may come late).
+    pub fn switched(&mut self, now: Instant) {
+        if let Some(t) = &mut self.trial {
+            if t.switched.is_none() {
+                t.switched = Some(now);
+                t.until = t.until.max(now + TRIAL - TRIAL_WAIT_KEYFRAME);
+            }
         }
     }
 
@@ -740,6 +770,7 @@ mod tests {
             p.budget(t1, 280_000, 250_000);
             p.consider(t1, 280_000, 400_000);
             assert!(p.trying());
+            p.switched(t1);
             p
         };
         // TWCC feedback at `at` ms into the trial, on what was sent until 100 ms before: sent at
@@ -780,7 +811,7 @@ mod tests {
             "no feedback: the estimate alone decides"
         );
 
-        // The higher layer never came: 200 kbit/s sent, all of it delivered. Nothing tested.
+        // The higher layer came, but sent little: 200 kbit/s, all of it delivered. Nothing tested.
         let mut p = started();
         for i in 1..=5u64 {
             let at = 500 * i;
@@ -790,8 +821,9 @@ mod tests {
         assert!(!p.trying());
         assert_eq!(p.budget(t1 + TRIAL + ms(500), 305_000, 200_000), 305_000);
 
-        // What was sent before the trial settled does not count (the switch's keyframe burst,
-        // here 2 Mbit/s of which 300 kbit/s arrived); after it, 400 sent and 390 delivered.
+        // The switch's keyframe burst still waits in a bottleneck's queue when delivery begins to
+        // count (2 Mbit/s sent, 300 kbit/s arrived); after it, 400 sent and 390 delivered: what
+        // was sent counts at most at the trial's rate, so the trial holds.
         let mut p = started();
         let burst = Delivery {
             reported_bytes: 1_000_000 + 2_000_000 * 400 / 8000,
@@ -805,7 +837,7 @@ mod tests {
             last_sent: Some(t1),
             last_received: Some(t1 + ms(20)),
         };
-        p.observe(t1 + ms(200), before);
+        p.observe(t1 + ms(100), before);
         p.observe(t1 + TRIAL_SETTLE, burst);
         let end = Delivery {
             reported_bytes: burst.reported_bytes + 400_000 * 1500 / 8000,
@@ -827,6 +859,17 @@ mod tests {
         p.observe(t1 + ms(800), reading(800, 400_000, 250_000));
         assert_eq!(p.budget(t1 + ms(800), 300_000, 400_000), 300_000);
         assert!(!p.trying());
+        // A keyframe burst on a link of 1 Mbit/s (2 Mbit/s sent over the first 300 ms): it
+        // delivers more than the trial's 400 kbit/s, so it is not overloaded, though it delivers
+        // only half of what was sent.
+        let mut p = started();
+        p.observe(t1 + TRIAL_SETTLE, reading(100, 0, 0));
+        p.observe(t1 + ms(400), reading(400, 2_000_000, 1_000_000));
+        assert_eq!(p.budget(t1 + ms(400), 290_000, 400_000), 400_000);
+        assert!(
+            p.trying(),
+            "a link faster than the trial's rate is not overloaded"
+        );
         // Too little sent to test anything, but all of it delivered: no early end (the layer
         // may yet come); judged at the end.
         let mut p = started();
@@ -834,6 +877,33 @@ mod tests {
         p.observe(t1 + ms(1000), reading(1000, 150_000, 150_000));
         p.budget(t1 + ms(1000), 290_000, 200_000);
         assert!(p.trying());
+
+        // With feedback, but the trial's layer never came (no switch): nothing was tested, the
+        // trial fails though the estimate grew.
+        let mut p = MediaProbe::default();
+        p.budget(t0, 280_000, 250_000);
+        p.consider(t0, 280_000, 400_000);
+        p.budget(t1, 280_000, 250_000);
+        p.consider(t1, 280_000, 400_000);
+        for i in 1..=5u64 {
+            let at = 500 * i;
+            p.observe(t1 + ms(at), reading(at, 200_000, 200_000));
+            p.budget(t1 + ms(at), 280_000 + 5_000 * i, 200_000);
+        }
+        assert!(!p.trying());
+        assert_eq!(p.budget(t1 + TRIAL + ms(500), 305_000, 200_000), 305_000);
+        // A keyframe that comes late lengthens the trial: switched 1.5 s in, it runs until
+        // 2 s after that ([`TRIAL`] less [`TRIAL_WAIT_KEYFRAME`]).
+        let mut p = MediaProbe::default();
+        p.budget(t0, 280_000, 250_000);
+        p.consider(t0, 280_000, 400_000);
+        p.budget(t1, 280_000, 250_000);
+        p.consider(t1, 280_000, 400_000);
+        p.switched(t1 + ms(1500));
+        p.budget(t1 + TRIAL + ms(100), 290_000, 400_000);
+        assert!(p.trying(), "still running after TRIAL from its start");
+        p.budget(t1 + ms(3500), 290_000, 400_000);
+        assert!(!p.trying());
     }
 
     #[test]

@@ -482,18 +482,23 @@ fn video_missing_after_late_nacks(delay: Option<Duration>) -> usize {
 }
 
 #[test]
-fn the_resend_cache_keeps_one_second() {
+fn the_resend_cache_keeps_two_seconds() {
     // NACKs that reach the room 0.1-0.8 s after the losses are answered from the cache.
     let soon = video_missing_after_late_nacks(Some(Duration::from_millis(100)));
     assert_eq!(soon, 0, "{soon} packets missing after NACKs 0.1 s late");
-    // 1.5-2.2 s after the losses the packets are gone from the cache (str0m's default of 3 s
-    // would still repair them): as many are missing as without any NACK.
+    // 1.2-1.9 s late, as behind a bottleneck's full queue during a media probe: still answered
+    // (a cache of one second missed them, and the receiver's picture froze until its keyframe
+    // request, seconds later).
+    let queued = video_missing_after_late_nacks(Some(Duration::from_millis(1200)));
+    assert_eq!(queued, 0, "{queued} packets missing after NACKs 1.2 s late");
+    // 2.5-3.2 s after the losses the packets are gone from the cache (str0m's default of 3 s
+    // would still repair some): as many are missing as without any NACK.
     let never = video_missing_after_late_nacks(None);
     assert!(never > 0, "the losses hit video");
-    let late = video_missing_after_late_nacks(Some(Duration::from_millis(1500)));
+    let late = video_missing_after_late_nacks(Some(Duration::from_millis(2500)));
     assert_eq!(
         late, never,
-        "{late} missing after NACKs 1.5 s late, {never} without NACKs"
+        "{late} missing after NACKs 2.5 s late, {never} without NACKs"
     );
 }
 
@@ -910,5 +915,48 @@ fn a_subscriber_with_little_bandwidth_gets_the_low_layer_and_all_audio() {
     assert_eq!(low[1] + low[2], 0, "{low:?}");
     let audio = sim.client(2).received(1, Source::Microphone) - audio_before;
     assert!(audio >= 140, "audio keeps flowing: {audio} packets in 3 s");
+    assert_clean(&sim);
+}
+
+#[test]
+fn a_layer_the_bandwidth_no_longer_carries_stops_before_the_lower_keyframe_comes() {
+    init_log();
+    let mut sim = Sim::new(RoomConfig::default());
+    sim.join_simulcast(1);
+    sim.join(2);
+    let ok = sim.run_until(SETTLE, |s| {
+        s.all_connected() && s.clients.iter().all(|c| c.assignments.len() == 2)
+    });
+    assert!(ok, "meeting did not settle");
+    show_camera(&mut sim, 2, 1, 720);
+    let high = sim.run_until(Duration::from_secs(30), |s| {
+        received_layers(s, 2, 1).1 == Some(2)
+    });
+    assert!(high, "high layer {:?}", received_layers(&sim, 2, 1));
+    // The publisher's keyframes come late: the room cannot switch to the low layer yet. Going
+    // on with the high layer meanwhile would overload a link that no longer carries it.
+    sim.client_mut(1).hold_keyframes = true;
+    let now = sim.now;
+    sim.room.set_receive_limit(now, 2, Some(200_000));
+    sim.run_for(Duration::from_millis(100));
+    let (held, _) = layers_during(&mut sim, 2, 1, Duration::from_secs(1));
+    assert_eq!(held, [0, 0, 0], "nothing while the low keyframe is due");
+    // The keyframe comes: the low layer, continuous.
+    sim.client_mut(1).hold_keyframes = false;
+    sim.client_mut(1).layer_state[0].1 = true;
+    let (low, last) = layers_during(&mut sim, 2, 1, Duration::from_secs(1));
+    assert_eq!(last, Some(0), "{low:?}");
+    assert!(low[0] > 20 && low[1] + low[2] == 0, "{low:?}");
+    // A tile that shrinks is no shortage: the layer it had goes on until the new keyframe.
+    sim.room.set_receive_limit(sim.now, 2, None);
+    let high = sim.run_until(Duration::from_secs(30), |s| {
+        received_layers(s, 2, 1).1 == Some(2)
+    });
+    assert!(high, "high layer again {:?}", received_layers(&sim, 2, 1));
+    sim.client_mut(1).hold_keyframes = true;
+    show_camera(&mut sim, 2, 1, 170);
+    let (shrunk, last) = layers_during(&mut sim, 2, 1, Duration::from_secs(1));
+    assert_eq!(last, Some(2), "{shrunk:?}");
+    assert!(shrunk[2] > 20, "{shrunk:?}");
     assert_clean(&sim);
 }

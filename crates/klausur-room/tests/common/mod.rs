@@ -126,6 +126,8 @@ pub struct Client {
     pub layer_state: [(u16, bool); 3],
     /// Keyframe requests by rid.
     pub keyframe_rids: Vec<(Instant, Option<Rid>)>,
+    /// Simulcast: keyframe requests are noted but not answered (a keyframe that comes late).
+    pub hold_keyframes: bool,
 }
 
 impl Client {
@@ -155,6 +157,7 @@ impl Client {
             simulcast_camera: false,
             layer_state: [(1000, true), (20000, true), (32000, true)],
             keyframe_rids: Vec::new(),
+            hold_keyframes: false,
         }
     }
 
@@ -349,7 +352,7 @@ impl Client {
             Event::KeyframeRequest(req) => {
                 self.keyframe_requests.push((now, req.mid, req.kind));
                 self.keyframe_rids.push((now, req.rid));
-                if let Some(rid) = req.rid {
+                if let Some(rid) = req.rid.filter(|_| !self.hold_keyframes) {
                     if let Some(i) = LAYERS.iter().position(|(r, _)| Rid::from(*r) == rid) {
                         self.layer_state[i].1 = true;
                     }
