@@ -763,13 +763,18 @@ mod tests {
         let ms = Duration::from_millis;
         let t1 = t0 + TRIAL_WAIT;
         // A probe whose trial of 400 kbit/s begins at t1, 250 kbit/s sent before it.
-        let started = || {
+        // A trial begun at t1, its layer not yet switched to.
+        let begun = || {
             let mut p = MediaProbe::default();
             p.budget(t0, 280_000, 250_000);
             p.consider(t0, 280_000, 400_000);
             p.budget(t1, 280_000, 250_000);
             p.consider(t1, 280_000, 400_000);
             assert!(p.trying());
+            p
+        };
+        let started = || {
+            let mut p = begun();
             p.switched(t1);
             p
         };
@@ -811,15 +816,17 @@ mod tests {
             "no feedback: the estimate alone decides"
         );
 
-        // The higher layer came, but sent little: 200 kbit/s, all of it delivered. Nothing tested.
-        let mut p = started();
-        for i in 1..=5u64 {
-            let at = 500 * i;
-            p.observe(t1 + ms(at), reading(at, 200_000, 200_000));
-            p.budget(t1 + ms(at), 280_000 + 5_000 * i, 200_000);
+        // 200 kbit/s sent, all of it delivered, the estimate growing: nothing tested, whether the
+        // higher layer came but sent little, or never came (no switch).
+        for mut p in [started(), begun()] {
+            for i in 1..=5u64 {
+                let at = 500 * i;
+                p.observe(t1 + ms(at), reading(at, 200_000, 200_000));
+                p.budget(t1 + ms(at), 280_000 + 5_000 * i, 200_000);
+            }
+            assert!(!p.trying());
+            assert_eq!(p.budget(t1 + TRIAL + ms(500), 305_000, 200_000), 305_000);
         }
-        assert!(!p.trying());
-        assert_eq!(p.budget(t1 + TRIAL + ms(500), 305_000, 200_000), 305_000);
 
         // The switch's keyframe burst still waits in a bottleneck's queue when delivery begins to
         // count (2 Mbit/s sent, 300 kbit/s arrived); after it, 400 sent and 390 delivered: what
@@ -878,27 +885,9 @@ mod tests {
         p.budget(t1 + ms(1000), 290_000, 200_000);
         assert!(p.trying());
 
-        // With feedback, but the trial's layer never came (no switch): nothing was tested, the
-        // trial fails though the estimate grew.
-        let mut p = MediaProbe::default();
-        p.budget(t0, 280_000, 250_000);
-        p.consider(t0, 280_000, 400_000);
-        p.budget(t1, 280_000, 250_000);
-        p.consider(t1, 280_000, 400_000);
-        for i in 1..=5u64 {
-            let at = 500 * i;
-            p.observe(t1 + ms(at), reading(at, 200_000, 200_000));
-            p.budget(t1 + ms(at), 280_000 + 5_000 * i, 200_000);
-        }
-        assert!(!p.trying());
-        assert_eq!(p.budget(t1 + TRIAL + ms(500), 305_000, 200_000), 305_000);
         // A keyframe that comes late lengthens the trial: switched 1.5 s in, it runs until
         // 2 s after that ([`TRIAL`] less [`TRIAL_WAIT_KEYFRAME`]).
-        let mut p = MediaProbe::default();
-        p.budget(t0, 280_000, 250_000);
-        p.consider(t0, 280_000, 400_000);
-        p.budget(t1, 280_000, 250_000);
-        p.consider(t1, 280_000, 400_000);
+        let mut p = begun();
         p.switched(t1 + ms(1500));
         p.budget(t1 + TRIAL + ms(100), 290_000, 400_000);
         assert!(p.trying(), "still running after TRIAL from its start");

@@ -883,8 +883,10 @@ fn each_subscriber_gets_the_simulcast_layer_of_its_tile_size() {
     assert_clean(&sim);
 }
 
-#[test]
-fn a_subscriber_with_little_bandwidth_gets_the_low_layer_and_all_audio() {
+/// 1 publishes a simulcast camera, 2 shows it in a large tile and, once the bandwidth estimate
+/// (from 1 Mbit/s, falling to what is sent, probed upwards by padding) allows, receives its
+/// high layer.
+fn simulcast_pair_on_the_high_layer() -> Sim {
     init_log();
     let mut sim = Sim::new(RoomConfig::default());
     sim.join_simulcast(1);
@@ -894,8 +896,6 @@ fn a_subscriber_with_little_bandwidth_gets_the_low_layer_and_all_audio() {
     });
     assert!(ok, "meeting did not settle");
     show_camera(&mut sim, 2, 1, 720);
-    // The bandwidth estimate starts at 1 Mbit/s, falls to what is sent, and is probed upwards
-    // by padding until the high layer fits.
     let high = sim.run_until(Duration::from_secs(30), |s| {
         received_layers(s, 2, 1).1 == Some(2)
     });
@@ -904,6 +904,12 @@ fn a_subscriber_with_little_bandwidth_gets_the_low_layer_and_all_audio() {
         "ample bandwidth: high layer {:?}",
         received_layers(&sim, 2, 1)
     );
+    sim
+}
+
+#[test]
+fn a_subscriber_with_little_bandwidth_gets_the_low_layer_and_all_audio() {
+    let mut sim = simulcast_pair_on_the_high_layer();
     // 2 may receive only 200 kbit/s (a limit works like a low bandwidth estimate): after
     // 50 kbit/s for audio only the low layer (about 70 kbit/s) fits.
     let now = sim.now;
@@ -920,19 +926,7 @@ fn a_subscriber_with_little_bandwidth_gets_the_low_layer_and_all_audio() {
 
 #[test]
 fn a_layer_the_bandwidth_no_longer_carries_stops_before_the_lower_keyframe_comes() {
-    init_log();
-    let mut sim = Sim::new(RoomConfig::default());
-    sim.join_simulcast(1);
-    sim.join(2);
-    let ok = sim.run_until(SETTLE, |s| {
-        s.all_connected() && s.clients.iter().all(|c| c.assignments.len() == 2)
-    });
-    assert!(ok, "meeting did not settle");
-    show_camera(&mut sim, 2, 1, 720);
-    let high = sim.run_until(Duration::from_secs(30), |s| {
-        received_layers(s, 2, 1).1 == Some(2)
-    });
-    assert!(high, "high layer {:?}", received_layers(&sim, 2, 1));
+    let mut sim = simulcast_pair_on_the_high_layer();
     // The publisher's keyframes come late: the room cannot switch to the low layer yet. Going
     // on with the high layer meanwhile would overload a link that no longer carries it.
     sim.client_mut(1).hold_keyframes = true;
