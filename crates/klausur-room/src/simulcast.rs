@@ -323,19 +323,17 @@ pub const TRIAL_WAIT_KEYFRAME: Duration = Duration::from_millis(500);
 pub const TRIAL_WAIT: Duration = Duration::from_secs(4);
 /// Longest wait after failed trials (each failure triples the wait).
 pub const TRIAL_WAIT_MAX: Duration = Duration::from_secs(120);
-/// How long after the subscriber's first switch to the trial's layer ([`MediaProbe::switched`])
-/// its delivery begins to count: the switch's keyframe burst, sent at once, is no measure of
-/// the rate (on a link that carries it, it is reported on by then).
-pub const TRIAL_SETTLE: Duration = Duration::from_millis(0);
-/// A trial holds only if the link delivered at least this share (percent) of the rate sent in
-/// the trial after [`TRIAL_SETTLE`] (or of the trial's rate, if less: while a keyframe burst
-/// still waits in a bottleneck's queue, what was sent counts more than the trial asks for).
+/// A trial holds only if the link delivered at least this share (percent) of the rate sent from
+/// the subscriber's first switch to the trial's layer on ([`MediaProbe::switched`]), or of the
+/// trial's rate if that is less: the switch's keyframe burst, sent at once, makes what was sent
+/// count more than the trial asks for while it waits in a bottleneck's queue; a link that
+/// delivers the trial's rate meanwhile carries it.
 pub const DELIVERED_PERCENT: u64 = 85;
 /// The least span of receive times over which a trial's delivery is judged (on a bottleneck
 /// whose queue holds the switch's keyframe, that is a measure of what the link delivers).
 pub const MEASURE_MIN: Duration = Duration::from_millis(300);
 /// A trial tests the link only if at least this share (percent) of its rate was sent after
-/// [`TRIAL_SETTLE`] (the rate counts the margin for switching up and the audio reserve, so
+/// the switch (the rate counts the margin for switching up and the audio reserve, so
 /// what is sent stays below it); one that sent less (the higher layer's keyframe never came)
 /// proves nothing and counts as failed.
 pub const TESTED_PERCENT: u64 = 60;
@@ -368,7 +366,7 @@ pub const STALL: Duration = Duration::from_secs(3);
 /// while the estimate is still climbing towards what the link carries (the lower layers leave
 /// it headroom), it goes on climbing for a while as a bottleneck queue fills. So a trial holds
 /// only if, besides, the link delivered at least [`DELIVERED_PERCENT`] of the rate sent after
-/// [`TRIAL_SETTLE`], both taken from the subscriber's TWCC feedback ([`Delivery`]): the bytes
+/// the subscriber's slot switched to the trial's layer, both taken from the subscriber's TWCC feedback ([`Delivery`]): the bytes
 /// reported on over the span of their send times against the bytes received over the span of
 /// their receive times. A bottleneck delivers at its own rate whether its queue grows or drops.
 /// A trial that did not send near its rate ([`TESTED_PERCENT`]) proves nothing; one clearly not
@@ -408,7 +406,8 @@ struct Trial {
     before: u64,
     /// When a subscriber slot first switched to a layer of the trial ([`MediaProbe::switched`]).
     switched: Option<Instant>,
-    /// The subscriber's transport's reading when delivery began to count ([`TRIAL_SETTLE`]).
+    /// The subscriber's transport's reading when delivery began to count (the first after the
+    /// switch).
     settled: Option<Delivery>,
     /// Its latest reading.
     latest: Delivery,
@@ -486,7 +485,7 @@ impl MediaProbe {
         };
         t.latest = delivery;
         if t.settled.is_none() {
-            if t.switched.is_some_and(|at| now >= at + TRIAL_SETTLE) {
+            if t.switched.is_some() {
                 t.settled = Some(delivery);
             }
         } else if t.overloaded() {
@@ -602,7 +601,7 @@ impl MediaProbe {
     }
 
     /// A subscriber slot switched to a higher layer during a trial (at its keyframe): delivery
-    /// counts from [`TRIAL_SETTLE`] after the first such switch, and the trial runs at least
+    /// counts from the first such switch on, and the trial runs at least
     /// [`TRIAL`] minus [`TRIAL_WAIT_KEYFRAME`] from it (the keyframe may come late).
     pub fn switched(&mut self, now: Instant) {
         if let Some(t) = &mut self.trial {
@@ -762,8 +761,8 @@ mod tests {
         let t0 = Instant::now();
         let ms = Duration::from_millis;
         let t1 = t0 + TRIAL_WAIT;
-        // A probe whose trial of 400 kbit/s begins at t1, 250 kbit/s sent before it.
-        // A trial begun at t1, its layer not yet switched to.
+        // A probe whose trial of 400 kbit/s begins at t1, 250 kbit/s sent before it; its layer
+        // not yet switched to (`begun`), or switched to at once (`started`).
         let begun = || {
             let mut p = MediaProbe::default();
             p.budget(t0, 280_000, 250_000);
@@ -845,7 +844,7 @@ mod tests {
             last_received: Some(t1 + ms(20)),
         };
         p.observe(t1 + ms(100), before);
-        p.observe(t1 + TRIAL_SETTLE, burst);
+        p.observe(t1 + ms(420), burst);
         let end = Delivery {
             reported_bytes: burst.reported_bytes + 400_000 * 1500 / 8000,
             received_bytes: burst.received_bytes + 390_000 * 1500 / 8000,
@@ -859,7 +858,7 @@ mod tests {
         // Clearly not carried (400 kbit/s sent, 250 delivered): the trial ends as soon as what
         // was reported after it settled spans MEASURE_MIN, not at its full length.
         let mut p = started();
-        p.observe(t1 + TRIAL_SETTLE, reading(500, 400_000, 250_000));
+        p.observe(t1 + ms(1), reading(500, 400_000, 250_000));
         p.observe(t1 + ms(700), reading(700, 400_000, 250_000));
         assert_eq!(p.budget(t1 + ms(700), 290_000, 400_000), 400_000);
         assert!(p.trying(), "200 ms reported: too little to judge");
@@ -870,7 +869,7 @@ mod tests {
         // delivers more than the trial's 400 kbit/s, so it is not overloaded, though it delivers
         // only half of what was sent.
         let mut p = started();
-        p.observe(t1 + TRIAL_SETTLE, reading(100, 0, 0));
+        p.observe(t1 + ms(1), reading(100, 0, 0));
         p.observe(t1 + ms(400), reading(400, 2_000_000, 1_000_000));
         assert_eq!(p.budget(t1 + ms(400), 290_000, 400_000), 400_000);
         assert!(
@@ -880,7 +879,7 @@ mod tests {
         // Too little sent to test anything, but all of it delivered: no early end (the layer
         // may yet come); judged at the end.
         let mut p = started();
-        p.observe(t1 + TRIAL_SETTLE, reading(500, 150_000, 150_000));
+        p.observe(t1 + ms(1), reading(500, 150_000, 150_000));
         p.observe(t1 + ms(1000), reading(1000, 150_000, 150_000));
         p.budget(t1 + ms(1000), 290_000, 200_000);
         assert!(p.trying());
