@@ -336,10 +336,21 @@ async function toneHeard(page: Page, from: string, ms: number): Promise<{ share:
   return { share: shares.filter((x) => x >= 0.5).length / shares.length, windows: shares.length };
 }
 
+/** The inbound statistics of the camera of `from` at `page` (undefined before it arrives). */
+async function cameraStat(page: Page, from: string) {
+  return (await stats(page)).find((x) => x.participant_id === from && x.source === 'camera');
+}
+
 /** The camera of `from` as `page` receives it: decoded frames so far and the last frame's width. */
 async function cameraAt(page: Page, from: string): Promise<{ frames: number; width: number }> {
-  const s = (await stats(page)).find((x) => x.participant_id === from && x.source === 'camera');
+  const s = await cameraStat(page, from);
   return { frames: s?.framesDecoded ?? 0, width: s?.frameWidth ?? 0 };
+}
+
+/** Turns the camera off, and waits until the button shows it off. */
+async function cameraOff(page: Page): Promise<void> {
+  await page.getByTestId('camera-toggle').click();
+  await expect(page.getByTestId('camera-toggle')).toHaveAttribute('aria-pressed', 'false');
 }
 
 /** A server for the namespace `ns` and three browsers: the organiser's and Erika's on the host
@@ -365,8 +376,7 @@ test('on a 300 kbit/s link a guest gets the lowest layer and unbroken audio, whi
   const erika = await guestJoins(hdBrowser, server.baseURL, 'Erika Musterfrau', erikaLink);
   const lena = await guestJoins(nsBrowser, server.baseURL, 'Lena Landfunk', lenaLink);
   // Only Erika's camera competes for Lena's link (the room would otherwise share it between two).
-  await admin.page.getByTestId('camera-toggle').click();
-  await expect(admin.page.getByTestId('camera-toggle')).toHaveAttribute('aria-pressed', 'false');
+  await cameraOff(admin.page);
   // Both watch in a large window: by tile size alone, each would get a layer above the lowest.
   for (const p of [admin.page, lena.page]) await p.setViewportSize({ width: 1600, height: 1000 });
   await commonSecurityCode([admin.page, erika.page, lena.page]);
@@ -407,7 +417,7 @@ test('on a 300 kbit/s link a guest gets the lowest layer and unbroken audio, whi
     const sampling = (async () => {
       for (let i = 0; i < 16; i++) {
         await lena.page.waitForTimeout(600);
-        const s = (await stats(lena.page)).find((x) => x.participant_id === erika.id && x.source === 'camera');
+        const s = await cameraStat(lena.page, erika.id);
         widths.push(s?.frameWidth ?? 0);
         trace.push(`${new Date().toISOString().slice(11, 23)} ${s?.frameWidth ?? 0}px f${s?.framesDecoded} lost${s?.packetsLost} nack${s?.nackCount} rtx${s?.retransmittedPacketsReceived} pli${s?.pliCount} frz${s?.freezeCount}`);
       }
@@ -526,8 +536,7 @@ test('joining through a 300 kbit/s link: the client comes compressed, the guest 
   // 300 kbit/s with their packets' overhead (a media probe for the second camera reads about
   // 240 kbit/s of payload sent and 190 delivered), and the room would give her the first
   // camera, the organiser's, alone.
-  await admin.page.getByTestId('camera-toggle').click();
-  await expect(admin.page.getByTestId('camera-toggle')).toHaveAttribute('aria-pressed', 'false');
+  await cameraOff(admin.page);
   // Lena's link is slow from the start: she loads the client through it and joins.
   limitDownlink(ns, 300);
   const start = Date.now();

@@ -1562,7 +1562,9 @@ impl Room {
                 slot.layer = Some(layer);
                 slot.target = Some(layer);
                 self.stats.layer_switches += 1;
-                if up && q.probe.trying() && self.config.bandwidth_estimation {
+                if up {
+                    // Marks a running trial's switch (without the room's own estimator its
+                    // delivery is never read, and the mark changes nothing).
                     q.probe.switched(now);
                 }
                 tracing::debug!(peer = qid, layer, "slot switched layer");

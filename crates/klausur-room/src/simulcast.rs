@@ -366,11 +366,11 @@ pub const STALL: Duration = Duration::from_secs(3);
 /// while the estimate is still climbing towards what the link carries (the lower layers leave
 /// it headroom), it goes on climbing for a while as a bottleneck queue fills. So a trial holds
 /// only if, besides, the link delivered at least [`DELIVERED_PERCENT`] of the rate sent after
-/// the subscriber's slot switched to the trial's layer, both taken from the subscriber's TWCC feedback ([`Delivery`]): the bytes
-/// reported on over the span of their send times against the bytes received over the span of
-/// their receive times. A bottleneck delivers at its own rate whether its queue grows or drops.
-/// A trial that did not send near its rate ([`TESTED_PERCENT`]) proves nothing; one clearly not
-/// carried (less delivered than sent) ends early. Without feedback (no estimator of the room's
+/// the subscriber's slot switched to the trial's layer (of the trial's rate, if less), both
+/// taken from the subscriber's TWCC feedback ([`Delivery`]): the bytes reported on over the
+/// span of their send times against the bytes received over the span of their receive times.
+/// A bottleneck delivers at its own rate whether its queue grows or drops. A trial that did not
+/// send near its rate ([`TESTED_PERCENT`]) proves nothing; one clearly not carried ends early. Without feedback (no estimator of the room's
 /// own) the estimate alone decides. After a failed trial the budget keeps what was sent before
 /// it for [`RECOVER`].
 ///
@@ -426,8 +426,8 @@ impl Trial {
         Some(tested && delivered_enough(sent.min(self.rate), delivered))
     }
 
-    /// Whether the link is shown not to carry what was sent (less delivered than sent, however
-    /// much that was): the trial can end at once.
+    /// Whether the link is shown not to carry what was sent, or the trial's rate if less
+    /// (however little was sent): the trial can end at once.
     fn overloaded(&self) -> bool {
         self.delivery()
             .is_some_and(|(sent, delivered)| !delivered_enough(sent.min(self.rate), delivered))
