@@ -75,8 +75,9 @@
 //! at a keyframe of the new layer; sequence numbers, timestamps and VP8 picture IDs continue.
 //! The only payload bytes read are the VP8 payload descriptor and a keyframe's clear header
 //! (frame tag, start code, size), which SFrame leaves in clear; the picture ID and TL0PICIDX in
-//! the descriptor are rewritten. With bandwidth estimation on, str0m paces each subscriber's
-//! packets and pads towards the next layer, on its own timers.
+//! the descriptor are rewritten. With bandwidth estimation on, str0m's estimator runs without
+//! its pacer (packets go out as they come) and the room probes for a higher layer's bandwidth
+//! with short trains of resends before it switches ([`simulcast::MediaProbe`]).
 //!
 //! # ICE-lite and addresses
 //!
@@ -138,10 +139,11 @@ impl Transport {
 /// With str0m's default (3 s, 2000 packets) the caches were most of a subscriber's memory (see
 /// BENCHMARKS.md); a resend is only useful within a few round trips, before the receiver's
 /// jitter buffer gives up on the frame and asks for a keyframe. Those round trips include the
-/// queue of a slow link's bottleneck: a media probe that overloads a 300 kbit/s link fills a
-/// queue of 1.2 s, NACKs for the packets it drops come back later than that, and with a cache
-/// of one second they went unanswered and the picture froze for 3 to 4 s
-/// (`e2e/network.spec.ts`, slow link; 2 s there after).
+/// queue of a slow link's bottleneck: a layer that overloads a 300 kbit/s link (one the
+/// estimate let through while its measured bitrate dipped, or a media probe) fills a queue of
+/// 1.2 s, NACKs for the packets it drops come back later than that, and with a cache of one
+/// second they went unanswered and the picture froze for 3 to 4 s (`e2e/network.spec.ts`, slow
+/// link; 2 s there after). The cache also feeds probe trains: their packets are resends of it.
 const RTX_CACHE_AGE: Duration = Duration::from_secs(2);
 const RTX_CACHE_PACKETS: usize = 1024;
 /// Stop resending when resends exceed this share of the stream. str0m's default of 15 % is
@@ -156,7 +158,8 @@ const RTX_RATIO_CAP: f32 = 0.5;
 const SPEAKER_INTERVAL: Duration = Duration::from_millis(500);
 /// Most simulcast layers a track may have (the web client sends three).
 const MAX_LAYERS: usize = 3;
-/// The bandwidth estimate a subscriber starts with (str0m's BWE then probes upwards).
+/// The bandwidth estimate a subscriber starts with (it then follows what is acknowledged, and
+/// the room's probe trains; [`MediaProbe`]).
 const INITIAL_ESTIMATE_KBPS: u64 = 1_000;
 /// Bandwidth set aside per forwarded audio track in [`Room::allocate_peer`] (Opus at its
 /// usual 32 kbit/s plus packet overhead at 50 packets per second); audio is never dropped.
@@ -312,6 +315,10 @@ pub struct RoomStats {
     pub rtc_ticks: u64,
     /// Times a subscriber slot switched to another simulcast layer (at a keyframe).
     pub layer_switches: u64,
+    /// Probe trains sent to subscribers, before trying a higher layer ([`MediaProbe`]).
+    pub probe_trains: u64,
+    /// Higher layers tried with media, where no probe train could tell ([`MediaProbe`]).
+    pub media_trials: u64,
 }
 
 /// A track a peer publishes.
@@ -530,7 +537,7 @@ struct Peer {
     estimate: Option<u64>,
     /// At most this many bit/s towards this peer ([`Room::set_receive_limit`]).
     receive_limit: Option<u64>,
-    /// Tries higher layers than the estimate allows, as the estimator does not probe.
+    /// Probes for more bandwidth than the estimate shows, as the estimator does not by itself.
     probe: MediaProbe,
     opus_pt: Option<Pt>,
     vp8_pt: Option<Pt>,
@@ -765,7 +772,8 @@ impl Room {
         if self.config.bandwidth_estimation {
             // Unpaced (a vendor patch): str0m's pacer walks every send stream on each tick,
             // which cost a meeting of 25 three quarters of its forwarding capacity, and it
-            // held packets back. The room adapts by choosing layers and probes with media.
+            // held packets back. The room adapts by choosing layers, and probes with short
+            // trains of resends that the null pacer spaces out (another vendor patch).
             builder = builder
                 .enable_bwe(Some(Bitrate::kbps(INITIAL_ESTIMATE_KBPS)))
                 .set_bwe_unpaced(true);
@@ -1851,10 +1859,11 @@ impl Room {
             return;
         };
         let _span = tracing::debug_span!("allocate", peer).entered();
-        if q.probe.trying() && self.config.bandwidth_estimation {
+        if self.config.bandwidth_estimation {
             let delivery = q.rtc.bwe().delivery();
             q.probe.observe(now, delivery);
         }
+        let trials = q.probe.trials();
         let measured = q.estimate.map(|e| q.probe.budget(now, e, sending));
         let budget = match (measured, q.receive_limit) {
             (Some(e), Some(l)) => e.min(l),
@@ -1899,8 +1908,15 @@ impl Room {
             }
         }
         if measured.is_some() && q.receive_limit.is_none_or(|l| next_step <= l) {
-            q.probe.consider(now, budget, next_step);
+            if let Some(rate) = q.probe.consider(now, budget, next_step) {
+                if q.rtc.bwe().probe_train(Bitrate::bps(rate)) {
+                    self.stats.probe_trains += 1;
+                } else {
+                    q.probe.no_train(now);
+                }
+            }
         }
+        self.stats.media_trials += q.probe.trials() - trials;
         for (publisher, source, layer) in requests {
             self.request_keyframe(
                 now,

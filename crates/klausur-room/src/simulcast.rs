@@ -323,6 +323,11 @@ pub const TRIAL_WAIT_KEYFRAME: Duration = Duration::from_millis(500);
 pub const TRIAL_WAIT: Duration = Duration::from_secs(4);
 /// Longest wait after failed trials (each failure triples the wait).
 pub const TRIAL_WAIT_MAX: Duration = Duration::from_secs(120);
+/// Longest wait after failed probe trains (each failure doubles the wait): a train costs the
+/// link a few kilobytes, a media trial a second of overload, so trains may come more often,
+/// and a link that widens, or a loaded receiver whose late timestamps failed a train, gets
+/// its higher layer sooner.
+pub const TRAIN_WAIT_MAX: Duration = Duration::from_secs(30);
 /// A trial holds only if the link delivered at least this share (percent) of the rate sent from
 /// the subscriber's first switch to the trial's layer on ([`MediaProbe::switched`]), or of the
 /// trial's rate if that is less: the switch's keyframe burst, sent at once, makes what was sent
@@ -345,8 +350,30 @@ pub const RECOVER: Duration = Duration::from_secs(5);
 /// How long the estimate may stay below what is sent at a proven rate without growing before
 /// the rate counts as not carried after all.
 pub const STALL: Duration = Duration::from_secs(3);
+/// A probe train is sent at this multiple of the rate it tests: on a link with room to spare
+/// its packets arrive about as fast as they were sent, and a loaded receiver's timing noise
+/// (a packet handled 50 ms late stretches a 30 ms train to 80) must still leave the result above
+/// the rate tested; a narrower link spreads them to its own rate whatever the multiple.
+pub const TRAIN_FACTOR: u64 = 3;
+/// How long after a probe train's first result its later ones (of its later packets) are
+/// waited for before it is judged.
+pub const TRAIN_SETTLE: Duration = Duration::from_millis(300);
+/// The longest wait for a probe train's result.
+pub const TRAIN_WAIT: Duration = Duration::from_millis(1500);
 
-/// Probing with media, for a subscriber whose bandwidth estimator does not probe by itself.
+/// Probing for more bandwidth, for a subscriber whose bandwidth estimator does not probe by
+/// itself: with a short probe train first, then, where no train can tell, with media.
+///
+/// A probe train ([`str0m::bwe::Bwe::probe_train`]) is a few padding packets (resends of
+/// cached video packets) spaced at [`TRAIN_FACTOR`] times the rate to test, about 30 ms of
+/// them: a bottleneck below that spreads them out to its own rate, which the estimator reads
+/// from the TWCC feedback. If the result reaches [`DELIVERED_PERCENT`] of the rate tested, the
+/// rate counts as proven at once (as with a media trial that held, below); if not, the probe
+/// failed, and the link has been loaded with the train only, a few kilobytes, instead of a
+/// higher layer for a second or more. Feedback without a result (the train's packets were lost
+/// or their times too disturbed to measure) proves nothing either way: the next train comes
+/// after the usual wait. Only where no train can go out (no send stream that can pad) or no
+/// feedback comes does the room try media:
 ///
 /// A delay- and loss-based estimate (str0m's, as libwebrtc's) grows only to 1.5 times what is
 /// acknowledged, and gradually: a subscriber receiving the low layer of a camera looks the same
@@ -374,12 +401,16 @@ pub const STALL: Duration = Duration::from_secs(3);
 /// own) the estimate alone decides. After a failed trial the budget keeps what was sent before
 /// it for [`RECOVER`].
 ///
-/// After a failed trial (or a proven rate that stalled) the next trial waits three times longer
-/// (up to [`TRIAL_WAIT_MAX`]).
+/// After a failed trial (or a proven rate that stalled) the next probe waits three times longer
+/// (up to [`TRIAL_WAIT_MAX`]); after a failed train, twice as long (up to [`TRAIN_WAIT_MAX`]).
 #[derive(Debug, Clone)]
 pub struct MediaProbe {
     /// A rate carried without congestion (bit/s), cleared at the first sign of congestion.
     proven: u64,
+    /// The running probe train.
+    train: Option<Train>,
+    /// The subscriber's transport's latest reading ([`MediaProbe::observe`]).
+    latest: Delivery,
     /// The highest estimate since the estimate last backed off.
     peak: u64,
     /// Since when more is sent (at a proven rate) than the estimate, which has not grown since.
@@ -394,6 +425,22 @@ pub struct MediaProbe {
     floor: Option<(Instant, u64)>,
     next_try: Option<Instant>,
     wait: Duration,
+    /// Media trials begun.
+    trials: u64,
+}
+
+/// A probe train sent, its result awaited.
+#[derive(Debug, Clone, Copy)]
+struct Train {
+    /// The rate it tests (bit/s; it is sent at [`TRAIN_FACTOR`] times that).
+    rate: u64,
+    began: Instant,
+    /// The transport's reading when it began.
+    before: Delivery,
+    /// What was being sent when it began (bit/s).
+    sending: u64,
+    /// When its first result came, and the latest result (bit/s).
+    result: Option<(Instant, u64)>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -464,6 +511,8 @@ impl Default for MediaProbe {
     fn default() -> Self {
         MediaProbe {
             proven: 0,
+            train: None,
+            latest: Delivery::default(),
             peak: 0,
             behind_since: None,
             estimate: 0,
@@ -472,6 +521,7 @@ impl Default for MediaProbe {
             floor: None,
             next_try: None,
             wait: TRIAL_WAIT,
+            trials: 0,
         }
     }
 }
@@ -480,6 +530,13 @@ impl MediaProbe {
     /// Notes what the subscriber's transport reports (call before [`MediaProbe::budget`]): a
     /// running trial is judged by it as well as by the estimate.
     pub fn observe(&mut self, now: Instant, delivery: Delivery) {
+        self.latest = delivery;
+        if let Some(t) = &mut self.train {
+            if delivery.probe_results > t.before.probe_results {
+                let first = t.result.map_or(now, |(at, _)| at);
+                t.result = Some((first, delivery.probe_bitrate));
+            }
+        }
         let Some(t) = &mut self.trial else {
             return;
         };
@@ -516,7 +573,7 @@ impl MediaProbe {
             .is_some_and(|t| now.saturating_duration_since(t) >= STALL);
         if backed_off || stalled {
             if self.proven > 0 {
-                tracing::debug!(self.proven, estimate, stalled, "media probe's rate dropped");
+                tracing::debug!(self.proven, estimate, stalled, "probed rate dropped");
             }
             self.proven = 0;
             self.behind_since = None;
@@ -527,7 +584,7 @@ impl MediaProbe {
                     estimate,
                     "media probe backed off"
                 );
-                self.failed(now, &t);
+                self.failed(now, t.before, 3, TRIAL_WAIT_MAX);
             } else if stalled {
                 self.wait = (self.wait * 3).min(TRIAL_WAIT_MAX);
             }
@@ -549,10 +606,14 @@ impl MediaProbe {
                     self.wait = TRIAL_WAIT;
                     self.behind_since = None;
                 } else {
-                    self.failed(now, &t);
+                    self.failed(now, t.before, 3, TRIAL_WAIT_MAX);
                 }
                 self.next_try = Some(now + self.wait);
             }
+        }
+        // A train is judged by its result, also when its queueing made the estimate back off.
+        if let Some(t) = self.train {
+            self.judge_train(now, t);
         }
         if self
             .floor
@@ -565,18 +626,58 @@ impl MediaProbe {
         estimate.max(self.proven).max(trial).max(floor)
     }
 
-    /// After a failed trial: the next one waits three times longer, and the budget keeps what
-    /// was sent before it, and a tenth, for [`RECOVER`].
-    fn failed(&mut self, now: Instant, t: &Trial) {
-        self.wait = (self.wait * 3).min(TRIAL_WAIT_MAX);
-        self.floor = Some((now + RECOVER, t.before + t.before / 10));
+    /// After a failed train or trial: the next one waits `factor` times longer (up to `max`),
+    /// and the budget keeps what was sent before it (`before`, bit/s), and a tenth, for
+    /// [`RECOVER`].
+    fn failed(&mut self, now: Instant, before: u64, factor: u32, max: Duration) {
+        self.wait = (self.wait * factor).min(max.max(self.wait));
+        self.floor = Some((now + RECOVER, before + before / 10));
+    }
+
+    /// A probe train that has a result, or has waited long enough for one, is judged: proven,
+    /// failed, or (no feedback at all) left to a media trial.
+    fn judge_train(&mut self, now: Instant, t: Train) {
+        let settled = t
+            .result
+            .is_some_and(|(first, _)| now >= first + TRAIN_SETTLE);
+        if !settled && now < t.began + TRAIN_WAIT {
+            return;
+        }
+        self.train = None;
+        let result = t.result.map(|(_, r)| r);
+        tracing::debug!(
+            rate = t.rate,
+            ?result,
+            estimate = self.estimate,
+            "probe train ended"
+        );
+        match result {
+            Some(r) if delivered_enough(t.rate, r) => {
+                self.proven = t.rate;
+                self.wait = TRIAL_WAIT;
+                self.behind_since = None;
+            }
+            None if self.latest.last_sent == t.before.last_sent => {
+                // No feedback since: nothing to judge by but the estimate, under media.
+                self.start_trial(now, t.rate);
+                return;
+            }
+            // Feedback, but no valid result: the train's packets were lost, or their times
+            // were too disturbed to measure. It cost the link next to nothing: the next one
+            // comes after the usual wait.
+            None => {}
+            Some(_) => self.failed(now, t.sending, 2, TRAIN_WAIT_MAX),
+        }
+        self.next_try = Some(now + self.wait);
     }
 
     /// After an allocation within `budget`: `next_step` is what taking one layer more would
-    /// need (bit/s). Starts a trial at that rate when one is due.
-    pub fn consider(&mut self, now: Instant, budget: u64, next_step: u64) {
-        if next_step <= budget || self.trial.is_some() {
-            return;
+    /// need (bit/s). When a probe is due, returns the rate at which to send a probe train
+    /// ([`TRAIN_FACTOR`] times `next_step`): the caller sends one, or tells
+    /// [`MediaProbe::no_train`] that it cannot.
+    pub fn consider(&mut self, now: Instant, budget: u64, next_step: u64) -> Option<u64> {
+        if next_step <= budget || self.trying() {
+            return None;
         }
         match self.next_try {
             None => self.next_try = Some(now + self.wait),
@@ -584,20 +685,42 @@ impl MediaProbe {
                 tracing::debug!(
                     rate = next_step,
                     estimate = self.estimate,
-                    "media probe began"
+                    "probe train began"
                 );
-                self.trial = Some(Trial {
-                    until: now + TRIAL,
+                self.train = Some(Train {
                     rate: next_step,
-                    from: self.estimate,
-                    before: self.sending,
-                    settled: None,
-                    switched: None,
-                    latest: Delivery::default(),
-                })
+                    began: now,
+                    before: self.latest,
+                    sending: self.sending,
+                    result: None,
+                });
+                return Some(next_step.saturating_mul(TRAIN_FACTOR));
             }
             Some(_) => {}
         }
+        None
+    }
+
+    /// No probe train could be sent for the one [`MediaProbe::consider`] asked for: the
+    /// higher layer is tried with media instead.
+    pub fn no_train(&mut self, now: Instant) {
+        if let Some(t) = self.train.take() {
+            self.start_trial(now, t.rate);
+        }
+    }
+
+    fn start_trial(&mut self, now: Instant, rate: u64) {
+        tracing::debug!(rate, estimate = self.estimate, "media probe began");
+        self.trials += 1;
+        self.trial = Some(Trial {
+            until: now + TRIAL,
+            rate,
+            from: self.estimate,
+            before: self.sending,
+            settled: None,
+            switched: None,
+            latest: Delivery::default(),
+        });
     }
 
     /// A subscriber slot switched to a higher layer during a trial (at its keyframe): delivery
@@ -612,15 +735,28 @@ impl MediaProbe {
         }
     }
 
-    /// Whether a trial is running.
+    /// How many media trials began.
+    pub fn trials(&self) -> u64 {
+        self.trials
+    }
+
+    /// Whether a probe train or a trial is running.
     pub fn trying(&self) -> bool {
-        self.trial.is_some()
+        self.train.is_some() || self.trial.is_some()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// [`MediaProbe::consider`] where no probe train can go out: a due probe is tried with
+    /// media.
+    fn consider_media(p: &mut MediaProbe, now: Instant, budget: u64, next_step: u64) {
+        if p.consider(now, budget, next_step).is_some() {
+            p.no_train(now);
+        }
+    }
 
     /// X=1, I=1 (15-bit), L=1, T=1; S=1, PID=0; frame tag byte.
     fn packet(pid: u16, tl0: u8, start: bool, key: bool) -> Vec<u8> {
@@ -670,11 +806,11 @@ mod tests {
         let mut p = MediaProbe::default();
         // Estimate 300 kbit/s, 240 kbit/s sent: no trial before the first wait.
         assert_eq!(p.budget(t0, 300_000, 240_000), 300_000);
-        p.consider(t0, 300_000, 700_000);
+        consider_media(&mut p, t0, 300_000, 700_000);
         assert!(!p.trying());
         let t1 = t0 + TRIAL_WAIT;
         assert_eq!(p.budget(t1, 300_000, 240_000), 300_000);
-        p.consider(t1, 300_000, 700_000);
+        consider_media(&mut p, t1, 300_000, 700_000);
         assert!(p.trying());
         // During the trial the budget is the next step's, though the estimate lags far behind
         // what is sent: that is no congestion.
@@ -688,10 +824,10 @@ mod tests {
         assert!(!p.trying());
         assert_eq!(p.budget(t2 + ms(1000), 255_000, 240_000), 264_000);
         assert_eq!(p.budget(t2 + RECOVER, 255_000, 240_000), 255_000);
-        p.consider(t2 + TRIAL_WAIT, 250_000, 700_000);
+        consider_media(&mut p, t2 + TRIAL_WAIT, 250_000, 700_000);
         assert!(!p.trying(), "waits longer after a failure");
         let t3 = t2 + TRIAL_WAIT * 3;
-        p.consider(t3, 250_000, 700_000);
+        consider_media(&mut p, t3, 250_000, 700_000);
         assert!(p.trying());
         // An estimate that neither backs off nor grows over the trial (an overloaded link, the
         // estimate already low): failed, and the wait triples again.
@@ -701,10 +837,10 @@ mod tests {
         // The estimate back at what was sent before ends the floor early.
         assert_eq!(p.budget(t3 + TRIAL + ms(500), 265_000, 240_000), 265_000);
         assert_eq!(p.budget(t3 + TRIAL + ms(1000), 250_000, 240_000), 250_000);
-        p.consider(t3 + TRIAL + TRIAL_WAIT * 3, 250_000, 700_000);
+        consider_media(&mut p, t3 + TRIAL + TRIAL_WAIT * 3, 250_000, 700_000);
         assert!(!p.trying(), "waits nine times as long after two failures");
         let t4 = t3 + TRIAL + TRIAL_WAIT * 9;
-        p.consider(t4, 250_000, 700_000);
+        consider_media(&mut p, t4, 250_000, 700_000);
         assert!(p.trying());
         // This one holds (the estimate grows, never falls): its rate stays the budget while the
         // estimate keeps growing towards it ...
@@ -729,8 +865,8 @@ mod tests {
         // STALL; while less is sent (a smaller tile), it stays.
         let mut s = MediaProbe::default();
         s.budget(t0, 300_000, 700_000);
-        s.consider(t0, 300_000, 700_000);
-        s.consider(t0 + TRIAL_WAIT, 300_000, 700_000);
+        consider_media(&mut s, t0, 300_000, 700_000);
+        consider_media(&mut s, t0 + TRIAL_WAIT, 300_000, 700_000);
         assert!(s.trying());
         let t6 = t0 + TRIAL_WAIT + TRIAL;
         assert_eq!(s.budget(t6, 320_000, 700_000), 700_000);
@@ -746,14 +882,137 @@ mod tests {
         let t7 = t6 + ms(2000) + STALL * 3;
         assert_eq!(s.budget(t7 - ms(1), 330_000, 700_000), 700_000);
         assert_eq!(s.budget(t7, 330_000, 700_000), 330_000, "stalled");
-        s.consider(t7 + TRIAL_WAIT, 330_000, 700_000);
+        consider_media(&mut s, t7 + TRIAL_WAIT, 330_000, 700_000);
         assert!(!s.trying(), "a stalled rate counts as a failure");
 
         // Nothing more wanted: no trial.
         let mut q = MediaProbe::default();
-        q.consider(t0, 1_000_000, 700_000);
-        q.consider(t0 + TRIAL_WAIT * 2, 1_000_000, 700_000);
+        consider_media(&mut q, t0, 1_000_000, 700_000);
+        consider_media(&mut q, t0 + TRIAL_WAIT * 2, 1_000_000, 700_000);
         assert!(!q.trying());
+    }
+
+    #[test]
+    fn a_probe_train_proves_a_rate_or_fails_without_a_media_trial() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let t1 = t0 + TRIAL_WAIT;
+        // Feedback so far, before the train.
+        let before = Delivery {
+            reported_bytes: 1_000_000,
+            received_bytes: 990_000,
+            last_sent: Some(t0),
+            last_received: Some(t0 + ms(20)),
+            probe_results: 3,
+            probe_bitrate: 123_000,
+        };
+        // At t1 a train is due: 250 kbit/s sent, 700 kbit/s wanted; it goes at three times that.
+        let sent = || {
+            let mut p = MediaProbe::default();
+            p.observe(t0, before);
+            p.budget(t0, 280_000, 250_000);
+            assert_eq!(p.consider(t0, 280_000, 700_000), None, "not yet due");
+            p.budget(t1, 280_000, 250_000);
+            assert_eq!(p.consider(t1, 280_000, 700_000), Some(2_100_000));
+            assert!(p.trying());
+            assert_eq!(p.consider(t1, 280_000, 700_000), None, "one at a time");
+            p
+        };
+        // Its result comes 200 ms later (feedback on what was sent since, too).
+        // Judged with the estimate at `estimate`.
+        let with_result = |bitrate: u64, estimate: u64| {
+            let mut p = sent();
+            let after = Delivery {
+                reported_bytes: before.reported_bytes + 10_000,
+                received_bytes: before.received_bytes + 10_000,
+                last_sent: Some(t1 + ms(100)),
+                last_received: Some(t1 + ms(130)),
+                probe_results: before.probe_results + 1,
+                probe_bitrate: bitrate,
+            };
+            p.observe(t1 + ms(200), after);
+            // Judged once later results had their time.
+            assert_eq!(p.budget(t1 + ms(200), 280_000, 250_000), 280_000);
+            assert!(p.trying());
+            let end = t1 + ms(200) + TRAIN_SETTLE;
+            p.observe(end, after);
+            (p.budget(end, estimate, 250_000), p, end)
+        };
+
+        // The link carried more than the rate: proven at once, no media trial.
+        let (budget, p, _) = with_result(1_350_000, 280_000);
+        assert_eq!(budget, 700_000);
+        assert!(!p.trying());
+
+        // A 300 kbit/s bottleneck spread the train out: failed, the budget stays the estimate,
+        // nothing was tried with media, and the next train waits twice as long.
+        let (budget, mut p, end) = with_result(285_000, 280_000);
+        assert_eq!(budget, 280_000);
+        assert!(!p.trying());
+        // Where the train's queueing made the estimate back off, for RECOVER the budget keeps
+        // what was sent before it (and a tenth), as after a failed media trial.
+        let (budget, mut q, _) = with_result(285_000, 150_000);
+        assert_eq!(budget, 275_000);
+        assert_eq!(q.budget(end + RECOVER, 150_000, 250_000), 150_000);
+        assert_eq!(
+            p.consider(end + TRIAL_WAIT * 2 - ms(1), 280_000, 700_000),
+            None
+        );
+        assert_eq!(
+            p.consider(end + TRIAL_WAIT * 2, 280_000, 700_000),
+            Some(2_100_000)
+        );
+        // Trains that keep failing come at least every TRAIN_WAIT_MAX.
+        let mut at = end + TRIAL_WAIT * 2;
+        for _ in 0..5 {
+            p.observe(
+                at + ms(200),
+                Delivery {
+                    probe_results: p.latest.probe_results + 1,
+                    probe_bitrate: 285_000,
+                    last_sent: Some(at + ms(100)),
+                    ..p.latest
+                },
+            );
+            at += ms(200) + TRAIN_SETTLE;
+            p.budget(at, 280_000, 250_000);
+            assert!(!p.trying());
+            at = p.next_try.expect("next train");
+            assert!(p.consider(at, 280_000, 700_000).is_some());
+        }
+        assert_eq!(p.wait, TRAIN_WAIT_MAX);
+
+        // Feedback came, but no result (the train's packets were lost): nothing proven, the
+        // next train after the usual wait (not three times as long).
+        let mut p = sent();
+        let later = Delivery {
+            last_sent: Some(t1 + ms(300)),
+            last_received: Some(t1 + ms(330)),
+            ..before
+        };
+        p.observe(t1 + ms(400), later);
+        assert!(p.trying());
+        p.observe(t1 + TRAIN_WAIT, later);
+        assert_eq!(p.budget(t1 + TRAIN_WAIT, 280_000, 250_000), 280_000);
+        assert!(!p.trying());
+        assert_eq!(p.consider(t1 + TRAIN_WAIT * 2, 280_000, 700_000), None);
+        assert_eq!(
+            p.consider(t1 + TRAIN_WAIT + TRIAL_WAIT, 280_000, 700_000),
+            Some(2_100_000)
+        );
+
+        // No feedback at all: the rate is tried with media, judged by the estimate.
+        let mut p = sent();
+        p.observe(t1 + TRAIN_WAIT - ms(1), before);
+        assert_eq!(p.budget(t1 + TRAIN_WAIT - ms(1), 280_000, 250_000), 280_000);
+        p.observe(t1 + TRAIN_WAIT, before);
+        assert_eq!(p.budget(t1 + TRAIN_WAIT, 280_000, 250_000), 700_000);
+        assert!(p.trying());
+
+        // No train could go out: the media trial begins at once.
+        let mut p = sent();
+        p.no_train(t1);
+        assert_eq!(p.budget(t1, 280_000, 250_000), 700_000);
     }
 
     #[test]
@@ -766,9 +1025,9 @@ mod tests {
         let begun = || {
             let mut p = MediaProbe::default();
             p.budget(t0, 280_000, 250_000);
-            p.consider(t0, 280_000, 400_000);
+            consider_media(&mut p, t0, 280_000, 400_000);
             p.budget(t1, 280_000, 250_000);
-            p.consider(t1, 280_000, 400_000);
+            consider_media(&mut p, t1, 280_000, 400_000);
             assert!(p.trying());
             p
         };
@@ -784,6 +1043,7 @@ mod tests {
             received_bytes: 900_000 + delivered * (at - 100) / 8000,
             last_sent: Some(t1 + ms(at - 100)),
             last_received: Some(t1 + ms(at - 80)),
+            ..Default::default()
         };
         // The estimate grows all through the trial (it began while the estimate still climbed).
         let after_trial = |delivered: Option<u64>| -> u64 {
@@ -836,12 +1096,14 @@ mod tests {
             received_bytes: 900_000 + 300_000 * 400 / 8000,
             last_sent: Some(t1 + ms(400)),
             last_received: Some(t1 + ms(420)),
+            ..Default::default()
         };
         let before = Delivery {
             reported_bytes: 1_000_000,
             received_bytes: 900_000,
             last_sent: Some(t1),
             last_received: Some(t1 + ms(20)),
+            ..Default::default()
         };
         p.observe(t1 + ms(100), before);
         p.observe(t1 + ms(420), burst);
@@ -850,6 +1112,7 @@ mod tests {
             received_bytes: burst.received_bytes + 390_000 * 1500 / 8000,
             last_sent: Some(t1 + ms(1900)),
             last_received: Some(t1 + ms(1920)),
+            ..Default::default()
         };
         p.observe(t1 + TRIAL, end);
         p.budget(t1 + TRIAL - ms(1), 290_000, 400_000);

@@ -954,3 +954,70 @@ fn a_layer_the_bandwidth_no_longer_carries_stops_before_the_lower_keyframe_comes
     assert!(shrunk[2] > 20, "{shrunk:?}");
     assert_clean(&sim);
 }
+
+/// 1 publishes a simulcast camera (about 70, 170 and 260 kbit/s), 2 shows it in a large tile
+/// behind a downlink of 250 kbit/s with a 40-datagram queue: the low layer and audio fit, the
+/// middle one (with the headroom to switch up) does not.
+fn behind_a_narrow_link() -> Sim {
+    init_log();
+    let mut sim = Sim::new(RoomConfig::default());
+    sim.limit_downlink(2, 250_000, 40);
+    sim.join_simulcast(1);
+    sim.join(2);
+    let ok = sim.run_until(SETTLE * 3, |s| {
+        s.all_connected() && s.clients.iter().all(|c| c.assignments.len() == 2)
+    });
+    assert!(ok, "meeting did not settle");
+    show_camera(&mut sim, 2, 1, 720);
+    // The estimate falls from its start value to what the link carries.
+    sim.run_for(Duration::from_secs(10));
+    sim
+}
+
+#[test]
+fn behind_a_narrow_link_probe_trains_find_no_room_and_the_low_layer_flows_undisturbed() {
+    let mut sim = behind_a_narrow_link();
+    let dropped = sim.downlinks[&2].dropped;
+    let audio = sim.client(2).received(1, Source::Microphone);
+    let trains = sim.room.stats().probe_trains;
+    // Over 40 s the room probes (after waiting 4, 12 and 36 s).
+    let (layers, last) = layers_during(&mut sim, 2, 1, Duration::from_secs(40));
+    let dropped = sim.downlinks[&2].dropped - dropped;
+    assert_eq!(dropped, 0, "the bottleneck's queue overflowed");
+    assert_eq!(last, Some(0), "{layers:?}");
+    assert_eq!(
+        layers[1] + layers[2],
+        0,
+        "no higher layer tried: {layers:?}"
+    );
+    assert!(layers[0] > 1000, "the low layer flows: {layers:?}");
+    let audio = sim.client(2).received(1, Source::Microphone) - audio;
+    assert!(
+        audio >= 1950,
+        "audio keeps flowing: {audio} packets in 40 s"
+    );
+    let stats = sim.room.stats();
+    assert!(stats.probe_trains > trains, "{stats:?}");
+    assert_eq!(stats.media_trials, 0, "{stats:?}");
+    assert_clean(&sim);
+}
+
+#[test]
+fn once_the_link_widens_probe_trains_find_room_and_the_high_layer_comes() {
+    // The control: the same meeting, with 2's link widened to 2 Mbit/s. Probe trains prove the
+    // room, without a media trial, and nothing is dropped.
+    let mut sim = behind_a_narrow_link();
+    assert_eq!(received_layers(&sim, 2, 1).1, Some(0));
+    let trains = sim.room.stats().probe_trains;
+    let dropped = sim.downlinks[&2].dropped;
+    sim.set_downlink_rate(2, 2_000_000);
+    let high = sim.run_until(Duration::from_secs(60), |s| {
+        received_layers(s, 2, 1).1 == Some(2)
+    });
+    let stats = sim.room.stats();
+    assert!(high, "{stats:?} {:?}", received_layers(&sim, 2, 1));
+    assert!(stats.probe_trains > trains, "{stats:?}");
+    assert_eq!(stats.media_trials, 0, "{stats:?}");
+    assert_eq!(sim.downlinks[&2].dropped, dropped);
+    assert_clean(&sim);
+}

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use crate::Event;
 use crate::bwe::BweKind;
 use crate::bwe_::Bwe;
+use crate::bwe_::{ProbeClusterConfig, ProbeKind};
 use crate::config::KeyingMaterial;
 use crate::config_mod::RtcpReportIntervals;
 use crate::crypto::CryptoProvider;
@@ -42,6 +43,13 @@ use crate::streams::{RtpPacket, StreamTimeoutConfig, Streams};
 use crate::util::{Soonest, SystemTimeExt, already_happened, not_happening};
 use crate::{Reason, net};
 use crate::{RtcConfig, RtcError};
+
+/// klausur patch: probe trains (`Bwe::probe_train`) send at their rate for this long...
+const TRAIN_DURATION: Duration = Duration::from_millis(30);
+/// klausur patch: ...and at least this many packets.
+const TRAIN_MIN_PACKETS: usize = 5;
+/// klausur patch: probe train cluster ids start here, apart from those of `ProbeControl`.
+const TRAIN_CLUSTER_BASE: u64 = 1 << 48;
 
 /// Minimum interval between NACK polls. Per-packet retries also wait for RTT.
 /// Keep this high enough to avoid additional problems in very bad network conditions.
@@ -103,6 +111,11 @@ pub(crate) struct Session {
     /// klausur patch: BWE without pacer, so without probes (`RtcConfig::set_bwe_unpaced`).
     bwe_unpaced: bool,
     bwe_last_event: Option<(Bitrate, bool)>,
+    /// klausur patch: a probe train the application asked for, started at the next timeout
+    /// (`Bwe::probe_train`).
+    probe_train: Option<Bitrate>,
+    /// klausur patch: the cluster id of the next probe train.
+    next_train_cluster: u64,
 
     enable_twcc_feedback: bool,
 
@@ -215,6 +228,8 @@ impl Session {
             bwe,
             bwe_unpaced: config.bwe_config.as_ref().is_some_and(|c| c.unpaced),
             bwe_last_event: None,
+            probe_train: None,
+            next_train_cluster: TRAIN_CLUSTER_BASE,
             enable_twcc_feedback: false,
             pacer,
             pacer_control: PacerControl::new(),
@@ -374,7 +389,9 @@ impl Session {
         let do_probe = probe_media.is_some() && !self.bwe_unpaced;
         let bwe = self.bwe.as_mut()?;
 
-        if let Some(probe_config) = bwe.handle_timeout(now, do_probe) {
+        // klausur patch: without a pacer, the only probe clusters are the application's trains,
+        // which the estimator keeps though it does not probe by itself.
+        if let Some(probe_config) = bwe.handle_timeout(now, do_probe, !self.bwe_unpaced) {
             // Only start the probe in the pacer if the estimator accepted it.
             if bwe.start_probe(probe_config, now) {
                 #[cfg(feature = "_internal_test_exports")]
@@ -382,6 +399,22 @@ impl Session {
                     self.pending_probe = Some(probe_config);
                 }
                 self.pacer.start_probe(probe_config);
+            }
+        }
+
+        // klausur patch: a probe train the application asked for.
+        if let Some(target) = self.probe_train.take() {
+            let cluster = self.next_train_cluster;
+            self.next_train_cluster += 1;
+            let config = ProbeClusterConfig::new(
+                cluster.into(),
+                target,
+                ProbeKind::Train,
+            )
+            .with_duration(TRAIN_DURATION)
+            .with_min_packet_count(TRAIN_MIN_PACKETS);
+            if bwe.start_probe(config, now) {
+                self.pacer.start_probe(config);
             }
         }
 
@@ -393,6 +426,20 @@ impl Session {
         probe_media
     }
 
+    /// klausur patch: asks for a probe train at `target` (see `Bwe::probe_train`); false when
+    /// none can be sent (not in unpaced mode, no SRTP keys yet, or no stream that can send
+    /// padding).
+    pub fn request_probe_train(&mut self, target: Bitrate) -> bool {
+        if !self.bwe_unpaced || self.bwe.is_none() || self.srtp_tx.is_none() {
+            return false;
+        }
+        if !self.streams.streams_tx().any(|s| s.padding_enabled()) {
+            return false;
+        }
+        self.probe_train = Some(target);
+        true
+    }
+
     fn update_queue_state(&mut self, now: Instant, probe_media: Option<(Mid, Pt)>) {
         // Do not make unsendable media/padding ready before DTLS supplies keys.
         // Otherwise an immediate pacer deadline can starve the application's I/O.
@@ -400,7 +447,9 @@ impl Session {
             return;
         }
 
-        let probe_media = probe_media.filter(|_| self.pacer.active_cluster().is_some());
+        // klausur patch: probe trains without a pacer use the streams' own padding (resends).
+        let probe_media =
+            probe_media.filter(|_| !self.bwe_unpaced && self.pacer.active_cluster().is_some());
         self.streams.set_probe_media(probe_media);
         let medias = &self.medias;
         let codecs = &self.codec_config;
@@ -1365,6 +1414,11 @@ impl Session {
             .soonest((paused_at, Reason::PauseCheck))
             .soonest((send_stream_at, Reason::SendStream))
             .soonest(bwe_at)
+            // klausur patch: a probe train asked for starts at once.
+            .soonest((
+                self.probe_train.map(|_| already_happened()),
+                Reason::BweProbeControl,
+            ))
     }
 
     pub fn has_mid(&self, mid: Mid) -> bool {

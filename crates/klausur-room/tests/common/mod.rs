@@ -464,6 +464,21 @@ pub struct Sim {
     /// [`Sim::release_held`] (a path that stalls, then delivers a burst).
     pub hold_all_from: BTreeSet<PeerId>,
     held: Vec<(SocketAddr, SocketAddr, Vec<u8>)>,
+    /// Bottlenecks on clients' downlinks ([`Sim::limit_downlink`]).
+    pub downlinks: HashMap<PeerId, Downlink>,
+}
+
+/// A client's downlink through a bottleneck: datagrams from the room leave it one after the
+/// other at `rate` bit/s (with 28 bytes of IP and UDP header each), through a queue of at most
+/// `limit` datagrams; those that find it full are dropped.
+pub struct Downlink {
+    pub rate: u64,
+    pub limit: usize,
+    /// (when it has passed the bottleneck, source, destination, datagram)
+    queue: VecDeque<(Instant, SocketAddr, SocketAddr, Vec<u8>)>,
+    busy_until: Option<Instant>,
+    /// Datagrams dropped because the queue was full.
+    pub dropped: u64,
 }
 
 /// The payload type of VP8's retransmissions (RTX) in str0m's default codec configuration,
@@ -512,7 +527,61 @@ impl Sim {
             drop_dtls_from: BTreeSet::new(),
             hold_all_from: BTreeSet::new(),
             held: Vec::new(),
+            downlinks: HashMap::new(),
         }
+    }
+
+    /// Puts client `id`'s downlink through a bottleneck of `rate` bit/s with a queue of
+    /// `limit` datagrams ([`Downlink`]).
+    pub fn limit_downlink(&mut self, id: PeerId, rate: u64, limit: usize) {
+        self.downlinks.insert(
+            id,
+            Downlink {
+                rate,
+                limit,
+                queue: VecDeque::new(),
+                busy_until: None,
+                dropped: 0,
+            },
+        );
+    }
+
+    /// Changes the rate of client `id`'s bottleneck (datagrams already queued keep their
+    /// times).
+    pub fn set_downlink_rate(&mut self, id: PeerId, rate: u64) {
+        if let Some(link) = self.downlinks.get_mut(&id) {
+            link.rate = rate;
+        }
+    }
+
+    /// Hands the datagrams that have passed their downlink's bottleneck to their clients.
+    fn pass_downlinks(&mut self) {
+        let now = self.now;
+        let mut due = Vec::new();
+        for link in self.downlinks.values_mut() {
+            while link.queue.front().is_some_and(|(at, ..)| *at <= now) {
+                if let Some((_, source, destination, contents)) = link.queue.pop_front() {
+                    due.push((source, destination, contents));
+                }
+            }
+        }
+        for (source, destination, contents) in due {
+            self.hand_to_client(source, destination, &contents);
+        }
+    }
+
+    fn hand_to_client(&mut self, source: SocketAddr, destination: SocketAddr, contents: &[u8]) {
+        let Some(idx) = self.clients.iter().position(|c| c.addr == destination) else {
+            return;
+        };
+        let id = self.clients[idx].id;
+        let recv = Receive::new(Protocol::Udp, source, destination, contents)
+            .expect("room sends valid datagrams");
+        self.clients[idx]
+            .rtc
+            .handle_input(Input::Receive(self.now, recv))
+            .expect("client handle_input");
+        self.drain_client(id);
     }
 
     pub fn client(&self, id: PeerId) -> &Client {
@@ -725,13 +794,19 @@ impl Sim {
                 if self.lose(id, true, &contents) {
                     continue;
                 }
-                let recv = Receive::new(Protocol::Udp, source, destination, &contents)
-                    .expect("room sends valid datagrams");
-                self.clients[idx]
-                    .rtc
-                    .handle_input(Input::Receive(self.now, recv))
-                    .expect("client handle_input");
-                self.drain_client(id);
+                if let Some(link) = self.downlinks.get_mut(&id) {
+                    if link.queue.len() >= link.limit {
+                        link.dropped += 1;
+                        continue;
+                    }
+                    let start = link.busy_until.map_or(self.now, |t| t.max(self.now));
+                    let bits = (contents.len() as u64 + 28) * 8;
+                    let done = start + Duration::from_micros(bits * 1_000_000 / link.rate);
+                    link.busy_until = Some(done);
+                    link.queue.push_back((done, source, destination, contents));
+                    continue;
+                }
+                self.hand_to_client(source, destination, &contents);
                 continue;
             }
             return;
@@ -771,6 +846,7 @@ impl Sim {
                 assert!(t > now, "poll_timeout stays due after handle_timeout");
             }
         }
+        self.pass_downlinks();
         self.deliver();
         if self.auto_renegotiate {
             let pending = std::mem::take(&mut self.pending_renegotiate);

@@ -55,6 +55,11 @@ pub struct Delivery {
     /// The latest time the remote side received a reported packet (its clock, as an `Instant`:
     /// only differences between these readings mean anything).
     pub last_received: Option<Instant>,
+    /// How many probe results the feedback gave (a probe train's cluster gives one with every
+    /// report that adds packets of it: [`Bwe::probe_train`]).
+    pub probe_results: u64,
+    /// The latest probe result (bit/s): what the link carried of a probe, at most its target.
+    pub probe_bitrate: u64,
 }
 
 /// Access to the Bandwidth Estimate subsystem.
@@ -116,6 +121,23 @@ impl<'a> Bwe<'a> {
     /// is off or before any feedback.
     pub fn delivery(&self) -> Delivery {
         self.0.session.bwe_delivery()
+    }
+
+    /// klausur patch: sends a probe train when BWE runs unpaced
+    /// ([`RtcConfig::set_bwe_unpaced`][crate::RtcConfig::set_bwe_unpaced]): a few padding
+    /// packets (resends of cached packets where the send stream has RTX, else blank padding)
+    /// spaced at `target` (from the first: a late one makes the next due at once), 30 ms of it
+    /// and at least 5 packets. The estimator measures it as a paced probe (the lesser of the
+    /// rates sent and received); the result, at most `target`, is the application's to read
+    /// ([`Delivery::probe_results`], [`Delivery::probe_bitrate`]) and does not set the
+    /// estimate. A bottleneck below `target` spreads the packets out to its own rate, so it is
+    /// seen without sending more than a short train. Returns false when no train can be sent
+    /// (BWE not unpaced, no SRTP keys yet, or no send stream that can pad); a train replaces
+    /// one still going.
+    pub fn probe_train(&mut self, target: Bitrate) -> bool {
+        let mut m = self.0.mutate();
+        m.no_events();
+        m.session.request_probe_train(target)
     }
 
     /// Reset the BWE with a new init_bitrate

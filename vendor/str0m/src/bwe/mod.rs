@@ -41,7 +41,7 @@ use macros::log_loss;
 use smoother::EstimateSmoother;
 
 pub(crate) use macros::{log_pacer_media_debt, log_pacer_padding_debt};
-#[cfg(test)]
+// klausur patch: not only for tests (`Session`'s probe trains).
 pub(crate) use probe::ProbeKind;
 pub(crate) use probe::{BandwidthLimitedCause, ProbeEstimator};
 pub(crate) use probe::{ProbeClusterState, ProbeControl};
@@ -73,8 +73,16 @@ impl Bwe {
         }
     }
 
-    pub fn handle_timeout(&mut self, now: Instant, do_probe: bool) -> Option<ProbeClusterConfig> {
-        let result = self.bwe.handle_timeout(self.desired_bitrate, do_probe, now);
+    // klausur patch: `clear_probes`, whether to drop probe clusters when not probing.
+    pub fn handle_timeout(
+        &mut self,
+        now: Instant,
+        do_probe: bool,
+        clear_probes: bool,
+    ) -> Option<ProbeClusterConfig> {
+        let result = self
+            .bwe
+            .handle_timeout(self.desired_bitrate, do_probe, clear_probes, now);
         if let Some(estimate) = self.bwe.last_estimate() {
             self.smoother.record(now, estimate);
         }
@@ -206,6 +214,16 @@ impl SendSideBandwidthEstimator {
         // Feed records to probe estimator for analysis and process any new probe results
         let mut latest_probe_result = None;
         for (config, bitrate) in self.probe_estimator.update(send_records.iter().copied()) {
+            // klausur patch: a probe train's result is the application's (`api::Delivery`),
+            // at most its target (its packets may reach a fast receiver closer together than
+            // they were sent); it does not set the estimate: a train measures a moment, and a
+            // loaded receiver's late timestamps would pull the estimate down with it.
+            if config.is_train() {
+                let bitrate = bitrate.min(config.target_bitrate());
+                self.delivery.probe_results += 1;
+                self.delivery.probe_bitrate = bitrate.as_u64();
+                continue;
+            }
             latest_probe_result = Some(bitrate);
 
             // Update link capacity estimator for every successful ALR probe, not just the latest.
@@ -314,6 +332,7 @@ impl SendSideBandwidthEstimator {
         &mut self,
         desired_bitrate: Bitrate,
         do_probe: bool,
+        clear_probes: bool,
         now: Instant,
     ) -> Option<ProbeClusterConfig> {
         self.delay_controller
@@ -351,7 +370,7 @@ impl SendSideBandwidthEstimator {
         self.propagate_estimate();
 
         // If we can't probe, clear any pending/active probes
-        if !do_probe {
+        if !do_probe && clear_probes {
             self.probe_estimator.clear_probes();
         }
 
@@ -530,13 +549,13 @@ mod test {
         let mut bwe = SendSideBandwidthEstimator::new(Bitrate::kbps(300));
 
         // Initial discovery must work before feedback or media exists.
-        assert!(bwe.handle_timeout(desired, true, start).is_some());
-        assert!(bwe.handle_timeout(desired, true, start).is_some());
+        assert!(bwe.handle_timeout(desired, true, true, start).is_some());
+        assert!(bwe.handle_timeout(desired, true, true, start).is_some());
         for second in 1..=7 {
             let now = start + Duration::from_secs(second);
             bwe.update(std::iter::empty(), now);
             assert!(
-                bwe.handle_timeout(desired, true, now).is_none(),
+                bwe.handle_timeout(desired, true, true, now).is_none(),
                 "empty feedback must not authorize periodic ALR probes"
             );
         }
@@ -553,16 +572,16 @@ mod test {
             Some(now - Duration::from_millis(10)),
         );
         bwe.update(std::iter::once(&record), now);
-        let probe = bwe.handle_timeout(desired, true, now).unwrap();
+        let probe = bwe.handle_timeout(desired, true, true, now).unwrap();
         assert!(probe.is_alr_probe());
 
         // A reset starts discovery afresh, including the feedback requirement.
         bwe.reset(Bitrate::kbps(300));
-        assert!(bwe.handle_timeout(desired, true, now).is_some());
-        assert!(bwe.handle_timeout(desired, true, now).is_some());
+        assert!(bwe.handle_timeout(desired, true, true, now).is_some());
+        assert!(bwe.handle_timeout(desired, true, true, now).is_some());
         for second in 1..=7 {
             assert!(
-                bwe.handle_timeout(desired, true, now + Duration::from_secs(second))
+                bwe.handle_timeout(desired, true, true, now + Duration::from_secs(second))
                     .is_none()
             );
         }

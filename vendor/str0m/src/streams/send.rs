@@ -560,7 +560,8 @@ impl StreamTx {
         self.send_queue.push(packet);
     }
 
-    fn padding_enabled(&self) -> bool {
+    // klausur patch: crate-visible, for `Session::request_probe_train`.
+    pub(crate) fn padding_enabled(&self) -> bool {
         (self.ssrc.is_probe() || self.rtx.is_some()) && self.pt_for_padding.is_some()
     }
 

@@ -46,10 +46,15 @@ pub struct ProbeClusterConfig {
 pub enum ProbeKind {
     Initial,
     Exponential,
-    Allocation { in_alr: bool },
+    Allocation {
+        in_alr: bool,
+    },
     PeriodicAlr,
     LargeDrop,
     Stagnant,
+    /// klausur patch: a probe train the application asked for (`Bwe::probe_train`): its
+    /// result is the application's to read and does not set the estimate.
+    Train,
 }
 
 impl ProbeKind {
@@ -100,6 +105,11 @@ impl ProbeClusterConfig {
     /// Check if this probe was created during ALR.
     pub fn is_alr_probe(&self) -> bool {
         self.kind.is_alr()
+    }
+
+    /// klausur patch: whether this is an application's probe train.
+    pub fn is_train(&self) -> bool {
+        self.kind == ProbeKind::Train
     }
 
     /// Get the probe cluster ID.
