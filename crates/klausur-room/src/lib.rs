@@ -156,6 +156,9 @@ const RTX_RATIO_CAP: f32 = 0.5;
 /// How often the active speaker is re-evaluated, and the layers' bitrates measured and the
 /// subscribers' simulcast layers chosen anew.
 const SPEAKER_INTERVAL: Duration = Duration::from_millis(500);
+/// A layer's measured bitrate falls by this fraction of the way to a lower rate per
+/// measurement ([`Layer::measure`]).
+const LAYER_FALL: u64 = 8;
 /// Most simulcast layers a track may have (the web client sends three).
 const MAX_LAYERS: usize = 3;
 /// The bandwidth estimate a subscriber starts with (it then follows what is acknowledged, and
@@ -353,7 +356,8 @@ struct Layer {
     height: u32,
     /// Payload bytes received since the last measurement.
     bytes: u64,
-    /// Measured bitrate in bit/s (smoothed; 0 until measured).
+    /// Measured bitrate in bit/s (smoothed, quick to rise and slow to fall: [`Layer::measure`];
+    /// 0 until measured).
     bitrate: u64,
     /// Whether packets arrived in the last measurement interval (a browser stops sending a
     /// layer when its own bandwidth or CPU is short).
@@ -373,15 +377,23 @@ impl Layer {
         }
     }
 
-    /// Turns the bytes counted over `interval` into the smoothed bitrate.
+    /// Turns the bytes counted over `interval` into the smoothed bitrate: halfway to a higher
+    /// rate at once, an eighth of the way to a lower one. A camera's layers follow what it
+    /// films: a still moment halves a layer's rate, and movement brings it back within a frame
+    /// or two. Layers are chosen by what they may send, not by their quietest moment (a layer
+    /// chosen while it dipped would overload a link that carries only its usual rate; over
+    /// 2 s a dip to half the rate still counts as about 80 % of it). A publisher that lowers a
+    /// layer for good is followed within seconds.
     fn measure(&mut self, interval: Duration) {
         let secs = interval.as_secs_f64().max(0.001);
         let now_rate = (self.bytes as f64 * 8.0 / secs) as u64;
         self.active = self.bytes > 0;
         self.bitrate = if self.bitrate == 0 {
             now_rate
-        } else {
+        } else if now_rate >= self.bitrate {
             (self.bitrate + now_rate) / 2
+        } else {
+            self.bitrate - (self.bitrate - now_rate) / LAYER_FALL
         };
         self.bytes = 0;
     }
@@ -2018,6 +2030,36 @@ pub fn stun_local_ufrag(contents: &[u8]) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_layers_bitrate_rises_at_once_and_falls_slowly() {
+        let half = Duration::from_millis(500);
+        let mut l = Layer::new(None);
+        // 250 kbit/s for a while: half a second is 15,625 bytes.
+        for _ in 0..4 {
+            l.bytes = 15_625;
+            l.measure(half);
+        }
+        assert_eq!(l.bitrate, 250_000);
+        // A still moment: half the rate for 2 s still counts as about 80 % of it.
+        for _ in 0..4 {
+            l.bytes = 15_625 / 2;
+            l.measure(half);
+        }
+        assert!(l.bitrate > 195_000, "{}", l.bitrate);
+        // Back up: halfway at once.
+        let dipped = l.bitrate;
+        l.bytes = 15_625 * 2;
+        l.measure(half);
+        assert_eq!(l.bitrate, (dipped + 500_000) / 2);
+        // A publisher that lowers the layer for good is followed within seconds.
+        for _ in 0..20 {
+            l.bytes = 15_625 / 2;
+            l.measure(half);
+        }
+        assert!(l.bitrate < 150_000, "{}", l.bitrate);
+        assert!(l.active);
+    }
 
     fn stun_request(username: &[u8]) -> Vec<u8> {
         let mut attrs = Vec::new();
