@@ -754,7 +754,7 @@ test('a guest whose admitting moderator left is admitted to the encrypted group 
   await openPanel(e, 'people');
   await expect(e.getByTestId('lobby-section')).toBeVisible();
   // A moderator, not the organiser: no way offered to remove or demote the organiser, nor to
-  // grant moderation (the server refuses both; tests/access_rules.rs).
+  // grant moderation (the server refuses both; crates/klausur-server/tests/server/access_rules.rs).
   const adminRow = e.locator(`[data-testid="participant-item"][data-participant-id="${admin.id}"]`);
   await expect(adminRow.getByTestId('organiser-badge')).toBeVisible();
   await expect(adminRow.getByTestId('mute-button')).toBeVisible();

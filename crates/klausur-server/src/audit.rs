@@ -11,8 +11,8 @@
 //! * **Where from**, only where the event needs it: the client address of a login and a failed
 //!   login, the signalling address of a dial-in attempt.
 //! * **Never**: passwords, session ids, invitation tokens, PINs, CSRF tokens, pass tokens, media,
-//!   chat. A test (`tests/audit.rs`) reads every record a run of the server wrote and fails on
-//!   any of the secrets that run used.
+//!   chat. A test (`tests/server/audit.rs`) reads every record a run of the server wrote and fails
+//!   on any of the secrets that run used.
 //!
 //! # When a record cannot be written
 //!

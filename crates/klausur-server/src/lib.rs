@@ -4,7 +4,7 @@
 //! # Layers
 //!
 //! The modules form layers that only look down: a module imports from the layers below it and
-//! never from one above (`tests/layers.rs` checks it). From the top:
+//! never from one above (`tests/server/layers.rs` checks it). From the top:
 //!
 //! ```text
 //! main.rs, cli        the command line: serve, administration, identity-ca, sip-gateway
