@@ -10,8 +10,9 @@ pub enum StoreError {
     #[error("conflict: {0}")]
     Conflict(String),
     /// The database cannot be written right now: its volume is full, it or its directory is
-    /// read-only, or the disk fails. The write did not happen (SQLite rolled the transaction
-    /// back); reads may still work, and writes work again once the operator fixed the cause.
+    /// read-only (on PostgreSQL: the server is), or the disk fails. The write did not happen
+    /// (the database rolled the transaction back); reads may still work, and writes work again
+    /// once the operator fixed the cause.
     #[error("the database cannot be written ({0}): {1}")]
     Unwritable(StorageFault, #[source] sqlx::Error),
     /// Any other failure of the database, including rows the store cannot decode.
@@ -36,16 +37,26 @@ impl From<sqlx::Error> for StoreError {
             if db.is_foreign_key_violation() {
                 return StoreError::NotFound;
             }
-            // SQLite's primary result code is the low byte of the extended one.
-            let primary = db
-                .code()
-                .and_then(|c| c.parse::<i32>().ok())
-                .map(|c| c & 0xff);
-            let fault = match primary {
-                Some(SQLITE_FULL) => Some(StorageFault::Full),
-                Some(SQLITE_READONLY) => Some(StorageFault::ReadOnly),
-                Some(SQLITE_IOERR) => Some(StorageFault::Io),
-                _ => None,
+            let fault = if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
+                // SQLite's primary result code is the low byte of the extended one.
+                let primary = db
+                    .code()
+                    .and_then(|c| c.parse::<i32>().ok())
+                    .map(|c| c & 0xff);
+                match primary {
+                    Some(SQLITE_FULL) => Some(StorageFault::Full),
+                    Some(SQLITE_READONLY) => Some(StorageFault::ReadOnly),
+                    Some(SQLITE_IOERR) => Some(StorageFault::Io),
+                    _ => None,
+                }
+            } else {
+                // PostgreSQL's SQLSTATE codes are text, not numbers to mask.
+                match db.code().as_deref() {
+                    Some(PG_DISK_FULL) => Some(StorageFault::Full),
+                    Some(PG_READ_ONLY_SQL_TRANSACTION) => Some(StorageFault::ReadOnly),
+                    Some(PG_IO_ERROR) => Some(StorageFault::Io),
+                    _ => None,
+                }
             };
             if let Some(fault) = fault {
                 return StoreError::Unwritable(fault, e);
@@ -65,15 +76,22 @@ const SQLITE_READONLY: i32 = 8;
 const SQLITE_IOERR: i32 = 10;
 const SQLITE_FULL: i32 = 13;
 
+// PostgreSQL's SQLSTATE codes (Appendix A of its manual): a full volume, a server in read-only
+// mode (a standby, `default_transaction_read_only`), a failing disk.
+const PG_DISK_FULL: &str = "53100";
+const PG_READ_ONLY_SQL_TRANSACTION: &str = "25006";
+const PG_IO_ERROR: &str = "58030";
+
 /// Why the database cannot be written ([`StoreError::Unwritable`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StorageFault {
-    /// The volume holding the database is full (SQLITE_FULL, ENOSPC).
+    /// The volume holding the database is full (SQLITE_FULL, ENOSPC; PostgreSQL's 53100).
     Full,
-    /// The database file or its directory is read-only (SQLITE_READONLY).
+    /// The database file or its directory is read-only (SQLITE_READONLY); on PostgreSQL, the
+    /// server or transaction is read-only (25006).
     ReadOnly,
-    /// Reading or writing the disk failed (SQLITE_IOERR; also a full volume where SQLite cannot
-    /// grow its shared-memory file).
+    /// Reading or writing the disk failed (SQLITE_IOERR, PostgreSQL's 58030; also a full
+    /// volume where SQLite cannot grow its shared-memory file).
     Io,
 }
 

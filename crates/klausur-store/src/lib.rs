@@ -29,8 +29,8 @@
 //!   caller draws another); an update of, or a reference to, a row that does
 //!   not exist is [`StoreError::NotFound`]; look-ups return `Ok(None)` instead. A write the
 //!   database cannot take (volume full, read-only, failing disk) is
-//!   [`StoreError::Unwritable`] with its [`StorageFault`]: SQLite rolled it back, nothing is
-//!   half-written. Everything else is [`StoreError::Database`] or, on open,
+//!   [`StoreError::Unwritable`] with its [`StorageFault`]: the database rolled it back,
+//!   nothing is half-written. Everything else is [`StoreError::Database`] or, on open,
 //!   [`StoreError::Migrate`].
 //! * **Authorisation is the caller's.** The store answers questions (`is_moderator`,
 //!   `is_banned`, `colleague_invited`, the `disabled` flag of a session's user) but enforces
@@ -38,11 +38,18 @@
 //!
 //! # Backends
 //!
-//! SQLite now ([`Store::open_sqlite`], [`Store::open_sqlite_memory`]); the SQL is kept portable
-//! (`$n` placeholders, `RETURNING`, `ON CONFLICT DO NOTHING`, no backend-specific functions)
-//! so that a PostgreSQL backend is one more variant of the internal backend enum plus its own
-//! migrations directory, behind the same public API. Migrations are embedded in the binary
-//! and run on open; running them again is a no-op.
+//! SQLite ([`Store::open_sqlite`], [`Store::open_sqlite_memory`]): one file, no server, the
+//! default. PostgreSQL ([`Store::open_postgres`] with a `postgres://` URL): for deployments
+//! whose operators run it already, and for several nodes sharing one database. Both keep the
+//! contract above alike, and one test suite (`tests/store.rs`, `tests/audit.rs`) runs against
+//! each on a real engine. Every query is written once (`$n` placeholders, `RETURNING`,
+//! `ON CONFLICT`, `EXISTS`, `COALESCE`); the few statements where the dialects differ (how
+//! audit writers are serialised, the substring search) come from the backend's dialect in
+//! `src/store.rs`. Each engine has its migrations (`migrations/sqlite`, `migrations/postgres`,
+//! the same schema), embedded in the binary and run on open; running them again is a no-op.
+//! Differences an operator may notice: SQLite-only maintenance ([`Store::checkpoint`],
+//! [`Store::integrity_problems`]) does nothing on PostgreSQL; PostgreSQL refuses text with a
+//! NUL character (a [`StoreError::Database`]), which SQLite stores.
 
 pub mod audit;
 mod error;
@@ -55,7 +62,7 @@ pub use model::{
     BanSubject, GuestPass, Invitation, InvitationKind, Meeting, NewGuestPass, NewInvitation,
     PhonePin, Role, Session, User,
 };
-pub use store::{AuditFilter, Store, AUDIT_PAGE_MAX};
+pub use store::{postgres_url_summary, AuditFilter, Store, AUDIT_PAGE_MAX};
 
 /// Result type of the store.
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;

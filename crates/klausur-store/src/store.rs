@@ -1,9 +1,10 @@
 //! The [`Store`] and its queries.
 //!
-//! Every query is written once, in portable SQL with `$n` placeholders, and run through
-//! [`on_pool!`], which expands the body once per backend. Adding PostgreSQL means adding a
-//! `Backend::Postgres(PgPool)` variant, its arm in `on_pool!`, an `open_postgres` constructor
-//! and a `migrations/postgres` directory with the same schema in PostgreSQL's dialect.
+//! Every query is written once, with `$n` placeholders in the SQL both engines speak, and run
+//! through [`on_pool!`], which expands the body once per backend (SQLite, PostgreSQL). Where the
+//! dialects really differ, the statement comes from the backend's [`Dialect`], which says why.
+//! Each backend has its migrations directory (`migrations/sqlite`, `migrations/postgres`) with
+//! the same schema; a change to the schema is a new migration in both.
 
 use std::path::Path;
 use std::str::FromStr;
@@ -11,8 +12,9 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use klausur_proto::SecurityProfile;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::SqlitePool;
+use sqlx::{ConnectOptions, Connection, PgPool, SqlitePool};
 
 use crate::error::{DIAL_IN_NUMBER_TAKEN, PHONE_PIN_TAKEN};
 use crate::model::{parse_profile, profile_str};
@@ -24,11 +26,18 @@ use crate::{
 type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// Connections a PostgreSQL store keeps open at most.
+const POSTGRES_MAX_CONNECTIONS: u32 = 10;
+/// How long a query waits for a free (or new) PostgreSQL connection before it fails.
+const POSTGRES_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The database behind a [`Store`].
 #[derive(Debug, Clone)]
 enum Backend {
     Sqlite(SqlitePool),
+    Postgres(PgPool),
 }
 
 /// Runs `$body` with `$pool` bound to the backend's pool (expanded once per backend).
@@ -36,9 +45,40 @@ macro_rules! on_pool {
     ($store:expr, |$pool:ident| $body:expr) => {
         match &$store.backend {
             Backend::Sqlite($pool) => $body,
+            Backend::Postgres($pool) => $body,
         }
     };
 }
+
+/// The statements that differ between the engines; everything else is shared.
+struct Dialect {
+    /// Starts a transaction that writes the audit trail (one writer at a time).
+    begin_audit_write: &'static str,
+    /// Run first in that transaction, if the engine needs it to serialise the writers.
+    lock_audit: Option<&'static str>,
+    /// The function `f(haystack, needle)` giving the 1-based position of `needle` in
+    /// `haystack`, 0 if it is not there.
+    position: &'static str,
+}
+
+/// SQLite: `BEGIN IMMEDIATE` takes the database's write lock at once (a plain `BEGIN` would
+/// take it at the first write, after the read of the chain's end, and two writers could chain
+/// to the same record). Its position function is `instr`.
+const SQLITE: Dialect = Dialect {
+    begin_audit_write: "BEGIN IMMEDIATE",
+    lock_audit: None,
+    position: "instr",
+};
+
+/// PostgreSQL: rows are locked, not the database, so audit writers lock the trail's table in a
+/// mode that conflicts with itself but not with readers (`EXCLUSIVE`); under READ COMMITTED the
+/// read of the chain's end that follows sees the previous writer's commit. PostgreSQL has no
+/// `instr`; `strpos` takes the same arguments.
+const POSTGRES: Dialect = Dialect {
+    begin_audit_write: "BEGIN",
+    lock_audit: Some("LOCK TABLE audit_records IN EXCLUSIVE MODE"),
+    position: "strpos",
+};
 
 mod audit;
 pub use audit::{AuditFilter, AUDIT_PAGE_MAX};
@@ -96,6 +136,35 @@ impl Store {
         Ok(Store {
             backend: Backend::Sqlite(pool),
         })
+    }
+
+    /// Connects to the PostgreSQL database at `url` (`postgres://user:password@host:port/db`,
+    /// or a unix socket directory as `postgres:///db?host=/run/postgresql`; the `PG*`
+    /// environment variables and `~/.pgpass` fill in what the URL leaves out) and applies the
+    /// embedded migrations. The database and its role must exist; the role must be allowed
+    /// to create tables in it. A URL that does not parse, or a server that cannot be reached
+    /// or refuses the login, is an error at once, naming the cause (never the password).
+    pub async fn open_postgres(url: &str) -> Result<Store> {
+        let options = PgConnectOptions::from_str(url)?;
+        // One connection first: its error says what is wrong (refused, no such database, wrong
+        // password), where the pool would retry until its timeout and say only that.
+        options.connect().await?.close().await?;
+        let pool = PgPoolOptions::new()
+            .max_connections(POSTGRES_MAX_CONNECTIONS)
+            .acquire_timeout(POSTGRES_ACQUIRE_TIMEOUT)
+            .connect_lazy_with(options);
+        POSTGRES_MIGRATIONS.run(&pool).await?;
+        Ok(Store {
+            backend: Backend::Postgres(pool),
+        })
+    }
+
+    /// The statements of this store's engine that differ from the other's.
+    fn dialect(&self) -> &'static Dialect {
+        match self.backend {
+            Backend::Sqlite(_) => &SQLITE,
+            Backend::Postgres(_) => &POSTGRES,
+        }
     }
 
     /// Closes the pool, waiting for connections in use to be returned.
@@ -177,8 +246,9 @@ impl Store {
             .bind(password_hash)
             .bind(must_change_password)
             .execute(pool)
-            .await)?;
-        found(done.rows_affected())
+            .await
+            .map(|d| d.rows_affected()))?;
+        found(done)
     }
 
     /// A user's own password change, in one transaction: the new hash (no longer to be
@@ -224,8 +294,9 @@ impl Store {
             .bind(user_id)
             .bind(disabled)
             .execute(pool)
-            .await)?;
-        found(done.rows_affected())
+            .await
+            .map(|d| d.rows_affected()))?;
+        found(done)
     }
 
     /// How many administrators are not disabled.
@@ -293,7 +364,8 @@ impl Store {
         on_pool!(self, |pool| sqlx::query(sql)
             .bind(id_hash)
             .execute(pool)
-            .await)?;
+            .await
+            .map(|d| d.rows_affected()))?;
         Ok(())
     }
 
@@ -303,7 +375,8 @@ impl Store {
         on_pool!(self, |pool| sqlx::query(sql)
             .bind(user_id)
             .execute(pool)
-            .await)?;
+            .await
+            .map(|d| d.rows_affected()))?;
         Ok(())
     }
 
@@ -313,8 +386,9 @@ impl Store {
         let done = on_pool!(self, |pool| sqlx::query(sql)
             .bind(now.timestamp_millis())
             .execute(pool)
-            .await)?;
-        Ok(done.rows_affected())
+            .await
+            .map(|d| d.rows_affected()))?;
+        Ok(done)
     }
 
     // ----- meetings -----
@@ -437,23 +511,28 @@ impl Store {
     /// writers). SQLite's own checkpoints after commits were seen never to reset the log while
     /// the pool's connections take turns, so it grew by every write until the disk was full; the
     /// server calls this periodically. Returns whether the log is now empty (false: a reader was
-    /// still using it; the next call tries again). A no-op for a database without a log.
+    /// still using it; the next call tries again). A no-op for a database without a log, and on
+    /// PostgreSQL, which checkpoints and recycles its own write-ahead log (returns true).
     pub async fn checkpoint(&self) -> Result<bool> {
-        let row: (i64, i64, i64) = on_pool!(self, |pool| sqlx::query_as(
-            "PRAGMA wal_checkpoint(TRUNCATE)"
-        )
-        .fetch_one(pool)
-        .await)?;
+        let Backend::Sqlite(pool) = &self.backend else {
+            return Ok(true);
+        };
+        let row: (i64, i64, i64) = sqlx::query_as("PRAGMA wal_checkpoint(TRUNCATE)")
+            .fetch_one(pool)
+            .await?;
         Ok(row.0 == 0)
     }
 
     /// SQLite's check of the whole database file (`PRAGMA integrity_check`): the problems it
-    /// finds, none for a sound database.
+    /// finds, none for a sound database. On PostgreSQL there is no such check from a client
+    /// without extensions (its operator has `pg_amcheck` and data checksums): none are reported.
     pub async fn integrity_problems(&self) -> Result<Vec<String>> {
-        let rows: Vec<String> =
-            on_pool!(self, |pool| sqlx::query_scalar("PRAGMA integrity_check")
-                .fetch_all(pool)
-                .await)?;
+        let Backend::Sqlite(pool) = &self.backend else {
+            return Ok(Vec::new());
+        };
+        let rows: Vec<String> = sqlx::query_scalar("PRAGMA integrity_check")
+            .fetch_all(pool)
+            .await?;
         Ok(rows.into_iter().filter(|r| r != "ok").collect())
     }
 
@@ -474,7 +553,8 @@ impl Store {
             .bind(meeting_id)
             .bind(user_id)
             .execute(pool)
-            .await)?;
+            .await
+            .map(|d| d.rows_affected()))?;
         Ok(())
     }
 
@@ -486,7 +566,8 @@ impl Store {
             .bind(meeting_id)
             .bind(user_id)
             .execute(pool)
-            .await)?;
+            .await
+            .map(|d| d.rows_affected()))?;
         Ok(())
     }
 
@@ -524,8 +605,9 @@ impl Store {
             .bind(meeting_id)
             .bind(at.timestamp_millis())
             .execute(pool)
-            .await)?;
-        found(done.rows_affected())
+            .await
+            .map(|d| d.rows_affected()))?;
+        found(done)
     }
 
     /// Records whether a moderator locked the running meeting, so that a restart keeps the lock.
@@ -536,14 +618,15 @@ impl Store {
             .bind(meeting_id)
             .bind(locked)
             .execute(pool)
-            .await)?;
-        found(done.rows_affected())
+            .await
+            .map(|d| d.rows_affected()))?;
+        found(done)
     }
 
     /// Whether the meeting is locked (see [`Store::set_meeting_locked`]); false if there is no
     /// meeting.
     pub async fn meeting_locked(&self, meeting_id: &str) -> Result<bool> {
-        let sql = "SELECT COALESCE((SELECT locked FROM meetings WHERE id = $1), 0)";
+        let sql = "SELECT COALESCE((SELECT locked FROM meetings WHERE id = $1), FALSE)";
         let locked: bool = on_pool!(self, |pool| sqlx::query_scalar(sql)
             .bind(meeting_id)
             .fetch_one(pool)
@@ -671,8 +754,9 @@ impl Store {
             .bind(meeting_id)
             .bind(at.timestamp_millis())
             .execute(pool)
-            .await)?;
-        found(done.rows_affected())
+            .await
+            .map(|d| d.rows_affected()))?;
+        found(done)
     }
 
     /// Records that the invitation was used at `at`. [`StoreError::NotFound`] if there is none.
@@ -682,8 +766,9 @@ impl Store {
             .bind(id)
             .bind(at.timestamp_millis())
             .execute(pool)
-            .await)?;
-        found(done.rows_affected())
+            .await
+            .map(|d| d.rows_affected()))?;
+        found(done)
     }
 
     /// Whether the meeting has a colleague invitation for `user_id` that is not revoked
@@ -722,7 +807,8 @@ impl Store {
             .bind(by_user_label)
             .bind(at.timestamp_millis())
             .execute(pool)
-            .await)?;
+            .await
+            .map(|d| d.rows_affected()))?;
         Ok(())
     }
 
@@ -746,7 +832,8 @@ impl Store {
             .bind(kind)
             .bind(id)
             .execute(pool)
-            .await)?;
+            .await
+            .map(|d| d.rows_affected()))?;
         Ok(())
     }
 
@@ -763,13 +850,14 @@ impl Store {
             .bind(invitation_id)
             .bind(moderator)
             .execute(pool)
-            .await)?;
-        found(done.rows_affected())
+            .await
+            .map(|d| d.rows_affected()))?;
+        found(done)
     }
 
     /// Whether the holder of the invitation moderates its meeting (false if there is none).
     pub async fn invitation_is_moderator(&self, invitation_id: i64) -> Result<bool> {
-        let sql = "SELECT COALESCE((SELECT moderator FROM invitations WHERE id = $1), 0)";
+        let sql = "SELECT COALESCE((SELECT moderator FROM invitations WHERE id = $1), FALSE)";
         let yes: bool = on_pool!(self, |pool| sqlx::query_scalar(sql)
             .bind(invitation_id)
             .fetch_one(pool)
@@ -829,7 +917,8 @@ impl Store {
         on_pool!(self, |pool| sqlx::query(sql)
             .bind(meeting_id)
             .execute(pool)
-            .await)?;
+            .await
+            .map(|d| d.rows_affected()))?;
         Ok(())
     }
 
@@ -899,15 +988,20 @@ impl Store {
 
     async fn update_guest_pass<T>(&self, column: &'static str, id: i64, value: T) -> Result<()>
     where
-        T: Send + for<'q> sqlx::Encode<'q, sqlx::Sqlite> + sqlx::Type<sqlx::Sqlite>,
+        T: Send
+            + for<'q> sqlx::Encode<'q, sqlx::Sqlite>
+            + sqlx::Type<sqlx::Sqlite>
+            + for<'q> sqlx::Encode<'q, sqlx::Postgres>
+            + sqlx::Type<sqlx::Postgres>,
     {
         let sql = format!("UPDATE guest_passes SET {column} = $2 WHERE id = $1");
         let done = on_pool!(self, |pool| sqlx::query(&sql)
             .bind(id)
             .bind(value)
             .execute(pool)
-            .await)?;
-        found(done.rows_affected())
+            .await
+            .map(|d| d.rows_affected()))?;
+        found(done)
     }
 
     /// Deletes a pass (its holder left on purpose or was removed). No error if it is gone.
@@ -917,7 +1011,8 @@ impl Store {
         )
         .bind(id)
         .execute(pool)
-        .await)?;
+        .await
+        .map(|d| d.rows_affected()))?;
         Ok(())
     }
 
@@ -953,6 +1048,31 @@ impl Store {
         });
         Ok(deleted)
     }
+}
+
+/// What a PostgreSQL URL for [`Store::open_postgres`] points at, for messages and logs: the
+/// database, the host and port (or socket directory) and the user, never the password. An
+/// error if it is not a `postgres://` or `postgresql://` URL or does not parse.
+pub fn postgres_url_summary(url: &str) -> Result<String> {
+    let scheme_ok = ["postgres://", "postgresql://"].iter().any(|scheme| {
+        url.get(..scheme.len())
+            .is_some_and(|s| s.eq_ignore_ascii_case(scheme))
+    });
+    if !scheme_ok {
+        return Err(StoreError::Database(sqlx::Error::Configuration(
+            "not a PostgreSQL URL: it must start with postgres:// or postgresql://".into(),
+        )));
+    }
+    let o = PgConnectOptions::from_str(url)?;
+    let place = match o.get_socket() {
+        Some(dir) => format!("socket directory {}", dir.display()),
+        None => format!("{}:{}", o.get_host(), o.get_port()),
+    };
+    let database = o.get_database().unwrap_or(o.get_username());
+    Ok(format!(
+        "database {database:?} at {place} as user {:?}",
+        o.get_username()
+    ))
 }
 
 /// The key usernames are unique and looked up by.

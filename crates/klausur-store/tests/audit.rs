@@ -1,13 +1,15 @@
-//! The audit trail in a real SQLite file: the chain across reopening and concurrent writers,
-//! filtered reads, retention, and tampering with the rows directly (each kind of tampering is
-//! named by `verify_audit`; the untouched trail is the negative control).
+//! The audit trail in a real SQLite file and a real PostgreSQL database (every test runs on
+//! both, see `on_engines!`): the chain across reopening and concurrent writers, filtered reads,
+//! retention, and tampering with the rows directly (each kind of tampering is named by
+//! `verify_audit`; the untouched trail is the negative control).
+
+mod engines;
 
 use chrono::{DateTime, Duration, Utc};
+use engines::{Engine, TestDb};
 use klausur_store::audit::{Head, Problem};
 use klausur_store::{AuditActor, AuditFilter, NewAuditRecord, Store, StoreError};
 use serde_json::json;
-use sqlx::sqlite::SqliteConnectOptions;
-use sqlx::{ConnectOptions, Connection};
 
 type R = Result<(), StoreError>;
 
@@ -38,30 +40,16 @@ async fn fill(store: &Store, n: i64) -> R {
     Ok(())
 }
 
-/// Runs raw SQL on the database file (what someone with access to the file could do).
-async fn tamper(path: &std::path::Path, sql: &str) {
-    let mut conn = SqliteConnectOptions::new()
-        .filename(path)
-        .connect()
-        .await
-        .expect("open the database file");
-    sqlx::raw_sql(sql).execute(&mut conn).await.expect("tamper");
-    conn.close().await.expect("close");
+/// Runs raw SQL on the database (what someone with access to it could do).
+async fn tamper(db: &TestDb, sql: &str) {
+    db.raw_sql(sql).await;
 }
 
-async fn fresh() -> (tempfile::TempDir, std::path::PathBuf, Store) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("klausur.db");
-    let store = Store::open_sqlite(&path).await.expect("open");
-    (dir, path, store)
-}
-
-#[tokio::test]
-async fn the_chain_holds_across_reopening_and_is_numbered_without_gaps() -> R {
-    let (_dir, path, store) = fresh().await;
+async fn the_chain_holds_across_reopening_and_is_numbered_without_gaps(engine: Engine) -> R {
+    let (store, db) = engine.fresh().await;
     fill(&store, 5).await?;
     store.close().await;
-    let store = Store::open_sqlite(&path).await?;
+    let store = db.open().await;
     let r = store
         .append_audit(record("login.failed", None, 6), t(6))
         .await?;
@@ -79,12 +67,11 @@ async fn the_chain_holds_across_reopening_and_is_numbered_without_gaps() -> R {
     Ok(())
 }
 
-#[tokio::test]
-async fn concurrent_writers_keep_one_chain() -> R {
-    let (_dir, path, store) = fresh().await;
+async fn concurrent_writers_keep_one_chain(engine: Engine) -> R {
+    let (store, db) = engine.fresh().await;
     // Two stores on one file (two processes: the server and the command line) and many
     // tasks each.
-    let other = Store::open_sqlite(&path).await?;
+    let other = db.open().await;
     let mut tasks = Vec::new();
     for i in 0..40 {
         let s = if i % 2 == 0 {
@@ -106,9 +93,8 @@ async fn concurrent_writers_keep_one_chain() -> R {
     Ok(())
 }
 
-#[tokio::test]
-async fn a_clock_stepped_back_does_not_reorder_the_trail() -> R {
-    let (_dir, _path, store) = fresh().await;
+async fn a_clock_stepped_back_does_not_reorder_the_trail(engine: Engine) -> R {
+    let (store, _db) = engine.fresh().await;
     store.append_audit(record("a.b", None, 1), t(10)).await?;
     let r = store.append_audit(record("a.b", None, 2), t(5)).await?;
     assert_eq!(r.at, t(10));
@@ -116,9 +102,8 @@ async fn a_clock_stepped_back_does_not_reorder_the_trail() -> R {
     Ok(())
 }
 
-#[tokio::test]
-async fn filters_select_and_page() -> R {
-    let (_dir, _path, store) = fresh().await;
+async fn filters_select_and_page(engine: Engine) -> R {
+    let (store, _db) = engine.fresh().await;
     fill(&store, 12).await?;
     let page = |f: AuditFilter| {
         let store = store.clone();
@@ -194,9 +179,8 @@ async fn filters_select_and_page() -> R {
     Ok(())
 }
 
-#[tokio::test]
-async fn retention_deletes_the_oldest_and_records_it() -> R {
-    let (_dir, path, store) = fresh().await;
+async fn retention_deletes_the_oldest_and_records_it(engine: Engine) -> R {
+    let (store, db) = engine.fresh().await;
     fill(&store, 10).await?;
     let deleted = store
         .purge_audit_before(t(5), t(100), AuditActor::system())
@@ -229,7 +213,7 @@ async fn retention_deletes_the_oldest_and_records_it() -> R {
     assert!(verdict.is_intact(), "{:?}", verdict.problems);
     // Removing records at the start without moving the anchor is caught.
     tamper(
-        &path,
+        &db,
         "DELETE FROM audit_records WHERE seq = (SELECT min(seq) FROM audit_records)",
     )
     .await;
@@ -242,8 +226,7 @@ async fn retention_deletes_the_oldest_and_records_it() -> R {
     Ok(())
 }
 
-#[tokio::test]
-async fn tampering_is_named() -> R {
+async fn tampering_is_named(engine: Engine) -> R {
     let cases: [(&str, Problem); 5] = [
         (
             "UPDATE audit_records SET details = '{\"n\":99}' WHERE seq = 4",
@@ -270,11 +253,11 @@ async fn tampering_is_named() -> R {
         ),
     ];
     for (sql, expected) in cases {
-        let (_dir, path, store) = fresh().await;
+        let (store, db) = engine.fresh().await;
         fill(&store, 6).await?;
         let control = store.verify_audit(None).await?;
         assert!(control.is_intact(), "{:?}", control.problems);
-        tamper(&path, sql).await;
+        tamper(&db, sql).await;
         let verdict = store.verify_audit(None).await?;
         assert!(
             verdict.problems.contains(&expected),
@@ -285,13 +268,12 @@ async fn tampering_is_named() -> R {
     Ok(())
 }
 
-#[tokio::test]
-async fn cutting_the_end_is_caught_against_a_noted_head() -> R {
-    let (_dir, path, store) = fresh().await;
+async fn cutting_the_end_is_caught_against_a_noted_head(engine: Engine) -> R {
+    let (store, db) = engine.fresh().await;
     fill(&store, 6).await?;
     let head: Head = store.verify_audit(None).await?.head.expect("head");
     assert!(store.verify_audit(Some(head.clone())).await?.is_intact());
-    tamper(&path, "DELETE FROM audit_records WHERE seq = 6").await;
+    tamper(&db, "DELETE FROM audit_records WHERE seq = 6").await;
     // On its own, the shorter trail looks whole; against the noted head it does not.
     assert!(store.verify_audit(None).await?.is_intact());
     let verdict = store.verify_audit(Some(head)).await?;
@@ -305,10 +287,9 @@ async fn cutting_the_end_is_caught_against_a_noted_head() -> R {
     Ok(())
 }
 
-#[tokio::test]
-async fn the_time_filter_uses_whole_records_only() -> R {
+async fn the_time_filter_uses_whole_records_only(engine: Engine) -> R {
     // `since`/`until` are inclusive/exclusive bounds on the stored millisecond.
-    let (_dir, _path, store) = fresh().await;
+    let (store, _db) = engine.fresh().await;
     fill(&store, 3).await?;
     let rows = store
         .audit_records(&AuditFilter {
@@ -321,3 +302,36 @@ async fn the_time_filter_uses_whole_records_only() -> R {
     assert_eq!(rows.iter().map(|r| r.seq).collect::<Vec<_>>(), [2]);
     Ok(())
 }
+
+/// Runs each named test (an `async fn(Engine) -> R`) on SQLite (a file) and on PostgreSQL.
+macro_rules! on_engines {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $name() -> super::R {
+                    super::$name(super::Engine::SqliteFile).await
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $name() -> super::R {
+                    super::$name(super::Engine::Postgres).await
+                }
+            )*
+        }
+    };
+}
+
+on_engines!(
+    the_chain_holds_across_reopening_and_is_numbered_without_gaps,
+    concurrent_writers_keep_one_chain,
+    a_clock_stepped_back_does_not_reorder_the_trail,
+    filters_select_and_page,
+    retention_deletes_the_oldest_and_records_it,
+    tampering_is_named,
+    cutting_the_end_is_caught_against_a_noted_head,
+    the_time_filter_uses_whole_records_only,
+);

@@ -1,8 +1,12 @@
 //! One behaviour suite for every backend. Each `async fn` below takes a fresh `&Store`;
-//! `backend_suite!` runs all of them against one way of opening a store. A PostgreSQL run is
-//! one more `backend_suite!` line.
+//! `backend_suite!` runs all of them against one way of opening a store: SQLite in memory, in a
+//! file, and a real PostgreSQL (a throwaway cluster the test process starts, see
+//! `engines/mod.rs`).
+
+mod engines;
 
 use chrono::{DateTime, Duration, Utc};
+use engines::{Engine, TestDb};
 use klausur_proto::SecurityProfile;
 use klausur_store::{
     BanSubject, InvitationKind, NewGuestPass, NewInvitation, Role, Store, StoreError, User,
@@ -939,7 +943,7 @@ async fn purge(store: &Store) -> R {
 }
 
 macro_rules! backend_suite {
-    ($backend:ident, $open:expr) => {
+    ($backend:ident, $engine:expr) => {
         mod $backend {
             use super::*;
 
@@ -948,7 +952,7 @@ macro_rules! backend_suite {
                 F: FnOnce(Store) -> Fut,
                 Fut: std::future::Future<Output = R>,
             {
-                let (store, _dir) = $open.await;
+                let (store, _db) = $engine.fresh().await;
                 test(store).await.expect("suite passes");
             }
 
@@ -985,25 +989,18 @@ macro_rules! backend_suite {
             async fn purge() {
                 run(|s| async move { super::purge(&s).await }).await
             }
+            #[tokio::test]
+            async fn user_serialisation_hides_password_hash() {
+                run(|s| async move { super::user_serialisation_hides_password_hash(&s).await })
+                    .await
+            }
         }
     };
 }
 
-async fn sqlite_memory() -> (Store, Option<tempfile::TempDir>) {
-    let store = Store::open_sqlite_memory().await.expect("opens");
-    (store, None)
-}
-
-async fn sqlite_file() -> (Store, Option<tempfile::TempDir>) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = Store::open_sqlite(&dir.path().join("klausur.db"))
-        .await
-        .expect("opens");
-    (store, Some(dir))
-}
-
-backend_suite!(sqlite_in_memory, sqlite_memory());
-backend_suite!(sqlite_on_disk, sqlite_file());
+backend_suite!(sqlite_in_memory, Engine::SqliteMemory);
+backend_suite!(sqlite_on_disk, Engine::SqliteFile);
+backend_suite!(postgres, Engine::Postgres);
 
 #[tokio::test]
 async fn in_memory_stores_are_separate() -> R {
@@ -1016,12 +1013,10 @@ async fn in_memory_stores_are_separate() -> R {
     Ok(())
 }
 
-#[tokio::test]
-async fn reopening_a_file_database_keeps_data() -> R {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("nested-name.db");
+/// Closing a store and opening its database again (the server restarted) keeps everything, and
+/// running the migrations again is a no-op.
+async fn reopening_keeps_data(store: Store, db: &TestDb) -> R {
     let (alice, invitation) = {
-        let store = Store::open_sqlite(&path).await?;
         let alice = staff(&store, "alice").await?;
         store
             .create_meeting("m-1", "Kept", None, alice.id, SecurityProfile::Internal)
@@ -1035,15 +1030,21 @@ async fn reopening_a_file_database_keeps_data() -> R {
                 alice.id,
             ))
             .await?;
-        // WAL mode: the write-ahead log sits beside the database while it is open.
-        assert!(dir.path().join("nested-name.db-wal").exists(), "WAL mode");
+        if let TestDb::SqliteFile { path, .. } = db {
+            // WAL mode: the write-ahead log sits beside the database while it is open.
+            let mut wal = path.clone().into_os_string();
+            wal.push("-wal");
+            assert!(std::path::Path::new(&wal).exists(), "WAL mode");
+        }
         store.close().await;
         (alice, inv)
     };
-    assert!(path.exists());
+    if let TestDb::SqliteFile { path, .. } = db {
+        assert!(path.exists());
+    }
     // Opening again runs the migrations again: must be a no-op that keeps the data.
     for _ in 0..2 {
-        let store = Store::open_sqlite(&path).await?;
+        let store = db.open().await;
         assert_eq!(
             store.user_by_username("ALICE").await?.as_ref(),
             Some(&alice)
@@ -1062,9 +1063,108 @@ async fn reopening_a_file_database_keeps_data() -> R {
     Ok(())
 }
 
+/// A file database under an unusual name keeps its data across reopening (the suite's
+/// `reopening_keeps_data` on a file named otherwise).
 #[tokio::test]
-async fn user_serialisation_hides_password_hash() -> R {
-    let store = Store::open_sqlite_memory().await?;
+async fn reopening_a_file_database_keeps_data() -> R {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("nested-name.db");
+    let store = Store::open_sqlite(&path).await?;
+    reopening_keeps_data(store, &TestDb::SqliteFile { _dir: dir, path }).await
+}
+
+#[tokio::test]
+async fn reopening_a_postgres_database_keeps_data() -> R {
+    let (store, db) = Engine::Postgres.fresh().await;
+    reopening_keeps_data(store, &db).await
+}
+
+/// The URL forms docs/operations.md names: TCP with a password (the suite's), and the unix
+/// socket directory with the user in the query (peer or trust authentication, no password; the
+/// port names the socket file, 5432 if left out).
+#[tokio::test]
+async fn postgres_opens_over_its_unix_socket() -> R {
+    let (store, db) = Engine::Postgres.fresh().await;
+    staff(&store, "alice").await?;
+    let url = db.postgres_url().expect("postgres");
+    let name = url.rsplit('/').next().expect("database name");
+    let cluster = engines::cluster();
+    let socket_url = format!(
+        "postgres:///{name}?host={}&port={}&user={}",
+        cluster.socket_dir().display(),
+        cluster.port(),
+        cluster.admin()
+    );
+    let summary = klausur_store::postgres_url_summary(&socket_url)?;
+    assert!(summary.contains("socket directory"), "{summary}");
+    let other = Store::open_postgres(&socket_url).await?;
+    assert!(other.user_by_username("ALICE").await?.is_some());
+    Ok(())
+}
+
+/// A URL that is not PostgreSQL's or does not parse, a server that is not there, a wrong
+/// password: each an error naming the cause, never the password, and never a panic.
+#[tokio::test]
+async fn postgres_connection_problems_are_errors() {
+    let (_store, db) = Engine::Postgres.fresh().await;
+    let url = db.postgres_url().expect("postgres").to_owned();
+    for bad in [
+        "mysql://u:p@127.0.0.1/x",
+        "postgres://u:p@[::1/x",
+        "not a url",
+    ] {
+        let e = klausur_store::postgres_url_summary(bad).expect_err(bad);
+        assert!(!e.to_string().contains(":p@"), "{e}");
+    }
+    let summary = klausur_store::postgres_url_summary(&url).expect("summary");
+    let password = url
+        .split(':')
+        .nth(2)
+        .and_then(|p| p.split('@').next())
+        .expect("password");
+    assert!(!summary.contains(password), "{summary}");
+    assert!(summary.contains("127.0.0.1"), "{summary}");
+    // Nothing listens on port 1.
+    let refused = Store::open_postgres("postgres://u:secret-pw@127.0.0.1:1/x")
+        .await
+        .expect_err("nothing listens there");
+    assert!(!refused.to_string().contains("secret-pw"), "{refused}");
+    assert!(refused.to_string().contains("refused"), "{refused}");
+    let wrong = url.replace(password, "wrong-password");
+    let denied = Store::open_postgres(&wrong)
+        .await
+        .expect_err("wrong password");
+    assert!(
+        denied
+            .to_string()
+            .contains("password authentication failed"),
+        "{denied}"
+    );
+    assert!(!denied.to_string().contains("wrong-password"), "{denied}");
+}
+
+/// PostgreSQL stores no NUL character in text: such input is an error, not a panic (SQLite
+/// keeps it).
+#[tokio::test]
+async fn postgres_refuses_a_nul_character_with_an_error() {
+    let (store, _db) = Engine::Postgres.fresh().await;
+    let e = store
+        .create_user("nul\0name", "x", "h", Role::Staff, false)
+        .await
+        .expect_err("NUL refused");
+    assert!(matches!(e, StoreError::Database(_)), "{e:?}");
+}
+
+/// SQLite's maintenance does nothing on PostgreSQL, which looks after its own log.
+#[tokio::test]
+async fn postgres_has_no_sqlite_maintenance() -> R {
+    let (store, _db) = Engine::Postgres.fresh().await;
+    assert!(store.checkpoint().await?);
+    assert_eq!(store.integrity_problems().await?, Vec::<String>::new());
+    Ok(())
+}
+
+async fn user_serialisation_hides_password_hash(store: &Store) -> R {
     let u = store
         .create_user("alice", "Alice", "secret-hash-value", Role::Admin, false)
         .await?;

@@ -13,6 +13,64 @@ use crate::StoreError;
 const COLUMNS: &str = "seq, at, kind, actor_kind, actor_id, actor_name, meeting_id, source, \
      details, prev_hash, hash";
 
+/// Appends `$new` (a [`NewAuditRecord`]) at `$at` inside `$tx`, a `&mut` transaction begun as
+/// the dialect's `begin_audit_write` says: chained to the last record, or to the retention
+/// anchor when none is left, or to [`GENESIS`]. Evaluates to the [`AuditRecord`]; `?` returns
+/// errors from the enclosing function. A macro, not a function, because the transaction's type
+/// is the engine's: it is written once and expanded once per engine inside `on_pool!`.
+macro_rules! append_in {
+    ($tx:expr, $new:expr, $at:expr) => {{
+        let tx = $tx;
+        let new: NewAuditRecord = $new;
+        let details_text = serde_json::to_string(&new.details)
+            .map_err(|e| StoreError::corrupt(format!("audit details: {e}")))?;
+        let last: Option<(i64, i64, String)> =
+            sqlx::query_as("SELECT seq, at, hash FROM audit_records ORDER BY seq DESC LIMIT 1")
+                .fetch_optional(&mut **tx)
+                .await?;
+        let (prev_seq, prev_at, prev_hash) = match last {
+            Some(last) => last,
+            None => {
+                let anchor: Option<(i64, String)> =
+                    sqlx::query_as("SELECT seq, hash FROM audit_anchor WHERE id = 1")
+                        .fetch_optional(&mut **tx)
+                        .await?;
+                match anchor {
+                    Some((seq, hash)) => (seq, i64::MIN, hash),
+                    None => (0, i64::MIN, GENESIS.to_owned()),
+                }
+            }
+        };
+        let r = chained(
+            new,
+            details_text,
+            prev_seq.saturating_add(1),
+            $at,
+            prev_at,
+            prev_hash,
+        )?;
+        let rows: Vec<(i64,)> = sqlx::query_as(&format!(
+            "INSERT INTO audit_records ({COLUMNS}) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING seq"
+        ))
+        .bind(r.seq)
+        .bind(r.at.timestamp_millis())
+        .bind(&r.kind)
+        .bind(&r.actor.kind)
+        .bind(r.actor.id.as_deref())
+        .bind(r.actor.name.as_deref())
+        .bind(r.meeting_id.as_deref())
+        .bind(r.source.as_deref())
+        .bind(&r.details_text)
+        .bind(&r.prev_hash)
+        .bind(&r.hash)
+        .fetch_all(&mut **tx)
+        .await?;
+        the_row(rows)?;
+        r
+    }};
+}
+
 /// Which records [`Store::audit_records`] returns (newest first).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AuditFilter {
@@ -44,9 +102,13 @@ impl Store {
         new: NewAuditRecord,
         at: DateTime<Utc>,
     ) -> Result<AuditRecord> {
+        let dialect = self.dialect();
         on_pool!(self, |pool| {
-            let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-            let record = append_in(&mut tx, new, at).await?;
+            let mut tx = pool.begin_with(dialect.begin_audit_write).await?;
+            if let Some(lock) = dialect.lock_audit {
+                sqlx::query(lock).execute(&mut *tx).await?;
+            }
+            let record = append_in!(&mut tx, new, at);
             tx.commit().await?;
             Ok(record)
         })
@@ -58,12 +120,13 @@ impl Store {
             "SELECT {COLUMNS} FROM audit_records WHERE \
              ($1 IS NULL OR kind = $1 OR substr(kind, 1, length($1) + 1) = $1 || '.') \
              AND ($2 IS NULL OR meeting_id = $2) \
-             AND ($3 IS NULL OR instr(lower(coalesce(actor_name, '') || ' ' || \
+             AND ($3 IS NULL OR {position}(lower(coalesce(actor_name, '') || ' ' || \
                   coalesce(actor_id, '') || ' ' || kind || ' ' || coalesce(meeting_id, '') || \
                   ' ' || details), lower($3)) > 0) \
              AND ($4 IS NULL OR at >= $4) AND ($5 IS NULL OR at < $5) \
              AND ($6 IS NULL OR seq < $6) \
-             ORDER BY seq DESC LIMIT $7"
+             ORDER BY seq DESC LIMIT $7",
+            position = self.dialect().position
         );
         let limit = filter.limit.min(AUDIT_PAGE_MAX + 1);
         let rows: Vec<Row> = on_pool!(self, |pool| {
@@ -134,8 +197,12 @@ impl Store {
         actor: AuditActor,
     ) -> Result<u64> {
         let cutoff_ms = cutoff.timestamp_millis();
+        let dialect = self.dialect();
         on_pool!(self, |pool| {
-            let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+            let mut tx = pool.begin_with(dialect.begin_audit_write).await?;
+            if let Some(lock) = dialect.lock_audit {
+                sqlx::query(lock).execute(&mut *tx).await?;
+            }
             let through: Option<(i64, String)> = sqlx::query_as(
                 "SELECT seq, hash FROM audit_records WHERE at < $1 ORDER BY seq DESC LIMIT 1",
             )
@@ -170,49 +237,11 @@ impl Store {
                     "through_hash": through_hash,
                 }),
             };
-            append_in(&mut tx, new, at).await?;
+            append_in!(&mut tx, new, at);
             tx.commit().await?;
             Ok(deleted)
         })
     }
-}
-
-/// Appends `new` at `at` inside `tx` (an immediate transaction): chained to the last record, or
-/// to the retention anchor when none is left, or to [`GENESIS`].
-async fn append_in(
-    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
-    new: NewAuditRecord,
-    at: DateTime<Utc>,
-) -> Result<AuditRecord> {
-    let details_text = serde_json::to_string(&new.details)
-        .map_err(|e| StoreError::corrupt(format!("audit details: {e}")))?;
-    let last: Option<(i64, i64, String)> =
-        sqlx::query_as("SELECT seq, at, hash FROM audit_records ORDER BY seq DESC LIMIT 1")
-            .fetch_optional(&mut **tx)
-            .await?;
-    let (prev_seq, prev_at, prev_hash) = match last {
-        Some(last) => last,
-        None => {
-            let anchor: Option<(i64, String)> =
-                sqlx::query_as("SELECT seq, hash FROM audit_anchor WHERE id = 1")
-                    .fetch_optional(&mut **tx)
-                    .await?;
-            match anchor {
-                Some((seq, hash)) => (seq, i64::MIN, hash),
-                None => (0, i64::MIN, GENESIS.to_owned()),
-            }
-        }
-    };
-    let record = chained(
-        new,
-        details_text,
-        prev_seq.saturating_add(1),
-        at,
-        prev_at,
-        prev_hash,
-    )?;
-    insert(tx, &record).await?;
-    Ok(record)
 }
 
 /// The record numbered `seq` after a record of time `prev_at_ms` and hash `prev_hash`.
@@ -248,30 +277,6 @@ fn chained(
         prev_hash,
         hash,
     })
-}
-
-async fn insert(
-    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
-    r: &AuditRecord,
-) -> std::result::Result<(), sqlx::Error> {
-    let rows: Vec<(i64,)> = sqlx::query_as(&format!(
-        "INSERT INTO audit_records ({COLUMNS}) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING seq"
-    ))
-    .bind(r.seq)
-    .bind(r.at.timestamp_millis())
-    .bind(&r.kind)
-    .bind(&r.actor.kind)
-    .bind(r.actor.id.as_deref())
-    .bind(r.actor.name.as_deref())
-    .bind(r.meeting_id.as_deref())
-    .bind(r.source.as_deref())
-    .bind(&r.details_text)
-    .bind(&r.prev_hash)
-    .bind(&r.hash)
-    .fetch_all(&mut **tx)
-    .await?;
-    the_row(rows).map(|_| ())
 }
 
 /// A row as stored.

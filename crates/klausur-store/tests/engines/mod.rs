@@ -1,0 +1,395 @@
+//! The engines the store's tests run against: SQLite (in memory and in a file) and a real
+//! PostgreSQL.
+//!
+//! PostgreSQL is Debian's `postgresql` package (its binaries from `pg_config --bindir` or
+//! `/usr/lib/postgresql/*/bin`), started by the test process itself as a throwaway cluster on
+//! first use: `initdb` into a fresh directory in the temp dir, the server listening on
+//! 127.0.0.1 only, on a free port, with its unix socket in that directory. As root (here and in
+//! CI) both run as `nobody`, since PostgreSQL refuses to run as root. Every test gets a
+//! database of its own (`CREATE DATABASE` on the cluster's admin connection), so tests run side
+//! by side. Without PostgreSQL the tests fail and say how to install it; they never skip.
+//!
+//! The server is stopped by a watchdog shell that runs beside it and reads a pipe from this
+//! process: when the pipe closes (the [`Cluster`] is dropped, or the test process ends in any
+//! way, a SIGKILL included), the watchdog stops the server at once and deletes the directory.
+//! (A test process killed during `initdb`, before the watchdog runs, leaves a directory without
+//! a server; the next run removes it.)
+//! The cluster lives in a `static`, which Rust never drops: the pipe closing at process exit is
+//! what ends it.
+
+#![allow(dead_code)] // each test binary uses a part of it
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use klausur_store::Store;
+use sqlx::{ConnectOptions, Connection};
+
+/// Which engine a test runs on.
+#[derive(Debug, Clone, Copy)]
+pub enum Engine {
+    SqliteMemory,
+    SqliteFile,
+    Postgres,
+}
+
+/// A fresh, empty database of one engine, for one test.
+pub enum TestDb {
+    SqliteMemory,
+    SqliteFile {
+        _dir: tempfile::TempDir,
+        path: PathBuf,
+    },
+    Postgres {
+        url: String,
+    },
+}
+
+impl Engine {
+    /// A fresh database with the store's schema, and a store on it.
+    pub async fn fresh(self) -> (Store, TestDb) {
+        let db = match self {
+            Engine::SqliteMemory => TestDb::SqliteMemory,
+            Engine::SqliteFile => {
+                let dir = tempfile::tempdir().expect("tempdir");
+                let path = dir.path().join("klausur.db");
+                TestDb::SqliteFile { _dir: dir, path }
+            }
+            Engine::Postgres => TestDb::Postgres {
+                url: cluster().create_database().await,
+            },
+        };
+        let store = db.open().await;
+        (store, db)
+    }
+}
+
+impl TestDb {
+    /// A (further) store on this database: a second process, or the server started again.
+    /// An in-memory SQLite database is private to its one store and cannot be opened again.
+    pub async fn open(&self) -> Store {
+        match self {
+            TestDb::SqliteMemory => Store::open_sqlite_memory().await.expect("open"),
+            TestDb::SqliteFile { path, .. } => Store::open_sqlite(path).await.expect("open"),
+            TestDb::Postgres { url } => Store::open_postgres(url).await.expect("open"),
+        }
+    }
+
+    /// Runs raw SQL (one or more statements) on the database, past the store: what someone
+    /// with access to the database could do.
+    pub async fn raw_sql(&self, sql: &str) {
+        match self {
+            TestDb::SqliteMemory => panic!("an in-memory database has no second way in"),
+            TestDb::SqliteFile { path, .. } => {
+                let mut conn = sqlx::sqlite::SqliteConnectOptions::new()
+                    .filename(path)
+                    .connect()
+                    .await
+                    .expect("open the database file");
+                sqlx::raw_sql(sql)
+                    .execute(&mut conn)
+                    .await
+                    .expect("raw SQL");
+                conn.close().await.expect("close");
+            }
+            TestDb::Postgres { url } => {
+                let mut conn = sqlx::PgConnection::connect(url).await.expect("connect");
+                sqlx::raw_sql(sql)
+                    .execute(&mut conn)
+                    .await
+                    .expect("raw SQL");
+                conn.close().await.expect("close");
+            }
+        }
+    }
+
+    /// The PostgreSQL URL of this database, if it is one.
+    pub fn postgres_url(&self) -> Option<&str> {
+        match self {
+            TestDb::Postgres { url } => Some(url),
+            _ => None,
+        }
+    }
+}
+
+/// The superuser `initdb` creates in the test cluster.
+const ADMIN: &str = "klausur_test";
+
+/// A running throwaway PostgreSQL cluster.
+pub struct Cluster {
+    port: u16,
+    password: String,
+    dir: PathBuf,
+    /// The watchdog; its stdin is the pipe whose closing stops the server.
+    watchdog: Mutex<Option<Child>>,
+}
+
+static CLUSTER: OnceLock<Result<Cluster, String>> = OnceLock::new();
+
+/// The test process's cluster, started on first use. Panics (fails the test) if PostgreSQL is
+/// not installed or does not start.
+pub fn cluster() -> &'static Cluster {
+    match CLUSTER.get_or_init(Cluster::start) {
+        Ok(c) => c,
+        Err(e) => panic!("{e}"),
+    }
+}
+
+impl Cluster {
+    /// The URL of database `name` on the cluster over TCP, as the admin with its password.
+    pub fn url(&self, name: &str) -> String {
+        format!(
+            "postgres://{ADMIN}:{}@127.0.0.1:{}/{name}",
+            self.password, self.port
+        )
+    }
+
+    /// The directory of the cluster's unix socket.
+    pub fn socket_dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The port the cluster listens on (its socket file is named after it too).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The admin user's name.
+    pub fn admin(&self) -> &'static str {
+        ADMIN
+    }
+
+    /// Creates an empty database with a name of its own and returns its URL.
+    pub async fn create_database(&self) -> String {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let name = format!("t{}", NEXT.fetch_add(1, Ordering::Relaxed));
+        let mut admin = self.admin_connection().await;
+        sqlx::raw_sql(&format!("CREATE DATABASE {name}"))
+            .execute(&mut admin)
+            .await
+            .expect("create database");
+        admin.close().await.expect("close");
+        self.url(&name)
+    }
+
+    /// A connection to the `postgres` database, retried while the server is still starting
+    /// up.
+    async fn admin_connection(&self) -> sqlx::PgConnection {
+        let url = self.url("postgres");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match sqlx::PgConnection::connect(&url).await {
+                Ok(c) => return c,
+                Err(e) if Instant::now() < deadline => {
+                    let _ = e;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => panic!(
+                    "the test PostgreSQL does not answer on port {}: {e}\n{}",
+                    self.port,
+                    self.log()
+                ),
+            }
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("log")).unwrap_or_default()
+    }
+
+    fn start() -> Result<Cluster, String> {
+        let bin = bindir().ok_or_else(|| {
+            "PostgreSQL is not installed (no initdb and postgres from `pg_config --bindir` or \
+             in /usr/lib/postgresql/*/bin); the store's tests run against a real PostgreSQL: \
+             run ./scripts/setup.sh --with-browser"
+                .to_owned()
+        })?;
+        sweep_leftovers();
+        let dir = std::env::temp_dir().join(format!(
+            "{DIR_PREFIX}{}-{}",
+            std::process::id(),
+            random_hex(4)?
+        ));
+        std::fs::create_dir(&dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
+        let password = random_hex(16)?;
+        let pwfile = dir.join("pw");
+        std::fs::write(&pwfile, format!("{password}\n")).map_err(|e| format!("pwfile: {e}"))?;
+        // PostgreSQL refuses to run as root: as root, the cluster belongs to `nobody`.
+        let run_as = is_root().then_some("nobody");
+        if let Some(user) = run_as {
+            let (uid, gid) = ids_of(user)?;
+            for p in [&dir, &pwfile] {
+                std::os::unix::fs::chown(p, Some(uid), Some(gid))
+                    .map_err(|e| format!("chown {} to {user}: {e}", p.display()))?;
+            }
+        }
+        let data = dir.join("data");
+        let out = command(run_as, &bin.join("initdb"), &dir)
+            .arg("-D")
+            .arg(&data)
+            .args(["-U", ADMIN, "-E", "UTF8", "--no-sync", "--no-instructions"])
+            .args(["--auth-local=trust", "--auth-host=scram-sha-256"])
+            .arg(format!("--pwfile={}", pwfile.display()))
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("run initdb: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "initdb failed ({}): {}{}",
+                out.status,
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        let port = free_port()?;
+        // The watchdog: a shell that moves its stdin (a pipe from this process) to fd 3,
+        // leaves in the background a subshell that waits for that pipe to close and then stops
+        // the server at once (SIGQUIT, again until it is gone) and removes the directory, and
+        // becomes the server itself (exec, so its pid is `$$`; a server started in the
+        // background would ignore SIGQUIT until it set up its handlers, and miss an early stop).
+        let script = r#"
+            exec 3<&0 </dev/null
+            (
+                cat >/dev/null
+                while kill -QUIT "$$" 2>/dev/null; do sleep 0.1; done
+                rm -rf "$2"
+            ) <&3 >/dev/null 2>&1 &
+            exec 3<&- "$1/postgres" -D "$2/data" -k "$2" -p "$3" -c listen_addresses=127.0.0.1 \
+                -c fsync=off -c synchronous_commit=off -c full_page_writes=off \
+                -c max_connections=300 >"$2/log" 2>&1
+        "#;
+        let watchdog = command(run_as, Path::new("/bin/sh"), &dir)
+            .args(["-c", script, "watchdog"])
+            .arg(&bin)
+            .arg(&dir)
+            .arg(port.to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("start postgres: {e}"))?;
+        Ok(Cluster {
+            port,
+            password,
+            dir,
+            watchdog: Mutex::new(Some(watchdog)),
+        })
+    }
+}
+
+impl Drop for Cluster {
+    /// Stops the server: closing the watchdog's stdin makes it kill the server and clean up.
+    fn drop(&mut self) {
+        let child = self.watchdog.lock().map(|mut c| c.take());
+        if let Ok(Some(mut child)) = child {
+            drop(child.stdin.take());
+            let _ = child.wait();
+        }
+    }
+}
+
+/// The temp dir's clusters are named `<DIR_PREFIX><pid of the test process>-<random>`.
+const DIR_PREFIX: &str = "klausur-pg-";
+
+/// Removes the directories of test processes that are gone. The watchdog removes its cluster's
+/// directory; only a test process killed while `initdb` ran (before the watchdog started)
+/// leaves one behind, with no server in it.
+fn sweep_leftovers() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(DIR_PREFIX))
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+}
+
+/// `program`, run as `user` if given (through `runuser`), in `dir`.
+fn command(user: Option<&str>, program: &Path, dir: &Path) -> Command {
+    let mut c = match user {
+        Some(user) => {
+            let mut c = Command::new("runuser");
+            c.args(["-u", user, "--"]).arg(program);
+            c
+        }
+        None => Command::new(program),
+    };
+    c.current_dir(dir);
+    c
+}
+
+/// The directory with PostgreSQL's server binaries, if installed.
+fn bindir() -> Option<PathBuf> {
+    let has_server = |d: &Path| d.join("initdb").is_file() && d.join("postgres").is_file();
+    let from_pg_config = Command::new("pg_config")
+        .arg("--bindir")
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()));
+    if let Some(d) = from_pg_config.filter(|d| has_server(d)) {
+        return Some(d);
+    }
+    // Debian: /usr/lib/postgresql/<major>/bin, the newest first.
+    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .ok()?
+        .filter_map(|e| {
+            let e = e.ok()?;
+            let major = e.file_name().to_str()?.parse::<u32>().ok()?;
+            Some((major, e.path().join("bin")))
+        })
+        .filter(|(_, d)| has_server(d))
+        .collect();
+    versions.sort();
+    versions.pop().map(|(_, d)| d)
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
+fn ids_of(user: &str) -> Result<(u32, u32), String> {
+    let id = |flag: &str| -> Result<u32, String> {
+        let o = Command::new("id")
+            .args([flag, user])
+            .output()
+            .map_err(|e| format!("id {flag} {user}: {e}"))?;
+        String::from_utf8_lossy(&o.stdout)
+            .trim()
+            .parse()
+            .map_err(|_| format!("no user {user} to run PostgreSQL as"))
+    };
+    Ok((id("-u")?, id("-g")?))
+}
+
+fn free_port() -> Result<u16, String> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| format!("free port: {e}"))?;
+    l.local_addr()
+        .map(|a| a.port())
+        .map_err(|e| format!("free port: {e}"))
+}
+
+fn random_hex(bytes: usize) -> Result<String, String> {
+    let mut buf = vec![0u8; bytes];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut buf))
+        .map_err(|e| format!("/dev/urandom: {e}"))?;
+    Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
+}
