@@ -1882,26 +1882,12 @@ impl Room {
             (e, l) => e.or(l).unwrap_or(u64::MAX),
         };
         let choices = allocate(budget, audio, &demands);
-        // What taking one more layer would need: the chosen layers, one higher (with the margin
-        // needed to switch up) where the tile wants more.
-        let mut next_step = audio;
+        // What the cheapest step up would need: the chosen layers, one of them one higher.
+        let next_step = simulcast::next_step(audio, &demands, &choices, &bests);
         let mut requests = Vec::new();
-        for ((idx, publisher, source, simulcast, usable), ((choice, demand), best)) in behind
-            .into_iter()
-            .zip(choices.into_iter().zip(&demands).zip(bests))
+        for ((idx, publisher, source, simulcast, usable), (choice, best)) in
+            behind.into_iter().zip(choices.into_iter().zip(bests))
         {
-            let up = match (choice, best) {
-                (Some(c), Some(b)) if c < b => Some(c + 1),
-                (None, Some(_)) => Some(0),
-                (c, _) => c,
-            };
-            if let Some(l) = up.and_then(|u| demand.layers.get(u)) {
-                next_step += if up == choice {
-                    l.bitrate
-                } else {
-                    l.bitrate + l.bitrate * simulcast::UP_MARGIN_PERCENT / 100
-                };
-            }
             let Some(slot) = q.slots.get_mut(idx) else {
                 continue;
             };
@@ -1919,7 +1905,8 @@ impl Room {
                 requests.push((publisher, source, target));
             }
         }
-        if measured.is_some() && q.receive_limit.is_none_or(|l| next_step <= l) {
+        let probe = next_step.filter(|&s| q.receive_limit.is_none_or(|l| s <= l));
+        if let (Some(_), Some(next_step)) = (measured, probe) {
             if let Some(rate) = q.probe.consider(now, budget, next_step) {
                 if q.rtc.bwe().probe_train(Bitrate::bps(rate)) {
                     self.stats.probe_trains += 1;

@@ -314,6 +314,43 @@ pub fn allocate(estimate: u64, audio: u64, demands: &[VideoDemand]) -> Vec<Optio
     }
 }
 
+/// What the cheapest single step up from `choices` (an [`allocate`] result for `demands`)
+/// would need, bit/s: audio and the chosen layers, plus for the one track that is cheapest to
+/// raise the next layer towards `bests` (the layer its tile's size asks for) with
+/// [`UP_MARGIN_PERCENT`] headroom, in place of its current one. `None` when no track can go up.
+///
+/// A probe tests this, one step at a time: a probe for every tile's next layer at once would
+/// fail on a link that has room for one of them, and leave them all where they are. Given this
+/// budget, [`allocate`] raises exactly such a track (the first in its order of those that
+/// cost no more).
+pub fn next_step(
+    audio: u64,
+    demands: &[VideoDemand],
+    choices: &[Option<usize>],
+    bests: &[Option<usize>],
+) -> Option<u64> {
+    let mut chosen = audio;
+    let mut cheapest: Option<u64> = None;
+    for ((d, &choice), &best) in demands.iter().zip(choices).zip(bests) {
+        let have = choice
+            .and_then(|c| d.layers.get(c))
+            .map_or(0, |l| l.bitrate);
+        chosen = chosen.saturating_add(have);
+        let up = match (choice, best) {
+            (Some(c), Some(b)) if c < b => c + 1,
+            (None, Some(_)) => 0,
+            _ => continue,
+        };
+        let Some(l) = d.layers.get(up) else {
+            continue;
+        };
+        let need = l.bitrate + l.bitrate * UP_MARGIN_PERCENT / 100;
+        let step = need.saturating_sub(have);
+        cheapest = Some(cheapest.map_or(step, |c| c.min(step)));
+    }
+    cheapest.map(|c| chosen.saturating_add(c))
+}
+
 /// How long a subscriber is given a higher bitrate than its estimate on trial ([`MediaProbe`]).
 pub const TRIAL: Duration = Duration::from_millis(2500);
 /// The part of [`TRIAL`] a higher layer's keyframe may take to come without shortening the
@@ -367,8 +404,9 @@ pub const TRAIN_WAIT: Duration = Duration::from_millis(1500);
 /// A probe train ([`str0m::bwe::Bwe::probe_train`]) is a few padding packets (resends of
 /// cached video packets) spaced at [`TRAIN_FACTOR`] times the rate to test, about 30 ms of
 /// them: a bottleneck below that spreads them out to its own rate, which the estimator reads
-/// from the TWCC feedback. If the result reaches [`DELIVERED_PERCENT`] of the rate tested, the
-/// rate counts as proven at once (as with a media trial that held, below); if not, the probe
+/// from the TWCC feedback (the train's packets and the media that arrived between them, which
+/// shared the bottleneck with them). If the result reaches [`DELIVERED_PERCENT`] of the rate
+/// tested, the rate counts as proven at once (as with a media trial that held, below); if not, the probe
 /// failed, and the link has been loaded with the train only, a few kilobytes, instead of a
 /// higher layer for a second or more. Feedback without a result (the train's packets were lost
 /// or their times too disturbed to measure) proves nothing either way: the next train comes
@@ -1300,6 +1338,50 @@ mod tests {
         assert_eq!(
             allocate(100_000, 50_000, &[cam.clone(), cam]),
             vec![Some(0), None]
+        );
+    }
+
+    #[test]
+    fn the_next_step_is_one_track_up_the_cheapest() {
+        let cam = |want_height, current| VideoDemand {
+            screen: false,
+            layers: layers(),
+            want_height,
+            current,
+        };
+        let demands = [cam(720, Some(0)), cam(360, Some(0)), cam(180, Some(0))];
+        let bests: Vec<_> = demands
+            .iter()
+            .map(|d| choose_layer(&d.layers, d.want_height, u64::MAX, None))
+            .collect();
+        assert_eq!(bests, vec![Some(2), Some(1), Some(0)]);
+        // 900 kbit/s for 50 kbit/s of audio: every camera its low layer, none more.
+        let choices = allocate(900_000, 50_000, &demands);
+        assert_eq!(choices, vec![Some(0); 3]);
+        // One camera's 360-pixel layer with its margin (625 kbit/s) in place of its low one
+        // (150): not both cameras' (which would need 950 kbit/s more).
+        let step = next_step(50_000, &demands, &choices, &bests).expect("a step up");
+        assert_eq!(step, 50_000 + 3 * 150_000 + 625_000 - 150_000);
+        // That budget raises exactly one camera.
+        let raised = allocate(step, 50_000, &demands);
+        assert_eq!(raised, vec![Some(1), Some(0), Some(0)]);
+        // From there the cheapest step is the second camera's 360-pixel layer, not the first
+        // camera's 720-pixel one.
+        let step2 = next_step(50_000, &demands, &raised, &bests).expect("a step up");
+        assert_eq!(step2, 50_000 + 500_000 + 2 * 150_000 + 625_000 - 150_000);
+        assert_eq!(
+            allocate(step2, 50_000, &demands),
+            vec![Some(1), Some(1), Some(0)]
+        );
+        // A paused camera's step is its low layer; at their best, nothing is left to probe.
+        assert_eq!(
+            next_step(50_000, &demands[..1], &[None], &bests[..1]),
+            Some(50_000 + 187_500)
+        );
+        assert_eq!(
+            next_step(50_000, &demands, &bests, &bests),
+            None,
+            "every tile at the layer its size asks for"
         );
     }
 

@@ -1021,3 +1021,85 @@ fn once_the_link_widens_probe_trains_find_room_and_the_high_layer_comes() {
     assert_eq!(sim.downlinks[&2].dropped, dropped);
     assert_clean(&sim);
 }
+
+/// Two cameras shown at 360 pixels to 2, whose link carries `rate` bit/s (after the meeting
+/// settled and the estimate fell to the link).
+fn two_cameras_behind(rate: u64) -> Sim {
+    init_log();
+    let mut sim = Sim::new(RoomConfig::default());
+    sim.limit_downlink(2, rate, 40);
+    sim.join_simulcast(1);
+    sim.join(2);
+    sim.join_simulcast(3);
+    let ok = sim.run_until(SETTLE * 3, |s| {
+        s.all_connected() && s.clients.iter().all(|c| c.assignments.len() == 4)
+    });
+    assert!(ok, "meeting did not settle");
+    use klausur_room::VideoWant;
+    let now = sim.now;
+    let want = |publisher| VideoWant {
+        publisher,
+        source: Source::Camera,
+        width: 640,
+        height: 360,
+    };
+    sim.room
+        .set_video_wants(now, 2, Some(vec![want(1), want(3)]));
+    sim
+}
+
+#[test]
+fn behind_a_link_with_room_for_one_larger_picture_probes_raise_one_camera() {
+    // Room for one camera's 360-pixel layer and the other's low one, not for both larger: a
+    // probe for both at once would fail every time and leave both small.
+    let mut sim = two_cameras_behind(RATE_FOR_ONE);
+    let one_up = sim.run_until(Duration::from_secs(60), |s| {
+        let a = received_layers(s, 2, 1).1;
+        let b = received_layers(s, 2, 3).1;
+        matches!((a, b), (Some(1), Some(0)) | (Some(0), Some(1)))
+    });
+    let stats = sim.room.stats();
+    assert!(
+        one_up,
+        "{stats:?} {:?} {:?}",
+        received_layers(&sim, 2, 1),
+        received_layers(&sim, 2, 3)
+    );
+    // And so it stays: probes for the second camera's larger layer fail (trains, no media),
+    // nothing overflows the link, and the raised camera ends on its larger layer.
+    let (raised, other) = if received_layers(&sim, 2, 1).1 == Some(1) {
+        (1, 3)
+    } else {
+        (3, 1)
+    };
+    let dropped = sim.downlinks[&2].dropped;
+    let trains = sim.room.stats().probe_trains;
+    let other_before = received_layers(&sim, 2, other).0;
+    let (_, last) = layers_during(&mut sim, 2, raised, Duration::from_secs(30));
+    let (other_after, other_last) = received_layers(&sim, 2, other);
+    let stats = sim.room.stats();
+    eprintln!(
+        "raised {raised}: {:?}, other {:?} -> {other_after:?}, {stats:?}",
+        received_layers(&sim, 2, raised),
+        other_before
+    );
+    assert_eq!(
+        sim.downlinks[&2].dropped, dropped,
+        "the link's queue overflowed"
+    );
+    assert_eq!(last, Some(1), "the raised camera keeps its larger layer");
+    assert_eq!(other_last, Some(0));
+    assert_eq!(
+        other_after[1], other_before[1],
+        "the other camera's larger layer was never sent"
+    );
+    assert!(stats.probe_trains > trains, "{stats:?}");
+    assert_eq!(stats.media_trials, 0, "{stats:?}");
+    assert_clean(&sim);
+}
+
+/// 2's link for [`behind_a_link_with_room_for_one_larger_picture_probes_raise_one_camera`]:
+/// the two cameras' low layers and audio take about 250 kbit/s, one 360-pixel layer in place
+/// of a low one about 345, both about 440 (payload and RTP headers; the link also carries IP
+/// and UDP headers).
+const RATE_FOR_ONE: u64 = 480_000;

@@ -84,7 +84,17 @@ struct ProbeEstimatorState {
     total_bytes: DataSize,
     /// Number of packets included in this probe (received packets only).
     packet_count: usize,
+
+    /// klausur patch: a probe train's packets share the bottleneck with the media sent beside
+    /// them, which stretch their arrivals; the link's rate over the train's receive span counts
+    /// both. The other received packets reported while this train's state lives (receive time,
+    /// size), at most [`MAX_TRAIN_OTHERS`].
+    others: Vec<(Instant, DataSize)>,
 }
+
+/// klausur patch: the most other packets a probe train's state keeps (a train lives about two
+/// seconds; media at 300 packets per second fills this in three).
+const MAX_TRAIN_OTHERS: usize = 1024;
 
 impl ProbeEstimator {
     pub fn new() -> Self {
@@ -146,19 +156,24 @@ impl ProbeEstimator {
         self.did_update.clear();
 
         for record in records {
-            let Some(cluster) = record.cluster() else {
-                continue;
-            };
-
-            // Find the state for this cluster.
-            let maybe_state = self
-                .states
-                .iter_mut()
-                .find(|s| s.config.cluster() == cluster);
+            // Find the state for this packet's cluster.
+            let maybe_state = record
+                .cluster()
+                .and_then(|cluster| self.states.iter_mut().find(|s| s.config.cluster() == cluster));
 
             let Some(state) = maybe_state else {
+                // klausur patch: another packet (media, or a cluster no longer watched) is kept
+                // by the probe trains: it passed the bottleneck beside their packets.
+                for state in self.states.iter_mut().filter(|s| s.config.is_train()) {
+                    if state.update_other(record) {
+                        let cluster = state.config.cluster();
+                        self.did_update.retain(|c| *c != cluster);
+                        self.did_update.push_back(cluster);
+                    }
+                }
                 continue;
             };
+            let cluster = state.config.cluster();
 
             let did_update = state.update(record);
 
@@ -245,7 +260,25 @@ impl ProbeEstimatorState {
             size_first_receive: DataSize::ZERO,
             total_bytes: DataSize::ZERO,
             packet_count: 0,
+            others: Vec::new(),
         }
+    }
+
+    /// klausur patch: keeps another received packet for a probe train; true if it arrived
+    /// within the train's receive span so far (its result changes).
+    fn update_other(&mut self, record: &TwccSendRecord) -> bool {
+        let Some(recv_time) = record.remote_recv_time() else {
+            return false;
+        };
+        if self.others.len() >= MAX_TRAIN_OTHERS {
+            return false;
+        }
+        self.others
+            .push((recv_time, DataSize::from(record.size())));
+        matches!(
+            (self.first_recv_time, self.last_recv_time),
+            (Some(a), Some(b)) if recv_time > a && recv_time <= b
+        )
     }
 
     fn update(&mut self, record: &TwccSendRecord) -> bool {
@@ -366,7 +399,15 @@ impl ProbeEstimatorState {
         // - exclude the last sent packet size when computing send rate
         // - exclude the first received packet size when computing receive rate
         let send_size = self.total_bytes.saturating_sub(self.size_last_send);
-        let recv_size = self.total_bytes.saturating_sub(self.size_first_receive);
+        let mut recv_size = self.total_bytes.saturating_sub(self.size_first_receive);
+        // klausur patch: for a probe train, what else the link delivered within its span.
+        if self.config.is_train() {
+            for &(at, size) in &self.others {
+                if at > first_recv && at <= last_recv {
+                    recv_size += size;
+                }
+            }
+        }
         if send_size <= DataSize::ZERO || recv_size <= DataSize::ZERO {
             return ProbeResult::InvalidDataSize;
         }
@@ -560,6 +601,56 @@ mod test {
             estimate_only_received, estimate_with_lost,
             "lost packets must not change probe estimate"
         );
+    }
+
+    /// klausur patch: a probe train through a bottleneck that media shares. Five 1,000-byte
+    /// train packets sent 4 ms apart (2 Mbit/s) leave a 1 Mbit/s link 8 ms apart, with a
+    /// 250-byte media packet between each two (2 ms of the link each): the train's packets
+    /// alone arrive at 800 kbit/s, the link carried 1 Mbit/s.
+    #[test]
+    fn a_train_counts_the_media_that_arrived_between_its_packets() {
+        let run = |kind: ProbeKind| {
+            let mut estimator = ProbeEstimator::new();
+            let cluster: TwccClusterId = 11.into();
+            let config = ProbeClusterConfig::new(cluster, Bitrate::mbps(2), kind);
+            let base = Instant::now();
+            assert!(estimator.probe_start(config, base));
+            let ms = Duration::from_millis;
+            let mut records = Vec::new();
+            for i in 0..5u64 {
+                // A media packet sent before the train, queued, arriving just before.
+                records.push(crate::rtp_::TwccSendRecord::test_new(
+                    TwccPacketId::new(100 + i),
+                    base,
+                    250,
+                    base + ms(60),
+                    Some(base + ms(10 * i + 2)),
+                ));
+                records.push(crate::rtp_::TwccSendRecord::test_new(
+                    TwccPacketId::with_cluster(200 + i, cluster),
+                    base + ms(4 * i),
+                    1000,
+                    base + ms(60),
+                    Some(base + ms(10 * i + 10)),
+                ));
+            }
+            // Media after the train's last packet is not in its span.
+            records.push(crate::rtp_::TwccSendRecord::test_new(
+                TwccPacketId::new(300),
+                base + ms(20),
+                1000,
+                base + ms(60),
+                Some(base + ms(55)),
+            ));
+            let results: Vec<_> = estimator.update(records.iter()).collect();
+            results.last().map(|(_, b)| b.as_u64()).expect("a result")
+        };
+        // Four train packets and four media packets (the first train packet's excluded, as the
+        // first media packet, before it) over 40 ms: 5,000 bytes, 1 Mbit/s; below the 2 Mbit/s
+        // sent, so saturated: 95 % of it.
+        assert_eq!(run(ProbeKind::Train), 950_000);
+        // str0m's own probes are judged by their packets alone, as before.
+        assert_eq!(run(ProbeKind::Initial), 760_000);
     }
 
     #[test]
