@@ -28,9 +28,15 @@ pub struct Cli {
     /// TOML configuration file.
     #[arg(long, global = true, env = "KLAUSUR_CONFIG")]
     pub config: Option<PathBuf>,
-    /// Data directory (database); default ./klausur-data.
+    /// Data directory (keys and, with SQLite, the database); default ./klausur-data.
     #[arg(long, global = true)]
     pub data_dir: Option<PathBuf>,
+    /// PostgreSQL URL (postgres://USER:PASSWORD@HOST:PORT/DATABASE) to keep the state in,
+    /// instead of SQLite in the data directory (`[storage] database`, `KLAUSUR_DATABASE`).
+    /// A password here is visible in the process list: prefer the config file, the
+    /// environment or ~/.pgpass.
+    #[arg(long, global = true, value_name = "URL")]
+    pub database: Option<String>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -324,9 +330,14 @@ pub enum IdentityCaCmd {
     },
 }
 
-fn overrides(data_dir: Option<PathBuf>, s: Option<&ServeArgs>) -> Overrides {
+fn overrides(
+    data_dir: Option<PathBuf>,
+    database: Option<String>,
+    s: Option<&ServeArgs>,
+) -> Overrides {
     let mut o = Overrides {
         data_dir,
+        database,
         ..Overrides::default()
     };
     if let Some(s) = s {
@@ -373,8 +384,11 @@ pub fn error_text(e: &anyhow::Error) -> String {
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => {
-            let config = Config::load(cli.config.as_deref(), &overrides(cli.data_dir, Some(&args)))
-                .context("invalid configuration")?;
+            let config = Config::load(
+                cli.config.as_deref(),
+                &overrides(cli.data_dir, cli.database, Some(&args)),
+            )
+            .context("invalid configuration")?;
             crate::server::serve(config).await
         }
         Command::CheckConfig { file } => {
@@ -383,23 +397,35 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::User(cmd) => {
-            let config = Config::load(cli.config.as_deref(), &overrides(cli.data_dir, None))?;
+            let config = Config::load(
+                cli.config.as_deref(),
+                &overrides(cli.data_dir, cli.database, None),
+            )?;
             let store = crate::server::open_store(&config).await?;
             user_cmd(&store, cmd).await
         }
         Command::Meeting(cmd) => {
-            let config = Config::load(cli.config.as_deref(), &overrides(cli.data_dir, None))?;
+            let config = Config::load(
+                cli.config.as_deref(),
+                &overrides(cli.data_dir, cli.database, None),
+            )?;
             let store = crate::server::open_store(&config).await?;
             meeting_cmd(&store, &config, cmd).await
         }
         Command::Invite(cmd) => {
-            let config = Config::load(cli.config.as_deref(), &overrides(cli.data_dir, None))?;
+            let config = Config::load(
+                cli.config.as_deref(),
+                &overrides(cli.data_dir, cli.database, None),
+            )?;
             let store = crate::server::open_store(&config).await?;
             invite_cmd(&store, &config, cmd).await
         }
         Command::IdentityCa(cmd) => identity_ca_cmd(cmd).await,
         Command::Audit(cmd) => {
-            let config = Config::load(cli.config.as_deref(), &overrides(cli.data_dir, None))?;
+            let config = Config::load(
+                cli.config.as_deref(),
+                &overrides(cli.data_dir, cli.database, None),
+            )?;
             let store = crate::server::open_store(&config).await?;
             audit_cmd(&store, cmd).await
         }

@@ -145,6 +145,7 @@ pub struct RawMedia {
 #[serde(deny_unknown_fields)]
 pub struct RawStorage {
     pub data_dir: Option<PathBuf>,
+    pub database: Option<String>,
     pub ended_meetings_days: Option<u32>,
 }
 
@@ -189,12 +190,51 @@ pub struct RawDialIn {
     pub server_ca_file: Option<PathBuf>,
 }
 
+/// Where the durable state lives (`[storage] database`, `KLAUSUR_DATABASE`, `--database`).
+#[derive(Clone, PartialEq, Eq)]
+pub enum Database {
+    /// SQLite in `<data_dir>/klausur.sqlite3`: the default, with nothing configured.
+    Sqlite,
+    /// PostgreSQL at `url`, which may hold a password: never printed, not even by `Debug`;
+    /// `summary` says where it points (database, host, user) for messages.
+    Postgres { url: String, summary: String },
+}
+
+impl std::fmt::Debug for Database {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Database::Sqlite => f.write_str("Sqlite"),
+            Database::Postgres { summary, .. } => write!(f, "Postgres({summary})"),
+        }
+    }
+}
+
+/// Checks `[storage] database`: a `postgres://` or `postgresql://` URL that parses.
+fn resolve_database(value: Option<String>) -> Result<Database, ConfigError> {
+    let Some(url) = value else {
+        return Ok(Database::Sqlite);
+    };
+    match klausur_store::postgres_url_summary(&url) {
+        Ok(summary) => Ok(Database::Postgres { url, summary }),
+        Err(e) => Err(invalid(
+            "storage.database",
+            format!(
+                "{e} (expected a PostgreSQL URL like \
+                 postgres://klausur:PASSWORD@db.example:5432/klausur; leave it out for SQLite \
+                 in the data directory)"
+            ),
+        )),
+    }
+}
+
 /// Overrides from the command line (highest precedence).
 #[derive(Debug, Default, Clone)]
 pub struct Overrides {
     pub listen: Option<String>,
     pub media_listen: Option<String>,
     pub data_dir: Option<PathBuf>,
+    /// `--database`: a PostgreSQL URL instead of SQLite in the data directory.
+    pub database: Option<String>,
     pub web_root: Option<PathBuf>,
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
@@ -223,7 +263,10 @@ pub struct Config {
     pub media_bandwidth_estimation: bool,
     /// `[turn]`: the TURN server browsers get credentials for, if any.
     pub turn: Option<std::sync::Arc<crate::turn::TurnConfig>>,
+    /// Keys, the first administrator's one-time password and (with SQLite) the database.
     pub data_dir: PathBuf,
+    /// Where the durable state lives: SQLite in the data directory, or PostgreSQL.
+    pub database: Database,
     pub session_hours: i64,
     pub invitation_hours: i64,
     pub login_attempts_per_15min: u32,
@@ -563,6 +606,12 @@ impl Config {
             .or_else(|| env("KLAUSUR_DATA_DIR").map(PathBuf::from))
             .or(raw.storage.data_dir)
             .unwrap_or_else(|| PathBuf::from("./klausur-data"));
+        let database = resolve_database(
+            o.database
+                .clone()
+                .or_else(|| env("KLAUSUR_DATABASE"))
+                .or(raw.storage.database),
+        )?;
         let session_hours = raw.security.session_hours.unwrap_or(12);
         if !(1..=24 * 30).contains(&session_hours) {
             return Err(invalid(
@@ -636,6 +685,7 @@ impl Config {
             media_bandwidth_estimation,
             turn,
             data_dir,
+            database,
             session_hours,
             invitation_hours,
             login_attempts_per_15min,
@@ -1328,6 +1378,47 @@ mod tests {
         ))
         .expect("danger switch");
         assert!(matches!(c.identity.ca, CaSource::Remote(_)));
+    }
+
+    #[test]
+    fn the_database_is_sqlite_unless_a_postgres_url_is_given() {
+        assert_eq!(resolve("").expect("defaults").database, Database::Sqlite);
+        let c =
+            resolve("[storage]\ndatabase = \"postgres://klausur:s3cret@db.example:5433/klausur\"")
+                .expect("valid");
+        let Database::Postgres { url, summary } = &c.database else {
+            panic!("{:?}", c.database);
+        };
+        assert_eq!(url, "postgres://klausur:s3cret@db.example:5433/klausur");
+        assert!(summary.contains("db.example:5433"), "{summary}");
+        // The password is in no message and no debug output.
+        assert!(!summary.contains("s3cret"), "{summary}");
+        assert!(!format!("{c:?}").contains("s3cret"));
+        // The command line comes before the file.
+        let raw: RawConfig =
+            toml::from_str("[storage]\ndatabase = \"postgres://a@file/x\"").expect("toml");
+        let o = Overrides {
+            database: Some("postgresql:///klausur?host=/run/postgresql".into()),
+            ..Overrides::default()
+        };
+        let c = Config::resolve(raw, &|_| None, &o).expect("valid");
+        assert!(
+            matches!(&c.database, Database::Postgres { url, .. } if url.starts_with("postgresql:///")),
+            "{:?}",
+            c.database
+        );
+        for bad in [
+            "sqlite:///var/lib/klausur/db",
+            "postgres://u:s3cret@[::1/x",
+            "db.example",
+            "",
+        ] {
+            let err = resolve(&format!("[storage]\ndatabase = \"{bad}\""))
+                .expect_err(bad)
+                .to_string();
+            assert!(err.starts_with("storage.database"), "{bad}: {err}");
+            assert!(!err.contains("s3cret"), "{bad}: {err}");
+        }
     }
 
     #[test]

@@ -34,7 +34,7 @@ use std::time::Duration;
 use anyhow::Context;
 use klausur_store::{Role, Store};
 
-use crate::config::{CaSource, Config};
+use crate::config::{CaSource, Config, Database};
 use crate::dialin::sip_gateway;
 use crate::dialin::{self, DialIn};
 use crate::http::api;
@@ -43,10 +43,19 @@ use crate::identity::{self, IdentityIssuer};
 use crate::state::AppState;
 use crate::{auth, media};
 
+/// Opens the configured database: SQLite in the data directory (creating both if missing), or
+/// PostgreSQL at the configured URL. The data directory is needed either way (keys, the first
+/// administrator's one-time password). Errors name the database and the cause, never a
+/// password.
 pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
     writable(&config.data_dir)?;
+    if let Database::Postgres { url, summary } = &config.database {
+        return Store::open_postgres(url).await.map_err(|e| {
+            anyhow::Error::new(e).context(format!("cannot open the PostgreSQL {summary}"))
+        });
+    }
     let path = config.data_dir.join("klausur.sqlite3");
     Store::open_sqlite(&path).await.map_err(|e| {
         let hint = match &e {
@@ -224,6 +233,13 @@ pub async fn remove_initial_password_when_changed(store: Store, initial: Initial
 
 pub async fn serve(config: Config) -> anyhow::Result<()> {
     let store = open_store(&config).await?;
+    match &config.database {
+        Database::Sqlite => tracing::info!(
+            file = %config.data_dir.join("klausur.sqlite3").display(),
+            "database: SQLite"
+        ),
+        Database::Postgres { summary, .. } => tracing::info!("database: PostgreSQL {summary}"),
+    }
     if let Some(initial) = bootstrap_admin(&store, &config.data_dir).await? {
         tokio::spawn(remove_initial_password_when_changed(store.clone(), initial));
     }
@@ -305,7 +321,10 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         ),
         None => None,
     };
-    tokio::spawn(checkpoint_periodically(store.clone()));
+    if config.database == Database::Sqlite {
+        // PostgreSQL checkpoints its own write-ahead log.
+        tokio::spawn(checkpoint_periodically(store.clone()));
+    }
     state
         .audit
         .record(

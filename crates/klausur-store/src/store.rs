@@ -1051,19 +1051,20 @@ impl Store {
 }
 
 /// What a PostgreSQL URL for [`Store::open_postgres`] points at, for messages and logs: the
-/// database, the host and port (or socket directory) and the user, never the password. An
-/// error if it is not a `postgres://` or `postgresql://` URL or does not parse.
-pub fn postgres_url_summary(url: &str) -> Result<String> {
+/// database, the host and port (or socket directory) and the user, never the password. If it
+/// is not a `postgres://` or `postgresql://` URL or does not parse: why, for the operator.
+pub fn postgres_url_summary(url: &str) -> std::result::Result<String, String> {
     let scheme_ok = ["postgres://", "postgresql://"].iter().any(|scheme| {
         url.get(..scheme.len())
             .is_some_and(|s| s.eq_ignore_ascii_case(scheme))
     });
     if !scheme_ok {
-        return Err(StoreError::Database(sqlx::Error::Configuration(
-            "not a PostgreSQL URL: it must start with postgres:// or postgresql://".into(),
-        )));
+        return Err("not a PostgreSQL URL: it must start with postgres:// or postgresql://".into());
     }
-    let o = PgConnectOptions::from_str(url)?;
+    let o = PgConnectOptions::from_str(url).map_err(|e| match e {
+        sqlx::Error::Configuration(why) => format!("not a valid PostgreSQL URL: {why}"),
+        other => format!("not a valid PostgreSQL URL: {other}"),
+    })?;
     let place = match o.get_socket() {
         Some(dir) => format!("socket directory {}", dir.display()),
         None => format!("{}:{}", o.get_host(), o.get_port()),

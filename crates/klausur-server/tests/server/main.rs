@@ -49,6 +49,7 @@ mod names;
 mod native_client;
 mod origin_and_links;
 mod password_pool;
+mod postgres;
 mod session_end;
 mod signaling;
 mod signaling_authz;

@@ -15,11 +15,12 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_klausur");
 /// The password of the accounts the tests add.
 pub const PASSWORD: &str = "a-long-password-1";
 
-/// `klausur` with no configuration, identity CA or remote CA from the environment, logging at
-/// info.
+/// `klausur` with no configuration, database, identity CA or remote CA from the environment,
+/// logging at info.
 pub fn base_cmd() -> Command {
     let mut cmd = Command::new(BIN);
     cmd.env_remove("KLAUSUR_CONFIG")
+        .env_remove("KLAUSUR_DATABASE")
         .env_remove("KLAUSUR_IDENTITY_CA_KEY_FILE")
         .env_remove("KLAUSUR_IDENTITY_REMOTE_URL")
         .env_remove("KLAUSUR_IDENTITY_REMOTE_TOKEN_FILE")
