@@ -2,8 +2,9 @@
 # Installs what building and testing klausur needs and is missing on a Debian machine with
 # Rust, Node.js/npm and apt: cmake (libopus is built from source for the dial-in gateway),
 # for the tests Debian's Chromium, the SIP peers sipp (sip-tester) and baresip, nftables (a
-# browser in a network namespace whose UDP is dropped) and coturn (a TURN server), and the web
-# client's npm packages. Safe to run again; it only installs what is missing.
+# browser in a network namespace whose UDP is dropped), coturn (a TURN server) and PostgreSQL
+# (the store's tests start a throwaway cluster of their own), and the web client's npm packages.
+# Safe to run again; it only installs what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,9 +25,18 @@ if [ "$want_browser" = "--with-browser" ]; then
     command -v baresip >/dev/null || missing+=(baresip)
     command -v nft >/dev/null || missing+=(nftables)
     command -v turnserver >/dev/null || missing+=(coturn)
+    # The server binaries (initdb, postgres); pg_config alone may come from libpq-dev.
+    compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || missing+=(postgresql)
 fi
 if [ ${#missing[@]} -gt 0 ]; then
     echo "setup: installing Debian packages: ${missing[*]}"
+    if [[ " ${missing[*]} " == *" postgresql "* ]]; then
+        # The tests start their own cluster; the package is not to create (and start) the
+        # system's main cluster.
+        as_root mkdir -p /etc/postgresql-common/createcluster.d
+        echo "create_main_cluster = false" \
+            | as_root tee /etc/postgresql-common/createcluster.d/klausur-tests.conf >/dev/null
+    fi
     as_root apt-get update -qq
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
     # The tests start their own coturn; the package's system service is not wanted running.
