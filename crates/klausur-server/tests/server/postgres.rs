@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 
 use klausur_store::Store;
 
-use crate::process::{base_cmd, free_port, run, serve_cmd, start_until_listening, PASSWORD};
+use crate::process::{
+    add_ada_with, base_cmd, free_port, run, serve_cmd, start_until_listening, PASSWORD,
+};
 
 #[path = "../../../klausur-store/tests/engines/mod.rs"]
 mod engines;
@@ -21,22 +23,7 @@ async fn serves_from_postgres_and_the_commands_reach_the_same_database() {
     let data = dir.path().join("data");
     let d = data.to_str().expect("utf-8");
     // An account added by the command line before the first start ...
-    let (ok, _, err) = run(
-        &[
-            "--data-dir",
-            d,
-            "--database",
-            &url,
-            "user",
-            "add",
-            "ada",
-            "--display-name",
-            "Ada L",
-            "--permanent-password",
-        ],
-        Some(&format!("{PASSWORD}\n")),
-    );
-    assert!(ok, "{err}");
+    add_ada_with(&["--data-dir", d, "--database", &url]);
     // ... is there for the server, which takes its database from the environment here.
     let port = free_port();
     let mut cmd = serve_cmd(&data, port);

@@ -154,17 +154,22 @@ pub fn start(mut cmd: Command, log: &Path) -> (Proc, Vec<String>) {
 
 /// `klausur user add ada` (display name "Ada L", [`PASSWORD`]) in the data directory `data`.
 pub fn add_ada(data: &Path) {
+    add_ada_with(&["--data-dir", data.to_str().expect("path")]);
+}
+
+/// `klausur <global> user add ada` (display name "Ada L", [`PASSWORD`]): `global` says where
+/// (`--data-dir`, `--database`).
+pub fn add_ada_with(global: &[&str]) {
+    let user_add = [
+        "user",
+        "add",
+        "ada",
+        "--display-name",
+        "Ada L",
+        "--permanent-password",
+    ];
     let (ok, _, err) = run(
-        &[
-            "--data-dir",
-            data.to_str().expect("path"),
-            "user",
-            "add",
-            "ada",
-            "--display-name",
-            "Ada L",
-            "--permanent-password",
-        ],
+        &[global, &user_add].concat(),
         Some(&format!("{PASSWORD}\n")),
     );
     assert!(ok, "{err}");
