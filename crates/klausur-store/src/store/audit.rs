@@ -94,8 +94,9 @@ pub const AUDIT_PAGE_MAX: u32 = 1000;
 
 impl Store {
     /// Appends a record to the audit trail at time `at` and returns it with its number and
-    /// hashes. Appends are serialised by the database (an immediate transaction), so the chain
-    /// stays linear even with several processes on one database. A time earlier than the last
+    /// hashes. Appends are serialised by the database (SQLite: an immediate transaction;
+    /// PostgreSQL: a lock on the trail's table), so the chain stays linear even with several
+    /// processes (or nodes) on one database. A time earlier than the last
     /// record's (a clock stepped back) is raised to it, so the trail stays in time order.
     pub async fn append_audit(
         &self,
