@@ -66,6 +66,14 @@ pub enum Command {
     /// The audit trail: verify its hash chain, export it.
     #[command(subcommand)]
     Audit(AuditCmd),
+    /// Write a consistent copy of the SQLite database (accounts, meetings, invitations, audit
+    /// trail) to a new file, also while the server runs. Restore: copy it back as
+    /// klausur.sqlite3 into the data directory with the server stopped. The keys in the data
+    /// directory are backed up as files. On PostgreSQL use pg_dump (docs/operations.md).
+    Backup {
+        /// The file to write; must not exist.
+        to: PathBuf,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -428,6 +436,25 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             )?;
             let store = crate::server::open_store(&config).await?;
             audit_cmd(&store, cmd).await
+        }
+        Command::Backup { to } => {
+            let config = Config::load(
+                cli.config.as_deref(),
+                &overrides(cli.data_dir, cli.database, None),
+            )?;
+            if to.exists() {
+                anyhow::bail!(
+                    "{} exists already: a backup never overwrites a file",
+                    to.display()
+                );
+            }
+            let store = crate::server::open_store(&config).await?;
+            store
+                .backup_sqlite(&to)
+                .await
+                .with_context(|| format!("cannot write the backup {}", to.display()))?;
+            println!("backup written to {}", to.display());
+            Ok(())
         }
         Command::SipGateway(args) => {
             let o = Overrides {

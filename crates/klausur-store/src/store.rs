@@ -506,6 +506,30 @@ impl Store {
         rows.into_iter().map(TryInto::try_into).collect()
     }
 
+    /// Writes a consistent copy of the whole SQLite database to `dest` (`VACUUM INTO`: one
+    /// read transaction, so the server may keep running and writing meanwhile; the copy is
+    /// compacted and has no write-ahead log). `dest` must not exist. Restoring is copying the
+    /// file back as `klausur.sqlite3` into an empty data directory (or over the old one, with
+    /// the server stopped). On PostgreSQL this is an error that names the engine's own tools
+    /// (`pg_dump` / `pg_restore`, docs/operations.md).
+    pub async fn backup_sqlite(&self, dest: &Path) -> Result<()> {
+        let Backend::Sqlite(pool) = &self.backend else {
+            return Err(StoreError::Database(sqlx::Error::Configuration(
+                "a PostgreSQL store is backed up with pg_dump (docs/operations.md, Backup)".into(),
+            )));
+        };
+        let Some(dest) = dest.to_str() else {
+            return Err(StoreError::Database(sqlx::Error::Configuration(
+                format!("the backup path {} is not valid UTF-8", dest.display()).into(),
+            )));
+        };
+        sqlx::query("VACUUM INTO $1")
+            .bind(dest)
+            .execute(pool)
+            .await?;
+        Ok(())
+    }
+
     /// Copies the write-ahead log into the database file and empties it
     /// (`PRAGMA wal_checkpoint(TRUNCATE)`, waiting up to the busy timeout for readers and
     /// writers). SQLite's own checkpoints after commits were seen never to reset the log while

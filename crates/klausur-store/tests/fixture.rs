@@ -9,6 +9,9 @@
 //! `cargo test -p klausur-store --test fixture -- --ignored write_the_fixture` with
 //! `KLAUSUR_FIXTURE_OUT=tests/fixtures/sqlite-<date>.sqlite`, and a check for it like the one
 //! below.
+//!
+//! The same contents check a backup (`Store::backup_sqlite`, `klausur backup`): restored into a
+//! fresh directory, it holds every row.
 
 use chrono::{DateTime, Duration, Utc};
 use klausur_proto::SecurityProfile;
@@ -182,13 +185,8 @@ async fn write_the_fixture() -> Result<(), StoreError> {
     Ok(())
 }
 
-#[tokio::test]
-async fn a_database_of_2026_12_06_opens_with_everything_in_it() -> Result<(), StoreError> {
-    // A copy: opening migrates it, and the fixture stays as that release wrote it.
-    let dir = tempfile::tempdir().expect("temp dir");
-    let path = dir.path().join("klausur.db");
-    std::fs::copy(FIXTURE, &path).expect("the fixture is in the repository");
-    let store = Store::open_sqlite(&path).await?;
+/// Finds everything [`fill`] wrote in `store`, and an intact audit chain.
+async fn check(store: &Store) -> Result<(), StoreError> {
     assert!(store.integrity_problems().await?.is_empty());
 
     let users = store.list_users().await?;
@@ -288,6 +286,18 @@ async fn a_database_of_2026_12_06_opens_with_everything_in_it() -> Result<(), St
     let verdict = store.verify_audit(None).await?;
     assert!(verdict.is_intact(), "{:?}", verdict.problems);
     assert_eq!(verdict.records, 3);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_database_of_2026_12_06_opens_with_everything_in_it() -> Result<(), StoreError> {
+    // A copy: opening migrates it, and the fixture stays as that release wrote it.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("klausur.db");
+    std::fs::copy(FIXTURE, &path).expect("the fixture is in the repository");
+    let store = Store::open_sqlite(&path).await?;
+    check(&store).await?;
+    let clerk = store.user_by_username("schmidt").await?.expect("clerk");
 
     // And it takes new writes after the upgrade, the audit chain continuing.
     store
@@ -308,5 +318,32 @@ async fn a_database_of_2026_12_06_opens_with_everything_in_it() -> Result<(), St
     let verdict = store.verify_audit(None).await?;
     assert!(verdict.is_intact(), "{:?}", verdict.problems);
     assert_eq!(verdict.records, 4);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_backup_restores_into_a_fresh_data_directory_with_everything() -> Result<(), StoreError> {
+    let live = tempfile::tempdir().expect("temp dir");
+    let store = Store::open_sqlite(&live.path().join("klausur.db")).await?;
+    fill(&store).await?;
+    let backups = tempfile::tempdir().expect("temp dir");
+    let backup = backups.path().join("klausur-backup.sqlite3");
+    store.backup_sqlite(&backup).await?;
+    // Written after the backup: not in it.
+    let admin = store.user_by_username("admin").await?.expect("admin");
+    store
+        .create_meeting("m-later", "Später", None, admin.id, SecurityProfile::Strict)
+        .await?;
+    // A backup never overwrites a file.
+    assert!(store.backup_sqlite(&backup).await.is_err());
+
+    // Restored: the file copied into an empty data directory.
+    let fresh = tempfile::tempdir().expect("temp dir");
+    let restored_path = fresh.path().join("klausur.db");
+    std::fs::copy(&backup, &restored_path).expect("restore");
+    let restored = Store::open_sqlite(&restored_path).await?;
+    check(&restored).await?;
+    assert!(restored.meeting("m-later").await?.is_none());
+    assert!(store.meeting("m-later").await?.is_some());
     Ok(())
 }

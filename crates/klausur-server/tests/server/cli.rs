@@ -331,3 +331,55 @@ async fn serves_https_with_rustls_and_secure_cookies() {
         .expect("ascii");
     assert!(cookie.contains("; Secure"), "{cookie}");
 }
+
+#[test]
+fn backup_writes_a_copy_that_restores_into_a_fresh_data_directory() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let live = dir.path().join("live");
+    let (ok, _, err) = klausur(
+        &live,
+        &["user", "add", "ada", "--display-name", "Ada L"],
+        Some("a-long-password-1\n"),
+    );
+    assert!(ok, "{err}");
+    let (ok, out, err) = klausur(
+        &live,
+        &[
+            "meeting",
+            "create",
+            "Bauausschuss",
+            "--organiser",
+            "ada",
+            "--json",
+        ],
+        None,
+    );
+    assert!(ok, "{err}");
+    let meeting: serde_json::Value = serde_json::from_str(out.trim()).expect("json");
+    let backup = dir.path().join("klausur-backup.sqlite3");
+    let backup_arg = backup.to_str().expect("utf-8 path");
+    let (ok, out, err) = klausur(&live, &["backup", backup_arg], None);
+    assert!(ok, "{err}");
+    assert!(out.contains("backup written to"), "{out}");
+    // Never over an existing file.
+    let (ok, _, err) = klausur(&live, &["backup", backup_arg], None);
+    assert!(!ok);
+    assert!(err.contains("exists already"), "{err}");
+
+    // Restored into a data directory of its own: the account and the meeting are there.
+    let fresh = dir.path().join("fresh");
+    std::fs::create_dir_all(&fresh).expect("mkdir");
+    std::fs::copy(&backup, fresh.join("klausur.sqlite3")).expect("restore");
+    let (ok, out, err) = klausur(&fresh, &["user", "list", "--json"], None);
+    assert!(ok, "{err}");
+    assert!(out.contains("\"ada\""), "{out}");
+    let (ok, out, err) = klausur(&fresh, &["meeting", "list", "--json"], None);
+    assert!(ok, "{err}");
+    let id = meeting["id"].as_str().expect("id");
+    assert!(out.contains(id), "{out}");
+    // The control: an empty data directory has neither.
+    let empty = dir.path().join("empty");
+    let (ok, out, err) = klausur(&empty, &["meeting", "list", "--json"], None);
+    assert!(ok, "{err}");
+    assert!(!out.contains(id), "{out}");
+}
