@@ -13,6 +13,8 @@
 //! The same contents check a backup (`Store::backup_sqlite`, `klausur backup`): restored into a
 //! fresh directory, it holds every row.
 
+mod engines;
+
 use chrono::{DateTime, Duration, Utc};
 use klausur_proto::SecurityProfile;
 use klausur_store::{
@@ -345,5 +347,60 @@ async fn a_backup_restores_into_a_fresh_data_directory_with_everything() -> Resu
     check(&restored).await?;
     assert!(restored.meeting("m-later").await?.is_none());
     assert!(store.meeting("m-later").await?.is_some());
+    Ok(())
+}
+
+/// PostgreSQL's backup is the engine's own tools (docs/operations.md): `pg_dump` of a store's
+/// database, `pg_restore` into an empty one, and the restored store holds every row.
+#[tokio::test]
+async fn a_postgres_store_restores_from_pg_dump_with_everything() -> Result<(), StoreError> {
+    let cluster = engines::cluster();
+    let live = cluster.create_database().await;
+    let store = Store::open_postgres(&live).await?;
+    fill(&store).await?;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let dump = dir.path().join("klausur.dump");
+    let out = std::process::Command::new(engines::client_tool("pg_dump"))
+        .args(["--format=custom", "--file"])
+        .arg(&dump)
+        .arg(format!("--dbname={live}"))
+        .output()
+        .expect("run pg_dump");
+    assert!(
+        out.status.success(),
+        "pg_dump: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Written after the dump: not in it.
+    let admin = store.user_by_username("admin").await?.expect("admin");
+    store
+        .create_meeting("m-later", "Später", None, admin.id, SecurityProfile::Strict)
+        .await?;
+    store.close().await;
+
+    let fresh = cluster.create_database().await;
+    let out = std::process::Command::new(engines::client_tool("pg_restore"))
+        .args(["--no-owner", "--exit-on-error"])
+        .arg(format!("--dbname={fresh}"))
+        .arg(&dump)
+        .output()
+        .expect("run pg_restore");
+    assert!(
+        out.status.success(),
+        "pg_restore: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let restored = Store::open_postgres(&fresh).await?;
+    check(&restored).await?;
+    assert!(restored.meeting("m-later").await?.is_none());
+    // The restored store takes writes (its sequences continued, not reset).
+    let clerk = restored.user_by_username("schmidt").await?.expect("clerk");
+    restored
+        .create_user("neu", "Neu", "$argon2id$neu", Role::Staff, false)
+        .await?;
+    restored
+        .create_meeting("m-after", "Danach", None, clerk.id, SecurityProfile::Strict)
+        .await?;
+    assert_eq!(restored.list_users().await?.len(), 4);
     Ok(())
 }

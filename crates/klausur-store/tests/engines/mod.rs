@@ -333,6 +333,13 @@ fn command(user: Option<&str>, program: &Path, dir: &Path) -> Command {
 }
 
 /// The directory with PostgreSQL's server binaries, if installed.
+/// A client program of the installed PostgreSQL (`pg_dump`, `pg_restore`), from the same
+/// directory as the server the tests start. Panics (fails the test) without PostgreSQL.
+pub fn client_tool(name: &str) -> PathBuf {
+    let dir = bindir().expect("PostgreSQL is not installed: run ./scripts/setup.sh --with-browser");
+    dir.join(name)
+}
+
 fn bindir() -> Option<PathBuf> {
     let has_server = |d: &Path| d.join("initdb").is_file() && d.join("postgres").is_file();
     let from_pg_config = Command::new("pg_config")
