@@ -3,15 +3,17 @@
 //!
 //! - **The user** gets a clear answer instead of "internal error": HTTP 503 with the code
 //!   `storage_unavailable` and [`USER_MESSAGE`], or the signaling error of the same code. The
-//!   write did not happen (SQLite rolled it back), so trying again later is safe.
-//! - **The operator** gets one ERROR line in the log naming the cause and what to do, at most
+//!   write did not happen (the database rolled it back), so trying again later is safe.
+//! - **The operator** gets one ERROR line in the log naming the cause and what to do (on the
+//!   engine the state is in: the data directory's volume for SQLite, the database server for
+//!   PostgreSQL), at most
 //!   every [`REPORT_EVERY`] while it lasts (with the number of writes refused since the last
 //!   line), so a full disk does not also flood the log.
 //!
 //! Reads keep working; the server keeps running and serves every meeting it can. Once the
 //! operator freed space or made the database writable, writes work again without a restart.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -34,8 +36,32 @@ fn epoch() -> Instant {
     *EPOCH.get_or_init(Instant::now)
 }
 
-/// What the operator should do about `fault`.
+/// Whether the state is in PostgreSQL (set where the store is opened): the remedies differ.
+static ON_POSTGRES: AtomicBool = AtomicBool::new(false);
+
+/// Tells [`remedy`] which engine the store runs on (the server opens one store per process).
+pub fn set_postgres(on: bool) {
+    ON_POSTGRES.store(on, Ordering::Relaxed);
+}
+
+/// What the operator should do about `fault`, for the engine this process's store runs on.
 pub fn remedy(fault: StorageFault) -> &'static str {
+    remedy_for(fault, ON_POSTGRES.load(Ordering::Relaxed))
+}
+
+/// What the operator should do about `fault` on PostgreSQL (`postgres`) or SQLite.
+pub fn remedy_for(fault: StorageFault, postgres: bool) -> &'static str {
+    if postgres {
+        return match fault {
+            StorageFault::Full => {
+                "free space on the PostgreSQL server's data volume (see its log)"
+            }
+            StorageFault::ReadOnly => {
+                "the PostgreSQL database accepts no writes (a standby, or                  default_transaction_read_only): point klausur at the primary, or make it                  writable"
+            }
+            StorageFault::Io => "check the PostgreSQL server's log and its disk",
+        };
+    }
     match fault {
         StorageFault::Full => "free space on the volume of the data directory",
         StorageFault::ReadOnly => {
@@ -82,5 +108,22 @@ pub fn not_stored(meeting: &str, what: &str, e: &StoreError) {
     match e {
         StoreError::Unwritable(fault, cause) => report(*fault, cause),
         other => tracing::warn!(meeting, "{what}: {other}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_remedy_names_the_engine_the_state_is_in() {
+        for fault in [StorageFault::Full, StorageFault::ReadOnly, StorageFault::Io] {
+            let sqlite = remedy_for(fault, false);
+            let postgres = remedy_for(fault, true);
+            assert!(!sqlite.contains("PostgreSQL"), "{sqlite}");
+            assert!(postgres.contains("PostgreSQL"), "{postgres}");
+            assert!(!postgres.contains("data directory"), "{postgres}");
+        }
+        assert!(remedy_for(StorageFault::Full, false).contains("data directory"));
     }
 }
