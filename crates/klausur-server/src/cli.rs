@@ -74,6 +74,9 @@ pub enum Command {
         /// The file to write; must not exist.
         to: PathBuf,
     },
+    /// Bring the database's schema to this release (`serve` does the same at its start) and
+    /// list its migrations: for an upgrade, before the new release's servers start.
+    Migrate,
 }
 
 #[derive(Subcommand, Debug)]
@@ -436,6 +439,22 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             )?;
             let store = crate::server::open_store(&config).await?;
             audit_cmd(&store, cmd).await
+        }
+        Command::Migrate => {
+            let config = Config::load(
+                cli.config.as_deref(),
+                &overrides(cli.data_dir, cli.database, None),
+            )?;
+            let store = crate::server::open_store(&config).await?;
+            let applied = store.applied_migrations().await?;
+            for (version, description) in &applied {
+                println!("{version} {description}");
+            }
+            println!(
+                "the database's schema is current: {} migrations applied",
+                applied.len()
+            );
+            Ok(())
         }
         Command::Backup { to } => {
             let config = Config::load(

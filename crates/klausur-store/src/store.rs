@@ -506,6 +506,19 @@ impl Store {
         rows.into_iter().map(TryInto::try_into).collect()
     }
 
+    /// The schema migrations applied to this database, oldest first: (version, description).
+    /// Opening a store applies those it lacks, so this lists every migration of this release
+    /// (and of a later one, if a newer klausur opened it before).
+    pub async fn applied_migrations(&self) -> Result<Vec<(i64, String)>> {
+        let sql = "SELECT version, description FROM _sqlx_migrations WHERE success \
+                   ORDER BY version";
+        Ok(on_pool!(self, |pool| sqlx::query_as::<_, (i64, String)>(
+            sql
+        )
+        .fetch_all(pool)
+        .await)?)
+    }
+
     /// Writes a consistent copy of the whole SQLite database to `dest` (`VACUUM INTO`: one
     /// read transaction, so the server may keep running and writing meanwhile; the copy is
     /// compacted and has no write-ahead log). `dest` must not exist. Restoring is copying the

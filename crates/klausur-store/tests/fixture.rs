@@ -299,6 +299,12 @@ async fn a_database_of_2026_12_06_opens_with_everything_in_it() -> Result<(), St
     std::fs::copy(FIXTURE, &path).expect("the fixture is in the repository");
     let store = Store::open_sqlite(&path).await?;
     check(&store).await?;
+    // Every migration of this release applied, the fixture's and the later ones.
+    let sqlite_migrations =
+        std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/sqlite"))
+            .expect("migrations")
+            .count();
+    assert_eq!(store.applied_migrations().await?.len(), sqlite_migrations);
     let clerk = store.user_by_username("schmidt").await?.expect("clerk");
 
     // And it takes new writes after the upgrade, the audit chain continuing.
@@ -392,6 +398,14 @@ async fn a_postgres_store_restores_from_pg_dump_with_everything() -> Result<(), 
     );
     let restored = Store::open_postgres(&fresh).await?;
     check(&restored).await?;
+    let postgres_migrations =
+        std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/postgres"))
+            .expect("migrations")
+            .count();
+    assert_eq!(
+        restored.applied_migrations().await?.len(),
+        postgres_migrations
+    );
     assert!(restored.meeting("m-later").await?.is_none());
     // The restored store takes writes (its sequences continued, not reset).
     let clerk = restored.user_by_username("schmidt").await?.expect("clerk");

@@ -383,3 +383,30 @@ fn backup_writes_a_copy_that_restores_into_a_fresh_data_directory() {
     assert!(ok, "{err}");
     assert!(!out.contains(id), "{out}");
 }
+
+#[test]
+fn migrate_brings_a_fresh_data_directory_to_the_current_schema() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let (ok, out, err) = klausur(dir.path(), &["migrate"], None);
+    assert!(ok, "{err}");
+    let migrations: Vec<_> = std::fs::read_dir(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../klausur-store/migrations/sqlite"),
+    )
+    .expect("the store's migrations")
+    .filter_map(|e| e.ok()?.file_name().into_string().ok())
+    .collect();
+    assert!(!migrations.is_empty());
+    for m in &migrations {
+        let version = m.split('_').next().expect("version");
+        assert!(out.contains(version), "{version} not listed: {out}");
+    }
+    assert!(
+        out.contains(&format!("{} migrations applied", migrations.len())),
+        "{out}"
+    );
+    // Again: nothing left to do, the same list.
+    let (ok, again, err) = klausur(dir.path(), &["migrate"], None);
+    assert!(ok, "{err}");
+    assert_eq!(again, out);
+    assert!(dir.path().join("klausur.sqlite3").is_file());
+}
