@@ -77,6 +77,10 @@ pub enum Command {
     /// Bring the database's schema to this release (`serve` does the same at its start) and
     /// list its migrations: for an upgrade, before the new release's servers start.
     Migrate,
+    /// Copy everything from the SQLite database in the data directory into the configured
+    /// PostgreSQL database (--database, KLAUSUR_DATABASE or [storage] database), which must be
+    /// new and empty. Stop the server first; start it on PostgreSQL afterwards.
+    CopyToPostgres,
 }
 
 #[derive(Subcommand, Debug)]
@@ -439,6 +443,38 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             )?;
             let store = crate::server::open_store(&config).await?;
             audit_cmd(&store, cmd).await
+        }
+        Command::CopyToPostgres => {
+            let config = Config::load(
+                cli.config.as_deref(),
+                &overrides(cli.data_dir, cli.database, None),
+            )?;
+            let crate::config::Database::Postgres { summary, .. } = &config.database else {
+                anyhow::bail!(
+                    "no PostgreSQL database to copy into: give it with --database, \
+                     KLAUSUR_DATABASE or [storage] database"
+                );
+            };
+            let path = config.data_dir.join("klausur.sqlite3");
+            if !path.is_file() {
+                anyhow::bail!(
+                    "no SQLite database to copy from: {} does not exist",
+                    path.display()
+                );
+            }
+            let source = klausur_store::Store::open_sqlite(&path)
+                .await
+                .with_context(|| format!("cannot open {}", path.display()))?;
+            let target = crate::server::open_store(&config).await?;
+            let copied = source
+                .copy_to_postgres(&target)
+                .await
+                .with_context(|| format!("nothing copied into the PostgreSQL {summary}"))?;
+            for (table, rows) in &copied {
+                println!("{table}: {rows} rows");
+            }
+            println!("copied {} into the PostgreSQL {summary}", path.display());
+            Ok(())
         }
         Command::Migrate => {
             let config = Config::load(

@@ -81,6 +81,7 @@ const POSTGRES: Dialect = Dialect {
 };
 
 mod audit;
+mod copy;
 pub use audit::{AuditFilter, AUDIT_PAGE_MAX};
 
 /// Handle to the database. Cheap to clone (it shares the connection pool).

@@ -418,3 +418,36 @@ async fn a_postgres_store_restores_from_pg_dump_with_everything() -> Result<(), 
     assert_eq!(restored.list_users().await?.len(), 4);
     Ok(())
 }
+
+/// A city that grows from the embedded SQLite to PostgreSQL takes everything along
+/// (`Store::copy_to_postgres`, `klausur copy-to-postgres`): ids, timestamps, the audit chain.
+#[tokio::test]
+async fn a_sqlite_store_copied_into_postgres_holds_everything() -> Result<(), StoreError> {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let sqlite = Store::open_sqlite(&dir.path().join("klausur.db")).await?;
+    fill(&sqlite).await?;
+    let pg = Store::open_postgres(&engines::cluster().create_database().await).await?;
+    let copied = sqlite.copy_to_postgres(&pg).await?;
+    let count = |t: &str| copied.iter().find(|(n, _)| *n == t).map(|(_, c)| *c);
+    assert_eq!(count("users"), Some(3));
+    assert_eq!(count("invitations"), Some(3));
+    assert_eq!(count("audit_records"), Some(3));
+    check(&pg).await?;
+    // New rows continue the ids (a new account is not refused for a taken id).
+    let user = pg
+        .create_user("neu", "Neu", "$argon2id$neu", Role::Staff, false)
+        .await?;
+    let max_copied = sqlite.list_users().await?.iter().map(|u| u.id).max();
+    assert!(
+        Some(user.id) > max_copied,
+        "{} after {max_copied:?}",
+        user.id
+    );
+    // Only into an empty database: a second copy is refused, and adds nothing.
+    let err = sqlite.copy_to_postgres(&pg).await.expect_err("refused");
+    assert!(err.to_string().contains("holds data already"), "{err}");
+    assert_eq!(pg.list_users().await?.len(), 4);
+    // And only from SQLite into PostgreSQL.
+    assert!(pg.copy_to_postgres(&sqlite).await.is_err());
+    Ok(())
+}

@@ -132,3 +132,52 @@ fn a_bad_or_unreachable_database_stops_the_start_with_a_clear_message() {
     assert!(!err.contains("s3cret"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
 }
+
+#[tokio::test]
+async fn copy_to_postgres_takes_the_sqlite_state_along() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let data = dir.path().join("data");
+    let d = data.to_str().expect("utf-8");
+    // Without a SQLite database, or without PostgreSQL configured: clear refusals.
+    let url = engines::cluster().create_database().await;
+    let (ok, _, err) = run(
+        &["--data-dir", d, "--database", &url, "copy-to-postgres"],
+        None,
+    );
+    assert!(!ok);
+    assert!(err.contains("no SQLite database to copy from"), "{err}");
+    add_ada_with(&["--data-dir", d]);
+    let (ok, _, err) = run(&["--data-dir", d, "copy-to-postgres"], None);
+    assert!(!ok);
+    assert!(err.contains("no PostgreSQL database to copy into"), "{err}");
+    // Copied: the account is in PostgreSQL, with its password hash (ada can log in there).
+    let (ok, out, err) = run(
+        &["--data-dir", d, "--database", &url, "copy-to-postgres"],
+        None,
+    );
+    assert!(ok, "{err}");
+    assert!(out.contains("users: 1 rows"), "{out}");
+    let store = Store::open_postgres(&url).await.expect("open");
+    let ada = store
+        .user_by_username("ada")
+        .await
+        .expect("query")
+        .expect("ada copied");
+    let sqlite = Store::open_sqlite(&data.join("klausur.sqlite3"))
+        .await
+        .expect("open");
+    let before = sqlite
+        .user_by_username("ada")
+        .await
+        .expect("query")
+        .expect("ada");
+    assert_eq!(ada, before);
+    // Again into the same database: refused, nothing doubled.
+    let (ok, _, err) = run(
+        &["--data-dir", d, "--database", &url, "copy-to-postgres"],
+        None,
+    );
+    assert!(!ok);
+    assert!(err.contains("holds data already"), "{err}");
+    assert_eq!(store.list_users().await.expect("users").len(), 1);
+}
