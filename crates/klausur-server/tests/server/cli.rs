@@ -47,6 +47,24 @@ fn one_time_password(data: &Path, lines: &[String]) -> Option<String> {
     named.then_some(password)
 }
 
+/// `klausur meeting create Bauausschuss --organiser ada --json` in `dir`: the meeting as JSON.
+fn create_meeting(dir: &Path) -> serde_json::Value {
+    let (ok, out, err) = klausur(
+        dir,
+        &[
+            "meeting",
+            "create",
+            "Bauausschuss",
+            "--organiser",
+            "ada",
+            "--json",
+        ],
+        None,
+    );
+    assert!(ok, "{err}");
+    serde_json::from_str(out.trim()).expect("json")
+}
+
 #[test]
 fn admin_commands_speak_json() {
     let dir = tempfile::tempdir().expect("tmp");
@@ -77,20 +95,7 @@ fn admin_commands_speak_json() {
     assert!(!ok);
     assert!(err.contains("at least 12"), "{err}");
 
-    let (ok, out, err) = klausur(
-        d,
-        &[
-            "meeting",
-            "create",
-            "Bauausschuss",
-            "--organiser",
-            "ada",
-            "--json",
-        ],
-        None,
-    );
-    assert!(ok, "{err}");
-    let m: serde_json::Value = serde_json::from_str(out.trim()).expect("json");
+    let m = create_meeting(d);
     let id = m["id"].as_str().expect("id").to_string();
     assert_eq!(m["profile"], "strict");
 
@@ -342,20 +347,7 @@ fn backup_writes_a_copy_that_restores_into_a_fresh_data_directory() {
         Some("a-long-password-1\n"),
     );
     assert!(ok, "{err}");
-    let (ok, out, err) = klausur(
-        &live,
-        &[
-            "meeting",
-            "create",
-            "Bauausschuss",
-            "--organiser",
-            "ada",
-            "--json",
-        ],
-        None,
-    );
-    assert!(ok, "{err}");
-    let meeting: serde_json::Value = serde_json::from_str(out.trim()).expect("json");
+    let meeting = create_meeting(&live);
     let backup = dir.path().join("klausur-backup.sqlite3");
     let backup_arg = backup.to_str().expect("utf-8 path");
     let (ok, out, err) = klausur(&live, &["backup", backup_arg], None);
