@@ -2,7 +2,7 @@
 //! identity CA (`identity-ca`, which needs only its key file, not the database).
 
 use std::io::Read;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use chrono::{DateTime, Duration, Utc};
@@ -345,6 +345,16 @@ pub enum IdentityCaCmd {
     },
 }
 
+/// The configuration of an administration command: the config file, `--data-dir` and
+/// `--database`.
+fn admin_config(
+    file: Option<&Path>,
+    data_dir: Option<PathBuf>,
+    database: Option<String>,
+) -> Result<Config, crate::config::ConfigError> {
+    Config::load(file, &overrides(data_dir, database, None))
+}
+
 fn overrides(
     data_dir: Option<PathBuf>,
     database: Option<String>,
@@ -412,50 +422,35 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::User(cmd) => {
-            let config = Config::load(
-                cli.config.as_deref(),
-                &overrides(cli.data_dir, cli.database, None),
-            )?;
+            let config = admin_config(cli.config.as_deref(), cli.data_dir, cli.database)?;
             let store = crate::server::open_store(&config).await?;
             user_cmd(&store, cmd).await
         }
         Command::Meeting(cmd) => {
-            let config = Config::load(
-                cli.config.as_deref(),
-                &overrides(cli.data_dir, cli.database, None),
-            )?;
+            let config = admin_config(cli.config.as_deref(), cli.data_dir, cli.database)?;
             let store = crate::server::open_store(&config).await?;
             meeting_cmd(&store, &config, cmd).await
         }
         Command::Invite(cmd) => {
-            let config = Config::load(
-                cli.config.as_deref(),
-                &overrides(cli.data_dir, cli.database, None),
-            )?;
+            let config = admin_config(cli.config.as_deref(), cli.data_dir, cli.database)?;
             let store = crate::server::open_store(&config).await?;
             invite_cmd(&store, &config, cmd).await
         }
         Command::IdentityCa(cmd) => identity_ca_cmd(cmd).await,
         Command::Audit(cmd) => {
-            let config = Config::load(
-                cli.config.as_deref(),
-                &overrides(cli.data_dir, cli.database, None),
-            )?;
+            let config = admin_config(cli.config.as_deref(), cli.data_dir, cli.database)?;
             let store = crate::server::open_store(&config).await?;
             audit_cmd(&store, cmd).await
         }
         Command::CopyToPostgres => {
-            let config = Config::load(
-                cli.config.as_deref(),
-                &overrides(cli.data_dir, cli.database, None),
-            )?;
+            let config = admin_config(cli.config.as_deref(), cli.data_dir, cli.database)?;
             let crate::config::Database::Postgres { summary, .. } = &config.database else {
                 anyhow::bail!(
                     "no PostgreSQL database to copy into: give it with --database, \
                      KLAUSUR_DATABASE or [storage] database"
                 );
             };
-            let path = config.data_dir.join("klausur.sqlite3");
+            let path = config.data_dir.join(crate::server::SQLITE_FILE);
             if !path.is_file() {
                 anyhow::bail!(
                     "no SQLite database to copy from: {} does not exist",
@@ -477,10 +472,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Migrate => {
-            let config = Config::load(
-                cli.config.as_deref(),
-                &overrides(cli.data_dir, cli.database, None),
-            )?;
+            let config = admin_config(cli.config.as_deref(), cli.data_dir, cli.database)?;
             let store = crate::server::open_store(&config).await?;
             let applied = store.applied_migrations().await?;
             for (version, description) in &applied {
@@ -493,10 +485,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Backup { to } => {
-            let config = Config::load(
-                cli.config.as_deref(),
-                &overrides(cli.data_dir, cli.database, None),
-            )?;
+            let config = admin_config(cli.config.as_deref(), cli.data_dir, cli.database)?;
             if to.exists() {
                 anyhow::bail!(
                     "{} exists already: a backup never overwrites a file",

@@ -57,7 +57,7 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
             anyhow::Error::new(e).context(format!("cannot open the PostgreSQL {summary}"))
         });
     }
-    let path = config.data_dir.join("klausur.sqlite3");
+    let path = config.data_dir.join(SQLITE_FILE);
     Store::open_sqlite(&path).await.map_err(|e| {
         let hint = match &e {
             klausur_store::StoreError::Unwritable(fault, _) => {
@@ -92,6 +92,9 @@ fn writable(dir: &std::path::Path) -> anyhow::Result<()> {
 /// The file in the data directory that holds the first administrator's one-time password until
 /// it is changed.
 pub const INITIAL_PASSWORD_FILE: &str = "initial-admin-password";
+
+/// The SQLite database's file in the data directory.
+pub const SQLITE_FILE: &str = "klausur.sqlite3";
 /// How often a running server looks whether the one-time password has been changed.
 pub const INITIAL_PASSWORD_POLL: Duration = Duration::from_secs(2);
 
@@ -236,7 +239,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let store = open_store(&config).await?;
     match &config.database {
         Database::Sqlite => tracing::info!(
-            file = %config.data_dir.join("klausur.sqlite3").display(),
+            file = %config.data_dir.join(SQLITE_FILE).display(),
             "database: SQLite"
         ),
         Database::Postgres { summary, .. } => tracing::info!("database: PostgreSQL {summary}"),

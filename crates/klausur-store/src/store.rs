@@ -33,6 +33,12 @@ const POSTGRES_MAX_CONNECTIONS: u32 = 10;
 /// How long a query waits for a free (or new) PostgreSQL connection before it fails.
 const POSTGRES_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// An operation this store refuses to do (its engine does not do it, or the input does not
+/// allow it): `why` says which.
+fn refused(why: String) -> StoreError {
+    StoreError::Database(sqlx::Error::Configuration(why.into()))
+}
+
 /// The database behind a [`Store`].
 #[derive(Debug, Clone)]
 enum Backend {
@@ -528,13 +534,14 @@ impl Store {
     /// (`pg_dump` / `pg_restore`, docs/operations.md).
     pub async fn backup_sqlite(&self, dest: &Path) -> Result<()> {
         let Backend::Sqlite(pool) = &self.backend else {
-            return Err(StoreError::Database(sqlx::Error::Configuration(
+            return Err(refused(
                 "a PostgreSQL store is backed up with pg_dump (docs/operations.md, Backup)".into(),
-            )));
+            ));
         };
         let Some(dest) = dest.to_str() else {
-            return Err(StoreError::Database(sqlx::Error::Configuration(
-                format!("the backup path {} is not valid UTF-8", dest.display()).into(),
+            return Err(refused(format!(
+                "the backup path {} is not valid UTF-8",
+                dest.display()
             )));
         };
         sqlx::query("VACUUM INTO $1")

@@ -8,8 +8,7 @@
 
 use sqlx::{Row, SqlitePool};
 
-use super::{Backend, Result, Store};
-use crate::StoreError;
+use super::{refused, Backend, Result, Store};
 
 /// The tables, parents before children (foreign keys), with their identity column if any.
 const TABLES: [(&str, Option<&str>); 10] = [
@@ -24,10 +23,6 @@ const TABLES: [(&str, Option<&str>); 10] = [
     ("audit_records", None),
     ("audit_anchor", None),
 ];
-
-fn refused(why: String) -> StoreError {
-    StoreError::Database(sqlx::Error::Configuration(why.into()))
-}
 
 impl Store {
     /// Copies every row of this SQLite store into `target`, a PostgreSQL store that holds no
