@@ -30,7 +30,10 @@
 //!   not exist is [`StoreError::NotFound`]; look-ups return `Ok(None)` instead. A write the
 //!   database cannot take (volume full, read-only, failing disk) is
 //!   [`StoreError::Unwritable`] with its [`StorageFault`]: the database rolled it back,
-//!   nothing is half-written. Everything else is [`StoreError::Database`] or, on open,
+//!   nothing is half-written. A database that cannot be reached right now (PostgreSQL down,
+//!   restarting, or not answering within the pool's acquire timeout of a few seconds) is
+//!   [`StoreError::Unavailable`], for reads and writes alike; the store connects again on its
+//!   own once the server answers. Everything else is [`StoreError::Database`] or, on open,
 //!   [`StoreError::Migrate`].
 //! * **Authorisation is the caller's.** The store answers questions (`is_moderator`,
 //!   `is_banned`, `colleague_invited`, the `disabled` flag of a session's user) but enforces

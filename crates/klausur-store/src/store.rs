@@ -30,8 +30,12 @@ static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migratio
 
 /// Connections a PostgreSQL store keeps open at most.
 const POSTGRES_MAX_CONNECTIONS: u32 = 10;
-/// How long a query waits for a free (or new) PostgreSQL connection before it fails.
-const POSTGRES_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a query waits for a free (or new) PostgreSQL connection before it fails with
+/// [`StoreError::Unavailable`]. While the server is down the pool retries the connection until
+/// then, so this is how long a request takes to be refused: short, so that users get a clear
+/// answer instead of a request that hangs, long enough for a server that restarts quickly (or
+/// a pool that is busy for a moment) not to refuse anything.
+const POSTGRES_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// An operation this store refuses to do (its engine does not do it, or the input does not
 /// allow it): `why` says which.
@@ -151,14 +155,22 @@ impl Store {
     /// embedded migrations. The database and its role must exist; the role must be allowed
     /// to create tables in it. A URL that does not parse, or a server that cannot be reached
     /// or refuses the login, is an error at once, naming the cause (never the password).
+    ///
+    /// Once open, the store outlives the server's restarts: while PostgreSQL cannot be
+    /// reached, every operation fails within a few seconds with [`StoreError::Unavailable`]
+    /// (and changes nothing); once it answers again, operations succeed.
     pub async fn open_postgres(url: &str) -> Result<Store> {
         let options = PgConnectOptions::from_str(url)?;
         // One connection first: its error says what is wrong (refused, no such database, wrong
         // password), where the pool would retry until its timeout and say only that.
         options.connect().await?.close().await?;
+        // Connections are made on demand and checked before each use (a ping), so after the
+        // server restarted, the broken ones are dropped and new ones made: the store works
+        // again on its own once the server answers, without a restart of klausur.
         let pool = PgPoolOptions::new()
             .max_connections(POSTGRES_MAX_CONNECTIONS)
             .acquire_timeout(POSTGRES_ACQUIRE_TIMEOUT)
+            .test_before_acquire(true)
             .connect_lazy_with(options);
         POSTGRES_MIGRATIONS.run(&pool).await?;
         Ok(Store {
