@@ -1209,3 +1209,93 @@ async fn a_checkpoint_empties_the_write_ahead_log_and_keeps_every_row() -> R {
     assert_eq!(store.list_all_meetings().await?.len(), 301);
     Ok(())
 }
+
+/// PostgreSQL restarted under an open store (its own cluster, which the test stops): while it
+/// is down, reads and writes fail within a few seconds with [`StoreError::Unavailable`] and the
+/// refused write is not there afterwards; once it is up again the same store works, with every
+/// write it acknowledged before.
+#[tokio::test]
+async fn postgres_restarted_under_the_store_is_unavailable_meanwhile_and_works_again() -> R {
+    let cluster = engines::private_cluster();
+    let url = cluster.create_database().await;
+    let store = Store::open_postgres(&url).await?;
+    let org = staff(&store, "org").await?;
+    for i in 0..3 {
+        store
+            .create_meeting(
+                &format!("m-{i}"),
+                "Vorher",
+                None,
+                org.id,
+                SecurityProfile::Strict,
+            )
+            .await?;
+    }
+
+    cluster.stop();
+    let started = std::time::Instant::now();
+    let read = store.list_all_meetings().await;
+    assert!(matches!(read, Err(StoreError::Unavailable(_))), "{read:?}");
+    let write = store
+        .create_meeting(
+            "m-down",
+            "Währenddessen",
+            None,
+            org.id,
+            SecurityProfile::Strict,
+        )
+        .await;
+    assert!(
+        matches!(write, Err(StoreError::Unavailable(_))),
+        "{write:?}"
+    );
+    // Bounded by the pool's acquire timeout (5 s each), with room for a loaded machine.
+    let took = started.elapsed();
+    assert!(took < std::time::Duration::from_secs(30), "{took:?}");
+
+    cluster.start_again();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let meetings = loop {
+        match store.list_all_meetings().await {
+            Ok(m) => break m,
+            Err(StoreError::Unavailable(e)) if std::time::Instant::now() < deadline => {
+                let _ = e;
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("the store did not work again after the restart: {e}"),
+        }
+    };
+    let mut ids: Vec<_> = meetings.iter().map(|m| m.id.as_str()).collect();
+    ids.sort();
+    assert_eq!(
+        ids,
+        ["m-0", "m-1", "m-2"],
+        "every acknowledged write, no refused one"
+    );
+    store
+        .create_meeting("m-after", "Danach", None, org.id, SecurityProfile::Strict)
+        .await?;
+    assert_eq!(store.list_all_meetings().await?.len(), 4);
+    Ok(())
+}
+
+/// The codes PostgreSQL itself sends are read as the store documents: a connection the server
+/// terminates (57P01, as in a shutdown) is [`StoreError::Unavailable`], a statement it refuses
+/// (a syntax error, negative control) is not.
+#[tokio::test]
+async fn a_connection_postgres_terminates_is_unavailable() {
+    use sqlx::Connection as _;
+    let url = engines::cluster().create_database().await;
+    let mut conn = sqlx::PgConnection::connect(&url).await.expect("connect");
+    let e = sqlx::query("SELEC 1")
+        .execute(&mut conn)
+        .await
+        .expect_err("syntax error");
+    assert!(matches!(StoreError::from(e), StoreError::Database(_)));
+    let e = sqlx::query("SELECT pg_terminate_backend(pg_backend_pid())")
+        .execute(&mut conn)
+        .await
+        .expect_err("terminated");
+    let e = StoreError::from(e);
+    assert!(matches!(e, StoreError::Unavailable(_)), "{e:?}");
+}

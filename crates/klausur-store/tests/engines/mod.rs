@@ -16,6 +16,14 @@
 //! a server; the next run removes it.)
 //! The cluster lives in a `static`, which Rust never drops: the pipe closing at process exit is
 //! what ends it.
+//!
+//! A test that stops and starts PostgreSQL (to see what happens while it is down) cannot use
+//! that cluster, which the other tests of the process use at the same time: it takes a
+//! [`private_cluster`] of its own, made the same way but run by `pg_ctl`, so that
+//! [`Cluster::stop`] and [`Cluster::start_again`] stop it (`pg_ctl stop -m fast`, as an
+//! operator restarting it would) and start it on the same port and data. Its watchdog only
+//! waits for the pipe to close, then stops the server (if running) and deletes the directory;
+//! a private cluster also ends when it is dropped, at the end of its test.
 
 #![allow(dead_code)] // each test binary uses a part of it
 
@@ -124,6 +132,13 @@ pub struct Cluster {
     port: u16,
     password: String,
     dir: PathBuf,
+    /// PostgreSQL's binaries.
+    bin: PathBuf,
+    /// Whom the server runs as (`nobody` if the tests run as root).
+    run_as: Option<&'static str>,
+    /// Whether `pg_ctl` runs the server (a [`private_cluster`]), so it can be stopped and
+    /// started again; otherwise the watchdog is the server.
+    private: bool,
     /// The watchdog; its stdin is the pipe whose closing stops the server.
     watchdog: Mutex<Option<Child>>,
 }
@@ -137,6 +152,13 @@ pub fn cluster() -> &'static Cluster {
         Ok(c) => c,
         Err(e) => panic!("{e}"),
     }
+}
+
+/// A cluster of the calling test alone, started now, which the test may stop and start again.
+/// Stopped and deleted when dropped (or when the test process ends). Panics (fails the test) if
+/// PostgreSQL is not installed or does not start.
+pub fn private_cluster() -> Cluster {
+    Cluster::start_private().unwrap_or_else(|e| panic!("{e}"))
 }
 
 impl Cluster {
@@ -201,50 +223,97 @@ impl Cluster {
         std::fs::read_to_string(self.dir.join("log")).unwrap_or_default()
     }
 
-    fn start() -> Result<Cluster, String> {
-        let bin = bindir().ok_or_else(|| {
-            "PostgreSQL is not installed (no initdb and postgres from `pg_config --bindir` or \
-             in /usr/lib/postgresql/*/bin); the store's tests run against a real PostgreSQL: \
-             run ./scripts/setup.sh --with-browser"
-                .to_owned()
-        })?;
-        sweep_leftovers();
-        let dir = std::env::temp_dir().join(format!(
-            "{DIR_PREFIX}{}-{}",
-            std::process::id(),
-            random_hex(4)?
-        ));
-        std::fs::create_dir(&dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
-        let password = random_hex(16)?;
-        let pwfile = dir.join("pw");
-        std::fs::write(&pwfile, format!("{password}\n")).map_err(|e| format!("pwfile: {e}"))?;
-        // PostgreSQL refuses to run as root: as root, the cluster belongs to `nobody`.
-        let run_as = is_root().then_some("nobody");
-        if let Some(user) = run_as {
-            let (uid, gid) = ids_of(user)?;
-            for p in [&dir, &pwfile] {
-                std::os::unix::fs::chown(p, Some(uid), Some(gid))
-                    .map_err(|e| format!("chown {} to {user}: {e}", p.display()))?;
-            }
+    /// Stops the server of a [`private_cluster`] as an operator would (`pg_ctl stop -m fast`:
+    /// open transactions are rolled back, connections closed); returns once it is down.
+    pub fn stop(&self) {
+        assert!(
+            self.private,
+            "only a private cluster is stopped by its test"
+        );
+        self.pg_ctl(&["stop", "-m", "fast"]);
+    }
+
+    /// Starts the stopped server of a [`private_cluster`] again, on the same port and data;
+    /// returns once it accepts connections.
+    pub fn start_again(&self) {
+        assert!(
+            self.private,
+            "only a private cluster is started again by its test"
+        );
+        self.pg_ctl(&["start", "-l"]);
+    }
+
+    /// Runs `pg_ctl <args> -D <data> -w` (for `start`, `args` ends in `-l`: the log file and the
+    /// server's options follow); panics with its output and the server's log if it fails.
+    fn pg_ctl(&self, args: &[&str]) {
+        let mut cmd = command(self.run_as, &self.bin.join("pg_ctl"), &self.dir);
+        cmd.args(args);
+        if args.first() == Some(&"start") {
+            cmd.arg(self.dir.join("log"))
+                .arg("-o")
+                .arg(server_options(&self.dir, self.port));
         }
-        let data = dir.join("data");
-        let out = command(run_as, &bin.join("initdb"), &dir)
+        let out = cmd
             .arg("-D")
-            .arg(&data)
-            .args(["-U", ADMIN, "-E", "UTF8", "--no-sync", "--no-instructions"])
-            .args(["--auth-local=trust", "--auth-host=scram-sha-256"])
-            .arg(format!("--pwfile={}", pwfile.display()))
+            .arg(self.dir.join("data"))
+            .args(["-w", "-t", "60"])
             .stdin(Stdio::null())
             .output()
-            .map_err(|e| format!("run initdb: {e}"))?;
-        if !out.status.success() {
-            return Err(format!(
-                "initdb failed ({}): {}{}",
-                out.status,
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            ));
-        }
+            .expect("run pg_ctl");
+        assert!(
+            out.status.success(),
+            "pg_ctl {args:?} failed ({}): {}{}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            self.log()
+        );
+    }
+
+    /// A private cluster: the shared one's directory and `initdb`, the server started by
+    /// `pg_ctl`, and a watchdog that stops it and removes the directory once the pipe closes.
+    fn start_private() -> Result<Cluster, String> {
+        let Initialised {
+            bin,
+            dir,
+            password,
+            run_as,
+        } = initialise()?;
+        let port = free_port()?;
+        let script = r#"
+            cat >/dev/null
+            "$1/pg_ctl" stop -D "$2/data" -m immediate -s >/dev/null 2>&1
+            rm -rf "$2"
+        "#;
+        let watchdog = command(run_as, Path::new("/bin/sh"), &dir)
+            .args(["-c", script, "watchdog"])
+            .arg(&bin)
+            .arg(&dir)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("start the watchdog: {e}"))?;
+        let cluster = Cluster {
+            port,
+            password,
+            dir,
+            bin,
+            run_as,
+            private: true,
+            watchdog: Mutex::new(Some(watchdog)),
+        };
+        cluster.pg_ctl(&["start", "-l"]);
+        Ok(cluster)
+    }
+
+    fn start() -> Result<Cluster, String> {
+        let Initialised {
+            bin,
+            dir,
+            password,
+            run_as,
+        } = initialise()?;
         let port = free_port()?;
         // The watchdog: a shell that moves its stdin (a pipe from this process) to fd 3,
         // leaves in the background a subshell that waits for that pipe to close and then stops
@@ -258,15 +327,13 @@ impl Cluster {
                 while kill -QUIT "$$" 2>/dev/null; do sleep 0.1; done
                 rm -rf "$2"
             ) <&3 >/dev/null 2>&1 &
-            exec 3<&- "$1/postgres" -D "$2/data" -k "$2" -p "$3" -c listen_addresses=127.0.0.1 \
-                -c fsync=off -c synchronous_commit=off -c full_page_writes=off \
-                -c max_connections=300 >"$2/log" 2>&1
+            exec 3<&- "$1/postgres" -D "$2/data" $3 >"$2/log" 2>&1
         "#;
         let watchdog = command(run_as, Path::new("/bin/sh"), &dir)
             .args(["-c", script, "watchdog"])
             .arg(&bin)
             .arg(&dir)
-            .arg(port.to_string())
+            .arg(server_options(&dir, port))
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -276,9 +343,84 @@ impl Cluster {
             port,
             password,
             dir,
+            bin,
+            run_as,
+            private: false,
             watchdog: Mutex::new(Some(watchdog)),
         })
     }
+}
+
+/// The options the test clusters' servers run with: the unix socket in the cluster's
+/// directory, TCP on 127.0.0.1 only at `port`, no waiting for the disk, room for many tests'
+/// connections. (The directory is in the temp dir, whose path has no spaces.)
+fn server_options(dir: &Path, port: u16) -> String {
+    format!(
+        "-k {} -p {port} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off \
+         -c full_page_writes=off -c max_connections=300",
+        dir.display()
+    )
+}
+
+/// A cluster's directory with its data directory made by `initdb`, the admin's password in
+/// `pw`, both owned by the user the server runs as.
+struct Initialised {
+    bin: PathBuf,
+    dir: PathBuf,
+    password: String,
+    run_as: Option<&'static str>,
+}
+
+fn initialise() -> Result<Initialised, String> {
+    let bin = bindir().ok_or_else(|| {
+        "PostgreSQL is not installed (no initdb and postgres from `pg_config --bindir` or \
+         in /usr/lib/postgresql/*/bin); the store's tests run against a real PostgreSQL: \
+         run ./scripts/setup.sh --with-browser"
+            .to_owned()
+    })?;
+    sweep_leftovers();
+    let dir = std::env::temp_dir().join(format!(
+        "{DIR_PREFIX}{}-{}",
+        std::process::id(),
+        random_hex(4)?
+    ));
+    std::fs::create_dir(&dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
+    let password = random_hex(16)?;
+    let pwfile = dir.join("pw");
+    std::fs::write(&pwfile, format!("{password}\n")).map_err(|e| format!("pwfile: {e}"))?;
+    // PostgreSQL refuses to run as root: as root, the cluster belongs to `nobody`.
+    let run_as = is_root().then_some("nobody");
+    if let Some(user) = run_as {
+        let (uid, gid) = ids_of(user)?;
+        for p in [&dir, &pwfile] {
+            std::os::unix::fs::chown(p, Some(uid), Some(gid))
+                .map_err(|e| format!("chown {} to {user}: {e}", p.display()))?;
+        }
+    }
+    let data = dir.join("data");
+    let out = command(run_as, &bin.join("initdb"), &dir)
+        .arg("-D")
+        .arg(&data)
+        .args(["-U", ADMIN, "-E", "UTF8", "--no-sync", "--no-instructions"])
+        .args(["--auth-local=trust", "--auth-host=scram-sha-256"])
+        .arg(format!("--pwfile={}", pwfile.display()))
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("run initdb: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "initdb failed ({}): {}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok(Initialised {
+        bin,
+        dir,
+        password,
+        run_as,
+    })
 }
 
 impl Drop for Cluster {
