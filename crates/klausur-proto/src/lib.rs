@@ -615,6 +615,9 @@ pub enum ErrorCode {
     /// The server cannot save right now (its storage is full or read-only); nothing was
     /// changed, trying again later is safe.
     StorageUnavailable,
+    /// The server cannot reach its database right now (it is down or restarting); nothing was
+    /// changed, trying again in a moment is safe.
+    DatabaseUnavailable,
     /// Something failed inside the server; the message was not applied.
     Internal,
 }
@@ -633,6 +636,7 @@ impl ErrorCode {
             ErrorCode::NotFound => "not_found",
             ErrorCode::InvalidField => "invalid_field",
             ErrorCode::StorageUnavailable => "storage_unavailable",
+            ErrorCode::DatabaseUnavailable => "database_unavailable",
             ErrorCode::Internal => "internal",
         }
     }

@@ -216,18 +216,24 @@ pub enum AdmissionError {
     TooManyInvalidInvitations,
     #[error("{}", crate::storage_fault::USER_MESSAGE)]
     StorageUnavailable,
+    #[error("{}", crate::storage_fault::UNREACHABLE_MESSAGE)]
+    DatabaseUnavailable,
     #[error("internal error: {0}")]
     Internal(String),
 }
 
 impl From<klausur_store::StoreError> for AdmissionError {
-    /// A store failure while admitting someone: the storage fault said as it is (and reported
-    /// to the operator), anything else internal.
+    /// A store failure while admitting someone: the storage fault or the database that cannot
+    /// be reached said as it is (and reported to the operator), anything else internal.
     fn from(e: klausur_store::StoreError) -> Self {
         match e {
             klausur_store::StoreError::Unwritable(fault, cause) => {
                 crate::storage_fault::report(fault, &cause);
                 AdmissionError::StorageUnavailable
+            }
+            klausur_store::StoreError::Unavailable(cause) => {
+                crate::storage_fault::report_unreachable(&cause);
+                AdmissionError::DatabaseUnavailable
             }
             other => AdmissionError::Internal(other.to_string()),
         }

@@ -51,7 +51,10 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
     writable(&config.data_dir)?;
-    crate::storage_fault::set_postgres(matches!(config.database, Database::Postgres { .. }));
+    crate::storage_fault::set_postgres(match &config.database {
+        Database::Postgres { summary, .. } => Some(summary),
+        Database::Sqlite => None,
+    });
     if let Database::Postgres { url, summary } = &config.database {
         return Store::open_postgres(url).await.map_err(|e| {
             anyhow::Error::new(e).context(format!("cannot open the PostgreSQL {summary}"))

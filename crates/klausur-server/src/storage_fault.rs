@@ -1,20 +1,25 @@
 //! What the server says when the database cannot be written (a full volume, a read-only file or
-//! directory, a failing disk: [`klausur_store::StoreError::Unwritable`]).
+//! directory, a failing disk: [`klausur_store::StoreError::Unwritable`]) or cannot be reached
+//! at all (PostgreSQL down or restarting: [`klausur_store::StoreError::Unavailable`]).
 //!
 //! - **The user** gets a clear answer instead of "internal error": HTTP 503 with the code
-//!   `storage_unavailable` and [`USER_MESSAGE`], or the signaling error of the same code. The
-//!   write did not happen (the database rolled it back), so trying again later is safe.
+//!   `storage_unavailable` and [`USER_MESSAGE`] for a write the storage cannot take, the code
+//!   `database_unavailable` and [`UNREACHABLE_MESSAGE`] for any request (read or write) while
+//!   the database cannot be reached, or the signaling error of the same code. The change did
+//!   not happen (the database rolled it back, or never saw it), so trying again later is safe.
 //! - **The operator** gets one ERROR line in the log naming the cause and what to do (on the
 //!   engine the state is in: the data directory's volume for SQLite, the database server for
-//!   PostgreSQL), at most
-//!   every [`REPORT_EVERY`] while it lasts (with the number of writes refused since the last
-//!   line), so a full disk does not also flood the log.
+//!   PostgreSQL, which the line names by database, host and port, never the password), at most
+//!   every [`REPORT_EVERY`] per kind while it lasts (with the number of requests refused since
+//!   the last line), so a full disk or a stopped database does not also flood the log.
 //!
-//! Reads keep working; the server keeps running and serves every meeting it can. Once the
-//! operator freed space or made the database writable, writes work again without a restart.
+//! The server keeps running and serves every meeting it can (while the storage is only
+//! unwritable, reads keep working). Once the operator freed space, made the database writable
+//! or PostgreSQL answers again, requests work again without a restart: the store's pool
+//! replaces the connections the restart broke.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use klausur_store::{StorageFault, StoreError};
@@ -23,13 +28,60 @@ use klausur_store::{StorageFault, StoreError};
 pub const USER_MESSAGE: &str = "The server cannot save changes right now (its storage is not \
      writable). Nothing was changed; please try again later. The operators have been told.";
 
+/// What a user is told when the database cannot be reached (for a read or a write).
+pub const UNREACHABLE_MESSAGE: &str = "The server cannot reach its database right now. Nothing \
+     was changed; please try again in a moment. The operators have been told.";
+
 /// How often the operator is told at most while the fault lasts.
 pub const REPORT_EVERY: Duration = Duration::from_secs(10);
 
-/// Milliseconds since [`epoch`] of the last report, plus one (0: never reported).
-static LAST_REPORT: AtomicU64 = AtomicU64::new(0);
-/// Writes refused since the last report.
-static SINCE_REPORT: AtomicU64 = AtomicU64::new(0);
+/// Rate-limits the operator's lines about one kind of fault: at most one every
+/// [`REPORT_EVERY`], counting the refusals in between.
+struct Throttle {
+    /// Milliseconds since [`epoch`] of the last report, plus one (0: never reported).
+    last: AtomicU64,
+    /// Requests refused since the last report.
+    since: AtomicU64,
+}
+
+impl Throttle {
+    const fn new() -> Self {
+        Throttle {
+            last: AtomicU64::new(0),
+            since: AtomicU64::new(0),
+        }
+    }
+
+    /// Counts a refusal; if a line is due, the number of refusals it reports.
+    fn due(&self) -> Option<u64> {
+        let now = u64::try_from(epoch().elapsed().as_millis())
+            .unwrap_or(u64::MAX)
+            .saturating_add(1);
+        self.due_at(now)
+    }
+
+    /// [`Throttle::due`] at `now` (milliseconds since [`epoch`], plus one).
+    fn due_at(&self, now: u64) -> Option<u64> {
+        let refused = self.since.fetch_add(1, Ordering::Relaxed) + 1;
+        let last = self.last.load(Ordering::Relaxed);
+        let due = last == 0 || now.saturating_sub(last) >= REPORT_EVERY.as_millis() as u64;
+        if due
+            && self
+                .last
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            self.since.store(0, Ordering::Relaxed);
+            return Some(refused);
+        }
+        None
+    }
+}
+
+/// Writes refused because the storage cannot take them.
+static UNWRITABLE: Throttle = Throttle::new();
+/// Requests refused because the database cannot be reached.
+static UNREACHABLE: Throttle = Throttle::new();
 
 fn epoch() -> Instant {
     static EPOCH: OnceLock<Instant> = OnceLock::new();
@@ -38,10 +90,17 @@ fn epoch() -> Instant {
 
 /// Whether the state is in PostgreSQL (set where the store is opened): the remedies differ.
 static ON_POSTGRES: AtomicBool = AtomicBool::new(false);
+/// Which PostgreSQL database (`database "x" at host:port`, never the password), for the log.
+static POSTGRES_DATABASE: Mutex<String> = Mutex::new(String::new());
 
-/// Tells [`remedy`] which engine the store runs on (the server opens one store per process).
-pub fn set_postgres(on: bool) {
-    ON_POSTGRES.store(on, Ordering::Relaxed);
+/// Tells [`remedy`] and [`report_unreachable`] which engine the store runs on: PostgreSQL with
+/// the database's summary ([`klausur_store::postgres_url_summary`]), or SQLite (`None`). The
+/// server opens one store per process.
+pub fn set_postgres(summary: Option<&str>) {
+    ON_POSTGRES.store(summary.is_some(), Ordering::Relaxed);
+    if let Ok(mut name) = POSTGRES_DATABASE.lock() {
+        *name = summary.unwrap_or_default().to_owned();
+    }
 }
 
 /// What the operator should do about `fault`, for the engine this process's store runs on.
@@ -80,18 +139,7 @@ pub fn remedy_for(fault: StorageFault, postgres: bool) -> &'static str {
 /// Tells the operator that a write was refused because of `fault` (rate-limited, see the
 /// module docs).
 pub fn report(fault: StorageFault, error: &dyn std::fmt::Display) {
-    let now = u64::try_from(epoch().elapsed().as_millis())
-        .unwrap_or(u64::MAX)
-        .saturating_add(1);
-    let refused = SINCE_REPORT.fetch_add(1, Ordering::Relaxed) + 1;
-    let last = LAST_REPORT.load(Ordering::Relaxed);
-    let due = last == 0 || now.saturating_sub(last) >= REPORT_EVERY.as_millis() as u64;
-    if due
-        && LAST_REPORT
-            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-            .is_ok()
-    {
-        SINCE_REPORT.store(0, Ordering::Relaxed);
+    if let Some(refused) = UNWRITABLE.due() {
         tracing::error!(
             refused_writes = refused,
             "the database cannot be written ({fault}): {error}; {}. Users are told to try \
@@ -101,12 +149,49 @@ pub fn report(fault: StorageFault, error: &dyn std::fmt::Display) {
     }
 }
 
-/// A write of the meeting `meeting` that failed (`what`, for example "lock state not stored"):
-/// the meeting goes on with what it holds in memory; a storage fault is reported as above, any
-/// other failure as a warning.
+/// Tells the operator that a request was refused because the database cannot be reached
+/// (rate-limited, see the module docs).
+pub fn report_unreachable(error: &dyn std::fmt::Display) {
+    if let Some(refused) = UNREACHABLE.due() {
+        let postgres = ON_POSTGRES.load(Ordering::Relaxed);
+        let database = POSTGRES_DATABASE
+            .lock()
+            .map(|name| name.clone())
+            .unwrap_or_default();
+        tracing::error!(
+            refused_requests = refused,
+            "{}",
+            unreachable_line(postgres, &database, error)
+        );
+    }
+}
+
+/// The operator's line about a database that cannot be reached: on PostgreSQL `database` (its
+/// summary), on SQLite the data directory's file.
+fn unreachable_line(postgres: bool, database: &str, error: &dyn std::fmt::Display) -> String {
+    if postgres {
+        format!(
+            "the PostgreSQL {database} cannot be reached ({error}): check that PostgreSQL is \
+             running and reachable from this host (its log says why it stopped or is \
+             restarting). Meanwhile users are told to try again in a moment and nothing is \
+             changed; klausur connects again on its own once it answers, no restart needed"
+        )
+    } else {
+        format!(
+            "the SQLite database in the data directory did not answer in time ({error}): check \
+             whether another process keeps it busy (a backup, a copy) and the system log. \
+             Meanwhile users are told to try again in a moment and nothing is changed"
+        )
+    }
+}
+
+/// A store failure the meeting `meeting` met in the background (`what`, for example "lock state
+/// not stored"): the meeting goes on with what it holds in memory; a storage fault or a
+/// database that cannot be reached is reported as above, any other failure as a warning.
 pub fn not_stored(meeting: &str, what: &str, e: &StoreError) {
     match e {
         StoreError::Unwritable(fault, cause) => report(*fault, cause),
+        StoreError::Unavailable(cause) => report_unreachable(cause),
         other => tracing::warn!(meeting, "{what}: {other}"),
     }
 }
@@ -125,5 +210,34 @@ mod tests {
             assert!(!postgres.contains("data directory"), "{postgres}");
         }
         assert!(remedy_for(StorageFault::Full, false).contains("data directory"));
+    }
+
+    #[test]
+    fn the_unreachable_line_names_the_database_and_what_to_do() {
+        let summary = klausur_store::postgres_url_summary(
+            "postgres://klausur:s3cret@db.example:5432/klausur",
+        )
+        .expect("summary");
+        let line = unreachable_line(true, &summary, &"pool timed out");
+        assert!(line.contains(&summary), "{line}");
+        assert!(line.contains("db.example:5432"), "{line}");
+        assert!(!line.contains("s3cret"), "{line}");
+        assert!(line.contains("check that PostgreSQL is running"), "{line}");
+        assert!(line.contains("no restart needed"), "{line}");
+        let line = unreachable_line(false, "", &"pool timed out");
+        assert!(!line.contains("PostgreSQL"), "{line}");
+        assert!(line.contains("data directory"), "{line}");
+    }
+
+    #[test]
+    fn a_lasting_fault_is_reported_once_per_interval_with_the_refusals_counted() {
+        let every = REPORT_EVERY.as_millis() as u64;
+        let throttle = Throttle::new();
+        assert_eq!(throttle.due_at(1), Some(1), "the first refusal is reported");
+        assert_eq!(throttle.due_at(2), None);
+        assert_eq!(throttle.due_at(every), None);
+        // Once the interval has passed, the next line counts the refusals since the last.
+        assert_eq!(throttle.due_at(1 + every), Some(3));
+        assert_eq!(throttle.due_at(2 + every), None);
     }
 }

@@ -92,7 +92,7 @@ export type LeaveReason = "left" | "removed" | "disconnected";
 
 export type EndReason = "ended_by_moderator" | "removed" | "denied" | "server_shutdown" | "replaced" | "lobby_full";
 
-export type ErrorCode = "malformed" | "unknown_type" | "too_large" | "rate_limited" | "forbidden" | "not_joined" | "invalid_state" | "not_found" | "invalid_field" | "storage_unavailable" | "internal";
+export type ErrorCode = "malformed" | "unknown_type" | "too_large" | "rate_limited" | "forbidden" | "not_joined" | "invalid_state" | "not_found" | "invalid_field" | "storage_unavailable" | "database_unavailable" | "internal";
 
 export type MlsContinuity = { previous_key: string, signature: string, };
 

@@ -11,8 +11,10 @@
 //! `{"error": {"code": "<code>", "message": "<message>"}}`.
 //!
 //! Failures inside the server are logged here (or where they happen) and reach the client only
-//! as `internal` / "internal error" (the test hooks excepted), and storage faults as
-//! `storage_unavailable` with [`crate::storage_fault::USER_MESSAGE`].
+//! as `internal` / "internal error" (the test hooks excepted), storage faults as
+//! `storage_unavailable` with [`crate::storage_fault::USER_MESSAGE`], and a database that cannot
+//! be reached (for a read or a write) as `database_unavailable` with
+//! [`crate::storage_fault::UNREACHABLE_MESSAGE`], both HTTP 503.
 
 use axum::extract::rejection::{BytesRejection, JsonRejection};
 use axum::http::StatusCode;
@@ -100,6 +102,8 @@ pub enum Refusal {
     Busy(String),
     /// The storage cannot be written: 503 `storage_unavailable`.
     StorageUnavailable,
+    /// The database cannot be reached (down, restarting): 503 `database_unavailable`.
+    DatabaseUnavailable,
     /// A failure inside the server (logged where it happened): 500 `internal`.
     Internal,
 }
@@ -145,6 +149,11 @@ impl From<Refusal> for ApiError {
                 "storage_unavailable",
                 crate::storage_fault::USER_MESSAGE,
             ),
+            Refusal::DatabaseUnavailable => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "database_unavailable",
+                crate::storage_fault::UNREACHABLE_MESSAGE,
+            ),
             Refusal::Internal => ApiError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal",
@@ -162,6 +171,10 @@ impl From<StoreError> for ApiError {
             StoreError::Unwritable(fault, e) => {
                 crate::storage_fault::report(fault, &e);
                 Refusal::StorageUnavailable
+            }
+            StoreError::Unavailable(e) => {
+                crate::storage_fault::report_unreachable(&e);
+                Refusal::DatabaseUnavailable
             }
             other => {
                 tracing::error!("storage error: {other}");
@@ -184,6 +197,7 @@ impl From<AdmissionError> for ApiError {
             }
             AdmissionError::DialInNotAllowed => Refusal::Forbidden(e.to_string()).into(),
             AdmissionError::StorageUnavailable => Refusal::StorageUnavailable.into(),
+            AdmissionError::DatabaseUnavailable => Refusal::DatabaseUnavailable.into(),
             AdmissionError::TicketCombined | AdmissionError::NameRequired => {
                 Refusal::Invalid(e.to_string()).into()
             }
@@ -344,6 +358,11 @@ mod tests {
                 "storage_unavailable",
             ),
             (
+                Refusal::DatabaseUnavailable,
+                StatusCode::SERVICE_UNAVAILABLE,
+                "database_unavailable",
+            ),
+            (
                 Refusal::Internal,
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal",
@@ -378,6 +397,10 @@ mod tests {
             reply(Refusal::StorageUnavailable).2,
             crate::storage_fault::USER_MESSAGE
         );
+        assert_eq!(
+            reply(Refusal::DatabaseUnavailable).2,
+            crate::storage_fault::UNREACHABLE_MESSAGE
+        );
     }
 
     #[test]
@@ -389,6 +412,16 @@ mod tests {
                 StoreError::Conflict("taken".into()).into(),
                 S::CONFLICT,
                 "conflict",
+            ),
+            (
+                StoreError::Unavailable(sqlx::Error::PoolTimedOut).into(),
+                S::SERVICE_UNAVAILABLE,
+                "database_unavailable",
+            ),
+            (
+                StoreError::Database(sqlx::Error::RowNotFound).into(),
+                S::INTERNAL_SERVER_ERROR,
+                "internal",
             ),
             (
                 AdmissionError::MeetingNotFound.into(),
@@ -439,6 +472,11 @@ mod tests {
                 AdmissionError::StorageUnavailable.into(),
                 S::SERVICE_UNAVAILABLE,
                 "storage_unavailable",
+            ),
+            (
+                AdmissionError::DatabaseUnavailable.into(),
+                S::SERVICE_UNAVAILABLE,
+                "database_unavailable",
             ),
             (
                 AdmissionError::Internal("x".into()).into(),

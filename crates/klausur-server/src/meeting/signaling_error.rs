@@ -44,6 +44,7 @@ impl From<AdmissionError> for Refusal {
             AdmissionError::DialInNotAllowed => ErrorCode::Forbidden,
             AdmissionError::TooManyInvalidInvitations => ErrorCode::RateLimited,
             AdmissionError::StorageUnavailable => ErrorCode::StorageUnavailable,
+            AdmissionError::DatabaseUnavailable => ErrorCode::DatabaseUnavailable,
             AdmissionError::Internal(detail) => {
                 // The detail (a store error's text) is for the operator's log, not the client.
                 tracing::error!("join failed: {detail}");
@@ -76,6 +77,10 @@ mod tests {
             (
                 AdmissionError::StorageUnavailable,
                 ErrorCode::StorageUnavailable,
+            ),
+            (
+                AdmissionError::DatabaseUnavailable,
+                ErrorCode::DatabaseUnavailable,
             ),
         ];
         for (e, code) in table {
