@@ -3,15 +3,25 @@
 //! commands reach the same database; a URL that is wrong or a database that cannot be reached
 //! stops the start with a message that names it (never its password) instead of a panic. The
 //! PostgreSQL is the store's throwaway test cluster (`klausur-store/tests/engines`).
+//!
+//! PostgreSQL restarted under a running server (issue 22, on a cluster of that test's own,
+//! which it stops and starts): meanwhile every request that needs the database, a read as
+//! much as a write, is answered within seconds with HTTP 503 `database_unavailable` and a
+//! message that says so (before: 500 "internal error"); the server keeps running and answers
+//! what needs no database; the operator's log names the database (not its password) and what
+//! to do; once PostgreSQL is up again, requests succeed without a restart, with every write
+//! acknowledged before and none of those refused.
 
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use klausur_store::Store;
+use serde_json::Value;
 
 use crate::process::{
     add_ada_with, base_cmd, free_port, run, serve_cmd, start_until_listening, PASSWORD,
 };
+use crate::storage_faults::{create, login};
 
 #[path = "../../../klausur-store/tests/engines/mod.rs"]
 mod engines;
@@ -180,4 +190,162 @@ async fn copy_to_postgres_takes_the_sqlite_state_along() {
     assert!(!ok);
     assert!(err.contains("holds data already"), "{err}");
     assert_eq!(store.list_users().await.expect("users").len(), 1);
+}
+
+/// GET `url` with `http`, which must answer within 30 s: (status, JSON body or null).
+async fn get(http: &reqwest::Client, url: &str) -> (u16, Value) {
+    let resp = http
+        .get(url)
+        .timeout(Duration::from_secs(30))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GET {url} got no answer: {e}"));
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+/// The titles in a GET /api/meetings body.
+fn titles(body: &Value) -> Vec<String> {
+    body.as_array()
+        .or_else(|| body["meetings"].as_array())
+        .into_iter()
+        .flatten()
+        .filter_map(|m| m["title"].as_str().map(str::to_owned))
+        .collect()
+}
+
+/// Asserts that `body` is the refusal of a database that cannot be reached.
+fn assert_database_unavailable(what: &str, status: u16, body: &Value) {
+    assert_eq!(status, 503, "{what}: {body}");
+    assert_eq!(
+        body["error"]["code"], "database_unavailable",
+        "{what}: {body}"
+    );
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("cannot reach its database")
+            && message.contains("Nothing was changed")
+            && message.contains("try again"),
+        "{what}: {message}"
+    );
+}
+
+#[tokio::test]
+async fn postgres_restarted_requests_fail_clearly_meanwhile_and_succeed_afterwards() {
+    let cluster = engines::private_cluster();
+    let url = cluster.create_database().await;
+    let password = url
+        .split_once("klausur_test:")
+        .and_then(|(_, rest)| rest.split_once('@'))
+        .map(|(pw, _)| pw.to_owned())
+        .expect("the URL has a password");
+    let dir = tempfile::tempdir().expect("tmp");
+    let data = dir.path().join("data");
+    let d = data.to_str().expect("utf-8");
+    add_ada_with(&["--data-dir", d, "--database", &url]);
+    let log = dir.path().join("server.log");
+    let port = free_port();
+    let mut cmd = serve_cmd(&data, port);
+    cmd.env("KLAUSUR_DATABASE", &url)
+        .stderr(std::fs::File::create(&log).expect("log"));
+    let (mut server, _) = start_until_listening(cmd);
+    let base = format!("http://127.0.0.1:{port}");
+    let (http, csrf) = login(&base).await;
+
+    // Writes the server acknowledges before the restart.
+    let mut written = Vec::new();
+    for i in 0..3 {
+        let title = format!("Vor dem Neustart {i}");
+        let (status, body) = create(&http, &base, &csrf, &title).await;
+        assert!(status < 300, "{status} {body}");
+        written.push(title);
+    }
+
+    cluster.stop();
+    // A read and a write: each refused clearly, within seconds (the pool's acquire timeout),
+    // not after a hang.
+    let started = Instant::now();
+    let (status, body) = get(&http, &format!("{base}/api/meetings")).await;
+    assert_database_unavailable("a read", status, &body);
+    let refused = "Während des Neustarts";
+    let (status, body) = create(&http, &base, &csrf, refused).await;
+    assert_database_unavailable("a write", status, &body);
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(25), "the refusals took {took:?}");
+    // The server runs on and answers what needs no database.
+    assert!(
+        server.0.try_wait().expect("wait").is_none(),
+        "the server ended"
+    );
+    let health = http
+        .get(format!("{base}/healthz"))
+        .send()
+        .await
+        .expect("healthz");
+    assert_eq!(health.status(), 200);
+    // The operator is told which database, and what to do; never its password.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let text = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.contains("cannot be reached") || Instant::now() > deadline {
+            break text;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let line = text
+        .lines()
+        .find(|l| l.contains("cannot be reached"))
+        .unwrap_or_else(|| panic!("no operator line in the log:\n{text}"));
+    assert!(line.contains("ERROR"), "{line}");
+    assert!(
+        line.contains(&format!("at 127.0.0.1:{}", cluster.port())),
+        "{line}"
+    );
+    assert!(line.contains("check that PostgreSQL is running"), "{line}");
+    assert!(!text.contains(&password), "the password is in the log");
+    assert!(!text.contains("panicked"), "{text}");
+
+    // PostgreSQL is back on the same port: requests succeed again, without a restart.
+    cluster.start_again();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let seen = loop {
+        let (status, body) = get(&http, &format!("{base}/api/meetings")).await;
+        match status {
+            200 => break titles(&body),
+            503 if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            _ => panic!("after the restart: {status} {body}"),
+        }
+    };
+    for t in &written {
+        assert!(
+            seen.contains(t),
+            "{t} was acknowledged and is gone: {seen:?}"
+        );
+    }
+    assert!(
+        !seen.iter().any(|t| t == refused),
+        "a refused write appeared"
+    );
+    let (status, body) = create(&http, &base, &csrf, "Nach dem Neustart").await;
+    assert!(status < 300, "a write after the restart: {status} {body}");
+    written.push("Nach dem Neustart".into());
+    assert!(
+        server.0.try_wait().expect("wait").is_none(),
+        "the server ended"
+    );
+
+    // And in PostgreSQL itself: exactly the acknowledged writes.
+    let store = Store::open_postgres(&url).await.expect("open");
+    let mut stored: Vec<String> = store
+        .list_all_meetings()
+        .await
+        .expect("meetings")
+        .into_iter()
+        .map(|m| m.title)
+        .collect();
+    stored.sort();
+    written.sort();
+    assert_eq!(stored, written);
 }

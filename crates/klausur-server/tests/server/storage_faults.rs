@@ -76,7 +76,7 @@ fn fill(dir: &Path) -> PathBuf {
 }
 
 /// Ada's HTTP client, logged in: (client, CSRF token).
-async fn login(base: &str) -> (reqwest::Client, String) {
+pub(crate) async fn login(base: &str) -> (reqwest::Client, String) {
     let http = reqwest::Client::builder()
         .cookie_store(true)
         .build()
@@ -93,7 +93,12 @@ async fn login(base: &str) -> (reqwest::Client, String) {
 }
 
 /// POST /api/meetings with `title`: (status, body).
-async fn create(http: &reqwest::Client, base: &str, csrf: &str, title: &str) -> (u16, Value) {
+pub(crate) async fn create(
+    http: &reqwest::Client,
+    base: &str,
+    csrf: &str,
+    title: &str,
+) -> (u16, Value) {
     let resp = http
         .post(format!("{base}/api/meetings"))
         .header("X-CSRF-Token", csrf)
