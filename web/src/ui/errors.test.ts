@@ -11,6 +11,11 @@ describe('describeError', () => {
     expect(describeError(t, e)).toBe(translate('de', 'common.storageUnavailable'));
     expect(describeError(t, e)).toContain('nichts geändert');
   });
+  it('says that the server cannot reach its database, in the user\'s language', () => {
+    const e = new ApiError(503, 'database_unavailable', 'The server cannot reach its database right now');
+    expect(describeError(t, e)).toBe(translate('de', 'common.databaseUnavailable'));
+    expect(describeError(t, e)).toContain('nichts geändert');
+  });
   it('passes other server messages on, and names an unreachable server', () => {
     expect(describeError(t, new ApiError(409, 'conflict', 'username taken'))).toContain('username taken');
     expect(describeError(t, new ApiError(0, 'network', 'fetch failed'))).toBe(translate('de', 'common.networkError'));

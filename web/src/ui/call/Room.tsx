@@ -6,6 +6,7 @@ import type { Participant } from '../../signaling/protocol';
 import type { RemoteTrack } from '../../media/peer';
 import { useT, type StringKey } from '../../i18n';
 import { LangSwitch } from '../Shell';
+import { codeMessage } from '../errors';
 import { ProfileBadge } from '../pages/MeetingsPage';
 import {
   BellIcon,
@@ -106,7 +107,7 @@ export function Room({ controller, snap }: { controller: MeetingController; snap
   useEffect(() => {
     if (!room.lastError || room.lastError === lastError.current) return;
     lastError.current = room.lastError;
-    const message = room.lastError.code === 'storage_unavailable' ? t('common.storageUnavailable') : room.lastError.message || room.lastError.code;
+    const message = codeMessage(t, room.lastError.code) ?? (room.lastError.message || room.lastError.code);
     pushToast('error', t('room.serverError', { message }), 6000);
     // eslint-disable-next-line react-hooks/exhaustive-deps
   }, [room.lastError]);
