@@ -132,9 +132,13 @@ pub struct ServeArgs {
     /// HTTP(S) address, default 127.0.0.1:8080.
     #[arg(long)]
     listen: Option<String>,
-    /// UDP address for media, default <listen ip>:10000.
+    /// UDP address for media, default <listen ip>:10000 (worker i listens on its port + i).
     #[arg(long)]
     media_listen: Option<String>,
+    /// Media workers, each a thread with its own UDP port; default one per core (also
+    /// `KLAUSUR_MEDIA_WORKERS`, `[media] workers`).
+    #[arg(long, value_name = "N")]
+    media_workers: Option<usize>,
     /// Directory of the built web client (default: web/dist).
     #[arg(long)]
     web_root: Option<PathBuf>,
@@ -368,6 +372,7 @@ fn overrides(
     if let Some(s) = s {
         o.listen = s.listen.clone();
         o.media_listen = s.media_listen.clone();
+        o.media_workers = s.media_workers;
         o.web_root = s.web_root.clone();
         o.tls_cert = s.tls_cert.clone();
         o.tls_key = s.tls_key.clone();

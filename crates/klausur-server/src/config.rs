@@ -139,6 +139,7 @@ pub struct RawMedia {
     pub public_ip: Option<String>,
     pub tcp: Option<bool>,
     pub bandwidth_estimation: Option<bool>,
+    pub workers: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -232,6 +233,8 @@ fn resolve_database(value: Option<String>) -> Result<Database, ConfigError> {
 pub struct Overrides {
     pub listen: Option<String>,
     pub media_listen: Option<String>,
+    /// `--media-workers`: replaces `[media] workers`.
+    pub media_workers: Option<usize>,
     pub data_dir: Option<PathBuf>,
     /// `--database`: a PostgreSQL URL instead of SQLite in the data directory.
     pub database: Option<String>,
@@ -261,6 +264,9 @@ pub struct Config {
     pub media_tcp: bool,
     /// Estimate each participant's downlink and choose simulcast layers that fit it.
     pub media_bandwidth_estimation: bool,
+    /// Media workers (threads, one UDP port each from `media_listen`'s on); default one per
+    /// core.
+    pub media_workers: usize,
     /// `[turn]`: the TURN server browsers get credentials for, if any.
     pub turn: Option<std::sync::Arc<crate::turn::TurnConfig>>,
     /// Keys, the first administrator's one-time password and (with SQLite) the database.
@@ -521,6 +527,44 @@ impl Config {
         )?
         .or(raw.media.bandwidth_estimation)
         .unwrap_or(true);
+        let media_workers = match env("KLAUSUR_MEDIA_WORKERS") {
+            Some(v) => Some(v.parse::<usize>().map_err(|_| {
+                invalid(
+                    "media.workers",
+                    format!("KLAUSUR_MEDIA_WORKERS={v:?} is not a number"),
+                )
+            })?),
+            None => None,
+        };
+        let media_workers = o
+            .media_workers
+            .or(media_workers)
+            .or(raw.media.workers)
+            .unwrap_or_else(|| {
+                std::thread::available_parallelism()
+                    .map_or(1, |n| n.get())
+                    .min(crate::media::MAX_WORKERS)
+            });
+        if !(1..=crate::media::MAX_WORKERS).contains(&media_workers) {
+            return Err(invalid(
+                "media.workers",
+                format!(
+                    "{media_workers} media workers: must be between 1 and {}",
+                    crate::media::MAX_WORKERS
+                ),
+            ));
+        }
+        let last_port = usize::from(media_listen.port()) + media_workers - 1;
+        if media_listen.port() != 0 && last_port > usize::from(u16::MAX) {
+            return Err(invalid(
+                "media.workers",
+                format!(
+                    "{media_workers} media workers listen on the ports {} to {last_port} \
+                     (one each from media.listen's on): beyond 65535; choose a lower port",
+                    media_listen.port()
+                ),
+            ));
+        }
         let turn = match raw.turn {
             Some(t) => Some(std::sync::Arc::new(resolve_turn(t)?)),
             None => None,
@@ -683,6 +727,7 @@ impl Config {
             media_public_ip,
             media_tcp,
             media_bandwidth_estimation,
+            media_workers,
             turn,
             data_dir,
             database,
@@ -749,8 +794,6 @@ impl TrustedProxies {
     }
 }
 
-/// Parses `[server] trusted_proxies`: addresses (`"127.0.0.1"`, `"::1"`) and networks
-/// (`"10.0.0.0/8"`).
 /// A true/false setting from the environment variable `name` (`true`/`false` or `1`/`0`), for
 /// the config key `key`; `None` when unset.
 fn env_bool(
@@ -771,6 +814,8 @@ fn env_bool(
     }
 }
 
+/// Parses `[server] trusted_proxies`: addresses (`"127.0.0.1"`, `"::1"`) and networks
+/// (`"10.0.0.0/8"`).
 fn resolve_trusted_proxies(list: Option<Vec<String>>) -> Result<TrustedProxies, ConfigError> {
     let networks = list
         .unwrap_or_default()

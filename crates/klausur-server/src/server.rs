@@ -238,6 +238,20 @@ pub async fn remove_initial_password_when_changed(store: Store, initial: Initial
     }
 }
 
+/// The media plane's settings from the configuration.
+pub fn media_config(config: &Config) -> media::MediaConfig {
+    media::MediaConfig {
+        listen: config.media_listen,
+        public_ip: config.media_public_ip,
+        tcp: config.media_tcp,
+        workers: config.media_workers,
+        room: klausur_room::RoomConfig {
+            bandwidth_estimation: config.media_bandwidth_estimation,
+            ..klausur_room::RoomConfig::default()
+        },
+    }
+}
+
 pub async fn serve(config: Config) -> anyhow::Result<()> {
     let store = open_store(&config).await?;
     match &config.database {
@@ -257,20 +271,11 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     if removed > 0 {
         tracing::info!("removed {removed} expired sessions");
     }
-    let (media, media_addr) = media::start_with(
-        config.media_listen,
-        config.media_public_ip,
-        config.media_tcp,
-        klausur_room::RoomConfig {
-            bandwidth_estimation: config.media_bandwidth_estimation,
-            ..klausur_room::RoomConfig::default()
-        },
-    )
-    .await
-    .with_context(|| {
+    let (media, media_addrs) = media::start(media_config(&config)).await.with_context(|| {
         format!(
-            "cannot bind the media sockets on {} (UDP, and TCP unless media.tcp = false)",
-            config.media_listen
+            "cannot bind the media sockets from {} ({} workers, one port each; UDP, and TCP \
+                 unless media.tcp = false)",
+            config.media_listen, config.media_workers
         )
     })?;
     let identity = match &config.identity.ca {
@@ -368,8 +373,13 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             }
         });
     }
-    println!("klausur: listening on {scheme}://{local} (media on udp {media_addr})");
-    tracing::info!(listen = %local, media = %media_addr, "klausur started");
+    let media_ports = media_addrs
+        .iter()
+        .map(|a| a.to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
+    println!("klausur: listening on {scheme}://{local} (media on udp {media_ports})");
+    tracing::info!(listen = %local, media = %media_ports, "klausur started");
     serve_api(state, listener, handle).await?;
     if let Some(gw) = gateway {
         gw.shutdown().await;

@@ -158,14 +158,29 @@ struct ServerStatus {
     tcp_connections: usize,
     tcp_refused_frames: u64,
     tcp_dropped_packets: u64,
+    /// Each media worker's rooms, peers, forwarded packets and restarts, in worker order.
+    media_workers: Vec<WorkerStatus>,
     /// Resident memory of the process in bytes (Linux; absent elsewhere).
     memory_rss_bytes: Option<u64>,
     /// Audit records that could not be written since the start (see [`crate::audit`]).
     audit_write_failures: u64,
 }
 
+/// One media worker in [`ServerStatus`].
+#[derive(Serialize)]
+struct WorkerStatus {
+    rooms: usize,
+    peers: usize,
+    forwarded_packets: u64,
+    restarts: u64,
+}
+
 async fn server_status(State(state): State<AppState>, Admin(_): Admin) -> Json<ServerStatus> {
-    let media = state.media.stats().await;
+    let workers = state.media.worker_stats().await;
+    let mut media = crate::media::MediaStats::default();
+    for w in &workers {
+        media.add(w);
+    }
     Json(ServerStatus {
         meetings_running: state.registry.running(),
         connections: state.connections.len(),
@@ -177,6 +192,15 @@ async fn server_status(State(state): State<AppState>, Admin(_): Admin) -> Json<S
         tcp_connections: media.tcp_connections,
         tcp_refused_frames: media.tcp_refused_frames,
         tcp_dropped_packets: media.tcp_dropped_packets,
+        media_workers: workers
+            .iter()
+            .map(|w| WorkerStatus {
+                rooms: w.rooms,
+                peers: w.peers,
+                forwarded_packets: w.forwarded_packets,
+                restarts: w.restarts,
+            })
+            .collect(),
         memory_rss_bytes: resident_memory(),
         audit_write_failures: state.audit.failures(),
     })

@@ -24,7 +24,9 @@
 //!
 //! `POST /api/test/meetings/{id}/panic-media` makes the meeting's media core panic on its next
 //! call, as a bug in the room core or str0m would: the test checks that only that meeting's
-//! media is affected and that it comes back.
+//! media is affected and that it comes back. `POST /api/test/meetings/{id}/panic-media-worker`
+//! makes the media worker the meeting is placed on panic outside any room, as a bug in the
+//! worker loop would: the worker is restarted and the meetings on it connect again.
 //!
 //! `POST /api/test/meetings/{id}/hide/{participant}` tells everyone else that the participant
 //! left, while it stays connected and keeps receiving media: the members' clients remove it from
@@ -54,6 +56,10 @@ pub fn routes(router: Router<AppState>) -> Router<AppState> {
             post(drop_media),
         )
         .route("/api/test/meetings/{id}/panic-media", post(panic_media))
+        .route(
+            "/api/test/meetings/{id}/panic-media-worker",
+            post(panic_media_worker),
+        )
         .route(
             "/api/test/dialin/withhold-frame-key",
             post(withhold_frame_key),
@@ -96,12 +102,32 @@ async fn panic_media(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
+    panic_meeting_media(&state, id, false).await
+}
+
+/// The media worker the meeting is placed on panics outside its rooms, as a bug in the worker
+/// loop would: the worker must be restarted, the other workers carry on.
+async fn panic_media_worker(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    panic_meeting_media(&state, id, true).await
+}
+
+async fn panic_meeting_media(
+    state: &AppState,
+    id: String,
+    whole_worker: bool,
+) -> Result<Json<Value>, ApiError> {
     let not_found = || Refusal::NotFound("no such meeting".into());
     let tx = state.registry.running_actor(&id).ok_or_else(not_found)?;
     let (reply, done) = oneshot::channel();
-    tx.send(MeetingCmd::PanicMedia { reply })
-        .await
-        .map_err(|_| not_found())?;
+    tx.send(MeetingCmd::PanicMedia {
+        whole_worker,
+        reply,
+    })
+    .await
+    .map_err(|_| not_found())?;
     done.await.map_err(|_| not_found())?;
     Ok(Json(json!({ "panicked": id })))
 }

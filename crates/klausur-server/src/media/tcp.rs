@@ -30,10 +30,10 @@ use std::time::{Duration, Instant};
 
 use klausur_room::PeerId;
 
-use super::RoomKey;
+use super::cmd::RoomKey;
 
 /// Longest frame accepted (the payload after the length): the UDP path's receive slot.
-pub const MAX_FRAME: usize = super::SLOT;
+pub const MAX_FRAME: usize = super::socket::SLOT;
 /// Bytes queued for sending per connection, at most.
 pub const MAX_OUT: usize = 128 * 1024;
 /// Open connections, at most.

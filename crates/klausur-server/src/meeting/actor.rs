@@ -60,9 +60,11 @@ pub enum MeetingCmd {
         peer: PeerId,
         reply: oneshot::Sender<bool>,
     },
-    /// Test builds only: the meeting's media core panics on its next call.
+    /// Test builds only: the meeting's media core panics on its next call, or with
+    /// `whole_worker`, the media worker it is placed on panics outside any room.
     #[cfg(feature = "test-hooks")]
     PanicMedia {
+        whole_worker: bool,
         reply: oneshot::Sender<bool>,
     },
 }
@@ -219,8 +221,16 @@ impl Actor {
                 let _ = forgery.reply.send(report);
             }
             #[cfg(feature = "test-hooks")]
-            MeetingCmd::PanicMedia { reply } => {
-                self.deps.media.send(MediaCmd::Panic { room: self.room });
+            MeetingCmd::PanicMedia {
+                whole_worker,
+                reply,
+            } => {
+                let room = self.room;
+                self.deps.media.send(if whole_worker {
+                    MediaCmd::PanicWorker { room }
+                } else {
+                    MediaCmd::Panic { room }
+                });
                 let _ = reply.send(true);
             }
             #[cfg(feature = "test-hooks")]

@@ -40,13 +40,9 @@ impl TestServer {
         };
         let mut config = Config::load(None, &overrides).expect("config");
         adjust(&mut config);
-        let (media, _) = media::start(
-            config.media_listen,
-            config.media_public_ip,
-            config.media_tcp,
-        )
-        .await
-        .expect("media");
+        let (media, _) = media::start(klausur_server::server::media_config(&config))
+            .await
+            .expect("media");
         let mut seed = [0u8; 32];
         rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut seed);
         let identity_ca = IdentityCa::new(SigningKey::from_bytes(&seed));
@@ -82,13 +78,9 @@ impl TestServer {
         };
         let mut config = Config::load(None, &overrides).expect("config");
         adjust(&mut config);
-        let (media, _) = media::start(
-            config.media_listen,
-            config.media_public_ip,
-            config.media_tcp,
-        )
-        .await
-        .expect("media");
+        let (media, _) = media::start(klausur_server::server::media_config(&config))
+            .await
+            .expect("media");
         let mut seed = [0u8; 32];
         rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut seed);
         let identity_ca = IdentityCa::new(SigningKey::from_bytes(&seed));

@@ -127,7 +127,7 @@ fn rig() -> Rig {
         .arg(&config)
         .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
         .arg("--media-listen")
-        .arg(format!("127.0.0.1:{}", free_port()))
+        .arg("127.0.0.1:0")
         .arg("--tls-cert")
         .arg(d.join("cert.pem"))
         .arg("--tls-key")

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use klausur_proto::{SendSource, Source};
 use klausur_room::RoomEvent;
-use klausur_server::media::{self, tcp, MediaCmd, MediaHandle, MediaStats};
+use klausur_server::media::{self, tcp, MediaCmd, MediaConfig, MediaHandle, MediaStats};
 use str0m::change::SdpAnswer;
 use str0m::media::{Direction, MediaKind};
 use str0m::net::{Protocol, Receive, TcpType};
@@ -19,13 +19,14 @@ use tokio::sync::mpsc;
 const WAIT: Duration = Duration::from_secs(15);
 
 async fn worker(tcp: bool) -> (MediaHandle, SocketAddr) {
-    media::start(
+    let (media, addrs) = media::start(MediaConfig::single(
         "127.0.0.1:0".parse().expect("addr"),
         [127, 0, 0, 1].into(),
         tcp,
-    )
+    ))
     .await
-    .expect("media worker starts")
+    .expect("media worker starts");
+    (media, addrs[0])
 }
 
 fn open_room(media: &MediaHandle) -> mpsc::UnboundedReceiver<RoomEvent> {

@@ -45,6 +45,7 @@ mod invitation_guessing;
 mod layers;
 mod lobby_limits;
 mod login_limits;
+mod media_workers;
 mod names;
 mod native_client;
 mod origin_and_links;

@@ -51,7 +51,8 @@ pub fn run(args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
     )
 }
 
-/// `klausur --data-dir <data> serve` on `127.0.0.1:<port>`, media on a free port.
+/// `klausur --data-dir <data> serve` on `127.0.0.1:<port>`, media on free ports (each worker
+/// its own).
 pub fn serve_cmd(data: &Path, port: u16) -> Command {
     let mut cmd = base_cmd();
     cmd.arg("--data-dir").arg(data).args([
@@ -59,7 +60,7 @@ pub fn serve_cmd(data: &Path, port: u16) -> Command {
         "--listen",
         &format!("127.0.0.1:{port}"),
         "--media-listen",
-        &format!("127.0.0.1:{}", free_port()),
+        "127.0.0.1:0",
     ]);
     cmd
 }
