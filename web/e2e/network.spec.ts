@@ -461,7 +461,8 @@ test('on a 300 kbit/s link a guest gets the lowest layer and unbroken audio, whi
 
 test('5 % loss and 100 ms jitter each way: the tone is heard in 95 % of 100 ms windows, the video is back within 2 s after', async ({ browser }, testInfo) => {
   const ns = namespace(6, '');
-  const server = await serverFor(ns, browser, testInfo.project.outputDir, { own: 'lossy-link' });
+  // One media worker: the relay stands before its one port.
+  const server = await serverFor(ns, browser, testInfo.project.outputDir, { own: 'lossy-link', mediaWorkers: 1 });
   const relay = await impairedUdp(ns, server.mediaPort);
   cleanups.push(() => relay.close());
   ns.setRules(relay.rules);

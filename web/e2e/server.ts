@@ -4,7 +4,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { createSocket } from 'node:dgram';
 import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync, writeSync } from 'node:fs';
 import { createServer } from 'node:net';
-import { tmpdir } from 'node:os';
+import { availableParallelism, tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { E2E_LOG_FILTER } from './log-secrets';
@@ -24,8 +24,11 @@ export interface KlausurServer {
   rtpRecording: string | null;
   /** The dial-in gateway's SIP address (`sipListen` option), e.g. `127.0.0.1:5062`, else null. */
   sipAddress: string | null;
-  /** The UDP port of the media server (on the listen address). */
+  /** The UDP port of the first media worker (on the listen address); worker i listens on
+   * `mediaPort + i`. */
   mediaPort: number;
+  /** How many media workers the server runs. */
+  mediaWorkers: number;
   stop(): Promise<void>;
   /** Stops the server as an operator would (SIGTERM), or as a crash does (`kill: true`, SIGKILL:
    * nothing is cleaned up), and starts it again on the same data directory and ports. Resolves
@@ -48,6 +51,8 @@ export interface ServerOptions {
   env?: Record<string, string>;
   /** A configuration file's text, passed with `--config`. */
   configToml?: string;
+  /** Media workers (`--media-workers`); default one per core, as `klausur serve` runs. */
+  mediaWorkers?: number;
 }
 
 /** A TCP port on 127.0.0.1 that was free a moment ago. */
@@ -74,6 +79,34 @@ export function freeUdpPort(): Promise<number> {
       sock.close(() => res(port));
     });
   });
+}
+
+/** The first of `count` consecutive ports on 127.0.0.1 that were free for UDP and TCP a moment
+ * ago (a media worker listens on both; worker i on the first port + i). */
+export async function freeMediaPorts(count: number): Promise<number> {
+  const bindable = (port: number, kind: 'udp' | 'tcp') =>
+    new Promise<boolean>((res) => {
+      if (kind === 'udp') {
+        const sock = createSocket('udp4');
+        sock.on('error', () => res(false));
+        sock.bind(port, '127.0.0.1', () => sock.close(() => res(true)));
+      } else {
+        const srv = createServer();
+        srv.unref();
+        srv.on('error', () => res(false));
+        srv.listen(port, '127.0.0.1', () => srv.close(() => res(true)));
+      }
+    });
+  for (let attempt = 0; attempt < 50; attempt++) {
+    const first = await freeUdpPort();
+    if (first + count - 1 > 65535) continue;
+    let free = true;
+    for (let p = first; p < first + count && free; p++) {
+      free = (p === first || (await bindable(p, 'udp'))) && (await bindable(p, 'tcp'));
+    }
+    if (free) return first;
+  }
+  throw new Error(`no ${count} consecutive free ports for the media workers`);
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -106,7 +139,8 @@ export async function startServer(opts: ServerOptions = {}, logOpts: LogOptions 
   // Written synchronously: what the server said is in the file even if this worker dies.
   let log: number | null = openSync(logPath, 'a');
   const port = await freeTcpPort();
-  const mediaPort = await freeUdpPort();
+  const mediaWorkers = opts.mediaWorkers ?? Math.min(availableParallelism(), 64);
+  const mediaPort = await freeMediaPorts(mediaWorkers);
   const sipAddress = opts.sipListen ? `127.0.0.1:${await freeUdpPort()}` : null;
   const host = opts.listenHost ?? '127.0.0.1';
   const baseURL = `http://${host}:${port}`;
@@ -137,6 +171,7 @@ export async function startServer(opts: ServerOptions = {}, logOpts: LogOptions 
         '--data-dir', dataDir,
         '--listen', `${host}:${port}`,
         '--media-listen', `${host}:${mediaPort}`,
+        '--media-workers', String(mediaWorkers),
         ...(configPath ? ['--config', configPath] : []),
         '--web-root', dist,
         ...(sipAddress ? ['--sip-listen', sipAddress] : []),
@@ -211,7 +246,7 @@ export async function startServer(opts: ServerOptions = {}, logOpts: LogOptions 
   try {
     await waitReady(true);
     if (!password) throw new Error(`no one-time password in ${passwordFile}; log: ${logPath}`);
-    return { baseURL, adminOneTimePassword: password, dataDir, logPath, rtpRecording, sipAddress, mediaPort, stop, restart };
+    return { baseURL, adminOneTimePassword: password, dataDir, logPath, rtpRecording, sipAddress, mediaPort, mediaWorkers, stop, restart };
   } catch (e) {
     process.env.KLAUSUR_E2E_KEEP = '1';
     await stop();
