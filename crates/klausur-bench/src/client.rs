@@ -156,6 +156,8 @@ impl Role {
 #[derive(Debug, Clone)]
 pub struct PeerReport {
     pub index: u16,
+    /// The meeting the participant was in (set by the trial; see `Spec::meeting_of`).
+    pub meeting: u16,
     /// From sending `join` to leaving.
     pub presence: Presence,
     pub send: SendStats,
@@ -1097,6 +1099,7 @@ impl Peer {
         }
         PeerReport {
             index: self.index,
+            meeting: 0,
             presence: Presence {
                 joined_ns: self.timing.ns(self.joined_at),
                 left_ns,

@@ -925,6 +925,7 @@ pub async fn participant(spec: JoinSpec) -> anyhow::Result<PeerReport> {
     Ok(match sent {
         Some(sent) => PeerReport {
             index: sent.index,
+            meeting: 0,
             presence: Presence {
                 joined_ns: timing.ns(joined_at),
                 left_ns,
@@ -941,6 +942,7 @@ pub async fn participant(spec: JoinSpec) -> anyhow::Result<PeerReport> {
         // A listener: connected once its subscriber is.
         None => PeerReport {
             index: received.index,
+            meeting: 0,
             presence: Presence {
                 joined_ns: timing.ns(joined_at),
                 left_ns,

@@ -101,6 +101,11 @@ struct Common {
     /// Do not pin server and load generator to CPUs.
     #[arg(long, global = true)]
     no_pin: bool,
+    /// Media workers of the klausur server (one thread and UDP port each; `scaling` runs 1
+    /// and 2 whatever this says). 1 keeps the figures comparable with a server pinned to one
+    /// core.
+    #[arg(long, global = true, default_value_t = 1)]
+    media_workers: usize,
     /// Participants offer str0m's full default codec list (browser-like SDP sizes) instead of
     /// Opus + VP8 only.
     #[arg(long, global = true)]
@@ -176,6 +181,18 @@ enum Cmd {
         /// Leaves (and joins) per second.
         #[arg(long, default_value_t = 2.0)]
         rate: f64,
+    },
+    /// `scaling`: the same meetings (M meetings of N, audio and video) against a klausur
+    /// server with one media worker, pinned to the server CPU, and with two, on both CPUs; the
+    /// load generator stays on its CPU in both. Reports forwarded packets per server
+    /// CPU-second of each and the per-packet cost of two workers against one.
+    Scaling {
+        /// Meetings.
+        #[arg(long, default_value_t = 4)]
+        meetings: usize,
+        /// Participants per meeting.
+        #[arg(long, default_value_t = 5)]
+        participants: usize,
     },
     /// Runs `meeting 10` against klausur and Janus 1.1.2 (VideoRoom) in the same run.
     Compare {
@@ -319,6 +336,7 @@ fn settings(c: &Common, cmd: &Cmd) -> Settings {
         trials: c.trials.unwrap_or(trials).clamp(1, 20),
         stagger: Duration::from_millis(c.stagger_ms.min(2000)),
         server_cpu,
+        media_workers: c.media_workers.clamp(1, 64),
         floor: Duration::from_millis(c.floor_ms.min(10_000)),
         peer: PeerOptions {
             all_codecs: c.all_codecs,
@@ -435,7 +453,11 @@ fn specs(cli: &Cli) -> anyhow::Result<Vec<(Spec, bool)>> {
             specs.push((Spec::townhall(*participants, *speakers), janus));
         }
         Cmd::Idle { participants } => specs.push((Spec::idle(*participants), janus)),
-        Cmd::Floor { .. } | Cmd::Dialin { .. } | Cmd::Soak { .. } | Cmd::Large { .. } => {}
+        Cmd::Floor { .. }
+        | Cmd::Dialin { .. }
+        | Cmd::Soak { .. }
+        | Cmd::Large { .. }
+        | Cmd::Scaling { .. } => {}
         Cmd::Churn { participants, rate } => specs.push((churn(*participants, *rate)?, janus)),
         Cmd::Standard {
             sizes,
@@ -517,6 +539,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
     if let Cmd::Large { .. } = &cli.command {
         return run_large(&cli, &s, started).await;
+    }
+    if let Cmd::Scaling { .. } = &cli.command {
+        return run_scaling(&cli, &s, started).await;
     }
     let specs = specs(&cli)?;
     let lengths = lengths(&s, &specs);
@@ -602,6 +627,93 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         eprintln!("klausur-bench: updated {}", markdown.display());
     }
     eprintln!("klausur-bench: done in {:.1} s", wall.as_secs_f64());
+    Ok(())
+}
+
+/// `scaling`: the same meetings against one media worker and against two, trials alternating
+/// (the machine's speed drifts over minutes; a drift then moves both alike).
+async fn run_scaling(cli: &Cli, s: &Settings, started: std::time::Instant) -> anyhow::Result<()> {
+    let Cmd::Scaling {
+        meetings,
+        participants,
+    } = &cli.command
+    else {
+        anyhow::bail!("not the scaling command");
+    };
+    anyhow::ensure!(
+        (2..=32).contains(meetings) && (2..=MAX_MEETING).contains(participants),
+        "scaling needs 2 to 32 meetings of 2 to {MAX_MEETING}"
+    );
+    let spec = Spec::meetings(*meetings, *participants);
+    anyhow::ensure!(
+        spec.participants() <= scenario::MAX_PARTICIPANTS,
+        "{}: at most {} participants in all",
+        spec.name,
+        scenario::MAX_PARTICIPANTS
+    );
+    let one = Settings {
+        media_workers: 1,
+        ..s.clone()
+    };
+    // Two workers need both CPUs: the server is not pinned; the load generator stays pinned
+    // (in `main`) to the CPU after the server's, so one worker shares it.
+    let two = Settings {
+        media_workers: 2,
+        server_cpu: None,
+        floor: Duration::ZERO,
+        ..s.clone()
+    };
+    let baseline = scenario::run_baseline(s).await?;
+    let (mut ones, mut twos) = (Vec::new(), Vec::new());
+    for i in 0..s.trials {
+        ones.push(scenario::run_trial(&one, &spec, ServerKind::Klausur, i).await?);
+        twos.push(scenario::run_trial(&two, &spec, ServerKind::Klausur, i).await?);
+    }
+    let one_r = scenario::combine(
+        &spec.name,
+        "klausur, 1 media worker",
+        ones,
+        baseline.clone(),
+    );
+    let two_r = scenario::combine(&spec.name, "klausur, 2 media workers", twos, baseline);
+    println!(
+        "{}",
+        report::markdown_table(&[one_r.clone(), two_r.clone()])
+    );
+    // Per-packet cost: CPU-seconds per forwarded packet, the inverse of packets per CPU-second.
+    let cost_ratio = one_r.pkts_per_cpu_s / two_r.pkts_per_cpu_s;
+    println!(
+        "{}: {:.0} forwarded packets per server CPU-second with 1 media worker, {:.0} with 2; \
+         per-packet cost with 2 workers {:.2}x that with 1 (target: at most 1.10); server CPU \
+         {:.2} and {:.2} CPU-s per second; loss {:.5} and {:.5}; load generator pinned to CPU {}",
+        spec.name,
+        one_r.pkts_per_cpu_s,
+        two_r.pkts_per_cpu_s,
+        cost_ratio,
+        one_r.server_cpu_s_per_s,
+        two_r.server_cpu_s_per_s,
+        one_r.loss_ratio,
+        two_r.loss_ratio,
+        s.server_cpu
+            .map_or("none (--no-pin)".to_string(), |c| ((c + 1)
+                % procfs::nproc())
+            .to_string())
+    );
+    for r in [&one_r, &two_r] {
+        for e in &r.errors {
+            eprintln!("klausur-bench: {} ({}): {e}", r.scenario, r.server);
+        }
+    }
+    if let Some(path) = &cli.common.json {
+        let mut v = report::compare_json(&[one_r, two_r], settings_json(s));
+        v["per_packet_cost_2_vs_1"] = json!(cost_ratio);
+        std::fs::write(path, serde_json::to_string_pretty(&v)? + "\n")?;
+        eprintln!("klausur-bench: wrote {}", path.display());
+    }
+    eprintln!(
+        "klausur-bench: done in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
     Ok(())
 }
 

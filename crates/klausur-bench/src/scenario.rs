@@ -35,6 +35,8 @@ pub struct Settings {
     /// Gap between two participants' joins.
     pub stagger: Duration,
     pub server_cpu: Option<usize>,
+    /// Media workers of the klausur server (`--media-workers`).
+    pub media_workers: usize,
     /// Length of the loopback floor measured before each trial (zero: none; see `floor.rs`).
     pub floor: Duration,
     /// How the participants are built (codec list, UDP GRO).
@@ -62,6 +64,8 @@ pub struct Spec {
     /// Each participant switches its tiles between large and small this often (with `tiles`):
     /// the server then switches the layer it forwards.
     pub tile_switch: Option<Duration>,
+    /// Meetings the participants are split into, in equal blocks by index (1: one meeting).
+    pub meetings: usize,
 }
 
 impl Spec {
@@ -75,7 +79,23 @@ impl Spec {
             tiles: None,
             simulcast: false,
             tile_switch: None,
+            meetings: 1,
         }
+    }
+
+    /// `meetings M N`: M meetings of N participants each (audio and video, everyone receives
+    /// everyone of their meeting), participants `m*N .. (m+1)*N` in meeting `m`.
+    pub fn meetings(m: usize, n: usize) -> Spec {
+        Spec {
+            meetings: m.max(1),
+            ..Spec::new(format!("meetings-{m}x{n}"), vec![Role::AV; m.max(1) * n])
+        }
+    }
+
+    /// The meeting participant `i` is in.
+    pub fn meeting_of(&self, i: usize) -> usize {
+        let per = (self.roles.len() / self.meetings.max(1)).max(1);
+        (i / per).min(self.meetings.max(1) - 1)
     }
 
     /// The same scenario with simulcast cameras (`--simulcast`), switching tile sizes every
@@ -322,6 +342,7 @@ pub fn summarize(reports: &[PeerReport], window: &Window, ttff_from: usize) -> T
         .iter()
         .map(|r| Member {
             index: r.index,
+            meeting: r.meeting,
             shows: r.shows.as_deref(),
             presence: r.presence,
             send: &r.send,
@@ -485,12 +506,19 @@ pub async fn trial(settings: &Settings, spec: &Spec, kind: ServerKind) -> anyhow
     let loadavg = procfs::loadavg()[0];
     let bin = settings.server_bin.clone();
     let cpu = settings.server_cpu;
+    let meeting_of: Vec<usize> = (0..total).map(|i| spec.meeting_of(i)).collect();
+    let (meetings, workers) = (spec.meetings, settings.media_workers);
     let server = match kind {
         ServerKind::Klausur => Running::Klausur(
-            tokio::task::spawn_blocking(move || KlausurServer::start(&bin, total, cpu))
-                .await
-                .context("server setup task")??,
+            tokio::task::spawn_blocking(move || {
+                KlausurServer::start(&bin, &meeting_of, meetings, workers, cpu)
+            })
+            .await
+            .context("server setup task")??,
         ),
+        ServerKind::Janus if spec.meetings > 1 => {
+            anyhow::bail!("{}: several meetings run against klausur only", spec.name)
+        }
         // Started on this thread: the guard must never outlive an interrupted run.
         ServerKind::Janus => {
             let s = JanusServer::start(cpu)?;
@@ -512,7 +540,7 @@ pub async fn trial(settings: &Settings, spec: &Spec, kind: ServerKind) -> anyhow
         match &server {
             Running::Klausur(server) => {
                 let url = server.ws_url();
-                let meeting = server.meeting_id.clone();
+                let meeting = server.token_meetings[i].clone();
                 let token = server.tokens[i].clone();
                 let shows = spec.shows(i);
                 let simulcast = spec.simulcast;
@@ -567,7 +595,10 @@ pub async fn trial(settings: &Settings, spec: &Spec, kind: ServerKind) -> anyhow
     let mut join_errors = Vec::new();
     for task in tasks {
         match task.await {
-            Ok(Ok(r)) => reports.push(r),
+            Ok(Ok(mut r)) => {
+                r.meeting = spec.meeting_of(usize::from(r.index)) as u16;
+                reports.push(r)
+            }
             Ok(Err(e)) => join_errors.push(format!("{e:#}")),
             Err(e) => join_errors.push(format!("participant task failed: {e}")),
         }
@@ -849,6 +880,17 @@ pub async fn run_trial(
 mod tests {
     use super::*;
 
+    #[test]
+    fn participants_are_split_into_meetings_in_blocks() {
+        let spec = Spec::meetings(3, 4);
+        assert_eq!(spec.participants(), 12);
+        let of: Vec<usize> = (0..12).map(|i| spec.meeting_of(i)).collect();
+        assert_eq!(of, [0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2]);
+        // One meeting: everyone in it, also the churn's later slots.
+        let one = Spec::meeting(5);
+        assert!((0..20).all(|i| one.meeting_of(i) == 0));
+    }
+
     fn settings() -> Settings {
         Settings {
             server_bin: PathBuf::new(),
@@ -858,6 +900,7 @@ mod tests {
             trials: 3,
             stagger: Duration::from_millis(50),
             server_cpu: None,
+            media_workers: 1,
             floor: Duration::ZERO,
             peer: PeerOptions::default(),
         }

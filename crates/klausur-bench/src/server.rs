@@ -22,6 +22,9 @@ pub struct KlausurServer {
     pub http: SocketAddr,
     pub meeting_id: String,
     pub tokens: Vec<String>,
+    /// The meeting each token invites to (`meeting_id` unless [`KlausurServer::start`] made
+    /// several meetings).
+    pub token_meetings: Vec<String>,
     _dir: tempfile::TempDir,
 }
 
@@ -197,49 +200,68 @@ pub fn wait_for_log(
 }
 
 impl KlausurServer {
-    /// Prepares the data directory (organiser, meeting, `participants` invitations), then starts
-    /// the server, pinned to `cpu` with taskset when given.
+    /// Prepares the data directory (organiser, `meetings` meetings, one invitation per entry of
+    /// `meeting_of`, to the meeting of that index), then starts the server with
+    /// `media_workers` media workers, pinned to `cpu` with taskset when given.
     pub fn start(
         bin: &Path,
-        participants: usize,
+        meeting_of: &[usize],
+        meetings: usize,
+        media_workers: usize,
         cpu: Option<usize>,
     ) -> anyhow::Result<KlausurServer> {
         check_bin(bin)?;
         let dir = new_dir()?;
         let data = data_dir(&dir);
         add_organiser(bin, &data)?;
-        let meeting = admin(
-            bin,
-            &data,
-            &[
-                "meeting",
-                "create",
-                "Benchmark",
-                "--organiser",
-                ORGANISER,
-                "--profile",
-                "strict",
-            ],
-            "",
-        )?;
-        let meeting_id = meeting["id"].as_str().context("meeting id")?.to_string();
-        let mut tokens = Vec::with_capacity(participants);
-        for i in 0..participants {
-            let name = format!("Bench {i}");
-            let inv = admin(
+        let mut ids = Vec::with_capacity(meetings);
+        for m in 0..meetings.max(1) {
+            let title = if meetings > 1 {
+                format!("Benchmark {m}")
+            } else {
+                "Benchmark".to_string()
+            };
+            let meeting = admin(
                 bin,
                 &data,
-                &["invite", "create", &meeting_id, "--name", &name],
+                &[
+                    "meeting",
+                    "create",
+                    &title,
+                    "--organiser",
+                    ORGANISER,
+                    "--profile",
+                    "strict",
+                ],
                 "",
             )?;
+            ids.push(meeting["id"].as_str().context("meeting id")?.to_string());
+        }
+        let mut tokens = Vec::with_capacity(meeting_of.len());
+        let mut token_meetings = Vec::with_capacity(meeting_of.len());
+        for (i, &m) in meeting_of.iter().enumerate() {
+            let id = ids.get(m).context("a participant's meeting")?;
+            let name = format!("Bench {i}");
+            let inv = admin(bin, &data, &["invite", "create", id, "--name", &name], "")?;
             tokens.push(
                 inv["token"]
                     .as_str()
                     .context("invitation token")?
                     .to_string(),
             );
+            token_meetings.push(id.clone());
         }
-        Self::launch(bin, dir, cpu, meeting_id, tokens, &[])
+        let workers = media_workers.to_string();
+        let mut server = Self::launch(
+            bin,
+            dir,
+            cpu,
+            ids[0].clone(),
+            tokens,
+            &[("KLAUSUR_MEDIA_WORKERS", &workers)],
+        )?;
+        server.token_meetings = token_meetings;
+        Ok(server)
     }
 
     /// Starts the server on the data directory prepared in `dir` (see [`new_dir`],
@@ -255,7 +277,8 @@ impl KlausurServer {
     ) -> anyhow::Result<KlausurServer> {
         let data = data_dir(&dir);
         let http: SocketAddr = ([127, 0, 0, 1], free_tcp_port()?).into();
-        let media: SocketAddr = ([127, 0, 0, 1], free_udp_port()?).into();
+        // Port 0: each media worker on a free port of its own.
+        let media: SocketAddr = ([127, 0, 0, 1], 0).into();
         let log = dir.path().join("server.log");
         let mut cmd = pinned_command(bin, cpu);
         cmd.arg("--data-dir")
@@ -278,6 +301,7 @@ impl KlausurServer {
             child,
             pid,
             http,
+            token_meetings: vec![meeting_id.clone(); tokens.len()],
             meeting_id,
             tokens,
             _dir: dir,

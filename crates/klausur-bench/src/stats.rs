@@ -225,6 +225,9 @@ pub struct Overlap {
 #[derive(Debug, Clone, Copy)]
 pub struct Member<'a> {
     pub index: u16,
+    /// The meeting the member is in: only members of one meeting are expected to receive
+    /// each other.
+    pub meeting: u16,
     pub presence: Presence,
     /// Whose video this member shows (`None`: everyone's); video it does not show is not
     /// expected.
@@ -241,7 +244,7 @@ pub fn delivery(members: &[Member<'_>], overlap: Overlap) -> Delivery {
     let mut d = Delivery::default();
     for r in members {
         for s in members {
-            if s.index == r.index {
+            if s.index == r.index || s.meeting != r.meeting {
                 continue;
             }
             let from = r.presence.joined_ns.max(s.presence.joined_ns) + overlap.settle_ns;
@@ -458,6 +461,7 @@ mod tests {
         let members: Vec<Member<'_>> = (0..3)
             .map(|i| Member {
                 index: i as u16,
+                meeting: 0,
                 shows: None,
                 presence: WHOLE_RUN,
                 send: &senders[i],
@@ -494,6 +498,7 @@ mod tests {
         let members = [
             Member {
                 index: 0,
+                meeting: 0,
                 shows: None,
                 presence: WHOLE_RUN,
                 send: &s0,
@@ -501,6 +506,7 @@ mod tests {
             },
             Member {
                 index: 1,
+                meeting: 0,
                 shows: None,
                 presence: Presence {
                     joined_ns: 1_200,
@@ -511,6 +517,7 @@ mod tests {
             },
             Member {
                 index: 7,
+                meeting: 0,
                 shows: None,
                 presence: Presence {
                     joined_ns: 1_650,
@@ -542,6 +549,15 @@ mod tests {
             Member {
                 send: &s1,
                 ..members[2]
+            },
+        ];
+        assert_eq!(delivery(&members, NO_SETTLE), Delivery::default());
+        // Members of another meeting are not expected to receive each other.
+        let members = [
+            members[0],
+            Member {
+                meeting: 1,
+                ..members[1]
             },
         ];
         assert_eq!(delivery(&members, NO_SETTLE), Delivery::default());
