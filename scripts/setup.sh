@@ -2,8 +2,9 @@
 # Installs what building and testing klausur needs and is missing on a Debian machine with
 # Rust, Node.js/npm and apt: cmake (libopus is built from source for the dial-in gateway),
 # for the tests Debian's Chromium, the SIP peers sipp (sip-tester) and baresip, nftables (a
-# browser in a network namespace whose UDP is dropped), coturn (a TURN server) and PostgreSQL
-# (the store's tests start a throwaway cluster of their own), and the web client's npm packages.
+# browser in a network namespace whose UDP is dropped), coturn (a TURN server), PostgreSQL
+# (the store's tests start a throwaway cluster of their own) and Redis (the cluster's tests
+# start their own redis-server), and the web client's npm packages.
 # Safe to run again; it only installs what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,6 +28,7 @@ if [ "$want_browser" = "--with-browser" ]; then
     command -v turnserver >/dev/null || missing+=(coturn)
     # The server binaries (initdb, postgres); pg_config alone may come from libpq-dev.
     compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || missing+=(postgresql)
+    command -v redis-server >/dev/null || missing+=(redis-server)
 fi
 if [ ${#missing[@]} -gt 0 ]; then
     echo "setup: installing Debian packages: ${missing[*]}"
@@ -39,11 +41,17 @@ if [ ${#missing[@]} -gt 0 ]; then
     fi
     as_root apt-get update -qq
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
-    # The tests start their own coturn; the package's system service is not wanted running.
-    if [[ " ${missing[*]} " == *" coturn "* ]] && command -v systemctl >/dev/null \
-        && [ -d /run/systemd/system ]; then
-        as_root systemctl disable --now coturn >/dev/null 2>&1 || true
-    fi
+    # The tests start their own coturn and redis-server; the packages' system services are not
+    # wanted running (without systemd, a policy-rc.d that denies starts usually kept them off;
+    # the init script stops one that was started anyway).
+    for service in coturn redis-server; do
+        [[ " ${missing[*]} " == *" $service "* ]] || continue
+        if command -v systemctl >/dev/null && [ -d /run/systemd/system ]; then
+            as_root systemctl disable --now "$service" >/dev/null 2>&1 || true
+        elif [ -x "/etc/init.d/$service" ]; then
+            as_root "/etc/init.d/$service" stop >/dev/null 2>&1 || true
+        fi
+    done
 fi
 
 if [ ! -d web/node_modules ] || [ web/package-lock.json -nt web/node_modules/.package-lock.json ]; then
