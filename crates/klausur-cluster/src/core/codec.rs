@@ -187,7 +187,7 @@ pub struct LeaseRecord {
 }
 
 /// The token length in hex digits (128 random bits).
-const TOKEN_HEX_LEN: usize = 32;
+pub const TOKEN_HEX_LEN: usize = 32;
 
 impl LeaseRecord {
     /// A new lease for `node` with `token` (hex, [`TOKEN_HEX_LEN`] digits: the driver draws
