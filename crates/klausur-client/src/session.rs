@@ -137,6 +137,9 @@ pub enum Event {
     InGroup,
     /// A member removed this client from the encrypted group (it has no keys any more).
     RemovedFromGroup,
+    /// The media server lost this client's media connection (`media_lost`): leave and join
+    /// again with a new one.
+    MediaLost,
     /// The group's security code changed (every join and leave).
     SecurityCode(String),
     /// A warning from the encrypted group (a refused joiner, a commit that did not verify).
@@ -460,6 +463,7 @@ impl Session {
                 });
                 return;
             }
+            ServerMsg::MediaLost => self.event(Event::MediaLost),
             ServerMsg::Error { code, message } => {
                 let ended = self.phase == Phase::Joining;
                 if ended {

@@ -511,6 +511,10 @@ pub enum ServerMsg {
         audio: u32,
         video: u32,
     },
+    /// The media server no longer has this participant's media connection (its media worker
+    /// was restarted, or the connection failed on the server's side): leave and join again
+    /// with a new one, at once, instead of waiting for the browser to notice.
+    MediaLost,
     /// The participant who speaks loudest now (or `null` in silence).
     ActiveSpeaker {
         participant_id: Option<ParticipantId>,
@@ -1048,6 +1052,7 @@ mod doc_tests {
                 tracks: vec![],
             },
             ServerMsg::Renegotiate { audio: 0, video: 0 },
+            ServerMsg::MediaLost,
             ServerMsg::ActiveSpeaker {
                 participant_id: None,
             },

@@ -17,7 +17,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::native::{pair, Client, WAIT};
+use common::native::{pair, until, Client, WAIT};
 use common::TestServer;
 use klausur_client::session::JoinAs;
 use klausur_proto::SecurityProfile;
@@ -110,7 +110,7 @@ async fn peers_become(srv: &TestServer, peers: usize) -> klausur_server::media::
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_media_worker_is_restarted_and_the_other_carries_on() {
     let srv = TestServer::start_with(|c| c.media_workers = 2).await;
-    let ((anna, arne), (mut berta, mut bodo), (a1, a2)) = two_meetings(&srv).await;
+    let ((mut anna, mut arne), (mut berta, mut bodo), (a1, a2)) = two_meetings(&srv).await;
     // One meeting on each worker, each on its own port, both forwarding.
     let before = srv.state.media.worker_stats().await;
     assert_eq!(before.len(), 2);
@@ -159,6 +159,18 @@ async fn a_failing_media_worker_is_restarted_and_the_other_carries_on() {
     );
     // Counters go on over the restart.
     assert!(after[failed].forwarded_packets >= before[failed].forwarded_packets);
+
+    // A's clients are told at once that their media is gone (and would join again by
+    // themselves, as the browser does); B's are not.
+    until(
+        &mut [&mut anna, &mut arne],
+        "meeting A told its media is lost",
+        |c| c.iter().all(|c| c.media_lost == 1),
+    )
+    .await;
+    berta.pump();
+    bodo.pump();
+    assert_eq!((berta.media_lost, bodo.media_lost), (0, 0));
 
     // A's participants join again and hear each other on the restarted worker.
     anna.handle.leave();

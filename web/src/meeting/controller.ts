@@ -228,11 +228,12 @@ export class MeetingController {
 
   /**
    * The media connection that worked has failed (the media server stopped answering its
-   * consent checks: a lossy network or a firewall on the UDP path) while signaling still works:
-   * leave and get back in as after a broken connection, with a new media connection.
+   * consent checks: a lossy network or a firewall on the UDP path), or the server said it lost
+   * it (`media_lost`), while signaling still works: leave and get back in as after a broken
+   * connection, with a new media connection.
    */
-  private mediaLost(): void {
-    console.warn('klausur: media connection failed; joining again');
+  private mediaLost(why = 'media connection failed'): void {
+    console.warn(`klausur: ${why}; joining again`);
     this.send({ type: 'leave' });
     this.connectionLost();
   }
@@ -372,6 +373,11 @@ export class MeetingController {
         break;
       case 'renegotiate':
         this.peer?.handleRenegotiate(msg.audio, msg.video);
+        break;
+      case 'media_lost':
+        // The media server dropped this connection's media (its worker was restarted): the
+        // browser would notice only after its consent checks went unanswered.
+        this.mediaLost('the media server lost the media connection');
         break;
       case 'participant_updated':
         if (msg.participant.id === room.selfId && msg.participant.muted_by_moderator && !this.snapshot.local.audioMuted) {

@@ -1740,7 +1740,14 @@ impl Meeting {
                 tracing::debug!(meeting = %self.seed.id, peer, "media connected");
             }
             RoomEvent::Disconnected(peer) => {
+                // The room has dropped the peer's media for good (its worker was restarted,
+                // or the connection failed): a member still connected is told at once, so its
+                // client joins again with a new connection instead of noticing only when its
+                // consent checks go unanswered.
                 tracing::info!(meeting = %self.seed.id, peer, "media disconnected");
+                if self.members.contains_key(&peer) {
+                    self.tell(peer, ServerMsg::MediaLost);
+                }
             }
         }
     }

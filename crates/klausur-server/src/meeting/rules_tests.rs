@@ -527,3 +527,22 @@ fn joined_carries_turn_credentials_from_the_join_time_only_with_turn() {
     assert_eq!(expected.username, format!("1800000600:{self_id}"));
     assert_eq!(ice_servers, &vec![expected]);
 }
+
+#[test]
+fn a_member_whose_media_the_room_dropped_is_told_at_once() {
+    let mut sim = Sim::new(false);
+    let olga = sim.join(staff(1, "Olga", true));
+    let paul = sim.join(staff(2, "Paul", false));
+    sim.take();
+    sim.input(Input::Room(klausur_room::RoomEvent::Disconnected(paul)));
+    let out = sim.take();
+    assert_eq!(sent_to(&out, paul), vec![&ServerMsg::MediaLost]);
+    // Nobody else hears of it, and Paul stays in the meeting until his client leaves.
+    assert!(sent_to(&out, olga).is_empty(), "{out:?}");
+    assert!(sim.m.is_member(paul));
+    // A peer that is no member (already gone) is not told anything.
+    sim.msg(paul, ClientMsg::Leave);
+    sim.take();
+    sim.input(Input::Room(klausur_room::RoomEvent::Disconnected(paul)));
+    assert!(sent_to(&sim.take(), paul).is_empty());
+}

@@ -22,6 +22,8 @@ pub struct Client {
     pub codes: Vec<String>,
     pub in_group: bool,
     pub self_id: Option<String>,
+    /// Times the server said this client's media connection was lost (`media_lost`).
+    pub media_lost: usize,
 }
 
 /// Starts a client that joins `meeting` and publishes audio; `id` tells clients apart.
@@ -47,6 +49,7 @@ pub fn start(srv: &TestServer, meeting: &str, join: JoinAs, id: u64) -> Client {
         codes: Vec::new(),
         in_group: false,
         self_id: None,
+        media_lost: 0,
     }
 }
 
@@ -58,6 +61,7 @@ impl Client {
                 ClientEvent::Session(Event::SecurityCode(c)) => self.codes.push(c),
                 ClientEvent::Session(Event::InGroup) => self.in_group = true,
                 ClientEvent::Session(Event::Joined { self_id }) => self.self_id = Some(self_id),
+                ClientEvent::Session(Event::MediaLost) => self.media_lost += 1,
                 ClientEvent::Failed(e) => panic!("client failed: {e}"),
                 _ => {}
             }

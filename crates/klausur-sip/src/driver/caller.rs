@@ -152,6 +152,9 @@ fn meeting_event(e: &ClientEvent) -> Option<MeetingEvent> {
         // refusal of anything else (a rate limit, an offer) leaves the call in the meeting.
         ClientEvent::Session(Event::Refused { ended: true, .. }) => MeetingEvent::ConnectionLost,
         ClientEvent::Session(Event::RemovedFromGroup) => MeetingEvent::ConnectionLost,
+        // The server lost the call's media connection (its media worker was restarted): get
+        // back in with a new one, as after a broken connection.
+        ClientEvent::Session(Event::MediaLost) => MeetingEvent::Interrupted,
         // The client could not reach the server, or lost it.
         ClientEvent::Failed(_) | ClientEvent::Stopped => MeetingEvent::Interrupted,
         _ => return None,
@@ -535,6 +538,11 @@ mod tests {
         };
         assert_eq!(refused(true), Some(MeetingEvent::ConnectionLost));
         assert_eq!(refused(false), None);
+        // Media the server lost: the call gets back in, as after a broken connection.
+        assert_eq!(
+            meeting_event(&ClientEvent::Session(Event::MediaLost)),
+            Some(MeetingEvent::Interrupted)
+        );
     }
 
     #[test]
