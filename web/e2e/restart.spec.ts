@@ -236,3 +236,49 @@ test('a participant whose media connection fails while signaling works gets back
   await expectAudioVideoFrom(r, await selfId(a));
   await expect(r.getByTestId('e2ee-indicator')).toHaveAttribute('data-state', 'active', { timeout: 30_000 });
 });
+
+test('a media worker that fails is restarted: the participants of its meeting are told and get back in with new media connections', async ({ browser, server, adminPassword }) => {
+  const title = 'Bauausschuss';
+  const admin = await person(browser, server.baseURL, 'admin', { username: 'admin', password: adminPassword });
+  const a = admin.page;
+  const meetingId = await createMeeting(a, title, 'strict');
+  const link = await inviteGuest(a, 'Wanda Werkstatt');
+  await organiserJoins(a, title);
+  const wanda = await person(browser, server.baseURL, 'Wanda Werkstatt');
+  const w = wanda.page;
+  await w.goto(link);
+  await passPrejoin(w, { expectTitle: title, expectInvitee: 'Wanda Werkstatt' });
+  await expectInRoom(w);
+  const [adminBefore, wandaBefore] = [await selfId(a), await selfId(w)];
+  await expectAudioVideoFrom(a, wandaBefore);
+  await expectAudioVideoFrom(w, adminBefore);
+  // What each page says when it joins again, kept (a console message, not a banner).
+  const told: string[] = [];
+  for (const page of [a, w]) page.on('console', (m) => told.push(m.text()));
+
+  // The worker the meeting is placed on panics outside any room (test hook), as a bug in its
+  // loop would: it is restarted, and the meeting tells both that their media is gone.
+  const res = await fetch(`${server.baseURL}/api/test/meetings/${meetingId}/panic-media-worker`, { method: 'POST' });
+  expect(res.status).toBe(200);
+  await expect.poll(() => admin.joinedAt.length, { timeout: 90_000, message: 'the organiser joined again' }).toBe(2);
+  await expect.poll(() => wanda.joinedAt.length, { timeout: 90_000, message: 'Wanda joined again' }).toBe(2);
+  // Both were told by the server, not left to notice unanswered consent checks.
+  expect(told.filter((t) => t.includes('the media server lost the media connection; joining again'))).toHaveLength(2);
+  await expectInRoom(a);
+  await expectInRoom(w);
+  // New connections are new participants (the page takes its new id as it handles `joined`).
+  await expect.poll(() => selfId(a), { timeout: 30_000 }).not.toBe(adminBefore);
+  await expect.poll(() => selfId(w), { timeout: 30_000 }).not.toBe(wandaBefore);
+  const [adminAfter, wandaAfter] = [await selfId(a), await selfId(w)];
+  // Media both ways again on the restarted worker, encrypted, one Wanda in the list.
+  await expectAudioVideoFrom(a, wandaAfter);
+  await expectAudioVideoFrom(w, adminAfter);
+  await openPanel(a, 'people');
+  await expect(a.locator('[data-testid="participant-item"][data-name="Wanda Werkstatt"]')).toHaveCount(1);
+  await expect(w.getByTestId('e2ee-indicator')).toHaveAttribute('data-state', 'active', { timeout: 30_000 });
+  // The server counts the restart and carries on.
+  const status = await a.request.get(`${server.baseURL}/api/status`);
+  expect(status.ok()).toBe(true);
+  const workers = ((await status.json()) as { media_workers: { restarts: number }[] }).media_workers;
+  expect(workers.reduce((n, x) => n + x.restarts, 0)).toBe(1);
+});
