@@ -360,6 +360,13 @@ fn settings_json(s: &Settings) -> serde_json::Value {
     })
 }
 
+/// Writes a run's results as pretty JSON (`--json`).
+fn write_json(path: &std::path::Path, v: &serde_json::Value) -> anyhow::Result<()> {
+    std::fs::write(path, serde_json::to_string_pretty(v)? + "\n")?;
+    eprintln!("klausur-bench: wrote {}", path.display());
+    Ok(())
+}
+
 /// Pins the calling thread (and the threads it starts later) to `cpu`.
 fn pin_to(cpu: usize) {
     let ok = core_affinity::get_core_ids()
@@ -612,8 +619,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         if !janus_failures.is_empty() {
             v["janus_failures"] = json!(janus_failures);
         }
-        std::fs::write(path, serde_json::to_string_pretty(&v)? + "\n")?;
-        eprintln!("klausur-bench: wrote {}", path.display());
+        write_json(path, &v)?;
     }
     let wall = started.elapsed();
     if let Cmd::Standard { markdown, .. } = &cli.command {
@@ -707,8 +713,7 @@ async fn run_scaling(cli: &Cli, s: &Settings, started: std::time::Instant) -> an
     if let Some(path) = &cli.common.json {
         let mut v = report::compare_json(&[one_r, two_r], settings_json(s));
         v["per_packet_cost_2_vs_1"] = json!(cost_ratio);
-        std::fs::write(path, serde_json::to_string_pretty(&v)? + "\n")?;
-        eprintln!("klausur-bench: wrote {}", path.display());
+        write_json(path, &v)?;
     }
     eprintln!(
         "klausur-bench: done in {:.1} s",
@@ -769,8 +774,7 @@ async fn run_dialin(cli: &Cli, s: &Settings, started: std::time::Instant) -> any
             "machine": report::machine_json(),
             "result": result,
         });
-        std::fs::write(path, serde_json::to_string_pretty(&v)? + "\n")?;
-        eprintln!("klausur-bench: wrote {}", path.display());
+        write_json(path, &v)?;
     }
     let wall = started.elapsed();
     if let Some(path) = markdown {
@@ -825,8 +829,7 @@ async fn run_large(cli: &Cli, s: &Settings, started: std::time::Instant) -> anyh
             "machine": report::machine_json(),
             "result": result,
         });
-        std::fs::write(path, serde_json::to_string_pretty(&v)? + "\n")?;
-        eprintln!("klausur-bench: wrote {}", path.display());
+        write_json(path, &v)?;
     }
     eprintln!(
         "klausur-bench: done in {:.1} s",
@@ -912,8 +915,7 @@ async fn run_soak(cli: &Cli, s: &Settings, started: std::time::Instant) -> anyho
             "machine": report::machine_json(),
             "result": result,
         });
-        std::fs::write(path, serde_json::to_string_pretty(&v)? + "\n")?;
-        eprintln!("klausur-bench: wrote {}", path.display());
+        write_json(path, &v)?;
     }
     let wall = started.elapsed();
     if let Cmd::Soak {

@@ -94,6 +94,28 @@ async fn two_meetings(srv: &TestServer) -> ((Client, Client), (Client, Client), 
     ((anna, arne), (berta, bodo), (a1, a2))
 }
 
+/// Meeting A's participants leave and join again with their invitations (ids 5 and 6): they
+/// hear each other in A's new media core, and meeting B still hears itself.
+async fn join_a_again(
+    srv: &TestServer,
+    (anna, arne): (Client, Client),
+    (a1, a2): (String, String),
+    (berta, bodo): (&mut Client, &mut Client),
+) {
+    anna.handle.leave();
+    arne.handle.leave();
+    let (mut anna, mut arne) = pair(
+        srv,
+        "faultmeeting0001",
+        JoinAs::Invitation(a1),
+        JoinAs::Invitation(a2),
+        (5, 6),
+    )
+    .await;
+    hear_each_other(&mut anna, &mut arne, 20, "meeting A after joining again").await;
+    hear_each_other(berta, bodo, 20, "meeting B at the end").await;
+}
+
 /// Waits until the media counters summed over the workers show `peers` peers.
 async fn peers_become(srv: &TestServer, peers: usize) -> klausur_server::media::MediaStats {
     let deadline = tokio::time::Instant::now() + WAIT;
@@ -173,18 +195,7 @@ async fn a_failing_media_worker_is_restarted_and_the_other_carries_on() {
     assert_eq!((berta.media_lost, bodo.media_lost), (0, 0));
 
     // A's participants join again and hear each other on the restarted worker.
-    anna.handle.leave();
-    arne.handle.leave();
-    let (mut anna, mut arne) = pair(
-        &srv,
-        "faultmeeting0001",
-        JoinAs::Invitation(a1),
-        JoinAs::Invitation(a2),
-        (5, 6),
-    )
-    .await;
-    hear_each_other(&mut anna, &mut arne, 20, "meeting A after joining again").await;
-    hear_each_other(&mut berta, &mut bodo, 20, "meeting B at the end").await;
+    join_a_again(&srv, (anna, arne), (a1, a2), (&mut berta, &mut bodo)).await;
     let end = srv.state.media.worker_stats().await;
     assert_eq!(end[failed].peers, 2, "{end:?}");
 }
@@ -213,16 +224,5 @@ async fn a_panicking_media_core_stays_in_its_meeting() {
     assert_eq!(stats.rooms, 2);
 
     // A's participants join again and hear each other in A's new media core.
-    anna.handle.leave();
-    arne.handle.leave();
-    let (mut anna, mut arne) = pair(
-        &srv,
-        "faultmeeting0001",
-        JoinAs::Invitation(a1),
-        JoinAs::Invitation(a2),
-        (5, 6),
-    )
-    .await;
-    hear_each_other(&mut anna, &mut arne, 20, "meeting A after joining again").await;
-    hear_each_other(&mut berta, &mut bodo, 20, "meeting B at the end").await;
+    join_a_again(&srv, (anna, arne), (a1, a2), (&mut berta, &mut bodo)).await;
 }
