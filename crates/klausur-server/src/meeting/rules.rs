@@ -208,6 +208,10 @@ struct Member {
     self_audio_muted: bool,
     /// The moderator who admitted this participant from the lobby.
     admitted_by: Option<PeerId>,
+    /// The room reported the member's media connection connected: if the room drops it, the
+    /// member is told (`media_lost`). One that never connected is not: its client sees its own
+    /// connection fail, and being told would only make it join again and again.
+    media_connected: bool,
 }
 
 struct Waiting {
@@ -1007,6 +1011,7 @@ impl Meeting {
                 standing,
                 self_audio_muted: false,
                 admitted_by,
+                media_connected: false,
             },
         );
         self.had_members = true;
@@ -1738,14 +1743,21 @@ impl Meeting {
             }
             RoomEvent::Connected(peer) => {
                 tracing::debug!(meeting = %self.seed.id, peer, "media connected");
+                if let Some(m) = self.members.get_mut(&peer) {
+                    m.media_connected = true;
+                }
             }
             RoomEvent::Disconnected(peer) => {
                 // The room has dropped the peer's media for good (its worker was restarted,
-                // or the connection failed): a member still connected is told at once, so its
-                // client joins again with a new connection instead of noticing only when its
-                // consent checks go unanswered.
+                // or the connection failed): a member whose media had connected is told at
+                // once, so its client joins again with a new connection instead of noticing
+                // only when its consent checks go unanswered.
                 tracing::info!(meeting = %self.seed.id, peer, "media disconnected");
-                if self.members.contains_key(&peer) {
+                let connected = self
+                    .members
+                    .get_mut(&peer)
+                    .is_some_and(|m| std::mem::take(&mut m.media_connected));
+                if connected {
                     self.tell(peer, ServerMsg::MediaLost);
                 }
             }

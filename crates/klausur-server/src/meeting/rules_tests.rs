@@ -534,13 +534,21 @@ fn a_member_whose_media_the_room_dropped_is_told_at_once() {
     let olga = sim.join(staff(1, "Olga", true));
     let paul = sim.join(staff(2, "Paul", false));
     sim.take();
+    // Media that never connected: the client sees its own connection fail, nothing is said
+    // (being told would make it join again and again).
+    sim.input(Input::Room(klausur_room::RoomEvent::Disconnected(paul)));
+    assert!(sent_to(&sim.take(), paul).is_empty());
+    sim.input(Input::Room(klausur_room::RoomEvent::Connected(paul)));
     sim.input(Input::Room(klausur_room::RoomEvent::Disconnected(paul)));
     let out = sim.take();
     assert_eq!(sent_to(&out, paul), vec![&ServerMsg::MediaLost]);
     // Nobody else hears of it, and Paul stays in the meeting until his client leaves.
     assert!(sent_to(&out, olga).is_empty(), "{out:?}");
     assert!(sim.m.is_member(paul));
-    // A peer that is no member (already gone) is not told anything.
+    // Told once per connection; a peer that is no member (already gone) is not told anything.
+    sim.input(Input::Room(klausur_room::RoomEvent::Disconnected(paul)));
+    assert!(sent_to(&sim.take(), paul).is_empty());
+    sim.input(Input::Room(klausur_room::RoomEvent::Connected(paul)));
     sim.msg(paul, ClientMsg::Leave);
     sim.take();
     sim.input(Input::Room(klausur_room::RoomEvent::Disconnected(paul)));
