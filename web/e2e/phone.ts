@@ -156,8 +156,19 @@ export async function sippCall(dir: string, gateway: string, keys: string, stayM
   ];
   const child: ChildProcess = spawn('sipp', args, { cwd: dir, stdio: 'ignore' });
   const done = new Promise<number | null>((res) => child.on('exit', (code) => res(code)));
+  const spawnedAt = Date.now();
+  // sipp aborts the call on a request that comes while it still types (a `pause` after a key),
+  // and the gateway may act on the PIN before the last key and its pause are through: the order
+  // waits until sipp's scenario has reached its `recv`. The keys start 1.5 s after the call is
+  // answered and take 0.8 s each; 2.5 s more for the answer and sipp's timers on a loaded
+  // machine. (A test hangs up long after that in nearly every run; this only closes the race.)
+  const typedBy = spawnedAt + 1500 + keys.length * 800 + 2500;
   // The hang-up order: a request in sipp's call (matched by its Call-ID) that its scenario waits for.
-  const hangup = () =>
+  const hangup = async () => {
+    if (Date.now() < typedBy) await sleep(typedBy - Date.now());
+    await sendHangup();
+  };
+  const sendHangup = () =>
     new Promise<void>((res, rej) => {
       const sock = createSocket('udp4');
       sock.bind(0, '127.0.0.1', () => {
