@@ -177,10 +177,7 @@ struct WorkerStatus {
 
 async fn server_status(State(state): State<AppState>, Admin(_): Admin) -> Json<ServerStatus> {
     let workers = state.media.worker_stats().await;
-    let mut media = crate::media::MediaStats::default();
-    for w in &workers {
-        media.add(w);
-    }
+    let media = crate::media::MediaStats::total(&workers);
     Json(ServerStatus {
         meetings_running: state.registry.running(),
         connections: state.connections.len(),

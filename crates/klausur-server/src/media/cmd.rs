@@ -124,6 +124,15 @@ pub struct MediaStats {
 }
 
 impl MediaStats {
+    /// The counters of several workers summed.
+    pub fn total(workers: &[MediaStats]) -> MediaStats {
+        let mut total = MediaStats::default();
+        for w in workers {
+            total.add(w);
+        }
+        total
+    }
+
     /// Adds another worker's counters.
     pub fn add(&mut self, o: &MediaStats) {
         self.rooms += o.rooms;

@@ -184,11 +184,7 @@ impl MediaHandle {
 
     /// The counters summed over all workers.
     pub async fn stats(&self) -> MediaStats {
-        let mut total = MediaStats::default();
-        for s in self.worker_stats().await {
-            total.add(&s);
-        }
-        total
+        MediaStats::total(&self.worker_stats().await)
     }
 
     /// The workers' UDP addresses, in worker order.

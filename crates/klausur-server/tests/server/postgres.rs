@@ -21,7 +21,7 @@ use serde_json::Value;
 use crate::process::{
     add_ada_with, base_cmd, free_port, run, serve_cmd, start_until_listening, PASSWORD,
 };
-use crate::storage_faults::{create, login};
+use crate::storage_faults::{create, login, meeting_titles};
 
 #[path = "../../../klausur-store/tests/engines/mod.rs"]
 mod engines;
@@ -338,13 +338,7 @@ async fn postgres_restarted_requests_fail_clearly_meanwhile_and_succeed_afterwar
 
     // And in PostgreSQL itself: exactly the acknowledged writes.
     let store = Store::open_postgres(&url).await.expect("open");
-    let mut stored: Vec<String> = store
-        .list_all_meetings()
-        .await
-        .expect("meetings")
-        .into_iter()
-        .map(|m| m.title)
-        .collect();
+    let mut stored = meeting_titles(&store).await;
     stored.sort();
     written.sort();
     assert_eq!(stored, written);

@@ -75,6 +75,17 @@ fn fill(dir: &Path) -> PathBuf {
     }
 }
 
+/// The titles of every meeting in `store`, in the store's order.
+pub(crate) async fn meeting_titles(store: &klausur_store::Store) -> Vec<String> {
+    store
+        .list_all_meetings()
+        .await
+        .expect("meetings")
+        .into_iter()
+        .map(|m| m.title)
+        .collect()
+}
+
 /// Ada's HTTP client, logged in: (client, CSRF token).
 pub(crate) async fn login(base: &str) -> (reqwest::Client, String) {
     let http = reqwest::Client::builder()
@@ -224,13 +235,7 @@ async fn a_full_disk_refuses_writes_clearly_reads_go_on_and_nothing_is_lost() {
         store.integrity_problems().await.expect("check"),
         Vec::<String>::new()
     );
-    let stored: Vec<String> = store
-        .list_all_meetings()
-        .await
-        .expect("meetings")
-        .into_iter()
-        .map(|m| m.title)
-        .collect();
+    let stored = meeting_titles(&store).await;
     assert_eq!(stored.len(), written.len(), "{stored:?}");
     drop(store);
     drop(volume);
