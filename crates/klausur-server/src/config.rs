@@ -1492,6 +1492,12 @@ mod tests {
             ("[media]\npublic_ip = \"0.0.0.0\"", "media.public_ip"),
             ("[media]\npublic_ip = \"::\"", "media.public_ip"),
             ("[media]\npublic_ip = \"224.0.0.1\"", "media.public_ip"),
+            ("[media]\nworkers = 0", "media.workers"),
+            ("[media]\nworkers = 65", "media.workers"),
+            (
+                "[media]\nlisten = \"127.0.0.1:65535\"\nworkers = 2",
+                "media.workers",
+            ),
         ];
         for (text, key) in cases {
             let err = resolve(text).expect_err(text).to_string();
@@ -1784,6 +1790,43 @@ mod tests {
             .expect_err("bad value")
             .to_string();
         assert!(err.starts_with("media.tcp"), "{err}");
+    }
+
+    #[test]
+    fn media_workers_default_to_the_cores_and_are_set_by_file_env_or_flag() {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        assert_eq!(
+            resolve("").expect("defaults").media_workers,
+            cores.min(crate::media::MAX_WORKERS)
+        );
+        assert_eq!(
+            resolve("[media]\nworkers = 3").expect("file").media_workers,
+            3
+        );
+        // The last port of the range may be 65535.
+        let c = resolve("[media]\nlisten = \"127.0.0.1:65534\"\nworkers = 2").expect("fits");
+        assert_eq!(c.media_workers, 2);
+        let env = |k: &str| (k == "KLAUSUR_MEDIA_WORKERS").then(|| "4".to_string());
+        let c = Config::resolve(RawConfig::default(), &env, &Overrides::default()).expect("env");
+        assert_eq!(c.media_workers, 4);
+        let flag = Overrides {
+            media_workers: Some(1),
+            ..Overrides::default()
+        };
+        assert_eq!(
+            Config::resolve(RawConfig::default(), &env, &flag)
+                .expect("flag")
+                .media_workers,
+            1
+        );
+        let env = |k: &str| (k == "KLAUSUR_MEDIA_WORKERS").then(|| "viele".to_string());
+        let err = Config::resolve(RawConfig::default(), &env, &Overrides::default())
+            .expect_err("bad value")
+            .to_string();
+        assert!(
+            err.starts_with("media.workers") && err.contains("viele"),
+            "{err}"
+        );
     }
 
     #[test]
