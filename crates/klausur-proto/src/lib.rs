@@ -523,6 +523,13 @@ pub enum ServerMsg {
     /// invitation from another browser and waits in the lobby; a moderator decides whether
     /// they take this participant's place.
     InvitationContested,
+    /// Answer to `join` on a node of a cluster that does not run this meeting: open the
+    /// WebSocket at `url` (the base URL of the node that runs it, on the same site; the
+    /// socket is `<url>/api/ws`) and send the same `join` there. Nothing else is sent on this
+    /// connection. See docs/cluster.md.
+    Redirect {
+        url: String,
+    },
     /// The meeting is over for you; the connection closes after this.
     Ended {
         reason: EndReason,
@@ -622,6 +629,10 @@ pub enum ErrorCode {
     /// The server cannot reach its database right now (it is down or restarting); nothing was
     /// changed, trying again in a moment is safe.
     DatabaseUnavailable,
+    /// In a cluster of nodes: the meeting cannot be placed right now (the nodes' shared Redis
+    /// cannot be reached, or the meeting is still moving from a node that failed); nothing
+    /// was changed, trying again in a few seconds is safe.
+    ClusterUnavailable,
     /// Something failed inside the server; the message was not applied.
     Internal,
 }
@@ -641,6 +652,7 @@ impl ErrorCode {
             ErrorCode::InvalidField => "invalid_field",
             ErrorCode::StorageUnavailable => "storage_unavailable",
             ErrorCode::DatabaseUnavailable => "database_unavailable",
+            ErrorCode::ClusterUnavailable => "cluster_unavailable",
             ErrorCode::Internal => "internal",
         }
     }
@@ -1053,6 +1065,9 @@ mod doc_tests {
             },
             ServerMsg::Renegotiate { audio: 0, video: 0 },
             ServerMsg::MediaLost,
+            ServerMsg::Redirect {
+                url: "https://meet.example/node/b".into(),
+            },
             ServerMsg::ActiveSpeaker {
                 participant_id: None,
             },

@@ -92,7 +92,7 @@ export type LeaveReason = "left" | "removed" | "disconnected";
 
 export type EndReason = "ended_by_moderator" | "removed" | "denied" | "server_shutdown" | "replaced" | "lobby_full";
 
-export type ErrorCode = "malformed" | "unknown_type" | "too_large" | "rate_limited" | "forbidden" | "not_joined" | "invalid_state" | "not_found" | "invalid_field" | "storage_unavailable" | "database_unavailable" | "internal";
+export type ErrorCode = "malformed" | "unknown_type" | "too_large" | "rate_limited" | "forbidden" | "not_joined" | "invalid_state" | "not_found" | "invalid_field" | "storage_unavailable" | "database_unavailable" | "cluster_unavailable" | "internal";
 
 export type MlsContinuity = { previous_key: string, signature: string, };
 
@@ -156,7 +156,7 @@ rejoin_token: string | null,
 /**
  * TURN servers the browser may use for its media connection (empty without `[turn]`).
  */
-ice_servers: Array<IceServer>, } | { "type": "lobby_wait", meeting_title: string, } | { "type": "participant_joined", participant: Participant, } | { "type": "participant_updated", participant: Participant, } | { "type": "participant_left", participant_id: string, reason: LeaveReason, } | { "type": "lobby_changed", lobby: Array<LobbyEntry>, arrived: boolean, } | { "type": "meeting_changed", meeting: MeetingInfo, } | { "type": "answer", sdp: string, tracks: Array<TrackAssignment>, } | { "type": "renegotiate", audio: number, video: number, } | { "type": "media_lost" } | { "type": "active_speaker", participant_id: string | null, } | { "type": "invitation_contested" } | { "type": "ended", reason: EndReason, by: string | null, } | { "type": "pong" } | { "type": "error", code: ErrorCode, message: string, } | { "type": "mls_create_group", group_id: string, } | { "type": "mls_pending", joiners: Array<MlsJoiner>, policy: MlsPolicy, } | { "type": "mls_commit", epoch: number, commit: string, from_id: string, } | { "type": "mls_commit_result", epoch: number, accepted: boolean, } | { "type": "mls_welcome", welcome: string, epoch: number, } | { "type": "mls_reset", epoch: number, } | { "type": "mls_chat", epoch: number, message: string, from_id: string, 
+ice_servers: Array<IceServer>, } | { "type": "lobby_wait", meeting_title: string, } | { "type": "participant_joined", participant: Participant, } | { "type": "participant_updated", participant: Participant, } | { "type": "participant_left", participant_id: string, reason: LeaveReason, } | { "type": "lobby_changed", lobby: Array<LobbyEntry>, arrived: boolean, } | { "type": "meeting_changed", meeting: MeetingInfo, } | { "type": "answer", sdp: string, tracks: Array<TrackAssignment>, } | { "type": "renegotiate", audio: number, video: number, } | { "type": "media_lost" } | { "type": "active_speaker", participant_id: string | null, } | { "type": "invitation_contested" } | { "type": "redirect", url: string, } | { "type": "ended", reason: EndReason, by: string | null, } | { "type": "pong" } | { "type": "error", code: ErrorCode, message: string, } | { "type": "mls_create_group", group_id: string, } | { "type": "mls_pending", joiners: Array<MlsJoiner>, policy: MlsPolicy, } | { "type": "mls_commit", epoch: number, commit: string, from_id: string, } | { "type": "mls_commit_result", epoch: number, accepted: boolean, } | { "type": "mls_welcome", welcome: string, epoch: number, } | { "type": "mls_reset", epoch: number, } | { "type": "mls_chat", epoch: number, message: string, from_id: string, 
 /**
  * When the server relayed it, milliseconds since the Unix epoch.
  */
