@@ -33,7 +33,9 @@ pub mod driver;
 
 pub use crate::core::codec::{DecodeError, Keys, LeaseRecord, NodeRecord};
 pub use crate::core::ids::{IdError, MeetingId, NodeId};
-pub use crate::core::lease::{LeaseAction, LeaseTimer, LossReason, RenewResult, Timing};
+pub use crate::core::lease::{
+    LeaseAction, LeaseTimer, LossReason, RenewResult, Timing, TimingError,
+};
 pub use crate::core::node::{Load, Node, NodeError};
 pub use crate::core::placement::choose_node;
 pub use crate::driver::{Cluster, Error, Lease, Placement, Settings};

@@ -152,6 +152,16 @@ pub struct ServeArgs {
     /// Serve plain HTTP on a non-loopback address (only behind a TLS-terminating proxy).
     #[arg(long)]
     danger_plain_http: bool,
+    /// Join a cluster of nodes through this Redis (`[cluster] redis_url`, `KLAUSUR_REDIS_URL`);
+    /// needs PostgreSQL (`--database`) and `--node-url`.
+    #[arg(long, value_name = "URL")]
+    redis_url: Option<String>,
+    /// This node's id in the cluster (`[cluster] node_id`); default the host name.
+    #[arg(long, value_name = "ID")]
+    node_id: Option<String>,
+    /// The URL under which browsers reach this node itself (`[cluster] node_url`).
+    #[arg(long, value_name = "URL")]
+    node_url: Option<String>,
     /// Use the identity CA service at this URL instead of a local CA key
     /// (`[identity] remote_url`).
     #[arg(long)]
@@ -381,6 +391,9 @@ fn overrides(
         o.identity_remote_url = s.identity_remote_url.clone();
         o.identity_remote_token_file = s.identity_remote_token_file.clone();
         o.sip_listen = s.sip_listen.clone();
+        o.redis_url = s.redis_url.clone();
+        o.node_id = s.node_id.clone();
+        o.node_url = s.node_url.clone();
     }
     o
 }

@@ -102,6 +102,20 @@ pub struct RawConfig {
     #[serde(default)]
     pub audit: RawAudit,
     pub turn: Option<RawTurn>,
+    #[serde(default)]
+    pub cluster: RawCluster,
+}
+
+/// `[cluster]`: several nodes sharing PostgreSQL, placed and kept alive through Redis.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCluster {
+    pub redis_url: Option<String>,
+    pub node_id: Option<String>,
+    pub node_url: Option<String>,
+    pub node_ttl_ms: Option<u64>,
+    pub lease_ttl_ms: Option<u64>,
+    pub prefix: Option<String>,
 }
 
 /// `[turn]`: a TURN server for browsers on networks that let only TCP/TLS to port 443 out.
@@ -228,6 +242,164 @@ fn resolve_database(value: Option<String>) -> Result<Database, ConfigError> {
     }
 }
 
+/// The validated `[cluster]` section: this node's id and direct URL, the Redis it shares with
+/// the other nodes, and how long its keys live (docs/cluster.md).
+#[derive(Clone, PartialEq, Eq)]
+pub struct ClusterConfig {
+    /// May hold a password: never printed, not even by `Debug`; see `redis_summary`.
+    pub redis_url: String,
+    /// Where `redis_url` points (host and port), for messages.
+    pub redis_summary: String,
+    pub node_id: klausur_cluster::NodeId,
+    /// The base URL under which browsers reach this node itself, bypassing the load balancer
+    /// (on the same site as `server.public_url`, e.g. `https://meet.example/node/a`): what a
+    /// join for one of its meetings arriving at another node is redirected to.
+    pub node_url: String,
+    pub timing: klausur_cluster::Timing,
+    pub prefix: String,
+}
+
+impl std::fmt::Debug for ClusterConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterConfig")
+            .field("redis", &self.redis_summary)
+            .field("node_id", &self.node_id)
+            .field("node_url", &self.node_url)
+            .field("timing", &self.timing)
+            .field("prefix", &self.prefix)
+            .finish()
+    }
+}
+
+/// A dead node's heartbeat key goes after this (a third of it between heartbeats) ...
+pub const DEFAULT_NODE_TTL: std::time::Duration = std::time::Duration::from_secs(3);
+/// ... and its meetings' leases after this: the time a meeting takes to move when its node
+/// dies, and about twice the longest Redis outage that does not stop meetings.
+pub const DEFAULT_LEASE_TTL: std::time::Duration = std::time::Duration::from_secs(6);
+
+/// Host and port of a `redis://` URL, without user or password.
+fn redis_summary(url: &str) -> Option<String> {
+    let rest = url
+        .strip_prefix("redis://")
+        .or_else(|| url.strip_prefix("rediss://"))?;
+    let authority = rest.split('/').next().unwrap_or("");
+    let host = authority.rsplit('@').next().unwrap_or("");
+    (!host.is_empty()).then(|| host.to_string())
+}
+
+/// The machine's host name, as a node id if it is one.
+fn host_name() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+}
+
+/// Checks `[cluster]`: nothing set is a single node; `redis_url` turns the cluster on and needs
+/// PostgreSQL and a `node_url`.
+fn resolve_cluster(
+    raw: RawCluster,
+    env: &dyn Fn(&str) -> Option<String>,
+    o: &Overrides,
+    database: &Database,
+) -> Result<Option<ClusterConfig>, ConfigError> {
+    let redis_url = o
+        .redis_url
+        .clone()
+        .or_else(|| env("KLAUSUR_REDIS_URL"))
+        .or(raw.redis_url);
+    let node_id = o
+        .node_id
+        .clone()
+        .or_else(|| env("KLAUSUR_NODE_ID"))
+        .or(raw.node_id);
+    let node_url = o
+        .node_url
+        .clone()
+        .or_else(|| env("KLAUSUR_NODE_URL"))
+        .or(raw.node_url);
+    let Some(redis_url) = redis_url else {
+        if node_id.is_some() || node_url.is_some() {
+            return Err(invalid(
+                "cluster.redis_url",
+                "required with cluster.node_id or cluster.node_url: the Redis the nodes share \
+                 (leave [cluster] out for a single node)",
+            ));
+        }
+        return Ok(None);
+    };
+    let redis_summary = redis_summary(&redis_url).ok_or_else(|| {
+        invalid(
+            "cluster.redis_url",
+            "expected a URL like redis://:PASSWORD@redis.example:6379/0",
+        )
+    })?;
+    if redis_url.starts_with("rediss://") {
+        return Err(invalid(
+            "cluster.redis_url",
+            "rediss:// (TLS) is not supported yet: reach Redis over a private network or a \
+             TLS tunnel (stunnel) on the node",
+        ));
+    }
+    if !matches!(database, Database::Postgres { .. }) {
+        return Err(invalid(
+            "cluster.redis_url",
+            "several nodes need one shared database: set storage.database to a \
+             postgres:// URL (every node the same)",
+        ));
+    }
+    let node_id_s = match node_id {
+        Some(id) => id,
+        None => host_name().ok_or_else(|| {
+            invalid(
+                "cluster.node_id",
+                "required: the host name cannot be read; give every node its own id",
+            )
+        })?,
+    };
+    let node_id = klausur_cluster::NodeId::new(node_id_s.clone()).map_err(|e| {
+        invalid(
+            "cluster.node_id",
+            format!("{node_id_s:?}: {e} (the host name is the default)"),
+        )
+    })?;
+    let node_url = node_url.ok_or_else(|| {
+        invalid(
+            "cluster.node_url",
+            "required with cluster.redis_url: the URL under which browsers reach this node \
+             itself, on the same site as server.public_url (e.g. https://meet.example/node/a, \
+             routed to this node by the reverse proxy)",
+        )
+    })?;
+    let node_url = node_url.trim_end_matches('/').to_string();
+    klausur_cluster::Node::new(node_id.clone(), node_url.clone(), Vec::new())
+        .map_err(|e| invalid("cluster.node_url", format!("{node_url:?}: {e}")))?;
+    let node_ttl = raw
+        .node_ttl_ms
+        .map_or(DEFAULT_NODE_TTL, std::time::Duration::from_millis);
+    let lease_ttl = raw
+        .lease_ttl_ms
+        .map_or(DEFAULT_LEASE_TTL, std::time::Duration::from_millis);
+    let timing = klausur_cluster::Timing::new(node_ttl, lease_ttl).map_err(|e| {
+        let key = match e {
+            klausur_cluster::TimingError::OutOfRange(d) if d == node_ttl => "cluster.node_ttl_ms",
+            _ => "cluster.lease_ttl_ms",
+        };
+        invalid(key, e.to_string())
+    })?;
+    let prefix = raw.prefix.unwrap_or_else(|| "klausur".to_string());
+    klausur_cluster::Keys::new(prefix.clone())
+        .map_err(|e| invalid("cluster.prefix", format!("{prefix:?}: {e}")))?;
+    Ok(Some(ClusterConfig {
+        redis_url,
+        redis_summary,
+        node_id,
+        node_url,
+        timing,
+        prefix,
+    }))
+}
+
 /// Overrides from the command line (highest precedence).
 #[derive(Debug, Default, Clone)]
 pub struct Overrides {
@@ -247,6 +419,10 @@ pub struct Overrides {
     pub identity_remote_token_file: Option<PathBuf>,
     /// `--sip-listen`: replaces `[dialin] udp`.
     pub sip_listen: Vec<String>,
+    /// `--redis-url`, `--node-id`, `--node-url`: replace `[cluster]`'s keys.
+    pub redis_url: Option<String>,
+    pub node_id: Option<String>,
+    pub node_url: Option<String>,
 }
 
 /// The validated configuration.
@@ -269,6 +445,9 @@ pub struct Config {
     pub media_workers: usize,
     /// `[turn]`: the TURN server browsers get credentials for, if any.
     pub turn: Option<std::sync::Arc<crate::turn::TurnConfig>>,
+    /// `[cluster]`: this node's place among several, if `redis_url` is set; `None` (the
+    /// default): a single node, no Redis.
+    pub cluster: Option<ClusterConfig>,
     /// Keys, the first administrator's one-time password and (with SQLite) the database.
     pub data_dir: PathBuf,
     /// Where the durable state lives: SQLite in the data directory, or PostgreSQL.
@@ -716,6 +895,7 @@ impl Config {
                 "must be between 1 and 3650",
             ));
         }
+        let cluster = resolve_cluster(raw.cluster, env, o, &database)?;
         let password_workers = std::thread::available_parallelism().map_or(1, |n| n.get());
         Ok(Config {
             listen,
@@ -729,6 +909,7 @@ impl Config {
             media_bandwidth_estimation,
             media_workers,
             turn,
+            cluster,
             data_dir,
             database,
             session_hours,
@@ -1790,6 +1971,82 @@ mod tests {
             .expect_err("bad value")
             .to_string();
         assert!(err.starts_with("media.tcp"), "{err}");
+    }
+
+    #[test]
+    fn a_cluster_needs_redis_postgres_and_the_node_url_and_hides_the_redis_password() {
+        assert!(
+            resolve("").expect("defaults").cluster.is_none(),
+            "one node by default"
+        );
+        let pg = "[storage]\ndatabase = \"postgres://k:pw@db.example/k\"\n";
+        let full = format!(
+            "{pg}[cluster]\nredis_url = \"redis://:r3dis-secret@redis.example:6379/0\"\n\
+             node_id = \"a\"\nnode_url = \"https://meet.example/node/a/\"\n"
+        );
+        let c = resolve(&full).expect("valid").cluster.expect("a cluster");
+        assert_eq!(c.node_id.as_str(), "a");
+        assert_eq!(
+            c.node_url, "https://meet.example/node/a",
+            "without the trailing slash"
+        );
+        assert_eq!(c.redis_summary, "redis.example:6379");
+        assert_eq!(c.timing.node_ttl(), DEFAULT_NODE_TTL);
+        assert_eq!(c.timing.lease_ttl(), DEFAULT_LEASE_TTL);
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("r3dis-secret"), "{shown}");
+        // Flags and the environment replace the file's keys.
+        let flag = Overrides {
+            node_id: Some("b".into()),
+            ..Overrides::default()
+        };
+        let env = |k: &str| (k == "KLAUSUR_NODE_URL").then(|| "http://10.0.0.2:8080".to_string());
+        let raw: RawConfig = toml::from_str(&full).expect("toml");
+        let c = Config::resolve(raw, &env, &flag)
+            .expect("valid")
+            .cluster
+            .expect("cluster");
+        assert_eq!(
+            (c.node_id.as_str(), c.node_url.as_str()),
+            ("b", "http://10.0.0.2:8080")
+        );
+        for (text, key, says) in [
+            (
+                "[cluster]\nredis_url = \"redis://r:6379\"\nnode_url = \"http://a\"".to_string(),
+                "cluster.redis_url",
+                "postgres://",
+            ),
+            (format!("{pg}[cluster]\nredis_url = \"redis://r:6379\""), "cluster.node_url", "required"),
+            (format!("{pg}[cluster]\nnode_url = \"http://a\""), "cluster.redis_url", "required"),
+            (
+                format!("{pg}[cluster]\nredis_url = \"mysql://r\"\nnode_url = \"http://a\""),
+                "cluster.redis_url",
+                "redis://",
+            ),
+            (
+                format!("{pg}[cluster]\nredis_url = \"redis://r\"\nnode_url = \"ftp://a\"\nnode_id = \"a\""),
+                "cluster.node_url",
+                "ftp://a",
+            ),
+            (
+                format!("{pg}[cluster]\nredis_url = \"redis://r\"\nnode_url = \"http://a\"\nnode_id = \"a b\""),
+                "cluster.node_id",
+                "a b",
+            ),
+            (
+                format!("{pg}[cluster]\nredis_url = \"redis://r\"\nnode_url = \"http://a\"\nnode_id = \"a\"\nlease_ttl_ms = 5"),
+                "cluster.lease_ttl_ms",
+                "5ms",
+            ),
+            (
+                format!("{pg}[cluster]\nredis_url = \"redis://r\"\nnode_url = \"http://a\"\nnode_id = \"a\"\nnode_ttl_ms = 5"),
+                "cluster.node_ttl_ms",
+                "5ms",
+            ),
+        ] {
+            let err = resolve(&text).expect_err(&text).to_string();
+            assert!(err.starts_with(key) && err.contains(says), "{text}: {err}");
+        }
     }
 
     #[test]
