@@ -218,6 +218,9 @@ pub enum AdmissionError {
     StorageUnavailable,
     #[error("{}", crate::storage_fault::UNREACHABLE_MESSAGE)]
     DatabaseUnavailable,
+    /// A cluster node cannot place the meeting now (see [`crate::cluster`]).
+    #[error("{0}")]
+    ClusterUnavailable(String),
     #[error("internal error: {0}")]
     Internal(String),
 }

@@ -13,6 +13,7 @@
 //! http/               router, API handlers, WebSocket upgrade, static files, client address,
 //!                     first-request timeout, the one HTTP error mapping, test-only routes
 //! state               the shared state handed to every handler (wires the layers below)
+//! cluster             this node among several: heartbeat, placement of joins, meeting leases
 //! dialin/             dial-in rules (numbers, PINs, throttle, tickets, verdicts), SIP gateway start
 //! identity/           credential issuance, the remote CA's client and protocol, guest limits
 //! connections         live meeting WebSockets per client address and per session
@@ -49,6 +50,7 @@ pub mod auth;
 pub mod budget;
 pub mod ca_service;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod connections;
 pub mod dialin;

@@ -324,7 +324,33 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     // it, and a request's Host is checked against it.
     let mut config = config;
     config.listen = local;
-    let state = AppState::new(config.clone(), store.clone(), media, identity, dialin);
+    let cluster = match &config.cluster {
+        Some(c) => {
+            let node = crate::cluster::ClusterNode::connect(c, media_addrs.clone())
+                .await
+                .map_err(|e| anyhow::anyhow!("{e} (cluster.redis_url)"))?;
+            tracing::info!(node = %c.node_id, url = %c.node_url, redis = %c.redis_summary, "cluster node");
+            Some(node)
+        }
+        None => None,
+    };
+    let state = match &cluster {
+        Some(node) => AppState::new_in_cluster(
+            config.clone(),
+            store.clone(),
+            media,
+            identity,
+            dialin,
+            node.clone(),
+        ),
+        None => AppState::new(config.clone(), store.clone(), media, identity, dialin),
+    };
+    if let Some(node) = &cluster {
+        tokio::spawn(
+            node.clone()
+                .heartbeat_forever(state.registry.clone(), state.media.clone()),
+        );
+    }
     let gateway = match state.dialin.gateway_setup() {
         Some(setup) => Some(
             sip_gateway::start_in_process(setup)
@@ -355,8 +381,13 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     tokio::spawn(async move {
         wait_for_signal().await;
         tracing::info!("shutting down: telling participants");
+        // A node of a cluster: no new meeting is placed here from now on.
+        if let Some(node) = &shutdown_state.cluster {
+            node.leave().await;
+        }
         shutdown_state.registry.shutdown_all().await;
-        // Give the WebSocket writers a moment to deliver the `ended` message.
+        // Give the WebSocket writers a moment to deliver the `ended` message (and a node's
+        // lease keepers to release its meetings' leases, so they move at once).
         tokio::time::sleep(Duration::from_millis(300)).await;
         shutdown_handle.graceful_shutdown(Some(Duration::from_secs(5)));
     });
@@ -378,6 +409,12 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         .map(|a| a.to_string())
         .collect::<Vec<_>>()
         .join(", ");
+    if let Some(c) = &config.cluster {
+        println!(
+            "klausur: node {} of the cluster on Redis {} (reached at {})",
+            c.node_id, c.redis_summary, c.node_url
+        );
+    }
     println!("klausur: listening on {scheme}://{local} (media on udp {media_ports})");
     tracing::info!(listen = %local, media = %media_ports, "klausur started");
     serve_api(state, listener, handle).await?;

@@ -12,6 +12,7 @@ use klausur_store::Store;
 use crate::admission::InvitationGuard;
 use crate::audit::Audit;
 use crate::auth::{LoginLimiter, PasswordPool};
+use crate::cluster::ClusterNode;
 use crate::config::Config;
 use crate::connections::Connections;
 use crate::dialin::DialIn;
@@ -44,6 +45,8 @@ pub struct Inner {
     pub passwords: PasswordPool,
     /// The live meeting WebSockets: per client address and per session ([`Connections`]).
     pub connections: Connections,
+    /// This node's place in a cluster (`[cluster]`); `None` for a single node.
+    pub cluster: Option<Arc<ClusterNode>>,
 }
 
 impl std::ops::Deref for AppState {
@@ -100,7 +103,24 @@ impl AppState {
                 dialin,
                 passwords,
                 connections,
+                cluster: None,
             }),
         }
+    }
+
+    /// The state of one node of a cluster: [`AppState::new`] with the node's cluster handle.
+    pub fn new_in_cluster(
+        config: Config,
+        store: Store,
+        media: MediaHandle,
+        identity: impl Into<IdentityIssuer>,
+        dialin: DialIn,
+        cluster: Arc<ClusterNode>,
+    ) -> Self {
+        let mut state = Self::new(config, store, media, identity, dialin);
+        if let Some(inner) = Arc::get_mut(&mut state.inner) {
+            inner.cluster = Some(cluster);
+        }
+        state
     }
 }

@@ -164,6 +164,9 @@ struct ServerStatus {
     memory_rss_bytes: Option<u64>,
     /// Audit records that could not be written since the start (see [`crate::audit`]).
     audit_write_failures: u64,
+    /// This node's id in a cluster (`[cluster] node_id`); absent for a single node.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    node: Option<String>,
 }
 
 /// One media worker in [`ServerStatus`].
@@ -200,6 +203,7 @@ async fn server_status(State(state): State<AppState>, Admin(_): Admin) -> Json<S
             .collect(),
         memory_rss_bytes: resident_memory(),
         audit_write_failures: state.audit.failures(),
+        node: state.cluster.as_ref().map(|c| c.node_id().to_string()),
     })
 }
 

@@ -198,6 +198,7 @@ impl From<AdmissionError> for ApiError {
             AdmissionError::DialInNotAllowed => Refusal::Forbidden(e.to_string()).into(),
             AdmissionError::StorageUnavailable => Refusal::StorageUnavailable.into(),
             AdmissionError::DatabaseUnavailable => Refusal::DatabaseUnavailable.into(),
+            AdmissionError::ClusterUnavailable(m) => Refusal::Busy(m).into(),
             AdmissionError::TicketCombined | AdmissionError::NameRequired => {
                 Refusal::Invalid(e.to_string()).into()
             }

@@ -21,6 +21,7 @@ use klausur_proto::{ClientMsg, ErrorCode, ServerMsg};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::admission::{self, AdmissionError, Who};
+use crate::cluster::Where;
 use crate::connections::Live;
 use crate::meeting::signaling_error::Refusal;
 use crate::meeting::{JoinRequest, MeetingCmd};
@@ -123,6 +124,8 @@ pub async fn serve(state: AppState, socket: WebSocket, who: Who, mut live: Live)
     let mut joined: Option<(mpsc::Sender<MeetingCmd>, klausur_room::PeerId)> = None;
     let mut session_ended = false;
     let mut too_slow = false;
+    // Sent to the node that runs the meeting: every further frame is refused.
+    let mut redirected = false;
     let session = live.owner().map(|o| o.session.clone());
     let check_every = state.config.ws_session_check;
     let mut session_check =
@@ -199,6 +202,16 @@ pub async fn serve(state: AppState, socket: WebSocket, who: Who, mut live: Live)
                 continue;
             }
         };
+        if redirected {
+            reply(
+                &tx,
+                Refusal(
+                    ErrorCode::InvalidState,
+                    "this connection was redirected to the node that runs the meeting".into(),
+                ),
+            );
+            continue;
+        }
         match (&joined, msg) {
             (
                 None,
@@ -230,7 +243,12 @@ pub async fn serve(state: AppState, socket: WebSocket, who: Who, mut live: Live)
                     dial_in_ticket,
                 };
                 match join(&state, &who, fields, &tx, &kick).await {
-                    Ok(j) => joined = Some(j),
+                    Ok(Joined::Here(meeting, peer)) => joined = Some((meeting, peer)),
+                    Ok(Joined::Redirect(url)) => {
+                        // Nothing more happens on this connection: the client goes there.
+                        let _ = tx.send(ServerMsg::Redirect { url }).await;
+                        redirected = true;
+                    }
                     Err(e) => reply(&tx, e.into()),
                 }
             }
@@ -285,6 +303,14 @@ fn reply(tx: &mpsc::Sender<ServerMsg>, refusal: Refusal) {
     let _ = tx.try_send(refusal.into());
 }
 
+/// Where a `join` led.
+enum Joined {
+    /// Into the meeting on this node, as this participant.
+    Here(mpsc::Sender<MeetingCmd>, klausur_room::PeerId),
+    /// To the node at this base URL, which runs the meeting.
+    Redirect(String),
+}
+
 /// The fields of a `join`.
 struct JoinFields {
     meeting_id: String,
@@ -300,7 +326,7 @@ async fn join(
     fields: JoinFields,
     tx: &mpsc::Sender<ServerMsg>,
     kick: &std::sync::Arc<tokio::sync::Notify>,
-) -> Result<(mpsc::Sender<MeetingCmd>, klausur_room::PeerId), AdmissionError> {
+) -> Result<Joined, AdmissionError> {
     let JoinFields {
         meeting_id,
         invite_token,
@@ -309,6 +335,7 @@ async fn join(
         dial_in_ticket,
     } = fields;
     // The dial-in gateway, for a telephone caller: the ticket names the invitation.
+    let dial_in_call = dial_in_ticket.is_some();
     let dial_in = match dial_in_ticket {
         Some(t) => {
             let (ticket, invitation) =
@@ -330,8 +357,32 @@ async fn join(
         dial_in,
     )
     .await?;
+    // In a cluster: the meeting runs on one node; a join that reaches another is redirected.
+    let mut lease = None;
+    if let Some(cluster) = &state.cluster {
+        if state.registry.running_actor(&seed.id).is_none() {
+            match cluster.place(&seed.id).await? {
+                Where::Here(l) => lease = l,
+                // A caller's ticket lives in this node's memory: the node that runs the
+                // meeting would not know it (docs/cluster.md, "Telephone callers").
+                Where::There(_) if dial_in_call => {
+                    return Err(AdmissionError::ClusterUnavailable(
+                        "telephone callers can join only meetings that run on the node of \
+                         their gateway yet; this meeting runs on another node"
+                            .into(),
+                    ))
+                }
+                Where::There(url) => return Ok(Joined::Redirect(url)),
+            }
+        }
+    }
     for _ in 0..3 {
-        let meeting = state.registry.get_or_start(&seed);
+        let (meeting, started) = state.registry.start_or_get(&seed);
+        if let (true, Some(cluster)) = (started, &state.cluster) {
+            if let Some(lease) = lease.take() {
+                cluster.keep(lease, meeting.clone());
+            }
+        }
         let (reply, peer_rx) = oneshot::channel();
         let req = JoinRequest {
             standing: standing.clone(),
@@ -343,7 +394,7 @@ async fn join(
             continue;
         }
         if let Ok(peer) = peer_rx.await {
-            return Ok((meeting, peer));
+            return Ok(Joined::Here(meeting, peer));
         }
     }
     Err(AdmissionError::Internal(

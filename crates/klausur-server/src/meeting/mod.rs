@@ -70,10 +70,15 @@ impl Registry {
 
     /// The running actor of a meeting, started if needed.
     pub fn get_or_start(&self, seed: &MeetingSeed) -> mpsc::Sender<MeetingCmd> {
+        self.start_or_get(seed).0
+    }
+
+    /// The running actor of a meeting, started if needed, and whether it was started now.
+    pub fn start_or_get(&self, seed: &MeetingSeed) -> (mpsc::Sender<MeetingCmd>, bool) {
         let mut map = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(tx) = map.get(&seed.id) {
             if !tx.is_closed() {
-                return tx.clone();
+                return (tx.clone(), false);
             }
         }
         let (tx, rx) = mpsc::channel(1024);
@@ -96,7 +101,7 @@ impl Registry {
         };
         tokio::spawn(actor::run(seed.clone(), key, deps, rx, ev_rx));
         map.insert(seed.id.clone(), tx.clone());
-        tx
+        (tx, true)
     }
 
     /// Removes a meeting's entry if it is still `tx` (the actor is ending).

@@ -45,6 +45,7 @@ impl From<AdmissionError> for Refusal {
             AdmissionError::TooManyInvalidInvitations => ErrorCode::RateLimited,
             AdmissionError::StorageUnavailable => ErrorCode::StorageUnavailable,
             AdmissionError::DatabaseUnavailable => ErrorCode::DatabaseUnavailable,
+            AdmissionError::ClusterUnavailable(_) => ErrorCode::ClusterUnavailable,
             AdmissionError::Internal(detail) => {
                 // The detail (a store error's text) is for the operator's log, not the client.
                 tracing::error!("join failed: {detail}");

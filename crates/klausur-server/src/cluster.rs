@@ -1,0 +1,214 @@
+//! This node as one of several (`[cluster]`, docs/cluster.md): its heartbeat, where a join
+//! goes, and the lease that keeps each of its meetings here.
+//!
+//! The rules (which node, when a lease counts as held) are `klausur-cluster`'s sans-IO core;
+//! this module is the server's driver for them:
+//!
+//! - [`ClusterNode::heartbeat_forever`] publishes the node's load every third of the node TTL;
+//! - [`ClusterNode::place`] answers, for a join that admission has let in, whether the meeting
+//!   runs here ([`Where::Here`], with the lease when it was just placed here) or on another
+//!   node ([`Where::There`], its URL: the client is redirected). A meeting still leased to a
+//!   node whose heartbeat is gone (it died) is waited for until its lease runs out, and then
+//!   placed anew, so that a participant coming back from a failed node lands in one attempt;
+//! - [`ClusterNode::keep`] renews a meeting's lease while its actor runs, releases it when the
+//!   actor ends, and ends the meeting here ([`MeetingCmd::Shutdown`]: participants join again
+//!   through placement) when the lease is lost: taken over, or not confirmed in time.
+//!
+//! May call `config`, `admission` (its error type), `meeting` and `media`; the HTTP layer
+//! calls it.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use klausur_cluster::{
+    Cluster, Lease, LeaseAction, LeaseTimer, Load, MeetingId, Node, RenewResult, Settings,
+};
+use tokio::sync::mpsc;
+
+use crate::admission::AdmissionError;
+use crate::config::ClusterConfig;
+use crate::media::MediaHandle;
+use crate::meeting::{MeetingCmd, Registry};
+
+/// How often a join for a meeting whose owner died asks again whether its lease ran out.
+const MOVING_POLL: Duration = Duration::from_millis(200);
+
+/// Where a join goes.
+#[derive(Debug)]
+pub enum Where {
+    /// The meeting runs on this node; with the lease if it was placed or picked up just now
+    /// (its actor must be started, with [`ClusterNode::keep`]).
+    Here(Option<Lease>),
+    /// The meeting runs on the node at this base URL.
+    There(String),
+}
+
+/// This node's handle on the cluster.
+pub struct ClusterNode {
+    cluster: Cluster,
+    config: ClusterConfig,
+}
+
+impl ClusterNode {
+    /// Connects to the cluster's Redis as node `config.node_id`, announcing `media` (its media
+    /// workers' addresses). Fails with a message naming the Redis (never its password).
+    pub async fn connect(
+        config: &ClusterConfig,
+        media: Vec<std::net::SocketAddr>,
+    ) -> Result<Arc<Self>, String> {
+        let node = Node::new(config.node_id.clone(), config.node_url.clone(), media)
+            .map_err(|e| format!("cluster.node_url: {e}"))?;
+        let keys = klausur_cluster::Keys::new(config.prefix.clone())
+            .map_err(|e| format!("cluster.prefix: {e}"))?;
+        let settings = Settings {
+            keys,
+            timing: config.timing,
+        };
+        let cluster = Cluster::connect_with(&config.redis_url, node, settings)
+            .await
+            .map_err(|e| format!("cannot reach Redis at {}: {e}", config.redis_summary))?;
+        Ok(Arc::new(Self {
+            cluster,
+            config: config.clone(),
+        }))
+    }
+
+    pub fn node_id(&self) -> &str {
+        self.config.node_id.as_str()
+    }
+
+    /// Writes the heartbeat with this node's load now and every third of the node TTL, for as
+    /// long as the node runs. A failed heartbeat is logged (once per outage) and tried again
+    /// at the next tick.
+    pub async fn heartbeat_forever(self: Arc<Self>, registry: Registry, media: MediaHandle) {
+        let mut tick = tokio::time::interval(self.config.timing.heartbeat_every());
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut failing = false;
+        loop {
+            tick.tick().await;
+            let peers: usize = media.worker_stats().await.iter().map(|w| w.peers).sum();
+            let load = Load {
+                meetings: u32::try_from(registry.running()).unwrap_or(u32::MAX),
+                participants: u32::try_from(peers).unwrap_or(u32::MAX),
+                capacity: None,
+            };
+            match self.cluster.heartbeat(load).await {
+                Ok(()) if failing => {
+                    failing = false;
+                    tracing::info!(redis = %self.config.redis_summary, "heartbeat written again");
+                }
+                Ok(()) => {}
+                Err(e) if !failing => {
+                    failing = true;
+                    tracing::error!(
+                        redis = %self.config.redis_summary,
+                        "cannot write this node's heartbeat: {e}"
+                    );
+                }
+                Err(_) => {}
+            }
+        }
+    }
+
+    /// Removes this node's heartbeat (an orderly shutdown): no new meeting is placed here.
+    pub async fn leave(&self) {
+        if let Err(e) = self.cluster.leave().await {
+            tracing::warn!("cannot remove this node's heartbeat: {e}");
+        }
+    }
+
+    /// Where the join for `meeting_id` goes (see the module docs). Waits while the meeting is
+    /// leased to a node that is gone, at most the lease TTL and a second.
+    pub async fn place(&self, meeting_id: &str) -> Result<Where, AdmissionError> {
+        let meeting = MeetingId::new(meeting_id)
+            .map_err(|e| AdmissionError::Internal(format!("meeting id not placeable: {e}")))?;
+        let deadline =
+            tokio::time::Instant::now() + self.config.timing.lease_ttl() + Duration::from_secs(1);
+        loop {
+            let placement = self.cluster.place(&meeting).await.map_err(|e| {
+                tracing::warn!(redis = %self.config.redis_summary, "cannot place a meeting: {e}");
+                AdmissionError::ClusterUnavailable(
+                    "the meeting cannot be placed on a node right now (the cluster's Redis does \
+                     not answer); try again in a few seconds"
+                        .into(),
+                )
+            })?;
+            if placement.owner == self.config.node_id {
+                if let Some(lease) = placement.lease {
+                    return Ok(Where::Here(Some(lease)));
+                }
+                match self.cluster.adopt(&meeting).await {
+                    Ok(Some(lease)) => return Ok(Where::Here(Some(lease))),
+                    // The lease changed hands between the two reads: place again.
+                    Ok(None) => {}
+                    Err(e) => tracing::warn!("cannot pick up a meeting's lease: {e}"),
+                }
+            } else if let Some(node) = placement.node {
+                return Ok(Where::There(node.http_url().to_string()));
+            }
+            // Leased to a node whose heartbeat is gone: it died, and its lease runs out soon.
+            if tokio::time::Instant::now() + MOVING_POLL > deadline {
+                return Err(AdmissionError::ClusterUnavailable(
+                    "the meeting is moving to another node; try again in a few seconds".into(),
+                ));
+            }
+            tokio::time::sleep(MOVING_POLL).await;
+        }
+    }
+
+    /// Keeps `lease` while the meeting's actor (`actor`) runs: renews it, releases it when the
+    /// actor ends, and ends the meeting on this node when the lease is lost.
+    pub fn keep(self: &Arc<Self>, lease: Lease, actor: mpsc::Sender<MeetingCmd>) {
+        let node = self.clone();
+        tokio::spawn(async move { node.keep_lease(lease, actor).await });
+    }
+
+    async fn keep_lease(&self, mut lease: Lease, actor: mpsc::Sender<MeetingCmd>) {
+        let timing = self.config.timing;
+        let mut timer = LeaseTimer::new(timing, lease.sent_at());
+        loop {
+            match timer.poll(Instant::now()) {
+                LeaseAction::Renew => {
+                    let result = self.cluster.renew_result(&mut lease).await;
+                    if result == RenewResult::TakenOver {
+                        // Placed here again under a new lease (after Redis forgot the old one
+                        // and another node placed the meeting here): carry on with that one.
+                        if let Ok(Some(again)) = self.cluster.adopt(lease.meeting()).await {
+                            lease = again;
+                            timer = LeaseTimer::new(timing, lease.sent_at());
+                            continue;
+                        }
+                    }
+                    if result == RenewResult::Reacquired {
+                        tracing::info!("took a meeting's lease back after Redis had lost it");
+                    }
+                    timer.handle_renew(Instant::now(), result);
+                }
+                LeaseAction::Wait(until) => {
+                    tokio::select! {
+                        () = tokio::time::sleep_until(until.into()) => {}
+                        () = actor.closed() => {
+                            timer.handle_released();
+                            if let Err(e) = self.cluster.release(&lease).await {
+                                tracing::warn!("cannot release a meeting's lease: {e}");
+                            }
+                            return;
+                        }
+                    }
+                }
+                LeaseAction::Stop(reason) => {
+                    if actor.is_closed() {
+                        return;
+                    }
+                    tracing::warn!(
+                        ?reason,
+                        "this node lost a meeting's lease: ending it here; its participants \
+                         join again on the node that holds it"
+                    );
+                    let _ = actor.send(MeetingCmd::Shutdown).await;
+                    return;
+                }
+            }
+        }
+    }
+}
