@@ -40,6 +40,9 @@ use crate::session::{Event, JoinAs, Now, Output, Session, SessionConfig};
 
 /// How long connecting and joining may take before the client gives up.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+/// Redirects one join may follow (a cluster sends a join on to the node that runs its
+/// meeting: one, or two while a meeting moves).
+const MAX_REDIRECTS: u32 = 3;
 /// Keep-alive `ping` towards the server (the browser sends one every 20 s).
 const PING_EVERY: Duration = Duration::from_secs(20);
 /// Datagrams handled in a row before the driver looks at signaling, commands and timers again.
@@ -534,12 +537,11 @@ async fn run(
     };
     let socket = UdpSocket::bind(SocketAddr::new(bind_ip, 0)).await?;
     let local = socket.local_addr()?;
-    let mut ws = connect_ws(
-        &opts.server,
-        tls,
-        opts.gateway_token.as_deref().map(|t| t.as_str()),
-    )
-    .await?;
+    let gateway_token = opts.gateway_token.as_deref().map(|t| t.as_str());
+    let mut ws = connect_ws(&opts.server, tls.clone(), gateway_token).await?;
+    // The `join` as sent, for the node a cluster redirects it to, and how often it was.
+    let mut join_text: Option<String> = None;
+    let mut redirects = 0u32;
     let mut session = Session::new(
         SessionConfig {
             meeting_id: opts.meeting_id.clone(),
@@ -575,6 +577,9 @@ async fn run(
                 Output::Signal(msg) => {
                     let text = serde_json::to_string(&msg)
                         .map_err(|e| DriverError::BadAnswer(e.to_string()))?;
+                    if matches!(msg, klausur_proto::ClientMsg::Join { .. }) {
+                        join_text = Some(text.clone());
+                    }
                     ws.send(Message::Text(text.into())).await?;
                     if let klausur_proto::ClientMsg::MlsCommit {
                         epoch,
@@ -678,6 +683,27 @@ async fn run(
             msg = ws.next() => match msg {
                 Some(Ok(Message::Text(text))) => {
                     match serde_json::from_str::<ServerMsg>(text.as_str()) {
+                        Ok(ServerMsg::Redirect { url }) => {
+                            // A node of a cluster that does not run the meeting: the same join
+                            // at the node that does.
+                            redirects += 1;
+                            let join = join_text.clone().ok_or_else(|| {
+                                DriverError::BadAnswer("redirected before joining".into())
+                            })?;
+                            if redirects > MAX_REDIRECTS {
+                                return Err(DriverError::Refused(format!(
+                                    "redirected more than {MAX_REDIRECTS} times in a row"
+                                )));
+                            }
+                            if !(url.starts_with("https://") || url.starts_with("http://")) {
+                                return Err(DriverError::BadAnswer(
+                                    "redirected to something that is not an http(s) URL".into(),
+                                ));
+                            }
+                            let _ = ws.close(None).await;
+                            ws = connect_ws(&url, tls.clone(), gateway_token).await?;
+                            ws.send(Message::Text(join.into())).await?;
+                        }
                         Ok(msg) => {
                             let now = now();
                             if let Some(t) = mls_received(&msg, now.instant) {
