@@ -13,6 +13,7 @@ export const de = {
   'common.error': 'Etwas ist schiefgegangen: {message}',
   'common.networkError': 'Der Server ist nicht erreichbar. Bitte versuchen Sie es erneut.',
   'common.storageUnavailable': 'Der Server kann gerade nichts speichern (sein Speicher ist voll oder schreibgeschützt). Es wurde nichts geändert; bitte versuchen Sie es später erneut. Der Betrieb ist informiert.',
+  'common.clusterUnavailable': 'Die Besprechung kann gerade keinem Server zugeordnet werden (sie zieht auf einen anderen um, oder die Koordination der Server antwortet nicht). Es wurde nichts geändert; bitte versuchen Sie es in einigen Sekunden noch einmal.',
   'common.databaseUnavailable': 'Der Server erreicht gerade seine Datenbank nicht. Es wurde nichts geändert; bitte versuchen Sie es gleich noch einmal. Der Betrieb ist informiert.',
   'common.notFound': 'Nicht gefunden.',
   'common.yes': 'Ja',

@@ -14,6 +14,7 @@ export const en: Record<StringKey, string> = {
   'common.error': 'Something went wrong: {message}',
   'common.networkError': 'The server cannot be reached. Please try again.',
   'common.storageUnavailable': 'The server cannot save anything right now (its storage is full or read-only). Nothing was changed; please try again later. The operators have been told.',
+  'common.clusterUnavailable': 'The meeting cannot be placed on a server right now (it is moving to another one, or the servers\' coordination does not answer). Nothing was changed; please try again in a few seconds.',
   'common.databaseUnavailable': 'The server cannot reach its database right now. Nothing was changed; please try again in a moment. The operators have been told.',
   'common.notFound': 'Not found.',
   'common.yes': 'Yes',

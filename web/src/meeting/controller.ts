@@ -1,6 +1,6 @@
 // Drives one meeting visit: signaling + peer connection + local devices.
 // The UI reads immutable snapshots (useSyncExternalStore) and calls the actions.
-import { SignalingClient } from '../signaling/client';
+import { MAX_REDIRECTS, redirectSocketUrl, SignalingClient } from '../signaling/client';
 import { api } from '../signaling/api';
 import type { ClientMsg, IceServer, Participant, ServerMsg, VideoTile } from '../signaling/protocol';
 import { getCamera, getMicrophone, getScreen, playChime } from '../media/devices';
@@ -71,6 +71,8 @@ export class MeetingController {
   private signaling: SignalingClient | null = null;
   /** Attempts to get back in since the connection broke (0 while connected). */
   private reconnectAttempts = 0;
+  /** Redirects followed since the last connection attempt began. */
+  private redirects = 0;
   private reconnectTimer: ReturnType<typeof setTimeout> | null = null;
   /** A join was sent and the server has not answered it with `joined` or `lobby_wait` yet. */
   private awaitingJoin = false;
@@ -177,6 +179,15 @@ export class MeetingController {
       this.previousE2ee = null;
     }
     this.e2eeStarted = false;
+    this.redirects = 0;
+    this.openSignaling();
+  }
+
+  /**
+   * Opens the signaling connection (to this page's server, or to `url`, where a cluster sent
+   * the join) and joins once it is open.
+   */
+  private openSignaling(url?: string): void {
     const { meetingId, inviteToken, displayName } = this.opts;
     const signaling: SignalingClient = new SignalingClient({
       onOpen: () => {
@@ -202,7 +213,27 @@ export class MeetingController {
       },
     });
     this.signaling = signaling;
-    signaling.connect();
+    signaling.connect(url);
+  }
+
+  /**
+   * A node of a cluster that does not run the meeting answered the join: join again at the
+   * node that does (docs/cluster.md). Only while waiting for the join's answer, to a URL on
+   * this page's own site, and a few times in a row at most; otherwise as after a broken
+   * connection.
+   */
+  private followRedirect(url: string): void {
+    const target = redirectSocketUrl(url);
+    this.redirects += 1;
+    if (!this.awaitingJoin || target === null || this.redirects > MAX_REDIRECTS) {
+      console.warn('klausur: a redirect that cannot be followed; joining again');
+      this.connectionLost();
+      return;
+    }
+    const old = this.signaling;
+    this.signaling = null;
+    old?.close();
+    this.openSignaling(target);
   }
 
   /**
@@ -347,6 +378,13 @@ export class MeetingController {
         // The server refused the join (the meeting ended meanwhile, the invitation was
         // revoked, ...): trying again would not help.
         if (this.awaitingJoin) {
+          // ... except while a cluster moves the meeting, or the database restarts: a
+          // participant who was in gets back in as after a broken connection.
+          if (msg.code === 'cluster_unavailable' || msg.code === 'database_unavailable') {
+            this.awaitingJoin = false;
+            this.connectionLost();
+            break;
+          }
           this.setRejoinToken(null);
           this.finish('join_failed');
         }
@@ -373,6 +411,9 @@ export class MeetingController {
         break;
       case 'renegotiate':
         this.peer?.handleRenegotiate(msg.audio, msg.video);
+        break;
+      case 'redirect':
+        this.followRedirect(msg.url);
         break;
       case 'media_lost':
         // The media server dropped this connection's media (its worker was restarted): the

@@ -1,5 +1,5 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import { PING_INTERVAL_MS, SignalingClient } from './client';
+import { PING_INTERVAL_MS, redirectSocketUrl, SignalingClient } from './client';
 
 /** Just enough of a browser WebSocket: the test opens it and delivers messages. */
 class FakeSocket {
@@ -74,5 +74,23 @@ describe('signaling keep-alive', () => {
     vi.advanceTimersByTime(3 * PING_INTERVAL_MS);
     expect(pings(ws)).toBe(1);
     expect(closes).toEqual([false]);
+  });
+});
+
+describe('redirectSocketUrl', () => {
+  const page = (href: string) => new URL(href) as unknown as Location;
+
+  it("gives the WebSocket of a node on the page's own origin", () => {
+    expect(redirectSocketUrl('https://meet.example/node/b', page('https://meet.example/m/abc'))).toBe('wss://meet.example/node/b/api/ws');
+    expect(redirectSocketUrl('https://meet.example/node/b/', page('https://meet.example/m/abc'))).toBe('wss://meet.example/node/b/api/ws');
+    expect(redirectSocketUrl('http://127.0.0.1:8080', page('http://127.0.0.1:8080/m/abc'))).toBe('ws://127.0.0.1:8080/api/ws');
+  });
+
+  it('refuses another origin, a query, and what is no URL', () => {
+    expect(redirectSocketUrl('https://evil.example/node/b', page('https://meet.example/m/abc'))).toBeNull();
+    expect(redirectSocketUrl('http://meet.example/node/b', page('https://meet.example/m/abc'))).toBeNull();
+    expect(redirectSocketUrl('https://meet.example:8443/node/b', page('https://meet.example/m/abc'))).toBeNull();
+    expect(redirectSocketUrl('https://meet.example/node/b?x=1', page('https://meet.example/m/abc'))).toBeNull();
+    expect(redirectSocketUrl('not a url', page('https://meet.example/m/abc'))).toBeNull();
   });
 });

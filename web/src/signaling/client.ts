@@ -15,6 +15,26 @@ export function signalingUrl(loc: Location = window.location): string {
   return `${scheme}//${loc.host}/api/ws`;
 }
 
+/** Redirects one join follows at most (a cluster sends a join on to the node that runs it). */
+export const MAX_REDIRECTS = 3;
+
+/**
+ * The WebSocket URL of the node a cluster redirected a join to (`url`: its base URL), or null
+ * when it is not on this page's own origin: the session cookie, the page's security policy and
+ * the server's origin check all hold for that origin only.
+ */
+export function redirectSocketUrl(url: string, loc: Location = window.location): string | null {
+  let target: URL;
+  try {
+    target = new URL(url);
+  } catch {
+    return null;
+  }
+  if (target.origin !== loc.origin || target.search !== '' || target.hash !== '') return null;
+  const scheme = target.protocol === 'https:' ? 'wss:' : 'ws:';
+  return `${scheme}//${target.host}${target.pathname.replace(/\/+$/, '')}/api/ws`;
+}
+
 export class SignalingClient {
   private ws: WebSocket | null = null;
   private pingTimer: ReturnType<typeof setInterval> | null = null;

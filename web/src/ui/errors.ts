@@ -8,6 +8,7 @@ import type { Translate } from '../i18n';
 export function codeMessage(t: Translate, code: string): string | undefined {
   if (code === 'storage_unavailable') return t('common.storageUnavailable');
   if (code === 'database_unavailable') return t('common.databaseUnavailable');
+  if (code === 'cluster_unavailable') return t('common.clusterUnavailable');
   return undefined;
 }
 
