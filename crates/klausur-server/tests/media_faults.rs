@@ -17,36 +17,11 @@ mod common;
 
 use std::time::Duration;
 
-use common::native::{pair, until, Client, WAIT};
+use common::native::{hear_each_other, pair, until, Client, WAIT};
 use common::TestServer;
 use klausur_client::session::JoinAs;
 use klausur_proto::SecurityProfile;
 use klausur_store::Role;
-
-/// Both clients send audio until each has received `frames` more frames from the other.
-async fn hear_each_other(a: &mut Client, b: &mut Client, frames: usize, what: &str) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    let (mut got_a, mut got_b) = (0, 0);
-    let mut n: u32 = 0;
-    while got_a < frames || got_b < frames {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{what}: audio did not flow ({got_a} and {got_b} frames)"
-        );
-        n += 1;
-        a.handle.send_audio(format!("a-{n}").into_bytes(), 40);
-        b.handle.send_audio(format!("b-{n}").into_bytes(), 40);
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        a.pump();
-        b.pump();
-        while a.audio.try_recv().is_ok() {
-            got_a += 1;
-        }
-        while b.audio.try_recv().is_ok() {
-            got_b += 1;
-        }
-    }
-}
 
 async fn guest(srv: &TestServer, meeting: &str, name: &str, owner: i64) -> String {
     srv.guest_invitation(meeting, name, owner, chrono::Duration::hours(1))

@@ -24,13 +24,22 @@ pub struct Client {
     pub self_id: Option<String>,
     /// Times the server said this client's media connection was lost (`media_lost`).
     pub media_lost: usize,
+    /// With [`Client::expect_to_stop`]: why the client stopped (its failure, or the reason
+    /// the meeting ended for it), instead of a panic.
+    pub stopped: Option<String>,
+    may_stop: bool,
 }
 
 /// Starts a client that joins `meeting` and publishes audio; `id` tells clients apart.
 pub fn start(srv: &TestServer, meeting: &str, join: JoinAs, id: u64) -> Client {
+    start_at(&srv.base, meeting, join, id)
+}
+
+/// [`start`] against the server (or cluster node) at `base`.
+pub fn start_at(base: &str, meeting: &str, join: JoinAs, id: u64) -> Client {
     let (tx, audio) = mpsc::channel(1024);
     let handle = driver::spawn(ClientOptions {
-        server: srv.base.clone(),
+        server: base.to_string(),
         meeting_id: meeting.into(),
         join,
         publish_audio: true,
@@ -50,11 +59,21 @@ pub fn start(srv: &TestServer, meeting: &str, join: JoinAs, id: u64) -> Client {
         in_group: false,
         self_id: None,
         media_lost: 0,
+        stopped: None,
+        may_stop: false,
     }
 }
 
 impl Client {
-    /// Handles the events that are there now; panics on a failure.
+    /// From now on a failure or an end is recorded in [`Client::stopped`] instead of failing
+    /// the test (a client whose server is killed).
+    pub fn expect_to_stop(mut self) -> Self {
+        self.may_stop = true;
+        self
+    }
+
+    /// Handles the events that are there now; panics on a failure (unless
+    /// [`Client::expect_to_stop`]).
     pub fn pump(&mut self) {
         while let Ok(e) = self.handle.events.try_recv() {
             match e {
@@ -62,9 +81,43 @@ impl Client {
                 ClientEvent::Session(Event::InGroup) => self.in_group = true,
                 ClientEvent::Session(Event::Joined { self_id }) => self.self_id = Some(self_id),
                 ClientEvent::Session(Event::MediaLost) => self.media_lost += 1,
+                ClientEvent::Session(Event::Ended { reason, .. }) if self.may_stop => {
+                    self.stopped.get_or_insert(format!("ended: {reason:?}"));
+                }
+                ClientEvent::Failed(e) if self.may_stop => {
+                    self.stopped.get_or_insert(e);
+                }
+                ClientEvent::Stopped if self.may_stop => {
+                    self.stopped.get_or_insert_with(|| "stopped".into());
+                }
                 ClientEvent::Failed(e) => panic!("client failed: {e}"),
                 _ => {}
             }
+        }
+    }
+}
+
+/// Both clients send audio until each has received `frames` more frames from the other.
+pub async fn hear_each_other(a: &mut Client, b: &mut Client, frames: usize, what: &str) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let (mut got_a, mut got_b) = (0, 0);
+    let mut n: u32 = 0;
+    while got_a < frames || got_b < frames {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: audio did not flow ({got_a} and {got_b} frames)"
+        );
+        n += 1;
+        a.handle.send_audio(format!("a-{n}").into_bytes(), 40);
+        b.handle.send_audio(format!("b-{n}").into_bytes(), 40);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        a.pump();
+        b.pump();
+        while a.audio.try_recv().is_ok() {
+            got_a += 1;
+        }
+        while b.audio.try_recv().is_ok() {
+            got_b += 1;
         }
     }
 }

@@ -26,6 +26,7 @@ mod audit_cli;
 mod ca_service_hostile;
 mod cli;
 mod client_address;
+mod cluster;
 mod connection_limits;
 mod content_security_policy;
 mod dialin;

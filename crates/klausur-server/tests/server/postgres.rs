@@ -24,7 +24,7 @@ use crate::process::{
 use crate::storage_faults::{create, login, meeting_titles};
 
 #[path = "../../../klausur-store/tests/engines/mod.rs"]
-mod engines;
+pub(crate) mod engines;
 
 #[tokio::test]
 async fn serves_from_postgres_and_the_commands_reach_the_same_database() {

@@ -1,0 +1,474 @@
+//! Several `klausur serve` nodes on one PostgreSQL and one Redis (issue 22 §3, docs/cluster.md),
+//! each a real process with its own data directory and media port, sharing the identity CA's
+//! key; native clients (`klausur-client`: real MLS, SFrame and WebRTC) join through any node and
+//! follow its redirect to the node that runs their meeting.
+//!
+//! - Twenty meetings, every first join sent to node 0: they spread over the three nodes, each
+//!   on exactly one, none with more than twice the meetings of another (issue 22, test 1).
+//!   Without the redirect every meeting would run on node 0.
+//! - The node that runs a meeting of three is killed (SIGKILL): the participants, joining again
+//!   through the nodes that are left (as through a load balancer), are back in the meeting on
+//!   another node within 10 s, in one new encrypted group with one security code, hearing each
+//!   other; the stored meeting is intact (issue 22, test 2, with native clients).
+//! - Redis restarted under a running meeting: the meeting goes on (its clients keep hearing each
+//!   other and are never ended), a join meanwhile is refused with a clear `cluster_unavailable`
+//!   error, and placement works again afterwards without a second copy of the running meeting
+//!   (issue 22, test 3).
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use klausur_client::session::JoinAs;
+use serde_json::{json, Value};
+
+use crate::common::native::{hear_each_other, start_at, until, Client, WAIT};
+use crate::postgres::engines;
+use crate::process::{free_port, run, serve_cmd, start, Proc, PASSWORD};
+
+#[path = "../../../klausur-cluster/tests/redis/mod.rs"]
+mod redis;
+
+/// One node: its process (killed when dropped), its base URL and its stderr log.
+struct Node {
+    proc: Option<Proc>,
+    base: String,
+    log: PathBuf,
+}
+
+/// Nodes on one PostgreSQL database and one Redis, with Ada (staff) and Root (admin).
+struct Nodes {
+    nodes: Vec<Node>,
+    redis: redis::Redis,
+    _dir: tempfile::TempDir,
+}
+
+impl Nodes {
+    /// `n` nodes `n0`, `n1`, ... started one after another (the first makes the schema).
+    async fn start(n: usize) -> Nodes {
+        let db_url = engines::cluster().create_database().await;
+        let redis = redis::start();
+        let dir = tempfile::tempdir().expect("tmp");
+        // Every node signs credentials with the same identity CA: one key file for all.
+        let ca_key = dir.path().join("identity-ca.key");
+        let mut nodes = Vec::new();
+        for i in 0..n {
+            nodes.push(start_node(dir.path(), i, &db_url, &redis.url(), &ca_key));
+        }
+        let global = [
+            "--data-dir",
+            dir.path().to_str().expect("utf-8"),
+            "--database",
+        ];
+        for (name, role) in [("ada", "staff"), ("root", "admin")] {
+            let args = [
+                &global[..],
+                &[&db_url, "user", "add", name, "--display-name", name],
+                &["--role", role, "--permanent-password"],
+            ]
+            .concat();
+            let (ok, _, err) = run(&args, Some(&format!("{PASSWORD}\n")));
+            assert!(ok, "{err}");
+        }
+        Nodes {
+            nodes,
+            redis,
+            _dir: dir,
+        }
+    }
+
+    fn base(&self, i: usize) -> &str {
+        &self.nodes[i].base
+    }
+
+    /// SIGKILL to node `i`.
+    fn kill(&mut self, i: usize) {
+        if let Some(mut p) = self.nodes[i].proc.take() {
+            p.0.kill().expect("kill");
+            let _ = p.0.wait();
+        }
+    }
+
+    /// The meetings each node runs now (`meetings_running` of its `/api/status`), and its
+    /// `node` id; `None` for a killed node.
+    async fn running(&self) -> Vec<Option<(String, u64)>> {
+        let mut out = Vec::new();
+        for node in &self.nodes {
+            if node.proc.is_none() {
+                out.push(None);
+                continue;
+            }
+            let (http, _) = login(&node.base, "root").await;
+            let v: Value = http
+                .get(format!("{}/api/status", node.base))
+                .send()
+                .await
+                .expect("status")
+                .json()
+                .await
+                .expect("json");
+            let id = v["node"].as_str().expect("node id").to_string();
+            out.push(Some((
+                id,
+                v["meetings_running"].as_u64().expect("meetings"),
+            )));
+        }
+        out
+    }
+
+    /// Waits until exactly one node runs a meeting and returns its index (a two-node test's
+    /// one meeting).
+    async fn owner_of_the_one_meeting(&self) -> usize {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let running = self.running().await;
+            let busy: Vec<usize> = (0..running.len())
+                .filter(|&i| running[i].as_ref().is_some_and(|(_, m)| *m > 0))
+                .collect();
+            if let [one] = busy[..] {
+                return one;
+            }
+            assert!(Instant::now() < deadline, "one node runs it: {running:?}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    fn logs(&self) -> String {
+        let mut out = String::new();
+        for (i, node) in self.nodes.iter().enumerate() {
+            let text = std::fs::read_to_string(&node.log).unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(15).collect();
+            out.push_str(&format!("--- node {i}:\n"));
+            for line in tail.iter().rev() {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+        out
+    }
+}
+
+fn start_node(dir: &Path, i: usize, db_url: &str, redis_url: &str, ca_key: &Path) -> Node {
+    let data = dir.join(format!("data{i}"));
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut cmd = serve_cmd(&data, port);
+    cmd.args(["--media-workers", "1", "--redis-url", redis_url])
+        .args(["--node-id", &format!("n{i}"), "--node-url", &base])
+        .env("KLAUSUR_DATABASE", db_url)
+        .env("KLAUSUR_IDENTITY_CA_KEY_FILE", ca_key)
+        .stdin(Stdio::null());
+    let log = dir.join(format!("node{i}.log"));
+    let (proc, lines) = start(cmd, &log);
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains(&format!("node n{i} of the cluster"))),
+        "{lines:?}"
+    );
+    Node {
+        proc: Some(proc),
+        base,
+        log,
+    }
+}
+
+/// `name`'s HTTP client, logged in at `base`: (client, CSRF token).
+async fn login(base: &str, name: &str) -> (reqwest::Client, String) {
+    let http = reqwest::Client::builder()
+        .cookie_store(true)
+        .build()
+        .expect("client");
+    let resp = http
+        .post(format!("{base}/api/login"))
+        .json(&json!({"username": name, "password": PASSWORD}))
+        .send()
+        .await
+        .expect("login");
+    assert_eq!(resp.status(), 200, "login as {name} at {base}");
+    let v: Value = resp.json().await.expect("json");
+    (http, v["csrf_token"].as_str().expect("csrf").to_string())
+}
+
+/// Ada creates a meeting at `base` and invites `guests` to it: (meeting id, invitation tokens).
+async fn meeting_with_guests(base: &str, title: &str, guests: usize) -> (String, Vec<String>) {
+    let (http, csrf) = login(base, "ada").await;
+    let resp = http
+        .post(format!("{base}/api/meetings"))
+        .header("X-CSRF-Token", &csrf)
+        .json(&json!({"title": title}))
+        .send()
+        .await
+        .expect("create");
+    assert_eq!(resp.status(), 201);
+    let meeting: Value = resp.json().await.expect("json");
+    let id = meeting["id"].as_str().expect("id").to_string();
+    let mut tokens = Vec::new();
+    for g in 0..guests {
+        let resp = http
+            .post(format!("{base}/api/meetings/{id}/invitations"))
+            .header("X-CSRF-Token", &csrf)
+            .json(&json!({"name": format!("Guest {g}"), "kind": "guest"}))
+            .send()
+            .await
+            .expect("invite");
+        assert_eq!(resp.status(), 201);
+        let inv: Value = resp.json().await.expect("json");
+        tokens.push(inv["token"].as_str().expect("token").to_string());
+    }
+    (id, tokens)
+}
+
+/// Pumps `clients` until every one is in the group with the same security code.
+async fn one_group(clients: &mut [&mut Client], what: &str) {
+    until(clients, what, |c| {
+        let code = c[0].codes.last();
+        c.iter()
+            .all(|x| x.in_group && x.codes.last().is_some() && x.codes.last() == code)
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_share_twenty_meetings_and_every_join_is_sent_to_its_meeting_s_node() {
+    let nodes = Nodes::start(3).await;
+    let mut clients = Vec::new();
+    let mut seconds = Vec::new();
+    for m in 0..20 {
+        let (id, tokens) = meeting_with_guests(nodes.base(0), &format!("Meeting {m}"), 2).await;
+        if m < 3 {
+            seconds.push((id.clone(), tokens[1].clone()));
+        }
+        // Every first join arrives at node 0, as if the load balancer always chose it.
+        let c = start_at(nodes.base(0), &id, JoinAs::Invitation(tokens[0].clone()), m);
+        clients.push(c);
+    }
+    let mut refs: Vec<&mut Client> = clients.iter_mut().collect();
+    until(
+        &mut refs,
+        "every meeting's first participant in its group",
+        |c| c.iter().all(|x| x.in_group),
+    )
+    .await;
+    let running = nodes.running().await;
+    let counts: Vec<u64> = running
+        .iter()
+        .map(|r| r.as_ref().expect("alive").1)
+        .collect();
+    let ids: Vec<&str> = running
+        .iter()
+        .map(|r| r.as_ref().expect("alive").0.as_str())
+        .collect();
+    assert_eq!(ids, ["n0", "n1", "n2"]);
+    assert_eq!(
+        counts.iter().sum::<u64>(),
+        20,
+        "each meeting on one node: {counts:?}"
+    );
+    let (min, max) = (counts.iter().min(), counts.iter().max());
+    assert!(
+        max <= min.map(|m| m * 2).as_ref(),
+        "no node more than twice another: {counts:?}"
+    );
+    // A second participant of a meeting, arriving at another node, lands in the same meeting
+    // (the same group), wherever it runs.
+    drop(refs);
+    for (m, (id, token)) in seconds.iter().enumerate() {
+        let mut second = start_at(
+            nodes.base(2),
+            id,
+            JoinAs::Invitation(token.clone()),
+            100 + m as u64,
+        );
+        one_group(
+            &mut [&mut clients[m], &mut second],
+            "a second participant in the same group",
+        )
+        .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_node_s_meeting_is_back_on_another_node_within_ten_seconds() {
+    let mut nodes = Nodes::start(3).await;
+    let (id, tokens) = meeting_with_guests(nodes.base(0), "Council", 3).await;
+    let mut clients: Vec<Client> = (0..3)
+        .map(|i| {
+            start_at(
+                nodes.base(i),
+                &id,
+                JoinAs::Invitation(tokens[i].clone()),
+                i as u64,
+            )
+            .expect_to_stop()
+        })
+        .collect();
+    {
+        let mut refs: Vec<&mut Client> = clients.iter_mut().collect();
+        one_group(&mut refs, "three participants in one group").await;
+    }
+    let (a, rest) = clients.split_at_mut(1);
+    hear_each_other(&mut a[0], &mut rest[0], 10, "before the kill").await;
+    let before = clients[0].codes.last().cloned();
+    let owner = nodes.owner_of_the_one_meeting().await;
+
+    nodes.kill(owner);
+    let killed_at = Instant::now();
+    // Each participant notices its connection end, and joins again through a node that is
+    // left (as through a load balancer), after the browser's delays (0.5, 1, 1.5, then 2 s)
+    // whenever an attempt fails: until the dead node's heartbeat is gone, the meeting's lease
+    // still names it and a join is redirected there.
+    let entry = (0..3).find(|&i| i != owner).expect("a node is left");
+    let deadline = killed_at + WAIT;
+    for (i, c) in clients.iter_mut().enumerate() {
+        while c.stopped.is_none() {
+            assert!(
+                Instant::now() < deadline,
+                "client {i} did not notice: {}",
+                nodes.logs()
+            );
+            c.pump();
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let join = |i: usize, attempt: u64| {
+        start_at(
+            nodes.base(entry),
+            &id,
+            JoinAs::Invitation(tokens[i].clone()),
+            10 * attempt + i as u64,
+        )
+        .expect_to_stop()
+    };
+    let mut back: Vec<Client> = (0..3).map(|i| join(i, 1)).collect();
+    let mut attempts = [1u64; 3];
+    let mut retry_at: [Option<Instant>; 3] = [None; 3];
+    loop {
+        for i in 0..3 {
+            back[i].pump();
+            if let Some(at) = retry_at[i] {
+                if Instant::now() >= at {
+                    attempts[i] += 1;
+                    back[i] = join(i, attempts[i]);
+                    retry_at[i] = None;
+                }
+            } else if back[i].stopped.is_some() {
+                let delay = [500, 1000, 1500]
+                    .get(attempts[i] as usize - 1)
+                    .copied()
+                    .unwrap_or(2000);
+                retry_at[i] = Some(Instant::now() + Duration::from_millis(delay));
+            }
+        }
+        let code = back[0].codes.last().cloned();
+        if back.iter().all(|c| {
+            c.stopped.is_none()
+                && c.in_group
+                && c.codes.last().is_some()
+                && c.codes.last().cloned() == code
+        }) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the three back in one group: {}",
+            nodes.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let took = killed_at.elapsed();
+    assert!(
+        took < Duration::from_secs(10),
+        "back in the meeting {took:?} after the kill:\n{}",
+        nodes.logs()
+    );
+    // A new group: a new security code, the same for all three.
+    assert_ne!(
+        back[0].codes.last().cloned(),
+        before,
+        "the group was formed anew"
+    );
+    let (a, rest) = back.split_at_mut(1);
+    hear_each_other(&mut a[0], &mut rest[1], 10, "after the move").await;
+    let now_owner = nodes.owner_of_the_one_meeting().await;
+    assert_ne!(now_owner, owner);
+    // Nothing stored was lost: the meeting and its three invitations are there.
+    let (http, _) = login(nodes.base(entry), "ada").await;
+    let meeting: Value = http
+        .get(format!("{}/api/meetings/{id}", nodes.base(entry)))
+        .send()
+        .await
+        .expect("meeting")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(meeting["title"], "Council", "{meeting}");
+    eprintln!("back in the meeting {took:?} after the kill, attempts {attempts:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_redis_stops_no_meeting_and_placement_recovers() {
+    let nodes = Nodes::start(2).await;
+    let (id, tokens) = meeting_with_guests(nodes.base(0), "Running", 2).await;
+    let mut a = start_at(nodes.base(0), &id, JoinAs::Invitation(tokens[0].clone()), 1);
+    let mut b = start_at(nodes.base(1), &id, JoinAs::Invitation(tokens[1].clone()), 2);
+    one_group(&mut [&mut a, &mut b], "two participants in one group").await;
+    hear_each_other(&mut a, &mut b, 10, "before the restart").await;
+    let owner = nodes.owner_of_the_one_meeting().await;
+
+    nodes.redis.stop();
+    // A join that needs placement meanwhile gets a clear error (a meeting not running yet).
+    let (other, other_tokens) = meeting_with_guests(nodes.base(0), "Later", 1).await;
+    let mut refused = start_at(
+        nodes.base(0),
+        &other,
+        JoinAs::Invitation(other_tokens[0].clone()),
+        3,
+    )
+    .expect_to_stop();
+    let deadline = Instant::now() + WAIT;
+    let mut refusal = None;
+    while refusal.is_none() {
+        assert!(Instant::now() < deadline, "no answer to a join meanwhile");
+        while let Ok(e) = refused.handle.events.try_recv() {
+            if let klausur_client::driver::ClientEvent::Session(
+                klausur_client::session::Event::Refused { code, message, .. },
+            ) = e
+            {
+                refusal = Some((code, message));
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (code, message) = refusal.expect("refusal");
+    assert_eq!(
+        code,
+        klausur_proto::ErrorCode::ClusterUnavailable,
+        "{message}"
+    );
+    assert!(message.contains("try again"), "{message}");
+    // The running meeting goes on meanwhile.
+    hear_each_other(&mut a, &mut b, 10, "while Redis is down").await;
+    nodes.redis.start_again();
+    // ... and after: never ended, still one copy, on the same node.
+    hear_each_other(&mut a, &mut b, 10, "after the restart").await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    hear_each_other(&mut a, &mut b, 10, "a lease period after the restart").await;
+    assert_eq!(nodes.owner_of_the_one_meeting().await, owner);
+    // Placement works again: the other meeting starts, on some node.
+    let mut later = start_at(
+        nodes.base(0),
+        &other,
+        JoinAs::Invitation(other_tokens[0].clone()),
+        4,
+    );
+    until(
+        &mut [&mut later],
+        "a meeting placed after the restart",
+        |c| c[0].in_group,
+    )
+    .await;
+    let running = nodes.running().await;
+    let total: u64 = running.iter().flatten().map(|(_, m)| m).sum();
+    assert_eq!(total, 2, "{running:?}");
+}
