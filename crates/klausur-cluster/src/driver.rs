@@ -237,6 +237,22 @@ impl Cluster {
         self.run(cmd.query_async::<()>(&mut conn)).await
     }
 
+    /// Agrees on what every node must share (a fingerprint of the keys they must hold
+    /// alike): the first node to ask writes `value` (`SET NX`, no TTL); every node gets back
+    /// the value stored, which is its own if it agrees. After Redis lost it (a restart without
+    /// persistence) the next node to ask writes it again.
+    pub async fn agree(&self, value: &str) -> Result<String> {
+        let mut conn = self.conn.clone();
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(self.keys().shared()).arg(value).arg("NX");
+        let _: Option<String> = self.run(cmd.query_async(&mut conn)).await?;
+        let mut get = redis::cmd("GET");
+        get.arg(self.keys().shared());
+        let stored: Option<String> = self.run(get.query_async(&mut conn)).await?;
+        // Deleted between the two requests: this node's value stands until the next asks.
+        Ok(stored.unwrap_or_else(|| value.to_owned()))
+    }
+
     /// Every key matching `pattern` (SCAN, so Redis is never blocked; duplicates removed).
     async fn scan(&self, pattern: &str) -> Result<BTreeSet<String>> {
         let mut conn = self.conn.clone();

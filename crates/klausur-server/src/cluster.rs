@@ -73,6 +73,53 @@ impl ClusterNode {
         }))
     }
 
+    /// Refuses to run beside nodes that hold other keys: every node must sign credentials with
+    /// the same identity CA (`ca_public_key`, hex) and check phone PINs with the same dial-in
+    /// PIN key (`pin_check`: a keyed hash that shows nothing of the key), or members would be
+    /// refused after a move and PINs made on one node would not open on another. The first
+    /// node to start records both in Redis; a node that differs says which key and stops.
+    pub async fn check_same_keys(
+        &self,
+        ca_public_key: &str,
+        pin_check: &str,
+    ) -> Result<(), String> {
+        let ours = format!("ca={ca_public_key} pin={pin_check}");
+        let stored = self
+            .cluster
+            .agree(&ours)
+            .await
+            .map_err(|e| format!("cannot reach Redis at {}: {e}", self.config.redis_summary))?;
+        if stored == ours {
+            return Ok(());
+        }
+        let field = |text: &str, name: &str| {
+            text.split(' ')
+                .find_map(|f| f.strip_prefix(name))
+                .map(str::to_owned)
+                .unwrap_or_default()
+        };
+        let mut wrong = Vec::new();
+        if field(&stored, "ca=") != ca_public_key {
+            wrong.push(format!(
+                "its identity CA (public key {ca_public_key}) is not the other nodes' (public \
+                 key {}): give every node the same identity.ca_key_file (copy identity-ca.key) \
+                 or the same remote CA",
+                field(&stored, "ca=")
+            ));
+        }
+        if field(&stored, "pin=") != pin_check {
+            wrong.push(
+                "its dial-in PIN key is not the other nodes': copy dialin-pin.key from the data \
+                 directory of the first node"
+                    .to_string(),
+            );
+        }
+        Err(format!(
+            "this node cannot join the cluster: {}",
+            wrong.join("; and ")
+        ))
+    }
+
     pub fn node_id(&self) -> &str {
         self.config.node_id.as_str()
     }

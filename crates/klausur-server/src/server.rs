@@ -329,6 +329,10 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             let node = crate::cluster::ClusterNode::connect(c, media_addrs.clone())
                 .await
                 .map_err(|e| anyhow::anyhow!("{e} (cluster.redis_url)"))?;
+            let pin_check = dialin.pin_key().pin_hash("klausur-cluster", "key-check");
+            node.check_same_keys(&identity.public_key_hex(), &pin_check)
+                .await
+                .map_err(|e| anyhow::anyhow!(e))?;
             tracing::info!(node = %c.node_id, url = %c.node_url, redis = %c.redis_summary, "cluster node");
             Some(node)
         }

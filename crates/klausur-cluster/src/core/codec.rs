@@ -94,6 +94,11 @@ impl Keys {
     pub fn lease_pattern(&self) -> String {
         format!("{}:lease:*", self.prefix)
     }
+
+    /// The key of the fingerprint every node must share (see [`crate::Cluster::agree`]).
+    pub fn shared(&self) -> String {
+        format!("{}:shared", self.prefix)
+    }
 }
 
 /// Why a value read from Redis is refused.

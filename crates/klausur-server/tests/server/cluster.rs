@@ -53,6 +53,10 @@ impl Nodes {
         let ca_key = dir.path().join("identity-ca.key");
         let mut nodes = Vec::new();
         for i in 0..n {
+            if i > 0 {
+                // ... and the same dial-in PIN key (the operator copies it from the first).
+                same_pin_key(dir.path(), i);
+            }
             nodes.push(start_node(dir.path(), i, &db_url, &redis.url(), &ca_key));
         }
         let global = [
@@ -149,16 +153,9 @@ impl Nodes {
 }
 
 fn start_node(dir: &Path, i: usize, db_url: &str, redis_url: &str, ca_key: &Path) -> Node {
-    let data = dir.join(format!("data{i}"));
-    let port = free_port();
-    let base = format!("http://127.0.0.1:{port}");
-    let mut cmd = serve_cmd(&data, port);
-    cmd.args(["--media-workers", "1", "--redis-url", redis_url])
-        .args(["--node-id", &format!("n{i}"), "--node-url", &base])
-        .env("KLAUSUR_DATABASE", db_url)
-        .env("KLAUSUR_IDENTITY_CA_KEY_FILE", ca_key)
-        .stdin(Stdio::null());
+    let (mut cmd, base) = node_cmd(dir, i, db_url, redis_url, ca_key);
     let log = dir.join(format!("node{i}.log"));
+    cmd.stdin(Stdio::null());
     let (proc, lines) = start(cmd, &log);
     assert!(
         lines
@@ -171,6 +168,36 @@ fn start_node(dir: &Path, i: usize, db_url: &str, redis_url: &str, ca_key: &Path
         base,
         log,
     }
+}
+
+/// Node `i`'s data directory gets node 0's dial-in PIN key.
+fn same_pin_key(dir: &Path, i: usize) {
+    let data = dir.join(format!("data{i}"));
+    std::fs::create_dir_all(&data).expect("data dir");
+    std::fs::copy(
+        dir.join("data0").join("dialin-pin.key"),
+        data.join("dialin-pin.key"),
+    )
+    .expect("copy the PIN key");
+}
+
+/// `klausur serve` as node `n<i>`: the command and its base URL.
+fn node_cmd(
+    dir: &Path,
+    i: usize,
+    db_url: &str,
+    redis_url: &str,
+    ca_key: &Path,
+) -> (std::process::Command, String) {
+    let data = dir.join(format!("data{i}"));
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut cmd = serve_cmd(&data, port);
+    cmd.args(["--media-workers", "1", "--redis-url", redis_url])
+        .args(["--node-id", &format!("n{i}"), "--node-url", &base])
+        .env("KLAUSUR_DATABASE", db_url)
+        .env("KLAUSUR_IDENTITY_CA_KEY_FILE", ca_key);
+    (cmd, base)
 }
 
 /// `name`'s HTTP client, logged in at `base`: (client, CSRF token).
@@ -471,4 +498,37 @@ async fn a_restarted_redis_stops_no_meeting_and_placement_recovers() {
     let running = nodes.running().await;
     let total: u64 = running.iter().flatten().map(|(_, m)| m).sum();
     assert_eq!(total, 2, "{running:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_with_another_identity_ca_or_pin_key_is_refused() {
+    let db_url = engines::cluster().create_database().await;
+    let redis = redis::start();
+    let dir = tempfile::tempdir().expect("tmp");
+    let ca_key = dir.path().join("identity-ca.key");
+    let _first = start_node(dir.path(), 0, &db_url, &redis.url(), &ca_key);
+    // A second node with a CA key of its own (and, in its own data directory, a PIN key of
+    // its own): it says which keys differ and does not start.
+    let (cmd, _) = node_cmd(
+        dir.path(),
+        1,
+        &db_url,
+        &redis.url(),
+        &dir.path().join("other-ca.key"),
+    );
+    let out = tokio::time::timeout(WAIT, tokio::process::Command::from(cmd).output())
+        .await
+        .expect("ends")
+        .expect("runs");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("cannot join the cluster")
+            && err.contains("identity CA")
+            && err.contains("dial-in PIN key"),
+        "{err}"
+    );
+    // With the first node's keys it starts (the control).
+    same_pin_key(dir.path(), 2);
+    let _third = start_node(dir.path(), 2, &db_url, &redis.url(), &ca_key);
 }
