@@ -1,11 +1,11 @@
-//! The cluster against a real Redis (tests/redis/mod.rs starts one per test): placement over
+//! The cluster against a real Redis (`klausur_testbed::redis` starts one per test): placement over
 //! three nodes, takeover after a node dies, what a non-owner can and cannot do, a Redis
 //! restart under held leases, and values klausur did not write.
 //!
 //! Waits poll for a lasting state with a generous bound; nothing depends on a sleep being
 //! long enough.
 
-mod redis;
+use klausur_testbed::redis;
 
 use std::collections::BTreeMap;
 use std::future::Future;

@@ -3,7 +3,7 @@
 //! retention, and tampering with the rows directly (each kind of tampering is named by
 //! `verify_audit`; the untouched trail is the negative control).
 
-mod engines;
+use klausur_testbed::postgres as engines;
 
 use chrono::{DateTime, Duration, Utc};
 use engines::{Engine, TestDb};

@@ -13,7 +13,7 @@
 //! The same contents check a backup (`Store::backup_sqlite`, `klausur backup`): restored into a
 //! fresh directory, it holds every row.
 
-mod engines;
+use klausur_testbed::postgres as engines;
 
 use chrono::{DateTime, Duration, Utc};
 use klausur_proto::SecurityProfile;

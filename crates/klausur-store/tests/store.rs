@@ -1,9 +1,9 @@
 //! One behaviour suite for every backend. Each `async fn` below takes a fresh `&Store`;
 //! `backend_suite!` runs all of them against one way of opening a store: SQLite in memory, in a
 //! file, and a real PostgreSQL (a throwaway cluster the test process starts, see
-//! `engines/mod.rs`).
+//! `klausur_testbed::postgres`).
 
-mod engines;
+use klausur_testbed::postgres as engines;
 
 use chrono::{DateTime, Duration, Utc};
 use engines::{Engine, TestDb};

@@ -23,8 +23,7 @@ use crate::process::{
 };
 use crate::storage_faults::{create, login, meeting_titles};
 
-#[path = "../../../klausur-store/tests/engines/mod.rs"]
-pub(crate) mod engines;
+pub(crate) use klausur_testbed::postgres as engines;
 
 #[tokio::test]
 async fn serves_from_postgres_and_the_commands_reach_the_same_database() {

@@ -9,14 +9,12 @@
 //! the others.
 //!
 //! The server is daemonized with a pid file in its directory. Beside it runs a watchdog
-//! shell, as for the store's PostgreSQL (crates/klausur-store/tests/engines/mod.rs), that
+//! shell, as for PostgreSQL ([`crate::postgres`]), that
 //! reads a pipe from this process: when the pipe closes (the [`Redis`] is dropped, or the test
 //! process ends in any way, a SIGKILL included), it kills the server named in the pid file and
 //! deletes the directory. (Redis removes its pid file when it shuts down, so a stopped server's
 //! old pid is never killed.) A test process killed before its watchdog ran leaves only a
 //! directory, which the next run removes.
-
-#![allow(dead_code)] // each test binary uses a part of it
 
 use std::io::{Read, Write};
 use std::net::TcpStream;

@@ -25,8 +25,6 @@
 //! waits for the pipe to close, then stops the server (if running) and deletes the directory;
 //! a private cluster also ends when it is dropped, at the end of its test.
 
-#![allow(dead_code)] // each test binary uses a part of it
-
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
