@@ -26,8 +26,11 @@ use crate::common::native::{hear_each_other, start_at, until, Client, WAIT};
 use crate::postgres::engines;
 use crate::process::{free_port, run, serve_cmd, start, Proc, PASSWORD};
 
-#[path = "../../../klausur-cluster/tests/redis/mod.rs"]
-mod redis;
+use klausur_testbed::redis;
+
+/// The tests of this file run one after another: each runs two or three server processes and
+/// their clients, and two at once on a 2-core machine would measure the machine, not the move.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// One node: its process (killed when dropped), its base URL and its stderr log.
 struct Node {
@@ -258,6 +261,7 @@ async fn one_group(clients: &mut [&mut Client], what: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_share_twenty_meetings_and_every_join_is_sent_to_its_meeting_s_node() {
+    let _one = ONE_AT_A_TIME.lock().await;
     let nodes = Nodes::start(3).await;
     let mut clients = Vec::new();
     let mut seconds = Vec::new();
@@ -317,6 +321,7 @@ async fn three_nodes_share_twenty_meetings_and_every_join_is_sent_to_its_meeting
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_node_s_meeting_is_back_on_another_node_within_ten_seconds() {
+    let _one = ONE_AT_A_TIME.lock().await;
     let mut nodes = Nodes::start(3).await;
     let (id, tokens) = meeting_with_guests(nodes.base(0), "Council", 3).await;
     let mut clients: Vec<Client> = (0..3)
@@ -435,6 +440,7 @@ async fn a_killed_node_s_meeting_is_back_on_another_node_within_ten_seconds() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_redis_stops_no_meeting_and_placement_recovers() {
+    let _one = ONE_AT_A_TIME.lock().await;
     let nodes = Nodes::start(2).await;
     let (id, tokens) = meeting_with_guests(nodes.base(0), "Running", 2).await;
     let mut a = start_at(nodes.base(0), &id, JoinAs::Invitation(tokens[0].clone()), 1);
@@ -502,6 +508,7 @@ async fn a_restarted_redis_stops_no_meeting_and_placement_recovers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_with_another_identity_ca_or_pin_key_is_refused() {
+    let _one = ONE_AT_A_TIME.lock().await;
     let db_url = engines::cluster().create_database().await;
     let redis = redis::start();
     let dir = tempfile::tempdir().expect("tmp");
