@@ -3,8 +3,9 @@
 # Rust, Node.js/npm and apt: cmake (libopus is built from source for the dial-in gateway),
 # for the tests Debian's Chromium, the SIP peers sipp (sip-tester) and baresip, nftables (a
 # browser in a network namespace whose UDP is dropped), coturn (a TURN server), PostgreSQL
-# (the store's tests start a throwaway cluster of their own) and Redis (the cluster's tests
-# start their own redis-server), and the web client's npm packages.
+# (the store's tests start a throwaway cluster of their own), Redis (the cluster's tests
+# start their own redis-server), HAProxy (the load balancer in front of the browser tests'
+# cluster, web/e2e/cluster.ts), and the web client's npm packages.
 # Safe to run again; it only installs what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,6 +30,7 @@ if [ "$want_browser" = "--with-browser" ]; then
     # The server binaries (initdb, postgres); pg_config alone may come from libpq-dev.
     compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || missing+=(postgresql)
     command -v redis-server >/dev/null || missing+=(redis-server)
+    [ -x /usr/sbin/haproxy ] || command -v haproxy >/dev/null || missing+=(haproxy)
 fi
 if [ ${#missing[@]} -gt 0 ]; then
     echo "setup: installing Debian packages: ${missing[*]}"
@@ -41,10 +43,10 @@ if [ ${#missing[@]} -gt 0 ]; then
     fi
     as_root apt-get update -qq
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
-    # The tests start their own coturn and redis-server; the packages' system services are not
-    # wanted running (without systemd, a policy-rc.d that denies starts usually kept them off;
-    # the init script stops one that was started anyway).
-    for service in coturn redis-server; do
+    # The tests start their own coturn, redis-server and haproxy; the packages' system
+    # services are not wanted running (without systemd, a policy-rc.d that denies starts
+    # usually kept them off; the init script stops one that was started anyway).
+    for service in coturn redis-server haproxy; do
         [[ " ${missing[*]} " == *" $service "* ]] || continue
         if command -v systemctl >/dev/null && [ -d /run/systemd/system ]; then
             as_root systemctl disable --now "$service" >/dev/null 2>&1 || true
