@@ -76,6 +76,28 @@ export async function signIn(browser: Browser, baseURL: string, username: string
   return person;
 }
 
+/** A person whose page also notes when (Node's `Date.now()`) each `joined` arrives, and the
+ * participant id it gave: an event log that lasts, unlike a banner that shows and goes. */
+export interface Watched extends Person {
+  joinedAt: number[];
+  joinedAs: string[];
+}
+
+/** Starts noting `p`'s `joined` messages (see {@link Watched}); call it before `p` joins. */
+export function watchJoins(p: Person): Watched {
+  const joinedAt: number[] = [];
+  const joinedAs: string[] = [];
+  p.page.on('websocket', (ws) =>
+    ws.on('framereceived', (f) => {
+      if (typeof f.payload === 'string' && f.payload.startsWith('{"type":"joined"')) {
+        joinedAt.push(Date.now());
+        joinedAs.push((JSON.parse(f.payload) as { self_id: string }).self_id);
+      }
+    }),
+  );
+  return { ...p, joinedAt, joinedAs };
+}
+
 /** A new browser context (= a separate person with own cookies) and one page in it; `name` is
  * the display name the person is known by. */
 export async function newPerson(browser: Browser, baseURL: string, name: string): Promise<Person> {

@@ -190,6 +190,33 @@ export async function commonSecurityCode(pages: Page[], notEqualTo: string | nul
   return code!;
 }
 
+/** After a broken connection: `p`'s page got its `joins`-th `joined` (see `watchJoins` in
+ * fixtures.ts) and is in the room, neither ended nor reconnecting. */
+export async function expectJoinedAgain(p: { name: string; page: Page; joinedAt: number[] }, joins: number, timeout?: number): Promise<void> {
+  await expect.poll(() => p.joinedAt.length, { timeout, message: `${p.name} joined again` }).toBe(joins);
+  await expectInRoom(p.page);
+  await expect(p.page.getByTestId('ended-page')).toHaveCount(0);
+  await expect(p.page.getByTestId('reconnecting-banner')).toHaveCount(0);
+}
+
+/** All `pages` in one call: a tile for each, the first page's microphone and camera received by
+ * every other page and theirs by the first, one encrypted group (the same security code, the
+ * indicator active everywhere). Returns the participant ids (in the order of `pages`) and the
+ * security code. */
+export async function expectEncryptedCall(pages: Page[]): Promise<{ ids: string[]; code: string }> {
+  const ids: string[] = [];
+  for (const p of pages) ids.push(await selfId(p));
+  for (const p of pages) await expect(p.getByTestId('video-tile')).toHaveCount(pages.length);
+  const [first, ...others] = pages;
+  for (const [i, other] of others.entries()) {
+    await expectAudioVideoFrom(first, ids[i + 1], 45_000, other);
+    await expectAudioVideoFrom(other, ids[0], 45_000, first);
+  }
+  const code = await commonSecurityCode(pages);
+  for (const p of pages) await expect(p.getByTestId('e2ee-indicator')).toHaveAttribute('data-state', 'active');
+  return { ids, code };
+}
+
 /** The encryption worker's counters of one transform (its diagnostics). */
 export interface CryptoCounters {
   side: 'send' | 'receive';

@@ -3,13 +3,15 @@
 // (SIGKILL, nothing cleaned up). The browsers get back in by themselves, form the encrypted group
 // anew and keep their chat; nothing stored is lost. Every test has its own meeting.
 import type { APIRequestContext, Browser } from '@playwright/test';
-import { expect, newPerson, signIn, test, type Person } from './fixtures';
+import { expect, newPerson, signIn, test, watchJoins, type Person, type Watched } from './fixtures';
 import {
   chatMessage,
   commonSecurityCode,
   createMeeting,
   expectAudioVideoFrom,
+  expectEncryptedCall,
   expectInRoom,
+  expectJoinedAgain,
   inviteGuest,
   openPanel,
   organiserJoins,
@@ -26,25 +28,11 @@ test.afterEach(async () => {
   for (const p of opened.splice(0)) await p.context.close().catch(() => undefined);
 });
 
-/** A person whose page notes when (Node's `Date.now()`) each `joined` arrives: an event log
- * that lasts, unlike a banner that shows and goes. */
-async function person(browser: Browser, baseURL: string, name: string, signInAs?: { username: string; password: string }) {
+async function person(browser: Browser, baseURL: string, name: string, signInAs?: { username: string; password: string }): Promise<Watched> {
   const p = signInAs ? await signIn(browser, baseURL, signInAs.username, signInAs.password) : await newPerson(browser, baseURL, name);
   opened.push(p);
-  const joinedAt: number[] = [];
-  /** The participant id each `joined` gave this page, in order. */
-  const joinedAs: string[] = [];
-  p.page.on('websocket', (ws) =>
-    ws.on('framereceived', (f) => {
-      if (typeof f.payload === 'string' && f.payload.startsWith('{"type":"joined"')) {
-        joinedAt.push(Date.now());
-        joinedAs.push((JSON.parse(f.payload) as { self_id: string }).self_id);
-      }
-    }),
-  );
-  return { ...p, joinedAt, joinedAs };
+  return watchJoins(p);
 }
-type Watched = Awaited<ReturnType<typeof person>>;
 
 interface AuditRecord {
   seq: number;
@@ -120,24 +108,12 @@ async function threeInAMeeting(browser: Browser, baseURL: string, adminPassword:
  * chat on the screen and chat working in the new group. */
 async function backTogether(m: Meeting): Promise<void> {
   const [a, r, l] = [m.admin.page, m.rita.page, m.lars.page];
-  for (const p of [m.admin, m.rita, m.lars]) {
-    await expect.poll(() => p.joinedAt.length, { message: `${p.name} joined again` }).toBe(2);
-    await expectInRoom(p.page);
-    await expect(p.page.getByTestId('ended-page')).toHaveCount(0);
-    await expect(p.page.getByTestId('reconnecting-banner')).toHaveCount(0);
-  }
+  for (const p of [m.admin, m.rita, m.lars]) await expectJoinedAgain(p, 2);
   await expect(l.getByTestId('lobby-page')).toHaveCount(0);
   // (A restarted server numbers participants from the start again, so the ids may repeat.)
-  const ids = { a: await selfId(a), r: await selfId(r), l: await selfId(l) };
-  for (const p of [a, r, l]) await expect(p.getByTestId('video-tile')).toHaveCount(3);
-  await expectAudioVideoFrom(a, ids.r, 45_000, r);
-  await expectAudioVideoFrom(r, ids.a, 45_000, a);
-  await expectAudioVideoFrom(a, ids.l, 45_000, l);
-  await expectAudioVideoFrom(l, ids.a, 45_000, a);
-  await commonSecurityCode([a, r, l]);
-  for (const p of [a, r, l]) await expect(p.getByTestId('e2ee-indicator')).toHaveAttribute('data-state', 'active');
+  const [, , larsId] = (await expectEncryptedCall([a, r, l])).ids;
   await openPanel(a, 'people');
-  await expect(a.locator(`[data-testid="participant-item"][data-participant-id="${ids.l}"] [data-testid="join-method"]`)).toContainText(
+  await expect(a.locator(`[data-testid="participant-item"][data-participant-id="${larsId}"] [data-testid="join-method"]`)).toContainText(
     'Aus dem Warteraum zugelassen',
   );
   await expect(chatMessage(r, m.chat)).toBeVisible();
