@@ -172,7 +172,19 @@ pub struct PeerReport {
     /// The server ended the signaling (closed the WebSocket, or sent `ended`) before the
     /// participant left.
     pub ended_by_server: bool,
+    /// The WebSocket URL it joined at, after following a cluster's redirects (klausur only).
+    pub joined_at_url: Option<String>,
     pub errors: Vec<String>,
+}
+
+/// The WebSocket URL of the node at base URL `base` (a cluster's `redirect`).
+pub fn redirect_ws_url(base: &str) -> Option<String> {
+    let base = base.trim_end_matches('/');
+    let rest = base
+        .strip_prefix("https://")
+        .map(|r| format!("wss://{r}"))
+        .or_else(|| base.strip_prefix("http://").map(|r| format!("ws://{r}")))?;
+    Some(format!("{rest}/api/ws"))
 }
 
 /// Active (non-zero port) audio and video m-lines of an SDP.
@@ -307,6 +319,8 @@ pub struct Peer {
     tile_switch: Option<(Duration, Instant)>,
     // Signaling state (klausur only).
     sig: Option<Signaling>,
+    /// Where it joined (the last WebSocket URL, after redirects).
+    joined_at_url: Option<String>,
     // Offers to answer while running (the Janus subscriber side).
     offers: Option<mpsc::UnboundedReceiver<OfferRequest>>,
 }
@@ -420,6 +434,7 @@ impl Peer {
             keyframe_requests: 0,
             errors: Vec::new(),
             shows: None,
+            joined_at_url: None,
             shown_ids: Default::default(),
             told_tiles: 0,
             tile_size: TILE_SIZE,
@@ -605,9 +620,10 @@ impl Peer {
     ) -> anyhow::Result<()> {
         self.joined_at = Instant::now();
         self.recv.restart_first_frame();
-        let (mut ws, _) = tokio_tungstenite::connect_async(ws_url)
+        let mut url = ws_url.to_string();
+        let (mut ws, _) = tokio_tungstenite::connect_async(url.as_str())
             .await
-            .with_context(|| format!("cannot connect {ws_url}"))?;
+            .with_context(|| format!("cannot connect {url}"))?;
         let join = ClientMsg::Join {
             meeting_id: meeting_id.to_string(),
             invite_token: Some(token.to_string()),
@@ -615,9 +631,10 @@ impl Peer {
             rejoin_token: None,
             dial_in_ticket: None,
         };
-        ws.send(Message::Text(serde_json::to_string(&join)?.into()))
-            .await?;
+        let join = serde_json::to_string(&join)?;
+        ws.send(Message::Text(join.clone().into())).await?;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        let mut redirects = 0;
         loop {
             let msg = tokio::time::timeout_at(deadline, ws.next())
                 .await
@@ -630,11 +647,26 @@ impl Peer {
                     self.note_participants(&v);
                     break;
                 }
+                // A node of a cluster that does not run the meeting: the same join there.
+                Some("redirect") if redirects < 3 => {
+                    redirects += 1;
+                    let base = v["url"].as_str().context("redirect without url")?;
+                    url = redirect_ws_url(base).context("redirect to a URL that is not http")?;
+                    let _ = ws.close(None).await;
+                    ws = tokio_tungstenite::connect_async(url.as_str())
+                        .await
+                        .with_context(|| format!("cannot connect {url}"))?
+                        .0;
+                    ws.send(Message::Text(join.clone().into())).await?;
+                }
                 Some("lobby_wait") => bail!("participant {} was sent to the lobby", self.index),
-                Some("error") | Some("ended") => bail!("join refused: {text}"),
+                Some("error") | Some("ended") | Some("redirect") => {
+                    bail!("join refused: {text}")
+                }
                 _ => {}
             }
         }
+        self.joined_at_url = Some(url);
         self.sig = Some(Signaling {
             ws,
             offer: OfferState::default(),
@@ -1113,6 +1145,7 @@ impl Peer {
             keyframe_requests: self.keyframe_requests,
             shows: self.shows,
             ended_by_server,
+            joined_at_url: self.joined_at_url,
             errors: self.errors,
         }
     }
@@ -1296,6 +1329,19 @@ fn kernel_time_to_instant(since_epoch: Duration) -> Option<Instant> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_redirect_names_the_node_s_websocket() {
+        assert_eq!(
+            redirect_ws_url("http://127.0.0.1:8080").as_deref(),
+            Some("ws://127.0.0.1:8080/api/ws")
+        );
+        assert_eq!(
+            redirect_ws_url("https://meet.example/node/b/").as_deref(),
+            Some("wss://meet.example/node/b/api/ws")
+        );
+        assert_eq!(redirect_ws_url("ftp://meet.example"), None);
+    }
 
     /// The participants' clocks (see [`clock_rate`]): within the spread, close to the nominal
     /// rate on average, and far enough apart that most pairs' send phases sweep a whole audio

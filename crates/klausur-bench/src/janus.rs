@@ -937,6 +937,7 @@ pub async fn participant(spec: JoinSpec) -> anyhow::Result<PeerReport> {
             keyframe_requests: sent.keyframe_requests,
             shows: None,
             ended_by_server: sent.ended_by_server || received.ended_by_server,
+            joined_at_url: None,
             errors,
         },
         // A listener: connected once its subscriber is.
@@ -954,6 +955,7 @@ pub async fn participant(spec: JoinSpec) -> anyhow::Result<PeerReport> {
             keyframe_requests: 0,
             shows: None,
             ended_by_server: received.ended_by_server,
+            joined_at_url: None,
             errors,
         },
     })

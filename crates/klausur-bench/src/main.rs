@@ -41,6 +41,7 @@
 //! CPU-second are to be read against, and a mark of the machine's phase during the run.
 
 mod client;
+mod cluster;
 mod dialin;
 mod floor;
 mod header;
@@ -187,6 +188,20 @@ enum Cmd {
     /// load generator stays on its CPU in both. Reports forwarded packets per server
     /// CPU-second of each and the per-packet cost of two workers against one.
     Scaling {
+        /// Meetings.
+        #[arg(long, default_value_t = 4)]
+        meetings: usize,
+        /// Participants per meeting.
+        #[arg(long, default_value_t = 5)]
+        participants: usize,
+    },
+    /// `cluster`: the same meetings (M meetings of N, audio and video) on one node of a cluster
+    /// (PostgreSQL and Redis, throwaway ones the bench starts), pinned to the server CPU, and on
+    /// two nodes, one per CPU (the load generator stays on its CPU in both, so the second node
+    /// shares it); participants arrive at the nodes in turn and follow the redirect to their
+    /// meeting's node. Reports each node's forwarded packets per CPU-second and the two nodes'
+    /// sum against one node's (issue 22: at least 1.8).
+    Cluster {
         /// Meetings.
         #[arg(long, default_value_t = 4)]
         meetings: usize,
@@ -464,7 +479,8 @@ fn specs(cli: &Cli) -> anyhow::Result<Vec<(Spec, bool)>> {
         | Cmd::Dialin { .. }
         | Cmd::Soak { .. }
         | Cmd::Large { .. }
-        | Cmd::Scaling { .. } => {}
+        | Cmd::Scaling { .. }
+        | Cmd::Cluster { .. } => {}
         Cmd::Churn { participants, rate } => specs.push((churn(*participants, *rate)?, janus)),
         Cmd::Standard {
             sizes,
@@ -549,6 +565,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
     if let Cmd::Scaling { .. } = &cli.command {
         return run_scaling(&cli, &s, started).await;
+    }
+    if let Cmd::Cluster { .. } = &cli.command {
+        return run_cluster(&cli, &s, started).await;
     }
     let specs = specs(&cli)?;
     let lengths = lengths(&s, &specs);
@@ -713,6 +732,102 @@ async fn run_scaling(cli: &Cli, s: &Settings, started: std::time::Instant) -> an
     if let Some(path) = &cli.common.json {
         let mut v = report::compare_json(&[one_r, two_r], settings_json(s));
         v["per_packet_cost_2_vs_1"] = json!(cost_ratio);
+        write_json(path, &v)?;
+    }
+    eprintln!(
+        "klausur-bench: done in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// `cluster`: the same meetings on one node of a cluster and on two, trials alternating.
+/// A node's capacity is its forwarded packets per CPU-second (each node has a CPU of its own);
+/// two nodes' capacity is the sum of theirs.
+async fn run_cluster(cli: &Cli, s: &Settings, started: std::time::Instant) -> anyhow::Result<()> {
+    let Cmd::Cluster {
+        meetings,
+        participants,
+    } = &cli.command
+    else {
+        anyhow::bail!("not the cluster command");
+    };
+    anyhow::ensure!(
+        (2..=32).contains(meetings) && (2..=MAX_MEETING).contains(participants),
+        "cluster needs 2 to 32 meetings of 2 to {MAX_MEETING}"
+    );
+    let spec = Spec::meetings(*meetings, *participants);
+    anyhow::ensure!(
+        spec.participants() <= scenario::MAX_PARTICIPANTS,
+        "{}: at most {} participants in all",
+        spec.name,
+        scenario::MAX_PARTICIPANTS
+    );
+    let s = &Settings {
+        media_workers: 1,
+        ..s.clone()
+    };
+    let baseline = scenario::run_baseline(s).await?;
+    let (mut ones, mut twos) = (Vec::new(), Vec::new());
+    for i in 0..s.trials {
+        ones.push(scenario::run_trial(s, &spec, ServerKind::Cluster(1), i).await?);
+        twos.push(scenario::run_trial(s, &spec, ServerKind::Cluster(2), i).await?);
+    }
+    let one_node: Vec<f64> = ones.iter().map(|t| t.pkts_per_cpu_s).collect();
+    let node_of = |k: usize| -> Vec<f64> {
+        twos.iter()
+            .map(|t| t.nodes.get(k).map_or(f64::NAN, |n| n.pkts_per_cpu_s))
+            .collect()
+    };
+    let sums: Vec<f64> = twos
+        .iter()
+        .map(|t| t.nodes.iter().map(|n| n.pkts_per_cpu_s).sum())
+        .collect();
+    let shares: Vec<String> = twos
+        .iter()
+        .map(|t| {
+            let p: Vec<String> = t.nodes.iter().map(|n| n.participants.to_string()).collect();
+            p.join("/")
+        })
+        .collect();
+    let med = |v: &[f64]| stats::median(v).unwrap_or(f64::NAN);
+    let (c1, a, b, total) = (
+        med(&one_node),
+        med(&node_of(0)),
+        med(&node_of(1)),
+        med(&sums),
+    );
+    let one_r = scenario::combine(
+        &spec.name,
+        ServerKind::Cluster(1).name(),
+        ones,
+        baseline.clone(),
+    );
+    let two_r = scenario::combine(&spec.name, ServerKind::Cluster(2).name(), twos, baseline);
+    println!(
+        "{}",
+        report::markdown_table(&[one_r.clone(), two_r.clone()])
+    );
+    println!(
+        "{}: one node {c1:.0} forwarded packets per CPU-second; two nodes {a:.0} and {b:.0} \
+         (participants per node {}), together {total:.0}: {:.2}x one node (target: at least \
+         1.8); loss {:.5} and {:.5}",
+        spec.name,
+        shares.join(", "),
+        total / c1,
+        one_r.loss_ratio,
+        two_r.loss_ratio,
+    );
+    for r in [&one_r, &two_r] {
+        for e in &r.errors {
+            eprintln!("klausur-bench: {} ({}): {e}", r.scenario, r.server);
+        }
+    }
+    if let Some(path) = &cli.common.json {
+        let mut v = report::compare_json(&[one_r, two_r], settings_json(s));
+        v["one_node_pkts_per_cpu_s"] = json!(c1);
+        v["two_nodes_pkts_per_cpu_s"] = json!([a, b]);
+        v["two_nodes_capacity_vs_one"] = json!(total / c1);
         write_json(path, &v)?;
     }
     eprintln!(

@@ -8,6 +8,7 @@ use anyhow::Context;
 use serde::Serialize;
 
 use crate::client::{Peer, PeerOptions, PeerReport, Role, Timing};
+use crate::cluster::ClusterServers;
 use crate::floor::{self, Floor};
 use crate::janus::{self, JanusServer};
 use crate::procfs;
@@ -315,6 +316,31 @@ pub struct Trial {
     pub server_log_lines: usize,
     /// The loopback floor measured right before the trial (see `floor.rs`), if any.
     pub floor: Option<Floor>,
+    /// A cluster's nodes, in node order (empty for one server).
+    pub nodes: Vec<NodeTrial>,
+}
+
+/// One node of a cluster in a [`Trial`].
+#[derive(Debug, Clone, Serialize)]
+pub struct NodeTrial {
+    /// Participants that joined at it (after the redirect): its meetings'.
+    pub participants: usize,
+    /// Window packets that reached them.
+    pub forwarded: u64,
+    pub cpu_s: f64,
+    pub pkts_per_cpu_s: f64,
+}
+
+/// CPU seconds of each process in `pids`, in their order.
+fn cpu_of(pids: &[u32], ticks: f64) -> anyhow::Result<Vec<f64>> {
+    pids.iter()
+        .map(|&p| procfs::cpu_seconds(p, ticks))
+        .collect()
+}
+
+/// The summed resident memory of `pids` in MiB.
+fn rss_of(pids: &[u32]) -> anyhow::Result<f64> {
+    pids.iter().map(|&p| procfs::rss_mib(p)).sum()
 }
 
 fn ms(ns: u64) -> f64 {
@@ -433,6 +459,7 @@ pub fn summarize(reports: &[PeerReport], window: &Window, ttff_from: usize) -> T
         errors,
         server_log_lines: 0,
         floor: None,
+        nodes: Vec::new(),
     }
 }
 
@@ -455,6 +482,9 @@ pub enum ServerKind {
     Klausur,
     /// Janus 1.1.2 VideoRoom in network namespaces (`janus.rs`).
     Janus,
+    /// This many klausur nodes of one cluster on PostgreSQL and Redis (`cluster.rs`), one
+    /// media worker each, node `i` pinned to the CPU `i` after the settings' server CPU.
+    Cluster(usize),
 }
 
 impl ServerKind {
@@ -462,6 +492,9 @@ impl ServerKind {
         match self {
             ServerKind::Klausur => "klausur",
             ServerKind::Janus => "janus",
+            ServerKind::Cluster(1) => "klausur, 1 node of a cluster",
+            ServerKind::Cluster(2) => "klausur, 2 nodes of a cluster",
+            ServerKind::Cluster(_) => "klausur, nodes of a cluster",
         }
     }
 }
@@ -469,13 +502,33 @@ impl ServerKind {
 enum Running {
     Klausur(KlausurServer),
     Janus(JanusServer),
+    Cluster(ClusterServers),
 }
 
 impl Running {
-    fn pid(&self) -> u32 {
+    /// The server's processes (a cluster's nodes, in node order).
+    fn pids(&self) -> Vec<u32> {
         match self {
-            Running::Klausur(s) => s.pid,
-            Running::Janus(s) => s.pid,
+            Running::Klausur(s) => vec![s.pid],
+            Running::Janus(s) => vec![s.pid],
+            Running::Cluster(c) => c.pids(),
+        }
+    }
+
+    /// Where participant `i` joins a klausur server or cluster (WebSocket URL, meeting,
+    /// invitation); `None` for Janus. A cluster's participants arrive at the nodes in turn,
+    /// as through a load balancer, and are redirected to their meeting's node.
+    fn klausur_join(&self, i: usize) -> Option<(String, String, String)> {
+        match self {
+            Running::Klausur(s) => {
+                Some((s.ws_url(), s.token_meetings[i].clone(), s.tokens[i].clone()))
+            }
+            Running::Cluster(c) => Some((
+                c.nodes[i % c.nodes.len()].ws_url(),
+                c.token_meetings[i].clone(),
+                c.tokens[i].clone(),
+            )),
+            Running::Janus(_) => None,
         }
     }
 
@@ -484,13 +537,21 @@ impl Running {
         match self {
             // The server's own stdout lines ("klausur: listening on ...", the bootstrap admin)
             // are not problems; everything else in the log (warnings, errors, panics) is.
-            Running::Klausur(s) => s
-                .log()
+            Running::Klausur(_) | Running::Cluster(_) => self
+                .klausur_log()
                 .lines()
                 .filter(|l| !l.starts_with("klausur: ") && !l.trim().is_empty())
                 .map(str::to_string)
                 .collect(),
             Running::Janus(s) => s.problems(),
+        }
+    }
+
+    fn klausur_log(&self) -> String {
+        match self {
+            Running::Klausur(s) => s.log(),
+            Running::Cluster(c) => c.log(),
+            Running::Janus(_) => String::new(),
         }
     }
 }
@@ -519,6 +580,13 @@ pub async fn trial(settings: &Settings, spec: &Spec, kind: ServerKind) -> anyhow
         ServerKind::Janus if spec.meetings > 1 => {
             anyhow::bail!("{}: several meetings run against klausur only", spec.name)
         }
+        ServerKind::Cluster(nodes) => {
+            let first = cpu.unwrap_or(0);
+            let cpus = (0..nodes)
+                .map(|i| cpu.map(|_| (first + i) % procfs::nproc()))
+                .collect();
+            Running::Cluster(ClusterServers::start(&bin, meeting_of, meetings, cpus).await?)
+        }
         // Started on this thread: the guard must never outlive an interrupted run.
         ServerKind::Janus => {
             let s = JanusServer::start(cpu)?;
@@ -526,10 +594,10 @@ pub async fn trial(settings: &Settings, spec: &Spec, kind: ServerKind) -> anyhow
             Running::Janus(s)
         }
     };
-    let pid = server.pid();
+    let pids = server.pids();
     let ticks = procfs::clock_ticks_per_sec();
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let rss_empty = procfs::rss_mib(pid)?;
+    let rss_empty = rss_of(&pids)?;
     let t = timing(window, settings.drain, warmup);
     let mut tasks = Vec::with_capacity(total);
     for (i, slot) in slots.iter().enumerate() {
@@ -537,11 +605,8 @@ pub async fn trial(settings: &Settings, spec: &Spec, kind: ServerKind) -> anyhow
         let role = slot.role;
         let join_at = t.start + slot.join;
         let leave_at = slot.leave.map(|d| t.start + d);
-        match &server {
-            Running::Klausur(server) => {
-                let url = server.ws_url();
-                let meeting = server.token_meetings[i].clone();
-                let token = server.tokens[i].clone();
+        match server.klausur_join(i) {
+            Some((url, meeting, token)) => {
                 let shows = spec.shows(i);
                 let simulcast = spec.simulcast;
                 // Switches spread over the period, so they do not all come at once.
@@ -565,7 +630,10 @@ pub async fn trial(settings: &Settings, spec: &Spec, kind: ServerKind) -> anyhow
                     Ok(peer.run().await)
                 }));
             }
-            Running::Janus(server) => {
+            None => {
+                let Running::Janus(server) = &server else {
+                    anyhow::bail!("no way to join participant {i}");
+                };
                 let spec = janus::JoinSpec {
                     index: i,
                     role,
@@ -584,13 +652,13 @@ pub async fn trial(settings: &Settings, spec: &Spec, kind: ServerKind) -> anyhow
         }
     }
     tokio::time::sleep_until((t.start + warmup).into()).await;
-    let cpu0 = procfs::cpu_seconds(pid, ticks)?;
+    let cpu0 = cpu_of(&pids, ticks)?;
     let own0 = procfs::cpu_seconds(std::process::id(), ticks)?;
-    let rss_start = procfs::rss_mib(pid)?;
+    let rss_start = rss_of(&pids)?;
     tokio::time::sleep_until((t.start + warmup + window).into()).await;
-    let cpu1 = procfs::cpu_seconds(pid, ticks)?;
+    let cpu1 = cpu_of(&pids, ticks)?;
     let own1 = procfs::cpu_seconds(std::process::id(), ticks)?;
-    let rss = procfs::rss_mib(pid)?;
+    let rss = rss_of(&pids)?;
     let mut reports = Vec::with_capacity(total);
     let mut join_errors = Vec::new();
     for task in tasks {
@@ -637,6 +705,31 @@ pub async fn trial(settings: &Settings, spec: &Spec, kind: ServerKind) -> anyhow
     for l in log_lines.iter().take(5) {
         trial.errors.push(format!("server log: {l}"));
     }
+    if let Running::Cluster(c) = &server {
+        // Each node's share: the packets that reached the participants joined at it (its
+        // meetings' participants), and its own CPU.
+        for (k, node) in c.nodes.iter().enumerate() {
+            let url = node.ws_url();
+            let mine: Vec<PeerReport> = reports
+                .iter()
+                .filter(|r| r.joined_at_url.as_deref() == Some(url.as_str()))
+                .cloned()
+                .collect();
+            let forwarded = summarize(&mine, &t.window, ttff_from).forwarded;
+            let cpu_s = cpu1[k] - cpu0[k];
+            trial.nodes.push(NodeTrial {
+                participants: mine.len(),
+                forwarded,
+                cpu_s,
+                pkts_per_cpu_s: if cpu_s > 0.0 {
+                    forwarded as f64 / cpu_s
+                } else {
+                    f64::NAN
+                },
+            });
+        }
+    }
+    let (cpu0, cpu1): (f64, f64) = (cpu0.iter().sum(), cpu1.iter().sum());
     trial.participants = n;
     trial.server_cpu_s = cpu1 - cpu0;
     trial.loadgen_cpu_s = own1 - own0;

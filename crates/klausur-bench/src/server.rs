@@ -45,7 +45,20 @@ pub fn admin_with(
     args: &[&str],
     stdin: &str,
 ) -> anyhow::Result<serde_json::Value> {
+    admin_env(bin, data_dir, config, &[], args, stdin)
+}
+
+/// [`admin_with`] with `env` added to the command's environment (`KLAUSUR_DATABASE`).
+fn admin_env(
+    bin: &Path,
+    data_dir: &Path,
+    config: Option<&Path>,
+    env: &[(&str, &str)],
+    args: &[&str],
+    stdin: &str,
+) -> anyhow::Result<serde_json::Value> {
     let mut cmd = Command::new(bin);
+    cmd.envs(env.iter().copied());
     cmd.arg("--data-dir").arg(data_dir);
     if let Some(c) = config {
         cmd.arg("--config").arg(c);
@@ -88,9 +101,15 @@ pub fn admin(
 
 /// Adds the organiser account the benchmark's meetings belong to.
 pub fn add_organiser(bin: &Path, data_dir: &Path) -> anyhow::Result<()> {
-    admin(
+    add_organiser_env(bin, data_dir, &[])
+}
+
+fn add_organiser_env(bin: &Path, data_dir: &Path, env: &[(&str, &str)]) -> anyhow::Result<()> {
+    admin_env(
         bin,
         data_dir,
+        None,
+        env,
         &[
             "user",
             "add",
@@ -199,6 +218,66 @@ pub fn wait_for_log(
     bail!("{what} did not start within {} s", timeout.as_secs())
 }
 
+/// The meetings and invitations [`prepare`] made.
+pub struct Prepared {
+    pub ids: Vec<String>,
+    pub tokens: Vec<String>,
+    /// The meeting each token invites to.
+    pub token_meetings: Vec<String>,
+}
+
+/// Prepares a store through the admin CLI on `data` (with `env`: `KLAUSUR_DATABASE` for
+/// PostgreSQL): the organiser, `meetings` meetings, one invitation per entry of `meeting_of`,
+/// to the meeting of that index.
+pub fn prepare(
+    bin: &Path,
+    data: &Path,
+    env: &[(&str, &str)],
+    meeting_of: &[usize],
+    meetings: usize,
+) -> anyhow::Result<Prepared> {
+    add_organiser_env(bin, data, env)?;
+    let mut ids = Vec::with_capacity(meetings);
+    for m in 0..meetings.max(1) {
+        let title = if meetings > 1 {
+            format!("Benchmark {m}")
+        } else {
+            "Benchmark".to_string()
+        };
+        let args = [
+            "meeting",
+            "create",
+            &title,
+            "--organiser",
+            ORGANISER,
+            "--profile",
+            "strict",
+        ];
+        let meeting = admin_env(bin, data, None, env, &args, "")?;
+        ids.push(meeting["id"].as_str().context("meeting id")?.to_string());
+    }
+    let mut tokens = Vec::with_capacity(meeting_of.len());
+    let mut token_meetings = Vec::with_capacity(meeting_of.len());
+    for (i, &m) in meeting_of.iter().enumerate() {
+        let id = ids.get(m).context("a participant's meeting")?;
+        let name = format!("Bench {i}");
+        let args = ["invite", "create", id, "--name", &name];
+        let inv = admin_env(bin, data, None, env, &args, "")?;
+        tokens.push(
+            inv["token"]
+                .as_str()
+                .context("invitation token")?
+                .to_string(),
+        );
+        token_meetings.push(id.clone());
+    }
+    Ok(Prepared {
+        ids,
+        tokens,
+        token_meetings,
+    })
+}
+
 impl KlausurServer {
     /// Prepares the data directory (organiser, `meetings` meetings, one invitation per entry of
     /// `meeting_of`, to the meeting of that index), then starts the server with
@@ -212,55 +291,17 @@ impl KlausurServer {
     ) -> anyhow::Result<KlausurServer> {
         check_bin(bin)?;
         let dir = new_dir()?;
-        let data = data_dir(&dir);
-        add_organiser(bin, &data)?;
-        let mut ids = Vec::with_capacity(meetings);
-        for m in 0..meetings.max(1) {
-            let title = if meetings > 1 {
-                format!("Benchmark {m}")
-            } else {
-                "Benchmark".to_string()
-            };
-            let meeting = admin(
-                bin,
-                &data,
-                &[
-                    "meeting",
-                    "create",
-                    &title,
-                    "--organiser",
-                    ORGANISER,
-                    "--profile",
-                    "strict",
-                ],
-                "",
-            )?;
-            ids.push(meeting["id"].as_str().context("meeting id")?.to_string());
-        }
-        let mut tokens = Vec::with_capacity(meeting_of.len());
-        let mut token_meetings = Vec::with_capacity(meeting_of.len());
-        for (i, &m) in meeting_of.iter().enumerate() {
-            let id = ids.get(m).context("a participant's meeting")?;
-            let name = format!("Bench {i}");
-            let inv = admin(bin, &data, &["invite", "create", id, "--name", &name], "")?;
-            tokens.push(
-                inv["token"]
-                    .as_str()
-                    .context("invitation token")?
-                    .to_string(),
-            );
-            token_meetings.push(id.clone());
-        }
+        let prepared = prepare(bin, &data_dir(&dir), &[], meeting_of, meetings)?;
         let workers = media_workers.to_string();
         let mut server = Self::launch(
             bin,
             dir,
             cpu,
-            ids[0].clone(),
-            tokens,
+            prepared.ids[0].clone(),
+            prepared.tokens,
             &[("KLAUSUR_MEDIA_WORKERS", &workers)],
         )?;
-        server.token_meetings = token_meetings;
+        server.token_meetings = prepared.token_meetings;
         Ok(server)
     }
 
@@ -274,6 +315,20 @@ impl KlausurServer {
         meeting_id: String,
         tokens: Vec<String>,
         env: &[(&str, &str)],
+    ) -> anyhow::Result<KlausurServer> {
+        Self::launch_as(bin, dir, cpu, meeting_id, tokens, env, None)
+    }
+
+    /// [`KlausurServer::launch`] as node `node` of a cluster (`env` names its Redis and
+    /// database): its node URL is its own address.
+    pub fn launch_as(
+        bin: &Path,
+        dir: tempfile::TempDir,
+        cpu: Option<usize>,
+        meeting_id: String,
+        tokens: Vec<String>,
+        env: &[(&str, &str)],
+        node: Option<&str>,
     ) -> anyhow::Result<KlausurServer> {
         let data = data_dir(&dir);
         let http: SocketAddr = ([127, 0, 0, 1], free_tcp_port()?).into();
@@ -295,6 +350,10 @@ impl KlausurServer {
             .env("KLAUSUR_MAX_WEBSOCKETS_PER_ADDRESS", "100000")
             .env("KLAUSUR_LOG", server_log_filter())
             .envs(env.iter().copied());
+        if let Some(id) = node {
+            cmd.env("KLAUSUR_NODE_ID", id)
+                .env("KLAUSUR_NODE_URL", format!("http://{http}"));
+        }
         let child = spawn_logged(&mut cmd, &log)?;
         let pid = child.id();
         let mut server = KlausurServer {

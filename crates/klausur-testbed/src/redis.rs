@@ -34,7 +34,7 @@ pub struct Redis {
 /// A Redis of the calling test alone, started now and answering. Panics (fails the test) if
 /// `redis-server` is not installed or does not start.
 pub fn start() -> Redis {
-    Redis::start().unwrap_or_else(|e| panic!("{e}"))
+    Redis::try_start().unwrap_or_else(|e| panic!("{e}"))
 }
 
 impl Redis {
@@ -47,7 +47,8 @@ impl Redis {
         self.port
     }
 
-    fn start() -> Result<Redis, String> {
+    /// A Redis of the caller alone, or why it cannot start (not installed, no free port).
+    pub fn try_start() -> Result<Redis, String> {
         let bin = which("redis-server").ok_or_else(|| {
             "redis-server is not installed; the cluster's tests run against a real Redis: \
              run ./scripts/setup.sh --with-browser (or apt-get install redis-server)"
