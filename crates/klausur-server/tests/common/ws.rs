@@ -31,6 +31,15 @@ impl Client {
         Client { ws }
     }
 
+    /// Opens the meeting WebSocket of the server at `base` (`http://host:port`).
+    pub async fn connect_to(base: &str) -> Client {
+        let url = format!("{}/api/ws", base.replacen("http://", "ws://", 1));
+        let (ws, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .expect("connect");
+        Client { ws }
+    }
+
     /// Opens a meeting WebSocket from the loopback address `ip` (127.0.0.2, ...: clients
     /// behind different addresses). A refused upgrade gives its HTTP status and the `error`
     /// code of its JSON body.
