@@ -253,6 +253,46 @@ impl Cluster {
         Ok(stored.unwrap_or_else(|| value.to_owned()))
     }
 
+    /// Shares `value` with every node for `ttl` under `kind` and `digest` (the SHA-256 of a
+    /// secret in hex: the secret itself never reaches Redis). A dial-in call's ticket, for
+    /// one: issued by the node whose gateway took the call, looked up by the node that runs
+    /// the meeting.
+    pub async fn share(&self, kind: &str, digest: &str, value: &str, ttl: Duration) -> Result<()> {
+        let key = self.shared_key(kind, digest)?;
+        let mut conn = self.conn.clone();
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(key)
+            .arg(value)
+            .arg("PX")
+            .arg(Self::ttl_ms(ttl).max(1));
+        self.run(cmd.query_async::<()>(&mut conn)).await
+    }
+
+    /// A value [`Cluster::share`]d and not yet expired or forgotten.
+    pub async fn shared(&self, kind: &str, digest: &str) -> Result<Option<String>> {
+        let key = self.shared_key(kind, digest)?;
+        let mut conn = self.conn.clone();
+        let mut cmd = redis::cmd("GET");
+        cmd.arg(key);
+        self.run(cmd.query_async(&mut conn)).await
+    }
+
+    /// Forgets a shared value; whether it was there.
+    pub async fn forget(&self, kind: &str, digest: &str) -> Result<bool> {
+        let key = self.shared_key(kind, digest)?;
+        let mut conn = self.conn.clone();
+        let mut cmd = redis::cmd("DEL");
+        cmd.arg(key);
+        let n: i64 = self.run(cmd.query_async(&mut conn)).await?;
+        Ok(n > 0)
+    }
+
+    fn shared_key(&self, kind: &str, digest: &str) -> Result<String> {
+        self.keys()
+            .shared_value(kind, digest)
+            .ok_or_else(|| Error::Refused(format!("not a shared value's key: {kind}")))
+    }
+
     /// Every key matching `pattern` (SCAN, so Redis is never blocked; duplicates removed).
     async fn scan(&self, pattern: &str) -> Result<BTreeSet<String>> {
         let mut conn = self.conn.clone();

@@ -14,8 +14,11 @@
 //!   actor ends, and ends the meeting here ([`MeetingCmd::Shutdown`]: participants join again
 //!   through placement) when the lease is lost: taken over, or not confirmed in time.
 //!
-//! May call `config`, `admission` (its error type), `meeting` and `media`; the HTTP layer
-//! calls it.
+//! - [`ClusterNode::share_ticket`] and [`ClusterNode::shared_ticket`] hand a telephone call's
+//!   ticket from the node whose gateway took the call to the node that runs its meeting.
+//!
+//! May call `config`, `admission` (its error type), `dialin` (the ticket), `meeting` and
+//! `media`; the HTTP layer calls it.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -27,8 +30,18 @@ use tokio::sync::mpsc;
 
 use crate::admission::AdmissionError;
 use crate::config::ClusterConfig;
+use crate::dialin::{Ticket, TICKET_LIFETIME};
 use crate::media::MediaHandle;
 use crate::meeting::{MeetingCmd, Registry};
+
+/// The kind of shared value a dial-in ticket is in Redis.
+const TICKET: &str = "ticket";
+
+/// The SHA-256 of a secret in hex: what Redis holds of it.
+fn digest(secret: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(secret.as_bytes()))
+}
 
 /// How often a join for a meeting whose owner died asks again whether its lease ran out.
 const MOVING_POLL: Duration = Duration::from_millis(200);
@@ -118,6 +131,66 @@ impl ClusterNode {
             "this node cannot join the cluster: {}",
             wrong.join("; and ")
         ))
+    }
+
+    /// Shares a dial-in call's ticket with the other nodes for its lifetime, under the SHA-256
+    /// of the ticket (the ticket itself, the gateway's secret, never reaches Redis): the node
+    /// that runs the call's meeting takes its join. A failure is logged; the call can still join
+    /// a meeting on this node.
+    pub async fn share_ticket(&self, token: &str, ticket: &Ticket) {
+        let value = serde_json::json!({
+            "v": 1,
+            "invitation_id": ticket.invitation_id,
+            "meeting_id": ticket.meeting_id,
+            "number_suffix": ticket.number_suffix,
+        })
+        .to_string();
+        let shared = self
+            .cluster
+            .share(TICKET, &digest(token), &value, TICKET_LIFETIME)
+            .await;
+        if let Err(e) = shared {
+            tracing::warn!("cannot share a dial-in ticket with the other nodes: {e}");
+        }
+    }
+
+    /// A dial-in ticket another node issued, if it is valid.
+    pub async fn shared_ticket(&self, token: &str) -> Option<Ticket> {
+        let raw = match self.cluster.shared(TICKET, &digest(token)).await {
+            Ok(v) => v?,
+            Err(e) => {
+                tracing::warn!("cannot look up a dial-in ticket in Redis: {e}");
+                return None;
+            }
+        };
+        let ticket = serde_json::from_str::<serde_json::Value>(&raw)
+            .ok()
+            .filter(|v| v["v"] == 1)
+            .and_then(|v| {
+                Some(Ticket {
+                    invitation_id: v["invitation_id"].as_i64()?,
+                    meeting_id: v["meeting_id"].as_str()?.to_string(),
+                    number_suffix: match &v["number_suffix"] {
+                        serde_json::Value::Null => None,
+                        s => Some(s.as_str()?.to_string()),
+                    },
+                })
+            });
+        if ticket.is_none() {
+            tracing::warn!("a dial-in ticket in Redis that klausur did not write: refused");
+        }
+        ticket
+    }
+
+    /// Forgets a shared dial-in ticket (the call is over); whether it was there.
+    pub async fn void_ticket(&self, token: &str) -> bool {
+        self.cluster
+            .forget(TICKET, &digest(token))
+            .await
+            .unwrap_or_else(|e| {
+                tracing::warn!("cannot forget a dial-in ticket in Redis: {e}");
+                false
+            })
     }
 
     pub fn node_id(&self) -> &str {

@@ -897,6 +897,14 @@ impl Config {
             ));
         }
         let cluster = resolve_cluster(raw.cluster, env, o, &database)?;
+        if cluster.is_some() && dialin.gateway_enabled() && dialin.gateway_token_file.is_none() {
+            return Err(invalid(
+                "dialin.gateway_token_file",
+                "required for telephone dial-in on a node of a cluster: the same token file on \
+                 every node (its gateway's calls join meetings that run on the other nodes with \
+                 it); make one with `klausur identity-ca init-token --token-file FILE`",
+            ));
+        }
         let password_workers = std::thread::available_parallelism().map_or(1, |n| n.get());
         Ok(Config {
             listen,
@@ -2011,6 +2019,20 @@ mod tests {
             (c.node_id.as_str(), c.node_url.as_str()),
             ("b", "http://10.0.0.2:8080")
         );
+        // Telephone dial-in on a node of a cluster needs the shared gateway token.
+        let sip = format!("{full}[dialin]\nudp = [\"127.0.0.1:5060\"]\n");
+        let err = resolve(&sip).expect_err("no token file").to_string();
+        assert!(err.starts_with("dialin.gateway_token_file"), "{err}");
+        let dir = tempfile::tempdir().expect("tmp");
+        let token = dir.path().join("gateway.token");
+        std::fs::write(&token, format!("{}\n", "t".repeat(40))).expect("token");
+        let with_token = format!(
+            "{sip}gateway_token_file = {:?}\n",
+            token.display().to_string()
+        );
+        if let Err(e) = resolve(&with_token) {
+            panic!("{e}");
+        }
         for (text, key, says) in [
             (
                 "[cluster]\nredis_url = \"redis://r:6379\"\nnode_url = \"http://a\"".to_string(),

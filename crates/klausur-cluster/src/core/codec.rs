@@ -95,6 +95,21 @@ impl Keys {
         format!("{}:lease:*", self.prefix)
     }
 
+    /// The key of a value shared between nodes for a while (see [`crate::Cluster::share`]):
+    /// `<prefix>:<kind>:<digest>`, `None` unless `kind` is lower-case letters and `digest` 64
+    /// lower-case hex digits (a SHA-256), so that no key can pose as a node or a lease.
+    pub fn shared_value(&self, kind: &str, digest: &str) -> Option<String> {
+        let kind_ok = !kind.is_empty()
+            && kind.len() <= 16
+            && kind.bytes().all(|b| b.is_ascii_lowercase())
+            && !matches!(kind, "node" | "lease" | "shared");
+        let digest_ok = digest.len() == 64
+            && digest
+                .bytes()
+                .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+        (kind_ok && digest_ok).then(|| format!("{}:{kind}:{digest}", self.prefix))
+    }
+
     /// The key of the fingerprint every node must share (see [`crate::Cluster::agree`]).
     pub fn shared(&self) -> String {
         format!("{}:shared", self.prefix)
@@ -254,6 +269,22 @@ mod tests {
             Some(Err(_))
         ));
         assert_eq!(Keys::default().prefix(), "klausur");
+        let digest = "ab".repeat(32);
+        assert_eq!(
+            k.shared_value("ticket", &digest),
+            Some(format!("klausur:test-1:ticket:{digest}"))
+        );
+        for (kind, d) in [
+            ("node", digest.as_str()),
+            ("lease", &digest),
+            ("shared", &digest),
+            ("Ticket", &digest),
+            ("ticket", &digest[..63]),
+            ("ticket", &"AB".repeat(32)),
+            ("ticket", "*"),
+        ] {
+            assert_eq!(k.shared_value(kind, d), None, "{kind} {d}");
+        }
         for bad in ["", "a*", "a b", "[x]", &"p".repeat(65)] {
             assert_eq!(Keys::new(bad), Err(PrefixError::Invalid), "{bad:?}");
         }

@@ -647,10 +647,20 @@ impl std::fmt::Debug for GatewayTokens {
 }
 
 impl GatewayTokens {
-    /// `in_process`: make a random token for a gateway in this process; `remote`: the token of
-    /// `[dialin] gateway_token_file`.
+    /// `in_process`: a token for a gateway in this process; `remote`: the token of
+    /// `[dialin] gateway_token_file`. The in-process gateway's token is random, except on a
+    /// node of a cluster (`shared`), where it is the remote token: its calls join meetings
+    /// that run on other nodes, which know that token and not this process's.
     pub fn new(in_process: bool, remote: Option<Zeroizing<String>>) -> GatewayTokens {
-        let in_process = in_process.then(crate::auth::new_token);
+        Self::with(in_process, remote, false)
+    }
+
+    fn with(in_process: bool, remote: Option<Zeroizing<String>>, shared: bool) -> GatewayTokens {
+        let in_process = match (in_process, shared, &remote) {
+            (false, _, _) => None,
+            (true, true, Some(token)) => Some(token.clone()),
+            (true, _, _) => Some(crate::auth::new_token()),
+        };
         let digests = in_process
             .iter()
             .chain(remote.iter())
@@ -736,7 +746,11 @@ impl DialIn {
     ) -> DialIn {
         DialIn {
             pin_key,
-            tokens: GatewayTokens::new(config.dialin.gateway_enabled(), remote_token),
+            tokens: GatewayTokens::with(
+                config.dialin.gateway_enabled(),
+                remote_token,
+                config.cluster.is_some(),
+            ),
             server_url,
             config: config.dialin.clone(),
             tickets: Mutex::new(Tickets::new(TICKET_LIFETIME, MAX_TICKETS)),
@@ -1165,6 +1179,13 @@ mod tests {
         assert!(!tokens.accepts(&"r".repeat(42)));
         assert!(!tokens.accepts(&own[..42]));
         let none = GatewayTokens::new(false, None);
+        // A node of a cluster: its own gateway presents the shared token.
+        let shared = GatewayTokens::with(true, Some(remote.clone()), true);
+        assert_eq!(
+            shared.in_process().map(|t| t.as_str()),
+            Some(remote.as_str())
+        );
+        assert!(shared.accepts(&remote));
         assert!(none.in_process().is_none());
         assert!(!none.accepts(""));
         assert!(!none.accepts(&own));

@@ -231,12 +231,17 @@ pub async fn post_call(
         meeting_id: meeting.id.clone(),
         number_suffix: req.caller.as_deref().and_then(number_suffix),
     };
+    let shared = ticket.clone();
     let token = state
         .dialin
         .tickets
         .lock()
         .map(|mut t| t.issue(Instant::now(), ticket))
         .map_err(|_| Refusal::Internal)?;
+    // On a node of a cluster the meeting may run on another node, which takes the call's join.
+    if let Some(cluster) = &state.cluster {
+        cluster.share_ticket(&token, &shared).await;
+    }
     tracing::info!(meeting = %meeting.id, invitation = invitation_id, "dial-in call admitted");
     Ok(Json(json!({
         "result": "admit",
@@ -254,12 +259,15 @@ pub async fn delete_call(
     UrlPath(ticket): UrlPath<String>,
 ) -> Result<Response, ApiError> {
     authorize(&state, &headers)?;
-    let voided = state
+    let mut voided = state
         .dialin
         .tickets
         .lock()
         .map(|mut t| t.void(Instant::now(), &ticket))
         .unwrap_or(false);
+    if let Some(cluster) = &state.cluster {
+        voided |= cluster.void_ticket(&ticket).await;
+    }
     if voided {
         tracing::info!("dial-in call ended");
         Ok(StatusCode::NO_CONTENT.into_response())
@@ -275,9 +283,12 @@ pub async fn ticket_invitation(
     token: &str,
     meeting_id: Option<&str>,
 ) -> Result<(Ticket, Invitation), AdmissionError> {
-    let ticket = state
-        .dialin
-        .ticket(token)
+    let mut ticket = state.dialin.ticket(token);
+    if let (None, Some(cluster)) = (&ticket, &state.cluster) {
+        // Issued by another node of the cluster, whose gateway took the call.
+        ticket = cluster.shared_ticket(token).await;
+    }
+    let ticket = ticket
         .filter(|t| meeting_id.is_none_or(|m| m == t.meeting_id))
         .ok_or(AdmissionError::TicketInvalid)?;
     let inv = state

@@ -335,7 +335,6 @@ async fn join(
         dial_in_ticket,
     } = fields;
     // The dial-in gateway, for a telephone caller: the ticket names the invitation.
-    let dial_in_call = dial_in_ticket.is_some();
     let dial_in = match dial_in_ticket {
         Some(t) => {
             let (ticket, invitation) =
@@ -363,15 +362,6 @@ async fn join(
         if state.registry.running_actor(&seed.id).is_none() {
             match cluster.place(&seed.id).await? {
                 Where::Here(l) => lease = l,
-                // A caller's ticket lives in this node's memory: the node that runs the
-                // meeting would not know it (docs/cluster.md, "Telephone callers").
-                Where::There(_) if dial_in_call => {
-                    return Err(AdmissionError::ClusterUnavailable(
-                        "telephone callers can join only meetings that run on the node of \
-                         their gateway yet; this meeting runs on another node"
-                            .into(),
-                    ))
-                }
                 Where::There(url) => return Ok(Joined::Redirect(url)),
             }
         }

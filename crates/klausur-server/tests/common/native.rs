@@ -37,6 +37,17 @@ pub fn start(srv: &TestServer, meeting: &str, join: JoinAs, id: u64) -> Client {
 
 /// [`start`] against the server (or cluster node) at `base`.
 pub fn start_at(base: &str, meeting: &str, join: JoinAs, id: u64) -> Client {
+    start_with(base, meeting, join, id, None)
+}
+
+/// [`start_at`] as a dial-in gateway's client presenting `gateway_token`.
+pub fn start_with(
+    base: &str,
+    meeting: &str,
+    join: JoinAs,
+    id: u64,
+    gateway_token: Option<String>,
+) -> Client {
     let (tx, audio) = mpsc::channel(1024);
     let handle = driver::spawn(ClientOptions {
         server: base.to_string(),
@@ -50,7 +61,7 @@ pub fn start_at(base: &str, meeting: &str, join: JoinAs, id: u64) -> Client {
             filter: Arc::new(|_| true),
         }),
         tls: None,
-        gateway_token: None,
+        gateway_token: gateway_token.map(zeroize::Zeroizing::new),
     });
     Client {
         handle,

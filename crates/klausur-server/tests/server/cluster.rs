@@ -49,18 +49,27 @@ struct Nodes {
 impl Nodes {
     /// `n` nodes `n0`, `n1`, ... started one after another (the first makes the schema).
     async fn start(n: usize) -> Nodes {
+        Self::start_with(n, "").await
+    }
+
+    /// [`Nodes::start`] with `config` (TOML) as every node's configuration file.
+    async fn start_with(n: usize, config: &str) -> Nodes {
         let db_url = engines::cluster().create_database().await;
         let redis = redis::start();
         let dir = tempfile::tempdir().expect("tmp");
         // Every node signs credentials with the same identity CA: one key file for all.
         let ca_key = dir.path().join("identity-ca.key");
+        let config_file = dir.path().join("klausur.toml");
+        std::fs::write(&config_file, config).expect("config");
         let mut nodes = Vec::new();
         for i in 0..n {
             if i > 0 {
                 // ... and the same dial-in PIN key (the operator copies it from the first).
                 same_pin_key(dir.path(), i);
             }
-            nodes.push(start_node(dir.path(), i, &db_url, &redis.url(), &ca_key));
+            let (mut cmd, base) = node_cmd(dir.path(), i, &db_url, &redis.url(), &ca_key);
+            cmd.env("KLAUSUR_CONFIG", &config_file);
+            nodes.push(run_node(dir.path(), i, cmd, base));
         }
         let global = [
             "--data-dir",
@@ -156,7 +165,12 @@ impl Nodes {
 }
 
 fn start_node(dir: &Path, i: usize, db_url: &str, redis_url: &str, ca_key: &Path) -> Node {
-    let (mut cmd, base) = node_cmd(dir, i, db_url, redis_url, ca_key);
+    let (cmd, base) = node_cmd(dir, i, db_url, redis_url, ca_key);
+    run_node(dir, i, cmd, base)
+}
+
+/// Starts node `i` by `cmd` (until it listens), its log in `dir`.
+fn run_node(dir: &Path, i: usize, mut cmd: std::process::Command, base: String) -> Node {
     let log = dir.join(format!("node{i}.log"));
     cmd.stdin(Stdio::null());
     let (proc, lines) = start(cmd, &log);
@@ -532,4 +546,152 @@ async fn a_node_with_another_identity_ca_or_pin_key_is_refused() {
     // With the first node's keys it starts (the control).
     same_pin_key(dir.path(), 2);
     let _third = start_node(dir.path(), 2, &db_url, &redis.url(), &ca_key);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_telephone_caller_admitted_by_one_node_joins_the_meeting_on_another() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    // Every node knows the gateways' token (one file for all), as a cluster with dial-in needs.
+    let tokens_dir = tempfile::tempdir().expect("tmp");
+    let token_file = tokens_dir.path().join("gateway.token");
+    let gateway_token = crate::process::init_token(&token_file);
+    let config = format!(
+        "[dialin]\ngateway_token_file = {:?}\nphone_number = \"+49 30 9999 0000\"\n",
+        token_file.to_str().expect("utf-8")
+    );
+    let nodes = Nodes::start_with(2, &config).await;
+    // A first meeting on node 0 (the emptiest, the first by id) ...
+    let (filler, filler_tokens) = meeting_with_guests(nodes.base(0), "Filler", 1).await;
+    let mut f = start_at(
+        nodes.base(0),
+        &filler,
+        JoinAs::Invitation(filler_tokens[0].clone()),
+        1,
+    );
+    until(&mut [&mut f], "the first meeting running", |c| {
+        c[0].in_group
+    })
+    .await;
+    // ... so that the council's meeting with dial-in is placed on node 1.
+    let (http, csrf) = login(nodes.base(0), "ada").await;
+    let meeting: Value = http
+        .post(format!("{}/api/meetings", nodes.base(0)))
+        .header("X-CSRF-Token", &csrf)
+        .json(&json!({"title": "Council", "profile": "internal", "dial_in": true}))
+        .send()
+        .await
+        .expect("create")
+        .json()
+        .await
+        .expect("json");
+    let id = meeting["id"].as_str().expect("id").to_string();
+    let number = meeting["dial_in"]["meeting_number"]
+        .as_str()
+        .expect("number")
+        .to_string();
+    let invite = |name: &'static str| {
+        let (http, csrf, base, id) = (
+            http.clone(),
+            csrf.clone(),
+            nodes.base(0).to_string(),
+            id.clone(),
+        );
+        async move {
+            let v: Value = http
+                .post(format!("{base}/api/meetings/{id}/invitations"))
+                .header("X-CSRF-Token", &csrf)
+                .json(&json!({"name": name, "kind": "guest"}))
+                .send()
+                .await
+                .expect("invite")
+                .json()
+                .await
+                .expect("json");
+            v
+        }
+    };
+    let member = invite("Member").await;
+    let caller = invite("Erika Musterfrau").await;
+    let mut m = start_at(
+        nodes.base(0),
+        &id,
+        JoinAs::Invitation(member["token"].as_str().expect("token").to_string()),
+        2,
+    );
+    until(&mut [&mut m], "the member in the council's group", |c| {
+        c[0].in_group
+    })
+    .await;
+    let running = nodes.running().await;
+    assert_eq!(
+        running
+            .iter()
+            .map(|r| r.as_ref().expect("alive").1)
+            .collect::<Vec<_>>(),
+        [1, 1],
+        "the council's meeting runs on node 1"
+    );
+    // Node 0's gateway takes the call: the number and PIN admit it, with a ticket ...
+    let call: Value = reqwest::Client::new()
+        .post(format!("{}/api/dialin/calls", nodes.base(0)))
+        .bearer_auth(&gateway_token)
+        .json(
+            &json!({"meeting_number": number, "pin": caller["phone_pin"],
+                      "caller": "+49 30 1234 5678", "source": "127.0.0.1:5070"}),
+        )
+        .send()
+        .await
+        .expect("call")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(call["result"], "admit", "{call}");
+    let ticket = call["ticket"].as_str().expect("ticket").to_string();
+    // ... and its client, joining at node 0, is sent to node 1, which knows the ticket: the
+    // caller is in the encrypted group with the member and they hear each other.
+    let mut phone = crate::common::native::start_with(
+        nodes.base(0),
+        &id,
+        JoinAs::DialIn(ticket.clone()),
+        3,
+        Some(gateway_token.clone()),
+    );
+    one_group(
+        &mut [&mut m, &mut phone],
+        "the caller in the member's group",
+    )
+    .await;
+    hear_each_other(&mut m, &mut phone, 10, "member and caller").await;
+    // The call ends at node 0: the ticket is void on every node.
+    let status = reqwest::Client::new()
+        .delete(format!("{}/api/dialin/calls/{ticket}", nodes.base(0)))
+        .bearer_auth(&gateway_token)
+        .send()
+        .await
+        .expect("end call")
+        .status();
+    assert_eq!(status, 204);
+    let mut again = crate::common::native::start_with(
+        nodes.base(1),
+        &id,
+        JoinAs::DialIn(ticket),
+        4,
+        Some(gateway_token),
+    )
+    .expect_to_stop();
+    let deadline = Instant::now() + WAIT;
+    let refused = loop {
+        assert!(
+            Instant::now() < deadline,
+            "a void ticket's join was not refused"
+        );
+        if let Ok(klausur_client::driver::ClientEvent::Session(
+            klausur_client::session::Event::Refused { code, .. },
+        )) = again.handle.events.try_recv()
+        {
+            break code;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(refused, klausur_proto::ErrorCode::NotFound);
 }
