@@ -30,12 +30,15 @@ use tokio::sync::mpsc;
 
 use crate::admission::AdmissionError;
 use crate::config::ClusterConfig;
-use crate::dialin::{Ticket, TICKET_LIFETIME};
+use crate::dialin::{PinKey, Ticket, TICKET_LIFETIME};
 use crate::media::MediaHandle;
 use crate::meeting::{MeetingCmd, Registry};
 
 /// The kind of shared value a dial-in ticket is in Redis.
 const TICKET: &str = "ticket";
+
+/// The label of a shared ticket's seal (see [`PinKey::seal`]).
+const TICKET_SEAL: &str = "cluster-ticket";
 
 /// The SHA-256 of a secret in hex: what Redis holds of it.
 fn digest(secret: &str) -> String {
@@ -137,34 +140,49 @@ impl ClusterNode {
     /// of the ticket (the ticket itself, the gateway's secret, never reaches Redis): the node
     /// that runs the call's meeting takes its join. A failure is logged; the call can still join
     /// a meeting on this node.
-    pub async fn share_ticket(&self, token: &str, ticket: &Ticket) {
-        let value = serde_json::json!({
+    /// The record is sealed with the PIN key every node holds (`key`): someone who can write
+    /// Redis cannot make a ticket that lets a caller in.
+    pub async fn share_ticket(&self, token: &str, ticket: &Ticket, key: &PinKey) {
+        let digest = digest(token);
+        let record = serde_json::json!({
             "v": 1,
             "invitation_id": ticket.invitation_id,
             "meeting_id": ticket.meeting_id,
             "number_suffix": ticket.number_suffix,
         })
         .to_string();
+        let value = format!(
+            "{} {record}",
+            key.seal(TICKET_SEAL, &format!("{digest}:{record}"))
+        );
         let shared = self
             .cluster
-            .share(TICKET, &digest(token), &value, TICKET_LIFETIME)
+            .share(TICKET, &digest, &value, TICKET_LIFETIME)
             .await;
         if let Err(e) = shared {
             tracing::warn!("cannot share a dial-in ticket with the other nodes: {e}");
         }
     }
 
-    /// A dial-in ticket another node issued, if it is valid.
-    pub async fn shared_ticket(&self, token: &str) -> Option<Ticket> {
-        let raw = match self.cluster.shared(TICKET, &digest(token)).await {
+    /// A dial-in ticket another node issued, if it is valid and sealed with `key`.
+    pub async fn shared_ticket(&self, token: &str, key: &PinKey) -> Option<Ticket> {
+        let digest = digest(token);
+        let raw = match self.cluster.shared(TICKET, &digest).await {
             Ok(v) => v?,
             Err(e) => {
                 tracing::warn!("cannot look up a dial-in ticket in Redis: {e}");
                 return None;
             }
         };
-        let ticket = serde_json::from_str::<serde_json::Value>(&raw)
-            .ok()
+        let sealed = raw.split_once(' ').filter(|(seal, record)| {
+            let want = key.seal(TICKET_SEAL, &format!("{digest}:{record}"));
+            bool::from(subtle::ConstantTimeEq::ct_eq(
+                want.as_bytes(),
+                seal.as_bytes(),
+            ))
+        });
+        let ticket = sealed
+            .and_then(|(_, record)| serde_json::from_str::<serde_json::Value>(record).ok())
             .filter(|v| v["v"] == 1)
             .and_then(|v| {
                 Some(Ticket {
@@ -177,7 +195,9 @@ impl ClusterNode {
                 })
             });
         if ticket.is_none() {
-            tracing::warn!("a dial-in ticket in Redis that klausur did not write: refused");
+            tracing::warn!(
+                "a dial-in ticket in Redis without this cluster's seal, or not klausur's: refused"
+            );
         }
         ticket
     }

@@ -144,6 +144,15 @@ impl PinKey {
         hex::encode(mac.finalize().into_bytes())
     }
 
+    /// HMAC-SHA256(key, label || ":" || data) in hex: a seal on a value the nodes of a
+    /// cluster share through Redis (a dial-in ticket), which a writer of Redis without the key
+    /// cannot make. Labels contain a `-`, which no meeting id does, so a seal is never a PIN's
+    /// stored form.
+    pub fn seal(&self, label: &str, data: &str) -> String {
+        debug_assert!(label.contains('-'));
+        self.pin_hash(label, data)
+    }
+
     /// The key file's path in the data directory.
     pub fn path_in(data_dir: &Path) -> PathBuf {
         data_dir.join(PIN_KEY_FILE)

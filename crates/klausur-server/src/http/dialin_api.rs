@@ -240,7 +240,9 @@ pub async fn post_call(
         .map_err(|_| Refusal::Internal)?;
     // On a node of a cluster the meeting may run on another node, which takes the call's join.
     if let Some(cluster) = &state.cluster {
-        cluster.share_ticket(&token, &shared).await;
+        cluster
+            .share_ticket(&token, &shared, state.dialin.pin_key())
+            .await;
     }
     tracing::info!(meeting = %meeting.id, invitation = invitation_id, "dial-in call admitted");
     Ok(Json(json!({
@@ -286,7 +288,7 @@ pub async fn ticket_invitation(
     let mut ticket = state.dialin.ticket(token);
     if let (None, Some(cluster)) = (&ticket, &state.cluster) {
         // Issued by another node of the cluster, whose gateway took the call.
-        ticket = cluster.shared_ticket(token).await;
+        ticket = cluster.shared_ticket(token, state.dialin.pin_key()).await;
     }
     let ticket = ticket
         .filter(|t| meeting_id.is_none_or(|m| m == t.meeting_id))

@@ -43,7 +43,7 @@ struct Node {
 struct Nodes {
     nodes: Vec<Node>,
     redis: redis::Redis,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl Nodes {
@@ -86,11 +86,7 @@ impl Nodes {
             let (ok, _, err) = run(&args, Some(&format!("{PASSWORD}\n")));
             assert!(ok, "{err}");
         }
-        Nodes {
-            nodes,
-            redis,
-            _dir: dir,
-        }
+        Nodes { nodes, redis, dir }
     }
 
     fn base(&self, i: usize) -> &str {
@@ -694,4 +690,46 @@ async fn a_telephone_caller_admitted_by_one_node_joins_the_meeting_on_another() 
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     assert_eq!(refused, klausur_proto::ErrorCode::NotFound);
+
+    // Someone who can write Redis but has no PIN key cannot make a ticket: a record for an
+    // invented ticket without the cluster's seal is refused; the same record sealed with the
+    // PIN key (the control) admits.
+    let caller_id = caller["invitation"]["id"].as_i64().expect("invitation id");
+    let record = json!({"v": 1, "invitation_id": caller_id, "meeting_id": id,
+                        "number_suffix": null})
+    .to_string();
+    let key = klausur_server::dialin::PinKey::load_or_create(
+        &nodes.dir.path().join("data0").join("dialin-pin.key"),
+    )
+    .expect("the PIN key")
+    .0;
+    for (n, sealed) in [(5, false), (6, true)] {
+        let invented = format!("invented-ticket-{n}-{}", "x".repeat(30));
+        let digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(invented.as_bytes()));
+        let seal = if sealed {
+            key.seal("cluster-ticket", &format!("{digest}:{record}"))
+        } else {
+            "0".repeat(64)
+        };
+        let out = std::process::Command::new("redis-cli")
+            .args(["-p", &nodes.redis.port().to_string(), "SET"])
+            .arg(format!("klausur:ticket:{digest}"))
+            .arg(format!("{seal} {record}"))
+            .args(["PX", "60000"])
+            .output()
+            .expect("redis-cli");
+        assert!(out.status.success(), "{out:?}");
+        let mut ws = crate::common::ws::Client::connect_to(nodes.base(1)).await;
+        let answer = ws.join_by_phone(&id, &invented).await;
+        match (sealed, &answer) {
+            (false, klausur_proto::ServerMsg::Error { code, .. }) => {
+                assert_eq!(*code, klausur_proto::ErrorCode::NotFound)
+            }
+            (true, klausur_proto::ServerMsg::Joined { .. }) => {}
+            _ => panic!(
+                "a ticket record {} the seal: {answer:?}",
+                if sealed { "with" } else { "without" }
+            ),
+        }
+    }
 }
