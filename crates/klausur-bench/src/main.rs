@@ -655,6 +655,23 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `meetings` meetings of `participants` (audio and video) for the `what` command, which needs
+/// 2 to 32 meetings of 2 to [`MAX_MEETING`], at most [`scenario::MAX_PARTICIPANTS`] in all.
+fn meetings_spec(what: &str, meetings: usize, participants: usize) -> anyhow::Result<Spec> {
+    anyhow::ensure!(
+        (2..=32).contains(&meetings) && (2..=MAX_MEETING).contains(&participants),
+        "{what} needs 2 to 32 meetings of 2 to {MAX_MEETING}"
+    );
+    let spec = Spec::meetings(meetings, participants);
+    anyhow::ensure!(
+        spec.participants() <= scenario::MAX_PARTICIPANTS,
+        "{}: at most {} participants in all",
+        spec.name,
+        scenario::MAX_PARTICIPANTS
+    );
+    Ok(spec)
+}
+
 /// `scaling`: the same meetings against one media worker and against two, trials alternating
 /// (the machine's speed drifts over minutes; a drift then moves both alike).
 async fn run_scaling(cli: &Cli, s: &Settings, started: std::time::Instant) -> anyhow::Result<()> {
@@ -665,17 +682,7 @@ async fn run_scaling(cli: &Cli, s: &Settings, started: std::time::Instant) -> an
     else {
         anyhow::bail!("not the scaling command");
     };
-    anyhow::ensure!(
-        (2..=32).contains(meetings) && (2..=MAX_MEETING).contains(participants),
-        "scaling needs 2 to 32 meetings of 2 to {MAX_MEETING}"
-    );
-    let spec = Spec::meetings(*meetings, *participants);
-    anyhow::ensure!(
-        spec.participants() <= scenario::MAX_PARTICIPANTS,
-        "{}: at most {} participants in all",
-        spec.name,
-        scenario::MAX_PARTICIPANTS
-    );
+    let spec = meetings_spec("scaling", *meetings, *participants)?;
     let one = Settings {
         media_workers: 1,
         ..s.clone()
@@ -752,17 +759,7 @@ async fn run_cluster(cli: &Cli, s: &Settings, started: std::time::Instant) -> an
     else {
         anyhow::bail!("not the cluster command");
     };
-    anyhow::ensure!(
-        (2..=32).contains(meetings) && (2..=MAX_MEETING).contains(participants),
-        "cluster needs 2 to 32 meetings of 2 to {MAX_MEETING}"
-    );
-    let spec = Spec::meetings(*meetings, *participants);
-    anyhow::ensure!(
-        spec.participants() <= scenario::MAX_PARTICIPANTS,
-        "{}: at most {} participants in all",
-        spec.name,
-        scenario::MAX_PARTICIPANTS
-    );
+    let spec = meetings_spec("cluster", *meetings, *participants)?;
     let s = &Settings {
         media_workers: 1,
         ..s.clone()

@@ -12,3 +12,44 @@
 
 pub mod postgres;
 pub mod redis;
+
+mod watchdog {
+    //! What both engines' watchdogs share: ending one, and sweeping what killed test processes
+    //! left in the temp dir.
+
+    use std::path::Path;
+    use std::process::Child;
+    use std::sync::Mutex;
+
+    /// Closes the watchdog's stdin, which makes it stop its engine and remove its directory,
+    /// and waits for it.
+    pub(crate) fn end(watchdog: &Mutex<Option<Child>>) {
+        let child = watchdog.lock().map(|mut c| c.take());
+        if let Ok(Some(mut child)) = child {
+            drop(child.stdin.take());
+            let _ = child.wait();
+        }
+    }
+
+    /// Removes the temp dir's directories `<prefix><pid>-...` of test processes that are gone
+    /// (killed before their watchdog ran).
+    pub(crate) fn sweep_leftovers(prefix: &str) {
+        let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let name = e.file_name();
+            let Some(pid) = name
+                .to_str()
+                .and_then(|n| n.strip_prefix(prefix))
+                .and_then(|rest| rest.split('-').next())
+                .and_then(|pid| pid.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            if !Path::new(&format!("/proc/{pid}")).exists() {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    }
+}

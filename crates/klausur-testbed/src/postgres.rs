@@ -424,11 +424,7 @@ fn initialise() -> Result<Initialised, String> {
 impl Drop for Cluster {
     /// Stops the server: closing the watchdog's stdin makes it kill the server and clean up.
     fn drop(&mut self) {
-        let child = self.watchdog.lock().map(|mut c| c.take());
-        if let Ok(Some(mut child)) = child {
-            drop(child.stdin.take());
-            let _ = child.wait();
-        }
+        crate::watchdog::end(&self.watchdog);
     }
 }
 
@@ -439,23 +435,7 @@ const DIR_PREFIX: &str = "klausur-pg-";
 /// directory; only a test process killed while `initdb` ran (before the watchdog started)
 /// leaves one behind, with no server in it.
 fn sweep_leftovers() {
-    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
-        return;
-    };
-    for e in entries.flatten() {
-        let name = e.file_name();
-        let Some(pid) = name
-            .to_str()
-            .and_then(|n| n.strip_prefix(DIR_PREFIX))
-            .and_then(|rest| rest.split('-').next())
-            .and_then(|pid| pid.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        if !Path::new(&format!("/proc/{pid}")).exists() {
-            let _ = std::fs::remove_dir_all(e.path());
-        }
-    }
+    crate::watchdog::sweep_leftovers(DIR_PREFIX);
 }
 
 /// `program`, run as `user` if given (through `runuser`), in `dir`.

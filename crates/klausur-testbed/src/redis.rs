@@ -171,11 +171,7 @@ impl Redis {
 impl Drop for Redis {
     /// Closing the watchdog's stdin makes it kill the server and remove the directory.
     fn drop(&mut self) {
-        let child = self.watchdog.lock().map(|mut c| c.take());
-        if let Ok(Some(mut child)) = child {
-            drop(child.stdin.take());
-            let _ = child.wait();
-        }
+        crate::watchdog::end(&self.watchdog);
     }
 }
 
@@ -184,23 +180,7 @@ const DIR_PREFIX: &str = "klausur-redis-";
 
 /// Removes the directories of test processes that are gone.
 fn sweep_leftovers() {
-    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
-        return;
-    };
-    for e in entries.flatten() {
-        let name = e.file_name();
-        let Some(pid) = name
-            .to_str()
-            .and_then(|n| n.strip_prefix(DIR_PREFIX))
-            .and_then(|rest| rest.split('-').next())
-            .and_then(|pid| pid.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        if !Path::new(&format!("/proc/{pid}")).exists() {
-            let _ = std::fs::remove_dir_all(e.path());
-        }
-    }
+    crate::watchdog::sweep_leftovers(DIR_PREFIX);
 }
 
 /// `name` on the PATH (or in /usr/bin, /usr/sbin), if it is there.

@@ -25,6 +25,7 @@ use serde_json::{json, Value};
 use crate::common::native::{hear_each_other, start_at, until, Client, WAIT};
 use crate::postgres::engines;
 use crate::process::{free_port, run, serve_cmd, start, Proc, PASSWORD};
+use crate::storage_faults::login_as as login;
 
 use klausur_testbed::redis;
 
@@ -211,23 +212,6 @@ fn node_cmd(
         .env("KLAUSUR_DATABASE", db_url)
         .env("KLAUSUR_IDENTITY_CA_KEY_FILE", ca_key);
     (cmd, base)
-}
-
-/// `name`'s HTTP client, logged in at `base`: (client, CSRF token).
-async fn login(base: &str, name: &str) -> (reqwest::Client, String) {
-    let http = reqwest::Client::builder()
-        .cookie_store(true)
-        .build()
-        .expect("client");
-    let resp = http
-        .post(format!("{base}/api/login"))
-        .json(&json!({"username": name, "password": PASSWORD}))
-        .send()
-        .await
-        .expect("login");
-    assert_eq!(resp.status(), 200, "login as {name} at {base}");
-    let v: Value = resp.json().await.expect("json");
-    (http, v["csrf_token"].as_str().expect("csrf").to_string())
 }
 
 /// Ada creates a meeting at `base` and invites `guests` to it: (meeting id, invitation tokens).

@@ -88,17 +88,22 @@ pub(crate) async fn meeting_titles(store: &klausur_store::Store) -> Vec<String> 
 
 /// Ada's HTTP client, logged in: (client, CSRF token).
 pub(crate) async fn login(base: &str) -> (reqwest::Client, String) {
+    login_as(base, "ada").await
+}
+
+/// `name`'s HTTP client (password [`PASSWORD`]), logged in at `base`: (client, CSRF token).
+pub(crate) async fn login_as(base: &str, name: &str) -> (reqwest::Client, String) {
     let http = reqwest::Client::builder()
         .cookie_store(true)
         .build()
         .expect("client");
     let resp = http
         .post(format!("{base}/api/login"))
-        .json(&json!({"username": "ada", "password": PASSWORD}))
+        .json(&json!({"username": name, "password": PASSWORD}))
         .send()
         .await
         .expect("login");
-    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.status(), 200, "login as {name} at {base}");
     let v: Value = resp.json().await.expect("json");
     (http, v["csrf_token"].as_str().expect("csrf").to_string())
 }
