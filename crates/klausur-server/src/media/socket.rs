@@ -290,31 +290,47 @@ fn gso_run(queue: &[Outgoing], gso: bool) -> usize {
 }
 
 /// Plans the next `sendmmsg` call at the start of `queue`: up to [`BATCH`] messages, each a
-/// run ([`gso_run`]), whose lengths go to `runs`. One call sends messages of one kind only
-/// (nix applies the same control messages to all of them): plain datagrams (`None`), or GSO
-/// messages of one segment size (`Some(size)`, returned). The call ends where the kind
-/// changes, so the queue's order is kept.
+/// run ([`gso_run`]), whose lengths go to `runs`. nix gives all messages of one call the same
+/// control messages, so a call's runs of more than one datagram (GSO messages) share one
+/// segment size (`Some(size)`, returned; `None`: the call holds single datagrams only). A
+/// single datagram no longer than that size rides in the same call: the kernel cuts only
+/// messages longer than the segment size, so it goes out as the plain datagram it is. The
+/// call ends at the first run that does not fit, so the queue's order is kept, and a room's
+/// audio, video and RTCP to its subscribers mostly go out in one system call.
 fn plan_chunk(queue: &[Outgoing], gso: bool, runs: &mut Vec<usize>) -> Option<u16> {
     runs.clear();
-    let kind = |queue: &[Outgoing], run: usize| {
-        (run > 1).then(|| queue.first().map_or(0, |o| o.contents.len() as u16))
-    };
-    let first = gso_run(queue, gso);
-    if first == 0 {
-        return None;
-    }
-    let segment = kind(queue, first);
-    runs.push(first);
-    let mut at = first;
+    // The segment size of the call's GSO messages, once one is in it.
+    let mut segment: Option<usize> = None;
+    // The longest single datagram so far, and whether one of them could not ride in a GSO
+    // call (empty, or longer than a segment may be).
+    let mut longest = 0;
+    let mut plain_only = false;
+    let mut at = 0;
     while runs.len() < BATCH && at < queue.len() {
-        let run = gso_run(&queue[at..], gso);
-        if kind(&queue[at..], run) != segment {
-            break;
+        let rest = &queue[at..];
+        let run = gso_run(rest, gso);
+        let len = rest[0].contents.len();
+        if run > 1 {
+            match segment {
+                None if !plain_only && longest <= len => segment = Some(len),
+                Some(s) if s == len => {}
+                _ => break,
+            }
+        } else {
+            let rides = len > 0 && len <= GSO_MAX_SEGMENT;
+            match segment {
+                None => {
+                    longest = longest.max(len);
+                    plain_only |= !rides;
+                }
+                Some(s) if rides && len <= s => {}
+                _ => break,
+            }
         }
         runs.push(run);
         at += run;
     }
-    segment
+    segment.map(|s| s as u16)
 }
 
 /// The worker's sending side: `sendmmsg` with UDP GSO, and its counters.
@@ -333,7 +349,8 @@ pub(super) struct Sender {
     pub(super) sent_datagrams: u64,
     pub(super) send_batches: u64,
     pub(super) gso_datagrams: u64,
-    /// Test hook: GSO calls fail with this error instead of reaching the kernel.
+    /// Test hook: GSO calls that start with a GSO message fail with this error instead of
+    /// reaching the kernel.
     #[cfg(test)]
     fail_gso: Option<Errno>,
 }
@@ -372,9 +389,9 @@ impl Sender {
                     let datagrams: usize = self.runs[..sent].iter().sum();
                     self.send_batches += 1;
                     self.sent_datagrams += datagrams as u64;
-                    if segment.is_some() {
-                        self.gso_datagrams += datagrams as u64;
-                    }
+                    // Datagrams in GSO messages (runs of more than one).
+                    self.gso_datagrams +=
+                        self.runs[..sent].iter().filter(|&&r| r > 1).sum::<usize>() as u64;
                     // sendmmsg reports an error of a later message as a short count: the
                     // failed message is retried as the first one and, if bad, fails alone.
                     start += self.runs[..sent.clamp(1, self.runs.len())]
@@ -416,8 +433,9 @@ impl Sender {
         chunk: &[Outgoing],
         segment: Option<u16>,
     ) -> nix::Result<usize> {
+        // As the kernel does, an error is about the call's first message.
         #[cfg(test)]
-        if let (Some(e), Some(_)) = (self.fail_gso, segment) {
+        if let (Some(e), Some(_), Some(2..)) = (self.fail_gso, segment, self.runs.first()) {
             return Err(e);
         }
         let slices: Vec<IoSlice<'_>> = chunk.iter().map(|o| IoSlice::new(&o.contents)).collect();
@@ -551,21 +569,38 @@ mod tests {
     }
 
     #[test]
-    fn plan_chunk_keeps_one_kind_per_call() {
+    fn plan_chunk_puts_single_datagrams_into_gso_calls() {
         let mut runs = Vec::new();
-        // A GSO run of 1000, another of 1000 to a second destination: one call.
+        // GSO runs of 1000 to two destinations, then single datagrams: one call.
         let q = queue(&[(1, 1000), (1, 400), (2, 1000), (2, 1000), (3, 50), (4, 60)]);
         assert_eq!(plan_chunk(&q, true, &mut runs), Some(1000));
-        assert_eq!(runs, [2, 2]);
-        // Then plain datagrams.
+        assert_eq!(runs, [2, 2, 1, 1]);
+        // Single datagrams only: plain.
         assert_eq!(plan_chunk(&q[4..], true, &mut runs), None);
         assert_eq!(runs, [1, 1]);
         // Another segment size ends the call.
         let q = queue(&[(1, 1000), (1, 1000), (2, 900), (2, 900)]);
         assert_eq!(plan_chunk(&q, true, &mut runs), Some(1000));
         assert_eq!(runs, [2]);
-        // A plain datagram before a GSO run ends the call.
+        // A single datagram before a GSO run rides with it when it is no longer than a segment.
         let q = queue(&[(1, 100), (2, 1000), (2, 1000)]);
+        assert_eq!(plan_chunk(&q, true, &mut runs), Some(1000));
+        assert_eq!(runs, [1, 2]);
+        let q = queue(&[(1, 1200), (2, 1000), (2, 1000)]);
+        assert_eq!(plan_chunk(&q, true, &mut runs), None);
+        assert_eq!(runs, [1]);
+        // A single datagram longer than the segment ends the call (the kernel would cut it).
+        let q = queue(&[(1, 1000), (1, 1000), (2, 1001), (1, 10)]);
+        assert_eq!(plan_chunk(&q, true, &mut runs), Some(1000));
+        assert_eq!(runs, [2]);
+        // An empty datagram, or one longer than a segment may be, never rides in a GSO call.
+        let q = queue(&[(1, 0), (2, 1000), (2, 1000)]);
+        assert_eq!(plan_chunk(&q, true, &mut runs), None);
+        assert_eq!(runs, [1]);
+        let q = queue(&[(1, 1000), (1, 1000), (2, 0)]);
+        assert_eq!(plan_chunk(&q, true, &mut runs), Some(1000));
+        assert_eq!(runs, [2]);
+        let q = queue(&[(1, 1453), (2, 500), (2, 500)]);
         assert_eq!(plan_chunk(&q, true, &mut runs), None);
         assert_eq!(runs, [1]);
         // BATCH messages at most; without GSO every datagram is a message.
@@ -681,8 +716,8 @@ mod tests {
         send_mixed(&mut sender);
         // In runs > 1: A 1000, 1000, 400 and B 1000, 1000, 1000.
         assert_eq!(sender.gso_datagrams, 6);
-        // GSO (A), plain (B 120, A 1000), GSO (B), plain (A 77).
-        assert_eq!(sender.send_batches, 4);
+        // One call: GSO (A), single (B 120, A 1000), GSO (B), single (A 77).
+        assert_eq!(sender.send_batches, 1);
         assert!(sender.gso);
     }
 
@@ -723,13 +758,13 @@ mod tests {
         sender.fail_gso = Some(Errno::EPERM);
         sender.send_all(from.as_fd(), &q);
         assert!(sender.gso);
-        // The two GSO runs are dropped, the plain datagrams arrive.
+        // The failed message (the GSO run to A) is dropped; the rest goes out in the next call.
         assert_eq!(
             receive(&a, 2),
             [q[4].contents.clone(), q[8].contents.clone()]
         );
-        assert_eq!(receive(&b, 1), [q[3].contents.clone()]);
-        assert_eq!(sender.sent_datagrams, 3);
-        assert_eq!(sender.send_batches, 2);
+        assert_eq!(receive(&b, 4), [3, 5, 6, 7].map(|i| q[i].contents.clone()));
+        assert_eq!(sender.sent_datagrams, 6);
+        assert_eq!(sender.send_batches, 1);
     }
 }
