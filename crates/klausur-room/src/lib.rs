@@ -105,7 +105,7 @@ use str0m::config::CryptoProvider;
 use str0m::format::Codec;
 use str0m::media::{KeyframeRequestKind, MediaKind, Mid, Pt, Rid, Rids};
 use str0m::net::{Protocol, Receive, TcpType};
-use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite};
+use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, Ssrc};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
 
 use simulcast::{allocate, parse_vp8, LayerInfo, MediaProbe, VideoDemand, Vp8Rewrite};
@@ -419,6 +419,10 @@ struct Slot {
     frame_open: bool,
     /// Simulcast: keeps the VP8 picture IDs continuous across layer switches.
     vp8: Vp8Rewrite,
+    /// The SSRC of the subscriber's send stream of this slot, as last found by its mid: a
+    /// lookup by SSRC is one hash lookup, by mid a search of all send streams. Checked
+    /// against the mid on every use.
+    tx_ssrc: Option<Ssrc>,
 }
 
 impl Slot {
@@ -434,6 +438,7 @@ impl Slot {
             cut: false,
             frame_open: false,
             vp8: Vp8Rewrite::default(),
+            tx_ssrc: None,
         }
     }
 
@@ -1594,7 +1599,21 @@ impl Room {
                 continue;
             };
             let mut api = q.rtc.direct_api();
-            let Some(tx) = api.stream_tx_by_mid(slot.mid, None) else {
+            let mid = slot.mid;
+            let cached = slot
+                .tx_ssrc
+                .filter(|ssrc| api.stream_tx(ssrc).is_some_and(|tx| tx.mid() == mid));
+            let ssrc = match cached {
+                Some(ssrc) => ssrc,
+                None => {
+                    let Some(tx) = api.stream_tx_by_mid(mid, None) else {
+                        continue;
+                    };
+                    slot.tx_ssrc = Some(tx.ssrc());
+                    tx.ssrc()
+                }
+            };
+            let Some(tx) = api.stream_tx(&ssrc) else {
                 continue;
             };
             tx.write_rtp(
