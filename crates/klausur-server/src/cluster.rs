@@ -63,6 +63,11 @@ pub enum Where {
 pub struct ClusterNode {
     cluster: Cluster,
     config: ClusterConfig,
+    /// Set by [`ClusterNode::leave`]: no heartbeat is written any more. Held while a heartbeat
+    /// is written, so that none lands after the key was deleted.
+    leaving: tokio::sync::Mutex<bool>,
+    /// Lease keepers running (see [`ClusterNode::wait_released`]).
+    keepers: std::sync::atomic::AtomicUsize,
 }
 
 impl ClusterNode {
@@ -86,6 +91,8 @@ impl ClusterNode {
         Ok(Arc::new(Self {
             cluster,
             config: config.clone(),
+            leaving: tokio::sync::Mutex::new(false),
+            keepers: std::sync::atomic::AtomicUsize::new(0),
         }))
     }
 
@@ -232,7 +239,13 @@ impl ClusterNode {
                 participants: u32::try_from(peers).unwrap_or(u32::MAX),
                 capacity: None,
             };
-            match self.cluster.heartbeat(load).await {
+            let leaving = self.leaving.lock().await;
+            if *leaving {
+                return;
+            }
+            let written = self.cluster.heartbeat(load).await;
+            drop(leaving);
+            match written {
                 Ok(()) if failing => {
                     failing = false;
                     tracing::info!(redis = %self.config.redis_summary, "heartbeat written again");
@@ -250,8 +263,11 @@ impl ClusterNode {
         }
     }
 
-    /// Removes this node's heartbeat (an orderly shutdown): no new meeting is placed here.
+    /// Removes this node's heartbeat for good (an orderly shutdown): no new meeting is placed
+    /// here.
     pub async fn leave(&self) {
+        let mut leaving = self.leaving.lock().await;
+        *leaving = true;
         if let Err(e) = self.cluster.leave().await {
             tracing::warn!("cannot remove this node's heartbeat: {e}");
         }
@@ -299,8 +315,24 @@ impl ClusterNode {
     /// Keeps `lease` while the meeting's actor (`actor`) runs: renews it, releases it when the
     /// actor ends, and ends the meeting on this node when the lease is lost.
     pub fn keep(self: &Arc<Self>, lease: Lease, actor: mpsc::Sender<MeetingCmd>) {
+        use std::sync::atomic::Ordering;
         let node = self.clone();
-        tokio::spawn(async move { node.keep_lease(lease, actor).await });
+        node.keepers.fetch_add(1, Ordering::AcqRel);
+        tokio::spawn(async move {
+            node.keep_lease(lease, actor).await;
+            node.keepers.fetch_sub(1, Ordering::AcqRel);
+        });
+    }
+
+    /// At shutdown, after every meeting was told to end: waits (at most `limit`) until their
+    /// keepers have released the leases, so the meetings move at once.
+    pub async fn wait_released(&self, limit: Duration) {
+        let deadline = tokio::time::Instant::now() + limit;
+        while self.keepers.load(std::sync::atomic::Ordering::Acquire) > 0
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     async fn keep_lease(&self, mut lease: Lease, actor: mpsc::Sender<MeetingCmd>) {

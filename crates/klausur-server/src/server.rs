@@ -390,8 +390,11 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             node.leave().await;
         }
         shutdown_state.registry.shutdown_all().await;
-        // Give the WebSocket writers a moment to deliver the `ended` message (and a node's
-        // lease keepers to release its meetings' leases, so they move at once).
+        // A node's meetings' leases are released, so they move at once.
+        if let Some(node) = &shutdown_state.cluster {
+            node.wait_released(Duration::from_secs(2)).await;
+        }
+        // Give the WebSocket writers a moment to deliver the `ended` message.
         tokio::time::sleep(Duration::from_millis(300)).await;
         shutdown_handle.graceful_shutdown(Some(Duration::from_secs(5)));
     });

@@ -102,6 +102,33 @@ impl Nodes {
         }
     }
 
+    /// SIGTERM to node `i` (an orderly shutdown, as for an upgrade); waits until it has ended.
+    fn stop(&mut self, i: usize) {
+        let Some(mut p) = self.nodes[i].proc.take() else {
+            return;
+        };
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &p.0.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+        let deadline = Instant::now() + WAIT;
+        while p.0.try_wait().expect("wait").is_none() {
+            assert!(Instant::now() < deadline, "node {i} did not stop");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Whether Redis holds `key` now.
+    fn redis_has(&self, key: &str) -> bool {
+        let out = std::process::Command::new("redis-cli")
+            .args(["-p", &self.redis.port().to_string(), "EXISTS", key])
+            .output()
+            .expect("redis-cli");
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout).trim() == "1"
+    }
+
     /// The meetings each node runs now (`meetings_running` of its `/api/status`), and its
     /// `node` id; `None` for a killed node.
     async fn running(&self) -> Vec<Option<(String, u64)>> {
@@ -716,4 +743,41 @@ async fn a_telephone_caller_admitted_by_one_node_joins_the_meeting_on_another() 
             ),
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_orderly_shutdown_hands_its_meetings_on_at_once() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let mut nodes = Nodes::start(2).await;
+    let (id, tokens) = meeting_with_guests(nodes.base(0), "Upgrade", 2).await;
+    let join = |node: &str, i: usize, n: u64| {
+        start_at(node, &id, JoinAs::Invitation(tokens[i].clone()), n).expect_to_stop()
+    };
+    let mut a = join(nodes.base(0), 0, 1);
+    let mut b = join(nodes.base(1), 1, 2);
+    one_group(&mut [&mut a, &mut b], "two in one group").await;
+    let owner = nodes.owner_of_the_one_meeting().await;
+    let other = 1 - owner;
+    let lease = format!("klausur:lease:{id}");
+    let heartbeat = format!("klausur:node:n{owner}");
+    assert!(nodes.redis_has(&lease) && nodes.redis_has(&heartbeat));
+    // An upgrade: SIGTERM to the node that runs the meeting.
+    nodes.stop(owner);
+    // It took its heartbeat and the meeting's lease with it (the meeting moves at once instead
+    // of after the lease's TTL) ...
+    assert!(!nodes.redis_has(&heartbeat), "the heartbeat is gone");
+    assert!(!nodes.redis_has(&lease), "the lease was released");
+    // ... and told the participants, who join again through the other node.
+    for c in [&mut a, &mut b] {
+        until(&mut [&mut *c], "told of the shutdown", |c| {
+            c[0].stopped.is_some()
+        })
+        .await;
+        assert_eq!(c.stopped.as_deref(), Some("ended: Some(ServerShutdown)"));
+    }
+    let mut a = join(nodes.base(other), 0, 3);
+    let mut b = join(nodes.base(other), 1, 4);
+    one_group(&mut [&mut a, &mut b], "the two back on the other node").await;
+    hear_each_other(&mut a, &mut b, 10, "after the upgrade's move").await;
+    assert_eq!(nodes.owner_of_the_one_meeting().await, other);
 }
