@@ -237,7 +237,7 @@ impl ClusterNode {
             let load = Load {
                 meetings: u32::try_from(registry.running()).unwrap_or(u32::MAX),
                 participants: u32::try_from(peers).unwrap_or(u32::MAX),
-                capacity: None,
+                capacity: self.config.capacity,
             };
             let leaving = self.leaving.lock().await;
             if *leaving {

@@ -116,6 +116,7 @@ pub struct RawCluster {
     pub node_ttl_ms: Option<u64>,
     pub lease_ttl_ms: Option<u64>,
     pub prefix: Option<String>,
+    pub capacity: Option<u32>,
 }
 
 /// `[turn]`: a TURN server for browsers on networks that let only TCP/TLS to port 443 out.
@@ -257,6 +258,9 @@ pub struct ClusterConfig {
     pub node_url: String,
     pub timing: klausur_cluster::Timing,
     pub prefix: String,
+    /// The participants this node is sized for (`capacity`): a node at it gets a new meeting
+    /// only when every node is. `None`: no limit, placement by meetings and participants.
+    pub capacity: Option<u32>,
 }
 
 impl std::fmt::Debug for ClusterConfig {
@@ -267,6 +271,7 @@ impl std::fmt::Debug for ClusterConfig {
             .field("node_url", &self.node_url)
             .field("timing", &self.timing)
             .field("prefix", &self.prefix)
+            .field("capacity", &self.capacity)
             .finish()
     }
 }
@@ -391,6 +396,12 @@ fn resolve_cluster(
     let prefix = raw.prefix.unwrap_or_else(|| "klausur".to_string());
     klausur_cluster::Keys::new(prefix.clone())
         .map_err(|e| invalid("cluster.prefix", format!("{prefix:?}: {e}")))?;
+    if raw.capacity == Some(0) {
+        return Err(invalid(
+            "cluster.capacity",
+            "must be at least 1 (the participants this node is sized for; leave it out for no limit)",
+        ));
+    }
     Ok(Some(ClusterConfig {
         redis_url,
         redis_summary,
@@ -398,6 +409,7 @@ fn resolve_cluster(
         node_url,
         timing,
         prefix,
+        capacity: raw.capacity,
     }))
 }
 
@@ -2002,6 +2014,21 @@ mod tests {
         assert_eq!(c.redis_summary, "redis.example:6379");
         assert_eq!(c.timing.node_ttl(), DEFAULT_NODE_TTL);
         assert_eq!(c.timing.lease_ttl(), DEFAULT_LEASE_TTL);
+        assert_eq!(c.capacity, None);
+        let sized = format!("{full}capacity = 400\n");
+        assert_eq!(
+            resolve(&sized)
+                .expect("valid")
+                .cluster
+                .expect("cluster")
+                .capacity,
+            Some(400)
+        );
+        let zero = format!("{full}capacity = 0\n");
+        assert!(resolve(&zero)
+            .expect_err("0")
+            .to_string()
+            .starts_with("cluster.capacity"));
         let shown = format!("{c:?}");
         assert!(!shown.contains("r3dis-secret"), "{shown}");
         // Flags and the environment replace the file's keys.
