@@ -147,6 +147,7 @@ impl ClusterNode {
     /// of the ticket (the ticket itself, the gateway's secret, never reaches Redis): the node
     /// that runs the call's meeting takes its join. A failure is logged; the call can still join
     /// a meeting on this node.
+    ///
     /// The record is sealed with the PIN key every node holds (`key`): someone who can write
     /// Redis cannot make a ticket that lets a caller in.
     pub async fn share_ticket(&self, token: &str, ticket: &Ticket, key: &PinKey) {

@@ -369,7 +369,23 @@ async fn join(
     for _ in 0..3 {
         let (meeting, started) = state.registry.start_or_get(&seed);
         if let (true, Some(cluster)) = (started, &state.cluster) {
-            if let Some(lease) = lease.take() {
+            // Started here: its lease, placed above, or now (the actor that ran when this
+            // join arrived ended meanwhile), kept while it runs.
+            let lease = match lease.take() {
+                Some(l) => Some(l),
+                None => match cluster.place(&seed.id).await {
+                    Ok(Where::Here(l)) => l,
+                    Ok(Where::There(url)) => {
+                        let _ = meeting.send(MeetingCmd::Shutdown).await;
+                        return Ok(Joined::Redirect(url));
+                    }
+                    Err(e) => {
+                        let _ = meeting.send(MeetingCmd::Shutdown).await;
+                        return Err(e);
+                    }
+                },
+            };
+            if let Some(lease) = lease {
                 cluster.keep(lease, meeting.clone());
             }
         }
