@@ -40,21 +40,15 @@ const TICKET: &str = "ticket";
 /// The label of a shared ticket's seal (see [`PinKey::seal`]).
 const TICKET_SEAL: &str = "cluster-ticket";
 
-/// The SHA-256 of a secret in hex: what Redis holds of it.
-fn digest(secret: &str) -> String {
-    use sha2::Digest;
-    hex::encode(sha2::Sha256::digest(secret.as_bytes()))
-}
-
 /// How often a join for a meeting whose owner died asks again whether its lease ran out.
 const MOVING_POLL: Duration = Duration::from_millis(200);
 
 /// Where a join goes.
 #[derive(Debug)]
 pub enum Where {
-    /// The meeting runs on this node; with the lease if it was placed or picked up just now
-    /// (its actor must be started, with [`ClusterNode::keep`]).
-    Here(Option<Lease>),
+    /// The meeting runs on this node, under this lease, placed or picked up just now (its actor
+    /// is started with a keeper of it, [`ClusterNode::keep`]).
+    Here(Lease),
     /// The meeting runs on the node at this base URL.
     There(String),
 }
@@ -151,7 +145,7 @@ impl ClusterNode {
     /// The record is sealed with the PIN key every node holds (`key`): someone who can write
     /// Redis cannot make a ticket that lets a caller in.
     pub async fn share_ticket(&self, token: &str, ticket: &Ticket, key: &PinKey) {
-        let digest = digest(token);
+        let digest = crate::auth::token_hash(token);
         let record = serde_json::json!({
             "v": 1,
             "invitation_id": ticket.invitation_id,
@@ -174,7 +168,7 @@ impl ClusterNode {
 
     /// A dial-in ticket another node issued, if it is valid and sealed with `key`.
     pub async fn shared_ticket(&self, token: &str, key: &PinKey) -> Option<Ticket> {
-        let digest = digest(token);
+        let digest = crate::auth::token_hash(token);
         let raw = match self.cluster.shared(TICKET, &digest).await {
             Ok(v) => v?,
             Err(e) => {
@@ -213,7 +207,7 @@ impl ClusterNode {
     /// Forgets a shared dial-in ticket (the call is over); whether it was there.
     pub async fn void_ticket(&self, token: &str) -> bool {
         self.cluster
-            .forget(TICKET, &digest(token))
+            .forget(TICKET, &crate::auth::token_hash(token))
             .await
             .unwrap_or_else(|e| {
                 tracing::warn!("cannot forget a dial-in ticket in Redis: {e}");
@@ -292,10 +286,10 @@ impl ClusterNode {
             })?;
             if placement.owner == self.config.node_id {
                 if let Some(lease) = placement.lease {
-                    return Ok(Where::Here(Some(lease)));
+                    return Ok(Where::Here(lease));
                 }
                 match self.cluster.adopt(&meeting).await {
-                    Ok(Some(lease)) => return Ok(Where::Here(Some(lease))),
+                    Ok(Some(lease)) => return Ok(Where::Here(lease)),
                     // The lease changed hands between the two reads: place again.
                     Ok(None) => {}
                     Err(e) => tracing::warn!("cannot pick up a meeting's lease: {e}"),

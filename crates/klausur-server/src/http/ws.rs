@@ -361,7 +361,7 @@ async fn join(
     if let Some(cluster) = &state.cluster {
         if state.registry.running_actor(&seed.id).is_none() {
             match cluster.place(&seed.id).await? {
-                Where::Here(l) => lease = l,
+                Where::Here(l) => lease = Some(l),
                 Where::There(url) => return Ok(Joined::Redirect(url)),
             }
         }
@@ -372,7 +372,7 @@ async fn join(
             // Started here: its lease, placed above, or now (the actor that ran when this
             // join arrived ended meanwhile), kept while it runs.
             let lease = match lease.take() {
-                Some(l) => Some(l),
+                Some(l) => l,
                 None => match cluster.place(&seed.id).await {
                     Ok(Where::Here(l)) => l,
                     Ok(Where::There(url)) => {
@@ -385,9 +385,7 @@ async fn join(
                     }
                 },
             };
-            if let Some(lease) = lease {
-                cluster.keep(lease, meeting.clone());
-            }
+            cluster.keep(lease, meeting.clone());
         }
         let (reply, peer_rx) = oneshot::channel();
         let req = JoinRequest {
