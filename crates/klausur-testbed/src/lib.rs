@@ -14,9 +14,12 @@ pub mod postgres;
 pub mod redis;
 
 mod watchdog {
-    //! What both engines' watchdogs share: ending one, and sweeping what killed test processes
-    //! left in the temp dir.
+    //! What both engines share: ending a watchdog, sweeping what killed test processes left
+    //! in the temp dir (a watchdog removes its engine's directory; only a process killed before
+    //! its watchdog ran, during `initdb` say, leaves one behind, with no server in it), a free
+    //! port and random names.
 
+    use std::io::Read;
     use std::path::Path;
     use std::process::Child;
     use std::sync::Mutex;
@@ -51,5 +54,23 @@ mod watchdog {
                 let _ = std::fs::remove_dir_all(e.path());
             }
         }
+    }
+
+    /// A loopback TCP port free a moment ago.
+    pub(crate) fn free_port() -> Result<u16, String> {
+        let l =
+            std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| format!("free port: {e}"))?;
+        l.local_addr()
+            .map(|a| a.port())
+            .map_err(|e| format!("free port: {e}"))
+    }
+
+    /// `bytes` random bytes in hex.
+    pub(crate) fn random_hex(bytes: usize) -> Result<String, String> {
+        let mut buf = vec![0u8; bytes];
+        std::fs::File::open("/dev/urandom")
+            .and_then(|mut f| f.read_exact(&mut buf))
+            .map_err(|e| format!("/dev/urandom: {e}"))?;
+        Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
     }
 }

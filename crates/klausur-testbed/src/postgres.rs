@@ -25,7 +25,6 @@
 //! waits for the pipe to close, then stops the server (if running) and deletes the directory;
 //! a private cluster also ends when it is dropped, at the end of its test.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -277,7 +276,7 @@ impl Cluster {
             password,
             run_as,
         } = initialise()?;
-        let port = free_port()?;
+        let port = crate::watchdog::free_port()?;
         let script = r#"
             cat >/dev/null
             "$1/pg_ctl" stop -D "$2/data" -m immediate -s >/dev/null 2>&1
@@ -312,7 +311,7 @@ impl Cluster {
             password,
             run_as,
         } = initialise()?;
-        let port = free_port()?;
+        let port = crate::watchdog::free_port()?;
         // The watchdog: a shell that moves its stdin (a pipe from this process) to fd 3,
         // leaves in the background a subshell that waits for that pipe to close and then stops
         // the server at once (SIGQUIT, again until it is gone) and removes the directory, and
@@ -376,14 +375,14 @@ fn initialise() -> Result<Initialised, String> {
          run ./scripts/setup.sh --with-browser"
             .to_owned()
     })?;
-    sweep_leftovers();
+    crate::watchdog::sweep_leftovers(DIR_PREFIX);
     let dir = std::env::temp_dir().join(format!(
         "{DIR_PREFIX}{}-{}",
         std::process::id(),
-        random_hex(4)?
+        crate::watchdog::random_hex(4)?
     ));
     std::fs::create_dir(&dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
-    let password = random_hex(16)?;
+    let password = crate::watchdog::random_hex(16)?;
     let pwfile = dir.join("pw");
     std::fs::write(&pwfile, format!("{password}\n")).map_err(|e| format!("pwfile: {e}"))?;
     // PostgreSQL refuses to run as root: as root, the cluster belongs to `nobody`.
@@ -430,13 +429,6 @@ impl Drop for Cluster {
 
 /// The temp dir's clusters are named `<DIR_PREFIX><pid of the test process>-<random>`.
 const DIR_PREFIX: &str = "klausur-pg-";
-
-/// Removes the directories of test processes that are gone. The watchdog removes its cluster's
-/// directory; only a test process killed while `initdb` ran (before the watchdog started)
-/// leaves one behind, with no server in it.
-fn sweep_leftovers() {
-    crate::watchdog::sweep_leftovers(DIR_PREFIX);
-}
 
 /// `program`, run as `user` if given (through `runuser`), in `dir`.
 fn command(user: Option<&str>, program: &Path, dir: &Path) -> Command {
@@ -504,19 +496,4 @@ fn ids_of(user: &str) -> Result<(u32, u32), String> {
             .map_err(|_| format!("no user {user} to run PostgreSQL as"))
     };
     Ok((id("-u")?, id("-g")?))
-}
-
-fn free_port() -> Result<u16, String> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| format!("free port: {e}"))?;
-    l.local_addr()
-        .map(|a| a.port())
-        .map_err(|e| format!("free port: {e}"))
-}
-
-fn random_hex(bytes: usize) -> Result<String, String> {
-    let mut buf = vec![0u8; bytes];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut buf))
-        .map_err(|e| format!("/dev/urandom: {e}"))?;
-    Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
 }

@@ -54,11 +54,11 @@ impl Redis {
              run ./scripts/setup.sh --with-browser (or apt-get install redis-server)"
                 .to_owned()
         })?;
-        sweep_leftovers();
+        crate::watchdog::sweep_leftovers(DIR_PREFIX);
         let dir = std::env::temp_dir().join(format!(
             "{DIR_PREFIX}{}-{}",
             std::process::id(),
-            random_hex(4)?
+            crate::watchdog::random_hex(4)?
         ));
         std::fs::create_dir(&dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
         let script = r#"
@@ -75,7 +75,7 @@ impl Redis {
             .spawn()
             .map_err(|e| format!("start the watchdog: {e}"))?;
         let redis = Redis {
-            port: free_port()?,
+            port: crate::watchdog::free_port()?,
             dir,
             bin,
             watchdog: Mutex::new(Some(watchdog)),
@@ -178,11 +178,6 @@ impl Drop for Redis {
 /// The temp dir's servers are named `<DIR_PREFIX><pid of the test process>-<random>`.
 const DIR_PREFIX: &str = "klausur-redis-";
 
-/// Removes the directories of test processes that are gone.
-fn sweep_leftovers() {
-    crate::watchdog::sweep_leftovers(DIR_PREFIX);
-}
-
 /// `name` on the PATH (or in /usr/bin, /usr/sbin), if it is there.
 fn which(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
@@ -190,19 +185,4 @@ fn which(name: &str) -> Option<PathBuf> {
         .chain([PathBuf::from("/usr/bin"), PathBuf::from("/usr/sbin")])
         .map(|d| d.join(name))
         .find(|p| p.is_file())
-}
-
-fn free_port() -> Result<u16, String> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| format!("free port: {e}"))?;
-    l.local_addr()
-        .map(|a| a.port())
-        .map_err(|e| format!("free port: {e}"))
-}
-
-fn random_hex(bytes: usize) -> Result<String, String> {
-    let mut buf = vec![0u8; bytes];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut buf))
-        .map_err(|e| format!("/dev/urandom: {e}"))?;
-    Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
 }

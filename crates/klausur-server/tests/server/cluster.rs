@@ -243,31 +243,44 @@ fn node_cmd(
 
 /// Ada creates a meeting at `base` and invites `guests` to it: (meeting id, invitation tokens).
 async fn meeting_with_guests(base: &str, title: &str, guests: usize) -> (String, Vec<String>) {
+    let names: Vec<String> = (0..guests).map(|g| format!("Guest {g}")).collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let (meeting, invitations) = meeting_with(base, json!({"title": title}), &names).await;
+    let id = meeting["id"].as_str().expect("id").to_string();
+    let tokens = invitations
+        .iter()
+        .map(|inv| inv["token"].as_str().expect("token").to_string())
+        .collect();
+    (id, tokens)
+}
+
+/// Ada creates the meeting `body` describes at `base` and invites a guest for each of
+/// `names`: (the meeting's JSON, the invitations' JSON).
+async fn meeting_with(base: &str, body: Value, names: &[&str]) -> (Value, Vec<Value>) {
     let (http, csrf) = login(base, "ada").await;
     let resp = http
         .post(format!("{base}/api/meetings"))
         .header("X-CSRF-Token", &csrf)
-        .json(&json!({"title": title}))
+        .json(&body)
         .send()
         .await
         .expect("create");
     assert_eq!(resp.status(), 201);
     let meeting: Value = resp.json().await.expect("json");
     let id = meeting["id"].as_str().expect("id").to_string();
-    let mut tokens = Vec::new();
-    for g in 0..guests {
+    let mut invitations = Vec::new();
+    for name in names {
         let resp = http
             .post(format!("{base}/api/meetings/{id}/invitations"))
             .header("X-CSRF-Token", &csrf)
-            .json(&json!({"name": format!("Guest {g}"), "kind": "guest"}))
+            .json(&json!({"name": name, "kind": "guest"}))
             .send()
             .await
             .expect("invite");
         assert_eq!(resp.status(), 201);
-        let inv: Value = resp.json().await.expect("json");
-        tokens.push(inv["token"].as_str().expect("token").to_string());
+        invitations.push(resp.json().await.expect("json"));
     }
-    (id, tokens)
+    (meeting, invitations)
 }
 
 /// Pumps `clients` until every one is in the group with the same security code.
@@ -580,45 +593,18 @@ async fn a_telephone_caller_admitted_by_one_node_joins_the_meeting_on_another() 
     })
     .await;
     // ... so that the council's meeting with dial-in is placed on node 1.
-    let (http, csrf) = login(nodes.base(0), "ada").await;
-    let meeting: Value = http
-        .post(format!("{}/api/meetings", nodes.base(0)))
-        .header("X-CSRF-Token", &csrf)
-        .json(&json!({"title": "Council", "profile": "internal", "dial_in": true}))
-        .send()
-        .await
-        .expect("create")
-        .json()
-        .await
-        .expect("json");
+    let (meeting, invitations) = meeting_with(
+        nodes.base(0),
+        json!({"title": "Council", "profile": "internal", "dial_in": true}),
+        &["Member", "Erika Musterfrau"],
+    )
+    .await;
     let id = meeting["id"].as_str().expect("id").to_string();
     let number = meeting["dial_in"]["meeting_number"]
         .as_str()
         .expect("number")
         .to_string();
-    let invite = |name: &'static str| {
-        let (http, csrf, base, id) = (
-            http.clone(),
-            csrf.clone(),
-            nodes.base(0).to_string(),
-            id.clone(),
-        );
-        async move {
-            let v: Value = http
-                .post(format!("{base}/api/meetings/{id}/invitations"))
-                .header("X-CSRF-Token", &csrf)
-                .json(&json!({"name": name, "kind": "guest"}))
-                .send()
-                .await
-                .expect("invite")
-                .json()
-                .await
-                .expect("json");
-            v
-        }
-    };
-    let member = invite("Member").await;
-    let caller = invite("Erika Musterfrau").await;
+    let (member, caller) = (&invitations[0], &invitations[1]);
     let mut m = start_at(
         nodes.base(0),
         &id,
