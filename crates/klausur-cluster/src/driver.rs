@@ -43,6 +43,41 @@ pub enum Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// The client for `url`, with TLS for `rediss://`.
+fn client(url: &str, tls_roots: Option<Vec<u8>>) -> Result<redis::Client> {
+    let config = |e: RedisError| Error::Config(e.to_string());
+    if !url.starts_with("rediss://") {
+        if tls_roots.is_some() {
+            return Err(Error::Config(
+                "a CA certificate is given for TLS, but the URL is not rediss://".to_owned(),
+            ));
+        }
+        return redis::Client::open(url).map_err(config);
+    }
+    if url.ends_with("#insecure") {
+        return Err(Error::Config(
+            "#insecure (TLS without checking the certificate) is not accepted: give the CA \
+             that signed Redis's certificate instead"
+                .to_owned(),
+        ));
+    }
+    // redis-rs builds its TLS configuration with the process's default crypto provider, which
+    // rustls cannot choose by itself when more than one is linked: klausur's is aws-lc-rs.
+    // (If the process chose one already, that one stays.)
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    match tls_roots {
+        Some(root_cert) => redis::Client::build_with_tls(
+            url,
+            redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(root_cert),
+            },
+        ),
+        None => redis::Client::open(url),
+    }
+    .map_err(config)
+}
+
 fn redis_error(e: RedisError) -> Error {
     let unavailable = e.is_io_error()
         || e.is_timeout()
@@ -66,11 +101,14 @@ fn redis_error(e: RedisError) -> Error {
     }
 }
 
-/// Where the cluster's keys live and how long they last.
+/// Where the cluster's keys live, how long they last, and whom to trust for TLS.
 #[derive(Debug, Clone, Default)]
 pub struct Settings {
     pub keys: Keys,
     pub timing: Timing,
+    /// For a `rediss://` URL: the CA certificates (PEM) Redis's certificate must chain to,
+    /// instead of the system's roots.
+    pub tls_roots: Option<Vec<u8>>,
 }
 
 /// A meeting's lease as the node holding it knows it: the exact value stored, which renewing
@@ -154,8 +192,12 @@ impl Cluster {
     }
 
     /// [`Cluster::connect`] with a prefix and TTLs of its own.
+    ///
+    /// A `rediss://` URL speaks TLS and checks Redis's certificate against
+    /// [`Settings::tls_roots`], or the system's roots if none are given; `#insecure` (no
+    /// check) is refused.
     pub async fn connect_with(url: &str, node: Node, settings: Settings) -> Result<Self> {
-        let client = redis::Client::open(url).map_err(|e| Error::Config(e.to_string()))?;
+        let client = client(url, settings.tls_roots.clone())?;
         let timeout = settings.timing.request_timeout();
         // One quick retry inside a request; beyond that the caller retries on its schedule
         // (heartbeats and renewals come every third of a TTL anyway).

@@ -31,19 +31,24 @@ fn settings(ttl_ms: u64) -> Settings {
     Settings {
         keys: Keys::new("klausur-test").expect("prefix"),
         timing: Timing::new(ttl, ttl).expect("timing"),
+        ..Settings::default()
     }
 }
 
 async fn connect(redis: &redis::Redis, id: &str, settings: &Settings) -> Cluster {
+    connect_to(&redis.url(), id, settings)
+        .await
+        .expect("connect")
+}
+
+async fn connect_to(url: &str, id: &str, settings: &Settings) -> Result<Cluster, Error> {
     let node = Node::new(
         node_id(id),
         format!("https://{id}.example:8443"),
         vec!["192.0.2.10:40000".parse().expect("addr")],
     )
     .expect("node");
-    Cluster::connect_with(&redis.url(), node, settings.clone())
-        .await
-        .expect("connect")
+    Cluster::connect_with(url, node, settings.clone()).await
 }
 
 /// A raw connection to the test Redis, past the cluster: what an operator (or a mistake)
@@ -649,4 +654,61 @@ async fn malformed_values_are_reported_not_panicked_on() {
     assert!(matches!(a.owner(&m2).await, Err(Error::Refused(_))));
     assert!(matches!(a.place(&m2).await, Err(Error::Refused(_))));
     assert!(a.leases_per_node().await.is_ok());
+}
+
+/// Over `rediss://` the cluster speaks TLS and checks Redis's certificate against the CA it is
+/// given: with the CA that issued it, placement works (and lands in the Redis behind the TLS
+/// port); with another CA, with the system's roots (which do not hold the test CA), or with
+/// `#insecure`, it does not connect at all.
+#[tokio::test]
+async fn over_tls_redis_must_show_a_certificate_of_the_given_ca() {
+    let redis = redis::Redis::try_start_tls().unwrap_or_else(|e| panic!("{e}"));
+    let url = redis.tls_url().expect("a TLS port");
+    let ca_file = redis.tls_ca().expect("a test CA");
+    let mut s = settings(10_000);
+    s.tls_roots = Some(std::fs::read(ca_file).expect("read the CA"));
+    let a = connect_to(&url, "node-a", &s)
+        .await
+        .unwrap_or_else(|e| panic!("connect over TLS: {e}"));
+    a.heartbeat(Load::default()).await.expect("heartbeat");
+    let placed = a.place(&meeting(1)).await.expect("place over TLS");
+    assert_eq!(placed.owner, node_id("node-a"));
+    // The same Redis seen through its plain port holds what went over TLS.
+    let check = connect(&redis, "node-b", &settings(10_000)).await;
+    assert_eq!(
+        check.owner(&meeting(1)).await.expect("owner"),
+        Some(node_id("node-a"))
+    );
+
+    // Negative controls: a certificate the client does not trust is refused.
+    let other_dir = tempfile::tempdir().expect("tmp");
+    let other = klausur_testbed::pki::issue(other_dir.path(), "other").expect("other CA");
+    let mut wrong = settings(10_000);
+    wrong.tls_roots = Some(std::fs::read(&other.ca).expect("read the other CA"));
+    for (what, settings, target) in [
+        ("another CA", wrong, url.clone()),
+        ("the system's roots", settings(10_000), url.clone()),
+        ("#insecure", s.clone(), format!("{url}#insecure")),
+    ] {
+        match connect_to(&target, "node-c", &settings).await {
+            Ok(_) => panic!("connected over TLS with {what}"),
+            Err(e) => {
+                let e = e.to_string();
+                let says = if what == "#insecure" {
+                    "#insecure"
+                } else {
+                    "certificate"
+                };
+                assert!(e.contains(says), "with {what}: {e}");
+                eprintln!("refused as it should be, with {what}: {e}");
+            }
+        }
+    }
+    // A CA for a plain redis:// URL is a mistake, not silently ignored.
+    let err = connect_to(&redis.url(), "node-d", &s)
+        .await
+        .err()
+        .expect("a CA with redis://")
+        .to_string();
+    assert!(err.contains("not rediss://"), "{err}");
 }

@@ -40,6 +40,22 @@ const TICKET: &str = "ticket";
 /// The label of a shared ticket's seal (see [`PinKey::seal`]).
 const TICKET_SEAL: &str = "cluster-ticket";
 
+/// The CA certificates (PEM) in `path`, for `cluster.redis_ca_cert`.
+fn read_ca(path: &std::path::Path) -> Result<Vec<u8>, String> {
+    let pem = std::fs::read(path)
+        .map_err(|e| format!("cluster.redis_ca_cert: cannot read {}: {e}", path.display()))?;
+    if !pem
+        .windows(b"-----BEGIN CERTIFICATE-----".len())
+        .any(|w| w == b"-----BEGIN CERTIFICATE-----")
+    {
+        return Err(format!(
+            "cluster.redis_ca_cert: {} holds no PEM certificate (-----BEGIN CERTIFICATE-----)",
+            path.display()
+        ));
+    }
+    Ok(pem)
+}
+
 /// How often a join for a meeting whose owner died asks again whether its lease ran out.
 const MOVING_POLL: Duration = Duration::from_millis(200);
 
@@ -75,13 +91,27 @@ impl ClusterNode {
             .map_err(|e| format!("cluster.node_url: {e}"))?;
         let keys = klausur_cluster::Keys::new(config.prefix.clone())
             .map_err(|e| format!("cluster.prefix: {e}"))?;
+        let tls_roots = match &config.redis_ca_cert {
+            Some(path) => Some(read_ca(path)?),
+            None => None,
+        };
         let settings = Settings {
             keys,
             timing: config.timing,
+            tls_roots,
         };
         let cluster = Cluster::connect_with(&config.redis_url, node, settings)
             .await
-            .map_err(|e| format!("cannot reach Redis at {}: {e}", config.redis_summary))?;
+            .map_err(|e| {
+                let e = e.to_string();
+                let hint = if e.contains("certificate") {
+                    " (over rediss://, Redis's certificate must be signed by the CA in \
+                     cluster.redis_ca_cert, or by one the system trusts if that is not set)"
+                } else {
+                    ""
+                };
+                format!("cannot reach Redis at {}: {e}{hint}", config.redis_summary)
+            })?;
         Ok(Arc::new(Self {
             cluster,
             config: config.clone(),

@@ -111,6 +111,7 @@ pub struct RawConfig {
 #[serde(deny_unknown_fields)]
 pub struct RawCluster {
     pub redis_url: Option<String>,
+    pub redis_ca_cert: Option<PathBuf>,
     pub node_id: Option<String>,
     pub node_url: Option<String>,
     pub node_ttl_ms: Option<u64>,
@@ -251,6 +252,9 @@ pub struct ClusterConfig {
     pub redis_url: String,
     /// Where `redis_url` points (host and port), for messages.
     pub redis_summary: String,
+    /// For a `rediss://` URL: the CA certificate (PEM file) Redis's certificate is checked
+    /// against instead of the system's roots.
+    pub redis_ca_cert: Option<PathBuf>,
     pub node_id: klausur_cluster::NodeId,
     /// The base URL under which browsers reach this node itself, bypassing the load balancer
     /// (on the same site as `server.public_url`, e.g. `https://meet.example/node/a`): what a
@@ -267,6 +271,7 @@ impl std::fmt::Debug for ClusterConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ClusterConfig")
             .field("redis", &self.redis_summary)
+            .field("redis_ca_cert", &self.redis_ca_cert)
             .field("node_id", &self.node_id)
             .field("node_url", &self.node_url)
             .field("timing", &self.timing)
@@ -340,12 +345,33 @@ fn resolve_cluster(
             "expected a URL like redis://:PASSWORD@redis.example:6379/0",
         )
     })?;
+    let redis_ca_cert = env("KLAUSUR_REDIS_CA_CERT")
+        .map(PathBuf::from)
+        .or(raw.redis_ca_cert);
     if redis_url.starts_with("rediss://") {
+        if redis_url.ends_with("#insecure") {
+            return Err(invalid(
+                "cluster.redis_url",
+                "#insecure (TLS without checking Redis's certificate) is not accepted: set \
+                 cluster.redis_ca_cert to the CA that signed it",
+            ));
+        }
+    } else if let Some(c) = &redis_ca_cert {
         return Err(invalid(
-            "cluster.redis_url",
-            "rediss:// (TLS) is not supported yet: reach Redis over a private network or a \
-             TLS tunnel (stunnel) on the node",
+            "cluster.redis_ca_cert",
+            format!(
+                "{} is given, but cluster.redis_url is not a rediss:// (TLS) URL",
+                c.display()
+            ),
         ));
+    }
+    if let Some(c) = &redis_ca_cert {
+        if !c.is_file() {
+            return Err(invalid(
+                "cluster.redis_ca_cert",
+                format!("file {} does not exist", c.display()),
+            ));
+        }
     }
     if !matches!(database, Database::Postgres { .. }) {
         return Err(invalid(
@@ -405,6 +431,7 @@ fn resolve_cluster(
     Ok(Some(ClusterConfig {
         redis_url,
         redis_summary,
+        redis_ca_cert,
         node_id,
         node_url,
         timing,
@@ -2007,6 +2034,7 @@ mod tests {
         );
         let c = resolve(&full).expect("valid").cluster.expect("a cluster");
         assert_eq!(c.node_id.as_str(), "a");
+        assert_eq!(c.redis_ca_cert, None);
         assert_eq!(
             c.node_url, "https://meet.example/node/a",
             "without the trailing slash"
@@ -2060,6 +2088,14 @@ mod tests {
         if let Err(e) = resolve(&with_token) {
             panic!("{e}");
         }
+        // TLS to Redis, checked against the operator's CA.
+        let ca = dir.path().join("redis-ca.pem");
+        std::fs::write(&ca, "-----BEGIN CERTIFICATE-----\n").expect("ca");
+        let tls = full.replace("redis://", "rediss://")
+            + &format!("redis_ca_cert = {:?}\n", ca.display().to_string());
+        let c = resolve(&tls).expect("valid").cluster.expect("a cluster");
+        assert_eq!(c.redis_ca_cert.as_deref(), Some(ca.as_path()));
+        assert_eq!(c.redis_summary, "redis.example:6379");
         for (text, key, says) in [
             (
                 "[cluster]\nredis_url = \"redis://r:6379\"\nnode_url = \"http://a\"".to_string(),
@@ -2092,6 +2128,21 @@ mod tests {
                 format!("{pg}[cluster]\nredis_url = \"redis://r\"\nnode_url = \"http://a\"\nnode_id = \"a\"\nnode_ttl_ms = 5"),
                 "cluster.node_ttl_ms",
                 "5ms",
+            ),
+            (
+                format!("{pg}[cluster]\nredis_url = \"rediss://r/#insecure\"\nnode_url = \"http://a\"\nnode_id = \"a\""),
+                "cluster.redis_url",
+                "#insecure",
+            ),
+            (
+                format!("{pg}[cluster]\nredis_url = \"redis://r\"\nredis_ca_cert = \"/etc/ssl/certs/ca-certificates.crt\"\nnode_url = \"http://a\"\nnode_id = \"a\""),
+                "cluster.redis_ca_cert",
+                "not a rediss://",
+            ),
+            (
+                format!("{pg}[cluster]\nredis_url = \"rediss://r\"\nredis_ca_cert = \"/nonexistent/ca.pem\"\nnode_url = \"http://a\"\nnode_id = \"a\""),
+                "cluster.redis_ca_cert",
+                "/nonexistent/ca.pem does not exist",
             ),
         ] {
             let err = resolve(&text).expect_err(&text).to_string();

@@ -21,9 +21,9 @@
 //!                     the one WebSocket error mapping
 //! media/              the media worker and its handle
 //! admission           who comes in directly (pure rule + database facts), invitation guesses
-//! auth, audit, budget, names, storage_fault
+//! auth, audit, budget, names, storage_fault, error_text
 //!                     passwords and tokens, the audit trail, per-address budgets, text rules,
-//!                     storage failures
+//!                     storage failures, an error's text for the operator
 //! config              validated configuration (imports nothing else of the crate)
 //! ```
 //!
@@ -54,6 +54,7 @@ pub mod cluster;
 pub mod config;
 pub mod connections;
 pub mod dialin;
+pub mod error_text;
 pub mod http;
 pub mod identity;
 pub mod media;

@@ -39,7 +39,7 @@ fn main() -> ExitCode {
     match runtime.block_on(cli::run(args)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("klausur: {}", klausur_server::cli::error_text(&e));
+            eprintln!("klausur: {}", klausur_server::error_text::error_text(&e));
             ExitCode::FAILURE
         }
     }

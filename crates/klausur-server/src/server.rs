@@ -57,7 +57,16 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
     });
     if let Database::Postgres { url, summary } = &config.database {
         return Store::open_postgres(url).await.map_err(|e| {
-            anyhow::Error::new(e).context(format!("cannot open the PostgreSQL {summary}"))
+            // The whole chain in one message, the hint after the cause it explains.
+            let e = crate::error_text::error_text(&anyhow::Error::new(e));
+            let hint = if e.contains("certificate") {
+                " (with sslmode=verify-ca or verify-full, the server's certificate must be \
+                 signed by the CA in sslrootcert=..., or by one the system trusts if that is \
+                 not given)"
+            } else {
+                ""
+            };
+            anyhow::anyhow!("{e}{hint}").context(format!("cannot open the PostgreSQL {summary}"))
         });
     }
     let path = config.data_dir.join(SQLITE_FILE);

@@ -5,11 +5,15 @@
 //! - [`postgres`]: Debian's PostgreSQL as a throwaway cluster, a database per test (and the
 //!   SQLite engines the store's tests run beside it);
 //! - [`redis`]: Debian's `redis-server` without persistence, one per test, which a test may
-//!   stop and start again on the same port.
+//!   stop and start again on the same port;
+//! - [`pki`]: a test CA and a server certificate it issued, for engines and services that
+//!   speak TLS (both engines above do: PostgreSQL always, Redis when started with
+//!   [`redis::Redis::try_start_tls`]).
 //!
 //! Without the engine installed a caller fails with how to install it (`./scripts/setup.sh
 //! --with-browser`); nothing is ever skipped. Not part of any server build.
 
+pub mod pki;
 pub mod postgres;
 pub mod redis;
 

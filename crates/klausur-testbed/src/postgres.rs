@@ -9,6 +9,10 @@
 //! database of its own (`CREATE DATABASE` on the cluster's admin connection), so tests run side
 //! by side. Without PostgreSQL the tests fail and say how to install it; they never skip.
 //!
+//! The server also speaks TLS, with a certificate for `localhost` and 127.0.0.1 from a test CA
+//! of its own ([`Cluster::tls_ca`]): a client's default `sslmode=prefer` uses it, and a test
+//! may demand it and check the certificate (`sslmode=verify-full&sslrootcert=...`).
+//!
 //! The server is stopped by a watchdog shell that runs beside it and reads a pipe from this
 //! process: when the pipe closes (the [`Cluster`] is dropped, or the test process ends in any
 //! way, a SIGKILL included), the watchdog stops the server at once and deletes the directory.
@@ -170,6 +174,11 @@ impl Cluster {
     /// The directory of the cluster's unix socket.
     pub fn socket_dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// The CA certificate (PEM file) that issued the server's TLS certificate.
+    pub fn tls_ca(&self) -> PathBuf {
+        self.dir.join(format!("{PKI_NAME}-root.pem"))
     }
 
     /// The port the cluster listens on (its socket file is named after it too).
@@ -350,14 +359,19 @@ impl Cluster {
 
 /// The options the test clusters' servers run with: the unix socket in the cluster's
 /// directory, TCP on 127.0.0.1 only at `port`, no waiting for the disk, room for many tests'
-/// connections. (The directory is in the temp dir, whose path has no spaces.)
+/// connections, TLS with the certificate [`initialise`] wrote. (The directory is in the temp
+/// dir, whose path has no spaces.)
 fn server_options(dir: &Path, port: u16) -> String {
     format!(
-        "-k {} -p {port} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off \
-         -c full_page_writes=off -c max_connections=300",
-        dir.display()
+        "-k {dir} -p {port} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off \
+         -c full_page_writes=off -c max_connections=300 -c ssl=on \
+         -c ssl_cert_file={dir}/{PKI_NAME}-cert.pem -c ssl_key_file={dir}/{PKI_NAME}-key.pem",
+        dir = dir.display()
     )
 }
+
+/// The name of the test cluster's certificates in its directory ([`crate::pki::issue`]).
+const PKI_NAME: &str = "postgres";
 
 /// A cluster's directory with its data directory made by `initdb`, the admin's password in
 /// `pw`, both owned by the user the server runs as.
@@ -385,11 +399,18 @@ fn initialise() -> Result<Initialised, String> {
     let password = crate::watchdog::random_hex(16)?;
     let pwfile = dir.join("pw");
     std::fs::write(&pwfile, format!("{password}\n")).map_err(|e| format!("pwfile: {e}"))?;
+    let pki = crate::pki::issue(&dir, PKI_NAME)?;
+    // PostgreSQL reads a key file only if no one else may.
+    std::fs::set_permissions(
+        &pki.key,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .map_err(|e| format!("chmod {}: {e}", pki.key.display()))?;
     // PostgreSQL refuses to run as root: as root, the cluster belongs to `nobody`.
     let run_as = is_root().then_some("nobody");
     if let Some(user) = run_as {
         let (uid, gid) = ids_of(user)?;
-        for p in [&dir, &pwfile] {
+        for p in [&dir, &pwfile, &pki.ca, &pki.cert, &pki.key] {
             std::os::unix::fs::chown(p, Some(uid), Some(gid))
                 .map_err(|e| format!("chown {} to {user}: {e}", p.display()))?;
         }

@@ -15,6 +15,9 @@
 //! deletes the directory. (Redis removes its pid file when it shuts down, so a stopped server's
 //! old pid is never killed.) A test process killed before its watchdog ran leaves only a
 //! directory, which the next run removes.
+//!
+//! [`Redis::try_start_tls`] also serves TLS on a second port, with a certificate from a test CA
+//! of its own ([`crate::pki`]); the plain port stays for the test's own checks.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -26,6 +29,8 @@ use std::time::{Duration, Instant};
 /// A running throwaway Redis.
 pub struct Redis {
     port: u16,
+    /// The TLS port and the certificates it serves, if started with TLS.
+    tls: Option<(u16, crate::pki::Pki)>,
     dir: PathBuf,
     bin: PathBuf,
     watchdog: Mutex<Option<Child>>,
@@ -47,8 +52,30 @@ impl Redis {
         self.port
     }
 
+    /// `rediss://localhost:<TLS port>/`, if started with TLS.
+    pub fn tls_url(&self) -> Option<String> {
+        self.tls
+            .as_ref()
+            .map(|(port, _)| format!("rediss://localhost:{port}/"))
+    }
+
+    /// The CA certificate (PEM file) that issued the TLS port's certificate, if started with
+    /// TLS.
+    pub fn tls_ca(&self) -> Option<&Path> {
+        self.tls.as_ref().map(|(_, pki)| pki.ca.as_path())
+    }
+
     /// A Redis of the caller alone, or why it cannot start (not installed, no free port).
     pub fn try_start() -> Result<Redis, String> {
+        Self::start_with(false)
+    }
+
+    /// [`Redis::try_start`], also serving TLS (clients are not asked for certificates).
+    pub fn try_start_tls() -> Result<Redis, String> {
+        Self::start_with(true)
+    }
+
+    fn start_with(tls: bool) -> Result<Redis, String> {
         let bin = which("redis-server").ok_or_else(|| {
             "redis-server is not installed; the cluster's tests run against a real Redis: \
              run ./scripts/setup.sh --with-browser (or apt-get install redis-server)"
@@ -74,8 +101,16 @@ impl Redis {
             .stderr(Stdio::null())
             .spawn()
             .map_err(|e| format!("start the watchdog: {e}"))?;
+        let tls = match tls {
+            true => Some((
+                crate::watchdog::free_port()?,
+                crate::pki::issue(&dir, "redis")?,
+            )),
+            false => None,
+        };
         let redis = Redis {
             port: crate::watchdog::free_port()?,
+            tls,
             dir,
             bin,
             watchdog: Mutex::new(Some(watchdog)),
@@ -86,9 +121,19 @@ impl Redis {
 
     /// Starts the server (daemonized) and waits until it answers PING.
     fn launch(&self) -> Result<(), String> {
-        let out = Command::new(&self.bin)
-            .args(["--bind", "127.0.0.1", "--port"])
-            .arg(self.port.to_string())
+        let mut cmd = Command::new(&self.bin);
+        cmd.args(["--bind", "127.0.0.1", "--port"])
+            .arg(self.port.to_string());
+        if let Some((port, pki)) = &self.tls {
+            cmd.arg("--tls-port")
+                .arg(port.to_string())
+                .arg("--tls-cert-file")
+                .arg(&pki.cert)
+                .arg("--tls-key-file")
+                .arg(&pki.key)
+                .args(["--tls-auth-clients", "no"]);
+        }
+        let out = cmd
             .args(["--save", "", "--appendonly", "no", "--daemonize", "yes"])
             .arg("--dir")
             .arg(&self.dir)

@@ -767,3 +767,116 @@ async fn an_orderly_shutdown_hands_its_meetings_on_at_once() {
     hear_each_other(&mut a, &mut b, 10, "after the upgrade's move").await;
     assert_eq!(nodes.owner_of_the_one_meeting().await, other);
 }
+
+/// A node reaches PostgreSQL and Redis over TLS and checks both certificates against the
+/// operator's CA (`sslmode=verify-full&sslrootcert=...` in the database URL,
+/// `cluster.redis_ca_cert` for a `rediss://` Redis): it starts, runs a meeting placed through
+/// Redis, and every connection it holds to PostgreSQL is encrypted. With another CA for either
+/// it does not start, and says which connection failed and why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_speaks_tls_to_postgresql_and_redis_and_checks_their_certificates() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let pg = engines::cluster();
+    let db_url = pg.create_database().await;
+    let db_name = db_url.rsplit('/').next().expect("db name").to_string();
+    let redis = redis::Redis::try_start_tls().unwrap_or_else(|e| panic!("{e}"));
+    let rediss = redis.tls_url().expect("TLS port");
+    let dir = tempfile::tempdir().expect("tmp");
+    let other = klausur_testbed::pki::issue(dir.path(), "other").expect("another CA");
+    let ca_key = dir.path().join("identity-ca.key");
+    let verified = |ca: &Path| format!("{db_url}?sslmode=verify-full&sslrootcert={}", ca.display());
+    let node = |i: usize, db: &str, redis_ca: &Path| {
+        if i > 0 {
+            same_pin_key(dir.path(), i);
+        }
+        let (mut cmd, base) = node_cmd(dir.path(), i, db, &rediss, &ca_key);
+        cmd.env("KLAUSUR_REDIS_CA_CERT", redis_ca);
+        (cmd, base)
+    };
+
+    let (cmd, base) = node(0, &verified(&pg.tls_ca()), redis.tls_ca().expect("CA"));
+    let _n0 = run_node(dir.path(), 0, cmd, base.clone());
+    let global = ["--data-dir", dir.path().to_str().expect("utf-8")];
+    let args = [
+        &global[..],
+        &[
+            "--database",
+            &db_url,
+            "user",
+            "add",
+            "ada",
+            "--display-name",
+            "Ada",
+        ],
+        &["--role", "staff", "--permanent-password"],
+    ]
+    .concat();
+    let (ok, _, err) = run(&args, Some(&format!("{PASSWORD}\n")));
+    assert!(ok, "{err}");
+    let (id, tokens) = meeting_with_guests(&base, "Over TLS", 1).await;
+    let mut guest = start_at(&base, &id, JoinAs::Invitation(tokens[0].clone()), 1);
+    until(&mut [&mut guest], "the guest in the group", |c| {
+        c[0].in_group
+    })
+    .await;
+    // The meeting was placed through the Redis behind the TLS port (seen on its plain port).
+    let plain = redis.url();
+    let owner = std::process::Command::new("redis-cli")
+        .args(["-u", &plain, "--scan", "--pattern", "*lease*"])
+        .output()
+        .expect("redis-cli");
+    assert!(
+        String::from_utf8_lossy(&owner.stdout).contains(&id),
+        "no lease for {id} in Redis: {owner:?}"
+    );
+    // Every connection the node holds to its database is encrypted.
+    let (encrypted, all) = pg_connections(&db_url, &db_name).await;
+    assert!(
+        all > 0 && encrypted == all,
+        "{encrypted} of {all} connections encrypted"
+    );
+
+    // Negative controls: another CA for the database, then for Redis.
+    for (i, db, redis_ca, says) in [
+        (
+            1,
+            verified(&other.ca),
+            redis.tls_ca().expect("CA").to_path_buf(),
+            "PostgreSQL",
+        ),
+        (2, verified(&pg.tls_ca()), other.ca.clone(), "Redis"),
+    ] {
+        let (cmd, _) = node(i, &db, &redis_ca);
+        let out = tokio::time::timeout(WAIT, tokio::process::Command::from(cmd).output())
+            .await
+            .expect("ends")
+            .expect("runs");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success(),
+            "started with another CA for {says}: {err}"
+        );
+        assert!(
+            err.contains(says) && err.contains("certificate"),
+            "node {i}, another CA for {says}: {err}"
+        );
+        eprintln!("refused as it should be, another CA for {says}: {err}");
+    }
+}
+
+/// (encrypted, all) connections to database `name` other than this query's own.
+async fn pg_connections(url: &str, name: &str) -> (i64, i64) {
+    use sqlx::Connection;
+    let mut admin = sqlx::PgConnection::connect(url).await.expect("connect");
+    let row: (i64, i64) = sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE s.ssl), count(*) \
+         FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid) \
+         WHERE a.datname = $1 AND a.pid <> pg_backend_pid()",
+    )
+    .bind(name)
+    .fetch_one(&mut admin)
+    .await
+    .expect("query");
+    admin.close().await.expect("close");
+    row
+}
