@@ -376,6 +376,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         // PostgreSQL checkpoints its own write-ahead log.
         tokio::spawn(checkpoint_periodically(store.clone()));
     }
+    tokio::spawn(crate::storage_fault::watch_outage(store.clone()));
     state
         .audit
         .record(

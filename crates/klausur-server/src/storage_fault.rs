@@ -16,7 +16,9 @@
 //! The server keeps running and serves every meeting it can (while the storage is only
 //! unwritable, reads keep working). Once the operator freed space, made the database writable
 //! or PostgreSQL answers again, requests work again without a restart: the store's pool
-//! replaces the connections the restart broke.
+//! replaces the connections the restart broke. When a database that could not be reached
+//! answers again, the operator gets one line saying so, with how long it was away and how many
+//! requests were refused meanwhile ([`watch_outage`]).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
@@ -112,11 +114,11 @@ pub fn remedy(fault: StorageFault) -> &'static str {
 pub fn remedy_for(fault: StorageFault, postgres: bool) -> &'static str {
     if postgres {
         return match fault {
-            StorageFault::Full => {
-                "free space on the PostgreSQL server's data volume (see its log)"
-            }
+            StorageFault::Full => "free space on the PostgreSQL server's data volume (see its log)",
             StorageFault::ReadOnly => {
-                "the PostgreSQL database accepts no writes (a standby, or                  default_transaction_read_only): point klausur at the primary, or make it                  writable"
+                "the PostgreSQL database accepts no writes (a standby, or \
+                 default_transaction_read_only): point klausur at the primary, or make it \
+                 writable"
             }
             StorageFault::Io => "check the PostgreSQL server's log and its disk",
         };
@@ -149,9 +151,70 @@ pub fn report(fault: StorageFault, error: &dyn std::fmt::Display) {
     }
 }
 
+/// When the database was first found unreachable in the outage now going on, and the requests
+/// refused since; `None` while it answers.
+static OUTAGE: Mutex<Option<(Instant, u64)>> = Mutex::new(None);
+
+/// How often [`watch_outage`] asks a database that could not be reached whether it answers.
+pub const OUTAGE_POLL: Duration = Duration::from_secs(1);
+
+/// Counts a refusal in the current outage, which starts now if none is going on.
+fn count_in_outage() {
+    if let Ok(mut outage) = OUTAGE.lock() {
+        outage.get_or_insert((Instant::now(), 0)).1 += 1;
+    }
+}
+
+/// Watches for the end of an outage, for as long as the server runs: while one is going on,
+/// asks `store` every [`OUTAGE_POLL`] whether it answers, and once it does tells the operator
+/// (one line: how long it was away, how many requests were refused).
+pub async fn watch_outage(store: klausur_store::Store) {
+    loop {
+        tokio::time::sleep(OUTAGE_POLL).await;
+        let going_on = OUTAGE.lock().map(|o| o.is_some()).unwrap_or(false);
+        if going_on && store.ping().await.is_ok() {
+            if let Some((since, refused)) = OUTAGE.lock().ok().and_then(|mut o| o.take()) {
+                let database = POSTGRES_DATABASE
+                    .lock()
+                    .map(|name| name.clone())
+                    .unwrap_or_default();
+                tracing::info!(
+                    refused_requests = refused,
+                    "{}",
+                    answered_line(
+                        ON_POSTGRES.load(Ordering::Relaxed),
+                        &database,
+                        since.elapsed(),
+                        refused
+                    )
+                );
+                // The next outage is reported at once, not only after the interval.
+                UNREACHABLE.last.store(0, Ordering::Relaxed);
+                UNREACHABLE.since.store(0, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// The operator's line about a database that answers again after `away`, `refused` requests
+/// having been refused meanwhile.
+fn answered_line(postgres: bool, database: &str, away: Duration, refused: u64) -> String {
+    let what = match postgres {
+        true => format!("the PostgreSQL {database}"),
+        false => "the SQLite database in the data directory".to_owned(),
+    };
+    format!(
+        "{what} answers again, after {:.1} s; {refused} request{} refused meanwhile (nothing \
+         of them was changed)",
+        away.as_secs_f64(),
+        if refused == 1 { " was" } else { "s were" }
+    )
+}
+
 /// Tells the operator that a request was refused because the database cannot be reached
 /// (rate-limited, see the module docs).
 pub fn report_unreachable(error: &dyn std::fmt::Display) {
+    count_in_outage();
     if let Some(refused) = UNREACHABLE.due() {
         let postgres = ON_POSTGRES.load(Ordering::Relaxed);
         let database = POSTGRES_DATABASE
@@ -208,6 +271,9 @@ mod tests {
             assert!(!sqlite.contains("PostgreSQL"), "{sqlite}");
             assert!(postgres.contains("PostgreSQL"), "{postgres}");
             assert!(!postgres.contains("data directory"), "{postgres}");
+            for text in [sqlite, postgres] {
+                assert!(!text.contains("  "), "a run of spaces: {text:?}");
+            }
         }
         assert!(remedy_for(StorageFault::Full, false).contains("data directory"));
     }
@@ -227,6 +293,25 @@ mod tests {
         let line = unreachable_line(false, "", &"pool timed out");
         assert!(!line.contains("PostgreSQL"), "{line}");
         assert!(line.contains("data directory"), "{line}");
+    }
+
+    #[test]
+    fn the_line_after_an_outage_says_how_long_and_how_many_were_refused() {
+        let line = answered_line(
+            true,
+            "database \"k\" at db.example:5432 as user \"k\"",
+            Duration::from_millis(7_340),
+            12,
+        );
+        assert!(
+            line.contains("PostgreSQL database \"k\" at db.example:5432"),
+            "{line}"
+        );
+        assert!(line.contains("answers again, after 7.3 s"), "{line}");
+        assert!(line.contains("12 requests were refused"), "{line}");
+        let line = answered_line(false, "", Duration::from_secs(2), 1);
+        assert!(line.contains("SQLite"), "{line}");
+        assert!(line.contains("1 request was refused"), "{line}");
     }
 
     #[test]

@@ -580,6 +580,16 @@ impl Store {
         Ok(row.0 == 0)
     }
 
+    /// Whether the database answers now (one trivial query): `Ok` if it does, else why not
+    /// ([`StoreError::Unavailable`] while PostgreSQL cannot be reached).
+    pub async fn ping(&self) -> Result<()> {
+        on_pool!(self, |pool| sqlx::query("SELECT 1")
+            .execute(pool)
+            .await
+            .map(|_| ()))?;
+        Ok(())
+    }
+
     /// SQLite's check of the whole database file (`PRAGMA integrity_check`): the problems it
     /// finds, none for a sound database. On PostgreSQL there is no such check from a client
     /// without extensions (its operator has `pg_amcheck` and data checksums): none are reported.

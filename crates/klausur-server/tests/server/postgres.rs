@@ -327,6 +327,26 @@ async fn postgres_restarted_requests_fail_clearly_meanwhile_and_succeed_afterwar
         !seen.iter().any(|t| t == refused),
         "a refused write appeared"
     );
+    // ... and the operator is told that it is over, once.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let text = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.contains("answers again") || Instant::now() > deadline {
+            break text;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let back: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("answers again"))
+        .collect();
+    assert_eq!(back.len(), 1, "one line when it is over:\n{text}");
+    assert!(
+        back[0].contains(&format!("at 127.0.0.1:{}", cluster.port()))
+            && back[0].contains("requests were refused meanwhile"),
+        "{}",
+        back[0]
+    );
     let (status, body) = create(&http, &base, &csrf, "Nach dem Neustart").await;
     assert!(status < 300, "a write after the restart: {status} {body}");
     written.push("Nach dem Neustart".into());
