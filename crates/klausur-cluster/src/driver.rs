@@ -39,9 +39,22 @@ pub enum Error {
     /// released again each time in between); try again.
     #[error("the meeting's lease changed hands during placement; try again")]
     Contended,
+    /// Redis was (re)started a moment ago: a meeting without a lease is placed only after this
+    /// long, once the nodes that run meetings have taken their leases back
+    /// ([`Timing::settling`]). Meetings with a lease are found as ever.
+    #[error("Redis started {up:?} ago; placing waits {wait:?} more for running meetings' owners to renew")]
+    Settling { up: Duration, wait: Duration },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// `uptime_in_seconds` from the text of `INFO server`.
+fn parse_uptime(info: &str) -> Option<Duration> {
+    info.lines()
+        .find_map(|l| l.trim().strip_prefix("uptime_in_seconds:"))
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Duration::from_secs)
+}
 
 /// The client for `url`, with TLS for `rediss://`.
 fn client(url: &str, tls_roots: Option<Vec<u8>>) -> Result<redis::Client> {
@@ -102,13 +115,28 @@ fn redis_error(e: RedisError) -> Error {
 }
 
 /// Where the cluster's keys live, how long they last, and whom to trust for TLS.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Settings {
     pub keys: Keys,
     pub timing: Timing,
     /// For a `rediss://` URL: the CA certificates (PEM) Redis's certificate must chain to,
     /// instead of the system's roots.
     pub tls_roots: Option<Vec<u8>>,
+    /// Whether [`Cluster::place`] waits for a Redis that runs for less than a lease TTL
+    /// ([`Timing::settling`]); on by default. Tests of placement alone, on a Redis started for
+    /// them a moment ago, turn it off.
+    pub settle: bool,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            keys: Keys::default(),
+            timing: Timing::default(),
+            tls_roots: None,
+            settle: true,
+        }
+    }
 }
 
 /// A meeting's lease as the node holding it knows it: the exact value stored, which renewing
@@ -558,6 +586,23 @@ impl Cluster {
         }
     }
 
+    /// How long Redis has run (`INFO server`'s `uptime_in_seconds`, whole seconds); `None` if
+    /// it does not say (a managed Redis may forbid `INFO`): then no placement waits.
+    async fn uptime(&self) -> Result<Option<Duration>> {
+        let mut conn = self.conn.clone();
+        let info: Result<String> = self
+            .run(redis::cmd("INFO").arg("server").query_async(&mut conn))
+            .await;
+        match info {
+            Ok(text) => Ok(parse_uptime(&text)),
+            Err(e @ Error::Unavailable(_)) => Err(e),
+            Err(e) => {
+                tracing::debug!("Redis does not tell its uptime: {e}");
+                Ok(None)
+            }
+        }
+    }
+
     /// Gives a lease up (the meeting ended on this node): deleted only if Redis still holds
     /// its exact value. Whether it was deleted.
     pub async fn release(&self, lease: &Lease) -> Result<bool> {
@@ -584,6 +629,13 @@ impl Cluster {
                     placed_now: false,
                     lease: None,
                 });
+            }
+            if self.settings.settle {
+                if let Some(up) = self.uptime().await? {
+                    if let Some(wait) = self.settings.timing.settling(up) {
+                        return Err(Error::Settling { up, wait });
+                    }
+                }
             }
             let nodes = self.nodes().await?;
             let counts = self.leases_per_node().await?;
@@ -621,5 +673,19 @@ impl Cluster {
             // Another node placed it in the meantime: read its owner.
         }
         Err(Error::Contended)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_uptime_is_read_from_info_server() {
+        let info =
+            "# Server\r\nredis_version:7.0.15\r\nuptime_in_seconds:42\r\nuptime_in_days:0\r\n";
+        assert_eq!(parse_uptime(info), Some(Duration::from_secs(42)));
+        assert_eq!(parse_uptime("# Server\r\nredis_version:7.0.15\r\n"), None);
+        assert_eq!(parse_uptime("uptime_in_seconds:soon\r\n"), None);
     }
 }

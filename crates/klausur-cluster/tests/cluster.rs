@@ -31,6 +31,9 @@ fn settings(ttl_ms: u64) -> Settings {
     Settings {
         keys: Keys::new("klausur-test").expect("prefix"),
         timing: Timing::new(ttl, ttl).expect("timing"),
+        // Each test's Redis was started a moment ago; the wait for a young Redis has a test
+        // of its own.
+        settle: false,
         ..Settings::default()
     }
 }
@@ -711,4 +714,97 @@ async fn over_tls_redis_must_show_a_certificate_of_the_given_ca() {
         .expect("a CA with redis://")
         .to_string();
     assert!(err.contains("not rediss://"), "{err}");
+}
+
+/// A Redis restarted under a running meeting comes back empty; until the meeting's owner
+/// renews, its lease is free. A node asked to place the meeting in that moment must not take it
+/// from its owner: placement waits until Redis has run for a lease TTL (`Error::Settling`), by
+/// when the owner has taken its lease back, and then finds the owner. Negative control: without
+/// the wait, the other node places the meeting on itself, and the owner's next renewal finds
+/// it taken over.
+#[tokio::test]
+async fn after_a_redis_restart_a_running_meeting_is_not_placed_anew() {
+    let redis = redis::start();
+    for settle in [true, false] {
+        let s = Settings {
+            settle,
+            ..settings(3000)
+        };
+        let a = connect(&redis, "node-a", &s).await;
+        let b = connect(&redis, "node-b", &s).await;
+        let m = meeting(if settle { 1 } else { 2 });
+        wait_for("a placement", Duration::from_secs(30), || async {
+            !matches!(a.place(&m).await, Err(Error::Settling { .. }))
+        })
+        .await;
+        assert_eq!(b.owner(&m).await.expect("owner"), Some(node_id("node-a")));
+        let mut lease = a.adopt(&m).await.expect("adopt").expect("node-a's");
+        let mut timer = LeaseTimer::new(s.timing, lease.sent_at());
+
+        redis.stop();
+        redis.start_again();
+        // Right away, before node-a's keeper has renewed: node-b is asked to place it (its
+        // first request finds the old connection broken; the next one reconnects).
+        let deadline = Instant::now() + Duration::from_secs(2);
+        let placed = loop {
+            match b.place(&m).await {
+                Err(Error::Unavailable(_)) if Instant::now() < deadline => {}
+                other => break other,
+            }
+        };
+        if settle {
+            match placed {
+                Err(Error::Settling { wait, .. }) => assert!(wait <= s.timing.lease_ttl()),
+                other => panic!("placed on a Redis just restarted: {other:?}"),
+            }
+            // node-a's keeper renews meanwhile, as in the server.
+            let deadline = Instant::now() + Duration::from_secs(30);
+            let placement = loop {
+                assert!(Instant::now() < deadline, "no placement after the restart");
+                let _ = keep(&a, &mut timer, &mut lease).await;
+                match b.place(&m).await {
+                    Err(Error::Settling { .. }) | Err(Error::Unavailable(_)) => {}
+                    Ok(p) => break p,
+                    Err(e) => panic!("{e}"),
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            };
+            assert_eq!(placement.owner, node_id("node-a"), "{placement:?}");
+            assert!(!placement.placed_now);
+            assert!(timer.is_held(Instant::now()), "node-a serves it on");
+        } else {
+            let p = placed.expect("placed without waiting");
+            assert!(p.placed_now, "{p:?}");
+            assert_eq!(p.owner, node_id("node-b"), "taken from its owner");
+            // And node-a's next renewal finds it taken over.
+            let deadline = Instant::now() + Duration::from_secs(30);
+            let taken = loop {
+                assert!(Instant::now() < deadline, "no renewal");
+                match keep_lenient(&a, &mut timer, &mut lease).await {
+                    Some(RenewResult::TakenOver) => break true,
+                    Some(RenewResult::Unreachable) | None => {}
+                    Some(r) => break r == RenewResult::TakenOver,
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            };
+            assert!(taken, "node-a kept a meeting node-b also holds");
+        }
+    }
+}
+
+/// [`keep`] that reports a loss instead of panicking on it.
+async fn keep_lenient(
+    cluster: &Cluster,
+    timer: &mut LeaseTimer,
+    lease: &mut klausur_cluster::Lease,
+) -> Option<RenewResult> {
+    match timer.poll(Instant::now()) {
+        LeaseAction::Renew => {
+            let r = cluster.renew_result(lease).await;
+            timer.handle_renew(Instant::now(), r);
+            Some(r)
+        }
+        LeaseAction::Wait(_) => None,
+        LeaseAction::Stop(_) => Some(RenewResult::TakenOver),
+    }
 }

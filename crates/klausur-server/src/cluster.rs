@@ -99,6 +99,7 @@ impl ClusterNode {
             keys,
             timing: config.timing,
             tls_roots,
+            settle: true,
         };
         let cluster = Cluster::connect_with(&config.redis_url, node, settings)
             .await
@@ -306,28 +307,37 @@ impl ClusterNode {
         let deadline =
             tokio::time::Instant::now() + self.config.timing.lease_ttl() + Duration::from_secs(1);
         loop {
-            let placement = self.cluster.place(&meeting).await.map_err(|e| {
-                tracing::warn!(redis = %self.config.redis_summary, "cannot place a meeting: {e}");
-                AdmissionError::ClusterUnavailable(
-                    "the meeting cannot be placed on a node right now (the cluster's Redis does \
-                     not answer); try again in a few seconds"
-                        .into(),
-                )
-            })?;
-            if placement.owner == self.config.node_id {
-                if let Some(lease) = placement.lease {
-                    return Ok(Where::Here(lease));
+            match self.cluster.place(&meeting).await {
+                Ok(placement) if placement.owner == self.config.node_id => {
+                    if let Some(lease) = placement.lease {
+                        return Ok(Where::Here(lease));
+                    }
+                    match self.cluster.adopt(&meeting).await {
+                        Ok(Some(lease)) => return Ok(Where::Here(lease)),
+                        // The lease changed hands between the two reads: place again.
+                        Ok(None) => {}
+                        Err(e) => tracing::warn!("cannot pick up a meeting's lease: {e}"),
+                    }
                 }
-                match self.cluster.adopt(&meeting).await {
-                    Ok(Some(lease)) => return Ok(Where::Here(lease)),
-                    // The lease changed hands between the two reads: place again.
-                    Ok(None) => {}
-                    Err(e) => tracing::warn!("cannot pick up a meeting's lease: {e}"),
+                Ok(placement) => {
+                    if let Some(node) = placement.node {
+                        return Ok(Where::There(node.http_url().to_string()));
+                    }
+                    // Leased to a node whose heartbeat is gone: it died, and its lease runs
+                    // out soon.
                 }
-            } else if let Some(node) = placement.node {
-                return Ok(Where::There(node.http_url().to_string()));
+                // Redis has just come back: the meeting may run on a node that has not yet
+                // taken its lease back; wait for that.
+                Err(klausur_cluster::Error::Settling { .. }) => {}
+                Err(e) => {
+                    tracing::warn!(redis = %self.config.redis_summary, "cannot place a meeting: {e}");
+                    return Err(AdmissionError::ClusterUnavailable(
+                        "the meeting cannot be placed on a node right now (the cluster's Redis \
+                         does not answer); try again in a few seconds"
+                            .into(),
+                    ));
+                }
             }
-            // Leased to a node whose heartbeat is gone: it died, and its lease runs out soon.
             if tokio::time::Instant::now() + MOVING_POLL > deadline {
                 return Err(AdmissionError::ClusterUnavailable(
                     "the meeting is moving to another node; try again in a few seconds".into(),

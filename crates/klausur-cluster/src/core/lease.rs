@@ -84,6 +84,18 @@ impl Timing {
         self.lease_ttl
     }
 
+    /// How much longer a placement waits on a Redis that has run for only `uptime`, if at all.
+    /// A Redis without persistence comes back from a restart empty: every running meeting's
+    /// lease is gone until its owner's next renewal (within [`Timing::renew_every`], or
+    /// [`Timing::retry_every`] after failed ones) takes it back, and a node that placed one of
+    /// those meetings meanwhile would take it from its owner and break it up. So a meeting
+    /// without a lease is placed only once Redis has run for a lease TTL, by when every live
+    /// owner has renewed. (On a cluster's very first start this delays the first placements by
+    /// at most the same.)
+    pub fn settling(&self, uptime: Duration) -> Option<Duration> {
+        (uptime < self.lease_ttl).then(|| self.lease_ttl - uptime)
+    }
+
     /// How often a node writes its heartbeat: three tries before its key expires.
     pub fn heartbeat_every(&self) -> Duration {
         self.node_ttl / 3
@@ -246,6 +258,17 @@ impl LeaseTimer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn placement_waits_until_redis_has_run_for_a_lease_ttl() {
+        let t = Timing::new(ms(2_000), ms(5_000)).expect("timing");
+        assert_eq!(t.settling(ms(0)), Some(ms(5_000)));
+        assert_eq!(t.settling(ms(4_000)), Some(ms(1_000)));
+        assert_eq!(t.settling(ms(5_000)), None);
+        assert_eq!(t.settling(Duration::from_secs(86_400)), None);
+        // Every owner renews (or retries) well within that time.
+        assert!(t.renew_every() + t.request_timeout() < t.lease_ttl());
+    }
 
     fn ms(n: u64) -> Duration {
         Duration::from_millis(n)
