@@ -170,12 +170,32 @@ pub fn http_client(
     tls: Option<&TlsConfig>,
     timeout: Duration,
 ) -> Result<reqwest::Client, DriverError> {
+    http_client_as(tls, timeout, None)
+}
+
+/// [`http_client`] that presents `bearer` (a dial-in gateway's token) with every request: a
+/// server accepts a caller's dial-in ticket only from its gateway.
+pub fn http_client_as(
+    tls: Option<&TlsConfig>,
+    timeout: Duration,
+    bearer: Option<&str>,
+) -> Result<reqwest::Client, DriverError> {
     let tls = match tls {
         Some(t) => t.clone(),
         None => tls_config(None)?,
     };
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(token) = bearer {
+        let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
+            .map_err(|_| {
+                DriverError::Refused("the gateway token is not a valid header value".into())
+            })?;
+        value.set_sensitive(true);
+        headers.insert(reqwest::header::AUTHORIZATION, value);
+    }
     Ok(reqwest::Client::builder()
         .timeout(timeout)
+        .default_headers(headers)
         .use_preconfigured_tls((*tls).clone())
         .build()?)
 }
@@ -529,7 +549,8 @@ async fn run(
         Some(t) => t.clone(),
         None => tls_config(None)?,
     };
-    let http = http_client(Some(&tls), CONNECT_TIMEOUT)?;
+    let gateway_token = opts.gateway_token.as_deref().map(|t| t.as_str());
+    let http = http_client_as(Some(&tls), CONNECT_TIMEOUT, gateway_token)?;
     let bind_ip = if opts.bind_ip.is_unspecified() {
         route_source(&opts.server).await?
     } else {
@@ -537,7 +558,6 @@ async fn run(
     };
     let socket = UdpSocket::bind(SocketAddr::new(bind_ip, 0)).await?;
     let local = socket.local_addr()?;
-    let gateway_token = opts.gateway_token.as_deref().map(|t| t.as_str());
     let mut ws = connect_ws(&opts.server, tls.clone(), gateway_token).await?;
     // The `join` as sent, for the node a cluster redirects it to, and how often it was.
     let mut join_text: Option<String> = None;

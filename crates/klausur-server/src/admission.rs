@@ -94,6 +94,9 @@ pub struct Who {
     /// The client's address and the budget its failed invitation lookups count against; `None`
     /// counts nothing (callers that are not a client, such as tests of the rule).
     pub source: Option<Source>,
+    /// The connection is a dial-in gateway's (over the in-process gateway's own listener, or
+    /// with a gateway token): the only one whose dial-in tickets are accepted.
+    pub gateway: bool,
 }
 
 impl Who {
@@ -103,6 +106,7 @@ impl Who {
         Who {
             user,
             source: Some(Source::new(guard, client)),
+            gateway: false,
         }
     }
 }
@@ -207,6 +211,11 @@ pub enum AdmissionError {
     TicketInvalid,
     #[error("dial_in_ticket cannot be combined with invite_token or rejoin_token")]
     TicketCombined,
+    #[error(
+        "a dial-in ticket is accepted only from the dial-in gateway (over its own listener, or \
+         with its token as Authorization: Bearer)"
+    )]
+    TicketNotFromGateway,
     #[error("this meeting does not accept telephone callers")]
     DialInNotAllowed,
     #[error(

@@ -14,6 +14,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 use futures::{SinkExt, StreamExt};
 use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
 use tokio_tungstenite::tungstenite::Message;
 
 #[derive(Clone, Default)]
@@ -189,14 +190,20 @@ async fn secrets_never_reach_the_log() {
     );
     let r = gateway
         .post(format!("{}/api/identity/credential", srv.base))
+        .bearer_auth(&gateway_token)
         .json(&json!({"device_key": device, "dial_in_ticket": ticket}))
         .send()
         .await
         .expect("credential");
     assert_eq!(r.status(), 200);
-    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/api/ws", srv.addr))
-        .await
-        .expect("ws");
+    let mut request = format!("ws://{}/api/ws", srv.addr)
+        .into_client_request()
+        .expect("request");
+    request.headers_mut().insert(
+        "authorization",
+        format!("Bearer {gateway_token}").parse().expect("header"),
+    );
+    let (mut ws, _) = tokio_tungstenite::connect_async(request).await.expect("ws");
     let join = json!({"type": "join", "meeting_id": phone_meeting, "dial_in_ticket": ticket});
     ws.send(Message::Text(join.to_string().into()))
         .await

@@ -997,7 +997,8 @@ async fn ws_upgrade(
     };
     let counted = (gateway.is_none() && !gateway_token).then_some(client);
     let (user, live) = open_connection(&state, &headers, counted).await?;
-    let who = Who::from_client(state.invitation_guard(), user, client);
+    let mut who = Who::from_client(state.invitation_guard(), user, client);
+    who.gateway = gateway.is_some() || gateway_token;
     Ok(ws
         .max_message_size(4 * 1024 * 1024)
         .on_upgrade(move |socket| crate::http::ws::serve(state, socket, who, live)))

@@ -196,6 +196,7 @@ impl From<AdmissionError> for ApiError {
                 Refusal::Internal.into()
             }
             AdmissionError::DialInNotAllowed => Refusal::Forbidden(e.to_string()).into(),
+            AdmissionError::TicketNotFromGateway => Refusal::Unauthorized(e.to_string()).into(),
             AdmissionError::StorageUnavailable => Refusal::StorageUnavailable.into(),
             AdmissionError::DatabaseUnavailable => Refusal::DatabaseUnavailable.into(),
             AdmissionError::ClusterUnavailable(m) => Refusal::Busy(m).into(),

@@ -74,6 +74,7 @@ fn meeting_gone() -> ApiError {
 pub async fn issue_credential(
     State(state): State<AppState>,
     crate::http::client_addr::ClientIp(client): crate::http::client_addr::ClientIp,
+    gateway: Option<axum::Extension<crate::dialin::GatewayListener>>,
     headers: HeaderMap,
     Body(req): Body<CredentialReq>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
@@ -86,6 +87,12 @@ pub async fn issue_credential(
                     "dial_in_ticket cannot be combined with invite_token or display_name: the \
                      ticket's invitation names the caller",
                 ));
+            }
+            // Only the dial-in gateway presents tickets (as for a `join`).
+            let from_gateway = gateway.is_some()
+                || crate::http::dialin_api::presents_gateway_token(&state, &headers) == Some(true);
+            if !from_gateway {
+                return Err(admission::AdmissionError::TicketNotFromGateway.into());
             }
             let ticket = req.dial_in_ticket.as_deref().unwrap_or_default();
             let (_, inv) = ticket_invitation(&state, ticket, req.meeting_id.as_deref()).await?;

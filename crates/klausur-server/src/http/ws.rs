@@ -334,8 +334,10 @@ async fn join(
         display_name,
         dial_in_ticket,
     } = fields;
-    // The dial-in gateway, for a telephone caller: the ticket names the invitation.
+    // The dial-in gateway, for a telephone caller: the ticket names the invitation. Only the
+    // gateway presents tickets: from anyone else one is refused before it is looked up.
     let dial_in = match dial_in_ticket {
+        Some(_) if !who.gateway => return Err(AdmissionError::TicketNotFromGateway),
         Some(t) => {
             let (ticket, invitation) =
                 crate::http::dialin_api::ticket_invitation(state, &t, Some(&meeting_id)).await?;

@@ -41,7 +41,9 @@ impl From<AdmissionError> for Refusal {
             AdmissionError::NameRequired | AdmissionError::TicketCombined => {
                 ErrorCode::InvalidField
             }
-            AdmissionError::DialInNotAllowed => ErrorCode::Forbidden,
+            AdmissionError::DialInNotAllowed | AdmissionError::TicketNotFromGateway => {
+                ErrorCode::Forbidden
+            }
             AdmissionError::TooManyInvalidInvitations => ErrorCode::RateLimited,
             AdmissionError::StorageUnavailable => ErrorCode::StorageUnavailable,
             AdmissionError::DatabaseUnavailable => ErrorCode::DatabaseUnavailable,
@@ -71,6 +73,7 @@ mod tests {
             (AdmissionError::TicketInvalid, ErrorCode::NotFound),
             (AdmissionError::TicketCombined, ErrorCode::InvalidField),
             (AdmissionError::DialInNotAllowed, ErrorCode::Forbidden),
+            (AdmissionError::TicketNotFromGateway, ErrorCode::Forbidden),
             (
                 AdmissionError::TooManyInvalidInvitations,
                 ErrorCode::RateLimited,

@@ -31,10 +31,35 @@ impl Client {
         Client { ws }
     }
 
+    /// Opens a meeting WebSocket as the dial-in gateway does: with the server's gateway token
+    /// (the only connection whose dial-in tickets are accepted).
+    pub async fn connect_as_gateway(srv: &TestServer) -> Client {
+        let bearer = format!("Bearer {}", srv.gateway_token());
+        match upgrade(srv, None, &[("authorization", bearer)]).await {
+            Ok(ws) => Client { ws },
+            Err(e) => panic!("the gateway's websocket refused: {e:?}"),
+        }
+    }
+
     /// Opens the meeting WebSocket of the server at `base` (`http://host:port`).
     pub async fn connect_to(base: &str) -> Client {
         let url = format!("{}/api/ws", base.replacen("http://", "ws://", 1));
         let (ws, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .expect("connect");
+        Client { ws }
+    }
+
+    /// [`Client::connect_to`] as a dial-in gateway with `token`.
+    pub async fn connect_to_as_gateway(base: &str, token: &str) -> Client {
+        let mut req = format!("{}/api/ws", base.replacen("http://", "ws://", 1))
+            .into_client_request()
+            .expect("request");
+        req.headers_mut().insert(
+            "authorization",
+            format!("Bearer {token}").parse().expect("header"),
+        );
+        let (ws, _) = tokio_tungstenite::connect_async(req)
             .await
             .expect("connect");
         Client { ws }

@@ -669,7 +669,7 @@ async fn a_telephone_caller_admitted_by_one_node_joins_the_meeting_on_another() 
         &id,
         JoinAs::DialIn(ticket),
         4,
-        Some(gateway_token),
+        Some(gateway_token.clone()),
     )
     .expect_to_stop();
     let deadline = Instant::now() + WAIT;
@@ -716,7 +716,8 @@ async fn a_telephone_caller_admitted_by_one_node_joins_the_meeting_on_another() 
             .output()
             .expect("redis-cli");
         assert!(out.status.success(), "{out:?}");
-        let mut ws = crate::common::ws::Client::connect_to(nodes.base(1)).await;
+        let mut ws =
+            crate::common::ws::Client::connect_to_as_gateway(nodes.base(1), &gateway_token).await;
         let answer = ws.join_by_phone(&id, &invented).await;
         match (sealed, &answer) {
             (false, klausur_proto::ServerMsg::Error { code, .. }) => {

@@ -15,7 +15,7 @@ use klausur_store::Role;
 use serde_json::{json, Value};
 
 use crate::common;
-use crate::common::ws::{session_cookie, Client};
+use crate::common::ws::{session_cookie, upgrade, Client};
 use crate::common::TestServer;
 
 /// The throttle's unit in these tests (one second in production).
@@ -530,7 +530,7 @@ async fn pins_admit_from_half_an_hour_before_the_start_until_the_end() {
     olga.until(|m| matches!(m, ServerMsg::Ended { .. })).await;
     let v = d.call(&number(&soon), &pin(&inv), "+49 30 9").await;
     assert_eq!(v, json!({"result": "ended"}));
-    let mut gw = Client::connect(&d.srv, None).await;
+    let mut gw = Client::connect_as_gateway(&d.srv).await;
     let e = gw.join_by_phone(id(&soon), &ticket).await;
     assert_error(&e, ErrorCode::NotFound);
     // A wrong PIN stays wrong after the end.
@@ -598,7 +598,7 @@ async fn a_caller_joins_in_a_seat_of_their_own_and_can_be_removed() {
         .await;
 
     let ticket = d.ticket(&m, &pin(&erika), "+49 30 1234 56789").await;
-    let mut gw = Client::connect(&d.srv, None).await;
+    let mut gw = Client::connect_as_gateway(&d.srv).await;
     let j = gw.join_by_phone(&mid, &ticket).await;
     let me = own(&j);
     assert_eq!(me.kind, ParticipantKind::PhoneGateway);
@@ -682,7 +682,7 @@ async fn a_caller_joins_in_a_seat_of_their_own_and_can_be_removed() {
 
     // A second call with the same PIN replaces the first call only.
     let ticket2 = d.ticket(&m, &pin(&erika), "+49 30 999 1111").await;
-    let mut gw2 = Client::connect(&d.srv, None).await;
+    let mut gw2 = Client::connect_as_gateway(&d.srv).await;
     let j2 = gw2.join_by_phone(&mid, &ticket2).await;
     let me2 = own(&j2);
     assert_eq!(me2.phone, phone("1111"));
@@ -755,7 +755,7 @@ async fn a_caller_joins_in_a_seat_of_their_own_and_can_be_removed() {
         ),
         "{e:?}"
     );
-    let mut gw3 = Client::connect(&d.srv, None).await;
+    let mut gw3 = Client::connect_as_gateway(&d.srv).await;
     let lobby = waits_in_lobby(&mut olga, &mut gw3, &mid, &ticket2).await;
     assert_eq!(lobby.len(), 1);
     assert_eq!(lobby[0].reason, LobbyReason::Removed);
@@ -780,7 +780,7 @@ async fn a_caller_joins_in_a_seat_of_their_own_and_can_be_removed() {
     gw3.send(&ClientMsg::Leave).await;
 
     // Moderating is not for the phone.
-    let mut gw4 = Client::connect(&d.srv, None).await;
+    let mut gw4 = Client::connect_as_gateway(&d.srv).await;
     let lobby = waits_in_lobby(&mut olga, &mut gw4, &mid, &ticket2).await;
     olga.send(&ClientMsg::Admit {
         participant_id: lobby[0].id.clone(),
@@ -807,7 +807,7 @@ async fn a_caller_joins_in_a_seat_of_their_own_and_can_be_removed() {
     // The call is over: the ticket is void.
     assert_eq!(d.end_call(&ticket2).await, 204);
     assert_eq!(d.end_call(&ticket2).await, 404);
-    let mut gw5 = Client::connect(&d.srv, None).await;
+    let mut gw5 = Client::connect_as_gateway(&d.srv).await;
     let e = gw5.join_by_phone(&mid, &ticket2).await;
     assert_error(&e, ErrorCode::NotFound);
 }
@@ -823,7 +823,7 @@ async fn a_caller_waits_in_the_lobby_of_a_locked_meeting() {
     olga.until(|m| matches!(m, ServerMsg::MeetingChanged { .. }))
         .await;
     let ticket = d.ticket(&m, &pin(&erika), "+49 30 4567").await;
-    let mut gw = Client::connect(&d.srv, None).await;
+    let mut gw = Client::connect_as_gateway(&d.srv).await;
     let lobby = waits_in_lobby(&mut olga, &mut gw, &mid, &ticket).await;
     assert_eq!(lobby[0].reason, LobbyReason::Locked);
     assert_eq!(lobby[0].kind, ParticipantKind::PhoneGateway);
@@ -852,7 +852,7 @@ async fn tickets_are_for_their_meeting_only() {
     let other = d.meeting("internal", true, None).await;
     let erika = d.invite(&m, "Erika Musterfrau").await;
     let ticket = d.ticket(&m, &pin(&erika), "+49 30 1").await;
-    let mut gw = Client::connect(&d.srv, None).await;
+    let mut gw = Client::connect_as_gateway(&d.srv).await;
     for e in [
         gw.join_by_phone(id(&other), &ticket).await,
         gw.join_by_phone(id(&m), &"x".repeat(43)).await,
@@ -886,8 +886,9 @@ fn device(seed: u8) -> (VerifyingKey, String) {
     (key, hex::encode(key.to_bytes()))
 }
 
-/// `POST /api/identity/credential` without a session for the device `dev_hex` with the dial-in
-/// `ticket`, and the fields of the object `more` besides: the status and the JSON (if any).
+/// `POST /api/identity/credential` without a session, as the gateway (with its token), for the
+/// device `dev_hex` with the dial-in `ticket`, and the fields of the object `more` besides: the
+/// status and the JSON (if any).
 async fn credential(d: &Dial, dev_hex: &str, ticket: &str, more: Value) -> (u16, Value) {
     let mut body = json!({"device_key": dev_hex, "dial_in_ticket": ticket});
     let (Some(fields), Value::Object(more)) = (body.as_object_mut(), more) else {
@@ -898,12 +899,67 @@ async fn credential(d: &Dial, dev_hex: &str, ticket: &str, more: Value) -> (u16,
         .srv
         .anonymous()
         .post(format!("{}/api/identity/credential", d.srv.base))
+        .bearer_auth(&d.token)
         .json(&body)
         .send()
         .await
         .expect("credential");
     let status = resp.status().as_u16();
     (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+/// A dial-in ticket is accepted only from the gateway: a `join` or a credential request with a
+/// valid ticket over a connection without the gateway's token (or listener) is refused before
+/// the ticket is looked up, with a message that says why; the same ticket from the gateway is
+/// accepted (the control).
+#[tokio::test]
+async fn a_dial_in_ticket_is_accepted_only_from_the_gateway() {
+    let d = dial().await;
+    let m = d.meeting("internal", true, None).await;
+    let erika = d.invite(&m, "Erika Musterfrau").await;
+    let ticket = d.ticket(&m, &pin(&erika), "+49 30 1").await;
+    let (_, dev_hex) = device(9);
+    // Not the gateway: a browser's connection, and one with a wrong token.
+    let mut browser = Client::connect(&d.srv, None).await;
+    let e = browser.join_by_phone(id(&m), &ticket).await;
+    assert_error(&e, ErrorCode::Forbidden);
+    let ServerMsg::Error { message, .. } = &e else {
+        unreachable!()
+    };
+    assert!(
+        message.contains("only from the dial-in gateway"),
+        "{message}"
+    );
+    let wrong = upgrade(&d.srv, None, &[("authorization", "Bearer nope".into())]).await;
+    assert!(
+        matches!(wrong, Err((401, _))),
+        "a wrong token is refused at once"
+    );
+    let resp = d
+        .srv
+        .anonymous()
+        .post(format!("{}/api/identity/credential", d.srv.base))
+        .json(&json!({"device_key": dev_hex, "dial_in_ticket": ticket}))
+        .send()
+        .await
+        .expect("credential");
+    assert_eq!(resp.status(), 401);
+    let v: Value = resp.json().await.expect("json");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("only from the dial-in gateway")),
+        "{v}"
+    );
+    // The control: the same ticket from the gateway.
+    let (status, v) = credential(&d, &dev_hex, &ticket, json!({})).await;
+    assert_eq!(status, 200, "{v}");
+    let mut gw = Client::connect_as_gateway(&d.srv).await;
+    let j = gw.join_by_phone(id(&m), &ticket).await;
+    assert!(
+        matches!(j, ServerMsg::LobbyWait { .. } | ServerMsg::Joined { .. }),
+        "{j:?}"
+    );
 }
 
 #[tokio::test]

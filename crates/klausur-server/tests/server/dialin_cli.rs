@@ -205,6 +205,7 @@ async fn a_remote_gateway_is_admitted_and_its_caller_credentialed_by_the_remote_
     let device = SigningKey::from_bytes(&[6; 32]).verifying_key();
     let resp = http
         .post(format!("{base}/api/identity/credential"))
+        .bearer_auth(&token)
         .json(&json!({"device_key": hex::encode(device.to_bytes()), "dial_in_ticket": ticket}))
         .send()
         .await

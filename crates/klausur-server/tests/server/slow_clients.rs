@@ -49,10 +49,7 @@ async fn a_client_a_whole_queue_behind_is_disconnected_one_that_reads_stays() {
     hans.join(&m.id, Some(&hans_token), None).await;
 
     // Gina's client never reads its queue.
-    let who = Who {
-        user: None,
-        source: None,
-    };
+    let who = Who::default();
     let (seed, standing) =
         admission::decide(&srv.store, &who, &m.id, Some(&gina_token), None, None, None)
             .await
