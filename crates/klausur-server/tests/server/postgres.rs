@@ -21,7 +21,7 @@ use serde_json::Value;
 use crate::process::{
     add_ada_with, base_cmd, free_port, run, serve_cmd, start_until_listening, PASSWORD,
 };
-use crate::storage_faults::{create, login, meeting_titles};
+use crate::storage_faults::{create, log_with, login, meeting_titles};
 
 pub(crate) use klausur_testbed::postgres as engines;
 
@@ -283,14 +283,7 @@ async fn postgres_restarted_requests_fail_clearly_meanwhile_and_succeed_afterwar
         .expect("healthz");
     assert_eq!(health.status(), 200);
     // The operator is told which database, and what to do; never its password.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let text = loop {
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        if text.contains("cannot be reached") || Instant::now() > deadline {
-            break text;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let text = log_with(&log, "cannot be reached");
     let line = text
         .lines()
         .find(|l| l.contains("cannot be reached"))
@@ -328,14 +321,7 @@ async fn postgres_restarted_requests_fail_clearly_meanwhile_and_succeed_afterwar
         "a refused write appeared"
     );
     // ... and the operator is told that it is over, once.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let text = loop {
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        if text.contains("answers again") || Instant::now() > deadline {
-            break text;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let text = log_with(&log, "answers again");
     let back: Vec<&str> = text
         .lines()
         .filter(|l| l.contains("answers again"))
@@ -361,4 +347,94 @@ async fn postgres_restarted_requests_fail_clearly_meanwhile_and_succeed_afterwar
     stored.sort();
     written.sort();
     assert_eq!(stored, written);
+}
+
+/// A PostgreSQL that accepts no writes (a standby, or `default_transaction_read_only` as here):
+/// every change is refused clearly (`storage_unavailable`, "Nothing was changed"), reads go on,
+/// and the operator's line names the database and says to point klausur at the primary or make
+/// it writable; once it is writable again, changes succeed without a restart. The control is
+/// the write before: the same request succeeds on the writable database.
+#[tokio::test]
+async fn a_read_only_postgres_refuses_changes_clearly_and_reads_go_on() {
+    let pg = engines::cluster();
+    let url = pg.create_database().await;
+    let name = url.rsplit('/').next().expect("db name").to_string();
+    let dir = tempfile::tempdir().expect("tmp");
+    let data = dir.path().join("data");
+    let d = data.to_str().expect("utf-8");
+    add_ada_with(&["--data-dir", d, "--database", &url]);
+    let log = dir.path().join("server.log");
+    let port = free_port();
+    let mut cmd = serve_cmd(&data, port);
+    cmd.env("KLAUSUR_DATABASE", &url)
+        .stderr(std::fs::File::create(&log).expect("log"));
+    let (mut server, _) = start_until_listening(cmd);
+    let base = format!("http://127.0.0.1:{port}");
+    let (http, csrf) = login(&base).await;
+    let (status, body) = create(&http, &base, &csrf, "Vor dem Umschalten").await;
+    assert!(status < 300, "the control: {status} {body}");
+
+    // The database becomes read-only for every new session; the server's are ended, so its
+    // pool connects again and gets the new default.
+    read_only(&url, &name, true).await;
+    let (status, body) = create(&http, &base, &csrf, "Während schreibgeschützt").await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"]["code"], "storage_unavailable", "{body}");
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("Nothing was changed"), "{message}");
+    let (status, body) = get(&http, &format!("{base}/api/meetings")).await;
+    assert_eq!(status, 200, "a read while read-only: {body}");
+    assert_eq!(titles(&body), ["Vor dem Umschalten"]);
+    let text = log_with(&log, "cannot be written");
+    let line = text
+        .lines()
+        .find(|l| l.contains("cannot be written"))
+        .unwrap_or_else(|| panic!("no operator line in the log:\n{text}"));
+    assert!(line.contains("ERROR"), "{line}");
+    assert!(
+        line.contains("accepts no writes") && line.contains("point klausur at the primary"),
+        "{line}"
+    );
+    assert!(!line.contains("data directory"), "{line}");
+
+    // Writable again: changes succeed, without a restart of klausur.
+    read_only(&url, &name, false).await;
+    let (status, body) = create(&http, &base, &csrf, "Nach dem Umschalten").await;
+    assert!(status < 300, "after: {status} {body}");
+    assert!(
+        server.0.try_wait().expect("wait").is_none(),
+        "the server ended"
+    );
+    let store = Store::open_postgres(&url).await.expect("open");
+    let mut stored = meeting_titles(&store).await;
+    stored.sort();
+    assert_eq!(stored, ["Nach dem Umschalten", "Vor dem Umschalten"]);
+}
+
+/// Makes database `name` read-only (or writable again) for new sessions, and ends the sessions
+/// open on it, other than this one.
+async fn read_only(url: &str, name: &str, on: bool) {
+    use sqlx::Connection;
+    let mut admin = sqlx::PgConnection::connect(url).await.expect("connect");
+    let setting = if on { "on" } else { "off" };
+    // This session may have started read-only itself: it writes all the same.
+    sqlx::raw_sql("SET default_transaction_read_only = off")
+        .execute(&mut admin)
+        .await
+        .expect("set");
+    sqlx::raw_sql(&format!(
+        "ALTER DATABASE {name} SET default_transaction_read_only = {setting}"
+    ))
+    .execute(&mut admin)
+    .await
+    .expect("alter database");
+    sqlx::query(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE datname = $1 AND pid <> pg_backend_pid()",
+    )
+    .bind(name)
+    .execute(&mut admin)
+    .await
+    .expect("end the sessions");
+    admin.close().await.expect("close");
 }

@@ -146,7 +146,7 @@ async fn titles(http: &reqwest::Client, base: &str) -> Vec<String> {
 }
 
 /// Waits up to 10 s for `needle` in the file `log`; its text.
-fn log_with(log: &Path, needle: &str) -> String {
+pub(crate) fn log_with(log: &Path, needle: &str) -> String {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let text = std::fs::read_to_string(log).unwrap_or_default();
