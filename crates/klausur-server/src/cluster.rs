@@ -59,6 +59,10 @@ fn read_ca(path: &std::path::Path) -> Result<Vec<u8>, String> {
 /// How often a join for a meeting whose owner died asks again whether its lease ran out.
 const MOVING_POLL: Duration = Duration::from_millis(200);
 
+/// Over how long the joins that waited for a restarted Redis ([`klausur_cluster::Error::Settling`])
+/// place their meetings.
+const SETTLED_SPREAD: Duration = Duration::from_millis(500);
+
 /// Where a join goes.
 #[derive(Debug)]
 pub enum Where {
@@ -300,13 +304,17 @@ impl ClusterNode {
     }
 
     /// Where the join for `meeting_id` goes (see the module docs). Waits while the meeting is
-    /// leased to a node that is gone, at most the lease TTL and a second.
+    /// leased to a node that is gone, or Redis has just (re)started, at most the lease TTL and
+    /// a second and a half.
     pub async fn place(&self, meeting_id: &str) -> Result<Where, AdmissionError> {
         let meeting = MeetingId::new(meeting_id)
             .map_err(|e| AdmissionError::Internal(format!("meeting id not placeable: {e}")))?;
-        let deadline =
-            tokio::time::Instant::now() + self.config.timing.lease_ttl() + Duration::from_secs(1);
+        let deadline = tokio::time::Instant::now()
+            + self.config.timing.lease_ttl()
+            + Duration::from_secs(1)
+            + SETTLED_SPREAD;
         loop {
+            let mut pause = MOVING_POLL;
             match self.cluster.place(&meeting).await {
                 Ok(placement) if placement.owner == self.config.node_id => {
                     if let Some(lease) = placement.lease {
@@ -327,8 +335,13 @@ impl ClusterNode {
                     // out soon.
                 }
                 // Redis has just come back: the meeting may run on a node that has not yet
-                // taken its lease back; wait for that.
-                Err(klausur_cluster::Error::Settling { .. }) => {}
+                // taken its lease back; wait for that. The joins waiting meanwhile try again
+                // spread over a moment, not all at once, so that each placement sees the ones
+                // before it and the meetings spread over the nodes.
+                Err(klausur_cluster::Error::Settling { wait, .. }) => {
+                    use rand::Rng;
+                    pause = wait + rand::thread_rng().gen_range(Duration::ZERO..SETTLED_SPREAD);
+                }
                 Err(e) => {
                     tracing::warn!(redis = %self.config.redis_summary, "cannot place a meeting: {e}");
                     return Err(AdmissionError::ClusterUnavailable(
@@ -338,12 +351,12 @@ impl ClusterNode {
                     ));
                 }
             }
-            if tokio::time::Instant::now() + MOVING_POLL > deadline {
+            if tokio::time::Instant::now() + pause > deadline {
                 return Err(AdmissionError::ClusterUnavailable(
                     "the meeting is moving to another node; try again in a few seconds".into(),
                 ));
             }
-            tokio::time::sleep(MOVING_POLL).await;
+            tokio::time::sleep(pause).await;
         }
     }
 
