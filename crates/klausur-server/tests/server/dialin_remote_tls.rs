@@ -22,30 +22,14 @@ const JOIN_DEADLINE: Duration = Duration::from_secs(120);
 /// The city's own root CA (`ca.pem`) and the server's certificate it issued for `localhost`
 /// and 127.0.0.1 (`cert.pem`, `key.pem`), in `dir`.
 fn city_pki(dir: &Path) {
-    let ca_key = rcgen::KeyPair::generate().expect("key");
-    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
-    ca.distinguished_name = rcgen::DistinguishedName::new();
-    ca.distinguished_name.push(
-        rcgen::DnType::CommonName,
-        "Stadtverwaltung Musterstadt Root CA",
-    );
-    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca.key_usages = vec![
-        rcgen::KeyUsagePurpose::KeyCertSign,
-        rcgen::KeyUsagePurpose::CrlSign,
-    ];
-    let ca_cert = ca.self_signed(&ca_key).expect("CA");
-    let key = rcgen::KeyPair::generate().expect("key");
-    let mut leaf =
-        rcgen::CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
-            .expect("params");
-    leaf.distinguished_name = rcgen::DistinguishedName::new();
-    leaf.distinguished_name
-        .push(rcgen::DnType::CommonName, "localhost");
-    let cert = leaf.signed_by(&key, &ca_cert, &ca_key).expect("leaf");
-    std::fs::write(dir.join("ca.pem"), ca_cert.pem()).expect("ca");
-    std::fs::write(dir.join("cert.pem"), cert.pem()).expect("cert");
-    std::fs::write(dir.join("key.pem"), key.serialize_pem()).expect("key");
+    let pki = klausur_testbed::pki::issue(dir, "city").unwrap_or_else(|e| panic!("{e}"));
+    for (from, to) in [
+        (pki.ca, "ca.pem"),
+        (pki.cert, "cert.pem"),
+        (pki.key, "key.pem"),
+    ] {
+        std::fs::rename(from, dir.join(to)).expect("rename");
+    }
 }
 
 /// `klausur sip-gateway` for `server` with the token file `token`, listening for SIP on

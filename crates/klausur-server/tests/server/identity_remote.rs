@@ -395,26 +395,8 @@ fn the_ca_service_refuses_plain_http_on_a_public_address() {
 /// A test CA and a certificate for `localhost` and 127.0.0.1 signed by it, as PEM files in
 /// `dir`: (root certificate, server certificate, server key).
 fn tls_files(dir: &Path, name: &str) -> (PathBuf, PathBuf, PathBuf) {
-    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
-    let mut root = CertificateParams::new(Vec::<String>::new()).expect("root params");
-    root.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    root.distinguished_name
-        .push(DnType::CommonName, format!("{name} test root"));
-    let root_key = KeyPair::generate().expect("root key");
-    let root = root.self_signed(&root_key).expect("root");
-    let leaf = CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
-        .expect("leaf params");
-    let leaf_key = KeyPair::generate().expect("leaf key");
-    let leaf = leaf.signed_by(&leaf_key, &root, &root_key).expect("leaf");
-    let paths = (
-        dir.join(format!("{name}-root.pem")),
-        dir.join(format!("{name}-cert.pem")),
-        dir.join(format!("{name}-key.pem")),
-    );
-    std::fs::write(&paths.0, root.pem()).expect("root pem");
-    std::fs::write(&paths.1, leaf.pem()).expect("cert pem");
-    std::fs::write(&paths.2, leaf_key.serialize_pem()).expect("key pem");
-    paths
+    let pki = klausur_testbed::pki::issue(dir, name).unwrap_or_else(|e| panic!("{e}"));
+    (pki.ca, pki.cert, pki.key)
 }
 
 #[tokio::test]
