@@ -97,14 +97,25 @@ async fn keep(
     timer: &mut LeaseTimer,
     lease: &mut klausur_cluster::Lease,
 ) -> Option<RenewResult> {
+    keep_or_lose(cluster, timer, lease)
+        .await
+        .unwrap_or_else(|reason| panic!("the lease was lost: {reason}"))
+}
+
+/// [`keep`] that reports a loss (the timer's reason) instead of panicking on it.
+async fn keep_or_lose(
+    cluster: &Cluster,
+    timer: &mut LeaseTimer,
+    lease: &mut klausur_cluster::Lease,
+) -> Result<Option<RenewResult>, String> {
     match timer.poll(Instant::now()) {
         LeaseAction::Renew => {
             let r = cluster.renew_result(lease).await;
             timer.handle_renew(Instant::now(), r);
-            Some(r)
+            Ok(Some(r))
         }
-        LeaseAction::Wait(_) => None,
-        LeaseAction::Stop(reason) => panic!("the lease was lost: {reason:?}"),
+        LeaseAction::Wait(_) => Ok(None),
+        LeaseAction::Stop(reason) => Err(format!("{reason:?}")),
     }
 }
 
@@ -778,33 +789,16 @@ async fn after_a_redis_restart_a_running_meeting_is_not_placed_anew() {
             assert_eq!(p.owner, node_id("node-b"), "taken from its owner");
             // And node-a's next renewal finds it taken over.
             let deadline = Instant::now() + Duration::from_secs(30);
-            let taken = loop {
+            let lost = loop {
                 assert!(Instant::now() < deadline, "no renewal");
-                match keep_lenient(&a, &mut timer, &mut lease).await {
-                    Some(RenewResult::TakenOver) => break true,
-                    Some(RenewResult::Unreachable) | None => {}
-                    Some(r) => break r == RenewResult::TakenOver,
+                match keep_or_lose(&a, &mut timer, &mut lease).await {
+                    Ok(Some(RenewResult::TakenOver)) | Err(_) => break true,
+                    Ok(Some(RenewResult::Unreachable) | None) => {}
+                    Ok(Some(_)) => break false,
                 }
                 tokio::time::sleep(Duration::from_millis(20)).await;
             };
-            assert!(taken, "node-a kept a meeting node-b also holds");
+            assert!(lost, "node-a kept a meeting node-b also holds");
         }
-    }
-}
-
-/// [`keep`] that reports a loss instead of panicking on it.
-async fn keep_lenient(
-    cluster: &Cluster,
-    timer: &mut LeaseTimer,
-    lease: &mut klausur_cluster::Lease,
-) -> Option<RenewResult> {
-    match timer.poll(Instant::now()) {
-        LeaseAction::Renew => {
-            let r = cluster.renew_result(lease).await;
-            timer.handle_renew(Instant::now(), r);
-            Some(r)
-        }
-        LeaseAction::Wait(_) => None,
-        LeaseAction::Stop(_) => Some(RenewResult::TakenOver),
     }
 }

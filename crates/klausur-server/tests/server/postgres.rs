@@ -238,18 +238,14 @@ async fn postgres_restarted_requests_fail_clearly_meanwhile_and_succeed_afterwar
         .and_then(|(_, rest)| rest.split_once('@'))
         .map(|(pw, _)| pw.to_owned())
         .expect("the URL has a password");
-    let dir = tempfile::tempdir().expect("tmp");
-    let data = dir.path().join("data");
-    let d = data.to_str().expect("utf-8");
-    add_ada_with(&["--data-dir", d, "--database", &url]);
-    let log = dir.path().join("server.log");
-    let port = free_port();
-    let mut cmd = serve_cmd(&data, port);
-    cmd.env("KLAUSUR_DATABASE", &url)
-        .stderr(std::fs::File::create(&log).expect("log"));
-    let (mut server, _) = start_until_listening(cmd);
-    let base = format!("http://127.0.0.1:{port}");
-    let (http, csrf) = login(&base).await;
+    let Served {
+        _dir,
+        log,
+        mut server,
+        base,
+        http,
+        csrf,
+    } = serve_on(&url).await;
 
     // Writes the server acknowledges before the restart.
     let mut written = Vec::new();
@@ -359,18 +355,14 @@ async fn a_read_only_postgres_refuses_changes_clearly_and_reads_go_on() {
     let pg = engines::cluster();
     let url = pg.create_database().await;
     let name = url.rsplit('/').next().expect("db name").to_string();
-    let dir = tempfile::tempdir().expect("tmp");
-    let data = dir.path().join("data");
-    let d = data.to_str().expect("utf-8");
-    add_ada_with(&["--data-dir", d, "--database", &url]);
-    let log = dir.path().join("server.log");
-    let port = free_port();
-    let mut cmd = serve_cmd(&data, port);
-    cmd.env("KLAUSUR_DATABASE", &url)
-        .stderr(std::fs::File::create(&log).expect("log"));
-    let (mut server, _) = start_until_listening(cmd);
-    let base = format!("http://127.0.0.1:{port}");
-    let (http, csrf) = login(&base).await;
+    let Served {
+        _dir,
+        log,
+        mut server,
+        base,
+        http,
+        csrf,
+    } = serve_on(&url).await;
     let (status, body) = create(&http, &base, &csrf, "Vor dem Umschalten").await;
     assert!(status < 300, "the control: {status} {body}");
 
@@ -437,4 +429,37 @@ async fn read_only(url: &str, name: &str, on: bool) {
     .await
     .expect("end the sessions");
     admin.close().await.expect("close");
+}
+
+/// A `klausur serve` on the PostgreSQL database at `url`, its log in a file, Ada logged in.
+struct Served {
+    _dir: tempfile::TempDir,
+    log: std::path::PathBuf,
+    server: crate::process::Proc,
+    base: String,
+    http: reqwest::Client,
+    csrf: String,
+}
+
+async fn serve_on(url: &str) -> Served {
+    let dir = tempfile::tempdir().expect("tmp");
+    let data = dir.path().join("data");
+    let d = data.to_str().expect("utf-8");
+    add_ada_with(&["--data-dir", d, "--database", url]);
+    let log = dir.path().join("server.log");
+    let port = free_port();
+    let mut cmd = serve_cmd(&data, port);
+    cmd.env("KLAUSUR_DATABASE", url)
+        .stderr(std::fs::File::create(&log).expect("log"));
+    let (server, _) = start_until_listening(cmd);
+    let base = format!("http://127.0.0.1:{port}");
+    let (http, csrf) = login(&base).await;
+    Served {
+        _dir: dir,
+        log,
+        server,
+        base,
+        http,
+        csrf,
+    }
 }
