@@ -53,6 +53,10 @@ impl ClusterServers {
     }
 }
 
+/// The nodes' lease TTL (the default) and a little more: how long a new Redis must have run
+/// before the nodes place meetings.
+const REDIS_SETTLE: std::time::Duration = std::time::Duration::from_millis(5_100);
+
 fn start_nodes(
     bin: &Path,
     database: &str,
@@ -61,6 +65,7 @@ fn start_nodes(
     cpus: &[Option<usize>],
 ) -> anyhow::Result<ClusterServers> {
     let redis = Redis::try_start().map_err(anyhow::Error::msg)?;
+    let redis_started = std::time::Instant::now();
     let redis_url = redis.url();
     let first_dir = server::new_dir()?;
     let first_data = server::data_dir(&first_dir);
@@ -103,6 +108,11 @@ fn start_nodes(
             Some(&id),
         )?);
     }
+    // A node places no meeting while Redis has run for less than a lease TTL (5 s by
+    // default; docs/cluster.md): this Redis is new, where a city's has run long before its
+    // nodes, so the trial waits that out here instead of in its first joins.
+    let settled = redis_started + REDIS_SETTLE;
+    std::thread::sleep(settled.saturating_duration_since(std::time::Instant::now()));
     Ok(ClusterServers {
         nodes,
         tokens: prepared.tokens,
