@@ -124,6 +124,37 @@ pub enum TlsSetupError {
     Rustls(#[from] rustls::Error),
 }
 
+/// The PEM file `path` of an organisation's own CA, checked: it is read, holds at least one
+/// certificate, and each can be trusted as a CA. Its text (for a library that takes PEM) and
+/// its certificates as trust anchors.
+pub fn read_ca_file(path: &Path) -> Result<(Vec<u8>, rustls::RootCertStore), TlsSetupError> {
+    let pem = std::fs::read(path).map_err(|reason| TlsSetupError::Read {
+        path: path.to_path_buf(),
+        reason,
+    })?;
+    let certs = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| TlsSetupError::Pem {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+    if certs.is_empty() {
+        return Err(TlsSetupError::NoCertificate {
+            path: path.to_path_buf(),
+        });
+    }
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in certs {
+        roots
+            .add(cert)
+            .map_err(|reason| TlsSetupError::Certificate {
+                path: path.to_path_buf(),
+                reason,
+            })?;
+    }
+    Ok((pem, roots))
+}
+
 /// The TLS configuration of a client: the web roots (Mozilla's, as bundled by `webpki-roots`)
 /// plus every certificate in the PEM file `ca_file`, if one is given (an organisation's own
 /// root or intermediate CA; the server's own self-signed certificate works as well). The
@@ -132,29 +163,7 @@ pub fn tls_config(ca_file: Option<&Path>) -> Result<TlsConfig, TlsSetupError> {
     let mut roots = rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     if let Some(path) = ca_file {
-        let pem = std::fs::read(path).map_err(|reason| TlsSetupError::Read {
-            path: path.to_path_buf(),
-            reason,
-        })?;
-        let certs = CertificateDer::pem_slice_iter(&pem)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| TlsSetupError::Pem {
-                path: path.to_path_buf(),
-                reason: e.to_string(),
-            })?;
-        if certs.is_empty() {
-            return Err(TlsSetupError::NoCertificate {
-                path: path.to_path_buf(),
-            });
-        }
-        for cert in certs {
-            roots
-                .add(cert)
-                .map_err(|reason| TlsSetupError::Certificate {
-                    path: path.to_path_buf(),
-                    reason,
-                })?;
-        }
+        roots.roots.extend(read_ca_file(path)?.1.roots);
     }
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let config = rustls::ClientConfig::builder_with_provider(provider)

@@ -40,20 +40,12 @@ const TICKET: &str = "ticket";
 /// The label of a shared ticket's seal (see [`PinKey::seal`]).
 const TICKET_SEAL: &str = "cluster-ticket";
 
-/// The CA certificates (PEM) in `path`, for `cluster.redis_ca_cert`.
+/// The CA certificates (PEM) in `path`, for `cluster.redis_ca_cert`, checked as every CA file
+/// klausur trusts is ([`klausur_client::driver::read_ca_file`]).
 fn read_ca(path: &std::path::Path) -> Result<Vec<u8>, String> {
-    let pem = std::fs::read(path)
-        .map_err(|e| format!("cluster.redis_ca_cert: cannot read {}: {e}", path.display()))?;
-    if !pem
-        .windows(b"-----BEGIN CERTIFICATE-----".len())
-        .any(|w| w == b"-----BEGIN CERTIFICATE-----")
-    {
-        return Err(format!(
-            "cluster.redis_ca_cert: {} holds no PEM certificate (-----BEGIN CERTIFICATE-----)",
-            path.display()
-        ));
-    }
-    Ok(pem)
+    klausur_client::driver::read_ca_file(path)
+        .map(|(pem, _)| pem)
+        .map_err(|e| format!("cluster.redis_ca_cert: {e}"))
 }
 
 /// How often a join for a meeting whose owner died asks again whether its lease ran out.
