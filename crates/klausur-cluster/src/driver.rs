@@ -56,23 +56,34 @@ fn parse_uptime(info: &str) -> Option<Duration> {
         .map(Duration::from_secs)
 }
 
+/// What is wrong with a Redis URL for the cluster ([`check_url`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum UrlError {
+    #[error(
+        "#insecure (TLS without checking the certificate) is not accepted: give the CA that \
+         signed Redis's certificate instead"
+    )]
+    Insecure,
+    #[error("a CA certificate is given for TLS, but the URL is not rediss://")]
+    CaWithoutTls,
+}
+
+/// The cluster's rules for a Redis URL, with a CA for TLS given or not: `rediss://` never
+/// with `#insecure`, and a CA only with `rediss://`.
+pub fn check_url(url: &str, ca_given: bool) -> Result<(), UrlError> {
+    match url.starts_with("rediss://") {
+        true if url.ends_with("#insecure") => Err(UrlError::Insecure),
+        false if ca_given => Err(UrlError::CaWithoutTls),
+        _ => Ok(()),
+    }
+}
+
 /// The client for `url`, with TLS for `rediss://`.
 fn client(url: &str, tls_roots: Option<Vec<u8>>) -> Result<redis::Client> {
     let config = |e: RedisError| Error::Config(e.to_string());
+    check_url(url, tls_roots.is_some()).map_err(|e| Error::Config(e.to_string()))?;
     if !url.starts_with("rediss://") {
-        if tls_roots.is_some() {
-            return Err(Error::Config(
-                "a CA certificate is given for TLS, but the URL is not rediss://".to_owned(),
-            ));
-        }
         return redis::Client::open(url).map_err(config);
-    }
-    if url.ends_with("#insecure") {
-        return Err(Error::Config(
-            "#insecure (TLS without checking the certificate) is not accepted: give the CA \
-             that signed Redis's certificate instead"
-                .to_owned(),
-        ));
     }
     // redis-rs builds its TLS configuration with the process's default crypto provider, which
     // rustls cannot choose by itself when more than one is linked: klausur's is aws-lc-rs.

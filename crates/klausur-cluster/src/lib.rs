@@ -38,4 +38,4 @@ pub use crate::core::lease::{
 };
 pub use crate::core::node::{Load, Node, NodeError};
 pub use crate::core::placement::choose_node;
-pub use crate::driver::{Cluster, Error, Lease, Placement, Settings};
+pub use crate::driver::{check_url, Cluster, Error, Lease, Placement, Settings, UrlError};

@@ -348,22 +348,26 @@ fn resolve_cluster(
     let redis_ca_cert = env("KLAUSUR_REDIS_CA_CERT")
         .map(PathBuf::from)
         .or(raw.redis_ca_cert);
-    if redis_url.starts_with("rediss://") {
-        if redis_url.ends_with("#insecure") {
+    match (
+        klausur_cluster::check_url(&redis_url, redis_ca_cert.is_some()),
+        &redis_ca_cert,
+    ) {
+        (Err(e @ klausur_cluster::UrlError::Insecure), _) => {
             return Err(invalid(
                 "cluster.redis_url",
-                "#insecure (TLS without checking Redis's certificate) is not accepted: set \
-                 cluster.redis_ca_cert to the CA that signed it",
+                format!("{e} (in cluster.redis_ca_cert)"),
             ));
         }
-    } else if let Some(c) = &redis_ca_cert {
-        return Err(invalid(
-            "cluster.redis_ca_cert",
-            format!(
-                "{} is given, but cluster.redis_url is not a rediss:// (TLS) URL",
-                c.display()
-            ),
-        ));
+        (Err(klausur_cluster::UrlError::CaWithoutTls), Some(c)) => {
+            return Err(invalid(
+                "cluster.redis_ca_cert",
+                format!(
+                    "{} is given, but cluster.redis_url is not a rediss:// (TLS) URL",
+                    c.display()
+                ),
+            ));
+        }
+        _ => {}
     }
     if let Some(c) = &redis_ca_cert {
         if !c.is_file() {
