@@ -62,6 +62,12 @@ impl Throttle {
         self.due_at(now)
     }
 
+    /// As new: the next refusal is reported at once.
+    fn reset(&self) {
+        self.last.store(0, Ordering::Relaxed);
+        self.since.store(0, Ordering::Relaxed);
+    }
+
     /// [`Throttle::due`] at `now` (milliseconds since [`epoch`], plus one).
     fn due_at(&self, now: u64) -> Option<u64> {
         let refused = self.since.fetch_add(1, Ordering::Relaxed) + 1;
@@ -94,6 +100,14 @@ fn epoch() -> Instant {
 static ON_POSTGRES: AtomicBool = AtomicBool::new(false);
 /// Which PostgreSQL database (`database "x" at host:port`, never the password), for the log.
 static POSTGRES_DATABASE: Mutex<String> = Mutex::new(String::new());
+
+/// The PostgreSQL database's summary set by [`set_postgres`] (empty on SQLite).
+fn postgres_database() -> String {
+    POSTGRES_DATABASE
+        .lock()
+        .map(|name| name.clone())
+        .unwrap_or_default()
+}
 
 /// Tells [`remedy`] and [`report_unreachable`] which engine the store runs on: PostgreSQL with
 /// the database's summary ([`klausur_store::postgres_url_summary`]), or SQLite (`None`). The
@@ -174,10 +188,7 @@ pub async fn watch_outage(store: klausur_store::Store) {
         let going_on = OUTAGE.lock().map(|o| o.is_some()).unwrap_or(false);
         if going_on && store.ping().await.is_ok() {
             if let Some((since, refused)) = OUTAGE.lock().ok().and_then(|mut o| o.take()) {
-                let database = POSTGRES_DATABASE
-                    .lock()
-                    .map(|name| name.clone())
-                    .unwrap_or_default();
+                let database = postgres_database();
                 tracing::info!(
                     refused_requests = refused,
                     "{}",
@@ -189,8 +200,7 @@ pub async fn watch_outage(store: klausur_store::Store) {
                     )
                 );
                 // The next outage is reported at once, not only after the interval.
-                UNREACHABLE.last.store(0, Ordering::Relaxed);
-                UNREACHABLE.since.store(0, Ordering::Relaxed);
+                UNREACHABLE.reset();
             }
         }
     }
@@ -217,10 +227,7 @@ pub fn report_unreachable(error: &dyn std::fmt::Display) {
     count_in_outage();
     if let Some(refused) = UNREACHABLE.due() {
         let postgres = ON_POSTGRES.load(Ordering::Relaxed);
-        let database = POSTGRES_DATABASE
-            .lock()
-            .map(|name| name.clone())
-            .unwrap_or_default();
+        let database = postgres_database();
         tracing::error!(
             refused_requests = refused,
             "{}",
