@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use klausur_sip::core::ivr::{CheckResult, Digit, Input, Ivr, MeetingEvent, Output};
 use libfuzzer_sys::fuzz_target;
 
+#[rustfmt::skip]
 const DIGITS: [Digit; 16] = [
     Digit::D0, Digit::D1, Digit::D2, Digit::D3, Digit::D4, Digit::D5, Digit::D6, Digit::D7,
     Digit::D8, Digit::D9, Digit::Star, Digit::Hash, Digit::A, Digit::B, Digit::C, Digit::D,
@@ -14,7 +15,10 @@ const DIGITS: [Digit; 16] = [
 
 fn check(b: u8) -> CheckResult {
     match b % 7 {
-        0 => CheckResult::Admit { invitee: "E".into(), meeting_title: "T".into() },
+        0 => CheckResult::Admit {
+            invitee: "E".into(),
+            meeting_title: "T".into(),
+        },
         1 => CheckResult::Wrong,
         2 => CheckResult::NotAllowed,
         3 => CheckResult::NotYet,

@@ -42,8 +42,8 @@ use klausur_e2ee::{
     CaVerifier, IdentityCa, Member, MemberConfig, ParticipantKind as CredentialKind, SigningKey,
 };
 use klausur_proto::{
-    ClientMsg, EndReason, JoinMethod, ParticipantKind, PhoneLeg, SecurityProfile,
-    ServerMsg, Source, VideoTile,
+    ClientMsg, EndReason, JoinMethod, ParticipantKind, PhoneLeg, SecurityProfile, ServerMsg,
+    Source, VideoTile,
 };
 use klausur_room::{PeerId, RoomEvent};
 use klausur_server::admission::{MeetingSeed, Pass, Standing};
@@ -244,7 +244,14 @@ impl Sim {
         let t0 = T0 as u64;
         let cred = self
             .ca
-            .issue(&user_id, "Name", kind, &key.verifying_key(), t0 - 60, t0 + 86_400)
+            .issue(
+                &user_id,
+                "Name",
+                kind,
+                &key.verifying_key(),
+                t0 - 60,
+                t0 + 86_400,
+            )
             .ok()?;
         let verifier = CaVerifier {
             ca_public_key: self.ca.public_key(),
@@ -453,7 +460,13 @@ impl Sim {
                 .get_mut(p)
                 .unwrap_or_else(|| panic!("{msg:?} to p{p}, whose connection is closed"));
             match msg {
-                ServerMsg::Joined { participants, lobby, rejoin_token, self_id, .. } => {
+                ServerMsg::Joined {
+                    participants,
+                    lobby,
+                    rejoin_token,
+                    self_id,
+                    ..
+                } => {
                     if let Some(me) = participants.iter().find(|x| x.id == *self_id) {
                         joined.push((*p, me.join_method.clone()));
                     }
@@ -476,13 +489,24 @@ impl Sim {
                 ServerMsg::ParticipantJoined { participant } => {
                     let id = parse_participant_id(&participant.id).expect("an id");
                     joined.push((id, participant.join_method.clone()));
-                    let roster = conn.roster.as_mut().expect("a list before participant_joined");
+                    let roster = conn
+                        .roster
+                        .as_mut()
+                        .expect("a list before participant_joined");
                     assert!(roster.insert(id), "p{p} told twice that {id} joined");
                 }
-                ServerMsg::ParticipantLeft { participant_id: id, .. } => {
+                ServerMsg::ParticipantLeft {
+                    participant_id: id, ..
+                } => {
                     let id = parse_participant_id(id).expect("an id");
-                    let roster = conn.roster.as_mut().expect("a list before participant_left");
-                    assert!(roster.remove(&id), "p{p} told that {id} left, who was not there");
+                    let roster = conn
+                        .roster
+                        .as_mut()
+                        .expect("a list before participant_left");
+                    assert!(
+                        roster.remove(&id),
+                        "p{p} told that {id} left, who was not there"
+                    );
                 }
                 ServerMsg::LobbyChanged { lobby, .. } => {
                     conn.lobby = Some(
@@ -498,7 +522,8 @@ impl Sim {
                         self.removed.insert(*p);
                         // (The meeting has forgotten them by now: their seat is the person's.)
                         if let Some(s) = conn.person.subject() {
-                            self.removed_seats.insert((s, conn.person == Person::Caller));
+                            self.removed_seats
+                                .insert((s, conn.person == Person::Caller));
                         }
                     }
                 }
@@ -521,13 +546,14 @@ impl Sim {
                         let _ = dev.reset();
                     }
                 }
-                ServerMsg::MlsCommitResult { epoch, accepted } => {
-                    if *accepted {
-                        if let Some(next) = conn.next {
-                            assert_eq!(*epoch, next, "p{p}'s own commit out of order");
-                        }
-                        conn.next = Some(epoch + 1);
+                ServerMsg::MlsCommitResult {
+                    epoch,
+                    accepted: true,
+                } => {
+                    if let Some(next) = conn.next {
+                        assert_eq!(*epoch, next, "p{p}'s own commit out of order");
                     }
+                    conn.next = Some(epoch + 1);
                 }
                 ServerMsg::MlsCommit { epoch, commit, .. } => {
                     commits.entry(*epoch).or_default().insert(*p);
@@ -599,7 +625,10 @@ impl Sim {
         let lobby: BTreeSet<PeerId> = self.m.waiting().collect();
         assert!(members.is_disjoint(&lobby), "in the lobby and the meeting");
         for p in &self.removed {
-            assert!(!members.contains(p) && !lobby.contains(p), "removed p{p} is back");
+            assert!(
+                !members.contains(p) && !lobby.contains(p),
+                "removed p{p} is back"
+            );
         }
         if self.m.life() == Life::Over {
             return;
@@ -731,15 +760,26 @@ impl Sim {
                 };
                 let msg = match r.u8()? % 15 {
                     0 => ClientMsg::Lock { locked: r.bool()? },
-                    1 => ClientMsg::Remove { participant_id: self.target(r)? },
-                    2 => ClientMsg::Admit { participant_id: self.target(r)? },
-                    3 => ClientMsg::Deny { participant_id: self.target(r)? },
-                    4 => ClientMsg::Mute { participant_id: self.target(r)?, muted: r.bool()? },
+                    1 => ClientMsg::Remove {
+                        participant_id: self.target(r)?,
+                    },
+                    2 => ClientMsg::Admit {
+                        participant_id: self.target(r)?,
+                    },
+                    3 => ClientMsg::Deny {
+                        participant_id: self.target(r)?,
+                    },
+                    4 => ClientMsg::Mute {
+                        participant_id: self.target(r)?,
+                        muted: r.bool()?,
+                    },
                     5 => ClientMsg::SetModerator {
                         participant_id: self.target(r)?,
                         moderator: r.bool()?,
                     },
-                    6 => ClientMsg::LowerHand { participant_id: self.target(r)? },
+                    6 => ClientMsg::LowerHand {
+                        participant_id: self.target(r)?,
+                    },
                     7 => ClientMsg::EndMeeting,
                     8 => ClientMsg::RaiseHand { raised: r.bool()? },
                     9 => ClientMsg::MediaState {
@@ -749,7 +789,10 @@ impl Sim {
                     },
                     10 => ClientMsg::Leave,
                     11 => ClientMsg::Ping,
-                    12 => ClientMsg::Offer { sdp: r.string(64)?, sources: Vec::new() },
+                    12 => ClientMsg::Offer {
+                        sdp: r.string(64)?,
+                        sources: Vec::new(),
+                    },
                     13 => ClientMsg::VideoTiles {
                         tiles: (0..r.u8()? % 4)
                             .map(|_| {
@@ -763,7 +806,9 @@ impl Sim {
                             })
                             .collect::<Option<Vec<_>>>()?,
                     },
-                    _ => ClientMsg::MlsCommitRejected { epoch: r.u64()? % 8 },
+                    _ => ClientMsg::MlsCommitRejected {
+                        epoch: r.u64()? % 8,
+                    },
                 };
                 let moderation = matches!(
                     msg,
@@ -795,12 +840,20 @@ impl Sim {
                 let Some(p) = self.conn(r)? else {
                     return Some(());
                 };
-                let real = self.conns.get_mut(&p)?.dev.as_mut().and_then(|d| d.key_package().ok());
+                let real = self
+                    .conns
+                    .get_mut(&p)?
+                    .dev
+                    .as_mut()
+                    .and_then(|d| d.key_package().ok());
                 let key_package = Self::payload(r, real)?;
                 sender = Some(p);
                 self.input(Input::Msg {
                     peer: p,
-                    msg: ClientMsg::MlsKeyPackage { key_package, continuity: None },
+                    msg: ClientMsg::MlsKeyPackage {
+                        key_package,
+                        continuity: None,
+                    },
                 });
             }
             // The device creates the group it was asked to, and claims its leaf.
@@ -827,7 +880,9 @@ impl Sim {
                     return Some(());
                 };
                 let conn = self.conns.get_mut(&p)?;
-                let Some(dev) = conn.dev.as_mut() else { return Some(()) };
+                let Some(dev) = conn.dev.as_mut() else {
+                    return Some(());
+                };
                 if let Some(msg) = leaf_claim(dev, p, false) {
                     sender = Some(p);
                     self.input(Input::Msg { peer: p, msg });
@@ -840,19 +895,28 @@ impl Sim {
                 };
                 let t = Duration::from_secs(self.now.wall.timestamp() as u64);
                 let conn = self.conns.get_mut(&p)?;
-                let kps: Vec<Vec<u8>> =
-                    conn.pending.iter().filter_map(|(_, k)| unb64(k)).collect();
+                let kps: Vec<Vec<u8>> = conn.pending.iter().filter_map(|(_, k)| unb64(k)).collect();
                 let pending_ids: Vec<String> = conn
                     .pending
                     .iter()
                     .filter(|(_, k)| unb64(k).is_some())
                     .map(|(id, _)| id.clone())
                     .collect();
-                let Some(dev) = conn.dev.as_mut() else { return Some(()) };
-                let made = if op % 16 == 10 { dev.add(&kps, t).ok() } else { dev.update_own_leaf().ok() };
+                let Some(dev) = conn.dev.as_mut() else {
+                    return Some(());
+                };
+                let made = if op % 16 == 10 {
+                    dev.add(&kps, t).ok()
+                } else {
+                    dev.update_own_leaf().ok()
+                };
                 let Some(made) = made else { return Some(()) };
                 let epoch = dev.epoch().unwrap_or(0);
-                let welcome_for = if made.welcome.is_some() { pending_ids } else { Vec::new() };
+                let welcome_for = if made.welcome.is_some() {
+                    pending_ids
+                } else {
+                    Vec::new()
+                };
                 let commit = Self::payload(r, Some(made.commit.clone()))?;
                 let msg = ClientMsg::MlsCommit {
                     epoch,
@@ -903,7 +967,11 @@ impl Sim {
                     0 => RoomEvent::Connected(p),
                     1 => RoomEvent::Disconnected(p),
                     2 => RoomEvent::ActiveSpeaker(r.bool()?.then_some(p)),
-                    _ => RoomEvent::Renegotiate { peer: p, audio: 1, video: 1 },
+                    _ => RoomEvent::Renegotiate {
+                        peer: p,
+                        audio: 1,
+                        video: 1,
+                    },
                 };
                 self.input(Input::Room(ev));
             }
@@ -912,7 +980,11 @@ impl Sim {
                 let d = Duration::from_millis(u64::from(r.u16()?));
                 self.now.mono += d;
                 self.now.wall += chrono::Duration::from_std(d).expect("a duration");
-                if self.m.poll_timeout().is_some_and(|due| due <= self.now.mono) {
+                if self
+                    .m
+                    .poll_timeout()
+                    .is_some_and(|due| due <= self.now.mono)
+                {
                     self.m.handle_timeout(self.now);
                     self.drain();
                 }
@@ -930,7 +1002,11 @@ impl Sim {
         self.deliver(sender);
         if moderation_by_participant {
             let p = sender.expect("a sender");
-            assert_eq!(self.snapshot(), before, "p{p}, not a moderator, changed the meeting");
+            assert_eq!(
+                self.snapshot(),
+                before,
+                "p{p}, not a moderator, changed the meeting"
+            );
             for o in &self.step {
                 match o {
                     Output::Send(q, ServerMsg::Error { .. }) => assert_eq!(*q, p),
