@@ -200,7 +200,8 @@ enum Cmd {
     /// two nodes, one per CPU (the load generator stays on its CPU in both, so the second node
     /// shares it); participants arrive at the nodes in turn and follow the redirect to their
     /// meeting's node. Reports each node's forwarded packets per CPU-second and the two nodes'
-    /// sum against one node's (issue 22: at least 1.8).
+    /// sum against one node's (issue 22: at least 1.8); when pinned, also one node on the load
+    /// generator's CPU, and the sum against one node on each of the two CPUs (like with like).
     Cluster {
         /// Meetings.
         #[arg(long, default_value_t = 4)]
@@ -765,12 +766,23 @@ async fn run_cluster(cli: &Cli, s: &Settings, started: std::time::Instant) -> an
         ..s.clone()
     };
     let baseline = scenario::run_baseline(s).await?;
-    let (mut ones, mut twos) = (Vec::new(), Vec::new());
+    // The second node shares its CPU with the load generator (pinned once, at the start): a
+    // single node on that CPU too, so that each of the two nodes can be compared with one node
+    // where it runs (like with like), beside the comparison with the better CPU alone.
+    let beside = s.server_cpu.map(|c| Settings {
+        server_cpu: Some((c + 1) % procfs::nproc()),
+        ..s.clone()
+    });
+    let (mut ones, mut twos, mut besides) = (Vec::new(), Vec::new(), Vec::new());
     for i in 0..s.trials {
         ones.push(scenario::run_trial(s, &spec, ServerKind::Cluster(1), i).await?);
         twos.push(scenario::run_trial(s, &spec, ServerKind::Cluster(2), i).await?);
+        if let Some(b) = &beside {
+            besides.push(scenario::run_trial(b, &spec, ServerKind::Cluster(1), i).await?);
+        }
     }
     let one_node: Vec<f64> = ones.iter().map(|t| t.pkts_per_cpu_s).collect();
+    let one_beside: Vec<f64> = besides.iter().map(|t| t.pkts_per_cpu_s).collect();
     let node_of = |k: usize| -> Vec<f64> {
         twos.iter()
             .map(|t| t.nodes.get(k).map_or(f64::NAN, |n| n.pkts_per_cpu_s))
@@ -794,12 +806,23 @@ async fn run_cluster(cli: &Cli, s: &Settings, started: std::time::Instant) -> an
         med(&node_of(1)),
         med(&sums),
     );
+    // One node's capacity as the mean of one node on each of the two nodes' CPUs.
+    let c1_beside = med(&one_beside);
+    let like = (!one_beside.is_empty()).then(|| total / ((c1 + c1_beside) / 2.0));
     let one_r = scenario::combine(
         &spec.name,
         ServerKind::Cluster(1).name(),
         ones,
         baseline.clone(),
     );
+    let beside_r = (!besides.is_empty()).then(|| {
+        scenario::combine(
+            &spec.name,
+            "klausur, 1 node on the load generator's CPU",
+            besides,
+            baseline.clone(),
+        )
+    });
     let two_r = scenario::combine(&spec.name, ServerKind::Cluster(2).name(), twos, baseline);
     println!(
         "{}",
@@ -815,7 +838,25 @@ async fn run_cluster(cli: &Cli, s: &Settings, started: std::time::Instant) -> an
         one_r.loss_ratio,
         two_r.loss_ratio,
     );
-    for r in [&one_r, &two_r] {
+    if let (Some(like), Some(r)) = (like, &beside_r) {
+        // A node that does not get its CPU when packets arrive takes them in larger batches:
+        // its packets per CPU-second rise while its delay grows. The delays say whether the
+        // like-with-like ratio compares like with like.
+        println!(
+            "{}: one node on the load generator's CPU {c1_beside:.0} forwarded packets per \
+             CPU-second (p99 {:.1} ms, loss {:.5}; on its own CPU p99 {:.1} ms); two nodes \
+             together against one node on each of their CPUs (the mean, {:.0}): {like:.2}x",
+            spec.name,
+            r.latency_p99_ms,
+            r.loss_ratio,
+            one_r.latency_p99_ms,
+            (c1 + c1_beside) / 2.0,
+        );
+    }
+    for r in [Some(&one_r), Some(&two_r), beside_r.as_ref()]
+        .into_iter()
+        .flatten()
+    {
         for e in &r.errors {
             eprintln!("klausur-bench: {} ({}): {e}", r.scenario, r.server);
         }
@@ -825,6 +866,8 @@ async fn run_cluster(cli: &Cli, s: &Settings, started: std::time::Instant) -> an
         v["one_node_pkts_per_cpu_s"] = json!(c1);
         v["two_nodes_pkts_per_cpu_s"] = json!([a, b]);
         v["two_nodes_capacity_vs_one"] = json!(total / c1);
+        v["one_node_beside_load_generator_pkts_per_cpu_s"] = json!(c1_beside);
+        v["two_nodes_capacity_vs_one_on_each_cpu"] = json!(like);
         write_json(path, &v)?;
     }
     eprintln!(
