@@ -387,8 +387,10 @@ test('simulcast: the camera arrives at the size of the tile that shows it, a lar
     await v.waitForTimeout(2000);
     await expect.poll(quarter, { timeout: 10_000 }).toBe(true);
     expect(await mediaRising(v, erika.id, 'camera')).toBe(true);
-    // The organiser's window stayed large: a larger layer (negative control).
-    await expect.poll(async () => (await received(admin.page)) > (await sent()).q, { timeout: 10_000 }).toBe(true);
+    // The organiser's window stayed large: a larger layer (negative control). As long as the
+    // other polls: on a loaded machine the organiser's bandwidth estimate can dip for a while,
+    // and the layer chosen for it with it.
+    await expect.poll(async () => (await received(admin.page)) > (await sent()).q, { timeout: 30_000 }).toBe(true);
     // Large again: back up, decrypting all the while.
     await v.setViewportSize({ width: 1600, height: 1000 });
     await expect.poll(async () => (await received(v)) > (await sent()).q, { timeout: 20_000 }).toBe(true);
