@@ -782,7 +782,6 @@ async fn run_cluster(cli: &Cli, s: &Settings, started: std::time::Instant) -> an
         }
     }
     let one_node: Vec<f64> = ones.iter().map(|t| t.pkts_per_cpu_s).collect();
-    let one_beside: Vec<f64> = besides.iter().map(|t| t.pkts_per_cpu_s).collect();
     let node_of = |k: usize| -> Vec<f64> {
         twos.iter()
             .map(|t| t.nodes.get(k).map_or(f64::NAN, |n| n.pkts_per_cpu_s))
@@ -806,9 +805,6 @@ async fn run_cluster(cli: &Cli, s: &Settings, started: std::time::Instant) -> an
         med(&node_of(1)),
         med(&sums),
     );
-    // One node's capacity as the mean of one node on each of the two nodes' CPUs.
-    let c1_beside = med(&one_beside);
-    let like = (!one_beside.is_empty()).then(|| total / ((c1 + c1_beside) / 2.0));
     let one_r = scenario::combine(
         &spec.name,
         ServerKind::Cluster(1).name(),
@@ -838,19 +834,24 @@ async fn run_cluster(cli: &Cli, s: &Settings, started: std::time::Instant) -> an
         one_r.loss_ratio,
         two_r.loss_ratio,
     );
-    if let (Some(like), Some(r)) = (like, &beside_r) {
+    // One node's capacity as the mean of one node on each of the two nodes' CPUs (the
+    // median of its trials, as `c1`).
+    let beside_c1 = beside_r.as_ref().map(|r| r.pkts_per_cpu_s);
+    let like = beside_c1.map(|b| total / ((c1 + b) / 2.0));
+    if let (Some(r), Some(like)) = (&beside_r, like) {
         // A node that does not get its CPU when packets arrive takes them in larger batches:
         // its packets per CPU-second rise while its delay grows. The delays say whether the
         // like-with-like ratio compares like with like.
         println!(
-            "{}: one node on the load generator's CPU {c1_beside:.0} forwarded packets per \
-             CPU-second (p99 {:.1} ms, loss {:.5}; on its own CPU p99 {:.1} ms); two nodes \
-             together against one node on each of their CPUs (the mean, {:.0}): {like:.2}x",
+            "{}: one node on the load generator's CPU {:.0} forwarded packets per CPU-second \
+             (p99 {:.1} ms, loss {:.5}; on its own CPU p99 {:.1} ms); two nodes together \
+             against one node on each of their CPUs (the mean, {:.0}): {like:.2}x",
             spec.name,
+            r.pkts_per_cpu_s,
             r.latency_p99_ms,
             r.loss_ratio,
             one_r.latency_p99_ms,
-            (c1 + c1_beside) / 2.0,
+            total / like,
         );
     }
     for r in [Some(&one_r), Some(&two_r), beside_r.as_ref()]
@@ -866,7 +867,7 @@ async fn run_cluster(cli: &Cli, s: &Settings, started: std::time::Instant) -> an
         v["one_node_pkts_per_cpu_s"] = json!(c1);
         v["two_nodes_pkts_per_cpu_s"] = json!([a, b]);
         v["two_nodes_capacity_vs_one"] = json!(total / c1);
-        v["one_node_beside_load_generator_pkts_per_cpu_s"] = json!(c1_beside);
+        v["one_node_beside_load_generator_pkts_per_cpu_s"] = json!(beside_c1);
         v["two_nodes_capacity_vs_one_on_each_cpu"] = json!(like);
         write_json(path, &v)?;
     }
