@@ -35,7 +35,10 @@
 //! [`Room::handle_receive`] only handles the publisher (whose `Input::Receive` includes a tick)
 //! and writes the packet to the subscribers; the subscribers are ticked and drained lazily, by
 //! the first [`Room::poll_output`] that finds the output queue empty. A driver that drains once
-//! per receive batch thus ticks each subscriber once per batch, not once per packet (see
+//! per receive batch thus ticks each subscriber once per batch, not once per packet. And while
+//! none of a subscriber's timers is due, that tick is a light one (`Rtc::handle_written`, a
+//! patch of the vendored str0m) that only makes the written packets sendable instead of walking
+//! every stream for reports and timers (see [`RoomStats::written_ticks`] and
 //! [`RoomStats::rtc_ticks`]). [`Room::poll_timeout`] is O(1): the room keeps a lower bound of
 //! its peers' timeouts and recomputes it exactly in [`Room::handle_timeout`].
 //!
@@ -313,9 +316,13 @@ pub struct RoomStats {
     /// Received RTP packets not forwarded to anyone because the track is muted server-side,
     /// unknown, or of an unexpected payload type.
     pub dropped_packets: u64,
-    /// `Input::Timeout` ticks given to the peers' `Rtc`s (the main cost of forwarding besides
-    /// SRTP; one per subscriber per drained receive batch, plus due timers).
+    /// `Input::Timeout` ticks given to the peers' `Rtc`s for due timers and changes other
+    /// than written packets (each walks all of the peer's streams).
     pub rtc_ticks: u64,
+    /// Light ticks (`Rtc::handle_written`) that made the packets written to a subscriber
+    /// sendable while none of its timers was due: one per subscriber per drained receive
+    /// batch.
+    pub written_ticks: u64,
     /// Times a subscriber slot switched to another simulcast layer (at a keyframe).
     pub layer_switches: u64,
     /// Probe trains sent to subscribers, before trying a higher layer ([`MediaProbe`]).
@@ -566,8 +573,12 @@ struct Peer {
     level_count: u32,
     /// In `Room::dirty`.
     dirty: bool,
-    /// Needs an `Input::Timeout(now)` before draining (e.g. packets were written to it).
+    /// Needs an `Input::Timeout(now)` before draining (a timer is due, or the room changed
+    /// something other than written packets).
     needs_tick: bool,
+    /// Packets were written to it: they need `Rtc::handle_written` (or a full tick) before
+    /// draining.
+    written: bool,
 }
 
 impl Peer {
@@ -825,6 +836,7 @@ impl Room {
                 level_count: 0,
                 dirty: false,
                 needs_tick: false,
+                written: false,
             },
         );
         if self.next_speaker_eval.is_none() {
@@ -1155,6 +1167,7 @@ impl Room {
                 // before is sendable now. Drain it at once: str0m holds only one received RTP
                 // packet for the next poll.
                 p.needs_tick = false;
+                p.written = false;
                 self.drain(now, peer);
                 Ok(())
             }
@@ -1354,6 +1367,17 @@ impl Room {
         }
     }
 
+    /// Packets were written to the peer (it only needs them made sendable).
+    fn mark_written(&mut self, peer: PeerId) {
+        if let Some(p) = self.peers.get_mut(&peer) {
+            p.written = true;
+            if !p.dirty {
+                p.dirty = true;
+                self.dirty.push(peer);
+            }
+        }
+    }
+
     /// Drains every dirty peer (which may dirty others) and evaluates the active speaker.
     fn run(&mut self, now: Instant) {
         while let Some(id) = self.dirty.pop() {
@@ -1361,14 +1385,23 @@ impl Room {
                 continue;
             };
             p.dirty = false;
-            if std::mem::take(&mut p.needs_tick) {
+            let written = std::mem::take(&mut p.written);
+            let result = if std::mem::take(&mut p.needs_tick) || (written && p.next_timeout <= now)
+            {
                 self.stats.rtc_ticks += 1;
-                if let Err(e) = p.rtc.handle_input(Input::Timeout(now)) {
-                    tracing::debug!(peer = id, "rtc timeout error: {e}");
-                    if !p.rtc.is_alive() {
-                        self.fail_peer(now, id);
-                        continue;
-                    }
+                p.rtc.handle_input(Input::Timeout(now))
+            } else if written {
+                // No timer of the peer is due: only the written packets need making sendable.
+                self.stats.written_ticks += 1;
+                p.rtc.handle_written(now)
+            } else {
+                Ok(())
+            };
+            if let Err(e) = result {
+                tracing::debug!(peer = id, "rtc timeout error: {e}");
+                if !p.rtc.is_alive() {
+                    self.fail_peer(now, id);
+                    continue;
                 }
             }
             self.drain(now, id);
@@ -1656,7 +1689,7 @@ impl Room {
                 .nackable(codec != Codec::Opus),
             );
             self.stats.forwarded_packets += 1;
-            self.mark_dirty(qid, true);
+            self.mark_written(qid);
         }
         self.scratch = routes;
     }

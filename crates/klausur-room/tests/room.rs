@@ -307,8 +307,9 @@ fn an_audio_only_peer_gets_audio_and_no_video() {
 }
 
 /// A burst of RTP from one publisher, fed to the room as one receive batch, ticks each
-/// subscriber once; drained per datagram it ticks each subscriber per packet.
-fn ticks_for_burst(batch: bool) -> u64 {
+/// subscriber once; drained per datagram it ticks each subscriber per packet. Returns the full
+/// ticks and the light ones (`Rtc::handle_written`) the burst took.
+fn ticks_for_burst(batch: bool) -> (u64, u64) {
     let mut sim = meeting(RoomConfig::default(), &[1, 2, 3]);
     sim.batch = batch;
     sim.run_for(Duration::from_secs(1));
@@ -326,9 +327,13 @@ fn ticks_for_burst(batch: bool) -> u64 {
         .handle_input(str0m::Input::Timeout(now))
         .expect("client tick");
     sim.drain_client(1);
-    let ticks = sim.room.stats().rtc_ticks;
+    let stats = sim.room.stats();
     sim.deliver();
-    let ticks = sim.room.stats().rtc_ticks - ticks;
+    let after = sim.room.stats();
+    let ticks = (
+        after.rtc_ticks - stats.rtc_ticks,
+        after.written_ticks - stats.written_ticks,
+    );
     for (i, id) in [2, 3].into_iter().enumerate() {
         assert_eq!(
             sim.client(id).received(1, Source::Camera),
@@ -343,14 +348,19 @@ fn ticks_for_burst(batch: bool) -> u64 {
 
 #[test]
 fn a_receive_batch_ticks_each_subscriber_once() {
-    let batched = ticks_for_burst(true);
+    let (full, light) = ticks_for_burst(true);
     assert!(
-        batched <= 2,
-        "batched: {batched} ticks for 5 packets to 2 subscribers"
+        full + light <= 2,
+        "batched: {full} full and {light} light ticks for 5 packets to 2 subscribers"
     );
+    // No subscriber timer was due: the written packets only needed the light tick.
+    assert_eq!((full, light), (0, 2), "batched: full and light ticks");
     // Negative control: draining after every datagram ticks per packet and subscriber.
-    let unbatched = ticks_for_burst(false);
-    assert!(unbatched >= 10, "unbatched: {unbatched}");
+    let (full, light) = ticks_for_burst(false);
+    assert!(
+        full + light >= 10,
+        "unbatched: {full} full and {light} light"
+    );
 }
 
 #[test]

@@ -2042,6 +2042,39 @@ impl Rtc {
         Ok(())
     }
 
+    /// klausur patch: makes the RTP packets written through the direct API since the last
+    /// timeout sendable, without a timeout's walks over every stream and media.
+    ///
+    /// An SFU writes each forwarded packet to many `Rtc`s, and a written packet only goes out
+    /// after a timeout (`handle_input(Input::Timeout(now))`), which walks all of the `Rtc`'s
+    /// streams and medias for reports, requests, queues and every subsystem's timers. When
+    /// none of those timers is due yet (`now` before the last [`Output::Timeout`]), this does
+    /// only what the written packets need: stamps them, puts their streams' queues into the
+    /// pacer's snapshot and steps the bandwidth estimator, as a timeout would. Then
+    /// [`Rtc::poll_output`] hands them out.
+    ///
+    /// Meant for an application that, since its last [`Rtc::poll_output`] returned a timeout,
+    /// only wrote RTP ([`crate::rtp::StreamTx::write_rtp`]) to this `Rtc`; after anything else
+    /// (a keyframe request, a bitrate change, media data), give it a timeout instead. It does
+    /// a full timeout by itself whenever a timer is due, and whenever something waits that only
+    /// a full timeout handles (no SRTP keys yet, a paced estimator, a probe train, a keyframe
+    /// request, samples to packetize, a stream not yet timed once, RTP closing).
+    pub fn handle_written(&mut self, now: Instant) -> Result<(), RtcError> {
+        if self.state == RtcState::Closed {
+            return Ok(());
+        }
+        if self.need_init_time
+            || now < self.last_now
+            || now >= self.cached_timeout
+            || !self.session.handle_written(now)
+        {
+            return self.do_handle_timeout(now);
+        }
+        self.last_now = now;
+        drop(self.readiness.wake());
+        Ok(())
+    }
+
     /// Starts local shutdown.
     ///
     /// The `Rtc` instance schedules RTCP BYE, requests SCTP shutdown, and sends

@@ -377,6 +377,33 @@ impl Session {
         Ok(())
     }
 
+    /// klausur patch: what a timeout does for packets written through the direct API, without
+    /// the rest of it: stamps them, puts their streams' queues into the pacer's snapshot and
+    /// steps the bandwidth estimator (which a full timeout steps every time). The caller makes
+    /// sure no timer is due (`Rtc::handle_written`). False, and a full timeout needed, when
+    /// something else waits that only a full timeout handles: RTP closing, no SRTP keys yet, a
+    /// leaky-bucket pacer, a poll that found a queue empty, a probe train, a keyframe or REMB
+    /// request, media samples to packetize, or a stream written to before its first timeout.
+    pub fn handle_written(&mut self, now: Instant) -> bool {
+        if self.rtp_closing || self.srtp_tx.is_none() || self.probe_train.is_some() {
+            return false;
+        }
+        let PacerImpl::Null(pacer) = &mut self.pacer else {
+            return false;
+        };
+        if !pacer.is_idle()
+            || self.streams.pending_request().is_some()
+            || self.medias.iter().any(|m| m.poll_timeout().is_some())
+        {
+            return false;
+        }
+        if !self.streams.stamp_written(now, |q| pacer.update_queue(q)) {
+            return false;
+        }
+        self.handle_timeout_bwe(now);
+        true
+    }
+
     fn handle_timeout_bwe(&mut self, now: Instant) -> Option<(Mid, Pt)> {
         self.bwe.as_ref()?;
 
@@ -384,7 +411,13 @@ impl Session {
         // sending media section has both a transport sequence extension and a
         // payload type supporting TWCC feedback. No prior media packet or RTX
         // stream is required. The Direct API uses its configured capabilities.
-        let probe_media = self.srtp_tx.as_ref().and_then(|_| self.probe_media());
+        // klausur patch: without a pacer (unpaced mode) nothing uses the probe media: it is not
+        // looked for (a walk over all medias on every timeout).
+        let probe_media = if self.bwe_unpaced {
+            None
+        } else {
+            self.srtp_tx.as_ref().and_then(|_| self.probe_media())
+        };
         // klausur patch: no probe clusters without a pacer to send them.
         let do_probe = probe_media.is_some() && !self.bwe_unpaced;
         let bwe = self.bwe.as_mut()?;

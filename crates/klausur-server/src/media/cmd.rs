@@ -105,8 +105,10 @@ pub struct MediaStats {
     pub send_batches: u64,
     /// Datagrams of `sent_datagrams` that went out as segments of GSO messages.
     pub gso_datagrams: u64,
-    /// `Input::Timeout` ticks of all peers' `Rtc`s (see klausur-room's *Cost*).
+    /// `Input::Timeout` ticks of all peers' `Rtc`s, and the light ticks that only made
+    /// written packets sendable (see klausur-room's *Cost*).
     pub rtc_ticks: u64,
+    pub written_ticks: u64,
     /// Times the worker woke from `ppoll`, and of those, because the wait for the next room
     /// timer ran out (no datagram, command or signal).
     pub wakeups: u64,
@@ -145,6 +147,7 @@ impl MediaStats {
         self.send_batches += o.send_batches;
         self.gso_datagrams += o.gso_datagrams;
         self.rtc_ticks += o.rtc_ticks;
+        self.written_ticks += o.written_ticks;
         self.wakeups += o.wakeups;
         self.timer_wakeups += o.timer_wakeups;
         self.tcp_connections += o.tcp_connections;

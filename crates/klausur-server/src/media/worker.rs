@@ -625,6 +625,7 @@ impl Worker {
             let rs = r.room.stats();
             s.forwarded_packets += rs.forwarded_packets;
             s.rtc_ticks += rs.rtc_ticks;
+            s.written_ticks += rs.written_ticks;
         }
         s.add(&self.previous);
         s
@@ -634,7 +635,7 @@ impl Worker {
     fn report(&self) {
         let s = self.totals();
         tracing::debug!(
-            "media worker: {} wakeups ({} for timers only), {} datagrams in {} receive batches, {} sent ({} in GSO messages) in {} send batches, {} forwarded, {} rtc ticks",
+            "media worker: {} wakeups ({} for timers only), {} datagrams in {} receive batches, {} sent ({} in GSO messages) in {} send batches, {} forwarded, {} rtc ticks, {} light ticks for written packets",
             s.wakeups,
             s.timer_wakeups,
             s.received_datagrams,
@@ -643,7 +644,8 @@ impl Worker {
             s.gso_datagrams,
             s.send_batches,
             s.forwarded_packets,
-            s.rtc_ticks
+            s.rtc_ticks,
+            s.written_ticks
         );
     }
 
@@ -652,6 +654,7 @@ impl Worker {
         let rs = room.stats();
         self.stats.forwarded_packets += rs.forwarded_packets;
         self.stats.rtc_ticks += rs.rtc_ticks;
+        self.stats.written_ticks += rs.written_ticks;
     }
 
     fn forget_peer(&mut self, room: RoomKey, peer: PeerId) {

@@ -66,6 +66,31 @@ impl NullPacer {
         });
     }
 
+    /// klausur patch: nothing that only a full timeout handles: no poll found a queue empty
+    /// since the last snapshot, and no probe train is running or waiting to be reported
+    /// (`Session::handle_written`).
+    pub fn is_idle(&self) -> bool {
+        self.unsent_since.is_none() && self.train.is_none()
+    }
+
+    /// klausur patch: puts the state of a queue that was written to since the last snapshot
+    /// into the snapshot, in place of its old state (`Session::handle_written`): the same
+    /// snapshot a full `handle_timeout` would take of it, while the other queues keep theirs.
+    pub fn update_queue(&mut self, q: QueueState) {
+        // The queues that polls emptied go, as with a full snapshot: `poll_queue` walks this
+        // list for every packet.
+        self.queue_states.retain(|e| e.snapshot.packet_count > 0);
+        let old = self.queue_states.iter().position(|e| e.midrid == q.midrid);
+        match (old, q.snapshot.packet_count > 0) {
+            (Some(i), true) => self.queue_states[i] = q,
+            (Some(i), false) => {
+                self.queue_states.remove(i);
+            }
+            (None, true) => self.queue_states.push(q),
+            (None, false) => {}
+        }
+    }
+
     /// klausur patch: the running train's cluster, for the packets it sends.
     pub fn active_cluster(&self) -> Option<TwccClusterId> {
         self.train

@@ -425,6 +425,28 @@ impl Streams {
         }
     }
 
+    /// klausur patch: stamps the packets written to the send streams since the last timeout
+    /// and hands each such stream's queue state to `queued` (`Session::handle_written`). False
+    /// when a stream written to has not had its first timeout yet, which only a full timeout
+    /// gives (the streams stamped before it was found stay stamped; the full timeout that
+    /// follows stamps only what is not).
+    pub(crate) fn stamp_written(
+        &mut self,
+        now: Instant,
+        mut queued: impl FnMut(QueueState),
+    ) -> bool {
+        for stream in self.streams_tx.values_mut() {
+            if !stream.need_timeout() {
+                continue;
+            }
+            if !stream.stamp_written(now) {
+                return false;
+            }
+            queued(stream.queue_state(now));
+        }
+        true
+    }
+
     pub(crate) fn pending_request(&self) -> Option<Instant> {
         if self.streams_rx.values().any(|s| s.has_pending_request()) {
             Some(already_happened())
