@@ -2058,7 +2058,7 @@ impl Rtc {
     /// (a keyframe request, a bitrate change, media data), give it a timeout instead. It does
     /// a full timeout by itself whenever a timer is due, and whenever something waits that only
     /// a full timeout handles (no SRTP keys yet, a paced estimator, a probe train, a keyframe
-    /// request, samples to packetize, a stream not yet timed once, RTP closing).
+    /// request, samples to packetize, RTP closing).
     pub fn handle_written(&mut self, now: Instant) -> Result<(), RtcError> {
         if self.state == RtcState::Closed {
             return Ok(());

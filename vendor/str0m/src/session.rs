@@ -383,7 +383,7 @@ impl Session {
     /// sure no timer is due (`Rtc::handle_written`). False, and a full timeout needed, when
     /// something else waits that only a full timeout handles: RTP closing, no SRTP keys yet, a
     /// leaky-bucket pacer, a poll that found a queue empty, a probe train, a keyframe or REMB
-    /// request, media samples to packetize, or a stream written to before its first timeout.
+    /// request, or media samples to packetize.
     pub fn handle_written(&mut self, now: Instant) -> bool {
         if self.rtp_closing || self.srtp_tx.is_none() || self.probe_train.is_some() {
             return false;
@@ -397,9 +397,10 @@ impl Session {
         {
             return false;
         }
-        if !self.streams.stamp_written(now, |q| pacer.update_queue(q)) {
-            return false;
-        }
+        self.streams
+            .stamp_written(now, &self.medias, &self.codec_config, |q| {
+                pacer.update_queue(q)
+            });
         self.handle_timeout_bwe(now);
         true
     }

@@ -425,26 +425,26 @@ impl Streams {
         }
     }
 
-    /// klausur patch: stamps the packets written to the send streams since the last timeout
-    /// and hands each such stream's queue state to `queued` (`Session::handle_written`). False
-    /// when a stream written to has not had its first timeout yet, which only a full timeout
-    /// gives (the streams stamped before it was found stay stamped; the full timeout that
-    /// follows stamps only what is not).
+    /// klausur patch: the send streams' part of a timeout for packets written since the last
+    /// one (`Session::handle_written`): each stream with unstamped packets gets the timeout
+    /// `handle_timeout` gives it, and its queue state goes to `queued`.
     pub(crate) fn stamp_written(
         &mut self,
         now: Instant,
+        medias: &[Media],
+        codecs: &CodecConfig,
         mut queued: impl FnMut(QueueState),
-    ) -> bool {
+    ) {
         for stream in self.streams_tx.values_mut() {
             if !stream.need_timeout() {
                 continue;
             }
-            if !stream.stamp_written(now) {
-                return false;
-            }
+            let mid = stream.mid();
+            // As in `handle_timeout`: a send stream always has its media.
+            let get_media = move || (medias.iter().find(|m| m.mid() == mid).unwrap(), codecs);
+            stream.handle_timeout(now, get_media);
             queued(stream.queue_state(now));
         }
-        true
     }
 
     pub(crate) fn pending_request(&self) -> Option<Instant> {

@@ -1284,17 +1284,6 @@ impl StreamTx {
         self.send_queue.need_timeout()
     }
 
-    /// klausur patch: makes the packets written since the last timeout sendable, as
-    /// `handle_timeout` does, for a stream that had its first timeout (`Session::handle_written`).
-    /// False, and nothing done, for one that did not.
-    pub(crate) fn stamp_written(&mut self, now: Instant) -> bool {
-        if self.kind.is_none() {
-            return false;
-        }
-        self.send_queue.handle_timeout(now);
-        true
-    }
-
     pub(crate) fn handle_timeout<'a>(
         &mut self,
         now: Instant,
