@@ -106,6 +106,11 @@ impl RunningGateway {
         self.endpoint.stats()
     }
 
+    /// A handle on the SIP counters that a monitoring endpoint can keep.
+    pub fn stats_source(&self) -> sip::SipStatsSource {
+        self.endpoint.stats_source()
+    }
+
     /// Ends every call (BYE) and stops.
     pub async fn shutdown(self) {
         self.accept.abort();

@@ -241,6 +241,25 @@ pub enum SipTransport {
     Tls,
 }
 
+/// Reads a [`SipEndpoint`]'s counters ([`SipEndpoint::stats_source`]); cheap to clone.
+#[derive(Clone)]
+pub struct SipStatsSource(Arc<EndpointState>);
+
+impl SipStatsSource {
+    /// The counters now.
+    pub fn stats(&self) -> SipStats {
+        self.0.snapshot()
+    }
+}
+
+impl std::fmt::Debug for SipStatsSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("SipStatsSource")
+            .field(&self.stats())
+            .finish()
+    }
+}
+
 /// The running SIP endpoint. Dropping it stops the listeners and ends all calls (BYE) in the
 /// background; [`SipEndpoint::shutdown`] does the same and waits for the calls to end.
 pub struct SipEndpoint {
@@ -462,6 +481,12 @@ impl SipEndpoint {
     /// The endpoint's counters.
     pub fn stats(&self) -> SipStats {
         self.state.snapshot()
+    }
+
+    /// A handle that reads the endpoint's counters for as long as anyone holds it (for a
+    /// monitoring endpoint that outlives no one: after shutdown it reads the last values).
+    pub fn stats_source(&self) -> SipStatsSource {
+        SipStatsSource(self.state.clone())
     }
 
     /// Stops accepting, ends every call with BYE and waits (at most 40 s) until they are over.
