@@ -5,7 +5,8 @@
 # browser in a network namespace whose UDP is dropped), coturn (a TURN server), PostgreSQL
 # (the store's tests start a throwaway cluster of their own), Redis (the cluster's tests
 # start their own redis-server), HAProxy (the load balancer in front of the browser tests'
-# cluster, web/e2e/cluster.ts), and the web client's npm packages.
+# cluster, web/e2e/cluster.ts), Prometheus (scrapes the server's /metrics in a test), and the
+# web client's npm packages.
 # Safe to run again; it only installs what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,6 +32,8 @@ if [ "$want_browser" = "--with-browser" ]; then
     compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || missing+=(postgresql)
     command -v redis-server >/dev/null || missing+=(redis-server)
     [ -x /usr/sbin/haproxy ] || command -v haproxy >/dev/null || missing+=(haproxy)
+    # Prometheus scrapes a served klausur's /metrics in the server tests (tests/server/metrics.rs).
+    command -v prometheus >/dev/null || missing+=(prometheus)
 fi
 if [ ${#missing[@]} -gt 0 ]; then
     echo "setup: installing Debian packages: ${missing[*]}"
@@ -43,11 +46,11 @@ if [ ${#missing[@]} -gt 0 ]; then
     fi
     as_root apt-get update -qq
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
-    # The tests start their own coturn, redis-server and haproxy; the packages' system
-    # services are not wanted running (without systemd, a policy-rc.d that denies starts
-    # usually kept them off; the init script stops one that was started anyway).
-    for service in coturn redis-server haproxy; do
-        [[ " ${missing[*]} " == *" $service "* ]] || continue
+    # The tests start their own coturn, redis-server, haproxy and prometheus; the packages'
+    # system services are not wanted running (without systemd, a policy-rc.d that denies
+    # starts usually kept them off; the init script stops one that was started anyway).
+    for service in coturn redis-server haproxy prometheus prometheus-node-exporter; do
+        [[ " ${missing[*]} " == *" ${service%-node-exporter} "* ]] || continue
         if command -v systemctl >/dev/null && [ -d /run/systemd/system ]; then
             as_root systemctl disable --now "$service" >/dev/null 2>&1 || true
         elif [ -x "/etc/init.d/$service" ]; then

@@ -74,6 +74,8 @@ pub struct ClusterNode {
     leaving: tokio::sync::Mutex<bool>,
     /// Lease keepers running (see [`ClusterNode::wait_released`]).
     keepers: std::sync::atomic::AtomicUsize,
+    /// Whether the last heartbeat was written (for monitoring).
+    heartbeat_ok: std::sync::atomic::AtomicBool,
 }
 
 impl ClusterNode {
@@ -114,6 +116,7 @@ impl ClusterNode {
             config: config.clone(),
             leaving: tokio::sync::Mutex::new(false),
             keepers: std::sync::atomic::AtomicUsize::new(0),
+            heartbeat_ok: std::sync::atomic::AtomicBool::new(false),
         }))
     }
 
@@ -267,6 +270,8 @@ impl ClusterNode {
             }
             let written = self.cluster.heartbeat(load).await;
             drop(leaving);
+            self.heartbeat_ok
+                .store(written.is_ok(), std::sync::atomic::Ordering::Relaxed);
             match written {
                 Ok(()) if failing => {
                     failing = false;
@@ -283,6 +288,16 @@ impl ClusterNode {
                 Err(_) => {}
             }
         }
+    }
+
+    /// Whether this node's last heartbeat reached Redis (false before the first one).
+    pub fn heartbeat_ok(&self) -> bool {
+        self.heartbeat_ok.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The meetings whose leases this node keeps now (the meetings running here).
+    pub fn leases_kept(&self) -> usize {
+        self.keepers.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Removes this node's heartbeat for good (an orderly shutdown): no new meeting is placed

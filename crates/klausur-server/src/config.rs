@@ -104,6 +104,15 @@ pub struct RawConfig {
     pub turn: Option<RawTurn>,
     #[serde(default)]
     pub cluster: RawCluster,
+    #[serde(default)]
+    pub metrics: RawMetrics,
+}
+
+/// `[metrics]`: the monitoring endpoint `GET /metrics`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMetrics {
+    pub token_file: Option<PathBuf>,
 }
 
 /// `[cluster]`: several nodes sharing PostgreSQL, placed and kept alive through Redis.
@@ -539,6 +548,9 @@ pub struct Config {
     /// `[storage] ended_meetings_days`: a meeting that ended this long ago is deleted with its
     /// invitations, moderators, bans, mutes and guest passes (daily, and at start). Default 90.
     pub ended_meetings_days: u32,
+    /// `[metrics] token_file` (`KLAUSUR_METRICS_TOKEN_FILE`): the token a monitoring system
+    /// presents to read `GET /metrics`; `None` (the default): the endpoint is off.
+    pub metrics_token_file: Option<PathBuf>,
 }
 
 /// The validated `[dialin]` section. The server reads `phone_number` (shown with every
@@ -948,6 +960,22 @@ impl Config {
                  it); make one with `klausur identity-ca init-token --token-file FILE`",
             ));
         }
+        let metrics_token_file = env("KLAUSUR_METRICS_TOKEN_FILE")
+            .map(PathBuf::from)
+            .or(raw.metrics.token_file);
+        if let Some(f) = &metrics_token_file {
+            if !f.is_file() {
+                return Err(invalid(
+                    "metrics.token_file",
+                    format!(
+                        "file {} does not exist (make one with `klausur identity-ca init-token \
+                         --token-file FILE`; the monitoring system sends it as \
+                         Authorization: Bearer)",
+                        f.display()
+                    ),
+                ));
+            }
+        }
         let password_workers = std::thread::available_parallelism().map_or(1, |n| n.get());
         Ok(Config {
             listen,
@@ -984,6 +1012,7 @@ impl Config {
             password_queue: 16 * password_workers,
             audit_retention_days,
             ended_meetings_days,
+            metrics_token_file,
         })
     }
 
@@ -2002,6 +2031,29 @@ mod tests {
              digest_user = \"u\"\ndigest_password_file = {f:?}\nphone_number = \"0800 123\""
         ))
         .expect("valid");
+    }
+
+    #[test]
+    fn the_metrics_token_file_comes_from_the_file_or_the_environment() {
+        assert_eq!(resolve("").expect("defaults").metrics_token_file, None);
+        let err = resolve("[metrics]\ntoken_file = \"/nonexistent/m.token\"")
+            .expect_err("missing file")
+            .to_string();
+        assert!(err.starts_with("metrics.token_file"), "{err}");
+        assert!(err.contains("does not exist"), "{err}");
+        let err = resolve("[metrics]\ntoken = \"x\"")
+            .expect_err("unknown key")
+            .to_string();
+        assert!(err.contains("token"), "{err}");
+        let dir = tempfile::tempdir().expect("dir");
+        let f = dir.path().join("m.token");
+        std::fs::write(&f, "t\n").expect("write");
+        let c = resolve(&format!("[metrics]\ntoken_file = {f:?}")).expect("valid");
+        assert_eq!(c.metrics_token_file.as_deref(), Some(f.as_path()));
+        let from_env = f.display().to_string();
+        let env = |k: &str| (k == "KLAUSUR_METRICS_TOKEN_FILE").then(|| from_env.clone());
+        let c = Config::resolve(RawConfig::default(), &env, &Overrides::default()).expect("env");
+        assert_eq!(c.metrics_token_file.as_deref(), Some(f.as_path()));
     }
 
     #[test]

@@ -13,6 +13,7 @@
 //! http/               router, API handlers, WebSocket upgrade, static files, client address,
 //!                     first-request timeout, the one HTTP error mapping, test-only routes
 //! state               the shared state handed to every handler (wires the layers below)
+//! metrics             the monitoring endpoint's token, counters and text format
 //! cluster             this node among several: heartbeat, placement of joins, meeting leases
 //! dialin/             dial-in rules (numbers, PINs, throttle, tickets, verdicts), SIP gateway start
 //! identity/           credential issuance, the remote CA's client and protocol, guest limits
@@ -59,6 +60,7 @@ pub mod http;
 pub mod identity;
 pub mod media;
 pub mod meeting;
+pub mod metrics;
 pub mod names;
 pub mod server;
 pub mod state;

@@ -358,6 +358,12 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         ),
         None => AppState::new(config.clone(), store.clone(), media, identity, dialin),
     };
+    if let Some(file) = &config.metrics_token_file {
+        let token =
+            crate::identity::ca_protocol::load_token_file(file).context("metrics.token_file")?;
+        state.metrics.set_token(&token);
+        tracing::info!("monitoring: GET /metrics serves the scrapers that present the token");
+    }
     if let Some(node) = &cluster {
         tokio::spawn(
             node.clone()
@@ -372,6 +378,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         ),
         None => None,
     };
+    if let Some(gw) = &gateway {
+        state.metrics.set_sip(gw.stats_source());
+    }
     if config.database == Database::Sqlite {
         // PostgreSQL checkpoints its own write-ahead log.
         tokio::spawn(checkpoint_periodically(store.clone()));

@@ -19,6 +19,7 @@ use crate::dialin::DialIn;
 use crate::identity::{self, IdentityIssuer, IssueLimiter};
 use crate::media::MediaHandle;
 use crate::meeting::Registry;
+use crate::metrics::Metrics;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -47,6 +48,8 @@ pub struct Inner {
     pub connections: Connections,
     /// This node's place in a cluster (`[cluster]`); `None` for a single node.
     pub cluster: Option<Arc<ClusterNode>>,
+    /// The monitoring endpoint's token and counters ([`Metrics`]).
+    pub metrics: Metrics,
 }
 
 impl std::ops::Deref for AppState {
@@ -104,6 +107,7 @@ impl AppState {
                 passwords,
                 connections,
                 cluster: None,
+                metrics: Metrics::default(),
             }),
         }
     }

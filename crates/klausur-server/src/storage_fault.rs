@@ -152,9 +152,30 @@ pub fn remedy_for(fault: StorageFault, postgres: bool) -> &'static str {
     }
 }
 
+/// Writes refused because the storage cannot take them, and requests refused because the
+/// database cannot be reached, since the start (for monitoring: [`refused_totals`]).
+static REFUSED_UNWRITABLE: AtomicU64 = AtomicU64::new(0);
+static REFUSED_UNREACHABLE: AtomicU64 = AtomicU64::new(0);
+
+/// Since the start: writes refused because the storage could not take them, and requests
+/// refused because the database could not be reached.
+pub fn refused_totals() -> (u64, u64) {
+    (
+        REFUSED_UNWRITABLE.load(Ordering::Relaxed),
+        REFUSED_UNREACHABLE.load(Ordering::Relaxed),
+    )
+}
+
+/// Whether the database answers, as far as this process knows: false from the first request
+/// refused because it could not be reached until [`watch_outage`] finds it answering again.
+pub fn database_reachable() -> bool {
+    OUTAGE.lock().map(|o| o.is_none()).unwrap_or(true)
+}
+
 /// Tells the operator that a write was refused because of `fault` (rate-limited, see the
 /// module docs).
 pub fn report(fault: StorageFault, error: &dyn std::fmt::Display) {
+    REFUSED_UNWRITABLE.fetch_add(1, Ordering::Relaxed);
     if let Some(refused) = UNWRITABLE.due() {
         tracing::error!(
             refused_writes = refused,
@@ -224,6 +245,7 @@ fn answered_line(postgres: bool, database: &str, away: Duration, refused: u64) -
 /// Tells the operator that a request was refused because the database cannot be reached
 /// (rate-limited, see the module docs).
 pub fn report_unreachable(error: &dyn std::fmt::Display) {
+    REFUSED_UNREACHABLE.fetch_add(1, Ordering::Relaxed);
     count_in_outage();
     if let Some(refused) = UNREACHABLE.due() {
         let postgres = ON_POSTGRES.load(Ordering::Relaxed);

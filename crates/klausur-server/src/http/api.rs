@@ -120,6 +120,7 @@ fn route_table() -> RouteTable {
     )
     .add(M::GET, "/api/ws", ws_upgrade)
     .add(M::GET, "/healthz", healthz)
+    .add(M::GET, "/metrics", crate::http::metrics_api::scrape)
 }
 
 /// The method and path of every route the API serves, in the order of the table (what the
@@ -279,6 +280,7 @@ async fn login(
         .map(|mut l| l.begin(now, &keys))
         .unwrap_or(false);
     if !allowed {
+        state.metrics.login_failed("throttled");
         return Err(Refusal::RateLimited(
             "too many failed logins from this address; try again in 15 minutes".into(),
         )
@@ -312,6 +314,7 @@ async fn login(
                 Some(u) if u.disabled => "account_disabled",
                 Some(_) => "wrong_password",
             };
+            state.metrics.login_failed(reason);
             let actor = match &user {
                 Some(u) => audit::user(u),
                 None => AuditActor::new("anonymous", None, Some(audit::bounded(&username, 64))),

@@ -156,6 +156,7 @@ pub async fn post_call(
         ThrottleVerdict::Check { after } => after,
         ThrottleVerdict::Throttled { retry_after } => {
             tracing::info!("dial-in check: throttled");
+            state.metrics.dialin_checked("throttled");
             let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
             return Ok(Json(
                 json!({"result": "throttled", "retry_after_secs": secs.max(1)}),
@@ -195,6 +196,7 @@ pub async fn post_call(
         (Verdict::Ended, _) => "ended",
         _ => "wrong",
     };
+    state.metrics.dialin_checked(result);
     record_attempt(
         &state,
         &req,

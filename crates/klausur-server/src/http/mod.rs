@@ -2,7 +2,7 @@
 //! layers below, and a typed error back into a reply.
 //!
 //! Owns the router ([`api`]), the request extractors ([`extract`]), the API handlers ([`api`], [`audit_api`], [`identity_api`],
-//! [`dialin_api`]), the WebSocket upgrade and frame loop ([`ws`]), the web client's static
+//! [`dialin_api`], [`metrics_api`]), the WebSocket upgrade and frame loop ([`ws`]), the web client's static
 //! files ([`web`]), the client address behind proxies ([`client_addr`]), the first-request
 //! timeout ([`first_request`]), the one mapping of errors to replies ([`http_error`]) and, in
 //! test builds, the test-only routes (`test_hooks`).
@@ -19,6 +19,7 @@ pub mod extract;
 pub mod first_request;
 pub mod http_error;
 pub mod identity_api;
+pub mod metrics_api;
 #[cfg(feature = "test-hooks")]
 pub mod test_hooks;
 pub mod web;

@@ -75,6 +75,11 @@ async fn invitation(srv: &TestServer, meeting: &str, name: &str, by: i64) -> (i6
 
 async fn fixture() -> Fixture {
     let srv = TestServer::start().await;
+    // The monitoring endpoint is on (a token configured) and still refuses every actor: only
+    // the token opens it (tests/server/metrics.rs).
+    srv.state.metrics.set_token(&zeroize::Zeroizing::new(
+        "a-scrape-token-nobody-here-presents-0123".to_string(),
+    ));
     let root = srv.user("root", Role::Admin).await;
     let olga = srv.user("olga", Role::Staff).await;
     let mo = srv.user("mo", Role::Staff).await;
@@ -390,6 +395,8 @@ fn cases(sam: i64) -> Vec<Case> {
         // (tests/server/signaling_authz.rs).
         case(M::GET, "/api/ws", Body::None, [101; 8]),
         case(M::GET, "/healthz", Body::None, [200; 8]),
+        // Monitoring: the `[metrics] token_file` token only, never a session.
+        case(M::GET, "/metrics", Body::None, [401; 8]),
         // Last: it ends the sessions the cases above use.
         case(
             M::POST,

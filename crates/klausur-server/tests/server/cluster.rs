@@ -237,8 +237,35 @@ fn node_cmd(
     cmd.args(["--media-workers", "1", "--redis-url", redis_url])
         .args(["--node-id", &format!("n{i}"), "--node-url", &base])
         .env("KLAUSUR_DATABASE", db_url)
-        .env("KLAUSUR_IDENTITY_CA_KEY_FILE", ca_key);
+        .env("KLAUSUR_IDENTITY_CA_KEY_FILE", ca_key)
+        .env("KLAUSUR_METRICS_TOKEN_FILE", metrics_token_file(dir));
     (cmd, base)
+}
+
+/// The token every node's `GET /metrics` opens to.
+const METRICS_TOKEN: &str = "the-cluster-tests-scrape-token-0123456789";
+
+/// A file in `dir` with [`METRICS_TOKEN`].
+fn metrics_token_file(dir: &Path) -> PathBuf {
+    let file = dir.join("metrics.token");
+    std::fs::write(&file, format!("{METRICS_TOKEN}\n")).expect("metrics token");
+    file
+}
+
+/// One series' value in node `base`'s `GET /metrics`.
+async fn metric(base: &str, series: &str) -> Option<f64> {
+    let text = reqwest::Client::new()
+        .get(format!("{base}/metrics"))
+        .bearer_auth(METRICS_TOKEN)
+        .send()
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
 }
 
 /// Ada creates a meeting at `base` and invites `guests` to it: (meeting id, invitation tokens).
@@ -335,6 +362,28 @@ async fn three_nodes_share_twenty_meetings_and_every_join_is_sent_to_its_meeting
         max <= min.map(|m| m * 2).as_ref(),
         "no node more than twice another: {counts:?}"
     );
+    // Each node's monitoring says the same: its meetings, the leases it keeps for them, a
+    // heartbeat that reaches Redis, and its node id.
+    for (i, count) in counts.iter().enumerate() {
+        let base = nodes.base(i);
+        let n = Some(*count as f64);
+        assert_eq!(
+            metric(base, "klausur_meetings_running").await,
+            n,
+            "node {i}"
+        );
+        assert_eq!(metric(base, "klausur_cluster_leases").await, n, "node {i}");
+        assert_eq!(
+            metric(base, "klausur_cluster_heartbeat_ok").await,
+            Some(1.0),
+            "node {i}"
+        );
+        let info = format!(
+            "klausur_build_info{{version=\"{}\",node=\"n{i}\"}}",
+            env!("CARGO_PKG_VERSION")
+        );
+        assert_eq!(metric(base, &info).await, Some(1.0), "node {i}");
+    }
     // A second participant of a meeting, arriving at another node, lands in the same meeting
     // (the same group), wherever it runs.
     drop(refs);
@@ -531,6 +580,17 @@ async fn a_restarted_redis_stops_no_meeting_and_placement_recovers() {
     let running = nodes.running().await;
     let total: u64 = running.iter().flatten().map(|(_, m)| m).sum();
     assert_eq!(total, 2, "{running:?}");
+    // Both nodes' heartbeats reach Redis again, as their monitoring says.
+    for i in 0..2 {
+        let deadline = Instant::now() + WAIT;
+        while metric(nodes.base(i), "klausur_cluster_heartbeat_ok").await != Some(1.0) {
+            assert!(
+                Instant::now() < deadline,
+                "node {i}'s heartbeat after the restart"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
     eprintln!("Redis was away {outage:?}; the meeting went on");
 }
 

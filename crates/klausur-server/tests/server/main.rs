@@ -47,6 +47,7 @@ mod layers;
 mod lobby_limits;
 mod login_limits;
 mod media_workers;
+mod metrics;
 mod names;
 mod native_client;
 mod origin_and_links;

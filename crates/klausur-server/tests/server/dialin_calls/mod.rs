@@ -13,7 +13,7 @@ pub mod sipp;
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use klausur_client::driver::{
     self, AudioFrame, AudioSink, ClientEvent, ClientHandle, ClientOptions,
@@ -62,6 +62,9 @@ fn rtp_ports() -> std::ops::RangeInclusive<u16> {
     base..=base + 99
 }
 
+/// The token the tests' `GET /metrics` presents.
+const METRICS_TOKEN: &str = "the-dial-in-tests-scrape-token-0123456789";
+
 async fn dial() -> Dial {
     dial_with(false).await
 }
@@ -87,6 +90,11 @@ async fn dial_with(relayed: bool) -> Dial {
         None
     };
     let gateway = sip_gateway::start_in_process(setup).await.expect("gateway");
+    // As `klausur serve` does: the monitoring endpoint reads the gateway's counters.
+    srv.state.metrics.set_sip(gateway.stats_source());
+    srv.state
+        .metrics
+        .set_token(&zeroize::Zeroizing::new(METRICS_TOKEN.to_string()));
     let sip = gateway
         .sip_addrs()
         .into_iter()
@@ -105,6 +113,22 @@ async fn dial_with(relayed: bool) -> Dial {
 }
 
 impl Dial {
+    /// One series' value in the server's `GET /metrics`.
+    async fn metric(&self, series: &str) -> Option<f64> {
+        let text = reqwest::Client::new()
+            .get(format!("{}/metrics", self.srv.base))
+            .bearer_auth(METRICS_TOKEN)
+            .send()
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        text.lines()
+            .filter(|l| !l.starts_with('#'))
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+    }
+
     async fn meeting(&self, id: &str, profile: SecurityProfile) -> Meeting {
         dialin::create_meeting_with_dial_in(
             &self.srv.store,
@@ -399,6 +423,17 @@ async fn a_caller_joins_is_heard_and_leaves() {
         m.heard.get(&pid).copied().unwrap_or(0) > 50
     })
     .await;
+    // The monitoring counts the call and its PIN check.
+    assert_eq!(d.metric("klausur_dialin_calls_active").await, Some(1.0));
+    assert_eq!(
+        d.metric("klausur_dialin_calls_answered_total").await,
+        Some(1.0)
+    );
+    assert_eq!(
+        d.metric("klausur_dialin_pin_checks_total{result=\"admit\"}")
+            .await,
+        Some(1.0)
+    );
 
     let codes_while = max.codes.len();
     let (code, trace) = tokio::task::spawn_blocking(move || sipp.wait(Duration::from_secs(90)))
@@ -413,6 +448,14 @@ async fn a_caller_joins_is_heard_and_leaves() {
         max.codes.len() > codes_while,
         "the security code changed when the caller left"
     );
+    let deadline = Instant::now() + WAIT;
+    while d.metric("klausur_dialin_calls_active").await != Some(0.0) {
+        assert!(
+            Instant::now() < deadline,
+            "the call still counted as active"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// Test 5: the strict profile refuses the call after the PIN; the meeting never sees the
