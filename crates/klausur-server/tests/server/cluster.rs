@@ -238,34 +238,19 @@ fn node_cmd(
         .args(["--node-id", &format!("n{i}"), "--node-url", &base])
         .env("KLAUSUR_DATABASE", db_url)
         .env("KLAUSUR_IDENTITY_CA_KEY_FILE", ca_key)
-        .env("KLAUSUR_METRICS_TOKEN_FILE", metrics_token_file(dir));
+        .env(
+            "KLAUSUR_METRICS_TOKEN_FILE",
+            crate::metrics::token_file(dir, METRICS_TOKEN),
+        );
     (cmd, base)
 }
 
 /// The token every node's `GET /metrics` opens to.
 const METRICS_TOKEN: &str = "the-cluster-tests-scrape-token-0123456789";
 
-/// A file in `dir` with [`METRICS_TOKEN`].
-fn metrics_token_file(dir: &Path) -> PathBuf {
-    let file = dir.join("metrics.token");
-    std::fs::write(&file, format!("{METRICS_TOKEN}\n")).expect("metrics token");
-    file
-}
-
 /// One series' value in node `base`'s `GET /metrics`.
 async fn metric(base: &str, series: &str) -> Option<f64> {
-    let text = reqwest::Client::new()
-        .get(format!("{base}/metrics"))
-        .bearer_auth(METRICS_TOKEN)
-        .send()
-        .await
-        .ok()?
-        .text()
-        .await
-        .ok()?;
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+    crate::metrics::metric(base, METRICS_TOKEN, series).await
 }
 
 /// Ada creates a meeting at `base` and invites `guests` to it: (meeting id, invitation tokens).

@@ -19,10 +19,32 @@ use crate::process::{free_port, init_token, serve_cmd, start, Proc};
 const TOKEN: &str = "a-scrape-token-of-forty-characters-01234";
 
 /// One sample's value (`series value`), the series written exactly as the text format does.
-fn sample(text: &str, series: &str) -> Option<f64> {
+pub fn sample(text: &str, series: &str) -> Option<f64> {
     text.lines()
         .filter(|l| !l.starts_with('#'))
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// One series' value in `GET {base}/metrics` read with `token`; `None` if the request fails or
+/// the series is not there.
+pub async fn metric(base: &str, token: &str, series: &str) -> Option<f64> {
+    let text = reqwest::Client::new()
+        .get(format!("{base}/metrics"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    sample(&text, series)
+}
+
+/// A token file in `dir` holding `token`, for `[metrics] token_file`.
+pub fn token_file(dir: &Path, token: &str) -> std::path::PathBuf {
+    let file = dir.join("metrics.token");
+    std::fs::write(&file, format!("{token}\n")).expect("metrics token");
+    file
 }
 
 async fn scrape(srv: &TestServer, auth: Option<&str>) -> reqwest::Response {

@@ -278,6 +278,14 @@ async fn postgres_restarted_requests_fail_clearly_meanwhile_and_succeed_afterwar
         .await
         .expect("healthz");
     assert_eq!(health.status(), 200);
+    // The monitoring says so too, and counts the refusals.
+    assert_eq!(metric(&base, "klausur_database_reachable").await, Some(0.0));
+    let counted = metric(
+        &base,
+        "klausur_database_refused_requests_total{reason=\"unreachable\"}",
+    )
+    .await;
+    assert!(counted.is_some_and(|n| n >= 2.0), "{counted:?}");
     // The operator is told which database, and what to do; never its password.
     let text = log_with(&log, "cannot be reached");
     let line = text
@@ -329,6 +337,7 @@ async fn postgres_restarted_requests_fail_clearly_meanwhile_and_succeed_afterwar
         "{}",
         back[0]
     );
+    assert_eq!(metric(&base, "klausur_database_reachable").await, Some(1.0));
     let (status, body) = create(&http, &base, &csrf, "Nach dem Neustart").await;
     assert!(status < 300, "a write after the restart: {status} {body}");
     written.push("Nach dem Neustart".into());
@@ -374,6 +383,15 @@ async fn a_read_only_postgres_refuses_changes_clearly_and_reads_go_on() {
     assert_eq!(body["error"]["code"], "storage_unavailable", "{body}");
     let message = body["error"]["message"].as_str().unwrap_or_default();
     assert!(message.contains("Nothing was changed"), "{message}");
+    let refused = metric(
+        &base,
+        "klausur_database_refused_requests_total{reason=\"unwritable\"}",
+    )
+    .await;
+    assert!(
+        refused.is_some_and(|n| n >= 1.0),
+        "the refused write counted: {refused:?}"
+    );
     let (status, body) = get(&http, &format!("{base}/api/meetings")).await;
     assert_eq!(status, 200, "a read while read-only: {body}");
     assert_eq!(titles(&body), ["Vor dem Umschalten"]);
@@ -441,6 +459,13 @@ struct Served {
     csrf: String,
 }
 
+/// The token of the served servers' `GET /metrics`.
+const METRICS_TOKEN: &str = "the-postgres-tests-scrape-token-01234567";
+
+async fn metric(base: &str, series: &str) -> Option<f64> {
+    crate::metrics::metric(base, METRICS_TOKEN, series).await
+}
+
 async fn serve_on(url: &str) -> Served {
     let dir = tempfile::tempdir().expect("tmp");
     let data = dir.path().join("data");
@@ -450,6 +475,10 @@ async fn serve_on(url: &str) -> Served {
     let port = free_port();
     let mut cmd = serve_cmd(&data, port);
     cmd.env("KLAUSUR_DATABASE", url)
+        .env(
+            "KLAUSUR_METRICS_TOKEN_FILE",
+            crate::metrics::token_file(dir.path(), METRICS_TOKEN),
+        )
         .stderr(std::fs::File::create(&log).expect("log"));
     let (server, _) = start_until_listening(cmd);
     let base = format!("http://127.0.0.1:{port}");

@@ -115,18 +115,7 @@ async fn dial_with(relayed: bool) -> Dial {
 impl Dial {
     /// One series' value in the server's `GET /metrics`.
     async fn metric(&self, series: &str) -> Option<f64> {
-        let text = reqwest::Client::new()
-            .get(format!("{}/metrics", self.srv.base))
-            .bearer_auth(METRICS_TOKEN)
-            .send()
-            .await
-            .ok()?
-            .text()
-            .await
-            .ok()?;
-        text.lines()
-            .filter(|l| !l.starts_with('#'))
-            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        crate::metrics::metric(&self.srv.base, METRICS_TOKEN, series).await
     }
 
     async fn meeting(&self, id: &str, profile: SecurityProfile) -> Meeting {
