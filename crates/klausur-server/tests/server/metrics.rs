@@ -429,3 +429,59 @@ async fn prometheus_scrapes_a_served_klausur_with_the_token() {
         Some(0.0)
     );
 }
+
+/// The alert rules shipped in docs/monitoring: Prometheus's own tool checks them and runs their
+/// tests (each alert fires when it should and is silent before), and every series they name is
+/// one the server writes.
+#[test]
+fn the_shipped_alert_rules_pass_promtool_and_name_only_real_series() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/monitoring");
+    for args in [
+        ["check", "rules", "klausur-alerts.yml"],
+        ["test", "rules", "klausur-alerts.test.yml"],
+    ] {
+        let out = std::process::Command::new("promtool")
+            .args(args)
+            .current_dir(&dir)
+            .output()
+            .expect("promtool (Debian's `prometheus`; scripts/setup.sh installs it)");
+        assert!(
+            out.status.success(),
+            "promtool {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // Everything a node can report, the optional parts included.
+    let snapshot = klausur_server::metrics::Snapshot {
+        workers: vec![Default::default()],
+        process: klausur_server::metrics::ProcessFigures::read(),
+        sip: Some(Default::default()),
+        cluster: Some(Default::default()),
+        ..Default::default()
+    };
+    let text = klausur_server::metrics::render(&snapshot);
+    let written: std::collections::BTreeSet<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split(' ').next())
+        .collect();
+    let rules = std::fs::read_to_string(dir.join("klausur-alerts.yml")).expect("rules");
+    let mut named = std::collections::BTreeSet::new();
+    for start in ["klausur_", "process_"] {
+        for (i, _) in rules.match_indices(start) {
+            let name: String = rules[i..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            named.insert(name);
+        }
+    }
+    assert!(named.len() >= 8, "{named:?}");
+    for name in &named {
+        assert!(
+            written.contains(name.as_str()),
+            "the rules name {name}, which the server does not write: {written:?}"
+        );
+    }
+}
