@@ -295,14 +295,27 @@ pub fn render(s: &Snapshot) -> String {
         as_i64(s.websockets),
     );
     media(&mut r, &s.workers);
-    gauge(&mut r, "klausur_database_reachable", "1 while the database answers, 0 from a request refused because it could not be reached until it answers again", i64::from(s.database_reachable));
+    gauge(
+        &mut r,
+        "klausur_database_reachable",
+        "1 while the database answers, 0 from a request refused because it could not be \
+         reached until it answers again",
+        i64::from(s.database_reachable),
+    );
     counters(
         &mut r,
         "klausur_database_refused_requests",
-        "Requests refused because the database could not be written (unwritable) or reached (unreachable)",
+        "Requests refused because the database could not be written (unwritable) or reached \
+         (unreachable)",
         [
-            (vec![("reason", "unwritable".to_string())], s.refused_unwritable),
-            (vec![("reason", "unreachable".to_string())], s.refused_unreachable),
+            (
+                vec![("reason", "unwritable".to_string())],
+                s.refused_unwritable,
+            ),
+            (
+                vec![("reason", "unreachable".to_string())],
+                s.refused_unreachable,
+            ),
         ],
     );
     counter(
