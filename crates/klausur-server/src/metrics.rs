@@ -445,6 +445,65 @@ fn process(r: &mut Registry, s: &Snapshot) {
     }
 }
 
+/// Per-worker gauges: name, help, the figure.
+type WorkerGauge = (&'static str, &'static str, fn(&MediaStats) -> usize);
+/// Per-worker counters: name (without `_total`), help, the figure.
+type WorkerCounter = (&'static str, &'static str, fn(&MediaStats) -> u64);
+
+const WORKER_GAUGES: [WorkerGauge; 3] = [
+    (
+        "klausur_media_rooms",
+        "Meetings' media rooms on each worker",
+        |w| w.rooms,
+    ),
+    (
+        "klausur_media_peers",
+        "Media connections (participants with audio or video) on each worker",
+        |w| w.peers,
+    ),
+    (
+        "klausur_media_tcp_connections",
+        "ICE-TCP connections open on each worker",
+        |w| w.tcp_connections,
+    ),
+];
+
+const WORKER_COUNTERS: [WorkerCounter; 7] = [
+    (
+        "klausur_media_forwarded_packets",
+        "RTP packets forwarded to participants",
+        |w| w.forwarded_packets,
+    ),
+    (
+        "klausur_media_received_datagrams",
+        "UDP datagrams received",
+        |w| w.received_datagrams,
+    ),
+    ("klausur_media_sent_datagrams", "UDP datagrams sent", |w| {
+        w.sent_datagrams
+    }),
+    (
+        "klausur_media_unroutable_datagrams",
+        "UDP datagrams that belonged to no participant (dropped)",
+        |w| w.unroutable_datagrams,
+    ),
+    (
+        "klausur_media_tcp_refused_frames",
+        "ICE-TCP connections closed for bad framing",
+        |w| w.tcp_refused_frames,
+    ),
+    (
+        "klausur_media_tcp_dropped_packets",
+        "Packets dropped because an ICE-TCP connection's send queue was full",
+        |w| w.tcp_dropped_packets,
+    ),
+    (
+        "klausur_media_worker_restarts",
+        "Times a media worker failed and was restarted",
+        |w| w.restarts,
+    ),
+];
+
 fn media(r: &mut Registry, workers: &[MediaStats]) {
     gauge(
         r,
@@ -452,78 +511,20 @@ fn media(r: &mut Registry, workers: &[MediaStats]) {
         "Media worker threads",
         as_i64(workers.len()),
     );
-    let per = |f: fn(&MediaStats) -> u64| {
-        workers
-            .iter()
-            .enumerate()
-            .map(move |(i, w)| (vec![("worker", i.to_string())], f(w)))
-    };
-    let per_gauge = |f: fn(&MediaStats) -> usize| {
-        workers
-            .iter()
-            .enumerate()
-            .map(move |(i, w)| (vec![("worker", i.to_string())], as_i64(f(w))))
-    };
-    gauges(
-        r,
-        "klausur_media_rooms",
-        "Meetings' media rooms on each worker",
-        per_gauge(|w| w.rooms),
-    );
-    gauges(
-        r,
-        "klausur_media_peers",
-        "Media connections (participants with audio or video) on each worker",
-        per_gauge(|w| w.peers),
-    );
-    gauges(
-        r,
-        "klausur_media_tcp_connections",
-        "ICE-TCP connections open on each worker",
-        per_gauge(|w| w.tcp_connections),
-    );
-    counters(
-        r,
-        "klausur_media_forwarded_packets",
-        "RTP packets forwarded to participants",
-        per(|w| w.forwarded_packets),
-    );
-    counters(
-        r,
-        "klausur_media_received_datagrams",
-        "UDP datagrams received",
-        per(|w| w.received_datagrams),
-    );
-    counters(
-        r,
-        "klausur_media_sent_datagrams",
-        "UDP datagrams sent",
-        per(|w| w.sent_datagrams),
-    );
-    counters(
-        r,
-        "klausur_media_unroutable_datagrams",
-        "UDP datagrams that belonged to no participant (dropped)",
-        per(|w| w.unroutable_datagrams),
-    );
-    counters(
-        r,
-        "klausur_media_tcp_refused_frames",
-        "ICE-TCP connections closed for bad framing",
-        per(|w| w.tcp_refused_frames),
-    );
-    counters(
-        r,
-        "klausur_media_tcp_dropped_packets",
-        "Packets dropped because an ICE-TCP connection's send queue was full",
-        per(|w| w.tcp_dropped_packets),
-    );
-    counters(
-        r,
-        "klausur_media_worker_restarts",
-        "Times a media worker failed and was restarted",
-        per(|w| w.restarts),
-    );
+    let label = |i: usize| vec![("worker", i.to_string())];
+    for (name, help, figure) in WORKER_GAUGES {
+        let rows = workers.iter().enumerate();
+        gauges(
+            r,
+            name,
+            help,
+            rows.map(|(i, w)| (label(i), as_i64(figure(w)))),
+        );
+    }
+    for (name, help, figure) in WORKER_COUNTERS {
+        let rows = workers.iter().enumerate();
+        counters(r, name, help, rows.map(|(i, w)| (label(i), figure(w))));
+    }
 }
 
 fn dialin(r: &mut Registry, s: &SipStats) {
