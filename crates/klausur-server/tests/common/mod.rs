@@ -167,6 +167,21 @@ impl TestServer {
         (client, csrf)
     }
 
+    /// The meeting `id` ("Hauptausschuss", strict profile, no start time) organised by user
+    /// `organiser`, made in the store.
+    pub async fn strict_meeting(&self, id: &str, organiser: i64) -> klausur_store::Meeting {
+        self.store
+            .create_meeting(
+                id,
+                "Hauptausschuss",
+                None,
+                organiser,
+                klausur_proto::SecurityProfile::Strict,
+            )
+            .await
+            .expect("meeting")
+    }
+
     /// A guest invitation to `meeting` created by user `by`, valid for `valid`; returns its id
     /// and token.
     pub async fn guest_invitation(

@@ -6,7 +6,6 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use klausur_proto::SecurityProfile;
 use klausur_store::Role;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -151,17 +150,7 @@ async fn only_the_token_opens_the_figures_and_they_follow_the_server() {
 
     // A meeting with its organiser in it.
     let olga = srv.user("olga", Role::Staff).await;
-    let meeting = srv
-        .store
-        .create_meeting(
-            "m1",
-            "Hauptausschuss",
-            None,
-            olga.id,
-            SecurityProfile::Strict,
-        )
-        .await
-        .expect("meeting");
+    let meeting = srv.strict_meeting("m1", olga.id).await;
     let cookie = session_cookie(&srv, "olga").await;
     let mut client = Client::connect(&srv, Some(&cookie)).await;
     let joined = client.join(&meeting.id, None, None).await;
