@@ -125,6 +125,11 @@ pub struct SipGatewayArgs {
     /// (a certificate from an organisation's own CA); replaces `[dialin] server_ca_file`.
     #[arg(long, value_name = "PEM")]
     ca_file: Option<PathBuf>,
+    /// Serve `GET /metrics` (the gateway's calls, Prometheus text format) on this address, to
+    /// a scraper with the `[metrics] token_file` token; HTTPS with `[server] tls_cert`/`tls_key`
+    /// of --config, else plain HTTP.
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<std::net::SocketAddr>,
 }
 
 #[derive(Args, Debug, Default)]
@@ -515,7 +520,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 args.token_file,
                 args.ca_file,
             )?;
-            crate::dialin::sip_gateway::run_remote(setup, crate::server::wait_for_signal()).await
+            let metrics = match args.metrics_listen {
+                Some(addr) => Some(crate::server::serve_gateway_metrics(&config, addr)?),
+                None => None,
+            };
+            crate::dialin::sip_gateway::run_remote(setup, crate::server::wait_for_signal(), metrics)
+                .await
         }
     }
 }

@@ -13,13 +13,14 @@
 //! http/               router, API handlers, WebSocket upgrade, static files, client address,
 //!                     first-request timeout, the one HTTP error mapping, test-only routes
 //! state               the shared state handed to every handler (wires the layers below)
-//! metrics             the monitoring endpoint's token, counters and text format
 //! cluster             this node among several: heartbeat, placement of joins, meeting leases
 //! dialin/             dial-in rules (numbers, PINs, throttle, tickets, verdicts), SIP gateway start
 //! identity/           credential issuance, the remote CA's client and protocol, guest limits
 //! connections         live meeting WebSockets per client address and per session
 //! meeting/            the meeting actor, the registry, MLS delivery ordering, participant ids,
 //!                     the one WebSocket error mapping
+//! metrics             the monitoring endpoint's token, counters and text format (server and
+//!                     remote SIP gateway)
 //! media/              the media worker and its handle
 //! admission           who comes in directly (pure rule + database facts), invitation guesses
 //! auth, audit, budget, names, storage_fault, error_text

@@ -17,6 +17,8 @@
 //! - **How**: the counters that only this module keeps ([`Metrics`]) count as things happen;
 //!   the rest is read when a scrape comes (`http::metrics_api` gathers a [`Snapshot`]) and
 //!   [`render`] writes it with the `prometheus-client` crate's encoder (text format 0.0.4).
+//!   A remote `klausur sip-gateway` serves [`render_gateway`] on its `--metrics-listen`: its
+//!   calls and SIP refusals, nothing of meetings.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -272,15 +274,7 @@ fn as_i64(v: usize) -> i64 {
 /// The snapshot in Prometheus's text format (version 0.0.4; [`CONTENT_TYPE`]).
 pub fn render(s: &Snapshot) -> String {
     let mut r = Registry::default();
-    let mut info: Labels = vec![("version", s.version.to_string())];
-    if let Some(node) = &s.node {
-        info.push(("node", node.clone()));
-    }
-    r.register(
-        "klausur_build",
-        "The server's version (and node id in a cluster)",
-        Info::new(info),
-    );
+    build_info(&mut r, s, None);
     process(&mut r, s);
     gauge(
         &mut r,
@@ -356,12 +350,7 @@ pub fn render(s: &Snapshot) -> String {
             "result",
         ),
     );
-    counter(
-        &mut r,
-        "klausur_metrics_refused_scrapes",
-        "Requests for these metrics refused for a missing or wrong token",
-        s.scrapes_refused,
-    );
+    refused_scrapes(&mut r, s);
     if let Some(sip) = &s.sip {
         dialin(&mut r, sip);
     }
@@ -379,10 +368,7 @@ pub fn render(s: &Snapshot) -> String {
             as_i64(c.leases_kept),
         );
     }
-    let mut out = String::new();
-    // Writing into a String cannot fail; the encoder only passes the writer's errors on.
-    let _ = prometheus_client::encoding::prometheus_text::encode(&mut out, &r);
-    out
+    encode(&r)
 }
 
 /// Every known key with its count (0 if it never happened), so that a rate can be taken from
@@ -400,6 +386,49 @@ fn reasons(
             (vec![(label, k.to_string())], v)
         })
         .collect()
+}
+
+/// A remote `klausur sip-gateway`'s figures (`--metrics-listen`): the version with `role`
+/// `sip-gateway`, the process, its calls and SIP refusals, and the refused scrapes; nothing of
+/// meetings or media, which it has none of.
+pub fn render_gateway(s: &Snapshot) -> String {
+    let mut r = Registry::default();
+    build_info(&mut r, s, Some("sip-gateway"));
+    process(&mut r, s);
+    refused_scrapes(&mut r, s);
+    dialin(&mut r, &s.sip.unwrap_or_default());
+    encode(&r)
+}
+
+fn build_info(r: &mut Registry, s: &Snapshot, role: Option<&'static str>) {
+    let mut info: Labels = vec![("version", s.version.to_string())];
+    if let Some(node) = &s.node {
+        info.push(("node", node.clone()));
+    }
+    if let Some(role) = role {
+        info.push(("role", role.to_string()));
+    }
+    r.register(
+        "klausur_build",
+        "The version (and node id in a cluster, role of a process that is not a server)",
+        Info::new(info),
+    );
+}
+
+fn refused_scrapes(r: &mut Registry, s: &Snapshot) {
+    counter(
+        r,
+        "klausur_metrics_refused_scrapes",
+        "Requests for these metrics refused for a missing or wrong token",
+        s.scrapes_refused,
+    );
+}
+
+fn encode(r: &Registry) -> String {
+    let mut out = String::new();
+    // Writing into a String cannot fail; the encoder only passes the writer's errors on.
+    let _ = prometheus_client::encoding::prometheus_text::encode(&mut out, r);
+    out
 }
 
 fn process(r: &mut Registry, s: &Snapshot) {
@@ -651,6 +680,32 @@ mod tests {
             text.contains("# TYPE klausur_media_forwarded_packets_total counter"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn a_remote_gateway_reports_its_calls_and_nothing_of_meetings() {
+        let s = Snapshot {
+            version: "1.2.3",
+            sip: Some(SipStats {
+                active_calls: 1,
+                busy: 2,
+                ..SipStats::default()
+            }),
+            ..Snapshot::default()
+        };
+        let text = render_gateway(&s);
+        assert_eq!(
+            sample(&text, "klausur_dialin_calls_active"),
+            Some(1.0),
+            "{text}"
+        );
+        assert_eq!(
+            sample(&text, "klausur_dialin_sip_refused_total{reason=\"busy\"}"),
+            Some(2.0)
+        );
+        assert!(text.contains(r#"klausur_build_info{version="1.2.3",role="sip-gateway"} 1"#));
+        assert!(!text.contains("klausur_meetings_running"), "{text}");
+        assert!(!text.contains("klausur_media_"), "{text}");
     }
 
     #[test]

@@ -544,6 +544,36 @@ pub(crate) async fn wait_for_signal() {
 }
 
 /// Binds the TCP listener for `serve_http`: the listener, its address and the URL scheme.
+/// `klausur sip-gateway --metrics-listen ADDR`: serves `GET /metrics` on `addr` in the
+/// background (HTTPS with `[server] tls_cert`/`tls_key`, else HTTP; the header timeout as for
+/// the server) to scrapers with the `[metrics] token_file` token, which must be configured.
+/// Returns the counters' home, which the gateway fills once it runs.
+pub fn serve_gateway_metrics(
+    config: &Config,
+    addr: SocketAddr,
+) -> anyhow::Result<Arc<crate::metrics::Metrics>> {
+    let file = config.metrics_token_file.as_ref().context(
+        "--metrics-listen needs a scrape token: set [metrics] token_file (or \
+         KLAUSUR_METRICS_TOKEN_FILE)",
+    )?;
+    let token =
+        crate::identity::ca_protocol::load_token_file(file).context("metrics.token_file")?;
+    let metrics = Arc::new(crate::metrics::Metrics::default());
+    metrics.set_token(&token);
+    let (listener, local, scheme) = bind_listener(addr, config.tls.as_ref())?;
+    let app = crate::http::metrics_api::gateway_router(metrics.clone())
+        .into_make_service_with_connect_info::<SocketAddr>();
+    let (tls, timeout) = (config.tls.clone(), config.http_header_timeout);
+    tokio::spawn(async move {
+        let handle = axum_server::Handle::new();
+        if let Err(e) = serve_http(listener, tls.as_ref(), handle, app, timeout).await {
+            tracing::error!("the metrics listener failed: {e:#}");
+        }
+    });
+    println!("klausur: metrics on {scheme}://{local}/metrics");
+    Ok(metrics)
+}
+
 pub(crate) fn bind_listener(
     addr: SocketAddr,
     tls: Option<&crate::config::TlsFiles>,

@@ -116,13 +116,17 @@ pub async fn start_in_process(setup: GatewaySetup) -> anyhow::Result<RunningGate
 }
 
 /// Runs the gateway on its own until `stop` completes (`klausur sip-gateway`: SIGINT or
-/// SIGTERM).
+/// SIGTERM). `metrics`, if given (`--metrics-listen`), gets the gateway's counters to serve.
 pub async fn run_remote(
     setup: GatewaySetup,
     stop: impl std::future::Future<Output = ()>,
+    metrics: Option<std::sync::Arc<crate::metrics::Metrics>>,
 ) -> anyhow::Result<()> {
     disable_core_dumps();
     let gw = start(&setup).await?;
+    if let Some(m) = metrics {
+        m.set_sip(gw.stats_source());
+    }
     println!(
         "klausur: SIP gateway for {} listening on {}",
         setup.server_url,

@@ -1,33 +1,38 @@
 //! `GET /metrics`: the monitoring figures ([`crate::metrics`]) for a scraper that presents the
-//! `[metrics] token_file` token as `Authorization: Bearer`.
+//! `[metrics] token_file` token as `Authorization: Bearer`; on the server's own listener
+//! ([`scrape`]), and on a remote `klausur sip-gateway`'s `--metrics-listen`
+//! ([`gateway_router`]).
 //!
 //! Without a configured token the route answers 404 as if it did not exist; with a missing or
 //! wrong token 401. Reading the figures touches neither the database nor Redis (a scrape during
 //! their outage reports it instead of failing with it); each media worker answers a stats
 //! command, as for `GET /api/status`.
 
+use std::sync::Arc;
+
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
 
 use crate::http::http_error::{ApiError, Refusal};
-use crate::metrics::{self, Access, ClusterFigures, ProcessFigures, Snapshot};
+use crate::metrics::{self, Access, ClusterFigures, Metrics, ProcessFigures, Snapshot};
 use crate::state::AppState;
 
-pub async fn scrape(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
+/// The reply that refuses the request, unless it presents the token.
+fn refusal(metrics: &Metrics, headers: &HeaderMap) -> Option<Response> {
     let authorization = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    match state.metrics.access(authorization) {
-        Access::Off => {
-            return Err(Refusal::NotFound(
+    match metrics.access(authorization) {
+        Access::Granted => None,
+        Access::Off => Some(
+            ApiError::from(Refusal::NotFound(
                 "metrics are off on this server (set [metrics] token_file to serve them)".into(),
-            )
-            .into())
-        }
+            ))
+            .into_response(),
+        ),
         Access::Refused => {
             tracing::debug!("metrics: request without the scrape token refused");
             let mut response = ApiError::from(Refusal::Unauthorized(
@@ -40,9 +45,30 @@ pub async fn scrape(
                 header::WWW_AUTHENTICATE,
                 HeaderValue::from_static("Bearer realm=\"klausur metrics\""),
             );
-            return Ok(response);
+            Some(response)
         }
-        Access::Granted => {}
+    }
+}
+
+/// The text format's reply.
+fn reply(body: String) -> Response {
+    (
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(metrics::CONTENT_TYPE),
+            ),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+/// `GET /metrics` of `klausur serve`.
+pub async fn scrape(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    if let Some(refusal) = refusal(&state.metrics, &headers) {
+        return refusal;
     }
     let (refused_unwritable, refused_unreachable) = crate::storage_fault::refused_totals();
     let mut snapshot = Snapshot {
@@ -63,16 +89,26 @@ pub async fn scrape(
         ..Snapshot::default()
     };
     state.metrics.fill(&mut snapshot);
-    let body = metrics::render(&snapshot);
-    Ok((
-        [
-            (
-                header::CONTENT_TYPE,
-                HeaderValue::from_static(metrics::CONTENT_TYPE),
-            ),
-            (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
-        ],
-        body,
-    )
-        .into_response())
+    reply(metrics::render(&snapshot))
+}
+
+/// The only route of a remote `klausur sip-gateway`'s `--metrics-listen`: `GET /metrics` with
+/// the gateway's calls ([`metrics::render_gateway`]); anything else is a 404.
+pub fn gateway_router(metrics: Arc<Metrics>) -> Router {
+    Router::new()
+        .route("/metrics", get(scrape_gateway))
+        .with_state(metrics)
+}
+
+async fn scrape_gateway(State(metrics): State<Arc<Metrics>>, headers: HeaderMap) -> Response {
+    if let Some(refusal) = refusal(&metrics, &headers) {
+        return refusal;
+    }
+    let mut snapshot = Snapshot {
+        version: env!("CARGO_PKG_VERSION"),
+        process: ProcessFigures::read(),
+        ..Snapshot::default()
+    };
+    metrics.fill(&mut snapshot);
+    reply(metrics::render_gateway(&snapshot))
 }

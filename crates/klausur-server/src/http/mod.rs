@@ -8,7 +8,7 @@
 //! test builds, the test-only routes (`test_hooks`).
 //!
 //! May call everything below it (`state`, `meeting`, `media`, `identity`, `dialin`,
-//! `admission`, `auth`, `audit`, `connections`, `config`, `storage_fault`); nothing below
+//! `admission`, `auth`, `audit`, `connections`, `config`, `storage_fault`, `metrics`); nothing below
 //! imports from here. Only the top (`server`, `ca_service`, `cli`) does.
 
 pub mod api;

@@ -230,6 +230,10 @@ async fn a_remote_gateway_is_admitted_and_its_caller_credentialed_by_the_remote_
     // `klausur sip-gateway` on its own host (here: its own process): a caller through it types
     // the number and PIN, is admitted by the server and joins the meeting.
     let gw_sip = sipp::free_udp_port();
+    // ... with its own monitoring endpoint.
+    let metrics_port = free_port();
+    let metrics_base = format!("http://127.0.0.1:{metrics_port}");
+    let metrics_token = "the-gateway-scrape-token-0123456789abcdef";
     let mut gw = base_cmd();
     gw.args([
         "sip-gateway",
@@ -239,9 +243,28 @@ async fn a_remote_gateway_is_admitted_and_its_caller_credentialed_by_the_remote_
         gateway_token.to_str().expect("path"),
         "--sip-listen",
         &format!("127.0.0.1:{gw_sip}"),
-    ]);
+        "--metrics-listen",
+        &format!("127.0.0.1:{metrics_port}"),
+    ])
+    .env(
+        "KLAUSUR_METRICS_TOKEN_FILE",
+        crate::metrics::token_file(d, metrics_token),
+    );
     let gateway_log = d.join("gateway.log");
     let (gateway, _) = start(gw, &gateway_log);
+    let gateway_metric =
+        |series: &'static str| crate::metrics::metric(&metrics_base, metrics_token, series);
+    assert_eq!(
+        gateway_metric("klausur_dialin_calls_active").await,
+        Some(0.0)
+    );
+    let refused = reqwest::Client::new()
+        .get(format!("{metrics_base}/metrics"))
+        .bearer_auth("not-the-token")
+        .send()
+        .await
+        .expect("GET /metrics");
+    assert_eq!(refused.status(), 401);
     let caller = sipp::start(
         &sipp::Call {
             keys: format!("{number}#{pin}#"),
@@ -254,11 +277,36 @@ async fn a_remote_gateway_is_admitted_and_its_caller_credentialed_by_the_remote_
         "127.0.0.1",
         &d.join("sipp"),
     );
+    // The call shows in the gateway's monitoring while it lasts.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while gateway_metric("klausur_dialin_calls_active").await != Some(1.0) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the call never showed as active"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
     let (code, trace) =
         tokio::task::spawn_blocking(move || caller.wait(std::time::Duration::from_secs(90)))
             .await
             .expect("sipp");
     assert_eq!(code, Some(0), "{trace}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while gateway_metric("klausur_dialin_calls_active").await != Some(0.0) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the call stayed active"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        gateway_metric("klausur_dialin_calls_answered_total").await,
+        Some(1.0)
+    );
+    assert_eq!(
+        gateway_metric("klausur_metrics_refused_scrapes_total").await,
+        Some(1.0)
+    );
     drop(gateway);
     let glog = std::fs::read_to_string(&gateway_log).expect("gateway log");
     assert!(
@@ -296,6 +344,22 @@ async fn a_remote_gateway_is_admitted_and_its_caller_credentialed_by_the_remote_
     );
     assert!(!ok);
     assert!(err.contains("in clear"), "{err}");
+    let (ok, _, err) = run(
+        &[
+            "sip-gateway",
+            "--server",
+            &base,
+            "--token-file",
+            gateway_token.to_str().expect("path"),
+            "--sip-listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "127.0.0.1:0",
+        ],
+        None,
+    );
+    assert!(!ok);
+    assert!(err.contains("[metrics] token_file"), "{err}");
 }
 
 #[test]
