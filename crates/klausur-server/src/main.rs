@@ -18,14 +18,32 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let args = cli::Cli::parse();
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("KLAUSUR_LOG").unwrap_or_else(|_| {
                 tracing_subscriber::EnvFilter::new(klausur_server::DEFAULT_LOG_FILTER)
             }),
         )
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    // `KLAUSUR_LOG_FORMAT=json`: one JSON object per line (timestamp, level, target, message and
+    // the event's fields at the top level), for a log system that reads JSON (Loki, Graylog,
+    // Elasticsearch); the journal's text lines otherwise.
+    match std::env::var("KLAUSUR_LOG_FORMAT").as_deref() {
+        Err(_) | Ok("" | "text") => logs.init(),
+        Ok("json") => logs
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .init(),
+        Ok(other) => {
+            eprintln!(
+                "klausur: KLAUSUR_LOG_FORMAT={other:?} is not a log format: use \"text\" (the \
+                 default) or \"json\""
+            );
+            return ExitCode::from(2);
+        }
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -402,3 +402,92 @@ fn migrate_brings_a_fresh_data_directory_to_the_current_schema() {
     assert_eq!(again, out);
     assert!(dir.path().join("klausur.sqlite3").is_file());
 }
+
+/// `KLAUSUR_LOG_FORMAT=json`: every line of the log is one JSON object with a timestamp, a
+/// level, a target and a message, the event's fields beside them (for Loki, Graylog,
+/// Elasticsearch); what the text log keeps out (here a password tried) stays out. Another
+/// value stops the start with a message that names it. The control: the text log's lines are
+/// not JSON.
+#[tokio::test]
+async fn the_log_speaks_json_lines_when_asked() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let tried = "a-password-someone-tried";
+    let mut logs = Vec::new();
+    for format in ["json", "text"] {
+        let port = free_port();
+        let log = dir.path().join(format!("{format}.log"));
+        let mut cmd = serve_cmd(&dir.path().join(format!("data-{format}")), port);
+        cmd.env("KLAUSUR_LOG_FORMAT", format)
+            .stderr(std::fs::File::create(&log).expect("log"));
+        let (server, _) = start_until_listening(cmd);
+        let r = reqwest::Client::new()
+            .post(format!("http://127.0.0.1:{port}/api/login"))
+            .json(&serde_json::json!({"username": "nobody", "password": tried}))
+            .send()
+            .await
+            .expect("login");
+        assert_eq!(r.status(), 401);
+        // The failed login is logged before the answer goes out; the process ends here.
+        drop(server);
+        logs.push(std::fs::read_to_string(&log).expect("log"));
+    }
+    let (json, text) = (&logs[0], &logs[1]);
+    let mut messages = Vec::new();
+    for line in json.lines() {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: not JSON: {line}"));
+        let field = |k: &str| v[k].as_str().unwrap_or_else(|| panic!("no {k}: {line}"));
+        assert!(
+            chrono::DateTime::parse_from_rfc3339(field("timestamp")).is_ok(),
+            "{line}"
+        );
+        assert!(
+            ["ERROR", "WARN", "INFO", "DEBUG", "TRACE"].contains(&field("level")),
+            "{line}"
+        );
+        assert!(field("target").starts_with("klausur"), "{line}");
+        messages.push((
+            field("level").to_string(),
+            field("message").to_string(),
+            v.clone(),
+        ));
+    }
+    assert!(
+        messages
+            .iter()
+            .any(|(level, m, _)| level == "INFO" && m == "failed login"),
+        "{json}"
+    );
+    // Fields stand beside the message: the start line names the listen address.
+    let started = messages
+        .iter()
+        .find(|(_, m, _)| m == "klausur started")
+        .unwrap_or_else(|| panic!("{json}"));
+    assert!(started.2["listen"]
+        .as_str()
+        .is_some_and(|l| l.starts_with("127.0.0.1:")));
+    assert!(!json.contains(tried), "{json}");
+    // The control: the default is text, not JSON.
+    assert!(text.contains("failed login"), "{text}");
+    assert!(
+        text.lines()
+            .all(|l| serde_json::from_str::<serde_json::Value>(l).is_err()),
+        "{text}"
+    );
+
+    let out = crate::process::base_cmd()
+        .args([
+            "--data-dir",
+            dir.path().join("x").to_str().expect("path"),
+            "serve",
+        ])
+        .env("KLAUSUR_LOG_FORMAT", "xml")
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("KLAUSUR_LOG_FORMAT=\"xml\"") && err.contains("\"json\""),
+        "{err}"
+    );
+}
