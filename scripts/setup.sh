@@ -34,6 +34,8 @@ if [ "$want_browser" = "--with-browser" ]; then
     [ -x /usr/sbin/haproxy ] || command -v haproxy >/dev/null || missing+=(haproxy)
     # Prometheus scrapes a served klausur's /metrics in the server tests (tests/server/metrics.rs).
     command -v prometheus >/dev/null || missing+=(prometheus)
+    # systemd-analyze checks the shipped systemd unit (tests/server/deploy.rs).
+    command -v systemd-analyze >/dev/null || missing+=(systemd)
 fi
 if [ ${#missing[@]} -gt 0 ]; then
     echo "setup: installing Debian packages: ${missing[*]}"

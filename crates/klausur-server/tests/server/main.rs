@@ -29,6 +29,7 @@ mod client_address;
 mod cluster;
 mod connection_limits;
 mod content_security_policy;
+mod deploy;
 mod dialin;
 mod dialin_calls;
 mod dialin_cli;
