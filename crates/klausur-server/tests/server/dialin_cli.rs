@@ -12,6 +12,7 @@ use klausur_e2ee::{ParticipantKind, SignedCredential, SigningKey};
 use serde_json::{json, Value};
 
 use crate::dialin_calls::sipp;
+use crate::metrics::until_metric;
 use crate::process::{
     add_ada, assert_owner_only, base_cmd, ca_cmd, dial_in_meeting, files_under, free_port, init_ca,
     init_token, invite, json, run, serve_cmd, start,
@@ -278,27 +279,14 @@ async fn a_remote_gateway_is_admitted_and_its_caller_credentialed_by_the_remote_
         &d.join("sipp"),
     );
     // The call shows in the gateway's monitoring while it lasts.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while gateway_metric("klausur_dialin_calls_active").await != Some(1.0) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the call never showed as active"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    let active = "klausur_dialin_calls_active";
+    until_metric(&metrics_base, metrics_token, active, 1.0, "the call shows").await;
     let (code, trace) =
         tokio::task::spawn_blocking(move || caller.wait(std::time::Duration::from_secs(90)))
             .await
             .expect("sipp");
     assert_eq!(code, Some(0), "{trace}");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while gateway_metric("klausur_dialin_calls_active").await != Some(0.0) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the call stayed active"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    until_metric(&metrics_base, metrics_token, active, 0.0, "the call ends").await;
     assert_eq!(
         gateway_metric("klausur_dialin_calls_answered_total").await,
         Some(1.0)

@@ -39,6 +39,16 @@ pub async fn metric(base: &str, token: &str, series: &str) -> Option<f64> {
     sample(&text, series)
 }
 
+/// Waits until `series` in `GET {base}/metrics` reads `want`, at most 30 s (else fails, saying
+/// `what` did not happen).
+pub async fn until_metric(base: &str, token: &str, series: &str, want: f64, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while metric(base, token, series).await != Some(want) {
+        assert!(Instant::now() < deadline, "{what}: {series} is not {want}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// A token file in `dir` holding `token`, for `[metrics] token_file`.
 pub fn token_file(dir: &Path, token: &str) -> std::path::PathBuf {
     let file = dir.join("metrics.token");

@@ -13,7 +13,7 @@ pub mod sipp;
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use klausur_client::driver::{
     self, AudioFrame, AudioSink, ClientEvent, ClientHandle, ClientOptions,
@@ -437,14 +437,8 @@ async fn a_caller_joins_is_heard_and_leaves() {
         max.codes.len() > codes_while,
         "the security code changed when the caller left"
     );
-    let deadline = Instant::now() + WAIT;
-    while d.metric("klausur_dialin_calls_active").await != Some(0.0) {
-        assert!(
-            Instant::now() < deadline,
-            "the call still counted as active"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let (base, series) = (&d.srv.base, "klausur_dialin_calls_active");
+    crate::metrics::until_metric(base, METRICS_TOKEN, series, 0.0, "the call ends").await;
 }
 
 /// Test 5: the strict profile refuses the call after the PIN; the meeting never sees the
