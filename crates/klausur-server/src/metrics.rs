@@ -163,13 +163,7 @@ pub struct ProcessFigures {
 impl ProcessFigures {
     pub fn read() -> ProcessFigures {
         use nix::sys::resource::{getrlimit, getrusage, Resource, UsageWho};
-        let resident_bytes = std::fs::read_to_string("/proc/self/status")
-            .ok()
-            .and_then(|status| {
-                let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-                let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-                Some(kb * 1024)
-            });
+        let resident_bytes = resident_memory();
         let cpu_seconds = getrusage(UsageWho::RUSAGE_SELF).ok().map(|u| {
             let t = |tv: nix::sys::time::TimeVal| {
                 tv.tv_sec() as f64 + f64::from(i32::try_from(tv.tv_usec()).unwrap_or(0)) / 1e6
@@ -189,6 +183,14 @@ impl ProcessFigures {
             max_fds,
         }
     }
+}
+
+/// The process's resident set in bytes, from the `VmRSS` line of `/proc/self/status` (in kB).
+pub fn resident_memory() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
 }
 
 /// A node of a cluster, as a scrape sees it.
@@ -267,8 +269,9 @@ fn counters(
     r.register(name, help, f);
 }
 
-fn as_i64(v: usize) -> i64 {
-    i64::try_from(v).unwrap_or(i64::MAX)
+/// A count as a gauge's value (saturating).
+fn as_i64(v: impl TryInto<i64>) -> i64 {
+    v.try_into().unwrap_or(i64::MAX)
 }
 
 /// The snapshot in Prometheus's text format (version 0.0.4; [`CONTENT_TYPE`]).
@@ -444,7 +447,7 @@ fn process(r: &mut Registry, s: &Snapshot) {
             r,
             "process_resident_memory_bytes",
             "Resident memory size in bytes",
-            i64::try_from(v).unwrap_or(i64::MAX),
+            as_i64(v),
         );
     }
     if let Some(v) = p.cpu_seconds {
@@ -461,7 +464,7 @@ fn process(r: &mut Registry, s: &Snapshot) {
             r,
             "process_open_fds",
             "Number of open file descriptors",
-            i64::try_from(v).unwrap_or(i64::MAX),
+            as_i64(v),
         );
     }
     if let Some(v) = p.max_fds {
@@ -469,7 +472,7 @@ fn process(r: &mut Registry, s: &Snapshot) {
             r,
             "process_max_fds",
             "Maximum number of open file descriptors",
-            i64::try_from(v).unwrap_or(i64::MAX),
+            as_i64(v),
         );
     }
 }
@@ -561,7 +564,7 @@ fn dialin(r: &mut Registry, s: &SipStats) {
         r,
         "klausur_dialin_calls_active",
         "Telephone calls in progress (offered or established)",
-        i64::try_from(s.active_calls).unwrap_or(i64::MAX),
+        as_i64(s.active_calls),
     );
     counter(
         r,

@@ -359,9 +359,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         None => AppState::new(config.clone(), store.clone(), media, identity, dialin),
     };
     if let Some(file) = &config.metrics_token_file {
-        let token =
-            crate::identity::ca_protocol::load_token_file(file).context("metrics.token_file")?;
-        state.metrics.set_token(&token);
+        state.metrics.set_token(&metrics_token(file)?);
         tracing::info!("monitoring: GET /metrics serves the scrapers that present the token");
     }
     if let Some(node) = &cluster {
@@ -543,7 +541,6 @@ pub(crate) async fn wait_for_signal() {
     }
 }
 
-/// Binds the TCP listener for `serve_http`: the listener, its address and the URL scheme.
 /// `klausur sip-gateway --metrics-listen ADDR`: serves `GET /metrics` on `addr` in the
 /// background (HTTPS with `[server] tls_cert`/`tls_key`, else HTTP; the header timeout as for
 /// the server) to scrapers with the `[metrics] token_file` token, which must be configured.
@@ -556,10 +553,8 @@ pub fn serve_gateway_metrics(
         "--metrics-listen needs a scrape token: set [metrics] token_file (or \
          KLAUSUR_METRICS_TOKEN_FILE)",
     )?;
-    let token =
-        crate::identity::ca_protocol::load_token_file(file).context("metrics.token_file")?;
     let metrics = Arc::new(crate::metrics::Metrics::default());
-    metrics.set_token(&token);
+    metrics.set_token(&metrics_token(file)?);
     let (listener, local, scheme) = bind_listener(addr, config.tls.as_ref())?;
     let app = crate::http::metrics_api::gateway_router(metrics.clone())
         .into_make_service_with_connect_info::<SocketAddr>();
@@ -574,6 +569,12 @@ pub fn serve_gateway_metrics(
     Ok(metrics)
 }
 
+/// The scrape token of `[metrics] token_file`.
+fn metrics_token(file: &std::path::Path) -> anyhow::Result<zeroize::Zeroizing<String>> {
+    crate::identity::ca_protocol::load_token_file(file).context("metrics.token_file")
+}
+
+/// Binds the TCP listener for `serve_http`: the listener, its address and the URL scheme.
 pub(crate) fn bind_listener(
     addr: SocketAddr,
     tls: Option<&crate::config::TlsFiles>,

@@ -202,18 +202,10 @@ async fn server_status(State(state): State<AppState>, Admin(_): Admin) -> Json<S
                 restarts: w.restarts,
             })
             .collect(),
-        memory_rss_bytes: resident_memory(),
+        memory_rss_bytes: crate::metrics::resident_memory(),
         audit_write_failures: state.audit.failures(),
         node: state.cluster.as_ref().map(|c| c.node_id().to_string()),
     })
-}
-
-/// The process's resident set in bytes, from the `VmRSS` line of `/proc/self/status` (in kB).
-fn resident_memory() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024)
 }
 
 #[derive(Serialize)]
