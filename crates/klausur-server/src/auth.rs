@@ -192,7 +192,25 @@ pub fn new_one_time_password() -> Zeroizing<String> {
 
 /// The stored form of a token.
 pub fn token_hash(token: &str) -> String {
-    hex::encode(Sha256::digest(token.as_bytes()))
+    hex::encode(token_digest(token))
+}
+
+/// The SHA-256 digest a secret token (a service's bearer token) is kept and compared as.
+pub fn token_digest(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+/// Whether `presented` is the token whose digest is `expected`, in constant time in the
+/// token's content.
+pub fn token_matches(expected: &[u8; 32], presented: &str) -> bool {
+    use subtle::ConstantTimeEq as _;
+    bool::from(expected.ct_eq(&token_digest(presented)))
+}
+
+/// The token of an `Authorization` header value `Bearer <token>`, trimmed; `None` for any other
+/// value or none.
+pub fn bearer(authorization: Option<&str>) -> Option<&str> {
+    authorization?.strip_prefix("Bearer ").map(str::trim)
 }
 
 /// A short random id for meetings (unguessable enough to not be enumerable: 80 bits).
@@ -335,6 +353,23 @@ impl LoginLimiter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tokens_compare_by_hash() {
+        let hash: [u8; 32] = Sha256::digest(b"correct-token").into();
+        assert!(token_matches(&hash, "correct-token"));
+        assert!(!token_matches(&hash, "correct-tokeN"));
+        assert!(!token_matches(&hash, ""));
+    }
+
+    #[test]
+    fn only_a_bearer_header_holds_a_token() {
+        assert_eq!(bearer(Some("Bearer abc ")), Some("abc"));
+        assert_eq!(bearer(Some("Bearer ")), Some(""));
+        assert_eq!(bearer(Some("Basic abc")), None);
+        assert_eq!(bearer(Some("abc")), None);
+        assert_eq!(bearer(None), None);
+    }
 
     #[test]
     fn password_roundtrip_and_mismatch() {

@@ -30,10 +30,9 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
-use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
+use crate::auth;
 use crate::media::MediaStats;
 
 /// The `Content-Type` of [`render`]'s output.
@@ -86,9 +85,7 @@ impl Metrics {
     /// Opens the endpoint to requests that present `token` (from `[metrics] token_file`; set
     /// once, at start). A second call changes nothing and returns false.
     pub fn set_token(&self, token: &Zeroizing<String>) -> bool {
-        self.token
-            .set(Sha256::digest(token.as_bytes()).into())
-            .is_ok()
+        self.token.set(auth::token_digest(token)).is_ok()
     }
 
     /// Whether the `Authorization` header value `authorization` opens the endpoint
@@ -97,12 +94,8 @@ impl Metrics {
         let Some(expected) = self.token.get() else {
             return Access::Off;
         };
-        let presented = authorization
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim)
-            .unwrap_or("");
-        let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
-        if !presented.is_empty() && bool::from(digest.ct_eq(expected)) {
+        let presented = auth::bearer(authorization).unwrap_or("");
+        if !presented.is_empty() && auth::token_matches(expected, presented) {
             Access::Granted
         } else {
             self.refused.fetch_add(1, Ordering::Relaxed);

@@ -27,12 +27,7 @@ use crate::state::AppState;
 /// whether it is `Bearer` with one of the gateway tokens.
 pub fn presents_gateway_token(state: &AppState, headers: &HeaderMap) -> Option<bool> {
     let value = headers.get(header::AUTHORIZATION)?;
-    let presented = value
-        .to_str()
-        .ok()
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
-        .unwrap_or("");
+    let presented = crate::auth::bearer(value.to_str().ok()).unwrap_or("");
     Some(!presented.is_empty() && state.dialin.tokens.accepts(presented))
 }
 
