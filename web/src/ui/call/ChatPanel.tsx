@@ -1,4 +1,4 @@
-import { useEffect, useRef, useState, type FormEvent } from 'react';
+import { useEffect, useRef, useState, type FormEvent, type Ref } from 'react';
 import { MAX_CHAT_CHARS } from '../../signaling/protocol';
 import type { ChatEntry } from '../../meeting/state';
 import { useI18n } from '../../i18n';
@@ -8,11 +8,14 @@ export function ChatPanel({
   messages,
   onSend,
   canSend,
+  fieldRef,
 }: {
   messages: ChatEntry[];
   onSend(text: string): void;
   /** Whether this browser is in the encrypted group (chat is sent only from there). */
   canSend: boolean;
+  /** The message field, for the room to give it the focus. */
+  fieldRef?: Ref<HTMLTextAreaElement>;
 }) {
   const { t, lang } = useI18n();
   const [text, setText] = useState('');
@@ -69,6 +72,7 @@ export function ChatPanel({
       )}
       <form className="chat-form" onSubmit={submit}>
         <textarea
+          ref={fieldRef}
           value={text}
           onChange={(e) => setText(e.target.value)}
           onKeyDown={(e) => {

@@ -236,7 +236,7 @@ export function PeoplePanel({
                       p?.role === 'moderator' && <span className="badge role-moderator">{t('role.moderator')}</span>
                     )}
                     {verified && (
-                      <span className="verified" title={t('e2ee.verified')} aria-label={t('e2ee.verified')}>
+                      <span className="verified" role="img" title={t('e2ee.verified')} aria-label={t('e2ee.verified')}>
                         <LockIcon width={14} height={14} />
                       </span>
                     )}

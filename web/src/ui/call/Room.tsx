@@ -41,7 +41,15 @@ interface Toast {
   text: string;
 }
 
-function gridShape(n: number): { cols: number; rows: number } {
+/** Columns and rows for `n` tiles; on a screen held upright (a phone) the rows are the longer
+ * side, so that two people are shown one above the other, not as two thin strips. */
+function gridShape(n: number, upright = false): { cols: number; rows: number } {
+  if (upright && n <= 3) return { cols: 1, rows: Math.max(1, n) };
+  const shape = landscapeShape(n);
+  return upright ? { cols: shape.rows, rows: shape.cols } : shape;
+}
+
+function landscapeShape(n: number): { cols: number; rows: number } {
   if (n <= 1) return { cols: 1, rows: 1 };
   if (n === 2) return { cols: 2, rows: 1 };
   if (n <= 4) return { cols: 2, rows: 2 };
@@ -51,12 +59,18 @@ function gridShape(n: number): { cols: number; rows: number } {
   return { cols, rows: Math.ceil(n / cols) };
 }
 
+/** A window clearly taller than wide: a phone or tablet held upright. */
+function isUpright(): boolean {
+  return window.innerHeight > window.innerWidth * 1.2;
+}
+
 export function Room({ controller, snap }: { controller: MeetingController; snap: CallSnapshot }) {
   const t = useT();
   const { room, local, remote } = snap;
   const meeting = room.meeting!;
   const [panel, setPanel] = useState<Panel>(null);
   const [page, setPage] = useState(0);
+  const [upright, setUpright] = useState(isUpright);
   const stageRef = useRef<HTMLElement>(null);
   const [seenChat, setSeenChat] = useState(0);
   const [toasts, setToasts] = useState<Toast[]>([]);
@@ -170,12 +184,33 @@ export function Room({ controller, snap }: { controller: MeetingController; snap
   // scrolls instead.
   const { pages, page: shownPage } = gridPages(tiles.length, page);
   const shownTiles = hasStage ? tiles : tiles.slice(shownPage * GRID_PAGE_SIZE, (shownPage + 1) * GRID_PAGE_SIZE);
-  const shape = gridShape(shownTiles.length);
+  const shape = gridShape(shownTiles.length, upright);
   const micLocked = !!self?.muted_by_moderator;
   const handUp = self?.hand_raised_at != null;
   const hands = room.participants.filter((p) => p.hand_raised_at !== null).length;
 
   const toggle = (p: Panel) => setPanel((cur) => (cur === p ? null : p));
+
+  // Keyboard and screen reader users: an opened panel takes the focus (the chat its field where
+  // there is a keyboard, otherwise the panel's heading), and closing it with its button or Escape
+  // gives the focus back to the toolbar button that belongs to it.
+  const toggleButtons = useRef<Partial<Record<NonNullable<Panel>, HTMLButtonElement | null>>>({});
+  const panelTitle = useRef<HTMLHeadingElement>(null);
+  const chatField = useRef<HTMLTextAreaElement>(null);
+  const openedPanel = useRef<Panel>(null);
+  useEffect(() => {
+    if (panel === openedPanel.current) return;
+    openedPanel.current = panel;
+    if (!panel) return;
+    const field = panel === 'chat' && window.matchMedia('(pointer: fine)').matches ? chatField.current : null;
+    (field ?? panelTitle.current)?.focus();
+  }, [panel]);
+  const closePanel = () => {
+    const button = panel ? toggleButtons.current[panel] : null;
+    setPanel(null);
+    button?.focus();
+  };
+  const canShareScreen = typeof navigator.mediaDevices?.getDisplayMedia === 'function';
 
   // Tell the server which videos are on screen and how large (it forwards only those): after
   // every render, and when the window is resized or the filmstrip scrolled.
@@ -184,8 +219,12 @@ export function Room({ controller, snap }: { controller: MeetingController; snap
   };
   useEffect(reportVideos);
   useEffect(() => {
-    window.addEventListener('resize', reportVideos);
-    return () => window.removeEventListener('resize', reportVideos);
+    const resized = () => {
+      setUpright(isUpright());
+      reportVideos();
+    };
+    window.addEventListener('resize', resized);
+    return () => window.removeEventListener('resize', resized);
     // eslint-disable-next-line react-hooks/exhaustive-deps
   }, [controller]);
 
@@ -239,6 +278,7 @@ export function Room({ controller, snap }: { controller: MeetingController; snap
           className={hasStage ? 'filmstrip' : 'grid'}
           style={hasStage ? undefined : { ['--cols' as string]: shape.cols, ['--rows' as string]: shape.rows }}
           data-count={shownTiles.length}
+          data-upright={upright ? '' : undefined}
           data-video-clip=""
           onScroll={hasStage ? reportVideos : undefined}
         >
@@ -274,16 +314,33 @@ export function Room({ controller, snap }: { controller: MeetingController; snap
       </main>
 
       {panel && (
-        <aside className="side-panel" aria-labelledby="panel-title" data-testid={`${panel}-side-panel`}>
+        <aside
+          className="side-panel"
+          aria-labelledby="panel-title"
+          data-testid={`${panel}-side-panel`}
+          onKeyDown={(e) => {
+            if (e.key === 'Escape' && !e.defaultPrevented) {
+              e.preventDefault();
+              closePanel();
+            }
+          }}
+        >
           <div className="panel-head">
-            <h2 id="panel-title">{t(panel === 'chat' ? 'chat.title' : panel === 'people' ? 'room.participants' : 'security.title')}</h2>
-            <button type="button" className="icon-btn" onClick={() => setPanel(null)} aria-label={t('common.close')} data-testid="panel-close">
+            <h2 id="panel-title" tabIndex={-1} ref={panelTitle}>
+              {t(panel === 'chat' ? 'chat.title' : panel === 'people' ? 'room.participants' : 'security.title')}
+            </h2>
+            <button type="button" className="icon-btn" onClick={closePanel} aria-label={t('common.close')} data-testid="panel-close">
               <CloseIcon width={18} height={18} />
             </button>
           </div>
           <div className="panel-body">
             {panel === 'chat' && (
-              <ChatPanel messages={room.chat} onSend={(text) => controller.sendChat(text)} canSend={snap.e2ee?.phase === 'active'} />
+              <ChatPanel
+                messages={room.chat}
+                onSend={(text) => controller.sendChat(text)}
+                canSend={snap.e2ee?.phase === 'active'}
+                fieldRef={chatField}
+              />
             )}
             {panel === 'people' && (
               <PeoplePanel
@@ -356,19 +413,34 @@ export function Room({ controller, snap }: { controller: MeetingController; snap
           >
             <HandIcon />
           </ToolButton>
-          <ToolButton
-            label={local.screenSharing ? t('room.screenStop') : t('room.screen')}
-            short={local.screenSharing ? t('room.screenStop') : t('room.screen')}
-            active={local.screenSharing}
-            onClick={() => void controller.toggleScreenShare()}
-            testId="screen-toggle"
-            pressed={local.screenSharing}
-          >
-            <ScreenIcon />
-          </ToolButton>
+          {/* Phones and tablets cannot share their screen: their browsers have no getDisplayMedia. */}
+          {canShareScreen && (
+            <ToolButton
+              label={local.screenSharing ? t('room.screenStop') : t('room.screen')}
+              short={local.screenSharing ? t('room.screenStop') : t('room.screen')}
+              active={local.screenSharing}
+              onClick={() => void controller.toggleScreenShare()}
+              testId="screen-toggle"
+              pressed={local.screenSharing}
+            >
+              <ScreenIcon />
+            </ToolButton>
+          )}
         </div>
         <div className="toolbar-group">
-          <ToolButton label={t('room.chat')} short={t('room.chat')} active={panel === 'chat'} onClick={() => toggle('chat')} testId="chat-toggle" pressed={panel === 'chat'} badge={unread || undefined}>
+          <ToolButton
+            label={t('room.chat')}
+            short={t('room.chat')}
+            active={panel === 'chat'}
+            onClick={() => toggle('chat')}
+            testId="chat-toggle"
+            pressed={panel === 'chat'}
+            badge={unread || undefined}
+            badgeLabel={t('room.chatUnread', { n: unread })}
+            buttonRef={(b) => {
+              toggleButtons.current.chat = b;
+            }}
+          >
             <ChatIcon />
           </ToolButton>
           <ToolButton
@@ -378,17 +450,38 @@ export function Room({ controller, snap }: { controller: MeetingController; snap
             onClick={() => toggle('people')}
             testId="people-toggle"
             pressed={panel === 'people'}
+            buttonRef={(b) => {
+              toggleButtons.current.people = b;
+            }}
             badge={moderator && room.lobby.length ? room.lobby.length : undefined}
+            badgeLabel={t('room.lobbyWaiting', { n: room.lobby.length })}
             badgeTestId="lobby-badge"
           >
             <PeopleIcon />
           </ToolButton>
-          <ToolButton label={t('room.security')} short={t('room.security')} active={panel === 'security'} onClick={() => toggle('security')} testId="security-toggle" pressed={panel === 'security'}>
+          <ToolButton
+            label={t('room.security')}
+            short={t('room.security')}
+            active={panel === 'security'}
+            onClick={() => toggle('security')}
+            testId="security-toggle"
+            pressed={panel === 'security'}
+            buttonRef={(b) => {
+              toggleButtons.current.security = b;
+            }}
+          >
             <ShieldIcon />
           </ToolButton>
         </div>
         <div className="toolbar-group">
-          <button type="button" className="leave-btn" onClick={() => controller.leave()} data-testid="leave-button">
+          <button
+            type="button"
+            className="leave-btn"
+            onClick={() => controller.leave()}
+            aria-label={t('room.leave')}
+            title={t('room.leave')}
+            data-testid="leave-button"
+          >
             <LeaveIcon />
             <span>{t('room.leave')}</span>
           </button>
@@ -410,6 +503,8 @@ function ToolButton({
   testId,
   badge,
   badgeTestId,
+  badgeLabel,
+  buttonRef,
 }: {
   children: React.ReactNode;
   label: string;
@@ -422,27 +517,31 @@ function ToolButton({
   testId: string;
   badge?: number;
   badgeTestId?: string;
+  /** What the badge counts, for screen readers ("3 unread"); read after the label. */
+  badgeLabel?: string;
+  buttonRef?: React.Ref<HTMLButtonElement>;
 }) {
   return (
     <button
+      ref={buttonRef}
       type="button"
       className={`tool-btn${off ? ' off' : ''}${active ? ' active' : ''}`}
       onClick={onClick}
       disabled={disabled}
-      aria-label={label}
+      aria-label={badge !== undefined && badgeLabel ? `${label}, ${badgeLabel}` : label}
       aria-pressed={pressed}
       title={label}
       data-testid={testId}
     >
-      <span className="tool-icon">
-        {children}
-        {badge !== undefined && (
-          <span className="tool-badge" data-testid={badgeTestId}>
-            {badge}
-          </span>
-        )}
-      </span>
+      <span className="tool-icon">{children}</span>
       <span className="tool-label">{short}</span>
+      {/* After the label, so that what is seen reads as the start of the name ("Chat 3"). */}
+      {badge !== undefined && ' '}
+      {badge !== undefined && (
+        <span className="tool-badge" data-testid={badgeTestId}>
+          {badge}
+        </span>
+      )}
     </button>
   );
 }
