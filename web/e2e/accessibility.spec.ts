@@ -233,7 +233,7 @@ test('every page passes the WCAG A and AA rules axe-core checks, in German and E
   await expectAccessible(guest.page, 'the page after leaving');
 });
 
-test('by keyboard alone a guest knocks, joins, mutes, raises a hand, writes in the chat and leaves, and always sees where the focus is', async ({
+test('by keyboard alone a guest knocks, joins, mutes, raises a hand, shows the organiser large, writes in the chat and leaves, and always sees where the focus is', async ({
   browser,
   server,
   adminPassword,
@@ -271,7 +271,13 @@ test('by keyboard alone a guest knocks, joins, mutes, raises a hand, writes in t
   await k.keyboard.press('Enter');
   await expect(a.page.locator(`[data-testid="hand-entry"][data-participant-id="${kimId}"]`)).toBeVisible();
 
-  // The chat opens with the focus in its field; Enter sends; Escape closes it and gives the
+  // The organiser shown large (the button on the tile appears when it has the focus).
+  await tabTo(k, 'pin-button');
+  await expect(k.getByTestId('pin-button')).toBeVisible();
+  await k.keyboard.press('Enter');
+  await expect(k.locator('.screen-area [data-testid="video-tile"]')).toHaveAttribute('data-participant-id', await selfId(a.page));
+
+    // The chat opens with the focus in its field; Enter sends; Escape closes it and gives the
   // focus back to the button that opened it.
   await tabTo(k, 'chat-toggle');
   await k.keyboard.press('Enter');

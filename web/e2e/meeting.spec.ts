@@ -410,6 +410,67 @@ test('simulcast: the camera arrives at the size of the tile that shows it, a lar
   }
 });
 
+test('a participant shown large (a sign-language interpreter) takes the stage and comes at a larger layer; back in the grid, at the smaller one again', async ({
+  browser,
+  server,
+  adminPassword,
+}) => {
+  // Ines's browser has an HD camera (Chromium's own fake device), so she sends three layers.
+  const hdBrowser = await chromium.launch({
+    executablePath: process.env.CHROMIUM_PATH ?? '/usr/bin/chromium',
+    args: chromiumArgs.filter((a) => !a.startsWith('--use-file-for-fake-video-capture')),
+  });
+  try {
+    const { meetingId, admin } = await meetingInSession(browser, server.baseURL, adminPassword, []);
+    const ines = await guestJoins(hdBrowser, server.baseURL, 'Ines Gebärde', await inviteInSecondTab(admin, meetingId, 'Ines Gebärde'));
+    const bernd = await guestJoins(browser, server.baseURL, 'Bernd Beisitz', await inviteInSecondTab(admin, meetingId, 'Bernd Beisitz'));
+    const a = admin.page;
+    await expectAudioVideoFrom(a, ines.id);
+    const received = async () => (await stats(a)).find((x) => x.participant_id === ines.id && x.source === 'camera')?.frameWidth ?? 0;
+    const sent = async () => {
+      const layers = await ines.page.evaluate(() => window.__klausur!.cameraLayers());
+      return { q: layers.find((l) => l.rid === 'q')?.frameWidth ?? 0, top: Math.max(...layers.map((l) => l.frameWidth)) };
+    };
+    const quarter = async () => {
+      const { q, top } = await sent();
+      return (await received()) === q && q < top;
+    };
+    // A low window: three people in two rows of the grid, tiles too small for more than the
+    // quarter layer.
+    await a.setViewportSize({ width: 1280, height: 540 });
+    await expect.poll(quarter, { timeout: 30_000 }).toBe(true);
+
+    // The organiser shows Ines large: she takes the stage, the others the filmstrip, and her
+    // camera comes at a larger layer, decrypted.
+    await tileOf(a, ines.id).hover();
+    await tileOf(a, ines.id).getByTestId('pin-button').click();
+    const onStage = a.locator(`.screen-area [data-testid="video-tile"][data-participant-id="${ines.id}"]`);
+    await expect(onStage.locator('video')).toBeVisible();
+    await expect(onStage.getByTestId('pin-button')).toHaveAttribute('aria-pressed', 'true');
+    await expect(a.locator('.filmstrip [data-testid="video-tile"]')).toHaveCount(2);
+    await expect
+      .poll(async () => (await received()) > (await sent()).q, { timeout: 30_000 })
+      .toBe(true)
+      .catch(async (e) => {
+        throw new Error(`${e}\nInes sends ${JSON.stringify(await sent())}; the organiser receives ${await received()} wide`);
+      });
+    await expectAudioVideoFrom(a, ines.id);
+    // Only for the organiser: Bernd, who did not choose her, still gets the quarter (his window
+    // is as low).
+    await bernd.page.setViewportSize({ width: 1280, height: 540 });
+    const atBernd = async () => (await stats(bernd.page)).find((x) => x.participant_id === ines.id && x.source === 'camera')?.frameWidth ?? 0;
+    await expect.poll(async () => (await atBernd()) === (await sent()).q, { timeout: 30_000 }).toBe(true);
+
+    // Back in the grid: the quarter again.
+    await onStage.getByTestId('pin-button').click();
+    await expect(a.locator('.screen-area')).toHaveCount(0);
+    await expect(tileOf(a, ines.id).locator('video')).toBeVisible();
+    await expect.poll(quarter, { timeout: 30_000 }).toBe(true);
+  } finally {
+    await hdBrowser.close();
+  }
+});
+
 test('a chat message arrives at the others, end-to-end encrypted', async ({ browser, server, adminPassword }) => {
   const {
     admin,

@@ -352,6 +352,8 @@ export const de = {
   'room.camera': 'Kamera',
   'room.screen': 'Bildschirm teilen',
   'room.screenStop': 'Teilen beenden',
+  'room.pin': '{name} groß anzeigen',
+  'room.unpin': '{name} wieder in der Übersicht zeigen',
   'room.chat': 'Chat',
   'room.chatUnread': '{n} ungelesen',
   'room.participants': 'Teilnehmende',

@@ -352,6 +352,8 @@ export const en: Record<StringKey, string> = {
   'room.camera': 'Camera',
   'room.screen': 'Share screen',
   'room.screenStop': 'Stop sharing',
+  'room.pin': 'Show {name} large',
+  'room.unpin': 'Show {name} in the grid again',
   'room.chat': 'Chat',
   'room.chatUnread': '{n} unread',
   'room.participants': 'Participants',

@@ -88,6 +88,16 @@ export const LeaveIcon = (p: P) => (
     <path d="M3.5 14.5c4.8-4.6 12.2-4.6 17 0l-2.3 2.3-3.2-1.6v-2.3a10 10 0 0 0-6 0v2.3l-3.2 1.6z" />
   </svg>
 );
+export const ExpandIcon = (p: P) => (
+  <svg {...base(p)}>
+    <path d="M4 9V4h5M20 9V4h-5M4 15v5h5M20 15v5h-5" />
+  </svg>
+);
+export const ShrinkIcon = (p: P) => (
+  <svg {...base(p)}>
+    <path d="M9 4v5H4M15 4v5h5M9 20v-5H4M15 20v-5h5" />
+  </svg>
+);
 export const CloseIcon = (p: P) => (
   <svg {...base(p)}>
     <path d="M6 6l12 12M18 6L6 18" />

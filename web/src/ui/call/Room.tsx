@@ -71,6 +71,7 @@ export function Room({ controller, snap }: { controller: MeetingController; snap
   const [panel, setPanel] = useState<Panel>(null);
   const [page, setPage] = useState(0);
   const [upright, setUpright] = useState(isUpright);
+  const [pinnedId, setPinnedId] = useState<string | null>(null);
   const stageRef = useRef<HTMLElement>(null);
   const [seenChat, setSeenChat] = useState(0);
   const [toasts, setToasts] = useState<Toast[]>([]);
@@ -167,20 +168,26 @@ export function Room({ controller, snap }: { controller: MeetingController; snap
     ? { ...self, audio_muted: local.audioMuted, video_muted: local.videoMuted }
     : null;
 
+  // Someone this viewer chose to see large (a sign-language interpreter, the speaker of the
+  // moment): on the stage beside any shared screen, everyone else in the filmstrip. Only people
+  // with a camera; it ends when they leave.
+  const pinned = others.find((p) => p.id === pinnedId && !callerById.has(p.id)) ?? null;
   const tiles = [
     ...(selfParticipant ? [{ p: selfParticipant, video: local.cameraTrack, isSelf: true }] : []),
-    ...others.map((p) => ({
-      p,
-      video: tracks.get(`${p.id}/camera`)?.track ?? null,
-      isSelf: false,
-    })),
+    ...others
+      .filter((p) => p !== pinned)
+      .map((p) => ({
+        p,
+        video: tracks.get(`${p.id}/camera`)?.track ?? null,
+        isSelf: false,
+      })),
   ];
   // Everyone is heard, whichever page of the grid they are on.
   const audioTracks = others
     .map((p) => ({ id: p.id, track: tracks.get(`${p.id}/microphone`)?.track }))
     .filter((x): x is { id: string; track: MediaStreamTrack } => !!x.track);
-  const hasStage = screens.length > 0 || (local.screenSharing && local.screenTrack);
-  // The grid shows a page of at most GRID_PAGE_SIZE tiles; the filmstrip beside a screen share
+  const hasStage = screens.length > 0 || (local.screenSharing && local.screenTrack) || !!pinned;
+  // The grid shows a page of at most GRID_PAGE_SIZE tiles; the filmstrip beside the stage
   // scrolls instead.
   const { pages, page: shownPage } = gridPages(tiles.length, page);
   const shownTiles = hasStage ? tiles : tiles.slice(shownPage * GRID_PAGE_SIZE, (shownPage + 1) * GRID_PAGE_SIZE);
@@ -271,6 +278,17 @@ export function Room({ controller, snap }: { controller: MeetingController; snap
             {local.screenSharing && local.screenTrack && screens.length === 0 && (
               <ScreenTile name="" track={local.screenTrack} self participantId={room.selfId ?? ''} />
             )}
+            {pinned && (
+              <Tile
+                key={pinned.id}
+                participant={pinned}
+                video={tracks.get(`${pinned.id}/camera`)?.track ?? null}
+                isSelf={false}
+                speaking={room.activeSpeaker === pinned.id}
+                pinned
+                onPin={() => setPinnedId(null)}
+              />
+            )}
           </div>
         )}
         <div className="tiles-area">
@@ -291,6 +309,7 @@ export function Room({ controller, snap }: { controller: MeetingController; snap
               speaking={room.activeSpeaker === p.id}
               compact={!!hasStage}
               phone={isSelf ? null : (callerById.get(p.id) ?? null)}
+              onPin={isSelf || callerById.has(p.id) ? undefined : () => setPinnedId(p.id)}
             />
           ))}
         </div>

@@ -1,7 +1,7 @@
 import type { Participant } from '../../signaling/protocol';
 import { phoneLabel, type PhoneCaller } from '../../meeting/phone';
 import { useT } from '../../i18n';
-import { CamOffIcon, HandIcon, MicIcon, MicOffIcon, PhoneIcon } from '../icons';
+import { CamOffIcon, ExpandIcon, HandIcon, MicIcon, MicOffIcon, PhoneIcon, ShrinkIcon } from '../icons';
 import { VideoView } from './media';
 import { videoKey } from '../../meeting/tiles';
 import { PhoneBadge } from './Phone';
@@ -36,6 +36,8 @@ export function Tile({
   speaking,
   compact = false,
   phone = null,
+  pinned = false,
+  onPin,
 }: {
   participant: Participant;
   video: MediaStreamTrack | null;
@@ -43,6 +45,10 @@ export function Tile({
   speaking: boolean;
   compact?: boolean;
   phone?: PhoneCaller | null;
+  /** Shown large on the stage by this viewer's choice. */
+  pinned?: boolean;
+  /** Shows this participant large, or back in the grid (no button without it). */
+  onPin?: () => void;
 }) {
   const t = useT();
   const label = phone ? phoneLabel(t, phone) : null;
@@ -50,7 +56,7 @@ export function Tile({
   const showVideo = !phone && !!video && !participant.video_muted;
   return (
     <figure
-      className={`tile${speaking ? ' speaking' : ''}${isSelf ? ' self' : ''}${compact ? ' compact' : ''}${phone ? ' phone' : ''}`}
+      className={`tile${speaking ? ' speaking' : ''}${isSelf ? ' self' : ''}${compact ? ' compact' : ''}${phone ? ' phone' : ''}${pinned ? ' pinned' : ''}`}
       data-testid="video-tile"
       data-participant-id={participant.id}
       data-participant-name={participant.display_name}
@@ -95,6 +101,19 @@ export function Tile({
         </span>
       )}
       {speaking && <span className="sr-only">{t('room.speaking')}</span>}
+      {onPin && (
+        <button
+          type="button"
+          className="pin-btn"
+          onClick={onPin}
+          aria-pressed={pinned}
+          aria-label={t(pinned ? 'room.unpin' : 'room.pin', { name: participant.display_name })}
+          title={t(pinned ? 'room.unpin' : 'room.pin', { name: participant.display_name })}
+          data-testid="pin-button"
+        >
+          {pinned ? <ShrinkIcon width={18} height={18} /> : <ExpandIcon width={18} height={18} />}
+        </button>
+      )}
     </figure>
   );
 }
