@@ -471,6 +471,45 @@ test('a participant shown large (a sign-language interpreter) takes the stage an
   }
 });
 
+test('a moderator shows an interpreter large to everyone: the others see her on the stage, a viewer\'s own choice wins, and it ends when the moderator ends it', async ({
+  browser,
+  server,
+  adminPassword,
+}) => {
+  const { admin, guests } = await meetingInSession(browser, server.baseURL, adminPassword, ['Ines Gebärde', 'Bernd Beisitz']);
+  const [ines, bernd] = guests;
+  const a = admin.page;
+  const b = bernd.page;
+  const onStage = (page: Page) => page.locator('.screen-area [data-testid="video-tile"]');
+
+  await openPanel(a, 'people');
+  const inesEntry = a.getByTestId('participant-item').filter({ hasText: 'Ines Gebärde' });
+  await inesEntry.getByTestId('spotlight-button').click();
+  await expect(inesEntry.getByTestId('spotlight-button')).toHaveAttribute('aria-pressed', 'true');
+  // Bernd and the organiser see Ines large, marked as shown to everyone, and her video decodes.
+  for (const page of [a, b]) {
+    await expect(onStage(page)).toHaveAttribute('data-participant-id', ines.id);
+    await expect(onStage(page).getByTestId('spotlight-badge')).toBeVisible();
+  }
+  await expectAudioVideoFrom(b, ines.id);
+  // Ines herself sees the others as before, not herself large.
+  await expect(ines.page.locator('.screen-area')).toHaveCount(0);
+
+  // Bernd's own choice wins: he shows the organiser large; when he lets go, Ines again.
+  await tileOf(b, admin.id).hover();
+  await tileOf(b, admin.id).getByTestId('pin-button').click();
+  await expect(onStage(b)).toHaveAttribute('data-participant-id', admin.id);
+  await expect(onStage(b).getByTestId('spotlight-badge')).toHaveCount(0);
+  await onStage(b).getByTestId('pin-button').click();
+  await expect(onStage(b)).toHaveAttribute('data-participant-id', ines.id);
+
+  // The moderator ends it: the grid for everyone.
+  await inesEntry.getByTestId('spotlight-button').click();
+  await expect(b.locator('.screen-area')).toHaveCount(0);
+  await expect(a.locator('.screen-area')).toHaveCount(0);
+  await expect(tileOf(b, ines.id).locator('video')).toBeVisible();
+});
+
 test('a chat message arrives at the others, end-to-end encrypted', async ({ browser, server, adminPassword }) => {
   const {
     admin,

@@ -257,6 +257,9 @@ impl Delivery {
 
 // --- clients and the server glue -------------------------------------------------------------
 
+// A test's in-memory queue of a few messages: their size does not matter, matching on them
+// unboxed does.
+#[allow(clippy::large_enum_variant)]
 enum Inbox {
     Msg(ServerMsg),
     List(Vec<Participant>),
@@ -506,6 +509,7 @@ impl Server {
                     profile: SecurityProfile::Internal,
                     locked: false,
                     dial_in: true,
+                    spotlight: None,
                 },
                 participants: list,
                 lobby: Vec::new(),

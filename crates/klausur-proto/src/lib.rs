@@ -216,6 +216,12 @@ pub struct MeetingInfo {
     /// Telephone callers can join this meeting: it has a dial-in number and its profile allows
     /// dial-in (the strict profile never does). Shown in the security panel.
     pub dial_in: bool,
+    /// The participant a moderator shows large to everyone (a sign-language interpreter, the
+    /// speaker): clients put their camera on the stage unless their user chose someone else.
+    /// Follows the person through a reconnect; absent while nobody is shown so.
+    #[serde(default)]
+    #[cfg_attr(feature = "ts", ts(optional = nullable))]
+    pub spotlight: Option<ParticipantId>,
 }
 
 /// A remote track the server forwards to this client on the transceiver with `mid`.
@@ -334,6 +340,10 @@ pub enum ClientMsg {
     /// lobby, even with an invitation.
     Lock {
         locked: bool,
+    },
+    /// Moderator: show `participant_id`'s camera large to everyone (`None`: nobody any more).
+    Spotlight {
+        participant_id: Option<ParticipantId>,
     },
     /// Moderator: mute a participant's microphone at the server (their audio is no longer
     /// forwarded until a moderator unmutes them).
@@ -674,6 +684,7 @@ const CLIENT_TYPES: &[&str] = &[
     "deny",
     "remove",
     "lock",
+    "spotlight",
     "mute",
     "set_moderator",
     "raise_hand",
@@ -762,6 +773,7 @@ impl ClientMsg {
             ClientMsg::Deny { .. } => "deny",
             ClientMsg::Remove { .. } => "remove",
             ClientMsg::Lock { .. } => "lock",
+            ClientMsg::Spotlight { .. } => "spotlight",
             ClientMsg::Mute { .. } => "mute",
             ClientMsg::SetModerator { .. } => "set_moderator",
             ClientMsg::RaiseHand { .. } => "raise_hand",
@@ -951,6 +963,9 @@ mod tests {
                 participant_id: "p".into(),
             },
             ClientMsg::Lock { locked: true },
+            ClientMsg::Spotlight {
+                participant_id: Some("p7".into()),
+            },
             ClientMsg::Mute {
                 participant_id: "p".into(),
                 muted: true,
@@ -1042,6 +1057,7 @@ mod doc_tests {
                     profile: SecurityProfile::Strict,
                     locked: false,
                     dial_in: false,
+                    spotlight: Some("p2".into()),
                 },
                 participants: vec![],
                 lobby: vec![],

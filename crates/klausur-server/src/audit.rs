@@ -46,6 +46,8 @@ pub mod kind {
     pub const MODERATOR_ADDED: &str = "meeting.moderator_added";
     pub const MEETING_LOCKED: &str = "meeting.locked";
     pub const MEETING_UNLOCKED: &str = "meeting.unlocked";
+    /// A moderator showed a participant large to everyone, or nobody any more.
+    pub const SPOTLIGHT: &str = "meeting.spotlight";
     pub const MEETING_ENDED: &str = "meeting.ended";
     /// Meetings that ended longer ago than `[storage] ended_meetings_days` were deleted.
     pub const MEETINGS_DELETED: &str = "meeting.deleted";

@@ -651,6 +651,11 @@ export class MeetingController {
     this.send({ type: 'set_moderator', participant_id: participantId, moderator });
   }
 
+  /** Moderator: show a participant large to everyone, or nobody (`null`). */
+  spotlight(participantId: string | null): void {
+    this.send({ type: 'spotlight', participant_id: participantId });
+  }
+
   setLocked(locked: boolean): void {
     this.send({ type: 'lock', locked });
   }

@@ -78,7 +78,13 @@ export type MeetingInfo = { id: string, title: string, organiser: string, profil
  * Telephone callers can join this meeting: it has a dial-in number and its profile allows
  * dial-in (the strict profile never does). Shown in the security panel.
  */
-dial_in: boolean, };
+dial_in: boolean, 
+/**
+ * The participant a moderator shows large to everyone (a sign-language interpreter, the
+ * speaker): clients put their camera on the stage unless their user chose someone else.
+ * Follows the person through a reconnect; absent while nobody is shown so.
+ */
+spotlight?: string | null, };
 
 export type IceServer = { urls: Array<string>, username: string, credential: string, };
 
@@ -134,7 +140,7 @@ rejoin_token: string | null,
  * gateway for the caller's meeting number and PIN (`POST /api/dialin/calls`). The
  * participant is the invitee of that PIN, of kind `phone_gateway`. May be left out.
  */
-dial_in_ticket: string | null, } | { "type": "offer", sdp: string, sources: Array<SendSource>, } | { "type": "media_state", audio_muted: boolean, video_muted: boolean, screen_sharing: boolean, } | { "type": "video_tiles", tiles: Array<VideoTile>, } | { "type": "admit", participant_id: string, } | { "type": "deny", participant_id: string, } | { "type": "remove", participant_id: string, } | { "type": "lock", locked: boolean, } | { "type": "mute", participant_id: string, muted: boolean, } | { "type": "set_moderator", participant_id: string, moderator: boolean, } | { "type": "raise_hand", raised: boolean, } | { "type": "lower_hand", participant_id: string, } | { "type": "end_meeting" } | { "type": "leave" } | { "type": "ping" } | { "type": "mls_key_package", key_package: string, 
+dial_in_ticket: string | null, } | { "type": "offer", sdp: string, sources: Array<SendSource>, } | { "type": "media_state", audio_muted: boolean, video_muted: boolean, screen_sharing: boolean, } | { "type": "video_tiles", tiles: Array<VideoTile>, } | { "type": "admit", participant_id: string, } | { "type": "deny", participant_id: string, } | { "type": "remove", participant_id: string, } | { "type": "lock", locked: boolean, } | { "type": "spotlight", participant_id: string | null, } | { "type": "mute", participant_id: string, muted: boolean, } | { "type": "set_moderator", participant_id: string, moderator: boolean, } | { "type": "raise_hand", raised: boolean, } | { "type": "lower_hand", participant_id: string, } | { "type": "end_meeting" } | { "type": "leave" } | { "type": "ping" } | { "type": "mls_key_package", key_package: string, 
 /**
  * A guest coming back after a broken connection: the previous device key's signature
  * over the new one, so that the moderator who admitted them can add them again without

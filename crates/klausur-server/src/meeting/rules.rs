@@ -315,6 +315,9 @@ pub struct Meeting {
     /// Raised hands of people whose connection went (broke, or was replaced by their new one):
     /// they keep their place in the order when they come back. Not stored.
     hands: HashMap<Seat, u64>,
+    /// Whom a moderator shows large to everyone (`spotlight`), by seat: it follows the person
+    /// through a reconnect, and is shown while they are in the meeting. Not stored.
+    spotlight: Option<Seat>,
     next_peer: PeerId,
     members: BTreeMap<PeerId, Member>,
     lobby: BTreeMap<PeerId, Waiting>,
@@ -347,6 +350,7 @@ impl Meeting {
             seat_tokens: HashMap::new(),
             muted: muted.into_iter().collect(),
             hands: HashMap::new(),
+            spotlight: None,
             next_peer: 1,
             members: BTreeMap::new(),
             lobby: BTreeMap::new(),
@@ -615,7 +619,61 @@ impl Meeting {
             profile: self.seed.profile,
             locked: self.locked,
             dial_in: self.seed.dial_in,
+            spotlight: self.spotlit().map(participant_id),
         }
+    }
+
+    /// The member a moderator shows large to everyone, while they are in the meeting.
+    fn spotlit(&self) -> Option<PeerId> {
+        let seat = self.spotlight?;
+        self.members
+            .iter()
+            .find(|(_, m)| m.standing.phone.is_none() && Seat::of(&m.standing) == Some(seat))
+            .map(|(p, _)| *p)
+    }
+
+    /// Tells everyone the meeting's facts again (a lock, a spotlight, who is shown large).
+    fn meeting_changed(&mut self) {
+        self.broadcast(
+            ServerMsg::MeetingChanged {
+                meeting: self.info(),
+            },
+            None,
+        );
+    }
+
+    /// A moderator shows `id` large to everyone, or nobody (`None`).
+    fn set_spotlight(&mut self, peer: PeerId, id: Option<&str>) {
+        let seat = match id {
+            None => None,
+            Some(id) => {
+                let Some(target) = self.find(peer, id, Place::Meeting) else {
+                    return;
+                };
+                let seat = self
+                    .members
+                    .get(&target)
+                    .filter(|m| m.standing.phone.is_none())
+                    .and_then(|m| Seat::of(&m.standing));
+                if seat.is_none() {
+                    self.error(
+                        peer,
+                        ErrorCode::InvalidState,
+                        "only a participant with a camera can be shown large",
+                    );
+                    return;
+                }
+                seat
+            }
+        };
+        let shown = seat.and_then(|_| id.map(str::to_owned));
+        self.record(
+            kind::SPOTLIGHT,
+            self.actor_of(peer),
+            serde_json::json!({ "participant": shown }),
+        );
+        self.spotlight = seat;
+        self.meeting_changed();
     }
 
     fn send(&mut self, peer: PeerId, msg: ServerMsg) {
@@ -1004,6 +1062,9 @@ impl Meeting {
         // proof and wait for the group are theirs to add (not a caller's: a phone seat does
         // not moderate).
         let returning_admitter = standing.ban_subject.filter(|_| standing.phone.is_none());
+        let spotlit_back = self.spotlight.is_some()
+            && standing.phone.is_none()
+            && Seat::of(&standing) == self.spotlight;
         self.members.insert(
             peer,
             Member {
@@ -1015,6 +1076,10 @@ impl Meeting {
             },
         );
         self.had_members = true;
+        // The person shown large to everyone is back (a reconnect): everyone shows them again.
+        if spotlit_back {
+            self.meeting_changed();
+        }
         if let Some(subject) = returning_admitter {
             let theirs: Vec<PeerId> = self
                 .members
@@ -1056,6 +1121,7 @@ impl Meeting {
     }
 
     fn leave(&mut self, now: Now, peer: PeerId, reason: LeaveReason) {
+        let was_spotlit = self.spotlit() == Some(peer);
         if let Some(m) = self.members.remove(&peer) {
             self.record(
                 kind::PARTICIPANT_LEFT,
@@ -1079,6 +1145,10 @@ impl Meeting {
             }
             let out = self.delivery.left(peer);
             self.deliver(out);
+            // Nobody large any more (or their new connection, if they came back meanwhile).
+            if was_spotlit {
+                self.meeting_changed();
+            }
         } else if self.lobby.remove(&peer).is_some() {
             self.notify_moderators_lobby(now, false);
         }
@@ -1139,6 +1209,7 @@ impl Meeting {
                 | ClientMsg::Deny { .. }
                 | ClientMsg::Remove { .. }
                 | ClientMsg::Lock { .. }
+                | ClientMsg::Spotlight { .. }
                 | ClientMsg::Mute { .. }
                 | ClientMsg::SetModerator { .. }
                 | ClientMsg::LowerHand { .. }
@@ -1217,13 +1288,9 @@ impl Meeting {
                 self.record(kind, self.actor_of(peer), serde_json::json!({}));
                 self.locked = locked;
                 self.store(StoreOp::Locked(locked));
-                self.broadcast(
-                    ServerMsg::MeetingChanged {
-                        meeting: self.info(),
-                    },
-                    None,
-                );
+                self.meeting_changed();
             }
+            ClientMsg::Spotlight { participant_id: id } => self.set_spotlight(peer, id.as_deref()),
             ClientMsg::Mute {
                 participant_id: id,
                 muted,

@@ -554,3 +554,69 @@ fn a_member_whose_media_the_room_dropped_is_told_at_once() {
     sim.input(Input::Room(klausur_room::RoomEvent::Disconnected(paul)));
     assert!(sent_to(&sim.take(), paul).is_empty());
 }
+
+/// The `spotlight` of the last `meeting_changed` sent to `peer` in `out` (`None`: none sent).
+fn spotlight_told(out: &[Output], peer: PeerId) -> Option<Option<String>> {
+    sent_to(out, peer).into_iter().rev().find_map(|m| match m {
+        ServerMsg::MeetingChanged { meeting } => Some(meeting.spotlight.clone()),
+        _ => None,
+    })
+}
+
+#[test]
+fn a_moderator_shows_someone_large_to_everyone_while_they_are_there_and_again_when_they_come_back()
+{
+    let mut sim = Sim::new(false);
+    let olga = sim.join(staff(1, "Olga", true));
+    let ines = sim.join(staff(2, "Ines", false));
+    let bert = sim.join(staff(3, "Bert", false));
+    sim.take();
+    let show = |id: Option<String>| ClientMsg::Spotlight { participant_id: id };
+
+    // Not a participant's to decide.
+    sim.msg(bert, show(Some(participant_id(ines))));
+    let out = sim.take();
+    assert!(
+        matches!(&out[..], [Output::Send(p, ServerMsg::Error { code: ErrorCode::Forbidden, .. })] if *p == bert),
+        "{out:?}"
+    );
+
+    // The moderator shows Ines large: everyone is told, and it is recorded.
+    sim.msg(olga, show(Some(participant_id(ines))));
+    let out = sim.take();
+    for p in [olga, ines, bert] {
+        assert_eq!(spotlight_told(&out, p), Some(Some(participant_id(ines))));
+    }
+    assert_eq!(audit_kinds(&out), vec!["meeting.spotlight"]);
+
+    // Nobody of that id: an error to the moderator, nothing changes.
+    sim.msg(olga, show(Some("p999".into())));
+    let out = sim.take();
+    assert!(sent_to(&out, olga).iter().any(|m| error_code(m).is_some()));
+    assert_eq!(spotlight_told(&out, bert), None);
+    assert!(audit_kinds(&out).is_empty());
+
+    // Ines goes: nobody is shown large. She comes back (a new connection): large again.
+    sim.msg(ines, ClientMsg::Leave);
+    let out = sim.take();
+    assert_eq!(spotlight_told(&out, bert), Some(None));
+    let ines_again = sim.join(staff(2, "Ines", false));
+    let out = sim.take();
+    assert_eq!(
+        spotlight_told(&out, bert),
+        Some(Some(participant_id(ines_again)))
+    );
+
+    // Someone arriving now learns it from `joined`.
+    let carl = sim.join(staff(4, "Carl", false));
+    let out = sim.take();
+    assert!(
+        matches!(sent_to(&out, carl)[0], ServerMsg::Joined { meeting, .. } if meeting.spotlight == Some(participant_id(ines_again)))
+    );
+
+    // Nobody any more.
+    sim.msg(olga, show(None));
+    let out = sim.take();
+    assert_eq!(spotlight_told(&out, carl), Some(None));
+    assert_eq!(audit_kinds(&out), vec!["meeting.spotlight"]);
+}

@@ -148,6 +148,7 @@ export function PeoplePanel({
   selfId,
   isModerator,
   locked,
+  spotlight,
   status,
   callers,
 }: {
@@ -157,6 +158,8 @@ export function PeoplePanel({
   selfId: string | null;
   isModerator: boolean;
   locked: boolean;
+  /** Whom a moderator shows large to everyone (`meeting.spotlight`). */
+  spotlight: string | null;
   status: E2eeStatus | null;
   /** The telephone callers present (meeting/phone.ts `phoneCallers`). */
   callers: PhoneCaller[];
@@ -285,6 +288,18 @@ export function PeoplePanel({
                     <button type="button" className="btn secondary tiny" onClick={() => controller.mute(p.id, !p.muted_by_moderator)} data-testid="mute-button" data-muted={p.muted_by_moderator ? 'true' : 'false'}>
                       {p.muted_by_moderator ? t('people.unmute') : t('people.mute')}
                     </button>
+                    {/* A caller has no camera to show large. */}
+                    {!caller && (
+                      <button
+                        type="button"
+                        className="btn secondary tiny"
+                        onClick={() => controller.spotlight(spotlight === p.id ? null : p.id)}
+                        aria-pressed={spotlight === p.id}
+                        data-testid="spotlight-button"
+                      >
+                        {spotlight === p.id ? t('people.spotlightOff') : t('people.spotlight')}
+                      </button>
+                    )}
                     {/* A caller cannot moderate from a telephone (unless the server made them one). */}
                     {selfIsOrganiser && (!caller || p.role === 'moderator') && (
                       <button

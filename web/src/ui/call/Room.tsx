@@ -168,10 +168,13 @@ export function Room({ controller, snap }: { controller: MeetingController; snap
     ? { ...self, audio_muted: local.audioMuted, video_muted: local.videoMuted }
     : null;
 
-  // Someone this viewer chose to see large (a sign-language interpreter, the speaker of the
-  // moment): on the stage beside any shared screen, everyone else in the filmstrip. Only people
+  // Someone shown large (a sign-language interpreter, the speaker of the moment): whom this
+  // viewer chose, or else whom a moderator shows large to everyone (`meeting.spotlight`; not
+  // oneself). On the stage beside any shared screen, everyone else in the filmstrip. Only people
   // with a camera; it ends when they leave.
-  const pinned = others.find((p) => p.id === pinnedId && !callerById.has(p.id)) ?? null;
+  const withCamera = (id: string | null | undefined) => others.find((p) => p.id === id && !callerById.has(p.id)) ?? null;
+  const chosen = withCamera(pinnedId);
+  const pinned = chosen ?? withCamera(meeting.spotlight);
   const tiles = [
     ...(selfParticipant ? [{ p: selfParticipant, video: local.cameraTrack, isSelf: true }] : []),
     ...others
@@ -286,7 +289,8 @@ export function Room({ controller, snap }: { controller: MeetingController; snap
                 isSelf={false}
                 speaking={room.activeSpeaker === pinned.id}
                 pinned
-                onPin={() => setPinnedId(null)}
+                forEveryone={!chosen}
+                onPin={chosen ? () => setPinnedId(null) : undefined}
               />
             )}
           </div>
@@ -369,6 +373,7 @@ export function Room({ controller, snap }: { controller: MeetingController; snap
                 selfId={room.selfId}
                 isModerator={moderator}
                 locked={meeting.locked}
+                spotlight={meeting.spotlight ?? null}
                 status={snap.e2ee}
                 callers={callers}
               />

@@ -37,6 +37,7 @@ export function Tile({
   compact = false,
   phone = null,
   pinned = false,
+  forEveryone = false,
   onPin,
 }: {
   participant: Participant;
@@ -45,8 +46,10 @@ export function Tile({
   speaking: boolean;
   compact?: boolean;
   phone?: PhoneCaller | null;
-  /** Shown large on the stage by this viewer's choice. */
+  /** Shown large on the stage (by this viewer's choice, or a moderator's: `forEveryone`). */
   pinned?: boolean;
+  /** Shown large because a moderator shows this person large to everyone. */
+  forEveryone?: boolean;
   /** Shows this participant large, or back in the grid (no button without it). */
   onPin?: () => void;
 }) {
@@ -101,6 +104,11 @@ export function Tile({
         </span>
       )}
       {speaking && <span className="sr-only">{t('room.speaking')}</span>}
+      {forEveryone && (
+        <span className="spotlight-badge" data-testid="spotlight-badge">
+          {t('room.spotlit')}
+        </span>
+      )}
       {onPin && (
         <button
           type="button"

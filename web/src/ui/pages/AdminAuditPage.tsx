@@ -16,7 +16,7 @@ import { describeError } from '../errors';
 const FAMILIES = {
   login: ['login.succeeded', 'login.failed', 'login.logout'],
   account: ['account.created', 'account.disabled', 'account.password_changed', 'account.password_change_failed'],
-  meeting: ['meeting.created', 'meeting.moderator_added', 'meeting.locked', 'meeting.unlocked', 'meeting.ended'],
+  meeting: ['meeting.created', 'meeting.moderator_added', 'meeting.locked', 'meeting.unlocked', 'meeting.spotlight', 'meeting.ended'],
   invitation: ['invitation.created', 'invitation.revoked'],
   lobby: ['lobby.entered', 'lobby.admitted', 'lobby.denied'],
   participant: ['participant.joined', 'participant.left', 'participant.removed', 'participant.muted', 'participant.unmuted'],
