@@ -162,6 +162,23 @@ async function waitInLobby(p: Person, meetingId: string, name: string): Promise<
   await expect(p.page.getByTestId('lobby-page')).toBeVisible();
 }
 
+/** A second Chromium whose fake camera is its own HD device (1280x720) instead of the suite's
+ * small clip: a camera sent from it goes out in three simulcast layers. The caller closes it. */
+async function hdChromium(): Promise<Browser> {
+  return chromium.launch({
+    executablePath: process.env.CHROMIUM_PATH ?? '/usr/bin/chromium',
+    args: chromiumArgs.filter((a) => !a.startsWith('--use-file-for-fake-video-capture')),
+  });
+}
+
+/** The widths `page`'s camera goes out at now: its quarter layer's and its largest (the browser
+ * scales and switches layers off as its bandwidth estimate and CPU allow, so tests read them
+ * rather than assume them). */
+async function sentWidths(page: Page): Promise<{ q: number; top: number }> {
+  const layers = await page.evaluate(() => window.__klausur!.cameraLayers());
+  return { q: layers.find((l) => l.rid === 'q')?.frameWidth ?? 0, top: Math.max(...layers.map((l) => l.frameWidth)) };
+}
+
 /** The connection behind `relays` breaks; the page showed the reconnect banner for attempt 1
  * (its log says so, however briefly it was up) and is back in by itself, the banner gone. */
 async function cutAndReconnect(page: Page, relays: WebSocketRoute[]): Promise<void> {
@@ -344,12 +361,9 @@ test('simulcast: the camera arrives at the size of the tile that shows it, a lar
   server,
   adminPassword,
 }) => {
-  // The publisher's browser has an HD camera (Chromium's own fake device at 1280x720, not the
-  // suite's small clip), so it sends three layers: a quarter, half and the full size.
-  const hdBrowser = await chromium.launch({
-    executablePath: process.env.CHROMIUM_PATH ?? '/usr/bin/chromium',
-    args: chromiumArgs.filter((a) => !a.startsWith('--use-file-for-fake-video-capture')),
-  });
+  // The publisher's browser has an HD camera, so it sends three layers: a quarter, half and the
+  // full size.
+  const hdBrowser = await hdChromium();
   try {
     const { meetingId, admin } = await meetingInSession(browser, server.baseURL, adminPassword, []);
     const erika = await guestJoins(hdBrowser, server.baseURL, 'Erika Musterfrau', await inviteInSecondTab(admin, meetingId, 'Erika Musterfrau'));
@@ -358,13 +372,7 @@ test('simulcast: the camera arrives at the size of the tile that shows it, a lar
     await expectAudioVideoFrom(v, erika.id);
     const received = async (page: Page) =>
       (await stats(page)).find((x) => x.participant_id === erika.id && x.source === 'camera')?.frameWidth ?? 0;
-    // The widths Erika's browser sends now, per layer (it scales and switches layers off as
-    // its own bandwidth estimate and CPU allow, so the test reads them rather than assume).
-    const sent = async () => {
-      const layers = await erika.page.evaluate(() => window.__klausur!.cameraLayers());
-      const width = (rid: string) => layers.find((l) => l.rid === rid)?.frameWidth ?? 0;
-      return { q: width('q'), top: Math.max(...layers.map((l) => l.frameWidth)) };
-    };
+    const sent = () => sentWidths(erika.page);
     // All three layers are configured; at least the quarter and the half one go out.
     await expect.poll(async () => (await erika.page.evaluate(() => window.__klausur!.cameraLayers())).filter((l) => l.frameWidth > 0).length, { timeout: 30_000 }).toBeGreaterThanOrEqual(2);
     // Vera's large window: two large tiles, so Erika's camera comes as a layer above the quarter.
@@ -415,11 +423,8 @@ test('a participant shown large (a sign-language interpreter) takes the stage an
   server,
   adminPassword,
 }) => {
-  // Ines's browser has an HD camera (Chromium's own fake device), so she sends three layers.
-  const hdBrowser = await chromium.launch({
-    executablePath: process.env.CHROMIUM_PATH ?? '/usr/bin/chromium',
-    args: chromiumArgs.filter((a) => !a.startsWith('--use-file-for-fake-video-capture')),
-  });
+  // Ines's browser has an HD camera, so she sends three layers.
+  const hdBrowser = await hdChromium();
   try {
     const { meetingId, admin } = await meetingInSession(browser, server.baseURL, adminPassword, []);
     const ines = await guestJoins(hdBrowser, server.baseURL, 'Ines Gebärde', await inviteInSecondTab(admin, meetingId, 'Ines Gebärde'));
@@ -427,10 +432,7 @@ test('a participant shown large (a sign-language interpreter) takes the stage an
     const a = admin.page;
     await expectAudioVideoFrom(a, ines.id);
     const received = async () => (await stats(a)).find((x) => x.participant_id === ines.id && x.source === 'camera')?.frameWidth ?? 0;
-    const sent = async () => {
-      const layers = await ines.page.evaluate(() => window.__klausur!.cameraLayers());
-      return { q: layers.find((l) => l.rid === 'q')?.frameWidth ?? 0, top: Math.max(...layers.map((l) => l.frameWidth)) };
-    };
+    const sent = () => sentWidths(ines.page);
     const quarter = async () => {
       const { q, top } = await sent();
       return (await received()) === q && q < top;
