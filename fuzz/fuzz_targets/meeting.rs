@@ -15,9 +15,9 @@
 //! - the lobby never holds a member, and nobody is in the meeting twice under one seat;
 //! - a removed participant is never a member again, and nobody a moderator removed is in the
 //!   meeting (browser seats) while the removal stands, unless a moderator let them back in;
-//! - only moderators' commands change the meeting: a participant's `lock`, `remove`, `admit`,
-//!   `deny`, `mute`, `set_moderator`, `lower_hand` and `end_meeting` change nothing, record
-//!   nothing and are answered with an error to them alone;
+//! - only moderators' commands change the meeting: a participant's `lock`, `spotlight`,
+//!   `remove`, `admit`, `deny`, `mute`, `set_moderator`, `lower_hand` and `end_meeting` change
+//!   nothing, record nothing and are answered with an error to them alone;
 //! - every member receives every commit in order, and every member of the group in the meeting
 //!   receives each relayed commit (except its maker);
 //! - every participant's list of who is in the meeting is the meeting's (built from `joined`,
@@ -67,6 +67,7 @@ const MODERATION: &[&str] = &[
     "participant.removed",
     "meeting.locked",
     "meeting.unlocked",
+    "meeting.spotlight",
     "participant.muted",
     "participant.unmuted",
     "role.moderator_granted",
@@ -758,7 +759,7 @@ impl Sim {
                 let Some(p) = self.conn(r)? else {
                     return Some(());
                 };
-                let msg = match r.u8()? % 15 {
+                let msg = match r.u8()? % 16 {
                     0 => ClientMsg::Lock { locked: r.bool()? },
                     1 => ClientMsg::Remove {
                         participant_id: self.target(r)?,
@@ -806,6 +807,13 @@ impl Sim {
                             })
                             .collect::<Option<Vec<_>>>()?,
                     },
+                    14 => ClientMsg::Spotlight {
+                        participant_id: if r.bool()? {
+                            Some(self.target(r)?)
+                        } else {
+                            None
+                        },
+                    },
                     _ => ClientMsg::MlsCommitRejected {
                         epoch: r.u64()? % 8,
                     },
@@ -819,6 +827,7 @@ impl Sim {
                         | ClientMsg::Mute { .. }
                         | ClientMsg::SetModerator { .. }
                         | ClientMsg::LowerHand { .. }
+                        | ClientMsg::Spotlight { .. }
                         | ClientMsg::EndMeeting
                 );
                 moderation_by_participant = moderation && !self.m.is_moderator(p);
@@ -1024,9 +1033,14 @@ impl Sim {
         Some(())
     }
 
-    /// What moderation changes: the lock, who is where, roles, mutes, hands.
+    /// What moderation changes: the lock, who is where, roles, mutes, hands, who is shown large.
     fn snapshot(&self) -> String {
-        let mut s = format!("locked={} life={:?}", self.m.locked(), self.m.life());
+        let mut s = format!(
+            "locked={} life={:?} spotlight={:?}",
+            self.m.locked(),
+            self.m.life(),
+            self.m.spotlight()
+        );
         for (p, info) in self.m.participants() {
             s += &format!(
                 " p{p}:{:?}:{}:{:?}",

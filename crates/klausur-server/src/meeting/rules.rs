@@ -444,6 +444,11 @@ impl Meeting {
         self.locked
     }
 
+    /// Whom a moderator shows large to everyone, while they are in the meeting.
+    pub fn spotlight(&self) -> Option<PeerId> {
+        self.spotlit()
+    }
+
     /// The participants in the meeting, as everyone sees them.
     pub fn participants(&self) -> impl Iterator<Item = (PeerId, &Participant)> {
         self.members.iter().map(|(p, m)| (*p, &m.info))

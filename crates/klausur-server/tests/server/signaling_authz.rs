@@ -194,6 +194,7 @@ const SPEC: &[(&str, [Expect; 8])] = &[
     ("remove",              [NJ, NJ,  FB,  FB,  P,   FB,  NJ,  NF]),
     ("lock",                [NJ, NJ,  FB,  FB,  P,   FB,  NJ,  P]),
     ("mute",                [NJ, NJ,  FB,  FB,  P,   FB,  NJ,  NF]),
+    ("spotlight",           [NJ, NJ,  FB,  FB,  P,   FB,  NJ,  NF]),
     // Only the organiser grants moderation: no sender may (control: Olga herself).
     ("set_moderator",       [NJ, NJ,  FB,  FB,  FB,  FB,  NJ,  NF]),
     ("raise_hand",          [NJ, NJ,  P,   P,   P,   P,   NJ,  P]),
@@ -463,7 +464,7 @@ enum TargetKind {
 fn target_kind(msg: &str) -> TargetKind {
     match msg {
         "admit" | "deny" => TargetKind::Lobby,
-        "remove" | "mute" | "set_moderator" => TargetKind::Participant,
+        "remove" | "mute" | "spotlight" | "set_moderator" => TargetKind::Participant,
         "lower_hand" => TargetKind::RaisedHand,
         _ => TargetKind::None,
     }
@@ -961,6 +962,9 @@ fn build(w: &mut World, actor: Actor) -> Result<ClientMsg, String> {
             participant_id: tpid,
         },
         "lock" => ClientMsg::Lock { locked: true },
+        "spotlight" => ClientMsg::Spotlight {
+            participant_id: Some(tpid),
+        },
         "mute" => ClientMsg::Mute {
             participant_id: tpid,
             muted: true,
@@ -1132,7 +1136,7 @@ fn effects(c: &Ctx, s: &Seen) -> Effects {
                 a("the named participant", Some("a closed connection".into()));
             }
         }
-        "lock" => a(
+        "lock" | "spotlight" => a(
             "Olga",
             found(olga, |m| matches!(m, S::MeetingChanged { .. })),
         ),
@@ -1161,7 +1165,7 @@ fn effects(c: &Ctx, s: &Seen) -> Effects {
             x,
             |m| matches!(m, S::ParticipantUpdated { participant } if participant.id == c.xpid),
         ),
-        "lock" => found(x, |m| matches!(m, S::MeetingChanged { .. })),
+        "lock" | "spotlight" => found(x, |m| matches!(m, S::MeetingChanged { .. })),
         "end_meeting" => found(x, |m| matches!(m, S::Ended { .. })),
         "leave" => s.x.closed.then(|| "a closed connection".to_string()),
         "ping" => (s.x.pongs >= 2).then(|| "pong".to_string()),
@@ -1243,6 +1247,10 @@ fn complete(c: &Ctx, s: &Seen) -> bool {
         "mute" => has(olga, |m| {
             matches!(m, S::ParticipantUpdated { participant }
                 if participant.id == c.tpid && participant.muted_by_moderator)
+        }),
+        "spotlight" => has(olga, |m| {
+            matches!(m, S::MeetingChanged { meeting }
+                if meeting.spotlight.as_deref() == Some(c.tpid))
         }),
         "set_moderator" => has(olga, |m| {
             matches!(m, S::ParticipantUpdated { participant }
