@@ -1,5 +1,5 @@
 //! The meeting's rules as a sans-IO core: join, lobby, admit, deny, remove, lock, mute, end,
-//! roles, raised hands, guest passes and seats, and the MLS delivery ordering
+//! roles, raised hands, who is shown large, guest passes and seats, and the MLS delivery ordering
 //! ([`super::delivery`]) it carries.
 //!
 //! [`Meeting`] takes `(now, input)` and queues [`Output`]s to act on, in order; it never
