@@ -258,6 +258,11 @@ impl Seat {
             .map(Seat::Subject)
             .or(s.pass.as_ref().map(|p| Seat::Pass(p.id)))
     }
+
+    /// The seat of someone with a camera (not a telephone caller's), who can be shown large.
+    fn with_camera(s: &Standing) -> Option<Seat> {
+        Seat::of(s).filter(|seat| !matches!(seat, Seat::Phone(_)))
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -444,11 +449,6 @@ impl Meeting {
         self.locked
     }
 
-    /// Whom a moderator shows large to everyone, while they are in the meeting.
-    pub fn spotlight(&self) -> Option<PeerId> {
-        self.spotlit()
-    }
-
     /// The participants in the meeting, as everyone sees them.
     pub fn participants(&self) -> impl Iterator<Item = (PeerId, &Participant)> {
         self.members.iter().map(|(p, m)| (*p, &m.info))
@@ -624,20 +624,20 @@ impl Meeting {
             profile: self.seed.profile,
             locked: self.locked,
             dial_in: self.seed.dial_in,
-            spotlight: self.spotlit().map(participant_id),
+            spotlight: self.spotlight().map(participant_id),
         }
     }
 
     /// The member a moderator shows large to everyone, while they are in the meeting.
-    fn spotlit(&self) -> Option<PeerId> {
+    pub fn spotlight(&self) -> Option<PeerId> {
         let seat = self.spotlight?;
         self.members
             .iter()
-            .find(|(_, m)| m.standing.phone.is_none() && Seat::of(&m.standing) == Some(seat))
+            .find(|(_, m)| Seat::with_camera(&m.standing) == Some(seat))
             .map(|(p, _)| *p)
     }
 
-    /// Tells everyone the meeting's facts again (a lock, a spotlight, who is shown large).
+    /// Tells everyone the meeting's facts again (its lock, who is shown large).
     fn meeting_changed(&mut self) {
         self.broadcast(
             ServerMsg::MeetingChanged {
@@ -658,8 +658,7 @@ impl Meeting {
                 let seat = self
                     .members
                     .get(&target)
-                    .filter(|m| m.standing.phone.is_none())
-                    .and_then(|m| Seat::of(&m.standing));
+                    .and_then(|m| Seat::with_camera(&m.standing));
                 if seat.is_none() {
                     self.error(
                         peer,
@@ -1067,9 +1066,8 @@ impl Meeting {
         // proof and wait for the group are theirs to add (not a caller's: a phone seat does
         // not moderate).
         let returning_admitter = standing.ban_subject.filter(|_| standing.phone.is_none());
-        let spotlit_back = self.spotlight.is_some()
-            && standing.phone.is_none()
-            && Seat::of(&standing) == self.spotlight;
+        let spotlit_back =
+            self.spotlight.is_some() && Seat::with_camera(&standing) == self.spotlight;
         self.members.insert(
             peer,
             Member {
@@ -1126,7 +1124,7 @@ impl Meeting {
     }
 
     fn leave(&mut self, now: Now, peer: PeerId, reason: LeaveReason) {
-        let was_spotlit = self.spotlit() == Some(peer);
+        let was_spotlit = self.spotlight() == Some(peer);
         if let Some(m) = self.members.remove(&peer) {
             self.record(
                 kind::PARTICIPANT_LEFT,
