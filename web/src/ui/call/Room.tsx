@@ -207,10 +207,7 @@ export function Room({ controller, snap }: { controller: MeetingController; snap
   const toggleButtons = useRef<Partial<Record<NonNullable<Panel>, HTMLButtonElement | null>>>({});
   const panelTitle = useRef<HTMLHeadingElement>(null);
   const chatField = useRef<HTMLTextAreaElement>(null);
-  const openedPanel = useRef<Panel>(null);
   useEffect(() => {
-    if (panel === openedPanel.current) return;
-    openedPanel.current = panel;
     if (!panel) return;
     const field = panel === 'chat' && window.matchMedia('(pointer: fine)').matches ? chatField.current : null;
     (field ?? panelTitle.current)?.focus();
