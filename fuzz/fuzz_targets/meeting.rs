@@ -998,12 +998,17 @@ impl Sim {
                     self.drain();
                 }
             }
-            // The media worker or the store starts or stops failing; or the server shuts down.
-            _ => match r.u8()? % 8 {
+            // The media worker or the store starts or stops failing; or the server is being
+            // taken out of service (it stops at the latest in up to a minute); or it shuts down.
+            _ => match r.u8()? % 9 {
                 0..=2 => self.media_fails = !self.media_fails,
                 3..=6 => {
                     self.store_fails = !self.store_fails;
                     self.store_failed = true;
+                }
+                7 => {
+                    let at = self.now.mono + Duration::from_millis(u64::from(r.u16()?));
+                    self.input(Input::Maintenance { at });
                 }
                 _ => self.input(Input::Shutdown),
             },

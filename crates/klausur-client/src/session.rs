@@ -140,6 +140,9 @@ pub enum Event {
     /// The media server lost this client's media connection (`media_lost`): leave and join
     /// again with a new one.
     MediaLost,
+    /// The server is being taken out of service (`maintenance`): the meeting is interrupted
+    /// there at the latest in `in_ms` milliseconds (it ends with `server_shutdown`; join again).
+    Maintenance { in_ms: u64 },
     /// The group's security code changed (every join and leave).
     SecurityCode(String),
     /// A warning from the encrypted group (a refused joiner, a commit that did not verify).
@@ -464,6 +467,7 @@ impl Session {
                 return;
             }
             ServerMsg::MediaLost => self.event(Event::MediaLost),
+            ServerMsg::Maintenance { in_ms } => self.event(Event::Maintenance { in_ms: *in_ms }),
             ServerMsg::Error { code, message } => {
                 let ended = self.phase == Phase::Joining;
                 if ended {

@@ -176,6 +176,7 @@ async fn three_nodes_share_twenty_meetings() {
         let count = served.get_mut(&p.owner).expect("known node");
         *count += 1;
         let load = Load {
+            draining: false,
             meetings: *count,
             participants: *count * 3,
             capacity: None,

@@ -540,6 +540,16 @@ pub enum ServerMsg {
     Redirect {
         url: String,
     },
+    /// The server this meeting runs on is being taken out of service (an operator stopped it
+    /// for maintenance and let running meetings finish first): it stops when its meetings have
+    /// ended, at the latest in `in_ms` milliseconds. Then the meeting ends here with
+    /// `server_shutdown` and the clients join again (on another node of a cluster, or on this
+    /// server after its restart), as a new encrypted group. Sent to everyone in the meeting and
+    /// the lobby when it begins, and to everyone who arrives afterwards.
+    Maintenance {
+        #[cfg_attr(feature = "ts", ts(type = "number"))]
+        in_ms: u64,
+    },
     /// The meeting is over for you; the connection closes after this.
     Ended {
         reason: EndReason,
@@ -1081,6 +1091,7 @@ mod doc_tests {
             },
             ServerMsg::Renegotiate { audio: 0, video: 0 },
             ServerMsg::MediaLost,
+            ServerMsg::Maintenance { in_ms: 3_600_000 },
             ServerMsg::Redirect {
                 url: "https://meet.example/node/b".into(),
             },

@@ -14,6 +14,9 @@
 //!   actor ends, and ends the meeting here ([`MeetingCmd::Shutdown`]: participants join again
 //!   through placement) when the lease is lost: taken over, or not confirmed in time.
 //!
+//! - [`ClusterNode::drain`] marks the node as draining (taken out of service, its meetings let
+//!   finish): from its next heartbeat, written at once, new meetings go to other nodes.
+//!
 //! - [`ClusterNode::share_ticket`] and [`ClusterNode::shared_ticket`] hand a telephone call's
 //!   ticket from the node whose gateway took the call to the node that runs its meeting.
 //!
@@ -74,8 +77,12 @@ pub struct ClusterNode {
     leaving: tokio::sync::Mutex<bool>,
     /// Lease keepers running (see [`ClusterNode::wait_released`]).
     keepers: std::sync::atomic::AtomicUsize,
-    /// Whether the last heartbeat was written (for monitoring).
+    /// Whether the last heartbeat was written (for monitoring; false before the first one).
     heartbeat_ok: std::sync::atomic::AtomicBool,
+    /// Whether a heartbeat was tried yet (the first failure is logged, not only a change).
+    beaten: std::sync::atomic::AtomicBool,
+    /// Set by [`ClusterNode::drain`]: published with every heartbeat.
+    draining: std::sync::atomic::AtomicBool,
 }
 
 impl ClusterNode {
@@ -117,6 +124,8 @@ impl ClusterNode {
             leaving: tokio::sync::Mutex::new(false),
             keepers: std::sync::atomic::AtomicUsize::new(0),
             heartbeat_ok: std::sync::atomic::AtomicBool::new(false),
+            beaten: std::sync::atomic::AtomicBool::new(false),
+            draining: std::sync::atomic::AtomicBool::new(false),
         }))
     }
 
@@ -255,39 +264,53 @@ impl ClusterNode {
     pub async fn heartbeat_forever(self: Arc<Self>, registry: Registry, media: MediaHandle) {
         let mut tick = tokio::time::interval(self.config.timing.heartbeat_every());
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut failing = false;
         loop {
             tick.tick().await;
-            let peers: usize = media.worker_stats().await.iter().map(|w| w.peers).sum();
-            let load = Load {
-                meetings: u32::try_from(registry.running()).unwrap_or(u32::MAX),
-                participants: u32::try_from(peers).unwrap_or(u32::MAX),
-                capacity: self.config.capacity,
-            };
-            let leaving = self.leaving.lock().await;
-            if *leaving {
+            if !self.beat(&registry, &media).await {
                 return;
             }
-            let written = self.cluster.heartbeat(load).await;
-            drop(leaving);
-            self.heartbeat_ok
-                .store(written.is_ok(), std::sync::atomic::Ordering::Relaxed);
-            match written {
-                Ok(()) if failing => {
-                    failing = false;
-                    tracing::info!(redis = %self.config.redis_summary, "heartbeat written again");
-                }
-                Ok(()) => {}
-                Err(e) if !failing => {
-                    failing = true;
-                    tracing::error!(
-                        redis = %self.config.redis_summary,
-                        "cannot write this node's heartbeat: {e}"
-                    );
-                }
-                Err(_) => {}
-            }
         }
+    }
+
+    /// Writes one heartbeat with this node's load now; false once the node has left.
+    async fn beat(&self, registry: &Registry, media: &MediaHandle) -> bool {
+        use std::sync::atomic::Ordering;
+        let peers: usize = media.worker_stats().await.iter().map(|w| w.peers).sum();
+        let load = Load {
+            meetings: u32::try_from(registry.running()).unwrap_or(u32::MAX),
+            participants: u32::try_from(peers).unwrap_or(u32::MAX),
+            capacity: self.config.capacity,
+            draining: self.draining.load(Ordering::Acquire),
+        };
+        let leaving = self.leaving.lock().await;
+        if *leaving {
+            return false;
+        }
+        let written = self.cluster.heartbeat(load).await;
+        drop(leaving);
+        let was_ok = self.heartbeat_ok.swap(written.is_ok(), Ordering::AcqRel);
+        match written {
+            Ok(()) if !was_ok && self.beaten.swap(true, Ordering::AcqRel) => {
+                tracing::info!(redis = %self.config.redis_summary, "heartbeat written again");
+            }
+            Ok(()) => {}
+            Err(e) if was_ok || !self.beaten.swap(true, Ordering::AcqRel) => {
+                tracing::error!(
+                    redis = %self.config.redis_summary,
+                    "cannot write this node's heartbeat: {e}"
+                );
+            }
+            Err(_) => {}
+        }
+        true
+    }
+
+    /// This node is being taken out of service: from its next heartbeat on (written now) it
+    /// gets no new meeting while another node takes them; the meetings it runs stay.
+    pub async fn drain(&self, registry: &Registry, media: &MediaHandle) {
+        self.draining
+            .store(true, std::sync::atomic::Ordering::Release);
+        self.beat(registry, media).await;
     }
 
     /// Whether this node's last heartbeat reached Redis (false before the first one).

@@ -155,6 +155,7 @@ pub struct RawServer {
     pub danger_plain_http: Option<bool>,
     pub trusted_proxies: Option<Vec<String>>,
     pub max_websockets_per_address: Option<u32>,
+    pub drain_seconds: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -289,6 +290,9 @@ impl std::fmt::Debug for ClusterConfig {
             .finish()
     }
 }
+
+/// The longest `[server] drain_seconds`: a day.
+pub const MAX_DRAIN_SECONDS: u64 = 24 * 3600;
 
 /// A dead node's heartbeat key goes after this (a third of it between heartbeats) ...
 pub const DEFAULT_NODE_TTL: std::time::Duration = std::time::Duration::from_secs(2);
@@ -526,6 +530,11 @@ pub struct Config {
     /// `[server] max_websockets_per_address`: meeting WebSockets open at once per client
     /// address (default 20); more are refused with 429 before the upgrade.
     pub max_websockets_per_address: u32,
+    /// `[server] drain_seconds`: on SIGTERM, how long the server lets its running meetings
+    /// finish before it ends them (0, the default: at once). Meanwhile everyone in them is
+    /// told when the interruption comes at the latest, a node of a cluster gets no new
+    /// meetings, and a second SIGTERM stops at once.
+    pub drain: std::time::Duration,
     /// A connection that has not sent a complete request head this long after it opened (or
     /// after its previous request) is closed: 10 seconds. Not in the config file.
     pub http_header_timeout: std::time::Duration,
@@ -937,6 +946,18 @@ impl Config {
                 "must be between 1 and 100000",
             ));
         }
+        let drain_seconds = match env("KLAUSUR_DRAIN_SECONDS") {
+            Some(v) => v
+                .parse::<u64>()
+                .map_err(|_| invalid("KLAUSUR_DRAIN_SECONDS", format!("{v:?} is not a number")))?,
+            None => raw.server.drain_seconds.unwrap_or(0),
+        };
+        if drain_seconds > MAX_DRAIN_SECONDS {
+            return Err(invalid(
+                "server.drain_seconds",
+                format!("must be between 0 and {MAX_DRAIN_SECONDS} (a day)"),
+            ));
+        }
         let audit_retention_days = raw.audit.retention_days.unwrap_or(90);
         if !(1..=3650).contains(&audit_retention_days) {
             return Err(invalid(
@@ -1005,6 +1026,7 @@ impl Config {
             dialin_throttle_unit: std::time::Duration::from_secs(1),
             trusted_proxies,
             max_websockets_per_address,
+            drain: std::time::Duration::from_secs(drain_seconds),
             http_header_timeout: std::time::Duration::from_secs(10),
             ws_session_check: std::time::Duration::from_secs(30),
             client_queue: CLIENT_QUEUE,
@@ -1793,6 +1815,11 @@ mod tests {
             .contains("10.200.0.1".parse().expect("ip")));
         assert!(!c.trusted_proxies.contains("11.0.0.1".parse().expect("ip")));
         assert_eq!(c.max_websockets_per_address, 5);
+        assert_eq!(c.drain, std::time::Duration::ZERO, "no drain by default");
+        let c = resolve("[server]\ndrain_seconds = 3600").expect("valid");
+        assert_eq!(c.drain, std::time::Duration::from_secs(3600));
+        let e = resolve("[server]\ndrain_seconds = 90000").expect_err("over a day");
+        assert!(e.to_string().contains("server.drain_seconds"), "{e}");
         for (text, needle) in [
             (
                 "[server]\ntrusted_proxies = [\"proxy.example\"]",

@@ -203,6 +203,9 @@ pub struct Snapshot {
     pub start_time: f64,
     pub process: ProcessFigures,
     pub meetings_running: usize,
+    /// The server is being taken out of service and lets its meetings finish
+    /// (`[server] drain_seconds`).
+    pub draining: bool,
     pub websockets: usize,
     /// Each media worker's counters, in worker order.
     pub workers: Vec<MediaStats>,
@@ -277,6 +280,13 @@ pub fn render(s: &Snapshot) -> String {
         "klausur_meetings_running",
         "Meetings running on this server",
         as_i64(s.meetings_running),
+    );
+    gauge(
+        &mut r,
+        "klausur_draining",
+        "1 while the server, stopped by its operator, lets its meetings finish before it stops \
+         (no new meetings on a node of a cluster)",
+        i64::from(s.draining),
     );
     gauge(
         &mut r,
@@ -616,6 +626,7 @@ mod tests {
             version: "9.8.7",
             node: Some("a\"b".into()),
             meetings_running: 3,
+            draining: true,
             websockets: 11,
             workers,
             database_reachable: false,
@@ -636,6 +647,7 @@ mod tests {
         let text = render(&s);
         let expect = [
             ("klausur_meetings_running", 3.0),
+            ("klausur_draining", 1.0),
             ("klausur_websocket_connections", 11.0),
             ("klausur_media_workers", 2.0),
             ("klausur_media_rooms{worker=\"0\"}", 2.0),

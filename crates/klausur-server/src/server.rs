@@ -1,6 +1,7 @@
 //! `klausur serve`: opens the database, bootstraps the first administrator, starts the media
 //! worker, the HTTP(S) server and (with SIP listen addresses) the dial-in gateway, and shuts
-//! down gracefully on SIGTERM or Ctrl-C.
+//! down gracefully on SIGTERM or Ctrl-C: at once, or with `[server] drain_seconds` after its
+//! meetings have ended, at the latest when that time is over (`drain`).
 //!
 //! # The first administrator
 //!
@@ -399,8 +400,12 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let handle = axum_server::Handle::new();
     let shutdown_handle = handle.clone();
     let shutdown_state = state.clone();
+    let calls = gateway.as_ref().map(|g| g.call_gate());
     tokio::spawn(async move {
         wait_for_signal().await;
+        if !shutdown_state.config.drain.is_zero() {
+            drain(&shutdown_state, calls.as_ref()).await;
+        }
         tracing::info!("shutting down: telling participants");
         // A node of a cluster: no new meeting is placed here from now on.
         if let Some(node) = &shutdown_state.cluster {
@@ -449,6 +454,72 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     tracing::info!("stopped");
     println!("klausur: stopped");
     Ok(())
+}
+
+/// SIGTERM with `[server] drain_seconds`: the server is taken out of service gently. Everyone
+/// in its meetings is told when the interruption comes at the latest (`maintenance`), and so is
+/// everyone who joins meanwhile; a node of a cluster publishes that it drains, so new meetings
+/// are placed on the other nodes, and its dial-in gateway answers new calls 503 so that the
+/// trunk sends them to another node. Returns when its meetings and calls have ended, when the
+/// drain time is over, or on a second signal; the caller then shuts down as without a drain.
+async fn drain(state: &AppState, calls: Option<&klausur_sip::driver::sip::SipCallGate>) {
+    let limit = state.config.drain;
+    let deadline = tokio::time::Instant::now() + limit;
+    // Listening for a second signal from now on, before anyone is told: one sent right after
+    // the notice is not missed (a signal stream sees only what arrives after its first poll).
+    let again = wait_for_signal();
+    tokio::pin!(again);
+    if futures::FutureExt::now_or_never(&mut again).is_some() {
+        return;
+    }
+    state
+        .registry
+        .announce_maintenance(deadline.into_std())
+        .await;
+    if let Some(node) = &state.cluster {
+        node.drain(&state.registry, &state.media).await;
+        if let Some(calls) = calls {
+            calls.refuse_new_calls();
+        }
+    }
+    let busy = || {
+        (
+            state.registry.running(),
+            calls.map_or(0, |c| c.active_calls()),
+        )
+    };
+    let (meetings, active_calls) = busy();
+    println!(
+        "klausur: draining: {meetings} meetings and {active_calls} calls running; stopping when \
+         they have ended, at the latest in {} s (send SIGTERM again to stop now)",
+        limit.as_secs()
+    );
+    tracing::warn!(
+        meetings,
+        calls = active_calls,
+        limit_s = limit.as_secs(),
+        "draining: no new meetings here; stopping when the running ones have ended"
+    );
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    loop {
+        tokio::select! {
+            () = &mut again => {
+                tracing::warn!("a second signal: stopping now");
+                return;
+            }
+            () = tokio::time::sleep_until(deadline) => {
+                let (meetings, calls) = busy();
+                tracing::warn!(meetings, calls, "the drain time is over: ending what still runs");
+                return;
+            }
+            _ = tick.tick() => {
+                if busy() == (0, 0) {
+                    tracing::info!("drained: every meeting and call has ended");
+                    return;
+                }
+            }
+        }
+    }
 }
 
 /// Runs [`housekeeping`] now and then once a day.

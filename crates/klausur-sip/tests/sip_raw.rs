@@ -332,3 +332,70 @@ async fn configuration_errors() {
         Err(SipError::Config(_))
     ));
 }
+
+/// A node being taken out of service (`SipCallGate::refuse_new_calls`): a new INVITE is
+/// answered 503, so that the trunk tries its next target, while the call in progress stays.
+#[tokio::test]
+async fn a_closed_call_gate_answers_new_calls_503_and_keeps_the_call_in_progress() {
+    let mut gw = start(config()).await;
+    let target = gw.udp;
+    let socket = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+    let invite = |branch: &str| {
+        request(
+            "INVITE",
+            target,
+            branch,
+            "Content-Type: application/sdp\r\n",
+            SDP,
+        )
+    };
+    // Before: a new call reaches the application.
+    socket
+        .send_to(invite("g1").as_bytes(), target)
+        .await
+        .expect("send");
+    let in_progress = sip_support::next_call(&mut gw.calls).await;
+    let gate = gw.endpoint.call_gate();
+    assert_eq!(gate.active_calls(), 1);
+
+    gate.refuse_new_calls();
+    socket
+        .send_to(invite("g2").as_bytes(), target)
+        .await
+        .expect("send");
+    let mut buf = vec![0u8; 65_536];
+    let answer = loop {
+        let (n, _) = timeout(ANSWER, socket.recv_from(&mut buf))
+            .await
+            .expect("an answer in time")
+            .expect("recv");
+        if status_of(&buf[..n]) != Some(100) {
+            break String::from_utf8_lossy(&buf[..n]).to_string();
+        }
+    };
+    assert_eq!(status_of(answer.as_bytes()), Some(503), "{answer}");
+    // The trunk acknowledges the refusal (with the To tag of the answer), which ends the
+    // refused call's transaction.
+    let to = answer
+        .lines()
+        .find(|l| l.starts_with("To:"))
+        .expect("To in the answer");
+    let ack = request("ACK", target, "g2", "", "").replace(&format!("To: <sip:100@{target}>"), to);
+    socket.send_to(ack.as_bytes(), target).await.expect("send");
+    assert!(
+        !matches!(timeout(SILENCE, gw.calls.recv()).await, Ok(Some(_))),
+        "the refused call never reaches the application"
+    );
+    // The refused call's place is given back (at once, or when its transaction is done); the
+    // call in progress keeps its own.
+    let deadline = tokio::time::Instant::now() + ANSWER;
+    while gate.active_calls() != 1 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "calls in progress: {}",
+            gate.active_calls()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drop(in_progress);
+}

@@ -299,12 +299,30 @@ mod tests {
                 meetings: 3,
                 participants: 17,
                 capacity: Some(200),
+                draining: true,
             },
         };
         let text = rec.encode();
         assert!(text.starts_with("{\"v\":1,"), "{text}");
         let back = NodeRecord::decode(&keys, "klausur:node:a", text.as_bytes()).expect("decode");
         assert_eq!(back, rec);
+    }
+
+    #[test]
+    fn a_record_from_before_draining_reads_as_not_draining() {
+        // What a node of the release before `draining` writes, during a rolling upgrade.
+        let keys = Keys::default();
+        let old = r#"{"v":1,"id":"a","http_url":"https://meet.example/node/a","media":[],"load":{"meetings":2,"participants":9,"capacity":null}}"#;
+        let rec = NodeRecord::decode(&keys, "klausur:node:a", old.as_bytes()).expect("decode");
+        assert_eq!(
+            rec.load,
+            Load {
+                meetings: 2,
+                participants: 9,
+                capacity: None,
+                draining: false,
+            }
+        );
     }
 
     #[test]

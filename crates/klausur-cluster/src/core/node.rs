@@ -90,6 +90,11 @@ pub struct Load {
     /// How many participants the node is meant to carry (its operator's sizing), if said.
     /// A node at or above it is chosen for a new meeting only when every node is.
     pub capacity: Option<u32>,
+    /// The node is being taken out of service (its operator stopped it and it lets its
+    /// meetings finish): it gets a new meeting only when every node is. Absent in the records
+    /// of releases before it (read as false).
+    #[serde(default)]
+    pub draining: bool,
 }
 
 impl Load {
@@ -152,6 +157,7 @@ mod tests {
             meetings: 1,
             participants: 10,
             capacity: None,
+            draining: false,
         };
         assert!(!l.is_full());
         l.capacity = Some(11);

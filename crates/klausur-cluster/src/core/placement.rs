@@ -5,13 +5,15 @@ use super::node::Load;
 
 /// The node a new meeting is placed on, among the live ones with their loads: the one with
 /// the fewest meetings, then the fewest participants; nodes at their capacity only when all
-/// are; among equals the smallest id, so that every node that sees the same loads makes the
-/// same choice. `None` when there is no candidate.
+/// are, and nodes being taken out of service (draining) only when all are; among equals the
+/// smallest id, so that every node that sees the same loads makes the same choice. `None`
+/// when there is no candidate.
 pub fn choose_node(candidates: &[(NodeId, Load)]) -> Option<&NodeId> {
     candidates
         .iter()
         .min_by(|(a_id, a), (b_id, b)| {
-            (a.is_full(), a.meetings, a.participants, a_id).cmp(&(
+            (a.draining, a.is_full(), a.meetings, a.participants, a_id).cmp(&(
+                b.draining,
                 b.is_full(),
                 b.meetings,
                 b.participants,
@@ -34,6 +36,14 @@ mod tests {
             meetings,
             participants,
             capacity,
+            draining: false,
+        }
+    }
+
+    fn draining(meetings: u32, participants: u32) -> Load {
+        Load {
+            draining: true,
+            ..load(meetings, participants, None)
         }
     }
 
@@ -83,6 +93,18 @@ mod tests {
             (n("b"), load(5, 100, Some(90))),
         ];
         assert_eq!(choose_node(&all_full), Some(&n("a")));
+    }
+
+    #[test]
+    fn draining_nodes_only_when_every_node_drains() {
+        // Empty and idle, but being taken out of service: the busy full node gets it.
+        let c = [(n("a"), draining(0, 0)), (n("b"), load(9, 120, Some(100)))];
+        assert_eq!(choose_node(&c), Some(&n("b")));
+        let c = [(n("a"), draining(0, 0)), (n("b"), load(9, 80, None))];
+        assert_eq!(choose_node(&c), Some(&n("b")));
+        // Every node drains: the least busy of them (a meeting must run somewhere).
+        let all = [(n("a"), draining(3, 30)), (n("b"), draining(1, 50))];
+        assert_eq!(choose_node(&all), Some(&n("b")));
     }
 
     #[test]

@@ -76,6 +76,7 @@ pub async fn scrape(State(state): State<AppState>, headers: HeaderMap) -> Respon
         node: state.cluster.as_ref().map(|c| c.node_id().to_string()),
         process: ProcessFigures::read(),
         meetings_running: state.registry.running(),
+        draining: state.registry.draining(),
         websockets: state.connections.len(),
         workers: state.media.worker_stats().await,
         database_reachable: crate::storage_fault::database_reachable(),

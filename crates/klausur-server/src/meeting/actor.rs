@@ -43,6 +43,8 @@ pub enum MeetingCmd {
         peer: PeerId,
     },
     Shutdown,
+    /// The server is being taken out of service and stops at the latest at this time.
+    Maintenance(Instant),
     /// Test builds only: act as a malicious server (see `test_hooks`).
     #[cfg(feature = "test-hooks")]
     InjectGhost(Forgery),
@@ -85,6 +87,8 @@ pub(super) struct Deps {
     pub audit: Audit,
     /// The TURN server participants get credentials for (`[turn]`).
     pub turn: Option<Arc<crate::turn::TurnConfig>>,
+    /// When the server stops at the latest, if it is being taken out of service.
+    pub maintenance: Option<Instant>,
     /// Takes the meeting off the registry of running meetings (if its channel is closed).
     pub on_close: Box<dyn FnOnce() + Send + Sync>,
 }
@@ -138,7 +142,9 @@ pub(super) async fn run(
         Vec::new()
     });
     let mut actor = Actor {
-        core: Meeting::new(seed, locked, muted).with_turn(deps.turn.clone()),
+        core: Meeting::new(seed, locked, muted)
+            .with_turn(deps.turn.clone())
+            .with_maintenance(deps.maintenance),
         room,
         conns: HashMap::new(),
         overflowed: Vec::new(),
@@ -213,6 +219,7 @@ impl Actor {
                 self.core.handle(now(), Input::Disconnected { peer })
             }
             MeetingCmd::Shutdown => self.core.handle(now(), Input::Shutdown),
+            MeetingCmd::Maintenance(at) => self.core.handle(now(), Input::Maintenance { at }),
             #[cfg(feature = "test-hooks")]
             MeetingCmd::InjectGhost(forgery) => {
                 let report = self

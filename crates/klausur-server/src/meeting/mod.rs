@@ -16,6 +16,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use klausur_store::Store;
 
@@ -48,6 +49,9 @@ pub struct Registry {
     store: Store,
     audit: Audit,
     turn: Option<Arc<crate::turn::TurnConfig>>,
+    /// When the server stops at the latest, once it is being taken out of service
+    /// ([`Registry::announce_maintenance`]); meetings started afterwards are told too.
+    maintenance: Arc<Mutex<Option<Instant>>>,
 }
 
 impl Registry {
@@ -65,6 +69,7 @@ impl Registry {
             store,
             audit,
             turn,
+            maintenance: Arc::default(),
         }
     }
 
@@ -93,6 +98,7 @@ impl Registry {
             store: self.store.clone(),
             audit: self.audit.clone(),
             turn: self.turn.clone(),
+            maintenance: *self.maintenance.lock().unwrap_or_else(|p| p.into_inner()),
             on_close: {
                 let registry = self.clone();
                 let id = seed.id.clone();
@@ -121,6 +127,27 @@ impl Registry {
         for tx in senders {
             let _ = tx.send(MeetingCmd::Shutdown).await;
         }
+    }
+
+    /// The server is being taken out of service and stops at the latest at `at`: every running
+    /// meeting tells its participants (`maintenance`), and every meeting started from now on.
+    pub async fn announce_maintenance(&self, at: Instant) {
+        let senders: Vec<_> = {
+            *self.maintenance.lock().unwrap_or_else(|p| p.into_inner()) = Some(at);
+            let map = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+            map.values().cloned().collect()
+        };
+        for tx in senders {
+            let _ = tx.send(MeetingCmd::Maintenance(at)).await;
+        }
+    }
+
+    /// Whether the server is being taken out of service ([`Registry::announce_maintenance`]).
+    pub fn draining(&self) -> bool {
+        self.maintenance
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some()
     }
 
     /// The actor of a running meeting.

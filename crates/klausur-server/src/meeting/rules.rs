@@ -80,6 +80,9 @@ pub enum Input {
     Room(RoomEvent),
     /// The server shuts down: everyone is told, guests keep their passes for the restart.
     Shutdown,
+    /// The server is being taken out of service and stops at the latest at `at` (sooner when
+    /// its meetings have ended): everyone is told now, and everyone who arrives later.
+    Maintenance { at: Instant },
     /// The answer to [`Request::AddMediaPeer`].
     MediaAdded { peer: PeerId, ok: bool },
     /// The answer to [`Request::GuestPass`]: the stored pass, `None` if it could not be stored.
@@ -323,6 +326,9 @@ pub struct Meeting {
     /// Whom a moderator shows large to everyone (`spotlight`), by seat: it follows the person
     /// through a reconnect, and is shown while they are in the meeting. Not stored.
     spotlight: Option<Seat>,
+    /// When the server stops at the latest, once it is being taken out of service
+    /// ([`Input::Maintenance`]).
+    maintenance: Option<Instant>,
     next_peer: PeerId,
     members: BTreeMap<PeerId, Member>,
     lobby: BTreeMap<PeerId, Waiting>,
@@ -356,6 +362,7 @@ impl Meeting {
             muted: muted.into_iter().collect(),
             hands: HashMap::new(),
             spotlight: None,
+            maintenance: None,
             next_peer: 1,
             members: BTreeMap::new(),
             lobby: BTreeMap::new(),
@@ -371,6 +378,13 @@ impl Meeting {
     /// wall-clock time on (see [`crate::turn`]).
     pub fn with_turn(mut self, turn: Option<std::sync::Arc<crate::turn::TurnConfig>>) -> Self {
         self.turn = turn;
+        self
+    }
+
+    /// A meeting started while the server is being taken out of service: everyone who
+    /// arrives is told when it stops at the latest (as after [`Input::Maintenance`]).
+    pub fn with_maintenance(mut self, at: Option<Instant>) -> Self {
+        self.maintenance = at;
         self
     }
 
@@ -520,6 +534,18 @@ impl Meeting {
             }
             Input::Room(ev) => self.on_room_event(ev),
             Input::Shutdown => self.shutdown(now),
+            Input::Maintenance { at } => {
+                self.maintenance = Some(at);
+                let everyone: Vec<PeerId> = self
+                    .members
+                    .keys()
+                    .chain(self.lobby.keys())
+                    .copied()
+                    .collect();
+                for peer in everyone {
+                    self.tell_maintenance(now, peer);
+                }
+            }
             Input::MediaAdded { .. } | Input::GuestPass { .. } | Input::Policy { .. } => {}
         }
         self.done(now);
@@ -757,6 +783,15 @@ impl Meeting {
         self.tell(peer, Refusal(code, message).into());
     }
 
+    /// Tells `peer` when the server stops at the latest, if it is being taken out of service.
+    fn tell_maintenance(&mut self, now: Now, peer: PeerId) {
+        if let Some(at) = self.maintenance {
+            let left = at.saturating_duration_since(now.mono).as_millis();
+            let in_ms = u64::try_from(left).unwrap_or(u64::MAX);
+            self.send(peer, ServerMsg::Maintenance { in_ms });
+        }
+    }
+
     fn shutdown(&mut self, now: Now) {
         let msg = ServerMsg::Ended {
             reason: EndReason::ServerShutdown,
@@ -866,6 +901,7 @@ impl Meeting {
                         meeting_title: self.seed.title.clone(),
                     },
                 );
+                self.tell_maintenance(now, peer);
                 self.lobby.insert(
                     peer,
                     Waiting {
@@ -1056,6 +1092,7 @@ impl Meeting {
                     .unwrap_or_default(),
             },
         );
+        self.tell_maintenance(now, peer);
         self.broadcast(
             ServerMsg::ParticipantJoined {
                 participant: info.clone(),

@@ -620,3 +620,70 @@ fn a_moderator_shows_someone_large_to_everyone_while_they_are_there_and_again_wh
     assert_eq!(spotlight_told(&out, carl), Some(None));
     assert_eq!(audit_kinds(&out), vec!["meeting.spotlight"]);
 }
+
+#[test]
+fn a_server_being_taken_out_of_service_tells_everyone_when_the_meeting_is_interrupted() {
+    let mut sim = Sim::new(false);
+    let olga = sim.join(staff(1, "Olga", true));
+    let gast = sim.join(guest("Gast"));
+    sim.take();
+    let maintenance = |out: &[Output], peer| -> Vec<u64> {
+        sent_to(out, peer)
+            .into_iter()
+            .filter_map(|m| match m {
+                ServerMsg::Maintenance { in_ms } => Some(*in_ms),
+                _ => None,
+            })
+            .collect()
+    };
+    // Nothing is said before.
+    let bernd = sim.join(staff(2, "Bernd", false));
+    assert!(maintenance(&sim.take(), bernd).is_empty());
+
+    let at = sim.now.mono + Duration::from_secs(600);
+    sim.input(Input::Maintenance { at });
+    let out = sim.take();
+    // Everyone in the meeting and in the lobby, once, with the time left; nothing else.
+    for peer in [olga, bernd, gast] {
+        assert_eq!(maintenance(&out, peer), vec![600_000], "peer {peer}");
+    }
+    assert_eq!(out.len(), 3, "{out:?}");
+    assert_eq!(sim.m.life(), Life::Running, "the meeting goes on");
+
+    // Someone arriving later hears it right after `joined`, with the time left then; a
+    // guest right after `lobby_wait`.
+    sim.advance(Duration::from_secs(240));
+    let clara = sim.join(staff(3, "Clara", false));
+    let out = sim.take();
+    let to_clara = sent_to(&out, clara);
+    let joined = (to_clara.iter())
+        .position(|m| matches!(m, ServerMsg::Joined { .. }))
+        .expect("joined");
+    assert!(
+        matches!(
+            to_clara[joined + 1],
+            ServerMsg::Maintenance { in_ms: 360_000 }
+        ),
+        "{to_clara:?}"
+    );
+    assert!(
+        maintenance(&out, olga).is_empty(),
+        "the others are not told again"
+    );
+    let gustav = sim.join(guest("Gustav"));
+    let to_gustav = sim.take();
+    assert!(
+        matches!(
+            sent_to(&to_gustav, gustav)[..],
+            [
+                ServerMsg::LobbyWait { .. },
+                ServerMsg::Maintenance { in_ms: 360_000 }
+            ]
+        ),
+        "{to_gustav:?}"
+    );
+    // Past the time (the server is about to end it): zero, never a wrap-around.
+    sim.advance(Duration::from_secs(400));
+    let late = sim.join(staff(4, "Dora", false));
+    assert_eq!(maintenance(&sim.take(), late), vec![0]);
+}

@@ -24,6 +24,9 @@ pub struct Client {
     pub self_id: Option<String>,
     /// Times the server said this client's media connection was lost (`media_lost`).
     pub media_lost: usize,
+    /// The time left each time the server said it is being taken out of service
+    /// (`maintenance`), in milliseconds.
+    pub maintenance: Vec<u64>,
     /// With [`Client::expect_to_stop`]: why the client stopped (its failure, or the reason
     /// the meeting ended for it), instead of a panic.
     pub stopped: Option<String>,
@@ -70,6 +73,7 @@ pub fn start_with(
         in_group: false,
         self_id: None,
         media_lost: 0,
+        maintenance: Vec::new(),
         stopped: None,
         may_stop: false,
     }
@@ -92,6 +96,7 @@ impl Client {
                 ClientEvent::Session(Event::InGroup) => self.in_group = true,
                 ClientEvent::Session(Event::Joined { self_id }) => self.self_id = Some(self_id),
                 ClientEvent::Session(Event::MediaLost) => self.media_lost += 1,
+                ClientEvent::Session(Event::Maintenance { in_ms }) => self.maintenance.push(in_ms),
                 ClientEvent::Session(Event::Ended { reason, .. }) if self.may_stop => {
                     self.stopped.get_or_insert(format!("ended: {reason:?}"));
                 }

@@ -104,18 +104,50 @@ impl Nodes {
 
     /// SIGTERM to node `i` (an orderly shutdown, as for an upgrade); waits until it has ended.
     fn stop(&mut self, i: usize) {
-        let Some(mut p) = self.nodes[i].proc.take() else {
-            return;
-        };
-        let status = std::process::Command::new("kill")
-            .args(["-TERM", &p.0.id().to_string()])
-            .status()
-            .expect("kill");
-        assert!(status.success());
+        self.terminate(i);
+        self.wait_exit(i);
+    }
+
+    /// SIGTERM to node `i`, without waiting.
+    fn terminate(&self, i: usize) {
+        if let Some(p) = &self.nodes[i].proc {
+            crate::process::terminate(p);
+        }
+    }
+
+    /// Waits (at most [`WAIT`]) until node `i` has ended by itself: its exit status.
+    fn wait_exit(&mut self, i: usize) -> std::process::ExitStatus {
+        let mut p = self.nodes[i].proc.take().expect("a running node");
+        crate::process::wait_exit(&mut p, WAIT).unwrap_or_else(|| {
+            panic!("node {i} did not stop:\n{}", self.logs());
+        })
+    }
+
+    /// Waits until `f` holds for the loads the nodes last published in their heartbeats:
+    /// (meetings, participants) per node, in node order ((0, 0) for a node without one).
+    async fn until_published(&self, what: &str, f: impl Fn(&[(u64, u64)]) -> bool) {
         let deadline = Instant::now() + WAIT;
-        while p.0.try_wait().expect("wait").is_none() {
-            assert!(Instant::now() < deadline, "node {i} did not stop");
-            std::thread::sleep(Duration::from_millis(20));
+        loop {
+            let loads: Vec<(u64, u64)> = (0..self.nodes.len())
+                .map(|i| {
+                    let out = std::process::Command::new("redis-cli")
+                        .args(["-p", &self.redis.port().to_string()])
+                        .args(["GET", &format!("klausur:node:n{i}")])
+                        .output()
+                        .expect("redis-cli");
+                    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+                    let load = &v["load"];
+                    (
+                        load["meetings"].as_u64().unwrap_or(0),
+                        load["participants"].as_u64().unwrap_or(0),
+                    )
+                })
+                .collect();
+            if f(&loads) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{what}: {loads:?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 
@@ -254,7 +286,11 @@ async fn metric(base: &str, series: &str) -> Option<f64> {
 }
 
 /// Ada creates a meeting at `base` and invites `guests` to it: (meeting id, invitation tokens).
-async fn meeting_with_guests(base: &str, title: &str, guests: usize) -> (String, Vec<String>) {
+pub(crate) async fn meeting_with_guests(
+    base: &str,
+    title: &str,
+    guests: usize,
+) -> (String, Vec<String>) {
     let names: Vec<String> = (0..guests).map(|g| format!("Guest {g}")).collect();
     let names: Vec<&str> = names.iter().map(String::as_str).collect();
     let (meeting, invitations) = meeting_with(base, json!({"title": title}), &names).await;
@@ -296,7 +332,7 @@ async fn meeting_with(base: &str, body: Value, names: &[&str]) -> (Value, Vec<Va
 }
 
 /// Pumps `clients` until every one is in the group with the same security code.
-async fn one_group(clients: &mut [&mut Client], what: &str) {
+pub(crate) async fn one_group(clients: &mut [&mut Client], what: &str) {
     until(clients, what, |c| {
         let code = c[0].codes.last();
         c.iter()
@@ -807,6 +843,160 @@ async fn an_orderly_shutdown_hands_its_meetings_on_at_once() {
     one_group(&mut [&mut a, &mut b], "the two back on the other node").await;
     hear_each_other(&mut a, &mut b, 10, "after the upgrade's move").await;
     assert_eq!(nodes.owner_of_the_one_meeting().await, other);
+}
+
+/// An upgrade during office hours (`[server] drain_seconds`, docs/operations.md): the node
+/// that runs a meeting is stopped with SIGTERM and lets the meeting finish instead of
+/// interrupting it. Its participants are told when the interruption would come at the latest,
+/// and so is someone who joins the meeting meanwhile (through the other node, redirected to it);
+/// the meeting goes on in its encrypted group with media; a new meeting whose first participant
+/// arrives at the draining node is placed on the other node; once the meeting's participants
+/// have left, the node stops by itself, cleanly, and its heartbeat is gone. (Without
+/// `drain_seconds` SIGTERM ends the meeting at once: `an_orderly_shutdown_hands_its_meetings_on_at_once`.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_draining_node_lets_its_meeting_finish_and_places_new_ones_elsewhere() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let mut nodes = Nodes::start_with(2, "[server]\ndrain_seconds = 120\n").await;
+    let (id, tokens) = meeting_with_guests(nodes.base(0), "Plenary", 3).await;
+    let join = |node: &str, i: usize, n: u64| {
+        start_at(node, &id, JoinAs::Invitation(tokens[i].clone()), n)
+    };
+    let mut a = join(nodes.base(0), 0, 1);
+    let mut b = join(nodes.base(1), 1, 2);
+    one_group(&mut [&mut a, &mut b], "two in one group").await;
+    let owner = nodes.owner_of_the_one_meeting().await;
+    let other = 1 - owner;
+    assert_eq!(
+        metric(nodes.base(owner), "klausur_draining").await,
+        Some(0.0)
+    );
+    // Two more meetings, placed on the other node: it becomes the busier one, where no new
+    // meeting would go while the plenary's node takes them.
+    let mut offices = Vec::new();
+    for n in 0..2 {
+        // Placement weighs meetings, then participants as the nodes' heartbeats last published
+        // them: with one meeting each, the second office goes to the node with fewer.
+        nodes
+            .until_published("the heartbeats show every participant", |loads| {
+                loads[owner].1 == 2 && loads[other].1 == n
+            })
+            .await;
+        let (office, office_tokens) = meeting_with_guests(nodes.base(owner), "Office", 1).await;
+        let mut e = start_at(
+            nodes.base(owner),
+            &office,
+            JoinAs::Invitation(office_tokens[0].clone()),
+            10 + n,
+        );
+        until(
+            &mut [&mut e],
+            "an office meeting's participant in its group",
+            |c| c[0].in_group,
+        )
+        .await;
+        offices.push(e);
+    }
+    let running = nodes.running().await;
+    let count = |i: usize| running[i].as_ref().map(|(_, m)| *m);
+    assert_eq!(
+        (count(owner), count(other)),
+        (Some(1), Some(2)),
+        "{running:?}"
+    );
+
+    nodes.terminate(owner);
+    until(&mut [&mut a, &mut b], "both told of the maintenance", |c| {
+        c.iter().all(|x| !x.maintenance.is_empty())
+    })
+    .await;
+    for c in [&a, &b] {
+        let left = c.maintenance[0];
+        assert!((60_000..=120_000).contains(&left), "{left} ms left");
+    }
+    assert_eq!(
+        metric(nodes.base(owner), "klausur_draining").await,
+        Some(1.0)
+    );
+    assert_eq!(
+        metric(nodes.base(other), "klausur_draining").await,
+        Some(0.0)
+    );
+
+    // A new meeting, its first participant arriving at the draining node: placed on the other.
+    let (second, second_tokens) = meeting_with_guests(nodes.base(owner), "Committee", 1).await;
+    let mut d = start_at(
+        nodes.base(owner),
+        &second,
+        JoinAs::Invitation(second_tokens[0].clone()),
+        4,
+    );
+    until(
+        &mut [&mut d],
+        "the committee's first participant in its group",
+        |c| c[0].in_group,
+    )
+    .await;
+    let running = nodes.running().await;
+    let count = |i: usize| running[i].as_ref().map(|(_, m)| *m);
+    assert_eq!(
+        (count(owner), count(other)),
+        (Some(1), Some(3)),
+        "{running:?}"
+    );
+    assert!(
+        d.maintenance.is_empty(),
+        "the committee's node is not being stopped"
+    );
+
+    // Someone joining the plenary through the other node is sent to the draining node, where
+    // it still runs, joins its group and is told too.
+    let mut c = join(nodes.base(other), 2, 3);
+    one_group(
+        &mut [&mut a, &mut b, &mut c],
+        "three in the plenary's group",
+    )
+    .await;
+    until(&mut [&mut c], "the latecomer told", |c| {
+        !c[0].maintenance.is_empty()
+    })
+    .await;
+    assert!(c.maintenance[0] <= a.maintenance[0], "{:?}", c.maintenance);
+    hear_each_other(&mut a, &mut c, 10, "while the node drains").await;
+    let running = nodes.running().await;
+    let count = |i: usize| running[i].as_ref().map(|(_, m)| *m);
+    assert_eq!(
+        (count(owner), count(other)),
+        (Some(1), Some(3)),
+        "{running:?}"
+    );
+
+    // The plenary ends: the node stops by itself.
+    for x in [&a, &b, &c] {
+        x.handle.leave();
+    }
+    let left_at = Instant::now();
+    let status = nodes.wait_exit(owner);
+    assert!(status.success(), "a clean stop: {status:?}");
+    eprintln!(
+        "the drained node stopped {:?} after the plenary's participants left",
+        left_at.elapsed()
+    );
+    assert!(
+        !nodes.redis_has(&format!("klausur:node:n{owner}")),
+        "the heartbeat is gone"
+    );
+    // The committee and the offices went on on the other node.
+    d.pump();
+    assert_eq!(
+        nodes.running().await[other].as_ref().map(|(_, m)| *m),
+        Some(3)
+    );
+    assert!(offices.iter().all(|e| e.maintenance.is_empty()));
+    let log = std::fs::read_to_string(&nodes.nodes[owner].log).expect("log");
+    assert!(
+        log.contains("drained: every meeting and call has ended"),
+        "{log}"
+    );
 }
 
 /// A node reaches PostgreSQL and Redis over TLS and checks both certificates against the

@@ -115,6 +115,30 @@ impl Drop for Proc {
     }
 }
 
+/// SIGTERM to `p` (an orderly stop, as by systemd), without waiting.
+pub fn terminate(p: &Proc) {
+    let status = Command::new("kill")
+        .args(["-TERM", &p.0.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+}
+
+/// Waits at most `limit` until `p` has ended by itself: its exit status, `None` if it still
+/// runs then.
+pub fn wait_exit(p: &mut Proc, limit: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = p.0.try_wait().expect("wait") {
+            return Some(status);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Spawns `cmd` (its stdout is read here; set stderr beforehand) and waits up to 30 s for a
 /// stdout line containing "listening on"; returns the process and its stdout lines so far.
 pub fn start_until_listening(mut cmd: Command) -> (Proc, Vec<String>) {

@@ -111,6 +111,11 @@ impl RunningGateway {
         self.endpoint.stats_source()
     }
 
+    /// A handle that stops new calls (503) while the calls in progress go on.
+    pub fn call_gate(&self) -> sip::SipCallGate {
+        self.endpoint.call_gate()
+    }
+
     /// Ends every call (BYE) and stops.
     pub async fn shutdown(self) {
         self.accept.abort();

@@ -260,6 +260,28 @@ impl std::fmt::Debug for SipStatsSource {
     }
 }
 
+/// Stops a [`SipEndpoint`]'s new calls while its calls in progress go on
+/// ([`SipEndpoint::call_gate`]): a node being taken out of service, whose telephone trunk
+/// should send new calls to another node. Cheap to clone.
+#[derive(Clone)]
+pub struct SipCallGate {
+    state: Arc<EndpointState>,
+    inbox: Arc<call::Inbox>,
+}
+
+impl SipCallGate {
+    /// From now on every new INVITE is answered 503 (Service Unavailable), on which a trunk
+    /// with several targets tries the next (RFC 3261 section 21.5.4); calls in progress go on.
+    pub fn refuse_new_calls(&self) {
+        self.inbox.close();
+    }
+
+    /// Calls in progress (offered or established).
+    pub fn active_calls(&self) -> usize {
+        self.state.active_calls()
+    }
+}
+
 /// The running SIP endpoint. Dropping it stops the listeners and ends all calls (BYE) in the
 /// background; [`SipEndpoint::shutdown`] does the same and waits for the calls to end.
 pub struct SipEndpoint {
@@ -487,6 +509,14 @@ impl SipEndpoint {
     /// monitoring endpoint that outlives no one: after shutdown it reads the last values).
     pub fn stats_source(&self) -> SipStatsSource {
         SipStatsSource(self.state.clone())
+    }
+
+    /// A handle that stops new calls while the calls in progress go on.
+    pub fn call_gate(&self) -> SipCallGate {
+        SipCallGate {
+            state: self.state.clone(),
+            inbox: self.inbox.clone(),
+        }
     }
 
     /// Stops accepting, ends every call with BYE and waits (at most 40 s) until they are over.
