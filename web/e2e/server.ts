@@ -197,10 +197,13 @@ export async function startServer(opts: ServerOptions = {}, logOpts: LogOptions 
   };
   let child = launch();
 
+  // A server with a drain time (`KLAUSUR_DRAIN_SECONDS`) lets its meetings run that long after
+  // SIGTERM before it stops.
+  const drainMs = 1000 * Number(opts.env?.KLAUSUR_DRAIN_SECONDS ?? 0);
   const terminate = async () => {
     if (child.exitCode === null && child.signalCode === null) {
       child.kill('SIGTERM');
-      for (let i = 0; i < 50 && child.exitCode === null && child.signalCode === null; i++) await sleep(100);
+      for (let i = 0; i < 50 + drainMs / 100 && child.exitCode === null && child.signalCode === null; i++) await sleep(100);
       if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
     }
   };

@@ -439,6 +439,8 @@ export const de = {
   'phone.banner.many':
     '{n} Personen sind per Telefon verbunden. Diese Verbindungen sind nicht Ende-zu-Ende-verschlüsselt.',
   'phone.banner.info': 'Was bedeutet das?',
+  'maintenance.banner':
+    'Wartung angekündigt: Dauert die Besprechung über {time} Uhr hinaus, wird sie dann kurz unterbrochen und verbindet sich von selbst wieder, mit einem neuen Sicherheitscode.',
   'phone.lobbyArrived': '{name} wartet per Telefon im Warteraum.',
   'phone.removeConfirm':
     '{name} aus der Besprechung entfernen? Der Anruf wird beendet; ein erneuter Anruf führt in den Warteraum.',

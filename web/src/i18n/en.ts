@@ -438,6 +438,8 @@ export const en: Record<StringKey, string> = {
   'phone.banner.many':
     '{n} people are connected by telephone. These connections are not end-to-end encrypted.',
   'phone.banner.info': 'What does this mean?',
+  'maintenance.banner':
+    'Maintenance announced: if the meeting goes on past {time}, it is briefly interrupted then and reconnects by itself, with a new security code.',
   'phone.lobbyArrived': '{name} is waiting in the lobby by telephone.',
   'phone.removeConfirm': 'Remove {name} from the meeting? The call ends; calling again leads to the lobby.',
 

@@ -19,6 +19,7 @@ import {
   isModerator,
   reconnectDelay,
   reconnecting,
+  maintenanceAnnounced,
   reduce,
   type RoomState,
   vouchingSession,
@@ -414,6 +415,9 @@ export class MeetingController {
         break;
       case 'redirect':
         this.followRedirect(msg.url);
+        break;
+      case 'maintenance':
+        this.update({ room: maintenanceAnnounced(this.snapshot.room, msg.in_ms, Date.now()) });
         break;
       case 'media_lost':
         // The media server dropped this connection's media (its worker was restarted): the

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { chatEvent, chatWritten, closeCause, endLocally, vouchingSession, initialRoomState, isModerator, RECONNECT_DELAYS_MS, reconnectDelay, reconnecting, reduce } from './state';
+import { chatEvent, chatWritten, closeCause, endLocally, vouchingSession, initialRoomState, isModerator, RECONNECT_DELAYS_MS, reconnectDelay, reconnecting, maintenanceAnnounced, reduce } from './state';
 import type { Participant } from '../signaling/protocol';
 
 const alice: Participant = {
@@ -157,6 +157,32 @@ describe('room state', () => {
     expect(ended.phase).toBe('ended');
     expect(ended.reconnecting).toBeNull();
     expect(reconnecting(ended, 2, 2)).toBe(ended);
+  });
+});
+
+describe('announced maintenance', () => {
+  it('knows by when the server stops, until the client is back in after the interruption', () => {
+    expect(joined.maintenanceBy).toBeNull();
+    const told = maintenanceAnnounced(joined, 600_000, 1_800_000_000_000);
+    expect(told.maintenanceBy).toBe(1_800_000_600_000);
+    // Everything else stays.
+    expect(told.participants).toEqual(joined.participants);
+    expect(reduce(told, { type: 'participant_joined', participant: bob }).maintenanceBy).toBe(1_800_000_600_000);
+    // The interruption came: the client gets back in, on a server that is not being stopped.
+    const lost = reconnecting(told, 1, 1_800_000_601_000);
+    expect(lost.maintenanceBy).toBeNull();
+    const back = reduce(told, {
+      type: 'joined',
+      protocol_version: 1,
+      self_id: 'p3',
+      meeting: { id: 'm1', title: 'Bauausschuss', organiser: 'Alice', profile: 'strict', locked: false, dial_in: false },
+      participants: [alice],
+      lobby: [],
+      rejoin_token: null,
+      ice_servers: [],
+    });
+    expect(back.maintenanceBy).toBeNull();
+    expect(reduce(told, { type: 'lobby_wait', meeting_title: 'Bauausschuss' }).maintenanceBy).toBeNull();
   });
 });
 

@@ -76,6 +76,12 @@ export interface RoomState {
    * invitation from another browser (they wait in the lobby; a moderator decides).
    */
   invitationContested: number;
+  /**
+   * The server this meeting runs on is being taken out of service (`maintenance`): by when
+   * (ms since the Unix epoch) it stops at the latest, interrupting the meeting. Null otherwise;
+   * cleared when the client is back in (on another node, or after the restart).
+   */
+  maintenanceBy: number | null;
 }
 
 export function initialRoomState(meetingTitle: string | null = null): RoomState {
@@ -93,6 +99,7 @@ export function initialRoomState(meetingTitle: string | null = null): RoomState 
     lobbyArrivals: 0,
     reconnecting: null,
     invitationContested: 0,
+    maintenanceBy: null,
   };
 }
 
@@ -101,12 +108,13 @@ const MAX_CHAT_ENTRIES = 500;
 export function reduce(state: RoomState, msg: ServerMsg): RoomState {
   switch (msg.type) {
     case 'lobby_wait':
-      return { ...state, phase: 'lobby', meetingTitle: msg.meeting_title, reconnecting: null, participants: [], selfId: null, activeSpeaker: null };
+      return { ...state, phase: 'lobby', meetingTitle: msg.meeting_title, reconnecting: null, participants: [], selfId: null, activeSpeaker: null, maintenanceBy: null };
     case 'joined':
       return {
         ...state,
         phase: 'joined',
         reconnecting: null,
+        maintenanceBy: null,
         activeSpeaker: null,
         selfId: msg.self_id,
         meeting: msg.meeting,
@@ -163,6 +171,11 @@ function addChat(state: RoomState, entry: Omit<ChatEntry, 'seq'>): RoomState {
   return { ...state, chat: [...state.chat, { ...entry, seq }].slice(-MAX_CHAT_ENTRIES) };
 }
 
+/** The server said (`maintenance`) at `now` that it stops at the latest in `inMs` ms. */
+export function maintenanceAnnounced(state: RoomState, inMs: number, now: number): RoomState {
+  return { ...state, maintenanceBy: now + inMs };
+}
+
 /** An own chat message handed to the encryption worker as `localId`. */
 export function chatWritten(state: RoomState, localId: number, text: string, now: number): RoomState {
   return addChat(state, {
@@ -215,7 +228,8 @@ export function reconnecting(state: RoomState, attempt: number, retryAt: number)
   const chat = state.chat.some((c) => c.delivery === 'sending')
     ? state.chat.map((c) => (c.delivery === 'sending' ? { ...c, delivery: 'failed' as const } : c))
     : state.chat;
-  return { ...state, reconnecting: { attempt, retryAt }, activeSpeaker: null, chat };
+  // An announced interruption has come.
+  return { ...state, reconnecting: { attempt, retryAt }, activeSpeaker: null, chat, maintenanceBy: null };
 }
 
 export function self(state: RoomState): Participant | undefined {

@@ -31,6 +31,7 @@ import { PeoplePanel } from './PeoplePanel';
 import { SecurityPanel } from './SecurityPanel';
 import { E2eeIndicator, NoticeLine } from './E2ee';
 import { ReconnectBanner } from './Reconnecting';
+import { MaintenanceBanner } from './Maintenance';
 import { PhoneBanner } from './Phone';
 
 type Panel = 'chat' | 'people' | 'security' | null;
@@ -267,7 +268,12 @@ export function Room({ controller, snap }: { controller: MeetingController; snap
         </div>
       </header>
       {room.reconnecting && <ReconnectBanner controller={controller} reconnecting={room.reconnecting} />}
-      {banner.visible && <PhoneBanner count={banner.count} onInfo={() => setPanel('security')} />}
+      {(banner.visible || room.maintenanceBy !== null) && (
+        <div className="banners">
+          {banner.visible && <PhoneBanner count={banner.count} onInfo={() => setPanel('security')} />}
+          {room.maintenanceBy !== null && <MaintenanceBanner by={room.maintenanceBy} />}
+        </div>
+      )}
 
       <main className={`stage${hasStage ? ' has-screen' : ''}`} aria-label={meeting.title} ref={stageRef}>
         {hasStage && (
