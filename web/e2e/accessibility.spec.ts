@@ -5,7 +5,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { devices, type Browser, type BrowserContextOptions, type Page } from '@playwright/test';
 import { expectAccessible, violations } from './axe';
-import { expect, newPerson, signIn, test, type Person } from './fixtures';
+import { closedAfterEach, expect, newPerson, type Person, signIn, test } from './fixtures';
 import {
   chatMessage,
   commonSecurityCode,
@@ -24,10 +24,7 @@ const TITLE = 'Sitzung des Sozialausschusses';
 const screenshots = join(dirname(fileURLToPath(import.meta.url)), 'screenshots');
 
 /** Every browser context the running test opened; all are closed after it, whatever its outcome. */
-const opened: Person[] = [];
-test.afterEach(async () => {
-  for (const p of opened.splice(0)) await p.context.close().catch(() => undefined);
-});
+const opened = closedAfterEach<Person>();
 
 async function person(browser: Browser, baseURL: string, name: string): Promise<Person> {
   const p = await newPerson(browser, baseURL, name);

@@ -5,7 +5,7 @@
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { APIRequestContext, Page } from '@playwright/test';
-import { expect, newPerson, signIn, test, type Person } from './fixtures';
+import { closedAfterEach, expect, newPerson, type Person, signIn, test } from './fixtures';
 import { changePassword, commonSecurityCode, createMeeting, expectInRoom, login, openPanel, organiserJoins, passPrejoin, selfId } from './helpers';
 
 // A server of its own: this spec adds an account, and the trail it reads is its own.
@@ -13,10 +13,7 @@ test.use({ serverOptions: { own: 'audit' } });
 
 const screenshots = join(dirname(fileURLToPath(import.meta.url)), 'screenshots');
 
-const opened: Person[] = [];
-test.afterEach(async () => {
-  for (const p of opened.splice(0)) await p.context.close().catch(() => undefined);
-});
+const opened = closedAfterEach<Person>();
 
 interface Rec {
   seq: number;

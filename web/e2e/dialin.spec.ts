@@ -10,7 +10,7 @@ import { fileURLToPath } from 'node:url';
 import { mkdtempSync } from 'node:fs';
 import { chromiumArgs } from '../playwright.config';
 import type { Browser } from '@playwright/test';
-import { expect, signIn, test, type Person } from './fixtures';
+import { closedAfterEach, expect, type Person, signIn, test } from './fixtures';
 import { commonSecurityCode, inviteGuest, openPanel, organiserJoins } from './helpers';
 import { Baresip, sippCall, toneShare, toneWav } from './phone';
 
@@ -35,10 +35,7 @@ interface DialInMeeting {
   work: string;
 }
 
-const opened: Person[] = [];
-test.afterEach(async () => {
-  for (const p of opened.splice(0)) await p.context.close().catch(() => undefined);
-});
+const opened = closedAfterEach<Person>();
 
 async function dialInMeeting(browser: Browser, baseURL: string, adminPassword: string, title: string): Promise<DialInMeeting> {
   const admin = await signIn(browser, baseURL, 'admin', adminPassword);

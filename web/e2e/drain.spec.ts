@@ -5,7 +5,7 @@
 // drain time the same SIGTERM interrupts at once and shows no notice: restart.spec.ts.)
 import type { Browser } from '@playwright/test';
 import { expectAccessible } from './axe';
-import { expect, newPerson, signIn, test, watchJoins, type Person, type Watched } from './fixtures';
+import { closedAfterEach, expect, newPerson, type Person, signIn, test, type Watched, watchJoins } from './fixtures';
 import { createMeeting, expectAudioVideoFrom, expectEncryptedCall, expectJoinedAgain, expectInRoom, inviteGuest, organiserJoins, passPrejoin } from './helpers';
 
 const DRAIN_SECONDS = 15;
@@ -13,10 +13,7 @@ const DRAIN_SECONDS = 15;
 // A server of its own: it is stopped and started again.
 test.use({ serverOptions: { own: 'drain', env: { KLAUSUR_DRAIN_SECONDS: String(DRAIN_SECONDS) } } });
 
-const opened: Person[] = [];
-test.afterEach(async () => {
-  for (const p of opened.splice(0)) await p.context.close().catch(() => undefined);
-});
+const opened = closedAfterEach<Person>();
 
 async function person(browser: Browser, baseURL: string, name: string, signInAs?: { username: string; password: string }): Promise<Watched> {
   const p = signInAs ? await signIn(browser, baseURL, signInAs.username, signInAs.password) : await newPerson(browser, baseURL, name);

@@ -5,7 +5,7 @@ import { existsSync, statSync, writeFileSync } from 'node:fs';
 import { dirname, join as joinPath } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Browser, Page } from '@playwright/test';
-import { expect, newPerson, signIn, test, type Person } from './fixtures';
+import { closedAfterEach, expect, newPerson, type Person, signIn, test } from './fixtures';
 import {
   commonSecurityCode,
   createMeeting,
@@ -34,10 +34,7 @@ interface Joined extends Person {
 }
 
 /** Every person a test opens; their browser contexts are closed after the test, pass or fail. */
-const opened: Person[] = [];
-test.afterEach(async () => {
-  for (const p of opened.splice(0)) await p.context.close().catch(() => undefined);
-});
+const opened = closedAfterEach<Person>();
 
 async function person(browser: Browser, baseURL: string, name: string): Promise<Person> {
   const p = await newPerson(browser, baseURL, name);

@@ -98,6 +98,19 @@ export function watchJoins(p: Person): Watched {
   return { ...p, joinedAt, joinedAs };
 }
 
+/**
+ * The people a spec's tests open, their browser contexts closed after each test (also a failed
+ * one). Call once at the top of a spec file: `const opened = closedAfterEach();`, then
+ * `opened.push(p)` for each person opened.
+ */
+export function closedAfterEach<T extends Person>(): T[] {
+  const opened: T[] = [];
+  test.afterEach(async () => {
+    for (const p of opened.splice(0)) await p.context.close().catch(() => undefined);
+  });
+  return opened;
+}
+
 /** A new browser context (= a separate person with own cookies) and one page in it; `name` is
  * the display name the person is known by. */
 export async function newPerson(browser: Browser, baseURL: string, name: string): Promise<Person> {

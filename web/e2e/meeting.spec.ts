@@ -4,7 +4,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium, type Browser, type Page, type WebSocketRoute } from '@playwright/test';
 import { chromiumArgs } from '../playwright.config';
-import { expect, newPerson, signIn, test, type Person } from './fixtures';
+import { closedAfterEach, expect, newPerson, type Person, signIn, test } from './fixtures';
 import {
   chatMessage,
   commonSecurityCode,
@@ -33,10 +33,7 @@ interface Joined extends Person {
 }
 
 /** Every browser context the running test opened; all are closed after it, whatever its outcome. */
-const opened: Person[] = [];
-test.afterEach(async () => {
-  for (const p of opened.splice(0)) await p.context.close().catch(() => undefined);
-});
+const opened = closedAfterEach<Person>();
 
 /** What `keepAppearanceLog` records of a banner or toast. */
 interface Appearance {

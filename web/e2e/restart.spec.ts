@@ -3,7 +3,7 @@
 // (SIGKILL, nothing cleaned up). The browsers get back in by themselves, form the encrypted group
 // anew and keep their chat; nothing stored is lost. Every test has its own meeting.
 import type { APIRequestContext, Browser } from '@playwright/test';
-import { expect, newPerson, signIn, test, watchJoins, type Person, type Watched } from './fixtures';
+import { closedAfterEach, expect, newPerson, type Person, signIn, test, type Watched, watchJoins } from './fixtures';
 import {
   chatMessage,
   commonSecurityCode,
@@ -23,10 +23,7 @@ import {
 // A server of its own: the restarts must not disturb the other specs' meetings.
 test.use({ serverOptions: { own: 'restart' } });
 
-const opened: Person[] = [];
-test.afterEach(async () => {
-  for (const p of opened.splice(0)) await p.context.close().catch(() => undefined);
-});
+const opened = closedAfterEach<Person>();
 
 async function person(browser: Browser, baseURL: string, name: string, signInAs?: { username: string; password: string }): Promise<Watched> {
   const p = signInAs ? await signIn(browser, baseURL, signInAs.username, signInAs.password) : await newPerson(browser, baseURL, name);

@@ -188,6 +188,16 @@ impl Nodes {
         out
     }
 
+    /// The meetings each of `nodes` runs now (they must be running).
+    async fn meetings_of(&self, nodes: &[usize]) -> Vec<u64> {
+        let running = self.running().await;
+        let of = |i: usize| running[i].as_ref().map(|(_, m)| *m);
+        nodes
+            .iter()
+            .map(|&i| of(i).unwrap_or_else(|| panic!("node {i} runs: {running:?}")))
+            .collect()
+    }
+
     /// Waits until exactly one node runs a meeting and returns its index (a two-node test's
     /// one meeting).
     async fn owner_of_the_one_meeting(&self) -> usize {
@@ -332,6 +342,14 @@ async fn meeting_with(base: &str, body: Value, names: &[&str]) -> (Value, Vec<Va
 }
 
 /// Pumps `clients` until every one is in the group with the same security code.
+/// A client joining `meeting` at `base` with the invitation `token`, once it is in the meeting's
+/// encrypted group (`what` names it if it is not, in time).
+async fn in_group_at(base: &str, meeting: &str, token: &str, id: u64, what: &str) -> Client {
+    let mut c = start_at(base, meeting, JoinAs::Invitation(token.to_string()), id);
+    until(&mut [&mut c], what, |c| c[0].in_group).await;
+    c
+}
+
 pub(crate) async fn one_group(clients: &mut [&mut Client], what: &str) {
     until(clients, what, |c| {
         let code = c[0].codes.last();
@@ -586,16 +604,12 @@ async fn a_restarted_redis_stops_no_meeting_and_placement_recovers() {
     }
     assert_eq!(nodes.owner_of_the_one_meeting().await, owner);
     // Placement works again: the other meeting starts, on some node.
-    let mut later = start_at(
+    let _later = in_group_at(
         nodes.base(0),
         &other,
-        JoinAs::Invitation(other_tokens[0].clone()),
+        &other_tokens[0],
         4,
-    );
-    until(
-        &mut [&mut later],
         "a meeting placed after the restart",
-        |c| c[0].in_group,
     )
     .await;
     let running = nodes.running().await;
@@ -658,15 +672,13 @@ async fn a_telephone_caller_admitted_by_one_node_joins_the_meeting_on_another() 
     let nodes = Nodes::start_with(2, &config).await;
     // A first meeting on node 0 (the emptiest, the first by id) ...
     let (filler, filler_tokens) = meeting_with_guests(nodes.base(0), "Filler", 1).await;
-    let mut f = start_at(
+    let _filler = in_group_at(
         nodes.base(0),
         &filler,
-        JoinAs::Invitation(filler_tokens[0].clone()),
+        &filler_tokens[0],
         1,
-    );
-    until(&mut [&mut f], "the first meeting running", |c| {
-        c[0].in_group
-    })
+        "the first meeting running",
+    )
     .await;
     // ... so that the council's meeting with dial-in is placed on node 1.
     let (meeting, invitations) = meeting_with(
@@ -681,15 +693,13 @@ async fn a_telephone_caller_admitted_by_one_node_joins_the_meeting_on_another() 
         .expect("number")
         .to_string();
     let (member, caller) = (&invitations[0], &invitations[1]);
-    let mut m = start_at(
+    let mut m = in_group_at(
         nodes.base(0),
         &id,
-        JoinAs::Invitation(member["token"].as_str().expect("token").to_string()),
+        member["token"].as_str().expect("token"),
         2,
-    );
-    until(&mut [&mut m], "the member in the council's group", |c| {
-        c[0].in_group
-    })
+        "the member in the council's group",
+    )
     .await;
     let running = nodes.running().await;
     assert_eq!(
@@ -882,27 +892,11 @@ async fn a_draining_node_lets_its_meeting_finish_and_places_new_ones_elsewhere()
             })
             .await;
         let (office, office_tokens) = meeting_with_guests(nodes.base(owner), "Office", 1).await;
-        let mut e = start_at(
-            nodes.base(owner),
-            &office,
-            JoinAs::Invitation(office_tokens[0].clone()),
-            10 + n,
-        );
-        until(
-            &mut [&mut e],
-            "an office meeting's participant in its group",
-            |c| c[0].in_group,
-        )
-        .await;
-        offices.push(e);
+        let what = "an office meeting's participant in its group";
+        offices
+            .push(in_group_at(nodes.base(owner), &office, &office_tokens[0], 10 + n, what).await);
     }
-    let running = nodes.running().await;
-    let count = |i: usize| running[i].as_ref().map(|(_, m)| *m);
-    assert_eq!(
-        (count(owner), count(other)),
-        (Some(1), Some(2)),
-        "{running:?}"
-    );
+    assert_eq!(nodes.meetings_of(&[owner, other]).await, [1, 2]);
 
     nodes.terminate(owner);
     until(&mut [&mut a, &mut b], "both told of the maintenance", |c| {
@@ -924,25 +918,9 @@ async fn a_draining_node_lets_its_meeting_finish_and_places_new_ones_elsewhere()
 
     // A new meeting, its first participant arriving at the draining node: placed on the other.
     let (second, second_tokens) = meeting_with_guests(nodes.base(owner), "Committee", 1).await;
-    let mut d = start_at(
-        nodes.base(owner),
-        &second,
-        JoinAs::Invitation(second_tokens[0].clone()),
-        4,
-    );
-    until(
-        &mut [&mut d],
-        "the committee's first participant in its group",
-        |c| c[0].in_group,
-    )
-    .await;
-    let running = nodes.running().await;
-    let count = |i: usize| running[i].as_ref().map(|(_, m)| *m);
-    assert_eq!(
-        (count(owner), count(other)),
-        (Some(1), Some(3)),
-        "{running:?}"
-    );
+    let what = "the committee's first participant in its group";
+    let mut d = in_group_at(nodes.base(owner), &second, &second_tokens[0], 4, what).await;
+    assert_eq!(nodes.meetings_of(&[owner, other]).await, [1, 3]);
     assert!(
         d.maintenance.is_empty(),
         "the committee's node is not being stopped"
@@ -962,13 +940,7 @@ async fn a_draining_node_lets_its_meeting_finish_and_places_new_ones_elsewhere()
     .await;
     assert!(c.maintenance[0] <= a.maintenance[0], "{:?}", c.maintenance);
     hear_each_other(&mut a, &mut c, 10, "while the node drains").await;
-    let running = nodes.running().await;
-    let count = |i: usize| running[i].as_ref().map(|(_, m)| *m);
-    assert_eq!(
-        (count(owner), count(other)),
-        (Some(1), Some(3)),
-        "{running:?}"
-    );
+    assert_eq!(nodes.meetings_of(&[owner, other]).await, [1, 3]);
 
     // The plenary ends: the node stops by itself.
     for x in [&a, &b, &c] {
@@ -987,10 +959,7 @@ async fn a_draining_node_lets_its_meeting_finish_and_places_new_ones_elsewhere()
     );
     // The committee and the offices went on on the other node.
     d.pump();
-    assert_eq!(
-        nodes.running().await[other].as_ref().map(|(_, m)| *m),
-        Some(3)
-    );
+    assert_eq!(nodes.meetings_of(&[other]).await, [3]);
     assert!(offices.iter().all(|e| e.maintenance.is_empty()));
     let log = std::fs::read_to_string(&nodes.nodes[owner].log).expect("log");
     assert!(
@@ -1045,11 +1014,7 @@ async fn a_node_speaks_tls_to_postgresql_and_redis_and_checks_their_certificates
     let (ok, _, err) = run(&args, Some(&format!("{PASSWORD}\n")));
     assert!(ok, "{err}");
     let (id, tokens) = meeting_with_guests(&base, "Over TLS", 1).await;
-    let mut guest = start_at(&base, &id, JoinAs::Invitation(tokens[0].clone()), 1);
-    until(&mut [&mut guest], "the guest in the group", |c| {
-        c[0].in_group
-    })
-    .await;
+    let _guest = in_group_at(&base, &id, &tokens[0], 1, "the guest in the group").await;
     // The meeting was placed through the Redis behind the TLS port (seen on its plain port).
     let plain = redis.url();
     let owner = std::process::Command::new("redis-cli")
