@@ -110,6 +110,9 @@
 //!   muted and may unmute with `*6`, as in the browser. A moderator mute reported before the
 //!   caller is in the meeting (a reconnect) is announced right after [`Prompt::Joined`].
 //! - **Hand lowered by a moderator** → [`Prompt::HandLoweredByModerator`]; the next `*9` raises it.
+//! - **Maintenance.** [`MeetingEvent::Maintenance`] (the server is being taken out of service and
+//!   lets the meeting finish) in the lobby or the meeting plays [`Prompt::Maintenance`] (a long
+//!   meeting may be interrupted; call again then), once per call.
 //! - **Interrupted.** [`MeetingEvent::Interrupted`] (the connection to the meeting broke, nobody
 //!   ended the call) in the lobby or the meeting plays [`Prompt::Reconnecting`] and, after
 //!   [`REJOIN_FIRST_DELAY`], asks for [`Output::Rejoin`]: the same ticket, a new meeting client.
@@ -323,6 +326,9 @@ pub enum MeetingEvent {
     Interrupted,
     /// The gateway lost the meeting for good (the server refused the caller's ticket).
     ConnectionLost,
+    /// The server that runs the meeting is being taken out of service: it lets the meeting
+    /// finish, and interrupts it if it goes on too long.
+    Maintenance,
 }
 
 /// What happened on the call.
@@ -485,6 +491,8 @@ pub struct Ivr {
     rejoins: Option<u32>,
     /// The caller has been in the meeting (heard [`Prompt::Joined`]).
     ever_joined: bool,
+    /// The caller heard [`Prompt::Maintenance`] (once per call).
+    maintenance_told: bool,
 }
 
 impl fmt::Debug for Ivr {
@@ -524,6 +532,7 @@ impl Ivr {
             hand_raised: false,
             rejoins: None,
             ever_joined: false,
+            maintenance_told: false,
         };
         ivr.play(Prompt::Welcome);
         ivr.play(Prompt::EnterMeetingNumber);
@@ -885,6 +894,13 @@ impl Ivr {
                 }
             }
             MeetingEvent::ConnectionLost => self.end(now, HangupReason::ConnectionLost),
+            MeetingEvent::Maintenance => {
+                let waiting = matches!(self.phase, Phase::Lobby { .. });
+                if (in_meeting || waiting) && !self.maintenance_told {
+                    self.maintenance_told = true;
+                    self.play(Prompt::Maintenance);
+                }
+            }
         }
     }
 
@@ -1567,6 +1583,35 @@ mod tests {
     }
 
     #[test]
+    fn a_server_being_taken_out_of_service_is_announced_once() {
+        let mut call = Call::joined();
+        assert_eq!(
+            call.meeting(MeetingEvent::Maintenance),
+            [play(Prompt::Maintenance)]
+        );
+        call.done();
+        // Told again (after a reconnect to the same server): said once is enough.
+        assert!(call.meeting(MeetingEvent::Maintenance).is_empty());
+        // The keys still work.
+        assert_eq!(
+            call.keys("*6"),
+            [Output::SetMuted(true), play(Prompt::Muted)]
+        );
+
+        // In the lobby too, after the lobby's own prompt.
+        let mut call = Call::to_check(NUMBER, PIN);
+        assert_eq!(call.check(admit()), [Output::Join]);
+        assert_eq!(
+            call.meeting(MeetingEvent::Lobby),
+            [play(Prompt::WaitForModerator)]
+        );
+        assert_eq!(
+            call.meeting(MeetingEvent::Maintenance),
+            [play(Prompt::Maintenance)]
+        );
+    }
+
+    #[test]
     fn the_meeting_ends_the_call_after_the_prompt() {
         for (event, reason) in [
             (MeetingEvent::Removed, HangupReason::Removed),
@@ -1812,6 +1857,7 @@ mod tests {
             MeetingEvent::Ended,
             MeetingEvent::Interrupted,
             MeetingEvent::ConnectionLost,
+            MeetingEvent::Maintenance,
         ];
         let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
         for run in 0..2000 {

@@ -194,6 +194,9 @@ catalogue! {
     Reconnecting => "reconnecting",
     /// Back in the meeting after an interruption.
     Reconnected => "reconnected",
+    /// The server is being taken out of service (maintenance): if the meeting goes on for
+    /// long, the call may be interrupted; then call again.
+    Maintenance => "maintenance",
     /// The server cannot be reached or another technical problem: the call ends.
     TechnicalError => "technical_error",
     /// Nothing was typed after the prompt was repeated: the call ends.

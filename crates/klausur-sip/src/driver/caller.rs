@@ -155,6 +155,8 @@ fn meeting_event(e: &ClientEvent) -> Option<MeetingEvent> {
         // The server lost the call's media connection (its media worker was restarted): get
         // back in with a new one, as after a broken connection.
         ClientEvent::Session(Event::MediaLost) => MeetingEvent::Interrupted,
+        // The server is being taken out of service: the caller hears so.
+        ClientEvent::Session(Event::Maintenance { .. }) => MeetingEvent::Maintenance,
         // The client could not reach the server, or lost it.
         ClientEvent::Failed(_) | ClientEvent::Stopped => MeetingEvent::Interrupted,
         _ => return None,
