@@ -33,6 +33,9 @@ use serde_json::{json, Value};
 pub mod kind {
     /// The server started (with the trail's record count at start, for continuity).
     pub const SERVER_STARTED: &str = "server.started";
+    /// Its operator stopped the server with a drain time (`[server] drain_seconds`): it lets
+    /// its meetings finish first (with the meetings and calls running then, and the time).
+    pub const SERVER_DRAINING: &str = "server.draining";
     pub const LOGIN_SUCCEEDED: &str = "login.succeeded";
     /// A login was refused: unknown user, wrong password, disabled account, or too many tries.
     pub const LOGIN_FAILED: &str = "login.failed";

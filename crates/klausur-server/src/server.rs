@@ -489,6 +489,17 @@ async fn drain(state: &AppState, calls: Option<&klausur_sip::driver::sip::SipCal
         )
     };
     let (meetings, active_calls) = busy();
+    state
+        .audit
+        .record(
+            crate::audit::Entry::new(crate::audit::kind::SERVER_DRAINING, AuditActor::system())
+                .details(serde_json::json!({
+                    "meetings": meetings,
+                    "calls": active_calls,
+                    "drain_seconds": limit.as_secs(),
+                })),
+        )
+        .await;
     println!(
         "klausur: draining: {meetings} meetings and {active_calls} calls running; stopping when \
          they have ended, at the latest in {} s (send SIGTERM again to stop now)",

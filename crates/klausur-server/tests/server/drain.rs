@@ -13,7 +13,7 @@ use klausur_client::session::JoinAs;
 
 use crate::cluster::{meeting_with_guests, one_group};
 use crate::common::native::{hear_each_other, start_at, until, Client, WAIT};
-use crate::process::{add_ada, free_port, serve_cmd, start, terminate, wait_exit, Proc};
+use crate::process::{add_ada, free_port, run, serve_cmd, start, terminate, wait_exit, Proc};
 
 /// `klausur serve` with `KLAUSUR_DRAIN_SECONDS=drain`, Ada (staff) added: the process, its base
 /// URL and the directory it keeps its data and log in.
@@ -126,4 +126,28 @@ async fn a_second_signal_stops_a_draining_server_at_once() {
     assert!(status.success(), "a clean stop: {status:?}");
     let log = std::fs::read_to_string(dir.path().join("server.log")).expect("log");
     assert!(log.contains("a second signal: stopping now"), "{log}");
+    // The audit trail records the drain: when, with what running, for how long at most.
+    let data = dir.path().join("data");
+    let (ok, out, err) = run(
+        &[
+            "--data-dir",
+            data.to_str().expect("utf-8"),
+            "audit",
+            "export",
+        ],
+        None,
+    );
+    assert!(ok, "{err}");
+    let drains: Vec<serde_json::Value> = out
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|r| r["kind"] == "server.draining")
+        .collect();
+    assert_eq!(drains.len(), 1, "{out}");
+    let details = &drains[0]["details"];
+    assert_eq!(
+        (&details["meetings"], &details["drain_seconds"]),
+        (&serde_json::json!(1), &serde_json::json!(3600)),
+        "{details}"
+    );
 }

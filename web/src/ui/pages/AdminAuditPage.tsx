@@ -23,7 +23,7 @@ const FAMILIES = {
   role: ['role.moderator_granted', 'role.moderator_revoked'],
   encryption: ['encryption.epoch', 'encryption.credential_issued'],
   dialin: ['dialin.attempt'],
-  server: ['server.started'],
+  server: ['server.started', 'server.draining'],
   audit: ['audit.deleted'],
 } as const;
 
@@ -125,6 +125,9 @@ export function detailLines(t: Translate, dateTime: (v: string | number) => stri
     out.push(t('audit.detail.result', { value: oneOf(DIALIN_RESULTS, d.result) ? t(`audit.result.${d.result}`) : d.result }));
   }
   if (scalar(d.version)) out.push(t('audit.detail.version', { value: d.version }));
+  if (scalar(d.meetings)) out.push(t('audit.detail.meetingsRunning', { value: d.meetings }));
+  if (scalar(d.calls)) out.push(t('audit.detail.callsRunning', { value: d.calls }));
+  if (scalar(d.drain_seconds)) out.push(t('audit.detail.drainSeconds', { value: d.drain_seconds }));
   if (scalar(d.deleted)) out.push(t('audit.detail.deleted', { value: d.deleted }));
   if (scalar(d.through_seq)) out.push(t('audit.detail.through', { value: d.through_seq }));
   return out;
