@@ -294,6 +294,96 @@ test('by keyboard alone a guest knocks, joins, mutes, raises a hand, shows the o
   await expect(k.getByTestId('ended-page')).toBeVisible();
 });
 
+test('keyboard shortcuts mute, stop the camera, raise a hand and open panels, are announced, leave text typed in the chat alone, and can be switched off', async ({
+  browser,
+  server,
+  adminPassword,
+}) => {
+  const a = await admin(browser, server.baseURL, adminPassword);
+  await createMeeting(a.page, TITLE);
+  const link = await inviteGuest(a.page, 'Kim Tastatur');
+  await organiserJoins(a.page, TITLE);
+  const kim = await person(browser, server.baseURL, 'Kim Tastatur');
+  const k = kim.page;
+  await k.goto(link);
+  await passPrejoin(k, { expectTitle: TITLE, expectInvitee: 'Kim Tastatur' });
+  await expectInRoom(k);
+  const kimId = await selfId(k);
+  const kimOnA = a.page.locator(`[data-testid="video-tile"][data-participant-id="${kimId}"]`);
+  await expect(kimOnA).toBeVisible();
+  await expect(kimOnA).not.toContainText('Stumm');
+  const said = k.getByTestId('shortcut-said');
+
+  // The buttons name their keys.
+  await expect(k.getByTestId('mic-toggle')).toHaveAttribute('aria-keyshortcuts', 'M');
+  await expect(k.getByTestId('chat-toggle')).toHaveAttribute('aria-keyshortcuts', 'C');
+
+  // M mutes (the organiser sees it: the server was told) and says so; M again unmutes.
+  await k.locator('body').press('m');
+  await expect(k.getByTestId('mic-toggle')).toHaveAttribute('aria-pressed', 'false');
+  await expect(said).toHaveText('Mikrofon aus');
+  await expect(kimOnA).toContainText('Stumm');
+  await k.locator('body').press('m');
+  await expect(k.getByTestId('mic-toggle')).toHaveAttribute('aria-pressed', 'true');
+  await expect(said).toHaveText('Mikrofon an');
+  await expect(kimOnA).not.toContainText('Stumm');
+  // V stops the camera; H raises the hand, which the organiser sees.
+  await k.locator('body').press('v');
+  await expect(k.getByTestId('camera-toggle')).toHaveAttribute('aria-pressed', 'false');
+  await expect(said).toHaveText('Kamera aus');
+  await k.locator('body').press('h');
+  await expect(said).toHaveText('Hand gehoben');
+  await openPanel(a.page, 'people');
+  await expect(a.page.locator(`[data-testid="hand-entry"][data-participant-id="${kimId}"]`)).toBeVisible();
+
+  // C opens the chat with the focus in its field: letters typed there are text, not shortcuts.
+  await k.locator('body').press('c');
+  await expect(k.getByTestId('chat-input')).toBeFocused();
+  await k.keyboard.type('mehr');
+  await expect(k.getByTestId('chat-input')).toHaveValue('mehr');
+  await expect(k.getByTestId('mic-toggle')).toHaveAttribute('aria-pressed', 'true');
+  await expect(k.getByTestId('hand-toggle')).toHaveAttribute('aria-pressed', 'true');
+  await k.keyboard.press('Escape');
+  await expect(k.getByTestId('chat-side-panel')).toHaveCount(0);
+  // P opens the participants, P again closes them and gives the focus back to their button.
+  await k.locator('body').press('p');
+  await expect(k.getByTestId('people-side-panel')).toBeVisible();
+  await k.keyboard.press('p');
+  await expect(k.getByTestId('people-side-panel')).toHaveCount(0);
+  await expect(k.getByTestId('people-toggle')).toBeFocused();
+
+  // ? lists the shortcuts in a dialog that passes the rules; there they are switched off.
+  await k.keyboard.press('Shift+?');
+  const dialog = k.getByTestId('shortcuts-dialog');
+  await expect(dialog).toBeVisible();
+  await expect(dialog).toContainText('Mikrofon ein- oder ausschalten');
+  await expectAccessible(k, 'the shortcuts dialog');
+  // Keys do nothing behind the open dialog.
+  await k.keyboard.press('m');
+  await expect(k.getByTestId('mic-toggle')).toHaveAttribute('aria-pressed', 'true');
+  await k.getByTestId('shortcuts-enabled').uncheck();
+  await k.keyboard.press('Escape');
+  await expect(dialog).toBeHidden();
+  await k.locator('body').press('m');
+  await k.locator('body').press('c');
+  await expect(k.getByTestId('chat-side-panel')).toHaveCount(0);
+  await expect(k.getByTestId('mic-toggle')).toHaveAttribute('aria-pressed', 'true');
+  await expect(k.getByTestId('mic-toggle')).not.toHaveAttribute('aria-keyshortcuts', /./);
+  // The choice is kept in this browser: after a reload they are still off.
+  await k.reload();
+  await passPrejoin(k, { expectTitle: TITLE, expectInvitee: 'Kim Tastatur' });
+  await expectInRoom(k);
+  await k.locator('body').press('m');
+  await expect(k.getByTestId('mic-toggle')).toHaveAttribute('aria-pressed', 'true');
+  // The header's button opens the list (for those who do not know "?"), and they go back on.
+  await k.getByTestId('shortcuts-button').click();
+  await k.getByTestId('shortcuts-enabled').check();
+  await k.getByTestId('shortcuts-close').click();
+  await expect(k.getByTestId('shortcuts-button')).toBeFocused();
+  await k.locator('body').press('m');
+  await expect(k.getByTestId('mic-toggle')).toHaveAttribute('aria-pressed', 'false');
+});
+
 test('a council member on a phone joins by touch: the pages fit the screen upright and turned, the panels take the whole screen, and no screen share where the phone has none', async ({
   browser,
   server,

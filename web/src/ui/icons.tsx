@@ -120,3 +120,9 @@ export const PhoneIcon = (p: P) => (
     <path d="M5.5 3.5h3l1.5 4.5-2 1.2a11 11 0 0 0 6.8 6.8l1.2-2 4.5 1.5v3a2 2 0 0 1-2.2 2A17 17 0 0 1 3.5 5.7a2 2 0 0 1 2-2.2z" />
   </svg>
 );
+export const KeyboardIcon = (p: P) => (
+  <svg {...base(p)}>
+    <rect x="2.5" y="6" width="19" height="12" rx="2" />
+    <path d="M6 10h.01M9.5 10h.01M13 10h.01M16.5 10h.01M6 14h.01M18 14h.01M9 14h6" />
+  </svg>
+);

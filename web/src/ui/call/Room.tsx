@@ -22,6 +22,7 @@ import {
   PeopleIcon,
   ScreenIcon,
   ShieldIcon,
+  KeyboardIcon,
 } from '../icons';
 import { ScreenTile, Tile } from './Tile';
 import { AudioSink } from './media';
@@ -33,6 +34,8 @@ import { E2eeIndicator, NoticeLine } from './E2ee';
 import { ReconnectBanner } from './Reconnecting';
 import { MaintenanceBanner } from './Maintenance';
 import { PhoneBanner } from './Phone';
+import { ShortcutsDialog } from './ShortcutsDialog';
+import { setShortcutsEnabled, shortcutAction, shortcutKey, shortcutsEnabled, type ShortcutAction } from './shortcuts';
 
 type Panel = 'chat' | 'people' | 'security' | null;
 
@@ -220,6 +223,52 @@ export function Room({ controller, snap }: { controller: MeetingController; snap
   };
   const canShareScreen = typeof navigator.mediaDevices?.getDisplayMedia === 'function';
 
+  // Keyboard shortcuts (shortcuts.ts): what a key does, announced to screen readers where the
+  // change is not where the focus is.
+  const [shortcutsOn, setShortcutsOn] = useState(() => shortcutsEnabled());
+  const [shortcutsOpen, setShortcutsOpen] = useState(false);
+  const [said, setSaid] = useState('');
+  const runShortcut = (action: ShortcutAction) => {
+    switch (action) {
+      case 'mic':
+        if (micLocked && local.audioMuted) {
+          setSaid(t('room.micLocked'));
+          return;
+        }
+        setSaid(t(local.audioMuted ? 'shortcuts.said.micOn' : 'shortcuts.said.micOff'));
+        void controller.toggleMicrophone();
+        return;
+      case 'camera':
+        setSaid(t(local.videoMuted ? 'shortcuts.said.camOn' : 'shortcuts.said.camOff'));
+        void controller.toggleCamera();
+        return;
+      case 'hand':
+        setSaid(t(handUp ? 'shortcuts.said.handDown' : 'shortcuts.said.handUp'));
+        controller.raiseHand(!handUp);
+        return;
+      case 'help':
+        setShortcutsOpen(true);
+        return;
+      default:
+        if (panel === action) closePanel();
+        else setPanel(action);
+    }
+  };
+  const onShortcut = useRef(runShortcut);
+  onShortcut.current = runShortcut;
+  useEffect(() => {
+    const pressed = (e: KeyboardEvent) => {
+      if (shortcutsOpen || e.defaultPrevented) return;
+      const action = shortcutAction(e, shortcutsOn);
+      if (!action) return;
+      e.preventDefault();
+      onShortcut.current(action);
+    };
+    document.addEventListener('keydown', pressed);
+    return () => document.removeEventListener('keydown', pressed);
+  }, [shortcutsOn, shortcutsOpen]);
+  const keyOf = (action: ShortcutAction) => (shortcutsOn ? shortcutKey(action) : undefined);
+
   // Tell the server which videos are on screen and how large (it forwards only those): after
   // every render, and when the window is resized or the filmstrip scrolled.
   const reportVideos = () => {
@@ -238,6 +287,18 @@ export function Room({ controller, snap }: { controller: MeetingController; snap
 
   return (
     <div className={`room${panel ? ' with-panel' : ''}`} data-testid="meeting-room">
+      <div className="sr-only" role="status" aria-live="polite" data-testid="shortcut-said">
+        {said}
+      </div>
+      <ShortcutsDialog
+        open={shortcutsOpen}
+        onClose={() => setShortcutsOpen(false)}
+        enabled={shortcutsOn}
+        onEnabled={(on) => {
+          setShortcutsOn(on);
+          setShortcutsEnabled(on);
+        }}
+      />
       <header className="room-top">
         <div className="room-title">
           <h1 data-testid="room-title">{meeting.title}</h1>
@@ -264,6 +325,17 @@ export function Room({ controller, snap }: { controller: MeetingController; snap
           <span className="count">
             {room.participants.length === 1 ? t('room.participantsOne') : t('room.participantsCount', { n: room.participants.length })}
           </span>
+          <button
+            type="button"
+            className="header-icon-btn"
+            onClick={() => setShortcutsOpen(true)}
+            aria-label={t('shortcuts.open')}
+            title={t('shortcuts.open')}
+            aria-keyshortcuts={keyOf('help')}
+            data-testid="shortcuts-button"
+          >
+            <KeyboardIcon width={18} height={18} />
+          </button>
           <LangSwitch dark />
         </div>
       </header>
@@ -415,6 +487,7 @@ export function Room({ controller, snap }: { controller: MeetingController; snap
             off={local.audioMuted}
             disabled={micLocked && local.audioMuted}
             onClick={() => void controller.toggleMicrophone()}
+            shortcut={keyOf('mic')}
             testId="mic-toggle"
             pressed={!local.audioMuted}
           >
@@ -425,6 +498,7 @@ export function Room({ controller, snap }: { controller: MeetingController; snap
             short={t('room.camera')}
             off={local.videoMuted}
             onClick={() => void controller.toggleCamera()}
+            shortcut={keyOf('camera')}
             testId="camera-toggle"
             pressed={!local.videoMuted}
           >
@@ -435,6 +509,7 @@ export function Room({ controller, snap }: { controller: MeetingController; snap
             short={t('hands.short')}
             active={handUp}
             onClick={() => controller.raiseHand(!handUp)}
+            shortcut={keyOf('hand')}
             testId="hand-toggle"
             pressed={handUp}
           >
@@ -460,6 +535,7 @@ export function Room({ controller, snap }: { controller: MeetingController; snap
             short={t('room.chat')}
             active={panel === 'chat'}
             onClick={() => toggle('chat')}
+            shortcut={keyOf('chat')}
             testId="chat-toggle"
             pressed={panel === 'chat'}
             badge={unread || undefined}
@@ -475,6 +551,7 @@ export function Room({ controller, snap }: { controller: MeetingController; snap
             short={t('room.participants')}
             active={panel === 'people'}
             onClick={() => toggle('people')}
+            shortcut={keyOf('people')}
             testId="people-toggle"
             pressed={panel === 'people'}
             buttonRef={(b) => {
@@ -491,6 +568,7 @@ export function Room({ controller, snap }: { controller: MeetingController; snap
             short={t('room.security')}
             active={panel === 'security'}
             onClick={() => toggle('security')}
+            shortcut={keyOf('security')}
             testId="security-toggle"
             pressed={panel === 'security'}
             buttonRef={(b) => {
@@ -532,6 +610,7 @@ function ToolButton({
   badgeTestId,
   badgeLabel,
   buttonRef,
+  shortcut,
 }: {
   children: React.ReactNode;
   label: string;
@@ -547,6 +626,8 @@ function ToolButton({
   /** What the badge counts, for screen readers ("3 unread"); read after the label. */
   badgeLabel?: string;
   buttonRef?: React.Ref<HTMLButtonElement>;
+  /** Its keyboard shortcut, while shortcuts are on (`aria-keyshortcuts`, and in the tooltip). */
+  shortcut?: string;
 }) {
   return (
     <button
@@ -557,7 +638,8 @@ function ToolButton({
       disabled={disabled}
       aria-label={badge !== undefined && badgeLabel ? `${label}, ${badgeLabel}` : label}
       aria-pressed={pressed}
-      title={label}
+      aria-keyshortcuts={shortcut}
+      title={shortcut ? `${label} (${shortcut})` : label}
       data-testid={testId}
     >
       <span className="tool-icon">{children}</span>
