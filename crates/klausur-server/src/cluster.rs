@@ -79,8 +79,8 @@ pub struct ClusterNode {
     keepers: std::sync::atomic::AtomicUsize,
     /// Whether the last heartbeat was written (for monitoring; false before the first one).
     heartbeat_ok: std::sync::atomic::AtomicBool,
-    /// Whether a heartbeat was tried yet (the first failure is logged, not only a change).
-    beaten: std::sync::atomic::AtomicBool,
+    /// Whether the last heartbeat failed (an outage is logged once, and its end).
+    failing: std::sync::atomic::AtomicBool,
     /// Set by [`ClusterNode::drain`]: published with every heartbeat.
     draining: std::sync::atomic::AtomicBool,
 }
@@ -124,7 +124,7 @@ impl ClusterNode {
             leaving: tokio::sync::Mutex::new(false),
             keepers: std::sync::atomic::AtomicUsize::new(0),
             heartbeat_ok: std::sync::atomic::AtomicBool::new(false),
-            beaten: std::sync::atomic::AtomicBool::new(false),
+            failing: std::sync::atomic::AtomicBool::new(false),
             draining: std::sync::atomic::AtomicBool::new(false),
         }))
     }
@@ -288,19 +288,19 @@ impl ClusterNode {
         }
         let written = self.cluster.heartbeat(load).await;
         drop(leaving);
-        let was_ok = self.heartbeat_ok.swap(written.is_ok(), Ordering::AcqRel);
+        self.heartbeat_ok.store(written.is_ok(), Ordering::Relaxed);
+        let was_failing = self.failing.swap(written.is_err(), Ordering::AcqRel);
         match written {
-            Ok(()) if !was_ok && self.beaten.swap(true, Ordering::AcqRel) => {
+            Ok(()) if was_failing => {
                 tracing::info!(redis = %self.config.redis_summary, "heartbeat written again");
             }
-            Ok(()) => {}
-            Err(e) if was_ok || !self.beaten.swap(true, Ordering::AcqRel) => {
+            Err(e) if !was_failing => {
                 tracing::error!(
                     redis = %self.config.redis_summary,
                     "cannot write this node's heartbeat: {e}"
                 );
             }
-            Err(_) => {}
+            _ => {}
         }
         true
     }

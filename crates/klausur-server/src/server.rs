@@ -509,7 +509,9 @@ async fn drain(state: &AppState, calls: Option<&klausur_sip::driver::sip::SipCal
         meetings,
         calls = active_calls,
         limit_s = limit.as_secs(),
-        "draining: no new meetings here; stopping when the running ones have ended"
+        in_cluster = state.cluster.is_some(),
+        "draining: stopping when the running meetings have ended (a node of a cluster takes no \
+         new ones meanwhile)"
     );
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     loop {
