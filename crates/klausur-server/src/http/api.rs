@@ -148,6 +148,8 @@ async fn healthz() -> &'static str {
 #[derive(Serialize)]
 struct ServerStatus {
     meetings_running: usize,
+    /// Stopped with a drain time, the server lets its meetings finish before it stops.
+    draining: bool,
     connections: usize,
     rooms: usize,
     peers: usize,
@@ -184,6 +186,7 @@ async fn server_status(State(state): State<AppState>, Admin(_): Admin) -> Json<S
     let media = crate::media::MediaStats::total(&workers);
     Json(ServerStatus {
         meetings_running: state.registry.running(),
+        draining: state.registry.draining(),
         connections: state.connections.len(),
         rooms: media.rooms,
         peers: media.peers,

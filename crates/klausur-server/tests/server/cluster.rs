@@ -911,6 +911,16 @@ async fn a_draining_node_lets_its_meeting_finish_and_places_new_ones_elsewhere()
         metric(nodes.base(owner), "klausur_draining").await,
         Some(1.0)
     );
+    let (http, _) = login(nodes.base(owner), "root").await;
+    let status: Value = http
+        .get(format!("{}/api/status", nodes.base(owner)))
+        .send()
+        .await
+        .expect("status")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(status["draining"], true, "{status}");
     assert_eq!(
         metric(nodes.base(other), "klausur_draining").await,
         Some(0.0)
