@@ -13,6 +13,7 @@ import {
   expectAudioVideoFrom,
   expectInRoom,
   inviteGuest,
+  joinByInvitation,
   openPanel,
   organiserJoins,
   passPrejoin,
@@ -199,9 +200,7 @@ test('every page passes the WCAG A and AA rules axe-core checks, in German and E
   const organiserId = await selfId(ap);
 
   const guest = await person(browser, server.baseURL, 'Greta Gast');
-  await guest.page.goto(link);
-  await passPrejoin(guest.page, { expectTitle: TITLE, expectInvitee: 'Greta Gast' });
-  await expectInRoom(guest.page);
+  await joinByInvitation(guest.page, link, { expectTitle: TITLE, expectInvitee: 'Greta Gast' });
   await expectAudioVideoFrom(guest.page, organiserId);
   await expectAccessible(guest.page, 'the room with two participants');
   for (const panel of ['chat', 'people', 'security'] as const) {
@@ -305,9 +304,7 @@ test('keyboard shortcuts mute, stop the camera, raise a hand and open panels, ar
   await organiserJoins(a.page, TITLE);
   const kim = await person(browser, server.baseURL, 'Kim Tastatur');
   const k = kim.page;
-  await k.goto(link);
-  await passPrejoin(k, { expectTitle: TITLE, expectInvitee: 'Kim Tastatur' });
-  await expectInRoom(k);
+  await joinByInvitation(k, link, { expectTitle: TITLE, expectInvitee: 'Kim Tastatur' });
   const kimId = await selfId(k);
   const kimOnA = a.page.locator(`[data-testid="video-tile"][data-participant-id="${kimId}"]`);
   await expect(kimOnA).toBeVisible();
@@ -452,9 +449,7 @@ test('a council member on a phone joins by touch: the pages fit the screen uprig
     ...devices['Galaxy Tab S4'],
     viewport: { width: 1138, height: 712 },
   });
-  await tablet.page.goto(tabletLink);
-  await passPrejoin(tablet.page, { expectTitle: TITLE, expectInvitee: 'Tom Tablet' });
-  await expectInRoom(tablet.page);
+  await joinByInvitation(tablet.page, tabletLink, { expectTitle: TITLE, expectInvitee: 'Tom Tablet' });
   await openPanel(tablet.page, 'chat');
   await expect.poll(() => outsideWindow(tablet.page, [...controls, 'chat-side-panel'])).toEqual({ overflowX: 0, outside: [] });
   await expect(tablet.page.locator(`[data-testid="video-tile"][data-participant-id="${organiserId}"] video`)).toBeVisible();

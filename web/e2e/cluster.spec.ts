@@ -9,7 +9,15 @@ import { join } from 'node:path';
 import { CLUSTER_PASSWORD, startCluster, type KlausurCluster } from './cluster';
 import { expect, newPerson, signIn, test, watchJoins, type Watched } from './fixtures';
 import { SERVER_LOGS_DIR } from './log-secrets';
-import { createMeeting, expectEncryptedCall, expectInRoom, expectJoinedAgain, inviteGuest, organiserJoins, passPrejoin } from './helpers';
+import {
+  createMeeting,
+  expectEncryptedCall,
+  expectInRoom,
+  expectJoinedAgain,
+  inviteGuest,
+  joinByInvitation,
+  organiserJoins,
+} from './helpers';
 
 // The cluster's processes are this file's own; one test, so started once.
 let cluster: KlausurCluster | null = null;
@@ -100,9 +108,7 @@ test('SIGKILL to the node that runs a meeting of three browsers: all three are b
   const guests: Watched[] = [];
   for (const [i, name] of ['Rita Revision', 'Gustav Gast'].entries()) {
     const g = await person(browser, name);
-    await g.page.goto(links[i]);
-    await passPrejoin(g.page, { expectTitle: title, expectInvitee: name });
-    await expectInRoom(g.page);
+    await joinByInvitation(g.page, links[i], { expectTitle: title, expectInvitee: name });
     guests.push(g);
   }
   const everyone = [ada, ...guests];

@@ -12,6 +12,7 @@ import {
   expectAudioVideoFrom,
   expectInRoom,
   inviteGuest,
+  joinByInvitation,
   login,
   passPrejoin,
   selfId,
@@ -67,9 +68,7 @@ test('the client works under the strict policy without a single violation', asyn
     await passPrejoin(a, { expectTitle: 'Sitzung unter CSP' });
     await expectInRoom(a);
 
-    await guest.page.goto(link);
-    await passPrejoin(guest.page, { expectInvitee: 'Gast Carla' });
-    await expectInRoom(guest.page);
+    await joinByInvitation(guest.page, link, { expectInvitee: 'Gast Carla' });
 
     const [adminId, guestId] = [await selfId(a), await selfId(guest.page)];
     await expectAudioVideoFrom(a, guestId);

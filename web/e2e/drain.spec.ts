@@ -6,7 +6,15 @@
 import type { Browser } from '@playwright/test';
 import { expectAccessible } from './axe';
 import { closedAfterEach, expect, newPerson, type Person, signIn, test, type Watched, watchJoins } from './fixtures';
-import { createMeeting, expectAudioVideoFrom, expectEncryptedCall, expectJoinedAgain, expectInRoom, inviteGuest, organiserJoins, passPrejoin } from './helpers';
+import {
+  createMeeting,
+  expectAudioVideoFrom,
+  expectEncryptedCall,
+  expectJoinedAgain,
+  inviteGuest,
+  joinByInvitation,
+  organiserJoins,
+} from './helpers';
 
 const DRAIN_SECONDS = 15;
 
@@ -34,9 +42,7 @@ test('a server stopped for maintenance lets the meeting go on, shows by when it 
   await organiserJoins(a, title);
   const rita = await person(browser, server.baseURL, 'Rita Revision');
   const r = rita.page;
-  await r.goto(link);
-  await passPrejoin(r, { expectTitle: title, expectInvitee: 'Rita Revision' });
-  await expectInRoom(r);
+  await joinByInvitation(r, link, { expectTitle: title, expectInvitee: 'Rita Revision' });
   const before = await expectEncryptedCall([a, r]);
   for (const p of [a, r]) await expect(p.getByTestId('maintenance-banner')).toHaveCount(0);
 

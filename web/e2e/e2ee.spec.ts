@@ -13,6 +13,7 @@ import {
   expectAudioVideoFrom,
   expectInRoom,
   inviteGuest,
+  joinByInvitation,
   openPanel,
   organiserJoins,
   passPrejoin,
@@ -385,9 +386,7 @@ test('an answer slow to come (a congested link) is waited for, not overtaken by 
       else ws.send(m);
     });
   });
-  await erika.page.goto(links[ERIKA]);
-  await passPrejoin(erika.page, { expectTitle: TITLE, expectInvitee: ERIKA });
-  await expectInRoom(erika.page);
+  await joinByInvitation(erika.page, links[ERIKA], { expectTitle: TITLE, expectInvitee: ERIKA });
   await expect
     .poll(() => warnings.some((w) => w.includes('still waiting')), { timeout: 20_000, message: 'the answer is called slow' })
     .toBe(true);

@@ -71,6 +71,14 @@ export async function passPrejoin(page: Page, opts: { name?: string; expectTitle
   await page.getByTestId('join-button').click();
 }
 
+/** Opens an invitation `link`, checks the invitee's name (and the title) before joining, joins
+ * and waits until the page is in the room. */
+export async function joinByInvitation(page: Page, link: string, opts: { expectTitle?: string; expectInvitee: string }): Promise<void> {
+  await page.goto(link);
+  await passPrejoin(page, opts);
+  await expectInRoom(page);
+}
+
 /** On the meeting detail page: the organiser joins their meeting `title`; returns their
  * participant id once in the room. */
 export async function organiserJoins(page: Page, title: string): Promise<string> {

@@ -12,6 +12,7 @@ import {
   expectAudioVideoFrom,
   expectInRoom,
   inviteGuest,
+  joinByInvitation,
   mediaRising,
   openPanel,
   organiserJoins,
@@ -118,9 +119,7 @@ async function meetingWithInvitations(
 async function guestJoins(browser: Browser, baseURL: string, name: string, link: string, relays?: WebSocketRoute[]): Promise<Joined> {
   const p = await person(browser, baseURL, name);
   if (relays) await relaySignaling(p.page, relays);
-  await p.page.goto(link);
-  await passPrejoin(p.page, { expectTitle: TITLE, expectInvitee: name });
-  await expectInRoom(p.page);
+  await joinByInvitation(p.page, link, { expectTitle: TITLE, expectInvitee: name });
   return { ...p, id: await selfId(p.page), link };
 }
 

@@ -30,7 +30,19 @@ import { chromium, type Browser, type Page } from '@playwright/test';
 import { chromiumArgs } from '../playwright.config';
 import { busyVideoPath } from './canary';
 import { expect, firstAdminLogin, newPerson, signIn, test, ADMIN_PASSWORD, type Person } from './fixtures';
-import { commonSecurityCode, createMeeting, expectAudioVideoFrom, expectInRoom, inviteGuest, openPanel, organiserJoins, passPrejoin, selfId, stats } from './helpers';
+import {
+  commonSecurityCode,
+  createMeeting,
+  expectAudioVideoFrom,
+  expectInRoom,
+  inviteGuest,
+  joinByInvitation,
+  openPanel,
+  organiserJoins,
+  passPrejoin,
+  selfId,
+  stats,
+} from './helpers';
 import { recordSecret, SERVER_LOGS_DIR, useOutputDir } from './log-secrets';
 import { createNetns, downlinkCounters, DROP_UDP, impairedUdp, limitDownlink, netnsAvailable, onlyTcpTo, ruleCounters, type Netns } from './netns';
 import { startServer, type KlausurServer, type ServerOptions } from './server';
@@ -99,9 +111,7 @@ async function guestJoins(browser: Browser, baseURL: string, name: string, link:
   const g = await newPerson(browser, baseURL, name);
   cleanups.push(() => g.context.close());
   await g.page.addInitScript(recordIceStates);
-  await g.page.goto(link);
-  await passPrejoin(g.page, { expectTitle: TITLE, expectInvitee: name });
-  await expectInRoom(g.page);
+  await joinByInvitation(g.page, link, { expectTitle: TITLE, expectInvitee: name });
   return { ...g, id: await selfId(g.page) };
 }
 

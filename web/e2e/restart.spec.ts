@@ -13,6 +13,7 @@ import {
   expectInRoom,
   expectJoinedAgain,
   inviteGuest,
+  joinByInvitation,
   openPanel,
   organiserJoins,
   passPrejoin,
@@ -73,9 +74,7 @@ async function threeInAMeeting(browser: Browser, baseURL: string, adminPassword:
 
   const rita = await person(browser, baseURL, 'Rita Revision');
   const r = rita.page;
-  await r.goto(link);
-  await passPrejoin(r, { expectTitle: title, expectInvitee: 'Rita Revision' });
-  await expectInRoom(r);
+  await joinByInvitation(r, link, { expectTitle: title, expectInvitee: 'Rita Revision' });
 
   // Lars has no invitation: he waits in the lobby and the organiser lets him in.
   const lars = await person(browser, baseURL, 'Lars Lobby');
@@ -191,9 +190,7 @@ test('a participant whose media connection fails while signaling works gets back
   await organiserJoins(a, title);
   const rita = await person(browser, server.baseURL, 'Rita Revision');
   const r = rita.page;
-  await r.goto(link);
-  await passPrejoin(r, { expectTitle: title, expectInvitee: 'Rita Revision' });
-  await expectInRoom(r);
+  await joinByInvitation(r, link, { expectTitle: title, expectInvitee: 'Rita Revision' });
 
   const before = await selfId(r);
   await expectAudioVideoFrom(a, before);
@@ -224,9 +221,7 @@ test('a media worker that fails is restarted: the participants of its meeting ar
   await organiserJoins(a, title);
   const wanda = await person(browser, server.baseURL, 'Wanda Werkstatt');
   const w = wanda.page;
-  await w.goto(link);
-  await passPrejoin(w, { expectTitle: title, expectInvitee: 'Wanda Werkstatt' });
-  await expectInRoom(w);
+  await joinByInvitation(w, link, { expectTitle: title, expectInvitee: 'Wanda Werkstatt' });
   const [adminBefore, wandaBefore] = [admin.joinedAs[0], wanda.joinedAs[0]];
   expect([await selfId(a), await selfId(w)]).toEqual([adminBefore, wandaBefore]);
   await expectAudioVideoFrom(a, wandaBefore);

@@ -170,15 +170,7 @@ impl Nodes {
                 out.push(None);
                 continue;
             }
-            let (http, _) = login(&node.base, "root").await;
-            let v: Value = http
-                .get(format!("{}/api/status", node.base))
-                .send()
-                .await
-                .expect("status")
-                .json()
-                .await
-                .expect("json");
+            let v = get_json(&node.base, "root", "/api/status").await;
             let id = v["node"].as_str().expect("node id").to_string();
             out.push(Some((
                 id,
@@ -342,6 +334,18 @@ async fn meeting_with(base: &str, body: Value, names: &[&str]) -> (Value, Vec<Va
 }
 
 /// Pumps `clients` until every one is in the group with the same security code.
+/// `GET path` at `base` as `user` (Ada, staff, or Root, administrator): the JSON answer.
+async fn get_json(base: &str, user: &str, path: &str) -> Value {
+    let (http, _) = login(base, user).await;
+    http.get(format!("{base}{path}"))
+        .send()
+        .await
+        .expect("request")
+        .json()
+        .await
+        .expect("json")
+}
+
 /// A client joining `meeting` at `base` with the invitation `token`, once it is in the meeting's
 /// encrypted group (`what` names it if it is not, in time).
 async fn in_group_at(base: &str, meeting: &str, token: &str, id: u64, what: &str) -> Client {
@@ -547,15 +551,7 @@ async fn a_killed_node_s_meeting_is_back_on_another_node_within_ten_seconds() {
     let now_owner = nodes.owner_of_the_one_meeting().await;
     assert_ne!(now_owner, owner);
     // Nothing stored was lost: the meeting and its three invitations are there.
-    let (http, _) = login(nodes.base(entry), "ada").await;
-    let meeting: Value = http
-        .get(format!("{}/api/meetings/{id}", nodes.base(entry)))
-        .send()
-        .await
-        .expect("meeting")
-        .json()
-        .await
-        .expect("json");
+    let meeting = get_json(nodes.base(entry), "ada", &format!("/api/meetings/{id}")).await;
     assert_eq!(meeting["title"], "Council", "{meeting}");
     eprintln!("back in the meeting {took:?} after the kill, attempts {attempts:?}");
 }
@@ -911,15 +907,7 @@ async fn a_draining_node_lets_its_meeting_finish_and_places_new_ones_elsewhere()
         metric(nodes.base(owner), "klausur_draining").await,
         Some(1.0)
     );
-    let (http, _) = login(nodes.base(owner), "root").await;
-    let status: Value = http
-        .get(format!("{}/api/status", nodes.base(owner)))
-        .send()
-        .await
-        .expect("status")
-        .json()
-        .await
-        .expect("json");
+    let status = get_json(nodes.base(owner), "root", "/api/status").await;
     assert_eq!(status["draining"], true, "{status}");
     assert_eq!(
         metric(nodes.base(other), "klausur_draining").await,
