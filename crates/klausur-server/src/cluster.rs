@@ -14,8 +14,9 @@
 //!   actor ends, and ends the meeting here ([`MeetingCmd::Shutdown`]: participants join again
 //!   through placement) when the lease is lost: taken over, or not confirmed in time.
 //!
-//! - [`ClusterNode::drain`] marks the node as draining (taken out of service, its meetings let
-//!   finish): from its next heartbeat, written at once, new meetings go to other nodes.
+//! - [`ClusterNode::drain`] publishes at once that the node drains (taken out of service, its
+//!   meetings let finish: what the registry says since `announce_maintenance`), so new
+//!   meetings go to other nodes; every heartbeat says so from then on.
 //!
 //! - [`ClusterNode::share_ticket`] and [`ClusterNode::shared_ticket`] hand a telephone call's
 //!   ticket from the node whose gateway took the call to the node that runs its meeting.
@@ -81,8 +82,6 @@ pub struct ClusterNode {
     heartbeat_ok: std::sync::atomic::AtomicBool,
     /// Whether the last heartbeat failed (an outage is logged once, and its end).
     failing: std::sync::atomic::AtomicBool,
-    /// Set by [`ClusterNode::drain`]: published with every heartbeat.
-    draining: std::sync::atomic::AtomicBool,
 }
 
 impl ClusterNode {
@@ -125,7 +124,6 @@ impl ClusterNode {
             keepers: std::sync::atomic::AtomicUsize::new(0),
             heartbeat_ok: std::sync::atomic::AtomicBool::new(false),
             failing: std::sync::atomic::AtomicBool::new(false),
-            draining: std::sync::atomic::AtomicBool::new(false),
         }))
     }
 
@@ -280,7 +278,7 @@ impl ClusterNode {
             meetings: u32::try_from(registry.running()).unwrap_or(u32::MAX),
             participants: u32::try_from(peers).unwrap_or(u32::MAX),
             capacity: self.config.capacity,
-            draining: self.draining.load(Ordering::Acquire),
+            draining: registry.draining(),
         };
         let leaving = self.leaving.lock().await;
         if *leaving {
@@ -305,11 +303,11 @@ impl ClusterNode {
         true
     }
 
-    /// This node is being taken out of service: from its next heartbeat on (written now) it
-    /// gets no new meeting while another node takes them; the meetings it runs stay.
+    /// This node is being taken out of service (`registry` drains: call it after
+    /// [`Registry::announce_maintenance`]): writes a heartbeat now that says so, instead of
+    /// waiting for the next, so that it gets no new meeting while another node takes them; the
+    /// meetings it runs stay.
     pub async fn drain(&self, registry: &Registry, media: &MediaHandle) {
-        self.draining
-            .store(true, std::sync::atomic::Ordering::Release);
         self.beat(registry, media).await;
     }
 

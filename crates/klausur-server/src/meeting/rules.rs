@@ -536,14 +536,8 @@ impl Meeting {
             Input::Shutdown => self.shutdown(now),
             Input::Maintenance { at } => {
                 self.maintenance = Some(at);
-                let everyone: Vec<PeerId> = self
-                    .members
-                    .keys()
-                    .chain(self.lobby.keys())
-                    .copied()
-                    .collect();
-                for peer in everyone {
-                    self.tell_maintenance(now, peer);
+                if let Some(notice) = self.maintenance_notice(now) {
+                    self.tell_everyone(notice);
                 }
             }
             Input::MediaAdded { .. } | Input::GuestPass { .. } | Input::Policy { .. } => {}
@@ -783,12 +777,20 @@ impl Meeting {
         self.tell(peer, Refusal(code, message).into());
     }
 
+    /// When the server stops at the latest, seen at `now`, if it is being taken out of service.
+    fn maintenance_notice(&self, now: Now) -> Option<ServerMsg> {
+        let left = self
+            .maintenance?
+            .saturating_duration_since(now.mono)
+            .as_millis();
+        let in_ms = u64::try_from(left).unwrap_or(u64::MAX);
+        Some(ServerMsg::Maintenance { in_ms })
+    }
+
     /// Tells `peer` when the server stops at the latest, if it is being taken out of service.
     fn tell_maintenance(&mut self, now: Now, peer: PeerId) {
-        if let Some(at) = self.maintenance {
-            let left = at.saturating_duration_since(now.mono).as_millis();
-            let in_ms = u64::try_from(left).unwrap_or(u64::MAX);
-            self.send(peer, ServerMsg::Maintenance { in_ms });
+        if let Some(notice) = self.maintenance_notice(now) {
+            self.send(peer, notice);
         }
     }
 
