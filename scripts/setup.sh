@@ -2,7 +2,8 @@
 # Installs what building and testing klausur needs and is missing on a Debian machine with
 # Rust, Node.js/npm and apt: cmake (libopus is built from source for the dial-in gateway),
 # for the tests Debian's Chromium, the SIP peers sipp (sip-tester) and baresip, nftables (a
-# browser in a network namespace whose UDP is dropped), coturn (a TURN server), PostgreSQL
+# browser in a network namespace whose UDP is dropped), coturn (a TURN server), Squid (a web
+# proxy in front of such a browser), PostgreSQL
 # (the store's tests start a throwaway cluster of their own), Redis (the cluster's tests
 # start their own redis-server), HAProxy (the load balancer in front of the browser tests'
 # cluster, web/e2e/cluster.ts), Prometheus (scrapes the server's /metrics in a test), and the
@@ -28,6 +29,8 @@ if [ "$want_browser" = "--with-browser" ]; then
     command -v baresip >/dev/null || missing+=(baresip)
     command -v nft >/dev/null || missing+=(nftables)
     command -v turnserver >/dev/null || missing+=(coturn)
+    # A town hall's web proxy in front of a browser (e2e/network.spec.ts).
+    [ -x /usr/sbin/squid ] || command -v squid >/dev/null || missing+=(squid)
     # The server binaries (initdb, postgres); pg_config alone may come from libpq-dev.
     compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || missing+=(postgresql)
     command -v redis-server >/dev/null || missing+=(redis-server)
@@ -48,10 +51,10 @@ if [ ${#missing[@]} -gt 0 ]; then
     fi
     as_root apt-get update -qq
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
-    # The tests start their own coturn, redis-server, haproxy and prometheus; the packages'
+    # The tests start their own coturn, redis-server, haproxy, prometheus and squid; the packages'
     # system services are not wanted running (without systemd, a policy-rc.d that denies
     # starts usually kept them off; the init script stops one that was started anyway).
-    for service in coturn redis-server haproxy prometheus prometheus-node-exporter; do
+    for service in coturn redis-server haproxy prometheus prometheus-node-exporter squid; do
         [[ " ${missing[*]} " == *" ${service%-node-exporter} "* ]] || continue
         if command -v systemctl >/dev/null && [ -d /run/systemd/system ]; then
             as_root systemctl disable --now "$service" >/dev/null 2>&1 || true

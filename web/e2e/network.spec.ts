@@ -22,9 +22,6 @@
 //   windows; after the impairment ends, the video runs at its earlier frame rate within 2 s.
 // - Joining through a 300 kbit/s downlink: the client's scripts arrive compressed, and the guest
 //   gets into the encrypted group and receives the meeting (the join's steps are printed).
-import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chromium, type Browser, type Page } from '@playwright/test';
 import { chromiumArgs } from '../playwright.config';
@@ -46,6 +43,8 @@ import {
 import { recordSecret, SERVER_LOGS_DIR, useOutputDir } from './log-secrets';
 import { createNetns, downlinkCounters, DROP_UDP, impairedUdp, limitDownlink, netnsAvailable, onlyTcpTo, ruleCounters, type Netns } from './netns';
 import { startServer, type KlausurServer, type ServerOptions } from './server';
+import { startSquid } from './squid';
+import { startCoturn, turnConfig } from './turn';
 
 const TITLE = 'Sprechstunde Bürgeramt';
 
@@ -223,64 +222,11 @@ test('negative control: with the server’s TCP candidate off, a browser without
 });
 
 
-/** Debian's coturn on `ip` with TURN over TLS on port 443 only (no UDP, no plain TCP listener;
- * relays over UDP to `peer` only), checking TURN REST API credentials with `secret`. */
-interface Coturn {
-  log(): string;
-  stop(): Promise<void>;
-}
-
-async function startCoturn(ip: string, peer: string, secret: string): Promise<Coturn> {
-  const dir = mkdtempSync(join(tmpdir(), 'kztcp-turn-'));
-  const cert = join(dir, 'cert.pem');
-  const key = join(dir, 'key.pem');
-  execFileSync('openssl', [
-    'req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-days', '1',
-    '-subj', `/CN=${ip}`, '-addext', `subjectAltName=IP:${ip}`, '-keyout', key, '-out', cert,
-  ], { stdio: 'ignore' });
-  const logFile = join(dir, 'turn.log');
-  const child: ChildProcess = spawn('turnserver', [
-    '-n', '--no-cli', '--fingerprint', '--no-udp', '--no-dtls', '--no-tcp',
-    '--listening-ip', ip, '--relay-ip', ip, '--external-ip', ip,
-    '--tls-listening-port', '443', '--listening-port', '3478',
-    '--cert', cert, '--pkey', key,
-    '--use-auth-secret', '--static-auth-secret', secret, '--realm', 'klausur.test',
-    `--allowed-peer-ip=${peer}`, '--denied-peer-ip=0.0.0.0-255.255.255.255',
-    '--userdb', join(dir, 'turndb'), '--pidfile', join(dir, 'turn.pid'),
-    '--log-file', logFile, '--simple-log', '--no-stdout-log', '--verbose',
-  ], { stdio: 'ignore' });
-  let exited = false;
-  child.on('exit', () => (exited = true));
-  const log = () => (existsSync(logFile) ? readFileSync(logFile, 'utf8') : '');
-  // Ready when it listens on 443 (its log says so).
-  await expect
-    .poll(() => (exited ? 'exited' : /IPv4\. TLS listener opened on : \S+:443/.test(log()) ? 'listening' : 'starting'), {
-      timeout: 20_000,
-      message: 'coturn listens on 443',
-    })
-    .toBe('listening');
-  return {
-    log,
-    stop: async () => {
-      if (!exited) {
-        child.kill('SIGTERM');
-        for (let i = 0; i < 50 && !exited; i++) await new Promise((r) => setTimeout(r, 100));
-        if (!exited) child.kill('SIGKILL');
-      }
-      rmSync(dir, { recursive: true, force: true });
-    },
-  };
-}
-
 /** A server with `[turn]` pointing at `turns:<ip>:443`, its secret `secret`. */
 async function serverWithTurn(ns: Netns, browser: Browser, outputDir: string, secret: string, own: string): Promise<KlausurServer> {
-  const dir = mkdtempSync(join(tmpdir(), 'kztcp-secret-'));
-  cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
-  const secretFile = join(dir, 'turn-secret');
-  writeFileSync(secretFile, `${secret}\n`, { mode: 0o600 });
-  recordSecret('password', secret);
-  const configToml = `[turn]\nurls = ["turns:${ns.hostIp}:443?transport=tcp"]\nsecret_file = "${secretFile}"\ncredential_minutes = 10\n`;
-  return serverFor(ns, browser, outputDir, { own, configToml });
+  const turn = turnConfig(ns.hostIp, secret);
+  cleanups.push(turn.remove);
+  return serverFor(ns, browser, outputDir, { own, configToml: turn.configToml });
 }
 
 /** The HTTP port of a server's base URL. */
@@ -336,6 +282,63 @@ test('negative control: a TURN server with another secret refuses the credential
   const log = turn.log();
   expect(log).toMatch(new RegExp(`user <\\d+:${guest.id}>: incoming packet message processed, error 401: Unauthorized`));
   expect(log).not.toMatch(/ALLOCATE processed, success/);
+});
+
+test('behind the town hall’s web proxy (nothing out but to Squid), the browser joins and its media runs through the proxy to TURN over TLS, encrypted', async ({ browser }, testInfo) => {
+  const ns = namespace(8, DROP_UDP);
+  const secret = 'turn-rest-secret-for-the-test-8';
+  const server = await serverWithTurn(ns, browser, testInfo.project.outputDir, secret, 'turn-proxy');
+  // The namespace reaches nothing but the proxy: no UDP, no TCP to the server or to TURN.
+  ns.setRules(onlyTcpTo(ns.hostIp, [3128]));
+  const turn = await startCoturn(ns.hostIp, ns.hostIp, secret);
+  cleanups.push(() => turn.stop());
+  // The proxy lets CONNECT through to TURN's 443 and, as the server of this test speaks plain
+  // HTTP on a port of its own, to that port (a city's server answers on 443 with TLS).
+  const squid = await startSquid(ns.hostIp, ns.nsIp, [443, httpPort(server)]);
+  cleanups.push(() => squid.stop());
+  const nsBrowser = await browserFor(server, ns, [...TURN_TLS_ARGS, `--proxy-server=http://${ns.hostIp}:3128`]);
+  const hostBrowser = await browserFor(server, null);
+  const { admin, guest } = await meeting(hostBrowser, nsBrowser, server.baseURL, 'Paula Proxy');
+
+  await test.step('media flows both ways, relayed over TLS, end-to-end encrypted', async () => {
+    await exchangeEncryptedMedia(admin, guest);
+    await expect.poll(() => transport(guest.page)).toEqual({ kind: 'relay', relayProtocol: 'tls' });
+  });
+  await test.step('it all went through the proxy: the pages, the signaling and the tunnel to TURN', async () => {
+    expect(turn.log()).toMatch(new RegExp(`user <\\d+:${guest.id}>: incoming packet ALLOCATE processed, success`));
+    // The browser did try the direct ways (the server's UDP candidate): the namespace stopped them.
+    expect(counted(ns, 'counter packets')).toBeGreaterThan(0);
+    // Squid logs a tunnel when it closes: the guest leaves.
+    await guest.context.close();
+    const port = httpPort(server);
+    const fromGuest = () => squid.requests().filter((r) => r.client === ns.nsIp);
+    await expect
+      .poll(() => fromGuest().filter((r) => r.status === 'TCP_TUNNEL/200' && r.method === 'CONNECT').map((r) => r.url), { timeout: 15_000 })
+      .toEqual(expect.arrayContaining([`${ns.hostIp}:443`, `${ns.hostIp}:${port}`]));
+    expect(fromGuest().some((r) => r.status === 'TCP_MISS/200' && r.method === 'GET' && r.url.startsWith(`http://${ns.hostIp}:${port}/assets/`))).toBe(true);
+  });
+});
+
+test('a web proxy that lets CONNECT through to the media server is enough without TURN: the browser tunnels its media over TCP through it, encrypted', async ({ browser }, testInfo) => {
+  const ns = namespace(9, DROP_UDP);
+  const server = await serverFor(ns, browser, testInfo.project.outputDir, { own: 'ice-tcp-proxy' });
+  ns.setRules(onlyTcpTo(ns.hostIp, [3128]));
+  const mediaPorts = Array.from({ length: server.mediaWorkers }, (_, i) => server.mediaPort + i);
+  const squid = await startSquid(ns.hostIp, ns.nsIp, [httpPort(server), ...mediaPorts]);
+  cleanups.push(() => squid.stop());
+  const nsBrowser = await browserFor(server, ns, [`--proxy-server=http://${ns.hostIp}:3128`]);
+  const hostBrowser = await browserFor(server, null);
+  const { admin, guest } = await meeting(hostBrowser, nsBrowser, server.baseURL, 'Theo Tunnel');
+
+  await test.step('media flows both ways over TCP, end-to-end encrypted', async () => {
+    await exchangeEncryptedMedia(admin, guest);
+    await expect.poll(() => transport(guest.page)).toEqual({ kind: 'tcp', relayProtocol: null });
+  });
+  await test.step('through the proxy: a tunnel to a media port', async () => {
+    await guest.context.close();
+    const tunnels = () => squid.requests().filter((r) => r.client === ns.nsIp && r.status === 'TCP_TUNNEL/200').map((r) => r.url);
+    await expect.poll(() => mediaPorts.some((p) => tunnels().includes(`${ns.hostIp}:${p}`)), { timeout: 15_000 }).toBe(true);
+  });
 });
 
 /** The share of 100 ms windows of `from`'s microphone, over `ms` at `page`, in which the suite's

@@ -1,0 +1,70 @@
+// Debian's coturn as a TURN server reached over TLS on port 443, and the server's `[turn]`
+// configuration for it (e2e/network.spec.ts). Needs root (port 443).
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { expect } from './fixtures';
+import { recordSecret } from './log-secrets';
+
+/** Debian's coturn on `ip` with TURN over TLS on port 443 only (no UDP, no plain TCP listener;
+ * relays over UDP to `peer` only), checking TURN REST API credentials with `secret`. */
+export interface Coturn {
+  log(): string;
+  stop(): Promise<void>;
+}
+
+export async function startCoturn(ip: string, peer: string, secret: string): Promise<Coturn> {
+  const dir = mkdtempSync(join(tmpdir(), 'kztcp-turn-'));
+  const cert = join(dir, 'cert.pem');
+  const key = join(dir, 'key.pem');
+  execFileSync('openssl', [
+    'req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-days', '1',
+    '-subj', `/CN=${ip}`, '-addext', `subjectAltName=IP:${ip}`, '-keyout', key, '-out', cert,
+  ], { stdio: 'ignore' });
+  const logFile = join(dir, 'turn.log');
+  const child: ChildProcess = spawn('turnserver', [
+    '-n', '--no-cli', '--fingerprint', '--no-udp', '--no-dtls', '--no-tcp',
+    '--listening-ip', ip, '--relay-ip', ip, '--external-ip', ip,
+    '--tls-listening-port', '443', '--listening-port', '3478',
+    '--cert', cert, '--pkey', key,
+    '--use-auth-secret', '--static-auth-secret', secret, '--realm', 'klausur.test',
+    `--allowed-peer-ip=${peer}`, '--denied-peer-ip=0.0.0.0-255.255.255.255',
+    '--userdb', join(dir, 'turndb'), '--pidfile', join(dir, 'turn.pid'),
+    '--log-file', logFile, '--simple-log', '--no-stdout-log', '--verbose',
+  ], { stdio: 'ignore' });
+  let exited = false;
+  child.on('exit', () => (exited = true));
+  const log = () => (existsSync(logFile) ? readFileSync(logFile, 'utf8') : '');
+  // Ready when it listens on 443 (its log says so).
+  await expect
+    .poll(() => (exited ? 'exited' : /IPv4\. TLS listener opened on : \S+:443/.test(log()) ? 'listening' : 'starting'), {
+      timeout: 20_000,
+      message: 'coturn listens on 443',
+    })
+    .toBe('listening');
+  return {
+    log,
+    stop: async () => {
+      if (!exited) {
+        child.kill('SIGTERM');
+        for (let i = 0; i < 50 && !exited; i++) await new Promise((r) => setTimeout(r, 100));
+        if (!exited) child.kill('SIGKILL');
+      }
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** The server's `[turn]` section for `turns:<ip>:443`, with `secret` in a file of its own
+ * (`remove` deletes it). */
+export function turnConfig(ip: string, secret: string): { configToml: string; remove(): void } {
+  const dir = mkdtempSync(join(tmpdir(), 'kztcp-secret-'));
+  const secretFile = join(dir, 'turn-secret');
+  writeFileSync(secretFile, `${secret}\n`, { mode: 0o600 });
+  recordSecret('password', secret);
+  return {
+    configToml: `[turn]\nurls = ["turns:${ip}:443?transport=tcp"]\nsecret_file = "${secretFile}"\ncredential_minutes = 10\n`,
+    remove: () => rmSync(dir, { recursive: true, force: true }),
+  };
+}
