@@ -1,7 +1,8 @@
 // End-to-end: the operator stops the server for maintenance with a drain time
 // (`[server] drain_seconds`, here through KLAUSUR_DRAIN_SECONDS): the meeting goes on, every
 // browser in it shows by when it will be interrupted at the latest, and when the drain time is
-// over the browsers are back by themselves on the restarted server, encrypted again. (Without a
+// over the browsers are back by themselves on the restarted server, encrypted again. Someone
+// waiting in the lobby is told on the lobby page. (Without a
 // drain time the same SIGTERM interrupts at once and shows no notice: restart.spec.ts.)
 import type { Browser } from '@playwright/test';
 import { expectAccessible } from './axe';
@@ -14,6 +15,7 @@ import {
   inviteGuest,
   joinByInvitation,
   organiserJoins,
+  passPrejoin,
 } from './helpers';
 
 const DRAIN_SECONDS = 15;
@@ -37,7 +39,7 @@ test('a server stopped for maintenance lets the meeting go on, shows by when it 
   const title = 'Sitzung des Hauptausschusses';
   const admin = await person(browser, server.baseURL, 'admin', { username: 'admin', password: adminPassword });
   const a = admin.page;
-  await createMeeting(a, title, 'strict');
+  const meetingId = await createMeeting(a, title, 'strict');
   const link = await inviteGuest(a, 'Rita Revision');
   await organiserJoins(a, title);
   const rita = await person(browser, server.baseURL, 'Rita Revision');
@@ -45,6 +47,13 @@ test('a server stopped for maintenance lets the meeting go on, shows by when it 
   await joinByInvitation(r, link, { expectTitle: title, expectInvitee: 'Rita Revision' });
   const before = await expectEncryptedCall([a, r]);
   for (const p of [a, r]) await expect(p.getByTestId('maintenance-banner')).toHaveCount(0);
+  // Someone without an invitation waits in the lobby.
+  const lobby = await person(browser, server.baseURL, 'Lutz Lobby');
+  const l = lobby.page;
+  await l.goto(`/m/${encodeURIComponent(meetingId)}`);
+  await passPrejoin(l, { expectTitle: title, name: 'Lutz Lobby' });
+  await expect(l.getByTestId('lobby-page')).toBeVisible();
+  await expect(l.getByTestId('maintenance-banner')).toHaveCount(0);
 
   // The operator stops the server (SIGTERM); it lets the meeting run for the drain time.
   const signalled = Date.now();
@@ -59,6 +68,13 @@ test('a server stopped for maintenance lets the meeting go on, shows by when it 
     await expect(banner).toContainText(/\d\d:\d\d/);
   }
   await expect(a.getByTestId('maintenance-banner')).toContainText('Wartung angekündigt');
+  // The one in the lobby is told too, on the lobby page; then gives up waiting.
+  await expect(l.getByTestId('maintenance-banner')).toBeVisible();
+  expect(Number(await l.getByTestId('maintenance-banner').getAttribute('data-by'))).toBeGreaterThan(signalled);
+  await expect(l.getByTestId('lobby-page')).toBeVisible();
+  await expectAccessible(l, 'the lobby with the maintenance notice');
+  await l.getByTestId('lobby-leave').click();
+  await expect(l.getByTestId('lobby-page')).toHaveCount(0);
   // Meanwhile the meeting goes on: media both ways, nobody reconnecting.
   await expectAudioVideoFrom(a, before.ids[1]);
   await expectAudioVideoFrom(r, before.ids[0]);

@@ -7,6 +7,7 @@ import { useT, type StringKey } from '../../i18n';
 import { Shell } from '../Shell';
 import { Room } from './Room';
 import { ReconnectBanner } from './Reconnecting';
+import { MaintenanceBanner } from './Maintenance';
 
 export function useCall(c: MeetingController) {
   return useSyncExternalStore(c.subscribe, c.getSnapshot);
@@ -31,6 +32,11 @@ export function CallView({ controller, isStaff, onRejoin }: { controller: Meetin
       return (
         <Shell>
           {room.reconnecting && <ReconnectBanner controller={controller} reconnecting={room.reconnecting} />}
+          {room.maintenanceBy !== null && (
+            <div className="lobby-banner">
+              <MaintenanceBanner by={room.maintenanceBy} />
+            </div>
+          )}
           <section className="card narrow center lobby-card" data-testid="lobby-page" aria-live="polite">
             <div className="pulse" aria-hidden="true">
               <span />
