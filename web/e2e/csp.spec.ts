@@ -75,11 +75,12 @@ test('the client works under the strict policy without a single violation', asyn
     await expectAudioVideoFrom(guest.page, adminId);
     // The encrypted group runs (the WebAssembly core in the worker, under 'wasm-unsafe-eval').
     await commonSecurityCode([a, guest.page]);
-    // Served cross-origin isolated (COOP same-origin, COEP require-corp), and nothing the client
-    // loads is refused for it: the meeting above ran with media, worker and WebAssembly.
-    expect(resp?.headers()['cross-origin-embedder-policy']).toBe('require-corp');
-    expect(await a.evaluate(() => self.crossOriginIsolated)).toBe(true);
-    expect(await guest.page.evaluate(() => self.crossOriginIsolated)).toBe(true);
+    // Served with COOP same-origin (no other site's window keeps a handle to the client), and
+    // without an embedder policy: not cross-origin isolated, since Firefox opens no WebRTC
+    // connection through an HTTP proxy from such a page (firefox.spec.ts, behind a web proxy).
+    expect(resp?.headers()['cross-origin-opener-policy']).toBe('same-origin');
+    expect(resp?.headers()['cross-origin-embedder-policy']).toBeUndefined();
+    expect(await a.evaluate(() => self.crossOriginIsolated)).toBe(false);
 
     expect(await violations(a)).toEqual([]);
     expect(await violations(guest.page)).toEqual([]);

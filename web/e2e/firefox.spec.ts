@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import type { Browser as PBrowser, BrowserContext as PContext, Page as PPage } from 'puppeteer-core';
 import { chromiumArgs } from '../playwright.config';
 import { ADMIN_PASSWORD, expect, test } from './fixtures';
-import { createRealAddress, firefoxUnavailable, launchFirefox, type RealAddress } from './firefox';
+import { confinedFirefox, createRealAddress, droppedForConfined, firefoxUnavailable, launchFirefox, onlyTheProxy, proxyPrefs, type RealAddress } from './firefox';
 import {
   changePassword,
   createMeeting,
@@ -24,6 +24,7 @@ import {
 import { recordSecret, SERVER_LOGS_DIR, useOutputDir } from './log-secrets';
 import { findPlaintext, readRecording, type PlainFrame } from './plaintext';
 import { startServer, type KlausurServer } from './server';
+import { startSquid } from './squid';
 import { existsSync, statSync, writeFileSync } from 'node:fs';
 
 const TITLE = 'Gemischte Sitzung';
@@ -83,8 +84,8 @@ async function adminPage(): Promise<Page> {
 
 /** A new Firefox person (own cookies) with one page; `hide` names the script transform away
  * before any page script runs, as a browser without it would be. */
-async function firefoxPage(name: string, opts: { hide?: boolean } = {}): Promise<PPage> {
-  const context = await firefox!.createBrowserContext();
+async function firefoxPage(name: string, opts: { hide?: boolean; browser?: PBrowser } = {}): Promise<PPage> {
+  const context = await (opts.browser ?? firefox!).createBrowserContext();
   contexts.push(context);
   const page = await context.newPage();
   page.on('pageerror', (e) => console.log(`[${name}] page error: ${(e as Error).message}`));
@@ -271,6 +272,51 @@ test('lobby and removal with a Firefox participant: admitted from the lobby, dec
   expect(await ev(ff, () => document.querySelector('[data-testid="ended-page"]')!.getAttribute('data-reason'))).toBe('removed');
   await expect(admin.locator(`[data-testid="video-tile"][data-participant-id="${ffId}"]`)).toHaveCount(0);
   await admin.context().close();
+});
+
+test('behind a web proxy: Firefox that reaches nothing but the proxy joins, and tunnels its encrypted media over TCP through it to the media server', async () => {
+  test.setTimeout(180_000);
+  const ip = addr!.hostIp;
+  const port = Number(new URL(server!.baseURL).port);
+  const mediaPorts = Array.from({ length: server!.mediaWorkers }, (_, i) => server!.mediaPort + i);
+  const cleanups: (() => Promise<unknown> | unknown)[] = [];
+  try {
+    // The proxy takes the host's Firefox (it comes from the host side's address) and lets CONNECT
+    // through to the server's plain-HTTP port (a city's server answers on 443) and its media ports.
+    const squid = await startSquid(ip, ip, [port, ...mediaPorts]);
+    cleanups.push(() => squid.stop());
+    // Firefox as it comes, with the proxy configured, and reaching nothing but the proxy. (With
+    // the server's `cross_origin_isolated` on, this fails: Firefox opens its tunnels and closes
+    // them unused, the page's embedder policy refusing the proxy's answer, and no media flows.)
+    const confined = confinedFirefox(onlyTheProxy(ip));
+    cleanups.push(confined.remove);
+    const proxied = await launchFirefox(ip, proxyPrefs(ip), confined.executablePath);
+    cleanups.push(() => proxied.close());
+
+    const admin = await adminPage();
+    cleanups.push(() => admin.context().close());
+    await createMeeting(admin, TITLE, 'strict');
+    const link = await inviteGuest(admin, 'Paul Proxy');
+    const adminId = await organiserJoins(admin, TITLE);
+    const ff = await firefoxPage('Paul', { browser: proxied });
+    const ffId = await firefoxJoins(ff, link);
+    await equalCodes([admin, ff]);
+    await expectMediaFrom(ff, adminId);
+    await expectAudioVideoFrom(admin, ffId);
+    const transport = await ev(ff, async () => (await (window as unknown as { __klausur?: { transport(): Promise<unknown> } }).__klausur?.transport()) ?? null);
+    expect(transport).toEqual({ kind: 'tcp', relayProtocol: null });
+    // Firefox did try to go direct (UDP to the server's candidate): the rules stopped it.
+    expect(droppedForConfined()).toBeGreaterThan(0);
+    // Squid logs a tunnel when it closes: the guest leaves. The page, its signaling and its
+    // media went through the proxy.
+    await ff.browserContext().close();
+    const tunnels = () => squid.requests().filter((r) => r.status === 'TCP_TUNNEL/200' && r.method === 'CONNECT').map((r) => r.url);
+    await expect.poll(() => mediaPorts.some((p) => tunnels().includes(`${ip}:${p}`)), { timeout: 15_000, message: 'a tunnel to a media port' }).toBe(true);
+    expect(tunnels()).toContain(`${ip}:${port}`);
+    expect(squid.requests().some((r) => r.method === 'GET' && r.url.startsWith(`${server!.baseURL}/assets/`))).toBe(true);
+  } finally {
+    for (const c of cleanups.reverse()) await Promise.resolve(c()).catch((e) => console.log(`cleanup: ${e}`));
+  }
 });
 
 test('simulcast from Firefox: its camera goes out in more than one size, and a Chromium tile gets the size it shows', async () => {

@@ -6,8 +6,14 @@
 // listens on, its peer in a network namespace `kzff<n>` the test creates (only to give the link a
 // carrier). The browsers stay on the host. Plain http on that address is not a secure context, so
 // each browser is told it is one: Firefox by the pref `dom.securecontext.allowlist`, Chromium by
-// `--unsafely-treat-insecure-origin-as-secure`. Needs root and `ip`.
+// `--unsafely-treat-insecure-origin-as-secure`. Needs root and `ip`. A Firefox that is to reach
+// nothing but a web proxy runs as another user (`confinedFirefox`), whose packets the host's
+// nftables rules tell apart: a Firefox in a namespace of its own could not be driven (its
+// WebDriver BiDi port listens on that namespace's loopback).
 import { execFileSync } from 'node:child_process';
+import { chmodSync, chownSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import puppeteer, { type Browser as PBrowser } from 'puppeteer-core';
 
 export const FIREFOX_PATH = process.env.FIREFOX_PATH ?? '/usr/bin/firefox-esr';
@@ -66,17 +72,102 @@ export function createRealAddress(): RealAddress {
   return { name, hostIp, remove };
 }
 
-/** Debian's Firefox ESR, headless, with fake camera and microphone and `host` a secure context. */
-export async function launchFirefox(host: string): Promise<PBrowser> {
+/** Debian's Firefox ESR, headless, with fake camera and microphone and `host` a secure context
+ * (`prefs` added or overriding). */
+export async function launchFirefox(host: string, prefs: Record<string, unknown> = {}, executablePath = FIREFOX_PATH): Promise<PBrowser> {
   return puppeteer.launch({
     browser: 'firefox',
-    executablePath: FIREFOX_PATH,
+    executablePath,
     headless: true,
     extraPrefsFirefox: {
       'media.navigator.streams.fake': true,
       'media.navigator.permission.disabled': true,
       'media.autoplay.default': 0,
       'dom.securecontext.allowlist': host,
+      ...prefs,
     },
   });
+}
+
+/** Firefox's preferences for a web proxy at `proxy`:3128 for every connection, as an
+ * administration sets them by policy. */
+export function proxyPrefs(proxy: string): Record<string, unknown> {
+  return {
+    'network.proxy.type': 1,
+    'network.proxy.http': proxy,
+    'network.proxy.http_port': 3128,
+    'network.proxy.ssl': proxy,
+    'network.proxy.ssl_port': 3128,
+    'network.proxy.no_proxies_on': '',
+  };
+}
+
+/** The user id a confined Firefox runs as (`nobody`): the host's nftables rules can tell its
+ * packets from everyone else's by it (`meta skuid`). */
+export const CONFINED_UID = 65534;
+
+/** A Firefox that runs as `CONFINED_UID`, with the host's rules `rules` (an nftables table named
+ * `kzffconfined`, matching `meta skuid CONFINED_UID`) applied while it runs: the path of a
+ * wrapper to launch it by, and `remove()` to take the rules and the wrapper away. */
+export function confinedFirefox(rules: string): { executablePath: string; remove(): void } {
+  const dir = mkdtempSync(join(tmpdir(), 'kzff-confined-'));
+  chmodSync(dir, 0o755);
+  const home = join(dir, 'home');
+  mkdirSync(home);
+  chownSync(home, CONFINED_UID, CONFINED_UID);
+  const wrapper = join(dir, 'firefox');
+  // puppeteer makes the profile directory (as root) and passes it with --profile.
+  writeFileSync(
+    wrapper,
+    `#!/bin/sh
+prev=""
+for a in "$@"; do
+  [ "$prev" = "--profile" ] && chown -R ${CONFINED_UID}:${CONFINED_UID} "$a"
+  prev="$a"
+done
+export HOME=${home}
+exec setpriv --reuid=${CONFINED_UID} --regid=${CONFINED_UID} --clear-groups ${FIREFOX_PATH} "$@"
+`,
+  );
+  chmodSync(wrapper, 0o755);
+  const del = () => {
+    try {
+      execFileSync('nft', ['delete', 'table', 'inet', 'kzffconfined'], { stdio: 'ignore' });
+    } catch {
+      /* not there */
+    }
+  };
+  del();
+  execFileSync('nft', ['-f', '-'], { input: rules });
+  return {
+    executablePath: wrapper,
+    remove: () => {
+      del();
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** Host rules for a confined Firefox: of its packets, only those to 127.0.0.0/8 and ::1 (its
+ * remote control) and TCP to `proxy`:3128 go out (the host's own addresses are reached over
+ * loopback too, so not the interface but the address decides); other TCP is refused at once,
+ * the rest (UDP) dropped, both counted. */
+export function onlyTheProxy(proxy: string): string {
+  return `
+table inet kzffconfined {
+  chain out {
+    type filter hook output priority 0; policy accept;
+    meta skuid ${CONFINED_UID} ip daddr 127.0.0.0/8 accept
+    meta skuid ${CONFINED_UID} ip6 daddr ::1 accept
+    meta skuid ${CONFINED_UID} ip daddr ${proxy} tcp dport 3128 accept
+    meta skuid ${CONFINED_UID} meta l4proto tcp counter reject with tcp reset
+    meta skuid ${CONFINED_UID} counter drop
+  }
+}`;
+}
+
+/** Packets of the confined Firefox the host's rules refused or dropped so far. */
+export function droppedForConfined(): number {
+  const rules = execFileSync('nft', ['list', 'table', 'inet', 'kzffconfined'], { encoding: 'utf8' });
+  return [...rules.matchAll(/counter packets (\d+)/g)].reduce((n, m) => n + Number(m[1]), 0);
 }

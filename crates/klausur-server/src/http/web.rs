@@ -1,9 +1,11 @@
 //! Serves the built web client (web/dist): files as they are, and index.html for the
 //! client's own routes, with security headers on every response: the Content-Security-Policy,
-//! `nosniff`, no referrer, no framing, cross-origin isolation (`Cross-Origin-Opener-Policy:
-//! same-origin`, `Cross-Origin-Embedder-Policy: require-corp`: no other site's window shares the
-//! client's process or holds a reference to it, and the client loads nothing from elsewhere;
-//! it also gives the encryption worker a fine `performance.now()` for its per-frame figures),
+//! `nosniff`, no referrer, no framing, `Cross-Origin-Opener-Policy: same-origin` (no other
+//! site's window shares the client's browsing context group or holds a reference to it; the
+//! Content-Security-Policy already keeps the client from loading anything from elsewhere), and
+//! with `[server] cross_origin_isolated` also `Cross-Origin-Embedder-Policy: require-corp`
+//! (cross-origin isolation, for a fine `performance.now()` in the encryption worker's figures;
+//! not by default, since Firefox then opens no WebRTC connection through an HTTP proxy),
 //! `Strict-Transport-Security` when the server speaks TLS, and `Cache-Control: no-store` on every API answer (they carry personal data, tokens and
 //! one-time secrets that no browser or proxy cache may keep).
 //!
@@ -174,7 +176,9 @@ pub fn with_static(api: Router<AppState>, config: &Config) -> Router<AppState> {
         ))
         .layer(SetResponseHeaderLayer::overriding(
             header::HeaderName::from_static("cross-origin-embedder-policy"),
-            HeaderValue::from_static("require-corp"),
+            config
+                .cross_origin_isolated
+                .then(|| HeaderValue::from_static("require-corp")),
         ))
 }
 

@@ -1,7 +1,7 @@
 //! Security headers on every answer (issue 19, "HTTP"): the Content-Security-Policy with
 //! `frame-ancestors 'none'`, no framing, `nosniff`, no referrer; `Cache-Control: no-store` on
 //! every API answer, errors included; and no HSTS on plain HTTP (the TLS side is in cli.rs,
-//! `serves_https_with_rustls_and_secure_cookies`).
+//! `serves_https_with_rustls_and_secure_cookies`). The embedder policy only when asked for.
 
 use klausur_store::Role;
 
@@ -61,14 +61,35 @@ async fn every_answer_has_the_security_headers_and_api_answers_are_not_cached() 
             header(resp, "cross-origin-opener-policy").as_deref(),
             Some("same-origin")
         );
-        assert_eq!(
-            header(resp, "cross-origin-embedder-policy").as_deref(),
-            Some("require-corp")
-        );
+        // Not cross-origin isolated by default: Firefox opens no WebRTC connection through an
+        // HTTP proxy from a page with an embedder policy (web/e2e/firefox.spec.ts).
+        assert_eq!(header(resp, "cross-origin-embedder-policy"), None, "{url}");
         assert_eq!(
             header(resp, "strict-transport-security"),
             None,
             "no HSTS over plain HTTP"
+        );
+    }
+}
+
+#[tokio::test]
+async fn cross_origin_isolation_only_when_configured() {
+    for (isolated, expected) in [(false, None), (true, Some("require-corp"))] {
+        let srv = TestServer::start_with(|c| c.cross_origin_isolated = isolated).await;
+        let resp = srv
+            .anonymous()
+            .get(format!("{}/api/meetings", srv.base))
+            .send()
+            .await
+            .expect("answer");
+        assert_eq!(
+            header(&resp, "cross-origin-embedder-policy").as_deref(),
+            expected,
+            "cross_origin_isolated = {isolated}"
+        );
+        assert_eq!(
+            header(&resp, "cross-origin-opener-policy").as_deref(),
+            Some("same-origin")
         );
     }
 }
