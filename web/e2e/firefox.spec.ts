@@ -6,7 +6,7 @@ import { chromium, type Browser, type Page } from '@playwright/test';
 import { join } from 'node:path';
 import type { Browser as PBrowser, BrowserContext as PContext, Page as PPage } from 'puppeteer-core';
 import { chromiumArgs } from '../playwright.config';
-import { ADMIN_PASSWORD, expect, test } from './fixtures';
+import { ADMIN_PASSWORD, expect, firstAdminLogin, signIn, test } from './fixtures';
 import { confinedFirefox, createRealAddress, droppedForConfined, firefoxUnavailable, launchFirefox, onlyTheProxy, proxyPrefs, type RealAddress } from './firefox';
 import {
   changePassword,
@@ -25,6 +25,7 @@ import { recordSecret, SERVER_LOGS_DIR, useOutputDir } from './log-secrets';
 import { findPlaintext, readRecording, type PlainFrame } from './plaintext';
 import { startServer, type KlausurServer } from './server';
 import { startSquid } from './squid';
+import { nameHost, startCoturn, turnConfig } from './turn';
 import { existsSync, statSync, writeFileSync } from 'node:fs';
 
 const TITLE = 'Gemischte Sitzung';
@@ -108,15 +109,16 @@ async function ffVisible(page: PPage, testId: string, timeout = 30_000): Promise
 }
 
 /** A Firefox guest opens the invitation `path` and joins; returns their participant id. */
-async function firefoxJoins(page: PPage, path: string, name?: string): Promise<string> {
-  await firefoxPrejoin(page, path, name);
+async function firefoxJoins(page: PPage, path: string, name?: string, base = server!.baseURL): Promise<string> {
+  await firefoxPrejoin(page, path, name, base);
   await ffVisible(page, 'meeting-room');
   return firefoxSelfId(page);
 }
 
-/** A Firefox person opens `path`, optionally enters `name`, and joins (room or lobby). */
-async function firefoxPrejoin(page: PPage, path: string, name?: string): Promise<void> {
-  await page.goto(server!.baseURL + path);
+/** A Firefox person opens `path` (on the suite's server, or on `base`), optionally enters `name`,
+ * and joins (room or lobby). */
+async function firefoxPrejoin(page: PPage, path: string, name?: string, base = server!.baseURL): Promise<void> {
+  await page.goto(base + path);
   await ffVisible(page, 'prejoin-page');
   await ffVisible(page, 'preview-video'); // the camera preview runs: the call starts with devices
   if (name !== undefined) {
@@ -290,7 +292,7 @@ test('behind a web proxy: Firefox that reaches nothing but the proxy joins, and 
     // them unused, the page's embedder policy refusing the proxy's answer, and no media flows.)
     const confined = confinedFirefox(onlyTheProxy(ip));
     cleanups.push(confined.remove);
-    const proxied = await launchFirefox(ip, proxyPrefs(ip), confined.executablePath);
+    const proxied = await launchFirefox(ip, { prefs: proxyPrefs(ip), executablePath: confined.executablePath });
     cleanups.push(() => proxied.close());
 
     const admin = await adminPage();
@@ -314,6 +316,61 @@ test('behind a web proxy: Firefox that reaches nothing but the proxy joins, and 
     await expect.poll(() => mediaPorts.some((p) => tunnels().includes(`${ip}:${p}`)), { timeout: 15_000, message: 'a tunnel to a media port' }).toBe(true);
     expect(tunnels()).toContain(`${ip}:${port}`);
     expect(squid.requests().some((r) => r.method === 'GET' && r.url.startsWith(`${server!.baseURL}/assets/`))).toBe(true);
+  } finally {
+    for (const c of cleanups.reverse()) await Promise.resolve(c()).catch((e) => console.log(`cleanup: ${e}`));
+  }
+});
+
+test('behind a web proxy that lets only 443 through: Firefox reaches the TURN server by its name over TLS through it, encrypted', async ({}, testInfo) => {
+  test.setTimeout(180_000);
+  const ip = addr!.hostIp;
+  const secret = 'turn-rest-secret-for-firefox';
+  // By name: Firefox uses a `turns:` server through the proxy only when it has one (an address
+  // it does not try at all; the Chromium test in network.spec.ts uses one).
+  const name = 'turn.klausur.test';
+  const turnConf = turnConfig(name, secret);
+  const cleanups: (() => Promise<unknown> | unknown)[] = [turnConf.remove, nameHost(name, ip)];
+  try {
+    // A server of its own: with `[turn]`, which the suite's server has not.
+    const own = await startServer(
+      { listenHost: ip, own: 'firefox-proxy-turn', configToml: turnConf.configToml, env: { KLAUSUR_DANGER_PLAIN_HTTP: '1' } },
+      { logDir: join(testInfo.project.outputDir, SERVER_LOGS_DIR) },
+    );
+    cleanups.push(() => own.stop());
+    recordSecret('password', own.adminOneTimePassword);
+    const turn = await startCoturn(ip, ip, secret, name);
+    cleanups.push(() => turn.stop());
+    // Squid as it comes: CONNECT to 443 only (and to this test server's plain-HTTP port).
+    const port = Number(new URL(own.baseURL).port);
+    const squid = await startSquid(ip, ip, [443, port]);
+    cleanups.push(() => squid.stop());
+    const confined = confinedFirefox(onlyTheProxy(ip));
+    cleanups.push(confined.remove);
+    // The TURN server's certificate is the test's own (a city's is from a CA browsers trust).
+    const proxied = await launchFirefox(ip, { prefs: proxyPrefs(ip), executablePath: confined.executablePath, acceptInsecureCerts: true });
+    cleanups.push(() => proxied.close());
+    const organiserBrowser = await chromium.launch({
+      executablePath: process.env.CHROMIUM_PATH ?? '/usr/bin/chromium',
+      args: [...chromiumArgs, `--unsafely-treat-insecure-origin-as-secure=${own.baseURL}`],
+    });
+    cleanups.push(() => organiserBrowser.close());
+    await firstAdminLogin(organiserBrowser, own);
+    const admin = (await signIn(organiserBrowser, own.baseURL, 'admin', ADMIN_PASSWORD)).page;
+    await createMeeting(admin, TITLE, 'strict');
+    const link = await inviteGuest(admin, 'Paula Proxy');
+    const adminId = await organiserJoins(admin, TITLE);
+    const ff = await firefoxPage('Paula', { browser: proxied });
+    const ffId = await firefoxJoins(ff, link, undefined, own.baseURL);
+    await equalCodes([admin, ff]);
+    await expectMediaFrom(ff, adminId);
+    await expectAudioVideoFrom(admin, ffId);
+    const transport = await ev(ff, async () => (await (window as unknown as { __klausur?: { transport(): Promise<unknown> } }).__klausur?.transport()) ?? null);
+    expect(transport).toEqual({ kind: 'relay', relayProtocol: 'tls' });
+    expect(turn.log()).toMatch(new RegExp(`user <\\d+:${ffId}>: incoming packet ALLOCATE processed, success`));
+    expect(droppedForConfined()).toBeGreaterThan(0);
+    await ff.browserContext().close();
+    const tunnels = () => squid.requests().filter((r) => r.status === 'TCP_TUNNEL/200' && r.method === 'CONNECT').map((r) => r.url);
+    await expect.poll(tunnels, { timeout: 15_000, message: 'a tunnel to the TURN server' }).toContain(`${name}:443`);
   } finally {
     for (const c of cleanups.reverse()) await Promise.resolve(c()).catch((e) => console.log(`cleanup: ${e}`));
   }

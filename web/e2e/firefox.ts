@@ -73,18 +73,23 @@ export function createRealAddress(): RealAddress {
 }
 
 /** Debian's Firefox ESR, headless, with fake camera and microphone and `host` a secure context
- * (`prefs` added or overriding). */
-export async function launchFirefox(host: string, prefs: Record<string, unknown> = {}, executablePath = FIREFOX_PATH): Promise<PBrowser> {
+ * (`opts.prefs` added or overriding; `opts.executablePath` instead of Firefox itself, and with
+ * `opts.acceptInsecureCerts` it accepts the tests' own certificates, a TURN server's too). */
+export async function launchFirefox(
+  host: string,
+  opts: { prefs?: Record<string, unknown>; executablePath?: string; acceptInsecureCerts?: boolean } = {},
+): Promise<PBrowser> {
   return puppeteer.launch({
     browser: 'firefox',
-    executablePath,
+    acceptInsecureCerts: opts.acceptInsecureCerts ?? false,
+    executablePath: opts.executablePath ?? FIREFOX_PATH,
     headless: true,
     extraPrefsFirefox: {
       'media.navigator.streams.fake': true,
       'media.navigator.permission.disabled': true,
       'media.autoplay.default': 0,
       'dom.securecontext.allowlist': host,
-      ...prefs,
+      ...opts.prefs,
     },
   });
 }
