@@ -164,6 +164,7 @@ pub struct RawServer {
 pub struct RawMedia {
     pub listen: Option<String>,
     pub public_ip: Option<String>,
+    pub public_ipv6: Option<String>,
     pub tcp: Option<bool>,
     pub bandwidth_estimation: Option<bool>,
     pub workers: Option<usize>,
@@ -494,6 +495,9 @@ pub struct Config {
     pub media_listen: SocketAddr,
     /// The address announced to browsers as the media candidate.
     pub media_public_ip: IpAddr,
+    /// `[media] public_ipv6`: an IPv6 address announced beside an IPv4 `public_ip` (dual
+    /// stack: `media.listen` on `[::]`, which takes both families on one socket per worker).
+    pub media_public_ipv6: Option<IpAddr>,
     /// ICE-TCP: also listen on TCP (the media port number) and announce a TCP candidate.
     pub media_tcp: bool,
     /// Estimate each participant's downlink and choose simulcast layers that fit it.
@@ -769,6 +773,41 @@ impl Config {
             }
             None => media_listen.ip(),
         };
+        let media_public_ipv6 = match env("KLAUSUR_MEDIA_PUBLIC_IPV6").or(raw.media.public_ipv6) {
+            None => None,
+            Some(s) => {
+                let ip = s.parse::<IpAddr>().map_err(|_| {
+                    invalid("media.public_ipv6", format!("{s:?} is not an IP address"))
+                })?;
+                if !ip.is_ipv6() || ip.is_unspecified() || ip.is_multicast() {
+                    return Err(invalid(
+                        "media.public_ipv6",
+                        format!(
+                            "{s:?} is no IPv6 address browsers can send media to: give the \
+                             server's own IPv6 address, as browsers reach it"
+                        ),
+                    ));
+                }
+                if !media_public_ip.is_ipv4() {
+                    return Err(invalid(
+                        "media.public_ipv6",
+                        "is the IPv6 address beside an IPv4 media.public_ip; media.public_ip \
+                         is IPv6 already",
+                    ));
+                }
+                if media_listen.ip() != IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED) {
+                    return Err(invalid(
+                        "media.public_ipv6",
+                        format!(
+                            "needs media.listen on \"[::]:{}\" (both IPv4 and IPv6 on each \
+                             worker's port), not {media_listen}",
+                            media_listen.port()
+                        ),
+                    ));
+                }
+                Some(ip)
+            }
+        };
         let media_tcp = env_bool(env, "KLAUSUR_MEDIA_TCP", "media.tcp")?
             .or(raw.media.tcp)
             .unwrap_or(true);
@@ -1021,6 +1060,7 @@ impl Config {
             danger_plain_http,
             media_listen,
             media_public_ip,
+            media_public_ipv6,
             media_tcp,
             media_bandwidth_estimation,
             media_workers,
@@ -1792,6 +1832,18 @@ mod tests {
             ("[media]\npublic_ip = \"0.0.0.0\"", "media.public_ip"),
             ("[media]\npublic_ip = \"::\"", "media.public_ip"),
             ("[media]\npublic_ip = \"224.0.0.1\"", "media.public_ip"),
+            (
+                "[media]\nlisten = \"[::]:10000\"\npublic_ip = \"192.0.2.1\"\npublic_ipv6 = \"192.0.2.2\"",
+                "media.public_ipv6",
+            ),
+            (
+                "[media]\nlisten = \"0.0.0.0:10000\"\npublic_ip = \"192.0.2.1\"\npublic_ipv6 = \"2001:db8::1\"",
+                "media.public_ipv6",
+            ),
+            (
+                "[media]\nlisten = \"[::]:10000\"\npublic_ip = \"2001:db8::2\"\npublic_ipv6 = \"2001:db8::1\"",
+                "media.public_ipv6",
+            ),
             ("[media]\nworkers = 0", "media.workers"),
             ("[media]\nworkers = 65", "media.workers"),
             (
@@ -1864,6 +1916,24 @@ mod tests {
     fn unknown_keys_are_rejected() {
         let err = resolve("[server]\nlisten_port = 8080").expect_err("unknown key");
         assert!(err.to_string().contains("listen_port"), "{err}");
+    }
+
+    #[test]
+    fn dual_stack_media_announces_an_ipv6_address_beside_the_ipv4_one() {
+        let c = resolve(
+            "[media]\nlisten = \"[::]:10000\"\npublic_ip = \"192.0.2.1\"\npublic_ipv6 = \"2001:db8::1\"",
+        )
+        .expect("dual stack");
+        assert_eq!(
+            c.media_public_ip,
+            "192.0.2.1".parse::<IpAddr>().expect("ip")
+        );
+        assert_eq!(
+            c.media_public_ipv6,
+            Some("2001:db8::1".parse::<IpAddr>().expect("ip"))
+        );
+        let c = resolve("[media]\npublic_ip = \"127.0.0.1\"").expect("single stack");
+        assert_eq!(c.media_public_ipv6, None, "none by default");
     }
 
     #[test]

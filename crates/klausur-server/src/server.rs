@@ -253,6 +253,7 @@ pub fn media_config(config: &Config) -> media::MediaConfig {
     media::MediaConfig {
         listen: config.media_listen,
         public_ip: config.media_public_ip,
+        public_ipv6: config.media_public_ipv6,
         tcp: config.media_tcp,
         workers: config.media_workers,
         room: klausur_room::RoomConfig {
@@ -444,7 +445,14 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             c.node_id, c.redis_summary, c.node_url
         );
     }
-    println!("klausur: listening on {scheme}://{local} (media on udp {media_ports})");
+    let announced = match config.media_public_ipv6 {
+        Some(v6) => format!(", announced as {} and {v6}", config.media_public_ip),
+        None if media_addrs.first().map(|a| a.ip()) != Some(config.media_public_ip) => {
+            format!(", announced as {}", config.media_public_ip)
+        }
+        None => String::new(),
+    };
+    println!("klausur: listening on {scheme}://{local} (media on udp {media_ports}{announced})");
     tracing::info!(listen = %local, media = %media_ports, "klausur started");
     serve_api(state, listener, handle).await?;
     if let Some(gw) = gateway {

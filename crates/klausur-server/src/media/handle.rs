@@ -26,6 +26,8 @@ pub struct MediaConfig {
     pub listen: SocketAddr,
     /// The address announced as host candidate (with each worker's port).
     pub public_ip: IpAddr,
+    /// An IPv6 address announced beside an IPv4 `public_ip` (dual stack: `listen` on `[::]`).
+    pub public_ipv6: Option<IpAddr>,
     /// ICE-TCP: each worker also listens on TCP on its UDP port number.
     pub tcp: bool,
     /// Media workers (threads, each with its own port): 1 to [`MAX_WORKERS`].
@@ -40,6 +42,7 @@ impl MediaConfig {
         MediaConfig {
             listen,
             public_ip,
+            public_ipv6: None,
             tcp,
             workers: 1,
             room: RoomConfig::default(),
@@ -250,6 +253,9 @@ pub async fn start(config: MediaConfig) -> std::io::Result<(MediaHandle, Vec<Soc
             room_config: config.room.clone(),
             bound: b,
             candidate: SocketAddr::new(config.public_ip, addr.port()),
+            candidate6: config
+                .public_ipv6
+                .map(|ip| SocketAddr::new(ip, addr.port())),
             wake: wake.clone(),
             load: load.clone(),
         };

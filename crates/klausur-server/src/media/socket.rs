@@ -68,6 +68,8 @@ pub(super) struct Bound {
     pub listener: Option<TcpListener>,
     /// Whether the kernel knows UDP GSO (see [`gso_supported`]).
     pub gso: bool,
+    /// The socket is IPv6 (on `[::]` also taking IPv4, see [`canonical`]).
+    pub v6: bool,
 }
 
 /// Binds a worker's UDP socket on `listen` (and with `tcp`, a TCP listener on the same port
@@ -95,7 +97,26 @@ pub(super) fn open(listen: SocketAddr, tcp: bool) -> std::io::Result<Bound> {
         socket,
         listener,
         gso,
+        v6: listen.is_ipv6(),
     })
+}
+
+/// On `[::]` a worker takes IPv4 as well (dual stack), which the system may have switched off
+/// for IPv6 sockets (`net.ipv6.bindv6only = 1`): then say so rather than never hear IPv4.
+fn check_dual_stack(listen: SocketAddr, fd: BorrowedFd<'_>) -> std::io::Result<()> {
+    if listen.ip() != std::net::IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED) {
+        return Ok(());
+    }
+    match nix::sys::socket::getsockopt(&fd, sockopt::Ipv6V6Only) {
+        Ok(false) => Ok(()),
+        Ok(true) => Err(std::io::Error::other(format!(
+            "{listen} takes no IPv4 here: the system makes IPv6 sockets IPv6-only \
+             (sysctl net.ipv6.bindv6only = 1); set it to 0, or listen on an IPv4 address"
+        ))),
+        Err(e) => Err(std::io::Error::other(format!(
+            "cannot tell whether {listen} takes IPv4 as well: {e}"
+        ))),
+    }
 }
 
 /// The UDP socket and, with `tcp`, a non-blocking TCP listener on the same port number.
@@ -106,12 +127,14 @@ fn bind_pair(
     let mut tries = 0;
     loop {
         let socket = UdpSocket::bind(listen)?;
+        check_dual_stack(listen, socket.as_fd())?;
         if !tcp {
             return Ok((socket, None));
         }
         let at = SocketAddr::new(listen.ip(), socket.local_addr()?.port());
         match std::net::TcpListener::bind(at) {
             Ok(listener) => {
+                check_dual_stack(listen, listener.as_fd())?;
                 listener.set_nonblocking(true)?;
                 return Ok((socket, Some(listener)));
             }
@@ -137,7 +160,30 @@ fn to_std(addr: &SockaddrStorage) -> Option<SocketAddr> {
     if let Some(a) = addr.as_sockaddr_in() {
         return Some(SocketAddr::V4((*a).into()));
     }
-    addr.as_sockaddr_in6().map(|a| SocketAddr::V6((*a).into()))
+    addr.as_sockaddr_in6()
+        .map(|a| canonical(SocketAddr::V6((*a).into())))
+}
+
+/// An IPv4 peer as the rest of the worker knows it: a dual-stack socket (bound on `[::]`) gives
+/// an IPv4 sender's address as IPv4-mapped IPv6 (`::ffff:192.0.2.7`), which is `192.0.2.7` for
+/// ICE (its candidates), routing and the logs.
+pub(super) fn canonical(addr: SocketAddr) -> SocketAddr {
+    match addr {
+        SocketAddr::V6(a) => match a.ip().to_ipv4_mapped() {
+            Some(v4) => SocketAddr::new(v4.into(), a.port()),
+            None => addr,
+        },
+        v4 => v4,
+    }
+}
+
+/// The address to hand the kernel for `to` on a socket of the family `v6`: an IPv4 peer of a
+/// dual-stack socket is written IPv4-mapped (the reverse of [`canonical`]).
+pub(super) fn on_wire(to: SocketAddr, v6: bool) -> SocketAddr {
+    match to {
+        SocketAddr::V4(a) if v6 => SocketAddr::new(a.ip().to_ipv6_mapped().into(), a.port()),
+        other => other,
+    }
 }
 
 /// A datagram to send.
@@ -344,6 +390,8 @@ pub(super) struct Sender {
     gso_headers: MultiHeaders<SockaddrStorage>,
     /// GSO in use; switched off for good when the kernel or device refuses it.
     gso: bool,
+    /// The socket is IPv6: IPv4 destinations are written IPv4-mapped (see [`on_wire`]).
+    v6: bool,
     /// The runs of the current `sendmmsg` call (see [`plan_chunk`]).
     runs: Vec<usize>,
     pub(super) sent_datagrams: u64,
@@ -356,11 +404,13 @@ pub(super) struct Sender {
 }
 
 impl Sender {
-    pub(super) fn new(gso: bool) -> Self {
+    /// A sender for a socket that knows GSO (`gso`) and is IPv6 (`v6`).
+    pub(super) fn new(gso: bool, v6: bool) -> Self {
         Sender {
             plain: MultiHeaders::preallocate(BATCH, None),
             gso_headers: MultiHeaders::preallocate(BATCH, Some(nix::cmsg_space!(u16))),
             gso,
+            v6,
             runs: Vec::with_capacity(BATCH),
             sent_datagrams: 0,
             send_batches: 0,
@@ -373,6 +423,11 @@ impl Sender {
     /// Whether GSO is still in use.
     pub(super) fn gso(&self) -> bool {
         self.gso
+    }
+
+    /// Whether the socket is IPv6.
+    pub(super) fn v6(&self) -> bool {
+        self.v6
     }
 
     /// Sends `queue` in order: runs of datagrams as GSO messages (see [`gso_run`]), up to
@@ -444,7 +499,10 @@ impl Sender {
         let mut at = 0;
         for (run, addr) in self.runs.iter().zip(addrs.iter_mut()) {
             messages.push(&slices[at..at + run]);
-            *addr = Some(SockaddrStorage::from(chunk[at].destination));
+            *addr = Some(SockaddrStorage::from(on_wire(
+                chunk[at].destination,
+                self.v6,
+            )));
             at += run;
         }
         let addrs = &addrs[..messages.len()];
@@ -469,6 +527,61 @@ impl Sender {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_ipv4_peer_of_a_dual_stack_socket_is_ipv4_inside_and_mapped_on_the_wire() {
+        let mapped: SocketAddr = "[::ffff:192.0.2.7]:5000".parse().expect("addr");
+        let v4: SocketAddr = "192.0.2.7:5000".parse().expect("addr");
+        let v6: SocketAddr = "[2001:db8::7]:5000".parse().expect("addr");
+        assert_eq!(canonical(mapped), v4);
+        assert_eq!(canonical(v4), v4);
+        assert_eq!(canonical(v6), v6);
+        assert_eq!(on_wire(v4, true), mapped);
+        assert_eq!(on_wire(v4, false), v4);
+        assert_eq!(on_wire(v6, true), v6);
+        // As the kernel hands it over: an IPv4-mapped sockaddr_in6.
+        assert_eq!(to_std(&SockaddrStorage::from(mapped)), Some(v4));
+    }
+
+    #[test]
+    fn a_dual_stack_worker_socket_sends_to_ipv4_and_ipv6_peers() {
+        let bound = open("[::]:0".parse().expect("addr"), false).expect("a socket on [::]");
+        assert!(bound.v6);
+        let port = bound.socket.local_addr().expect("addr").port();
+        let v4_peer = std::net::UdpSocket::bind("127.0.0.1:0").expect("v4 peer");
+        let v6_peer = std::net::UdpSocket::bind("[::1]:0").expect("v6 peer");
+        let mut sender = Sender::new(false, true);
+        let queue = vec![
+            Outgoing {
+                destination: v4_peer.local_addr().expect("addr"),
+                contents: b"to v4".to_vec(),
+            },
+            Outgoing {
+                destination: v6_peer.local_addr().expect("addr"),
+                contents: b"to v6".to_vec(),
+            },
+        ];
+        sender.send_all(bound.socket.as_fd(), &queue);
+        for (peer, what, from) in [
+            (
+                &v4_peer,
+                &b"to v4"[..],
+                SocketAddr::from(([127, 0, 0, 1], port)),
+            ),
+            (
+                &v6_peer,
+                &b"to v6"[..],
+                SocketAddr::new(std::net::Ipv6Addr::LOCALHOST.into(), port),
+            ),
+        ] {
+            peer.set_read_timeout(Some(Duration::from_secs(2)))
+                .expect("timeout");
+            let mut buf = [0u8; 64];
+            let (n, src) = peer.recv_from(&mut buf).expect("datagram");
+            assert_eq!(&buf[..n], what);
+            assert_eq!(src, from);
+        }
+    }
 
     fn addr(port: u16) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], port))
@@ -712,7 +825,7 @@ mod tests {
 
     #[test]
     fn sends_runs_as_gso_messages_and_receivers_see_datagrams() {
-        let mut sender = Sender::new(true);
+        let mut sender = Sender::new(true, false);
         send_mixed(&mut sender);
         // In runs > 1: A 1000, 1000, 400 and B 1000, 1000, 1000.
         assert_eq!(sender.gso_datagrams, 6);
@@ -723,7 +836,7 @@ mod tests {
 
     #[test]
     fn sends_the_same_datagrams_without_gso() {
-        let mut sender = Sender::new(false);
+        let mut sender = Sender::new(false, false);
         send_mixed(&mut sender);
         assert_eq!(sender.gso_datagrams, 0);
         assert_eq!(sender.send_batches, 1);
@@ -737,7 +850,7 @@ mod tests {
             Errno::ENOPROTOOPT,
             Errno::EOPNOTSUPP,
         ] {
-            let mut sender = Sender::new(true);
+            let mut sender = Sender::new(true, false);
             sender.fail_gso = Some(errno);
             send_mixed(&mut sender);
             assert!(!sender.gso, "{errno}");
@@ -754,7 +867,7 @@ mod tests {
         let (from, a, b) = (udp(), udp(), udp());
         let (a_addr, b_addr) = (a.local_addr().expect("a"), b.local_addr().expect("b"));
         let q = mixed_queue(a_addr, b_addr);
-        let mut sender = Sender::new(true);
+        let mut sender = Sender::new(true, false);
         sender.fail_gso = Some(Errno::EPERM);
         sender.send_all(from.as_fd(), &q);
         assert!(sender.gso);

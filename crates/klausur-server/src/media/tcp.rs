@@ -213,7 +213,7 @@ impl Tcp {
     pub fn accept(&mut self, now: Instant) {
         for _ in 0..ACCEPTS_PER_TURN {
             let (stream, remote) = match self.listener.accept() {
-                Ok(x) => x,
+                Ok((stream, remote)) => (stream, super::socket::canonical(remote)),
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                 Err(e) => {

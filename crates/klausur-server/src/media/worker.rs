@@ -72,6 +72,8 @@ pub(super) struct Setup {
     pub bound: socket::Bound,
     /// The address announced as host candidate (the public IP with the socket's port).
     pub candidate: SocketAddr,
+    /// An IPv6 host candidate beside an IPv4 `candidate` (dual stack), if any.
+    pub candidate6: Option<SocketAddr>,
     pub wake: Arc<EventFd>,
     pub load: Arc<Load>,
 }
@@ -84,11 +86,12 @@ pub(super) struct Worker {
     wake: Arc<EventFd>,
     /// Where the worker publishes its load for placement.
     load: Arc<Load>,
-    /// The address announced as host candidate.
+    /// The address announced as host candidate, and an IPv6 one beside it (dual stack). The
+    /// TCP candidates, with ICE-TCP on, are the same addresses.
     candidate: SocketAddr,
-    /// ICE-TCP, when on: the listener and its connections, and the TCP candidate's address.
+    candidate6: Option<SocketAddr>,
+    /// ICE-TCP, when on: the listener and its connections.
     tcp: Option<tcp::Tcp>,
-    tcp_candidate: Option<SocketAddr>,
     rooms: HashMap<RoomKey, RoomSlot>,
     routes: Routes,
     /// Rooms that got datagrams in the current batch.
@@ -129,10 +132,10 @@ impl Worker {
             room_config,
             bound,
             candidate,
+            candidate6,
             wake,
             load,
         } = setup;
-        let tcp_candidate = bound.listener.as_ref().map(|_| candidate);
         Worker {
             index,
             room_config,
@@ -140,15 +143,15 @@ impl Worker {
             wake,
             load,
             candidate,
+            candidate6,
             tcp: bound.listener.map(tcp::Tcp::new),
-            tcp_candidate,
             rooms: HashMap::new(),
             routes: Routes::default(),
             touched: Vec::new(),
             latest: Instant::now(),
             failed: Vec::new(),
             outgoing: Vec::with_capacity(4 * BATCH),
-            sender: Sender::new(bound.gso),
+            sender: Sender::new(bound.gso, bound.v6),
             stats: MediaStats::default(),
             previous: MediaStats::default(),
         }
@@ -188,8 +191,10 @@ impl Worker {
                 socket: self.socket,
                 listener,
                 gso: self.sender.gso(),
+                v6: self.sender.v6(),
             },
             candidate: self.candidate,
+            candidate6: self.candidate6,
             wake: self.wake,
             load: self.load,
         });
@@ -390,6 +395,15 @@ impl Worker {
         }
     }
 
+    /// The host candidate a packet from `source` arrived at: the IPv6 one for an IPv6 source
+    /// when the worker has one beside its IPv4 candidate (dual stack), else the candidate.
+    fn local_for(&self, source: SocketAddr) -> SocketAddr {
+        match (self.candidate6, source) {
+            (Some(c6), SocketAddr::V6(_)) => c6,
+            _ => self.candidate,
+        }
+    }
+
     /// Routes one packet (a UDP datagram, or a frame of an ICE-TCP connection) that came
     /// from `source`, whose route so far is `known` (see [`Routes::target`]). Returns the peer
     /// `source` is now known to belong to, when this packet proved it: a STUN request whose
@@ -407,10 +421,7 @@ impl Worker {
             return None;
         };
         let ((key, peer), learn) = (target.route, target.may_learn);
-        let destination = match transport {
-            Transport::Udp => self.candidate,
-            Transport::Tcp => self.tcp_candidate.unwrap_or(self.candidate),
-        };
+        let destination = self.local_for(source);
         let result = self.with_room(key, |room| {
             let authentic = learn && room.stun_authentic(peer, contents);
             (
@@ -516,9 +527,12 @@ impl Worker {
                 }
             }
             MediaCmd::AddPeer { room, peer, reply } => {
-                let mut local = vec![(Transport::Udp, self.candidate)];
-                if let Some(c) = self.tcp_candidate {
-                    local.push((Transport::Tcp, c));
+                let mut local = Vec::with_capacity(4);
+                for c in std::iter::once(self.candidate).chain(self.candidate6) {
+                    local.push((Transport::Udp, c));
+                    if self.tcp.is_some() {
+                        local.push((Transport::Tcp, c));
+                    }
                 }
                 let result = match self.with_room(room, |r| r.add_peer_on(now, peer, &local)) {
                     Some(result) => result.map_err(|e| e.to_string()),

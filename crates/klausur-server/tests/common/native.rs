@@ -51,13 +51,32 @@ pub fn start_with(
     id: u64,
     gateway_token: Option<String>,
 ) -> Client {
+    start_bound(
+        base,
+        meeting,
+        join,
+        id,
+        gateway_token,
+        IpAddr::V4(Ipv4Addr::LOCALHOST),
+    )
+}
+
+/// [`start_with`] with its media socket on `bind_ip` (`::1`: a participant that speaks IPv6).
+pub fn start_bound(
+    base: &str,
+    meeting: &str,
+    join: JoinAs,
+    id: u64,
+    gateway_token: Option<String>,
+    bind_ip: IpAddr,
+) -> Client {
     let (tx, audio) = mpsc::channel(1024);
     let handle = driver::spawn(ClientOptions {
         server: base.to_string(),
         meeting_id: meeting.into(),
         join,
         publish_audio: true,
-        bind_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+        bind_ip,
         client_id: id,
         audio: Some(AudioSink {
             tx,

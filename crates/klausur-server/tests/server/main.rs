@@ -36,6 +36,7 @@ mod dialin_cli;
 mod dialin_remote_tls;
 mod dialin_tls;
 mod drain;
+mod dual_stack;
 mod e2ee_delivery;
 mod guest_credential_budget;
 mod http_headers;
