@@ -1,5 +1,6 @@
 // A network namespace for a browser on a network that blocks UDP or a bad link: a veth pair to
-// the host (10.201.<n>.1 on the host side, where the servers listen; 10.201.<n>.2 inside),
+// the host (10.201.<n>.1 on the host side, where the servers listen; 10.201.<n>.2 inside; and
+// fd00:201:<n>::1 and ::2 for IPv6),
 // nftables rules inside the namespace, and a wrapper that runs Debian's Chromium in it. Needs
 // root (the tests run as root on the test machine); every name starts with `kztcp`.
 //
@@ -18,6 +19,9 @@ export interface Netns {
   hostIp: string;
   /** The namespace side's address: the browser's. */
   nsIp: string;
+  /** The same two sides' IPv6 addresses (`fd00:201:<n>::1` and `::2`). */
+  hostIp6: string;
+  nsIp6: string;
   /** An executable that runs Chromium inside the namespace (for `executablePath`). */
   chromium: string;
   /** Replaces the namespace's firewall rules (an nftables ruleset for `nft -f`). */
@@ -49,6 +53,8 @@ export function createNetns(n: number, chromiumPath = process.env.CHROMIUM_PATH 
   const inner = `kztcp${n}b`;
   const hostIp = `10.201.${n}.1`;
   const nsIp = `10.201.${n}.2`;
+  const hostIp6 = `fd00:201:${n}::1`;
+  const nsIp6 = `fd00:201:${n}::2`;
   const del = () => {
     try {
       run('ip', ['netns', 'del', name]);
@@ -70,6 +76,9 @@ export function createNetns(n: number, chromiumPath = process.env.CHROMIUM_PATH 
     run('ip', ['addr', 'add', `${hostIp}/24`, 'dev', host]);
     run('ip', ['link', 'set', host, 'up']);
     inNs('ip', 'addr', 'add', `${nsIp}/24`, 'dev', inner);
+    // IPv6 beside it, usable at once (no duplicate address detection on a link of two).
+    run('ip', ['-6', 'addr', 'add', `${hostIp6}/64`, 'dev', host, 'nodad']);
+    inNs('ip', '-6', 'addr', 'add', `${nsIp6}/64`, 'dev', inner, 'nodad');
     inNs('ip', 'link', 'set', inner, 'up');
     inNs('ip', 'link', 'set', 'lo', 'up');
   } catch (e) {
@@ -84,6 +93,8 @@ export function createNetns(n: number, chromiumPath = process.env.CHROMIUM_PATH 
     name,
     hostIp,
     nsIp,
+    hostIp6,
+    nsIp6,
     chromium,
     setRules(rules: string) {
       run('ip', ['netns', 'exec', name, 'nft', '-f', '-'], `flush ruleset\n${rules}\n`);
@@ -94,6 +105,22 @@ export function createNetns(n: number, chromiumPath = process.env.CHROMIUM_PATH 
     },
   };
 }
+
+/** Rules that drop every IPv4 packet in and out of the namespace (loopback aside): a network
+ * with IPv6 only. */
+export const DROP_IPV4 = `
+table inet kztcp {
+  chain out {
+    type filter hook output priority 0; policy accept;
+    oif lo accept
+    meta nfproto ipv4 counter drop
+  }
+  chain in {
+    type filter hook input priority 0; policy accept;
+    iif lo accept
+    meta nfproto ipv4 counter drop
+  }
+}`;
 
 /** Rules that drop every UDP packet in and out of the namespace (loopback aside). */
 export const DROP_UDP = `

@@ -1,4 +1,5 @@
-// Networks that block UDP. A participant's Chromium runs in a network namespace (e2e/netns.ts)
+// Networks that block UDP, pass only a web proxy, or have IPv6 only. A participant's Chromium
+// runs in a network namespace (e2e/netns.ts)
 // whose nftables rules drop UDP; the server listens on the host side of the namespace's veth
 // pair (10.201.x.1), the organiser's Chromium runs on the host as usual.
 //
@@ -41,7 +42,7 @@ import {
   stats,
 } from './helpers';
 import { recordSecret, SERVER_LOGS_DIR, useOutputDir } from './log-secrets';
-import { createNetns, downlinkCounters, DROP_UDP, impairedUdp, limitDownlink, netnsAvailable, onlyTcpTo, ruleCounters, type Netns } from './netns';
+import { createNetns, downlinkCounters, DROP_IPV4, DROP_UDP, impairedUdp, limitDownlink, netnsAvailable, onlyTcpTo, ruleCounters, type Netns } from './netns';
 import { startServer, type KlausurServer, type ServerOptions } from './server';
 import { startSquid } from './squid';
 import { startCoturn, turnConfig } from './turn';
@@ -143,7 +144,7 @@ async function mediaNeverConnects(guest: Joined): Promise<void> {
   expect((await decrypted(guest.page)).decrypted).toBe(0);
 }
 
-type Transport = { kind: string; relayProtocol: string | null } | null;
+type Transport = { kind: string; relayProtocol: string | null; ipv6: boolean | null } | null;
 
 async function transport(page: Page): Promise<Transport> {
   return page.evaluate(async () => ((await window.__klausur?.transport()) ?? null) as Transport);
@@ -196,8 +197,8 @@ test('a browser whose network drops UDP joins over TCP and exchanges encrypted m
     await exchangeEncryptedMedia(admin, guest);
   });
   await test.step('the guest’s connection is TCP, the organiser’s UDP', async () => {
-    await expect.poll(() => transport(guest.page)).toEqual({ kind: 'tcp', relayProtocol: null });
-    await expect.poll(() => transport(admin.page)).toEqual({ kind: 'udp', relayProtocol: null });
+    await expect.poll(() => transport(guest.page)).toMatchObject({ kind: 'tcp', relayProtocol: null });
+    await expect.poll(() => transport(admin.page)).toMatchObject({ kind: 'udp', relayProtocol: null });
     // The guest's browser did try UDP: the namespace dropped it.
     expect(counted(ns, 'meta l4proto udp')).toBeGreaterThan(0);
   });
@@ -205,6 +206,36 @@ test('a browser whose network drops UDP joins over TCP and exchanges encrypted m
     await diagnosticsShow(guest.page, 'tcp');
     await expect(guest.page.getByTestId('media-transport')).toContainText('TCP');
     await diagnosticsShow(admin.page, 'udp');
+  });
+});
+
+test('a browser on a network with IPv6 only joins over IPv6 and exchanges encrypted media', async ({ browser }, testInfo) => {
+  // The namespace drops every IPv4 packet; the server listens on [::] and announces a media
+  // address of each family (`[media] public_ipv6`).
+  const ns = namespace(10, DROP_IPV4);
+  const server = await serverFor(ns, browser, testInfo.project.outputDir, { own: 'dual-stack', dualStack: { v4: ns.hostIp, v6: ns.hostIp6 } });
+  const base6 = server.baseURL6!;
+  // The guest knows the server by its IPv6 address only (a secure origin for the test, as the
+  // IPv4 one is for the organiser's browser).
+  const nsBrowser = await browserFor(server, ns, [`--unsafely-treat-insecure-origin-as-secure=${base6}`]);
+  const hostBrowser = await browserFor(server, null);
+  const admin = await signIn(hostBrowser, server.baseURL, 'admin', ADMIN_PASSWORD);
+  cleanups.push(() => admin.context.close());
+  await createMeeting(admin.page, TITLE, 'strict');
+  const link = await inviteGuest(admin.page, 'Ines Sechs');
+  const adminId = await organiserJoins(admin.page, TITLE);
+  const guest = await guestJoins(nsBrowser, base6, 'Ines Sechs', link);
+
+  await test.step('media flows both ways, end-to-end encrypted, the guest’s over IPv6', async () => {
+    await exchangeEncryptedMedia({ ...admin, id: adminId }, guest);
+    await expect.poll(() => transport(guest.page)).toMatchObject({ kind: 'udp', ipv6: true });
+    // The guest's browser did try the server's IPv4 candidate: the namespace dropped it.
+    expect(counted(ns, 'meta nfproto ipv4')).toBeGreaterThan(0);
+  });
+  await test.step('the diagnostics view says IPv6', async () => {
+    await diagnosticsShow(guest.page, 'udp');
+    await expect(guest.page.getByTestId('media-transport')).toHaveAttribute('data-family', 'ipv6');
+    await expect(guest.page.getByTestId('media-transport')).toContainText('IPv6');
   });
 });
 
@@ -252,9 +283,9 @@ test('with only TCP 443 to a TURN server allowed, the browser’s media runs rel
 
   await test.step('media flows both ways through the TURN server, end-to-end encrypted', async () => {
     await exchangeEncryptedMedia(admin, guest);
-    await expect.poll(() => transport(guest.page)).toEqual({ kind: 'relay', relayProtocol: 'tls' });
+    await expect.poll(() => transport(guest.page)).toMatchObject({ kind: 'relay', relayProtocol: 'tls' });
     // The organiser's browser (not confined) has the same TURN server but needs it not.
-    await expect.poll(() => transport(admin.page)).toEqual({ kind: 'udp', relayProtocol: null });
+    await expect.poll(() => transport(admin.page)).toMatchObject({ kind: 'udp', relayProtocol: null });
   });
   await test.step('coturn allocated with the guest’s credentials (<expiry>:<participant id>)', async () => {
     const log = turn.log();
@@ -302,7 +333,7 @@ test('behind the town hall’s web proxy (nothing out but to Squid), the browser
 
   await test.step('media flows both ways, relayed over TLS, end-to-end encrypted', async () => {
     await exchangeEncryptedMedia(admin, guest);
-    await expect.poll(() => transport(guest.page)).toEqual({ kind: 'relay', relayProtocol: 'tls' });
+    await expect.poll(() => transport(guest.page)).toMatchObject({ kind: 'relay', relayProtocol: 'tls' });
   });
   await test.step('it all went through the proxy: the pages, the signaling and the tunnel to TURN', async () => {
     expect(turn.log()).toMatch(new RegExp(`user <\\d+:${guest.id}>: incoming packet ALLOCATE processed, success`));
@@ -332,7 +363,7 @@ test('a web proxy that lets CONNECT through to the media server is enough withou
 
   await test.step('media flows both ways over TCP, end-to-end encrypted', async () => {
     await exchangeEncryptedMedia(admin, guest);
-    await expect.poll(() => transport(guest.page)).toEqual({ kind: 'tcp', relayProtocol: null });
+    await expect.poll(() => transport(guest.page)).toMatchObject({ kind: 'tcp', relayProtocol: null });
   });
   await test.step('through the proxy: a tunnel to a media port', async () => {
     await guest.context.close();

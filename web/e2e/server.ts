@@ -14,6 +14,8 @@ export const webRoot = resolve(here, '..');
 
 export interface KlausurServer {
   baseURL: string;
+  /** With `dualStack`: the server's URL by its IPv6 address, else null. */
+  baseURL6: string | null;
   /** The one-time password of user `admin`, which the first start writes to
    * `<dataDir>/initial-admin-password` (never to its output). */
   adminOneTimePassword: string;
@@ -47,6 +49,9 @@ export interface ServerOptions {
   own?: string;
   /** The address the server listens on (HTTP and media) and announces; default 127.0.0.1. */
   listenHost?: string;
+  /** Dual stack instead of `listenHost`: the server listens on `[::]` (HTTP and media) and
+   * announces `v4` and `v6` for media; `baseURL` names `v4`, `baseURL6` `v6`. */
+  dualStack?: { v4: string; v6: string };
   /** More environment for the server (e.g. `KLAUSUR_MEDIA_TCP`). */
   env?: Record<string, string>;
   /** A configuration file's text, passed with `--config`. */
@@ -143,7 +148,12 @@ export async function startServer(opts: ServerOptions = {}, logOpts: LogOptions 
   const mediaPort = await freeMediaPorts(mediaWorkers);
   const sipAddress = opts.sipListen ? `127.0.0.1:${await freeUdpPort()}` : null;
   const host = opts.listenHost ?? '127.0.0.1';
-  const baseURL = `http://${host}:${port}`;
+  const bind = opts.dualStack ? '[::]' : host;
+  const baseURL = `http://${opts.dualStack ? opts.dualStack.v4 : host}:${port}`;
+  // On [::] the server builds no link from a request's Host: it is told its URL (the IPv4 one).
+  const dualStackEnv = opts.dualStack
+    ? { KLAUSUR_MEDIA_PUBLIC_IP: opts.dualStack.v4, KLAUSUR_MEDIA_PUBLIC_IPV6: opts.dualStack.v6, KLAUSUR_PUBLIC_URL: baseURL }
+    : {};
   const configPath = opts.configToml !== undefined ? join(dataDir, 'klausur.toml') : null;
   if (configPath) writeFileSync(configPath, opts.configToml!);
 
@@ -169,8 +179,8 @@ export async function startServer(opts: ServerOptions = {}, logOpts: LogOptions 
       [
         'serve',
         '--data-dir', dataDir,
-        '--listen', `${host}:${port}`,
-        '--media-listen', `${host}:${mediaPort}`,
+        '--listen', `${bind}:${port}`,
+        '--media-listen', `${bind}:${mediaPort}`,
         '--media-workers', String(mediaWorkers),
         ...(configPath ? ['--config', configPath] : []),
         '--web-root', dist,
@@ -183,6 +193,7 @@ export async function startServer(opts: ServerOptions = {}, logOpts: LogOptions 
           NO_COLOR: '1',
           KLAUSUR_LOG: process.env.KLAUSUR_E2E_LOG ?? E2E_LOG_FILTER,
           ...(rtpRecording ? { KLAUSUR_TEST_RECORD_RTP: rtpRecording } : {}),
+          ...dualStackEnv,
           ...(opts.env ?? {}),
         },
       },
@@ -249,7 +260,8 @@ export async function startServer(opts: ServerOptions = {}, logOpts: LogOptions 
   try {
     await waitReady(true);
     if (!password) throw new Error(`no one-time password in ${passwordFile}; log: ${logPath}`);
-    return { baseURL, adminOneTimePassword: password, dataDir, logPath, rtpRecording, sipAddress, mediaPort, mediaWorkers, stop, restart };
+    const baseURL6 = opts.dualStack ? `http://[${opts.dualStack.v6}]:${port}` : null;
+    return { baseURL, baseURL6, adminOneTimePassword: password, dataDir, logPath, rtpRecording, sipAddress, mediaPort, mediaWorkers, stop, restart };
   } catch (e) {
     process.env.KLAUSUR_E2E_KEEP = '1';
     await stop();

@@ -54,6 +54,9 @@ export interface MediaTransport {
   kind: 'udp' | 'tcp' | 'relay';
   /** For `relay`: how the browser reaches the TURN server (`udp`, `tcp` or `tls`). */
   relayProtocol: string | null;
+  /** Whether the media server's end of the pair is an IPv6 address (null when the browser does
+   * not say). */
+  ipv6: boolean | null;
 }
 
 export interface PeerCallbacks {
@@ -422,10 +425,13 @@ export function selectedTransport(report: RTCStatsReport | Map<string, Record<st
   const pair = pairId !== null ? all.get(pairId) : undefined;
   const local = pair && typeof pair.localCandidateId === 'string' ? all.get(pair.localCandidateId) : undefined;
   if (!local) return null;
+  const remote = pair && typeof pair.remoteCandidateId === 'string' ? all.get(pair.remoteCandidateId) : undefined;
+  const address = remote?.address ?? remote?.ip;
+  const ipv6 = typeof address === 'string' && address !== '' ? address.includes(':') : null;
   if (local.candidateType === 'relay') {
-    return { kind: 'relay', relayProtocol: typeof local.relayProtocol === 'string' ? local.relayProtocol : null };
+    return { kind: 'relay', relayProtocol: typeof local.relayProtocol === 'string' ? local.relayProtocol : null, ipv6 };
   }
-  return { kind: local.protocol === 'tcp' ? 'tcp' : 'udp', relayProtocol: null };
+  return { kind: local.protocol === 'tcp' ? 'tcp' : 'udp', relayProtocol: null, ipv6 };
 }
 
 function isStopped(t: RTCRtpTransceiver): boolean {

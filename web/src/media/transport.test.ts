@@ -25,17 +25,26 @@ describe('selectedTransport', () => {
       local('l1', 'host', 'udp'),
       local('l2', 'host', 'tcp'),
     ]);
-    expect(selectedTransport(r)).toEqual({ kind: 'tcp', relayProtocol: null });
+    expect(selectedTransport(r)).toEqual({ kind: 'tcp', relayProtocol: null, ipv6: null });
   });
 
   it('says relay with the protocol to the TURN server', () => {
     const r = report([{ id: 't', type: 'transport', selectedCandidatePairId: 'p' }, pair('p', 'l'), local('l', 'relay', 'udp', 'tls')]);
-    expect(selectedTransport(r)).toEqual({ kind: 'relay', relayProtocol: 'tls' });
+    expect(selectedTransport(r)).toEqual({ kind: 'relay', relayProtocol: 'tls', ipv6: null });
+  });
+
+  it('says which family the server’s address is of', () => {
+    const remote = (address: string): Stat => ({ id: 'r', type: 'remote-candidate', address });
+    const base = [{ id: 't', type: 'transport', selectedCandidatePairId: 'p' }, pair('p', 'l'), local('l', 'host', 'udp')];
+    expect(selectedTransport(report([...base, remote('2001:db8::10')]))?.ipv6).toBe(true);
+    expect(selectedTransport(report([...base, remote('203.0.113.10')]))?.ipv6).toBe(false);
+    // Firefox before the `address` name: `ip`.
+    expect(selectedTransport(report([...base, { id: 'r', type: 'remote-candidate', ip: 'fd00::1' }]))?.ipv6).toBe(true);
   });
 
   it('falls back to the nominated succeeded pair, and is null without a selected pair', () => {
     const r = report([pair('p', 'l', { nominated: true, state: 'succeeded' }), local('l', 'srflx', 'udp')]);
-    expect(selectedTransport(r)).toEqual({ kind: 'udp', relayProtocol: null });
+    expect(selectedTransport(r)).toEqual({ kind: 'udp', relayProtocol: null, ipv6: null });
     expect(selectedTransport(report([pair('p', 'l', { state: 'in-progress' }), local('l', 'host', 'udp')]))).toBeNull();
     expect(selectedTransport(report([{ id: 't', type: 'transport' }]))).toBeNull();
   });

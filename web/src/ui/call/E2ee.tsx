@@ -107,7 +107,7 @@ export function E2eeSection({ status, phoneCount = 0, controller }: { status: E2
         <p className="small">
           {t('e2ee.diagEpoch', { epoch: status?.epoch ?? '–', leaf: status?.ownLeaf ?? '–' })}
         </p>
-        <p className="small" data-testid="media-transport" data-transport={transport?.kind ?? ''}>
+        <p className="small" data-testid="media-transport" data-transport={transport?.kind ?? ''} data-family={transport?.ipv6 == null ? '' : transport.ipv6 ? 'ipv6' : 'ipv4'}>
           {t('e2ee.diagTransport', { transport: transportText(t, transport) })}
         </p>
         <p className="small" data-testid="e2ee-dropped" data-dropped={dropped}>
@@ -144,8 +144,8 @@ export function E2eeSection({ status, phoneCount = 0, controller }: { status: E2
 /** The own media connection's transport, for the diagnostics view. */
 function transportText(t: Translate, m: MediaTransport | null): string {
   if (!m) return '–';
-  if (m.kind === 'relay') return t('e2ee.transport.relay', { protocol: (m.relayProtocol ?? '?').toUpperCase() });
-  return t(m.kind === 'tcp' ? 'e2ee.transport.tcp' : 'e2ee.transport.udp');
+  const how = m.kind === 'relay' ? t('e2ee.transport.relay', { protocol: (m.relayProtocol ?? '?').toUpperCase() }) : t(m.kind === 'tcp' ? 'e2ee.transport.tcp' : 'e2ee.transport.udp');
+  return m.ipv6 === null ? how : `${how} · ${m.ipv6 ? 'IPv6' : 'IPv4'}`;
 }
 
 export function noticeText(t: Translate, n: E2eeNotice): string | null {
