@@ -106,36 +106,29 @@ export function createNetns(n: number, chromiumPath = process.env.CHROMIUM_PATH 
   };
 }
 
-/** Rules that drop every IPv4 packet in and out of the namespace (loopback aside): a network
- * with IPv6 only. */
-export const DROP_IPV4 = `
+/** Rules that drop (and count) every packet in and out of the namespace that `match` matches
+ * (an nftables expression), loopback aside. */
+function dropping(match: string): string {
+  return `
 table inet kztcp {
   chain out {
     type filter hook output priority 0; policy accept;
     oif lo accept
-    meta nfproto ipv4 counter drop
+    ${match} counter drop
   }
   chain in {
     type filter hook input priority 0; policy accept;
     iif lo accept
-    meta nfproto ipv4 counter drop
+    ${match} counter drop
   }
 }`;
+}
 
-/** Rules that drop every UDP packet in and out of the namespace (loopback aside). */
-export const DROP_UDP = `
-table inet kztcp {
-  chain out {
-    type filter hook output priority 0; policy accept;
-    oif lo accept
-    meta l4proto udp counter drop
-  }
-  chain in {
-    type filter hook input priority 0; policy accept;
-    iif lo accept
-    meta l4proto udp counter drop
-  }
-}`;
+/** Rules that drop every IPv4 packet: a network with IPv6 only. */
+export const DROP_IPV4 = dropping('meta nfproto ipv4');
+
+/** Rules that drop every UDP packet. */
+export const DROP_UDP = dropping('meta l4proto udp');
 
 /** Rules that let only TCP to `host` on `ports` out of the namespace (and the answers in); other
  * TCP connections are refused at once (a reset), everything else is dropped. */

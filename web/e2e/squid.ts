@@ -5,6 +5,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { watch } from './child';
 import { expect } from './fixtures';
 
 /** Debian's Squid on `ip`:3128 as a town hall's web proxy: it takes requests from `client`
@@ -58,11 +59,10 @@ export async function startSquid(ip: string, client: string, connectPorts: numbe
     '',
   ].join('\n'));
   const child: ChildProcess = spawn('squid', ['-N', '-f', conf], { stdio: 'ignore' });
-  let exited = false;
-  child.on('exit', () => (exited = true));
+  const proc = watch(child);
   const read = (f: string) => (existsSync(f) ? readFileSync(f, 'utf8') : '');
   await expect
-    .poll(() => (exited ? `exited: ${read(join(dir, 'cache.log'))}` : /Accepting HTTP Socket connections/.test(read(join(dir, 'cache.log'))) ? 'listening' : 'starting'), {
+    .poll(() => (proc.exited() ? `exited: ${read(join(dir, 'cache.log'))}` : /Accepting HTTP Socket connections/.test(read(join(dir, 'cache.log'))) ? 'listening' : 'starting'), {
       timeout: 20_000,
       message: 'squid listens on 3128',
     })
@@ -71,11 +71,7 @@ export async function startSquid(ip: string, client: string, connectPorts: numbe
     log: () => read(accessLog),
     requests: () => parse(read(accessLog)),
     stop: async () => {
-      if (!exited) {
-        child.kill('SIGTERM');
-        for (let i = 0; i < 50 && !exited; i++) await new Promise((r) => setTimeout(r, 100));
-        if (!exited) child.kill('SIGKILL');
-      }
+      await proc.stop();
       rmSync(dir, { recursive: true, force: true });
     },
   };

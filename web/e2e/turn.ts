@@ -4,6 +4,7 @@ import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { watch } from './child';
 import { expect } from './fixtures';
 import { recordSecret } from './log-secrets';
 
@@ -34,12 +35,11 @@ export async function startCoturn(ip: string, peer: string, secret: string, name
     '--userdb', join(dir, 'turndb'), '--pidfile', join(dir, 'turn.pid'),
     '--log-file', logFile, '--simple-log', '--no-stdout-log', '--verbose',
   ], { stdio: 'ignore' });
-  let exited = false;
-  child.on('exit', () => (exited = true));
+  const proc = watch(child);
   const log = () => (existsSync(logFile) ? readFileSync(logFile, 'utf8') : '');
   // Ready when it listens on 443 (its log says so).
   await expect
-    .poll(() => (exited ? 'exited' : /IPv4\. TLS listener opened on : \S+:443/.test(log()) ? 'listening' : 'starting'), {
+    .poll(() => (proc.exited() ? 'exited' : /IPv4\. TLS listener opened on : \S+:443/.test(log()) ? 'listening' : 'starting'), {
       timeout: 20_000,
       message: 'coturn listens on 443',
     })
@@ -47,11 +47,7 @@ export async function startCoturn(ip: string, peer: string, secret: string, name
   return {
     log,
     stop: async () => {
-      if (!exited) {
-        child.kill('SIGTERM');
-        for (let i = 0; i < 50 && !exited; i++) await new Promise((r) => setTimeout(r, 100));
-        if (!exited) child.kill('SIGKILL');
-      }
+      await proc.stop();
       rmSync(dir, { recursive: true, force: true });
     },
   };
