@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import type { Browser as PBrowser, BrowserContext as PContext, Page as PPage } from 'puppeteer-core';
 import { chromiumArgs } from '../playwright.config';
 import { ADMIN_PASSWORD, expect, firstAdminLogin, signIn, test } from './fixtures';
-import { confinedFirefox, createRealAddress, droppedForConfined, firefoxUnavailable, launchFirefox, onlyTheProxy, proxyPrefs, type RealAddress } from './firefox';
+import { confinedFirefox, createRealAddress, droppedForConfined, firefoxUnavailable, launchFirefox, ONLY_IPV6, onlyTheProxy, proxyPrefs, type RealAddress } from './firefox';
 import {
   changePassword,
   createMeeting,
@@ -371,6 +371,48 @@ test('behind a web proxy that lets only 443 through: Firefox reaches the TURN se
     await ff.browserContext().close();
     const tunnels = () => squid.requests().filter((r) => r.status === 'TCP_TUNNEL/200' && r.method === 'CONNECT').map((r) => r.url);
     await expect.poll(tunnels, { timeout: 15_000, message: 'a tunnel to the TURN server' }).toContain(`${name}:443`);
+  } finally {
+    for (const c of cleanups.reverse()) await Promise.resolve(c()).catch((e) => console.log(`cleanup: ${e}`));
+  }
+});
+
+test('on a network with IPv6 only, Firefox joins a dual-stack server by its IPv6 address and exchanges encrypted media over IPv6', async ({}, testInfo) => {
+  test.setTimeout(180_000);
+  const { hostIp: ip, hostIp6: ip6 } = addr!;
+  const cleanups: (() => Promise<unknown> | unknown)[] = [];
+  try {
+    // A server of its own on [::], announcing a media address of each family.
+    const own = await startServer(
+      { dualStack: { v4: ip, v6: ip6 }, own: 'firefox-ipv6', env: { KLAUSUR_DANGER_PLAIN_HTTP: '1' } },
+      { logDir: join(testInfo.project.outputDir, SERVER_LOGS_DIR) },
+    );
+    cleanups.push(() => own.stop());
+    recordSecret('password', own.adminOneTimePassword);
+    const base6 = own.baseURL6!;
+    // Firefox whose IPv4 goes nowhere (but to its remote control on loopback).
+    const confined = confinedFirefox(ONLY_IPV6);
+    cleanups.push(confined.remove);
+    const ff6 = await launchFirefox(ip6, { executablePath: confined.executablePath });
+    cleanups.push(() => ff6.close());
+    const organiserBrowser = await chromium.launch({
+      executablePath: process.env.CHROMIUM_PATH ?? '/usr/bin/chromium',
+      args: [...chromiumArgs, `--unsafely-treat-insecure-origin-as-secure=${own.baseURL}`],
+    });
+    cleanups.push(() => organiserBrowser.close());
+    await firstAdminLogin(organiserBrowser, own);
+    const admin = (await signIn(organiserBrowser, own.baseURL, 'admin', ADMIN_PASSWORD)).page;
+    await createMeeting(admin, TITLE, 'strict');
+    const link = await inviteGuest(admin, 'Ines Sechs');
+    const adminId = await organiserJoins(admin, TITLE);
+    const ff = await firefoxPage('Ines', { browser: ff6 });
+    const ffId = await firefoxJoins(ff, link, undefined, base6);
+    await equalCodes([admin, ff]);
+    await expectMediaFrom(ff, adminId);
+    await expectAudioVideoFrom(admin, ffId);
+    const transport = await ev(ff, async () => (await (window as unknown as { __klausur?: { transport(): Promise<unknown> } }).__klausur?.transport()) ?? null);
+    expect(transport).toMatchObject({ kind: 'udp', ipv6: true });
+    // Firefox did try the server's IPv4 candidate: the rules dropped it.
+    expect(droppedForConfined()).toBeGreaterThan(0);
   } finally {
     for (const c of cleanups.reverse()) await Promise.resolve(c()).catch((e) => console.log(`cleanup: ${e}`));
   }

@@ -37,6 +37,8 @@ export interface RealAddress {
   name: string;
   /** The host side's address: the server listens here. */
   hostIp: string;
+  /** The host side's IPv6 address (`fd00:202:<n>::1`). */
+  hostIp6: string;
   remove(): void;
 }
 
@@ -47,6 +49,7 @@ export function createRealAddress(): RealAddress {
   const host = `kzff${n}h`;
   const inner = `kzff${n}b`;
   const hostIp = `10.202.${n}.1`;
+  const hostIp6 = `fd00:202:${n}::1`;
   const remove = () => {
     for (const args of [['netns', 'del', name], ['link', 'del', host]]) {
       try {
@@ -62,6 +65,7 @@ export function createRealAddress(): RealAddress {
     run('ip', ['link', 'add', host, 'type', 'veth', 'peer', 'name', inner]);
     run('ip', ['link', 'set', inner, 'netns', name]);
     run('ip', ['addr', 'add', `${hostIp}/24`, 'dev', host]);
+    run('ip', ['-6', 'addr', 'add', `${hostIp6}/64`, 'dev', host, 'nodad']);
     run('ip', ['link', 'set', host, 'up']);
     run('ip', ['netns', 'exec', name, 'ip', 'addr', 'add', `10.202.${n}.2/24`, 'dev', inner]);
     run('ip', ['netns', 'exec', name, 'ip', 'link', 'set', inner, 'up']);
@@ -69,7 +73,7 @@ export function createRealAddress(): RealAddress {
     remove();
     throw e;
   }
-  return { name, hostIp, remove };
+  return { name, hostIp, hostIp6, remove };
 }
 
 /** Debian's Firefox ESR, headless, with fake camera and microphone and `host` a secure context
@@ -170,6 +174,17 @@ table inet kzffconfined {
   }
 }`;
 }
+
+/** Host rules for a confined Firefox on a network with IPv6 only: of its IPv4 packets only those
+ * to 127.0.0.0/8 (its remote control) go out, the others are dropped and counted. */
+export const ONLY_IPV6 = `
+table inet kzffconfined {
+  chain out {
+    type filter hook output priority 0; policy accept;
+    meta skuid ${CONFINED_UID} ip daddr 127.0.0.0/8 accept
+    meta skuid ${CONFINED_UID} meta nfproto ipv4 counter drop
+  }
+}`;
 
 /** Packets of the confined Firefox the host's rules refused or dropped so far. */
 export function droppedForConfined(): number {
