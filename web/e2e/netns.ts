@@ -19,7 +19,8 @@ export interface Netns {
   hostIp: string;
   /** The namespace side's address: the browser's. */
   nsIp: string;
-  /** The same two sides' IPv6 addresses (`fd00:201:<n>::1` and `::2`). */
+  /** The same two sides' IPv6 addresses (`fd00:201:<n>::1` and `::2`), configured only when
+   * the namespace was created with `ipv6`. */
   hostIp6: string;
   nsIp6: string;
   /** An executable that runs Chromium inside the namespace (for `executablePath`). */
@@ -47,7 +48,7 @@ export function netnsAvailable(): string | null {
 }
 
 /** Creates namespace `kztcp<n>` (removing a leftover of an earlier run first). */
-export function createNetns(n: number, chromiumPath = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium'): Netns {
+export function createNetns(n: number, opts: { ipv6?: boolean } = {}, chromiumPath = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium'): Netns {
   const name = `kztcp${n}`;
   const host = `kztcp${n}h`;
   const inner = `kztcp${n}b`;
@@ -76,9 +77,11 @@ export function createNetns(n: number, chromiumPath = process.env.CHROMIUM_PATH 
     run('ip', ['addr', 'add', `${hostIp}/24`, 'dev', host]);
     run('ip', ['link', 'set', host, 'up']);
     inNs('ip', 'addr', 'add', `${nsIp}/24`, 'dev', inner);
-    // IPv6 beside it, usable at once (no duplicate address detection on a link of two).
-    run('ip', ['-6', 'addr', 'add', `${hostIp6}/64`, 'dev', host, 'nodad']);
-    inNs('ip', '-6', 'addr', 'add', `${nsIp6}/64`, 'dev', inner, 'nodad');
+    if (opts.ipv6) {
+      // IPv6 beside it, usable at once (no duplicate address detection on a link of two).
+      run('ip', ['-6', 'addr', 'add', `${hostIp6}/64`, 'dev', host, 'nodad']);
+      inNs('ip', '-6', 'addr', 'add', `${nsIp6}/64`, 'dev', inner, 'nodad');
+    }
     inNs('ip', 'link', 'set', inner, 'up');
     inNs('ip', 'link', 'set', 'lo', 'up');
   } catch (e) {

@@ -84,8 +84,8 @@ async function browserFor(server: KlausurServer, ns: Netns | null, extraArgs: st
   return b;
 }
 
-function namespace(n: number, rules: string): Netns {
-  const ns = createNetns(n);
+function namespace(n: number, rules: string, opts: { ipv6?: boolean } = {}): Netns {
+  const ns = createNetns(n, opts);
   cleanups.push(() => ns.remove());
   ns.setRules(rules);
   return ns;
@@ -212,7 +212,7 @@ test('a browser whose network drops UDP joins over TCP and exchanges encrypted m
 test('a browser on a network with IPv6 only joins over IPv6 and exchanges encrypted media', async ({ browser }, testInfo) => {
   // The namespace drops every IPv4 packet; the server listens on [::] and announces a media
   // address of each family (`[media] public_ipv6`).
-  const ns = namespace(10, DROP_IPV4);
+  const ns = namespace(10, DROP_IPV4, { ipv6: true });
   const server = await serverFor(ns, browser, testInfo.project.outputDir, { own: 'dual-stack', dualStack: { v4: ns.hostIp, v6: ns.hostIp6 } });
   const base6 = server.baseURL6!;
   // The guest knows the server by its IPv6 address only (a secure origin for the test, as the
