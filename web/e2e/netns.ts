@@ -1,6 +1,6 @@
 // A network namespace for a browser on a network that blocks UDP or a bad link: a veth pair to
-// the host (10.201.<n>.1 on the host side, where the servers listen; 10.201.<n>.2 inside; and
-// fd00:201:<n>::1 and ::2 for IPv6),
+// the host (10.201.<n>.1 on the host side, where the servers listen; 10.201.<n>.2 inside; and,
+// when asked, fd00:201:<n>::1 and ::2 for IPv6),
 // nftables rules inside the namespace, and a wrapper that runs Debian's Chromium in it. Needs
 // root (the tests run as root on the test machine); every name starts with `kztcp`.
 //
