@@ -181,6 +181,27 @@ async function expectMediaFrom(page: AnyPage, from: string): Promise<void> {
   }
 }
 
+/** The media transport of a Firefox page (the test hook's `transport`). */
+async function ffTransport(page: PPage): Promise<unknown> {
+  return ev(page, async () => (await (window as unknown as { __klausur?: { transport(): Promise<unknown> } }).__klausur?.transport()) ?? null);
+}
+
+/** On a server of a test's own (`own`): a Chromium organiser (closed by `cleanups`) signs in,
+ * creates the meeting, invites `guest` and joins; the link's path and the organiser's id. */
+async function organiserOn(own: KlausurServer, guest: string, cleanups: (() => Promise<unknown> | unknown)[]): Promise<{ admin: Page; link: string; adminId: string }> {
+  const organiserBrowser = await chromium.launch({
+    executablePath: process.env.CHROMIUM_PATH ?? '/usr/bin/chromium',
+    args: [...chromiumArgs, `--unsafely-treat-insecure-origin-as-secure=${own.baseURL}`],
+  });
+  cleanups.push(() => organiserBrowser.close());
+  await firstAdminLogin(organiserBrowser, own);
+  const admin = (await signIn(organiserBrowser, own.baseURL, 'admin', ADMIN_PASSWORD)).page;
+  await createMeeting(admin, TITLE, 'strict');
+  const link = await inviteGuest(admin, guest);
+  const adminId = await organiserJoins(admin, TITLE);
+  return { admin, link, adminId };
+}
+
 test('mixed meeting: Chromium and two Firefox guests share one group and decrypt each other both ways', async () => {
   test.setTimeout(180_000);
   const recordedFrom = existsSync(server!.rtpRecording!) ? statSync(server!.rtpRecording!).size : 0;
@@ -305,7 +326,7 @@ test('behind a web proxy: Firefox that reaches nothing but the proxy joins, and 
     await equalCodes([admin, ff]);
     await expectMediaFrom(ff, adminId);
     await expectAudioVideoFrom(admin, ffId);
-    const transport = await ev(ff, async () => (await (window as unknown as { __klausur?: { transport(): Promise<unknown> } }).__klausur?.transport()) ?? null);
+    const transport = await ffTransport(ff);
     expect(transport).toMatchObject({ kind: 'tcp', relayProtocol: null });
     // Firefox did try to go direct (UDP to the server's candidate): the rules stopped it.
     expect(droppedForConfined()).toBeGreaterThan(0);
@@ -349,22 +370,13 @@ test('behind a web proxy that lets only 443 through: Firefox reaches the TURN se
     // The TURN server's certificate is the test's own (a city's is from a CA browsers trust).
     const proxied = await launchFirefox(ip, { prefs: proxyPrefs(ip), executablePath: confined.executablePath, acceptInsecureCerts: true });
     cleanups.push(() => proxied.close());
-    const organiserBrowser = await chromium.launch({
-      executablePath: process.env.CHROMIUM_PATH ?? '/usr/bin/chromium',
-      args: [...chromiumArgs, `--unsafely-treat-insecure-origin-as-secure=${own.baseURL}`],
-    });
-    cleanups.push(() => organiserBrowser.close());
-    await firstAdminLogin(organiserBrowser, own);
-    const admin = (await signIn(organiserBrowser, own.baseURL, 'admin', ADMIN_PASSWORD)).page;
-    await createMeeting(admin, TITLE, 'strict');
-    const link = await inviteGuest(admin, 'Paula Proxy');
-    const adminId = await organiserJoins(admin, TITLE);
+    const { admin, link, adminId } = await organiserOn(own, 'Paula Proxy', cleanups);
     const ff = await firefoxPage('Paula', { browser: proxied });
     const ffId = await firefoxJoins(ff, link, undefined, own.baseURL);
     await equalCodes([admin, ff]);
     await expectMediaFrom(ff, adminId);
     await expectAudioVideoFrom(admin, ffId);
-    const transport = await ev(ff, async () => (await (window as unknown as { __klausur?: { transport(): Promise<unknown> } }).__klausur?.transport()) ?? null);
+    const transport = await ffTransport(ff);
     expect(transport).toMatchObject({ kind: 'relay', relayProtocol: 'tls' });
     expect(turn.log()).toMatch(new RegExp(`user <\\d+:${ffId}>: incoming packet ALLOCATE processed, success`));
     expect(droppedForConfined()).toBeGreaterThan(0);
@@ -394,22 +406,13 @@ test('on a network with IPv6 only, Firefox joins a dual-stack server by its IPv6
     cleanups.push(confined.remove);
     const ff6 = await launchFirefox(ip6, { executablePath: confined.executablePath });
     cleanups.push(() => ff6.close());
-    const organiserBrowser = await chromium.launch({
-      executablePath: process.env.CHROMIUM_PATH ?? '/usr/bin/chromium',
-      args: [...chromiumArgs, `--unsafely-treat-insecure-origin-as-secure=${own.baseURL}`],
-    });
-    cleanups.push(() => organiserBrowser.close());
-    await firstAdminLogin(organiserBrowser, own);
-    const admin = (await signIn(organiserBrowser, own.baseURL, 'admin', ADMIN_PASSWORD)).page;
-    await createMeeting(admin, TITLE, 'strict');
-    const link = await inviteGuest(admin, 'Ines Sechs');
-    const adminId = await organiserJoins(admin, TITLE);
+    const { admin, link, adminId } = await organiserOn(own, 'Ines Sechs', cleanups);
     const ff = await firefoxPage('Ines', { browser: ff6 });
     const ffId = await firefoxJoins(ff, link, undefined, base6);
     await equalCodes([admin, ff]);
     await expectMediaFrom(ff, adminId);
     await expectAudioVideoFrom(admin, ffId);
-    const transport = await ev(ff, async () => (await (window as unknown as { __klausur?: { transport(): Promise<unknown> } }).__klausur?.transport()) ?? null);
+    const transport = await ffTransport(ff);
     expect(transport).toMatchObject({ kind: 'udp', ipv6: true });
     // Firefox did try the server's IPv4 candidate: the rules dropped it.
     expect(droppedForConfined()).toBeGreaterThan(0);
