@@ -4,7 +4,8 @@
 CARGO ?= cargo
 SERVER_BIN := target/debug/klausur
 
-.PHONY: demo test setup setup-test wasm web web-check rust-check rust-test wasm-test proto-ts e2e clean
+.PHONY: demo test setup setup-test wasm web web-check rust-check rust-test rust-and-web-test \
+	wasm-and-web-check wasm-test proto-ts e2e browser-test clean
 
 ## Set up and start the server on http://127.0.0.1:8080 (SQLite in ./klausur-data).
 demo: setup web
@@ -13,7 +14,7 @@ demo: setup web
 
 ## Set up and run every test: format, lints, Rust tests, the fuzz targets type-checked, generated
 ## types, web build, browser tests.
-test: setup-test rust-check rust-test wasm-test web-check e2e
+test: setup-test rust-check rust-and-web-test browser-test
 
 setup:
 	./scripts/setup.sh
@@ -38,11 +39,31 @@ rust-check:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 ## Four tests at a time on two cores: most server tests wait on real time (telephone calls at the
-## speed of speech, timeouts, restarts), not on the CPU.
+## speed of speech, timeouts, restarts), not on the CPU. The test-hooks and ts builds are asked
+## for with --workspace, so that every other crate keeps the features of the first build and only
+## the crates with the feature are compiled again (with -p, Cargo resolves the features of the
+## one package's graph anew and compiles about 180 crates a second time).
+TEST_HOOKS_BUILD := $(CARGO) test --workspace --features klausur-server/test-hooks --test media_faults
 rust-test:
 	$(CARGO) test --workspace -- --test-threads=4
-	$(CARGO) test -p klausur-server --features test-hooks --test media_faults
-	$(CARGO) test -p klausur-proto --features ts --test typescript
+	$(TEST_HOOKS_BUILD)
+	$(CARGO) test --workspace --features klausur-proto/ts --test typescript
+
+## The Rust tests take about 210 s on two cores of which they compute about 90: once they are
+## built, the WebAssembly core is built and tested and the web client checked beside them.
+## Its output follows theirs (target/wasm-and-web-check.log); either failing fails the target.
+rust-and-web-test:
+	$(CARGO) test --workspace --no-run
+	@echo "make wasm-and-web-check (beside the Rust tests, output in target/wasm-and-web-check.log)"
+	@$(MAKE) --no-print-directory wasm-and-web-check > target/wasm-and-web-check.log 2>&1 & web=$$!; \
+	$(MAKE) --no-print-directory rust-test; rust=$$?; \
+	wait $$web; web_rc=$$?; \
+	echo "--- make wasm-and-web-check (exit $$web_rc):"; cat target/wasm-and-web-check.log; \
+	test $$rust -eq 0 && test $$web_rc -eq 0
+
+wasm-and-web-check:
+	$(MAKE) --no-print-directory wasm-test
+	$(MAKE) --no-print-directory web-check
 
 ## The e2ee core compiled to WebAssembly: RFC 9605 vectors and group scenarios under Node,
 ## and the size budget (installs Debian's rustc-web toolchain and wasm-bindgen-cli if missing).
@@ -58,8 +79,11 @@ proto-ts:
 ## the same feature, so that after `rust-test` it is there already: `cargo build` would compile
 ## the server crate once more, about a minute), and web/dist-test beside web/dist. First,
 ## the production bundle is checked for the test-hooks plaintext paths (web/scripts/check-bundles.mjs).
-e2e: web-check
-	$(CARGO) test -p klausur-server --features test-hooks --test media_faults --no-run
+## `make e2e` checks and builds the web client first; `make test` has done so by then.
+e2e: web-check browser-test
+
+browser-test:
+	$(TEST_HOOKS_BUILD) --no-run
 	cd web && npm run build:test-hooks
 	cd web && npm run check:bundles
 	cd web && KLAUSUR_BIN=$(CURDIR)/$(SERVER_BIN) npm run test:e2e
