@@ -11,7 +11,7 @@ mod reconnect;
 pub mod sipp;
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -66,16 +66,17 @@ fn rtp_ports() -> std::ops::RangeInclusive<u16> {
 const METRICS_TOKEN: &str = "the-dial-in-tests-scrape-token-0123456789";
 
 async fn dial() -> Dial {
-    dial_with(false).await
+    dial_with(false, IpAddr::V4(Ipv4Addr::LOCALHOST)).await
 }
 
 /// A server and its gateway; with `relayed`, the gateway reaches the server (HTTP and
-/// WebSocket; media goes straight) through a [`reconnect::Relay`] the test can cut.
-async fn dial_with(relayed: bool) -> Dial {
+/// WebSocket; media goes straight) through a [`reconnect::Relay`] the test can cut. The
+/// gateway takes SIP and RTP on `telephony` (127.0.0.1, or ::1 for a SIP trunk over IPv6).
+async fn dial_with(relayed: bool, telephony: IpAddr) -> Dial {
     let srv = TestServer::start_with(|c| {
-        c.dialin.udp = vec!["127.0.0.1:0".parse().expect("addr")];
+        c.dialin.udp = vec![SocketAddr::new(telephony, 0)];
         c.dialin.phone_number = Some("+49 30 9999 0000".into());
-        c.dialin.rtp_address = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        c.dialin.rtp_address = telephony;
         c.dialin.rtp_ports = rtp_ports();
         c.dialin.max_calls = 10;
         c.dialin_throttle_unit = Duration::from_millis(100);
@@ -155,7 +156,8 @@ impl Dial {
     }
 
     fn call(&self, name: &str, call: &Call) -> sipp::Sipp {
-        sipp::start(call, self.sip, "127.0.0.1", &self.tmp.path().join(name))
+        let local = self.sip.ip().to_string();
+        sipp::start(call, self.sip, &local, &self.tmp.path().join(name))
     }
 }
 
@@ -439,6 +441,48 @@ async fn a_caller_joins_is_heard_and_leaves() {
     );
     let (base, series) = (&d.srv.base, "klausur_dialin_calls_active");
     crate::metrics::until_metric(base, METRICS_TOKEN, series, 0.0, "the call ends").await;
+}
+
+/// A SIP trunk over IPv6 (the gateway's SIP and RTP on ::1, sipp calling from ::1): the caller
+/// types number and PIN, joins the encrypted group and is heard, and the call ends cleanly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_over_ipv6_joins_and_is_heard() {
+    let d = dial_with(false, IpAddr::V6(Ipv6Addr::LOCALHOST)).await;
+    assert!(d.sip.is_ipv6(), "the gateway listens on {}", d.sip);
+    let (_, number, mut max, pins) = meeting_with_max(
+        &d,
+        "dialmeetipv60001",
+        SecurityProfile::Internal,
+        &["Erika Musterfrau"],
+    )
+    .await;
+    let sipp = d.call(
+        "erika",
+        &Call {
+            keys: format!("{number}#{}#", pins[0]),
+            audio: true,
+            stay: Duration::from_secs(8),
+            end: End::CallerHangsUp,
+            caller: "+4930123456789".into(),
+        },
+    );
+    let pid = max.caller_in_group().await;
+    max.until("the caller's audio over IPv6", |m| {
+        m.heard.get(&pid).copied().unwrap_or(0) > 50
+    })
+    .await;
+    let (code, trace) = tokio::task::spawn_blocking(move || sipp.wait(Duration::from_secs(90)))
+        .await
+        .expect("join");
+    assert_eq!(code, Some(0), "sipp failed:\n{trace}");
+    assert!(
+        trace.contains("[::1]") || trace.contains("IN IP6 ::1"),
+        "the call ran over IPv6:\n{trace}"
+    );
+    max.until("the caller gone", |m| {
+        m.phone().is_none() && !m.phone_in_roster()
+    })
+    .await;
 }
 
 /// Test 5: the strict profile refuses the call after the PIN; the meeting never sees the

@@ -8,7 +8,7 @@
 //! server keeps running throughout (a restarted server forgets the call's ticket and refuses it:
 //! the call ends, see the voice menu's tests).
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -100,7 +100,7 @@ async fn erika_in_a_relayed_meeting(
     stay_s: u64,
     end: End,
 ) -> (super::Dial, super::Member, super::sipp::Sipp, String) {
-    let d = dial_with(true).await;
+    let d = dial_with(true, IpAddr::V4(Ipv4Addr::LOCALHOST)).await;
     let (_, number, mut max, pins) = meeting_with_max(
         &d,
         meeting_id,
