@@ -209,6 +209,11 @@ impl Baresip {
         self.recording()
     }
 
+    /// What baresip has recorded so far (the call may go on).
+    pub fn recorded(&self) -> Vec<i16> {
+        self.recording()
+    }
+
     fn recording(&self) -> Vec<i16> {
         let rec = self.dir.join("rec");
         let mut files: Vec<PathBuf> = std::fs::read_dir(&rec)

@@ -5,6 +5,7 @@
 //! the encrypted path, and leaves; wrong PINs, a strict meeting, removal and moderation.
 
 mod baresip;
+mod maintenance;
 mod reconnect;
 // Also the caller of the dial-in tests of the command line and of TLS (`dialin_cli`,
 // `dialin_tls`, `dialin_remote_tls`).
