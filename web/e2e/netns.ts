@@ -109,6 +109,18 @@ export function createNetns(n: number, opts: { ipv6?: boolean } = {}, chromiumPa
   };
 }
 
+/** The namespace's IPv4 address `from` goes away (its interface keeps its link), as when a
+ * laptop leaves a Wi-Fi network. */
+export function dropAddress(ns: Netns, from: string): void {
+  run('ip', ['netns', 'exec', ns.name, 'ip', 'addr', 'del', `${from}/24`, 'dev', `${ns.name}b`]);
+}
+
+/** The namespace gets the IPv4 address `to` on the same link, as when the laptop joins another
+ * network. */
+export function addAddress(ns: Netns, to: string): void {
+  run('ip', ['netns', 'exec', ns.name, 'ip', 'addr', 'add', `${to}/24`, 'dev', `${ns.name}b`]);
+}
+
 /** Rules that drop (and count) every packet in and out of the namespace that `match` matches
  * (an nftables expression), loopback aside. */
 function dropping(match: string): string {

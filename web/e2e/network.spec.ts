@@ -23,11 +23,19 @@
 //   windows; after the impairment ends, the video runs at its earlier frame rate within 2 s.
 // - Joining through a 300 kbit/s downlink: the client's scripts arrive compressed, and the guest
 //   gets into the encrypted group and receives the meeting (the join's steps are printed).
+// Networks that change under a meeting (a laptop from Wi-Fi to a mobile network):
+// - Everything but the connection to the web server dropped for a while: the browser's media
+//   connection goes quiet (ICE `disconnected`), the client asks the server for a sign of life,
+//   gets one and stays in: same participant, same security code, media both ways again after.
+// - The guest's address goes and, 2 s later, another comes: the client's probe finds the
+//   signaling connection dead and the guest is back in by itself, with a new member of the
+//   group and media both ways (the negative control, by hand: without the probe the guest comes
+//   back only when Chromium declares the media connection failed, and the test fails).
 import { join } from 'node:path';
 import { chromium, type Browser, type Page } from '@playwright/test';
 import { chromiumArgs } from '../playwright.config';
 import { busyVideoPath } from './canary';
-import { expect, firstAdminLogin, newPerson, signIn, test, ADMIN_PASSWORD, type Person } from './fixtures';
+import { expect, firstAdminLogin, newPerson, signIn, test, watchJoins, ADMIN_PASSWORD, type Person } from './fixtures';
 import {
   commonSecurityCode,
   createMeeting,
@@ -42,7 +50,7 @@ import {
   stats,
 } from './helpers';
 import { recordSecret, SERVER_LOGS_DIR, useOutputDir } from './log-secrets';
-import { createNetns, downlinkCounters, DROP_IPV4, DROP_UDP, impairedUdp, limitDownlink, netnsAvailable, onlyTcpTo, ruleCounters, type Netns } from './netns';
+import { addAddress, createNetns, downlinkCounters, dropAddress, DROP_IPV4, DROP_UDP, impairedUdp, limitDownlink, netnsAvailable, onlyTcpTo, ruleCounters, type Netns } from './netns';
 import { startServer, type KlausurServer, type ServerOptions } from './server';
 import { startSquid } from './squid';
 import { startCoturn, turnConfig } from './turn';
@@ -254,6 +262,63 @@ test('negative control: with the server’s TCP candidate off, a browser without
 
 
 /** A server with `[turn]` pointing at `turns:<ip>:443`, its secret `secret`. */
+test('a short media outage leaves a participant in; a change of network (the address goes, another comes) gets it back in by itself within seconds', async ({ browser }, testInfo) => {
+  const ns = namespace(11, '');
+  const server = await serverFor(ns, browser, testInfo.project.outputDir, { own: 'network-change' });
+  const nsBrowser = await browserFor(server, ns);
+  const hostBrowser = await browserFor(server, null);
+  const { admin, guest } = await meeting(hostBrowser, nsBrowser, server.baseURL, 'Mara Mobil');
+  const watched = watchJoins(guest);
+  const told: string[] = [];
+  guest.page.on('console', (m) => told.push(m.text()));
+  await exchangeEncryptedMedia(admin, guest);
+  const code = await commonSecurityCode([admin.page, guest.page]);
+  const statesBefore = (await iceStates(guest.page)).length;
+
+  await test.step('the media path gone for a while, signaling not: the guest stays in, and the media comes back', async () => {
+    // Everything dropped but the connection to the web server (UDP and ICE-TCP to the media
+    // port alike: with UDP alone gone, the browser moves to its TCP pair without a pause).
+    ns.setRules(onlyTcpTo(ns.hostIp, [httpPort(server)]));
+    // The browser notices (ICE `disconnected`), the client asks the server for a sign of life
+    // and gets one: nothing else happens.
+    await expect.poll(async () => (await iceStates(guest.page)).slice(statesBefore), { timeout: 30_000, message: 'the media connection goes quiet' }).toContain('pc:disconnected');
+    await guest.page.waitForTimeout(4000); // longer than the probe's 3 s
+    ns.setRules('');
+    await expect.poll(async () => (await iceStates(guest.page)).slice(statesBefore).at(-1), { timeout: 30_000, message: 'the media connection is back' }).toBe('pc:connected');
+    expect(watched.joinedAt).toHaveLength(0);
+    expect(told.filter((t) => t.includes('joining again') || t.includes('connecting again'))).toEqual([]);
+    expect(await selfId(guest.page)).toBe(guest.id);
+    await expectAudioVideoFrom(admin.page, guest.id, 45_000, guest.page);
+    await expectAudioVideoFrom(guest.page, admin.id, 45_000, admin.page);
+    expect(await commonSecurityCode([admin.page, guest.page])).toBe(code);
+  });
+
+  await test.step('the guest’s address goes and another comes (a laptop from Wi-Fi to a mobile network): back in by itself', async () => {
+    dropAddress(ns, ns.nsIp);
+    const gone = Date.now();
+    await guest.page.waitForTimeout(2000);
+    addAddress(ns, '10.201.11.3');
+    await expect.poll(() => watched.joinedAt.length, { timeout: 60_000, message: 'the guest joined again' }).toBe(1);
+    const back = watched.joinedAt[0] - gone;
+    await expectInRoom(guest.page);
+    await expect(guest.page.getByTestId('reconnecting-banner')).toHaveCount(0);
+    // Found by the probe when the media connection went quiet, not by the media connection's
+    // failure (about 15 s) or the keepalive (20 to 40 s).
+    expect(told.filter((t) => t.includes('connecting again') || t.includes('joining again'))).toEqual([
+      expect.stringContaining('to a probe'),
+    ]);
+    const after = await selfId(guest.page);
+    expect(after).not.toBe(guest.id);
+    await expectAudioVideoFrom(admin.page, after, 45_000, guest.page);
+    await expectAudioVideoFrom(guest.page, admin.id, 45_000, admin.page);
+    expect(await commonSecurityCode([admin.page, guest.page], code)).not.toBe(code);
+    // The organiser sees one Mara: the one on the old address is gone.
+    await openPanel(admin.page, 'people');
+    await expect(admin.page.locator('[data-testid="participant-item"][data-name="Mara Mobil"]')).toHaveCount(1, { timeout: 30_000 });
+    console.log(`network change: joined again ${back} ms after the old address went (2 s without an address)`);
+  });
+});
+
 async function serverWithTurn(ns: Netns, browser: Browser, outputDir: string, secret: string, own: string): Promise<KlausurServer> {
   const turn = turnConfig(ns.hostIp, secret);
   cleanups.push(turn.remove);

@@ -65,6 +65,9 @@ export interface PeerCallbacks {
   onFailure?(reason: string): void;
   /** The media connection (ICE and DTLS) is up. */
   onConnected?(): void;
+  /** The media connection stopped getting answers (ICE `disconnected`): it may come back by
+   * itself, or fail some seconds later. */
+  onDisconnected?(): void;
 }
 
 /**
@@ -118,6 +121,7 @@ export class PeerSession {
     this.camera = this.sendTransceiver('video', 'camera', initial.video);
     this.pc.addEventListener('connectionstatechange', () => {
       if (this.pc.connectionState === 'connected') this.cb.onConnected?.();
+      if (this.pc.connectionState === 'disconnected') this.cb.onDisconnected?.();
       if (this.pc.connectionState === 'failed') this.cb.onFailure?.('connection_failed');
     });
   }

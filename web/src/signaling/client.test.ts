@@ -1,5 +1,5 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import { PING_INTERVAL_MS, redirectSocketUrl, SignalingClient } from './client';
+import { PING_INTERVAL_MS, PROBE_TIMEOUT_MS, redirectSocketUrl, SignalingClient } from './client';
 
 /** Just enough of a browser WebSocket: the test opens it and delivers messages. */
 class FakeSocket {
@@ -19,6 +19,7 @@ class FakeSocket {
   }
   close(code = 1000) {
     this.closed = code;
+    this.readyState = 2; // CLOSING, as a browser's socket is right after close()
   }
   open() {
     this.readyState = FakeSocket.OPEN;
@@ -35,7 +36,7 @@ function connect() {
   client.connect('ws://test/api/ws');
   const ws = FakeSocket.last!;
   ws.open();
-  return { ws, closes };
+  return { ws, closes, client };
 }
 
 const pings = (ws: FakeSocket) => ws.sent.filter((t) => t.includes('"ping"')).length;
@@ -74,6 +75,38 @@ describe('signaling keep-alive', () => {
     vi.advanceTimersByTime(3 * PING_INTERVAL_MS);
     expect(pings(ws)).toBe(1);
     expect(closes).toEqual([false]);
+  });
+
+  it('a probe that gets an answer keeps the connection; one that gets none gives it up at once', () => {
+    vi.spyOn(console, 'warn').mockImplementation(() => undefined);
+    const { ws, closes, client } = connect();
+    client.probe();
+    expect(pings(ws)).toBe(1);
+    vi.advanceTimersByTime(PROBE_TIMEOUT_MS / 2);
+    ws.receive({ type: 'pong' });
+    vi.advanceTimersByTime(PROBE_TIMEOUT_MS);
+    expect(closes).toEqual([]);
+    // A second probe while one is out sends nothing more.
+    client.probe();
+    client.probe();
+    expect(pings(ws)).toBe(2);
+    vi.advanceTimersByTime(PROBE_TIMEOUT_MS - 1);
+    expect(closes).toEqual([]);
+    vi.advanceTimersByTime(1);
+    expect(closes).toEqual([false]);
+    expect(ws.closed).toBe(4000);
+    // The keepalive does not report the dead socket a second time.
+    vi.advanceTimersByTime(3 * PING_INTERVAL_MS);
+    expect(closes).toEqual([false]);
+  });
+
+  it('a probe after a clean close does nothing', () => {
+    const { ws, closes, client } = connect();
+    client.close();
+    client.probe();
+    vi.advanceTimersByTime(2 * PROBE_TIMEOUT_MS);
+    expect(pings(ws)).toBe(0);
+    expect(closes).toEqual([]);
   });
 });
 

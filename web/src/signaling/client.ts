@@ -10,6 +10,10 @@ export interface SignalingHandlers {
 
 export const PING_INTERVAL_MS = 20_000;
 
+/** How long [`SignalingClient.probe`] waits for a sign of life. The server answers a `ping` at
+ * once; 3 s leaves room for a slow mobile link without keeping someone out for long. */
+export const PROBE_TIMEOUT_MS = 3_000;
+
 export function signalingUrl(loc: Location = window.location): string {
   const scheme = loc.protocol === 'https:' ? 'wss:' : 'ws:';
   return `${scheme}//${loc.host}/api/ws`;
@@ -38,6 +42,7 @@ export function redirectSocketUrl(url: string, loc: Location = window.location):
 export class SignalingClient {
   private ws: WebSocket | null = null;
   private pingTimer: ReturnType<typeof setInterval> | null = null;
+  private probeTimer: ReturnType<typeof setTimeout> | null = null;
   private closedByUs = false;
   /** When the last `ping` went out, and when the server last sent anything (ms). */
   private lastPingAt = 0;
@@ -80,14 +85,33 @@ export class SignalingClient {
    */
   private keepAlive(): void {
     if (this.lastPingAt > 0 && this.lastReceivedAt < this.lastPingAt) {
-      this.abandon();
+      this.abandon('no answer to the keepalive ping');
       return;
     }
     this.lastPingAt = Date.now();
     this.send({ type: 'ping' });
   }
 
-  private abandon(): void {
+  /**
+   * Asks the server for a sign of life now: a `ping`, and if nothing at all arrives within
+   * `timeoutMs` the connection is dropped as by [`keepAlive`]. For when something else says the
+   * network may have changed under the connection (the media connection stopped getting
+   * answers, the browser went online again): a connection whose address is gone would otherwise
+   * be noticed only by the next ping or two, 20 to 40 s later. One probe at a time.
+   */
+  probe(timeoutMs = PROBE_TIMEOUT_MS): void {
+    const ws = this.ws;
+    if (!ws || ws.readyState !== WebSocket.OPEN || this.probeTimer) return;
+    const sentAt = Date.now();
+    this.send({ type: 'ping' });
+    this.probeTimer = setTimeout(() => {
+      this.probeTimer = null;
+      if (this.ws === ws && this.lastReceivedAt < sentAt) this.abandon(`no answer within ${timeoutMs} ms to a probe`);
+    }, timeoutMs);
+  }
+
+  private abandon(why: string): void {
+    console.warn(`klausur: the signaling connection is dead (${why}); connecting again`);
     const ws = this.ws;
     this.stopPing();
     this.ws = null;
@@ -127,5 +151,7 @@ export class SignalingClient {
   private stopPing(): void {
     if (this.pingTimer) clearInterval(this.pingTimer);
     this.pingTimer = null;
+    if (this.probeTimer) clearTimeout(this.probeTimer);
+    this.probeTimer = null;
   }
 }
