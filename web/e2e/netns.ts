@@ -210,6 +210,10 @@ export interface ImpairedUdp {
   set(impairment: Impairment): void;
   /** Datagrams relayed and dropped so far (both directions). */
   counts(): { relayed: number; dropped: number };
+  /** Every mapping is made anew: the browser's datagrams reach the server from new ports (a NAT
+   * that lost its mappings, as a carrier-grade NAT or a restarted home router does), and what
+   * the server still sends to the old ones is lost. */
+  rebind(): void;
   close(): void;
 }
 
@@ -238,18 +242,17 @@ export async function impairedUdp(ns: Netns, serverPort: number): Promise<Impair
     if (wait <= 0) send();
     else setTimeout(send, wait);
   };
+  // The socket towards the server for one of the browser's sockets (`from`), as a NAT's mapping.
+  const open = (from: { address: string; port: number }): Socket => {
+    const sock = createSocket('udp4');
+    upstream.set(`${from.address}:${from.port}`, sock);
+    sock.on('message', (back) => pass(() => inward.send(back, from.port, from.address)));
+    sock.on('error', () => undefined);
+    sock.bind(0, ns.hostIp);
+    return sock;
+  };
   inward.on('message', (msg, from) => {
-    const key = `${from.address}:${from.port}`;
-    let up = upstream.get(key);
-    if (!up) {
-      const sock = createSocket('udp4');
-      up = sock;
-      upstream.set(key, sock);
-      sock.on('message', (back) => pass(() => inward.send(back, from.port, from.address)));
-      sock.on('error', () => undefined);
-      sock.bind(0, ns.hostIp);
-    }
-    const sock = up;
+    const sock = upstream.get(`${from.address}:${from.port}`) ?? open(from);
     pass(() => sock.send(msg, serverPort, ns.hostIp));
   });
   inward.on('error', () => undefined);
@@ -266,6 +269,13 @@ table ip kzrelay {
       impairment = { ...i };
     },
     counts: () => ({ relayed, dropped }),
+    rebind() {
+      for (const [key, sock] of [...upstream]) {
+        sock.close();
+        const [address, port] = [key.slice(0, key.lastIndexOf(':')), Number(key.slice(key.lastIndexOf(':') + 1))];
+        open({ address, port });
+      }
+    },
     close() {
       inward.close();
       for (const s of upstream.values()) s.close();

@@ -18,6 +18,11 @@ use str0m_proto::{NonCryptographicRng, Pii, Protocol};
 use crate::candidate::{Candidate, CandidateKind};
 use crate::pair::{CandidatePair, CheckState, PairId};
 
+/// klausur patch: how much newer a binding request on another pair of the same priority must be
+/// than the current pair's latest one before a controlled ice-lite agent follows it
+/// ([`IceAgent::follow_rebinding`]).
+const REBINDING_QUIET: Duration = Duration::from_secs(1);
+
 /// Handles the ICE protocol for a given peer.
 ///
 /// Each connection between two peers corresponds to one [`IceAgent`] on either end.
@@ -1920,6 +1925,12 @@ impl IceAgent {
     }
 
     fn evaluate_nomination(&mut self) {
+        // klausur patch: a controlled ice-lite agent follows the peer to a pair of the same
+        // priority when the current one went quiet (a NAT that mapped the peer anew).
+        if self.ice_lite && !self.controlling && self.follow_rebinding() {
+            return;
+        }
+
         let nominated_pair_priority = self.nominated_pair_priority();
 
         let best_prio = if self.controlling {
@@ -1967,6 +1978,55 @@ impl IceAgent {
                 destination: remote.addr(),
             })
         }
+    }
+
+    /// klausur patch (vendor/is/PATCHES.md): switches the send pair of a controlled ice-lite
+    /// agent to a nominated, valid pair of the same priority as the current one whose latest
+    /// binding request is at least [`REBINDING_QUIET`] newer than the current pair's latest one.
+    /// Upstream keeps the current pair until it is pruned, 15 s after its last request, although
+    /// the peer's checks (and nomination) come from a new address: the peer's NAT mapped it
+    /// anew, and the old mapping is dead. Returns whether it switched.
+    fn follow_rebinding(&mut self) -> bool {
+        let Some(current_id) = self.nominated_send else {
+            return false;
+        };
+        let Some(current) = self.candidate_pairs.iter().find(|p| p.id() == current_id) else {
+            return false;
+        };
+        let (prio, Some(last)) = (current.prio(), current.remote_binding_request_time()) else {
+            return false;
+        };
+        let Some(next) = self
+            .candidate_pairs
+            .iter()
+            .filter(|p| {
+                p.id() != current_id
+                    && p.prio() == prio
+                    && p.is_nominated()
+                    && p.state() == CheckState::Succeeded
+                    && p
+                        .remote_binding_request_time()
+                        .is_some_and(|t| t >= last + REBINDING_QUIET)
+            })
+            .max_by_key(|p| p.remote_binding_request_time())
+        else {
+            return false;
+        };
+        let id = next.id();
+        let local = next.local_candidate(&self.local_candidates);
+        let remote = next.remote_candidate(&self.remote_candidates);
+        let (proto, source, destination) = (local.proto(), local.base(), remote.addr());
+        debug!(
+            "Follow the peer to a new address of the same priority: {:?}",
+            Pii(next)
+        );
+        self.nominated_send = Some(id);
+        self.emit_event(IceAgentEvent::NominatedSend {
+            proto,
+            source,
+            destination,
+        });
+        true
     }
 
     fn nominated_pair_priority(&self) -> Option<u64> {
