@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import type { Browser as PBrowser, BrowserContext as PContext, Page as PPage } from 'puppeteer-core';
 import { chromiumArgs } from '../playwright.config';
 import { ADMIN_PASSWORD, expect, firstAdminLogin, signIn, test } from './fixtures';
-import { confinedFirefox, createRealAddress, droppedForConfined, firefoxUnavailable, launchFirefox, ONLY_IPV6, onlyTheProxy, proxyPrefs, type RealAddress } from './firefox';
+import { CONFINED_UID, confinedFirefox, createRealAddress, droppedForConfined, firefoxUnavailable, launchFirefox, ONLY_IPV6, onlyTheProxy, proxyPrefs, type RealAddress } from './firefox';
 import {
   changePassword,
   createMeeting,
@@ -23,6 +23,7 @@ import {
 } from './helpers';
 import { recordSecret, SERVER_LOGS_DIR, useOutputDir } from './log-secrets';
 import { findPlaintext, readRecording, type PlainFrame } from './plaintext';
+import { impairedUdp } from './netns';
 import { startServer, type KlausurServer } from './server';
 import { startSquid } from './squid';
 import { nameHost, startCoturn, turnConfig } from './turn';
@@ -416,6 +417,65 @@ test('on a network with IPv6 only, Firefox joins a dual-stack server by its IPv6
     expect(transport).toMatchObject({ kind: 'udp', ipv6: true });
     // Firefox did try the server's IPv4 candidate: the rules dropped it.
     expect(droppedForConfined()).toBeGreaterThan(0);
+  } finally {
+    for (const c of cleanups.reverse()) await Promise.resolve(c()).catch((e) => console.log(`cleanup: ${e}`));
+  }
+});
+
+test('a NAT that maps Firefox anew under the meeting (new ports, as a carrier-grade NAT does): the media follows, and Firefox stays in', async ({}, testInfo) => {
+  test.setTimeout(180_000);
+  const ip = addr!.hostIp;
+  const cleanups: (() => Promise<unknown> | unknown)[] = [];
+  try {
+    // A server of its own with one media worker: the relay (the NAT) stands before its one port.
+    const own = await startServer(
+      { listenHost: ip, mediaWorkers: 1, own: 'firefox-nat', env: { KLAUSUR_DANGER_PLAIN_HTTP: '1' } },
+      { logDir: join(testInfo.project.outputDir, SERVER_LOGS_DIR) },
+    );
+    cleanups.push(() => own.stop());
+    recordSecret('password', own.adminOneTimePassword);
+    const relay = await impairedUdp({ hostIp: ip }, own.mediaPort);
+    cleanups.push(() => relay.close());
+    // Firefox runs as `nobody`; its UDP to the media port goes through the relay.
+    const confined = confinedFirefox(`
+table inet kzffconfined {
+  chain out {
+    type nat hook output priority -100; policy accept;
+    meta skuid ${CONFINED_UID} ip daddr ${ip} udp dport ${own.mediaPort} dnat ip to ${ip}:${relay.port}
+  }
+}`);
+    cleanups.push(confined.remove);
+    const natted = await launchFirefox(ip, { executablePath: confined.executablePath });
+    cleanups.push(() => natted.close());
+    const { admin, link, adminId } = await organiserOn(own, 'Nils Neuport', cleanups);
+    const ff = await firefoxPage('Nils', { browser: natted });
+    const ffId = await firefoxJoins(ff, link, undefined, own.baseURL);
+    const code = await equalCodes([admin, ff]);
+    await expectMediaFrom(ff, adminId);
+    await expectAudioVideoFrom(admin, ffId);
+    expect(relay.counts().relayed, 'Firefox’s media runs through the relay').toBeGreaterThan(100);
+
+    const frames = async (page: AnyPage, from: string) =>
+      (await statsOf(page)).find((x) => x.participant_id === from && x.source === 'camera')?.framesDecoded ?? 0;
+    const [f0, a0] = [await frames(ff, adminId), await frames(admin, ffId)];
+    const t0 = Date.now();
+    relay.rebind();
+    let back: number | null = null;
+    const seen: string[] = [];
+    while (back === null && Date.now() - t0 < 30_000) {
+      const [f, a] = [(await frames(ff, adminId)) - f0, (await frames(admin, ffId)) - a0];
+      seen.push(`${Date.now() - t0}:${f}/${a}`);
+      if (f >= 10 && a >= 10) back = Date.now() - t0;
+      else await new Promise((r) => setTimeout(r, 250));
+    }
+    console.log(`NAT rebinding, Firefox: media both ways again ${back} ms after (frames Firefox/organiser: ${seen.join(' ')})`);
+    // The server follows Firefox's first check from the new address; Firefox checks the pair it
+    // uses every 4 to 6 s (consent freshness) and, unlike Chromium, does not nominate it again:
+    // without vendor/is's patch the media does not come back at all.
+    expect(back, 'media both ways again').not.toBeNull();
+    expect(back!).toBeLessThan(15_000);
+    expect(await firefoxSelfId(ff)).toBe(ffId);
+    expect(await equalCodes([admin, ff])).toBe(code);
   } finally {
     for (const c of cleanups.reverse()) await Promise.resolve(c()).catch((e) => console.log(`cleanup: ${e}`));
   }

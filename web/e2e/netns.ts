@@ -207,6 +207,8 @@ export interface ImpairedUdp {
   /** Nftables rules for the namespace that send its UDP to the server's media port through the
    * relay (`setRules`). */
   rules: string;
+  /** The relay's own port (on `hostIp`), for rules of another kind. */
+  port: number;
   set(impairment: Impairment): void;
   /** Datagrams relayed and dropped so far (both directions). */
   counts(): { relayed: number; dropped: number };
@@ -224,7 +226,7 @@ export interface ImpairedUdp {
  * direction impaired as `set` says. The server sees the relay's socket as the browser's address,
  * as it would a NAT's.
  */
-export async function impairedUdp(ns: Netns, serverPort: number): Promise<ImpairedUdp> {
+export async function impairedUdp(ns: Pick<Netns, 'hostIp'>, serverPort: number): Promise<ImpairedUdp> {
   let impairment: Impairment = { lossPercent: 0, delayMs: 0, jitterMs: 0 };
   let relayed = 0;
   let dropped = 0;
@@ -265,6 +267,7 @@ table ip kzrelay {
     ip daddr ${ns.hostIp} udp dport ${serverPort} counter dnat to ${ns.hostIp}:${relayPort}
   }
 }`,
+    port: relayPort,
     set(i: Impairment) {
       impairment = { ...i };
     },

@@ -1981,11 +1981,13 @@ impl IceAgent {
     }
 
     /// klausur patch (vendor/is/PATCHES.md): switches the send pair of a controlled ice-lite
-    /// agent to a nominated, valid pair of the same priority as the current one whose latest
-    /// binding request is at least [`REBINDING_QUIET`] newer than the current pair's latest one.
-    /// Upstream keeps the current pair until it is pruned, 15 s after its last request, although
-    /// the peer's checks (and nomination) come from a new address: the peer's NAT mapped it
-    /// anew, and the old mapping is dead. Returns whether it switched.
+    /// agent to a valid pair (one the peer sent an authenticated binding request on) of the same
+    /// priority as the current one whose latest binding request is at least [`REBINDING_QUIET`]
+    /// newer than the current pair's latest one, and takes it as nominated. Upstream keeps the
+    /// current pair until it is pruned, 15 s after its last request, although the peer's checks
+    /// come from a new address: the peer's NAT mapped it anew, and the old mapping is dead (and a
+    /// peer that does not nominate again, as Firefox, then has no send pair at all). Returns
+    /// whether it switched.
     fn follow_rebinding(&mut self) -> bool {
         let Some(current_id) = self.nominated_send else {
             return false;
@@ -1996,13 +1998,13 @@ impl IceAgent {
         let (prio, Some(last)) = (current.prio(), current.remote_binding_request_time()) else {
             return false;
         };
+        let ice_lite = self.ice_lite;
         let Some(next) = self
             .candidate_pairs
-            .iter()
+            .iter_mut()
             .filter(|p| {
                 p.id() != current_id
                     && p.prio() == prio
-                    && p.is_nominated()
                     && p.state() == CheckState::Succeeded
                     && p
                         .remote_binding_request_time()
@@ -2012,13 +2014,16 @@ impl IceAgent {
         else {
             return false;
         };
+        if !next.is_nominated() {
+            next.nominate(ice_lite);
+        }
         let id = next.id();
         let local = next.local_candidate(&self.local_candidates);
         let remote = next.remote_candidate(&self.remote_candidates);
         let (proto, source, destination) = (local.proto(), local.base(), remote.addr());
         debug!(
             "Follow the peer to a new address of the same priority: {:?}",
-            Pii(next)
+            Pii(&*next)
         );
         self.nominated_send = Some(id);
         self.emit_event(IceAgentEvent::NominatedSend {
