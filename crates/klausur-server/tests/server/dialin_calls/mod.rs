@@ -327,6 +327,40 @@ async fn meeting_with_max(
     (m, number, max, pins)
 }
 
+/// A server and its gateway ([`dial_with`]: `relayed`, SIP and RTP on `telephony`), a meeting
+/// with Max in its group, and Erika calling in (sipp, speaking with `audio`, staying `stay_s`
+/// seconds, ending by `end`) until she is in the group: the server, Max, the call and Erika's
+/// participant id.
+async fn erika_in_meeting(
+    relayed: bool,
+    telephony: IpAddr,
+    meeting_id: &str,
+    audio: bool,
+    stay_s: u64,
+    end: End,
+) -> (Dial, Member, sipp::Sipp, String) {
+    let d = dial_with(relayed, telephony).await;
+    let (_, number, mut max, pins) = meeting_with_max(
+        &d,
+        meeting_id,
+        SecurityProfile::Internal,
+        &["Erika Musterfrau"],
+    )
+    .await;
+    let sipp = d.call(
+        "erika",
+        &Call {
+            keys: format!("{number}#{}#", pins[0]),
+            audio,
+            stay: Duration::from_secs(stay_s),
+            end,
+            caller: "+4930123456789".into(),
+        },
+    );
+    let first = max.caller_in_group().await;
+    (d, max, sipp, first)
+}
+
 /// baresip playing `tone` calls the gateway and types `keys` (in a blocking task).
 async fn baresip_calls(d: &Dial, name: &str, tone: f64, keys: String) -> baresip::Baresip {
     let phone = baresip::Baresip::start(&d.tmp.path().join(name), tone);
@@ -448,26 +482,16 @@ async fn a_caller_joins_is_heard_and_leaves() {
 /// types number and PIN, joins the encrypted group and is heard, and the call ends cleanly.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_caller_over_ipv6_joins_and_is_heard() {
-    let d = dial_with(false, IpAddr::V6(Ipv6Addr::LOCALHOST)).await;
-    assert!(d.sip.is_ipv6(), "the gateway listens on {}", d.sip);
-    let (_, number, mut max, pins) = meeting_with_max(
-        &d,
+    let (d, mut max, sipp, pid) = erika_in_meeting(
+        false,
+        IpAddr::V6(Ipv6Addr::LOCALHOST),
         "dialmeetipv60001",
-        SecurityProfile::Internal,
-        &["Erika Musterfrau"],
+        true,
+        8,
+        End::CallerHangsUp,
     )
     .await;
-    let sipp = d.call(
-        "erika",
-        &Call {
-            keys: format!("{number}#{}#", pins[0]),
-            audio: true,
-            stay: Duration::from_secs(8),
-            end: End::CallerHangsUp,
-            caller: "+4930123456789".into(),
-        },
-    );
-    let pid = max.caller_in_group().await;
+    assert!(d.sip.is_ipv6(), "the gateway listens on {}", d.sip);
     max.until("the caller's audio over IPv6", |m| {
         m.heard.get(&pid).copied().unwrap_or(0) > 50
     })

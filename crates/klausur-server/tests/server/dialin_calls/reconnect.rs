@@ -13,12 +13,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use klausur_proto::SecurityProfile;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
-use super::sipp::{Call, End};
-use super::{dial_with, meeting_with_max};
+use super::erika_in_meeting;
+use super::sipp::End;
 
 /// A TCP relay to `to` whose connections the test can break.
 pub struct Relay {
@@ -91,44 +90,20 @@ impl Drop for Relay {
     }
 }
 
-/// A server whose gateway goes through a [`Relay`], a meeting with Max in its group, and Erika
-/// calling in (sipp, speaking with `audio`, staying `stay_s` seconds, ending by `end`) until she
-/// is in the group: the server, Max, the call and Erika's participant id.
-async fn erika_in_a_relayed_meeting(
-    meeting_id: &str,
-    audio: bool,
-    stay_s: u64,
-    end: End,
-) -> (super::Dial, super::Member, super::sipp::Sipp, String) {
-    let d = dial_with(true, IpAddr::V4(Ipv4Addr::LOCALHOST)).await;
-    let (_, number, mut max, pins) = meeting_with_max(
-        &d,
-        meeting_id,
-        SecurityProfile::Internal,
-        &["Erika Musterfrau"],
-    )
-    .await;
-    let sipp = d.call(
-        "erika",
-        &Call {
-            keys: format!("{number}#{}#", pins[0]),
-            audio,
-            stay: Duration::from_secs(stay_s),
-            end,
-            caller: "+4930123456789".into(),
-        },
-    );
-    let first = max.caller_in_group().await;
-    (d, max, sipp, first)
-}
-
 /// The connection breaks while the caller talks: the caller is back in the meeting (a new seat,
 /// a new member of the group) and heard again, and the call was never hung up (sipp fails on a
 /// BYE it did not send).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_caller_is_back_in_the_meeting_after_the_connection_broke() {
-    let (d, mut max, sipp, first) =
-        erika_in_a_relayed_meeting("dialmeet00000021", true, 45, End::CallerHangsUp).await;
+    let (d, mut max, sipp, first) = erika_in_meeting(
+        true,
+        IpAddr::V4(Ipv4Addr::LOCALHOST),
+        "dialmeet00000021",
+        true,
+        45,
+        End::CallerHangsUp,
+    )
+    .await;
     max.until("the caller's audio", |m| {
         m.heard.get(&first).copied().unwrap_or(0) > 50
     })
@@ -168,8 +143,15 @@ async fn the_caller_is_back_in_the_meeting_after_the_connection_broke() {
 /// prompt and hangs up, and the caller's seat is gone from the meeting.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_out_of_reach_ends_the_call_after_the_last_attempt() {
-    let (d, mut max, sipp, first) =
-        erika_in_a_relayed_meeting("dialmeet00000022", false, 75, End::GatewayHangsUp).await;
+    let (d, mut max, sipp, first) = erika_in_meeting(
+        true,
+        IpAddr::V4(Ipv4Addr::LOCALHOST),
+        "dialmeet00000022",
+        false,
+        75,
+        End::GatewayHangsUp,
+    )
+    .await;
 
     d.relay.as_ref().expect("relay").close();
 
