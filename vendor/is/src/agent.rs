@@ -1998,7 +1998,6 @@ impl IceAgent {
         let (prio, Some(last)) = (current.prio(), current.remote_binding_request_time()) else {
             return false;
         };
-        let ice_lite = self.ice_lite;
         let Some(next) = self
             .candidate_pairs
             .iter_mut()
@@ -2015,7 +2014,8 @@ impl IceAgent {
             return false;
         };
         if !next.is_nominated() {
-            next.nominate(ice_lite);
+            // As upstream nominates for an ice-lite agent: successful at once.
+            next.nominate(true);
         }
         let id = next.id();
         let local = next.local_candidate(&self.local_candidates);

@@ -96,12 +96,12 @@ export class SignalingClient {
    * Asks the server for a sign of life now: a `ping`, and if nothing at all arrives within
    * `timeoutMs` the connection is dropped as by [`keepAlive`]. For when something else says the
    * network may have changed under the connection (the media connection stopped getting
-   * answers, the browser went online again): a connection whose address is gone would otherwise
-   * be noticed only by the next ping or two, 20 to 40 s later. One probe at a time.
+   * answers): a connection whose address is gone would otherwise be noticed only by the next
+   * ping or two, 20 to 40 s later. One probe at a time.
    */
   probe(timeoutMs = PROBE_TIMEOUT_MS): void {
     const ws = this.ws;
-    if (!ws || ws.readyState !== WebSocket.OPEN || this.probeTimer) return;
+    if (!this.isOpen || this.probeTimer) return;
     const sentAt = Date.now();
     this.send({ type: 'ping' });
     this.probeTimer = setTimeout(() => {
