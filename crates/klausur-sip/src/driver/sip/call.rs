@@ -6,7 +6,7 @@
 //! decided on in time (480). Nothing of a call outlives its task.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -392,6 +392,17 @@ pub(crate) async fn run_call(call: NewCall) {
         slot,
         track,
     } = call;
+    // In the dialog from the start: a request the caller sends right after its ACK (a REFER, say)
+    // can reach the dialog before `respond_success` has returned, and without a usage of ours
+    // ezk answers it 404.
+    let established = Arc::new(OnceLock::new());
+    let usage = register_usage(
+        endpoint.clone(),
+        dialog_key,
+        CallUsage {
+            shared: established.clone(),
+        },
+    );
     let (decision_tx, decision_rx) = oneshot::channel();
     let (cancel_tx, cancel_rx) = watch::channel(false);
     let incoming = IncomingCall {
@@ -511,13 +522,7 @@ pub(crate) async fn run_call(call: NewCall) {
         state: state_tx,
         codec: codec.clone(),
     });
-    let usage = register_usage(
-        endpoint.clone(),
-        dialog_key,
-        CallUsage {
-            shared: shared.clone(),
-        },
-    );
+    let _ = established.set(shared.clone());
     let (cmd_tx, cmd_rx) = mpsc::channel(1);
     let active = ActiveCall {
         info: info.clone(),
@@ -799,9 +804,11 @@ async fn handle_reinvite(re: ReInviteReceived<'_>, shared: &CallShared, id: u64)
     }
 }
 
-/// Answers in-dialog UPDATE (a new offer, RFC 3311), INFO and OPTIONS of an established call.
+/// Answers in-dialog UPDATE (a new offer, RFC 3311), INFO and OPTIONS of a call, and refuses
+/// the methods it does not support. Registered before the call is established; an offer that
+/// comes before then gets 491 (Request Pending: the INVITE's own offer and answer are not done).
 struct CallUsage {
-    shared: Arc<CallShared>,
+    shared: Arc<OnceLock<Arc<CallShared>>>,
 }
 
 #[async_trait::async_trait]
@@ -845,8 +852,10 @@ impl Usage for CallUsage {
             match check_sdp_body(&request.headers, &request.body)
                 .map_err(|(status, _)| status)
                 .and_then(|()| parse_remote_sdp(&request.body).map_err(|_| 488))
-                .and_then(|remote| self.shared.take_offer(remote).map_err(|()| 488))
-            {
+                .and_then(|remote| match self.shared.get() {
+                    Some(shared) => shared.take_offer(remote).map_err(|()| 488),
+                    None => Err(491),
+                }) {
                 Ok(sdp) => (200, Some(sdp)),
                 Err(status) => (status, None),
             }
