@@ -44,7 +44,8 @@ rust-check:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 ## Four tests at a time on two cores: most server tests wait on real time (telephone calls at the
-## speed of speech, timeouts, restarts), not on the CPU. The test-hooks and TypeScript builds
+## speed of speech, timeouts, restarts), not on the CPU. Every test binary runs even when one
+## fails (--no-fail-fast): a failure in one crate's tests hides no other's. The test-hooks and TypeScript builds
 ## select the whole workspace and then only their test target: the features of every
 ## dependency are then resolved as for `cargo test --workspace`, so only the crates the feature
 ## changes are compiled again (17 crates, 1.5 min); with `-p klausur-server` Cargo resolved that
@@ -53,7 +54,7 @@ rust-check:
 TEST_HOOKS_BUILD := $(CARGO) test --workspace --features klausur-server/test-hooks --test media_faults
 TS_TEST := $(CARGO) test --workspace --features klausur-proto/ts --test typescript
 rust-test:
-	$(CARGO) test --workspace -- --test-threads=4
+	$(CARGO) test --workspace --no-fail-fast -- --test-threads=4
 	$(TEST_HOOKS_BUILD)
 	$(TS_TEST)
 
