@@ -32,7 +32,8 @@ import { existsSync, statSync, writeFileSync } from 'node:fs';
 const TITLE = 'Gemischte Sitzung';
 const skipWhy = firefoxUnavailable();
 test.skip(skipWhy !== null, skipWhy ?? '');
-test.describe.configure({ mode: 'serial' });
+// Not serial: a failing test must not skip the ones after it. Playwright runs the file's tests in
+// order in one worker; after a failure a new worker sets everything up again (beforeAll).
 
 let addr: RealAddress | null = null;
 let server: KlausurServer | null = null;
@@ -455,25 +456,38 @@ table inet kzffconfined {
     await expectAudioVideoFrom(admin, ffId);
     expect(relay.counts().relayed, 'Firefox’s media runs through the relay').toBeGreaterThan(100);
 
-    const frames = async (page: AnyPage, from: string) =>
-      (await statsOf(page)).find((x) => x.participant_id === from && x.source === 'camera')?.framesDecoded ?? 0;
-    const [f0, a0] = [await frames(ff, adminId), await frames(admin, ffId)];
+    const inbound = async (page: AnyPage, from: string, source: 'microphone' | 'camera') =>
+      (await statsOf(page)).find((x) => x.participant_id === from && x.source === source);
+    const audio = async (page: AnyPage, from: string) => (await inbound(page, from, 'microphone'))?.packetsReceived ?? 0;
+    const frames = async (page: AnyPage, from: string) => (await inbound(page, from, 'camera'))?.framesDecoded ?? 0;
+    const [fa0, aa0, fv0, av0] = [await audio(ff, adminId), await audio(admin, ffId), await frames(ff, adminId), await frames(admin, ffId)];
     const t0 = Date.now();
     relay.rebind();
-    let back: number | null = null;
+    // The path: audio packets (50 a second) arrive again both ways. Decoded video needs a key
+    // frame after the gap besides (the receiver asks for one, the sender's encoder makes it),
+    // which on a loaded machine took up to 25 s in Firefox: its bound is wider.
+    let path: number | null = null;
+    let decoded: number | null = null;
     const seen: string[] = [];
-    while (back === null && Date.now() - t0 < 30_000) {
-      const [f, a] = [(await frames(ff, adminId)) - f0, (await frames(admin, ffId)) - a0];
-      seen.push(`${Date.now() - t0}:${f}/${a}`);
-      if (f >= 10 && a >= 10) back = Date.now() - t0;
+    while (decoded === null && Date.now() - t0 < 45_000) {
+      const [fa, aa] = [(await audio(ff, adminId)) - fa0, (await audio(admin, ffId)) - aa0];
+      const [fv, av] = [(await frames(ff, adminId)) - fv0, (await frames(admin, ffId)) - av0];
+      const ms = Date.now() - t0;
+      seen.push(`${ms}:${fa}/${aa},${fv}/${av}`);
+      if (path === null && fa >= 25 && aa >= 25) path = ms;
+      if (path !== null && fv >= 10 && av >= 10) decoded = ms;
       else await new Promise((r) => setTimeout(r, 250));
     }
-    console.log(`NAT rebinding, Firefox: media both ways again ${back} ms after (frames Firefox/organiser: ${seen.join(' ')})`);
+    console.log(
+      `NAT rebinding, Firefox: audio both ways again ${path} ms after, video decoded both ways ${decoded} ms after ` +
+        `(audio packets Firefox/organiser, frames Firefox/organiser: ${seen.join(' ')})`,
+    );
     // The server follows Firefox's first check from the new address; Firefox checks the pair it
     // uses every 4 to 6 s (consent freshness) and, unlike Chromium, does not nominate it again:
     // without vendor/is's patch the media does not come back at all.
-    expect(back, 'media both ways again').not.toBeNull();
-    expect(back!).toBeLessThan(15_000);
+    expect(path, 'audio both ways again').not.toBeNull();
+    expect(path!).toBeLessThan(15_000);
+    expect(decoded, 'video decoded both ways again').not.toBeNull();
     expect(await firefoxSelfId(ff)).toBe(ffId);
     expect(await equalCodes([admin, ff])).toBe(code);
   } finally {
