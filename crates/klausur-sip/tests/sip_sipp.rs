@@ -282,6 +282,20 @@ async fn refer_in_a_call_is_refused_and_the_call_goes_on() {
     .await;
 }
 
+/// A new offer by UPDATE before the ACK gets 491 (Request Pending: the INVITE's own offer and
+/// answer are not done), the same offer in the established call 200.
+#[tokio::test]
+async fn an_update_offer_before_the_ack_gets_491_and_after_it_200() {
+    let mut gw = start(config()).await;
+    let sipp = Sipp::new("uac_update.xml", gw.udp, 40);
+    caller_hangs_up(
+        &mut gw,
+        sipp,
+        "UPDATE before the ACK got 491, after it 200, BYE got 200",
+    )
+    .await;
+}
+
 #[tokio::test]
 async fn concurrent_call_limit_gives_486() {
     let mut gw = start_with(|c| c.limits.max_calls = 1).await;
