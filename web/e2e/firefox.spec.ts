@@ -2,7 +2,7 @@
 // Debian's Chromium (Playwright) in the same meetings, against the server on a real address
 // (e2e/firefox.ts says why and how). The Chromium side reuses the suite's helpers; the Firefox
 // side reads the same test hooks (window.__klausur) through puppeteer.
-import { chromium, type Browser, type Page } from '@playwright/test';
+import { chromium, type Browser, type BrowserContext, type Page } from '@playwright/test';
 import { join } from 'node:path';
 import type { Browser as PBrowser, BrowserContext as PContext, Page as PPage } from 'puppeteer-core';
 import { chromiumArgs } from '../playwright.config';
@@ -39,7 +39,11 @@ let addr: RealAddress | null = null;
 let server: KlausurServer | null = null;
 let chrome: Browser | null = null;
 let firefox: PBrowser | null = null;
+/** The contexts a test opened, Firefox's and Chromium's, closed after each test, passed or
+ * failed: a person left in an earlier test's meeting would go on encoding, sending and decoding
+ * video through every later test (and the payload recorder would grow with their packets). */
 const contexts: PContext[] = [];
+const chromeContexts: BrowserContext[] = [];
 
 test.beforeAll(async ({}, workerInfo) => {
   test.setTimeout(120_000);
@@ -63,9 +67,16 @@ test.beforeAll(async ({}, workerInfo) => {
   await admin.context().close();
 });
 
+async function closeContexts(): Promise<void> {
+  for (const c of contexts.splice(0)) await c.close().catch(() => undefined);
+  for (const c of chromeContexts.splice(0)) await c.close().catch(() => undefined);
+}
+
+test.afterEach(closeContexts);
+
 test.afterAll(async () => {
   // Always, pass or fail: browsers, server, then the namespace and veth pair.
-  for (const c of contexts.splice(0)) await c.close().catch(() => undefined);
+  await closeContexts();
   await firefox?.close().catch(() => undefined);
   await chrome?.close().catch(() => undefined);
   await server?.stop().catch(() => undefined);
@@ -74,6 +85,7 @@ test.afterAll(async () => {
 
 async function chromePage(): Promise<Page> {
   const context = await chrome!.newContext({ baseURL: server!.baseURL, permissions: ['camera', 'microphone'], locale: 'de-DE' });
+  chromeContexts.push(context);
   return context.newPage();
 }
 
