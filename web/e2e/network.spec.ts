@@ -617,25 +617,29 @@ test('5 % loss and 100 ms jitter each way: the tone is heard in 95 % of 100 ms w
   await test.step('after the impairment the video runs at its earlier frame rate within 2 s', async () => {
     relay.set({ lossPercent: 0, delayMs: 0, jitterMs: 0 });
     const end = Date.now();
-    // Decoded frames every 250 ms for 6 s; recovered from the first moment after which every
-    // second decodes at least 70 % of the good link's rate.
+    // Decoded frames every 250 ms for 6 s; recovered from the first moment from which the next
+    // 2 s decode at least 70 % of the good link's rate, and so does the rest of the 6 s. (Not
+    // "every second after it": on a loaded machine a stall of a few hundred milliseconds in the
+    // browser, seconds after the video was back, once failed that, with the video at 13 fps
+    // throughout; frozen or slow video after the impairment fails this as it did that.)
     const samples: { t: number; frames: number }[] = [];
     while (Date.now() - end < 6000) {
       samples.push({ t: Date.now() - end, frames: (await cameraAt(guest.page, admin.id)).frames });
       await guest.page.waitForTimeout(250);
     }
-    const okFrom = (i: number) =>
-      samples.slice(i).every((s) => {
-        const later = samples.find((x) => x.t >= s.t + 1000);
-        return !later || ((later.frames - s.frames) * 1000) / (later.t - s.t) >= 0.7 * good;
-      });
-    const first = samples.findIndex((_, i) => okFrom(i));
+    const last = samples[samples.length - 1];
+    const rateBetween = (a: { t: number; frames: number }, b: { t: number; frames: number }) => ((b.frames - a.frames) * 1000) / (b.t - a.t);
+    const backAt = (s: { t: number; frames: number }) => {
+      const later = samples.find((x) => x.t >= s.t + 2000);
+      return later !== undefined && rateBetween(s, later) >= 0.7 * good && rateBetween(s, last) >= 0.7 * good;
+    };
+    const first = samples.findIndex(backAt);
     const recovered = first < 0 ? null : samples[first].t;
     const cam = (await stats(guest.page)).find((x) => x.participant_id === admin.id && x.source === 'camera');
     const repair = cam
       ? `${cam.packetsLost} lost, ${cam.nackCount} NACKs, ${cam.retransmittedPacketsReceived} resends received, ${cam.pliCount} PLIs, ${cam.freezeCount} freezes (${cam.totalFreezesDuration.toFixed(1)} s)`
       : 'no camera stats';
-    console.log(`lossy link: video back at its rate ${recovered} ms after the impairment ended (${samples.map((s) => s.frames).join(' ')}); camera at the guest: ${repair}`);
+    console.log(`lossy link: video back at its rate ${recovered} ms after the impairment ended (ms:frames ${samples.map((s) => `${s.t}:${s.frames}`).join(' ')}); camera at the guest: ${repair}`);
     expect(recovered).not.toBeNull();
     expect(recovered!).toBeLessThanOrEqual(2000);
   });
