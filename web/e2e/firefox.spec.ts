@@ -476,12 +476,13 @@ table inet kzffconfined {
     const t0 = Date.now();
     relay.rebind();
     // The path: audio packets (50 a second) arrive again both ways. Decoded video needs a key
-    // frame after the gap besides (the receiver asks for one, the sender's encoder makes it),
-    // which on a loaded machine took up to 25 s in Firefox: its bound is wider.
+    // frame after the gap besides (the receiver asks for one, the sender's encoder makes it):
+    // its bound is wider. Measured: audio 5.5 s after, video 7.6 to 7.7 s (25.8 s once, when
+    // the people of the spec's earlier tests were still in their meetings beside this one).
     let path: number | null = null;
     let decoded: number | null = null;
     const seen: string[] = [];
-    while (decoded === null && Date.now() - t0 < 45_000) {
+    while (decoded === null && Date.now() - t0 < 20_000) {
       const [fa, aa] = [(await audio(ff, adminId)) - fa0, (await audio(admin, ffId)) - aa0];
       const [fv, av] = [(await frames(ff, adminId)) - fv0, (await frames(admin, ffId)) - av0];
       const ms = Date.now() - t0;
