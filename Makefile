@@ -63,13 +63,18 @@ rust-test:
 ## The Rust tests take about 210 s on two cores of which they compute about 90: once they are
 ## built, the WebAssembly core is built and tested and the web client checked beside them.
 ## Its output follows theirs (target/wasm-and-web-check.log); either failing fails the target.
+## A failed Rust test's name and panic are printed again at the end (from target/rust-test.log),
+## after the web check's output, so that the tail of a long CI output says what failed.
 rust-and-web-test:
 	$(CARGO) test --workspace --no-run
 	@echo "make wasm-and-web-check (beside the Rust tests, output in target/wasm-and-web-check.log)"
 	@$(MAKE) --no-print-directory wasm-and-web-check > target/wasm-and-web-check.log 2>&1 & web=$$!; \
-	$(MAKE) --no-print-directory rust-test; rust=$$?; \
+	{ $(MAKE) --no-print-directory rust-test; echo $$? > target/rust-test.rc; } 2>&1 | tee target/rust-test.log; \
+	rust=$$(cat target/rust-test.rc); \
 	wait $$web; web_rc=$$?; \
 	echo "--- make wasm-and-web-check (exit $$web_rc):"; cat target/wasm-and-web-check.log; \
+	if [ "$$rust" -ne 0 ]; then echo "--- Rust tests failed (exit $$rust; the whole output is above and in target/rust-test.log):"; \
+		scripts/rust-failures.sh target/rust-test.log; fi; \
 	test $$rust -eq 0 && test $$web_rc -eq 0
 
 wasm-and-web-check:
@@ -97,7 +102,7 @@ browser-test:
 	$(TEST_HOOKS_BUILD) --no-run
 	cd web && npm run build:test-hooks
 	cd web && npm run check:bundles
-	cd web && KLAUSUR_BIN=$(CURDIR)/$(SERVER_BIN) npm run test:e2e
+	cd web && { KLAUSUR_BIN=$(CURDIR)/$(SERVER_BIN) npm run test:e2e || { node scripts/failures.mjs; exit 1; }; }
 
 clean:
 	$(CARGO) clean

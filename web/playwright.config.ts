@@ -39,7 +39,8 @@ export default defineConfig({
   retries: 0,
   timeout: 180_000,
   expect: { timeout: 30_000 },
-  reporter: process.env.CI ? [['list'], ['html', { open: 'never' }]] : [['list']],
+  // The JSON report is read by scripts/failures.mjs, which `make` runs after a failed suite.
+  reporter: [['list'], ['json', { outputFile: 'test-results/report.json' }], ...(process.env.CI ? [['html', { open: 'never' }] as const] : [])],
   outputDir: './test-results',
   // Runs after every spec, whether they passed or not: no secret or display name in any server
   // log (e2e/log-secrets.ts).
