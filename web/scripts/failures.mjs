@@ -10,10 +10,9 @@ const LINES_PER_ERROR = 8;
 
 const plain = (s) => s.replace(/\x1b\[[0-9;]*m/g, '');
 
-function* specs(suite, titles = []) {
-  const here = suite.title ? [...titles, suite.title] : titles;
-  for (const spec of suite.specs ?? []) yield { spec, titles: here };
-  for (const child of suite.suites ?? []) yield* specs(child, here);
+function* specs(suite) {
+  for (const spec of suite.specs ?? []) yield spec;
+  for (const child of suite.suites ?? []) yield* specs(child);
 }
 
 if (!existsSync(REPORT)) {
@@ -23,7 +22,7 @@ if (!existsSync(REPORT)) {
 const report = JSON.parse(readFileSync(REPORT, 'utf8'));
 const failed = [];
 for (const suite of report.suites ?? []) {
-  for (const { spec } of specs(suite)) {
+  for (const spec of specs(suite)) {
     for (const test of spec.tests ?? []) {
       if (test.status !== 'unexpected') continue;
       const result = (test.results ?? []).at(-1) ?? {};
