@@ -4,7 +4,8 @@
 import { existsSync, statSync, writeFileSync } from 'node:fs';
 import { dirname, join as joinPath } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { Browser, Page } from '@playwright/test';
+import { chromium, type Browser, type Page } from '@playwright/test';
+import { chromiumArgs } from '../playwright.config';
 import { closedAfterEach, expect, newPerson, type Person, signIn, test } from './fixtures';
 import {
   commonSecurityCode,
@@ -21,6 +22,7 @@ import {
   selfId,
   stats,
 } from './helpers';
+import { chromiumOnCpu, pinProcess, serverProcess } from './pinned';
 import { findPlaintext, frameHeaderOf, readRecording, splitKid, type PlainFrame, type RecordedPacket } from './plaintext';
 
 test.use({ serverOptions: { webDist: 'dist-test', recordRtp: true } });
@@ -479,6 +481,44 @@ test('figures: admit-to-first-decrypted-frame and the worker’s cost per frame 
   const bench = await a.evaluate(() => window.__klausur!.testFrameBench?.() ?? null);
   console.log(`E2EE FRAME CIPHERS chromium ${JSON.stringify(bench)}`);
   writeFileSync(joinPath(test.info().outputDir, '..', 'e2ee-figures.json'), JSON.stringify({ ...figures, frameCiphers: bench }, null, 2));
+});
+
+test('figures: the worker’s cost per frame with the page on a core of its own (recorded, not asserted)', { tag: '@figures' }, async ({
+  server,
+  adminPassword,
+}) => {
+  test.setTimeout(180_000);
+  // As on a participant's own computer: the measured organiser's browser alone on CPU 0; the
+  // other member's browser, the server and the test driver on CPU 1.
+  const own = await chromium.launch({ executablePath: chromiumOnCpu(0), args: chromiumArgs, headless: true });
+  const rest = await chromium.launch({ executablePath: chromiumOnCpu(1), args: chromiumArgs, headless: true });
+  const serverPid = serverProcess(server);
+  pinProcess(serverPid, '1');
+  pinProcess(process.pid, '1');
+  try {
+    const { admin, links } = await newMeeting(own, server.baseURL, adminPassword, [ERIKA]);
+    const adminId = await organiserJoins(admin.page, TITLE);
+    const erika = await join(rest, server.baseURL, 'Erika', links[ERIKA], { expectInvitee: ERIKA });
+    await commonSecurityCode([admin.page, erika.page]);
+    await expectAudioVideoFrom(admin.page, erika.id);
+    await expectAudioVideoFrom(erika.page, adminId);
+    const videoFrames = async () => {
+      const t = (await diagnostics(admin.page))!.transforms.filter((x) => x.kind === 'video');
+      const n = (side: 'send' | 'receive') => t.filter((x) => x.side === side).reduce((m, x) => m + (side === 'send' ? x.encrypted : x.decrypted), 0);
+      return Math.min(n('send'), n('receive'));
+    };
+    await expect.poll(videoFrames, { timeout: 90_000, intervals: [2000], message: 'video frames through the organiser’s worker' }).toBeGreaterThanOrEqual(600);
+    const figures = { cpu: 'organiser’s browser alone on CPU 0', ...perFrame((await diagnostics(admin.page))!.transforms) };
+    console.log(`E2EE FIGURES own core ${JSON.stringify(figures)}`);
+    const bench = await admin.page.evaluate(() => window.__klausur!.testFrameBench?.() ?? null);
+    console.log(`E2EE FRAME CIPHERS chromium own core ${JSON.stringify(bench)}`);
+    writeFileSync(joinPath(test.info().outputDir, '..', 'e2ee-figures-own-core.json'), JSON.stringify({ ...figures, frameCiphers: bench }, null, 2));
+  } finally {
+    pinProcess(process.pid, '0-1');
+    pinProcess(serverPid, '0-1');
+    await own.close();
+    await rest.close();
+  }
 });
 
 test('figures: processing a commit in a group of 100 in the worker (recorded, not asserted)', { tag: '@figures' }, async ({

@@ -25,6 +25,7 @@ import { recordSecret, SERVER_LOGS_DIR, useOutputDir } from './log-secrets';
 import { findPlaintext, readRecording, type PlainFrame } from './plaintext';
 import { impairedUdp } from './netns';
 import { startServer, type KlausurServer } from './server';
+import { chromiumOnCpu, firefoxOnCpu, pinProcess, serverProcess } from './pinned';
 import { startSquid } from './squid';
 import { nameHost, startCoturn, turnConfig } from './turn';
 import { existsSync, statSync, writeFileSync } from 'node:fs';
@@ -83,15 +84,15 @@ test.afterAll(async () => {
   addr?.remove();
 });
 
-async function chromePage(): Promise<Page> {
-  const context = await chrome!.newContext({ baseURL: server!.baseURL, permissions: ['camera', 'microphone'], locale: 'de-DE' });
+async function chromePage(browser: Browser = chrome!): Promise<Page> {
+  const context = await browser.newContext({ baseURL: server!.baseURL, permissions: ['camera', 'microphone'], locale: 'de-DE' });
   chromeContexts.push(context);
   return context.newPage();
 }
 
 /** The admin, signed in on the meeting list (Chromium). */
-async function adminPage(): Promise<Page> {
-  const page = await chromePage();
+async function adminPage(browser: Browser = chrome!): Promise<Page> {
+  const page = await chromePage(browser);
   await login(page, 'admin', ADMIN_PASSWORD);
   await expect(page).toHaveURL(/\/meetings$/);
   return page;
@@ -618,6 +619,49 @@ test('figures: the encryption worker’s cost per frame in Firefox (recorded, no
   );
   expect(firefoxFigures.encrypt_video_frames).toBeGreaterThanOrEqual(600);
   await admin.context().close();
+});
+
+test('figures: the encryption worker’s cost per frame in Firefox on a core of its own (recorded, not asserted)', { tag: '@figures' }, async () => {
+  test.setTimeout(180_000);
+  // As on a participant's own computer: the measured Firefox alone on CPU 0; the organiser's
+  // Chromium, the server and the test driver on CPU 1.
+  const own = await launchFirefox(addr!.hostIp, { executablePath: firefoxOnCpu(0) });
+  const organiserBrowser = await chromium.launch({
+    executablePath: chromiumOnCpu(1),
+    args: [...chromiumArgs, `--unsafely-treat-insecure-origin-as-secure=${server!.baseURL}`],
+  });
+  const serverPid = serverProcess(server!);
+  pinProcess(serverPid, '1');
+  pinProcess(process.pid, '1');
+  try {
+    const title = 'Messung';
+    const admin = await adminPage(organiserBrowser);
+    await createMeeting(admin, title, 'strict');
+    const link = await inviteGuest(admin, 'Fritz Figur');
+    const adminId = await organiserJoins(admin, title);
+    const ff = await firefoxPage('Fritz', { browser: own });
+    const id = await firefoxJoins(ff, link);
+    await equalCodes([admin, ff]);
+    await expectMediaFrom(ff, adminId);
+    await expectMediaFrom(admin, id);
+    const videoFrames = async () => {
+      const t = (await transformsOf(ff)).filter((x) => x.kind === 'video');
+      const n = (side: 'send' | 'receive') => t.filter((x) => x.side === side).reduce((m, x) => m + (side === 'send' ? x.encrypted : x.decrypted), 0);
+      return Math.min(n('send'), n('receive'));
+    };
+    await expect.poll(videoFrames, { timeout: 90_000, intervals: [2000], message: 'video frames through the Firefox worker' }).toBeGreaterThanOrEqual(600);
+    const figures = { cpu: 'Firefox alone on CPU 0', ...perFrame(await transformsOf(ff)) };
+    console.log(`E2EE FIGURES firefox own core ${JSON.stringify(figures)}`);
+    const bench = await ev(ff, () => (window as unknown as { __klausur: { testFrameBench?(): Promise<unknown> } }).__klausur.testFrameBench?.() ?? null);
+    console.log(`E2EE FRAME CIPHERS firefox own core ${JSON.stringify(bench)}`);
+    writeFileSync(join(test.info().outputDir, '..', 'e2ee-figures-firefox-own-core.json'), JSON.stringify({ ...figures, frameCiphers: bench }, null, 2));
+  } finally {
+    pinProcess(process.pid, '0-1');
+    pinProcess(serverPid, '0-1');
+    await closeContexts();
+    await own.close().catch(() => undefined);
+    await organiserBrowser.close().catch(() => undefined);
+  }
 });
 
 async function captured(page: AnyPage): Promise<PlainFrame[]> {
