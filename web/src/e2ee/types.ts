@@ -267,7 +267,8 @@ export interface FrameBench {
   >;
   /**
    * 300-byte frames with the core cipher, one at a time 10 ms apart, each timed alone; `warmed*`:
-   * the same, each right after an untimed frame of the same size (the caches warm).
+   * the same, each right after an untimed frame of the same size (the caches warm); `floor*`:
+   * trivial work, alone in the same way.
    */
   spaced300: {
     frames: number;
@@ -277,6 +278,10 @@ export interface FrameBench {
     decryptP90Us: number;
     warmedEncryptMedianUs: number;
     warmedEncryptP90Us: number;
+    /** Trivial work on a 300-byte frame in plain JavaScript (copy, XOR, copy out), alone in the
+     * same way: what anything called once per frame costs for coming alone. */
+    floorMedianUs: number;
+    floorP90Us: number;
   };
   /** The worker's smallest `performance.now()` step, µs, and whether it is cross-origin isolated. */
   timer: { stepUs: number; crossOriginIsolated: boolean };

@@ -443,16 +443,30 @@ async function frameBench(): Promise<FrameBench | null> {
   // Frames as media brings them: one 300-byte frame at a time to an idle worker (a timer of
   // 10 ms between them), each timed alone. Against the back-to-back figures above, this shows
   // what a frame costs for arriving alone (caches and the core gone cold in between), not the
-  // cipher. Every other round, one untimed frame of the same size goes just before the timed
-  // one ("warmed"): the same call, with the code and data it touches back in the caches.
+  // cipher. In one round of three, one untimed frame of the same size goes just before the
+  // timed one ("warmed"): the same call, with the code and data it touches back in the caches.
+  // In another, the floor: trivial work on the same frame, alone in the same way (copy it, XOR
+  // every byte, copy it out, in plain JavaScript), what any code called once per frame costs
+  // on this machine for coming alone.
   const spacedE: number[] = [];
   const spacedD: number[] = [];
   const warmedE: number[] = [];
+  const floor: number[] = [];
   const spacedContext = benchContext++;
   const frame300 = new Uint8Array(300).map((_, i) => i & 0xff);
-  for (let i = 0; i < 200; i++) {
+  const scratch = new Uint8Array(300);
+  for (let i = 0; i < 300; i++) {
     await new Promise((r) => setTimeout(r, 10));
-    const warmed = i % 2 === 1;
+    if (i % 3 === 2) {
+      const a = performance.now();
+      scratch.set(frame300);
+      for (let j = 0; j < scratch.length; j++) scratch[j] ^= 0x5a;
+      const copy = scratch.slice();
+      floor.push(performance.now() - a);
+      if (copy[0] !== (frame300[0] ^ 0x5a)) throw new Error('floor loop');
+      continue;
+    }
+    const warmed = i % 3 === 1;
     if (warmed) m.encryptFrame(BENCH_STREAM, 3, frame300);
     const a = performance.now();
     const f = m.encryptFrame(BENCH_STREAM, 3, frame300);
@@ -475,6 +489,8 @@ async function frameBench(): Promise<FrameBench | null> {
     decryptP90Us: q(spacedD, 0.9),
     warmedEncryptMedianUs: q(warmedE, 0.5),
     warmedEncryptP90Us: q(warmedE, 0.9),
+    floorMedianUs: q(floor, 0.5),
+    floorP90Us: q(floor, 0.9),
   };
   return { frames: rounds * perRound, sizes, spaced300, timer: { stepUs: timerStepUs(), crossOriginIsolated: self.crossOriginIsolated === true } };
 }
