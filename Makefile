@@ -139,11 +139,12 @@ bench-large:
 ## by `npm run bench:browser` against the test-hooks builds as in `make e2e`. They record, and
 ## assert nothing that another browser test does not: in Chromium (web/e2e/e2ee.spec.ts) the
 ## lobby admit to the first decrypted frame and the encryption worker's cost per frame (mean,
-## median, p90), and processing a commit in a group of 100 in the worker; in Firefox
-## (web/e2e/firefox.spec.ts) the worker's cost per frame; the servers are started cross-origin
-## isolated (KLAUSUR_CROSS_ORIGIN_ISOLATED=1, for the worker's fine timer). Writes web/test-results/
-## e2ee-figures.json, e2ee-commit-figures.json and e2ee-figures-firefox.json (quoted in
-## BENCHMARKS.md, "End-to-end encryption cost"). About 2 minutes after the builds. Honours
+## median, p90), also with the measured browser alone on CPU 0, and processing a commit in a
+## group of 100 in the worker; in Firefox (web/e2e/firefox.spec.ts) the worker's cost per frame,
+## also alone on CPU 0; the servers are started cross-origin isolated
+## (KLAUSUR_CROSS_ORIGIN_ISOLATED=1, for the worker's fine timer). Writes web/test-results/
+## e2ee-figures*.json and e2ee-commit-figures.json (quoted in BENCHMARKS.md, "End-to-end
+## encryption cost"). About 4 minutes after the builds. Honours
 ## CARGO_TARGET_DIR.
 .PHONY: bench-browser
 bench-browser: setup-test wasm
