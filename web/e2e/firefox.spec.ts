@@ -113,6 +113,24 @@ async function firefoxPage(name: string, opts: { hide?: boolean; browser?: PBrow
   return page;
 }
 
+/** The admin (Chromium) creates a strict meeting titled `title`, invites `guest` and joins;
+ * the guest joins in Firefox (first name as the person's name); both show the same security
+ * code. */
+async function organiserWithFirefoxGuest(
+  guest: string,
+  opts: { title?: string; chromium?: Browser; firefox?: PBrowser } = {},
+): Promise<{ admin: Page; adminId: string; ff: PPage; ffId: string }> {
+  const title = opts.title ?? TITLE;
+  const admin = await adminPage(opts.chromium);
+  await createMeeting(admin, title, 'strict');
+  const link = await inviteGuest(admin, guest);
+  const adminId = await organiserJoins(admin, title);
+  const ff = await firefoxPage(guest.split(' ')[0], { browser: opts.firefox });
+  const ffId = await firefoxJoins(ff, link);
+  await equalCodes([admin, ff]);
+  return { admin, adminId, ff, ffId };
+}
+
 /** Either browser's page: both evaluate a function in the page. */
 type AnyPage = Page | PPage;
 function ev<T>(page: AnyPage, fn: () => T | Promise<T>): Promise<T> {
@@ -331,14 +349,7 @@ test('behind a web proxy: Firefox that reaches nothing but the proxy joins, and 
     const proxied = await launchFirefox(ip, { prefs: proxyPrefs(ip), executablePath: confined.executablePath });
     cleanups.push(() => proxied.close());
 
-    const admin = await adminPage();
-    cleanups.push(() => admin.context().close());
-    await createMeeting(admin, TITLE, 'strict');
-    const link = await inviteGuest(admin, 'Paul Proxy');
-    const adminId = await organiserJoins(admin, TITLE);
-    const ff = await firefoxPage('Paul', { browser: proxied });
-    const ffId = await firefoxJoins(ff, link);
-    await equalCodes([admin, ff]);
+    const { admin, adminId, ff, ffId } = await organiserWithFirefoxGuest('Paul Proxy', { firefox: proxied });
     await expectMediaFrom(ff, adminId);
     await expectAudioVideoFrom(admin, ffId);
     const transport = await ffTransport(ff);
@@ -634,14 +645,7 @@ test('figures: the encryption worker’s cost per frame in Firefox on a core of 
   pinProcess(serverPid, '1');
   pinProcess(process.pid, '1');
   try {
-    const title = 'Messung';
-    const admin = await adminPage(organiserBrowser);
-    await createMeeting(admin, title, 'strict');
-    const link = await inviteGuest(admin, 'Fritz Figur');
-    const adminId = await organiserJoins(admin, title);
-    const ff = await firefoxPage('Fritz', { browser: own });
-    const id = await firefoxJoins(ff, link);
-    await equalCodes([admin, ff]);
+    const { admin, adminId, ff, ffId: id } = await organiserWithFirefoxGuest('Fritz Figur', { title: 'Messung', chromium: organiserBrowser, firefox: own });
     await expectMediaFrom(ff, adminId);
     await expectMediaFrom(admin, id);
     const videoFrames = async () => {
