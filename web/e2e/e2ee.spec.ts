@@ -20,9 +20,10 @@ import {
   passPrejoin,
   perFrame,
   selfId,
+  videoFramesBothWays,
   stats,
 } from './helpers';
-import { chromiumOnCpu, pinProcess, serverProcess } from './pinned';
+import { chromiumOnCpu, pinProcess } from './pinned';
 import { findPlaintext, frameHeaderOf, readRecording, splitKid, type PlainFrame, type RecordedPacket } from './plaintext';
 
 test.use({ serverOptions: { webDist: 'dist-test', recordRtp: true } });
@@ -492,7 +493,7 @@ test('figures: the worker’s cost per frame with the page on a core of its own 
   // other member's browser, the server and the test driver on CPU 1.
   const own = await chromium.launch({ executablePath: chromiumOnCpu(0), args: chromiumArgs, headless: true });
   const rest = await chromium.launch({ executablePath: chromiumOnCpu(1), args: chromiumArgs, headless: true });
-  const serverPid = serverProcess(server);
+  const serverPid = server.pid();
   pinProcess(serverPid, '1');
   pinProcess(process.pid, '1');
   try {
@@ -502,11 +503,7 @@ test('figures: the worker’s cost per frame with the page on a core of its own 
     await commonSecurityCode([admin.page, erika.page]);
     await expectAudioVideoFrom(admin.page, erika.id);
     await expectAudioVideoFrom(erika.page, adminId);
-    const videoFrames = async () => {
-      const t = (await diagnostics(admin.page))!.transforms.filter((x) => x.kind === 'video');
-      const n = (side: 'send' | 'receive') => t.filter((x) => x.side === side).reduce((m, x) => m + (side === 'send' ? x.encrypted : x.decrypted), 0);
-      return Math.min(n('send'), n('receive'));
-    };
+    const videoFrames = async () => videoFramesBothWays((await diagnostics(admin.page))!.transforms);
     await expect.poll(videoFrames, { timeout: 90_000, intervals: [2000], message: 'video frames through the organiser’s worker' }).toBeGreaterThanOrEqual(600);
     const figures = { cpu: 'organiser’s browser alone on CPU 0', ...perFrame((await diagnostics(admin.page))!.transforms) };
     console.log(`E2EE FIGURES own core ${JSON.stringify(figures)}`);

@@ -18,6 +18,7 @@ import {
   organiserJoins,
   passPrejoin,
   perFrame,
+  videoFramesBothWays,
   type CryptoCounters,
   type InboundStat,
 } from './helpers';
@@ -25,7 +26,7 @@ import { recordSecret, SERVER_LOGS_DIR, useOutputDir } from './log-secrets';
 import { findPlaintext, readRecording, type PlainFrame } from './plaintext';
 import { impairedUdp } from './netns';
 import { startServer, type KlausurServer } from './server';
-import { chromiumOnCpu, firefoxOnCpu, pinProcess, serverProcess } from './pinned';
+import { chromiumOnCpu, firefoxOnCpu, pinProcess } from './pinned';
 import { startSquid } from './squid';
 import { nameHost, startCoturn, turnConfig } from './turn';
 import { existsSync, statSync, writeFileSync } from 'node:fs';
@@ -603,17 +604,7 @@ test('figures: the encryption worker’s cost per frame in Firefox (recorded, no
   // average over many frames is not).
   await expect
     .poll(
-      async () => {
-        const counts = await Promise.all(
-          [ffA, ffB].map(async (p) => {
-            const t = await transformsOf(p);
-            const sum = (side: 'send' | 'receive') =>
-              t.filter((x) => x.side === side && x.kind === 'video').reduce((n, x) => n + (side === 'send' ? x.encrypted : x.decrypted), 0);
-            return Math.min(sum('send'), sum('receive'));
-          }),
-        );
-        return Math.min(...counts);
-      },
+      async () => Math.min(...(await Promise.all([ffA, ffB].map(async (p) => videoFramesBothWays(await transformsOf(p)))))),
       { timeout: 90_000, intervals: [2000], message: 'video frames through the Firefox workers' },
     )
     .toBeGreaterThanOrEqual(300);
@@ -641,18 +632,14 @@ test('figures: the encryption worker’s cost per frame in Firefox on a core of 
     executablePath: chromiumOnCpu(1),
     args: [...chromiumArgs, `--unsafely-treat-insecure-origin-as-secure=${server!.baseURL}`],
   });
-  const serverPid = serverProcess(server!);
+  const serverPid = server!.pid();
   pinProcess(serverPid, '1');
   pinProcess(process.pid, '1');
   try {
     const { admin, adminId, ff, ffId: id } = await organiserWithFirefoxGuest('Fritz Figur', { title: 'Messung', chromium: organiserBrowser, firefox: own });
     await expectMediaFrom(ff, adminId);
     await expectMediaFrom(admin, id);
-    const videoFrames = async () => {
-      const t = (await transformsOf(ff)).filter((x) => x.kind === 'video');
-      const n = (side: 'send' | 'receive') => t.filter((x) => x.side === side).reduce((m, x) => m + (side === 'send' ? x.encrypted : x.decrypted), 0);
-      return Math.min(n('send'), n('receive'));
-    };
+    const videoFrames = async () => videoFramesBothWays(await transformsOf(ff));
     await expect.poll(videoFrames, { timeout: 90_000, intervals: [2000], message: 'video frames through the Firefox worker' }).toBeGreaterThanOrEqual(600);
     const figures = { cpu: 'Firefox alone on CPU 0', ...perFrame(await transformsOf(ff)) };
     console.log(`E2EE FIGURES firefox own core ${JSON.stringify(figures)}`);

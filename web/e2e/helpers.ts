@@ -251,12 +251,24 @@ function quantile(xs: number[], q: number): number | null {
  * (e2ee.spec.ts, firefox.spec.ts): `us_per_frame` from the start of a frame's crypto to its result (mean), `busy_us_per_frame` the
  * worker thread's own time of it (without waiting for WebCrypto's asynchronous result);
  * `us_median`, `us_p90`, `us_p99` of the same time over the transforms' last frames. */
+/** Frames the transforms `xs` of one side encrypted (send) or decrypted (receive). */
+function framesThrough(xs: CryptoCounters[], side: 'send' | 'receive'): number {
+  return xs.reduce((m, x) => m + (side === 'send' ? x.encrypted : x.decrypted), 0);
+}
+
+/** Video frames through a worker both ways: the lesser of those its transforms encrypted and
+ * decrypted. */
+export function videoFramesBothWays(all: CryptoCounters[]): number {
+  const video = all.filter((x) => x.kind === 'video');
+  return Math.min(framesThrough(video.filter((x) => x.side === 'send'), 'send'), framesThrough(video.filter((x) => x.side === 'receive'), 'receive'));
+}
+
 export function perFrame(all: CryptoCounters[]): Record<string, number | null> {
   const figures: Record<string, number | null> = {};
   for (const side of ['send', 'receive'] as const)
     for (const kind of ['audio', 'video'] as const) {
       const xs = all.filter((x) => x.side === side && x.kind === kind);
-      const n = xs.reduce((m, x) => m + (side === 'send' ? x.encrypted : x.decrypted), 0);
+      const n = framesThrough(xs, side);
       const ms = xs.reduce((m, x) => m + x.cryptoMs, 0);
       const busy = xs.reduce((m, x) => m + (x.cryptoBusyMs ?? x.cryptoMs), 0);
       const call = xs.reduce((m, x) => m + (x.cryptoCallMs ?? 0), 0);

@@ -7,7 +7,6 @@ import { chmodSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { FIREFOX_PATH } from './firefox';
-import type { KlausurServer } from './server';
 
 function wrapper(name: string, cpu: number, binary: string): string {
   const dir = mkdtempSync(join(tmpdir(), 'kz-pinned-'));
@@ -30,9 +29,4 @@ export function firefoxOnCpu(cpu: number): string {
 /** Puts process `pid` and all its threads on `cpus` (a taskset list such as "1" or "0-1"). */
 export function pinProcess(pid: number, cpus: string): void {
   execFileSync('taskset', ['-a', '-p', '-c', cpus, String(pid)], { stdio: 'ignore' });
-}
-
-/** The process id of `server` (the oldest process whose command line names its data directory). */
-export function serverProcess(server: KlausurServer): number {
-  return Number(execFileSync('pgrep', ['-o', '-f', server.dataDir]).toString().trim());
 }

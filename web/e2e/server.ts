@@ -31,6 +31,8 @@ export interface KlausurServer {
   mediaPort: number;
   /** How many media workers the server runs. */
   mediaWorkers: number;
+  /** The process id of the server now running (a new one after `restart`). */
+  pid(): number;
   stop(): Promise<void>;
   /** Stops the server as an operator would (SIGTERM), or as a crash does (`kill: true`, SIGKILL:
    * nothing is cleaned up), and starts it again on the same data directory and ports. Resolves
@@ -261,7 +263,8 @@ export async function startServer(opts: ServerOptions = {}, logOpts: LogOptions 
     await waitReady(true);
     if (!password) throw new Error(`no one-time password in ${passwordFile}; log: ${logPath}`);
     const baseURL6 = opts.dualStack ? `http://[${opts.dualStack.v6}]:${port}` : null;
-    return { baseURL, baseURL6, adminOneTimePassword: password, dataDir, logPath, rtpRecording, sipAddress, mediaPort, mediaWorkers, stop, restart };
+    const pid = () => child.pid!;
+    return { baseURL, baseURL6, adminOneTimePassword: password, dataDir, logPath, rtpRecording, sipAddress, mediaPort, mediaWorkers, pid, stop, restart };
   } catch (e) {
     process.env.KLAUSUR_E2E_KEEP = '1';
     await stop();
